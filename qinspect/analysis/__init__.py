@@ -1,0 +1,1 @@
+"""Metrics and findings over emulator results. numpy only."""

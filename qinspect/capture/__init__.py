@@ -1,0 +1,1 @@
+"""The only place that imports TensorFlow: runs a Keras model and writes a capture."""

@@ -1,0 +1,21 @@
+"""The one error type users see: a one-line message that names the file and what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class QInspectError(Exception):
+    """A user-facing error. The CLI prints it on one line and exits 2; the GUI shows it in a message.
+
+    ``path`` is the file the problem is in (if any); ``message`` says what is wrong with it.
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        self.path = None if path is None else str(path)
+        self.message = message
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class UnsupportedFormatError(QInspectError):
+    """The file is not of a kind qinspect reads, or a newer version of one."""

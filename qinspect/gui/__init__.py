@@ -1,0 +1,1 @@
+"""The inspector window: the only place that imports PySide6 and pyqtgraph."""

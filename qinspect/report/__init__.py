@@ -1,0 +1,1 @@
+"""Layer and model reports: HTML, JSON, CSV and PNG."""
