@@ -1,0 +1,508 @@
+"""The capture file: one HDF5 file with a model's graph, weights, inputs and float activations.
+
+Schema (version 1.0; ``docs/capture-format.md`` shows an example file's layout)::
+
+    /                         attrs: format="qinspect-capture", version="1.0", complete=True,
+                                     created (ISO 8601 UTC), creator ("qinspect 0.1.0"),
+                                     source_model, source_format, preprocess, n_samples,
+                                     inputs_nonfinite (bool), inputs_nan / inputs_posinf / inputs_neginf
+                                     (counts), plus any extra key given to the writer (JSON-encoded
+                                     when not a plain str/int/float/bool)
+    /graph                    scalar UTF-8 string dataset: ModelGraph.to_json()
+    /inputs/<input>           (N, ...) float32: what the model was fed, after preprocessing
+    /activations/<layer>      (N, ...) float32: the layer's float output, one row per sample.
+                              A model input layer is a soft link to /inputs/<input>.
+    /weights/<layer>/<short>  float32 arrays in Keras layout, in the layer's weight order
+    /positions                optional: attr "json" = quantization positions (another tool's JSON)
+
+Names: HDF5 uses ``/`` as its path separator and nested Keras layers are named ``outer/inner``, so a
+layer name becomes one HDF5 link name by percent-escaping ``%`` -> ``%25``, ``/`` -> ``%2F`` and a
+leading ``.`` -> ``%2E`` (:func:`escape_name`). Every group or dataset named after a layer also carries
+the real name in its ``name`` attr.
+
+Chunks: one chunk holds one sample of one tensor, so reading one sample of one layer reads one chunk.
+Tensors smaller than 16 KiB per sample group several samples per chunk (up to 16 KiB): millions of
+tiny chunks would make the chunk index larger than the data and slow every write.
+Compression: ``lzf`` by default (fast; ReLU outputs shrink well); ``gzip`` 1 and ``None`` on request.
+
+Reading is lazy: :meth:`Capture.open` reads the root attrs and the graph JSON; listing layers reads
+dataset shapes; tensors are read only by :meth:`Capture.activation`, :meth:`Capture.inputs` and
+:meth:`Capture.weights`. Files are opened read-only with HDF5 file locking off.
+
+Writing is atomic: :class:`CaptureWriter` writes a temporary file beside the destination and
+``os.replace``-s it into place on :meth:`CaptureWriter.commit`; on any error (or Ctrl-C) the temporary
+file is deleted and the destination, whether absent or an older file, is left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from qinspect import __version__
+from qinspect.errors import QInspectError, UnsupportedFormatError
+from qinspect.io.graph import ModelGraph, WeightSource
+
+FORMAT_NAME = "qinspect-capture"
+FORMAT_VERSION = "1.0"
+
+# Samples per chunk are chosen so that a chunk holds at least this many bytes (see module docstring).
+_MIN_CHUNK_BYTES = 16 * 1024
+COMPRESSIONS = ("lzf", "gzip", None)
+
+
+# --- names ---------------------------------------------------------------------------------------
+
+
+def escape_name(name: str) -> str:
+    """A layer name as one HDF5 link name (no ``/``; reversible with :func:`unescape_name`)."""
+    out = name.replace("%", "%25").replace("/", "%2F")
+    if out.startswith("."):
+        out = "%2E" + out[1:]
+    return out
+
+
+def unescape_name(link: str) -> str:
+    """Inverse of :func:`escape_name`."""
+    return link.replace("%2E", ".").replace("%2F", "/").replace("%25", "%")
+
+
+def _parse_version(text: str, path: str) -> tuple[int, int]:
+    try:
+        major, minor = (int(part) for part in str(text).split(".", 1))
+    except ValueError:
+        raise UnsupportedFormatError(f"capture has an unreadable format version {text!r}", path) from None
+    return major, minor
+
+
+def _attr_value(value: Any) -> Any:
+    """An HDF5 attribute as a plain Python value."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+class Capture(WeightSource):
+    """A capture file opened read-only; tensors are read lazily, one layer at a time."""
+
+    path: str
+    graph: ModelGraph
+    n_samples: int
+    attrs: dict[str, Any]
+
+    def __init__(self, path: str, h5: h5py.File, graph: ModelGraph, attrs: dict[str, Any]) -> None:
+        self.path = path
+        self._h5 = h5
+        self.graph = graph
+        self.attrs = attrs
+        self.n_samples = int(attrs.get("n_samples", 0))
+        self._activation_links: dict[str, str] | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Capture:
+        """Open a capture read-only (HDF5 locking off), checking its format name and version."""
+        path = str(path)
+        if not os.path.exists(path):
+            raise QInspectError("no such file", path)
+        if os.path.isdir(path):
+            raise QInspectError("is a folder, not a capture file", path)
+        if not h5py.is_hdf5(path):
+            raise QInspectError("not an HDF5 file (a capture is an HDF5 file written by qinspect capture)", path)
+        try:
+            h5 = h5py.File(path, "r", locking=False)
+        except OSError as exc:
+            raise QInspectError(f"damaged or truncated HDF5 file ({_first_line(exc)})", path) from None
+        try:
+            return cls._from_h5(path, h5)
+        except BaseException:
+            h5.close()
+            raise
+
+    @classmethod
+    def _from_h5(cls, path: str, h5: h5py.File) -> Capture:
+        try:
+            attrs = {key: _attr_value(h5.attrs[key]) for key in h5.attrs}
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise QInspectError(f"damaged or truncated HDF5 file ({_first_line(exc)})", path) from None
+        if attrs.get("format") != FORMAT_NAME:
+            raise UnsupportedFormatError(
+                "an HDF5 file but not a qinspect capture (no format=\"qinspect-capture\" attribute)", path
+            )
+        major, _ = _parse_version(attrs.get("version", ""), path)
+        ours, _ = _parse_version(FORMAT_VERSION, path)
+        if major > ours:
+            raise UnsupportedFormatError(
+                f"capture format version {attrs['version']} is newer than this qinspect reads "
+                f"({FORMAT_VERSION}); update qinspect",
+                path,
+            )
+        if not attrs.get("complete", False):
+            raise QInspectError("incomplete capture (its writing was interrupted)", path)
+        try:
+            raw = h5["graph"][()]
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+            graph = ModelGraph.from_json(text)
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise QInspectError(f"damaged capture: cannot read /graph ({_first_line(exc)})", path) from None
+        except (ValueError, TypeError) as exc:
+            raise QInspectError(f"damaged capture: /graph is not a model graph ({exc})", path) from None
+        graph.source = path
+        graph.source_format = "capture"
+        return cls(path, h5, graph, attrs)
+
+    # - metadata -
+
+    def _links(self) -> dict[str, str]:
+        """Layer name -> link name in /activations (reads link names and attrs only)."""
+        if self._activation_links is None:
+            group = self._group("activations")
+            self._activation_links = {unescape_name(link): link for link in group}
+        return self._activation_links
+
+    def _group(self, name: str) -> h5py.Group:
+        try:
+            return self._h5[name]
+        except (KeyError, OSError, RuntimeError) as exc:
+            raise QInspectError(f"damaged capture: cannot read /{name} ({_first_line(exc)})", self.path) from None
+
+    def layers_with_activations(self) -> list[str]:
+        """Names of the layers whose activations the capture holds, in topological order."""
+        links = self._links()
+        ordered = [layer.name for layer in self.graph.leaves() if layer.name in links]
+        # Anything not in the graph (should not happen) goes last rather than disappearing.
+        return ordered + sorted(set(links) - set(ordered))
+
+    def _dataset(self, group: str, name: str, what: str) -> h5py.Dataset:
+        if group == "activations":
+            links = self._links()
+            if name not in links:
+                raise KeyError(f"{self.path}: no activations for layer {name!r} in this capture")
+            link = links[name]
+        else:
+            link = escape_name(name)
+        try:
+            return self._h5[group][link]
+        except KeyError:
+            raise KeyError(f"{self.path}: no {what} {name!r} in this capture") from None
+        except (OSError, RuntimeError) as exc:
+            message = f"damaged capture: cannot read {what} {name!r} ({_first_line(exc)})"
+            raise QInspectError(message, self.path) from None
+
+    def activation_shape(self, layer: str) -> tuple[int, ...]:
+        """Shape ``(N, ...)`` of a layer's activations (metadata only)."""
+        return tuple(int(d) for d in self._dataset("activations", layer, "layer").shape)
+
+    def activation(self, layer: str, samples: Any = None) -> np.ndarray:
+        """A layer's float32 activations for ``samples`` (None: all; a slice; an int array; an int)."""
+        return _read(self._dataset("activations", layer, "layer"), samples, self.path)
+
+    def input_names(self) -> list[str]:
+        """Names of the model inputs stored, in the model's input order."""
+        stored = {unescape_name(link) for link in self._group("inputs")}
+        return [name for name in self.graph.inputs if name in stored] + sorted(stored - set(self.graph.inputs))
+
+    def inputs(self, name: str | None = None, samples: Any = None) -> np.ndarray:
+        """The float32 inputs fed to the model (``name`` None: the only input)."""
+        if name is None:
+            names = self.input_names()
+            if len(names) != 1:
+                raise ValueError(f"{self.path}: the model has {len(names)} inputs {names}; name one")
+            name = names[0]
+        return _read(self._dataset("inputs", name, "input"), samples, self.path)
+
+    def weights(self, layer: str) -> dict[str, np.ndarray]:
+        """The layer's weights keyed by short name, in the layer's order (empty if it has none)."""
+        group = self._group("weights")
+        link = escape_name(layer)
+        if link not in group:
+            if layer in self.graph:
+                return {}
+            raise KeyError(f"{self.path}: no layer {layer!r} in this capture")
+        try:
+            sub = group[link]
+            return {name: np.asarray(sub[name][()], dtype=np.float32) for name in sub}
+        except (OSError, RuntimeError) as exc:
+            message = f"damaged capture: cannot read weights of {layer!r} ({_first_line(exc)})"
+            raise QInspectError(message, self.path) from None
+
+    def positions(self) -> dict[str, Any] | None:
+        """Quantization positions stored with the capture (another tool's JSON), or None."""
+        if "positions" not in self._h5:
+            return None
+        text = _attr_value(self._h5["positions"].attrs.get("json", "null"))
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise QInspectError(f"damaged capture: /positions is not JSON ({exc})", self.path) from None
+
+    def close(self) -> None:
+        """Close the file (further reads fail)."""
+        self._h5.close()
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Capture({self.path!r}, {self.n_samples} samples, {len(self._links())} layers)"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _read(ds: h5py.Dataset, samples: Any, path: str) -> np.ndarray:
+    """Read rows of a (N, ...) dataset as float32; ``samples`` as in :meth:`Capture.activation`."""
+    n = ds.shape[0]
+    try:
+        if samples is None:
+            data = ds[()]
+        elif isinstance(samples, slice):
+            data = ds[samples]
+        elif np.isscalar(samples) and np.issubdtype(type(samples), np.integer):
+            index = int(samples)
+            if not -n <= index < n:
+                raise IndexError(f"sample {index} out of range for {n} samples")
+            data = ds[index % n]
+        else:
+            index = np.asarray(samples)
+            if index.dtype == bool:
+                index = np.flatnonzero(index)
+            if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
+                raise IndexError("samples must be None, a slice, an int or a 1-D int array")
+            index = index.astype(np.int64)
+            if index.size and (index.min() < -n or index.max() >= n):
+                raise IndexError(f"sample index out of range for {n} samples")
+            index = index % n if n else index
+            # h5py wants increasing, unique indices: read those, then put them back in the asked order.
+            unique, inverse = np.unique(index, return_inverse=True)
+            if unique.size == 0:
+                data = np.empty((0, *ds.shape[1:]), dtype=ds.dtype)
+            elif unique.size * 4 >= unique[-1] - unique[0] + 1:
+                # Dense enough: one contiguous read is faster than a point selection.
+                data = ds[int(unique[0]) : int(unique[-1]) + 1][unique - unique[0]]
+            else:
+                data = ds[unique]
+            data = data[inverse]
+    except (OSError, RuntimeError) as exc:
+        raise QInspectError(f"damaged capture: cannot read {ds.name} ({_first_line(exc)})", path) from None
+    return np.asarray(data, dtype=np.float32)
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def samples_per_chunk(sample_shape: Sequence[int], itemsize: int = 4) -> int:
+    """Samples per chunk: one, unless a sample is under 16 KiB (then enough to fill 16 KiB)."""
+    sample_bytes = max(1, int(np.prod(sample_shape, dtype=np.int64)) * itemsize)
+    return max(1, _MIN_CHUNK_BYTES // sample_bytes)
+
+
+def bytes_needed(
+    n_samples: int, activation_shapes: Mapping[str, Sequence[int]], input_shapes: Mapping[str, Sequence[int]]
+) -> int:
+    """Uncompressed float32 bytes of a capture's activations and inputs (shapes without the N)."""
+    per_sample = sum(int(np.prod(s, dtype=np.int64)) for s in activation_shapes.values())
+    per_sample += sum(int(np.prod(s, dtype=np.int64)) for s in input_shapes.values())
+    return 4 * n_samples * per_sample
+
+
+class CaptureWriter:
+    """Writes a capture into a temporary file beside ``path``; :meth:`commit` moves it into place.
+
+    Use as a context manager: leaving the block normally commits, an exception (Ctrl-C included)
+    aborts, which deletes the temporary file and leaves ``path`` as it was.
+
+    ``activation_shapes``/``input_shapes`` give each tensor's shape *without* the sample axis.
+    ``input_links`` maps model-input layer names to input names: those layers' activations are soft
+    links to ``/inputs/<input>`` rather than copies. ``positions`` (optional) is stored as /positions.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        graph: ModelGraph,
+        n_samples: int,
+        activation_shapes: Mapping[str, Sequence[int]],
+        input_shapes: Mapping[str, Sequence[int]],
+        *,
+        attrs: Mapping[str, Any] | None = None,
+        input_links: Mapping[str, str] | None = None,
+        positions: Mapping[str, Any] | None = None,
+        compression: str | None = "lzf",
+        overwrite: bool = False,
+    ) -> None:
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {COMPRESSIONS}")
+        self.path = os.path.abspath(os.fspath(path))
+        folder = os.path.dirname(self.path)
+        if os.path.isdir(self.path):
+            raise QInspectError("is a folder; give a file name for the capture", self.path)
+        if not os.path.isdir(folder):
+            raise QInspectError("the folder for the capture does not exist", self.path)
+        if os.path.exists(self.path) and not overwrite:
+            raise QInspectError("already exists; use --force to replace it", self.path)
+        self.n_samples = int(n_samples)
+        self._written = 0
+        fd, self.temp_path = tempfile.mkstemp(
+            prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=folder
+        )
+        os.close(fd)
+        self._h5: h5py.File | None = None
+        try:
+            self._h5 = h5py.File(self.temp_path, "w", locking=False)
+            self._start(graph, activation_shapes, input_shapes, attrs or {}, input_links or {}, positions,
+                        compression)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _start(self, graph, activation_shapes, input_shapes, attrs, input_links, positions, compression) -> None:
+        h5 = self._h5
+        assert h5 is not None
+        h5.attrs["format"] = FORMAT_NAME
+        h5.attrs["version"] = FORMAT_VERSION
+        h5.attrs["complete"] = False
+        h5.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        h5.attrs["creator"] = f"qinspect {__version__}"
+        h5.attrs["n_samples"] = self.n_samples
+        self.set_attrs(attrs)
+        h5.create_dataset("graph", data=graph.to_json(), dtype=h5py.string_dtype("utf-8"))
+        options: dict[str, Any] = {}
+        if compression == "lzf":
+            options = {"compression": "lzf"}
+        elif compression == "gzip":
+            options = {"compression": "gzip", "compression_opts": 1}
+        self._inputs: dict[str, h5py.Dataset] = {}
+        group = h5.create_group("inputs", track_order=True)
+        for name, shape in input_shapes.items():
+            self._inputs[name] = self._create(group, name, shape, options)
+        self._activations: dict[str, h5py.Dataset] = {}
+        group = h5.create_group("activations", track_order=True)
+        for name, shape in activation_shapes.items():
+            self._activations[name] = self._create(group, name, shape, options)
+        for layer, input_name in input_links.items():
+            link = escape_name(layer)
+            group[link] = h5py.SoftLink(f"/inputs/{escape_name(input_name)}")
+        h5.create_group("weights", track_order=True)
+        if positions is not None:
+            h5.create_group("positions").attrs["json"] = json.dumps(positions)
+
+    def _create(self, group: h5py.Group, name: str, shape: Sequence[int], options: dict[str, Any]) -> h5py.Dataset:
+        shape = tuple(int(d) for d in shape)
+        chunk_n = min(max(self.n_samples, 1), samples_per_chunk(shape))
+        ds = group.create_dataset(
+            escape_name(name),
+            shape=(self.n_samples, *shape),
+            dtype=np.float32,
+            chunks=(chunk_n, *shape) if all(shape) else None,
+            **options,
+        )
+        ds.attrs["name"] = name
+        return ds
+
+    def set_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Set root attributes (non-scalar values are stored as JSON text)."""
+        assert self._h5 is not None
+        for key, value in attrs.items():
+            if value is None:
+                value = ""
+            if not isinstance(value, (str, int, float, bool, np.integer, np.floating, np.bool_)):
+                value = json.dumps(value)
+            self._h5.attrs[key] = value
+
+    def write_weights(self, source: WeightSource, layers: Sequence[str]) -> None:
+        """Copy the weights of ``layers`` from ``source`` (float32, in the source's order)."""
+        assert self._h5 is not None
+        group = self._h5["weights"]
+        for layer in layers:
+            arrays = source.weights(layer)
+            if not arrays:
+                continue
+            sub = group.create_group(escape_name(layer), track_order=True)
+            sub.attrs["name"] = layer
+            for short, array in arrays.items():
+                sub.create_dataset(short, data=np.asarray(array, dtype=np.float32))
+
+    def write_batch(
+        self, start: int, inputs: Mapping[str, np.ndarray], activations: Mapping[str, np.ndarray]
+    ) -> None:
+        """Store samples ``start .. start+len`` of every input and activation given."""
+        for name, array in inputs.items():
+            self._put(self._inputs, name, start, array)
+        for name, array in activations.items():
+            self._put(self._activations, name, start, array)
+
+    def _put(self, table: dict[str, h5py.Dataset], name: str, start: int, array: np.ndarray) -> None:
+        ds = table[name]
+        array = np.asarray(array, dtype=np.float32)
+        stop = start + array.shape[0]
+        if stop > self.n_samples:
+            raise ValueError(f"batch {start}:{stop} beyond the {self.n_samples} samples of the capture")
+        if array.shape[1:] != ds.shape[1:]:
+            raise ValueError(f"{name}: batch shape {array.shape[1:]} does not match {ds.shape[1:]}")
+        ds[start:stop] = array
+        self._written = max(self._written, stop)
+
+    def commit(self) -> str:
+        """Finish the file and move it to its destination (atomically). Returns the path."""
+        assert self._h5 is not None, "already committed or aborted"
+        if self._written != self.n_samples:
+            raise ValueError(f"only {self._written} of {self.n_samples} samples were written")
+        self._h5.attrs["complete"] = True
+        self._h5.close()
+        self._h5 = None
+        os.replace(self.temp_path, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file; the destination is not touched."""
+        if self._h5 is not None:
+            try:
+                self._h5.close()
+            except Exception:  # noqa: BLE001 - closing a broken file must not hide the first error
+                pass
+            self._h5 = None
+        try:
+            os.unlink(self.temp_path)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> CaptureWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def is_capture(path: str | os.PathLike[str]) -> bool:
+    """True if ``path`` is an HDF5 file with the capture format attribute (cheap check)."""
+    path = Path(path)
+    if not path.is_file() or not h5py.is_hdf5(path):
+        return False
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            return _attr_value(h5.attrs.get("format")) == FORMAT_NAME
+    except OSError:
+        return False

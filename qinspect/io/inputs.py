@@ -1,0 +1,283 @@
+"""Model inputs for a capture: a ``.npy``/``.npz`` array or a folder of images, read batch by batch.
+
+* ``.npy``: one array ``(N, ...)`` for a one-input model, memory-mapped (never loaded whole).
+  ``.npz``: one array per model input, keyed by the input layer's name (a one-input model also takes
+  an ``.npz`` with a single array of any name). Both read with ``allow_pickle=False``.
+  Arrays are taken as already preprocessed and fed as float32, unless ``preprocess`` is given, in which
+  case it is applied to the raw values as to image pixels (0..255).
+* A folder of images (one-input models only), in file-name order, each converted to grayscale or
+  RGB to match the model's channels, resized with Pillow (bilinear) to the model's input height and
+  width, then scaled by ``preprocess`` (required for images):
+
+  - ``0..1``: ``x / 255``
+  - ``-1..1``: ``(x / 255 - 0.5) * 2``
+  - ``caffe``: RGB -> BGR, minus the ImageNet BGR mean (103.939, 116.779, 123.68), no scaling
+    (Keras ``imagenet_utils`` "caffe" mode); a one-channel model subtracts the mean of the three.
+
+  Files in the folder that are not images: hidden files (``.*``) and sub-folders are ignored; a file
+  whose extension is not an image format Pillow knows (``notes.txt``, ``Thumbs.db``) is **skipped
+  with a warning** listing them; a file with an image extension that does not decode (a damaged
+  ``.jpg``) **fails** with an error naming it, because silently dropping a broken sample would
+  change the calibration set without anyone noticing.
+
+Shapes are checked before anything runs: a mismatch is a one-line :class:`QInspectError` naming the
+file, the expected and the found shape. Non-finite values (NaN, +Inf, -Inf) are counted batch by
+batch (:func:`count_nonfinite`); the capture records them.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qinspect.errors import QInspectError
+
+PREPROCESS = ("0..1", "-1..1", "caffe")
+CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+
+Shape = Sequence[int | None]
+
+
+def preprocess_pixels(x: np.ndarray, mode: str) -> np.ndarray:
+    """Scale raw pixel values (0..255, NHWC, channels 1 or 3 in RGB order) as ``mode`` says."""
+    x = np.asarray(x, dtype=np.float32)
+    if mode == "0..1":
+        return x / np.float32(255.0)
+    if mode == "-1..1":
+        # As the fer package (and many Keras examples) do it: x/255, then (x - 0.5) * 2.
+        return (x / np.float32(255.0) - np.float32(0.5)) * np.float32(2.0)
+    if mode == "caffe":
+        if x.shape[-1] == 3:
+            return x[..., ::-1] - CAFFE_BGR_MEAN
+        return x - np.float32(CAFFE_BGR_MEAN.mean())
+    raise ValueError(f"unknown preprocess {mode!r}; one of {', '.join(PREPROCESS)}")
+
+
+def count_nonfinite(x: np.ndarray) -> tuple[int, int, int]:
+    """(NaN count, +Inf count, -Inf count) of an array."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        return 0, 0, 0
+    finite = np.isfinite(x)
+    if finite.all():
+        return 0, 0, 0
+    return int(np.isnan(x).sum()), int(np.isposinf(x).sum()), int(np.isneginf(x).sum())
+
+
+def _fmt(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("N" if i == 0 and d is None else str(d) for i, d in enumerate(shape)) + ")"
+
+
+def _fits(found: Sequence[int], expected: Shape) -> bool:
+    """True if ``found`` (no batch axis) matches ``expected`` (None = any size)."""
+    if len(found) != len(expected):
+        return False
+    return all(e is None or int(e) == int(f) for f, e in zip(found, expected, strict=True))
+
+
+@dataclass
+class InputSource:
+    """Model inputs read lazily: ``batch(start, stop)`` returns ``{input name: float32 array}``."""
+
+    path: str
+    names: list[str]
+    n_samples: int
+    shapes: dict[str, tuple[int, ...]]  # per input, without the sample axis
+    kind: str  # "npy", "npz" or "images"
+    preprocess: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _files: list[str] = field(default_factory=list, repr=False)
+    _mode: str = field(default="", repr=False)  # Pillow mode for images: "L" or "RGB"
+
+    def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Samples ``start:stop`` of every input, as float32."""
+        if self.kind == "images":
+            raw = np.stack([self._load_image(f) for f in self._files[start:stop]])
+            return {self.names[0]: preprocess_pixels(raw, self.preprocess or "0..1")}
+        out = {}
+        for name in self.names:
+            x = np.asarray(self._arrays[name][start:stop])
+            out[name] = preprocess_pixels(x, self.preprocess) if self.preprocess else x.astype(np.float32)
+        return out
+
+    @property
+    def files(self) -> list[str]:
+        """The image files, in the order they are fed (empty for arrays)."""
+        return list(self._files)
+
+    def _load_image(self, file: str) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        height, width, channels = self.shapes[self.names[0]]
+        try:
+            with Image.open(file) as img:
+                img = img.convert(self._mode).resize((width, height), Image.Resampling.BILINEAR)
+                array = np.asarray(img, dtype=np.float32)
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise QInspectError(f"not a readable image ({_one_line(exc)})", file) from None
+        return array.reshape(height, width, channels)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def open_inputs(
+    path: str | os.PathLike[str],
+    input_shapes: dict[str, Shape],
+    *,
+    samples: int | None = None,
+    preprocess: str | None = None,
+) -> InputSource:
+    """Open INPUTS for a model whose inputs are ``{name: shape without the batch axis}``.
+
+    ``samples`` keeps the first N samples. Raises :class:`QInspectError` for a missing or unreadable
+    file, a shape that does not fit, or an image folder without usable images.
+    """
+    path = os.fspath(path)
+    if preprocess is not None and preprocess not in PREPROCESS:
+        raise QInspectError(f"unknown --preprocess {preprocess!r}; use one of {', '.join(PREPROCESS)}", path)
+    if not os.path.exists(path):
+        raise QInspectError("no such file or folder", path)
+    if os.path.isdir(path):
+        source = _open_folder(path, input_shapes, preprocess)
+    elif path.endswith(".npz") or zipfile.is_zipfile(path):
+        source = _open_npz(path, input_shapes, preprocess)
+    else:
+        source = _open_npy(path, input_shapes, preprocess)
+    if samples is not None:
+        if samples < 1:
+            raise QInspectError(f"--samples must be at least 1 (got {samples})", path)
+        if samples > source.n_samples:
+            source.warnings.append(f"{path}: asked for {samples} samples, it holds {source.n_samples}; using all")
+        source.n_samples = min(samples, source.n_samples)
+        source._files = source._files[: source.n_samples]
+    if source.n_samples == 0:
+        raise QInspectError("holds no samples", path)
+    return source
+
+
+def _check_shape(path: str, name: str, found: Sequence[int], expected: Shape, multi: bool) -> None:
+    if len(found) < 1 or not _fits(found[1:], expected):
+        which = f" for input {name!r}" if multi else ""
+        raise QInspectError(
+            f"inputs have shape {tuple(found)}; the model expects {_fmt([None, *expected])}{which}", path
+        )
+
+
+def _check_dtype(path: str, array: np.ndarray) -> None:
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+            or array.dtype == bool):
+        raise QInspectError(f"inputs have dtype {array.dtype}; a numeric array is needed", path)
+
+
+def _open_npy(path: str, input_shapes: dict[str, Shape], preprocess: str | None) -> InputSource:
+    if len(input_shapes) != 1:
+        raise QInspectError(
+            f"the model has {len(input_shapes)} inputs ({', '.join(input_shapes)}); give an .npz with one "
+            "array per input name",
+            path,
+        )
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        # allow_pickle=False refuses object arrays: they would run code from the file.
+        raise QInspectError(f"not a numeric .npy array ({_one_line(exc)})", path) from None
+    except (OSError, EOFError) as exc:
+        raise QInspectError(f"not a readable .npy file ({_one_line(exc)})", path) from None
+    if not isinstance(array, np.ndarray):
+        raise QInspectError("not a .npy array", path)
+    _check_dtype(path, array)
+    (name, expected), = input_shapes.items()
+    _check_shape(path, name, array.shape, expected, False)
+    return InputSource(path, [name], int(array.shape[0]), {name: tuple(array.shape[1:])}, "npy",
+                       preprocess, _arrays={name: array})
+
+
+def _open_npz(path: str, input_shapes: dict[str, Shape], preprocess: str | None) -> InputSource:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {key: npz[key] for key in npz.files}
+    except ValueError as exc:
+        raise QInspectError(f"not a numeric .npz archive ({_one_line(exc)})", path) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise QInspectError(f"not a readable .npz file ({_one_line(exc)})", path) from None
+    names = list(input_shapes)
+    if len(names) == 1 and len(data) == 1:
+        data = {names[0]: next(iter(data.values()))}
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise QInspectError(
+            f"no array for model input(s) {', '.join(missing)} (the archive holds {', '.join(data) or 'nothing'})",
+            path,
+        )
+    counts = set()
+    for name in names:
+        _check_dtype(path, data[name])
+        _check_shape(path, name, data[name].shape, input_shapes[name], len(names) > 1)
+        counts.add(int(data[name].shape[0]))
+    if len(counts) > 1:
+        raise QInspectError(f"inputs hold different sample counts {sorted(counts)}", path)
+    arrays = {n: data[n] for n in names}
+    return InputSource(path, names, counts.pop(), {n: tuple(a.shape[1:]) for n, a in arrays.items()}, "npz",
+                       preprocess, _arrays=arrays)
+
+
+def image_extensions() -> set[str]:
+    """File extensions (lower case, with the dot) Pillow can open."""
+    from PIL import Image
+
+    Image.init()
+    return {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+def _open_folder(path: str, input_shapes: dict[str, Shape], preprocess: str | None) -> InputSource:
+    if len(input_shapes) != 1:
+        raise QInspectError(f"the model has {len(input_shapes)} inputs; an image folder feeds only one", path)
+    (name, expected), = input_shapes.items()
+    if len(expected) != 3 or expected[-1] not in (1, 3) or expected[0] is None or expected[1] is None:
+        raise QInspectError(
+            f"an image folder needs a model input of fixed size (H, W, 1 or 3); this model's is "
+            f"{_fmt([None, *expected])}",
+            path,
+        )
+    if preprocess is None:
+        raise QInspectError(f"an image folder needs --preprocess ({' | '.join(PREPROCESS)})", path)
+    extensions = image_extensions()
+    images, skipped = [], []
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if entry.name.startswith(".") or entry.is_dir():
+            continue
+        if os.path.splitext(entry.name)[1].lower() in extensions:
+            images.append(entry.path)
+        else:
+            skipped.append(entry.name)
+    warnings = []
+    if skipped:
+        listed = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        warnings.append(f"{path}: skipped {len(skipped)} file(s) that are not images: {listed}")
+    if not images:
+        raise QInspectError("the folder holds no image files", path)
+    _identify(images)
+    height, width, channels = (int(d) for d in expected)
+    source = InputSource(path, [name], len(images), {name: (height, width, channels)}, "images", preprocess,
+                         warnings, _files=images, _mode="L" if channels == 1 else "RGB")
+    return source
+
+
+def _identify(files: list[str]) -> None:
+    """Fail early, naming the file, on an image-named file Pillow cannot identify (reads headers only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    for file in files:
+        try:
+            with Image.open(file):
+                pass
+        except (UnidentifiedImageError, OSError) as exc:
+            raise QInspectError(f"not a readable image ({_one_line(exc)})", file) from None
