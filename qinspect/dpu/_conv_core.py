@@ -1,0 +1,166 @@
+"""Shared convolution machinery for the integer and the float kernels (numpy only).
+
+Padding follows TensorFlow exactly: ``'same'`` pads ``total = max((out - 1) * s + k_eff - in, 0)`` with
+``before = total // 2`` and the rest after; ``'valid'`` pads nothing.
+
+Speed: numpy has no integer BLAS, so integer products are computed by float32 GEMM. int8 codes are in
+[-128, 127], so one product is at most 128 * 128 = 2^14 in magnitude and a sum of K <= 1024 of them
+is at most 2^24: every partial sum is an integer of magnitude <= 2^24, which float32 represents
+exactly. Larger K is split into chunks of <= 1024 whose (exact) sums are added in float64, exact up
+to 2^53. :func:`gemm_exact` and :func:`conv_acc` implement that rule; they are also used with float32
+data (then they are ordinary float32 kernels).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Largest K whose int8 x int8 dot products stay exact in float32: 1024 * 2^14 = 2^24.
+EXACT_K32 = 1024
+# Target size of one temporary patch buffer (bytes): bounds memory whatever the batch size.
+_CHUNK_BYTES = 24 * 1024 * 1024
+
+
+def _pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(v, int | np.integer):
+        return int(v), int(v)
+    a, b = v
+    return int(a), int(b)
+
+
+def pads_1d(size: int, k: int, s: int, d: int, padding: str) -> tuple[int, int, int]:
+    """(pad_before, pad_after, out_size) along one axis, as TensorFlow computes them."""
+    k_eff = (k - 1) * d + 1
+    p = padding.lower()
+    if p == "valid":
+        out = (size - k_eff) // s + 1 if size >= k_eff else 0
+        return 0, 0, max(out, 0)
+    if p == "same":
+        out = -(-size // s)
+        total = max((out - 1) * s + k_eff - size, 0)
+        return total // 2, total - total // 2, out
+    raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+
+
+def pad_nhwc(x: np.ndarray, ph: tuple[int, int], pw: tuple[int, int], value: float = 0) -> np.ndarray:
+    """Pad H and W of an NHWC array (no copy when there is nothing to pad)."""
+    if ph == (0, 0) and pw == (0, 0):
+        return x
+    return np.pad(x, ((0, 0), ph, pw, (0, 0)), mode="constant", constant_values=value)
+
+
+def gemm_exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for float32 matrices holding integers of magnitude <= 128, exactly.
+
+    K <= 1024: one float32 GEMM (every partial sum <= 2^24, exact). Otherwise K is cut into chunks of
+    <= 1024 and the exact float32 chunk sums are added in float64 (exact below 2^53).
+    Returns float32 when K <= 1024, else float64.
+    """
+    k = a.shape[-1]
+    if k <= EXACT_K32:
+        return a @ b
+    out = np.zeros(a.shape[:-1] + (b.shape[-1],), dtype=np.float64)
+    for k0 in range(0, k, EXACT_K32):
+        out += a[..., k0 : k0 + EXACT_K32] @ b[k0 : k0 + EXACT_K32]
+    return out
+
+
+def _rows_per_chunk(bytes_per_row: int) -> int:
+    return max(1, _CHUNK_BYTES // max(1, bytes_per_row))
+
+
+def conv_acc(
+    x: np.ndarray,
+    w: np.ndarray,
+    strides: tuple[int, int] = (1, 1),
+    padding: str = "valid",
+    dilation: tuple[int, int] = (1, 1),
+    exact: bool = True,
+) -> np.ndarray:
+    """2-D convolution (cross-correlation, NHWC, HWIO kernel) of float32 ``x`` and ``w``.
+
+    With ``exact`` the inputs hold int8 codes and the result is the exact integer accumulator (float32
+    when kh*kw*cin <= 1024, float64 otherwise; see the module docstring for the range proof). Memory is
+    bounded: patches are built for a few output rows at a time.
+    """
+    sh, sw = _pair(strides)
+    dh, dw = _pair(dilation)
+    n, h, wd, cin = x.shape
+    kh, kw, cin_w, cout = w.shape
+    if cin_w != cin:
+        raise ValueError(f"kernel expects {cin_w} input channels, input has {cin}")
+    pt, pb, ho = pads_1d(h, kh, sh, dh, padding)
+    pl, pr, wo = pads_1d(wd, kw, sw, dw, padding)
+    xp = pad_nhwc(x, (pt, pb), (pl, pr))
+    k_total = kh * kw * cin
+    out_dtype = np.float32 if (k_total <= EXACT_K32 or not exact) else np.float64
+    out = np.empty((n, ho, wo, cout), dtype=out_dtype)
+    if n == 0 or ho == 0 or wo == 0:
+        return out
+    if sh == 1 and sw == 1:
+        _conv_stride1(xp, w, dh, dw, ho, wo, out, exact)
+        return out
+    w2 = w.reshape(k_total, cout)
+    # Generic path: im2col over blocks of (image, output row) so the patch buffer stays bounded.
+    rows = _rows_per_chunk(wo * k_total * 4)
+    cols = np.empty((rows, wo, kh, kw, cin), dtype=np.float32)
+    flat = [(i, r) for i in range(n) for r in range(ho)]
+    for c0 in range(0, len(flat), rows):
+        blk = flat[c0 : c0 + rows]
+        for j, (i, r) in enumerate(blk):
+            for a in range(kh):
+                src = xp[i, r * sh + a * dh]
+                for b in range(kw):
+                    cols[j, :, a, b, :] = src[b * dw : b * dw + (wo - 1) * sw + 1 : sw]
+        m = len(blk)
+        res = gemm_exact(cols[:m].reshape(m * wo, k_total), w2) if exact else cols[:m].reshape(
+            m * wo, k_total
+        ) @ w2
+        res = res.reshape(m, wo, cout)
+        for j, (i, r) in enumerate(blk):
+            out[i, r] = res[j]
+    return out
+
+
+def _conv_stride1(
+    xp: np.ndarray, w: np.ndarray, dh: int, dw: int, ho: int, wo: int, out: np.ndarray, exact: bool
+) -> None:
+    """Stride-1 convolution without a full im2col.
+
+    Flatten each padded image to rows ``p = y * Wp + x``. Output (y, x) needs input rows
+    ``p + a*dh*Wp + b*dw`` for taps (a, b). Build ``E[p] = concat_b xflat[p + b*dw]`` (kw copies of the
+    input instead of kh*kw), multiply once by all kernel rows stacked side by side
+    (``E @ [W_0 | .. | W_{kh-1}]``), then add the kh column blocks shifted by ``a*dh*Wp`` rows.
+    Outputs at x >= Wo are computed and dropped (a (Wp - Wo) / Wp overhead).
+    Exactness: each GEMM sums kw*cin products, the shifted adds bring the total to kh*kw*cin terms;
+    when that is <= 1024 every partial sum is an integer <= 2^24 and float32 is exact; otherwise the
+    GEMM is split by :func:`gemm_exact` and the adds are done in float64.
+    """
+    n, hp, wp, cin = xp.shape
+    kh, kw, _, cout = w.shape
+    kdim = kw * cin
+    k_total = kh * kdim
+    acc_dtype = out.dtype
+    # (kw*cin, kh*cout): column block a holds kernel row a.
+    wcat = np.ascontiguousarray(w.transpose(1, 2, 0, 3).reshape(kdim, kh * cout))
+    span = (kh - 1) * dh * wp  # extra rows needed below the last output row
+    per_img = hp * wp
+    imgs = max(1, _CHUNK_BYTES // max(1, per_img * max(kdim, kh * cout) * 4))
+    for i0 in range(0, n, imgs):
+        i1 = min(n, i0 + imgs)
+        m = i1 - i0
+        xf = xp[i0:i1].reshape(m * per_img, cin)
+        rows = m * per_img
+        e = np.zeros((rows + span, kdim), dtype=np.float32)
+        for b in range(kw):
+            off = b * dw
+            e[: rows - off, b * cin : (b + 1) * cin] = xf[off:]
+        z = gemm_exact(e, wcat) if exact else e @ wcat
+        if k_total > EXACT_K32 and exact:
+            z = z.astype(np.float64, copy=False)
+        # acc[p] = sum_a z[p + a*dh*wp, a-th block]
+        acc = z[:rows, :cout].astype(acc_dtype, copy=True)
+        for a in range(1, kh):
+            off = a * dh * wp
+            acc += z[off : off + rows, a * cout : (a + 1) * cout]
+        out[i0:i1] = acc.reshape(m, hp, wp, cout)[:, :ho, :wo, :]

@@ -1,0 +1,537 @@
+"""Integer DPU operators: int8 codes in, int8 codes out, exactly as the DPU computes them.
+
+Specification: ``DPU_NUMERICS.md`` section 4. Positions: ``pi`` input, ``pw`` weights, ``pb`` bias,
+``po`` output (Python ints, may be negative). Layouts are Keras: NHWC activations, HWIO conv kernels,
+depthwise ``(kh, kw, cin, mult)``, dense ``(in, out)``, transposed conv ``(kh, kw, cout, cin)``.
+
+Every right shift inside an operator rounds HALF_UP (``floor(v + 0.5)``, so -2.5 -> -2) and every
+result is clipped to [-128, 127]. Accumulators are int64; the comment at each kernel bounds them.
+Activations ``act``: None, "relu", "relu6", "leaky" (alpha 26/256 applied to a negative accumulator
+before the single rounding).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from qinspect.dpu._conv_core import _pair, conv_acc, gemm_exact, pad_nhwc, pads_1d
+from qinspect.dpu.fixed_point import QMAX, QMIN, shift_round_half_up
+
+__all__ = [
+    "conv2d",
+    "conv2d_acc",
+    "depthwise_conv2d",
+    "depthwise_conv2d_acc",
+    "conv2d_transpose",
+    "conv2d_transpose_acc",
+    "dense",
+    "dense_acc",
+    "output_stage",
+    "add",
+    "multiply",
+    "concat",
+    "requantize",
+    "leaky_relu",
+    "prelu",
+    "max_pool",
+    "avg_pool",
+    "global_avg_pool",
+    "upsample_nearest",
+    "hard_sigmoid",
+    "avgpool_factor",
+    "round_half_up_div",
+    "LEAKY_NUM",
+    "LEAKY_SHIFT",
+]
+
+ACTS = (None, "relu", "relu6", "leaky")
+# DPU LeakyReLU: alpha 0.1 becomes 26 / 2^8.
+LEAKY_NUM = 26
+LEAKY_SHIFT = 8
+# DPU hard sigmoid: relu6(x + 3) * 2731 / 2^14.
+HSIG_NUM = 2731
+HSIG_SHIFT = 14
+
+
+def _i64(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a).astype(np.int64, copy=False)
+
+
+def _clip8(a: np.ndarray) -> np.ndarray:
+    return np.clip(a, QMIN, QMAX).astype(np.int8)
+
+
+def _check_act(act: str | None) -> None:
+    if act not in ACTS:
+        raise ValueError(f"activation must be one of {ACTS}, got {act!r}")
+
+
+def _relu6_cap(po: int) -> int:
+    """6 in output codes: HALF_UP(6 * 2^po). Rounding is monotonic, so min(round(x), round(6)) equals
+    round(min(x, 6)): capping after the rounding is the same as relu6 before it."""
+    if po >= 0:
+        return 6 << po
+    return int(math.floor(6 * 2.0**po + 0.5))
+
+
+def _apply_act_codes(y: np.ndarray, act: str | None, po: int) -> np.ndarray:
+    """ReLU / ReLU6 on rounded int64 codes (exact: see _relu6_cap)."""
+    if act in ("relu", "relu6"):
+        y = np.maximum(y, 0)
+    if act == "relu6":
+        y = np.minimum(y, _relu6_cap(po))
+    return y
+
+
+def round_half_up_div(num: np.ndarray, den: np.ndarray | int) -> np.ndarray:
+    """floor(num / den + 1/2) for int64 ``num`` and positive integer ``den``, exactly:
+    ``floor((2 num + den) / (2 den))`` with numpy's floor division."""
+    num = _i64(num)
+    den = np.asarray(den, dtype=np.int64)
+    return (2 * num + den) // (2 * den)
+
+
+def output_stage(
+    acc: np.ndarray,
+    bq: np.ndarray | None,
+    pi: int,
+    pw: int,
+    pb: int,
+    po: int,
+    act: str | None = None,
+) -> np.ndarray:
+    """From an exact accumulator (scale 2^-(pi+pw)) to int8 output codes at ``po``.
+
+    ``acc + (bq << (pi + pw - pb))``, then ``floor(acc / 2^(pi + pw - po) + 0.5)`` and clip.
+    A negative bias shift (pb > pi + pw) keeps the bias exact by scaling the accumulator up instead,
+    so the sum is still rounded once. Fused leaky: negative sums times 26 / 2^8 before that rounding.
+    Range: |acc| <= K * 2^14 and |bq << 16| <= 2^23; the extra left shifts (< 32 bits together for
+    positions inside the DPU constraints) keep everything far below 2^62.
+    """
+    _check_act(act)
+    a = _i64(acc)
+    shift = pi + pw - po
+    if bq is not None:
+        sb = pi + pw - pb
+        b = _i64(bq)
+        if sb >= 0:
+            a = a + (b << sb)
+        else:  # bias finer than the accumulator: bring the accumulator to the bias scale
+            a = (a << -sb) + b
+            shift += -sb
+    if act == "leaky":
+        # y = round(acc * 26 / 2^(shift + 8)) for acc < 0, round(acc / 2^shift) otherwise.
+        neg = shift_round_half_up(a * LEAKY_NUM, shift + LEAKY_SHIFT)
+        pos = shift_round_half_up(a, shift)
+        y = np.where(a < 0, neg, pos)
+    else:
+        y = _apply_act_codes(shift_round_half_up(a, shift), act, po)
+    return _clip8(y)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Convolutions and dense
+# ----------------------------------------------------------------------------------------------------
+
+
+def _acc_to_int64(acc: np.ndarray) -> np.ndarray:
+    # acc holds exact integers (float32 <= 2^24 or float64 <= 2^53): the conversion is exact.
+    return acc.astype(np.int64)
+
+
+def conv2d_acc(
+    xq: np.ndarray,
+    wq: np.ndarray,
+    strides: tuple[int, int] | int = (1, 1),
+    padding: str = "valid",
+    dilation: tuple[int, int] | int = (1, 1),
+) -> np.ndarray:
+    """Exact int64 accumulator ``sum(xq * wq)`` of a Conv2D (NHWC, HWIO), padding with code 0.
+
+    Range: each product <= 2^14 in magnitude; float32 GEMM over K <= 1024 terms is exact (<= 2^24),
+    wider K is summed in float64 chunks (see qinspect.dpu._conv_core).
+    """
+    x = np.asarray(xq, dtype=np.float32)
+    w = np.asarray(wq, dtype=np.float32)
+    return _acc_to_int64(conv_acc(x, w, _pair(strides), padding, _pair(dilation), exact=True))
+
+
+def conv2d(
+    xq: np.ndarray,
+    wq: np.ndarray,
+    bq: np.ndarray | None,
+    pi: int,
+    pw: int,
+    pb: int,
+    po: int,
+    strides: tuple[int, int] | int = (1, 1),
+    padding: str = "valid",
+    dilation: tuple[int, int] | int = (1, 1),
+    act: str | None = None,
+) -> np.ndarray:
+    """DPU Conv2D: exact accumulator, bias aligned, one HALF_UP rounding to ``po``, fused activation."""
+    acc = conv2d_acc(xq, wq, strides, padding, dilation)
+    return output_stage(acc, bq, pi, pw, pb, po, act)
+
+
+def depthwise_conv2d_acc(
+    xq: np.ndarray,
+    wq: np.ndarray,
+    strides: tuple[int, int] | int = (1, 1),
+    padding: str = "valid",
+    dilation: tuple[int, int] | int = (1, 1),
+) -> np.ndarray:
+    """Exact int64 accumulator of a DepthwiseConv2D; kernel ``(kh, kw, cin, mult)``, output channel
+    ``c * mult + m`` (Keras order).
+
+    Range: kh*kw products of <= 2^14 each; accumulated in int32 tap by tap, exact while
+    kh*kw < 2^17 (any real kernel).
+    """
+    sh, sw = _pair(strides)
+    dh, dw = _pair(dilation)
+    x = np.asarray(xq)
+    w = np.asarray(wq).astype(np.int32)
+    n, h, wd, cin = x.shape
+    kh, kw, cin_w, mult = w.shape
+    if cin_w != cin:
+        raise ValueError(f"depthwise kernel expects {cin_w} channels, input has {cin}")
+    pt, pbt, ho = pads_1d(h, kh, sh, dh, padding)
+    pl, pr, wo = pads_1d(wd, kw, sw, dw, padding)
+    xp = pad_nhwc(x.astype(np.int32), (pt, pbt), (pl, pr))
+    acc = np.zeros((n, ho, wo, cin, mult), dtype=np.int32)
+    for a in range(kh):
+        for b in range(kw):
+            tap = xp[:, a * dh : a * dh + (ho - 1) * sh + 1 : sh, b * dw : b * dw + (wo - 1) * sw + 1 : sw, :]
+            acc += tap[..., None] * w[a, b]
+    return acc.reshape(n, ho, wo, cin * mult).astype(np.int64)
+
+
+def depthwise_conv2d(
+    xq: np.ndarray,
+    wq: np.ndarray,
+    bq: np.ndarray | None,
+    pi: int,
+    pw: int,
+    pb: int,
+    po: int,
+    strides: tuple[int, int] | int = (1, 1),
+    padding: str = "valid",
+    dilation: tuple[int, int] | int = (1, 1),
+    act: str | None = None,
+) -> np.ndarray:
+    """DPU DepthwiseConv2D (same output stage as conv2d)."""
+    acc = depthwise_conv2d_acc(xq, wq, strides, padding, dilation)
+    return output_stage(acc, bq, pi, pw, pb, po, act)
+
+
+def conv2d_transpose_acc(
+    xq: np.ndarray,
+    wq: np.ndarray,
+    strides: tuple[int, int] | int = (1, 1),
+    padding: str = "valid",
+) -> np.ndarray:
+    """Exact int64 accumulator of a Conv2DTranspose; kernel ``(kh, kw, cout, cin)`` (Keras).
+
+    Output size as Keras (no output_padding): 'valid' ``in * s + max(k - s, 0)``, 'same' ``in * s``.
+    Input pixel (i, j) tap (a, b) lands on full-output (i*s + a, j*s + b); 'same' then crops
+    ``max(k - s, 0) // 2`` from the top/left, as TensorFlow's conv2d_transpose does.
+    Range: each output sums at most ceil(kh/s)*ceil(kw/s)*cin products of <= 2^14; every GEMM sums cin
+    terms (chunked above 1024), the scatter adds are int64.
+    """
+    sh, sw = _pair(strides)
+    x = np.asarray(xq, dtype=np.float32)
+    w = np.asarray(wq, dtype=np.float32)
+    n, h, wd, cin = x.shape
+    kh, kw, cout, cin_w = w.shape
+    if cin_w != cin:
+        raise ValueError(f"transposed kernel expects {cin_w} input channels, input has {cin}")
+    p = padding.lower()
+    if p not in ("same", "valid"):
+        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+    full_h = (h - 1) * sh + kh
+    full_w = (wd - 1) * sw + kw
+    if p == "valid":
+        oh, ow = h * sh + max(kh - sh, 0), wd * sw + max(kw - sw, 0)
+        ct, cl = 0, 0
+    else:
+        oh, ow = h * sh, wd * sw
+        ct, cl = max(kh - sh, 0) // 2, max(kw - sw, 0) // 2
+    full = np.zeros((n, max(full_h, ct + oh), max(full_w, cl + ow), cout), dtype=np.int64)
+    xf = x.reshape(n * h * wd, cin)
+    for a in range(kh):
+        for b in range(kw):
+            contrib = gemm_exact(xf, np.ascontiguousarray(w[a, b].T))  # (cin, cout)
+            contrib = contrib.astype(np.int64).reshape(n, h, wd, cout)
+            full[:, a : a + (h - 1) * sh + 1 : sh, b : b + (wd - 1) * sw + 1 : sw, :] += contrib
+    return full[:, ct : ct + oh, cl : cl + ow, :]
+
+
+def conv2d_transpose(
+    xq: np.ndarray,
+    wq: np.ndarray,
+    bq: np.ndarray | None,
+    pi: int,
+    pw: int,
+    pb: int,
+    po: int,
+    strides: tuple[int, int] | int = (1, 1),
+    padding: str = "valid",
+    act: str | None = None,
+) -> np.ndarray:
+    """DPU Conv2DTranspose (same output stage as conv2d)."""
+    acc = conv2d_transpose_acc(xq, wq, strides, padding)
+    return output_stage(acc, bq, pi, pw, pb, po, act)
+
+
+def dense_acc(xq: np.ndarray, wq: np.ndarray) -> np.ndarray:
+    """Exact int64 accumulator of a Dense layer, ``xq (..., in) @ wq (in, out)``.
+
+    Range: K = in products of <= 2^14: float32 GEMM exact per chunk of <= 1024, chunks in float64.
+    """
+    x = np.asarray(xq, dtype=np.float32)
+    w = np.asarray(wq, dtype=np.float32)
+    lead = x.shape[:-1]
+    res = gemm_exact(x.reshape(-1, x.shape[-1]), w)
+    return _acc_to_int64(res).reshape(lead + (w.shape[-1],))
+
+
+def dense(
+    xq: np.ndarray,
+    wq: np.ndarray,
+    bq: np.ndarray | None,
+    pi: int,
+    pw: int,
+    pb: int,
+    po: int,
+    act: str | None = None,
+) -> np.ndarray:
+    """DPU Dense (same output stage as conv2d)."""
+    return output_stage(dense_acc(xq, wq), bq, pi, pw, pb, po, act)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Element-wise operators
+# ----------------------------------------------------------------------------------------------------
+
+
+def requantize(q: np.ndarray, pi: int, po: int, act: str | None = None) -> np.ndarray:
+    """Re-express codes at ``pi`` at ``po``: shift by ``pi - po`` with HALF_UP, clip; optional ReLU /
+    ReLU6 / leaky (then the same as :func:`leaky_relu`). Range: |q| <= 128, left shifts < 2^40."""
+    _check_act(act)
+    if act == "leaky":
+        return leaky_relu(q, pi, po)
+    y = shift_round_half_up(_i64(q), pi - po)
+    return _clip8(_apply_act_codes(y, act, po))
+
+
+def leaky_relu(q: np.ndarray, pi: int, po: int) -> np.ndarray:
+    """DPU LeakyReLU, alpha 26/256: negative codes ``round(q * 26 / 2^(pi + 8 - po))``, others
+    ``round(q / 2^(pi - po))``; one HALF_UP rounding each."""
+    a = _i64(q)
+    neg = shift_round_half_up(a * LEAKY_NUM, pi + LEAKY_SHIFT - po)
+    pos = shift_round_half_up(a, pi - po)
+    return _clip8(np.where(a < 0, neg, pos))
+
+
+def prelu(q: np.ndarray, pi: int, alpha_q: np.ndarray, palpha: int, po: int) -> np.ndarray:
+    """DPU PReLU: negative codes times the int8 alpha (broadcast, Keras shape), shifted by
+    ``pi + palpha - po``; positive codes shifted by ``pi - po``. Range: |q * alpha| <= 2^14."""
+    a = _i64(q)
+    al = _i64(alpha_q)
+    neg = shift_round_half_up(a * al, pi + palpha - po)
+    pos = shift_round_half_up(a, pi - po)
+    return _clip8(np.where(a < 0, neg, pos))
+
+
+def add(inputs: list[tuple[np.ndarray, int]], po: int, act: str | None = None) -> np.ndarray:
+    """n-ary DPU Add: each input scaled by ``2^(po - p_i)``, summed exactly, rounded once (HALF_UP).
+
+    Exact form: bring every input to the finest position ``m = max(p_i)`` (left shifts), sum in int64,
+    shift by ``m - po``. Range: n * 128 * 2^(max p - min p) (shift_read <= 15 keeps it < 2^30).
+    """
+    _check_act(act)
+    if not inputs:
+        raise ValueError("add needs at least one input")
+    if act == "leaky":
+        raise ValueError("add has no fused leaky activation on the DPU (it stays a separate layer)")
+    m = max(int(p) for _, p in inputs)
+    total = None
+    for q, p in inputs:
+        term = _i64(q) << np.int64(m - int(p))
+        total = term if total is None else total + term
+    y = shift_round_half_up(total, m - po)
+    return _clip8(_apply_act_codes(y, act, po))
+
+
+def multiply(a: tuple[np.ndarray, int], b: tuple[np.ndarray, int], po: int) -> np.ndarray:
+    """DPU Multiply: integer product (<= 2^14), shifted by ``p_a + p_b - po`` with HALF_UP."""
+    (qa, pa), (qb, pb) = a, b
+    prod = _i64(qa) * _i64(qb)
+    return _clip8(shift_round_half_up(prod, pa + pb - po))
+
+
+def concat(inputs: list[tuple[np.ndarray, int]], po: int, axis: int = -1) -> np.ndarray:
+    """Concatenate: every input re-expressed at ``po`` (identity when aligned), then joined."""
+    return np.concatenate([requantize(q, p, po) for q, p in inputs], axis=axis)
+
+
+def hard_sigmoid(q: np.ndarray, pi: int, po: int) -> np.ndarray:
+    """DPU hard sigmoid ``relu6(x + 3) * 2731 / 2^14`` in integers.
+
+    ``t = clip(xq + 3 * 2^pi, 0, 6 * 2^pi)`` (relu6(x + 3) at the input scale), then
+    ``round(t * 2731 / 2^(pi + 14 - po))`` HALF_UP, i.e. ``(xq * 2731 + 3 * 2731 * 2^pi) / 2^shift``.
+    A negative ``pi`` (outside the DPU constraint [0, 15]) is handled by scaling codes up first.
+    Range: t <= 6 * 2^15 and t * 2731 < 2^30.
+    """
+    a = _i64(q)
+    extra = max(0, -pi)
+    pi_e = pi + extra
+    a = a << np.int64(extra)
+    three = 3 << pi_e
+    t = np.clip(a + three, 0, 2 * three)
+    return _clip8(shift_round_half_up(t * HSIG_NUM, pi_e + HSIG_SHIFT - po))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pooling and resampling
+# ----------------------------------------------------------------------------------------------------
+
+_AVGPOOL_TABLE = {3: (7, 6), 5: (10, 8), 6: (7, 8), 7: (21, 10), 14: (21, 12)}
+
+
+def avgpool_factor(kh: int, kw: int) -> tuple[int, int] | None:
+    """The DPU average factor ``(K, N)`` (average = sum * K / 2^N) for a kh x kw window, or None when
+    the quantizer does not rescale (area > 255, or a non-square window: the quantizer's quirk).
+
+    Table: 3x3 (7, 6), 5x5 (10, 8), 6x6 (7, 8), 7x7 (21, 10), 14x14 (21, 12); any other k x k:
+    ``K = round(2^n / k^2)`` with n in [0, 7 + ceil(log2 k^2)) minimising |K / 2^n - 1 / k^2|, first n
+    on a tie.
+    """
+    if kh != kw or kh * kw > 255:
+        return None
+    k = kh
+    if k in _AVGPOOL_TABLE:
+        return _AVGPOOL_TABLE[k]
+    area = k * k
+    best: tuple[int, int] | None = None
+    best_err = math.inf
+    for n in range(0, 7 + math.ceil(math.log2(area))):
+        kk = round(2**n / area)
+        err = abs(kk / 2**n - 1 / area)
+        if err < best_err:
+            best, best_err = (kk, n), err
+    return best
+
+
+def _windows_reduce(
+    x: np.ndarray,
+    pool: tuple[int, int],
+    strides: tuple[int, int],
+    padding: str,
+    fill: int,
+    op: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reduce pooling windows of an int64 NHWC array: ('max' | 'sum') and the count of valid taps."""
+    kh, kw = pool
+    sh, sw = strides
+    n, h, wd, c = x.shape
+    pt, pbt, ho = pads_1d(h, kh, sh, 1, padding)
+    pl, pr, wo = pads_1d(wd, kw, sw, 1, padding)
+    xp = pad_nhwc(x, (pt, pbt), (pl, pr), value=fill)
+    valid = pad_nhwc(np.ones((1, h, wd, 1), dtype=np.int64), (pt, pbt), (pl, pr), value=0)
+    res = None
+    cnt = np.zeros((1, ho, wo, 1), dtype=np.int64)
+    for a in range(kh):
+        for b in range(kw):
+            sl = (slice(None), slice(a, a + (ho - 1) * sh + 1, sh), slice(b, b + (wo - 1) * sw + 1, sw))
+            tap = xp[sl]
+            cnt += valid[sl]
+            if res is None:
+                res = tap.copy()
+            elif op == "max":
+                np.maximum(res, tap, out=res)
+            else:
+                res += tap
+    return res, cnt
+
+
+def max_pool(
+    q: np.ndarray,
+    pi: int,
+    po: int,
+    pool: tuple[int, int] | int,
+    strides: tuple[int, int] | int | None,
+    padding: str = "valid",
+) -> np.ndarray:
+    """MaxPool2D on codes (padded taps never win), then re-expressed at ``po`` (identity when aligned)."""
+    pool = _pair(pool)
+    strides = pool if strides is None else _pair(strides)
+    m, _ = _windows_reduce(_i64(q), pool, strides, padding, fill=np.iinfo(np.int64).min, op="max")
+    return requantize(m, pi, po)
+
+
+def _avg_codes(s: np.ndarray, count: np.ndarray, area: int, factor: tuple[int, int] | None, pi: int,
+               po: int) -> np.ndarray:
+    """round(avg * factor_scaling * 2^(po - pi)) exactly, from window sums ``s`` and valid-tap counts.
+
+    With a DPU factor (K, N): ``s * area * K / (count * 2^N)``; for a full window (count == area) that
+    is the DPU's ``s * K / 2^N``; border windows of 'same' padding divide by their valid taps first, as
+    the quantizer's simulation does (Keras average, then the rescale ``area * K / 2^N``). Without a
+    factor: the plain average ``s / count``. One HALF_UP rounding of the exact rational value.
+    Range: s <= 128 * area <= 2^15, times area * K < 2^16: far below 2^62.
+    """
+    if factor is None:
+        num = _i64(s)
+        den = count.astype(np.int64)
+    else:
+        kk, nn = factor
+        num = _i64(s) * (area * kk)
+        den = count.astype(np.int64) << np.int64(nn)
+    e = po - pi
+    if e >= 0:
+        num = num << np.int64(e)
+    else:
+        den = den << np.int64(-e)
+    return _clip8(round_half_up_div(num, den))
+
+
+def avg_pool(
+    q: np.ndarray,
+    pi: int,
+    po: int,
+    pool: tuple[int, int] | int,
+    strides: tuple[int, int] | int | None,
+    padding: str = "valid",
+) -> np.ndarray:
+    """DPU AveragePooling2D: window sum times K / 2^N (see :func:`avgpool_factor`), to ``po`` HALF_UP.
+
+    Choice for 'same' padding: border windows follow the quantizer's simulation (divide by the valid
+    taps, then apply the factor ``area * K / 2^N``), not a DPU that would count the padded zeros; the
+    two differ only on the border. Computed in exact rationals, rounded once (the float32 simulation
+    can land on the other side of an exact .5 tie: 1 LSB, rare).
+    """
+    pool = _pair(pool)
+    strides = pool if strides is None else _pair(strides)
+    s, cnt = _windows_reduce(_i64(q), pool, strides, padding, fill=0, op="sum")
+    area = pool[0] * pool[1]
+    return _avg_codes(s, cnt, area, avgpool_factor(*pool), pi, po)
+
+
+def global_avg_pool(q: np.ndarray, pi: int, po: int, keepdims: bool = False) -> np.ndarray:
+    """DPU GlobalAveragePooling2D: sum over H x W times the factor of an H x W window, to ``po``."""
+    a = _i64(q)
+    n, h, w, c = a.shape
+    s = a.sum(axis=(1, 2), keepdims=True)
+    area = h * w
+    cnt = np.full((1, 1, 1, 1), area, dtype=np.int64)
+    y = _avg_codes(s, cnt, area, avgpool_factor(h, w), pi, po)
+    return y if keepdims else y.reshape(n, c)
+
+
+def upsample_nearest(q: np.ndarray, pi: int, po: int, size: tuple[int, int] | int) -> np.ndarray:
+    """UpSampling2D (nearest): each code repeated size_h x size_w times, re-expressed at ``po``."""
+    sh, sw = _pair(size)
+    y = np.repeat(np.repeat(np.asarray(q), sh, axis=1), sw, axis=2)
+    return requantize(y, pi, po)
