@@ -1,0 +1,180 @@
+"""Static PNG figures for reports, drawn with pyqtgraph and exported by ``ImageExporter``.
+
+The report package describes each figure as data (:class:`qinspect.report.content.FigureSpec`); this
+module draws it. It works offscreen (``QT_QPA_PLATFORM=offscreen``) and inside the running GUI: the
+plot widget is never shown on screen. PNG only: pyqtgraph's SVG exporter is broken with Qt >= 6.11.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from pyqtgraph.exporters import ImageExporter
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
+
+from qinspect.report.content import FigureSpec, Marker, Series
+
+_BACKGROUND = "w"
+_FOREGROUND = "#1d2330"
+
+
+def _app() -> None:
+    # pyqtgraph needs a QApplication; reuse the GUI's when there is one.
+    pg.mkQApp()
+
+
+def _pen(colour: str, width: float = 1.6, dashed: bool = False) -> pg.QtGui.QPen:
+    pen = pg.mkPen(colour, width=width)
+    if dashed:
+        pen.setStyle(Qt.PenStyle.DashLine)
+    pen.setCosmetic(True)
+    return pen
+
+
+def _brush(colour: str, alpha: int) -> pg.QtGui.QBrush:
+    c = pg.mkColor(colour)
+    c.setAlpha(alpha)
+    return pg.mkBrush(c)
+
+
+def _log_counts(y: np.ndarray) -> np.ndarray:
+    # A log axis cannot show 0: empty bins are drawn at the axis floor (10^-0.3 ~ 0.5, below one count).
+    return np.where(y > 0, y, 0.5)
+
+
+def _draw_series(plot: pg.PlotItem, s: Series, log_y: bool) -> None:
+    x = np.asarray(s.x, dtype=float)
+    y = np.asarray(s.y, dtype=float)
+    if s.style == "step":
+        if log_y:
+            y = _log_counts(y)
+        # fillLevel is in the plotted (log10) space when the axis is logarithmic.
+        plot.plot(
+            x, y, stepMode="center", fillLevel=math.log10(0.5) if log_y else 0.0,
+            pen=_pen(s.color, 1.2), brush=_brush(s.color, 110), name=s.label,
+        )
+    elif s.style == "line":
+        plot.plot(x, y, pen=_pen(s.color, 2.0), connect="finite", name=s.label,
+                  symbol="o", symbolSize=4, symbolPen=None, symbolBrush=_brush(s.color, 255))
+    elif s.style == "points":
+        plot.plot(x, y, pen=None, symbol="o", symbolSize=6, symbolPen=_pen(s.color, 1.0),
+                  symbolBrush=_brush(s.color, 90), name=s.label)
+    elif s.style == "range":
+        y2 = np.asarray(s.y2 if s.y2 is not None else s.y, dtype=float)
+        width = 0.7 if len(x) < 200 else 1.0
+        bars = pg.BarGraphItem(x=x, y0=y, y1=y2, width=width, brush=_brush(s.color, 170),
+                               pen=_pen(s.color, 0.6))
+        plot.addItem(bars)
+        if plot.legend is not None:
+            plot.legend.addItem(bars, s.label)
+    else:
+        raise ValueError(f"unknown series style {s.style!r}")
+
+
+def _draw_marker(plot: pg.PlotItem, m: Marker, log_y: bool, label_row: int) -> None:
+    angle = 90 if m.axis == "x" else 0
+    pos = m.value
+    if m.axis == "y" and log_y:
+        pos = math.log10(pos) if pos > 0 else None
+    if pos is None or not math.isfinite(pos):
+        return
+    line = pg.InfiniteLine(pos=pos, angle=angle, pen=_pen(m.color, 1.6, m.dashed), movable=False)
+    if m.label:
+        # Stagger the labels of vertical lines so two close thresholds do not print on each other.
+        if m.axis == "x":
+            line.label = pg.InfLineLabel(line, text=m.label, position=0.95 - 0.08 * (label_row % 4),
+                                         anchor=(0, 0.5), color=m.color)
+        else:
+            line.label = pg.InfLineLabel(line, text=m.label, position=0.12, anchor=(0.5, 1), color=m.color)
+    plot.addItem(line, ignoreBounds=True)
+
+
+def _legend_corner(spec: FigureSpec) -> tuple[int, int]:
+    """The legend offset for the plot corner that covers the fewest data points (top right on a tie)."""
+    pts = []
+    for s in spec.series:
+        ys = [s.y] + ([s.y2] if s.y2 is not None else [])
+        for yv in ys:
+            n = min(len(s.x), len(yv))
+            pts.extend((float(a), float(b)) for a, b in zip(s.x[:n], yv[:n], strict=True))
+    pts = [(a, b) for a, b in pts if math.isfinite(a) and math.isfinite(b)]
+    if not pts:
+        return (-10, 10)
+    xs, ys = np.array(pts).T
+    if spec.log_y:
+        ys = np.log10(np.maximum(ys, 0.5))
+    fx = (xs - xs.min()) / ((xs.max() - xs.min()) or 1.0)
+    fy = (ys - ys.min()) / ((ys.max() - ys.min()) or 1.0)
+    corners = {  # offset -> points in that 30% x 35% corner box
+        (-10, 10): int(np.sum((fx > 0.7) & (fy > 0.65))),
+        (10, 10): int(np.sum((fx < 0.3) & (fy > 0.65))),
+        (-10, -40): int(np.sum((fx > 0.7) & (fy < 0.35))),
+        (10, -40): int(np.sum((fx < 0.3) & (fy < 0.35))),
+    }
+    return min(corners, key=lambda k: corners[k])
+
+
+def _build(spec: FigureSpec) -> pg.PlotWidget:
+    widget = pg.PlotWidget(background=_BACKGROUND)
+    # Rendered without ever appearing on screen, also when the GUI is running.
+    widget.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen, True)
+    widget.resize(spec.width, spec.height)
+    plot = widget.getPlotItem()
+    plot.setTitle(spec.title, color=_FOREGROUND, size="11pt")
+    for side, text in (("bottom", spec.x_label), ("left", spec.y_label)):
+        plot.setLabel(side, text, color=_FOREGROUND)
+        axis = plot.getAxis(side)
+        axis.setPen(_pen(_FOREGROUND, 1.0))
+        axis.setTextPen(_pen(_FOREGROUND, 1.0))
+        axis.enableAutoSIPrefix(False)  # "weight value (x0.001)" reads worse than the plain numbers
+    plot.showGrid(x=True, y=True, alpha=0.15)
+    if len(spec.series) > 1:
+        plot.addLegend(offset=_legend_corner(spec), labelTextColor=_FOREGROUND,
+                       brush=_brush("#ffffff", 225), pen=_pen("#c8ccd4", 1.0))
+    if spec.log_y:
+        plot.setLogMode(x=False, y=True)
+    for s in spec.series:
+        _draw_series(plot, s, spec.log_y)
+    x_markers = 0
+    for m in spec.markers:
+        _draw_marker(plot, m, spec.log_y, x_markers)
+        x_markers += m.axis == "x"
+    # Make sure every marker is inside the view, not only the data.
+    xs = [m.value for m in spec.markers if m.axis == "x" and math.isfinite(m.value)]
+    if xs:
+        lo, hi = plot.vb.childrenBounds()[0] or (min(xs), max(xs))
+        lo, hi = min([lo, *xs]), max([hi, *xs])
+        pad = 0.03 * (hi - lo or 1.0)
+        plot.setXRange(lo - pad, hi + pad, padding=0)
+    widget.show()  # lays out at the requested size (WA_DontShowOnScreen keeps it invisible)
+    return widget
+
+
+def render_png(spec: FigureSpec) -> bytes:
+    """Draw one figure specification and return PNG bytes."""
+    _app()
+    widget = _build(spec)
+    try:
+        pg.QtWidgets.QApplication.processEvents()
+        exporter = ImageExporter(widget.getPlotItem())
+        exporter.parameters()["width"] = spec.width
+        image = exporter.export(toBytes=True)
+        data = QByteArray()
+        buf = QBuffer(data)
+        buf.open(QIODevice.OpenModeFlag.WriteOnly)
+        if not image.save(buf, "PNG"):
+            raise RuntimeError(f"could not encode figure {spec.id} as PNG")
+        buf.close()
+        return bytes(data.data())
+    finally:
+        widget.close()
+        widget.deleteLater()
+
+
+def render_figures(specs: Sequence[FigureSpec]) -> dict[str, bytes]:
+    """Draw every specification; the report writer's ``render_figures`` callable."""
+    pg.setConfigOptions(antialias=True)
+    return {spec.id: render_png(spec) for spec in specs}

@@ -1,0 +1,206 @@
+"""Figure specifications for the report's plots, built from numbers the analysis computed.
+
+Each function takes arrays that already exist (histogram counts, clip thresholds, per-channel ranges,
+per-layer SQNR) and only arranges them for drawing: titles, axis labels, colours, markers, captions.
+Non-finite values (an SQNR of +inf for an error-free layer) are drawn as gaps and said in the caption.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from qinspect.report.content import FigureSpec, Marker, Series
+
+BLUE = "#1f5fa8"
+ORANGE = "#d9731a"
+RED = "#c0392b"
+GREEN = "#2e8b57"
+GREY = "#7f8c8d"
+PURPLE = "#7d3c98"
+
+
+def _floats(values: Sequence[float] | None) -> list[float]:
+    return [float(v) for v in (values if values is not None else [])]
+
+
+def _finite_or_nan(values: Sequence[float | None]) -> tuple[list[float], int]:
+    out, dropped = [], 0
+    for v in values:
+        if v is None or not math.isfinite(float(v)):
+            out.append(float("nan"))
+            dropped += 1
+        else:
+            out.append(float(v))
+    return out, dropped
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.3g}%"
+
+
+def activation_figure(
+    fig_id: str,
+    layer: str,
+    edges: Sequence[float],
+    counts: Sequence[float],
+    clip_low: float | None,
+    clip_high: float | None,
+    position: int | None,
+    frac_low: float | None = None,
+    frac_high: float | None = None,
+    other_ranges: dict[str, tuple[float, float]] | None = None,
+    log_y: bool = True,
+) -> FigureSpec:
+    """The float activation histogram with the int8 clip thresholds of the chosen position.
+
+    ``other_ranges`` maps a calibration method's name to the (low, high) range it would choose.
+    """
+    markers = []
+    if clip_low is not None:
+        markers.append(Marker(clip_low, f"-128·2^-{position}" if position is not None else "clip low", color=RED))
+    if clip_high is not None:
+        markers.append(Marker(clip_high, f"127·2^-{position}" if position is not None else "clip high", color=RED))
+    for i, (name, (lo, hi)) in enumerate(sorted((other_ranges or {}).items())):
+        colour = (PURPLE, GREEN, ORANGE, GREY)[i % 4]
+        markers.append(Marker(lo, name, color=colour, dashed=True))
+        markers.append(Marker(hi, name, color=colour, dashed=True))
+    caption = (
+        f"Float output values of {layer} over the calibration samples. Red lines: the int8 range at "
+        f"position {position if position is not None else 'n/a'}; clipped below: {_pct(frac_low)}, "
+        f"above: {_pct(frac_high)}."
+    )
+    if other_ranges:
+        caption += " Dashed: the range other calibration methods would choose (what-if, not vai_q pof2s)."
+    if log_y:
+        caption += " Logarithmic count axis."
+    return FigureSpec(
+        id=fig_id,
+        title=f"Activation histogram: {layer}",
+        x_label="float value",
+        y_label="count",
+        series=[Series("float values", _floats(edges), _floats(counts), style="step", color=BLUE)],
+        markers=markers,
+        log_y=log_y,
+        caption=caption,
+    )
+
+
+def weights_figure(
+    fig_id: str,
+    layer: str,
+    edges: Sequence[float],
+    counts: Sequence[float],
+    clip_low: float | None,
+    clip_high: float | None,
+    position: int | None,
+) -> FigureSpec:
+    """The histogram of a layer's (folded, equalized) float weights with the int8 range."""
+    markers = []
+    if clip_low is not None and clip_high is not None:
+        markers = [Marker(clip_low, "int8 min", color=RED), Marker(clip_high, "int8 max", color=RED)]
+    return FigureSpec(
+        id=fig_id,
+        title=f"Weights histogram: {layer}",
+        x_label="weight value",
+        y_label="count",
+        series=[Series("weights", _floats(edges), _floats(counts), style="step", color=GREEN)],
+        markers=markers,
+        log_y=True,
+        caption=f"All weights of {layer} as quantized; red lines: the int8 range at position "
+        f"{position if position is not None else 'n/a'}. Logarithmic count axis.",
+    )
+
+
+def channel_ranges_figure(
+    fig_id: str,
+    layer: str,
+    channel_min: Sequence[float],
+    channel_max: Sequence[float],
+    clip_low: float | None,
+    clip_high: float | None,
+) -> FigureSpec:
+    """Each output channel's weight range against the one per-tensor int8 range."""
+    n = len(channel_min)
+    markers = []
+    if clip_low is not None and clip_high is not None:
+        markers = [
+            Marker(clip_low, "per-tensor int8 range", axis="y", color=RED, dashed=True),
+            Marker(clip_high, "", axis="y", color=RED, dashed=True),
+        ]
+    return FigureSpec(
+        id=fig_id,
+        title=f"Per-channel weight ranges: {layer}",
+        x_label="output channel",
+        y_label="weight value",
+        series=[
+            Series(
+                "channel min..max",
+                [float(i) for i in range(n)],
+                _floats(channel_min),
+                style="range",
+                color=GREEN,
+                y2=_floats(channel_max),
+            )
+        ],
+        markers=markers,
+        caption=f"One bar per output channel ({n}): its smallest to largest weight. pof2s quantizes the "
+        "whole tensor with one position (dashed lines), so a narrow channel uses few of the 256 codes.",
+    )
+
+
+def error_figure(
+    fig_id: str, layer: str, edges: Sequence[float], counts: Sequence[float], view: str, lsb: float | None
+) -> FigureSpec:
+    """The histogram of (dequantized - float) output values."""
+    markers = []
+    if lsb is not None:
+        markers = [
+            Marker(-lsb / 2, "-½ LSB", color=GREY, dashed=True),
+            Marker(lsb / 2, "+½ LSB", color=GREY, dashed=True),
+        ]
+    return FigureSpec(
+        id=fig_id,
+        title=f"{view.capitalize()} error histogram: {layer}",
+        x_label="dequantized − float",
+        y_label="count",
+        series=[Series("error", _floats(edges), _floats(counts), style="step", color=ORANGE)],
+        markers=markers,
+        log_y=True,
+        caption=f"{view.capitalize()} error of every output value of {layer}. Dashed: half an output LSB, "
+        "the rounding error alone; values beyond it come from clipping or from error carried in. "
+        "Logarithmic count axis.",
+    )
+
+
+def propagation_figure(
+    fig_id: str,
+    layers: Sequence[str],
+    isolated: Sequence[float | None],
+    accumulated: Sequence[float | None],
+    metric: str = "SQNR (dB)",
+) -> FigureSpec:
+    """Isolated and accumulated error along the layers in topological order."""
+    x = [float(i) for i in range(len(layers))]
+    iso, iso_gaps = _finite_or_nan(isolated)
+    acc, acc_gaps = _finite_or_nan(accumulated)
+    caption = (
+        f"{metric} of every layer in topological order (x = the layer's number in the table below). "
+        "Isolated: the layer alone, fed the quantized float reference input. Accumulated: the whole int8 "
+        "pipeline from the model input up to that layer."
+    )
+    if iso_gaps or acc_gaps:
+        caption += " Layers without a finite value (no error: SQNR = ∞, or not computed) are gaps."
+    return FigureSpec(
+        id=fig_id,
+        title="Error propagation",
+        x_label="layer (topological order)",
+        y_label=metric,
+        series=[
+            Series("isolated", x, iso, style="points", color=BLUE),
+            Series("accumulated", x, acc, style="line", color=RED),
+        ],
+        caption=caption,
+        width=1120,
+        height=360,
+    )

@@ -1,0 +1,68 @@
+"""The report's PNG figures drawn by pyqtgraph offscreen (qinspect.gui.figures)."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from qinspect.report import figspec
+
+pytestmark = pytest.mark.gui
+figures = pytest.importorskip("qinspect.gui.figures")
+
+
+def _image(png: bytes) -> Image.Image:
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    img = Image.open(io.BytesIO(png))
+    img.load()
+    return img.convert("RGB")
+
+
+def _has_colour(img: Image.Image, rgb: tuple[int, int, int], tol: int = 40) -> int:
+    a = np.asarray(img).astype(int)
+    return int(np.sum(np.all(np.abs(a - np.array(rgb)) <= tol, axis=-1)))
+
+
+def _hex(c: str) -> tuple[int, int, int]:
+    return tuple(int(c[i : i + 2], 16) for i in (1, 3, 5))
+
+
+def test_activation_figure_draws_histogram_and_clip_lines():
+    counts, edges = np.histogram(np.random.default_rng(0).standard_normal(5000), bins=64)
+    counts[10:14] = 0  # empty bins on a log axis must not break the drawing
+    spec = figspec.activation_figure("act", "conv", edges, counts, -2.0, 1.984375, 6, 0.01, 0.02)
+    img = _image(figures.render_png(spec))
+    assert img.size[0] == spec.width
+    assert _has_colour(img, _hex(figspec.RED), 30) > 100  # the two clip lines
+    assert _has_colour(img, _hex(figspec.BLUE), 30) > 100  # the histogram outline
+
+
+def test_marker_outside_the_data_is_still_in_view():
+    # Data in [0, 1]; the clip line at 10 must be drawn (the view widens to include markers).
+    spec = figspec.activation_figure("act", "relu", [0.0, 0.5, 1.0], [5, 3], None, 10.0, 3, log_y=False)
+    img = _image(figures.render_png(spec))
+    assert _has_colour(img, _hex(figspec.RED), 30) > 50
+
+
+def test_propagation_with_infinite_sqnr_renders():
+    spec = figspec.propagation_figure("p", ["a", "b", "c"], [30.0, math.inf, 20.0], [30.0, 25.0, None])
+    assert spec.series[0].y[1] != spec.series[0].y[1]  # inf became a NaN gap
+    img = _image(figures.render_png(spec))
+    assert img.size[0] == spec.width
+    assert _has_colour(img, _hex(figspec.RED), 30) > 50  # the accumulated line
+
+
+def test_render_figures_returns_one_png_per_spec():
+    specs = [
+        figspec.weights_figure("w", "conv", np.linspace(-1, 1, 9), [1, 2, 3, 4, 4, 3, 2, 1], -1.0, 0.9921875, 7),
+        figspec.channel_ranges_figure("c", "conv", [-0.5, -0.1, -0.9], [0.4, 0.2, 0.8], -1.0, 0.9921875),
+        figspec.error_figure("e", "conv", np.linspace(-0.01, 0.01, 11), np.arange(10), "isolated", 1 / 64),
+    ]
+    out = figures.render_figures(specs)
+    assert sorted(out) == ["c", "e", "w"]
+    for spec in specs:
+        assert _image(out[spec.id]).size[0] == spec.width

@@ -1,0 +1,109 @@
+"""The HTML report is one self-contained file: no network reference, figures as PNG data URIs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from html.parser import HTMLParser
+
+import pytest
+from PIL import Image
+from report_fixtures import SRC_RE, pillow_renderer, sample_report
+
+from qinspect.report.html import fmt_number, png_data_uri, render_html
+
+
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for key, value in attrs:
+            if key == "id":
+                self.ids.add(value)
+
+
+def _page(findings=None, with_figures=True):
+    report = sample_report(findings)
+    pngs = pillow_renderer(report.all_figures()) if with_figures else {}
+    return report, render_html(report, pngs)
+
+
+def test_page_references_nothing_outside_itself():
+    _, page = _page()
+    assert not re.search(r"https?://", page)
+    assert "<script" not in page.lower() and "<link" not in page.lower() and "@import" not in page
+    refs = SRC_RE.findall(page)
+    assert refs, "the page should have images and links"
+    for ref in refs:
+        assert ref.startswith(("data:image/png;base64,", "#")), ref
+
+
+def test_every_image_is_a_png_data_uri_of_the_rendered_figure():
+    report, page = _page()
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert len(srcs) == len(report.all_figures()) == 2
+    for src in srcs:
+        raw = base64.b64decode(src.split(",", 1)[1], validate=True)
+        with Image.open(io.BytesIO(raw)) as img:
+            assert img.format == "PNG"
+            img.verify()
+
+
+def test_missing_figures_are_said_not_silently_dropped():
+    _, page = _page(with_figures=False)
+    assert "<img" not in page
+    assert page.count("was not rendered") == 2
+
+
+def test_findings_link_to_their_layer_sections():
+    findings = [
+        {"layer": "block/conv<1>", "kind": "saturation", "severity": 9.04, "advice": "Use min-MSE.",
+         "evidence": {"sat_high": 0.03}},
+    ]
+    _, page = _page(findings)
+    parser = _Collect()
+    parser.feed(page)
+    links = re.findall(r'<a href="#([^"]+)">block/conv&lt;1&gt;</a>', page)
+    assert links and all(target in parser.ids for target in links)
+    assert "9.0 dB" in page and "Use min-MSE." in page
+    # every internal link of the page lands somewhere
+    for target in re.findall(r'href="#([^"]*)"', page):
+        assert target in parser.ids, target
+
+
+def test_no_diagnosis_and_empty_diagnosis_are_told_apart():
+    _, none_page = _page(None)
+    _, empty_page = _page([])
+    assert "No diagnosis in this report" in none_page
+    assert "found no cause" in empty_page
+
+
+def test_layer_names_are_escaped():
+    _, page = _page()
+    assert "block/conv<1>" not in page
+    assert "block/conv&lt;1&gt;" in page
+
+
+def test_how_section_is_present_with_the_given_texts():
+    _, page = _page()
+    assert 'id="how"' in page and "10*log10(sum ref^2 / sum d^2)" in page
+
+
+def test_png_data_uri_refuses_non_png():
+    with pytest.raises(ValueError):
+        png_data_uri(b"GIF89a....")
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "text"),
+    [(None, "", "n/a"), (float("inf"), "db", "∞"), (38.249, "db", "38.2"), (0.00125, "pct", "0.12%"),
+     (0.0001, "pct", "0.01%"), (0, "pct", "0%"), (1.2345e-5, "", "1.234e-05"), (7, "", "7"),
+     ([1, 2.5], "", "[1, 2.5]"), ({"a": 0.5}, "pct", "a: 50.00%"), ("inf", "db", "inf")],
+)
+def test_number_formatting(value, kind, text):
+    assert fmt_number(value, kind) == text
