@@ -1,0 +1,319 @@
+"""float32 reference kernels with TensorFlow / Keras semantics (numpy only).
+
+Used for the quantizer's fake-quant simulation during calibration (dequantized values through float
+layers) and for layers that run on the CPU. Layouts are Keras: NHWC, HWIO, depthwise
+``(kh, kw, cin, mult)``, dense ``(in, out)``, transposed conv ``(kh, kw, cout, cin)``. Padding is
+TensorFlow's ('same' pads ``total // 2`` before). Results agree with TensorFlow to float32 rounding
+(summation order differs), not bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qinspect.dpu._conv_core import _pair, conv_acc, pad_nhwc, pads_1d
+
+__all__ = [
+    "conv2d",
+    "depthwise_conv2d",
+    "conv2d_transpose",
+    "dense",
+    "max_pool",
+    "avg_pool",
+    "global_avg_pool",
+    "upsample_nearest",
+    "zero_pad",
+    "batchnorm",
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "sigmoid",
+    "hard_sigmoid_keras",
+    "hard_sigmoid_dpu",
+    "softmax",
+    "tanh",
+    "swish",
+    "hard_swish_dpu",
+    "elu",
+    "selu",
+    "gelu",
+    "softplus",
+    "ACTIVATIONS",
+    "activation",
+]
+
+F32 = np.float32
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32)
+
+
+def _bias(y: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    return y if b is None else y + _f32(b)
+
+
+def conv2d(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None = None,
+    strides: tuple[int, int] | int = (1, 1),
+    padding: str = "valid",
+    dilation: tuple[int, int] | int = (1, 1),
+) -> np.ndarray:
+    """Conv2D (NHWC, HWIO) plus optional bias, float32."""
+    y = conv_acc(_f32(x), _f32(w), _pair(strides), padding, _pair(dilation), exact=False)
+    return _bias(y.astype(F32, copy=False), b)
+
+
+def depthwise_conv2d(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None = None,
+    strides: tuple[int, int] | int = (1, 1),
+    padding: str = "valid",
+    dilation: tuple[int, int] | int = (1, 1),
+) -> np.ndarray:
+    """DepthwiseConv2D, kernel (kh, kw, cin, mult), output channel c * mult + m."""
+    sh, sw = _pair(strides)
+    dh, dw = _pair(dilation)
+    x = _f32(x)
+    w = _f32(w)
+    n, h, wd, cin = x.shape
+    kh, kw, _, mult = w.shape
+    pt, pbt, ho = pads_1d(h, kh, sh, dh, padding)
+    pl, pr, wo = pads_1d(wd, kw, sw, dw, padding)
+    xp = pad_nhwc(x, (pt, pbt), (pl, pr))
+    acc = np.zeros((n, ho, wo, cin, mult), dtype=F32)
+    for a in range(kh):
+        for c in range(kw):
+            tap = xp[:, a * dh : a * dh + (ho - 1) * sh + 1 : sh, c * dw : c * dw + (wo - 1) * sw + 1 : sw, :]
+            acc += tap[..., None] * w[a, c]
+    return _bias(acc.reshape(n, ho, wo, cin * mult), b)
+
+
+def conv2d_transpose(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None = None,
+    strides: tuple[int, int] | int = (1, 1),
+    padding: str = "valid",
+) -> np.ndarray:
+    """Conv2DTranspose, kernel (kh, kw, cout, cin); output size as Keras without output_padding."""
+    sh, sw = _pair(strides)
+    x = _f32(x)
+    w = _f32(w)
+    n, h, wd, cin = x.shape
+    kh, kw, cout, _ = w.shape
+    p = padding.lower()
+    if p == "valid":
+        oh, ow, ct, cl = h * sh + max(kh - sh, 0), wd * sw + max(kw - sw, 0), 0, 0
+    elif p == "same":
+        oh, ow = h * sh, wd * sw
+        ct, cl = max(kh - sh, 0) // 2, max(kw - sw, 0) // 2
+    else:
+        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+    full = np.zeros((n, max((h - 1) * sh + kh, ct + oh), max((wd - 1) * sw + kw, cl + ow), cout), F32)
+    xf = x.reshape(-1, cin)
+    for a in range(kh):
+        for c in range(kw):
+            contrib = (xf @ w[a, c].T).reshape(n, h, wd, cout)
+            full[:, a : a + (h - 1) * sh + 1 : sh, c : c + (wd - 1) * sw + 1 : sw, :] += contrib
+    return _bias(full[:, ct : ct + oh, cl : cl + ow, :], b)
+
+
+def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """Dense: ``x @ w + b`` over the last axis."""
+    return _bias(_f32(x) @ _f32(w), b)
+
+
+def _pool(x: np.ndarray, pool, strides, padding: str, op: str) -> np.ndarray:
+    kh, kw = _pair(pool)
+    sh, sw = (kh, kw) if strides is None else _pair(strides)
+    x = _f32(x)
+    n, h, wd, c = x.shape
+    pt, pbt, ho = pads_1d(h, kh, sh, 1, padding)
+    pl, pr, wo = pads_1d(wd, kw, sw, 1, padding)
+    fill = -np.inf if op == "max" else 0.0
+    xp = pad_nhwc(x, (pt, pbt), (pl, pr), value=fill)
+    valid = pad_nhwc(np.ones((1, h, wd, 1), F32), (pt, pbt), (pl, pr), value=0)
+    res = None
+    cnt = np.zeros((1, ho, wo, 1), F32)
+    for a in range(kh):
+        for b in range(kw):
+            sl = (slice(None), slice(a, a + (ho - 1) * sh + 1, sh), slice(b, b + (wo - 1) * sw + 1, sw))
+            tap = xp[sl]
+            cnt += valid[sl]
+            if res is None:
+                res = tap.copy()
+            elif op == "max":
+                np.maximum(res, tap, out=res)
+            else:
+                res += tap
+    return res if op == "max" else res / cnt
+
+
+def max_pool(x: np.ndarray, pool, strides=None, padding: str = "valid") -> np.ndarray:
+    """MaxPooling2D (padded taps never win)."""
+    return _pool(x, pool, strides, padding, "max")
+
+
+def avg_pool(x: np.ndarray, pool, strides=None, padding: str = "valid") -> np.ndarray:
+    """AveragePooling2D; 'same' border windows divide by their valid taps (Keras)."""
+    return _pool(x, pool, strides, padding, "avg")
+
+
+def global_avg_pool(x: np.ndarray, keepdims: bool = False) -> np.ndarray:
+    """GlobalAveragePooling2D over H and W."""
+    return np.mean(_f32(x), axis=(1, 2), keepdims=keepdims, dtype=F32)
+
+
+def upsample_nearest(x: np.ndarray, size) -> np.ndarray:
+    """UpSampling2D with nearest interpolation."""
+    sh, sw = _pair(size)
+    return np.repeat(np.repeat(_f32(x), sh, axis=1), sw, axis=2)
+
+
+def zero_pad(x: np.ndarray, padding) -> np.ndarray:
+    """ZeroPadding2D; ``padding`` is an int, (ph, pw) or ((top, bottom), (left, right))."""
+    if isinstance(padding, int | np.integer):
+        ph = pw = (int(padding), int(padding))
+    else:
+        a, b = padding
+        ph = (int(a), int(a)) if isinstance(a, int | np.integer) else (int(a[0]), int(a[1]))
+        pw = (int(b), int(b)) if isinstance(b, int | np.integer) else (int(b[0]), int(b[1]))
+    return pad_nhwc(_f32(x), ph, pw)
+
+
+def batchnorm(
+    x: np.ndarray,
+    gamma: np.ndarray | None,
+    beta: np.ndarray | None,
+    mean: np.ndarray,
+    var: np.ndarray,
+    eps: float = 1e-3,
+) -> np.ndarray:
+    """Inference BatchNormalization over the last axis: ``(x - mean) / sqrt(var + eps) * gamma + beta``."""
+    inv = F32(1.0) / np.sqrt(_f32(var) + F32(eps))
+    if gamma is not None:
+        inv = inv * _f32(gamma)
+    y = (_f32(x) - _f32(mean)) * inv
+    return y if beta is None else y + _f32(beta)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Activations
+# ----------------------------------------------------------------------------------------------------
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """max(x, 0)."""
+    return np.maximum(_f32(x), F32(0))
+
+
+def relu6(x: np.ndarray) -> np.ndarray:
+    """min(max(x, 0), 6)."""
+    return np.minimum(np.maximum(_f32(x), F32(0)), F32(6))
+
+
+def leaky_relu(x: np.ndarray, alpha: float = 0.3) -> np.ndarray:
+    """x for x >= 0, alpha * x otherwise (Keras LeakyReLU default alpha 0.3)."""
+    x = _f32(x)
+    return np.where(x >= 0, x, F32(alpha) * x)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)), computed without overflow."""
+    x = _f32(x)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, F32(1) / (F32(1) + e), e / (F32(1) + e)).astype(F32)
+
+
+def hard_sigmoid_keras(x: np.ndarray) -> np.ndarray:
+    """Keras 3 hard_sigmoid: relu6(x + 3) / 6."""
+    return relu6(_f32(x) + F32(3)) / F32(6)
+
+
+def hard_sigmoid_dpu(x: np.ndarray) -> np.ndarray:
+    """The quantizer's DPU hard sigmoid: relu6(x + 3) * 2731 / 16384."""
+    return relu6(_f32(x) + F32(3)) * F32(2731.0 / 16384.0)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis`` (max-subtracted)."""
+    x = _f32(x)
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    """Hyperbolic tangent."""
+    return np.tanh(_f32(x))
+
+
+def swish(x: np.ndarray) -> np.ndarray:
+    """x * sigmoid(x) (Keras swish / silu)."""
+    x = _f32(x)
+    return x * sigmoid(x)
+
+
+def hard_swish_dpu(x: np.ndarray) -> np.ndarray:
+    """x * DPU hard sigmoid: what the quantizer turns swish into."""
+    x = _f32(x)
+    return x * hard_sigmoid_dpu(x)
+
+
+def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """x for x > 0, alpha * (exp(x) - 1) otherwise."""
+    x = _f32(x)
+    return np.where(x > 0, x, F32(alpha) * np.expm1(np.minimum(x, 0)))
+
+
+def selu(x: np.ndarray) -> np.ndarray:
+    """Scaled ELU with Keras constants."""
+    return F32(1.0507009873554805) * elu(x, 1.6732632423543772)
+
+
+def gelu(x: np.ndarray, approximate: bool = False) -> np.ndarray:
+    """Gaussian error linear unit (exact erf form, or the tanh approximation)."""
+    x = _f32(x)
+    if approximate:
+        c = F32(np.sqrt(2.0 / np.pi))
+        return F32(0.5) * x * (F32(1) + np.tanh(c * (x + F32(0.044715) * x**3)))
+    from math import erf  # numpy has no erf; vectorise the scalar one (CPU-layer use only)
+
+    return (F32(0.5) * x * (F32(1) + np.vectorize(erf, otypes=[np.float32])(x / F32(np.sqrt(2.0))))).astype(F32)
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    """log(1 + exp(x)), stable."""
+    x = _f32(x)
+    return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(F32)
+
+
+ACTIVATIONS = {
+    "linear": lambda x: _f32(x),
+    "relu": relu,
+    "relu6": relu6,
+    "sigmoid": sigmoid,
+    "hard_sigmoid": hard_sigmoid_keras,
+    "hard_sigmoid_dpu": hard_sigmoid_dpu,
+    "softmax": softmax,
+    "tanh": tanh,
+    "swish": swish,
+    "silu": swish,
+    "hard_swish_dpu": hard_swish_dpu,
+    "elu": elu,
+    "selu": selu,
+    "gelu": gelu,
+    "softplus": softplus,
+}
+
+
+def activation(name: str, x: np.ndarray) -> np.ndarray:
+    """Apply a Keras activation by name (KeyError-free: unknown names raise ValueError)."""
+    try:
+        fn = ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}") from None
+    return fn(x)
