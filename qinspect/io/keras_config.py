@@ -24,6 +24,7 @@ shapes; these are what Keras itself computed, so they win. Other shapes come fro
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,25 +194,21 @@ def _is_container(layer_cfg: dict[str, Any]) -> bool:
     return isinstance(cfg, dict) and isinstance(cfg.get("layers"), list) and "input_layers" in cfg
 
 
-def _snake(name: str) -> str:
-    """Keras' auto-name of a class (``"DepthwiseConv2D"`` -> ``"depthwise_conv2d"``)."""
-    out = []
-    for i, ch in enumerate(name):
-        if not (ch.isalnum() or ch == "_"):
-            continue
-        if ch.isupper() and i > 0:
-            prev = name[i - 1]
-            nxt = name[i + 1] if i + 1 < len(name) else ""
-            if prev.islower() or prev.isdigit() and nxt.islower() or prev.isupper() and nxt.islower():
-                out.append("_")
-        out.append(ch.lower())
-    return "".join(out)
+def snake_case(name: str) -> str:
+    """Keras' auto-name of a class (``"DepthwiseConv2D"`` -> ``"depthwise_conv2d"``, ``"ReLU"`` -> ``"re_lu"``).
+
+    ``.keras`` weight files address layers by this name, so it must match Keras exactly: an
+    underscore before each capitalised word, then between a lower-case letter and a capital.
+    """
+    name = re.sub(r"\W+", "", name)
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def op_function_name(layer_cfg: dict[str, Any]) -> str:
     """``"numpy.add"`` for a Keras-3 op stored as ``keras.src.ops.numpy`` / ``Add``."""
     module = (layer_cfg.get("module") or "keras.src.ops.numpy").rsplit(".", 1)[-1]
-    return f"{module}.{_snake(python_class_name(layer_cfg))}"
+    return f"{module}.{snake_case(python_class_name(layer_cfg))}"
 
 
 def _as_shape(value: Any) -> Shape | None:
