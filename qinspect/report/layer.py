@@ -1,0 +1,193 @@
+"""One layer's report section from the arrays and statistics the emulator and the capture give.
+
+The caller (:mod:`qinspect.report.collect`) hands over what it has for the layer: the float output
+values from the capture, the output position, the isolated / accumulated :class:`ErrorStats` the
+emulator run produced, the weights as quantized, the rewrites and adjustments. This module derives
+only what the analysis helpers define (histograms, per-channel ranges, the output tensor's clipping
+and code use at its position) and copies every metric from the statistics objects unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qinspect.analysis.histograms import activation_histogram, channel_ranges, output_channel_axis
+from qinspect.analysis.metrics import ErrorStats, representable_range
+from qinspect.dpu.fixed_point import Round, quantize
+from qinspect.report import figspec
+from qinspect.report.content import LayerSection
+
+HIST_BINS = 128
+KERNEL_KEYS = ("kernel", "depthwise_kernel", "pointwise_kernel")
+
+
+@dataclass
+class LayerInputs:
+    """What the report knows about one layer; ``None`` wherever a number is not available."""
+
+    name: str
+    class_name: str
+    index: int | None = None
+    placement: str = "DPU"
+    placement_note: str = ""
+    positions: dict[str, Any] = field(default_factory=dict)  # input (list), weights, bias, output
+    positions_source: str = ""
+    float_out: np.ndarray | None = None  # the layer's float output values (capture), any shape
+    isolated: ErrorStats | None = None
+    accumulated: ErrorStats | None = None
+    isolated_error: np.ndarray | None = None  # emulated isolated output - float output, element-wise
+    weights: dict[str, np.ndarray] = field(default_factory=dict)  # as quantized (folded, equalized)
+    rewrites: list[str] = field(default_factory=list)
+    adjustments: list[str] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    other_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # what-if methods
+    notes: list[str] = field(default_factory=list)
+
+
+def error_metrics(stats: ErrorStats | None, position: int | None) -> dict[str, float | None] | None:
+    """The five numbers of one error view, copied from ``stats``; rmse/scale needs the position."""
+    if stats is None or stats.n == 0:
+        return None
+    return {
+        "sqnr_db": stats.sqnr_db,
+        "mse": stats.mse,
+        "cosine": stats.cosine,
+        "max_abs": stats.max_abs,
+        "rmse_over_scale": stats.rmse_over_scale(2.0 ** (-position)) if position is not None else None,
+    }
+
+
+def _hist_dict(h: Any) -> dict[str, Any]:
+    return {"edges": h.edges.tolist(), "counts": h.counts.tolist(), "below": h.below, "above": h.above,
+            "nonfinite": h.nonfinite}
+
+
+def output_tensor_stats(x: np.ndarray, position: int) -> ErrorStats:
+    """The float output quantized alone at its position (HALF_UP, as the DPU rounds activations).
+
+    Its clip fractions and code use are the saturation and "codes used" the report shows: what the
+    int8 range at that position does to the layer's true (float) values.
+    """
+    lo, hi = representable_range(position)
+    q = quantize(x, position, Round.HALF_UP)
+    return ErrorStats().update(x, q.astype(np.float64) * 2.0 ** (-position), q=q, clip_lo=lo, clip_hi=hi)
+
+
+def _nan_to_none(v: float) -> float | None:
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def layer_section(inp: LayerInputs, fig_prefix: str) -> LayerSection:
+    """Build the section: numbers, then figure specifications named ``<fig_prefix>-<what>``."""
+    pos_out = inp.positions.get("output")
+    sec = LayerSection(
+        name=inp.name,
+        class_name=inp.class_name,
+        placement=inp.placement,
+        placement_note=inp.placement_note,
+        index=inp.index,
+        positions=dict(inp.positions),
+        positions_source=inp.positions_source,
+        isolated=error_metrics(inp.isolated, pos_out),
+        accumulated=error_metrics(inp.accumulated, pos_out),
+        rewrites=list(inp.rewrites),
+        adjustments=list(inp.adjustments),
+        findings=list(inp.findings),
+        notes=list(inp.notes),
+    )
+    x = None if inp.float_out is None else np.asarray(inp.float_out, dtype=np.float32).reshape(-1)
+    if x is not None and x.size:
+        _activation_part(sec, x, pos_out, inp, fig_prefix)
+    _error_part(sec, x, pos_out, inp, fig_prefix)
+    _weights_part(sec, inp, fig_prefix)
+    return sec
+
+
+def _activation_part(sec: LayerSection, x: np.ndarray, pos: int | None, inp: LayerInputs, prefix: str) -> None:
+    finite = x[np.isfinite(x)]
+    hist = activation_histogram(finite, bins=HIST_BINS)
+    act: dict[str, Any] = {
+        "values": int(x.size),
+        "float_min": float(finite.min()) if finite.size else None,
+        "float_max": float(finite.max()) if finite.size else None,
+        "clip_low": None,
+        "clip_high": None,
+        "histogram": _hist_dict(hist),
+    }
+    if pos is not None and finite.size:
+        lo, hi = representable_range(pos)
+        stats = output_tensor_stats(finite, pos)
+        act.update(clip_low=lo, clip_high=hi, clipped_low=stats.clip_lo_frac, clipped_high=stats.clip_hi_frac)
+        sec.saturation_low = stats.clip_lo_frac
+        sec.saturation_high = stats.clip_hi_frac
+        sec.codes_used = _nan_to_none(stats.codes_used_frac)
+    sec.activation = act
+    sec.figures.append(
+        figspec.activation_figure(
+            f"{prefix}-activation", sec.name, hist.edges, hist.counts, act["clip_low"], act["clip_high"], pos,
+            sec.saturation_low, sec.saturation_high, inp.other_ranges or None,
+        )
+    )
+
+
+def _error_part(sec: LayerSection, x: np.ndarray | None, pos: int | None, inp: LayerInputs, prefix: str) -> None:
+    lsb = 2.0 ** (-pos) if pos is not None else None
+    if inp.isolated_error is not None and np.asarray(inp.isolated_error).size:
+        err, view = np.asarray(inp.isolated_error, dtype=np.float64).reshape(-1), "isolated"
+        what = "emulated isolated output minus float output"
+    elif x is not None and x.size and pos is not None:
+        # No emulator output: the error of rounding this layer's own float output at its position.
+        finite = x[np.isfinite(x)].astype(np.float64)
+        q = quantize(finite, pos, Round.HALF_UP)
+        err, view = q * lsb - finite, "output rounding"
+        what = "float output quantized alone at its position (HALF_UP) minus float output"
+    else:
+        return
+    err = err[np.isfinite(err)]
+    if not err.size:
+        return
+    lo, hi = float(err.min()), float(err.max())
+    if lsb is not None:  # keep the +-1/2 LSB rounding window in view
+        lo, hi = min(lo, -lsb / 2), max(hi, lsb / 2)
+    hist = activation_histogram(err, bins=HIST_BINS, lo=lo, hi=hi)
+    sec.error_histogram = {"view": view, "what": what, **_hist_dict(hist)}
+    sec.figures.append(figspec.error_figure(f"{prefix}-error", sec.name, hist.edges, hist.counts, view, lsb))
+
+
+def _weights_part(sec: LayerSection, inp: LayerInputs, prefix: str) -> None:
+    kernels = [(k, np.asarray(w)) for k, w in inp.weights.items() if k in KERNEL_KEYS and np.asarray(w).size]
+    if not kernels:
+        return
+    key, w = kernels[0]
+    pos = inp.positions.get("weights")
+    finite = w[np.isfinite(w)].astype(np.float64)
+    hist = activation_histogram(finite, bins=HIST_BINS)
+    lo, hi = representable_range(pos) if pos is not None else (None, None)
+    info: dict[str, Any] = {
+        "tensor": key,
+        "shape": list(w.shape),
+        "min": float(finite.min()),
+        "max": float(finite.max()),
+        "position": pos,
+        "clip_low": lo,
+        "clip_high": hi,
+        "histogram": _hist_dict(hist),
+    }
+    sec.figures.append(figspec.weights_figure(f"{prefix}-weights", sec.name, hist.edges, hist.counts, lo, hi, pos))
+    if w.ndim >= 2 and output_channel_axis(sec.class_name, key) is not None:
+        ranges = channel_ranges(w, sec.class_name, key)
+        info["channels"] = {
+            "min": ranges.channel_min.tolist(),
+            "max": ranges.channel_max.tolist(),
+            "bits_wasted": ranges.bits_wasted.tolist(),
+            "spread_bits": ranges.spread_bits,
+        }
+        sec.figures.append(
+            figspec.channel_ranges_figure(f"{prefix}-channels", sec.name, ranges.channel_min, ranges.channel_max,
+                                          lo, hi)
+        )
+    sec.weights = info
