@@ -1,0 +1,159 @@
+"""Each finding function on synthetic tensors where the cause is planted (and absent)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from qinspect.analysis import findings as F  # noqa: N812
+from qinspect.dpu.fixed_point import Round, pos_min_mse, pos_non_overflow
+
+
+def val(finding, key):
+    return finding.evidence[key]["value"]
+
+
+def test_output_cost_hand_values():
+    # keep-float gain 10*log10(2): the layer holds half the output noise.
+    assert F.output_cost_db(1.0, 10 * math.log10(2)) == pytest.approx(10 * math.log10(2))
+    assert F.output_cost_db(0.5, 10 * math.log10(2)) == pytest.approx(10 * math.log10(4 / 3))
+    assert F.output_cost_db(0.7, -1.0) == 0.0
+    assert F.output_cost_db(0.0, 20.0) == 0.0
+    assert F.output_cost_db(1.0, math.inf) == math.inf
+
+
+def test_saturation_planted_and_absent():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=100_000).astype(np.float32)
+    # position 7: representable range [-1, 127/128]; a standard normal clips ~32% of its values.
+    f = F.saturation("L", x, 7)
+    assert f is not None and f.kind == "saturation"
+    assert val(f, "clipped_lo_frac") == pytest.approx(np.mean(x < -1.0))
+    assert val(f, "clipped_hi_frac") == pytest.approx(np.mean(x > 127 / 128))
+    assert val(f, "share") > 0.9
+    assert val(f, "representable_range") == [-1.0, 127 / 128]
+    assert val(f, "severity_basis") == "local"
+    assert val(f, "non_overflow_position") == pos_non_overflow(float(x.min()), float(x.max()))
+    # Non-overflow position: nothing clips.
+    assert F.saturation("L", x, pos_non_overflow(float(x.min()), float(x.max()))) is None
+    # With sensitivity the severity follows the output-noise formula.
+    g = F.saturation("L", x, 7, gain_db=6.0)
+    assert g.severity_db == pytest.approx(F.output_cost_db(val(g, "share"), 6.0))
+
+
+def test_outlier_range_planted_and_absent():
+    rng = np.random.default_rng(1)
+    bulk = rng.normal(size=200_000).astype(np.float32)
+    x = bulk.copy()
+    x[rng.choice(x.size, 10, replace=False)] = 1000.0
+    p = pos_non_overflow(float(x.min()), float(x.max()))
+    f = F.outlier_range("L", x, p)
+    assert f is not None and f.kind == "outlier_range"
+    assert val(f, "max_abs") == 1000.0
+    assert val(f, "bits_wasted") == pytest.approx(math.log2(1000.0 / val(f, "bulk_threshold")))
+    assert val(f, "bits_wasted") > 7
+    # At scale 2^3 = 8 the whole normal bulk takes only a few codes.
+    assert p == -3 and val(f, "codes_used_by_bulk") <= 3
+    assert val(f, "far_outlier_frac") == 10 / x.size
+    assert val(f, "tail_frac") == pytest.approx(1e-4, rel=0.01)
+    assert F.outlier_range("L", bulk, pos_min_mse(bulk, Round.HALF_UP)) is None
+
+
+def test_outlier_range_too_few_values_says_so():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=500).astype(np.float32)
+    x[0] = 1000.0
+    evidence, t, pct = F.tail_threshold(np.abs(x))
+    assert t is None and pct is None
+    assert all(e["value"] is None and "have 500" in e["how"] for e in evidence.values())
+    assert F.outlier_range("L", x, -3) is None
+    evidence, t, pct = F.tail_threshold(np.abs(rng.normal(size=5000)))
+    assert evidence["p99.99_abs"]["value"] is None and evidence["p99.9_abs"]["value"] is None
+    assert pct == 99.0 and t == pytest.approx(evidence["p99_abs"]["value"])
+
+
+def test_channel_spread_planted_and_absent():
+    rng = np.random.default_rng(3)
+    w = rng.normal(scale=0.1, size=(3, 3, 8, 4)).astype(np.float32)
+    clean_pos = pos_min_mse(w, Round.HALF_TO_EVEN)
+    assert F.channel_spread("c", "Conv2D", w, clean_pos) is None
+    w[..., 2] *= 50
+    p = pos_min_mse(w, Round.HALF_TO_EVEN)
+    f = F.channel_spread("c", "Conv2D", w, p, cle="disabled")
+    assert f is not None and f.kind == "channel_spread"
+    assert val(f, "spread_bits") > 5
+    assert val(f, "bits_wasted")[2] == 0.0
+    assert set(val(f, "handful_channels")) <= {0, 1, 3} and val(f, "handful_channels")
+    assert val(f, "equalization_gain_db") > 20
+    assert "Enable cross-layer equalization" in f.advice
+
+
+def test_coverage_planted_and_absent():
+    rng = np.random.default_rng(4)
+    calib = rng.uniform(0, 0.9, size=50_000).astype(np.float32)
+    p = pos_non_overflow(float(calib.min()), float(calib.max()))
+    rng_c = (float(calib.min()), float(calib.max()))
+    assert p == 7  # range [-1, 127/128]
+    assert F.coverage("L", rng.uniform(0, 0.9, size=50_000), p, rng_c) is None
+    ev_x = 2 * rng.uniform(0, 0.9, size=50_000).astype(np.float32)
+    f = F.coverage("L", ev_x, p, rng_c)
+    assert f is not None and f.kind == "coverage"
+    hi = 127 * 2.0**-p
+    assert val(f, "outside_int8_range_frac") == pytest.approx(np.mean(ev_x > hi))
+    assert val(f, "eval_position") == p - 1
+
+
+def test_error_growth():
+    f = F.error_growth("L", 40.0, 20.0, 20.5)
+    assert f is not None and val(f, "drop_db") == 20.0
+    assert val(f, "own_share") == pytest.approx(10 ** (-0.05))
+    assert val(f, "mechanism") == "own error"
+    assert F.error_growth("L", 40.0, 37.0, 38.0) is None  # small drop
+    assert F.error_growth("L", 50.0, 40.0, 41.0) is None  # still precise
+    amp = F.error_growth("L", 30.0, 10.0, 35.0)
+    assert val(amp, "mechanism") == "amplifies inherited error"
+    half = F.error_growth("L", 40.0, 20.0, 20.0, explained_share=0.5)
+    assert val(half, "share") == pytest.approx(0.5)
+
+
+def test_alignment_planted():
+    rng = np.random.default_rng(5)
+    small = rng.normal(scale=0.01, size=20_000).astype(np.float32)
+    big = rng.normal(scale=10.0, size=20_000).astype(np.float32)
+    ps, pb = pos_min_mse(small, Round.HALF_UP), pos_min_mse(big, Round.HALF_UP)
+    shared = min(ps, pb)
+    f = F.alignment("cat", [F.Branch("a", small, ps, 3.0), F.Branch("b", big, pb, 3.0)], shared)
+    assert f is not None and f.kind == "alignment"
+    rows = val(f, "branches")
+    assert [r["branch"] for r in rows] == ["a"]  # b already sits at the shared position
+    assert rows[0]["sqnr_loss_db"] > 30
+    assert val(f, "severity_basis") == "output"
+    assert f.severity_db == pytest.approx(F.output_cost_db(rows[0]["share"], 3.0))
+    similar = rng.normal(scale=8.0, size=20_000).astype(np.float32)
+    pm = pos_min_mse(similar, Round.HALF_UP)
+    assert F.alignment("cat", [F.Branch("a", similar, pm), F.Branch("b", big, pb)], min(pm, pb)) is None
+
+
+def test_constraint():
+    rng = np.random.default_rng(6)
+    w = rng.normal(scale=0.2, size=4000).astype(np.float32)
+    p = pos_min_mse(w, Round.HALF_TO_EVEN)
+    f = F.constraint("c", "shift_cut", "c/kernel:0", p, p - 2, w, Round.HALF_TO_EVEN)
+    assert f is not None
+    assert val(f, "sqnr_loss_db") == pytest.approx(12.0, abs=1.5)  # two bits ~ 12 dB
+    assert F.constraint("c", "shift_cut", "k", p, p, w, Round.HALF_TO_EVEN) is None
+
+
+def test_partitions_and_cpu_fallback():
+    order = ["in", "a", "b", "c", "d"]
+    inbound = {"a": ["in"], "b": ["a"], "c": ["b"], "d": ["c"]}
+    assert F.count_partitions(order, inbound, {"in": "DPU", "a": "DPU", "b": "CPU", "c": "DPU", "d": "DPU"}) == 2
+    assert F.count_partitions(order, inbound, {n: "DPU" for n in order}) == 1
+    assert F.count_partitions(order, inbound, {"in": "DPU", "a": "DPU", "b": "DPU", "c": "DPU", "d": "CPU"}) == 1
+    f = F.cpu_fallback("b", "LeakyReLU", "alpha 0.2 is not 0.1", 2, True)
+    assert f.kind == "cpu_fallback" and f.severity_db == 0.0
+    assert "alpha 0.1" in f.advice
+    d = f.to_dict()
+    assert set(d) == {"layer", "kind", "severity", "evidence", "advice"}
