@@ -1,0 +1,441 @@
+"""Run a float Keras model over its inputs and stream every layer's output into a capture file.
+
+Two phases, so bad input fails fast and without TensorFlow:
+
+1. :func:`plan_capture` (no TensorFlow): read the graph and weights with
+   ``qinspect.io.model_file.open_model``, refuse models that cannot run (Lambda or custom layers:
+   their code lives in the file and is never deserialized), open the inputs and check their shapes,
+   pick the layers (``--layers`` patterns), and choose the batch size.
+2. :func:`run_capture`: load the model with TensorFlow, build one multi-output model over the chosen
+   leaf outputs (nested models included), run it batch by batch, and hand each batch to a writer
+   thread so the HDF5 writing of batch k overlaps the computation of batch k+1.
+
+Loaders: Keras-2 ``.h5`` and SavedModel folders through ``tf_keras`` (the Keras-2 API Vitis AI users
+have), ``.keras`` through Keras 3. Loading is in safe mode and only after the graph check above,
+so a Lambda layer's marshalled bytecode is never read by Keras.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qinspect.errors import QInspectError
+from qinspect.io.capture_file import CaptureWriter, bytes_needed
+from qinspect.io.graph import ModelGraph, WeightSource
+from qinspect.io.inputs import InputSource, count_nonfinite, open_inputs
+
+# Default batch size: as many samples as fit in this many bytes of activations, between 1 and 32.
+BATCH_BYTES = 1 << 30
+MAX_AUTO_BATCH = 32
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class CapturePlan:
+    """Everything decided before TensorFlow is imported."""
+
+    model_path: str
+    graph: ModelGraph
+    weights: WeightSource
+    source: InputSource
+    layers: list[str]  # leaves whose outputs are captured (model inputs excluded), topological order
+    input_layers: list[str]  # model-input layers selected (stored as links to /inputs)
+    batch_size: int
+    warnings: list[str] = field(default_factory=list)
+    pattern: str = ""  # the --layers patterns, as given
+
+    @property
+    def n_samples(self) -> int:
+        """Samples to capture."""
+        return self.source.n_samples
+
+    def activation_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """Per-sample output shape of each captured layer, or None when the graph leaves one open."""
+        shapes = {}
+        for name in self.layers:
+            shape = self.graph[name].output_shape
+            if not shape or any(d is None for d in shape[1:]) or _is_multi(shape):
+                return None
+            shapes[name] = tuple(int(d) for d in shape[1:])
+        return shapes
+
+    def bytes_needed(self) -> int | None:
+        """Uncompressed bytes of the capture's tensors (None if a shape is only known at run time)."""
+        shapes = self.activation_shapes()
+        if shapes is None:
+            return None
+        return bytes_needed(self.n_samples, shapes, self.source.shapes)
+
+
+@dataclass
+class CaptureResult:
+    """What a finished capture holds."""
+
+    path: str
+    n_samples: int
+    layers: list[str]
+    seconds: float
+    bytes_written: int
+    nonfinite: dict[str, tuple[int, int, int]]
+
+
+def _is_multi(shape: Any) -> bool:
+    return bool(shape) and isinstance(shape[0], (list, tuple))
+
+
+def _open_model(path: str) -> Any:
+    """The graph + weights of a model file, read without TensorFlow."""
+    from qinspect.io.model_file import open_model
+
+    return open_model(path)
+
+
+def match_layers(graph: ModelGraph, patterns: str | Sequence[str] | None) -> list[str]:
+    """Leaf layer names matching any ``fnmatch`` pattern (comma-separated in a string), in graph order.
+
+    A pattern is tried on the full nested name (``outer/inner``) and on the short name.
+    """
+    leaves = [layer for layer in graph.leaves()]
+    if not patterns:
+        return [layer.name for layer in leaves]
+    if isinstance(patterns, str):
+        patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+    return [
+        layer.name
+        for layer in leaves
+        if any(fnmatch.fnmatchcase(layer.name, p) or fnmatch.fnmatchcase(layer.short_name, p) for p in patterns)
+    ]
+
+
+def input_shapes(graph: ModelGraph) -> dict[str, list[int | None]]:
+    """Each model input's shape without the batch axis, from the graph."""
+    shapes = {}
+    for name in graph.inputs:
+        shape = graph[name].output_shape if name in graph else None
+        if shape is None or _is_multi(shape):
+            raise QInspectError(f"cannot tell the shape of model input {name!r}", graph.source or None)
+        shapes[name] = list(shape[1:])
+    return shapes
+
+
+def plan_capture(
+    model_path: str | os.PathLike[str],
+    inputs_path: str | os.PathLike[str],
+    *,
+    samples: int | None = None,
+    batch_size: int | None = None,
+    layers: str | Sequence[str] | None = None,
+    preprocess: str | None = None,
+    model: Any = None,
+) -> CapturePlan:
+    """Check everything that can be checked without TensorFlow. ``model``: an already opened model file."""
+    model_path = os.fspath(model_path)
+    if not os.path.exists(model_path):
+        raise QInspectError("no such file or folder", model_path)
+    opened = model if model is not None else _open_model(model_path)
+    if getattr(opened, "kind", "") == "capture":
+        raise QInspectError("is a capture, not a model: capture needs the Keras model file", model_path)
+    graph: ModelGraph = opened.graph
+    not_runnable = [layer for layer in graph.leaves() if not layer.runnable]
+    if not_runnable:
+        listed = ", ".join(f"{layer.name} ({layer.class_name})" for layer in not_runnable[:4])
+        more = f" and {len(not_runnable) - 4} more" if len(not_runnable) > 4 else ""
+        raise QInspectError(
+            f"cannot run this model: layer(s) {listed}{more} hold code or classes qinspect does not run "
+            "(Lambda or custom layers; the graph is still shown by `qinspect info`)",
+            model_path,
+        )
+    if batch_size is not None and batch_size < 1:
+        raise QInspectError(f"--batch-size must be at least 1 (got {batch_size})", model_path)
+    source = open_inputs(inputs_path, input_shapes(graph), samples=samples, preprocess=preprocess)
+    chosen = match_layers(graph, layers)
+    if not chosen:
+        raise QInspectError(f"no layer matches --layers {layers!r}", model_path)
+    input_layers = [name for name in chosen if name in graph.inputs]
+    captured = [name for name in chosen if graph[name].class_name != "InputLayer"]
+    plan = CapturePlan(model_path, graph, opened, source, captured, input_layers, 1, list(source.warnings))
+    if batch_size is None:
+        shapes = plan.activation_shapes()
+        per_sample = bytes_needed(1, shapes, {}) if shapes else 0
+        batch_size = MAX_AUTO_BATCH if per_sample == 0 else max(1, min(MAX_AUTO_BATCH, BATCH_BYTES // per_sample))
+    plan.batch_size = int(batch_size)
+    if layers:
+        plan.pattern = layers if isinstance(layers, str) else ",".join(layers)
+    return plan
+
+
+# --- TensorFlow side -----------------------------------------------------------------------------
+
+
+def load_keras_model(path: str) -> Any:
+    """Load a model for running: ``.keras`` with Keras 3, ``.h5``/SavedModel with tf_keras (safe mode)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        if path.endswith(".keras"):
+            import keras
+
+            return keras.saving.load_model(path, compile=False, safe_mode=True)
+        import tf_keras
+        from tf_keras.src.saving.serialization_lib import SafeModeScope
+
+        with SafeModeScope(True):
+            return tf_keras.models.load_model(path, compile=False, safe_mode=True)
+    except QInspectError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any loader failure is a bad model file for the user
+        text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise QInspectError(f"TensorFlow cannot load this model ({text[:300]})", path) from None
+
+
+def _functional(model: Any) -> Any:
+    """The functional graph behind a model (Keras 3 Sequential keeps it in ``_functional``)."""
+    inner = getattr(model, "_functional", None)
+    return inner if inner is not None else model
+
+
+def _is_model(layer: Any) -> bool:
+    return hasattr(layer, "layers") and hasattr(_functional(layer), "_nodes_by_depth")
+
+
+def _own_node(model: Any, layer: Any) -> Any:
+    """The node through which ``layer`` is called inside ``model``'s own graph (the first one)."""
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if (getattr(node, "operation", None) or getattr(node, "layer", None)) is layer:
+                return node
+    raise QInspectError(f"layer {layer.name!r} is not called in model {model.name!r}")
+
+
+def _node_outputs(node: Any) -> list[Any]:
+    outs = node.outputs
+    return list(outs) if isinstance(outs, (list, tuple)) else [outs]
+
+
+def _node_call(node: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The (args, kwargs) a node was called with (Keras 3 and tf_keras)."""
+    if hasattr(node, "arguments"):
+        return tuple(node.arguments.args), dict(node.arguments.kwargs)
+    return tuple(node.call_args), dict(node.call_kwargs)
+
+
+def layer_outputs(model: Any, wanted: set[str], prefix: str = "") -> dict[str, Any]:
+    """Symbolic outputs of the wanted leaf layers (nested names ``outer/inner``) in ``model``'s graph.
+
+    A nested model's inner outputs live in its own graph, so a sub-model over them is called on the
+    tensors the nested model receives in the outer graph, which joins them to the outer inputs.
+    """
+    import keras
+    import tf_keras
+
+    graph_model = _functional(model)
+    found: dict[str, Any] = {}
+    for layer in graph_model.layers:
+        name = prefix + layer.name
+        if _is_model(layer):
+            inner_wanted = {w for w in wanted if w.startswith(name + "/")}
+            if not inner_wanted:
+                continue
+            inner = layer_outputs(layer, inner_wanted, name + "/")
+            if not inner:
+                continue
+            sub_model = _functional(layer)
+            model_cls = keras.Model if hasattr(sub_model, "_operations") else tf_keras.Model
+            extractor = model_cls(sub_model.inputs, list(inner.values()))
+            args, kwargs = _node_call(_own_node(graph_model, layer))
+            kwargs.pop("training", None)
+            kwargs.pop("mask", None)
+            outs = extractor(*args, **kwargs)
+            outs = outs if isinstance(outs, (list, tuple)) else [outs]
+            found.update(zip(inner, outs, strict=True))
+        elif name in wanted:
+            outs = _node_outputs(_own_node(graph_model, layer))
+            found[name] = outs[0]
+    return found
+
+
+def build_extractor(model: Any, names: Sequence[str]) -> Any:
+    """One model whose outputs are the given leaf layers' outputs, in ``names`` order."""
+    import keras
+    import tf_keras
+
+    outputs = layer_outputs(model, set(names))
+    missing = [n for n in names if n not in outputs]
+    if missing:
+        raise QInspectError(
+            f"layer(s) {', '.join(missing[:5])} of the model graph are not in the loaded model "
+            "(the file's config and what TensorFlow loaded disagree)",
+            None,
+        )
+    graph_model = _functional(model)
+    model_cls = keras.Model if hasattr(graph_model, "_operations") else tf_keras.Model
+    return model_cls(graph_model.inputs, [outputs[n] for n in names])
+
+
+class _BatchWriter:
+    """A writer thread: TensorFlow computes batch k+1 while HDF5 writes batch k (queue depth 1)."""
+
+    def __init__(self, writer: CaptureWriter) -> None:
+        self._writer = writer
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="qinspect-capture-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue
+            try:
+                self._writer.write_batch(*item)
+            except BaseException as exc:  # noqa: BLE001 - handed back to the main thread
+                self._error = exc
+
+    def put(self, start: int, inputs: dict[str, np.ndarray], activations: dict[str, np.ndarray]) -> None:
+        self.check()
+        self._queue.put((start, inputs, activations))
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Wait for every queued batch to be written (re-raising a write error)."""
+        self._queue.put(None)
+        self._thread.join()
+        self.check()
+
+
+def run_capture(
+    plan: CapturePlan,
+    output: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    compression: str | None = None,
+    progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
+    keras_model: Any = None,
+) -> CaptureResult:
+    """Run the model over the plan's inputs and write the capture atomically to ``output``.
+
+    ``progress(done, total)`` is called after each batch (it may raise to cancel). ``keras_model``:
+    an already loaded model (tests, benchmarks); else it is loaded from ``plan.model_path``.
+    """
+    started = time.perf_counter()
+    output = os.path.abspath(os.fspath(output))
+    if os.path.exists(output) and not overwrite:
+        raise QInspectError("already exists; use --force to replace it", output)
+    model = keras_model if keras_model is not None else load_keras_model(plan.model_path)
+    extractor = build_extractor(model, plan.layers)
+    n, batch = plan.n_samples, plan.batch_size
+    input_names = list(plan.source.names)
+    nonfinite = {name: (0, 0, 0) for name in input_names}
+    warned = False
+    writer: CaptureWriter | None = None
+    background: _BatchWriter | None = None
+    try:
+        for start in range(0, n, batch):
+            stop = min(n, start + batch)
+            x = plan.source.batch(start, stop)
+            for name, array in x.items():
+                counts = count_nonfinite(array)
+                if any(counts):
+                    nonfinite[name] = tuple(a + b for a, b in zip(nonfinite[name], counts, strict=True))
+                    if not warned and warn is not None:
+                        warn(f"{plan.source.path}: inputs hold NaN or Inf (first in samples {start}..{stop - 1}); "
+                             "captured as they are and recorded in the capture")
+                        warned = True
+            feed = [x[name] for name in _model_input_order(extractor, input_names)]
+            outs = extractor.predict_on_batch(feed if len(feed) > 1 else feed[0])
+            outs = outs if isinstance(outs, (list, tuple)) else [outs]
+            acts = {name: np.asarray(out, dtype=np.float32) for name, out in zip(plan.layers, outs, strict=True)}
+            if writer is None:
+                shapes = {name: a.shape[1:] for name, a in acts.items()}
+                writer = CaptureWriter(
+                    output,
+                    plan.graph,
+                    n,
+                    shapes,
+                    plan.source.shapes,
+                    attrs=_attrs(plan),
+                    input_links={name: name for name in plan.input_layers},
+                    compression=compression,
+                    overwrite=overwrite,
+                )
+                writer.write_weights(plan.weights, [layer.name for layer in plan.graph.leaves()])
+                background = _BatchWriter(writer)
+            assert background is not None
+            background.put(start, x, acts)
+            if progress is not None:
+                progress(stop, n)
+        assert writer is not None and background is not None
+        background.close()
+        writer.set_attrs(_nonfinite_attrs(nonfinite))
+        writer.commit()
+    except BaseException:
+        if background is not None:
+            try:
+                background.close()
+            except BaseException:  # noqa: BLE001 - the first error is the one to report
+                pass
+        if writer is not None:
+            writer.abort()
+        raise
+    seconds = time.perf_counter() - started
+    return CaptureResult(output, n, list(plan.layers), seconds, os.path.getsize(output), nonfinite)
+
+
+def _model_input_order(extractor: Any, names: list[str]) -> list[str]:
+    """The model's input names in its input order (the graph's order when they cannot be matched)."""
+    own = []
+    for tensor in extractor.inputs:
+        history = getattr(tensor, "_keras_history", None)
+        layer = history[0] if history else None
+        own.append(getattr(layer, "name", None))
+    return own if sorted(n for n in own if n) == sorted(names) else names
+
+
+def _attrs(plan: CapturePlan) -> dict[str, Any]:
+    source = plan.source
+    return {
+        "source_model": os.path.abspath(plan.model_path),
+        "source_format": plan.graph.source_format,
+        "inputs_source": os.path.abspath(source.path),
+        "inputs_kind": source.kind,
+        "preprocess": source.preprocess or "",
+        "batch_size": plan.batch_size,
+        "layers_pattern": plan.pattern,
+    }
+
+
+def _nonfinite_attrs(nonfinite: dict[str, tuple[int, int, int]]) -> dict[str, Any]:
+    nan = sum(c[0] for c in nonfinite.values())
+    posinf = sum(c[1] for c in nonfinite.values())
+    neginf = sum(c[2] for c in nonfinite.values())
+    return {
+        "inputs_nonfinite": bool(nan or posinf or neginf),
+        "inputs_nan": nan,
+        "inputs_posinf": posinf,
+        "inputs_neginf": neginf,
+        "inputs_nonfinite_per_input": {k: list(v) for k, v in nonfinite.items() if any(v)},
+    }
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    i = 0 if n < 1024 else min(len(units) - 1, int(math.log(n, 1024)))
+    return f"{n / 1024**i:.1f} {units[i]}" if i else f"{int(n)} B"
