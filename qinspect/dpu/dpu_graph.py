@@ -1,0 +1,238 @@
+"""The emulator's graph: the model as the Vitis quantizer leaves it, ready to run in integers.
+
+A :class:`DpuGraph` holds :class:`Node` objects in topological order, named like the layers of the
+quantizer's ``quantized.h5`` (``quant_c1``, ``quant_img``; model inputs keep their own name), so
+results line up with dump files one to one. Each node carries:
+
+- ``op``: what it computes (see :data:`OPS`);
+- ``weights``: float32 arrays after the quantizer's rewrites (BN folded, equalized), Keras layout;
+- position *slots*: ``weight_slots`` for kernel / bias / alpha, ``out_slot`` for the quantizer of the
+  node's output, ``pre_slot`` for a quantizer that acts on the input of a pre-quantized activation
+  (softmax, tanh, ...). A slot is ``(layer key, tensor key)`` exactly as in ``positions.json``;
+- ``device``: ``"DPU"`` or ``"CPU"`` (with ``cpu_reason``), the partition a compiler would make.
+
+Positions live in one dict, ``positions[layer key][tensor key]``, shared by calibration, the
+constraint pass and the executor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Slot = tuple[str, str]
+
+# Operators the executor knows. Conv-like ops may carry a fused activation in params["act"].
+CONV_OPS = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "dense")
+OPS = frozenset(
+    {
+        "input", "quantize", *CONV_OPS, "relu", "leaky_relu", "prelu", "activation", "hard_sigmoid",
+        "add", "multiply", "concat", "max_pool", "avg_pool", "global_avg_pool", "upsample",
+        "zero_pad", "flatten", "reshape", "permute", "softmax", "identity", "unsupported",
+    }
+)
+# Ops that pass their input's position through without a quantizer of their own.
+TRANSPARENT_OPS = frozenset({"zero_pad", "flatten", "reshape", "permute", "identity"})
+# Activations the DPU fuses into a conv / add (integer clamp or leaky scaling before the rounding).
+FUSABLE_ACTS = frozenset({"linear", "relu", "relu6", "leaky_relu"})
+
+
+@dataclass
+class SlotSpec:
+    """How one quantizer chooses its position (section 2 of DPU_NUMERICS.md)."""
+
+    layer: str
+    key: str
+    kind: str  # input, weight, post_activation, pre_activation, output
+    method: int = 1  # 0 non-overflow, 1 min-MSE
+    round_mode: int = 1  # 0 half-to-even, 1 half-up, 2 half-away-from-zero, 3 floor
+    narrow_range: bool = False
+
+    @property
+    def slot(self) -> Slot:
+        """The ``(layer, key)`` pair."""
+        return (self.layer, self.key)
+
+
+@dataclass
+class Node:
+    """One operator of the emulated model."""
+
+    name: str
+    op: str
+    inputs: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    weight_slots: dict[str, Slot] = field(default_factory=dict)
+    out_slot: Slot | None = None
+    pre_slot: Slot | None = None
+    device: str = "DPU"
+    cpu_reason: str = ""
+    origin: list[str] = field(default_factory=list)  # float-model layers this node comes from
+    key: str = ""  # the positions.json layer key (wrapped layer name)
+    output_shape: list[int | None] | None = None
+
+    @property
+    def quantized_output(self) -> bool:
+        """True when the node's output has a quantizer of its own."""
+        return self.out_slot is not None
+
+
+@dataclass
+class Rewrite:
+    """One graph rewrite the quantizer makes, in words, with the layers it touched."""
+
+    kind: str
+    text: str
+    layers: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"kind": self.kind, "text": self.text, "layers": list(self.layers)}
+
+
+@dataclass
+class Adjustment:
+    """One position change made by a DPU constraint (section 5), before and after."""
+
+    constraint: str
+    layer: str  # the node whose constraint was checked
+    slot: Slot  # the position that moved
+    before: int
+    after: int
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "constraint": self.constraint,
+            "layer": self.layer,
+            "tensor": {"layer": self.slot[0], "key": self.slot[1]},
+            "before": self.before,
+            "after": self.after,
+            "text": self.text,
+        }
+
+
+@dataclass
+class DpuGraph:
+    """The quantized model as the emulator runs it."""
+
+    nodes: list[Node]
+    inputs: list[str]
+    outputs: list[str]
+    slots: dict[Slot, SlotSpec] = field(default_factory=dict)
+    positions: dict[str, dict[str, int]] = field(default_factory=dict)
+    rewrites: list[Rewrite] = field(default_factory=list)
+    adjustments: list[Adjustment] = field(default_factory=list)
+    source: str = ""  # "float-model" or "quantized.h5"
+    weights_from: str = ""  # where the folded / equalized weights came from, in words
+
+    def __post_init__(self) -> None:
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Rebuild name and consumer indexes after nodes changed."""
+        self._index = {n.name: n for n in self.nodes}
+        self._consumers: dict[str, list[Node]] = {n.name: [] for n in self.nodes}
+        for n in self.nodes:
+            for i in n.inputs:
+                self._consumers.setdefault(i, []).append(n)
+
+    def __getitem__(self, name: str) -> Node:
+        return self._index[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.nodes)
+
+    def consumers(self, name: str) -> list[Node]:
+        """Nodes that read ``name``."""
+        return self._consumers.get(name, [])
+
+    # -- positions -------------------------------------------------------------------------
+    def add_slot(self, spec: SlotSpec) -> Slot:
+        """Register a quantizer (its position starts unknown)."""
+        self.slots[spec.slot] = spec
+        self.positions.setdefault(spec.layer, {})
+        return spec.slot
+
+    def pos(self, slot: Slot | None) -> int | None:
+        """The current position of a slot (None if the slot or its position is unknown)."""
+        if slot is None:
+            return None
+        return self.positions.get(slot[0], {}).get(slot[1])
+
+    def set_pos(self, slot: Slot, value: int) -> None:
+        """Set one position."""
+        self.positions.setdefault(slot[0], {})[slot[1]] = int(value)
+
+    def positions_json(self) -> dict[str, dict[str, int]]:
+        """Positions keyed like positions.json, every known layer key present (``{}`` if none)."""
+        out: dict[str, dict[str, int]] = {}
+        for n in self.nodes:
+            if n.key and n.op != "input":
+                out.setdefault(n.key, {})
+        for layer, keys in self.positions.items():
+            out.setdefault(layer, {})
+            for k, v in keys.items():
+                if v is not None:
+                    out[layer][k] = int(v)
+        return out
+
+    # -- structure helpers used by calibration, constraints and the executor ---------------
+    def fused_activation(self, node: Node) -> Node | None:
+        """The activation node a conv / add without an output quantizer is fused into, if any."""
+        if node.out_slot is not None:
+            return None
+        cons = self.consumers(node.name)
+        if len(cons) == 1 and cons[0].op in ("relu", "leaky_relu", "activation", "softmax"):
+            return cons[0]
+        return None
+
+    def output_slot(self, name: str) -> Slot | None:
+        """The slot whose position a consumer of ``name`` sees (through transparent layers).
+
+        A conv whose output is unquantized because an activation is fused into it reports the
+        activation's slot: that is where the DPU rounds the accumulator.
+        """
+        node = self[name]
+        seen = 0
+        while node.out_slot is None and seen < len(self.nodes):
+            seen += 1
+            if node.op in TRANSPARENT_OPS and node.inputs:
+                node = self[node.inputs[0]]
+                continue
+            act = self.fused_activation(node)
+            if act is not None:
+                return act.out_slot or act.pre_slot
+            return None
+        return node.out_slot
+
+    def input_slot(self, node: Node, index: int = 0) -> Slot | None:
+        """The slot of a node's ``index``-th input as the constraint pass sees it."""
+        if index >= len(node.inputs):
+            return None
+        return self.output_slot(node.inputs[index])
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One JSON-ready row per node (name, op, inputs, device, slots)."""
+        rows = []
+        for n in self.nodes:
+            rows.append(
+                {
+                    "name": n.name,
+                    "op": n.op,
+                    "inputs": list(n.inputs),
+                    "device": n.device,
+                    "cpu_reason": n.cpu_reason,
+                    "origin": list(n.origin),
+                    "out_position": self.pos(n.out_slot),
+                    "weight_positions": {k: self.pos(s) for k, s in n.weight_slots.items()},
+                }
+            )
+        return rows

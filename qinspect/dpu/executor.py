@@ -1,0 +1,471 @@
+"""Run a :class:`DpuGraph` on data: the DPU integer pipeline, the quantizer's float32 simulation, and
+the float reference.
+
+Three evaluators share one walk over the graph:
+
+- ``"int"`` (the emulator's answer): every DPU node runs its integer operator from
+  :mod:`qinspect.dpu.ops` on int8 codes. A conv whose output the quantizer leaves unquantized because
+  an activation follows is fused: one rounding of the accumulator at the activation's position, as
+  the DPU does. CPU nodes (softmax, other activations, unknown ops) compute in float32 on the
+  dequantized input and quantize their output if the quantizer gave them a position.
+- ``"sim"``: the quantizer's own fake-quant simulation (what ``dump_model`` writes): float32 layers
+  on dequantized values with fake-quantized weights, each quantizer rounding the float tensor.
+  Calibration runs this evaluator with a *position source* that picks every position from the batch.
+- ``"float"``: no quantization at all, and the float model's own functions where the quantizer
+  changed the function (true sigmoid instead of the hard sigmoid, the original LeakyReLU alpha, no
+  average-pool rescale): the reference every error is measured against.
+
+A node's result is a :class:`Value`: float32 values and, where quantized, int8 codes with their
+position. Memory: values are dropped as soon as their last consumer ran (unless kept), so a batch
+never holds more than the live frontier of the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from qinspect.dpu import float_ops, ops
+from qinspect.dpu.dpu_graph import CONV_OPS, TRANSPARENT_OPS, DpuGraph, Node, Slot
+from qinspect.dpu.fixed_point import Round, dequantize, quantize
+from qinspect.errors import QInspectError
+
+F32 = np.float32
+_INT_ACTS = {"linear": None, "relu": "relu", "relu6": "relu6"}
+
+
+@dataclass
+class Value:
+    """A node's output: float32 values, and int8 codes at ``pos`` when it is quantized."""
+
+    f: np.ndarray | None = None
+    q: np.ndarray | None = None
+    pos: int | None = None
+
+    @property
+    def quantized(self) -> bool:
+        """True when the value has a position (codes are available)."""
+        return self.pos is not None
+
+    def float(self) -> np.ndarray:
+        """float32 values (dequantized codes when only codes are known)."""
+        if self.f is None:
+            assert self.q is not None and self.pos is not None
+            self.f = dequantize(self.q, self.pos)
+        return self.f
+
+    def codes(self) -> np.ndarray:
+        """int8 codes (exact for a fake-quantized float: ``f * 2^pos`` is an integer)."""
+        if self.q is None:
+            assert self.f is not None and self.pos is not None
+            self.q = np.clip(np.rint(self.f.astype(np.float64) * 2.0**self.pos), -128, 127).astype(np.int8)
+        return self.q
+
+
+# A position source: (slot, tensor to choose it from) -> position. Evaluation uses the graph's
+# positions; calibration chooses one per batch.
+PositionSource = Callable[[Slot, np.ndarray], int]
+
+
+def _round(graph: DpuGraph, slot: Slot, default: Round) -> tuple[Round, bool]:
+    spec = graph.slots.get(slot)
+    if spec is None:
+        return default, False
+    return Round(spec.round_mode), bool(spec.narrow_range)
+
+
+class Evaluator:
+    """One walk over the graph in one mode (``"int"``, ``"sim"`` or ``"float"``)."""
+
+    def __init__(self, graph: DpuGraph, mode: str = "int", position_source: PositionSource | None = None):
+        if mode not in ("int", "sim", "float"):
+            raise ValueError(f"mode must be int, sim or float, got {mode!r}")
+        self.g = graph
+        self.mode = mode
+        self.position_source = position_source
+        self._wcache: dict[tuple[str, str, int], np.ndarray] = {}
+        self._fused_producer: dict[str, str] = {}
+        for n in graph.nodes:
+            act = graph.fused_activation(n) if n.op in CONV_OPS + ("add",) else None
+            if act is not None:
+                self._fused_producer[act.name] = n.name
+
+    # -- positions and quantization ------------------------------------------------------
+    def pos(self, slot: Slot | None, tensor: np.ndarray | None = None) -> int | None:
+        """The position of ``slot`` (chosen from ``tensor`` when a position source is set)."""
+        if slot is None:
+            return None
+        if self.position_source is not None and tensor is not None:
+            return int(self.position_source(slot, tensor))
+        p = self.g.pos(slot)
+        if p is None:
+            raise QInspectError(f"no position for {slot[0]}:{slot[1]} (calibrate first or give positions)")
+        return p
+
+    def quant_value(self, x: np.ndarray, slot: Slot | None, default: Round = Round.HALF_UP) -> Value:
+        """Quantize a float tensor with a slot's position and rounding (pass-through when no slot)."""
+        if slot is None or self.mode == "float":
+            return Value(f=np.asarray(x, dtype=F32))
+        p = self.pos(slot, x)
+        assert p is not None
+        mode, narrow = _round(self.g, slot, default)
+        return Value(q=quantize(x, p, mode, narrow), pos=p)
+
+    def weight(self, node: Node, name: str) -> tuple[np.ndarray | None, int | None]:
+        """int8 codes of a weight and its position (float32 values and None in float mode)."""
+        w = node.weights.get(name)
+        if w is None:
+            return None, None
+        slot = node.weight_slots.get(name)
+        if self.mode == "float" or slot is None:
+            return np.asarray(w, F32), None
+        p = self.pos(slot, w)
+        assert p is not None
+        key = (node.name, name, p)
+        if key not in self._wcache:
+            mode, narrow = _round(self.g, slot, Round.HALF_TO_EVEN)
+            self._wcache[key] = quantize(w, p, mode, narrow)
+        return self._wcache[key], p
+
+    def weight_float(self, node: Node, name: str) -> np.ndarray | None:
+        """Weight values as the simulation uses them (fake-quantized unless in float mode)."""
+        q, p = self.weight(node, name)
+        if q is None:
+            return None
+        return q if p is None else dequantize(q, p)
+
+    # -- the walk ---------------------------------------------------------------------------
+    def run(self, inputs: dict[str, np.ndarray], keep: Iterable[str] | None = None,
+            on_value: Callable[[Node, Value], None] | None = None,
+            stop_after: set[str] | None = None) -> dict[str, Value]:
+        """Evaluate the graph on one batch. ``inputs`` maps input node names to float arrays.
+
+        ``keep``: node names whose values are returned (all when None). ``on_value`` is called with
+        each node's value as soon as it is computed (before it may be dropped).
+        """
+        keep_set = None if keep is None else set(keep)
+        remaining = {n.name: len(self.g.consumers(n.name)) for n in self.g.nodes}
+        values: dict[str, Value] = {}
+        outs: dict[str, Value] = {}
+        for node in self.g.nodes:
+            if stop_after is not None and not stop_after:
+                break
+            if node.op == "input":
+                if node.name not in inputs:
+                    raise QInspectError(f"no data for model input {node.name}")
+                v = Value(f=np.asarray(inputs[node.name], dtype=F32))
+            else:
+                v = self.node(node, [values[i] for i in node.inputs])
+            values[node.name] = v
+            if on_value is not None:
+                on_value(node, v)
+            if keep_set is None or node.name in keep_set:
+                outs[node.name] = v
+            for i in node.inputs:
+                remaining[i] -= 1
+                if remaining[i] <= 0 and i in values:
+                    del values[i]
+            if remaining[node.name] <= 0 and node.name in values:
+                del values[node.name]
+            if stop_after is not None:
+                stop_after.discard(node.name)
+        return outs
+
+    # -- one node -----------------------------------------------------------------------------
+    def node(self, node: Node, ins: list[Value]) -> Value:
+        """Evaluate one node from its input values."""
+        if self.mode == "int" and node.device == "DPU" and all(v.quantized for v in ins) and ins:
+            res = self._int(node, ins)
+            if res is not None:
+                return res
+        return self._float_path(node, ins)
+
+    # ---- integer (DPU) operators
+    def _fused_out(self, node: Node) -> tuple[Slot | None, str | None, Node | None]:
+        """Output slot and integer activation of a conv / add, counting a fused activation node."""
+        if node.out_slot is not None:
+            a = node.params.get("act", "linear")
+            return node.out_slot, _INT_ACTS.get(a, "unsupported"), None
+        act = self.g.fused_activation(node)
+        if act is None or act.device != "DPU":
+            return None, None, act
+        if act.op == "relu":
+            iact = "relu6" if act.params.get("max_value") == 6.0 else "relu"
+        elif act.op == "leaky_relu":
+            iact = "leaky"
+        elif act.op == "activation" and act.params.get("name") == "linear":
+            iact = None
+        else:
+            return None, None, act
+        return act.out_slot, iact, act
+
+    def _int(self, node: Node, ins: list[Value]) -> Value | None:
+        op, p = node.op, node.params
+        if op in CONV_OPS:
+            wname = "depthwise_kernel" if op == "depthwise_conv2d" else "kernel"
+            wq, pw = self.weight(node, wname)
+            bq, pb = self.weight(node, "bias")
+            if wq is None or pw is None:
+                return None
+            x = ins[0]
+            xq, pi = x.codes(), x.pos
+            assert pi is not None
+            if op == "conv2d":
+                acc = ops.conv2d_acc(xq, wq, p["strides"], p["padding"], p["dilation"])
+            elif op == "depthwise_conv2d":
+                acc = ops.depthwise_conv2d_acc(xq, wq, p["strides"], p["padding"], p["dilation"])
+            elif op == "conv2d_transpose":
+                acc = ops.conv2d_transpose_acc(xq, wq, p["strides"], p["padding"])
+            else:
+                acc = ops.dense_acc(xq, wq)
+            oslot, iact, act_node = self._fused_out(node)
+            if iact == "unsupported" or (oslot is None and act_node is None and node.out_slot is None
+                                         and p.get("act", "linear") != "linear"):
+                return None
+            pb_eff = pb if bq is not None else pi + pw
+            if oslot is None:
+                # Unquantized output (a CPU activation follows, or nothing quantizes it): the exact
+                # accumulator value, as the simulation's float32 conv gives it when it is exact.
+                a = acc.astype(np.float64)
+                if bq is not None:
+                    a = a + bq.astype(np.float64) * 2.0 ** (pi + pw - pb_eff)
+                f = (a * 2.0 ** -(pi + pw)).astype(F32)
+                if p.get("act", "linear") != "linear":
+                    f = float_ops.activation(p["act"], f)
+                return Value(f=f)
+            po = self.pos(oslot)
+            assert po is not None
+            q = ops.output_stage(acc, bq, pi, pw, pb_eff, po, iact)
+            v = Value(q=q, pos=po)
+            if act_node is not None:
+                # Also keep the conv's own (unquantized) value for reports and dump comparison.
+                a = acc.astype(np.float64)
+                if bq is not None:
+                    a = a + bq.astype(np.float64) * 2.0 ** (pi + pw - pb_eff)
+                return _FusedValue(q=q, pos=po, pre=(a * 2.0 ** -(pi + pw)).astype(F32))
+            return v
+        if op in ("relu", "leaky_relu", "activation") and node.name in self._fused_producer:
+            src = ins[0]
+            if isinstance(src, _FusedValue):
+                return Value(q=src.q, pos=src.pos)
+            return None
+        if op == "quantize":
+            return None  # input is float by construction
+        oslot = node.out_slot
+        if op in TRANSPARENT_OPS:
+            return self._transparent(node, ins[0])
+        if op == "add":
+            oslot, iact, act_node = self._fused_out(node)
+            if oslot is None or iact in ("leaky", "unsupported"):
+                return None
+            po = self.pos(oslot)
+            q = ops.add([(v.codes(), v.pos) for v in ins], po, iact)
+            if act_node is None:
+                return Value(q=q, pos=po)
+            pre = sum(v.codes().astype(np.float64) * 2.0 ** -v.pos for v in ins)
+            return _FusedValue(q=q, pos=po, pre=np.asarray(pre, dtype=F32))
+        if oslot is None:
+            return None
+        po = self.pos(oslot)
+        assert po is not None
+        x = ins[0]
+        xq, pi = x.codes(), x.pos
+        if op == "relu":
+            act = "relu6" if p.get("max_value") == 6.0 else "relu"
+            return Value(q=ops.requantize(xq, pi, po, act), pos=po)
+        if op == "leaky_relu":
+            return Value(q=ops.leaky_relu(xq, pi, po), pos=po)
+        if op == "activation" and p.get("name") == "linear":
+            return Value(q=ops.requantize(xq, pi, po), pos=po)
+        if op == "prelu":
+            aq, pa = self.weight(node, "alpha")
+            if aq is None or pa is None:
+                return None
+            return Value(q=ops.prelu(xq, pi, aq, pa, po), pos=po)
+        if op == "hard_sigmoid":
+            return Value(q=ops.hard_sigmoid(xq, pi, po), pos=po)
+        if op == "multiply":
+            if len(ins) != 2:
+                return None
+            return Value(q=ops.multiply((ins[0].codes(), ins[0].pos), (ins[1].codes(), ins[1].pos), po), pos=po)
+        if op == "concat":
+            return Value(q=ops.concat([(v.codes(), v.pos) for v in ins], po, p.get("axis", -1)), pos=po)
+        if op == "max_pool":
+            return Value(q=ops.max_pool(xq, pi, po, p["pool"], p["strides"], p["padding"]), pos=po)
+        if op == "avg_pool":
+            if p.get("dpu_factor") is None and p["pool"][0] != p["pool"][1]:
+                return None  # the quantizer's quirk (no rescale): simulate in float
+            return Value(q=ops.avg_pool(xq, pi, po, p["pool"], p["strides"], p["padding"]), pos=po)
+        if op == "global_avg_pool":
+            h, w = xq.shape[1], xq.shape[2]
+            if h != w:
+                return None
+            return Value(q=ops.global_avg_pool(xq, pi, po, p.get("keepdims", False)), pos=po)
+        if op == "upsample":
+            return Value(q=ops.upsample_nearest(xq, pi, po, p["size"]), pos=po)
+        return None
+
+    def _transparent(self, node: Node, x: Value) -> Value:
+        if x.quantized and (self.mode != "float"):
+            q = _shape_op(node, x.codes(), 0)
+            return Value(q=q, pos=x.pos)
+        return Value(f=_shape_op(node, x.float(), 0.0))
+
+    # ---- float32 (simulation, CPU layers, float reference)
+    def _float_path(self, node: Node, ins: list[Value]) -> Value:
+        op, p = node.op, node.params
+        fmode = self.mode == "float"
+        xs = [v.float() for v in ins]
+        x = xs[0] if xs else None
+        if op == "quantize":
+            return self.quant_value(x, node.out_slot)
+        if op in TRANSPARENT_OPS:
+            return self._transparent(node, ins[0])
+        if op in CONV_OPS:
+            wname = "depthwise_kernel" if op == "depthwise_conv2d" else "kernel"
+            w = self.weight_float(node, wname)
+            b = self.weight_float(node, "bias")
+            if op == "conv2d":
+                y = float_ops.conv2d(x, w, b, p["strides"], p["padding"], p["dilation"])
+            elif op == "depthwise_conv2d":
+                y = float_ops.depthwise_conv2d(x, w, b, p["strides"], p["padding"], p["dilation"])
+            elif op == "conv2d_transpose":
+                y = float_ops.conv2d_transpose(x, w, b, p["strides"], p["padding"])
+            else:
+                y = float_ops.dense(x, w, b)
+            y = np.asarray(y, F32)
+            act = p.get("act", "linear")
+            if act != "linear":
+                if node.pre_slot is not None and not fmode:
+                    y = self.quant_value(y, node.pre_slot).float()
+                y = float_ops.activation(act, y)
+            return self.quant_value(y, node.out_slot)
+        if op == "relu":
+            y = x
+            if p.get("threshold"):
+                thr = F32(p["threshold"])
+                y = np.where(y >= thr, y, F32(p.get("negative_slope", 0.0)) * (y - thr)).astype(F32)
+            elif p.get("negative_slope"):
+                y = np.where(y >= 0, y, F32(p["negative_slope"]) * y).astype(F32)
+            else:
+                y = np.maximum(y, F32(0))
+            if p.get("max_value") is not None:
+                y = np.minimum(y, F32(p["max_value"]))
+            return self.quant_value(y, node.out_slot)
+        if op == "leaky_relu":
+            alpha = p.get("float_alpha", p["alpha"]) if fmode else p["alpha"]
+            return self.quant_value(float_ops.leaky_relu(x, alpha), node.out_slot)
+        if op == "prelu":
+            a = self.weight_float(node, "alpha")
+            y = np.where(x >= 0, x, a * x).astype(F32)
+            return self.quant_value(y, node.out_slot)
+        if op in ("activation", "softmax"):
+            if node.pre_slot is not None and not fmode:
+                x = self.quant_value(x, node.pre_slot).float()
+            if op == "softmax":
+                y = float_ops.softmax(x, p.get("axis", -1))
+            else:
+                y = float_ops.activation(p["name"], x)
+            return self.quant_value(np.asarray(y, F32), node.out_slot)
+        if op == "hard_sigmoid":
+            fn = p.get("float_fn", "hard_sigmoid_dpu") if fmode else "hard_sigmoid_dpu"
+            return self.quant_value(float_ops.activation(fn, x), node.out_slot)
+        if op == "add":
+            y = xs[0]
+            for t in xs[1:]:
+                y = y + t
+            return self.quant_value(np.asarray(y, F32), node.out_slot)
+        if op == "multiply":
+            y = xs[0]
+            for t in xs[1:]:
+                y = y * t
+            return self.quant_value(np.asarray(y, F32), node.out_slot)
+        if op == "concat":
+            return self.quant_value(np.concatenate(xs, axis=p.get("axis", -1)), node.out_slot)
+        if op == "max_pool":
+            return self.quant_value(float_ops.max_pool(x, p["pool"], p["strides"], p["padding"]), node.out_slot)
+        if op == "avg_pool":
+            y = float_ops.avg_pool(x, p["pool"], p["strides"], p["padding"])
+            if not fmode and p.get("rescale", 1.0) != 1.0:
+                y = y * F32(p["rescale"])
+            return self.quant_value(np.asarray(y, F32), node.out_slot)
+        if op == "global_avg_pool":
+            y = float_ops.global_avg_pool(x, p.get("keepdims", False))
+            if not fmode:
+                r = _gap_rescale(x.shape[1], x.shape[2])
+                if r != 1.0:
+                    y = y * F32(r)
+            return self.quant_value(np.asarray(y, F32), node.out_slot)
+        if op == "upsample":
+            if p.get("interpolation", "nearest") != "nearest":
+                raise QInspectError(f"{node.name}: UpSampling2D interpolation "
+                                    f"'{p.get('interpolation')}' is not emulated")
+            return self.quant_value(float_ops.upsample_nearest(x, p["size"]), node.out_slot)
+        raise QInspectError(f"{node.name}: operator {p.get('class_name', op)} cannot be emulated "
+                            "(no float or integer implementation)")
+
+
+class _FusedValue(Value):
+    """The result of a conv / add whose activation is fused: codes at the activation's position
+    (what the activation node outputs) and, for convs, the unquantized conv value in ``pre``."""
+
+    def __init__(self, q: np.ndarray, pos: int, pre: np.ndarray | None) -> None:
+        super().__init__(f=None, q=q, pos=pos)
+        self.pre = pre
+
+    def float(self) -> np.ndarray:  # what the quantizer's model shows at the conv's own output
+        if self.pre is not None:
+            return self.pre
+        return super().float()
+
+
+def _gap_rescale(h: int, w: int) -> float:
+    from qinspect.dpu.layer_map import avgpool_scale, gap_kernel
+
+    kh, kw = gap_kernel(h, w)
+    r, _ = avgpool_scale(kh, kw)
+    return r
+
+
+def _shape_op(node: Node, x: np.ndarray, fill: Any) -> np.ndarray:
+    op, p = node.op, node.params
+    if op == "identity":
+        return x
+    if op == "zero_pad":
+        (t, b), (left, r) = p["padding"]
+        return np.pad(x, ((0, 0), (t, b), (left, r), (0, 0)), constant_values=fill)
+    if op == "flatten":
+        return x.reshape(x.shape[0], -1)
+    if op == "reshape":
+        return x.reshape((x.shape[0], *p["target_shape"]))
+    if op == "permute":
+        return np.transpose(x, (0, *[int(d) for d in p["dims"]]))
+    raise ValueError(op)
+
+
+def batch_inputs(graph: DpuGraph, x: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Map a single array (one-input models) or a dict to the graph's input names."""
+    if isinstance(x, dict):
+        return {k: np.asarray(v, F32) for k, v in x.items()}
+    if len(graph.inputs) != 1:
+        raise QInspectError(f"the model has {len(graph.inputs)} inputs; give a dict of arrays")
+    return {graph.inputs[0]: np.asarray(x, F32)}
+
+
+def check_input_shape(graph: DpuGraph, name: str, arr: np.ndarray, path: str | None = None) -> None:
+    """Raise a one-line error when an input array does not fit the model's input shape."""
+    node = graph[name]
+    shape = node.output_shape
+    if shape is None:
+        return
+    want = list(shape[1:])
+    got = list(arr.shape[1:])
+    if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got, strict=False)):
+        raise QInspectError(
+            f"inputs of shape {list(arr.shape)} do not fit model input {name} of shape "
+            f"[N, {', '.join('?' if w is None else str(w) for w in want)}]",
+            path,
+        )

@@ -1,0 +1,202 @@
+"""Shared mapping from a Keras layer (class + config) to an emulator op, and DPU/CPU placement.
+
+Used by both graph builders (:mod:`qinspect.dpu.rewrites` from a float model and
+:mod:`qinspect.dpu.from_quantized` from a Vitis ``quantized.h5``) so that one layer type always
+becomes the same node, whichever file it came from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from qinspect.dpu.dpu_graph import Node
+
+LEAKY_DPU_ALPHA = 26.0 / 256.0
+
+_CONV_CLASSES = {
+    "Conv2D": "conv2d",
+    "DepthwiseConv2D": "depthwise_conv2d",
+    "Conv2DTranspose": "conv2d_transpose",
+    "Dense": "dense",
+}
+
+
+def _pair(v: Any, default: int = 1) -> tuple[int, int]:
+    if v is None:
+        return (default, default)
+    if isinstance(v, int | float):
+        return (int(v), int(v))
+    v = list(v)
+    if len(v) == 1:
+        return (int(v[0]), int(v[0]))
+    return (int(v[0]), int(v[1]))
+
+
+def act_name(value: Any) -> str:
+    """Normalise a Keras activation config to a name (``"linear"`` when absent)."""
+    if value is None:
+        return "linear"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        cfg = value.get("config") or {}
+        cls = str(value.get("class_name", ""))
+        if cls.endswith("NoQuantizeActivation"):
+            return "linear"
+        if "activation" in cfg:
+            return act_name(cfg["activation"])
+        return str(cfg.get("name") or cls).lower()
+    return str(value)
+
+
+def avgpool_scale(kh: int, kw: int) -> tuple[float, tuple[int, int] | None]:
+    """The quantizer's average-pool rescale factor for a ``kh x kw`` kernel (float32 value) and the DPU
+    ``(K, N)`` pair it simulates (``None`` when there is no rescale)."""
+    from qinspect.dpu import ops
+
+    if kh > 255 or kw > 255:
+        return 1.0, None
+    k, n = ops.avgpool_factor(kh, kw)
+    scale = np.float32(np.float32(k) / np.float32(2.0**n)) * np.float32(kh * kw)
+    return float(np.float32(scale)), (int(k), int(n))
+
+
+def gap_kernel(kh: int, kw: int) -> tuple[int, int]:
+    """Kernel the DPU uses for a global average pool over ``kh x kw`` (the quantizer's rule: a
+    rectangle becomes the lcm square when that is at most 8)."""
+    if kh == kw:
+        return kh, kw
+    import math
+
+    lcm = kh * kw // math.gcd(kh, kw)
+    return (lcm, lcm) if lcm <= 8 else (kh, kw)
+
+
+def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
+               weights: dict[str, np.ndarray], act: str | None = None) -> Node:
+    """The node for one (rewritten) Keras layer. Slots and placement are set by the caller."""
+    cls = cls.split(">")[-1]
+    cfg = cfg or {}
+    node = Node(name=name, op="unsupported", inputs=list(inputs), weights=dict(weights))
+    p = node.params
+    if cls in _CONV_CLASSES:
+        node.op = _CONV_CLASSES[cls]
+        p["act"] = act if act is not None else act_name(cfg.get("activation"))
+        if node.op != "dense":
+            p["strides"] = _pair(cfg.get("strides"))
+            p["padding"] = str(cfg.get("padding", "valid")).lower()
+            p["dilation"] = _pair(cfg.get("dilation_rate"))
+        if node.op == "conv2d_transpose":
+            p["output_padding"] = cfg.get("output_padding")
+        if node.op == "depthwise_conv2d":
+            p["depth_multiplier"] = int(cfg.get("depth_multiplier", 1))
+    elif cls == "ReLU":
+        mv = cfg.get("max_value")
+        slope = float(cfg.get("negative_slope", 0.0) or 0.0)
+        thr = float(cfg.get("threshold", 0.0) or 0.0)
+        node.op = "relu"
+        p.update(max_value=None if mv is None else float(mv), negative_slope=slope, threshold=thr)
+    elif cls == "Activation":
+        a = act if act is not None else act_name(cfg.get("activation"))
+        if a == "relu":
+            node.op, p["max_value"], p["negative_slope"], p["threshold"] = "relu", None, 0.0, 0.0
+        elif a == "relu6":
+            node.op, p["max_value"], p["negative_slope"], p["threshold"] = "relu", 6.0, 0.0, 0.0
+        elif a == "softmax":
+            node.op, p["axis"] = "softmax", -1
+        else:
+            node.op, p["name"] = "activation", a
+    elif cls == "LeakyReLU":
+        node.op = "leaky_relu"
+        alpha = cfg.get("alpha", cfg.get("negative_slope", 0.3))
+        p["alpha"] = float(alpha)
+    elif cls == "PReLU":
+        node.op = "prelu"
+        p["shared_axes"] = cfg.get("shared_axes")
+    elif cls == "VitisSigmoid":
+        node.op = "hard_sigmoid"
+    elif cls == "Softmax":
+        node.op = "softmax"
+        ax = cfg.get("axis", -1)
+        p["axis"] = int(ax[0] if isinstance(ax, list) else ax)
+    elif cls == "Add":
+        node.op = "add"
+    elif cls == "Multiply":
+        node.op = "multiply"
+    elif cls == "Concatenate":
+        node.op = "concat"
+        p["axis"] = int(cfg.get("axis", -1))
+    elif cls == "MaxPooling2D":
+        node.op = "max_pool"
+        p["pool"] = _pair(cfg.get("pool_size"), 2)
+        p["strides"] = _pair(cfg.get("strides") or cfg.get("pool_size"), 2)
+        p["padding"] = str(cfg.get("padding", "valid")).lower()
+    elif cls in ("AveragePooling2D", "VitisAveragePooling2D"):
+        node.op = "avg_pool"
+        p["pool"] = _pair(cfg.get("pool_size"), 2)
+        p["strides"] = _pair(cfg.get("strides") or cfg.get("pool_size"), 2)
+        p["padding"] = str(cfg.get("padding", "valid")).lower()
+        kh, kw = p["pool"]
+        if kh == kw:
+            p["rescale"], p["dpu_factor"] = avgpool_scale(kh, kw)
+        else:
+            # Known quirk: a non-square, non-global kernel gets no rescale in the quantizer.
+            p["rescale"], p["dpu_factor"] = 1.0, None
+    elif cls in ("GlobalAveragePooling2D", "VitisGlobalAveragePooling2D"):
+        node.op = "global_avg_pool"
+        p["keepdims"] = bool(cfg.get("keepdims", False))
+    elif cls == "UpSampling2D":
+        node.op = "upsample"
+        p["size"] = _pair(cfg.get("size"), 2)
+        p["interpolation"] = str(cfg.get("interpolation", "nearest"))
+    elif cls == "ZeroPadding2D":
+        node.op = "zero_pad"
+        pad = cfg.get("padding", 1)
+        if isinstance(pad, int):
+            pad = ((pad, pad), (pad, pad))
+        elif isinstance(pad, list | tuple) and pad and isinstance(pad[0], int):
+            pad = ((pad[0], pad[0]), (pad[1], pad[1]))
+        p["padding"] = tuple(tuple(int(v) for v in axis) for axis in pad)
+    elif cls == "Flatten":
+        node.op = "flatten"
+    elif cls == "Reshape":
+        node.op = "reshape"
+        p["target_shape"] = [int(v) for v in cfg.get("target_shape", [])]
+    elif cls == "Permute":
+        node.op = "permute"
+        p["dims"] = [int(v) for v in cfg.get("dims", [])]
+    elif cls in ("InputLayer",):
+        node.op = "input"
+    elif cls in ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "ActivityRegularization"):
+        node.op = "identity"
+    else:
+        node.params["class_name"] = cls
+    return node
+
+
+def dpu_placement(node: Node) -> tuple[str, str]:
+    """``("DPU", "")`` or ``("CPU", why)`` for a node, from its op alone (quantization aside)."""
+    op, p = node.op, node.params
+    if op == "unsupported":
+        return "CPU", f"layer class {p.get('class_name', '?')} is not a DPU operator"
+    if op == "softmax":
+        return "CPU", "softmax stays float on the CPU (Vitis pof2s keeps it out of the DPU)"
+    if op == "activation" and p.get("name") not in ("linear",):
+        return "CPU", f"activation '{p.get('name')}' has no DPU implementation"
+    if op == "relu":
+        mv = p.get("max_value")
+        if p.get("negative_slope") or p.get("threshold"):
+            return "CPU", "ReLU with a negative slope or threshold has no DPU implementation"
+        if mv is not None and float(mv) != 6.0:
+            return "CPU", f"ReLU with max_value={mv} has no DPU implementation (only ReLU and ReLU6)"
+    if op == "leaky_relu" and abs(float(p.get("alpha", 0.0)) - LEAKY_DPU_ALPHA) > 1e-7:
+        return "CPU", f"LeakyReLU alpha {p.get('alpha')} (the DPU only has 26/256 = 0.1015625)"
+    if op in ("conv2d", "depthwise_conv2d", "conv2d_transpose", "dense"):
+        a = p.get("act", "linear")
+        if a not in ("linear", "relu", "relu6"):
+            return "CPU", f"activation '{a}' inside {op} has no DPU implementation"
+    if op == "upsample" and p.get("interpolation", "nearest") != "nearest":
+        return "CPU", "only nearest-neighbour UpSampling2D runs on the DPU"
+    return "DPU", ""

@@ -1,0 +1,495 @@
+"""Vitis AI artefacts read without the quantizer: ``quantized.h5`` and ``dump_model`` folders.
+
+``quantized.h5`` is a Keras-2 HDF5 model whose layers are Vitis wrappers:
+``Vitis>VitisQuantize`` (the input quantizer, named ``quant_<input>``) and ``Vitis>QuantizeWrapper``
+(named ``quant_<layer>``, the wrapped layer's own config under ``config.layer``). Every quantizer keeps
+its position as a float32 scalar weight: ``<w>_pos:0`` for a weight, ``post_activation_pos:0`` /
+``pre_activation_pos:0`` for an activation quantizer, ``output_<i>_pos:0`` for a layer output and
+``<name>_pos:0`` for a ``VitisQuantize``. The float weights stored beside them are the folded,
+equalized values the quantizer used.
+
+Positions are keyed exactly as the quantizer's ``get_quantize_info`` keys them (and as the
+reference cases' ``positions.json``): ``positions[wrapped layer name][tensor key]``, where the
+tensor key of a weight is its variable name after ``str.lstrip("quant_")`` (a *character-set*
+strip: ``quant_a3_pw/kernel:0`` gives ``3_pw/kernel:0``), an activation quantizer is keyed by the
+activation's name (``linear``, ``relu``, ``softmax``), a layer output by ``output_<i>`` and an
+input quantizer, under its own layer name ``quant_<input>``, by ``input``.
+
+``dump_model(..., dump_float=True)`` writes ``dump_results_weights/`` (int8 and float weights) and
+``dump_results_0/`` (int8 and float activations of every layer for all dump inputs). The names follow
+the quantizer's own code, reproduced by :func:`expected_dump_files`, quirks included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qinspect.errors import QInspectError
+
+WRAPPER = "Vitis>QuantizeWrapper"
+VQUANT = "Vitis>VitisQuantize"
+
+# Activation names whose quantizer acts on the activation's input (pre) or output (post); the
+# quantizer's QuantizeAwareActivation uses the same two sets.
+PRE_QUANT_ACTIVATIONS = frozenset(
+    {
+        "softmax",
+        "elu",
+        "selu",
+        "softplus",
+        "softsign",
+        "swish",
+        "gelu",
+        "tanh",
+        "sigmoid",
+        "exponential",
+        "hard_sigmoid",
+    }
+)
+POST_QUANT_ACTIVATIONS = frozenset({"linear", "relu", "ReLU", "relu6", "LeakyReLU", "PReLU"})
+NO_QUANT = "NoQuantizeActivation"
+
+
+def strip_quant(name: str) -> str:
+    """The quantizer's ``str.lstrip("quant_")``: strips any leading characters of ``q u a n t _``."""
+    return name.lstrip("quant_")
+
+
+@dataclass
+class QuantizerSpec:
+    """One quantizer of the quantized model (a position slot)."""
+
+    key: str  # tensor key as in positions.json
+    kind: str  # "input", "weight", "post_activation", "pre_activation", "output"
+    method: int = 1  # 0 non-overflow, 1 min-MSE
+    round_mode: int = 1  # 0 half-to-even, 1 half-up, 2 half-away, 3 floor
+    narrow_range: bool = False
+    bit_width: int = 8
+    position: int | None = None
+    weight: str | None = None  # for weights: the short weight name ("kernel", "bias", ...)
+
+    @classmethod
+    def from_params(cls, key: str, kind: str, params: dict[str, Any], **extra: Any) -> QuantizerSpec:
+        """Build from a quantizer's ``quantizer_params`` / config dict."""
+        return cls(
+            key=key,
+            kind=kind,
+            method=int(params.get("method", 1)),
+            round_mode=int(params.get("round_mode", 1)),
+            narrow_range=bool(params.get("narrow_range", False)),
+            bit_width=int(params.get("bit_width", 8)),
+            **extra,
+        )
+
+
+@dataclass
+class QuantizedLayer:
+    """One layer of a Vitis quantized model."""
+
+    name: str  # the layer's name in quantized.h5 (``quant_c1``; the dump file name)
+    inner_name: str  # the wrapped layer's name (``c1``), the positions.json key
+    wrapper: str  # "QuantizeWrapper", "VitisQuantize" or the plain class (InputLayer, ...)
+    class_name: str  # wrapped class without the ``Vitis>`` package prefix
+    config: dict[str, Any]
+    inbound: list[str]
+    activation: str | None = None  # activation of conv-like / Activation layers ("linear", "relu", ...)
+    quantizers: list[QuantizerSpec] = field(default_factory=list)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def output_quantizer(self) -> QuantizerSpec | None:
+        """The quantizer whose position the dump uses for this layer's int8 file (last one wins)."""
+        found = None
+        for q in self.quantizers:
+            if q.kind in ("input", "output", "pre_activation", "post_activation"):
+                found = q
+        return found
+
+    def weight_quantizer(self, weight: str) -> QuantizerSpec | None:
+        """The quantizer of one weight (``kernel``, ``bias``, ``depthwise_kernel``, ``alpha``)."""
+        for q in self.quantizers:
+            if q.kind == "weight" and q.weight == weight:
+                return q
+        return None
+
+
+@dataclass
+class VitisQuantizedModel:
+    """A Vitis ``quantized.h5`` read with h5py."""
+
+    path: str
+    name: str
+    layers: list[QuantizedLayer]
+    inputs: list[str]
+    outputs: list[str]
+
+    def __post_init__(self) -> None:
+        self._index = {layer.name: layer for layer in self.layers}
+
+    def __getitem__(self, name: str) -> QuantizedLayer:
+        return self._index[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def positions(self) -> dict[str, dict[str, int]]:
+        """Final positions keyed like the quantizer's ``get_quantize_info`` (and positions.json)."""
+        out: dict[str, dict[str, int]] = {}
+        for layer in self.layers:
+            if layer.wrapper == "VitisQuantize":
+                out[layer.name] = {q.key: q.position for q in layer.quantizers}
+            elif layer.wrapper == "QuantizeWrapper":
+                out[layer.inner_name] = {q.key: q.position for q in layer.quantizers}
+        return out
+
+    def tensor_types(self) -> dict[str, dict[str, str]]:
+        """The quantizer type of each position (``input``, ``weight``, ``output``, ...)."""
+        out: dict[str, dict[str, str]] = {}
+        for layer in self.layers:
+            key = layer.name if layer.wrapper == "VitisQuantize" else layer.inner_name
+            if layer.wrapper in ("VitisQuantize", "QuantizeWrapper"):
+                out[key] = {q.key: q.kind for q in layer.quantizers}
+        return out
+
+
+def _activation_name(value: Any) -> str | None:
+    """``"relu"`` from the many shapes an activation takes in a Keras config."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        cls = str(value.get("class_name", ""))
+        cfg = value.get("config", {}) or {}
+        if cls.endswith("QuantizeAwareActivation"):
+            return _activation_name(cfg.get("activation"))
+        if cls.endswith("NoQuantizeActivation"):
+            return NO_QUANT
+        if "activation" in cfg:
+            return _activation_name(cfg["activation"])
+        return cfg.get("name") or cls
+    return str(value)
+
+
+def _inbound(layer_cfg: dict[str, Any]) -> list[str]:
+    nodes = layer_cfg.get("inbound_nodes") or []
+    names: list[str] = []
+    for node in nodes[:1]:
+        if isinstance(node, list):
+            for item in node:
+                if isinstance(item, list | tuple) and item:
+                    names.append(str(item[0]))
+        elif isinstance(node, dict):  # Keras 3 style
+            for arg in node.get("args", []):
+                hist = arg.get("config", {}).get("keras_history") if isinstance(arg, dict) else None
+                if hist:
+                    names.append(str(hist[0]))
+    return names
+
+
+def _read_weights(group: Any, layer_name: str) -> dict[str, np.ndarray]:
+    """All arrays of one layer keyed by variable name without the layer prefix (``kernel:0``)."""
+    if layer_name not in group:
+        return {}
+    g = group[layer_name]
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in g.attrs.get("weight_names", [])]
+    out: dict[str, np.ndarray] = {}
+    for full in names:
+        try:
+            arr = np.asarray(g[full][()])
+        except KeyError:
+            continue
+        out[full.split("/", 1)[-1] if "/" in full else full] = arr
+    return out
+
+
+def _pos(arrays: dict[str, np.ndarray], name: str, path: str) -> int:
+    if name not in arrays:
+        raise QInspectError(f"quantizer position '{name}' is missing from the weights", path)
+    value = float(np.asarray(arrays[name]).reshape(-1)[0])
+    if not np.isfinite(value) or value != round(value):
+        raise QInspectError(f"quantizer position '{name}' is not an integer ({value})", path)
+    return int(value)
+
+
+def _wrapper_quantizers(
+    wrapper_name: str,
+    inner: dict[str, Any],
+    qconfig: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    path: str,
+) -> tuple[list[QuantizerSpec], str | None]:
+    inner_cfg = inner.get("config", {})
+    act = _activation_name(inner_cfg.get("activation")) if "activation" in inner_cfg else None
+    specs: list[QuantizerSpec] = []
+    for wkey, qkey in (("quantizable_weights", "weight_quantizers"), ("quantizable_biases", "bias_quantizers")):
+        for w, q in zip(qconfig.get(wkey, []) or [], qconfig.get(qkey, []) or [], strict=False):
+            if f"{w}:0" not in arrays and f"{w}_pos:0" not in arrays:
+                continue  # e.g. a bias quantizer listed for a layer built with use_bias=False
+            var = f"{wrapper_name}/{w}:0"
+            specs.append(
+                QuantizerSpec.from_params(
+                    strip_quant(var),
+                    "weight",
+                    q.get("quantizer_params", {}),
+                    position=_pos(arrays, f"{w}_pos:0", path),
+                    weight=w,
+                )
+            )
+    acts = qconfig.get("quantizable_activations", []) or []
+    for _a, q in zip(acts, qconfig.get("activation_quantizers", []) or [], strict=False):
+        if act is None or act == NO_QUANT:
+            continue
+        if act in PRE_QUANT_ACTIVATIONS:
+            kind = "pre_activation"
+        elif act in POST_QUANT_ACTIVATIONS:
+            kind = "post_activation"
+        else:
+            continue
+        specs.append(
+            QuantizerSpec.from_params(
+                act, kind, q.get("quantizer_params", {}), position=_pos(arrays, f"{kind}_pos:0", path)
+            )
+        )
+    for i, q in zip(qconfig.get("quantizable_outputs", []) or [], qconfig.get("output_quantizers", []) or [], strict=False):
+        specs.append(
+            QuantizerSpec.from_params(
+                f"output_{i}",
+                "output",
+                q.get("quantizer_params", {}),
+                position=_pos(arrays, f"output_{i}_pos:0", path),
+            )
+        )
+    return specs, act
+
+
+def load_quantized_model(path: str | os.PathLike[str]) -> VitisQuantizedModel:
+    """Read a Vitis ``quantized.h5``; :class:`QInspectError` if the file is not one."""
+    import h5py
+
+    path = str(path)
+    if not os.path.exists(path):
+        raise QInspectError("no such file", path)
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        raise QInspectError(f"not a readable HDF5 file ({exc.__class__.__name__})", path) from None
+    with f:
+        raw = f.attrs.get("model_config")
+        if raw is None:
+            raise QInspectError("not a Vitis quantized model: the HDF5 file has no model_config", path)
+        try:
+            config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        except (ValueError, UnicodeDecodeError):
+            raise QInspectError("not a Vitis quantized model: model_config is not JSON", path) from None
+        layer_cfgs = (config.get("config") or {}).get("layers")
+        if not isinstance(layer_cfgs, list):
+            raise QInspectError("not a Vitis quantized model: model_config lists no layers", path)
+        classes = {lc.get("class_name") for lc in layer_cfgs}
+        if WRAPPER not in classes and VQUANT not in classes:
+            raise QInspectError(
+                "not a Vitis quantized model: no Vitis>QuantizeWrapper or Vitis>VitisQuantize layer "
+                "(is this the float model?)",
+                path,
+            )
+        weights_group = f["model_weights"] if "model_weights" in f else f
+        layers: list[QuantizedLayer] = []
+        for lc in layer_cfgs:
+            name = lc.get("name") or lc.get("config", {}).get("name")
+            cls = lc.get("class_name", "")
+            cfg = lc.get("config", {}) or {}
+            arrays = _read_weights(weights_group, name)
+            inbound = _inbound(lc)
+            if cls == VQUANT:
+                q = (cfg.get("quantizer") or {}).get("config", {})
+                spec = QuantizerSpec.from_params("input", "input", q, position=_pos(arrays, f"{name}_pos:0", path))
+                layers.append(
+                    QuantizedLayer(name, name, "VitisQuantize", "VitisQuantize", cfg, inbound, quantizers=[spec])
+                )
+            elif cls == WRAPPER:
+                inner = cfg.get("layer") or {}
+                inner_cls = str(inner.get("class_name", "")).split(">")[-1]
+                inner_cfg = inner.get("config", {}) or {}
+                qconf = (cfg.get("quantize_config") or {}).get("config", {}) or {}
+                specs, act = _wrapper_quantizers(name, inner, qconf, arrays, path)
+                weights = {}
+                for k, v in arrays.items():
+                    short = k[:-2] if k.endswith(":0") else k
+                    if short.endswith(("_pos", "_min", "_max")) or short == "optimizer_step":
+                        continue
+                    weights[short] = np.asarray(v, dtype=np.float32)
+                layers.append(
+                    QuantizedLayer(
+                        name,
+                        inner_cfg.get("name", name),
+                        "QuantizeWrapper",
+                        inner_cls,
+                        inner_cfg,
+                        inbound,
+                        act,
+                        specs,
+                        weights,
+                    )
+                )
+            else:
+                weights = {k[:-2] if k.endswith(":0") else k: np.asarray(v, np.float32) for k, v in arrays.items()}
+                layers.append(
+                    QuantizedLayer(
+                        name,
+                        name,
+                        cls.split(">")[-1],
+                        cls.split(">")[-1],
+                        cfg,
+                        inbound,
+                        _activation_name(cfg.get("activation")),
+                        [],
+                        weights,
+                    )
+                )
+        mc = config.get("config") or {}
+        ins = [str(x[0]) for x in mc.get("input_layers", [])] or [
+            layer.name for layer in layers if layer.class_name == "InputLayer"
+        ]
+        outs = [str(x[0]) for x in mc.get("output_layers", [])]
+    return VitisQuantizedModel(path, str(mc.get("name", "")), layers, ins, outs)
+
+
+# ---------------------------------------------------------------------------------------------
+# dump_model folders
+
+
+@dataclass
+class DumpEntry:
+    """One tensor the quantizer's ``dump_model`` writes (or would write)."""
+
+    layer: str  # layer name in quantized.h5 (``quant_c1``; ``img`` for an InputLayer)
+    tensor: str  # "output" for activations, else the weight's short name ("kernel", "bias", ...)
+    kind: str  # "activation" or "weight"
+    dtype: str  # "int8" or "float32"
+    filename: str  # file name without folder
+    position: int | None = None
+    path: str | None = None  # where it was found (None: missing)
+
+
+def expected_dump_files(model: VitisQuantizedModel) -> tuple[list[DumpEntry], list[str]]:
+    """Every file ``dump_model(dump_float=True)`` writes for this model, and notes on those it skips.
+
+    Weight names follow the quantizer's ``dump_model_weights``: a weight is dumped when
+    ``"quant_" + key.rstrip(":0")`` equals its variable name ``.rstrip(":0")``; the character-set
+    ``lstrip("quant_")`` that made ``key`` breaks that for layers whose names start with one of
+    ``q u a n t _`` (their weights are silently not dumped by Vitis). Activations follow
+    ``dump_model_activations``: every layer gets ``<name>_float.bin``; layers with an input, output
+    or activation quantizer also get the int8 ``<name>.bin``.
+    """
+    entries: list[DumpEntry] = []
+    notes: list[str] = []
+    for layer in model.layers:
+        for q in layer.quantizers:
+            if q.kind != "weight":
+                continue
+            var = f"{layer.name}/{q.weight}:0".rstrip(":0")
+            mapped = "quant_" + q.key.rstrip(":0")
+            if mapped != var:
+                notes.append(
+                    f"{layer.name}/{q.weight}: not dumped by Vitis (its key '{q.key}' was mangled by "
+                    f"lstrip('quant_'), so '{mapped}' matches no weight)"
+                )
+                continue
+            base = var.replace("/", "_")
+            entries.append(DumpEntry(layer.name, q.weight or "", "weight", "int8", base + ".bin", q.position))
+            entries.append(DumpEntry(layer.name, q.weight or "", "weight", "float32", base + "_float.bin"))
+    for layer in model.layers:
+        base = layer.name.replace("/", "_")
+        entries.append(DumpEntry(layer.name, "output", "activation", "float32", base + "_float.bin"))
+        oq = layer.output_quantizer
+        if oq is not None:
+            entries.append(DumpEntry(layer.name, "output", "activation", "int8", base + ".bin", oq.position))
+    return entries, notes
+
+
+@dataclass
+class DumpFolder:
+    """A ``dump_results`` folder matched against what the quantized model makes Vitis write."""
+
+    root: str
+    entries: list[DumpEntry]  # expected files (``path`` None where missing)
+    unmapped: list[str]  # .bin files in the folder that map to no tensor of the model
+    notes: list[str]
+
+    @property
+    def missing(self) -> list[DumpEntry]:
+        """Expected files that are not in the folder."""
+        return [e for e in self.entries if e.path is None]
+
+    def read(self, entry: DumpEntry, count: int) -> np.ndarray:
+        """The flat array of one file, checked to hold exactly ``count`` values."""
+        assert entry.path is not None
+        dtype = np.int8 if entry.dtype == "int8" else np.float32
+        size = os.path.getsize(entry.path)
+        itemsize = np.dtype(dtype).itemsize
+        if size != count * itemsize:
+            raise QInspectError(
+                f"holds {size} bytes but tensor {entry.layer}/{entry.tensor} needs {count} {entry.dtype} "
+                f"values ({count * itemsize} bytes)",
+                entry.path,
+            )
+        return np.fromfile(entry.path, dtype=dtype)
+
+
+def _dump_dirs(root: Path) -> tuple[Path | None, Path | None]:
+    acts = weights = None
+    if root.name.startswith("dump_results_") and root.name != "dump_results_weights":
+        acts = root
+        sib = root.parent / "dump_results_weights"
+        weights = sib if sib.is_dir() else None
+    elif root.name == "dump_results_weights":
+        weights = root
+        sib = root.parent / "dump_results_0"
+        acts = sib if sib.is_dir() else None
+    else:
+        a = root / "dump_results_0"
+        w = root / "dump_results_weights"
+        acts = a if a.is_dir() else None
+        weights = w if w.is_dir() else None
+    return acts, weights
+
+
+def open_dump(root: str | os.PathLike[str], model: VitisQuantizedModel) -> DumpFolder:
+    """Match a dump folder (``dump_results`` or one of its sub-folders) to a quantized model."""
+    rootp = Path(root)
+    if not rootp.is_dir():
+        raise QInspectError("not a folder (expected a dump_results folder from dump_model)", root)
+    acts, weights = _dump_dirs(rootp)
+    if acts is None and weights is None:
+        raise QInspectError("holds neither dump_results_0/ nor dump_results_weights/", root)
+    entries, notes = expected_dump_files(model)
+    found: dict[str, str] = {}
+    for folder in (acts, weights):
+        if folder is None:
+            continue
+        for p in sorted(folder.iterdir()):
+            if p.suffix == ".bin":
+                found[f"{folder.name}/{p.name}"] = str(p)
+    used: set[str] = set()
+    for e in entries:
+        folder = weights if e.kind == "weight" else acts
+        if folder is None:
+            continue
+        key = f"{folder.name}/{e.filename}"
+        if key in found:
+            e.path = found[key]
+            used.add(key)
+    unmapped = sorted(found[k] for k in found if k not in used)
+    if acts is None:
+        notes.append("no dump_results_0/ folder: activations not compared")
+        entries = [e for e in entries if e.kind != "activation"]
+    if weights is None:
+        notes.append("no dump_results_weights/ folder: weights not compared")
+        entries = [e for e in entries if e.kind != "weight"]
+    return DumpFolder(str(rootp), entries, unmapped, notes)
