@@ -257,7 +257,8 @@ def _wrapper_quantizers(
                 act, kind, q.get("quantizer_params", {}), position=_pos(arrays, f"{kind}_pos:0", path)
             )
         )
-    for i, q in zip(qconfig.get("quantizable_outputs", []) or [], qconfig.get("output_quantizers", []) or [], strict=False):
+    outs = qconfig.get("quantizable_outputs", []) or []
+    for i, q in zip(outs, qconfig.get("output_quantizers", []) or [], strict=False):
         specs.append(
             QuantizerSpec.from_params(
                 f"output_{i}",
