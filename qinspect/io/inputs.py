@@ -184,6 +184,9 @@ def _open_npy(path: str, input_shapes: dict[str, Shape], preprocess: str | None)
             "array per input name",
             path,
         )
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise QInspectError("not a readable .npy file (no NumPy header); give a .npy, .npz or image folder", path)
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
