@@ -107,3 +107,13 @@ def test_png_data_uri_refuses_non_png():
 )
 def test_number_formatting(value, kind, text):
     assert fmt_number(value, kind) == text
+
+
+def test_evidence_entries_with_how_show_the_value_and_keep_the_how_as_tooltip():
+    findings = [
+        {"layer": "softmax", "kind": "cpu_fallback", "severity": 0.0, "advice": "x",
+         "evidence": {"partitions": {"value": 2, "how": "DPU subgraphs after the split"}, "plain": 0.5}},
+    ]
+    _, page = _page(findings)
+    assert '<span title="DPU subgraphs after the split">partitions = 2</span>' in page
+    assert "plain = 0.5" in page

@@ -10,7 +10,7 @@ import pytest
 
 from qinspect.analysis.metrics import ErrorStats
 from qinspect.report.how import how_texts
-from qinspect.report.layer import LayerInputs, error_metrics, layer_section
+from qinspect.report.layer import LayerInputs, error_metrics, layer_section, summarize_float
 
 
 def _inputs(**kw):
@@ -99,3 +99,18 @@ def test_how_texts_come_from_the_metrics_code():
     assert how["sqnr_db"] == stats_how["sqnr_db"]["how"]
     assert how["max_abs"] == stats_how["max_abs_d"]["how"]
     assert {"isolated", "accumulated", "rmse_over_scale", "positions", "histograms"} <= set(how)
+
+
+def test_streaming_summary_equals_the_one_batch_summary():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(3000) * 2).astype(np.float32)
+    whole = summarize_float(lambda: [x], 5)
+    parts = summarize_float(lambda: np.array_split(x, 7), 5)
+    assert whole.count == parts.count == 3000
+    assert np.array_equal(whole.hist.counts, parts.hist.counts)
+    assert np.array_equal(whole.rounding_error.counts, parts.rounding_error.counts)
+    assert whole.output_stats.clip_hi_count == parts.output_stats.clip_hi_count == int(np.sum(x > 3.96875))
+    assert whole.output_stats.clip_lo_count == int(np.sum(x < -4.0))
+    # the error of the largest clipped value (3.96875 - max) lies inside the error histogram
+    assert parts.rounding_error.below == parts.rounding_error.above == 0
+    assert parts.rounding_error.edges[0] <= 3.96875 - float(x.max())

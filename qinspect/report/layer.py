@@ -10,12 +10,20 @@ and code use at its position) and copies every metric from the statistics object
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from qinspect.analysis.histograms import activation_histogram, channel_ranges, output_channel_axis
+from qinspect.analysis.histograms import (
+    Histogram,
+    HistogramAccumulator,
+    activation_histogram,
+    channel_ranges,
+    histogram_edges,
+    output_channel_axis,
+)
 from qinspect.analysis.metrics import ErrorStats, representable_range
 from qinspect.dpu.fixed_point import Round, quantize
 from qinspect.report import figspec
@@ -37,6 +45,7 @@ class LayerInputs:
     positions: dict[str, Any] = field(default_factory=dict)  # input (list), weights, bias, output
     positions_source: str = ""
     float_out: np.ndarray | None = None  # the layer's float output values (capture), any shape
+    float_summary: FloatSummary | None = None  # or the same summarised by streaming (summarize_float)
     isolated: ErrorStats | None = None
     accumulated: ErrorStats | None = None
     isolated_error: np.ndarray | None = None  # emulated isolated output - float output, element-wise
@@ -77,6 +86,52 @@ def output_tensor_stats(x: np.ndarray, position: int) -> ErrorStats:
     return ErrorStats().update(x, q.astype(np.float64) * 2.0 ** (-position), q=q, clip_lo=lo, clip_hi=hi)
 
 
+@dataclass
+class FloatSummary:
+    """A layer's float output summarised in two streaming passes (bounded memory for any capture)."""
+
+    count: int
+    vmin: float | None
+    vmax: float | None
+    hist: Histogram | None
+    position: int | None
+    output_stats: ErrorStats | None  # the output quantized alone at ``position`` (None without one)
+    rounding_error: Histogram | None  # fake_quant(x) - x at ``position``
+
+
+def summarize_float(batches: Callable[[], Iterable[np.ndarray]], position: int | None,
+                    bins: int = HIST_BINS) -> FloatSummary:
+    """Summarise float values given as batches; ``batches()`` is called twice (range, then counts)."""
+    count, vmin, vmax = 0, math.inf, -math.inf
+    for b in batches():
+        b = np.asarray(b).reshape(-1)
+        count += b.size
+        f = b[np.isfinite(b)]
+        if f.size:
+            vmin, vmax = min(vmin, float(f.min())), max(vmax, float(f.max()))
+    if not math.isfinite(vmin):
+        return FloatSummary(count, None, None, None, position, None, None)
+    hist = HistogramAccumulator(histogram_edges(vmin, vmax, bins))
+    stats = err = None
+    if position is not None:
+        lo, hi = representable_range(position)
+        lsb = 2.0 ** (-position)
+        # Rounding errs by at most half a step; a clipped value errs by up to its distance to the range.
+        e_lo, e_hi = min(-lsb / 2, hi - vmax), max(lsb / 2, lo - vmin)
+        err = HistogramAccumulator(histogram_edges(e_lo, e_hi, bins))
+        stats = ErrorStats()
+    for b in batches():
+        b = np.asarray(b, dtype=np.float32).reshape(-1)
+        b = b[np.isfinite(b)]
+        hist.update(b)
+        if stats is not None and err is not None:
+            q = quantize(b, position, Round.HALF_UP)
+            deq = q.astype(np.float64) * 2.0 ** (-position)
+            stats.update(b, deq, q=q, clip_lo=lo, clip_hi=hi)
+            err.update(deq - b)
+    return FloatSummary(count, vmin, vmax, hist.hist, position, stats, err.hist if err is not None else None)
+
+
 def _nan_to_none(v: float) -> float | None:
     return None if isinstance(v, float) and math.isnan(v) else v
 
@@ -99,61 +154,62 @@ def layer_section(inp: LayerInputs, fig_prefix: str) -> LayerSection:
         findings=list(inp.findings),
         notes=list(inp.notes),
     )
-    x = None if inp.float_out is None else np.asarray(inp.float_out, dtype=np.float32).reshape(-1)
-    if x is not None and x.size:
-        _activation_part(sec, x, pos_out, inp, fig_prefix)
-    _error_part(sec, x, pos_out, inp, fig_prefix)
+    summary = inp.float_summary
+    if summary is None and inp.float_out is not None:
+        x = np.asarray(inp.float_out, dtype=np.float32)
+        summary = summarize_float(lambda: [x], pos_out)
+    if summary is not None and summary.hist is not None:
+        _activation_part(sec, summary, inp, fig_prefix)
+    _error_part(sec, summary, inp, fig_prefix)
     _weights_part(sec, inp, fig_prefix)
     return sec
 
 
-def _activation_part(sec: LayerSection, x: np.ndarray, pos: int | None, inp: LayerInputs, prefix: str) -> None:
-    finite = x[np.isfinite(x)]
-    hist = activation_histogram(finite, bins=HIST_BINS)
+def _activation_part(sec: LayerSection, s: FloatSummary, inp: LayerInputs, prefix: str) -> None:
+    pos = s.position
     act: dict[str, Any] = {
-        "values": int(x.size),
-        "float_min": float(finite.min()) if finite.size else None,
-        "float_max": float(finite.max()) if finite.size else None,
+        "values": s.count,
+        "float_min": s.vmin,
+        "float_max": s.vmax,
         "clip_low": None,
         "clip_high": None,
-        "histogram": _hist_dict(hist),
+        "histogram": _hist_dict(s.hist),
     }
-    if pos is not None and finite.size:
+    if s.output_stats is not None and pos is not None:
         lo, hi = representable_range(pos)
-        stats = output_tensor_stats(finite, pos)
-        act.update(clip_low=lo, clip_high=hi, clipped_low=stats.clip_lo_frac, clipped_high=stats.clip_hi_frac)
-        sec.saturation_low = stats.clip_lo_frac
-        sec.saturation_high = stats.clip_hi_frac
-        sec.codes_used = _nan_to_none(stats.codes_used_frac)
+        st = s.output_stats
+        act.update(clip_low=lo, clip_high=hi, clipped_low=st.clip_lo_frac, clipped_high=st.clip_hi_frac)
+        sec.saturation_low = st.clip_lo_frac
+        sec.saturation_high = st.clip_hi_frac
+        sec.codes_used = _nan_to_none(st.codes_used_frac)
     sec.activation = act
     sec.figures.append(
         figspec.activation_figure(
-            f"{prefix}-activation", sec.name, hist.edges, hist.counts, act["clip_low"], act["clip_high"], pos,
-            sec.saturation_low, sec.saturation_high, inp.other_ranges or None,
+            f"{prefix}-activation", sec.name, s.hist.edges, s.hist.counts, act["clip_low"], act["clip_high"],
+            pos, sec.saturation_low, sec.saturation_high, inp.other_ranges or None,
         )
     )
 
 
-def _error_part(sec: LayerSection, x: np.ndarray | None, pos: int | None, inp: LayerInputs, prefix: str) -> None:
+def _error_part(sec: LayerSection, s: FloatSummary | None, inp: LayerInputs, prefix: str) -> None:
+    pos = inp.positions.get("output")
     lsb = 2.0 ** (-pos) if pos is not None else None
     if inp.isolated_error is not None and np.asarray(inp.isolated_error).size:
-        err, view = np.asarray(inp.isolated_error, dtype=np.float64).reshape(-1), "isolated"
-        what = "emulated isolated output minus float output"
-    elif x is not None and x.size and pos is not None:
+        err = np.asarray(inp.isolated_error, dtype=np.float64).reshape(-1)
+        err = err[np.isfinite(err)]
+        if not err.size:
+            return
+        lo, hi = float(err.min()), float(err.max())
+        if lsb is not None:  # keep the +-1/2 LSB rounding window in view
+            lo, hi = min(lo, -lsb / 2), max(hi, lsb / 2)
+        hist = activation_histogram(err, bins=HIST_BINS, lo=lo, hi=hi)
+        view, what = "isolated", "emulated isolated output minus float output"
+    elif s is not None and s.rounding_error is not None:
         # No emulator output: the error of rounding this layer's own float output at its position.
-        finite = x[np.isfinite(x)].astype(np.float64)
-        q = quantize(finite, pos, Round.HALF_UP)
-        err, view = q * lsb - finite, "output rounding"
+        hist, view = s.rounding_error, "output rounding"
         what = "float output quantized alone at its position (HALF_UP) minus float output"
     else:
         return
-    err = err[np.isfinite(err)]
-    if not err.size:
-        return
-    lo, hi = float(err.min()), float(err.max())
-    if lsb is not None:  # keep the +-1/2 LSB rounding window in view
-        lo, hi = min(lo, -lsb / 2), max(hi, lsb / 2)
-    hist = activation_histogram(err, bins=HIST_BINS, lo=lo, hi=hi)
     sec.error_histogram = {"view": view, "what": what, **_hist_dict(hist)}
     sec.figures.append(figspec.error_figure(f"{prefix}-error", sec.name, hist.edges, hist.counts, view, lsb))
 
