@@ -1,0 +1,56 @@
+"""QApplication set-up and the GUI's entry point (``qinspect gui [FILE]``, ``qinspect FILE``, ``qinspect``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication
+
+# An explicit size: screenshots run under Xvfb with no window manager, which would otherwise give the
+# window its minimum size in a corner.
+DEFAULT_SIZE = (1400, 900)
+
+
+def _icon() -> QIcon | None:
+    here = Path(__file__).resolve()
+    for candidate in (here.parent.parent / "resources" / "qinspect.svg",):
+        if candidate.exists():
+            return QIcon(str(candidate))
+    return None
+
+
+def application(argv: list[str] | None = None) -> QApplication:
+    """The process's QApplication (created once, configured for qinspect)."""
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(argv if argv is not None else [sys.argv[0]])
+    app.setApplicationName("qinspect")
+    app.setOrganizationName("qinspect")
+    app.setApplicationDisplayName("qinspect")
+    icon = _icon()
+    if icon is not None:
+        app.setWindowIcon(icon)
+    import pyqtgraph as pg
+
+    # White plots read better next to the widgets and in exported images; antialiasing costs little here.
+    pg.setConfigOptions(background="w", foreground="#222", antialias=True)
+    return app
+
+
+def main(path: str | None = None, settings_path: str | None = None) -> int:
+    """Show the inspector window (opening ``path`` if given) and run the event loop."""
+    app = application()
+    from qinspect.gui.main_window import MainWindow
+
+    window = MainWindow(settings_path=settings_path)
+    window.show()
+    if path:
+        # Open after the window is shown, so it appears at once and the file loads in the background.
+        QTimer.singleShot(0, lambda: window.open_path(os.fspath(path)))
+    code = app.exec()
+    window.shutdown()
+    return int(code)

@@ -1,0 +1,136 @@
+"""Calibration against evaluation data: per layer, how much of each capture falls outside the int8 range.
+
+The range of a layer is the one the int8 model uses (the emulator's position, calibrated on the open
+capture), ``[-128, 127] * 2^-p``. For each layer both captures are streamed in sample batches, and the
+fraction of values below and above that range is counted. A layer where the evaluation fraction is far
+above the calibration one is a layer the calibration data did not cover.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qinspect.analysis.metrics import representable_range
+from qinspect.dpu.fixed_point import Round, pos_min_mse
+from qinspect.errors import QInspectError
+from qinspect.gui import layer_stats as ls
+from qinspect.gui.worker import CancelToken
+
+BATCH_VALUES = 1 << 20
+
+
+@dataclass
+class CoverageRow:
+    """One layer of the comparison."""
+
+    layer: str
+    position: int
+    position_source: str
+    lo: float
+    hi: float
+    calib_below: float
+    calib_above: float
+    eval_below: float
+    eval_above: float
+    calib_absmax: float
+    eval_absmax: float
+
+    @property
+    def calib_outside(self) -> float:
+        """Fraction of calibration values outside the range."""
+        return self.calib_below + self.calib_above
+
+    @property
+    def eval_outside(self) -> float:
+        """Fraction of evaluation values outside the range."""
+        return self.eval_below + self.eval_above
+
+
+@dataclass
+class Coverage:
+    """The comparison of two captures of the same model."""
+
+    calib_path: str
+    eval_path: str
+    calib_samples: int
+    eval_samples: int
+    rows: list[CoverageRow] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for the status bar."""
+        if not self.rows:
+            return "No common layers to compare"
+        worst = max(self.rows, key=lambda r: r.eval_outside)
+        return (f"Compared {len(self.rows)} layers: worst coverage at {worst.layer}, "
+                f"{100 * worst.eval_outside:.3g}% of evaluation values outside the calibrated range")
+
+
+def _fractions(capture, layer: str, lo: float, hi: float, token: CancelToken) -> tuple[float, float, float]:
+    shape = capture.activation_shape(layer)
+    n = int(shape[0])
+    size = max(1, int(np.prod(shape[1:], dtype=np.int64)))
+    batch = max(1, BATCH_VALUES // size)
+    below = above = total = 0
+    absmax = 0.0
+    for start in range(0, n, batch):
+        token.check()
+        x = capture.activation(layer, slice(start, min(n, start + batch)))
+        below += int(np.count_nonzero(x < lo))
+        above += int(np.count_nonzero(x > hi))
+        total += x.size
+        if x.size:
+            absmax = max(absmax, float(np.max(np.abs(x))))
+    if total == 0:
+        return math.nan, math.nan, math.nan
+    return below / total, above / total, absmax
+
+
+def check_same_model(calib, evaluation, calib_path: str, eval_path: str) -> list[str]:
+    """Layers both captures hold with the same sample shape; a different model is a user error."""
+    a = set(calib.layers_with_activations())
+    b = set(evaluation.layers_with_activations())
+    common = [name for name in calib.layers_with_activations() if name in b]
+    if not common or len(common) < 0.5 * max(len(a), 1):
+        raise QInspectError(f"not a capture of the same model as {calib_path} "
+                            f"({len(common)} of {len(a)} layers in common)", eval_path)
+    for name in common:
+        if tuple(calib.activation_shape(name)[1:]) != tuple(evaluation.activation_shape(name)[1:]):
+            raise QInspectError(
+                f"layer {name!r} has shape {evaluation.activation_shape(name)[1:]} here but "
+                f"{calib.activation_shape(name)[1:]} in {calib_path}", eval_path)
+    return common
+
+
+def coverage_job(token: CancelToken, document, eval_path: str, analysis) -> Coverage:
+    """Worker: compare the open capture (calibration) with the capture at ``eval_path`` (evaluation)."""
+    from qinspect.io.capture_file import Capture
+
+    if document.capture is None:
+        raise QInspectError("open a capture first (a model has no activations to compare)", document.path)
+    evaluation = Capture.open(eval_path)
+    try:
+        common = check_same_model(document.capture, evaluation, document.path, eval_path)
+        out = Coverage(document.path, eval_path, document.n_samples, evaluation.n_samples)
+        for i, name in enumerate(common):
+            token.progress(i, len(common), name)
+            pos, source = (analysis.activation_position(name) if analysis is not None else (None, ""))
+            if pos is None:
+                # No emulator position: the vai_q activation rule (min-MSE, HALF_UP) on the calibration
+                # values, read as the layer panel reads them.
+                shape = document.capture.activation_shape(name)
+                size = int(np.prod(shape[1:], dtype=np.int64))
+                n, batch = ls.sample_batches(int(shape[0]), size, ls.MAX_VALUES)
+                values = ls.read_activations(document.capture, name, 0, n, batch, token.check)
+                if values.size == 0:
+                    continue
+                pos, source = pos_min_mse(values, Round.HALF_UP), "min-MSE over the calibration capture"
+            lo, hi = representable_range(pos)
+            cb, ca, cmax = _fractions(document.capture, name, lo, hi, token)
+            eb, ea, emax = _fractions(evaluation, name, lo, hi, token)
+            out.rows.append(CoverageRow(name, int(pos), source, lo, hi, cb, ca, eb, ea, cmax, emax))
+        return out
+    finally:
+        evaluation.close()

@@ -1,0 +1,98 @@
+"""Calibration vs evaluation capture: per layer, the fraction of values outside the calibrated range."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from qinspect.gui.layer_stats import fmt_frac
+
+
+class CompareView(QWidget):
+    """Both captures' out-of-range fractions on one plot, and a table of the numbers."""
+
+    layer_clicked = Signal(str)
+
+    def __init__(self, window=None) -> None:
+        super().__init__(window)
+        self.window_ = window
+        self.session = None
+        layout = QVBoxLayout(self)
+        row = QHBoxLayout()
+        self.info = QLabel("Open an evaluation capture of the same model to see where the calibration data "
+                           "did not reach.")
+        self.info.setWordWrap(True)
+        row.addWidget(self.info, 1)
+        self.open_button = QPushButton("Open evaluation capture…")
+        self.open_button.clicked.connect(lambda: window.open_eval_dialog() if window is not None else None)
+        row.addWidget(self.open_button)
+        layout.addLayout(row)
+        split = QSplitter(Qt.Orientation.Vertical)
+        self.plot = pg.PlotWidget()
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.plot.addLegend(offset=(-10, 10))
+        self.plot.setLabel("left", "values outside the calibrated int8 range (%)")
+        self.plot.setLabel("bottom", "layer (topological order)")
+        split.addWidget(self.plot)
+        self.table = QTableWidget(0, 7)
+        self.table.setObjectName("coverageTable")
+        self.table.setHorizontalHeaderLabels(["Layer", "p", "Range", "Calibration outside", "Evaluation outside",
+                                              "Calib max|x|", "Eval max|x|"])
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.cellDoubleClicked.connect(lambda r, _c: self.layer_clicked.emit(self.table.item(r, 0).text()))
+        split.addWidget(self.table)
+        layout.addWidget(split, 1)
+
+    def set_session(self, session) -> None:
+        """A new document: forget the previous comparison."""
+        self.session = session
+        session.coverage_changed.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Draw the session's coverage."""
+        self.plot.clear()
+        if self.plot.plotItem.legend is not None:
+            self.plot.plotItem.legend.clear()
+        cov = self.session.coverage if self.session is not None else None
+        self.table.setRowCount(0)
+        if cov is None:
+            return
+        rows = cov.rows
+        self.info.setText(f"Calibration: {cov.calib_path} ({cov.calib_samples} samples) · evaluation: "
+                          f"{cov.eval_path} ({cov.eval_samples} samples). {cov.summary()}.")
+        x = np.arange(len(rows))
+        names = [r.layer for r in rows]
+        for values, colour, label in (([r.calib_outside for r in rows], "#1f77b4", "calibration capture"),
+                                      ([r.eval_outside for r in rows], "#d62728", "evaluation capture")):
+            y = 100.0 * np.asarray(values, dtype=np.float64)
+            self.plot.plot(x, y, pen=pg.mkPen(colour, width=2), name=label)
+            scatter = pg.ScatterPlotItem(x=x, y=y, data=names, size=8, brush=pg.mkBrush(colour), hoverable=True,
+                                         tip=lambda x, y, data: f"{data}\n{y:.4g}%")
+            scatter.sigClicked.connect(lambda _i, pts, _e=None: pts and self.layer_clicked.emit(pts[0].data()))
+            self.plot.addItem(scatter)
+        step = max(1, len(names) // 12)
+        self.plot.getAxis("bottom").setTicks([[(i, names[i].rsplit("/", 1)[-1]) for i in range(0, len(names), step)]])
+        self.table.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            cells = [r.layer, str(r.position), f"[{r.lo:.4g}, {r.hi:.4g}]", fmt_frac(r.calib_outside),
+                     fmt_frac(r.eval_outside), f"{r.calib_absmax:.4g}", f"{r.eval_absmax:.4g}"]
+            for j, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if j == 4 and r.eval_outside > max(2 * r.calib_outside, 1e-4):
+                    item.setForeground(pg.mkColor("#c00"))
+                self.table.setItem(i, j, item)
+        self.table.resizeColumnsToContents()

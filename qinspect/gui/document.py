@@ -1,0 +1,97 @@
+"""What is open in the window: a capture (activations ready to inspect) or a model (graph and weights only).
+
+Plain Python, no widgets (glue's style): widgets read from a :class:`Document` and never reach into the
+files themselves. Opening runs in a worker thread (:func:`open_document`), so a slow disk never blocks
+the window.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from qinspect.errors import QInspectError
+from qinspect.io.graph import ModelGraph
+
+
+@dataclass
+class Document:
+    """A file opened for inspection."""
+
+    path: str
+    kind: str  # "capture" or "model"
+    graph: ModelGraph
+    capture: Any = None  # qinspect.io.capture_file.Capture
+    model: Any = None  # what qinspect.io.model_file.open_model returned
+    activation_layers: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The file name shown in the title bar."""
+        return os.path.basename(self.path.rstrip("/")) or self.path
+
+    @property
+    def has_activations(self) -> bool:
+        """True when float activations are available (a capture)."""
+        return self.capture is not None
+
+    @property
+    def n_samples(self) -> int:
+        """Samples in the capture (0 for a model)."""
+        return int(self.capture.n_samples) if self.capture is not None else 0
+
+    def weights(self, layer: str) -> dict[str, Any]:
+        """A layer's float weights (Keras layout), from the capture or the model file."""
+        source = self.capture if self.capture is not None else self.model
+        if source is None:
+            return {}
+        try:
+            return source.weights(layer)
+        except KeyError:
+            return {}
+
+    def summary(self) -> str:
+        """One line for the status bar."""
+        leaves = len(self.graph.leaves())
+        what = f"{leaves} layers, {self.graph.total_params:,} parameters"
+        if self.capture is not None:
+            return f"{self.name}: capture of {self.graph.name}, {what}, {self.n_samples} samples"
+        return f"{self.name}: model {self.graph.name}, {what}, no activations (capture to inspect them)"
+
+    def close(self) -> None:
+        """Release the open file handles."""
+        for obj in (self.capture, self.model):
+            close = getattr(obj, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - closing a broken file must not raise at the user
+                    pass
+
+
+def open_document(path: str | os.PathLike[str]) -> Document:
+    """Open a capture or a model file (no TensorFlow for either); raises QInspectError on bad input."""
+    from qinspect.io.capture_file import Capture, is_capture
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise QInspectError("no such file", path)
+    if os.path.isfile(path) and is_capture(path):
+        capture = Capture.open(path)
+        return Document(path, "capture", capture.graph, capture=capture,
+                        activation_layers=capture.layers_with_activations())
+    try:
+        from qinspect.io.model_file import open_model
+    except ImportError:
+        if os.path.isfile(path) and not _looks_like_model(path):
+            raise QInspectError("not a qinspect capture or a Keras model file", path) from None
+        raise QInspectError("opening model files needs qinspect.io.model_file, which is missing", path) from None
+    model = open_model(path)
+    return Document(path, "model", model.graph, model=model)
+
+
+def _looks_like_model(path: str) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    return head.startswith(b"\x89HDF\r\n\x1a\n") or head.startswith(b"PK")

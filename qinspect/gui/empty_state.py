@@ -1,0 +1,89 @@
+"""What the window shows before a file is open: a clear prompt, Open, the demo, and recent files."""
+
+from __future__ import annotations
+
+import os
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+
+class EmptyState(QWidget):
+    """The start page: "Open a model or capture", with the demo one click away."""
+
+    open_requested = Signal()
+    demo_requested = Signal()
+    recent_requested = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("emptyState")
+        outer = QVBoxLayout(self)
+        outer.addStretch(2)
+        title = QLabel("Open a model or capture")
+        title.setObjectName("emptyTitle")
+        title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        title.setStyleSheet("font-size: 22pt; font-weight: 600; color: #333;")
+        outer.addWidget(title)
+        hint = QLabel(
+            "A <b>capture</b> (.h5 from <code>qinspect capture</code>) holds a model's float activations: "
+            "every layer can be inspected at once.<br>A <b>Keras model</b> (.h5, .keras) shows its graph "
+            "and weights, and can be captured from a .npy array or a folder of images.<br>"
+            "Drop a file anywhere on this window, or use File &gt; Open (Ctrl+O)."
+        )
+        hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        hint.setWordWrap(True)
+        hint.setStyleSheet("color: #555; font-size: 11pt;")
+        outer.addWidget(hint)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        self.open_button = QPushButton("Open a file…")
+        self.open_button.setMinimumWidth(180)
+        self.open_button.clicked.connect(self.open_requested)
+        self.demo_button = QPushButton("Open the demo capture")
+        self.demo_button.setObjectName("demoButton")
+        self.demo_button.setMinimumWidth(220)
+        self.demo_button.setDefault(True)
+        self.demo_button.clicked.connect(self.demo_requested)
+        for button in (self.open_button, self.demo_button):
+            button.setMinimumHeight(36)
+            row.addWidget(button)
+        row.addStretch(1)
+        outer.addSpacing(12)
+        outer.addLayout(row)
+        self.demo_note = QLabel("")
+        self.demo_note.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.demo_note.setStyleSheet("color: #777;")
+        outer.addWidget(self.demo_note)
+        self._recent_box = QVBoxLayout()
+        outer.addSpacing(16)
+        outer.addLayout(self._recent_box)
+        outer.addStretch(3)
+
+    def set_demo(self, path: str | None, how_to_build: str = "") -> None:
+        """Enable the demo button when the demo capture exists, else say how to build it."""
+        self.demo_button.setEnabled(bool(path))
+        if path:
+            self.demo_note.setText(f"Demo: {os.path.basename(path)} (a real pretrained model on real images)")
+        else:
+            self.demo_note.setText(how_to_build)
+
+    def set_recent(self, files: list[str]) -> None:
+        """List recent files as buttons under the prompt."""
+        while self._recent_box.count():
+            item = self._recent_box.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        if not files:
+            return
+        label = QLabel("Recent files")
+        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        label.setStyleSheet("color: #555; font-weight: 600;")
+        self._recent_box.addWidget(label)
+        for path in files[:5]:
+            button = QPushButton(path)
+            button.setFlat(True)
+            button.setStyleSheet("color: #2a5db0; text-align: center;")
+            button.setCursor(Qt.CursorShape.PointingHandCursor)
+            button.clicked.connect(lambda _=False, p=path: self.recent_requested.emit(p))
+            self._recent_box.addWidget(button, alignment=Qt.AlignmentFlag.AlignCenter)

@@ -1,0 +1,171 @@
+"""Bridge from the GUI to the int8 emulator (``qinspect.dpu``), the diagnosis and the report writer.
+
+Worker functions here take a :class:`~qinspect.gui.worker.CancelToken` first and run off the UI
+thread. :class:`Analysis` maps the emulator's nodes (named like the quantized model's layers,
+``quant_conv1``) back to the float model's layers the tree shows (``conv1``, ``bn1``), so every view
+can ask by the name the user clicked.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from qinspect.gui.document import Document
+from qinspect.gui.worker import CancelToken
+
+
+def _optional(module: str) -> Any:
+    """Import a part of qinspect that may not be installed in this build (None if absent)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None
+        raise
+
+
+@dataclass
+class Analysis:
+    """What the emulator computed for the open capture, indexed by float-model layer name."""
+
+    available: bool
+    reason: str = ""  # why not available
+    graph: Any = None  # qinspect.dpu.dpu_graph.DpuGraph
+    results: dict[str, Any] = field(default_factory=dict)  # node name -> per-layer result
+    quantized_path: str | None = None
+    positions_source: str = ""
+    _node_of: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.graph is not None:
+            for node in self.graph.nodes:
+                for layer in getattr(node, "origin", []) or [node.name]:
+                    # The last node built from a layer is the one whose output stands for it.
+                    self._node_of[layer] = node
+
+    def summary(self) -> str:
+        """One line for the status bar."""
+        if not self.available:
+            return f"Float statistics only: {self.reason}"
+        n = len(self.results)
+        cpu = sum(1 for node in self.graph.nodes if getattr(node, "device", "DPU") == "CPU")
+        return f"Emulated {n} layers ({cpu} on the CPU); positions: {self.positions_source}"
+
+    def node(self, layer: str) -> Any:
+        """The emulator node standing for a float layer's output (None if none)."""
+        return self._node_of.get(layer)
+
+    def placement(self) -> dict[str, str]:
+        """Float layer -> "DPU" or "CPU"."""
+        return {layer: getattr(node, "device", "") for layer, node in self._node_of.items()}
+
+    def placement_notes(self) -> dict[str, str]:
+        """Float layer -> why it runs on the CPU."""
+        return {layer: node.cpu_reason for layer, node in self._node_of.items() if getattr(node, "cpu_reason", "")}
+
+    def activation_position(self, layer: str) -> tuple[int | None, str]:
+        """Position of the tensor that stands for ``layer``'s output in the int8 model."""
+        node = self.node(layer)
+        if node is None or self.graph is None:
+            return None, ""
+        slot = self.graph.output_slot(node.name) if hasattr(self.graph, "output_slot") else node.out_slot
+        pos = self.graph.pos(slot)
+        if pos is None:
+            return None, ""
+        return int(pos), f"{self.positions_source} ({slot[0]}:{slot[1]})"
+
+    def weight_positions(self, layer: str) -> tuple[dict[str, int], str]:
+        """Positions of the node's weights by short weight name."""
+        node = self.node(layer)
+        if node is None or self.graph is None:
+            return {}, ""
+        out = {}
+        for key, slot in node.weight_slots.items():
+            pos = self.graph.pos(slot)
+            if pos is not None:
+                out[key] = int(pos)
+        return out, self.positions_source
+
+    def notes(self, layer: str) -> list[str]:
+        """Rewrites and constraint adjustments touching ``layer`` (or its node), in words."""
+        if self.graph is None:
+            return []
+        node = self.node(layer)
+        names = {layer} | ({node.name, node.key} if node is not None else set())
+        out = [f"Rewrite: {r.text}" for r in self.graph.rewrites if names & set(r.layers)]
+        for adj in self.graph.adjustments:
+            if adj.layer in names or adj.slot[0] in names:
+                out.append(f"Constraint {adj.constraint}: {adj.text}")
+        if node is not None and getattr(node, "device", "") == "CPU":
+            out.append(f"Runs on the CPU in float: {node.cpu_reason or 'not a DPU operator'}")
+        return out
+
+    def result(self, layer: str) -> Any:
+        """The emulator's result for the node standing for ``layer``."""
+        node = self.node(layer)
+        return self.results.get(node.name) if node is not None else None
+
+    def layer_stats(self, accumulated: bool) -> dict[str, Any]:
+        """Float layer -> ErrorStats (accumulated or isolated) of its node."""
+        out = {}
+        for layer, node in self._node_of.items():
+            res = self.results.get(node.name)
+            stats = getattr(res, "accumulated" if accumulated else "isolated", None) if res is not None else None
+            if stats is not None:
+                out[layer] = stats
+        return out
+
+
+def emulate_capture(token: CancelToken, document: Document, quantized: str | None) -> Analysis:
+    """Calibrate (or import positions from ``quantized``) and run the emulator over the capture."""
+    module = _optional("qinspect.dpu.emulator")
+    if module is None:
+        return Analysis(False, "the int8 emulator (qinspect.dpu.emulator) is not part of this build")
+    token.progress(0, 2, "calibrating")
+    if quantized:
+        emulator = module.Emulator.from_quantized(quantized)
+        source = f"Vitis {quantized}"
+    else:
+        emulator = module.Emulator.from_model(document.capture)
+        source = "qinspect calibration on the capture"
+    token.progress(1, 2, "emulating")
+    results = emulator.run(document.capture)
+    return Analysis(True, graph=emulator.graph, results=dict(results), quantized_path=quantized,
+                    positions_source=source)
+
+
+def diagnose_job(token: CancelToken, document: Document, analysis: Analysis, eval_path: str | None) -> list:
+    """Findings for the findings panel (empty when the diagnosis is not part of this build)."""
+    module = _optional("qinspect.analysis.diagnose")
+    if module is None or not analysis.available:
+        return []
+    token.check()
+    return list(module.diagnose(document.capture, analysis.graph, analysis.results))
+
+
+def dump_job(token: CancelToken, folder: str, quantized: str | None) -> Any:
+    """Compare a Vitis dump folder with the emulator run on its inputs."""
+    from qinspect.errors import QInspectError
+
+    if not quantized:
+        raise QInspectError("import the quantized.h5 this dump came from first (File > Import Vitis "
+                            "quantized.h5): the dump holds no positions", folder)
+    module = _optional("qinspect.dpu.compare_dump")
+    if module is None:
+        raise QInspectError("dump comparison (qinspect.dpu.compare_dump) is not part of this build", folder)
+    token.check()
+    return module.compare_dump(quantized, folder)
+
+
+def export_job(token: CancelToken, document: Document, analysis: Analysis | None, folder: str,
+               layer: str | None, eval_path: str | None) -> str:
+    """Write the report folder with the report package; returns the folder."""
+    from qinspect.errors import QInspectError
+
+    module = _optional("qinspect.report.build")
+    if module is None:
+        raise QInspectError("the report builder (qinspect.report.build) is not part of this build", folder)
+    token.check()
+    return str(module.build_and_write(document.path, folder, layer=layer))

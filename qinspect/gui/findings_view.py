@@ -1,0 +1,61 @@
+"""Findings: the layers that cost accuracy and why, sorted by estimated cost; a click selects the layer."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QAbstractItemView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+
+class FindingsView(QWidget):
+    """The diagnosis of the open capture, worst first."""
+
+    layer_clicked = Signal(str)
+
+    def __init__(self, window=None) -> None:
+        super().__init__(window)
+        self.session = None
+        layout = QVBoxLayout(self)
+        self.info = QLabel("Findings appear once the int8 emulation of a capture has finished.")
+        self.info.setWordWrap(True)
+        layout.addWidget(self.info)
+        self.table = QTableWidget(0, 5)
+        self.table.setObjectName("findingsTable")
+        self.table.setHorizontalHeaderLabels(["Cost (dB)", "Layer", "Kind", "Evidence", "Advice"])
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setWordWrap(True)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.cellClicked.connect(self._on_click)
+        layout.addWidget(self.table, 1)
+
+    def set_session(self, session) -> None:
+        """A new document."""
+        self.session = session
+        self.refresh()
+
+    def _on_click(self, row: int, _col: int) -> None:
+        item = self.table.item(row, 1)
+        if item is not None and item.text():
+            self.layer_clicked.emit(item.text())
+
+    def refresh(self) -> None:
+        """Show the session's findings, highest estimated cost first."""
+        findings = list(self.session.findings) if self.session is not None else []
+        findings.sort(key=lambda f: -float(getattr(f, "severity", 0.0) or 0.0))
+        self.table.setRowCount(len(findings))
+        for i, f in enumerate(findings):
+            evidence = getattr(f, "evidence", {}) or {}
+            if isinstance(evidence, dict):
+                evidence = ", ".join(f"{k}={_fmt(v)}" for k, v in evidence.items())
+            cells = [f"{float(getattr(f, 'severity', 0.0) or 0.0):.2f}", str(getattr(f, "layer", "")),
+                     str(getattr(f, "kind", "")), str(evidence), str(getattr(f, "advice", ""))]
+            for j, text in enumerate(cells):
+                self.table.setItem(i, j, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
+        if findings:
+            self.info.setText(f"{len(findings)} findings, highest estimated cost to the model output first. "
+                              "Click one to inspect its layer.")
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

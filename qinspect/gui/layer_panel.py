@@ -1,0 +1,525 @@
+"""The selected layer: float activations against the int8 range, weights per channel, error, and what-if.
+
+Selecting a layer clears the panel at once (it never shows the previous layer's numbers under the new
+name), then a worker reads the layer's activations: a quick first pass over a few samples draws the
+first plots, and the full pass replaces them. Moving the position or picking a calibration method
+re-quantizes the loaded values in the worker ("what-if") and updates the clip lines, saturation,
+SQNR and the error plots together.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from qinspect.gui import layer_stats as ls
+from qinspect.gui.worker import CancelToken, Channel
+
+USED = "Position of the int8 model"
+CLIP_PEN = pg.mkPen("#d62728", width=2)
+METHOD_COLOURS = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b"]
+BAR_BRUSH = pg.mkBrush(70, 110, 170, 170)
+
+
+def load_layer(token: CancelToken, document, name: str, position: int | None, source: str,
+               weight_positions: dict[str, int], weight_source: str) -> tuple[ls.LayerData, ls.WhatIf | None]:
+    """Worker: read a layer's activations and weights; a quick partial result first (see module doc)."""
+    layer = document.graph[name]
+    weights = ls.weight_infos(layer.class_name, document.weights(name), weight_positions, weight_source)
+    token.check()
+    if not document.has_activations or name not in document.activation_layers:
+        data = ls.layer_data(name, layer.class_name, np.zeros(0, np.float32), 0, document.n_samples,
+                             position, source, weights, True)
+        return data, None
+    capture = document.capture
+    shape = capture.activation_shape(name)
+    n_total = int(shape[0])
+    size = int(np.prod(shape[1:], dtype=np.int64))
+    n_full, batch = ls.sample_batches(n_total, size, ls.MAX_VALUES)
+    n_first, _ = ls.sample_batches(n_total, size, ls.FIRST_PASS_VALUES)
+    first = ls.read_activations(capture, name, 0, n_first, batch, token.check)
+    if n_first < n_full:
+        data = ls.layer_data(name, layer.class_name, first, n_first, n_total, position, source, weights,
+                             False, token.check)
+        token.partial((data, ls.what_if(data, data.position) if data.position is not None else None))
+        rest = ls.read_activations(capture, name, n_first, n_full, batch, token.check)
+        values = np.concatenate([first, rest])
+    else:
+        values = first
+    data = ls.layer_data(name, layer.class_name, values, n_full, n_total, position, source, weights, True,
+                         token.check)
+    return data, ls.what_if(data, data.position) if data.position is not None else None
+
+
+def what_if_job(token: CancelToken, data: ls.LayerData, position: int, method: str) -> ls.WhatIf:
+    """Worker: re-quantize the loaded values at ``position``."""
+    token.check()
+    return ls.what_if(data, position, method)
+
+
+class LayerPanel(QWidget):
+    """Per-layer plots and the what-if control."""
+
+    first_plot = Signal(str)  # a layer's first plot was drawn (benchmark hook)
+    shown = Signal(str)  # a layer's complete data is shown
+
+    def __init__(self, window=None) -> None:
+        super().__init__(window)
+        self.window_ = window
+        self.session = None
+        self.current: str | None = None
+        self.data: ls.LayerData | None = None
+        self.whatif: ls.WhatIf | None = None
+        self._override: int | None = None
+        self._method_for_override = ""
+        self.load_channel = Channel("layer", self)
+        self.load_channel.partial.connect(lambda _rid, res: self._on_loaded(res, partial=True))
+        self.load_channel.finished.connect(lambda _rid, res: self._on_loaded(res, partial=False))
+        self.load_channel.failed.connect(self._on_failed)
+        self.whatif_channel = Channel("what-if", self)
+        self.whatif_channel.finished.connect(lambda _rid, res: self._on_whatif(res))
+        self.whatif_channel.failed.connect(self._on_failed)
+        self._build()
+        self._clear()
+
+    # --- construction ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(6, 6, 6, 6)
+        self.title = QLabel("")
+        self.title.setObjectName("layerTitle")
+        self.title.setStyleSheet("font-size: 13pt; font-weight: 600;")
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.state = QLabel("")
+        self.state.setStyleSheet("color: #666;")
+        head = QHBoxLayout()
+        head.addWidget(self.title, 1)
+        head.addWidget(self.state)
+        outer.addLayout(head)
+
+        controls = QHBoxLayout()
+        controls.addWidget(QLabel("Position p (scale 2^-p):"))
+        self.position = QSpinBox()
+        self.position.setObjectName("positionSpin")
+        self.position.setRange(-32, 64)
+        self.position.setKeyboardTracking(False)
+        self.position.setToolTip("Int8 codes represent [-128, 127] × 2^-p. Raise p for finer steps and a "
+                                 "narrower range; lower it for a wider range.")
+        self.position.valueChanged.connect(self._on_position_changed)
+        controls.addWidget(self.position)
+        controls.addWidget(QLabel("Method:"))
+        self.method = QComboBox()
+        self.method.setObjectName("methodCombo")
+        self.method.addItem(USED)
+        for label in ls.METHODS:
+            self.method.addItem(label)
+        self.method.setToolTip("Where each calibration method puts the range. Percentile and KL are what-ifs: "
+                               "vai_q pof2s uses min-MSE (activations) and non-overflow (inputs).")
+        self.method.currentTextChanged.connect(self._on_method_changed)
+        controls.addWidget(self.method)
+        self.reset = QPushButton("Reset")
+        self.reset.setToolTip("Back to the position the int8 model uses")
+        self.reset.clicked.connect(lambda: self.method.setCurrentText(USED) if self.method.currentText() != USED
+                                   else self._apply_method(USED))
+        controls.addWidget(self.reset)
+        self.log_counts = QCheckBox("Log counts")
+        self.log_counts.setChecked(True)
+        self.log_counts.toggled.connect(lambda _=False: self._redraw_histograms())
+        controls.addWidget(self.log_counts)
+        controls.addStretch(1)
+        outer.addLayout(controls)
+
+        figures = QGridLayout()
+        figures.setHorizontalSpacing(14)
+        self.clip_label = QLabel()
+        self.clip_label.setObjectName("clipLabel")
+        self.sqnr_label = QLabel()
+        self.sqnr_label.setObjectName("sqnrLabel")
+        self.range_label = QLabel()
+        self.range_label.setObjectName("rangeLabel")
+        self.emulated_label = QLabel()
+        self.emulated_label.setObjectName("emulatedLabel")
+        for i, label in enumerate((self.range_label, self.clip_label, self.sqnr_label, self.emulated_label)):
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            figures.addWidget(label, i // 2, i % 2)
+        outer.addLayout(figures)
+
+        grid = QGridLayout()
+        grid.setSpacing(4)
+        self.act_plot = self._plot("Float activations vs the int8 range", "value", "count")
+        self.err_plot = self._plot("Quantization error", "error (LSB = 2^-p)", "count")
+        self.scatter_plot = self._plot("Float vs dequantized", "float", "dequantized int8")
+        self.w_plot = self._plot("Weights", "value", "count")
+        self.ch_plot = self._plot("Per-output-channel range vs the per-tensor range", "output channel", "value")
+        self.bits_plot = self._plot("Bits wasted per channel", "output channel", "bits")
+        self.act_plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        grid.addWidget(self.act_plot, 0, 0, 1, 2)
+        grid.addWidget(self.err_plot, 0, 2)
+        grid.addWidget(self.scatter_plot, 1, 0)
+        grid.addWidget(self.w_plot, 1, 1)
+        grid.addWidget(self.ch_plot, 1, 2)
+        grid.addWidget(self.bits_plot, 2, 2)
+        self.notes = QTextBrowser()
+        self.notes.setObjectName("layerNotes")
+        self.notes.setOpenExternalLinks(False)
+        self.notes.setMaximumHeight(220)
+        grid.addWidget(self.notes, 2, 0, 1, 2)
+        for r in range(3):
+            grid.setRowStretch(r, 1)
+        for c in range(3):
+            grid.setColumnStretch(c, 1)
+        outer.addLayout(grid, 1)
+        for plot in (self.act_plot, self.err_plot, self.w_plot):
+            plot.setLabel("left", "log10(count + 1)")
+
+    def _plot(self, title: str, x: str, y: str) -> pg.PlotWidget:
+        w = pg.PlotWidget()
+        w.setTitle(title, size="9pt")
+        w.setLabel("bottom", x)
+        w.setLabel("left", y)
+        w.showGrid(x=True, y=True, alpha=0.15)
+        w.setMenuEnabled(True)
+        w.setMinimumHeight(150)
+        return w
+
+    # --- public ------------------------------------------------------------------------------------
+    def set_session(self, session) -> None:
+        """A new document: forget the current layer."""
+        self.session = session
+        self.current = None
+        self.load_channel.cancel()
+        self.whatif_channel.cancel()
+        self._clear()
+
+    def show_layer(self, name: str) -> None:
+        """Show ``name``: clear at once, then load in the background (the latest click wins)."""
+        if self.session is None:
+            return
+        self.current = name
+        self.whatif_channel.cancel()
+        self._override = None
+        self._clear()
+        doc = self.session.document
+        layer = doc.graph[name]
+        from qinspect.gui.graph_model import format_shape
+
+        self.title.setText(f"{name}   ·   {layer.class_name}   ·   {format_shape(layer.output_shape)}")
+        self.state.setText("Loading…")
+        pos, source = self.session.activation_position(name)
+        wpos, wsource = self.session.weight_positions(name)
+        self.load_channel.submit(load_layer, doc, name, pos, source, wpos, wsource)
+
+    def refresh(self) -> None:
+        """Positions changed (emulation finished, Vitis import): reload the current layer."""
+        if self.current is not None:
+            self.show_layer(self.current)
+
+    def refresh_emulated(self) -> None:
+        """Emulator results arrived: update the emulated figures of the current layer."""
+        self._show_emulated()
+
+    def shutdown(self) -> None:
+        """Cancel the panel's background work."""
+        self.load_channel.cancel()
+        self.whatif_channel.cancel()
+
+    # --- loading -----------------------------------------------------------------------------------
+    def _clear(self) -> None:
+        self.data = None
+        self.whatif = None
+        for plot in (self.act_plot, self.err_plot, self.scatter_plot, self.w_plot, self.ch_plot, self.bits_plot):
+            plot.clear()
+        if self.act_plot.plotItem.legend is not None:
+            self.act_plot.plotItem.legend.clear()
+        for label in (self.clip_label, self.sqnr_label, self.range_label, self.emulated_label):
+            label.setText("")
+        self.notes.setHtml("")
+        self.title.setText("Select a layer in the tree" if self.current is None else self.title.text())
+        self.state.setText("")
+
+    def _on_failed(self, _rid: int, exc: BaseException, tb: str) -> None:
+        self.state.setText("Failed (see the message)")
+        if self.window_ is not None:
+            self.window_.errors.report(exc, tb, f"Layer {self.current}")
+
+    def _on_loaded(self, result: tuple[ls.LayerData, ls.WhatIf | None], partial: bool) -> None:
+        data, whatif = result
+        if data.name != self.current:  # belt and braces: the channel already drops stale requests
+            return
+        first = self.data is None
+        self.data = data
+        if self._override is not None and self._override != data.position:
+            whatif = None
+            self.whatif_channel.submit(what_if_job, data, self._override, self._method_for_override)
+        self.whatif = whatif
+        if data.has_activations:
+            share = f"{data.n_samples_used} of {data.n_samples_total} samples"
+            self.state.setText(f"First pass: {share}…" if partial else f"Statistics over {share}")
+        else:
+            self.state.setText("No activations captured for this layer")
+        self._draw_activation_histogram()
+        if whatif is not None:
+            self._draw_whatif()
+        self._sync_position_spin()
+        if not partial or first:
+            self._draw_weights()
+            self._show_notes()
+            self._show_emulated()
+        if first:
+            self.first_plot.emit(data.name)
+        if not partial:
+            self.shown.emit(data.name)
+
+    def _sync_position_spin(self) -> None:
+        pos = self._override if self._override is not None else (self.data.position if self.data else None)
+        self.position.blockSignals(True)
+        self.position.setEnabled(pos is not None)
+        if pos is not None:
+            self.position.setValue(int(pos))
+        self.position.blockSignals(False)
+
+    # --- what-if -----------------------------------------------------------------------------------
+    def set_position(self, position: int, method: str = "manual") -> None:
+        """What-if: quantize the current layer at ``position``."""
+        self._override = int(position)
+        self._method_for_override = method
+        if self.data is not None and self.data.has_activations:
+            self.state.setText(f"Quantizing at p = {position}…")
+            self.whatif_channel.submit(what_if_job, self.data, int(position), method)
+
+    def _on_position_changed(self, value: int) -> None:
+        if self.method.currentText() != USED:
+            pos = self.data.method_positions.get(self.method.currentText()) if self.data else None
+            if pos != value:
+                self.method.blockSignals(True)
+                self.method.setCurrentText(USED)
+                self.method.blockSignals(False)
+        self.set_position(value, "manual")
+
+    def _on_method_changed(self, method: str) -> None:
+        self._apply_method(method)
+
+    def _apply_method(self, method: str) -> None:
+        if self.data is None:
+            return
+        if method == USED:
+            pos = self.data.position
+        else:
+            pos = self.data.method_positions.get(method)
+        if pos is None:
+            return
+        self.position.blockSignals(True)
+        self.position.setValue(int(pos))
+        self.position.blockSignals(False)
+        self.set_position(int(pos), method)
+
+    def _on_whatif(self, whatif: ls.WhatIf) -> None:
+        if self.data is None or whatif.layer != self.current:
+            return
+        self.whatif = whatif
+        share = f"{self.data.n_samples_used} of {self.data.n_samples_total} samples"
+        self.state.setText(f"Statistics over {share}")
+        self._draw_whatif()
+
+    # --- drawing -----------------------------------------------------------------------------------
+    def _counts(self, counts: np.ndarray) -> np.ndarray:
+        counts = np.asarray(counts, dtype=np.float64)
+        return np.log10(counts + 1.0) if self.log_counts.isChecked() else counts
+
+    def _redraw_histograms(self) -> None:
+        label = "log10(count + 1)" if self.log_counts.isChecked() else "count"
+        for plot in (self.act_plot, self.err_plot, self.w_plot):
+            plot.setLabel("left", label)
+        self._draw_activation_histogram()
+        self._draw_whatif()
+        self._draw_weights()
+
+    def _draw_activation_histogram(self) -> None:
+        plot = self.act_plot
+        plot.clear()
+        if plot.plotItem.legend is not None:
+            plot.plotItem.legend.clear()
+        data = self.data
+        if data is None or not data.has_activations:
+            return
+        h = data.float_hist
+        plot.plot(h.edges, self._counts(h.counts), stepMode="center", fillLevel=0,
+                  brush=BAR_BRUSH, pen=pg.mkPen("#34598f"), name="float values")
+        # Where the other methods would put the range: one dashed pair per distinct position.
+        by_pos: dict[int, list[str]] = {}
+        for label, pos in data.method_positions.items():
+            by_pos.setdefault(pos, []).append(label.split(" (")[0])
+        for i, (pos, labels) in enumerate(sorted(by_pos.items())):
+            lo, hi = -128 * 2.0**-pos, 127 * 2.0**-pos
+            pen = pg.mkPen(METHOD_COLOURS[i % len(METHOD_COLOURS)], width=1, style=Qt.PenStyle.DashLine)
+            name = f"{', '.join(labels)}: p={pos}"
+            plot.plot([hi, hi], [0, 0], pen=pen, name=name)  # legend entry
+            for x in ((lo, hi) if data.vmin < 0 else (hi,)):
+                plot.addItem(pg.InfiniteLine(pos=x, angle=90, pen=pen))
+        self._clip_lines = []
+        self._draw_clip_lines()
+        span_lo = min(data.vmin, 0.0)
+        span_hi = max(data.vmax, 0.0)
+        pad = 0.04 * (span_hi - span_lo or 1.0)
+        plot.setXRange(span_lo - pad, span_hi + pad, padding=0)
+        plot.enableAutoRange(axis="y")
+
+    def _draw_clip_lines(self) -> None:
+        for line in getattr(self, "_clip_lines", []):
+            self.act_plot.removeItem(line)
+        self._clip_lines = []
+        w = self.whatif
+        if w is None or self.data is None:
+            return
+        for x, text in ((w.lo, f"clip {w.lo:.4g}"), (w.hi, f"clip {w.hi:.4g}")):
+            if x < 0 and self.data.vmin >= 0:
+                continue  # a non-negative tensor never reaches the lower threshold: do not stretch the axis
+            line = pg.InfiniteLine(pos=x, angle=90, pen=CLIP_PEN, label=text,
+                                   labelOpts={"position": 0.92, "color": "#d62728", "fill": (255, 255, 255, 200)})
+            self.act_plot.addItem(line)
+            self._clip_lines.append(line)
+
+    def _draw_whatif(self) -> None:
+        w, data = self.whatif, self.data
+        self.err_plot.clear()
+        self.scatter_plot.clear()
+        if w is None or data is None:
+            return
+        self._draw_clip_lines()
+        st = w.stats
+        lo_f, hi_f = st.clip_lo_frac, st.clip_hi_frac
+        self.range_label.setText(
+            f"<b>p = {w.position}</b> ({w.method or 'in use'}): int8 range [{w.lo:.5g}, {w.hi:.5g}], "
+            f"step 2^-{w.position} = {2.0 ** -w.position:.4g}; float range [{data.vmin:.5g}, {data.vmax:.5g}]"
+        )
+        self.clip_label.setText(
+            f"Clipped below: <b>{ls.fmt_frac(lo_f)}</b> · above: <b>{ls.fmt_frac(hi_f)}</b> · "
+            f"codes used: {st.codes_used}/256"
+        )
+        self.sqnr_label.setText(
+            f"This tensor quantized alone: SQNR <b>{ls.fmt_db(w.sqnr_db)}</b>, MSE {st.mse:.3g}, "
+            f"max |error| {st.max_abs_d:.3g}"
+        )
+        h = w.err_hist
+        self.err_plot.plot(h.edges, self._counts(h.counts), stepMode="center", fillLevel=0, brush=BAR_BRUSH,
+                           pen=pg.mkPen("#34598f"))
+        for x in (-0.5, 0.5):
+            self.err_plot.addItem(pg.InfiniteLine(pos=x, angle=90, pen=pg.mkPen("#888", style=Qt.PenStyle.DotLine)))
+        self.scatter_plot.plot(w.scatter_x, w.scatter_y, pen=None, symbol="o", symbolSize=3,
+                               symbolPen=None, symbolBrush=pg.mkBrush(52, 89, 143, 120))
+        lo = float(min(w.scatter_x.min(), w.scatter_y.min())) if w.scatter_x.size else 0.0
+        hi = float(max(w.scatter_x.max(), w.scatter_y.max())) if w.scatter_x.size else 1.0
+        self.scatter_plot.plot([lo, hi], [lo, hi], pen=pg.mkPen("#999", style=Qt.PenStyle.DashLine))
+        for y in (w.lo, w.hi):
+            if w.lo <= y <= w.hi and lo <= y <= hi:
+                self.scatter_plot.addItem(pg.InfiniteLine(pos=y, angle=0, pen=CLIP_PEN))
+
+    def _draw_weights(self) -> None:
+        for plot in (self.w_plot, self.ch_plot, self.bits_plot):
+            plot.clear()
+        data = self.data
+        if data is None:
+            return
+        kernels = [w for w in data.weights if w.channel_max is not None]
+        if not kernels:
+            self.w_plot.setTitle("Weights: this layer has none", size="9pt")
+            self.ch_plot.setTitle("Per-output-channel range: no kernel", size="9pt")
+            self.bits_plot.setTitle("Bits wasted per channel: no kernel", size="9pt")
+            return
+        k = kernels[0]
+        self.w_plot.setTitle(f"Weights: {k.name} {'×'.join(map(str, k.shape))}, p={k.position}, "
+                             f"SQNR {ls.fmt_db(k.sqnr_db)}", size="9pt")
+        self.w_plot.plot(k.hist.edges, self._counts(k.hist.counts), stepMode="center", fillLevel=0,
+                         brush=BAR_BRUSH, pen=pg.mkPen("#34598f"))
+        lo, hi = -128 * 2.0**-k.position, 127 * 2.0**-k.position
+        for x in (lo, hi):
+            self.w_plot.addItem(pg.InfiniteLine(pos=x, angle=90, pen=CLIP_PEN))
+        ch = np.arange(k.channel_max.size)
+        bars = pg.BarGraphItem(x=ch, y0=k.channel_min, height=k.channel_max - k.channel_min, width=0.8,
+                               brush=BAR_BRUSH, pen=pg.mkPen(None))
+        self.ch_plot.addItem(bars)
+        t = k.tensor_absmax
+        for y in (-t, t):
+            self.ch_plot.addItem(pg.InfiniteLine(pos=y, angle=0, pen=pg.mkPen("#ff7f0e", width=2)))
+        self.ch_plot.setTitle(f"Per-channel range (bars) vs per-tensor ±{t:.3g} (orange)", size="9pt")
+        wasted = np.where(np.isfinite(k.bits_wasted), k.bits_wasted, np.nan)
+        finite = wasted[np.isfinite(wasted)]
+        self.bits_plot.addItem(pg.BarGraphItem(x=ch, height=np.nan_to_num(wasted, nan=0.0), width=0.8,
+                                               brush=pg.mkBrush(214, 39, 40, 150), pen=pg.mkPen(None)))
+        worst = f"worst {finite.max():.1f}, median {np.median(finite):.1f}" if finite.size else ""
+        self.bits_plot.setTitle(f"Bits wasted per channel (log2 tensor max / channel max): {worst}", size="9pt")
+
+    def _show_notes(self) -> None:
+        data = self.data
+        if data is None or self.session is None:
+            return
+        layer = self.session.document.graph[data.name]
+        lines = []
+        if data.position is not None:
+            lines.append(f"<b>Position in use:</b> p = {data.position}, from {data.position_source}.")
+        other = ", ".join(f"{k.split(' (')[0]} p={v}" for k, v in data.method_positions.items())
+        if other:
+            lines.append(f"<b>Other methods</b> on these samples: {other} (percentile and KL are what-ifs; "
+                         "vai_q pof2s does not offer them).")
+        for w in data.weights:
+            lines.append(f"<b>{w.name}</b> {'×'.join(map(str, w.shape))}: p = {w.position} ({w.position_source}), "
+                         f"SQNR {ls.fmt_db(w.sqnr_db)}.")
+        notes = self.session.layer_notes(data.name)
+        if notes:
+            lines.append("<b>What the quantizer did to this layer:</b><ul>"
+                         + "".join(f"<li>{_html(n)}</li>" for n in notes) + "</ul>")
+        elif self.session.analysis is None:
+            lines.append("<i>Rewrites and constraint adjustments appear once the int8 emulation has run.</i>")
+        else:
+            lines.append("No rewrite or constraint adjustment touched this layer.")
+        if not layer.runnable:
+            lines.append(f"<b>Not runnable:</b> {_html(layer.note)}")
+        self.notes.setHtml("<br>".join(lines))
+
+    def _show_emulated(self) -> None:
+        if self.current is None or self.session is None:
+            return
+        analysis = self.session.analysis
+        if analysis is None:
+            self.emulated_label.setText("Emulated int8 model: <i>running…</i>" if self.session.document.has_activations
+                                        else "Emulated int8 model: <i>needs a capture</i>")
+            return
+        if not analysis.available:
+            self.emulated_label.setText(f"Emulated int8 model: <i>{_html(analysis.reason)}</i>")
+            return
+        res = self.session.layer_result(self.current)
+        if res is None:
+            self.emulated_label.setText("Emulated int8 model: no int8 tensor stands for this layer")
+            return
+        iso = getattr(res, "isolated", None)
+        acc = getattr(res, "accumulated", None)
+        parts = []
+        if iso is not None:
+            parts.append(f"isolated <b>{ls.fmt_db(iso.sqnr_db)}</b>")
+        if acc is not None:
+            parts.append(f"accumulated <b>{ls.fmt_db(acc.sqnr_db)}</b>")
+        self.emulated_label.setText("Emulated int8 model SQNR: " + ", ".join(parts))
+
+
+def _html(text: str) -> str:
+    return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def nan_to_none(v: float) -> float | None:
+    """NaN as None (for labels)."""
+    return None if v is None or math.isnan(v) else v

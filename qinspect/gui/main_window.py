@@ -1,0 +1,512 @@
+"""The inspector window: layer tree on the left, the selected layer and whole-model views on the right.
+
+The window owns the open :class:`~qinspect.gui.document.Document` and the analysis state
+(:class:`~qinspect.gui.session.Session`); every slow step (opening, emulating, capturing, importing,
+exporting) goes through a :class:`~qinspect.gui.worker.Channel` and every failure through the one
+:class:`~qinspect.gui.errors.ErrorHub`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDockWidget,
+    QFileDialog,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QStackedWidget,
+    QTabWidget,
+    QToolButton,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from qinspect.gui.app import DEFAULT_SIZE
+from qinspect.gui.document import Document, open_document
+from qinspect.gui.empty_state import EmptyState
+from qinspect.gui.errors import ErrorHub
+from qinspect.gui.graph_model import COL_METRIC, COL_NAME, LAYER_NAME_ROLE, GraphTreeModel, LayerFilterProxy
+from qinspect.gui.session import Session
+from qinspect.gui.settings import Settings
+from qinspect.gui.worker import Channel
+
+FILE_FILTER = "Captures and models (*.h5 *.hdf5 *.keras);;All files (*)"
+
+
+def demo_capture_path() -> str | None:
+    """The bundled demo capture, if it has been built (``make demo``)."""
+    here = Path(__file__).resolve()
+    for candidate in (
+        here.parents[2] / "resources" / "demo" / "demo_capture.h5",
+        here.parents[1] / "resources" / "demo" / "demo_capture.h5",
+    ):
+        if candidate.exists():
+            return str(candidate)
+    return None
+
+
+class MainWindow(QMainWindow):
+    """The qinspect inspector window."""
+
+    def __init__(self, settings_path: str | None = None) -> None:
+        super().__init__()
+        self.settings = Settings(settings_path)
+        self.errors = ErrorHub(self)
+        self.errors.install()
+        self.document: Document | None = None
+        self.session: Session | None = None
+        self.open_channel = Channel("open", self)
+        self.open_channel.finished.connect(self._on_opened)
+        self.open_channel.failed.connect(self._on_open_failed)
+        self._opening_path = ""
+
+        self.setWindowTitle("qinspect")
+        self.resize(*DEFAULT_SIZE)
+        self.setAcceptDrops(True)
+        self._build_tree_dock()
+        self._build_central()
+        self._build_status_bar()
+        self._build_menus()
+        self._restore_settings()
+        self._refresh_recent()
+        if self.settings.window_state() is None:
+            # Docks only take a size once the window is laid out.
+            QTimer.singleShot(0, lambda: self.resizeDocks([self.tree_dock], [600], Qt.Orientation.Horizontal))
+
+    # --- construction ------------------------------------------------------------------------------
+    def _build_tree_dock(self) -> None:
+        self.tree_model = GraphTreeModel()
+        self.proxy = LayerFilterProxy(self)
+        self.proxy.setSourceModel(self.tree_model)
+        self.tree = QTreeView()
+        self.tree.setObjectName("layerTree")
+        self.tree.setModel(self.proxy)
+        self.tree.setUniformRowHeights(True)
+        self.tree.setAlternatingRowColors(True)
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.tree.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.tree.setSortingEnabled(False)  # topological order is the meaningful one
+        header = self.tree.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.Interactive)
+        header.resizeSection(COL_NAME, 200)
+        for col, width in ((1, 130), (2, 110), (3, 70), (4, 60), (COL_METRIC, 75)):
+            header.resizeSection(col, width)
+        self.tree.selectionModel().currentChanged.connect(self._on_current_changed)
+        self.search = QLineEdit()
+        self.search.setObjectName("layerSearch")
+        self.search.setPlaceholderText("Filter layers by name or type (Ctrl+F)")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(self._on_search)
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.search)
+        layout.addWidget(self.tree)
+        self.tree_dock = QDockWidget("Layers", self)
+        self.tree_dock.setObjectName("layersDock")
+        self.tree_dock.setWidget(box)
+        self.tree_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                                   | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.tree_dock)
+
+    def _build_central(self) -> None:
+        from qinspect.gui.compare_view import CompareView
+        from qinspect.gui.dump_view import DumpView
+        from qinspect.gui.findings_view import FindingsView
+        from qinspect.gui.layer_panel import LayerPanel
+        from qinspect.gui.propagation_view import PropagationView
+
+        self.stack = QStackedWidget()
+        self.empty = EmptyState()
+        demo = demo_capture_path()
+        self.empty.set_demo(demo, "The demo capture is not built yet: run `make demo` (or `make run`).")
+        self.empty.open_requested.connect(self.open_dialog)
+        self.empty.demo_requested.connect(self.open_demo)
+        self.empty.recent_requested.connect(self.open_path)
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("viewTabs")
+        self.layer_panel = LayerPanel(self)
+        self.propagation = PropagationView(self)
+        self.compare = CompareView(self)
+        self.dump_view = DumpView(self)
+        self.findings = FindingsView(self)
+        self.tabs.addTab(self.layer_panel, "Layer")
+        self.tabs.addTab(self.propagation, "Error propagation")
+        self.tabs.addTab(self.findings, "Findings")
+        self.tabs.addTab(self.compare, "Calibration vs evaluation")
+        self.tabs.addTab(self.dump_view, "Vitis dump")
+        for view in (self.propagation, self.compare, self.dump_view, self.findings):
+            view.layer_clicked.connect(self.select_layer)
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(self.tabs)
+        self.setCentralWidget(self.stack)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.status_label = QLabel("")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setTextVisible(True)
+        self.progress.hide()
+        self.cancel_button = QToolButton()
+        self.cancel_button.setText("Cancel")
+        self.cancel_button.hide()
+        self.cancel_button.clicked.connect(self._cancel_background)
+        bar.addWidget(self.status_label, 1)
+        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.cancel_button)
+        self._progress_channel: Channel | None = None
+
+    def _build_menus(self) -> None:
+        menu = self.menuBar().addMenu("&File")
+        act = menu.addAction("&Open…", self.open_dialog)
+        act.setShortcut(QKeySequence.StandardKey.Open)
+        self.recent_menu = menu.addMenu("Open &recent")
+        menu.addAction("Open the &demo capture", self.open_demo).setEnabled(demo_capture_path() is not None)
+        menu.addSeparator()
+        self.capture_action = menu.addAction("&Capture activations…", self.capture_dialog)
+        self.eval_action = menu.addAction("Compare with an &evaluation capture…", self.open_eval_dialog)
+        self.quantized_action = menu.addAction("Import Vitis &quantized.h5…", self.import_quantized_dialog)
+        self.dump_action = menu.addAction("Import Vitis dump_&results folder…", self.import_dump_dialog)
+        menu.addSeparator()
+        self.export_layer_action = menu.addAction("Export &layer report…", lambda: self.export_dialog(True))
+        self.export_model_action = menu.addAction("Export &model report…", lambda: self.export_dialog(False))
+        menu.addSeparator()
+        act = menu.addAction("&Quit", self.close)
+        act.setShortcut(QKeySequence.StandardKey.Quit)
+
+        view = self.menuBar().addMenu("&View")
+        metric_menu = view.addMenu("Error &metric")
+        self.metric_group = QActionGroup(self)
+        self.metric_actions: dict[str, QAction] = {}
+        for key, label in (("sqnr", "SQNR (dB)"), ("mse", "MSE"), ("cosine", "Cosine similarity")):
+            act = metric_menu.addAction(label)
+            act.setCheckable(True)
+            act.triggered.connect(lambda _=False, k=key: self.set_metric(k))
+            self.metric_group.addAction(act)
+            self.metric_actions[key] = act
+        self.metric_actions[self.settings.metric()].setChecked(True)
+        view.addAction(self.tree_dock.toggleViewAction())
+        find = view.addAction("&Find layer", lambda: (self.search.setFocus(), self.search.selectAll()))
+        find.setShortcut(QKeySequence.StandardKey.Find)
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction("&About qinspect", self._about)
+        self._update_actions()
+
+    def _restore_settings(self) -> None:
+        geometry = self.settings.window_geometry()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        state = self.settings.window_state()
+        if state is not None:
+            self.restoreState(state)
+
+    # --- state -------------------------------------------------------------------------------------
+    @property
+    def metric(self) -> str:
+        """The chosen error metric ("sqnr", "mse", "cosine")."""
+        return self.settings.metric()
+
+    def set_metric(self, metric: str) -> None:
+        """Choose the metric shown in the tree and the propagation plot (persisted)."""
+        self.settings.set_metric(metric)
+        self.metric_actions[metric].setChecked(True)
+        self.propagation.set_metric(metric)
+        self._update_tree_metric()
+
+    def _update_actions(self) -> None:
+        doc = self.document
+        self.capture_action.setEnabled(doc is not None and doc.kind == "model")
+        for act in (self.eval_action, self.dump_action, self.quantized_action):
+            act.setEnabled(doc is not None and doc.has_activations)
+        self.export_layer_action.setEnabled(doc is not None and self.current_layer() is not None)
+        self.export_model_action.setEnabled(doc is not None)
+
+    def _refresh_recent(self) -> None:
+        files = self.settings.recent_files()
+        self.recent_menu.clear()
+        for path in files:
+            self.recent_menu.addAction(path, lambda p=path: self.open_path(p))
+        if files:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear the list", self._clear_recent)
+        self.recent_menu.setEnabled(bool(files))
+        self.empty.set_recent(files)
+
+    def _clear_recent(self) -> None:
+        self.settings.clear_recent_files()
+        self._refresh_recent()
+
+    def set_status(self, text: str) -> None:
+        """Show ``text`` in the status bar."""
+        self.status_label.setText(text)
+
+    # --- opening -----------------------------------------------------------------------------------
+    def open_dialog(self) -> None:
+        """File > Open."""
+        path, _ = QFileDialog.getOpenFileName(self, "Open a capture or a model", self.settings.last_folder(),
+                                              FILE_FILTER)
+        if path:
+            self.open_path(path)
+
+    def open_demo(self) -> None:
+        """Open the bundled demo capture."""
+        path = demo_capture_path()
+        if path is None:
+            self.errors.report(FileNotFoundError("the demo capture is not built: run `make demo`"), "",
+                               "Opening the demo")
+            return
+        self.open_path(path)
+
+    def open_path(self, path: str) -> None:
+        """Open a capture or a model in the background; the current document stays until it succeeds."""
+        self._opening_path = os.fspath(path)
+        self.set_status(f"Opening {path}…")
+        self.open_channel.submit(lambda token, p: open_document(p), self._opening_path)
+
+    def _on_opened(self, _rid: int, doc: Document) -> None:
+        self.set_document(doc)
+        self.settings.add_recent_file(doc.path)
+        self._refresh_recent()
+
+    def _on_open_failed(self, _rid: int, exc: BaseException, tb: str) -> None:
+        self.set_status(f"Could not open {self._opening_path}")
+        self.errors.report(exc, tb, f"Opening {os.path.basename(self._opening_path)}")
+
+    def set_document(self, doc: Document) -> None:
+        """Show ``doc``: fill the tree, reset the views, start the model-wide analysis."""
+        if self.session is not None:
+            self.session.shutdown()
+        if self.document is not None:
+            self.document.close()
+        self.document = doc
+        self.session = Session(doc, self)
+        self.session.positions_changed.connect(self._on_positions_changed)
+        self.session.results_changed.connect(self._on_results_changed)
+        self.session.findings_changed.connect(self._on_findings_changed)
+        self.session.status.connect(self.set_status)
+        self.session.failed.connect(lambda exc, tb, what: self.errors.report(exc, tb, what))
+        self.session.busy.connect(self._on_session_busy)
+        self.tree_model.set_graph(doc.graph)
+        self.search.clear()
+        self.tree.expandToDepth(0)
+        self.stack.setCurrentWidget(self.tabs)
+        self.setWindowTitle(f"{doc.name} — qinspect")
+        self.set_status(doc.summary())
+        self.layer_panel.set_session(self.session)
+        self.propagation.set_session(self.session, self.metric)
+        self.compare.set_session(self.session)
+        self.dump_view.set_session(self.session)
+        self.findings.set_session(self.session)
+        self._update_actions()
+        self.session.start()
+        # Select the first layer with activations, so the panel shows something useful at once.
+        first = doc.activation_layers[1] if len(doc.activation_layers) > 1 else (
+            doc.activation_layers[0] if doc.activation_layers else None)
+        if first is not None:
+            self.select_layer(first)
+        if doc.kind == "model":
+            QTimer.singleShot(0, self._offer_capture)
+
+    def _offer_capture(self) -> None:
+        box = QMessageBox(self)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("qinspect: capture activations?")
+        box.setText("This model has no captured activations yet.")
+        box.setInformativeText("Run it on calibration data (a .npy array or a folder of images) to inspect "
+                               "every layer? The graph and the weights can be browsed meanwhile.")
+        box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+        box.button(QMessageBox.StandardButton.Yes).setText("Capture…")
+        box.button(QMessageBox.StandardButton.No).setText("Not now")
+        box.finished.connect(lambda code: self.capture_dialog() if code == QMessageBox.StandardButton.Yes else None)
+        self._capture_offer = box
+        box.open()
+
+    # --- selection ---------------------------------------------------------------------------------
+    def current_layer(self) -> str | None:
+        """The selected layer's name, if any."""
+        idx = self.tree.currentIndex()
+        return idx.data(LAYER_NAME_ROLE) if idx.isValid() else None
+
+    def select_layer(self, name: str) -> None:
+        """Select ``name`` in the tree (clearing a search that hides it) and show it in the Layer tab."""
+        src = self.tree_model.index_of(name)
+        if not src.isValid():
+            return
+        idx = self.proxy.mapFromSource(src)
+        if not idx.isValid():
+            self.search.clear()
+            idx = self.proxy.mapFromSource(src)
+        parent = idx.parent()
+        while parent.isValid():
+            self.tree.expand(parent)
+            parent = parent.parent()
+        self.tree.selectionModel().setCurrentIndex(
+            idx, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        self.tree.scrollTo(idx)
+        self.tabs.setCurrentWidget(self.layer_panel)
+
+    def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        name = current.data(LAYER_NAME_ROLE) if current.isValid() else None
+        self._update_actions()
+        if name is not None:
+            self.layer_panel.show_layer(name)
+
+    def _on_search(self, text: str) -> None:
+        self.proxy.set_search(text)
+        if text:
+            self.tree.expandAll()
+
+    # --- model-wide results ------------------------------------------------------------------------
+    def _on_positions_changed(self) -> None:
+        self.layer_panel.refresh()
+
+    def _on_results_changed(self) -> None:
+        self._update_tree_metric()
+        session = self.session
+        if session is not None and session.placement:
+            self.tree_model.set_placement(session.placement, session.placement_notes)
+        self.propagation.refresh()
+        self.layer_panel.refresh_emulated()
+
+    def _on_findings_changed(self) -> None:
+        if self.session is not None:
+            self.tree_model.set_badges(self.session.finding_badges())
+        self.findings.refresh()
+
+    def _update_tree_metric(self) -> None:
+        if self.session is None:
+            return
+        values = self.session.metric_values(self.metric, accumulated=True)
+        if values:
+            self.tree_model.set_metric(values, self.metric)
+
+    def _on_session_busy(self, channel: object, text: str) -> None:
+        """Show a background job's progress in the status bar, with a cancel button."""
+        if channel is None:
+            self._progress_channel = None
+            self.progress.hide()
+            self.cancel_button.hide()
+            return
+        self._progress_channel = channel
+        self.progress.setRange(0, 0)
+        self.progress.setFormat(text)
+        self.progress.show()
+        self.cancel_button.show()
+
+    def show_progress(self, done: int, total: int, text: str) -> None:
+        """Progress of the running background job."""
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"{text} %p%" if text else "%p%")
+
+    def _cancel_background(self) -> None:
+        if self.session is not None:
+            self.session.cancel_background()
+
+    # --- other file actions ------------------------------------------------------------------------
+    def _dialog_file(self, title: str, filt: str) -> str:
+        path, _ = QFileDialog.getOpenFileName(self, title, self.settings.last_folder(), filt)
+        if path:
+            self.settings.set_last_folder(os.path.dirname(path))
+        return path
+
+    def capture_dialog(self) -> None:
+        """Capture activations for the open model (a .npy array or an image folder)."""
+        if self.document is None or self.document.kind != "model":
+            return
+        from qinspect.gui.capture_dialog import CaptureDialog
+
+        dialog = CaptureDialog(self.document.path, self.settings, self.errors, self)
+        dialog.captured.connect(self.open_path)
+        self._capture_dialog = dialog
+        dialog.open()
+
+    def open_eval_dialog(self) -> None:
+        """Open a second capture (evaluation data) to compare with the calibration one."""
+        path = self._dialog_file("Open an evaluation capture", FILE_FILTER)
+        if path and self.session is not None:
+            self.tabs.setCurrentWidget(self.compare)
+            self.session.load_eval_capture(path)
+
+    def import_quantized_dialog(self) -> None:
+        """Use the positions of a Vitis quantized.h5."""
+        path = self._dialog_file("Import a Vitis quantized.h5", "Keras HDF5 (*.h5);;All files (*)")
+        if path and self.session is not None:
+            self.session.import_quantized(path)
+
+    def import_dump_dialog(self) -> None:
+        """Compare a Vitis dump_results folder with the emulator."""
+        folder = QFileDialog.getExistingDirectory(self, "Import a Vitis dump_results folder",
+                                                  self.settings.last_folder())
+        if folder and self.session is not None:
+            self.settings.set_last_folder(os.path.dirname(folder))
+            self.tabs.setCurrentWidget(self.dump_view)
+            self.session.import_dump(folder)
+
+    def export_dialog(self, layer_only: bool) -> None:
+        """Export the selected layer or the whole model as an HTML + JSON + CSV report folder."""
+        if self.session is None:
+            return
+        layer = self.current_layer() if layer_only else None
+        stem = Path(self.document.path).stem if self.document else "model"
+        tail = f"-{layer.replace('/', '_')}" if layer else ""
+        suggestion = os.path.join(self.settings.last_folder(), f"{stem}-report{tail}")
+        folder, _ = QFileDialog.getSaveFileName(self, "Export report to a new folder", suggestion,
+                                                "Report folder (*)")
+        if folder:
+            self.export_report(folder, layer)
+
+    def export_report(self, folder: str, layer: str | None) -> None:
+        """Write the report in the background (see :meth:`Session.export_report`)."""
+        if self.session is not None:
+            self.session.export_report(folder, layer)
+
+    def _about(self) -> None:
+        from qinspect import __version__
+
+        QMessageBox.about(self, "About qinspect",
+                          f"<b>qinspect {__version__}</b><br>Where and why int8 (Xilinx DPU, Vitis AI pof2s) "
+                          "quantization hurts a Keras model.")
+
+    # --- drag and drop -----------------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.open_path(paths[0])
+
+    # --- shutdown ----------------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.settings.set_window(self.saveGeometry(), self.saveState())
+        self.settings.sync()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Cancel background work and close files (after the event loop ends, or in tests)."""
+        self.open_channel.cancel()
+        if self.session is not None:
+            self.session.shutdown()
+        self.layer_panel.shutdown()
+        from qinspect.gui.worker import shared_pool
+
+        shared_pool().waitForDone(5000)
+        if self.document is not None:
+            self.document.close()
+        self.errors.uninstall()

@@ -1,0 +1,136 @@
+"""Error propagation over the whole model: isolated and accumulated error along the layers.
+
+x is the layer's place in topological order; y the chosen metric (SQNR in dB by default, MSE or
+cosine). *Isolated*: the layer fed the quantized float reference, so only its own quantization counts.
+*Accumulated*: the whole int8 pipeline from the model input. A point where the accumulated curve
+drops far more than the isolated one is where error grows. Clicking a point selects the layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from qinspect.gui.session import metric_of
+
+METRICS = {"sqnr": "SQNR (dB)", "mse": "MSE", "cosine": "cosine similarity"}
+
+
+class PropagationView(QWidget):
+    """Per-layer isolated / accumulated error, in topological order."""
+
+    layer_clicked = Signal(str)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.session = None
+        self.layers: list[str] = []
+        layout = QVBoxLayout(self)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Metric:"))
+        self.metric_box = QComboBox()
+        self.metric_box.setObjectName("metricCombo")
+        for key, label in METRICS.items():
+            self.metric_box.addItem(label, key)
+        self.metric_box.currentIndexChanged.connect(self._on_metric_box)
+        row.addWidget(self.metric_box)
+        self.info = QLabel("")
+        self.info.setStyleSheet("color: #555;")
+        row.addWidget(self.info, 1)
+        layout.addLayout(row)
+        self.plot = pg.PlotWidget()
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.plot.addLegend(offset=(-10, 10))
+        self.plot.setLabel("bottom", "layer (topological order)")
+        layout.addWidget(self.plot, 1)
+        self._metric = "sqnr"
+
+    def set_session(self, session, metric: str) -> None:
+        """A new document."""
+        self.session = session
+        self.set_metric(metric)
+
+    def set_metric(self, metric: str) -> None:
+        """Choose the metric (also offered in View > Error metric)."""
+        self._metric = metric
+        idx = self.metric_box.findData(metric)
+        if idx >= 0 and idx != self.metric_box.currentIndex():
+            self.metric_box.blockSignals(True)
+            self.metric_box.setCurrentIndex(idx)
+            self.metric_box.blockSignals(False)
+        self.refresh()
+
+    def _on_metric_box(self, _index: int) -> None:
+        metric = self.metric_box.currentData()
+        window = self.window()
+        if hasattr(window, "set_metric"):
+            window.set_metric(metric)  # persists and updates the tree too
+        else:
+            self.set_metric(metric)
+
+    def series(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Layers with results, in topological order, and their isolated / accumulated metric."""
+        if self.session is None or self.session.analysis is None:
+            return [], np.zeros(0), np.zeros(0)
+        iso = self.session.analysis.layer_stats(accumulated=False)
+        acc = self.session.analysis.layer_stats(accumulated=True)
+        names = [layer.name for layer in self.session.document.graph.leaves() if layer.name in acc or layer.name in iso]
+        # Several float layers can map to one emulator node (conv + its folded BN): keep the last.
+        seen: dict[int, str] = {}
+        for n in names:
+            seen[id(acc.get(n) or iso.get(n))] = n
+        names = [n for n in names if seen[id(acc.get(n) or iso.get(n))] == n]
+
+        def values(table: dict) -> np.ndarray:
+            return np.array([_finite(metric_of(table.get(n), self._metric)) for n in names], dtype=np.float64)
+
+        return names, values(iso), values(acc)
+
+    def refresh(self) -> None:
+        """Redraw from the session's results."""
+        self.plot.clear()
+        if self.plot.plotItem.legend is not None:
+            self.plot.plotItem.legend.clear()
+        names, iso, acc = self.series()
+        self.layers = names
+        self.plot.setLabel("left", METRICS[self._metric])
+        if not names:
+            why = "" if self.session is None or self.session.analysis is None else self.session.analysis.summary()
+            self.info.setText(why or "Runs once a capture is open and the int8 emulation has finished.")
+            return
+        x = np.arange(len(names))
+        for y, colour, label in ((iso, "#1f77b4", "isolated"), (acc, "#d62728", "accumulated")):
+            ok = np.isfinite(y)
+            self.plot.plot(x[ok], y[ok], pen=pg.mkPen(colour, width=2), name=label)
+            scatter = pg.ScatterPlotItem(x=x[ok], y=y[ok], data=[names[i] for i in np.flatnonzero(ok)], size=9,
+                                         brush=pg.mkBrush(colour), pen=pg.mkPen("w"), hoverable=True,
+                                         tip=lambda x, y, data: f"{data}\n{y:.4g}")
+            scatter.sigClicked.connect(self._on_click)
+            self.plot.addItem(scatter)
+        axis = self.plot.getAxis("bottom")
+        step = max(1, len(names) // 12)
+        axis.setTicks([[(i, names[i].rsplit("/", 1)[-1]) for i in range(0, len(names), step)],
+                       [(i, "") for i in range(len(names))]])
+        worst = int(np.nanargmin(acc)) if self._metric != "mse" and np.isfinite(acc).any() else None
+        if self._metric == "mse" and np.isfinite(acc).any():
+            worst = int(np.nanargmax(acc))
+        extra = f"; worst accumulated: {names[worst]}" if worst is not None else ""
+        self.info.setText(f"{len(names)} layers{extra}. Click a point to inspect the layer.")
+
+    def _on_click(self, _item, points, _ev=None) -> None:
+        if len(points):
+            name = points[0].data()
+            if name:
+                self.layer_clicked.emit(str(name))
+
+
+def _finite(v: float | None) -> float:
+    if v is None:
+        return math.nan
+    if math.isinf(v):
+        return 120.0 if v > 0 else -20.0  # an exact layer (+inf dB) drawn at the top of the scale
+    return v

@@ -1,0 +1,212 @@
+"""Model-wide analysis state of the open document, and the background jobs that fill it.
+
+The :class:`Session` is the one place that talks to the emulator, the Vitis importers, the capture
+comparison and the report writer. Widgets read its plain attributes and listen to its signals; each
+job runs on its own :class:`~qinspect.gui.worker.Channel`, so a newer request of the same kind
+replaces an older one and failures go to the window's error hub (``failed`` signal).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from qinspect.gui import emulation
+from qinspect.gui.document import Document
+from qinspect.gui.worker import Channel
+
+
+class Session(QObject):
+    """Analysis of one open document."""
+
+    positions_changed = Signal()
+    results_changed = Signal()
+    findings_changed = Signal()
+    coverage_changed = Signal()
+    dump_changed = Signal()
+    exported = Signal(str)
+    status = Signal(str)
+    failed = Signal(object, str, str)  # exception, traceback, what was being done
+    busy = Signal(object, str)  # the channel running a long job (None when idle), its description
+    progress = Signal(int, int, str)
+
+    def __init__(self, document: Document, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.document = document
+        self.analysis: emulation.Analysis | None = None  # emulator positions and per-layer results
+        self.placement: dict[str, str] = {}
+        self.placement_notes: dict[str, str] = {}
+        self.coverage: Any = None  # compare_job.Coverage
+        self.dump: Any = None  # dump comparison rows
+        self.findings: list[Any] = []
+        self.channels: dict[str, Channel] = {}
+        for name in ("emulate", "coverage", "dump", "export", "findings"):
+            channel = Channel(name, self)
+            channel.failed.connect(lambda _rid, exc, tb, n=name: self._on_failed(n, exc, tb))
+            channel.progress.connect(lambda _rid, d, t, text: self.progress.emit(d, t, text))
+            channel.idle.connect(lambda n=name: self._on_idle(n))
+            self.channels[name] = channel
+        self.channels["emulate"].finished.connect(self._on_emulated)
+        self.channels["coverage"].finished.connect(self._on_coverage)
+        self.channels["dump"].finished.connect(self._on_dump)
+        self.channels["export"].finished.connect(self._on_exported)
+        self.channels["findings"].finished.connect(self._on_findings)
+        self._long: str | None = None
+
+    _WHAT = {
+        "emulate": "Emulating the int8 model",
+        "coverage": "Comparing captures",
+        "dump": "Comparing the Vitis dump",
+        "export": "Writing the report",
+        "findings": "Diagnosing",
+    }
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the model-wide analysis (emulation over the capture) in the background."""
+        if self.document.has_activations:
+            self._run("emulate", emulation.emulate_capture, self.document, None)
+
+    def shutdown(self) -> None:
+        """Cancel every job of this session."""
+        for channel in self.channels.values():
+            channel.cancel()
+
+    def cancel_background(self) -> None:
+        """Cancel the long job shown in the status bar."""
+        if self._long is not None:
+            self.channels[self._long].cancel()
+            self.status.emit(f"{self._WHAT[self._long]}: cancelled")
+
+    def _run(self, name: str, fn, *args: Any) -> int:
+        self._long = name
+        self.busy.emit(self.channels[name], self._WHAT[name])
+        self.status.emit(self._WHAT[name] + "…")
+        return self.channels[name].submit(fn, *args)
+
+    def _on_idle(self, name: str) -> None:
+        if self._long == name:
+            self._long = None
+            busy = [n for n, c in self.channels.items() if c.busy]
+            if busy:
+                self._long = busy[0]
+                self.busy.emit(self.channels[busy[0]], self._WHAT[busy[0]])
+            else:
+                self.busy.emit(None, "")
+
+    def _on_failed(self, name: str, exc: BaseException, tb: str) -> None:
+        self.status.emit(f"{self._WHAT[name]}: failed")
+        self.failed.emit(exc, tb, self._WHAT[name])
+
+    # --- emulation ---------------------------------------------------------------------------------
+    def _on_emulated(self, _rid: int, analysis: emulation.Analysis) -> None:
+        self.analysis = analysis
+        self.placement = analysis.placement()
+        self.placement_notes = analysis.placement_notes()
+        self.status.emit(analysis.summary())
+        self.positions_changed.emit()
+        self.results_changed.emit()
+        if self.document.has_activations and analysis.available:
+            self._run("findings", emulation.diagnose_job, self.document, analysis, self.coverage_eval_path())
+
+    def import_quantized(self, path: str) -> None:
+        """Use the positions (and folded weights) of a Vitis quantized.h5, then re-emulate."""
+        self._run("emulate", emulation.emulate_capture, self.document, os.fspath(path))
+
+    def activation_position(self, layer: str) -> tuple[int | None, str]:
+        """The position the int8 model uses for a float layer's output, and where it comes from."""
+        if self.analysis is None:
+            return None, ""
+        return self.analysis.activation_position(layer)
+
+    def weight_positions(self, layer: str) -> tuple[dict[str, int], str]:
+        """Positions of a layer's weights (short name -> position) and their source."""
+        if self.analysis is None:
+            return {}, ""
+        return self.analysis.weight_positions(layer)
+
+    def layer_notes(self, layer: str) -> list[str]:
+        """The rewrites and constraint adjustments that touched ``layer``, in words."""
+        return self.analysis.notes(layer) if self.analysis is not None else []
+
+    def layer_result(self, layer: str) -> Any:
+        """The emulator's per-layer result (isolated/accumulated ErrorStats), if computed."""
+        return self.analysis.result(layer) if self.analysis is not None else None
+
+    def metric_values(self, metric: str, accumulated: bool = True) -> dict[str, float]:
+        """Per float layer, the chosen metric of the emulated output (empty before emulation)."""
+        if self.analysis is None:
+            return {}
+        out = {}
+        for layer, stats in self.analysis.layer_stats(accumulated).items():
+            value = metric_of(stats, metric)
+            if value is not None:
+                out[layer] = value
+        return out
+
+    # --- evaluation capture ------------------------------------------------------------------------
+    def load_eval_capture(self, path: str) -> None:
+        """Compare an evaluation capture with the calibration capture (range coverage per layer)."""
+        from qinspect.gui.compare_job import coverage_job
+
+        self._eval_path = os.fspath(path)
+        self._run("coverage", coverage_job, self.document, self._eval_path, self.analysis)
+
+    def coverage_eval_path(self) -> str | None:
+        """The evaluation capture compared, if any."""
+        return getattr(self, "_eval_path", None)
+
+    def _on_coverage(self, _rid: int, coverage: Any) -> None:
+        self.coverage = coverage
+        self.status.emit(coverage.summary())
+        self.coverage_changed.emit()
+
+    # --- Vitis dump --------------------------------------------------------------------------------
+    def import_dump(self, folder: str) -> None:
+        """Compare a Vitis dump_results folder with the emulator (needs a quantized.h5 imported)."""
+        quantized = self.analysis.quantized_path if self.analysis is not None else None
+        self._run("dump", emulation.dump_job, os.fspath(folder), quantized)
+
+    def _on_dump(self, _rid: int, rows: Any) -> None:
+        self.dump = rows
+        self.dump_changed.emit()
+        self.status.emit(rows.summary())
+
+    # --- findings ----------------------------------------------------------------------------------
+    def _on_findings(self, _rid: int, findings: list[Any]) -> None:
+        self.findings = list(findings or [])
+        self.status.emit(f"{len(self.findings)} findings" if self.findings else "No findings")
+        self.findings_changed.emit()
+
+    def finding_badges(self) -> dict[str, tuple[str, str]]:
+        """Per layer, the badge of its worst finding (text, tooltip)."""
+        badges: dict[str, tuple[str, str]] = {}
+        for f in sorted(self.findings, key=lambda f: -float(getattr(f, "severity", 0.0) or 0.0)):
+            layer = getattr(f, "layer", None)
+            if layer and layer not in badges:
+                sev = float(getattr(f, "severity", 0.0) or 0.0)
+                mark = "⚠" if sev >= 1.0 else "•"
+                badges[layer] = (mark, f"{getattr(f, 'kind', '')}: {sev:.1f} dB estimated cost")
+        return badges
+
+    # --- export ------------------------------------------------------------------------------------
+    def export_report(self, folder: str, layer: str | None) -> None:
+        """Write an HTML + JSON + CSV report for the model or one layer (see qinspect.report)."""
+        self._run("export", emulation.export_job, self.document, self.analysis, os.fspath(folder), layer,
+                  self.coverage_eval_path())
+
+    def _on_exported(self, _rid: int, path: str) -> None:
+        self.status.emit(f"Report written: {path}")
+        self.exported.emit(str(path))
+
+
+def metric_of(stats: Any, metric: str) -> float | None:
+    """The chosen metric of an ErrorStats (None when it has seen nothing)."""
+    if stats is None or not getattr(stats, "n", 0):
+        return None
+    value = {"sqnr": stats.sqnr_db, "mse": stats.mse, "cosine": stats.cosine}[metric]
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+

@@ -1,0 +1,188 @@
+"""The one way the GUI runs work off the UI thread: a request channel where the latest request wins.
+
+A :class:`Channel` owns a sequence of requests. ``submit(fn, *args)`` cancels the previous request's
+:class:`CancelToken`, gives the new one a fresh id and runs ``fn(token, *args)`` in a small
+``QRunnable`` on a ``QThreadPool``. Results, progress and errors come back as Qt signals carrying the
+request id, and the channel drops every signal whose id is not the current one: a slow, superseded
+request can never paint over a newer one (clicking quickly through layers never shows a stale layer).
+
+Cancellation is cooperative (Python threads cannot be killed): ``fn`` calls ``token.check()`` between
+steps, which raises :class:`Cancelled` once a newer request exists, so superseded work stops early and
+the pool stays free for the request that matters.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+
+class Cancelled(Exception):  # noqa: N818 - a signal, not an error
+    """Raised inside a worker function by :meth:`CancelToken.check` once its request is superseded."""
+
+
+class CancelToken:
+    """Handed to every worker function: cancellation flag plus progress/partial-result reporting."""
+
+    def __init__(self, request_id: int, signals: _TaskSignals | None = None) -> None:
+        self.request_id = request_id
+        self._event = threading.Event()
+        self._signals = signals
+
+    def cancel(self) -> None:
+        """Mark the request superseded (called from the UI thread)."""
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once a newer request was submitted or the channel was cancelled."""
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` if the request is superseded; call it between steps of long work."""
+        if self._event.is_set():
+            raise Cancelled()
+
+    def progress(self, done: int, total: int, text: str = "") -> None:
+        """Report progress (``done`` of ``total`` steps); raises :class:`Cancelled` when superseded."""
+        self.check()
+        if self._signals is not None:
+            self._signals.progress.emit(self.request_id, int(done), int(total), text)
+
+    def partial(self, result: Any) -> None:
+        """Hand an intermediate result to the UI (for example a first plot from a few samples)."""
+        self.check()
+        if self._signals is not None:
+            self._signals.partial.emit(self.request_id, result)
+
+
+class _TaskSignals(QObject):
+    # Emitted from the worker thread; the receiving Channel lives in the UI thread, so Qt queues them.
+    progress = Signal(int, int, int, str)
+    partial = Signal(int, object)
+    finished = Signal(int, object)
+    failed = Signal(int, object, str)
+    cancelled = Signal(int)
+
+
+class _Task(QRunnable):
+    def __init__(self, fn: Callable[..., Any], token: CancelToken, args: tuple, kwargs: dict) -> None:
+        super().__init__()
+        self.setAutoDelete(True)
+        self.fn, self.token, self.args, self.kwargs = fn, token, args, kwargs
+        self.signals = token._signals
+
+    def run(self) -> None:  # runs in a pool thread
+        rid = self.token.request_id
+        try:
+            if self.token.cancelled:
+                raise Cancelled()
+            result = self.fn(self.token, *self.args, **self.kwargs)
+        except Cancelled:
+            self.signals.cancelled.emit(rid)
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the error hub
+            self.signals.failed.emit(rid, exc, traceback.format_exc())
+        else:
+            self.signals.finished.emit(rid, result)
+
+
+def shared_pool() -> QThreadPool:
+    """The pool every channel uses. At least three threads, so a long job (a capture, a whole-model
+    propagation) never queues the layer the user just clicked behind it."""
+    pool = QThreadPool.globalInstance()
+    if pool.maxThreadCount() < 3:
+        pool.setMaxThreadCount(3)
+    return pool
+
+
+class Channel(QObject):
+    """A stream of requests of one kind (layer analysis, propagation, capture...): the latest wins.
+
+    Signals carry the request id; only the current request's signals are re-emitted. ``busy`` is True
+    while the current request runs.
+    """
+
+    started = Signal(int)
+    progress = Signal(int, int, int, str)
+    partial = Signal(int, object)
+    finished = Signal(int, object)
+    failed = Signal(int, object, str)
+    idle = Signal()
+
+    def __init__(self, name: str, parent: QObject | None = None, pool: QThreadPool | None = None) -> None:
+        super().__init__(parent)
+        self.name = name
+        self._pool = pool or shared_pool()
+        self._next_id = 0
+        self._current: CancelToken | None = None
+        # Signal objects of in-flight tasks, kept alive until their last queued signal is delivered.
+        self._inflight: dict[int, _TaskSignals] = {}
+
+    @property
+    def current_id(self) -> int:
+        """The id of the latest request (0 before any)."""
+        return self._current.request_id if self._current else 0
+
+    @property
+    def busy(self) -> bool:
+        """True while the latest request has not finished, failed or been cancelled."""
+        return self._current is not None and self._current.request_id in self._inflight
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+        """Cancel the previous request and run ``fn(token, *args, **kwargs)`` in the pool; return its id."""
+        self.cancel()
+        self._next_id += 1
+        rid = self._next_id
+        signals = _TaskSignals()
+        signals.progress.connect(self._on_progress)
+        signals.partial.connect(self._on_partial)
+        signals.finished.connect(self._on_finished)
+        signals.failed.connect(self._on_failed)
+        signals.cancelled.connect(self._on_cancelled)
+        token = CancelToken(rid, signals)
+        self._current = token
+        self._inflight[rid] = signals
+        self.started.emit(rid)
+        self._pool.start(_Task(fn, token, args, kwargs))
+        return rid
+
+    def cancel(self) -> None:
+        """Cancel the current request (its late signals are ignored)."""
+        if self._current is not None:
+            was_busy = self.busy
+            self._current.cancel()
+            if was_busy:
+                self.idle.emit()
+
+    def _is_current(self, rid: int) -> bool:
+        return self._current is not None and rid == self._current.request_id and not self._current.cancelled
+
+    def _on_progress(self, rid: int, done: int, total: int, text: str) -> None:
+        if self._is_current(rid):
+            self.progress.emit(rid, done, total, text)
+
+    def _on_partial(self, rid: int, result: object) -> None:
+        if self._is_current(rid):
+            self.partial.emit(rid, result)
+
+    def _done(self, rid: int) -> bool:
+        current = self._is_current(rid)
+        self._inflight.pop(rid, None)
+        return current
+
+    def _on_finished(self, rid: int, result: object) -> None:
+        if self._done(rid):
+            self.finished.emit(rid, result)
+            self.idle.emit()
+
+    def _on_failed(self, rid: int, exc: object, tb: str) -> None:
+        if self._done(rid):
+            self.failed.emit(rid, exc, tb)
+            self.idle.emit()
+
+    def _on_cancelled(self, rid: int) -> None:
+        self._inflight.pop(rid, None)
