@@ -1,0 +1,171 @@
+"""Keras config -> ModelGraph and shape inference, checked against what Keras itself reports."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import h5py
+import pytest
+from io_keras_fixtures import zoo_case
+
+from qinspect.io.keras_config import ConfigError, graph_from_config, snake_case
+from qinspect.io.shapes import broadcast, conv_length, deconv_length, infer_output_shape
+
+
+def _config_of(path) -> dict:
+    if str(path).endswith(".keras"):
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read("config.json"))
+    with h5py.File(path, "r") as f:
+        return json.loads(f.attrs["model_config"])
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("generation", ["keras2", "keras3"])
+def test_inferred_shapes_equal_keras_for_every_zoo_layer(generation):
+    """Shapes computed from the config alone (no stored hints) equal Keras' layer.output.shape."""
+    case = zoo_case(generation)
+    graph = graph_from_config(_config_of(case.paths["model"]), use_hints=False)
+    checked = 0
+    for name, truth in case.truth.items():
+        assert graph[name].output_shape == truth["shape"], name
+        checked += 1
+    assert checked == len(graph.leaves()) == 39
+
+
+def test_conv_length_matches_hand_worked_values():
+    # valid: floor((n - k) / s) + 1 ; same: ceil(n / s)
+    assert conv_length(23, 3, 2, "valid") == 11
+    assert conv_length(23, 3, 2, "same") == 12
+    assert conv_length(19, 5, 1, "valid") == 15
+    assert conv_length(10, 3, 1, "valid", dilation=2) == 6  # effective kernel 5
+    assert conv_length(None, 3, 1, "same") is None
+    # transposed: valid n*s + max(k - s, 0); same n*s
+    assert deconv_length(5, 3, 2, "valid", None) == 11
+    assert deconv_length(5, 4, 2, "same", None) == 10
+    assert deconv_length(5, 3, 2, "same", 1) == 10  # (5-1)*2 + 3 - 2*1 + 1
+
+
+def test_broadcast_follows_numpy_rules_with_unknown_dims():
+    assert broadcast([[None, 8, 8, 4], []]) == [None, 8, 8, 4]
+    assert broadcast([[None, 8, 1, 4], [8, 5, 1]]) == [None, 8, 5, 4]
+    assert broadcast([[None, 8, 8, 4], [None, 8, 8, 3]]) is None
+
+
+def test_unknown_class_and_unknown_input_give_no_shape():
+    assert infer_output_shape("MyLayer", {}, [[None, 4]]) is None
+    assert infer_output_shape("Dense", {"units": 3}, [None]) is None
+    assert infer_output_shape("Conv2D", {"filters": 3}, [[None, 8, 8, 4]]) is None  # no kernel_size
+    assert infer_output_shape("TFOpLambda", {"function": "math.reduce_sum"}, [[None, 4]]) is None
+
+
+def test_elementwise_tfoplambda_broadcasts_constant_kwargs():
+    shape = infer_output_shape("TFOpLambda", {"function": "math.multiply"}, [[None, 4, 4, 3]], {"y": [[1.0, 2.0, 3.0]]})
+    assert shape == [None, 4, 4, 3]
+    assert infer_output_shape("TFOpLambda", {"function": "__operators__.add"}, [[None, 2]], {"y": 3.0}) == [
+        None,
+        2,
+    ]
+
+
+def test_snake_case_matches_keras_auto_names():
+    # The names Keras 3 gives layers in model.weights.h5 (seen in real .keras files).
+    assert snake_case("Conv2D") == "conv2d"
+    assert snake_case("DepthwiseConv2D") == "depthwise_conv2d"
+    assert snake_case("BatchNormalization") == "batch_normalization"
+    assert snake_case("ReLU") == "re_lu"
+    assert snake_case("GlobalAveragePooling2D") == "global_average_pooling2d"
+
+
+def _k2_layer(cls, name, inbound, **config):
+    return {"class_name": cls, "name": name, "config": {"name": name, **config}, "inbound_nodes": inbound}
+
+
+def test_keras2_shared_layer_is_one_entry_with_a_warning():
+    layers = [
+        _k2_layer("InputLayer", "a", [], batch_input_shape=[None, 4]),
+        _k2_layer("InputLayer", "b", [], batch_input_shape=[None, 4]),
+        _k2_layer("Dense", "shared", [[["a", 0, 0, {}]], [["b", 0, 0, {}]]], units=3),
+        _k2_layer("Add", "sum", [[["shared", 0, 0, {}], ["shared", 1, 0, {}]]]),
+    ]
+    cfg = {
+        "class_name": "Functional",
+        "config": {
+            "name": "m",
+            "layers": layers,
+            "input_layers": [["a", 0, 0], ["b", 0, 0]],
+            "output_layers": [["sum", 0, 0]],
+        },
+    }
+    graph = graph_from_config(cfg)
+    assert [layer.name for layer in graph] == ["a", "b", "shared", "sum"]
+    assert graph["shared"].inbound == ["a"]
+    assert graph["sum"].inbound == ["shared", "shared"]
+    assert graph["sum"].output_shape == [None, 3]
+    assert any("'shared' is called more than once" in w for w in graph.warnings)
+
+
+def test_keras2_constant_first_argument_and_tensor_kwarg():
+    layers = [
+        _k2_layer("InputLayer", "x", [], batch_input_shape=[None, 5]),
+        _k2_layer("InputLayer", "y", [], batch_input_shape=[None, 5]),
+        # tf.maximum(x, y) as Keras 2 stores it: the tensor y passed by keyword
+        _k2_layer(
+            "TFOpLambda", "tf.math.maximum", [["x", 0, 0, {"y": ["y", 0, 0], "name": None}]], function="math.maximum"
+        ),
+        # 2.0 - t: the constant is the first argument
+        _k2_layer(
+            "TFOpLambda",
+            "tf.math.subtract",
+            [[["_CONSTANT_VALUE", -1, 2.0, {"y": ["tf.math.maximum", 0, 0], "name": None}]]],
+            function="math.subtract",
+        ),
+    ]
+    cfg = {
+        "class_name": "Functional",
+        "config": {
+            "name": "m",
+            "layers": layers,
+            "input_layers": [["x", 0, 0], ["y", 0, 0]],
+            "output_layers": [["tf.math.subtract", 0, 0]],
+        },
+    }
+    graph = graph_from_config(cfg)
+    mx = graph["tf.math.maximum"]
+    assert mx.inbound == ["x", "y"]
+    assert mx.call_kwargs == {"y": {"__inbound__": 1}}
+    sub = graph["tf.math.subtract"]
+    assert sub.inbound == ["tf.math.maximum"]
+    assert sub.call_kwargs == {"arg0": 2.0, "y": {"__inbound__": 0}}
+    assert sub.output_shape == [None, 5]
+
+
+@pytest.mark.parametrize(
+    ("config", "fragment"),
+    [
+        ({"class_name": "Dense", "config": {"name": "d", "units": 3}}, "single 'Dense' layer, not a model"),
+        ({"config": {}}, "no class_name"),
+        ({"class_name": "Functional", "config": {"name": "m", "layers": []}}, "no input_layers"),
+        (
+            {
+                "class_name": "Functional",
+                "config": {
+                    "name": "m",
+                    "layers": [_k2_layer("Dense", "d", [[["ghost", 0, 0, {}]]], units=2)],
+                    "input_layers": [["d", 0, 0]],
+                    "output_layers": [["d", 0, 0]],
+                },
+            },
+            "cannot connect layers d",
+        ),
+    ],
+)
+def test_broken_configs_raise_config_error(config, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        graph_from_config(config)
+
+
+def test_not_json_raises_config_error():
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        graph_from_config("{not json")

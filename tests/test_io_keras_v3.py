@@ -1,0 +1,75 @@
+"""Keras 3 ``.keras`` archives read with zipfile + h5py, checked against Keras 3 itself."""
+
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+from io_keras_fixtures import keras3_case
+from test_io_keras_h5 import assert_matches_keras, assert_topological
+
+from qinspect.errors import QInspectError
+from qinspect.io.keras_v3 import KerasV3Model
+from qinspect.io.model_file import open_model
+
+
+@pytest.fixture(scope="module")
+def k3():
+    return keras3_case()
+
+
+@pytest.mark.tf
+def test_keras_archive_graph_weights_and_shapes_equal_keras(k3):
+    with open_model(k3.paths["keras"]) as source:
+        assert source.kind == "keras-v3"
+        assert_matches_keras(source, k3.truth, renamed={("inner_fn/idw", "kernel"): "depthwise_kernel"})
+        assert_topological(source.graph)
+
+
+@pytest.mark.tf
+def test_keras_archive_nesting_ops_and_edges(k3):
+    with open_model(k3.paths["keras"]) as source:
+        g = source.graph
+        assert [layer.name for layer in g.children("inner_seq")] == [
+            "inner_seq/ic", "inner_seq/ibn", "inner_seq/seq_in_seq",
+        ]  # fmt: skip
+        assert g["inner_seq/seq_in_seq"].is_container and g["inner_seq/seq_in_seq/deep"].depth == 2
+        assert g["inner_seq/ic"].inbound == ["sep"]
+        assert g["inner_fn/idw"].inbound == ["inner_seq/seq_in_seq/deep_relu"]
+        add = g["add"]
+        assert (add.class_name, add.config["function"], add.call_kwargs) == ("KerasOp", "numpy.add", {"arg1": 3})
+        assert add.inbound == ["inner_fn/ipw"]
+        assert g["multiply"].inbound == ["add", "inner_seq/seq_in_seq/deep_relu"]
+        for op, shape in k3.extra["ops"].items():
+            assert g[op].output_shape == shape
+        assert g["addl"].inbound == ["multiply", "inner_seq/seq_in_seq/deep_relu"]
+
+
+@pytest.mark.tf
+def test_keras_archive_extracted_weights_are_removed_on_close(k3):
+    source = KerasV3Model(k3.paths["keras"])
+    tmp = source._tmp
+    assert tmp is not None
+    source.close()
+    import os
+
+    assert not os.path.exists(tmp)
+
+
+@pytest.mark.tf
+def test_keras_archive_without_weights_still_gives_the_graph(k3, tmp_path):
+    path = tmp_path / "noweights.keras"
+    with zipfile.ZipFile(k3.paths["keras"]) as src, zipfile.ZipFile(path, "w") as dst:
+        dst.writestr("config.json", src.read("config.json"))
+    with open_model(path) as source:
+        assert source.graph["c1"].output_shape == [None, 16, 16, 8]
+        assert source.weights("c1") == {}
+        assert any("no model.weights.h5" in w for w in source.graph.warnings)
+
+
+def test_zip_that_is_not_a_keras_model(tmp_path):
+    path = tmp_path / "other.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("readme.txt", "hello")
+    with pytest.raises(QInspectError, match="zip file without config.json"):
+        open_model(path)
