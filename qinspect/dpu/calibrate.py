@@ -1,0 +1,113 @@
+"""Calibration as the Vitis quantizer runs it: batch by batch through its float32 fake-quant simulation.
+
+For every calibration batch the whole model runs once with every quantizer choosing its position
+from that batch's tensor (method and rounding per tensor type, DPU_NUMERICS.md section 2), and the
+next layers see outputs quantized with *that batch's* positions. Weights and biases get theirs once,
+from the folded, equalized float values. After the last batch each quantizer takes the most common
+position over batches (a tie goes to the value seen first), then the DPU constraints
+(:mod:`qinspect.dpu.constraints`) adjust them. The batch size therefore changes the result; it is a
+parameter here as it is for the quantizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qinspect.dpu.constraints import apply_constraints
+from qinspect.dpu.dpu_graph import Adjustment, DpuGraph, Slot
+from qinspect.dpu.executor import Evaluator, batch_inputs
+from qinspect.dpu.fixed_point import Round, choose_position, vote
+from qinspect.errors import QInspectError
+
+
+@dataclass
+class CalibrationResult:
+    """Everything calibration decided, keyed like the quantizer's positions.json."""
+
+    batch_size: int
+    batches: int
+    samples: int
+    batch_positions: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    pre_refine: dict[str, dict[str, int]] = field(default_factory=dict)
+    positions: dict[str, dict[str, int]] = field(default_factory=dict)
+    refine_changes: list[dict[str, Any]] = field(default_factory=list)
+    adjustments: list[Adjustment] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the keys of the reference cases' positions.json where they exist)."""
+        return {
+            "calib_batch_size": self.batch_size,
+            "calib_batches": self.batches,
+            "calib_samples": self.samples,
+            "positions": self.positions,
+            "pre_refine_positions": self.pre_refine,
+            "calib_batch_positions": self.batch_positions,
+            "refine_changes": self.refine_changes,
+            "adjustments": [a.to_dict() for a in self.adjustments],
+        }
+
+
+def iter_batches(x: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """Consecutive batches of ``batch_size`` samples (the last one may be smaller)."""
+    if batch_size < 1:
+        raise QInspectError(f"batch size must be at least 1, got {batch_size}")
+    for i in range(0, len(x), batch_size):
+        yield x[i:i + batch_size]
+
+
+def calibrate(graph: DpuGraph, batches: Iterable[np.ndarray | dict[str, np.ndarray]], batch_size: int = 0,
+              constraints: bool = True) -> CalibrationResult:
+    """Choose every position of ``graph`` from calibration batches; sets ``graph.positions``.
+
+    ``batches`` yields one array per batch (or a dict for multi-input models). ``batch_size`` is only
+    recorded (the batches define it).
+    """
+    per_batch: dict[Slot, list[int]] = {}
+    weight_pos: dict[Slot, int] = {}
+
+    def source(slot: Slot, tensor: np.ndarray) -> int:
+        spec = graph.slots[slot]
+        if spec.kind == "weight":
+            if slot not in weight_pos:
+                weight_pos[slot] = choose_position(tensor, spec.method, Round(spec.round_mode), spec.narrow_range)
+            p = weight_pos[slot]
+        else:
+            p = choose_position(tensor, spec.method, Round(spec.round_mode), spec.narrow_range)
+        per_batch.setdefault(slot, []).append(int(p))
+        return p
+
+    ev = Evaluator(graph, "sim", position_source=source)
+    n_batches = 0
+    n_samples = 0
+    for b in batches:
+        inputs = batch_inputs(graph, b)
+        n = len(next(iter(inputs.values())))
+        if n == 0:
+            continue
+        ev.run(inputs, keep=())
+        n_batches += 1
+        n_samples += n
+    if n_batches == 0:
+        raise QInspectError("no calibration samples")
+    res = CalibrationResult(batch_size=batch_size, batches=n_batches, samples=n_samples)
+    # Vote, in slot registration order (the graph's layer order).
+    for slot in graph.slots:
+        if slot not in per_batch:
+            continue
+        ps = per_batch[slot]
+        graph.set_pos(slot, vote(ps))
+        res.batch_positions.setdefault(slot[0], {})[slot[1]] = ps
+    res.pre_refine = graph.positions_json()
+    if constraints:
+        res.adjustments = apply_constraints(graph)
+    res.positions = graph.positions_json()
+    for layer, keys in res.pre_refine.items():
+        for key, before in keys.items():
+            after = res.positions.get(layer, {}).get(key)
+            if after is not None and after != before:
+                res.refine_changes.append({"layer": layer, "tensor": key, "before": before, "after": after})
+    return res

@@ -1,0 +1,483 @@
+"""From a float Keras model to the emulator graph, through the rewrites the Vitis quantizer makes.
+
+The order is the quantizer's (DPU_NUMERICS.md section 3, vai_q_tensorflow2 pof2s pipelines):
+
+optimize
+  1. remove Dropout;
+  2. split activations out of Conv2D / DepthwiseConv2D / Conv2DTranspose / Dense
+     (``conv(activation=a)`` -> ``conv`` + ``Activation(a)`` named ``<conv>_<a>``);
+  3. split SeparableConv2D into ``<name>_depthwise_conv`` (no bias) + ``<name>_pointwise_conv``
+     (1x1, the bias and the activation);
+  4. fold BatchNormalization into the conv before it (float32, only when the conv is linear and the
+     BN is its only consumer); a BN with no conv before it becomes a 1x1 DepthwiseConv2D;
+  5. cross-layer equalization (:mod:`qinspect.dpu.cle`), switchable;
+quantize
+  6. ``Activation(sigmoid)`` -> DPU hard sigmoid; ``Activation(swish)`` -> hard sigmoid + Multiply;
+     the TF-op pattern ``relu6(x + 3) * (1/6)`` -> one hard sigmoid named ``vitis_sigmoid``;
+     AveragePooling2D / GlobalAveragePooling2D rescaled to the DPU's ``K / 2^N``;
+     LeakyReLU alpha 0.1 -> 26/256;
+  7. annotate: a linear conv followed (as its only consumer) by ReLU / Activation / LeakyReLU keeps
+     no quantizer of its own (the activation's quantizer rounds the fused result); Add / Multiply
+     followed by ReLU / Activation likewise;
+  8. quantizers: ``quant_<input>`` after each model input (method 0), kernel / bias / alpha
+     (min-MSE, half-to-even), every supported layer's output or activation (min-MSE, half-up).
+     ReLU / LeakyReLU / Activation layers that were not annotated stay float, and a quantized
+     single-input layer reading a float layer gets an input quantizer ``quant_<that layer>``.
+
+Every rewrite is recorded in words with the layers it touched (:class:`Rewrite`).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qinspect.dpu.cle import cross_layer_equalize
+from qinspect.dpu.dpu_graph import DpuGraph, Rewrite, SlotSpec
+from qinspect.dpu.layer_map import LEAKY_DPU_ALPHA, act_name, dpu_placement, layer_node
+from qinspect.errors import QInspectError
+from qinspect.io.graph import ModelGraph
+from qinspect.io.vitis import POST_QUANT_ACTIVATIONS, PRE_QUANT_ACTIVATIONS, strip_quant
+
+_CONV = ("Conv2D", "DepthwiseConv2D", "Conv2DTranspose", "Dense")
+_DROP = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+         "GaussianDropout", "AlphaDropout", "ActivityRegularization")
+# Layer types the quantizer's registry quantizes (others stay float).
+_QUANTIZABLE = {
+    "Conv2D", "DepthwiseConv2D", "Conv2DTranspose", "Dense", "Activation", "ReLU", "LeakyReLU", "PReLU",
+    "Add", "Multiply", "Concatenate", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
+    "UpSampling2D", "ZeroPadding2D", "Reshape", "Permute", "Flatten", "VitisSigmoid",
+}
+_NO_QUANTIZER = {"ZeroPadding2D", "Reshape", "Permute", "Flatten"}
+
+
+@dataclass
+class PLayer:
+    """A layer being rewritten (a mutable copy of the float model's layer)."""
+
+    name: str
+    cls: str
+    cfg: dict[str, Any]
+    inbound: list[str]
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    origin: list[str] = field(default_factory=list)
+    call_kwargs: dict[str, Any] = field(default_factory=dict)
+    is_output: bool = False
+    output_shape: list[int | None] | None = None
+    # set by the quantize steps
+    annotated: bool = False  # activation chosen to quantize a fused conv / add
+    no_output_quant: bool = False  # conv / add whose output the fused activation quantizes
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class _Model:
+    def __init__(self, layers: list[PLayer], inputs: list[str], outputs: list[str]) -> None:
+        self.layers = layers
+        self.inputs = inputs
+        self.outputs = outputs
+        self.log: list[Rewrite] = []
+
+    def by_name(self) -> dict[str, PLayer]:
+        return {layer.name: layer for layer in self.layers}
+
+    def consumers(self, name: str) -> list[PLayer]:
+        return [layer for layer in self.layers if name in layer.inbound]
+
+    def rewire(self, old: str, new: str) -> None:
+        for layer in self.layers:
+            layer.inbound = [new if i == old else i for i in layer.inbound]
+        self.outputs = [new if o == old else o for o in self.outputs]
+        for layer in self.layers:
+            layer.is_output = layer.name in self.outputs
+
+    def single(self, layer: PLayer) -> bool:
+        return len(self.consumers(layer.name)) == 1 and layer.name not in self.outputs
+
+    def insert_after(self, anchor: PLayer, new: PLayer) -> None:
+        self.layers.insert(self.layers.index(anchor) + 1, new)
+
+    def record(self, kind: str, text: str, layers: list[str]) -> None:
+        self.log.append(Rewrite(kind, text, layers))
+
+
+def _act(layer: PLayer) -> str:
+    if layer.cls in _CONV or layer.cls == "Activation":
+        return act_name(layer.cfg.get("activation"))
+    return ""
+
+
+def _from_graph(graph: ModelGraph, source: Any) -> _Model:
+    layers: list[PLayer] = []
+    for layer in graph.leaves():
+        if not layer.runnable and layer.class_name not in ("InputLayer",):
+            pass  # kept: it becomes an unsupported (CPU) node and errors only if it must run
+        w = {k: np.asarray(v, dtype=np.float32) for k, v in source.weights(layer.name).items()}
+        layers.append(PLayer(layer.name, layer.class_name, copy.deepcopy(layer.config or {}),
+                             list(layer.inbound), w, [layer.name], dict(layer.call_kwargs or {}),
+                             layer.name in graph.outputs, layer.output_shape))
+    return _Model(layers, list(graph.inputs), list(graph.outputs))
+
+
+# ---------------------------------------------------------------------------------------------
+# optimize pipeline
+
+
+def _remove_dropout(m: _Model) -> None:
+    for layer in list(m.layers):
+        if layer.cls in _DROP and len(layer.inbound) == 1:
+            m.layers.remove(layer)
+            m.rewire(layer.name, layer.inbound[0])
+            m.record("remove_dropout", f"{layer.cls} {layer.name} removed (identity at inference)",
+                     [layer.name])
+
+
+def _separate_conv_act(m: _Model) -> None:
+    for layer in list(m.layers):
+        if layer.cls not in _CONV:
+            continue
+        a = _act(layer)
+        if a in ("linear", ""):
+            continue
+        layer.cfg["activation"] = "linear"
+        new = PLayer(f"{layer.name}_{a}", "Activation", {"name": f"{layer.name}_{a}", "activation": a},
+                     [layer.name], origin=[layer.name], output_shape=layer.output_shape)
+        m.rewire(layer.name, new.name)
+        new.inbound = [layer.name]
+        m.insert_after(layer, new)
+        new.is_output = new.name in m.outputs
+        m.record("separate_activation", f"activation '{a}' of {layer.name} split into Activation layer "
+                 f"{new.name}", [layer.name, new.name])
+
+
+def _split_separable(m: _Model) -> None:
+    for layer in list(m.layers):
+        if layer.cls != "SeparableConv2D":
+            continue
+        c = layer.cfg
+        dw_name, pw_name = f"{layer.name}_depthwise_conv", f"{layer.name}_pointwise_conv"
+        dw = PLayer(dw_name, "DepthwiseConv2D",
+                    {"name": dw_name, "kernel_size": c.get("kernel_size"), "strides": c.get("strides"),
+                     "padding": c.get("padding", "valid"), "dilation_rate": c.get("dilation_rate", (1, 1)),
+                     "depth_multiplier": c.get("depth_multiplier", 1), "activation": "linear",
+                     "use_bias": False},
+                    list(layer.inbound), {"depthwise_kernel": layer.weights["depthwise_kernel"]},
+                    [layer.name])
+        pw_w = {"kernel": layer.weights["pointwise_kernel"]}
+        if "bias" in layer.weights:
+            pw_w["bias"] = layer.weights["bias"]
+        pw = PLayer(pw_name, "Conv2D",
+                    {"name": pw_name, "filters": c.get("filters"), "kernel_size": (1, 1), "strides": (1, 1),
+                     "padding": "valid", "dilation_rate": (1, 1), "activation": c.get("activation", "linear"),
+                     "use_bias": "bias" in layer.weights},
+                    [dw_name], pw_w, [layer.name], output_shape=layer.output_shape)
+        i = m.layers.index(layer)
+        m.layers[i:i + 1] = [dw, pw]
+        m.rewire(layer.name, pw_name)
+        pw.inbound = [dw_name]
+        pw.is_output = pw_name in m.outputs
+        m.record("split_separable", f"SeparableConv2D {layer.name} split into DepthwiseConv2D {dw_name} "
+                 f"(no bias) and 1x1 Conv2D {pw_name}", [layer.name, dw_name, pw_name])
+
+
+def _bn_multiplier(bn: PLayer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    w = bn.weights
+    eps = float(bn.cfg.get("epsilon", 1e-3))
+    mv = w["moving_variance"]
+    gamma = w.get("gamma") if bn.cfg.get("scale", True) else None
+    mult = gamma / np.sqrt(mv + eps) if gamma is not None else 1 / np.sqrt(mv + eps)
+    beta = w.get("beta", np.zeros_like(mv))
+    return np.asarray(mult, np.float32), beta, w["moving_mean"]
+
+
+def _bn_axis_ok(bn: PLayer) -> bool:
+    ax = bn.cfg.get("axis", -1)
+    ax = ax[0] if isinstance(ax, list) and len(ax) == 1 else ax
+    rank = len(bn.output_shape) if bn.output_shape else 4
+    return ax in (-1, rank - 1)
+
+
+def _fold_bn(m: _Model) -> None:
+    by = m.by_name()
+    for bn in list(m.layers):
+        if bn.cls != "BatchNormalization" or len(bn.inbound) != 1:
+            continue
+        conv = by.get(bn.inbound[0])
+        if conv is None or conv.cls not in _CONV or _act(conv) != "linear" or not m.single(conv):
+            continue
+        if not _bn_axis_ok(bn):
+            continue
+        mult, beta, mm = _bn_multiplier(bn)
+        kname = "depthwise_kernel" if conv.cls == "DepthwiseConv2D" else "kernel"
+        k = conv.weights[kname]
+        if conv.cls == "Dense":
+            k2 = k * mult
+        elif conv.cls == "Conv2D":
+            k2 = k * mult.reshape([1, 1, 1, k.shape[-1]])
+        else:  # DepthwiseConv2D, Conv2DTranspose: channel on axis 2
+            k2 = k * mult.reshape([1, 1, k.shape[-2], 1])
+        b = conv.weights.get("bias")
+        b2 = beta + (b - mm) * mult if b is not None else beta + (-mm) * mult
+        conv.weights[kname] = np.asarray(k2, np.float32)
+        conv.weights["bias"] = np.asarray(b2, np.float32)
+        conv.cfg["use_bias"] = True
+        conv.origin.append(bn.name)
+        conv.output_shape = bn.output_shape
+        m.layers.remove(bn)
+        m.rewire(bn.name, conv.name)
+        m.record("fold_batchnorm", f"BatchNormalization {bn.name} folded into {conv.cls} {conv.name} "
+                 "(W' = W * g / sqrt(var + eps), b' = beta + (b - mean) * g / sqrt(var + eps), float32)",
+                 [bn.name, conv.name])
+        by = m.by_name()
+
+
+def _bn_to_dwconv(m: _Model) -> None:
+    for bn in list(m.layers):
+        if bn.cls != "BatchNormalization":
+            continue
+        mult, beta, mm = _bn_multiplier(bn)
+        c = mult.shape[0]
+        bn.cls = "DepthwiseConv2D"
+        bn.cfg = {"name": bn.name, "kernel_size": (1, 1), "strides": (1, 1), "padding": "valid",
+                  "dilation_rate": (1, 1), "depth_multiplier": 1, "activation": "linear", "use_bias": True}
+        bn.weights = {"depthwise_kernel": mult.reshape(1, 1, c, 1).astype(np.float32),
+                      "bias": np.asarray(beta + (-mm) * mult, np.float32)}
+        m.record("batchnorm_to_depthwise", f"BatchNormalization {bn.name} with no conv before it became a 1x1 "
+                 "DepthwiseConv2D (kernel g / sqrt(var + eps), bias beta - mean * g / sqrt(var + eps))",
+                 [bn.name])
+
+
+def _cle(m: _Model, steps: int) -> None:
+    by = m.by_name()
+    before = {layer.name: {k: v.copy() for k, v in layer.weights.items()} for layer in m.layers}
+    pairs = cross_layer_equalize(m.layers, m.consumers, by, _act, steps=steps)
+    for pattern, head, tail, _ in pairs:
+        changes = []
+        for name in (head, tail):
+            layer = by[name]
+            kname = "depthwise_kernel" if layer.cls == "DepthwiseConv2D" else "kernel"
+            old, new = before[name][kname], layer.weights[kname]
+            denom = float(np.max(np.abs(old))) or 1.0
+            changes.append(f"{name} max|dW|/max|W| = {float(np.max(np.abs(new - old))) / denom:.3g}")
+        m.record("cross_layer_equalization",
+                 f"{pattern} pair {head} -> {tail} equalized ({steps} steps); " + "; ".join(changes),
+                 [head, tail])
+
+
+# ---------------------------------------------------------------------------------------------
+# quantize pipeline
+
+
+def _is_hsig_pattern(m: _Model, mul: PLayer) -> tuple[PLayer, PLayer] | None:
+    by = m.by_name()
+    if mul.cls != "TFOpLambda" or mul.cfg.get("function") != "math.multiply" or len(mul.inbound) != 1:
+        return None
+    relu6 = by.get(mul.inbound[0])
+    if relu6 is None or relu6.cls != "ReLU" or str(relu6.cfg.get("max_value")) != "6.0" or not m.single(relu6):
+        return None
+    add = by.get(relu6.inbound[0]) if len(relu6.inbound) == 1 else None
+    if add is None or add.cls != "TFOpLambda" or add.cfg.get("function") != "__operators__.add" \
+            or not m.single(add) or len(add.inbound) != 1:
+        return None
+    return add, relu6
+
+
+def _vitis_sigmoid_name(m: _Model) -> str:
+    names = {layer.name for layer in m.layers}
+    if "vitis_sigmoid" not in names:
+        return "vitis_sigmoid"
+    i = 1
+    while f"vitis_sigmoid_{i}" in names:
+        i += 1
+    return f"vitis_sigmoid_{i}"
+
+
+def _convert_activations(m: _Model) -> None:
+    for layer in list(m.layers):
+        a = _act(layer) if layer.cls == "Activation" else ""
+        if layer.cls == "Activation" and a == "sigmoid":
+            layer.cls = "VitisSigmoid"
+            layer.params["float_fn"] = "sigmoid"
+            m.record("sigmoid_to_hard_sigmoid", f"sigmoid {layer.name} replaced by the DPU hard sigmoid "
+                     "relu6(x + 3) * 2731 / 16384 (a different function: up to 0.07 from the sigmoid)",
+                     [layer.name])
+        elif layer.cls == "Activation" and a in ("swish", "silu"):
+            sig = PLayer(layer.name, "VitisSigmoid", {"name": layer.name}, list(layer.inbound),
+                         origin=[layer.name], output_shape=layer.output_shape, params={"float_fn": "sigmoid"})
+            mul = PLayer(f"{layer.name}_mul", "Multiply", {"name": f"{layer.name}_mul"},
+                         [layer.inbound[0], layer.name], origin=[layer.name], output_shape=layer.output_shape)
+            i = m.layers.index(layer)
+            m.layers[i:i + 1] = [sig, mul]
+            m.rewire(layer.name, mul.name)
+            mul.inbound = [sig.inbound[0], sig.name]
+            mul.is_output = mul.name in m.outputs
+            m.record("swish_to_hard_swish", f"swish {layer.name} replaced by hard sigmoid {sig.name} and "
+                     f"Multiply {mul.name} (x * hard_sigmoid(x))", [layer.name, mul.name])
+    for layer in list(m.layers):
+        found = _is_hsig_pattern(m, layer)
+        if found is None:
+            continue
+        add, relu6 = found
+        y_add = add.call_kwargs.get("y")
+        y_mul = layer.call_kwargs.get("y")
+        if not (isinstance(y_add, int | float) and isinstance(y_mul, int | float)):
+            continue
+        name = _vitis_sigmoid_name(m)
+        sig = PLayer(name, "VitisSigmoid", {"name": name}, list(add.inbound),
+                     origin=[add.name, relu6.name, layer.name], output_shape=layer.output_shape,
+                     params={"float_fn": "hard_sigmoid"})
+        i = m.layers.index(add)
+        for x in (add, relu6, layer):
+            m.layers.remove(x)
+        m.layers.insert(i, sig)
+        m.rewire(layer.name, name)
+        sig.is_output = name in m.outputs
+        m.record("hard_sigmoid_pattern", f"relu6(x + 3) * (1/6) written as {add.name}, {relu6.name}, "
+                 f"{layer.name} became one DPU hard sigmoid named {name} (the three names disappear)",
+                 [add.name, relu6.name, layer.name, name])
+    for layer in m.layers:
+        if layer.cls == "LeakyReLU":
+            alpha = float(layer.cfg.get("alpha", layer.cfg.get("negative_slope", 0.3)))
+            layer.params["float_alpha"] = alpha
+            if abs(alpha - 0.1) < 1e-7:
+                layer.cfg["alpha"] = LEAKY_DPU_ALPHA
+                m.record("leaky_relu_alpha", f"LeakyReLU {layer.name} alpha 0.1 -> 26/256 = 0.1015625 "
+                         "(the DPU's fixed leaky slope)", [layer.name])
+        elif layer.cls in ("AveragePooling2D", "GlobalAveragePooling2D"):
+            m.record("avgpool_rescale", f"{layer.cls} {layer.name} rescaled so the simulation computes the "
+                     "DPU's sum * K / 2^N (see its rescale factor)", [layer.name])
+
+
+def _annotate(m: _Model) -> None:
+    by = m.by_name()
+    for act in m.layers:
+        if act.cls not in ("ReLU", "Activation", "LeakyReLU", "VitisSigmoid") or len(act.inbound) != 1:
+            continue
+        src = by.get(act.inbound[0])
+        if src is None or not m.single(src):
+            continue
+        if src.cls in _CONV and _act(src) == "linear":
+            act.annotated = True
+            if act.cls != "VitisSigmoid":
+                src.no_output_quant = True
+                m.record("fuse_activation", f"{src.name} output not quantized: {act.cls} {act.name} is fused "
+                         "into it and quantizes the result", [src.name, act.name])
+        elif src.cls in ("Add", "Multiply") and act.cls in ("ReLU", "Activation"):
+            act.annotated = True
+            src.no_output_quant = True
+            m.record("fuse_activation", f"{src.name} output not quantized: {act.cls} {act.name} is fused "
+                     "into it and quantizes the result", [src.name, act.name])
+        elif src.cls in ("MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D") and \
+                act.cls in ("ReLU", "Activation"):
+            act.annotated = True
+
+
+def _quantized(layer: PLayer) -> bool:
+    if layer.cls not in _QUANTIZABLE:
+        return False
+    if layer.cls in ("ReLU", "LeakyReLU", "Activation"):
+        return layer.annotated
+    return True
+
+
+def _build_graph(m: _Model, cle: bool) -> DpuGraph:
+    g = DpuGraph(nodes=[], inputs=[], outputs=[], source="float-model",
+                 weights_from="folded" + (" and equalized (CLE emulated)" if cle else " (CLE off)")
+                 + " from the float model's weights")
+    name_of: dict[str, str] = {}  # float-layer name -> node name that outputs it
+    for layer in m.layers:
+        name_of[layer.name] = layer.name if not _quantized(layer) else f"quant_{layer.name}"
+    inserted: dict[str, str] = {}
+    for layer in m.layers:
+        if layer.cls == "InputLayer":
+            node = layer_node(layer.name, "InputLayer", layer.cfg, [], {})
+            node.origin, node.key, node.output_shape = [layer.name], layer.name, layer.output_shape
+            node.device, node.cpu_reason = "CPU", "model input (float)"
+            g.nodes.append(node)
+            qname = f"quant_{layer.name}"
+            qn = layer_node(qname, "?", {}, [layer.name], {})
+            qn.op, qn.key, qn.origin, qn.output_shape = "quantize", qname, [layer.name], layer.output_shape
+            qn.out_slot = g.add_slot(SlotSpec(qname, "input", "input", method=0, round_mode=1))
+            g.nodes.append(qn)
+            g.inputs.append(layer.name)
+            name_of[layer.name] = qname
+            continue
+        quant = _quantized(layer)
+        nname = name_of[layer.name]
+        ins = [name_of.get(i, i) for i in layer.inbound]
+        if quant and len(ins) == 1 and layer.cls != "InputLayer":
+            src = next((x for x in m.layers if x.name == layer.inbound[0]), None)
+            if src is not None and not _quantized(src) and src.cls != "InputLayer":
+                qname = f"quant_{src.name}"
+                if qname not in inserted:
+                    qn = layer_node(qname, "?", {}, [name_of[src.name]], {})
+                    qn.op, qn.key, qn.origin, qn.output_shape = "quantize", qname, [src.name], src.output_shape
+                    qn.out_slot = g.add_slot(SlotSpec(qname, "input", "input", method=0, round_mode=1))
+                    g.nodes.append(qn)
+                    inserted[qname] = qname
+                    g.rewrites.append(Rewrite("input_quantizer", f"{layer.name} reads float layer {src.name}: "
+                                              f"input quantizer {qname} inserted (non-overflow method)",
+                                              [src.name, layer.name]))
+                ins = [qname]
+        act = _act(layer) if layer.cls in _CONV + ("Activation",) else None
+        node = layer_node(nname, layer.cls, layer.cfg, ins, layer.weights, act=act)
+        node.params.update(layer.params)
+        node.origin, node.output_shape = list(layer.origin), layer.output_shape
+        node.key = layer.name if quant else ""
+        if quant:
+            for w in ("kernel", "depthwise_kernel", "bias", "alpha"):
+                if w in layer.weights and (layer.cls in _CONV or layer.cls == "PReLU"):
+                    key = strip_quant(f"quant_{layer.name}/{w}:0")
+                    node.weight_slots[w] = g.add_slot(SlotSpec(layer.name, key, "weight", 1, 0))
+            if layer.cls in _CONV:
+                if not layer.no_output_quant:
+                    a = _act(layer)
+                    kind = "pre_activation" if a in PRE_QUANT_ACTIVATIONS else "post_activation"
+                    if a in PRE_QUANT_ACTIVATIONS or a in POST_QUANT_ACTIVATIONS:
+                        slot = g.add_slot(SlotSpec(layer.name, a, kind, 1, 1))
+                        if kind == "pre_activation":
+                            node.pre_slot = slot
+                        else:
+                            node.out_slot = slot
+            elif layer.cls == "Activation":
+                a = _act(layer)
+                if a in PRE_QUANT_ACTIVATIONS:
+                    node.pre_slot = g.add_slot(SlotSpec(layer.name, a, "pre_activation", 1, 1))
+                elif a in POST_QUANT_ACTIVATIONS:
+                    node.out_slot = g.add_slot(SlotSpec(layer.name, a, "post_activation", 1, 1))
+            elif layer.cls in _NO_QUANTIZER:
+                pass
+            elif layer.cls in ("Add", "Multiply") and layer.no_output_quant:
+                pass
+            else:
+                node.out_slot = g.add_slot(SlotSpec(layer.name, "output_0", "output", 1, 1))
+        device, why = dpu_placement(node)
+        if device == "DPU" and not quant:
+            device, why = "CPU", "left unquantized by the quantizer (runs in float)"
+        node.device, node.cpu_reason = device, why
+        g.nodes.append(node)
+    g.outputs = [name_of.get(o, o) for o in m.outputs]
+    g.rewrites = m.log + g.rewrites
+    g.reindex()
+    return g
+
+
+def graph_from_float(graph: ModelGraph, source: Any, cle: bool = True, cle_steps: int = 10) -> DpuGraph:
+    """The emulator graph of a float model: the quantizer's rewrites applied, positions unknown."""
+    m = _from_graph(graph, source)
+    if not any(layer.cls == "InputLayer" for layer in m.layers):
+        raise QInspectError("the model has no InputLayer", graph.source or None)
+    _remove_dropout(m)
+    _separate_conv_act(m)
+    _split_separable(m)
+    _fold_bn(m)
+    _bn_to_dwconv(m)
+    if cle:
+        _cle(m, cle_steps)
+    else:
+        m.record("cross_layer_equalization", "cross-layer equalization switched off (--no-cle)", [])
+    _convert_activations(m)
+    _annotate(m)
+    return _build_graph(m, cle)
