@@ -16,12 +16,13 @@ def val(finding, key):
 
 
 def test_output_cost_hand_values():
-    # keep-float gain 10*log10(2): the layer holds half the output noise.
-    assert F.output_cost_db(1.0, 10 * math.log10(2)) == pytest.approx(10 * math.log10(2))
-    assert F.output_cost_db(0.5, 10 * math.log10(2)) == pytest.approx(10 * math.log10(4 / 3))
+    # the layer holds half the output noise: removing all of it halves the noise (+3.01 dB).
+    assert F.output_cost_db(1.0, 0.5) == pytest.approx(10 * math.log10(2))
+    assert F.output_cost_db(0.5, 0.5) == pytest.approx(10 * math.log10(4 / 3))
     assert F.output_cost_db(0.7, -1.0) == 0.0
-    assert F.output_cost_db(0.0, 20.0) == 0.0
-    assert F.output_cost_db(1.0, math.inf) == math.inf
+    assert F.output_cost_db(0.0, 1.0) == 0.0
+    assert F.output_cost_db(0.5, 7.0) == pytest.approx(10 * math.log10(2))  # fraction capped at 1
+    assert F.output_cost_db(1.0, 1.0) == math.inf
 
 
 def test_saturation_planted_and_absent():
@@ -39,8 +40,8 @@ def test_saturation_planted_and_absent():
     # Non-overflow position: nothing clips.
     assert F.saturation("L", x, pos_non_overflow(float(x.min()), float(x.max()))) is None
     # With sensitivity the severity follows the output-noise formula.
-    g = F.saturation("L", x, 7, gain_db=6.0)
-    assert g.severity_db == pytest.approx(F.output_cost_db(val(g, "share"), 6.0))
+    g = F.saturation("L", x, 7, noise_frac=0.6)
+    assert g.severity_db == pytest.approx(-10 * math.log10(1 - val(g, "share") * 0.6))
 
 
 def test_outlier_range_planted_and_absent():
@@ -124,13 +125,15 @@ def test_alignment_planted():
     big = rng.normal(scale=10.0, size=20_000).astype(np.float32)
     ps, pb = pos_min_mse(small, Round.HALF_UP), pos_min_mse(big, Round.HALF_UP)
     shared = min(ps, pb)
-    f = F.alignment("cat", [F.Branch("a", small, ps, 3.0), F.Branch("b", big, pb, 3.0)], shared)
+    f = F.alignment("cat", [F.Branch("a", small, ps, 0.5), F.Branch("b", big, pb, 0.5)], shared)
     assert f is not None and f.kind == "alignment"
     rows = val(f, "branches")
     assert [r["branch"] for r in rows] == ["a"]  # b already sits at the shared position
     assert rows[0]["sqnr_loss_db"] > 30
     assert val(f, "severity_basis") == "output"
-    assert f.severity_db == pytest.approx(F.output_cost_db(rows[0]["share"], 3.0))
+    assert f.severity_db == pytest.approx(-10 * math.log10(1 - rows[0]["share"] * 0.5))
+    m = F.alignment("cat", [F.Branch("a", small, ps), F.Branch("b", big, pb)], shared, measured_gain_db=4.5)
+    assert m.severity_db == 4.5 and val(m, "severity_basis") == "what-if"
     similar = rng.normal(scale=8.0, size=20_000).astype(np.float32)
     pm = pos_min_mse(similar, Round.HALF_UP)
     assert F.alignment("cat", [F.Branch("a", similar, pm), F.Branch("b", big, pb)], min(pm, pb)) is None

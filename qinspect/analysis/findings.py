@@ -8,14 +8,16 @@ Severity
 --------
 ``severity_db`` estimates how much output SQNR (dB) the cause costs. Each function measures the
 *share* ``f`` of its layer's quantization error that the cause explains (how, differs per kind, and is
-written in the evidence). Sensitivity gives ``G``: the output SQNR gain when that layer alone stays in
-float, i.e. the output noise ``n_L = N * (1 - 10^(-G/10))`` the layer is responsible for, ``N`` being the
-output noise of the fully quantized model. Treating noises as additive, removing the cause removes
-``f * n_L``, so::
+written in the evidence). Sensitivity gives the layer's *noise fraction* ``s``: the output noise energy
+when that layer alone is quantized over the output noise energy of the fully quantized model (capped
+at 1). Treating noises as additive, removing the cause removes ``f * s`` of the output noise, so::
 
-    severity_db = -10 * log10(1 - f * (1 - 10^(-G/10)))
+    severity_db = -10 * log10(1 - f * s)
 
-(:func:`output_cost_db`). Without a sensitivity figure the severity is the *local* cost (the SQNR the
+(:func:`output_cost_db`). (The keep-float gain ``G`` would give ``s = 1 - 10^(-G/10)`` under the same
+model, but as a difference of two nearly equal noise sums it is the noisier estimate.) Where a cause can
+be undone in the emulator (a constraint, an alignment), the severity is instead the *measured* output
+SQNR gain of undoing it. Without sensitivity figures the severity is the *local* cost (the SQNR the
 layer's own tensor would regain) and the evidence says so (``severity_basis``).
 
 Evidence entries are ``{"value": ..., "how": "..."}``. A statistic the data cannot support (too few
@@ -107,32 +109,31 @@ def ev(value: Any, how: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def output_cost_db(share: float, gain_db: float) -> float:
-    """Output SQNR cost of a cause explaining ``share`` of a layer whose keep-float gain is ``gain_db``.
-
-    A negative gain (keeping the layer float made the output worse, noise cancelling) counts as 0.
-    """
+def output_cost_db(share: float, noise_frac: float) -> float:
+    """Output SQNR cost (dB) of a cause explaining ``share`` of the error of a layer that produces
+    ``noise_frac`` of the output noise: ``-10 log10(1 - share * noise_frac)``, both clipped to [0, 1]."""
     share = min(max(float(share), 0.0), 1.0)
-    if not gain_db > 0:  # also nan
-        return 0.0
-    removed = share * (1.0 - 10.0 ** (-gain_db / 10.0))
+    frac = float(noise_frac)
+    frac = 0.0 if math.isnan(frac) else min(max(frac, 0.0), 1.0)
+    removed = share * frac
     if removed >= 1.0:
         return math.inf
     return -10.0 * math.log10(1.0 - removed)
 
 
-def _severity(evidence: dict[str, Any], share: float, local_cost_db: float, gain_db: float | None) -> float:
-    """Fill the severity evidence and return severity_db (output-based when ``gain_db`` is known)."""
+def _severity(evidence: dict[str, Any], share: float, local_cost_db: float, noise_frac: float | None) -> float:
+    """Fill the severity evidence and return severity_db (output-based when ``noise_frac`` is known)."""
     evidence["share"] = ev(share, "fraction of the layer's quantization error this cause explains")
     evidence["local_cost_db"] = ev(local_cost_db, "dB of SQNR the layer's own tensor would regain without it")
-    if gain_db is None:
+    if noise_frac is None:
         evidence["severity_basis"] = ev("local", "no sensitivity figure: severity is the local cost")
         return local_cost_db
-    evidence["keep_float_gain_db"] = ev(gain_db, "output SQNR gain when this layer alone stays in float")
+    evidence["layer_noise_frac"] = ev(noise_frac, "output noise with only this layer quantized / output "
+                                                  "noise with all layers quantized")
     evidence["severity_basis"] = ev(
-        "output", "-10*log10(1 - share*(1 - 10^(-keep_float_gain/10))): additive output noise model"
+        "output", "-10*log10(1 - share * min(layer_noise_frac, 1)): additive output noise model"
     )
-    return output_cost_db(share, gain_db)
+    return output_cost_db(share, noise_frac)
 
 
 def _sq(d: np.ndarray) -> float:
@@ -186,7 +187,7 @@ def saturation(
     pos: int,
     mode: Round = Round.HALF_UP,
     narrow: bool = False,
-    gain_db: float | None = None,
+    noise_frac: float | None = None,
     data: str = "calibration",
 ) -> Finding | None:
     """Values clipped at either end of the int8 range of ``pos`` (``x``: the float activation).
@@ -230,7 +231,7 @@ def saturation(
     if note:
         evidence["note"] = note
     local = _db(e_clip / e_round) if e_round > 0 else math.inf
-    severity = _severity(evidence, share, local, gain_db)
+    severity = _severity(evidence, share, local, noise_frac)
     side = "top" if n_hi >= n_lo else "bottom"
     advice = (
         f"{100 * frac:.2g}% of values clip at the {side} of the range: lower the position "
@@ -282,7 +283,7 @@ def outlier_range(
     pos: int,
     mode: Round = Round.HALF_UP,
     narrow: bool = False,
-    gain_db: float | None = None,
+    noise_frac: float | None = None,
 ) -> Finding | None:
     """A range stretched by rare outliers, leaving the bulk of the values few codes.
 
@@ -330,7 +331,7 @@ def outlier_range(
         }
     )
     local = _db(e_all / e_bulk) if e_bulk > 0 else math.inf
-    severity = _severity(evidence, share, local, gain_db)
+    severity = _severity(evidence, share, local, noise_frac)
     advice = (
         f"{100 * n_far / x.size:.2g}% of values reach {2**bits:.0f}x the bulk: clip the activation in the "
         "float model (ReLU6 or a learned clip) and retrain, or keep this layer in float."
@@ -365,7 +366,7 @@ def channel_spread(
     output: np.ndarray | None = None,
     output_pos: int | None = None,
     cle: str = "unknown",
-    gain_db: float | None = None,
+    noise_frac: float | None = None,
 ) -> Finding | None:
     """Per-tensor weight quantization over output channels whose ranges differ widely.
 
@@ -419,7 +420,7 @@ def channel_spread(
     }
     if output is not None and output_pos is not None:
         evidence["output_rel_error"] = ev(r_out, "channel-averaged relative error of the output quantization")
-    severity = _severity(evidence, share, gain, gain_db)
+    severity = _severity(evidence, share, gain, noise_frac)
     if cle == "disabled":
         advice = "Enable cross-layer equalization (CLE): this kernel's channel ranges differ by " \
                  f"{spread:.1f} bits."
@@ -441,7 +442,7 @@ def coverage(
     calib_range: tuple[float, float],
     mode: Round = Round.HALF_UP,
     narrow: bool = False,
-    gain_db: float | None = None,
+    noise_frac: float | None = None,
 ) -> Finding | None:
     """Evaluation values that the calibration data never reached.
 
@@ -482,7 +483,7 @@ def coverage(
     if note:
         evidence["note"] = note
     local = _db(e_cal / e_eval) if e_eval > 0 else math.inf
-    severity = _severity(evidence, share, local, gain_db)
+    severity = _severity(evidence, share, local, noise_frac)
     advice = (f"{100 * frac_q:.2g}% of evaluation values fall outside the calibrated range: calibrate "
               "with more representative data (include the inputs the model sees in use).")
     return Finding(layer, "coverage", severity, evidence, advice)
@@ -493,7 +494,7 @@ def error_growth(
     acc_in_sqnr_db: float,
     acc_out_sqnr_db: float,
     iso_sqnr_db: float,
-    gain_db: float | None = None,
+    noise_frac: float | None = None,
     explained_share: float = 0.0,
 ) -> Finding | None:
     """A layer whose accumulated SQNR drops much more than it inherits.
@@ -523,7 +524,7 @@ def error_growth(
                         "own error if own_share >= 0.5"),
     }
     local = _db(1.0 / (1.0 - share)) if share < 1 else math.inf
-    severity = _severity(evidence, share, local, gain_db)
+    severity = _severity(evidence, share, local, noise_frac)
     if own >= 0.5:
         advice = "This layer adds most of its error itself: inspect its weights' and output's "\
                  "quantization, or keep it in float."
@@ -540,7 +541,7 @@ class Branch:
     layer: str
     x: np.ndarray
     own_pos: int
-    gain_db: float | None = None
+    noise_frac: float | None = None
 
 
 def alignment(
@@ -549,17 +550,21 @@ def alignment(
     shared_pos: int,
     rule: str = "concat",
     mode: Round = Round.HALF_UP,
+    measured_gain_db: float | None = None,
+    what_if: str = "",
 ) -> Finding | None:
     """Concat / pool alignment forcing a branch to a worse position than its own.
 
-    Per branch: SQNR at its own position against at the shared position. Severity: the branches'
-    output costs added in the noise domain, each ``share = (E(shared) - E(own)) / E(shared)`` with the
-    keep-float gain of the layer producing the branch.
+    Per branch: SQNR of its float tensor at its own position against at the shared position.
+    Severity: ``measured_gain_db`` when given (the output SQNR gain of undoing the alignment in the
+    emulator, described by ``what_if``); else the branches' output costs added in the noise domain,
+    each ``share = (E(shared) - E(own)) / E(shared)`` times the branch layer's noise fraction; else the
+    worst local loss.
     """
     rows = []
     removed = 0.0
     local_worst = 0.0
-    have_gain = True
+    have_frac = True
     for b in branches:
         x = np.asarray(b.x, np.float32).ravel()
         if x.size == 0 or b.own_pos == shared_pos:
@@ -575,10 +580,10 @@ def alignment(
             local_worst = max(local_worst, loss)
         elif loss > 0:
             local_worst = math.inf
-        if b.gain_db is None:
-            have_gain = False
-        elif b.gain_db > 0:
-            removed += share * (1.0 - 10.0 ** (-b.gain_db / 10.0))
+        if b.noise_frac is None:
+            have_frac = False
+        else:
+            removed += share * min(max(b.noise_frac, 0.0), 1.0)
     if not rows or local_worst < ALIGN_MIN_LOSS_DB:
         return None
     evidence: dict[str, Any] = {
@@ -588,10 +593,14 @@ def alignment(
                              "at the shared position (dB), loss, share of its error due to the alignment"),
         "worst_loss_db": ev(local_worst, "largest branch SQNR loss"),
     }
-    if have_gain:
+    if measured_gain_db is not None:
+        severity = max(0.0, measured_gain_db)
+        evidence["what_if_gain_db"] = ev(measured_gain_db, f"output SQNR gain measured in the emulator: {what_if}")
+        evidence["severity_basis"] = ev("what-if", "the measured output SQNR gain of undoing the alignment")
+    elif have_frac:
         severity = -10.0 * math.log10(1.0 - removed) if removed < 1 else math.inf
-        evidence["severity_basis"] = ev("output", "branch shares weighted by each branch layer's keep-float "
-                                                  "gain, added as noise")
+        evidence["severity_basis"] = ev("output", "branch shares times each branch layer's output noise "
+                                                  "fraction, added as noise")
     else:
         severity = local_worst
         evidence["severity_basis"] = ev("local", "no sensitivity figure: severity is the worst branch loss")
@@ -611,14 +620,17 @@ def constraint(
     x: np.ndarray,
     mode: Round,
     layer_iso_sqnr_db: float | None = None,
-    gain_db: float | None = None,
+    noise_frac: float | None = None,
     text: str = "",
+    measured_gain_db: float | None = None,
 ) -> Finding | None:
     """A DPU shift constraint that moved a position away from the calibrated one.
 
-    ``x``: the float tensor whose position moved (weights, bias or activation). Cost: its SQNR at
-    ``before`` against at ``after``. Share: the added relative error ``r(after) - r(before)`` over the
-    layer's isolated relative error ``10^(-iso/10)`` (capped at 1), or over ``r(after)`` without it.
+    ``x``: the float tensor whose position moved (weights, bias or activation). Local cost: its SQNR at
+    ``before`` against at ``after``. Severity: ``measured_gain_db`` when given (output SQNR gain with
+    the position put back, measured in the emulator); else share times the layer's noise fraction, the
+    share being the added relative error ``r(after) - r(before)`` over the layer's isolated relative
+    error ``10^(-iso/10)`` (capped at 1), or over ``r(after)`` without it.
     """
     x = np.asarray(x, np.float32).ravel()
     if x.size == 0 or before == after:
@@ -646,7 +658,12 @@ def constraint(
     }
     if text:
         evidence["text"] = ev(text, "the adjustment as the constraint pass logged it")
-    severity = _severity(evidence, share, loss, gain_db)
+    severity = _severity(evidence, share, loss, noise_frac)
+    if measured_gain_db is not None:
+        severity = max(0.0, measured_gain_db)
+        evidence["what_if_gain_db"] = ev(measured_gain_db, "output SQNR gain measured in the emulator with "
+                                                           "this position put back to its calibrated value")
+        evidence["severity_basis"] = ev("what-if", "the measured output SQNR gain of undoing the constraint")
     advice = (f"The {rule} constraint moved {tensor} from {before} to {after}: rebalance the ranges the "
               "constraint ties together (weights against activations), or keep this layer in float.")
     return Finding(layer, "constraint", severity, evidence, advice)
@@ -675,13 +692,13 @@ def cpu_fallback(
     reason: str,
     partitions: int,
     splits: bool,
-    gain_db: float | None = None,
+    noise_frac: float | None = None,
 ) -> Finding:
     """A layer the DPU cannot run: computed in float on the CPU, the model cut around it.
 
     Severity: the accuracy cost is only the requantization of its output for the next DPU subgraph,
-    i.e. its keep-float gain (0 when unknown or when nothing quantized follows). The finding is always
-    reported, whatever its severity: it changes how the model deploys.
+    i.e. its output noise fraction in the severity formula (0 when unknown or when nothing quantized
+    follows). The finding is always reported, whatever its severity: it changes how the model deploys.
     """
     evidence = {
         "class": ev(class_name, "the layer's Keras class"),
@@ -690,8 +707,8 @@ def cpu_fallback(
                                           "cut out)"),
         "splits_model": ev(bool(splits), "True when DPU layers both feed it and read it (a round trip)"),
     }
-    severity = _severity(evidence, 1.0, 0.0, gain_db) if gain_db is not None else 0.0
-    if gain_db is None:
+    severity = _severity(evidence, 1.0, 0.0, noise_frac) if noise_frac is not None else 0.0
+    if noise_frac is None:
         evidence["severity_basis"] = ev("none", "no sensitivity figure; accuracy cost unknown, set to 0")
     advice = f"{class_name} runs on the CPU ({reason}): replace it with a DPU-supported equivalent"
     if class_name == "LeakyReLU":
