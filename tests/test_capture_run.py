@@ -1,0 +1,326 @@
+"""``qinspect capture`` on small generated tf_keras models: values, weights, atomicity, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import REPO, run_cli
+
+from qinspect.errors import QInspectError
+from qinspect.io.capture_file import Capture
+
+pytestmark = pytest.mark.tf
+
+N = 12
+
+
+def _build_model():
+    """Conv/BN/ReLU, depthwise, a nested functional block, Add, pooling, Dense: every layer kind that
+    needs care (nested names, several inbound, weights with non-trainable parts)."""
+    import tf_keras as tfk
+
+    tfk.utils.set_random_seed(7)
+    block_in = tfk.Input((8, 8, 8), name="block_in")
+    y = tfk.layers.Conv2D(8, 3, padding="same", name="b_conv")(block_in)
+    y = tfk.layers.ReLU(name="b_relu")(y)
+    block = tfk.Model(block_in, y, name="block")
+
+    inp = tfk.Input((8, 8, 3), name="image")
+    x = tfk.layers.Conv2D(8, 3, padding="same", name="conv1")(inp)
+    x = tfk.layers.BatchNormalization(name="bn1")(x)
+    x = tfk.layers.ReLU(name="relu1")(x)
+    x = tfk.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    y = block(x)
+    x = tfk.layers.Add(name="add")([x, y])
+    x = tfk.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = tfk.layers.Dense(4, name="fc")(x)
+    model = tfk.Model(inp, out, name="small")
+    # Non-trivial BN statistics, so a BN that ran in training mode would show.
+    bn = model.get_layer("bn1")
+    rng = np.random.default_rng(1)
+    bn.set_weights([rng.uniform(0.5, 2, 8), rng.normal(size=8), rng.normal(size=8), rng.uniform(0.5, 2, 8)])
+    return model
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory):
+    """(model, path of its .h5, path of random inputs .npy)."""
+    folder = tmp_path_factory.mktemp("capture_run")
+    model = _build_model()
+    path = folder / "small.h5"
+    model.save(path)
+    x = np.random.default_rng(2).normal(size=(N, 8, 8, 3)).astype(np.float32)
+    np.save(folder / "x.npy", x)
+    return model, path, folder / "x.npy"
+
+
+@pytest.fixture(scope="session")
+def small_capture(small_model, tmp_path_factory):
+    _, path, inputs = small_model
+    out = tmp_path_factory.mktemp("capture_out") / "cap.h5"
+    result = run_cli("capture", str(path), "--inputs", str(inputs), "-o", str(out), "--batch-size", "5")
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def _reference(model, name: str, x: np.ndarray) -> np.ndarray:
+    """The layer's output by an independent route: a one-output Keras model, predicted in one go."""
+    import tf_keras as tfk
+
+    if "/" in name:
+        outer, inner = name.split("/")
+        sub = model.get_layer(outer)
+        feed = tfk.Model(model.inputs, model.get_layer("dw").output).predict(x, verbose=0)
+        return tfk.Model(sub.inputs, sub.get_layer(inner).output).predict(feed, verbose=0)
+    return tfk.Model(model.inputs, model.get_layer(name).output).predict(x, verbose=0)
+
+
+def test_every_layer_matches_keras(small_model, small_capture):
+    model, _, inputs = small_model
+    out, result = small_capture
+    x = np.load(inputs)
+    with Capture.open(out) as cap:
+        layers = cap.layers_with_activations()
+        assert layers == ["image", "conv1", "bn1", "relu1", "dw", "block/b_conv", "block/b_relu", "add", "gap", "fc"]
+        np.testing.assert_array_equal(cap.inputs(), x)
+        np.testing.assert_array_equal(cap.activation("image"), x)
+        for name in layers[1:]:
+            got = cap.activation(name)
+            ref = _reference(model, name, x)
+            assert got.shape == ref.shape
+            scale = np.abs(ref).max()
+            np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6 * scale, err_msg=name)
+        assert cap.attrs["inputs_nonfinite"] is False or cap.attrs["inputs_nonfinite"] == 0
+        assert cap.attrs["source_model"].endswith("small.h5")
+
+
+def test_weights_equal_the_model(small_model, small_capture):
+    model, _, _ = small_model
+    out, _ = small_capture
+    with Capture.open(out) as cap:
+        block = model.get_layer("block")
+        for name, layer in [("conv1", model.get_layer("conv1")), ("bn1", model.get_layer("bn1")),
+                            ("dw", model.get_layer("dw")), ("block/b_conv", block.get_layer("b_conv")),
+                            ("fc", model.get_layer("fc"))]:
+            stored = cap.weights(name)
+            expected = layer.get_weights()
+            assert len(stored) == len(expected), name
+            for got, ref in zip(stored.values(), expected, strict=True):
+                np.testing.assert_array_equal(got, ref)
+        assert list(cap.weights("bn1")) == ["gamma", "beta", "moving_mean", "moving_variance"]
+        assert cap.weights("relu1") == {}
+
+
+def test_cli_prints_space_and_progress(small_capture):
+    _, result = small_capture
+    assert "disk space needed:" in result.stderr
+    assert "samples" in result.stderr
+    assert "wrote" in result.stdout
+
+
+def test_info_sees_the_same_graph_without_tensorflow(small_model, small_capture):
+    """Reading a capture, in a fresh process, never imports TensorFlow."""
+    _, model_path, _ = small_model
+    out, _ = small_capture
+    code = (
+        "import sys\n"
+        "from qinspect.io.capture_file import Capture\n"
+        "from qinspect.io.model_file import open_model\n"
+        f"cap = Capture.open({str(out)!r})\n"
+        "cap.activation('block/b_relu', [0, 3]); cap.weights('conv1'); cap.inputs()\n"
+        f"m = open_model({str(model_path)!r})\n"
+        "assert [l.name for l in cap.graph.layers] == [l.name for l in m.graph.layers]\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras')]\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_layers_pattern(small_model, tmp_path):
+    _, path, inputs = small_model
+    out = tmp_path / "c.h5"
+    result = run_cli("capture", str(path), "--inputs", str(inputs), "-o", str(out), "--layers", "b_*,fc",
+                     "--samples", "3", "-q")
+    assert result.returncode == 0, result.stderr
+    with Capture.open(out) as cap:
+        assert cap.layers_with_activations() == ["block/b_conv", "block/b_relu", "fc"]
+        assert cap.n_samples == 3 and cap.inputs().shape == (3, 8, 8, 3)
+        # The whole graph and all weights travel even when only some activations do.
+        assert "conv1" in cap.graph and cap.weights("conv1")
+    result = run_cli("capture", str(path), "--inputs", str(inputs), "-o", str(tmp_path / "d.h5"), "--layers", "zz*")
+    assert result.returncode == 2 and "no layer matches" in result.stderr
+
+
+def _one_line_error(result, path) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("qinspect: error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert str(path) in lines[0]
+    return lines[0]
+
+
+def test_wrong_input_shape_is_one_line_exit_2(small_model, tmp_path):
+    _, path, _ = small_model
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((2, 8, 8, 1), np.float32))
+    line = _one_line_error(run_cli("capture", str(path), "--inputs", str(bad), "-o", str(tmp_path / "c.h5")), bad)
+    assert "(2, 8, 8, 1)" in line and "(N, 8, 8, 3)" in line
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_missing_model_and_capture_as_model(small_capture, small_model, tmp_path):
+    _, _, inputs = small_model
+    out, _ = small_capture
+    _one_line_error(run_cli("capture", str(tmp_path / "nope.h5"), "--inputs", str(inputs), "-o",
+                            str(tmp_path / "c.h5")), tmp_path / "nope.h5")
+    line = _one_line_error(run_cli("capture", str(out), "--inputs", str(inputs), "-o", str(tmp_path / "c.h5")), out)
+    assert "is a capture" in line
+
+
+def test_existing_destination_needs_force(small_model, tmp_path):
+    _, path, inputs = small_model
+    out = tmp_path / "c.h5"
+    out.write_bytes(b"keep me")
+    line = _one_line_error(run_cli("capture", str(path), "--inputs", str(inputs), "-o", str(out)), out)
+    assert "--force" in line and out.read_bytes() == b"keep me"
+    result = run_cli("capture", str(path), "--inputs", str(inputs), "-o", str(out), "--force", "-q", "--samples", "2")
+    assert result.returncode == 0, result.stderr
+    with Capture.open(out) as cap:
+        assert cap.n_samples == 2
+
+
+def test_nan_inputs_warn_and_are_recorded(small_model, tmp_path):
+    _, path, _ = small_model
+    x = np.random.default_rng(3).normal(size=(4, 8, 8, 3)).astype(np.float32)
+    x[1, 0, 0, 0] = np.nan
+    x[2, 1, 1, 1] = np.inf
+    x[3, 2, 2, 2] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    out = tmp_path / "c.h5"
+    result = run_cli("capture", str(path), "--inputs", str(tmp_path / "nan.npy"), "-o", str(out), "-q",
+                     "--batch-size", "2")
+    assert result.returncode == 0, result.stderr
+    assert "warning" in result.stderr and "NaN or Inf" in result.stderr
+    with Capture.open(out) as cap:
+        assert cap.attrs["inputs_nonfinite"] in (True, 1)
+        assert (cap.attrs["inputs_nan"], cap.attrs["inputs_posinf"], cap.attrs["inputs_neginf"]) == (2, 1, 0)
+
+
+def test_image_folder_with_a_non_image_file(small_model, tmp_path):
+    from PIL import Image
+
+    _, path, _ = small_model
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (20, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "labels.csv").write_text("0,1,2\n")
+    out = tmp_path / "c.h5"
+    result = run_cli("capture", str(path), "--inputs", str(folder), "--preprocess", "0..1", "-o", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    assert "skipped 1 file(s) that are not images: labels.csv" in result.stderr
+    with Capture.open(out) as cap:
+        assert cap.n_samples == 3 and cap.attrs["preprocess"] == "0..1"
+        assert 0 <= cap.inputs().min() and cap.inputs().max() <= 1
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    _one_line_error(run_cli("capture", str(path), "--inputs", str(folder), "--preprocess", "0..1", "-o",
+                            str(tmp_path / "d.h5")), folder / "broken.png")
+    assert not (tmp_path / "d.h5").exists()
+
+
+def test_lambda_model_is_refused_without_running_its_code(tmp_path):
+    import tf_keras as tfk
+
+    marker = tmp_path / "ran"
+    marker_name = str(marker)
+
+    def double(t):
+        with open(marker_name, "w") as f:
+            f.write("the Lambda's code ran")
+        return t * 2
+
+    inp = tfk.Input((4,), name="x")
+    out = tfk.layers.Lambda(double, name="double")(inp)
+    tfk.Model(inp, out).save(tmp_path / "lam.h5")
+    marker.unlink()  # building the model called it once
+    np.save(tmp_path / "x.npy", np.zeros((2, 4), np.float32))
+    line = _one_line_error(run_cli("capture", str(tmp_path / "lam.h5"), "--inputs", str(tmp_path / "x.npy"), "-o",
+                                   str(tmp_path / "c.h5")), tmp_path / "lam.h5")
+    assert "double" in line and "Lambda" in line
+    assert not marker.exists() and not (tmp_path / "c.h5").exists()
+
+
+def test_crash_mid_write_leaves_destination_alone(small_model, tmp_path, monkeypatch):
+    """An exception injected after some batches were written: no file appears, an old one is kept."""
+    from qinspect.capture import runner
+
+    model, path, inputs = small_model
+    plan = runner.plan_capture(path, inputs, batch_size=3)
+
+    def crash(done, total):
+        if done >= 6:
+            raise RuntimeError("injected crash")
+
+    out = tmp_path / "c.h5"
+    with pytest.raises(RuntimeError, match="injected"):
+        runner.run_capture(plan, out, progress=crash, keras_model=model)
+    assert list(tmp_path.iterdir()) == []
+    out.write_bytes(b"old capture bytes" * 1000)
+    before = out.read_bytes()
+    with pytest.raises(RuntimeError, match="injected"):
+        runner.run_capture(plan, out, overwrite=True, progress=crash, keras_model=model)
+    assert out.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_sigint_leaves_destination_alone(small_model, tmp_path):
+    """Ctrl-C in the middle of a real capture: exit 2, no temporary file left, old file unchanged."""
+    _, path, _ = small_model
+    many = tmp_path / "many.npy"
+    np.save(many, np.random.default_rng(5).normal(size=(4000, 8, 8, 3)).astype(np.float32))
+    out = tmp_path / "c.h5"
+    out.write_bytes(b"the old capture")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qinspect", "capture", str(path), "--inputs", str(many), "-o", str(out), "--force",
+         "--batch-size", "1", "-q"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
+        time.sleep(0.05)
+    assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir()), "capture never started writing"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert out.read_bytes() == b"the old capture"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5", "many.npy"]
+
+
+def test_run_capture_result_and_plan(small_model, tmp_path):
+    from qinspect.capture import runner
+
+    model, path, inputs = small_model
+    plan = runner.plan_capture(path, inputs)
+    assert plan.batch_size == runner.MAX_AUTO_BATCH
+    assert plan.bytes_needed() == 4 * N * (8 * 8 * 3 + 8 * 8 * 8 * 7 + 8 + 4)  # 7 layers of 8x8x8, gap 8, fc 4
+    result = runner.run_capture(plan, tmp_path / "c.h5", keras_model=model)
+    assert result.n_samples == N and Path(result.path).stat().st_size == result.bytes_written
+    with h5py.File(result.path, "r") as h5:
+        # 2 KiB per sample: 8 samples fill a 16 KiB chunk.
+        assert h5["activations"]["conv1"].chunks == (8, 8, 8, 8)
+    with pytest.raises(QInspectError, match="already exists"):
+        runner.run_capture(plan, tmp_path / "c.h5", keras_model=model)
