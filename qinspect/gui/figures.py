@@ -48,6 +48,8 @@ def _log_counts(y: np.ndarray) -> np.ndarray:
 def _draw_series(plot: pg.PlotItem, s: Series, log_y: bool) -> None:
     x = np.asarray(s.x, dtype=float)
     y = np.asarray(s.y, dtype=float)
+    if s.style in ("line", "points") and not np.isfinite(y).any():
+        return  # nothing to draw (every value is a gap)
     if s.style == "step":
         if log_y:
             y = _log_counts(y)
@@ -143,12 +145,17 @@ def _build(spec: FigureSpec) -> pg.PlotWidget:
         _draw_marker(plot, m, spec.log_y, x_markers)
         x_markers += m.axis == "x"
     # Make sure every marker is inside the view, not only the data.
-    xs = [m.value for m in spec.markers if m.axis == "x" and math.isfinite(m.value)]
-    if xs:
-        lo, hi = plot.vb.childrenBounds()[0] or (min(xs), max(xs))
-        lo, hi = min([lo, *xs]), max([hi, *xs])
-        pad = 0.03 * (hi - lo or 1.0)
-        plot.setXRange(lo - pad, hi + pad, padding=0)
+    bounds = plot.vb.childrenBounds()
+    for axis, setter in (("x", plot.setXRange), ("y", plot.setYRange)):
+        vals = [m.value for m in spec.markers if m.axis == axis and math.isfinite(m.value)]
+        if axis == "y" and spec.log_y:
+            vals = [math.log10(v) for v in vals if v > 0]
+        if not vals:
+            continue
+        data = bounds[0 if axis == "x" else 1] or (min(vals), max(vals))
+        lo, hi = min([data[0], *vals]), max([data[1], *vals])
+        pad = 0.04 * (hi - lo or 1.0)
+        setter(lo - pad, hi + pad, padding=0)
     widget.show()  # lays out at the requested size (WA_DontShowOnScreen keeps it invisible)
     return widget
 

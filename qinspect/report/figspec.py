@@ -35,6 +35,12 @@ def _finite_or_nan(values: Sequence[float | None]) -> tuple[list[float], int]:
     return out, dropped
 
 
+def wants_log(counts: Sequence[float]) -> bool:
+    """A logarithmic count axis only pays when counts span more than two decades."""
+    nz = [float(c) for c in counts if c > 0]
+    return bool(nz) and max(nz) / min(nz) > 100
+
+
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.3g}%"
 
@@ -50,7 +56,7 @@ def activation_figure(
     frac_low: float | None = None,
     frac_high: float | None = None,
     other_ranges: dict[str, tuple[float, float]] | None = None,
-    log_y: bool = True,
+    log_y: bool | None = None,
 ) -> FigureSpec:
     """The float activation histogram with the int8 clip thresholds of the chosen position.
 
@@ -65,11 +71,14 @@ def activation_figure(
         colour = (PURPLE, GREEN, ORANGE, GREY)[i % 4]
         markers.append(Marker(lo, name, color=colour, dashed=True))
         markers.append(Marker(hi, name, color=colour, dashed=True))
-    caption = (
-        f"Float output values of {layer} over the calibration samples. Red lines: the int8 range at "
-        f"position {position if position is not None else 'n/a'}; clipped below: {_pct(frac_low)}, "
-        f"above: {_pct(frac_high)}."
-    )
+    if log_y is None:
+        log_y = wants_log(counts)
+    caption = f"Float output values of {layer} over the calibration samples."
+    if clip_low is not None and clip_high is not None:
+        caption += (f" Red lines: the int8 range at position {position}; clipped below: {_pct(frac_low)}, "
+                    f"above: {_pct(frac_high)}.")
+    else:
+        caption += " This output has no int8 position of its own (it is not quantized), so no clip range."
     if other_ranges:
         caption += " Dashed: the range other calibration methods would choose (what-if, not vai_q pof2s)."
     if log_y:
@@ -97,8 +106,13 @@ def weights_figure(
 ) -> FigureSpec:
     """The histogram of a layer's (folded, equalized) float weights with the int8 range."""
     markers = []
+    caption = f"All weights of {layer} as quantized (after folding and equalization)."
     if clip_low is not None and clip_high is not None:
         markers = [Marker(clip_low, "int8 min", color=RED), Marker(clip_high, "int8 max", color=RED)]
+        caption += f" Red lines: the int8 range at position {position}."
+    log_y = wants_log(counts)
+    if log_y:
+        caption += " Logarithmic count axis."
     return FigureSpec(
         id=fig_id,
         title=f"Weights histogram: {layer}",
@@ -106,9 +120,8 @@ def weights_figure(
         y_label="count",
         series=[Series("weights", _floats(edges), _floats(counts), style="step", color=GREEN)],
         markers=markers,
-        log_y=True,
-        caption=f"All weights of {layer} as quantized; red lines: the int8 range at position "
-        f"{position if position is not None else 'n/a'}. Logarithmic count axis.",
+        log_y=log_y,
+        caption=caption,
     )
 
 
@@ -159,6 +172,13 @@ def error_figure(
             Marker(-lsb / 2, "-½ LSB", color=GREY, dashed=True),
             Marker(lsb / 2, "+½ LSB", color=GREY, dashed=True),
         ]
+    log_y = wants_log(counts)
+    caption = f"{view.capitalize()} error of every output value of {layer}."
+    if lsb is not None:
+        caption += (" Dashed: half an output LSB, the rounding error alone; values beyond it come from clipping "
+                    "or from error carried in.")
+    if log_y:
+        caption += " Logarithmic count axis."
     return FigureSpec(
         id=fig_id,
         title=f"{view.capitalize()} error histogram: {layer}",
@@ -166,10 +186,8 @@ def error_figure(
         y_label="count",
         series=[Series("error", _floats(edges), _floats(counts), style="step", color=ORANGE)],
         markers=markers,
-        log_y=True,
-        caption=f"{view.capitalize()} error of every output value of {layer}. Dashed: half an output LSB, "
-        "the rounding error alone; values beyond it come from clipping or from error carried in. "
-        "Logarithmic count axis.",
+        log_y=log_y,
+        caption=caption,
     )
 
 

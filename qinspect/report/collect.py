@@ -1,0 +1,450 @@
+"""Gather a :class:`Report` from a capture (or model), the emulator, the diagnosis and an evaluation capture.
+
+Every number comes from the code that owns it: positions, placement, rewrites and adjustments from
+the emulator's graph; isolated and accumulated :class:`ErrorStats` from the emulator run; findings from
+:mod:`qinspect.analysis.diagnose`; histograms and the output tensor's clipping from the capture's float
+values through :mod:`qinspect.analysis`. Parts that are not installed or cannot run leave their numbers
+out (``None``) with a warning in the report, never a made-up value.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import importlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qinspect import __version__
+from qinspect.analysis.metrics import ErrorStats, representable_range
+from qinspect.errors import QInspectError
+from qinspect.io.capture_file import Capture, is_capture
+from qinspect.io.graph import Layer, ModelGraph
+from qinspect.report import figspec
+from qinspect.report.content import LayerSection, Report
+from qinspect.report.how import how_texts
+from qinspect.report.layer import LayerInputs, layer_section, summarize_float
+from qinspect.report.layer_map import LayerMap, map_layers
+
+Progress = Callable[[int, int, str], None]
+
+# Samples read per batch when streaming a layer's activations (bounded memory per layer).
+READ_BYTES = 32 << 20
+
+
+def _optional(module: str) -> Any:
+    """Import a part of qinspect that may not be in this build yet (None when absent)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None
+        raise
+
+
+@dataclass
+class Emulation:
+    """What the emulator gave: its graph, per-node results, where positions came from."""
+
+    graph: Any = None  # qinspect.dpu.dpu_graph.DpuGraph
+    results: dict[str, Any] = field(default_factory=dict)  # node name -> result (.isolated/.accumulated)
+    positions_source: str = ""
+    json_positions: dict[str, dict[str, int]] | None = None  # positions.json without a graph
+    settings: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------ sources
+
+
+def open_source(path: str | os.PathLike[str]) -> Any:
+    """A capture (with activations) or a model file (weights and graph only)."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise QInspectError("no such file or directory", path)
+    if os.path.isfile(path) and is_capture(path):
+        return Capture.open(path)
+    from qinspect.io.model_file import open_model
+
+    return open_model(path)
+
+
+def _is_json(path: str) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+    return head.startswith(b"{")
+
+
+def _read_positions_json(path: str) -> dict[str, dict[str, int]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise QInspectError(f"not a positions JSON file ({exc})", path) from None
+    table = data.get("positions", data) if isinstance(data, dict) else None
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise QInspectError("no positions object keyed by layer (expected positions.json of a Vitis run)", path)
+    for layer, keys in table.items():
+        for key, value in keys.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise QInspectError(f"position {layer}:{key} is not an integer: {value!r}", path)
+    return table
+
+
+def emulate(source: Any, positions: str | None, progress: Progress | None = None) -> Emulation:
+    """Run the emulator (calibrating, or with imported positions) over ``source`` if it can run."""
+    emu_mod = _optional("qinspect.dpu.emulator")
+    em = Emulation()
+    if positions is not None:
+        if not os.path.isfile(positions):
+            raise QInspectError("no such file", positions)
+        is_json = _is_json(positions)
+        kind = "positions.json" if is_json else "quantized.h5"
+        em.positions_source = f"Vitis {kind} ({os.path.abspath(positions)})"
+        if is_json:
+            em.json_positions = _read_positions_json(positions)
+    else:
+        em.positions_source = "qinspect calibration (predicts vai_q pof2s)"
+    if emu_mod is None:
+        em.warnings.append("the int8 emulator (qinspect.dpu.emulator) is not part of this build: no isolated or "
+                           "accumulated error figures")
+        if positions is not None and not em.json_positions:
+            from qinspect.dpu.from_quantized import load_graph
+
+            em.graph = load_graph(positions)
+        elif positions is None:
+            em.positions_source = "none (no emulator to calibrate)"
+        em.settings["emulator"] = "not available"
+        return em
+    return _run_emulator(emu_mod, source, positions, em, progress)
+
+
+def _run_emulator(emu_mod: Any, source: Any, positions: str | None, em: Emulation,
+                  progress: Progress | None) -> Emulation:
+    cls = emu_mod.Emulator
+    has_acts = isinstance(source, Capture)
+    if positions is not None and em.json_positions is None:
+        emulator = cls.from_quantized(positions)
+    else:
+        calib = source if has_acts else None
+        emulator = cls.from_model(source, calib_inputs=calib)
+        if em.json_positions is not None:
+            apply = getattr(emulator, "set_positions", None)
+            if apply is None:
+                raise QInspectError("this emulator cannot take positions from a positions.json; give the "
+                                    "quantized.h5 instead", positions)
+            apply(em.json_positions)
+    em.graph = getattr(emulator, "graph", None)
+    em.settings["emulator"] = "qinspect.dpu (integer DPU operators)"
+    for key in ("batch_size", "cle"):
+        if hasattr(emulator, key):
+            em.settings[key.replace("_", " ")] = getattr(emulator, key)
+    if has_acts:
+        if progress:
+            progress(0, 1, "emulating")
+        em.results = dict(emulator.run(source))
+    else:
+        em.warnings.append("a model file holds no activations: capture it (qinspect capture) for activation "
+                           "histograms and error figures")
+    return em
+
+
+# ------------------------------------------------------------------------------------------ rows
+
+
+@dataclass
+class Row:
+    """One report row: a float layer (with its standing node, if any) or a node the quantizer made."""
+
+    name: str
+    class_name: str
+    layer: Layer | None
+    node: Any = None
+    merged_into: list[Any] = field(default_factory=list)
+
+
+def _rows(graph: ModelGraph, lmap: LayerMap | None, dpu: Any) -> list[Row]:
+    leaves = graph.leaves()
+    if lmap is None:
+        return [Row(layer.name, layer.class_name, layer) for layer in leaves]
+    order = {n.name: i for i, n in enumerate(dpu.nodes)}
+    keyed: list[tuple[float, int, Row]] = []
+    last = -1.0
+    for seq, layer in enumerate(leaves):
+        node = lmap.standing.get(layer.name)
+        merged = lmap.merged_into.get(layer.name, [])
+        if node is not None:
+            last = float(order[node.name])
+        elif merged:
+            last = float(max(order[n.name] for n in merged))
+        keyed.append((last, seq, Row(layer.name, layer.class_name, layer, node, merged)))
+    for node in lmap.unowned:
+        keyed.append((order[node.name] + 0.5, len(keyed), Row(node.name, f"{node.op} (made by the quantizer)",
+                                                              None, node)))
+    keyed.sort(key=lambda t: (t[0], t[1]))
+    return [r for _, _, r in keyed]
+
+
+def _node_positions(dpu: Any, node: Any) -> dict[str, Any]:
+    def pos(slot: Any) -> int | None:
+        p = dpu.pos(slot)
+        return None if p is None else int(p)
+
+    kernel = next((s for k, s in node.weight_slots.items() if k in ("kernel", "depthwise_kernel",
+                                                                      "pointwise_kernel")), None)
+    inputs = [pos(dpu.output_slot(i)) for i in node.inputs] if node.op != "input" else []
+    out_slot = node.out_slot if node.op != "input" else None
+    return {
+        "input": inputs or None,
+        "weights": pos(kernel),
+        "bias": pos(node.weight_slots.get("bias")),
+        "output": pos(out_slot),
+    }
+
+
+def _json_row_positions(table: dict[str, dict[str, int]], name: str) -> dict[str, Any]:
+    """Positions of one layer read straight from positions.json (no emulator graph to place them)."""
+    keys = table.get(name)
+    if keys is None:
+        keys = table.get(f"quant_{name}", {})
+    out: dict[str, Any] = {"input": None, "weights": None, "bias": None, "output": None}
+    for key, value in keys.items():
+        if key.endswith(("/kernel:0", "/depthwise_kernel:0", "/pointwise_kernel:0")):
+            out["weights"] = value
+        elif key.endswith("/bias:0"):
+            out["bias"] = value
+        elif "/" not in key:  # output_0, input, or an activation's name: the layer's output quantizer
+            out["output"] = value
+    return out
+
+
+def _node_texts(dpu: Any, names: set[str]) -> tuple[list[str], list[str]]:
+    rewrites = [r.text for r in getattr(dpu, "rewrites", []) if names & set(r.layers) and r.kind != "source"]
+    adjustments = []
+    for adj in getattr(dpu, "adjustments", []):
+        if adj.layer in names or adj.slot[0] in names:
+            adjustments.append(f"{adj.constraint}: {adj.text} ({adj.slot[0]}:{adj.slot[1]} {adj.before} -> "
+                               f"{adj.after})")
+    return rewrites, adjustments
+
+
+def _placement(row: Row, dpu: Any) -> tuple[str, str]:
+    node = row.node
+    if node is None:
+        if row.merged_into:
+            into = ", ".join(n.name for n in row.merged_into)
+            return "", f"no int8 output of its own: merged into {into} by the quantizer"
+        if dpu is not None:
+            return "", "no int8 tensor of its own in the quantized model (removed or replaced by the quantizer)"
+        return "", ""
+    note = getattr(node, "cpu_reason", "") or ""
+    if node.out_slot is None and node.op not in ("input",):
+        act = dpu.fused_activation(node) if hasattr(dpu, "fused_activation") else None
+        if act is not None:
+            note = (note + "; " if note else "") + f"output not quantized: {act.name} is fused into it (one " \
+                "rounding of the accumulator at the activation's position)"
+    if node.name != row.name:
+        note = (note + "; " if note else "") + f"int8 tensor: {node.name}"
+    return getattr(node, "device", "DPU"), note
+
+
+def _batches(capture: Capture, layer: str, max_samples: int | None) -> Callable[[], Iterator[np.ndarray]]:
+    shape = capture.activation_shape(layer)
+    n = shape[0] if max_samples is None else min(shape[0], max_samples)
+    per = max(1, int(np.prod(shape[1:])) * 4)
+    step = max(1, READ_BYTES // per)
+
+    def gen() -> Iterator[np.ndarray]:
+        for start in range(0, n, step):
+            yield capture.activation(layer, slice(start, min(n, start + step)))
+
+    return gen
+
+
+def _stats(result: Any, which: str) -> ErrorStats | None:
+    if result is None:
+        return None
+    value = result.get(which) if isinstance(result, dict) else getattr(result, which, None)
+    return value if isinstance(value, ErrorStats) else None
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def _select(rows: list[Row], layer: str | None, path: str) -> list[Row]:
+    if layer is None:
+        return rows
+    chosen = [r for r in rows if r.name == layer]
+    if not chosen:
+        close = difflib.get_close_matches(layer, [r.name for r in rows], n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise QInspectError(f"no layer named {layer!r} in the model{hint}", path)
+    return chosen
+
+
+def _coverage(eval_cap: Capture, sections: list[LayerSection], max_samples: int | None) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    have = set(eval_cap.layers_with_activations())
+    for sec in sections:
+        pos = sec.positions.get("output")
+        if pos is None or sec.name not in have:
+            out[sec.name] = None
+            continue
+        lo, hi = representable_range(pos)
+        stats = ErrorStats()
+        for b in _batches(eval_cap, sec.name, max_samples)():
+            b = np.asarray(b, dtype=np.float64).reshape(-1)
+            # only the clip counts are used: test = ref keeps the error sums at zero
+            stats.update(b, b, clip_lo=lo, clip_hi=hi)
+        out[sec.name] = (stats.clip_lo_count + stats.clip_hi_count) / stats.n_clip_checked if stats.n_clip_checked \
+            else None
+    return out
+
+
+def check_eval_capture(source: Capture, eval_cap: Capture) -> None:
+    """Refuse an evaluation capture of another model (layer names or shapes differ)."""
+    a = {n: source.activation_shape(n)[1:] for n in source.layers_with_activations()}
+    b = {n: eval_cap.activation_shape(n)[1:] for n in eval_cap.layers_with_activations()}
+    both = f"{eval_cap.path} and {source.path}"
+    if set(a) != set(b):
+        missing = sorted(set(a) ^ set(b))[:3]
+        raise QInspectError(f"captures of different models: layers {', '.join(missing)} are in only one of them",
+                            both)
+    for name in a:
+        if a[name] != b[name]:
+            raise QInspectError(f"captures of different models: layer {name} has shape {list(b[name])} in one "
+                                f"and {list(a[name])} in the other", both)
+
+
+def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: list[str]) -> list[dict] | None:
+    diag = _optional("qinspect.analysis.diagnose")
+    if diag is None:
+        warnings.append("the diagnosis (qinspect.analysis.diagnose) is not part of this build: no findings")
+        return None
+    if not isinstance(source, Capture) or em.graph is None or not em.results:
+        warnings.append("no findings: the diagnosis needs a capture and an emulator run")
+        return None
+    found = diag.diagnose(source, em.graph, em.results, eval_capture=eval_cap) if eval_cap is not None \
+        else diag.diagnose(source, em.graph, em.results)
+    out = []
+    for f in found:
+        d = f.to_dict() if hasattr(f, "to_dict") else dict(f)
+        out.append(d)
+    out.sort(key=lambda d: -(d.get("severity") if isinstance(d.get("severity"), (int, float)) else 0.0))
+    return out
+
+
+def build_report(
+    source_path: str | os.PathLike[str],
+    positions: str | os.PathLike[str] | None = None,
+    layer: str | None = None,
+    eval_path: str | os.PathLike[str] | None = None,
+    max_samples: int | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """The report for a capture or model file (``layer``: only that layer's section)."""
+    path = str(source_path)
+    source = open_source(path)
+    eval_cap = None
+    try:
+        graph: ModelGraph = source.graph
+        if eval_path is not None:
+            if not isinstance(source, Capture):
+                raise QInspectError("--eval compares two captures: the first file is a model, not a capture",
+                                    path)
+            eval_cap = Capture.open(str(eval_path))
+            check_eval_capture(source, eval_cap)
+        em = emulate(source, None if positions is None else str(positions), progress)
+        return _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress)
+    finally:
+        for f in (source, eval_cap):
+            if f is not None:
+                f.close()
+
+
+def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: str | None,
+              eval_cap: Capture | None, max_samples: int | None, progress: Progress | None) -> Report:
+    dpu = em.graph
+    lmap = map_layers([lay.name for lay in graph.leaves()], dpu) if dpu is not None else None
+    rows = _select(_rows(graph, lmap, dpu), layer, path)
+    has_acts = isinstance(source, Capture)
+    captured = set(source.layers_with_activations()) if has_acts else set()
+    warnings = list(em.warnings)
+    findings = _diagnose(source, em, eval_cap, warnings)
+    leaf_index = {lay.name: i for i, lay in enumerate(graph.leaves())}
+    sections = []
+    for i, row in enumerate(rows):
+        if progress:
+            progress(i, len(rows), row.name)
+        sections.append(_section(row, i, leaf_index, source, em, lmap, captured, findings, max_samples))
+    coverage = _coverage(eval_cap, sections, max_samples) if eval_cap is not None else None
+    report = Report(
+        model_name=graph.name,
+        source=os.path.abspath(path),
+        source_format=getattr(source, "kind", None) or graph.source_format or "",
+        samples=source.n_samples if has_acts else None,
+        positions_source=em.positions_source,
+        layers=sections,
+        how=how_texts(),
+        findings=None if findings is None else [f for f in findings if layer is None or f.get("layer") == layer],
+        selected_layer=layer,
+        eval_source=os.path.abspath(eval_cap.path) if eval_cap is not None else None,
+        coverage=coverage,
+        settings=dict(em.settings),
+        warnings=warnings,
+        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        qinspect_version=__version__,
+    )
+    drawable = [v for s in sections for v in ((s.isolated or {}).get("sqnr_db"), (s.accumulated or {}).get("sqnr_db"))
+                if isinstance(v, float) and math.isfinite(v)]
+    if layer is None and drawable:
+        report.figures.append(figspec.propagation_figure(
+            "propagation", [s.name for s in sections],
+            [(s.isolated or {}).get("sqnr_db") for s in sections],
+            [(s.accumulated or {}).get("sqnr_db") for s in sections],
+        ))
+    return report
+
+
+def _section(row: Row, i: int, leaf_index: dict[str, int], source: Any, em: Emulation, lmap: LayerMap | None,
+             captured: set[str], findings: list[dict] | None, max_samples: int | None) -> LayerSection:
+    dpu = em.graph
+    node = row.node
+    placement, note = _placement(row, dpu)
+    if node is not None:
+        positions = _node_positions(dpu, node)
+        names = {row.name, node.name, getattr(node, "key", "")} | {n.name for n in row.merged_into}
+        rewrites, adjustments = _node_texts(dpu, names)
+        weights = dict(node.weights)
+        result = em.results.get(node.name)
+    else:
+        positions = _json_row_positions(em.json_positions, row.name) if em.json_positions else {}
+        rewrites, adjustments = _node_texts(dpu, {row.name} | {n.name for n in row.merged_into}) if dpu else ([], [])
+        weights = source.weights(row.name) if row.layer is not None and not row.merged_into else {}
+        result = None
+    inp = LayerInputs(
+        name=row.name,
+        class_name=row.class_name,
+        index=leaf_index.get(row.name),
+        placement=placement,
+        placement_note=note,
+        positions=positions,
+        positions_source=em.positions_source if any(v is not None for v in positions.values()) else "",
+        isolated=_stats(result, "isolated"),
+        accumulated=_stats(result, "accumulated"),
+        weights=weights,
+        rewrites=rewrites,
+        adjustments=adjustments,
+        findings=[f for f in (findings or []) if f.get("layer") == row.name],
+    )
+    if row.name in captured:
+        inp.float_summary = summarize_float(_batches(source, row.name, max_samples), positions.get("output"))
+    return layer_section(inp, f"L{i}")
+
+
