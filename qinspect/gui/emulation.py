@@ -160,12 +160,18 @@ def dump_job(token: CancelToken, folder: str, quantized: str | None) -> Any:
 
 
 def export_job(token: CancelToken, document: Document, analysis: Analysis | None, folder: str,
-               layer: str | None, eval_path: str | None) -> str:
-    """Write the report folder with the report package; returns the folder."""
-    from qinspect.errors import QInspectError
+               layer: str | None, eval_path: str | None) -> Any:
+    """Worker: gather the report's numbers with the report package (figures are drawn on the UI thread)."""
+    from qinspect.report.collect import build_report
 
-    module = _optional("qinspect.report.build")
-    if module is None:
-        raise QInspectError("the report builder (qinspect.report.build) is not part of this build", folder)
+    quantized = analysis.quantized_path if analysis is not None else None
+    return build_report(document.path, positions=quantized, layer=layer, eval_path=eval_path,
+                        progress=lambda done, total, text: token.progress(done, total, f"report: {text}"))
+
+
+def write_job(token: CancelToken, report: Any, folder: str, pngs: dict[str, bytes]) -> str:
+    """Worker: write the report folder atomically (HTML with the figures inline, JSON, CSV, PNGs)."""
+    from qinspect.report.writer import write_report
+
     token.check()
-    return str(module.build_and_write(document.path, folder, layer=layer))
+    return str(write_report(report, folder, figures_png=pngs, force=True))

@@ -295,8 +295,15 @@ class LayerFilterProxy(QSortFilterProxyModel):
 
     def set_search(self, text: str) -> None:
         """Filter by ``text`` (empty: show everything)."""
-        self._needle = text.strip().lower()
-        self.invalidateFilter()
+        # Qt >= 6.9 wants begin/endFilterChange (invalidateFilter is deprecated there).
+        begin = getattr(self, "beginFilterChange", None)
+        if begin is not None:
+            begin()
+            self._needle = text.strip().lower()
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self._needle = text.strip().lower()
+            self.invalidateFilter()
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:
         if not self._needle:

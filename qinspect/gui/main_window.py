@@ -298,6 +298,7 @@ class MainWindow(QMainWindow):
         self.session.status.connect(self.set_status)
         self.session.failed.connect(lambda exc, tb, what: self.errors.report(exc, tb, what))
         self.session.busy.connect(self._on_session_busy)
+        self.session.progress.connect(self.show_progress)
         self.tree_model.set_graph(doc.graph)
         self.search.clear()
         self.tree.expandToDepth(0)

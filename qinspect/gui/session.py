@@ -43,7 +43,7 @@ class Session(QObject):
         self.dump: Any = None  # dump comparison rows
         self.findings: list[Any] = []
         self.channels: dict[str, Channel] = {}
-        for name in ("emulate", "coverage", "dump", "export", "findings"):
+        for name in ("emulate", "coverage", "dump", "export", "write", "findings"):
             channel = Channel(name, self)
             channel.failed.connect(lambda _rid, exc, tb, n=name: self._on_failed(n, exc, tb))
             channel.progress.connect(lambda _rid, d, t, text: self.progress.emit(d, t, text))
@@ -52,7 +52,9 @@ class Session(QObject):
         self.channels["emulate"].finished.connect(self._on_emulated)
         self.channels["coverage"].finished.connect(self._on_coverage)
         self.channels["dump"].finished.connect(self._on_dump)
-        self.channels["export"].finished.connect(self._on_exported)
+        self.channels["export"].finished.connect(self._on_report_built)
+        self.channels["write"].finished.connect(self._on_exported)
+        self._render: dict[str, Any] | None = None
         self.channels["findings"].finished.connect(self._on_findings)
         self._long: str | None = None
 
@@ -60,7 +62,8 @@ class Session(QObject):
         "emulate": "Emulating the int8 model",
         "coverage": "Comparing captures",
         "dump": "Comparing the Vitis dump",
-        "export": "Writing the report",
+        "export": "Gathering the report",
+        "write": "Writing the report",
         "findings": "Diagnosing",
     }
 
@@ -195,8 +198,42 @@ class Session(QObject):
     # --- export ------------------------------------------------------------------------------------
     def export_report(self, folder: str, layer: str | None) -> None:
         """Write an HTML + JSON + CSV report for the model or one layer (see qinspect.report)."""
-        self._run("export", emulation.export_job, self.document, self.analysis, os.fspath(folder), layer,
+        self._export_folder = os.fspath(folder)
+        self._run("export", emulation.export_job, self.document, self.analysis, self._export_folder, layer,
                   self.coverage_eval_path())
+
+    def _on_report_built(self, _rid: int, report: Any) -> None:
+        # pyqtgraph draws on the UI thread only: one figure per event-loop turn keeps the window live.
+        from PySide6.QtCore import QTimer
+
+        self._render = {"report": report, "specs": list(report.all_figures()), "pngs": {}, "i": 0}
+        self._long = "write"
+        self.busy.emit(self.channels["write"], "Drawing the report's figures")
+        QTimer.singleShot(0, self._render_next)
+
+    def _render_next(self) -> None:
+        from PySide6.QtCore import QTimer
+
+        state = self._render
+        if state is None:
+            return
+        specs, i = state["specs"], state["i"]
+        try:
+            if i < len(specs):
+                from qinspect.gui.figures import render_png
+
+                state["pngs"][specs[i].id] = render_png(specs[i])
+                state["i"] = i + 1
+                self.progress.emit(i + 1, len(specs), "figures")
+                QTimer.singleShot(0, self._render_next)
+                return
+        except Exception as exc:  # noqa: BLE001 - reported through the hub like any job failure
+            self._render = None
+            self.busy.emit(None, "")
+            self._on_failed("write", exc, "")
+            return
+        self._render = None
+        self._run("write", emulation.write_job, state["report"], self._export_folder, state["pngs"])
 
     def _on_exported(self, _rid: int, path: str) -> None:
         self.status.emit(f"Report written: {path}")

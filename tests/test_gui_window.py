@@ -1,0 +1,195 @@
+"""The real inspector window, driven offscreen by pytest-qt: open, select, what-if, compare, errors."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytest.importorskip("PySide6")
+pytest.importorskip("pyqtgraph")
+
+from gui_fixtures import HAND_VALUES, N_CHAIN, chain_max, isolated_settings, write_gui_capture  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module")
+def capture_path(tmp_path_factory):
+    return write_gui_capture(tmp_path_factory.mktemp("gui") / "calib.h5")
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    from qinspect.gui.main_window import MainWindow
+
+    win = MainWindow(settings_path=isolated_settings(tmp_path))
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.shutdown()
+
+
+def open_and_wait(qtbot, win, path):
+    with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
+        win.open_path(str(path))
+    qtbot.waitUntil(lambda: win.layer_panel.data is not None and win.layer_panel.data.complete, timeout=10000)
+
+
+def show_layer(qtbot, win, name):
+    win.select_layer(name)
+    qtbot.waitUntil(lambda: win.layer_panel.data is not None and win.layer_panel.data.name == name
+                    and win.layer_panel.data.complete and win.layer_panel.whatif is not None, timeout=10000)
+
+
+def test_empty_window_prompts_to_open(window):
+    assert window.stack.currentWidget() is window.empty
+    text = window.empty.findChild(type(window.status_label), "emptyTitle").text()
+    assert "Open a model or capture" in text
+    assert window.export_model_action.isEnabled() is False
+
+
+def test_open_capture_fills_tree_and_panel(qtbot, window, capture_path):
+    open_and_wait(qtbot, window, capture_path)
+    assert window.stack.currentWidget() is window.tabs
+    model = window.tree_model
+    # Top level: input, block (nested model), hand, chain_0..: the nested conv is a child of block.
+    assert model.rowCount() == 3 + N_CHAIN
+    block = model.index(1, 0)
+    assert block.data() == "block" and model.rowCount(block) == 1
+    assert model.index(0, 0, block).data() == "conv"
+    assert window.settings.recent_files()[0] == str(capture_path.resolve())
+    assert "calib.h5" in window.windowTitle()
+
+
+def test_position_what_if_gives_hand_checked_numbers(qtbot, window, capture_path):
+    open_and_wait(qtbot, window, capture_path)
+    show_layer(qtbot, window, "hand")
+    panel = window.layer_panel
+    # x_i = (i - 50) / 16 are multiples of 1/16: at p = 5 nothing clips and every value is exact.
+    panel.position.setValue(5)
+    qtbot.waitUntil(lambda: panel.whatif.position == 5, timeout=5000)
+    assert "below: <b>0%</b>" in panel.clip_label.text() and "above: <b>0%</b>" in panel.clip_label.text()
+    assert "∞" in panel.sqnr_label.text()
+    # p = 6: range [-2, 127/64]. Below: i = 0..17 (18 of 100); above: i = 82..99 (18 of 100).
+    panel.position.setValue(6)
+    qtbot.waitUntil(lambda: panel.whatif.position == 6, timeout=5000)
+    assert "below: <b>18.00%</b>" in panel.clip_label.text()
+    assert "above: <b>18.00%</b>" in panel.clip_label.text()
+    # Error energy by hand: below, errors k/16 for k = 1..18; above, (4j + 1)/64 for j = 0..17.
+    noise = sum(k * k for k in range(1, 19)) / 256 + sum((4 * j + 1) ** 2 for j in range(18)) / 4096
+    signal = sum((i - 50) ** 2 for i in range(100)) / 256
+    expected = 10 * math.log10(signal / noise)
+    assert f"{expected:.2f} dB" in panel.sqnr_label.text()
+    assert abs(panel.whatif.sqnr_db - expected) < 1e-9
+    assert panel.whatif.lo == -2.0 and panel.whatif.hi == 127 / 64
+
+
+def test_method_combo_moves_position(qtbot, window, capture_path):
+    from qinspect.dpu.fixed_point import pos_non_overflow
+
+    open_and_wait(qtbot, window, capture_path)
+    show_layer(qtbot, window, "hand")
+    panel = window.layer_panel
+    panel.method.setCurrentText("non-overflow")
+    # non-overflow of [-3.125, 3.0625]: the range must hold -3.125, so p = 5 ([-4, 3.97]).
+    expected = pos_non_overflow(float(HAND_VALUES.min()), float(HAND_VALUES.max()))
+    assert expected == 5
+    qtbot.waitUntil(lambda: panel.whatif.method == "non-overflow", timeout=5000)
+    assert panel.position.value() == 5 and panel.whatif.position == 5
+
+
+def test_rapid_clicks_never_show_a_stale_layer(qtbot, window, capture_path):
+    open_and_wait(qtbot, window, capture_path)
+    panel = window.layer_panel
+    shown = []
+    panel.shown.connect(shown.append)
+    names = [f"chain_{k}" for k in range(50)]
+    for name in names:
+        window.select_layer(name)
+        qtbot.wait(2)
+        # Whatever the panel shows at any moment belongs to the layer selected last.
+        if panel.data is not None:
+            assert panel.data.name == name
+    last = names[-1]
+    qtbot.waitUntil(lambda: panel.data is not None and panel.data.complete and panel.data.name == last, timeout=10000)
+    assert last in panel.title.text()
+    assert f"{chain_max(49):.5g}" in panel.range_label.text() or panel.data.vmax == pytest.approx(chain_max(49))
+    assert abs(panel.data.vmax - chain_max(49)) < 1e-5
+    assert all(n == last for n in shown[-1:])
+    assert window.current_layer() == last
+
+
+def test_weights_show_bits_wasted_per_channel(qtbot, window, capture_path):
+    open_and_wait(qtbot, window, capture_path)
+    show_layer(qtbot, window, "block/conv")
+    kernel = next(w for w in window.layer_panel.data.weights if w.name == "kernel")
+    # Channel c spans ±2^-c against the tensor's ±1: it wastes exactly c bits.
+    np.testing.assert_allclose(kernel.bits_wasted, [0, 1, 2, 3])
+    assert kernel.tensor_absmax == pytest.approx(1.0)
+
+
+def test_search_filters_by_name_and_type(qtbot, window, capture_path):
+    open_and_wait(qtbot, window, capture_path)
+    window.search.setText("conv2d")  # by type, case-insensitive: keeps the nested model as parent
+    proxy = window.proxy
+    assert proxy.rowCount() == 1
+    block = proxy.index(0, 0)
+    assert block.data() == "block" and proxy.rowCount(block) == 1
+    window.search.setText("chain_4")
+    assert proxy.rowCount() == 1 + 10  # chain_4 and chain_40..49
+
+
+def test_corrupt_file_shows_message_and_window_stays_usable(qtbot, window, capture_path, tmp_path):
+    bad = tmp_path / "broken.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    with qtbot.waitSignal(window.errors.reported, timeout=10000) as blocker:
+        window.open_path(str(bad))
+    record = blocker.args[0]
+    assert record.user_error and "broken.h5" in record.summary
+    assert window.errors.box.isVisible() and not window.errors.box.isModal()
+    # The window still works: open a good capture afterwards.
+    open_and_wait(qtbot, window, capture_path)
+    assert window.tree_model.rowCount() == 3 + N_CHAIN
+
+
+def test_compare_captures_reports_values_outside_calibrated_range(qtbot, window, capture_path, tmp_path):
+    evaluation = write_gui_capture(tmp_path / "eval.h5", scale=2.0)
+    open_and_wait(qtbot, window, capture_path)
+    with qtbot.waitSignal(window.session.coverage_changed, timeout=30000):
+        window.session.load_eval_capture(str(evaluation))
+    rows = {r.layer: r for r in window.session.coverage.rows}
+    from qinspect.io.capture_file import Capture as Cap
+
+    with Cap.open(evaluation) as ev, Cap.open(capture_path) as cal:
+        for name in ("chain_3", "chain_30"):
+            row = rows[name]
+            hi = 127 * 2.0 ** -row.position
+            x_eval = ev.activation(name)
+            x_cal = cal.activation(name)
+            assert row.eval_above == pytest.approx(np.count_nonzero(x_eval > hi) / x_eval.size)
+            assert row.calib_above == pytest.approx(np.count_nonzero(x_cal > hi) / x_cal.size)
+            # The evaluation data reaches twice the calibration range: far more of it clips.
+            assert row.eval_outside > 10 * row.calib_outside + 0.01
+    assert window.compare.table.rowCount() == len(rows)
+
+
+def test_settings_persist_metric_and_recent_files(qtbot, tmp_path, capture_path):
+    from qinspect.gui.main_window import MainWindow
+
+    ini = isolated_settings(tmp_path)
+    win = MainWindow(settings_path=ini)
+    qtbot.addWidget(win)
+    win.set_metric("cosine")
+    win.settings.add_recent_file(capture_path)
+    win.close()
+    win.shutdown()
+    again = MainWindow(settings_path=ini)
+    qtbot.addWidget(again)
+    assert again.metric == "cosine" and again.metric_actions["cosine"].isChecked()
+    assert again.settings.recent_files() == [str(capture_path.resolve())]
+    assert again.recent_menu.actions()[0].text() == str(capture_path.resolve())
+    again.shutdown()
