@@ -1,0 +1,474 @@
+"""The emulator's public face, used by the CLI, the GUI and the analysis layer.
+
+>>> emu = Emulator.from_model("float.h5", calib_inputs=x, batch_size=4)   # predict what vai_q chooses
+>>> emu = Emulator.from_quantized("quantized.h5")                         # or take Vitis's own
+>>> emu.positions["c1"]["c1/kernel:0"]
+>>> results = emu.run(capture_or_array, stats_factory=ErrorStats)
+
+``run`` streams the data in batches. For every node it evaluates, side by side and node by node (so
+only the live frontier of the graph is in memory), three values: the float reference, the
+*accumulated* integer pipeline from the model input, and the *isolated* integer result of the node
+fed with its inputs' float reference quantized at the positions the pipeline uses. Error statistics
+are accumulated with a caller-given factory (``qinspect.analysis.metrics.ErrorStats``: the dpu layer
+may not import the analysis layer), so any object with ``update(ref, test, q=None, clip_lo=, clip_hi=)``
+works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qinspect.dpu.calibrate import CalibrationResult, calibrate
+from qinspect.dpu.dpu_graph import CONV_OPS, Adjustment, DpuGraph, Node, Rewrite
+from qinspect.dpu.executor import Evaluator, Value, _FusedValue, batch_inputs, check_input_shape
+from qinspect.dpu.fixed_point import Round, quantize
+from qinspect.errors import QInspectError
+
+DEFAULT_BATCH = 32
+
+
+@dataclass
+class LayerResult:
+    """What the emulator found for one node over all samples run."""
+
+    name: str
+    op: str
+    device: str
+    cpu_reason: str
+    origin: list[str]
+    position: int | None
+    weight_positions: dict[str, int | None]
+    fused_into: str | None = None
+    isolated: Any = None  # stats object (or None without a stats factory)
+    accumulated: Any = None
+    int8: np.ndarray | None = None  # accumulated codes, all samples (on request)
+    float_ref: np.ndarray | None = None  # float reference, all samples (on request)
+    chunks_q: list[np.ndarray] = field(default_factory=list, repr=False)
+    chunks_f: list[np.ndarray] = field(default_factory=list, repr=False)
+
+
+def _data_batches(graph: DpuGraph, data: Any, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of model inputs from an array, a dict of arrays, a capture or an iterable of batches."""
+    if batch_size < 1:
+        raise QInspectError(f"batch size must be at least 1, got {batch_size}")
+    if hasattr(data, "inputs") and hasattr(data, "n_samples"):  # a capture
+        names = graph.inputs
+        n = int(data.n_samples)
+        for i in range(0, n, batch_size):
+            sl = slice(i, min(n, i + batch_size))
+            yield {name: np.asarray(data.inputs(name if len(names) > 1 else None, sl), np.float32)
+                   for name in names}
+        return
+    if isinstance(data, np.ndarray) or isinstance(data, dict):
+        arrays = batch_inputs(graph, data)
+        for name, arr in arrays.items():
+            if name not in graph:
+                raise QInspectError(f"the model has no input named {name}")
+            check_input_shape(graph, name, arr)
+        n = len(next(iter(arrays.values())))
+        for i in range(0, n, batch_size):
+            yield {k: v[i:i + batch_size] for k, v in arrays.items()}
+        return
+    for b in data:
+        yield batch_inputs(graph, b)
+
+
+class Emulator:
+    """A DPU graph with positions, ready to run."""
+
+    def __init__(self, graph: DpuGraph, calibration: CalibrationResult | None = None, source: str = "") -> None:
+        self.graph = graph
+        self.calibration = calibration
+        self.source = source
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_model(cls, source: Any, calib_inputs: Any = None, batch_size: int = DEFAULT_BATCH,
+                   cle: bool = True, constraints: bool = True) -> Emulator:
+        """Rewrite a float model as the quantizer does and, given calibration data, calibrate it.
+
+        ``source``: a path (Keras .h5 / .keras / capture) or an opened model source. ``calib_inputs``:
+        an array, a dict of arrays, a capture, or None (a capture source then calibrates on its own
+        inputs; otherwise positions stay unknown until :meth:`load_positions`).
+        """
+        from qinspect.dpu.rewrites import graph_from_float
+
+        path = ""
+        if isinstance(source, str | os.PathLike):
+            from qinspect.io.model_file import open_model
+
+            path = str(source)
+            source = open_model(path)
+        else:
+            path = getattr(source, "path", "")
+        graph = graph_from_float(source.graph, source, cle=cle)
+        _shapes_from(graph, source.graph)
+        if calib_inputs is None and getattr(source, "kind", "") == "capture":
+            calib_inputs = source
+        emu = cls(graph, source=path)
+        if calib_inputs is not None:
+            emu.calibrate(calib_inputs, batch_size, constraints)
+        return emu
+
+    @classmethod
+    def from_quantized(cls, path: str | os.PathLike[str]) -> Emulator:
+        """Positions and folded/equalized weights from a Vitis ``quantized.h5`` (no quantizer needed)."""
+        from qinspect.dpu.from_quantized import graph_from_quantized
+        from qinspect.io.vitis import load_quantized_model
+
+        model = load_quantized_model(path)
+        graph = graph_from_quantized(model)
+        for layer in model.layers:
+            if layer.class_name == "InputLayer" and layer.name in graph:
+                shape = layer.config.get("batch_input_shape") or layer.config.get("batch_shape")
+                if shape:
+                    graph[layer.name].output_shape = list(shape)
+        emu = cls(graph, source=str(path))
+        emu.quantized_model = model
+        return emu
+
+    def calibrate(self, data: Any, batch_size: int = DEFAULT_BATCH, constraints: bool = True) -> CalibrationResult:
+        """Calibrate (batch by batch, voting, then the DPU constraints); sets the positions."""
+        batches = _data_batches(self.graph, data, batch_size)
+        self.calibration = calibrate(self.graph, batches, batch_size, constraints)
+        return self.calibration
+
+    def load_positions(self, positions: Any) -> list[str]:
+        """Use positions from a positions.json-like dict, a JSON file (``calibrate --json`` output or a
+        reference case's positions.json) or a Vitis ``quantized.h5``. Returns slots that got none."""
+        if isinstance(positions, str | os.PathLike):
+            p = str(positions)
+            if not os.path.exists(p):
+                raise QInspectError("no such file", p)
+            with open(p, "rb") as fh:
+                head = fh.read(8)
+            if head.startswith(b"\x89HDF"):
+                from qinspect.io.vitis import load_quantized_model
+
+                positions = load_quantized_model(p).positions()
+            else:
+                try:
+                    with open(p, encoding="utf-8") as fh:
+                        positions = json.load(fh)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    raise QInspectError(f"not a positions JSON file ({exc.__class__.__name__})", p) from None
+        if isinstance(positions, dict) and isinstance(positions.get("positions"), dict):
+            positions = positions["positions"]
+        if not isinstance(positions, dict):
+            raise QInspectError("positions must be an object keyed by layer, then tensor")
+        missing = []
+        for slot in self.graph.slots:
+            v = positions.get(slot[0], {}).get(slot[1]) if isinstance(positions.get(slot[0]), dict) else None
+            if v is None:
+                missing.append(f"{slot[0]}:{slot[1]}")
+            else:
+                self.graph.set_pos(slot, int(v))
+        return missing
+
+    # -- what the GUI and reports show ----------------------------------------------------------
+    @property
+    def positions(self) -> dict[str, dict[str, int]]:
+        """Current positions keyed like positions.json."""
+        return self.graph.positions_json()
+
+    @property
+    def rewrites(self) -> list[Rewrite]:
+        """The graph rewrites, in words, with the layers they touched."""
+        return list(self.graph.rewrites)
+
+    @property
+    def adjustments(self) -> list[Adjustment]:
+        """DPU constraint adjustments (before/after) made after calibration."""
+        return list(self.graph.adjustments)
+
+    def rewrites_for(self, layer: str) -> list[Rewrite]:
+        """Rewrites that touched a layer (float-model or node name)."""
+        node = self.graph[layer] if layer in self.graph else None
+        names = {layer, *(node.origin if node else [])}
+        return [r for r in self.graph.rewrites if names & set(r.layers)]
+
+    def node_for(self, float_layer: str) -> Node | None:
+        """The node whose output corresponds to a float-model layer (last node with it in ``origin``)."""
+        found = None
+        for n in self.graph.nodes:
+            if float_layer in n.origin or n.name == float_layer:
+                found = n
+        return found
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self, data: Any, layers: Iterable[str] | None = None, batch_size: int = DEFAULT_BATCH,
+            stats_factory: Callable[[], Any] | None = None, keep_int8: bool = False, keep_float: bool = False,
+            isolated: bool = True, progress: Callable[[int], None] | None = None) -> dict[str, LayerResult]:
+        """Run the emulator over ``data`` (array, dict, capture or iterable of batches).
+
+        ``layers``: node names (or float-model layer names) to report; all nodes when None.
+        """
+        g = self.graph
+        for slot in g.slots:
+            if g.pos(slot) is None:
+                raise QInspectError(f"no position for {slot[0]}:{slot[1]}: calibrate or load positions first")
+        wanted = self._resolve(layers)
+        results = {n.name: self._result(n) for n in g.nodes if n.name in wanted}
+        fev, iev, isoev = Evaluator(g, "float"), Evaluator(g, "int"), Evaluator(g, "int")
+        done = 0
+        for inputs in _data_batches(g, data, batch_size):
+            self._walk(inputs, fev, iev, isoev, results, stats_factory, keep_int8, keep_float, isolated)
+            done += len(next(iter(inputs.values())))
+            if progress is not None:
+                progress(done)
+        for r in results.values():
+            if r.chunks_q:
+                r.int8 = np.concatenate(r.chunks_q)
+                r.chunks_q = []
+            if r.chunks_f:
+                r.float_ref = np.concatenate(r.chunks_f)
+                r.chunks_f = []
+        return results
+
+    def _resolve(self, layers: Iterable[str] | None) -> set[str]:
+        if layers is None:
+            return {n.name for n in self.graph.nodes}
+        out = set()
+        for name in layers:
+            if name in self.graph:
+                out.add(name)
+                continue
+            node = self.node_for(name)
+            if node is None and f"quant_{name}" in self.graph:
+                node = self.graph[f"quant_{name}"]
+            if node is None:
+                raise QInspectError(f"no layer named {name} in the model")
+            out.add(node.name)
+        return out
+
+    def _result(self, n: Node) -> LayerResult:
+        g = self.graph
+        act = g.fused_activation(n) if n.op in CONV_OPS + ("add",) else None
+        return LayerResult(n.name, n.op, n.device, n.cpu_reason, list(n.origin), g.pos(n.out_slot or n.pre_slot),
+                           {k: g.pos(s) for k, s in n.weight_slots.items()},
+                           fused_into=act.name if act is not None and act.out_slot is not None else None)
+
+    def _walk(self, inputs: dict[str, np.ndarray], fev: Evaluator, iev: Evaluator, isoev: Evaluator,
+              results: dict[str, LayerResult], stats_factory: Callable[[], Any] | None, keep_int8: bool,
+              keep_float: bool, isolated: bool) -> None:
+        g = self.graph
+        remaining = {n.name: len(g.consumers(n.name)) for n in g.nodes}
+        ref: dict[str, Value] = {}
+        acc: dict[str, Value] = {}
+        iso_fused: dict[str, Value] = {}
+        for node in g.nodes:
+            if node.op == "input":
+                if node.name not in inputs:
+                    raise QInspectError(f"no data for model input {node.name}")
+                v = Value(f=np.asarray(inputs[node.name], np.float32))
+                ref[node.name] = acc[node.name] = v
+                iv: Value | None = v
+            else:
+                rins = [ref[i] for i in node.inputs]
+                ref[node.name] = fev.node(node, rins)
+                acc[node.name] = iev.node(node, [acc[i] for i in node.inputs])
+                iv = None
+                if isolated:
+                    iins = []
+                    for i in node.inputs:
+                        if i in iso_fused:
+                            iins.append(iso_fused.pop(i))
+                            continue
+                        a = acc[i]
+                        if a.quantized and not isinstance(a, _FusedValue):
+                            iins.append(Value(q=quantize(ref[i].float(), a.pos, Round.HALF_UP), pos=a.pos))
+                        else:
+                            iins.append(Value(f=ref[i].float()))
+                    iv = isoev.node(node, iins)
+                    if isinstance(iv, _FusedValue):
+                        iso_fused[node.name] = iv
+            r = results.get(node.name)
+            if r is not None:
+                self._update(node, r, ref[node.name], acc[node.name], iv, stats_factory, keep_int8, keep_float)
+            for i in node.inputs:
+                remaining[i] -= 1
+                if remaining[i] <= 0:
+                    ref.pop(i, None)
+                    acc.pop(i, None)
+
+    @staticmethod
+    def _update(node: Node, r: LayerResult, ref: Value, acc: Value, iso: Value | None,
+                stats_factory: Callable[[], Any] | None, keep_int8: bool, keep_float: bool) -> None:
+        rf = ref.float()
+        fused = isinstance(acc, _FusedValue) and acc.pre is not None
+        if stats_factory is not None:
+            for attr, v in (("accumulated", acc), ("isolated", iso)):
+                if v is None:
+                    continue
+                if getattr(r, attr) is None:
+                    setattr(r, attr, stats_factory())
+                st = getattr(r, attr)
+                quant = v.quantized and not (isinstance(v, _FusedValue) and v.pre is not None)
+                if quant:
+                    lo, hi = -128 * 2.0 ** -v.pos, 127 * 2.0 ** -v.pos
+                    st.update(rf, v.float(), q=v.codes(), clip_lo=lo, clip_hi=hi)
+                else:
+                    st.update(rf, v.float())
+        if keep_int8 and acc.quantized and not fused:
+            r.chunks_q.append(acc.codes().copy())
+        if keep_float:
+            r.chunks_f.append(rf.copy())
+
+
+def _shapes_from(graph: DpuGraph, mgraph: Any) -> None:
+    for layer in mgraph.leaves():
+        if layer.class_name == "InputLayer" and layer.name in graph:
+            graph[layer.name].output_shape = layer.output_shape
+
+
+# ------------------------------------------------------------------------------------------------
+# Comparing with a Vitis dump_model folder
+
+
+@dataclass
+class TensorMatch:
+    """One dumped tensor against the emulator."""
+
+    name: str  # file name without folder and extension
+    layer: str
+    tensor: str
+    kind: str  # "activation" or "weight"
+    dtype: str  # "int8" or "float32"
+    total: int
+    matched: int
+    max_lsb: float  # int8: max |code difference|; float32: max |difference| in units of the position
+    max_abs: float
+    gating: bool  # counts for the exit code
+    first_mismatch: dict[str, Any] | None = None
+    sim_matched: int | None = None  # int8 mismatches: how many the float32 simulation gets right
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when every value matches."""
+        return self.matched == self.total
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``name``, ``matched``, ``total``, ``max_lsb`` first)."""
+        d = {"name": self.name, "matched": self.matched, "total": self.total, "max_lsb": self.max_lsb,
+             "layer": self.layer, "tensor": self.tensor, "kind": self.kind, "dtype": self.dtype,
+             "max_abs": self.max_abs, "gating": self.gating, "first_mismatch": self.first_mismatch}
+        if self.sim_matched is not None:
+            d["sim_matched"] = self.sim_matched
+        if self.note:
+            d["note"] = self.note
+        return d
+
+
+# Tolerance for float files of pre-quantized activations (softmax): the quantizer's TF softmax and
+# numpy's differ in the last float32 bits.
+SOFTMAX_ATOL = 2e-6
+
+
+def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.ndarray]) -> list[TensorMatch]:
+    """Emulate the dump inputs (one batch, as ``dump_model`` does) and compare every dumped tensor.
+
+    int8 files must match exactly. A pre-quantized activation (softmax) keeps a meaningless int8 file
+    (probabilities times 2^p, truncated): its ``_float`` file is compared instead, within
+    :data:`SOFTMAX_ATOL`. Other ``_float`` files are reported (not gating): they show where the
+    simulation's float values and the emulator's agree.
+    """
+    g = emu.graph
+    arrays = batch_inputs(g, inputs)
+    for name, arr in arrays.items():
+        check_input_shape(g, name, arr)
+    n = len(next(iter(arrays.values())))
+    int_vals = Evaluator(g, "int").run(arrays)
+    sim_vals: dict[str, Value] | None = None
+    out: list[TensorMatch] = []
+    for e in dump.entries:
+        if e.path is None:
+            continue
+        base = os.path.basename(e.path)[: -len(".bin")]
+        if e.layer not in g:
+            out.append(TensorMatch(base, e.layer, e.tensor, e.kind, e.dtype, 0, 0, 0.0, 0.0, True,
+                                   note="layer not in the emulated graph"))
+            continue
+        node = g[e.layer]
+        if e.kind == "weight":
+            w = node.weights.get(e.tensor)
+            slot = node.weight_slots.get(e.tensor)
+            if w is None:
+                out.append(TensorMatch(base, e.layer, e.tensor, e.kind, e.dtype, 0, 0, 0.0, 0.0, True,
+                                       note="weight not in the emulated graph"))
+                continue
+            got = w.reshape(-1).astype(np.float32)
+            if e.dtype == "int8":
+                p = g.pos(slot)
+                if p is None:
+                    continue
+                spec = g.slots[slot]
+                got_q = quantize(w, p, Round(spec.round_mode), spec.narrow_range).reshape(-1)
+                ref = dump.read(e, got_q.size)
+                out.append(_match_int(base, e, ref, got_q, gating=True))
+            else:
+                ref = dump.read(e, got.size)
+                out.append(_match_float(base, e, ref, got, None, gating=False))
+            continue
+        v = int_vals[e.layer]
+        is_pre = node.pre_slot is not None and node.out_slot is None
+        vf = v.float()
+        count = int(np.prod(vf.shape))
+        if count % max(n, 1) != 0:
+            raise QInspectError(f"layer {e.layer} output does not split into {n} samples")
+        if e.dtype == "int8":
+            ref = dump.read(e, count)
+            if is_pre:
+                t = TensorMatch(base, e.layer, e.tensor, e.kind, e.dtype, int(ref.size), int(ref.size), 0.0, 0.0,
+                                False, note="pre-quantized activation (softmax-like): the int8 file is the "
+                                "float output times 2^p truncated and means nothing; its _float file is compared")
+                out.append(t)
+                continue
+            m = _match_int(base, e, ref, v.codes().reshape(-1), gating=True)
+            if not m.ok:
+                if sim_vals is None:
+                    sim_vals = Evaluator(g, "sim").run(arrays)
+                sq = sim_vals[e.layer].codes().reshape(-1)
+                m.sim_matched = int(np.count_nonzero(sq == ref))
+                m.note = ("the quantizer's float32 simulation reproduces the dump here: the difference is a "
+                          "simulation-versus-DPU gap (DPU_NUMERICS.md 4b)" if m.sim_matched == m.total else
+                          "the float32 simulation differs too")
+            out.append(m)
+        else:
+            ref = dump.read(e, count)
+            got = vf.reshape(-1)
+            pos = v.pos if v.quantized and not isinstance(v, _FusedValue) else None
+            out.append(_match_float(base, e, ref, got, pos, gating=is_pre, atol=SOFTMAX_ATOL if is_pre else 0.0))
+    return out
+
+
+def _first(ref: np.ndarray, got: np.ndarray) -> dict[str, Any] | None:
+    bad = np.flatnonzero(ref != got)
+    if bad.size == 0:
+        return None
+    i = int(bad[0])
+    return {"index": i, "expected": ref[i].item(), "got": got[i].item()}
+
+
+def _match_int(base: str, e: Any, ref: np.ndarray, got: np.ndarray, gating: bool) -> TensorMatch:
+    d = np.abs(ref.astype(np.int32) - got.astype(np.int32))
+    return TensorMatch(base, e.layer, e.tensor, e.kind, e.dtype, int(ref.size), int(np.count_nonzero(d == 0)),
+                       float(d.max()) if d.size else 0.0, float(d.max()) if d.size else 0.0, gating,
+                       _first(ref, got))
+
+
+def _match_float(base: str, e: Any, ref: np.ndarray, got: np.ndarray, pos: int | None, gating: bool,
+                 atol: float = 0.0) -> TensorMatch:
+    with np.errstate(invalid="ignore"):
+        d = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+    ok = d <= atol
+    mx = float(np.nanmax(d)) if d.size else 0.0
+    lsb = mx * 2.0**pos if pos is not None else mx
+    return TensorMatch(base, e.layer, e.tensor, e.kind, e.dtype, int(ref.size), int(np.count_nonzero(ok)), lsb,
+                       mx, gating, None if ok.all() else _first(ref, got))
