@@ -328,11 +328,13 @@ def run_capture(
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
     keras_model: Any = None,
+    attrs: dict[str, Any] | None = None,
 ) -> CaptureResult:
     """Run the model over the plan's inputs and write the capture atomically to ``output``.
 
     ``progress(done, total)`` is called after each batch (it may raise to cancel). ``keras_model``:
     an already loaded model (tests, benchmarks); else it is loaded from ``plan.model_path``.
+    ``attrs``: extra root attributes (they override the ones the runner sets).
     """
     started = time.perf_counter()
     output = os.path.abspath(os.fspath(output))
@@ -370,7 +372,7 @@ def run_capture(
                     n,
                     shapes,
                     plan.source.shapes,
-                    attrs=_attrs(plan),
+                    attrs={**_attrs(plan), **(attrs or {})},
                     input_links={name: name for name in plan.input_layers},
                     compression=compression,
                     overwrite=overwrite,

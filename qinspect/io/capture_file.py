@@ -366,6 +366,10 @@ class CaptureWriter:
             prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=folder
         )
         os.close(fd)
+        # mkstemp makes the file private (0600); a capture gets the usual mode, as open() would give it.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.temp_path, 0o666 & ~umask)
         self._h5: h5py.File | None = None
         try:
             self._h5 = h5py.File(self.temp_path, "w", locking=False)
