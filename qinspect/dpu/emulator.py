@@ -57,6 +57,14 @@ def _data_batches(graph: DpuGraph, data: Any, batch_size: int) -> Iterator[dict[
     """Batches of model inputs from an array, a dict of arrays, a capture or an iterable of batches."""
     if batch_size < 1:
         raise QInspectError(f"batch size must be at least 1, got {batch_size}")
+    if hasattr(data, "batch") and hasattr(data, "n_samples") and hasattr(data, "names"):  # io.inputs source
+        n = int(data.n_samples)
+        for i in range(0, n, batch_size):
+            b = data.batch(i, min(n, i + batch_size))
+            if len(b) == 1 and len(graph.inputs) == 1:
+                b = {graph.inputs[0]: next(iter(b.values()))}
+            yield b
+        return
     if hasattr(data, "inputs") and hasattr(data, "n_samples"):  # a capture
         names = graph.inputs
         n = int(data.n_samples)

@@ -466,6 +466,11 @@ def _build_graph(m: _Model, cle: bool) -> DpuGraph:
 
 def graph_from_float(graph: ModelGraph, source: Any, cle: bool = True, cle_steps: int = 10) -> DpuGraph:
     """The emulator graph of a float model: the quantizer's rewrites applied, positions unknown."""
+    vitis = [layer.name for layer in graph.leaves() if str(layer.class_name).startswith("Vitis>")
+             or layer.class_name in ("QuantizeWrapper", "VitisQuantize")]
+    if vitis:
+        raise QInspectError("is already a Vitis quantized model (layers like " + vitis[0] + "); its positions are "
+                            "chosen: use it with emulate --positions or compare-dump", graph.source or None)
     m = _from_graph(graph, source)
     if not any(layer.cls == "InputLayer" for layer in m.layers):
         raise QInspectError("the model has no InputLayer", graph.source or None)

@@ -1,0 +1,88 @@
+"""``qinspect compare-dump QUANTIZED.h5 DUMP_DIR --inputs INPUTS.npy [--json]``.
+
+Emulates the Vitis quantized model (positions and folded weights read from the file, no quantizer
+needed) on the inputs given to ``dump_model`` and compares every int8 tensor of the dump, weights and
+activations, with the emulator's. Per tensor: match fraction, max |difference| in LSB, first mismatch;
+where the emulator's integer (DPU) result differs, whether the quantizer's float32 simulation
+reproduces the dump (a simulation-versus-DPU gap, DPU_NUMERICS.md 4b). ``_float`` files are reported
+too; they decide the result only for pre-quantized activations (softmax), whose int8 file means
+nothing. With ``--json``: a ``tensors`` list of ``name``, ``matched``, ``total``, ``max_lsb`` (and more).
+
+Exit status: 0 when every tensor matches; 1 when some differ; 2 for bad input, including dump files
+that map to no tensor of the model (listed as unmapped) and files the model says Vitis writes but
+that are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``compare-dump`` sub-command."""
+    p = subparsers.add_parser(
+        "compare-dump",
+        help="compare a Vitis dump_model folder with the emulator, tensor by tensor",
+        description="Emulate a Vitis quantized.h5 on the dump inputs and compare every dumped int8 tensor "
+        "(weights and activations) with the emulator's. Exit 0 only when all match.",
+    )
+    p.add_argument("quantized", metavar="QUANTIZED.h5", help="the quantizer's saved quantized model")
+    p.add_argument("dump", metavar="DUMP_DIR", help="dump_results folder (or its dump_results_0 sub-folder)")
+    p.add_argument("--inputs", required=True, metavar="INPUTS", help="the inputs given to dump_model (.npy/.npz)")
+    p.add_argument("--json", action="store_true", help="print JSON (a tensors list)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compare and print."""
+    from qinspect.cli import error
+    from qinspect.cli._dpu_common import open_data, print_json, require_file
+    from qinspect.dpu.emulator import Emulator, compare_dump
+    from qinspect.io.vitis import open_dump
+
+    require_file(args.quantized)
+    require_file(args.dump)
+    emu = Emulator.from_quantized(args.quantized)
+    dump = open_dump(args.dump, emu.quantized_model)
+    src = open_data(args.inputs, emu.graph)
+    inputs = src.batch(0, src.n_samples)
+    if len(inputs) == 1 and len(emu.graph.inputs) == 1:
+        inputs = {emu.graph.inputs[0]: next(iter(inputs.values()))}
+    matches = compare_dump(emu, dump, inputs)
+    gating = [m for m in matches if m.gating]
+    all_ok = all(m.ok for m in gating)
+    missing = [e.path or e.filename for e in dump.missing]
+    if args.json:
+        print_json({
+            "quantized": args.quantized, "dump": args.dump, "inputs": args.inputs, "samples": src.n_samples,
+            "all_matched": all_ok, "tensors": [m.to_dict() for m in matches],
+            "unmapped": dump.unmapped, "missing": [e.filename for e in dump.missing], "notes": dump.notes,
+        })
+    else:
+        w = sys.stdout.write
+        w(f"{'tensor':44} {'kind':10} {'dtype':7} {'matched':>15} {'max LSB':>8}  first mismatch\n")
+        for m in matches:
+            if not m.gating and m.ok:
+                continue
+            fm = "" if m.first_mismatch is None else (
+                f"[{m.first_mismatch['index']}] dump {m.first_mismatch['expected']} emulator {m.first_mismatch['got']}")
+            frac = f"{m.matched}/{m.total}"
+            w(f"{m.name:44} {m.kind:10} {m.dtype:7} {frac:>15} {m.max_lsb:>8g}  {fm}{'  ' + m.note if m.note else ''}\n")
+        n_float = sum(1 for m in matches if not m.gating)
+        n_float_ok = sum(1 for m in matches if not m.gating and m.ok)
+        w(f"\n{sum(m.ok for m in gating)}/{len(gating)} compared tensors match bit for bit"
+          f" ({n_float_ok}/{n_float} informative float files identical)\n")
+        for note in dump.notes:
+            w(f"note: {note}\n")
+        for u in dump.unmapped:
+            w(f"unmapped: {u} (no tensor of the model has this file name)\n")
+        for mi in missing:
+            w(f"missing: {mi}\n")
+    if dump.unmapped:
+        return error(f"{dump.unmapped[0]}: dump file maps to no tensor of {args.quantized}"
+                     + (f" (and {len(dump.unmapped) - 1} more unmapped)" if len(dump.unmapped) > 1 else ""))
+    if missing:
+        return error(f"{args.dump}: {len(missing)} file(s) Vitis writes for this model are missing, first "
+                     f"{missing[0]}")
+    return 0 if all_ok else 1

@@ -1,0 +1,149 @@
+"""``qinspect emulate MODEL_OR_CAPTURE [--positions QUANTIZED.h5|POSITIONS.json] [--inputs X.npy] [--layer NAME]
+[--json]``.
+
+Runs the DPU int8 emulator and reports, per layer, the *isolated* error (the layer alone, fed with its
+inputs' float reference quantized at the pipeline's positions) and the *accumulated* error (the whole
+integer pipeline from the model input) against the float reference: SQNR (dB), MSE, cosine, max
+|error|, RMSE over the quantization step, saturation at each end, share of the 256 codes used, and
+whether the layer runs on the DPU or the CPU. Positions come from ``--positions`` (a Vitis
+quantized.h5, whose folded/equalized weights are then used too, or a positions JSON), or else from
+calibrating on the data (``--batch-size``). ``--json`` says how each number is computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any
+
+_METRICS = ("sqnr_db", "mse", "cosine", "max_abs", "rmse_lsb", "sat_lo_frac", "sat_hi_frac", "clip_lo_frac",
+            "clip_hi_frac", "codes_used_frac")
+
+HOW = {
+    "sqnr_db": "10*log10(sum ref^2 / sum (test - ref)^2) in dB; sums over all elements (samples x positions x "
+               "channels); +inf when bit-exact",
+    "mse": "mean of (test - ref)^2 over all elements, squared float units",
+    "cosine": "sum(ref*test) / sqrt(sum ref^2 * sum test^2) over all elements",
+    "max_abs": "largest |test - ref| over all elements, float units",
+    "rmse_lsb": "sqrt(mse) divided by the quantization step 2^-p of the layer's output position (rmse / scale, "
+                "in LSB); null when the output has no position",
+    "sat_lo_frac": "fraction of int8 output codes equal to -128 (saturated low)",
+    "sat_hi_frac": "fraction of int8 output codes equal to 127 (saturated high)",
+    "clip_lo_frac": "fraction of float reference values below -128 * 2^-p (clipped by the range)",
+    "clip_hi_frac": "fraction of float reference values above 127 * 2^-p",
+    "codes_used_frac": "distinct int8 codes seen at least once / 256",
+    "isolated": "the layer alone: its inputs are the float reference quantized at the positions the integer "
+                "pipeline uses, then the layer's DPU operator (or CPU float op)",
+    "accumulated": "the whole int8 pipeline from the model input to this layer",
+    "ref": "the float model: the quantizer's folded/equalized float weights, no quantization, and the original "
+           "functions (true sigmoid, LeakyReLU alpha, no average-pool rescale)",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``emulate`` sub-command."""
+    p = subparsers.add_parser(
+        "emulate",
+        help="run the DPU int8 emulator and report per-layer error against float",
+        description="Emulate the DPU int8 pipeline layer by layer and report isolated and accumulated error "
+        "against the float reference.",
+    )
+    p.add_argument("model", metavar="MODEL_OR_CAPTURE", help="float Keras model, qinspect capture, or quantized.h5")
+    p.add_argument("--positions", metavar="QUANTIZED.h5|POSITIONS.json",
+                   help="take positions (and, from a quantized.h5, the folded weights) from here")
+    p.add_argument("--inputs", metavar="X", help="inputs (.npy / .npz); default: the capture's inputs")
+    p.add_argument("--layer", action="append", metavar="NAME", help="report only this layer (repeatable)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B",
+                   help="batch size (calibration batch size when no --positions; also the streaming size)")
+    p.add_argument("--no-cle", action="store_true", help="calibrate without cross-layer equalization")
+    p.add_argument("--samples", type=int, default=None, help="use only the first N samples")
+    p.add_argument("--json", action="store_true", help="print JSON, with how each number is computed")
+    return p
+
+
+def _metrics(st: Any, pos: int | None) -> dict[str, Any] | None:
+    if st is None or not st.n:
+        return None
+    return {
+        "sqnr_db": st.sqnr_db, "mse": st.mse, "cosine": st.cosine, "max_abs": st.max_abs,
+        "rmse_lsb": st.rmse_over_scale(2.0 ** -pos) if pos is not None else None,
+        "sat_lo_frac": st.sat_lo_frac if st.n_codes else None, "sat_hi_frac": st.sat_hi_frac if st.n_codes else None,
+        "clip_lo_frac": st.clip_lo_frac if st.n_clip_checked else None,
+        "clip_hi_frac": st.clip_hi_frac if st.n_clip_checked else None,
+        "codes_used_frac": st.codes_used_frac if st.n_codes else None,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Emulate and print."""
+    from qinspect.analysis.metrics import ErrorStats
+    from qinspect.cli._dpu_common import is_vitis_quantized, open_data, print_json, require_file
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.errors import QInspectError
+    from qinspect.io.model_file import open_model
+
+    require_file(args.model)
+    if args.batch_size < 1:
+        raise QInspectError(f"--batch-size must be at least 1 (got {args.batch_size})")
+    source = None
+    try:
+        if is_vitis_quantized(args.model):
+            emu = Emulator.from_quantized(args.model)
+            positions_from = f"{args.model} (quantized model)"
+        elif args.positions and is_vitis_quantized(args.positions):
+            emu = Emulator.from_quantized(args.positions)
+            positions_from = f"{args.positions} (quantized model: positions and folded weights)"
+        else:
+            source = open_model(args.model)
+            emu = Emulator.from_model(source, None, args.batch_size, cle=not args.no_cle)
+            positions_from = ""
+        if getattr(emu.graph, "source", "") == "float-model" and args.positions:
+            missing = emu.load_positions(args.positions)
+            if missing:
+                raise QInspectError(f"gives no position for {len(missing)} tensor(s) of the model, first "
+                                    f"{missing[0]}", args.positions)
+            positions_from = f"{args.positions} (positions file)"
+        if args.inputs:
+            data = open_data(args.inputs, emu.graph, args.samples)
+        elif source is not None and getattr(source, "kind", "") == "capture":
+            data = source
+        else:
+            raise QInspectError("needs --inputs (a .npy / .npz of preprocessed samples) or a capture", args.model)
+        if not positions_from:
+            emu.calibrate(data, args.batch_size)
+            positions_from = f"calibrated here on the inputs, batch size {args.batch_size}"
+        results = emu.run(data, layers=args.layer, batch_size=args.batch_size, stats_factory=ErrorStats)
+        n = getattr(data, "n_samples", None)
+    finally:
+        if source is not None:
+            source.close()
+    rows = []
+    for r in results.values():
+        rows.append({
+            "name": r.name, "op": r.op, "device": r.device, "cpu_reason": r.cpu_reason, "origin": r.origin,
+            "position": r.position, "weight_positions": r.weight_positions, "fused_into": r.fused_into,
+            "isolated": _metrics(r.isolated, r.position), "accumulated": _metrics(r.accumulated, r.position),
+        })
+    if args.json:
+        print_json({"model": args.model, "positions_from": positions_from, "weights_from": emu.graph.weights_from,
+                    "samples": n, "how": HOW, "layers": rows,
+                    "rewrites": [x.to_dict() for x in emu.rewrites],
+                    "adjustments": [a.to_dict() for a in emu.adjustments]})
+        return 0
+    w = sys.stdout.write
+    w(f"positions: {positions_from}\nweights: {emu.graph.weights_from}\n")
+    w(f"{'layer':34} {'op':16} {'dev':3} {'pos':>4} {'iso dB':>7} {'acc dB':>7} {'cos':>7} {'sat lo/hi %':>12}"
+      f" {'codes %':>7}\n")
+    for row in rows:
+        acc, iso = row["accumulated"] or {}, row["isolated"] or {}
+
+        def f(v: Any, fmt: str) -> str:
+            return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+        sat = "-" if acc.get("sat_lo_frac") is None else \
+            f"{100 * acc['sat_lo_frac']:.2f}/{100 * acc['sat_hi_frac']:.2f}"
+        w(f"{row['name']:34} {row['op']:16} {row['device']:3} {f(row['position'], 'd'):>4} "
+          f"{f(iso.get('sqnr_db'), '.1f'):>7} {f(acc.get('sqnr_db'), '.1f'):>7} {f(acc.get('cosine'), '.4f'):>7} "
+          f"{sat:>12} {f(None if acc.get('codes_used_frac') is None else 100 * acc['codes_used_frac'], '.0f'):>7}\n")
+    return 0
