@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
             fm = "" if m.first_mismatch is None else (
                 f"[{m.first_mismatch['index']}] dump {m.first_mismatch['expected']} emulator {m.first_mismatch['got']}")
             frac = f"{m.matched}/{m.total}"
-            w(f"{m.name:44} {m.kind:10} {m.dtype:7} {frac:>15} {m.max_lsb:>8g}  {fm}{'  ' + m.note if m.note else ''}\n")
+            note = "  " + m.note if m.note else ""
+            w(f"{m.name:44} {m.kind:10} {m.dtype:7} {frac:>15} {m.max_lsb:>8g}  {fm}{note}\n")
         n_float = sum(1 for m in matches if not m.gating)
         n_float_ok = sum(1 for m in matches if not m.gating and m.ok)
         w(f"\n{sum(m.ok for m in gating)}/{len(gating)} compared tensors match bit for bit"
