@@ -28,25 +28,35 @@ def chain_max(k: int) -> float:
 
 
 def chain_values(k: int, n: int = N_SAMPLES, scale: float = 1.0) -> np.ndarray:
-    """Activations of ``chain_k``: (n, 8, 8, 4), non-negative, maximum (k + 1) * scale."""
+    """Activations of ``chain_k``: (n, 100), non-negative, maximum (k + 1) * scale."""
     rng = np.random.default_rng(k)
-    x = np.abs(rng.normal(size=(n, 8, 8, 4))).astype(np.float32)
+    x = np.abs(rng.normal(size=(n, 100))).astype(np.float32)
     x /= x.max()
     return (x * (k + 1) * scale).astype(np.float32)
 
 
+CONV_CFG = {"filters": 4, "kernel_size": [3, 3], "strides": [1, 1], "padding": "same", "activation": "linear",
+            "use_bias": True}
+
+
 def gui_graph() -> ModelGraph:
-    """input -> block/conv (nested, with a kernel) -> hand -> chain_0 .. chain_{N_CHAIN-1}."""
+    """input -> block/conv (nested) -> flat -> hand (Dense) -> chain_0 .. chain_{N_CHAIN-1} (ReLU).
+
+    A model the emulator can run (its own float reference comes from the inputs and the weights);
+    the captured activations are the hand-made values above, which the layer panel reads.
+    """
     layers = [
         Layer("input", "InputLayer", output_shape=[None, 8, 8, 4]),
         Layer("block", "Functional", is_container=True),
-        Layer("block/conv", "Conv2D", inbound=["input"], output_shape=[None, 8, 8, 4], parent="block",
-              params=4 * 4 * 9 + 4, weight_shapes={"kernel": [3, 3, 4, 4], "bias": [4]}),
-        Layer("hand", "Dense", inbound=["block/conv"], output_shape=[None, 100], params=0),
+        Layer("block/conv", "Conv2D", config=CONV_CFG, inbound=["input"], output_shape=[None, 8, 8, 4],
+              parent="block", params=4 * 4 * 9 + 4, weight_shapes={"kernel": [3, 3, 4, 4], "bias": [4]}),
+        Layer("flat", "Flatten", inbound=["block/conv"], output_shape=[None, 256]),
+        Layer("hand", "Dense", config={"units": 100, "activation": "linear", "use_bias": True}, inbound=["flat"],
+              output_shape=[None, 100], params=256 * 100 + 100, weight_shapes={"kernel": [256, 100], "bias": [100]}),
     ]
     prev = "hand"
     for k in range(N_CHAIN):
-        layers.append(Layer(f"chain_{k}", "ReLU", inbound=[prev], output_shape=[None, 8, 8, 4]))
+        layers.append(Layer(f"chain_{k}", "ReLU", inbound=[prev], output_shape=[None, 100]))
         prev = f"chain_{k}"
     return ModelGraph("guimodel", layers, ["input"], [prev])
 
@@ -55,6 +65,10 @@ class GuiWeights:
     """A conv kernel whose output channel c spans ±2^-c: channel c wastes c bits."""
 
     def weights(self, layer: str) -> dict[str, np.ndarray]:
+        if layer == "hand":
+            rng = np.random.default_rng(7)
+            return {"kernel": (rng.normal(size=(256, 100)) / 16).astype(np.float32),
+                    "bias": np.zeros(100, np.float32)}
         if layer != "block/conv":
             return {}
         k = np.linspace(-1, 1, 3 * 3 * 4 * 4, dtype=np.float32).reshape(3, 3, 4, 4)
@@ -66,14 +80,15 @@ class GuiWeights:
 def write_gui_capture(path: Path, scale: float = 1.0, n: int = N_SAMPLES) -> Path:
     """Write the GUI test capture (``scale`` multiplies the chain activations: an evaluation set)."""
     graph = gui_graph()
-    shapes = {"block/conv": (8, 8, 4), "hand": (100,)}
-    shapes.update({f"chain_{k}": (8, 8, 4) for k in range(N_CHAIN)})
+    shapes = {"block/conv": (8, 8, 4), "flat": (256,), "hand": (100,)}
+    shapes.update({f"chain_{k}": (100,) for k in range(N_CHAIN)})
     rng = np.random.default_rng(1)
     with CaptureWriter(path, graph, n, shapes, {"input": (8, 8, 4)}, input_links={"input": "input"},
                        overwrite=True) as writer:
         writer.write_weights(GuiWeights(), [layer.name for layer in graph.leaves()])
         acts = {
             "block/conv": rng.normal(size=(n, 8, 8, 4)).astype(np.float32),
+            "flat": rng.normal(size=(n, 256)).astype(np.float32),
             "hand": np.tile(HAND_VALUES, (n, 1)),
         }
         acts.update({f"chain_{k}": chain_values(k, n, scale) for k in range(N_CHAIN)})

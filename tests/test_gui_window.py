@@ -56,8 +56,8 @@ def test_open_capture_fills_tree_and_panel(qtbot, window, capture_path):
     open_and_wait(qtbot, window, capture_path)
     assert window.stack.currentWidget() is window.tabs
     model = window.tree_model
-    # Top level: input, block (nested model), hand, chain_0..: the nested conv is a child of block.
-    assert model.rowCount() == 3 + N_CHAIN
+    # Top level: input, block (nested model), flat, hand, chain_0..: the nested conv is a child of block.
+    assert model.rowCount() == 4 + N_CHAIN
     block = model.index(1, 0)
     assert block.data() == "block" and model.rowCount(block) == 1
     assert model.index(0, 0, block).data() == "conv"
@@ -153,7 +153,7 @@ def test_corrupt_file_shows_message_and_window_stays_usable(qtbot, window, captu
     assert window.errors.box.isVisible() and not window.errors.box.isModal()
     # The window still works: open a good capture afterwards.
     open_and_wait(qtbot, window, capture_path)
-    assert window.tree_model.rowCount() == 3 + N_CHAIN
+    assert window.tree_model.rowCount() == 4 + N_CHAIN
 
 
 def test_compare_captures_reports_values_outside_calibrated_range(qtbot, window, capture_path, tmp_path):

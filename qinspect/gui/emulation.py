@@ -9,6 +9,7 @@ can ask by the name the user clicked.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ class Analysis:
     results: dict[str, Any] = field(default_factory=dict)  # node name -> per-layer result
     quantized_path: str | None = None
     positions_source: str = ""
+    emulator: Any = None
     _node_of: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -52,6 +54,13 @@ class Analysis:
         n = len(self.results)
         cpu = sum(1 for node in self.graph.nodes if getattr(node, "device", "DPU") == "CPU")
         return f"Emulated {n} layers ({cpu} on the CPU); positions: {self.positions_source}"
+
+    def float_layer(self, name: str) -> str:
+        """The float-model layer a node name stands for (the name itself if it is one)."""
+        if self.graph is None or name in self._node_of or name not in self.graph:
+            return name
+        origin = getattr(self.graph[name], "origin", None) or []
+        return origin[-1] if origin else name
 
     def node(self, layer: str) -> Any:
         """The emulator node standing for a float layer's output (None if none)."""
@@ -119,21 +128,25 @@ class Analysis:
 
 
 def emulate_capture(token: CancelToken, document: Document, quantized: str | None) -> Analysis:
-    """Calibrate (or import positions from ``quantized``) and run the emulator over the capture."""
+    """Calibrate on the capture (or take a Vitis quantized.h5's positions) and run the emulator over it."""
     module = _optional("qinspect.dpu.emulator")
     if module is None:
         return Analysis(False, "the int8 emulator (qinspect.dpu.emulator) is not part of this build")
-    token.progress(0, 2, "calibrating")
+    from qinspect.analysis.metrics import ErrorStats
+
+    capture = document.capture
+    token.progress(0, capture.n_samples, "calibrating")
     if quantized:
         emulator = module.Emulator.from_quantized(quantized)
-        source = f"Vitis {quantized}"
+        source = f"Vitis {os.path.basename(quantized)}"
     else:
-        emulator = module.Emulator.from_model(document.capture)
-        source = "qinspect calibration on the capture"
-    token.progress(1, 2, "emulating")
-    results = emulator.run(document.capture)
+        emulator = module.Emulator.from_model(capture, calib_inputs=capture)
+        source = "qinspect calibration on the capture (predicts vai_q pof2s)"
+    token.check()
+    results = emulator.run(capture, stats_factory=ErrorStats,
+                           progress=lambda done: token.progress(done, capture.n_samples, "emulating"))
     return Analysis(True, graph=emulator.graph, results=dict(results), quantized_path=quantized,
-                    positions_source=source)
+                    positions_source=source, emulator=emulator)
 
 
 def diagnose_job(token: CancelToken, document: Document, analysis: Analysis, eval_path: str | None) -> list:
@@ -141,22 +154,70 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis, eva
     module = _optional("qinspect.analysis.diagnose")
     if module is None or not analysis.available:
         return []
+    capture = document.capture
+    inputs = {name: capture.inputs(name) for name in capture.input_names()}
+    calib = None
+    if eval_path:
+        from qinspect.io.capture_file import Capture
+
+        with Capture.open(eval_path) as evaluation:
+            calib, inputs = inputs, {name: evaluation.inputs(name) for name in evaluation.input_names()}
     token.check()
-    return list(module.diagnose(document.capture, analysis.graph, analysis.results))
+    diagnosis = module.diagnose(analysis.graph, inputs, calib,
+                                data_label="evaluation" if eval_path else "calibration",
+                                progress=lambda _msg: token.check())
+    for f in diagnosis.findings:
+        f.layer = analysis.float_layer(f.layer)
+    return list(diagnosis.findings)
 
 
-def dump_job(token: CancelToken, folder: str, quantized: str | None) -> Any:
-    """Compare a Vitis dump folder with the emulator run on its inputs."""
+@dataclass
+class DumpComparison:
+    """Every dumped tensor against the emulator."""
+
+    folder: str
+    tensors: list[Any]
+
+    def summary(self) -> str:
+        """One line for the status bar and the view."""
+        bad = [t for t in self.tensors if t.matched != t.total]
+        return (f"{self.folder}: {len(self.tensors)} tensors compared, "
+                + ("all match" if not bad else f"{len(bad)} differ (worst first)"))
+
+
+def find_dump_inputs(folder: str) -> str | None:
+    """The ``dump_inputs*.npy`` a Vitis run keeps beside (or in) its dump folder, if any."""
+    for base in (folder, os.path.dirname(os.path.abspath(folder))):
+        try:
+            names = sorted(os.listdir(base))
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith("dump_inputs") and name.endswith(".npy"):
+                return os.path.join(base, name)
+    return None
+
+
+def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str) -> DumpComparison:
+    """Worker: emulate the dump's inputs with the quantized.h5 and compare every dumped tensor."""
+    import numpy as np
+
+    from qinspect.dpu.emulator import Emulator, compare_dump
     from qinspect.errors import QInspectError
+    from qinspect.io.vitis import open_dump
 
     if not quantized:
         raise QInspectError("import the quantized.h5 this dump came from first (File > Import Vitis "
                             "quantized.h5): the dump holds no positions", folder)
-    module = _optional("qinspect.dpu.compare_dump")
-    if module is None:
-        raise QInspectError("dump comparison (qinspect.dpu.compare_dump) is not part of this build", folder)
+    emulator = Emulator.from_quantized(quantized)
     token.check()
-    return module.compare_dump(quantized, folder)
+    dump = open_dump(folder, emulator.quantized_model)
+    try:
+        x = np.load(inputs, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise QInspectError(f"cannot read the dump inputs ({exc})", inputs) from None
+    token.check()
+    return DumpComparison(folder, list(compare_dump(emulator, dump, x)))
 
 
 def export_job(token: CancelToken, document: Document, analysis: Analysis | None, folder: str,

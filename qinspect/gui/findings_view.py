@@ -5,6 +5,8 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QAbstractItemView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from qinspect.gui.session import severity
+
 
 class FindingsView(QWidget):
     """The diagnosis of the open capture, worst first."""
@@ -41,13 +43,14 @@ class FindingsView(QWidget):
     def refresh(self) -> None:
         """Show the session's findings, highest estimated cost first."""
         findings = list(self.session.findings) if self.session is not None else []
-        findings.sort(key=lambda f: -float(getattr(f, "severity", 0.0) or 0.0))
+        findings.sort(key=lambda f: -severity(f))
         self.table.setRowCount(len(findings))
         for i, f in enumerate(findings):
             evidence = getattr(f, "evidence", {}) or {}
             if isinstance(evidence, dict):
-                evidence = ", ".join(f"{k}={_fmt(v)}" for k, v in evidence.items())
-            cells = [f"{float(getattr(f, 'severity', 0.0) or 0.0):.2f}", str(getattr(f, "layer", "")),
+                evidence = ", ".join(f"{k}={_fmt(v.get('value') if isinstance(v, dict) else v)}"
+                                     for k, v in evidence.items())
+            cells = [f"{severity(f):.2f}", str(getattr(f, "layer", "")),
                      str(getattr(f, "kind", "")), str(evidence), str(getattr(f, "advice", ""))]
             for j, text in enumerate(cells):
                 self.table.setItem(i, j, QTableWidgetItem(text))

@@ -452,10 +452,16 @@ class MainWindow(QMainWindow):
         """Compare a Vitis dump_results folder with the emulator."""
         folder = QFileDialog.getExistingDirectory(self, "Import a Vitis dump_results folder",
                                                   self.settings.last_folder())
-        if folder and self.session is not None:
-            self.settings.set_last_folder(os.path.dirname(folder))
+        if not folder or self.session is None:
+            return
+        from qinspect.gui.emulation import find_dump_inputs
+
+        self.settings.set_last_folder(os.path.dirname(folder))
+        inputs = find_dump_inputs(folder) or self._dialog_file(
+            "The inputs the dump was made from (dump_inputs.npy)", "Arrays (*.npy)")
+        if inputs:
             self.tabs.setCurrentWidget(self.dump_view)
-            self.session.import_dump(folder)
+            self.session.import_dump(folder, inputs)
 
     def export_dialog(self, layer_only: bool) -> None:
         """Export the selected layer or the whole model as an HTML + JSON + CSV report folder."""

@@ -168,10 +168,11 @@ class Session(QObject):
         self.coverage_changed.emit()
 
     # --- Vitis dump --------------------------------------------------------------------------------
-    def import_dump(self, folder: str) -> None:
-        """Compare a Vitis dump_results folder with the emulator (needs a quantized.h5 imported)."""
+    def import_dump(self, folder: str, inputs: str) -> None:
+        """Compare a Vitis dump_results folder (made from ``inputs``) with the emulator of the imported
+        quantized.h5."""
         quantized = self.analysis.quantized_path if self.analysis is not None else None
-        self._run("dump", emulation.dump_job, os.fspath(folder), quantized)
+        self._run("dump", emulation.dump_job, os.fspath(folder), quantized, os.fspath(inputs))
 
     def _on_dump(self, _rid: int, rows: Any) -> None:
         self.dump = rows
@@ -187,10 +188,10 @@ class Session(QObject):
     def finding_badges(self) -> dict[str, tuple[str, str]]:
         """Per layer, the badge of its worst finding (text, tooltip)."""
         badges: dict[str, tuple[str, str]] = {}
-        for f in sorted(self.findings, key=lambda f: -float(getattr(f, "severity", 0.0) or 0.0)):
+        for f in sorted(self.findings, key=lambda f: -severity(f)):
             layer = getattr(f, "layer", None)
             if layer and layer not in badges:
-                sev = float(getattr(f, "severity", 0.0) or 0.0)
+                sev = severity(f)
                 mark = "⚠" if sev >= 1.0 else "•"
                 badges[layer] = (mark, f"{getattr(f, 'kind', '')}: {sev:.1f} dB estimated cost")
         return badges
@@ -247,3 +248,13 @@ def metric_of(stats: Any, metric: str) -> float | None:
     value = {"sqnr": stats.sqnr_db, "mse": stats.mse, "cosine": stats.cosine}[metric]
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
+
+
+def severity(finding: Any) -> float:
+    """A finding's estimated cost to the model output in dB (0 when unknown)."""
+    value = getattr(finding, "severity_db", getattr(finding, "severity", 0.0))
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return value if math.isfinite(value) else 0.0
