@@ -97,7 +97,8 @@ def _read_positions_json(path: str) -> dict[str, dict[str, int]]:
     return table
 
 
-def emulate(source: Any, positions: str | None, progress: Progress | None = None) -> Emulation:
+def emulate(source: Any, positions: str | None, progress: Progress | None = None, batch_size: int = 32,
+            cle: bool = True) -> Emulation:
     """Run the emulator (calibrating, or with imported positions) over ``source`` if it can run."""
     emu_mod = _optional("qinspect.dpu.emulator")
     em = Emulation()
@@ -110,7 +111,8 @@ def emulate(source: Any, positions: str | None, progress: Progress | None = None
         if is_json:
             em.json_positions = _read_positions_json(positions)
     else:
-        em.positions_source = "qinspect calibration (predicts vai_q pof2s)"
+        em.positions_source = f"qinspect calibration (predicts vai_q pof2s; batch size {batch_size}, " \
+            f"CLE {'on' if cle else 'off'})"
     if emu_mod is None:
         em.warnings.append("the int8 emulator (qinspect.dpu.emulator) is not part of this build: no isolated or "
                            "accumulated error figures")
@@ -122,34 +124,39 @@ def emulate(source: Any, positions: str | None, progress: Progress | None = None
             em.positions_source = "none (no emulator to calibrate)"
         em.settings["emulator"] = "not available"
         return em
-    return _run_emulator(emu_mod, source, positions, em, progress)
+    return _run_emulator(emu_mod, source, positions, em, progress, batch_size, cle)
 
 
-def _run_emulator(emu_mod: Any, source: Any, positions: str | None, em: Emulation,
-                  progress: Progress | None) -> Emulation:
+def _run_emulator(emu_mod: Any, source: Any, positions: str | None, em: Emulation, progress: Progress | None,
+                  batch_size: int, cle: bool) -> Emulation:
     cls = emu_mod.Emulator
     has_acts = isinstance(source, Capture)
+    em.settings["emulator"] = "qinspect.dpu: integer DPU operators, float reference computed alongside"
     if positions is not None and em.json_positions is None:
         emulator = cls.from_quantized(positions)
+        em.settings["weights"] = "folded, equalized weights stored in the quantized.h5"
     else:
-        calib = source if has_acts else None
-        emulator = cls.from_model(source, calib_inputs=calib)
+        if progress:
+            progress(0, 1, "calibrating" if positions is None and has_acts else "rewriting the graph")
+        emulator = cls.from_model(source, calib_inputs=source if has_acts and positions is None else None,
+                                  batch_size=batch_size, cle=cle)
+        em.settings["weights"] = f"the model's weights after qinspect's rewrites (CLE {'on' if cle else 'off'})"
+        if positions is None:
+            em.settings["calibration batch size"] = batch_size
         if em.json_positions is not None:
-            apply = getattr(emulator, "set_positions", None)
-            if apply is None:
-                raise QInspectError("this emulator cannot take positions from a positions.json; give the "
-                                    "quantized.h5 instead", positions)
-            apply(em.json_positions)
-    em.graph = getattr(emulator, "graph", None)
-    em.settings["emulator"] = "qinspect.dpu (integer DPU operators)"
-    for key in ("batch_size", "cle"):
-        if hasattr(emulator, key):
-            em.settings[key.replace("_", " ")] = getattr(emulator, key)
-    if has_acts:
+            missing = emulator.load_positions(positions)
+            if missing:
+                raise QInspectError(f"no position for {len(missing)} quantizer(s) of this model, e.g. "
+                                    f"{', '.join(missing[:3])}: a positions.json of another model?", positions)
+        elif not has_acts:
+            em.warnings.append("a model file holds no calibration data: positions need a capture "
+                               "(qinspect capture) or --positions")
+    em.graph = emulator.graph
+    if has_acts and all(emulator.graph.pos(s) is not None for s in emulator.graph.slots):
         if progress:
             progress(0, 1, "emulating")
-        em.results = dict(emulator.run(source))
-    else:
+        em.results = dict(emulator.run(source, batch_size=batch_size, stats_factory=ErrorStats))
+    elif not has_acts:
         em.warnings.append("a model file holds no activations: capture it (qinspect capture) for activation "
                            "histograms and error figures")
     return em
@@ -322,22 +329,69 @@ def check_eval_capture(source: Capture, eval_cap: Capture) -> None:
                                 f"and {list(a[name])} in the other", both)
 
 
-def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: list[str]) -> list[dict] | None:
+@dataclass
+class DiagnosisPart:
+    """The diagnosis' findings and per-node sensitivity, as report data."""
+
+    findings: list[dict[str, Any]] | None = None
+    sensitivity: dict[str, dict[str, Any]] = field(default_factory=dict)  # node name -> figures
+    summary: dict[str, Any] = field(default_factory=dict)
+    how: dict[str, str] = field(default_factory=dict)
+
+
+def _inputs_of(capture: Capture, names: list[str]) -> dict[str, np.ndarray]:
+    single = len(names) == 1
+    return {name: np.asarray(capture.inputs(None if single else name), np.float32) for name in names}
+
+
+def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: list[str],
+              max_samples: int | None, progress: Progress | None) -> DiagnosisPart:
+    part = DiagnosisPart()
     diag = _optional("qinspect.analysis.diagnose")
     if diag is None:
         warnings.append("the diagnosis (qinspect.analysis.diagnose) is not part of this build: no findings")
-        return None
+        return part
     if not isinstance(source, Capture) or em.graph is None or not em.results:
         warnings.append("no findings: the diagnosis needs a capture and an emulator run")
-        return None
-    found = diag.diagnose(source, em.graph, em.results, eval_capture=eval_cap) if eval_cap is not None \
-        else diag.diagnose(source, em.graph, em.results)
-    out = []
-    for f in found:
-        d = f.to_dict() if hasattr(f, "to_dict") else dict(f)
-        out.append(d)
-    out.sort(key=lambda d: -(d.get("severity") if isinstance(d.get("severity"), (int, float)) else 0.0))
-    return out
+        return part
+    if progress:
+        progress(0, 1, "diagnosing")
+    names = list(em.graph.inputs)
+    kwargs: dict[str, Any] = {}
+    if max_samples is not None:
+        kwargs["max_samples"] = max_samples
+    if eval_cap is not None:
+        result = diag.diagnose(em.graph, _inputs_of(eval_cap, names), _inputs_of(source, names),
+                               data_label="evaluation", **kwargs)
+    else:
+        result = diag.diagnose(em.graph, _inputs_of(source, names), **kwargs)
+    data = result.to_dict()
+    part.findings = list(data.get("findings", []))
+    for sens in data.get("sensitivity", []):
+        part.sensitivity[sens.get("node")] = sens
+    out = data.get("output_sqnr_db")
+    part.summary = {
+        "model output SQNR (dB)": out.get("value") if isinstance(out, dict) else out,
+        "diagnosis measured on": f"{data.get('samples')} {data.get('measured_on')} samples",
+    }
+    part.how = {f"sensitivity: {k}": v for k, v in (data.get("sensitivity_how") or {}).items()}
+    if isinstance(out, dict) and out.get("how"):
+        part.how["model output SQNR"] = out["how"]
+    warnings.extend(data.get("notes", []))
+    return part
+
+
+def _finding_row(f: dict[str, Any], rows: list[Row]) -> str | None:
+    """The report row a finding belongs to: its layer when that is a row, else the row of its node."""
+    names = {r.name for r in rows}
+    if f.get("layer") in names:
+        return f["layer"]
+    node = f.get("evidence", {}).get("node")
+    node = node.get("value") if isinstance(node, dict) else node
+    for r in rows:
+        if r.node is not None and r.node.name == node:
+            return r.name
+    return f.get("layer")
 
 
 def build_report(
@@ -347,6 +401,8 @@ def build_report(
     eval_path: str | os.PathLike[str] | None = None,
     max_samples: int | None = None,
     progress: Progress | None = None,
+    batch_size: int = 32,
+    cle: bool = True,
 ) -> Report:
     """The report for a capture or model file (``layer``: only that layer's section)."""
     path = str(source_path)
@@ -360,7 +416,7 @@ def build_report(
                                     path)
             eval_cap = Capture.open(str(eval_path))
             check_eval_capture(source, eval_cap)
-        em = emulate(source, None if positions is None else str(positions), progress)
+        em = emulate(source, None if positions is None else str(positions), progress, batch_size, cle)
         return _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress)
     finally:
         for f in (source, eval_cap):
@@ -372,17 +428,24 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
               eval_cap: Capture | None, max_samples: int | None, progress: Progress | None) -> Report:
     dpu = em.graph
     lmap = map_layers([lay.name for lay in graph.leaves()], dpu) if dpu is not None else None
-    rows = _select(_rows(graph, lmap, dpu), layer, path)
+    all_rows = _rows(graph, lmap, dpu)
+    rows = _select(all_rows, layer, path)
     has_acts = isinstance(source, Capture)
     captured = set(source.layers_with_activations()) if has_acts else set()
     warnings = list(em.warnings)
-    findings = _diagnose(source, em, eval_cap, warnings)
+    diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress)
+    findings = diag.findings
+    if findings is not None:
+        findings = [{**f, "layer": _finding_row(f, all_rows)} for f in findings]
     leaf_index = {lay.name: i for i, lay in enumerate(graph.leaves())}
     sections = []
     for i, row in enumerate(rows):
         if progress:
             progress(i, len(rows), row.name)
-        sections.append(_section(row, i, leaf_index, source, em, lmap, captured, findings, max_samples))
+        sec = _section(row, i, leaf_index, source, em, lmap, captured, findings, max_samples)
+        if row.node is not None and row.node.name in diag.sensitivity:
+            sec.sensitivity = diag.sensitivity[row.node.name]
+        sections.append(sec)
     coverage = _coverage(eval_cap, sections, max_samples) if eval_cap is not None else None
     report = Report(
         model_name=graph.name,
@@ -391,7 +454,8 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
         samples=source.n_samples if has_acts else None,
         positions_source=em.positions_source,
         layers=sections,
-        how=how_texts(),
+        how={**how_texts(), **diag.how},
+        summary=diag.summary,
         findings=None if findings is None else [f for f in findings if layer is None or f.get("layer") == layer],
         selected_layer=layer,
         eval_source=os.path.abspath(eval_cap.path) if eval_cap is not None else None,

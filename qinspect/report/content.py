@@ -93,6 +93,8 @@ class LayerSection:
     rewrites: list[str] = field(default_factory=list)
     adjustments: list[str] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
+    # keep_float_gain_db, only_quantized_sqnr_db, only_noise_share (qinspect.analysis.sensitivity)
+    sensitivity: dict[str, Any] | None = None
     figures: list[FigureSpec] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -120,6 +122,7 @@ class Report:
     eval_source: str | None = None
     coverage: dict[str, float | None] | None = None  # layer -> fraction of eval values outside range
     settings: dict[str, Any] = field(default_factory=dict)  # batch size, CLE, target range, ...
+    summary: dict[str, Any] = field(default_factory=dict)  # model-level figures (output SQNR, ...)
     warnings: list[str] = field(default_factory=list)
     generated: str = ""  # ISO 8601 UTC time the report was made
     qinspect_version: str = ""

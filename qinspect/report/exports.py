@@ -44,7 +44,9 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("adjustments", "position constraint adjustments on the layer, ' | ' between several"),
     ("worst_finding", "kind of the layer's most severe finding (empty: none, or not diagnosed)"),
     ("worst_severity_db", "that finding's estimated cost to the output SQNR in dB"),
-    ("eval_outside", "fraction of evaluation values outside the calibrated range (with --eval)"),
+    ("eval_outside", "fraction of evaluation values outside the int8 range at the output position (with --eval)"),
+    ("keep_float_gain_db", "output SQNR gained when this layer alone stays in float (diagnosis)"),
+    ("only_quantized_sqnr_db", "output SQNR when only this layer is quantized (diagnosis)"),
 )
 
 
@@ -95,6 +97,7 @@ def layer_to_dict(layer: LayerSection, index: int, figure_files: dict[str, str])
         "rewrites": list(layer.rewrites),
         "adjustments": list(layer.adjustments),
         "findings": list(layer.findings),
+        "sensitivity": layer.sensitivity,
         "notes": list(layer.notes),
         "figures": _figure_refs(layer.figures, figure_files),
     }
@@ -119,6 +122,7 @@ def report_to_dict(report: Report, figure_files: dict[str, str] | None = None) -
             "eval_source": report.eval_source,
         },
         "settings": report.settings,
+        "summary": report.summary,
         "warnings": list(report.warnings),
         "how": dict(report.how),
         "findings": report.findings,
@@ -185,6 +189,8 @@ def layer_row(layer: LayerSection, index: int, coverage: dict[str, Any] | None) 
         "worst_finding": worst["kind"] if worst else None,
         "worst_severity_db": worst["severity"] if worst else None,
         "eval_outside": (coverage or {}).get(layer.name),
+        "keep_float_gain_db": (layer.sensitivity or {}).get("keep_float_gain_db"),
+        "only_quantized_sqnr_db": (layer.sensitivity or {}).get("only_quantized_sqnr_db"),
     }
     return {name: _cell(row[name]) for name, _ in CSV_COLUMNS}
 

@@ -118,4 +118,5 @@ def render_html(report: Report, figures_png: dict[str, bytes]) -> str:
         csv_columns=CSV_COLUMNS,
         anchors={layer.name: layer.anchor for layer in report.layers},
         worst={layer.name: worst_finding(layer.findings) for layer in report.layers},
+        has_sensitivity=any(layer.sensitivity for layer in report.layers),
     )
