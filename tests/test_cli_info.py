@@ -357,3 +357,31 @@ def test_plain_table_columns_align(k2):
     end = start + len("Params")
     for row in rows[1 : 1 + len(source.graph)]:
         assert row[start:end].strip().replace(",", "").isdigit(), row  # right-aligned under its header
+
+
+# ----------------------------------------------------------------------------------------- capture
+
+
+def test_info_on_a_capture_shows_the_same_tree_as_the_model(tmp_path):
+    """A capture carries the model's graph and weights: `info` lists the same layers, without TF."""
+    from qinspect.io.capture_file import CaptureWriter
+
+    path = tmp_path / "fer_capture.h5"
+    with open_model(FER_MODEL) as source:
+        graph = source.graph
+        (inp,) = graph.inputs
+        with CaptureWriter(path, graph, 1, {}, {inp: graph[inp].output_shape[1:]}) as writer:
+            writer.write_weights(source, [layer.name for layer in graph.leaves()])
+            writer.write_batch(0, {inp: np.zeros((1, 64, 64, 1), np.float32)}, {})
+    model_rows = run_cli("info", str(FER_MODEL)).stdout.splitlines()[2:]
+    result = run_cli("info", str(path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "(capture)" in lines[0] and "58,423 parameters" in lines[0]
+    assert lines[2:] == model_rows
+    with open_model(path) as capture, open_model(FER_MODEL) as model:
+        assert capture.kind == "capture"
+        np.testing.assert_array_equal(
+            capture.weights("separable_conv2d_1")["pointwise_kernel"],
+            model.weights("separable_conv2d_1")["pointwise_kernel"],
+        )
