@@ -60,7 +60,10 @@ def test_open_capture_fills_tree_and_panel(qtbot, window, capture_path):
     assert model.rowCount() == 4 + N_CHAIN
     block = model.index(1, 0)
     assert block.data() == "block" and model.rowCount(block) == 1
-    assert model.index(0, 0, block).data() == "conv"
+    from qinspect.gui.graph_model import LAYER_NAME_ROLE
+
+    assert model.index(0, 0, block).data(LAYER_NAME_ROLE) == "block/conv"
+    assert model.index(0, 0, block).data().endswith("conv")  # may carry a findings badge
     assert window.settings.recent_files()[0] == str(capture_path.resolve())
     assert "calib.h5" in window.windowTitle()
 
