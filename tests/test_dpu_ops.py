@@ -556,3 +556,18 @@ def test_float_activations_and_batchnorm_match_tf(tf) -> None:
     bn.set_weights([g, be, mu, var])
     np.testing.assert_allclose(float_ops.batchnorm(xb, g, be, mu, var, 1e-3), bn(xb, training=False).numpy(),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_fused_float_output_stage_equals_integer_output_stage() -> None:
+    # conv2d runs its output stage on float accumulators; output_stage (checked by hand above) on int64.
+    # Both must agree for every activation, bias shifts of both signs, shift_cut <= 0 and large.
+    rng = np.random.default_rng(21)
+    x = _rand_codes(rng, (2, 6, 5, 7))
+    w = _rand_codes(rng, (3, 3, 7, 4))
+    b = _rand_codes(rng, (4,))
+    acc = ops.conv2d_acc(x, w, 1, "same")
+    for pi, pw, pb, po in [(6, 8, 10, 4), (2, 3, 9, 0), (0, 0, 0, 3), (5, 7, 0, 0), (8, 8, 6, -2), (4, 4, 12, 8)]:
+        for act in (None, "relu", "relu6", "leaky"):
+            want = ops.output_stage(acc, b, pi, pw, pb, po, act)
+            got = ops.conv2d(x, w, b, pi, pw, pb, po, 1, "same", act=act)
+            assert np.array_equal(got, want), (pi, pw, pb, po, act)

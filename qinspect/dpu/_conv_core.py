@@ -13,6 +13,11 @@ data (then they are ordinary float32 kernels).
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 # Largest K whose int8 x int8 dot products stay exact in float32: 1024 * 2^14 = 2^24.
@@ -76,12 +81,17 @@ def conv_acc(
     padding: str = "valid",
     dilation: tuple[int, int] = (1, 1),
     exact: bool = True,
+    epilogue: Callable[[np.ndarray], np.ndarray] | None = None,
+    out_dtype: np.dtype | type | None = None,
 ) -> np.ndarray:
-    """2-D convolution (cross-correlation, NHWC, HWIO kernel) of float32 ``x`` and ``w``.
+    """2-D convolution (cross-correlation, NHWC, HWIO kernel) of ``x`` and ``w``.
 
-    With ``exact`` the inputs hold int8 codes and the result is the exact integer accumulator (float32
-    when kh*kw*cin <= 1024, float64 otherwise; see the module docstring for the range proof). Memory is
-    bounded: patches are built for a few output rows at a time.
+    ``x`` may be int8 codes or float32 (converted chunk by chunk, never as a whole). With ``exact`` the
+    inputs hold int8 codes and the accumulator is exact: float32 when kh*kw*cin <= 1024, float64
+    otherwise (see the module docstring for the range proof). ``epilogue`` (optional) maps each chunk
+    of accumulators (shape (m, ho, wo, cout)) to the final values, written into an array of
+    ``out_dtype``: the output stage runs on cache-sized chunks and no full accumulator is ever held.
+    Memory is bounded: patches are built for a few images (or output rows) at a time.
     """
     sh, sw = _pair(strides)
     dh, dw = _pair(dilation)
@@ -92,17 +102,19 @@ def conv_acc(
     pt, pb, ho = pads_1d(h, kh, sh, dh, padding)
     pl, pr, wo = pads_1d(wd, kw, sw, dw, padding)
     xp = pad_nhwc(x, (pt, pb), (pl, pr))
+    w = np.asarray(w, dtype=np.float32)
     k_total = kh * kw * cin
-    out_dtype = np.float32 if (k_total <= EXACT_K32 or not exact) else np.float64
-    out = np.empty((n, ho, wo, cout), dtype=out_dtype)
+    acc_dtype = np.float32 if (k_total <= EXACT_K32 or not exact) else np.float64
+    out = np.empty((n, ho, wo, cout), dtype=out_dtype if epilogue is not None else acc_dtype)
     if n == 0 or ho == 0 or wo == 0:
         return out
+    finish = epilogue if epilogue is not None else (lambda a: a)
     if sh == 1 and sw == 1:
-        _conv_stride1(xp, w, dh, dw, ho, wo, out, exact)
+        _conv_stride1(xp, w, dh, dw, ho, wo, out, exact, acc_dtype, finish)
         return out
     w2 = w.reshape(k_total, cout)
     # Generic path: im2col over blocks of (image, output row) so the patch buffer stays bounded.
-    rows = _rows_per_chunk(wo * k_total * 4)
+    rows = min(n * ho, _rows_per_chunk(wo * k_total * 4))
     cols = np.empty((rows, wo, kh, kw, cin), dtype=np.float32)
     flat = [(i, r) for i in range(n) for r in range(ho)]
     for c0 in range(0, len(flat), rows):
@@ -113,17 +125,25 @@ def conv_acc(
                 for b in range(kw):
                     cols[j, :, a, b, :] = src[b * dw : b * dw + (wo - 1) * sw + 1 : sw]
         m = len(blk)
-        res = gemm_exact(cols[:m].reshape(m * wo, k_total), w2) if exact else cols[:m].reshape(
-            m * wo, k_total
-        ) @ w2
-        res = res.reshape(m, wo, cout)
+        patches = cols[:m].reshape(m * wo, k_total)
+        res = gemm_exact(patches, w2) if exact else patches @ w2
+        res = finish(res.reshape(m, 1, wo, cout))
         for j, (i, r) in enumerate(blk):
-            out[i, r] = res[j]
+            out[i, r] = res[j, 0]
     return out
 
 
 def _conv_stride1(
-    xp: np.ndarray, w: np.ndarray, dh: int, dw: int, ho: int, wo: int, out: np.ndarray, exact: bool
+    xp: np.ndarray,
+    w: np.ndarray,
+    dh: int,
+    dw: int,
+    ho: int,
+    wo: int,
+    out: np.ndarray,
+    exact: bool,
+    acc_dtype: type,
+    finish: Callable[[np.ndarray], np.ndarray],
 ) -> None:
     """Stride-1 convolution without a full im2col.
 
@@ -131,7 +151,8 @@ def _conv_stride1(
     ``p + a*dh*Wp + b*dw`` for taps (a, b). Build ``E[p] = concat_b xflat[p + b*dw]`` (kw copies of the
     input instead of kh*kw), multiply once by all kernel rows stacked side by side
     (``E @ [W_0 | .. | W_{kh-1}]``), then add the kh column blocks shifted by ``a*dh*Wp`` rows.
-    Outputs at x >= Wo are computed and dropped (a (Wp - Wo) / Wp overhead).
+    Outputs at x >= Wo are computed and dropped (a (Wp - Wo) / Wp overhead). A valid output never
+    reads past its own image, so images are simply stacked.
     Exactness: each GEMM sums kw*cin products, the shifted adds bring the total to kh*kw*cin terms;
     when that is <= 1024 every partial sum is an integer <= 2^24 and float32 is exact; otherwise the
     GEMM is split by :func:`gemm_exact` and the adds are done in float64.
@@ -139,28 +160,69 @@ def _conv_stride1(
     n, hp, wp, cin = xp.shape
     kh, kw, _, cout = w.shape
     kdim = kw * cin
-    k_total = kh * kdim
-    acc_dtype = out.dtype
     # (kw*cin, kh*cout): column block a holds kernel row a.
     wcat = np.ascontiguousarray(w.transpose(1, 2, 0, 3).reshape(kdim, kh * cout))
     span = (kh - 1) * dh * wp  # extra rows needed below the last output row
     per_img = hp * wp
     imgs = max(1, _CHUNK_BYTES // max(1, per_img * max(kdim, kh * cout) * 4))
-    for i0 in range(0, n, imgs):
-        i1 = min(n, i0 + imgs)
+    chunks = [(i0, min(n, i0 + imgs)) for i0 in range(0, n, imgs)]
+
+    def run(chunk: tuple[int, int]) -> None:
+        i0, i1 = chunk
         m = i1 - i0
-        xf = xp[i0:i1].reshape(m * per_img, cin)
         rows = m * per_img
-        e = np.zeros((rows + span, kdim), dtype=np.float32)
+        xf = xp[i0:i1].reshape(rows, cin)
+        e = _scratch("e", (rows + span, kdim))
         for b in range(kw):
             off = b * dw
-            e[: rows - off, b * cin : (b + 1) * cin] = xf[off:]
+            e[: rows - off, b * cin : (b + 1) * cin] = xf[off:]  # int8 -> float32 here, chunk by chunk
+            e[rows - off :, b * cin : (b + 1) * cin] = 0
         z = gemm_exact(e, wcat) if exact else e @ wcat
-        if k_total > EXACT_K32 and exact:
-            z = z.astype(np.float64, copy=False)
+        if z.dtype != acc_dtype:
+            z = z.astype(acc_dtype)
         # acc[p] = sum_a z[p + a*dh*wp, a-th block]
-        acc = z[:rows, :cout].astype(acc_dtype, copy=True)
+        acc = z[:rows, :cout].copy()
         for a in range(1, kh):
             off = a * dh * wp
             acc += z[off : off + rows, a * cout : (a + 1) * cout]
-        out[i0:i1] = acc.reshape(m, hp, wp, cout)[:, :ho, :wo, :]
+        out[i0:i1] = finish(acc.reshape(m, hp, wp, cout)[:, :ho, :wo, :])
+
+    _run_chunks(run, chunks)
+
+
+_local = threading.local()
+_pool: ThreadPoolExecutor | None = None
+_threads = max(1, min(2, os.cpu_count() or 1))
+
+
+def set_threads(n: int) -> None:
+    """Number of worker threads for the chunked kernels (1 = run in the caller's thread)."""
+    global _threads, _pool
+    _threads = max(1, int(n))
+    if _pool is not None:
+        _pool.shutdown(wait=True)
+        _pool = None
+
+
+def _scratch(name: str, shape: tuple[int, int]) -> np.ndarray:
+    """A per-thread reusable float32 buffer (avoids page-faulting a fresh 20 MB array per chunk)."""
+    size = shape[0] * shape[1]
+    buf = getattr(_local, name, None)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype=np.float32)
+        setattr(_local, name, buf)
+    return buf[:size].reshape(shape)
+
+
+def _run_chunks(fn: Callable[[tuple[int, int]], None], chunks: list[tuple[int, int]]) -> None:
+    """Run independent chunks, on worker threads when there are several (numpy and BLAS release the
+    GIL, so the copies and the output stage of one chunk overlap the GEMM of another)."""
+    global _pool
+    if _threads <= 1 or len(chunks) <= 1:
+        for c in chunks:
+            fn(c)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=_threads, thread_name_prefix="qinspect-conv")
+    for f in [_pool.submit(fn, c) for c in chunks]:
+        f.result()

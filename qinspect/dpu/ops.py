@@ -29,6 +29,7 @@ __all__ = [
     "dense",
     "dense_acc",
     "output_stage",
+    "float_output_stage",
     "add",
     "multiply",
     "concat",
@@ -131,6 +132,54 @@ def output_stage(
     return _clip8(y)
 
 
+def float_output_stage(
+    bq: np.ndarray | None,
+    pi: int,
+    pw: int,
+    pb: int,
+    po: int,
+    act: str | None,
+    acc_bound: int,
+):
+    """The :func:`output_stage` as a function of float accumulator chunks (exact integers held in
+    float32 / float64), for the fused convolution path. Returns ``f(acc) -> int8 codes``.
+
+    ``y = floor(acc * 2^-s + c)`` with ``s = pi + pw - po`` and the per-channel constant
+    ``c = bq * 2^(sb - s) + 1/2`` (``sb = pi + pw - pb``): the same single HALF_UP rounding of the same
+    dyadic rational as the integer form. Exactness: scaling by a power of two is exact; the sum is
+    exact when the integer ``A = acc + bq * 2^sb + 2^(s-1)`` (everything at the accumulator scale) fits
+    the mantissa. float32 is used when ``acc_bound + 128 * 2^sb + 2^(s-1) < 2^24`` (sb >= 0, s >= 1,
+    no leaky), float64 otherwise (53 bits: acc < 2^40 and bias/leaky factors add < 12 bits).
+    """
+    _check_act(act)
+    s = pi + pw - po
+    sb = pi + pw - pb
+    bias = np.zeros(1, np.int64) if bq is None else _i64(bq)
+    bmax = int(np.abs(bias).max()) if bias.size else 0
+    use32 = (
+        act != "leaky" and sb >= 0 and s >= 1 and acc_bound + (bmax << sb) + (1 << (s - 1)) < 2**24
+    )
+    ft = np.float32 if use32 else np.float64
+    scale = ft(2.0**-s)
+    bias_term = bias.astype(np.float64) * 2.0 ** (sb - s)
+    c = (bias_term + (0.0 if act == "leaky" else 0.5)).astype(ft)
+    lo = 0 if act in ("relu", "relu6") else QMIN
+    hi = min(QMAX, _relu6_cap(po)) if act == "relu6" else QMAX
+
+    def stage(acc: np.ndarray) -> np.ndarray:
+        t = acc.astype(ft, copy=False) * scale
+        t += c
+        if act == "leaky":
+            neg = t * ft(LEAKY_NUM / 2**LEAKY_SHIFT)  # exact: t has < 40 significant bits, * 26 / 2^8
+            t = np.where(t < 0, neg, t)
+            t += ft(0.5)
+        np.floor(t, out=t)
+        np.clip(t, lo, hi, out=t)
+        return t.astype(np.int8)
+
+    return stage
+
+
 # ----------------------------------------------------------------------------------------------------
 # Convolutions and dense
 # ----------------------------------------------------------------------------------------------------
@@ -171,9 +220,16 @@ def conv2d(
     dilation: tuple[int, int] | int = (1, 1),
     act: str | None = None,
 ) -> np.ndarray:
-    """DPU Conv2D: exact accumulator, bias aligned, one HALF_UP rounding to ``po``, fused activation."""
-    acc = conv2d_acc(xq, wq, strides, padding, dilation)
-    return output_stage(acc, bq, pi, pw, pb, po, act)
+    """DPU Conv2D: exact accumulator, bias aligned, one HALF_UP rounding to ``po``, fused activation.
+
+    Same result as ``output_stage(conv2d_acc(...))``; the output stage runs fused on cache-sized
+    chunks of the exact float accumulator (:func:`float_output_stage`).
+    """
+    wq = np.asarray(wq)
+    kh, kw, cin, _ = wq.shape
+    stage = float_output_stage(bq, pi, pw, pb, po, act, acc_bound=kh * kw * cin * 2**14)
+    return conv_acc(np.asarray(xq), wq.astype(np.float32), _pair(strides), padding, _pair(dilation),
+                    exact=True, epilogue=stage, out_dtype=np.int8)
 
 
 def depthwise_conv2d_acc(
