@@ -149,6 +149,7 @@ def _run_emulator(emu_mod: Any, source: Any, positions: str | None, em: Emulatio
                 raise QInspectError(f"no position for {len(missing)} quantizer(s) of this model, e.g. "
                                     f"{', '.join(missing[:3])}: a positions.json of another model?", positions)
         elif not has_acts:
+            em.positions_source = "none (a model file holds no calibration data)"
             em.warnings.append("a model file holds no calibration data: positions need a capture "
                                "(qinspect capture) or --positions")
     em.graph = emulator.graph
@@ -377,7 +378,7 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
     part.how = {f"sensitivity: {k}": v for k, v in (data.get("sensitivity_how") or {}).items()}
     if isinstance(out, dict) and out.get("how"):
         part.how["model output SQNR"] = out["how"]
-    warnings.extend(data.get("notes", []))
+    warnings.extend(f"diagnosis: {note}" for note in data.get("notes", []))
     return part
 
 

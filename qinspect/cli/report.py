@@ -1,0 +1,79 @@
+"""``qinspect report MODEL_OR_CAPTURE [--positions P] [--layer NAME] [--eval CAPTURE2] -o DIR``.
+
+Writes ``DIR/report.html`` (self-contained, figures embedded), ``report.json``, ``layers.csv`` and
+``figures/*.png`` (see ``docs/report-format.md``). Needs no display: Qt runs offscreen to draw the
+figures; without Qt installed the report is written without figures. The folder is written
+atomically; an existing non-empty DIR is replaced only with ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``report`` sub-command."""
+    parser = subparsers.add_parser(
+        "report",
+        help="write an HTML + JSON + CSV report of a model's int8 quantization (no display needed)",
+        description="Emulate the int8 model on a capture (qinspect's calibration, or the positions of a Vitis "
+        "run) and write a report folder: report.html (self-contained, opens in any browser offline), "
+        "report.json and layers.csv with the same numbers, and the figures as PNG files.",
+    )
+    parser.add_argument("source", metavar="MODEL_OR_CAPTURE", help="a capture (qinspect capture) or a Keras model")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder to write")
+    parser.add_argument("--positions", metavar="QUANTIZED.h5|POSITIONS.json",
+                        help="use a Vitis run's positions instead of qinspect's calibration")
+    parser.add_argument("--layer", metavar="NAME", help="a layer report: only this layer's section")
+    parser.add_argument("--eval", metavar="CAPTURE2", dest="eval_path",
+                        help="an evaluation capture: per layer, the fraction of values outside the int8 range")
+    parser.add_argument("--batch-size", type=int, default=32, metavar="B",
+                        help="calibration and emulation batch size (default 32; calibration votes per batch)")
+    parser.add_argument("--no-cle", action="store_true", help="calibrate without cross-layer equalization")
+    parser.add_argument("--samples", type=int, metavar="N", help="use only the first N samples of the capture")
+    parser.add_argument("--force", action="store_true", help="replace DIR if it exists and is not empty")
+    return parser
+
+
+def _renderer():
+    """The Qt figure renderer, or None (with a note) when Qt cannot be loaded."""
+    # No display is needed or used: the offscreen platform draws into memory.
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    try:
+        from qinspect.gui.figures import render_figures
+    except ImportError as exc:
+        print(f"qinspect: warning: no figures (Qt is not available: {exc})", file=sys.stderr)
+        return None
+    return render_figures
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build and write the report."""
+    from qinspect.errors import QInspectError
+    from qinspect.report.build import build_and_write
+    from qinspect.report.writer import check_destination
+
+    if args.batch_size < 1:
+        raise QInspectError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.samples is not None and args.samples < 1:
+        raise QInspectError(f"--samples must be at least 1, got {args.samples}")
+    check_destination(args.output, args.force)
+    for path in (args.source, args.positions, args.eval_path):
+        if path is not None and not os.path.exists(path):
+            raise QInspectError("no such file or directory", path)
+
+    def progress(done: int, total: int, what: str) -> None:
+        if sys.stderr.isatty():
+            print(f"\r\x1b[K{what} ({done}/{total})", end="", file=sys.stderr, flush=True)
+
+    out = build_and_write(
+        args.source, args.output, layer=args.layer, positions=args.positions, eval_path=args.eval_path,
+        force=args.force, render_figures=_renderer(), batch_size=args.batch_size, cle=not args.no_cle,
+        max_samples=args.samples, progress=progress,
+    )
+    if sys.stderr.isatty():
+        print("\r\x1b[K", end="", file=sys.stderr)
+    print(f"wrote {os.path.join(str(out), 'report.html')} (+ report.json, layers.csv, figures/)")
+    return 0
