@@ -128,3 +128,10 @@ def test_dict_round_trip_and_how():
     back2 = ErrorStats.from_dict(json.loads(json.dumps(json_safe(perfect.to_dict()), allow_nan=False)))
     assert back2.sqnr_db == math.inf
     assert json_safe({"a": [float("nan"), -math.inf]}) == {"a": ["nan", "-inf"]}
+
+
+def test_update_leaves_inputs_untouched():
+    ref = np.array([1.0, 2.0, 3.0])
+    test = np.array([1.5, 2.0, 2.0])
+    ErrorStats().update(ref, test)
+    assert test.tolist() == [1.5, 2.0, 2.0] and ref.tolist() == [1.0, 2.0, 3.0]

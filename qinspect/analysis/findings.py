@@ -363,8 +363,7 @@ def channel_spread(
     kernel: np.ndarray,
     weight_pos: int,
     weight_name: str = "kernel",
-    output: np.ndarray | None = None,
-    output_pos: int | None = None,
+    other_rel_error: float = 0.0,
     cle: str = "unknown",
     noise_frac: float | None = None,
 ) -> Finding | None:
@@ -374,8 +373,8 @@ def channel_spread(
     relative error matters as much as a large one's). Channel-averaged relative weight error
     ``r(p) = mean_c ||w_c - fq(w_c, p)||^2 / ||w_c||^2`` at the per-tensor position, against ``r`` with
     each channel at its own min-MSE position: what an ideal equalization (CLE at its best) reaches.
-    Share: ``(r_tensor - r_ideal) / (r_tensor + r_out)``, ``r_out`` the channel-averaged relative error of
-    the layer's output quantization (from ``output`` at ``output_pos``; 0 when not given).
+    Share: ``(r_tensor - r_ideal) / (r_tensor + other_rel_error)``, the other term being the relative
+    error of the layer's other error sources (its input quantization) when known.
     ``cle``: "applied", "disabled", "not applicable: <why>" or "unknown".
     """
     per = _per_channel_rows(kernel, class_name, weight_name)
@@ -396,12 +395,8 @@ def channel_spread(
     gain = _db(r_tensor / r_ideal) if r_ideal > 0 else math.inf
     if gain < SPREAD_MIN_GAIN_DB:
         return None
-    r_out = 0.0
-    if output is not None and output_pos is not None:
-        out_rows = np.moveaxis(np.asarray(output, np.float32), -1, 0).reshape(np.shape(output)[-1], -1)
-        if out_rows.shape[0] == per.shape[0]:
-            r_out = float(_channel_rel_errors(out_rows, output_pos, Round.HALF_UP).mean())
-    share = (r_tensor - r_ideal) / (r_tensor + r_out) if r_tensor + r_out > 0 else 0.0
+    r_other = max(0.0, float(other_rel_error))
+    share = (r_tensor - r_ideal) / (r_tensor + r_other) if r_tensor + r_other > 0 else 0.0
     codes = np.array([np.unique(quantize(row, weight_pos, mode)).size for row in per])
     few = np.flatnonzero(codes <= HANDFUL_CODES)
     evidence = {
@@ -418,8 +413,8 @@ def channel_spread(
         "equalization_gain_db": ev(gain, "what ideal per-channel equalization (CLE at best) would gain"),
         "cle": ev(cle, "cross-layer equalization for this layer in this run"),
     }
-    if output is not None and output_pos is not None:
-        evidence["output_rel_error"] = ev(r_out, "channel-averaged relative error of the output quantization")
+    evidence["other_rel_error"] = ev(r_other, "relative error (noise/signal energy) of the layer's input "
+                                              "quantization, the other error source of its isolated output")
     severity = _severity(evidence, share, gain, noise_frac)
     if cle == "disabled":
         advice = "Enable cross-layer equalization (CLE): this kernel's channel ranges differ by " \

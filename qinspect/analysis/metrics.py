@@ -8,8 +8,10 @@ Conventions (they are repeated in :meth:`ErrorStats.to_dict`, which says how eac
 
 - ``d = test - ref`` element-wise; every sum runs over all elements of all samples seen (batch,
   spatial positions and channels alike).
-- Sums are float64. Each chunk of at most ``_CHUNK`` elements is summed with ``np.dot`` (pairwise /
-  blocked summation in float64), so the relative rounding error of a sum stays near 1e-16 * log(n).
+- Sums are float64. Each chunk of at most ``_CHUNK`` elements is summed with ``np.dot`` (blocked
+  summation in float64), so the relative rounding error of a sum stays near 1e-16 * log(n).
+  ``sum test^2`` and ``sum ref*test`` are derived from ``ref.ref``, ``ref.d`` and ``d.d`` (``test =
+  ref + d``), which is exact algebra and leaves float64 rounding only.
 - ``sqnr_db = 10 * log10(sum ref^2 / sum d^2)``: the signal is the reference's energy, not its variance.
   It is ``+inf`` when ``d`` is zero everywhere (a bit-exact result), ``-inf`` when the reference is zero
   everywhere but ``d`` is not, and ``nan`` when nothing was seen.
@@ -118,14 +120,18 @@ class ErrorStats:
         t_all = test.reshape(-1)
         for start in range(0, r_all.size, _CHUNK):
             r = _f64(r_all[start : start + _CHUNK])
-            t = _f64(t_all[start : start + _CHUNK])
-            d = t - r
+            d = np.array(t_all[start : start + _CHUNK], dtype=np.float64)  # a copy: never the caller's
+            d -= r  # d = test - ref, in float64 (exact for float32 inputs)
+            rr = float(np.dot(r, r))
+            rd = float(np.dot(r, d))
+            dd = float(np.dot(d, d))
             self.sum_d += float(d.sum())
-            self.sum_d2 += float(np.dot(d, d))
-            self.sum_ref2 += float(np.dot(r, r))
-            self.sum_test2 += float(np.dot(t, t))
-            self.sum_ref_test += float(np.dot(r, t))
-            self.max_abs_d = max(self.max_abs_d, float(np.abs(d).max()))
+            self.sum_d2 += dd
+            self.sum_ref2 += rr
+            # test = ref + d: the two sums below follow from the three dot products above.
+            self.sum_ref_test += rr + rd
+            self.sum_test2 += rr + 2.0 * rd + dd
+            self.max_abs_d = max(self.max_abs_d, float(d.max()), -float(d.min()))
             self.ref_min = min(self.ref_min, float(r.min()))
             self.ref_max = max(self.ref_max, float(r.max()))
         self.n += int(r_all.size)

@@ -1,0 +1,413 @@
+"""Diagnosis: run every finding over an emulated model and rank them by estimated output SQNR cost.
+
+Input: an emulator graph with positions (:class:`~qinspect.dpu.dpu_graph.DpuGraph`, calibrated by
+qinspect or read from a Vitis ``quantized.h5``), the samples to measure on (the evaluation data when
+there is one, else the calibration data) and, for ``coverage``, the calibration samples.
+
+What is measured where:
+
+- sensitivity, accumulated and isolated errors, and every float tensor the findings look at come from
+  the first ``max_samples`` samples of the measured data (one float walk, one integer walk and two
+  partial walks per quantizing node per batch; see :mod:`qinspect.analysis.sensitivity`);
+- calibration ranges for ``coverage`` come from a float walk over *all* calibration samples;
+- ``alignment`` and ``constraint`` severities are what-if runs of the emulator (positions put back).
+
+Findings whose severity is below ``MIN_SEVERITY_DB`` are dropped, except ``cpu_fallback`` (a change
+in how the model deploys, whatever its accuracy cost).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qinspect.analysis import findings as fnd
+from qinspect.analysis.findings import Branch, Finding, ev
+from qinspect.analysis.metrics import ErrorStats, json_safe
+from qinspect.analysis.sensitivity import (
+    HOW,
+    LayerSensitivity,
+    SensitivityResult,
+    display_name,
+    quantizing_nodes,
+    sensitivity,
+    what_if,
+)
+from qinspect.dpu.dpu_graph import CONV_OPS, DpuGraph, Node, Slot
+from qinspect.dpu.executor import Evaluator
+from qinspect.dpu.fixed_point import Round
+
+MIN_SEVERITY_DB = 0.1
+_KIND_ORDER = {k: i for i, k in enumerate(fnd.KINDS)}
+_CLASS_OF_OP = {"conv2d": "Conv2D", "depthwise_conv2d": "DepthwiseConv2D",
+                "conv2d_transpose": "Conv2DTranspose", "dense": "Dense"}
+_ALIGN_RULES = {"align_concat": "concat", "align_pool": "pool"}
+
+
+@dataclass
+class Diagnosis:
+    """Ranked findings, per-layer sensitivity and how they were measured."""
+
+    findings: list[Finding]
+    sensitivity: list[LayerSensitivity]
+    output: ErrorStats
+    measured_on: str
+    n_samples: int
+    mode: str = "sim"
+    notes: list[str] = field(default_factory=list)
+    adjustments: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``qinspect diagnose --json`` structure (strict JSON: non-finite numbers as strings)."""
+        return json_safe(
+            {
+                "measured_on": self.measured_on,
+                "mode": self.mode,
+                "samples": self.n_samples,
+                "output_sqnr_db": ev(self.output.sqnr_db, "SQNR of the fully quantized model's output(s) "
+                                                          "against float, sums over all outputs and samples"),
+                "findings": [f.to_dict() for f in self.findings],
+                "sensitivity": [s.to_dict() for s in self.sensitivity],
+                "sensitivity_how": HOW,
+                "severity_how": "estimated output SQNR cost in dB: see each finding's severity_basis",
+                "adjustments": self.adjustments,
+                "notes": self.notes,
+            }
+        )
+
+
+def _batches(inputs: dict[str, np.ndarray], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    n = len(next(iter(inputs.values())))
+    for start in range(0, n, batch_size):
+        yield {k: v[start : start + batch_size] for k, v in inputs.items()}
+
+
+def _head(inputs: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v[:n], np.float32) for k, v in inputs.items()}
+
+
+def float_values(graph: DpuGraph, inputs: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+    """Every node's float (reference) output over all samples of ``inputs``, concatenated."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in _batches(inputs, batch_size):
+        for name, v in Evaluator(graph, "float").run(batch).items():
+            parts.setdefault(name, []).append(v.float())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def float_ranges(graph: DpuGraph, inputs: dict[str, np.ndarray], batch_size: int) -> dict[str, tuple[float, float]]:
+    """Every node's float (min, max) over all samples, streamed by batch."""
+    ranges: dict[str, tuple[float, float]] = {}
+
+    def on_value(node: Node, v: Any) -> None:
+        x = v.float()
+        if x.size == 0:
+            return
+        lo, hi = float(np.min(x)), float(np.max(x))
+        old = ranges.get(node.name)
+        ranges[node.name] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+
+    for batch in _batches(inputs, batch_size):
+        Evaluator(graph, "float").run(batch, keep=(), on_value=on_value)
+    return ranges
+
+
+def _mode(graph: DpuGraph, slot: Slot, default: Round) -> tuple[Round, bool]:
+    spec = graph.slots.get(slot)
+    if spec is None:
+        return default, False
+    return Round(spec.round_mode), bool(spec.narrow_range)
+
+
+def _cle_state(graph: DpuGraph, node: Node) -> str:
+    names = set(node.origin) | {node.name}
+    for rw in graph.rewrites:
+        if rw.kind == "source":
+            return "unknown: weights read from a quantized model"
+        if rw.kind == "cross_layer_equalization":
+            if not rw.layers:
+                return "disabled"
+            if names & set(rw.layers):
+                return "applied"
+    if node.op not in ("conv2d", "depthwise_conv2d"):
+        return "not applicable: CLE pairs only Conv2D / DepthwiseConv2D layers"
+    return "not applicable: no conv or depthwise conv reads it directly or through a ReLU"
+
+
+def _tag(f: Finding, node: Node) -> Finding:
+    f.evidence = {"node": ev(node.name, "the emulator node (quantized model's layer name)"),
+                  "origin": ev(list(node.origin), "float model layers this node comes from"), **f.evidence}
+    return f
+
+
+def _pack_sqnr(stats: list[ErrorStats]) -> float:
+    ref2 = sum(s.sum_ref2 for s in stats)
+    d2 = sum(s.sum_d2 for s in stats)
+    if d2 == 0:
+        return math.inf
+    if ref2 == 0:
+        return -math.inf
+    return 10.0 * math.log10(ref2 / d2)
+
+
+def diagnose(
+    graph: DpuGraph,
+    data: dict[str, np.ndarray],
+    calib: dict[str, np.ndarray] | None = None,
+    *,
+    data_label: str = "calibration",
+    max_samples: int = 32,
+    batch_size: int = 16,
+    progress: Callable[[str], None] | None = None,
+    mode: str = "sim",
+) -> Diagnosis:
+    """Diagnose ``graph`` on ``data``; ``calib`` (when ``data`` is evaluation data) enables coverage.
+
+    ``mode``: ``"sim"`` (the quantizer's float32 simulation, fast) or ``"int"`` (the DPU integer
+    pipeline), see :func:`qinspect.analysis.sensitivity.sensitivity`.
+    """
+    say = progress or (lambda _msg: None)
+    n_total = len(next(iter(data.values())))
+    sample = _head(data, max_samples)
+    n = len(next(iter(sample.values())))
+    notes: list[str] = []
+    if n < n_total:
+        notes.append(f"sensitivity and findings measured on the first {n} of {n_total} {data_label} samples")
+    say(f"sensitivity over {n} samples")
+    sens = sensitivity(graph, sample, batch_size=batch_size, mode=mode)
+    notes.append("errors measured with the quantizer's float32 simulation (equal to the DPU integer pipeline "
+                 "wherever partial sums stay below 2^24 LSB)" if mode == "sim" else
+                 "errors measured with the DPU integer pipeline")
+    by_node = sens.by_layer()
+    noise = {k: s.only_noise_share for k, s in by_node.items()}
+    out_values = sens.output.n
+    if out_values < 100:
+        notes.append(f"the output SQNR rests on only {out_values} output values; sensitivity figures are rough")
+    say("float tensors")
+    values = float_values(graph, sample, batch_size)
+    calib_ranges = None
+    if calib is not None:
+        say("calibration ranges")
+        calib_ranges = float_ranges(graph, calib, batch_size)
+    found: list[Finding] = []
+    for node in quantizing_nodes(graph):
+        found.extend(_activation_findings(graph, node, values, noise, calib_ranges, data_label))
+        sp = _spread_finding(graph, node, values, noise)
+        if sp is not None:
+            found.append(sp)
+    say("alignment and constraints (what-if runs)")
+    found.extend(_adjustment_findings(graph, sample, values, sens, noise, batch_size, mode))
+    found.extend(_cpu_findings(graph, noise))
+    found.extend(_growth_findings(graph, sens, noise, found))
+    kept = [f for f in found if f.kind == "cpu_fallback" or f.severity_db >= MIN_SEVERITY_DB]
+    kept.sort(key=_rank_key)
+    return Diagnosis(
+        findings=kept,
+        sensitivity=sens.layers,
+        output=sens.output,
+        measured_on=data_label,
+        mode=mode,
+        n_samples=n,
+        notes=notes,
+        adjustments=[a.to_dict() for a in graph.adjustments],
+    )
+
+
+def _rank_key(f: Finding) -> tuple[float, int, int]:
+    sev = f.severity_db if not math.isnan(f.severity_db) else 0.0
+    splits = f.evidence.get("splits_model", {}).get("value", False)
+    return (-sev, 0 if splits else 1, _KIND_ORDER.get(f.kind, 99))
+
+
+def _activation_findings(graph: DpuGraph, node: Node, values: dict[str, np.ndarray], noise: dict[str, float],
+                         calib_ranges: dict[str, tuple[float, float]] | None, label: str) -> list[Finding]:
+    if node.out_slot is None or node.name not in values:
+        return []
+    pos = graph.pos(node.out_slot)
+    if pos is None:
+        return []
+    mode, narrow = _mode(graph, node.out_slot, Round.HALF_UP)
+    x = values[node.name]
+    frac = noise.get(node.name)
+    out = []
+    layer = display_name(node)
+    if calib_ranges is not None and node.name in calib_ranges:
+        f = fnd.coverage(layer, x, pos, calib_ranges[node.name], mode, narrow, noise_frac=frac)
+        if f is not None:
+            out.append(_tag(f, node))
+    f = fnd.saturation(layer, x, pos, mode, narrow, noise_frac=frac, data=label)
+    if f is not None:
+        out.append(_tag(f, node))
+    f = fnd.outlier_range(layer, x, pos, mode, narrow, noise_frac=frac)
+    if f is not None:
+        out.append(_tag(f, node))
+    return out
+
+
+def _input_rel_error(graph: DpuGraph, node: Node, values: dict[str, np.ndarray]) -> float:
+    """Relative error of quantizing the node's input at its position (fake quant of the float input)."""
+    if not node.inputs:
+        return 0.0
+    src = node.inputs[0]
+    slot = graph.output_slot(src)
+    p = graph.pos(slot)
+    if slot is None or p is None or src not in values:
+        return 0.0
+    mode, narrow = _mode(graph, slot, Round.HALF_UP)
+    x = values[src].astype(np.float32)
+    from qinspect.dpu.fixed_point import fake_quant
+
+    signal = float(np.dot(x.ravel().astype(np.float64), x.ravel().astype(np.float64)))
+    d = (x - fake_quant(x, p, mode, narrow)).ravel().astype(np.float64)
+    return float(np.dot(d, d)) / signal if signal > 0 else 0.0
+
+
+def _spread_finding(graph: DpuGraph, node: Node, values: dict[str, np.ndarray],
+                    noise: dict[str, float]) -> Finding | None:
+    if node.op not in CONV_OPS:
+        return None
+    wname = "depthwise_kernel" if node.op == "depthwise_conv2d" else "kernel"
+    w = node.weights.get(wname)
+    slot = node.weight_slots.get(wname)
+    wp = graph.pos(slot) if slot else None
+    if w is None or wp is None:
+        return None
+    f = fnd.channel_spread(
+        node.origin[0] if node.origin else node.name,
+        _CLASS_OF_OP[node.op],
+        w,
+        wp,
+        weight_name=wname,
+        other_rel_error=_input_rel_error(graph, node, values),
+        cle=_cle_state(graph, node),
+        noise_frac=noise.get(node.name),
+    )
+    return _tag(f, node) if f is not None else None
+
+
+def _slot_owner(graph: DpuGraph, slot: Slot) -> tuple[Node | None, str]:
+    """The node a slot belongs to and whether it is its ``output`` or a weight name."""
+    for n in graph.nodes:
+        if n.out_slot == slot:
+            return n, "output"
+        for wname, s in n.weight_slots.items():
+            if s == slot:
+                return n, wname
+    return None, ""
+
+
+def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values: dict[str, np.ndarray],
+                         sens: SensitivityResult, noise: dict[str, float], batch_size: int,
+                         mode: str) -> list[Finding]:
+    base_sqnr = sens.output.sqnr_db
+    out: list[Finding] = []
+    # Alignment: group the moves of each aligned node.
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for adj in graph.adjustments:
+        if adj.constraint in _ALIGN_RULES:
+            groups.setdefault((adj.layer, adj.constraint), []).append(adj)
+    for (name, rule_key), adjs in groups.items():
+        node = graph[name]
+        rule = _ALIGN_RULES[rule_key]
+        shared = min(a.after for a in adjs)
+        branches = []
+        for a in adjs:
+            owner, what = _slot_owner(graph, a.slot)
+            if owner is None or what != "output" or owner.name not in values:
+                continue
+            branches.append(Branch(display_name(owner), values[owner.name], a.before, noise.get(owner.name)))
+        if not branches:
+            continue
+        restore = {a.slot: a.before for a in adjs}
+        floats = [name] if rule == "concat" else []
+        gain = what_if(graph, sample, positions=restore, float_nodes=floats, batch_size=batch_size,
+                       mode=mode).sqnr_db - base_sqnr
+        how = "aligned positions put back" + (f" and {name} kept in float (no shared position)" if floats else "")
+        f = fnd.alignment(display_name(node), branches, shared, rule=rule, measured_gain_db=_finite(gain),
+                          what_if=how)
+        if f is not None:
+            out.append(_tag(f, node))
+    for adj in graph.adjustments:
+        if adj.constraint in _ALIGN_RULES:
+            continue
+        owner, what = _slot_owner(graph, adj.slot)
+        if owner is None:
+            continue
+        if what == "output":
+            x = values.get(owner.name)
+            mode, _ = _mode(graph, adj.slot, Round.HALF_UP)
+        else:
+            x = owner.weights.get(what)
+            mode, _ = _mode(graph, adj.slot, Round.HALF_TO_EVEN)
+        if x is None:
+            continue
+        iso = sens.isolated.get(owner.name)
+        local = fnd.constraint(display_name(owner), adj.constraint, f"{adj.slot[0]}:{adj.slot[1]}", adj.before,
+                               adj.after, x, mode, iso.sqnr_db if iso is not None else None,
+                               noise.get(owner.name), text=adj.text)
+        if local is None:
+            continue
+        gain = what_if(graph, sample, positions={adj.slot: adj.before}, batch_size=batch_size,
+                       mode=mode).sqnr_db - base_sqnr
+        f = fnd.constraint(display_name(owner), adj.constraint, f"{adj.slot[0]}:{adj.slot[1]}", adj.before,
+                           adj.after, x, mode, iso.sqnr_db if iso is not None else None, noise.get(owner.name),
+                           text=adj.text, measured_gain_db=_finite(gain))
+        if f is not None:
+            out.append(_tag(f, owner))
+    return out
+
+
+def _finite(x: float) -> float:
+    return 0.0 if math.isnan(x) else x
+
+
+def _cpu_findings(graph: DpuGraph, noise: dict[str, float]) -> list[Finding]:
+    order = [n.name for n in graph.nodes if n.op != "input"]
+    device = {n.name: n.device for n in graph.nodes}
+    inbound = {n.name: list(n.inputs) for n in graph.nodes}
+    parts = fnd.count_partitions(order, inbound, device)
+    out = []
+    for node in graph.nodes:
+        if node.device != "CPU" or node.op == "input":
+            continue
+        feeds = any(graph[i].device == "DPU" and graph[i].op != "input" for i in node.inputs)
+        reads = any(c.device == "DPU" for c in graph.consumers(node.name))
+        cls = node.params.get("class_name") or _class_name(node)
+        frac = noise.get(node.name, 0.0)
+        f = fnd.cpu_fallback(display_name(node), cls, node.cpu_reason or "not a DPU operator", parts,
+                             feeds and reads, noise_frac=frac)
+        out.append(_tag(f, node))
+    return out
+
+
+def _class_name(node: Node) -> str:
+    names = {"leaky_relu": "LeakyReLU", "softmax": "Softmax", "activation": "Activation", "relu": "ReLU",
+             "upsample": "UpSampling2D", "unsupported": "Layer"}
+    return names.get(node.op, node.op)
+
+
+def _growth_findings(graph: DpuGraph, sens: SensitivityResult, noise: dict[str, float],
+                     found: list[Finding]) -> list[Finding]:
+    explained: dict[str, float] = {}
+    for f in found:
+        name = f.evidence.get("node", {}).get("value")
+        share = f.evidence.get("share", {}).get("value")
+        if name is not None and isinstance(share, (int, float)) and f.kind != "cpu_fallback":
+            explained[name] = max(explained.get(name, 0.0), float(share))
+    out = []
+    for node in quantizing_nodes(graph):
+        ins = [sens.accumulated[i] for i in node.inputs if i in sens.accumulated and sens.accumulated[i].n]
+        if not ins or node.name not in sens.isolated:
+            continue
+        acc_in = _pack_sqnr(ins)
+        acc_out = sens.accumulated[node.name].sqnr_db
+        iso = sens.isolated[node.name].sqnr_db
+        f = fnd.error_growth(display_name(node), acc_in, acc_out, iso, noise_frac=noise.get(node.name),
+                             explained_share=explained.get(node.name, 0.0))
+        if f is not None:
+            out.append(_tag(f, node))
+    return out
