@@ -147,6 +147,7 @@ def keras2_case() -> Case:
     model.save(h5)
     weights_only = out / "keras2_weights_only.h5"
     model.save_weights(weights_only)
+    _CACHE["keras2_model"] = model
     truth = keras_truth(model, (K.Model,))
     lambda_ran_at_build = marker.exists()
     marker.unlink(missing_ok=True)
@@ -170,6 +171,17 @@ def keras2_case() -> Case:
     )
     _CACHE["keras2"] = case
     return case
+
+
+def keras2_savedmodel() -> Path:
+    """The keras2 model saved as a SavedModel folder (slow: TensorFlow traces it; built once)."""
+    if "keras2_savedmodel" not in _CACHE:
+        case = keras2_case()
+        folder = session_dir() / "keras2_savedmodel"
+        _CACHE["keras2_model"].save(folder, save_format="tf")  # tracing runs the Lambda
+        case.extra["marker"].unlink(missing_ok=True)
+        _CACHE["keras2_savedmodel"] = folder
+    return _CACHE["keras2_savedmodel"]
 
 
 def keras2_seq_case() -> Case:
