@@ -165,9 +165,10 @@ class LayerPanel(QWidget):
         self.err_plot = self._plot("Quantization error", "error (LSB = 2^-p)", "count")
         self.scatter_plot = self._plot("Float vs dequantized", "float", "dequantized int8")
         self.w_plot = self._plot("Weights", "value", "count")
-        self.ch_plot = self._plot("Per-output-channel range vs the per-tensor range", "output channel", "value")
+        self.ch_plot = self._plot("Channel ranges vs the tensor range", "output channel", "value")
         self.bits_plot = self._plot("Bits wasted per channel", "output channel", "bits")
-        self.act_plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        self.act_plot.addLegend(offset=(-5, 5), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 215),
+                                pen=pg.mkPen("#bbb"))
         grid.addWidget(self.act_plot, 0, 0, 1, 2)
         grid.addWidget(self.err_plot, 0, 2)
         grid.addWidget(self.scatter_plot, 1, 0)
@@ -195,6 +196,9 @@ class LayerPanel(QWidget):
         w.showGrid(x=True, y=True, alpha=0.15)
         w.setMenuEnabled(True)
         w.setMinimumHeight(150)
+        for side in ("bottom", "left"):
+            # Values are read in their own units (LSB, codes, bits): no "(x0.001)" rescaling.
+            w.getAxis(side).enableAutoSIPrefix(False)
         return w
 
     # --- public ------------------------------------------------------------------------------------
@@ -373,11 +377,20 @@ class LayerPanel(QWidget):
                 plot.addItem(pg.InfiniteLine(pos=x, angle=90, pen=pen))
         self._clip_lines = []
         self._draw_clip_lines()
-        span_lo = min(data.vmin, 0.0)
-        span_hi = max(data.vmax, 0.0)
-        pad = 0.04 * (span_hi - span_lo or 1.0)
-        plot.setXRange(span_lo - pad, span_hi + pad, padding=0)
         plot.enableAutoRange(axis="y")
+
+    def _fit_activation_x(self) -> None:
+        """Show the data and the clip thresholds of the position in use (a wasted range is visible)."""
+        data, w = self.data, self.whatif
+        if data is None or not data.has_activations:
+            return
+        lo, hi = min(data.vmin, 0.0), max(data.vmax, 0.0)
+        if w is not None:
+            hi = max(hi, w.hi)
+            if data.vmin < 0:
+                lo = min(lo, w.lo)
+        pad = 0.04 * (hi - lo or 1.0)
+        self.act_plot.setXRange(lo - pad, hi + pad, padding=0)
 
     def _draw_clip_lines(self) -> None:
         for line in getattr(self, "_clip_lines", []):
@@ -393,6 +406,7 @@ class LayerPanel(QWidget):
                                    labelOpts={"position": 0.92, "color": "#d62728", "fill": (255, 255, 255, 200)})
             self.act_plot.addItem(line)
             self._clip_lines.append(line)
+        self._fit_activation_x()
 
     def _draw_whatif(self) -> None:
         w, data = self.whatif, self.data
@@ -456,13 +470,18 @@ class LayerPanel(QWidget):
         t = k.tensor_absmax
         for y in (-t, t):
             self.ch_plot.addItem(pg.InfiniteLine(pos=y, angle=0, pen=pg.mkPen("#ff7f0e", width=2)))
-        self.ch_plot.setTitle(f"Per-channel range (bars) vs per-tensor ±{t:.3g} (orange)", size="9pt")
+        self.ch_plot.setTitle(f"Channel ranges vs tensor ±{t:.3g} (orange)", size="9pt")
+        for plot in (self.ch_plot, self.bits_plot):
+            plot.setXRange(-0.6, ch.size - 0.4, padding=0)
         wasted = np.where(np.isfinite(k.bits_wasted), k.bits_wasted, np.nan)
         finite = wasted[np.isfinite(wasted)]
         self.bits_plot.addItem(pg.BarGraphItem(x=ch, height=np.nan_to_num(wasted, nan=0.0), width=0.8,
                                                brush=pg.mkBrush(214, 39, 40, 150), pen=pg.mkPen(None)))
-        worst = f"worst {finite.max():.1f}, median {np.median(finite):.1f}" if finite.size else ""
-        self.bits_plot.setTitle(f"Bits wasted per channel (log2 tensor max / channel max): {worst}", size="9pt")
+        worst = f": worst {finite.max():.1f}, median {np.median(finite):.1f}" if finite.size else ""
+        self.bits_plot.setTitle(f"Bits wasted per channel{worst}", size="9pt")
+        self.bits_plot.setToolTip("log2(per-tensor max|w| / channel max|w|): the bits of the int8 code a "
+                                  "channel never uses because one position serves the whole tensor.")
+        self.bits_plot.enableAutoRange(axis="y")
 
     def _show_notes(self) -> None:
         data = self.data

@@ -99,8 +99,8 @@ class MainWindow(QMainWindow):
         header = self.tree.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(COL_NAME, 200)
-        for col, width in ((1, 130), (2, 110), (3, 70), (4, 60), (COL_METRIC, 75)):
+        header.resizeSection(COL_NAME, 165)
+        for col, width in ((1, 105), (2, 85), (3, 62), (4, 58), (COL_METRIC, 68)):
             header.resizeSection(col, width)
         self.tree.selectionModel().currentChanged.connect(self._on_current_changed)
         self.search = QLineEdit()
@@ -109,6 +109,7 @@ class MainWindow(QMainWindow):
         self.search.setClearButtonEnabled(True)
         self.search.textChanged.connect(self._on_search)
         box = QWidget()
+        box.setMinimumWidth(560)  # name, type, shape, params, placement and metric readable at once
         layout = QVBoxLayout(box)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.search)
