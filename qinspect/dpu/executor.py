@@ -296,13 +296,13 @@ class Evaluator:
         if op == "max_pool":
             return Value(q=ops.max_pool(xq, pi, po, p["pool"], p["strides"], p["padding"]), pos=po)
         if op == "avg_pool":
-            if p.get("dpu_factor") is None and p["pool"][0] != p["pool"][1]:
-                return None  # the quantizer's quirk (no rescale): simulate in float
+            if ops.avgpool_factor(*p["pool"]) != p.get("dpu_factor"):
+                return None  # the integer kernel would not apply the quantizer's factor: simulate in float
             return Value(q=ops.avg_pool(xq, pi, po, p["pool"], p["strides"], p["padding"]), pos=po)
         if op == "global_avg_pool":
             h, w = xq.shape[1], xq.shape[2]
-            if h != w:
-                return None
+            if h != w or ops.avgpool_factor(h, w) is None and _gap_rescale(h, w) != 1.0:
+                return None  # rectangle (the quantizer's lcm rule) or a factor the kernel lacks: simulate
             return Value(q=ops.global_avg_pool(xq, pi, po, p.get("keepdims", False)), pos=po)
         if op == "upsample":
             return Value(q=ops.upsample_nearest(xq, pi, po, p["size"]), pos=po)
