@@ -566,8 +566,14 @@ def test_fused_float_output_stage_equals_integer_output_stage() -> None:
     w = _rand_codes(rng, (3, 3, 7, 4))
     b = _rand_codes(rng, (4,))
     acc = ops.conv2d_acc(x, w, 1, "same")
+    wd = _rand_codes(rng, (3, 3, 7, 1))
+    bd = _rand_codes(rng, (7,))
+    accd = ops.depthwise_conv2d_acc(x, wd, 2, "same")
     for pi, pw, pb, po in [(6, 8, 10, 4), (2, 3, 9, 0), (0, 0, 0, 3), (5, 7, 0, 0), (8, 8, 6, -2), (4, 4, 12, 8)]:
         for act in (None, "relu", "relu6", "leaky"):
             want = ops.output_stage(acc, b, pi, pw, pb, po, act)
             got = ops.conv2d(x, w, b, pi, pw, pb, po, 1, "same", act=act)
             assert np.array_equal(got, want), (pi, pw, pb, po, act)
+            want = ops.output_stage(accd, bd, pi, pw, pb, po, act)
+            got = ops.depthwise_conv2d(x, wd, bd, pi, pw, pb, po, 2, "same", act=act)
+            assert np.array_equal(got, want), ("depthwise", pi, pw, pb, po, act)

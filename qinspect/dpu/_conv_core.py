@@ -226,3 +226,58 @@ def _run_chunks(fn: Callable[[tuple[int, int]], None], chunks: list[tuple[int, i
         _pool = ThreadPoolExecutor(max_workers=_threads, thread_name_prefix="qinspect-conv")
     for f in [_pool.submit(fn, c) for c in chunks]:
         f.result()
+
+
+def depthwise_acc(
+    x: np.ndarray,
+    w: np.ndarray,
+    strides: tuple[int, int] = (1, 1),
+    padding: str = "valid",
+    dilation: tuple[int, int] = (1, 1),
+    epilogue: Callable[[np.ndarray], np.ndarray] | None = None,
+    out_dtype: np.dtype | type | None = None,
+) -> np.ndarray:
+    """Depthwise convolution, kernel ``(kh, kw, cin, mult)``, output channel ``c * mult + m``.
+
+    Computed tap by tap in float32 on chunks of images. For int8 codes this is exact: a sum of
+    kh*kw <= 1024 products of <= 2^14 stays <= 2^24 (float64 is used for larger windows). ``epilogue``
+    as in :func:`conv_acc`.
+    """
+    sh, sw = _pair(strides)
+    dh, dw = _pair(dilation)
+    n, h, wd, cin = x.shape
+    kh, kw, cin_w, mult = w.shape
+    if cin_w != cin:
+        raise ValueError(f"depthwise kernel expects {cin_w} channels, input has {cin}")
+    pt, pbt, ho = pads_1d(h, kh, sh, dh, padding)
+    pl, pr, wo = pads_1d(wd, kw, sw, dw, padding)
+    xp = pad_nhwc(x, (pt, pbt), (pl, pr))
+    acc_dtype = np.float32 if kh * kw <= EXACT_K32 else np.float64
+    wf = np.asarray(w, dtype=acc_dtype)
+    if mult == 1:
+        wf = wf[..., 0]
+    out = np.empty((n, ho, wo, cin * mult), dtype=out_dtype if epilogue is not None else acc_dtype)
+    if n == 0 or ho == 0 or wo == 0:
+        return out
+    finish = epilogue if epilogue is not None else (lambda a: a)
+    per_img = max(xp.shape[1] * xp.shape[2] * cin, ho * wo * cin * mult) * 4 * 3
+    imgs = max(1, _CHUNK_BYTES // max(1, per_img))
+    chunks = [(i0, min(n, i0 + imgs)) for i0 in range(0, n, imgs)]
+
+    def run(chunk: tuple[int, int]) -> None:
+        i0, i1 = chunk
+        xc = xp[i0:i1].astype(acc_dtype)
+        shape = (i1 - i0, ho, wo, cin) if mult == 1 else (i1 - i0, ho, wo, cin, mult)
+        acc = np.zeros(shape, dtype=acc_dtype)
+        tmp = np.empty(shape, dtype=acc_dtype)
+        for a in range(kh):
+            for b in range(kw):
+                tap = xc[:, a * dh : a * dh + (ho - 1) * sh + 1 : sh, b * dw : b * dw + (wo - 1) * sw + 1 : sw, :]
+                if mult != 1:
+                    tap = tap[..., None]
+                np.multiply(tap, wf[a, b], out=tmp)
+                acc += tmp
+        out[i0:i1] = finish(acc.reshape(i1 - i0, ho, wo, cin * mult))
+
+    _run_chunks(run, chunks)
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qinspect.dpu._conv_core import _pair, conv_acc, pad_nhwc, pads_1d
+from qinspect.dpu._conv_core import _pair, conv_acc, depthwise_acc, pad_nhwc, pads_1d
 
 __all__ = [
     "conv2d",
@@ -75,21 +75,8 @@ def depthwise_conv2d(
     dilation: tuple[int, int] | int = (1, 1),
 ) -> np.ndarray:
     """DepthwiseConv2D, kernel (kh, kw, cin, mult), output channel c * mult + m."""
-    sh, sw = _pair(strides)
-    dh, dw = _pair(dilation)
-    x = _f32(x)
-    w = _f32(w)
-    n, h, wd, cin = x.shape
-    kh, kw, _, mult = w.shape
-    pt, pbt, ho = pads_1d(h, kh, sh, dh, padding)
-    pl, pr, wo = pads_1d(wd, kw, sw, dw, padding)
-    xp = pad_nhwc(x, (pt, pbt), (pl, pr))
-    acc = np.zeros((n, ho, wo, cin, mult), dtype=F32)
-    for a in range(kh):
-        for c in range(kw):
-            tap = xp[:, a * dh : a * dh + (ho - 1) * sh + 1 : sh, c * dw : c * dw + (wo - 1) * sw + 1 : sw, :]
-            acc += tap[..., None] * w[a, c]
-    return _bias(acc.reshape(n, ho, wo, cin * mult), b)
+    y = depthwise_acc(_f32(x), _f32(w), _pair(strides), padding, _pair(dilation))
+    return _bias(y.astype(F32, copy=False), b)
 
 
 def conv2d_transpose(

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from qinspect.dpu._conv_core import _pair, conv_acc, gemm_exact, pad_nhwc, pads_1d
+from qinspect.dpu._conv_core import _pair, conv_acc, depthwise_acc, gemm_exact, pad_nhwc, pads_1d
 from qinspect.dpu.fixed_point import QMAX, QMIN, shift_round_half_up
 
 __all__ = [
@@ -242,26 +242,11 @@ def depthwise_conv2d_acc(
     """Exact int64 accumulator of a DepthwiseConv2D; kernel ``(kh, kw, cin, mult)``, output channel
     ``c * mult + m`` (Keras order).
 
-    Range: kh*kw products of <= 2^14 each; accumulated in int32 tap by tap, exact while
-    kh*kw < 2^17 (any real kernel).
+    Range: kh*kw products of <= 2^14 each: float32 sums are exact up to kh*kw = 1024 (<= 2^24),
+    float64 beyond (see qinspect.dpu._conv_core.depthwise_acc).
     """
-    sh, sw = _pair(strides)
-    dh, dw = _pair(dilation)
-    x = np.asarray(xq)
-    w = np.asarray(wq).astype(np.int32)
-    n, h, wd, cin = x.shape
-    kh, kw, cin_w, mult = w.shape
-    if cin_w != cin:
-        raise ValueError(f"depthwise kernel expects {cin_w} channels, input has {cin}")
-    pt, pbt, ho = pads_1d(h, kh, sh, dh, padding)
-    pl, pr, wo = pads_1d(wd, kw, sw, dw, padding)
-    xp = pad_nhwc(x.astype(np.int32), (pt, pbt), (pl, pr))
-    acc = np.zeros((n, ho, wo, cin, mult), dtype=np.int32)
-    for a in range(kh):
-        for b in range(kw):
-            tap = xp[:, a * dh : a * dh + (ho - 1) * sh + 1 : sh, b * dw : b * dw + (wo - 1) * sw + 1 : sw, :]
-            acc += tap[..., None] * w[a, b]
-    return acc.reshape(n, ho, wo, cin * mult).astype(np.int64)
+    acc = depthwise_acc(np.asarray(xq), np.asarray(wq), _pair(strides), padding, _pair(dilation))
+    return _acc_to_int64(acc)
 
 
 def depthwise_conv2d(
@@ -277,9 +262,11 @@ def depthwise_conv2d(
     dilation: tuple[int, int] | int = (1, 1),
     act: str | None = None,
 ) -> np.ndarray:
-    """DPU DepthwiseConv2D (same output stage as conv2d)."""
-    acc = depthwise_conv2d_acc(xq, wq, strides, padding, dilation)
-    return output_stage(acc, bq, pi, pw, pb, po, act)
+    """DPU DepthwiseConv2D (same output stage as conv2d, fused on chunks as there)."""
+    wq = np.asarray(wq)
+    stage = float_output_stage(bq, pi, pw, pb, po, act, acc_bound=wq.shape[0] * wq.shape[1] * 2**14)
+    return depthwise_acc(np.asarray(xq), wq, _pair(strides), padding, _pair(dilation), epilogue=stage,
+                         out_dtype=np.int8)
 
 
 def conv2d_transpose_acc(
