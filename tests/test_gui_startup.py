@@ -1,0 +1,113 @@
+"""Start-up as a user runs it: no TensorFlow to inspect a capture, a real window under Xvfb, and export."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytest.importorskip("PySide6")
+
+from gui_fixtures import isolated_settings, write_gui_capture  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+# Opens the window on a capture, waits until the layer panel and the emulation are done, then reports.
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    from qinspect.gui.app import application
+    app = application()
+    from qinspect.gui.main_window import MainWindow
+    win = MainWindow(settings_path=sys.argv[2])
+    win.show()
+    win.open_path(sys.argv[1])
+    deadline = time.time() + 60
+    def ready():
+        p = win.layer_panel
+        s = win.session
+        return (p.data is not None and p.data.complete and s is not None and s.analysis is not None
+                and not any(c.busy for c in s.channels.values()))
+    while time.time() < deadline and not ready():
+        app.processEvents()
+        time.sleep(0.01)
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.02)
+    if len(sys.argv) > 3:
+        win.screen().grabWindow(0).save(sys.argv[3])
+    print("READY", ready())
+    print("TF", sorted(m for m in ("tensorflow", "tf_keras", "keras") if m in sys.modules))
+    print("ERRORS", [r.summary for r in win.errors.history])
+    win.shutdown()
+""")
+
+
+def _run(args, tmp_path, extra_env=None, prefix=()):
+    script = tmp_path / "open_window.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ)
+    env.update(extra_env or {})
+    return subprocess.run([*prefix, sys.executable, str(script), *args], capture_output=True, text=True, env=env,
+                          timeout=240)
+
+
+def test_inspecting_a_capture_does_not_import_tensorflow(tmp_path):
+    cap = write_gui_capture(tmp_path / "cap.h5")
+    out = _run([str(cap), str(tmp_path / "s.ini")], tmp_path)
+    assert "READY True" in out.stdout, out.stdout + out.stderr
+    assert "TF []" in out.stdout, out.stdout
+    assert "ERRORS []" in out.stdout, out.stdout + out.stderr
+
+
+def test_screenshot_of_a_real_window_under_xvfb(tmp_path):
+    if shutil.which("xvfb-run") is None:
+        pytest.skip("xvfb-run is not installed (apt-get install xvfb xauth)")
+    cap = write_gui_capture(tmp_path / "cap.h5")
+    png = tmp_path / "window.png"
+    env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}
+    env["QT_QPA_PLATFORM"] = "xcb"
+    out = _run([str(cap), str(tmp_path / "s.ini"), str(png)], tmp_path, env,
+               prefix=("xvfb-run", "-a", "-s", "-screen 0 1600x1000x24"))
+    if "could not connect to display" in out.stderr or "xcb" in out.stderr and "READY" not in out.stdout:
+        pytest.skip(f"no usable X server: {out.stderr.strip().splitlines()[-1:]}")
+    assert "READY True" in out.stdout, out.stdout + out.stderr
+    from PIL import Image
+
+    image = Image.open(png).convert("L")
+    assert image.size == (1600, 1000)
+    # The window (1400x900 at the top-left, no window manager) is drawn: light widgets, dark text and plots.
+    window = image.crop((0, 0, 1400, 900))
+    lo, hi = window.getextrema()
+    assert hi > 200 and lo < 80
+
+
+@pytest.mark.qt_no_exception_capture
+def test_export_layer_report_writes_html_json_csv(qtbot, tmp_path):
+    from qinspect.gui.main_window import MainWindow
+
+    cap = write_gui_capture(tmp_path / "cap.h5")
+    win = MainWindow(settings_path=isolated_settings(tmp_path))
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
+        win.open_path(str(cap))
+    qtbot.waitUntil(lambda: win.session.analysis is not None, timeout=60000)
+    out = tmp_path / "report"
+    with qtbot.waitSignal(win.session.exported, timeout=120000) as blocker:
+        win.export_report(str(out), "hand")
+    assert Path(blocker.args[0]) == out
+    html = (out / "report.html").read_text()
+    data = json.loads((out / "report.json").read_text())
+    assert "data:image/png;base64," in html and "http://" not in html.replace("http://www.w3.org", "")
+    assert [layer["name"] for layer in data["layers"]] == ["hand"]
+    rows = (out / "layers.csv").read_text().splitlines()
+    assert len(rows) == 2 and "hand" in rows[1]
+    assert win.errors.history == []
+    win.shutdown()

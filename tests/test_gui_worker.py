@@ -1,0 +1,136 @@
+"""The worker channel (latest request wins) and the error hub, without the main window."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytest.importorskip("PySide6")
+
+pytestmark = pytest.mark.gui
+
+
+def test_latest_request_wins_and_earlier_ones_are_cancelled(qtbot):
+    from qinspect.gui.worker import Channel
+
+    channel = Channel("t")
+    release = threading.Event()
+    started = threading.Event()
+    seen_cancel = []
+
+    def slow(token, value):
+        # The first request blocks until the second exists, then must see itself cancelled.
+        if value == 1:
+            started.set()
+            release.wait(5)
+            seen_cancel.append(token.cancelled)
+            token.check()
+        return value * 10
+
+    results = []
+    channel.finished.connect(lambda rid, r: results.append((rid, r)))
+    first = channel.submit(slow, 1)
+    assert started.wait(5)
+    second = channel.submit(slow, 2)
+    release.set()
+    qtbot.waitUntil(lambda: bool(results), timeout=5000)
+    qtbot.wait(100)
+    assert results == [(second, 20)]
+    assert first != second and seen_cancel == [True]
+    assert not channel.busy
+
+
+def test_worker_errors_come_back_as_signals(qtbot):
+    from qinspect.errors import QInspectError
+    from qinspect.gui.worker import Channel
+
+    channel = Channel("t")
+
+    def bad(token):
+        raise QInspectError("not a capture", "/x/y.h5")
+
+    with qtbot.waitSignal(channel.failed, timeout=5000) as blocker:
+        channel.submit(bad)
+    _rid, exc, tb = blocker.args
+    assert isinstance(exc, QInspectError) and "Traceback" in tb and "bad" in tb
+
+
+def test_progress_and_partial_of_superseded_request_are_dropped(qtbot):
+    from qinspect.gui.worker import Channel
+
+    channel = Channel("t")
+    partials = []
+    channel.partial.connect(lambda rid, r: partials.append(r))
+    gate = threading.Event()
+
+    def job(token, tag):
+        if tag == "old":
+            gate.wait(5)
+            try:
+                token.partial(tag)
+            finally:
+                return tag  # noqa: B012 - the partial raises Cancelled; returning shows nothing leaks
+        token.partial(tag)
+        return tag
+
+    channel.submit(job, "old")
+    with qtbot.waitSignal(channel.finished, timeout=5000):
+        channel.submit(job, "new")
+    gate.set()
+    qtbot.wait(200)
+    assert partials == ["new"]
+
+
+def test_error_hub_shows_one_line_for_user_errors_and_details_for_bugs(qtbot):
+    from PySide6.QtWidgets import QWidget
+
+    from qinspect.errors import QInspectError
+    from qinspect.gui.errors import ErrorHub
+
+    parent = QWidget()
+    qtbot.addWidget(parent)
+    hub = ErrorHub(parent)
+    rec = hub.report(QInspectError("not an HDF5 file", "/data/x.h5"))
+    assert rec.summary == "/data/x.h5: not an HDF5 file" and rec.user_error
+    assert hub.box.text() == "/data/x.h5: not an HDF5 file"
+    assert not hub.box.isModal()
+    try:
+        raise ZeroDivisionError("division by zero")
+    except ZeroDivisionError as exc:
+        rec = hub.report(exc, context="Layer conv1")
+    assert rec.summary == "ZeroDivisionError: division by zero" and not rec.user_error
+    assert "Traceback" in hub.box.detailedText() and "Layer conv1" in hub.box.text()
+
+
+@pytest.mark.qt_no_exception_capture
+def test_excepthook_routes_ui_exceptions_to_the_hub(qtbot):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QWidget
+
+    from qinspect.gui.errors import ErrorHub
+
+    parent = QWidget()
+    qtbot.addWidget(parent)
+    hub = ErrorHub(parent)
+    hub.install()
+    try:
+        assert sys.excepthook == hub._excepthook
+        hub._excepthook(RuntimeError, RuntimeError("boom in a slot"), None)
+        assert hub.history[-1].summary == "RuntimeError: boom in a slot"
+        # A slot raising on the UI thread: PySide hands it to sys.excepthook, the loop keeps running.
+        fired = []
+
+        def slot():
+            fired.append(1)
+            raise ValueError("bad slot")
+
+        QTimer.singleShot(0, slot)
+        qtbot.waitUntil(lambda: bool(fired), timeout=2000)
+        qtbot.waitUntil(lambda: hub.history[-1].summary == "ValueError: bad slot", timeout=2000)
+    finally:
+        hub.uninstall()
+    assert sys.excepthook != hub._excepthook
