@@ -215,3 +215,43 @@ def test_nested_weights_placed_by_keras_order_when_names_say_nothing(k2, tmp_pat
             for a, b in zip(got.values(), k2.truth[name]["weights"], strict=True):
                 np.testing.assert_array_equal(a, b)
         assert source.graph.warnings == []
+
+
+def build_siamese(K, gen3: bool):
+    """A shared Dense, a shared nested Functional and a shared nested Sequential, each called twice."""
+    L = K.layers
+    ii = L.Input((4,), name="ii")
+    enc = K.Model(ii, L.Dense(3, name="enc_d")(ii), name="enc")
+    seq = K.Sequential([L.Input((3,)) if gen3 else L.InputLayer((3,)), L.Dense(2, name="sd")], name="seqshared")
+    a, b = L.Input((4,), name="a"), L.Input((4,), name="b")
+    shared = L.Dense(4, name="shared")
+    ea, eb = enc(shared(a)), enc(shared(b))
+    out = L.Concatenate(name="cat")([seq(ea), seq(eb), ea])
+    return K.Model([a, b], out, name="siamese")
+
+
+def check_siamese(path, model):
+    with open_model(path) as source:
+        g = source.graph
+        assert [layer.name for layer in g] == [
+            "a", "b", "shared", "enc", "enc/enc_d", "seqshared", "seqshared/sd", "cat",
+        ]  # fmt: skip
+        assert g.inputs == ["a", "b"]
+        assert g["enc/enc_d"].inbound == ["shared"]
+        # later calls of a shared layer alias its first call (and a warning says so)
+        assert g["cat"].inbound == ["seqshared/sd", "seqshared/sd", "enc/enc_d"]
+        assert g["cat"].output_shape == [None, 7] == list(model.get_layer("cat").output.shape)
+        assert sum("called more than once" in w for w in g.warnings) == 3
+        assert g["enc"].params == 15 and g.total_params == model.count_params()
+        np.testing.assert_array_equal(
+            source.weights("seqshared/sd")["kernel"], model.get_layer("seqshared").get_weights()[0]
+        )
+
+
+@pytest.mark.tf
+def test_keras2_shared_layers_and_shared_nested_models(tmp_path):
+    import tf_keras
+
+    model = build_siamese(tf_keras, gen3=False)
+    model.save(tmp_path / "siamese.h5")
+    check_siamese(tmp_path / "siamese.h5", model)

@@ -73,3 +73,13 @@ def test_zip_that_is_not_a_keras_model(tmp_path):
         z.writestr("readme.txt", "hello")
     with pytest.raises(QInspectError, match="zip file without config.json"):
         open_model(path)
+
+
+@pytest.mark.tf
+def test_keras3_shared_layers_and_shared_nested_models(tmp_path):
+    import keras
+    from test_io_keras_h5 import build_siamese, check_siamese
+
+    model = build_siamese(keras, gen3=True)
+    model.save(tmp_path / "siamese.keras")
+    check_siamese(tmp_path / "siamese.keras", model)
