@@ -577,3 +577,12 @@ def test_fused_float_output_stage_equals_integer_output_stage() -> None:
             want = ops.output_stage(accd, bd, pi, pw, pb, po, act)
             got = ops.depthwise_conv2d(x, wd, bd, pi, pw, pb, po, 2, "same", act=act)
             assert np.array_equal(got, want), ("depthwise", pi, pw, pb, po, act)
+    # K = 3 * 3 * 130 = 1170 > 1024 (float64 accumulator path), stride 1 and strided (im2col path)
+    xw = _rand_codes(rng, (1, 5, 4, 130))
+    ww = _rand_codes(rng, (3, 3, 130, 3))
+    bw = _rand_codes(rng, (3,))
+    for s in (1, 2):
+        accw = ops.conv2d_acc(xw, ww, s, "same")
+        for act in (None, "relu6", "leaky"):
+            want = ops.output_stage(accw, bw, 7, 9, 8, 6, act)
+            assert np.array_equal(ops.conv2d(xw, ww, bw, 7, 9, 8, 6, s, "same", act=act), want), (s, act)

@@ -17,6 +17,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,6 +75,34 @@ def _rows_per_chunk(bytes_per_row: int) -> int:
     return max(1, _CHUNK_BYTES // max(1, bytes_per_row))
 
 
+@dataclass(frozen=True)
+class Epilogue:
+    """An output stage fused into the chunked kernels: per chunk, ``finish(acc * scale + offset)``.
+
+    ``scale`` must be a power of two (it is folded into the weights, which keeps integer sums exact),
+    ``offset`` is per output channel (added while the partial sums are combined), ``dtype`` the float
+    type the stage needs for exactness (float32 or float64), ``out_dtype`` the result's type.
+    """
+
+    finish: Callable[[np.ndarray], np.ndarray]
+    scale: float = 1.0
+    offset: np.ndarray | None = None
+    dtype: type = np.float32
+    out_dtype: type = np.int8
+
+
+def _as_epilogue(epilogue: Epilogue | Callable | None, out_dtype, acc_dtype) -> Epilogue:
+    if epilogue is None:
+        return Epilogue(finish=lambda a: a, dtype=acc_dtype, out_dtype=acc_dtype)
+    if isinstance(epilogue, Epilogue):
+        return epilogue
+    return Epilogue(finish=epilogue, dtype=acc_dtype, out_dtype=out_dtype or acc_dtype)
+
+
+def _wider(a: type, b: type) -> type:
+    return np.float64 if np.float64 in (a, b) else np.float32
+
+
 def conv_acc(
     x: np.ndarray,
     w: np.ndarray,
@@ -105,12 +134,15 @@ def conv_acc(
     w = np.asarray(w, dtype=np.float32)
     k_total = kh * kw * cin
     acc_dtype = np.float32 if (k_total <= EXACT_K32 or not exact) else np.float64
-    out = np.empty((n, ho, wo, cout), dtype=out_dtype if epilogue is not None else acc_dtype)
+    ep = _as_epilogue(epilogue, out_dtype, acc_dtype)
+    acc_dtype = _wider(acc_dtype, ep.dtype)
+    if ep.scale != 1.0:
+        w = w * np.float32(ep.scale)  # a power of two: exact, and integer sums stay exact (scaled)
+    out = np.empty((n, ho, wo, cout), dtype=ep.out_dtype)
     if n == 0 or ho == 0 or wo == 0:
         return out
-    finish = epilogue if epilogue is not None else (lambda a: a)
     if sh == 1 and sw == 1:
-        _conv_stride1(xp, w, dh, dw, ho, wo, out, exact, acc_dtype, finish)
+        _conv_stride1(xp, w, dh, dw, ho, wo, out, exact, acc_dtype, ep)
         return out
     w2 = w.reshape(k_total, cout)
     # Generic path: im2col over blocks of (image, output row) so the patch buffer stays bounded.
@@ -126,8 +158,10 @@ def conv_acc(
                     cols[j, :, a, b, :] = src[b * dw : b * dw + (wo - 1) * sw + 1 : sw]
         m = len(blk)
         patches = cols[:m].reshape(m * wo, k_total)
-        res = gemm_exact(patches, w2) if exact else patches @ w2
-        res = finish(res.reshape(m, 1, wo, cout))
+        res = (gemm_exact(patches, w2) if exact else patches @ w2).astype(acc_dtype, copy=False)
+        if ep.offset is not None:
+            res = res + ep.offset.astype(acc_dtype)
+        res = ep.finish(res.reshape(m, 1, wo, cout))
         for j, (i, r) in enumerate(blk):
             out[i, r] = res[j, 0]
     return out
@@ -143,7 +177,7 @@ def _conv_stride1(
     out: np.ndarray,
     exact: bool,
     acc_dtype: type,
-    finish: Callable[[np.ndarray], np.ndarray],
+    ep: Epilogue,
 ) -> None:
     """Stride-1 convolution without a full im2col.
 
@@ -166,6 +200,7 @@ def _conv_stride1(
     per_img = hp * wp
     imgs = max(1, _CHUNK_BYTES // max(1, per_img * max(kdim, kh * cout) * 4))
     chunks = [(i0, min(n, i0 + imgs)) for i0 in range(0, n, imgs)]
+    offset = None if ep.offset is None else ep.offset.astype(acc_dtype)
 
     def run(chunk: tuple[int, int]) -> None:
         i0, i1 = chunk
@@ -178,14 +213,15 @@ def _conv_stride1(
             e[: rows - off, b * cin : (b + 1) * cin] = xf[off:]  # int8 -> float32 here, chunk by chunk
             e[rows - off :, b * cin : (b + 1) * cin] = 0
         z = gemm_exact(e, wcat) if exact else e @ wcat
-        if z.dtype != acc_dtype:
-            z = z.astype(acc_dtype)
-        # acc[p] = sum_a z[p + a*dh*wp, a-th block]
-        acc = z[:rows, :cout].copy()
+        # acc[p] = offset + sum_a z[p + a*dh*wp, a-th block]  (the offset costs no extra pass)
+        if offset is not None:
+            acc = np.add(z[:rows, :cout], offset, dtype=acc_dtype)
+        else:
+            acc = z[:rows, :cout].astype(acc_dtype)
         for a in range(1, kh):
             off = a * dh * wp
             acc += z[off : off + rows, a * cout : (a + 1) * cout]
-        out[i0:i1] = finish(acc.reshape(m, hp, wp, cout)[:, :ho, :wo, :])
+        out[i0:i1] = ep.finish(acc.reshape(m, hp, wp, cout)[:, :ho, :wo, :])
 
     _run_chunks(run, chunks)
 
@@ -253,13 +289,17 @@ def depthwise_acc(
     pl, pr, wo = pads_1d(wd, kw, sw, dw, padding)
     xp = pad_nhwc(x, (pt, pbt), (pl, pr))
     acc_dtype = np.float32 if kh * kw <= EXACT_K32 else np.float64
-    wf = np.asarray(w, dtype=acc_dtype)
+    ep = _as_epilogue(epilogue, out_dtype, acc_dtype)
+    acc_dtype = _wider(acc_dtype, ep.dtype)
+    wf = np.asarray(w, dtype=acc_dtype) * acc_dtype(ep.scale)  # power of two: exact
     if mult == 1:
         wf = wf[..., 0]
-    out = np.empty((n, ho, wo, cin * mult), dtype=out_dtype if epilogue is not None else acc_dtype)
+    out = np.empty((n, ho, wo, cin * mult), dtype=ep.out_dtype)
     if n == 0 or ho == 0 or wo == 0:
         return out
-    finish = epilogue if epilogue is not None else (lambda a: a)
+    offset = None if ep.offset is None else ep.offset.astype(acc_dtype)
+    if offset is not None and mult != 1:
+        offset = offset.reshape(cin, mult)
     per_img = max(xp.shape[1] * xp.shape[2] * cin, ho * wo * cin * mult) * 4 * 3
     imgs = max(1, _CHUNK_BYTES // max(1, per_img))
     chunks = [(i0, min(n, i0 + imgs)) for i0 in range(0, n, imgs)]
@@ -269,6 +309,8 @@ def depthwise_acc(
         xc = xp[i0:i1].astype(acc_dtype)
         shape = (i1 - i0, ho, wo, cin) if mult == 1 else (i1 - i0, ho, wo, cin, mult)
         acc = np.zeros(shape, dtype=acc_dtype)
+        if offset is not None:
+            acc += offset
         tmp = np.empty(shape, dtype=acc_dtype)
         for a in range(kh):
             for b in range(kw):
@@ -277,7 +319,7 @@ def depthwise_acc(
                     tap = tap[..., None]
                 np.multiply(tap, wf[a, b], out=tmp)
                 acc += tmp
-        out[i0:i1] = finish(acc.reshape(i1 - i0, ho, wo, cin * mult))
+        out[i0:i1] = ep.finish(acc.reshape(i1 - i0, ho, wo, cin * mult))
 
     _run_chunks(run, chunks)
     return out

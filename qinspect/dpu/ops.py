@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from qinspect.dpu._conv_core import _pair, conv_acc, depthwise_acc, gemm_exact, pad_nhwc, pads_1d
+from qinspect.dpu._conv_core import Epilogue, _pair, conv_acc, depthwise_acc, gemm_exact, pad_nhwc, pads_1d
 from qinspect.dpu.fixed_point import QMAX, QMIN, shift_round_half_up
 
 __all__ = [
@@ -140,9 +140,10 @@ def float_output_stage(
     po: int,
     act: str | None,
     acc_bound: int,
-):
+) -> Epilogue:
     """The :func:`output_stage` as a function of float accumulator chunks (exact integers held in
-    float32 / float64), for the fused convolution path. Returns ``f(acc) -> int8 codes``.
+    float32 / float64), for the fused convolution path: an :class:`Epilogue` whose scale 2^-s is folded
+    into the weights and whose per-channel offset is added while partial sums are combined.
 
     ``y = floor(acc * 2^-s + c)`` with ``s = pi + pw - po`` and the per-channel constant
     ``c = bq * 2^(sb - s) + 1/2`` (``sb = pi + pw - pb``): the same single HALF_UP rounding of the same
@@ -160,24 +161,22 @@ def float_output_stage(
         act != "leaky" and sb >= 0 and s >= 1 and acc_bound + (bmax << sb) + (1 << (s - 1)) < 2**24
     )
     ft = np.float32 if use32 else np.float64
-    scale = ft(2.0**-s)
     bias_term = bias.astype(np.float64) * 2.0 ** (sb - s)
-    c = (bias_term + (0.0 if act == "leaky" else 0.5)).astype(ft)
+    offset = (bias_term + (0.0 if act == "leaky" else 0.5)).astype(ft)
     lo = 0 if act in ("relu", "relu6") else QMIN
     hi = min(QMAX, _relu6_cap(po)) if act == "relu6" else QMAX
 
-    def stage(acc: np.ndarray) -> np.ndarray:
-        t = acc.astype(ft, copy=False) * scale
-        t += c
+    def finish(t: np.ndarray) -> np.ndarray:
+        # t = acc * 2^-s + offset, exact (see above)
+        # (t is the caller's scratch accumulator, of dtype ft or wider: worked on in place)
         if act == "leaky":
-            neg = t * ft(LEAKY_NUM / 2**LEAKY_SHIFT)  # exact: t has < 40 significant bits, * 26 / 2^8
-            t = np.where(t < 0, neg, t)
-            t += ft(0.5)
+            t = np.where(t < 0, t * (LEAKY_NUM / 2**LEAKY_SHIFT), t)  # exact: * 26 / 2^8 adds 5 bits
+            t += 0.5
         np.floor(t, out=t)
         np.clip(t, lo, hi, out=t)
         return t.astype(np.int8)
 
-    return stage
+    return Epilogue(finish=finish, scale=2.0**-s, offset=offset, dtype=ft, out_dtype=np.int8)
 
 
 # ----------------------------------------------------------------------------------------------------
