@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zipfile
 
+import numpy as np
 import pytest
 from io_keras_fixtures import keras3_case
 from test_io_keras_h5 import assert_matches_keras, assert_topological
@@ -83,3 +84,33 @@ def test_keras3_shared_layers_and_shared_nested_models(tmp_path):
     model = build_siamese(keras, gen3=True)
     model.save(tmp_path / "siamese.keras")
     check_siamese(tmp_path / "siamese.keras", model)
+
+
+@pytest.mark.tf
+def test_keras3_lambda_and_custom_layer_are_shown_not_runnable(tmp_path):
+    import keras
+
+    @keras.saving.register_keras_serializable(package="Mine")
+    class Scale(keras.layers.Layer):
+        def build(self, shape):
+            self.s = self.add_weight(shape=(shape[-1],), initializer="ones", name="s")
+
+        def call(self, x):
+            return x * self.s
+
+    inp = keras.Input((5,), name="x")
+    y = keras.layers.Lambda(lambda t: t * 2, name="lam")(inp)
+    y = Scale(name="sc")(y)
+    y = keras.layers.Dense(2, name="d")(y)
+    model = keras.Model(inp, y)
+    model.save(tmp_path / "m.keras")
+    with open_model(tmp_path / "m.keras") as source:
+        g = source.graph
+        assert (g["lam"].class_name, g["lam"].runnable) == ("Lambda", False)
+        assert (g["sc"].class_name, g["sc"].runnable) == ("Scale", False)
+        assert "Mine>Scale" in g["sc"].note or "Scale" in g["sc"].note
+        # Keras stored the shapes it computed, so even after the Lambda they are known
+        assert g["sc"].output_shape == [None, 5] and g["d"].output_shape == [None, 2]
+        # a custom layer's weights have no known names in a .keras file: named by position
+        np.testing.assert_array_equal(source.weights("sc")["var0"], np.ones(5, np.float32))
+        assert list(source.weights("d")) == ["kernel", "bias"]

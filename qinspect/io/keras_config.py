@@ -419,9 +419,7 @@ class _Builder:
                 f"custom layer class {layer_cfg.get('class_name')!r} (not a Keras built-in): "
                 "shown, never deserialized or run"
             )
-        build = layer_cfg.get("build_config")
-        if isinstance(build, dict):
-            layer.config = {**config, "build_config": build}
+        # config stays exactly what Keras' from_config accepts (build_config is used for shapes only)
         self.layers.append(layer)
         return layer
 
