@@ -1,0 +1,198 @@
+"""The quantizer's graph rewrites on hand-built float models (no TensorFlow): each rewrite, its record,
+and that the float function is preserved where the quantizer preserves it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qinspect.dpu.emulator import Emulator
+from qinspect.dpu.executor import Evaluator, batch_inputs
+from qinspect.dpu.rewrites import graph_from_float
+from qinspect.errors import QInspectError
+from tests.dpu_graph_fixtures import model, rng_weights
+
+S4 = [None, 8, 8, 4]
+
+
+def _conv_bn_relu(act_layer=("relu", "ReLU", {})):
+    rng = np.random.default_rng(1)
+    w = rng_weights(rng, {"c": {"kernel": (3, 3, 4, 6), "bias": (6,)},
+                          "bn": {"gamma": (6,), "beta": (6,), "moving_mean": (6,), "moving_variance": (6,)}})
+    name, cls, cfg = act_layer
+    return model([
+        ("x", "InputLayer", {}, [], S4),
+        ("c", "Conv2D", {"filters": 6, "kernel_size": [3, 3], "padding": "same", "activation": "linear",
+                         "use_bias": True}, ["x"], [None, 8, 8, 6]),
+        ("bn", "BatchNormalization", {"epsilon": 1e-3, "axis": -1}, ["c"], [None, 8, 8, 6]),
+        (name, cls, cfg, ["bn"], [None, 8, 8, 6]),
+    ], [name], w), w
+
+
+def test_batchnorm_fold_matches_the_formula_and_is_recorded():
+    src, w = _conv_bn_relu()
+    g = graph_from_float(src.graph, src)
+    node = g["quant_c"]
+    g_, b_, m_, v_ = (w["bn"][k].astype(np.float64) for k in ("gamma", "beta", "moving_mean", "moving_variance"))
+    mult = g_ / np.sqrt(v_ + 1e-3)
+    np.testing.assert_allclose(node.weights["kernel"], w["c"]["kernel"] * mult, rtol=1e-6)
+    np.testing.assert_allclose(node.weights["bias"], b_ + (w["c"]["bias"] - m_) * mult, rtol=1e-5, atol=1e-6)
+    assert node.weights["kernel"].dtype == np.float32
+    assert "bn" not in g and node.origin == ["c", "bn"]
+    kinds = [r.kind for r in g.rewrites]
+    assert "fold_batchnorm" in kinds and "fuse_activation" in kinds
+    assert node.out_slot is None and g["quant_relu"].out_slot == ("relu", "output_0")
+    assert g.fused_activation(node) is g["quant_relu"]
+
+
+def test_conv_with_two_consumers_keeps_its_bn_and_its_quantizer():
+    rng = np.random.default_rng(2)
+    w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)},
+                          "bn": {"gamma": (4,), "beta": (4,), "moving_mean": (4,), "moving_variance": (4,)}})
+    src = model([
+        ("x", "InputLayer", {}, [], S4),
+        ("c", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["x"], S4),
+        ("bn", "BatchNormalization", {"epsilon": 1e-3}, ["c"], S4),
+        ("add", "Add", {}, ["c", "bn"], S4),
+    ], ["add"], w)
+    g = graph_from_float(src.graph, src)
+    assert g["quant_bn"].op == "depthwise_conv2d"  # standalone BN -> 1x1 depthwise
+    mult = w["bn"]["gamma"] / np.sqrt(w["bn"]["moving_variance"] + np.float32(1e-3))
+    np.testing.assert_array_equal(g["quant_bn"].weights["depthwise_kernel"].reshape(-1), mult)
+    np.testing.assert_array_equal(g["quant_bn"].weights["bias"], w["bn"]["beta"] + (-w["bn"]["moving_mean"]) * mult)
+    np.testing.assert_array_equal(g["quant_c"].weights["kernel"], w["c"]["kernel"])
+    assert g["quant_c"].out_slot == ("c", "linear")
+
+
+def test_cle_scales_conv_act_conv_pairs_and_preserves_the_float_function():
+    rng = np.random.default_rng(3)
+    w = rng_weights(rng, {"a": {"kernel": (3, 3, 4, 5), "bias": (5,)}, "b": {"kernel": (3, 3, 5, 3), "bias": (3,)}})
+    w["a"]["kernel"][..., 0] *= 20.0  # one channel far wider than the others
+    layers = [
+        ("x", "InputLayer", {}, [], S4),
+        ("a", "Conv2D", {"filters": 5, "kernel_size": [3, 3], "padding": "same", "activation": "relu"}, ["x"],
+         [None, 8, 8, 5]),
+        ("b", "Conv2D", {"filters": 3, "kernel_size": [3, 3], "padding": "same", "activation": "linear"}, ["a"],
+         [None, 8, 8, 3]),
+    ]
+    on = graph_from_float(model(layers, ["b"], w).graph, model(layers, ["b"], w), cle=True)
+    off = graph_from_float(model(layers, ["b"], w).graph, model(layers, ["b"], w), cle=False)
+    head_on, head_off = on["quant_a"].weights["kernel"], off["quant_a"].weights["kernel"]
+    assert not np.array_equal(head_on, head_off)
+    # After 10 steps each channel's max|head| (bias included) and max|tail| are balanced: s -> 1.
+    hmax = np.maximum(np.abs(head_on).reshape(-1, 5).max(0), np.abs(on["quant_a"].weights["bias"]))
+    tmax = np.abs(on["quant_b"].weights["kernel"]).transpose(0, 1, 3, 2).reshape(-1, 5).max(0)
+    np.testing.assert_allclose(hmax, tmax, rtol=1e-3)
+    x = rng.normal(size=(2, 8, 8, 4)).astype(np.float32)
+    y_on = Evaluator(on, "float").run(batch_inputs(on, x))[on.outputs[0]].float()
+    y_off = Evaluator(off, "float").run(batch_inputs(off, x))[off.outputs[0]].float()
+    np.testing.assert_allclose(y_on, y_off, rtol=1e-4, atol=1e-5)
+    assert any(r.kind == "cross_layer_equalization" and r.layers == ["a", "b"] for r in on.rewrites)
+
+
+def test_cle_does_not_match_a_relu_layer_between_convs():
+    """The quantizer's ConvReLUConv pattern asks max_value to match '0': a ReLU layer never does."""
+    rng = np.random.default_rng(4)
+    w = rng_weights(rng, {"a": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "b": {"kernel": (1, 1, 4, 4), "bias": (4,)}})
+    src = model([
+        ("x", "InputLayer", {}, [], S4),
+        ("a", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["x"], S4),
+        ("r", "ReLU", {"max_value": None}, ["a"], S4),
+        ("b", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["r"], S4),
+    ], ["b"], w)
+    g = graph_from_float(src.graph, src)
+    np.testing.assert_array_equal(g["quant_a"].weights["kernel"], w["a"]["kernel"])
+    assert not any(r.kind == "cross_layer_equalization" and r.layers for r in g.rewrites)
+
+
+def test_separable_split_dropout_removal_and_leaky_alpha():
+    rng = np.random.default_rng(5)
+    w = rng_weights(rng, {"s": {"depthwise_kernel": (3, 3, 4, 1), "pointwise_kernel": (1, 1, 4, 6), "bias": (6,)}})
+    src = model([
+        ("x", "InputLayer", {}, [], S4),
+        ("d", "Dropout", {"rate": 0.5}, ["x"], S4),
+        ("s", "SeparableConv2D", {"filters": 6, "kernel_size": [3, 3], "padding": "same", "activation": "linear",
+                                  "depth_multiplier": 1}, ["d"], [None, 8, 8, 6]),
+        ("lk", "LeakyReLU", {"alpha": 0.1}, ["s"], [None, 8, 8, 6]),
+    ], ["lk"], w)
+    g = graph_from_float(src.graph, src)
+    names = [n.name for n in g.nodes]
+    assert names == ["x", "quant_x", "quant_s_depthwise_conv", "quant_s_pointwise_conv", "quant_lk"]
+    assert g["quant_s_depthwise_conv"].inputs == ["quant_x"]
+    assert "bias" not in g["quant_s_depthwise_conv"].weights
+    assert g["quant_lk"].params["alpha"] == 26 / 256 and g["quant_lk"].device == "DPU"
+    kinds = {r.kind for r in g.rewrites}
+    assert {"remove_dropout", "split_separable", "leaky_relu_alpha"} <= kinds
+
+
+def test_leaky_relu_after_add_stays_float_with_an_input_quantizer():
+    rng = np.random.default_rng(6)
+    w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "e": {"kernel": (1, 1, 4, 2), "bias": (2,)}})
+    src = model([
+        ("x", "InputLayer", {}, [], S4),
+        ("c", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["x"], S4),
+        ("add", "Add", {}, ["x", "c"], S4),
+        ("lk", "LeakyReLU", {"alpha": 0.1}, ["add"], S4),
+        ("e", "Conv2D", {"filters": 2, "kernel_size": [1, 1], "activation": "linear"}, ["lk"], [None, 8, 8, 2]),
+    ], ["e"], w)
+    g = graph_from_float(src.graph, src)
+    assert g["lk"].device == "CPU" and g["lk"].out_slot is None
+    assert g["lk"].params["alpha"] == 26 / 256  # still rewritten
+    q = g["quant_lk"]
+    assert q.op == "quantize" and g.slots[q.out_slot].method == 0  # the input method (non-overflow)
+    assert g["quant_e"].inputs == ["quant_lk"]
+
+
+def test_sigmoid_swish_and_tf_op_hard_sigmoid_conversions():
+    rng = np.random.default_rng(7)
+    w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "d": {"kernel": (1, 1, 4, 4), "bias": (4,)}})
+    src = model([
+        ("x", "InputLayer", {}, [], S4),
+        ("c", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "sigmoid"}, ["x"], S4),
+        ("d", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "swish"}, ["c"], S4),
+        ("tf.__operators__.add", "TFOpLambda", {"function": "__operators__.add"}, ["d"], S4, {"y": 3.0}),
+        ("r6", "ReLU", {"max_value": 6.0}, ["tf.__operators__.add"], S4),
+        ("tf.math.multiply", "TFOpLambda", {"function": "math.multiply"}, ["r6"], S4, {"y": 1 / 6}),
+    ], ["tf.math.multiply"], w)
+    g = graph_from_float(src.graph, src)
+    assert g["quant_c_sigmoid"].op == "hard_sigmoid" and g["quant_c"].out_slot == ("c", "linear")
+    assert g["quant_d_swish"].op == "hard_sigmoid"
+    assert g["quant_d_swish_mul"].op == "multiply" and g["quant_d_swish_mul"].inputs == ["quant_d", "quant_d_swish"]
+    assert g["quant_vitis_sigmoid"].inputs == ["quant_d_swish_mul"]
+    assert "r6" not in g and "quant_r6" not in g
+    assert g.outputs == ["quant_vitis_sigmoid"]
+
+
+def test_average_pool_rescale_and_float_reference_functions():
+    src = model([
+        ("x", "InputLayer", {}, [], [None, 7, 7, 2]),
+        ("ap", "AveragePooling2D", {"pool_size": [3, 3], "strides": [1, 1], "padding": "same"}, ["x"], [None, 7, 7, 2]),
+        ("g", "GlobalAveragePooling2D", {}, ["ap"], [None, 2]),
+    ], ["g"])
+    g = graph_from_float(src.graph, src)
+    assert g["quant_ap"].params["rescale"] == pytest.approx(63 / 64)
+    x = np.random.default_rng(8).uniform(-1, 1, (3, 7, 7, 2)).astype(np.float32)
+    ref = Evaluator(g, "float").run(batch_inputs(g, x))["quant_g"].float()
+    # Independent reference: Keras 'same' average pooling divides by the valid taps; no DPU rescale.
+    ap = np.zeros_like(x, dtype=np.float64)
+    for i in range(7):
+        for j in range(7):
+            win = x[:, max(0, i - 1):i + 2, max(0, j - 1):j + 2, :].astype(np.float64)
+            ap[:, i, j, :] = win.mean(axis=(1, 2))
+    np.testing.assert_allclose(ref, ap.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+
+
+def test_a_vitis_quantized_model_is_refused_as_float_model():
+    src = model([("x", "InputLayer", {}, [], S4), ("q", "Vitis>VitisQuantize", {}, ["x"], S4)], ["q"])
+    with pytest.raises(QInspectError, match="already a Vitis quantized model"):
+        graph_from_float(src.graph, src)
+
+
+def test_emulator_reports_rewrites_for_a_layer_and_cpu_placement():
+    src, _ = _conv_bn_relu(("sm", "Softmax", {"axis": -1}))
+    x = np.random.default_rng(9).normal(size=(6, 8, 8, 4)).astype(np.float32)
+    emu = Emulator.from_model(src, x, batch_size=3)
+    assert {r.kind for r in emu.rewrites_for("bn")} >= {"fold_batchnorm"}
+    sm = emu.graph["sm"]
+    assert sm.device == "CPU" and "softmax" in sm.cpu_reason
+    assert emu.calibration.batches == 2
