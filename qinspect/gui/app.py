@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from PySide6.QtCore import QTimer
@@ -51,6 +52,12 @@ def main(path: str | None = None, settings_path: str | None = None) -> int:
     if path:
         # Open after the window is shown, so it appears at once and the file loads in the background.
         QTimer.singleShot(0, lambda: window.open_path(os.fspath(path)))
+    if os.environ.get("QINSPECT_STARTUP_PROBE"):
+        # bench/bench_gui.py: report when the window is on screen and when the file is open, then quit.
+        QTimer.singleShot(0, lambda: print(f"SHOWN {time.time():.6f}", flush=True))
+        window.open_channel.finished.connect(lambda *_: (print(f"OPENED {time.time():.6f}", flush=True),
+                                                         app.quit()))
+        window.open_channel.failed.connect(lambda *_: app.quit())
     code = app.exec()
     window.shutdown()
     return int(code)

@@ -16,6 +16,8 @@ from typing import Any
 from qinspect.gui.document import Document
 from qinspect.gui.worker import CancelToken
 
+_TRANSPARENT = frozenset({"zero_pad", "flatten", "reshape", "permute", "identity"})
+
 
 def _optional(module: str) -> Any:
     """Import a part of qinspect that may not be installed in this build (None if absent)."""
@@ -75,14 +77,27 @@ class Analysis:
         return {layer: node.cpu_reason for layer, node in self._node_of.items() if getattr(node, "cpu_reason", "")}
 
     def activation_position(self, layer: str) -> tuple[int | None, str]:
-        """Position of the tensor that stands for ``layer``'s output in the int8 model."""
+        """Position of ``layer``'s float output in the int8 model, or None and why it has none.
+
+        Only a tensor the int8 model really holds has a position: a layer folded into the next
+        (conv before its BatchNormalization) or an output fused into its activation (the DPU rounds
+        once, after the activation) is not quantized on its own.
+        """
         node = self.node(layer)
         if node is None or self.graph is None:
-            return None, ""
+            return None, "not part of the int8 model"
+        origin = getattr(node, "origin", None) or [node.name]
+        if layer != node.name and origin[-1] != layer:
+            return None, f"not a tensor of the int8 model: folded into {node.name} with {', '.join(origin[1:])}"
+        if node.out_slot is None and node.op not in _TRANSPARENT:
+            fused = self.graph.fused_activation(node)
+            if fused is not None:
+                return None, f"not quantized: fused into {fused.name}, which rounds once after the activation"
         slot = self.graph.output_slot(node.name) if hasattr(self.graph, "output_slot") else node.out_slot
         pos = self.graph.pos(slot)
         if pos is None:
-            return None, ""
+            return None, "no quantizer (float on the CPU)" if getattr(node, "device", "") == "CPU" else \
+                "no position for this tensor"
         return int(pos), f"{self.positions_source} ({slot[0]}:{slot[1]})"
 
     def weight_positions(self, layer: str) -> tuple[dict[str, int], str]:

@@ -473,11 +473,13 @@ class LayerPanel(QWidget):
         self.ch_plot.setTitle(f"Channel ranges vs tensor ±{t:.3g} (orange)", size="9pt")
         for plot in (self.ch_plot, self.bits_plot):
             plot.setXRange(-0.6, ch.size - 0.4, padding=0)
-        wasted = np.where(np.isfinite(k.bits_wasted), k.bits_wasted, np.nan)
-        finite = wasted[np.isfinite(wasted)]
-        self.bits_plot.addItem(pg.BarGraphItem(x=ch, height=np.nan_to_num(wasted, nan=0.0), width=0.8,
+        # Past 8 bits a channel has no code left: it quantizes to zero. Draw it at 8 and say so.
+        wasted = np.minimum(np.where(np.isfinite(k.bits_wasted), k.bits_wasted, 8.0), 8.0)
+        dead = int(np.count_nonzero(wasted >= 8.0))
+        self.bits_plot.addItem(pg.BarGraphItem(x=ch, height=wasted, width=0.8,
                                                brush=pg.mkBrush(214, 39, 40, 150), pen=pg.mkPen(None)))
-        worst = f": worst {finite.max():.1f}, median {np.median(finite):.1f}" if finite.size else ""
+        worst = f": median {np.median(wasted):.1f}" + (f", {dead} all-zero in int8" if dead else "") \
+            if wasted.size else ""
         self.bits_plot.setTitle(f"Bits wasted per channel{worst}", size="9pt")
         self.bits_plot.setToolTip("log2(per-tensor max|w| / channel max|w|): the bits of the int8 code a "
                                   "channel never uses because one position serves the whole tensor.")

@@ -180,7 +180,8 @@ def layer_data(name: str, class_name: str, values: np.ndarray, n_used: int, n_to
             check()
             methods[label] = int(fn(finite))
     if position is None and methods:
-        position, position_source = methods[DEFAULT_METHOD], "min-MSE over these samples (qinspect default)"
+        why = f"{position_source}; " if position_source else ""
+        position, position_source = methods[DEFAULT_METHOD], f"{why}what-if at min-MSE over these samples"
     return LayerData(name, class_name, n_used, n_total, finite, vmin, vmax, hist, methods, position,
                      position_source, weights, complete)
 
