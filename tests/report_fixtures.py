@@ -11,7 +11,10 @@ import io
 import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
+import pytest
 from PIL import Image
 
 from qinspect.report import figspec
@@ -78,3 +81,28 @@ def sample_report(findings: list | None = None) -> Report:
 
 
 SRC_RE = re.compile(r"""\b(?:src|href)\s*=\s*["']([^"']*)["']""", re.IGNORECASE)
+
+
+def make_capture(out: Path, model: Path, inputs: Path) -> Path:
+    """Capture ``model`` on ``inputs`` with the real ``qinspect capture`` command (needs TensorFlow)."""
+    from conftest import run_cli
+
+    result = run_cli("capture", str(model), "--inputs", str(inputs), "-o", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_capture(refcases, tmp_path_factory) -> Path:
+    """A capture of the Vitis ``small`` reference model on its own calibration data (16 samples)."""
+    small = refcases / "small"
+    return make_capture(tmp_path_factory.mktemp("report") / "small.h5", small / "float.h5", small / "calib.npy")
+
+
+@pytest.fixture(scope="session")
+def small_eval_capture(refcases, tmp_path_factory) -> Path:
+    """The same model captured on its calibration data times 3: values beyond the calibrated ranges."""
+    small = refcases / "small"
+    folder = tmp_path_factory.mktemp("report_eval")
+    np.save(folder / "eval.npy", np.load(small / "calib.npy", allow_pickle=False) * 3.0)
+    return make_capture(folder / "eval.h5", small / "float.h5", folder / "eval.npy")

@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="calibration and emulation batch size (default 32; calibration votes per batch)")
     parser.add_argument("--no-cle", action="store_true", help="calibrate without cross-layer equalization")
     parser.add_argument("--samples", type=int, metavar="N", help="use only the first N samples of the capture")
+    parser.add_argument("--no-findings", action="store_true",
+                        help="skip the diagnosis (findings, sensitivity): faster on big models")
     parser.add_argument("--force", action="store_true", help="replace DIR if it exists and is not empty")
     return parser
 
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     out = build_and_write(
         args.source, args.output, layer=args.layer, positions=args.positions, eval_path=args.eval_path,
         force=args.force, render_figures=_renderer(), batch_size=args.batch_size, cle=not args.no_cle,
-        max_samples=args.samples, progress=progress,
+        max_samples=args.samples, progress=progress, diagnose=not args.no_findings,
     )
     if sys.stderr.isatty():
         print("\r\x1b[K", end="", file=sys.stderr)

@@ -27,6 +27,7 @@ def build_and_write(
     cle: bool = True,
     max_samples: int | None = None,
     progress: Progress | None = None,
+    diagnose: bool = True,
 ) -> Path:
     """Build the report of ``source`` and write it to ``out_dir`` (atomically). Returns the folder.
 
@@ -34,7 +35,8 @@ def build_and_write(
     """
     check_destination(out_dir, force)
     report: Report = build_report(source, positions=positions, layer=layer, eval_path=eval_path,
-                                  max_samples=max_samples, progress=progress, batch_size=batch_size, cle=cle)
+                                  max_samples=max_samples, progress=progress, batch_size=batch_size, cle=cle,
+                                  diagnose=diagnose)
     if progress:
         progress(0, 1, "drawing figures and writing")
     return write_report(report, out_dir, render_figures=render_figures, force=force)

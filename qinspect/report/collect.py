@@ -404,8 +404,12 @@ def build_report(
     progress: Progress | None = None,
     batch_size: int = 32,
     cle: bool = True,
+    diagnose: bool = True,
 ) -> Report:
-    """The report for a capture or model file (``layer``: only that layer's section)."""
+    """The report for a capture or model file (``layer``: only that layer's section).
+
+    ``diagnose=False`` skips the diagnosis (findings and sensitivity), the slowest part on big models.
+    """
     path = str(source_path)
     source = open_source(path)
     eval_cap = None
@@ -418,7 +422,7 @@ def build_report(
             eval_cap = Capture.open(str(eval_path))
             check_eval_capture(source, eval_cap)
         em = emulate(source, None if positions is None else str(positions), progress, batch_size, cle)
-        return _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress)
+        return _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose)
     finally:
         for f in (source, eval_cap):
             if f is not None:
@@ -426,7 +430,8 @@ def build_report(
 
 
 def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: str | None,
-              eval_cap: Capture | None, max_samples: int | None, progress: Progress | None) -> Report:
+              eval_cap: Capture | None, max_samples: int | None, progress: Progress | None,
+              diagnose: bool = True) -> Report:
     dpu = em.graph
     lmap = map_layers([lay.name for lay in graph.leaves()], dpu) if dpu is not None else None
     all_rows = _rows(graph, lmap, dpu)
@@ -434,7 +439,11 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
     has_acts = isinstance(source, Capture)
     captured = set(source.layers_with_activations()) if has_acts else set()
     warnings = list(em.warnings)
-    diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress)
+    if diagnose:
+        diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress)
+    else:
+        diag = DiagnosisPart()
+        warnings.append("no findings: the diagnosis was not asked for")
     findings = diag.findings
     if findings is not None:
         findings = [{**f, "layer": _finding_row(f, all_rows)} for f in findings]

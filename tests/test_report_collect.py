@@ -1,0 +1,158 @@
+"""Reports built from a real capture of the Vitis ``small`` reference model.
+
+Positions are checked against the real quantizer's positions.json; error figures against a separate
+emulator run; saturation and coverage against counts made here with numpy on the capture's values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from report_fixtures import pillow_renderer, small_capture, small_eval_capture  # noqa: F401
+
+from qinspect.analysis.metrics import ErrorStats
+from qinspect.dpu.emulator import Emulator
+from qinspect.errors import QInspectError
+from qinspect.io.capture_file import Capture
+from qinspect.report.collect import build_report
+from qinspect.report.exports import report_to_dict
+from qinspect.report.writer import write_report
+
+pytestmark = pytest.mark.tf  # the capture fixture runs the float model with TensorFlow
+
+
+@pytest.fixture(scope="module")
+def vitis_report(small_capture, refcases):  # noqa: F811
+    return build_report(small_capture, positions=refcases / "small" / "quantized.h5", diagnose=False)
+
+
+@pytest.fixture(scope="module")
+def calibrated_report(small_capture):  # noqa: F811
+    return build_report(small_capture, batch_size=4)
+
+
+def _layers(report):
+    return {layer["name"]: layer for layer in report_to_dict(report)["layers"]}
+
+
+def test_positions_from_quantized_h5_are_the_vitis_positions(vitis_report, refcases):
+    vitis = json.loads((refcases / "small" / "positions.json").read_text())["positions"]
+    layers = _layers(vitis_report)
+    assert layers["input"]["positions"]["output"] == vitis["quant_input"]["input"]
+    for conv in ("conv1", "conv2", "fc"):
+        assert layers[conv]["positions"]["weights"] == vitis[conv][f"{conv}/kernel:0"]
+        assert layers[conv]["positions"]["bias"] == vitis[conv][f"{conv}/bias:0"]
+    for act in ("relu1", "pool1", "relu2"):
+        assert layers[act]["positions"]["output"] == vitis[act]["output_0"]
+    assert layers["fc"]["positions"]["output"] == vitis["fc"]["linear"]
+    assert layers["pool1"]["positions"]["input"] == [vitis["relu1"]["output_0"]]
+    # a conv whose ReLU is fused into it has no output quantizer of its own
+    assert layers["conv1"]["positions"]["output"] is None
+    assert "fused" in layers["conv1"]["placement_note"]
+
+
+def test_error_figures_equal_a_separate_emulator_run(vitis_report, small_capture, refcases):  # noqa: F811
+    emu = Emulator.from_quantized(refcases / "small" / "quantized.h5")
+    with Capture.open(small_capture) as cap:
+        results = emu.run(cap, stats_factory=ErrorStats)
+    layers = _layers(vitis_report)
+    checked = 0
+    for name, node in (("relu1", "quant_relu1"), ("pool1", "quant_pool1"), ("relu2", "quant_relu2"),
+                       ("fc", "quant_fc"), ("conv2", "quant_conv2")):
+        for view in ("isolated", "accumulated"):
+            stats = getattr(results[node], view)
+            got = layers[name][view]
+            assert got["mse"] == stats.mse and got["cosine"] == stats.cosine
+            assert got["sqnr_db"] == (stats.sqnr_db if math.isfinite(stats.sqnr_db) else "inf")
+            checked += 1
+    assert checked == 10
+
+
+def test_saturation_and_codes_used_match_counts_on_the_capture(vitis_report, small_capture):  # noqa: F811
+    layers = _layers(vitis_report)
+    with Capture.open(small_capture) as cap:
+        for name in ("input", "relu1", "relu2", "fc"):
+            x = cap.activation(name).astype(np.float64).reshape(-1)
+            p = layers[name]["positions"]["output"]
+            lo, hi = -128 * 2.0**-p, 127 * 2.0**-p
+            assert layers[name]["saturation"] == {"low": np.sum(x < lo) / x.size, "high": np.sum(x > hi) / x.size}
+            codes = np.clip(np.floor(x * 2.0**p + 0.5), -128, 127)  # HALF_UP, as the DPU rounds activations
+            assert layers[name]["codes_used"] == len(np.unique(codes)) / 256
+            assert layers[name]["activation"]["float_max"] == pytest.approx(x.max(), rel=1e-7)
+            assert sum(layers[name]["activation"]["histogram"]["counts"]) == x.size
+
+
+def test_calibrated_report_maps_float_layers_to_int8_nodes(calibrated_report):
+    layers = _layers(calibrated_report)
+    # BatchNorm folded into the conv: the conv node stands for bn1's output; conv1 has no int8 output
+    assert layers["bn1"]["positions"]["weights"] is not None
+    assert layers["conv1"]["placement"] == "" and "merged into" in layers["conv1"]["placement_note"]
+    assert any("bn1 folded" in t for t in layers["bn1"]["rewrites"])
+    assert all(layers[n]["placement"] == "DPU" for n in ("relu1", "pool1", "relu2", "fc"))
+    assert calibrated_report.positions_source.startswith("qinspect calibration")
+
+
+def test_findings_and_sensitivity_come_from_the_diagnosis(calibrated_report, small_capture):  # noqa: F811
+    from qinspect.analysis.diagnose import diagnose
+
+    with Capture.open(small_capture) as cap:
+        emu = Emulator.from_model(cap, calib_inputs=cap, batch_size=4)
+        data = {"input": np.asarray(cap.inputs(), np.float32)}
+    expected = diagnose(emu.graph, data).to_dict()
+    assert calibrated_report.findings is not None
+    assert [(f["kind"], f["severity"]) for f in calibrated_report.findings] == [
+        (f["kind"], f["severity"]) for f in expected["findings"]
+    ]
+    sens = {s["node"]: s for s in expected["sensitivity"]}
+    layers = _layers(calibrated_report)
+    assert layers["fc"]["sensitivity"]["keep_float_gain_db"] == sens["quant_fc"]["keep_float_gain_db"]
+    assert calibrated_report.summary["model output SQNR (dB)"] == expected["output_sqnr_db"]["value"]
+
+
+def test_layer_report_has_one_section_and_its_findings_only(small_capture, refcases):  # noqa: F811
+    report = build_report(small_capture, positions=refcases / "small" / "quantized.h5", layer="relu2")
+    assert report.findings is not None
+    assert report.scope == "layer" and [s.name for s in report.layers] == ["relu2"]
+    assert all(f["layer"] == "relu2" for f in report.findings or [])
+    assert report.figures == []  # no propagation plot for one layer
+
+
+def test_unknown_layer_is_a_one_line_error_with_a_hint(small_capture):  # noqa: F811
+    with pytest.raises(QInspectError, match="no layer named 'relu' .*did you mean"):
+        build_report(small_capture, layer="relu", diagnose=False)
+
+
+def test_eval_coverage_counts_values_outside_the_int8_range(vitis_report, small_capture, small_eval_capture,  # noqa: F811
+                                                            refcases):
+    report = build_report(small_capture, positions=refcases / "small" / "quantized.h5", eval_path=small_eval_capture,
+                          diagnose=False)
+    layers = _layers(vitis_report)
+    with Capture.open(small_eval_capture) as ev:
+        x = ev.activation("input").astype(np.float64).reshape(-1)
+    p = layers["input"]["positions"]["output"]
+    expected = (np.sum(x < -128 * 2.0**-p) + np.sum(x > 127 * 2.0**-p)) / x.size
+    assert expected > 0.1  # inputs scaled by 3 leave the range the calibration chose
+    assert report.coverage["input"] == expected
+    assert report.coverage["conv1"] is None  # no int8 output of its own: nothing to compare
+
+
+def test_eval_capture_of_another_model_names_both_files(small_capture, tmp_path):  # noqa: F811
+    from capture_fixtures import write_tiny
+
+    other = write_tiny(tmp_path / "tiny.h5")
+    with pytest.raises(QInspectError) as info:
+        build_report(small_capture, eval_path=other, diagnose=False)
+    assert str(other) in str(info.value) and str(small_capture) in str(info.value)
+
+
+def test_written_report_round_trips_the_numbers(vitis_report, tmp_path):
+    out = write_report(vitis_report, tmp_path / "rep", render_figures=pillow_renderer)
+    data = json.loads((out / "report.json").read_text())
+    files = {fig.id: f"figures/{fig.id}.png" for fig in vitis_report.all_figures()}
+    assert data == json.loads(json.dumps(report_to_dict(vitis_report, files)))
+    for layer in data["layers"]:
+        for ref in layer["figures"]:
+            assert (out / ref["file"]).is_file()
