@@ -1,0 +1,111 @@
+"""Reading Vitis artefacts without the quantizer: quantized.h5 checks, dump file mapping and its errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from qinspect.dpu.emulator import Emulator, compare_dump
+from qinspect.errors import QInspectError
+from qinspect.io.vitis import (
+    QuantizedLayer,
+    QuantizerSpec,
+    VitisQuantizedModel,
+    expected_dump_files,
+    load_quantized_model,
+    open_dump,
+    strip_quant,
+)
+from tests.dpu_graph_fixtures import refcase
+
+
+def test_strip_is_a_character_set_strip():
+    assert strip_quant("quant_c1/kernel:0") == "c1/kernel:0"
+    assert strip_quant("quant_a3_pw/kernel:0") == "3_pw/kernel:0"  # 'a' is in the set
+    assert strip_quant("quant_tanh_conv/bias:0") == "h_conv/bias:0"
+
+
+def test_mangled_weight_names_are_expected_missing_with_a_note():
+    layer = QuantizedLayer("quant_a3_pw", "a3_pw", "QuantizeWrapper", "Conv2D", {}, [],
+                           quantizers=[QuantizerSpec("3_pw/kernel:0", "weight", 1, 0, position=7, weight="kernel"),
+                                       QuantizerSpec("linear", "post_activation", position=4)])
+    entries, notes = expected_dump_files(VitisQuantizedModel("q.h5", "m", [layer], [], []))
+    names = {e.filename for e in entries}
+    assert "quant_a3_pw_kernel.bin" not in names and "quant_3_pw_kernel.bin" not in names
+    assert names == {"quant_a3_pw_float.bin", "quant_a3_pw.bin"}
+    assert len(notes) == 1 and "lstrip" in notes[0]
+
+
+def test_float_model_is_not_a_vitis_quantized_model():
+    root = refcase("small")
+    with pytest.raises(QInspectError, match="not a Vitis quantized model"):
+        load_quantized_model(root / "float.h5")
+
+
+def test_foreign_and_incomplete_files(tmp_path):
+    p = tmp_path / "x.h5"
+    p.write_bytes(b"not hdf5 at all")
+    with pytest.raises(QInspectError, match="not a readable HDF5"):
+        load_quantized_model(p)
+    with h5py.File(tmp_path / "w.h5", "w") as f:
+        f["a"] = np.zeros(3)
+    with pytest.raises(QInspectError, match="no model_config"):
+        load_quantized_model(tmp_path / "w.h5")
+    with pytest.raises(QInspectError, match="no such file"):
+        load_quantized_model(tmp_path / "missing.h5")
+
+
+@pytest.fixture()
+def dump_copy(tmp_path):
+    root = refcase("small")
+    dst = tmp_path / "dump_results"
+    shutil.copytree(root / "dump_results", dst)
+    for p in dst.rglob("*"):
+        p.chmod(0o644 if p.is_file() else 0o755)
+    return root, dst
+
+
+def test_extra_and_renamed_files_are_unmapped_and_missing(dump_copy):
+    root, dst = dump_copy
+    model = load_quantized_model(root / "quantized.h5")
+    (dst / "dump_results_0" / "quant_bogus.bin").write_bytes(b"\0" * 4)
+    (dst / "dump_results_weights" / "quant_conv1_kernel.bin").rename(dst / "dump_results_weights" / "conv1_kernel.bin")
+    d = open_dump(dst, model)
+    assert [p.rsplit("/", 1)[-1] for p in d.unmapped] == ["quant_bogus.bin", "conv1_kernel.bin"]
+    assert [e.filename for e in d.missing] == ["quant_conv1_kernel.bin"]
+
+
+def test_size_mismatch_is_a_one_line_error_naming_the_file(dump_copy):
+    root, dst = dump_copy
+    f = dst / "dump_results_0" / "quant_relu1.bin"
+    f.write_bytes(f.read_bytes()[:-5])
+    emu = Emulator.from_quantized(root / "quantized.h5")
+    d = open_dump(dst, emu.quantized_model)
+    with pytest.raises(QInspectError) as exc:
+        compare_dump(emu, d, np.load(root / "dump_inputs.npy"))
+    msg = str(exc.value)
+    assert "quant_relu1.bin" in msg and "bytes" in msg and "\n" not in msg
+
+
+def test_a_changed_dump_value_is_found_with_its_first_mismatch(dump_copy):
+    root, dst = dump_copy
+    f = dst / "dump_results_0" / "quant_pool1.bin"
+    a = np.fromfile(f, np.int8)
+    a[10] = np.int8(a[10] + 3 if a[10] < 120 else a[10] - 3)
+    a.tofile(f)
+    emu = Emulator.from_quantized(root / "quantized.h5")
+    res = {m.name: m for m in compare_dump(emu, open_dump(dst, emu.quantized_model), np.load(root / "dump_inputs.npy"))}
+    m = res["quant_pool1"]
+    assert (m.matched, m.total - m.matched, m.max_lsb) == (m.total - 1, 1, 3.0)
+    assert m.first_mismatch["index"] == 10 and m.sim_matched == m.total - 1
+    assert sum(not x.ok for x in res.values() if x.gating) == 1
+
+
+def test_dump_subfolder_is_accepted(dump_copy):
+    root, dst = dump_copy
+    d = open_dump(dst / "dump_results_0", load_quantized_model(root / "quantized.h5"))
+    assert d.missing == [] and d.unmapped == []
+    assert any(e.kind == "weight" for e in d.entries)
