@@ -169,3 +169,46 @@ def test_broken_configs_raise_config_error(config, fragment):
 def test_not_json_raises_config_error():
     with pytest.raises(ConfigError, match="not valid JSON"):
         graph_from_config("{not json")
+
+
+def test_keras20_sequential_config_as_a_bare_list():
+    """Keras 2.0 stored a Sequential's config as the list of its layers, the first with the input shape."""
+    cfg = {
+        "class_name": "Sequential",
+        "config": [
+            {"class_name": "Conv2D", "config": {"name": "conv", "filters": 4, "kernel_size": [3, 3],
+                                                "strides": [2, 2], "padding": "valid",
+                                                "batch_input_shape": [None, 9, 9, 1]}},
+            {"class_name": "Flatten", "config": {"name": "flat"}},
+            {"class_name": "Dense", "config": {"name": "out", "units": 2}},
+        ],
+    }  # fmt: skip
+    graph = graph_from_config(cfg)
+    assert [layer.name for layer in graph] == ["conv_input", "conv", "flat", "out"]
+    assert graph.inputs == ["conv_input"] and graph.outputs == ["out"]
+    assert graph["conv"].inbound == ["conv_input"]
+    assert [graph[n].output_shape for n in ("conv", "flat", "out")] == [[None, 4, 4, 4], [None, 64], [None, 2]]
+
+
+def test_keras3_tensor_records_give_shapes_and_edges():
+    def kt(layer, shape):
+        return {"class_name": "__keras_tensor__", "config": {"shape": shape, "keras_history": [layer, 0, 0]}}
+
+    layers = [
+        {"class_name": "InputLayer", "name": "x", "config": {"name": "x", "batch_shape": [None, 6]},
+         "inbound_nodes": []},
+        # a custom layer: its output shape is only known from the tensor record its consumer holds
+        {"class_name": "Mine>Odd", "name": "odd", "config": {"name": "odd", "trainable": True, "dtype": "float32"},
+         "inbound_nodes": [{"args": [kt("x", [None, 6])], "kwargs": {}}]},
+        {"class_name": "Concatenate", "name": "cat",
+         "config": {"name": "cat", "axis": -1, "trainable": True, "dtype": "float32"},
+         "inbound_nodes": [{"args": [[kt("odd", [None, 3]), kt("x", [None, 6])]], "kwargs": {}}]},
+    ]  # fmt: skip
+    model = {"name": "m", "layers": layers, "input_layers": ["x", 0, 0], "output_layers": ["cat", 0, 0]}
+    cfg = {"class_name": "Functional", "config": model}
+    graph = graph_from_config(cfg)
+    assert graph["odd"].class_name == "Odd" and not graph["odd"].runnable
+    assert graph["odd"].output_shape == [None, 3]  # from the record, not inferred
+    assert graph["cat"].inbound == ["odd", "x"]
+    assert graph["cat"].output_shape == [None, 9]  # inferred from the recorded inputs
+    assert graph_from_config(cfg, use_hints=False)["odd"].output_shape is None

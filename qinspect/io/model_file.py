@@ -60,7 +60,8 @@ class ModelSource(Protocol):
 
 
 def sniff(path: str | os.PathLike[str]) -> str:
-    """The kind of file at ``path`` (one of KINDS), or a QInspectError saying why it is none."""
+    """What is at ``path`` by content: ``"hdf5"`` (a Keras .h5 or a capture: the root attributes
+    tell), ``"keras-v3"`` (a zip) or ``"savedmodel"``; a QInspectError says why it is none of them."""
     p = Path(path)
     if not p.exists():
         raise QInspectError("no such file or directory", p)
