@@ -6,9 +6,11 @@ there is one, else the calibration data) and, for ``coverage``, the calibration 
 
 What is measured where:
 
-- sensitivity, accumulated and isolated errors, and every float tensor the findings look at come from
-  the first ``max_samples`` samples of the measured data (one float walk, one integer walk and two
-  partial walks per quantizing node per batch; see :mod:`qinspect.analysis.sensitivity`);
+- the float tensors the findings look at come from the first ``max_samples`` samples of the measured
+  data (one float walk);
+- sensitivity, accumulated and isolated errors come from the first ``sens_samples`` (one float walk,
+  one quantized walk and two partial walks per quantizing node; see
+  :mod:`qinspect.analysis.sensitivity`): the costly part, growing with layers x samples;
 - calibration ranges for ``coverage`` come from a float walk over *all* calibration samples;
 - ``alignment`` and ``constraint`` severities are what-if runs of the emulator (positions put back).
 
@@ -57,6 +59,7 @@ class Diagnosis:
     output: ErrorStats
     measured_on: str
     n_samples: int
+    n_sens_samples: int = 0
     mode: str = "sim"
     notes: list[str] = field(default_factory=list)
     adjustments: list[dict[str, Any]] = field(default_factory=list)
@@ -68,6 +71,7 @@ class Diagnosis:
                 "measured_on": self.measured_on,
                 "mode": self.mode,
                 "samples": self.n_samples,
+                "sensitivity_samples": self.n_sens_samples,
                 "output_sqnr_db": ev(self.output.sqnr_db, "SQNR of the fully quantized model's output(s) "
                                                           "against float, sums over all outputs and samples"),
                 "findings": [f.to_dict() for f in self.findings],
@@ -160,7 +164,8 @@ def diagnose(
     calib: dict[str, np.ndarray] | None = None,
     *,
     data_label: str = "calibration",
-    max_samples: int = 32,
+    max_samples: int = 64,
+    sens_samples: int = 16,
     batch_size: int = 16,
     progress: Callable[[str], None] | None = None,
     mode: str = "sim",
@@ -174,11 +179,15 @@ def diagnose(
     n_total = len(next(iter(data.values())))
     sample = _head(data, max_samples)
     n = len(next(iter(sample.values())))
+    sens_sample = _head(data, min(sens_samples, max_samples))
+    n_sens = len(next(iter(sens_sample.values())))
     notes: list[str] = []
     if n < n_total:
-        notes.append(f"sensitivity and findings measured on the first {n} of {n_total} {data_label} samples")
-    say(f"sensitivity over {n} samples")
-    sens = sensitivity(graph, sample, batch_size=batch_size, mode=mode)
+        notes.append(f"findings measured on the first {n} of {n_total} {data_label} samples")
+    notes.append(f"sensitivity, accumulated/isolated errors and what-if runs measured on the first {n_sens} "
+                 f"{data_label} samples")
+    say(f"sensitivity over {n_sens} samples")
+    sens = sensitivity(graph, sens_sample, batch_size=max(batch_size, n_sens), mode=mode)
     notes.append("errors measured with the quantizer's float32 simulation (equal to the DPU integer pipeline "
                  "wherever partial sums stay below 2^24 LSB)" if mode == "sim" else
                  "errors measured with the DPU integer pipeline")
@@ -200,7 +209,7 @@ def diagnose(
         if sp is not None:
             found.append(sp)
     say("alignment and constraints (what-if runs)")
-    found.extend(_adjustment_findings(graph, sample, values, sens, noise, batch_size, mode))
+    found.extend(_adjustment_findings(graph, sens_sample, values, sens, noise, max(batch_size, n_sens), mode))
     found.extend(_cpu_findings(graph, noise))
     found.extend(_growth_findings(graph, sens, noise, found))
     kept = [f for f in found if f.kind == "cpu_fallback" or f.severity_db >= MIN_SEVERITY_DB]
@@ -212,6 +221,7 @@ def diagnose(
         measured_on=data_label,
         mode=mode,
         n_samples=n,
+        n_sens_samples=n_sens,
         notes=notes,
         adjustments=[a.to_dict() for a in graph.adjustments],
     )
@@ -310,6 +320,9 @@ def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values:
     for adj in graph.adjustments:
         if adj.constraint in _ALIGN_RULES:
             groups.setdefault((adj.layer, adj.constraint), []).append(adj)
+    inferred = not graph.adjustments and any(rw.kind == "source" for rw in graph.rewrites)
+    if inferred:
+        groups.update(_infer_concat_alignment(graph, values))
     for (name, rule_key), adjs in groups.items():
         node = graph[name]
         rule = _ALIGN_RULES[rule_key]
@@ -319,7 +332,8 @@ def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values:
             owner, what = _slot_owner(graph, a.slot)
             if owner is None or what != "output" or owner.name not in values:
                 continue
-            branches.append(Branch(display_name(owner), values[owner.name], a.before, noise.get(owner.name)))
+            branches.append(Branch(display_name(owner), values[owner.name], a.before, noise.get(owner.name),
+                                   node=owner.name))
         if not branches:
             continue
         restore = {a.slot: a.before for a in adjs}
@@ -330,6 +344,10 @@ def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values:
         f = fnd.alignment(display_name(node), branches, shared, rule=rule, measured_gain_db=_finite(gain),
                           what_if=how)
         if f is not None:
+            if inferred:
+                f.evidence["own_positions_inferred"] = ev(
+                    True, "positions came from a quantized model with no log of the alignment: each branch's "
+                    "own position is what its quantizer's method picks on the measured samples")
             out.append(_tag(f, node))
     for adj in graph.adjustments:
         if adj.constraint in _ALIGN_RULES:
@@ -359,6 +377,32 @@ def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values:
         if f is not None:
             out.append(_tag(f, owner))
     return out
+
+
+def _infer_concat_alignment(graph: DpuGraph, values: dict[str, np.ndarray]) -> dict[tuple[str, str], list[Any]]:
+    """Concat inputs sharing the concat's position although their own data would pick a higher one."""
+    from qinspect.dpu.dpu_graph import Adjustment
+    from qinspect.dpu.fixed_point import choose_position
+
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for node in graph.nodes:
+        if node.op != "concat" or node.out_slot is None:
+            continue
+        shared = graph.pos(node.out_slot)
+        if shared is None:
+            continue
+        for i in node.inputs:
+            slot = graph.output_slot(i)
+            owner, _ = _slot_owner(graph, slot) if slot else (None, "")
+            if slot is None or owner is None or graph.pos(slot) != shared or owner.name not in values:
+                continue
+            spec = graph.slots.get(slot)
+            method, mode = (spec.method, Round(spec.round_mode)) if spec else (1, Round.HALF_UP)
+            own = choose_position(values[owner.name], method, mode)
+            if own > shared:
+                groups.setdefault((node.name, "align_concat"), []).append(
+                    Adjustment("align_concat", node.name, slot, int(own), int(shared), "inferred"))
+    return groups
 
 
 def _finite(x: float) -> float:
@@ -398,6 +442,9 @@ def _growth_findings(graph: DpuGraph, sens: SensitivityResult, noise: dict[str, 
         share = f.evidence.get("share", {}).get("value")
         if name is not None and isinstance(share, (int, float)) and f.kind != "cpu_fallback":
             explained[name] = max(explained.get(name, 0.0), float(share))
+        if f.kind == "alignment":  # the alignment explains the error of the branches it crushed
+            for row in f.evidence["branches"]["value"]:
+                explained[row["node"]] = max(explained.get(row["node"], 0.0), float(row["share"]))
     out = []
     for node in quantizing_nodes(graph):
         ins = [sens.accumulated[i] for i in node.inputs if i in sens.accumulated and sens.accumulated[i].n]

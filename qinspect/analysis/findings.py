@@ -537,6 +537,7 @@ class Branch:
     x: np.ndarray
     own_pos: int
     noise_frac: float | None = None
+    node: str = ""  # the emulator node producing the branch (for cross-referencing findings)
 
 
 def alignment(
@@ -569,7 +570,7 @@ def alignment(
         e_shared = _quant_error(x, shared_pos, mode)
         loss = _sqnr(signal, e_own) - _sqnr(signal, e_shared)
         share = max(0.0, (e_shared - e_own) / e_shared) if e_shared > 0 else 0.0
-        rows.append({"branch": b.layer, "own_position": int(b.own_pos), "sqnr_own_db": _sqnr(signal, e_own),
+        rows.append({"branch": b.layer, "node": b.node or b.layer, "own_position": int(b.own_pos), "sqnr_own_db": _sqnr(signal, e_own),
                      "sqnr_shared_db": _sqnr(signal, e_shared), "sqnr_loss_db": loss, "share": share})
         if math.isfinite(loss):
             local_worst = max(local_worst, loss)
@@ -708,6 +709,9 @@ def cpu_fallback(
     advice = f"{class_name} runs on the CPU ({reason}): replace it with a DPU-supported equivalent"
     if class_name == "LeakyReLU":
         advice += " (LeakyReLU with alpha 0.1, or ReLU) and retrain."
-    else:
+    elif splits:
         advice += ", or accept the CPU round trip."
+    else:
+        advice = (f"{class_name} runs on the CPU ({reason}) at the edge of the model: no round trip, "
+                  "usually acceptable.")
     return Finding(layer, "cpu_fallback", severity, evidence, advice)

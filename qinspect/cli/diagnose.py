@@ -1,0 +1,196 @@
+"""``qinspect diagnose MODEL_OR_CAPTURE [--eval CAPTURE2] [--positions QUANTIZED.h5|POSITIONS.json] [--json]``.
+
+Ranks the layers that cost accuracy and says why: each finding has a ``layer``, a ``kind``
+(saturation, outlier_range, channel_spread, coverage, error_growth, alignment, constraint,
+cpu_fallback), a ``severity`` (estimated output SQNR cost, dB), ``evidence`` (numbers, each with how it
+was computed) and one sentence of ``advice``. Also, per layer, the sensitivity of the model output:
+the SQNR gained when that layer alone stays in float, and the SQNR when only that layer is quantized.
+
+Positions come from ``--positions`` (a Vitis quantized.h5, whose folded weights are then used too, or a
+positions JSON) or from calibrating on the capture's inputs (``--batch-size``, ``--no-cle``). With
+``--eval CAPTURE2`` the errors are measured on that capture's inputs (what the model sees in use) and
+``coverage`` compares them with the calibration capture; it must be a capture of the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``diagnose`` sub-command."""
+    p = subparsers.add_parser(
+        "diagnose",
+        help="rank the layers that cost int8 accuracy, with the cause, evidence and advice",
+        description="Diagnose int8 quantization: findings ranked by estimated output SQNR cost, and "
+        "per-layer sensitivity (output SQNR if a layer alone stays float / alone is quantized).",
+    )
+    p.add_argument("model", metavar="MODEL_OR_CAPTURE", help="qinspect capture, or a float Keras model with --inputs")
+    p.add_argument("--eval", metavar="CAPTURE2", help="evaluation capture of the same model: measure on it and "
+                   "check calibration coverage")
+    p.add_argument("--positions", metavar="QUANTIZED.h5|POSITIONS.json",
+                   help="take positions (and, from a quantized.h5, the folded weights) from here")
+    p.add_argument("--inputs", metavar="X", help="calibration inputs (.npy / .npz) when MODEL is not a capture")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="calibration batch size (default 32)")
+    p.add_argument("--no-cle", action="store_true", help="calibrate without cross-layer equalization")
+    p.add_argument("--samples", type=int, default=64, metavar="N",
+                   help="samples whose float tensors the findings examine (default 64)")
+    p.add_argument("--sens-samples", type=int, default=16, metavar="N",
+                   help="samples for sensitivity and what-if runs (default 16; time grows with it)")
+    p.add_argument("--exact", action="store_true",
+                   help="run the DPU integer pipeline instead of the (equal, faster) float32 simulation")
+    p.add_argument("--top", type=int, default=20, metavar="K", help="findings to print (text output)")
+    p.add_argument("--json", action="store_true", help="print JSON: findings and per-layer sensitivity")
+    return p
+
+
+def _leaf_signature(graph: Any) -> dict[str, tuple[str, Any]]:
+    return {layer.name: (layer.class_name, layer.output_shape) for layer in graph.leaves()}
+
+
+def check_same_model(graph_a: Any, path_a: str, graph_b: Any, path_b: str) -> None:
+    """One-line error naming both files when two captures are not of the same model and shapes."""
+    from qinspect.errors import QInspectError
+
+    a, b = _leaf_signature(graph_a), _leaf_signature(graph_b)
+    only_a = [n for n in a if n not in b]
+    only_b = [n for n in b if n not in a]
+    if only_a or only_b:
+        what = f"layer {only_a[0]!r} missing" if only_a else f"extra layer {only_b[0]!r}"
+        raise QInspectError(f"is not a capture of the same model as {path_a} ({what}; "
+                            f"{len(only_a)} layer(s) only in {path_a}, {len(only_b)} only here)", path_b)
+    for name, (cls, shape) in a.items():
+        cls_b, shape_b = b[name]
+        if cls != cls_b:
+            raise QInspectError(f"layer {name!r} is a {cls_b} here but a {cls} in {path_a}: not the same model",
+                                path_b)
+        if _norm(shape) != _norm(shape_b):
+            raise QInspectError(f"layer {name!r} has output shape {_fmt(shape_b)} here but {_fmt(shape)} in "
+                                f"{path_a}: not the same model shapes", path_b)
+
+
+def _norm(shape: Any) -> Any:
+    if shape is None:
+        return None
+    if shape and isinstance(shape[0], list | tuple):  # multi-output layers
+        return [_norm(s) for s in shape]
+    return [None if d is None else int(d) for d in shape][1:]
+
+
+def _fmt(shape: Any) -> str:
+    return "?" if shape is None else "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+
+
+def _arrays(source: Any, graph: Any, n: int | None) -> dict[str, Any]:
+    """Model inputs of a capture or an InputSource as in-memory float32 arrays (first ``n`` samples)."""
+    import numpy as np
+
+    total = int(source.n_samples)
+    stop = total if n is None else min(total, n)
+    if hasattr(source, "batch"):
+        return {k: np.asarray(v, np.float32) for k, v in source.batch(0, stop).items()}
+    names = graph.inputs
+    if len(names) == 1:
+        return {names[0]: source.inputs(None, slice(0, stop))}
+    return {name: source.inputs(name, slice(0, stop)) for name in names}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Diagnose and print."""
+    from qinspect.analysis.diagnose import diagnose
+    from qinspect.cli._dpu_common import is_vitis_quantized, open_data, print_json, require_file
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.errors import QInspectError
+    from qinspect.io.capture_file import Capture, is_capture
+    from qinspect.io.model_file import open_model
+
+    require_file(args.model)
+    for flag, v in (("--batch-size", args.batch_size), ("--samples", args.samples),
+                    ("--sens-samples", args.sens_samples)):
+        if v < 1:
+            raise QInspectError(f"{flag} must be at least 1 (got {v})")
+    if args.eval:
+        require_file(args.eval)
+    source = None
+    eval_cap = None
+    try:
+        capture_given = is_capture(args.model)
+        # A capture opened as such serves both as the weight source and as the calibration data.
+        source = Capture.open(args.model) if capture_given else open_model(args.model)
+        if args.eval:
+            eval_cap = Capture.open(args.eval)
+            check_same_model(source.graph, args.model, eval_cap.graph, args.eval)
+        if args.positions and is_vitis_quantized(args.positions):
+            emu = Emulator.from_quantized(args.positions)
+            positions_from = f"{args.positions} (quantized model: positions and folded weights)"
+        else:
+            emu = Emulator.from_model(source, None, args.batch_size, cle=not args.no_cle)
+            positions_from = ""
+            if args.positions:
+                missing = emu.load_positions(args.positions)
+                if missing:
+                    raise QInspectError(f"gives no position for {len(missing)} tensor(s) of the model, first "
+                                        f"{missing[0]}", args.positions)
+                positions_from = f"{args.positions} (positions file)"
+        if args.inputs:
+            calib_src = open_data(args.inputs, emu.graph)
+        elif capture_given:
+            calib_src = source
+        else:
+            raise QInspectError("needs --inputs (a .npy / .npz of preprocessed samples) or a capture", args.model)
+        if not positions_from:
+            emu.calibrate(calib_src, args.batch_size)
+            positions_from = f"calibrated here on {args.inputs or args.model}, batch size {args.batch_size}"
+        calib = _arrays(calib_src, emu.graph, None if eval_cap is not None else args.samples)
+        if eval_cap is not None:
+            data = _arrays(eval_cap, emu.graph, args.samples)
+            label = f"evaluation ({args.eval})"
+        else:
+            data, label = calib, "calibration"
+        progress = None if args.json or not sys.stderr.isatty() else (lambda m: print(f"  {m}", file=sys.stderr))
+        result = diagnose(emu.graph, data, calib if eval_cap is not None else None, data_label=label,
+                          max_samples=args.samples, sens_samples=args.sens_samples,
+                          mode="int" if args.exact else "sim", progress=progress)
+    finally:
+        if source is not None:
+            source.close()
+        if eval_cap is not None:
+            eval_cap.close()
+    if args.json:
+        out = {"model": args.model, "eval": args.eval, "positions_from": positions_from,
+               "weights_from": emu.graph.weights_from, **result.to_dict()}
+        print_json(out)
+        return 0
+    _print_text(result, positions_from, args.top)
+    return 0
+
+
+def _num(v: Any, fmt: str = ".2f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, fmt)
+
+
+def _print_text(result: Any, positions_from: str, top: int) -> None:
+    w = sys.stdout.write
+    w(f"positions: {positions_from}\n")
+    w(f"measured on: {result.measured_on}; output SQNR {_num(result.output.sqnr_db, '.1f')} dB\n")
+    for note in result.notes:
+        w(f"note: {note}\n")
+    w(f"\n{len(result.findings)} finding(s), ranked by estimated output SQNR cost:\n")
+    w(f"{'#':>3} {'cost dB':>8} {'kind':15} layer\n")
+    for i, f in enumerate(result.findings[:top], 1):
+        w(f"{i:>3} {_num(f.severity_db):>8} {f.kind:15} {f.layer}\n")
+        w(f"{'':>28}{f.advice}\n")
+    if len(result.findings) > top:
+        w(f"... {len(result.findings) - top} more (--top, or --json for all)\n")
+    w("\nsensitivity (output SQNR): gain if the layer alone stays float / SQNR if only it is quantized\n")
+    rows = sorted(result.sensitivity, key=lambda s: -(s.keep_float_gain_db if math.isfinite(s.keep_float_gain_db)
+                                                        else 1e9))
+    w(f"{'layer':40} {'gain dB':>8} {'only dB':>8} {'noise %':>8}\n")
+    for s in rows[:top]:
+        w(f"{s.layer[:40]:40} {_num(s.keep_float_gain_db):>8} {_num(s.only_quantized_sqnr_db, '.1f'):>8} "
+          f"{_num(100 * s.only_noise_share, '.1f'):>8}\n")
