@@ -570,7 +570,8 @@ def alignment(
         e_shared = _quant_error(x, shared_pos, mode)
         loss = _sqnr(signal, e_own) - _sqnr(signal, e_shared)
         share = max(0.0, (e_shared - e_own) / e_shared) if e_shared > 0 else 0.0
-        rows.append({"branch": b.layer, "node": b.node or b.layer, "own_position": int(b.own_pos), "sqnr_own_db": _sqnr(signal, e_own),
+        rows.append({"branch": b.layer, "node": b.node or b.layer, "own_position": int(b.own_pos),
+                     "sqnr_own_db": _sqnr(signal, e_own),
                      "sqnr_shared_db": _sqnr(signal, e_shared), "sqnr_loss_db": loss, "share": share})
         if math.isfinite(loss):
             local_worst = max(local_worst, loss)
