@@ -77,26 +77,30 @@ def _rows_per_chunk(bytes_per_row: int) -> int:
 
 @dataclass(frozen=True)
 class Epilogue:
-    """An output stage fused into the chunked kernels: per chunk, ``finish(acc * scale + offset)``.
+    """An output stage fused into the chunked kernels: per chunk, ``finish(acc * scale + offset, dst)``
+    writes the chunk's final values into ``dst`` (a view of the output array; ``acc`` is scratch that
+    ``finish`` may overwrite).
 
     ``scale`` must be a power of two (it is folded into the weights, which keeps integer sums exact),
     ``offset`` is per output channel (added while the partial sums are combined), ``dtype`` the float
     type the stage needs for exactness (float32 or float64), ``out_dtype`` the result's type.
     """
 
-    finish: Callable[[np.ndarray], np.ndarray]
+    finish: Callable[[np.ndarray, np.ndarray], None]
     scale: float = 1.0
     offset: np.ndarray | None = None
     dtype: type = np.float32
     out_dtype: type = np.int8
 
 
-def _as_epilogue(epilogue: Epilogue | Callable | None, out_dtype, acc_dtype) -> Epilogue:
+def _store(t: np.ndarray, dst: np.ndarray) -> None:
+    dst[...] = t
+
+
+def _as_epilogue(epilogue: Epilogue | None, acc_dtype: type) -> Epilogue:
     if epilogue is None:
-        return Epilogue(finish=lambda a: a, dtype=acc_dtype, out_dtype=acc_dtype)
-    if isinstance(epilogue, Epilogue):
-        return epilogue
-    return Epilogue(finish=epilogue, dtype=acc_dtype, out_dtype=out_dtype or acc_dtype)
+        return Epilogue(finish=_store, dtype=acc_dtype, out_dtype=acc_dtype)
+    return epilogue
 
 
 def _wider(a: type, b: type) -> type:
@@ -110,16 +114,15 @@ def conv_acc(
     padding: str = "valid",
     dilation: tuple[int, int] = (1, 1),
     exact: bool = True,
-    epilogue: Callable[[np.ndarray], np.ndarray] | None = None,
-    out_dtype: np.dtype | type | None = None,
+    epilogue: Epilogue | None = None,
 ) -> np.ndarray:
     """2-D convolution (cross-correlation, NHWC, HWIO kernel) of ``x`` and ``w``.
 
     ``x`` may be int8 codes or float32 (converted chunk by chunk, never as a whole). With ``exact`` the
     inputs hold int8 codes and the accumulator is exact: float32 when kh*kw*cin <= 1024, float64
-    otherwise (see the module docstring for the range proof). ``epilogue`` (optional) maps each chunk
-    of accumulators (shape (m, ho, wo, cout)) to the final values, written into an array of
-    ``out_dtype``: the output stage runs on cache-sized chunks and no full accumulator is ever held.
+    otherwise (see the module docstring for the range proof). ``epilogue`` (optional, see
+    :class:`Epilogue`) turns each chunk of accumulators into final values: the output stage runs on
+    cache-sized chunks and no full accumulator is ever held.
     Memory is bounded: patches are built for a few images (or output rows) at a time.
     """
     sh, sw = _pair(strides)
@@ -134,7 +137,7 @@ def conv_acc(
     w = np.asarray(w, dtype=np.float32)
     k_total = kh * kw * cin
     acc_dtype = np.float32 if (k_total <= EXACT_K32 or not exact) else np.float64
-    ep = _as_epilogue(epilogue, out_dtype, acc_dtype)
+    ep = _as_epilogue(epilogue, acc_dtype)
     acc_dtype = _wider(acc_dtype, ep.dtype)
     if ep.scale != 1.0:
         w = w * np.float32(ep.scale)  # a power of two: exact, and integer sums stay exact (scaled)
@@ -161,9 +164,16 @@ def conv_acc(
         res = (gemm_exact(patches, w2) if exact else patches @ w2).astype(acc_dtype, copy=False)
         if ep.offset is not None:
             res = res + ep.offset.astype(acc_dtype)
-        res = ep.finish(res.reshape(m, 1, wo, cout))
-        for j, (i, r) in enumerate(blk):
-            out[i, r] = res[j, 0]
+        res = res.reshape(m, wo, cout)
+        # consecutive (image, row) pairs: write runs of rows of the same image at once
+        j = 0
+        while j < m:
+            i, r = blk[j]
+            k = j
+            while k + 1 < m and blk[k + 1][0] == i:
+                k += 1
+            ep.finish(res[j : k + 1], out[i, r : r + k - j + 1])
+            j = k + 1
     return out
 
 
@@ -221,7 +231,7 @@ def _conv_stride1(
         for a in range(1, kh):
             off = a * dh * wp
             acc += z[off : off + rows, a * cout : (a + 1) * cout]
-        out[i0:i1] = ep.finish(acc.reshape(m, hp, wp, cout)[:, :ho, :wo, :])
+        ep.finish(acc.reshape(m, hp, wp, cout)[:, :ho, :wo, :], out[i0:i1])
 
     _run_chunks(run, chunks)
 
@@ -270,8 +280,7 @@ def depthwise_acc(
     strides: tuple[int, int] = (1, 1),
     padding: str = "valid",
     dilation: tuple[int, int] = (1, 1),
-    epilogue: Callable[[np.ndarray], np.ndarray] | None = None,
-    out_dtype: np.dtype | type | None = None,
+    epilogue: Epilogue | None = None,
 ) -> np.ndarray:
     """Depthwise convolution, kernel ``(kh, kw, cin, mult)``, output channel ``c * mult + m``.
 
@@ -289,7 +298,7 @@ def depthwise_acc(
     pl, pr, wo = pads_1d(wd, kw, sw, dw, padding)
     xp = pad_nhwc(x, (pt, pbt), (pl, pr))
     acc_dtype = np.float32 if kh * kw <= EXACT_K32 else np.float64
-    ep = _as_epilogue(epilogue, out_dtype, acc_dtype)
+    ep = _as_epilogue(epilogue, acc_dtype)
     acc_dtype = _wider(acc_dtype, ep.dtype)
     wf = np.asarray(w, dtype=acc_dtype) * acc_dtype(ep.scale)  # power of two: exact
     if mult == 1:
@@ -319,7 +328,7 @@ def depthwise_acc(
                     tap = tap[..., None]
                 np.multiply(tap, wf[a, b], out=tmp)
                 acc += tmp
-        out[i0:i1] = ep.finish(acc.reshape(i1 - i0, ho, wo, cin * mult))
+        ep.finish(acc.reshape(i1 - i0, ho, wo, cin * mult), out[i0:i1])
 
     _run_chunks(run, chunks)
     return out

@@ -157,24 +157,40 @@ def float_output_stage(
     sb = pi + pw - pb
     bias = np.zeros(1, np.int64) if bq is None else _i64(bq)
     bmax = int(np.abs(bias).max()) if bias.size else 0
+    # float32 when every intermediate integer (at the accumulator scale) is below 2^24, including the
+    # +128 bias that makes truncation equal floor (see finish)
     use32 = (
-        act != "leaky" and sb >= 0 and s >= 1 and acc_bound + (bmax << sb) + (1 << (s - 1)) < 2**24
+        act != "leaky"
+        and sb >= 0
+        and s >= 1
+        and acc_bound + (bmax << sb) + (1 << (s - 1)) + (128 << s) < 2**24
     )
     ft = np.float32 if use32 else np.float64
     bias_term = bias.astype(np.float64) * 2.0 ** (sb - s)
-    offset = (bias_term + (0.0 if act == "leaky" else 0.5)).astype(ft)
     lo = 0 if act in ("relu", "relu6") else QMIN
     hi = min(QMAX, _relu6_cap(po)) if act == "relu6" else QMAX
+    if act == "leaky":
+        offset = bias_term.astype(ft)
 
-    def finish(t: np.ndarray) -> np.ndarray:
-        # t = acc * 2^-s + offset, exact (see above)
-        # (t is the caller's scratch accumulator, of dtype ft or wider: worked on in place)
-        if act == "leaky":
-            t = np.where(t < 0, t * (LEAKY_NUM / 2**LEAKY_SHIFT), t)  # exact: * 26 / 2^8 adds 5 bits
+        def finish(t: np.ndarray, dst: np.ndarray) -> None:
+            # t = acc * 2^-s + bias (float64, exact); alpha 26/2^8 on negatives adds 5 bits: exact
+            t = np.where(t < 0, t * (LEAKY_NUM / 2**LEAKY_SHIFT), t)
             t += 0.5
-        np.floor(t, out=t)
-        np.clip(t, lo, hi, out=t)
-        return t.astype(np.int8)
+            np.floor(t, out=t)
+            np.clip(t, lo, hi, out=t)
+            dst[...] = t
+
+    else:
+        # t = acc * 2^-s + bias + 1/2 + 128 >= 0 after clipping to [lo + 128, hi + 128], so the float ->
+        # uint8 conversion (truncation) is the floor; XOR 0x80 then subtracts 128 in two's complement.
+        # Clipping before the floor is the same as after it: the bounds are integers.
+        offset = (bias_term + 0.5 + 128.0).astype(ft)
+
+        def finish(t: np.ndarray, dst: np.ndarray) -> None:
+            np.clip(t, lo + 128, hi + 128, out=t)
+            du = dst.view(np.uint8)
+            du[...] = t
+            np.bitwise_xor(du, np.uint8(0x80), out=du)
 
     return Epilogue(finish=finish, scale=2.0**-s, offset=offset, dtype=ft, out_dtype=np.int8)
 
@@ -228,7 +244,7 @@ def conv2d(
     kh, kw, cin, _ = wq.shape
     stage = float_output_stage(bq, pi, pw, pb, po, act, acc_bound=kh * kw * cin * 2**14)
     return conv_acc(np.asarray(xq), wq.astype(np.float32), _pair(strides), padding, _pair(dilation),
-                    exact=True, epilogue=stage, out_dtype=np.int8)
+                    exact=True, epilogue=stage)
 
 
 def depthwise_conv2d_acc(
@@ -264,8 +280,7 @@ def depthwise_conv2d(
     """DPU DepthwiseConv2D (same output stage as conv2d, fused on chunks as there)."""
     wq = np.asarray(wq)
     stage = float_output_stage(bq, pi, pw, pb, po, act, acc_bound=wq.shape[0] * wq.shape[1] * 2**14)
-    return depthwise_acc(np.asarray(xq), wq, _pair(strides), padding, _pair(dilation), epilogue=stage,
-                         out_dtype=np.int8)
+    return depthwise_acc(np.asarray(xq), wq, _pair(strides), padding, _pair(dilation), epilogue=stage)
 
 
 def conv2d_transpose_acc(
