@@ -1,0 +1,149 @@
+"""The emulator's commands as a user runs them: calibrate, compare-dump, emulate, and their bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.dpu_graph_fixtures import positions_json, refcase
+
+
+def _one_line_error(r, *words):
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qinspect: error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    for w in words:
+        assert w in lines[0]
+
+
+@pytest.mark.parametrize("case", ["small", "rich"])
+def test_calibrate_json_equals_vitis_positions(case):
+    root = refcase(case)
+    r = run_cli("calibrate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--batch-size", "4",
+                "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    ref = positions_json(root)
+    assert out["positions"] == ref["positions"]
+    assert out["pre_refine_positions"] == ref["pre_refine_positions"]
+    assert out["calib_batch_positions"] == ref["calib_batch_positions"]
+    key = lambda d: (d["layer"], d["tensor"])  # noqa: E731
+    assert sorted(out["refine_changes"], key=key) == sorted(ref["refine_changes"], key=key)
+    assert isinstance(out["rewrites"], list) and isinstance(out["adjustments"], list)
+    assert all({"kind", "text", "layers"} <= set(x) for x in out["rewrites"])
+
+
+@pytest.mark.parametrize("case", ["small", "rich"])
+def test_compare_dump_is_bit_exact(case):
+    root = refcase(case)
+    r = run_cli("compare-dump", str(root / "quantized.h5"), str(root / "dump_results"), "--inputs",
+                str(root / "dump_inputs.npy"), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    gating = [t for t in out["tensors"] if t["gating"]]
+    assert gating and all(t["matched"] == t["total"] and t["max_lsb"] == 0 for t in gating)
+    assert all({"name", "matched", "total", "max_lsb"} <= set(t) for t in out["tensors"])
+    assert out["unmapped"] == [] and out["missing"] == []
+    r = run_cli("compare-dump", str(root / "quantized.h5"), str(root / "dump_results"), "--inputs",
+                str(root / "dump_inputs.npy"))
+    assert r.returncode == 0 and "match bit for bit" in r.stdout
+
+
+def test_compare_dump_mismatch_exits_1(tmp_path):
+    root = refcase("small")
+    dst = tmp_path / "d"
+    shutil.copytree(root / "dump_results", dst)
+    f = dst / "dump_results_0" / "quant_fc.bin"
+    f.chmod(0o644)
+    a = np.fromfile(f, np.int8)
+    a[0] = np.int8(-a[0] - 1)
+    a.tofile(f)
+    r = run_cli("compare-dump", str(root / "quantized.h5"), str(dst), "--inputs", str(root / "dump_inputs.npy"))
+    assert r.returncode == 1
+    assert "quant_fc" in r.stdout and "[0] dump" in r.stdout
+
+
+def test_compare_dump_bad_inputs(tmp_path):
+    root = refcase("small")
+    args = [str(root / "dump_results"), "--inputs", str(root / "dump_inputs.npy")]
+    _one_line_error(run_cli("compare-dump", str(root / "float.h5"), *args), "not a Vitis quantized model")
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((2, 16, 16, 3), np.float32))
+    _one_line_error(run_cli("compare-dump", str(root / "quantized.h5"), str(root / "dump_results"), "--inputs",
+                            str(bad)), "bad.npy", "shape")
+    one = tmp_path / "one.npy"
+    np.save(one, np.load(root / "dump_inputs.npy")[:1])
+    _one_line_error(run_cli("compare-dump", str(root / "quantized.h5"), str(root / "dump_results"), "--inputs",
+                            str(one)), "bytes")
+    dst = tmp_path / "d"
+    shutil.copytree(root / "dump_results", dst)
+    (dst / "dump_results_0").chmod(0o755)
+    (dst / "dump_results_0" / "quant_extra.bin").write_bytes(b"\0")
+    r = run_cli("compare-dump", str(root / "quantized.h5"), str(dst), "--inputs", str(root / "dump_inputs.npy"))
+    _one_line_error(r, "quant_extra.bin", "maps to no tensor")
+    assert "unmapped:" in r.stdout
+    (dst / "dump_results_0" / "quant_extra.bin").unlink()
+    (dst / "dump_results_0" / "quant_relu1.bin").chmod(0o644)
+    (dst / "dump_results_0" / "quant_relu1.bin").unlink()
+    _one_line_error(run_cli("compare-dump", str(root / "quantized.h5"), str(dst), "--inputs",
+                            str(root / "dump_inputs.npy")), "missing", "quant_relu1.bin")
+    _one_line_error(run_cli("compare-dump", str(root / "quantized.h5"), str(tmp_path / "nope"), "--inputs",
+                            str(root / "dump_inputs.npy")), "no such file")
+
+
+def test_emulate_json_per_layer_with_how():
+    root = refcase("small")
+    r = run_cli("emulate", str(root / "float.h5"), "--positions", str(root / "quantized.h5"), "--inputs",
+                str(root / "calib.npy"), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert {"sqnr_db", "mse", "cosine", "max_abs", "rmse_lsb", "sat_lo_frac", "codes_used_frac", "isolated",
+            "accumulated"} <= set(out["how"])
+    rows = {x["name"]: x for x in out["layers"]}
+    assert rows["quant_fc"]["device"] == "DPU" and rows["quant_fc"]["position"] == 5
+    acc = rows["quant_fc"]["accumulated"]
+    assert 10 < acc["sqnr_db"] < 80 and 0.99 < acc["cosine"] <= 1.0 and 0 < acc["codes_used_frac"] <= 1
+    assert rows["quant_relu1"]["isolated"]["sqnr_db"] >= rows["quant_relu2"]["accumulated"]["sqnr_db"] - 20
+    r = run_cli("emulate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--batch-size", "4",
+                "--layer", "relu2", "--json")
+    out2 = json.loads(r.stdout)
+    assert [x["name"] for x in out2["layers"]] == ["quant_relu2"]
+    assert "calibrated here" in out2["positions_from"]
+
+
+def test_emulate_with_positions_json_matches_quantized_h5(tmp_path):
+    root = refcase("rich")
+    common = ["--inputs", str(root / "dump_inputs.npy"), "--json", "--layer", "fc14"]
+    a = json.loads(run_cli("emulate", str(root / "float.h5"), "--positions", str(root / "positions.json"),
+                           *common).stdout)
+    b = json.loads(run_cli("emulate", str(root / "quantized.h5"), *common).stdout)
+    # Same positions and same folded weights: the same int8 codes (the float references differ: from
+    # quantized.h5 the original sigmoid / leaky alpha are unknown, so the DPU functions stand in).
+    la, lb = a["layers"][0], b["layers"][0]
+    assert la["position"] == lb["position"] == 5
+    for k in ("codes_used_frac", "sat_lo_frac", "sat_hi_frac"):
+        assert la["accumulated"][k] == lb["accumulated"][k]
+    assert "positions file" in a["positions_from"] and "quantized model" in b["positions_from"]
+
+
+def test_emulate_and_calibrate_bad_inputs(tmp_path):
+    root = refcase("small")
+    _one_line_error(run_cli("emulate", str(root / "float.h5")), "needs --inputs")
+    _one_line_error(run_cli("calibrate", str(root / "quantized.h5"), "--inputs", str(root / "calib.npy")),
+                    "Vitis quantized model")
+    bad = tmp_path / "x.npy"
+    np.save(bad, np.zeros((3, 32, 32, 1), np.float32))
+    _one_line_error(run_cli("calibrate", str(root / "float.h5"), "--inputs", str(bad)), "x.npy", "shape")
+    _one_line_error(run_cli("calibrate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"),
+                            "--batch-size", "0"), "batch-size")
+    pj = tmp_path / "p.json"
+    pj.write_text(json.dumps({"positions": {"conv1": {"conv1/kernel:0": 9}}}))
+    _one_line_error(run_cli("emulate", str(root / "float.h5"), "--positions", str(pj), "--inputs",
+                            str(root / "calib.npy")), "p.json", "no position")
+    _one_line_error(run_cli("emulate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--layer",
+                            "nosuch"), "nosuch")
