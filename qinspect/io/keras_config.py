@@ -313,11 +313,9 @@ def _parse_k3_node(node: dict[str, Any]) -> _Call:
         if _is_k3_tensor(x):
             refs.append(_k3_ref(x))
             return True
-        if isinstance(x, (list, tuple)):
-            return any([collect(item) for item in x])  # noqa: C419 - visit every item
-        if isinstance(x, dict):
-            return any([collect(item) for item in x.values()])  # noqa: C419
-        return False
+        items = x if isinstance(x, (list, tuple)) else x.values() if isinstance(x, dict) else []
+        found = [collect(item) for item in items]  # every item is visited, so no any(generator)
+        return any(found)
 
     consts: dict[str, Any] = {}
     for i, arg in enumerate(node.get("args", [])):
@@ -338,8 +336,6 @@ def _parse_nodes(layer_cfg: dict[str, Any]) -> list[_Call]:
     nodes = layer_cfg.get("inbound_nodes") or []
     if not isinstance(nodes, list):
         raise ConfigError(f"layer {layer_cfg.get('name')!r}: inbound_nodes is not a list")
-    if nodes and _is_k2_ref(nodes):
-        nodes = [nodes]
     calls = []
     for node in nodes:
         if isinstance(node, dict) and ("args" in node or "kwargs" in node):
