@@ -1,0 +1,159 @@
+"""``qinspect report`` run as a user would: no display, a folder written atomically, one-line errors."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import os
+import re
+
+import pytest
+from conftest import run_cli
+from PIL import Image
+from report_fixtures import small_capture  # noqa: F401
+
+from qinspect.report.exports import CSV_COLUMNS
+
+NO_DISPLAY = {"QT_QPA_PLATFORM": "", "DISPLAY": "", "WAYLAND_DISPLAY": ""}
+
+
+def _one_line_error(result, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qinspect: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def _no_temp_left(folder) -> None:
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.fixture(scope="module")
+def written(small_capture, refcases, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("cli") / "rep"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    result = run_cli("report", str(small_capture), "--positions", str(refcases / "small" / "quantized.h5"),
+                     "--no-findings", "-o", str(out), env=env)
+    return result, out
+
+
+@pytest.mark.tf
+def test_report_is_written_without_a_display(written):
+    result, out = written
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "report.html" in result.stdout
+    assert {p.name for p in out.iterdir()} == {"report.html", "report.json", "layers.csv", "figures"}
+    _no_temp_left(out.parent)
+
+
+@pytest.mark.tf
+def test_html_is_self_contained_with_png_figures(written):
+    _, out = written
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert not re.search(r"https?://", page)
+    assert "<script" not in page and "<link" not in page
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    data = json.loads((out / "report.json").read_text())
+    n_figures = len(data["figures"]) + sum(len(layer["figures"]) for layer in data["layers"])
+    assert len(srcs) == n_figures > 10
+    for src in srcs:
+        assert src.startswith("data:image/png;base64,")
+        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as img:
+            assert img.format == "PNG" and img.size[0] >= 500
+    # the embedded images are the figure files
+    first = data["layers"][0]["figures"][0]["file"]
+    assert base64.b64encode((out / first).read_bytes()).decode() in page
+
+
+@pytest.mark.tf
+def test_json_and_csv_agree(written):
+    _, out = written
+    data = json.loads((out / "report.json").read_text())
+    rows = list(csv.DictReader((out / "layers.csv").open(encoding="utf-8")))
+    assert list(rows[0]) == [name for name, _ in CSV_COLUMNS]
+    assert [r["layer"] for r in rows] == [layer["name"] for layer in data["layers"]]
+    for row, layer in zip(rows, data["layers"], strict=True):
+        acc = layer["accumulated"]
+        if acc is None:
+            assert row["acc_sqnr_db"] == ""
+        elif isinstance(acc["sqnr_db"], float):
+            assert float(row["acc_sqnr_db"]) == acc["sqnr_db"]
+        out_pos = layer["positions"]["output"]
+        assert row["pos_output"] == ("" if out_pos is None else str(out_pos))
+
+
+@pytest.mark.tf
+def test_existing_report_needs_force(written, small_capture):  # noqa: F811
+    _, out = written
+    before = (out / "report.json").read_bytes()
+    result = run_cli("report", str(small_capture), "--no-findings", "-o", str(out))
+    _one_line_error(result, str(out), "--force")
+    assert (out / "report.json").read_bytes() == before
+
+
+@pytest.mark.tf
+def test_force_replaces_and_unknown_layer_writes_nothing(small_capture, tmp_path):  # noqa: F811
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    result = run_cli("report", str(small_capture), "--layer", "nope", "--force", "-o", str(out))
+    _one_line_error(result, "no layer named 'nope'")
+    assert (out / "old.txt").exists()  # a failed run leaves the old folder as it was
+    result = run_cli("report", str(small_capture), "--layer", "relu2", "--no-findings", "--force", "-o", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (out / "old.txt").exists()
+    data = json.loads((out / "report.json").read_text())
+    assert data["scope"] == "layer" and [layer["name"] for layer in data["layers"]] == ["relu2"]
+    _no_temp_left(tmp_path)
+
+
+def test_missing_input_is_one_line(tmp_path):
+    result = run_cli("report", str(tmp_path / "absent.h5"), "-o", str(tmp_path / "rep"))
+    _one_line_error(result, "absent.h5", "no such file")
+    assert not (tmp_path / "rep").exists()
+
+
+def test_not_a_model_is_one_line_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"this is not HDF5")
+    result = run_cli("report", str(bad), "-o", str(tmp_path / "rep"))
+    _one_line_error(result, "bad.h5")
+    assert not (tmp_path / "rep").exists()
+    _no_temp_left(tmp_path)
+
+
+def test_bad_positions_file_is_one_line(refcases, tmp_path):
+    bad = tmp_path / "positions.json"
+    bad.write_text("[1, 2]")
+    result = run_cli("report", str(refcases / "small" / "float.h5"), "--positions", str(bad), "-o",
+                     str(tmp_path / "rep"))
+    _one_line_error(result, "positions.json")
+    result = run_cli("report", str(refcases / "small" / "float.h5"), "--positions",
+                     str(refcases / "small" / "float.h5"), "-o", str(tmp_path / "rep"))
+    _one_line_error(result, "float.h5", "not a Vitis quantized model")
+    assert not (tmp_path / "rep").exists()
+
+
+def test_output_that_is_a_file_is_refused(refcases, tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    result = run_cli("report", str(refcases / "small" / "float.h5"), "-o", str(target))
+    _one_line_error(result, "not a folder")
+    assert target.read_text() == "x"
+
+
+def test_model_file_gives_a_weights_report(refcases, tmp_path):
+    out = tmp_path / "rep"
+    result = run_cli("report", str(refcases / "small" / "float.h5"), "--positions",
+                     str(refcases / "small" / "quantized.h5"), "-o", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((out / "report.json").read_text())
+    layers = {layer["name"]: layer for layer in data["layers"]}
+    assert layers["conv2"]["positions"]["weights"] == 9  # the Vitis run's position
+    assert layers["conv2"]["weights"]["channels"]["min"]  # per-channel ranges of the stored weights
+    assert layers["relu2"]["accumulated"] is None  # no activations: not computed, not zero
+    assert any("no activations" in w for w in data["warnings"])
