@@ -66,3 +66,29 @@ def test_render_figures_returns_one_png_per_spec():
     assert sorted(out) == ["c", "e", "w"]
     for spec in specs:
         assert _image(out[spec.id]).size[0] == spec.width
+
+
+def test_render_figures_from_a_worker_thread_draws_on_the_gui_thread():
+    import threading
+
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([])
+    specs = [figspec.error_figure(f"e{i}", "conv", np.linspace(-1, 1, 11), np.arange(10), "isolated", 0.5)
+             for i in range(3)]
+    box: dict = {}
+
+    def work():
+        try:
+            box["out"] = figures.render_figures(specs)
+        except BaseException as exc:  # pragma: no cover - reported below
+            box["err"] = exc
+
+    t = threading.Thread(target=work)
+    t.start()
+    while t.is_alive():  # the GUI thread keeps its event loop turning, as the window does
+        app.processEvents()
+        t.join(0.01)
+    assert "err" not in box, box.get("err")
+    assert sorted(box["out"]) == ["e0", "e1", "e2"]
+    assert all(_image(png).size[0] == 560 for png in box["out"].values())

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.exporters import ImageExporter
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject, Qt, QThread, Signal, Slot
 
 from qinspect.report.content import FigureSpec, Marker, Series
 
@@ -181,7 +181,53 @@ def render_png(spec: FigureSpec) -> bytes:
         widget.deleteLater()
 
 
+class _GuiThreadRenderer(QObject):
+    """Draws figures on the GUI thread for callers in worker threads (Qt widgets live on one thread)."""
+
+    request = Signal(object, object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        # The emitting worker blocks until the GUI thread has drawn the figure.
+        self.request.connect(self._render, Qt.ConnectionType.BlockingQueuedConnection)
+
+    @Slot(object, object)
+    def _render(self, spec: FigureSpec, out: list) -> None:
+        try:
+            out.append(render_png(spec))
+        except BaseException as exc:  # handed back to the worker, raised there
+            out.append(exc)
+
+
+_relay: _GuiThreadRenderer | None = None
+
+
+def _on_gui_thread() -> bool:
+    app = pg.QtWidgets.QApplication.instance()
+    return app is None or QThread.currentThread() == app.thread()
+
+
+def _render_via_gui_thread(spec: FigureSpec) -> bytes:
+    global _relay
+    if _relay is None:
+        relay = _GuiThreadRenderer()
+        relay.moveToThread(pg.QtWidgets.QApplication.instance().thread())
+        _relay = relay
+    out: list = []
+    _relay.request.emit(spec, out)
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
+
+
 def render_figures(specs: Sequence[FigureSpec]) -> dict[str, bytes]:
-    """Draw every specification; the report writer's ``render_figures`` callable."""
+    """Draw every specification; the report writer's ``render_figures`` callable.
+
+    Safe to call from a worker thread while the GUI runs: each figure is then drawn on the GUI thread,
+    one at a time, so the window keeps handling events between figures.
+    """
     pg.setConfigOptions(antialias=True)
-    return {spec.id: render_png(spec) for spec in specs}
+    _app()
+    if _on_gui_thread():
+        return {spec.id: render_png(spec) for spec in specs}
+    return {spec.id: _render_via_gui_thread(spec) for spec in specs}
