@@ -212,3 +212,48 @@ def test_keras3_tensor_records_give_shapes_and_edges():
     assert graph["cat"].inbound == ["odd", "x"]
     assert graph["cat"].output_shape == [None, 9]  # inferred from the recorded inputs
     assert graph_from_config(cfg, use_hints=False)["odd"].output_shape is None
+
+
+def _mutations(config, rng, n):
+    """n copies of config, each with one value somewhere replaced by something of the wrong kind."""
+    import copy
+
+    junk = [None, 7, -1, "x", [], {}, [None], {"class_name": 3}, 1.5, True, [["a", 0]], ["ghost", 0, 0]]
+
+    def spots(node, path=()):
+        yield path
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from spots(v, (*path, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from spots(v, (*path, i))
+
+    places = [p for p in spots(config) if p]
+    for _ in range(n):
+        mutated = copy.deepcopy(config)
+        path = places[rng.integers(len(places))]
+        parent = mutated
+        for key in path[:-1]:
+            parent = parent[key]
+        if rng.random() < 0.2 and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = junk[rng.integers(len(junk))]
+        yield mutated
+
+
+@pytest.mark.parametrize("case", ["small", "rich"])
+def test_mutated_configs_give_a_config_error_or_a_graph_never_a_crash(refcases, case):
+    import numpy as np
+
+    config = _config_of(refcases / case / "float.h5")
+    rng = np.random.default_rng(2026)
+    outcomes = {"graph": 0, "error": 0}
+    for mutated in _mutations(config, rng, 400):
+        try:
+            graph_from_config(mutated)
+            outcomes["graph"] += 1
+        except ConfigError:
+            outcomes["error"] += 1
+    assert outcomes["graph"] and outcomes["error"]  # both kinds of outcome were exercised

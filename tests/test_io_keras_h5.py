@@ -255,3 +255,34 @@ def test_keras2_shared_layers_and_shared_nested_models(tmp_path):
     model = build_siamese(tf_keras, gen3=False)
     model.save(tmp_path / "siamese.h5")
     check_siamese(tmp_path / "siamese.h5", model)
+
+
+def test_damaged_model_config_in_a_real_file_gives_a_qinspect_error(refcases, tmp_path):
+    """Mutated configs over real weights: open_model returns a source or a QInspectError, nothing else."""
+    import json
+    import shutil
+
+    import h5py
+    from test_io_keras_config import _mutations
+
+    from qinspect.errors import QInspectError
+
+    path = tmp_path / "mutated.h5"
+    shutil.copy(refcases / "rich" / "float.h5", path)
+    path.chmod(0o644)
+    with h5py.File(path, "r") as f:
+        config = json.loads(f.attrs["model_config"])
+    rng = np.random.default_rng(7)
+    outcomes = {"opened": 0, "refused": 0}
+    for mutated in _mutations(config, rng, 150):
+        with h5py.File(path, "r+") as f:
+            f.attrs["model_config"] = json.dumps(mutated)
+        try:
+            with open_model(path) as source:
+                for layer in source.graph.leaves():
+                    source.weights(layer.name)
+            outcomes["opened"] += 1
+        except QInspectError as exc:
+            assert str(exc).startswith(str(path)) and "\n" not in str(exc)
+            outcomes["refused"] += 1
+    assert outcomes["opened"] and outcomes["refused"]

@@ -144,8 +144,14 @@ def graph_from_config(
     top = model_config
     if not _is_container(top):
         raise ConfigError(f"model config is a single {top.get('class_name')!r} layer, not a model")
-    inputs, outputs = builder.model(top, prefix="", bindings=None, parent=None)
-    builder.finish()
+    try:
+        inputs, outputs = builder.model(top, prefix="", bindings=None, parent=None)
+        builder.finish()
+    except ConfigError:
+        raise
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError) as exc:
+        # A config that is JSON but not shaped like a Keras one: say so, never a traceback.
+        raise ConfigError(f"unexpected config structure ({type(exc).__name__}: {exc})") from exc
     cfg = top.get("config")
     name = cfg.get("name", "model") if isinstance(cfg, dict) else "model"
     return ModelGraph(
