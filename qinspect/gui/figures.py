@@ -59,7 +59,9 @@ def _draw_series(plot: pg.PlotItem, s: Series, log_y: bool) -> None:
             pen=_pen(s.color, 1.2), brush=_brush(s.color, 110), name=s.label,
         )
     elif s.style == "line":
-        plot.plot(x, y, pen=_pen(s.color, 2.0), connect="finite", name=s.label,
+        keep = np.isfinite(y)  # join the points across layers without a value (the caption says so)
+        x, y = x[keep], y[keep]
+        plot.plot(x, y, pen=_pen(s.color, 2.0), name=s.label,
                   symbol="o", symbolSize=4, symbolPen=None, symbolBrush=_brush(s.color, 255))
     elif s.style == "points":
         plot.plot(x, y, pen=None, symbol="o", symbolSize=6, symbolPen=_pen(s.color, 1.0),

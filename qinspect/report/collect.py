@@ -338,6 +338,7 @@ class DiagnosisPart:
     sensitivity: dict[str, dict[str, Any]] = field(default_factory=dict)  # node name -> figures
     summary: dict[str, Any] = field(default_factory=dict)
     how: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def _inputs_of(capture: Capture, names: list[str]) -> dict[str, np.ndarray]:
@@ -378,7 +379,7 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
     part.how = {f"sensitivity: {k}": v for k, v in (data.get("sensitivity_how") or {}).items()}
     if isinstance(out, dict) and out.get("how"):
         part.how["model output SQNR"] = out["how"]
-    warnings.extend(f"diagnosis: {note}" for note in data.get("notes", []))
+    part.notes = [f"Diagnosis: {note}." for note in data.get("notes", [])]
     return part
 
 
@@ -472,6 +473,7 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
         coverage=coverage,
         settings=dict(em.settings),
         warnings=warnings,
+        notes=diag.notes,
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         qinspect_version=__version__,
     )

@@ -123,7 +123,8 @@ class Report:
     coverage: dict[str, float | None] | None = None  # layer -> fraction of eval values outside range
     settings: dict[str, Any] = field(default_factory=dict)  # batch size, CLE, target range, ...
     summary: dict[str, Any] = field(default_factory=dict)  # model-level figures (output SQNR, ...)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what could not be computed, and why
+    notes: list[str] = field(default_factory=list)  # how parts were measured (from the diagnosis, ...)
     generated: str = ""  # ISO 8601 UTC time the report was made
     qinspect_version: str = ""
 

@@ -124,6 +124,7 @@ def report_to_dict(report: Report, figure_files: dict[str, str] | None = None) -
         "settings": report.settings,
         "summary": report.summary,
         "warnings": list(report.warnings),
+        "notes": list(report.notes),
         "how": dict(report.how),
         "findings": report.findings,
         "coverage": report.coverage,

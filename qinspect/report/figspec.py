@@ -138,7 +138,7 @@ def channel_ranges_figure(
     markers = []
     if clip_low is not None and clip_high is not None:
         markers = [
-            Marker(clip_low, "per-tensor int8 range", axis="y", color=RED, dashed=True),
+            Marker(clip_low, "", axis="y", color=RED, dashed=True),
             Marker(clip_high, "", axis="y", color=RED, dashed=True),
         ]
     return FigureSpec(
@@ -158,7 +158,8 @@ def channel_ranges_figure(
         ],
         markers=markers,
         caption=f"One bar per output channel ({n}): its smallest to largest weight. pof2s quantizes the "
-        "whole tensor with one position (dashed lines), so a narrow channel uses few of the 256 codes.",
+        "whole tensor with one position (red dashed lines: its int8 range), so a narrow channel uses few of "
+        "the 256 codes.",
     )
 
 
@@ -208,7 +209,8 @@ def propagation_figure(
         "pipeline from the model input up to that layer."
     )
     if iso_gaps or acc_gaps:
-        caption += " Layers without a finite value (no error: SQNR = ∞, or not computed) are gaps."
+        caption += (" Layers without a finite value (no error: SQNR = ∞, or no int8 tensor of their own) have no "
+                    "point; the accumulated line joins the layers on either side.")
     return FigureSpec(
         id=fig_id,
         title="Error propagation",
