@@ -16,9 +16,10 @@ def capture_path(tmp_path):
     return write_tiny(tmp_path / "c.h5")
 
 
-def test_round_trip_of_every_tensor(tmp_path):
+@pytest.mark.parametrize("compression", [None, "lzf", "gzip"])
+def test_round_trip_of_every_tensor(tmp_path, compression):
     data = tiny_data(1)
-    path = write_tiny(tmp_path / "c.h5", data, batch=3, compression="lzf")
+    path = write_tiny(tmp_path / "c.h5", data, batch=3, compression=compression)
     with Capture.open(path) as cap:
         assert cap.n_samples == N_SAMPLES
         assert cap.layers_with_activations() == ["input", "outer/conv", "dense"]
@@ -82,9 +83,13 @@ def test_names_with_slashes_are_escaped_and_kept(capture_path):
 def test_chunks_hold_one_sample_or_fill_16k(tmp_path):
     assert samples_per_chunk((112, 112, 32)) == 1
     assert samples_per_chunk((4, 4, 5)) == 16 * 1024 // (4 * 4 * 5 * 4)
-    path = write_tiny(tmp_path / "c.h5")
+    path = write_tiny(tmp_path / "c.h5", compression="lzf")
     with h5py.File(path, "r") as h5:
         assert h5["activations"]["dense"].chunks == (N_SAMPLES, 4, 4, 5)  # tiny: all 10 fit in 16 KiB
+        assert h5["activations"]["dense"].compression == "lzf"
+    path = write_tiny(tmp_path / "d.h5")
+    with h5py.File(path, "r") as h5:  # uncompressed: contiguous, one byte range per sample
+        assert h5["activations"]["dense"].chunks is None and h5["activations"]["dense"].compression is None
 
 
 def test_positions_are_optional(tmp_path, capture_path):

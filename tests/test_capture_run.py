@@ -319,8 +319,10 @@ def test_run_capture_result_and_plan(small_model, tmp_path):
     assert plan.bytes_needed() == 4 * N * (8 * 8 * 3 + 8 * 8 * 8 * 7 + 8 + 4)  # 7 layers of 8x8x8, gap 8, fc 4
     result = runner.run_capture(plan, tmp_path / "c.h5", keras_model=model)
     assert result.n_samples == N and Path(result.path).stat().st_size == result.bytes_written
-    with h5py.File(result.path, "r") as h5:
+    result = runner.run_capture(plan, tmp_path / "z.h5", keras_model=model, compression="lzf")
+    with h5py.File(result.path, "r") as h5, Capture.open(tmp_path / "c.h5") as plain:
         # 2 KiB per sample: 8 samples fill a 16 KiB chunk.
         assert h5["activations"]["conv1"].chunks == (8, 8, 8, 8)
+        np.testing.assert_array_equal(h5["activations"]["add"][()], plain.activation("add"))
     with pytest.raises(QInspectError, match="already exists"):
         runner.run_capture(plan, tmp_path / "c.h5", keras_model=model)

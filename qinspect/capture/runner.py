@@ -342,9 +342,10 @@ def run_capture(
         raise QInspectError("already exists; use --force to replace it", output)
     model = keras_model if keras_model is not None else load_keras_model(plan.model_path)
     extractor = build_extractor(model, plan.layers)
+    order = _model_input_order(extractor, list(plan.source.names))
+    step = _compiled_step(extractor, [plan.source.shapes[name] for name in order])
     n, batch = plan.n_samples, plan.batch_size
-    input_names = list(plan.source.names)
-    nonfinite = {name: (0, 0, 0) for name in input_names}
+    nonfinite = {name: (0, 0, 0) for name in order}
     warned = False
     writer: CaptureWriter | None = None
     background: _BatchWriter | None = None
@@ -360,9 +361,7 @@ def run_capture(
                         warn(f"{plan.source.path}: inputs hold NaN or Inf (first in samples {start}..{stop - 1}); "
                              "captured as they are and recorded in the capture")
                         warned = True
-            feed = [x[name] for name in _model_input_order(extractor, input_names)]
-            outs = extractor.predict_on_batch(feed if len(feed) > 1 else feed[0])
-            outs = outs if isinstance(outs, (list, tuple)) else [outs]
+            outs = step(*[x[name] for name in order])
             acts = {name: np.asarray(out, dtype=np.float32) for name, out in zip(plan.layers, outs, strict=True)}
             if writer is None:
                 shapes = {name: a.shape[1:] for name, a in acts.items()}
@@ -398,6 +397,27 @@ def run_capture(
         raise
     seconds = time.perf_counter() - started
     return CaptureResult(output, n, list(plan.layers), seconds, os.path.getsize(output), nonfinite)
+
+
+def _compiled_step(extractor: Any, shapes: list[tuple[int, ...]]) -> Callable[..., list[np.ndarray]]:
+    """The extractor as one graph function traced once for any batch size.
+
+    ``predict_on_batch`` traces again for the last, shorter batch, which costs seconds on a large
+    model; a signature with an open batch axis traces once.
+    """
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec((None, *shape), tf.float32) for shape in shapes]
+
+    @tf.function(input_signature=specs)
+    def run(*xs: Any) -> list[Any]:
+        outs = extractor(list(xs) if len(xs) > 1 else xs[0], training=False)
+        return list(outs) if isinstance(outs, (list, tuple)) else [outs]
+
+    def step(*arrays: np.ndarray) -> list[np.ndarray]:
+        return [t.numpy() for t in run(*arrays)]
+
+    return step
 
 
 def _model_input_order(extractor: Any, names: list[str]) -> list[str]:

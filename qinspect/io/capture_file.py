@@ -20,10 +20,13 @@ layer name becomes one HDF5 link name by percent-escaping ``%`` -> ``%25``, ``/`
 leading ``.`` -> ``%2E`` (:func:`escape_name`). Every group or dataset named after a layer also carries
 the real name in its ``name`` attr.
 
-Chunks: one chunk holds one sample of one tensor, so reading one sample of one layer reads one chunk.
-Tensors smaller than 16 KiB per sample group several samples per chunk (up to 16 KiB): millions of
-tiny chunks would make the chunk index larger than the data and slow every write.
-Compression: ``lzf`` by default (fast; ReLU outputs shrink well); ``gzip`` 1 and ``None`` on request.
+Storage: uncompressed (the default), each tensor is contiguous, allocated when the file is created;
+sample i of a layer is one byte range, so reading one sample of one layer is one read, as with a
+chunk. With compression (``lzf``, or ``gzip`` level 1) one chunk holds one sample of one tensor;
+tensors under 16 KiB per sample group several samples per chunk (up to 16 KiB), since millions of
+tiny chunks would make the chunk index larger than the data. Compression is off by default because
+float activations shrink little (lzf: 6% on the demo model, 16% on MobileNetV2) and it makes
+writing 2-4x slower; ``docs/capture-format.md`` has the figures.
 
 Reading is lazy: :meth:`Capture.open` reads the root attrs and the graph JSON; listing layers reads
 dataset shapes; tensors are read only by :meth:`Capture.activation`, :meth:`Capture.inputs` and
@@ -347,7 +350,7 @@ class CaptureWriter:
         attrs: Mapping[str, Any] | None = None,
         input_links: Mapping[str, str] | None = None,
         positions: Mapping[str, Any] | None = None,
-        compression: str | None = "lzf",
+        compression: str | None = None,
         overwrite: bool = False,
     ) -> None:
         if compression not in COMPRESSIONS:
@@ -371,8 +374,11 @@ class CaptureWriter:
         os.umask(umask)
         os.chmod(self.temp_path, 0o666 & ~umask)
         self._h5: h5py.File | None = None
+        self._fd = -1
+        self._raw: dict[str, tuple[int, int]] = {}  # dataset path -> (file offset, bytes per sample)
         try:
             self._h5 = h5py.File(self.temp_path, "w", locking=False)
+            self._fd = os.open(self.temp_path, os.O_WRONLY)
             self._start(graph, activation_shapes, input_shapes, attrs or {}, input_links or {}, positions,
                         compression)
         except BaseException:
@@ -412,14 +418,23 @@ class CaptureWriter:
 
     def _create(self, group: h5py.Group, name: str, shape: Sequence[int], options: dict[str, Any]) -> h5py.Dataset:
         shape = tuple(int(d) for d in shape)
-        chunk_n = min(max(self.n_samples, 1), samples_per_chunk(shape))
-        ds = group.create_dataset(
-            escape_name(name),
-            shape=(self.n_samples, *shape),
-            dtype=np.float32,
-            chunks=(chunk_n, *shape) if all(shape) else None,
-            **options,
-        )
+        full = (self.n_samples, *shape)
+        if not options:
+            # Uncompressed: contiguous storage allocated now, never filled. Sample i of the layer is one
+            # byte range at a fixed offset, so rows are written with os.pwrite, which (unlike h5py)
+            # releases the GIL: the model computes the next batch while this one goes to disk.
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            ds = group.create_dataset(escape_name(name), shape=full, dtype=np.float32, dcpl=dcpl, fill_time="never")
+            offset = ds.id.get_offset()
+            if offset is not None:
+                self._raw[ds.name] = (int(offset), 4 * int(np.prod(shape, dtype=np.int64)))
+        else:
+            chunk_n = min(max(self.n_samples, 1), samples_per_chunk(shape))
+            ds = group.create_dataset(
+                escape_name(name), shape=full, dtype=np.float32,
+                chunks=(chunk_n, *shape) if all(shape) and self.n_samples else None, **options,
+            )
         ds.attrs["name"] = name
         return ds
 
@@ -463,7 +478,15 @@ class CaptureWriter:
             raise ValueError(f"batch {start}:{stop} beyond the {self.n_samples} samples of the capture")
         if array.shape[1:] != ds.shape[1:]:
             raise ValueError(f"{name}: batch shape {array.shape[1:]} does not match {ds.shape[1:]}")
-        ds[start:stop] = array
+        raw = self._raw.get(ds.name)
+        if raw is not None and array.size:
+            offset, row_bytes = raw
+            data = memoryview(np.ascontiguousarray(array)).cast("B")
+            position, done = offset + start * row_bytes, 0
+            while done < len(data):  # pwrite may write less than asked
+                done += os.pwrite(self._fd, data[done:], position + done)
+        else:
+            ds[start:stop] = array
         self._written = max(self._written, stop)
 
     def commit(self) -> str:
@@ -471,6 +494,8 @@ class CaptureWriter:
         assert self._h5 is not None, "already committed or aborted"
         if self._written != self.n_samples:
             raise ValueError(f"only {self._written} of {self.n_samples} samples were written")
+        os.close(self._fd)
+        self._fd = -1
         self._h5.attrs["complete"] = True
         self._h5.close()
         self._h5 = None
@@ -479,6 +504,9 @@ class CaptureWriter:
 
     def abort(self) -> None:
         """Drop the temporary file; the destination is not touched."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         if self._h5 is not None:
             try:
                 self._h5.close()
