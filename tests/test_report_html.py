@@ -77,10 +77,12 @@ def test_findings_link_to_their_layer_sections():
 
 
 def test_no_diagnosis_and_empty_diagnosis_are_told_apart():
-    _, none_page = _page(None)
+    report = sample_report(None)
+    report.findings_missing = "it was not asked for (--no-findings)"
+    none_page = render_html(report, {})
     _, empty_page = _page([])
-    assert "No diagnosis in this report" in none_page
-    assert "found no cause" in empty_page
+    assert "No diagnosis in this report: it was not asked for (--no-findings)." in none_page
+    assert "found no cause" in empty_page and "No diagnosis" not in empty_page
 
 
 def test_layer_names_are_escaped():

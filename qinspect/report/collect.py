@@ -237,8 +237,7 @@ def _node_texts(dpu: Any, names: set[str]) -> tuple[list[str], list[str]]:
     adjustments = []
     for adj in getattr(dpu, "adjustments", []):
         if adj.layer in names or adj.slot[0] in names:
-            adjustments.append(f"{adj.constraint}: {adj.text} ({adj.slot[0]}:{adj.slot[1]} {adj.before} -> "
-                               f"{adj.after})")
+            adjustments.append(adj.text)
     return rewrites, adjustments
 
 
@@ -339,6 +338,7 @@ class DiagnosisPart:
     summary: dict[str, Any] = field(default_factory=dict)
     how: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    missing: str = ""  # why there are no findings
 
 
 def _inputs_of(capture: Capture, names: list[str]) -> dict[str, np.ndarray]:
@@ -351,10 +351,10 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
     part = DiagnosisPart()
     diag = _optional("qinspect.analysis.diagnose")
     if diag is None:
-        warnings.append("the diagnosis (qinspect.analysis.diagnose) is not part of this build: no findings")
+        part.missing = "the diagnosis (qinspect.analysis.diagnose) is not part of this build"
         return part
     if not isinstance(source, Capture) or em.graph is None or not em.results:
-        warnings.append("no findings: the diagnosis needs a capture and an emulator run")
+        part.missing = "the diagnosis needs a capture and an emulator run over it"
         return part
     if progress:
         progress(0, 1, "diagnosing")
@@ -441,10 +441,15 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
     captured = set(source.layers_with_activations()) if has_acts else set()
     warnings = list(em.warnings)
     if diagnose:
-        diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress)
+        try:
+            diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress)
+        except QInspectError:
+            raise
+        except Exception as exc:  # the findings are optional: report everything else, say what failed
+            diag = DiagnosisPart(missing=f"the diagnosis failed ({type(exc).__name__}: {exc})")
+            warnings.append(f"{diag.missing}; the report has no findings and no sensitivity figures")
     else:
-        diag = DiagnosisPart()
-        warnings.append("no findings: the diagnosis was not asked for")
+        diag = DiagnosisPart(missing="it was not asked for (--no-findings)")
     findings = diag.findings
     if findings is not None:
         findings = [{**f, "layer": _finding_row(f, all_rows)} for f in findings]
@@ -474,6 +479,7 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
         settings=dict(em.settings),
         warnings=warnings,
         notes=diag.notes,
+        findings_missing=diag.missing if findings is None else "",
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         qinspect_version=__version__,
     )

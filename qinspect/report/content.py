@@ -117,6 +117,7 @@ class Report:
     how: dict[str, str] = field(default_factory=dict)
     # None: the diagnosis was not run (the report says so); []: it ran and found nothing.
     findings: list[dict[str, Any]] | None = None
+    findings_missing: str = ""  # why there is no diagnosis, when findings is None
     figures: list[FigureSpec] = field(default_factory=list)  # model-level figures
     selected_layer: str | None = None
     eval_source: str | None = None

@@ -127,6 +127,7 @@ def report_to_dict(report: Report, figure_files: dict[str, str] | None = None) -
         "notes": list(report.notes),
         "how": dict(report.how),
         "findings": report.findings,
+        "findings_missing": report.findings_missing,
         "coverage": report.coverage,
         "figures": _figure_refs(report.figures, files),
         "layers": [layer_to_dict(layer, i, files) for i, layer in enumerate(report.layers)],

@@ -37,8 +37,9 @@ def _finite_or_nan(values: Sequence[float | None]) -> tuple[list[float], int]:
 
 def wants_log(counts: Sequence[float]) -> bool:
     """A logarithmic count axis only pays when counts span more than two decades."""
-    nz = [float(c) for c in counts if c > 0]
-    return bool(nz) and max(nz) / min(nz) > 100
+    nz = sorted(float(c) for c in counts if c > 0)
+    # Span of all counts, or one bin (exact zeros of a ReLU, say) towering over the typical bin.
+    return bool(nz) and (nz[-1] / nz[0] > 100 or nz[-1] / nz[len(nz) // 2] > 20)
 
 
 def _pct(v: float | None) -> str:

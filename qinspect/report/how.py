@@ -26,11 +26,15 @@ def how_texts() -> dict[str, str]:
     """Key -> one or two sentences saying how that number was computed."""
     stats = ErrorStats().to_dict()
     out = {
-        "isolated": "the layer alone: fed the quantized float-reference input (the capture's float input of "
-        "the layer, quantized at its input position), computed by the emulator in integers, dequantized and "
-        "compared with the layer's float output from the capture (test = emulated, ref = float)",
-        "accumulated": "the whole int8 pipeline from the model input to this layer, computed by the emulator "
-        "in integers, dequantized and compared with the layer's float output from the capture",
+        "isolated": "the layer alone: its inputs are the float reference values quantized at the positions the "
+        "int8 pipeline uses, the layer runs its integer DPU operator in the emulator, and its dequantized "
+        "output (test) is compared with the float reference output (ref)",
+        "accumulated": "the whole int8 pipeline from the model input to this layer, run in integers by the "
+        "emulator, dequantized and compared with the float reference output",
+        "float reference": "the emulator's float path over the same inputs: the model as the quantizer rewrites "
+        "it (BatchNorm folded, equalized weights) in float32, with the float model's own functions where the "
+        "quantizer changes the function (true sigmoid, original LeakyReLU alpha); histograms use the "
+        "capture's float values of the layer",
     }
     for key, stats_key in _FROM_STATS.items():
         text = stats[stats_key]["how"]
