@@ -156,3 +156,21 @@ def test_written_report_round_trips_the_numbers(vitis_report, tmp_path):
     for layer in data["layers"]:
         for ref in layer["figures"]:
             assert (out / ref["file"]).is_file()
+
+
+def test_a_failing_diagnosis_leaves_the_rest_of_the_report(small_capture, refcases, monkeypatch):  # noqa: F811
+    import qinspect.analysis.diagnose as diag
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(diag, "diagnose", broken)
+    report = build_report(small_capture, positions=refcases / "small" / "quantized.h5", layer="fc")
+    assert report.findings is None and "diagnosis failed (RuntimeError: boom)" in report.findings_missing
+    assert any("boom" in w for w in report.warnings)
+    assert report.layers[0].accumulated is not None  # the emulator's numbers are all there
+
+
+def test_skipped_diagnosis_says_so(vitis_report):
+    assert vitis_report.findings is None
+    assert "not asked for" in vitis_report.findings_missing
