@@ -586,3 +586,19 @@ def test_fused_float_output_stage_equals_integer_output_stage() -> None:
         for act in (None, "relu6", "leaky"):
             want = ops.output_stage(accw, bw, 7, 9, 8, 6, act)
             assert np.array_equal(ops.conv2d(xw, ww, bw, 7, 9, 8, 6, s, "same", act=act), want), (s, act)
+
+
+def test_l1_bound_path_for_wide_layers() -> None:
+    from qinspect.dpu._conv_core import gemm_exact, l1_bound
+
+    # columns |3|+|-4| = 7 and |1|+|2| = 3: bound 128 * 7 = 896
+    assert l1_bound(np.array([[3, 1], [-4, 2]], np.int8)) == 896
+    # K = 1800 small weights (|w| <= 8): 128 * 1800 * 8 = 1.8M < 2^24 -> one float32 GEMM, still exact
+    rng = np.random.default_rng(4)
+    x = _rand_codes(rng, (1, 4, 4, 200))
+    w = rng.integers(-8, 9, size=(3, 3, 200, 2)).astype(np.int8)
+    assert l1_bound(w.reshape(-1, 2)) <= 2**24
+    a = x.reshape(-1, 200)[:, :].astype(np.float32)
+    assert gemm_exact(a, w[0, 0].astype(np.float32), True).dtype == np.float32
+    assert np.array_equal(ops.conv2d_acc(x, w, 1, "same"), _ref_conv(x, w, (1, 1), "same", (1, 1)))
+    assert np.array_equal(ops.conv2d_acc(x, w, 2, "same"), _ref_conv(x, w, (2, 2), "same", (1, 1)))

@@ -55,15 +55,29 @@ def pad_nhwc(x: np.ndarray, ph: tuple[int, int], pw: tuple[int, int], value: flo
     return np.pad(x, ((0, 0), ph, pw, (0, 0)), mode="constant", constant_values=value)
 
 
-def gemm_exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def l1_bound(w2d: np.ndarray) -> int:
+    """A bound on every partial sum of ``x @ w2d`` for int8 codes ``x``: ``128 * max_j sum_k |w_kj|``.
+
+    |sum over any subset of k of x_k w_kj| <= max|x| * sum_k |w_kj|. When this is <= 2^24, float32
+    sums are exact for any K and any summation order (real weights are mostly small, so this holds for
+    far wider layers than the static K <= 1024 rule).
+    """
+    w = np.asarray(w2d).reshape(-1, np.asarray(w2d).shape[-1])
+    return 128 * int(np.abs(w.astype(np.int64)).sum(axis=0).max()) if w.size else 0
+
+
+def gemm_exact(a: np.ndarray, b: np.ndarray, f32_exact: bool | None = None) -> np.ndarray:
     """``a @ b`` for float32 matrices holding integers of magnitude <= 128, exactly.
 
-    K <= 1024: one float32 GEMM (every partial sum <= 2^24, exact). Otherwise K is cut into chunks of
+    ``f32_exact`` (default: K <= 1024) says one float32 GEMM is exact: every partial sum is an integer
+    <= 2^24 (K <= 1024 terms of <= 2^14, or :func:`l1_bound` <= 2^24). Otherwise K is cut into chunks of
     <= 1024 and the exact float32 chunk sums are added in float64 (exact below 2^53).
-    Returns float32 when K <= 1024, else float64.
+    Returns float32 in the first case, float64 in the second.
     """
     k = a.shape[-1]
-    if k <= EXACT_K32:
+    if f32_exact is None:
+        f32_exact = k <= EXACT_K32
+    if f32_exact or k <= EXACT_K32:
         return a @ b
     out = np.zeros(a.shape[:-1] + (b.shape[-1],), dtype=np.float64)
     for k0 in range(0, k, EXACT_K32):
@@ -136,7 +150,9 @@ def conv_acc(
     xp = pad_nhwc(x, (pt, pb), (pl, pr))
     w = np.asarray(w, dtype=np.float32)
     k_total = kh * kw * cin
-    acc_dtype = np.float32 if (k_total <= EXACT_K32 or not exact) else np.float64
+    # float32 sums are exact when K <= 1024 or the weights' L1 bound allows it (see l1_bound)
+    f32 = (not exact) or k_total <= EXACT_K32 or l1_bound(w.reshape(k_total, cout)) <= 2**24
+    acc_dtype = np.float32 if f32 else np.float64
     ep = _as_epilogue(epilogue, acc_dtype)
     acc_dtype = _wider(acc_dtype, ep.dtype)
     if ep.scale != 1.0:
@@ -161,7 +177,7 @@ def conv_acc(
                     cols[j, :, a, b, :] = src[b * dw : b * dw + (wo - 1) * sw + 1 : sw]
         m = len(blk)
         patches = cols[:m].reshape(m * wo, k_total)
-        res = (gemm_exact(patches, w2) if exact else patches @ w2).astype(acc_dtype, copy=False)
+        res = (gemm_exact(patches, w2, f32) if exact else patches @ w2).astype(acc_dtype, copy=False)
         if ep.offset is not None:
             res = res + ep.offset.astype(acc_dtype)
         res = res.reshape(m, wo, cout)
@@ -198,8 +214,9 @@ def _conv_stride1(
     Outputs at x >= Wo are computed and dropped (a (Wp - Wo) / Wp overhead). A valid output never
     reads past its own image, so images are simply stacked.
     Exactness: each GEMM sums kw*cin products, the shifted adds bring the total to kh*kw*cin terms;
-    when that is <= 1024 every partial sum is an integer <= 2^24 and float32 is exact; otherwise the
-    GEMM is split by :func:`gemm_exact` and the adds are done in float64.
+    when that is <= 1024 (or the L1 bound of the whole kernel is <= 2^24) every partial sum is an
+    integer <= 2^24 and float32 is exact; otherwise the GEMM is split by :func:`gemm_exact` and the
+    adds are done in float64.
     """
     n, hp, wp, cin = xp.shape
     kh, kw, _, cout = w.shape
@@ -222,7 +239,7 @@ def _conv_stride1(
             off = b * dw
             e[: rows - off, b * cin : (b + 1) * cin] = xf[off:]  # int8 -> float32 here, chunk by chunk
             e[rows - off :, b * cin : (b + 1) * cin] = 0
-        z = gemm_exact(e, wcat) if exact else e @ wcat
+        z = gemm_exact(e, wcat, acc_dtype == np.float32) if exact else e @ wcat
         # acc[p] = offset + sum_a z[p + a*dh*wp, a-th block]  (the offset costs no extra pass)
         if offset is not None:
             acc = np.add(z[:rows, :cout], offset, dtype=acc_dtype)

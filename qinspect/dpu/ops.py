@@ -16,7 +16,16 @@ import math
 
 import numpy as np
 
-from qinspect.dpu._conv_core import Epilogue, _pair, conv_acc, depthwise_acc, gemm_exact, pad_nhwc, pads_1d
+from qinspect.dpu._conv_core import (
+    Epilogue,
+    _pair,
+    conv_acc,
+    depthwise_acc,
+    gemm_exact,
+    l1_bound,
+    pad_nhwc,
+    pads_1d,
+)
 from qinspect.dpu.fixed_point import QMAX, QMIN, shift_round_half_up
 
 __all__ = [
@@ -242,7 +251,7 @@ def conv2d(
     """
     wq = np.asarray(wq)
     kh, kw, cin, _ = wq.shape
-    stage = float_output_stage(bq, pi, pw, pb, po, act, acc_bound=kh * kw * cin * 2**14)
+    stage = float_output_stage(bq, pi, pw, pb, po, act, acc_bound=l1_bound(wq.reshape(kh * kw * cin, -1)))
     return conv_acc(np.asarray(xq), wq.astype(np.float32), _pair(strides), padding, _pair(dilation),
                     exact=True, epilogue=stage)
 
@@ -279,7 +288,8 @@ def depthwise_conv2d(
 ) -> np.ndarray:
     """DPU DepthwiseConv2D (same output stage as conv2d, fused on chunks as there)."""
     wq = np.asarray(wq)
-    stage = float_output_stage(bq, pi, pw, pb, po, act, acc_bound=wq.shape[0] * wq.shape[1] * 2**14)
+    kh, kw, cin, mult = wq.shape
+    stage = float_output_stage(bq, pi, pw, pb, po, act, acc_bound=l1_bound(wq.reshape(kh * kw, cin * mult)))
     return depthwise_acc(np.asarray(xq), wq, _pair(strides), padding, _pair(dilation), epilogue=stage)
 
 
@@ -319,7 +329,8 @@ def conv2d_transpose_acc(
     xf = x.reshape(n * h * wd, cin)
     for a in range(kh):
         for b in range(kw):
-            contrib = gemm_exact(xf, np.ascontiguousarray(w[a, b].T))  # (cin, cout)
+            wt = np.ascontiguousarray(w[a, b].T)  # (cin, cout)
+            contrib = gemm_exact(xf, wt, cin <= 1024 or l1_bound(wt) <= 2**24)
             contrib = contrib.astype(np.int64).reshape(n, h, wd, cout)
             full[:, a : a + (h - 1) * sh + 1 : sh, b : b + (wd - 1) * sw + 1 : sw, :] += contrib
     return full[:, ct : ct + oh, cl : cl + ow, :]
@@ -350,7 +361,7 @@ def dense_acc(xq: np.ndarray, wq: np.ndarray) -> np.ndarray:
     x = np.asarray(xq, dtype=np.float32)
     w = np.asarray(wq, dtype=np.float32)
     lead = x.shape[:-1]
-    res = gemm_exact(x.reshape(-1, x.shape[-1]), w)
+    res = gemm_exact(x.reshape(-1, x.shape[-1]), w, w.shape[0] <= 1024 or l1_bound(w) <= 2**24)
     return _acc_to_int64(res).reshape(lead + (w.shape[-1],))
 
 
