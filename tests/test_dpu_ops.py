@@ -602,3 +602,14 @@ def test_l1_bound_path_for_wide_layers() -> None:
     assert gemm_exact(a, w[0, 0].astype(np.float32), True).dtype == np.float32
     assert np.array_equal(ops.conv2d_acc(x, w, 1, "same"), _ref_conv(x, w, (1, 1), "same", (1, 1)))
     assert np.array_equal(ops.conv2d_acc(x, w, 2, "same"), _ref_conv(x, w, (2, 2), "same", (1, 1)))
+
+
+def test_output_stage_blocks_equal_one_pass() -> None:
+    # output_stage works on row blocks; the single-pass block function is the reference
+    rng = np.random.default_rng(8)
+    acc = rng.integers(-(2**22), 2**22, size=(3, 50, 40, 24)).astype(np.int64)
+    b = _rand_codes(rng, (24,))
+    assert acc.size > ops._STAGE_BLOCK
+    for act in (None, "relu6", "leaky"):
+        want = ops._output_stage_block(acc, b, 6, 8, 11, 4, act)
+        assert np.array_equal(ops.output_stage(acc, b, 6, 8, 11, 4, act), want)

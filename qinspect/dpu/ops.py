@@ -112,15 +112,34 @@ def output_stage(
     po: int,
     act: str | None = None,
 ) -> np.ndarray:
-    """From an exact accumulator (scale 2^-(pi+pw)) to int8 output codes at ``po``.
+    """From an exact accumulator (scale 2^-(pi+pw), channels on the last axis) to int8 codes at ``po``.
 
     ``acc + (bq << (pi + pw - pb))``, then ``floor(acc / 2^(pi + pw - po) + 0.5)`` and clip.
     A negative bias shift (pb > pi + pw) keeps the bias exact by scaling the accumulator up instead,
     so the sum is still rounded once. Fused leaky: negative sums times 26 / 2^8 before that rounding.
     Range: |acc| <= K * 2^14 and |bq << 16| <= 2^23; the extra left shifts (< 32 bits together for
     positions inside the DPU constraints) keep everything far below 2^62.
+    Runs on cache-sized row blocks (same result, several times faster on big tensors).
     """
     _check_act(act)
+    a = np.asarray(acc)
+    if a.ndim == 0 or a.size <= _STAGE_BLOCK:
+        return _output_stage_block(a, bq, pi, pw, pb, po, act)
+    flat = a.reshape(-1, a.shape[-1])
+    out = np.empty(flat.shape, dtype=np.int8)
+    step = max(1, _STAGE_BLOCK // max(1, flat.shape[1]))
+    for r0 in range(0, flat.shape[0], step):
+        out[r0 : r0 + step] = _output_stage_block(flat[r0 : r0 + step], bq, pi, pw, pb, po, act)
+    return out.reshape(a.shape)
+
+
+_STAGE_BLOCK = 1 << 16  # elements per block: a few int64 temporaries stay in L2
+
+
+def _output_stage_block(
+    acc: np.ndarray, bq: np.ndarray | None, pi: int, pw: int, pb: int, po: int, act: str | None
+) -> np.ndarray:
+    """:func:`output_stage` on one block, in int64 (the reference arithmetic)."""
     a = _i64(acc)
     shift = pi + pw - po
     if bq is not None:
