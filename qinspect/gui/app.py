@@ -29,6 +29,9 @@ def application(argv: list[str] | None = None) -> QApplication:
     app = QApplication.instance()
     if app is None:
         app = QApplication(argv if argv is not None else [sys.argv[0]])
+    # Worker threads run numpy and h5py code that holds the GIL in stretches; a shorter switch
+    # interval hands the UI thread the GIL sooner, so the window keeps repainting meanwhile.
+    sys.setswitchinterval(0.001)
     app.setApplicationName("qinspect")
     app.setOrganizationName("qinspect")
     app.setApplicationDisplayName("qinspect")
