@@ -22,7 +22,7 @@ def test_output_cost_hand_values():
     assert F.output_cost_db(0.7, -1.0) == 0.0
     assert F.output_cost_db(0.0, 1.0) == 0.0
     assert F.output_cost_db(0.5, 7.0) == pytest.approx(10 * math.log10(2))  # fraction capped at 1
-    assert F.output_cost_db(1.0, 1.0) == math.inf
+    assert F.output_cost_db(1.0, 1.0) == pytest.approx(F.MAX_SEVERITY_DB)  # capped
 
 
 def test_saturation_planted_and_absent():

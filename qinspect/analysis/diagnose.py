@@ -245,11 +245,14 @@ def _activation_findings(graph: DpuGraph, node: Node, values: dict[str, np.ndarr
     frac = noise.get(node.name)
     out = []
     layer = display_name(node)
+    covered = False
     if calib_ranges is not None and node.name in calib_ranges:
         f = fnd.coverage(layer, x, pos, calib_ranges[node.name], mode, narrow, noise_frac=frac)
         if f is not None:
             out.append(_tag(f, node))
-    f = fnd.saturation(layer, x, pos, mode, narrow, noise_frac=frac, data=label)
+            covered = True
+    # On evaluation data, values clipped beyond the calibrated range are the coverage finding's.
+    f = None if covered else fnd.saturation(layer, x, pos, mode, narrow, noise_frac=frac, data=label)
     if f is not None:
         out.append(_tag(f, node))
     f = fnd.outlier_range(layer, x, pos, mode, narrow, noise_frac=frac)
@@ -357,22 +360,22 @@ def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values:
             continue
         if what == "output":
             x = values.get(owner.name)
-            mode, _ = _mode(graph, adj.slot, Round.HALF_UP)
+            rmode, _ = _mode(graph, adj.slot, Round.HALF_UP)
         else:
             x = owner.weights.get(what)
-            mode, _ = _mode(graph, adj.slot, Round.HALF_TO_EVEN)
+            rmode, _ = _mode(graph, adj.slot, Round.HALF_TO_EVEN)
         if x is None:
             continue
         iso = sens.isolated.get(owner.name)
         local = fnd.constraint(display_name(owner), adj.constraint, f"{adj.slot[0]}:{adj.slot[1]}", adj.before,
-                               adj.after, x, mode, iso.sqnr_db if iso is not None else None,
+                               adj.after, x, rmode, iso.sqnr_db if iso is not None else None,
                                noise.get(owner.name), text=adj.text)
         if local is None:
             continue
         gain = what_if(graph, sample, positions={adj.slot: adj.before}, batch_size=batch_size,
                        mode=mode).sqnr_db - base_sqnr
         f = fnd.constraint(display_name(owner), adj.constraint, f"{adj.slot[0]}:{adj.slot[1]}", adj.before,
-                           adj.after, x, mode, iso.sqnr_db if iso is not None else None, noise.get(owner.name),
+                           adj.after, x, rmode, iso.sqnr_db if iso is not None else None, noise.get(owner.name),
                            text=adj.text, measured_gain_db=_finite(gain))
         if f is not None:
             out.append(_tag(f, owner))
@@ -448,11 +451,11 @@ def _growth_findings(graph: DpuGraph, sens: SensitivityResult, noise: dict[str, 
     out = []
     for node in quantizing_nodes(graph):
         ins = [sens.accumulated[i] for i in node.inputs if i in sens.accumulated and sens.accumulated[i].n]
-        if not ins or node.name not in sens.isolated:
+        if not ins or node.name not in sens.own:
             continue
         acc_in = _pack_sqnr(ins)
         acc_out = sens.accumulated[node.name].sqnr_db
-        iso = sens.isolated[node.name].sqnr_db
+        iso = sens.own[node.name].sqnr_db
         f = fnd.error_growth(display_name(node), acc_in, acc_out, iso, noise_frac=noise.get(node.name),
                              explained_share=explained.get(node.name, 0.0))
         if f is not None:

@@ -74,6 +74,7 @@ CONSTRAINT_MIN_LOSS_DB = 0.5
 # Values needed before a tail statistic is reported: at least this many values beyond the percentile.
 TAIL_MIN_COUNT = 10
 PERCENTILES = (99.99, 99.9, 99.0)
+MAX_SEVERITY_DB = 30.0
 
 
 @dataclass
@@ -115,9 +116,9 @@ def output_cost_db(share: float, noise_frac: float) -> float:
     share = min(max(float(share), 0.0), 1.0)
     frac = float(noise_frac)
     frac = 0.0 if math.isnan(frac) else min(max(frac, 0.0), 1.0)
-    removed = share * frac
-    if removed >= 1.0:
-        return math.inf
+    # Capped at 30 dB: when one cause would remove (nearly) all output noise the additive model has
+    # broken down and a larger figure would mean nothing.
+    removed = min(share * frac, 1.0 - 10.0 ** (-MAX_SEVERITY_DB / 10.0))
     return -10.0 * math.log10(1.0 - removed)
 
 
@@ -488,31 +489,34 @@ def error_growth(
     layer: str,
     acc_in_sqnr_db: float,
     acc_out_sqnr_db: float,
-    iso_sqnr_db: float,
+    own_sqnr_db: float,
     noise_frac: float | None = None,
     explained_share: float = 0.0,
 ) -> Finding | None:
     """A layer whose accumulated SQNR drops much more than it inherits.
 
-    ``acc_in``: accumulated SQNR of the layer's input(s); ``acc_out``: of its output; ``iso``: its
-    isolated SQNR. Own share of the error at the output: ``10^((acc_out - iso) / 10)`` (own noise over
-    total noise, noises additive), reduced by ``explained_share`` (the share other findings at this
-    layer already explain) so the same error is not ranked twice.
+    ``acc_in``: accumulated SQNR of the layer's input(s); ``acc_out``: of its output; ``own``: the SQNR
+    of the layer's own quantization (weights and output, fed with float inputs, so rounding its inputs,
+    which belongs to the layers producing them, is not counted). Own share of the error at the output:
+    ``10^((acc_out - own) / 10)`` (own noise over total noise, noises additive), reduced by
+    ``explained_share`` (the share other findings at this layer already explain) so the same error is
+    not ranked twice.
     """
-    if not (math.isfinite(acc_out_sqnr_db) and math.isfinite(iso_sqnr_db)):
+    if not (math.isfinite(acc_out_sqnr_db) and math.isfinite(own_sqnr_db)):
         return None
     drop = acc_in_sqnr_db - acc_out_sqnr_db
     if not (drop >= GROWTH_MIN_DROP_DB and acc_out_sqnr_db < GROWTH_MAX_SQNR_DB):
         return None
-    own = min(1.0, 10.0 ** ((acc_out_sqnr_db - iso_sqnr_db) / 10.0))
+    own = min(1.0, 10.0 ** ((acc_out_sqnr_db - own_sqnr_db) / 10.0))
     share = own * (1.0 - min(max(explained_share, 0.0), 1.0))
     evidence = {
         "acc_in_sqnr_db": ev(acc_in_sqnr_db, "accumulated SQNR of the layer's input(s): int8 pipeline from "
                                              "the model input against float, sums over all samples"),
         "acc_out_sqnr_db": ev(acc_out_sqnr_db, "accumulated SQNR of the layer's output"),
         "drop_db": ev(drop, "acc_in - acc_out"),
-        "iso_sqnr_db": ev(iso_sqnr_db, "isolated SQNR: the layer fed with the quantized float reference"),
-        "own_share": ev(own, "10^((acc_out - iso)/10): own noise / total noise at the output"),
+        "own_sqnr_db": ev(own_sqnr_db, "SQNR of the layer's own quantization: weights and output quantized, "
+                                       "inputs the float reference"),
+        "own_share": ev(own, "10^((acc_out - own)/10): own noise / total noise at the output"),
         "explained_by_other_findings": ev(explained_share, "share of this layer's error that other "
                                                            "findings at this layer explain"),
         "mechanism": ev("own error" if own >= 0.5 else "amplifies inherited error",

@@ -12,8 +12,10 @@ For each node that quantizes something (weights, its output, or an input quantiz
   on its own.
 
 Along the way the pass also yields, per node, the *accumulated* error (int8 pipeline from the model
-input against float) and the *isolated* error (the node alone quantized, fed with the quantized float
-reference), as :class:`~qinspect.analysis.metrics.ErrorStats`.
+input against float), the *isolated* error (the node alone quantized, fed with the quantized float
+reference) and the *own* error (the node's own weights and output quantization, fed with the float
+reference itself, so its inputs' rounding is not counted), as
+:class:`~qinspect.analysis.metrics.ErrorStats`.
 
 Cost: per batch, one float and one integer walk over the graph, then for each node two partial walks
 over the nodes that depend on it (the rest is reused from the full walks). For a chain of ``L`` layers
@@ -86,6 +88,7 @@ class SensitivityResult:
     layers: list[LayerSensitivity]
     accumulated: dict[str, ErrorStats]  # node name -> int8 pipeline against float
     isolated: dict[str, ErrorStats]  # node name -> node alone quantized against float
+    own: dict[str, ErrorStats]  # node name -> node's own quantization only (float inputs) against float
     n_samples: int
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # float min/max per node
 
@@ -151,6 +154,11 @@ class BatchRunner:
         changed = _rewalk(self.graph, name, self.base, partial(self._keep_node, name), self.order)
         return {**self.base, **changed}
 
+    def own_error(self, name: str) -> Value:
+        """The node's value with its own quantization (weights, output) but float inputs."""
+        node = self.graph[name]
+        return self.it.node(node, [_f(self.ref[i]) for i in node.inputs])
+
     def only_quantized(self, name: str) -> dict[str, Value]:
         """All values with ``name`` alone quantized (its inputs quantized at their positions)."""
         changed = _rewalk(self.graph, name, self.ref, partial(self._only_node, name), self.order)
@@ -180,6 +188,7 @@ def sensitivity(
     only = {n.name: ErrorStats() for n in targets}
     acc = {n.name: ErrorStats() for n in graph.nodes}
     iso = {n.name: ErrorStats() for n in targets}
+    own = {n.name: ErrorStats() for n in targets}
     n_samples = 0
     for b, batch in enumerate(batches):
         n_samples += len(next(iter(batch.values())))
@@ -189,6 +198,7 @@ def sensitivity(
             _add(acc[node.name], node, run.ref[node.name], run.base[node.name])
         for node in targets:
             keep[node.name].merge(_output_stats(graph, run.ref, run.keep_float(node.name)))
+            _add(own[node.name], node, run.ref[node.name], run.own_error(node.name))
             values = run.only_quantized(node.name)
             _add(iso[node.name], node, run.ref[node.name], values[node.name])
             only[node.name].merge(_output_stats(graph, run.ref, values))
@@ -207,7 +217,7 @@ def sensitivity(
         share = o.sum_d2 / full_noise if full_noise > 0 else (0.0 if o.sum_d2 == 0 else math.inf)
         layers.append(LayerSensitivity(node.name, display_name(node), _clean(gain), o.sqnr_db, share))
     ranges = {k: (s.ref_min, s.ref_max) for k, s in acc.items() if s.n}
-    return SensitivityResult(output, layers, acc, iso, n_samples, ranges)
+    return SensitivityResult(output, layers, acc, iso, own, n_samples, ranges)
 
 
 def what_if(

@@ -1,0 +1,100 @@
+"""Diagnosis on models with one planted cause each: the planted layer and kind must come out first."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from analysis_fixtures import BUILDERS, Plant
+
+from qinspect.analysis.diagnose import diagnose
+from qinspect.dpu.emulator import Emulator
+
+
+@pytest.fixture(scope="session")
+def plants(tmp_path_factory) -> dict[str, Plant]:
+    folder = tmp_path_factory.mktemp("plants")
+    return {kind: build(folder) for kind, build in BUILDERS.items()}
+
+
+def _diagnose(plant: Plant, use_eval: bool = True):
+    emu = Emulator.from_model(str(plant.path), calib_inputs=plant.calib, batch_size=8)
+    name = emu.graph.inputs[0]
+    if use_eval and plant.eval is not None:
+        return emu, diagnose(emu.graph, {name: plant.eval}, {name: plant.calib}, data_label="evaluation")
+    return emu, diagnose(emu.graph, {name: plant.calib})
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("kind", list(BUILDERS))
+def test_planted_cause_ranks_first(plants, kind):
+    plant = plants[kind]
+    _, d = _diagnose(plant)
+    assert d.findings, f"nothing found for planted {kind}"
+    top = d.findings[0]
+    assert (top.layer, top.kind) == (plant.layer, plant.kind), [(f.layer, f.kind, f.severity_db) for f in d.findings]
+    # Every evidence entry says how it was computed.
+    assert all(isinstance(e, dict) and e.get("how") for e in top.evidence.values())
+    assert top.advice and top.advice.endswith(".")
+    json.dumps(d.to_dict(), allow_nan=False)  # strict JSON
+
+
+@pytest.mark.tf
+def test_clean_model_has_no_accuracy_finding(plants):
+    # The coverage model measured on its own calibration data: nothing is wrong with it.
+    _, d = _diagnose(plants["coverage"], use_eval=False)
+    assert d.findings == [], [(f.layer, f.kind, f.severity_db) for f in d.findings]
+
+
+@pytest.mark.tf
+def test_evidence_of_planted_causes(plants):
+    _, d = _diagnose(plants["channel_spread"])
+    f = d.findings[0]
+    # The 50x channel wastes nothing, every other one log2(50) +- the kernel's own spread.
+    bits = f.evidence["bits_wasted"]["value"]
+    assert bits[2] == 0.0 and min(b for i, b in enumerate(bits) if i != 2) > 3
+    assert f.evidence["cle"]["value"].startswith("not applicable")
+    _, d = _diagnose(plants["cpu_fallback"])
+    f = d.findings[0]
+    assert f.evidence["splits_model"]["value"] is True
+    assert f.evidence["partitions"]["value"] == 2
+    assert "0.2" in f.evidence["reason"]["value"]
+    _, d = _diagnose(plants["coverage"])
+    f = d.findings[0]
+    # position 7 covers [-1, 127/128]; inputs 2 * U[0, 0.9]: about 45% of them lie above 127/128.
+    assert f.evidence["position"]["value"] == 7
+    x = plants["coverage"].eval
+    assert f.evidence["outside_int8_range_frac"]["value"] == pytest.approx(np.mean(x > 127 / 128))
+    _, d = _diagnose(plants["alignment"])
+    f = d.findings[0]
+    assert f.evidence["severity_basis"]["value"] == "what-if"
+    rows = f.evidence["branches"]["value"]
+    assert [r["branch"] for r in rows] == ["relu_a"] and rows[0]["sqnr_loss_db"] > 20
+
+
+@pytest.mark.tf
+def test_sensitivity_points_at_the_planted_layer(plants):
+    _, d = _diagnose(plants["outlier_range"])
+    best = max(d.sensitivity, key=lambda s: s.keep_float_gain_db)
+    assert best.layer == "relu_outlier" and best.keep_float_gain_db > 6
+    # Only the spike layer's own tensor carries no error: its quantization is exact.
+    spike = next(s for s in d.sensitivity if s.layer == "spike")
+    assert spike.only_quantized_sqnr_db == math.inf and spike.only_noise_share == 0.0
+
+
+def test_vitis_rich_refcase_alignment(refcases):
+    """The real quantizer's concat alignment crushes the sigmoid branch (DPU_NUMERICS.md section 7)."""
+    emu = Emulator.from_quantized(refcases / "rich" / "quantized.h5")
+    x = np.load(refcases / "rich" / "calib.npy")
+    d = diagnose(emu.graph, {emu.graph.inputs[0]: x})
+    top = d.findings[0]
+    assert (top.layer, top.kind) == ("cat10", "alignment")
+    assert top.evidence["own_positions_inferred"]["value"] is True
+    rows = {r["branch"]: r for r in top.evidence["branches"]["value"]}
+    worst = max(rows.values(), key=lambda r: r["sqnr_loss_db"])
+    # The sigmoid branch: position 7 on its own (values in [0, 1]), 2 after the alignment.
+    assert worst["branch"] == "up9c" and worst["own_position"] == 7 and worst["sqnr_loss_db"] > 25
+    assert top.evidence["shared_position"]["value"] == 2
+    assert top.severity_db > 1.0
