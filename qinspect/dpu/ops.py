@@ -233,6 +233,14 @@ def _acc_to_int64(acc: np.ndarray) -> np.ndarray:
     return acc.astype(np.int64)
 
 
+def _store_int64(t: np.ndarray, dst: np.ndarray) -> None:
+    dst[...] = t  # exact integers in float: the conversion is exact
+
+
+# Chunked kernels convert their exact float accumulators to int64 chunk by chunk (in cache).
+_INT64_ACC = Epilogue(finish=_store_int64, dtype=np.float32, out_dtype=np.int64)
+
+
 def conv2d_acc(
     xq: np.ndarray,
     wq: np.ndarray,
@@ -245,9 +253,8 @@ def conv2d_acc(
     Range: each product <= 2^14 in magnitude; float32 GEMM over K <= 1024 terms is exact (<= 2^24),
     wider K is summed in float64 chunks (see qinspect.dpu._conv_core).
     """
-    x = np.asarray(xq, dtype=np.float32)
     w = np.asarray(wq, dtype=np.float32)
-    return _acc_to_int64(conv_acc(x, w, _pair(strides), padding, _pair(dilation), exact=True))
+    return conv_acc(np.asarray(xq), w, _pair(strides), padding, _pair(dilation), exact=True, epilogue=_INT64_ACC)
 
 
 def conv2d(
@@ -288,8 +295,8 @@ def depthwise_conv2d_acc(
     Range: kh*kw products of <= 2^14 each: float32 sums are exact up to kh*kw = 1024 (<= 2^24),
     float64 beyond (see qinspect.dpu._conv_core.depthwise_acc).
     """
-    acc = depthwise_acc(np.asarray(xq), np.asarray(wq), _pair(strides), padding, _pair(dilation))
-    return _acc_to_int64(acc)
+    return depthwise_acc(np.asarray(xq), np.asarray(wq), _pair(strides), padding, _pair(dilation),
+                         epilogue=_INT64_ACC)
 
 
 def depthwise_conv2d(
@@ -409,6 +416,8 @@ def requantize(q: np.ndarray, pi: int, po: int, act: str | None = None) -> np.nd
     _check_act(act)
     if act == "leaky":
         return leaky_relu(q, pi, po)
+    if pi == po and act is None:
+        return np.clip(q, QMIN, QMAX).astype(np.int8)  # identity on int8 codes (a copy)
     y = shift_round_half_up(_i64(q), pi - po)
     return _clip8(_apply_act_codes(y, act, po))
 
@@ -520,7 +529,8 @@ def _windows_reduce(
     fill: int,
     op: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Reduce pooling windows of an int64 NHWC array: ('max' | 'sum') and the count of valid taps."""
+    """Reduce pooling windows of an NHWC integer array (max, or sum: give int64 for sums) and count the
+    valid taps of each window."""
     kh, kw = pool
     sh, sw = strides
     n, h, wd, c = x.shape
@@ -555,7 +565,8 @@ def max_pool(
     """MaxPool2D on codes (padded taps never win), then re-expressed at ``po`` (identity when aligned)."""
     pool = _pair(pool)
     strides = pool if strides is None else _pair(strides)
-    m, _ = _windows_reduce(_i64(q), pool, strides, padding, fill=np.iinfo(np.int64).min, op="max")
+    # int8 all the way: padding with -128 never changes a window's maximum (every code is >= -128)
+    m, _ = _windows_reduce(np.asarray(q, dtype=np.int8), pool, strides, padding, fill=QMIN, op="max")
     return requantize(m, pi, po)
 
 
