@@ -174,3 +174,15 @@ def test_a_failing_diagnosis_leaves_the_rest_of_the_report(small_capture, refcas
 def test_skipped_diagnosis_says_so(vitis_report):
     assert vitis_report.findings is None
     assert "not asked for" in vitis_report.findings_missing
+
+
+def test_error_histogram_counts_the_isolated_errors_of_the_emulator_run(vitis_report):
+    from qinspect.report.collect import ERROR_SAMPLE
+
+    layers = _layers(vitis_report)
+    fc = layers["fc"]
+    n = 16 * 10  # samples x logits: all kept
+    assert fc["error_histogram"]["view"] == "isolated" and sum(fc["error_histogram"]["counts"]) == n
+    assert fc["error_histogram"]["what"].endswith(f"all {n} values")
+    relu1 = layers["relu1"]["error_histogram"]
+    assert sum(relu1["counts"]) == ERROR_SAMPLE and "the first" in relu1["what"]

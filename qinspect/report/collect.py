@@ -60,6 +60,35 @@ class Emulation:
     warnings: list[str] = field(default_factory=list)
 
 
+# Error values kept per node for the error histogram (the first ones seen; float32, 256 KiB per node).
+ERROR_SAMPLE = 1 << 16
+
+
+@dataclass
+class SampledErrorStats(ErrorStats):
+    """:class:`ErrorStats` that also keeps the first :data:`ERROR_SAMPLE` element errors ``test - ref``.
+
+    The sums, and so every metric, are exactly those of ErrorStats; the kept errors only draw the error
+    histogram (whose caption says it covers the first values).
+    """
+
+    errors: list[np.ndarray] = field(default_factory=list, repr=False)
+    kept: int = 0
+
+    def update(self, ref: np.ndarray, test: np.ndarray, *args: Any, **kwargs: Any) -> SampledErrorStats:
+        super().update(ref, test, *args, **kwargs)
+        room = ERROR_SAMPLE - self.kept
+        if room > 0:
+            d = (np.asarray(test, np.float64).reshape(-1)[:room] - np.asarray(ref, np.float64).reshape(-1)[:room])
+            self.errors.append(d.astype(np.float32))
+            self.kept += d.size
+        return self
+
+    def error_sample(self) -> np.ndarray:
+        """The kept errors, concatenated."""
+        return np.concatenate(self.errors) if self.errors else np.zeros(0, np.float32)
+
+
 # ------------------------------------------------------------------------------------------ sources
 
 
@@ -156,7 +185,7 @@ def _run_emulator(emu_mod: Any, source: Any, positions: str | None, em: Emulatio
     if has_acts and all(emulator.graph.pos(s) is not None for s in emulator.graph.slots):
         if progress:
             progress(0, 1, "emulating")
-        em.results = dict(emulator.run(source, batch_size=batch_size, stats_factory=ErrorStats))
+        em.results = dict(emulator.run(source, batch_size=batch_size, stats_factory=SampledErrorStats))
     elif not has_acts:
         em.warnings.append("a model file holds no activations: capture it (qinspect capture) for activation "
                            "histograms and error figures")
@@ -272,6 +301,10 @@ def _batches(capture: Capture, layer: str, max_samples: int | None) -> Callable[
             yield capture.activation(layer, slice(start, min(n, start + step)))
 
     return gen
+
+
+def _error_sample(stats: ErrorStats | None) -> np.ndarray | None:
+    return stats.error_sample() if isinstance(stats, SampledErrorStats) else None
 
 
 def _stats(result: Any, which: str) -> ErrorStats | None:
@@ -520,6 +553,7 @@ def _section(row: Row, i: int, leaf_index: dict[str, int], source: Any, em: Emul
         positions_source=em.positions_source if any(v is not None for v in positions.values()) else "",
         isolated=_stats(result, "isolated"),
         accumulated=_stats(result, "accumulated"),
+        isolated_error=_error_sample(_stats(result, "isolated")),
         weights=weights,
         rewrites=rewrites,
         adjustments=adjustments,

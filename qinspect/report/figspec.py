@@ -175,7 +175,8 @@ def error_figure(
             Marker(lsb / 2, "+½ LSB", color=GREY, dashed=True),
         ]
     log_y = wants_log(counts)
-    caption = f"{view.capitalize()} error of every output value of {layer}."
+    total = int(sum(float(c) for c in counts))
+    caption = f"{view.capitalize()} error of {total} output values of {layer}."
     if lsb is not None:
         caption += (" Dashed: half an output LSB, the rounding error alone; values beyond it come from clipping "
                     "or from error carried in.")

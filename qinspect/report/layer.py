@@ -203,7 +203,11 @@ def _error_part(sec: LayerSection, s: FloatSummary | None, inp: LayerInputs, pre
         if lsb is not None:  # keep the +-1/2 LSB rounding window in view
             lo, hi = min(lo, -lsb / 2), max(hi, lsb / 2)
         hist = activation_histogram(err, bins=HIST_BINS, lo=lo, hi=hi)
-        view, what = "isolated", "emulated isolated output minus float output"
+        view = "isolated"
+        total = inp.isolated.n if inp.isolated is not None else None
+        seen = f"all {err.size} values" if err.size == total else (
+            f"the first {err.size} of {total} values" if total else f"{err.size} values")
+        what = f"emulated isolated output minus float reference, {seen}"
     elif s is not None and s.rounding_error is not None:
         # No emulator output: the error of rounding this layer's own float output at its position.
         hist, view = s.rounding_error, "output rounding"
