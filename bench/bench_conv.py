@@ -36,7 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--variants", action="store_true", help="also time the emulator on one worker thread")
+    ap.add_argument("--variants", action="store_true", help="also time other threading set-ups")
     args = ap.parse_args()
 
     from qinspect.dpu import ops
@@ -60,16 +60,22 @@ def main() -> None:
 
     from qinspect.dpu import _conv_core
 
-    def emulate_1worker() -> np.ndarray:
-        _conv_core.set_threads(1)
-        try:
-            return emulate()
-        finally:
-            _conv_core.set_threads(2)
+    def variant(workers: int, blas_1: bool):
+        def run() -> np.ndarray:
+            _conv_core.set_threads(workers)
+            _conv_core._blas_per_call_1 = blas_1
+            try:
+                return emulate()
+            finally:
+                _conv_core.set_threads(2)
+                _conv_core._blas_per_call_1 = True
+
+        return run
 
     fns = {"emu": emulate, "tf": tf_conv}
     if args.variants:
-        fns["emu_1worker"] = emulate_1worker
+        fns["1 worker, BLAS threads"] = variant(1, False)
+        fns["2 workers, BLAS threads too"] = variant(2, False)
     times = _interleaved(fns, args.repeats)
     t_emu = statistics.median(times["emu"])
     t_tf = statistics.median(times["tf"])
@@ -80,14 +86,16 @@ def main() -> None:
     same = np.array_equal(acc, tf.nn.conv2d(xf[:2], wf, 1, "SAME").numpy().astype(np.int64))
 
     print(f"Conv2D 3x3 64->64 'same' on {args.batch}x56x56x64, median of {args.repeats} interleaved runs")
-    print(f"  qinspect exact int8 (acc + DPU output stage): {t_emu * 1000:8.1f} ms")
+    print(f"  qinspect exact int8 (acc + DPU output stage): {t_emu * 1000:8.1f} ms"
+          f"  (2 workers, 1 BLAS thread per GEMM)")
     print(f"  TensorFlow float32 tf.nn.conv2d:              {t_tf * 1000:8.1f} ms")
     print(f"  ratio emulator / TensorFlow (medians):        {t_emu / t_tf:8.2f}  (target <= 1.5)")
     print(f"  median of per-pair ratios (interleaved):      {pair_ratio:8.2f}")
     print(f"  best times: emulator {min(times['emu']) * 1000:.1f} ms, TensorFlow {min(times['tf']) * 1000:.1f} ms")
     if args.variants:
-        t1 = statistics.median(times["emu_1worker"])
-        print(f"  emulator, one worker thread (OpenBLAS threads only): {t1 * 1000:.1f} ms ({t1 / t_tf:.2f}x TF)")
+        for name in ("1 worker, BLAS threads", "2 workers, BLAS threads too"):
+            tv = statistics.median(times[name])
+            print(f"  variant {name:28s}: {tv * 1000:8.1f} ms ({tv / t_tf:.2f}x TF)")
     print(f"  accumulator equals TF float32 result on 2 images: {same}")
 
 

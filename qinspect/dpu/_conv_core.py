@@ -17,9 +17,12 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
+
+from qinspect.dpu._blas import single_threaded_blas
 
 # Largest K whose int8 x int8 dot products stay exact in float32: 1024 * 2^14 = 2^24.
 EXACT_K32 = 1024
@@ -256,6 +259,8 @@ def _conv_stride1(
 _local = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _threads = max(1, min(2, os.cpu_count() or 1))
+# With worker threads, give each GEMM call one BLAS thread (see qinspect.dpu._blas).
+_blas_per_call_1 = True
 
 
 def set_threads(n: int) -> None:
@@ -287,8 +292,9 @@ def _run_chunks(fn: Callable[[tuple[int, int]], None], chunks: list[tuple[int, i
         return
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=_threads, thread_name_prefix="qinspect-conv")
-    for f in [_pool.submit(fn, c) for c in chunks]:
-        f.result()
+    with single_threaded_blas() if _blas_per_call_1 else nullcontext():
+        for f in [_pool.submit(fn, c) for c in chunks]:
+            f.result()
 
 
 def depthwise_acc(
