@@ -1,0 +1,89 @@
+"""``qinspect diagnose`` run as a user would: captures made by ``qinspect capture``, JSON read back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from analysis_fixtures import coverage, leaky
+
+from qinspect.cli import main
+
+
+@pytest.fixture(scope="module")
+def captures(tmp_path_factory, cli_module_runner):
+    folder = tmp_path_factory.mktemp("diagnose_cli")
+    plant = coverage(folder)
+    other = leaky(folder)
+    np.save(folder / "calib.npy", plant.calib)
+    np.save(folder / "eval.npy", plant.eval)
+    np.save(folder / "other.npy", other.calib)
+    out = {}
+    for name, model, npy in (("calib", plant.path, "calib.npy"), ("eval", plant.path, "eval.npy"),
+                             ("other", other.path, "other.npy")):
+        path = folder / f"{name}_capture.h5"
+        r = cli_module_runner("capture", str(model), "--inputs", str(folder / npy), "-o", str(path), "-q")
+        assert r.returncode == 0, r.stderr
+        out[name] = path
+    out["model"] = plant.path
+    out["calib_npy"] = folder / "calib.npy"
+    return out
+
+
+@pytest.fixture(scope="module")
+def cli_module_runner():
+    from conftest import run_cli
+
+    return run_cli
+
+
+@pytest.mark.tf
+def test_eval_capture_coverage_json(captures, cli):
+    r = cli("diagnose", str(captures["calib"]), "--eval", str(captures["eval"]), "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    top = data["findings"][0]
+    assert (top["layer"], top["kind"]) == ("img", "coverage")
+    assert set(top) == {"layer", "kind", "severity", "evidence", "advice"}
+    assert top["severity"] > 1
+    assert data["measured_on"].startswith("evaluation")
+    sens = {s["layer"]: s for s in data["sensitivity"]}
+    assert {"img", "conv1", "relu1", "gap", "out"} <= set(sens)
+    assert all({"keep_float_gain_db", "only_quantized_sqnr_db", "only_noise_share"} <= set(s)
+               for s in data["sensitivity"])
+
+
+@pytest.mark.tf
+def test_text_output_and_model_with_inputs(captures, capsys):
+    assert main(["diagnose", str(captures["model"]), "--inputs", str(captures["calib_npy"])]) == 0
+    text = capsys.readouterr().out
+    assert "0 finding(s)" in text and "sensitivity (output SQNR)" in text
+
+
+@pytest.mark.tf
+def test_eval_capture_of_another_model_is_refused(captures, cli):
+    r = cli("diagnose", str(captures["calib"]), "--eval", str(captures["other"]))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert str(captures["other"]) in lines[0] and str(captures["calib"]) in lines[0]
+
+
+def test_bad_input_messages(tmp_path, capsys):
+    missing = tmp_path / "nope.h5"
+    assert main(["diagnose", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(missing) in err
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not a model at all")
+    assert main(["diagnose", str(junk)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(junk) in err
+
+
+@pytest.mark.tf
+def test_model_without_inputs_is_refused(captures, capsys):
+    assert main(["diagnose", str(captures["model"])]) == 2
+    err = capsys.readouterr().err
+    assert "--inputs" in err and str(captures["model"]) in err
