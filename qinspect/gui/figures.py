@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyqtgraph as pg
+import shiboken6
 from pyqtgraph.exporters import ImageExporter
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject, Qt, QThread, Signal, Slot
 
@@ -122,9 +123,8 @@ def _legend_corner(spec: FigureSpec) -> tuple[int, int]:
 
 
 def _build(spec: FigureSpec) -> pg.PlotWidget:
+    # Never shown: the plot is laid out at the figure's size and painted straight into an image.
     widget = pg.PlotWidget(background=_BACKGROUND)
-    # Rendered without ever appearing on screen, also when the GUI is running.
-    widget.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen, True)
     widget.resize(spec.width, spec.height)
     plot = widget.getPlotItem()
     plot.setTitle(spec.title, color=_FOREGROUND, size="11pt")
@@ -158,7 +158,9 @@ def _build(spec: FigureSpec) -> pg.PlotWidget:
         lo, hi = min([data[0], *vals]), max([data[1], *vals])
         pad = 0.04 * (hi - lo or 1.0)
         setter(lo - pad, hi + pad, padding=0)
-    widget.show()  # lays out at the requested size (WA_DontShowOnScreen keeps it invisible)
+    plot.setGeometry(0, 0, spec.width, spec.height)
+    widget.setSceneRect(0, 0, spec.width, spec.height)
+    plot.layout.activate()
     return widget
 
 
@@ -167,7 +169,6 @@ def render_png(spec: FigureSpec) -> bytes:
     _app()
     widget = _build(spec)
     try:
-        pg.QtWidgets.QApplication.processEvents()
         exporter = ImageExporter(widget.getPlotItem())
         exporter.parameters()["width"] = spec.width
         image = exporter.export(toBytes=True)
@@ -179,8 +180,8 @@ def render_png(spec: FigureSpec) -> bytes:
         buf.close()
         return bytes(data.data())
     finally:
-        widget.close()
-        widget.deleteLater()
+        # Delete now: deleteLater would wait for an event loop the command line never runs.
+        shiboken6.delete(widget)
 
 
 class _GuiThreadRenderer(QObject):
