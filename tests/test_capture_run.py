@@ -326,3 +326,52 @@ def test_run_capture_result_and_plan(small_model, tmp_path):
         np.testing.assert_array_equal(h5["activations"]["add"][()], plain.activation("add"))
     with pytest.raises(QInspectError, match="already exists"):
         runner.run_capture(plan, tmp_path / "c.h5", keras_model=model)
+
+
+@pytest.mark.parametrize("kind", ["savedmodel", "keras3"])
+def test_other_model_formats_capture_the_same_values(small_model, small_capture, tmp_path, kind):
+    """A SavedModel folder (tf_keras) and a Keras 3 ``.keras`` file of the same network capture the same
+    activations, under the same layer names, as the ``.h5``."""
+    model, _, inputs = small_model
+    if kind == "savedmodel":
+        path = tmp_path / "small_savedmodel"
+        model.save(path, save_format="tf")
+    else:
+        import keras
+
+        path = tmp_path / "small.keras"
+        k3 = _keras3_copy(keras, model)
+        k3.save(path)
+    out = tmp_path / "c.h5"
+    result = run_cli("capture", str(path), "--inputs", str(inputs), "-o", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    reference, _ = small_capture
+    with Capture.open(out) as cap, Capture.open(reference) as ref:
+        assert cap.layers_with_activations() == ref.layers_with_activations()
+        for name in ref.layers_with_activations():
+            want = ref.activation(name)
+            np.testing.assert_allclose(cap.activation(name), want, rtol=1e-5, atol=1e-6 * np.abs(want).max(),
+                                       err_msg=name)
+        np.testing.assert_array_equal(cap.weights("block/b_conv")["kernel"], ref.weights("block/b_conv")["kernel"])
+
+
+def _keras3_copy(keras, model):
+    """The small model rebuilt with Keras 3 layers and the tf_keras weights."""
+    block_in = keras.Input((8, 8, 8), name="block_in")
+    y = keras.layers.Conv2D(8, 3, padding="same", name="b_conv")(block_in)
+    y = keras.layers.ReLU(name="b_relu")(y)
+    block = keras.Model(block_in, y, name="block")
+    inp = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inp)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    y = block(x)
+    x = keras.layers.Add(name="add")([x, y])
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = keras.layers.Dense(4, name="fc")(x)
+    k3 = keras.Model(inp, out, name="small")
+    for name in ("conv1", "bn1", "dw", "fc"):
+        k3.get_layer(name).set_weights(model.get_layer(name).get_weights())
+    block.get_layer("b_conv").set_weights(model.get_layer("block").get_layer("b_conv").get_weights())
+    return k3

@@ -96,9 +96,16 @@ def _is_multi(shape: Any) -> bool:
 
 def _open_model(path: str) -> Any:
     """The graph + weights of a model file, read without TensorFlow."""
-    from qinspect.io.model_file import open_model
+    from qinspect.io.model_file import NeedsTensorFlowError, open_model
 
-    return open_model(path)
+    try:
+        return open_model(path)
+    except NeedsTensorFlowError:
+        # A SavedModel folder: its graph and weights are read with TensorFlow's protobuf and
+        # checkpoint readers (nothing in it is deserialized as Keras objects).
+        from qinspect.capture.savedmodel import open_savedmodel
+
+        return open_savedmodel(path)
 
 
 def match_layers(graph: ModelGraph, patterns: str | Sequence[str] | None) -> list[str]:
