@@ -1,0 +1,119 @@
+"""Benchmark ``qinspect diagnose``: the demo capture end to end, and how the time grows with samples and
+layers. Run: ``.venv/bin/python bench/bench_diagnose.py [--quick]``.
+
+Figures (wall and CPU seconds, measured in this run):
+1. the demo capture as ``qinspect diagnose resources/demo/demo_capture.h5`` runs it (open, calibrate,
+   diagnose with sensitivity): target under 30 s;
+2. the demo with 4, 8, 16, 32 sensitivity samples: ratio to the 4-sample time (expect ~linear);
+3. synthetic conv chains of 4, 8, 16, 32 layers, 16 samples: ratio to the 4-layer time. Sensitivity
+   re-walks every layer's descendants twice, so a chain costs ~L^2 node evaluations: expect the ratio
+   to grow between linearly and quadratically (fixed costs dominate short chains).
+CPU time is printed beside wall time because the machine may be shared: CPU time is what the code costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from qinspect.analysis.diagnose import diagnose  # noqa: E402
+from qinspect.dpu.emulator import Emulator  # noqa: E402
+from qinspect.io.capture_file import Capture  # noqa: E402
+from qinspect.io.graph import Layer, ModelGraph  # noqa: E402
+
+DEMO = REPO / "resources" / "demo" / "demo_capture.h5"
+
+
+def timed(fn):
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+class _ChainSource:
+    """A synthetic float model: input -> L x Conv2D(3x3, ReLU) -> GAP -> Dense, random weights."""
+
+    def __init__(self, n_layers: int, hw: int = 24, ch: int = 16, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        layers = [Layer("input", "InputLayer", {"batch_input_shape": [None, hw, hw, ch]},
+                        output_shape=[None, hw, hw, ch])]
+        self._w: dict[str, dict[str, np.ndarray]] = {}
+        prev = "input"
+        for i in range(n_layers):
+            name = f"conv{i}"
+            cfg = {"filters": ch, "kernel_size": [3, 3], "strides": [1, 1], "padding": "same",
+                   "dilation_rate": [1, 1], "activation": "relu", "use_bias": True}
+            layers.append(Layer(name, "Conv2D", cfg, [prev], output_shape=[None, hw, hw, ch],
+                                weight_shapes={"kernel": [3, 3, ch, ch], "bias": [ch]}))
+            self._w[name] = {"kernel": rng.normal(scale=np.sqrt(2 / (9 * ch)), size=(3, 3, ch, ch)).astype(np.float32),
+                             "bias": rng.normal(scale=0.05, size=ch).astype(np.float32)}
+            prev = name
+        layers.append(Layer("gap", "GlobalAveragePooling2D", {}, [prev], output_shape=[None, ch]))
+        layers.append(Layer("out", "Dense", {"units": 10, "activation": "linear", "use_bias": True}, ["gap"],
+                            output_shape=[None, 10], weight_shapes={"kernel": [ch, 10], "bias": [10]}))
+        self._w["out"] = {"kernel": rng.normal(size=(ch, 10)).astype(np.float32) / 4,
+                          "bias": np.zeros(10, np.float32)}
+        self.graph = ModelGraph(f"chain{n_layers}", layers, ["input"], ["out"])
+        self.path = ""
+
+    def weights(self, layer: str) -> dict[str, np.ndarray]:
+        return dict(self._w.get(layer, {}))
+
+
+def demo_end_to_end(sens_samples: int = 16) -> tuple[float, float, int, int]:
+    def go():
+        cap = Capture.open(DEMO)
+        try:
+            emu = Emulator.from_model(cap, calib_inputs=cap, batch_size=32)
+            x = {emu.graph.inputs[0]: cap.inputs(None, slice(0, 64))}
+            d = diagnose(emu.graph, x, sens_samples=sens_samples)
+            return len(emu.graph.nodes), len(d.findings)
+        finally:
+            cap.close()
+
+    (nodes, nf), wall, cpu = timed(go)
+    return wall, cpu, nodes, nf
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer points")
+    args = ap.parse_args()
+    if DEMO.exists():
+        wall, cpu, nodes, nf = demo_end_to_end()
+        print(f"1. demo capture end to end ({nodes} emulator nodes, 64 samples, sensitivity on 16): "
+              f"{wall:.1f} s wall, {cpu:.1f} s CPU; {nf} finding(s); target < 30 s: "
+              f"{'OK' if wall < 30 else 'OVER'}")
+        cap = Capture.open(DEMO)
+        emu = Emulator.from_model(cap, calib_inputs=cap, batch_size=32)
+        x = {emu.graph.inputs[0]: cap.inputs(None, slice(0, 64))}
+        cap.close()
+        print("2. demo diagnose vs sensitivity samples (calibration excluded):")
+        base = None
+        for s in ((4, 16) if args.quick else (4, 8, 16, 32)):
+            _, wall, cpu = timed(lambda s=s: diagnose(emu.graph, x, sens_samples=s))
+            base = base or cpu
+            print(f"   {s:3d} samples: {wall:6.1f} s wall, {cpu:6.1f} s CPU, CPU ratio to 4 samples {cpu / base:5.2f}")
+    else:
+        print(f"1./2. skipped: {DEMO} not built (python resources/make_demo.py)")
+    print("3. synthetic conv chains (24x24x16), 16 samples:")
+    base = None
+    for n_layers in ((4, 16) if args.quick else (4, 8, 16, 32)):
+        src = _ChainSource(n_layers)
+        x = np.random.default_rng(1).uniform(0, 1, size=(16, 24, 24, 16)).astype(np.float32)
+        emu = Emulator.from_model(src, calib_inputs=x, batch_size=16)
+        _, wall, cpu = timed(lambda emu=emu, x=x: diagnose(emu.graph, {"input": x}, sens_samples=16))
+        base = base or cpu
+        print(f"   {n_layers:3d} layers ({len(emu.graph.nodes):3d} nodes): {wall:6.1f} s wall, {cpu:6.1f} s CPU, "
+              f"CPU ratio to 4 layers {cpu / base:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
