@@ -98,3 +98,12 @@ def test_vitis_rich_refcase_alignment(refcases):
     assert worst["branch"] == "up9c" and worst["own_position"] == 7 and worst["sqnr_loss_db"] > 25
     assert top.evidence["shared_position"]["value"] == 2
     assert top.severity_db > 1.0
+
+
+def test_memory_budget_reduces_samples_and_says_so(refcases):
+    emu = Emulator.from_quantized(refcases / "rich" / "quantized.h5")
+    x = np.load(refcases / "rich" / "calib.npy")
+    d = diagnose(emu.graph, {emu.graph.inputs[0]: x}, memory_budget=200_000)
+    assert d.n_samples < 32
+    assert any("must fit in" in note for note in d.notes)
+    assert d.to_dict()["samples"] == d.n_samples

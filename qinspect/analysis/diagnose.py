@@ -94,11 +94,12 @@ def _head(inputs: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
     return {k: np.asarray(v[:n], np.float32) for k, v in inputs.items()}
 
 
-def float_values(graph: DpuGraph, inputs: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    """Every node's float (reference) output over all samples of ``inputs``, concatenated."""
+def float_values(graph: DpuGraph, inputs: dict[str, np.ndarray], batch_size: int,
+                 keep: set[str] | None = None) -> dict[str, np.ndarray]:
+    """The float (reference) output of the nodes in ``keep`` (all when None) over all samples."""
     parts: dict[str, list[np.ndarray]] = {}
     for batch in _batches(inputs, batch_size):
-        for name, v in Evaluator(graph, "float").run(batch).items():
+        for name, v in Evaluator(graph, "float").run(batch, keep=keep).items():
             parts.setdefault(name, []).append(v.float())
     return {k: np.concatenate(v) for k, v in parts.items()}
 
@@ -169,8 +170,12 @@ def diagnose(
     batch_size: int = 16,
     progress: Callable[[str], None] | None = None,
     mode: str = "sim",
+    memory_budget: float = 2**30,
 ) -> Diagnosis:
     """Diagnose ``graph`` on ``data``; ``calib`` (when ``data`` is evaluation data) enables coverage.
+
+    ``memory_budget`` (bytes) bounds the float tensors kept for the findings: fewer samples are used
+    (and a note says so) when ``max_samples`` of them would not fit.
 
     ``mode``: ``"sim"`` (the quantizer's float32 simulation, fast) or ``"int"`` (the DPU integer
     pipeline), see :func:`qinspect.analysis.sensitivity.sensitivity`.
@@ -196,8 +201,18 @@ def diagnose(
     out_values = sens.output.n
     if out_values < 100:
         notes.append(f"the output SQNR rests on only {out_values} output values; sensitivity figures are rough")
+    # The findings read the float output of every quantized node and the input of every conv.
+    needed = {n.name for n in graph.nodes if n.out_slot is not None}
+    needed |= {n.inputs[0] for n in graph.nodes if n.op in CONV_OPS and n.inputs}
+    per_sample = sum(sens.accumulated[k].n for k in needed if k in sens.accumulated) * 4 / max(n_sens, 1)
+    n_find = max(1, min(n, int(memory_budget // max(per_sample, 1))))
+    if n_find < n:
+        notes.append(f"findings measured on {n_find} samples, not {n}: their float tensors "
+                     f"({per_sample / 2**20:.0f} MiB a sample) must fit in {memory_budget / 2**30:.1f} GiB")
+        sample = _head(sample, n_find)
+        n = n_find
     say("float tensors")
-    values = float_values(graph, sample, batch_size)
+    values = float_values(graph, sample, batch_size, keep=needed)
     calib_ranges = None
     if calib is not None:
         say("calibration ranges")
