@@ -309,7 +309,7 @@ class Emulator:
     def _update(node: Node, r: LayerResult, ref: Value, acc: Value, iso: Value | None,
                 stats_factory: Callable[[], Any] | None, keep_int8: bool, keep_float: bool) -> None:
         rf = ref.float()
-        fused = isinstance(acc, _FusedValue) and acc.pre is not None
+        fused = isinstance(acc, _FusedValue) and acc.has_pre
         if stats_factory is not None:
             for attr, v in (("accumulated", acc), ("isolated", iso)):
                 if v is None:
@@ -317,7 +317,7 @@ class Emulator:
                 if getattr(r, attr) is None:
                     setattr(r, attr, stats_factory())
                 st = getattr(r, attr)
-                quant = v.quantized and not (isinstance(v, _FusedValue) and v.pre is not None)
+                quant = v.quantized and not (isinstance(v, _FusedValue) and v.has_pre)
                 if quant:
                     lo, hi = -128 * 2.0 ** -v.pos, 127 * 2.0 ** -v.pos
                     st.update(rf, v.float(), q=v.codes(), clip_lo=lo, clip_hi=hi)

@@ -241,11 +241,15 @@ class Evaluator:
             q = ops.output_stage(acc, bq, pi, pw, pb_eff, po, iact)
             v = Value(q=q, pos=po)
             if act_node is not None:
-                # Also keep the conv's own (unquantized) value for reports and dump comparison.
-                a = acc.astype(np.float64)
-                if bq is not None:
-                    a = a + bq.astype(np.float64) * 2.0 ** (pi + pw - pb_eff)
-                return _FusedValue(q=q, pos=po, pre=(a * 2.0 ** -(pi + pw)).astype(F32))
+                # The conv's own (unquantized) value, for reports and dump comparison: computed only
+                # when asked (it costs a float64 pass over the accumulator).
+                def pre(acc=acc, bq=bq, pi=pi, pw=pw, pb=pb_eff) -> np.ndarray:
+                    a = acc.astype(np.float64)
+                    if bq is not None:
+                        a = a + bq.astype(np.float64) * 2.0 ** (pi + pw - pb)
+                    return (a * 2.0 ** -(pi + pw)).astype(F32)
+
+                return _FusedValue(q=q, pos=po, pre=pre)
             return v
         if op in ("relu", "leaky_relu", "activation") and node.name in self._fused_producer:
             src = ins[0]
@@ -265,8 +269,10 @@ class Evaluator:
             q = ops.add([(v.codes(), v.pos) for v in ins], po, iact)
             if act_node is None:
                 return Value(q=q, pos=po)
-            pre = sum(v.codes().astype(np.float64) * 2.0 ** -v.pos for v in ins)
-            return _FusedValue(q=q, pos=po, pre=np.asarray(pre, dtype=F32))
+            def pre_add(ins=ins) -> np.ndarray:
+                return np.asarray(sum(v.codes().astype(np.float64) * 2.0 ** -v.pos for v in ins), dtype=F32)
+
+            return _FusedValue(q=q, pos=po, pre=pre_add)
         if oslot is None:
             return None
         po = self.pos(oslot)
@@ -410,14 +416,30 @@ class Evaluator:
 
 class _FusedValue(Value):
     """The result of a conv / add whose activation is fused: codes at the activation's position
-    (what the activation node outputs) and, for convs, the unquantized conv value in ``pre``."""
+    (what the activation node outputs) and, for the conv / add's own unquantized output, a function
+    computing it on demand (``pre``)."""
 
-    def __init__(self, q: np.ndarray, pos: int, pre: np.ndarray | None) -> None:
+    def __init__(self, q: np.ndarray, pos: int, pre: Callable[[], np.ndarray] | None) -> None:
         super().__init__(f=None, q=q, pos=pos)
-        self.pre = pre
+        self._pre = pre
+        self._pre_value: np.ndarray | None = None
+
+    @property
+    def pre(self) -> np.ndarray | None:
+        """The unquantized output of the fused producer (None when unknown)."""
+        if self._pre is None:
+            return None
+        if self._pre_value is None:
+            self._pre_value = self._pre()
+        return self._pre_value
+
+    @property
+    def has_pre(self) -> bool:
+        """True when the producer's own output can be computed."""
+        return self._pre is not None
 
     def float(self) -> np.ndarray:  # what the quantizer's model shows at the conv's own output
-        if self.pre is not None:
+        if self._pre is not None:
             return self.pre
         return super().float()
 
