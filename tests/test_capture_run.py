@@ -375,3 +375,27 @@ def _keras3_copy(keras, model):
         k3.get_layer(name).set_weights(model.get_layer(name).get_weights())
     block.get_layer("b_conv").set_weights(model.get_layer("block").get_layer("b_conv").get_weights())
     return k3
+
+
+def test_info_on_capture_shows_the_models_tree_with_tensorflow_blocked(small_model, small_capture):
+    """``qinspect info CAPTURE`` runs with TensorFlow made unimportable and prints the model's tree."""
+    _, model_path, _ = small_model
+    out, _ = small_capture
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'tf_keras', 'keras'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from qinspect.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    from_capture = subprocess.run([sys.executable, "-c", blocker, "info", str(out)], capture_output=True, text=True,
+                                  cwd=REPO)
+    assert from_capture.returncode == 0, from_capture.stderr
+    from_model = run_cli("info", str(model_path))
+    assert from_model.returncode == 0, from_model.stderr
+    # Same rows (the first line names the file and its kind, which differ).
+    assert from_capture.stdout.splitlines()[1:] == from_model.stdout.splitlines()[1:]
+    assert "block/b_conv" in from_capture.stdout
