@@ -87,3 +87,20 @@ def test_model_without_inputs_is_refused(captures, capsys):
     assert main(["diagnose", str(captures["model"])]) == 2
     err = capsys.readouterr().err
     assert "--inputs" in err and str(captures["model"]) in err
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("positions", ["quantized.h5", "positions.json"])
+def test_vitis_positions_show_the_concat_alignment(refcases, tmp_path_factory, cli, positions):
+    rich = refcases / "rich"
+    cap = tmp_path_factory.getbasetemp() / "rich_capture.h5"
+    if not cap.exists():
+        r = cli("capture", str(rich / "float.h5"), "--inputs", str(rich / "calib.npy"), "-o", str(cap), "-q")
+        assert r.returncode == 0, r.stderr
+    r = cli("diagnose", str(cap), "--positions", str(rich / positions), "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    top = data["findings"][0]
+    assert (top["layer"], top["kind"]) == ("cat10", "alignment")
+    assert top["evidence"]["shared_position"]["value"] == 2
+    assert str(rich / positions) in data["positions_from"]

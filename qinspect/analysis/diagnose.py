@@ -171,11 +171,14 @@ def diagnose(
     progress: Callable[[str], None] | None = None,
     mode: str = "sim",
     memory_budget: float = 2**30,
+    external_positions: bool | None = None,
 ) -> Diagnosis:
     """Diagnose ``graph`` on ``data``; ``calib`` (when ``data`` is evaluation data) enables coverage.
 
     ``memory_budget`` (bytes) bounds the float tensors kept for the findings: fewer samples are used
-    (and a note says so) when ``max_samples`` of them would not fit.
+    (and a note says so) when ``max_samples`` of them would not fit. ``external_positions``: the
+    positions came from elsewhere (a quantized.h5 or positions JSON), so no log of the constraint pass
+    exists and concat alignment is inferred (None: decide from the graph, True for a quantized.h5).
 
     ``mode``: ``"sim"`` (the quantizer's float32 simulation, fast) or ``"int"`` (the DPU integer
     pipeline), see :func:`qinspect.analysis.sensitivity.sensitivity`.
@@ -224,7 +227,10 @@ def diagnose(
         if sp is not None:
             found.append(sp)
     say("alignment and constraints (what-if runs)")
-    found.extend(_adjustment_findings(graph, sens_sample, values, sens, noise, max(batch_size, n_sens), mode))
+    if external_positions is None:
+        external_positions = any(rw.kind == "source" for rw in graph.rewrites)
+    found.extend(_adjustment_findings(graph, sens_sample, values, sens, noise, max(batch_size, n_sens), mode,
+                                      infer=external_positions and not graph.adjustments))
     found.extend(_cpu_findings(graph, noise))
     found.extend(_growth_findings(graph, sens, noise, found))
     kept = [f for f in found if f.kind == "cpu_fallback" or f.severity_db >= MIN_SEVERITY_DB]
@@ -330,7 +336,7 @@ def _slot_owner(graph: DpuGraph, slot: Slot) -> tuple[Node | None, str]:
 
 def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values: dict[str, np.ndarray],
                          sens: SensitivityResult, noise: dict[str, float], batch_size: int,
-                         mode: str) -> list[Finding]:
+                         mode: str, infer: bool) -> list[Finding]:
     base_sqnr = sens.output.sqnr_db
     out: list[Finding] = []
     # Alignment: group the moves of each aligned node.
@@ -338,7 +344,7 @@ def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values:
     for adj in graph.adjustments:
         if adj.constraint in _ALIGN_RULES:
             groups.setdefault((adj.layer, adj.constraint), []).append(adj)
-    inferred = not graph.adjustments and any(rw.kind == "source" for rw in graph.rewrites)
+    inferred = infer
     if inferred:
         groups.update(_infer_concat_alignment(graph, values))
     for (name, rule_key), adjs in groups.items():
@@ -364,7 +370,7 @@ def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values:
         if f is not None:
             if inferred:
                 f.evidence["own_positions_inferred"] = ev(
-                    True, "positions came from a quantized model with no log of the alignment: each branch's "
+                    True, "positions came from a file with no log of the alignment: each branch's "
                     "own position is what its quantizer's method picks on the measured samples")
             out.append(_tag(f, node))
     for adj in graph.adjustments:

@@ -153,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
         progress = None if args.json or not sys.stderr.isatty() else (lambda m: print(f"  {m}", file=sys.stderr))
         result = diagnose(emu.graph, data, calib if eval_cap is not None else None, data_label=label,
                           max_samples=args.samples, sens_samples=args.sens_samples,
-                          mode="int" if args.exact else "sim", progress=progress)
+                          mode="int" if args.exact else "sim", progress=progress,
+                          external_positions=bool(args.positions))
     finally:
         if source is not None:
             source.close()
