@@ -399,3 +399,21 @@ def test_info_on_capture_shows_the_models_tree_with_tensorflow_blocked(small_mod
     # Same rows (the first line names the file and its kind, which differ).
     assert from_capture.stdout.splitlines()[1:] == from_model.stdout.splitlines()[1:]
     assert "block/b_conv" in from_capture.stdout
+
+
+def test_disk_full_is_a_one_line_error_and_leaves_nothing(small_model, tmp_path, monkeypatch):
+    import errno
+
+    from qinspect.capture import runner
+
+    model, path, inputs = small_model
+    plan = runner.plan_capture(path, inputs, batch_size=4)
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(QInspectError) as info:
+        runner.run_capture(plan, tmp_path / "c.h5", keras_model=model)
+    assert "No space left on device" in str(info.value) and str(tmp_path / "c.h5") in str(info.value)
+    assert list(tmp_path.iterdir()) == []

@@ -21,6 +21,7 @@ import fnmatch
 import math
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +36,8 @@ from qinspect.io.graph import ModelGraph, WeightSource
 from qinspect.io.inputs import InputSource, count_nonfinite, open_inputs
 
 # Default batch size: as many samples as fit in this many bytes of activations, between 1 and 32.
-BATCH_BYTES = 1 << 30
+# Up to three batches are alive at once (computing, queued, being written).
+BATCH_BYTES = 512 << 20
 MAX_AUTO_BATCH = 32
 
 Progress = Callable[[int, int], None]
@@ -336,12 +338,14 @@ def run_capture(
     warn: Callable[[str], None] | None = None,
     keras_model: Any = None,
     attrs: dict[str, Any] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> CaptureResult:
     """Run the model over the plan's inputs and write the capture atomically to ``output``.
 
     ``progress(done, total)`` is called after each batch (it may raise to cancel). ``keras_model``:
     an already loaded model (tests, benchmarks); else it is loaded from ``plan.model_path``.
-    ``attrs``: extra root attributes (they override the ones the runner sets).
+    ``attrs``: extra root attributes (they override the ones the runner sets). ``on_start(bytes)`` is
+    called once the first batch has run and the exact (uncompressed) size of the capture is known.
     """
     started = time.perf_counter()
     output = os.path.abspath(os.fspath(output))
@@ -368,7 +372,12 @@ def run_capture(
                         warn(f"{plan.source.path}: inputs hold NaN or Inf (first in samples {start}..{stop - 1}); "
                              "captured as they are and recorded in the capture")
                         warned = True
-            outs = step(*[x[name] for name in order])
+            try:
+                outs = step(*[x[name] for name in order])
+            except Exception as exc:  # noqa: BLE001 - TensorFlow's runtime errors are many types
+                text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+                raise QInspectError(f"the model failed on samples {start}..{stop - 1}: {text}",
+                                    plan.model_path) from None
             acts = {name: np.asarray(out, dtype=np.float32) for name, out in zip(plan.layers, outs, strict=True)}
             if writer is None:
                 shapes = {name: a.shape[1:] for name, a in acts.items()}
@@ -383,6 +392,8 @@ def run_capture(
                     compression=compression,
                     overwrite=overwrite,
                 )
+                if on_start is not None:
+                    on_start(bytes_needed(n, shapes, plan.source.shapes))
                 writer.write_weights(plan.weights, [layer.name for layer in plan.graph.leaves()])
                 background = _BatchWriter(writer)
             assert background is not None
@@ -401,6 +412,9 @@ def run_capture(
                 pass
         if writer is not None:
             writer.abort()
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):  # disk full, folder removed, ...: a user-facing condition
+            raise QInspectError(f"cannot write the capture ({error.strerror or error})", output) from None
         raise
     seconds = time.perf_counter() - started
     return CaptureResult(output, n, list(plan.layers), seconds, os.path.getsize(output), nonfinite)

@@ -1,0 +1,198 @@
+"""``qinspect capture MODEL --inputs INPUTS -o CAPTURE.h5``: run the float model, save every layer's output.
+
+Prints the disk space the capture needs before it starts, then progress (samples/s, ETA) on stderr.
+The capture is written to a temporary file beside CAPTURE.h5 and renamed into place at the end:
+Ctrl-C, SIGTERM or an error leave nothing at CAPTURE.h5. An existing CAPTURE.h5 is never replaced
+unless ``--force`` is given (and even then only once the new capture is complete).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+from typing import Any
+
+from qinspect.errors import QInspectError
+from qinspect.io.inputs import PREPROCESS
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``capture`` sub-command."""
+    parser = subparsers.add_parser(
+        "capture",
+        help="run a float model and save every layer's output for N samples (needs TensorFlow)",
+        description="Run the float model over INPUTS and write a capture file: the graph, the weights, the "
+        "inputs and the float output of every layer (or those matching --layers) for every sample. "
+        "Everything later commands and the inspector need, without TensorFlow or the model file.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="Keras-2 .h5, Keras 3 .keras or a SavedModel folder")
+    parser.add_argument(
+        "--inputs",
+        required=True,
+        metavar="INPUTS",
+        help=".npy (N, ...) or .npz (one array per input name), already preprocessed; or a folder of images "
+        "(needs --preprocess). Non-image files in a folder are skipped with a warning; a damaged image fails.",
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="CAPTURE.h5", help="capture file to write")
+    parser.add_argument("--samples", type=int, metavar="N", help="use the first N samples (default: all)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="B",
+        help="samples per model run (default: up to 32, as 512 MiB of activations allows)",
+    )
+    parser.add_argument(
+        "--layers",
+        metavar="PATTERN",
+        help="capture only layers whose name matches (fnmatch, e.g. 'conv*'; comma-separated for several; "
+        "nested layers match on 'outer/inner' or on their own name)",
+    )
+    parser.add_argument(
+        "--preprocess",
+        choices=PREPROCESS,
+        help="scale image pixels: 0..1 (x/255), -1..1 ((x/255-0.5)*2), caffe (BGR minus ImageNet mean); "
+        "also applies to .npy/.npz values when given",
+    )
+    parser.add_argument(
+        "--compression",
+        choices=("none", "lzf", "gzip"),
+        default="none",
+        help="HDF5 compression of activations (default none: float activations shrink by only 5-20%% and "
+        "lzf/gzip make writing 2-10x slower; see docs/capture-format.md)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace CAPTURE.h5 if it exists")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    return parser
+
+
+def _warn(message: str) -> None:
+    print(f"qinspect: warning: {message}", file=sys.stderr)
+
+
+def _check_space(path: str, needed: int | None, compression: str | None) -> str:
+    """A line about the disk space needed; raise if it surely does not fit."""
+    from qinspect.capture.runner import human_bytes
+
+    folder = os.path.dirname(os.path.abspath(path))
+    free = shutil.disk_usage(folder).free if os.path.isdir(folder) else None
+    if needed is None:
+        return "disk space needed: known after the first batch"
+    line = f"disk space needed: {human_bytes(needed)}" + (" at most (compressed)" if compression else "")
+    if free is not None:
+        line += f"; {human_bytes(free)} free in {folder}"
+        if needed > free:
+            if compression is None:
+                raise QInspectError(
+                    f"the capture needs {human_bytes(needed)} and only {human_bytes(free)} is free", path
+                )
+            _warn(f"{path}: the capture may need {human_bytes(needed)}, only {human_bytes(free)} is free")
+    return line
+
+
+class _Progress:
+    """Rich progress on stderr: samples done, samples/s, ETA."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total = total
+        self._progress: Any = None
+        self._task: Any = None
+        if quiet:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("capturing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("samples"),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._task = self._progress.add_task("capture", total=total, rate="")
+
+    def __enter__(self) -> _Progress:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._progress is None:
+            return
+        self._progress.update(self._task, completed=done)
+        speed = self._progress.tasks[0].speed
+        self._progress.update(self._task, rate=f"{speed:.1f} samples/s" if speed else "")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan (no TensorFlow), report the space needed, then run and write the capture atomically."""
+    from qinspect.capture.runner import human_bytes, plan_capture, run_capture
+
+    output = os.path.abspath(args.output)
+    if os.path.isdir(output):
+        raise QInspectError("is a folder; give a file name for the capture", args.output)
+    if not os.path.isdir(os.path.dirname(output)):
+        raise QInspectError("the folder for the capture does not exist", args.output)
+    if os.path.exists(output) and not args.force:
+        raise QInspectError("already exists; use --force to replace it", args.output)
+    compression = None if args.compression == "none" else args.compression
+    plan = plan_capture(
+        args.model,
+        args.inputs,
+        samples=args.samples,
+        batch_size=args.batch_size,
+        layers=args.layers,
+        preprocess=args.preprocess,
+    )
+    for warning in plan.warnings:
+        _warn(warning)
+    print(
+        f"{plan.n_samples} samples, {len(plan.layers)} layers, batch size {plan.batch_size}; "
+        + _check_space(output, plan.bytes_needed(), compression),
+        file=sys.stderr,
+    )
+    # SIGTERM cleans up like Ctrl-C: the temporary file goes, the destination stays as it was.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with _Progress(plan.n_samples, args.quiet) as progress:
+            on_start = None
+            if plan.bytes_needed() is None:
+                def on_start(needed: int) -> None:
+                    print(_check_space(output, needed, compression), file=sys.stderr)
+
+            result = run_capture(
+                plan, output, overwrite=args.force, compression=compression, progress=progress, warn=_warn,
+                on_start=on_start,
+            )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    rate = result.n_samples / result.seconds if result.seconds else 0.0
+    print(
+        f"wrote {result.path}: {result.n_samples} samples x {len(result.layers)} layers, "
+        f"{human_bytes(result.bytes_written)} in {result.seconds:.1f} s ({rate:.1f} samples/s)"
+    )
+    return 0
