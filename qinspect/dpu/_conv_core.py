@@ -27,7 +27,7 @@ from qinspect.dpu._blas import single_threaded_blas
 # Largest K whose int8 x int8 dot products stay exact in float32: 1024 * 2^14 = 2^24.
 EXACT_K32 = 1024
 # Target size of one temporary patch buffer (bytes): bounds memory whatever the batch size.
-_CHUNK_BYTES = 24 * 1024 * 1024
+_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 def _pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
