@@ -104,6 +104,10 @@ def test_coverage_planted_and_absent():
     hi = 127 * 2.0**-p
     assert val(f, "outside_int8_range_frac") == pytest.approx(np.mean(ev_x > hi))
     assert val(f, "eval_position") == p - 1
+    # Evaluation data a little beyond the calibration min/max but inside the int8 range costs nothing,
+    # and narrower evaluation data is no coverage problem either.
+    assert F.coverage("L", np.full(1000, 0.95, np.float32), p, rng_c) is None
+    assert F.coverage("L", 0.1 * ev_x, p, rng_c) is None
 
 
 def test_error_growth():

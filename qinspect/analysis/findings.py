@@ -454,10 +454,13 @@ def coverage(
     outside_q = int(np.count_nonzero((x < lo) | (x > hi)))
     outside_c = int(np.count_nonzero((x < calib_range[0]) | (x > calib_range[1])))
     frac_q = outside_q / n
-    if frac_q < COVERAGE_MIN_FRAC and outside_c / n < COVERAGE_MIN_FRAC:
+    # Values beyond the calibration data's range that the int8 range still holds cost nothing.
+    if frac_q < COVERAGE_MIN_FRAC:
         return None
     e_cal = _quant_error(x, pos, mode, narrow)
     p_eval = pos_min_mse(x, mode, narrow)
+    if p_eval >= pos:  # the evaluation data wants no wider range: the clipping is min-MSE's own choice
+        return None
     e_eval = _quant_error(x, p_eval, mode, narrow)
     share = (e_cal - e_eval) / e_cal if e_cal > 0 else 0.0
     if share < COVERAGE_MIN_SHARE:
