@@ -140,7 +140,9 @@ def _cle_state(graph: DpuGraph, node: Node) -> str:
                 return "applied"
     if node.op not in ("conv2d", "depthwise_conv2d"):
         return "not applicable: CLE pairs only Conv2D / DepthwiseConv2D layers"
-    return "not applicable: no conv or depthwise conv reads it directly or through a ReLU"
+    return ("not applicable: none of the quantizer's CLE patterns matched (conv -> conv, conv -> "
+            "Activation('relu' or 'linear') -> conv, conv -> ReLU -> conv where the quantizer only matches a "
+            "ReLU whose max_value reads '0'; the next layer a single-consumer conv)")
 
 
 def _tag(f: Finding, node: Node) -> Finding:

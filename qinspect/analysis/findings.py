@@ -421,8 +421,8 @@ def channel_spread(
         advice = "Enable cross-layer equalization (CLE): this kernel's channel ranges differ by " \
                  f"{spread:.1f} bits."
     elif cle.startswith("not applicable"):
-        advice = (f"CLE cannot pair this layer ({cle[len('not applicable'):].strip(': ')}); make it "
-                  "possible (ReLU instead of ReLU6, a conv after it) or keep this layer in float.")
+        advice = ("Cross-layer equalization could not pair this layer: put a conv right after it, joined "
+                  "directly or by Activation('relu') (not ReLU6), or keep this layer in float.")
     elif cle == "applied":
         advice = "CLE was applied and a spread remains (its scale is clipped to [0.1, 10]): keep this " \
                  "layer in float, or retrain with weight regularisation."
