@@ -613,3 +613,41 @@ def test_output_stage_blocks_equal_one_pass() -> None:
     for act in (None, "relu6", "leaky"):
         want = ops._output_stage_block(acc, b, 6, 8, 11, 4, act)
         assert np.array_equal(ops.output_stage(acc, b, 6, 8, 11, 4, act), want)
+
+
+@pytest.mark.parametrize(
+    ("shape", "k", "pad", "dh"),
+    [
+        ((2, 7, 9, 16), (3, 3), "same", 1),  # odd output width: the last pair has a dropped column
+        ((1, 6, 8, 24), (3, 3), "valid", 1),
+        ((2, 9, 10, 8), (3, 3), "same", 2),  # vertical dilation
+        ((1, 5, 7, 20), (1, 3), "same", 1),  # one row tap
+        ((1, 8, 6, 12), (5, 3), "valid", 1),  # five row taps
+    ],
+)
+def test_winograd_rows_path_is_exact(monkeypatch, shape, k, pad, dh) -> None:
+    from qinspect.dpu import _conv_core
+
+    rng = np.random.default_rng(sum(shape) + k[0])
+    x = _rand_codes(rng, shape)  # extremes -128 / 127 included
+    w = rng.integers(-40, 41, size=(k[0], k[1], shape[-1], 5)).astype(np.int8)
+    b = _rand_codes(rng, (5,))
+    u = _conv_core._wino_filter(w.astype(np.float32))
+    assert _conv_core._wino_exact(u, _conv_core.l1_bound(w.reshape(-1, 5)), ops._INT64_ACC, np.float32)
+    ref = _ref_conv(x, w, (1, 1), pad, (dh, 1))
+    assert np.array_equal(ops.conv2d_acc(x, w, 1, pad, (dh, 1)), ref)
+    fused = {act: ops.conv2d(x, w, b, 5, 7, 9, 6, 1, pad, (dh, 1), act=act) for act in (None, "relu6", "leaky")}
+    monkeypatch.setattr(_conv_core, "_WINOGRAD", False)
+    assert np.array_equal(ops.conv2d_acc(x, w, 1, pad, (dh, 1)), ref)
+    for act, got in fused.items():
+        assert np.array_equal(got, ops.conv2d(x, w, b, 5, 7, 9, 6, 1, pad, (dh, 1), act=act)), act
+        assert np.array_equal(got, ops.output_stage(ref, b, 5, 7, 9, 6, act)), act
+
+
+def test_winograd_refuses_weights_that_could_overflow_float32() -> None:
+    from qinspect.dpu import _conv_core
+
+    # 3 row taps x 200 channels of -128: |U'_1| = 384 per term, 256 * 600 * 384 = 59M > 2^24
+    w = np.full((3, 3, 200, 1), -128, np.float32)
+    u = _conv_core._wino_filter(w)
+    assert not _conv_core._wino_exact(u, _conv_core.l1_bound(w.reshape(-1, 1)), ops._INT64_ACC, np.float32)

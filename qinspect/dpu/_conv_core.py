@@ -101,6 +101,8 @@ class Epilogue:
     ``scale`` must be a power of two (it is folded into the weights, which keeps integer sums exact),
     ``offset`` is per output channel (added while the partial sums are combined), ``dtype`` the float
     type the stage needs for exactness (float32 or float64), ``out_dtype`` the result's type.
+    ``offset_bound`` bounds ``|offset| / scale`` (the offset in accumulator units) and ``acc_bound``
+    the accumulator: a kernel that combines partial sums differently (Winograd) checks them.
     """
 
     finish: Callable[[np.ndarray, np.ndarray], None]
@@ -108,6 +110,7 @@ class Epilogue:
     offset: np.ndarray | None = None
     dtype: type = np.float32
     out_dtype: type = np.int8
+    offset_bound: float = 0.0
 
 
 def _store(t: np.ndarray, dst: np.ndarray) -> None:
@@ -152,6 +155,7 @@ def conv_acc(
     pl, pr, wo = pads_1d(wd, kw, sw, dw, padding)
     xp = pad_nhwc(x, (pt, pb), (pl, pr))
     w = np.asarray(w, dtype=np.float32)
+    w_codes = w
     k_total = kh * kw * cin
     # float32 sums are exact when K <= 1024 or the weights' L1 bound allows it (see l1_bound)
     f32 = (not exact) or k_total <= EXACT_K32 or l1_bound(w.reshape(k_total, cout)) <= 2**24
@@ -164,6 +168,11 @@ def conv_acc(
     if n == 0 or ho == 0 or wo == 0:
         return out
     if sh == 1 and sw == 1:
+        if exact and _WINOGRAD and kw == 3 and dw == 1 and kh * cin >= 16:
+            u = _wino_filter(w_codes)
+            if _wino_exact(u, l1_bound(w_codes.reshape(k_total, cout)), ep, acc_dtype):
+                _conv_wino1d(xp, u, ep, dh, ho, wo, out, acc_dtype)
+                return out
         _conv_stride1(xp, w, dh, dw, ho, wo, out, exact, acc_dtype, ep)
         return out
     w2 = w.reshape(k_total, cout)
@@ -368,3 +377,97 @@ def depthwise_acc(
 
 
 _DW_BLOCK = 1 << 16  # elements of one depthwise block (acc and tmp stay in L2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stride-1 convolution with kw = 3: Winograd F(2, 3) along the rows, exact
+# ----------------------------------------------------------------------------------------------------
+
+_WINOGRAD = True  # tests switch it off to compare with the direct path
+
+
+def _wino_filter(w: np.ndarray) -> np.ndarray:
+    """Filter transform of F(2, 3) along kw, times 2 so it stays integer: (4, kh, cin, cout) int64.
+
+    ``U'_0 = 2 g0``, ``U'_1 = g0 + g1 + g2``, ``U'_2 = g0 - g1 + g2``, ``U'_3 = 2 g2`` (g_b = w[:, b]).
+    """
+    g = np.rint(np.asarray(w, dtype=np.float64)).astype(np.int64)
+    g0, g1, g2 = g[:, 0], g[:, 1], g[:, 2]
+    return np.stack([2 * g0, g0 + g1 + g2, g0 - g1 + g2, 2 * g2])
+
+
+def _wino_exact(u: np.ndarray, acc_bound: int, ep: Epilogue, acc_dtype: type) -> bool:
+    """Whether every float32 sum of the F(2, 3) path is an exact integer (in units of 2^-1 * scale).
+
+    Transformed inputs are differences or sums of two codes: |V| <= 256. A GEMM partial sum over any
+    subset of (row tap, channel) is at most 256 * L1_i (the column L1 norm of U'_i). The outputs are
+    combined as (M0 + off) + M1 + M2 and M1 - M2 - M3 (+ off), with totals 2 * (acc + offset); in
+    float32 each partial sum must stay <= 2^24. In float64 only the GEMM bound matters.
+    """
+    l1 = np.abs(u).sum(axis=(1, 2)).astype(np.float64)  # (4, cout)
+    lim = 2.0**24
+    if 256.0 * l1.max() > lim:
+        return False
+    if acc_dtype == np.float64:
+        return True
+    off = 2.0 * ep.offset_bound
+    return bool(
+        256.0 * l1[0].max() + off <= lim
+        and 256.0 * (l1[0] + l1[1]).max() + off <= lim
+        and 256.0 * (l1[1] + l1[2]).max() <= lim
+        and 2.0 * (acc_bound + ep.offset_bound) <= lim
+    )
+
+
+def _conv_wino1d(
+    xp: np.ndarray, u: np.ndarray, ep: Epilogue, dh: int, ho: int, wo: int, out: np.ndarray, acc_dtype: type
+) -> None:
+    """Exact stride-1 convolution with kw = 3 using Winograd F(2, 3) along the output rows.
+
+    Two neighbouring outputs of a row need 4 products per (row tap, channel) instead of 6, so the GEMMs
+    do 2/3 of the direct work. For output pair (2t, 2t+1) and input columns d0..d3 = x[2t .. 2t+3]:
+    ``V = (d0 - d2, d1 + d2, d2 - d1, d1 - d3)``, ``M_i = sum over row taps and channels of V_i U'_i``,
+    ``y(2t) = (M0 + M1 + M2) / 2`` and ``y(2t+1) = (M1 - M2 - M3) / 2`` (U' is 2 U). The 1/2 and the
+    epilogue scale are powers of two folded into U'. Exactness: see :func:`_wino_exact`.
+    """
+    n, hp, wp, cin = xp.shape
+    _, kh, _, cout = u.shape
+    tiles = -(-wo // 2)
+    need = 2 * tiles + 2
+    if wp < need:  # columns beyond the padded input only feed the dropped output column
+        xp = np.pad(xp, ((0, 0), (0, 0), (0, need - wp), (0, 0)))
+    ut = (u.astype(np.float64) * (ep.scale / 2.0)).astype(np.float32).reshape(4, kh * cin, cout)
+    offset = None if ep.offset is None else ep.offset.astype(acc_dtype)
+    per_img = 4 * ho * tiles * kh * cin * 4
+    imgs = max(1, _CHUNK_BYTES // max(1, per_img))
+    chunks = [(i0, min(n, i0 + imgs)) for i0 in range(0, n, imgs)]
+
+    def run(chunk: tuple[int, int]) -> None:
+        i0, i1 = chunk
+        m = i1 - i0
+        r = m * ho * tiles
+        e = _scratch("we", (4 * r, kh * cin)).reshape(4, m, ho, tiles, kh, cin)
+        xc = xp[i0:i1]
+        for a in range(kh):
+            rows = xc[:, a * dh : a * dh + ho]
+            d0, d1, d2, d3 = (rows[:, :, k : k + 2 * tiles : 2, :] for k in range(4))
+            np.subtract(d0, d2, out=e[0, :, :, :, a], dtype=np.float32)
+            np.add(d1, d2, out=e[1, :, :, :, a], dtype=np.float32)
+            np.subtract(d2, d1, out=e[2, :, :, :, a], dtype=np.float32)
+            np.subtract(d1, d3, out=e[3, :, :, :, a], dtype=np.float32)
+        mm = np.matmul(e.reshape(4, r, kh * cin), ut).reshape(4, m, ho, tiles, cout)
+        acc = np.empty((m, ho, 2 * tiles, cout), dtype=acc_dtype)
+        ev, od = acc[:, :, 0::2], acc[:, :, 1::2]
+        if offset is not None:
+            np.add(mm[0], offset, out=ev)
+            ev += mm[1]
+        else:
+            np.add(mm[0], mm[1], out=ev)
+        ev += mm[2]
+        np.subtract(mm[1], mm[2], out=od)
+        od -= mm[3]
+        if offset is not None:
+            od += offset
+        ep.finish(acc[:, :, :wo], out[i0:i1])
+
+    _run_chunks(run, chunks)

@@ -220,7 +220,10 @@ def float_output_stage(
             du[...] = t
             np.bitwise_xor(du, np.uint8(0x80), out=du)
 
-    return Epilogue(finish=finish, scale=2.0**-s, offset=offset, dtype=ft, out_dtype=np.int8)
+    # |offset| in accumulator units (bias shifted, the 1/2 and the +128 of the uint8 trick)
+    off_bound = float(bmax) * 2.0**sb + 2.0 ** (s - 1) + 128.0 * 2.0**s
+    return Epilogue(finish=finish, scale=2.0**-s, offset=offset, dtype=ft, out_dtype=np.int8,
+                    offset_bound=off_bound)
 
 
 # ----------------------------------------------------------------------------------------------------
