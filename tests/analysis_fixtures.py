@@ -127,13 +127,15 @@ def alignment(folder: Path) -> Plant:
 
 
 def leaky(folder: Path) -> Plant:
-    """A LeakyReLU with alpha 0.2 between two convs: the DPU cannot run it."""
+    """A LeakyReLU with alpha 0.2 between two convs: the DPU cannot run it. The model ends in a softmax,
+    also on the CPU but at the edge (no round trip): the LeakyReLU must rank above it."""
     keras = _keras()
     inp = keras.Input((H, W, 3), name="img")
     x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inp)
     x = keras.layers.LeakyReLU(alpha=0.2, name="leaky")(x)
     x = keras.layers.Conv2D(8, 3, padding="same", name="conv2")(x)
-    out = _head(keras, x)
+    x = _head(keras, x, name="logits")
+    out = keras.layers.Softmax(name="probs")(x)
     model = keras.Model(inp, out)
     path = folder / "leaky.h5"
     model.save(path)

@@ -61,6 +61,9 @@ def test_evidence_of_planted_causes(plants):
     assert f.evidence["splits_model"]["value"] is True
     assert f.evidence["partitions"]["value"] == 2
     assert "0.2" in f.evidence["reason"]["value"]
+    last = d.findings[-1]
+    assert (last.layer, last.kind) == ("probs", "cpu_fallback")
+    assert last.evidence["splits_model"]["value"] is False
     _, d = _diagnose(plants["coverage"])
     f = d.findings[0]
     # position 7 covers [-1, 127/128]; inputs 2 * U[0, 0.9]: about 45% of them lie above 127/128.

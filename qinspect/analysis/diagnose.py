@@ -14,8 +14,9 @@ What is measured where:
 - calibration ranges for ``coverage`` come from a float walk over *all* calibration samples;
 - ``alignment`` and ``constraint`` severities are what-if runs of the emulator (positions put back).
 
-Findings whose severity is below ``MIN_SEVERITY_DB`` are dropped, except ``cpu_fallback`` (a change
-in how the model deploys, whatever its accuracy cost).
+Findings whose severity is below ``MIN_SEVERITY_DB`` are dropped, except ``cpu_fallback`` and
+``alignment`` (facts about how the model deploys, whatever their accuracy cost). Ranking: by severity;
+a CPU layer at the model's edge (no DPU round trip, such as a final softmax) is listed last.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ _KIND_ORDER = {k: i for i, k in enumerate(fnd.KINDS)}
 _CLASS_OF_OP = {"conv2d": "Conv2D", "depthwise_conv2d": "DepthwiseConv2D",
                 "conv2d_transpose": "Conv2DTranspose", "dense": "Dense"}
 _ALIGN_RULES = {"align_concat": "concat", "align_pool": "pool"}
+_ALWAYS = ("cpu_fallback", "alignment")
 
 
 @dataclass
@@ -235,7 +237,9 @@ def diagnose(
                                       infer=external_positions and not graph.adjustments))
     found.extend(_cpu_findings(graph, noise))
     found.extend(_growth_findings(graph, sens, noise, found))
-    kept = [f for f in found if f.kind == "cpu_fallback" or f.severity_db >= MIN_SEVERITY_DB]
+    # cpu_fallback and alignment are kept whatever their cost: their own triggers are strict and they are
+    # structural facts about the deployed model a user must know.
+    kept = [f for f in found if f.kind in _ALWAYS or f.severity_db >= MIN_SEVERITY_DB]
     kept.sort(key=_rank_key)
     return Diagnosis(
         findings=kept,
@@ -250,10 +254,11 @@ def diagnose(
     )
 
 
-def _rank_key(f: Finding) -> tuple[float, int, int]:
+def _rank_key(f: Finding) -> tuple[int, float, int]:
+    """Severity first; a CPU layer at the model's edge (no DPU round trip) is information and goes last."""
     sev = f.severity_db if not math.isnan(f.severity_db) else 0.0
-    splits = f.evidence.get("splits_model", {}).get("value", False)
-    return (-sev, 0 if splits else 1, _KIND_ORDER.get(f.kind, 99))
+    edge = f.kind == "cpu_fallback" and not f.evidence.get("splits_model", {}).get("value", False)
+    return (1 if edge else 0, -sev, _KIND_ORDER.get(f.kind, 99))
 
 
 def _activation_findings(graph: DpuGraph, node: Node, values: dict[str, np.ndarray], noise: dict[str, float],
