@@ -651,3 +651,25 @@ def test_winograd_refuses_weights_that_could_overflow_float32() -> None:
     w = np.full((3, 3, 200, 1), -128, np.float32)
     u = _conv_core._wino_filter(w)
     assert not _conv_core._wino_exact(u, _conv_core.l1_bound(w.reshape(-1, 1)), ops._INT64_ACC, np.float32)
+
+
+@pytest.mark.parametrize("winograd", [True, False])
+def test_row_blocks_of_one_image_bound_memory(monkeypatch, winograd) -> None:
+    # A chunk budget far below one image forces blocks of a few output rows: results must not change.
+    from qinspect.dpu import _conv_core
+
+    monkeypatch.setattr(_conv_core, "_CHUNK_BYTES", 4096)
+    monkeypatch.setattr(_conv_core, "_WINOGRAD", winograd)
+    monkeypatch.setattr(_conv_core, "_DW_BLOCK", 64)
+    rng = np.random.default_rng(12)
+    x = _rand_codes(rng, (2, 13, 11, 16))
+    w = rng.integers(-30, 31, size=(3, 3, 16, 4)).astype(np.int8)
+    b = _rand_codes(rng, (4,))
+    assert _conv_core._row_tasks(2, 13, 2, 11 * 100 * 4)[0][1] == 1  # really one image per task
+    for s, pad, d in (((1, 1), "same", (1, 1)), ((1, 1), "valid", (2, 1)), ((2, 2), "same", (1, 1))):
+        ref = _ref_conv(x, w, s, pad, d)
+        assert np.array_equal(ops.conv2d_acc(x, w, s, pad, d), ref), (s, pad, d)
+        assert np.array_equal(ops.conv2d(x, w, b, 5, 6, 8, 4, s, pad, d, act="relu6"),
+                              ops.output_stage(ref, b, 5, 6, 8, 4, "relu6")), (s, pad, d)
+    wd = _rand_codes(rng, (3, 3, 16, 1))
+    assert np.array_equal(ops.depthwise_conv2d_acc(x, wd, 1, "same"), _ref_depthwise(x, wd, (1, 1), "same"))

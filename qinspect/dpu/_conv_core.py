@@ -173,7 +173,7 @@ def conv_acc(
             if _wino_exact(u, l1_bound(w_codes.reshape(k_total, cout)), ep, acc_dtype):
                 _conv_wino1d(xp, u, ep, dh, ho, wo, out, acc_dtype)
                 return out
-        _conv_stride1(xp, w, dh, dw, ho, wo, out, exact, acc_dtype, ep)
+        _conv_stride1(xp, w, dh, dw, ho, wo, out, exact, f32, acc_dtype, ep)
         return out
     w2 = w.reshape(k_total, cout)
     # Generic path: im2col over blocks of (image, output row) so the patch buffer stays bounded.
@@ -205,6 +205,19 @@ def conv_acc(
     return out
 
 
+def _row_tasks(n: int, ho: int, hp_extra: int, bytes_per_row: int) -> list[tuple[int, int, int, int]]:
+    """Work items (i0, i1, y0, y1): whole images grouped when they are small, otherwise blocks of output
+    rows of one image, so that one item's scratch stays near _CHUNK_BYTES whatever the image size.
+    ``hp_extra`` input rows beyond the output rows are read by each item (the kernel's row span)."""
+    rows_fit = max(1, _CHUNK_BYTES // max(1, bytes_per_row))
+    per_img = ho + hp_extra
+    if per_img <= rows_fit:
+        imgs = max(1, rows_fit // per_img)
+        return [(i0, min(n, i0 + imgs), 0, ho) for i0 in range(0, n, imgs)]
+    step = max(1, rows_fit - hp_extra)
+    return [(i, i + 1, y0, min(ho, y0 + step)) for i in range(n) for y0 in range(0, ho, step)]
+
+
 def _conv_stride1(
     xp: np.ndarray,
     w: np.ndarray,
@@ -214,20 +227,21 @@ def _conv_stride1(
     wo: int,
     out: np.ndarray,
     exact: bool,
+    f32: bool,
     acc_dtype: type,
     ep: Epilogue,
 ) -> None:
     """Stride-1 convolution without a full im2col.
 
-    Flatten each padded image to rows ``p = y * Wp + x``. Output (y, x) needs input rows
+    Flatten a slab of padded rows to ``p = y * Wp + x``. Output (y, x) needs input rows
     ``p + a*dh*Wp + b*dw`` for taps (a, b). Build ``E[p] = concat_b xflat[p + b*dw]`` (kw copies of the
     input instead of kh*kw), multiply once by all kernel rows stacked side by side
     (``E @ [W_0 | .. | W_{kh-1}]``), then add the kh column blocks shifted by ``a*dh*Wp`` rows.
     Outputs at x >= Wo are computed and dropped (a (Wp - Wo) / Wp overhead). A valid output never
-    reads past its own image, so images are simply stacked.
+    reads past its own slab, so slabs of several images are simply stacked.
     Exactness: each GEMM sums kw*cin products, the shifted adds bring the total to kh*kw*cin terms;
-    when that is <= 1024 (or the L1 bound of the whole kernel is <= 2^24) every partial sum is an
-    integer <= 2^24 and float32 is exact; otherwise the GEMM is split by :func:`gemm_exact` and the
+    when that is <= 1024 (or the L1 bound of the whole kernel is <= 2^24: ``f32``) every partial sum is
+    an integer <= 2^24 and float32 is exact; otherwise the GEMM is split by :func:`gemm_exact` and the
     adds are done in float64.
     """
     n, hp, wp, cin = xp.shape
@@ -235,23 +249,23 @@ def _conv_stride1(
     kdim = kw * cin
     # (kw*cin, kh*cout): column block a holds kernel row a.
     wcat = np.ascontiguousarray(w.transpose(1, 2, 0, 3).reshape(kdim, kh * cout))
-    span = (kh - 1) * dh * wp  # extra rows needed below the last output row
-    per_img = hp * wp
-    imgs = max(1, _CHUNK_BYTES // max(1, per_img * max(kdim, kh * cout) * 4))
-    chunks = [(i0, min(n, i0 + imgs)) for i0 in range(0, n, imgs)]
+    span_rows = (kh - 1) * dh
+    span = span_rows * wp  # extra flattened rows needed below the last output row
+    tasks = _row_tasks(n, ho, span_rows, wp * (kdim + kh * cout) * 4)
     offset = None if ep.offset is None else ep.offset.astype(acc_dtype)
 
-    def run(chunk: tuple[int, int]) -> None:
-        i0, i1 = chunk
-        m = i1 - i0
-        rows = m * per_img
-        xf = xp[i0:i1].reshape(rows, cin)
+    def run(task: tuple[int, int, int, int]) -> None:
+        i0, i1, y0, y1 = task
+        m, hs = i1 - i0, y1 - y0 + span_rows
+        slab = xp[i0:i1, y0 : y0 + hs]
+        rows = m * hs * wp
+        xf = slab.reshape(rows, cin)
         e = _scratch("e", (rows + span, kdim))
         for b in range(kw):
             off = b * dw
             e[: rows - off, b * cin : (b + 1) * cin] = xf[off:]  # int8 -> float32 here, chunk by chunk
             e[rows - off :, b * cin : (b + 1) * cin] = 0
-        z = gemm_exact(e, wcat, acc_dtype == np.float32) if exact else e @ wcat
+        z = gemm_exact(e, wcat, f32) if exact else e @ wcat
         # acc[p] = offset + sum_a z[p + a*dh*wp, a-th block]  (the offset costs no extra pass)
         if offset is not None:
             acc = np.add(z[:rows, :cout], offset, dtype=acc_dtype)
@@ -260,9 +274,9 @@ def _conv_stride1(
         for a in range(1, kh):
             off = a * dh * wp
             acc += z[off : off + rows, a * cout : (a + 1) * cout]
-        ep.finish(acc.reshape(m, hp, wp, cout)[:, :ho, :wo, :], out[i0:i1])
+        ep.finish(acc.reshape(m, hs, wp, cout)[:, : y1 - y0, :wo, :], out[i0:i1, y0:y1])
 
-    _run_chunks(run, chunks)
+    _run_chunks(run, tasks)
 
 
 _local = threading.local()
@@ -291,7 +305,7 @@ def _scratch(name: str, shape: tuple[int, int]) -> np.ndarray:
     return buf[:size].reshape(shape)
 
 
-def _run_chunks(fn: Callable[[tuple[int, int]], None], chunks: list[tuple[int, int]]) -> None:
+def _run_chunks(fn: Callable[[tuple], None], chunks: list[tuple]) -> None:
     """Run independent chunks, on worker threads when there are several (numpy and BLAS release the
     GIL, so the copies and the output stage of one chunk overlap the GEMM of another)."""
     global _pool
@@ -438,25 +452,23 @@ def _conv_wino1d(
         xp = np.pad(xp, ((0, 0), (0, 0), (0, need - wp), (0, 0)))
     ut = (u.astype(np.float64) * (ep.scale / 2.0)).astype(np.float32).reshape(4, kh * cin, cout)
     offset = None if ep.offset is None else ep.offset.astype(acc_dtype)
-    per_img = 4 * ho * tiles * kh * cin * 4
-    imgs = max(1, _CHUNK_BYTES // max(1, per_img))
-    chunks = [(i0, min(n, i0 + imgs)) for i0 in range(0, n, imgs)]
+    tasks = _row_tasks(n, ho, 0, (4 * kh * cin + 6 * cout) * tiles * 4)
 
-    def run(chunk: tuple[int, int]) -> None:
-        i0, i1 = chunk
-        m = i1 - i0
-        r = m * ho * tiles
-        e = _scratch("we", (4 * r, kh * cin)).reshape(4, m, ho, tiles, kh, cin)
+    def run(task: tuple[int, int, int, int]) -> None:
+        i0, i1, y0, y1 = task
+        m, hr = i1 - i0, y1 - y0
+        r = m * hr * tiles
+        e = _scratch("we", (4 * r, kh * cin)).reshape(4, m, hr, tiles, kh, cin)
         xc = xp[i0:i1]
         for a in range(kh):
-            rows = xc[:, a * dh : a * dh + ho]
+            rows = xc[:, y0 + a * dh : y0 + a * dh + hr]
             d0, d1, d2, d3 = (rows[:, :, k : k + 2 * tiles : 2, :] for k in range(4))
             np.subtract(d0, d2, out=e[0, :, :, :, a], dtype=np.float32)
             np.add(d1, d2, out=e[1, :, :, :, a], dtype=np.float32)
             np.subtract(d2, d1, out=e[2, :, :, :, a], dtype=np.float32)
             np.subtract(d1, d3, out=e[3, :, :, :, a], dtype=np.float32)
-        mm = np.matmul(e.reshape(4, r, kh * cin), ut).reshape(4, m, ho, tiles, cout)
-        acc = np.empty((m, ho, 2 * tiles, cout), dtype=acc_dtype)
+        mm = np.matmul(e.reshape(4, r, kh * cin), ut).reshape(4, m, hr, tiles, cout)
+        acc = np.empty((m, hr, 2 * tiles, cout), dtype=acc_dtype)
         ev, od = acc[:, :, 0::2], acc[:, :, 1::2]
         if offset is not None:
             np.add(mm[0], offset, out=ev)
@@ -468,6 +480,6 @@ def _conv_wino1d(
         od -= mm[3]
         if offset is not None:
             od += offset
-        ep.finish(acc[:, :, :wo], out[i0:i1])
+        ep.finish(acc[:, :, :wo], out[i0:i1, y0:y1])
 
-    _run_chunks(run, chunks)
+    _run_chunks(run, tasks)
