@@ -405,6 +405,11 @@ class Evaluator:
                 if r != 1.0:
                     y = y * F32(r)
             return self.quant_value(np.asarray(y, F32), node.out_slot)
+        if op == "scalar":
+            y = F32(p["y"])
+            fn = p["fn"]
+            r = x + y if fn == "add" else x * y if fn == "mul" else x - y if fn == "sub" else x / y
+            return self.quant_value(np.asarray(r, F32), node.out_slot)
         if op == "upsample":
             if p.get("interpolation", "nearest") != "nearest":
                 raise QInspectError(f"{node.name}: UpSampling2D interpolation "

@@ -91,13 +91,45 @@ def gap_kernel(kh: int, kw: int) -> tuple[int, int]:
     return (lcm, lcm) if lcm <= 8 else (kh, kw)
 
 
+# TFOpLambda functions run as float CPU nodes: elementwise with a scalar, or a known activation.
+_TF_SCALAR = {
+    "__operators__.add": "add", "math.add": "add", "math.multiply": "mul", "__operators__.mul": "mul",
+    "math.subtract": "sub", "__operators__.sub": "sub", "math.truediv": "div", "__operators__.truediv": "div",
+}
+_TF_ACT = {"nn.relu": "relu", "nn.relu6": "relu6", "math.sigmoid": "sigmoid", "nn.sigmoid": "sigmoid",
+           "math.tanh": "tanh", "nn.tanh": "tanh", "nn.softmax": "softmax", "nn.silu": "swish",
+           "nn.swish": "swish", "nn.gelu": "gelu", "nn.elu": "elu"}
+
+
+def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any]) -> None:
+    fn = str(cfg.get("function", ""))
+    p = node.params
+    y = call_kwargs.get("y")
+    if fn in _TF_SCALAR and isinstance(y, int | float) and len(node.inputs) == 1:
+        node.op, p["fn"], p["y"] = "scalar", _TF_SCALAR[fn], float(y)
+    elif fn in _TF_SCALAR and len(node.inputs) == 2 and _TF_SCALAR[fn] in ("add", "mul"):
+        node.op = "add" if _TF_SCALAR[fn] == "add" else "multiply"
+    elif fn in _TF_ACT and len(node.inputs) == 1:
+        a = _TF_ACT[fn]
+        if a == "softmax":
+            node.op, p["axis"] = "softmax", int(call_kwargs.get("axis", -1) or -1)
+        else:
+            node.op, p["name"] = "activation", a
+    else:
+        p["class_name"] = f"TFOpLambda({fn})"
+
+
 def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
-               weights: dict[str, np.ndarray], act: str | None = None) -> Node:
+               weights: dict[str, np.ndarray], act: str | None = None,
+               call_kwargs: dict[str, Any] | None = None) -> Node:
     """The node for one (rewritten) Keras layer. Slots and placement are set by the caller."""
     cls = cls.split(">")[-1]
     cfg = cfg or {}
     node = Node(name=name, op="unsupported", inputs=list(inputs), weights=dict(weights))
     p = node.params
+    if cls == "TFOpLambda":
+        _tf_op(node, cfg, call_kwargs or {})
+        return node
     if cls in _CONV_CLASSES:
         node.op = _CONV_CLASSES[cls]
         p["act"] = act if act is not None else act_name(cfg.get("activation"))
@@ -198,6 +230,8 @@ def dpu_placement(node: Node) -> tuple[str, str]:
     op, p = node.op, node.params
     if op == "unsupported":
         return "CPU", f"layer class {p.get('class_name', '?')} is not a DPU operator"
+    if op == "scalar":
+        return "CPU", f"TensorFlow op ({p.get('fn')} with a constant) is not a DPU operator"
     if op == "softmax":
         return "CPU", "softmax stays float on the CPU (Vitis pof2s keeps it out of the DPU)"
     if op == "activation" and p.get("name") not in ("linear",):

@@ -294,7 +294,35 @@ def _vitis_sigmoid_name(m: _Model) -> str:
     return f"vitis_sigmoid_{i}"
 
 
+def _convert_conv_sigmoid(m: _Model) -> None:
+    """Conv-like layers that still carry sigmoid / swish (a split SeparableConv2D's pointwise conv):
+    conv (linear) + hard sigmoid ``<conv>_sigmoid`` [+ Multiply ``<conv>_mul`` for swish]."""
+    for layer in list(m.layers):
+        if layer.cls not in _CONV or _act(layer) not in ("sigmoid", "swish", "silu"):
+            continue
+        a = _act(layer)
+        layer.cfg["activation"] = "linear"
+        sig = PLayer(f"{layer.name}_sigmoid", "VitisSigmoid", {"name": f"{layer.name}_sigmoid"}, [layer.name],
+                     origin=[layer.name], output_shape=layer.output_shape, params={"float_fn": "sigmoid"})
+        m.rewire(layer.name, sig.name)
+        sig.inbound = [layer.name]
+        m.insert_after(layer, sig)
+        new = [sig.name]
+        if a != "sigmoid":
+            mul = PLayer(f"{layer.name}_mul", "Multiply", {"name": f"{layer.name}_mul"}, [layer.name, sig.name],
+                         origin=[layer.name], output_shape=layer.output_shape)
+            m.rewire(sig.name, mul.name)
+            sig.inbound, mul.inbound = [layer.name], [layer.name, sig.name]
+            m.insert_after(sig, mul)
+            new.append(mul.name)
+        for x in m.layers:
+            x.is_output = x.name in m.outputs
+        m.record("conv_sigmoid_to_hard_sigmoid", f"activation '{a}' inside {layer.name} replaced by the DPU hard "
+                 f"sigmoid {' and a Multiply' if a != 'sigmoid' else ''} ({', '.join(new)})", [layer.name, *new])
+
+
 def _convert_activations(m: _Model) -> None:
+    _convert_conv_sigmoid(m)
     for layer in list(m.layers):
         a = _act(layer) if layer.cls == "Activation" else ""
         if layer.cls == "Activation" and a == "sigmoid":
@@ -422,7 +450,7 @@ def _build_graph(m: _Model, cle: bool) -> DpuGraph:
                                               [src.name, layer.name]))
                 ins = [qname]
         act = _act(layer) if layer.cls in _CONV + ("Activation",) else None
-        node = layer_node(nname, layer.cls, layer.cfg, ins, layer.weights, act=act)
+        node = layer_node(nname, layer.cls, layer.cfg, ins, layer.weights, act=act, call_kwargs=layer.call_kwargs)
         node.params.update(layer.params)
         node.origin, node.output_shape = list(layer.origin), layer.output_shape
         node.key = layer.name if quant else ""
