@@ -417,3 +417,34 @@ def test_disk_full_is_a_one_line_error_and_leaves_nothing(small_model, tmp_path,
         runner.run_capture(plan, tmp_path / "c.h5", keras_model=model)
     assert "No space left on device" in str(info.value) and str(tmp_path / "c.h5") in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_custom_layer_model_is_refused(tmp_path):
+    import tf_keras as tfk
+
+    @tfk.utils.register_keras_serializable(package="qinspect_test")
+    class Scale(tfk.layers.Layer):
+        def call(self, x):
+            return x * 3.0
+
+    inp = tfk.Input((4,), name="x")
+    tfk.Model(inp, Scale(name="scale")(tfk.layers.Dense(2, name="fc")(inp))).save(tmp_path / "custom.h5")
+    np.save(tmp_path / "x.npy", np.zeros((2, 4), np.float32))
+    line = _one_line_error(run_cli("capture", str(tmp_path / "custom.h5"), "--inputs", str(tmp_path / "x.npy"),
+                                   "-o", str(tmp_path / "c.h5")), tmp_path / "custom.h5")
+    assert "scale" in line and not (tmp_path / "c.h5").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "newer"])
+def test_info_on_a_damaged_capture_is_one_line(small_capture, tmp_path, damage):
+    out, _ = small_capture
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(out.read_bytes())
+    if damage == "truncated":
+        bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 3])
+    else:
+        with h5py.File(bad, "r+") as h5:
+            h5.attrs["version"] = "3.1"
+    line = _one_line_error(run_cli("info", str(bad)), bad)
+    if damage == "newer":
+        assert "3.1" in line and "1.0" in line
