@@ -88,10 +88,6 @@ def gemm_exact(a: np.ndarray, b: np.ndarray, f32_exact: bool | None = None) -> n
     return out
 
 
-def _rows_per_chunk(bytes_per_row: int) -> int:
-    return max(1, _CHUNK_BYTES // max(1, bytes_per_row))
-
-
 @dataclass(frozen=True)
 class Epilogue:
     """An output stage fused into the chunked kernels: per chunk, ``finish(acc * scale + offset, dst)``
@@ -176,32 +172,27 @@ def conv_acc(
         _conv_stride1(xp, w, dh, dw, ho, wo, out, exact, f32, acc_dtype, ep)
         return out
     w2 = w.reshape(k_total, cout)
-    # Generic path: im2col over blocks of (image, output row) so the patch buffer stays bounded.
-    rows = min(n * ho, _rows_per_chunk(wo * k_total * 4))
-    cols = np.empty((rows, wo, kh, kw, cin), dtype=np.float32)
-    flat = [(i, r) for i in range(n) for r in range(ho)]
-    for c0 in range(0, len(flat), rows):
-        blk = flat[c0 : c0 + rows]
-        for j, (i, r) in enumerate(blk):
-            for a in range(kh):
-                src = xp[i, r * sh + a * dh]
-                for b in range(kw):
-                    cols[j, :, a, b, :] = src[b * dw : b * dw + (wo - 1) * sw + 1 : sw]
-        m = len(blk)
-        patches = cols[:m].reshape(m * wo, k_total)
+    # Generic (strided) path: im2col for blocks of output rows (whole images when small), one strided
+    # copy per tap and block, so the patch buffer stays near _CHUNK_BYTES.
+    tasks = _row_tasks(n, ho, 0, wo * (k_total + cout) * 4)
+    offset = None if ep.offset is None else ep.offset.astype(acc_dtype)
+
+    def run(task: tuple[int, int, int, int]) -> None:
+        i0, i1, y0, y1 = task
+        m, hr = i1 - i0, y1 - y0
+        cols = _scratch("cols", (m * hr * wo, k_total)).reshape(m, hr, wo, kh, kw, cin)
+        for a in range(kh):
+            r0 = y0 * sh + a * dh
+            rsl = slice(r0, r0 + (hr - 1) * sh + 1, sh)
+            for b in range(kw):
+                cols[:, :, :, a, b, :] = xp[i0:i1, rsl, b * dw : b * dw + (wo - 1) * sw + 1 : sw]
+        patches = cols.reshape(m * hr * wo, k_total)
         res = (gemm_exact(patches, w2, f32) if exact else patches @ w2).astype(acc_dtype, copy=False)
-        if ep.offset is not None:
-            res = res + ep.offset.astype(acc_dtype)
-        res = res.reshape(m, wo, cout)
-        # consecutive (image, row) pairs: write runs of rows of the same image at once
-        j = 0
-        while j < m:
-            i, r = blk[j]
-            k = j
-            while k + 1 < m and blk[k + 1][0] == i:
-                k += 1
-            ep.finish(res[j : k + 1], out[i, r : r + k - j + 1])
-            j = k + 1
+        if offset is not None:
+            res = res + offset
+        ep.finish(res.reshape(m, hr, wo, cout), out[i0:i1, y0:y1])
+
+    _run_chunks(run, tasks)
     return out
 
 
