@@ -196,3 +196,36 @@ def test_emulator_reports_rewrites_for_a_layer_and_cpu_placement():
     sm = emu.graph["sm"]
     assert sm.device == "CPU" and "softmax" in sm.cpu_reason
     assert emu.calibration.batches == 2
+
+
+def test_tf_ops_and_separable_swish_run_and_int_equals_simulation():
+    rng = np.random.default_rng(10)
+    w = rng_weights(rng, {"s": {"depthwise_kernel": (3, 3, 4, 1), "pointwise_kernel": (1, 1, 4, 6), "bias": (6,)}})
+    src = model([
+        ("x", "InputLayer", {}, [], S4),
+        ("tf.math.truediv", "TFOpLambda", {"function": "math.truediv"}, ["x"], S4, {"y": 127.5}),
+        ("tf.math.subtract", "TFOpLambda", {"function": "math.subtract"}, ["tf.math.truediv"], S4, {"y": 1.0}),
+        ("s", "SeparableConv2D", {"filters": 6, "kernel_size": [3, 3], "padding": "same", "activation": "swish"},
+         ["tf.math.subtract"], [None, 8, 8, 6]),
+    ], ["s"], w)
+    x = rng.uniform(0, 255, (4, 8, 8, 4)).astype(np.float32)
+    emu = Emulator.from_model(src, x, batch_size=2)
+    g = emu.graph
+    assert g["tf.math.subtract"].op == "scalar" and g["tf.math.subtract"].device == "CPU"
+    assert g["quant_s_depthwise_conv"].inputs == ["quant_tf.math.subtract"]  # input quantizer after the CPU op
+    assert g.outputs == ["quant_s_pointwise_conv_mul"]
+    fv = Evaluator(g, "float").run(batch_inputs(g, x))
+    np.testing.assert_allclose(fv["tf.math.subtract"].float(), x / np.float32(127.5) - 1, rtol=1e-6)
+    iv, sv = Evaluator(g, "int").run(batch_inputs(g, x)), Evaluator(g, "sim").run(batch_inputs(g, x))
+    for n in g.nodes:
+        np.testing.assert_array_equal(iv[n.name].float(), sv[n.name].float(), err_msg=n.name)
+
+
+def test_unknown_layer_fails_with_one_line_naming_it():
+    src = model([("x", "InputLayer", {}, [], S4),
+                 ("odd", "TFOpLambda", {"function": "image.resize"}, ["x"], S4, {"size": [4, 4]})], ["odd"])
+    emu = Emulator.from_model(src)
+    assert emu.graph["odd"].device == "CPU" and "image.resize" in emu.graph["odd"].cpu_reason
+    with pytest.raises(QInspectError, match="image.resize") as exc:
+        emu.calibrate(np.zeros((2, 8, 8, 4), np.float32), 2)
+    assert "\n" not in str(exc.value)
