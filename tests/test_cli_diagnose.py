@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from analysis_fixtures import coverage, leaky
+from analysis_fixtures import _head, _keras, coverage, leaky
 
 from qinspect.cli import main
 
@@ -26,6 +26,18 @@ def captures(tmp_path_factory, cli_module_runner):
         r = cli_module_runner("capture", str(model), "--inputs", str(folder / npy), "-o", str(path), "-q")
         assert r.returncode == 0, r.stderr
         out[name] = path
+    # The same layers at another input size: same names and classes, other shapes.
+    keras = _keras()
+    inp = keras.Input((8, 8, 3), name="img")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inp)
+    x = keras.layers.ReLU(name="relu1")(x)
+    small = keras.Model(inp, _head(keras, x))
+    small.save(folder / "small.h5")
+    np.save(folder / "small.npy", np.random.default_rng(0).uniform(0, 1, (4, 8, 8, 3)).astype(np.float32))
+    r = cli_module_runner("capture", str(folder / "small.h5"), "--inputs", str(folder / "small.npy"),
+                          "-o", str(folder / "small_capture.h5"), "-q")
+    assert r.returncode == 0, r.stderr
+    out["small"] = folder / "small_capture.h5"
     out["model"] = plant.path
     out["calib_npy"] = folder / "calib.npy"
     return out
@@ -68,6 +80,15 @@ def test_eval_capture_of_another_model_is_refused(captures, cli):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr
     assert str(captures["other"]) in lines[0] and str(captures["calib"]) in lines[0]
+
+
+@pytest.mark.tf
+def test_eval_capture_with_other_shapes_is_refused(captures, cli):
+    r = cli("diagnose", str(captures["calib"]), "--eval", str(captures["small"]))
+    assert r.returncode == 2
+    line = r.stderr.strip()
+    assert "\n" not in line and "output shape" in line
+    assert str(captures["small"]) in line and str(captures["calib"]) in line
 
 
 def test_bad_input_messages(tmp_path, capsys):
