@@ -270,6 +270,13 @@ class Emulator:
         ref: dict[str, Value] = {}
         acc: dict[str, Value] = {}
         iso_fused: dict[str, Value] = {}
+        # Isolated values are needed only for reported nodes (and the fused producer of a reported
+        # activation, whose isolated result the activation forwards).
+        need_iso = set(results)
+        for name in results:
+            for i in g[name].inputs:
+                if g.fused_activation(g[i]) is g[name]:
+                    need_iso.add(i)
         for node in g.nodes:
             if node.op == "input":
                 if node.name not in inputs:
@@ -282,7 +289,7 @@ class Emulator:
                 ref[node.name] = fev.node(node, rins)
                 acc[node.name] = iev.node(node, [acc[i] for i in node.inputs])
                 iv = None
-                if isolated:
+                if isolated and node.name in need_iso:
                     iins = []
                     for i in node.inputs:
                         if i in iso_fused:
