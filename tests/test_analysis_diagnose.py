@@ -95,6 +95,8 @@ def test_vitis_rich_refcase_alignment(refcases):
     top = d.findings[0]
     assert (top.layer, top.kind) == ("cat10", "alignment")
     assert top.evidence["own_positions_inferred"]["value"] is True
+    assert d.worst_by_layer()["cat10"] is top and d.for_layer("quant_cat10") == [top]
+    assert all(len(d.for_layer(layer)) >= 1 for layer in d.worst_by_layer())
     rows = {r["branch"]: r for r in top.evidence["branches"]["value"]}
     worst = max(rows.values(), key=lambda r: r["sqnr_loss_db"])
     # The sigmoid branch: position 7 on its own (values in [0, 1]), 2 after the alignment.

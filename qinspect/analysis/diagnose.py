@@ -66,6 +66,18 @@ class Diagnosis:
     notes: list[str] = field(default_factory=list)
     adjustments: list[dict[str, Any]] = field(default_factory=list)
 
+    def worst_by_layer(self) -> dict[str, Finding]:
+        """Each layer's highest-ranked finding (for a badge on the layer's row in a tree)."""
+        worst: dict[str, Finding] = {}
+        for f in self.findings:  # already ranked: the first one seen for a layer is its worst
+            worst.setdefault(f.layer, f)
+        return worst
+
+    def for_layer(self, layer: str) -> list[Finding]:
+        """The findings of one layer (float-model name or emulator node name), in rank order."""
+        return [f for f in self.findings
+                if f.layer == layer or f.evidence.get("node", {}).get("value") == layer]
+
     def to_dict(self) -> dict[str, Any]:
         """The ``qinspect diagnose --json`` structure (strict JSON: non-finite numbers as strings)."""
         return json_safe(
