@@ -1,11 +1,16 @@
 """Exact int8 Conv2D emulation vs TensorFlow float32 Conv2D, side by side in one run.
 
 Conv2D 3x3, 64 -> 64 channels, 'same', on a 32 x 56 x 56 x 64 batch. The emulator computes the exact
-int64 accumulator and the DPU output stage (bias shift, HALF_UP rounding, ReLU, clip) of int8 codes;
-TensorFlow computes a float32 convolution of the same values. Prints the median of several runs of each
-and the ratio (target <= 1.5, goal parity).
+accumulator and the DPU output stage (bias shift, HALF_UP rounding, ReLU, clip) of int8 codes;
+TensorFlow computes a float32 convolution of the same values. Prints, for both, the median wall time of
+interleaved runs (so load from other processes hits both alike), the CPU time (all threads) and the
+ratios (target <= 1.5, goal parity).
 
-Run: .venv/bin/python bench/bench_conv.py [--repeats N] [--batch N]
+numpy's only fast kernel is OpenBLAS's float32 GEMM. When OPENBLAS_CORETYPE pins OpenBLAS to AVX2
+kernels on a CPU with AVX-512 (TensorFlow's oneDNN uses AVX-512 regardless), the bench also re-runs
+itself once with OPENBLAS_CORETYPE=SkylakeX in a child process and prints that figure too, labelled.
+
+Run: .venv/bin/python bench/bench_conv.py [--repeats N] [--batch N] [--variants] [--no-coretype-compare]
 """
 
 from __future__ import annotations
@@ -13,23 +18,35 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
 
 
-def _interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
-    """Time each function ``repeats`` times, alternating them so that load from other processes on a
-    shared machine hits all of them alike. One warm-up call each first."""
+def _interleaved(fns: dict, repeats: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and CPU (process, all threads) times of each function, ``repeats`` runs, alternating the
+    functions. One warm-up call each first."""
     for fn in fns.values():
         fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
-            times[k].append(time.perf_counter() - t0)
-    return times
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+    return wall, cpu
+
+
+def _has_avx512() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512f" in f.read()
+    except OSError:
+        return False
 
 
 def main() -> None:
@@ -37,9 +54,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--variants", action="store_true", help="also time other threading set-ups")
+    ap.add_argument("--no-coretype-compare", action="store_true", help="skip the AVX-512 OpenBLAS child run")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
-    from qinspect.dpu import ops
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from qinspect.dpu import _conv_core, ops
 
     rng = np.random.default_rng(0)
     xq = rng.integers(-128, 128, size=(args.batch, 56, 56, 64), dtype=np.int8)
@@ -49,7 +69,6 @@ def main() -> None:
     def emulate() -> np.ndarray:
         return ops.conv2d(xq, wq, bq, 6, 8, 10, 4, (1, 1), "same", act="relu")
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
     xf = tf.constant(xq.astype(np.float32))
@@ -57,8 +76,6 @@ def main() -> None:
 
     def tf_conv() -> np.ndarray:
         return tf.nn.conv2d(xf, wf, 1, "SAME").numpy()
-
-    from qinspect.dpu import _conv_core
 
     def variant(workers: int, blas_1: bool):
         def run() -> np.ndarray:
@@ -76,27 +93,36 @@ def main() -> None:
     if args.variants:
         fns["1 worker, BLAS threads"] = variant(1, False)
         fns["2 workers, BLAS threads too"] = variant(2, False)
-    times = _interleaved(fns, args.repeats)
-    t_emu = statistics.median(times["emu"])
-    t_tf = statistics.median(times["tf"])
-    pair_ratio = statistics.median(e / t for e, t in zip(times["emu"], times["tf"], strict=True))
+    wall, cpu = _interleaved(fns, args.repeats)
+    t_emu, t_tf = statistics.median(wall["emu"]), statistics.median(wall["tf"])
+    c_emu, c_tf = statistics.median(cpu["emu"]), statistics.median(cpu["tf"])
 
-    # sanity: the float32 result of TF equals the exact accumulator here (K = 576 <= 1024)
-    acc = ops.conv2d_acc(xq[:2], wq, (1, 1), "same")
-    same = np.array_equal(acc, tf.nn.conv2d(xf[:2], wf, 1, "SAME").numpy().astype(np.int64))
-
-    print(f"Conv2D 3x3 64->64 'same' on {args.batch}x56x56x64, median of {args.repeats} interleaved runs")
-    print(f"  qinspect exact int8 (acc + DPU output stage): {t_emu * 1000:8.1f} ms"
-          f"  (2 workers, 1 BLAS thread per GEMM)")
-    print(f"  TensorFlow float32 tf.nn.conv2d:              {t_tf * 1000:8.1f} ms")
-    print(f"  ratio emulator / TensorFlow (medians):        {t_emu / t_tf:8.2f}  (target <= 1.5)")
-    print(f"  median of per-pair ratios (interleaved):      {pair_ratio:8.2f}")
-    print(f"  best times: emulator {min(times['emu']) * 1000:.1f} ms, TensorFlow {min(times['tf']) * 1000:.1f} ms")
+    coretype = os.environ.get("OPENBLAS_CORETYPE", "(auto)")
+    label = f"OPENBLAS_CORETYPE={coretype}"
+    if not args.child:
+        print(f"Conv2D 3x3 64->64 'same' on {args.batch}x56x56x64, {args.repeats} interleaved runs, "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"[{label}]")
+    print(f"  qinspect exact int8 (acc + DPU output stage): {t_emu * 1000:8.1f} ms wall, {c_emu * 1000:8.1f} ms CPU")
+    print(f"  TensorFlow float32 tf.nn.conv2d:              {t_tf * 1000:8.1f} ms wall, {c_tf * 1000:8.1f} ms CPU")
+    print(f"  ratio emulator / TensorFlow, wall (medians):  {t_emu / t_tf:8.2f}  (target <= 1.5)")
+    print(f"  ratio emulator / TensorFlow, CPU time:        {c_emu / c_tf:8.2f}  (independent of other load)")
+    print(f"  best wall times: emulator {min(wall['emu']) * 1000:.1f} ms, TensorFlow {min(wall['tf']) * 1000:.1f} ms"
+          f" (ratio {min(wall['emu']) / min(wall['tf']):.2f})")
     if args.variants:
         for name in ("1 worker, BLAS threads", "2 workers, BLAS threads too"):
-            tv = statistics.median(times[name])
+            tv = statistics.median(wall[name])
             print(f"  variant {name:28s}: {tv * 1000:8.1f} ms ({tv / t_tf:.2f}x TF)")
-    print(f"  accumulator equals TF float32 result on 2 images: {same}")
+    if not args.child:
+        acc = ops.conv2d_acc(xq[:2], wq, (1, 1), "same")
+        same = np.array_equal(acc, tf.nn.conv2d(xf[:2], wf, 1, "SAME").numpy().astype(np.int64))
+        print(f"  accumulator equals TF float32 result on 2 images (K = 576 <= 1024, so TF is exact too): {same}")
+    if not args.child and not args.no_coretype_compare and _has_avx512() and coretype in ("Haswell", "Zen"):
+        env = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX")
+        cmd = [sys.executable, __file__, "--child", "--repeats", str(args.repeats), "--batch", str(args.batch)]
+        print("  (same bench in a child process with OpenBLAS's AVX-512 kernels, for reference:)")
+        sys.stdout.flush()
+        subprocess.run(cmd, env=env, check=False)
 
 
 if __name__ == "__main__":
