@@ -209,13 +209,12 @@ def sensitivity(
     layers = []
     for node in targets:
         k = keep[node.name].sqnr_db
-        if math.isfinite(full):
-            gain = k - full
-        else:  # the quantized output is exact: nothing to gain
-            gain = 0.0
+        # An exact quantized output (SQNR +inf) has nothing to gain; otherwise the plain difference
+        # (nan when the output SQNR is undefined: no output values, or a zero reference).
+        gain = 0.0 if full == math.inf else k - full
         o = only[node.name]
         share = o.sum_d2 / full_noise if full_noise > 0 else (0.0 if o.sum_d2 == 0 else math.inf)
-        layers.append(LayerSensitivity(node.name, display_name(node), _clean(gain), o.sqnr_db, share))
+        layers.append(LayerSensitivity(node.name, display_name(node), gain, o.sqnr_db, share))
     ranges = {k: (s.ref_min, s.ref_max) for k, s in acc.items() if s.n}
     return SensitivityResult(output, layers, acc, iso, own, n_samples, ranges)
 
@@ -255,10 +254,6 @@ def what_if(
             values[node.name] = fl.node(node, [_f(v) for v in ins]) if node.name in floats else it.node(node, ins)
         stats.merge(_output_stats(g, ref, values))
     return stats
-
-
-def _clean(x: float) -> float:
-    return 0.0 if math.isnan(x) else x
 
 
 def _add(stats: ErrorStats, node: Node, ref: Value, test: Value) -> None:
