@@ -258,7 +258,11 @@ def _conv_stride1(
             e[rows - off :, b * cin : (b + 1) * cin] = 0
         z = gemm_exact(e, wcat, f32) if exact else e @ wcat
         # acc[p] = offset + sum_a z[p + a*dh*wp, a-th block]  (the offset costs no extra pass)
-        if offset is not None:
+        if kh == 1 and z.dtype == acc_dtype:
+            acc = z[:rows]  # one row tap (1x1 / 1xk kernels): z is this chunk's own scratch, no copy
+            if offset is not None:
+                acc += offset
+        elif offset is not None:
             acc = np.add(z[:rows, :cout], offset, dtype=acc_dtype)
         else:
             acc = z[:rows, :cout].astype(acc_dtype)
