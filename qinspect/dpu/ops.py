@@ -253,8 +253,10 @@ def conv2d_acc(
 ) -> np.ndarray:
     """Exact int64 accumulator ``sum(xq * wq)`` of a Conv2D (NHWC, HWIO), padding with code 0.
 
-    Range: each product <= 2^14 in magnitude; float32 GEMM over K <= 1024 terms is exact (<= 2^24),
-    wider K is summed in float64 chunks (see qinspect.dpu._conv_core).
+    Range: each product <= 2^14 in magnitude; float32 GEMM over K <= 1024 terms is exact (<= 2^24), and
+    so is any K whose weight L1 bound ``128 * max_j sum_k |w_kj|`` is <= 2^24; otherwise K is summed in
+    float64 chunks. Stride-1 kernels 3 wide may use Winograd F(2, 3) along the rows, only where its own
+    bounds prove every float32 sum exact (see qinspect.dpu._conv_core).
     """
     w = np.asarray(wq, dtype=np.float32)
     return conv_acc(np.asarray(xq), w, _pair(strides), padding, _pair(dilation), exact=True, epilogue=_INT64_ACC)
@@ -385,7 +387,8 @@ def conv2d_transpose(
 def dense_acc(xq: np.ndarray, wq: np.ndarray) -> np.ndarray:
     """Exact int64 accumulator of a Dense layer, ``xq (..., in) @ wq (in, out)``.
 
-    Range: K = in products of <= 2^14: float32 GEMM exact per chunk of <= 1024, chunks in float64.
+    Range: K = in products of <= 2^14: one float32 GEMM when K <= 1024 or the weights' L1 bound is
+    <= 2^24, else float32 chunks of <= 1024 summed in float64.
     """
     x = np.asarray(xq, dtype=np.float32)
     w = np.asarray(wq, dtype=np.float32)
