@@ -52,7 +52,8 @@ def test_weights_keep_names_and_order(capture_path):
 
 @pytest.mark.parametrize(
     "samples",
-    [slice(2, 7), slice(None, None, 3), [7, 1, 1, 3], np.array([9, 0]), np.array([], dtype=int), [-1, 2]],
+    [slice(2, 7), slice(None, None, 3), slice(None, None, -2), [7, 1, 1, 3], np.array([9, 0]),
+     np.array([], dtype=int), [-1, 2], np.arange(10) % 3 == 0],
 )
 def test_sample_selection(capture_path, samples):
     data = tiny_data()["dense"]

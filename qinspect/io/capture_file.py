@@ -278,7 +278,7 @@ def _read(ds: h5py.Dataset, samples: Any, path: str) -> np.ndarray:
     try:
         if samples is None:
             data = ds[()]
-        elif isinstance(samples, slice):
+        elif isinstance(samples, slice) and (samples.step or 1) > 0:
             data = ds[samples]
         elif np.isscalar(samples) and np.issubdtype(type(samples), np.integer):
             index = int(samples)
@@ -286,7 +286,8 @@ def _read(ds: h5py.Dataset, samples: Any, path: str) -> np.ndarray:
                 raise IndexError(f"sample {index} out of range for {n} samples")
             data = ds[index % n]
         else:
-            index = np.asarray(samples)
+            # A reversed slice (h5py reads only forward) goes through the index path.
+            index = np.arange(n)[samples] if isinstance(samples, slice) else np.asarray(samples)
             if index.dtype == bool:
                 index = np.flatnonzero(index)
             if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
