@@ -229,3 +229,20 @@ def test_unknown_layer_fails_with_one_line_naming_it():
     with pytest.raises(QInspectError, match="image.resize") as exc:
         emu.calibrate(np.zeros((2, 8, 8, 4), np.float32), 2)
     assert "\n" not in str(exc.value)
+
+
+def test_float_only_layers_run_on_the_cpu():
+    src = model([
+        ("x", "InputLayer", {}, [], S4),
+        ("rs", "Rescaling", {"scale": 0.5, "offset": -1.0}, ["x"], S4),
+        ("cr", "Cropping2D", {"cropping": [[1, 1], [2, 0]]}, ["rs"], [None, 6, 6, 4]),
+        ("sub", "Subtract", {}, ["cr", "cr"], [None, 6, 6, 4]),
+        ("mx", "Maximum", {}, ["cr", "sub"], [None, 6, 6, 4]),
+        ("gmp", "GlobalMaxPooling2D", {}, ["mx"], [None, 4]),
+    ], ["gmp"])
+    x = np.random.default_rng(11).uniform(-3, 3, (3, 8, 8, 4)).astype(np.float32)
+    emu = Emulator.from_model(src, x, batch_size=3)
+    assert all(emu.graph[n].device == "CPU" for n in ("rs", "cr", "sub", "mx", "gmp"))
+    out = Evaluator(emu.graph, "float").run(batch_inputs(emu.graph, x))["gmp"].float()
+    want = np.maximum(x * np.float32(0.5) - 1, 0)[:, 1:7, 2:8, :].max(axis=(1, 2))
+    np.testing.assert_allclose(out, want, rtol=1e-6)

@@ -406,10 +406,29 @@ class Evaluator:
                     y = y * F32(r)
             return self.quant_value(np.asarray(y, F32), node.out_slot)
         if op == "scalar":
-            y = F32(p["y"])
             fn = p["fn"]
-            r = x + y if fn == "add" else x * y if fn == "mul" else x - y if fn == "sub" else x / y
+            if fn == "affine":  # Keras Rescaling: x * scale + offset
+                r = x * F32(p["scale"]) + F32(p["offset"])
+            else:
+                y = F32(p["y"])
+                r = x + y if fn == "add" else x * y if fn == "mul" else x - y if fn == "sub" else x / y
             return self.quant_value(np.asarray(r, F32), node.out_slot)
+        if op == "elementwise":
+            fn = p["fn"]
+            if fn == "subtract":
+                r = xs[0] - xs[1]
+            elif fn == "maximum":
+                r = np.maximum.reduce(xs)
+            elif fn == "minimum":
+                r = np.minimum.reduce(xs)
+            else:
+                r = sum(xs[1:], xs[0]) / F32(len(xs))
+            return self.quant_value(np.asarray(r, F32), node.out_slot)
+        if op == "global_max_pool":
+            return self.quant_value(np.max(x, axis=(1, 2), keepdims=p.get("keepdims", False)), node.out_slot)
+        if op == "crop":
+            (t, b), (left, r) = p["cropping"]
+            return self.quant_value(x[:, t:x.shape[1] - b, left:x.shape[2] - r, :], node.out_slot)
         if op == "upsample":
             if p.get("interpolation", "nearest") != "nearest":
                 raise QInspectError(f"{node.name}: UpSampling2D interpolation "

@@ -218,6 +218,20 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
         p["dims"] = [int(v) for v in cfg.get("dims", [])]
     elif cls in ("InputLayer",):
         node.op = "input"
+    elif cls in ("Subtract", "Maximum", "Minimum", "Average"):
+        node.op, p["fn"] = "elementwise", cls.lower()
+    elif cls in ("GlobalMaxPooling2D",):
+        node.op, p["keepdims"] = "global_max_pool", bool(cfg.get("keepdims", False))
+    elif cls == "Cropping2D":
+        crop = cfg.get("cropping", ((0, 0), (0, 0)))
+        if isinstance(crop, int):
+            crop = ((crop, crop), (crop, crop))
+        elif crop and isinstance(crop[0], int):
+            crop = ((crop[0], crop[0]), (crop[1], crop[1]))
+        node.op, p["cropping"] = "crop", tuple(tuple(int(v) for v in a) for a in crop)
+    elif cls == "Rescaling":
+        node.op, p["fn"], p["scale"], p["offset"] = "scalar", "affine", float(cfg.get("scale", 1.0)), \
+            float(cfg.get("offset", 0.0))
     elif cls in ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "ActivityRegularization"):
         node.op = "identity"
     else:
@@ -231,7 +245,9 @@ def dpu_placement(node: Node) -> tuple[str, str]:
     if op == "unsupported":
         return "CPU", f"layer class {p.get('class_name', '?')} is not a DPU operator"
     if op == "scalar":
-        return "CPU", f"TensorFlow op ({p.get('fn')} with a constant) is not a DPU operator"
+        return "CPU", f"elementwise op with a constant ({p.get('fn')}) is not a DPU operator"
+    if op in ("elementwise", "global_max_pool", "crop"):
+        return "CPU", f"{op.replace('_', ' ')} is not quantized by the Vitis pof2s quantizer"
     if op == "softmax":
         return "CPU", "softmax stays float on the CPU (Vitis pof2s keeps it out of the DPU)"
     if op == "activation" and p.get("name") not in ("linear",):
