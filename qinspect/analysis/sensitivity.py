@@ -13,7 +13,9 @@ For each node that quantizes something (weights, its output, or an input quantiz
 
 Along the way the pass also yields, per node, the *accumulated* error (int8 pipeline from the model
 input against float), the *isolated* error (the node alone quantized, fed with the quantized float
-reference) and the *own* error (the node's own weights and output quantization, fed with the float
+reference; for an activation fused into a conv that means the conv's float output quantized at the
+activation's position, the activation's own share, where the emulator facade isolates the fused pair as
+one DPU operator) and the *own* error (the node's own weights and output quantization, fed with the float
 reference itself, so its inputs' rounding is not counted), as
 :class:`~qinspect.analysis.metrics.ErrorStats`.
 
