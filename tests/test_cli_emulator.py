@@ -147,3 +147,22 @@ def test_emulate_and_calibrate_bad_inputs(tmp_path):
                             str(root / "calib.npy")), "p.json", "no position")
     _one_line_error(run_cli("emulate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--layer",
                             "nosuch"), "nosuch")
+
+
+def test_calibrate_and_emulate_a_capture(tmp_path):
+    """A capture holds graph, weights and inputs: calibration needs nothing else."""
+    from qinspect.io.capture_file import CaptureWriter
+    from qinspect.io.model_file import open_model
+
+    root = refcase("small")
+    x = np.load(root / "calib.npy")
+    cap = tmp_path / "cap.h5"
+    with open_model(root / "float.h5") as src, CaptureWriter(cap, src.graph, len(x), {}, {"input": x.shape[1:]}) as w:
+        w.write_weights(src, [layer.name for layer in src.graph.leaves()])
+        w.write_batch(0, {"input": x}, {})
+    r = run_cli("calibrate", str(cap), "--batch-size", "4", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["positions"] == positions_json(root)["positions"]
+    r = run_cli("emulate", str(cap), "--batch-size", "4", "--layer", "fc")
+    assert r.returncode == 0, r.stderr
+    assert "quant_fc" in r.stdout and "calibrated here" in r.stdout

@@ -109,3 +109,60 @@ def test_dump_subfolder_is_accepted(dump_copy):
     d = open_dump(dst / "dump_results_0", load_quantized_model(root / "quantized.h5"))
     assert d.missing == [] and d.unmapped == []
     assert any(e.kind == "weight" for e in d.entries)
+
+
+def _softmax_variant(tmp_path):
+    """small/quantized.h5 with its last Dense given a softmax activation (a pre-activation quantizer), as
+    the quantizer writes a Dense(activation='softmax') whose softmax it does not split out."""
+    import json
+
+    root = refcase("small")
+    dst = tmp_path / "q_softmax.h5"
+    shutil.copy(root / "quantized.h5", dst)
+    dst.chmod(0o644)
+    with h5py.File(dst, "r+") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        for lc in cfg["config"]["layers"]:
+            if lc["name"] == "quant_fc":
+                lc["config"]["layer"]["config"]["activation"]["config"]["activation"] = "softmax"
+        f.attrs["model_config"] = json.dumps(cfg)
+        g = f["model_weights/quant_fc/quant_fc"]
+        g.move("post_activation_pos:0", "pre_activation_pos:0")
+        names = [n.decode() if isinstance(n, bytes) else n for n in f["model_weights/quant_fc"].attrs["weight_names"]]
+        f["model_weights/quant_fc"].attrs["weight_names"] = [
+            n.replace("post_activation", "pre_activation").encode() for n in names]
+    return root, dst
+
+
+def test_softmax_is_compared_on_its_float_file(tmp_path):
+    root, q = _softmax_variant(tmp_path)
+    model = load_quantized_model(q)
+    assert model.positions()["fc"]["softmax"] == 5 and model.tensor_types()["fc"]["softmax"] == "pre_activation"
+    emu = Emulator.from_quantized(q)
+    node = emu.graph["quant_fc"]
+    assert node.pre_slot == ("fc", "softmax") and node.out_slot is None and node.device == "CPU"
+    # A dump as dump_model writes it for such a layer: probabilities, and probabilities * 2^p truncated.
+    dump = tmp_path / "dump_results"
+    shutil.copytree(root / "dump_results", dump)
+    for p in dump.rglob("*"):
+        p.chmod(0o644 if p.is_file() else 0o755)
+    x = np.load(root / "dump_inputs.npy")
+    from qinspect.dpu.executor import Evaluator, batch_inputs
+
+    logits = Evaluator(emu.graph, "sim").run(batch_inputs(emu.graph, x))["quant_flatten"].float()
+    from qinspect.dpu.fixed_point import Round, fake_quant
+
+    wq = fake_quant(node.weights["kernel"], 11, Round.HALF_TO_EVEN)
+    bq = fake_quant(node.weights["bias"], 14, Round.HALF_TO_EVEN)
+    pre = fake_quant(logits @ wq + bq, 5, Round.HALF_UP)
+    e = np.exp(pre - pre.max(-1, keepdims=True))
+    prob = (e / e.sum(-1, keepdims=True)).astype(np.float32)
+    prob.reshape(-1).tofile(dump / "dump_results_0" / "quant_fc_float.bin")
+    (prob * 2**5).astype(np.int8).reshape(-1).tofile(dump / "dump_results_0" / "quant_fc.bin")
+    res = {m.name: m for m in compare_dump(emu, open_dump(dump, model), x)}
+    assert res["quant_fc_float"].gating and res["quant_fc_float"].ok
+    assert not res["quant_fc"].gating and "means nothing" in res["quant_fc"].note
+    # A wrong probability file is caught.
+    (prob[::-1]).reshape(-1).tofile(dump / "dump_results_0" / "quant_fc_float.bin")
+    res = {m.name: m for m in compare_dump(emu, open_dump(dump, model), x)}
+    assert not res["quant_fc_float"].ok

@@ -57,6 +57,8 @@ def _data_batches(graph: DpuGraph, data: Any, batch_size: int) -> Iterator[dict[
     """Batches of model inputs from an array, a dict of arrays, a capture or an iterable of batches."""
     if batch_size < 1:
         raise QInspectError(f"batch size must be at least 1, got {batch_size}")
+    if getattr(data, "kind", "") == "capture" and hasattr(data, "capture"):  # open_model()'s capture source
+        data = data.capture
     if hasattr(data, "batch") and hasattr(data, "n_samples") and hasattr(data, "names"):  # io.inputs source
         n = int(data.n_samples)
         for i in range(0, n, batch_size):
