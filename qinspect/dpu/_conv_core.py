@@ -447,21 +447,24 @@ def _conv_wino1d(
         xp = np.pad(xp, ((0, 0), (0, 0), (0, need - wp), (0, 0)))
     ut = (u.astype(np.float64) * (ep.scale / 2.0)).astype(np.float32).reshape(4, kh * cin, cout)
     offset = None if ep.offset is None else ep.offset.astype(acc_dtype)
-    tasks = _row_tasks(n, ho, 0, (4 * kh * cin + 6 * cout) * tiles * 4)
+    tasks = _row_tasks(n, ho, (kh - 1) * dh, (4 * kh * cin + 4 * cin + 6 * cout) * tiles * 4)
 
     def run(task: tuple[int, int, int, int]) -> None:
         i0, i1, y0, y1 = task
         m, hr = i1 - i0, y1 - y0
         r = m * hr * tiles
         e = _scratch("we", (4 * r, kh * cin)).reshape(4, m, hr, tiles, kh, cin)
-        xc = xp[i0:i1]
+        # input transform once per input row, then copied into each row tap's block of E
+        hs = hr + (kh - 1) * dh
+        xc = xp[i0:i1, y0 : y0 + hs].astype(np.float32)
+        v = _scratch("wv", (4 * m * hs * tiles, cin)).reshape(4, m, hs, tiles, cin)
+        d0, d1, d2, d3 = (xc[:, :, k : k + 2 * tiles : 2, :] for k in range(4))
+        np.subtract(d0, d2, out=v[0])
+        np.add(d1, d2, out=v[1])
+        np.subtract(d2, d1, out=v[2])
+        np.subtract(d1, d3, out=v[3])
         for a in range(kh):
-            rows = xc[:, y0 + a * dh : y0 + a * dh + hr]
-            d0, d1, d2, d3 = (rows[:, :, k : k + 2 * tiles : 2, :] for k in range(4))
-            np.subtract(d0, d2, out=e[0, :, :, :, a], dtype=np.float32)
-            np.add(d1, d2, out=e[1, :, :, :, a], dtype=np.float32)
-            np.subtract(d2, d1, out=e[2, :, :, :, a], dtype=np.float32)
-            np.subtract(d1, d3, out=e[3, :, :, :, a], dtype=np.float32)
+            e[:, :, :, :, a] = v[:, :, a * dh : a * dh + hr]
         mm = np.matmul(e.reshape(4, r, kh * cin), ut).reshape(4, m, hr, tiles, cout)
         acc = np.empty((m, hr, 2 * tiles, cout), dtype=acc_dtype)
         ev, od = acc[:, :, 0::2], acc[:, :, 1::2]
