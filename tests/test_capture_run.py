@@ -448,3 +448,30 @@ def test_info_on_a_damaged_capture_is_one_line(small_capture, tmp_path, damage):
     line = _one_line_error(run_cli("info", str(bad)), bad)
     if damage == "newer":
         assert "3.1" in line and "1.0" in line
+
+
+def test_two_input_model_from_npz(tmp_path):
+    """Inputs are matched to the model by name, whatever the order of the arrays in the archive."""
+    import tf_keras as tfk
+
+    tfk.utils.set_random_seed(3)
+    b = tfk.Input((3,), name="b_in")
+    a = tfk.Input((4,), name="a_in")
+    x = tfk.layers.Concatenate(name="cat")([a, tfk.layers.Dense(2, name="fc_b")(b)])
+    model = tfk.Model([b, a], tfk.layers.Dense(5, name="head")(x))
+    model.save(tmp_path / "two.h5")
+    rng = np.random.default_rng(6)
+    xa, xb = rng.normal(size=(7, 4)).astype(np.float32), rng.normal(size=(7, 3)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", a_in=xa, b_in=xb)
+    out = tmp_path / "c.h5"
+    result = run_cli("capture", str(tmp_path / "two.h5"), "--inputs", str(tmp_path / "x.npz"), "-o", str(out), "-q",
+                     "--batch-size", "3")
+    assert result.returncode == 0, result.stderr
+    with Capture.open(out) as cap:
+        assert cap.input_names() == ["b_in", "a_in"]
+        np.testing.assert_array_equal(cap.inputs("a_in"), xa)
+        np.testing.assert_array_equal(cap.activation("b_in"), xb)
+        want = model.predict([xb, xa], verbose=0)
+        np.testing.assert_allclose(cap.activation("head"), want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+        cat = tfk.Model(model.inputs, model.get_layer("cat").output).predict([xb, xa], verbose=0)
+        np.testing.assert_allclose(cap.activation("cat"), cat, rtol=1e-6, atol=1e-6 * np.abs(cat).max())
