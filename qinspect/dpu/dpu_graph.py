@@ -36,6 +36,8 @@ OPS = frozenset(
 )
 # Ops that pass their input's position through without a quantizer of their own.
 TRANSPARENT_OPS = frozenset({"zero_pad", "flatten", "reshape", "permute", "identity"})
+# Layers the quantizer's refine stage (QuantPosManager.get_ipos) looks through.
+REFINE_TRANSPARENT_OPS = frozenset({"zero_pad", "flatten", "reshape"})
 # Activations the DPU fuses into a conv / add (integer clamp or leaky scaling before the rounding).
 FUSABLE_ACTS = frozenset({"linear", "relu", "relu6", "leaky_relu"})
 
@@ -195,8 +197,8 @@ class DpuGraph:
             return cons[0]
         return None
 
-    def output_slot(self, name: str) -> Slot | None:
-        """The slot whose position a consumer of ``name`` sees (through transparent layers).
+    def output_slot(self, name: str, transparent: frozenset[str] = TRANSPARENT_OPS) -> Slot | None:
+        """The slot whose position a consumer of ``name`` sees (through ``transparent`` layers).
 
         A conv whose output is unquantized because an activation is fused into it reports the
         activation's slot: that is where the DPU rounds the accumulator.
@@ -205,7 +207,7 @@ class DpuGraph:
         seen = 0
         while node.out_slot is None and seen < len(self.nodes):
             seen += 1
-            if node.op in TRANSPARENT_OPS and node.inputs:
+            if node.op in transparent and node.inputs:
                 node = self[node.inputs[0]]
                 continue
             act = self.fused_activation(node)
@@ -215,10 +217,11 @@ class DpuGraph:
         return node.out_slot
 
     def input_slot(self, node: Node, index: int = 0) -> Slot | None:
-        """The slot of a node's ``index``-th input as the constraint pass sees it."""
+        """The slot of a node's ``index``-th input as the constraint pass sees it: the quantizer's
+        refine stage looks through Reshape, Flatten and ZeroPadding2D only."""
         if index >= len(node.inputs):
             return None
-        return self.output_slot(node.inputs[index])
+        return self.output_slot(node.inputs[index], REFINE_TRANSPARENT_OPS)
 
     def summary(self) -> list[dict[str, Any]]:
         """One JSON-ready row per node (name, op, inputs, device, slots)."""
