@@ -32,15 +32,8 @@ COMMANDS = {
 }
 
 
-def _available_commands() -> dict[str, object]:
-    modules = {}
-    for name, module_name in COMMANDS.items():
-        try:
-            modules[name] = importlib.import_module(f"qinspect.cli.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"qinspect.cli.{module_name}":
-                raise
-    return modules
+def _command_modules() -> dict[str, object]:
+    return {name: importlib.import_module(f"qinspect.cli.{module}") for name, module in COMMANDS.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"qinspect {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in _available_commands().items():
+    for name, module in _command_modules().items():
         sub = module.register(subparsers)
         sub.set_defaults(_run=module.run, command=name)
     return parser
