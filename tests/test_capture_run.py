@@ -22,6 +22,25 @@ pytestmark = pytest.mark.tf
 N = 12
 
 
+def run_here(*args: str) -> subprocess.CompletedProcess:
+    """``qinspect ARGS`` in this process (TensorFlow is already loaded here: seconds saved per call).
+
+    The real command in a fresh process is exercised by the session capture, SIGINT and no-TF tests.
+    """
+    import contextlib
+    import io
+
+    from qinspect.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse errors
+            code = exc.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 def _build_model():
     """Conv/BN/ReLU, depthwise, a nested functional block, Add, pooling, Dense: every layer kind that
     needs care (nested names, several inbound, weights with non-trainable parts)."""
@@ -149,7 +168,7 @@ def test_info_sees_the_same_graph_without_tensorflow(small_model, small_capture)
 def test_layers_pattern(small_model, tmp_path):
     _, path, inputs = small_model
     out = tmp_path / "c.h5"
-    result = run_cli("capture", str(path), "--inputs", str(inputs), "-o", str(out), "--layers", "b_*,fc",
+    result = run_here("capture", str(path), "--inputs", str(inputs), "-o", str(out), "--layers", "b_*,fc",
                      "--samples", "3", "-q")
     assert result.returncode == 0, result.stderr
     with Capture.open(out) as cap:
@@ -157,7 +176,7 @@ def test_layers_pattern(small_model, tmp_path):
         assert cap.n_samples == 3 and cap.inputs().shape == (3, 8, 8, 3)
         # The whole graph and all weights travel even when only some activations do.
         assert "conv1" in cap.graph and cap.weights("conv1")
-    result = run_cli("capture", str(path), "--inputs", str(inputs), "-o", str(tmp_path / "d.h5"), "--layers", "zz*")
+    result = run_here("capture", str(path), "--inputs", str(inputs), "-o", str(tmp_path / "d.h5"), "--layers", "zz*")
     assert result.returncode == 2 and "no layer matches" in result.stderr
 
 
@@ -173,7 +192,7 @@ def test_wrong_input_shape_is_one_line_exit_2(small_model, tmp_path):
     _, path, _ = small_model
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((2, 8, 8, 1), np.float32))
-    line = _one_line_error(run_cli("capture", str(path), "--inputs", str(bad), "-o", str(tmp_path / "c.h5")), bad)
+    line = _one_line_error(run_here("capture", str(path), "--inputs", str(bad), "-o", str(tmp_path / "c.h5")), bad)
     assert "(2, 8, 8, 1)" in line and "(N, 8, 8, 3)" in line
     assert not (tmp_path / "c.h5").exists()
 
@@ -181,9 +200,9 @@ def test_wrong_input_shape_is_one_line_exit_2(small_model, tmp_path):
 def test_missing_model_and_capture_as_model(small_capture, small_model, tmp_path):
     _, _, inputs = small_model
     out, _ = small_capture
-    _one_line_error(run_cli("capture", str(tmp_path / "nope.h5"), "--inputs", str(inputs), "-o",
+    _one_line_error(run_here("capture", str(tmp_path / "nope.h5"), "--inputs", str(inputs), "-o",
                             str(tmp_path / "c.h5")), tmp_path / "nope.h5")
-    line = _one_line_error(run_cli("capture", str(out), "--inputs", str(inputs), "-o", str(tmp_path / "c.h5")), out)
+    line = _one_line_error(run_here("capture", str(out), "--inputs", str(inputs), "-o", str(tmp_path / "c.h5")), out)
     assert "is a capture" in line
 
 
@@ -191,9 +210,9 @@ def test_existing_destination_needs_force(small_model, tmp_path):
     _, path, inputs = small_model
     out = tmp_path / "c.h5"
     out.write_bytes(b"keep me")
-    line = _one_line_error(run_cli("capture", str(path), "--inputs", str(inputs), "-o", str(out)), out)
+    line = _one_line_error(run_here("capture", str(path), "--inputs", str(inputs), "-o", str(out)), out)
     assert "--force" in line and out.read_bytes() == b"keep me"
-    result = run_cli("capture", str(path), "--inputs", str(inputs), "-o", str(out), "--force", "-q", "--samples", "2")
+    result = run_here("capture", str(path), "--inputs", str(inputs), "-o", str(out), "--force", "-q", "--samples", "2")
     assert result.returncode == 0, result.stderr
     with Capture.open(out) as cap:
         assert cap.n_samples == 2
@@ -207,7 +226,7 @@ def test_nan_inputs_warn_and_are_recorded(small_model, tmp_path):
     x[3, 2, 2, 2] = np.nan
     np.save(tmp_path / "nan.npy", x)
     out = tmp_path / "c.h5"
-    result = run_cli("capture", str(path), "--inputs", str(tmp_path / "nan.npy"), "-o", str(out), "-q",
+    result = run_here("capture", str(path), "--inputs", str(tmp_path / "nan.npy"), "-o", str(out), "-q",
                      "--batch-size", "2")
     assert result.returncode == 0, result.stderr
     assert "warning" in result.stderr and "NaN or Inf" in result.stderr
@@ -227,14 +246,14 @@ def test_image_folder_with_a_non_image_file(small_model, tmp_path):
         Image.fromarray(rng.integers(0, 256, (20, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     (folder / "labels.csv").write_text("0,1,2\n")
     out = tmp_path / "c.h5"
-    result = run_cli("capture", str(path), "--inputs", str(folder), "--preprocess", "0..1", "-o", str(out), "-q")
+    result = run_here("capture", str(path), "--inputs", str(folder), "--preprocess", "0..1", "-o", str(out), "-q")
     assert result.returncode == 0, result.stderr
     assert "skipped 1 file(s) that are not images: labels.csv" in result.stderr
     with Capture.open(out) as cap:
         assert cap.n_samples == 3 and cap.attrs["preprocess"] == "0..1"
         assert 0 <= cap.inputs().min() and cap.inputs().max() <= 1
     (folder / "broken.png").write_bytes(b"\x89PNG broken")
-    _one_line_error(run_cli("capture", str(path), "--inputs", str(folder), "--preprocess", "0..1", "-o",
+    _one_line_error(run_here("capture", str(path), "--inputs", str(folder), "--preprocess", "0..1", "-o",
                             str(tmp_path / "d.h5")), folder / "broken.png")
     assert not (tmp_path / "d.h5").exists()
 
@@ -255,7 +274,7 @@ def test_lambda_model_is_refused_without_running_its_code(tmp_path):
     tfk.Model(inp, out).save(tmp_path / "lam.h5")
     marker.unlink()  # building the model called it once
     np.save(tmp_path / "x.npy", np.zeros((2, 4), np.float32))
-    line = _one_line_error(run_cli("capture", str(tmp_path / "lam.h5"), "--inputs", str(tmp_path / "x.npy"), "-o",
+    line = _one_line_error(run_here("capture", str(tmp_path / "lam.h5"), "--inputs", str(tmp_path / "x.npy"), "-o",
                                    str(tmp_path / "c.h5")), tmp_path / "lam.h5")
     assert "double" in line and "Lambda" in line
     assert not marker.exists() and not (tmp_path / "c.h5").exists()
@@ -343,7 +362,7 @@ def test_other_model_formats_capture_the_same_values(small_model, small_capture,
         k3 = _keras3_copy(keras, model)
         k3.save(path)
     out = tmp_path / "c.h5"
-    result = run_cli("capture", str(path), "--inputs", str(inputs), "-o", str(out), "-q")
+    result = run_here("capture", str(path), "--inputs", str(inputs), "-o", str(out), "-q")
     assert result.returncode == 0, result.stderr
     reference, _ = small_capture
     with Capture.open(out) as cap, Capture.open(reference) as ref:
@@ -394,7 +413,7 @@ def test_info_on_capture_shows_the_models_tree_with_tensorflow_blocked(small_mod
     from_capture = subprocess.run([sys.executable, "-c", blocker, "info", str(out)], capture_output=True, text=True,
                                   cwd=REPO)
     assert from_capture.returncode == 0, from_capture.stderr
-    from_model = run_cli("info", str(model_path))
+    from_model = run_here("info", str(model_path))
     assert from_model.returncode == 0, from_model.stderr
     # Same rows (the first line names the file and its kind, which differ).
     assert from_capture.stdout.splitlines()[1:] == from_model.stdout.splitlines()[1:]
@@ -430,7 +449,7 @@ def test_custom_layer_model_is_refused(tmp_path):
     inp = tfk.Input((4,), name="x")
     tfk.Model(inp, Scale(name="scale")(tfk.layers.Dense(2, name="fc")(inp))).save(tmp_path / "custom.h5")
     np.save(tmp_path / "x.npy", np.zeros((2, 4), np.float32))
-    line = _one_line_error(run_cli("capture", str(tmp_path / "custom.h5"), "--inputs", str(tmp_path / "x.npy"),
+    line = _one_line_error(run_here("capture", str(tmp_path / "custom.h5"), "--inputs", str(tmp_path / "x.npy"),
                                    "-o", str(tmp_path / "c.h5")), tmp_path / "custom.h5")
     assert "scale" in line and not (tmp_path / "c.h5").exists()
 
@@ -445,7 +464,7 @@ def test_info_on_a_damaged_capture_is_one_line(small_capture, tmp_path, damage):
     else:
         with h5py.File(bad, "r+") as h5:
             h5.attrs["version"] = "3.1"
-    line = _one_line_error(run_cli("info", str(bad)), bad)
+    line = _one_line_error(run_here("info", str(bad)), bad)
     if damage == "newer":
         assert "3.1" in line and "1.0" in line
 
@@ -464,7 +483,7 @@ def test_two_input_model_from_npz(tmp_path):
     xa, xb = rng.normal(size=(7, 4)).astype(np.float32), rng.normal(size=(7, 3)).astype(np.float32)
     np.savez(tmp_path / "x.npz", a_in=xa, b_in=xb)
     out = tmp_path / "c.h5"
-    result = run_cli("capture", str(tmp_path / "two.h5"), "--inputs", str(tmp_path / "x.npz"), "-o", str(out), "-q",
+    result = run_here("capture", str(tmp_path / "two.h5"), "--inputs", str(tmp_path / "x.npz"), "-o", str(out), "-q",
                      "--batch-size", "3")
     assert result.returncode == 0, result.stderr
     with Capture.open(out) as cap:
