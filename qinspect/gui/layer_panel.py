@@ -10,6 +10,7 @@ SQNR and the error plots together.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pyqtgraph as pg
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QTextBrowser,
     QVBoxLayout,
@@ -57,6 +59,9 @@ def load_layer(token: CancelToken, document, name: str, position: int | None, so
         data = ls.layer_data(name, layer.class_name, first, n_first, n_total, position, source, weights,
                              False, token.check)
         token.partial((data, ls.what_if(data, data.position) if data.position is not None else None))
+        # Let the UI thread draw the first pass without competing for the GIL (its painting calls into
+        # Python hundreds of times per frame); the full pass starts right after.
+        time.sleep(0.06)
         rest = ls.read_activations(capture, name, n_first, n_full, batch, token.check)
         values = np.concatenate([first, rest])
     else:
@@ -102,6 +107,7 @@ class LayerPanel(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(6, 6, 6, 6)
         self.title = QLabel("")
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.title.setObjectName("layerTitle")
         self.title.setStyleSheet("font-size: 13pt; font-weight: 600;")
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -156,6 +162,8 @@ class LayerPanel(QWidget):
         self.emulated_label.setObjectName("emulatedLabel")
         for i, label in enumerate((self.range_label, self.clip_label, self.sqnr_label, self.emulated_label)):
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            # New text must not re-layout the panel: a relayout resizes and repaints all six plots.
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
             figures.addWidget(label, i // 2, i % 2)
         outer.addLayout(figures)
 
@@ -167,8 +175,6 @@ class LayerPanel(QWidget):
         self.w_plot = self._plot("Weights", "value", "count")
         self.ch_plot = self._plot("Channel ranges vs the tensor range", "output channel", "value")
         self.bits_plot = self._plot("Bits wasted per channel", "output channel", "bits")
-        self.act_plot.addLegend(offset=(-5, 5), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 215),
-                                pen=pg.mkPen("#bbb"))
         grid.addWidget(self.act_plot, 0, 0, 1, 2)
         grid.addWidget(self.err_plot, 0, 2)
         grid.addWidget(self.scatter_plot, 1, 0)
@@ -187,6 +193,7 @@ class LayerPanel(QWidget):
         outer.addLayout(grid, 1)
         for plot in (self.act_plot, self.err_plot, self.w_plot):
             plot.setLabel("left", "log10(count + 1)")
+        self._make_items()
 
     def _plot(self, title: str, x: str, y: str) -> pg.PlotWidget:
         w = pg.PlotWidget()
@@ -246,10 +253,9 @@ class LayerPanel(QWidget):
     def _clear(self) -> None:
         self.data = None
         self.whatif = None
-        for plot in (self.act_plot, self.err_plot, self.scatter_plot, self.w_plot, self.ch_plot, self.bits_plot):
-            plot.clear()
-        if self.act_plot.plotItem.legend is not None:
-            self.act_plot.plotItem.legend.clear()
+        self._draw_activation_histogram()
+        self._draw_whatif()
+        self._draw_weights()
         for label in (self.clip_label, self.sqnr_label, self.range_label, self.emulated_label):
             label.setText("")
         self.notes.setHtml("")
@@ -353,31 +359,83 @@ class LayerPanel(QWidget):
         self._draw_whatif()
         self._draw_weights()
 
+    def _make_items(self) -> None:
+        """Create every plot item once; drawing a layer only updates their data (creating pyqtgraph
+        items costs milliseconds each, which a fast click-through would feel)."""
+        vline = dict(angle=90, movable=False)
+        dash = Qt.PenStyle.DashLine
+        self.act_curve = pg.PlotDataItem(stepMode="center", fillLevel=0, brush=BAR_BRUSH, pen=pg.mkPen("#34598f"))
+        self.act_plot.addItem(self.act_curve)
+        # Where the other calibration methods put the range: one labelled dashed pair per distinct position.
+        self.method_lines: list[tuple[pg.InfiniteLine, pg.InfiniteLine]] = []
+        for i, colour in enumerate(METHOD_COLOURS):
+            pen = pg.mkPen(colour, width=1, style=dash)
+            opts = {"position": 0.80 - 0.14 * i, "color": colour, "fill": (255, 255, 255, 210),
+                    "anchors": [(1, 0.5), (1, 0.5)]}  # the label sits left of its line
+            hi = pg.InfiniteLine(pen=pen, label="", labelOpts=opts, **vline)
+            lo = pg.InfiniteLine(pen=pen, **vline)
+            for line in (hi, lo):
+                self.act_plot.addItem(line)
+            self.method_lines.append((lo, hi))
+        label = {"position": 0.95, "color": "#d62728", "fill": (255, 255, 255, 220)}
+        self.clip_lines = [pg.InfiniteLine(pen=CLIP_PEN, label="", labelOpts=label, **vline) for _ in range(2)]
+        for line in self.clip_lines:
+            self.act_plot.addItem(line)
+        self.err_curve = pg.PlotDataItem(stepMode="center", fillLevel=0, brush=BAR_BRUSH, pen=pg.mkPen("#34598f"))
+        self.err_plot.addItem(self.err_curve)
+        for x in (-0.5, 0.5):
+            self.err_plot.addItem(pg.InfiniteLine(pos=x, pen=pg.mkPen("#888", style=Qt.PenStyle.DotLine), **vline))
+        # One ScatterPlotItem with a shared brush and pixel-mode symbols: the cheapest way to draw points.
+        self.scatter = pg.ScatterPlotItem(size=3, pen=None, brush=pg.mkBrush(52, 89, 143, 140), pxMode=True,
+                                          useCache=True, antialias=False)
+        self.diagonal = pg.PlotDataItem(pen=pg.mkPen("#999", style=dash))
+        self.scatter_clip = [pg.InfiniteLine(angle=0, pen=CLIP_PEN, movable=False) for _ in range(2)]
+        for item in (self.scatter, self.diagonal, *self.scatter_clip):
+            self.scatter_plot.addItem(item)
+        self.w_curve = pg.PlotDataItem(stepMode="center", fillLevel=0, brush=BAR_BRUSH, pen=pg.mkPen("#34598f"))
+        self.w_clip = [pg.InfiniteLine(pen=CLIP_PEN, **vline) for _ in range(2)]
+        for item in (self.w_curve, *self.w_clip):
+            self.w_plot.addItem(item)
+        self.ch_bars = pg.BarGraphItem(x=[], y0=[], height=[], width=0.8, brush=BAR_BRUSH, pen=pg.mkPen(None))
+        self.ch_lines = [pg.InfiniteLine(angle=0, pen=pg.mkPen("#ff7f0e", width=2), movable=False) for _ in range(2)]
+        for item in (self.ch_bars, *self.ch_lines):
+            self.ch_plot.addItem(item)
+        self.bits_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=pg.mkBrush(214, 39, 40, 150),
+                                         pen=pg.mkPen(None))
+        self.bits_plot.addItem(self.bits_bars)
+        self.bits_plot.setToolTip("log2(per-tensor max|w| / channel max|w|): the bits of the int8 code a "
+                                  "channel never uses because one position serves the whole tensor.")
+
     def _draw_activation_histogram(self) -> None:
-        plot = self.act_plot
-        plot.clear()
-        if plot.plotItem.legend is not None:
-            plot.plotItem.legend.clear()
         data = self.data
-        if data is None or not data.has_activations:
+        has = data is not None and data.has_activations
+        self.act_curve.setVisible(has)
+        if not has:
+            self.act_curve.setData([], [])
+            for pair in self.method_lines:
+                for line in pair:
+                    line.setVisible(False)
+            self._draw_clip_lines()
             return
         h = data.float_hist
-        plot.plot(h.edges, self._counts(h.counts), stepMode="center", fillLevel=0,
-                  brush=BAR_BRUSH, pen=pg.mkPen("#34598f"), name="float values")
-        # Where the other methods would put the range: one dashed pair per distinct position.
+        self.act_curve.setData(h.edges, self._counts(h.counts))
         by_pos: dict[int, list[str]] = {}
         for label, pos in data.method_positions.items():
             by_pos.setdefault(pos, []).append(label.split(" (")[0])
-        for i, (pos, labels) in enumerate(sorted(by_pos.items())):
-            lo, hi = -128 * 2.0**-pos, 127 * 2.0**-pos
-            pen = pg.mkPen(METHOD_COLOURS[i % len(METHOD_COLOURS)], width=1, style=Qt.PenStyle.DashLine)
-            name = f"{', '.join(labels)}: p={pos}"
-            plot.plot([hi, hi], [0, 0], pen=pen, name=name)  # legend entry
-            for x in ((lo, hi) if data.vmin < 0 else (hi,)):
-                plot.addItem(pg.InfiniteLine(pos=x, angle=90, pen=pen))
-        self._clip_lines = []
+        items = sorted(by_pos.items())
+        for i, (lo_line, hi_line) in enumerate(self.method_lines):
+            if i < len(items):
+                pos, labels = items[i]
+                hi_line.setValue(127 * 2.0**-pos)
+                hi_line.label.setFormat(f"{', '.join(labels)}: p={pos}")
+                lo_line.setValue(-128 * 2.0**-pos)
+                hi_line.setVisible(True)
+                lo_line.setVisible(data.vmin < 0)
+            else:
+                hi_line.setVisible(False)
+                lo_line.setVisible(False)
         self._draw_clip_lines()
-        plot.enableAutoRange(axis="y")
+        self.act_plot.enableAutoRange(axis="y")
 
     def _fit_activation_x(self) -> None:
         """Show the data and the clip thresholds of the position in use (a wasted range is visible)."""
@@ -393,28 +451,28 @@ class LayerPanel(QWidget):
         self.act_plot.setXRange(lo - pad, hi + pad, padding=0)
 
     def _draw_clip_lines(self) -> None:
-        for line in getattr(self, "_clip_lines", []):
-            self.act_plot.removeItem(line)
-        self._clip_lines = []
         w = self.whatif
-        if w is None or self.data is None:
+        if w is None or self.data is None or not self.data.has_activations:
+            for line in self.clip_lines:
+                line.setVisible(False)
             return
-        for x, text in ((w.lo, f"clip {w.lo:.4g}"), (w.hi, f"clip {w.hi:.4g}")):
-            if x < 0 and self.data.vmin >= 0:
-                continue  # a non-negative tensor never reaches the lower threshold: do not stretch the axis
-            line = pg.InfiniteLine(pos=x, angle=90, pen=CLIP_PEN, label=text,
-                                   labelOpts={"position": 0.92, "color": "#d62728", "fill": (255, 255, 255, 200)})
-            self.act_plot.addItem(line)
-            self._clip_lines.append(line)
+        for line, x in zip(self.clip_lines, (w.lo, w.hi), strict=True):
+            line.setValue(x)
+            line.label.setFormat(f"clip {x:.4g}")
+            # A non-negative tensor never reaches the lower threshold: do not stretch the axis for it.
+            line.setVisible(not (x < 0 and self.data.vmin >= 0))
         self._fit_activation_x()
 
     def _draw_whatif(self) -> None:
         w, data = self.whatif, self.data
-        self.err_plot.clear()
-        self.scatter_plot.clear()
-        if w is None or data is None:
-            return
         self._draw_clip_lines()
+        if w is None or data is None:
+            self.err_curve.setData([], [])
+            self.scatter.setData([], [])
+            self.diagonal.setData([], [])
+            for line in self.scatter_clip:
+                line.setVisible(False)
+            return
         st = w.stats
         lo_f, hi_f = st.clip_lo_frac, st.clip_hi_frac
         self.range_label.setText(
@@ -430,60 +488,51 @@ class LayerPanel(QWidget):
             f"max |error| {st.max_abs_d:.3g}"
         )
         h = w.err_hist
-        self.err_plot.plot(h.edges, self._counts(h.counts), stepMode="center", fillLevel=0, brush=BAR_BRUSH,
-                           pen=pg.mkPen("#34598f"))
-        for x in (-0.5, 0.5):
-            self.err_plot.addItem(pg.InfiniteLine(pos=x, angle=90, pen=pg.mkPen("#888", style=Qt.PenStyle.DotLine)))
-        self.scatter_plot.plot(w.scatter_x, w.scatter_y, pen=None, symbol="o", symbolSize=3,
-                               symbolPen=None, symbolBrush=pg.mkBrush(52, 89, 143, 120))
+        self.err_curve.setData(h.edges, self._counts(h.counts))
+        self.err_plot.enableAutoRange()
+        self.scatter.setData(w.scatter_x, w.scatter_y)
         lo = float(min(w.scatter_x.min(), w.scatter_y.min())) if w.scatter_x.size else 0.0
         hi = float(max(w.scatter_x.max(), w.scatter_y.max())) if w.scatter_x.size else 1.0
-        self.scatter_plot.plot([lo, hi], [lo, hi], pen=pg.mkPen("#999", style=Qt.PenStyle.DashLine))
-        for y in (w.lo, w.hi):
-            if w.lo <= y <= w.hi and lo <= y <= hi:
-                self.scatter_plot.addItem(pg.InfiniteLine(pos=y, angle=0, pen=CLIP_PEN))
+        self.diagonal.setData([lo, hi], [lo, hi])
+        for line, y in zip(self.scatter_clip, (w.lo, w.hi), strict=True):
+            line.setValue(y)
+            line.setVisible(lo <= y <= hi)
+        self.scatter_plot.enableAutoRange()
 
     def _draw_weights(self) -> None:
-        for plot in (self.w_plot, self.ch_plot, self.bits_plot):
-            plot.clear()
         data = self.data
-        if data is None:
-            return
-        kernels = [w for w in data.weights if w.channel_max is not None]
+        kernels = [w for w in data.weights if w.channel_max is not None] if data is not None else []
+        for item in (self.w_curve, *self.w_clip, self.ch_bars, *self.ch_lines, self.bits_bars):
+            item.setVisible(bool(kernels))
         if not kernels:
-            self.w_plot.setTitle("Weights: this layer has none", size="9pt")
-            self.ch_plot.setTitle("Per-output-channel range: no kernel", size="9pt")
-            self.bits_plot.setTitle("Bits wasted per channel: no kernel", size="9pt")
+            none = "this layer has none" if data is not None else ""
+            self.w_plot.setTitle(f"Weights: {none}", size="9pt")
+            self.ch_plot.setTitle("Channel ranges vs the tensor range", size="9pt")
+            self.bits_plot.setTitle("Bits wasted per channel", size="9pt")
             return
         k = kernels[0]
         self.w_plot.setTitle(f"Weights: {k.name} {'×'.join(map(str, k.shape))}, p={k.position}, "
                              f"SQNR {ls.fmt_db(k.sqnr_db)}", size="9pt")
-        self.w_plot.plot(k.hist.edges, self._counts(k.hist.counts), stepMode="center", fillLevel=0,
-                         brush=BAR_BRUSH, pen=pg.mkPen("#34598f"))
-        lo, hi = -128 * 2.0**-k.position, 127 * 2.0**-k.position
-        for x in (lo, hi):
-            self.w_plot.addItem(pg.InfiniteLine(pos=x, angle=90, pen=CLIP_PEN))
+        self.w_curve.setData(k.hist.edges, self._counts(k.hist.counts))
+        for line, x in zip(self.w_clip, (-128 * 2.0**-k.position, 127 * 2.0**-k.position), strict=True):
+            line.setValue(x)
+        self.w_plot.enableAutoRange()
         ch = np.arange(k.channel_max.size)
-        bars = pg.BarGraphItem(x=ch, y0=k.channel_min, height=k.channel_max - k.channel_min, width=0.8,
-                               brush=BAR_BRUSH, pen=pg.mkPen(None))
-        self.ch_plot.addItem(bars)
+        self.ch_bars.setOpts(x=ch, y0=k.channel_min, height=k.channel_max - k.channel_min)
         t = k.tensor_absmax
-        for y in (-t, t):
-            self.ch_plot.addItem(pg.InfiniteLine(pos=y, angle=0, pen=pg.mkPen("#ff7f0e", width=2)))
+        for line, y in zip(self.ch_lines, (-t, t), strict=True):
+            line.setValue(y)
         self.ch_plot.setTitle(f"Channel ranges vs tensor ±{t:.3g} (orange)", size="9pt")
-        for plot in (self.ch_plot, self.bits_plot):
-            plot.setXRange(-0.6, ch.size - 0.4, padding=0)
         # Past 8 bits a channel has no code left: it quantizes to zero. Draw it at 8 and say so.
         wasted = np.minimum(np.where(np.isfinite(k.bits_wasted), k.bits_wasted, 8.0), 8.0)
         dead = int(np.count_nonzero(wasted >= 8.0))
-        self.bits_plot.addItem(pg.BarGraphItem(x=ch, height=wasted, width=0.8,
-                                               brush=pg.mkBrush(214, 39, 40, 150), pen=pg.mkPen(None)))
+        self.bits_bars.setOpts(x=ch, height=wasted)
         worst = f": median {np.median(wasted):.1f}" + (f", {dead} all-zero in int8" if dead else "") \
             if wasted.size else ""
         self.bits_plot.setTitle(f"Bits wasted per channel{worst}", size="9pt")
-        self.bits_plot.setToolTip("log2(per-tensor max|w| / channel max|w|): the bits of the int8 code a "
-                                  "channel never uses because one position serves the whole tensor.")
-        self.bits_plot.enableAutoRange(axis="y")
+        for plot in (self.ch_plot, self.bits_plot):
+            plot.setXRange(-0.6, ch.size - 0.4, padding=0)
+            plot.enableAutoRange(axis="y")
 
     def _show_notes(self) -> None:
         data = self.data

@@ -22,11 +22,13 @@ from qinspect.analysis.histograms import Histogram, activation_histogram, channe
 from qinspect.analysis.metrics import ErrorStats, representable_range
 from qinspect.dpu.fixed_point import Round, dequantize, pos_kl, pos_min_mse, pos_non_overflow, pos_percentile, quantize
 
-# Values kept for one layer: enough for stable tail fractions, small enough to quantize in ~50 ms.
-MAX_VALUES = 1 << 20
+# Values kept for one layer: enough for stable tail fractions (one value in 262144 is visible), and
+# small enough that every numpy / h5py call in the worker is short. Those calls hold the GIL, and the
+# UI thread's painting needs it many times per frame: long calls would stall the window.
+MAX_VALUES = 1 << 18
 # The first, quick pass (a first plot within ~100 ms on the demo) reads at most this many values.
 FIRST_PASS_VALUES = 1 << 15
-SCATTER_POINTS = 4000
+SCATTER_POINTS = 1500
 HIST_BINS = 200
 PERCENTILE = 99.99
 
@@ -117,7 +119,7 @@ def sample_batches(n_total: int, sample_size: int, max_values: int) -> tuple[int
     """How many samples to read (at most ``max_values`` values, at least one) and per read batch."""
     per = max(1, int(sample_size))
     n = max(1, min(n_total, max_values // per)) if n_total else 0
-    batch = max(1, min(n, (1 << 20) // per))  # each read ~4 MB: short GIL holds, frequent cancel checks
+    batch = max(1, min(n, (1 << 16) // per))  # each read ~256 KB: short GIL holds, frequent cancel checks
     return n, batch
 
 
