@@ -90,6 +90,7 @@ class CaptureResult:
     seconds: float
     bytes_written: int
     nonfinite: dict[str, tuple[int, int, int]]
+    load_seconds: float = 0.0  # of ``seconds``: loading the model and building the layer-output model
 
 
 def _is_multi(shape: Any) -> bool:
@@ -355,6 +356,7 @@ def run_capture(
     extractor = build_extractor(model, plan.layers)
     order = _model_input_order(extractor, list(plan.source.names))
     step = _compiled_step(extractor, [plan.source.shapes[name] for name in order])
+    load_seconds = time.perf_counter() - started
     n, batch = plan.n_samples, plan.batch_size
     nonfinite = {name: (0, 0, 0) for name in order}
     warned = False
@@ -417,7 +419,7 @@ def run_capture(
             raise QInspectError(f"cannot write the capture ({error.strerror or error})", output) from None
         raise
     seconds = time.perf_counter() - started
-    return CaptureResult(output, n, list(plan.layers), seconds, os.path.getsize(output), nonfinite)
+    return CaptureResult(output, n, list(plan.layers), seconds, os.path.getsize(output), nonfinite, load_seconds)
 
 
 def _compiled_step(extractor: Any, shapes: list[tuple[int, ...]]) -> Callable[..., list[np.ndarray]]:

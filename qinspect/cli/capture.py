@@ -99,6 +99,7 @@ class _Progress:
         self.total = total
         self._progress: Any = None
         self._task: Any = None
+        self._started = False
         if quiet:
             return
         from rich.console import Console
@@ -114,7 +115,7 @@ class _Progress:
 
         self._progress = Progress(
             TextColumn("capturing"),
-            BarColumn(),
+            BarColumn(bar_width=30),
             MofNCompleteColumn(),
             TextColumn("samples"),
             TaskProgressColumn(),
@@ -125,7 +126,7 @@ class _Progress:
             console=Console(stderr=True),
             transient=False,
         )
-        self._task = self._progress.add_task("capture", total=total, rate="")
+        self._task = self._progress.add_task("capture", total=total, rate="loading the model")
 
     def __enter__(self) -> _Progress:
         if self._progress is not None:
@@ -135,9 +136,14 @@ class _Progress:
     def __call__(self, done: int, total: int) -> None:
         if self._progress is None:
             return
+        if not self._started:
+            # Rates and ETA count from the first batch, not from the model's (slow) loading.
+            self._started = True
+            self._progress.reset(self._task, total=total, completed=done, rate=f"{'':>17}")
+            return
         self._progress.update(self._task, completed=done)
         speed = self._progress.tasks[0].speed
-        self._progress.update(self._task, rate=f"{speed:.1f} samples/s" if speed else "")
+        self._progress.update(self._task, rate=f"{speed:7.1f} samples/s" if speed else f"{'':>17}")
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
@@ -190,9 +196,11 @@ def run(args: argparse.Namespace) -> int:
             )
     finally:
         signal.signal(signal.SIGTERM, previous)
-    rate = result.n_samples / result.seconds if result.seconds else 0.0
+    running = result.seconds - result.load_seconds
+    rate = result.n_samples / running if running > 0 else 0.0
     print(
         f"wrote {result.path}: {result.n_samples} samples x {len(result.layers)} layers, "
-        f"{human_bytes(result.bytes_written)} in {result.seconds:.1f} s ({rate:.1f} samples/s)"
+        f"{human_bytes(result.bytes_written)} in {result.seconds:.1f} s "
+        f"({result.load_seconds:.1f} s loading the model, then {rate:.1f} samples/s)"
     )
     return 0
