@@ -200,6 +200,13 @@ def load_keras_model(path: str) -> Any:
         from tf_keras.src.saving.serialization_lib import SafeModeScope
 
         with SafeModeScope(True):
+            if os.path.isfile(path):
+                import h5py
+
+                # Opened here with locking off, as every qinspect reader opens it: HDF5 refuses a second
+                # open of a file with different locking flags, and open_model may hold it open.
+                with h5py.File(path, "r", locking=False) as h5:
+                    return tf_keras.models.load_model(h5, compile=False, safe_mode=True)
             return tf_keras.models.load_model(path, compile=False, safe_mode=True)
     except QInspectError:
         raise
