@@ -196,3 +196,32 @@ def test_settings_persist_metric_and_recent_files(qtbot, tmp_path, capture_path)
     assert again.settings.recent_files() == [str(capture_path.resolve())]
     assert again.recent_menu.actions()[0].text() == str(capture_path.resolve())
     again.shutdown()
+
+
+def wait_emulated(qtbot, win):
+    qtbot.waitUntil(lambda: win.session.analysis is not None and not win.session.channels["emulate"].busy,
+                    timeout=60000)
+
+
+def test_propagation_click_selects_layer_and_metric_switch_updates_tree(qtbot, window, capture_path):
+    import pyqtgraph as pg
+
+    from qinspect.gui.graph_model import COL_METRIC
+
+    open_and_wait(qtbot, window, capture_path)
+    wait_emulated(qtbot, window)
+    view = window.propagation
+    assert "chain_10" in view.layers
+    scatter = next(i for i in view.plot.getPlotItem().items if isinstance(i, pg.ScatterPlotItem))
+    point = next(p for p in scatter.points() if p.data() == "chain_10")
+    window.tabs.setCurrentWidget(view)
+    scatter.sigClicked.emit(scatter, [point], None)
+    assert window.current_layer() == "chain_10"
+    assert window.tabs.currentWidget() is window.layer_panel
+    # The tree's metric column follows the chosen metric: MSE of the accumulated error of chain_10.
+    window.set_metric("mse")
+    stats = window.session.analysis.layer_stats(accumulated=True)["chain_10"]
+    idx = window.tree_model.index_of("chain_10").siblingAtColumn(COL_METRIC)
+    assert window.tree_model.headerData(COL_METRIC, pg.QtCore.Qt.Orientation.Horizontal) == "MSE"
+    assert idx.data() == f"{stats.mse:.3g}"
+    assert idx.data(pg.QtCore.Qt.ItemDataRole.BackgroundRole) is not None

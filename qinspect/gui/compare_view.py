@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from qinspect.gui.layer_stats import fmt_frac
+from qinspect.gui.session import set_layer_ticks
 
 
 class CompareView(QWidget):
@@ -62,6 +63,12 @@ class CompareView(QWidget):
         session.coverage_changed.connect(self.refresh)
         self.refresh()
 
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        names = self.layers if hasattr(self, "layers") else getattr(self, "_names", [])
+        if names:
+            set_layer_ticks(self.plot, names)
+
     def refresh(self) -> None:
         """Draw the session's coverage."""
         self.plot.clear()
@@ -84,8 +91,8 @@ class CompareView(QWidget):
                                          tip=lambda x, y, data: f"{data}\n{y:.4g}%")
             scatter.sigClicked.connect(lambda _i, pts, _e=None: pts and self.layer_clicked.emit(pts[0].data()))
             self.plot.addItem(scatter)
-        step = max(1, len(names) // 12)
-        self.plot.getAxis("bottom").setTicks([[(i, names[i].rsplit("/", 1)[-1]) for i in range(0, len(names), step)]])
+        self._names = names
+        set_layer_ticks(self.plot, names)
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
             cells = [r.layer, str(r.position), f"[{r.lo:.4g}, {r.hi:.4g}]", fmt_frac(r.calib_outside),

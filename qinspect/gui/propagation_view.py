@@ -15,7 +15,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from qinspect.gui.session import metric_of
+from qinspect.gui.session import metric_of, set_layer_ticks
 
 METRICS = {"sqnr": "SQNR (dB)", "mse": "MSE", "cosine": "cosine similarity"}
 
@@ -90,6 +90,12 @@ class PropagationView(QWidget):
 
         return names, values(iso), values(acc)
 
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        names = self.layers if hasattr(self, "layers") else getattr(self, "_names", [])
+        if names:
+            set_layer_ticks(self.plot, names)
+
     def refresh(self) -> None:
         """Redraw from the session's results."""
         self.plot.clear()
@@ -111,10 +117,7 @@ class PropagationView(QWidget):
                                          tip=lambda x, y, data: f"{data}\n{y:.4g}")
             scatter.sigClicked.connect(self._on_click)
             self.plot.addItem(scatter)
-        axis = self.plot.getAxis("bottom")
-        step = max(1, len(names) // 12)
-        axis.setTicks([[(i, names[i].rsplit("/", 1)[-1]) for i in range(0, len(names), step)],
-                       [(i, "") for i in range(len(names))]])
+        set_layer_ticks(self.plot, names)
         worst = int(np.nanargmin(acc)) if self._metric != "mse" and np.isfinite(acc).any() else None
         if self._metric == "mse" and np.isfinite(acc).any():
             worst = int(np.nanargmax(acc))

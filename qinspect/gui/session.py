@@ -258,3 +258,16 @@ def severity(finding: Any) -> float:
     except (TypeError, ValueError):
         return 0.0
     return value if math.isfinite(value) else 0.0
+
+
+def label_step(n: int, width_px: int, label_px: int = 110) -> int:
+    """Show every k-th layer name on an x axis so that names of ~``label_px`` pixels never overlap."""
+    fits = max(1, int(max(width_px, 200) // label_px))
+    return max(1, -(-n // fits))
+
+
+def set_layer_ticks(plot, names: list[str]) -> None:
+    """Name the layers on a plot's x axis (every k-th, so names never overlap; a minor tick for each)."""
+    step = label_step(len(names), plot.width())
+    plot.getAxis("bottom").setTicks([[(i, names[i].rsplit("/", 1)[-1]) for i in range(0, len(names), step)],
+                                     [(i, "") for i in range(len(names))]])

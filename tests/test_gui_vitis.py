@@ -1,0 +1,65 @@
+"""Vitis artefacts in the window: a real quantized.h5's positions, and its dump_results compared."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytest.importorskip("PySide6")
+
+from gui_fixtures import isolated_settings  # noqa: E402
+
+pytestmark = [pytest.mark.gui, pytest.mark.tf, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def small_capture(refcases, tmp_path_factory):
+    """A capture of the refcase's float model on its calibration inputs (TensorFlow runs once)."""
+    pytest.importorskip("tf_keras")
+    from qinspect.capture.runner import plan_capture, run_capture
+
+    small = refcases / "small"
+    out = tmp_path_factory.mktemp("vitis") / "small_capture.h5"
+    plan = plan_capture(small / "float.h5", small / "calib.npy")
+    run_capture(plan, out)
+    return out
+
+
+def test_quantized_h5_positions_and_dump_comparison(qtbot, tmp_path, refcases, small_capture):
+    from qinspect.gui.main_window import MainWindow
+
+    small = refcases / "small"
+    win = MainWindow(settings_path=isolated_settings(tmp_path))
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.open_channel.finished, timeout=20000):
+        win.open_path(str(small_capture))
+    qtbot.waitUntil(lambda: win.session.analysis is not None and not win.session.channels["emulate"].busy,
+                    timeout=60000)
+    with qtbot.waitSignal(win.session.results_changed, timeout=60000):
+        win.session.import_quantized(str(small / "quantized.h5"))
+    analysis = win.session.analysis
+    assert analysis.quantized_path == str(small / "quantized.h5")
+    # The README's position table: relu1 output 6, relu2 output 7, fc output 5; conv1 weights 9, bias 10.
+    assert analysis.activation_position("relu1")[0] == 6
+    assert analysis.activation_position("relu2")[0] == 7
+    assert analysis.activation_position("fc")[0] == 5
+    assert analysis.weight_positions("conv1")[0] == {"kernel": 9, "bias": 10}
+    # conv1's own output is fused into relu1 (the DPU rounds once after the ReLU): no position of its own.
+    pos, why = analysis.activation_position("conv1")
+    assert pos is None and ("fused" in why or "folded" in why)
+    win.select_layer("relu2")
+    qtbot.waitUntil(lambda: win.layer_panel.data is not None and win.layer_panel.data.name == "relu2"
+                    and win.layer_panel.data.complete and win.layer_panel.whatif is not None, timeout=10000)
+    assert win.layer_panel.whatif.position == 7 and "quantized.h5" in win.layer_panel.data.position_source
+    # The dump: every int8 tensor the quantizer dumped matches the emulator bit for bit.
+    with qtbot.waitSignal(win.session.dump_changed, timeout=60000):
+        win.session.import_dump(str(small / "dump_results"), str(small / "dump_inputs.npy"))
+    tensors = win.session.dump.tensors
+    gating = [t for t in tensors if t.gating]
+    assert gating and all(t.matched == t.total for t in gating)
+    assert win.dump_view.table.rowCount() == len(tensors)
+    assert win.errors.history == []
+    win.shutdown()
