@@ -50,15 +50,15 @@ def bench_mobilenet(n: int, tmp: str) -> None:
     emu = Emulator.from_model(path, x[:8], batch_size=8)
     t_cal = time.perf_counter() - t
     m.predict(x[:4], verbose=0)  # warm-up (graph tracing)
-    t_tf = _best(lambda: m.predict(x, batch_size=n, verbose=0))
+    t_tf = _best(lambda: m.predict(x, batch_size=n, verbose=0), repeat=3)
     ev = Evaluator(emu.graph, "int")
-    bs = 8
+    bs = 16
 
     def emulate() -> None:
         for i in range(0, n, bs):
             ev.run(batch_inputs(emu.graph, x[i:i + bs]), keep=())
 
-    t_int = _best(emulate)
+    t_int = _best(emulate, repeat=3)
     from qinspect.analysis.metrics import ErrorStats
 
     t_full = _best(lambda: emu.run(x, batch_size=bs, stats_factory=ErrorStats), repeat=1)

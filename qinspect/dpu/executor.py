@@ -205,6 +205,8 @@ class Evaluator:
     def _int(self, node: Node, ins: list[Value]) -> Value | None:
         op, p = node.op, node.params
         if op in CONV_OPS:
+            if node.pre_slot is not None:
+                return None  # a pre-quantized activation inside the layer (tanh, ...): CPU, simulated
             wname = "depthwise_kernel" if op == "depthwise_conv2d" else "kernel"
             wq, pw = self.weight(node, wname)
             bq, pb = self.weight(node, "bias")
