@@ -63,3 +63,42 @@ def test_quantized_h5_positions_and_dump_comparison(qtbot, tmp_path, refcases, s
     assert win.dump_view.table.rowCount() == len(tensors)
     assert win.errors.history == []
     win.shutdown()
+
+
+def test_model_without_capture_offers_capture_with_progress_and_cancel(qtbot, tmp_path, refcases):
+    pytest.importorskip("tf_keras")
+    from PySide6.QtWidgets import QMessageBox
+
+    from qinspect.gui.main_window import MainWindow
+
+    small = refcases / "small"
+    win = MainWindow(settings_path=isolated_settings(tmp_path))
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.open_channel.finished, timeout=20000):
+        win.open_path(str(small / "float.h5"))
+    assert win.document.kind == "model" and not win.document.has_activations
+    qtbot.waitUntil(lambda: isinstance(getattr(win, "_capture_offer", None), QMessageBox)
+                    and win._capture_offer.isVisible(), timeout=5000)
+    win._capture_offer.done(QMessageBox.StandardButton.Yes)  # "Capture…"
+    dialog = win._capture_dialog
+    # Cancel first: the capture stops and nothing is left at the destination.
+    cancelled = tmp_path / "cancelled.h5"
+    dialog.inputs.setText(str(small / "calib.npy"))
+    dialog.output.setText(str(cancelled))
+    dialog.run_capture()
+    assert dialog.cancel.text() == "Cancel"
+    dialog._cancel()
+    assert "Cancelled" in dialog.status.text()
+    qtbot.waitUntil(lambda: not any(p.name.startswith(".cancelled") for p in tmp_path.iterdir()), timeout=60000)
+    assert not cancelled.exists()
+    # Then a real capture: progress reaches the sample count and the window opens the new capture.
+    out = tmp_path / "small_capture.h5"
+    dialog.output.setText(str(out))
+    progress = []
+    dialog.channel.progress.connect(lambda _rid, done, total, _t: progress.append((done, total)))
+    with qtbot.waitSignal(win.open_channel.finished, timeout=120000):
+        dialog.run_capture()
+    assert out.exists() and win.document.path == str(out) and win.document.has_activations
+    assert progress and progress[-1] == (16, 16)
+    win.shutdown()

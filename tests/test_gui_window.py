@@ -225,3 +225,44 @@ def test_propagation_click_selects_layer_and_metric_switch_updates_tree(qtbot, w
     assert window.tree_model.headerData(COL_METRIC, pg.QtCore.Qt.Orientation.Horizontal) == "MSE"
     assert idx.data() == f"{stats.mse:.3g}"
     assert idx.data(pg.QtCore.Qt.ItemDataRole.BackgroundRole) is not None
+
+
+def test_keyboard_navigation_moves_the_panel(qtbot, window, capture_path):
+    from PySide6.QtCore import Qt
+
+    open_and_wait(qtbot, window, capture_path)
+    show_layer(qtbot, window, "chain_5")
+    window.tree.setFocus()
+    qtbot.keyClick(window.tree, Qt.Key.Key_Down)
+    assert window.current_layer() == "chain_6"
+    qtbot.waitUntil(lambda: window.layer_panel.data is not None and window.layer_panel.data.name == "chain_6"
+                    and window.layer_panel.data.complete, timeout=10000)
+    assert abs(window.layer_panel.data.vmax - chain_max(6)) < 1e-5
+
+
+def test_drop_a_file_opens_it(qtbot, window, capture_path):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(capture_path))])
+    event = QDropEvent(QPointF(200, 200), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(window.open_channel.finished, timeout=10000):
+        window.dropEvent(event)
+    assert window.document is not None and window.document.path == str(capture_path)
+
+
+def test_findings_click_selects_the_layer(qtbot, window, capture_path):
+    open_and_wait(qtbot, window, capture_path)
+    wait_emulated(qtbot, window)
+    qtbot.waitUntil(lambda: not window.session.channels["findings"].busy and window.findings.table.rowCount() > 0,
+                    timeout=60000)
+    table = window.findings.table
+    layer = table.item(0, 1).text()
+    assert layer in window.document.graph
+    severities = [float(table.item(r, 0).text()) for r in range(table.rowCount())]
+    assert severities == sorted(severities, reverse=True)
+    window.tabs.setCurrentWidget(window.findings)
+    table.cellClicked.emit(0, 1)
+    assert window.current_layer() == layer and window.tabs.currentWidget() is window.layer_panel
