@@ -246,3 +246,28 @@ def test_float_only_layers_run_on_the_cpu():
     out = Evaluator(emu.graph, "float").run(batch_inputs(emu.graph, x))["gmp"].float()
     want = np.maximum(x * np.float32(0.5) - 1, 0)[:, 1:7, 2:8, :].max(axis=(1, 2))
     np.testing.assert_allclose(out, want, rtol=1e-6)
+
+
+def test_pre_quantized_activation_inside_a_conv_and_cpu_leaky_after_conv():
+    """A SeparableConv2D(activation='tanh') keeps tanh in its pointwise conv (pre-activation quantizer);
+    a LeakyReLU(0.2) after a conv is fused by the quantizer but runs on the CPU."""
+    rng = np.random.default_rng(12)
+    w = rng_weights(rng, {"s": {"depthwise_kernel": (3, 3, 4, 1), "pointwise_kernel": (1, 1, 4, 4), "bias": (4,)},
+                          "c": {"kernel": (1, 1, 4, 4), "bias": (4,)}})
+    src = model([
+        ("x", "InputLayer", {}, [], S4),
+        ("s", "SeparableConv2D", {"filters": 4, "kernel_size": [3, 3], "padding": "same", "activation": "tanh"},
+         ["x"], S4),
+        ("c", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["s"], S4),
+        ("lk", "LeakyReLU", {"alpha": 0.2}, ["c"], S4),
+    ], ["lk"], w)
+    x = rng.normal(size=(4, 8, 8, 4)).astype(np.float32)
+    emu = Emulator.from_model(src, x, batch_size=2)
+    g = emu.graph
+    pw = g["quant_s_pointwise_conv"]
+    assert pw.pre_slot == ("s_pointwise_conv", "tanh") and pw.out_slot is None and pw.device == "CPU"
+    assert g["quant_c"].out_slot is None and g["quant_lk"].device == "CPU"
+    assert g["quant_lk"].out_slot == ("lk", "output_0")
+    iv, sv = Evaluator(g, "int").run(batch_inputs(g, x)), Evaluator(g, "sim").run(batch_inputs(g, x))
+    for n in g.nodes:
+        np.testing.assert_array_equal(iv[n.name].float(), sv[n.name].float(), err_msg=n.name)
