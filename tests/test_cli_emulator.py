@@ -166,3 +166,7 @@ def test_calibrate_and_emulate_a_capture(tmp_path):
     r = run_cli("emulate", str(cap), "--batch-size", "4", "--layer", "fc")
     assert r.returncode == 0, r.stderr
     assert "quant_fc" in r.stdout and "calibrated here" in r.stdout
+    r = run_cli("emulate", str(cap), "--positions", str(root / "quantized.h5"), "--layer", "fc", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["samples"] == len(x) and out["layers"][0]["position"] == 5

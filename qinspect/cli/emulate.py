@@ -91,13 +91,14 @@ def run(args: argparse.Namespace) -> int:
         if is_vitis_quantized(args.model):
             emu = Emulator.from_quantized(args.model)
             positions_from = f"{args.model} (quantized model)"
-        elif args.positions and is_vitis_quantized(args.positions):
-            emu = Emulator.from_quantized(args.positions)
-            positions_from = f"{args.positions} (quantized model: positions and folded weights)"
         else:
             source = open_model(args.model)
-            emu = Emulator.from_model(source, None, args.batch_size, cle=not args.no_cle)
-            positions_from = ""
+            if args.positions and is_vitis_quantized(args.positions):
+                emu = Emulator.from_quantized(args.positions)
+                positions_from = f"{args.positions} (quantized model: positions and folded weights)"
+            else:
+                emu = Emulator.from_model(source, None, args.batch_size, cle=not args.no_cle)
+                positions_from = ""
         if getattr(emu.graph, "source", "") == "float-model" and args.positions:
             missing = emu.load_positions(args.positions)
             if missing:
