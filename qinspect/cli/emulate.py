@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
             emu.calibrate(data, args.batch_size)
             positions_from = f"calibrated here on the inputs, batch size {args.batch_size}"
         results = emu.run(data, layers=args.layer, batch_size=args.batch_size, stats_factory=ErrorStats)
-        n = getattr(data, "n_samples", None)
+        n = getattr(getattr(data, "capture", data), "n_samples", None)
     finally:
         if source is not None:
             source.close()
