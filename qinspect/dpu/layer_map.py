@@ -130,6 +130,10 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
     if cls == "TFOpLambda":
         _tf_op(node, cfg, call_kwargs or {})
         return node
+    if cls in _CONV_CLASSES and (int(cfg.get("groups", 1) or 1) > 1
+                                 or cfg.get("data_format", "channels_last") == "channels_first"):
+        p["class_name"] = f"{cls} with groups={cfg.get('groups')} / data_format={cfg.get('data_format')}"
+        return node
     if cls in _CONV_CLASSES:
         node.op = _CONV_CLASSES[cls]
         p["act"] = act if act is not None else act_name(cfg.get("activation"))
