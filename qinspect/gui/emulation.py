@@ -55,7 +55,10 @@ class Analysis:
             return f"Float statistics only: {self.reason}"
         n = len(self.results)
         cpu = sum(1 for node in self.graph.nodes if getattr(node, "device", "DPU") == "CPU")
-        return f"Emulated {n} layers ({cpu} on the CPU); positions: {self.positions_source}"
+        if not n:
+            return (f"int8 model built: {len(self.graph.nodes)} operators, {cpu} on the CPU, "
+                    f"{len(self.graph.rewrites)} rewrites; capture activations to emulate it")
+        return f"Emulated {n} operators ({cpu} on the CPU); positions: {self.positions_source}"
 
     def float_layer(self, name: str) -> str:
         """The float-model layer a node name stands for (the name itself if it is one)."""
@@ -99,6 +102,18 @@ class Analysis:
             return None, "no quantizer (float on the CPU)" if getattr(node, "device", "") == "CPU" else \
                 "no position for this tensor"
         return int(pos), f"{self.positions_source} ({slot[0]}:{slot[1]})"
+
+    def layer_weights(self, layer: str) -> tuple[dict[str, Any], str]:
+        """The weights the int8 model quantizes for ``layer`` (after BN folding and equalization), if the
+        layer owns a weighted operator; else empty."""
+        node = self.node(layer)
+        if node is None or not getattr(node, "weights", None):
+            return {}, ""
+        origin = getattr(node, "origin", None) or [node.name]
+        if origin[0] != layer:
+            return {}, ""
+        how = getattr(self.graph, "weights_from", "") or "after the quantizer's rewrites"
+        return dict(node.weights), how
 
     def weight_positions(self, layer: str) -> tuple[dict[str, int], str]:
         """Positions of the node's weights by short weight name."""
@@ -162,6 +177,17 @@ def emulate_capture(token: CancelToken, document: Document, quantized: str | Non
                            progress=lambda done: token.progress(done, capture.n_samples, "emulating"))
     return Analysis(True, graph=emulator.graph, results=dict(results), quantized_path=quantized,
                     positions_source=source, emulator=emulator)
+
+
+def rewrite_model(token: CancelToken, document: Document) -> Analysis:
+    """A model without activations: the quantizer's rewrites and the DPU/CPU partition (no positions)."""
+    module = _optional("qinspect.dpu.emulator")
+    if module is None:
+        return Analysis(False, "the int8 emulator (qinspect.dpu.emulator) is not part of this build")
+    token.check()
+    emulator = module.Emulator.from_model(document.model)
+    return Analysis(True, graph=emulator.graph, results={}, positions_source="none yet (capture to calibrate)",
+                    emulator=emulator)
 
 
 def diagnose_job(token: CancelToken, document: Document, analysis: Analysis, eval_path: str | None) -> list:

@@ -39,10 +39,12 @@ BAR_BRUSH = pg.mkBrush(70, 110, 170, 170)
 
 
 def load_layer(token: CancelToken, document, name: str, position: int | None, source: str,
-               weight_positions: dict[str, int], weight_source: str) -> tuple[ls.LayerData, ls.WhatIf | None]:
+               weight_positions: dict[str, int], weight_source: str,
+               raw_weights: dict | None = None) -> tuple[ls.LayerData, ls.WhatIf | None]:
     """Worker: read a layer's activations and weights; a quick partial result first (see module doc)."""
     layer = document.graph[name]
-    weights = ls.weight_infos(layer.class_name, document.weights(name), weight_positions, weight_source)
+    raw = raw_weights if raw_weights is not None else document.weights(name)
+    weights = ls.weight_infos(layer.class_name, raw, weight_positions, weight_source)
     token.check()
     if not document.has_activations or name not in document.activation_layers:
         data = ls.layer_data(name, layer.class_name, np.zeros(0, np.float32), 0, document.n_samples,
@@ -233,7 +235,8 @@ class LayerPanel(QWidget):
         self.state.setText("Loading…")
         pos, source = self.session.activation_position(name)
         wpos, wsource = self.session.weight_positions(name)
-        self.load_channel.submit(load_layer, doc, name, pos, source, wpos, wsource)
+        weights, self._weights_note = self.session.layer_weights(name)
+        self.load_channel.submit(load_layer, doc, name, pos, source, wpos, wsource, weights)
 
     def refresh(self) -> None:
         """Positions changed (emulation finished, Vitis import): reload the current layer."""
@@ -546,6 +549,8 @@ class LayerPanel(QWidget):
         if other:
             lines.append(f"<b>Other methods</b> on these samples: {other} (percentile and KL are what-ifs; "
                          "vai_q pof2s does not offer them).")
+        if data.weights:
+            lines.append(f"<b>Weights</b> {_html(getattr(self, '_weights_note', ''))}:")
         for w in data.weights:
             lines.append(f"<b>{w.name}</b> {'×'.join(map(str, w.shape))}: p = {w.position} ({w.position_source}), "
                          f"SQNR {ls.fmt_db(w.sqnr_db)}.")
@@ -573,6 +578,9 @@ class LayerPanel(QWidget):
             self.emulated_label.setText(f"Emulated int8 model: <i>{_html(analysis.reason)}</i>")
             return
         res = self.session.layer_result(self.current)
+        if res is None and not analysis.results:
+            self.emulated_label.setText("Emulated int8 model: <i>capture activations to emulate it</i>")
+            return
         if res is None:
             self.emulated_label.setText("Emulated int8 model: no int8 tensor stands for this layer")
             return

@@ -79,6 +79,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._restore_settings()
         self._refresh_recent()
+        self.tree_dock.setVisible(False)  # an empty tree says nothing: the start page has the whole window
         if self.settings.window_state() is None:
             # Docks only take a size once the window is laid out.
             QTimer.singleShot(0, lambda: self.resizeDocks([self.tree_dock], [600], Qt.Orientation.Horizontal))
@@ -301,6 +302,7 @@ class MainWindow(QMainWindow):
         self.session.busy.connect(self._on_session_busy)
         self.session.progress.connect(self.show_progress)
         self.tree_model.set_graph(doc.graph)
+        self.tree_dock.setVisible(True)
         self.search.clear()
         self.tree.expandToDepth(0)
         self.stack.setCurrentWidget(self.tabs)
@@ -316,6 +318,8 @@ class MainWindow(QMainWindow):
         # Select the first layer with activations, so the panel shows something useful at once.
         first = doc.activation_layers[1] if len(doc.activation_layers) > 1 else (
             doc.activation_layers[0] if doc.activation_layers else None)
+        if first is None:  # a model: its first layer with weights
+            first = next((layer.name for layer in doc.graph.leaves() if layer.params), None)
         if first is not None:
             self.select_layer(first)
         if doc.kind == "model":

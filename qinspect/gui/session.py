@@ -59,7 +59,7 @@ class Session(QObject):
         self._long: str | None = None
 
     _WHAT = {
-        "emulate": "Emulating the int8 model",
+        "emulate": "Building the int8 model",
         "coverage": "Comparing captures",
         "dump": "Comparing the Vitis dump",
         "export": "Gathering the report",
@@ -72,6 +72,8 @@ class Session(QObject):
         """Start the model-wide analysis (emulation over the capture) in the background."""
         if self.document.has_activations:
             self._run("emulate", emulation.emulate_capture, self.document, None)
+        elif self.document.model is not None:
+            self._run("emulate", emulation.rewrite_model, self.document)
 
     def shutdown(self) -> None:
         """Cancel every job of this session."""
@@ -130,6 +132,15 @@ class Session(QObject):
         if self.analysis is None:
             return {}, ""
         return self.analysis.weight_positions(layer)
+
+    def layer_weights(self, layer: str) -> tuple[dict[str, Any], str]:
+        """A layer's weights as the int8 model quantizes them (folded, equalized) when known, else as
+        stored in the file; with a note saying which."""
+        if self.analysis is not None and self.analysis.available:
+            weights, how = self.analysis.layer_weights(layer)
+            if weights:
+                return weights, how
+        return self.document.weights(layer), "as stored in the model file (before BN folding and CLE)"
 
     def layer_notes(self, layer: str) -> list[str]:
         """The rewrites and constraint adjustments that touched ``layer``, in words."""
