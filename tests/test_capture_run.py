@@ -494,3 +494,32 @@ def test_two_input_model_from_npz(tmp_path):
         np.testing.assert_allclose(cap.activation("head"), want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
         cat = tfk.Model(model.inputs, model.get_layer("cat").output).predict([xb, xa], verbose=0)
         np.testing.assert_allclose(cap.activation("cat"), cat, rtol=1e-6, atol=1e-6 * np.abs(cat).max())
+
+
+def test_shared_layers_are_captured_at_their_first_call(tmp_path):
+    """A Dense and a nested model each called twice: the capture holds the first call's output, as the
+    model graph aliases later calls to the first."""
+    import tf_keras as tfk
+
+    tfk.utils.set_random_seed(4)
+    ii = tfk.Input((4,), name="ii")
+    enc = tfk.Model(ii, tfk.layers.Dense(3, name="enc_d")(ii), name="enc")
+    a, b = tfk.Input((4,), name="a"), tfk.Input((4,), name="b")
+    shared = tfk.layers.Dense(4, name="shared")
+    model = tfk.Model([a, b], tfk.layers.Concatenate(name="cat")([enc(shared(a)), enc(shared(b))]))
+    model.save(tmp_path / "siamese.h5")
+    rng = np.random.default_rng(8)
+    xa, xb = rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5, 4)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", a=xa, b=xb)
+    result = run_here("capture", str(tmp_path / "siamese.h5"), "--inputs", str(tmp_path / "x.npz"), "-o",
+                      str(tmp_path / "c.h5"), "-q")
+    assert result.returncode == 0, result.stderr
+    w_shared, b_shared = model.get_layer("shared").get_weights()
+    w_enc, b_enc = model.get_layer("enc").get_layer("enc_d").get_weights()
+    first = xa @ w_shared + b_shared  # shared(a), by hand
+    with Capture.open(tmp_path / "c.h5") as cap:
+        np.testing.assert_allclose(cap.activation("shared"), first, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(cap.activation("enc/enc_d"), first @ w_enc + b_enc, rtol=1e-5, atol=1e-6)
+        second = (xb @ w_shared + b_shared) @ w_enc + b_enc
+        np.testing.assert_allclose(cap.activation("cat"), np.concatenate([first @ w_enc + b_enc, second], axis=1),
+                                   rtol=1e-5, atol=1e-6)

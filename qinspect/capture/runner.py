@@ -226,12 +226,21 @@ def _is_model(layer: Any) -> bool:
 
 
 def _own_node(model: Any, layer: Any) -> Any:
-    """The node through which ``layer`` is called inside ``model``'s own graph (the first one)."""
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            if (getattr(node, "operation", None) or getattr(node, "layer", None)) is layer:
-                return node
-    raise QInspectError(f"layer {layer.name!r} is not called in model {model.name!r}")
+    """The node of ``layer``'s first call inside ``model``'s own graph.
+
+    A layer called several times (a shared layer) is captured at its first call, as the model graph
+    aliases later calls to the first (qinspect.io.keras_config).
+    """
+    mine = [
+        node
+        for nodes in model._nodes_by_depth.values()
+        for node in nodes
+        if (getattr(node, "operation", None) or getattr(node, "layer", None)) is layer
+    ]
+    if not mine:
+        raise QInspectError(f"layer {layer.name!r} is not called in model {model.name!r}")
+    order = {id(node): i for i, node in enumerate(layer._inbound_nodes)}
+    return min(mine, key=lambda node: order.get(id(node), len(order)))
 
 
 def _node_outputs(node: Any) -> list[Any]:
