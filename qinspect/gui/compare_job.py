@@ -122,8 +122,8 @@ def coverage_job(token: CancelToken, document, eval_path: str, analysis) -> Cove
                 # values, read as the layer panel reads them.
                 shape = document.capture.activation_shape(name)
                 size = int(np.prod(shape[1:], dtype=np.int64))
-                n, batch = ls.sample_batches(int(shape[0]), size, ls.MAX_VALUES)
-                values = ls.read_activations(document.capture, name, 0, n, batch, token.check)
+                ids, keep = ls.spread_plan(int(shape[0]), size)
+                values = ls.read_spread(document.capture, name, ids, keep, token.check)
                 if values.size == 0:
                     continue
                 pos, source = pos_min_mse(values, Round.HALF_UP), "min-MSE over the calibration capture"

@@ -54,21 +54,18 @@ def load_layer(token: CancelToken, document, name: str, position: int | None, so
     shape = capture.activation_shape(name)
     n_total = int(shape[0])
     size = int(np.prod(shape[1:], dtype=np.int64))
-    n_full, batch = ls.sample_batches(n_total, size, ls.MAX_VALUES)
-    n_first, _ = ls.sample_batches(n_total, size, ls.FIRST_PASS_VALUES)
-    first = ls.read_activations(capture, name, 0, n_first, batch, token.check)
-    if n_first < n_full:
-        data = ls.layer_data(name, layer.class_name, first, n_first, n_total, position, source, weights,
+    ids, keep = ls.spread_plan(n_total, size)
+    first_ids, first_keep = ls.spread_plan(len(ids), keep, ls.FIRST_PASS_VALUES, ls.FIRST_PASS_VALUES)
+    if len(first_ids) * first_keep < len(ids) * keep:
+        first = ls.read_spread(capture, name, ids[first_ids], first_keep, token.check)
+        data = ls.layer_data(name, layer.class_name, first, len(first_ids), n_total, position, source, weights,
                              False, token.check)
         token.partial((data, ls.what_if(data, data.position) if data.position is not None else None))
         # Let the UI thread draw the first pass without competing for the GIL (its painting calls into
         # Python hundreds of times per frame); the full pass starts right after.
         time.sleep(0.06)
-        rest = ls.read_activations(capture, name, n_first, n_full, batch, token.check)
-        values = np.concatenate([first, rest])
-    else:
-        values = first
-    data = ls.layer_data(name, layer.class_name, values, n_full, n_total, position, source, weights, True,
+    values = ls.read_spread(capture, name, ids, keep, token.check)
+    data = ls.layer_data(name, layer.class_name, values, len(ids), n_total, position, source, weights, True,
                          token.check)
     return data, ls.what_if(data, data.position) if data.position is not None else None
 
@@ -166,7 +163,7 @@ class LayerPanel(QWidget):
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             # New text must not re-layout the panel: a relayout resizes and repaints all six plots.
             label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-            figures.addWidget(label, i // 2, i % 2)
+            figures.addWidget(label, i, 0)
         outer.addLayout(figures)
 
         grid = QGridLayout()
@@ -281,7 +278,7 @@ class LayerPanel(QWidget):
             self.whatif_channel.submit(what_if_job, data, self._override, self._method_for_override)
         self.whatif = whatif
         if data.has_activations:
-            share = f"{data.n_samples_used} of {data.n_samples_total} samples"
+            share = f"{data.values.size:,} values from {data.n_samples_used} of {data.n_samples_total} samples"
             self.state.setText(f"First pass: {share}…" if partial else f"Statistics over {share}")
         else:
             self.state.setText("No activations captured for this layer")
@@ -345,7 +342,8 @@ class LayerPanel(QWidget):
         if self.data is None or whatif.layer != self.current:
             return
         self.whatif = whatif
-        share = f"{self.data.n_samples_used} of {self.data.n_samples_total} samples"
+        share = f"{self.data.values.size:,} values from {self.data.n_samples_used} of " \
+            f"{self.data.n_samples_total} samples"
         self.state.setText(f"Statistics over {share}")
         self._draw_whatif()
 
@@ -480,7 +478,7 @@ class LayerPanel(QWidget):
         lo_f, hi_f = st.clip_lo_frac, st.clip_hi_frac
         self.range_label.setText(
             f"<b>p = {w.position}</b> ({w.method or 'in use'}): int8 range [{w.lo:.5g}, {w.hi:.5g}], "
-            f"step 2^-{w.position} = {2.0 ** -w.position:.4g}; float range [{data.vmin:.5g}, {data.vmax:.5g}]"
+            f"step {2.0 ** -w.position:.4g} · float values in [{data.vmin:.5g}, {data.vmax:.5g}]"
         )
         self.clip_label.setText(
             f"Clipped below: <b>{ls.fmt_frac(lo_f)}</b> · above: <b>{ls.fmt_frac(hi_f)}</b> · "

@@ -115,25 +115,36 @@ class WhatIf:
         return self.stats.sqnr_db
 
 
-def sample_batches(n_total: int, sample_size: int, max_values: int) -> tuple[int, int]:
-    """How many samples to read (at most ``max_values`` values, at least one) and per read batch."""
-    per = max(1, int(sample_size))
-    n = max(1, min(n_total, max_values // per)) if n_total else 0
-    batch = max(1, min(n, (1 << 16) // per))  # each read ~256 KB: short GIL holds, frequent cancel checks
-    return n, batch
+# Values read from the file for one layer at most (16 MB of float32), spread over the samples.
+READ_VALUES = 1 << 22
 
 
-def read_activations(capture, layer: str, first: int, stop: int, batch: int,
-                     check: Callable[[], None]) -> np.ndarray:
-    """Samples ``first .. stop`` of a layer's activations, read ``batch`` samples at a time, flattened.
+def spread_plan(n_total: int, sample_size: int, max_values: int = MAX_VALUES,
+                read_values: int = READ_VALUES) -> tuple[np.ndarray, int]:
+    """Which samples to read (evenly spread over the capture, not just the first ones) and how many
+    values to keep from each, so a layer costs at most ``read_values`` read and ``max_values`` kept."""
+    size = max(1, int(sample_size))
+    if n_total <= 0:
+        return np.zeros(0, np.int64), 0
+    n_read = max(1, min(n_total, read_values // size))
+    ids = np.unique(np.linspace(0, n_total - 1, n_read).round().astype(np.int64))
+    keep = max(1, min(size, max_values // len(ids)))
+    return ids, keep
 
-    Short reads keep each h5py call (which holds the GIL) brief, so the UI thread never stalls, and
-    let a superseded request stop between reads.
-    """
+
+def read_spread(capture, layer: str, ids: np.ndarray, keep: int, check: Callable[[], None],
+                seed: int = 0) -> np.ndarray:
+    """Read samples ``ids`` one at a time (one chunk each: short GIL holds, a cancel check between),
+    keeping ``keep`` values of each: all of them, or a uniform random draw (with replacement, which
+    keeps every fraction unbiased) when the sample is larger."""
+    rng = np.random.default_rng(seed)
     parts = []
-    for start in range(first, stop, batch):
+    for i in ids:
         check()
-        parts.append(capture.activation(layer, slice(start, min(stop, start + batch))).reshape(-1))
+        x = capture.activation(layer, int(i)).reshape(-1)
+        if keep < x.size:
+            x = x[rng.integers(0, x.size, keep)]
+        parts.append(x)
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
@@ -184,8 +195,8 @@ def layer_data(name: str, class_name: str, values: np.ndarray, n_used: int, n_to
             check()
             methods[label] = int(fn(finite))
     if position is None and methods:
-        why = f"{position_source}; " if position_source else ""
-        position, position_source = methods[DEFAULT_METHOD], f"{why}what-if at min-MSE over these samples"
+        why = f" ({position_source})" if position_source else ""
+        position, position_source = methods[DEFAULT_METHOD], f"min-MSE over these values, as a what-if{why}"
     return LayerData(name, class_name, n_used, n_total, finite, vmin, vmax, hist, methods, position,
                      position_source, weights, complete)
 
