@@ -210,3 +210,15 @@ def test_incomplete_file_refused(tmp_path):
     with pytest.raises(QInspectError, match="incomplete capture"):
         Capture.open(writer.temp_path)
     assert not dest.exists()
+
+
+def test_without_pwrite_rows_go_through_h5py(tmp_path, monkeypatch):
+    """Platforms without os.pwrite (Windows) write the same file through h5py."""
+    import qinspect.io.capture_file as capture_file
+
+    monkeypatch.setattr(capture_file, "_HAS_PWRITE", False)
+    data = tiny_data(5)
+    path = write_tiny(tmp_path / "c.h5", data, batch=3)
+    with Capture.open(path) as cap:
+        np.testing.assert_array_equal(cap.activation("outer/conv"), data["outer/conv"])
+        np.testing.assert_array_equal(cap.inputs(), data["input"])

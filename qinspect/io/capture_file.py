@@ -60,6 +60,8 @@ FORMAT_VERSION = "1.0"
 # Samples per chunk are chosen so that a chunk holds at least this many bytes (see module docstring).
 _MIN_CHUNK_BYTES = 16 * 1024
 COMPRESSIONS = ("lzf", "gzip", None)
+# os.pwrite is POSIX only; elsewhere rows go through h5py (same file, no overlap with computing).
+_HAS_PWRITE = hasattr(os, "pwrite")
 
 
 # --- names ---------------------------------------------------------------------------------------
@@ -428,7 +430,7 @@ class CaptureWriter:
             dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
             ds = group.create_dataset(escape_name(name), shape=full, dtype=np.float32, dcpl=dcpl, fill_time="never")
             offset = ds.id.get_offset()
-            if offset is not None:
+            if offset is not None and _HAS_PWRITE:
                 self._raw[ds.name] = (int(offset), 4 * int(np.prod(shape, dtype=np.int64)))
         else:
             chunk_n = min(max(self.n_samples, 1), samples_per_chunk(shape))
