@@ -523,3 +523,13 @@ def test_shared_layers_are_captured_at_their_first_call(tmp_path):
         second = (xb @ w_shared + b_shared) @ w_enc + b_enc
         np.testing.assert_allclose(cap.activation("cat"), np.concatenate([first @ w_enc + b_enc, second], axis=1),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_output_folder_must_exist_and_inputs_must_exist(small_model, tmp_path):
+    _, path, inputs = small_model
+    target = tmp_path / "no" / "such" / "c.h5"
+    line = _one_line_error(run_here("capture", str(path), "--inputs", str(inputs), "-o", str(target)), target)
+    assert "folder" in line
+    _one_line_error(run_here("capture", str(path), "--inputs", str(tmp_path / "none.npy"), "-o",
+                             str(tmp_path / "c.h5")), tmp_path / "none.npy")
+    assert list(tmp_path.iterdir()) == []
