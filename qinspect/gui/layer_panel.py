@@ -169,10 +169,10 @@ class LayerPanel(QWidget):
         grid = QGridLayout()
         grid.setSpacing(4)
         self.act_plot = self._plot("Float activations vs the int8 range", "value", "count")
-        self.err_plot = self._plot("Quantization error", "error (LSB = 2^-p)", "count")
+        self.err_plot = self._plot("Quantization error", "error (LSB)", "count")
         self.scatter_plot = self._plot("Float vs dequantized", "float", "dequantized int8")
         self.w_plot = self._plot("Weights", "value", "count")
-        self.ch_plot = self._plot("Channel ranges vs the tensor range", "output channel", "value")
+        self.ch_plot = self._plot("Channel ranges", "output channel", "value")
         self.bits_plot = self._plot("Bits wasted per channel", "output channel", "bits")
         grid.addWidget(self.act_plot, 0, 0, 1, 2)
         grid.addWidget(self.err_plot, 0, 2)
@@ -508,12 +508,12 @@ class LayerPanel(QWidget):
         if not kernels:
             none = "this layer has none" if data is not None else ""
             self.w_plot.setTitle(f"Weights: {none}", size="9pt")
-            self.ch_plot.setTitle("Channel ranges vs the tensor range", size="9pt")
+            self.ch_plot.setTitle("Channel ranges", size="9pt")
             self.bits_plot.setTitle("Bits wasted per channel", size="9pt")
             return
         k = kernels[0]
-        self.w_plot.setTitle(f"Weights: {k.name} {'×'.join(map(str, k.shape))}, p={k.position}, "
-                             f"SQNR {ls.fmt_db(k.sqnr_db)}", size="9pt")
+        # Short titles: a pyqtgraph title wider than its plot pushes the plot out of view.
+        self.w_plot.setTitle(f"Weights: {k.name}, p={k.position}", size="9pt")
         self.w_curve.setData(k.hist.edges, self._counts(k.hist.counts))
         for line, x in zip(self.w_clip, (-128 * 2.0**-k.position, 127 * 2.0**-k.position), strict=True):
             line.setValue(x)
@@ -523,14 +523,17 @@ class LayerPanel(QWidget):
         t = k.tensor_absmax
         for line, y in zip(self.ch_lines, (-t, t), strict=True):
             line.setValue(y)
-        self.ch_plot.setTitle(f"Channel ranges vs tensor ±{t:.3g} (orange)", size="9pt")
+        self.ch_plot.setTitle("Channel ranges", size="9pt")
+        self.ch_plot.setToolTip(f"Bars: each output channel's [min, max]. Orange: the per-tensor range ±{t:.4g} "
+                                "that one position must cover.")
         # Past 8 bits a channel has no code left: it quantizes to zero. Draw it at 8 and say so.
         wasted = np.minimum(np.where(np.isfinite(k.bits_wasted), k.bits_wasted, 8.0), 8.0)
         dead = int(np.count_nonzero(wasted >= 8.0))
         self.bits_bars.setOpts(x=ch, height=wasted)
-        worst = f": median {np.median(wasted):.1f}" + (f", {dead} all-zero in int8" if dead else "") \
-            if wasted.size else ""
-        self.bits_plot.setTitle(f"Bits wasted per channel{worst}", size="9pt")
+        self.bits_plot.setTitle("Bits wasted per channel", size="9pt")
+        self.bits_plot.setToolTip((f"{dead} channel(s) quantize to all zeros (drawn at 8 bits). " if dead else "")
+                                  + "log2(per-tensor max|w| / channel max|w|): the bits of the int8 code a "
+                                  "channel never uses because one position serves the whole tensor.")
         for plot in (self.ch_plot, self.bits_plot):
             plot.setXRange(-0.6, ch.size - 0.4, padding=0)
             plot.enableAutoRange(axis="y")
@@ -552,6 +555,12 @@ class LayerPanel(QWidget):
         for w in data.weights:
             lines.append(f"<b>{w.name}</b> {'×'.join(map(str, w.shape))}: p = {w.position} ({w.position_source}), "
                          f"SQNR {ls.fmt_db(w.sqnr_db)}.")
+            if w.bits_wasted is not None and w.bits_wasted.size:
+                wasted = np.minimum(np.where(np.isfinite(w.bits_wasted), w.bits_wasted, 8.0), 8.0)
+                dead = int(np.count_nonzero(wasted >= 8.0))
+                lines.append(f"&nbsp;&nbsp;{w.bits_wasted.size} output channels against one per-tensor range: "
+                             f"median {np.median(wasted):.1f} bits wasted, worst {wasted.max():.1f}"
+                             + (f"; {dead} channel(s) quantize to all zeros" if dead else "") + ".")
         notes = self.session.layer_notes(data.name)
         if notes:
             lines.append("<b>What the quantizer did to this layer:</b><ul>"
