@@ -533,3 +533,28 @@ def test_output_folder_must_exist_and_inputs_must_exist(small_model, tmp_path):
     _one_line_error(run_here("capture", str(path), "--inputs", str(tmp_path / "none.npy"), "-o",
                              str(tmp_path / "c.h5")), tmp_path / "none.npy")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_keras3_h5_and_inputs_only_capture(tmp_path):
+    """A Keras 3 model saved as .h5 runs through Keras 3; ``--layers`` matching only the input runs nothing."""
+    import keras
+
+    x = np.random.default_rng(9).normal(size=(5, 6, 6, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    model = keras.Sequential([keras.Input((6, 6, 2), name="img"), keras.layers.Conv2D(3, 3, name="c"),
+                              keras.layers.ReLU(name="r"), keras.layers.Flatten(name="f"),
+                              keras.layers.Dense(2, name="d")], name="seq3")
+    model.save(tmp_path / "k3.h5")
+    result = run_here("capture", str(tmp_path / "k3.h5"), "--inputs", str(tmp_path / "x.npy"), "-o",
+                      str(tmp_path / "c.h5"), "-q")
+    assert result.returncode == 0, result.stderr
+    with Capture.open(tmp_path / "c.h5") as cap:
+        assert cap.layers_with_activations() == ["img", "c", "r", "f", "d"]
+        want = model.predict(x, verbose=0)
+        np.testing.assert_allclose(cap.activation("d"), want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+    result = run_here("capture", str(tmp_path / "k3.h5"), "--inputs", str(tmp_path / "x.npy"), "-o",
+                      str(tmp_path / "i.h5"), "-q", "--layers", "img")
+    assert result.returncode == 0, result.stderr
+    with Capture.open(tmp_path / "i.h5") as cap:
+        assert cap.layers_with_activations() == ["img"]
+        np.testing.assert_array_equal(cap.activation("img"), x)

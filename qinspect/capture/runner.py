@@ -24,6 +24,7 @@ import queue
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,10 +193,17 @@ def load_keras_model(path: str) -> Any:
     """Load a model for running: ``.keras`` with Keras 3, ``.h5``/SavedModel with tf_keras (safe mode)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        if path.endswith(".keras"):
+        if zipfile.is_zipfile(path):
             import keras
 
             return keras.saving.load_model(path, compile=False, safe_mode=True)
+        if _written_by_keras3(path):
+            import h5py
+            from keras.src.legacy.saving.legacy_h5_format import load_model_from_hdf5
+
+            # Through an h5py handle opened with locking off (see the tf_keras case below).
+            with h5py.File(path, "r", locking=False) as h5:
+                return load_model_from_hdf5(h5, compile=False, safe_mode=True)
         import tf_keras
         from tf_keras.src.saving.serialization_lib import SafeModeScope
 
@@ -213,6 +221,21 @@ def load_keras_model(path: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - any loader failure is a bad model file for the user
         text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
         raise QInspectError(f"TensorFlow cannot load this model ({text[:300]})", path) from None
+
+
+def _written_by_keras3(path: str) -> bool:
+    """An HDF5 model saved by Keras 3 (tf_keras cannot read its config)."""
+    if not os.path.isfile(path):
+        return False
+    import h5py
+
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            version = h5.attrs.get("keras_version", "")
+    except OSError:
+        return False
+    version = version.decode() if isinstance(version, bytes) else str(version)
+    return version.startswith("3.")
 
 
 def _functional(model: Any) -> Any:
@@ -368,10 +391,15 @@ def run_capture(
     output = os.path.abspath(os.fspath(output))
     if os.path.exists(output) and not overwrite:
         raise QInspectError("already exists; use --force to replace it", output)
-    model = keras_model if keras_model is not None else load_keras_model(plan.model_path)
-    extractor = build_extractor(model, plan.layers)
-    order = _model_input_order(extractor, list(plan.source.names))
-    step = _compiled_step(extractor, [plan.source.shapes[name] for name in order])
+    order = list(plan.source.names)
+    if plan.layers:
+        model = keras_model if keras_model is not None else load_keras_model(plan.model_path)
+        extractor = build_extractor(model, plan.layers)
+        order = _model_input_order(extractor, order)
+        step = _compiled_step(extractor, [plan.source.shapes[name] for name in order])
+    else:  # --layers matched only model inputs: nothing to run
+        def step(*arrays: np.ndarray) -> list[np.ndarray]:
+            return []
     load_seconds = time.perf_counter() - started
     n, batch = plan.n_samples, plan.batch_size
     nonfinite = {name: (0, 0, 0) for name in order}
