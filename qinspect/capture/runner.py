@@ -63,6 +63,12 @@ class CapturePlan:
         """Samples to capture."""
         return self.source.n_samples
 
+    def close(self) -> None:
+        """Release the model file the graph and weights were read from."""
+        close = getattr(self.weights, "close", None)
+        if close is not None:
+            close()
+
     def activation_shapes(self) -> dict[str, tuple[int, ...]] | None:
         """Per-sample output shape of each captured layer, or None when the graph leaves one open."""
         shapes = {}

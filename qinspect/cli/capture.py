@@ -196,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
             )
     finally:
         signal.signal(signal.SIGTERM, previous)
+        plan.close()
     running = result.seconds - result.load_seconds
     rate = result.n_samples / running if running > 0 else 0.0
     print(
