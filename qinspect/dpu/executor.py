@@ -215,44 +215,52 @@ class Evaluator:
             x = ins[0]
             xq, pi = x.codes(), x.pos
             assert pi is not None
-            if op == "conv2d":
-                acc = ops.conv2d_acc(xq, wq, p["strides"], p["padding"], p["dilation"])
-            elif op == "depthwise_conv2d":
-                acc = ops.depthwise_conv2d_acc(xq, wq, p["strides"], p["padding"], p["dilation"])
-            elif op == "conv2d_transpose":
-                acc = ops.conv2d_transpose_acc(xq, wq, p["strides"], p["padding"])
-            else:
-                acc = ops.dense_acc(xq, wq)
+
+            def accumulate(xq=xq, wq=wq, p=p, op=op) -> np.ndarray:
+                if op == "conv2d":
+                    return ops.conv2d_acc(xq, wq, p["strides"], p["padding"], p["dilation"])
+                if op == "depthwise_conv2d":
+                    return ops.depthwise_conv2d_acc(xq, wq, p["strides"], p["padding"], p["dilation"])
+                if op == "conv2d_transpose":
+                    return ops.conv2d_transpose_acc(xq, wq, p["strides"], p["padding"])
+                return ops.dense_acc(xq, wq)
+
             oslot, iact, act_node = self._fused_out(node)
             if iact == "unsupported" or (oslot is None and act_node is None and node.out_slot is None
                                          and p.get("act", "linear") != "linear"):
                 return None
             pb_eff = pb if bq is not None else pi + pw
-            if oslot is None:
-                # Unquantized output (a CPU activation follows, or nothing quantizes it): the exact
-                # accumulator value, as the simulation's float32 conv gives it when it is exact.
-                a = acc.astype(np.float64)
+
+            def exact_float(pi=pi, pw=pw, pb=pb_eff, bq=bq) -> np.ndarray:
+                # The exact accumulator value: what the simulation's float32 conv gives when it is exact.
+                a = accumulate().astype(np.float64)
                 if bq is not None:
-                    a = a + bq.astype(np.float64) * 2.0 ** (pi + pw - pb_eff)
-                f = (a * 2.0 ** -(pi + pw)).astype(F32)
+                    a = a + bq.astype(np.float64) * 2.0 ** (pi + pw - pb)
+                return (a * 2.0 ** -(pi + pw)).astype(F32)
+
+            if oslot is None:
+                # Unquantized output (a CPU activation follows, or nothing quantizes it).
+                f = exact_float()
                 if p.get("act", "linear") != "linear":
                     f = float_ops.activation(p["act"], f)
                 return Value(f=f)
             po = self.pos(oslot)
             assert po is not None
-            q = ops.output_stage(acc, bq, pi, pw, pb_eff, po, iact)
-            v = Value(q=q, pos=po)
+            # The operators fuse the output stage into the accumulation (one HALF_UP rounding).
+            if op == "conv2d":
+                q = ops.conv2d(xq, wq, bq, pi, pw, pb_eff, po, p["strides"], p["padding"], p["dilation"], iact)
+            elif op == "depthwise_conv2d":
+                q = ops.depthwise_conv2d(xq, wq, bq, pi, pw, pb_eff, po, p["strides"], p["padding"], p["dilation"],
+                                         iact)
+            elif op == "conv2d_transpose":
+                q = ops.conv2d_transpose(xq, wq, bq, pi, pw, pb_eff, po, p["strides"], p["padding"], iact)
+            else:
+                q = ops.dense(xq, wq, bq, pi, pw, pb_eff, po, iact)
             if act_node is not None:
-                # The conv's own (unquantized) value, for reports and dump comparison: computed only
-                # when asked (it costs a float64 pass over the accumulator).
-                def pre(acc=acc, bq=bq, pi=pi, pw=pw, pb=pb_eff) -> np.ndarray:
-                    a = acc.astype(np.float64)
-                    if bq is not None:
-                        a = a + bq.astype(np.float64) * 2.0 ** (pi + pw - pb)
-                    return (a * 2.0 ** -(pi + pw)).astype(F32)
-
-                return _FusedValue(q=q, pos=po, pre=pre)
-            return v
+                # The conv's own (unquantized) value, for reports and dump comparison: recomputed only
+                # when asked.
+                return _FusedValue(q=q, pos=po, pre=exact_float)
+            return Value(q=q, pos=po)
         if op in ("relu", "leaky_relu", "activation") and node.name in self._fused_producer:
             src = ins[0]
             if isinstance(src, _FusedValue):
