@@ -103,6 +103,7 @@ def main() -> None:
         cap.close()
         print("2. demo vs sensitivity samples (calibration excluded; best of 2 runs): the sensitivity pass "
               "alone, and the whole diagnosis (findings on 64 samples: a fixed part)")
+        diagnose(emu.graph, {k: v[:2] for k, v in x.items()}, sens_samples=2)  # warm-up (imports, caches)
         base = base_d = None
         for s in ((4, 16) if args.quick else (4, 8, 16, 32)):
             xs = {k: v[:s] for k, v in x.items()}
@@ -115,6 +116,9 @@ def main() -> None:
         print(f"1./2. skipped: {DEMO} not built (python resources/make_demo.py)")
     print("3. synthetic conv chains (24x24x16), 16 samples, whole diagnosis (best of 2 runs):")
     base = None
+    warm = _ChainSource(2)
+    xw = np.zeros((2, 24, 24, 16), np.float32)
+    diagnose(Emulator.from_model(warm, calib_inputs=xw, batch_size=2).graph, {"input": xw}, sens_samples=2)
     for n_layers in ((4, 16) if args.quick else (4, 8, 16, 32)):
         src = _ChainSource(n_layers)
         x = np.random.default_rng(1).uniform(0, 1, size=(16, 24, 24, 16)).astype(np.float32)
