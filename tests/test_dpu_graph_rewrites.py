@@ -271,3 +271,23 @@ def test_pre_quantized_activation_inside_a_conv_and_cpu_leaky_after_conv():
     iv, sv = Evaluator(g, "int").run(batch_inputs(g, x)), Evaluator(g, "sim").run(batch_inputs(g, x))
     for n in g.nodes:
         np.testing.assert_array_equal(iv[n.name].float(), sv[n.name].float(), err_msg=n.name)
+
+
+def test_batchnorm_on_a_flat_tensor_stays_float():
+    rng = np.random.default_rng(13)
+    w = rng_weights(rng, {"bn": {"gamma": (6,), "beta": (6,), "moving_mean": (6,), "moving_variance": (6,)},
+                          "d": {"kernel": (6, 3), "bias": (3,)}})
+    src = model([
+        ("x", "InputLayer", {}, [], [None, 6]),
+        ("bn", "BatchNormalization", {"epsilon": 1e-3}, ["x"], [None, 6]),
+        ("d", "Dense", {"units": 3, "activation": "linear"}, ["bn"], [None, 3]),
+    ], ["d"], w)
+    x = rng.normal(size=(5, 6)).astype(np.float32)
+    emu = Emulator.from_model(src, x, batch_size=5)
+    g = emu.graph
+    assert g["bn"].op == "batchnorm" and g["bn"].device == "CPU"
+    assert g["quant_d"].inputs == ["quant_bn"]  # input quantizer after the float layer
+    y = Evaluator(g, "float").run(batch_inputs(g, x))["quant_d"].float()
+    b = w["bn"]
+    ref = ((x - b["moving_mean"]) / np.sqrt(b["moving_variance"] + 1e-3) * b["gamma"] + b["beta"]) @ w["d"]["kernel"]
+    np.testing.assert_allclose(y, ref + w["d"]["bias"], rtol=1e-5, atol=1e-5)

@@ -434,6 +434,11 @@ class Evaluator:
             else:
                 r = sum(xs[1:], xs[0]) / F32(len(xs))
             return self.quant_value(np.asarray(r, F32), node.out_slot)
+        if op == "batchnorm":
+            w = node.weights
+            y = float_ops.batchnorm(x, w.get("gamma"), w.get("beta"), w["moving_mean"], w["moving_variance"],
+                                    p.get("epsilon", 1e-3))
+            return self.quant_value(np.asarray(y, F32), node.out_slot)
         if op == "global_max_pool":
             return self.quant_value(np.max(x, axis=(1, 2), keepdims=p.get("keepdims", False)), node.out_slot)
         if op == "crop":

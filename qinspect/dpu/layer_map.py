@@ -222,6 +222,8 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
         p["dims"] = [int(v) for v in cfg.get("dims", [])]
     elif cls in ("InputLayer",):
         node.op = "input"
+    elif cls == "BatchNormalization":
+        node.op, p["epsilon"] = "batchnorm", float(cfg.get("epsilon", 1e-3))
     elif cls in ("Subtract", "Maximum", "Minimum", "Average"):
         node.op, p["fn"] = "elementwise", cls.lower()
     elif cls in ("GlobalMaxPooling2D",):
@@ -250,7 +252,7 @@ def dpu_placement(node: Node) -> tuple[str, str]:
         return "CPU", f"layer class {p.get('class_name', '?')} is not a DPU operator"
     if op == "scalar":
         return "CPU", f"elementwise op with a constant ({p.get('fn')}) is not a DPU operator"
-    if op in ("elementwise", "global_max_pool", "crop"):
+    if op in ("elementwise", "global_max_pool", "crop", "batchnorm"):
         return "CPU", f"{op.replace('_', ' ')} is not quantized by the Vitis pof2s quantizer"
     if op == "softmax":
         return "CPU", "softmax stays float on the CPU (Vitis pof2s keeps it out of the DPU)"

@@ -237,6 +237,11 @@ def _bn_to_dwconv(m: _Model) -> None:
     for bn in list(m.layers):
         if bn.cls != "BatchNormalization":
             continue
+        if bn.output_shape is not None and len(bn.output_shape) != 4 or not _bn_axis_ok(bn):
+            # A 1x1 depthwise conv needs NHWC; the quantizer cannot convert this one either.
+            m.record("batchnorm_kept", f"BatchNormalization {bn.name} (not after a conv, not NHWC channels-last) "
+                     "stays a float layer", [bn.name])
+            continue
         mult, beta, mm = _bn_multiplier(bn)
         c = mult.shape[0]
         bn.cls = "DepthwiseConv2D"
