@@ -170,3 +170,12 @@ def test_calibrate_and_emulate_a_capture(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["samples"] == len(x) and out["layers"][0]["position"] == 5
+
+
+def test_compare_dump_with_more_inputs_than_dumped_compares_the_dumped_batch():
+    root = refcase("small")  # dump_inputs.npy == calib.npy[:2]
+    r = run_cli("compare-dump", str(root / "quantized.h5"), str(root / "dump_results"), "--inputs",
+                str(root / "calib.npy"), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["samples"] == 2 and any("first 2 of the 16" in n for n in out["notes"])
