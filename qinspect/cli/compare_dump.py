@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Compare and print."""
     from qinspect.cli import error
     from qinspect.cli._dpu_common import open_data, print_json, require_file
-    from qinspect.dpu.emulator import Emulator, _dumped_samples, compare_dump
+    from qinspect.dpu.emulator import Emulator, compare_dump, dumped_samples
     from qinspect.io.vitis import open_dump
 
     require_file(args.quantized)
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if len(inputs) == 1 and len(emu.graph.inputs) == 1:
         inputs = {emu.graph.inputs[0]: next(iter(inputs.values()))}
     matches = compare_dump(emu, dump, inputs)
-    n_dump = _dumped_samples(emu.graph, dump)
+    n_dump = dumped_samples(emu.graph, dump)
     if n_dump is not None and n_dump < src.n_samples:
         dump.notes.append(f"the dump holds {n_dump} samples (dump_model predicts one batch): compared the first "
                           f"{n_dump} of the {src.n_samples} inputs")

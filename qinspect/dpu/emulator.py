@@ -401,7 +401,7 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
     for name, arr in arrays.items():
         check_input_shape(g, name, arr)
     n = len(next(iter(arrays.values())))
-    n_dump = _dumped_samples(g, dump)
+    n_dump = dumped_samples(g, dump)
     if n_dump is not None and n_dump < n:
         # dump_model runs predict(dataset, steps=1): with more inputs than one batch, only the first
         # batch is dumped. Compare that many samples.
@@ -471,7 +471,7 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
     return out
 
 
-def _dumped_samples(g: DpuGraph, dump: Any) -> int | None:
+def dumped_samples(g: DpuGraph, dump: Any) -> int | None:
     """How many samples the dump holds, from the model input's float file (None if unknown)."""
     for e in dump.entries:
         if e.kind == "activation" and e.dtype == "float32" and e.layer in g.inputs and e.path:
