@@ -10,7 +10,6 @@ SQNR and the error plots together.
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pyqtgraph as pg
@@ -18,6 +17,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QGraphicsItem,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -29,8 +29,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from qinspect.gui import compute_process
 from qinspect.gui import layer_stats as ls
-from qinspect.gui.worker import CancelToken, Channel
+from qinspect.gui.worker import Cancelled, CancelToken, Channel
 
 USED = "Position of the int8 model"
 CLIP_PEN = pg.mkPen("#d62728", width=2)
@@ -40,8 +41,8 @@ BAR_BRUSH = pg.mkBrush(70, 110, 170, 170)
 
 def load_layer(token: CancelToken, document, name: str, position: int | None, source: str,
                weight_positions: dict[str, int], weight_source: str,
-               raw_weights: dict | None = None) -> tuple[ls.LayerData, ls.WhatIf | None]:
-    """Worker: read a layer's activations and weights; a quick partial result first (see module doc)."""
+               raw_weights: dict | None = None, rid: int = 0) -> tuple[ls.LayerData, ls.WhatIf | None]:
+    """Worker: a layer's weights here, its activations in the helper process; a quick partial first."""
     layer = document.graph[name]
     raw = raw_weights if raw_weights is not None else document.weights(name)
     weights = ls.weight_infos(layer.class_name, raw, weight_positions, weight_source)
@@ -50,30 +51,29 @@ def load_layer(token: CancelToken, document, name: str, position: int | None, so
         data = ls.layer_data(name, layer.class_name, np.zeros(0, np.float32), 0, document.n_samples,
                              position, source, weights, True)
         return data, None
-    capture = document.capture
-    shape = capture.activation_shape(name)
-    n_total = int(shape[0])
-    size = int(np.prod(shape[1:], dtype=np.int64))
-    ids, keep = ls.spread_plan(n_total, size)
-    first_ids, first_keep = ls.spread_plan(len(ids), keep, ls.FIRST_PASS_VALUES, ls.FIRST_PASS_VALUES)
-    if len(first_ids) * first_keep < len(ids) * keep:
-        first = ls.read_spread(capture, name, ids[first_ids], first_keep, token.check)
-        data = ls.layer_data(name, layer.class_name, first, len(first_ids), n_total, position, source, weights,
-                             False, token.check)
-        token.partial((data, ls.what_if(data, data.position) if data.position is not None else None))
-        # Let the UI thread draw the first pass without competing for the GIL (its painting calls into
-        # Python hundreds of times per frame); the full pass starts right after.
-        time.sleep(0.06)
-    values = ls.read_spread(capture, name, ids, keep, token.check)
-    data = ls.layer_data(name, layer.class_name, values, len(ids), n_total, position, source, weights, True,
-                         token.check)
-    return data, ls.what_if(data, data.position) if data.position is not None else None
+    path = document.capture.path
+    try:
+        if compute_process.call(compute_process.needs_first_pass, path, name):
+            data, whatif = compute_process.call(compute_process.load_pass, rid, path, name, layer.class_name,
+                                                position, source, True)
+            data.weights = weights
+            token.partial((data, whatif))
+        token.check()
+        data, whatif = compute_process.call(compute_process.load_pass, rid, path, name, layer.class_name,
+                                            position, source, False)
+    except compute_process.Superseded:
+        raise Cancelled() from None
+    data.weights = weights
+    return data, whatif
 
 
-def what_if_job(token: CancelToken, data: ls.LayerData, position: int, method: str) -> ls.WhatIf:
-    """Worker: re-quantize the loaded values at ``position``."""
+def what_if_job(token: CancelToken, data: ls.LayerData, position: int, method: str, rid: int = 0) -> ls.WhatIf:
+    """Worker: re-quantize the loaded values at ``position`` (in the helper process)."""
     token.check()
-    return ls.what_if(data, position, method)
+    try:
+        return compute_process.call(compute_process.what_if, rid, data, position, method)
+    except compute_process.Superseded:
+        raise Cancelled() from None
 
 
 class LayerPanel(QWidget):
@@ -98,6 +98,8 @@ class LayerPanel(QWidget):
         self.whatif_channel = Channel("what-if", self)
         self.whatif_channel.finished.connect(lambda _rid, res: self._on_whatif(res))
         self.whatif_channel.failed.connect(self._on_failed)
+        self._rid = 0
+        compute_process.start()
         self._build()
         self._clear()
 
@@ -203,9 +205,19 @@ class LayerPanel(QWidget):
         w.setMenuEnabled(True)
         w.setMinimumHeight(150)
         for side in ("bottom", "left"):
+            axis = w.getAxis(side)
             # Values are read in their own units (LSB, codes, bits): no "(x0.001)" rescaling.
-            w.getAxis(side).enableAutoSIPrefix(False)
+            axis.enableAutoSIPrefix(False)
+            # Replaying an axis's text picture is most of a plot's paint time: keep it as a pixmap
+            # until its ticks change.
+            axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         return w
+
+    def _next_rid(self) -> int:
+        """A new id for the helper process; publishing it makes every older request stop."""
+        self._rid += 1
+        compute_process.set_latest(self._rid)
+        return self._rid
 
     # --- public ------------------------------------------------------------------------------------
     def set_session(self, session) -> None:
@@ -233,7 +245,8 @@ class LayerPanel(QWidget):
         pos, source = self.session.activation_position(name)
         wpos, wsource = self.session.weight_positions(name)
         weights, self._weights_note = self.session.layer_weights(name)
-        self.load_channel.submit(load_layer, doc, name, pos, source, wpos, wsource, weights)
+        rid = self._next_rid()
+        self.load_channel.submit(load_layer, doc, name, pos, source, wpos, wsource, weights, rid)
 
     def refresh(self) -> None:
         """Positions changed (emulation finished, Vitis import): reload the current layer."""
@@ -275,7 +288,8 @@ class LayerPanel(QWidget):
         self.data = data
         if self._override is not None and self._override != data.position:
             whatif = None
-            self.whatif_channel.submit(what_if_job, data, self._override, self._method_for_override)
+            self.whatif_channel.submit(what_if_job, data, self._override, self._method_for_override,
+                                       self._next_rid())
         self.whatif = whatif
         if data.has_activations:
             share = f"{data.values.size:,} values from {data.n_samples_used} of {data.n_samples_total} samples"
@@ -310,7 +324,7 @@ class LayerPanel(QWidget):
         self._method_for_override = method
         if self.data is not None and self.data.has_activations:
             self.state.setText(f"Quantizing at p = {position}…")
-            self.whatif_channel.submit(what_if_job, self.data, int(position), method)
+            self.whatif_channel.submit(what_if_job, self.data, int(position), method, self._next_rid())
 
     def _on_position_changed(self, value: int) -> None:
         if self.method.currentText() != USED:

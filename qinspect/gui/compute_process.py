@@ -1,0 +1,176 @@
+"""A helper process for the per-layer numbers, so the UI thread never competes for the GIL.
+
+Reading a layer (h5py decompression) and its statistics (numpy) hold the GIL in stretches; in a worker
+*thread* they make the window's painting (hundreds of Python calls per frame) wait behind them. The
+layer panel's worker thread therefore hands that work to one long-lived process and only waits for the
+answer (waiting releases the GIL). The process is started lazily, warmed up in the background, and
+shared by every window of the application.
+
+Requests carry an id; the panel publishes the latest id in shared memory before submitting, and the
+process drops (raises :class:`Superseded` for) any request that is no longer the latest, between reads,
+so a burst of clicks never queues work. If the process cannot be used, the same functions run in the
+calling thread: slower to paint next to, never wrong.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing as mp
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from qinspect.gui import layer_stats as ls
+
+
+class Superseded(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """The request is no longer the latest one."""
+
+
+_POOL: ProcessPoolExecutor | None = None
+_LATEST: Any = None  # multiprocessing.Value("q"): the latest request id of the layer panel
+_DISABLED = bool(os.environ.get("QINSPECT_NO_HELPER_PROCESS"))
+
+# --- in the helper process ---------------------------------------------------------------------------
+_child: dict[str, Any] = {"latest": None, "captures": {}}
+
+
+def _init(latest: Any) -> None:
+    _child["latest"] = latest
+
+
+def _warm() -> bool:
+    return True
+
+
+def _check(rid: int) -> None:
+    latest = _child["latest"]
+    if latest is not None and latest.value != rid:
+        raise Superseded()
+
+
+def _capture(path: str) -> Any:
+    from qinspect.io.capture_file import Capture
+
+    key = (path, os.path.getmtime(path))
+    cache = _child["captures"]
+    if key not in cache:
+        for old in list(cache):
+            if old[0] == path:
+                cache.pop(old).close()
+        cache[key] = Capture.open(path)
+    return cache[key]
+
+
+def load_pass(rid: int, path: str, name: str, class_name: str, position: int | None, source: str,
+              first_pass: bool) -> tuple[ls.LayerData, ls.WhatIf | None]:
+    """One pass over a layer's activations (the quick first pass or the full one); no weights."""
+    import numpy as np
+
+    check = (lambda: _check(rid)) if _child["latest"] is not None else (lambda: None)
+    check()
+    capture = _capture(path)
+    shape = capture.activation_shape(name)
+    n_total = int(shape[0])
+    size = int(np.prod(shape[1:], dtype=np.int64))
+    ids, keep = ls.spread_plan(n_total, size)
+    if first_pass:
+        first_ids, keep = ls.spread_plan(len(ids), keep, ls.FIRST_PASS_VALUES, ls.FIRST_PASS_VALUES)
+        ids = ids[first_ids]
+    values = ls.read_spread(capture, name, ids, keep, check)
+    data = ls.layer_data(name, class_name, values, len(ids), n_total, position, source, [], not first_pass,
+                         check)
+    return data, (ls.what_if(data, data.position) if data.position is not None else None)
+
+
+def needs_first_pass(path: str, name: str) -> bool:
+    """True when the full pass reads more than the quick first pass would (cheap: metadata only)."""
+    import numpy as np
+
+    capture = _capture(path)
+    shape = capture.activation_shape(name)
+    ids, keep = ls.spread_plan(int(shape[0]), int(np.prod(shape[1:], dtype=np.int64)))
+    first_ids, first_keep = ls.spread_plan(len(ids), keep, ls.FIRST_PASS_VALUES, ls.FIRST_PASS_VALUES)
+    return len(first_ids) * first_keep < len(ids) * keep
+
+
+def what_if(rid: int, data: ls.LayerData, position: int, method: str) -> ls.WhatIf:
+    """Quantize loaded values at ``position``."""
+    if _child["latest"] is not None:
+        _check(rid)
+    return ls.what_if(data, position, method)
+
+
+# --- in the GUI process ----------------------------------------------------------------------------
+def _pool() -> ProcessPoolExecutor | None:
+    global _POOL, _LATEST, _DISABLED
+    if _DISABLED:
+        return None
+    if _POOL is None:
+        # A spawned child re-imports the parent's __main__ unless told otherwise; `python -m qinspect`
+        # runs the CLI at import, which would open a second window. Hide the main module's identity
+        # while the helper starts (the pool spawns it synchronously in the first submit).
+        main = sys.modules.get("__main__")
+        saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if main is not None and k in main.__dict__}
+        try:
+            if main is not None:
+                main.__dict__["__spec__"] = None
+                main.__dict__.pop("__file__", None)
+            ctx = mp.get_context("spawn")  # never fork a process that runs Qt threads
+            _LATEST = ctx.Value("q", 0, lock=False)
+            _POOL = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init, initargs=(_LATEST,))
+            _POOL.submit(_warm)
+            atexit.register(shutdown)
+        except (OSError, ValueError, ImportError):
+            _DISABLED = True
+            _POOL = None
+            return None
+        finally:
+            if main is not None:
+                main.__dict__.update(saved)
+                if "__spec__" not in saved:
+                    main.__dict__.pop("__spec__", None)
+    return _POOL
+
+
+def start() -> None:
+    """Start (and warm up) the helper process in the background."""
+    _pool()
+
+
+def set_latest(rid: int) -> None:
+    """Publish the id of the newest request; older ones stop at their next check."""
+    if _pool() is not None and _LATEST is not None:
+        _LATEST.value = int(rid)
+
+
+def call(fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` in the helper process (in this thread if the process is unavailable).
+
+    Raises :class:`Superseded` when a newer request replaced this one.
+    """
+    global _DISABLED, _POOL
+    pool = _pool()
+    if pool is not None:
+        try:
+            return pool.submit(fn, *args).result()
+        except BrokenProcessPool:
+            # The helper died (killed, out of memory): carry on in this thread from now on.
+            _DISABLED = True
+            _POOL = None
+    child_latest = _child["latest"]
+    _child["latest"] = None  # in-thread: the caller's own cancel token does the checking
+    try:
+        return fn(*args)
+    finally:
+        _child["latest"] = child_latest
+
+
+def shutdown() -> None:
+    """Stop the helper process."""
+    global _POOL
+    if _POOL is not None:
+        _POOL.shutdown(wait=False, cancel_futures=True)
+        _POOL = None
