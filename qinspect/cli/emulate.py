@@ -147,4 +147,11 @@ def run(args: argparse.Namespace) -> int:
         w(f"{row['name']:34} {row['op']:16} {row['device']:3} {f(row['position'], 'd'):>4} "
           f"{f(iso.get('sqnr_db'), '.1f'):>7} {f(acc.get('sqnr_db'), '.1f'):>7} {f(acc.get('cosine'), '.4f'):>7} "
           f"{sat:>12} {f(None if acc.get('codes_used_frac') is None else 100 * acc['codes_used_frac'], '.0f'):>7}\n")
+    cpu = [row for row in rows if row["device"] == "CPU" and row["op"] != "input"]
+    if cpu:
+        w("\nCPU layers (computed in float32, as the partition would run them):\n")
+        for row in cpu:
+            w(f"  {row['name']}: {row['cpu_reason']}\n")
+    w("\niso: the layer alone on quantized float-reference inputs; acc: the whole int8 pipeline; dB = SQNR "
+      "against the float reference (--json says how each figure is computed)\n")
     return 0
