@@ -131,8 +131,10 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
         _tf_op(node, cfg, call_kwargs or {})
         return node
     if cls in _CONV_CLASSES and (int(cfg.get("groups", 1) or 1) > 1
-                                 or cfg.get("data_format", "channels_last") == "channels_first"):
-        p["class_name"] = f"{cls} with groups={cfg.get('groups')} / data_format={cfg.get('data_format')}"
+                                 or cfg.get("data_format", "channels_last") == "channels_first"
+                                 or cfg.get("output_padding") not in (None, [0, 0], (0, 0))):
+        p["class_name"] = (f"{cls} with groups={cfg.get('groups')}, data_format={cfg.get('data_format')}, "
+                           f"output_padding={cfg.get('output_padding')}")
         return node
     if cls in _CONV_CLASSES:
         node.op = _CONV_CLASSES[cls]
