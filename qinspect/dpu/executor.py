@@ -139,8 +139,7 @@ class Evaluator:
 
     # -- the walk ---------------------------------------------------------------------------
     def run(self, inputs: dict[str, np.ndarray], keep: Iterable[str] | None = None,
-            on_value: Callable[[Node, Value], None] | None = None,
-            stop_after: set[str] | None = None) -> dict[str, Value]:
+            on_value: Callable[[Node, Value], None] | None = None) -> dict[str, Value]:
         """Evaluate the graph on one batch. ``inputs`` maps input node names to float arrays.
 
         ``keep``: node names whose values are returned (all when None). ``on_value`` is called with
@@ -151,8 +150,6 @@ class Evaluator:
         values: dict[str, Value] = {}
         outs: dict[str, Value] = {}
         for node in self.g.nodes:
-            if stop_after is not None and not stop_after:
-                break
             if node.op == "input":
                 if node.name not in inputs:
                     raise QInspectError(f"no data for model input {node.name}")
@@ -170,8 +167,6 @@ class Evaluator:
                     del values[i]
             if remaining[node.name] <= 0 and node.name in values:
                 del values[node.name]
-            if stop_after is not None:
-                stop_after.discard(node.name)
         return outs
 
     # -- one node -----------------------------------------------------------------------------
