@@ -30,7 +30,9 @@ class Superseded(Exception):  # noqa: N818 - a control-flow signal, not an error
 
 
 _POOL: ProcessPoolExecutor | None = None
-_LATEST: Any = None  # multiprocessing.Value("q"): the latest request id of the layer panel
+_LATEST: Any = None  # multiprocessing.Array("q", N_SLOTS): the latest request id per kind of request
+N_SLOTS = 2
+LOAD, WHAT_IF = 0, 1  # slots: a what-if never supersedes the layer load it follows
 _DISABLED = bool(os.environ.get("QINSPECT_NO_HELPER_PROCESS"))
 
 # --- in the helper process ---------------------------------------------------------------------------
@@ -45,9 +47,9 @@ def _warm() -> bool:
     return True
 
 
-def _check(rid: int) -> None:
+def _check(rid: int, slot: int = LOAD) -> None:
     latest = _child["latest"]
-    if latest is not None and latest.value != rid:
+    if latest is not None and latest[slot] != rid:
         raise Superseded()
 
 
@@ -99,7 +101,7 @@ def needs_first_pass(path: str, name: str) -> bool:
 def what_if(rid: int, data: ls.LayerData, position: int, method: str) -> ls.WhatIf:
     """Quantize loaded values at ``position``."""
     if _child["latest"] is not None:
-        _check(rid)
+        _check(rid, WHAT_IF)
     return ls.what_if(data, position, method)
 
 
@@ -119,7 +121,7 @@ def _pool() -> ProcessPoolExecutor | None:
                 main.__dict__["__spec__"] = None
                 main.__dict__.pop("__file__", None)
             ctx = mp.get_context("spawn")  # never fork a process that runs Qt threads
-            _LATEST = ctx.Value("q", 0, lock=False)
+            _LATEST = ctx.Array("q", N_SLOTS, lock=False)
             _POOL = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init, initargs=(_LATEST,))
             _POOL.submit(_warm)
             atexit.register(shutdown)
@@ -140,10 +142,10 @@ def start() -> None:
     _pool()
 
 
-def set_latest(rid: int) -> None:
-    """Publish the id of the newest request; older ones stop at their next check."""
+def set_latest(rid: int, slot: int = LOAD) -> None:
+    """Publish the id of the newest request of a kind; older ones stop at their next check."""
     if _pool() is not None and _LATEST is not None:
-        _LATEST.value = int(rid)
+        _LATEST[slot] = int(rid)
 
 
 def call(fn: Any, *args: Any) -> Any:

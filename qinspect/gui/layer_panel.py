@@ -213,10 +213,10 @@ class LayerPanel(QWidget):
             axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         return w
 
-    def _next_rid(self) -> int:
-        """A new id for the helper process; publishing it makes every older request stop."""
+    def _next_rid(self, slot: int = compute_process.LOAD) -> int:
+        """A new id for the helper process; publishing it stops every older request of that kind."""
         self._rid += 1
-        compute_process.set_latest(self._rid)
+        compute_process.set_latest(self._rid, slot)
         return self._rid
 
     # --- public ------------------------------------------------------------------------------------
@@ -289,21 +289,23 @@ class LayerPanel(QWidget):
         if self._override is not None and self._override != data.position:
             whatif = None
             self.whatif_channel.submit(what_if_job, data, self._override, self._method_for_override,
-                                       self._next_rid())
+                                       self._next_rid(compute_process.WHAT_IF))
         self.whatif = whatif
         if data.has_activations:
             share = f"{data.values.size:,} values from {data.n_samples_used} of {data.n_samples_total} samples"
             self.state.setText(f"First pass: {share}…" if partial else f"Statistics over {share}")
         else:
             self.state.setText("No activations captured for this layer")
+        # Draw what changed, no more (every redrawn plot is repainted): the first arrival brings the
+        # weights (the same in both passes); the error plots wait for the full pass.
         self._draw_activation_histogram()
         if whatif is not None:
-            self._draw_whatif()
+            self._draw_whatif(errors=not partial)
         self._sync_position_spin()
-        if not partial or first:
+        if first:
             self._draw_weights()
-            self._show_notes()
             self._show_emulated()
+        self._show_notes()
         if first:
             self.first_plot.emit(data.name)
         if not partial:
@@ -324,7 +326,8 @@ class LayerPanel(QWidget):
         self._method_for_override = method
         if self.data is not None and self.data.has_activations:
             self.state.setText(f"Quantizing at p = {position}…")
-            self.whatif_channel.submit(what_if_job, self.data, int(position), method, self._next_rid())
+            self.whatif_channel.submit(what_if_job, self.data, int(position), method,
+                                       self._next_rid(compute_process.WHAT_IF))
 
     def _on_position_changed(self, value: int) -> None:
         if self.method.currentText() != USED:
@@ -478,7 +481,7 @@ class LayerPanel(QWidget):
             line.setVisible(not (x < 0 and self.data.vmin >= 0))
         self._fit_activation_x()
 
-    def _draw_whatif(self) -> None:
+    def _draw_whatif(self, errors: bool = True) -> None:
         w, data = self.whatif, self.data
         self._draw_clip_lines()
         if w is None or data is None:
@@ -502,6 +505,8 @@ class LayerPanel(QWidget):
             f"This tensor quantized alone: SQNR <b>{ls.fmt_db(w.sqnr_db)}</b>, MSE {st.mse:.3g}, "
             f"max |error| {st.max_abs_d:.3g}"
         )
+        if not errors:
+            return
         h = w.err_hist
         self.err_curve.setData(h.edges, self._counts(h.counts))
         self.err_plot.enableAutoRange()
