@@ -23,37 +23,32 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "fusion, cross-layer equalization, ...), calibrate it batch by batch as vai_q_tensorflow2 pof2s "
         "does, apply the DPU constraints, and print the positions.",
     )
-    p.add_argument("model", metavar="MODEL", help="float Keras model (.h5 / .keras) or a qinspect capture")
-    p.add_argument("--inputs", metavar="CALIB", help="calibration inputs (.npy / .npz); default: the capture's")
-    p.add_argument("--batch-size", type=int, default=32, metavar="B",
-                   help="calibration batch size (the quantizer's calib_batch_size; it changes the result)")
-    p.add_argument("--no-cle", action="store_true", help="switch cross-layer equalization off")
-    p.add_argument("--samples", type=int, default=None, help="use only the first N samples")
+    from qinspect.cli._dpu_common import add_data_args
+
+    p.add_argument("model", metavar="MODEL",
+                   help="float Keras model (.h5 / .keras / SavedModel folder) or a qinspect capture")
+    add_data_args(p, "calibration inputs (.npy / .npz); default: the capture's",
+                  "calibration batch size (the quantizer's calib_batch_size; it changes the result)",
+                  inputs_metavar="CALIB")
     p.add_argument("--json", action="store_true", help="print JSON (positions keyed like positions.json)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Calibrate and print."""
-    from qinspect.cli._dpu_common import is_vitis_quantized, open_data, print_json, require_file
-    from qinspect.dpu.emulator import Emulator
+    from qinspect.cli import _dpu_common as common
+    from qinspect.cli._sources import open_any
     from qinspect.errors import QInspectError
-    from qinspect.io.model_file import open_model
 
-    require_file(args.model)
-    if args.batch_size < 1:
-        raise QInspectError(f"--batch-size must be at least 1 (got {args.batch_size})")
-    if is_vitis_quantized(args.model):
+    common.require_file(args.model)
+    common.check_counts(args)
+    if common.is_vitis_quantized(args.model):
         raise QInspectError("is a Vitis quantized model: its positions are already chosen (use emulate "
                             "--positions or compare-dump)", args.model)
-    with open_model(args.model) as source:
-        emu = Emulator.from_model(source, None, args.batch_size, cle=not args.no_cle)
-        if args.inputs:
-            data = open_data(args.inputs, emu.graph, args.samples)
-        elif getattr(source, "kind", "") == "capture":
-            data = source
-        else:
-            raise QInspectError("calibration needs --inputs (a .npy / .npz of preprocessed samples)", args.model)
+    with open_any(args.model) as source:
+        emu, _ = common.open_positions_emulator(source, args)
+        data = common.data_source(args.inputs, emu, source, args.model, args.samples,
+                           need="calibration needs --inputs (a .npy / .npz of preprocessed samples)")
         res = emu.calibrate(data, args.batch_size)
         out = {
             "model": args.model,
@@ -63,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             "rewrites": [r.to_dict() for r in emu.rewrites],
         }
     if args.json:
-        print_json(out)
+        common.print_json(out)
         return 0
     w = sys.stdout.write
     w(f"{args.model}: {res.samples} samples in {res.batches} batches of {args.batch_size}\n")

@@ -28,16 +28,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Diagnose int8 quantization: findings ranked by estimated output SQNR cost, and "
         "per-layer sensitivity (output SQNR if a layer alone stays float / alone is quantized).",
     )
-    p.add_argument("model", metavar="MODEL_OR_CAPTURE", help="qinspect capture, or a float Keras model with --inputs")
+    from qinspect.cli._dpu_common import add_data_args, add_positions_arg
+
+    p.add_argument("model", metavar="MODEL_OR_CAPTURE",
+                   help="qinspect capture, or a float Keras model (.h5 / .keras / SavedModel folder) with --inputs")
     p.add_argument("--eval", metavar="CAPTURE2", help="evaluation capture of the same model: measure on it and "
                    "check calibration coverage")
-    p.add_argument("--positions", metavar="QUANTIZED.h5|POSITIONS.json",
-                   help="take positions (and, from a quantized.h5, the folded weights) from here")
-    p.add_argument("--inputs", metavar="X", help="calibration inputs (.npy / .npz) when MODEL is not a capture")
-    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="calibration batch size (default 32)")
-    p.add_argument("--no-cle", action="store_true", help="calibrate without cross-layer equalization")
-    p.add_argument("--samples", type=int, default=64, metavar="N",
-                   help="samples whose float tensors the findings examine (default 64)")
+    add_positions_arg(p)
+    add_data_args(p, "calibration inputs (.npy / .npz) when MODEL is not a capture",
+                  "calibration batch size (default 32)",
+                  samples_help="samples whose float tensors the findings examine (default 64)", samples_default=64)
     p.add_argument("--sens-samples", type=int, default=16, metavar="N",
                    help="samples for sensitivity and what-if runs (default 16; time grows with it)")
     p.add_argument("--exact", action="store_true",
@@ -45,6 +45,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=20, metavar="K", help="findings to print (text output)")
     p.add_argument("--json", action="store_true", help="print JSON: findings and per-layer sensitivity")
     return p
+
+
+def open_eval_capture(path: str) -> Any:
+    """The ``--eval`` capture; one-line error when the file is something else (a model, a folder)."""
+    from qinspect.errors import QInspectError
+    from qinspect.io.capture_file import Capture, is_capture
+
+    if not is_capture(path):
+        raise QInspectError("is not a qinspect capture: --eval needs a capture of the same model (qinspect "
+                            "capture MODEL --inputs EVAL.npy -o EVAL.h5)", path)
+    return Capture.open(path)
 
 
 def _leaf_signature(graph: Any) -> dict[str, tuple[str, Any]]:
@@ -101,46 +112,24 @@ def _arrays(source: Any, graph: Any, n: int | None) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Diagnose and print."""
     from qinspect.analysis.diagnose import diagnose
-    from qinspect.cli._dpu_common import is_vitis_quantized, open_data, print_json, require_file
-    from qinspect.dpu.emulator import Emulator
-    from qinspect.errors import QInspectError
+    from qinspect.cli import _dpu_common as common
+    from qinspect.cli._sources import open_any
     from qinspect.io.capture_file import Capture, is_capture
-    from qinspect.io.model_file import open_model
 
-    require_file(args.model)
-    for flag, v in (("--batch-size", args.batch_size), ("--samples", args.samples),
-                    ("--sens-samples", args.sens_samples)):
-        if v < 1:
-            raise QInspectError(f"{flag} must be at least 1 (got {v})")
+    common.require_file(args.model)
+    common.check_counts(args, "--sens-samples")
     if args.eval:
-        require_file(args.eval)
+        common.require_file(args.eval)
     source = None
     eval_cap = None
     try:
-        capture_given = is_capture(args.model)
         # A capture opened as such serves both as the weight source and as the calibration data.
-        source = Capture.open(args.model) if capture_given else open_model(args.model)
+        source = Capture.open(args.model) if is_capture(args.model) else open_any(args.model)
         if args.eval:
-            eval_cap = Capture.open(args.eval)
+            eval_cap = open_eval_capture(args.eval)
             check_same_model(source.graph, args.model, eval_cap.graph, args.eval)
-        if args.positions and is_vitis_quantized(args.positions):
-            emu = Emulator.from_quantized(args.positions)
-            positions_from = f"{args.positions} (quantized model: positions and folded weights)"
-        else:
-            emu = Emulator.from_model(source, None, args.batch_size, cle=not args.no_cle)
-            positions_from = ""
-            if args.positions:
-                missing = emu.load_positions(args.positions)
-                if missing:
-                    raise QInspectError(f"gives no position for {len(missing)} tensor(s) of the model, first "
-                                        f"{missing[0]}", args.positions)
-                positions_from = f"{args.positions} (positions file)"
-        if args.inputs:
-            calib_src = open_data(args.inputs, emu.graph)
-        elif capture_given:
-            calib_src = source
-        else:
-            raise QInspectError("needs --inputs (a .npy / .npz of preprocessed samples) or a capture", args.model)
+        emu, positions_from = common.open_positions_emulator(source, args)
+        calib_src = common.data_source(args.inputs, emu, source, args.model)
         if not positions_from:
             emu.calibrate(calib_src, args.batch_size)
             positions_from = f"calibrated here on {args.inputs or args.model}, batch size {args.batch_size}"
@@ -163,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = {"model": args.model, "eval": args.eval, "positions_from": positions_from,
                "weights_from": emu.graph.weights_from, **result.to_dict()}
-        print_json(out)
+        common.print_json(out)
         return 0
     _print_text(result, positions_from, args.top)
     return 0

@@ -49,15 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Emulate the DPU int8 pipeline layer by layer and report isolated and accumulated error "
         "against the float reference.",
     )
-    p.add_argument("model", metavar="MODEL_OR_CAPTURE", help="float Keras model, qinspect capture, or quantized.h5")
-    p.add_argument("--positions", metavar="QUANTIZED.h5|POSITIONS.json",
-                   help="take positions (and, from a quantized.h5, the folded weights) from here")
-    p.add_argument("--inputs", metavar="X", help="inputs (.npy / .npz); default: the capture's inputs")
+    from qinspect.cli._dpu_common import add_data_args, add_positions_arg
+
+    p.add_argument("model", metavar="MODEL_OR_CAPTURE",
+                   help="float Keras model (.h5 / .keras / SavedModel folder), qinspect capture, or quantized.h5")
+    add_positions_arg(p)
+    add_data_args(p, "inputs (.npy / .npz); default: the capture's inputs",
+                  "batch size (calibration batch size when no --positions; also the streaming size)")
     p.add_argument("--layer", action="append", metavar="NAME", help="report only this layer (repeatable)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="B",
-                   help="batch size (calibration batch size when no --positions; also the streaming size)")
-    p.add_argument("--no-cle", action="store_true", help="calibrate without cross-layer equalization")
-    p.add_argument("--samples", type=int, default=None, help="use only the first N samples")
     p.add_argument("--json", action="store_true", help="print JSON, with how each number is computed")
     return p
 
@@ -78,39 +77,21 @@ def _metrics(st: Any, pos: int | None) -> dict[str, Any] | None:
 def run(args: argparse.Namespace) -> int:
     """Emulate and print."""
     from qinspect.analysis.metrics import ErrorStats
-    from qinspect.cli._dpu_common import is_vitis_quantized, open_data, print_json, require_file
+    from qinspect.cli import _dpu_common as common
+    from qinspect.cli._sources import open_any
     from qinspect.dpu.emulator import Emulator
-    from qinspect.errors import QInspectError
-    from qinspect.io.model_file import open_model
 
-    require_file(args.model)
-    if args.batch_size < 1:
-        raise QInspectError(f"--batch-size must be at least 1 (got {args.batch_size})")
+    common.require_file(args.model)
+    common.check_counts(args)
     source = None
     try:
-        if is_vitis_quantized(args.model):
+        if common.is_vitis_quantized(args.model):
             emu = Emulator.from_quantized(args.model)
             positions_from = f"{args.model} (quantized model)"
         else:
-            source = open_model(args.model)
-            if args.positions and is_vitis_quantized(args.positions):
-                emu = Emulator.from_quantized(args.positions)
-                positions_from = f"{args.positions} (quantized model: positions and folded weights)"
-            else:
-                emu = Emulator.from_model(source, None, args.batch_size, cle=not args.no_cle)
-                positions_from = ""
-        if getattr(emu.graph, "source", "") == "float-model" and args.positions:
-            missing = emu.load_positions(args.positions)
-            if missing:
-                raise QInspectError(f"gives no position for {len(missing)} tensor(s) of the model, first "
-                                    f"{missing[0]}", args.positions)
-            positions_from = f"{args.positions} (positions file)"
-        if args.inputs:
-            data = open_data(args.inputs, emu.graph, args.samples)
-        elif source is not None and getattr(source, "kind", "") == "capture":
-            data = source
-        else:
-            raise QInspectError("needs --inputs (a .npy / .npz of preprocessed samples) or a capture", args.model)
+            source = open_any(args.model)
+            emu, positions_from = common.open_positions_emulator(source, args)
+        data = common.data_source(args.inputs, emu, source, args.model, args.samples)
         if not positions_from:
             emu.calibrate(data, args.batch_size)
             positions_from = f"calibrated here on the inputs, batch size {args.batch_size}"
@@ -127,10 +108,10 @@ def run(args: argparse.Namespace) -> int:
             "isolated": _metrics(r.isolated, r.position), "accumulated": _metrics(r.accumulated, r.position),
         })
     if args.json:
-        print_json({"model": args.model, "positions_from": positions_from, "weights_from": emu.graph.weights_from,
-                    "samples": n, "how": HOW, "layers": rows,
-                    "rewrites": [x.to_dict() for x in emu.rewrites],
-                    "adjustments": [a.to_dict() for a in emu.adjustments]})
+        common.print_json({"model": args.model, "positions_from": positions_from,
+                           "weights_from": emu.graph.weights_from, "samples": n, "how": HOW, "layers": rows,
+                           "rewrites": [x.to_dict() for x in emu.rewrites],
+                           "adjustments": [a.to_dict() for a in emu.adjustments]})
         return 0
     w = sys.stdout.write
     w(f"positions: {positions_from}\nweights: {emu.graph.weights_from}\n")

@@ -35,22 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def open_any(path: str) -> Any:
-    """A ModelSource for any model-like path; SavedModel folders go through TensorFlow."""
-    from qinspect.io.model_file import NeedsTensorFlowError, open_model
-
-    try:
-        return open_model(path)
-    except NeedsTensorFlowError as exc:
-        try:
-            from qinspect.capture.savedmodel import open_savedmodel
-        except ImportError:
-            raise exc from None
-        return open_savedmodel(path)
-
-
 def run(args: argparse.Namespace) -> int:
     """Print the graph of ``args.model``."""
+    from qinspect.cli._sources import open_any
+
     with open_any(args.model) as source:
         graph = source.graph
         if args.json:

@@ -22,17 +22,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "run) and write a report folder: report.html (self-contained, opens in any browser offline), "
         "report.json and layers.csv with the same numbers, and the figures as PNG files.",
     )
-    parser.add_argument("source", metavar="MODEL_OR_CAPTURE", help="a capture (qinspect capture) or a Keras model")
+    from qinspect.cli._dpu_common import add_data_args, add_positions_arg
+
+    parser.add_argument("source", metavar="MODEL_OR_CAPTURE",
+                        help="a capture (qinspect capture) or a Keras model (.h5 / .keras / SavedModel folder)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder to write")
-    parser.add_argument("--positions", metavar="QUANTIZED.h5|POSITIONS.json",
-                        help="use a Vitis run's positions instead of qinspect's calibration")
+    add_positions_arg(parser, "use a Vitis run's positions instead of qinspect's calibration")
     parser.add_argument("--layer", metavar="NAME", help="a layer report: only this layer's section")
     parser.add_argument("--eval", metavar="CAPTURE2", dest="eval_path",
                         help="an evaluation capture: per layer, the fraction of values outside the int8 range")
-    parser.add_argument("--batch-size", type=int, default=32, metavar="B",
-                        help="calibration and emulation batch size (default 32; calibration votes per batch)")
-    parser.add_argument("--no-cle", action="store_true", help="calibrate without cross-layer equalization")
-    parser.add_argument("--samples", type=int, metavar="N", help="use only the first N samples of the capture")
+    add_data_args(parser, None, "calibration and emulation batch size (default 32; calibration votes per batch)",
+                  samples_help="use only the first N samples of the capture")
     parser.add_argument("--no-findings", action="store_true",
                         help="skip the diagnosis (findings, sensitivity): faster on big models")
     parser.add_argument("--force", action="store_true", help="replace DIR if it exists and is not empty")
@@ -53,18 +53,16 @@ def _renderer():
 
 def run(args: argparse.Namespace) -> int:
     """Build and write the report."""
-    from qinspect.errors import QInspectError
+    from qinspect.cli._dpu_common import check_counts, require_file
+    from qinspect.cli._sources import open_any
     from qinspect.report.build import build_and_write
     from qinspect.report.writer import check_destination
 
-    if args.batch_size < 1:
-        raise QInspectError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.samples is not None and args.samples < 1:
-        raise QInspectError(f"--samples must be at least 1, got {args.samples}")
+    check_counts(args)
     check_destination(args.output, args.force)
     for path in (args.source, args.positions, args.eval_path):
-        if path is not None and not os.path.exists(path):
-            raise QInspectError("no such file or directory", path)
+        if path is not None:
+            require_file(path)
 
     def progress(done: int, total: int, what: str) -> None:
         if sys.stderr.isatty():
@@ -73,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     out = build_and_write(
         args.source, args.output, layer=args.layer, positions=args.positions, eval_path=args.eval_path,
         force=args.force, render_figures=_renderer(), batch_size=args.batch_size, cle=not args.no_cle,
-        max_samples=args.samples, progress=progress, diagnose=not args.no_findings,
+        max_samples=args.samples, progress=progress, diagnose=not args.no_findings, opener=open_any,
     )
     if sys.stderr.isatty():
         print("\r\x1b[K", end="", file=sys.stderr)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qinspect.report.collect import Progress, build_report
+from qinspect.report.collect import Opener, Progress, build_report
 from qinspect.report.content import Report
 from qinspect.report.writer import FigureRenderer, check_destination, write_report
 
@@ -28,15 +28,17 @@ def build_and_write(
     max_samples: int | None = None,
     progress: Progress | None = None,
     diagnose: bool = True,
+    opener: Opener | None = None,
 ) -> Path:
     """Build the report of ``source`` and write it to ``out_dir`` (atomically). Returns the folder.
 
-    The destination is checked before any work, so a refused folder costs nothing.
+    The destination is checked before any work, so a refused folder costs nothing. ``opener`` opens a
+    source that is not a capture (see :func:`qinspect.report.collect.build_report`).
     """
     check_destination(out_dir, force)
     report: Report = build_report(source, positions=positions, layer=layer, eval_path=eval_path,
                                   max_samples=max_samples, progress=progress, batch_size=batch_size, cle=cle,
-                                  diagnose=diagnose)
+                                  diagnose=diagnose, opener=opener)
     if progress:
         progress(0, 1, "drawing figures and writing")
     return write_report(report, out_dir, render_figures=render_figures, force=force)

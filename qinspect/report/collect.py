@@ -3,15 +3,14 @@
 Every number comes from the code that owns it: positions, placement, rewrites and adjustments from
 the emulator's graph; isolated and accumulated :class:`ErrorStats` from the emulator run; findings from
 :mod:`qinspect.analysis.diagnose`; histograms and the output tensor's clipping from the capture's float
-values through :mod:`qinspect.analysis`. Parts that are not installed or cannot run leave their numbers
-out (``None``) with a warning in the report, never a made-up value.
+values through :mod:`qinspect.analysis`. Parts that cannot run leave their numbers out (``None``) with a
+warning in the report, never a made-up value.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import difflib
-import importlib
 import json
 import math
 import os
@@ -22,10 +21,13 @@ from typing import Any
 import numpy as np
 
 from qinspect import __version__
+from qinspect.analysis import diagnose as diagnosis
 from qinspect.analysis.metrics import ErrorStats, representable_range
+from qinspect.dpu.emulator import Emulator
 from qinspect.errors import QInspectError
 from qinspect.io.capture_file import Capture, is_capture
 from qinspect.io.graph import Layer, ModelGraph
+from qinspect.io.model_file import ModelSource, open_model
 from qinspect.report import figspec
 from qinspect.report.content import LayerSection, Report
 from qinspect.report.how import how_texts
@@ -33,19 +35,11 @@ from qinspect.report.layer import LayerInputs, layer_section, summarize_float
 from qinspect.report.layer_map import LayerMap, map_layers
 
 Progress = Callable[[int, int, str], None]
+# Opens a model-like path as a ModelSource (the CLI passes one that also reads SavedModel folders).
+Opener = Callable[[str], ModelSource]
 
 # Samples read per batch when streaming a layer's activations (bounded memory per layer).
 READ_BYTES = 32 << 20
-
-
-def _optional(module: str) -> Any:
-    """Import a part of qinspect that may not be in this build yet (None when absent)."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
 
 
 @dataclass
@@ -92,16 +86,15 @@ class SampledErrorStats(ErrorStats):
 # ------------------------------------------------------------------------------------------ sources
 
 
-def open_source(path: str | os.PathLike[str]) -> Any:
-    """A capture (with activations) or a model file (weights and graph only)."""
+def open_source(path: str | os.PathLike[str], opener: Opener | None = None) -> Any:
+    """A capture (with activations) or a model (weights and graph only), the latter through ``opener``
+    (default :func:`qinspect.io.model_file.open_model`)."""
     path = str(path)
     if not os.path.exists(path):
         raise QInspectError("no such file or directory", path)
     if os.path.isfile(path) and is_capture(path):
         return Capture.open(path)
-    from qinspect.io.model_file import open_model
-
-    return open_model(path)
+    return (opener or open_model)(path)
 
 
 def _is_json(path: str) -> bool:
@@ -129,7 +122,6 @@ def _read_positions_json(path: str) -> dict[str, dict[str, int]]:
 def emulate(source: Any, positions: str | None, progress: Progress | None = None, batch_size: int = 32,
             cle: bool = True) -> Emulation:
     """Run the emulator (calibrating, or with imported positions) over ``source`` if it can run."""
-    emu_mod = _optional("qinspect.dpu.emulator")
     em = Emulation()
     if positions is not None:
         if not os.path.isfile(positions):
@@ -142,23 +134,12 @@ def emulate(source: Any, positions: str | None, progress: Progress | None = None
     else:
         em.positions_source = f"qinspect calibration (predicts vai_q pof2s; batch size {batch_size}, " \
             f"CLE {'on' if cle else 'off'})"
-    if emu_mod is None:
-        em.warnings.append("the int8 emulator (qinspect.dpu.emulator) is not part of this build: no isolated or "
-                           "accumulated error figures")
-        if positions is not None and not em.json_positions:
-            from qinspect.dpu.from_quantized import load_graph
-
-            em.graph = load_graph(positions)
-        elif positions is None:
-            em.positions_source = "none (no emulator to calibrate)"
-        em.settings["emulator"] = "not available"
-        return em
-    return _run_emulator(emu_mod, source, positions, em, progress, batch_size, cle)
+    return _run_emulator(source, positions, em, progress, batch_size, cle)
 
 
-def _run_emulator(emu_mod: Any, source: Any, positions: str | None, em: Emulation, progress: Progress | None,
+def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: Progress | None,
                   batch_size: int, cle: bool) -> Emulation:
-    cls = emu_mod.Emulator
+    cls = Emulator
     has_acts = isinstance(source, Capture)
     em.settings["emulator"] = "qinspect.dpu: integer DPU operators, float reference computed alongside"
     if positions is not None and em.json_positions is None:
@@ -259,6 +240,21 @@ def _json_row_positions(table: dict[str, dict[str, int]], name: str) -> dict[str
         elif "/" not in key:  # output_0, input, or an activation's name: the layer's output quantizer
             out["output"] = value
     return out
+
+
+def _fused_producer(dpu: Any, row: Row, node: Any) -> Any:
+    """The node of ``row`` whose built-in activation ``node`` is (``Conv2D(..., activation="relu")`` becomes
+    a conv without an output quantizer and a relu holding it), else None."""
+    for other in row.merged_into:
+        if other is not node and other.out_slot is None and dpu.fused_activation(other) is node:
+            return other
+    return None
+
+
+def _fused_note(producer: Any, act: Any) -> str:
+    return (f"fused: the layer's built-in activation ({act.op}, {act.name}) runs in the same DPU step as its "
+            f"{producer.op} ({producer.name}); input, weight and bias positions are the {producer.op}'s, the "
+            "output position is the activation's (one rounding of the accumulator)")
 
 
 def _node_texts(dpu: Any, names: set[str]) -> tuple[list[str], list[str]]:
@@ -382,10 +378,6 @@ def _inputs_of(capture: Capture, names: list[str]) -> dict[str, np.ndarray]:
 def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: list[str],
               max_samples: int | None, progress: Progress | None) -> DiagnosisPart:
     part = DiagnosisPart()
-    diag = _optional("qinspect.analysis.diagnose")
-    if diag is None:
-        part.missing = "the diagnosis (qinspect.analysis.diagnose) is not part of this build"
-        return part
     if not isinstance(source, Capture) or em.graph is None or not em.results:
         part.missing = "the diagnosis needs a capture and an emulator run over it"
         return part
@@ -396,10 +388,10 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
     if max_samples is not None:
         kwargs["max_samples"] = max_samples
     if eval_cap is not None:
-        result = diag.diagnose(em.graph, _inputs_of(eval_cap, names), _inputs_of(source, names),
+        result = diagnosis.diagnose(em.graph, _inputs_of(eval_cap, names), _inputs_of(source, names),
                                data_label="evaluation", **kwargs)
     else:
-        result = diag.diagnose(em.graph, _inputs_of(source, names), **kwargs)
+        result = diagnosis.diagnose(em.graph, _inputs_of(source, names), **kwargs)
     data = result.to_dict()
     part.findings = list(data.get("findings", []))
     for sens in data.get("sensitivity", []):
@@ -439,13 +431,15 @@ def build_report(
     batch_size: int = 32,
     cle: bool = True,
     diagnose: bool = True,
+    opener: Opener | None = None,
 ) -> Report:
     """The report for a capture or model file (``layer``: only that layer's section).
 
     ``diagnose=False`` skips the diagnosis (findings and sensitivity), the slowest part on big models.
+    ``opener`` opens a path that is not a capture (default :func:`qinspect.io.model_file.open_model`).
     """
     path = str(source_path)
-    source = open_source(path)
+    source = open_source(path, opener)
     eval_cap = None
     try:
         graph: ModelGraph = source.graph
@@ -532,11 +526,18 @@ def _section(row: Row, i: int, leaf_index: dict[str, int], source: Any, em: Emul
     dpu = em.graph
     node = row.node
     placement, note = _placement(row, dpu)
+    fused_activation = ""
     if node is not None:
         positions = _node_positions(dpu, node)
         names = {row.name, node.name, getattr(node, "key", "")} | {n.name for n in row.merged_into}
         rewrites, adjustments = _node_texts(dpu, names)
         weights = dict(node.weights)
+        producer = _fused_producer(dpu, row, node)
+        if producer is not None:
+            positions = {**_node_positions(dpu, producer), "output": positions["output"]}
+            weights = dict(producer.weights)
+            fused_activation = getattr(node, "key", "") or node.name
+            note = _fused_note(producer, node) + ("; " + note if note else "")
         result = em.results.get(node.name)
     else:
         positions = _json_row_positions(em.json_positions, row.name) if em.json_positions else {}
@@ -551,6 +552,7 @@ def _section(row: Row, i: int, leaf_index: dict[str, int], source: Any, em: Emul
         placement_note=note,
         positions=positions,
         positions_source=em.positions_source if any(v is not None for v in positions.values()) else "",
+        fused_activation=fused_activation,
         isolated=_stats(result, "isolated"),
         accumulated=_stats(result, "accumulated"),
         isolated_error=_error_sample(_stats(result, "isolated")),

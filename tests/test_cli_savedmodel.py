@@ -1,0 +1,93 @@
+"""Every command that takes a model reads a TensorFlow SavedModel folder (tf_keras ``model.save(dir)``).
+
+The same tiny model is saved twice, as a SavedModel folder and as a Keras ``.h5`` (the .h5 path is the
+independent reference: it is read without TensorFlow); each command must give the same numbers on both.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from qinspect.cli import main
+
+pytestmark = pytest.mark.tf
+
+MAKE = """
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np
+import tf_keras as k
+out = sys.argv[1]
+k.utils.set_random_seed(7)
+x = k.Input((8, 8, 3), name="img")
+y = k.layers.Conv2D(4, 3, activation="relu", name="conv")(x)
+y = k.layers.GlobalAveragePooling2D(name="gap")(y)
+y = k.layers.Dense(3, name="fc")(y)
+m = k.Model(x, y, name="tiny")
+m.save(os.path.join(out, "tiny_sm"))
+m.save(os.path.join(out, "tiny.h5"))
+np.save(os.path.join(out, "x.npy"), np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 3)).astype(np.float32))
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("savedmodel")
+    subprocess.run([sys.executable, "-c", MAKE, str(out)], check=True, capture_output=True, timeout=300)
+    assert (out / "tiny_sm" / "saved_model.pb").is_file()
+    return out
+
+
+def _json(capsys, *argv: str) -> dict:
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+def _both(capsys, tiny, command: str, *rest: str) -> tuple[dict, dict]:
+    return tuple(_json(capsys, command, str(tiny / name), *rest) for name in ("tiny_sm", "tiny.h5"))
+
+
+def test_calibrate_reads_a_savedmodel(capsys, tiny):
+    sm, h5 = _both(capsys, tiny, "calibrate", "--inputs", str(tiny / "x.npy"), "--batch-size", "4", "--json")
+    assert sm["positions"] == h5["positions"]
+    assert sm["positions"]["conv"]["conv/kernel:0"] is not None
+
+
+def test_emulate_reads_a_savedmodel(capsys, tiny):
+    sm, h5 = _both(capsys, tiny, "emulate", "--inputs", str(tiny / "x.npy"), "--batch-size", "4", "--json")
+    assert [r["name"] for r in sm["layers"]] == [r["name"] for r in h5["layers"]]
+    assert [r["accumulated"] for r in sm["layers"]] == [r["accumulated"] for r in h5["layers"]]
+    assert any(r["accumulated"] and r["accumulated"]["sqnr_db"] not in (None, "inf") for r in sm["layers"])
+
+
+def test_diagnose_reads_a_savedmodel(capsys, tiny):
+    sm, h5 = _both(capsys, tiny, "diagnose", "--inputs", str(tiny / "x.npy"), "--batch-size", "4",
+                   "--sens-samples", "4", "--json")
+    assert sm["output_sqnr_db"] == h5["output_sqnr_db"]
+    assert [s["layer"] for s in sm["sensitivity"]] == [s["layer"] for s in h5["sensitivity"]]
+
+
+def test_report_reads_a_savedmodel(capsys, tiny, tmp_path):
+    positions = _json(capsys, "calibrate", str(tiny / "tiny.h5"), "--inputs", str(tiny / "x.npy"),
+                      "--batch-size", "4", "--json")
+    (tmp_path / "p.json").write_text(json.dumps(positions))
+    code = main(["report", str(tiny / "tiny_sm"), "--positions", str(tmp_path / "p.json"), "--no-findings",
+                 "-o", str(tmp_path / "rep")])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    layers = {x["name"]: x for x in data["layers"]}
+    assert set(layers) >= {"conv", "gap", "fc"}
+    assert layers["conv"]["positions"]["weights"] == positions["positions"]["conv"]["conv/kernel:0"]
+    assert data["model"]["format"] == "savedmodel"
+
+
+def test_info_reads_a_savedmodel(capsys, tiny):
+    sm = _json(capsys, "info", str(tiny / "tiny_sm"), "--json")
+    assert [x["name"] for x in sm["layers"]] == ["img", "conv", "gap", "fc"]
