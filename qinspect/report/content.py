@@ -82,6 +82,9 @@ class LayerSection:
     # "input" is a list (one position per input tensor); the others an int or None.
     positions: dict[str, Any] = field(default_factory=dict)
     positions_source: str = ""
+    # The emulator node of the layer's built-in activation (Conv2D(..., activation="relu")) fused into it:
+    # "input"/"weights"/"bias" are then the conv's positions and "output" the activation's. "" when none.
+    fused_activation: str = ""
     isolated: dict[str, float | None] | None = None
     accumulated: dict[str, float | None] | None = None
     saturation_low: float | None = None

@@ -47,6 +47,8 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("eval_outside", "fraction of evaluation values outside the int8 range at the output position (with --eval)"),
     ("keep_float_gain_db", "output SQNR gained when this layer alone stays in float (diagnosis)"),
     ("only_quantized_sqnr_db", "output SQNR when only this layer is quantized (diagnosis)"),
+    ("fused_activation", "the layer's built-in activation fused into it (its position is pos_output; the "
+                         "other positions are the conv's or dense's); empty when none"),
 )
 
 
@@ -87,6 +89,7 @@ def layer_to_dict(layer: LayerSection, index: int, figure_files: dict[str, str])
         "placement_note": layer.placement_note,
         "positions": {k: layer.positions.get(k) for k in POSITION_KEYS},
         "positions_source": layer.positions_source,
+        "fused_activation": layer.fused_activation or None,
         "isolated": layer.isolated,
         "accumulated": layer.accumulated,
         "saturation": {"low": layer.saturation_low, "high": layer.saturation_high},
@@ -193,6 +196,7 @@ def layer_row(layer: LayerSection, index: int, coverage: dict[str, Any] | None) 
         "eval_outside": (coverage or {}).get(layer.name),
         "keep_float_gain_db": (layer.sensitivity or {}).get("keep_float_gain_db"),
         "only_quantized_sqnr_db": (layer.sensitivity or {}).get("only_quantized_sqnr_db"),
+        "fused_activation": layer.fused_activation or None,
     }
     return {name: _cell(row[name]) for name, _ in CSV_COLUMNS}
 

@@ -44,6 +44,7 @@ class LayerInputs:
     placement_note: str = ""
     positions: dict[str, Any] = field(default_factory=dict)  # input (list), weights, bias, output
     positions_source: str = ""
+    fused_activation: str = ""  # the built-in activation node whose position is the output position
     float_out: np.ndarray | None = None  # the layer's float output values (capture), any shape
     float_summary: FloatSummary | None = None  # or the same summarised by streaming (summarize_float)
     isolated: ErrorStats | None = None
@@ -147,6 +148,7 @@ def layer_section(inp: LayerInputs, fig_prefix: str) -> LayerSection:
         index=inp.index,
         positions=dict(inp.positions),
         positions_source=inp.positions_source,
+        fused_activation=inp.fused_activation,
         isolated=error_metrics(inp.isolated, pos_out),
         accumulated=error_metrics(inp.accumulated, pos_out),
         rewrites=list(inp.rewrites),
