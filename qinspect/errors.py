@@ -19,3 +19,9 @@ class QInspectError(Exception):
 
 class UnsupportedFormatError(QInspectError):
     """The file is not of a kind qinspect reads, or a newer version of one."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (its class name when empty), to quote inside a one-line message."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -51,7 +51,7 @@ import h5py
 import numpy as np
 
 from qinspect import __version__
-from qinspect.errors import QInspectError, UnsupportedFormatError
+from qinspect.errors import QInspectError, UnsupportedFormatError, first_line
 from qinspect.io.graph import ModelGraph, WeightSource
 
 FORMAT_NAME = "qinspect-capture"
@@ -131,7 +131,7 @@ class Capture(WeightSource):
         try:
             h5 = h5py.File(path, "r", locking=False)
         except OSError as exc:
-            raise QInspectError(f"damaged or truncated HDF5 file ({_first_line(exc)})", path) from None
+            raise QInspectError(f"damaged or truncated HDF5 file ({first_line(exc)})", path) from None
         try:
             return cls._from_h5(path, h5)
         except BaseException:
@@ -143,7 +143,7 @@ class Capture(WeightSource):
         try:
             attrs = {key: _attr_value(h5.attrs[key]) for key in h5.attrs}
         except (OSError, RuntimeError, KeyError) as exc:
-            raise QInspectError(f"damaged or truncated HDF5 file ({_first_line(exc)})", path) from None
+            raise QInspectError(f"damaged or truncated HDF5 file ({first_line(exc)})", path) from None
         if attrs.get("format") != FORMAT_NAME:
             raise UnsupportedFormatError(
                 "an HDF5 file but not a qinspect capture (no format=\"qinspect-capture\" attribute)", path
@@ -163,7 +163,7 @@ class Capture(WeightSource):
             text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
             graph = ModelGraph.from_json(text)
         except (OSError, RuntimeError, KeyError) as exc:
-            raise QInspectError(f"damaged capture: cannot read /graph ({_first_line(exc)})", path) from None
+            raise QInspectError(f"damaged capture: cannot read /graph ({first_line(exc)})", path) from None
         except (ValueError, TypeError) as exc:
             raise QInspectError(f"damaged capture: /graph is not a model graph ({exc})", path) from None
         graph.source = path
@@ -183,7 +183,7 @@ class Capture(WeightSource):
         try:
             return self._h5[name]
         except (KeyError, OSError, RuntimeError) as exc:
-            raise QInspectError(f"damaged capture: cannot read /{name} ({_first_line(exc)})", self.path) from None
+            raise QInspectError(f"damaged capture: cannot read /{name} ({first_line(exc)})", self.path) from None
 
     def layers_with_activations(self) -> list[str]:
         """Names of the layers whose activations the capture holds, in topological order."""
@@ -205,7 +205,7 @@ class Capture(WeightSource):
         except KeyError:
             raise KeyError(f"{self.path}: no {what} {name!r} in this capture") from None
         except (OSError, RuntimeError) as exc:
-            message = f"damaged capture: cannot read {what} {name!r} ({_first_line(exc)})"
+            message = f"damaged capture: cannot read {what} {name!r} ({first_line(exc)})"
             raise QInspectError(message, self.path) from None
 
     def activation_shape(self, layer: str) -> tuple[int, ...]:
@@ -242,7 +242,7 @@ class Capture(WeightSource):
             sub = group[link]
             return {name: np.asarray(sub[name][()], dtype=np.float32) for name in sub}
         except (OSError, RuntimeError) as exc:
-            message = f"damaged capture: cannot read weights of {layer!r} ({_first_line(exc)})"
+            message = f"damaged capture: cannot read weights of {layer!r} ({first_line(exc)})"
             raise QInspectError(message, self.path) from None
 
     def positions(self) -> dict[str, Any] | None:
@@ -268,10 +268,6 @@ class Capture(WeightSource):
     def __repr__(self) -> str:
         return f"Capture({self.path!r}, {self.n_samples} samples, {len(self._links())} layers)"
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 def _read(ds: h5py.Dataset, samples: Any, path: str) -> np.ndarray:
@@ -309,7 +305,7 @@ def _read(ds: h5py.Dataset, samples: Any, path: str) -> np.ndarray:
                 data = ds[unique]
             data = data[inverse]
     except (OSError, RuntimeError) as exc:
-        raise QInspectError(f"damaged capture: cannot read {ds.name} ({_first_line(exc)})", path) from None
+        raise QInspectError(f"damaged capture: cannot read {ds.name} ({first_line(exc)})", path) from None
     return np.asarray(data, dtype=np.float32)
 
 

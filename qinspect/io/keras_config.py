@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qinspect.io.graph import NEST_SEP, Layer, ModelGraph
-from qinspect.io.shapes import Shape, infer_output_shape
+from qinspect.io.shapes import SHAPE_PRESERVING, Shape, infer_output_shape
 
 CONTAINER_CLASSES = {"Functional", "Model", "Sequential"}
 
@@ -48,22 +48,7 @@ BUILTIN_LAYERS = {
     "Conv2DTranspose",
     "Conv3DTranspose",
     "Dense",
-    "BatchNormalization",
-    "LayerNormalization",
     "GroupNormalization",
-    "Activation",
-    "ReLU",
-    "LeakyReLU",
-    "PReLU",
-    "ELU",
-    "Softmax",
-    "ThresholdedReLU",
-    "Dropout",
-    "SpatialDropout1D",
-    "SpatialDropout2D",
-    "GaussianNoise",
-    "GaussianDropout",
-    "AlphaDropout",
     "MaxPooling1D",
     "MaxPooling2D",
     "MaxPooling3D",
@@ -99,17 +84,13 @@ BUILTIN_LAYERS = {
     "Maximum",
     "Minimum",
     "Dot",
-    "Rescaling",
-    "Normalization",
     "Resizing",
     "CenterCrop",
-    "ActivityRegularization",
-    "Masking",
-    "Identity",
     "Embedding",
     "TFOpLambda",
     "SlicingOpLambda",
     "KerasOp",
+    *SHAPE_PRESERVING,
 }
 
 _CONSTANT_VALUE = "_CONSTANT_VALUE"

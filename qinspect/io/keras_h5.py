@@ -23,7 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from qinspect.errors import QInspectError
+from qinspect.errors import QInspectError, first_line
 from qinspect.io.graph import NEST_SEP, Layer, ModelGraph, WeightSource
 from qinspect.io.keras_config import (
     ConfigError,
@@ -75,7 +75,7 @@ class KerasH5Model(WeightSource):
         try:
             self._file = h5 if h5 is not None else h5py.File(self.path, "r", locking=False)
         except OSError as exc:
-            raise QInspectError(f"cannot read HDF5 file ({_first_line(exc)})", self.path) from exc
+            raise QInspectError(f"cannot read HDF5 file ({first_line(exc)})", self.path) from exc
         try:
             self.graph = self._read_graph()
             self._map = self._map_weights()
@@ -181,10 +181,6 @@ class KerasH5Model(WeightSource):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _saved_order(graph: ModelGraph, container: Layer) -> list[tuple[str, str]] | None:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from qinspect.errors import QInspectError, UnsupportedFormatError
+from qinspect.errors import QInspectError, UnsupportedFormatError, first_line
 from qinspect.io.graph import ModelGraph
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -123,12 +123,12 @@ def _open_hdf5(path: str) -> ModelSource:
     try:
         h5 = h5py.File(path, "r", locking=False)
     except OSError as exc:
-        raise QInspectError(f"damaged or truncated HDF5 file ({_first_line(exc)})", path) from exc
+        raise QInspectError(f"damaged or truncated HDF5 file ({first_line(exc)})", path) from exc
     try:
         fmt = h5.attrs.get("format")
     except (OSError, RuntimeError) as exc:
         h5.close()
-        raise QInspectError(f"damaged or truncated HDF5 file ({_first_line(exc)})", path) from exc
+        raise QInspectError(f"damaged or truncated HDF5 file ({first_line(exc)})", path) from exc
     if isinstance(fmt, bytes):
         fmt = fmt.decode("utf-8", "replace")
     if fmt == CAPTURE_FORMAT:
@@ -143,7 +143,7 @@ def _open_hdf5(path: str) -> ModelSource:
     except (OSError, RuntimeError, KeyError) as exc:
         # h5py raises these for damaged metadata (a truncated file whose superblock survived).
         h5.close()
-        raise QInspectError(f"damaged or truncated HDF5 file ({_first_line(exc)})", path) from exc
+        raise QInspectError(f"damaged or truncated HDF5 file ({first_line(exc)})", path) from exc
 
 
 class _CaptureSource:
@@ -170,7 +170,3 @@ class _CaptureSource:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

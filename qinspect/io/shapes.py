@@ -383,7 +383,8 @@ _RULES: dict[str, _Rule] = {
 }
 for _name in ("Add", "Multiply", "Subtract", "Average", "Maximum", "Minimum"):
     _RULES[_name] = _merge
-for _name in (
+# Layers whose output has the shape of their (first) input; also runnable built-ins (keras_config).
+SHAPE_PRESERVING = (
     "BatchNormalization",
     "LayerNormalization",
     "Activation",
@@ -404,7 +405,8 @@ for _name in (
     "ActivityRegularization",
     "Masking",
     "Identity",
-):
+)
+for _name in SHAPE_PRESERVING:
     _RULES[_name] = _identity
 
 
