@@ -135,7 +135,9 @@ def open_positions_emulator(source: Any, args: argparse.Namespace) -> tuple[Any,
         if os.path.isdir(positions):
             raise QInspectError("is a folder; --positions needs a quantized.h5 or a positions JSON file", positions)
         if is_vitis_quantized(positions):
-            return Emulator.from_quantized(positions), f"{positions} (quantized model: positions and folded weights)"
+            emu = Emulator.from_quantized(positions)
+            check_quantized_matches(emu, source, positions)
+            return emu, f"{positions} (quantized model: positions and folded weights)"
     emu = Emulator.from_model(source, None, args.batch_size, cle=not args.no_cle)
     if not positions:
         return emu, ""
@@ -154,10 +156,64 @@ def load_positions_file(emu: Any, positions: str) -> None:
         if fh.read(8).startswith(b"\x89HDF"):
             raise QInspectError("is an HDF5 file but not a Vitis quantized model: --positions needs a quantized.h5 "
                                 "or a positions JSON", positions)
-    missing = emu.load_positions(positions)
+    table = read_positions_json(positions)
+    missing = emu.load_positions(table)
     if missing:
+        known = {slot[0] for slot in emu.graph.slots}
+        if not known & set(table):
+            names = ", ".join(sorted(table)[:3]) or "none"
+            raise QInspectError(f"names no layer of this model (it has {names}{', ...' if len(table) > 3 else ''}; "
+                                f"the model has {missing[0].split(':')[0]}, ...): positions of another model?",
+                                positions)
         raise QInspectError(f"gives no position for {len(missing)} tensor(s) of the model, first "
                             f"{missing[0]}", positions)
+
+
+def read_positions_json(path: str) -> dict[str, dict[str, int]]:
+    """A positions table (``calibrate --json`` output or a Vitis positions.json): layer -> tensor -> int."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise QInspectError(f"not a positions JSON file ({exc.__class__.__name__})", path) from None
+    table = data.get("positions", data) if isinstance(data, dict) else data
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise QInspectError("not a positions table: expected an object keyed by layer, then tensor (a Vitis "
+                            "positions.json or calibrate --json output)", path)
+    for layer, keys in table.items():
+        for key, value in keys.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise QInspectError(f"position {layer}:{key} is not an integer: {value!r}", path)
+    return table
+
+
+def check_quantized_matches(emu: Any, source: Any, positions: str) -> None:
+    """Refuse a quantized.h5 made from another model: every float layer its weighted nodes come from
+    must be a layer of ``source``."""
+    from qinspect.report.layer_map import foreign_layers
+
+    graph = getattr(source, "graph", None)
+    if graph is None:
+        return
+    foreign = foreign_layers([layer.name for layer in graph.leaves()], emu.graph)
+    if foreign:
+        raise QInspectError(f"is the quantized model of another model: its layer {foreign[0]!r} is not in "
+                            f"{getattr(source, 'path', 'the model')}", positions)
+
+
+def check_layers(emu: Any, layers: list[str] | None, model_path: str) -> None:
+    """One-line error for a ``--layer`` name that is neither a layer of the model nor an emulator node."""
+    import difflib
+
+    graph = emu.graph
+    for name in layers or []:
+        if name in graph or emu.node_for(name) is not None or f"quant_{name}" in graph:
+            continue
+        candidates = sorted({o for n in graph.nodes for o in (getattr(n, "origin", None) or [])}
+                            | {n.name for n in graph.nodes})
+        close = difflib.get_close_matches(name, candidates, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise QInspectError(f"no layer named {name!r} in the model{hint}", model_path)
 
 
 def data_source(inputs: str | None, emu: Any, source: Any, model_path: str, samples: int | None = None,
@@ -169,5 +225,29 @@ def data_source(inputs: str | None, emu: Any, source: Any, model_path: str, samp
         require_file(inputs)
         return open_data(inputs, emu.graph, samples)
     if source is not None and is_capture_source(source):
+        if samples is not None and samples < source_samples(source):
+            return FirstSamples(getattr(source, "capture", source), samples)
         return source
     raise QInspectError(need, model_path)
+
+
+def source_samples(source: Any) -> int:
+    """Samples held by a capture (opened by ``open_any`` or as a Capture)."""
+    return int(getattr(source, "capture", source).n_samples)
+
+
+class FirstSamples:
+    """The first ``n`` samples of a capture's inputs (``--samples``), read as the emulator reads a capture."""
+
+    def __init__(self, capture: Any, n: int) -> None:
+        self._capture = capture
+        self.n_samples = min(int(n), int(capture.n_samples))
+
+    def inputs(self, name: str | None = None, samples: Any = None) -> Any:
+        """Inputs of the kept samples (``samples``: a slice within them; default all of them)."""
+        if samples is None:
+            samples = slice(0, self.n_samples)
+        elif isinstance(samples, slice):
+            start, stop, step = samples.indices(self.n_samples)
+            samples = slice(start, stop, step)
+        return self._capture.inputs(name, samples)

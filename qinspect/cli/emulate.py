@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             source = open_any(args.model)
             emu, positions_from = common.open_positions_emulator(source, args)
+        common.check_layers(emu, args.layer, args.model)
         data = common.data_source(args.inputs, emu, source, args.model, args.samples)
         if not positions_from:
             emu.calibrate(data, args.batch_size)

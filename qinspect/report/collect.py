@@ -32,7 +32,7 @@ from qinspect.report import figspec
 from qinspect.report.content import LayerSection, Report
 from qinspect.report.how import how_texts
 from qinspect.report.layer import LayerInputs, layer_section, summarize_float
-from qinspect.report.layer_map import LayerMap, map_layers
+from qinspect.report.layer_map import LayerMap, foreign_layers, map_layers
 
 Progress = Callable[[int, int, str], None]
 # Opens a model-like path as a ModelSource (the CLI passes one that also reads SavedModel folders).
@@ -98,9 +98,14 @@ def open_source(path: str | os.PathLike[str], opener: Opener | None = None) -> A
 
 
 def _is_json(path: str) -> bool:
+    """A positions file is a quantized.h5 (HDF5) or else JSON; a capture is refused here."""
     with open(path, "rb") as f:
-        head = f.read(64).lstrip()
-    return head.startswith(b"{")
+        if not f.read(8).startswith(b"\x89HDF"):
+            return True
+    if is_capture(path):
+        raise QInspectError("is a qinspect capture, not positions: --positions needs a Vitis quantized.h5 or a "
+                            "positions JSON (calibrate --json, or a Vitis run's positions.json)", path)
+    return False
 
 
 def _read_positions_json(path: str) -> dict[str, dict[str, int]]:
@@ -124,8 +129,10 @@ def emulate(source: Any, positions: str | None, progress: Progress | None = None
     """Run the emulator (calibrating, or with imported positions) over ``source`` if it can run."""
     em = Emulation()
     if positions is not None:
+        if os.path.isdir(positions):
+            raise QInspectError("is a folder; --positions needs a quantized.h5 or a positions JSON file", positions)
         if not os.path.isfile(positions):
-            raise QInspectError("no such file", positions)
+            raise QInspectError("no such file or folder", positions)
         is_json = _is_json(positions)
         kind = "positions.json" if is_json else "quantized.h5"
         em.positions_source = f"Vitis {kind} ({os.path.abspath(positions)})"
@@ -144,6 +151,10 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
     em.settings["emulator"] = "qinspect.dpu: integer DPU operators, float reference computed alongside"
     if positions is not None and em.json_positions is None:
         emulator = cls.from_quantized(positions)
+        foreign = foreign_layers([lay.name for lay in source.graph.leaves()], emulator.graph)
+        if foreign:
+            raise QInspectError(f"is the quantized model of another model: its layer {foreign[0]!r} is not in "
+                                f"{getattr(source, 'path', 'the model')}", positions)
         em.settings["weights"] = "folded, equalized weights stored in the quantized.h5"
     else:
         if progress:

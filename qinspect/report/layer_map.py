@@ -37,6 +37,22 @@ def _owner(name: str, float_names: set[str], by_length: list[str]) -> str | None
     return None
 
 
+def foreign_layers(float_names: list[str], graph: Any) -> list[str]:
+    """Float layers a graph's weighted nodes come from that are not among ``float_names`` (a quantized
+    model of another model has some; names the quantizer extends, ``sep4_depthwise_conv``, count as
+    ``sep4``)."""
+    names = set(float_names)
+    by_length = sorted(names, key=len, reverse=True)
+    out: list[str] = []
+    for node in graph.nodes:
+        if not getattr(node, "weight_slots", None):
+            continue
+        for name in getattr(node, "origin", None) or [node.name]:
+            if _owner(name, names, by_length) is None and name not in out:
+                out.append(name)
+    return out
+
+
 def map_layers(float_names: list[str], graph: Any) -> LayerMap:
     """Build the map for the float model's leaf layer names and an emulator graph (``DpuGraph``)."""
     names = set(float_names)

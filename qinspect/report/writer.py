@@ -36,6 +36,10 @@ def check_destination(out_dir: str | Path, force: bool = False) -> Path:
         raise QInspectError("folder exists and is not empty (use --force to replace it)", out)
     if not out.absolute().parent.is_dir():
         raise QInspectError("parent folder does not exist", out)
+    try:  # a folder we cannot write in is refused now, before any work
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".probe", dir=out.absolute().parent))
+    except OSError as exc:
+        raise QInspectError(f"cannot write a report here ({exc.strerror or exc})", out) from None
     return out
 
 
@@ -80,8 +84,10 @@ def write_report(
         (tmp / HTML_NAME).write_text(render_html(report, pngs), encoding="utf-8")
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a report folder is for sharing
         _swap_into_place(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):  # disk full, permissions changed under us: one line, nothing left behind
+            raise QInspectError(f"cannot write the report ({exc.strerror or exc})", out) from None
         raise
     return out
 

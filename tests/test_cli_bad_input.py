@@ -1,0 +1,115 @@
+"""Broken input to every command -> one line naming the file and what is wrong, exit code 2, nothing written.
+
+A manifest: each case is the command line (``{name}`` stands for a file made below or a refcase file),
+the file the message must name, and a fragment of the expected message. Runs in-process and needs no
+TensorFlow (the models are the refcases' .h5 files, read with h5py; the capture is hand-written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from capture_fixtures import write_tiny
+
+from qinspect.cli import main
+
+# (id, argv, file the message names (or None), fragment)
+CASES = [
+    ("model-missing", "calibrate {tmp}/absent.h5 --inputs {calib}", "{tmp}/absent.h5", "no such file or folder"),
+    ("model-is-plain-folder", "emulate {tmp}/folder --inputs {calib}", "{tmp}/folder",
+     "is a folder, but not a TensorFlow SavedModel"),
+    ("model-is-npy", "diagnose {calib} --inputs {calib}", "{calib}", "not a model file"),
+    ("report-model-is-plain-folder", "report {tmp}/folder -o {tmp}/out", "{tmp}/folder",
+     "is a folder, but not a TensorFlow SavedModel"),
+    ("calibrate-quantized", "calibrate {quantized} --inputs {calib}", "{quantized}", "is a Vitis quantized model"),
+    ("inputs-missing", "calibrate {float} --inputs {tmp}/absent.npy", "{tmp}/absent.npy", "no such file or folder"),
+    ("inputs-folder", "emulate {float} --inputs {tmp}/folder", "{tmp}/folder", "an image folder needs --preprocess"),
+    ("inputs-is-h5", "calibrate {float} --inputs {float}", "{float}", "not a readable .npy file"),
+    ("inputs-wrong-shape", "emulate {float} --inputs {tmp}/shape.npy", "{tmp}/shape.npy",
+     "inputs have shape (4, 16, 16, 3); the model expects (N, 32, 32, 3)"),
+    ("inputs-string-dtype", "diagnose {float} --inputs {tmp}/str.npy", "{tmp}/str.npy",
+     "inputs have dtype <U1; a numeric array is needed"),
+    ("inputs-object-dtype", "calibrate {float} --inputs {tmp}/obj.npy", "{tmp}/obj.npy", "not a numeric .npy array"),
+    ("no-inputs-for-model", "emulate {float}", "{float}", "needs --inputs"),
+    ("positions-capture-emulate", "emulate {float} --inputs {calib} --positions {capture}", "{capture}",
+     "is a qinspect capture, not positions"),
+    ("positions-capture-diagnose", "diagnose {float} --inputs {calib} --positions {capture}", "{capture}",
+     "is a qinspect capture, not positions"),
+    ("positions-capture-report", "report {float} --positions {capture} -o {tmp}/out", "{capture}",
+     "is a qinspect capture, not positions"),
+    ("positions-folder-emulate", "emulate {float} --inputs {calib} --positions {tmp}/folder", "{tmp}/folder",
+     "is a folder; --positions needs a quantized.h5 or a positions JSON file"),
+    ("positions-folder-report", "report {float} --positions {tmp}/folder -o {tmp}/out", "{tmp}/folder",
+     "is a folder; --positions needs a quantized.h5 or a positions JSON file"),
+    ("positions-unknown-names", "emulate {float} --inputs {calib} --positions {tmp}/unknown.json",
+     "{tmp}/unknown.json", "names no layer of this model (it has nope"),
+    ("positions-unknown-names-report", "report {float} --positions {tmp}/unknown.json -o {tmp}/out",
+     "{tmp}/unknown.json", "no position for"),
+    ("positions-not-a-table", "diagnose {float} --inputs {calib} --positions {tmp}/list.json", "{tmp}/list.json",
+     "not a positions table"),
+    ("positions-not-json", "emulate {float} --inputs {calib} --positions {tmp}/garbage.json",
+     "{tmp}/garbage.json", "not a positions JSON file"),
+    ("positions-float-h5", "emulate {float} --inputs {calib} --positions {float}", "{float}",
+     "is an HDF5 file but not a Vitis quantized model"),
+    ("positions-other-model", "emulate {float} --inputs {calib} --positions {rich_quantized}", "{rich_quantized}",
+     "is the quantized model of another model: its layer 'c1' is not in"),
+    ("positions-other-model-report", "report {float} --positions {rich_quantized} -o {tmp}/out",
+     "{rich_quantized}", "is the quantized model of another model"),
+    ("layer-unknown-emulate", "emulate {float} --inputs {calib} --positions {positions} --layer conv",
+     "{float}", "no layer named 'conv' in the model; did you mean"),
+    ("layer-unknown-report", "report {float} --positions {positions} --layer conv -o {tmp}/out", "{float}",
+     "no layer named 'conv' in the model; did you mean"),
+    ("eval-not-capture", "diagnose {float} --inputs {calib} --eval {float}", "{float}", "is not a qinspect capture"),
+    ("report-out-unwritable", "report {float} --positions {positions} -o /proc/qinspect-report",
+     "/proc/qinspect-report", "cannot write a report here"),
+    ("report-out-is-file", "report {float} --positions {positions} -o {calib}", "{calib}",
+     "exists and is not a folder"),
+    ("capture-out-is-folder", "capture {float} --inputs {calib} -o {tmp}/folder", "{tmp}/folder",
+     "is a folder; give a file name for the capture"),
+    ("samples-zero", "emulate {float} --inputs {calib} --samples 0", None, "--samples must be at least 1 (got 0)"),
+    ("batch-zero", "report {float} --batch-size 0 -o {tmp}/out", None, "--batch-size must be at least 1 (got 0)"),
+    ("dump-not-folder", "compare-dump {quantized} {calib} --inputs {calib}", "{calib}", "not a folder"),
+]
+
+
+@pytest.fixture(scope="module")
+def names(refcases, tmp_path_factory) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp("bad")
+    (tmp / "folder").mkdir()
+    (tmp / "folder" / "notes.txt").write_text("not an image")
+    np.save(tmp / "shape.npy", np.zeros((4, 16, 16, 3), np.float32))
+    np.save(tmp / "str.npy", np.array([["a"] * 3] * 4))
+    np.save(tmp / "obj.npy", np.array([None, 1], dtype=object), allow_pickle=True)
+    (tmp / "unknown.json").write_text(json.dumps({"positions": {"nope": {"x": 1}}}))
+    (tmp / "list.json").write_text("[1, 2]")
+    (tmp / "garbage.json").write_text("{not json")
+    small = refcases / "small"
+    return {
+        "tmp": str(tmp), "calib": str(small / "calib.npy"), "float": str(small / "float.h5"),
+        "quantized": str(small / "quantized.h5"), "positions": str(small / "positions.json"),
+        "rich_quantized": str(refcases / "rich" / "quantized.h5"), "capture": str(write_tiny(tmp / "tiny.h5")),
+    }
+
+
+def _listing(folder: str) -> set[str]:
+    return {str(p) for p in Path(folder).rglob("*")}
+
+
+@pytest.mark.parametrize("argv, named, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_naming_the_file(capsys, names, argv, named, fragment):
+    before = _listing(names["tmp"])
+    capsys.readouterr()
+    code = main(argv.format(**names).split())
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    expected_start = "qinspect: error: " + (named.format(**names) + ": " if named else "")
+    assert lines[0].startswith(expected_start), lines[0]
+    assert fragment in lines[0], lines[0]
+    assert _listing(names["tmp"]) == before  # nothing written, no temporary left behind
+    assert not os.path.exists("/proc/qinspect-report")
