@@ -39,8 +39,20 @@ _DISABLED = bool(os.environ.get("QINSPECT_NO_HELPER_PROCESS"))
 _child: dict[str, Any] = {"latest": None, "captures": {}}
 
 
-def _init(latest: Any) -> None:
+def _init(latest: Any, parent_pid: int) -> None:
     _child["latest"] = latest
+    # A GUI killed by a signal runs no atexit: the helper notices its parent is gone and leaves,
+    # rather than living on as an orphan holding the terminal's pipes.
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _warm() -> bool:
@@ -122,7 +134,7 @@ def _pool() -> ProcessPoolExecutor | None:
                 main.__dict__.pop("__file__", None)
             ctx = mp.get_context("spawn")  # never fork a process that runs Qt threads
             _LATEST = ctx.Array("q", N_SLOTS, lock=False)
-            _POOL = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init, initargs=(_LATEST,))
+            _POOL = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init, initargs=(_LATEST, os.getpid()))
             _POOL.submit(_warm)
             atexit.register(shutdown)
         except (OSError, ValueError, ImportError):
