@@ -28,6 +28,8 @@ CASES = [
     ("calibrate-quantized", "calibrate {quantized} --inputs {calib}", "{quantized}", "is a Vitis quantized model"),
     ("inputs-missing", "calibrate {float} --inputs {tmp}/absent.npy", "{tmp}/absent.npy", "no such file or folder"),
     ("inputs-folder", "emulate {float} --inputs {tmp}/folder", "{tmp}/folder", "an image folder needs --preprocess"),
+    ("inputs-is-capture", "emulate {float} --inputs {capture}", "{capture}",
+     "is a qinspect capture: give it as MODEL_OR_CAPTURE"),
     ("inputs-is-h5", "calibrate {float} --inputs {float}", "{float}", "not a readable .npy file"),
     ("inputs-wrong-shape", "emulate {float} --inputs {tmp}/shape.npy", "{tmp}/shape.npy",
      "inputs have shape (4, 16, 16, 3); the model expects (N, 32, 32, 3)"),

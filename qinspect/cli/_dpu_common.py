@@ -222,7 +222,12 @@ def data_source(inputs: str | None, emu: Any, source: Any, model_path: str, samp
     from qinspect.cli._sources import is_capture_source
 
     if inputs:
+        from qinspect.io.capture_file import is_capture
+
         require_file(inputs)
+        if is_capture(inputs):
+            raise QInspectError("is a qinspect capture: give it as MODEL_OR_CAPTURE (its inputs are used), "
+                                "--inputs takes a .npy / .npz", inputs)
         return open_data(inputs, emu.graph, samples)
     if source is not None and is_capture_source(source):
         if samples is not None and samples < source_samples(source):

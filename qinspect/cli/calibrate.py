@@ -62,12 +62,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     w = sys.stdout.write
     w(f"{args.model}: {res.samples} samples in {res.batches} batches of {args.batch_size}\n")
-    w(f"{'layer':34} {'tensor':40} {'position':>8}  per-batch\n")
+    # Columns as wide as the longest name, so long quantizer names keep the table aligned.
+    lw = max([34, *(len(layer) for layer in res.positions)])
+    tw = max([40, *(len(key) for keys in res.positions.values() for key in keys)])
+    w(f"{'layer':{lw}} {'tensor':{tw}} {'position':>8}  per-batch\n")
     for layer, keys in res.positions.items():
         for key, pos in keys.items():
             pb = res.batch_positions.get(layer, {}).get(key, [])
             varied = "" if len(set(pb)) <= 1 else "  " + ",".join(str(v) for v in pb)
-            w(f"{layer:34} {key:40} {pos:>8}{varied}\n")
+            w(f"{layer:{lw}} {key:{tw}} {pos:>8}{varied}\n")
     if emu.rewrites:
         w("\nrewrites:\n")
         for r in emu.rewrites:

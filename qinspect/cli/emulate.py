@@ -116,7 +116,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     w = sys.stdout.write
     w(f"positions: {positions_from}\nweights: {emu.graph.weights_from}\n")
-    w(f"{'layer':34} {'op':16} {'dev':3} {'pos':>4} {'iso dB':>7} {'acc dB':>7} {'cos':>7} {'sat lo/hi %':>12}"
+    # Columns as wide as the longest name, so long quantizer names keep the table aligned.
+    lw = max([34, *(len(row["name"]) for row in rows)])
+    ow = max([16, *(len(row["op"]) for row in rows)])
+    w(f"{'layer':{lw}} {'op':{ow}} {'dev':3} {'pos':>4} {'iso dB':>7} {'acc dB':>7} {'cos':>7} {'sat lo/hi %':>12}"
       f" {'codes %':>7}\n")
     for row in rows:
         acc, iso = row["accumulated"] or {}, row["isolated"] or {}
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
         sat = "-" if acc.get("sat_lo_frac") is None else \
             f"{100 * acc['sat_lo_frac']:.2f}/{100 * acc['sat_hi_frac']:.2f}"
-        w(f"{row['name']:34} {row['op']:16} {row['device']:3} {f(row['position'], 'd'):>4} "
+        w(f"{row['name']:{lw}} {row['op']:{ow}} {row['device']:3} {f(row['position'], 'd'):>4} "
           f"{f(iso.get('sqnr_db'), '.1f'):>7} {f(acc.get('sqnr_db'), '.1f'):>7} {f(acc.get('cosine'), '.4f'):>7} "
           f"{sat:>12} {f(None if acc.get('codes_used_frac') is None else 100 * acc['codes_used_frac'], '.0f'):>7}\n")
     cpu = [row for row in rows if row["device"] == "CPU" and row["op"] != "input"]
