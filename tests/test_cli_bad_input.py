@@ -61,6 +61,8 @@ CASES = [
      "is the quantized model of another model: its layer 'c1' is not in"),
     ("positions-other-model-report", "report {float} --positions {rich_quantized} -o {tmp}/out",
      "{rich_quantized}", "is the quantized model of another model"),
+    ("positions-for-quantized-model", "emulate {quantized} --inputs {calib} --positions {positions}", "{quantized}",
+     "is a Vitis quantized model with its own positions"),
     ("layer-unknown-emulate", "emulate {float} --inputs {calib} --positions {positions} --layer conv",
      "{float}", "no layer named 'conv' in the model; did you mean"),
     ("layer-unknown-report", "report {float} --positions {positions} --layer conv -o {tmp}/out", "{float}",

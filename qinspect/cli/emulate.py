@@ -80,12 +80,16 @@ def run(args: argparse.Namespace) -> int:
     from qinspect.cli import _dpu_common as common
     from qinspect.cli._sources import open_any
     from qinspect.dpu.emulator import Emulator
+    from qinspect.errors import QInspectError
 
     common.require_file(args.model)
     common.check_counts(args)
     source = None
     try:
         if common.is_vitis_quantized(args.model):
+            if args.positions:
+                raise QInspectError(f"is a Vitis quantized model with its own positions: --positions {args.positions} "
+                                    "is for a float model or capture", args.model)
             emu = Emulator.from_quantized(args.model)
             positions_from = f"{args.model} (quantized model)"
         else:
