@@ -188,6 +188,8 @@ def test_settings_persist_metric_and_recent_files(qtbot, tmp_path, capture_path)
     qtbot.addWidget(win)
     win.set_metric("cosine")
     win.settings.add_recent_file(capture_path)
+    win.show()
+    win.resize(1111, 777)
     win.close()
     win.shutdown()
     again = MainWindow(settings_path=ini)
@@ -195,6 +197,10 @@ def test_settings_persist_metric_and_recent_files(qtbot, tmp_path, capture_path)
     assert again.metric == "cosine" and again.metric_actions["cosine"].isChecked()
     assert again.settings.recent_files() == [str(capture_path.resolve())]
     assert again.recent_menu.actions()[0].text() == str(capture_path.resolve())
+    # Geometry and dock layout were saved on close and are given back (the offscreen screen may clamp
+    # the size, so compare what restoreGeometry accepts, not pixels).
+    assert again.settings.window_geometry() is not None and again.settings.window_state() is not None
+    assert again.restoreGeometry(again.settings.window_geometry())
     again.shutdown()
 
 

@@ -134,3 +134,27 @@ def test_excepthook_routes_ui_exceptions_to_the_hub(qtbot):
     finally:
         hub.uninstall()
     assert sys.excepthook != hub._excepthook
+
+
+def test_tree_model_builds_nested_children_lazily_and_filters_recursively(qtbot):
+    from gui_fixtures import gui_graph
+
+    from qinspect.gui.graph_model import COL_TYPE, LAYER_NAME_ROLE, GraphTreeModel, LayerFilterProxy
+
+    model = GraphTreeModel(gui_graph())
+    block = model.index(1, 0)
+    assert model.hasChildren(block)
+    assert "block/conv" not in model._nodes  # not built until the view asks for the rows
+    assert model.rowCount(block) == 1 and "block/conv" in model._nodes
+    assert model.index(0, COL_TYPE, block).data() == "Conv2D"
+    proxy = LayerFilterProxy()
+    proxy.setSourceModel(model)
+    proxy.set_search("CONV2D")
+    assert proxy.rowCount() == 1 and proxy.index(0, 0).data(LAYER_NAME_ROLE) == "block"
+    assert proxy.index(0, 0, proxy.index(0, 0)).data(LAYER_NAME_ROLE) == "block/conv"
+    # The index of a nested layer is found without expanding anything by hand.
+    assert model.index_of("block/conv").data(LAYER_NAME_ROLE) == "block/conv"
+    model.set_placement({"hand": "CPU"})
+    from qinspect.gui.graph_model import COL_PLACEMENT
+
+    assert model.index_of("hand").siblingAtColumn(COL_PLACEMENT).data() == "CPU"
