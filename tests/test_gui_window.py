@@ -272,3 +272,10 @@ def test_findings_click_selects_the_layer(qtbot, window, capture_path):
     window.tabs.setCurrentWidget(window.findings)
     table.cellClicked.emit(0, 1)
     assert window.current_layer() == layer and window.tabs.currentWidget() is window.layer_panel
+
+
+def test_opening_a_vitis_quantized_model_says_how_to_use_it(qtbot, window, refcases):
+    with qtbot.waitSignal(window.errors.reported, timeout=10000) as blocker:
+        window.open_path(str(refcases / "small" / "quantized.h5"))
+    assert "Import Vitis quantized.h5" in blocker.args[0].summary and blocker.args[0].user_error
+    assert window.document is None and window.stack.currentWidget() is window.empty

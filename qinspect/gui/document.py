@@ -88,7 +88,16 @@ def open_document(path: str | os.PathLike[str]) -> Document:
             raise QInspectError("not a qinspect capture or a Keras model file", path) from None
         raise QInspectError("opening model files needs qinspect.io.model_file, which is missing", path) from None
     model = open_model(path)
+    if any(layer.class_name in _VITIS_CLASSES for layer in model.graph.layers):
+        close = getattr(model, "close", None)
+        if close is not None:
+            close()
+        raise QInspectError("a Vitis quantized model: open a capture of the float model, then use "
+                            "File > Import Vitis quantized.h5 to inspect it with these positions", path)
     return Document(path, "model", model.graph, model=model)
+
+
+_VITIS_CLASSES = {"QuantizeWrapper", "VitisQuantize", "Vitis>QuantizeWrapper", "Vitis>VitisQuantize"}
 
 
 def _looks_like_model(path: str) -> bool:
