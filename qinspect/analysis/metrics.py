@@ -9,7 +9,8 @@ Conventions (they are repeated in :meth:`ErrorStats.to_dict`, which says how eac
 - ``d = test - ref`` element-wise; every sum runs over all elements of all samples seen (batch,
   spatial positions and channels alike).
 - Sums are float64. Each chunk of at most ``_CHUNK`` elements is summed with ``np.dot`` (blocked
-  summation in float64), so the relative rounding error of a sum stays near 1e-16 * log(n).
+  summation in float64), so the relative rounding error of a sum stays near 1e-16 * log(n). The two
+  float64 chunk buffers (reference and difference) are reused across chunks.
   ``sum test^2`` and ``sum ref*test`` are derived from ``ref.ref``, ``ref.d`` and ``d.d`` (``test =
   ref + d``), which is exact algebra and leaves float64 rounding only.
 - ``sqnr_db = 10 * log10(sum ref^2 / sum d^2)``: the signal is the reference's energy, not its variance.
@@ -49,17 +50,35 @@ def code_histogram(q: np.ndarray) -> np.ndarray:
     """
     q = np.asarray(q)
     if q.dtype == np.int8:
-        # Flipping the sign bit of the two's-complement byte maps -128..127 onto 0..255.
-        idx = q.reshape(-1).view(np.uint8) ^ np.uint8(0x80)
-    else:
-        if q.size and (q.min() < -CODE_OFFSET or q.max() >= N_CODES - CODE_OFFSET):
-            raise ValueError("codes outside [-128, 127]")
-        idx = (q.reshape(-1).astype(np.int64) + CODE_OFFSET)
+        return _byte_histogram(np.ascontiguousarray(q).reshape(-1).view(np.uint8))
+    if q.size and (q.min() < -CODE_OFFSET or q.max() >= N_CODES - CODE_OFFSET):
+        raise ValueError("codes outside [-128, 127]")
+    idx = q.reshape(-1).astype(np.int64) + CODE_OFFSET
     return np.bincount(idx, minlength=N_CODES).astype(np.int64)
 
 
-def _f64(x: np.ndarray) -> np.ndarray:
-    return np.asarray(x, dtype=np.float64).reshape(-1)
+# Below this many bytes a plain bincount is cheaper than the pair histogram's 65536 bins.
+_PAIR_MIN = 1 << 18
+
+
+def _byte_histogram(u: np.ndarray) -> np.ndarray:
+    """Histogram of int8 codes given as their uint8 bytes ``u`` (contiguous, 1-D), in code bins.
+
+    Bytes are counted two at a time: the array viewed as uint16 has half as many elements for
+    ``bincount`` (which converts its input to intp); pair ``b0 + 256 b1`` adds one to byte b0 and one to
+    byte b1, so the byte counts are the row sums plus the column sums of the 256 x 256 pair counts.
+    Byte u is code u (u < 128) or u - 256: rolling the byte counts by 128 puts code q in bin q + 128.
+    """
+    n = u.size
+    if n < _PAIR_MIN:
+        counts = np.bincount(u, minlength=N_CODES)
+    else:
+        even = n - (n & 1)
+        pairs = np.bincount(u[:even].view(np.uint16), minlength=1 << 16).reshape(N_CODES, N_CODES)
+        counts = pairs.sum(axis=0) + pairs.sum(axis=1)
+        if n & 1:
+            counts[u[-1]] += 1
+    return np.roll(counts.astype(np.int64), CODE_OFFSET)
 
 
 @dataclass
@@ -118,10 +137,14 @@ class ErrorStats:
             self.qmin, self.qmax = int(qmin), int(qmax)
         r_all = ref.reshape(-1)
         t_all = test.reshape(-1)
-        for start in range(0, r_all.size, _CHUNK):
-            r = _f64(r_all[start : start + _CHUNK])
-            d = np.array(t_all[start : start + _CHUNK], dtype=np.float64)  # a copy: never the caller's
-            d -= r  # d = test - ref, in float64 (exact for float32 inputs)
+        size = int(r_all.size)
+        # Two float64 buffers reused across chunks (no fresh temporaries per chunk).
+        buf = np.empty((2, min(size, _CHUNK)), dtype=np.float64)
+        for start in range(0, size, _CHUNK):
+            rc, tc = r_all[start : start + _CHUNK], t_all[start : start + _CHUNK]
+            r, d = buf[0, : rc.size], buf[1, : rc.size]
+            r[...] = rc
+            np.subtract(tc, rc, out=d, dtype=np.float64)  # d = test - ref in float64 (exact for float32)
             rr = float(np.dot(r, r))
             rd = float(np.dot(r, d))
             dd = float(np.dot(d, d))
@@ -132,21 +155,31 @@ class ErrorStats:
             self.sum_ref_test += rr + rd
             self.sum_test2 += rr + 2.0 * rd + dd
             self.max_abs_d = max(self.max_abs_d, float(d.max()), -float(d.min()))
-            self.ref_min = min(self.ref_min, float(r.min()))
-            self.ref_max = max(self.ref_max, float(r.max()))
-        self.n += int(r_all.size)
+            # min / max on the caller's values (float32 usually: half the bytes, the same numbers)
+            mn, mx = rc.min(), rc.max()
+            self.ref_min = min(self.ref_min, float(mn))
+            self.ref_max = max(self.ref_max, float(mx))
+            # Clip counts: a chunk whose min (max) is not beyond the range has none, so most chunks cost
+            # no pass. The scalar test compares in the same arithmetic as the element-wise one.
+            if clip_lo is not None and mn < clip_lo:
+                self.clip_lo_count += int(np.count_nonzero(rc < clip_lo))
+            if clip_hi is not None and mx > clip_hi:
+                self.clip_hi_count += int(np.count_nonzero(rc > clip_hi))
+        self.n += size
         if q is not None:
             qa = np.asarray(q)
-            self.hist += code_histogram(qa)
+            h = code_histogram(qa)
+            self.hist += h
             self.n_codes += int(qa.size)
-            self.q_lo_count += int(np.count_nonzero(qa == qmin))
-            self.q_hi_count += int(np.count_nonzero(qa == qmax))
+            # the end codes' counts are histogram bins (no extra pass) when they are int8 codes
+            for lim, attr in ((qmin, "q_lo_count"), (qmax, "q_hi_count")):
+                if -CODE_OFFSET <= lim < N_CODES - CODE_OFFSET:
+                    cnt = int(h[lim + CODE_OFFSET])
+                else:
+                    cnt = int(np.count_nonzero(qa == lim))
+                setattr(self, attr, getattr(self, attr) + cnt)
         if clip_lo is not None or clip_hi is not None:
-            self.n_clip_checked += int(r_all.size)
-            if clip_lo is not None:
-                self.clip_lo_count += int(np.count_nonzero(r_all < clip_lo))
-            if clip_hi is not None:
-                self.clip_hi_count += int(np.count_nonzero(r_all > clip_hi))
+            self.n_clip_checked += size
         return self
 
     def merge(self, other: ErrorStats) -> ErrorStats:
