@@ -369,6 +369,7 @@ class MainWindow(QMainWindow):
         self._update_actions()
         if name is not None:
             self.layer_panel.show_layer(name)
+            self.propagation.mark_layer(name)
 
     def _on_search(self, text: str) -> None:
         self.proxy.set_search(text)

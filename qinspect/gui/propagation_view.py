@@ -48,6 +48,9 @@ class PropagationView(QWidget):
         self.plot.setLabel("bottom", "layer (topological order)")
         layout.addWidget(self.plot, 1)
         self._metric = "sqnr"
+        self._selected: str | None = None
+        self.marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999", width=1,
+                                                                            style=pg.QtCore.Qt.PenStyle.DashLine))
 
     def set_session(self, session, metric: str) -> None:
         """A new document."""
@@ -72,6 +75,15 @@ class PropagationView(QWidget):
         else:
             self.set_metric(metric)
 
+    def mark_layer(self, name: str | None) -> None:
+        """Draw a vertical marker at the selected layer (if it has a point here)."""
+        self._selected = name
+        if name in self.layers:
+            self.marker.setValue(self.layers.index(name))
+            self.marker.setVisible(True)
+        else:
+            self.marker.setVisible(False)
+
     def series(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Layers with results, in topological order, and their isolated / accumulated metric."""
         if self.session is None or self.session.analysis is None:
@@ -95,6 +107,9 @@ class PropagationView(QWidget):
         names = self.layers if hasattr(self, "layers") else getattr(self, "_names", [])
         if names:
             set_layer_ticks(self.plot, names)
+        if self.marker not in self.plot.getPlotItem().items:
+            self.plot.addItem(self.marker)
+        self.mark_layer(self._selected)
 
     def refresh(self) -> None:
         """Redraw from the session's results."""
@@ -118,6 +133,9 @@ class PropagationView(QWidget):
             scatter.sigClicked.connect(self._on_click)
             self.plot.addItem(scatter)
         set_layer_ticks(self.plot, names)
+        if self.marker not in self.plot.getPlotItem().items:
+            self.plot.addItem(self.marker)
+        self.mark_layer(self._selected)
         worst = int(np.nanargmin(acc)) if self._metric != "mse" and np.isfinite(acc).any() else None
         if self._metric == "mse" and np.isfinite(acc).any():
             worst = int(np.nanargmax(acc))
