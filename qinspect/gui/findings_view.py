@@ -53,8 +53,12 @@ class FindingsView(QWidget):
             cells = [f"{severity(f):.2f}", str(getattr(f, "layer", "")),
                      str(getattr(f, "kind", "")), str(evidence), str(getattr(f, "advice", ""))]
             for j, text in enumerate(cells):
-                self.table.setItem(i, j, QTableWidgetItem(text))
-        self.table.resizeColumnsToContents()
+                item = QTableWidgetItem(text)
+                item.setToolTip(text)
+                self.table.setItem(i, j, item)
+        for col, width in enumerate((70, 150, 110, 420)):
+            self.table.setColumnWidth(col, width)
+        self.table.resizeRowsToContents()
         if findings:
             self.info.setText(f"{len(findings)} findings, highest estimated cost to the model output first. "
                               "Click one to inspect its layer.")
