@@ -271,7 +271,9 @@ def test_findings_click_selects_the_layer(qtbot, window, capture_path):
     assert severities == sorted(severities, reverse=True)
     window.tabs.setCurrentWidget(window.findings)
     table.cellClicked.emit(0, 1)
-    assert window.current_layer() == layer and window.tabs.currentWidget() is window.layer_panel
+    kind = table.item(0, 2).text()
+    expected = window.propagation if kind == "error_growth" else window.layer_panel
+    assert window.current_layer() == layer and window.tabs.currentWidget() is expected
 
 
 def test_opening_a_vitis_quantized_model_says_how_to_use_it(qtbot, window, refcases):

@@ -12,6 +12,7 @@ class FindingsView(QWidget):
     """The diagnosis of the open capture, worst first."""
 
     layer_clicked = Signal(str)
+    finding_clicked = Signal(str, str)  # layer, kind: the window shows the view that proves the finding
 
     def __init__(self, window=None) -> None:
         super().__init__(window)
@@ -37,8 +38,9 @@ class FindingsView(QWidget):
 
     def _on_click(self, row: int, _col: int) -> None:
         item = self.table.item(row, 1)
+        kind = self.table.item(row, 2)
         if item is not None and item.text():
-            self.layer_clicked.emit(item.text())
+            self.finding_clicked.emit(item.text(), kind.text() if kind is not None else "")
 
     def refresh(self) -> None:
         """Show the session's findings, highest estimated cost first."""

@@ -148,8 +148,9 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.findings, "Findings")
         self.tabs.addTab(self.compare, "Calibration vs evaluation")
         self.tabs.addTab(self.dump_view, "Vitis dump")
-        for view in (self.propagation, self.compare, self.dump_view, self.findings):
+        for view in (self.propagation, self.compare, self.dump_view):
             view.layer_clicked.connect(self.select_layer)
+        self.findings.finding_clicked.connect(self.show_finding)
         self.stack.addWidget(self.empty)
         self.stack.addWidget(self.tabs)
         self.setCentralWidget(self.stack)
@@ -363,6 +364,15 @@ class MainWindow(QMainWindow):
             idx, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
         self.tree.scrollTo(idx)
         self.tabs.setCurrentWidget(self.layer_panel)
+
+    def show_finding(self, layer: str, kind: str) -> None:
+        """Select a finding's layer and show the view that proves it (coverage: the capture comparison;
+        error growth: the propagation plot; anything else: the layer's own plots)."""
+        self.select_layer(layer)
+        if kind == "coverage" and self.session is not None and self.session.coverage is not None:
+            self.tabs.setCurrentWidget(self.compare)
+        elif kind == "error_growth":
+            self.tabs.setCurrentWidget(self.propagation)
 
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         name = current.data(LAYER_NAME_ROLE) if current.isValid() else None
