@@ -281,3 +281,15 @@ def test_opening_a_vitis_quantized_model_says_how_to_use_it(qtbot, window, refca
         window.open_path(str(refcases / "small" / "quantized.h5"))
     assert "Import Vitis quantized.h5" in blocker.args[0].summary and blocker.args[0].user_error
     assert window.document is None and window.stack.currentWidget() is window.empty
+
+
+def test_compare_with_a_capture_of_another_model_names_both_files(qtbot, window, capture_path, tmp_path):
+    from capture_fixtures import write_tiny
+
+    other = write_tiny(tmp_path / "other.h5")
+    open_and_wait(qtbot, window, capture_path)
+    with qtbot.waitSignal(window.errors.reported, timeout=10000) as blocker:
+        window.session.load_eval_capture(str(other))
+    summary = blocker.args[0].summary
+    assert "other.h5" in summary and "calib.h5" in summary and blocker.args[0].user_error
+    assert window.session.coverage is None

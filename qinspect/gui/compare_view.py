@@ -99,6 +99,8 @@ class CompareView(QWidget):
                      fmt_frac(r.eval_outside), f"{r.calib_absmax:.4g}", f"{r.eval_absmax:.4g}"]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
+                if j == 1:
+                    item.setToolTip(f"position from {r.position_source}")
                 if j == 4 and r.eval_outside > max(2 * r.calib_outside, 1e-4):
                     item.setForeground(pg.mkColor("#c00"))
                 self.table.setItem(i, j, item)
