@@ -293,3 +293,14 @@ def test_compare_with_a_capture_of_another_model_names_both_files(qtbot, window,
     summary = blocker.args[0].summary
     assert "other.h5" in summary and "calib.h5" in summary and blocker.args[0].user_error
     assert window.session.coverage is None
+
+
+def test_without_the_helper_process_the_numbers_are_the_same(qtbot, window, capture_path, monkeypatch):
+    from qinspect.gui import compute_process
+
+    monkeypatch.setattr(compute_process, "_DISABLED", True)
+    open_and_wait(qtbot, window, capture_path)
+    show_layer(qtbot, window, "hand")
+    window.layer_panel.position.setValue(6)
+    qtbot.waitUntil(lambda: window.layer_panel.whatif.position == 6, timeout=5000)
+    assert "below: <b>18.00%</b>" in window.layer_panel.clip_label.text()
