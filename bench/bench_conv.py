@@ -6,11 +6,13 @@ TensorFlow computes a float32 convolution of the same values. Prints, for both, 
 interleaved runs (so load from other processes hits both alike), the CPU time (all threads) and the
 ratios (target <= 1.5, goal parity).
 
-numpy's only fast kernel is OpenBLAS's float32 GEMM. When OPENBLAS_CORETYPE pins OpenBLAS to AVX2
-kernels on a CPU with AVX-512 (TensorFlow's oneDNN uses AVX-512 regardless), the bench also re-runs
-itself once with OPENBLAS_CORETYPE=SkylakeX in a child process and prints that figure too, labelled.
+numpy's only fast kernel is OpenBLAS's float32 GEMM. This machine's environment pins OpenBLAS with
+OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (older OpenBLAS builds misbehave on some CPUs; the pin selects
+older, slower kernels for a current numpy). The bench prints the figure with the environment as set,
+then re-runs the same measurement in a child process with both variables removed (for that command
+alone; tests and CI keep them) and prints which OpenBLAS kernel each run used (threadpoolctl).
 
-Run: .venv/bin/python bench/bench_conv.py [--repeats N] [--batch N] [--variants] [--no-coretype-compare]
+Run: .venv/bin/python bench/bench_conv.py [--repeats N] [--batch N] [--variants] [--no-unpinned]
 """
 
 from __future__ import annotations
@@ -41,12 +43,38 @@ def _interleaved(fns: dict, repeats: int) -> tuple[dict[str, list[float]], dict[
     return wall, cpu
 
 
-def _has_avx512() -> bool:
+BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def blas_kernel() -> str:
+    """The BLAS numpy uses and the kernel it runs, e.g. ``openblas 0.3.31 SkylakeX, 2 threads``."""
+    import numpy  # noqa: F401  (load the BLAS first)
+
     try:
-        with open("/proc/cpuinfo") as f:
-            return " avx512f" in f.read()
-    except OSError:
-        return False
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl not installed)"
+    infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    if not infos:
+        return "unknown (no BLAS found by threadpoolctl)"
+    i = infos[0]
+    return f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}, {i.get('num_threads')} threads"
+
+
+def env_label() -> str:
+    """How the BLAS pins are set in this process."""
+    pins = ", ".join(f"{k}={os.environ[k]}" for k in BLAS_PINS if k in os.environ)
+    return f"env as set ({pins})" if pins else "BLAS pins unset"
+
+
+def rerun_unpinned(script: str, args: list[str]) -> None:
+    """Run ``script --child args`` once more with the BLAS pins removed from its environment only."""
+    if not any(k in os.environ for k in BLAS_PINS):
+        return
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_PINS}
+    print(f"  (same measurement in a child process with {' and '.join(BLAS_PINS)} unset:)")
+    sys.stdout.flush()
+    subprocess.run([sys.executable, script, "--child", *args], env=env, check=False)
 
 
 def main() -> None:
@@ -54,7 +82,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--variants", action="store_true", help="also time other threading set-ups")
-    ap.add_argument("--no-coretype-compare", action="store_true", help="skip the AVX-512 OpenBLAS child run")
+    ap.add_argument("--no-unpinned", action="store_true", help="skip the child run with the BLAS pins unset")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -97,8 +125,7 @@ def main() -> None:
     t_emu, t_tf = statistics.median(wall["emu"]), statistics.median(wall["tf"])
     c_emu, c_tf = statistics.median(cpu["emu"]), statistics.median(cpu["tf"])
 
-    coretype = os.environ.get("OPENBLAS_CORETYPE", "(auto)")
-    label = f"OPENBLAS_CORETYPE={coretype}"
+    label = f"{env_label()}; BLAS: {blas_kernel()}"
     if not args.child:
         print(f"Conv2D 3x3 64->64 'same' on {args.batch}x56x56x64, {args.repeats} interleaved runs, "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
@@ -117,13 +144,8 @@ def main() -> None:
         acc = ops.conv2d_acc(xq[:2], wq, (1, 1), "same")
         same = np.array_equal(acc, tf.nn.conv2d(xf[:2], wf, 1, "SAME").numpy().astype(np.int64))
         print(f"  accumulator equals TF float32 result on 2 images (K = 576 <= 1024, so TF is exact too): {same}")
-    if not args.child and not args.no_coretype_compare and _has_avx512() and coretype in ("Haswell", "Zen"):
-        env = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX")
-        cmd = [sys.executable, __file__, "--child", "--repeats", str(args.repeats), "--batch", str(args.batch)]
-        print("  (same bench in a child process with OpenBLAS's AVX-512 kernels, for reference:)")
-        sys.stdout.flush()
-        subprocess.run(cmd, env=env, check=False)
-
+    if not args.child and not args.no_unpinned:
+        rerun_unpinned(__file__, ["--repeats", str(args.repeats), "--batch", str(args.batch)])
 
 if __name__ == "__main__":
     main()

@@ -123,6 +123,40 @@ def _wider(a: type, b: type) -> type:
     return np.float64 if np.float64 in (a, b) else np.float32
 
 
+def _foldable(ep: Epilogue, acc_dtype: type, acc_bound: int | None) -> bool:
+    """Whether the epilogue's per-channel offset may ride inside a float32 GEMM (a K column of ones
+    times a row holding the offset) instead of costing a pass of its own.
+
+    Exact when, in accumulator units (the offset divided by the power-of-two ``scale``), the offset is
+    an integer and ``acc_bound + |offset| < 2^24``: every partial sum of the GEMM, in any order, is
+    then an integer below 2^24 (times the scale), which float32 holds exactly.
+    """
+    if not _FOLD or ep.offset is None or acc_dtype != np.float32 or ep.dtype != np.float32 or acc_bound is None:
+        return False
+    units = np.asarray(ep.offset, dtype=np.float64) / ep.scale
+    if not np.array_equal(units, np.rint(units)):
+        return False
+    return acc_bound + float(np.abs(units).max(initial=0.0)) < 2**24
+
+
+def _with_offset_row(w2: np.ndarray, offset: np.ndarray | None, width: int | None = None) -> np.ndarray:
+    """``w2`` (K, N) as float32, with one more row holding ``offset`` in its first ``width`` columns
+    (the others 0) when an offset is folded into the GEMM."""
+    w2 = np.asarray(w2, dtype=np.float32)
+    if offset is None:
+        return np.ascontiguousarray(w2)
+    row = np.zeros((1, w2.shape[1]), dtype=np.float32)
+    row[0, : width or w2.shape[1]] = offset
+    return np.concatenate([w2, row])
+
+
+def _view(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``a`` reshaped as a view (raises instead of silently copying, so writes reach ``a``)."""
+    v = a.view()
+    v.shape = shape
+    return v
+
+
 def conv_acc(
     x: np.ndarray,
     w: np.ndarray,
@@ -131,6 +165,7 @@ def conv_acc(
     dilation: tuple[int, int] = (1, 1),
     exact: bool = True,
     epilogue: Epilogue | None = None,
+    acc_bound: int | None = None,
 ) -> np.ndarray:
     """2-D convolution (cross-correlation, NHWC, HWIO kernel) of ``x`` and ``w``.
 
@@ -140,6 +175,7 @@ def conv_acc(
     :class:`Epilogue`) turns each chunk of accumulators into final values: the output stage runs on
     cache-sized chunks and no full accumulator is ever held.
     Memory is bounded: patches are built for a few images (or output rows) at a time.
+    ``acc_bound``: :func:`l1_bound` of ``w`` when the caller has it cached (computed otherwise).
     """
     sh, sw = _pair(strides)
     dh, dw = _pair(dilation)
@@ -153,11 +189,14 @@ def conv_acc(
     w = np.asarray(w, dtype=np.float32)
     w_codes = w
     k_total = kh * kw * cin
+    if exact and acc_bound is None:
+        acc_bound = l1_bound(w.reshape(k_total, cout))
     # float32 sums are exact when K <= 1024 or the weights' L1 bound allows it (see l1_bound)
-    f32 = (not exact) or k_total <= EXACT_K32 or l1_bound(w.reshape(k_total, cout)) <= 2**24
+    f32 = (not exact) or k_total <= EXACT_K32 or acc_bound <= 2**24
     acc_dtype = np.float32 if f32 else np.float64
     ep = _as_epilogue(epilogue, acc_dtype)
     acc_dtype = _wider(acc_dtype, ep.dtype)
+    fold = exact and _foldable(ep, acc_dtype, acc_bound)
     if ep.scale != 1.0:
         w = w * np.float32(ep.scale)  # a power of two: exact, and integer sums stay exact (scaled)
     out = np.empty((n, ho, wo, cout), dtype=ep.out_dtype)
@@ -166,30 +205,34 @@ def conv_acc(
     if sh == 1 and sw == 1:
         if exact and _WINOGRAD and kw == 3 and dw == 1 and kh * cin >= 16:
             u = _wino_filter(w_codes)
-            if _wino_exact(u, l1_bound(w_codes.reshape(k_total, cout)), ep, acc_dtype):
+            if _wino_exact(u, acc_bound, ep, acc_dtype):
                 _conv_wino1d(xp, u, ep, dh, ho, wo, out, acc_dtype)
                 return out
-        _conv_stride1(xp, w, dh, dw, ho, wo, out, exact, f32, acc_dtype, ep)
+        _conv_stride1(xp, w, dh, dw, ho, wo, out, exact, f32, acc_dtype, ep, fold)
         return out
-    w2 = w.reshape(k_total, cout)
+    # with ``fold`` the offset rides in the GEMM as one more K column of ones (see _foldable)
+    w2 = _with_offset_row(w.reshape(k_total, cout), ep.offset if fold else None)
+    kc = w2.shape[0]
     # Generic (strided) path: im2col for blocks of output rows (whole images when small), one strided
     # copy per tap and block, so the patch buffer stays near _CHUNK_BYTES.
     tasks = _row_tasks(n, ho, 0, wo * (k_total + cout) * 4)
-    offset = None if ep.offset is None else ep.offset.astype(acc_dtype)
+    offset = None if ep.offset is None or fold else ep.offset.astype(acc_dtype)
 
     def run(task: tuple[int, int, int, int]) -> None:
         i0, i1, y0, y1 = task
         m, hr = i1 - i0, y1 - y0
-        cols = _scratch("cols", (m * hr * wo, k_total)).reshape(m, hr, wo, kh, kw, cin)
+        full = _scratch("cols", (m * hr * wo, kc))
+        if fold:
+            full[:, k_total] = 1.0
+        cols = _view(full[:, :k_total], (m, hr, wo, kh, kw, cin))
         for a in range(kh):
             r0 = y0 * sh + a * dh
             rsl = slice(r0, r0 + (hr - 1) * sh + 1, sh)
             for b in range(kw):
                 cols[:, :, :, a, b, :] = xp[i0:i1, rsl, b * dw : b * dw + (wo - 1) * sw + 1 : sw]
-        patches = cols.reshape(m * hr * wo, k_total)
-        res = (gemm_exact(patches, w2, f32) if exact else patches @ w2).astype(acc_dtype, copy=False)
+        res = (gemm_exact(full, w2, f32) if exact else full @ w2).astype(acc_dtype, copy=False)
         if offset is not None:
-            res = res + offset
+            res += offset
         ep.finish(res.reshape(m, hr, wo, cout), out[i0:i1, y0:y1])
 
     _run_chunks(run, tasks)
@@ -221,6 +264,7 @@ def _conv_stride1(
     f32: bool,
     acc_dtype: type,
     ep: Epilogue,
+    fold: bool = False,
 ) -> None:
     """Stride-1 convolution without a full im2col.
 
@@ -233,17 +277,19 @@ def _conv_stride1(
     Exactness: each GEMM sums kw*cin products, the shifted adds bring the total to kh*kw*cin terms;
     when that is <= 1024 (or the L1 bound of the whole kernel is <= 2^24: ``f32``) every partial sum is
     an integer <= 2^24 and float32 is exact; otherwise the GEMM is split by :func:`gemm_exact` and the
-    adds are done in float64.
+    adds are done in float64. With ``fold`` the offset rides in the GEMM (see :func:`_foldable`): E gets
+    a column of ones and the weights a row holding the offset under kernel row 0.
     """
     n, hp, wp, cin = xp.shape
     kh, kw, _, cout = w.shape
     kdim = kw * cin
-    # (kw*cin, kh*cout): column block a holds kernel row a.
-    wcat = np.ascontiguousarray(w.transpose(1, 2, 0, 3).reshape(kdim, kh * cout))
+    # (kw*cin [+1], kh*cout): column block a holds kernel row a.
+    wcat = _with_offset_row(w.transpose(1, 2, 0, 3).reshape(kdim, kh * cout), ep.offset if fold else None, cout)
+    kc = wcat.shape[0]
     span_rows = (kh - 1) * dh
     span = span_rows * wp  # extra flattened rows needed below the last output row
     tasks = _row_tasks(n, ho, span_rows, wp * (kdim + kh * cout) * 4)
-    offset = None if ep.offset is None else ep.offset.astype(acc_dtype)
+    offset = None if ep.offset is None or fold else ep.offset.astype(acc_dtype)
 
     def run(task: tuple[int, int, int, int]) -> None:
         i0, i1, y0, y1 = task
@@ -251,15 +297,19 @@ def _conv_stride1(
         slab = xp[i0:i1, y0 : y0 + hs]
         rows = m * hs * wp
         xf = slab.reshape(rows, cin)
-        e = _scratch("e", (rows + span, kdim))
+        e = _scratch("e", (rows + span, kc))
         for b in range(kw):
             off = b * dw
             e[: rows - off, b * cin : (b + 1) * cin] = xf[off:]  # int8 -> float32 here, chunk by chunk
             e[rows - off :, b * cin : (b + 1) * cin] = 0
+        if fold:
+            e[:, kdim] = 1.0
         z = gemm_exact(e, wcat, f32) if exact else e @ wcat
         # acc[p] = offset + sum_a z[p + a*dh*wp, a-th block]  (the offset costs no extra pass)
-        if kh == 1 and z.dtype == acc_dtype:
-            acc = z[:rows]  # one row tap (1x1 / 1xk kernels): z is this chunk's own scratch, no copy
+        if z.dtype == acc_dtype:
+            # z is this chunk's own result: add the other row taps into its first block in place
+            # (they read other columns, so nothing is overwritten before it is read)
+            acc = z[:rows, :cout]
             if offset is not None:
                 acc += offset
         elif offset is not None:
@@ -364,13 +414,20 @@ def depthwise_acc(
     def run(task: tuple[int, int]) -> None:
         for i, y0, y1 in blocks[task[0] : task[1]]:
             r = y1 - y0
-            slab = xp[i, y0 * sh : (y1 - 1) * sh + (kh - 1) * dh + 1].astype(acc_dtype)
+            rows = xp[i, y0 * sh : (y1 - 1) * sh + (kh - 1) * dh + 1]
+            # Strided windows: split the rows into their sh x sw phases once (each a contiguous float
+            # copy), so that every tap reads contiguous row segments (a tap at row offset a*dh and
+            # column offset b*dw reads phase (a*dh % sh, b*dw % sw) from (a*dh // sh, b*dw // sw)).
+            phases = {}
             acc = np.empty((r, wo, ch), dtype=acc_dtype)
             tmp = np.empty((r, wo, ch), dtype=acc_dtype)
             first = True
             for a in range(kh):
                 for b in range(kw):
-                    tap = slab[a * dh : a * dh + (r - 1) * sh + 1 : sh, b * dw : b * dw + (wo - 1) * sw + 1 : sw]
+                    (pa, ra), (pb, cb) = divmod(a * dh, sh)[::-1], divmod(b * dw, sw)[::-1]
+                    if (pa, pb) not in phases:
+                        phases[pa, pb] = rows[pa::sh, pb::sw].astype(acc_dtype)
+                    tap = phases[pa, pb][ra : ra + r, cb : cb + wo]
                     if first:
                         np.multiply(tap, wt[a, b], out=acc)
                         first = False
@@ -385,7 +442,7 @@ def depthwise_acc(
     return out
 
 
-_DW_BLOCK = 1 << 16  # elements of one depthwise block (acc and tmp stay in L2)
+_DW_BLOCK = 1 << 17  # elements of one depthwise block (fewer numpy calls; acc and tmp mostly in L2)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -393,6 +450,7 @@ _DW_BLOCK = 1 << 16  # elements of one depthwise block (acc and tmp stay in L2)
 # ----------------------------------------------------------------------------------------------------
 
 _WINOGRAD = True  # tests switch it off to compare with the direct path
+_FOLD = True  # offsets inside the GEMM where exact (tests switch it off to compare)
 
 
 def _wino_filter(w: np.ndarray) -> np.ndarray:
@@ -428,6 +486,19 @@ def _wino_exact(u: np.ndarray, acc_bound: int, ep: Epilogue, acc_dtype: type) ->
     )
 
 
+def _wino_fold_ok(u: np.ndarray, ep: Epilogue, acc_dtype: type) -> bool:
+    """Whether the offset may be added inside the float32 GEMM of M1 (on top of :func:`_wino_exact`):
+    M1 + off and (M1 + off) - M2 must stay exact too, so ``256 * (L1_1 + L1_2) + off <= 2^24``; the
+    offset must be an integer in the GEMM's units (2^-1 * scale)."""
+    if not _FOLD or ep.offset is None or acc_dtype != np.float32 or ep.dtype != np.float32:
+        return False
+    units = np.asarray(ep.offset, dtype=np.float64) * 2.0 / ep.scale
+    if not np.array_equal(units, np.rint(units)):
+        return False
+    l1 = np.abs(u).sum(axis=(1, 2)).astype(np.float64)
+    return bool(256.0 * (l1[1] + l1[2]).max() + 2.0 * ep.offset_bound <= 2.0**24)
+
+
 def _conv_wino1d(
     xp: np.ndarray, u: np.ndarray, ep: Epilogue, dh: int, ho: int, wo: int, out: np.ndarray, acc_dtype: type
 ) -> None:
@@ -445,15 +516,26 @@ def _conv_wino1d(
     need = 2 * tiles + 2
     if wp < need:  # columns beyond the padded input only feed the dropped output column
         xp = np.pad(xp, ((0, 0), (0, 0), (0, need - wp), (0, 0)))
-    ut = (u.astype(np.float64) * (ep.scale / 2.0)).astype(np.float32).reshape(4, kh * cin, cout)
-    offset = None if ep.offset is None else ep.offset.astype(acc_dtype)
+    kk = kh * cin
+    ut = (u.astype(np.float64) * (ep.scale / 2.0)).astype(np.float32).reshape(4, kk, cout)
+    # The offset rides in the GEMM of M1 (it enters both outputs with a + sign) when its bounds allow
+    # (see _wino_fold_ok): E gets a column of ones, U'_1 a row holding the offset.
+    fold = _wino_fold_ok(u, ep, acc_dtype)
+    if fold:
+        ut = np.concatenate([ut, np.zeros((4, 1, cout), np.float32)], axis=1)
+        ut[1, kk] = ep.offset
+    kc = ut.shape[1]
+    offset = None if ep.offset is None or fold else ep.offset.astype(acc_dtype)
     tasks = _row_tasks(n, ho, (kh - 1) * dh, (4 * kh * cin + 4 * cin + 6 * cout) * tiles * 4)
 
     def run(task: tuple[int, int, int, int]) -> None:
         i0, i1, y0, y1 = task
         m, hr = i1 - i0, y1 - y0
         r = m * hr * tiles
-        e = _scratch("we", (4 * r, kh * cin)).reshape(4, m, hr, tiles, kh, cin)
+        e_full = _scratch("we", (4 * r, kc)).reshape(4, r, kc)
+        if fold:
+            e_full[:, :, kk] = 1.0
+        e = _view(e_full[:, :, :kk], (4, m, hr, tiles, kh, cin))
         # input transform once per input row, then copied into each row tap's block of E
         hs = hr + (kh - 1) * dh
         xc = xp[i0:i1, y0 : y0 + hs].astype(np.float32)
@@ -465,7 +547,8 @@ def _conv_wino1d(
         np.subtract(d1, d3, out=v[3])
         for a in range(kh):
             e[:, :, :, :, a] = v[:, :, a * dh : a * dh + hr]
-        mm = np.matmul(e.reshape(4, r, kh * cin), ut).reshape(4, m, hr, tiles, cout)
+        mm = np.matmul(e_full, ut, out=_scratch("wm", (4 * r, cout)).reshape(4, r, cout))
+        mm = mm.reshape(4, m, hr, tiles, cout)
         acc = np.empty((m, hr, 2 * tiles, cout), dtype=acc_dtype)
         ev, od = acc[:, :, 0::2], acc[:, :, 1::2]
         if offset is not None:

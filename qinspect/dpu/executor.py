@@ -87,6 +87,8 @@ class Evaluator:
         self.mode = mode
         self.position_source = position_source
         self._wcache: dict[tuple[str, str, int], np.ndarray] = {}
+        # per weight (node, name, position): the kernel's exactness bound (ops.weight_bound)
+        self._bcache: dict[tuple[str, str, int], int] = {}
         self._fused_producer: dict[str, str] = {}
         for n in graph.nodes:
             act = graph.fused_activation(n) if n.op in CONV_OPS + ("add",) else None
@@ -129,6 +131,13 @@ class Evaluator:
             mode, narrow = _round(self.g, slot, Round.HALF_TO_EVEN)
             self._wcache[key] = quantize(w, p, mode, narrow)
         return self._wcache[key], p
+
+    def weight_bound(self, node: Node, name: str, wq: np.ndarray, pw: int) -> int:
+        """The exactness bound of a conv kernel's codes (ops.weight_bound), computed once per weight."""
+        key = (node.name, name, pw)
+        if key not in self._bcache:
+            self._bcache[key] = ops.weight_bound(node.op, wq)
+        return self._bcache[key]
 
     def weight_float(self, node: Node, name: str) -> np.ndarray | None:
         """Weight values as the simulation uses them (fake-quantized unless in float mode)."""
@@ -210,12 +219,10 @@ class Evaluator:
             x = ins[0]
             xq, pi = x.codes(), x.pos
             assert pi is not None
+            chunked = op in ("conv2d", "depthwise_conv2d")  # the fused chunked kernels
+            bound = self.weight_bound(node, wname, wq, pw) if chunked else None
 
             def accumulate(xq=xq, wq=wq, p=p, op=op) -> np.ndarray:
-                if op == "conv2d":
-                    return ops.conv2d_acc(xq, wq, p["strides"], p["padding"], p["dilation"])
-                if op == "depthwise_conv2d":
-                    return ops.depthwise_conv2d_acc(xq, wq, p["strides"], p["padding"], p["dilation"])
                 if op == "conv2d_transpose":
                     return ops.conv2d_transpose_acc(xq, wq, p["strides"], p["padding"])
                 return ops.dense_acc(xq, wq)
@@ -228,6 +235,10 @@ class Evaluator:
 
             def exact_float(pi=pi, pw=pw, pb=pb_eff, bq=bq) -> np.ndarray:
                 # The exact accumulator value: what the simulation's float32 conv gives when it is exact.
+                if chunked:  # one fused pass (same single rounding as below)
+                    fused = ops.conv2d if op == "conv2d" else ops.depthwise_conv2d
+                    return fused(xq, wq, bq, pi, pw, pb, None, p["strides"], p["padding"], p["dilation"],
+                                 acc_bound=bound)
                 a = accumulate().astype(np.float64)
                 if bq is not None:
                     a = a + bq.astype(np.float64) * 2.0 ** (pi + pw - pb)
@@ -242,11 +253,10 @@ class Evaluator:
             po = self.pos(oslot)
             assert po is not None
             # The operators fuse the output stage into the accumulation (one HALF_UP rounding).
-            if op == "conv2d":
-                q = ops.conv2d(xq, wq, bq, pi, pw, pb_eff, po, p["strides"], p["padding"], p["dilation"], iact)
-            elif op == "depthwise_conv2d":
-                q = ops.depthwise_conv2d(xq, wq, bq, pi, pw, pb_eff, po, p["strides"], p["padding"], p["dilation"],
-                                         iact)
+            if chunked:
+                fused = ops.conv2d if op == "conv2d" else ops.depthwise_conv2d
+                q = fused(xq, wq, bq, pi, pw, pb_eff, po, p["strides"], p["padding"], p["dilation"], iact,
+                          acc_bound=bound)
             elif op == "conv2d_transpose":
                 q = ops.conv2d_transpose(xq, wq, bq, pi, pw, pb_eff, po, p["strides"], p["padding"], iact)
             else:
@@ -307,13 +317,14 @@ class Evaluator:
         if op == "max_pool":
             return Value(q=ops.max_pool(xq, pi, po, p["pool"], p["strides"], p["padding"]), pos=po)
         if op == "avg_pool":
-            if ops.avgpool_factor(*p["pool"]) != p.get("dpu_factor"):
-                return None  # the integer kernel would not apply the quantizer's factor: simulate in float
-            return Value(q=ops.avg_pool(xq, pi, po, p["pool"], p["strides"], p["padding"]), pos=po)
+            # the node's factor (qinspect.dpu.layer_map, from ops.avgpool_rescale) is the one the float
+            # path's "rescale" simulates
+            return Value(q=ops.avg_pool(xq, pi, po, p["pool"], p["strides"], p["padding"],
+                                        factor=p.get("dpu_factor")), pos=po)
         if op == "global_avg_pool":
             h, w = xq.shape[1], xq.shape[2]
-            if h != w or ops.avgpool_factor(h, w) is None and _gap_rescale(h, w) != 1.0:
-                return None  # rectangle (the quantizer's lcm rule) or a factor the kernel lacks: simulate
+            if h != w:
+                return None  # a rectangle (the quantizer's lcm rule): simulated in float
             return Value(q=ops.global_avg_pool(xq, pi, po, p.get("keepdims", False)), pos=po)
         if op == "upsample":
             return Value(q=ops.upsample_nearest(xq, pi, po, p["size"]), pos=po)

@@ -53,31 +53,11 @@ def act_name(value: Any) -> str:
 
 def avgpool_scale(kh: int, kw: int) -> tuple[float, tuple[int, int] | None]:
     """The quantizer's average-pool rescale factor for a ``kh x kw`` kernel (its float32 value) and the
-    DPU ``(K, N)`` pair it simulates (``None`` when there is no rescale).
-
-    The quantizer's rule (``_get_avgpool_scale``): no rescale when a side exceeds 255; the fixed table
-    for 3, 5, 6, 7 and 14; otherwise, in float32, ``K = round(2^n / (kh kw))`` for n in
-    ``[0, 7 + ceil(log2(kh kw)))`` minimising ``|K / 2^n - 1 / (kh kw)|`` (first n on a tie), and the
-    factor ``K / 2^n * kh kw``.
-    """
+    DPU ``(K, N)`` pair it simulates (``None`` when there is no rescale): :func:`ops.avgpool_rescale`,
+    the one place of the rule (no rescale only when a side exceeds 255)."""
     from qinspect.dpu import ops
 
-    if kh > 255 or kw > 255:
-        return 1.0, None
-    factor = ops.avgpool_factor(kh, kw)
-    if factor is None:
-        f32 = np.float32
-        rec = f32(kh * kw)
-        n_max = f32(7) + np.ceil(f32(np.log(rec)) / f32(np.log(f32(2.0))))
-        ns = np.arange(0, int(n_max), dtype=np.float32)
-        pw = np.power(f32(2.0), ns)
-        ks = np.round(pw / rec)
-        diffs = np.abs(ks / pw - f32(1) / rec)
-        n = int(np.argmin(diffs))
-        factor = (int(ks[n]), n)
-    k, n = factor
-    scale = np.float32(np.float32(k) / np.float32(2.0**n)) * np.float32(kh * kw)
-    return float(np.float32(scale)), (int(k), int(n))
+    return ops.avgpool_rescale(kh, kw)
 
 
 def gap_kernel(kh: int, kw: int) -> tuple[int, int]:
@@ -197,7 +177,8 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
         if kh == kw:
             p["rescale"], p["dpu_factor"] = avgpool_scale(kh, kw)
         else:
-            # Known quirk: a non-square, non-global kernel gets no rescale in the quantizer.
+            # The quantizer's quirk: VitisAveragePooling2D.build gives a non-square kernel no rescale
+            # (unless the pool is global-like and its lcm square is <= 8: not known here, not emulated).
             p["rescale"], p["dpu_factor"] = 1.0, None
     elif cls in ("GlobalAveragePooling2D", "VitisGlobalAveragePooling2D"):
         node.op = "global_avg_pool"

@@ -33,6 +33,8 @@ __all__ = [
     "conv2d_acc",
     "depthwise_conv2d",
     "depthwise_conv2d_acc",
+    "weight_bound",
+    "float_value_stage",
     "conv2d_transpose",
     "conv2d_transpose_acc",
     "dense",
@@ -51,6 +53,7 @@ __all__ = [
     "upsample_nearest",
     "hard_sigmoid",
     "avgpool_factor",
+    "avgpool_rescale",
     "round_half_up_div",
     "LEAKY_NUM",
     "LEAKY_SHIFT",
@@ -237,91 +240,126 @@ def _acc_to_int64(acc: np.ndarray) -> np.ndarray:
 
 
 def _store_int64(t: np.ndarray, dst: np.ndarray) -> None:
-    dst[...] = t  # exact integers in float: the conversion is exact
+    dst[...] = t  # exact integers in float to int64: exact; float64 to float32: the one rounding
 
 
 # Chunked kernels convert their exact float accumulators to int64 chunk by chunk (in cache).
 _INT64_ACC = Epilogue(finish=_store_int64, dtype=np.float32, out_dtype=np.int64)
+# (the same store serves float_value_stage: float64 values to a float32 output, one rounding)
 
 
-def conv2d_acc(
-    xq: np.ndarray,
-    wq: np.ndarray,
-    strides: tuple[int, int] | int = (1, 1),
-    padding: str = "valid",
-    dilation: tuple[int, int] | int = (1, 1),
-) -> np.ndarray:
-    """Exact int64 accumulator ``sum(xq * wq)`` of a Conv2D (NHWC, HWIO), padding with code 0.
+def weight_bound(op: str, wq: np.ndarray) -> int:
+    """:func:`qinspect.dpu._conv_core.l1_bound` of a kernel for ``op`` ("conv2d", "depthwise_conv2d",
+    "dense"): ``128 * max over output channels of sum |w|`` over the taps summed into one output.
+
+    Any partial sum of an accumulator is at most this in magnitude. It depends on the weights only, so
+    callers that run the same weights many times (the executor) compute it once and pass it on.
+    """
+    w = np.asarray(wq)
+    if op == "depthwise_conv2d":
+        kh, kw, cin, mult = w.shape
+        return l1_bound(w.reshape(kh * kw, cin * mult))
+    return l1_bound(w.reshape(-1, w.shape[-1]))
+
+
+def _conv_kernel(op: str, xq: np.ndarray, wq: np.ndarray, strides: tuple[int, int] | int, padding: str,
+                 dilation: tuple[int, int] | int, epilogue: Epilogue, acc_bound: int | None) -> np.ndarray:
+    """The chunked kernel of ``op`` ("conv2d" or "depthwise_conv2d") with an output stage fused in."""
+    if op == "conv2d":
+        return conv_acc(np.asarray(xq), np.asarray(wq, dtype=np.float32), _pair(strides), padding,
+                        _pair(dilation), exact=True, epilogue=epilogue, acc_bound=acc_bound)
+    return depthwise_acc(np.asarray(xq), np.asarray(wq), _pair(strides), padding, _pair(dilation),
+                         epilogue=epilogue)
+
+
+def _make_acc_op(op: str, doc: str):  # noqa: ANN202  (returns the public function)
+    def acc_op(
+        xq: np.ndarray,
+        wq: np.ndarray,
+        strides: tuple[int, int] | int = (1, 1),
+        padding: str = "valid",
+        dilation: tuple[int, int] | int = (1, 1),
+        acc_bound: int | None = None,
+    ) -> np.ndarray:
+        return _conv_kernel(op, xq, wq, strides, padding, dilation, _INT64_ACC, acc_bound)
+
+    acc_op.__name__ = acc_op.__qualname__ = f"{op}_acc"
+    acc_op.__doc__ = doc
+    return acc_op
+
+
+def _make_fused_op(op: str, doc: str):  # noqa: ANN202  (returns the public function)
+    def fused_op(
+        xq: np.ndarray,
+        wq: np.ndarray,
+        bq: np.ndarray | None,
+        pi: int,
+        pw: int,
+        pb: int,
+        po: int | None,
+        strides: tuple[int, int] | int = (1, 1),
+        padding: str = "valid",
+        dilation: tuple[int, int] | int = (1, 1),
+        act: str | None = None,
+        acc_bound: int | None = None,
+    ) -> np.ndarray:
+        wq = np.asarray(wq)
+        bound = weight_bound(op, wq) if acc_bound is None else acc_bound
+        if po is None:  # the unquantized float32 value (no activation)
+            stage = float_value_stage(bq, pi, pw, pb)
+        else:
+            stage = float_output_stage(bq, pi, pw, pb, po, act, acc_bound=bound)
+        return _conv_kernel(op, xq, wq, strides, padding, dilation, stage, bound)
+
+    fused_op.__name__ = fused_op.__qualname__ = op
+    fused_op.__doc__ = doc
+    return fused_op
+
+
+def float_value_stage(bq: np.ndarray | None, pi: int, pw: int, pb: int) -> Epilogue:
+    """An :class:`Epilogue` giving the float32 value of an exact accumulator plus its bias:
+    ``float32((acc + bq * 2^(pi + pw - pb)) * 2^-(pi + pw))``, rounded once.
+
+    The scale 2^-(pi+pw) is a power of two folded into the weights (exact), the bias ``bq * 2^-pb`` is
+    added in float64 (the accumulator is below 2^40 and the bias adds a few bits: exact), and the store
+    to float32 is the single rounding.
+    """
+    s = pi + pw
+    bias = np.zeros(1) if bq is None else _i64(bq).astype(np.float64) * 2.0**-pb
+    bmax = float(np.abs(bias).max()) if bias.size else 0.0
+    return Epilogue(finish=_store_int64, scale=2.0**-s, offset=bias, dtype=np.float64, out_dtype=np.float32,
+                    offset_bound=bmax * 2.0**s)
+
+
+conv2d_acc = _make_acc_op("conv2d", """Exact int64 accumulator ``sum(xq * wq)`` of a Conv2D (NHWC, HWIO),
+    padding with code 0.
 
     Range: each product <= 2^14 in magnitude; float32 GEMM over K <= 1024 terms is exact (<= 2^24), and
-    so is any K whose weight L1 bound ``128 * max_j sum_k |w_kj|`` is <= 2^24; otherwise K is summed in
-    float64 chunks. Stride-1 kernels 3 wide may use Winograd F(2, 3) along the rows, only where its own
-    bounds prove every float32 sum exact (see qinspect.dpu._conv_core).
-    """
-    w = np.asarray(wq, dtype=np.float32)
-    return conv_acc(np.asarray(xq), w, _pair(strides), padding, _pair(dilation), exact=True, epilogue=_INT64_ACC)
+    so is any K whose weight L1 bound ``128 * max_j sum_k |w_kj|`` (``acc_bound``, see
+    :func:`weight_bound`; computed when not given) is <= 2^24; otherwise K is summed in float64 chunks.
+    Stride-1 kernels 3 wide may use Winograd F(2, 3) along the rows, only where its own bounds prove
+    every float32 sum exact (see qinspect.dpu._conv_core).
+    """)
 
-
-def conv2d(
-    xq: np.ndarray,
-    wq: np.ndarray,
-    bq: np.ndarray | None,
-    pi: int,
-    pw: int,
-    pb: int,
-    po: int,
-    strides: tuple[int, int] | int = (1, 1),
-    padding: str = "valid",
-    dilation: tuple[int, int] | int = (1, 1),
-    act: str | None = None,
-) -> np.ndarray:
-    """DPU Conv2D: exact accumulator, bias aligned, one HALF_UP rounding to ``po``, fused activation.
+conv2d = _make_fused_op("conv2d", """DPU Conv2D: exact accumulator, bias aligned, one HALF_UP rounding to
+    ``po``, fused activation.
 
     Same result as ``output_stage(conv2d_acc(...))``; the output stage runs fused on cache-sized
-    chunks of the exact float accumulator (:func:`float_output_stage`).
-    """
-    wq = np.asarray(wq)
-    kh, kw, cin, _ = wq.shape
-    stage = float_output_stage(bq, pi, pw, pb, po, act, acc_bound=l1_bound(wq.reshape(kh * kw * cin, -1)))
-    return conv_acc(np.asarray(xq), wq.astype(np.float32), _pair(strides), padding, _pair(dilation),
-                    exact=True, epilogue=stage)
+    chunks of the exact float accumulator (:func:`float_output_stage`). ``acc_bound``: the kernel's
+    :func:`weight_bound` when the caller has it cached. With ``po=None`` the result is instead the
+    conv's unquantized float32 value, ``float32((acc + bq * 2^(pi + pw - pb)) * 2^-(pi + pw))`` rounded
+    once, computed in the same fused pass (:func:`float_value_stage`; ``act`` is not applied).
+    """)
 
-
-def depthwise_conv2d_acc(
-    xq: np.ndarray,
-    wq: np.ndarray,
-    strides: tuple[int, int] | int = (1, 1),
-    padding: str = "valid",
-    dilation: tuple[int, int] | int = (1, 1),
-) -> np.ndarray:
-    """Exact int64 accumulator of a DepthwiseConv2D; kernel ``(kh, kw, cin, mult)``, output channel
-    ``c * mult + m`` (Keras order).
+depthwise_conv2d_acc = _make_acc_op("depthwise_conv2d", """Exact int64 accumulator of a
+    DepthwiseConv2D; kernel ``(kh, kw, cin, mult)``, output channel ``c * mult + m`` (Keras order).
 
     Range: kh*kw products of <= 2^14 each: float32 sums are exact up to kh*kw = 1024 (<= 2^24),
     float64 beyond (see qinspect.dpu._conv_core.depthwise_acc).
-    """
-    return depthwise_acc(np.asarray(xq), np.asarray(wq), _pair(strides), padding, _pair(dilation),
-                         epilogue=_INT64_ACC)
+    """)
 
-
-def depthwise_conv2d(
-    xq: np.ndarray,
-    wq: np.ndarray,
-    bq: np.ndarray | None,
-    pi: int,
-    pw: int,
-    pb: int,
-    po: int,
-    strides: tuple[int, int] | int = (1, 1),
-    padding: str = "valid",
-    dilation: tuple[int, int] | int = (1, 1),
-    act: str | None = None,
-) -> np.ndarray:
-    """DPU DepthwiseConv2D (same output stage as conv2d, fused on chunks as there)."""
-    wq = np.asarray(wq)
-    kh, kw, cin, mult = wq.shape
-    stage = float_output_stage(bq, pi, pw, pb, po, act, acc_bound=l1_bound(wq.reshape(kh * kw, cin * mult)))
-    return depthwise_acc(np.asarray(xq), wq, _pair(strides), padding, _pair(dilation), epilogue=stage)
+depthwise_conv2d = _make_fused_op("depthwise_conv2d", """DPU DepthwiseConv2D (same output stage as
+    conv2d, fused on chunks as there; ``po=None``: the unquantized float32 value, as there).""")
 
 
 def conv2d_transpose_acc(
@@ -501,30 +539,50 @@ def hard_sigmoid(q: np.ndarray, pi: int, po: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------
 
 _AVGPOOL_TABLE = {3: (7, 6), 5: (10, 8), 6: (7, 8), 7: (21, 10), 14: (21, 12)}
+# No rescale when a window SIDE exceeds this (vai_q_tensorflow2 ``_get_avgpool_scale``).
+_AVGPOOL_MAX_SIDE = 255
+
+
+def avgpool_rescale(kh: int, kw: int) -> tuple[float, tuple[int, int] | None]:
+    """The quantizer's average-pool rescale for a ``kh x kw`` window: its float32 factor (what the
+    simulation multiplies the average by) and the DPU pair ``(K, N)`` (average = sum * K / 2^N), or
+    ``(1.0, None)`` when there is no rescale. The one place of this rule.
+
+    Rule (vai_q_tensorflow2 ``vitis_pooling.py``, ``_get_avgpool_scale``): ``kh > 255 or kw > 255``
+    (a SIDE, not the area) -> no rescale; the table 3x3 (7, 6), 5x5 (10, 8), 6x6 (7, 8), 7x7 (21, 10),
+    14x14 (21, 12); otherwise, in float32, ``K = round(2^n / (kh kw))`` (half to even) for n in
+    ``[0, 7 + ceil(log2(kh kw)))`` minimising ``|K / 2^n - 1 / (kh kw)|``, first n on a tie; the factor
+    is ``K / 2^n * kh kw``. Which layers get it: every square AveragePooling2D and
+    GlobalAveragePooling2D window; a non-square AveragePooling2D gets none (``VitisAveragePooling2D.build``
+    assigns that factor to a local variable), a non-square global pool the factor of its lcm square
+    when that is at most 8 (see qinspect.dpu.layer_map.gap_kernel).
+    """
+    if kh > _AVGPOOL_MAX_SIDE or kw > _AVGPOOL_MAX_SIDE:
+        return 1.0, None
+    if kh == kw and kh in _AVGPOOL_TABLE:
+        k, n = _AVGPOOL_TABLE[kh]
+    else:
+        f32 = np.float32
+        rec = f32(kh * kw)
+        n_max = int(f32(7) + np.ceil(f32(np.log(rec)) / f32(np.log(f32(2.0)))))
+        powers = np.power(f32(2.0), np.arange(0, n_max, dtype=np.float32))
+        ks = np.round(powers / rec)
+        n = int(np.argmin(np.abs(ks / powers - f32(1) / rec)))  # argmin: the first n on a tie
+        k = int(ks[n])
+    scale = np.float32(np.float32(k) / np.float32(2.0**n)) * np.float32(kh * kw)
+    return float(np.float32(scale)), (int(k), int(n))
 
 
 def avgpool_factor(kh: int, kw: int) -> tuple[int, int] | None:
-    """The DPU average factor ``(K, N)`` (average = sum * K / 2^N) for a kh x kw window, or None when
-    the quantizer does not rescale (area > 255, or a non-square window: the quantizer's quirk).
+    """The DPU factor ``(K, N)`` of a square window of area <= 255, else None (the first version's
+    scope, kept for its callers).
 
-    Table: 3x3 (7, 6), 5x5 (10, 8), 6x6 (7, 8), 7x7 (21, 10), 14x14 (21, 12); any other k x k:
-    ``K = round(2^n / k^2)`` with n in [0, 7 + ceil(log2 k^2)) minimising |K / 2^n - 1 / k^2|, first n
-    on a tie.
+    The quantizer's own rule also rescales larger square windows (a side up to 255, e.g. 17x17 ->
+    (113, 15)): use :func:`avgpool_rescale`, which the operators and the graph mapping use.
     """
     if kh != kw or kh * kw > 255:
         return None
-    k = kh
-    if k in _AVGPOOL_TABLE:
-        return _AVGPOOL_TABLE[k]
-    area = k * k
-    best: tuple[int, int] | None = None
-    best_err = math.inf
-    for n in range(0, 7 + math.ceil(math.log2(area))):
-        kk = round(2**n / area)
-        err = abs(kk / 2**n - 1 / area)
-        if err < best_err:
-            best, best_err = (kk, n), err
-    return best
+    return avgpool_rescale(kh, kw)[1]
 
 
 def _windows_reduce(
@@ -601,6 +659,9 @@ def _avg_codes(s: np.ndarray, count: np.ndarray, area: int, factor: tuple[int, i
     return _clip8(round_half_up_div(num, den))
 
 
+_SQUARE_RULE = object()  # avg_pool's default factor: avgpool_rescale for a square window, none otherwise
+
+
 def avg_pool(
     q: np.ndarray,
     pi: int,
@@ -608,8 +669,12 @@ def avg_pool(
     pool: tuple[int, int] | int,
     strides: tuple[int, int] | int | None,
     padding: str = "valid",
+    factor: tuple[int, int] | None | object = _SQUARE_RULE,
 ) -> np.ndarray:
-    """DPU AveragePooling2D: window sum times K / 2^N (see :func:`avgpool_factor`), to ``po`` HALF_UP.
+    """DPU AveragePooling2D: window sum times K / 2^N, to ``po`` HALF_UP.
+
+    ``factor``: the ``(K, N)`` pair, or None for a plain average; by default the quantizer's rule
+    (:func:`avgpool_rescale` for a square window; a non-square one is not rescaled).
 
     Choice for 'same' padding: border windows follow the quantizer's simulation (divide by the valid
     taps, then apply the factor ``area * K / 2^N``), not a DPU that would count the padded zeros; the
@@ -618,19 +683,25 @@ def avg_pool(
     """
     pool = _pair(pool)
     strides = pool if strides is None else _pair(strides)
+    if factor is _SQUARE_RULE:
+        factor = avgpool_rescale(*pool)[1] if pool[0] == pool[1] else None
     s, cnt = _windows_reduce(_i64(q), pool, strides, padding, fill=0, op="sum")
     area = pool[0] * pool[1]
-    return _avg_codes(s, cnt, area, avgpool_factor(*pool), pi, po)
+    return _avg_codes(s, cnt, area, factor, pi, po)  # type: ignore[arg-type]
 
 
 def global_avg_pool(q: np.ndarray, pi: int, po: int, keepdims: bool = False) -> np.ndarray:
-    """DPU GlobalAveragePooling2D: sum over H x W times the factor of an H x W window, to ``po``."""
+    """DPU GlobalAveragePooling2D: sum over H x W times the factor of an H x W window, to ``po``.
+
+    Square maps use :func:`avgpool_rescale`; a rectangle gets a plain average here (the quantizer's lcm
+    rule for rectangles is simulated in float by the executor).
+    """
     a = _i64(q)
     n, h, w, c = a.shape
     s = a.sum(axis=(1, 2), keepdims=True)
     area = h * w
     cnt = np.full((1, 1, 1, 1), area, dtype=np.int64)
-    y = _avg_codes(s, cnt, area, avgpool_factor(h, w), pi, po)
+    y = _avg_codes(s, cnt, area, avgpool_rescale(h, w)[1] if h == w else None, pi, po)
     return y if keepdims else y.reshape(n, c)
 
 
