@@ -1,4 +1,4 @@
-"""``qinspect report MODEL_OR_CAPTURE [--positions P] [--layer NAME] [--eval CAPTURE2] -o DIR``.
+"""``qinspect report MODEL_OR_CAPTURE [--positions P] [--inputs X] [--layer NAME] [--eval CAPTURE2] -o DIR``.
 
 Writes ``DIR/report.html`` (self-contained, figures embedded), ``report.json``, ``layers.csv`` and
 ``figures/*.png`` (see ``docs/report-format.md``). Needs no display: Qt runs offscreen to draw the
@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--layer", metavar="NAME", help="a layer report: only this layer's section")
     parser.add_argument("--eval", metavar="CAPTURE2", dest="eval_path",
                         help="an evaluation capture: per layer, the fraction of values outside the int8 range")
-    add_data_args(parser, None, "calibration and emulation batch size (default 32; calibration votes per batch)",
+    add_data_args(parser, "inputs (.npy / .npz) to calibrate and emulate a model file on (a capture holds its own)",
+                  "calibration and emulation batch size (default 32; calibration votes per batch)",
                   samples_help="use only the first N samples of the capture")
     parser.add_argument("--no-findings", action="store_true",
                         help="skip the diagnosis (findings, sensitivity): faster on big models")
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_counts(args)
     check_destination(args.output, args.force)
-    for path in (args.source, args.positions, args.eval_path):
+    for path in (args.source, args.positions, args.eval_path, args.inputs):
         if path is not None:
             require_file(path)
 
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         args.source, args.output, layer=args.layer, positions=args.positions, eval_path=args.eval_path,
         force=args.force, render_figures=_renderer(), batch_size=args.batch_size, cle=not args.no_cle,
         max_samples=args.samples, progress=progress, diagnose=not args.no_findings, opener=open_any,
+        inputs=args.inputs,
     )
     if sys.stderr.isatty():
         print("\r\x1b[K", end="", file=sys.stderr)

@@ -52,6 +52,7 @@ class Emulation:
     json_positions: dict[str, dict[str, int]] | None = None  # positions.json without a graph
     settings: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    data: Any = None  # the --inputs source (qinspect.io.inputs.InputSource) a model file was run on
 
 
 # Error values kept per node for the error histogram (the first ones seen; float32, 256 KiB per node).
@@ -125,8 +126,12 @@ def _read_positions_json(path: str) -> dict[str, dict[str, int]]:
 
 
 def emulate(source: Any, positions: str | None, progress: Progress | None = None, batch_size: int = 32,
-            cle: bool = True) -> Emulation:
-    """Run the emulator (calibrating, or with imported positions) over ``source`` if it can run."""
+            cle: bool = True, inputs: str | None = None) -> Emulation:
+    """Run the emulator (calibrating, or with imported positions) over ``source`` if it can run.
+
+    ``inputs`` (a .npy / .npz / image folder path) gives a model file samples to calibrate and run on;
+    a capture holds its own.
+    """
     em = Emulation()
     if positions is not None:
         if os.path.isdir(positions):
@@ -141,11 +146,21 @@ def emulate(source: Any, positions: str | None, progress: Progress | None = None
     else:
         em.positions_source = f"qinspect calibration (predicts vai_q pof2s; batch size {batch_size}, " \
             f"CLE {'on' if cle else 'off'})"
-    return _run_emulator(source, positions, em, progress, batch_size, cle)
+    if inputs is not None and isinstance(source, Capture):
+        raise QInspectError("a capture holds its own inputs: --inputs is for a model file", inputs)
+    return _run_emulator(source, positions, em, progress, batch_size, cle, inputs)
+
+
+def _open_inputs(path: str, graph: Any) -> Any:
+    from qinspect.io.inputs import open_inputs
+
+    shapes = {name: list(graph[name].output_shape[1:]) if graph[name].output_shape else None
+              for name in graph.inputs}
+    return open_inputs(path, shapes)
 
 
 def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: Progress | None,
-                  batch_size: int, cle: bool) -> Emulation:
+                  batch_size: int, cle: bool, inputs: str | None = None) -> Emulation:
     cls = Emulator
     has_acts = isinstance(source, Capture)
     em.settings["emulator"] = "qinspect.dpu: integer DPU operators, float reference computed alongside"
@@ -156,6 +171,8 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
             raise QInspectError(f"is the quantized model of another model: its layer {foreign[0]!r} is not in "
                                 f"{getattr(source, 'path', 'the model')}", positions)
         em.settings["weights"] = "folded, equalized weights stored in the quantized.h5"
+        if inputs is not None:
+            em.data = _open_inputs(inputs, emulator.graph)
     else:
         if progress:
             progress(0, 1, "calibrating" if positions is None and has_acts else "rewriting the graph")
@@ -164,23 +181,31 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
         em.settings["weights"] = f"the model's weights after qinspect's rewrites (CLE {'on' if cle else 'off'})"
         if positions is None:
             em.settings["calibration batch size"] = batch_size
+        if inputs is not None:
+            em.data = _open_inputs(inputs, emulator.graph)
+            if positions is None:
+                if progress:
+                    progress(0, 1, "calibrating")
+                emulator.calibrate(em.data, batch_size)
+                em.positions_source += f"; calibrated on {os.path.abspath(inputs)}"
         if em.json_positions is not None:
             missing = emulator.load_positions(positions)
             if missing:
                 raise QInspectError(f"no position for {len(missing)} quantizer(s) of this model, e.g. "
                                     f"{', '.join(missing[:3])}: a positions.json of another model?", positions)
-        elif not has_acts:
+        elif not has_acts and em.data is None:
             em.positions_source = "none (a model file holds no calibration data)"
             em.warnings.append("a model file holds no calibration data: positions need a capture "
-                               "(qinspect capture) or --positions")
+                               "(qinspect capture), --inputs or --positions")
     em.graph = emulator.graph
-    if has_acts and all(emulator.graph.pos(s) is not None for s in emulator.graph.slots):
+    data = source if has_acts else em.data
+    if data is not None and all(emulator.graph.pos(s) is not None for s in emulator.graph.slots):
         if progress:
             progress(0, 1, "emulating")
-        em.results = dict(emulator.run(source, batch_size=batch_size, stats_factory=SampledErrorStats))
-    elif not has_acts:
+        em.results = dict(emulator.run(data, batch_size=batch_size, stats_factory=SampledErrorStats))
+    if not has_acts:
         em.warnings.append("a model file holds no activations: capture it (qinspect capture) for activation "
-                           "histograms and error figures")
+                           "histograms" + ("" if em.data is not None else " and error figures"))
     return em
 
 
@@ -381,7 +406,13 @@ class DiagnosisPart:
     missing: str = ""  # why there are no findings
 
 
-def _inputs_of(capture: Capture, names: list[str]) -> dict[str, np.ndarray]:
+def _inputs_of(capture: Any, names: list[str]) -> dict[str, np.ndarray]:
+    """All model inputs of a capture or an ``--inputs`` source, as float32 arrays keyed by input name."""
+    if not isinstance(capture, Capture):  # qinspect.io.inputs.InputSource
+        batch = capture.batch(0, capture.n_samples)
+        if len(names) == 1 and len(batch) == 1:
+            return {names[0]: np.asarray(next(iter(batch.values())), np.float32)}
+        return {name: np.asarray(batch[name], np.float32) for name in names}
     single = len(names) == 1
     return {name: np.asarray(capture.inputs(None if single else name), np.float32) for name in names}
 
@@ -389,8 +420,10 @@ def _inputs_of(capture: Capture, names: list[str]) -> dict[str, np.ndarray]:
 def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: list[str],
               max_samples: int | None, progress: Progress | None) -> DiagnosisPart:
     part = DiagnosisPart()
-    if not isinstance(source, Capture) or em.graph is None or not em.results:
-        part.missing = "the diagnosis needs a capture and an emulator run over it"
+    if not isinstance(source, Capture):
+        source = em.data  # a model file run on --inputs
+    if source is None or em.graph is None or not em.results:
+        part.missing = "the diagnosis needs a capture (or --inputs) and an emulator run over it"
         return part
     if progress:
         progress(0, 1, "diagnosing")
@@ -443,11 +476,14 @@ def build_report(
     cle: bool = True,
     diagnose: bool = True,
     opener: Opener | None = None,
+    inputs: str | os.PathLike[str] | None = None,
 ) -> Report:
     """The report for a capture or model file (``layer``: only that layer's section).
 
     ``diagnose=False`` skips the diagnosis (findings and sensitivity), the slowest part on big models.
     ``opener`` opens a path that is not a capture (default :func:`qinspect.io.model_file.open_model`).
+    ``inputs`` (.npy / .npz) gives a model file samples to calibrate and emulate on (no float histograms:
+    only a capture holds the float activations).
     """
     path = str(source_path)
     source = open_source(path, opener)
@@ -460,7 +496,8 @@ def build_report(
                                     path)
             eval_cap = Capture.open(str(eval_path))
             check_eval_capture(source, eval_cap)
-        em = emulate(source, None if positions is None else str(positions), progress, batch_size, cle)
+        em = emulate(source, None if positions is None else str(positions), progress, batch_size, cle,
+                     None if inputs is None else str(inputs))
         return _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose)
     finally:
         for f in (source, eval_cap):
@@ -505,7 +542,7 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
         model_name=graph.name,
         source=os.path.abspath(path),
         source_format=getattr(source, "kind", None) or graph.source_format or "",
-        samples=source.n_samples if has_acts else None,
+        samples=source.n_samples if has_acts else (em.data.n_samples if em.data is not None else None),
         positions_source=em.positions_source,
         layers=sections,
         how={**how_texts(), **diag.how},
