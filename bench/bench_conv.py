@@ -57,7 +57,8 @@ def blas_kernel() -> str:
     infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
     if not infos:
         return "unknown (no BLAS found by threadpoolctl)"
-    i = infos[0]
+    # numpy's own BLAS (other libraries, e.g. scipy's, may load another copy)
+    i = next((i for i in infos if "numpy" in str(i.get("filepath", ""))), infos[0])
     return f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}, {i.get('num_threads')} threads"
 
 
