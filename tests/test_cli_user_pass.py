@@ -82,3 +82,24 @@ def test_text_tables_stay_aligned_with_long_names(capsys, tmp_path):
     rows = [line for line in out.splitlines()[2:] if len(line.split()) == 3 and line.split()[2].lstrip("-").isdigit()]
     assert any(len(line.split()[1]) > 40 for line in rows)
     assert len({len(line) for line in rows}) == 1, rows  # one batch: every row ends at the position column
+
+
+def test_image_folder_inputs_with_preprocess(capsys, refcases, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, img in enumerate(pixels):
+        Image.fromarray(img).save(folder / f"{i:02d}.png")
+    np.save(tmp_path / "scaled.npy", pixels.astype(np.float32) / 255.0)
+    model = refcases / "small" / "float.h5"
+    from_images = json.loads(_run(capsys, "calibrate", model, "--inputs", folder, "--preprocess", "0..1",
+                                  "--batch-size", "3", "--json"))
+    from_array = json.loads(_run(capsys, "calibrate", model, "--inputs", tmp_path / "scaled.npy",
+                                 "--batch-size", "3", "--json"))
+    assert from_images["calib_samples"] == 6
+    assert from_images["positions"] == from_array["positions"]
+    out = json.loads(_run(capsys, "emulate", model, "--inputs", folder, "--preprocess", "0..1", "--json"))
+    assert out["samples"] == 6

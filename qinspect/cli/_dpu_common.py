@@ -22,11 +22,11 @@ def input_shapes(graph: Any) -> dict[str, list[int | None]]:
     return out
 
 
-def open_data(path: str, graph: Any, samples: int | None = None) -> Any:
-    """An input source for ``--inputs`` (.npy / .npz / image folder is not preprocessed here)."""
+def open_data(path: str, graph: Any, samples: int | None = None, preprocess: str | None = None) -> Any:
+    """An input source for ``--inputs`` (.npy / .npz, or an image folder with ``--preprocess``)."""
     from qinspect.io.inputs import open_inputs
 
-    return open_inputs(path, input_shapes(graph), samples=samples)
+    return open_inputs(path, input_shapes(graph), samples=samples, preprocess=preprocess)
 
 
 def json_safe(obj: Any) -> Any:
@@ -103,10 +103,24 @@ def add_data_args(parser: argparse.ArgumentParser, inputs_help: str | None, batc
     """``--inputs`` (when ``inputs_help`` is given), ``--batch-size``, ``--no-cle`` and ``--samples``: the
     calibration and emulation data options of calibrate, emulate, diagnose and report."""
     if inputs_help is not None:
-        parser.add_argument("--inputs", metavar=inputs_metavar, help=inputs_help)
+        parser.add_argument("--inputs", metavar=inputs_metavar, help=inputs_help + "; or a folder of images "
+                            "with --preprocess")
+        add_preprocess_arg(parser)
     parser.add_argument("--batch-size", type=int, default=32, metavar="B", help=batch_help)
     parser.add_argument("--no-cle", action="store_true", help="calibrate without cross-layer equalization")
     parser.add_argument("--samples", type=int, default=samples_default, metavar="N", help=samples_help)
+
+
+def add_preprocess_arg(parser: argparse.ArgumentParser) -> None:
+    """``--preprocess 0..1|-1..1|caffe`` for image folders (and .npy / .npz values when given)."""
+    from qinspect.io.inputs import PREPROCESS
+
+    parser.add_argument(
+        "--preprocess",
+        choices=PREPROCESS,
+        help="scale image pixels: 0..1 (x/255), -1..1 ((x/255-0.5)*2), caffe (BGR minus ImageNet mean); "
+        "also applies to .npy/.npz values when given",
+    )
 
 
 def check_counts(args: argparse.Namespace, *flags: str) -> None:
@@ -217,7 +231,8 @@ def check_layers(emu: Any, layers: list[str] | None, model_path: str) -> None:
 
 
 def data_source(inputs: str | None, emu: Any, source: Any, model_path: str, samples: int | None = None,
-                need: str = "needs --inputs (a .npy / .npz of preprocessed samples) or a capture") -> Any:
+                need: str = "needs --inputs (a .npy / .npz of preprocessed samples) or a capture",
+                preprocess: str | None = None) -> Any:
     """The samples to calibrate or emulate on: ``--inputs`` when given, else a capture's own inputs."""
     from qinspect.cli._sources import is_capture_source
 
@@ -228,7 +243,7 @@ def data_source(inputs: str | None, emu: Any, source: Any, model_path: str, samp
         if is_capture(inputs):
             raise QInspectError("is a qinspect capture: give it as MODEL_OR_CAPTURE (its inputs are used), "
                                 "--inputs takes a .npy / .npz", inputs)
-        return open_data(inputs, emu.graph, samples)
+        return open_data(inputs, emu.graph, samples, preprocess)
     if source is not None and is_capture_source(source):
         if samples is not None and samples < source_samples(source):
             return FirstSamples(getattr(source, "capture", source), samples)

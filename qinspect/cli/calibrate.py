@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     with open_any(args.model) as source:
         emu, _ = common.open_positions_emulator(source, args)
         data = common.data_source(args.inputs, emu, source, args.model, args.samples,
-                           need="calibration needs --inputs (a .npy / .npz of preprocessed samples)")
+                           need="calibration needs --inputs (a .npy / .npz of preprocessed samples)",
+                                  preprocess=args.preprocess)
         res = emu.calibrate(data, args.batch_size)
         out = {
             "model": args.model,

@@ -15,8 +15,8 @@ import signal
 import sys
 from typing import Any
 
+from qinspect.cli._dpu_common import add_preprocess_arg
 from qinspect.errors import QInspectError
-from qinspect.io.inputs import PREPROCESS
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -50,12 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="capture only layers whose name matches (fnmatch, e.g. 'conv*'; comma-separated for several; "
         "nested layers match on 'outer/inner' or on their own name)",
     )
-    parser.add_argument(
-        "--preprocess",
-        choices=PREPROCESS,
-        help="scale image pixels: 0..1 (x/255), -1..1 ((x/255-0.5)*2), caffe (BGR minus ImageNet mean); "
-        "also applies to .npy/.npz values when given",
-    )
+    add_preprocess_arg(parser)
     parser.add_argument(
         "--compression",
         choices=("none", "lzf", "gzip"),

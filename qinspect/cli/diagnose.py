@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             eval_cap = open_eval_capture(args.eval)
             check_same_model(source.graph, args.model, eval_cap.graph, args.eval)
         emu, positions_from = common.open_positions_emulator(source, args)
-        calib_src = common.data_source(args.inputs, emu, source, args.model)
+        calib_src = common.data_source(args.inputs, emu, source, args.model, preprocess=args.preprocess)
         if not positions_from:
             emu.calibrate(calib_src, args.batch_size)
             positions_from = f"calibrated here on {args.inputs or args.model}, batch size {args.batch_size}"

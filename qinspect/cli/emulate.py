@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
             source = open_any(args.model)
             emu, positions_from = common.open_positions_emulator(source, args)
         common.check_layers(emu, args.layer, args.model)
-        data = common.data_source(args.inputs, emu, source, args.model, args.samples)
+        data = common.data_source(args.inputs, emu, source, args.model, args.samples,
+                                  preprocess=args.preprocess)
         if not positions_from:
             emu.calibrate(data, args.batch_size)
             positions_from = f"calibrated here on the inputs, batch size {args.batch_size}"

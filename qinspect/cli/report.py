@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         args.source, args.output, layer=args.layer, positions=args.positions, eval_path=args.eval_path,
         force=args.force, render_figures=_renderer(), batch_size=args.batch_size, cle=not args.no_cle,
         max_samples=args.samples, progress=progress, diagnose=not args.no_findings, opener=open_any,
-        inputs=args.inputs,
+        inputs=args.inputs, preprocess=args.preprocess,
     )
     if sys.stderr.isatty():
         print("\r\x1b[K", end="", file=sys.stderr)

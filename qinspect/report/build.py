@@ -30,6 +30,7 @@ def build_and_write(
     diagnose: bool = True,
     opener: Opener | None = None,
     inputs: str | os.PathLike[str] | None = None,
+    preprocess: str | None = None,
 ) -> Path:
     """Build the report of ``source`` and write it to ``out_dir`` (atomically). Returns the folder.
 
@@ -39,7 +40,8 @@ def build_and_write(
     check_destination(out_dir, force)
     report: Report = build_report(source, positions=positions, layer=layer, eval_path=eval_path,
                                   max_samples=max_samples, progress=progress, batch_size=batch_size, cle=cle,
-                                  diagnose=diagnose, opener=opener, inputs=inputs)
+                                  diagnose=diagnose, opener=opener, inputs=inputs,
+                                  preprocess=preprocess)
     if progress:
         progress(0, 1, "drawing figures and writing")
     return write_report(report, out_dir, render_figures=render_figures, force=force)

@@ -126,11 +126,11 @@ def _read_positions_json(path: str) -> dict[str, dict[str, int]]:
 
 
 def emulate(source: Any, positions: str | None, progress: Progress | None = None, batch_size: int = 32,
-            cle: bool = True, inputs: str | None = None) -> Emulation:
+            cle: bool = True, inputs: str | None = None, preprocess: str | None = None) -> Emulation:
     """Run the emulator (calibrating, or with imported positions) over ``source`` if it can run.
 
     ``inputs`` (a .npy / .npz / image folder path) gives a model file samples to calibrate and run on;
-    a capture holds its own.
+    a capture holds its own; ``preprocess`` scales an image folder's pixels (see qinspect.io.inputs).
     """
     em = Emulation()
     if positions is not None:
@@ -148,19 +148,20 @@ def emulate(source: Any, positions: str | None, progress: Progress | None = None
             f"CLE {'on' if cle else 'off'})"
     if inputs is not None and isinstance(source, Capture):
         raise QInspectError("a capture holds its own inputs: --inputs is for a model file", inputs)
-    return _run_emulator(source, positions, em, progress, batch_size, cle, inputs)
+    return _run_emulator(source, positions, em, progress, batch_size, cle, inputs, preprocess)
 
 
-def _open_inputs(path: str, graph: Any) -> Any:
+def _open_inputs(path: str, graph: Any, preprocess: str | None) -> Any:
     from qinspect.io.inputs import open_inputs
 
     shapes = {name: list(graph[name].output_shape[1:]) if graph[name].output_shape else None
               for name in graph.inputs}
-    return open_inputs(path, shapes)
+    return open_inputs(path, shapes, preprocess=preprocess)
 
 
 def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: Progress | None,
-                  batch_size: int, cle: bool, inputs: str | None = None) -> Emulation:
+                  batch_size: int, cle: bool, inputs: str | None = None,
+                  preprocess: str | None = None) -> Emulation:
     cls = Emulator
     has_acts = isinstance(source, Capture)
     em.settings["emulator"] = "qinspect.dpu: integer DPU operators, float reference computed alongside"
@@ -172,7 +173,7 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
                                 f"{getattr(source, 'path', 'the model')}", positions)
         em.settings["weights"] = "folded, equalized weights stored in the quantized.h5"
         if inputs is not None:
-            em.data = _open_inputs(inputs, emulator.graph)
+            em.data = _open_inputs(inputs, emulator.graph, preprocess)
     else:
         if progress:
             progress(0, 1, "calibrating" if positions is None and has_acts else "rewriting the graph")
@@ -182,7 +183,7 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
         if positions is None:
             em.settings["calibration batch size"] = batch_size
         if inputs is not None:
-            em.data = _open_inputs(inputs, emulator.graph)
+            em.data = _open_inputs(inputs, emulator.graph, preprocess)
             if positions is None:
                 if progress:
                     progress(0, 1, "calibrating")
@@ -477,6 +478,7 @@ def build_report(
     diagnose: bool = True,
     opener: Opener | None = None,
     inputs: str | os.PathLike[str] | None = None,
+    preprocess: str | None = None,
 ) -> Report:
     """The report for a capture or model file (``layer``: only that layer's section).
 
@@ -497,7 +499,7 @@ def build_report(
             eval_cap = Capture.open(str(eval_path))
             check_eval_capture(source, eval_cap)
         em = emulate(source, None if positions is None else str(positions), progress, batch_size, cle,
-                     None if inputs is None else str(inputs))
+                     None if inputs is None else str(inputs), preprocess)
         return _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose)
     finally:
         for f in (source, eval_cap):
