@@ -103,3 +103,15 @@ def test_image_folder_inputs_with_preprocess(capsys, refcases, tmp_path):
     assert from_images["positions"] == from_array["positions"]
     out = json.loads(_run(capsys, "emulate", model, "--inputs", folder, "--preprocess", "0..1", "--json"))
     assert out["samples"] == 6
+
+
+def test_layer_with_builtin_activation_brings_its_fused_activation(capsys, refcases):
+    rich = refcases / "rich"
+    vitis = json.loads((rich / "positions.json").read_text())["positions"]
+    out = json.loads(_run(capsys, "emulate", rich / "float.h5", "--inputs", rich / "calib.npy", "--positions",
+                          rich / "positions.json", "--layer", "c9a", "--json"))
+    rows = {r["name"]: r for r in out["layers"]}
+    assert set(rows) == {"quant_c9a", "quant_c9a_relu"}
+    assert rows["quant_c9a"]["weight_positions"] == {"kernel": vitis["c9a"]["c9a/kernel:0"],
+                                                     "bias": vitis["c9a"]["c9a/bias:0"]}
+    assert rows["quant_c9a_relu"]["position"] == vitis["c9a_relu"]["relu"]

@@ -215,19 +215,37 @@ def check_quantized_matches(emu: Any, source: Any, positions: str) -> None:
                             f"{getattr(source, 'path', 'the model')}", positions)
 
 
-def check_layers(emu: Any, layers: list[str] | None, model_path: str) -> None:
-    """One-line error for a ``--layer`` name that is neither a layer of the model nor an emulator node."""
+def check_layers(emu: Any, layers: list[str] | None, model_path: str) -> list[str] | None:
+    """The ``--layer`` names to run, each with the activation fused into it (``Conv2D(...,
+    activation="relu")`` is a conv node and a relu node holding its output position); one-line error
+    for a name that is neither a layer of the model nor an emulator node."""
     import difflib
 
     graph = emu.graph
-    for name in layers or []:
-        if name in graph or emu.node_for(name) is not None or f"quant_{name}" in graph:
+    if layers is None:
+        return None
+    out: list[str] = []
+    for name in layers:
+        # every node built from the float layer (a conv and the activation split out of it), else the node
+        nodes = [n for n in graph.nodes if name in (getattr(n, "origin", None) or [])]
+        if not nodes:
+            node = graph[name] if name in graph else emu.node_for(name)
+            if node is None and f"quant_{name}" in graph:
+                node = graph[f"quant_{name}"]
+            nodes = [] if node is None else [node]
+        for node in nodes:
+            act = graph.fused_activation(node)
+            for n in (node, act):
+                if n is not None and n.name not in out:
+                    out.append(n.name)
+        if nodes:
             continue
         candidates = sorted({o for n in graph.nodes for o in (getattr(n, "origin", None) or [])}
                             | {n.name for n in graph.nodes})
         close = difflib.get_close_matches(name, candidates, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise QInspectError(f"no layer named {name!r} in the model{hint}", model_path)
+    return out
 
 
 def data_source(inputs: str | None, emu: Any, source: Any, model_path: str, samples: int | None = None,

@@ -95,13 +95,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             source = open_any(args.model)
             emu, positions_from = common.open_positions_emulator(source, args)
-        common.check_layers(emu, args.layer, args.model)
+        layers = common.check_layers(emu, args.layer, args.model)
         data = common.data_source(args.inputs, emu, source, args.model, args.samples,
                                   preprocess=args.preprocess)
         if not positions_from:
             emu.calibrate(data, args.batch_size)
             positions_from = f"calibrated here on the inputs, batch size {args.batch_size}"
-        results = emu.run(data, layers=args.layer, batch_size=args.batch_size, stats_factory=ErrorStats)
+        results = emu.run(data, layers=layers, batch_size=args.batch_size, stats_factory=ErrorStats)
         n = getattr(getattr(data, "capture", data), "n_samples", None)
     finally:
         if source is not None:
