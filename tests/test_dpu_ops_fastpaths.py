@@ -138,3 +138,40 @@ def test_avg_pool_17x17_applies_the_quantizer_factor() -> None:
     assert ops.avg_pool(q, 0, 0, 17, 17, "valid").ravel().tolist() == [100]
     assert ops.avg_pool(q, 0, 0, 17, 17, "valid", factor=None).ravel().tolist() == [101]
     assert ops.global_avg_pool(q, 0, 0).ravel().tolist() == [100]
+
+
+def test_int16_tap_groups_by_hand() -> None:
+    # one channel, four taps |w| = 100, 100, 55, 1: with max|x| = 128 the running bound 128 * (100 + 100
+    # + 55) = 32640 fits int16, + 1 more (32768) does not; with max|x| = 127, 127 * 256 = 32512 fits.
+    w = np.array([100, -100, 55, -1], np.int8).reshape(2, 2, 1, 1)
+    x128 = np.array([-128, 5], np.int8).reshape(1, 1, 2, 1)
+    x127 = np.array([127, -127], np.int8).reshape(1, 1, 2, 1)
+    assert _conv_core._int16_tap_groups(x128, w) == [[0, 1, 2], [3]]
+    assert _conv_core._int16_tap_groups(x127, w) == [[0, 1, 2, 3]]
+    # float operands (the float kernels) never take the int16 path
+    assert _conv_core._int16_tap_groups(x128.astype(np.float32), w) is None
+    assert _conv_core._int16_tap_groups(x128, w.astype(np.float32)) is None
+
+
+@pytest.mark.parametrize(("k", "wmax", "s", "mult"), [(3, 128, 1, 1), (3, 20, 1, 1), (5, 6, 2, 2), (3, 128, 2, 1)])
+def test_int16_depthwise_groups_are_exact(monkeypatch, k, wmax, s, mult) -> None:
+    # all -128 weights and inputs (every group one tap), small weights (one group for all taps)
+    rng = np.random.default_rng(k * wmax + s)
+    x = _rand_codes(rng, (2, 9, 8, 4))
+    w = rng.integers(-wmax, wmax, size=(k, k, 4, mult)).astype(np.int8)
+    if wmax == 128:
+        w[0, :, :, :] = -128
+        x[:, :3] = -128
+    groups = _conv_core._int16_tap_groups(x, w)
+    assert groups is not None and sorted(t for g in groups for t in g) == list(range(k * k))
+    b = _rand_codes(rng, (4 * mult,))
+    ref = _ref_dw(x, w, (s, s), "same", (1, 1))
+    got_acc = ops.depthwise_conv2d_acc(x, w, s, "same")
+    got = {act: ops.depthwise_conv2d(x, w, b, 6, 7, 9, 5, s, "same", act=act) for act in (None, "relu6", "leaky")}
+    assert np.array_equal(got_acc, ref)
+    for act, q in got.items():
+        assert np.array_equal(q, ops.output_stage(ref, b, 6, 7, 9, 5, act)), act
+    monkeypatch.setattr(_conv_core, "_DW_INT16", False)
+    assert np.array_equal(ops.depthwise_conv2d_acc(x, w, s, "same"), ref)
+    for act, q in got.items():
+        assert np.array_equal(q, ops.depthwise_conv2d(x, w, b, 6, 7, 9, 5, s, "same", act=act)), act

@@ -365,6 +365,32 @@ def _run_chunks(fn: Callable[[tuple], None], chunks: list[tuple]) -> None:
             f.result()
 
 
+def _int16_tap_groups(x: np.ndarray, w: np.ndarray) -> list[list[int]] | None:
+    """Taps of a depthwise kernel grouped so that int16 sums of a group's products are exact, or None
+    when the operands are not int8 codes and integer weights.
+
+    A product of two codes is at most 128 * 128 = 2^14: int16 holds it. A group's partial sums, per
+    channel, are at most ``max|x| * sum over the group's taps of |w|``; taps are added to a group (in
+    order) while that bound stays <= 32767, so every int16 sum is exact whatever the data.
+    """
+    if x.dtype != np.int8 or not np.issubdtype(w.dtype, np.integer) or x.size == 0:
+        return None
+    absw = np.abs(w.astype(np.int64)).reshape(w.shape[0] * w.shape[1], -1)  # (taps, channels)
+    if absw.size and absw.max() > 128:
+        return None
+    xm = max(-int(x.min()), int(x.max()))
+    groups: list[list[int]] = []
+    total = np.zeros(absw.shape[1], np.int64)
+    for t in range(absw.shape[0]):
+        if groups and xm * int((total + absw[t]).max(initial=0)) <= 32767:
+            groups[-1].append(t)
+            total += absw[t]
+        else:
+            groups.append([t])
+            total = absw[t].copy()
+    return groups
+
+
 def depthwise_acc(
     x: np.ndarray,
     w: np.ndarray,
@@ -375,12 +401,16 @@ def depthwise_acc(
 ) -> np.ndarray:
     """Depthwise convolution, kernel ``(kh, kw, cin, mult)``, output channel ``c * mult + m``.
 
-    Computed tap by tap in float32 on blocks of output rows of one image (sized to stay in cache).
-    For int8 codes this is exact: a sum of kh*kw <= 1024 products of <= 2^14 stays <= 2^24 (float64 is
-    used for larger windows). A depth multiplier > 1 repeats each input channel ``mult`` times, which
-    gives Keras' channel order ``c * mult + m``. ``epilogue`` as in :func:`conv_acc`.
+    Computed tap by tap on blocks of output rows of one image (sized to stay in cache).
+    For int8 codes this is exact: a sum of kh*kw <= 1024 products of <= 2^14 stays <= 2^24 in the
+    float32 accumulator (float64 is used for larger windows). A depth multiplier > 1 repeats each input
+    channel ``mult`` times, which gives Keras' channel order ``c * mult + m``. ``epilogue`` as in
+    :func:`conv_acc`.
     Speed: the weights of each tap are tiled along the output row, so with a horizontal stride of 1
-    every multiply-add runs over a contiguous row segment of ``wo * channels`` values.
+    every multiply-add runs over a contiguous row segment of ``wo * channels`` values. For int8 codes
+    and integer weights the products and the sums of small groups of taps are int16 (exact: see
+    :func:`_int16_tap_groups`; numpy's int16 arithmetic moves half the bytes of float32), and only the
+    group sums are added into the float accumulator, which is then scaled (a power of two) and offset.
     """
     sh, sw = _pair(strides)
     dh, dw = _pair(dilation)
@@ -393,14 +423,23 @@ def depthwise_acc(
     if mult != 1:
         x = np.repeat(x, mult, axis=-1)  # channel c*mult + m reads input channel c
     ch = cin * mult
+    groups = _int16_tap_groups(x, np.asarray(w)) if _DW_INT16 else None
     xp = pad_nhwc(x, (pt, pbt), (pl, pr))
     acc_dtype = np.float32 if kh * kw <= EXACT_K32 else np.float64
     ep = _as_epilogue(epilogue, acc_dtype)
     acc_dtype = _wider(acc_dtype, ep.dtype)
-    wf = np.asarray(w, dtype=acc_dtype).reshape(kh, kw, ch) * acc_dtype(ep.scale)  # power of two: exact
     out = np.empty((n, ho, wo, ch), dtype=ep.out_dtype)
     if n == 0 or ho == 0 or wo == 0:
         return out
+    if groups is None:
+        tap_dtype = acc_dtype
+        wf = np.asarray(w, dtype=acc_dtype).reshape(kh, kw, ch) * acc_dtype(ep.scale)  # power of two: exact
+        scale = None
+    else:
+        tap_dtype = np.int16
+        wf = np.asarray(w).astype(np.int16).reshape(kh, kw, ch)
+        scale = None if ep.scale == 1.0 else acc_dtype(ep.scale)
+        groups_ab = [[divmod(t, kw) for t in g] for g in groups]
     # (kh, kw, wo, ch): each tap's weights repeated along the output row (contiguous operands)
     wt = np.ascontiguousarray(np.broadcast_to(wf[:, :, None, :], (kh, kw, wo, ch)))
     offset = None if ep.offset is None else np.ascontiguousarray(
@@ -415,25 +454,43 @@ def depthwise_acc(
         for i, y0, y1 in blocks[task[0] : task[1]]:
             r = y1 - y0
             rows = xp[i, y0 * sh : (y1 - 1) * sh + (kh - 1) * dh + 1]
-            # Strided windows: split the rows into their sh x sw phases once (each a contiguous float
-            # copy), so that every tap reads contiguous row segments (a tap at row offset a*dh and
-            # column offset b*dw reads phase (a*dh % sh, b*dw % sw) from (a*dh // sh, b*dw // sw)).
-            phases = {}
+            # Strided windows: split the rows into their sh x sw phases once (each a contiguous copy),
+            # so that every tap reads contiguous row segments (a tap at row offset a*dh and column
+            # offset b*dw reads phase (a*dh % sh, b*dw % sw) from (a*dh // sh, b*dw // sw)).
+            phases: dict[tuple[int, int], np.ndarray] = {}
+
+            def tap(a: int, b: int, r: int = r, rows: np.ndarray = rows, phases: dict = phases) -> np.ndarray:
+                (pa, ra), (pb, cb) = divmod(a * dh, sh)[::-1], divmod(b * dw, sw)[::-1]
+                if (pa, pb) not in phases:
+                    phases[pa, pb] = rows[pa::sh, pb::sw].astype(tap_dtype)
+                return phases[pa, pb][ra : ra + r, cb : cb + wo]
+
             acc = np.empty((r, wo, ch), dtype=acc_dtype)
-            tmp = np.empty((r, wo, ch), dtype=acc_dtype)
-            first = True
-            for a in range(kh):
-                for b in range(kw):
-                    (pa, ra), (pb, cb) = divmod(a * dh, sh)[::-1], divmod(b * dw, sw)[::-1]
-                    if (pa, pb) not in phases:
-                        phases[pa, pb] = rows[pa::sh, pb::sw].astype(acc_dtype)
-                    tap = phases[pa, pb][ra : ra + r, cb : cb + wo]
-                    if first:
-                        np.multiply(tap, wt[a, b], out=acc)
-                        first = False
+            if groups is None:
+                tmp = np.empty((r, wo, ch), dtype=acc_dtype)
+                for a in range(kh):
+                    for b in range(kw):
+                        if a == 0 and b == 0:
+                            np.multiply(tap(a, b), wt[a, b], out=acc)
+                        else:
+                            np.multiply(tap(a, b), wt[a, b], out=tmp)
+                            acc += tmp
+            else:
+                g16 = np.empty((r, wo, ch), dtype=np.int16)
+                p16 = np.empty((r, wo, ch), dtype=np.int16)
+                for gi, group in enumerate(groups_ab):
+                    for j, (a, b) in enumerate(group):
+                        if j == 0:
+                            np.multiply(tap(a, b), wt[a, b], out=g16)
+                        else:
+                            np.multiply(tap(a, b), wt[a, b], out=p16)
+                            g16 += p16
+                    if gi == 0:
+                        acc[...] = g16
                     else:
-                        np.multiply(tap, wt[a, b], out=tmp)
-                        acc += tmp
+                        np.add(acc, g16, out=acc)
+                if scale is not None:
+                    acc *= scale  # a power of two: exact
             if offset is not None:
                 acc += offset
             ep.finish(acc, out[i, y0:y1])
@@ -443,6 +500,7 @@ def depthwise_acc(
 
 
 _DW_BLOCK = 1 << 17  # elements of one depthwise block (fewer numpy calls; acc and tmp mostly in L2)
+_DW_INT16 = True  # int16 products and group sums for int8 codes (tests switch it off to compare)
 
 
 # ----------------------------------------------------------------------------------------------------
