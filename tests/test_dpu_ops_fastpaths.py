@@ -175,3 +175,44 @@ def test_int16_depthwise_groups_are_exact(monkeypatch, k, wmax, s, mult) -> None
     assert np.array_equal(ops.depthwise_conv2d_acc(x, w, s, "same"), ref)
     for act, q in got.items():
         assert np.array_equal(q, ops.depthwise_conv2d(x, w, b, 6, 7, 9, 5, s, "same", act=act)), act
+
+
+@pytest.mark.parametrize(
+    ("shape", "pad", "budget"),
+    [((2, 7, 9, 16), "same", None), ((1, 8, 6, 24), "valid", None), ((2, 13, 11, 16), "same", 4096),
+     ((1, 5, 5, 16), "valid", None)],
+)
+def test_winograd_2d_path_is_exact(monkeypatch, shape, pad, budget) -> None:
+    rng = np.random.default_rng(sum(shape))
+    x = _rand_codes(rng, shape)  # extremes -128 / 127 included
+    w = rng.integers(-100, 101, size=(3, 3, shape[-1], 16)).astype(np.int8)
+    b = _rand_codes(rng, (16,))
+    if budget is not None:  # several tile-row chunks per image
+        monkeypatch.setattr(_conv_core, "_CHUNK_BYTES", budget)
+    bound = ops.weight_bound("conv2d", w)
+    stage = ops.float_output_stage(b, 5, 7, 9, 6, "relu6", bound)
+    assert _conv_core._wino2d_exact(w, stage, np.float32, bound)  # the 2-D path is really taken
+    ref = _ref_conv(x, w, (1, 1), pad, (1, 1))
+    assert np.array_equal(ops.conv2d_acc(x, w, 1, pad), ref)
+    assert np.array_equal(ops.conv2d_acc(x.astype(np.float32), w, 1, pad), ref)  # float-held codes
+    for act in (None, "relu6", "relu"):
+        assert np.array_equal(ops.conv2d(x, w, b, 5, 7, 9, 6, 1, pad, act=act),
+                              ops.output_stage(ref, b, 5, 7, 9, 6, act)), act
+
+
+def test_winograd_2d_bounds_by_hand_and_refusal() -> None:
+    # one channel in and out, all weights 1: U'_11 = (1+1+1)^2 = 9, the largest |U'|; the GEMM bound is
+    # 512 * 9; the final 4 * acc bound is 4 * 128 * 9.
+    w = np.ones((3, 3, 1, 1), np.int8)
+    worst, final = _conv_core._wino2d_bounds(w)
+    assert final == 4 * 128 * 9
+    assert worst >= 512 * 9
+    # 64 channels of -128: 512 * 64 * 1152 = 37.7M > 2^24: refused; the result is still exact
+    rng = np.random.default_rng(2)
+    wb = np.full((3, 3, 64, 16), -128, np.int8)
+    bound = ops.weight_bound("conv2d", wb)
+    assert bound < 2**24  # so only the Winograd bounds refuse it
+    assert not _conv_core._wino2d_exact(wb, ops._INT64_ACC, np.float32, bound)
+    assert _conv_core._wino2d_bounds(wb)[0] >= 512 * 64 * 1152
+    x = _rand_codes(rng, (1, 5, 6, 64))
+    assert np.array_equal(ops.conv2d_acc(x, wb, 1, "same"), _ref_conv(x, wb, (1, 1), "same", (1, 1)))
