@@ -69,3 +69,11 @@ def test_update_end_counts_for_narrow_and_wide_code_ranges() -> None:
     # a code range beyond int8 (wider integer codes): counted on the codes themselves
     st2 = ErrorStats().update(np.zeros(3), np.zeros(3), q=np.array([-3, 0, 3]), qmin=-200, qmax=3)
     assert (st2.q_lo_count, st2.q_hi_count) == (0, 1)
+
+
+def test_code_histogram_pair_chunks(monkeypatch) -> None:
+    # many bincount chunks, the last one partial, plus the odd last byte
+    monkeypatch.setattr(metrics, "_PAIR_CHUNK", 1000)
+    rng = np.random.default_rng(9)
+    q = rng.integers(-128, 128, size=metrics._PAIR_MIN + 2501, dtype=np.int8)
+    assert np.array_equal(code_histogram(q), _naive_hist(q))

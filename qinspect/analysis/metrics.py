@@ -59,6 +59,7 @@ def code_histogram(q: np.ndarray) -> np.ndarray:
 
 # Below this many bytes a plain bincount is cheaper than the pair histogram's 65536 bins.
 _PAIR_MIN = 1 << 18
+_PAIR_CHUNK = 1 << 18  # byte pairs per bincount call
 
 
 def _byte_histogram(u: np.ndarray) -> np.ndarray:
@@ -74,7 +75,12 @@ def _byte_histogram(u: np.ndarray) -> np.ndarray:
         counts = np.bincount(u, minlength=N_CODES)
     else:
         even = n - (n & 1)
-        pairs = np.bincount(u[:even].view(np.uint16), minlength=1 << 16).reshape(N_CODES, N_CODES)
+        p16 = u[:even].view(np.uint16)
+        pairs = np.zeros(1 << 16, dtype=np.int64)
+        # chunks keep bincount's intp copy of its input in cache (about twice as fast as one call)
+        for s in range(0, p16.size, _PAIR_CHUNK):
+            pairs += np.bincount(p16[s : s + _PAIR_CHUNK], minlength=1 << 16)
+        pairs = pairs.reshape(N_CODES, N_CODES)
         counts = pairs.sum(axis=0) + pairs.sum(axis=1)
         if n & 1:
             counts[u[-1]] += 1
@@ -144,7 +150,8 @@ class ErrorStats:
             rc, tc = r_all[start : start + _CHUNK], t_all[start : start + _CHUNK]
             r, d = buf[0, : rc.size], buf[1, : rc.size]
             r[...] = rc
-            np.subtract(tc, rc, out=d, dtype=np.float64)  # d = test - ref in float64 (exact for float32)
+            d[...] = tc
+            d -= r  # d = test - ref in float64 (exact for float32 inputs)
             rr = float(np.dot(r, r))
             rd = float(np.dot(r, d))
             dd = float(np.dot(d, d))
