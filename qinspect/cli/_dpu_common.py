@@ -152,11 +152,27 @@ def open_positions_emulator(source: Any, args: argparse.Namespace) -> tuple[Any,
             emu = Emulator.from_quantized(positions)
             check_quantized_matches(emu, source, positions)
             return emu, f"{positions} (quantized model: positions and folded weights)"
-    emu = Emulator.from_model(source, None, args.batch_size, cle=not args.no_cle)
+    # Emulator.from_model calibrates on a capture source by itself; the commands calibrate once, on the
+    # data they were asked to use (--inputs, --samples), or not at all when positions are given.
+    emu = Emulator.from_model(_WeightsOnly(source), None, args.batch_size, cle=not args.no_cle)
     if not positions:
         return emu, ""
     load_positions_file(emu, positions)
     return emu, f"{positions} (positions file)"
+
+
+class _WeightsOnly:
+    """A model source's graph and weights, without the calibration data a capture also holds."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self.graph = source.graph
+        self.path = getattr(source, "path", "")
+        self.kind = "weights-of-" + str(getattr(source, "kind", "") or "model")
+
+    def weights(self, layer: str) -> Any:
+        """The arrays of one layer, from the wrapped source."""
+        return self._source.weights(layer)
 
 
 def load_positions_file(emu: Any, positions: str) -> None:
