@@ -115,3 +115,21 @@ def test_layer_with_builtin_activation_brings_its_fused_activation(capsys, refca
     assert rows["quant_c9a"]["weight_positions"] == {"kernel": vitis["c9a"]["c9a/kernel:0"],
                                                      "bias": vitis["c9a"]["c9a/bias:0"]}
     assert rows["quant_c9a_relu"]["position"] == vitis["c9a_relu"]["relu"]
+
+
+@pytest.mark.parametrize("with_positions, calibrations", [(True, 0), (False, 1)])
+def test_a_capture_is_calibrated_once_and_only_without_positions(capsys, monkeypatch, small_inputs_capture,
+                                                                 refcases, with_positions, calibrations):
+    from qinspect.dpu.emulator import Emulator
+
+    seen = []
+    original = Emulator.calibrate
+
+    def counting(self, data, *args, **kwargs):
+        seen.append(getattr(data, "n_samples", None))
+        return original(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Emulator, "calibrate", counting)
+    extra = ["--positions", refcases / "small" / "positions.json"] if with_positions else []
+    _run(capsys, "emulate", small_inputs_capture, "--samples", "8", "--batch-size", "4", *extra)
+    assert seen == [8] * calibrations  # on the 8 samples asked for, never first on all 16
