@@ -1,6 +1,7 @@
 """Broken input to every command -> one line naming the file and what is wrong, exit code 2, nothing written.
 
-A manifest: each case is the command line (``{name}`` stands for a file made below or a refcase file),
+A manifest: each case is the command line (``{name}`` stands for a file made below or a refcase file,
+``<empty>`` for an empty argument),
 the file the message must name, and a fragment of the expected message. Runs in-process and needs no
 TensorFlow (the models are the refcases' .h5 files, read with h5py; the capture is hand-written).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +76,16 @@ CASES = [
      "exists and is not a folder"),
     ("capture-out-is-folder", "capture {float} --inputs {calib} -o {tmp}/folder", "{tmp}/folder",
      "is a folder; give a file name for the capture"),
+    ("inputs-empty-name", "emulate {float} --inputs=", None, "--inputs is an empty file name"),
+    ("positions-empty-name", "diagnose {float} --inputs {calib} --positions=", None,
+     "--positions is an empty file name"),
+    ("model-empty-name", "calibrate <empty> --inputs {calib}", None, "MODEL is an empty file name"),
+    # --force never replaces the working folder (the test runs inside {tmp}) or a folder holding an input
+    ("report-force-working-folder", "report {float} --positions {positions} -o . --force", ".",
+     "is the working, home or a parent folder"),
+    ("report-force-folder-of-the-model", "report {tmp}/holder/m.h5 --positions {positions} -o {tmp}/holder --force",
+     "{tmp}/holder", "holds {tmp}/holder/m.h5, which the report reads"),
+    ("top-zero", "diagnose {float} --inputs {calib} --top 0", None, "--top must be at least 1 (got 0)"),
     ("samples-zero", "emulate {float} --inputs {calib} --samples 0", None, "--samples must be at least 1 (got 0)"),
     ("batch-zero", "report {float} --batch-size 0 -o {tmp}/out", None, "--batch-size must be at least 1 (got 0)"),
     ("dump-not-folder", "compare-dump {quantized} {calib} --inputs {calib}", "{calib}", "not a folder"),
@@ -92,6 +104,8 @@ def names(refcases, tmp_path_factory) -> dict[str, str]:
     (tmp / "list.json").write_text("[1, 2]")
     (tmp / "garbage.json").write_text("{not json")
     small = refcases / "small"
+    (tmp / "holder").mkdir()
+    shutil.copy(small / "float.h5", tmp / "holder" / "m.h5")
     return {
         "tmp": str(tmp), "calib": str(small / "calib.npy"), "float": str(small / "float.h5"),
         "quantized": str(small / "quantized.h5"), "positions": str(small / "positions.json"),
@@ -104,16 +118,17 @@ def _listing(folder: str) -> set[str]:
 
 
 @pytest.mark.parametrize("argv, named, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_naming_the_file(capsys, names, argv, named, fragment):
+def test_bad_input_is_one_line_naming_the_file(capsys, monkeypatch, names, argv, named, fragment):
+    monkeypatch.chdir(names["tmp"])
     before = _listing(names["tmp"])
     capsys.readouterr()
-    code = main(argv.format(**names).split())
+    code = main(["" if a == "<empty>" else a for a in argv.format(**names).split()])
     out, err = capsys.readouterr()
     assert code == 2, (out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     expected_start = "qinspect: error: " + (named.format(**names) + ": " if named else "")
     assert lines[0].startswith(expected_start), lines[0]
-    assert fragment in lines[0], lines[0]
+    assert fragment.format(**names) in lines[0], lines[0]
     assert _listing(names["tmp"]) == before  # nothing written, no temporary left behind
     assert not os.path.exists("/proc/qinspect-report")

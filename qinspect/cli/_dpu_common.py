@@ -80,8 +80,10 @@ def is_vitis_quantized(path: str) -> bool:
         return False
 
 
-def require_file(path: str) -> None:
-    """One-line error for a missing path."""
+def require_file(path: str, what: str = "a file argument") -> None:
+    """One-line error for a missing path (or an empty name: ``--inputs ''``); ``what`` names the argument."""
+    if not path:
+        raise QInspectError(f"{what} is an empty file name")
     if not os.path.exists(path):
         raise QInspectError("no such file or folder", path)
 
@@ -143,9 +145,8 @@ def open_positions_emulator(source: Any, args: argparse.Namespace) -> tuple[Any,
     from qinspect.dpu.emulator import Emulator
 
     positions = getattr(args, "positions", None)
-
-    if positions:
-        require_file(positions)
+    if positions is not None:
+        require_file(positions, "--positions")
         if os.path.isdir(positions):
             raise QInspectError("is a folder; --positions needs a quantized.h5 or a positions JSON file", positions)
         if is_vitis_quantized(positions):
@@ -155,7 +156,7 @@ def open_positions_emulator(source: Any, args: argparse.Namespace) -> tuple[Any,
     # Emulator.from_model calibrates on a capture source by itself; the commands calibrate once, on the
     # data they were asked to use (--inputs, --samples), or not at all when positions are given.
     emu = Emulator.from_model(_WeightsOnly(source), None, args.batch_size, cle=not args.no_cle)
-    if not positions:
+    if positions is None:
         return emu, ""
     load_positions_file(emu, positions)
     return emu, f"{positions} (positions file)"
@@ -270,10 +271,10 @@ def data_source(inputs: str | None, emu: Any, source: Any, model_path: str, samp
     """The samples to calibrate or emulate on: ``--inputs`` when given, else a capture's own inputs."""
     from qinspect.cli._sources import is_capture_source
 
-    if inputs:
+    if inputs is not None:
         from qinspect.io.capture_file import is_capture
 
-        require_file(inputs)
+        require_file(inputs, "--inputs")
         if is_capture(inputs):
             raise QInspectError("is a qinspect capture: give it as MODEL_OR_CAPTURE (its inputs are used), "
                                 "--inputs takes a .npy / .npz", inputs)

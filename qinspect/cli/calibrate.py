@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from qinspect.cli._sources import open_any
     from qinspect.errors import QInspectError
 
-    common.require_file(args.model)
+    common.require_file(args.model, "MODEL")
     common.check_counts(args)
     if common.is_vitis_quantized(args.model):
         raise QInspectError("is a Vitis quantized model: its positions are already chosen (use emulate "

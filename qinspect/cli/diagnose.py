@@ -116,10 +116,10 @@ def run(args: argparse.Namespace) -> int:
     from qinspect.cli._sources import open_any
     from qinspect.io.capture_file import Capture, is_capture
 
-    common.require_file(args.model)
-    common.check_counts(args, "--sens-samples")
-    if args.eval:
-        common.require_file(args.eval)
+    common.require_file(args.model, "MODEL_OR_CAPTURE")
+    common.check_counts(args, "--sens-samples", "--top")
+    if args.eval is not None:
+        common.require_file(args.eval, "--eval")
     source = None
     eval_cap = None
     try:

@@ -82,12 +82,12 @@ def run(args: argparse.Namespace) -> int:
     from qinspect.dpu.emulator import Emulator
     from qinspect.errors import QInspectError
 
-    common.require_file(args.model)
+    common.require_file(args.model, "MODEL_OR_CAPTURE")
     common.check_counts(args)
     source = None
     try:
         if common.is_vitis_quantized(args.model):
-            if args.positions:
+            if args.positions is not None:
                 raise QInspectError(f"is a Vitis quantized model with its own positions: --positions {args.positions} "
                                     "is for a float model or capture", args.model)
             emu = Emulator.from_quantized(args.model)

@@ -52,6 +52,19 @@ def _renderer():
     return render_figures
 
 
+def _check_not_inside(out: str, *paths: str | None) -> None:
+    """Refuse a destination that holds one of the files the report reads (--force would delete it)."""
+    from pathlib import Path
+
+    from qinspect.errors import QInspectError
+
+    target = Path(out).resolve()
+    for path in paths:
+        if path and Path(path).exists() and target in Path(path).resolve().parents and any(target.iterdir()):
+            raise QInspectError(f"holds {path}, which the report reads: write the report to a folder of its own",
+                                out)
+
+
 def run(args: argparse.Namespace) -> int:
     """Build and write the report."""
     from qinspect.cli._dpu_common import check_counts, require_file
@@ -61,9 +74,11 @@ def run(args: argparse.Namespace) -> int:
 
     check_counts(args)
     check_destination(args.output, args.force)
-    for path in (args.source, args.positions, args.eval_path, args.inputs):
+    _check_not_inside(args.output, args.source, args.positions, args.eval_path, args.inputs)
+    for what, path in (("MODEL_OR_CAPTURE", args.source), ("--positions", args.positions), ("--eval", args.eval_path),
+                       ("--inputs", args.inputs)):
         if path is not None:
-            require_file(path)
+            require_file(path, what)
 
     def progress(done: int, total: int, what: str) -> None:
         if sys.stderr.isatty():

@@ -34,6 +34,12 @@ def check_destination(out_dir: str | Path, force: bool = False) -> Path:
         raise QInspectError("exists and is not a folder", out)
     if out.is_dir() and any(out.iterdir()) and not force:
         raise QInspectError("folder exists and is not empty (use --force to replace it)", out)
+    if out.is_dir() and any(out.iterdir()):
+        # --force replaces the folder: never the working folder, one holding it, the home folder or /
+        here, target = Path.cwd().resolve(), out.resolve()
+        if target == here or target in here.parents or target == Path.home().resolve():
+            raise QInspectError("is the working, home or a parent folder: a report needs a folder of its own "
+                                "(even --force does not replace this one)", out)
     if not out.absolute().parent.is_dir():
         raise QInspectError("parent folder does not exist", out)
     try:  # a folder we cannot write in is refused now, before any work
