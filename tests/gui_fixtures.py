@@ -101,3 +101,10 @@ def isolated_settings(tmp_path: Path) -> str:
     path = str(tmp_path / "qinspect-settings.ini")
     os.environ["QINSPECT_SETTINGS"] = path
     return path
+
+
+def stop_helpers() -> None:
+    """Stop the GUI's helper processes (module teardown: before the interpreter's exit joins them)."""
+    from qinspect.gui import compute_process
+
+    compute_process.shutdown()

@@ -15,7 +15,14 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PySide6")
 
-from gui_fixtures import isolated_settings, write_gui_capture  # noqa: E402
+from gui_fixtures import isolated_settings, stop_helpers, write_gui_capture  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _helpers_stopped():
+    yield
+    stop_helpers()
+
 
 pytestmark = pytest.mark.gui
 

@@ -9,7 +9,14 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PySide6")
 
-from gui_fixtures import isolated_settings  # noqa: E402
+from gui_fixtures import isolated_settings, stop_helpers  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _helpers_stopped():
+    yield
+    stop_helpers()
+
 
 pytestmark = [pytest.mark.gui, pytest.mark.tf, pytest.mark.slow]
 

@@ -12,7 +12,14 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 
-from gui_fixtures import HAND_VALUES, N_CHAIN, chain_max, isolated_settings, write_gui_capture  # noqa: E402
+from gui_fixtures import HAND_VALUES, N_CHAIN, chain_max, isolated_settings, stop_helpers, write_gui_capture  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _helpers_stopped():
+    yield
+    stop_helpers()
+
 
 pytestmark = pytest.mark.gui
 
@@ -34,8 +41,11 @@ def window(qtbot, tmp_path):
 
 
 def open_and_wait(qtbot, win, path):
+    """Open a capture and wait until the panel and the model-wide emulation are done (the emulation's
+    positions reload the panel when they arrive)."""
     with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
         win.open_path(str(path))
+    qtbot.waitUntil(lambda: win.session.analysis is not None, timeout=60000)
     qtbot.waitUntil(lambda: win.layer_panel.data is not None and win.layer_panel.data.complete, timeout=10000)
 
 
@@ -74,12 +84,12 @@ def test_position_what_if_gives_hand_checked_numbers(qtbot, window, capture_path
     panel = window.layer_panel
     # x_i = (i - 50) / 16 are multiples of 1/16: at p = 5 nothing clips and every value is exact.
     panel.position.setValue(5)
-    qtbot.waitUntil(lambda: panel.whatif.position == 5, timeout=5000)
+    qtbot.waitUntil(lambda: panel.whatif is not None and panel.whatif.position == 5, timeout=5000)
     assert "below: <b>0%</b>" in panel.clip_label.text() and "above: <b>0%</b>" in panel.clip_label.text()
     assert "∞" in panel.sqnr_label.text()
     # p = 6: range [-2, 127/64]. Below: i = 0..17 (18 of 100); above: i = 82..99 (18 of 100).
     panel.position.setValue(6)
-    qtbot.waitUntil(lambda: panel.whatif.position == 6, timeout=5000)
+    qtbot.waitUntil(lambda: panel.whatif is not None and panel.whatif.position == 6, timeout=5000)
     assert "below: <b>18.00%</b>" in panel.clip_label.text()
     assert "above: <b>18.00%</b>" in panel.clip_label.text()
     # Error energy by hand: below, errors k/16 for k = 1..18; above, (4j + 1)/64 for j = 0..17.
@@ -101,7 +111,7 @@ def test_method_combo_moves_position(qtbot, window, capture_path):
     # non-overflow of [-3.125, 3.0625]: the range must hold -3.125, so p = 5 ([-4, 3.97]).
     expected = pos_non_overflow(float(HAND_VALUES.min()), float(HAND_VALUES.max()))
     assert expected == 5
-    qtbot.waitUntil(lambda: panel.whatif.method == "non-overflow", timeout=5000)
+    qtbot.waitUntil(lambda: panel.whatif is not None and panel.whatif.method == "non-overflow", timeout=5000)
     assert panel.position.value() == 5 and panel.whatif.position == 5
 
 
@@ -302,5 +312,6 @@ def test_without_the_helper_process_the_numbers_are_the_same(qtbot, window, capt
     open_and_wait(qtbot, window, capture_path)
     show_layer(qtbot, window, "hand")
     window.layer_panel.position.setValue(6)
-    qtbot.waitUntil(lambda: window.layer_panel.whatif.position == 6, timeout=5000)
+    qtbot.waitUntil(lambda: window.layer_panel.whatif is not None and window.layer_panel.whatif.position == 6,
+                    timeout=5000)
     assert "below: <b>18.00%</b>" in window.layer_panel.clip_label.text()

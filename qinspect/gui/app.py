@@ -64,4 +64,7 @@ def main(path: str | None = None, settings_path: str | None = None) -> int:
         window.open_channel.failed.connect(lambda *_: app.quit())
     code = app.exec()
     window.shutdown()
+    from qinspect.gui import compute_process
+
+    compute_process.shutdown()
     return int(code)

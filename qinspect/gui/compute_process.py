@@ -118,35 +118,83 @@ def what_if(rid: int, data: ls.LayerData, position: int, method: str) -> ls.What
 
 
 # --- in the GUI process ----------------------------------------------------------------------------
+def _spawn_pool(latest: Any) -> ProcessPoolExecutor:
+    """A one-process pool, started now. A spawned child re-imports the parent's __main__ unless told
+    otherwise, and `python -m qinspect` runs the CLI at import (a second window): the main module's
+    identity is hidden while the child starts (the pool spawns it synchronously in the first submit)."""
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if main is not None and k in main.__dict__}
+    try:
+        if main is not None:
+            main.__dict__["__spec__"] = None
+            main.__dict__.pop("__file__", None)
+        ctx = mp.get_context("spawn")  # never fork a process that runs Qt threads
+        if latest == "new":
+            global _LATEST
+            _LATEST = latest = ctx.Array("q", N_SLOTS, lock=False)
+        pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init, initargs=(latest, os.getpid()))
+        pool.submit(_warm)
+        return pool
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
+            if "__spec__" not in saved:
+                main.__dict__.pop("__spec__", None)
+
+
 def _pool() -> ProcessPoolExecutor | None:
-    global _POOL, _LATEST, _DISABLED
+    global _POOL, _DISABLED
     if _DISABLED:
         return None
     if _POOL is None:
-        # A spawned child re-imports the parent's __main__ unless told otherwise; `python -m qinspect`
-        # runs the CLI at import, which would open a second window. Hide the main module's identity
-        # while the helper starts (the pool spawns it synchronously in the first submit).
-        main = sys.modules.get("__main__")
-        saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if main is not None and k in main.__dict__}
         try:
-            if main is not None:
-                main.__dict__["__spec__"] = None
-                main.__dict__.pop("__file__", None)
-            ctx = mp.get_context("spawn")  # never fork a process that runs Qt threads
-            _LATEST = ctx.Array("q", N_SLOTS, lock=False)
-            _POOL = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init, initargs=(_LATEST, os.getpid()))
-            _POOL.submit(_warm)
+            _POOL = _spawn_pool("new")
             atexit.register(shutdown)
         except (OSError, ValueError, ImportError):
             _DISABLED = True
             _POOL = None
             return None
-        finally:
-            if main is not None:
-                main.__dict__.update(saved)
-                if "__spec__" not in saved:
-                    main.__dict__.pop("__spec__", None)
     return _POOL
+
+
+# Model-wide jobs (emulation, diagnosis) run in a second helper, so they never queue a layer behind
+# them and never compete with the UI thread for the GIL either. A cancelled job's helper is killed.
+_MODEL_POOL: ProcessPoolExecutor | None = None
+
+
+def call_model(fn: Any, *args: Any, cancelled: Any = None) -> Any:
+    """Run a model-wide job ``fn(*args)`` in the model helper (in this thread if it is unavailable).
+
+    ``cancelled()`` (optional) tells whether the caller's request was superseded when the helper was
+    killed under it; then :class:`Superseded` is raised, else the job is redone in this thread.
+    """
+    global _MODEL_POOL
+    if not _DISABLED:
+        try:
+            if _MODEL_POOL is None:
+                _MODEL_POOL = _spawn_pool(None)
+                atexit.register(kill_model_helper)
+            return _MODEL_POOL.submit(fn, *args).result()
+        except BrokenProcessPool:
+            _MODEL_POOL = None
+            if cancelled is not None and cancelled():
+                raise Superseded() from None
+        except (OSError, ValueError, ImportError):
+            pass
+    return fn(*args)
+
+
+def kill_model_helper() -> None:
+    """Stop a model-wide job at once (its result is no longer wanted): the helper is killed and a new
+    one starts with the next job."""
+    global _MODEL_POOL
+    pool, _MODEL_POOL = _MODEL_POOL, None
+    if pool is None:
+        return
+    # ProcessPoolExecutor cannot cancel a running call; terminating its process is the only way.
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def start() -> None:
@@ -183,8 +231,12 @@ def call(fn: Any, *args: Any) -> Any:
 
 
 def shutdown() -> None:
-    """Stop the helper process."""
+    """Stop both helper processes now (terminated: nothing they compute is wanted any more, and the
+    interpreter's exit would otherwise wait for them)."""
     global _POOL
-    if _POOL is not None:
-        _POOL.shutdown(wait=False, cancel_futures=True)
-        _POOL = None
+    pool, _POOL = _POOL, None
+    if pool is not None:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+    kill_model_helper()

@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qinspect.gui.document import Document
-from qinspect.gui.worker import CancelToken
+from qinspect.gui.document import Document, open_document
+
+if TYPE_CHECKING:  # the helper process imports this module and must not need Qt
+    from qinspect.gui.worker import CancelToken
 
 _TRANSPARENT = frozenset({"zero_pad", "flatten", "reshape", "permute", "identity"})
 
@@ -277,3 +279,73 @@ def write_job(token: CancelToken, report: Any, folder: str, pngs: dict[str, byte
 
     token.check()
     return str(write_report(report, folder, figures_png=pngs, force=True))
+
+
+# --- model-wide jobs in the helper process (see compute_process.call_model) -------------------------
+class _HelperToken:
+    """In the helper nothing cancels a job (the GUI kills the helper instead) and nobody hears progress."""
+
+    request_id = 0
+    cancelled = False
+
+    def check(self) -> None:
+        """Never cancelled here."""
+
+    def progress(self, done: int, total: int, text: str = "") -> None:
+        """Not reported from the helper."""
+
+    def partial(self, result: Any) -> None:
+        """Not reported from the helper."""
+
+
+_helper_docs: dict[tuple[str, float], Document] = {}
+
+
+def _helper_document(path: str) -> Document:
+    key = (path, os.path.getmtime(path))
+    if key not in _helper_docs:
+        for old in [k for k in _helper_docs if k[0] == path]:
+            _helper_docs.pop(old).close()
+        _helper_docs[key] = open_document(path)
+    return _helper_docs[key]
+
+
+def _emulate_in_helper(path: str, quantized: str | None) -> Analysis:
+    return emulate_capture(_HelperToken(), _helper_document(path), quantized)
+
+
+def _diagnose_in_helper(path: str, analysis: Analysis, eval_path: str | None) -> list:
+    return diagnose_job(_HelperToken(), _helper_document(path), analysis, eval_path)
+
+
+def _rewrite_in_helper(path: str) -> Analysis:
+    return rewrite_model(_HelperToken(), _helper_document(path))
+
+
+def _in_helper(token: CancelToken, fn: Any, *args: Any) -> Any:
+    from qinspect.gui import compute_process
+    from qinspect.gui.worker import Cancelled
+
+    token.check()
+    try:
+        return compute_process.call_model(fn, *args, cancelled=lambda: token.cancelled)
+    except compute_process.Superseded:
+        raise Cancelled() from None
+
+
+def emulate_job(token: CancelToken, document: Document, quantized: str | None) -> Analysis:
+    """Worker: :func:`emulate_capture` in the model helper process."""
+    token.progress(0, 0, "emulating")
+    return _in_helper(token, _emulate_in_helper, document.path, quantized)
+
+
+def diagnose_bg_job(token: CancelToken, document: Document, analysis: Analysis, eval_path: str | None) -> list:
+    """Worker: :func:`diagnose_job` in the model helper process."""
+    if not analysis.available:
+        return []
+    return _in_helper(token, _diagnose_in_helper, document.path, analysis, eval_path)
+
+
+def rewrite_job(token: CancelToken, document: Document) -> Analysis:
+    """Worker: :func:`rewrite_model` in the model helper process."""
+    return _in_helper(token, _rewrite_in_helper, document.path)

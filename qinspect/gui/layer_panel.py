@@ -229,13 +229,17 @@ class LayerPanel(QWidget):
         self.whatif_channel.cancel()
         self._clear()
 
-    def show_layer(self, name: str) -> None:
-        """Show ``name``: clear at once, then load in the background (the latest click wins)."""
+    def show_layer(self, name: str, keep_what_if: bool = False) -> None:
+        """Show ``name``: clear at once, then load in the background (the latest click wins).
+
+        ``keep_what_if``: keep a position the user chose (a reload of the same layer, say when the
+        emulation's positions arrive, must not undo the what-if)."""
         if self.session is None:
             return
         self.current = name
         self.whatif_channel.cancel()
-        self._override = None
+        if not keep_what_if:
+            self._override = None
         self._clear()
         doc = self.session.document
         layer = doc.graph[name]
@@ -252,7 +256,7 @@ class LayerPanel(QWidget):
     def refresh(self) -> None:
         """Positions changed (emulation finished, Vitis import): reload the current layer."""
         if self.current is not None:
-            self.show_layer(self.current)
+            self.show_layer(self.current, keep_what_if=True)
 
     def refresh_emulated(self) -> None:
         """Emulator results arrived: update the emulated figures of the current layer."""

@@ -71,19 +71,28 @@ class Session(QObject):
     def start(self) -> None:
         """Start the model-wide analysis (emulation over the capture) in the background."""
         if self.document.has_activations:
-            self._run("emulate", emulation.emulate_capture, self.document, None)
+            self._run("emulate", emulation.emulate_job, self.document, None)
         elif self.document.model is not None:
-            self._run("emulate", emulation.rewrite_model, self.document)
+            self._run("emulate", emulation.rewrite_job, self.document)
 
     def shutdown(self) -> None:
-        """Cancel every job of this session."""
+        """Cancel every job of this session (a model-wide job running in the helper is killed)."""
+        model_jobs_running = any(self.channels[n].busy for n in ("emulate", "findings"))
         for channel in self.channels.values():
             channel.cancel()
+        if model_jobs_running:
+            from qinspect.gui import compute_process
+
+            compute_process.kill_model_helper()
 
     def cancel_background(self) -> None:
         """Cancel the long job shown in the status bar."""
         if self._long is not None:
             self.channels[self._long].cancel()
+            if self._long in ("emulate", "findings"):
+                from qinspect.gui import compute_process
+
+                compute_process.kill_model_helper()
             self.status.emit(f"{self._WHAT[self._long]}: cancelled")
 
     def _run(self, name: str, fn, *args: Any) -> int:
@@ -115,11 +124,11 @@ class Session(QObject):
         self.positions_changed.emit()
         self.results_changed.emit()
         if self.document.has_activations and analysis.available:
-            self._run("findings", emulation.diagnose_job, self.document, analysis, self.coverage_eval_path())
+            self._run("findings", emulation.diagnose_bg_job, self.document, analysis, self.coverage_eval_path())
 
     def import_quantized(self, path: str) -> None:
         """Use the positions (and folded weights) of a Vitis quantized.h5, then re-emulate."""
-        self._run("emulate", emulation.emulate_capture, self.document, os.fspath(path))
+        self._run("emulate", emulation.emulate_job, self.document, os.fspath(path))
 
     def activation_position(self, layer: str) -> tuple[int | None, str]:
         """The position the int8 model uses for a float layer's output, and where it comes from."""
