@@ -216,3 +216,20 @@ def test_winograd_2d_bounds_by_hand_and_refusal() -> None:
     assert _conv_core._wino2d_bounds(wb)[0] >= 512 * 64 * 1152
     x = _rand_codes(rng, (1, 5, 6, 64))
     assert np.array_equal(ops.conv2d_acc(x, wb, 1, "same"), _ref_conv(x, wb, (1, 1), "same", (1, 1)))
+
+
+@pytest.mark.parametrize("k_in", [40, 1300])  # one float32 GEMM; K > 1024 (float64 partial sums)
+def test_dense_fused_equals_integer_output_stage(k_in) -> None:
+    rng = np.random.default_rng(k_in)
+    x = _rand_codes(rng, (3, 2, k_in))  # leading dims kept
+    w = _rand_codes(rng, (k_in, 7))
+    b = _rand_codes(rng, (7,))
+    acc = (x.reshape(-1, k_in).astype(np.int64) @ w.astype(np.int64)).reshape(3, 2, 7)
+    assert np.array_equal(ops.dense_acc(x, w), acc)
+    for pi, pw, pb, po in [(6, 8, 10, 4), (2, 3, 9, 0), (8, 8, 6, -2)]:
+        for act in (None, "relu", "relu6", "leaky"):
+            got = ops.dense(x, w, b, pi, pw, pb, po, act)
+            assert got.shape == (3, 2, 7)
+            assert np.array_equal(got, ops.output_stage(acc, b, pi, pw, pb, po, act)), (pi, pw, pb, po, act)
+        want = ((acc + b.astype(np.float64) * 2.0 ** (pi + pw - pb)) * 2.0 ** -(pi + pw)).astype(np.float32)
+        assert np.array_equal(ops.dense(x, w, b, pi, pw, pb, None), want)

@@ -219,13 +219,11 @@ class Evaluator:
             x = ins[0]
             xq, pi = x.codes(), x.pos
             assert pi is not None
-            chunked = op in ("conv2d", "depthwise_conv2d")  # the fused chunked kernels
+            chunked = op in ("conv2d", "depthwise_conv2d", "dense")  # the fused chunked kernels
             bound = self.weight_bound(node, wname, wq, pw) if chunked else None
 
-            def accumulate(xq=xq, wq=wq, p=p, op=op) -> np.ndarray:
-                if op == "conv2d_transpose":
-                    return ops.conv2d_transpose_acc(xq, wq, p["strides"], p["padding"])
-                return ops.dense_acc(xq, wq)
+            def accumulate(xq=xq, wq=wq, p=p) -> np.ndarray:  # conv2d_transpose (the others are chunked)
+                return ops.conv2d_transpose_acc(xq, wq, p["strides"], p["padding"])
 
             oslot, iact, act_node = self._fused_out(node)
             if iact == "unsupported" or (oslot is None and act_node is None and node.out_slot is None
@@ -236,9 +234,7 @@ class Evaluator:
             def exact_float(pi=pi, pw=pw, pb=pb_eff, bq=bq) -> np.ndarray:
                 # The exact accumulator value: what the simulation's float32 conv gives when it is exact.
                 if chunked:  # one fused pass (same single rounding as below)
-                    fused = ops.conv2d if op == "conv2d" else ops.depthwise_conv2d
-                    return fused(xq, wq, bq, pi, pw, pb, None, p["strides"], p["padding"], p["dilation"],
-                                 acc_bound=bound)
+                    return _fused_kernel(op, p, xq, wq, bq, pi, pw, pb, None, None, bound)
                 a = accumulate().astype(np.float64)
                 if bq is not None:
                     a = a + bq.astype(np.float64) * 2.0 ** (pi + pw - pb)
@@ -254,13 +250,9 @@ class Evaluator:
             assert po is not None
             # The operators fuse the output stage into the accumulation (one HALF_UP rounding).
             if chunked:
-                fused = ops.conv2d if op == "conv2d" else ops.depthwise_conv2d
-                q = fused(xq, wq, bq, pi, pw, pb_eff, po, p["strides"], p["padding"], p["dilation"], iact,
-                          acc_bound=bound)
-            elif op == "conv2d_transpose":
-                q = ops.conv2d_transpose(xq, wq, bq, pi, pw, pb_eff, po, p["strides"], p["padding"], iact)
+                q = _fused_kernel(op, p, xq, wq, bq, pi, pw, pb_eff, po, iact, bound)
             else:
-                q = ops.dense(xq, wq, bq, pi, pw, pb_eff, po, iact)
+                q = ops.conv2d_transpose(xq, wq, bq, pi, pw, pb_eff, po, p["strides"], p["padding"], iact)
             if act_node is not None:
                 # The conv's own (unquantized) value, for reports and dump comparison: recomputed only
                 # when asked.
@@ -487,6 +479,16 @@ class _FusedValue(Value):
         if self._pre is not None:
             return self.pre
         return super().float()
+
+
+def _fused_kernel(op: str, p: dict[str, Any], xq: np.ndarray, wq: np.ndarray, bq: np.ndarray | None, pi: int,
+                  pw: int, pb: int, po: int | None, act: str | None, bound: int) -> np.ndarray:
+    """The fused integer kernel of a conv2d / depthwise_conv2d / dense node (codes at ``po``; the float32
+    value when ``po`` is None), with the weight's cached exactness bound."""
+    if op == "dense":
+        return ops.dense(xq, wq, bq, pi, pw, pb, po, act, acc_bound=bound)
+    fn = ops.conv2d if op == "conv2d" else ops.depthwise_conv2d
+    return fn(xq, wq, bq, pi, pw, pb, po, p["strides"], p["padding"], p["dilation"], act, acc_bound=bound)
 
 
 def _gap_rescale(h: int, w: int) -> float:

@@ -442,11 +442,19 @@ def dense(
     pi: int,
     pw: int,
     pb: int,
-    po: int,
+    po: int | None,
     act: str | None = None,
+    acc_bound: int | None = None,
 ) -> np.ndarray:
-    """DPU Dense (same output stage as conv2d)."""
-    return output_stage(dense_acc(xq, wq), bq, pi, pw, pb, po, act)
+    """DPU Dense (same output stage as conv2d, fused the same way: the GEMM runs as a 1x1 convolution
+    of ``(rows, 1, 1, in)``, its exactness rules included). ``po=None``: the unquantized float32 value,
+    as :func:`conv2d` gives it."""
+    x = np.asarray(xq)
+    w = np.asarray(wq)
+    lead = x.shape[:-1]
+    y = conv2d(x.reshape(-1, 1, 1, x.shape[-1]), w.reshape(1, 1, *w.shape), bq, pi, pw, pb, po, act=act,
+               acc_bound=acc_bound)
+    return y.reshape(lead + (w.shape[-1],))
 
 
 # ----------------------------------------------------------------------------------------------------
