@@ -36,6 +36,8 @@ np.save(os.path.join(out, "x.npy"), np.random.default_rng(0).uniform(-1, 1, (16,
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
+    # imported here, before the CLI reads a SavedModel in this process, so TensorFlow keeps its defaults
+    pytest.importorskip("tensorflow")
     out = tmp_path_factory.mktemp("savedmodel")
     subprocess.run([sys.executable, "-c", MAKE, str(out)], check=True, capture_output=True, timeout=300)
     assert (out / "tiny_sm" / "saved_model.pb").is_file()
@@ -91,3 +93,14 @@ def test_report_reads_a_savedmodel(capsys, tiny, tmp_path):
 def test_info_reads_a_savedmodel(capsys, tiny):
     sm = _json(capsys, "info", str(tiny / "tiny_sm"), "--json")
     assert [x["name"] for x in sm["layers"]] == ["img", "conv", "gap", "fc"]
+
+
+def test_errors_on_a_savedmodel_stay_one_line(tiny, tmp_path):
+    import numpy as np
+    from conftest import run_cli
+
+    np.save(tmp_path / "bad.npy", np.zeros((2, 5, 5, 3), np.float32))
+    result = run_cli("calibrate", str(tiny / "tiny_sm"), "--inputs", str(tmp_path / "bad.npy"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"qinspect: error: {tmp_path / 'bad.npy'}: inputs have shape (2, 5, 5, 3); the model expects (N, 8, 8, 3)"]

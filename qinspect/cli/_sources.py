@@ -9,6 +9,7 @@ SavedModel folder with :class:`NeedsTensorFlowError`; here that folder goes to
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 
@@ -19,6 +20,10 @@ def open_any(path: str | os.PathLike[str]) -> Any:
     try:
         return open_model(path)
     except NeedsTensorFlowError as exc:
+        if "tensorflow" not in sys.modules:
+            # Reading a SavedModel runs no TensorFlow op, and oneDNN's start-up notice (which also drags
+            # absl's "before InitializeLog" warning onto stderr) would break the one-line error rule.
+            os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
         try:
             from qinspect.capture.savedmodel import open_savedmodel
         except ImportError:
