@@ -196,8 +196,12 @@ def test_winograd_2d_path_is_exact(monkeypatch, shape, pad, budget) -> None:
     assert np.array_equal(ops.conv2d_acc(x, w, 1, pad), ref)
     assert np.array_equal(ops.conv2d_acc(x.astype(np.float32), w, 1, pad), ref)  # float-held codes
     for act in (None, "relu6", "relu"):
-        assert np.array_equal(ops.conv2d(x, w, b, 5, 7, 9, 6, 1, pad, act=act),
-                              ops.output_stage(ref, b, 5, 7, 9, 6, act)), act
+        want = ops.output_stage(ref, b, 5, 7, 9, 6, act)
+        assert np.array_equal(ops.conv2d(x, w, b, 5, 7, 9, 6, 1, pad, act=act), want), act
+        # the offset outside the GEMMs (no fold): the same codes
+        monkeypatch.setattr(_conv_core, "_FOLD", False)
+        assert np.array_equal(ops.conv2d(x, w, b, 5, 7, 9, 6, 1, pad, act=act), want), act
+        monkeypatch.setattr(_conv_core, "_FOLD", True)
 
 
 def test_winograd_2d_bounds_by_hand_and_refusal() -> None:

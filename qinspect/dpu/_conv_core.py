@@ -256,6 +256,7 @@ def _row_tasks(n: int, ho: int, hp_extra: int, bytes_per_row: int) -> list[tuple
         imgs = max(1, rows_fit // per_img)
         return [(i0, min(n, i0 + imgs), 0, ho) for i0 in range(0, n, imgs)]
     step = max(1, rows_fit - hp_extra)
+    step = -(-ho // -(-ho // step))  # the same number of blocks, of even sizes (no small last block)
     return [(i, i + 1, y0, min(ho, y0 + step)) for i in range(n) for y0 in range(0, ho, step)]
 
 
@@ -695,14 +696,18 @@ def _wino2d_exact(w: np.ndarray, ep: Epilogue, acc_dtype: type, acc_bound: int |
             return False
     if acc_bound + ep.offset_bound >= 2**24:
         return False
+    return _wino2d_worst(w) < 2**24
+
+
+def _wino2d_worst(w: np.ndarray) -> float:
+    """:func:`_wino2d_bounds`' partial-sum bound, cached per weight bytes."""
     wc = np.ascontiguousarray(w)
     key = (wc.shape, wc.dtype.str, hash(wc.tobytes()))
     if key not in _W2D_CACHE:
         if len(_W2D_CACHE) > 512:
             _W2D_CACHE.clear()
         _W2D_CACHE[key] = _wino2d_bounds(wc)
-    worst, _final = _W2D_CACHE[key]
-    return worst < 2**24
+    return _W2D_CACHE[key][0]
 
 
 def _conv_wino2d(xp: np.ndarray, w: np.ndarray, ep: Epilogue, ho: int, wo: int, out: np.ndarray) -> None:
@@ -720,7 +725,15 @@ def _conv_wino2d(xp: np.ndarray, w: np.ndarray, ep: Epilogue, ho: int, wo: int, 
     g = np.rint(np.asarray(w, dtype=np.float64)).astype(np.int64)
     u = np.einsum("ia,abco,jb->ijco", _G2, g, _G2).reshape(16, cin, cout)
     ut = (u.astype(np.float64) * (ep.scale / 4.0)).astype(np.float32)
-    offset = None if ep.offset is None else ep.offset.astype(np.float32)
+    # The offset enters all four outputs of a tile through M_11 with a + sign: it rides in that GEMM
+    # (a K column of ones, a row holding it) when every partial sum stays exact with it added
+    # (4 * offset in the GEMM's units of scale / 4; _wino2d_exact checked it is an integer there).
+    fold = _FOLD and ep.offset is not None and _wino2d_worst(w) + 4.0 * ep.offset_bound < 2**24
+    if fold:
+        ut = np.concatenate([ut, np.zeros((16, 1, cout), np.float32)], axis=1)
+        ut[5, cin] = ep.offset  # index 4 * i + j of M_11
+    kc = ut.shape[1]
+    offset = None if ep.offset is None or fold else ep.offset.astype(np.float32)
     per_tile_row = tw * (8 * cin + 16 * cin + 16 * cout + 8 * cout + 4 * cout) * 4
     # larger chunks than the other paths: the 16 GEMMs per chunk are narrow (K = cin), longer ones run
     # markedly faster
@@ -742,13 +755,16 @@ def _conv_wino2d(xp: np.ndarray, w: np.ndarray, ep: Epilogue, ho: int, wo: int, 
         np.subtract(d2, d1, out=h[2])
         np.subtract(d1, d3, out=h[3])
         # column transform along H into E (16 = 4 i x 4 j, r tiles, cin)
-        e = _scratch("w2e", (16 * r, cin)).reshape(4, 4, m, tc, tw, cin)
+        e_full = _scratch("w2e", (16 * r, kc)).reshape(16, r, kc)
+        if fold:
+            e_full[:, :, cin] = 1.0
+        e = _view(e_full[:, :, :cin], (4, 4, m, tc, tw, cin))
         r0, r1, r2, r3 = (h[:, :, k : k + 2 * tc : 2] for k in range(4))
         np.subtract(r0, r2, out=e[0])
         np.add(r1, r2, out=e[1])
         np.subtract(r2, r1, out=e[2])
         np.subtract(r1, r3, out=e[3])
-        mm = np.matmul(e.reshape(16, r, cin), ut, out=_scratch("w2m", (16 * r, cout)).reshape(16, r, cout))
+        mm = np.matmul(e_full, ut, out=_scratch("w2m", (16 * r, cout)).reshape(16, r, cout))
         mm = mm.reshape(4, 4, r, cout)
         # output transform over i: T_0j = (M1j + M2j) + M0j, T_1j = (M1j - M2j) - M3j
         t = _scratch("w2t", (8 * r, cout)).reshape(2, 4, r, cout)
