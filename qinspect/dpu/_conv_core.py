@@ -9,6 +9,13 @@ is at most 2^24: every partial sum is an integer of magnitude <= 2^24, which flo
 exactly. Larger K is split into chunks of <= 1024 whose (exact) sums are added in float64, exact up
 to 2^53. :func:`gemm_exact` and :func:`conv_acc` implement that rule; they are also used with float32
 data (then they are ordinary float32 kernels).
+
+Further exact shortcuts, each taken only where a bound computed from the weights (and, for the
+depthwise int16 groups, the input's largest code) proves every float32 / int16 partial sum exact:
+the output stage's per-channel offset riding inside the GEMM (:func:`_foldable`), Winograd F(2x2, 3x3)
+for stride-1 3x3 kernels (:func:`_wino2d_exact`) and F(2, 3) along the rows (:func:`_wino_exact`),
+and int16 products and tap-group sums in the depthwise kernel (:func:`_int16_tap_groups`). Each has a
+module switch (``_FOLD``, ``_WINOGRAD``, ``_DW_INT16``) that tests use to compare with the plain path.
 """
 
 from __future__ import annotations
