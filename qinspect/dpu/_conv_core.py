@@ -20,6 +20,7 @@ module switch (``_FOLD``, ``_WINOGRAD``, ``_DW_INT16``) that tests use to compar
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Callable
@@ -709,7 +710,7 @@ def _wino2d_exact(w: np.ndarray, ep: Epilogue, acc_dtype: type, acc_bound: int |
 def _wino2d_worst(w: np.ndarray) -> float:
     """:func:`_wino2d_bounds`' partial-sum bound, cached per weight bytes."""
     wc = np.ascontiguousarray(w)
-    key = (wc.shape, wc.dtype.str, hash(wc.tobytes()))
+    key = (wc.shape, wc.dtype.str, hashlib.blake2b(wc.tobytes(), digest_size=16).digest())
     if key not in _W2D_CACHE:
         if len(_W2D_CACHE) > 512:
             _W2D_CACHE.clear()
