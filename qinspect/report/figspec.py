@@ -72,8 +72,6 @@ def activation_figure(
         colour = (PURPLE, GREEN, ORANGE, GREY)[i % 4]
         markers.append(Marker(lo, name, color=colour, dashed=True))
         markers.append(Marker(hi, name, color=colour, dashed=True))
-    if log_y is None:
-        log_y = wants_log(counts)
     caption = f"Float output values of {layer} over the calibration samples."
     if clip_low is not None and clip_high is not None:
         caption += (f" Red lines: the int8 range at position {position}; clipped below: {_pct(frac_low)}, "
@@ -82,14 +80,23 @@ def activation_figure(
         caption += " This output has no int8 position of its own (it is not quantized), so no clip range."
     if other_ranges:
         caption += " Dashed: the range other calibration methods would choose (what-if, not vai_q pof2s)."
+    return _histogram(fig_id, f"Activation histogram: {layer}", "float value", "float values", edges, counts,
+                      BLUE, markers, caption, log_y)
+
+
+def _histogram(fig_id: str, title: str, x_label: str, name: str, edges: Sequence[float], counts: Sequence[float],
+               color: str, markers: list[Marker], caption: str, log_y: bool | None = None) -> FigureSpec:
+    """A step histogram of counts (log count axis when :func:`wants_log` says so, and said in the caption)."""
+    if log_y is None:
+        log_y = wants_log(counts)
     if log_y:
         caption += " Logarithmic count axis."
     return FigureSpec(
         id=fig_id,
-        title=f"Activation histogram: {layer}",
-        x_label="float value",
+        title=title,
+        x_label=x_label,
         y_label="count",
-        series=[Series("float values", _floats(edges), _floats(counts), style="step", color=BLUE)],
+        series=[Series(name, _floats(edges), _floats(counts), style="step", color=color)],
         markers=markers,
         log_y=log_y,
         caption=caption,
@@ -111,19 +118,8 @@ def weights_figure(
     if clip_low is not None and clip_high is not None:
         markers = [Marker(clip_low, "int8 min", color=RED), Marker(clip_high, "int8 max", color=RED)]
         caption += f" Red lines: the int8 range at position {position}."
-    log_y = wants_log(counts)
-    if log_y:
-        caption += " Logarithmic count axis."
-    return FigureSpec(
-        id=fig_id,
-        title=f"Weights histogram: {layer}",
-        x_label="weight value",
-        y_label="count",
-        series=[Series("weights", _floats(edges), _floats(counts), style="step", color=GREEN)],
-        markers=markers,
-        log_y=log_y,
-        caption=caption,
-    )
+    return _histogram(fig_id, f"Weights histogram: {layer}", "weight value", "weights", edges, counts, GREEN,
+                      markers, caption)
 
 
 def channel_ranges_figure(
@@ -174,24 +170,13 @@ def error_figure(
             Marker(-lsb / 2, "-½ LSB", color=GREY, dashed=True),
             Marker(lsb / 2, "+½ LSB", color=GREY, dashed=True),
         ]
-    log_y = wants_log(counts)
     total = int(sum(float(c) for c in counts))
     caption = f"{view.capitalize()} error of {total} output values of {layer}."
     if lsb is not None:
         caption += (" Dashed: half an output LSB, the rounding error alone; values beyond it come from clipping "
                     "or from error carried in.")
-    if log_y:
-        caption += " Logarithmic count axis."
-    return FigureSpec(
-        id=fig_id,
-        title=f"{view.capitalize()} error histogram: {layer}",
-        x_label="dequantized − float",
-        y_label="count",
-        series=[Series("error", _floats(edges), _floats(counts), style="step", color=ORANGE)],
-        markers=markers,
-        log_y=log_y,
-        caption=caption,
-    )
+    return _histogram(fig_id, f"{view.capitalize()} error histogram: {layer}", "dequantized − float", "error",
+                      edges, counts, ORANGE, markers, caption)
 
 
 def propagation_figure(
