@@ -782,14 +782,13 @@ def _conv_wino2d(xp: np.ndarray, w: np.ndarray, ep: Epilogue, ho: int, wo: int, 
         t[1] -= mm[3]
         # over j, straight into the output tile layout (m, tc, 2, tw, 2, cout)
         acc = np.empty((m, tc, 2, tw, 2, cout), dtype=np.float32)
+        part = _scratch("w2p", (r, cout)).reshape(m, tc, tw, cout)  # contiguous partial sums
         for a in range(2):
-            ya0 = acc[:, :, a, :, 0]
-            ya1 = acc[:, :, a, :, 1]
             ta = t[a].reshape(4, m, tc, tw, cout)
-            np.add(ta[1], ta[2], out=ya0)
-            ya0 += ta[0]
-            np.subtract(ta[1], ta[2], out=ya1)
-            ya1 -= ta[3]
+            np.add(ta[1], ta[2], out=part)
+            np.add(part, ta[0], out=acc[:, :, a, :, 0])
+            np.subtract(ta[1], ta[2], out=part)
+            np.subtract(part, ta[3], out=acc[:, :, a, :, 1])
         full = acc.reshape(m, 2 * tc, 2 * tw, cout)
         if offset is not None:
             full += offset
