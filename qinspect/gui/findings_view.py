@@ -62,7 +62,8 @@ class FindingsView(QWidget):
             self.table.setColumnWidth(col, width)
         self.table.resizeRowsToContents()
         if findings:
-            self.info.setText(f"{len(findings)} findings, highest estimated cost to the model output first. "
+            noun = "finding" if len(findings) == 1 else "findings"
+            self.info.setText(f"{len(findings)} {noun}, highest estimated cost to the model output first. "
                               "Click one to inspect its layer.")
 
 

@@ -202,7 +202,8 @@ class Session(QObject):
     # --- findings ----------------------------------------------------------------------------------
     def _on_findings(self, _rid: int, findings: list[Any]) -> None:
         self.findings = list(findings or [])
-        self.status.emit(f"{len(self.findings)} findings" if self.findings else "No findings")
+        n = len(self.findings)
+        self.status.emit(f"{n} finding{'' if n == 1 else 's'}" if n else "No findings")
         self.findings_changed.emit()
 
     def finding_badges(self) -> dict[str, tuple[str, str]]:
