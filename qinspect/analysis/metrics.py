@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from qinspect.dpu._blas import single_threaded_blas
+
 # Elements per chunk in update(): bounds the float64 temporaries to ~8 MB each.
 _CHUNK = 1 << 20
 
@@ -146,7 +148,31 @@ class ErrorStats:
         size = int(r_all.size)
         # Two float64 buffers reused across chunks (no fresh temporaries per chunk).
         buf = np.empty((2, min(size, _CHUNK)), dtype=np.float64)
-        for start in range(0, size, _CHUNK):
+        with single_threaded_blas():  # see _chunk_sums
+            self._chunk_sums(r_all, t_all, buf, clip_lo, clip_hi)
+        self.n += size
+        if q is not None:
+            qa = np.asarray(q)
+            h = code_histogram(qa)
+            self.hist += h
+            self.n_codes += int(qa.size)
+            # the end codes' counts are histogram bins (no extra pass) when they are int8 codes
+            for lim, attr in ((qmin, "q_lo_count"), (qmax, "q_hi_count")):
+                if -CODE_OFFSET <= lim < N_CODES - CODE_OFFSET:
+                    cnt = int(h[lim + CODE_OFFSET])
+                else:
+                    cnt = int(np.count_nonzero(qa == lim))
+                setattr(self, attr, getattr(self, attr) + cnt)
+        if clip_lo is not None or clip_hi is not None:
+            self.n_clip_checked += size
+        return self
+
+    def _chunk_sums(self, r_all: np.ndarray, t_all: np.ndarray, buf: np.ndarray, clip_lo: float | None,
+                    clip_hi: float | None) -> None:
+        """The float sums of :meth:`update`, chunk by chunk. The dot products are BLAS calls of one
+        thread each (the caller's context): at these sizes more threads gain nothing, and on a loaded
+        machine OpenBLAS's waiting threads made them up to ten times slower."""
+        for start in range(0, r_all.size, _CHUNK):
             rc, tc = r_all[start : start + _CHUNK], t_all[start : start + _CHUNK]
             r, d = buf[0, : rc.size], buf[1, : rc.size]
             r[...] = rc
@@ -172,22 +198,6 @@ class ErrorStats:
                 self.clip_lo_count += int(np.count_nonzero(rc < clip_lo))
             if clip_hi is not None and mx > clip_hi:
                 self.clip_hi_count += int(np.count_nonzero(rc > clip_hi))
-        self.n += size
-        if q is not None:
-            qa = np.asarray(q)
-            h = code_histogram(qa)
-            self.hist += h
-            self.n_codes += int(qa.size)
-            # the end codes' counts are histogram bins (no extra pass) when they are int8 codes
-            for lim, attr in ((qmin, "q_lo_count"), (qmax, "q_hi_count")):
-                if -CODE_OFFSET <= lim < N_CODES - CODE_OFFSET:
-                    cnt = int(h[lim + CODE_OFFSET])
-                else:
-                    cnt = int(np.count_nonzero(qa == lim))
-                setattr(self, attr, getattr(self, attr) + cnt)
-        if clip_lo is not None or clip_hi is not None:
-            self.n_clip_checked += size
-        return self
 
     def merge(self, other: ErrorStats) -> ErrorStats:
         """Add another accumulator's sums into this one. Returns ``self``."""
