@@ -237,3 +237,47 @@ def test_dense_fused_equals_integer_output_stage(k_in) -> None:
             assert np.array_equal(got, ops.output_stage(acc, b, pi, pw, pb, po, act)), (pi, pw, pb, po, act)
         want = ((acc + b.astype(np.float64) * 2.0 ** (pi + pw - pb)) * 2.0 ** -(pi + pw)).astype(np.float32)
         assert np.array_equal(ops.dense(x, w, b, pi, pw, pb, None), want)
+
+
+def test_prepared_weights_cached_only_for_read_only_arrays() -> None:
+    calls = []
+
+    def make() -> np.ndarray:
+        calls.append(1)
+        return np.zeros(3)
+
+    ro = np.arange(6, dtype=np.int8)
+    ro.flags.writeable = False
+    a = _conv_core._cached(ro, ("t",), make)
+    assert _conv_core._cached(ro, ("t",), make) is a and len(calls) == 1
+    assert not a.flags.writeable  # derived arrays are handed out read-only
+    _conv_core._cached(ro, ("other",), make)  # another derivation: computed
+    assert len(calls) == 2
+    rw = np.arange(6, dtype=np.int8)
+    _conv_core._cached(rw, ("t",), make)
+    _conv_core._cached(rw, ("t",), make)
+    assert len(calls) == 4  # a writeable array may change: never cached
+    view = rw.view()
+    view.flags.writeable = False  # read-only view of writeable memory: not cached either
+    _conv_core._cached(view, ("t",), make)
+    assert len(calls) == 5
+
+
+def test_cached_weights_follow_new_weight_arrays() -> None:
+    # read-only weights (as the executor holds them), one after the other: each result is its own
+    rng = np.random.default_rng(31)
+    x = _rand_codes(rng, (1, 6, 7, 16))
+    b = _rand_codes(rng, (16,))
+    for _ in range(3):
+        w = rng.integers(-90, 91, size=(3, 3, 16, 16)).astype(np.int8)
+        w.flags.writeable = False
+        ref = _ref_conv(x, w, (1, 1), "same", (1, 1))
+        for _ in range(2):  # the second call uses the cached forms
+            assert np.array_equal(ops.conv2d(x, w, b, 5, 7, 9, 6, 1, "same", act="relu6"),
+                                  ops.output_stage(ref, b, 5, 7, 9, 6, "relu6"))
+        wd = w[:, :, :, :1].copy()
+        wd.flags.writeable = False
+        refd = _ref_dw(x, wd, (2, 2), "same", (1, 1))
+        for _ in range(2):
+            assert np.array_equal(ops.depthwise_conv2d_acc(x, wd, 2, "same"), refd)
+        del w, wd

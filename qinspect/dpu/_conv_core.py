@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -161,6 +162,42 @@ def _with_offset_row(w2: np.ndarray, offset: np.ndarray | None, width: int | Non
     return np.concatenate([w2, row])
 
 
+_PREP: dict[tuple, tuple[weakref.ref, object]] = {}
+_PREP_MAX = 1024
+
+
+def _cached(src: np.ndarray, tag: tuple, make: Callable[[], object]) -> object:
+    """``make()``, remembered per read-only weight array ``src`` and ``tag`` (what is derived and how).
+
+    Only arrays that cannot change are remembered: ``src`` and the array owning its memory must be
+    read-only (the executor marks its cached weight codes so). The entry holds a weak reference to
+    that owner and is used only while the very same object is alive, so a recycled ``id`` never
+    matches. Derived arrays are returned read-only.
+    """
+    if not isinstance(src, np.ndarray) or src.flags.writeable:
+        return make()
+    root = src
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if root.flags.writeable:
+        return make()
+    key = (id(root), src.__array_interface__["data"][0], src.shape, src.strides, src.dtype.str, tag)
+    hit = _PREP.get(key)
+    if hit is not None and hit[0]() is root:
+        return hit[1]
+    val = make()
+    if isinstance(val, np.ndarray):
+        val.flags.writeable = False
+    if len(_PREP) >= _PREP_MAX:
+        _PREP.clear()
+    _PREP[key] = (weakref.ref(root), val)
+    return val
+
+
+def _offset_key(ep: Epilogue, fold: bool) -> tuple:
+    return (ep.scale, ep.offset.dtype.str, ep.offset.tobytes()) if fold and ep.offset is not None else (ep.scale,)
+
+
 def _view(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """``a`` reshaped as a view (raises instead of silently copying, so writes reach ``a``)."""
     v = a.view()
@@ -197,7 +234,8 @@ def conv_acc(
     pt, pb, ho = pads_1d(h, kh, sh, dh, padding)
     pl, pr, wo = pads_1d(wd, kw, sw, dw, padding)
     xp = pad_nhwc(x, (pt, pb), (pl, pr))
-    w = np.asarray(w, dtype=np.float32)
+    src = w  # the caller's array: prepared forms of read-only weights are cached on it (_cached)
+    w = _cached(src, ("f32",), lambda: np.asarray(src, dtype=np.float32))
     w_codes = w
     k_total = kh * kw * cin
     if exact and acc_bound is None:
@@ -209,24 +247,26 @@ def conv_acc(
     acc_dtype = _wider(acc_dtype, ep.dtype)
     fold = exact and _foldable(ep, acc_dtype, acc_bound)
     if ep.scale != 1.0:
-        w = w * np.float32(ep.scale)  # a power of two: exact, and integer sums stay exact (scaled)
+        # a power of two: exact, and integer sums stay exact (scaled)
+        w = _cached(src, ("scaled", ep.scale), lambda w=w: w * np.float32(ep.scale))
     out = np.empty((n, ho, wo, cout), dtype=ep.out_dtype)
     if n == 0 or ho == 0 or wo == 0:
         return out
     if sh == 1 and sw == 1:
         if exact and _WINOGRAD and kh == 3 and kw == 3 and dh == 1 and dw == 1 and cin >= 16 and cout >= 16:
-            if _wino2d_exact(w_codes, ep, acc_dtype, acc_bound):
-                _conv_wino2d(xp, w_codes, ep, ho, wo, out)
+            if _wino2d_exact(w_codes, ep, acc_dtype, acc_bound, src):
+                _conv_wino2d(xp, w_codes, ep, ho, wo, out, src)
                 return out
         if exact and _WINOGRAD and kw == 3 and dw == 1 and kh * cin >= 16:
-            u = _wino_filter(w_codes)
+            u = _cached(src, ("wino1d-filter",), lambda: _wino_filter(w_codes))
             if _wino_exact(u, acc_bound, ep, acc_dtype):
-                _conv_wino1d(xp, u, ep, dh, ho, wo, out, acc_dtype)
+                _conv_wino1d(xp, u, ep, dh, ho, wo, out, acc_dtype, src)
                 return out
-        _conv_stride1(xp, w, dh, dw, ho, wo, out, exact, f32, acc_dtype, ep, fold)
+        _conv_stride1(xp, w, dh, dw, ho, wo, out, exact, f32, acc_dtype, ep, fold, src)
         return out
     # with ``fold`` the offset rides in the GEMM as one more K column of ones (see _foldable)
-    w2 = _with_offset_row(w.reshape(k_total, cout), ep.offset if fold else None)
+    w2 = _cached(src, ("im2col", *_offset_key(ep, fold)),
+                 lambda: _with_offset_row(w.reshape(k_total, cout), ep.offset if fold else None))
     kc = w2.shape[0]
     # Generic (strided) path: im2col for blocks of output rows (whole images when small), one strided
     # copy per tap and block, so the patch buffer stays near _CHUNK_BYTES.
@@ -281,6 +321,7 @@ def _conv_stride1(
     acc_dtype: type,
     ep: Epilogue,
     fold: bool = False,
+    src: np.ndarray | None = None,
 ) -> None:
     """Stride-1 convolution without a full im2col.
 
@@ -300,7 +341,8 @@ def _conv_stride1(
     kh, kw, _, cout = w.shape
     kdim = kw * cin
     # (kw*cin [+1], kh*cout): column block a holds kernel row a.
-    wcat = _with_offset_row(w.transpose(1, 2, 0, 3).reshape(kdim, kh * cout), ep.offset if fold else None, cout)
+    wcat = _cached(src, ("rows", *_offset_key(ep, fold)), lambda: _with_offset_row(
+        w.transpose(1, 2, 0, 3).reshape(kdim, kh * cout), ep.offset if fold else None, cout))
     kc = wcat.shape[0]
     span_rows = (kh - 1) * dh
     span = span_rows * wp  # extra flattened rows needed below the last output row
@@ -457,7 +499,8 @@ def depthwise_acc(
         scale = None if ep.scale == 1.0 else acc_dtype(ep.scale)
         groups_ab = [[divmod(t, kw) for t in g] for g in groups]
     # (kh, kw, wo, ch): each tap's weights repeated along the output row (contiguous operands)
-    wt = np.ascontiguousarray(np.broadcast_to(wf[:, :, None, :], (kh, kw, wo, ch)))
+    wt = _cached(w, ("dw-tiled", np.dtype(tap_dtype).str, wo, ep.scale),
+                 lambda: np.ascontiguousarray(np.broadcast_to(wf[:, :, None, :], (kh, kw, wo, ch))))
     offset = None if ep.offset is None else np.ascontiguousarray(
         np.broadcast_to(ep.offset.astype(acc_dtype), (wo, ch)))
     rows = max(1, _DW_BLOCK // max(1, wo * ch))
@@ -574,7 +617,8 @@ def _wino_fold_ok(u: np.ndarray, ep: Epilogue, acc_dtype: type) -> bool:
 
 
 def _conv_wino1d(
-    xp: np.ndarray, u: np.ndarray, ep: Epilogue, dh: int, ho: int, wo: int, out: np.ndarray, acc_dtype: type
+    xp: np.ndarray, u: np.ndarray, ep: Epilogue, dh: int, ho: int, wo: int, out: np.ndarray, acc_dtype: type,
+    src: np.ndarray | None = None,
 ) -> None:
     """Exact stride-1 convolution with kw = 3 using Winograd F(2, 3) along the output rows.
 
@@ -591,13 +635,18 @@ def _conv_wino1d(
     if wp < need:  # columns beyond the padded input only feed the dropped output column
         xp = np.pad(xp, ((0, 0), (0, 0), (0, need - wp), (0, 0)))
     kk = kh * cin
-    ut = (u.astype(np.float64) * (ep.scale / 2.0)).astype(np.float32).reshape(4, kk, cout)
     # The offset rides in the GEMM of M1 (it enters both outputs with a + sign) when its bounds allow
     # (see _wino_fold_ok): E gets a column of ones, U'_1 a row holding the offset.
     fold = _wino_fold_ok(u, ep, acc_dtype)
-    if fold:
-        ut = np.concatenate([ut, np.zeros((4, 1, cout), np.float32)], axis=1)
-        ut[1, kk] = ep.offset
+
+    def make_ut() -> np.ndarray:
+        ut = (u.astype(np.float64) * (ep.scale / 2.0)).astype(np.float32).reshape(4, kk, cout)
+        if fold:
+            ut = np.concatenate([ut, np.zeros((4, 1, cout), np.float32)], axis=1)
+            ut[1, kk] = ep.offset
+        return ut
+
+    ut = _cached(src, ("wino1d", *_offset_key(ep, fold)), make_ut)
     kc = ut.shape[1]
     offset = None if ep.offset is None or fold else ep.offset.astype(acc_dtype)
     tasks = _row_tasks(n, ho, (kh - 1) * dh, (4 * kh * cin + 4 * cin + 6 * cout) * tiles * 4)
@@ -692,7 +741,8 @@ def _wino2d_bounds(w: np.ndarray) -> tuple[float, float]:
 _W2D_CACHE: dict[tuple, tuple[float, float]] = {}
 
 
-def _wino2d_exact(w: np.ndarray, ep: Epilogue, acc_dtype: type, acc_bound: int | None) -> bool:
+def _wino2d_exact(w: np.ndarray, ep: Epilogue, acc_dtype: type, acc_bound: int | None,
+                  src: np.ndarray | None = None) -> bool:
     """Whether the float32 F(2x2, 3x3) path is exact for these weights and this output stage:
     every partial sum (see :func:`_wino2d_bounds`) below 2^24 in its units, and the result with the
     offset, ``4 * (acc + offset)`` (a multiple of 4), below 2^26. Bounds are cached per weight bytes."""
@@ -704,11 +754,14 @@ def _wino2d_exact(w: np.ndarray, ep: Epilogue, acc_dtype: type, acc_bound: int |
             return False
     if acc_bound + ep.offset_bound >= 2**24:
         return False
-    return _wino2d_worst(w) < 2**24
+    return _wino2d_worst(w, src) < 2**24
 
 
-def _wino2d_worst(w: np.ndarray) -> float:
-    """:func:`_wino2d_bounds`' partial-sum bound, cached per weight bytes."""
+def _wino2d_worst(w: np.ndarray, src: np.ndarray | None = None) -> float:
+    """:func:`_wino2d_bounds`' partial-sum bound, cached per weight bytes (and per read-only source
+    array, which saves hashing them)."""
+    if src is not None:
+        return _cached(src, ("wino2d-worst",), lambda: _wino2d_worst(w))  # type: ignore[return-value]
     wc = np.ascontiguousarray(w)
     key = (wc.shape, wc.dtype.str, hashlib.blake2b(wc.tobytes(), digest_size=16).digest())
     if key not in _W2D_CACHE:
@@ -718,7 +771,8 @@ def _wino2d_worst(w: np.ndarray) -> float:
     return _W2D_CACHE[key][0]
 
 
-def _conv_wino2d(xp: np.ndarray, w: np.ndarray, ep: Epilogue, ho: int, wo: int, out: np.ndarray) -> None:
+def _conv_wino2d(xp: np.ndarray, w: np.ndarray, ep: Epilogue, ho: int, wo: int, out: np.ndarray,
+                 src: np.ndarray | None = None) -> None:
     """Exact stride-1 3x3 convolution with Winograd F(2x2, 3x3): 16 GEMMs over channels per 2x2 output
     tile instead of 36 products (4/9 of the direct work). ``V = B^T d B`` (d: 4x4 input patch),
     ``M_ij = sum_c V_ij U'_ij`` with ``U' = (2G) g (2G)^T``, ``y = A^T M A / 4``; the 1/4 and the
@@ -730,16 +784,21 @@ def _conv_wino2d(xp: np.ndarray, w: np.ndarray, ep: Epilogue, ho: int, wo: int, 
     need_h, need_w = 2 * th + 2, 2 * tw + 2
     if hp < need_h or wp < need_w:  # rows / columns beyond the input only feed dropped outputs
         xp = np.pad(xp, ((0, 0), (0, max(0, need_h - hp)), (0, max(0, need_w - wp)), (0, 0)))
-    g = np.rint(np.asarray(w, dtype=np.float64)).astype(np.int64)
-    u = np.einsum("ia,abco,jb->ijco", _G2, g, _G2).reshape(16, cin, cout)
-    ut = (u.astype(np.float64) * (ep.scale / 4.0)).astype(np.float32)
     # The offset enters all four outputs of a tile through M_11 with a + sign: it rides in that GEMM
     # (a K column of ones, a row holding it) when every partial sum stays exact with it added
     # (4 * offset in the GEMM's units of scale / 4; _wino2d_exact checked it is an integer there).
-    fold = _FOLD and ep.offset is not None and _wino2d_worst(w) + 4.0 * ep.offset_bound < 2**24
-    if fold:
-        ut = np.concatenate([ut, np.zeros((16, 1, cout), np.float32)], axis=1)
-        ut[5, cin] = ep.offset  # index 4 * i + j of M_11
+    fold = _FOLD and ep.offset is not None and _wino2d_worst(w, src) + 4.0 * ep.offset_bound < 2**24
+
+    def make_ut() -> np.ndarray:
+        g = np.rint(np.asarray(w, dtype=np.float64)).astype(np.int64)
+        u = np.einsum("ia,abco,jb->ijco", _G2, g, _G2).reshape(16, cin, cout)
+        ut = (u.astype(np.float64) * (ep.scale / 4.0)).astype(np.float32)
+        if fold:
+            ut = np.concatenate([ut, np.zeros((16, 1, cout), np.float32)], axis=1)
+            ut[5, cin] = ep.offset  # index 4 * i + j of M_11
+        return ut
+
+    ut = _cached(src, ("wino2d", *_offset_key(ep, fold)), make_ut)
     kc = ut.shape[1]
     offset = None if ep.offset is None or fold else ep.offset.astype(np.float32)
     per_tile_row = tw * (8 * cin + 16 * cin + 16 * cout + 8 * cout + 4 * cout) * 4

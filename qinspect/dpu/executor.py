@@ -129,7 +129,9 @@ class Evaluator:
         key = (node.name, name, p)
         if key not in self._wcache:
             mode, narrow = _round(self.g, slot, Round.HALF_TO_EVEN)
-            self._wcache[key] = quantize(w, p, mode, narrow)
+            codes = np.array(quantize(w, p, mode, narrow))  # an array of its own ...
+            codes.flags.writeable = False  # ... read-only: the kernels cache forms prepared from it
+            self._wcache[key] = codes
         return self._wcache[key], p
 
     def weight_bound(self, node: Node, name: str, wq: np.ndarray, pw: int) -> int:

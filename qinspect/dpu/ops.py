@@ -265,8 +265,8 @@ def weight_bound(op: str, wq: np.ndarray) -> int:
 def _conv_kernel(op: str, xq: np.ndarray, wq: np.ndarray, strides: tuple[int, int] | int, padding: str,
                  dilation: tuple[int, int] | int, epilogue: Epilogue, acc_bound: int | None) -> np.ndarray:
     """The chunked kernel of ``op`` ("conv2d" or "depthwise_conv2d") with an output stage fused in."""
-    if op == "conv2d":
-        return conv_acc(np.asarray(xq), np.asarray(wq, dtype=np.float32), _pair(strides), padding,
+    if op == "conv2d":  # the weights as given: conv_acc caches its prepared forms of read-only ones
+        return conv_acc(np.asarray(xq), np.asarray(wq), _pair(strides), padding,
                         _pair(dilation), exact=True, epilogue=epilogue, acc_bound=acc_bound)
     return depthwise_acc(np.asarray(xq), np.asarray(wq), _pair(strides), padding, _pair(dilation),
                          epilogue=epilogue)
