@@ -281,3 +281,21 @@ def test_cached_weights_follow_new_weight_arrays() -> None:
         for _ in range(2):
             assert np.array_equal(ops.depthwise_conv2d_acc(x, wd, 2, "same"), refd)
         del w, wd
+
+
+@pytest.mark.parametrize(("ps", "po"), [((3, 5), 4), ((7, 7, 2), 0), ((0, 24), 20), ((4, 6), 9), ((1, 30), 3)])
+def test_add_int32_and_int64_paths_round_half_up(ps, po) -> None:
+    # reference: floor(sum q_i 2^(po - p_i) + 1/2) in Python integers (exact), clipped to int8
+    rng = np.random.default_rng(sum(ps) + po)
+    qs = [_rand_codes(rng, (64,)) for _ in ps]
+    m = max(ps)
+    want = []
+    for k in range(64):
+        num = sum(int(q[k]) << (m - p) for q, p in zip(qs, ps, strict=True))  # value * 2^m
+        e = m - po
+        y = (num + (1 << (e - 1))) >> e if e > 0 else num << -e  # floor(num / 2^e + 1/2)
+        want.append(min(127, max(-128, y)))
+    for act in (None, "relu"):
+        got = ops.add([(q, p) for q, p in zip(qs, ps, strict=True)], po, act)
+        exp = [max(0, v) for v in want] if act == "relu" else want
+        assert got.dtype == np.int8 and got.tolist() == exp, act

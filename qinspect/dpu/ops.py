@@ -505,12 +505,21 @@ def add(inputs: list[tuple[np.ndarray, int]], po: int, act: str | None = None) -
     if act == "leaky":
         raise ValueError("add has no fused leaky activation on the DPU (it stays a separate layer)")
     m = max(int(p) for _, p in inputs)
+    s = m - po
+    # int32 when nothing can overflow it (the usual case: half the bytes of int64), else int64:
+    # |sum| <= sum_i 128 * 2^(m - p_i), then the rounding bias 2^(s-1) or the left shift by -s.
+    bound = sum(128 << (m - int(p)) for _, p in inputs)
+    dt = np.int32 if (bound << max(0, -s)) + (1 << max(0, s - 1)) < 2**31 else np.int64
     total = None
     for q, p in inputs:
-        term = _i64(q) << np.int64(m - int(p))
-        total = term if total is None else total + term
-    y = shift_round_half_up(total, m - po)
-    return _clip8(_apply_act_codes(y, act, po))
+        term = np.asarray(q).astype(dt) << dt(m - int(p))
+        total = term if total is None else np.add(total, term, out=total)
+    if s > 0:  # floor((total + 2^(s-1)) / 2^s): >> is an arithmetic shift (floor) on signed ints
+        total += dt(1 << (s - 1))
+        total >>= dt(s)
+    elif s < 0:
+        total <<= dt(-s)
+    return _clip8(_apply_act_codes(total, act, po))
 
 
 def multiply(a: tuple[np.ndarray, int], b: tuple[np.ndarray, int], po: int) -> np.ndarray:
