@@ -649,7 +649,8 @@ def _conv_wino1d(
     ut = _cached(src, ("wino1d", *_offset_key(ep, fold)), make_ut)
     kc = ut.shape[1]
     offset = None if ep.offset is None or fold else ep.offset.astype(acc_dtype)
-    tasks = _row_tasks(n, ho, (kh - 1) * dh, (4 * kh * cin + 4 * cin + 6 * cout) * tiles * 4)
+    # twice the usual chunk (its GEMMs run faster on more rows)
+    tasks = _row_tasks(n, ho, (kh - 1) * dh, (4 * kh * cin + 4 * cin + 6 * cout) * tiles * 2)
 
     def run(task: tuple[int, int, int, int]) -> None:
         i0, i1, y0, y1 = task
