@@ -299,3 +299,16 @@ def test_add_int32_and_int64_paths_round_half_up(ps, po) -> None:
         got = ops.add([(q, p) for q, p in zip(qs, ps, strict=True)], po, act)
         exp = [max(0, v) for v in want] if act == "relu" else want
         assert got.dtype == np.int8 and got.tolist() == exp, act
+
+
+def test_prepared_weight_entries_go_with_their_weights() -> None:
+    import gc
+
+    ro = np.arange(6, dtype=np.int8)
+    ro.flags.writeable = False
+    _conv_core._cached(ro, ("gone",), lambda: np.zeros(2))
+    mine = [k for k in _conv_core._PREP if k[-1] == ("gone",)]
+    assert len(mine) == 1
+    del ro
+    gc.collect()
+    assert mine[0] not in _conv_core._PREP

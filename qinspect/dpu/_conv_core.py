@@ -190,7 +190,8 @@ def _cached(src: np.ndarray, tag: tuple, make: Callable[[], object]) -> object:
         val.flags.writeable = False
     if len(_PREP) >= _PREP_MAX:
         _PREP.clear()
-    _PREP[key] = (weakref.ref(root), val)
+    # the entry goes when its weights do (the callback holds the key, not the array)
+    _PREP[key] = (weakref.ref(root, lambda _ref, key=key: _PREP.pop(key, None)), val)
     return val
 
 
@@ -234,39 +235,49 @@ def conv_acc(
     pt, pb, ho = pads_1d(h, kh, sh, dh, padding)
     pl, pr, wo = pads_1d(wd, kw, sw, dw, padding)
     xp = pad_nhwc(x, (pt, pb), (pl, pr))
-    src = w  # the caller's array: prepared forms of read-only weights are cached on it (_cached)
-    w = _cached(src, ("f32",), lambda: np.asarray(src, dtype=np.float32))
-    w_codes = w
+    # ``src``: the caller's array. The GEMM layouts prepared from read-only weights are cached on it
+    # (_cached); the float32 and scaled copies below are made only when a layout must be built.
+    src = w
+    memo: dict[str, np.ndarray] = {}
+
+    def w32() -> np.ndarray:
+        if "w32" not in memo:
+            memo["w32"] = np.asarray(src, dtype=np.float32)
+        return memo["w32"]
+
+    def wscaled() -> np.ndarray:
+        # the epilogue's scale is a power of two: exact, and integer sums stay exact (scaled)
+        return w32() if ep.scale == 1.0 else w32() * np.float32(ep.scale)
+
     k_total = kh * kw * cin
     if exact and acc_bound is None:
-        acc_bound = l1_bound(w.reshape(k_total, cout))
+        acc_bound = l1_bound(w32().reshape(k_total, cout))
     # float32 sums are exact when K <= 1024 or the weights' L1 bound allows it (see l1_bound)
     f32 = (not exact) or k_total <= EXACT_K32 or acc_bound <= 2**24
     acc_dtype = np.float32 if f32 else np.float64
     ep = _as_epilogue(epilogue, acc_dtype)
     acc_dtype = _wider(acc_dtype, ep.dtype)
     fold = exact and _foldable(ep, acc_dtype, acc_bound)
-    if ep.scale != 1.0:
-        # a power of two: exact, and integer sums stay exact (scaled)
-        w = _cached(src, ("scaled", ep.scale), lambda w=w: w * np.float32(ep.scale))
     out = np.empty((n, ho, wo, cout), dtype=ep.out_dtype)
     if n == 0 or ho == 0 or wo == 0:
         return out
     if sh == 1 and sw == 1:
         if exact and _WINOGRAD and kh == 3 and kw == 3 and dh == 1 and dw == 1 and cin >= 16 and cout >= 16:
-            if _wino2d_exact(w_codes, ep, acc_dtype, acc_bound, src):
-                _conv_wino2d(xp, w_codes, ep, ho, wo, out, src)
+            if _wino2d_exact(src, ep, acc_dtype, acc_bound, src):
+                _conv_wino2d(xp, src, ep, ho, wo, out, src)
                 return out
         if exact and _WINOGRAD and kw == 3 and dw == 1 and kh * cin >= 16:
-            u = _cached(src, ("wino1d-filter",), lambda: _wino_filter(w_codes))
+            u = _cached(src, ("wino1d-filter",), lambda: _wino_filter(src))
             if _wino_exact(u, acc_bound, ep, acc_dtype):
                 _conv_wino1d(xp, u, ep, dh, ho, wo, out, acc_dtype, src)
                 return out
-        _conv_stride1(xp, w, dh, dw, ho, wo, out, exact, f32, acc_dtype, ep, fold, src)
+        wcat = _cached(src, ("rows", *_offset_key(ep, fold)), lambda: _with_offset_row(
+            wscaled().transpose(1, 2, 0, 3).reshape(kw * cin, kh * cout), ep.offset if fold else None, cout))
+        _conv_stride1(xp, (kh, kw, cin, cout), wcat, dh, dw, ho, wo, out, exact, f32, acc_dtype, ep, fold)
         return out
     # with ``fold`` the offset rides in the GEMM as one more K column of ones (see _foldable)
     w2 = _cached(src, ("im2col", *_offset_key(ep, fold)),
-                 lambda: _with_offset_row(w.reshape(k_total, cout), ep.offset if fold else None))
+                 lambda: _with_offset_row(wscaled().reshape(k_total, cout), ep.offset if fold else None))
     kc = w2.shape[0]
     # Generic (strided) path: im2col for blocks of output rows (whole images when small), one strided
     # copy per tap and block, so the patch buffer stays near _CHUNK_BYTES.
@@ -310,7 +321,8 @@ def _row_tasks(n: int, ho: int, hp_extra: int, bytes_per_row: int) -> list[tuple
 
 def _conv_stride1(
     xp: np.ndarray,
-    w: np.ndarray,
+    wshape: tuple[int, int, int, int],
+    wcat: np.ndarray,
     dh: int,
     dw: int,
     ho: int,
@@ -321,7 +333,6 @@ def _conv_stride1(
     acc_dtype: type,
     ep: Epilogue,
     fold: bool = False,
-    src: np.ndarray | None = None,
 ) -> None:
     """Stride-1 convolution without a full im2col.
 
@@ -338,11 +349,10 @@ def _conv_stride1(
     a column of ones and the weights a row holding the offset under kernel row 0.
     """
     n, hp, wp, cin = xp.shape
-    kh, kw, _, cout = w.shape
+    kh, kw, _, cout = wshape
     kdim = kw * cin
-    # (kw*cin [+1], kh*cout): column block a holds kernel row a.
-    wcat = _cached(src, ("rows", *_offset_key(ep, fold)), lambda: _with_offset_row(
-        w.transpose(1, 2, 0, 3).reshape(kdim, kh * cout), ep.offset if fold else None, cout))
+    # wcat (kw*cin [+1], kh*cout): the (scaled) kernel, column block a holding kernel row a (and the
+    # offset row under block 0 when folded)
     kc = wcat.shape[0]
     span_rows = (kh - 1) * dh
     span = span_rows * wp  # extra flattened rows needed below the last output row
