@@ -8,7 +8,6 @@ can ask by the name the user clicked.
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,16 +18,6 @@ if TYPE_CHECKING:  # the helper process imports this module and must not need Qt
     from qinspect.gui.worker import CancelToken
 
 _TRANSPARENT = frozenset({"zero_pad", "flatten", "reshape", "permute", "identity"})
-
-
-def _optional(module: str) -> Any:
-    """Import a part of qinspect that may not be installed in this build (None if absent)."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
 
 
 @dataclass
@@ -161,18 +150,16 @@ class Analysis:
 
 def emulate_capture(token: CancelToken, document: Document, quantized: str | None) -> Analysis:
     """Calibrate on the capture (or take a Vitis quantized.h5's positions) and run the emulator over it."""
-    module = _optional("qinspect.dpu.emulator")
-    if module is None:
-        return Analysis(False, "the int8 emulator (qinspect.dpu.emulator) is not part of this build")
     from qinspect.analysis.metrics import ErrorStats
+    from qinspect.dpu.emulator import Emulator
 
     capture = document.capture
     token.progress(0, capture.n_samples, "calibrating")
     if quantized:
-        emulator = module.Emulator.from_quantized(quantized)
+        emulator = Emulator.from_quantized(quantized)
         source = f"Vitis {os.path.basename(quantized)}"
     else:
-        emulator = module.Emulator.from_model(capture, calib_inputs=capture)
+        emulator = Emulator.from_model(capture, calib_inputs=capture)
         source = "qinspect calibration on the capture (predicts vai_q pof2s)"
     token.check()
     results = emulator.run(capture, stats_factory=ErrorStats,
@@ -183,19 +170,19 @@ def emulate_capture(token: CancelToken, document: Document, quantized: str | Non
 
 def rewrite_model(token: CancelToken, document: Document) -> Analysis:
     """A model without activations: the quantizer's rewrites and the DPU/CPU partition (no positions)."""
-    module = _optional("qinspect.dpu.emulator")
-    if module is None:
-        return Analysis(False, "the int8 emulator (qinspect.dpu.emulator) is not part of this build")
+    from qinspect.dpu.emulator import Emulator
+
     token.check()
-    emulator = module.Emulator.from_model(document.model)
+    emulator = Emulator.from_model(document.model)
     return Analysis(True, graph=emulator.graph, results={}, positions_source="none yet (capture to calibrate)",
                     emulator=emulator)
 
 
 def diagnose_job(token: CancelToken, document: Document, analysis: Analysis, eval_path: str | None) -> list:
-    """Findings for the findings panel (empty when the diagnosis is not part of this build)."""
-    module = _optional("qinspect.analysis.diagnose")
-    if module is None or not analysis.available:
+    """Findings for the findings panel (empty when the emulator could not run)."""
+    from qinspect.analysis.diagnose import diagnose
+
+    if not analysis.available:
         return []
     capture = document.capture
     inputs = {name: capture.inputs(name) for name in capture.input_names()}
@@ -206,7 +193,7 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis, eva
         with Capture.open(eval_path) as evaluation:
             calib, inputs = inputs, {name: evaluation.inputs(name) for name in evaluation.input_names()}
     token.check()
-    diagnosis = module.diagnose(analysis.graph, inputs, calib,
+    diagnosis = diagnose(analysis.graph, inputs, calib,
                                 data_label="evaluation" if eval_path else "calibration",
                                 progress=lambda _msg: token.check())
     for f in diagnosis.findings:
