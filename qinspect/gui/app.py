@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import sys
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QObject, QSocketNotifier, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
@@ -46,6 +48,45 @@ def application(argv: list[str] | None = None) -> QApplication:
     return app
 
 
+def close_on_signals(window, app: QApplication, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> QObject:
+    """Close ``window`` as a user would (settings saved, helpers stopped) on SIGTERM or SIGINT.
+
+    Python runs a signal handler only between bytecodes of the main thread, which sits in Qt's C++
+    event loop: the handler would wait for the next mouse move. The C-level handler therefore writes
+    the signal number to a socket (``signal.set_wakeup_fd``) that a QSocketNotifier watches, so the
+    event loop wakes at once and the close runs as an ordinary Qt event. A second signal while closing
+    gets the default action (Ctrl-C twice always ends the process). Returns the notifier (keep it)."""
+    reader, writer = socket.socketpair()
+    for sock in (reader, writer):
+        sock.setblocking(False)
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)  # the notifier does the work, in the event loop
+
+    for signum in signals:
+        signal.signal(signum, on_signal)
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    notifier = QSocketNotifier(reader.fileno(), QSocketNotifier.Type.Read, app)
+
+    def on_wakeup() -> None:
+        try:
+            got = reader.recv(64)
+        except OSError:
+            got = b""
+        if not (set(got) & set(signals)) and not received:
+            return
+        for signum in signals:
+            signal.signal(signum, signal.SIG_DFL)
+        notifier.setEnabled(False)
+        window.close()
+        app.quit()
+
+    notifier.activated.connect(on_wakeup)
+    notifier._sockets = (reader, writer)  # alive as long as the notifier
+    return notifier
+
+
 def main(path: str | None = None, settings_path: str | None = None) -> int:
     """Show the inspector window (opening ``path`` if given) and run the event loop."""
     app = application()
@@ -53,6 +94,7 @@ def main(path: str | None = None, settings_path: str | None = None) -> int:
 
     window = MainWindow(settings_path=settings_path)
     window.show()
+    watch = close_on_signals(window, app)  # noqa: F841 - kept alive for the event loop
     if path:
         # Open after the window is shown, so it appears at once and the file loads in the background.
         QTimer.singleShot(0, lambda: window.open_path(os.fspath(path)))
@@ -63,6 +105,7 @@ def main(path: str | None = None, settings_path: str | None = None) -> int:
                                                          app.quit()))
         window.open_channel.failed.connect(lambda *_: app.quit())
     code = app.exec()
+    signal.set_wakeup_fd(-1)
     window.shutdown()
     from qinspect.gui import compute_process
 

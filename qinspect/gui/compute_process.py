@@ -41,6 +41,11 @@ _child: dict[str, Any] = {"latest": None, "captures": {}}
 
 def _init(latest: Any, parent_pid: int) -> None:
     _child["latest"] = latest
+    # Ctrl-C in the terminal reaches the whole process group: the GUI closes and stops its helpers
+    # itself; a helper must not die mid-request printing a KeyboardInterrupt traceback.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A GUI killed by a signal runs no atexit: the helper notices its parent is gone and leaves,
     # rather than living on as an orphan holding the terminal's pipes.
     import threading
