@@ -176,47 +176,25 @@ class LayerPanel(QWidget):
         self.w_plot = self._plot("Weights", "value", "count")
         self.ch_plot = self._plot("Channel ranges", "output channel", "value")
         self.bits_plot = self._plot("Bits wasted per channel", "output channel", "bits")
+        grid.addWidget(self.act_plot, 0, 0, 1, 2)
+        grid.addWidget(self.err_plot, 0, 2)
+        grid.addWidget(self.scatter_plot, 1, 0)
+        grid.addWidget(self.w_plot, 1, 1)
+        grid.addWidget(self.ch_plot, 1, 2)
+        grid.addWidget(self.bits_plot, 2, 2)
         self.notes = QTextBrowser()
         self.notes.setObjectName("layerNotes")
         self.notes.setOpenExternalLinks(False)
         self.notes.setMaximumHeight(220)
-        grid.addWidget(self.act_plot, 0, 0, 1, 2)
-        grid.addWidget(self.err_plot, 0, 2)
+        grid.addWidget(self.notes, 2, 0, 1, 2)
+        for r in range(3):
+            grid.setRowStretch(r, 1)
         for c in range(3):
             grid.setColumnStretch(c, 1)
-        self.grid = grid
-        self.weights_shown: bool | None = None
-        self._place_weight_plots(True)
         outer.addLayout(grid, 1)
         for plot in (self.act_plot, self.err_plot, self.w_plot):
             plot.setLabel("left", "log10(count + 1)")
         self._make_items()
-
-    def _place_weight_plots(self, shown: bool) -> None:
-        """Show the three weight plots, or hide them and give their room to the activation plots.
-
-        With weights: scatter, weights, channel ranges on the middle row; notes and bits wasted below.
-        Without (Add, ReLU, pooling, ...): two rows, scatter and notes beside it. The grid changes only
-        when the state does, since a relayout resizes and repaints every plot."""
-        if shown == self.weights_shown:
-            return
-        self.weights_shown = shown
-        grid = self.grid
-        for w in (self.scatter_plot, self.notes, self.w_plot, self.ch_plot, self.bits_plot):
-            grid.removeWidget(w)
-        if shown:
-            grid.addWidget(self.scatter_plot, 1, 0)
-            grid.addWidget(self.w_plot, 1, 1)
-            grid.addWidget(self.ch_plot, 1, 2)
-            grid.addWidget(self.bits_plot, 2, 2)
-            grid.addWidget(self.notes, 2, 0, 1, 2)
-        else:
-            grid.addWidget(self.scatter_plot, 1, 0, 1, 2)
-            grid.addWidget(self.notes, 1, 2)
-        for plot in (self.w_plot, self.ch_plot, self.bits_plot):
-            plot.setVisible(shown)
-        for r in range(3):
-            grid.setRowStretch(r, 1 if shown or r < 2 else 0)
 
     def _plot(self, title: str, x: str, y: str) -> pg.PlotWidget:
         w = pg.PlotWidget()
@@ -272,8 +250,6 @@ class LayerPanel(QWidget):
         pos, source = self.session.activation_position(name)
         wpos, wsource = self.session.weight_positions(name)
         weights, self._weights_note = self.session.layer_weights(name)
-        # Lay the panel out for this layer now, with the clear, not when its first plot arrives.
-        self._place_weight_plots(ls.has_kernel(weights))
         rid = self._next_rid()
         self.load_channel.submit(load_layer, doc, name, pos, source, wpos, wsource, weights, rid)
 
@@ -553,8 +529,6 @@ class LayerPanel(QWidget):
         kernels = [w for w in data.weights if w.channel_max is not None] if data is not None else []
         for item in (self.w_curve, *self.w_clip, self.ch_bars, *self.ch_lines, self.bits_bars):
             item.setVisible(bool(kernels))
-        if data is not None:
-            self._place_weight_plots(bool(kernels))
         if not kernels:
             none = "this layer has none" if data is not None else ""
             self.w_plot.setTitle(f"Weights: {none}", size="9pt")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -147,11 +146,6 @@ def read_spread(capture, layer: str, ids: np.ndarray, keep: int, check: Callable
             x = x[rng.integers(0, x.size, keep)]
         parts.append(x)
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-
-def has_kernel(weights: dict[str, Any] | None) -> bool:
-    """Whether a layer's raw weights include a kernel with output channels (what the weight plots show)."""
-    return any(key in WEIGHT_KEYS and np.ndim(w) >= 2 and np.size(w) > 0 for key, w in (weights or {}).items())
 
 
 def weight_infos(class_name: str, weights: dict[str, np.ndarray], positions: dict[str, int],
