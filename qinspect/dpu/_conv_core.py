@@ -866,3 +866,37 @@ def _conv_wino2d(xp: np.ndarray, w: np.ndarray, ep: Epilogue, ho: int, wo: int, 
         ep.finish(full[:, :rows, :wo], out[i0:i1, 2 * t0 : 2 * t0 + rows])
 
     _run_chunks(run, tasks)
+
+
+def windows_reduce(
+    x: np.ndarray,
+    pool: tuple[int, int],
+    strides: tuple[int, int],
+    padding: str,
+    fill: float,
+    op: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reduce pooling windows of an NHWC array (max, or sum: give int64 codes for integer sums) and count
+    the valid taps of each window (in the array's dtype for floats, int64 for integers)."""
+    kh, kw = pool
+    sh, sw = strides
+    n, h, wd, c = x.shape
+    pt, pbt, ho = pads_1d(h, kh, sh, 1, padding)
+    pl, pr, wo = pads_1d(wd, kw, sw, 1, padding)
+    xp = pad_nhwc(x, (pt, pbt), (pl, pr), value=fill)
+    count_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.int64
+    valid = pad_nhwc(np.ones((1, h, wd, 1), dtype=count_dtype), (pt, pbt), (pl, pr), value=0)
+    res = None
+    cnt = np.zeros((1, ho, wo, 1), dtype=count_dtype)
+    for a in range(kh):
+        for b in range(kw):
+            sl = (slice(None), slice(a, a + (ho - 1) * sh + 1, sh), slice(b, b + (wo - 1) * sw + 1, sw))
+            tap = xp[sl]
+            cnt += valid[sl]
+            if res is None:
+                res = tap.copy()
+            elif op == "max":
+                np.maximum(res, tap, out=res)
+            else:
+                res += tap
+    return res, cnt

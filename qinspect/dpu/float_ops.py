@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qinspect.dpu._conv_core import _pair, conv_acc, depthwise_acc, pad_nhwc, pads_1d
+from qinspect.dpu._conv_core import _pair, conv_acc, depthwise_acc, pad_nhwc, windows_reduce
 
 __all__ = [
     "conv2d",
@@ -117,26 +117,8 @@ def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarr
 def _pool(x: np.ndarray, pool, strides, padding: str, op: str) -> np.ndarray:
     kh, kw = _pair(pool)
     sh, sw = (kh, kw) if strides is None else _pair(strides)
-    x = _f32(x)
-    n, h, wd, c = x.shape
-    pt, pbt, ho = pads_1d(h, kh, sh, 1, padding)
-    pl, pr, wo = pads_1d(wd, kw, sw, 1, padding)
     fill = -np.inf if op == "max" else 0.0
-    xp = pad_nhwc(x, (pt, pbt), (pl, pr), value=fill)
-    valid = pad_nhwc(np.ones((1, h, wd, 1), F32), (pt, pbt), (pl, pr), value=0)
-    res = None
-    cnt = np.zeros((1, ho, wo, 1), F32)
-    for a in range(kh):
-        for b in range(kw):
-            sl = (slice(None), slice(a, a + (ho - 1) * sh + 1, sh), slice(b, b + (wo - 1) * sw + 1, sw))
-            tap = xp[sl]
-            cnt += valid[sl]
-            if res is None:
-                res = tap.copy()
-            elif op == "max":
-                np.maximum(res, tap, out=res)
-            else:
-                res += tap
+    res, cnt = windows_reduce(_f32(x), (kh, kw), (sh, sw), padding, fill, op)
     return res if op == "max" else res / cnt
 
 

@@ -23,8 +23,7 @@ from qinspect.dpu._conv_core import (
     depthwise_acc,
     gemm_exact,
     l1_bound,
-    pad_nhwc,
-    pads_1d,
+    windows_reduce,
 )
 from qinspect.dpu.fixed_point import QMAX, QMIN, shift_round_half_up
 
@@ -602,37 +601,6 @@ def avgpool_factor(kh: int, kw: int) -> tuple[int, int] | None:
     return avgpool_rescale(kh, kw)[1]
 
 
-def _windows_reduce(
-    x: np.ndarray,
-    pool: tuple[int, int],
-    strides: tuple[int, int],
-    padding: str,
-    fill: int,
-    op: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Reduce pooling windows of an NHWC integer array (max, or sum: give int64 for sums) and count the
-    valid taps of each window."""
-    kh, kw = pool
-    sh, sw = strides
-    n, h, wd, c = x.shape
-    pt, pbt, ho = pads_1d(h, kh, sh, 1, padding)
-    pl, pr, wo = pads_1d(wd, kw, sw, 1, padding)
-    xp = pad_nhwc(x, (pt, pbt), (pl, pr), value=fill)
-    valid = pad_nhwc(np.ones((1, h, wd, 1), dtype=np.int64), (pt, pbt), (pl, pr), value=0)
-    res = None
-    cnt = np.zeros((1, ho, wo, 1), dtype=np.int64)
-    for a in range(kh):
-        for b in range(kw):
-            sl = (slice(None), slice(a, a + (ho - 1) * sh + 1, sh), slice(b, b + (wo - 1) * sw + 1, sw))
-            tap = xp[sl]
-            cnt += valid[sl]
-            if res is None:
-                res = tap.copy()
-            elif op == "max":
-                np.maximum(res, tap, out=res)
-            else:
-                res += tap
-    return res, cnt
 
 
 def max_pool(
@@ -647,7 +615,7 @@ def max_pool(
     pool = _pair(pool)
     strides = pool if strides is None else _pair(strides)
     # int8 all the way: padding with -128 never changes a window's maximum (every code is >= -128)
-    m, _ = _windows_reduce(np.asarray(q, dtype=np.int8), pool, strides, padding, fill=QMIN, op="max")
+    m, _ = windows_reduce(np.asarray(q, dtype=np.int8), pool, strides, padding, fill=QMIN, op="max")
     return requantize(m, pi, po)
 
 
@@ -702,7 +670,7 @@ def avg_pool(
     strides = pool if strides is None else _pair(strides)
     if factor is _SQUARE_RULE:
         factor = avgpool_rescale(*pool)[1] if pool[0] == pool[1] else None
-    s, cnt = _windows_reduce(_i64(q), pool, strides, padding, fill=0, op="sum")
+    s, cnt = windows_reduce(_i64(q), pool, strides, padding, fill=0, op="sum")
     area = pool[0] * pool[1]
     return _avg_codes(s, cnt, area, factor, pi, po)  # type: ignore[arg-type]
 
