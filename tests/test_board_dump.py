@@ -50,22 +50,17 @@ def test_folder_kind_is_recognised(tmp_path, refcases):
     assert "board dump: 2 subgraph(s), 6 tensor(s), 2 engine(s)" in dump.describe()
 
 
-def test_missing_engine_file_is_named(tmp_path, refcases):
+@pytest.mark.parametrize("damage, words", [("missing", "not engine 1"), ("truncated", "holds 4089 bytes")])
+def test_missing_or_truncated_engine_file_is_named(tmp_path, refcases, damage, words):
     board = small_board_from_quantizer(refcases / "small", tmp_path)
-    gone = board / "dump" / "subgraph_quant_conv2" / "internal" / "1.quant_relu2_aquant.bin"
-    gone.unlink()
+    f = board / "dump" / "subgraph_quant_conv1" / "output" / "1.quant_pool1_fix.bin"
+    if damage == "missing":
+        f.unlink()
+    else:
+        f.write_bytes(f.read_bytes()[:-7])
     with pytest.raises(QInspectError) as err:
         open_board_dump(board)
-    assert err.value.path == str(gone) and "engine 1" in err.value.message
-
-
-def test_truncated_engine_file_is_named(tmp_path, refcases):
-    board = small_board_from_quantizer(refcases / "small", tmp_path)
-    cut = board / "dump" / "subgraph_quant_conv1" / "output" / "0.quant_pool1_fix.bin"
-    cut.write_bytes(cut.read_bytes()[:-7])
-    with pytest.raises(QInspectError) as err:
-        open_board_dump(board)
-    assert err.value.path == str(cut) and "4089 bytes" in err.value.message
+    assert err.value.path == str(f) and words in err.value.message
 
 
 def test_file_not_named_engine_dot_tensor_is_named(tmp_path, refcases):
