@@ -72,6 +72,47 @@ def test_quantized_h5_positions_and_dump_comparison(qtbot, tmp_path, refcases, s
     win.shutdown()
 
 
+def test_board_dump_headline_histogram_and_row_selection(qtbot, tmp_path, refcases, small_capture):
+    import numpy as np
+
+    from qinspect.gui.main_window import MainWindow
+    from tests.board_fixtures import small_board_from_quantizer
+
+    small = refcases / "small"
+    board = small_board_from_quantizer(small, tmp_path / "board")
+    f = board / "dump" / "subgraph_quant_conv2" / "internal" / "0.quant_relu2_aquant.bin"
+    codes = np.fromfile(f, np.int8)
+    codes[[10, 11, 12]] = np.clip(codes[[10, 11, 12]].astype(int) + [1, 1, 4], -128, 127)  # 2 codes 1 LSB off, 1 4 LSB
+    codes.tofile(f)
+    win = MainWindow(settings_path=isolated_settings(tmp_path))
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.open_channel.finished, timeout=20000):
+        win.open_path(str(small_capture))
+    qtbot.waitUntil(lambda: win.session.analysis is not None and not win.session.channels["emulate"].busy,
+                    timeout=60000)
+    with qtbot.waitSignal(win.session.results_changed, timeout=60000):
+        win.session.import_quantized(str(small / "quantized.h5"))
+    win.tabs.setCurrentWidget(win.dump_view)
+    with qtbot.waitSignal(win.session.dump_changed, timeout=60000):
+        win.session.import_dump(str(board), str(small / "dump_inputs.npy"))
+    view = win.dump_view
+    assert win.session.dump.kind == "board" and view.table.rowCount() == 6
+    assert "board dump" in view.info.text() and "First divergence: layer relu2" in view.info.text()
+    # The first divergence is selected: its layer in the tree, its histogram drawn, the tab kept.
+    assert view.table.item(view.table.currentRow(), 1).text() == "relu2"
+    assert win.current_layer() == "relu2" and win.tabs.currentWidget() is view
+    heights = list(view.bars.opts["height"])
+    assert heights == [2, 0, 0, 1]
+    # Selecting another row selects its layer.
+    row = [view.table.item(i, 1).text() for i in range(view.table.rowCount())].index("pool1")
+    view.table.selectRow(row)
+    assert win.current_layer() == "pool1" and win.tabs.currentWidget() is view
+    assert list(view.bars.opts["height"]) == []
+    assert win.errors.history == []
+    win.shutdown()
+
+
 def test_model_without_capture_offers_capture_with_progress_and_cancel(qtbot, tmp_path, refcases):
     pytest.importorskip("tf_keras")
     from PySide6.QtWidgets import QMessageBox

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -48,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     """Compare and print."""
     from qinspect.cli import error
     from qinspect.cli._dpu_common import open_data, print_json, require_file
-    from qinspect.dpu.emulator import Emulator, compare_dump, dumped_samples
+    from qinspect.dpu.emulator import Emulator, compare_dump, dumped_samples, first_dump_divergence
     from qinspect.io.board_dump import dump_folder_kind
     from qinspect.io.vitis import open_dump
 
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     gating = [m for m in matches if m.gating]
     all_ok = all(m.ok for m in gating)
     missing = [e.path or e.filename for e in dump.missing]
-    first = first_divergence(emu.graph, matches)
+    first = first_dump_divergence(emu.graph, matches)
     if args.json:
         print_json({
             "quantized": args.quantized, "dump": args.dump, "inputs": args.inputs, "format": "dump_model",
@@ -120,11 +119,3 @@ def run(args: argparse.Namespace) -> int:
                      f"{missing[0]}")
     return 0 if all_ok else 1
 
-
-def first_divergence(graph: Any, matches: list[Any]) -> Any:
-    """The differing gating tensor whose layer comes first in topological order (weights before outputs)."""
-    order = {n.name: i for i, n in enumerate(graph.nodes)}
-    bad = [m for m in matches if m.gating and not m.ok]
-    if not bad:
-        return None
-    return min(bad, key=lambda m: (order.get(m.layer, len(order)), m.kind != "weight"))

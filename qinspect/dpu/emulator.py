@@ -471,6 +471,16 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
     return out
 
 
+def first_dump_divergence(g: DpuGraph, matches: list[TensorMatch]) -> TensorMatch | None:
+    """The differing gating tensor whose layer comes first in topological order (a weight before its
+    layer's output); None when every gating tensor matches."""
+    order = {n.name: i for i, n in enumerate(g.nodes)}
+    bad = [m for m in matches if m.gating and not m.ok]
+    if not bad:
+        return None
+    return min(bad, key=lambda m: (order.get(m.layer, len(order)), m.kind != "weight"))
+
+
 def dumped_samples(g: DpuGraph, dump: Any) -> int | None:
     """How many samples the dump holds, from the model input's float file (None if unknown)."""
     for e in dump.entries:

@@ -203,16 +203,29 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis, eva
 
 @dataclass
 class DumpComparison:
-    """Every dumped tensor against the emulator."""
+    """Every dumped tensor (a dump_model file or a board tensor) against the emulator."""
 
     folder: str
     tensors: list[Any]
+    kind: str = "dump_model"  # or "board"
+    first: Any = None  # the first diverging row in topological order (None: all match)
+    found: str = ""  # what the folder was recognised as
+    unmapped: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """One line for the status bar and the view."""
+        """The view's headline: what was found, and the first diverging layer."""
         bad = [t for t in self.tensors if t.matched != t.total]
-        return (f"{self.folder}: {len(self.tensors)} tensors compared, "
-                + ("all match" if not bad else f"{len(bad)} differ (worst first)"))
+        text = (f"{self.folder}: {self.found or self.kind}; {len(self.tensors)} tensors compared, "
+                + ("all match" if not bad else f"{len(bad)} differ"))
+        if self.first is not None:
+            layer = getattr(self.first, "float_layer", "") or self.first.layer
+            text += (f". First divergence: layer {layer} ({self.first.name}), "
+                     f"{self.first.total - self.first.matched}/{self.first.total} codes, max "
+                     f"{self.first.max_lsb:g} LSB" + (f"; {self.first.note}" if self.first.note else ""))
+        if self.unmapped:
+            text += f". {len(self.unmapped)} board tensor(s) map to no layer, first {self.unmapped[0].tensor.label}"
+        return text
 
 
 def find_dump_inputs(folder: str) -> str | None:
@@ -229,11 +242,14 @@ def find_dump_inputs(folder: str) -> str | None:
 
 
 def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str) -> DumpComparison:
-    """Worker: emulate the dump's inputs with the quantized.h5 and compare every dumped tensor."""
+    """Worker: emulate the dump's inputs with the quantized.h5 and compare every dumped tensor (a
+    dump_model folder or a VART board dump)."""
     import numpy as np
 
-    from qinspect.dpu.emulator import Emulator, compare_dump
+    from qinspect.dpu.board_compare import compare_board
+    from qinspect.dpu.emulator import Emulator, compare_dump, first_dump_divergence
     from qinspect.errors import QInspectError
+    from qinspect.io.board_dump import dump_folder_kind, open_board_dump
     from qinspect.io.vitis import open_dump
 
     if not quantized:
@@ -241,13 +257,21 @@ def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str
                             "quantized.h5): the dump holds no positions", folder)
     emulator = Emulator.from_quantized(quantized)
     token.check()
-    dump = open_dump(folder, emulator.quantized_model)
+    kind = dump_folder_kind(folder)
+    board = open_board_dump(folder) if kind == "board" else None
+    dump = None if board is not None else open_dump(folder, emulator.quantized_model)
     try:
         x = np.load(inputs, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise QInspectError(f"cannot read the dump inputs ({exc})", inputs) from None
     token.check()
-    return DumpComparison(folder, list(compare_dump(emulator, dump, x)))
+    if board is not None:
+        res = compare_board(emulator.graph, board, x)
+        return DumpComparison(folder, res.tensors, "board", res.first_divergence, board.describe(),
+                              res.unmapped, res.notes)
+    rows = list(compare_dump(emulator, dump, x))
+    return DumpComparison(folder, rows, "dump_model", first_dump_divergence(emulator.graph, rows),
+                          "a quantizer dump_model folder", [], list(dump.notes))
 
 
 def export_job(token: CancelToken, document: Document, analysis: Analysis | None, folder: str,

@@ -150,6 +150,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.dump_view, "Vitis dump")
         for view in (self.propagation, self.compare, self.dump_view):
             view.layer_clicked.connect(self.select_layer)
+        self.dump_view.layer_selected.connect(lambda name: self.select_layer(name, show_layer_tab=False))
         self.findings.finding_clicked.connect(self.show_finding)
         self.stack.addWidget(self.empty)
         self.stack.addWidget(self.tabs)
@@ -181,7 +182,8 @@ class MainWindow(QMainWindow):
         self.capture_action = menu.addAction("&Capture activations…", self.capture_dialog)
         self.eval_action = menu.addAction("Compare with an &evaluation capture…", self.open_eval_dialog)
         self.quantized_action = menu.addAction("Import Vitis &quantized.h5…", self.import_quantized_dialog)
-        self.dump_action = menu.addAction("Import Vitis dump_&results folder…", self.import_dump_dialog)
+        self.dump_action = menu.addAction("Import Vitis dump folder (dump_&results or board dump)…",
+                                         self.import_dump_dialog)
         menu.addSeparator()
         self.export_layer_action = menu.addAction("Export &layer report…", lambda: self.export_dialog(True))
         self.export_model_action = menu.addAction("Export &model report…", lambda: self.export_dialog(False))
@@ -347,8 +349,9 @@ class MainWindow(QMainWindow):
         idx = self.tree.currentIndex()
         return idx.data(LAYER_NAME_ROLE) if idx.isValid() else None
 
-    def select_layer(self, name: str) -> None:
-        """Select ``name`` in the tree (clearing a search that hides it) and show it in the Layer tab."""
+    def select_layer(self, name: str, show_layer_tab: bool = True) -> None:
+        """Select ``name`` in the tree (clearing a search that hides it) and, unless told not to, show it
+        in the Layer tab."""
         src = self.tree_model.index_of(name)
         if not src.isValid():
             return
@@ -363,7 +366,8 @@ class MainWindow(QMainWindow):
         self.tree.selectionModel().setCurrentIndex(
             idx, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
         self.tree.scrollTo(idx)
-        self.tabs.setCurrentWidget(self.layer_panel)
+        if show_layer_tab:
+            self.tabs.setCurrentWidget(self.layer_panel)
 
     def show_finding(self, layer: str, kind: str) -> None:
         """Select a finding's layer and show the view that proves it (coverage: the capture comparison;
@@ -465,8 +469,8 @@ class MainWindow(QMainWindow):
             self.session.import_quantized(path)
 
     def import_dump_dialog(self) -> None:
-        """Compare a Vitis dump_results folder with the emulator."""
-        folder = QFileDialog.getExistingDirectory(self, "Import a Vitis dump_results folder",
+        """Compare a Vitis dump_results folder or a DPU board dump (``dump/``) with the emulator."""
+        folder = QFileDialog.getExistingDirectory(self, "Import a Vitis dump_results folder or a board dump",
                                                   self.settings.last_folder())
         if not folder or self.session is None:
             return
