@@ -25,6 +25,16 @@ from PySide6.QtWidgets import (
 BAR_BRUSH = pg.mkBrush(214, 39, 40, 170)
 
 
+def _where(fm: dict | None) -> str:
+    """A first mismatch in words: (sample, h, w, c) for a board tensor, the flat index for a dump file."""
+    if not fm:
+        return ""
+    if "sample" in fm:
+        return (f"sample {fm['sample']} (h {fm['h']}, w {fm['w']}, c {fm['c']}): board {fm['board']}, "
+                f"emulator {fm['emulator']}")
+    return f"[{fm.get('index')}] dump {fm.get('expected')}, emulator {fm.get('got')}"
+
+
 class DumpView(QWidget):
     """A table of dumped tensors (matched codes, max difference in LSB, first mismatch) and the selected
     tensor's LSB difference histogram."""
@@ -42,7 +52,8 @@ class DumpView(QWidget):
                            "its dump_results folder or a board dump (the dump/ folder XLNX_ENABLE_DUMP=1 writes), "
                            "to see every tensor where the emulator and the dump differ.")
         self.info.setWordWrap(True)
-        self.info.setObjectName("dumpHeadline")
+        self.info.setObjectName("dumpInfo")
+        self.info.setMinimumHeight(3 * self.info.fontMetrics().lineSpacing() + 4)
         row.addWidget(self.info, 1)
         for text, slot in (("Import quantized.h5…", "import_quantized_dialog"),
                            ("Import dump folder…", "import_dump_dialog")):
@@ -51,6 +62,13 @@ class DumpView(QWidget):
                 button.clicked.connect(getattr(window, slot))
             row.addWidget(button)
         layout.addLayout(row)
+        self.headline = QLabel("")
+        self.headline.setObjectName("dumpHeadline")
+        self.headline.setWordWrap(True)
+        self.headline.setStyleSheet("font-weight: bold")
+        # A word-wrapped label in a box layout gets one line's height: reserve three.
+        self.headline.setMinimumHeight(3 * self.headline.fontMetrics().lineSpacing() + 4)
+        layout.addWidget(self.headline)
         split = QSplitter(Qt.Orientation.Vertical)
         self.table = QTableWidget(0, 5)
         self.table.setObjectName("dumpTable")
@@ -122,6 +140,7 @@ class DumpView(QWidget):
         self.rows = []
         dump = self.session.dump if self.session is not None else None
         self.show_histogram(-1)
+        self.headline.setText("")
         if dump is None:
             return
         self.rows = list(getattr(dump, "tensors", []))
@@ -130,7 +149,7 @@ class DumpView(QWidget):
         for i, t in enumerate(self.rows):
             fm = getattr(t, "first_mismatch", None)
             cells = [t.name, getattr(t, "float_layer", "") or getattr(t, "layer", "") or "",
-                     f"{t.matched}/{t.total}", f"{getattr(t, 'max_lsb', 0):g}", "" if fm is None else str(fm)]
+                     f"{t.matched}/{t.total}", f"{getattr(t, 'max_lsb', 0):g}", _where(fm)]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if t.matched != t.total:
@@ -138,5 +157,6 @@ class DumpView(QWidget):
                 self.table.setItem(i, j, item)
         self.table.resizeColumnsToContents()
         self.info.setText(dump.summary() if hasattr(dump, "summary") else f"{len(self.rows)} tensors compared")
+        self.headline.setText(dump.headline() if hasattr(dump, "headline") else "")
         if first is not None and first in self.rows:
             self.table.selectRow(self.rows.index(first))

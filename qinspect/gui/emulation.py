@@ -214,18 +214,22 @@ class DumpComparison:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """The view's headline: what was found, and the first diverging layer."""
+        """One line for the status bar: what was found and how many tensors differ."""
         bad = [t for t in self.tensors if t.matched != t.total]
         text = (f"{self.folder}: {self.found or self.kind}; {len(self.tensors)} tensors compared, "
                 + ("all match" if not bad else f"{len(bad)} differ"))
-        if self.first is not None:
-            layer = getattr(self.first, "float_layer", "") or self.first.layer
-            text += (f". First divergence: layer {layer} ({self.first.name}), "
-                     f"{self.first.total - self.first.matched}/{self.first.total} codes, max "
-                     f"{self.first.max_lsb:g} LSB" + (f"; {self.first.note}" if self.first.note else ""))
         if self.unmapped:
-            text += f". {len(self.unmapped)} board tensor(s) map to no layer, first {self.unmapped[0].tensor.label}"
+            text += f"; {len(self.unmapped)} board tensor(s) map to no layer, first {self.unmapped[0].tensor.label}"
         return text
+
+    def headline(self) -> str:
+        """The first diverging layer in topological order, in one sentence."""
+        t = self.first
+        if t is None:
+            return "No divergence: every compared tensor matches the emulator bit for bit."
+        layer = getattr(t, "float_layer", "") or t.layer
+        return (f"First divergence: layer {layer} ({t.name}), {t.total - t.matched} of {t.total} codes differ, "
+                f"max {t.max_lsb:g} LSB" + (f". {t.note[:1].upper()}{t.note[1:]}." if t.note else "."))
 
 
 def find_dump_inputs(folder: str) -> str | None:
