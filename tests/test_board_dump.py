@@ -217,3 +217,17 @@ def test_name_matching_a_layer_of_another_size_is_an_error_naming_the_file(tmp_p
     with pytest.raises(QInspectError) as err:
         compare_board(small_emu.graph, open_board_dump(board), np.load(case / "dump_inputs.npy"))
     assert err.value.path.endswith("0.quant_relu2_fix.bin") and "quant_relu2" in err.value.message
+
+
+def test_one_subgraph_folder_and_the_float_input_name(tmp_path, refcases, small_emu):
+    case = refcases / "small"
+    x = np.load(case / "dump_inputs.npy")
+    board = write_board(tmp_path, [
+        ("subgraph_quant_conv1", "input", "input_0", quantizer_codes(case, "quant_input", 2)),
+        ("subgraph_quant_conv1", "output", "quant_pool1", quantizer_codes(case, "quant_pool1", 2))])
+    sub = board / "dump" / "subgraph_quant_conv1"
+    assert dump_folder_kind(sub) == "board"
+    res = compare_board(small_emu.graph, open_board_dump(sub), x)
+    assert [(m.tensor.name, m.layer, m.float_layer) for m in res.tensors] == [
+        ("input_0", "quant_input", "input"), ("quant_pool1", "quant_pool1", "pool1")]
+    assert res.all_matched

@@ -90,3 +90,10 @@ def test_dump_model_json_says_its_format(cli, small):
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["format"] == "dump_model" and doc["first_divergence"] is None
+
+
+def test_folder_of_neither_kind_is_named(cli, small, tmp_path):
+    (tmp_path / "stuff").mkdir()
+    r = _run(cli, small, tmp_path / "stuff")
+    assert r.returncode == 2 and "neither a quantizer dump_model folder" in r.stderr
+    assert str(tmp_path / "stuff") in r.stderr

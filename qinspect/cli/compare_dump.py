@@ -21,6 +21,7 @@ that are missing.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -65,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
         from qinspect.cli._board import run_board
 
         return run_board(args, emu, inputs, src.n_samples)
+    if kind is None and not os.path.isdir(args.dump):
+        return error(f"{args.dump}: not a folder (expected a dump_results folder from dump_model or a board dump)")
+    if kind is None:
+        return error(f"{args.dump}: neither a quantizer dump_model folder (dump_results_0/, dump_results_weights/) "
+                     "nor a DPU board dump (dump/<subgraph>/{input,internal,output}/<engine>.<tensor>.bin)")
     if args.map:
         return error(f"{args.map}: --map applies to board dumps only; {args.dump} is not one")
     dump = open_dump(args.dump, emu.quantized_model)

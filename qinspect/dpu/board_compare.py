@@ -157,7 +157,7 @@ class _Targets:
                 continue
             tv = values[target.name]
             self.size[target.name] = int(np.prod(tv.codes().shape[1:]))
-            self.names.setdefault(target.name, set()).update(board_name(x) for x in (n.name, *n.origin))
+            self.names.setdefault(target.name, set()).update(board_name(x) for x in (n.name, *n.origin, float_layer(n)))
 
     def target(self, n: Node, v: Value) -> Node | None:
         """The node whose codes hold ``n``'s output on the DPU (its fused activation for a fused conv)."""

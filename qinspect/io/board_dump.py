@@ -126,10 +126,13 @@ def _has_kind_folders(folder: Path) -> bool:
 
 
 def board_root(path: str | os.PathLike[str]) -> Path | None:
-    """The folder holding the subgraph folders if ``path`` is a board dump (``dump/`` or its parent)."""
+    """The folder holding the subgraph folders if ``path`` is a board dump (``dump/``, its parent, or
+    one ``dump/<subgraph>`` folder, which then stands for the whole dump)."""
     p = Path(path)
     if not p.is_dir():
         return None
+    if _has_kind_folders(p) and not (p / "dump").is_dir():
+        return p
     for cand in (p / "dump", p):
         if cand.is_dir():
             try:
@@ -162,7 +165,8 @@ def open_board_dump(path: str | os.PathLike[str]) -> BoardDump:
     if root is None:
         raise QInspectError("not a board dump: no dump/<subgraph>/{input,internal,output}/ folders", path)
     tensors: dict[tuple[str, str, str], BoardTensor] = {}
-    for sub in sorted(s for s in root.iterdir() if s.is_dir()):
+    subgraphs = [root] if _has_kind_folders(root) else sorted(s for s in root.iterdir() if s.is_dir())
+    for sub in subgraphs:
         for kind in KINDS:
             folder = sub / kind
             if not folder.is_dir():
