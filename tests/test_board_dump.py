@@ -231,3 +231,59 @@ def test_one_subgraph_folder_and_the_float_input_name(tmp_path, refcases, small_
     assert [(m.tensor.name, m.layer, m.float_layer) for m in res.tensors] == [
         ("input_0", "quant_input", "input"), ("quant_pool1", "quant_pool1", "pool1")]
     assert res.all_matched
+
+
+def test_a_layer_that_differs_only_because_its_input_did_is_told_apart(tmp_path, refcases, small_emu):
+    """A board whose pool1 computes a block of codes differently, every later layer computed (by the integer
+    kernels) from the board's own pool1: only pool1 differs on its own inputs."""
+    from qinspect.dpu.executor import Value
+
+    g = small_emu.graph
+    x = np.load(refcases / "small" / "dump_inputs.npy")
+    ev = Evaluator(g, "int")
+    vals = ev.run(batch_inputs(g, x))
+    pool = vals["quant_pool1"]
+    q = pool.codes().copy()
+    q[0, :8, :8, :] = np.clip(q[0, :8, :8, :].astype(int) + 40, -128, 127)
+    changed = int(np.count_nonzero(q != pool.codes()))
+    vals["quant_pool1"] = Value(q=q, pos=pool.pos)
+    for name in ("quant_conv2", "quant_relu2", "quant_flatten", "quant_fc"):
+        vals[name] = ev.node(g[name], [vals[i] for i in g[name].inputs])
+    layout = [("sg", "internal", f"{name}_fix", vals[name].codes())
+              for name in ("quant_input", "quant_relu1", "quant_pool1", "quant_relu2", "quant_fc")]
+    res = compare_board(g, open_board_dump(write_board(tmp_path, layout)), x)
+    rows = {m.layer: m for m in res.tensors}
+    assert res.first_divergence.layer == "quant_pool1"
+    assert rows["quant_pool1"].isolated_matched == rows["quant_pool1"].total - changed > 0
+    assert "this layer computes differently" in rows["quant_pool1"].note
+    for later in ("quant_relu2", "quant_fc"):  # fc reads pool1's descendants through flatten
+        assert not rows[later].ok and rows[later].isolated_matched == rows[later].total
+        assert "comes from upstream" in rows[later].note and "downstream of the first divergence" in rows[later].note
+    assert rows["quant_relu1"].ok and rows["quant_relu1"].isolated_matched is None
+    assert [m.layer for m in res.own_divergences] == ["quant_pool1"]
+
+
+def test_isolation_reads_the_copy_the_subgraph_read(tmp_path, refcases, small_emu):
+    """pool1 leaves subgraph 1 intact but reaches subgraph 2 altered (say, by the CPU code between):
+    relu2, computed from what subgraph 2 read, differs only because of that."""
+    from qinspect.dpu.executor import Value
+
+    g = small_emu.graph
+    x = np.load(refcases / "small" / "dump_inputs.npy")
+    ev = Evaluator(g, "int")
+    vals = ev.run(batch_inputs(g, x))
+    good = {name: vals[name].codes() for name in ("quant_input", "quant_relu1", "quant_pool1")}
+    q = good["quant_pool1"].copy()
+    q[1, 2:6, 2:6, :] = np.clip(q[1, 2:6, 2:6, :].astype(int) - 30, -128, 127)
+    vals["quant_pool1"] = Value(q=q, pos=vals["quant_pool1"].pos)
+    for name in ("quant_conv2", "quant_relu2"):
+        vals[name] = ev.node(g[name], [vals[i] for i in g[name].inputs])
+    layout = [("sg1", "input", "quant_input", good["quant_input"]),
+              ("sg1", "internal", "quant_relu1", good["quant_relu1"]),
+              ("sg1", "output", "quant_pool1", good["quant_pool1"]), ("sg2", "input", "quant_pool1", q),
+              ("sg2", "output", "quant_relu2", vals["quant_relu2"].codes())]
+    res = compare_board(g, open_board_dump(write_board(tmp_path, layout)), x)
+    first = res.first_divergence
+    assert (first.layer, first.tensor.subgraph, first.tensor.kind) == ("quant_pool1", "sg2", "input")
+    relu2 = next(m for m in res.tensors if m.layer == "quant_relu2")
+    assert not relu2.ok and relu2.isolated_matched == relu2.total

@@ -48,7 +48,8 @@ def first_divergence_json(first: Any) -> dict[str, Any] | None:
     return {"layer": first.layer, "float_layer": first.float_layer, "tensor": first.name,
             "subgraph": first.tensor.subgraph, "kind": first.tensor.kind, "matched": first.matched,
             "total": first.total, "max_lsb": first.max_lsb, "first_mismatch": first.first_mismatch,
-            "sim_matched": first.sim_matched, "sim_reproduces": first.sim_reproduces, "note": first.note}
+            "sim_matched": first.sim_matched, "sim_reproduces": first.sim_reproduces,
+            "isolated_matched": first.isolated_matched, "note": first.note}
 
 
 def run_board(args: argparse.Namespace, emu: Any, inputs: dict[str, Any], n_inputs: int) -> int:
@@ -68,6 +69,7 @@ def run_board(args: argparse.Namespace, emu: Any, inputs: dict[str, Any], n_inpu
             "found": dump.describe(), "samples": res.samples, "engines": dump.engines,
             "subgraphs": dump.subgraphs, "all_matched": res.all_matched,
             "first_divergence": first_divergence_json(first),
+            "own_divergences": [m.name for m in res.own_divergences],
             "tensors": [m.to_dict() for m in res.tensors], "unmapped": [u.to_dict() for u in res.unmapped],
             "missing": [], "notes": res.notes,
         })
@@ -75,7 +77,12 @@ def run_board(args: argparse.Namespace, emu: Any, inputs: dict[str, Any], n_inpu
         w = sys.stdout.write
         w(f"found {dump.describe()} in {dump.root}; compared with {args.quantized} on input rows "
           f"0..{res.samples - 1} of {n_inputs}\n")
-        w(headline(first) + "\n\n")
+        w(headline(first) + "\n")
+        own = [m for m in res.own_divergences if m is not first]
+        if own:
+            w("also differ when fed the board's own inputs (more than one place computes differently): "
+              + ", ".join(f"{m.float_layer} ({m.name})" for m in own) + "\n")
+        w("\n")
         tw = max([len("tensor"), *(len(m.name) for m in res.tensors)])
         lw = max([len("layer"), *(len(m.float_layer) for m in res.tensors)])
         w(f"{'tensor':{tw}} {'layer':{lw}} {'matched':>15} {'max LSB':>8}  first mismatch\n")

@@ -27,6 +27,7 @@ from qinspect.errors import QInspectError
 from qinspect.io.board_dump import BoardDump, BoardTensor, board_name
 
 MAX_CANDIDATES = 8  # candidates listed for an unmapped tensor
+RESHAPES = ("flatten", "reshape", "identity")  # ops that keep every code, in order, at its position
 # Rank of a tensor kind among the rows of one layer: where the DPU writes it (inside a subgraph, or as
 # a subgraph's output) before where the next subgraph reads it back as an input.
 PRODUCED_FIRST = ("internal", "output", "input")
@@ -51,6 +52,7 @@ class BoardMatch:
     histogram: list[int] = field(default_factory=list)  # histogram[d]: codes that differ by d LSB
     first_mismatch: dict[str, Any] | None = None
     sim_matched: int | None = None  # codes the quantizer's float32 simulation gets equal to the board
+    isolated_matched: int | None = None  # codes equal when the node is fed the board's own inputs
     note: str = ""
     gating: bool = True  # every board tensor decides the exit status
 
@@ -81,6 +83,8 @@ class BoardMatch:
         if self.sim_matched is not None:
             d["sim_matched"] = self.sim_matched
             d["sim_reproduces"] = self.sim_reproduces
+        if self.isolated_matched is not None:
+            d["isolated_matched"] = self.isolated_matched
         if self.note:
             d["note"] = self.note
         return d
@@ -117,6 +121,12 @@ class BoardComparison:
         if not bad:
             return None
         return min(bad, key=_row_key)
+
+    @property
+    def own_divergences(self) -> list[BoardMatch]:
+        """Differing tensors that still differ when their layer is fed the board's own inputs: each is a
+        place where the board computes differently, not only a consequence of an earlier one."""
+        return [m for m in self.tensors if m.isolated_matched is not None and m.isolated_matched < m.total]
 
     @property
     def all_matched(self) -> bool:
@@ -259,6 +269,43 @@ def _first_mismatch(board: np.ndarray, emu: np.ndarray, shape: tuple[int, ...]) 
             "board": int(board.reshape(-1)[bad[0]]), "emulator": int(emu.reshape(-1)[bad[0]])}
 
 
+def _match(g: DpuGraph, t: BoardTensor, target: str, how: str, order: int, board: np.ndarray,
+           codes: np.ndarray) -> BoardMatch:
+    """One board tensor (rows = engines) against the emulator's codes of its node."""
+    emu = codes.reshape(len(board), -1)
+    diff = np.abs(board.astype(np.int16) - emu.astype(np.int16))
+    return BoardMatch(t, target, float_layer(g[target]), order, how, total=int(board.size),
+                      matched=int(np.count_nonzero(diff == 0)), max_lsb=float(diff.max()),
+                      histogram=[int(x) for x in np.bincount(diff.reshape(-1))],
+                      first_mismatch=_first_mismatch(board, emu, tuple(codes.shape[1:])))
+
+
+def _isolated(g: DpuGraph, ev: Evaluator, int_vals: dict[str, Value], target: str, subgraph: str,
+              board_of: dict[str, dict[str, np.ndarray]]) -> np.ndarray | None:
+    """The target's codes computed by the integer pipeline from the board's own input codes (a fused
+    conv + activation as one DPU op), each input taken from ``subgraph``'s copy when it has one (what
+    that subgraph read); None when an input is not in the dump."""
+    node = g[target]
+    chain = [node]
+    if len(node.inputs) == 1 and g.fused_activation(g[node.inputs[0]]) is node:
+        chain = [g[node.inputs[0]], node]
+    ins: list[Value] = []
+    for i in chain[0].inputs:
+        v = int_vals.get(i)
+        src = i
+        while src not in board_of and g[src].op in RESHAPES and len(g[src].inputs) == 1:
+            src = g[src].inputs[0]  # a flatten / reshape moves no code: the board tensor before it stands
+        if src not in board_of or v is None or not v.quantized:
+            return None
+        copies = board_of[src]
+        codes = copies.get(subgraph, next(iter(copies.values())))
+        ins.append(Value(q=codes.reshape(v.codes().shape), pos=v.pos))
+    out = ev.node(chain[0], ins)
+    for n in chain[1:]:
+        out = ev.node(n, [out])
+    return out.codes()
+
+
 def compare_board(g: DpuGraph, dump: BoardDump, inputs: np.ndarray | dict[str, np.ndarray],
                   overrides: dict[str, str] | None = None, map_path: str | None = None) -> BoardComparison:
     """Emulate the first ``dump.engines`` input rows and compare every board tensor with its node's codes."""
@@ -280,27 +327,33 @@ def compare_board(g: DpuGraph, dump: BoardDump, inputs: np.ndarray | dict[str, n
     mapped, unmapped = map_tensors(targets, dump, overrides, map_path)
     sim_vals: dict[str, Value] | None = None
     rows: list[BoardMatch] = []
-    for t, target, how in mapped:
-        node = g[target]
-        codes = int_vals[target].codes()
-        emu = codes.reshape(b, -1)
+    board_of: dict[str, dict[str, np.ndarray]] = {}  # target -> subgraph -> the board's codes, a row per engine
+    for t, target, how in sorted(mapped, key=lambda r: (targets.order[r[1]], PRODUCED_FIRST.index(r[0].kind))):
         board = t.read(t.engines)
-        diff = np.abs(board.astype(np.int16) - emu.astype(np.int16))
-        m = BoardMatch(t, target, float_layer(node), targets.order[target], how,
-                       total=int(board.size), matched=int(np.count_nonzero(diff == 0)),
-                       max_lsb=float(diff.max()), histogram=[int(x) for x in np.bincount(diff.reshape(-1))],
-                       first_mismatch=_first_mismatch(board, emu, tuple(codes.shape[1:])))
+        board_of.setdefault(target, {}).setdefault(t.subgraph, board)
+        m = _match(g, t, target, how, targets.order[target], board, int_vals[target].codes())
         if not m.ok:
             if sim_vals is None:
                 sim_vals = Evaluator(g, "sim").run(arrays)
-            sq = sim_vals[target].codes().reshape(b, -1)
-            m.sim_matched = int(np.count_nonzero(sq == board))
+            m.sim_matched = int(np.count_nonzero(sim_vals[target].codes().reshape(b, -1) == board))
             m.note = ("the quantizer's float32 simulation reproduces the board here: the emulator's integer "
                       "pipeline is what differs" if m.sim_reproduces else
                       "the quantizer's float32 simulation differs from the board too: the board computes "
                       "differently")
         rows.append(m)
     rows.sort(key=_row_key)
+    ev = Evaluator(g, "int")
+    for m in rows:
+        if m.ok:
+            continue
+        iso = _isolated(g, ev, int_vals, m.layer, m.tensor.subgraph, board_of)
+        if iso is None:
+            continue
+        m.isolated_matched = int(np.count_nonzero(iso.reshape(b, -1) == board_of[m.layer][m.tensor.subgraph]))
+        m.note += ("; " if m.note else "") + (
+            "fed the board's own inputs, the emulator gives the board's codes: the difference comes from upstream"
+            if m.isolated_matched == m.total else
+            "fed the board's own inputs, the emulator still differs: this layer computes differently")
     first = min((m.order for m in rows if not m.ok), default=None)
     for m in rows:
         if first is not None and m.order > first and not m.ok:
