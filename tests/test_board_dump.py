@@ -200,6 +200,10 @@ def test_unmappable_tensor_is_listed_with_candidates_of_its_size(tmp_path, refca
     with pytest.raises(QInspectError, match="no DPU layer"):
         compare_board(small_emu.graph, open_board_dump(board), np.load(refcases / "small" / "dump_inputs.npy"),
                       overrides={"mystery_7": "nonesuch"}, map_path="map.json")
+    with pytest.raises(QInspectError, match="no tensor of the board dump") as err:
+        compare_board(small_emu.graph, open_board_dump(board), np.load(refcases / "small" / "dump_inputs.npy"),
+                      overrides={"mystery_8": "pool1"}, map_path="map.json")
+    assert err.value.path == "map.json"
 
 
 def test_name_tie_is_settled_by_size(tmp_path, refcases, small_emu):

@@ -222,6 +222,11 @@ def map_tensors(targets: _Targets, dump: BoardDump, overrides: dict[str, str] | 
     truncated or foreign file), as is an override naming a layer that does not exist or has another size.
     """
     overrides = overrides or {}
+    keys = {k for t in dump.tensors for k in (t.label, f"{t.subgraph}/{t.name}", t.name)}
+    unknown = sorted(set(overrides) - keys)
+    if unknown:
+        raise QInspectError(f"names '{unknown[0]}', which is no tensor of the board dump (give name, subgraph/name "
+                            "or subgraph/kind/name as in the dump's file names)", map_path)
     mapped: list[tuple[BoardTensor, str, str]] = []
     unmapped: list[Unmapped] = []
     for t in dump.tensors:

@@ -70,9 +70,10 @@ class DumpView(QWidget):
         self.headline.setMinimumHeight(3 * self.headline.fontMetrics().lineSpacing() + 4)
         layout.addWidget(self.headline)
         split = QSplitter(Qt.Orientation.Vertical)
-        self.table = QTableWidget(0, 5)
+        self.table = QTableWidget(0, 6)
         self.table.setObjectName("dumpTable")
-        self.table.setHorizontalHeaderLabels(["Tensor", "Layer", "Matched", "Max |diff| (LSB)", "First mismatch"])
+        self.table.setHorizontalHeaderLabels(["Tensor", "Layer", "Matched", "Max |diff| (LSB)", "First mismatch",
+                                              "Note"])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -149,7 +150,7 @@ class DumpView(QWidget):
         for i, t in enumerate(self.rows):
             fm = getattr(t, "first_mismatch", None)
             cells = [t.name, getattr(t, "float_layer", "") or getattr(t, "layer", "") or "",
-                     f"{t.matched}/{t.total}", f"{getattr(t, 'max_lsb', 0):g}", _where(fm)]
+                     f"{t.matched}/{t.total}", f"{getattr(t, 'max_lsb', 0):g}", _where(fm), getattr(t, "note", "")]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if t.matched != t.total:
