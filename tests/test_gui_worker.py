@@ -158,3 +158,26 @@ def test_tree_model_builds_nested_children_lazily_and_filters_recursively(qtbot)
     from qinspect.gui.graph_model import COL_PLACEMENT
 
     assert model.index_of("hand").siblingAtColumn(COL_PLACEMENT).data() == "CPU"
+
+
+def test_helper_shutdown_leaves_no_executor_thread_closing_its_pipe_at_exit():
+    # concurrent.futures' exit hook wakes every executor manager thread through a pipe, without the
+    # executor's lock; a manager thread still closing that pipe (its helper was terminated) made the
+    # hook fail with "OSError: [Errno 9] Bad file descriptor" at interpreter exit. After shutdown()
+    # every manager thread has finished and every wakeup pipe is marked closed, so the hook skips it.
+    from concurrent.futures import process as cf_process
+
+    from qinspect.gui import compute_process
+
+    if compute_process._DISABLED:
+        pytest.skip("no helper process here")
+    assert compute_process.call(compute_process._warm) is True
+    assert compute_process.call_model(compute_process._warm) is True
+    compute_process.kill_model_helper()  # a cancelled emulation: stopped without waiting
+    assert compute_process.call_model(compute_process._warm) is True  # the next job's new helper
+    items = list(cf_process._threads_wakeups.items())
+    assert len(items) >= 2, "the helpers ran in no executor"
+    compute_process.shutdown()
+    for thread, wakeup in items:
+        assert not thread.is_alive()
+        assert wakeup._closed

@@ -17,7 +17,9 @@ from __future__ import annotations
 import atexit
 import multiprocessing as mp
 import os
+import signal
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -42,10 +44,12 @@ _child: dict[str, Any] = {"latest": None, "captures": {}}
 def _init(latest: Any, parent_pid: int) -> None:
     _child["latest"] = latest
     # Ctrl-C in the terminal reaches the whole process group: the GUI closes and stops its helpers
-    # itself; a helper must not die mid-request printing a KeyboardInterrupt traceback.
+    # itself; a helper must not die mid-request printing a KeyboardInterrupt traceback. SIGINT was
+    # blocked since the spawn (see _spawn_pool): ignoring it first discards one that came meanwhile.
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     # A GUI killed by a signal runs no atexit: the helper notices its parent is gone and leaves,
     # rather than living on as an orphan holding the terminal's pipes.
     import threading
@@ -138,7 +142,15 @@ def _spawn_pool(latest: Any) -> ProcessPoolExecutor:
             global _LATEST
             _LATEST = latest = ctx.Array("q", N_SLOTS, lock=False)
         pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init, initargs=(latest, os.getpid()))
-        pool.submit(_warm)
+        # The child starts with SIGINT blocked (a signal mask survives fork and exec; Python's own
+        # resource tracker starts the same way): a Ctrl-C while it is still importing, before its
+        # initializer ignores SIGINT, would otherwise end it with a KeyboardInterrupt traceback.
+        # The mask is per thread, so this works from the worker threads that start the model helper.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            pool.submit(_warm)  # spawns the process, synchronously
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         return pool
     finally:
         if main is not None:
@@ -174,14 +186,18 @@ def call_model(fn: Any, *args: Any, cancelled: Any = None) -> Any:
     killed under it; then :class:`Superseded` is raised, else the job is redone in this thread.
     """
     global _MODEL_POOL
+    pool = None
     if not _DISABLED:
         try:
             if _MODEL_POOL is None:
                 _MODEL_POOL = _spawn_pool(None)
                 atexit.register(kill_model_helper)
-            return _MODEL_POOL.submit(fn, *args).result()
+            pool = _MODEL_POOL
+            return pool.submit(fn, *args).result()
         except BrokenProcessPool:
-            _MODEL_POOL = None
+            if _MODEL_POOL is pool:  # not a newer helper another job started meanwhile
+                _MODEL_POOL = None
+                _stop(pool)
             if cancelled is not None and cancelled():
                 raise Superseded() from None
         except (OSError, ValueError, ImportError):
@@ -189,17 +205,41 @@ def call_model(fn: Any, *args: Any, cancelled: Any = None) -> Any:
     return fn(*args)
 
 
+# Manager threads of pools stopped without waiting (a cancelled emulation must not block the UI
+# thread); :func:`shutdown` joins them before the interpreter exits.
+_RETIRED: list[threading.Thread] = []
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Terminate ``pool``'s process and shut it down without waiting; remember its manager thread.
+
+    ProcessPoolExecutor cannot cancel a running call; terminating its process is the only way."""
+    manager = getattr(pool, "_executor_manager_thread", None)
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    if manager is not None:
+        _RETIRED.append(manager)
+
+
+def _join_retired(timeout: float = 5.0) -> None:
+    """Wait for the manager threads of stopped pools to finish.
+
+    A manager thread that sees its process gone closes its wakeup pipe. concurrent.futures' exit hook
+    writes to that pipe without the executor's lock, so a manager thread still closing it at
+    interpreter exit makes the hook fail with "OSError: [Errno 9] Bad file descriptor". Once the
+    thread has finished the pipe is marked closed and the hook skips it."""
+    while _RETIRED:
+        _RETIRED.pop().join(timeout)
+
+
 def kill_model_helper() -> None:
     """Stop a model-wide job at once (its result is no longer wanted): the helper is killed and a new
     one starts with the next job."""
     global _MODEL_POOL
     pool, _MODEL_POOL = _MODEL_POOL, None
-    if pool is None:
-        return
-    # ProcessPoolExecutor cannot cancel a running call; terminating its process is the only way.
-    for proc in list(getattr(pool, "_processes", {}).values()):
-        proc.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
+    if pool is not None:
+        _stop(pool)
 
 
 def start() -> None:
@@ -226,7 +266,9 @@ def call(fn: Any, *args: Any) -> Any:
         except BrokenProcessPool:
             # The helper died (killed, out of memory): carry on in this thread from now on.
             _DISABLED = True
-            _POOL = None
+            if _POOL is pool:
+                _POOL = None
+                _stop(pool)
     child_latest = _child["latest"]
     _child["latest"] = None  # in-thread: the caller's own cancel token does the checking
     try:
@@ -241,7 +283,6 @@ def shutdown() -> None:
     global _POOL
     pool, _POOL = _POOL, None
     if pool is not None:
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        _stop(pool)
     kill_model_helper()
+    _join_retired()
