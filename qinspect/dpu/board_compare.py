@@ -11,7 +11,9 @@ its own: its tensor is compared with the activation's output, where the DPU roun
 Engine ``e`` of the dump is sample ``e`` of the inputs. The emulator's integer (DPU) pipeline is
 compared code by code; where it differs, the quantizer's float32 simulation is run too: if it
 reproduces the board, the emulator's integer arithmetic is what is wrong; if it does not, the board
-computes differently from both.
+computes differently from both. A differing layer whose inputs are in the dump is also recomputed from
+the board's own input codes (the isolated check), which tells a layer that computes differently from
+one that only inherited an earlier difference.
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ class BoardComparison:
 
     @property
     def first_divergence(self) -> BoardMatch | None:
-        """The differing tensor whose layer comes first in topological order (inputs before outputs)."""
+        """The differing tensor whose layer comes first in topological order (for one layer: where the
+        DPU wrote it before where the next subgraph read it back)."""
         bad = [m for m in self.tensors if not m.ok]
         if not bad:
             return None
