@@ -29,9 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``compare-dump`` sub-command."""
     p = subparsers.add_parser(
         "compare-dump",
-        help="compare a Vitis dump_model folder with the emulator, tensor by tensor",
+        help="compare a Vitis dump_model folder or a DPU board dump with the emulator, tensor by tensor",
         description="Emulate a Vitis quantized.h5 on the dump inputs and compare every dumped int8 tensor "
-        "(weights and activations) with the emulator's. Exit 0 only when all match.",
+        "(weights and activations of a dump_model folder; the tensors a DPU board wrote with XLNX_ENABLE_DUMP=1) "
+        "with the emulator's, headed by the first diverging layer. Exit 0 only when all match.",
     )
     p.add_argument("quantized", metavar="QUANTIZED.h5", help="the quantizer's saved quantized model")
     p.add_argument("dump", metavar="DUMP_DIR", help="dump_results folder (or its dump_results_0 sub-folder), or "
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="the inputs given to dump_model or to the board (.npy/.npz); board engine e is row e")
     p.add_argument("--map", metavar="MAP.json", help='board dumps: a JSON object {"board tensor": "layer"} that '
                    "overrides the name mapping")
-    p.add_argument("--json", action="store_true", help="print JSON (a tensors list)")
+    p.add_argument("--json", action="store_true", help="print JSON (format, first_divergence, a tensors list)")
     return p
 
 
