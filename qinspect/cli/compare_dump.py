@@ -5,13 +5,13 @@ DUMP_DIR is either the quantizer's ``dump_model`` folder or the DPU runtime's bo
 command says which it found. A board dump is handled by :mod:`qinspect.cli._board`.
 
 For a dump_model folder: emulates the Vitis quantized model (positions and folded weights read from the
-file, no quantizer needed) on the inputs given to ``dump_model`` and compares every int8 tensor of the dump, weights and
-activations, with the emulator's. Per tensor: match fraction, max |difference| in LSB, first mismatch;
+file, no quantizer needed) on the inputs given to ``dump_model`` and compares every int8 tensor of the
+dump, weights and activations, with the emulator's. Per tensor: match fraction, max |difference| in LSB, first mismatch;
 where the emulator's integer (DPU) result differs, whether the quantizer's float32 simulation
 reproduces the dump (a simulation-versus-DPU gap, DPU_NUMERICS.md 4b). ``_float`` files are reported
 too; they decide the result only for pre-quantized activations (softmax), whose int8 file means
-nothing. With ``--json``: ``format`` (``dump_model`` or ``board``), ``first_divergence`` and a ``tensors`` list of
-``name``, ``matched``, ``total``, ``max_lsb`` (and more).
+nothing. With ``--json``: ``format`` (``dump_model`` or ``board``), ``first_divergence`` and a
+``tensors`` list of ``name``, ``matched``, ``total``, ``max_lsb`` (and more).
 
 Exit status: 0 when every tensor matches; 1 when some differ; 2 for bad input, including dump files
 that map to no tensor of the model (listed as unmapped) and files the model says Vitis writes but
@@ -125,4 +125,3 @@ def run(args: argparse.Namespace) -> int:
         return error(f"{args.dump}: {len(missing)} file(s) Vitis writes for this model are missing, first "
                      f"{missing[0]}")
     return 0 if all_ok else 1
-
