@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-# small: two subgraphs, the split at pool1 (its output is the second subgraph's input). Names carry the
-# compiler's usual additions: a model-name prefix, a "/aquant" or "/BiasAdd" suffix, "_fix".
+# small: two subgraphs, the split at pool1 (its output is the second subgraph's input). Names as
+# vai_c_tensorflow2 xmodels show them (`xir subgraph` prints e.g. subgraph_quant_concatenate with input
+# quant_image_input and outputs quant_conv2d_9_fix), plus other usual additions: a model-name prefix,
+# a "/aquant" or "/BiasAdd" suffix.
 SMALL_LAYOUT = [
-    ("subgraph_quant_conv1", "input", "quant_input_fix", "quant_input"),
+    ("subgraph_quant_conv1", "input", "quant_input", "quant_input"),
     ("subgraph_quant_conv1", "internal", "functional_1_quant_conv1_BiasAdd_fix", "quant_relu1"),
     ("subgraph_quant_conv1", "output", "quant_pool1_fix", "quant_pool1"),
     ("subgraph_quant_conv2", "input", "quant_pool1_fix", "quant_pool1"),

@@ -197,6 +197,11 @@ def test_unmappable_tensor_is_listed_with_candidates_of_its_size(tmp_path, refca
                             overrides={"subgraph_quant_conv1/mystery_7": wanted})
         assert not res.unmapped and res.all_matched
         assert [m.mapped_by for m in res.tensors if m.tensor.name == "mystery_7"] == ["map"]
+    # null leaves it out on purpose.
+    res = compare_board(small_emu.graph, open_board_dump(board), np.load(refcases / "small" / "dump_inputs.npy"),
+                        overrides={"mystery_7": None})
+    assert not res.unmapped and "mystery_7" not in {m.tensor.name for m in res.tensors}
+    assert any("left out by the map: subgraph_quant_conv1/output/mystery_7" in n for n in res.notes)
     with pytest.raises(QInspectError, match="no DPU layer"):
         compare_board(small_emu.graph, open_board_dump(board), np.load(refcases / "small" / "dump_inputs.npy"),
                       overrides={"mystery_7": "nonesuch"}, map_path="map.json")

@@ -101,6 +101,7 @@ def test_a_changed_dump_value_is_found_with_its_first_mismatch(dump_copy):
     m = res["quant_pool1"]
     assert (m.matched, m.total - m.matched, m.max_lsb) == (m.total - 1, 1, 3.0)
     assert m.first_mismatch["index"] == 10 and m.sim_matched == m.total - 1
+    assert m.histogram == [m.total - 1, 0, 0, 1]
     assert sum(not x.ok for x in res.values() if x.gating) == 1
 
 

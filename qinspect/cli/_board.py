@@ -10,9 +10,10 @@ from typing import Any
 from qinspect.errors import QInspectError
 
 
-def read_map(path: str) -> dict[str, str]:
+def read_map(path: str) -> dict[str, str | None]:
     """A ``--map`` file: a JSON object of board tensor (``name``, ``subgraph/name`` or
-    ``subgraph/kind/name``) -> layer (the float model's or the quantized model's layer name)."""
+    ``subgraph/kind/name``) -> layer (the float model's or the quantized model's layer name), or
+    ``null`` to leave the tensor out (one the compiler added that no layer stands for)."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -20,8 +21,8 @@ def read_map(path: str) -> dict[str, str]:
         raise QInspectError(f"cannot read the map file ({exc.strerror or exc})", path) from None
     except (ValueError, UnicodeDecodeError):
         raise QInspectError("the map file is not JSON", path) from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise QInspectError('the map file must be a JSON object of "board tensor": "layer" strings', path)
+    if not isinstance(data, dict) or not all(isinstance(v, str | None) for v in data.values()):
+        raise QInspectError('the map file must be a JSON object of "board tensor": "layer" (or null)', path)
     return data
 
 

@@ -5,13 +5,13 @@ DUMP_DIR is either the quantizer's ``dump_model`` folder or the DPU runtime's bo
 command says which it found. A board dump is handled by :mod:`qinspect.cli._board`.
 
 For a dump_model folder: emulates the Vitis quantized model (positions and folded weights read from the
-file, no quantizer needed) on the inputs given to ``dump_model`` and compares every int8 tensor of the dump, weights and
-activations, with the emulator's. Per tensor: match fraction, max |difference| in LSB, first mismatch;
+file, no quantizer needed) on the inputs given to ``dump_model`` and compares every int8 tensor of the
+dump, weights and activations, with the emulator's. Per tensor: match fraction, max |difference| in LSB, first mismatch;
 where the emulator's integer (DPU) result differs, whether the quantizer's float32 simulation
 reproduces the dump (a simulation-versus-DPU gap, DPU_NUMERICS.md 4b). ``_float`` files are reported
 too; they decide the result only for pre-quantized activations (softmax), whose int8 file means
-nothing. With ``--json``: ``format`` (``dump_model`` or ``board``), ``first_divergence`` and a ``tensors`` list of
-``name``, ``matched``, ``total``, ``max_lsb`` (and more).
+nothing. With ``--json``: ``format`` (``dump_model`` or ``board``), ``first_divergence`` and a
+``tensors`` list of ``name``, ``matched``, ``total``, ``max_lsb`` (and more).
 
 Exit status: 0 when every tensor matches; 1 when some differ; 2 for bad input, including dump files
 that map to no tensor of the model (listed as unmapped) and files the model says Vitis writes but
@@ -29,9 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``compare-dump`` sub-command."""
     p = subparsers.add_parser(
         "compare-dump",
-        help="compare a Vitis dump_model folder with the emulator, tensor by tensor",
+        help="compare a Vitis dump_model folder or a DPU board dump with the emulator, tensor by tensor",
         description="Emulate a Vitis quantized.h5 on the dump inputs and compare every dumped int8 tensor "
-        "(weights and activations) with the emulator's. Exit 0 only when all match.",
+        "(weights and activations of a dump_model folder; the tensors a DPU board wrote with XLNX_ENABLE_DUMP=1) "
+        "with the emulator's, headed by the first diverging layer. Exit 0 only when all match.",
     )
     p.add_argument("quantized", metavar="QUANTIZED.h5", help="the quantizer's saved quantized model")
     p.add_argument("dump", metavar="DUMP_DIR", help="dump_results folder (or its dump_results_0 sub-folder), or "
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="the inputs given to dump_model or to the board (.npy/.npz); board engine e is row e")
     p.add_argument("--map", metavar="MAP.json", help='board dumps: a JSON object {"board tensor": "layer"} that '
                    "overrides the name mapping")
-    p.add_argument("--json", action="store_true", help="print JSON (a tensors list)")
+    p.add_argument("--json", action="store_true", help="print JSON (format, first_divergence, a tensors list)")
     return p
 
 
@@ -124,4 +125,3 @@ def run(args: argparse.Namespace) -> int:
         return error(f"{args.dump}: {len(missing)} file(s) Vitis writes for this model are missing, first "
                      f"{missing[0]}")
     return 0 if all_ok else 1
-

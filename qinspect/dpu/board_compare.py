@@ -11,7 +11,9 @@ its own: its tensor is compared with the activation's output, where the DPU roun
 Engine ``e`` of the dump is sample ``e`` of the inputs. The emulator's integer (DPU) pipeline is
 compared code by code; where it differs, the quantizer's float32 simulation is run too: if it
 reproduces the board, the emulator's integer arithmetic is what is wrong; if it does not, the board
-computes differently from both.
+computes differently from both. A differing layer whose inputs are in the dump is also recomputed from
+the board's own input codes (the isolated check), which tells a layer that computes differently from
+one that only inherited an earlier difference.
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ class BoardComparison:
 
     @property
     def first_divergence(self) -> BoardMatch | None:
-        """The differing tensor whose layer comes first in topological order (inputs before outputs)."""
+        """The differing tensor whose layer comes first in topological order (for one layer: where the
+        DPU wrote it before where the next subgraph read it back)."""
         bad = [m for m in self.tensors if not m.ok]
         if not bad:
             return None
@@ -207,16 +210,21 @@ def _contains_run(tensor: str, name: str) -> bool:
             or f"_{name}_" in tensor)
 
 
-def _override(overrides: dict[str, str], t: BoardTensor) -> str | None:
+_NOT_GIVEN = object()
+
+
+def _override(overrides: dict[str, str | None], t: BoardTensor) -> object:
     for key in (t.label, f"{t.subgraph}/{t.name}", t.name):
         if key in overrides:
             return overrides[key]
-    return None
+    return _NOT_GIVEN
 
 
-def map_tensors(targets: _Targets, dump: BoardDump, overrides: dict[str, str] | None = None,
-                map_path: str | None = None) -> tuple[list[tuple[BoardTensor, str, str]], list[Unmapped]]:
-    """Board tensor -> (tensor, target node, how); the rest as :class:`Unmapped`.
+def map_tensors(targets: _Targets, dump: BoardDump, overrides: dict[str, str | None] | None = None,
+                map_path: str | None = None
+                ) -> tuple[list[tuple[BoardTensor, str, str]], list[Unmapped], list[BoardTensor]]:
+    """Board tensor -> (tensor, target node, how); the rest as :class:`Unmapped`; and the tensors the
+    overrides map to ``None`` (left out on purpose).
 
     A tensor whose name maps to layers none of which has its size is an error naming the file (a
     truncated or foreign file), as is an override naming a layer that does not exist or has another size.
@@ -229,10 +237,14 @@ def map_tensors(targets: _Targets, dump: BoardDump, overrides: dict[str, str] | 
                             "or subgraph/kind/name as in the dump's file names)", map_path)
     mapped: list[tuple[BoardTensor, str, str]] = []
     unmapped: list[Unmapped] = []
+    ignored: list[BoardTensor] = []
     for t in dump.tensors:
         size = t.size
         wanted = _override(overrides, t)
-        if wanted is not None:
+        if wanted is None:
+            ignored.append(t)
+            continue
+        if isinstance(wanted, str):
             target = targets.resolve(wanted)
             if target is None:
                 raise QInspectError(f"maps {t.label} to '{wanted}', which is no DPU layer of the model", map_path)
@@ -252,7 +264,7 @@ def map_tensors(targets: _Targets, dump: BoardDump, overrides: dict[str, str] | 
                                      "its name and size fit several layers equally (use --map)"))
             continue
         mapped.append((t, fitting[0], "name" if len(named) == 1 else "name+size"))
-    return mapped, unmapped
+    return mapped, unmapped, ignored
 
 
 def _check_size(targets: _Targets, t: BoardTensor, target: str, size: int) -> None:
@@ -312,7 +324,8 @@ def _isolated(g: DpuGraph, ev: Evaluator, int_vals: dict[str, Value], target: st
 
 
 def compare_board(g: DpuGraph, dump: BoardDump, inputs: np.ndarray | dict[str, np.ndarray],
-                  overrides: dict[str, str] | None = None, map_path: str | None = None) -> BoardComparison:
+                  overrides: dict[str, str | None] | None = None, map_path: str | None = None
+                  ) -> BoardComparison:
     """Emulate the first ``dump.engines`` input rows and compare every board tensor with its node's codes."""
     arrays = batch_inputs(g, inputs)
     for name, arr in arrays.items():
@@ -329,7 +342,9 @@ def compare_board(g: DpuGraph, dump: BoardDump, inputs: np.ndarray | dict[str, n
     b = dump.engines
     int_vals = Evaluator(g, "int").run(arrays)
     targets = _Targets(g, int_vals)
-    mapped, unmapped = map_tensors(targets, dump, overrides, map_path)
+    mapped, unmapped, ignored = map_tensors(targets, dump, overrides, map_path)
+    if ignored:
+        notes.append(f"{len(ignored)} tensor(s) left out by the map: " + ", ".join(t.label for t in ignored))
     sim_vals: dict[str, Value] | None = None
     rows: list[BoardMatch] = []
     board_of: dict[str, dict[str, np.ndarray]] = {}  # target -> subgraph -> the board's codes, a row per engine

@@ -365,6 +365,7 @@ class TensorMatch:
     first_mismatch: dict[str, Any] | None = None
     sim_matched: int | None = None  # int8 mismatches: how many the float32 simulation gets right
     note: str = ""
+    histogram: list[int] = field(default_factory=list)  # int8: histogram[d] values that differ by d LSB
 
     @property
     def ok(self) -> bool:
@@ -378,6 +379,8 @@ class TensorMatch:
              "max_abs": self.max_abs, "gating": self.gating, "first_mismatch": self.first_mismatch}
         if self.sim_matched is not None:
             d["sim_matched"] = self.sim_matched
+        if self.histogram:
+            d["lsb_histogram"] = self.histogram
         if self.note:
             d["note"] = self.note
         return d
@@ -506,7 +509,7 @@ def _match_int(base: str, e: Any, ref: np.ndarray, got: np.ndarray, gating: bool
     d = np.abs(ref.astype(np.int32) - got.astype(np.int32))
     return TensorMatch(base, e.layer, e.tensor, e.kind, e.dtype, int(ref.size), int(np.count_nonzero(d == 0)),
                        float(d.max()) if d.size else 0.0, float(d.max()) if d.size else 0.0, gating,
-                       _first(ref, got))
+                       _first(ref, got), histogram=[int(x) for x in np.bincount(d.reshape(-1))])
 
 
 def _match_float(base: str, e: Any, ref: np.ndarray, got: np.ndarray, pos: int | None, gating: bool,

@@ -2,7 +2,7 @@
 
 The dump is the quantizer's ``dump_results`` (what it simulated) or the DPU runtime's board dump (what
 the board computed). The headline names the first diverging layer; selecting a row selects its layer in
-the tree and draws that tensor's histogram of code differences in LSB (board dumps).
+the tree and draws that tensor's histogram of code differences in LSB (int8 tensors).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _where(fm: dict | None) -> str:
 
 class DumpView(QWidget):
     """A table of dumped tensors (matched codes, max difference in LSB, first mismatch) and the selected
-    tensor's LSB difference histogram."""
+    tensor's LSB difference histogram (int8 tensors)."""
 
     layer_clicked = Signal(str)  # double click: show the layer
     layer_selected = Signal(str)  # row selected: select the layer in the tree, stay on this tab
@@ -82,7 +82,7 @@ class DumpView(QWidget):
         split.addWidget(self.table)
         self.hist = pg.PlotWidget()
         self.hist.setObjectName("dumpHistogram")
-        self.hist.setLabel("bottom", "|board - emulator| (LSB)")
+        self.hist.setLabel("bottom", "|dump - emulator| (LSB)")
         self.hist.setLabel("left", "codes")
         self.hist.setTitle("Select a tensor")
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=BAR_BRUSH, pen=pg.mkPen(None))
@@ -124,7 +124,7 @@ class DumpView(QWidget):
         hist = list(getattr(self.rows[row], "histogram", []) or []) if 0 <= row < len(self.rows) else []
         if not hist:
             self.bars.setOpts(x=[], height=[])
-            self.hist.setTitle("No difference histogram for this row (board dumps only)" if 0 <= row < len(self.rows)
+            self.hist.setTitle("No difference histogram for this row (int8 tensors only)" if 0 <= row < len(self.rows)
                                else "Select a tensor")
             return
         counts = np.asarray(hist[1:], dtype=float)
