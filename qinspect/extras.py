@@ -62,12 +62,15 @@ def pip_command(*requirements: str, no_deps: bool = False) -> str:
 def install_command(extra: str) -> str:
     """The one command that adds the packages of ``extra`` to this installation."""
     if is_frozen():
-        return f"this packaged app cannot add them; install qinspect with pip instead: pipx install 'qinspect[{extra}]'"
+        return f"pipx install '{DISTRIBUTION}[{extra}]'"
     return pip_command(*(extra_requirements(extra) or [f"{DISTRIBUTION}[{extra}]"]))
 
 
 def missing_message(feature: str, extra: str, module: str | None) -> str:
     """One line: what needs what, which module is missing, and the command that installs it."""
+    if is_frozen():
+        return (f"{feature} needs {module or 'packages'}, which this packaged app does not include; "
+                f"install qinspect with pip for that: {install_command(extra)}")
     missing = f"{module} is not installed" if module else "a package is missing"
     return f"{feature} needs the '{extra}' extra ({missing}): {install_command(extra)}"
 

