@@ -57,3 +57,16 @@ def test_demo_capture_of_the_real_model(fer_path, tmp_path):
         np.testing.assert_array_equal(cap.weights("conv2d_7")["kernel"], kernel)
         assert "lfw_subset" in cap.attrs["inputs_source"] and "(x - 0.5) * 2" in cap.attrs["preprocess"]
     model_file.close()
+
+
+def test_build_demo_writes_both_captures_with_progress_over_both(fer_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "CALIBRATION", [0, 1, 2])
+    monkeypatch.setattr(demo, "EVALUATION", [70, 110])
+    seen: list[tuple[int, int]] = []
+    path = demo.build_demo(tmp_path / "demo", lambda done, total: seen.append((done, total)), say=lambda _: None)
+    assert path == tmp_path / "demo" / "demo_capture.h5"
+    with Capture.open(path) as cal, Capture.open(tmp_path / "demo" / "demo_eval.h5") as ev:
+        assert (cal.n_samples, ev.n_samples) == (3, 2)
+        assert ev.attrs["inputs_source"].startswith("skimage.data.lfw_subset() crops 70,110,")
+    assert seen[-1] == (5, 5) and all(t == 5 for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
