@@ -144,3 +144,10 @@ def test_uninstall_removes_only_what_it_installed(tmp_path):
 def test_install_with_a_command_is_refused():
     result = run_cli("--install-desktop", "info", "x.h5")
     assert result.returncode == 2 and "take no command" in result.stderr
+
+
+@pytest.mark.gui
+def test_the_window_names_its_launcher():
+    from qinspect.gui.app import application
+
+    assert application().desktopFileName() == desktop.APP_ID

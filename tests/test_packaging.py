@@ -154,6 +154,15 @@ def test_demo_without_scikit_image_says_what_to_install(tmp_path):
     assert not (tmp_path / "demo").exists()
 
 
+def test_demo_already_built_is_not_rebuilt(tmp_path):
+    built = tmp_path / "demo" / "demo_capture.h5"
+    built.parent.mkdir()
+    built.write_bytes(b"mine")
+    result = run_cli("demo", "-o", str(built.parent))
+    assert result.returncode == 0 and "already built" in result.stdout
+    assert built.read_bytes() == b"mine"
+
+
 # --- what a wheel and an sdist carry ----------------------------------------------------------------
 
 @pytest.mark.slow
