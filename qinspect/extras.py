@@ -35,8 +35,7 @@ def extra_requirements(extra: str, requires: list[str] | None = None) -> list[st
         requirement, _, markers = line.partition(";")
         if not extra_clause.search(markers):
             continue
-        rest = extra_clause.sub("", markers).strip()
-        rest = re.sub(r"\s+and\s*$", "", rest).strip()
+        rest = re.sub(r"^and\s+|\s+and$", "", extra_clause.sub("", markers).strip())  # the extra, first or last
         if rest and _python_version_clause(rest) is False:
             continue  # for another Python
         keep_marker = rest and _python_version_clause(rest) is None

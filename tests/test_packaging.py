@@ -28,6 +28,7 @@ WHEEL_REQUIRES = [
     'tensorflow>=2.16; extra == "capture"',
     'tf_keras>=2.16; extra == "capture"',
     'somepkg>=1; sys_platform == "linux" and extra == "capture"',
+    'otherpkg>=2; extra == "demo" and python_version == "3.12"',
 ]
 
 
@@ -45,7 +46,8 @@ def test_extra_requirements_pick_this_pythons_lines(monkeypatch):
     # A marker it does not evaluate is kept for pip to evaluate.
     assert extras.extra_requirements("capture", WHEEL_REQUIRES) == [
         "tensorflow>=2.16", "tf_keras>=2.16", 'somepkg>=1; sys_platform == "linux"']
-    assert extras.extra_requirements("demo", WHEEL_REQUIRES) == []
+    assert extras.extra_requirements("demo", WHEEL_REQUIRES) == ["otherpkg>=2"]
+    assert extras.extra_requirements("test", WHEEL_REQUIRES) == []
 
 
 def test_install_command_targets_the_running_python(monkeypatch):
