@@ -35,7 +35,7 @@ def _size(folder: Path) -> tuple[int, list[tuple[int, str]]]:
     files = [f for f in folder.rglob("*") if f.is_file() and not f.is_symlink()]
     parts: dict[str, int] = {}
     for f in files:
-        rel = f.relative_to(folder / "_internal").parts if "_internal" in f.parts else (f.name,)
+        rel = f.relative_to(folder / "_internal").parts if "_internal" in f.parts else (f"{f.name} (executable)",)
         parts[rel[0]] = parts.get(rel[0], 0) + f.stat().st_size
     return sum(parts.values()), sorted(((n, k) for k, n in parts.items()), reverse=True)[:8]
 
