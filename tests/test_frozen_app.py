@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -64,14 +65,16 @@ def test_version_reads_the_bundled_metadata(app):
     assert result.returncode == 0 and result.stdout.strip() == f"qinspect {importlib.metadata.version('qinspect')}"
 
 
-def test_info_emulate_and_report_work_inside(app, tmp_path):
+def test_info_emulate_diagnose_and_report_work_inside(app, tmp_path):
     model = REFCASES / "small" / "float.h5"
     if model.is_file():
         result = _run(app, "info", str(model))
         assert result.returncode == 0 and "conv1" in result.stdout, result.stderr
     capture = write_tiny(tmp_path / "tiny.h5")
-    result = _run(app, "emulate", str(capture), "--json")
-    assert result.returncode == 0, result.stderr
+    for command in ("emulate", "diagnose"):
+        result = _run(app, command, str(capture), "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["model"] == str(capture)
     result = _run(app, "report", str(capture), "-o", str(tmp_path / "report"))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "report" / "report.html").is_file()
