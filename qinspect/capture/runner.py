@@ -224,6 +224,10 @@ def load_keras_model(path: str) -> Any:
             return tf_keras.models.load_model(path, compile=False, safe_mode=True)
     except QInspectError:
         raise
+    except ImportError as exc:
+        from qinspect.extras import missing_message
+
+        raise QInspectError(missing_message("capturing", "capture", exc.name), path) from None
     except Exception as exc:  # noqa: BLE001 - any loader failure is a bad model file for the user
         text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
         raise QInspectError(f"TensorFlow cannot load this model ({text[:300]})", path) from None

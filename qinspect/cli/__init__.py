@@ -28,6 +28,7 @@ COMMANDS = {
     "compare-dump": "compare_dump",
     "diagnose": "diagnose",
     "report": "report",
+    "demo": "demo",
     "gui": "gui",
 }
 
@@ -44,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         "With no command, or with just a FILE, opens the inspector window.",
     )
     parser.add_argument("--version", action="version", version=f"qinspect {__version__}")
+    desktop = parser.add_mutually_exclusive_group()
+    desktop.add_argument("--install-desktop", action="store_true",
+                         help="add qinspect to your desktop's applications, with its icon and file types (per user)")
+    desktop.add_argument("--uninstall-desktop", action="store_true", help="remove what --install-desktop added")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in _command_modules().items():
         sub = module.register(subparsers)
@@ -57,6 +62,19 @@ def error(message: str) -> int:
     return 2
 
 
+def _desktop(args: argparse.Namespace) -> int:
+    """``--install-desktop`` / ``--uninstall-desktop`` (no sub-command may come with them)."""
+    if getattr(args, "command", None):
+        return error("--install-desktop and --uninstall-desktop take no command")
+    from qinspect.desktop import install_desktop, uninstall_desktop
+
+    try:
+        (install_desktop if args.install_desktop else uninstall_desktop)()
+    except OSError as exc:
+        return error(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qinspect`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -65,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = ["gui", *argv]
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.install_desktop or args.uninstall_desktop:
+        return _desktop(args)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import Any
 
+from qinspect.capture.tf_logs import quiet_tensorflow_logs
 from qinspect.cli._dpu_common import add_preprocess_arg
 from qinspect.errors import QInspectError
 
@@ -145,6 +146,16 @@ class _Progress:
             self._progress.stop()
 
 
+def _require_tensorflow(model: str) -> None:
+    """Fail in one line, with the install command, before planning when the capture packages are missing."""
+    from qinspect.extras import first_missing, missing_message
+
+    # TensorFlow runs every model; tf_keras loads Keras-2 .h5 and SavedModels, Keras 3 loads .keras.
+    missing = first_missing(("tensorflow", "keras" if model.endswith(".keras") else "tf_keras"))
+    if missing:
+        raise QInspectError(missing_message("capturing", "capture", missing), model)
+
+
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -160,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         raise QInspectError("the folder for the capture does not exist", args.output)
     if os.path.exists(output) and not args.force:
         raise QInspectError("already exists; use --force to replace it", args.output)
+    _require_tensorflow(args.model)
+    quiet_tensorflow_logs()
     compression = None if args.compression == "none" else args.compression
     plan = plan_capture(
         args.model,

@@ -47,7 +47,10 @@ def _renderer():
     try:
         from qinspect.gui.figures import render_figures
     except ImportError as exc:
-        print(f"qinspect: warning: no figures (Qt is not available: {exc})", file=sys.stderr)
+        from qinspect.extras import missing_message
+
+        print(f"qinspect: warning: no figures: {missing_message('drawing figures', 'gui', exc.name)}",
+              file=sys.stderr)
         return None
     return render_figures
 

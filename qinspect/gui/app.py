@@ -13,6 +13,8 @@ from PySide6.QtCore import QObject, QSocketNotifier, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
+from qinspect.desktop import APP_ID
+
 # An explicit size: screenshots run under Xvfb with no window manager, which would otherwise give the
 # window its minimum size in a corner.
 DEFAULT_SIZE = (1400, 900)
@@ -37,6 +39,8 @@ def application(argv: list[str] | None = None) -> QApplication:
     app.setApplicationName("qinspect")
     app.setOrganizationName("qinspect")
     app.setApplicationDisplayName("qinspect")
+    # Wayland compositors match the window to its launcher (`qinspect --install-desktop`) by this id.
+    app.setDesktopFileName(APP_ID)
     icon = _icon()
     if icon is not None:
         app.setWindowIcon(icon)

@@ -106,9 +106,10 @@ def open_model(path: str | os.PathLike[str]) -> ModelSource:
     path = str(path)
     kind = sniff(path)
     if kind == "savedmodel":
+        from qinspect.extras import install_command
+
         raise NeedsTensorFlowError(
-            "is a TensorFlow SavedModel folder; reading it needs TensorFlow (pip install tensorflow-cpu)",
-            path,
+            f"is a TensorFlow SavedModel folder; reading it needs TensorFlow: {install_command('capture')}", path
         )
     if kind == "keras-v3":
         from qinspect.io.keras_v3 import KerasV3Model
