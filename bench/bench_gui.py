@@ -4,7 +4,8 @@ A 5 ms precise QTimer runs beside the real event loop; a *stall* is the gap betw
 (5 ms when nothing blocks the loop). Measured, in one process per run:
 - idle: the timer alone for a few seconds (what the machine's other load costs by itself);
 - click-through: every layer selected in turn, the next one once the previous is fully drawn;
-- key repeat: the layers selected every 33 ms (a held arrow key), until the last one is drawn;
+- key repeat: a held Down arrow on the tree (auto-repeat every 33 ms) over as many rows as there are
+  layers, until the layer it stops at is drawn;
 - the click-through again with a background emulation (`qinspect emulate CAPTURE`, restarted as
   long as needed) competing for the cores.
 For each: the worst and the 95th-percentile stall, and click -> fully drawn (median, max). Then the
@@ -86,9 +87,14 @@ def startup(capture: Path) -> dict[str, float]:
     return {"shown": float(stamps["SHOWN"]) - t0, "opened": float(stamps["OPENED"]) - t0, "bare": bare}
 
 
+def _drawing(panel) -> bool:
+    drawer = getattr(panel, "drawer", None)  # absent before the panel drew in steps
+    return bool(drawer is not None and drawer.pending)
+
+
 def measure(capture: Path) -> dict:
     """Open ``capture`` in a window and measure (in this process); return the figures."""
-    from PySide6.QtCore import QElapsedTimer, QEventLoop, Qt, QTimer
+    from PySide6.QtCore import QElapsedTimer, QEvent, QEventLoop, Qt, QTimer
 
     from qinspect.gui.app import application
 
@@ -175,27 +181,36 @@ def measure(capture: Path) -> dict:
 
     out["click"] = click_through(None)
 
-    # Key repeat: one selection every 33 ms, then wait for the last layer to be drawn.
-    seq = {"i": 0, "shown": ""}
+    # Key repeat: a held Down arrow on the tree (a press, then auto-repeats every 33 ms) from the first
+    # layer, as many rows as there are layers; then wait for the layer it stopped at to be drawn.
+    from PySide6.QtGui import QKeyEvent
+    from PySide6.QtWidgets import QApplication
+
+    win.select_layer(layers[0])
+    spin(lambda: panel.data is not None and panel.data.complete and not _drawing(panel))
+    seq = {"i": 0, "shown": "", "stop": ""}
     repeat = QTimer()
     repeat.setInterval(KEY_REPEAT_MS)
 
     def press() -> None:
         if seq["i"] < len(layers):
-            win.select_layer(layers[seq["i"]])
+            QApplication.sendEvent(win.tree, QKeyEvent(QEvent.Type.KeyPress, Qt.Key.Key_Down,
+                                                       Qt.KeyboardModifier.NoModifier, "", seq["i"] > 0))
             seq["i"] += 1
         else:
             repeat.stop()
+            seq["stop"] = win.current_layer() or ""
 
     def on_shown(name: str) -> None:
         seq["shown"] = name
 
     repeat.timeout.connect(press)
     panel.shown.connect(on_shown)
-    run_loop(repeat.start, lambda: seq["i"] >= len(layers) and seq["shown"] == layers[-1], 120)
+    win.tree.setFocus()
+    run_loop(repeat.start, lambda: bool(seq["stop"]) and seq["shown"] == seq["stop"], 120)
     panel.shown.disconnect(on_shown)
     out["repeat"] = _stats(gaps)
-    out["repeat"]["last_shown"] = seq["shown"] == layers[-1]
+    out["repeat"]["last_shown"] = bool(seq["stop"]) and seq["shown"] == seq["stop"]
 
     background = _Background(capture)
     try:

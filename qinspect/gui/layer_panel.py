@@ -503,6 +503,15 @@ class LayerPanel(QWidget):
         self.bits_plot.setToolTip("log2(per-tensor max|w| / channel max|w|): the bits of the int8 code a "
                                   "channel never uses because one position serves the whole tensor.")
 
+    @staticmethod
+    def _set_view(plot: pg.PlotWidget, x: tuple[float, float] | None, y: tuple[float, float]) -> None:
+        """Set the view range from the data's known extent. pyqtgraph's autorange runs inside the paint
+        and changes the range there, which paints the plot a second time: ranges are set here instead."""
+        ranges = {"yRange": _padded(*y)}
+        if x is not None:
+            ranges["xRange"] = _padded(*x)
+        plot.getPlotItem().getViewBox().setRange(**ranges, padding=0)
+
     def _draw_activation_histogram(self) -> None:
         data = self.data
         if data is None or not data.has_activations:
@@ -531,7 +540,7 @@ class LayerPanel(QWidget):
                 hi_line.setVisible(False)
                 lo_line.setVisible(False)
         self._draw_clip_lines()
-        self.act_plot.enableAutoRange(axis="y")
+        self._set_view(self.act_plot, None, (0.0, float(self._counts(h.counts).max(initial=0.0))))
         self.first_plot.emit(data.name)
 
     def _fit_activation_x(self) -> None:
@@ -545,7 +554,7 @@ class LayerPanel(QWidget):
             if data.vmin < 0:
                 lo = min(lo, w.lo)
         pad = 0.04 * (hi - lo or 1.0)
-        self.act_plot.setXRange(lo - pad, hi + pad, padding=0)
+        self.act_plot.getPlotItem().getViewBox().setRange(xRange=(lo - pad, hi + pad), padding=0)
 
     def _draw_clip_lines(self) -> None:
         w = self.whatif
@@ -589,7 +598,8 @@ class LayerPanel(QWidget):
         h = w.err_hist
         self.err_curve.setData(h.edges, self._counts(h.counts))
         self.err_curve.setVisible(True)
-        self.err_plot.enableAutoRange()
+        self._set_view(self.err_plot, (float(h.edges[0]), float(h.edges[-1])),
+                       (0.0, float(self._counts(h.counts).max(initial=0.0))))
 
     def _draw_scatter(self) -> None:
         w = self.whatif
@@ -605,7 +615,7 @@ class LayerPanel(QWidget):
         for line, y in zip(self.scatter_clip, (w.lo, w.hi), strict=True):
             line.setValue(y)
             line.setVisible(lo <= y <= hi)
-        self.scatter_plot.enableAutoRange()
+        self._set_view(self.scatter_plot, (lo, hi), (lo, hi))
 
     def _kernel(self) -> ls.WeightInfo | None:
         data = self.data
@@ -628,9 +638,11 @@ class LayerPanel(QWidget):
         # Short titles: a pyqtgraph title wider than its plot pushes the plot out of view.
         self.w_plot.setTitle(f"Weights: {k.name}, p={k.position}", size="9pt")
         self.w_curve.setData(k.hist.edges, self._counts(k.hist.counts))
-        for line, x in zip(self.w_clip, (-128 * 2.0**-k.position, 127 * 2.0**-k.position), strict=True):
+        clip = (-128 * 2.0**-k.position, 127 * 2.0**-k.position)
+        for line, x in zip(self.w_clip, clip, strict=True):
             line.setValue(x)
-        self.w_plot.enableAutoRange()
+        self._set_view(self.w_plot, (min(float(k.hist.edges[0]), clip[0]), max(float(k.hist.edges[-1]), clip[1])),
+                       (0.0, float(self._counts(k.hist.counts).max(initial=0.0))))
         if self.weights_stack.currentWidget() is not self.weights_page:
             self.weights_stack.setCurrentWidget(self.weights_page)
 
@@ -648,8 +660,9 @@ class LayerPanel(QWidget):
                               size="9pt")
         self.ch_plot.setToolTip(f"Bars: each output channel's [min, max]{grouped}. Orange: the per-tensor "
                                 f"range ±{t:.4g} that one position must cover.")
-        self.ch_plot.setXRange(-0.6, bars.n_channels - 0.4, padding=0)
-        self.ch_plot.enableAutoRange(axis="y")
+        self.ch_plot.getPlotItem().getViewBox().setRange(
+            xRange=(-0.6, bars.n_channels - 0.4), padding=0,
+            yRange=_padded(min(float(bars.lo.min(initial=0.0)), -t), max(float(bars.hi.max(initial=0.0)), t)))
 
     def _draw_bits_wasted(self) -> None:
         k = self._kernel()
@@ -665,8 +678,9 @@ class LayerPanel(QWidget):
                                    if bars.dead else "") + grouped
                                   + "log2(per-tensor max|w| / channel max|w|): the bits of the int8 code a "
                                   "channel never uses because one position serves the whole tensor.")
-        self.bits_plot.setXRange(-0.6, bars.n_channels - 0.4, padding=0)
-        self.bits_plot.enableAutoRange(axis="y")
+        self.bits_plot.getPlotItem().getViewBox().setRange(
+            xRange=(-0.6, bars.n_channels - 0.4), padding=0,
+            yRange=_padded(0.0, max(float(bars.wasted.max(initial=0.0)), 0.5)))
 
     def _show_notes(self) -> None:
         data = self.data
@@ -729,6 +743,14 @@ class LayerPanel(QWidget):
         if acc is not None:
             parts.append(f"accumulated <b>{ls.fmt_db(acc.sqnr_db)}</b>")
         self.emulated_label.setText("Emulated int8 model SQNR: " + ", ".join(parts))
+
+
+def _padded(lo: float, hi: float, frac: float = 0.04) -> tuple[float, float]:
+    """``[lo, hi]`` widened by ``frac`` of its span on each side (a zero span by one unit)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return (0.0, 1.0)
+    pad = frac * (hi - lo) if hi > lo else 0.5
+    return (lo - pad, hi + pad)
 
 
 def _html(text: str) -> str:
