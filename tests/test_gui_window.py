@@ -228,9 +228,11 @@ def test_propagation_click_selects_layer_and_metric_switch_updates_tree(qtbot, w
     wait_emulated(qtbot, window)
     view = window.propagation
     assert "chain_10" in view.layers
+    # A hidden tab is drawn when it is shown.
+    assert not any(isinstance(i, pg.ScatterPlotItem) for i in view.plot.getPlotItem().items)
+    window.tabs.setCurrentWidget(view)
     scatter = next(i for i in view.plot.getPlotItem().items if isinstance(i, pg.ScatterPlotItem))
     point = next(p for p in scatter.points() if p.data() == "chain_10")
-    window.tabs.setCurrentWidget(view)
     scatter.sigClicked.emit(scatter, [point], None)
     assert window.current_layer() == "chain_10"
     assert window.tabs.currentWidget() is window.layer_panel
@@ -318,6 +320,21 @@ def test_weightless_layers_keep_the_layout_in_place(qtbot, window, capture_path)
     assert "no kernel" in panel.weights_message.text()
     assert places == [w.geometry() for w in (panel.act_plot, panel.err_plot, panel.scatter_plot,
                                              panel.weights_stack)]
+
+
+def test_a_hidden_layer_tab_draws_when_shown(qtbot, window, capture_path):
+    open_and_wait(qtbot, window, capture_path)
+    panel = window.layer_panel
+    qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+    window.tabs.setCurrentWidget(window.propagation)
+    panel.show_layer("chain_4")  # a tree click while another tab is shown
+    qtbot.waitUntil(lambda: panel.data is not None and panel.data.complete, timeout=10000)
+    qtbot.wait(100)
+    assert panel.drawer.pending and not panel.act_curve.isVisible()  # loaded, not drawn
+    window.tabs.setCurrentWidget(panel)
+    qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+    assert panel.act_curve.isVisible() and panel.scatter.isVisible()
+    assert panel.act_curve.getData()[0][-1] == pytest.approx(chain_max(4), rel=0.02)
 
 
 def test_drop_a_file_opens_it(qtbot, window, capture_path):
