@@ -119,6 +119,14 @@ def needs_first_pass(path: str, name: str) -> bool:
     return len(first_ids) * first_keep < len(ids) * keep
 
 
+def weight_pass(rid: int, class_name: str, raw: dict, positions: dict[str, int],
+                source: str) -> list[ls.WeightInfo]:
+    """A layer's weights against their int8 positions (:func:`layer_stats.weight_infos`)."""
+    if _child["latest"] is not None:
+        _check(rid)
+    return ls.weight_infos(class_name, raw, positions, source)
+
+
 def what_if(rid: int, data: ls.LayerData, position: int, method: str) -> ls.WhatIf:
     """Quantize loaded values at ``position``."""
     if _child["latest"] is not None:

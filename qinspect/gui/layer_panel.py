@@ -51,22 +51,27 @@ BITS_BRUSH = pg.mkBrush(231, 128, 129)
 def load_layer(token: CancelToken, document, name: str, position: int | None, source: str,
                weight_positions: dict[str, int], weight_source: str,
                raw_weights: dict | None = None, rid: int = 0) -> tuple[ls.LayerData, ls.WhatIf | None]:
-    """Worker: a layer's weights here, its activations in the helper process; a quick partial first."""
+    """Worker: the layer's activations, then its weights' figures, both computed in the helper process
+    (numpy in this process would hold the GIL the UI thread paints with); a quick partial first."""
     layer = document.graph[name]
     raw = raw_weights if raw_weights is not None else document.weights(name)  # an h5py read: here
-    weights = ls.weight_infos(layer.class_name, raw, weight_positions, weight_source)
     token.check()
-    if not document.has_activations or name not in document.activation_layers:
-        data = ls.layer_data(name, layer.class_name, np.zeros(0, np.float32), 0, document.n_samples,
-                             position, source, weights, True)
-        return data, None
-    path = document.capture.path
     try:
+        if not document.has_activations or name not in document.activation_layers:
+            weights = compute_process.call(compute_process.weight_pass, rid, layer.class_name, raw,
+                                           weight_positions, weight_source)
+            data = ls.layer_data(name, layer.class_name, np.zeros(0, np.float32), 0, document.n_samples,
+                                 position, source, weights, True)
+            return data, None
+        path = document.capture.path
         if compute_process.call(compute_process.needs_first_pass, path, name):
+            # The first plots come before the weights' figures (those arrive with the full pass).
             data, whatif = compute_process.call(compute_process.load_pass, rid, path, name, layer.class_name,
                                                 position, source, True)
-            data.weights = weights
             token.partial((data, whatif))
+        token.check()
+        weights = compute_process.call(compute_process.weight_pass, rid, layer.class_name, raw, weight_positions,
+                                       weight_source)
         token.check()
         data, whatif = compute_process.call(compute_process.load_pass, rid, path, name, layer.class_name,
                                             position, source, False)
@@ -372,7 +377,7 @@ class LayerPanel(QWidget):
         if whatif is not None and not partial:
             self.drawer.add("err", self._draw_error_histogram, self.err_plot)
             self.drawer.add("scatter", self._draw_scatter, self.scatter_plot)
-        if not self._weights_drawn:
+        if not self._weights_drawn and not partial:  # the weights' figures come with the full pass
             self._weights_drawn = True
             self.drawer.add("weights", self._draw_weight_histogram, self.weights_stack)
             self.drawer.add("channels", self._draw_channel_ranges, self.ch_plot)
