@@ -101,8 +101,11 @@ def _drawing(panel) -> bool:
     return bool(drawer is not None and drawer.pending)
 
 
-def measure(capture: Path) -> dict:
-    """Open ``capture`` in a window and measure (in this process); return the figures."""
+def measure(capture: Path, wait_emulation: bool = False) -> dict:
+    """Open ``capture`` in a window and measure (in this process); return the figures.
+
+    ``wait_emulation``: let the window's own emulation and diagnosis finish first (minutes on a loaded
+    machine); by default they are stopped, so the layers show the positions min-MSE gives."""
     from PySide6.QtCore import QElapsedTimer, QEvent, QEventLoop, Qt, QTimer
 
     from qinspect.gui.app import application
@@ -122,8 +125,11 @@ def measure(capture: Path) -> dict:
             time.sleep(0.002)
 
     spin(lambda: panel.data is not None and panel.data.complete)
-    # The model-wide emulation first: the figures below are about the window's own work.
-    spin(lambda: win.session is not None and not any(c.busy for c in win.session.channels.values()))
+    if wait_emulation:
+        # The model-wide emulation and diagnosis first: the figures below are about the window's work.
+        spin(lambda: win.session is not None and not any(c.busy for c in win.session.channels.values()))
+    elif win.session is not None:
+        win.session.shutdown()  # stop them: the background phase below runs its own emulation
     layers = [n for n in win.document.activation_layers if win.document.graph[n].class_name != "InputLayer"]
 
     clock = QElapsedTimer()
@@ -237,9 +243,10 @@ def measure(capture: Path) -> dict:
     return out
 
 
-def _run_child(tree: Path, capture: Path) -> dict:
+def _run_child(tree: Path, capture: Path, wait_emulation: bool) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree), QT_QPA_PLATFORM="offscreen")
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(capture)],
+    extra = ["--wait-emulation"] if wait_emulation else []
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(capture), *extra],
                           capture_output=True, text=True, env=env, cwd=str(tree), timeout=3600)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -265,11 +272,14 @@ def main() -> int:
     parser.add_argument("captures", nargs="*", type=Path)
     parser.add_argument("--compare", type=Path, help="another checkout, measured alternately with this one")
     parser.add_argument("--rounds", type=int, default=1, help="alternations per capture with --compare")
+    parser.add_argument("--wait-emulation", action="store_true",
+                        help="let the window's own emulation and diagnosis finish before measuring "
+                             "(default: stop them)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     captures = args.captures or [_default_capture()]
     if args.child:
-        print("RESULT " + json.dumps(measure(captures[0])), flush=True)
+        print("RESULT " + json.dumps(measure(captures[0], args.wait_emulation)), flush=True)
         return 0
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cores; "
@@ -279,7 +289,7 @@ def main() -> int:
         results: dict[str, list[dict]] = {label: [] for label, _ in trees}
         for _ in range(max(1, args.rounds)):
             for label, tree in trees:
-                results[label].append(_run_child(tree, capture))
+                results[label].append(_run_child(tree, capture, args.wait_emulation))
         first = results[trees[0][0]][0]
         print(f"\n{capture} ({first['layers']} layers)")
         for label, runs in results.items():
