@@ -68,14 +68,6 @@ class StepDrawer(QObject):
         if self._steps and self._waiting is None:
             self._next.start()
 
-    def run_all(self) -> None:
-        """Run every queued step now, in one turn (tests, exports)."""
-        while self._steps:
-            name = next(iter(self._steps))
-            step, _plot = self._steps.pop(name)
-            step()
-        self._waiting = None
-
     def _run_next(self) -> None:
         self._next.stop()
         self._paint_wait.stop()

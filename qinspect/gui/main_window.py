@@ -558,6 +558,7 @@ class MainWindow(QMainWindow):
 
     def shutdown(self) -> None:
         """Cancel background work and close files (after the event loop ends, or in tests)."""
+        self._settle.stop()
         self.open_channel.cancel()
         if self.session is not None:
             self.session.shutdown()
