@@ -379,7 +379,7 @@ class LayerPanel(QWidget):
             self.drawer.add("scatter", self._draw_scatter, self.scatter_plot)
         if not self._weights_drawn and not partial:  # the weights' figures come with the full pass
             self._weights_drawn = True
-            self.drawer.add("weights", self._draw_weight_histogram, self.weights_stack)
+            self.drawer.add("weights", self._draw_weight_histogram, self.w_plot)
             self.drawer.add("channels", self._draw_channel_ranges, self.ch_plot)
             self.drawer.add("bits", self._draw_bits_wasted, self.bits_plot)
         self.drawer.add("notes", self._show_notes, self.notes)
@@ -460,7 +460,7 @@ class LayerPanel(QWidget):
             plot.setLabel("left", label)
         self.drawer.add("act", self._draw_activation_histogram, self.act_plot)
         self.drawer.add("err", self._draw_error_histogram, self.err_plot)
-        self.drawer.add("weights", self._draw_weight_histogram, self.weights_stack)
+        self.drawer.add("weights", self._draw_weight_histogram, self.w_plot)
 
     def _make_items(self) -> None:
         """Create every plot item once; drawing a layer only updates their data (creating pyqtgraph
