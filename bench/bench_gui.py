@@ -181,7 +181,10 @@ def measure(capture: Path, wait_emulation: bool = False) -> dict:
             state["i"] += 1
             if state["i"] < len(layers):
                 state["t0"] = time.perf_counter()
-                win.select_layer(layers[state["i"]])
+                if win.current_layer() == layers[state["i"]]:
+                    panel.show_layer(layers[state["i"]])  # selected already: selecting it loads nothing
+                else:
+                    win.select_layer(layers[state["i"]])
 
         panel.shown.connect(next_layer)
         try:
