@@ -130,6 +130,7 @@ def measure(capture: Path, wait_emulation: bool = False) -> dict:
         spin(lambda: win.session is not None and not any(c.busy for c in win.session.channels.values()))
     elif win.session is not None:
         win.session.shutdown()  # stop them: the background phase below runs its own emulation
+    spin(lambda: not _drawing(panel))  # the first layer's last plots: not part of the idle figure
     layers = [n for n in win.document.activation_layers if win.document.graph[n].class_name != "InputLayer"]
 
     clock = QElapsedTimer()

@@ -320,6 +320,23 @@ def test_weightless_layers_keep_the_layout_in_place(qtbot, window, capture_path)
     assert "no kernel" in panel.weights_message.text()
     assert places == [w.geometry() for w in (panel.act_plot, panel.err_plot, panel.scatter_plot,
                                              panel.weights_stack)]
+    # From one weighted layer to another: the channel plots never show the previous layer's channels.
+    show_layer(qtbot, window, "block/conv")
+    qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+    seen = []
+    panel.drawer.finished.connect(lambda: seen.append("done"))
+    original = panel._draw_weight_histogram
+
+    def weights_step():  # the page with the channel plots appears in this step
+        original()
+        seen.append((panel.ch_bars.isVisible(), panel.bits_bars.isVisible()))
+
+    panel._draw_weight_histogram = weights_step
+    window.select_layer("hand")
+    assert not panel.ch_bars.isVisible() and not panel.bits_bars.isVisible()
+    qtbot.waitUntil(lambda: "done" in seen and panel.data is not None and panel.data.name == "hand", timeout=10000)
+    assert seen[0] == (False, False)  # shown empty first, then drawn by their own steps
+    assert panel.ch_bars.isVisible() and len(panel.ch_bars.opts["x"]) == 100  # the Dense layer's 100 units
 
 
 def test_a_hidden_layer_tab_draws_when_shown(qtbot, window, capture_path):

@@ -332,8 +332,10 @@ class LayerPanel(QWidget):
         self._shown_due = None
         self._weights_drawn = False
         self.drawer.cancel()
+        # The weight plots too (their page is hidden meanwhile: free): a step shows each plot's items as
+        # it draws them, so the page never shows another layer's channels beside this one's histogram.
         for item in (self.act_curve, *self.clip_lines, *(line for pair in self.method_lines for line in pair),
-                     self.err_curve, self.scatter, self.diagonal, *self.scatter_clip):
+                     self.err_curve, self.scatter, self.diagonal, *self.scatter_clip, *self._weight_items()):
             if item.isVisible():
                 item.setVisible(False)
         self._show_weights_message("")
@@ -626,6 +628,9 @@ class LayerPanel(QWidget):
         data = self.data
         return next((w for w in data.weights if w.channel_max is not None), None) if data is not None else None
 
+    def _weight_items(self) -> tuple:
+        return (self.w_curve, *self.w_clip, self.ch_bars, *self.ch_lines, self.bits_bars)
+
     def _show_weights_message(self, text: str) -> None:
         if self.weights_message.text() != text:
             self.weights_message.setText(text)
@@ -646,6 +651,8 @@ class LayerPanel(QWidget):
         clip = (-128 * 2.0**-k.position, 127 * 2.0**-k.position)
         for line, x in zip(self.w_clip, clip, strict=True):
             line.setValue(x)
+        for item in (self.w_curve, *self.w_clip):
+            item.setVisible(True)
         self._set_view(self.w_plot, (min(float(k.hist.edges[0]), clip[0]), max(float(k.hist.edges[-1]), clip[1])),
                        (0.0, float(self._counts(k.hist.counts).max(initial=0.0))))
         if self.weights_stack.currentWidget() is not self.weights_page:
@@ -660,6 +667,8 @@ class LayerPanel(QWidget):
         t = k.tensor_absmax
         for line, y in zip(self.ch_lines, (-t, t), strict=True):
             line.setValue(y)
+        for item in (self.ch_bars, *self.ch_lines):
+            item.setVisible(True)
         grouped = f" ({bars.per_bar} channels per bar: their lowest min to highest max)" if bars.per_bar > 1 else ""
         self.ch_plot.setTitle("Channel ranges" + (f", {bars.per_bar} per bar" if bars.per_bar > 1 else ""),
                               size="9pt")
@@ -676,6 +685,7 @@ class LayerPanel(QWidget):
         bars = k.bars
         # Past 8 bits a channel has no code left: it quantizes to zero. Drawn at 8 and said.
         self.bits_bars.setOpts(x=bars.x, height=bars.wasted, width=0.8 * bars.per_bar)
+        self.bits_bars.setVisible(True)
         grouped = f"Each bar: the worst of {bars.per_bar} channels. " if bars.per_bar > 1 else ""
         self.bits_plot.setTitle("Bits wasted per channel" + (f", worst of {bars.per_bar}" if bars.per_bar > 1
                                                               else ""), size="9pt")
