@@ -181,3 +181,22 @@ def test_helper_shutdown_leaves_no_executor_thread_closing_its_pipe_at_exit():
     for thread, wakeup in items:
         assert not thread.is_alive()
         assert wakeup._closed
+
+
+def test_helpers_run_below_the_window_priority():
+    # The scheduler must prefer the UI thread over a helper's numpy work (an emulation beside the
+    # window must not stall its painting).
+    from qinspect.gui import compute_process
+
+    if compute_process._DISABLED:
+        pytest.skip("no helper process here")
+    assert compute_process.call(compute_process._warm) is True
+    assert compute_process.call_model(compute_process._warm) is True
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        for pool, niceness in ((compute_process._POOL, compute_process.LAYER_NICENESS),
+                               (compute_process._MODEL_POOL, compute_process.MODEL_NICENESS)):
+            (proc,) = pool._processes.values()
+            assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(19, mine + niceness)
+    finally:
+        compute_process.shutdown()

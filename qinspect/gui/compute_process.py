@@ -41,8 +41,20 @@ _DISABLED = bool(os.environ.get("QINSPECT_NO_HELPER_PROCESS"))
 _child: dict[str, Any] = {"latest": None, "captures": {}}
 
 
-def _init(latest: Any, parent_pid: int) -> None:
+# Helpers run at a lower priority than the window: when the UI thread wakes (a click, a repaint) the
+# scheduler hands it a core before a helper's numpy work, so a long emulation does not stall painting.
+# The helpers still get every cycle the window leaves idle.
+LAYER_NICENESS = 5
+MODEL_NICENESS = 10
+
+
+def _init(latest: Any, parent_pid: int, niceness: int = 0) -> None:
     _child["latest"] = latest
+    if niceness:
+        try:
+            os.nice(niceness)
+        except OSError:
+            pass  # not allowed here: same priority as the window
     # Ctrl-C in the terminal reaches the whole process group: the GUI closes and stops its helpers
     # itself; a helper must not die mid-request printing a KeyboardInterrupt traceback. SIGINT was
     # blocked since the spawn (see _spawn_pool): ignoring it first discards one that came meanwhile.
@@ -119,6 +131,14 @@ def needs_first_pass(path: str, name: str) -> bool:
     return len(first_ids) * first_keep < len(ids) * keep
 
 
+def weight_pass(rid: int, class_name: str, raw: dict, positions: dict[str, int],
+                source: str) -> list[ls.WeightInfo]:
+    """A layer's weights against their int8 positions (:func:`layer_stats.weight_infos`)."""
+    if _child["latest"] is not None:
+        _check(rid)
+    return ls.weight_infos(class_name, raw, positions, source)
+
+
 def what_if(rid: int, data: ls.LayerData, position: int, method: str) -> ls.WhatIf:
     """Quantize loaded values at ``position``."""
     if _child["latest"] is not None:
@@ -127,7 +147,7 @@ def what_if(rid: int, data: ls.LayerData, position: int, method: str) -> ls.What
 
 
 # --- in the GUI process ----------------------------------------------------------------------------
-def _spawn_pool(latest: Any) -> ProcessPoolExecutor:
+def _spawn_pool(latest: Any, niceness: int) -> ProcessPoolExecutor:
     """A one-process pool, started now. A spawned child re-imports the parent's __main__ unless told
     otherwise, and `python -m qinspect` runs the CLI at import (a second window): the main module's
     identity is hidden while the child starts (the pool spawns it synchronously in the first submit)."""
@@ -141,7 +161,8 @@ def _spawn_pool(latest: Any) -> ProcessPoolExecutor:
         if latest == "new":
             global _LATEST
             _LATEST = latest = ctx.Array("q", N_SLOTS, lock=False)
-        pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init, initargs=(latest, os.getpid()))
+        pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init,
+                                   initargs=(latest, os.getpid(), niceness))
         # The child starts with SIGINT blocked (a signal mask survives fork and exec; Python's own
         # resource tracker starts the same way): a Ctrl-C while it is still importing, before its
         # initializer ignores SIGINT, would otherwise end it with a KeyboardInterrupt traceback.
@@ -165,7 +186,7 @@ def _pool() -> ProcessPoolExecutor | None:
         return None
     if _POOL is None:
         try:
-            _POOL = _spawn_pool("new")
+            _POOL = _spawn_pool("new", LAYER_NICENESS)
             atexit.register(shutdown)
         except (OSError, ValueError, ImportError):
             _DISABLED = True
@@ -190,7 +211,7 @@ def call_model(fn: Any, *args: Any, cancelled: Any = None) -> Any:
     if not _DISABLED:
         try:
             if _MODEL_POOL is None:
-                _MODEL_POOL = _spawn_pool(None)
+                _MODEL_POOL = _spawn_pool(None, MODEL_NICENESS)
                 atexit.register(kill_model_helper)
             pool = _MODEL_POOL
             return pool.submit(fn, *args).result()

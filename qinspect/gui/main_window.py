@@ -42,6 +42,25 @@ from qinspect.gui.settings import Settings
 from qinspect.gui.worker import Channel
 
 FILE_FILTER = "Captures and models (*.h5 *.hdf5 *.keras);;All files (*)"
+# A held arrow key repeats every ~30-40 ms: the layer it stops at is loaded once no repeat came for
+# this long. Every layer it passes is only named in the panel's title.
+KEY_REPEAT_SETTLE_MS = 90
+
+
+class LayerTree(QTreeView):
+    """The layer tree; knows whether the key it is handling is an auto-repeat (a held arrow key)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.repeating = False
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt override
+        """Handle a key, noting whether it is an auto-repeat while the selection moves."""
+        self.repeating = event.isAutoRepeat()
+        try:
+            super().keyPressEvent(event)
+        finally:
+            self.repeating = False
 
 
 def demo_capture_path() -> str | None:
@@ -93,7 +112,7 @@ class MainWindow(QMainWindow):
         self.tree_model = GraphTreeModel()
         self.proxy = LayerFilterProxy(self)
         self.proxy.setSourceModel(self.tree_model)
-        self.tree = QTreeView()
+        self.tree = LayerTree()
         self.tree.setObjectName("layerTree")
         self.tree.setModel(self.proxy)
         self.tree.setUniformRowHeights(True)
@@ -108,6 +127,10 @@ class MainWindow(QMainWindow):
         for col, width in ((1, 105), (2, 85), (3, 62), (4, 58), (COL_METRIC, 68)):
             header.resizeSection(col, width)
         self.tree.selectionModel().currentChanged.connect(self._on_current_changed)
+        self._settle = QTimer(self)
+        self._settle.setSingleShot(True)
+        self._settle.setInterval(KEY_REPEAT_SETTLE_MS)
+        self._settle.timeout.connect(self._on_selection_settled)
         self.search = QLineEdit()
         self.search.setObjectName("layerSearch")
         self.search.setPlaceholderText("Filter layers by name or type (Ctrl+F)")
@@ -426,9 +449,21 @@ class MainWindow(QMainWindow):
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         name = current.data(LAYER_NAME_ROLE) if current.isValid() else None
         self._update_actions()
+        if name is None:
+            return
+        self.propagation.mark_layer(name)
+        if self.tree.repeating:
+            # Coalesce a held key: name the layer now, load and draw the one the key stops at.
+            self.layer_panel.preview_layer(name)
+            self._settle.start()
+        else:
+            self._settle.stop()
+            self.layer_panel.show_layer(name)
+
+    def _on_selection_settled(self) -> None:
+        name = self.current_layer()
         if name is not None:
             self.layer_panel.show_layer(name)
-            self.propagation.mark_layer(name)
 
     def _on_search(self, text: str) -> None:
         self.proxy.set_search(text)
@@ -572,6 +607,7 @@ class MainWindow(QMainWindow):
 
     def shutdown(self) -> None:
         """Cancel background work and close files (after the event loop ends, or in tests)."""
+        self._settle.stop()
         self.open_channel.cancel()
         self.demo_builder.stop()
         if self.session is not None:

@@ -142,14 +142,16 @@ class Session(QObject):
             return {}, ""
         return self.analysis.weight_positions(layer)
 
-    def layer_weights(self, layer: str) -> tuple[dict[str, Any], str]:
+    def layer_weights(self, layer: str, read_file: bool = True) -> tuple[dict[str, Any] | None, str]:
         """A layer's weights as the int8 model quantizes them (folded, equalized) when known, else as
-        stored in the file; with a note saying which."""
+        stored in the file; with a note saying which. ``read_file=False`` returns None instead of
+        reading the file (the caller reads it off the UI thread)."""
         if self.analysis is not None and self.analysis.available:
             weights, how = self.analysis.layer_weights(layer)
             if weights:
                 return weights, how
-        return self.document.weights(layer), "as stored in the model file (before BN folding and CLE)"
+        stored = self.document.weights(layer) if read_file else None
+        return stored, "as stored in the model file (before BN folding and CLE)"
 
     def layer_notes(self, layer: str) -> list[str]:
         """The rewrites and constraint adjustments that touched ``layer``, in words."""
