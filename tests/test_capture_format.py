@@ -172,16 +172,25 @@ def test_foreign_hdf5_and_missing_file(tmp_path):
 
 
 def test_abort_leaves_nothing_and_keeps_existing_file(tmp_path):
-    dest = tmp_path / "c.h5"
-    dest.write_bytes(b"precious old capture")
+    dest = write_tiny(tmp_path / "c.h5")
+    old = dest.read_bytes()
     data = tiny_data()
     with pytest.raises(RuntimeError, match="boom"):
         with CaptureWriter(dest, tiny_graph(), N_SAMPLES, {"dense": (4, 4, 5)}, {"input": (4, 4, 3)},
                            overwrite=True) as writer:
             writer.write_batch(0, {"input": data["input"][:4]}, {"dense": data["dense"][:4]})
             raise RuntimeError("boom")
-    assert dest.read_bytes() == b"precious old capture"
+    assert dest.read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5"]
+
+
+def test_overwrite_replaces_only_a_capture(tmp_path):
+    dest = tmp_path / "model.h5"
+    dest.write_bytes(b"\x89HDF\r\n\x1a\n not a capture")
+    with pytest.raises(QInspectError, match="not a qinspect capture"):
+        CaptureWriter(dest, tiny_graph(), 1, {}, {"input": (4, 4, 3)}, overwrite=True)
+    assert dest.read_bytes() == b"\x89HDF\r\n\x1a\n not a capture"
+    assert list(tmp_path.iterdir()) == [dest]
 
 
 def test_refuses_to_overwrite_without_permission(tmp_path):

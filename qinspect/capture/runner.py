@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.errors import QInspectError
-from qinspect.io.capture_file import CaptureWriter, bytes_needed
+from qinspect.io.capture_file import CaptureWriter, bytes_needed, check_capture_destination
 from qinspect.io.graph import ModelGraph, WeightSource
 from qinspect.io.inputs import InputSource, count_nonfinite, open_inputs
 
@@ -395,8 +395,7 @@ def run_capture(
     """
     started = time.perf_counter()
     output = os.path.abspath(os.fspath(output))
-    if os.path.exists(output) and not overwrite:
-        raise QInspectError("already exists; use --force to replace it", output)
+    check_capture_destination(output, overwrite, (plan.model_path, plan.source.path))
     order = list(plan.source.names)
     if plan.layers:
         model = keras_model if keras_model is not None else load_keras_model(plan.model_path)

@@ -152,14 +152,10 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def run(args: argparse.Namespace) -> int:
     """Plan (no TensorFlow), report the space needed, then run and write the capture atomically."""
     from qinspect.capture.runner import human_bytes, plan_capture, run_capture
+    from qinspect.io.capture_file import check_capture_destination
 
     output = os.path.abspath(args.output)
-    if os.path.isdir(output):
-        raise QInspectError("is a folder; give a file name for the capture", args.output)
-    if not os.path.isdir(os.path.dirname(output)):
-        raise QInspectError("the folder for the capture does not exist", args.output)
-    if os.path.exists(output) and not args.force:
-        raise QInspectError("already exists; use --force to replace it", args.output)
+    check_capture_destination(args.output, args.force, (args.model, args.inputs))
     compression = None if args.compression == "none" else args.compression
     plan = plan_capture(
         args.model,

@@ -356,12 +356,8 @@ class CaptureWriter:
             raise ValueError(f"compression must be one of {COMPRESSIONS}")
         self.path = os.path.abspath(os.fspath(path))
         folder = os.path.dirname(self.path)
-        if os.path.isdir(self.path):
-            raise QInspectError("is a folder; give a file name for the capture", self.path)
-        if not os.path.isdir(folder):
-            raise QInspectError("the folder for the capture does not exist", self.path)
-        if os.path.exists(self.path) and not overwrite:
-            raise QInspectError("already exists; use --force to replace it", self.path)
+        check_capture_destination(self.path, overwrite)
+        self._overwrite = overwrite
         self.n_samples = int(n_samples)
         self._written = 0
         fd, self.temp_path = tempfile.mkstemp(
@@ -498,6 +494,8 @@ class CaptureWriter:
         self._h5.attrs["complete"] = True
         self._h5.close()
         self._h5 = None
+        # Checked again: what is at the destination may have changed while the model ran.
+        check_capture_destination(self.path, self._overwrite)
         os.replace(self.temp_path, self.path)
         return self.path
 
@@ -525,6 +523,42 @@ class CaptureWriter:
             self.commit()
         else:
             self.abort()
+
+
+def check_capture_destination(
+    path: str | os.PathLike[str], overwrite: bool = False, inputs: Sequence[str | os.PathLike[str] | None] = ()
+) -> None:
+    """Refuse a capture destination qinspect may not write (QInspectError naming ``path``).
+
+    Never one of ``inputs`` (the model, the input data), through symbolic or hard links too; never a
+    link or a folder; an existing file only with ``overwrite``, and only when it is a qinspect capture
+    (its root ``format`` marker says so). Anything else is refused whatever ``overwrite`` says.
+    """
+    path = os.fspath(path)
+    for source in inputs:
+        if source and _same_file(path, os.fspath(source)):
+            raise QInspectError(f"is one of the capture's inputs ({os.fspath(source)}): write the capture to a "
+                                "new file", path)
+    if os.path.islink(path):
+        raise QInspectError("is a symbolic link: give a file name (qinspect never writes through a link)", path)
+    if os.path.isdir(path):
+        raise QInspectError("is a folder; give a file name for the capture", path)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise QInspectError("the folder for the capture does not exist", path)
+    if os.path.lexists(path):
+        if not overwrite:
+            raise QInspectError("already exists; use --force to replace it", path)
+        if not is_capture(path):
+            raise QInspectError("exists and is not a qinspect capture: qinspect replaces only a capture it wrote, "
+                                "even with --force; choose a new file name", path)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` are the same file (same inode and device: links followed)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
 
 
 def is_capture(path: str | os.PathLike[str]) -> bool:
