@@ -161,6 +161,16 @@ def plan_capture(
     if not os.path.exists(model_path):
         raise QInspectError("no such file or folder", model_path)
     opened = model if model is not None else _open_model(model_path)
+    try:
+        return _plan(model_path, opened, inputs_path, samples, batch_size, layers, preprocess)
+    except BaseException:
+        if model is None:  # opened here: a refused plan must not leave the model (or its extracted copy) open
+            opened.close()
+        raise
+
+
+def _plan(model_path: str, opened: Any, inputs_path: str | os.PathLike[str], samples: int | None,
+          batch_size: int | None, layers: str | Sequence[str] | None, preprocess: str | None) -> CapturePlan:
     if getattr(opened, "kind", "") == "capture":
         raise QInspectError("is a capture, not a model: capture needs the Keras model file", model_path)
     graph: ModelGraph = opened.graph

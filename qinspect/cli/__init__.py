@@ -60,6 +60,10 @@ def error(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qinspect`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # File names that are not valid UTF-8 arrive as surrogate escapes: print them back as the bytes they were.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     # `qinspect` and `qinspect FILE` open the GUI.
     if not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-")):
         argv = ["gui", *argv]

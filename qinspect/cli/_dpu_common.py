@@ -296,6 +296,7 @@ class FirstSamples:
 
     def __init__(self, capture: Any, n: int) -> None:
         self._capture = capture
+        self.path = getattr(capture, "path", "")
         self.n_samples = min(int(n), int(capture.n_samples))
 
     def inputs(self, name: str | None = None, samples: Any = None) -> Any:

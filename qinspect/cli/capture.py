@@ -165,16 +165,16 @@ def run(args: argparse.Namespace) -> int:
         layers=args.layers,
         preprocess=args.preprocess,
     )
-    for warning in plan.warnings:
-        _warn(warning)
-    print(
-        f"{plan.n_samples} samples, {len(plan.layers)} layers, batch size {plan.batch_size}; "
-        + _check_space(output, plan.bytes_needed(), compression),
-        file=sys.stderr,
-    )
     # SIGTERM cleans up like Ctrl-C: the temporary file goes, the destination stays as it was.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        for warning in plan.warnings:
+            _warn(warning)
+        print(
+            f"{plan.n_samples} samples, {len(plan.layers)} layers, batch size {plan.batch_size}; "
+            + _check_space(output, plan.bytes_needed(), compression),
+            file=sys.stderr,
+        )
         with _Progress(plan.n_samples, args.quiet) as progress:
             on_start = None
             if plan.bytes_needed() is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,34 @@ class LayerResult:
 
 
 def _data_batches(graph: DpuGraph, data: Any, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of model inputs (see :func:`_source_batches`), refused at the first NaN or Inf.
+
+    NaN or Inf in calibration inputs leave no position to choose (the range of a tensor holding
+    them is infinite or undefined), and in emulation inputs they turn every error figure into NaN.
+    qinspect refuses them rather than quietly dropping samples: the message gives their count and the
+    first sample holding one, and names the file.
+    """
+    batches = _source_batches(graph, data, batch_size)
+    seen = 0
+    for batch in batches:
+        for name, x in batch.items():
+            if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.isfinite(x).all():
+                bad = ~np.isfinite(np.asarray(x)).reshape(len(x), -1)
+                first = seen + int(np.flatnonzero(bad.any(axis=1))[0])
+                count = int(bad.sum()) + sum(_nonfinite(b) for b in batches)
+                where = f" of input {name!r}" if len(batch) > 1 else ""
+                raise QInspectError(f"inputs hold {count} non-finite values (NaN or Inf), first in sample {first}"
+                                    f"{where}: positions and errors need finite inputs; fix or drop those samples",
+                                    getattr(data, "path", None) or None)
+        seen += len(next(iter(batch.values())))
+        yield batch
+
+
+def _nonfinite(batch: dict[str, np.ndarray]) -> int:
+    return sum(int((~np.isfinite(x)).sum()) for x in batch.values() if np.issubdtype(np.asarray(x).dtype, np.floating))
+
+
+def _source_batches(graph: DpuGraph, data: Any, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """Batches of model inputs from an array, a dict of arrays, a capture or an iterable of batches."""
     if batch_size < 1:
         raise QInspectError(f"batch size must be at least 1, got {batch_size}")
@@ -89,6 +118,17 @@ def _data_batches(graph: DpuGraph, data: Any, batch_size: int) -> Iterator[dict[
         yield batch_inputs(graph, b)
 
 
+@contextmanager
+def naming_file(path: str) -> Iterator[None]:
+    """Give a refusal that names no file (an operator that cannot be emulated, ...) the model's file."""
+    try:
+        yield
+    except QInspectError as exc:
+        if exc.path is None and path:
+            raise QInspectError(exc.message, path) from None
+        raise
+
+
 class Emulator:
     """A DPU graph with positions, ready to run."""
 
@@ -117,6 +157,9 @@ class Emulator:
             source = open_model(path)
         else:
             path = getattr(source, "path", "")
+        from qinspect.io.weight_check import check_has_weights
+
+        check_has_weights(source.graph, path)
         graph = graph_from_float(source.graph, source, cle=cle)
         _shapes_from(graph, source.graph)
         if calib_inputs is None and getattr(source, "kind", "") == "capture":
@@ -146,7 +189,8 @@ class Emulator:
     def calibrate(self, data: Any, batch_size: int = DEFAULT_BATCH, constraints: bool = True) -> CalibrationResult:
         """Calibrate (batch by batch, voting, then the DPU constraints); sets the positions."""
         batches = _data_batches(self.graph, data, batch_size)
-        self.calibration = calibrate(self.graph, batches, batch_size, constraints)
+        with naming_file(self.source):
+            self.calibration = calibrate(self.graph, batches, batch_size, constraints)
         return self.calibration
 
     def load_positions(self, positions: Any) -> list[str]:
@@ -227,11 +271,12 @@ class Emulator:
         results = {n.name: self._result(n) for n in g.nodes if n.name in wanted}
         fev, iev, isoev = Evaluator(g, "float"), Evaluator(g, "int"), Evaluator(g, "int")
         done = 0
-        for inputs in _data_batches(g, data, batch_size):
-            self._walk(inputs, fev, iev, isoev, results, stats_factory, keep_int8, keep_float, isolated)
-            done += len(next(iter(inputs.values())))
-            if progress is not None:
-                progress(done)
+        with naming_file(self.source):
+            for inputs in _data_batches(g, data, batch_size):
+                self._walk(inputs, fev, iev, isoev, results, stats_factory, keep_int8, keep_float, isolated)
+                done += len(next(iter(inputs.values())))
+                if progress is not None:
+                    progress(done)
         for r in results.values():
             if r.chunks_q:
                 r.int8 = np.concatenate(r.chunks_q)

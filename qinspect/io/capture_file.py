@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -52,6 +53,7 @@ import numpy as np
 
 from qinspect import __version__
 from qinspect.errors import QInspectError, UnsupportedFormatError, first_line
+from qinspect.io.capture_check import check_capture, check_graph, check_samples, check_storage
 from qinspect.io.graph import ModelGraph, WeightSource
 
 FORMAT_NAME = "qinspect-capture"
@@ -131,7 +133,7 @@ class Capture(WeightSource):
         try:
             h5 = h5py.File(path, "r", locking=False)
         except OSError as exc:
-            raise QInspectError(f"damaged or truncated HDF5 file ({first_line(exc)})", path) from None
+            raise QInspectError(unreadable_hdf5_message(path, exc), path) from None
         try:
             return cls._from_h5(path, h5)
         except BaseException:
@@ -158,16 +160,30 @@ class Capture(WeightSource):
             )
         if not attrs.get("complete", False):
             raise QInspectError("incomplete capture (its writing was interrupted)", path)
+        n_samples = check_samples(attrs.get("n_samples"), path)
         try:
-            raw = h5["graph"][()]
-            text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-            graph = ModelGraph.from_json(text)
+            stored = h5["graph"]
+            if not isinstance(stored, h5py.Dataset) or stored.shape != () or stored.dtype.kind not in "OSU":
+                shape = getattr(stored, "shape", None)
+                raise QInspectError(f"damaged capture: /graph declares shape {shape} of {getattr(stored, 'dtype', '')}"
+                                    "; a capture's graph is one string", path)
+            check_storage(stored, "/graph", path)
+            raw = stored[()]
         except (OSError, RuntimeError, KeyError) as exc:
             raise QInspectError(f"damaged capture: cannot read /graph ({first_line(exc)})", path) from None
-        except (ValueError, TypeError) as exc:
-            raise QInspectError(f"damaged capture: /graph is not a model graph ({exc})", path) from None
+        try:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+            graph = ModelGraph.from_json(text)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise QInspectError(f"damaged capture: /graph is not a model graph ({type(exc).__name__}: "
+                                f"{first_line(exc)})", path) from None
         graph.source = path
         graph.source_format = "capture"
+        check_graph(graph, path)
+        try:
+            check_capture(h5, graph, n_samples, path, escape_name, unescape_name)
+        except (OSError, RuntimeError) as exc:
+            raise QInspectError(f"damaged capture: cannot read its structure ({first_line(exc)})", path) from None
         return cls(path, h5, graph, attrs)
 
     # - metadata -
@@ -376,6 +392,7 @@ class CaptureWriter:
             self._fd = os.open(self.temp_path, os.O_WRONLY)
             self._start(graph, activation_shapes, input_shapes, attrs or {}, input_links or {}, positions,
                         compression)
+            self._h5.flush()  # a killed run leaves a file that opens and says complete=False
         except BaseException:
             self.abort()
             raise
@@ -523,6 +540,18 @@ class CaptureWriter:
             self.commit()
         else:
             self.abort()
+
+
+# The writer's temporary file: ".<name>.<random>.tmp" beside the destination (tempfile.mkstemp).
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
+
+
+def unreadable_hdf5_message(path: str, exc: BaseException) -> str:
+    """What to say about an HDF5 file h5py cannot open: a killed capture's temporary file is called what it is."""
+    if _TEMP_NAME.match(os.path.basename(path)):
+        return ("incomplete capture: the temporary file of a capture that was interrupted; it holds no usable "
+                "data and can be deleted")
+    return f"damaged or truncated HDF5 file ({first_line(exc)})"
 
 
 def check_capture_destination(

@@ -28,6 +28,8 @@ batch (:func:`count_nonfinite`); the capture records them.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -118,7 +120,9 @@ class InputSource:
             with Image.open(file) as img:
                 img = img.convert(self._mode).resize((width, height), Image.Resampling.BILINEAR)
                 array = np.asarray(img, dtype=np.float32)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        except Image.DecompressionBombError as exc:
+            raise QInspectError(_too_large(exc), file) from None
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise QInspectError(f"not a readable image ({_one_line(exc)})", file) from None
         return array.reshape(height, width, channels)
 
@@ -279,8 +283,23 @@ def _identify(files: list[str]) -> None:
     from PIL import Image, UnidentifiedImageError
 
     for file in files:
-        try:
-            with Image.open(file):
-                pass
-        except (UnidentifiedImageError, OSError) as exc:
-            raise QInspectError(f"not a readable image ({_one_line(exc)})", file) from None
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice it; qinspect refuses both alike.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                with Image.open(file):
+                    pass
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                raise QInspectError(_too_large(exc), file) from None
+            except (UnidentifiedImageError, OSError) as exc:
+                raise QInspectError(f"not a readable image ({_one_line(exc)})", file) from None
+
+
+def _too_large(exc: BaseException) -> str:
+    """The one-line refusal of an image Pillow will not decode (a decompression bomb)."""
+    from PIL import Image
+
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return (f"image too large to decode safely ({size}; the limit is {Image.MAX_IMAGE_PIXELS:,}): "
+            "resize it or leave it out")

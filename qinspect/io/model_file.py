@@ -113,17 +113,33 @@ def open_model(path: str | os.PathLike[str]) -> ModelSource:
     if kind == "keras-v3":
         from qinspect.io.keras_v3 import KerasV3Model
 
-        return KerasV3Model(path)
-    return _open_hdf5(path)
+        return _checked(KerasV3Model(path), path)
+    return _checked(_open_hdf5(path), path)
+
+
+def _checked(source: ModelSource, path: str) -> ModelSource:
+    """``source`` once its weights' shapes agree with its layers' configs (closed and refused otherwise)."""
+    from qinspect.io.weight_check import check_weight_shapes
+
+    if source.kind == "capture":
+        return source  # checked against its own graph when opened
+    try:
+        check_weight_shapes(source.graph, path)
+    except BaseException:
+        source.close()
+        raise
+    return source
 
 
 def _open_hdf5(path: str) -> ModelSource:
     import h5py
 
+    from qinspect.io.capture_file import unreadable_hdf5_message
+
     try:
         h5 = h5py.File(path, "r", locking=False)
     except OSError as exc:
-        raise QInspectError(f"damaged or truncated HDF5 file ({first_line(exc)})", path) from exc
+        raise QInspectError(unreadable_hdf5_message(path, exc), path) from None
     try:
         fmt = h5.attrs.get("format")
     except (OSError, RuntimeError) as exc:

@@ -146,9 +146,10 @@ def write_report(
                 rel = f"{FIGURES_DIR}/{fid}.png"
                 (tmp / rel).write_bytes(data)
                 files[fid] = rel
-        (tmp / JSON_NAME).write_text(report_to_json(report, files), encoding="utf-8")
-        (tmp / CSV_NAME).write_text(report_to_csv(report), encoding="utf-8", newline="")
-        (tmp / HTML_NAME).write_text(render_html(report, pngs), encoding="utf-8")
+        # A file name that is not valid UTF-8 reaches here with surrogate escapes: written as \udcff text.
+        (tmp / JSON_NAME).write_text(report_to_json(report, files), encoding="utf-8", errors="backslashreplace")
+        (tmp / CSV_NAME).write_text(report_to_csv(report), encoding="utf-8", errors="backslashreplace", newline="")
+        (tmp / HTML_NAME).write_text(render_html(report, pngs), encoding="utf-8", errors="backslashreplace")
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a report folder is for sharing
         _swap_into_place(tmp, out)
     except BaseException as exc:

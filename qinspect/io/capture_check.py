@@ -1,0 +1,202 @@
+"""Check a capture's structure against its graph when it is opened, before any tensor is read.
+
+A capture is a file from anywhere: it may be damaged, truncated, edited by hand or built to hurt.
+:func:`check_capture` reads metadata only (attributes, dataset shapes, dtypes, storage sizes) and
+refuses, with one line naming the file, whatever would later crash a command or yield wrong numbers:
+
+- a graph naming a layer it does not hold, or with a cycle (:func:`check_graph`);
+- ``n_samples`` that is not a positive integer, or that the tensors do not hold;
+- an input, activation or weight that is not a float array of the shape the graph gives it;
+- a missing weight;
+- a tensor declaring more bytes than the file stores (a 10^6 x 10^6 weight in a 16 KB file would
+  otherwise be read into a 3.6 TiB array).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import h5py
+import numpy as np
+
+from qinspect.errors import QInspectError
+from qinspect.io.graph import ModelGraph
+
+
+def check_graph(graph: ModelGraph, path: str) -> None:
+    """Refuse a graph whose edges name missing layers or form a cycle."""
+    names = {layer.name for layer in graph.layers}
+    if len(names) != len(graph.layers):
+        seen: set[str] = set()
+        twice = next(layer.name for layer in graph.layers if layer.name in seen or seen.add(layer.name))
+        raise QInspectError(f"damaged capture: the graph names layer {twice!r} twice", path)
+    for layer in graph.layers:
+        for source in layer.inbound:
+            if source not in names:
+                raise QInspectError(f"damaged capture: layer {layer.name!r} reads layer {source!r}, which is not in "
+                                    "the graph", path)
+        if layer.parent is not None and layer.parent not in names:
+            raise QInspectError(f"damaged capture: layer {layer.name!r} is nested in {layer.parent!r}, which is not "
+                                "in the graph", path)
+    for kind, listed in (("input", graph.inputs), ("output", graph.outputs)):
+        for name in listed:
+            if name not in names:
+                raise QInspectError(f"damaged capture: model {kind} {name!r} is not a layer of the graph", path)
+    cycle = find_cycle(graph)
+    if cycle:
+        raise QInspectError(f"damaged capture: the graph has a cycle ({' -> '.join(cycle)}); a model's layers "
+                            "cannot read their own output", path)
+
+
+def find_cycle(graph: ModelGraph) -> list[str]:
+    """One cycle of the graph's edges as layer names (first repeated at the end), or [] when there is none."""
+    inbound = {layer.name: [s for s in layer.inbound if s in graph] for layer in graph.layers}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in inbound:
+        if state.get(start):
+            continue
+        stack: list[tuple[str, int]] = [(start, 0)]
+        path: list[str] = [start]
+        state[start] = 1
+        while stack:  # iterative depth-first search: a long chain must not hit the recursion limit
+            node, i = stack[-1]
+            if i < len(inbound[node]):
+                stack[-1] = (node, i + 1)
+                nxt = inbound[node][i]
+                if state.get(nxt) == 1:
+                    return [*path[path.index(nxt):], nxt][::-1]
+                if not state.get(nxt):
+                    state[nxt] = 1
+                    stack.append((nxt, 0))
+                    path.append(nxt)
+            else:
+                state[node] = 2
+                stack.pop()
+                path.pop()
+    return []
+
+
+def check_samples(value: Any, path: str) -> int:
+    """``n_samples`` as an int; refuse a string, a bool, a fraction or a count below 1."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise QInspectError(f"damaged capture: n_samples is {value!r}, not a whole number", path)
+    if value < 1:
+        raise QInspectError(f"damaged capture: n_samples = {int(value)}: a capture holds at least one sample", path)
+    return int(value)
+
+
+def check_storage(ds: h5py.Dataset, what: str, path: str) -> None:
+    """Refuse a dataset declaring more data than the file stores (before anything reads it)."""
+    declared = int(np.prod(ds.shape, dtype=np.float64) * ds.dtype.itemsize) if ds.shape else ds.dtype.itemsize
+    if declared == 0:
+        return
+    stored = int(ds.id.get_storage_size())
+    if ds.chunks is None:
+        offset = ds.id.get_offset()
+        size = os.path.getsize(path)
+        if stored < declared or (offset is not None and offset + declared > size):
+            raise QInspectError(f"damaged capture: {what} declares {_human(declared)} and the file holds "
+                                f"{_human(min(stored, max(0, size - (offset or 0))))} of it (truncated or forged)",
+                                path)
+        return
+    chunks = math.prod(math.ceil(d / c) for d, c in zip(ds.shape, ds.chunks, strict=True))
+    chunk_bytes = math.prod(ds.chunks) * ds.dtype.itemsize
+    # Every chunk of a complete capture is written; a stored chunk takes at least one byte, and an
+    # unfiltered one its full size.
+    needed = chunks * chunk_bytes if not ds.compression and not ds.id.get_create_plist().get_nfilters() else chunks
+    if stored < min(needed, declared):
+        raise QInspectError(f"damaged capture: {what} declares {_human(declared)} in {chunks} chunk(s) and the file "
+                            f"holds {_human(stored)} (truncated or forged)", path)
+
+
+def check_tensor(obj: Any, what: str, expected: Sequence[int | None] | None, n_samples: int | None,
+                 path: str) -> h5py.Dataset:
+    """Refuse an HDF5 object that is not a float array of the expected shape (None: any size on that axis)."""
+    are, have = ("are", "have") if what.startswith("activations") else ("is", "has")
+    if isinstance(obj, h5py.Group):
+        raise QInspectError(f"damaged capture: {what} {are} a group, not an array", path)
+    if not isinstance(obj, h5py.Dataset):
+        raise QInspectError(f"damaged capture: {what} {are} not an array", path)
+    shape = tuple(int(d) for d in obj.shape) if obj.shape is not None else ()
+    if expected is not None:
+        want = tuple(expected)
+        if len(shape) == len(want) and n_samples is not None and shape[0] != n_samples and _fits(shape[1:], want[1:]):
+            raise QInspectError(f"damaged capture: n_samples = {n_samples} but {what} {have} {shape[0]} rows", path)
+        if len(shape) != len(want) or not _fits(shape, want):
+            raise QInspectError(f"damaged capture: {what} {have} shape {_fmt(shape)}; the graph says {_fmt(want)}",
+                                path)
+    if obj.dtype.kind != "f":
+        raise QInspectError(f"damaged capture: {what} {have} dtype {obj.dtype}; a capture stores float32", path)
+    check_storage(obj, what, path)
+    return obj
+
+
+def check_capture(h5: h5py.File, graph: ModelGraph, n_samples: int, path: str, escape: Any, unescape: Any) -> None:
+    """Check the tensors of an opened capture against its graph (metadata only). ``escape``/``unescape``:
+    layer name <-> HDF5 link name (``capture_file.escape_name`` / ``unescape_name``)."""
+    groups = {}
+    for name in ("inputs", "activations", "weights"):
+        group = h5.get(name)
+        if not isinstance(group, h5py.Group):
+            raise QInspectError(f"damaged capture: /{name} is missing or not a group", path)
+        groups[name] = group
+    for name in graph.inputs:
+        link = escape(name)
+        if link in groups["inputs"]:
+            check_tensor(_get(groups["inputs"], link, f"input {name!r}", path), f"input {name!r}",
+                         _expected(graph, name, n_samples), n_samples, path)
+    for link in groups["activations"]:
+        layer = unescape(link)
+        if layer not in graph:
+            continue  # shown last, never matched to a layer
+        what = f"activations of layer {layer!r}"
+        check_tensor(_get(groups["activations"], link, what, path), what, _expected(graph, layer, n_samples),
+                     n_samples, path)
+    for layer in graph.leaves():
+        if not layer.weight_shapes:
+            continue
+        stored = groups["weights"].get(escape(layer.name))
+        for short, shape in layer.weight_shapes.items():
+            if not isinstance(stored, h5py.Group) or short not in stored:
+                raise QInspectError(f"damaged capture: no weight {short!r} for layer {layer.name!r} (the graph "
+                                    f"declares shape {_fmt(tuple(shape))})", path)
+            ds = _get(stored, short, f"weight {short!r} of layer {layer.name!r}", path)
+            if not isinstance(ds, h5py.Dataset) or tuple(ds.shape or ()) != tuple(shape):
+                got = _fmt(tuple(ds.shape or ())) if isinstance(ds, h5py.Dataset) else "a group"
+                raise QInspectError(f"damaged capture: weight {short!r} of layer {layer.name!r} has shape {got}; "
+                                    f"the graph says {_fmt(tuple(shape))}", path)
+            check_tensor(ds, f"weight {short!r} of layer {layer.name!r}", None, None, path)
+
+
+def _get(group: h5py.Group, link: str, what: str, path: str) -> Any:
+    try:
+        return group[link]
+    except (KeyError, OSError, RuntimeError):  # a dangling soft link, damaged metadata
+        raise QInspectError(f"damaged capture: cannot read {what}", path) from None
+
+
+def _expected(graph: ModelGraph, layer: str, n_samples: int) -> tuple[int | None, ...] | None:
+    """``(n_samples, *output shape)`` of a layer, or None when the graph does not give one flat shape."""
+    shape = graph[layer].output_shape
+    if not shape or not all(d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in shape):
+        return None
+    return (n_samples, *shape[1:])
+
+
+def _fits(found: Sequence[int], want: Sequence[int | None]) -> bool:
+    return all(w is None or f == w for f, w in zip(found, want, strict=True))
+
+
+def _fmt(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _human(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"
