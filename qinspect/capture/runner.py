@@ -383,6 +383,17 @@ class _BatchWriter:
         self._thread.join()
         self.check()
 
+    def abort(self) -> None:
+        """Stop at once (Ctrl-C, an error): queued batches are dropped, the one being written is cut short."""
+        self._writer.cancel()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put(None)
+        self._thread.join()
+
 
 def run_capture(
     plan: CapturePlan,
@@ -411,7 +422,7 @@ def run_capture(
         model = keras_model if keras_model is not None else load_keras_model(plan.model_path)
         extractor = build_extractor(model, plan.layers)
         order = _model_input_order(extractor, order)
-        step = _compiled_step(extractor, [plan.source.shapes[name] for name in order])
+        step = _interruptible(_compiled_step(extractor, [plan.source.shapes[name] for name in order]))
     else:  # --layers matched only model inputs: nothing to run
         def step(*arrays: np.ndarray) -> list[np.ndarray]:
             return []
@@ -468,7 +479,7 @@ def run_capture(
     except BaseException:
         if background is not None:
             try:
-                background.close()
+                background.abort()
             except BaseException:  # noqa: BLE001 - the first error is the one to report
                 pass
         if writer is not None:
@@ -479,6 +490,35 @@ def run_capture(
         raise
     seconds = time.perf_counter() - started
     return CaptureResult(output, n, list(plan.layers), seconds, os.path.getsize(output), nonfinite, load_seconds)
+
+
+def _interruptible(step: Callable[..., list[np.ndarray]]) -> Callable[..., list[np.ndarray]]:
+    """``step`` run in a helper thread while the main thread waits on an event.
+
+    Python runs a signal handler (Ctrl-C, the SIGTERM handler) only on the main thread between
+    bytecodes: during a batch inside TensorFlow's C++ it would wait for the batch to end, seconds under
+    load. Waiting on an event is interruptible, so the capture stops and cleans up at once; the helper
+    thread (a daemon) is abandoned with its batch.
+    """
+    def call(*arrays: np.ndarray) -> list[np.ndarray]:
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                box["out"] = step(*arrays)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
+                box["exc"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="qinspect-capture-step", daemon=True).start()
+        done.wait()
+        if "exc" in box:
+            raise box["exc"]
+        return box["out"]
+
+    return call
 
 
 def _compiled_step(extractor: Any, shapes: list[tuple[int, ...]]) -> Callable[..., list[np.ndarray]]:

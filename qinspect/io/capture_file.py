@@ -64,6 +64,8 @@ _MIN_CHUNK_BYTES = 16 * 1024
 COMPRESSIONS = ("lzf", "gzip", None)
 # os.pwrite is POSIX only; elsewhere rows go through h5py (same file, no overlap with computing).
 _HAS_PWRITE = hasattr(os, "pwrite")
+# Rows are written in slices of this size, so a cancelled capture stops within one slice.
+_WRITE_SLICE = 64 << 20
 
 
 # --- names ---------------------------------------------------------------------------------------
@@ -376,6 +378,7 @@ class CaptureWriter:
         self._overwrite = overwrite
         self.n_samples = int(n_samples)
         self._written = 0
+        self._cancelled = False
         fd, self.temp_path = tempfile.mkstemp(
             prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=folder
         )
@@ -495,11 +498,17 @@ class CaptureWriter:
             offset, row_bytes = raw
             data = memoryview(np.ascontiguousarray(array)).cast("B")
             position, done = offset + start * row_bytes, 0
-            while done < len(data):  # pwrite may write less than asked
-                done += os.pwrite(self._fd, data[done:], position + done)
+            while done < len(data):  # pwrite may write less than asked; in slices, so cancel() stops it soon
+                if self._cancelled:
+                    raise InterruptedError("capture cancelled")
+                done += os.pwrite(self._fd, data[done:done + _WRITE_SLICE], position + done)
         else:
             ds[start:stop] = array
         self._written = max(self._written, stop)
+
+    def cancel(self) -> None:
+        """Ask a write in progress (on another thread) to stop after its current slice; then abort()."""
+        self._cancelled = True
 
     def commit(self) -> str:
         """Finish the file and move it to its destination (atomically). Returns the path."""
