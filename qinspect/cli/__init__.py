@@ -59,6 +59,7 @@ def error(message: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qinspect`` console script."""
+    whole_process = argv is None  # the console script or ``python -m qinspect``, not a caller in-process
     argv = list(sys.argv[1:] if argv is None else argv)
     # File names that are not valid UTF-8 arrive as surrogate escapes: print them back as the bytes they were.
     for stream in (sys.stdout, sys.stderr):
@@ -77,7 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QInspectError as exc:
         return error(str(exc))
     except KeyboardInterrupt:
-        return error("interrupted")
+        code = error("interrupted")
+        if whole_process and "tensorflow" in sys.modules:
+            # Everything qinspect wrote is cleaned up by now. A batch may still be running on TensorFlow's
+            # threads, and the C++ teardown of a normal exit would wait seconds for it: leave at once.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except BrokenPipeError:
         # `qinspect info x | head`: stop quietly, as other command line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
