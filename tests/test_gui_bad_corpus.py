@@ -16,7 +16,8 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 
 from bad_corpus import CAPTURES, make_corpus  # noqa: E402
-from gui_fixtures import isolated_settings, stop_helpers  # noqa: E402
+from gui_fixtures import stop_helpers  # noqa: E402
+from test_gui_window import window  # noqa: E402, F401 - the same window fixture
 
 pytestmark = pytest.mark.gui
 
@@ -36,20 +37,9 @@ def corpus(refcases, tmp_path_factory):
     return {case.id: case for case in make_corpus(tmp_path_factory.mktemp("corpus"), refcases / "small")}
 
 
-@pytest.fixture
-def window(qtbot, tmp_path):
-    from qinspect.gui.main_window import MainWindow
-
-    win = MainWindow(settings_path=isolated_settings(tmp_path))
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.shutdown()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case_id", WINDOW_CASES)
-def test_window_shows_the_one_line_refusal_with_details_behind_a_toggle(qtbot, window, corpus, case_id):
+def test_window_shows_the_one_line_refusal_with_details_behind_a_toggle(qtbot, window, corpus, case_id):  # noqa: F811
     case = corpus[case_id]
     # A capture with NaN inputs opens (its float activations are fine to look at); the int8 model built
     # right after is what refuses it.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -57,6 +58,10 @@ def error(message: str) -> int:
     return 2
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qinspect`` console script."""
     whole_process = argv is None  # the console script or ``python -m qinspect``, not a caller in-process
@@ -73,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    if whole_process and args.command != "gui":  # the window closes itself on SIGTERM
+        # SIGTERM cleans up like Ctrl-C: temporary files and folders go, destinations stay as they were.
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return int(args._run(args) or 0)
     except QInspectError as exc:
