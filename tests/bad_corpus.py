@@ -137,7 +137,19 @@ CAPTURES: list[tuple[str, Callable[[Path], Path], str]] = [
     ("graph-not-json", lambda p: _edit_capture(p, _edit_graph(lambda g: g.clear())), "/graph is not a model graph"),
     ("graph-layers-not-list", lambda p: _edit_capture(p, _edit_graph(lambda g: g.update(layers=7))),
      "/graph is not a model graph"),
+    ("graph-class-not-a-name", lambda p: _edit_capture(p, _edit_graph(lambda g: _layer(g, "dense").update(
+        class_name=7))), "layer 'dense' has class_name = 7, not a class name"),
+    ("graph-inbound-a-string", lambda p: _edit_capture(p, _edit_graph(lambda g: _layer(g, "dense").update(
+        inbound="outer/conv"))), "has inbound = 'outer/conv', not a list of layer names"),
+    ("graph-params-not-a-count", lambda p: _edit_capture(p, _edit_graph(lambda g: _layer(g, "dense").update(
+        params="many"))), "has params = 'many', not a count"),
     ("graph-huge-string", lambda p: _edit_capture(p, _huge_graph_string), "/graph declares"),
+    ("no-complete-marker", lambda p: _edit_capture(p, lambda h5: h5.attrs.__delitem__("complete")),
+     "incomplete capture"),
+    ("no-weights-group", lambda p: _edit_capture(p, lambda h5: h5.__delitem__("weights")),
+     "/weights is missing or not a group"),
+    ("dangling-input-link", lambda p: _edit_capture(p, lambda h5: h5["inputs"].__delitem__("input")),
+     "cannot read activations of layer 'input'"),
     ("n-samples-string", lambda p: _edit_capture(p, _set_attr("n_samples", "ten")), "n_samples"),
     ("n-samples-negative", lambda p: _edit_capture(p, _set_attr("n_samples", -3)), "n_samples"),
     ("n-samples-beyond-data", lambda p: _edit_capture(p, _set_attr("n_samples", 1000)),

@@ -76,8 +76,10 @@ def calibrate(graph: DpuGraph, batches: Iterable[np.ndarray | dict[str, np.ndarr
         except (ValueError, OverflowError):  # NaN or Inf: the inputs were checked, so the model made them
             if np.isfinite(tensor).all():
                 raise
-            raise QInspectError(f"{slot[0]}: its {spec.kind} tensor {slot[1]!r} holds NaN or Inf (the float model "
-                                "overflows there on finite inputs): no position can be chosen") from None
+            why = ("the model's weights are damaged" if spec.kind == "weight"
+                   else "the float model overflows there on finite inputs")
+            raise QInspectError(f"{slot[0]}: its {spec.kind} tensor {slot[1]!r} holds NaN or Inf ({why}): no "
+                                "position can be chosen") from None
 
     def source(slot: Slot, tensor: np.ndarray) -> int:
         spec = graph.slots[slot]

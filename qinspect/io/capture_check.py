@@ -27,7 +27,8 @@ from qinspect.io.graph import ModelGraph
 
 
 def check_graph(graph: ModelGraph, path: str) -> None:
-    """Refuse a graph whose edges name missing layers or form a cycle."""
+    """Refuse a graph with a field of the wrong type, edges naming missing layers, or a cycle."""
+    check_types(graph, path)
     names = {layer.name for layer in graph.layers}
     if len(names) != len(graph.layers):
         seen: set[str] = set()
@@ -49,6 +50,55 @@ def check_graph(graph: ModelGraph, path: str) -> None:
     if cycle:
         raise QInspectError(f"damaged capture: the graph has a cycle ({' -> '.join(cycle)}); a model's layers "
                             "cannot read their own output", path)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_dims(v: Any) -> bool:
+    """A shape: a list of ints and None, or (a multi-output layer) a list of such lists."""
+    return isinstance(v, list) and all(d is None or _is_int(d) or _is_dims(d) for d in v)
+
+
+# Layer field -> (test, what it must be). Every field a graph JSON gives is checked before use.
+_LAYER_FIELDS = {
+    "name": (_is_str, "a name"),
+    "class_name": (_is_str, "a class name"),
+    "config": (lambda v: isinstance(v, dict), "an object"),
+    "inbound": (lambda v: isinstance(v, list) and all(map(_is_str, v)), "a list of layer names"),
+    "call_kwargs": (lambda v: isinstance(v, dict), "an object"),
+    "output_shape": (lambda v: v is None or _is_dims(v), "a shape"),
+    "params": (lambda v: _is_int(v) and v >= 0, "a count"),
+    "parent": (lambda v: v is None or _is_str(v), "a layer name"),
+    "weight_shapes": (lambda v: isinstance(v, dict) and all(
+        _is_str(k) and isinstance(d, list) and all(_is_int(x) and x >= 0 for x in d) for k, d in v.items()),
+        "an object of shapes"),
+    "is_container": (lambda v: isinstance(v, bool), "true or false"),
+    "runnable": (lambda v: isinstance(v, bool), "true or false"),
+    "note": (_is_str, "text"),
+}
+
+
+def check_types(graph: ModelGraph, path: str) -> None:
+    """Refuse a graph whose fields have the wrong JSON types (a layer's class_name 7, inbound "conv")."""
+    if not _is_str(graph.name) or not all(map(_is_str, graph.inputs)) or not all(map(_is_str, graph.outputs)):
+        raise QInspectError("damaged capture: the graph's name, inputs or outputs are not names", path)
+    for index, layer in enumerate(graph.layers):
+        for field, (test, meaning) in _LAYER_FIELDS.items():
+            value = getattr(layer, field)
+            if not test(value):
+                who = repr(layer.name) if _is_str(layer.name) else f"#{index}"
+                raise QInspectError(f"damaged capture: layer {who} has {field} = {_short(value)}, not {meaning}", path)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def find_cycle(graph: ModelGraph) -> list[str]:
@@ -90,23 +140,25 @@ def check_samples(value: Any, path: str) -> int:
 
 def check_storage(ds: h5py.Dataset, what: str, path: str) -> None:
     """Refuse a dataset declaring more data than the file stores (before anything reads it)."""
-    declared = int(np.prod(ds.shape, dtype=np.float64) * ds.dtype.itemsize) if ds.shape else ds.dtype.itemsize
+    dsid = ds.id
+    declared = math.prod(dsid.shape or ()) * dsid.dtype.itemsize  # exact Python ints: no overflow for forged shapes
     if declared == 0:
         return
-    stored = int(ds.id.get_storage_size())
-    if ds.chunks is None:
-        offset = ds.id.get_offset()
+    stored = int(dsid.get_storage_size())
+    dcpl = dsid.get_create_plist()
+    if dcpl.get_layout() != h5py.h5d.CHUNKED:
+        offset = dsid.get_offset()
         size = os.path.getsize(path)
         if stored < declared or (offset is not None and offset + declared > size):
             raise QInspectError(f"damaged capture: {what} declares {_human(declared)} and the file holds "
                                 f"{_human(min(stored, max(0, size - (offset or 0))))} of it (truncated or forged)",
                                 path)
         return
-    chunks = math.prod(math.ceil(d / c) for d, c in zip(ds.shape, ds.chunks, strict=True))
-    chunk_bytes = math.prod(ds.chunks) * ds.dtype.itemsize
+    chunk = dcpl.get_chunk()
+    chunks = math.prod(math.ceil(d / c) for d, c in zip(dsid.shape, chunk, strict=True))
     # Every chunk of a complete capture is written; a stored chunk takes at least one byte, and an
     # unfiltered one its full size.
-    needed = chunks * chunk_bytes if not ds.compression and not ds.id.get_create_plist().get_nfilters() else chunks
+    needed = chunks * math.prod(chunk) * dsid.dtype.itemsize if not dcpl.get_nfilters() else chunks
     if stored < min(needed, declared):
         raise QInspectError(f"damaged capture: {what} declares {_human(declared)} in {chunks} chunk(s) and the file "
                             f"holds {_human(stored)} (truncated or forged)", path)
