@@ -251,6 +251,26 @@ def _weights_h5(folder: Path, kernel_shape: tuple[int, ...]) -> bytes:
     return data
 
 
+def _weight_group(h5: h5py.File) -> None:
+    ds = _first_kernel(h5)
+    name, group = ds.name.rsplit("/", 1)[1], ds.parent
+    del group[name]
+    group.create_group(name)
+
+
+def _npz_bomb(path: Path, samples: int = 7000) -> Path:
+    """An .npz whose one member declares ~86 MB of float32 zeros, stored in ~85 KB."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z, z.open("x.npy", "w", force_zip64=True) as entry:
+        np.lib.format.write_array_header_1_0(entry, {"descr": "<f4", "fortran_order": False,
+                                                     "shape": (samples, 32, 32, 3)})
+        left = samples * 32 * 32 * 3 * 4
+        block = bytes(1 << 20)
+        while left > 0:
+            entry.write(block[:min(left, len(block))])
+            left -= len(block)
+    return path
+
+
 def _bomb_png(path: Path, side: int = 20000) -> Path:
     """A valid PNG header declaring side x side pixels (Pillow's decompression-bomb guard refuses it)."""
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -271,7 +291,10 @@ OTHER_CASES: dict[str, tuple[str, ...]] = {
     "keras-config-bomb": MODEL_COMMANDS,
     "keras-no-weights": ("emulate", "calibrate", "report"),
     "keras-wrong-weight": MODEL_COMMANDS,
+    "h5-weight-is-a-group": MODEL_COMMANDS,
+    "keras-weights-bomb": MODEL_COMMANDS,
     "npy-nan": DATA_COMMANDS,
+    "npz-bomb": DATA_COMMANDS,
     "image-bomb": DATA_COMMANDS,
 }
 
@@ -311,6 +334,11 @@ def make_corpus(folder: Path, refcase: Path) -> list[BadCase]:
         ("keras-no-weights", _keras_archive(folder / "noweights.keras", dense), "holds no weights", None, x4),
         ("keras-wrong-weight", _keras_archive(folder / "wrongweight.keras", dense, _weights_h5(folder, (3, 3))),
          "has shape (3, 3)", None, x4),
+        ("h5-weight-is-a-group", _edit_model(float_h5, folder / "weightgroup.h5", _weight_group),
+         "damaged Keras model file (AttributeError", None, {}),
+        ("keras-weights-bomb", _keras_archive(folder / "weightsbomb.keras", dense, bytes(8 << 20)),
+         "model.weights.h5 in the archive declares 8,388,608 bytes", None, x4),
+        ("npz-bomb", _npz_bomb(folder / "bomb.npz"), "x.npy declares 86,016,128 bytes", float_h5, {}),
         ("npy-nan", folder / "nan.npy", "2 non-finite values (NaN or Inf), first in sample 2", float_h5, {}),
         ("image-bomb", _bomb_png(images / "huge.png"), "image too large to decode safely (400,000,000 pixels", float_h5,
          {"inputs": str(images), "preprocess": "0..1"}),

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.gui
 
 # What the window opens: every damaged capture and the model files refused on opening.
 WINDOW_CASES = [cid for cid, _, _ in CAPTURES] + ["leftover-tmp", "nan-inputs", "h5-wrong-weight",
-                                                   "keras-wrong-weight", "keras-config-bomb"]
+                                                   "keras-wrong-weight", "keras-config-bomb", "h5-weight-is-a-group",
+                                                   "keras-weights-bomb"]
 
 
 @pytest.fixture(scope="module", autouse=True)

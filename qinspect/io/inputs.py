@@ -207,10 +207,31 @@ def _open_npy(path: str, input_shapes: dict[str, Shape], preprocess: str | None)
                        preprocess, _arrays={name: array})
 
 
+# An .npz member expanding more than this many times, past 64 MiB, is not data (a zip bomb).
+_MAX_NPZ_RATIO = 1000
+
+
+def _check_npz_sizes(path: str) -> None:
+    """Refuse an .npz whose members declare far more bytes than they store, before decompressing any."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise QInspectError(f"not a readable .npz file ({_one_line(exc)})", path) from None
+    for info in members:
+        if info.file_size > (64 << 20) and info.file_size > _MAX_NPZ_RATIO * max(info.compress_size, 1):
+            raise QInspectError(f"{info.filename} declares {info.file_size:,} bytes from {info.compress_size:,} "
+                                "stored: not an array (damaged or forged)", path)
+
+
 def _open_npz(path: str, input_shapes: dict[str, Shape], preprocess: str | None) -> InputSource:
+    _check_npz_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {key: npz[key] for key in npz.files}
+    except MemoryError:
+        raise QInspectError("too large to load into memory (an .npz is read whole; save the inputs as .npy, "
+                            "which is read batch by batch)", path) from None
     except ValueError as exc:
         raise QInspectError(f"not a numeric .npz archive ({_one_line(exc)})", path) from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:

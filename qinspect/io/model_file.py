@@ -113,7 +113,12 @@ def open_model(path: str | os.PathLike[str]) -> ModelSource:
     if kind == "keras-v3":
         from qinspect.io.keras_v3 import KerasV3Model
 
-        return _checked(KerasV3Model(path), path)
+        try:
+            model = KerasV3Model(path)
+        except (AttributeError, TypeError, ValueError, IndexError, KeyError) as exc:
+            # Fields of the wrong type in config.json or the weights file: not what Keras writes.
+            raise QInspectError(f"damaged .keras model ({type(exc).__name__}: {first_line(exc)})", path) from None
+        return _checked(model, path)
     return _checked(_open_hdf5(path), path)
 
 
@@ -156,6 +161,10 @@ def _open_hdf5(path: str) -> ModelSource:
 
     try:
         return KerasH5Model(path, h5)
+    except (AttributeError, TypeError, ValueError, IndexError) as exc:
+        # A weight that is a group, a config field of the wrong type: the file is not what Keras writes.
+        h5.close()
+        raise QInspectError(f"damaged Keras model file ({type(exc).__name__}: {first_line(exc)})", path) from None
     except (OSError, RuntimeError, KeyError) as exc:
         # h5py raises these for damaged metadata (a truncated file whose superblock survived).
         h5.close()
