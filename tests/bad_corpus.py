@@ -39,7 +39,9 @@ class BadCase:
     path: Path  # the file the message must name
     fragment: str  # part of the one-line message
     commands: tuple[str, ...] = CAPTURE_COMMANDS
-    kind: str = "capture"  # "capture" (holds its inputs), "model" (given good --inputs) or "inputs"
+    # "capture" (holds its inputs), "model" (given good --inputs), "inputs" (given to ``model``) or
+    # "positions" (--positions for ``model``; compare-dump takes it as the quantized model)
+    kind: str = "capture"
     model: Path | None = None  # for bad inputs: the model they are given to
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -271,6 +273,16 @@ def _npz_bomb(path: Path, samples: int = 7000) -> Path:
     return path
 
 
+def _positions(refcase: Path, path: Path, value: int) -> Path:
+    """The reference case's positions.json with its first position replaced by ``value``."""
+    data = json.loads((refcase / "positions.json").read_text())
+    table = data.get("positions", data)
+    layer = next(iter(table))
+    table[layer][next(iter(table[layer]))] = value
+    path.write_text(json.dumps(data))
+    return path
+
+
 def _bomb_png(path: Path, side: int = 20000) -> Path:
     """A valid PNG header declaring side x side pixels (Pillow's decompression-bomb guard refuses it)."""
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -293,6 +305,8 @@ OTHER_CASES: dict[str, tuple[str, ...]] = {
     "keras-wrong-weight": MODEL_COMMANDS,
     "h5-weight-is-a-group": MODEL_COMMANDS,
     "keras-weights-bomb": MODEL_COMMANDS,
+    "positions-out-of-range": ("emulate", "diagnose", "report"),
+    "quantized-bad-kernel": ("emulate", "report", "compare-dump"),
     "npy-nan": DATA_COMMANDS,
     "npz-bomb": DATA_COMMANDS,
     "image-bomb": DATA_COMMANDS,
@@ -339,6 +353,10 @@ def make_corpus(folder: Path, refcase: Path) -> list[BadCase]:
         ("keras-weights-bomb", _keras_archive(folder / "weightsbomb.keras", dense, bytes(8 << 20)),
          "model.weights.h5 in the archive declares 8,388,608 bytes", None, x4),
         ("npz-bomb", _npz_bomb(folder / "bomb.npz"), "x.npy declares 86,016,128 bytes", float_h5, {}),
+        ("positions-out-of-range", _positions(refcase, folder / "positions.json", 10**30),
+         "is not a whole number within -64..64 (a scale of 2^-p)", None, {}),
+        ("quantized-bad-kernel", _edit_model(refcase / "quantized.h5", folder / "quantized.h5", _wrong_weight),
+         "its kernel has shape (2, 2); a conv2d kernel has 4 axes", None, {}),
         ("npy-nan", folder / "nan.npy", "2 non-finite values (NaN or Inf), first in sample 2", float_h5, {}),
         ("image-bomb", _bomb_png(images / "huge.png"), "image too large to decode safely (400,000,000 pixels", float_h5,
          {"inputs": str(images), "preprocess": "0..1"}),
@@ -346,6 +364,9 @@ def make_corpus(folder: Path, refcase: Path) -> list[BadCase]:
     for cid, path, fragment, model, extra in others:
         kind = "inputs" if model is not None else "capture" if path.suffix in (".h5", ".tmp") and cid[:3] != "h5-" \
             else "model"
+        if cid.startswith(("positions-", "quantized-")):
+            kind, model, extra = "positions", float_h5, {"dump": str(refcase / "dump_results"),
+                                                          "dump_inputs": str(refcase / "dump_inputs.npy")}
         cases.append(BadCase(cid, path, fragment, OTHER_CASES[cid], kind, model, extra))
     return cases
 

@@ -21,7 +21,13 @@ HERE = Path(__file__).resolve().parent
 
 
 def _argv(case, command: str, calib: str, out: str) -> list[str]:
-    if case.kind == "inputs":
+    if case.kind == "positions":
+        if command == "compare-dump":
+            return [command, str(case.path), case.extra["dump"], "--inputs", case.extra["dump_inputs"]]
+        argv = [command, str(case.model), "--positions", str(case.path)]
+        if command != "report":
+            argv += ["--inputs", calib]
+    elif case.kind == "inputs":
         argv = [command, str(case.model), "--inputs", case.extra.get("inputs", str(case.path))]
         if "preprocess" in case.extra:
             argv += ["--preprocess", case.extra["preprocess"]]

@@ -187,8 +187,11 @@ def load_positions_file(emu: Any, positions: str) -> None:
         if fh.read(8).startswith(b"\x89HDF"):
             raise QInspectError("is an HDF5 file but not a Vitis quantized model: --positions needs a quantized.h5 "
                                 "or a positions JSON", positions)
+    from qinspect.dpu.emulator import naming_file
+
     table = read_positions_json(positions)
-    missing = emu.load_positions(table)
+    with naming_file(positions):
+        missing = emu.load_positions(table)
     if missing:
         known = {slot[0] for slot in emu.graph.slots}
         if not known & set(table):

@@ -29,7 +29,7 @@ from qinspect.dpu.calibrate import CalibrationResult, calibrate
 from qinspect.dpu.dpu_graph import CONV_OPS, Adjustment, DpuGraph, Node, Rewrite
 from qinspect.dpu.executor import Evaluator, Value, _FusedValue, batch_inputs, check_input_shape
 from qinspect.dpu.fixed_point import Round, quantize
-from qinspect.errors import QInspectError
+from qinspect.errors import QInspectError, first_line
 
 DEFAULT_BATCH = 32
 
@@ -118,6 +118,50 @@ def _source_batches(graph: DpuGraph, data: Any, batch_size: int) -> Iterator[dic
         yield batch_inputs(graph, b)
 
 
+def check_node_weights(graph: DpuGraph, path: str) -> None:
+    """Refuse a conv or dense node whose kernel or bias does not have the shape its operator needs
+    (a damaged file would otherwise fail deep in a kernel: ``not enough values to unpack``)."""
+    for node in graph.nodes:
+        if node.op not in CONV_OPS:
+            continue
+        kernel = node.weights.get("depthwise_kernel" if node.op == "depthwise_conv2d" else "kernel")
+        if kernel is None:
+            continue
+        rank = 2 if node.op == "dense" else 4
+        shape = tuple(np.shape(kernel))
+        if len(shape) != rank:
+            raise QInspectError(f"{node.name}: its kernel has shape {shape}; a {node.op} kernel has {rank} axes "
+                                "(damaged weights)", path)
+        if node.op == "depthwise_conv2d":
+            out = shape[2] * shape[3]
+        elif node.op == "conv2d_transpose":
+            out = shape[2]
+        else:
+            out = shape[-1]
+        bias = node.weights.get("bias")
+        if bias is not None and tuple(np.shape(bias)) != (out,):
+            raise QInspectError(f"{node.name}: its bias has shape {tuple(np.shape(bias))}; its kernel "
+                                f"{shape} gives {out} outputs (damaged weights)", path)
+
+
+# A position p means a scale of 2^-p; beyond this the scale leaves float32 (and no tensor needs it).
+MAX_POSITION = 64
+
+
+def _checked_position(slot: tuple[str, str], value: Any, path: str | None) -> int:
+    """A position from a positions table as an int within +-MAX_POSITION (one-line refusal otherwise)."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        ok = abs(int(value)) <= MAX_POSITION
+    elif isinstance(value, float | np.floating):
+        ok = bool(np.isfinite(value)) and float(value).is_integer() and abs(value) <= MAX_POSITION
+    else:
+        ok = False
+    if not ok:
+        raise QInspectError(f"position {slot[0]}:{slot[1]} = {str(value)[:30]} is not a whole number within "
+                            f"-{MAX_POSITION}..{MAX_POSITION} (a scale of 2^-p)", path)
+    return int(value)
+
+
 @contextmanager
 def naming_file(path: str) -> Iterator[None]:
     """Give a refusal that names no file (an operator that cannot be emulated, ...) the model's file."""
@@ -161,6 +205,7 @@ class Emulator:
 
         check_has_weights(source.graph, path)
         graph = graph_from_float(source.graph, source, cle=cle)
+        check_node_weights(graph, path)
         _shapes_from(graph, source.graph)
         if calib_inputs is None and getattr(source, "kind", "") == "capture":
             calib_inputs = source
@@ -176,7 +221,13 @@ class Emulator:
         from qinspect.io.vitis import load_quantized_model
 
         model = load_quantized_model(path)
-        graph = graph_from_quantized(model)
+        try:
+            graph = graph_from_quantized(model)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            # A weight of the wrong shape, a missing quantizer field: not what vai_q writes.
+            raise QInspectError(f"damaged Vitis quantized model ({type(exc).__name__}: {first_line(exc)})",
+                                str(path)) from None
+        check_node_weights(graph, str(path))
         for layer in model.layers:
             if layer.class_name == "InputLayer" and layer.name in graph:
                 shape = layer.config.get("batch_input_shape") or layer.config.get("batch_shape")
@@ -196,6 +247,7 @@ class Emulator:
     def load_positions(self, positions: Any) -> list[str]:
         """Use positions from a positions.json-like dict, a JSON file (``calibrate --json`` output or a
         reference case's positions.json) or a Vitis ``quantized.h5``. Returns slots that got none."""
+        positions_file = str(positions) if isinstance(positions, str | os.PathLike) else None
         if isinstance(positions, str | os.PathLike):
             p = str(positions)
             if not os.path.exists(p):
@@ -222,7 +274,7 @@ class Emulator:
             if v is None:
                 missing.append(f"{slot[0]}:{slot[1]}")
             else:
-                self.graph.set_pos(slot, int(v))
+                self.graph.set_pos(slot, _checked_position(slot, v, positions_file))
         return missing
 
     # -- what the GUI and reports show ----------------------------------------------------------
