@@ -187,7 +187,7 @@ def load_positions_file(emu: Any, positions: str) -> None:
         if fh.read(8).startswith(b"\x89HDF"):
             raise QInspectError("is an HDF5 file but not a Vitis quantized model: --positions needs a quantized.h5 "
                                 "or a positions JSON", positions)
-    from qinspect.dpu.emulator import naming_file
+    from qinspect.dpu.checks import naming_file
 
     table = read_positions_json(positions)
     with naming_file(positions):
