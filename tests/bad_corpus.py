@@ -40,7 +40,8 @@ class BadCase:
     fragment: str  # part of the one-line message
     commands: tuple[str, ...] = CAPTURE_COMMANDS
     # "capture" (holds its inputs), "model" (given good --inputs), "inputs" (given to ``model``) or
-    # "positions" (--positions for ``model``; compare-dump takes it as the quantized model)
+    # "positions" (--positions for ``model``; compare-dump takes it as the quantized model) or "eval"
+    # (--eval for the capture ``model``)
     kind: str = "capture"
     model: Path | None = None  # for bad inputs: the model they are given to
     extra: dict[str, str] = field(default_factory=dict)
@@ -307,6 +308,7 @@ OTHER_CASES: dict[str, tuple[str, ...]] = {
     "keras-weights-bomb": MODEL_COMMANDS,
     "positions-out-of-range": ("emulate", "diagnose", "report"),
     "quantized-bad-kernel": ("emulate", "report", "compare-dump"),
+    "eval-nan-inputs": ("diagnose", "report"),
     "npy-nan": DATA_COMMANDS,
     "npz-bomb": DATA_COMMANDS,
     "image-bomb": DATA_COMMANDS,
@@ -357,6 +359,8 @@ def make_corpus(folder: Path, refcase: Path) -> list[BadCase]:
          "is not a whole number within -64..64 (a scale of 2^-p)", None, {}),
         ("quantized-bad-kernel", _edit_model(refcase / "quantized.h5", folder / "quantized.h5", _wrong_weight),
          "its kernel has shape (2, 2); a conv2d kernel has 4 axes", None, {}),
+        ("eval-nan-inputs", _nan_capture(folder / "eval-nan.h5"), "2 non-finite values (NaN or Inf), first in sample 3",
+         write_tiny(folder / "good.h5"), {}),
         ("npy-nan", folder / "nan.npy", "2 non-finite values (NaN or Inf), first in sample 2", float_h5, {}),
         ("image-bomb", _bomb_png(images / "huge.png"), "image too large to decode safely (400,000,000 pixels", float_h5,
          {"inputs": str(images), "preprocess": "0..1"}),
@@ -364,6 +368,8 @@ def make_corpus(folder: Path, refcase: Path) -> list[BadCase]:
     for cid, path, fragment, model, extra in others:
         kind = "inputs" if model is not None else "capture" if path.suffix in (".h5", ".tmp") and cid[:3] != "h5-" \
             else "model"
+        if cid.startswith("eval-"):
+            kind = "eval"
         if cid.startswith(("positions-", "quantized-")):
             kind, model, extra = "positions", float_h5, {"dump": str(refcase / "dump_results"),
                                                           "dump_inputs": str(refcase / "dump_inputs.npy")}

@@ -21,7 +21,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def _argv(case, command: str, calib: str, out: str) -> list[str]:
-    if case.kind == "positions":
+    if case.kind == "eval":
+        argv = [command, str(case.model), "--eval", str(case.path)]
+    elif case.kind == "positions":
         if command == "compare-dump":
             return [command, str(case.path), case.extra["dump"], "--inputs", case.extra["dump_inputs"]]
         argv = [command, str(case.model), "--positions", str(case.path)]

@@ -40,6 +40,20 @@ def finite_batches(batches: Iterator[dict[str, np.ndarray]], path: str | None) -
         yield batch
 
 
+def check_finite_capture(capture: Any, batch: int = 64) -> None:
+    """Refuse a capture whose inputs hold NaN or Inf (an ``--eval`` capture: its activations would be
+    compared with the calibration's), reading its inputs batch by batch."""
+    names = list(capture.graph.inputs)
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, int(capture.n_samples), batch):
+            rows = slice(start, start + batch)
+            yield {name: capture.inputs(name if len(names) > 1 else None, rows) for name in names}
+
+    for _ in finite_batches(batches(), capture.path):
+        pass
+
+
 def _nonfinite(batch: dict[str, np.ndarray]) -> int:
     return sum(int((~np.isfinite(x)).sum()) for x in batch.values() if np.issubdtype(np.asarray(x).dtype, np.floating))
 
