@@ -126,7 +126,7 @@ class Emulator:
             path = getattr(source, "path", "")
         from qinspect.io.weight_check import check_has_weights
 
-        check_has_weights(source.graph, path)
+        check_has_weights(source, path)
         graph = graph_from_float(source.graph, source, cle=cle)
         check_node_weights(graph, path)
         _shapes_from(graph, source.graph)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from qinspect.errors import QInspectError
-from qinspect.io.graph import Layer, ModelGraph
+from qinspect.io.graph import Layer, ModelGraph, WeightSource
 from qinspect.io.keras_config import expected_weights
 
 
@@ -27,17 +29,25 @@ def check_weight_shapes(graph: ModelGraph, path: str) -> None:
                                     f"{layer.class_name} with its config takes {_fmt(want)}", path)
 
 
-def check_has_weights(graph: ModelGraph, path: str) -> None:
-    """Refuse a model whose layers need weights the file does not hold (the emulator needs them all)."""
+def check_has_weights(source: WeightSource, path: str) -> None:
+    """Refuse a model whose layers need weights the file does not hold (the emulator needs them all).
+
+    The graph's ``weight_shapes`` answer without reading; a layer without them (a source that does not
+    declare shapes) is asked for its arrays.
+    """
+    graph: ModelGraph = source.graph
     for layer in graph.leaves():
         spec = expected_weights(layer.class_name, layer.config)
-        if spec and not layer.weight_shapes:
+        if not spec:
+            continue
+        shapes = layer.weight_shapes or {short: np.shape(a) for short, a in (source.weights(layer.name) or {}).items()}
+        if not shapes:
             raise QInspectError(f"holds no weights for layer {layer.name!r} ({layer.class_name}): the file has the "
                                 "model's structure only, and emulating it needs its weights", path)
         # A bias is only known to exist when the config says so (a hand-made graph may leave use_bias out).
-        needed = [short for short, _ in spec or [] if short != "bias" or layer.config.get("use_bias") is True]
-        missing = [short for short in needed if layer.weight_shapes and short not in layer.weight_shapes
-                   and not any(name.startswith("var") for name in layer.weight_shapes)]
+        needed = [short for short, _ in spec if short != "bias" or layer.config.get("use_bias") is True]
+        missing = [short for short in needed if short not in shapes
+                   and not any(name.startswith("var") for name in shapes)]
         if missing:
             raise QInspectError(f"holds no weight {missing[0]!r} for layer {layer.name!r} ({layer.class_name})", path)
 
