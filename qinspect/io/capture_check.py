@@ -138,41 +138,43 @@ def check_samples(value: Any, path: str) -> int:
     return int(value)
 
 
-def check_storage(ds: h5py.Dataset, what: str, path: str) -> None:
-    """Refuse a dataset declaring more data than the file stores (before anything reads it)."""
-    dsid = ds.id
-    declared = math.prod(dsid.shape or ()) * dsid.dtype.itemsize  # exact Python ints: no overflow for forged shapes
+def check_storage(dsid: h5py.h5d.DatasetID, what: str, path: str, file_size: int | None = None) -> None:
+    """Refuse a dataset (its low-level id) declaring more data than the file stores, before anything reads it.
+    ``file_size``: the file's size when the caller knows it (one stat for many datasets)."""
+    shape, itemsize = dsid.shape or (), dsid.get_type().get_size()
+    declared = math.prod(shape) * itemsize  # exact Python ints: no overflow for forged shapes
     if declared == 0:
         return
     stored = int(dsid.get_storage_size())
     dcpl = dsid.get_create_plist()
     if dcpl.get_layout() != h5py.h5d.CHUNKED:
         offset = dsid.get_offset()
-        size = os.path.getsize(path)
+        size = os.path.getsize(path) if file_size is None else file_size
         if stored < declared or (offset is not None and offset + declared > size):
             raise QInspectError(f"damaged capture: {what} declares {_human(declared)} and the file holds "
                                 f"{_human(min(stored, max(0, size - (offset or 0))))} of it (truncated or forged)",
                                 path)
         return
     chunk = dcpl.get_chunk()
-    chunks = math.prod(math.ceil(d / c) for d, c in zip(dsid.shape, chunk, strict=True))
+    chunks = math.prod(math.ceil(d / c) for d, c in zip(shape, chunk, strict=True))
     # Every chunk of a complete capture is written; a stored chunk takes at least one byte, and an
     # unfiltered one its full size.
-    needed = chunks * math.prod(chunk) * dsid.dtype.itemsize if not dcpl.get_nfilters() else chunks
+    needed = chunks * math.prod(chunk) * itemsize if not dcpl.get_nfilters() else chunks
     if stored < min(needed, declared):
         raise QInspectError(f"damaged capture: {what} declares {_human(declared)} in {chunks} chunk(s) and the file "
                             f"holds {_human(stored)} (truncated or forged)", path)
 
 
-def check_tensor(obj: Any, what: str, expected: Sequence[int | None] | None, n_samples: int | None,
-                 path: str) -> h5py.Dataset:
-    """Refuse an HDF5 object that is not a float array of the expected shape (None: any size on that axis)."""
+def check_tensor(oid: Any, what: str, expected: Sequence[int | None] | None, n_samples: int | None,
+                 path: str, file_size: int | None = None) -> tuple[int, ...]:
+    """Refuse an HDF5 object (its low-level id) that is not a float array of the expected shape (None: any
+    size on that axis); return its shape. Low-level ids: the high-level wrappers cost ~10x per object."""
     are, have = ("are", "have") if what.startswith("activations") else ("is", "has")
-    if isinstance(obj, h5py.Group):
+    if isinstance(oid, h5py.h5g.GroupID):
         raise QInspectError(f"damaged capture: {what} {are} a group, not an array", path)
-    if not isinstance(obj, h5py.Dataset):
+    if not isinstance(oid, h5py.h5d.DatasetID):
         raise QInspectError(f"damaged capture: {what} {are} not an array", path)
-    shape = tuple(int(d) for d in obj.shape) if obj.shape is not None else ()
+    shape = tuple(int(d) for d in (oid.shape or ()))
     if expected is not None:
         want = tuple(expected)
         if len(shape) == len(want) and n_samples is not None and shape[0] != n_samples and _fits(shape[1:], want[1:]):
@@ -180,15 +182,16 @@ def check_tensor(obj: Any, what: str, expected: Sequence[int | None] | None, n_s
         if len(shape) != len(want) or not _fits(shape, want):
             raise QInspectError(f"damaged capture: {what} {have} shape {_fmt(shape)}; the graph says {_fmt(want)}",
                                 path)
-    if obj.dtype.kind != "f":
-        raise QInspectError(f"damaged capture: {what} {have} dtype {obj.dtype}; a capture stores float32", path)
-    check_storage(obj, what, path)
-    return obj
+    if not isinstance(oid.get_type(), h5py.h5t.TypeFloatID):
+        raise QInspectError(f"damaged capture: {what} {have} dtype {oid.dtype}; a capture stores float32", path)
+    check_storage(oid, what, path, file_size)
+    return shape
 
 
 def check_capture(h5: h5py.File, graph: ModelGraph, n_samples: int, path: str, escape: Any, unescape: Any) -> None:
     """Check the tensors of an opened capture against its graph (metadata only). ``escape``/``unescape``:
     layer name <-> HDF5 link name (``capture_file.escape_name`` / ``unescape_name``)."""
+    size = os.path.getsize(path)
     groups = {}
     for name in ("inputs", "activations", "weights"):
         group = h5.get(name)
@@ -199,33 +202,35 @@ def check_capture(h5: h5py.File, graph: ModelGraph, n_samples: int, path: str, e
         link = escape(name)
         if link in groups["inputs"]:
             check_tensor(_get(groups["inputs"], link, f"input {name!r}", path), f"input {name!r}",
-                         _expected(graph, name, n_samples), n_samples, path)
+                         _expected(graph, name, n_samples), n_samples, path, size)
     for link in groups["activations"]:
         layer = unescape(link)
         if layer not in graph:
             continue  # shown last, never matched to a layer
         what = f"activations of layer {layer!r}"
         check_tensor(_get(groups["activations"], link, what, path), what, _expected(graph, layer, n_samples),
-                     n_samples, path)
+                     n_samples, path, size)
     for layer in graph.leaves():
         if not layer.weight_shapes:
             continue
         stored = groups["weights"].get(escape(layer.name))
         for short, shape in layer.weight_shapes.items():
+            what = f"weight {short!r} of layer {layer.name!r}"
             if not isinstance(stored, h5py.Group) or short not in stored:
                 raise QInspectError(f"damaged capture: no weight {short!r} for layer {layer.name!r} (the graph "
                                     f"declares shape {_fmt(tuple(shape))})", path)
-            ds = _get(stored, short, f"weight {short!r} of layer {layer.name!r}", path)
-            if not isinstance(ds, h5py.Dataset) or tuple(ds.shape or ()) != tuple(shape):
-                got = _fmt(tuple(ds.shape or ())) if isinstance(ds, h5py.Dataset) else "a group"
-                raise QInspectError(f"damaged capture: weight {short!r} of layer {layer.name!r} has shape {got}; "
+            oid = _get(stored, short, what, path)
+            got = tuple(oid.shape or ()) if isinstance(oid, h5py.h5d.DatasetID) else None
+            if got != tuple(shape):
+                raise QInspectError(f"damaged capture: {what} has shape {'a group' if got is None else _fmt(got)}; "
                                     f"the graph says {_fmt(tuple(shape))}", path)
-            check_tensor(ds, f"weight {short!r} of layer {layer.name!r}", None, None, path)
+            check_tensor(oid, what, None, None, path, size)
 
 
 def _get(group: h5py.Group, link: str, what: str, path: str) -> Any:
+    """The low-level id of ``group/link`` (soft links followed)."""
     try:
-        return group[link]
+        return h5py.h5o.open(group.id, link.encode("utf-8"))
     except (KeyError, OSError, RuntimeError):  # a dangling soft link, damaged metadata
         raise QInspectError(f"damaged capture: cannot read {what}", path) from None
 

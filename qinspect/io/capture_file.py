@@ -169,7 +169,7 @@ class Capture(WeightSource):
                 shape = getattr(stored, "shape", None)
                 raise QInspectError(f"damaged capture: /graph declares shape {shape} of {getattr(stored, 'dtype', '')}"
                                     "; a capture's graph is one string", path)
-            check_storage(stored, "/graph", path)
+            check_storage(stored.id, "/graph", path)
             raw = stored[()]
         except (OSError, RuntimeError, KeyError) as exc:
             raise QInspectError(f"damaged capture: cannot read /graph ({first_line(exc)})", path) from None
