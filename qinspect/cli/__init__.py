@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -75,9 +76,18 @@ def _desktop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qinspect`` console script."""
+    whole_process = argv is None  # the console script or ``python -m qinspect``, not a caller in-process
     argv = list(sys.argv[1:] if argv is None else argv)
+    # File names that are not valid UTF-8 arrive as surrogate escapes: print them back as the bytes they were.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     # `qinspect` and `qinspect FILE` open the GUI.
     if not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-")):
         argv = ["gui", *argv]
@@ -88,12 +98,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    if whole_process and args.command != "gui":  # the window closes itself on SIGTERM
+        # SIGTERM cleans up like Ctrl-C: temporary files and folders go, destinations stay as they were.
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return int(args._run(args) or 0)
     except QInspectError as exc:
         return error(str(exc))
     except KeyboardInterrupt:
-        return error("interrupted")
+        code = error("interrupted")
+        if whole_process and "tensorflow" in sys.modules:
+            # Everything qinspect wrote is cleaned up by now. A batch may still be running on TensorFlow's
+            # threads, and the C++ teardown of a normal exit would wait seconds for it: leave at once.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except BrokenPipeError:
         # `qinspect info x | head`: stop quietly, as other command line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -187,8 +187,11 @@ def load_positions_file(emu: Any, positions: str) -> None:
         if fh.read(8).startswith(b"\x89HDF"):
             raise QInspectError("is an HDF5 file but not a Vitis quantized model: --positions needs a quantized.h5 "
                                 "or a positions JSON", positions)
+    from qinspect.dpu.checks import naming_file
+
     table = read_positions_json(positions)
-    missing = emu.load_positions(table)
+    with naming_file(positions):
+        missing = emu.load_positions(table)
     if missing:
         known = {slot[0] for slot in emu.graph.slots}
         if not known & set(table):
@@ -296,6 +299,7 @@ class FirstSamples:
 
     def __init__(self, capture: Any, n: int) -> None:
         self._capture = capture
+        self.path = getattr(capture, "path", "")
         self.n_samples = min(int(n), int(capture.n_samples))
 
     def inputs(self, name: str | None = None, samples: Any = None) -> Any:

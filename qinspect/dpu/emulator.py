@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 
 from qinspect.dpu.calibrate import CalibrationResult, calibrate
+from qinspect.dpu.checks import check_node_weights, checked_position, finite_batches, naming_file
 from qinspect.dpu.dpu_graph import CONV_OPS, Adjustment, DpuGraph, Node, Rewrite
 from qinspect.dpu.executor import Evaluator, Value, _FusedValue, batch_inputs, check_input_shape
 from qinspect.dpu.fixed_point import Round, quantize
-from qinspect.errors import QInspectError
+from qinspect.errors import QInspectError, first_line
 
 DEFAULT_BATCH = 32
 
@@ -54,6 +55,12 @@ class LayerResult:
 
 
 def _data_batches(graph: DpuGraph, data: Any, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of model inputs (see :func:`_source_batches`), refused at the first NaN or Inf
+    (:func:`qinspect.dpu.checks.finite_batches` says why)."""
+    return finite_batches(_source_batches(graph, data, batch_size), getattr(data, "path", None) or None)
+
+
+def _source_batches(graph: DpuGraph, data: Any, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """Batches of model inputs from an array, a dict of arrays, a capture or an iterable of batches."""
     if batch_size < 1:
         raise QInspectError(f"batch size must be at least 1, got {batch_size}")
@@ -117,7 +124,11 @@ class Emulator:
             source = open_model(path)
         else:
             path = getattr(source, "path", "")
+        from qinspect.io.weight_check import check_has_weights
+
+        check_has_weights(source, path)
         graph = graph_from_float(source.graph, source, cle=cle)
+        check_node_weights(graph, path)
         _shapes_from(graph, source.graph)
         if calib_inputs is None and getattr(source, "kind", "") == "capture":
             calib_inputs = source
@@ -133,7 +144,13 @@ class Emulator:
         from qinspect.io.vitis import load_quantized_model
 
         model = load_quantized_model(path)
-        graph = graph_from_quantized(model)
+        try:
+            graph = graph_from_quantized(model)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            # A weight of the wrong shape, a missing quantizer field: not what vai_q writes.
+            raise QInspectError(f"damaged Vitis quantized model ({type(exc).__name__}: {first_line(exc)})",
+                                str(path)) from None
+        check_node_weights(graph, str(path))
         for layer in model.layers:
             if layer.class_name == "InputLayer" and layer.name in graph:
                 shape = layer.config.get("batch_input_shape") or layer.config.get("batch_shape")
@@ -146,12 +163,14 @@ class Emulator:
     def calibrate(self, data: Any, batch_size: int = DEFAULT_BATCH, constraints: bool = True) -> CalibrationResult:
         """Calibrate (batch by batch, voting, then the DPU constraints); sets the positions."""
         batches = _data_batches(self.graph, data, batch_size)
-        self.calibration = calibrate(self.graph, batches, batch_size, constraints)
+        with naming_file(self.source):
+            self.calibration = calibrate(self.graph, batches, batch_size, constraints)
         return self.calibration
 
     def load_positions(self, positions: Any) -> list[str]:
         """Use positions from a positions.json-like dict, a JSON file (``calibrate --json`` output or a
         reference case's positions.json) or a Vitis ``quantized.h5``. Returns slots that got none."""
+        positions_file = str(positions) if isinstance(positions, str | os.PathLike) else None
         if isinstance(positions, str | os.PathLike):
             p = str(positions)
             if not os.path.exists(p):
@@ -178,7 +197,7 @@ class Emulator:
             if v is None:
                 missing.append(f"{slot[0]}:{slot[1]}")
             else:
-                self.graph.set_pos(slot, int(v))
+                self.graph.set_pos(slot, checked_position(slot, v, positions_file))
         return missing
 
     # -- what the GUI and reports show ----------------------------------------------------------
@@ -227,11 +246,12 @@ class Emulator:
         results = {n.name: self._result(n) for n in g.nodes if n.name in wanted}
         fev, iev, isoev = Evaluator(g, "float"), Evaluator(g, "int"), Evaluator(g, "int")
         done = 0
-        for inputs in _data_batches(g, data, batch_size):
-            self._walk(inputs, fev, iev, isoev, results, stats_factory, keep_int8, keep_float, isolated)
-            done += len(next(iter(inputs.values())))
-            if progress is not None:
-                progress(done)
+        with naming_file(self.source):
+            for inputs in _data_batches(g, data, batch_size):
+                self._walk(inputs, fev, iev, isoev, results, stats_factory, keep_int8, keep_float, isolated)
+                done += len(next(iter(inputs.values())))
+                if progress is not None:
+                    progress(done)
         for r in results.values():
             if r.chunks_q:
                 r.int8 = np.concatenate(r.chunks_q)

@@ -32,7 +32,8 @@ def application(argv: list[str] | None = None) -> QApplication:
     """The process's QApplication (created once, configured for qinspect)."""
     app = QApplication.instance()
     if app is None:
-        app = QApplication(argv if argv is not None else [sys.argv[0]])
+        # Not sys.argv: Qt crashes on an argument that is not valid UTF-8 (a file name with such bytes).
+        app = QApplication(argv if argv is not None else ["qinspect"])
     # Worker threads run numpy and h5py code that holds the GIL in stretches; a shorter switch
     # interval hands the UI thread the GIL sooner, so the window keeps repainting meanwhile.
     sys.setswitchinterval(0.001)

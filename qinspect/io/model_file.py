@@ -114,17 +114,38 @@ def open_model(path: str | os.PathLike[str]) -> ModelSource:
     if kind == "keras-v3":
         from qinspect.io.keras_v3 import KerasV3Model
 
-        return KerasV3Model(path)
-    return _open_hdf5(path)
+        try:
+            model = KerasV3Model(path)
+        except (AttributeError, TypeError, ValueError, IndexError, KeyError) as exc:
+            # Fields of the wrong type in config.json or the weights file: not what Keras writes.
+            raise QInspectError(f"damaged .keras model ({type(exc).__name__}: {first_line(exc)})", path) from None
+        return _checked(model, path)
+    return _checked(_open_hdf5(path), path)
+
+
+def _checked(source: ModelSource, path: str) -> ModelSource:
+    """``source`` once its weights' shapes agree with its layers' configs (closed and refused otherwise)."""
+    from qinspect.io.weight_check import check_weight_shapes
+
+    if source.kind == "capture":
+        return source  # checked against its own graph when opened
+    try:
+        check_weight_shapes(source.graph, path)
+    except BaseException:
+        source.close()
+        raise
+    return source
 
 
 def _open_hdf5(path: str) -> ModelSource:
     import h5py
 
+    from qinspect.io.capture_file import unreadable_hdf5_message
+
     try:
         h5 = h5py.File(path, "r", locking=False)
     except OSError as exc:
-        raise QInspectError(f"damaged or truncated HDF5 file ({first_line(exc)})", path) from exc
+        raise QInspectError(unreadable_hdf5_message(path, exc), path) from None
     try:
         fmt = h5.attrs.get("format")
     except (OSError, RuntimeError) as exc:
@@ -141,6 +162,10 @@ def _open_hdf5(path: str) -> ModelSource:
 
     try:
         return KerasH5Model(path, h5)
+    except (AttributeError, TypeError, ValueError, IndexError) as exc:
+        # A weight that is a group, a config field of the wrong type: the file is not what Keras writes.
+        h5.close()
+        raise QInspectError(f"damaged Keras model file ({type(exc).__name__}: {first_line(exc)})", path) from None
     except (OSError, RuntimeError, KeyError) as exc:
         # h5py raises these for damaged metadata (a truncated file whose superblock survived).
         h5.close()

@@ -23,6 +23,7 @@ import numpy as np
 from qinspect import __version__
 from qinspect.analysis import diagnose as diagnosis
 from qinspect.analysis.metrics import ErrorStats, representable_range
+from qinspect.dpu.checks import check_finite_capture
 from qinspect.dpu.emulator import Emulator
 from qinspect.errors import QInspectError
 from qinspect.io.capture_file import Capture, is_capture
@@ -498,6 +499,7 @@ def build_report(
                                     path)
             eval_cap = Capture.open(str(eval_path))
             check_eval_capture(source, eval_cap)
+            check_finite_capture(eval_cap)
         em = emulate(source, None if positions is None else str(positions), progress, batch_size, cle,
                      None if inputs is None else str(inputs), preprocess)
         return _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose)
