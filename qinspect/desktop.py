@@ -92,8 +92,11 @@ def refresh_caches(root: Path, say: Callable[[str], None]) -> None:
         ("update-mime-database", [str(root / "mime")]),
         ("update-desktop-database", ["-q", str(root / "applications")]),
     ]
-    if (root / "icons" / "hicolor" / "index.theme").is_file():
-        steps.append(("gtk-update-icon-cache", ["-q", "-t", "-f", str(root / "icons" / "hicolor")]))
+    hicolor = root / "icons" / "hicolor"
+    if hicolor.is_dir():
+        os.utime(hicolor)  # icon theme caches compare the theme folder's time: a new icon shows without a re-login
+    if (hicolor / "index.theme").is_file():
+        steps.append(("gtk-update-icon-cache", ["-q", "-t", "-f", str(hicolor)]))
     for tool, args in steps:
         exe = shutil.which(tool)
         if exe is None:

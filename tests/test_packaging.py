@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
 import shlex
 import subprocess
 import sys
@@ -167,12 +169,19 @@ def test_demo_already_built_is_not_rebuilt(tmp_path):
 
 # --- what a wheel and an sdist carry ----------------------------------------------------------------
 
-@pytest.mark.slow
-def test_wheel_and_sdist_carry_the_license_and_the_desktop_files(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(tmp_path), str(REPO)],
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The folder holding the wheel and the sdist `python -m build` makes of this tree."""
+    out = tmp_path_factory.mktemp("dist")
+    result = subprocess.run([sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(out), str(REPO)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    wheel = next(tmp_path.glob("qinspect-*.whl"))
+    return out
+
+
+@pytest.mark.slow
+def test_wheel_and_sdist_carry_the_license_and_the_desktop_files(built):
+    wheel = next(built.glob("qinspect-*.whl"))
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
@@ -186,8 +195,28 @@ def test_wheel_and_sdist_carry_the_license_and_the_desktop_files(tmp_path):
                      "qinspect/resources/icons/256x256.png", "qinspect/resources/qinspect.svg",
                      "qinspect/report/templates/report.html.j2"):
         assert packaged in names
-    sdist = next(tmp_path.glob("qinspect-*.tar.gz"))
+    sdist = next(built.glob("qinspect-*.tar.gz"))
     with tarfile.open(sdist) as tf:
         members = {m.name.split("/", 1)[1] for m in tf.getmembers() if "/" in m.name}
     assert {"LICENSE", "packaging/qinspect.spec", "docs/capture-format.md", "Makefile"} <= members
     assert not any(m.startswith("resources/demo/") for m in members)
+
+
+@pytest.mark.slow
+def test_the_extras_resolve_to_one_tensorflow_and_the_matching_tf_keras(built, tmp_path):
+    """What `pip install 'qinspect[gui,capture,demo]'` would install, resolved by pip against the index."""
+    wheel = next(built.glob("qinspect-*.whl"))
+    report = tmp_path / "report.json"
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                             "--report", str(report), f"{wheel}[gui,capture,demo]"],
+                            capture_output=True, text=True, timeout=600)
+    if result.returncode != 0 and not os.environ.get("CI") and "No matching distribution" in result.stderr:
+        pytest.skip("the package index is not reachable here")
+    assert result.returncode == 0, result.stderr[-2000:]
+    installs = {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"]
+                for item in json.loads(report.read_text())["install"]}
+    tensorflows = sorted(name for name in installs if name.startswith("tensorflow") and "io" not in name)
+    assert tensorflows == ["tensorflow"], tensorflows
+    assert installs["tf-keras"].split(".")[:2] == installs["tensorflow"].split(".")[:2]
+    assert "keras" in installs and "pyside6-essentials" in installs and "scikit-image" in installs
+    assert not any(name.startswith(("torch", "opencv")) for name in installs)
