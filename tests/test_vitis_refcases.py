@@ -1,4 +1,4 @@
-"""The emulator against real Vitis AI quantizer runs (shared/refcases/vitis/{small,rich}): bit for bit."""
+"""The emulator against real Vitis AI quantizer runs (shared/refcases/vitis/{small,rich,mbv3small}): bit for bit."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from qinspect.io.model_file import open_model
 from qinspect.io.vitis import load_quantized_model, open_dump
 from tests.dpu_graph_fixtures import positions_json, refcase
 
-CASES = ["small", "rich"]
+# mbv3small (a stock MobileNetV3Small, 96x96) takes a few seconds per test: marked slow.
+CASES = ["small", "rich", pytest.param("mbv3small", marks=pytest.mark.slow)]
+# Folded / equalized kernels and biases each case's float model yields.
+WEIGHT_COUNTS = {"small": 6, "rich": 23, "mbv3small": 108}
 
 
 def _key(d):
@@ -62,7 +65,7 @@ def test_folded_equalized_weights_equal_quantized_h5(case):
             compared += 1
         assert n.weight_slots == q[n.name].weight_slots
         assert n.out_slot == q[n.name].out_slot
-    assert compared == (6 if case == "small" else 23)
+    assert compared == WEIGHT_COUNTS[case]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -73,8 +76,10 @@ def test_dump_bit_exact_from_quantized_h5(case):
     assert dump.unmapped == [] and dump.missing == []
     res = compare_dump(emu, dump, np.load(root / "dump_inputs.npy"))
     int8_files = [p for p in (root / "dump_results").rglob("*.bin") if not p.name.endswith("_float.bin")]
+    float_files = [p for p in (root / "dump_results").rglob("*_float.bin")]
     gating = [m for m in res if m.gating]
     assert len(gating) == len(int8_files)
+    assert len(res) == len(int8_files) + len(float_files)  # every file of the folder compared
     assert {m.kind for m in gating} == {"weight", "activation"}
     bad = [(m.name, m.matched, m.total, m.first_mismatch) for m in gating if not m.ok]
     assert bad == []
