@@ -146,13 +146,18 @@ def find_pairs(layers: list[Any], consumers: Callable[[str], list[Any]], by_name
 
 def cross_layer_equalize(layers: list[Any], consumers: Callable[[str], list[Any]], by_name: dict[str, Any],
                          act_of: Callable[[Any], str], steps: int = 10, threshold: float = 0.1,
-                         cle_to_relu6: bool = False) -> list[tuple[str, str, str, float]]:
+                         cle_to_relu6: bool = False,
+                         head_scales: dict[str, np.ndarray] | None = None) -> list[tuple[str, str, str, float]]:
     """Run ``steps`` CLE steps in place. Returns (pattern, head, tail, max |log10 s| of the last step)
-    for every equalized pair."""
+    for every equalized pair; ``head_scales`` (when given) receives each head's product of scales over
+    all steps (its output channels were multiplied by it)."""
     pairs: dict[tuple[str, str, str], float] = {}
     for _ in range(steps):
         for pattern, head, tail in find_pairs(layers, consumers, by_name, act_of, cle_to_relu6):
             s = equalize_pair(head, tail, threshold)
+            if head_scales is not None:
+                prev = head_scales.get(head.name)
+                head_scales[head.name] = s.astype(np.float32) if prev is None else (prev * s).astype(np.float32)
             with np.errstate(divide="ignore", invalid="ignore"):
                 spread = float(np.nanmax(np.abs(np.log10(s)))) if s.size else 0.0
             pairs[(pattern, head.name, tail.name)] = spread

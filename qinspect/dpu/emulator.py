@@ -28,9 +28,10 @@ from qinspect.dpu.calibrate import CalibrationResult, calibrate
 from qinspect.dpu.dpu_graph import CONV_OPS, Adjustment, DpuGraph, Node, Rewrite
 from qinspect.dpu.executor import Evaluator, Value, _FusedValue, batch_inputs, check_input_shape
 from qinspect.dpu.fixed_point import Round, quantize
+from qinspect.dpu.options import DEFAULT_CALIB_BATCH, QuantizerOptions
 from qinspect.errors import QInspectError
 
-DEFAULT_BATCH = 32
+DEFAULT_BATCH = DEFAULT_CALIB_BATCH
 
 
 @dataclass
@@ -99,13 +100,15 @@ class Emulator:
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_model(cls, source: Any, calib_inputs: Any = None, batch_size: int = DEFAULT_BATCH,
-                   cle: bool = True, constraints: bool = True) -> Emulator:
-        """Rewrite a float model as the quantizer does and, given calibration data, calibrate it.
+    def from_model(cls, source: Any, calib_inputs: Any = None, batch_size: int | None = None,
+                   options: QuantizerOptions | None = None, constraints: bool = True) -> Emulator:
+        """Rewrite a float model as the quantizer does under ``options`` and, given calibration data,
+        calibrate it.
 
         ``source``: a path (Keras .h5 / .keras / capture) or an opened model source. ``calib_inputs``:
         an array, a dict of arrays, a capture, or None (a capture source then calibrates on its own
-        inputs; otherwise positions stay unknown until :meth:`load_positions`).
+        inputs; otherwise positions stay unknown until :meth:`load_positions`). ``batch_size`` is a
+        shorthand for ``options.calib_batch_size``.
         """
         from qinspect.dpu.rewrites import graph_from_float
 
@@ -117,13 +120,16 @@ class Emulator:
             source = open_model(path)
         else:
             path = getattr(source, "path", "")
-        graph = graph_from_float(source.graph, source, cle=cle)
+        options = options or QuantizerOptions()
+        if batch_size is not None:
+            options = options.with_(calib_batch_size=batch_size)
+        graph = graph_from_float(source.graph, source, options)
         _shapes_from(graph, source.graph)
         if calib_inputs is None and getattr(source, "kind", "") == "capture":
             calib_inputs = source
         emu = cls(graph, source=path)
         if calib_inputs is not None:
-            emu.calibrate(calib_inputs, batch_size, constraints)
+            emu.calibrate(calib_inputs, options.calib_batch_size, constraints)
         return emu
 
     @classmethod

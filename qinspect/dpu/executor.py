@@ -368,8 +368,11 @@ class Evaluator:
                 y = np.where(y >= 0, y, F32(p["negative_slope"]) * y).astype(F32)
             else:
                 y = np.maximum(y, F32(0))
-            if p.get("max_value") is not None:
-                y = np.minimum(y, F32(p["max_value"]))
+            # The float reference keeps the float model's cap where an option changed it (ReLU6 -> ReLU,
+            # or a ReLU6 between a pair equalized by cle_to_relu6: the cap times each channel's scale).
+            cap = p.get("float_max_value", p.get("max_value")) if fmode else p.get("max_value")
+            if cap is not None:
+                y = np.minimum(y, np.asarray(cap, F32))
             return self.quant_value(y, node.out_slot)
         if op == "leaky_relu":
             alpha = p.get("float_alpha", p["alpha"]) if fmode else p["alpha"]
