@@ -151,3 +151,40 @@ def test_an_option_that_changes_the_function_shows_as_error():
     # an output error far above int8 rounding: ReLU6 -> ReLU lets values above 6 through
     assert sqnr["relu"] < sqnr["default"] - 6
     assert sqnr["cle6"] < sqnr["default"] - 3
+
+
+def _as_read_from_quantized_h5(options: QuantizerOptions, x: np.ndarray):
+    """The graph a quantized.h5 made under ``options`` gives: the quantized model's layers, weights and
+    positions, and nothing of the float model's functions (no float caps)."""
+    src, w = _pair([RELU6])
+    emu = Emulator.from_model(src, x, options=options.with_(calib_batch_size=4))
+    for n in emu.graph.nodes:
+        n.params.pop("float_max_value", None)
+    emu.graph.options = None
+    return emu, src, w
+
+
+@pytest.mark.parametrize("options", [QuantizerOptions(convert_relu6_to_relu=True), QuantizerOptions(cle_to_relu6=True)],
+                         ids=["convert_relu6_to_relu", "cle_to_relu6"])
+def test_with_a_quantized_models_graph_the_reference_is_the_float_model(options):
+    x = _x()
+    emu, src, w = _as_read_from_quantized_h5(options, x)
+    own = emu.run(x, stats_factory=ErrorStats, keep_float=True, keep_int8=True)
+    out = emu.graph.outputs[0]
+    note = emu.use_float_reference(src, options)
+    assert "equal the quantized model's (2 weighted layers)" in note and "WARNING" not in note
+    res = emu.run(x, stats_factory=ErrorStats, keep_float=True, keep_int8=True)
+    # the reference is now the float model's own function, worked out by hand ...
+    np.testing.assert_allclose(res[out].float_ref.reshape(-1, 3), _float_model(x, w, 6.0).reshape(-1, 3),
+                               rtol=1e-4, atol=1e-4)
+    # ... and the function change shows as error (the graph's own float function hid it)
+    assert res[out].accumulated.sqnr_db < own[out].accumulated.sqnr_db - 6
+    # the emulated (integer) values are the quantized model's, unchanged
+    np.testing.assert_array_equal(res[out].int8, own[out].int8)
+
+
+def test_a_reference_rewritten_with_other_options_is_flagged():
+    x = _x()
+    emu, src, _ = _as_read_from_quantized_h5(QuantizerOptions(cle_to_relu6=True), x)
+    note = emu.use_float_reference(src, QuantizerOptions())
+    assert "WARNING: 2 of 2 weighted layers differ" in note and "--cle-to-relu6" in note

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from qinspect.analysis.metrics import ErrorStats
 from qinspect.dpu.calibrate import calibrate, iter_batches
 from qinspect.dpu.emulator import Emulator, compare_dump
 from qinspect.dpu.executor import Evaluator, batch_inputs
@@ -117,3 +118,26 @@ def test_batch_size_is_a_parameter():
     res = calibrate(g, iter_batches(np.load(root / "calib.npy"), 8), 8)
     assert res.batches == 4
     assert all(len(v) == 4 for keys in res.batch_positions.values() for v in keys.values())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_quantized_h5_graph_with_the_float_reference_equals_the_own_graph(case):
+    """Default options: the quantized model's graph measured against the float model gives the same
+    figures, layer by layer, as the float model's own rewritten graph with the same positions."""
+    root = refcase(case)
+    x = np.load(root / "calib.npy")[:4]
+    q = Emulator.from_quantized(root / "quantized.h5")
+    with open_model(root / "float.h5") as src:
+        note = q.use_float_reference(src)
+        own = Emulator.from_model(src)
+    assert "WARNING" not in note
+    assert own.load_positions(positions_json(root)) == []
+    rq = q.run(x, stats_factory=ErrorStats)
+    ro = own.run(x, stats_factory=ErrorStats)
+    assert set(rq) == set(ro)
+    for name in ro:
+        for attr in ("accumulated", "isolated"):
+            a, b = getattr(rq[name], attr), getattr(ro[name], attr)
+            assert (a is None) == (b is None), name
+            if a is not None:
+                assert a.mse == b.mse, (name, attr)

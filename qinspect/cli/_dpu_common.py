@@ -166,9 +166,9 @@ def check_counts(args: argparse.Namespace, *flags: str) -> None:
 def open_positions_emulator(source: Any, args: argparse.Namespace) -> tuple[Any, str]:
     """The emulator for ``source`` and where its positions come from (``""``: still to calibrate).
 
-    A quantized.h5 given as ``args.positions`` brings its positions and its folded weights; a positions
-    JSON is loaded into the graph rewritten from ``source`` (``--batch-size``, ``--no-cle``) and must
-    cover every quantizer of it.
+    A quantized.h5 given as ``args.positions`` brings its graph, positions and folded weights, and the
+    float reference is ``source`` rewritten under the quantizer options of ``args``; a positions JSON is
+    loaded into the graph rewritten from ``source`` under those options and must cover every quantizer of it.
     """
     from qinspect.dpu.emulator import Emulator
 
@@ -180,7 +180,9 @@ def open_positions_emulator(source: Any, args: argparse.Namespace) -> tuple[Any,
         if is_vitis_quantized(positions):
             emu = Emulator.from_quantized(positions)
             check_quantized_matches(emu, source, positions)
-            return emu, f"{positions} (quantized model: positions and folded weights)"
+            # The emulated graph is the quantized model's own; errors are measured against the float model.
+            emu.use_float_reference(_WeightsOnly(source), quantizer_options(args))
+            return emu, f"{positions} (quantized model: its graph, positions and folded weights)"
     # Emulator.from_model calibrates on a capture source by itself; the commands calibrate once, on the
     # data they were asked to use (--inputs, --samples), or not at all when positions are given.
     emu = Emulator.from_model(_WeightsOnly(source), None, options=quantizer_options(args))

@@ -29,6 +29,7 @@ from qinspect.dpu.dpu_graph import CONV_OPS, Adjustment, DpuGraph, Node, Rewrite
 from qinspect.dpu.executor import Evaluator, Value, _FusedValue, batch_inputs, check_input_shape
 from qinspect.dpu.fixed_point import Round, quantize
 from qinspect.dpu.options import DEFAULT_CALIB_BATCH, QuantizerOptions
+from qinspect.dpu.reference import ReferenceWalk
 from qinspect.errors import QInspectError
 
 DEFAULT_BATCH = DEFAULT_CALIB_BATCH
@@ -97,6 +98,10 @@ class Emulator:
         self.graph = graph
         self.calibration = calibration
         self.source = source
+        # The float model the errors are measured against when it is not this graph's own float function
+        # (a quantized.h5's graph with the float model given: see use_float_reference).
+        self.reference: DpuGraph | None = None
+        self.reference_note = ""
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -148,6 +153,21 @@ class Emulator:
         emu = cls(graph, source=str(path))
         emu.quantized_model = model
         return emu
+
+    def use_float_reference(self, source: Any, options: QuantizerOptions | None = None) -> str:
+        """Measure errors against the float model ``source`` (rewritten under ``options``, every rewritten
+        layer keeping the float function) instead of this graph's own float function: with a quantized.h5's
+        graph, an option that changed the function (ReLU6 -> ReLU, CLE across ReLU6) then shows as error.
+        Returns, and keeps in ``reference_note``, what the reference is and whether its weights match."""
+        from qinspect.dpu.reference import compare_weights, describe
+        from qinspect.dpu.rewrites import graph_from_float
+
+        options = options or QuantizerOptions()
+        reference = graph_from_float(source.graph, source, options)
+        compared, differ = compare_weights(self.graph, reference)
+        self.reference = reference
+        self.reference_note = describe(options, str(getattr(source, "path", "") or "given"), compared, differ)
+        return self.reference_note
 
     def calibrate(self, data: Any, batch_size: int = DEFAULT_BATCH, constraints: bool = True) -> CalibrationResult:
         """Calibrate (batch by batch, voting, then the DPU constraints); sets the positions."""
@@ -275,6 +295,8 @@ class Emulator:
               keep_float: bool, isolated: bool) -> None:
         g = self.graph
         remaining = {n.name: len(g.consumers(n.name)) for n in g.nodes}
+        walk = None if self.reference is None else ReferenceWalk(
+            self.reference, inputs, {n.name for n in g.nodes if n.op != "input"})
         ref: dict[str, Value] = {}
         acc: dict[str, Value] = {}
         iso_fused: dict[str, Value] = {}
@@ -293,8 +315,10 @@ class Emulator:
                 ref[node.name] = acc[node.name] = v
                 iv: Value | None = v
             else:
-                rins = [ref[i] for i in node.inputs]
-                ref[node.name] = fev.node(node, rins)
+                if walk is not None and walk.has(node.name):
+                    ref[node.name] = walk.get(node.name)
+                else:
+                    ref[node.name] = fev.node(node, [ref[i] for i in node.inputs])
                 acc[node.name] = iev.node(node, [acc[i] for i in node.inputs])
                 iv = None
                 if isolated and node.name in need_iso:

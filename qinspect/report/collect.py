@@ -179,6 +179,10 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
             raise QInspectError(f"is the quantized model of another model: its layer {foreign[0]!r} is not in "
                                 f"{getattr(source, 'path', 'the model')}", positions)
         em.settings["weights"] = "folded, equalized weights stored in the quantized.h5"
+        # The emulated graph is the quantized model's; the errors are measured against the float model.
+        em.settings["float reference"] = emulator.use_float_reference(source, options)
+        if "WARNING" in em.settings["float reference"]:
+            em.warnings.append(em.settings["float reference"])
         if inputs is not None:
             em.data = _open_inputs(inputs, emulator.graph, preprocess)
     else:
