@@ -188,3 +188,17 @@ def test_a_reference_rewritten_with_other_options_is_flagged():
     emu, src, _ = _as_read_from_quantized_h5(QuantizerOptions(cle_to_relu6=True), x)
     note = emu.use_float_reference(src, QuantizerOptions())
     assert "WARNING: 2 of 2 weighted layers differ" in note and "--cle-to-relu6" in note
+
+
+def test_with_matching_weights_the_graphs_own_float_path_becomes_the_float_models():
+    """diagnose and the what-ifs evaluate the graph's float path: it carries the float model's caps."""
+    x = _x()
+    emu, src, w = _as_read_from_quantized_h5(QuantizerOptions(cle_to_relu6=True), x)
+    emu.use_float_reference(src, QuantizerOptions(cle_to_relu6=True))
+    g = emu.graph
+    y = Evaluator(g, "float").run(batch_inputs(g, x))[g.outputs[0]].float()
+    np.testing.assert_allclose(y, _float_model(x, w, 6.0), rtol=1e-4, atol=1e-4)
+    # not when the weights say the options were others
+    emu2, src2, _ = _as_read_from_quantized_h5(QuantizerOptions(cle_to_relu6=True), x)
+    emu2.use_float_reference(src2, QuantizerOptions())
+    assert all("float_max_value" not in n.params for n in emu2.graph.nodes)

@@ -159,12 +159,16 @@ class Emulator:
         layer keeping the float function) instead of this graph's own float function: with a quantized.h5's
         graph, an option that changed the function (ReLU6 -> ReLU, CLE across ReLU6) then shows as error.
         Returns, and keeps in ``reference_note``, what the reference is and whether its weights match."""
-        from qinspect.dpu.reference import compare_weights, describe
+        from qinspect.dpu.reference import adopt_float_functions, compare_weights, describe
         from qinspect.dpu.rewrites import graph_from_float
 
         options = options or QuantizerOptions()
         reference = graph_from_float(source.graph, source, options)
         compared, differ = compare_weights(self.graph, reference)
+        if not differ:
+            # The same graph under the float model's functions: analyses that evaluate this graph's
+            # float path (diagnose, what-ifs) then measure against the float model as well.
+            adopt_float_functions(self.graph, reference)
         self.reference = reference
         self.reference_note = describe(options, str(getattr(source, "path", "") or "given"), compared, differ)
         return self.reference_note

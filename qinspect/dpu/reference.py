@@ -37,6 +37,27 @@ def compare_weights(emulated: DpuGraph, reference: DpuGraph) -> tuple[int, list[
     return compared, differ
 
 
+# Node parameters that hold the float model's function where the quantized model computes another.
+FLOAT_FUNCTION_PARAMS = ("float_max_value", "float_fn", "float_alpha")
+
+
+def adopt_float_functions(emulated: DpuGraph, reference: DpuGraph) -> int:
+    """Copy the float model's functions (caps, true sigmoid, LeakyReLU alpha) onto the same-named nodes
+    of ``emulated`` with the same operator, so every evaluation of its float path (the diagnosis, the
+    what-ifs) measures against the float model too. Only sound when the weights match
+    (:func:`compare_weights`). Returns how many nodes changed."""
+    changed = 0
+    for node in emulated.nodes:
+        other = reference[node.name] if node.name in reference else None
+        if other is None or other.op != node.op:
+            continue
+        params = {k: other.params[k] for k in FLOAT_FUNCTION_PARAMS if k in other.params}
+        if params:
+            node.params.update(params)
+            changed += 1
+    return changed
+
+
 class ReferenceWalk:
     """The reference graph evaluated in float lazily, one batch, as the emulated graph asks for values.
 
