@@ -306,19 +306,22 @@ def _cle(m: _Model, options: QuantizerOptions) -> None:
 
 
 def _scale_float_caps(m: _Model, by: dict[str, PLayer], head: str, tail: str, scale: np.ndarray) -> None:
-    """A capped activation between an equalized pair (``cle_to_relu6``) sees the head's output times
-    ``scale`` per channel: the float model's function is the cap times ``scale``. The quantized model
-    keeps the plain cap (a different function), which the float reference then measures as error."""
+    """An activation between an equalized pair sees the head's output times ``scale`` per channel: where
+    the float model caps it (a ReLU6 under ``cle_to_relu6``, or one ``convert_relu6_to_relu`` uncapped),
+    the float model's function is the cap times ``scale``. The quantized model clips at the plain cap, or
+    not at all: a different function, which the float reference then measures as error."""
     mid = by[tail].inbound[0]
     while mid != head:
         layer = by[mid]
         cap = _float_cap(layer)
         if cap is not None:
             layer.params["float_max_value"] = (np.float32(cap) * scale).astype(np.float32)
-            m.record("cle_across_cap", f"{layer.name} (cap {cap:g}) lies between the equalized pair {head} -> "
-                     f"{tail} (cle_to_relu6): the quantized model clips the equalized tensor at {cap:g}, the float "
-                     f"model at {cap:g} x the channel's scale ({float(np.min(scale)):.3g} .. "
-                     f"{float(np.max(scale)):.3g}): a different function", [layer.name, head, tail])
+            quantized = "has no cap" if "max_value" not in layer.cfg and layer.cls == "ReLU" else \
+                f"clips the equalized tensor at {cap:g}"
+            m.record("cle_across_cap", f"{layer.name} (float cap {cap:g}) lies between the equalized pair {head} -> "
+                     f"{tail}: the quantized model {quantized}, the float model clips at {cap:g} x the channel's "
+                     f"scale ({float(np.min(scale)):.3g} .. {float(np.max(scale)):.3g}): a different function",
+                     [layer.name, head, tail])
         mid = layer.inbound[0]
 
 
