@@ -202,3 +202,28 @@ def test_with_matching_weights_the_graphs_own_float_path_becomes_the_float_model
     emu2, src2, _ = _as_read_from_quantized_h5(QuantizerOptions(cle_to_relu6=True), x)
     emu2.use_float_reference(src2, QuantizerOptions())
     assert all("float_max_value" not in n.params for n in emu2.graph.nodes)
+
+
+def _float_model_act(x: np.ndarray, w: dict, act) -> np.ndarray:
+    h = act(x @ w["a"]["kernel"][0, 0] + w["a"]["bias"])
+    return h @ w["b"]["kernel"][0, 0] + w["b"]["bias"]
+
+
+def _sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+@pytest.mark.parametrize("name,fn", [("swish", lambda v: v * _sigmoid(v)), ("sigmoid", _sigmoid),
+                                     ("tanh", np.tanh)])
+def test_cle_to_relu6_across_other_activations_keeps_the_float_models_function(name, fn):
+    """ConvActConv matches any Activation under cle_to_relu6: the quantized model applies it to the scaled
+    tensor; the reference stays the float model (hand-computed), and the quantizer's function differs."""
+    src, w = _pair([("r", "Activation", {"activation": name})])
+    x = _x()
+    g = graph_from_float(src.graph, src, QuantizerOptions(cle_to_relu6=True))
+    assert any(r.kind == "cle_across_activation" for r in g.rewrites)
+    assert not np.array_equal(g["quant_a"].weights["kernel"], w["a"]["kernel"])
+    ref = Evaluator(g, "float").run(batch_inputs(g, x))[g.outputs[0]].float()
+    np.testing.assert_allclose(ref, _float_model_act(x, w, fn), rtol=2e-4, atol=2e-4)
+    default = graph_from_float(src.graph, src)
+    assert not _equalized(default)

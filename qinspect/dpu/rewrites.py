@@ -302,18 +302,36 @@ def _cle(m: _Model, options: QuantizerOptions) -> None:
         m.record("cross_layer_equalization",
                  f"{pattern} pair {head} -> {tail} equalized ({options.cle_steps} steps); " + "; ".join(changes),
                  [head, tail])
-        _scale_float_caps(m, by, head, tail, head_scales[head])
+        _keep_float_function(m, by, head, tail, head_scales[head])
 
 
-def _scale_float_caps(m: _Model, by: dict[str, PLayer], head: str, tail: str, scale: np.ndarray) -> None:
-    """An activation between an equalized pair sees the head's output times ``scale`` per channel: where
-    the float model caps it (a ReLU6 under ``cle_to_relu6``, or one ``convert_relu6_to_relu`` uncapped),
-    the float model's function is the cap times ``scale``. The quantized model clips at the plain cap, or
-    not at all: a different function, which the float reference then measures as error."""
+# Activations f with f(s * x) = s * f(x) for s > 0: equalizing across them keeps the function.
+_HOMOGENEOUS = ("linear", "relu", "")
+
+
+def _keep_float_function(m: _Model, by: dict[str, PLayer], head: str, tail: str, scale: np.ndarray) -> None:
+    """Activations between an equalized pair see the head's output times ``scale`` per channel. Where the
+    float model's activation is not scale-invariant (a ReLU6 cap under ``cle_to_relu6`` or one
+    ``convert_relu6_to_relu`` removed; a swish, sigmoid, ... that ``cle_to_relu6`` lets ConvActConv match),
+    the quantized model computes another function; the float reference keeps the float model's, in the
+    quantized model's per-channel scale (the cap times ``scale``; ``scale * f(x / scale)``), so the
+    change shows as error."""
+    hl = by[head]
+    if hl.cls in _CONV and _act(hl) not in _HOMOGENEOUS:
+        hl.params["float_act_scale"] = scale  # a split separable conv's pointwise conv keeps its activation
+        m.record("cle_across_activation", f"{head}'s own activation '{_act(hl)}' was equalized across (pair "
+                 f"{head} -> {tail}): the quantized model computes it on the scaled tensor, a different "
+                 "function; the float reference keeps the float model's", [head, tail])
     mid = by[tail].inbound[0]
     while mid != head:
         layer = by[mid]
         cap = _float_cap(layer)
+        if layer.cls == "Activation" and cap is None and _act(layer) not in _HOMOGENEOUS:
+            layer.params["float_in_scale"] = layer.params["float_out_scale"] = scale
+            m.record("cle_across_activation", f"{layer.name} ('{_act(layer)}') lies between the equalized pair "
+                     f"{head} -> {tail}: the quantized model applies it to the scaled tensor (scales "
+                     f"{float(np.min(scale)):.3g} .. {float(np.max(scale)):.3g}), a different function; the "
+                     "float reference keeps the float model's", [layer.name, head, tail])
         if cap is not None:
             layer.params["float_max_value"] = (np.float32(cap) * scale).astype(np.float32)
             quantized = "has no cap" if "max_value" not in layer.cfg and layer.cls == "ReLU" else \
@@ -393,6 +411,8 @@ def _convert_activations(m: _Model) -> None:
         elif layer.cls == "Activation" and a in ("swish", "silu"):
             sig = PLayer(layer.name, "VitisSigmoid", {"name": layer.name}, list(layer.inbound),
                          origin=[layer.name], output_shape=layer.output_shape, params={"float_fn": "sigmoid"})
+            if "float_in_scale" in layer.params:  # equalized across: x * sigmoid(x / s) is s * swish(x / s)
+                sig.params["float_in_scale"] = layer.params["float_in_scale"]
             mul = PLayer(f"{layer.name}_mul", "Multiply", {"name": f"{layer.name}_mul"},
                          [layer.inbound[0], layer.name], origin=[layer.name], output_shape=layer.output_shape)
             i = m.layers.index(layer)
