@@ -11,6 +11,7 @@ from qinspect.analysis.metrics import ErrorStats
 from qinspect.dpu.emulator import Emulator
 from qinspect.dpu.executor import Evaluator, batch_inputs
 from qinspect.dpu.options import QuantizerOptions
+from qinspect.dpu.reference import FLOAT_FUNCTION_PARAMS
 from qinspect.dpu.rewrites import graph_from_float
 from tests.dpu_graph_fixtures import model
 
@@ -201,7 +202,7 @@ def test_with_matching_weights_the_graphs_own_float_path_becomes_the_float_model
     # not when the weights say the options were others
     emu2, src2, _ = _as_read_from_quantized_h5(QuantizerOptions(cle_to_relu6=True), x)
     emu2.use_float_reference(src2, QuantizerOptions())
-    assert all("float_max_value" not in n.params for n in emu2.graph.nodes)
+    assert all(not set(FLOAT_FUNCTION_PARAMS) & set(n.params) - {"float_fn", "float_alpha"} for n in emu2.graph.nodes)
 
 
 def _float_model_act(x: np.ndarray, w: dict, act) -> np.ndarray:
