@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from qinspect.dpu.options import QuantizerOptions
+
 Slot = tuple[str, str]
 
 # Operators the executor knows. Conv-like ops may carry a fused activation in params["act"].
@@ -132,6 +134,8 @@ class DpuGraph:
     adjustments: list[Adjustment] = field(default_factory=list)
     source: str = ""  # "float-model" or "quantized.h5"
     weights_from: str = ""  # where the folded / equalized weights came from, in words
+    # The quantizer options a float model was rewritten under (None: a quantized.h5's own graph).
+    options: QuantizerOptions | None = None
 
     def __post_init__(self) -> None:
         self.reindex()

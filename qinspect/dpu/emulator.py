@@ -29,9 +29,11 @@ from qinspect.dpu.checks import check_node_weights, checked_position, finite_bat
 from qinspect.dpu.dpu_graph import CONV_OPS, Adjustment, DpuGraph, Node, Rewrite
 from qinspect.dpu.executor import Evaluator, Value, _FusedValue, batch_inputs, check_input_shape
 from qinspect.dpu.fixed_point import Round, quantize
+from qinspect.dpu.options import DEFAULT_CALIB_BATCH, QuantizerOptions
+from qinspect.dpu.reference import ReferenceWalk
 from qinspect.errors import QInspectError, first_line
 
-DEFAULT_BATCH = 32
+DEFAULT_BATCH = DEFAULT_CALIB_BATCH
 
 
 @dataclass
@@ -103,16 +105,22 @@ class Emulator:
         self.graph = graph
         self.calibration = calibration
         self.source = source
+        # The float model the errors are measured against when it is not this graph's own float function
+        # (a quantized.h5's graph with the float model given: see use_float_reference).
+        self.reference: DpuGraph | None = None
+        self.reference_note = ""
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_model(cls, source: Any, calib_inputs: Any = None, batch_size: int = DEFAULT_BATCH,
-                   cle: bool = True, constraints: bool = True) -> Emulator:
-        """Rewrite a float model as the quantizer does and, given calibration data, calibrate it.
+    def from_model(cls, source: Any, calib_inputs: Any = None, batch_size: int | None = None,
+                   options: QuantizerOptions | None = None, constraints: bool = True) -> Emulator:
+        """Rewrite a float model as the quantizer does under ``options`` and, given calibration data,
+        calibrate it.
 
         ``source``: a path (Keras .h5 / .keras / capture) or an opened model source. ``calib_inputs``:
         an array, a dict of arrays, a capture, or None (a capture source then calibrates on its own
-        inputs; otherwise positions stay unknown until :meth:`load_positions`).
+        inputs; otherwise positions stay unknown until :meth:`load_positions`). ``batch_size`` is a
+        shorthand for ``options.calib_batch_size``.
         """
         from qinspect.dpu.rewrites import graph_from_float
 
@@ -127,14 +135,17 @@ class Emulator:
         from qinspect.io.weight_check import check_has_weights
 
         check_has_weights(source, path)
-        graph = graph_from_float(source.graph, source, cle=cle)
+        options = options or QuantizerOptions()
+        if batch_size is not None:
+            options = options.with_(calib_batch_size=batch_size)
+        graph = graph_from_float(source.graph, source, options)
         check_node_weights(graph, path)
         _shapes_from(graph, source.graph)
         if calib_inputs is None and getattr(source, "kind", "") == "capture":
             calib_inputs = source
         emu = cls(graph, source=path)
         if calib_inputs is not None:
-            emu.calibrate(calib_inputs, batch_size, constraints)
+            emu.calibrate(calib_inputs, options.calib_batch_size, constraints)
         return emu
 
     @classmethod
@@ -159,6 +170,25 @@ class Emulator:
         emu = cls(graph, source=str(path))
         emu.quantized_model = model
         return emu
+
+    def use_float_reference(self, source: Any, options: QuantizerOptions | None = None) -> str:
+        """Measure errors against the float model ``source`` (rewritten under ``options``, every rewritten
+        layer keeping the float function) instead of this graph's own float function: with a quantized.h5's
+        graph, an option that changed the function (ReLU6 -> ReLU, CLE across ReLU6) then shows as error.
+        Returns, and keeps in ``reference_note``, what the reference is and whether its weights match."""
+        from qinspect.dpu.reference import adopt_float_functions, compare_weights, describe
+        from qinspect.dpu.rewrites import graph_from_float
+
+        options = options or QuantizerOptions()
+        reference = graph_from_float(source.graph, source, options)
+        compared, differ = compare_weights(self.graph, reference)
+        if not differ:
+            # The same graph under the float model's functions: analyses that evaluate this graph's
+            # float path (diagnose, what-ifs) then measure against the float model as well.
+            adopt_float_functions(self.graph, reference)
+        self.reference = reference
+        self.reference_note = describe(options, str(getattr(source, "path", "") or "given"), compared, differ)
+        return self.reference_note
 
     def calibrate(self, data: Any, batch_size: int = DEFAULT_BATCH, constraints: bool = True) -> CalibrationResult:
         """Calibrate (batch by batch, voting, then the DPU constraints); sets the positions."""
@@ -289,6 +319,8 @@ class Emulator:
               keep_float: bool, isolated: bool) -> None:
         g = self.graph
         remaining = {n.name: len(g.consumers(n.name)) for n in g.nodes}
+        walk = None if self.reference is None else ReferenceWalk(
+            self.reference, inputs, {n.name for n in g.nodes if n.op != "input"})
         ref: dict[str, Value] = {}
         acc: dict[str, Value] = {}
         iso_fused: dict[str, Value] = {}
@@ -307,8 +339,10 @@ class Emulator:
                 ref[node.name] = acc[node.name] = v
                 iv: Value | None = v
             else:
-                rins = [ref[i] for i in node.inputs]
-                ref[node.name] = fev.node(node, rins)
+                if walk is not None and walk.has(node.name):
+                    ref[node.name] = walk.get(node.name)
+                else:
+                    ref[node.name] = fev.node(node, [ref[i] for i in node.inputs])
                 acc[node.name] = iev.node(node, [acc[i] for i in node.inputs])
                 iv = None
                 if isolated and node.name in need_iso:

@@ -148,19 +148,25 @@ class Analysis:
         return out
 
 
-def emulate_capture(token: CancelToken, document: Document, quantized: str | None) -> Analysis:
-    """Calibrate on the capture (or take a Vitis quantized.h5's positions) and run the emulator over it."""
+def emulate_capture(token: CancelToken, document: Document, quantized: str | None,
+                    options: dict[str, Any] | None = None) -> Analysis:
+    """Calibrate on the capture (or take a Vitis quantized.h5's graph, weights and positions) and run the
+    emulator over it, under the quantizer options ``options`` (``QuantizerOptions.to_dict()``; the
+    quantizer's defaults when None). With a quantized.h5 the errors are measured against the float model."""
     from qinspect.analysis.metrics import ErrorStats
     from qinspect.dpu.emulator import Emulator
+    from qinspect.dpu.options import QuantizerOptions
 
     capture = document.capture
+    opts = QuantizerOptions.from_dict(options)
     token.progress(0, capture.n_samples, "calibrating")
     if quantized:
         emulator = Emulator.from_quantized(quantized)
-        source = f"Vitis {os.path.basename(quantized)}"
+        emulator.use_float_reference(capture, opts)
+        source = f"Vitis {os.path.basename(quantized)}; float reference: {emulator.reference_note}"
     else:
-        emulator = Emulator.from_model(capture, calib_inputs=capture)
-        source = "qinspect calibration on the capture (predicts vai_q pof2s)"
+        emulator = Emulator.from_model(capture, calib_inputs=capture, options=opts)
+        source = f"qinspect calibration on the capture (predicts vai_q pof2s; {opts.describe()})"
     token.check()
     results = emulator.run(capture, stats_factory=ErrorStats,
                            progress=lambda done: token.progress(done, capture.n_samples, "emulating"))
@@ -168,12 +174,13 @@ def emulate_capture(token: CancelToken, document: Document, quantized: str | Non
                     positions_source=source, emulator=emulator)
 
 
-def rewrite_model(token: CancelToken, document: Document) -> Analysis:
+def rewrite_model(token: CancelToken, document: Document, options: dict[str, Any] | None = None) -> Analysis:
     """A model without activations: the quantizer's rewrites and the DPU/CPU partition (no positions)."""
     from qinspect.dpu.emulator import Emulator
+    from qinspect.dpu.options import QuantizerOptions
 
     token.check()
-    emulator = Emulator.from_model(document.model)
+    emulator = Emulator.from_model(document.model, options=QuantizerOptions.from_dict(options))
     return Analysis(True, graph=emulator.graph, results={}, positions_source="none yet (capture to calibrate)",
                     emulator=emulator)
 
@@ -325,16 +332,16 @@ def _helper_document(path: str) -> Document:
     return _helper_docs[key]
 
 
-def _emulate_in_helper(path: str, quantized: str | None) -> Analysis:
-    return emulate_capture(_HelperToken(), _helper_document(path), quantized)
+def _emulate_in_helper(path: str, quantized: str | None, options: dict[str, Any] | None = None) -> Analysis:
+    return emulate_capture(_HelperToken(), _helper_document(path), quantized, options)
 
 
 def _diagnose_in_helper(path: str, analysis: Analysis, eval_path: str | None) -> list:
     return diagnose_job(_HelperToken(), _helper_document(path), analysis, eval_path)
 
 
-def _rewrite_in_helper(path: str) -> Analysis:
-    return rewrite_model(_HelperToken(), _helper_document(path))
+def _rewrite_in_helper(path: str, options: dict[str, Any] | None = None) -> Analysis:
+    return rewrite_model(_HelperToken(), _helper_document(path), options)
 
 
 def _in_helper(token: CancelToken, fn: Any, *args: Any) -> Any:
@@ -348,10 +355,11 @@ def _in_helper(token: CancelToken, fn: Any, *args: Any) -> Any:
         raise Cancelled() from None
 
 
-def emulate_job(token: CancelToken, document: Document, quantized: str | None) -> Analysis:
+def emulate_job(token: CancelToken, document: Document, quantized: str | None,
+                options: dict[str, Any] | None = None) -> Analysis:
     """Worker: :func:`emulate_capture` in the model helper process."""
     token.progress(0, 0, "emulating")
-    return _in_helper(token, _emulate_in_helper, document.path, quantized)
+    return _in_helper(token, _emulate_in_helper, document.path, quantized, options)
 
 
 def diagnose_bg_job(token: CancelToken, document: Document, analysis: Analysis, eval_path: str | None) -> list:
@@ -361,6 +369,6 @@ def diagnose_bg_job(token: CancelToken, document: Document, analysis: Analysis, 
     return _in_helper(token, _diagnose_in_helper, document.path, analysis, eval_path)
 
 
-def rewrite_job(token: CancelToken, document: Document) -> Analysis:
+def rewrite_job(token: CancelToken, document: Document, options: dict[str, Any] | None = None) -> Analysis:
     """Worker: :func:`rewrite_model` in the model helper process."""
-    return _in_helper(token, _rewrite_in_helper, document.path)
+    return _in_helper(token, _rewrite_in_helper, document.path, options)

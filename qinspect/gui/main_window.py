@@ -237,9 +237,49 @@ class MainWindow(QMainWindow):
         view.addAction(self.tree_dock.toggleViewAction())
         find = view.addAction("&Find layer", lambda: (self.search.setFocus(), self.search.selectAll()))
         find.setShortcut(QKeySequence.StandardKey.Find)
+        self._build_quantizer_menu()
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction("&About qinspect", self._about)
         self._update_actions()
+
+    def _build_quantizer_menu(self) -> None:
+        """The vai_q_tensorflow2 options that change pof2s results (named like its keywords), persisted."""
+        menu = self.menuBar().addMenu("&Quantizer")
+        self.option_actions: dict[str, QAction] = {}
+        for key, label in (("include_cle", "Cross-layer &equalization (include_cle)"),
+                           ("cle_to_relu6", "Equalize across &ReLU6 (cle_to_relu6)"),
+                           ("convert_relu6_to_relu", "&Convert ReLU6 to ReLU (convert_relu6_to_relu)")):
+            act = menu.addAction(label)
+            act.setCheckable(True)
+            act.triggered.connect(lambda checked, k=key: self.set_quantizer_option(k, bool(checked)))
+            self.option_actions[key] = act
+        menu.addSeparator()
+        menu.addAction("CLE &steps…", lambda: self._ask_option("cle_steps", "CLE steps (cle_steps)", 1, 100))
+        menu.addAction("Calibration &batch size…",
+                       lambda: self._ask_option("calib_batch_size", "Calibration batch size (calib_batch_size)", 1,
+                                                4096))
+        self._show_quantizer_options()
+
+    def _show_quantizer_options(self) -> None:
+        options = self.settings.quantizer_options()
+        for key, act in self.option_actions.items():
+            act.setChecked(bool(getattr(options, key)))
+
+    def _ask_option(self, key: str, label: str, low: int, high: int) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        current = int(getattr(self.settings.quantizer_options(), key))
+        value, ok = QInputDialog.getInt(self, "Quantizer option", label, current, low, high)
+        if ok:
+            self.set_quantizer_option(key, value)
+
+    def set_quantizer_option(self, key: str, value: bool | int) -> None:
+        """Change one quantizer option (persisted); the open model is emulated again under it."""
+        options = self.settings.quantizer_options().with_(**{key: value})
+        self.settings.set_quantizer_options(options)
+        self._show_quantizer_options()
+        if self.session is not None:
+            self.session.set_options(options)
 
     def _restore_settings(self) -> None:
         geometry = self.settings.window_geometry()
@@ -364,7 +404,7 @@ class MainWindow(QMainWindow):
         if self.document is not None:
             self.document.close()
         self.document = doc
-        self.session = Session(doc, self)
+        self.session = Session(doc, self, self.settings.quantizer_options())
         self.session.positions_changed.connect(self._on_positions_changed)
         self.session.results_changed.connect(self._on_results_changed)
         self.session.findings_changed.connect(self._on_findings_changed)

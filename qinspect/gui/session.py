@@ -14,6 +14,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from qinspect.dpu.options import QuantizerOptions
 from qinspect.gui import emulation
 from qinspect.gui.document import Document
 from qinspect.gui.worker import Channel
@@ -33,9 +34,12 @@ class Session(QObject):
     busy = Signal(object, str)  # the channel running a long job (None when idle), its description
     progress = Signal(int, int, str)
 
-    def __init__(self, document: Document, parent: QObject | None = None) -> None:
+    def __init__(self, document: Document, parent: QObject | None = None,
+                 options: QuantizerOptions | None = None) -> None:
         super().__init__(parent)
         self.document = document
+        self.options = options or QuantizerOptions()  # the quantizer options the model is emulated under
+        self.quantized_path: str | None = None  # the Vitis quantized.h5 whose positions are in use
         self.analysis: emulation.Analysis | None = None  # emulator positions and per-layer results
         self.placement: dict[str, str] = {}
         self.placement_notes: dict[str, str] = {}
@@ -70,10 +74,18 @@ class Session(QObject):
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the model-wide analysis (emulation over the capture) in the background."""
+        opts = self.options.to_dict()
         if self.document.has_activations:
-            self._run("emulate", emulation.emulate_job, self.document, None)
+            self._run("emulate", emulation.emulate_job, self.document, self.quantized_path, opts)
         elif self.document.model is not None:
-            self._run("emulate", emulation.rewrite_job, self.document)
+            self._run("emulate", emulation.rewrite_job, self.document, opts)
+
+    def set_options(self, options: QuantizerOptions) -> None:
+        """Emulate again under other quantizer options (the positions of an imported quantized.h5 stay)."""
+        if options == self.options:
+            return
+        self.options = options
+        self.start()
 
     def shutdown(self) -> None:
         """Cancel every job of this session (a model-wide job running in the helper is killed)."""
@@ -127,8 +139,9 @@ class Session(QObject):
             self._run("findings", emulation.diagnose_bg_job, self.document, analysis, self.coverage_eval_path())
 
     def import_quantized(self, path: str) -> None:
-        """Use the positions (and folded weights) of a Vitis quantized.h5, then re-emulate."""
-        self._run("emulate", emulation.emulate_job, self.document, os.fspath(path))
+        """Use the graph, positions and folded weights of a Vitis quantized.h5, then re-emulate."""
+        self.quantized_path = os.fspath(path)
+        self._run("emulate", emulation.emulate_job, self.document, self.quantized_path, self.options.to_dict())
 
     def activation_position(self, layer: str) -> tuple[int | None, str]:
         """The position the int8 model uses for a float layer's output, and where it comes from."""

@@ -117,7 +117,9 @@ class KerasH5Model(WeightSource):
         root = self._weights_root()
         mapping: WeightMap = {}
         for layer in self.graph.children(None):
-            group = root.get(layer.short_name)
+            # A top-level layer's whole name is its group path; tf_keras names like "Conv/BatchNorm" hold "/"
+            # themselves, so the name is not cut at its last "/" (that would read the group "BatchNorm").
+            group = root.get(layer.name)
             if not isinstance(group, h5py.Group):
                 spec = None if layer.is_container else expected_weights(layer.class_name, layer.config)
                 if layer.is_container or spec:
