@@ -11,6 +11,7 @@ Run it by hand to look at the files: ``python tests/bad_corpus.py OUT_FOLDER``.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import sys
 import zipfile
@@ -284,6 +285,13 @@ def _positions(refcase: Path, path: Path, value: int) -> Path:
     return path
 
 
+def _fifo(path: Path) -> Path:
+    """A named pipe: reading it would block until another process writes (nothing ever does here)."""
+    if not path.exists():
+        os.mkfifo(path)
+    return path
+
+
 def _bomb_png(path: Path, side: int = 20000) -> Path:
     """A valid PNG header declaring side x side pixels (Pillow's decompression-bomb guard refuses it)."""
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -309,6 +317,8 @@ OTHER_CASES: dict[str, tuple[str, ...]] = {
     "positions-out-of-range": ("emulate", "diagnose", "report"),
     "quantized-bad-kernel": ("emulate", "report", "compare-dump"),
     "eval-nan-inputs": ("diagnose", "report"),
+    "fifo": CAPTURE_COMMANDS,
+    "fifo-image": DATA_COMMANDS,
     "npy-nan": DATA_COMMANDS,
     "npz-bomb": DATA_COMMANDS,
     "image-bomb": DATA_COMMANDS,
@@ -333,6 +343,8 @@ def make_corpus(folder: Path, refcase: Path) -> list[BadCase]:
     np.save(folder / "nan.npy", nan)
     images = folder / "images"
     images.mkdir(exist_ok=True)
+    fifo_images = folder / "fifo-images"
+    fifo_images.mkdir(exist_ok=True)
     dense = json.dumps(keras3_dense_config()).encode()
     np.save(folder / "x4.npy", np.linspace(-1, 1, 32, dtype=np.float32).reshape(8, 4))
     x4 = {"inputs": str(folder / "x4.npy")}
@@ -361,6 +373,10 @@ def make_corpus(folder: Path, refcase: Path) -> list[BadCase]:
          "its kernel has shape (2, 2); a conv2d kernel has 4 axes", None, {}),
         ("eval-nan-inputs", _nan_capture(folder / "eval-nan.h5"), "2 non-finite values (NaN or Inf), first in sample 3",
          write_tiny(folder / "good.h5"), {}),
+        ("fifo", _fifo(folder / "fifo.h5"), "is a FIFO (named pipe): qinspect reads regular files and folders only",
+         None, {}),
+        ("fifo-image", _fifo(fifo_images / "a.png"), "is a FIFO (named pipe)", float_h5,
+         {"inputs": str(fifo_images), "preprocess": "0..1"}),
         ("npy-nan", folder / "nan.npy", "2 non-finite values (NaN or Inf), first in sample 2", float_h5, {}),
         ("image-bomb", _bomb_png(images / "huge.png"), "image too large to decode safely (400,000,000 pixels", float_h5,
          {"inputs": str(images), "preprocess": "0..1"}),

@@ -86,6 +86,9 @@ def require_file(path: str, what: str = "a file argument") -> None:
         raise QInspectError(f"{what} is an empty file name")
     if not os.path.exists(path):
         raise QInspectError("no such file or folder", path)
+    from qinspect.io.paths import check_not_special
+
+    check_not_special(path)
 
 
 # ------------------------------------------------------------------ arguments shared by the commands

@@ -55,6 +55,7 @@ from qinspect import __version__
 from qinspect.errors import QInspectError, UnsupportedFormatError, first_line
 from qinspect.io.capture_check import check_capture, check_graph, check_samples, check_storage
 from qinspect.io.graph import ModelGraph, WeightSource
+from qinspect.io.paths import check_not_special
 
 FORMAT_NAME = "qinspect-capture"
 FORMAT_VERSION = "1.0"
@@ -130,6 +131,7 @@ class Capture(WeightSource):
             raise QInspectError("no such file", path)
         if os.path.isdir(path):
             raise QInspectError("is a folder, not a capture file", path)
+        check_not_special(path)
         if not h5py.is_hdf5(path):
             raise QInspectError("not an HDF5 file (a capture is an HDF5 file written by qinspect capture)", path)
         try:
