@@ -53,8 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def error(message: str) -> int:
-    """Print a one-line user error and return the CLI's error exit code."""
-    print(f"qinspect: error: {message}", file=sys.stderr)
+    """Print a one-line user error and return the CLI's error exit code.
+
+    Line breaks and other control characters (a file or layer name may hold them) are escaped, so the
+    message stays one line whatever a hostile file names itself; bytes of a name that is not UTF-8
+    (surrogate escapes) go out as they came in.
+    """
+    line = "".join(c if c.isprintable() or "\udc80" <= c <= "\udcff" else repr(c)[1:-1] for c in message)
+    print(f"qinspect: error: {line}", file=sys.stderr)
     return 2
 
 
