@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from qinspect import __version__
-from qinspect.errors import QInspectError
+from qinspect.errors import QInspectError, one_line
 
 # Sub-command name -> module in qinspect.cli. Listed, not discovered, so the order of --help is fixed.
 COMMANDS = {
@@ -55,12 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 def error(message: str) -> int:
     """Print a one-line user error and return the CLI's error exit code.
 
-    Line breaks and other control characters (a file or layer name may hold them) are escaped, so the
-    message stays one line whatever a hostile file names itself; bytes of a name that is not UTF-8
-    (surrogate escapes) go out as they came in.
+    Line breaks and other control characters are escaped (:func:`qinspect.errors.one_line`), so the
+    message stays one line whatever a hostile file names itself.
     """
-    line = "".join(c if c.isprintable() or "\udc80" <= c <= "\udcff" else repr(c)[1:-1] for c in message)
-    print(f"qinspect: error: {line}", file=sys.stderr)
+    print(f"qinspect: error: {one_line(message)}", file=sys.stderr)
     return 2
 
 
