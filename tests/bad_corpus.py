@@ -67,6 +67,17 @@ def _edit_graph(edit: Callable[[dict], None]) -> Callable[[h5py.File], None]:
     return apply
 
 
+# 200000 nested JSON lists in 400 KB: Python's decoder gives up with RecursionError.
+_DEEP = "[" * 200_000 + "]" * 200_000
+
+
+def _replace_graph(text: str) -> Callable[[h5py.File], None]:
+    def apply(h5: h5py.File) -> None:
+        del h5["graph"]
+        h5.create_dataset("graph", data=text, dtype=h5py.string_dtype("utf-8"))
+    return apply
+
+
 def _layer(graph: dict, name: str) -> dict:
     return next(layer for layer in graph["layers"] if layer["name"] == name)
 
@@ -147,6 +158,7 @@ CAPTURES: list[tuple[str, Callable[[Path], Path], str]] = [
         inbound="outer/conv"))), "has inbound = 'outer/conv', not a list of layer names"),
     ("graph-params-not-a-count", lambda p: _edit_capture(p, _edit_graph(lambda g: _layer(g, "dense").update(
         params="many"))), "has params = 'many', not a count"),
+    ("graph-nested-too-deeply", lambda p: _edit_capture(p, _replace_graph(_DEEP)), "RecursionError"),
     ("graph-huge-string", lambda p: _edit_capture(p, _huge_graph_string), "/graph declares"),
     ("no-complete-marker", lambda p: _edit_capture(p, lambda h5: h5.attrs.__delitem__("complete")),
      "incomplete capture"),
@@ -285,6 +297,11 @@ def _positions(refcase: Path, path: Path, value: int) -> Path:
     return path
 
 
+def _text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
 def _fifo(path: Path) -> Path:
     """A named pipe: reading it would block until another process writes (nothing ever does here)."""
     if not path.exists():
@@ -319,6 +336,8 @@ OTHER_CASES: dict[str, tuple[str, ...]] = {
     "eval-nan-inputs": ("diagnose", "report"),
     "fifo": CAPTURE_COMMANDS,
     "fifo-image": DATA_COMMANDS,
+    "keras-config-nested-too-deeply": MODEL_COMMANDS,
+    "positions-nested-too-deeply": ("emulate", "diagnose", "report"),
     "npy-nan": DATA_COMMANDS,
     "npz-bomb": DATA_COMMANDS,
     "image-bomb": DATA_COMMANDS,
@@ -377,6 +396,9 @@ def make_corpus(folder: Path, refcase: Path) -> list[BadCase]:
          None, {}),
         ("fifo-image", _fifo(fifo_images / "a.png"), "is a FIFO (named pipe)", float_h5,
          {"inputs": str(fifo_images), "preprocess": "0..1"}),
+        ("keras-config-nested-too-deeply", _keras_archive(folder / "deep.keras", _DEEP.encode()),
+         "config.json in the archive is not valid JSON (maximum recursion depth", None, {}),
+        ("positions-nested-too-deeply", _text(folder / "deep.json", _DEEP), "not a positions JSON file", None, {}),
         ("npy-nan", folder / "nan.npy", "2 non-finite values (NaN or Inf), first in sample 2", float_h5, {}),
         ("image-bomb", _bomb_png(images / "huge.png"), "image too large to decode safely (400,000,000 pixels", float_h5,
          {"inputs": str(images), "preprocess": "0..1"}),

@@ -178,7 +178,7 @@ class Capture(WeightSource):
         try:
             text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
             graph = ModelGraph.from_json(text)
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
             raise QInspectError(f"damaged capture: /graph is not a model graph ({type(exc).__name__}: "
                                 f"{first_line(exc)})", path) from None
         graph.source = path
@@ -272,7 +272,7 @@ class Capture(WeightSource):
         text = _attr_value(self._h5["positions"].attrs.get("json", "null"))
         try:
             return json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise QInspectError(f"damaged capture: /positions is not JSON ({exc})", self.path) from None
 
     def close(self) -> None:
