@@ -338,6 +338,7 @@ OTHER_CASES: dict[str, tuple[str, ...]] = {
     "fifo-image": DATA_COMMANDS,
     "keras-config-nested-too-deeply": MODEL_COMMANDS,
     "positions-nested-too-deeply": ("emulate", "diagnose", "report"),
+    "h5-config-nested-too-deeply": MODEL_COMMANDS,
     "npy-nan": DATA_COMMANDS,
     "npz-bomb": DATA_COMMANDS,
     "image-bomb": DATA_COMMANDS,
@@ -398,6 +399,8 @@ def make_corpus(folder: Path, refcase: Path) -> list[BadCase]:
          {"inputs": str(fifo_images), "preprocess": "0..1"}),
         ("keras-config-nested-too-deeply", _keras_archive(folder / "deep.keras", _DEEP.encode()),
          "config.json in the archive is not valid JSON (maximum recursion depth", None, {}),
+        ("h5-config-nested-too-deeply", _edit_model(float_h5, folder / "deep.h5", lambda h5: h5.attrs.__setitem__(
+            "model_config", _DEEP)), "its model_config is JSON nested too deeply", None, {}),
         ("positions-nested-too-deeply", _text(folder / "deep.json", _DEEP), "not a positions JSON file", None, {}),
         ("npy-nan", folder / "nan.npy", "2 non-finite values (NaN or Inf), first in sample 2", float_h5, {}),
         ("image-bomb", _bomb_png(images / "huge.png"), "image too large to decode safely (400,000,000 pixels", float_h5,

@@ -163,6 +163,9 @@ def _open_hdf5(path: str) -> ModelSource:
 
     try:
         return KerasH5Model(path, h5)
+    except RecursionError:
+        h5.close()
+        raise QInspectError("its model_config is JSON nested too deeply to be a Keras model config", path) from None
     except (AttributeError, TypeError, ValueError, IndexError) as exc:
         # A weight that is a group, a config field of the wrong type: the file is not what Keras writes.
         h5.close()
