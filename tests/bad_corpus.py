@@ -11,6 +11,7 @@ Run it by hand to look at the files: ``python tests/bad_corpus.py OUT_FOLDER``.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import sys
 import zipfile
@@ -63,6 +64,17 @@ def _edit_graph(edit: Callable[[dict], None]) -> Callable[[h5py.File], None]:
         edit(graph)
         del h5["graph"]
         h5.create_dataset("graph", data=json.dumps(graph), dtype=h5py.string_dtype("utf-8"))
+    return apply
+
+
+# 200000 nested JSON lists in 400 KB: Python's decoder gives up with RecursionError.
+_DEEP = "[" * 200_000 + "]" * 200_000
+
+
+def _replace_graph(text: str) -> Callable[[h5py.File], None]:
+    def apply(h5: h5py.File) -> None:
+        del h5["graph"]
+        h5.create_dataset("graph", data=text, dtype=h5py.string_dtype("utf-8"))
     return apply
 
 
@@ -146,6 +158,7 @@ CAPTURES: list[tuple[str, Callable[[Path], Path], str]] = [
         inbound="outer/conv"))), "has inbound = 'outer/conv', not a list of layer names"),
     ("graph-params-not-a-count", lambda p: _edit_capture(p, _edit_graph(lambda g: _layer(g, "dense").update(
         params="many"))), "has params = 'many', not a count"),
+    ("graph-nested-too-deeply", lambda p: _edit_capture(p, _replace_graph(_DEEP)), "RecursionError"),
     ("graph-huge-string", lambda p: _edit_capture(p, _huge_graph_string), "/graph declares"),
     ("no-complete-marker", lambda p: _edit_capture(p, lambda h5: h5.attrs.__delitem__("complete")),
      "incomplete capture"),
@@ -284,6 +297,18 @@ def _positions(refcase: Path, path: Path, value: int) -> Path:
     return path
 
 
+def _text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _fifo(path: Path) -> Path:
+    """A named pipe: reading it would block until another process writes (nothing ever does here)."""
+    if not path.exists():
+        os.mkfifo(path)
+    return path
+
+
 def _bomb_png(path: Path, side: int = 20000) -> Path:
     """A valid PNG header declaring side x side pixels (Pillow's decompression-bomb guard refuses it)."""
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -309,6 +334,11 @@ OTHER_CASES: dict[str, tuple[str, ...]] = {
     "positions-out-of-range": ("emulate", "diagnose", "report"),
     "quantized-bad-kernel": ("emulate", "report", "compare-dump"),
     "eval-nan-inputs": ("diagnose", "report"),
+    "fifo": CAPTURE_COMMANDS,
+    "fifo-image": DATA_COMMANDS,
+    "keras-config-nested-too-deeply": MODEL_COMMANDS,
+    "positions-nested-too-deeply": ("emulate", "diagnose", "report"),
+    "h5-config-nested-too-deeply": MODEL_COMMANDS,
     "npy-nan": DATA_COMMANDS,
     "npz-bomb": DATA_COMMANDS,
     "image-bomb": DATA_COMMANDS,
@@ -333,6 +363,8 @@ def make_corpus(folder: Path, refcase: Path) -> list[BadCase]:
     np.save(folder / "nan.npy", nan)
     images = folder / "images"
     images.mkdir(exist_ok=True)
+    fifo_images = folder / "fifo-images"
+    fifo_images.mkdir(exist_ok=True)
     dense = json.dumps(keras3_dense_config()).encode()
     np.save(folder / "x4.npy", np.linspace(-1, 1, 32, dtype=np.float32).reshape(8, 4))
     x4 = {"inputs": str(folder / "x4.npy")}
@@ -361,6 +393,15 @@ def make_corpus(folder: Path, refcase: Path) -> list[BadCase]:
          "its kernel has shape (2, 2); a conv2d kernel has 4 axes", None, {}),
         ("eval-nan-inputs", _nan_capture(folder / "eval-nan.h5"), "2 non-finite values (NaN or Inf), first in sample 3",
          write_tiny(folder / "good.h5"), {}),
+        ("fifo", _fifo(folder / "fifo.h5"), "is a FIFO (named pipe): qinspect reads regular files and folders only",
+         None, {}),
+        ("fifo-image", _fifo(fifo_images / "a.png"), "is a FIFO (named pipe)", float_h5,
+         {"inputs": str(fifo_images), "preprocess": "0..1"}),
+        ("keras-config-nested-too-deeply", _keras_archive(folder / "deep.keras", _DEEP.encode()),
+         "config.json in the archive is not valid JSON (maximum recursion depth", None, {}),
+        ("h5-config-nested-too-deeply", _edit_model(float_h5, folder / "deep.h5", lambda h5: h5.attrs.__setitem__(
+            "model_config", _DEEP)), "its model_config is JSON nested too deeply", None, {}),
+        ("positions-nested-too-deeply", _text(folder / "deep.json", _DEEP), "not a positions JSON file", None, {}),
         ("npy-nan", folder / "nan.npy", "2 non-finite values (NaN or Inf), first in sample 2", float_h5, {}),
         ("image-bomb", _bomb_png(images / "huge.png"), "image too large to decode safely (400,000,000 pixels", float_h5,
          {"inputs": str(images), "preprocess": "0..1"}),

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.gui
 # What the window opens: every damaged capture and the model files refused on opening.
 WINDOW_CASES = [cid for cid, _, _ in CAPTURES] + ["leftover-tmp", "nan-inputs", "h5-wrong-weight",
                                                    "keras-wrong-weight", "keras-config-bomb", "h5-weight-is-a-group",
-                                                   "keras-weights-bomb"]
+                                                   "keras-weights-bomb", "fifo"]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -101,3 +101,12 @@ def test_a_path_that_is_not_utf8_neither_crashes_qt_nor_the_report(tmp_path):
                             cwd=REPO, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith(b"qinspect: error: " + folder + b"/absent\xff.h5: ")
     assert b"Traceback" not in result.stderr
+
+
+def test_a_name_with_a_line_break_still_gives_one_line(capsys, tmp_path):
+    from qinspect.cli import main
+
+    path = tmp_path / "two\nlines.h5"
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "two\\nlines.h5: no such file" in err

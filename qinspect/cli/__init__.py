@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from qinspect import __version__
-from qinspect.errors import QInspectError
+from qinspect.errors import QInspectError, one_line
 
 # Sub-command name -> module in qinspect.cli. Listed, not discovered, so the order of --help is fixed.
 COMMANDS = {
@@ -58,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def error(message: str) -> int:
-    """Print a one-line user error and return the CLI's error exit code."""
-    print(f"qinspect: error: {message}", file=sys.stderr)
+    """Print a one-line user error and return the CLI's error exit code.
+
+    Line breaks and other control characters are escaped (:func:`qinspect.errors.one_line`), so the
+    message stays one line whatever a hostile file names itself.
+    """
+    print(f"qinspect: error: {one_line(message)}", file=sys.stderr)
     return 2
 
 

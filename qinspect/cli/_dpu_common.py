@@ -86,6 +86,9 @@ def require_file(path: str, what: str = "a file argument") -> None:
         raise QInspectError(f"{what} is an empty file name")
     if not os.path.exists(path):
         raise QInspectError("no such file or folder", path)
+    from qinspect.io.paths import check_not_special
+
+    check_not_special(path)
 
 
 # ------------------------------------------------------------------ arguments shared by the commands
@@ -238,7 +241,7 @@ def read_positions_json(path: str) -> dict[str, dict[str, int]]:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise QInspectError(f"not a positions JSON file ({exc.__class__.__name__})", path) from None
     table = data.get("positions", data) if isinstance(data, dict) else data
     if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):

@@ -215,7 +215,7 @@ class Emulator:
                 try:
                     with open(p, encoding="utf-8") as fh:
                         positions = json.load(fh)
-                except (ValueError, UnicodeDecodeError) as exc:
+                except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                     raise QInspectError(f"not a positions JSON file ({exc.__class__.__name__})", p) from None
         if isinstance(positions, dict) and isinstance(positions.get("positions"), dict):
             positions = positions["positions"]

@@ -55,6 +55,7 @@ from qinspect import __version__
 from qinspect.errors import QInspectError, UnsupportedFormatError, first_line
 from qinspect.io.capture_check import check_capture, check_graph, check_samples, check_storage
 from qinspect.io.graph import ModelGraph, WeightSource
+from qinspect.io.paths import check_not_special
 
 FORMAT_NAME = "qinspect-capture"
 FORMAT_VERSION = "1.0"
@@ -130,6 +131,7 @@ class Capture(WeightSource):
             raise QInspectError("no such file", path)
         if os.path.isdir(path):
             raise QInspectError("is a folder, not a capture file", path)
+        check_not_special(path)
         if not h5py.is_hdf5(path):
             raise QInspectError("not an HDF5 file (a capture is an HDF5 file written by qinspect capture)", path)
         try:
@@ -176,7 +178,7 @@ class Capture(WeightSource):
         try:
             text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
             graph = ModelGraph.from_json(text)
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
             raise QInspectError(f"damaged capture: /graph is not a model graph ({type(exc).__name__}: "
                                 f"{first_line(exc)})", path) from None
         graph.source = path
@@ -270,7 +272,7 @@ class Capture(WeightSource):
         text = _attr_value(self._h5["positions"].attrs.get("json", "null"))
         try:
             return json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise QInspectError(f"damaged capture: /positions is not JSON ({exc})", self.path) from None
 
     def close(self) -> None:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qinspect.errors import QInspectError
+from qinspect.io.paths import check_not_special
 
 PREPROCESS = ("0..1", "-1..1", "caffe")
 CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
@@ -149,6 +150,7 @@ def open_inputs(
         raise QInspectError(f"unknown --preprocess {preprocess!r}; use one of {', '.join(PREPROCESS)}", path)
     if not os.path.exists(path):
         raise QInspectError("no such file or folder", path)
+    check_not_special(path)
     if os.path.isdir(path):
         source = _open_folder(path, input_shapes, preprocess)
     elif path.endswith(".npz") or zipfile.is_zipfile(path):
@@ -304,6 +306,7 @@ def _identify(files: list[str]) -> None:
     from PIL import Image, UnidentifiedImageError
 
     for file in files:
+        check_not_special(file)
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice it; qinspect refuses both alike.
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -132,7 +132,7 @@ def _read_json(archive: zipfile.ZipFile, name: str, path: str) -> Any:
                             f"{MAX_JSON_BYTES >> 20} MiB (damaged or forged)", path)
     try:
         return json.loads(archive.read(name))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise QInspectError(f"{name} in the archive is not valid JSON ({exc})", path) from exc
 
 

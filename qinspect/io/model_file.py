@@ -27,6 +27,7 @@ import numpy as np
 
 from qinspect.errors import QInspectError, UnsupportedFormatError, first_line
 from qinspect.io.graph import ModelGraph
+from qinspect.io.paths import check_not_special
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
@@ -65,6 +66,7 @@ def sniff(path: str | os.PathLike[str]) -> str:
     p = Path(path)
     if not p.exists():
         raise QInspectError("no such file or directory", p)
+    check_not_special(p)
     if p.is_dir():
         if (p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file():
             return "savedmodel"
@@ -162,6 +164,9 @@ def _open_hdf5(path: str) -> ModelSource:
 
     try:
         return KerasH5Model(path, h5)
+    except RecursionError:
+        h5.close()
+        raise QInspectError("its model_config is JSON nested too deeply to be a Keras model config", path) from None
     except (AttributeError, TypeError, ValueError, IndexError) as exc:
         # A weight that is a group, a config field of the wrong type: the file is not what Keras writes.
         h5.close()

@@ -299,7 +299,7 @@ def load_quantized_model(path: str | os.PathLike[str]) -> VitisQuantizedModel:
             raise QInspectError("not a Vitis quantized model: the HDF5 file has no model_config", path)
         try:
             config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
             raise QInspectError("not a Vitis quantized model: model_config is not JSON", path) from None
         layer_cfgs = (config.get("config") or {}).get("layers")
         if not isinstance(layer_cfgs, list):

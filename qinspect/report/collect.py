@@ -26,7 +26,7 @@ from qinspect.analysis.metrics import ErrorStats, representable_range
 from qinspect.dpu.checks import check_finite_capture
 from qinspect.dpu.emulator import Emulator
 from qinspect.dpu.options import QuantizerOptions
-from qinspect.errors import QInspectError
+from qinspect.errors import QInspectError, first_line
 from qinspect.io.capture_file import Capture, is_capture
 from qinspect.io.graph import Layer, ModelGraph
 from qinspect.io.model_file import ModelSource, open_model
@@ -115,8 +115,8 @@ def _read_positions_json(path: str) -> dict[str, dict[str, int]]:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise QInspectError(f"not a positions JSON file ({exc})", path) from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise QInspectError(f"not a positions JSON file ({first_line(exc)})", path) from None
     table = data.get("positions", data) if isinstance(data, dict) else None
     if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
         raise QInspectError("no positions object keyed by layer (expected positions.json of a Vitis run)", path)

@@ -67,7 +67,7 @@ def not_a_report_reason(folder: str | Path) -> str | None:
         if marker.stat().st_size > _MAX_REPORT_JSON:
             return f"its {JSON_NAME} is not a qinspect report's"
         data = json.loads(marker.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return f"its {JSON_NAME} is not a qinspect report's"
     if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
         return f"its {JSON_NAME} is not a qinspect report's"
