@@ -1,4 +1,9 @@
-"""A helper process for the per-layer numbers, so the UI thread never competes for the GIL.
+"""Helper processes for the GUI's numpy and TensorFlow work, so the UI thread never competes for the GIL.
+
+Three kinds: the layer helper (below), the model helper (emulation, diagnosis; killed when its job
+is cancelled) and one process per job with progress (a capture, :func:`call_with_progress`). All run
+below the window's priority, start with SIGINT blocked, and are stopped by :func:`shutdown`, which
+also waits for their executors' manager threads (see :func:`_join_retired`).
 
 Reading a layer (h5py decompression) and its statistics (numpy) hold the GIL in stretches; in a worker
 *thread* they make the window's painting (hundreds of Python calls per frame) wait behind them. The
@@ -313,7 +318,7 @@ def call_with_progress(fn: Any, *args: Any, progress: Any, cancelled: Any) -> An
     error), and :class:`Superseded` is raised here. Runs in this thread if helpers are unavailable."""
     import queue as queues
 
-    if _DISABLED:
+    def in_this_thread() -> Any:
         def local(done: int, total: int, text: str) -> None:
             if cancelled():
                 raise JobCancelled()
@@ -326,9 +331,15 @@ def call_with_progress(fn: Any, *args: Any, progress: Any, cancelled: Any) -> An
             raise Superseded() from None
         finally:
             _child["report"] = saved
-    ctx = mp.get_context("spawn")
-    reports, cancel = ctx.Queue(), ctx.Event()
-    pool = _spawn(_init_job, (reports, cancel, os.getpid(), MODEL_NICENESS))
+
+    if _DISABLED:
+        return in_this_thread()
+    try:
+        ctx = mp.get_context("spawn")
+        reports, cancel = ctx.Queue(), ctx.Event()
+        pool = _spawn(_init_job, (reports, cancel, os.getpid(), MODEL_NICENESS))
+    except (OSError, ValueError, ImportError):
+        return in_this_thread()
     _JOBS.add(pool)
 
     ended = []
