@@ -200,3 +200,39 @@ def test_helpers_run_below_the_window_priority():
             assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(19, mine + niceness)
     finally:
         compute_process.shutdown()
+
+
+def _count_to(n):  # runs in a helper process
+    from qinspect.gui.compute_process import report_progress
+
+    for i in range(n):
+        report_progress(i + 1, n, "counting")
+    return os.getpid()
+
+
+def _count_until_cancelled():  # runs in a helper process
+    import time
+
+    from qinspect.gui.compute_process import report_progress
+
+    for i in range(10_000):
+        report_progress(i, 0, "")
+        time.sleep(0.01)
+    return "never cancelled"
+
+
+def test_a_job_with_progress_runs_in_a_helper_and_stops_when_cancelled():
+    from qinspect.gui import compute_process
+
+    if compute_process._DISABLED:
+        pytest.skip("no helper process here")
+    seen = []
+    pid = compute_process.call_with_progress(_count_to, 5, progress=lambda *a: seen.append(a), cancelled=lambda: False)
+    assert pid != os.getpid()  # not in this process: its GIL stays free for the window
+    assert seen == [(i, 5, "counting") for i in range(1, 6)]
+    reports = []
+    with pytest.raises(compute_process.Superseded):
+        compute_process.call_with_progress(_count_until_cancelled, progress=lambda *a: reports.append(a),
+                                           cancelled=lambda: len(reports) >= 3)
+    assert 3 <= len(reports) < 10_000
+    assert not compute_process._JOBS

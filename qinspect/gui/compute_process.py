@@ -1,4 +1,9 @@
-"""A helper process for the per-layer numbers, so the UI thread never competes for the GIL.
+"""Helper processes for the GUI's numpy and TensorFlow work, so the UI thread never competes for the GIL.
+
+Three kinds: the layer helper (below), the model helper (emulation, diagnosis; killed when its job
+is cancelled) and one process per job with progress (a capture, :func:`call_with_progress`). All run
+below the window's priority, start with SIGINT blocked, and are stopped by :func:`shutdown`, which
+also waits for their executors' manager threads (see :func:`_join_retired`).
 
 Reading a layer (h5py decompression) and its statistics (numpy) hold the GIL in stretches; in a worker
 *thread* they make the window's painting (hundreds of Python calls per frame) wait behind them. The
@@ -20,6 +25,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -148,6 +154,14 @@ def what_if(rid: int, data: ls.LayerData, position: int, method: str) -> ls.What
 
 # --- in the GUI process ----------------------------------------------------------------------------
 def _spawn_pool(latest: Any, niceness: int) -> ProcessPoolExecutor:
+    """The layer helper (``latest="new"``: with the shared latest-request array) or the model helper."""
+    if latest == "new":
+        global _LATEST
+        _LATEST = latest = mp.get_context("spawn").Array("q", N_SLOTS, lock=False)
+    return _spawn(_init, (latest, os.getpid(), niceness))
+
+
+def _spawn(initializer: Any, initargs: tuple) -> ProcessPoolExecutor:
     """A one-process pool, started now. A spawned child re-imports the parent's __main__ unless told
     otherwise, and `python -m qinspect` runs the CLI at import (a second window): the main module's
     identity is hidden while the child starts (the pool spawns it synchronously in the first submit)."""
@@ -158,11 +172,7 @@ def _spawn_pool(latest: Any, niceness: int) -> ProcessPoolExecutor:
             main.__dict__["__spec__"] = None
             main.__dict__.pop("__file__", None)
         ctx = mp.get_context("spawn")  # never fork a process that runs Qt threads
-        if latest == "new":
-            global _LATEST
-            _LATEST = latest = ctx.Array("q", N_SLOTS, lock=False)
-        pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init,
-                                   initargs=(latest, os.getpid(), niceness))
+        pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=initializer, initargs=initargs)
         # The child starts with SIGINT blocked (a signal mask survives fork and exec; Python's own
         # resource tracker starts the same way): a Ctrl-C while it is still importing, before its
         # initializer ignores SIGINT, would otherwise end it with a KeyboardInterrupt traceback.
@@ -263,6 +273,115 @@ def kill_model_helper() -> None:
         _stop(pool)
 
 
+# --- jobs with progress in a process of their own (a capture: TensorFlow in a helper) ----------------
+class JobCancelled(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside a job, at its next progress report, once its caller cancelled it."""
+
+
+def report_progress(done: int, total: int, text: str = "") -> None:
+    """Inside a job run by :func:`call_with_progress`: hand progress to the caller. Raises
+    :class:`JobCancelled` once the caller cancelled the job (so it stops and cleans up)."""
+    report = _child.get("report")
+    if report is not None:
+        report(done, total, text)
+
+
+def _init_job(queue: Any, cancel: Any, parent_pid: int, niceness: int) -> None:
+    _init(None, parent_pid, niceness)
+
+    def report(done: int, total: int, text: str) -> None:
+        if cancel.is_set():
+            raise JobCancelled()
+        queue.put((int(done), int(total), text))
+
+    _child["report"] = report
+    _child["reports"] = queue
+
+
+def _run_job(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    finally:
+        # Last on the queue: the caller reads every report up to here (the queue's own thread may
+        # still be writing them when the result has already arrived).
+        _child["reports"].put(None)
+
+
+_JOBS: set[ProcessPoolExecutor] = set()
+
+
+def call_with_progress(fn: Any, *args: Any, progress: Any, cancelled: Any) -> Any:
+    """Run ``fn(*args)`` in a new helper process of its own (below the window's priority: TensorFlow or
+    h5py there never holds this process's GIL) and return its result. What it reports with
+    :func:`report_progress` reaches ``progress(done, total, text)`` in the calling thread. Once
+    ``cancelled()`` the job raises :class:`JobCancelled` at its next report (it cleans up as on any
+    error), and :class:`Superseded` is raised here. Runs in this thread if helpers are unavailable."""
+    import queue as queues
+
+    def in_this_thread() -> Any:
+        def local(done: int, total: int, text: str) -> None:
+            if cancelled():
+                raise JobCancelled()
+            progress(done, total, text)
+
+        saved, _child["report"] = _child.get("report"), local
+        try:
+            return fn(*args)
+        except JobCancelled:
+            raise Superseded() from None
+        finally:
+            _child["report"] = saved
+
+    if _DISABLED:
+        return in_this_thread()
+    try:
+        ctx = mp.get_context("spawn")
+        reports, cancel = ctx.Queue(), ctx.Event()
+        pool = _spawn(_init_job, (reports, cancel, os.getpid(), MODEL_NICENESS))
+    except (OSError, ValueError, ImportError):
+        return in_this_thread()
+    _JOBS.add(pool)
+
+    ended = []
+
+    def drain(wait: float = 0.0) -> None:
+        deadline = time.monotonic() + wait
+        while not ended:
+            try:
+                item = reports.get(timeout=max(0.0, deadline - time.monotonic())) if wait else reports.get_nowait()
+            except queues.Empty:
+                return
+            if item is None:
+                ended.append(True)
+            else:
+                progress(*item)
+
+    future = None
+    try:
+        future = pool.submit(_run_job, fn, *args)
+        while not future.done():
+            try:
+                future.result(timeout=0.1)
+            except TimeoutError:
+                pass
+            except BaseException:  # noqa: BLE001 - raised below, after the last reports
+                break
+            drain()
+            if cancelled():
+                cancel.set()
+        drain(wait=5.0)
+        try:
+            return future.result()
+        except JobCancelled:
+            raise Superseded() from None
+    finally:
+        if future is not None and not future.done():
+            cancel.set()  # this thread is leaving (an error here): stop the job at its next report
+        _JOBS.discard(pool)
+        pool.shutdown(wait=True)
+        reports.close()
+
+
 def start() -> None:
     """Start (and warm up) the helper process in the background."""
     _pool()
@@ -306,4 +425,7 @@ def shutdown() -> None:
     if pool is not None:
         _stop(pool)
     kill_model_helper()
+    for job in list(_JOBS):  # a job still running at exit (its caller waited, then gave up)
+        _JOBS.discard(job)
+        _stop(job)
     _join_retired()
