@@ -89,6 +89,8 @@ class Evaluator:
         self._wcache: dict[tuple[str, str, int], np.ndarray] = {}
         # per weight (node, name, position): the kernel's exactness bound (ops.weight_bound)
         self._bcache: dict[tuple[str, str, int], int] = {}
+        # per weight (node, name, position): its fake-quantized float32 values (the simulation's weights)
+        self._fcache: dict[tuple[str, str, int], np.ndarray] = {}
         self._fused_producer: dict[str, str] = {}
         for n in graph.nodes:
             act = graph.fused_activation(n) if n.op in CONV_OPS + ("add",) else None
@@ -144,9 +146,14 @@ class Evaluator:
     def weight_float(self, node: Node, name: str) -> np.ndarray | None:
         """Weight values as the simulation uses them (fake-quantized unless in float mode)."""
         q, p = self.weight(node, name)
-        if q is None:
-            return None
-        return q if p is None else dequantize(q, p)
+        if q is None or p is None:
+            return q
+        key = (node.name, name, p)
+        if key not in self._fcache:
+            w = dequantize(q, p)
+            w.flags.writeable = False  # read-only: the conv kernels cache their GEMM layouts of it
+            self._fcache[key] = w
+        return self._fcache[key]
 
     # -- the walk ---------------------------------------------------------------------------
     def run(self, inputs: dict[str, np.ndarray], keep: Iterable[str] | None = None,
@@ -369,7 +376,7 @@ class Evaluator:
             else:
                 y = np.maximum(y, F32(0))
             if p.get("max_value") is not None:
-                y = np.minimum(y, F32(p["max_value"]))
+                y = np.minimum(y, F32(p["max_value"]), out=y if y is not x else None)
             return self.quant_value(y, node.out_slot)
         if op == "leaky_relu":
             alpha = p.get("float_alpha", p["alpha"]) if fmode else p["alpha"]
