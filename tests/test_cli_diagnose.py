@@ -125,3 +125,21 @@ def test_vitis_positions_show_the_concat_alignment(refcases, tmp_path_factory, c
     assert (top["layer"], top["kind"]) == ("cat10", "alignment")
     assert top["evidence"]["shared_position"]["value"] == 2
     assert str(rich / positions) in data["positions_from"]
+
+
+@pytest.mark.tf
+def test_no_sensitivity_keeps_the_findings_and_reports_progress(captures, cli):
+    full = cli("diagnose", str(captures["calib"]), "--eval", str(captures["eval"]), "--json")
+    r = cli("diagnose", str(captures["calib"]), "--eval", str(captures["eval"]), "--json", "--no-sensitivity")
+    assert r.returncode == 0, r.stderr
+    data, ref = json.loads(r.stdout), json.loads(full.stdout)
+    assert data["sensitivity"] == [] and ref["sensitivity"]
+    assert any("sensitivity skipped" in n for n in data["notes"])
+    top = data["findings"][0]
+    # The same cause at the same layer; its severity is now the tensor's local cost.
+    assert (top["layer"], top["kind"]) == (ref["findings"][0]["layer"], ref["findings"][0]["kind"])
+    assert top["evidence"]["severity_basis"]["value"] == "local"
+    assert data["output_sqnr_db"] == ref["output_sqnr_db"]
+    # Progress on stderr (no terminal here: plain lines), never on stdout.
+    lines = full.stderr.strip().splitlines()
+    assert any(line.startswith("qinspect diagnose: sensitivity over") and "100%" in line for line in lines)

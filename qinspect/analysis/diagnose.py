@@ -188,6 +188,8 @@ def diagnose(
     mode: str = "sim",
     memory_budget: float = 2**30,
     external_positions: bool | None = None,
+    with_sensitivity: bool = True,
+    step: Callable[[str, int, int], None] | None = None,
 ) -> Diagnosis:
     """Diagnose ``graph`` on ``data``; ``calib`` (when ``data`` is evaluation data) enables coverage.
 
@@ -198,8 +200,18 @@ def diagnose(
 
     ``mode``: ``"sim"`` (the quantizer's float32 simulation, fast) or ``"int"`` (the DPU integer
     pipeline), see :func:`qinspect.analysis.sensitivity.sensitivity`.
+
+    ``with_sensitivity=False`` skips the per-layer what-if walks (the costly part on big models): no
+    sensitivity rows, and each finding's severity is its local cost (``severity_basis`` says so).
+    ``progress(text)`` is told each stage; ``step(text, done, total)`` each stage and, during the
+    sensitivity pass, the work done (``total`` 0 for a stage with no measure of its work).
     """
-    say = progress or (lambda _msg: None)
+    def say(text: str) -> None:
+        if progress is not None:
+            progress(text)
+        if step is not None:
+            step(text, 0, 0)
+
     n_total = len(next(iter(data.values())))
     sample = _head(data, max_samples)
     n = len(next(iter(sample.values())))
@@ -210,13 +222,18 @@ def diagnose(
         notes.append(f"findings measured on the first {n} of {n_total} {data_label} samples")
     notes.append(f"sensitivity, accumulated/isolated errors and what-if runs measured on the first {n_sens} "
                  f"{data_label} samples")
-    say(f"sensitivity over {n_sens} samples")
-    sens = sensitivity(graph, sens_sample, batch_size=max(batch_size, n_sens), mode=mode)
+    what = f"sensitivity over {n_sens} samples" if with_sensitivity else f"errors over {n_sens} samples"
+    say(what)
+    sens = sensitivity(graph, sens_sample, batch_size=max(batch_size, n_sens), mode=mode, whatifs=with_sensitivity,
+                       progress=None if step is None else (lambda done, total: step(what, done, total)))
+    if not with_sensitivity:
+        notes.append("sensitivity skipped (no per-layer what-if runs): no sensitivity rows, and each finding's "
+                     "severity is its tensor's local cost, not its cost at the model output")
     notes.append("errors measured with the quantizer's float32 simulation (equal to the DPU integer pipeline "
                  "wherever partial sums stay below 2^24 LSB)" if mode == "sim" else
                  "errors measured with the DPU integer pipeline")
     by_node = sens.by_layer()
-    noise = {k: s.only_noise_share for k, s in by_node.items()}
+    noise: dict[str, float] = {k: s.only_noise_share for k, s in by_node.items()}
     out_values = sens.output.n
     if out_values < 100:
         notes.append(f"the output SQNR rests on only {out_values} output values; sensitivity figures are rough")
@@ -464,7 +481,7 @@ def _cpu_findings(graph: DpuGraph, noise: dict[str, float]) -> list[Finding]:
         feeds = any(graph[i].device == "DPU" and graph[i].op != "input" for i in node.inputs)
         reads = any(c.device == "DPU" for c in graph.consumers(node.name))
         cls = node.params.get("class_name") or _class_name(node)
-        frac = noise.get(node.name, 0.0)
+        frac = noise.get(node.name, 0.0 if noise else None)  # None: no sensitivity run
         f = fnd.cpu_fallback(display_name(node), cls, node.cpu_reason or "not a DPU operator", parts,
                              feeds and reads, noise_frac=frac)
         out.append(_tag(f, node))

@@ -10,6 +10,8 @@ Positions come from ``--positions`` (a Vitis quantized.h5, whose folded weights 
 positions JSON) or from calibrating on the capture's inputs (``--batch-size``, ``--no-cle``). With
 ``--eval CAPTURE2`` the errors are measured on that capture's inputs (what the model sees in use) and
 ``coverage`` compares them with the calibration capture; it must be a capture of the same model.
+``--no-sensitivity`` skips the per-layer what-if runs (the slow part on big models). Progress goes to
+stderr (a bar on a terminal, a few lines otherwise).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                   samples_help="samples whose float tensors the findings examine (default 64)", samples_default=64)
     p.add_argument("--sens-samples", type=int, default=16, metavar="N",
                    help="samples for sensitivity and what-if runs (default 16; time grows with it)")
+    p.add_argument("--no-sensitivity", action="store_true",
+                   help="skip the per-layer sensitivity (what-if runs, the slow part on big models): no "
+                   "sensitivity rows, and severities are each tensor's local cost")
     p.add_argument("--exact", action="store_true",
                    help="run the DPU integer pipeline instead of the (equal, faster) float32 simulation")
     p.add_argument("--top", type=int, default=20, metavar="K", help="findings to print (text output)")
@@ -113,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     """Diagnose and print."""
     from qinspect.analysis.diagnose import diagnose
     from qinspect.cli import _dpu_common as common
+    from qinspect.cli._progress import stderr_progress
     from qinspect.cli._sources import open_any
     from qinspect.io.capture_file import Capture, is_capture
 
@@ -139,11 +145,11 @@ def run(args: argparse.Namespace) -> int:
             label = f"evaluation ({args.eval})"
         else:
             data, label = calib, "calibration"
-        progress = None if args.json or not sys.stderr.isatty() else (lambda m: print(f"  {m}", file=sys.stderr))
-        result = diagnose(emu.graph, data, calib if eval_cap is not None else None, data_label=label,
-                          max_samples=args.samples, sens_samples=args.sens_samples,
-                          mode="int" if args.exact else "sim", progress=progress,
-                          external_positions=bool(args.positions))
+        with stderr_progress("diagnose") as step:
+            result = diagnose(emu.graph, data, calib if eval_cap is not None else None, data_label=label,
+                              max_samples=args.samples, sens_samples=args.sens_samples,
+                              mode="int" if args.exact else "sim", step=step,
+                              external_positions=bool(args.positions), with_sensitivity=not args.no_sensitivity)
     finally:
         if source is not None:
             source.close()
@@ -177,10 +183,13 @@ def _print_text(result: Any, positions_from: str, top: int) -> None:
         w(f"{'':>28}{f.advice}\n")
     if len(result.findings) > top:
         w(f"... {len(result.findings) - top} more (--top, or --json for all)\n")
+    if not result.sensitivity:
+        return
     w("\nsensitivity (output SQNR): gain if the layer alone stays float / SQNR if only it is quantized\n")
     rows = sorted(result.sensitivity, key=lambda s: -(s.keep_float_gain_db if math.isfinite(s.keep_float_gain_db)
                                                         else 1e9))
-    w(f"{'layer':40} {'gain dB':>8} {'only dB':>8} {'noise %':>8}\n")
+    width = max([5, *(len(s.layer) for s in rows[:top])])  # whole names: the user looks them up in the tree
+    w(f"{'layer':{width}} {'gain dB':>8} {'only dB':>8} {'noise %':>8}\n")
     for s in rows[:top]:
-        w(f"{s.layer[:40]:40} {_num(s.keep_float_gain_db):>8} {_num(s.only_quantized_sqnr_db, '.1f'):>8} "
+        w(f"{s.layer:{width}} {_num(s.keep_float_gain_db):>8} {_num(s.only_quantized_sqnr_db, '.1f'):>8} "
           f"{_num(100 * s.only_noise_share, '.1f'):>8}\n")

@@ -419,7 +419,7 @@ def _inputs_of(capture: Any, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: list[str],
-              max_samples: int | None, progress: Progress | None) -> DiagnosisPart:
+              max_samples: int | None, progress: Progress | None, with_sensitivity: bool = True) -> DiagnosisPart:
     part = DiagnosisPart()
     if not isinstance(source, Capture):
         source = em.data  # a model file run on --inputs
@@ -429,7 +429,9 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
     if progress:
         progress(0, 1, "diagnosing")
     names = list(em.graph.inputs)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"with_sensitivity": with_sensitivity}
+    if progress:
+        kwargs["step"] = lambda text, done, total: progress(done, total, f"diagnosing: {text}")
     if max_samples is not None:
         kwargs["max_samples"] = max_samples
     if eval_cap is not None:
@@ -479,10 +481,13 @@ def build_report(
     opener: Opener | None = None,
     inputs: str | os.PathLike[str] | None = None,
     preprocess: str | None = None,
+    sensitivity: bool = True,
 ) -> Report:
     """The report for a capture or model file (``layer``: only that layer's section).
 
-    ``diagnose=False`` skips the diagnosis (findings and sensitivity), the slowest part on big models.
+    ``diagnose=False`` skips the diagnosis (findings and sensitivity), the slowest part on big models;
+    ``sensitivity=False`` keeps the findings but skips the per-layer sensitivity (their severities are
+    then local costs).
     ``opener`` opens a path that is not a capture (default :func:`qinspect.io.model_file.open_model`).
     ``inputs`` (.npy / .npz) gives a model file samples to calibrate and emulate on (no float histograms:
     only a capture holds the float activations).
@@ -500,7 +505,7 @@ def build_report(
             check_eval_capture(source, eval_cap)
         em = emulate(source, None if positions is None else str(positions), progress, batch_size, cle,
                      None if inputs is None else str(inputs), preprocess)
-        return _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose)
+        return _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose, sensitivity)
     finally:
         for f in (source, eval_cap):
             if f is not None:
@@ -509,7 +514,7 @@ def build_report(
 
 def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: str | None,
               eval_cap: Capture | None, max_samples: int | None, progress: Progress | None,
-              diagnose: bool = True) -> Report:
+              diagnose: bool = True, sensitivity: bool = True) -> Report:
     dpu = em.graph
     lmap = map_layers([lay.name for lay in graph.leaves()], dpu) if dpu is not None else None
     all_rows = _rows(graph, lmap, dpu)
@@ -519,7 +524,7 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
     warnings = list(em.warnings)
     if diagnose:
         try:
-            diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress)
+            diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress, sensitivity)
         except QInspectError:
             raise
         except Exception as exc:  # the findings are optional: report everything else, say what failed
@@ -534,7 +539,7 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
     sections = []
     for i, row in enumerate(rows):
         if progress:
-            progress(i, len(rows), row.name)
+            progress(i, len(rows), "layer sections")
         sec = _section(row, i, leaf_index, source, em, lmap, captured, findings, max_samples)
         if row.node is not None and row.node.name in diag.sensitivity:
             sec.sensitivity = diag.sensitivity[row.node.name]
