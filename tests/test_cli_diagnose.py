@@ -57,7 +57,7 @@ def test_eval_capture_coverage_json(captures, cli):
     data = json.loads(r.stdout)
     top = data["findings"][0]
     assert (top["layer"], top["kind"]) == ("img", "coverage")
-    assert set(top) == {"layer", "kind", "severity", "evidence", "advice"}
+    assert set(top) == {"layer", "kind", "severity", "origin", "affects", "noise_share", "remedy", "evidence", "advice"}
     assert top["severity"] > 1
     assert data["measured_on"].startswith("evaluation")
     sens = {s["layer"]: s for s in data["sensitivity"]}

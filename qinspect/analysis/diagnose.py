@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.analysis import findings as fnd
+from qinspect.analysis import remedies as rem
 from qinspect.analysis.findings import Branch, Finding, ev
 from qinspect.analysis.metrics import ErrorStats, json_safe
 from qinspect.analysis.sensitivity import (
@@ -37,6 +38,7 @@ from qinspect.analysis.sensitivity import (
     SensitivityResult,
     display_name,
     quantizing_nodes,
+    row_names,
     sensitivity,
     what_if,
 )
@@ -65,6 +67,8 @@ class Diagnosis:
     mode: str = "sim"
     notes: list[str] = field(default_factory=list)
     adjustments: list[dict[str, Any]] = field(default_factory=list)
+    explained: float | None = None  # share of the output error power the findings' fixes remove
+    top1_agreement: float | None = None  # int8 against float arg-max, outputs with several classes
 
     def worst_by_layer(self) -> dict[str, Finding]:
         """Each layer's highest-ranked finding (for a badge on the layer's row in a tree)."""
@@ -88,6 +92,8 @@ class Diagnosis:
                 "sensitivity_samples": self.n_sens_samples,
                 "output_sqnr_db": ev(self.output.sqnr_db, "SQNR of the fully quantized model's output(s) "
                                                           "against float, sums over all outputs and samples"),
+                "output": {"sqnr_db": self.output.sqnr_db, "top1_agreement": self.top1_agreement},
+                "explained": self.explained,
                 "findings": [f.to_dict() for f in self.findings],
                 "sensitivity": [s.to_dict() for s in self.sensitivity],
                 "sensitivity_how": HOW,
@@ -250,12 +256,17 @@ def diagnose(
     say("float tensors")
     values = float_values(graph, sample, batch_size, keep=needed)
     calib_ranges = None
+    calib_values = None
     if calib is not None:
         say("calibration ranges")
         calib_ranges = float_ranges(graph, calib, batch_size)
+        # Calibration-side causes (outliers that set a position) live in the calibration data.
+        calib_values = float_values(graph, _head(calib, n), batch_size,
+                                    keep={x.name for x in graph.nodes if x.out_slot is not None})
     found: list[Finding] = []
+    fixes: dict[int, list[rem.Fix]] = {}
     for node in quantizing_nodes(graph):
-        found.extend(_activation_findings(graph, node, values, noise, calib_ranges, data_label))
+        found.extend(_activation_findings(graph, node, values, noise, calib_ranges, data_label, calib_values))
         sp = _spread_finding(graph, node, values, noise)
         if sp is not None:
             found.append(sp)
@@ -263,13 +274,14 @@ def diagnose(
     if external_positions is None:
         external_positions = any(rw.kind == "source" for rw in graph.rewrites)
     found.extend(_adjustment_findings(graph, sens_sample, values, sens, noise, max(batch_size, n_sens), mode,
-                                      infer=external_positions and not graph.adjustments))
+                                      infer=external_positions and not graph.adjustments, fixes=fixes))
     found.extend(_cpu_findings(graph, noise))
     found.extend(_growth_findings(graph, sens, noise, found))
-    # cpu_fallback and alignment are kept whatever their cost: their own triggers are strict and they are
-    # structural facts about the deployed model a user must know.
-    kept = [f for f in found if f.kind in _ALWAYS or f.severity_db >= MIN_SEVERITY_DB]
+    say("trying each remedy (what-if runs)")
+    kept, explained = _measure(graph, sens, found, fixes, sens_sample, max(batch_size, n_sens), mode, notes)
     kept.sort(key=_rank_key)
+    agree, compared = sens.top1
+    sens.runner = None  # the walks' memory goes now
     return Diagnosis(
         findings=kept,
         sensitivity=sens.layers,
@@ -280,18 +292,74 @@ def diagnose(
         n_sens_samples=n_sens,
         notes=notes,
         adjustments=[a.to_dict() for a in graph.adjustments],
+        explained=explained,
+        top1_agreement=agree / compared if compared else None,
     )
 
 
+def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fixes: dict[int, list[rem.Fix]],
+             sample: dict[str, np.ndarray], batch_size: int, mode: str,
+             notes: list[str]) -> tuple[list[Finding], float | None]:
+    """Group root causes, try the fixes of the costliest candidates, keep what a measured gain supports.
+
+    cpu_fallback and alignment are kept whatever their cost: their own triggers are strict and they are
+    structural facts about the deployed model a user must know. Returns the findings and ``explained``.
+    """
+    for f in found:
+        fx = fixes.get(id(f)) or rem.fixes_for(graph, f)
+        if fx:
+            fixes[id(f)] = fx
+    found = rem.group_root_causes(graph, found, fixes)
+
+    def fallback(fx: rem.Fix) -> tuple[ErrorStats, tuple[int, int]]:
+        return what_if(graph, sample, fx.positions, fx.float_nodes, batch_size, mode), (0, 0)
+
+    trial = rem.Trial(graph, sens, fallback)
+    candidates = sorted((f for f in found if id(f) in fixes), key=lambda f: -_finite(f.severity_db))
+    measured = candidates[:rem.MAX_MEASURED]
+    if len(candidates) > len(measured):
+        notes.append(f"{len(candidates) - len(measured)} further candidate cause(s), with estimated costs below "
+                     f"{_finite(measured[-1].severity_db):.2f} dB, were not tried in the emulator and are not listed")
+    done: dict[tuple, rem.Remedy] = {}
+    for f in measured:
+        tried = []
+        for fx in fixes[id(f)]:
+            key = (tuple(sorted(fx.positions.items())), fx.float_nodes)
+            if key not in done:
+                done[key] = trial.run(fx)
+            tried.append(done[key])
+        rem.attach(f, max(tried, key=lambda r: r.measured_gain_db))
+    ok = {id(f) for f in measured if f.severity_db >= MIN_SEVERITY_DB}
+    kept = [f for f in found if id(f) in ok or f.kind in _ALWAYS]
+    if not sens.layers:
+        return kept, None
+    explained = min(1.0, sum(f.noise_share or 0.0 for f in kept if f.kind != "cpu_fallback"))
+    labels = row_names(quantizing_nodes(graph))
+    # A residual worth naming only where the output is noisy (the same bar as error_growth's).
+    noisy = sens.output.sqnr_db < fnd.GROWTH_MAX_SQNR_DB
+    rounding = rem.rounding_finding(graph, sens, explained, labels) if noisy else None
+    if rounding is not None:
+        adders = [s.node for s in sens.layers if s.layer in rounding.affects]
+        if adders:
+            r = trial.run(rem.float_fix(adders, labels))
+            rounding.remedy = r.to_dict()
+            rounding.severity_db = r.measured_gain_db
+            if r.measured_gain_db >= MIN_SEVERITY_DB:
+                kept.append(rounding)
+    return kept, explained
+
+
 def _rank_key(f: Finding) -> tuple[int, float, int]:
-    """Severity first; a CPU layer at the model's edge (no DPU round trip) is information and goes last."""
+    """Severity first; the accumulated-rounding residual after every cause; a CPU layer at the model's edge
+    (no DPU round trip) is information and goes last."""
     sev = f.severity_db if not math.isnan(f.severity_db) else 0.0
     edge = f.kind == "cpu_fallback" and not f.evidence.get("splits_model", {}).get("value", False)
-    return (1 if edge else 0, -sev, _KIND_ORDER.get(f.kind, 99))
+    return (2 if edge else 1 if f.kind == "accumulated_rounding" else 0, -sev, _KIND_ORDER.get(f.kind, 99))
 
 
 def _activation_findings(graph: DpuGraph, node: Node, values: dict[str, np.ndarray], noise: dict[str, float],
-                         calib_ranges: dict[str, tuple[float, float]] | None, label: str) -> list[Finding]:
+                         calib_ranges: dict[str, tuple[float, float]] | None, label: str,
+                         calib_values: dict[str, np.ndarray] | None = None) -> list[Finding]:
     if node.out_slot is None or node.name not in values:
         return []
     pos = graph.pos(node.out_slot)
@@ -312,8 +380,14 @@ def _activation_findings(graph: DpuGraph, node: Node, values: dict[str, np.ndarr
     f = None if covered else fnd.saturation(layer, x, pos, mode, narrow, noise_frac=frac, data=label)
     if f is not None:
         out.append(_tag(f, node))
-    f = fnd.outlier_range(layer, x, pos, mode, narrow, noise_frac=frac)
+    # Outliers that set a position are a calibration-side cause: looked for in the calibration data.
+    side = calib_values.get(node.name) if calib_values is not None else None
+    f = fnd.outlier_range(layer, x if side is None else side, pos, mode, narrow, noise_frac=frac)
     if f is not None:
+        if side is not None:
+            in_use = fnd.outlier_range(layer, x, pos, mode, narrow) is not None
+            f.evidence["data"] = ev("calibration data" if in_use else "calibration data (outliers absent in use)",
+                                    "the outliers are looked for in the calibration data, which set the position")
         out.append(_tag(f, node))
     return out
 
@@ -372,8 +446,9 @@ def _slot_owner(graph: DpuGraph, slot: Slot) -> tuple[Node | None, str]:
 
 def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values: dict[str, np.ndarray],
                          sens: SensitivityResult, noise: dict[str, float], batch_size: int,
-                         mode: str, infer: bool) -> list[Finding]:
+                         mode: str, infer: bool, fixes: dict[int, list[rem.Fix]] | None = None) -> list[Finding]:
     base_sqnr = sens.output.sqnr_db
+    fixes = {} if fixes is None else fixes
     out: list[Finding] = []
     # Alignment: group the moves of each aligned node.
     groups: dict[tuple[str, str], list[Any]] = {}
@@ -408,6 +483,10 @@ def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values:
                 f.evidence["own_positions_inferred"] = ev(
                     True, "positions came from a file with no log of the alignment: each branch's "
                     "own position is what its quantizer's method picks on the measured samples")
+            fixes[id(f)] = [rem.Fix("position", f"give the {rule} inputs their own positions back ("
+                                   + ", ".join(b.layer for b in branches) + ")"
+                                   + (f" and keep {display_name(node)} in float" if floats else ""),
+                                   dict(restore), tuple(floats))]
             out.append(_tag(f, node))
     for adj in graph.adjustments:
         if adj.constraint in _ALIGN_RULES:
@@ -435,6 +514,9 @@ def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values:
                            adj.after, x, rmode, iso.sqnr_db if iso is not None else None, noise.get(owner.name),
                            text=adj.text, measured_gain_db=_finite(gain))
         if f is not None:
+            fixes[id(f)] = [rem.Fix("position", f"put {display_name(owner)}'s {what} position back to "
+                                    f"{adj.before} (the {adj.constraint} constraint moved it to {adj.after})",
+                                    {adj.slot: adj.before})]
             out.append(_tag(f, owner))
     return out
 

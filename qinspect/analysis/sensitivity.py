@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.analysis.metrics import ErrorStats, json_safe, representable_range
-from qinspect.dpu.dpu_graph import DpuGraph, Node
+from qinspect.dpu.dpu_graph import CONV_OPS, DpuGraph, Node
 from qinspect.dpu.executor import Evaluator, Value
 
 NodeFn = Callable[[Node, list[Value]], Value]
@@ -122,6 +122,9 @@ class SensitivityResult:
     own: dict[str, ErrorStats]  # node name -> node's own quantization only (float inputs) against float
     n_samples: int
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # float min/max per node
+    top1: tuple[int, int] = (0, 0)  # (agreeing, compared) arg-max decisions, int8 against float
+    # the last batch's walks, for what-if runs that reuse them (the whole data when it was one batch)
+    runner: BatchRunner | None = field(default=None, repr=False)
 
     def by_layer(self) -> dict[str, LayerSensitivity]:
         """Sensitivities keyed by node name."""
@@ -137,22 +140,64 @@ def _same(a: Value, b: Value) -> bool:
     return a.f is not None and b.f is not None and bool(np.array_equal(a.f, b.f))
 
 
-def _rewalk(graph: DpuGraph, start: str, base: dict[str, Value], fn: NodeFn,
+def _rewalk(graph: DpuGraph, start: str | set[str], base: dict[str, Value], fn: NodeFn,
             order: dict[str, int]) -> dict[str, Value]:
-    """Recompute ``start`` and every node depending on it with ``fn``; others come from ``base``.
+    """Recompute ``start`` (one node or a set) and every node depending on it with ``fn``; others come
+    from ``base``.
 
-    A recomputed node (other than ``start``) whose value equals ``base``'s is not recorded as changed,
+    A recomputed node (other than a start) whose value equals ``base``'s is not recorded as changed,
     so its consumers are not recomputed: the result is the same as a full walk's, with less work.
     """
+    starts = {start} if isinstance(start, str) else set(start)
+    if not starts:
+        return {}
     changed: dict[str, Value] = {}
-    for node in graph.nodes[order[start]:]:
-        if node.name != start and not any(i in changed for i in node.inputs):
+    for node in graph.nodes[min(order[s] for s in starts):]:
+        forced = node.name in starts
+        if not forced and not any(i in changed for i in node.inputs):
             continue
         ins = [changed[i] if i in changed else base[i] for i in node.inputs]
         v = fn(node, ins)
-        if node.name == start or not _same(v, base[node.name]):
+        if forced or not _same(v, base[node.name]):
             changed[node.name] = v
     return changed
+
+
+def with_positions(graph: DpuGraph, positions: dict[tuple[str, str], int] | None) -> DpuGraph:
+    """A copy of ``graph`` with some positions changed (the graph itself is not modified)."""
+    if not positions:
+        return graph
+    new_pos = {k: dict(v) for k, v in graph.positions.items()}
+    for (layer, key), p in positions.items():
+        new_pos.setdefault(layer, {})[key] = int(p)
+    return replace(graph, positions=new_pos)
+
+
+def slot_readers(graph: DpuGraph, slots: Iterable[tuple[str, str]]) -> set[str]:
+    """Nodes whose own evaluation reads one of ``slots`` (owners, and the conv / add an owning activation
+    is fused into: the DPU rounds that accumulator at the activation's position)."""
+    wanted = set(slots)
+    out = set()
+    for n in graph.nodes:
+        own = {n.out_slot, n.pre_slot, *n.weight_slots.values()}
+        if own & wanted:
+            out.add(n.name)
+        act = graph.fused_activation(n) if n.op in (*CONV_OPS, "add") else None
+        if act is not None and act.out_slot in wanted:
+            out.add(n.name)
+    return out
+
+
+def top1_counts(graph: DpuGraph, ref: dict[str, Value], test: dict[str, Value]) -> tuple[int, int]:
+    """(agreeing, compared) arg-max decisions over the model outputs with several classes (last axis > 1)."""
+    agree = total = 0
+    for name in graph.outputs:
+        r, t = ref[name].float(), test[name].float()
+        if r.ndim < 2 or r.shape[-1] < 2 or r.shape != t.shape:
+            continue
+        agree += int(np.count_nonzero(np.argmax(r, axis=-1) == np.argmax(t, axis=-1)))
+        total += int(r.size // r.shape[-1])
+    return agree, total
 
 
 def _f(v: Value) -> Value:
@@ -210,6 +255,20 @@ class BatchRunner:
         changed = _rewalk(self.graph, name, self.ref, partial(self._only_node, name), self.order)
         return {**self.ref, **changed}
 
+    def what_if(self, positions: dict[tuple[str, str], int] | None = None,
+                float_nodes: Iterable[str] = ()) -> dict[str, Value]:
+        """All values of the int8 pipeline with some positions changed and some nodes computed in float:
+        only the nodes reading a changed position or kept float, and what depends on them, are recomputed."""
+        floats = set(float_nodes)
+        g = with_positions(self.graph, positions)
+        it = Evaluator(g, self.it.mode) if positions else self.it
+
+        def fn(n: Node, ins: list[Value]) -> Value:
+            return self.fl.node(n, [_f(v) for v in ins]) if n.name in floats else it.node(n, ins)
+
+        starts = floats | slot_readers(self.graph, (positions or {}).keys())
+        return {**self.base, **_rewalk(self.graph, starts, self.base, fn, self.order)}
+
     def isolated(self, name: str) -> Value:
         """The node alone quantized, fed with the quantized float reference (its value in only_quantized)."""
         node = self.graph[name]
@@ -264,10 +323,15 @@ def sensitivity(
     iso = {n.name: ErrorStats() for n in targets}
     own = {n.name: ErrorStats() for n in targets}
     n_samples = 0
+    agree = compared = n_runs = 0
+    run = None
     for batch in batches:
         n_samples += len(next(iter(batch.values())))
         run = BatchRunner(graph, batch, mode)
+        n_runs += 1
         output.merge(_output_stats(graph, run.ref, run.base))
+        a, c = top1_counts(graph, run.ref, run.base)
+        agree, compared = agree + a, compared + c
         for node in graph.nodes:
             _add(acc[node.name], node, run.ref[node.name], run.base[node.name])
         for node in targets:
@@ -291,7 +355,8 @@ def sensitivity(
         share = o.sum_d2 / full_noise if full_noise > 0 else (0.0 if o.sum_d2 == 0 else math.inf)
         layers.append(LayerSensitivity(node.name, labels[node.name], gain, o.sqnr_db, share))
     ranges = {k: (s.ref_min, s.ref_max) for k, s in acc.items() if s.n}
-    return SensitivityResult(output, layers, acc, iso, own, n_samples, ranges)
+    return SensitivityResult(output, layers, acc, iso, own, n_samples, ranges, (agree, compared),
+                             run if n_runs == 1 else None)
 
 
 def what_if(
@@ -306,12 +371,7 @@ def what_if(
 
     The graph is not modified (a copy carries the changed positions). ``mode`` as in :func:`sensitivity`.
     """
-    g = graph
-    if positions:
-        new_pos = {k: dict(v) for k, v in graph.positions.items()}
-        for (layer, key), p in positions.items():
-            new_pos.setdefault(layer, {})[key] = int(p)
-        g = replace(graph, positions=new_pos)
+    g = with_positions(graph, positions)
     floats = set(float_nodes)
     batches = _batches(inputs, batch_size) if isinstance(inputs, dict) else iter(inputs)
     stats = ErrorStats()
