@@ -330,6 +330,14 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
             tried.append(done[key])
         rem.attach(f, max(tried, key=lambda r: r.measured_gain_db))
     ok = {id(f) for f in measured if f.severity_db >= MIN_SEVERITY_DB}
+    # error_growth is a symptom where a root cause at the same node explains at least as much
+    best: dict[str, float] = {}
+    for f in measured:
+        if f.kind != "error_growth" and id(f) in ok:
+            name = rem.node_of(f) or ""
+            best[name] = max(best.get(name, -math.inf), f.severity_db)
+    ok -= {id(f) for f in measured if f.kind == "error_growth" and best.get(rem.node_of(f) or "", -math.inf)
+           >= f.severity_db}
     kept = [f for f in found if id(f) in ok or f.kind in _ALWAYS]
     if not sens.layers:
         return kept, None
