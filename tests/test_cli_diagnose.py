@@ -143,3 +143,25 @@ def test_no_sensitivity_keeps_the_findings_and_reports_progress(captures, cli):
     # Progress on stderr (no terminal here: plain lines), never on stdout.
     lines = full.stderr.strip().splitlines()
     assert any(line.startswith("qinspect diagnose: sensitivity over") and "100%" in line for line in lines)
+
+
+@pytest.mark.tf
+def test_advise_ranks_measured_rows_with_their_quantizer_call(captures, cli):
+    r = cli("advise", str(captures["calib"]), "--eval", str(captures["eval"]), "--json", "--batch-size", "8")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    rows = data["advice"]
+    assert rows and all(set(row) == {"options", "keep_float", "output_sqnr_db", "top1_agreement",
+                                     "cpu_layers_added", "command"} for row in rows)
+    sqnrs = [row["output_sqnr_db"] for row in rows]
+    assert sqnrs == sorted(sqnrs, reverse=True)
+    # CLE on and off were both tried, and the batch size; each row says how to reproduce it.
+    assert {row["options"]["include_cle"] for row in rows} == {True, False}
+    assert {row["options"]["calib_batch_size"] for row in rows} >= {8, 2}
+    for row in rows:
+        assert row["command"].startswith("vitis_quantize.VitisQuantizer(model).quantize_model(")
+        assert f"include_cle={row['options']['include_cle']}" in row["command"]
+        assert (row["keep_float"] != []) == ("ignore_layers=" in row["command"])
+        assert row["cpu_layers_added"] == 0 or row["keep_float"]
+    # The coverage plant (evaluation inputs 2x the calibration's): keeping layers float is measured too.
+    assert any(row["keep_float"] for row in rows)

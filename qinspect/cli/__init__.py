@@ -27,6 +27,7 @@ COMMANDS = {
     "emulate": "emulate",
     "compare-dump": "compare_dump",
     "diagnose": "diagnose",
+    "advise": "advise",
     "report": "report",
     "gui": "gui",
 }
