@@ -189,8 +189,9 @@ def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
     rest = max(0.0, 1.0 - explained)
     if rest <= 0.0 or not sens.layers:
         return None
-    adders = sorted(sens.layers, key=lambda s: -s.only_noise_share if math.isfinite(s.only_noise_share) else 0)
-    adders = [s for s in adders[:top] if s.only_noise_share > 0]
+    # the layers whose error costs the output most: the largest measured keep-float gains
+    adders = sorted(sens.layers, key=lambda s: -s.keep_float_gain_db if math.isfinite(s.keep_float_gain_db) else 0)
+    adders = [s for s in adders[:top] if s.keep_float_gain_db > 0]
     amps = []
     for node in graph.nodes:
         if node.name not in sens.own or not node.inputs:
@@ -208,8 +209,9 @@ def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
     amps.sort(reverse=True)
     evidence = {
         "share": ev(rest, "1 - explained: the output error no finding's fix removes"),
-        "adders": ev([{"layer": s.layer, "only_noise_share": s.only_noise_share} for s in adders],
-                     "layers whose quantization alone produces the largest share of the output noise"),
+        "adders": ev([{"layer": s.layer, "keep_float_gain_db": s.keep_float_gain_db,
+                       "only_noise_share": s.only_noise_share} for s in adders],
+                     "layers whose keep-float run gains the most output SQNR (sensitivity)"),
         "amplifiers": ev([{"layer": n, "noise_gain_db": g} for g, n in amps[:top]],
                          "layers whose accumulated SQNR drops >= 3 dB more than their inputs' error plus "
                          "their own isolated error account for"),

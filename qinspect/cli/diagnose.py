@@ -173,14 +173,25 @@ def _num(v: Any, fmt: str = ".2f") -> str:
 def _print_text(result: Any, positions_from: str, top: int) -> None:
     w = sys.stdout.write
     w(f"positions: {positions_from}\n")
-    w(f"measured on: {result.measured_on}; output SQNR {_num(result.output.sqnr_db, '.1f')} dB\n")
+    top1 = "" if result.top1_agreement is None else f"; top-1 agreement with float {100 * result.top1_agreement:.1f}%"
+    w(f"measured on: {result.measured_on}; output SQNR {_num(result.output.sqnr_db, '.1f')} dB{top1}\n")
+    if result.explained is not None:
+        w(f"explained: the findings' fixes remove {100 * result.explained:.0f}% of the output's error power\n")
     for note in result.notes:
         w(f"note: {note}\n")
-    w(f"\n{len(result.findings)} finding(s), ranked by estimated output SQNR cost:\n")
-    w(f"{'#':>3} {'cost dB':>8} {'kind':15} layer\n")
+    w(f"\n{len(result.findings)} finding(s), ranked by the output SQNR their remedy gains (measured):\n")
+    w(f"{'#':>3} {'gain dB':>8} {'share':>6} {'kind':20} layer\n")
     for i, f in enumerate(result.findings[:top], 1):
-        w(f"{i:>3} {_num(f.severity_db):>8} {f.kind:15} {f.layer}\n")
-        w(f"{'':>28}{f.advice}\n")
+        share = "-" if f.noise_share is None else f"{100 * f.noise_share:.0f}%"
+        w(f"{i:>3} {_num(f.severity_db):>8} {share:>6} {f.kind:20} {f.layer}"
+          + (f" (and {len(f.affects)} downstream: {', '.join(f.affects)})"
+             if f.affects and f.kind != "accumulated_rounding" else "") + "\n")
+        w(f"{'':>8}{f.advice}\n")
+        if f.remedy:
+            r = f.remedy
+            t1 = "" if r.get("top1_agreement") is None else f", top-1 {100 * r['top1_agreement']:.0f}%"
+            w(f"{'':>8}tried: {r['action']} -> {_num(r['measured_sqnr_db'], '.1f')} dB "
+              f"({_num(r['measured_gain_db'], '+.2f')} dB{t1})\n")
     if len(result.findings) > top:
         w(f"... {len(result.findings) - top} more (--top, or --json for all)\n")
     if not result.sensitivity:
