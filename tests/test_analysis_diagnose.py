@@ -159,3 +159,14 @@ def test_a_root_cause_is_not_also_reported_as_error_growth(tmp_path):
     plant = ROOT_CAUSES["calib_outliers"][0](tmp_path)
     _, d = _diagnose(plant)
     assert [f.kind for f in d.findings if f.layer == "img"] == ["outlier_range"]
+
+
+@pytest.mark.tf
+def test_diagnosis_json_lists_the_measured_advice(plants):
+    _, d = _diagnose(plants["error_growth"])
+    data = d.to_dict()
+    rows = data["advice"]
+    assert rows[0]["output_sqnr_db"] >= rows[-1]["output_sqnr_db"]
+    as_is = next(r for r in rows if not r["keep_float"])
+    assert as_is["output_sqnr_db"] == data["output"]["sqnr_db"]
+    assert any(r["keep_float"] == ["conv_growth"] and "ignore_layers=['conv_growth']" in r["command"] for r in rows)

@@ -68,6 +68,7 @@ class Diagnosis:
     notes: list[str] = field(default_factory=list)
     adjustments: list[dict[str, Any]] = field(default_factory=list)
     explained: float | None = None  # share of the output error power the findings' fixes remove
+    advice: list[dict[str, Any]] = field(default_factory=list)  # measured rows (qinspect.analysis.advisor)
     top1_agreement: float | None = None  # int8 against float arg-max, outputs with several classes
 
     def worst_by_layer(self) -> dict[str, Finding]:
@@ -94,6 +95,7 @@ class Diagnosis:
                                                           "against float, sums over all outputs and samples"),
                 "output": {"sqnr_db": self.output.sqnr_db, "top1_agreement": self.top1_agreement},
                 "explained": self.explained,
+                "advice": self.advice,
                 "findings": [f.to_dict() for f in self.findings],
                 "sensitivity": [s.to_dict() for s in self.sensitivity],
                 "sensitivity_how": HOW,
@@ -294,7 +296,24 @@ def diagnose(
         adjustments=[a.to_dict() for a in graph.adjustments],
         explained=explained,
         top1_agreement=agree / compared if compared else None,
+        advice=_advice(kept, sens.output.sqnr_db, agree / compared if compared else None),
     )
+
+
+def _advice(kept: list[Finding], sqnr: float, top1: float | None) -> list[dict[str, Any]]:
+    """The measured ways to quantize found on the way: as calibrated, and each keep-float remedy."""
+    from qinspect.analysis.advisor import AdviceRow, command
+
+    rows = [AdviceRow({}, [], sqnr, top1, 0, command({}, []))]
+    for f in kept:
+        r = f.remedy
+        if r is None or r.get("kind") != "keep_float":
+            continue
+        layers = [f.layer] if f.kind != "accumulated_rounding" else list(f.affects)
+        rows.append(AdviceRow({}, layers, r["measured_sqnr_db"], r.get("top1_agreement"), len(layers),
+                              command({}, layers)))
+    rows.sort(key=lambda row: -row.output_sqnr_db if math.isfinite(row.output_sqnr_db) else 0.0)
+    return [row.to_dict() for row in rows]
 
 
 def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fixes: dict[int, list[rem.Fix]],
