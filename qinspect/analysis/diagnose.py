@@ -364,7 +364,8 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     labels = row_names(quantizing_nodes(graph))
     # A residual worth naming only where the output is noisy (the same bar as error_growth's).
     noisy = sens.output.sqnr_db < fnd.GROWTH_MAX_SQNR_DB
-    rounding = rem.rounding_finding(graph, sens, explained, labels) if noisy else None
+    covered = frozenset(f.layer for f in kept)
+    rounding = rem.rounding_finding(graph, sens, explained, labels, covered=covered) if noisy else None
     if rounding is not None:
         adders = [s.node for s in sens.layers if s.layer in rounding.affects]
         if adders:

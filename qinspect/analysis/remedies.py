@@ -183,7 +183,7 @@ def attach(f: Finding, remedy: Remedy) -> None:
 
 
 def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
-                     labels: dict[str, str], top: int = 3) -> Finding | None:
+                     labels: dict[str, str], top: int = 3, covered: frozenset[str] = frozenset()) -> Finding | None:
     """The error no single cause explains: accumulated rounding, with the layers adding the most error
     (largest only-quantized noise share) and those amplifying the error reaching them."""
     rest = max(0.0, 1.0 - explained)
@@ -191,7 +191,8 @@ def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
         return None
     # the layers whose error costs the output most: the largest measured keep-float gains
     adders = sorted(sens.layers, key=lambda s: -s.keep_float_gain_db if math.isfinite(s.keep_float_gain_db) else 0)
-    adders = [s for s in adders[:top] if s.keep_float_gain_db > 0]
+    # (layers a finding already names are that finding's)
+    adders = [s for s in adders if s.keep_float_gain_db > 0 and s.layer not in covered][:top]
     amps = []
     for node in graph.nodes:
         if node.name not in sens.own or not node.inputs:
