@@ -129,7 +129,8 @@ def test_vitis_positions_show_the_concat_alignment(refcases, tmp_path_factory, c
 
 @pytest.mark.tf
 def test_no_sensitivity_keeps_the_findings_and_reports_progress(captures, cli):
-    full = cli("diagnose", str(captures["calib"]), "--eval", str(captures["eval"]), "--json")
+    full = cli("diagnose", str(captures["calib"]), "--eval", str(captures["eval"]), "--json",
+               env={"QINSPECT_PROGRESS": "lines"})
     r = cli("diagnose", str(captures["calib"]), "--eval", str(captures["eval"]), "--json", "--no-sensitivity")
     assert r.returncode == 0, r.stderr
     data, ref = json.loads(r.stdout), json.loads(full.stdout)
@@ -140,7 +141,7 @@ def test_no_sensitivity_keeps_the_findings_and_reports_progress(captures, cli):
     assert (top["layer"], top["kind"]) == (ref["findings"][0]["layer"], ref["findings"][0]["kind"])
     assert top["evidence"]["severity_basis"]["value"] == "local"
     assert data["output_sqnr_db"] == ref["output_sqnr_db"]
-    # Progress on stderr (no terminal here: plain lines), never on stdout.
+    # Progress on stderr (no terminal here: plain lines, asked for at once), never on stdout.
     lines = full.stderr.strip().splitlines()
     assert any(line.startswith("qinspect diagnose: sensitivity over") and "100%" in line for line in lines)
 
