@@ -89,16 +89,19 @@ def outlier(folder: Path) -> Plant:
     return Plant(path, calib, None, "relu_outlier", "outlier_range")
 
 
-def coverage(folder: Path) -> Plant:
-    """Calibration inputs in [0, 0.9]; evaluation inputs twice as large."""
+def _conv_relu_model(path: Path) -> Path:
+    """img -> conv1 -> relu1 -> GAP -> dense: a plain small model, saved at ``path``."""
     keras = _keras()
     inp = keras.Input((H, W, 3), name="img")
     x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inp)
     x = keras.layers.ReLU(name="relu1")(x)
-    out = _head(keras, x)
-    model = keras.Model(inp, out)
-    path = folder / "coverage.h5"
-    model.save(path)
+    keras.Model(inp, _head(keras, x)).save(path)
+    return path
+
+
+def coverage(folder: Path) -> Plant:
+    """Calibration inputs in [0, 0.9]; evaluation inputs twice as large."""
+    path = _conv_relu_model(folder / "coverage.h5")
     return Plant(path, _inputs(4), 2.0 * _inputs(5), "img", "coverage")
 
 
@@ -173,14 +176,7 @@ def growth(folder: Path) -> Plant:
 def calib_outliers(folder: Path) -> Plant:
     """Calibration inputs with rare huge outliers (4 pixels at 40, the rest in [0, 0.9]); evaluation
     inputs clean. The outliers set the input's position in calibration; in use they never come."""
-    keras = _keras()
-    inp = keras.Input((H, W, 3), name="img")
-    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inp)
-    x = keras.layers.ReLU(name="relu1")(x)
-    out = _head(keras, x)
-    model = keras.Model(inp, out)
-    path = folder / "calib_outliers.h5"
-    model.save(path)
+    path = _conv_relu_model(folder / "calib_outliers.h5")
     calib = _inputs(11)
     flat = calib.reshape(-1)
     flat[np.random.default_rng(12).choice(flat.size, 4, replace=False)] = 40.0

@@ -24,7 +24,13 @@ from typing import Any
 
 from qinspect.analysis.findings import Finding, ev
 from qinspect.analysis.metrics import ErrorStats, json_safe
-from qinspect.analysis.sensitivity import BatchRunner, SensitivityResult, _output_stats, top1_counts
+from qinspect.analysis.sensitivity import (
+    BatchRunner,
+    SensitivityResult,
+    _output_stats,
+    descendants,
+    top1_counts,
+)
 from qinspect.dpu.dpu_graph import DpuGraph, Slot
 
 # kinds whose findings chain along the graph into one root cause, and how their fix is phrased
@@ -101,13 +107,6 @@ def fixes_for(graph: DpuGraph, f: Finding) -> list[Fix]:
     return out
 
 
-def _reach(graph: DpuGraph) -> dict[str, set[str]]:
-    reach: dict[str, set[str]] = {}
-    for n in reversed(graph.nodes):
-        reach[n.name] = {n.name}.union(*(reach[c.name] for c in graph.consumers(n.name)))
-    return reach
-
-
 def group_root_causes(graph: DpuGraph, found: list[Finding], fixes: dict[int, list[Fix]]) -> list[Finding]:
     """Fold findings of one chained kind that lie downstream of another into that origin's finding.
 
@@ -115,7 +114,7 @@ def group_root_causes(graph: DpuGraph, found: list[Finding], fixes: dict[int, li
     finding with no upstream relative is its own origin. Other kinds are their own origin.
     """
     order = {n.name: i for i, n in enumerate(graph.nodes)}
-    reach = _reach(graph)
+    reach = descendants(graph)
     roots: list[Finding] = []
     out: list[Finding] = []
     for f in sorted(found, key=lambda f: order.get(node_of(f) or "", 1 << 30)):

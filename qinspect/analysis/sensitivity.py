@@ -278,15 +278,21 @@ class BatchRunner:
         return self._only_node(name, node, [self.ref[i] for i in node.inputs])
 
 
+def descendants(graph: DpuGraph) -> dict[str, set[str]]:
+    """Per node, itself and every node that depends on it."""
+    reach: dict[str, set[str]] = {}
+    for n in reversed(graph.nodes):
+        reach[n.name] = {n.name}.union(*(reach[c.name] for c in graph.consumers(n.name)))
+    return reach
+
+
 def _work(graph: DpuGraph, targets: Sequence[Node]) -> dict[str, int]:
     """A proxy for each target's partial walks: the output sizes of the target and its descendants."""
     def size(n: Node) -> int:
         shape = n.output_shape or []
         return max(1, math.prod(int(d) for d in shape[1:] if d))
 
-    reach: dict[str, set[str]] = {}
-    for n in reversed(graph.nodes):
-        reach[n.name] = {n.name}.union(*(reach[c.name] for c in graph.consumers(n.name)))
+    reach = descendants(graph)
     sizes = {n.name: size(n) for n in graph.nodes}
     return {t.name: sum(sizes[d] for d in reach[t.name]) for t in targets}
 
