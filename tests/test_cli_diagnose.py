@@ -166,3 +166,23 @@ def test_advise_ranks_measured_rows_with_their_quantizer_call(captures, cli):
         assert row["cpu_layers_added"] == 0 or row["keep_float"]
     # The coverage plant (evaluation inputs 2x the calibration's): keeping layers float is measured too.
     assert any(row["keep_float"] for row in rows)
+
+
+@pytest.mark.tf
+def test_labels_give_float_and_int8_accuracy(captures, cli, tmp_path):
+    from qinspect.io.capture_file import Capture
+
+    with Capture.open(captures["eval"]) as cap:
+        float_pred = np.argmax(cap.activation("out")[:16], axis=-1)  # TensorFlow's own float outputs
+    labels = float_pred.copy()
+    labels[:4] = (labels[:4] + 1) % 4  # 4 of the 16 measured samples labelled otherwise
+    np.save(tmp_path / "labels.npy", labels)
+    r = cli("diagnose", str(captures["calib"]), "--eval", str(captures["eval"]), "--json", "--no-sensitivity",
+            "--labels", str(tmp_path / "labels.npy"))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)["output"]
+    assert out["accuracy"]["samples"] == 16 and out["accuracy"]["float"] == pytest.approx(12 / 16)
+    assert 0 <= out["accuracy"]["int8"] <= 1 and 0 <= out["top1_agreement"] <= 1
+    np.save(tmp_path / "bad.npy", np.zeros(3, np.int64))
+    r = cli("diagnose", str(captures["calib"]), "--eval", str(captures["eval"]), "--labels", str(tmp_path / "bad.npy"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "bad.npy" in r.stderr

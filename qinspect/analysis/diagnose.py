@@ -70,6 +70,7 @@ class Diagnosis:
     explained: float | None = None  # share of the output error power the findings' fixes remove
     advice: list[dict[str, Any]] = field(default_factory=list)  # measured rows (qinspect.analysis.advisor)
     top1_agreement: float | None = None  # int8 against float arg-max, outputs with several classes
+    accuracy: dict[str, Any] | None = None  # with labels: float and int8 top-1 accuracy
 
     def worst_by_layer(self) -> dict[str, Finding]:
         """Each layer's highest-ranked finding (for a badge on the layer's row in a tree)."""
@@ -93,7 +94,8 @@ class Diagnosis:
                 "sensitivity_samples": self.n_sens_samples,
                 "output_sqnr_db": ev(self.output.sqnr_db, "SQNR of the fully quantized model's output(s) "
                                                           "against float, sums over all outputs and samples"),
-                "output": {"sqnr_db": self.output.sqnr_db, "top1_agreement": self.top1_agreement},
+                "output": {"sqnr_db": self.output.sqnr_db, "top1_agreement": self.top1_agreement,
+                           **({"accuracy": self.accuracy} if self.accuracy is not None else {})},
                 "explained": self.explained,
                 "advice": self.advice,
                 "findings": [f.to_dict() for f in self.findings],
@@ -198,6 +200,7 @@ def diagnose(
     external_positions: bool | None = None,
     with_sensitivity: bool = True,
     step: Callable[[str, int, int], None] | None = None,
+    labels: np.ndarray | None = None,
 ) -> Diagnosis:
     """Diagnose ``graph`` on ``data``; ``calib`` (when ``data`` is evaluation data) enables coverage.
 
@@ -211,6 +214,8 @@ def diagnose(
 
     ``with_sensitivity=False`` skips the per-layer what-if walks (the costly part on big models): no
     sensitivity rows, and each finding's severity is its local cost (``severity_basis`` says so).
+    ``labels`` (one class index, or a one-hot row, per sample of ``data``): the float and int8 models'
+    top-1 accuracy on the sensitivity samples (the first classification output).
     ``progress(text)`` is told each stage; ``step(text, done, total)`` each stage and, during the
     sensitivity pass, the work done (``total`` 0 for a stage with no measure of its work).
     """
@@ -283,6 +288,7 @@ def diagnose(
     kept, explained = _measure(graph, sens, found, fixes, sens_sample, max(batch_size, n_sens), mode, notes)
     kept.sort(key=_rank_key)
     agree, compared = sens.top1
+    accuracy = _accuracy(graph, sens, labels) if labels is not None else None
     sens.runner = None  # the walks' memory goes now
     return Diagnosis(
         findings=kept,
@@ -296,8 +302,26 @@ def diagnose(
         adjustments=[a.to_dict() for a in graph.adjustments],
         explained=explained,
         top1_agreement=agree / compared if compared else None,
+        accuracy=accuracy,
         advice=_advice(kept, sens.output.sqnr_db, agree / compared if compared else None),
     )
+
+
+def _accuracy(graph: DpuGraph, sens: SensitivityResult, labels: np.ndarray) -> dict[str, Any] | None:
+    """Top-1 accuracy of the float and the int8 model against ``labels`` (first output with classes)."""
+    run = sens.runner
+    if run is None:
+        return None
+    for name in graph.outputs:
+        ref, test = run.ref[name].float(), run.base[name].float()
+        if ref.ndim != 2 or ref.shape[-1] < 2:
+            continue
+        n = len(ref)
+        y = np.asarray(labels)[:n]
+        y = np.argmax(y, axis=-1) if y.ndim == 2 else y.astype(np.int64)
+        return {"float": float(np.mean(np.argmax(ref, -1) == y)), "int8": float(np.mean(np.argmax(test, -1) == y)),
+                "samples": n, "output": name}
+    return None
 
 
 def _advice(kept: list[Finding], sqnr: float, top1: float | None) -> list[dict[str, Any]]:

@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                   samples_help="samples whose float tensors the findings examine (default 64)", samples_default=64)
     p.add_argument("--sens-samples", type=int, default=16, metavar="N",
                    help="samples for sensitivity and what-if runs (default 16; time grows with it)")
+    p.add_argument("--labels", metavar="FILE.npy", help="the measured samples' classes (one index, or a one-hot "
+                   "row, per sample): float and int8 top-1 accuracy")
     p.add_argument("--no-sensitivity", action="store_true",
                    help="skip the per-layer sensitivity (what-if runs, the slow part on big models): no "
                    "sensitivity rows, and severities are each tensor's local cost")
@@ -114,6 +116,24 @@ def _arrays(source: Any, graph: Any, n: int | None) -> dict[str, Any]:
     return {name: source.inputs(name, slice(0, stop)) for name in names}
 
 
+def _labels(path: str, n: int) -> Any:
+    """The ``--labels`` array: one class index (or one-hot row) per measured sample; one-line errors."""
+    import numpy as np
+
+    from qinspect.cli._dpu_common import require_file
+    from qinspect.errors import QInspectError
+
+    require_file(path, "--labels")
+    try:
+        y = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise QInspectError(f"is not a .npy array of labels ({exc})", path) from None
+    if y.ndim not in (1, 2) or len(y) < n or not (np.issubdtype(y.dtype, np.integer) or y.ndim == 2):
+        raise QInspectError(f"labels must cover the {n} measured samples: class indices (integers, shape [N]) "
+                            f"or one-hot rows (shape [N, classes]); got shape {list(y.shape)} of {y.dtype}", path)
+    return y
+
+
 def run(args: argparse.Namespace) -> int:
     """Diagnose and print."""
     from qinspect.analysis.diagnose import diagnose
@@ -145,11 +165,15 @@ def run(args: argparse.Namespace) -> int:
             label = f"evaluation ({args.eval})"
         else:
             data, label = calib, "calibration"
+        # accuracy is measured on the sensitivity samples: labels for those are enough
+        n_acc = min(len(next(iter(data.values()))), args.sens_samples)
+        labels = _labels(args.labels, n_acc) if args.labels else None
         with stderr_progress("diagnose") as step:
             result = diagnose(emu.graph, data, calib if eval_cap is not None else None, data_label=label,
                               max_samples=args.samples, sens_samples=args.sens_samples,
                               mode="int" if args.exact else "sim", step=step,
-                              external_positions=bool(args.positions), with_sensitivity=not args.no_sensitivity)
+                              external_positions=bool(args.positions), with_sensitivity=not args.no_sensitivity,
+                              labels=labels)
     finally:
         if source is not None:
             source.close()
@@ -175,6 +199,9 @@ def _print_text(result: Any, positions_from: str, top: int) -> None:
     w(f"positions: {positions_from}\n")
     top1 = "" if result.top1_agreement is None else f"; top-1 agreement with float {100 * result.top1_agreement:.1f}%"
     w(f"measured on: {result.measured_on}; output SQNR {_num(result.output.sqnr_db, '.1f')} dB{top1}\n")
+    if result.accuracy is not None:
+        a = result.accuracy
+        w(f"accuracy on {a['samples']} labelled samples: float {100 * a['float']:.1f}%, int8 {100 * a['int8']:.1f}%\n")
     if result.explained is not None:
         w(f"explained: the findings' fixes remove {100 * result.explained:.0f}% of the output's error power\n")
     for note in result.notes:
