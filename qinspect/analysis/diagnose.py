@@ -1,22 +1,27 @@
-"""Diagnosis: run every finding over an emulated model and rank them by estimated output SQNR cost.
+"""Diagnosis: find the causes of an emulated model's int8 error, try each one's remedy, rank them by the
+output SQNR the remedy gains.
 
 Input: an emulator graph with positions (:class:`~qinspect.dpu.dpu_graph.DpuGraph`, calibrated by
 qinspect or read from a Vitis ``quantized.h5``), the samples to measure on (the evaluation data when
-there is one, else the calibration data) and, for ``coverage``, the calibration samples.
+there is one, else the calibration data) and, for ``coverage`` and calibration-side outliers, the
+calibration samples.
 
 What is measured where:
 
 - the float tensors the findings look at come from the first ``max_samples`` samples of the measured
-  data (one float walk);
+  data (one float walk); outliers that set a position are looked for in the calibration data;
 - sensitivity, accumulated and isolated errors come from the first ``sens_samples`` (one float walk,
   one quantized walk and two partial walks per quantizing node; see
   :mod:`qinspect.analysis.sensitivity`): the costly part, growing with layers x samples;
 - calibration ranges for ``coverage`` come from a float walk over *all* calibration samples;
-- ``alignment`` and ``constraint`` severities are what-if runs of the emulator (positions put back).
+- every candidate cause's remedy is a what-if run on the sensitivity samples (see
+  :mod:`qinspect.analysis.remedies`): its measured gain is the finding's severity, and causes chained
+  along the graph are one finding at their origin.
 
-Findings whose severity is below ``MIN_SEVERITY_DB`` are dropped, except ``cpu_fallback`` and
+Candidates whose remedy gains less than ``MIN_SEVERITY_DB`` are dropped, except ``cpu_fallback`` and
 ``alignment`` (facts about how the model deploys, whatever their accuracy cost). Ranking: by severity;
-a CPU layer at the model's edge (no DPU round trip, such as a final softmax) is listed last.
+the accumulated-rounding residual after the causes; a CPU layer at the model's edge (no DPU round trip,
+such as a final softmax) last.
 """
 
 from __future__ import annotations
