@@ -1,4 +1,4 @@
-"""Findings: the layers that cost accuracy and why, sorted by estimated cost; a click selects the layer."""
+"""Findings: the layers that cost accuracy and why, by the measured gain of their remedy; a click selects the layer."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class FindingsView(QWidget):
             self.finding_clicked.emit(item.text(), kind.text() if kind is not None else "")
 
     def refresh(self) -> None:
-        """Show the session's findings, highest estimated cost first."""
+        """Show the session's findings, largest measured gain first."""
         findings = list(self.session.findings) if self.session is not None else []
         findings.sort(key=lambda f: -severity(f))
         self.table.setRowCount(len(findings))
