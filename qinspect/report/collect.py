@@ -447,12 +447,37 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
     part.summary = {
         "model output SQNR (dB)": out.get("value") if isinstance(out, dict) else out,
         "diagnosis measured on": f"{data.get('samples')} {data.get('measured_on')} samples",
+        **_budget_summary(data),
     }
     part.how = {f"sensitivity: {k}": v for k, v in (data.get("sensitivity_how") or {}).items()}
     if isinstance(out, dict) and out.get("how"):
         part.how["model output SQNR"] = out["how"]
     part.notes = [f"Diagnosis: {note}." for note in data.get("notes", [])]
     return part
+
+
+def _budget_summary(data: dict[str, Any]) -> dict[str, Any]:
+    """First-page figures of the diagnosis: top-1 agreement, the noise budget and the best measured remedy."""
+    out: dict[str, Any] = {}
+    top1 = (data.get("output") or {}).get("top1_agreement")
+    if isinstance(top1, float):
+        out["top-1 agreement with the float model"] = f"{100 * top1:.1f}%"
+    explained = data.get("explained")
+    if isinstance(explained, float):
+        out["output error explained by the findings"] = f"{100 * explained:.0f}% (the rest: accumulated rounding)"
+    best = max((f for f in data.get("findings") or [] if f.get("remedy")), default=None,
+               key=lambda f: f["remedy"]["measured_gain_db"] if isinstance(f["remedy"]["measured_gain_db"], float)
+               else 0.0)
+    if best is not None:
+        r = best["remedy"]
+        out["best remedy, tried in the emulator"] = (f"{r['action']}: output {_fmt_db(r['measured_sqnr_db'])} dB "
+                                                     f"({_fmt_db(r['measured_gain_db'], True)} dB)")
+    return out
+
+
+def _fmt_db(v: Any, signed: bool = False) -> str:
+    """A dB figure for a sentence (non-finite values as JSON writes them)."""
+    return f"{v:+.2f}" if signed and isinstance(v, float) else f"{v:.1f}" if isinstance(v, float) else str(v)
 
 
 def _finding_row(f: dict[str, Any], rows: list[Row]) -> str | None:
