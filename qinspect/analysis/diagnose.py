@@ -218,7 +218,8 @@ def diagnose(
     pipeline), see :func:`qinspect.analysis.sensitivity.sensitivity`.
 
     ``with_sensitivity=False`` skips the per-layer what-if walks (the costly part on big models): no
-    sensitivity rows, and each finding's severity is its local cost (``severity_basis`` says so).
+    sensitivity rows and no noise budget; candidates are picked by their local cost (``severity_basis``
+    says so) and their remedies are still tried and measured.
     ``labels`` (one class index, or a one-hot row, per sample of ``data``): the float and int8 models'
     top-1 accuracy on the sensitivity samples (the first classification output).
     ``progress(text)`` is told each stage; ``step(text, done, total)`` each stage and, during the
@@ -245,8 +246,9 @@ def diagnose(
     sens = sensitivity(graph, sens_sample, batch_size=max(batch_size, n_sens), mode=mode, whatifs=with_sensitivity,
                        progress=None if step is None else (lambda done, total: step(what, done, total)))
     if not with_sensitivity:
-        notes.append("sensitivity skipped (no per-layer what-if runs): no sensitivity rows, and each finding's "
-                     "severity is its tensor's local cost, not its cost at the model output")
+        notes.append("sensitivity skipped (no per-layer what-if runs): no sensitivity rows and no noise budget; "
+                     "candidate causes are picked by their tensor's local cost, then each is tried in the emulator "
+                     "as usual")
     notes.append("errors measured with the quantizer's float32 simulation (equal to the DPU integer pipeline "
                  "wherever partial sums stay below 2^24 LSB)" if mode == "sim" else
                  "errors measured with the DPU integer pipeline")

@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "row, per sample): float and int8 top-1 accuracy")
     p.add_argument("--no-sensitivity", action="store_true",
                    help="skip the per-layer sensitivity (what-if runs, the slow part on big models): no "
-                   "sensitivity rows, and severities are each tensor's local cost")
+                   "sensitivity rows and no noise budget; remedies are still tried and measured")
     p.add_argument("--exact", action="store_true",
                    help="run the DPU integer pipeline instead of the (equal, faster) float32 simulation")
     p.add_argument("--top", type=int, default=20, metavar="K", help="findings to print (text output)")

@@ -511,8 +511,7 @@ def build_report(
     """The report for a capture or model file (``layer``: only that layer's section).
 
     ``diagnose=False`` skips the diagnosis (findings and sensitivity), the slowest part on big models;
-    ``sensitivity=False`` keeps the findings but skips the per-layer sensitivity (their severities are
-    then local costs).
+    ``sensitivity=False`` keeps the findings but skips the per-layer sensitivity (no noise budget).
     ``opener`` opens a path that is not a capture (default :func:`qinspect.io.model_file.open_model`).
     ``inputs`` (.npy / .npz) gives a model file samples to calibrate and emulate on (no float histograms:
     only a capture holds the float activations).
