@@ -609,17 +609,29 @@ class _Builder:
 
     def update_containers(self) -> None:
         """A container's shape is its last leaf's; its params the sum of its leaves'."""
+        parents = {layer.name: layer.parent for layer in self.layers}
         for layer in self.layers:
             if not layer.is_container:
                 continue
             leaves = [
                 other
                 for other in self.layers
-                if not other.is_container and other.name.startswith(layer.name + NEST_SEP)
+                if not other.is_container and _nested_in(other.parent, layer.name, parents)
             ]
             layer.params = sum(leaf.params for leaf in leaves)
             if leaves:
                 layer.output_shape = leaves[-1].output_shape
+
+
+def _nested_in(parent: str | None, container: str, parents: dict[str, str | None]) -> bool:
+    """True when a layer whose parent is ``parent`` lies inside ``container`` (by the parent chain:
+    a top-level layer may be called ``block/conv`` without being inside a model ``block``)."""
+    seen = 0
+    while parent is not None and seen <= len(parents):
+        if parent == container:
+            return True
+        parent, seen = parents.get(parent), seen + 1
+    return False
 
 
 def _layer_name(sub: dict[str, Any]) -> str:

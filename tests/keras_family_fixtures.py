@@ -1,0 +1,76 @@
+"""Stock ``keras.applications`` families and a hand-built sequence model, saved offline (weights=None).
+
+Built once per test process into a temp folder, smallest inputs that build, so the suite stays fast.
+Each case carries Keras' own answers (``count_params()``, per-layer weights, its prediction on the
+sample inputs) as the oracle.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from io_keras_fixtures import session_dir
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+_CACHE: dict[str, Any] = {}
+
+
+@dataclass
+class Family:
+    """A saved model, sample inputs for it and what Keras says about both."""
+
+    path: Path
+    inputs: Path  # a .npy of a few samples
+    params: int  # Keras' count_params()
+    weights: dict[str, list[np.ndarray]] = field(default_factory=dict)  # layer name -> get_weights()
+    prediction: np.ndarray | None = None
+
+
+def _save_inputs(name: str, shape: tuple[int, ...], lo: float, hi: float, n: int = 4) -> Path:
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    x = rng.uniform(lo, hi, size=(n, *shape)).astype(np.float32)
+    path = session_dir() / f"{name}_inputs.npy"
+    np.save(path, x)
+    return path
+
+
+def _family(key: str, build: Any, suffix: str, shape: tuple[int, ...], lo: float, hi: float) -> Family:
+    if key in _CACHE:
+        return _CACHE[key]
+    model = build()
+    path = session_dir() / f"{key}{suffix}"
+    model.save(path)
+    inputs = _save_inputs(key, shape, lo, hi)
+    weights = {layer.name: [np.asarray(w) for w in layer.get_weights()] for layer in model.layers}
+    fam = Family(path, inputs, int(model.count_params()), weights, np.asarray(model(np.load(inputs))))
+    _CACHE[key] = fam
+    return fam
+
+
+def mobilenet_v3_h5() -> Family:
+    """tf_keras MobileNetV3Small (32x32, its own Rescaling: pixels 0..255), Keras-2 ``.h5``."""
+    import tf_keras as K  # noqa: N812
+
+    return _family("mbv3", lambda: K.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None,
+                                                                     classes=5), ".h5", (32, 32, 3), 0, 255)
+
+
+def densenet_h5() -> Family:
+    """tf_keras DenseNet121 (32x32), Keras-2 ``.h5``: layer names like ``conv1/conv``."""
+    import tf_keras as K  # noqa: N812
+
+    return _family("densenet", lambda: K.applications.DenseNet121(input_shape=(32, 32, 3), weights=None,
+                                                                  classes=5), ".h5", (32, 32, 3), -1, 1)
+
+
+def mobilenet_v3_keras3() -> Family:
+    """Keras 3 MobileNetV3Small (32x32) as a ``.keras`` archive (hard_silu activations)."""
+    import keras
+
+    return _family("k3mbv3", lambda: keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None,
+                                                                         classes=5), ".keras", (32, 32, 3), 0, 255)
