@@ -13,8 +13,9 @@ Reads the three config dialects Vitis AI users meet:
 
 Nested models (Functional or Sequential inside either) are flattened: their leaves are named
 ``outer/inner``, the nested model stays as a container entry, and its inner InputLayers are aliased
-to the outer tensors that feed them. Lambda layers and classes that are not Keras built-ins are kept
-in the graph with ``runnable=False`` and a ``note``; their code is never looked at, let alone run.
+to the outer tensors that feed them. Lambda layers and classes that are not Keras's own
+(:mod:`qinspect.io.keras_classes`) are kept in the graph with ``runnable=False`` and a ``note``;
+their code is never looked at, let alone run.
 
 Shapes: a Keras-3 tensor record carries its shape, and ``build_config`` carries a layer's input
 shapes; these are what Keras itself computed, so they win. Other shapes come from
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qinspect.io.graph import NEST_SEP, Layer, ModelGraph
+from qinspect.io.keras_classes import is_keras_own
 from qinspect.io.shapes import SHAPE_PRESERVING, Shape, infer_output_shape
 
 CONTAINER_CLASSES = {"Functional", "Model", "Sequential"}
@@ -396,7 +398,7 @@ class _Builder:
         if class_name == "Lambda":
             layer.runnable = False
             layer.note = "Lambda layer: its code is stored in the file and is never deserialized or run"
-        elif class_name not in BUILTIN_LAYERS:
+        elif not (class_name == "KerasOp" or is_keras_own(layer_cfg)):
             layer.runnable = False
             layer.note = (
                 f"custom layer class {layer_cfg.get('class_name')!r} (not a Keras built-in): "
