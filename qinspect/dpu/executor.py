@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from qinspect.dpu import float_ops, ops
+from qinspect.dpu import cpu_layers, float_ops, ops
 from qinspect.dpu.dpu_graph import CONV_OPS, TRANSPARENT_OPS, DpuGraph, Node, Slot
 from qinspect.dpu.fixed_point import Round, dequantize, quantize
 from qinspect.errors import QInspectError
@@ -449,6 +449,8 @@ class Evaluator:
                 raise QInspectError(f"{node.name}: UpSampling2D interpolation "
                                     f"'{p.get('interpolation')}' is not emulated")
             return self.quant_value(float_ops.upsample_nearest(x, p["size"]), node.out_slot)
+        if op == "cpu_layer":  # a Keras layer the DPU cannot run: float32 on the CPU, float weights
+            return self.quant_value(cpu_layers.run(p, xs, node.weights), node.out_slot)
         raise QInspectError(f"{node.name}: operator {p.get('class_name', op)} cannot be emulated "
                             "(no float or integer implementation)")
 

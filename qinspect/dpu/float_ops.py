@@ -29,6 +29,8 @@ __all__ = [
     "leaky_relu",
     "sigmoid",
     "hard_sigmoid_keras",
+    "hard_sigmoid_tf_keras",
+    "hard_silu",
     "hard_sigmoid_dpu",
     "softmax",
     "tanh",
@@ -37,6 +39,7 @@ __all__ = [
     "elu",
     "selu",
     "gelu",
+    "erf",
     "softplus",
     "ACTIVATIONS",
     "activation",
@@ -203,6 +206,17 @@ def hard_sigmoid_keras(x: np.ndarray) -> np.ndarray:
     return relu6(_f32(x) + F32(3)) / F32(6)
 
 
+def hard_sigmoid_tf_keras(x: np.ndarray) -> np.ndarray:
+    """tf_keras (Keras 2) hard_sigmoid: clip(0.2 * x + 0.5, 0, 1), a different function from Keras 3's."""
+    return np.clip(F32(0.2) * _f32(x) + F32(0.5), F32(0), F32(1))
+
+
+def hard_silu(x: np.ndarray) -> np.ndarray:
+    """Keras 3 hard_silu (alias hard_swish): x * relu6(x + 3) / 6."""
+    x = _f32(x)
+    return x * hard_sigmoid_keras(x)
+
+
 def hard_sigmoid_dpu(x: np.ndarray) -> np.ndarray:
     """The quantizer's DPU hard sigmoid: relu6(x + 3) * 2731 / 16384."""
     return relu6(_f32(x) + F32(3)) * F32(2731.0 / 16384.0)
@@ -249,9 +263,14 @@ def gelu(x: np.ndarray, approximate: bool = False) -> np.ndarray:
     if approximate:
         c = F32(np.sqrt(2.0 / np.pi))
         return F32(0.5) * x * (F32(1) + np.tanh(c * (x + F32(0.044715) * x**3)))
-    from math import erf  # numpy has no erf; vectorise the scalar one (CPU-layer use only)
+    return (F32(0.5) * x * (F32(1) + erf(x / F32(np.sqrt(2.0))))).astype(F32)
 
-    return (F32(0.5) * x * (F32(1) + np.vectorize(erf, otypes=[np.float32])(x / F32(np.sqrt(2.0))))).astype(F32)
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, elementwise (numpy has none; the scalar one vectorised: CPU-layer use only)."""
+    from math import erf as scalar_erf
+
+    return np.vectorize(scalar_erf, otypes=[np.float32])(_f32(x))
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
@@ -267,6 +286,9 @@ ACTIVATIONS = {
     "sigmoid": sigmoid,
     "hard_sigmoid": hard_sigmoid_keras,
     "hard_sigmoid_dpu": hard_sigmoid_dpu,
+    "hard_sigmoid_tf_keras": hard_sigmoid_tf_keras,
+    "hard_silu": hard_silu,
+    "hard_swish": hard_silu,
     "softmax": softmax,
     "tanh": tanh,
     "swish": swish,

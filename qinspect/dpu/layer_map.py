@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from qinspect.dpu import cpu_layers
 from qinspect.dpu.dpu_graph import Node
 
 LEAKY_DPU_ALPHA = 26.0 / 256.0
@@ -81,7 +82,25 @@ _TF_ACT = {"nn.relu": "relu", "nn.relu6": "relu6", "math.sigmoid": "sigmoid", "n
            "nn.swish": "swish", "nn.gelu": "gelu", "nn.elu": "elu"}
 
 
-def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any]) -> None:
+# Keras 3 operations (``KerasOp``) named like the TensorFlow functions above.
+_KERAS_OPS = {"numpy.add": "math.add", "numpy.multiply": "math.multiply", "numpy.subtract": "math.subtract",
+              "numpy.true_divide": "math.truediv", "numpy.divide": "math.truediv", "nn.relu": "nn.relu",
+              "nn.relu6": "nn.relu6", "nn.sigmoid": "nn.sigmoid", "numpy.tanh": "math.tanh", "nn.silu": "nn.silu",
+              "nn.gelu": "nn.gelu"}
+
+
+def _keras_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any]) -> None:
+    """A Keras 3 operation (``x + 3`` is ``numpy.add`` with ``arg1 = 3``): mapped like its TF function."""
+    fn = str(cfg.get("function", ""))
+    kwargs = dict(call_kwargs)
+    number = [v for k, v in call_kwargs.items() if k in ("arg0", "arg1") and isinstance(v, int | float)]
+    commutative = fn in ("numpy.add", "numpy.multiply")
+    if len(node.inputs) == 1 and len(number) == 1 and (commutative or "arg1" in call_kwargs):
+        kwargs["y"] = number[0]
+    _tf_op(node, {**cfg, "function": _KERAS_OPS.get(fn, fn)}, kwargs, keras_op=True)
+
+
+def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any], keras_op: bool = False) -> None:
     fn = str(cfg.get("function", ""))
     p = node.params
     y = call_kwargs.get("y")
@@ -95,8 +114,12 @@ def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any]) -> None
             node.op, p["axis"] = "softmax", int(call_kwargs.get("axis", -1) or -1)
         else:
             node.op, p["name"] = "activation", a
+    elif cpu_layers.elementwise_name(fn) is not None:
+        node.op = "cpu_layer"
+        p.update(layer="elementwise", config=dict(cfg), call_kwargs=dict(call_kwargs),
+                 reason=cpu_layers.cpu_reason("elementwise") + f" ({fn})")
     else:
-        p["class_name"] = f"TFOpLambda({fn})"
+        p["class_name"] = f"{'KerasOp' if keras_op else 'TFOpLambda'}({fn})"
 
 
 def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
@@ -109,6 +132,13 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
     p = node.params
     if cls == "TFOpLambda":
         _tf_op(node, cfg, call_kwargs or {})
+        return node
+    if cls == "KerasOp":
+        _keras_op(node, cfg, call_kwargs or {})
+        return node
+    if cpu_layers.supports(cls, cfg) and cls == "Conv2D":  # grouped
+        node.op = "cpu_layer"
+        p.update(layer=cls, config=cfg, reason=cpu_layers.cpu_reason(cls))
         return node
     if cls in _CONV_CLASSES and (int(cfg.get("groups", 1) or 1) > 1
                                  or cfg.get("data_format", "channels_last") == "channels_first"
@@ -223,6 +253,9 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
             float(cfg.get("offset", 0.0))
     elif cls in ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "ActivityRegularization"):
         node.op = "identity"
+    elif cpu_layers.supports(cls, cfg):
+        node.op = "cpu_layer"
+        p.update(layer=cls, config=cfg, reason=cpu_layers.cpu_reason(cls))
     else:
         node.params["class_name"] = cls
     return node
@@ -233,6 +266,8 @@ def dpu_placement(node: Node) -> tuple[str, str]:
     op, p = node.op, node.params
     if op == "unsupported":
         return "CPU", f"layer class {p.get('class_name', '?')} is not a DPU operator"
+    if op == "cpu_layer":
+        return "CPU", str(p.get("reason", "runs in float on the CPU"))
     if op == "scalar":
         return "CPU", f"elementwise op with a constant ({p.get('fn')}) is not a DPU operator"
     if op in ("elementwise", "global_max_pool", "crop", "batchnorm"):

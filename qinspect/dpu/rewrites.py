@@ -152,6 +152,25 @@ def _separate_conv_act(m: _Model) -> None:
                  f"{new.name}", [layer.name, new.name])
 
 
+def _grouped_conv_as_depthwise(m: _Model) -> None:
+    """A Conv2D with one group per input channel and one filter per group (ConvNeXt writes its
+    depthwise convs so) computes exactly a DepthwiseConv2D: run it as one, kernel (kh, kw, 1, C) ->
+    (kh, kw, C, 1). Other grouped convs stay float on the CPU (layer_map)."""
+    for layer in m.layers:
+        k = layer.weights.get("kernel")
+        groups = int(layer.cfg.get("groups", 1) or 1)
+        if layer.cls != "Conv2D" or groups <= 1 or k is None or k.ndim != 4 or k.shape[2] != 1 \
+                or k.shape[3] != groups:
+            continue
+        layer.cls = "DepthwiseConv2D"
+        layer.cfg = {**layer.cfg, "groups": 1, "depth_multiplier": 1}
+        layer.weights = {("depthwise_kernel" if n == "kernel" else n): (w.transpose(0, 1, 3, 2) if n == "kernel"
+                                                                         else w) for n, w in layer.weights.items()}
+        m.record("grouped_conv_as_depthwise", f"Conv2D {layer.name} with groups={groups} = its channels is a "
+                 "depthwise convolution: emulated as DepthwiseConv2D (an assumption: the quantizer's handling of "
+                 "grouped Conv2D was not checked against a real run)", [layer.name])
+
+
 def _split_separable(m: _Model) -> None:
     for layer in list(m.layers):
         if layer.cls != "SeparableConv2D":
@@ -509,6 +528,7 @@ def graph_from_float(graph: ModelGraph, source: Any, cle: bool = True, cle_steps
         raise QInspectError("the model has no InputLayer", graph.source or None)
     _remove_dropout(m)
     _separate_conv_act(m)
+    _grouped_conv_as_depthwise(m)
     _split_separable(m)
     _fold_bn(m)
     _bn_to_dwconv(m)

@@ -713,6 +713,10 @@ def expected_weights(class_name: str, config: dict[str, Any]) -> _Spec | None:
         return spec
     if class_name == "PReLU":
         return [("alpha", True)]
+    if class_name in ("LSTM", "GRU", "SimpleRNN"):  # the cell's weights
+        return [("kernel", True), ("recurrent_kernel", True), *bias]
+    if class_name == "LayerScale":
+        return [("gamma", True)]
     if class_name == "Embedding":
         return [("embeddings", True)]
     if class_name == "Normalization":

@@ -137,6 +137,17 @@ def _dense(config: dict[str, Any], inputs: list[Shape], _kw: dict[str, Any]) -> 
     return [*inputs[0][:-1], int(config["units"])]
 
 
+def _recurrent(config: dict[str, Any], inputs: list[Shape], _kw: dict[str, Any]) -> Shape | None:
+    """LSTM / GRU / SimpleRNN: the last step's state, or every step's with ``return_sequences``."""
+    if config.get("return_state"):
+        return None  # several outputs
+    units = int(config["units"])
+    if config.get("return_sequences"):
+        return [*inputs[0][:2], units]
+    batch = inputs[0][1] if config.get("time_major") else inputs[0][0]
+    return [batch, units]
+
+
 def _flatten(config: dict[str, Any], inputs: list[Shape], _kw: dict[str, Any]) -> Shape | None:
     shape = inputs[0]
     rest = shape[1:]
@@ -380,6 +391,9 @@ _RULES: dict[str, _Rule] = {
     "Concatenate": _concatenate,
     "TFOpLambda": _elementwise,
     "KerasOp": _elementwise,
+    "LSTM": _recurrent,
+    "GRU": _recurrent,
+    "SimpleRNN": _recurrent,
 }
 for _name in ("Add", "Multiply", "Subtract", "Average", "Maximum", "Minimum"):
     _RULES[_name] = _merge
@@ -405,6 +419,8 @@ SHAPE_PRESERVING = (
     "ActivityRegularization",
     "Masking",
     "Identity",
+    "LayerScale",
+    "StochasticDepth",
 )
 for _name in SHAPE_PRESERVING:
     _RULES[_name] = _identity
