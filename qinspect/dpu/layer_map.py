@@ -271,7 +271,8 @@ def dpu_placement(node: Node) -> tuple[str, str]:
     if op == "scalar":
         return "CPU", f"elementwise op with a constant ({p.get('fn')}) is not a DPU operator"
     if op in ("elementwise", "global_max_pool", "crop", "batchnorm"):
-        return "CPU", f"{op.replace('_', ' ')} is not quantized by the Vitis pof2s quantizer"
+        what = f"elementwise {p.get('fn')}" if op == "elementwise" else op.replace("_", " ")
+        return "CPU", f"{what} is not quantized by the Vitis pof2s quantizer"
     if op == "softmax":
         return "CPU", "softmax stays float on the CPU (Vitis pof2s keeps it out of the DPU)"
     if op == "activation" and p.get("name") not in ("linear",):
