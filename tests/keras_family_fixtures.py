@@ -57,7 +57,8 @@ def mobilenet_v3_h5() -> Family:
     import tf_keras as K  # noqa: N812
 
     return _family("mbv3", lambda: K.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None,
-                                                                     classes=5), ".h5", (32, 32, 3), 0, 255)
+                                                                     classes=5, classifier_activation=None),
+                   ".h5", (32, 32, 3), 0, 255)
 
 
 def densenet_h5() -> Family:
@@ -65,7 +66,8 @@ def densenet_h5() -> Family:
     import tf_keras as K  # noqa: N812
 
     return _family("densenet", lambda: K.applications.DenseNet121(input_shape=(32, 32, 3), weights=None,
-                                                                  classes=5), ".h5", (32, 32, 3), -1, 1)
+                                                                  classes=5, classifier_activation=None),
+                   ".h5", (32, 32, 3), -1, 1)
 
 
 def mobilenet_v3_keras3() -> Family:
@@ -73,4 +75,62 @@ def mobilenet_v3_keras3() -> Family:
     import keras
 
     return _family("k3mbv3", lambda: keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None,
-                                                                         classes=5), ".keras", (32, 32, 3), 0, 255)
+                                                                         classes=5, classifier_activation=None),
+                   ".keras", (32, 32, 3), 0, 255)
+
+
+def efficientnet_h5() -> Family:
+    """tf_keras EfficientNetB0 (32x32): Rescaling + Normalization inside, swish, squeeze-excite."""
+    import tf_keras as K  # noqa: N812
+
+    return _family("effb0", lambda: K.applications.EfficientNetB0(input_shape=(32, 32, 3), weights=None, classes=5,
+                                                                   classifier_activation=None),
+                   ".h5", (32, 32, 3), 0, 255)
+
+
+def convnext_h5() -> Family:
+    """tf_keras ConvNeXtTiny (32x32, the smallest that builds): LayerNormalization, GELU, LayerScale,
+    depthwise convs written as grouped Conv2D."""
+    import tf_keras as K  # noqa: N812
+
+    return _family("convnext", lambda: K.applications.ConvNeXtTiny(input_shape=(32, 32, 3), weights=None, classes=5,
+                                                                   classifier_activation=None),
+                   ".h5", (32, 32, 3), 0, 255)
+
+
+def sequence_model_h5() -> Family:
+    """A hand-built tf_keras model: Conv1D, tf.math.abs, Subtract, LSTM, GRU, LayerNormalization, GELU."""
+    import tensorflow as tf
+    import tf_keras as K  # noqa: N812
+
+    def build() -> Any:
+        K.utils.set_random_seed(5)
+        L = K.layers  # noqa: N806
+        inp = L.Input((12, 4), name="seq")
+        c = L.Conv1D(8, 3, padding="same", activation="relu", name="conv1d")(inp)
+        a = tf.math.abs(c - 0.5)
+        s = L.Subtract(name="subtract")([c, a])
+        h = L.LSTM(6, return_sequences=True, name="lstm")(s)
+        g = L.GRU(5, name="gru")(h)
+        n = L.LayerNormalization(name="layer_norm")(g)
+        d = L.Dense(8, activation="gelu", name="dense_gelu")(n)
+        out = L.Dense(3, name="logits")(d)
+        return K.Model(inp, out, name="sequence_model")
+
+    return _family("seqmodel", build, ".h5", (12, 4), -2, 2)
+
+
+def attention_model_h5() -> Family:
+    """A tf_keras model with MultiHeadAttention: a Keras layer qinspect has no numpy implementation of."""
+    import tf_keras as K  # noqa: N812
+
+    def build() -> Any:
+        K.utils.set_random_seed(9)
+        L = K.layers  # noqa: N806
+        inp = L.Input((6, 4), name="tokens")
+        d = L.Dense(8, name="embed")(inp)
+        a = L.MultiHeadAttention(2, 4, name="mha")(d, d)
+        out = L.Dense(3, name="logits")(L.Flatten(name="flatten")(a))
+        return K.Model(inp, out, name="attention_model")
+
+    return _family("attention", build, ".h5", (6, 4), -2, 2)

@@ -265,7 +265,9 @@ def dpu_placement(node: Node) -> tuple[str, str]:
     """``("DPU", "")`` or ``("CPU", why)`` for a node, from its op alone (quantization aside)."""
     op, p = node.op, node.params
     if op == "unsupported":
-        return "CPU", f"layer class {p.get('class_name', '?')} is not a DPU operator"
+        return "CPU", (f"layer class {p.get('class_name', '?')} is not a DPU operator and has no numpy "
+                       "implementation: from a capture, its recorded float output stands in for it, so int8 "
+                       "error before it does not reach the layers after it")
     if op == "cpu_layer":
         return "CPU", str(p.get("reason", "runs in float on the CPU"))
     if op == "scalar":

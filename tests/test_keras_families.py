@@ -1,0 +1,166 @@
+"""Stock Keras families and a hand-built sequence model, run as a new user would (issue 8, items 1 and 3).
+
+Each is built offline (weights=None, smallest input, 4 samples): ``info`` gives Keras's parameter
+count, ``capture`` runs, ``emulate`` gives a finite output SQNR, layers the DPU cannot run land on the
+CPU with their reason, and the emulator's float reference equals Keras's own prediction (which
+checks every float CPU layer's numpy implementation along the whole graph).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from keras_family_fixtures import (
+    Family,
+    attention_model_h5,
+    convnext_h5,
+    densenet_h5,
+    efficientnet_h5,
+    mobilenet_v3_h5,
+    mobilenet_v3_keras3,
+    sequence_model_h5,
+)
+
+from qinspect.dpu.emulator import Emulator
+from qinspect.io.model_file import open_model
+
+pytestmark = pytest.mark.tf
+
+
+def _emulate_json(path, *extra: str) -> dict:
+    result = run_cli("emulate", str(path), "--json", *extra)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _output_row(report: dict, output_layer: str) -> dict:
+    rows = [row for row in report["layers"] if output_layer in row["origin"] or row["name"] == output_layer]
+    assert rows, output_layer
+    return rows[-1]
+
+
+def _cpu_reasons(report: dict) -> dict[str, str]:
+    return {row["name"]: row["cpu_reason"] for row in report["layers"] if row["device"] == "CPU"}
+
+
+def _float_reference_equals_keras(fam: Family, atol: float) -> None:
+    """The emulator's float evaluator (numpy, CPU layers included) against Keras's prediction."""
+    x = np.load(fam.inputs)
+    with open_model(fam.path) as source:
+        out = source.graph.outputs[0]
+        emu = Emulator.from_model(source, calib_inputs=x, batch_size=len(x))
+    node = emu.node_for(out)
+    res = emu.run(x, layers=[node.name], keep_float=True, isolated=False)[node.name]
+    np.testing.assert_allclose(res.float_ref, fam.prediction, rtol=1e-3, atol=atol)
+
+
+def _capture_and_emulate(fam: Family, tmp_path, *capture_args: str) -> dict:
+    cap = tmp_path / "cap.h5"
+    result = run_cli("capture", str(fam.path), "--inputs", str(fam.inputs), "-o", str(cap), "-q", *capture_args)
+    assert result.returncode == 0, result.stderr
+    report = _emulate_json(cap)
+    with open_model(fam.path) as source:
+        assert source.graph.total_params == fam.params
+        out = source.graph.outputs[0]
+    sqnr = _output_row(report, out)["accumulated"]["sqnr_db"]
+    assert isinstance(sqnr, float) and math.isfinite(sqnr), sqnr
+    return report
+
+
+@pytest.mark.slow
+def test_mobilenet_v3_h5_runs_end_to_end(tmp_path):
+    fam = mobilenet_v3_h5()
+    report = _capture_and_emulate(fam, tmp_path)
+    assert "rescaling" in _cpu_reasons(report)
+    _float_reference_equals_keras(fam, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_densenet_h5_runs_end_to_end(tmp_path):
+    fam = densenet_h5()
+    _capture_and_emulate(fam, tmp_path)
+    _float_reference_equals_keras(fam, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_efficientnet_normalization_runs_on_the_cpu(tmp_path):
+    fam = efficientnet_h5()
+    report = _capture_and_emulate(fam, tmp_path)
+    reasons = _cpu_reasons(report)
+    assert "Normalization is not in the Vitis pof2s quantizer's layer registry" in reasons["normalization"]
+    # the first conv reads the float Normalization through an input quantizer
+    assert any(row["name"] == "quant_normalization" and row["op"] == "quantize" for row in report["layers"])
+    _float_reference_equals_keras(fam, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_convnext_layer_norm_gelu_layer_scale_run_on_the_cpu(tmp_path):
+    fam = convnext_h5()
+    report = _capture_and_emulate(fam, tmp_path)
+    reasons = _cpu_reasons(report)
+    block = "convnext_tiny_stage_0_block_0_"
+    assert "LayerNormalization" in reasons[block + "layernorm"]
+    assert "LayerScale" in reasons[block + "layer_scale"]
+    assert "gelu" in reasons[f"quant_{block}gelu"]
+    dw = next(row for row in report["layers"] if block + "depthwise_conv" in row["origin"])
+    assert dw["op"] == "depthwise_conv2d" and dw["device"] == "DPU"  # groups == channels: a depthwise conv
+    _float_reference_equals_keras(fam, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_keras3_mobilenet_v3_captures_and_emulates(tmp_path):
+    pytest.importorskip("keras", minversion="3")
+    fam = mobilenet_v3_keras3()
+    report = _capture_and_emulate(fam, tmp_path)
+    reasons = _cpu_reasons(report)
+    assert any("hard_silu" in why for why in reasons.values())
+    _float_reference_equals_keras(fam, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_sequence_model_every_command(tmp_path):
+    """Conv1D, abs, Subtract, LSTM, GRU, LayerNormalization, GELU: nothing refused, each on the CPU with
+    its reason, and info / capture / emulate / diagnose / report all succeed."""
+    fam = sequence_model_h5()
+    info = run_cli("info", str(fam.path))
+    assert info.returncode == 0 and f"{fam.params:,} parameters" in info.stdout
+    report = _capture_and_emulate(fam, tmp_path)
+    reasons = _cpu_reasons(report)
+    for layer in ("conv1d", "lstm", "gru", "layer_norm"):
+        assert "not in the Vitis pof2s quantizer's layer registry" in reasons[layer], layer
+    assert "abs" in reasons["tf.math.abs"] and "subtract" in reasons["subtract"]
+    assert "gelu" in reasons["quant_dense_gelu_gelu"]
+    # a quantized Dense reads the float LayerNormalization through an input quantizer
+    assert any(row["name"] == "quant_layer_norm" and row["op"] == "quantize" for row in report["layers"])
+    _float_reference_equals_keras(fam, atol=1e-5)
+    cap = tmp_path / "cap.h5"
+    diag = run_cli("diagnose", str(cap), "--json")
+    assert diag.returncode == 0, diag.stderr
+    rep = run_cli("report", str(cap), "-o", str(tmp_path / "report"))
+    assert rep.returncode == 0, rep.stderr
+    assert (tmp_path / "report" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_layer_without_implementation_uses_the_captured_output(tmp_path):
+    """MultiHeadAttention has no numpy implementation: from a capture, its recorded float output stands
+    in (said beside it), so emulate, diagnose and report still run; without a capture, one clear line."""
+    fam = attention_model_h5()
+    report = _capture_and_emulate(fam, tmp_path)
+    reason = _cpu_reasons(report)["mha"]
+    assert "recorded float output stands in" in reason and "does not reach the layers after it" in reason
+    cap = tmp_path / "cap.h5"
+    with open_model(cap) as source:
+        emu = Emulator.from_model(source)
+        node = emu.node_for("logits")
+        res = emu.run(source, layers=[node.name], keep_float=True, isolated=False)[node.name]
+    np.testing.assert_allclose(res.float_ref, fam.prediction, rtol=1e-4, atol=1e-5)
+    assert run_cli("diagnose", str(cap)).returncode == 0
+    direct = run_cli("emulate", str(fam.path), "--inputs", str(fam.inputs))
+    assert direct.returncode == 2
+    assert "MultiHeadAttention has no float or integer implementation" in direct.stderr
+    assert len(direct.stderr.strip().splitlines()) == 1
