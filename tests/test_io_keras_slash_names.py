@@ -96,3 +96,18 @@ def test_capture_names_with_slashes_are_single_hdf5_links(tmp_path):
     with h5py.File(tmp_path / "t.h5", "r") as f:
         assert sorted(unescape_name(k) for k in f) == sorted(names)
         assert all(isinstance(f[k], h5py.Dataset) for k in f)
+
+
+def test_quantized_h5_with_slash_names_reads_every_position(refcases):
+    """mbv3small's quantized.h5 names layers quant_expanded_conv/depthwise: each weight is cut from its
+    own layer name (not at the first "/"), so every position equals the quantizer's positions.json."""
+    import json
+
+    from qinspect.io.vitis import load_quantized_model
+
+    case = refcases / "mbv3small"
+    want = json.loads((case / "positions.json").read_text())
+    want = want.get("positions", want)
+    got = load_quantized_model(case / "quantized.h5").positions()
+    assert got == want
+    assert got["expanded_conv/depthwise"]["expanded_conv/depthwise/depthwise_kernel:0"] == 5

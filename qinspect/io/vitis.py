@@ -205,7 +205,10 @@ def _read_weights(group: Any, layer_name: str) -> dict[str, np.ndarray]:
             arr = np.asarray(g[full][()])
         except KeyError:
             continue
-        out[full.split("/", 1)[-1] if "/" in full else full] = arr
+        # "<layer>/kernel:0": the layer name may hold "/" itself (quant_expanded_conv/depthwise), so the
+        # prefix is cut by the name, not at the first "/"
+        prefix = layer_name + "/"
+        out[full[len(prefix):] if full.startswith(prefix) else full.split("/", 1)[-1]] = arr
     return out
 
 
