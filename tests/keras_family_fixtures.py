@@ -134,3 +134,23 @@ def attention_model_h5() -> Family:
         return K.Model(inp, out, name="attention_model")
 
     return _family("attention", build, ".h5", (6, 4), -2, 2)
+
+
+def sequence_model_keras3() -> Family:
+    """The sequence model in Keras 3 (``.keras``): keras.ops.abs, recurrent weights kept in their cell."""
+    import keras
+
+    def build() -> Any:
+        keras.utils.set_random_seed(5)
+        L = keras.layers  # noqa: N806
+        inp = L.Input((12, 4), name="seq")
+        c = L.Conv1D(8, 3, padding="same", activation="relu", name="conv1d")(inp)
+        a = keras.ops.abs(c - 0.5)
+        s = L.Subtract(name="subtract_layer")([c, a])
+        h = L.LSTM(6, return_sequences=True, name="lstm")(s)
+        g = L.GRU(5, name="gru")(h)
+        n = L.LayerNormalization(name="layer_norm")(g)
+        d = L.Dense(8, activation="gelu", name="dense_gelu")(n)
+        return keras.Model(inp, L.Dense(3, name="logits")(d), name="sequence_model3")
+
+    return _family("seqmodel3", build, ".keras", (12, 4), -2, 2)

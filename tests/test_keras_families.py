@@ -23,6 +23,7 @@ from keras_family_fixtures import (
     mobilenet_v3_h5,
     mobilenet_v3_keras3,
     sequence_model_h5,
+    sequence_model_keras3,
 )
 
 from qinspect.dpu.emulator import Emulator
@@ -164,3 +165,15 @@ def test_layer_without_implementation_uses_the_captured_output(tmp_path):
     assert direct.returncode == 2
     assert "MultiHeadAttention has no float or integer implementation" in direct.stderr
     assert len(direct.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_keras3_sequence_model_reads_cell_weights_and_matches_keras():
+    pytest.importorskip("keras", minversion="3")
+    fam = sequence_model_keras3()
+    with open_model(fam.path) as source:
+        graph = source.graph
+        assert graph.total_params == fam.params
+        assert list(source.weights("lstm")) == ["kernel", "recurrent_kernel", "bias"]
+        np.testing.assert_array_equal(source.weights("gru")["recurrent_kernel"], fam.weights["gru"][1])
+    _float_reference_equals_keras(fam, atol=1e-5)
