@@ -111,3 +111,26 @@ def test_quantized_h5_with_slash_names_reads_every_position(refcases):
     got = load_quantized_model(case / "quantized.h5").positions()
     assert got == want
     assert got["expanded_conv/depthwise"]["expanded_conv/depthwise/depthwise_kernel:0"] == 5
+
+
+@pytest.mark.slow
+def test_mobilenet_v3_nested_in_a_model_reads_exactly(tmp_path):
+    """The usual transfer-learning form: MobileNetV3 as a sub-model. Its layers are one level deep, keep
+    their own names with "/", and get their own weights from the nested model's group."""
+    import tf_keras as K  # noqa: N812
+
+    base = K.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, include_top=False)
+    inp = K.Input((32, 32, 3))
+    model = K.Model(inp, K.layers.Dense(3)(K.layers.GlobalAveragePooling2D()(base(inp))))
+    model.save(tmp_path / "nested.h5")
+    with open_model(tmp_path / "nested.h5") as source:
+        graph = source.graph
+        assert graph.total_params == model.count_params()
+        leaf = graph[f"{base.name}/expanded_conv/squeeze_excite/Conv_1"]
+        assert leaf.parent == base.name and leaf.depth == 1 and leaf.short_name == "expanded_conv/squeeze_excite/Conv_1"
+        for layer in base.layers:
+            want = layer.get_weights()
+            got = list(source.weights(f"{base.name}/{layer.name}").values()) if layer.weights else []
+            assert len(got) == len(want), layer.name
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, w, err_msg=layer.name)
