@@ -177,3 +177,21 @@ def test_keras3_sequence_model_reads_cell_weights_and_matches_keras():
         assert list(source.weights("lstm")) == ["kernel", "recurrent_kernel", "bias"]
         np.testing.assert_array_equal(source.weights("gru")["recurrent_kernel"], fam.weights["gru"][1])
     _float_reference_equals_keras(fam, atol=1e-5)
+
+
+def test_tf_keras_hard_sigmoid_float_reference_is_tf_keras_function(tmp_path):
+    """tf_keras's hard_sigmoid is clip(0.2 x + 0.5) (Keras 3's is relu6(x + 3) / 6): the float reference
+    of a tf_keras model must be its own function, in an Activation layer and inside a Dense."""
+    import tf_keras as K  # noqa: N812
+
+    K.utils.set_random_seed(3)
+    inp = K.Input((6,))
+    h = K.layers.Dense(8, activation="hard_sigmoid", name="d1")(inp)
+    out = K.layers.Activation("hard_sigmoid", name="act")(K.layers.Dense(4, name="d2")(h))
+    model = K.Model(inp, out)
+    model.save(tmp_path / "m.h5")
+    x = np.random.default_rng(0).normal(0, 3, (16, 6)).astype(np.float32)
+    emu = Emulator.from_model(str(tmp_path / "m.h5"), calib_inputs=x, batch_size=16)
+    node = emu.node_for("act")
+    res = emu.run(x, layers=[node.name], keep_float=True, isolated=False)[node.name]
+    np.testing.assert_allclose(res.float_ref, model(x).numpy(), rtol=1e-5, atol=1e-6)

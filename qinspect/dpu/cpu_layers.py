@@ -28,11 +28,9 @@ KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), used by Normalization
 
 def _act(name: Any, cfg: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
     """A Keras activation by config value; ``hard_sigmoid`` is Keras-generation specific."""
-    from qinspect.dpu.layer_map import act_name
+    from qinspect.dpu.layer_map import act_name, keras_activation
 
-    a = act_name(name)
-    if a == "hard_sigmoid" and not is_keras3_config(cfg):
-        a = "hard_sigmoid_tf_keras"
+    a = keras_activation(act_name(name), cfg)
     return lambda x: float_ops.activation(a, x)
 
 

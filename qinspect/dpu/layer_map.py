@@ -52,6 +52,14 @@ def act_name(value: Any) -> str:
     return str(value)
 
 
+def keras_activation(name: str, cfg: dict[str, Any]) -> str:
+    """The float function an activation name means in the layer's Keras generation: ``hard_sigmoid`` is
+    ``clip(0.2 x + 0.5, 0, 1)`` in tf_keras but ``relu6(x + 3) / 6`` in Keras 3."""
+    if name == "hard_sigmoid" and not cpu_layers.is_keras3_config(cfg):
+        return "hard_sigmoid_tf_keras"
+    return name
+
+
 def avgpool_scale(kh: int, kw: int) -> tuple[float, tuple[int, int] | None]:
     """The quantizer's average-pool rescale factor for a ``kh x kw`` kernel (its float32 value) and the
     DPU ``(K, N)`` pair it simulates (``None`` when there is no rescale): :func:`ops.avgpool_rescale`,
@@ -148,7 +156,7 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
         return node
     if cls in _CONV_CLASSES:
         node.op = _CONV_CLASSES[cls]
-        p["act"] = act if act is not None else act_name(cfg.get("activation"))
+        p["act"] = keras_activation(act if act is not None else act_name(cfg.get("activation")), cfg)
         if node.op != "dense":
             p["strides"] = _pair(cfg.get("strides"))
             p["padding"] = str(cfg.get("padding", "valid")).lower()
@@ -164,7 +172,7 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
         node.op = "relu"
         p.update(max_value=None if mv is None else float(mv), negative_slope=slope, threshold=thr)
     elif cls == "Activation":
-        a = act if act is not None else act_name(cfg.get("activation"))
+        a = keras_activation(act if act is not None else act_name(cfg.get("activation")), cfg)
         if a == "relu":
             node.op, p["max_value"], p["negative_slope"], p["threshold"] = "relu", None, 0.0, 0.0
         elif a == "relu6":

@@ -142,7 +142,8 @@ def _separate_conv_act(m: _Model) -> None:
         if a in ("linear", ""):
             continue
         layer.cfg["activation"] = "linear"
-        new = PLayer(f"{layer.name}_{a}", "Activation", {"name": f"{layer.name}_{a}", "activation": a},
+        new = PLayer(f"{layer.name}_{a}", "Activation", {"name": f"{layer.name}_{a}", "activation": a,
+                                                         "dtype": layer.cfg.get("dtype")},  # tells the Keras generation
                      [layer.name], origin=[layer.name], output_shape=layer.output_shape)
         m.rewire(layer.name, new.name)
         new.inbound = [layer.name]
