@@ -153,3 +153,16 @@ def test_keras3_hard_silu_and_tf_keras_hard_sigmoid():
                                tf_keras.activations.hard_sigmoid(tf.constant(x)).numpy(), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(float_ops.gelu(x), np.asarray(keras.activations.gelu(x, approximate=False)),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_erf_within_one_float32_ulp_of_the_exact_function():
+    import math
+
+    x = np.concatenate([RNG.normal(0, 3, 20000), np.linspace(-6, 6, 4001),
+                        [0.0, 1e-30, -1e-8, 0.4999999, 0.5, 0.5000001, 30.0, -30.0]]).astype(np.float32)
+    exact = np.array([math.erf(float(v)) for v in x])
+    got = float_ops.erf(x)
+    assert got.dtype == np.float32
+    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got - exact) / ulp) <= 1.0
+    assert got[np.flatnonzero(x == 0.0)[0]] == 0.0

@@ -266,11 +266,33 @@ def gelu(x: np.ndarray, approximate: bool = False) -> np.ndarray:
     return (F32(0.5) * x * (F32(1) + erf(x / F32(np.sqrt(2.0))))).astype(F32)
 
 
-def erf(x: np.ndarray) -> np.ndarray:
-    """The error function, elementwise (numpy has none; the scalar one vectorised: CPU-layer use only)."""
-    from math import erf as scalar_erf
+# Numerical Recipes' Chebyshev fit of erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z / 2): fractional error
+# below 1.2e-7 for every z >= 0, i.e. within a float32 ulp.
+_ERFC_COEFFS = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807, -1.13520398,
+                1.48851587, -0.82215223, 0.17087277)
 
-    return np.vectorize(scalar_erf, otypes=[np.float32])(_f32(x))
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, elementwise, to float32 precision (numpy has none): its Maclaurin series
+    below |x| = 0.5 (where 1 - erfc would lose the relative precision), the erfc fit above."""
+    x64 = np.asarray(x, np.float64)
+    z = np.abs(x64)
+    out = np.empty_like(z)
+    near = z < 0.5
+    zs = z[near]
+    z2, term = zs * zs, zs.copy()
+    acc = zs.copy()
+    for n in range(1, 9):  # sum (-1)^n z^(2n+1) / (n! (2n+1)); at z = 0.5 the 9th term is < 1e-11
+        term *= -z2 / n
+        acc += term / (2 * n + 1)
+    out[near] = acc * (2.0 / np.sqrt(np.pi))
+    zb = z[~near]
+    t = 1.0 / (1.0 + 0.5 * zb)
+    poly = np.full_like(zb, _ERFC_COEFFS[-1])
+    for c in reversed(_ERFC_COEFFS[:-1]):
+        poly = poly * t + c
+    out[~near] = 1.0 - t * np.exp(poly - zb * zb)
+    return (np.sign(x64) * out).astype(F32)
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
