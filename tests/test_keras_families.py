@@ -195,3 +195,24 @@ def test_tf_keras_hard_sigmoid_float_reference_is_tf_keras_function(tmp_path):
     node = emu.node_for("act")
     res = emu.run(x, layers=[node.name], keep_float=True, isolated=False)[node.name]
     np.testing.assert_allclose(res.float_ref, model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_savedmodel_recurrent_weights_come_from_the_cell(tmp_path):
+    """A SavedModel stores an LSTM's / GRU's variables under its cell object: read them there."""
+    import tf_keras as K  # noqa: N812
+
+    from qinspect.capture.savedmodel import open_savedmodel
+
+    inp = K.Input((12, 4))
+    out = K.layers.Dense(3, name="dense")(K.layers.GRU(5, name="gru")(K.layers.LSTM(6, return_sequences=True,
+                                                                                   name="lstm")(inp)))
+    model = K.Model(inp, out)
+    model.save(tmp_path / "sm", save_format="tf")
+    with open_savedmodel(tmp_path / "sm") as source:
+        assert source.graph.total_params == model.count_params()
+        for name in ("lstm", "gru"):
+            got = source.weights(name)
+            assert list(got) == ["kernel", "recurrent_kernel", "bias"]
+            for g, w in zip(got.values(), model.get_layer(name).get_weights(), strict=True):
+                np.testing.assert_array_equal(g, w)
