@@ -79,23 +79,33 @@ def mobilenet_v3_keras3() -> Family:
                    ".keras", (32, 32, 3), 0, 255)
 
 
-def efficientnet_h5() -> Family:
-    """tf_keras EfficientNetB0 (32x32): Rescaling + Normalization inside, swish, squeeze-excite."""
-    import tf_keras as K  # noqa: N812
+def densenet_small_h5() -> Family:
+    """tf_keras DenseNet with one layer per dense block (32x32): DenseNet121's layer kinds and names, fast."""
+    from tf_keras.src.applications.densenet import DenseNet
 
-    return _family("effb0", lambda: K.applications.EfficientNetB0(input_shape=(32, 32, 3), weights=None, classes=5,
-                                                                   classifier_activation=None),
+    return _family("densenet_small", lambda: DenseNet([1, 1, 1, 1], input_shape=(32, 32, 3), weights=None, classes=5,
+                                                      classifier_activation=None), ".h5", (32, 32, 3), -1, 1)
+
+
+def efficientnet_h5() -> Family:
+    """tf_keras EfficientNet at half width and depth (32x32): B0's Rescaling + Normalization inside, swish,
+    squeeze-excite, every block kind, fewer channels."""
+    from tf_keras.src.applications.efficientnet import EfficientNet
+
+    return _family("effnet", lambda: EfficientNet(0.5, 0.5, 32, model_name="efficientnet_mini", weights=None,
+                                                  input_shape=(32, 32, 3), classes=5, classifier_activation=None),
                    ".h5", (32, 32, 3), 0, 255)
 
 
 def convnext_h5() -> Family:
-    """tf_keras ConvNeXtTiny (32x32, the smallest that builds): LayerNormalization, GELU, LayerScale,
-    depthwise convs written as grouped Conv2D."""
-    import tf_keras as K  # noqa: N812
+    """tf_keras ConvNeXt with one block per stage and narrow stages (32x32, the smallest input that
+    builds): ConvNeXtTiny's LayerNormalization, GELU, LayerScale and depthwise convs written as grouped
+    Conv2D, without its 28M parameters."""
+    from tf_keras.src.applications.convnext import ConvNeXt
 
-    return _family("convnext", lambda: K.applications.ConvNeXtTiny(input_shape=(32, 32, 3), weights=None, classes=5,
-                                                                   classifier_activation=None),
-                   ".h5", (32, 32, 3), 0, 255)
+    return _family("convnext", lambda: ConvNeXt([1, 1, 1, 1], [16, 32, 64, 128], input_shape=(32, 32, 3),
+                                                weights=None, classes=5, classifier_activation=None,
+                                                model_name="convnext_mini"), ".h5", (32, 32, 3), 0, 255)
 
 
 def sequence_model_h5() -> Family:

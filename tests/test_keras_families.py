@@ -18,7 +18,7 @@ from keras_family_fixtures import (
     Family,
     attention_model_h5,
     convnext_h5,
-    densenet_h5,
+    densenet_small_h5,
     efficientnet_h5,
     mobilenet_v3_h5,
     mobilenet_v3_keras3,
@@ -82,7 +82,7 @@ def test_mobilenet_v3_h5_runs_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_densenet_h5_runs_end_to_end(tmp_path):
-    fam = densenet_h5()
+    fam = densenet_small_h5()
     _capture_and_emulate(fam, tmp_path)
     _float_reference_equals_keras(fam, atol=1e-4)
 
@@ -103,7 +103,7 @@ def test_convnext_layer_norm_gelu_layer_scale_run_on_the_cpu(tmp_path):
     fam = convnext_h5()
     report = _capture_and_emulate(fam, tmp_path)
     reasons = _cpu_reasons(report)
-    block = "convnext_tiny_stage_0_block_0_"
+    block = "convnext_mini_stage_0_block_0_"
     assert "LayerNormalization" in reasons[block + "layernorm"]
     assert "LayerScale" in reasons[block + "layer_scale"]
     assert "gelu" in reasons[f"quant_{block}gelu"]
@@ -216,3 +216,25 @@ def test_savedmodel_recurrent_weights_come_from_the_cell(tmp_path):
             assert list(got) == ["kernel", "recurrent_kernel", "bias"]
             for g, w in zip(got.values(), model.get_layer(name).get_weights(), strict=True):
                 np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["EfficientNetB0", "ConvNeXtTiny"])
+def test_full_size_families_read_and_place_every_layer(tmp_path, name):
+    """The stock models themselves (the end-to-end runs above use narrow copies of the same blocks):
+    Keras's parameter count, and a DPU graph where every layer the DPU cannot run is on the CPU with a
+    float implementation and its reason."""
+    import tf_keras as K  # noqa: N812
+
+    from qinspect.dpu.rewrites import graph_from_float
+
+    model = getattr(K.applications, name)(input_shape=(32, 32, 3), weights=None, classes=5)
+    model.save(tmp_path / "m.h5")
+    with open_model(tmp_path / "m.h5") as source:
+        assert source.graph.total_params == model.count_params()
+        graph = graph_from_float(source.graph, source)
+    assert not [n.name for n in graph.nodes if n.op == "unsupported"]
+    cpu = {n.params.get("layer") for n in graph.nodes if n.op == "cpu_layer"}
+    want = {"Normalization"} if name == "EfficientNetB0" else {"Normalization", "LayerNormalization", "LayerScale"}
+    assert cpu == want
+    assert all(n.cpu_reason for n in graph.nodes if n.device == "CPU")
