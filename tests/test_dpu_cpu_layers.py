@@ -166,3 +166,13 @@ def test_erf_within_one_float32_ulp_of_the_exact_function():
     ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
     assert np.max(np.abs(got - exact) / ulp) <= 1.0
     assert got[np.flatnonzero(x == 0.0)[0]] == 0.0
+
+
+def test_keras3_operations_take_their_tf_keras_form():
+    from qinspect.dpu.layer_map import keras_op_as_tf_op
+
+    assert keras_op_as_tf_op({"function": "numpy.add"}, {"arg1": 3.0}) == (
+        {"function": "__operators__.add"}, {"arg1": 3.0, "y": 3.0})
+    assert keras_op_as_tf_op({"function": "numpy.multiply"}, {"arg0": 0.5})[1]["y"] == 0.5  # 0.5 * x
+    cfg, kwargs = keras_op_as_tf_op({"function": "numpy.subtract"}, {"arg0": 3.0})  # 3 - x: not x - 3
+    assert cfg["function"] == "math.subtract" and "y" not in kwargs

@@ -119,6 +119,8 @@ def test_keras3_mobilenet_v3_captures_and_emulates(tmp_path):
     report = _capture_and_emulate(fam, tmp_path)
     reasons = _cpu_reasons(report)
     assert any("hard_silu" in why for why in reasons.values())
+    # relu6(x + 3) * (1/6) written with Keras 3 ops is the quantizer's hard-sigmoid pattern, as in tf_keras
+    assert sum(row["op"] == "hard_sigmoid" and row["device"] == "DPU" for row in report["layers"]) == 9
     _float_reference_equals_keras(fam, atol=1e-4)
 
 

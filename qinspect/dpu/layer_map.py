@@ -97,15 +97,18 @@ _KERAS_OPS = {"numpy.add": "math.add", "numpy.multiply": "math.multiply", "numpy
               "nn.gelu": "nn.gelu"}
 
 
-def _keras_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any]) -> None:
-    """A Keras 3 operation (``x + 3`` is ``numpy.add`` with ``arg1 = 3``): mapped like its TF function."""
+def keras_op_as_tf_op(cfg: dict[str, Any], call_kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A Keras 3 operation in its TFOpLambda form: ``x + 3`` is ``numpy.add`` with ``arg1 = 3`` in Keras 3
+    and ``__operators__.add`` with ``y = 3`` in tf_keras; the same model converted for the quantizer has
+    the latter, so both get the same rewrites (the hard-sigmoid pattern) and nodes."""
     fn = str(cfg.get("function", ""))
     kwargs = dict(call_kwargs)
     number = [v for k, v in call_kwargs.items() if k in ("arg0", "arg1") and isinstance(v, int | float)]
     commutative = fn in ("numpy.add", "numpy.multiply")
-    if len(node.inputs) == 1 and len(number) == 1 and (commutative or "arg1" in call_kwargs):
+    if len(number) == 1 and "y" not in kwargs and (commutative or "arg1" in call_kwargs):
         kwargs["y"] = number[0]
-    _tf_op(node, {**cfg, "function": _KERAS_OPS.get(fn, fn)}, kwargs, keras_op=True)
+    tf_fn = {"numpy.add": "__operators__.add", "numpy.multiply": "math.multiply"}.get(fn, _KERAS_OPS.get(fn, fn))
+    return {**cfg, "function": tf_fn}, kwargs
 
 
 def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any], keras_op: bool = False) -> None:
@@ -142,7 +145,7 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
         _tf_op(node, cfg, call_kwargs or {})
         return node
     if cls == "KerasOp":
-        _keras_op(node, cfg, call_kwargs or {})
+        _tf_op(node, *keras_op_as_tf_op(cfg, call_kwargs or {}), keras_op=True)
         return node
     if cpu_layers.supports(cls, cfg) and cls == "Conv2D":  # grouped
         node.op = "cpu_layer"

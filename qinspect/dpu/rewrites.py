@@ -37,7 +37,7 @@ import numpy as np
 
 from qinspect.dpu.cle import cross_layer_equalize
 from qinspect.dpu.dpu_graph import DpuGraph, Rewrite, SlotSpec
-from qinspect.dpu.layer_map import LEAKY_DPU_ALPHA, act_name, dpu_placement, layer_node
+from qinspect.dpu.layer_map import LEAKY_DPU_ALPHA, act_name, dpu_placement, keras_op_as_tf_op, layer_node
 from qinspect.errors import QInspectError
 from qinspect.io.graph import ModelGraph
 from qinspect.io.vitis import POST_QUANT_ACTIVATIONS, PRE_QUANT_ACTIVATIONS, strip_quant
@@ -115,8 +115,11 @@ def _from_graph(graph: ModelGraph, source: Any) -> _Model:
         if not layer.runnable and layer.class_name not in ("InputLayer",):
             pass  # kept: it becomes an unsupported (CPU) node and errors only if it must run
         w = {k: np.asarray(v, dtype=np.float32) for k, v in source.weights(layer.name).items()}
-        layers.append(PLayer(layer.name, layer.class_name, copy.deepcopy(layer.config or {}),
-                             list(layer.inbound), w, [layer.name], dict(layer.call_kwargs or {}),
+        cls, cfg, kwargs = layer.class_name, copy.deepcopy(layer.config or {}), dict(layer.call_kwargs or {})
+        if cls == "KerasOp" and str(cfg.get("function")) in ("numpy.add", "numpy.multiply"):
+            cls = "TFOpLambda"  # x + 3 in Keras 3: the quantizer sees its tf_keras form
+            cfg, kwargs = keras_op_as_tf_op(cfg, kwargs)
+        layers.append(PLayer(layer.name, cls, cfg, list(layer.inbound), w, [layer.name], kwargs,
                              layer.name in graph.outputs, layer.output_shape))
     return _Model(layers, list(graph.inputs), list(graph.outputs))
 
