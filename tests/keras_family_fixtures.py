@@ -108,26 +108,26 @@ def convnext_h5() -> Family:
                                                 model_name="convnext_mini"), ".h5", (32, 32, 3), 0, 255)
 
 
+def _sequence_model(k: Any, absolute: Any, name: str) -> Any:
+    """Conv1D, |x - 0.5| as a TensorFlow function / Keras operation, Subtract, LSTM, GRU,
+    LayerNormalization, a GELU Dense: built with Keras module ``k`` (tf_keras or Keras 3)."""
+    k.utils.set_random_seed(5)
+    L = k.layers  # noqa: N806
+    inp = L.Input((12, 4), name="seq")
+    c = L.Conv1D(8, 3, padding="same", activation="relu", name="conv1d")(inp)
+    s = L.Subtract(name="subtract_layer")([c, absolute(c - 0.5)])
+    h = L.LSTM(6, return_sequences=True, name="lstm")(s)
+    n = L.LayerNormalization(name="layer_norm")(L.GRU(5, name="gru")(h))
+    d = L.Dense(8, activation="gelu", name="dense_gelu")(n)
+    return k.Model(inp, L.Dense(3, name="logits")(d), name=name)
+
+
 def sequence_model_h5() -> Family:
-    """A hand-built tf_keras model: Conv1D, tf.math.abs, Subtract, LSTM, GRU, LayerNormalization, GELU."""
+    """The sequence model in tf_keras (``.h5``), with tf.math.abs."""
     import tensorflow as tf
     import tf_keras as K  # noqa: N812
 
-    def build() -> Any:
-        K.utils.set_random_seed(5)
-        L = K.layers  # noqa: N806
-        inp = L.Input((12, 4), name="seq")
-        c = L.Conv1D(8, 3, padding="same", activation="relu", name="conv1d")(inp)
-        a = tf.math.abs(c - 0.5)
-        s = L.Subtract(name="subtract")([c, a])
-        h = L.LSTM(6, return_sequences=True, name="lstm")(s)
-        g = L.GRU(5, name="gru")(h)
-        n = L.LayerNormalization(name="layer_norm")(g)
-        d = L.Dense(8, activation="gelu", name="dense_gelu")(n)
-        out = L.Dense(3, name="logits")(d)
-        return K.Model(inp, out, name="sequence_model")
-
-    return _family("seqmodel", build, ".h5", (12, 4), -2, 2)
+    return _family("seqmodel", lambda: _sequence_model(K, tf.math.abs, "sequence_model"), ".h5", (12, 4), -2, 2)
 
 
 def attention_model_h5() -> Family:
@@ -150,17 +150,5 @@ def sequence_model_keras3() -> Family:
     """The sequence model in Keras 3 (``.keras``): keras.ops.abs, recurrent weights kept in their cell."""
     import keras
 
-    def build() -> Any:
-        keras.utils.set_random_seed(5)
-        L = keras.layers  # noqa: N806
-        inp = L.Input((12, 4), name="seq")
-        c = L.Conv1D(8, 3, padding="same", activation="relu", name="conv1d")(inp)
-        a = keras.ops.abs(c - 0.5)
-        s = L.Subtract(name="subtract_layer")([c, a])
-        h = L.LSTM(6, return_sequences=True, name="lstm")(s)
-        g = L.GRU(5, name="gru")(h)
-        n = L.LayerNormalization(name="layer_norm")(g)
-        d = L.Dense(8, activation="gelu", name="dense_gelu")(n)
-        return keras.Model(inp, L.Dense(3, name="logits")(d), name="sequence_model3")
-
-    return _family("seqmodel3", build, ".keras", (12, 4), -2, 2)
+    return _family("seqmodel3", lambda: _sequence_model(keras, keras.ops.abs, "sequence_model3"), ".keras",
+                   (12, 4), -2, 2)
