@@ -91,7 +91,7 @@ _TF_ACT = {"nn.relu": "relu", "nn.relu6": "relu6", "math.sigmoid": "sigmoid", "n
 
 
 # Keras 3 operations (``KerasOp``) named like the TensorFlow functions above.
-_KERAS_OPS = {"numpy.add": "math.add", "numpy.multiply": "math.multiply", "numpy.subtract": "math.subtract",
+_KERAS_OPS = {"numpy.add": "__operators__.add", "numpy.multiply": "math.multiply", "numpy.subtract": "math.subtract",
               "numpy.true_divide": "math.truediv", "numpy.divide": "math.truediv", "nn.relu": "nn.relu",
               "nn.relu6": "nn.relu6", "nn.sigmoid": "nn.sigmoid", "numpy.tanh": "math.tanh", "nn.silu": "nn.silu",
               "nn.gelu": "nn.gelu"}
@@ -107,8 +107,7 @@ def keras_op_as_tf_op(cfg: dict[str, Any], call_kwargs: dict[str, Any]) -> tuple
     commutative = fn in ("numpy.add", "numpy.multiply")
     if len(number) == 1 and "y" not in kwargs and (commutative or "arg1" in call_kwargs):
         kwargs["y"] = number[0]
-    tf_fn = {"numpy.add": "__operators__.add", "numpy.multiply": "math.multiply"}.get(fn, _KERAS_OPS.get(fn, fn))
-    return {**cfg, "function": tf_fn}, kwargs
+    return {**cfg, "function": _KERAS_OPS.get(fn, fn)}, kwargs
 
 
 def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any], keras_op: bool = False) -> None:
