@@ -236,3 +236,31 @@ def test_full_size_families_read_and_place_every_layer(tmp_path, name):
     want = {"Normalization"} if name == "EfficientNetB0" else {"Normalization", "LayerNormalization", "LayerScale"}
     assert cpu == want
     assert all(n.cpu_reason for n in graph.nodes if n.device == "CPU")
+
+
+@pytest.mark.parametrize("generation", ["tf_keras", "keras"])
+def test_recurrent_and_wrapper_shapes_inferred_like_keras(tmp_path, generation):
+    """LSTM / GRU / SimpleRNN (sequences or last step), Bidirectional and TimeDistributed: shapes from
+    the config alone (no stored hints) equal Keras's."""
+    import importlib
+    import json
+    import zipfile
+
+    from qinspect.io.keras_config import graph_from_config
+
+    k = importlib.import_module(generation)
+    L = k.layers  # noqa: N806
+    inp = L.Input((7, 3), name="x")
+    a = L.LSTM(5, return_sequences=True, name="lstm")(inp)
+    b = L.Bidirectional(L.GRU(4, return_sequences=True), name="bi")(a)
+    c = L.TimeDistributed(L.Dense(6), name="td")(b)
+    d = L.Bidirectional(L.SimpleRNN(2), merge_mode="sum", name="bi_sum")(c)
+    model = k.Model(inp, d)
+    if generation == "keras":
+        model.save(tmp_path / "m.keras")
+        config = json.loads(zipfile.ZipFile(tmp_path / "m.keras").read("config.json"))
+    else:
+        config = json.loads(model.to_json())
+    graph = graph_from_config(config, use_hints=False)
+    for name in ("lstm", "bi", "td", "bi_sum"):
+        assert graph[name].output_shape == list(model.get_layer(name).output.shape), name
