@@ -8,16 +8,35 @@ sample inputs) as the oracle.
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from io_keras_fixtures import session_dir
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 _CACHE: dict[str, Any] = {}
+
+
+def clear_keras_sessions() -> None:
+    """Reset the automatic layer names of tf_keras and Keras 3 (``dense_7`` -> ``dense``) in this process,
+    so what one test builds never renames what another builds (other tests name layers by them)."""
+    for module in ("tf_keras", "keras"):
+        if module in sys.modules:
+            sys.modules[module].backend.clear_session()
+
+
+@pytest.fixture(autouse=True)
+def fresh_keras_names() -> Iterator[None]:
+    """Autouse where imported: the test starts and ends with Keras's automatic names reset."""
+    clear_keras_sessions()
+    yield
+    clear_keras_sessions()
 
 
 @dataclass
@@ -42,6 +61,7 @@ def _save_inputs(name: str, shape: tuple[int, ...], lo: float, hi: float, n: int
 def _family(key: str, build: Any, suffix: str, shape: tuple[int, ...], lo: float, hi: float) -> Family:
     if key in _CACHE:
         return _CACHE[key]
+    clear_keras_sessions()  # the stock names (normalization, not normalization_3) whatever ran before
     model = build()
     path = session_dir() / f"{key}{suffix}"
     model.save(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from keras_family_fixtures import fresh_keras_names  # noqa: F401 - autouse: Keras names reset around each test
 
 from qinspect.dpu import cpu_layers, float_ops
 

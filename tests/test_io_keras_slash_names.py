@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import run_cli
-from keras_family_fixtures import densenet_h5, mobilenet_v3_h5
+from keras_family_fixtures import densenet_h5, fresh_keras_names, mobilenet_v3_h5  # noqa: F401
 
 from qinspect.cli.info import format_plain
 from qinspect.io.capture_file import escape_name, unescape_name

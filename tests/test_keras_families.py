@@ -20,6 +20,7 @@ from keras_family_fixtures import (
     convnext_h5,
     densenet_small_h5,
     efficientnet_h5,
+    fresh_keras_names,  # noqa: F401 - autouse
     mobilenet_v3_h5,
     mobilenet_v3_keras3,
     sequence_model_h5,
