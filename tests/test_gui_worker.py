@@ -236,3 +236,40 @@ def test_a_job_with_progress_runs_in_a_helper_and_stops_when_cancelled():
                                            cancelled=lambda: len(reports) >= 3)
     assert 3 <= len(reports) < 10_000
     assert not compute_process._JOBS
+
+
+def _sleep_then(value):  # runs in a helper process
+    import time
+
+    time.sleep(30)
+    return value
+
+
+def test_a_call_stopped_by_shutdown_ends_instead_of_running_here():
+    # At exit the window stops the helpers under a worker thread still waiting on one: that call must
+    # end (Superseded), not redo the work in its thread while the interpreter finalizes.
+    import threading
+
+    from qinspect.gui import compute_process
+
+    if compute_process._DISABLED:
+        pytest.skip("no helper process here")
+    assert compute_process.call(compute_process._warm) is True
+    outcome = []
+
+    def worker():
+        try:
+            outcome.append(compute_process.call(_sleep_then, "ran"))
+        except compute_process.Superseded:
+            outcome.append("superseded")
+
+    t = threading.Thread(target=worker)
+    t.start()
+    import time
+
+    time.sleep(1.0)  # the call is in the helper
+    compute_process.shutdown()
+    t.join(20)
+    assert outcome == ["superseded"] and not compute_process._DISABLED
+    assert compute_process.call(compute_process._warm) is True  # a later window gets a new helper
+    compute_process.shutdown()

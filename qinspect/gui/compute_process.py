@@ -42,6 +42,10 @@ _LATEST: Any = None  # multiprocessing.Array("q", N_SLOTS): the latest request i
 N_SLOTS = 2
 LOAD, WHAT_IF = 0, 1  # slots: a what-if never supersedes the layer load it follows
 _DISABLED = bool(os.environ.get("QINSPECT_NO_HELPER_PROCESS"))
+# Counts shutdown() calls. A call whose helper was stopped by a shutdown must end (Superseded), not
+# redo its work in its own thread: at exit that thread would still run Python while the interpreter
+# finalizes, and Qt's thread pool waits for it forever.
+_SHUTDOWNS = 0
 
 # --- in the helper process ---------------------------------------------------------------------------
 _child: dict[str, Any] = {"latest": None, "captures": {}}
@@ -218,6 +222,7 @@ def call_model(fn: Any, *args: Any, cancelled: Any = None) -> Any:
     """
     global _MODEL_POOL
     pool = None
+    shutdowns = _SHUTDOWNS
     if not _DISABLED:
         try:
             if _MODEL_POOL is None:
@@ -229,7 +234,7 @@ def call_model(fn: Any, *args: Any, cancelled: Any = None) -> Any:
             if _MODEL_POOL is pool:  # not a newer helper another job started meanwhile
                 _MODEL_POOL = None
                 _stop(pool)
-            if cancelled is not None and cancelled():
+            if (cancelled is not None and cancelled()) or _SHUTDOWNS != shutdowns:
                 raise Superseded() from None
         except (OSError, ValueError, ImportError):
             pass
@@ -399,11 +404,14 @@ def call(fn: Any, *args: Any) -> Any:
     Raises :class:`Superseded` when a newer request replaced this one.
     """
     global _DISABLED, _POOL
+    shutdowns = _SHUTDOWNS
     pool = _pool()
     if pool is not None:
         try:
             return pool.submit(fn, *args).result()
         except BrokenProcessPool:
+            if _SHUTDOWNS != shutdowns:
+                raise Superseded() from None  # stopped by shutdown(): the window is closing
             # The helper died (killed, out of memory): carry on in this thread from now on.
             _DISABLED = True
             if _POOL is pool:
@@ -420,7 +428,8 @@ def call(fn: Any, *args: Any) -> Any:
 def shutdown() -> None:
     """Stop both helper processes now (terminated: nothing they compute is wanted any more, and the
     interpreter's exit would otherwise wait for them)."""
-    global _POOL
+    global _POOL, _SHUTDOWNS
+    _SHUTDOWNS += 1
     pool, _POOL = _POOL, None
     if pool is not None:
         _stop(pool)
