@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from qinspect.errors import QInspectError
-from qinspect.io.graph import NEST_SEP, ModelGraph, WeightSource
+from qinspect.io.graph import NEST_SEP, ModelGraph, WeightSource, alias_shared_weights
 from qinspect.io.keras_config import (
     ConfigError,
     expected_weights,
@@ -124,6 +124,7 @@ def _read_json(archive: zipfile.ZipFile, name: str, path: str) -> Any:
 def _map_weights(config: dict[str, Any], graph: ModelGraph, h5: h5py.File) -> dict[str, list[tuple[str, str]]]:
     mapping: dict[str, list[tuple[str, str]]] = {}
     _walk(config, "", "", graph, h5, mapping)
+    alias_shared_weights(graph, mapping)
     return mapping
 
 
