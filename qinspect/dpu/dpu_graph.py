@@ -132,6 +132,9 @@ class DpuGraph:
     adjustments: list[Adjustment] = field(default_factory=list)
     source: str = ""  # "float-model" or "quantized.h5"
     weights_from: str = ""  # where the folded / equalized weights came from, in words
+    # node name -> its rank in Keras' execution order (qinspect.io.call_order); calibration uses it to
+    # tell which call of a shared layer ran last in a batch. Empty: the nodes' own order.
+    call_rank: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.reindex()
@@ -222,6 +225,24 @@ class DpuGraph:
         if index >= len(node.inputs):
             return None
         return self.output_slot(node.inputs[index], REFINE_TRANSPARENT_OPS)
+
+    def shared_slots(self) -> dict[Slot, list[str]]:
+        """Quantizers used by more than one node (the calls of a shared layer), with those nodes."""
+        users: dict[Slot, list[str]] = {}
+        for n in self.nodes:
+            for slot in {*n.weight_slots.values(), n.out_slot, n.pre_slot} - {None}:
+                users.setdefault(slot, []).append(n.name)  # type: ignore[arg-type]
+        return {slot: names for slot, names in users.items() if len(names) > 1}
+
+    def shared_groups(self) -> dict[str, list[str]]:
+        """Node name -> every node sharing a quantizer with it (itself included), for shared layers' calls."""
+        groups: dict[str, list[str]] = {}
+        for names in self.shared_slots().values():
+            for name in names:
+                merged = groups.get(name, [])
+                groups[name] = merged + [x for x in names if x not in merged]
+        order = {n.name: i for i, n in enumerate(self.nodes)}
+        return {name: sorted(names, key=order.__getitem__) for name, names in groups.items()}
 
     def summary(self) -> list[dict[str, Any]]:
         """One JSON-ready row per node (name, op, inputs, device, slots)."""
