@@ -308,6 +308,13 @@ def test_every_output_of_a_multi_output_layer_is_captured(tmp_path):
         np.testing.assert_allclose(capture.activation("tf.split:1"), c_out[..., 2:], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(capture.activation("two/left"), two_out[0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(capture.activation("two/right"), two_out[1], rtol=1e-5, atol=1e-6)
+    # each output is emulated from its own part (a float CPU node), so the sum after it stays close
+    result = run_cli("emulate", str(cap), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)["layers"]}
+    for name in ("tf.split", "tf.split:1"):
+        assert rows[name]["device"] == "CPU" and rows[name]["accumulated"]["sqnr_db"] > 25
+    assert rows["quant_add"]["accumulated"]["sqnr_db"] > 20
 
 
 # ------------------------------------------------------------------ capture format
@@ -331,3 +338,18 @@ def test_a_version_1_0_capture_still_opens(siamese, tmp_path):
     with Capture.open(old) as c:
         assert all(not layer.shares for layer in c.graph)
         assert c.activation(_names(nested, 0)[0]).shape[0] == 12
+
+
+def test_split_outputs_are_emulated_as_tensorflow_splits(tmp_path):
+    import tensorflow as tf
+
+    from qinspect.dpu.executor import _split_part
+
+    x = np.random.default_rng(2).normal(size=(2, 3, 7, 4)).astype(np.float32)
+    for sizes, axis in ((7, 2), ([2, -1, 1], 2), ([1, 3], -1)):
+        want = tf.split(x, sizes, axis=axis)
+        for i, part in enumerate(want):
+            got = _split_part(x, {"fn": "split", "sizes": sizes, "axis": axis, "output_index": i})
+            np.testing.assert_array_equal(got, part.numpy())
+    for i, part in enumerate(tf.unstack(x, axis=1)):
+        np.testing.assert_array_equal(_split_part(x, {"fn": "unstack", "axis": 1, "output_index": i}), part.numpy())
