@@ -182,10 +182,13 @@ def alias_shared_weights(graph: ModelGraph, mapping: dict[str, Any]) -> None:
     """Point every later call's (and extra output's) entry of ``mapping`` at its owner's entry.
 
     Weight readers map the file's arrays to first calls only; a shared layer has one set of weights.
+    The later calls' ``weight_shapes`` and ``params`` repeat the owner's (``total_params`` counts them once).
     """
     for layer in graph.leaves():
         if layer.shares and layer.shares in mapping:
             mapping[layer.name] = mapping[layer.shares]
+            owner = graph[layer.shares]
+            layer.weight_shapes, layer.params = dict(owner.weight_shapes), owner.params
 
 
 def is_code_layer(class_name: str) -> bool:
