@@ -353,3 +353,17 @@ def test_split_outputs_are_emulated_as_tensorflow_splits(tmp_path):
             np.testing.assert_array_equal(got, part.numpy())
     for i, part in enumerate(tf.unstack(x, axis=1)):
         np.testing.assert_array_equal(_split_part(x, {"fn": "unstack", "axis": 1, "output_index": i}), part.numpy())
+
+
+def test_diagnose_and_report_say_where_positions_are_shared(siamese, tmp_path):
+    path, cap, _, nested, _ = siamese
+    if not (nested and path.suffix == ".h5"):
+        pytest.skip("one flavour is enough: the text does not depend on how the model was written")
+    result = run_cli("diagnose", str(cap), "--json")
+    assert result.returncode == 0, result.stderr
+    notes = json.loads(result.stdout)["notes"]
+    assert any(note.startswith("4 shared layer(s) called more than once") for note in notes)
+    result = run_cli("report", str(cap), "-o", str(tmp_path / "rep"))
+    assert result.returncode == 0, result.stderr
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "shared layer: weights and positions shared with quant_tower@2/conv" in html

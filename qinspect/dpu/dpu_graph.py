@@ -244,6 +244,15 @@ class DpuGraph:
         order = {n.name: i for i, n in enumerate(self.nodes)}
         return {name: sorted(names, key=order.__getitem__) for name, names in groups.items()}
 
+    def shared_note(self, name: str) -> str:
+        """A sentence for a node whose quantizers other calls of its layer share ("" for any other node)."""
+        group = self.shared_groups().get(name)
+        if not group:
+            return ""
+        others = ", ".join(n for n in group if n != name)
+        return (f"shared layer: weights and positions shared with {others} (each call on its own inputs; "
+                "calibration keeps the last-run call's position per batch, as the quantizer)")
+
     def summary(self) -> list[dict[str, Any]]:
         """One JSON-ready row per node (name, op, inputs, device, slots)."""
         rows = []
