@@ -129,7 +129,7 @@ def graph_from_config(
     if not _is_container(top):
         raise ConfigError(f"model config is a single {top.get('class_name')!r} layer, not a model")
     try:
-        inputs, outputs = builder.model(top, prefix="", bindings=None, parent=None, owner_prefix="")
+        inputs, outputs = builder.model(top, _Scope())
         builder.finish()
     except ConfigError:
         raise
@@ -352,6 +352,21 @@ def _layer_refs(value: Any) -> list[_Ref]:
 # --------------------------------------------------------------------------------------------- builder
 
 
+@dataclass
+class _Scope:
+    """Where one call of a (nested) model is being flattened.
+
+    ``prefix`` names this call's entries (``tower@2/``); ``owner_prefix`` the first call's (``tower/``),
+    whose layers a later call of a nested model shares. ``bindings``: the outer leaves feeding a nested
+    model's inputs (None at the top); ``parent``: the container entry (None at the top).
+    """
+
+    prefix: str = ""
+    owner_prefix: str = ""
+    bindings: list[str] | None = None
+    parent: str | None = None
+
+
 class _Builder:
     def __init__(self, use_hints: bool) -> None:
         self.layers: list[Layer] = []
@@ -361,23 +376,12 @@ class _Builder:
 
     # -- models
 
-    def model(
-        self,
-        layer_cfg: dict[str, Any],
-        prefix: str,
-        bindings: list[str] | None,
-        parent: str | None,
-        owner_prefix: str,
-    ) -> tuple[list[str], list[str]]:
-        """Flatten one model. Returns (input leaf names, output leaf names).
-
-        ``prefix`` names this call's entries (``tower@2/``); ``owner_prefix`` the first call's
-        (``tower/``), whose layers a later call of a nested model shares.
-        """
+    def model(self, layer_cfg: dict[str, Any], scope: _Scope) -> tuple[list[str], list[str]]:
+        """Flatten one call of a model. Returns (input leaf names, output leaf names)."""
         cfg = layer_cfg.get("config")
         if isinstance(cfg, list) or python_class_name(layer_cfg) == "Sequential":
-            return self._sequential(layer_cfg, prefix, bindings, parent, owner_prefix)
-        return self._functional(layer_cfg, prefix, bindings, parent, owner_prefix)
+            return self._sequential(layer_cfg, scope)
+        return self._functional(layer_cfg, scope)
 
     def _leaf(
         self,
@@ -457,19 +461,11 @@ class _Builder:
         call_index: int = 0,
     ) -> list[str]:
         self._container(layer_cfg, full, parent, owner, call_index)
-        _, outputs = self.model(
-            layer_cfg, prefix=full + NEST_SEP, bindings=inputs, parent=full, owner_prefix=owner + NEST_SEP
-        )
+        _, outputs = self.model(layer_cfg, _Scope(full + NEST_SEP, owner + NEST_SEP, inputs, full))
         return outputs
 
-    def _sequential(
-        self,
-        layer_cfg: dict[str, Any],
-        prefix: str,
-        bindings: list[str] | None,
-        parent: str | None,
-        owner_prefix: str,
-    ) -> tuple[list[str], list[str]]:
+    def _sequential(self, layer_cfg: dict[str, Any], scope: _Scope) -> tuple[list[str], list[str]]:
+        prefix, bindings, parent = scope.prefix, scope.bindings, scope.parent
         cfg = layer_cfg.get("config")
         sub_layers = cfg if isinstance(cfg, list) else (cfg or {}).get("layers")
         if not isinstance(sub_layers, list) or not sub_layers:
@@ -496,7 +492,7 @@ class _Builder:
             inputs = [inp.name]
         for sub in subs:
             name = prefix + _layer_name(sub)
-            owner = owner_prefix + _layer_name(sub)
+            owner = scope.owner_prefix + _layer_name(sub)
             feed = [] if current is None else [current]
             if _is_container(sub):
                 outs = self._call_nested(sub, name, parent, feed, owner)
@@ -508,14 +504,8 @@ class _Builder:
                 current = layer.name
         return inputs, [] if current is None else [current]
 
-    def _functional(
-        self,
-        layer_cfg: dict[str, Any],
-        prefix: str,
-        bindings: list[str] | None,
-        parent: str | None,
-        owner_prefix: str,
-    ) -> tuple[list[str], list[str]]:
+    def _functional(self, layer_cfg: dict[str, Any], scope: _Scope) -> tuple[list[str], list[str]]:
+        prefix, bindings, parent = scope.prefix, scope.bindings, scope.parent
         cfg = layer_cfg.get("config")
         if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
             raise ConfigError(f"model {layer_cfg.get('class_name')!r} config has no layers list")
@@ -573,9 +563,7 @@ class _Builder:
                 if any(r is None for r in resolved):
                     remaining.append((name, pos))
                     continue
-                outs = self._do_call(
-                    by_name[name], (prefix, owner_prefix), parent, call, resolved, pos, n_outputs.get(name, 1)  # type: ignore[arg-type]
-                )
+                outs = self._do_call(by_name[name], scope, call, resolved, pos, n_outputs.get(name, 1))  # type: ignore[arg-type]
                 for t, out in enumerate(outs):
                     tensors[(name, pos, t)] = out
             if len(remaining) == len(pending):
@@ -594,8 +582,7 @@ class _Builder:
     def _do_call(
         self,
         sub: dict[str, Any],
-        prefixes: tuple[str, str],
-        parent: str | None,
+        scope: _Scope,
         call: _Call,
         resolved: list[str],
         call_index: int,
@@ -604,9 +591,9 @@ class _Builder:
         """Add the entries of one call (the ``call_index``-th of its layer); return the leaves producing
         its outputs. A later call gets its own entries, sharing the first call's layer."""
         name = _layer_name(sub)
-        prefix, owner_prefix = prefixes
-        owner = owner_prefix + name  # the layer's first call, in the first call of the enclosing models
-        full = call_name(prefix + name, call_index)
+        parent = scope.parent
+        owner = scope.owner_prefix + name  # the layer's first call, in the first call of the enclosing models
+        full = call_name(scope.prefix + name, call_index)
         if call_index:
             full = self._unique(full)
         n_in = len(call.inputs)
