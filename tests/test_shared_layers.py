@@ -133,6 +133,7 @@ def test_every_call_is_a_node_with_its_inputs_and_the_layers_weights(siamese):
         else:
             assert {"conv", "conv@2", "dense", "dense@2"} <= rows
         assert "shared: 4 later call(s)" in text
+        assert f"11 nodes (7 layers, 4 later calls or extra outputs of them), {model.count_params()} parameters" in text
 
 
 def test_capture_holds_each_calls_own_activations_equal_to_tensorflows(siamese):
@@ -367,3 +368,29 @@ def test_diagnose_and_report_say_where_positions_are_shared(siamese, tmp_path):
     assert result.returncode == 0, result.stderr
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "shared layer: weights and positions shared with quant_tower@2/conv" in html
+
+
+def test_a_shared_layer_inside_a_sub_model_called_twice_is_four_nodes(tmp_path):
+    import tf_keras
+
+    L = tf_keras.layers
+    t_in, t_in2 = L.Input((6,), name="t_in"), L.Input((6,), name="t_in2")
+    sh = L.Dense(6, name="sh")
+    inner = tf_keras.Model([t_in, t_in2], L.Add(name="add")([sh(t_in), sh(t_in2)]), name="inner")
+    a, b = L.Input((6,), name="a"), L.Input((6,), name="b")
+    model = tf_keras.Model([a, b], L.Concatenate(name="cat")([inner([a, b]), inner([b, a])]))
+    model.save(tmp_path / "nest.h5")
+    rng = np.random.default_rng(0)
+    xa, xb = rng.normal(size=(5, 6)).astype(np.float32), rng.normal(size=(5, 6)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", a=xa, b=xb)
+    cap = tmp_path / "nest.cap.h5"
+    result = run_cli("capture", str(tmp_path / "nest.h5"), "--inputs", str(tmp_path / "x.npz"), "-o", str(cap))
+    assert result.returncode == 0, result.stderr
+    kernel, bias = model.get_layer("inner").get_layer("sh").get_weights()
+    truth = {"inner/sh": xa @ kernel + bias, "inner/sh@2": xb @ kernel + bias,
+             "inner@2/sh": xb @ kernel + bias, "inner@2/sh@2": xa @ kernel + bias}
+    with Capture.open(cap) as c:
+        assert [c.graph[n].shares for n in truth] == ["", "inner/sh", "inner/sh", "inner/sh"]
+        for name, want in truth.items():
+            np.testing.assert_allclose(c.activation(name), want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(c.activation("cat"), model.predict([xa, xb], verbose=0), rtol=1e-5, atol=1e-5)

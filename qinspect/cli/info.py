@@ -80,9 +80,12 @@ HEADER = ["Layer", "Class", "Output shape", "Params", "Inbound"]
 
 
 def _summary(graph: ModelGraph) -> str:
-    n = len(graph.leaves())
+    leaves = graph.leaves()
+    later = sum(1 for layer in leaves if layer.shares)
+    count = f"{len(leaves)} layers" if not later else \
+        f"{len(leaves)} nodes ({len(leaves) - later} layers, {later} later calls or extra outputs of them)"
     return (
-        f"{graph.name} ({graph.source_format}): {n} layers, {graph.total_params:,} parameters; "
+        f"{graph.name} ({graph.source_format}): {count}, {graph.total_params:,} parameters; "
         f"inputs {', '.join(graph.inputs)}; outputs {', '.join(graph.outputs)}"
     )
 
