@@ -394,3 +394,24 @@ def test_a_shared_layer_inside_a_sub_model_called_twice_is_four_nodes(tmp_path):
         for name, want in truth.items():
             np.testing.assert_allclose(c.activation(name), want, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(c.activation("cat"), model.predict([xa, xb], verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_keras3_multi_output_op_is_captured_per_output(tmp_path):
+    import keras
+
+    L = keras.layers
+    x_in = L.Input((6, 6, 4), name="x")
+    c = L.Conv2D(4, 1, name="c")(x_in)
+    p, q = keras.ops.split(c, 2, axis=-1)
+    model = keras.Model(x_in, L.Add(name="add")([p, q]))
+    model.save(tmp_path / "split.keras")
+    x = np.random.default_rng(4).normal(size=(3, 6, 6, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    cap = tmp_path / "split.cap.h5"
+    result = run_cli("capture", str(tmp_path / "split.keras"), "--inputs", str(tmp_path / "x.npy"), "-o", str(cap))
+    assert result.returncode == 0, result.stderr
+    want = keras.ops.split(keras.Model(x_in, c).predict(x, verbose=0), 2, axis=-1)
+    with Capture.open(cap) as capture:
+        assert capture.graph["add"].inbound == ["split", "split:1"]
+        for name, part in zip(("split", "split:1"), want, strict=True):
+            np.testing.assert_allclose(capture.activation(name), np.asarray(part), rtol=1e-5, atol=1e-6)

@@ -294,7 +294,8 @@ def layer_outputs(model: Any, wanted: set[str], prefix: str = "") -> dict[str, A
     """
     graph_model = _functional(model)
     found: dict[str, Any] = {}
-    for layer in graph_model.layers:
+    # Keras 3 keeps operations called on tensors (keras.ops.split, x + 3) beside the layers.
+    for layer in getattr(graph_model, "operations", None) or graph_model.layers:
         wanted_here = [w for w in wanted if w.startswith(prefix + layer.name)]
         if not wanted_here:
             continue
