@@ -72,7 +72,7 @@ def calibrate(graph: DpuGraph, batches: Iterable[np.ndarray | dict[str, np.ndarr
     per_batch: dict[Slot, list[int]] = {}
     weight_pos: dict[Slot, int] = {}
     chosen: list[tuple[Slot, int]] = []  # positions chosen while the current node runs
-    batch: dict[Slot, tuple[tuple[int, int], int]] = {}  # slot -> ((call rank, seq), position) of the last call
+    batch: dict[Slot, tuple[int, int]] = {}  # slot -> (call rank, position) of the call that ran last
     order = {n.name: i for i, n in enumerate(graph.nodes)}
 
     def source(slot: Slot, tensor: np.ndarray) -> int:
@@ -90,9 +90,8 @@ def calibrate(graph: DpuGraph, batches: Iterable[np.ndarray | dict[str, np.ndarr
         # The shared variable keeps the value of the call that runs last in Keras' order.
         rank = graph.call_rank.get(node.name, order[node.name])
         for slot, p in chosen:
-            key = (rank, len(batch))
-            if slot not in batch or key[0] >= batch[slot][0][0]:
-                batch[slot] = (key, p)
+            if slot not in batch or rank >= batch[slot][0]:
+                batch[slot] = (rank, p)
         chosen.clear()
 
     ev = Evaluator(graph, "sim", position_source=source)
