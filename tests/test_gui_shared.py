@@ -58,5 +58,8 @@ def test_each_call_of_the_tower_is_its_own_branch_of_the_tree(qtbot, tmp_path, c
         win.select_layer("tower@2/conv")
         qtbot.waitUntil(lambda: win.layer_panel.data is not None and win.layer_panel.data.name == "tower@2/conv"
                         and win.layer_panel.data.complete, timeout=10000)
+        # the panel's notes say the call shares its layer's positions with the other call
+        notes = win.session.analysis.notes("tower@2/conv")
+        assert any(n.startswith("Shared layer: weights and positions shared with quant_tower/conv") for n in notes)
     finally:
         win.shutdown()
