@@ -142,6 +142,7 @@ class DpuGraph:
     def reindex(self) -> None:
         """Rebuild name and consumer indexes after nodes changed."""
         self._index = {n.name: n for n in self.nodes}
+        self._shared: dict[str, list[str]] | None = None  # shared_groups(), once per structure
         self._consumers: dict[str, list[Node]] = {n.name: [] for n in self.nodes}
         for n in self.nodes:
             for i in n.inputs:
@@ -235,14 +236,19 @@ class DpuGraph:
         return {slot: names for slot, names in users.items() if len(names) > 1}
 
     def shared_groups(self) -> dict[str, list[str]]:
-        """Node name -> every node sharing a quantizer with it (itself included), for shared layers' calls."""
+        """Node name -> every node sharing a quantizer with it (itself included), for shared layers' calls.
+
+        Computed once after :meth:`reindex` (slots are set when the graph is built, never later)."""
+        if self._shared is not None:
+            return self._shared
         groups: dict[str, list[str]] = {}
         for names in self.shared_slots().values():
             for name in names:
                 merged = groups.get(name, [])
                 groups[name] = merged + [x for x in names if x not in merged]
         order = {n.name: i for i, n in enumerate(self.nodes)}
-        return {name: sorted(names, key=order.__getitem__) for name, names in groups.items()}
+        self._shared = {name: sorted(names, key=order.__getitem__) for name, names in groups.items()}
+        return self._shared
 
     def shared_note(self, name: str) -> str:
         """A sentence for a node whose quantizers other calls of its layer share ("" for any other node)."""
