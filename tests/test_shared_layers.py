@@ -195,8 +195,13 @@ def _recorder_model(K):  # noqa: N803
 
     ya, yb = tower(a), tower(b)
     yc = r4(d2(a))  # r4 called once more, deeper on one side only
-    out = L.Concatenate(name="cat")([yb, ya, r4(yb), yc])
-    return K.Model([a, b], out), (r1, r2, r3, r4)
+    # a nested model called twice, with a shared layer inside it called twice per call
+    r5, r6 = Rec(name="r5"), Rec(name="r6")
+    n_in, n_in2 = L.Input((4,), name="n_in"), L.Input((4,), name="n_in2")
+    nested = K.Model([n_in, n_in2], r6(L.Add(name="n_add")([r5(n_in), r5(L.Dense(4, name="n_d")(n_in2))])),
+                     name="nested")
+    out = L.Concatenate(name="cat")([yb, ya, r4(yb), yc, nested([a, b]), nested([b, a])])
+    return K.Model([a, b], out), (r1, r2, r3, r4, r5, r6)
 
 
 def test_keras_call_order_is_tf_keras_execution_order(tmp_path):
@@ -212,11 +217,12 @@ def test_keras_call_order_is_tf_keras_execution_order(tmp_path):
         order = keras_call_order(g)
         assert sorted(order) == sorted(layer.name for layer in g.leaves())
         # the call that tf_keras ran last is the one whose value each shared variable kept
-        for rec in ("r1", "r2", "r3", "r4"):
+        assert sorted(g.calls("nested/r5")) == ["nested/r5", "nested/r5@2", "nested@2/r5", "nested@2/r5@2"]
+        for rec in ("r1", "r2", "r3", "r4", "nested/r5", "nested/r6"):
             calls = g.calls(rec)
             last = max(calls, key=order.index)
             value = _input_of(g, last, model, xa, xb)
-            assert value == pytest.approx(last_value[rec]), (rec, calls, order)
+            assert value == pytest.approx(last_value[rec.split("/")[-1]]), (rec, calls, order)
         # and it is not always the same call: r1 (deep) kept a's, r3 (near the output) b's
         assert last_value["r1"] != last_value["r3"]
 
@@ -225,10 +231,15 @@ def _input_of(g, name: str, model, xa, xb) -> float:
     """The mean value call ``name`` sees, computed by TensorFlow for that call's own Keras node."""
     import tf_keras
 
-    layer = model.get_layer(g[name].owner)
-    tensor = layer.get_output_at(g[name].call)
-    sub = tf_keras.Model(model.inputs, tensor)
-    return float(np.mean(sub.predict([xa, xb], verbose=0)))
+    if g[name].parent is None:
+        tensor = model.get_layer(g[name].owner).get_output_at(g[name].call)
+        return float(np.mean(tf_keras.Model(model.inputs, tensor).predict([xa, xb], verbose=0)))
+    # inside a call of the nested model: run the nested graph on that call's inputs
+    nested = model.get_layer("nested")
+    inner = nested.get_layer(g[name].short_name.split("@")[0])
+    probe = tf_keras.Model(nested.inputs, inner.get_output_at(g[name].call))  # the nested graph's own nodes
+    feeds = [xa, xb] if g[g[name].parent].call == 0 else [xb, xa]
+    return float(np.mean(probe.predict(feeds, verbose=0)))
 
 
 # ------------------------------------------------------------------ positions of a shared layer
