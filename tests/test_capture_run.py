@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from capture_fixtures import write_tiny
 from conftest import REPO, run_cli
 
 from qinspect.errors import QInspectError
@@ -206,16 +207,42 @@ def test_missing_model_and_capture_as_model(small_capture, small_model, tmp_path
     assert "is a capture" in line
 
 
-def test_existing_destination_needs_force(small_model, tmp_path):
+def test_existing_destination_needs_force_and_must_be_a_capture(small_model, tmp_path):
     _, path, inputs = small_model
     out = tmp_path / "c.h5"
     out.write_bytes(b"keep me")
     line = _one_line_error(run_here("capture", str(path), "--inputs", str(inputs), "-o", str(out)), out)
     assert "--force" in line and out.read_bytes() == b"keep me"
+    line = _one_line_error(run_here("capture", str(path), "--inputs", str(inputs), "-o", str(out), "--force"), out)
+    assert "not a qinspect capture" in line and out.read_bytes() == b"keep me"
+    out.unlink()
+    write_tiny(out)
     result = run_here("capture", str(path), "--inputs", str(inputs), "-o", str(out), "--force", "-q", "--samples", "2")
     assert result.returncode == 0, result.stderr
     with Capture.open(out) as cap:
         assert cap.n_samples == 2
+
+
+@pytest.mark.parametrize("how", ["same", "symlink", "hardlink"])
+def test_destination_that_is_an_input_is_refused_even_through_links(small_model, tmp_path, how):
+    """``capture m.h5 -o m.h5 --force`` once turned the model into a capture."""
+    _, path, inputs = small_model
+    model, data = tmp_path / "m.h5", tmp_path / "x.npy"
+    model.write_bytes(Path(path).read_bytes())
+    data.write_bytes(Path(inputs).read_bytes())
+    for original in (model, data):
+        dest = {"same": original, "symlink": tmp_path / f"link{original.suffix}",
+                "hardlink": tmp_path / f"hard{original.suffix}"}[how]
+        if how == "symlink":
+            dest.symlink_to(original)
+        elif how == "hardlink":
+            os.link(original, dest)
+        before = original.read_bytes()
+        result = run_here("capture", str(model), "--inputs", str(data), "-o", str(dest), "--force")
+        line = _one_line_error(result, dest)
+        assert "is one of the capture's inputs" in line, line
+        assert original.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_nan_inputs_warn_and_are_recorded(small_model, tmp_path):
@@ -295,7 +322,7 @@ def test_crash_mid_write_leaves_destination_alone(small_model, tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="injected"):
         runner.run_capture(plan, out, progress=crash, keras_model=model)
     assert list(tmp_path.iterdir()) == []
-    out.write_bytes(b"old capture bytes" * 1000)
+    write_tiny(out)
     before = out.read_bytes()
     with pytest.raises(RuntimeError, match="injected"):
         runner.run_capture(plan, out, overwrite=True, progress=crash, keras_model=model)
@@ -309,8 +336,8 @@ def test_sigint_leaves_destination_alone(small_model, tmp_path):
     many = tmp_path / "many.npy"
     # Enough one-sample batches that the capture is still running when it is interrupted, even on an idle machine.
     np.save(many, np.random.default_rng(5).normal(size=(20000, 8, 8, 3)).astype(np.float32))
-    out = tmp_path / "c.h5"
-    out.write_bytes(b"the old capture")
+    out = write_tiny(tmp_path / "c.h5")
+    old = out.read_bytes()
     proc = subprocess.Popen(
         [sys.executable, "-m", "qinspect", "capture", str(path), "--inputs", str(many), "-o", str(out), "--force",
          "--batch-size", "1", "-q"],
@@ -329,7 +356,7 @@ def test_sigint_leaves_destination_alone(small_model, tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
-    assert out.read_bytes() == b"the old capture"
+    assert out.read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5", "many.npy"]
 
 
@@ -500,9 +527,9 @@ def test_two_input_model_from_npz(tmp_path):
         np.testing.assert_allclose(cap.activation("cat"), cat, rtol=1e-6, atol=1e-6 * np.abs(cat).max())
 
 
-def test_shared_layers_are_captured_at_their_first_call(tmp_path):
-    """A Dense and a nested model each called twice: the capture holds the first call's output, as the
-    model graph aliases later calls to the first."""
+def test_shared_layers_are_captured_at_every_call(tmp_path):
+    """A Dense and a nested model each called twice: the capture holds each call's own output
+    (``shared``, ``shared@2``; ``enc/enc_d``, ``enc@2/enc_d``), worked out by hand."""
     import tf_keras as tfk
 
     tfk.utils.set_random_seed(4)
@@ -525,6 +552,8 @@ def test_shared_layers_are_captured_at_their_first_call(tmp_path):
         np.testing.assert_allclose(cap.activation("shared"), first, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(cap.activation("enc/enc_d"), first @ w_enc + b_enc, rtol=1e-5, atol=1e-6)
         second = (xb @ w_shared + b_shared) @ w_enc + b_enc
+        np.testing.assert_allclose(cap.activation("shared@2"), xb @ w_shared + b_shared, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(cap.activation("enc@2/enc_d"), second, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(cap.activation("cat"), np.concatenate([first @ w_enc + b_enc, second], axis=1),
                                    rtol=1e-5, atol=1e-6)
 

@@ -84,7 +84,7 @@ CASES = [
     ("report-force-working-folder", "report {float} --positions {positions} -o . --force", ".",
      "is the working, home or a parent folder"),
     ("report-force-folder-of-the-model", "report {tmp}/holder/m.h5 --positions {positions} -o {tmp}/holder --force",
-     "{tmp}/holder", "holds {tmp}/holder/m.h5, which the report reads"),
+     "{tmp}/holder", "is not a qinspect report (it holds m.h5"),
     ("top-zero", "diagnose {float} --inputs {calib} --top 0", None, "--top must be at least 1 (got 0)"),
     ("samples-zero", "emulate {float} --inputs {calib} --samples 0", None, "--samples must be at least 1 (got 0)"),
     ("batch-zero", "report {float} --batch-size 0 -o {tmp}/out", None, "--batch-size must be at least 1 (got 0)"),

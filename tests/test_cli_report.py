@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import shutil
 
 import pytest
 from conftest import run_cli
@@ -96,18 +97,30 @@ def test_existing_report_needs_force(written, small_capture):  # noqa: F811
 
 
 @pytest.mark.tf
-def test_force_replaces_and_unknown_layer_writes_nothing(small_capture, tmp_path):  # noqa: F811
+def test_force_replaces_a_report_and_unknown_layer_writes_nothing(written, small_capture, tmp_path):  # noqa: F811
     out = tmp_path / "rep"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    shutil.copytree(written[1], out)
+    before = (out / "report.json").read_bytes()
     result = run_cli("report", str(small_capture), "--layer", "nope", "--force", "-o", str(out))
     _one_line_error(result, "no layer named 'nope'")
-    assert (out / "old.txt").exists()  # a failed run leaves the old folder as it was
+    assert (out / "report.json").read_bytes() == before  # a failed run leaves the old folder as it was
     result = run_cli("report", str(small_capture), "--layer", "relu2", "--no-findings", "--force", "-o", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert not (out / "old.txt").exists()
     data = json.loads((out / "report.json").read_text())
     assert data["scope"] == "layer" and [layer["name"] for layer in data["layers"]] == ["relu2"]
+    _no_temp_left(tmp_path)
+
+
+def test_force_never_replaces_a_folder_that_is_not_a_report(small_capture, tmp_path):  # noqa: F811
+    out = tmp_path / "etc"
+    out.mkdir()
+    (out / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (out / "ssh").mkdir()
+    (out / "ssh" / "key").write_bytes(bytes(range(256)))
+    before = {str(p): (p.is_dir() or p.read_bytes()) for p in out.rglob("*")}
+    result = run_cli("report", str(small_capture), "--no-findings", "--force", "-o", str(out))
+    _one_line_error(result, str(out), "is not a qinspect report")
+    assert {str(p): (p.is_dir() or p.read_bytes()) for p in out.rglob("*")} == before
     _no_temp_left(tmp_path)
 
 

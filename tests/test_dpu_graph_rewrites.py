@@ -8,6 +8,7 @@ import pytest
 
 from qinspect.dpu.emulator import Emulator
 from qinspect.dpu.executor import Evaluator, batch_inputs
+from qinspect.dpu.options import QuantizerOptions
 from qinspect.dpu.rewrites import graph_from_float
 from qinspect.errors import QInspectError
 from tests.dpu_graph_fixtures import model, rng_weights
@@ -75,8 +76,8 @@ def test_cle_scales_conv_act_conv_pairs_and_preserves_the_float_function():
         ("b", "Conv2D", {"filters": 3, "kernel_size": [3, 3], "padding": "same", "activation": "linear"}, ["a"],
          [None, 8, 8, 3]),
     ]
-    on = graph_from_float(model(layers, ["b"], w).graph, model(layers, ["b"], w), cle=True)
-    off = graph_from_float(model(layers, ["b"], w).graph, model(layers, ["b"], w), cle=False)
+    on = graph_from_float(model(layers, ["b"], w).graph, model(layers, ["b"], w), QuantizerOptions())
+    off = graph_from_float(model(layers, ["b"], w).graph, model(layers, ["b"], w), QuantizerOptions(include_cle=False))
     head_on, head_off = on["quant_a"].weights["kernel"], off["quant_a"].weights["kernel"]
     assert not np.array_equal(head_on, head_off)
     # After 10 steps each channel's max|head| (bias included) and max|tail| are balanced: s -> 1.
@@ -88,21 +89,6 @@ def test_cle_scales_conv_act_conv_pairs_and_preserves_the_float_function():
     y_off = Evaluator(off, "float").run(batch_inputs(off, x))[off.outputs[0]].float()
     np.testing.assert_allclose(y_on, y_off, rtol=1e-4, atol=1e-5)
     assert any(r.kind == "cross_layer_equalization" and r.layers == ["a", "b"] for r in on.rewrites)
-
-
-def test_cle_does_not_match_a_relu_layer_between_convs():
-    """The quantizer's ConvReLUConv pattern asks max_value to match '0': a ReLU layer never does."""
-    rng = np.random.default_rng(4)
-    w = rng_weights(rng, {"a": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "b": {"kernel": (1, 1, 4, 4), "bias": (4,)}})
-    src = model([
-        ("x", "InputLayer", {}, [], S4),
-        ("a", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["x"], S4),
-        ("r", "ReLU", {"max_value": None}, ["a"], S4),
-        ("b", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["r"], S4),
-    ], ["b"], w)
-    g = graph_from_float(src.graph, src)
-    np.testing.assert_array_equal(g["quant_a"].weights["kernel"], w["a"]["kernel"])
-    assert not any(r.kind == "cross_layer_equalization" and r.layers for r in g.rewrites)
 
 
 def test_separable_split_dropout_removal_and_leaky_alpha():

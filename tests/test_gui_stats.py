@@ -61,3 +61,37 @@ def test_weight_channels_against_the_tensor_range():
     np.testing.assert_allclose(info.bits_wasted[:2], [0.0, 2.0])
     assert math.isinf(info.bits_wasted[2])  # an all-zero channel has no code at all
     assert list(info.codes_used) == [1, 1, 1]
+
+
+def test_channel_bars_group_adjacent_channels_past_the_cap():
+    # 10 channels, at most 4 bars: groups of 3 (0-2, 3-5, 6-8, 9), each the envelope of its channels.
+    cmin = -np.arange(10, dtype=np.float32)
+    cmax = np.arange(10, dtype=np.float32) / 2
+    wasted = np.array([0, 1, 9, 2, 0, 0, np.inf, 1, 1, 3], dtype=np.float64)
+    bars = ls.channel_bars(cmin, cmax, wasted, max_bars=4)
+    assert bars.per_bar == 3 and bars.n_channels == 10
+    np.testing.assert_allclose(bars.x, [1, 4, 7, 9])
+    np.testing.assert_allclose(bars.lo, [-2, -5, -8, -9])
+    np.testing.assert_allclose(bars.hi, [1, 2.5, 4, 4.5])
+    np.testing.assert_allclose(bars.wasted, [8, 2, 8, 3])  # the worst of each group, capped at 8
+    assert bars.dead == 2  # 9 bits and an all-zero channel
+    one = ls.channel_bars(cmin, cmax, wasted, max_bars=10)
+    assert one.per_bar == 1
+    np.testing.assert_allclose(one.x, np.arange(10))
+    np.testing.assert_allclose(one.hi, cmax)
+
+
+def test_scatter_sample_keeps_the_extremes_and_one_point_per_cell():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=100_000).astype(np.float32)
+    y = np.round(x * 4) / 4  # a quantizer with step 1/4: few distinct y
+    sx, sy = ls.scatter_sample(x, y, n=1500, grid=50)
+    assert sx.size <= 1500
+    assert sx.min() == x.min() and sx.max() == x.max()  # the clipped tails always show
+    # Never two points in one cell of the 50 x 50 raster of their extent.
+    cx = np.minimum(((sx - sx.min()) / (sx.max() - sx.min()) * 50).astype(int), 49)
+    cy = np.minimum(((sy - sy.min()) / (sy.max() - sy.min()) * 50).astype(int), 49)
+    assert len(set(zip(cx.tolist(), cy.tolist(), strict=True))) == sx.size
+    assert sx.size < 1500 // 2  # y has only a few values: most sampled points shared a cell
+    i = np.searchsorted(np.sort(x), sx)  # every point is one of the input pairs
+    assert np.all(np.sort(x)[np.minimum(i, x.size - 1)] == sx)

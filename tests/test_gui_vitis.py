@@ -34,19 +34,25 @@ def small_capture(refcases, tmp_path_factory):
     return out
 
 
-def test_quantized_h5_positions_and_dump_comparison(qtbot, tmp_path, refcases, small_capture):
+def _window_with_quantized(qtbot, tmp_path, capture, quantized):
+    """A window on the capture, emulated with the positions of a Vitis quantized.h5."""
     from qinspect.gui.main_window import MainWindow
 
-    small = refcases / "small"
     win = MainWindow(settings_path=isolated_settings(tmp_path))
     qtbot.addWidget(win)
     win.show()
     with qtbot.waitSignal(win.open_channel.finished, timeout=20000):
-        win.open_path(str(small_capture))
+        win.open_path(str(capture))
     qtbot.waitUntil(lambda: win.session.analysis is not None and not win.session.channels["emulate"].busy,
                     timeout=60000)
     with qtbot.waitSignal(win.session.results_changed, timeout=60000):
-        win.session.import_quantized(str(small / "quantized.h5"))
+        win.session.import_quantized(str(quantized))
+    return win
+
+
+def test_quantized_h5_positions_and_dump_comparison(qtbot, tmp_path, refcases, small_capture):
+    small = refcases / "small"
+    win = _window_with_quantized(qtbot, tmp_path, small_capture, small / "quantized.h5")
     analysis = win.session.analysis
     assert analysis.quantized_path == str(small / "quantized.h5")
     # The README's position table: relu1 output 6, relu2 output 7, fc output 5; conv1 weights 9, bias 10.
@@ -68,6 +74,39 @@ def test_quantized_h5_positions_and_dump_comparison(qtbot, tmp_path, refcases, s
     gating = [t for t in tensors if t.gating]
     assert gating and all(t.matched == t.total for t in gating)
     assert win.dump_view.table.rowCount() == len(tensors)
+    assert win.errors.history == []
+    win.shutdown()
+
+
+def test_board_dump_headline_histogram_and_row_selection(qtbot, tmp_path, refcases, small_capture):
+    import numpy as np
+
+    from tests.board_fixtures import small_board_from_quantizer
+
+    small = refcases / "small"
+    board = small_board_from_quantizer(small, tmp_path / "board")
+    f = board / "dump" / "subgraph_quant_conv2" / "internal" / "0.quant_relu2_aquant.bin"
+    codes = np.fromfile(f, np.int8)
+    codes[[10, 11, 12]] = np.clip(codes[[10, 11, 12]].astype(int) + [1, 1, 4], -128, 127)  # 2 codes 1 LSB off, 1 4 LSB
+    codes.tofile(f)
+    win = _window_with_quantized(qtbot, tmp_path, small_capture, small / "quantized.h5")
+    win.tabs.setCurrentWidget(win.dump_view)
+    with qtbot.waitSignal(win.session.dump_changed, timeout=60000):
+        win.session.import_dump(str(board), str(small / "dump_inputs.npy"))
+    view = win.dump_view
+    assert win.session.dump.kind == "board" and view.table.rowCount() == 6
+    assert "board dump" in view.info.text() and view.headline.text().startswith("First divergence: layer relu2")
+    assert "3 of 16384 codes differ, max 4 LSB" in view.headline.text()
+    # The first divergence is selected: its layer in the tree, its histogram drawn, the tab kept.
+    assert view.table.item(view.table.currentRow(), 1).text() == "relu2"
+    assert win.current_layer() == "relu2" and win.tabs.currentWidget() is view
+    heights = list(view.bars.opts["height"])
+    assert heights == [2, 0, 0, 1]
+    # Selecting another row selects its layer.
+    row = [view.table.item(i, 1).text() for i in range(view.table.rowCount())].index("pool1")
+    view.table.selectRow(row)
+    assert win.current_layer() == "pool1" and win.tabs.currentWidget() is view
+    assert list(view.bars.opts["height"]) == []
     assert win.errors.history == []
     win.shutdown()
 

@@ -228,9 +228,11 @@ def test_propagation_click_selects_layer_and_metric_switch_updates_tree(qtbot, w
     wait_emulated(qtbot, window)
     view = window.propagation
     assert "chain_10" in view.layers
+    # A hidden tab is drawn when it is shown.
+    assert not any(isinstance(i, pg.ScatterPlotItem) for i in view.plot.getPlotItem().items)
+    window.tabs.setCurrentWidget(view)
     scatter = next(i for i in view.plot.getPlotItem().items if isinstance(i, pg.ScatterPlotItem))
     point = next(p for p in scatter.points() if p.data() == "chain_10")
-    window.tabs.setCurrentWidget(view)
     scatter.sigClicked.emit(scatter, [point], None)
     assert window.current_layer() == "chain_10"
     assert window.tabs.currentWidget() is window.layer_panel
@@ -254,6 +256,102 @@ def test_keyboard_navigation_moves_the_panel(qtbot, window, capture_path):
     qtbot.waitUntil(lambda: window.layer_panel.data is not None and window.layer_panel.data.name == "chain_6"
                     and window.layer_panel.data.complete, timeout=10000)
     assert abs(window.layer_panel.data.vmax - chain_max(6)) < 1e-5
+
+
+def test_held_arrow_key_over_100_layers_draws_only_the_last(qtbot, window, capture_path):
+    # A held arrow key: one press, then auto-repeats, down 54 rows and back up 46 (100 selections).
+    from PySide6.QtCore import QEvent, Qt
+    from PySide6.QtGui import QKeyEvent
+    from PySide6.QtWidgets import QApplication
+
+    from qinspect.gui.main_window import KEY_REPEAT_SETTLE_MS
+
+    open_and_wait(qtbot, window, capture_path)
+    show_layer(qtbot, window, "chain_0")
+    panel = window.layer_panel
+    drawn, shown = [], []
+    # Whatever is drawn belongs to the layer named in the panel at that moment.
+    panel.first_plot.connect(lambda name: drawn.append((name, panel.current)))
+    panel.shown.connect(lambda name: shown.append((name, panel.current)))
+    loads = []
+    panel.load_channel.started.connect(loads.append)
+    window.tree.setFocus()
+    # The test decides when the key is released (a loaded machine must not decide it for it).
+    window._settle.setInterval(60_000)
+    keys = [Qt.Key.Key_Down] * 54 + [Qt.Key.Key_Up] * 46
+    for i, key in enumerate(keys):
+        QApplication.sendEvent(window.tree, QKeyEvent(QEvent.Type.KeyPress, key, Qt.KeyboardModifier.NoModifier,
+                                                      "", i > 0))
+        qtbot.wait(2)  # paints, worker results and timers run between the repeats
+        assert panel.data is None or panel.data.name == window.current_layer()
+    last = "chain_8"  # chain_0 + 54 - 46
+    assert window.current_layer() == last and last in panel.title.text()
+    window._settle.setInterval(KEY_REPEAT_SETTLE_MS)  # the key is released: the repeats stop
+    qtbot.waitUntil(lambda: (last, last) in shown and not panel.drawer.pending, timeout=20000)
+    # Only the first press and the layer the key stopped at were loaded and drawn; never another
+    # layer's data.
+    assert len(loads) == 2
+    assert {name for name, _ in shown} <= {"chain_1", last}
+    assert all(name == current for name, current in drawn + shown)
+    # The last layer's plots are shown, with its data and nothing stale.
+    assert panel.data.name == last and panel.data.complete
+    assert abs(panel.data.vmax - chain_max(8)) < 1e-5
+    x, _y = panel.act_curve.getData()
+    assert panel.act_curve.isVisible() and x[-1] == pytest.approx(panel.data.float_hist.edges[-1])
+    assert x[-1] == pytest.approx(chain_max(8), rel=0.02)
+    assert panel.scatter.isVisible() and panel.err_curve.isVisible()
+    sx = panel.scatter.getData()[0]
+    assert sx.max() == pytest.approx(chain_max(8))  # the extremes are always among the points
+    assert panel.weights_stack.currentWidget() is panel.weights_message  # a ReLU: no kernel
+    assert "ReLU" in panel.weights_message.text()
+
+
+def test_weightless_layers_keep_the_layout_in_place(qtbot, window, capture_path):
+    open_and_wait(qtbot, window, capture_path)
+    panel = window.layer_panel
+    show_layer(qtbot, window, "block/conv")
+    qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+    assert panel.weights_stack.currentWidget() is panel.weights_page and panel.ch_bars.isVisible()
+    places = [w.geometry() for w in (panel.act_plot, panel.err_plot, panel.scatter_plot, panel.weights_stack)]
+    show_layer(qtbot, window, "chain_3")
+    qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+    # One message where the three weight plots were; nothing else moved or resized.
+    assert panel.weights_stack.currentWidget() is panel.weights_message
+    assert "no kernel" in panel.weights_message.text()
+    assert places == [w.geometry() for w in (panel.act_plot, panel.err_plot, panel.scatter_plot,
+                                             panel.weights_stack)]
+    # From one weighted layer to another: the channel plots never show the previous layer's channels.
+    show_layer(qtbot, window, "block/conv")
+    qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+    seen = []
+    panel.drawer.finished.connect(lambda: seen.append("done"))
+    original = panel._draw_weight_histogram
+
+    def weights_step():  # the page with the channel plots appears in this step
+        original()
+        seen.append((panel.ch_bars.isVisible(), panel.bits_bars.isVisible()))
+
+    panel._draw_weight_histogram = weights_step
+    window.select_layer("hand")
+    assert not panel.ch_bars.isVisible() and not panel.bits_bars.isVisible()
+    qtbot.waitUntil(lambda: "done" in seen and panel.data is not None and panel.data.name == "hand", timeout=10000)
+    assert seen[0] == (False, False)  # shown empty first, then drawn by their own steps
+    assert panel.ch_bars.isVisible() and len(panel.ch_bars.opts["x"]) == 100  # the Dense layer's 100 units
+
+
+def test_a_hidden_layer_tab_draws_when_shown(qtbot, window, capture_path):
+    open_and_wait(qtbot, window, capture_path)
+    panel = window.layer_panel
+    qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+    window.tabs.setCurrentWidget(window.propagation)
+    panel.show_layer("chain_4")  # a tree click while another tab is shown
+    qtbot.waitUntil(lambda: panel.data is not None and panel.data.complete, timeout=10000)
+    qtbot.wait(100)
+    assert panel.drawer.pending and not panel.act_curve.isVisible()  # loaded, not drawn
+    window.tabs.setCurrentWidget(panel)
+    qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+    assert panel.act_curve.isVisible() and panel.scatter.isVisible()
+    assert panel.act_curve.getData()[0][-1] == pytest.approx(chain_max(4), rel=0.02)
 
 
 def test_drop_a_file_opens_it(qtbot, window, capture_path):

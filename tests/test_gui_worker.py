@@ -158,3 +158,81 @@ def test_tree_model_builds_nested_children_lazily_and_filters_recursively(qtbot)
     from qinspect.gui.graph_model import COL_PLACEMENT
 
     assert model.index_of("hand").siblingAtColumn(COL_PLACEMENT).data() == "CPU"
+
+
+def test_helper_shutdown_leaves_no_executor_thread_closing_its_pipe_at_exit():
+    # concurrent.futures' exit hook wakes every executor manager thread through a pipe, without the
+    # executor's lock; a manager thread still closing that pipe (its helper was terminated) made the
+    # hook fail with "OSError: [Errno 9] Bad file descriptor" at interpreter exit. After shutdown()
+    # every manager thread has finished and every wakeup pipe is marked closed, so the hook skips it.
+    from concurrent.futures import process as cf_process
+
+    from qinspect.gui import compute_process
+
+    if compute_process._DISABLED:
+        pytest.skip("no helper process here")
+    assert compute_process.call(compute_process._warm) is True
+    assert compute_process.call_model(compute_process._warm) is True
+    compute_process.kill_model_helper()  # a cancelled emulation: stopped without waiting
+    assert compute_process.call_model(compute_process._warm) is True  # the next job's new helper
+    items = list(cf_process._threads_wakeups.items())
+    assert len(items) >= 2, "the helpers ran in no executor"
+    compute_process.shutdown()
+    for thread, wakeup in items:
+        assert not thread.is_alive()
+        assert wakeup._closed
+
+
+def test_helpers_run_below_the_window_priority():
+    # The scheduler must prefer the UI thread over a helper's numpy work (an emulation beside the
+    # window must not stall its painting).
+    from qinspect.gui import compute_process
+
+    if compute_process._DISABLED:
+        pytest.skip("no helper process here")
+    assert compute_process.call(compute_process._warm) is True
+    assert compute_process.call_model(compute_process._warm) is True
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        for pool, niceness in ((compute_process._POOL, compute_process.LAYER_NICENESS),
+                               (compute_process._MODEL_POOL, compute_process.MODEL_NICENESS)):
+            (proc,) = pool._processes.values()
+            assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(19, mine + niceness)
+    finally:
+        compute_process.shutdown()
+
+
+def _count_to(n):  # runs in a helper process
+    from qinspect.gui.compute_process import report_progress
+
+    for i in range(n):
+        report_progress(i + 1, n, "counting")
+    return os.getpid()
+
+
+def _count_until_cancelled():  # runs in a helper process
+    import time
+
+    from qinspect.gui.compute_process import report_progress
+
+    for i in range(10_000):
+        report_progress(i, 0, "")
+        time.sleep(0.01)
+    return "never cancelled"
+
+
+def test_a_job_with_progress_runs_in_a_helper_and_stops_when_cancelled():
+    from qinspect.gui import compute_process
+
+    if compute_process._DISABLED:
+        pytest.skip("no helper process here")
+    seen = []
+    pid = compute_process.call_with_progress(_count_to, 5, progress=lambda *a: seen.append(a), cancelled=lambda: False)
+    assert pid != os.getpid()  # not in this process: its GIL stays free for the window
+    assert seen == [(i, 5, "counting") for i in range(1, 6)]
+    reports = []
+    with pytest.raises(compute_process.Superseded):
+        compute_process.call_with_progress(_count_until_cancelled, progress=lambda *a: reports.append(a),
+                                           cancelled=lambda: len(reports) >= 3)
+    assert 3 <= len(reports) < 10_000
+    assert not compute_process._JOBS

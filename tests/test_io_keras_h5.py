@@ -151,7 +151,7 @@ def _tf_keras_truth(path):
 
 
 @pytest.mark.tf
-@pytest.mark.parametrize("case", ["small", "rich"])
+@pytest.mark.parametrize("case", ["small", "rich", "mbv3small"])  # mbv3small: layer names with "/"
 def test_vitis_refcase_float_models_equal_tf_keras(refcases, case):
     path = refcases / case / "float.h5"
     truth = _tf_keras_truth(path)

@@ -29,15 +29,64 @@ def test_writes_html_json_csv_and_figures(tmp_path):
     assert _leftovers(tmp_path) == []
 
 
-def test_refuses_a_non_empty_folder_without_force_and_replaces_it_with(tmp_path):
+def _snapshot(folder):
+    """Every path under ``folder`` with its bytes (None for folders) and mode: to prove nothing changed."""
+    return {str(p.relative_to(folder)): (None if p.is_dir() else p.read_bytes(), p.lstat().st_mode)
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_folder_that_is_not_a_report_is_refused_whatever_force_says_and_left_byte_identical(tmp_path, force):
+    dest = tmp_path / "etc"
+    dest.mkdir()
+    (dest / "passwd").write_text("root:x:0:0")
+    (dest / "sub").mkdir()
+    (dest / "sub" / "conf").write_bytes(b"\x00\x01")
+    before = _snapshot(dest)
+    with pytest.raises(QInspectError, match="is not a qinspect report .*it holds (passwd|sub)"):
+        write_report(sample_report(), dest, force=force)
+    assert _snapshot(dest) == before
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_report_folder_with_anything_added_is_no_longer_a_report(tmp_path):
+    dest = write_report(sample_report(), tmp_path / "rep", render_figures=pillow_renderer)
+    (dest / "figures" / "notes.txt").write_text("mine")
+    before = _snapshot(dest)
+    with pytest.raises(QInspectError, match="it holds figures/notes.txt"):
+        write_report(sample_report(), dest, force=True)
+    assert _snapshot(dest) == before
+
+
+def test_a_look_alike_without_the_report_format_marker_is_refused(tmp_path):
     dest = tmp_path / "rep"
     dest.mkdir()
-    (dest / "keep.txt").write_text("mine")
-    with pytest.raises(QInspectError, match="not empty"):
+    (dest / "report.json").write_text('{"format": "something-else"}')
+    (dest / "report.html").write_text("<html>mine</html>")
+    before = _snapshot(dest)
+    with pytest.raises(QInspectError, match="its report.json is not a qinspect report's"):
+        write_report(sample_report(), dest, force=True)
+    assert _snapshot(dest) == before
+
+
+def test_a_link_as_destination_is_refused(tmp_path):
+    real = write_report(sample_report(), tmp_path / "rep")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(QInspectError, match="symbolic link"):
+        write_report(sample_report(), link, force=True)
+    assert (real / "report.json").is_file()
+
+
+def test_a_report_is_replaced_only_with_force(tmp_path):
+    dest = write_report(sample_report(), tmp_path / "rep", render_figures=pillow_renderer)
+    with pytest.raises(QInspectError, match="holds a qinspect report .use --force"):
         write_report(sample_report(), dest)
-    assert (dest / "keep.txt").read_text() == "mine"
-    write_report(sample_report(), dest, force=True)
-    assert not (dest / "keep.txt").exists() and (dest / "report.html").is_file()
+    report = sample_report()
+    report.model_name = "second"
+    write_report(report, dest, force=True)
+    assert sorted(p.name for p in dest.iterdir()) == ["layers.csv", "report.html", "report.json"]
+    assert json.loads((dest / "report.json").read_text())["model"]["name"] == "second"
     assert _leftovers(tmp_path) == []
 
 

@@ -341,12 +341,20 @@ def test_a_version_1_0_capture_still_opens(siamese, tmp_path):
     _, cap, _, nested, _ = siamese
     old = tmp_path / "old.h5"
     shutil.copy(cap, old)
-    with h5py.File(old, "r+") as h5:
+    from qinspect.io.capture_file import escape_name
+
+    with h5py.File(old, "r+") as h5:  # as 1.0 wrote it: first calls only, later calls aliased to them
         h5.attrs["version"] = "1.0"
         graph = json.loads(h5["graph"][()])
+        owner = {layer["name"]: layer["shares"] for layer in graph["layers"] if layer["shares"]}
+        graph["layers"] = [layer for layer in graph["layers"] if layer["name"] not in owner]
         for layer in graph["layers"]:
+            layer["inbound"] = [owner.get(i, i) for i in layer["inbound"]]
             for key in ("shares", "call", "output_index"):
                 layer.pop(key)
+        for name in owner:
+            if escape_name(name) in h5["activations"]:
+                del h5["activations"][escape_name(name)]
         del h5["graph"]
         h5.create_dataset("graph", data=json.dumps(graph))
     with Capture.open(old) as c:

@@ -101,6 +101,7 @@ def test_a_changed_dump_value_is_found_with_its_first_mismatch(dump_copy):
     m = res["quant_pool1"]
     assert (m.matched, m.total - m.matched, m.max_lsb) == (m.total - 1, 1, 3.0)
     assert m.first_mismatch["index"] == 10 and m.sim_matched == m.total - 1
+    assert m.histogram == [m.total - 1, 0, 0, 1]
     assert sum(not x.ok for x in res.values() if x.gating) == 1
 
 
@@ -166,3 +167,39 @@ def test_softmax_is_compared_on_its_float_file(tmp_path):
     (prob[::-1]).reshape(-1).tofile(dump / "dump_results_0" / "quant_fc_float.bin")
     res = {m.name: m for m in compare_dump(emu, open_dump(dump, model), x)}
     assert not res["quant_fc_float"].ok
+
+
+def test_a_dump_trimmed_of_every_float_weight_copy_is_complete_with_a_note(dump_copy):
+    root, dst = dump_copy
+    model = load_quantized_model(root / "quantized.h5")
+    float_weights = sorted((dst / "dump_results_weights").glob("*_float.bin"))
+    assert float_weights
+    for p in float_weights:
+        p.unlink()
+    dump = open_dump(dst, model)
+    assert dump.missing == []
+    assert not any(e.kind == "weight" and e.dtype == "float32" for e in dump.entries)
+    assert any(f"none of the {len(float_weights)} float weight files" in n for n in dump.notes)
+    # The int8 weights are still compared.
+    assert any(e.kind == "weight" and e.dtype == "int8" and e.path for e in dump.entries)
+
+
+def test_a_dump_missing_only_some_float_weight_copies_is_incomplete(dump_copy):
+    root, dst = dump_copy
+    first = sorted((dst / "dump_results_weights").glob("*_float.bin"))[0]
+    first.unlink()
+    dump = open_dump(dst, load_quantized_model(root / "quantized.h5"))
+    assert [e.filename for e in dump.missing] == [first.name]
+
+
+def test_weights_of_layers_named_with_a_slash_are_read():
+    """tf_keras's MobileNetV3 names layers ``expanded_conv/project``: their weights are read whole."""
+    root = refcase("mbv3small")
+    model = load_quantized_model(root / "quantized.h5")
+    layer = model["quant_expanded_conv/squeeze_excite/Conv"]
+    assert set(layer.weights) == {"kernel", "bias"}
+    assert layer.weights["kernel"].shape == (1, 1, 16, 8)
+    # the top-level Conv_1 (432 filters) is not mistaken for the squeeze-excite Conv_1 (16 filters)
+    assert model["quant_expanded_conv/squeeze_excite/Conv_1"].weights["kernel"].shape == (1, 1, 8, 16)
+    assert model.positions()["expanded_conv/squeeze_excite/Conv"] == {
+        "expanded_conv/squeeze_excite/Conv/kernel:0": 8, "expanded_conv/squeeze_excite/Conv/bias:0": 11}

@@ -1,10 +1,11 @@
-"""The emulator against real Vitis AI quantizer runs (shared/refcases/vitis/{small,rich}): bit for bit."""
+"""The emulator against real Vitis AI quantizer runs (shared/refcases/vitis/{small,rich,mbv3small}): bit for bit."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from qinspect.analysis.metrics import ErrorStats
 from qinspect.dpu.calibrate import calibrate, iter_batches
 from qinspect.dpu.emulator import Emulator, compare_dump
 from qinspect.dpu.executor import Evaluator, batch_inputs
@@ -14,7 +15,10 @@ from qinspect.io.model_file import open_model
 from qinspect.io.vitis import load_quantized_model, open_dump
 from tests.dpu_graph_fixtures import positions_json, refcase
 
-CASES = ["small", "rich"]
+# mbv3small (a stock MobileNetV3Small, 96x96) takes a few seconds per test: marked slow.
+CASES = ["small", "rich", pytest.param("mbv3small", marks=pytest.mark.slow)]
+# Folded / equalized kernels and biases each case's float model yields.
+WEIGHT_COUNTS = {"small": 6, "rich": 23, "mbv3small": 108}
 
 
 def _key(d):
@@ -62,7 +66,7 @@ def test_folded_equalized_weights_equal_quantized_h5(case):
             compared += 1
         assert n.weight_slots == q[n.name].weight_slots
         assert n.out_slot == q[n.name].out_slot
-    assert compared == (6 if case == "small" else 23)
+    assert compared == WEIGHT_COUNTS[case]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -73,8 +77,10 @@ def test_dump_bit_exact_from_quantized_h5(case):
     assert dump.unmapped == [] and dump.missing == []
     res = compare_dump(emu, dump, np.load(root / "dump_inputs.npy"))
     int8_files = [p for p in (root / "dump_results").rglob("*.bin") if not p.name.endswith("_float.bin")]
+    float_files = [p for p in (root / "dump_results").rglob("*_float.bin")]
     gating = [m for m in res if m.gating]
     assert len(gating) == len(int8_files)
+    assert len(res) == len(int8_files) + len(float_files)  # every file of the folder compared
     assert {m.kind for m in gating} == {"weight", "activation"}
     bad = [(m.name, m.matched, m.total, m.first_mismatch) for m in gating if not m.ok]
     assert bad == []
@@ -112,3 +118,26 @@ def test_batch_size_is_a_parameter():
     res = calibrate(g, iter_batches(np.load(root / "calib.npy"), 8), 8)
     assert res.batches == 4
     assert all(len(v) == 4 for keys in res.batch_positions.values() for v in keys.values())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_quantized_h5_graph_with_the_float_reference_equals_the_own_graph(case):
+    """Default options: the quantized model's graph measured against the float model gives the same
+    figures, layer by layer, as the float model's own rewritten graph with the same positions."""
+    root = refcase(case)
+    x = np.load(root / "calib.npy")[:4]
+    q = Emulator.from_quantized(root / "quantized.h5")
+    with open_model(root / "float.h5") as src:
+        note = q.use_float_reference(src)
+        own = Emulator.from_model(src)
+    assert "WARNING" not in note
+    assert own.load_positions(positions_json(root)) == []
+    rq = q.run(x, stats_factory=ErrorStats)
+    ro = own.run(x, stats_factory=ErrorStats)
+    assert set(rq) == set(ro)
+    for name in ro:
+        for attr in ("accumulated", "isolated"):
+            a, b = getattr(rq[name], attr), getattr(ro[name], attr)
+            assert (a is None) == (b is None), name
+            if a is not None:
+                assert a.mse == b.mse, (name, attr)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.errors import QInspectError
-from qinspect.io.capture_file import CaptureWriter, bytes_needed
+from qinspect.io.capture_file import CaptureWriter, bytes_needed, check_capture_destination
 from qinspect.io.graph import ModelGraph, WeightSource, call_name, output_name
 from qinspect.io.inputs import InputSource, count_nonfinite, open_inputs
 
@@ -161,6 +161,16 @@ def plan_capture(
     if not os.path.exists(model_path):
         raise QInspectError("no such file or folder", model_path)
     opened = model if model is not None else _open_model(model_path)
+    try:
+        return _plan(model_path, opened, inputs_path, samples, batch_size, layers, preprocess)
+    except BaseException:
+        if model is None:  # opened here: a refused plan must not leave the model (or its extracted copy) open
+            opened.close()
+        raise
+
+
+def _plan(model_path: str, opened: Any, inputs_path: str | os.PathLike[str], samples: int | None,
+          batch_size: int | None, layers: str | Sequence[str] | None, preprocess: str | None) -> CapturePlan:
     if getattr(opened, "kind", "") == "capture":
         raise QInspectError("is a capture, not a model: capture needs the Keras model file", model_path)
     graph: ModelGraph = opened.graph
@@ -224,6 +234,10 @@ def load_keras_model(path: str) -> Any:
             return tf_keras.models.load_model(path, compile=False, safe_mode=True)
     except QInspectError:
         raise
+    except ImportError as exc:
+        from qinspect.extras import missing_message
+
+        raise QInspectError(missing_message("capturing", "capture", exc.name), path) from None
     except Exception as exc:  # noqa: BLE001 - any loader failure is a bad model file for the user
         text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
         raise QInspectError(f"TensorFlow cannot load this model ({text[:300]})", path) from None
@@ -385,6 +399,17 @@ class _BatchWriter:
         self._thread.join()
         self.check()
 
+    def abort(self) -> None:
+        """Stop at once (Ctrl-C, an error): queued batches are dropped, the one being written is cut short."""
+        self._writer.cancel()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put(None)
+        self._thread.join()
+
 
 def run_capture(
     plan: CapturePlan,
@@ -407,14 +432,13 @@ def run_capture(
     """
     started = time.perf_counter()
     output = os.path.abspath(os.fspath(output))
-    if os.path.exists(output) and not overwrite:
-        raise QInspectError("already exists; use --force to replace it", output)
+    check_capture_destination(output, overwrite, (plan.model_path, plan.source.path))
     order = list(plan.source.names)
     if plan.layers:
         model = keras_model if keras_model is not None else load_keras_model(plan.model_path)
         extractor = build_extractor(model, plan.layers)
         order = _model_input_order(extractor, order)
-        step = _compiled_step(extractor, [plan.source.shapes[name] for name in order])
+        step = _interruptible(_compiled_step(extractor, [plan.source.shapes[name] for name in order]))
     else:  # --layers matched only model inputs: nothing to run
         def step(*arrays: np.ndarray) -> list[np.ndarray]:
             return []
@@ -472,7 +496,7 @@ def run_capture(
     except BaseException:
         if background is not None:
             try:
-                background.close()
+                background.abort()
             except BaseException:  # noqa: BLE001 - the first error is the one to report
                 pass
         if writer is not None:
@@ -483,6 +507,35 @@ def run_capture(
         raise
     seconds = time.perf_counter() - started
     return CaptureResult(output, n, list(plan.layers), seconds, os.path.getsize(output), nonfinite, load_seconds)
+
+
+def _interruptible(step: Callable[..., list[np.ndarray]]) -> Callable[..., list[np.ndarray]]:
+    """``step`` run in a helper thread while the main thread waits on an event.
+
+    Python runs a signal handler (Ctrl-C, the SIGTERM handler) only on the main thread between
+    bytecodes: during a batch inside TensorFlow's C++ it would wait for the batch to end, seconds under
+    load. Waiting on an event is interruptible, so the capture stops and cleans up at once; the helper
+    thread (a daemon) is abandoned with its batch.
+    """
+    def call(*arrays: np.ndarray) -> list[np.ndarray]:
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                box["out"] = step(*arrays)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
+                box["exc"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="qinspect-capture-step", daemon=True).start()
+        done.wait()
+        if "exc" in box:
+            raise box["exc"]
+        return box["out"]
+
+    return call
 
 
 def _compiled_step(extractor: Any, shapes: list[tuple[int, ...]]) -> Callable[..., list[np.ndarray]]:

@@ -51,10 +51,9 @@ class SavedModelSource(WeightSource):
             import tensorflow as tf
             from tensorflow.core.protobuf import trackable_object_graph_pb2
         except ImportError as exc:
-            raise QInspectError(
-                f"reading a SavedModel needs TensorFlow ({exc.name} is not installed): pip install tensorflow-cpu",
-                self.path,
-            ) from None
+            from qinspect.extras import missing_message
+
+            raise QInspectError(missing_message("reading a SavedModel", "capture", exc.name), self.path) from None
         nodes = _metadata_nodes(meta_file, self.path)
         root = nodes.get("root")
         if not root or "config" not in root:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
 from qinspect import __version__
-from qinspect.errors import QInspectError
+from qinspect.errors import QInspectError, one_line
 
 # Sub-command name -> module in qinspect.cli. Listed, not discovered, so the order of --help is fixed.
 COMMANDS = {
@@ -28,6 +29,7 @@ COMMANDS = {
     "compare-dump": "compare_dump",
     "diagnose": "diagnose",
     "report": "report",
+    "demo": "demo",
     "gui": "gui",
 }
 
@@ -44,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         "With no command, or with just a FILE, opens the inspector window.",
     )
     parser.add_argument("--version", action="version", version=f"qinspect {__version__}")
+    desktop = parser.add_mutually_exclusive_group()
+    desktop.add_argument("--install-desktop", action="store_true",
+                         help="add qinspect to your desktop's applications, with its icon and file types (per user)")
+    desktop.add_argument("--uninstall-desktop", action="store_true", help="remove what --install-desktop added")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in _command_modules().items():
         sub = module.register(subparsers)
@@ -52,28 +58,66 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def error(message: str) -> int:
-    """Print a one-line user error and return the CLI's error exit code."""
-    print(f"qinspect: error: {message}", file=sys.stderr)
+    """Print a one-line user error and return the CLI's error exit code.
+
+    Line breaks and other control characters are escaped (:func:`qinspect.errors.one_line`), so the
+    message stays one line whatever a hostile file names itself.
+    """
+    print(f"qinspect: error: {one_line(message)}", file=sys.stderr)
     return 2
+
+
+def _desktop(args: argparse.Namespace) -> int:
+    """``--install-desktop`` / ``--uninstall-desktop`` (no sub-command may come with them)."""
+    if getattr(args, "command", None):
+        return error("--install-desktop and --uninstall-desktop take no command")
+    from qinspect.desktop import install_desktop, uninstall_desktop
+
+    try:
+        (install_desktop if args.install_desktop else uninstall_desktop)()
+    except OSError as exc:
+        return error(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+    return 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qinspect`` console script."""
+    whole_process = argv is None  # the console script or ``python -m qinspect``, not a caller in-process
     argv = list(sys.argv[1:] if argv is None else argv)
+    # File names that are not valid UTF-8 arrive as surrogate escapes: print them back as the bytes they were.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     # `qinspect` and `qinspect FILE` open the GUI.
     if not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-")):
         argv = ["gui", *argv]
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.install_desktop or args.uninstall_desktop:
+        return _desktop(args)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    if whole_process and args.command != "gui":  # the window closes itself on SIGTERM
+        # SIGTERM cleans up like Ctrl-C: temporary files and folders go, destinations stay as they were.
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return int(args._run(args) or 0)
     except QInspectError as exc:
         return error(str(exc))
     except KeyboardInterrupt:
-        return error("interrupted")
+        code = error("interrupted")
+        if whole_process and "tensorflow" in sys.modules:
+            # Everything qinspect wrote is cleaned up by now. A batch may still be running on TensorFlow's
+            # threads, and the C++ teardown of a normal exit would wait seconds for it: leave at once.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except BrokenPipeError:
         # `qinspect info x | head`: stop quietly, as other command line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

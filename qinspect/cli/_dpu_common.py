@@ -86,6 +86,9 @@ def require_file(path: str, what: str = "a file argument") -> None:
         raise QInspectError(f"{what} is an empty file name")
     if not os.path.exists(path):
         raise QInspectError("no such file or folder", path)
+    from qinspect.io.paths import check_not_special
+
+    check_not_special(path)
 
 
 # ------------------------------------------------------------------ arguments shared by the commands
@@ -109,8 +112,36 @@ def add_data_args(parser: argparse.ArgumentParser, inputs_help: str | None, batc
                             "with --preprocess")
         add_preprocess_arg(parser)
     parser.add_argument("--batch-size", type=int, default=32, metavar="B", help=batch_help)
-    parser.add_argument("--no-cle", action="store_true", help="calibrate without cross-layer equalization")
+    add_quantizer_option_args(parser)
     parser.add_argument("--samples", type=int, default=samples_default, metavar="N", help=samples_help)
+
+
+def add_quantizer_option_args(parser: argparse.ArgumentParser) -> None:
+    """The vai_q_tensorflow2 options that change pof2s results (besides ``--batch-size``), named like its
+    keywords: ``--no-cle`` (include_cle=False), ``--cle-steps``, ``--cle-to-relu6``, ``--convert-relu6-to-relu``.
+    Give the ones the model was quantized with: they change the folded weights, the graph and the positions."""
+    parser.add_argument("--no-cle", action="store_true", help="without cross-layer equalization (include_cle=False)")
+    parser.add_argument("--cle-steps", type=int, default=10, metavar="N",
+                        help="cross-layer equalization steps (the quantizer's cle_steps; default 10)")
+    parser.add_argument("--cle-to-relu6", action="store_true",
+                        help="equalize across ReLU6 too (the quantizer's cle_to_relu6; changes the function)")
+    parser.add_argument("--convert-relu6-to-relu", action="store_true",
+                        help="ReLU6 layers become ReLU (the quantizer's convert_relu6_to_relu; changes the function)")
+
+
+def quantizer_options(args: argparse.Namespace) -> Any:
+    """The :class:`~qinspect.dpu.options.QuantizerOptions` the command's flags say (one-line error when
+    a count is below 1)."""
+    from qinspect.dpu.options import QuantizerOptions
+
+    check_counts(args, "--cle-steps")
+    return QuantizerOptions(
+        include_cle=not getattr(args, "no_cle", False),
+        cle_steps=int(getattr(args, "cle_steps", 10)),
+        cle_to_relu6=bool(getattr(args, "cle_to_relu6", False)),
+        convert_relu6_to_relu=bool(getattr(args, "convert_relu6_to_relu", False)),
+        calib_batch_size=int(getattr(args, "batch_size", 32) or 32),
+    )
 
 
 def add_preprocess_arg(parser: argparse.ArgumentParser) -> None:
@@ -138,9 +169,9 @@ def check_counts(args: argparse.Namespace, *flags: str) -> None:
 def open_positions_emulator(source: Any, args: argparse.Namespace) -> tuple[Any, str]:
     """The emulator for ``source`` and where its positions come from (``""``: still to calibrate).
 
-    A quantized.h5 given as ``args.positions`` brings its positions and its folded weights; a positions
-    JSON is loaded into the graph rewritten from ``source`` (``--batch-size``, ``--no-cle``) and must
-    cover every quantizer of it.
+    A quantized.h5 given as ``args.positions`` brings its graph, positions and folded weights, and the
+    float reference is ``source`` rewritten under the quantizer options of ``args``; a positions JSON is
+    loaded into the graph rewritten from ``source`` under those options and must cover every quantizer of it.
     """
     from qinspect.dpu.emulator import Emulator
 
@@ -152,10 +183,12 @@ def open_positions_emulator(source: Any, args: argparse.Namespace) -> tuple[Any,
         if is_vitis_quantized(positions):
             emu = Emulator.from_quantized(positions)
             check_quantized_matches(emu, source, positions)
-            return emu, f"{positions} (quantized model: positions and folded weights)"
+            # The emulated graph is the quantized model's own; errors are measured against the float model.
+            emu.use_float_reference(_WeightsOnly(source), quantizer_options(args))
+            return emu, f"{positions} (quantized model: its graph, positions and folded weights)"
     # Emulator.from_model calibrates on a capture source by itself; the commands calibrate once, on the
     # data they were asked to use (--inputs, --samples), or not at all when positions are given.
-    emu = Emulator.from_model(_WeightsOnly(source), None, args.batch_size, cle=not args.no_cle)
+    emu = Emulator.from_model(_WeightsOnly(source), None, options=quantizer_options(args))
     if positions is None:
         return emu, ""
     load_positions_file(emu, positions)
@@ -187,8 +220,11 @@ def load_positions_file(emu: Any, positions: str) -> None:
         if fh.read(8).startswith(b"\x89HDF"):
             raise QInspectError("is an HDF5 file but not a Vitis quantized model: --positions needs a quantized.h5 "
                                 "or a positions JSON", positions)
+    from qinspect.dpu.checks import naming_file
+
     table = read_positions_json(positions)
-    missing = emu.load_positions(table)
+    with naming_file(positions):
+        missing = emu.load_positions(table)
     if missing:
         known = {slot[0] for slot in emu.graph.slots}
         if not known & set(table):
@@ -205,7 +241,7 @@ def read_positions_json(path: str) -> dict[str, dict[str, int]]:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise QInspectError(f"not a positions JSON file ({exc.__class__.__name__})", path) from None
     table = data.get("positions", data) if isinstance(data, dict) else data
     if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
@@ -296,6 +332,7 @@ class FirstSamples:
 
     def __init__(self, capture: Any, n: int) -> None:
         self._capture = capture
+        self.path = getattr(capture, "path", "")
         self.n_samples = min(int(n), int(capture.n_samples))
 
     def inputs(self, name: str | None = None, samples: Any = None) -> Any:

@@ -1,11 +1,12 @@
-"""``qinspect calibrate MODEL --inputs CALIB.npy --batch-size B [--no-cle] [--json]``.
+"""``qinspect calibrate MODEL --inputs CALIB.npy --batch-size B [--no-cle] [--cle-steps N] [--cle-to-relu6]
+[--convert-relu6-to-relu] [--json]``.
 
 Predicts the positions the Vitis AI quantizer (vai_q_tensorflow2, pof2s) chooses: the quantizer's
 graph rewrites, batch-by-batch calibration through its float32 fake-quant simulation with per-batch
 positions and voting, then the DPU constraints. ``--json`` prints an object whose ``positions`` is
 keyed exactly like the quantizer's ``get_quantize_info`` (and the reference cases' positions.json),
-with ``pre_refine_positions``, ``calib_batch_positions``, ``refine_changes``, ``rewrites`` and
-``adjustments``.
+with ``pre_refine_positions``, ``calib_batch_positions``, ``refine_changes``, ``rewrites``,
+``adjustments`` and ``quantizer_options`` (the quantizer keywords the result was computed under).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
             "model": args.model,
             "quantize_strategy": "pof2s",
             "cle": not args.no_cle,
+            "quantizer_options": emu.graph.options.to_dict() if emu.graph.options else None,
             **res.to_dict(),
             "rewrites": [r.to_dict() for r in emu.rewrites],
         }
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         common.print_json(out)
         return 0
     w = sys.stdout.write
-    w(f"{args.model}: {res.samples} samples in {res.batches} batches of {args.batch_size}\n")
+    opts = emu.graph.options.describe() if emu.graph.options else "default options"
+    w(f"{args.model}: {res.samples} samples in {res.batches} batches of {args.batch_size} ({opts})\n")
     # Columns as wide as the longest name, so long quantizer names keep the table aligned.
     lw = max([34, *(len(layer) for layer in res.positions)])
     tw = max([40, *(len(key) for keys in res.positions.values() for key in keys)])

@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import Any
 
+from qinspect.capture.tf_logs import quiet_tensorflow_logs
 from qinspect.cli._dpu_common import add_preprocess_arg
 from qinspect.errors import QInspectError
 
@@ -145,6 +146,16 @@ class _Progress:
             self._progress.stop()
 
 
+def _require_tensorflow(model: str) -> None:
+    """Fail in one line, with the install command, before planning when the capture packages are missing."""
+    from qinspect.extras import first_missing, missing_message
+
+    # TensorFlow runs every model; tf_keras loads Keras-2 .h5 and SavedModels, Keras 3 loads .keras.
+    missing = first_missing(("tensorflow", "keras" if model.endswith(".keras") else "tf_keras"))
+    if missing:
+        raise QInspectError(missing_message("capturing", "capture", missing), model)
+
+
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -152,14 +163,12 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def run(args: argparse.Namespace) -> int:
     """Plan (no TensorFlow), report the space needed, then run and write the capture atomically."""
     from qinspect.capture.runner import human_bytes, plan_capture, run_capture
+    from qinspect.io.capture_file import check_capture_destination
 
     output = os.path.abspath(args.output)
-    if os.path.isdir(output):
-        raise QInspectError("is a folder; give a file name for the capture", args.output)
-    if not os.path.isdir(os.path.dirname(output)):
-        raise QInspectError("the folder for the capture does not exist", args.output)
-    if os.path.exists(output) and not args.force:
-        raise QInspectError("already exists; use --force to replace it", args.output)
+    check_capture_destination(args.output, args.force, (args.model, args.inputs))
+    _require_tensorflow(args.model)
+    quiet_tensorflow_logs()
     compression = None if args.compression == "none" else args.compression
     plan = plan_capture(
         args.model,
@@ -169,16 +178,16 @@ def run(args: argparse.Namespace) -> int:
         layers=args.layers,
         preprocess=args.preprocess,
     )
-    for warning in plan.warnings:
-        _warn(warning)
-    print(
-        f"{plan.n_samples} samples, {len(plan.layers)} layers, batch size {plan.batch_size}; "
-        + _check_space(output, plan.bytes_needed(), compression),
-        file=sys.stderr,
-    )
     # SIGTERM cleans up like Ctrl-C: the temporary file goes, the destination stays as it was.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        for warning in plan.warnings:
+            _warn(warning)
+        print(
+            f"{plan.n_samples} samples, {len(plan.layers)} layers, batch size {plan.batch_size}; "
+            + _check_space(output, plan.bytes_needed(), compression),
+            file=sys.stderr,
+        )
         with _Progress(plan.n_samples, args.quiet) as progress:
             on_start = None
             if plan.bytes_needed() is None:

@@ -1,12 +1,17 @@
-"""``qinspect compare-dump QUANTIZED.h5 DUMP_DIR --inputs INPUTS.npy [--json]``.
+"""``qinspect compare-dump QUANTIZED.h5 DUMP_DIR --inputs INPUTS.npy [--map MAP.json] [--json]``.
 
-Emulates the Vitis quantized model (positions and folded weights read from the file, no quantizer
-needed) on the inputs given to ``dump_model`` and compares every int8 tensor of the dump, weights and
-activations, with the emulator's. Per tensor: match fraction, max |difference| in LSB, first mismatch;
+DUMP_DIR is either the quantizer's ``dump_model`` folder or the DPU runtime's board dump
+(``XLNX_ENABLE_DUMP=1``: ``dump/<subgraph>/{input,internal,output}/<engine>.<tensor>.bin``); the
+command says which it found. A board dump is handled by :mod:`qinspect.cli._board`.
+
+For a dump_model folder: emulates the Vitis quantized model (positions and folded weights read from the
+file, no quantizer needed) on the inputs given to ``dump_model`` and compares every int8 tensor of the
+dump, weights and activations, with the emulator's. Per tensor: match fraction, max |difference| in LSB, first mismatch;
 where the emulator's integer (DPU) result differs, whether the quantizer's float32 simulation
 reproduces the dump (a simulation-versus-DPU gap, DPU_NUMERICS.md 4b). ``_float`` files are reported
 too; they decide the result only for pre-quantized activations (softmax), whose int8 file means
-nothing. With ``--json``: a ``tensors`` list of ``name``, ``matched``, ``total``, ``max_lsb`` (and more).
+nothing. With ``--json``: ``format`` (``dump_model`` or ``board``), ``first_divergence`` and a
+``tensors`` list of ``name``, ``matched``, ``total``, ``max_lsb`` (and more).
 
 Exit status: 0 when every tensor matches; 1 when some differ; 2 for bad input, including dump files
 that map to no tensor of the model (listed as unmapped) and files the model says Vitis writes but
@@ -16,6 +21,7 @@ that are missing.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -23,14 +29,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``compare-dump`` sub-command."""
     p = subparsers.add_parser(
         "compare-dump",
-        help="compare a Vitis dump_model folder with the emulator, tensor by tensor",
+        help="compare a Vitis dump_model folder or a DPU board dump with the emulator, tensor by tensor",
         description="Emulate a Vitis quantized.h5 on the dump inputs and compare every dumped int8 tensor "
-        "(weights and activations) with the emulator's. Exit 0 only when all match.",
+        "(weights and activations of a dump_model folder; the tensors a DPU board wrote with XLNX_ENABLE_DUMP=1) "
+        "with the emulator's, headed by the first diverging layer. Exit 0 only when all match.",
     )
     p.add_argument("quantized", metavar="QUANTIZED.h5", help="the quantizer's saved quantized model")
-    p.add_argument("dump", metavar="DUMP_DIR", help="dump_results folder (or its dump_results_0 sub-folder)")
-    p.add_argument("--inputs", required=True, metavar="INPUTS", help="the inputs given to dump_model (.npy/.npz)")
-    p.add_argument("--json", action="store_true", help="print JSON (a tensors list)")
+    p.add_argument("dump", metavar="DUMP_DIR", help="dump_results folder (or its dump_results_0 sub-folder), or "
+                   "a DPU runtime board dump (the dump/ folder XLNX_ENABLE_DUMP=1 writes, or its parent)")
+    p.add_argument("--inputs", required=True, metavar="INPUTS",
+                   help="the inputs given to dump_model or to the board (.npy/.npz); board engine e is row e")
+    p.add_argument("--map", metavar="MAP.json", help='board dumps: a JSON object {"board tensor": "layer"} that '
+                   "overrides the name mapping")
+    p.add_argument("--json", action="store_true", help="print JSON (format, first_divergence, a tensors list)")
     return p
 
 
@@ -38,17 +49,32 @@ def run(args: argparse.Namespace) -> int:
     """Compare and print."""
     from qinspect.cli import error
     from qinspect.cli._dpu_common import open_data, print_json, require_file
-    from qinspect.dpu.emulator import Emulator, compare_dump, dumped_samples
+    from qinspect.dpu.emulator import Emulator, compare_dump, dumped_samples, first_dump_divergence
+    from qinspect.io.board_dump import dump_folder_kind
     from qinspect.io.vitis import open_dump
 
     require_file(args.quantized)
     require_file(args.dump)
+    if args.map:
+        require_file(args.map)
     emu = Emulator.from_quantized(args.quantized)
-    dump = open_dump(args.dump, emu.quantized_model)
+    kind = dump_folder_kind(args.dump)
     src = open_data(args.inputs, emu.graph)
     inputs = src.batch(0, src.n_samples)
     if len(inputs) == 1 and len(emu.graph.inputs) == 1:
         inputs = {emu.graph.inputs[0]: next(iter(inputs.values()))}
+    if kind == "board":
+        from qinspect.cli._board import run_board
+
+        return run_board(args, emu, inputs, src.n_samples)
+    if kind is None and not os.path.isdir(args.dump):
+        return error(f"{args.dump}: not a folder (expected a dump_results folder from dump_model or a board dump)")
+    if kind is None:
+        return error(f"{args.dump}: neither a quantizer dump_model folder (dump_results_0/, dump_results_weights/) "
+                     "nor a DPU board dump (dump/<subgraph>/{input,internal,output}/<engine>.<tensor>.bin)")
+    if args.map:
+        return error(f"{args.map}: --map applies to board dumps only; {args.dump} is not one")
+    dump = open_dump(args.dump, emu.quantized_model)
     matches = compare_dump(emu, dump, inputs)
     n_dump = dumped_samples(emu.graph, dump)
     if n_dump is not None and n_dump < src.n_samples:
@@ -57,15 +83,22 @@ def run(args: argparse.Namespace) -> int:
     gating = [m for m in matches if m.gating]
     all_ok = all(m.ok for m in gating)
     missing = [e.path or e.filename for e in dump.missing]
+    first = first_dump_divergence(emu.graph, matches)
     if args.json:
         print_json({
-            "quantized": args.quantized, "dump": args.dump, "inputs": args.inputs,
+            "quantized": args.quantized, "dump": args.dump, "inputs": args.inputs, "format": "dump_model",
+            "found": "a quantizer dump_model folder",
+            "first_divergence": None if first is None else first.to_dict(),
             "samples": min(src.n_samples, n_dump or src.n_samples),
             "all_matched": all_ok, "tensors": [m.to_dict() for m in matches],
             "unmapped": dump.unmapped, "missing": [e.filename for e in dump.missing], "notes": dump.notes,
         })
     else:
         w = sys.stdout.write
+        w(f"found a quantizer dump_model folder in {args.dump}\n")
+        w("first divergence: none, every compared tensor matches bit for bit\n\n" if first is None else
+          f"first divergence: layer {first.layer}, tensor {first.name}: {first.total - first.matched}/"
+          f"{first.total} values differ, max {first.max_lsb:g} LSB{'; ' + first.note if first.note else ''}\n\n")
         w(f"{'tensor':44} {'kind':10} {'dtype':7} {'matched':>15} {'max LSB':>8}  first mismatch\n")
         for m in matches:
             if not m.gating and m.ok:

@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from qinspect.analysis.diagnose import diagnose
     from qinspect.cli import _dpu_common as common
     from qinspect.cli._sources import open_any
+    from qinspect.dpu.checks import check_finite_capture
     from qinspect.io.capture_file import Capture, is_capture
 
     common.require_file(args.model, "MODEL_OR_CAPTURE")
@@ -128,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         if args.eval:
             eval_cap = open_eval_capture(args.eval)
             check_same_model(source.graph, args.model, eval_cap.graph, args.eval)
+            check_finite_capture(eval_cap)
         emu, positions_from = common.open_positions_emulator(source, args)
         calib_src = common.data_source(args.inputs, emu, source, args.model, preprocess=args.preprocess)
         if not positions_from:

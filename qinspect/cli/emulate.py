@@ -122,11 +122,15 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         common.print_json({"model": args.model, "positions_from": positions_from,
                            "weights_from": emu.graph.weights_from, "samples": n, "how": HOW, "layers": rows,
+                           "reference": emu.reference_note or "this graph's own float function",
+                           "quantizer_options": emu.graph.options.to_dict() if emu.graph.options else None,
                            "rewrites": [x.to_dict() for x in emu.rewrites],
                            "adjustments": [a.to_dict() for a in emu.adjustments]})
         return 0
     w = sys.stdout.write
     w(f"positions: {positions_from}\nweights: {emu.graph.weights_from}\n")
+    if emu.reference_note:
+        w(f"float reference: {emu.reference_note}\n")
     # Columns as wide as the longest name, so long quantizer names keep the table aligned.
     lw = max([34, *(len(row["name"]) for row in rows)])
     ow = max([16, *(len(row["op"]) for row in rows)])

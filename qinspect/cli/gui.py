@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from qinspect.gui.app import main
     except ImportError as exc:  # PySide6 / pyqtgraph missing: the core install has no GUI
-        raise QInspectError(
-            f"the GUI needs PySide6 and pyqtgraph ({exc.name} is not installed): pip install 'qinspect[gui]'"
-        ) from None
+        from qinspect.extras import missing_message
+
+        raise QInspectError(missing_message("the inspector window", "gui", exc.name)) from None
     return main(args.file, settings_path=args.settings)

@@ -47,7 +47,10 @@ def _renderer():
     try:
         from qinspect.gui.figures import render_figures
     except ImportError as exc:
-        print(f"qinspect: warning: no figures (Qt is not available: {exc})", file=sys.stderr)
+        from qinspect.extras import missing_message
+
+        print(f"qinspect: warning: no figures: {missing_message('drawing figures', 'gui', exc.name)}",
+              file=sys.stderr)
         return None
     return render_figures
 
@@ -67,7 +70,7 @@ def _check_not_inside(out: str, *paths: str | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build and write the report."""
-    from qinspect.cli._dpu_common import check_counts, require_file
+    from qinspect.cli._dpu_common import check_counts, quantizer_options, require_file
     from qinspect.cli._sources import open_any
     from qinspect.report.build import build_and_write
     from qinspect.report.writer import check_destination
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = build_and_write(
         args.source, args.output, layer=args.layer, positions=args.positions, eval_path=args.eval_path,
-        force=args.force, render_figures=_renderer(), batch_size=args.batch_size, cle=not args.no_cle,
+        force=args.force, render_figures=_renderer(), batch_size=args.batch_size, options=quantizer_options(args),
         max_samples=args.samples, progress=progress, diagnose=not args.no_findings, opener=open_any,
         inputs=args.inputs, preprocess=args.preprocess,
     )

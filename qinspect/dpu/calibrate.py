@@ -75,14 +75,26 @@ def calibrate(graph: DpuGraph, batches: Iterable[np.ndarray | dict[str, np.ndarr
     batch: dict[Slot, tuple[int, int]] = {}  # slot -> (call rank, position) of the call that ran last
     order = {n.name: i for i, n in enumerate(graph.nodes)}
 
+    def position(slot: Slot, tensor: np.ndarray) -> int:
+        spec = graph.slots[slot]
+        try:
+            return choose_position(tensor, spec.method, Round(spec.round_mode), spec.narrow_range)
+        except (ValueError, OverflowError):  # NaN or Inf: the inputs were checked, so the model made them
+            if np.isfinite(tensor).all():
+                raise
+            why = ("the model's weights are damaged" if spec.kind == "weight"
+                   else "the float model overflows there on finite inputs")
+            raise QInspectError(f"{slot[0]}: its {spec.kind} tensor {slot[1]!r} holds NaN or Inf ({why}): no "
+                                "position can be chosen") from None
+
     def source(slot: Slot, tensor: np.ndarray) -> int:
         spec = graph.slots[slot]
         if spec.kind == "weight":
             if slot not in weight_pos:
-                weight_pos[slot] = choose_position(tensor, spec.method, Round(spec.round_mode), spec.narrow_range)
+                weight_pos[slot] = position(slot, tensor)
             p = weight_pos[slot]
         else:
-            p = choose_position(tensor, spec.method, Round(spec.round_mode), spec.narrow_range)
+            p = position(slot, tensor)
         chosen.append((slot, int(p)))
         return p
 

@@ -5,10 +5,16 @@ equalized once per step (the quantizer's ModelTransformer):
 
 1. ConvConv: a Conv2D / DepthwiseConv2D (tail) whose single input is a Conv2D / DepthwiseConv2D
    (head) with activation ``linear`` or ``relu``;
-2. ConvActConv: tail (activation ``linear``) <- ``Activation(linear|relu)`` <- head;
-3. ConvReLUConv and 4. ConvReLUPadConv: tail <- ``ReLU`` [<- ZeroPadding2D] <- head, where the
-   quantizer's pattern asks for ``max_value`` matching ``0``: a ReLU layer's config holds ``None``
-   (or ``6.0``), so with the default ``cle_to_relu6=False`` these two never match. Reproduced as is.
+2. ConvActConv: tail <- ``Activation(linear|relu)`` <- head (activation ``linear``);
+3. ConvReLUConv: tail <- ``ReLU`` <- head (``linear``), where the quantizer's pattern asks for
+   ``max_value`` printing as ``None``: a plain ReLU matches, a ReLU6 does not;
+4. ConvReLUPadConv: tail <- ZeroPadding2D <- ``ReLU`` <- head, where the pattern asks for ``max_value``
+   printing as ``0``, which no ReLU layer's config holds: it never matches by default. Reproduced as is
+   (vai_q_tensorflow2 3.5, checked on ``refcases/vitis/mbv3small``, whose ReLU -> ZeroPadding2D ->
+   depthwise pairs are left alone while its ReLU -> conv pairs are equalized).
+
+``cle_to_relu6=True`` drops every activation condition of the four patterns (ReLU6 pairs, and padded
+pairs, are then equalized too).
 
 Intermediate layers (the head, the activation, the padding) must have exactly one consumer.
 
@@ -20,6 +26,7 @@ input channels divided by ``s``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -71,9 +78,22 @@ def equalize_pair(head: Any, tail: Any, threshold: float = 0.1) -> np.ndarray:
     return scale
 
 
+def _config_matches(value: Any, pattern: str) -> bool:
+    """The quantizer's config test: ``str(value)`` fully matches one ``|``-separated regex of ``pattern``."""
+    return any(re.match("^" + p + "$", str(value)) is not None for p in pattern.split("|"))
+
+
 def find_pairs(layers: list[Any], consumers: Callable[[str], list[Any]], by_name: dict[str, Any],
-               act_of: Callable[[Any], str]) -> list[tuple[str, Any, Any]]:
-    """The (pattern, head, tail) pairs of one CLE step, in the quantizer's order."""
+               act_of: Callable[[Any], str], cle_to_relu6: bool = False) -> list[tuple[str, Any, Any]]:
+    """The (pattern, head, tail) pairs of one CLE step, in the quantizer's order.
+
+    Patterns as in ``vitis_equalization_transforms`` (the tail is the pattern's head node, so only the
+    layers before it must have a single consumer). Without ``cle_to_relu6``: ConvConv needs the head's
+    activation ``linear|relu``; ConvActConv the Activation's ``linear|relu``; ConvReLUConv a ReLU whose
+    ``max_value`` prints as ``None`` (a plain ReLU, or a ReLU6 after ``convert_relu6_to_relu``);
+    ConvReLUPadConv a ReLU whose ``max_value`` prints as ``0``, which no ReLU layer has. With
+    ``cle_to_relu6`` those activation conditions are dropped, so ReLU6 (and any ReLU) pairs equalize too.
+    """
 
     def single(layer: Any) -> bool:
         return len(consumers(layer.name)) == 1 and not layer.is_output
@@ -83,51 +103,61 @@ def find_pairs(layers: list[Any], consumers: Callable[[str], list[Any]], by_name
             return None
         return by_name.get(layer.inbound[0])
 
+    def conv_head(layer: Any | None, act_pattern: str | None) -> bool:
+        if layer is None or layer.cls not in CONV_CLASSES or not single(layer):
+            return False
+        return act_pattern is None or _config_matches(act_of(layer), act_pattern)
+
+    loose = cle_to_relu6
     found: list[tuple[str, Any, Any]] = []
+    tails = [layer for layer in layers if layer.cls in CONV_CLASSES]
     # 1. ConvConv
-    for tail in layers:
-        if tail.cls not in CONV_CLASSES:
-            continue
+    for tail in tails:
         head = inp(tail)
-        if head is not None and head.cls in CONV_CLASSES and act_of(head) in ("linear", "relu") and single(head):
+        if conv_head(head, None if loose else "linear|relu"):
             found.append(("ConvConv", head, tail))
     # 2. ConvActConv
-    for tail in layers:
-        if tail.cls not in CONV_CLASSES or act_of(tail) != "linear":
-            continue
+    for tail in tails:
         act = inp(tail)
-        if act is None or act.cls != "Activation" or act_of(act) not in ("linear", "relu") or not single(act):
+        if act is None or act.cls != "Activation" or not single(act):
+            continue
+        if not loose and not _config_matches(act_of(act), "linear|relu"):
             continue
         head = inp(act)
-        if head is not None and head.cls in CONV_CLASSES and single(head):
+        if conv_head(head, "linear"):
             found.append(("ConvActConv", head, tail))
-    # 3./4. ConvReLUConv, ConvReLUPadConv: the ReLU pattern needs str(max_value) to match "0".
-    for pad in (False, True):
-        for tail in layers:
-            if tail.cls not in CONV_CLASSES or act_of(tail) != "linear":
-                continue
+    # 3. ConvReLUConv (max_value "None"), 4. ConvReLUPadConv (max_value "0")
+    for pad, max_pattern in ((False, "None"), (True, "0")):
+        for tail in tails:
             mid = inp(tail)
             if pad:
                 if mid is None or mid.cls != "ZeroPadding2D" or not single(mid):
                     continue
                 mid = inp(mid)
-            if mid is None or mid.cls != "ReLU" or str(mid.cfg.get("max_value")) != "0" or not single(mid):
+            if mid is None or mid.cls != "ReLU" or not single(mid):
+                continue
+            if not loose and not _config_matches(mid.cfg.get("max_value"), max_pattern):
                 continue
             head = inp(mid)
-            if head is not None and head.cls in CONV_CLASSES and single(head):
+            if conv_head(head, "linear"):
                 found.append(("ConvReLUPadConv" if pad else "ConvReLUConv", head, tail))
     return found
 
 
 def cross_layer_equalize(layers: list[Any], consumers: Callable[[str], list[Any]], by_name: dict[str, Any],
-                         act_of: Callable[[Any], str], steps: int = 10,
-                         threshold: float = 0.1) -> list[tuple[str, str, str, float]]:
+                         act_of: Callable[[Any], str], steps: int = 10, threshold: float = 0.1,
+                         cle_to_relu6: bool = False,
+                         head_scales: dict[str, np.ndarray] | None = None) -> list[tuple[str, str, str, float]]:
     """Run ``steps`` CLE steps in place. Returns (pattern, head, tail, max |log10 s| of the last step)
-    for every equalized pair."""
+    for every equalized pair; ``head_scales`` (when given) receives each head's product of scales over
+    all steps (its output channels were multiplied by it)."""
     pairs: dict[tuple[str, str, str], float] = {}
     for _ in range(steps):
-        for pattern, head, tail in find_pairs(layers, consumers, by_name, act_of):
+        for pattern, head, tail in find_pairs(layers, consumers, by_name, act_of, cle_to_relu6):
             s = equalize_pair(head, tail, threshold)
+            if head_scales is not None:
+                prev = head_scales.get(head.name)
+                head_scales[head.name] = s.astype(np.float32) if prev is None else (prev * s).astype(np.float32)
             with np.errstate(divide="ignore", invalid="ignore"):
                 spread = float(np.nanmax(np.abs(np.log10(s)))) if s.size else 0.0
             pairs[(pattern, head.name, tail.name)] = spread

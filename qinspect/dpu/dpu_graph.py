@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from qinspect.dpu.options import QuantizerOptions
+
 Slot = tuple[str, str]
 
 # Operators the executor knows. Conv-like ops may carry a fused activation in params["act"].
@@ -135,6 +137,8 @@ class DpuGraph:
     # node name -> its rank in Keras' execution order (qinspect.io.call_order); calibration uses it to
     # tell which call of a shared layer ran last in a batch. Empty: the nodes' own order.
     call_rank: dict[str, int] = field(default_factory=dict)
+    # The quantizer options a float model was rewritten under (None: a quantized.h5's own graph).
+    options: QuantizerOptions | None = None
 
     def __post_init__(self) -> None:
         self.reindex()

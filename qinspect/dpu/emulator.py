@@ -25,12 +25,15 @@ from typing import Any
 import numpy as np
 
 from qinspect.dpu.calibrate import CalibrationResult, calibrate
+from qinspect.dpu.checks import check_node_weights, checked_position, finite_batches, naming_file
 from qinspect.dpu.dpu_graph import CONV_OPS, Adjustment, DpuGraph, Node, Rewrite
 from qinspect.dpu.executor import Evaluator, Value, _FusedValue, batch_inputs, check_input_shape
 from qinspect.dpu.fixed_point import Round, quantize
-from qinspect.errors import QInspectError
+from qinspect.dpu.options import DEFAULT_CALIB_BATCH, QuantizerOptions
+from qinspect.dpu.reference import ReferenceWalk
+from qinspect.errors import QInspectError, first_line
 
-DEFAULT_BATCH = 32
+DEFAULT_BATCH = DEFAULT_CALIB_BATCH
 
 
 @dataclass
@@ -54,6 +57,12 @@ class LayerResult:
 
 
 def _data_batches(graph: DpuGraph, data: Any, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of model inputs (see :func:`_source_batches`), refused at the first NaN or Inf
+    (:func:`qinspect.dpu.checks.finite_batches` says why)."""
+    return finite_batches(_source_batches(graph, data, batch_size), getattr(data, "path", None) or None)
+
+
+def _source_batches(graph: DpuGraph, data: Any, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """Batches of model inputs from an array, a dict of arrays, a capture or an iterable of batches."""
     if batch_size < 1:
         raise QInspectError(f"batch size must be at least 1, got {batch_size}")
@@ -96,16 +105,22 @@ class Emulator:
         self.graph = graph
         self.calibration = calibration
         self.source = source
+        # The float model the errors are measured against when it is not this graph's own float function
+        # (a quantized.h5's graph with the float model given: see use_float_reference).
+        self.reference: DpuGraph | None = None
+        self.reference_note = ""
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_model(cls, source: Any, calib_inputs: Any = None, batch_size: int = DEFAULT_BATCH,
-                   cle: bool = True, constraints: bool = True) -> Emulator:
-        """Rewrite a float model as the quantizer does and, given calibration data, calibrate it.
+    def from_model(cls, source: Any, calib_inputs: Any = None, batch_size: int | None = None,
+                   options: QuantizerOptions | None = None, constraints: bool = True) -> Emulator:
+        """Rewrite a float model as the quantizer does under ``options`` and, given calibration data,
+        calibrate it.
 
         ``source``: a path (Keras .h5 / .keras / capture) or an opened model source. ``calib_inputs``:
         an array, a dict of arrays, a capture, or None (a capture source then calibrates on its own
-        inputs; otherwise positions stay unknown until :meth:`load_positions`).
+        inputs; otherwise positions stay unknown until :meth:`load_positions`). ``batch_size`` is a
+        shorthand for ``options.calib_batch_size``.
         """
         from qinspect.dpu.rewrites import graph_from_float
 
@@ -117,13 +132,20 @@ class Emulator:
             source = open_model(path)
         else:
             path = getattr(source, "path", "")
-        graph = graph_from_float(source.graph, source, cle=cle)
+        from qinspect.io.weight_check import check_has_weights
+
+        check_has_weights(source, path)
+        options = options or QuantizerOptions()
+        if batch_size is not None:
+            options = options.with_(calib_batch_size=batch_size)
+        graph = graph_from_float(source.graph, source, options)
+        check_node_weights(graph, path)
         _shapes_from(graph, source.graph)
         if calib_inputs is None and getattr(source, "kind", "") == "capture":
             calib_inputs = source
         emu = cls(graph, source=path)
         if calib_inputs is not None:
-            emu.calibrate(calib_inputs, batch_size, constraints)
+            emu.calibrate(calib_inputs, options.calib_batch_size, constraints)
         return emu
 
     @classmethod
@@ -133,7 +155,13 @@ class Emulator:
         from qinspect.io.vitis import load_quantized_model
 
         model = load_quantized_model(path)
-        graph = graph_from_quantized(model)
+        try:
+            graph = graph_from_quantized(model)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            # A weight of the wrong shape, a missing quantizer field: not what vai_q writes.
+            raise QInspectError(f"damaged Vitis quantized model ({type(exc).__name__}: {first_line(exc)})",
+                                str(path)) from None
+        check_node_weights(graph, str(path))
         for layer in model.layers:
             if layer.class_name == "InputLayer" and layer.name in graph:
                 shape = layer.config.get("batch_input_shape") or layer.config.get("batch_shape")
@@ -143,15 +171,36 @@ class Emulator:
         emu.quantized_model = model
         return emu
 
+    def use_float_reference(self, source: Any, options: QuantizerOptions | None = None) -> str:
+        """Measure errors against the float model ``source`` (rewritten under ``options``, every rewritten
+        layer keeping the float function) instead of this graph's own float function: with a quantized.h5's
+        graph, an option that changed the function (ReLU6 -> ReLU, CLE across ReLU6) then shows as error.
+        Returns, and keeps in ``reference_note``, what the reference is and whether its weights match."""
+        from qinspect.dpu.reference import adopt_float_functions, compare_weights, describe
+        from qinspect.dpu.rewrites import graph_from_float
+
+        options = options or QuantizerOptions()
+        reference = graph_from_float(source.graph, source, options)
+        compared, differ = compare_weights(self.graph, reference)
+        if not differ:
+            # The same graph under the float model's functions: analyses that evaluate this graph's
+            # float path (diagnose, what-ifs) then measure against the float model as well.
+            adopt_float_functions(self.graph, reference)
+        self.reference = reference
+        self.reference_note = describe(options, str(getattr(source, "path", "") or "given"), compared, differ)
+        return self.reference_note
+
     def calibrate(self, data: Any, batch_size: int = DEFAULT_BATCH, constraints: bool = True) -> CalibrationResult:
         """Calibrate (batch by batch, voting, then the DPU constraints); sets the positions."""
         batches = _data_batches(self.graph, data, batch_size)
-        self.calibration = calibrate(self.graph, batches, batch_size, constraints)
+        with naming_file(self.source):
+            self.calibration = calibrate(self.graph, batches, batch_size, constraints)
         return self.calibration
 
     def load_positions(self, positions: Any) -> list[str]:
         """Use positions from a positions.json-like dict, a JSON file (``calibrate --json`` output or a
         reference case's positions.json) or a Vitis ``quantized.h5``. Returns slots that got none."""
+        positions_file = str(positions) if isinstance(positions, str | os.PathLike) else None
         if isinstance(positions, str | os.PathLike):
             p = str(positions)
             if not os.path.exists(p):
@@ -166,7 +215,7 @@ class Emulator:
                 try:
                     with open(p, encoding="utf-8") as fh:
                         positions = json.load(fh)
-                except (ValueError, UnicodeDecodeError) as exc:
+                except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                     raise QInspectError(f"not a positions JSON file ({exc.__class__.__name__})", p) from None
         if isinstance(positions, dict) and isinstance(positions.get("positions"), dict):
             positions = positions["positions"]
@@ -178,7 +227,7 @@ class Emulator:
             if v is None:
                 missing.append(f"{slot[0]}:{slot[1]}")
             else:
-                self.graph.set_pos(slot, int(v))
+                self.graph.set_pos(slot, checked_position(slot, v, positions_file))
         return missing
 
     # -- what the GUI and reports show ----------------------------------------------------------
@@ -227,11 +276,12 @@ class Emulator:
         results = {n.name: self._result(n) for n in g.nodes if n.name in wanted}
         fev, iev, isoev = Evaluator(g, "float"), Evaluator(g, "int"), Evaluator(g, "int")
         done = 0
-        for inputs in _data_batches(g, data, batch_size):
-            self._walk(inputs, fev, iev, isoev, results, stats_factory, keep_int8, keep_float, isolated)
-            done += len(next(iter(inputs.values())))
-            if progress is not None:
-                progress(done)
+        with naming_file(self.source):
+            for inputs in _data_batches(g, data, batch_size):
+                self._walk(inputs, fev, iev, isoev, results, stats_factory, keep_int8, keep_float, isolated)
+                done += len(next(iter(inputs.values())))
+                if progress is not None:
+                    progress(done)
         for r in results.values():
             if r.chunks_q:
                 r.int8 = np.concatenate(r.chunks_q)
@@ -269,6 +319,8 @@ class Emulator:
               keep_float: bool, isolated: bool) -> None:
         g = self.graph
         remaining = {n.name: len(g.consumers(n.name)) for n in g.nodes}
+        walk = None if self.reference is None else ReferenceWalk(
+            self.reference, inputs, {n.name for n in g.nodes if n.op != "input"})
         ref: dict[str, Value] = {}
         acc: dict[str, Value] = {}
         iso_fused: dict[str, Value] = {}
@@ -287,8 +339,10 @@ class Emulator:
                 ref[node.name] = acc[node.name] = v
                 iv: Value | None = v
             else:
-                rins = [ref[i] for i in node.inputs]
-                ref[node.name] = fev.node(node, rins)
+                if walk is not None and walk.has(node.name):
+                    ref[node.name] = walk.get(node.name)
+                else:
+                    ref[node.name] = fev.node(node, [ref[i] for i in node.inputs])
                 acc[node.name] = iev.node(node, [acc[i] for i in node.inputs])
                 iv = None
                 if isolated and node.name in need_iso:
@@ -365,6 +419,7 @@ class TensorMatch:
     first_mismatch: dict[str, Any] | None = None
     sim_matched: int | None = None  # int8 mismatches: how many the float32 simulation gets right
     note: str = ""
+    histogram: list[int] = field(default_factory=list)  # int8: histogram[d] values that differ by d LSB
 
     @property
     def ok(self) -> bool:
@@ -378,6 +433,8 @@ class TensorMatch:
              "max_abs": self.max_abs, "gating": self.gating, "first_mismatch": self.first_mismatch}
         if self.sim_matched is not None:
             d["sim_matched"] = self.sim_matched
+        if self.histogram:
+            d["lsb_histogram"] = self.histogram
         if self.note:
             d["note"] = self.note
         return d
@@ -471,6 +528,16 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
     return out
 
 
+def first_dump_divergence(g: DpuGraph, matches: list[TensorMatch]) -> TensorMatch | None:
+    """The differing gating tensor whose layer comes first in topological order (a weight before its
+    layer's output); None when every gating tensor matches."""
+    order = {n.name: i for i, n in enumerate(g.nodes)}
+    bad = [m for m in matches if m.gating and not m.ok]
+    if not bad:
+        return None
+    return min(bad, key=lambda m: (order.get(m.layer, len(order)), m.kind != "weight"))
+
+
 def dumped_samples(g: DpuGraph, dump: Any) -> int | None:
     """How many samples the dump holds, from the model input's float file (None if unknown)."""
     for e in dump.entries:
@@ -496,7 +563,7 @@ def _match_int(base: str, e: Any, ref: np.ndarray, got: np.ndarray, gating: bool
     d = np.abs(ref.astype(np.int32) - got.astype(np.int32))
     return TensorMatch(base, e.layer, e.tensor, e.kind, e.dtype, int(ref.size), int(np.count_nonzero(d == 0)),
                        float(d.max()) if d.size else 0.0, float(d.max()) if d.size else 0.0, gating,
-                       _first(ref, got))
+                       _first(ref, got), histogram=[int(x) for x in np.bincount(d.reshape(-1))])
 
 
 def _match_float(base: str, e: Any, ref: np.ndarray, got: np.ndarray, pos: int | None, gating: bool,

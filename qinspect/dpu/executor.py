@@ -331,6 +331,21 @@ class Evaluator:
         return Value(f=_shape_op(node, x.float(), 0.0))
 
     # ---- float32 (simulation, CPU layers, float reference)
+    def _float_rescaled(self, node: Node, ins: list[Value]) -> Value:
+        """The float model's function of an activation that cross-layer equalization scaled across
+        (``cle_to_relu6``): its input is the float model's times the head's per-channel scale, so it is
+        ``out_scale * f(x / in_scale)`` (a gate feeding a Multiply keeps no output scale)."""
+        p = node.params
+        plain = Node(node.name, node.op, node.inputs, {k: v for k, v in p.items()
+                                                       if k not in ("float_in_scale", "float_out_scale")})
+        x = ins[0].float()
+        if "float_in_scale" in p:
+            x = x / np.asarray(p["float_in_scale"], F32)
+        y = self._float_path(plain, [Value(f=np.asarray(x, F32))]).float()
+        if "float_out_scale" in p:
+            y = y * np.asarray(p["float_out_scale"], F32)
+        return Value(f=np.asarray(y, F32))
+
     def _float_path(self, node: Node, ins: list[Value]) -> Value:
         op, p = node.op, node.params
         fmode = self.mode == "float"
@@ -338,6 +353,8 @@ class Evaluator:
         x = xs[0] if xs else None
         if op == "quantize":
             return self.quant_value(x, node.out_slot)
+        if fmode and ("float_in_scale" in p or "float_out_scale" in p):
+            return self._float_rescaled(node, ins)
         if op in TRANSPARENT_OPS:
             return self._transparent(node, ins[0])
         if op in CONV_OPS:
@@ -357,7 +374,12 @@ class Evaluator:
             if act != "linear":
                 if node.pre_slot is not None and not fmode:
                     y = self.quant_value(y, node.pre_slot).float()
-                y = float_ops.activation(act, y)
+                if fmode and "float_act_scale" in p:
+                    # a head equalized across its own activation (cle_to_relu6): the float model's s * f(y / s)
+                    s = np.asarray(p["float_act_scale"], F32)
+                    y = s * float_ops.activation(act, y / s)
+                else:
+                    y = float_ops.activation(act, y)
             return self.quant_value(y, node.out_slot)
         if op == "relu":
             y = x
@@ -368,8 +390,11 @@ class Evaluator:
                 y = np.where(y >= 0, y, F32(p["negative_slope"]) * y).astype(F32)
             else:
                 y = np.maximum(y, F32(0))
-            if p.get("max_value") is not None:
-                y = np.minimum(y, F32(p["max_value"]))
+            # The float reference keeps the float model's cap where an option changed it (ReLU6 -> ReLU,
+            # or a ReLU6 between a pair equalized by cle_to_relu6: the cap times each channel's scale).
+            cap = p.get("float_max_value", p.get("max_value")) if fmode else p.get("max_value")
+            if cap is not None:
+                y = np.minimum(y, np.asarray(cap, F32))
             return self.quant_value(y, node.out_slot)
         if op == "leaky_relu":
             alpha = p.get("float_alpha", p["alpha"]) if fmode else p["alpha"]

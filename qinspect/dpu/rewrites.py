@@ -8,9 +8,11 @@ optimize
      (``conv(activation=a)`` -> ``conv`` + ``Activation(a)`` named ``<conv>_<a>``);
   3. split SeparableConv2D into ``<name>_depthwise_conv`` (no bias) + ``<name>_pointwise_conv``
      (1x1, the bias and the activation);
+  (``convert_relu6_to_relu``: ReLU6 layers lose their cap here);
   4. fold BatchNormalization into the conv before it (float32, only when the conv is linear and the
      BN is its only consumer); a BN with no conv before it becomes a 1x1 DepthwiseConv2D;
-  5. cross-layer equalization (:mod:`qinspect.dpu.cle`), switchable;
+  5. cross-layer equalization (:mod:`qinspect.dpu.cle`), switchable, ``cle_steps`` and ``cle_to_relu6``
+     as :class:`~qinspect.dpu.options.QuantizerOptions` say;
 quantize
   6. ``Activation(sigmoid)`` -> DPU hard sigmoid; ``Activation(swish)`` -> hard sigmoid + Multiply;
      the TF-op pattern ``relu6(x + 3) * (1/6)`` -> one hard sigmoid named ``vitis_sigmoid``;
@@ -46,6 +48,7 @@ import numpy as np
 from qinspect.dpu.cle import cross_layer_equalize
 from qinspect.dpu.dpu_graph import DpuGraph, Rewrite, SlotSpec
 from qinspect.dpu.layer_map import LEAKY_DPU_ALPHA, act_name, dpu_placement, layer_node
+from qinspect.dpu.options import QuantizerOptions
 from qinspect.errors import QInspectError
 from qinspect.io.call_order import keras_call_order
 from qinspect.io.graph import ModelGraph
@@ -177,6 +180,22 @@ def _separate_conv_act(m: _Model) -> None:
                  f"{new.name}", [layer.name, new.name])
 
 
+def _convert_relu6_to_relu(m: _Model) -> None:
+    """``convert_relu6_to_relu``: a ``ReLU`` whose ``max_value`` prints as ``6.0`` loses its cap.
+
+    The quantizer's pattern matches ReLU layers only (an ``Activation('relu6')`` split out of a conv
+    keeps its cap). The float reference keeps the float model's cap (``float_max_value``), so the
+    change of function shows up as error.
+    """
+    for layer in m.layers:
+        if layer.cls != "ReLU" or len(layer.inbound) != 1 or str(layer.cfg.get("max_value")) != "6.0":
+            continue
+        layer.cfg.pop("max_value")
+        layer.params["float_max_value"] = 6.0
+        m.record("convert_relu6_to_relu", f"ReLU6 {layer.name} became a ReLU without cap (convert_relu6_to_relu: "
+                 "a different function above 6; the float reference keeps the cap)", [layer.name])
+
+
 def _split_separable(m: _Model) -> None:
     for layer in list(m.layers):
         if layer.cls != "SeparableConv2D":
@@ -281,10 +300,24 @@ def _bn_to_dwconv(m: _Model) -> None:
                  [bn.name])
 
 
-def _cle(m: _Model, steps: int) -> None:
+def _float_cap(layer: PLayer) -> float | None:
+    """The float model's cap of an activation between an equalized pair (None: uncapped)."""
+    if "float_max_value" in layer.params:
+        return float(layer.params["float_max_value"])
+    if layer.cls == "ReLU":
+        mv = layer.cfg.get("max_value")
+        return None if mv is None else float(mv)
+    if layer.cls == "Activation" and _act(layer) == "relu6":
+        return 6.0
+    return None
+
+
+def _cle(m: _Model, options: QuantizerOptions) -> None:
     by = m.by_name()
     before = {layer.name: {k: v.copy() for k, v in layer.weights.items()} for layer in m.layers}
-    pairs = cross_layer_equalize(m.layers, m.consumers, by, _act, steps=steps)
+    head_scales: dict[str, np.ndarray] = {}
+    pairs = cross_layer_equalize(m.layers, m.consumers, by, _act, steps=options.cle_steps,
+                                 cle_to_relu6=options.cle_to_relu6, head_scales=head_scales)
     for pattern, head, tail, _ in pairs:
         changes = []
         for name in (head, tail):
@@ -294,8 +327,47 @@ def _cle(m: _Model, steps: int) -> None:
             denom = float(np.max(np.abs(old))) or 1.0
             changes.append(f"{name} max|dW|/max|W| = {float(np.max(np.abs(new - old))) / denom:.3g}")
         m.record("cross_layer_equalization",
-                 f"{pattern} pair {head} -> {tail} equalized ({steps} steps); " + "; ".join(changes),
+                 f"{pattern} pair {head} -> {tail} equalized ({options.cle_steps} steps); " + "; ".join(changes),
                  [head, tail])
+        _keep_float_function(m, by, head, tail, head_scales[head])
+
+
+# Activations f with f(s * x) = s * f(x) for s > 0: equalizing across them keeps the function.
+_HOMOGENEOUS = ("linear", "relu", "")
+
+
+def _keep_float_function(m: _Model, by: dict[str, PLayer], head: str, tail: str, scale: np.ndarray) -> None:
+    """Activations between an equalized pair see the head's output times ``scale`` per channel. Where the
+    float model's activation is not scale-invariant (a ReLU6 cap under ``cle_to_relu6`` or one
+    ``convert_relu6_to_relu`` removed; a swish, sigmoid, ... that ``cle_to_relu6`` lets ConvActConv match),
+    the quantized model computes another function; the float reference keeps the float model's, in the
+    quantized model's per-channel scale (the cap times ``scale``; ``scale * f(x / scale)``), so the
+    change shows as error."""
+    hl = by[head]
+    if hl.cls in _CONV and _act(hl) not in _HOMOGENEOUS:
+        hl.params["float_act_scale"] = scale  # a split separable conv's pointwise conv keeps its activation
+        m.record("cle_across_activation", f"{head}'s own activation '{_act(hl)}' was equalized across (pair "
+                 f"{head} -> {tail}): the quantized model computes it on the scaled tensor, a different "
+                 "function; the float reference keeps the float model's", [head, tail])
+    mid = by[tail].inbound[0]
+    while mid != head:
+        layer = by[mid]
+        cap = _float_cap(layer)
+        if layer.cls == "Activation" and cap is None and _act(layer) not in _HOMOGENEOUS:
+            layer.params["float_in_scale"] = layer.params["float_out_scale"] = scale
+            m.record("cle_across_activation", f"{layer.name} ('{_act(layer)}') lies between the equalized pair "
+                     f"{head} -> {tail}: the quantized model applies it to the scaled tensor (scales "
+                     f"{float(np.min(scale)):.3g} .. {float(np.max(scale)):.3g}), a different function; the "
+                     "float reference keeps the float model's", [layer.name, head, tail])
+        if cap is not None:
+            layer.params["float_max_value"] = (np.float32(cap) * scale).astype(np.float32)
+            quantized = "has no cap" if "max_value" not in layer.cfg and layer.cls == "ReLU" else \
+                f"clips the equalized tensor at {cap:g}"
+            m.record("cle_across_cap", f"{layer.name} (float cap {cap:g}) lies between the equalized pair {head} -> "
+                     f"{tail}: the quantized model {quantized}, the float model clips at {cap:g} x the channel's "
+                     f"scale ({float(np.min(scale)):.3g} .. {float(np.max(scale)):.3g}): a different function",
+                     [layer.name, head, tail])
+        mid = layer.inbound[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,6 +440,8 @@ def _convert_activations(m: _Model) -> None:
             sig = layer.derive(PLayer(layer.name, "VitisSigmoid", {"name": layer.name}, list(layer.inbound),
                                       origin=[layer.name], output_shape=layer.output_shape,
                                       params={"float_fn": "sigmoid"}))
+            if "float_in_scale" in layer.params:  # equalized across: x * sigmoid(x / s) is s * swish(x / s)
+                sig.params["float_in_scale"] = layer.params["float_in_scale"]
             mul = layer.derive(PLayer(f"{layer.name}_mul", "Multiply", {"name": f"{layer.name}_mul"},
                                       [layer.inbound[0], layer.name], origin=[layer.name],
                                       output_shape=layer.output_shape))
@@ -529,8 +603,10 @@ def _build_graph(m: _Model, cle: bool) -> DpuGraph:
     return g
 
 
-def graph_from_float(graph: ModelGraph, source: Any, cle: bool = True, cle_steps: int = 10) -> DpuGraph:
-    """The emulator graph of a float model: the quantizer's rewrites applied, positions unknown."""
+def graph_from_float(graph: ModelGraph, source: Any, options: QuantizerOptions | None = None) -> DpuGraph:
+    """The emulator graph of a float model: the quantizer's rewrites under ``options`` applied,
+    positions unknown."""
+    options = options or QuantizerOptions()
     vitis = [layer.name for layer in graph.leaves() if str(layer.class_name).startswith("Vitis>")
              or layer.class_name in ("QuantizeWrapper", "VitisQuantize")]
     if vitis:
@@ -541,17 +617,20 @@ def graph_from_float(graph: ModelGraph, source: Any, cle: bool = True, cle_steps
         raise QInspectError("the model has no InputLayer", graph.source or None)
     _remove_dropout(m)
     _separate_conv_act(m)
+    if options.convert_relu6_to_relu:
+        _convert_relu6_to_relu(m)
     _split_separable(m)
     _fold_bn(m)
     _bn_to_dwconv(m)
-    if cle:
-        _cle(m, cle_steps)
+    if options.include_cle:
+        _cle(m, options)
     else:
         m.record("cross_layer_equalization", "cross-layer equalization switched off (--no-cle)", [])
     _convert_activations(m)
     _annotate(m)
     _check_shared_weights(m)
-    g = _build_graph(m, cle)
+    g = _build_graph(m, options.include_cle)
+    g.options = options
     rank = {name: i for i, name in enumerate(keras_call_order(graph))}
     g.call_rank = {n.name: rank[n.origin[0]] for n in g.nodes if n.origin and n.origin[0] in rank}
     return g

@@ -12,7 +12,8 @@ Modules, one job each:
 - ``errors``: the one error hub (UI-thread exceptions via ``sys.excepthook`` and worker failures).
 - ``layer_panel`` + ``layer_stats``: the selected layer's plots, what-if, and the numbers behind them.
 - ``propagation_view``, ``compare_view`` + ``compare_job``, ``dump_view``, ``findings_view``: the
-  whole-model views; ``capture_dialog``: capturing a model from the GUI; ``empty_state``: the start page;
+  whole-model views; ``capture_dialog`` + ``capture_job``: capturing a model from the GUI (TensorFlow in a
+  helper process); ``draw_steps``: drawing a view one plot per event-loop turn; ``empty_state``: the start page;
   ``settings``: what persists (``QINSPECT_SETTINGS`` points tests at their own file).
 - ``figures`` (owned by the report package's authors): report figures drawn to PNG.
 """

@@ -13,6 +13,8 @@ from PySide6.QtCore import QObject, QSocketNotifier, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
+from qinspect.desktop import APP_ID
+
 # An explicit size: screenshots run under Xvfb with no window manager, which would otherwise give the
 # window its minimum size in a corner.
 DEFAULT_SIZE = (1400, 900)
@@ -30,13 +32,16 @@ def application(argv: list[str] | None = None) -> QApplication:
     """The process's QApplication (created once, configured for qinspect)."""
     app = QApplication.instance()
     if app is None:
-        app = QApplication(argv if argv is not None else [sys.argv[0]])
+        # Not sys.argv: Qt crashes on an argument that is not valid UTF-8 (a file name with such bytes).
+        app = QApplication(argv if argv is not None else ["qinspect"])
     # Worker threads run numpy and h5py code that holds the GIL in stretches; a shorter switch
     # interval hands the UI thread the GIL sooner, so the window keeps repainting meanwhile.
     sys.setswitchinterval(0.001)
     app.setApplicationName("qinspect")
     app.setOrganizationName("qinspect")
     app.setApplicationDisplayName("qinspect")
+    # Wayland compositors match the window to its launcher (`qinspect --install-desktop`) by this id.
+    app.setDesktopFileName(APP_ID)
     icon = _icon()
     if icon is not None:
         app.setWindowIcon(icon)

@@ -1,8 +1,9 @@
 """Capture a model's activations from the GUI: a .npy array or an image folder, with progress and cancel.
 
 The work is the same as ``qinspect capture`` (``qinspect.capture.runner``): checked first without
-TensorFlow, then run in a worker. Cancel stops after the current batch; the runner's atomic writer
-then leaves nothing at the destination.
+TensorFlow, then run in a helper process (``capture_job``), so TensorFlow never competes with the
+window for the GIL. Cancel stops after the current batch; the runner's atomic writer then leaves
+nothing at the destination.
 """
 
 from __future__ import annotations
@@ -26,19 +27,27 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qinspect.gui.worker import CancelToken, Channel
+from qinspect.gui.worker import Cancelled, CancelToken, Channel
 
 
 def capture_job(token: CancelToken, model_path: str, inputs: str, output: str, samples: int | None,
                 preprocess: str | None) -> str:
-    """Worker: plan (no TensorFlow), then run the capture, reporting progress; returns the capture path."""
-    from qinspect.capture.runner import plan_capture, run_capture
+    """Worker: the capture (:func:`qinspect.gui.capture_job.capture`) in a helper process, its progress
+    forwarded; cancelling the token stops it after the current batch. Returns the capture path."""
+    from qinspect.gui import capture_job as job
+    from qinspect.gui import compute_process
 
-    token.progress(0, 1, "checking inputs")
-    plan = plan_capture(model_path, inputs, samples=samples, preprocess=preprocess)
-    token.progress(0, plan.n_samples, "loading TensorFlow")
-    result = run_capture(plan, output, overwrite=True, progress=lambda done, total: token.progress(done, total))
-    return result.path
+    def forward(done: int, total: int, text: str) -> None:
+        try:
+            token.progress(done, total, text)
+        except Cancelled:
+            pass  # the helper is told at once: cancelled() below is now true
+
+    try:
+        return compute_process.call_with_progress(job.capture, model_path, inputs, output, samples, preprocess,
+                                                  progress=forward, cancelled=lambda: token.cancelled)
+    except compute_process.Superseded:
+        raise Cancelled() from None
 
 
 class CaptureDialog(QDialog):

@@ -1,4 +1,9 @@
-"""A helper process for the per-layer numbers, so the UI thread never competes for the GIL.
+"""Helper processes for the GUI's numpy and TensorFlow work, so the UI thread never competes for the GIL.
+
+Three kinds: the layer helper (below), the model helper (emulation, diagnosis; killed when its job
+is cancelled) and one process per job with progress (a capture, :func:`call_with_progress`). All run
+below the window's priority, start with SIGINT blocked, and are stopped by :func:`shutdown`, which
+also waits for their executors' manager threads (see :func:`_join_retired`).
 
 Reading a layer (h5py decompression) and its statistics (numpy) hold the GIL in stretches; in a worker
 *thread* they make the window's painting (hundreds of Python calls per frame) wait behind them. The
@@ -17,7 +22,10 @@ from __future__ import annotations
 import atexit
 import multiprocessing as mp
 import os
+import signal
 import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -39,13 +47,27 @@ _DISABLED = bool(os.environ.get("QINSPECT_NO_HELPER_PROCESS"))
 _child: dict[str, Any] = {"latest": None, "captures": {}}
 
 
-def _init(latest: Any, parent_pid: int) -> None:
+# Helpers run at a lower priority than the window: when the UI thread wakes (a click, a repaint) the
+# scheduler hands it a core before a helper's numpy work, so a long emulation does not stall painting.
+# The helpers still get every cycle the window leaves idle.
+LAYER_NICENESS = 5
+MODEL_NICENESS = 10
+
+
+def _init(latest: Any, parent_pid: int, niceness: int = 0) -> None:
     _child["latest"] = latest
+    if niceness:
+        try:
+            os.nice(niceness)
+        except OSError:
+            pass  # not allowed here: same priority as the window
     # Ctrl-C in the terminal reaches the whole process group: the GUI closes and stops its helpers
-    # itself; a helper must not die mid-request printing a KeyboardInterrupt traceback.
+    # itself; a helper must not die mid-request printing a KeyboardInterrupt traceback. SIGINT was
+    # blocked since the spawn (see _spawn_pool): ignoring it first discards one that came meanwhile.
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     # A GUI killed by a signal runs no atexit: the helper notices its parent is gone and leaves,
     # rather than living on as an orphan holding the terminal's pipes.
     import threading
@@ -115,6 +137,14 @@ def needs_first_pass(path: str, name: str) -> bool:
     return len(first_ids) * first_keep < len(ids) * keep
 
 
+def weight_pass(rid: int, class_name: str, raw: dict, positions: dict[str, int],
+                source: str) -> list[ls.WeightInfo]:
+    """A layer's weights against their int8 positions (:func:`layer_stats.weight_infos`)."""
+    if _child["latest"] is not None:
+        _check(rid)
+    return ls.weight_infos(class_name, raw, positions, source)
+
+
 def what_if(rid: int, data: ls.LayerData, position: int, method: str) -> ls.WhatIf:
     """Quantize loaded values at ``position``."""
     if _child["latest"] is not None:
@@ -123,7 +153,15 @@ def what_if(rid: int, data: ls.LayerData, position: int, method: str) -> ls.What
 
 
 # --- in the GUI process ----------------------------------------------------------------------------
-def _spawn_pool(latest: Any) -> ProcessPoolExecutor:
+def _spawn_pool(latest: Any, niceness: int) -> ProcessPoolExecutor:
+    """The layer helper (``latest="new"``: with the shared latest-request array) or the model helper."""
+    if latest == "new":
+        global _LATEST
+        _LATEST = latest = mp.get_context("spawn").Array("q", N_SLOTS, lock=False)
+    return _spawn(_init, (latest, os.getpid(), niceness))
+
+
+def _spawn(initializer: Any, initargs: tuple) -> ProcessPoolExecutor:
     """A one-process pool, started now. A spawned child re-imports the parent's __main__ unless told
     otherwise, and `python -m qinspect` runs the CLI at import (a second window): the main module's
     identity is hidden while the child starts (the pool spawns it synchronously in the first submit)."""
@@ -134,11 +172,16 @@ def _spawn_pool(latest: Any) -> ProcessPoolExecutor:
             main.__dict__["__spec__"] = None
             main.__dict__.pop("__file__", None)
         ctx = mp.get_context("spawn")  # never fork a process that runs Qt threads
-        if latest == "new":
-            global _LATEST
-            _LATEST = latest = ctx.Array("q", N_SLOTS, lock=False)
-        pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init, initargs=(latest, os.getpid()))
-        pool.submit(_warm)
+        pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=initializer, initargs=initargs)
+        # The child starts with SIGINT blocked (a signal mask survives fork and exec; Python's own
+        # resource tracker starts the same way): a Ctrl-C while it is still importing, before its
+        # initializer ignores SIGINT, would otherwise end it with a KeyboardInterrupt traceback.
+        # The mask is per thread, so this works from the worker threads that start the model helper.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            pool.submit(_warm)  # spawns the process, synchronously
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         return pool
     finally:
         if main is not None:
@@ -153,7 +196,7 @@ def _pool() -> ProcessPoolExecutor | None:
         return None
     if _POOL is None:
         try:
-            _POOL = _spawn_pool("new")
+            _POOL = _spawn_pool("new", LAYER_NICENESS)
             atexit.register(shutdown)
         except (OSError, ValueError, ImportError):
             _DISABLED = True
@@ -174,14 +217,18 @@ def call_model(fn: Any, *args: Any, cancelled: Any = None) -> Any:
     killed under it; then :class:`Superseded` is raised, else the job is redone in this thread.
     """
     global _MODEL_POOL
+    pool = None
     if not _DISABLED:
         try:
             if _MODEL_POOL is None:
-                _MODEL_POOL = _spawn_pool(None)
+                _MODEL_POOL = _spawn_pool(None, MODEL_NICENESS)
                 atexit.register(kill_model_helper)
-            return _MODEL_POOL.submit(fn, *args).result()
+            pool = _MODEL_POOL
+            return pool.submit(fn, *args).result()
         except BrokenProcessPool:
-            _MODEL_POOL = None
+            if _MODEL_POOL is pool:  # not a newer helper another job started meanwhile
+                _MODEL_POOL = None
+                _stop(pool)
             if cancelled is not None and cancelled():
                 raise Superseded() from None
         except (OSError, ValueError, ImportError):
@@ -189,17 +236,150 @@ def call_model(fn: Any, *args: Any, cancelled: Any = None) -> Any:
     return fn(*args)
 
 
+# Manager threads of pools stopped without waiting (a cancelled emulation must not block the UI
+# thread); :func:`shutdown` joins them before the interpreter exits.
+_RETIRED: list[threading.Thread] = []
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Terminate ``pool``'s process and shut it down without waiting; remember its manager thread.
+
+    ProcessPoolExecutor cannot cancel a running call; terminating its process is the only way."""
+    manager = getattr(pool, "_executor_manager_thread", None)
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    if manager is not None:
+        _RETIRED.append(manager)
+
+
+def _join_retired(timeout: float = 5.0) -> None:
+    """Wait for the manager threads of stopped pools to finish.
+
+    A manager thread that sees its process gone closes its wakeup pipe. concurrent.futures' exit hook
+    writes to that pipe without the executor's lock, so a manager thread still closing it at
+    interpreter exit makes the hook fail with "OSError: [Errno 9] Bad file descriptor". Once the
+    thread has finished the pipe is marked closed and the hook skips it."""
+    while _RETIRED:
+        _RETIRED.pop().join(timeout)
+
+
 def kill_model_helper() -> None:
     """Stop a model-wide job at once (its result is no longer wanted): the helper is killed and a new
     one starts with the next job."""
     global _MODEL_POOL
     pool, _MODEL_POOL = _MODEL_POOL, None
-    if pool is None:
-        return
-    # ProcessPoolExecutor cannot cancel a running call; terminating its process is the only way.
-    for proc in list(getattr(pool, "_processes", {}).values()):
-        proc.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
+    if pool is not None:
+        _stop(pool)
+
+
+# --- jobs with progress in a process of their own (a capture: TensorFlow in a helper) ----------------
+class JobCancelled(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside a job, at its next progress report, once its caller cancelled it."""
+
+
+def report_progress(done: int, total: int, text: str = "") -> None:
+    """Inside a job run by :func:`call_with_progress`: hand progress to the caller. Raises
+    :class:`JobCancelled` once the caller cancelled the job (so it stops and cleans up)."""
+    report = _child.get("report")
+    if report is not None:
+        report(done, total, text)
+
+
+def _init_job(queue: Any, cancel: Any, parent_pid: int, niceness: int) -> None:
+    _init(None, parent_pid, niceness)
+
+    def report(done: int, total: int, text: str) -> None:
+        if cancel.is_set():
+            raise JobCancelled()
+        queue.put((int(done), int(total), text))
+
+    _child["report"] = report
+    _child["reports"] = queue
+
+
+def _run_job(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    finally:
+        # Last on the queue: the caller reads every report up to here (the queue's own thread may
+        # still be writing them when the result has already arrived).
+        _child["reports"].put(None)
+
+
+_JOBS: set[ProcessPoolExecutor] = set()
+
+
+def call_with_progress(fn: Any, *args: Any, progress: Any, cancelled: Any) -> Any:
+    """Run ``fn(*args)`` in a new helper process of its own (below the window's priority: TensorFlow or
+    h5py there never holds this process's GIL) and return its result. What it reports with
+    :func:`report_progress` reaches ``progress(done, total, text)`` in the calling thread. Once
+    ``cancelled()`` the job raises :class:`JobCancelled` at its next report (it cleans up as on any
+    error), and :class:`Superseded` is raised here. Runs in this thread if helpers are unavailable."""
+    import queue as queues
+
+    def in_this_thread() -> Any:
+        def local(done: int, total: int, text: str) -> None:
+            if cancelled():
+                raise JobCancelled()
+            progress(done, total, text)
+
+        saved, _child["report"] = _child.get("report"), local
+        try:
+            return fn(*args)
+        except JobCancelled:
+            raise Superseded() from None
+        finally:
+            _child["report"] = saved
+
+    if _DISABLED:
+        return in_this_thread()
+    try:
+        ctx = mp.get_context("spawn")
+        reports, cancel = ctx.Queue(), ctx.Event()
+        pool = _spawn(_init_job, (reports, cancel, os.getpid(), MODEL_NICENESS))
+    except (OSError, ValueError, ImportError):
+        return in_this_thread()
+    _JOBS.add(pool)
+
+    ended = []
+
+    def drain(wait: float = 0.0) -> None:
+        deadline = time.monotonic() + wait
+        while not ended:
+            try:
+                item = reports.get(timeout=max(0.0, deadline - time.monotonic())) if wait else reports.get_nowait()
+            except queues.Empty:
+                return
+            if item is None:
+                ended.append(True)
+            else:
+                progress(*item)
+
+    future = None
+    try:
+        future = pool.submit(_run_job, fn, *args)
+        while not future.done():
+            try:
+                future.result(timeout=0.1)
+            except TimeoutError:
+                pass
+            except BaseException:  # noqa: BLE001 - raised below, after the last reports
+                break
+            drain()
+            if cancelled():
+                cancel.set()
+        drain(wait=5.0)
+        try:
+            return future.result()
+        except JobCancelled:
+            raise Superseded() from None
+    finally:
+        if future is not None and not future.done():
+            cancel.set()  # this thread is leaving (an error here): stop the job at its next report
+        _JOBS.discard(pool)
+        pool.shutdown(wait=True)
+        reports.close()
 
 
 def start() -> None:
@@ -226,7 +406,9 @@ def call(fn: Any, *args: Any) -> Any:
         except BrokenProcessPool:
             # The helper died (killed, out of memory): carry on in this thread from now on.
             _DISABLED = True
-            _POOL = None
+            if _POOL is pool:
+                _POOL = None
+                _stop(pool)
     child_latest = _child["latest"]
     _child["latest"] = None  # in-thread: the caller's own cancel token does the checking
     try:
@@ -241,7 +423,9 @@ def shutdown() -> None:
     global _POOL
     pool, _POOL = _POOL, None
     if pool is not None:
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        _stop(pool)
     kill_model_helper()
+    for job in list(_JOBS):  # a job still running at exit (its caller waited, then gave up)
+        _JOBS.discard(job)
+        _stop(job)
+    _join_retired()

@@ -1,48 +1,95 @@
-"""Vitis dump vs emulator: per tensor, where the emulator and the quantizer's dump_results differ."""
+"""Vitis dump vs emulator: per tensor, where the emulator and a dump differ.
+
+The dump is the quantizer's ``dump_results`` (what it simulated) or the DPU runtime's board dump (what
+the board computed). The headline names the first diverging layer; selecting a row selects its layer in
+the tree and draws that tensor's histogram of code differences in LSB (int8 tensors).
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+BAR_BRUSH = pg.mkBrush(214, 39, 40, 170)
+
+
+def _where(fm: dict | None) -> str:
+    """A first mismatch in words: (sample, h, w, c) for a board tensor, the flat index for a dump file."""
+    if not fm:
+        return ""
+    if "sample" in fm:
+        return (f"sample {fm['sample']} (h {fm['h']}, w {fm['w']}, c {fm['c']}): board {fm['board']}, "
+                f"emulator {fm['emulator']}")
+    return f"[{fm.get('index')}] dump {fm.get('expected')}, emulator {fm.get('got')}"
+
 
 class DumpView(QWidget):
-    """A table of dumped tensors: matched values, max difference in LSB, first mismatch."""
+    """A table of dumped tensors (matched codes, max difference in LSB, first mismatch) and the selected
+    tensor's LSB difference histogram (int8 tensors)."""
 
-    layer_clicked = Signal(str)
+    layer_clicked = Signal(str)  # double click: show the layer
+    layer_selected = Signal(str)  # row selected: select the layer in the tree, stay on this tab
 
     def __init__(self, window=None) -> None:
         super().__init__(window)
         self.session = None
+        self.rows: list = []
         layout = QVBoxLayout(self)
         row = QHBoxLayout()
         self.info = QLabel("Import the quantized.h5 a Vitis run produced (File > Import Vitis quantized.h5), then "
-                           "its dump_results folder, to see every tensor where the emulator and the dump differ.")
+                           "its dump_results folder or a board dump (the dump/ folder XLNX_ENABLE_DUMP=1 writes), "
+                           "to see every tensor where the emulator and the dump differ.")
         self.info.setWordWrap(True)
+        self.info.setObjectName("dumpInfo")
+        self.info.setMinimumHeight(3 * self.info.fontMetrics().lineSpacing() + 4)
         row.addWidget(self.info, 1)
         for text, slot in (("Import quantized.h5…", "import_quantized_dialog"),
-                           ("Import dump_results…", "import_dump_dialog")):
+                           ("Import dump folder…", "import_dump_dialog")):
             button = QPushButton(text)
             if window is not None:
                 button.clicked.connect(getattr(window, slot))
             row.addWidget(button)
         layout.addLayout(row)
-        self.table = QTableWidget(0, 5)
+        self.headline = QLabel("")
+        self.headline.setObjectName("dumpHeadline")
+        self.headline.setWordWrap(True)
+        self.headline.setStyleSheet("font-weight: bold")
+        # A word-wrapped label in a box layout gets one line's height: reserve three.
+        self.headline.setMinimumHeight(3 * self.headline.fontMetrics().lineSpacing() + 4)
+        layout.addWidget(self.headline)
+        split = QSplitter(Qt.Orientation.Vertical)
+        self.table = QTableWidget(0, 6)
         self.table.setObjectName("dumpTable")
-        self.table.setHorizontalHeaderLabels(["Tensor", "Layer", "Matched", "Max |diff| (LSB)", "First mismatch"])
+        self.table.setHorizontalHeaderLabels(["Tensor", "Layer", "Matched", "Max |diff| (LSB)", "First mismatch",
+                                              "Note"])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.cellDoubleClicked.connect(self._on_double_click)
-        layout.addWidget(self.table, 1)
+        self.table.currentCellChanged.connect(self._on_current)
+        split.addWidget(self.table)
+        self.hist = pg.PlotWidget()
+        self.hist.setObjectName("dumpHistogram")
+        self.hist.setLabel("bottom", "|dump - emulator| (LSB)")
+        self.hist.setLabel("left", "codes")
+        self.hist.setTitle("Select a tensor")
+        self.bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=BAR_BRUSH, pen=pg.mkPen(None))
+        self.hist.addItem(self.bars)
+        split.addWidget(self.hist)
+        split.setSizes([300, 160])
+        layout.addWidget(split, 1)
 
     def set_session(self, session) -> None:
         """A new document."""
@@ -50,25 +97,67 @@ class DumpView(QWidget):
         session.dump_changed.connect(self.refresh)
         self.refresh()
 
+    def _layer_of(self, row: int) -> str:
+        """The float model's layer of a row (the tree's names), else the emulator's."""
+        if not 0 <= row < len(self.rows):
+            return ""
+        t = self.rows[row]
+        name = getattr(t, "float_layer", "") or getattr(t, "layer", "") or ""
+        analysis = getattr(self.session, "analysis", None)
+        if name and not getattr(t, "float_layer", "") and analysis is not None and hasattr(analysis, "float_layer"):
+            name = analysis.float_layer(name)
+        return name
+
     def _on_double_click(self, row: int, _col: int) -> None:
-        item = self.table.item(row, 1)
-        if item is not None and item.text():
-            self.layer_clicked.emit(item.text())
+        layer = self._layer_of(row)
+        if layer:
+            self.layer_clicked.emit(layer)
+
+    def _on_current(self, row: int, _col: int, _prev_row: int, _prev_col: int) -> None:
+        self.show_histogram(row)
+        layer = self._layer_of(row)
+        if layer:
+            self.layer_selected.emit(layer)
+
+    def show_histogram(self, row: int) -> None:
+        """Draw the differences of one row: bars at 1, 2, ... LSB (the matching codes are in the title)."""
+        hist = list(getattr(self.rows[row], "histogram", []) or []) if 0 <= row < len(self.rows) else []
+        if not hist:
+            self.bars.setOpts(x=[], height=[])
+            self.hist.setTitle("No difference histogram for this row (int8 tensors only)" if 0 <= row < len(self.rows)
+                               else "Select a tensor")
+            return
+        counts = np.asarray(hist[1:], dtype=float)
+        self.bars.setOpts(x=np.arange(1, len(hist)), height=counts, width=0.8)
+        t = self.rows[row]
+        self.hist.setTitle(f"{t.name}: {hist[0]} of {t.total} codes equal; {int(counts.sum())} differ")
+        if counts.size:
+            self.hist.setXRange(0.4, len(hist) - 0.4)
+            self.hist.setYRange(0, float(counts.max()) * 1.05)
 
     def refresh(self) -> None:
-        """Show the session's dump comparison (mismatches first)."""
+        """Show the session's dump comparison: the headline, then the rows (a board dump's in topological order)."""
         self.table.setRowCount(0)
+        self.rows = []
         dump = self.session.dump if self.session is not None else None
+        self.show_histogram(-1)
+        self.headline.setText("")
         if dump is None:
             return
-        rows = sorted(getattr(dump, "tensors", []), key=lambda t: (t.matched == t.total, t.name))
-        self.table.setRowCount(len(rows))
-        for i, t in enumerate(rows):
-            layer = getattr(t, "layer", "") or ""
-            first = getattr(t, "first_mismatch", None)
-            cells = [t.name, layer, f"{t.matched}/{t.total}", str(getattr(t, "max_lsb", "")),
-                     "" if first is None else str(first)]
+        self.rows = list(getattr(dump, "tensors", []))
+        self.table.setRowCount(len(self.rows))
+        first = getattr(dump, "first", None)
+        for i, t in enumerate(self.rows):
+            fm = getattr(t, "first_mismatch", None)
+            cells = [t.name, getattr(t, "float_layer", "") or getattr(t, "layer", "") or "",
+                     f"{t.matched}/{t.total}", f"{getattr(t, 'max_lsb', 0):g}", _where(fm), getattr(t, "note", "")]
             for j, text in enumerate(cells):
-                self.table.setItem(i, j, QTableWidgetItem(text))
+                item = QTableWidgetItem(text)
+                if t.matched != t.total:
+                    item.setForeground(pg.mkColor(200, 30, 30) if t is first else pg.mkColor(150, 90, 20))
+                self.table.setItem(i, j, item)
         self.table.resizeColumnsToContents()
-        self.info.setText(dump.summary() if hasattr(dump, "summary") else f"{len(rows)} tensors compared")
+        self.info.setText(dump.summary() if hasattr(dump, "summary") else f"{len(self.rows)} tensors compared")
+        self.headline.setText(dump.headline() if hasattr(dump, "headline") else "")
+        if first is not None and first in self.rows:
+            self.table.selectRow(self.rows.index(first))

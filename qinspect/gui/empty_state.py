@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 
 class EmptyState(QWidget):
@@ -51,8 +51,18 @@ class EmptyState(QWidget):
         row.addStretch(1)
         outer.addSpacing(12)
         outer.addLayout(row)
+        self.demo_progress = QProgressBar()
+        self.demo_progress.setObjectName("demoProgress")
+        self.demo_progress.setFixedWidth(420)
+        self.demo_progress.setFormat("Building the demo: %v of %m samples")
+        self.demo_progress.setVisible(False)
+        outer.addSpacing(8)
+        outer.addWidget(self.demo_progress, alignment=Qt.AlignmentFlag.AlignCenter)
         self.demo_note = QLabel("")
+        self.demo_note.setObjectName("demoNote")
         self.demo_note.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.demo_note.setWordWrap(True)
+        self.demo_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.demo_note.setStyleSheet("color: #777;")
         outer.addWidget(self.demo_note)
         self._recent_box = QVBoxLayout()
@@ -60,13 +70,25 @@ class EmptyState(QWidget):
         outer.addLayout(self._recent_box)
         outer.addStretch(3)
 
-    def set_demo(self, path: str | None, how_to_build: str = "") -> None:
-        """Enable the demo button when the demo capture exists, else say how to build it."""
-        self.demo_button.setEnabled(bool(path))
+    def set_demo(self, path: str | None, how_to_build: str = "", can_build: bool = False) -> None:
+        """The demo button: open the demo capture when it exists, else build it (when ``can_build``), else
+        disabled; ``how_to_build`` says what the build does or what to install for it."""
+        self.demo_progress.setVisible(False)
         if path:
+            self.demo_button.setText("Open the demo capture")
+            self.demo_button.setEnabled(True)
             self.demo_note.setText(f"Demo: {os.path.basename(path)} (a real pretrained model on real images)")
-        else:
-            self.demo_note.setText(how_to_build)
+            return
+        self.demo_button.setText("Build the demo capture")
+        self.demo_button.setEnabled(can_build)
+        self.demo_note.setText(how_to_build)
+
+    def set_demo_progress(self, done: int, total: int) -> None:
+        """Show the demo build's progress (the button stays disabled until it ends)."""
+        self.demo_button.setEnabled(False)
+        self.demo_progress.setVisible(True)
+        self.demo_progress.setRange(0, max(total, 0))  # 0: busy (loading TensorFlow and the model)
+        self.demo_progress.setValue(done)
 
     def set_recent(self, files: list[str]) -> None:
         """List recent files as buttons under the prompt."""

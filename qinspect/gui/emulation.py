@@ -151,19 +151,25 @@ class Analysis:
         return out
 
 
-def emulate_capture(token: CancelToken, document: Document, quantized: str | None) -> Analysis:
-    """Calibrate on the capture (or take a Vitis quantized.h5's positions) and run the emulator over it."""
+def emulate_capture(token: CancelToken, document: Document, quantized: str | None,
+                    options: dict[str, Any] | None = None) -> Analysis:
+    """Calibrate on the capture (or take a Vitis quantized.h5's graph, weights and positions) and run the
+    emulator over it, under the quantizer options ``options`` (``QuantizerOptions.to_dict()``; the
+    quantizer's defaults when None). With a quantized.h5 the errors are measured against the float model."""
     from qinspect.analysis.metrics import ErrorStats
     from qinspect.dpu.emulator import Emulator
+    from qinspect.dpu.options import QuantizerOptions
 
     capture = document.capture
+    opts = QuantizerOptions.from_dict(options)
     token.progress(0, capture.n_samples, "calibrating")
     if quantized:
         emulator = Emulator.from_quantized(quantized)
-        source = f"Vitis {os.path.basename(quantized)}"
+        emulator.use_float_reference(capture, opts)
+        source = f"Vitis {os.path.basename(quantized)}; float reference: {emulator.reference_note}"
     else:
-        emulator = Emulator.from_model(capture, calib_inputs=capture)
-        source = "qinspect calibration on the capture (predicts vai_q pof2s)"
+        emulator = Emulator.from_model(capture, calib_inputs=capture, options=opts)
+        source = f"qinspect calibration on the capture (predicts vai_q pof2s; {opts.describe()})"
     token.check()
     results = emulator.run(capture, stats_factory=ErrorStats,
                            progress=lambda done: token.progress(done, capture.n_samples, "emulating"))
@@ -171,12 +177,13 @@ def emulate_capture(token: CancelToken, document: Document, quantized: str | Non
                     positions_source=source, emulator=emulator)
 
 
-def rewrite_model(token: CancelToken, document: Document) -> Analysis:
+def rewrite_model(token: CancelToken, document: Document, options: dict[str, Any] | None = None) -> Analysis:
     """A model without activations: the quantizer's rewrites and the DPU/CPU partition (no positions)."""
     from qinspect.dpu.emulator import Emulator
+    from qinspect.dpu.options import QuantizerOptions
 
     token.check()
-    emulator = Emulator.from_model(document.model)
+    emulator = Emulator.from_model(document.model, options=QuantizerOptions.from_dict(options))
     return Analysis(True, graph=emulator.graph, results={}, positions_source="none yet (capture to calibrate)",
                     emulator=emulator)
 
@@ -206,16 +213,33 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis, eva
 
 @dataclass
 class DumpComparison:
-    """Every dumped tensor against the emulator."""
+    """Every dumped tensor (a dump_model file or a board tensor) against the emulator."""
 
     folder: str
     tensors: list[Any]
+    kind: str = "dump_model"  # or "board"
+    first: Any = None  # the first diverging row in topological order (None: all match)
+    found: str = ""  # what the folder was recognised as
+    unmapped: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """One line for the status bar and the view."""
+        """One line for the status bar: what was found and how many tensors differ."""
         bad = [t for t in self.tensors if t.matched != t.total]
-        return (f"{self.folder}: {len(self.tensors)} tensors compared, "
-                + ("all match" if not bad else f"{len(bad)} differ (worst first)"))
+        text = (f"{self.folder}: {self.found or self.kind}; {len(self.tensors)} tensors compared, "
+                + ("all match" if not bad else f"{len(bad)} differ"))
+        if self.unmapped:
+            text += f"; {len(self.unmapped)} board tensor(s) map to no layer, first {self.unmapped[0].tensor.label}"
+        return text
+
+    def headline(self) -> str:
+        """The first diverging layer in topological order, in one sentence."""
+        t = self.first
+        if t is None:
+            return "No divergence: every compared tensor matches the emulator bit for bit."
+        layer = getattr(t, "float_layer", "") or t.layer
+        return (f"First divergence: layer {layer} ({t.name}), {t.total - t.matched} of {t.total} codes differ, "
+                f"max {t.max_lsb:g} LSB" + (f". {t.note[:1].upper()}{t.note[1:]}." if t.note else "."))
 
 
 def find_dump_inputs(folder: str) -> str | None:
@@ -232,11 +256,14 @@ def find_dump_inputs(folder: str) -> str | None:
 
 
 def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str) -> DumpComparison:
-    """Worker: emulate the dump's inputs with the quantized.h5 and compare every dumped tensor."""
+    """Worker: emulate the dump's inputs with the quantized.h5 and compare every dumped tensor (a
+    dump_model folder or a VART board dump)."""
     import numpy as np
 
-    from qinspect.dpu.emulator import Emulator, compare_dump
+    from qinspect.dpu.board_compare import compare_board
+    from qinspect.dpu.emulator import Emulator, compare_dump, first_dump_divergence
     from qinspect.errors import QInspectError
+    from qinspect.io.board_dump import dump_folder_kind, open_board_dump
     from qinspect.io.vitis import open_dump
 
     if not quantized:
@@ -244,13 +271,21 @@ def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str
                             "quantized.h5): the dump holds no positions", folder)
     emulator = Emulator.from_quantized(quantized)
     token.check()
-    dump = open_dump(folder, emulator.quantized_model)
+    kind = dump_folder_kind(folder)
+    board = open_board_dump(folder) if kind == "board" else None
+    dump = None if board is not None else open_dump(folder, emulator.quantized_model)
     try:
         x = np.load(inputs, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise QInspectError(f"cannot read the dump inputs ({exc})", inputs) from None
     token.check()
-    return DumpComparison(folder, list(compare_dump(emulator, dump, x)))
+    if board is not None:
+        res = compare_board(emulator.graph, board, x)
+        return DumpComparison(folder, res.tensors, "board", res.first_divergence, board.describe(),
+                              res.unmapped, res.notes)
+    rows = list(compare_dump(emulator, dump, x))
+    return DumpComparison(folder, rows, "dump_model", first_dump_divergence(emulator.graph, rows),
+                          "a quantizer dump_model folder", [], list(dump.notes))
 
 
 def export_job(token: CancelToken, document: Document, analysis: Analysis | None, folder: str,
@@ -300,16 +335,16 @@ def _helper_document(path: str) -> Document:
     return _helper_docs[key]
 
 
-def _emulate_in_helper(path: str, quantized: str | None) -> Analysis:
-    return emulate_capture(_HelperToken(), _helper_document(path), quantized)
+def _emulate_in_helper(path: str, quantized: str | None, options: dict[str, Any] | None = None) -> Analysis:
+    return emulate_capture(_HelperToken(), _helper_document(path), quantized, options)
 
 
 def _diagnose_in_helper(path: str, analysis: Analysis, eval_path: str | None) -> list:
     return diagnose_job(_HelperToken(), _helper_document(path), analysis, eval_path)
 
 
-def _rewrite_in_helper(path: str) -> Analysis:
-    return rewrite_model(_HelperToken(), _helper_document(path))
+def _rewrite_in_helper(path: str, options: dict[str, Any] | None = None) -> Analysis:
+    return rewrite_model(_HelperToken(), _helper_document(path), options)
 
 
 def _in_helper(token: CancelToken, fn: Any, *args: Any) -> Any:
@@ -323,10 +358,11 @@ def _in_helper(token: CancelToken, fn: Any, *args: Any) -> Any:
         raise Cancelled() from None
 
 
-def emulate_job(token: CancelToken, document: Document, quantized: str | None) -> Analysis:
+def emulate_job(token: CancelToken, document: Document, quantized: str | None,
+                options: dict[str, Any] | None = None) -> Analysis:
     """Worker: :func:`emulate_capture` in the model helper process."""
     token.progress(0, 0, "emulating")
-    return _in_helper(token, _emulate_in_helper, document.path, quantized)
+    return _in_helper(token, _emulate_in_helper, document.path, quantized, options)
 
 
 def diagnose_bg_job(token: CancelToken, document: Document, analysis: Analysis, eval_path: str | None) -> list:
@@ -336,6 +372,6 @@ def diagnose_bg_job(token: CancelToken, document: Document, analysis: Analysis, 
     return _in_helper(token, _diagnose_in_helper, document.path, analysis, eval_path)
 
 
-def rewrite_job(token: CancelToken, document: Document) -> Analysis:
+def rewrite_job(token: CancelToken, document: Document, options: dict[str, Any] | None = None) -> Analysis:
     """Worker: :func:`rewrite_model` in the model helper process."""
-    return _in_helper(token, _rewrite_in_helper, document.path)
+    return _in_helper(token, _rewrite_in_helper, document.path, options)

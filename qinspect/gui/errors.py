@@ -20,7 +20,7 @@ from types import TracebackType
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-from qinspect.errors import QInspectError
+from qinspect.errors import QInspectError, one_line
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ErrorRecord:
 def describe(exc: BaseException) -> str:
     """The one-line summary for an exception: a QInspectError's own message, else ``Type: message``."""
     if isinstance(exc, QInspectError):
-        return str(exc)
+        return one_line(str(exc))  # the command line's line, escaped the same way
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

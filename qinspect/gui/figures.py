@@ -23,7 +23,12 @@ _FOREGROUND = "#1d2330"
 
 
 def _app() -> None:
-    # pyqtgraph needs a QApplication; reuse the GUI's when there is one.
+    # pyqtgraph needs a QApplication; reuse the GUI's when there is one. Not pg.mkQApp(): it hands Qt
+    # the raw sys.argv, and a file name that is not valid UTF-8 (a surrogate escape) crashes Qt.
+    from PySide6.QtWidgets import QApplication
+
+    if QApplication.instance() is None:
+        QApplication(["qinspect"])
     pg.mkQApp()
 
 

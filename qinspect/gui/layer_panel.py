@@ -1,10 +1,14 @@
 """The selected layer: float activations against the int8 range, weights per channel, error, and what-if.
 
-Selecting a layer clears the panel at once (it never shows the previous layer's numbers under the new
-name), then a worker reads the layer's activations: a quick first pass over a few samples draws the
-first plots, and the full pass replaces them. Moving the position or picking a calibration method
-re-quantizes the loaded values in the worker ("what-if") and updates the clip lines, saturation,
-SQNR and the error plots together.
+Selecting a layer hides the previous layer's data at once (it never shows the previous layer's numbers
+under the new name), then a worker reads the layer's activations: a quick first pass over a few
+samples draws the first plots, and the full pass replaces them. Moving the position or picking a
+calibration method re-quantizes the loaded values in the worker ("what-if") and updates the clip
+lines, saturation, SQNR and the error plots together.
+
+Drawing is kept inside one frame per event-loop turn: plot items are made once and updated in place,
+every plot is drawn in its own turn (:class:`~qinspect.gui.draw_steps.StepDrawer`), only while the
+tab is visible, and every array a plot draws is capped in the worker at what the plot can show.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSpinBox,
+    QStackedWidget,
     QTextBrowser,
     QVBoxLayout,
     QWidget,
@@ -31,33 +36,42 @@ from PySide6.QtWidgets import (
 
 from qinspect.gui import compute_process
 from qinspect.gui import layer_stats as ls
+from qinspect.gui.draw_steps import StepDrawer
 from qinspect.gui.worker import Cancelled, CancelToken, Channel
 
 USED = "Position of the int8 model"
 CLIP_PEN = pg.mkPen("#d62728", width=2)
 METHOD_COLOURS = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b"]
-BAR_BRUSH = pg.mkBrush(70, 110, 170, 170)
+# Opaque fills (the colours a translucent fill would give on the white background): rasterising a
+# translucent fill in software blends every pixel it covers, several times the cost of a plain fill.
+BAR_BRUSH = pg.mkBrush(132, 158, 198)
+BITS_BRUSH = pg.mkBrush(231, 128, 129)
 
 
 def load_layer(token: CancelToken, document, name: str, position: int | None, source: str,
                weight_positions: dict[str, int], weight_source: str,
                raw_weights: dict | None = None, rid: int = 0) -> tuple[ls.LayerData, ls.WhatIf | None]:
-    """Worker: a layer's weights here, its activations in the helper process; a quick partial first."""
+    """Worker: the layer's activations, then its weights' figures, both computed in the helper process
+    (numpy in this process would hold the GIL the UI thread paints with); a quick partial first."""
     layer = document.graph[name]
-    raw = raw_weights if raw_weights is not None else document.weights(name)
-    weights = ls.weight_infos(layer.class_name, raw, weight_positions, weight_source)
+    raw = raw_weights if raw_weights is not None else document.weights(name)  # an h5py read: here
     token.check()
-    if not document.has_activations or name not in document.activation_layers:
-        data = ls.layer_data(name, layer.class_name, np.zeros(0, np.float32), 0, document.n_samples,
-                             position, source, weights, True)
-        return data, None
-    path = document.capture.path
     try:
+        if not document.has_activations or name not in document.activation_layers:
+            weights = compute_process.call(compute_process.weight_pass, rid, layer.class_name, raw,
+                                           weight_positions, weight_source)
+            data = ls.layer_data(name, layer.class_name, np.zeros(0, np.float32), 0, document.n_samples,
+                                 position, source, weights, True)
+            return data, None
+        path = document.capture.path
         if compute_process.call(compute_process.needs_first_pass, path, name):
+            # The first plots come before the weights' figures (those arrive with the full pass).
             data, whatif = compute_process.call(compute_process.load_pass, rid, path, name, layer.class_name,
                                                 position, source, True)
-            data.weights = weights
             token.partial((data, whatif))
+        token.check()
+        weights = compute_process.call(compute_process.weight_pass, rid, layer.class_name, raw, weight_positions,
+                                       weight_source)
         token.check()
         data, whatif = compute_process.call(compute_process.load_pass, rid, path, name, layer.class_name,
                                             position, source, False)
@@ -99,7 +113,11 @@ class LayerPanel(QWidget):
         self.whatif_channel.finished.connect(lambda _rid, res: self._on_whatif(res))
         self.whatif_channel.failed.connect(self._on_failed)
         self._rid = 0
+        self._shown_due: str | None = None  # the layer whose full data is drawing (shown() once drawn)
+        self._weights_drawn = False
         compute_process.start()
+        self.drawer = StepDrawer(self)
+        self.drawer.finished.connect(self._on_drawn)
         self._build()
         self._clear()
 
@@ -179,14 +197,12 @@ class LayerPanel(QWidget):
         grid.addWidget(self.act_plot, 0, 0, 1, 2)
         grid.addWidget(self.err_plot, 0, 2)
         grid.addWidget(self.scatter_plot, 1, 0)
-        grid.addWidget(self.w_plot, 1, 1)
-        grid.addWidget(self.ch_plot, 1, 2)
-        grid.addWidget(self.bits_plot, 2, 2)
+        grid.addWidget(self._weights_area(), 1, 1, 2, 2)
         self.notes = QTextBrowser()
         self.notes.setObjectName("layerNotes")
         self.notes.setOpenExternalLinks(False)
         self.notes.setMaximumHeight(220)
-        grid.addWidget(self.notes, 2, 0, 1, 2)
+        grid.addWidget(self.notes, 2, 0)
         for r in range(3):
             grid.setRowStretch(r, 1)
         for c in range(3):
@@ -195,6 +211,30 @@ class LayerPanel(QWidget):
         for plot in (self.act_plot, self.err_plot, self.w_plot):
             plot.setLabel("left", "log10(count + 1)")
         self._make_items()
+
+    def _weights_area(self) -> QStackedWidget:
+        """The three weight plots, or in their place one message for a layer without a kernel.
+
+        A stacked widget keeps its size whichever page it shows: nothing else in the panel moves or
+        resizes (a relayout would repaint every plot, which is what made hiding the plots stall)."""
+        self.weights_stack = QStackedWidget()
+        self.weights_stack.setObjectName("weightsStack")
+        page = QWidget()
+        box = QGridLayout(page)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.setSpacing(4)
+        box.addWidget(self.w_plot, 0, 0, 2, 1)
+        box.addWidget(self.ch_plot, 0, 1)
+        box.addWidget(self.bits_plot, 1, 1)
+        self.weights_message = QLabel("")
+        self.weights_message.setObjectName("weightsMessage")
+        self.weights_message.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.weights_message.setWordWrap(True)
+        self.weights_message.setStyleSheet("color: #666; background: white; border: 1px solid #ddd;")
+        self.weights_stack.addWidget(page)
+        self.weights_stack.addWidget(self.weights_message)
+        self.weights_page = page
+        return self.weights_stack
 
     def _plot(self, title: str, x: str, y: str) -> pg.PlotWidget:
         w = pg.PlotWidget()
@@ -230,28 +270,38 @@ class LayerPanel(QWidget):
         self._clear()
 
     def show_layer(self, name: str, keep_what_if: bool = False) -> None:
-        """Show ``name``: clear at once, then load in the background (the latest click wins).
+        """Show ``name``: hide the previous layer's data at once, then load in the background (the
+        latest selection wins).
 
         ``keep_what_if``: keep a position the user chose (a reload of the same layer, say when the
         emulation's positions arrive, must not undo the what-if)."""
         if self.session is None:
             return
-        self.current = name
-        self.whatif_channel.cancel()
+        self.preview_layer(name)
         if not keep_what_if:
             self._override = None
-        self._clear()
         doc = self.session.document
-        layer = doc.graph[name]
-        from qinspect.gui.graph_model import format_shape
-
-        self.title.setText(f"{name}   ·   {layer.class_name}   ·   {format_shape(layer.output_shape)}")
-        self.state.setText("Loading…")
         pos, source = self.session.activation_position(name)
         wpos, wsource = self.session.weight_positions(name)
-        weights, self._weights_note = self.session.layer_weights(name)
+        weights, self._weights_note = self.session.layer_weights(name, read_file=False)
         rid = self._next_rid()
         self.load_channel.submit(load_layer, doc, name, pos, source, wpos, wsource, weights, rid)
+
+    def preview_layer(self, name: str) -> None:
+        """Name ``name`` as the layer shown and hide everything drawn for another layer, without loading
+        it (a held arrow key passes over layers: only the one it stops at is loaded and drawn)."""
+        if self.session is None:
+            return
+        if name != self.current:
+            self.current = name
+            layer = self.session.document.graph[name]
+            from qinspect.gui.graph_model import format_shape
+
+            self.title.setText(f"{name}   ·   {layer.class_name}   ·   {format_shape(layer.output_shape)}")
+        self.load_channel.cancel()
+        self.whatif_channel.cancel()
+        self._clear()
+        self.state.setText("Loading…")
 
     def refresh(self) -> None:
         """Positions changed (emulation finished, Vitis import): reload the current layer."""
@@ -266,18 +316,36 @@ class LayerPanel(QWidget):
         """Cancel the panel's background work."""
         self.load_channel.cancel()
         self.whatif_channel.cancel()
+        self.drawer.cancel()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        """Draw what waited while another tab was shown."""
+        super().showEvent(event)
+        self.drawer.resume()
 
     # --- loading -----------------------------------------------------------------------------------
     def _clear(self) -> None:
+        """Forget the data and hide what was drawn for it (hiding items keeps the axes as they are:
+        no relayout, no axis text to redraw, so it costs far less than drawing empty plots)."""
         self.data = None
         self.whatif = None
-        self._draw_activation_histogram()
-        self._draw_whatif()
-        self._draw_weights()
+        self._shown_due = None
+        self._weights_drawn = False
+        self.drawer.cancel()
+        # The weight plots too (their page is hidden meanwhile: free): a step shows each plot's items as
+        # it draws them, so the page never shows another layer's channels beside this one's histogram.
+        for item in (self.act_curve, *self.clip_lines, *(line for pair in self.method_lines for line in pair),
+                     self.err_curve, self.scatter, self.diagonal, *self.scatter_clip, *self._weight_items()):
+            if item.isVisible():
+                item.setVisible(False)
+        self._show_weights_message("")
         for label in (self.clip_label, self.sqnr_label, self.range_label, self.emulated_label):
-            label.setText("")
-        self.notes.setHtml("")
-        self.title.setText("Select a layer in the tree" if self.current is None else self.title.text())
+            if label.text():
+                label.setText("")
+        if self.notes.toPlainText():
+            self.notes.setHtml("")
+        if self.current is None:
+            self.title.setText("Select a layer in the tree")
         self.state.setText("")
 
     def _on_failed(self, _rid: int, exc: BaseException, tb: str) -> None:
@@ -301,19 +369,30 @@ class LayerPanel(QWidget):
             self.state.setText(f"First pass: {share}…" if partial else f"Statistics over {share}")
         else:
             self.state.setText("No activations captured for this layer")
-        # Draw what changed, no more (every redrawn plot is repainted): the first arrival brings the
-        # weights (the same in both passes); the error plots wait for the full pass.
-        self._draw_activation_histogram()
-        if whatif is not None:
-            self._draw_whatif(errors=not partial)
         self._sync_position_spin()
+        self._set_whatif_labels()
         if first:
-            self._draw_weights()
             self._show_emulated()
-        self._show_notes()
-        if first:
-            self.first_plot.emit(data.name)
+        # One plot per step, the most telling first; the weights (the same in both passes) once, the
+        # error plots with the full pass.
+        self.drawer.add("act", self._draw_activation_histogram, self.act_plot)
+        if whatif is not None and not partial:
+            self.drawer.add("err", self._draw_error_histogram, self.err_plot)
+            self.drawer.add("scatter", self._draw_scatter, self.scatter_plot)
+        if not self._weights_drawn and not partial:  # the weights' figures come with the full pass
+            self._weights_drawn = True
+            self.drawer.add("weights", self._draw_weight_histogram, self.w_plot)
+            self.drawer.add("channels", self._draw_channel_ranges, self.ch_plot)
+            self.drawer.add("bits", self._draw_bits_wasted, self.bits_plot)
+        self.drawer.add("notes", self._show_notes, self.notes)
         if not partial:
+            self._shown_due = data.name
+
+    def _on_drawn(self) -> None:
+        """Every queued step is drawn: the full pass of the current layer is on screen."""
+        data = self.data
+        if self._shown_due is not None and data is not None and data.name == self._shown_due:
+            self._shown_due = None
             self.shown.emit(data.name)
 
     def _sync_position_spin(self) -> None:
@@ -367,9 +446,12 @@ class LayerPanel(QWidget):
         share = f"{self.data.values.size:,} values from {self.data.n_samples_used} of " \
             f"{self.data.n_samples_total} samples"
         self.state.setText(f"Statistics over {share}")
-        self._draw_whatif()
+        self._set_whatif_labels()
+        self.drawer.add("clip", self._draw_clip_lines, self.act_plot)
+        self.drawer.add("err", self._draw_error_histogram, self.err_plot)
+        self.drawer.add("scatter", self._draw_scatter, self.scatter_plot)
 
-    # --- drawing -----------------------------------------------------------------------------------
+    # --- drawing (each step reads the current data when it runs: never a superseded layer's) ---------
     def _counts(self, counts: np.ndarray) -> np.ndarray:
         counts = np.asarray(counts, dtype=np.float64)
         return np.log10(counts + 1.0) if self.log_counts.isChecked() else counts
@@ -378,9 +460,9 @@ class LayerPanel(QWidget):
         label = "log10(count + 1)" if self.log_counts.isChecked() else "count"
         for plot in (self.act_plot, self.err_plot, self.w_plot):
             plot.setLabel("left", label)
-        self._draw_activation_histogram()
-        self._draw_whatif()
-        self._draw_weights()
+        self.drawer.add("act", self._draw_activation_histogram, self.act_plot)
+        self.drawer.add("err", self._draw_error_histogram, self.err_plot)
+        self.drawer.add("weights", self._draw_weight_histogram, self.w_plot)
 
     def _make_items(self) -> None:
         """Create every plot item once; drawing a layer only updates their data (creating pyqtgraph
@@ -423,18 +505,24 @@ class LayerPanel(QWidget):
         self.ch_lines = [pg.InfiniteLine(angle=0, pen=pg.mkPen("#ff7f0e", width=2), movable=False) for _ in range(2)]
         for item in (self.ch_bars, *self.ch_lines):
             self.ch_plot.addItem(item)
-        self.bits_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=pg.mkBrush(214, 39, 40, 150),
-                                         pen=pg.mkPen(None))
+        self.bits_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=BITS_BRUSH, pen=pg.mkPen(None))
         self.bits_plot.addItem(self.bits_bars)
         self.bits_plot.setToolTip("log2(per-tensor max|w| / channel max|w|): the bits of the int8 code a "
                                   "channel never uses because one position serves the whole tensor.")
 
+    @staticmethod
+    def _set_view(plot: pg.PlotWidget, x: tuple[float, float] | None, y: tuple[float, float]) -> None:
+        """Set the view range from the data's known extent. pyqtgraph's autorange runs inside the paint
+        and changes the range there, which paints the plot a second time: ranges are set here instead."""
+        ranges = {"yRange": _padded(*y)}
+        if x is not None:
+            ranges["xRange"] = _padded(*x)
+        plot.getPlotItem().getViewBox().setRange(**ranges, padding=0)
+
     def _draw_activation_histogram(self) -> None:
         data = self.data
-        has = data is not None and data.has_activations
-        self.act_curve.setVisible(has)
-        if not has:
-            self.act_curve.setData([], [])
+        if data is None or not data.has_activations:
+            self.act_curve.setVisible(False)
             for pair in self.method_lines:
                 for line in pair:
                     line.setVisible(False)
@@ -442,6 +530,7 @@ class LayerPanel(QWidget):
             return
         h = data.float_hist
         self.act_curve.setData(h.edges, self._counts(h.counts))
+        self.act_curve.setVisible(True)
         by_pos: dict[int, list[str]] = {}
         for label, pos in data.method_positions.items():
             by_pos.setdefault(pos, []).append(label.split(" (")[0])
@@ -458,7 +547,8 @@ class LayerPanel(QWidget):
                 hi_line.setVisible(False)
                 lo_line.setVisible(False)
         self._draw_clip_lines()
-        self.act_plot.enableAutoRange(axis="y")
+        self._set_view(self.act_plot, None, (0.0, float(self._counts(h.counts).max(initial=0.0))))
+        self.first_plot.emit(data.name)
 
     def _fit_activation_x(self) -> None:
         """Show the data and the clip thresholds of the position in use (a wasted range is visible)."""
@@ -471,7 +561,7 @@ class LayerPanel(QWidget):
             if data.vmin < 0:
                 lo = min(lo, w.lo)
         pad = 0.04 * (hi - lo or 1.0)
-        self.act_plot.setXRange(lo - pad, hi + pad, padding=0)
+        self.act_plot.getPlotItem().getViewBox().setRange(xRange=(lo - pad, hi + pad), padding=0)
 
     def _draw_clip_lines(self) -> None:
         w = self.whatif
@@ -486,81 +576,126 @@ class LayerPanel(QWidget):
             line.setVisible(not (x < 0 and self.data.vmin >= 0))
         self._fit_activation_x()
 
-    def _draw_whatif(self, errors: bool = True) -> None:
+    def _set_whatif_labels(self) -> None:
+        """The position, clipping and SQNR lines under the title (text only: cheap, drawn at once)."""
         w, data = self.whatif, self.data
-        self._draw_clip_lines()
         if w is None or data is None:
-            self.err_curve.setData([], [])
-            self.scatter.setData([], [])
-            self.diagonal.setData([], [])
-            for line in self.scatter_clip:
-                line.setVisible(False)
+            for label in (self.range_label, self.clip_label, self.sqnr_label):
+                label.setText("")
             return
         st = w.stats
-        lo_f, hi_f = st.clip_lo_frac, st.clip_hi_frac
         self.range_label.setText(
             f"<b>p = {w.position}</b> ({w.method or 'in use'}): int8 range [{w.lo:.5g}, {w.hi:.5g}], "
             f"step {2.0 ** -w.position:.4g} · float values in [{data.vmin:.5g}, {data.vmax:.5g}]"
         )
         self.clip_label.setText(
-            f"Clipped below: <b>{ls.fmt_frac(lo_f)}</b> · above: <b>{ls.fmt_frac(hi_f)}</b> · "
+            f"Clipped below: <b>{ls.fmt_frac(st.clip_lo_frac)}</b> · above: <b>{ls.fmt_frac(st.clip_hi_frac)}</b> · "
             f"codes used: {st.codes_used}/256"
         )
         self.sqnr_label.setText(
             f"This tensor quantized alone: SQNR <b>{ls.fmt_db(w.sqnr_db)}</b>, MSE {st.mse:.3g}, "
             f"max |error| {st.max_abs_d:.3g}"
         )
-        if not errors:
+
+    def _draw_error_histogram(self) -> None:
+        w = self.whatif
+        if w is None or self.data is None:
+            self.err_curve.setVisible(False)
             return
         h = w.err_hist
         self.err_curve.setData(h.edges, self._counts(h.counts))
-        self.err_plot.enableAutoRange()
+        self.err_curve.setVisible(True)
+        self._set_view(self.err_plot, (float(h.edges[0]), float(h.edges[-1])),
+                       (0.0, float(self._counts(h.counts).max(initial=0.0))))
+
+    def _draw_scatter(self) -> None:
+        w = self.whatif
+        if w is None or self.data is None:
+            for item in (self.scatter, self.diagonal, *self.scatter_clip):
+                item.setVisible(False)
+            return
         self.scatter.setData(w.scatter_x, w.scatter_y)
-        lo = float(min(w.scatter_x.min(), w.scatter_y.min())) if w.scatter_x.size else 0.0
-        hi = float(max(w.scatter_x.max(), w.scatter_y.max())) if w.scatter_x.size else 1.0
+        lo, hi = w.scatter_lo, w.scatter_hi
         self.diagonal.setData([lo, hi], [lo, hi])
+        self.scatter.setVisible(True)
+        self.diagonal.setVisible(True)
         for line, y in zip(self.scatter_clip, (w.lo, w.hi), strict=True):
             line.setValue(y)
             line.setVisible(lo <= y <= hi)
-        self.scatter_plot.enableAutoRange()
+        self._set_view(self.scatter_plot, (lo, hi), (lo, hi))
 
-    def _draw_weights(self) -> None:
+    def _kernel(self) -> ls.WeightInfo | None:
         data = self.data
-        kernels = [w for w in data.weights if w.channel_max is not None] if data is not None else []
-        for item in (self.w_curve, *self.w_clip, self.ch_bars, *self.ch_lines, self.bits_bars):
-            item.setVisible(bool(kernels))
-        if not kernels:
-            none = "this layer has none" if data is not None else ""
-            self.w_plot.setTitle(f"Weights: {none}", size="9pt")
-            self.ch_plot.setTitle("Channel ranges", size="9pt")
-            self.bits_plot.setTitle("Bits wasted per channel", size="9pt")
+        return next((w for w in data.weights if w.channel_max is not None), None) if data is not None else None
+
+    def _weight_items(self) -> tuple:
+        return (self.w_curve, *self.w_clip, self.ch_bars, *self.ch_lines, self.bits_bars)
+
+    def _show_weights_message(self, text: str) -> None:
+        if self.weights_message.text() != text:
+            self.weights_message.setText(text)
+        if self.weights_stack.currentWidget() is not self.weights_message:
+            self.weights_stack.setCurrentWidget(self.weights_message)
+
+    def _draw_weight_histogram(self) -> None:
+        k = self._kernel()
+        if k is None:
+            data = self.data
+            self._show_weights_message(
+                "" if data is None else f"No weight plots: this {data.class_name} layer has no kernel of its own"
+                + (" (see the notes for its other weights)" if data.weights else "") + ".")
             return
-        k = kernels[0]
         # Short titles: a pyqtgraph title wider than its plot pushes the plot out of view.
         self.w_plot.setTitle(f"Weights: {k.name}, p={k.position}", size="9pt")
         self.w_curve.setData(k.hist.edges, self._counts(k.hist.counts))
-        for line, x in zip(self.w_clip, (-128 * 2.0**-k.position, 127 * 2.0**-k.position), strict=True):
+        clip = (-128 * 2.0**-k.position, 127 * 2.0**-k.position)
+        for line, x in zip(self.w_clip, clip, strict=True):
             line.setValue(x)
-        self.w_plot.enableAutoRange()
-        ch = np.arange(k.channel_max.size)
-        self.ch_bars.setOpts(x=ch, y0=k.channel_min, height=k.channel_max - k.channel_min)
+        for item in (self.w_curve, *self.w_clip):
+            item.setVisible(True)
+        self._set_view(self.w_plot, (min(float(k.hist.edges[0]), clip[0]), max(float(k.hist.edges[-1]), clip[1])),
+                       (0.0, float(self._counts(k.hist.counts).max(initial=0.0))))
+        if self.weights_stack.currentWidget() is not self.weights_page:
+            self.weights_stack.setCurrentWidget(self.weights_page)
+
+    def _draw_channel_ranges(self) -> None:
+        k = self._kernel()
+        if k is None:
+            return
+        bars = k.bars
+        self.ch_bars.setOpts(x=bars.x, y0=bars.lo, height=bars.hi - bars.lo, width=0.8 * bars.per_bar)
         t = k.tensor_absmax
         for line, y in zip(self.ch_lines, (-t, t), strict=True):
             line.setValue(y)
-        self.ch_plot.setTitle("Channel ranges", size="9pt")
-        self.ch_plot.setToolTip(f"Bars: each output channel's [min, max]. Orange: the per-tensor range ±{t:.4g} "
-                                "that one position must cover.")
-        # Past 8 bits a channel has no code left: it quantizes to zero. Draw it at 8 and say so.
-        wasted = np.minimum(np.where(np.isfinite(k.bits_wasted), k.bits_wasted, 8.0), 8.0)
-        dead = int(np.count_nonzero(wasted >= 8.0))
-        self.bits_bars.setOpts(x=ch, height=wasted)
-        self.bits_plot.setTitle("Bits wasted per channel", size="9pt")
-        self.bits_plot.setToolTip((f"{dead} channel(s) quantize to all zeros (drawn at 8 bits). " if dead else "")
+        for item in (self.ch_bars, *self.ch_lines):
+            item.setVisible(True)
+        grouped = f" ({bars.per_bar} channels per bar: their lowest min to highest max)" if bars.per_bar > 1 else ""
+        self.ch_plot.setTitle("Channel ranges" + (f", {bars.per_bar} per bar" if bars.per_bar > 1 else ""),
+                              size="9pt")
+        self.ch_plot.setToolTip(f"Bars: each output channel's [min, max]{grouped}. Orange: the per-tensor "
+                                f"range ±{t:.4g} that one position must cover.")
+        self.ch_plot.getPlotItem().getViewBox().setRange(
+            xRange=(-0.6, bars.n_channels - 0.4), padding=0,
+            yRange=_padded(min(float(bars.lo.min(initial=0.0)), -t), max(float(bars.hi.max(initial=0.0)), t)))
+
+    def _draw_bits_wasted(self) -> None:
+        k = self._kernel()
+        if k is None:
+            return
+        bars = k.bars
+        # Past 8 bits a channel has no code left: it quantizes to zero. Drawn at 8 and said.
+        self.bits_bars.setOpts(x=bars.x, height=bars.wasted, width=0.8 * bars.per_bar)
+        self.bits_bars.setVisible(True)
+        grouped = f"Each bar: the worst of {bars.per_bar} channels. " if bars.per_bar > 1 else ""
+        self.bits_plot.setTitle("Bits wasted per channel" + (f", worst of {bars.per_bar}" if bars.per_bar > 1
+                                                              else ""), size="9pt")
+        self.bits_plot.setToolTip((f"{bars.dead} channel(s) quantize to all zeros (drawn at 8 bits). "
+                                   if bars.dead else "") + grouped
                                   + "log2(per-tensor max|w| / channel max|w|): the bits of the int8 code a "
                                   "channel never uses because one position serves the whole tensor.")
-        for plot in (self.ch_plot, self.bits_plot):
-            plot.setXRange(-0.6, ch.size - 0.4, padding=0)
-            plot.enableAutoRange(axis="y")
+        self.bits_plot.getPlotItem().getViewBox().setRange(
+            xRange=(-0.6, bars.n_channels - 0.4), padding=0,
+            yRange=_padded(0.0, max(float(bars.wasted.max(initial=0.0)), 0.5)))
 
     def _show_notes(self) -> None:
         data = self.data
@@ -623,6 +758,14 @@ class LayerPanel(QWidget):
         if acc is not None:
             parts.append(f"accumulated <b>{ls.fmt_db(acc.sqnr_db)}</b>")
         self.emulated_label.setText("Emulated int8 model SQNR: " + ", ".join(parts))
+
+
+def _padded(lo: float, hi: float, frac: float = 0.04) -> tuple[float, float]:
+    """``[lo, hi]`` widened by ``frac`` of its span on each side (a zero span by one unit)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return (0.0, 1.0)
+    pad = frac * (hi - lo) if hi > lo else 0.5
+    return (lo - pad, hi + pad)
 
 
 def _html(text: str) -> str:

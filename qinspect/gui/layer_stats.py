@@ -29,7 +29,13 @@ MAX_VALUES = 1 << 18
 # The first, quick pass (a first plot within ~100 ms on the demo) reads at most this many values.
 FIRST_PASS_VALUES = 1 << 15
 SCATTER_POINTS = 1500
+# The scatter plot is a few hundred pixels wide: points closer than 1/SCATTER_GRID of its range in
+# both x and y land on the same pixels, and one of them is drawn (drawing costs per point).
+SCATTER_GRID = 400
 HIST_BINS = 200
+# The channel plots draw at most this many bars (a plot a few hundred pixels wide cannot show more);
+# past it, each bar stands for a group of adjacent channels and the plot says so.
+MAX_BARS = 256
 PERCENTILE = 99.99
 
 # What-if methods: label -> (function of the values, whether vai_q pof2s uses it for activations).
@@ -42,6 +48,42 @@ METHODS: dict[str, tuple[Callable[[np.ndarray], int], bool]] = {
 DEFAULT_METHOD = "min-MSE (vai_q pof2s default)"
 
 WEIGHT_KEYS = ("kernel", "depthwise_kernel", "pointwise_kernel")
+
+
+@dataclass
+class ChannelBars:
+    """The per-channel plots' bars, at most :data:`MAX_BARS`: one per channel, or per group of
+    ``per_bar`` adjacent channels (the group's lowest minimum, highest maximum, most bits wasted)."""
+
+    x: np.ndarray  # bar centres, in channel numbers
+    lo: np.ndarray
+    hi: np.ndarray
+    wasted: np.ndarray  # bits wasted, capped at 8 (a channel past 8 quantizes to all zeros)
+    per_bar: int
+    n_channels: int
+    dead: int  # channels that quantize to all zeros
+
+
+def channel_bars(cmin: np.ndarray, cmax: np.ndarray, bits_wasted: np.ndarray,
+                 max_bars: int = MAX_BARS) -> ChannelBars:
+    """Group adjacent channels so at most ``max_bars`` bars are drawn (see :class:`ChannelBars`)."""
+    n = int(cmin.size)
+    wasted = np.minimum(np.where(np.isfinite(bits_wasted), bits_wasted, 8.0), 8.0)
+    dead = int(np.count_nonzero(wasted >= 8.0))
+    per = max(1, math.ceil(n / max_bars)) if n else 1
+    if per == 1:
+        return ChannelBars(np.arange(n, dtype=np.float64), cmin.astype(np.float64), cmax.astype(np.float64),
+                           wasted.astype(np.float64), 1, n, dead)
+    groups = math.ceil(n / per)
+    pad = groups * per - n
+
+    def grouped(v: np.ndarray, reduce, fill: float) -> np.ndarray:
+        return reduce(np.concatenate([v.astype(np.float64), np.full(pad, fill)]).reshape(groups, per), axis=1)
+
+    starts = np.arange(groups) * per
+    ends = np.minimum(starts + per, n) - 1
+    return ChannelBars((starts + ends) / 2.0, grouped(cmin, np.min, np.inf), grouped(cmax, np.max, -np.inf),
+                       grouped(wasted, np.max, -np.inf), per, n, dead)
 
 
 @dataclass
@@ -59,6 +101,7 @@ class WeightInfo:
     codes_used: np.ndarray | None  # distinct int8 codes per output channel
     sqnr_db: float
     tensor_absmax: float
+    bars: ChannelBars | None = None  # what the channel plots draw (None without per-channel ranges)
 
 
 @dataclass
@@ -98,6 +141,8 @@ class WhatIf:
     err_hist: Histogram  # error in LSB units: (fake_quant(x) - x) * 2^p
     scatter_x: np.ndarray
     scatter_y: np.ndarray
+    scatter_lo: float = 0.0  # the scatter's extent over x and y (for its diagonal)
+    scatter_hi: float = 1.0
 
     @property
     def clip_lo_frac(self) -> float:
@@ -173,8 +218,9 @@ def weight_infos(class_name: str, weights: dict[str, np.ndarray], positions: dic
             ranges = channel_ranges(w, class_name, key)
             cmin, cmax, wasted = ranges.channel_min, ranges.channel_max, ranges.bits_wasted
             codes = channel_code_counts(q, class_name, key)
+        bars = channel_bars(cmin, cmax, wasted) if cmin is not None else None
         out.append(WeightInfo(key, tuple(w.shape), pos, how, activation_histogram(w, bins=HIST_BINS),
-                              cmin, cmax, wasted, codes, stats.sqnr_db, float(np.abs(w).max())))
+                              cmin, cmax, wasted, codes, stats.sqnr_db, float(np.abs(w).max()), bars))
     return out
 
 
@@ -216,18 +262,38 @@ def what_if(data: LayerData, position: int, method: str = "") -> WhatIf:
     else:
         err_hist = activation_histogram(np.zeros(1))
     sx, sy = scatter_sample(x, y)
-    return WhatIf(data.name, int(position), method, lo, hi, stats, err_hist, sx, sy)
+    s_lo = float(min(sx.min(), sy.min())) if sx.size else 0.0
+    s_hi = float(max(sx.max(), sy.max())) if sx.size else 1.0
+    return WhatIf(data.name, int(position), method, lo, hi, stats, err_hist, sx, sy, s_lo, s_hi)
 
 
-def scatter_sample(x: np.ndarray, y: np.ndarray, n: int = SCATTER_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """At most ``n`` (x, y) pairs: a fixed random subset plus the extremes, so clipped tails always show."""
-    if x.size <= n:
+def scatter_sample(x: np.ndarray, y: np.ndarray, n: int = SCATTER_POINTS,
+                   grid: int = SCATTER_GRID) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``n`` (x, y) pairs: a fixed random subset plus the extremes, so clipped tails always show;
+    then one pair per cell of a ``grid`` x ``grid`` raster of their extent (the others would be drawn
+    on the same pixels)."""
+    if x.size > n:
+        rng = np.random.default_rng(0)
+        idx = rng.choice(x.size, n - 64, replace=False)
+        order = np.argpartition(x, (32, x.size - 33))
+        idx = np.concatenate([order[:32], order[-32:], idx])
+        x, y = x[idx], y[idx]
+    if x.size < 2:
         return x.copy(), y.copy()
-    rng = np.random.default_rng(0)
-    idx = rng.choice(x.size, n - 64, replace=False)
-    order = np.argpartition(x, (32, x.size - 33))
-    idx = np.concatenate([idx, order[:32], order[-32:]])
-    return x[idx], y[idx]
+    # The extremes first, so they are their cells' representatives.
+    first = np.array(list(dict.fromkeys([int(np.argmin(x)), int(np.argmax(x)), int(np.argmin(y)),
+                                         int(np.argmax(y))])))
+    order = np.concatenate([first, np.setdiff1d(np.arange(x.size), first)])
+    x, y = x[order], y[order]
+
+    def cells(v: np.ndarray) -> np.ndarray:
+        v = v.astype(np.float64)
+        lo, hi = float(v.min()), float(v.max())
+        return np.minimum(((v - lo) / ((hi - lo) or 1.0) * grid).astype(np.int64), grid - 1)
+
+    _, keep = np.unique(cells(x) * grid + cells(y), return_index=True)
+    keep.sort()
+    return x[keep], y[keep]
 
 
 def fmt_frac(f: float) -> str:

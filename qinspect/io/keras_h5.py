@@ -119,7 +119,9 @@ class KerasH5Model(WeightSource):
         for layer in self.graph.children(None):
             if layer.shares:
                 continue  # a later call of a shared layer: its weights are its first call's
-            group = root.get(layer.short_name)
+            # A top-level layer's whole name is its group path; tf_keras names like "Conv/BatchNorm" hold "/"
+            # themselves, so the name is not cut at its last "/" (that would read the group "BatchNorm").
+            group = root.get(layer.name)
             if not isinstance(group, h5py.Group):
                 spec = None if layer.is_container else expected_weights(layer.class_name, layer.config)
                 if layer.is_container or spec:

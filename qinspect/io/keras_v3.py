@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import weakref
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,12 @@ class KerasV3Model(WeightSource):
                 except ConfigError as exc:
                     raise QInspectError(f"unreadable Keras model config: {exc}", self.path) from exc
                 if WEIGHTS_ENTRY in names:
+                    _check_expansion(archive.getinfo(WEIGHTS_ENTRY), self.path)
                     # h5py needs a seekable real file; seeking inside a zip entry re-reads it.
                     self._tmp = tempfile.mkdtemp(prefix="qinspect-keras-")
+                    # Removed by close(), or when the object is collected or the interpreter exits (a
+                    # caller that raised before closing it must not leave the copy in /tmp).
+                    weakref.finalize(self, shutil.rmtree, self._tmp, True)
                     target = Path(self._tmp) / WEIGHTS_ENTRY
                     with archive.open(WEIGHTS_ENTRY) as src, open(target, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
@@ -114,11 +119,28 @@ class KerasV3Model(WeightSource):
         self.close()
 
 
+# A model config of this size is already absurd (big models have a few MB); larger is refused unread.
+MAX_JSON_BYTES = 64 << 20
+# Weights compress little (float noise); an entry expanding more than this is refused before extraction.
+MAX_WEIGHTS_RATIO = 200
+
+
 def _read_json(archive: zipfile.ZipFile, name: str, path: str) -> Any:
+    size = archive.getinfo(name).file_size
+    if size > MAX_JSON_BYTES:
+        raise QInspectError(f"{name} in the archive declares {size / (1 << 20):.0f} MiB; a Keras model's is at most "
+                            f"{MAX_JSON_BYTES >> 20} MiB (damaged or forged)", path)
     try:
         return json.loads(archive.read(name))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise QInspectError(f"{name} in the archive is not valid JSON ({exc})", path) from exc
+
+
+def _check_expansion(info: zipfile.ZipInfo, path: str) -> None:
+    """Refuse a weights entry that would expand far beyond its stored size (a zip bomb filling the disk)."""
+    if info.file_size > (1 << 20) and info.file_size > MAX_WEIGHTS_RATIO * max(info.compress_size, 1):
+        raise QInspectError(f"{info.filename} in the archive declares {info.file_size:,} bytes from "
+                            f"{info.compress_size:,} stored: not weights (damaged or forged)", path)
 
 
 def _map_weights(config: dict[str, Any], graph: ModelGraph, h5: h5py.File) -> dict[str, list[tuple[str, str]]]:

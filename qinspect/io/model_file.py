@@ -27,6 +27,7 @@ import numpy as np
 
 from qinspect.errors import QInspectError, UnsupportedFormatError, first_line
 from qinspect.io.graph import ModelGraph
+from qinspect.io.paths import check_not_special
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
@@ -65,6 +66,7 @@ def sniff(path: str | os.PathLike[str]) -> str:
     p = Path(path)
     if not p.exists():
         raise QInspectError("no such file or directory", p)
+    check_not_special(p)
     if p.is_dir():
         if (p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file():
             return "savedmodel"
@@ -106,24 +108,46 @@ def open_model(path: str | os.PathLike[str]) -> ModelSource:
     path = str(path)
     kind = sniff(path)
     if kind == "savedmodel":
+        from qinspect.extras import install_command
+
         raise NeedsTensorFlowError(
-            "is a TensorFlow SavedModel folder; reading it needs TensorFlow (pip install tensorflow-cpu)",
-            path,
+            f"is a TensorFlow SavedModel folder; reading it needs TensorFlow: {install_command('capture')}", path
         )
     if kind == "keras-v3":
         from qinspect.io.keras_v3 import KerasV3Model
 
-        return KerasV3Model(path)
-    return _open_hdf5(path)
+        try:
+            model = KerasV3Model(path)
+        except (AttributeError, TypeError, ValueError, IndexError, KeyError) as exc:
+            # Fields of the wrong type in config.json or the weights file: not what Keras writes.
+            raise QInspectError(f"damaged .keras model ({type(exc).__name__}: {first_line(exc)})", path) from None
+        return _checked(model, path)
+    return _checked(_open_hdf5(path), path)
+
+
+def _checked(source: ModelSource, path: str) -> ModelSource:
+    """``source`` once its weights' shapes agree with its layers' configs (closed and refused otherwise)."""
+    from qinspect.io.weight_check import check_weight_shapes
+
+    if source.kind == "capture":
+        return source  # checked against its own graph when opened
+    try:
+        check_weight_shapes(source.graph, path)
+    except BaseException:
+        source.close()
+        raise
+    return source
 
 
 def _open_hdf5(path: str) -> ModelSource:
     import h5py
 
+    from qinspect.io.capture_file import unreadable_hdf5_message
+
     try:
         h5 = h5py.File(path, "r", locking=False)
     except OSError as exc:
-        raise QInspectError(f"damaged or truncated HDF5 file ({first_line(exc)})", path) from exc
+        raise QInspectError(unreadable_hdf5_message(path, exc), path) from None
     try:
         fmt = h5.attrs.get("format")
     except (OSError, RuntimeError) as exc:
@@ -140,6 +164,13 @@ def _open_hdf5(path: str) -> ModelSource:
 
     try:
         return KerasH5Model(path, h5)
+    except RecursionError:
+        h5.close()
+        raise QInspectError("its model_config is JSON nested too deeply to be a Keras model config", path) from None
+    except (AttributeError, TypeError, ValueError, IndexError) as exc:
+        # A weight that is a group, a config field of the wrong type: the file is not what Keras writes.
+        h5.close()
+        raise QInspectError(f"damaged Keras model file ({type(exc).__name__}: {first_line(exc)})", path) from None
     except (OSError, RuntimeError, KeyError) as exc:
         # h5py raises these for damaged metadata (a truncated file whose superblock survived).
         h5.close()

@@ -233,8 +233,20 @@ def _read_weights(group: Any, layer_name: str) -> dict[str, np.ndarray]:
             arr = np.asarray(g[full][()])
         except KeyError:
             continue
-        out[full.split("/", 1)[-1] if "/" in full else full] = arr
+        out[_weight_short_name(full, layer_name)] = arr
     return out
+
+
+def _weight_short_name(full: str, layer_name: str) -> str:
+    """``kernel:0`` from ``quant_a/b/kernel:0`` of layer ``quant_a/b``.
+
+    Layer names may hold ``/`` themselves (tf_keras's MobileNetV3 has ``expanded_conv/project``), so the
+    layer's own name is removed as a prefix instead of splitting at the first ``/``.
+    """
+    prefix = layer_name + "/"
+    if full.startswith(prefix):
+        return full[len(prefix):]
+    return full.rsplit("/", 1)[-1]
 
 
 def _pos(arrays: dict[str, np.ndarray], name: str, path: str) -> int:
@@ -315,7 +327,7 @@ def load_quantized_model(path: str | os.PathLike[str]) -> VitisQuantizedModel:
             raise QInspectError("not a Vitis quantized model: the HDF5 file has no model_config", path)
         try:
             config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
             raise QInspectError("not a Vitis quantized model: model_config is not JSON", path) from None
         layer_cfgs = (config.get("config") or {}).get("layers")
         if not isinstance(layer_cfgs, list):
@@ -552,6 +564,7 @@ def open_dump(root: str | os.PathLike[str], model: VitisQuantizedModel) -> DumpF
             e.path = found[key]
             used.add(key)
     unmapped = sorted(found[k] for k in found if k not in used)
+    entries = _drop_trimmed_float_weights(entries, notes)
     if acts is None:
         notes.append("no dump_results_0/ folder: activations not compared")
         entries = [e for e in entries if e.kind != "activation"]
@@ -559,3 +572,21 @@ def open_dump(root: str | os.PathLike[str], model: VitisQuantizedModel) -> DumpF
         notes.append("no dump_results_weights/ folder: weights not compared")
         entries = [e for e in entries if e.kind != "weight"]
     return DumpFolder(str(rootp), entries, unmapped, notes)
+
+
+def _drop_trimmed_float_weights(entries: list[DumpEntry], notes: list[str]) -> list[DumpEntry]:
+    """Leave out the float32 weight files when *every* one is absent while the int8 ones are there.
+
+    They are plain copies of the weights stored in ``quantized.h5`` (the quantizer writes
+    ``layer.get_weights()``), so a folder trimmed of all of them loses no information; the emulator reads
+    those weights from ``quantized.h5`` itself. A folder missing only some of them is still incomplete.
+    """
+    float_w = [e for e in entries if e.kind == "weight" and e.dtype == "float32"]
+    int8_w = [e for e in entries if e.kind == "weight" and e.dtype == "int8"]
+    if not float_w or any(e.path is not None for e in float_w) or any(e.path is None for e in int8_w):
+        return entries
+    notes.append(
+        f"none of the {len(float_w)} float weight files (*_float.bin in dump_results_weights/) is present; "
+        "they are copies of the weights stored in the quantized model, so only the int8 weights are compared"
+    )
+    return [e for e in entries if not (e.kind == "weight" and e.dtype == "float32")]

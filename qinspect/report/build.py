@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from qinspect.dpu.options import QuantizerOptions
 from qinspect.report.collect import Opener, Progress, build_report
 from qinspect.report.content import Report
 from qinspect.report.writer import FigureRenderer, check_destination, write_report
@@ -24,7 +25,7 @@ def build_and_write(
     force: bool = False,
     render_figures: FigureRenderer | None = None,
     batch_size: int = 32,
-    cle: bool = True,
+    options: QuantizerOptions | None = None,
     max_samples: int | None = None,
     progress: Progress | None = None,
     diagnose: bool = True,
@@ -39,7 +40,7 @@ def build_and_write(
     """
     check_destination(out_dir, force)
     report: Report = build_report(source, positions=positions, layer=layer, eval_path=eval_path,
-                                  max_samples=max_samples, progress=progress, batch_size=batch_size, cle=cle,
+                                  max_samples=max_samples, progress=progress, batch_size=batch_size, options=options,
                                   diagnose=diagnose, opener=opener, inputs=inputs,
                                   preprocess=preprocess)
     if progress:

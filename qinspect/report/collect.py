@@ -23,8 +23,10 @@ import numpy as np
 from qinspect import __version__
 from qinspect.analysis import diagnose as diagnosis
 from qinspect.analysis.metrics import ErrorStats, representable_range
+from qinspect.dpu.checks import check_finite_capture
 from qinspect.dpu.emulator import Emulator
-from qinspect.errors import QInspectError
+from qinspect.dpu.options import QuantizerOptions
+from qinspect.errors import QInspectError, first_line
 from qinspect.io.capture_file import Capture, is_capture
 from qinspect.io.graph import Layer, ModelGraph
 from qinspect.io.model_file import ModelSource, open_model
@@ -113,8 +115,8 @@ def _read_positions_json(path: str) -> dict[str, dict[str, int]]:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise QInspectError(f"not a positions JSON file ({exc})", path) from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise QInspectError(f"not a positions JSON file ({first_line(exc)})", path) from None
     table = data.get("positions", data) if isinstance(data, dict) else None
     if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
         raise QInspectError("no positions object keyed by layer (expected positions.json of a Vitis run)", path)
@@ -126,8 +128,12 @@ def _read_positions_json(path: str) -> dict[str, dict[str, int]]:
 
 
 def emulate(source: Any, positions: str | None, progress: Progress | None = None, batch_size: int = 32,
-            cle: bool = True, inputs: str | None = None, preprocess: str | None = None) -> Emulation:
+            options: QuantizerOptions | None = None, inputs: str | None = None,
+            preprocess: str | None = None) -> Emulation:
     """Run the emulator (calibrating, or with imported positions) over ``source`` if it can run.
+
+    ``options``: the quantizer options the model is rewritten and calibrated under (``batch_size`` is
+    the calibration and streaming batch size).
 
     ``inputs`` (a .npy / .npz / image folder path) gives a model file samples to calibrate and run on;
     a capture holds its own; ``preprocess`` scales an image folder's pixels (see qinspect.io.inputs).
@@ -145,10 +151,11 @@ def emulate(source: Any, positions: str | None, progress: Progress | None = None
             em.json_positions = _read_positions_json(positions)
     else:
         em.positions_source = f"qinspect calibration (predicts vai_q pof2s; batch size {batch_size}, " \
-            f"CLE {'on' if cle else 'off'})"
+            f"{options.describe() if options else 'default options'})"
     if inputs is not None and isinstance(source, Capture):
         raise QInspectError("a capture holds its own inputs: --inputs is for a model file", inputs)
-    return _run_emulator(source, positions, em, progress, batch_size, cle, inputs, preprocess)
+    options = (options or QuantizerOptions()).with_(calib_batch_size=batch_size)
+    return _run_emulator(source, positions, em, progress, options, inputs, preprocess)
 
 
 def _open_inputs(path: str, graph: Any, preprocess: str | None) -> Any:
@@ -160,9 +167,10 @@ def _open_inputs(path: str, graph: Any, preprocess: str | None) -> Any:
 
 
 def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: Progress | None,
-                  batch_size: int, cle: bool, inputs: str | None = None,
+                  options: QuantizerOptions, inputs: str | None = None,
                   preprocess: str | None = None) -> Emulation:
     cls = Emulator
+    batch_size = options.calib_batch_size
     has_acts = isinstance(source, Capture)
     em.settings["emulator"] = "qinspect.dpu: integer DPU operators, float reference computed alongside"
     if positions is not None and em.json_positions is None:
@@ -172,14 +180,18 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
             raise QInspectError(f"is the quantized model of another model: its layer {foreign[0]!r} is not in "
                                 f"{getattr(source, 'path', 'the model')}", positions)
         em.settings["weights"] = "folded, equalized weights stored in the quantized.h5"
+        # The emulated graph is the quantized model's; the errors are measured against the float model.
+        em.settings["float reference"] = emulator.use_float_reference(source, options)
+        if "WARNING" in em.settings["float reference"]:
+            em.warnings.append(em.settings["float reference"])
         if inputs is not None:
             em.data = _open_inputs(inputs, emulator.graph, preprocess)
     else:
         if progress:
             progress(0, 1, "calibrating" if positions is None and has_acts else "rewriting the graph")
         emulator = cls.from_model(source, calib_inputs=source if has_acts and positions is None else None,
-                                  batch_size=batch_size, cle=cle)
-        em.settings["weights"] = f"the model's weights after qinspect's rewrites (CLE {'on' if cle else 'off'})"
+                                  options=options)
+        em.settings["weights"] = f"the model's weights after qinspect's rewrites ({options.describe()})"
         if positions is None:
             em.settings["calibration batch size"] = batch_size
         if inputs is not None:
@@ -477,7 +489,7 @@ def build_report(
     max_samples: int | None = None,
     progress: Progress | None = None,
     batch_size: int = 32,
-    cle: bool = True,
+    options: QuantizerOptions | None = None,
     diagnose: bool = True,
     opener: Opener | None = None,
     inputs: str | os.PathLike[str] | None = None,
@@ -501,7 +513,8 @@ def build_report(
                                     path)
             eval_cap = Capture.open(str(eval_path))
             check_eval_capture(source, eval_cap)
-        em = emulate(source, None if positions is None else str(positions), progress, batch_size, cle,
+            check_finite_capture(eval_cap)
+        em = emulate(source, None if positions is None else str(positions), progress, batch_size, options,
                      None if inputs is None else str(inputs), preprocess)
         return _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose)
     finally:

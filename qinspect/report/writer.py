@@ -2,11 +2,13 @@
 
 Everything is written into a temporary folder beside the destination and renamed into place at the
 end, so an interrupted run leaves either the old folder or the complete new one, never half a report.
-An existing non-empty destination is replaced only when the caller says so (``force``).
+An existing non-empty destination is replaced only when it is a report qinspect wrote and the caller says
+so (``force``); any other folder is refused, with or without ``force``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from qinspect.errors import QInspectError
 from qinspect.report.content import FigureSpec, Report
+from qinspect.report.exports import FORMAT_NAME as REPORT_FORMAT
 from qinspect.report.exports import report_to_csv, report_to_json
 from qinspect.report.html import PNG_MAGIC, render_html
 
@@ -27,19 +30,77 @@ CSV_NAME = "layers.csv"
 FIGURES_DIR = "figures"
 
 
+# What a report folder holds (see write_report): --force replaces only a folder made of exactly these.
+_REPORT_FILES = frozenset({HTML_NAME, JSON_NAME, CSV_NAME})
+_FIGURE_SUFFIX = ".png"
+# A report.json larger than this is not one qinspect wrote (the biggest models give a few MB).
+_MAX_REPORT_JSON = 256 << 20
+
+
+def not_a_report_reason(folder: str | Path) -> str | None:
+    """Why ``folder`` is not a report folder qinspect wrote, or None when it is one.
+
+    A report folder holds ``report.json`` whose ``format`` is ``"qinspect-report"``, and nothing but
+    ``report.html``, ``report.json``, ``layers.csv`` and ``figures/*.png`` (regular files, no links).
+    Anything else in it means someone else's data is there, and qinspect never deletes that.
+    """
+    folder = Path(folder)
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        return f"cannot list it ({exc.strerror or exc})"
+    for entry in entries:
+        if entry.name == FIGURES_DIR and entry.is_dir(follow_symlinks=False):
+            try:
+                figures = list(os.scandir(entry.path))
+            except OSError as exc:
+                return f"cannot list {FIGURES_DIR}/ ({exc.strerror or exc})"
+            odd = [f.name for f in figures if not _is_figure(f)]
+            if odd:
+                return f"it holds {FIGURES_DIR}/{odd[0]}, which a report does not write"
+        elif entry.name not in _REPORT_FILES or not entry.is_file(follow_symlinks=False):
+            return f"it holds {entry.name}, which a report does not write"
+    marker = folder / JSON_NAME
+    if not marker.is_file() or marker.is_symlink():
+        return f"it has no {JSON_NAME}"
+    try:
+        if marker.stat().st_size > _MAX_REPORT_JSON:
+            return f"its {JSON_NAME} is not a qinspect report's"
+        data = json.loads(marker.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return f"its {JSON_NAME} is not a qinspect report's"
+    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+        return f"its {JSON_NAME} is not a qinspect report's"
+    return None
+
+
+def _is_figure(entry: os.DirEntry) -> bool:
+    return entry.name.endswith(_FIGURE_SUFFIX) and entry.is_file(follow_symlinks=False)
+
+
 def check_destination(out_dir: str | Path, force: bool = False) -> Path:
-    """Refuse a destination that is a file, or a non-empty folder unless ``force``; return it as a Path."""
+    """Refuse a destination qinspect may not write; return it as a Path.
+
+    An absent or empty folder is written. An existing report folder (:func:`not_a_report_reason`) is
+    replaced only with ``force``. Anything else (a file, a link, a folder holding anything but a
+    report) is refused whatever ``force`` says.
+    """
     out = Path(out_dir)
+    if out.is_symlink():
+        raise QInspectError("is a symbolic link: give the report folder itself (qinspect never replaces a link)", out)
     if out.exists() and not out.is_dir():
         raise QInspectError("exists and is not a folder", out)
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise QInspectError("folder exists and is not empty (use --force to replace it)", out)
     if out.is_dir() and any(out.iterdir()):
-        # --force replaces the folder: never the working folder, one holding it, the home folder or /
         here, target = Path.cwd().resolve(), out.resolve()
         if target == here or target in here.parents or target == Path.home().resolve():
             raise QInspectError("is the working, home or a parent folder: a report needs a folder of its own "
                                 "(even --force does not replace this one)", out)
+        reason = not_a_report_reason(out)
+        if reason is not None:
+            raise QInspectError(f"folder exists and is not a qinspect report ({reason}): qinspect replaces only "
+                                "a report it wrote, even with --force; choose a new folder", out)
+        if not force:
+            raise QInspectError("holds a qinspect report (use --force to replace it)", out)
     if not out.absolute().parent.is_dir():
         raise QInspectError("parent folder does not exist", out)
     try:  # a folder we cannot write in is refused now, before any work
@@ -85,9 +146,10 @@ def write_report(
                 rel = f"{FIGURES_DIR}/{fid}.png"
                 (tmp / rel).write_bytes(data)
                 files[fid] = rel
-        (tmp / JSON_NAME).write_text(report_to_json(report, files), encoding="utf-8")
-        (tmp / CSV_NAME).write_text(report_to_csv(report), encoding="utf-8", newline="")
-        (tmp / HTML_NAME).write_text(render_html(report, pngs), encoding="utf-8")
+        # A file name that is not valid UTF-8 reaches here with surrogate escapes: written as \udcff text.
+        (tmp / JSON_NAME).write_text(report_to_json(report, files), encoding="utf-8", errors="backslashreplace")
+        (tmp / CSV_NAME).write_text(report_to_csv(report), encoding="utf-8", errors="backslashreplace", newline="")
+        (tmp / HTML_NAME).write_text(render_html(report, pngs), encoding="utf-8", errors="backslashreplace")
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a report folder is for sharing
         _swap_into_place(tmp, out)
     except BaseException as exc:
@@ -105,10 +167,41 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         return
     old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.absolute().parent))
     os.rmdir(old)
+    # Checked again just before the move: the folder may have changed while the report was computed.
+    reason = not_a_report_reason(out) if any(out.iterdir()) else None
+    if reason is not None:
+        raise QInspectError(f"folder changed while the report was computed and is no longer a qinspect report "
+                            f"({reason}); left as it is", out)
     os.replace(out, old)
     try:
         os.replace(tmp, out)
     except BaseException:
         os.replace(old, out)  # put the previous report back
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    _remove_report_folder(old)
+
+
+def _remove_report_folder(folder: Path) -> None:
+    """Delete a previous report: only the files a report writes, then the folders if they are empty.
+
+    Not ``rmtree``: anything else that appeared in the folder is left where it is.
+    """
+    for name in _REPORT_FILES:
+        _unlink_quietly(folder / name)
+    figures = folder / FIGURES_DIR
+    if figures.is_dir() and not figures.is_symlink():
+        for entry in os.scandir(figures):
+            if _is_figure(entry):
+                _unlink_quietly(Path(entry.path))
+    for path in (figures, folder):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

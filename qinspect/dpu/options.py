@@ -1,0 +1,69 @@
+"""The quantizer options that change pof2s results, named like ``vai_q_tensorflow2``'s keywords.
+
+One :class:`QuantizerOptions` travels from every entry point (the CLI's flags, the report, the
+window's settings) to the rewrites and the calibration, so a result can always say which options
+produced it. Defaults are the quantizer's own (``VitisQuantizer.quantize_model`` with no keyword).
+
+What each option does in the quantizer (its optimize pipeline, read from vai_q_tensorflow2 3.5):
+
+- ``include_cle``: cross-layer equalization after BN folding (:mod:`qinspect.dpu.cle`).
+- ``cle_steps``: how many times the four CLE patterns are applied over the whole model.
+- ``cle_to_relu6``: the CLE patterns drop their activation conditions, so pairs joined by a ReLU6 (or
+  a padded ReLU) are equalized too. Equalizing across a cap changes the function (``relu6(s * x) / s``
+  is not ``relu6(x)``); the float reference keeps the float model's cap, scaled per channel.
+- ``convert_relu6_to_relu``: every ``ReLU(max_value=6.0)`` layer loses its cap before anything else
+  (so it becomes an equalization candidate, and the TF-op hard-sigmoid pattern no longer matches it).
+  It changes the function; the float reference keeps the cap.
+- ``calib_batch_size``: calibration batch size (each batch re-chooses every position; a vote follows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+DEFAULT_CALIB_BATCH = 32
+
+
+@dataclass(frozen=True)
+class QuantizerOptions:
+    """The pof2s quantizer options the emulator reproduces (``vai_q_tensorflow2`` keyword names)."""
+
+    include_cle: bool = True
+    cle_steps: int = 10
+    cle_to_relu6: bool = False
+    convert_relu6_to_relu: bool = False
+    calib_batch_size: int = DEFAULT_CALIB_BATCH
+
+    def __post_init__(self) -> None:
+        if self.cle_steps < 1:
+            raise ValueError(f"cle_steps must be at least 1 (got {self.cle_steps})")
+        if self.calib_batch_size < 1:
+            raise ValueError(f"calib_batch_size must be at least 1 (got {self.calib_batch_size})")
+
+    def with_(self, **changes: Any) -> QuantizerOptions:
+        """A copy with some options changed."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, keyed by the quantizer's keyword names."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> QuantizerOptions:
+        """From :meth:`to_dict` output (unknown keys are ignored, missing ones take the defaults)."""
+        data = data or {}
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+    def describe(self) -> str:
+        """One line naming the options that differ from the quantizer's defaults ("default options" else)."""
+        default = QuantizerOptions()
+        changed = [f"{k}={v}" for k, v in self.to_dict().items()
+                   if k != "calib_batch_size" and getattr(default, k) != v]
+        return ", ".join(changed) if changed else "default options"
+
+    @property
+    def changes_function(self) -> bool:
+        """True when the quantized model computes another function than the float one by design."""
+        return self.convert_relu6_to_relu or (self.include_cle and self.cle_to_relu6)

@@ -1,0 +1,97 @@
+"""Drawing a view in steps, one plot per event-loop turn, so no single turn paints them all.
+
+Painting a pyqtgraph plot in software takes milliseconds (its axes, a filled histogram, a scatter);
+painting every plot of the Layer tab in one turn stalled the event loop past 50 ms. A
+:class:`StepDrawer` holds named steps, each updating one plot: it runs one, waits for that plot's
+paint (the paint is where the cost is: autorange, path building, rasterising), then runs the next on
+a fresh turn, so a key press or a timer gets in between. Steps wait while their view is hidden (the
+rest of a tab is drawn when it is shown). Each step reads the view's current state when it runs, so
+cancelled or superseded steps never draw stale data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtCore import QEvent, QObject, QTimer, Signal
+from PySide6.QtWidgets import QWidget
+
+# When a step's plot does not paint (nothing it shows changed, or it is hidden), go on after this.
+PAINT_WAIT_MS = 40
+
+
+class StepDrawer(QObject):
+    """Runs named drawing steps one per event-loop turn, each after the previous step's plot painted."""
+
+    finished = Signal()  # every step ran (and the last one's plot painted)
+
+    def __init__(self, view: QWidget) -> None:
+        super().__init__(view)
+        self._view = view
+        self._steps: dict[str, tuple[Callable[[], None], QWidget | None]] = {}
+        self._waiting: QWidget | None = None
+        self._next = QTimer(self)
+        self._next.setSingleShot(True)
+        self._next.setInterval(0)
+        self._next.timeout.connect(self._run_next)
+        self._paint_wait = QTimer(self)
+        self._paint_wait.setSingleShot(True)
+        self._paint_wait.setInterval(PAINT_WAIT_MS)
+        self._paint_wait.timeout.connect(self._run_next)
+        self._watched: set[int] = set()
+
+    @property
+    def pending(self) -> bool:
+        """True while steps remain or the last step's paint is awaited."""
+        return bool(self._steps) or self._waiting is not None
+
+    def add(self, name: str, step: Callable[[], None], plot: QWidget | None = None) -> None:
+        """Queue ``step`` (replacing a queued step of that name, which keeps its place). ``plot``: the
+        widget it changes; the next step waits for it to paint."""
+        if plot is not None and id(plot) not in self._watched:
+            self._watched.add(id(plot))
+            target = plot.viewport() if hasattr(plot, "viewport") else plot
+            target.installEventFilter(self)
+        self._steps[name] = (step, plot)
+        if self._waiting is None and not self._next.isActive():
+            self._next.start()
+
+    def cancel(self) -> None:
+        """Drop every queued step (a new layer was selected)."""
+        self._steps.clear()
+        self._waiting = None
+        self._next.stop()
+        self._paint_wait.stop()
+
+    def resume(self) -> None:
+        """Carry on with queued steps (call when the view is shown)."""
+        if self._steps and self._waiting is None:
+            self._next.start()
+
+    def _run_next(self) -> None:
+        self._next.stop()
+        self._paint_wait.stop()
+        self._waiting = None
+        if not self._steps:
+            self.finished.emit()
+            return
+        if not self._view.isVisible():
+            return  # the view's showEvent calls resume()
+        name = next(iter(self._steps))
+        step, plot = self._steps.pop(name)
+        step()
+        if plot is not None and plot.isVisible():
+            self._waiting = plot
+            self._paint_wait.start()
+        else:
+            self._next.start()
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        """After the awaited plot's paint, run the next step on a fresh event-loop turn."""
+        if event.type() == QEvent.Type.Paint and self._waiting is not None:
+            target = self._waiting.viewport() if hasattr(self._waiting, "viewport") else self._waiting
+            if obj is target:
+                self._waiting = None
+                self._paint_wait.stop()
+                self._next.start()  # a 0 ms timer: fires once this paint has finished
+        return False

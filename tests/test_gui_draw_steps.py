@@ -1,0 +1,89 @@
+"""StepDrawer: one drawing step per event-loop turn, each after the previous step's plot painted."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytest.importorskip("PySide6")
+pg = pytest.importorskip("pyqtgraph")
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def view(qtbot):
+    from PySide6.QtCore import QEvent, QObject
+    from PySide6.QtWidgets import QHBoxLayout, QWidget
+
+    w = QWidget()
+    box = QHBoxLayout(w)
+    w.plots = [pg.PlotWidget(), pg.PlotWidget()]
+    for p in w.plots:
+        box.addWidget(p)
+    w.log = []
+
+    class Paints(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802
+            if event.type() == QEvent.Type.Paint:
+                w.log.append(("paint", obj))
+            return False
+
+    w.paints = Paints()
+    for p in w.plots:
+        p.viewport().installEventFilter(w.paints)
+    qtbot.addWidget(w)
+    w.resize(600, 300)
+    w.show()
+    qtbot.waitExposed(w)
+    qtbot.wait(50)
+    return w
+
+
+def _step(view, name, plot):
+    def run():
+        view.log.append(("step", name))
+        plot.plot([0, 1, 2], [0, len(view.log), 0])  # changes what the plot shows: it must repaint
+
+    return run
+
+
+def test_steps_run_in_order_each_after_the_previous_plot_painted(qtbot, view):
+    from qinspect.gui.draw_steps import StepDrawer
+
+    drawer = StepDrawer(view)
+    done = []
+    drawer.finished.connect(lambda: done.append(True))
+    view.log.clear()
+    a, b = view.plots
+    drawer.add("a", _step(view, "a", a), a)
+    drawer.add("b", _step(view, "b", b), b)
+    drawer.add("a", _step(view, "a2", a), a)  # replaces the queued "a", in its place
+    assert view.log == []  # nothing runs inside add(): the caller's turn stays short
+    qtbot.waitUntil(lambda: bool(done), timeout=5000)
+    steps = [e[1] for e in view.log if e[0] == "step"]
+    assert steps == ["a2", "b"] and done == [True] and not drawer.pending
+    i_a, i_b = view.log.index(("step", "a2")), view.log.index(("step", "b"))
+    assert ("paint", a.viewport()) in view.log[i_a:i_b]  # a painted before b's step ran
+
+
+def test_cancelled_steps_never_run_and_a_hidden_view_waits(qtbot, view):
+    from qinspect.gui.draw_steps import StepDrawer
+
+    drawer = StepDrawer(view)
+    a, _b = view.plots
+    view.log.clear()
+    drawer.add("a", _step(view, "stale", a), a)
+    drawer.cancel()
+    qtbot.wait(100)
+    assert ("step", "stale") not in view.log and not drawer.pending
+    view.hide()
+    drawer.add("a", _step(view, "later", a), a)
+    qtbot.wait(100)
+    assert ("step", "later") not in view.log and drawer.pending
+    view.show()
+    drawer.resume()
+    qtbot.waitUntil(lambda: not drawer.pending, timeout=5000)
+    assert ("step", "later") in view.log
