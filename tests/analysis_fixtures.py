@@ -89,16 +89,19 @@ def outlier(folder: Path) -> Plant:
     return Plant(path, calib, None, "relu_outlier", "outlier_range")
 
 
-def coverage(folder: Path) -> Plant:
-    """Calibration inputs in [0, 0.9]; evaluation inputs twice as large."""
+def _conv_relu_model(path: Path) -> Path:
+    """img -> conv1 -> relu1 -> GAP -> dense: a plain small model, saved at ``path``."""
     keras = _keras()
     inp = keras.Input((H, W, 3), name="img")
     x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inp)
     x = keras.layers.ReLU(name="relu1")(x)
-    out = _head(keras, x)
-    model = keras.Model(inp, out)
-    path = folder / "coverage.h5"
-    model.save(path)
+    keras.Model(inp, _head(keras, x)).save(path)
+    return path
+
+
+def coverage(folder: Path) -> Plant:
+    """Calibration inputs in [0, 0.9]; evaluation inputs twice as large."""
+    path = _conv_relu_model(folder / "coverage.h5")
     return Plant(path, _inputs(4), 2.0 * _inputs(5), "img", "coverage")
 
 
@@ -169,6 +172,40 @@ def growth(folder: Path) -> Plant:
     model.save(path)
     return Plant(path, _inputs(9), None, "conv_growth", "error_growth")
 
+
+def calib_outliers(folder: Path) -> Plant:
+    """Calibration inputs with rare huge outliers (4 pixels at 40, the rest in [0, 0.9]); evaluation
+    inputs clean. The outliers set the input's position in calibration; in use they never come."""
+    path = _conv_relu_model(folder / "calib_outliers.h5")
+    calib = _inputs(11)
+    flat = calib.reshape(-1)
+    flat[np.random.default_rng(12).choice(flat.size, 4, replace=False)] = 40.0
+    return Plant(path, calib, _inputs(13), "img", "outlier_range")
+
+
+def dim_calibration(folder: Path) -> Plant:
+    """Calibration data 4x dimmer than use, through a chain of layers: every layer's range is too small,
+    and it all starts at the input."""
+    keras = _keras()
+    inp = keras.Input((H, W, 3), name="img")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inp)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv2")(x)
+    x = keras.layers.ReLU(name="relu2")(x)
+    out = _head(keras, x)
+    model = keras.Model(inp, out)
+    k, b = model.get_layer("conv1").get_weights()
+    model.get_layer("conv1").set_weights([k, np.abs(b) + 0.05])
+    path = folder / "dim.h5"
+    model.save(path)
+    return Plant(path, 0.25 * _inputs(14), _inputs(15), "img", "coverage")
+
+
+# Issue 9's planted root causes: (builder, layers the origin's finding must list as affected)
+ROOT_CAUSES = {
+    "calib_outliers": (calib_outliers, []),
+    "dim_calibration": (dim_calibration, ["relu1", "relu2"]),
+}
 
 BUILDERS = {
     "channel_spread": channel_spread,

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from analysis_fixtures import BUILDERS, Plant
+from analysis_fixtures import BUILDERS, ROOT_CAUSES, Plant
 
 from qinspect.analysis.diagnose import diagnose
 from qinspect.dpu.emulator import Emulator
@@ -112,3 +112,61 @@ def test_memory_budget_reduces_samples_and_says_so(refcases):
     assert d.n_samples < 32
     assert any("must fit in" in note for note in d.notes)
     assert d.to_dict()["samples"] == d.n_samples
+
+
+def _first_of_kind(d, kind):
+    return next(f for f in d.findings if f.kind == kind)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("name", list(ROOT_CAUSES))
+def test_root_cause_is_found_at_its_origin_with_a_measured_remedy(tmp_path, name):
+    build, affected = ROOT_CAUSES[name]
+    plant = build(tmp_path)
+    _, d = _diagnose(plant)
+    f = _first_of_kind(d, plant.kind)
+    assert (f.layer, f.origin) == (plant.layer, plant.layer), [(g.layer, g.kind, g.origin) for g in d.findings]
+    assert set(affected) <= set(f.affects), f.affects
+    # A calibration-side cause is measured where it lives; its remedy is tried on the evaluation data.
+    if plant.kind == "outlier_range":
+        assert f.evidence["data"]["value"] == "calibration data (outliers absent in use)"
+    assert f.remedy["kind"] == "recalibrate" and f.remedy["measured_gain_db"] > 1.0
+    assert f.severity_db == f.remedy["measured_gain_db"]
+    assert f.remedy["measured_sqnr_db"] == pytest.approx(d.output.sqnr_db + f.remedy["measured_gain_db"])
+    assert 0 < f.noise_share <= 1 and d.explained >= f.noise_share
+    # Only one finding of the kind: the downstream ones are folded into the origin's.
+    assert sum(g.kind == plant.kind for g in d.findings) == 1
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("kind", [k for k in BUILDERS if k != "cpu_fallback"])
+def test_every_planted_cause_carries_a_positive_measured_remedy(plants, kind):
+    plant = plants[kind]
+    _, d = _diagnose(plant)
+    f = d.findings[0]
+    assert f.remedy is not None and f.remedy["measured_gain_db"] > 0
+    assert f.origin == f.layer and f.noise_share > 0
+    assert all(g.remedy is not None and g.remedy["measured_gain_db"] >= 0.1 for g in d.findings
+               if g.kind not in ("cpu_fallback", "alignment"))
+    data = d.to_dict()
+    assert {"sqnr_db", "top1_agreement"} <= set(data["output"]) and "explained" in data
+    assert {"kind", "action", "measured_sqnr_db", "measured_gain_db", "top1_agreement"} == set(
+        data["findings"][0]["remedy"])
+
+
+@pytest.mark.tf
+def test_a_root_cause_is_not_also_reported_as_error_growth(tmp_path):
+    plant = ROOT_CAUSES["calib_outliers"][0](tmp_path)
+    _, d = _diagnose(plant)
+    assert [f.kind for f in d.findings if f.layer == "img"] == ["outlier_range"]
+
+
+@pytest.mark.tf
+def test_diagnosis_json_lists_the_measured_advice(plants):
+    _, d = _diagnose(plants["error_growth"])
+    data = d.to_dict()
+    rows = data["advice"]
+    assert rows[0]["output_sqnr_db"] >= rows[-1]["output_sqnr_db"]
+    as_is = next(r for r in rows if not r["keep_float"])
+    assert as_is["output_sqnr_db"] == data["output"]["sqnr_db"]
+    assert any(r["keep_float"] == ["conv_growth"] and "ignore_layers=['conv_growth']" in r["command"] for r in rows)

@@ -163,4 +163,4 @@ def test_partitions_and_cpu_fallback():
     assert f.kind == "cpu_fallback" and f.severity_db == 0.0
     assert "alpha 0.1" in f.advice
     d = f.to_dict()
-    assert set(d) == {"layer", "kind", "severity", "evidence", "advice"}
+    assert set(d) == {"layer", "kind", "severity", "origin", "affects", "noise_share", "remedy", "evidence", "advice"}

@@ -89,6 +89,11 @@ CASES = [
     ("samples-zero", "emulate {float} --inputs {calib} --samples 0", None, "--samples must be at least 1 (got 0)"),
     ("batch-zero", "report {float} --batch-size 0 -o {tmp}/out", None, "--batch-size must be at least 1 (got 0)"),
     ("dump-not-folder", "compare-dump {quantized} {calib} --inputs {calib}", "{calib}", "not a folder"),
+    ("advise-eval-not-capture", "advise {float} --inputs {calib} --eval {calib}", "{calib}",
+     "is not a qinspect capture"),
+    ("advise-model-without-inputs", "advise {float}", "{float}", "needs --inputs"),
+    ("labels-too-few", "diagnose {float} --inputs {calib} --labels {tmp}/shape.npy", "{tmp}/shape.npy",
+     "labels must cover the"),
 ]
 
 

@@ -57,7 +57,7 @@ def test_eval_capture_coverage_json(captures, cli):
     data = json.loads(r.stdout)
     top = data["findings"][0]
     assert (top["layer"], top["kind"]) == ("img", "coverage")
-    assert set(top) == {"layer", "kind", "severity", "evidence", "advice"}
+    assert set(top) == {"layer", "kind", "severity", "origin", "affects", "noise_share", "remedy", "evidence", "advice"}
     assert top["severity"] > 1
     assert data["measured_on"].startswith("evaluation")
     sens = {s["layer"]: s for s in data["sensitivity"]}
@@ -125,3 +125,92 @@ def test_vitis_positions_show_the_concat_alignment(refcases, tmp_path_factory, c
     assert (top["layer"], top["kind"]) == ("cat10", "alignment")
     assert top["evidence"]["shared_position"]["value"] == 2
     assert str(rich / positions) in data["positions_from"]
+
+
+@pytest.mark.tf
+def test_no_sensitivity_keeps_the_findings_and_reports_progress(captures, cli):
+    full = cli("diagnose", str(captures["calib"]), "--eval", str(captures["eval"]), "--json",
+               env={"QINSPECT_PROGRESS": "lines"})
+    r = cli("diagnose", str(captures["calib"]), "--eval", str(captures["eval"]), "--json", "--no-sensitivity")
+    assert r.returncode == 0, r.stderr
+    data, ref = json.loads(r.stdout), json.loads(full.stdout)
+    assert data["sensitivity"] == [] and ref["sensitivity"]
+    assert any("sensitivity skipped" in n for n in data["notes"])
+    top = data["findings"][0]
+    # The same cause at the same layer; its severity is now the tensor's local cost.
+    assert (top["layer"], top["kind"]) == (ref["findings"][0]["layer"], ref["findings"][0]["kind"])
+    assert top["evidence"]["severity_basis"]["value"] == "local"
+    assert data["output_sqnr_db"] == ref["output_sqnr_db"]
+    # Progress on stderr (no terminal here: plain lines, asked for at once), never on stdout.
+    lines = full.stderr.strip().splitlines()
+    assert any(line.startswith("qinspect diagnose: sensitivity over") and "100%" in line for line in lines)
+
+
+@pytest.mark.tf
+def test_advise_ranks_measured_rows_with_their_quantizer_call(captures, cli):
+    r = cli("advise", str(captures["calib"]), "--eval", str(captures["eval"]), "--json", "--batch-size", "8")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    rows = data["advice"]
+    assert rows and all(set(row) == {"options", "keep_float", "output_sqnr_db", "top1_agreement",
+                                     "cpu_layers_added", "command"} for row in rows)
+    sqnrs = [row["output_sqnr_db"] for row in rows]
+    assert sqnrs == sorted(sqnrs, reverse=True)
+    # CLE on and off were both tried, and the batch size; each row says how to reproduce it.
+    assert {row["options"]["include_cle"] for row in rows} == {True, False}
+    assert {row["options"]["calib_batch_size"] for row in rows} >= {8, 2}
+    for row in rows:
+        assert row["command"].startswith("vitis_quantize.VitisQuantizer(model).quantize_model(")
+        assert f"include_cle={row['options']['include_cle']}" in row["command"]
+        assert (row["keep_float"] != []) == ("ignore_layers=" in row["command"])
+        assert row["cpu_layers_added"] == 0 or row["keep_float"]
+    # The coverage plant (evaluation inputs 2x the calibration's): keeping layers float is measured too.
+    assert any(row["keep_float"] for row in rows)
+
+
+def test_advise_tries_the_relu6_options_where_the_model_caps_at_6(refcases, cli):
+    # rich has ReLU6 layers (one inside a hard-sigmoid whose input goes past 6): the advisor tries
+    # cle_to_relu6 and convert_relu6_to_relu, and dropping the cap changes the function, so that row
+    # measures far worse than the default options (the float reference keeps the cap).
+    case = refcases / "rich"
+    r = cli("advise", str(case / "float.h5"), "--inputs", str(case / "calib.npy"), "--batch-size", "8",
+            "--samples", "8", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["advice"]
+    plain = {tuple(sorted(row["options"].items())): row for row in rows if not row["keep_float"]}
+    default = next(row for key, row in plain.items() if dict(key) == {
+        "include_cle": True, "calib_batch_size": 8, "calib_samples": 32})
+    converted = next(row for key, row in plain.items() if dict(key).get("convert_relu6_to_relu"))
+    assert any(dict(key).get("cle_to_relu6") for key in plain)
+    assert "convert_relu6_to_relu=True" in converted["command"]
+    assert converted["output_sqnr_db"] < default["output_sqnr_db"] - 10
+
+
+def test_option_grid_adds_relu6_options_only_for_relu6_models():
+    from qinspect.analysis.advisor import option_grid
+
+    plain = option_grid(8, 32)
+    assert not any("cle_to_relu6" in o or "convert_relu6_to_relu" in o for o in plain)
+    capped = option_grid(8, 32, has_relu6=True)
+    assert {(o.get("cle_to_relu6", False), o.get("convert_relu6_to_relu", False)) for o in capped} == {
+        (False, False), (True, False), (False, True), (True, True)}
+
+
+@pytest.mark.tf
+def test_labels_give_float_and_int8_accuracy(captures, cli, tmp_path):
+    from qinspect.io.capture_file import Capture
+
+    with Capture.open(captures["eval"]) as cap:
+        float_pred = np.argmax(cap.activation("out")[:16], axis=-1)  # TensorFlow's own float outputs
+    labels = float_pred.copy()
+    labels[:4] = (labels[:4] + 1) % 4  # 4 of the 16 measured samples labelled otherwise
+    np.save(tmp_path / "labels.npy", labels)
+    r = cli("diagnose", str(captures["calib"]), "--eval", str(captures["eval"]), "--json", "--no-sensitivity",
+            "--labels", str(tmp_path / "labels.npy"))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)["output"]
+    assert out["accuracy"]["samples"] == 16 and out["accuracy"]["float"] == pytest.approx(12 / 16)
+    assert 0 <= out["accuracy"]["int8"] <= 1 and 0 <= out["top1_agreement"] <= 1
+    np.save(tmp_path / "bad.npy", np.zeros(3, np.int64))
+    r = cli("diagnose", str(captures["calib"]), "--eval", str(captures["eval"]), "--labels", str(tmp_path / "bad.npy"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "bad.npy" in r.stderr

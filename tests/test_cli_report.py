@@ -170,3 +170,14 @@ def test_model_file_gives_a_weights_report(refcases, tmp_path):
     assert layers["conv2"]["weights"]["channels"]["min"]  # per-channel ranges of the stored weights
     assert layers["relu2"]["accumulated"] is None  # no activations: not computed, not zero
     assert any("no activations" in w for w in data["warnings"])
+
+
+@pytest.mark.tf
+def test_no_sensitivity_keeps_findings_without_sensitivity_figures(small_capture, tmp_path):  # noqa: F811
+    out = tmp_path / "rep"
+    result = run_cli("report", str(small_capture), "--no-sensitivity", "-o", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((out / "report.json").read_text())
+    assert data["findings"] is not None
+    assert all(layer["sensitivity"] is None for layer in data["layers"])
+    assert any("sensitivity skipped" in note for note in data["notes"])

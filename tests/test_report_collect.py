@@ -186,3 +186,16 @@ def test_error_histogram_counts_the_isolated_errors_of_the_emulator_run(vitis_re
     assert fc["error_histogram"]["what"].endswith(f"all {n} values")
     relu1 = layers["relu1"]["error_histogram"]
     assert sum(relu1["counts"]) == ERROR_SAMPLE and "the first" in relu1["what"]
+
+
+def test_first_page_has_the_noise_budget_and_the_best_remedy():
+    from qinspect.report.collect import _budget_summary
+
+    data = {"output": {"top1_agreement": 0.9375}, "explained": 0.44,
+            "findings": [{"remedy": {"action": "keep a in float", "measured_sqnr_db": 23.3, "measured_gain_db": 1.08}},
+                         {"remedy": {"action": "recalibrate", "measured_sqnr_db": 25.0, "measured_gain_db": 2.5}},
+                         {"remedy": None}]}
+    s = _budget_summary(data)
+    assert s["top-1 agreement with the float model"] == "93.8%"
+    assert s["output error explained by the findings"].startswith("44%")
+    assert s["best remedy, tried in the emulator"] == "recalibrate: output 25.0 dB (+2.50 dB)"

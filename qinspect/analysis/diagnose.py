@@ -1,22 +1,27 @@
-"""Diagnosis: run every finding over an emulated model and rank them by estimated output SQNR cost.
+"""Diagnosis: find the causes of an emulated model's int8 error, try each one's remedy, rank them by the
+output SQNR the remedy gains.
 
 Input: an emulator graph with positions (:class:`~qinspect.dpu.dpu_graph.DpuGraph`, calibrated by
 qinspect or read from a Vitis ``quantized.h5``), the samples to measure on (the evaluation data when
-there is one, else the calibration data) and, for ``coverage``, the calibration samples.
+there is one, else the calibration data) and, for ``coverage`` and calibration-side outliers, the
+calibration samples.
 
 What is measured where:
 
 - the float tensors the findings look at come from the first ``max_samples`` samples of the measured
-  data (one float walk);
+  data (one float walk); outliers that set a position are looked for in the calibration data;
 - sensitivity, accumulated and isolated errors come from the first ``sens_samples`` (one float walk,
   one quantized walk and two partial walks per quantizing node; see
   :mod:`qinspect.analysis.sensitivity`): the costly part, growing with layers x samples;
 - calibration ranges for ``coverage`` come from a float walk over *all* calibration samples;
-- ``alignment`` and ``constraint`` severities are what-if runs of the emulator (positions put back).
+- every candidate cause's remedy is a what-if run on the sensitivity samples (see
+  :mod:`qinspect.analysis.remedies`): its measured gain is the finding's severity, and causes chained
+  along the graph are one finding at their origin.
 
-Findings whose severity is below ``MIN_SEVERITY_DB`` are dropped, except ``cpu_fallback`` and
+Candidates whose remedy gains less than ``MIN_SEVERITY_DB`` are dropped, except ``cpu_fallback`` and
 ``alignment`` (facts about how the model deploys, whatever their accuracy cost). Ranking: by severity;
-a CPU layer at the model's edge (no DPU round trip, such as a final softmax) is listed last.
+the accumulated-rounding residual after the causes; a CPU layer at the model's edge (no DPU round trip,
+such as a final softmax) last.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.analysis import findings as fnd
+from qinspect.analysis import remedies as rem
 from qinspect.analysis.findings import Branch, Finding, ev
 from qinspect.analysis.metrics import ErrorStats, json_safe
 from qinspect.analysis.sensitivity import (
@@ -37,6 +43,7 @@ from qinspect.analysis.sensitivity import (
     SensitivityResult,
     display_name,
     quantizing_nodes,
+    row_names,
     sensitivity,
     what_if,
 )
@@ -65,6 +72,10 @@ class Diagnosis:
     mode: str = "sim"
     notes: list[str] = field(default_factory=list)
     adjustments: list[dict[str, Any]] = field(default_factory=list)
+    explained: float | None = None  # share of the output error power the findings' fixes remove
+    advice: list[dict[str, Any]] = field(default_factory=list)  # measured rows (qinspect.analysis.advisor)
+    top1_agreement: float | None = None  # int8 against float arg-max, outputs with several classes
+    accuracy: dict[str, Any] | None = None  # with labels: float and int8 top-1 accuracy
 
     def worst_by_layer(self) -> dict[str, Finding]:
         """Each layer's highest-ranked finding (for a badge on the layer's row in a tree)."""
@@ -88,6 +99,10 @@ class Diagnosis:
                 "sensitivity_samples": self.n_sens_samples,
                 "output_sqnr_db": ev(self.output.sqnr_db, "SQNR of the fully quantized model's output(s) "
                                                           "against float, sums over all outputs and samples"),
+                "output": {"sqnr_db": self.output.sqnr_db, "top1_agreement": self.top1_agreement,
+                           **({"accuracy": self.accuracy} if self.accuracy is not None else {})},
+                "explained": self.explained,
+                "advice": self.advice,
                 "findings": [f.to_dict() for f in self.findings],
                 "sensitivity": [s.to_dict() for s in self.sensitivity],
                 "sensitivity_how": HOW,
@@ -188,6 +203,9 @@ def diagnose(
     mode: str = "sim",
     memory_budget: float = 2**30,
     external_positions: bool | None = None,
+    with_sensitivity: bool = True,
+    step: Callable[[str, int, int], None] | None = None,
+    labels: np.ndarray | None = None,
 ) -> Diagnosis:
     """Diagnose ``graph`` on ``data``; ``calib`` (when ``data`` is evaluation data) enables coverage.
 
@@ -198,8 +216,21 @@ def diagnose(
 
     ``mode``: ``"sim"`` (the quantizer's float32 simulation, fast) or ``"int"`` (the DPU integer
     pipeline), see :func:`qinspect.analysis.sensitivity.sensitivity`.
+
+    ``with_sensitivity=False`` skips the per-layer what-if walks (the costly part on big models): no
+    sensitivity rows and no noise budget; candidates are picked by their local cost (``severity_basis``
+    says so) and their remedies are still tried and measured.
+    ``labels`` (one class index, or a one-hot row, per sample of ``data``): the float and int8 models'
+    top-1 accuracy on the sensitivity samples (the first classification output).
+    ``progress(text)`` is told each stage; ``step(text, done, total)`` each stage and, during the
+    sensitivity pass, the work done (``total`` 0 for a stage with no measure of its work).
     """
-    say = progress or (lambda _msg: None)
+    def say(text: str) -> None:
+        if progress is not None:
+            progress(text)
+        if step is not None:
+            step(text, 0, 0)
+
     n_total = len(next(iter(data.values())))
     sample = _head(data, max_samples)
     n = len(next(iter(sample.values())))
@@ -214,13 +245,19 @@ def diagnose(
     if shared:
         notes.append(f"{len(shared)} shared layer(s) called more than once: each call is its own node, all calls "
                      "of a layer share its weights and positions (as the quantizer's one wrapper per layer)")
-    say(f"sensitivity over {n_sens} samples")
-    sens = sensitivity(graph, sens_sample, batch_size=max(batch_size, n_sens), mode=mode)
+    what = f"sensitivity over {n_sens} samples" if with_sensitivity else f"errors over {n_sens} samples"
+    say(what)
+    sens = sensitivity(graph, sens_sample, batch_size=max(batch_size, n_sens), mode=mode, whatifs=with_sensitivity,
+                       progress=None if step is None else (lambda done, total: step(what, done, total)))
+    if not with_sensitivity:
+        notes.append("sensitivity skipped (no per-layer what-if runs): no sensitivity rows and no noise budget; "
+                     "candidate causes are picked by their tensor's local cost, then each is tried in the emulator "
+                     "as usual")
     notes.append("errors measured with the quantizer's float32 simulation (equal to the DPU integer pipeline "
                  "wherever partial sums stay below 2^24 LSB)" if mode == "sim" else
                  "errors measured with the DPU integer pipeline")
     by_node = sens.by_layer()
-    noise = {k: s.only_noise_share for k, s in by_node.items()}
+    noise: dict[str, float] = {k: s.only_noise_share for k, s in by_node.items()}
     out_values = sens.output.n
     if out_values < 100:
         notes.append(f"the output SQNR rests on only {out_values} output values; sensitivity figures are rough")
@@ -237,12 +274,17 @@ def diagnose(
     say("float tensors")
     values = float_values(graph, sample, batch_size, keep=needed)
     calib_ranges = None
+    calib_values = None
     if calib is not None:
         say("calibration ranges")
         calib_ranges = float_ranges(graph, calib, batch_size)
+        # Calibration-side causes (outliers that set a position) live in the calibration data.
+        calib_values = float_values(graph, _head(calib, n), batch_size,
+                                    keep={x.name for x in graph.nodes if x.out_slot is not None})
     found: list[Finding] = []
+    fixes: dict[int, list[rem.Fix]] = {}
     for node in quantizing_nodes(graph):
-        found.extend(_activation_findings(graph, node, values, noise, calib_ranges, data_label))
+        found.extend(_activation_findings(graph, node, values, noise, calib_ranges, data_label, calib_values))
         sp = _spread_finding(graph, node, values, noise)
         if sp is not None:
             found.append(sp)
@@ -250,13 +292,15 @@ def diagnose(
     if external_positions is None:
         external_positions = any(rw.kind == "source" for rw in graph.rewrites)
     found.extend(_adjustment_findings(graph, sens_sample, values, sens, noise, max(batch_size, n_sens), mode,
-                                      infer=external_positions and not graph.adjustments))
+                                      infer=external_positions and not graph.adjustments, fixes=fixes))
     found.extend(_cpu_findings(graph, noise))
     found.extend(_growth_findings(graph, sens, noise, found))
-    # cpu_fallback and alignment are kept whatever their cost: their own triggers are strict and they are
-    # structural facts about the deployed model a user must know.
-    kept = [f for f in found if f.kind in _ALWAYS or f.severity_db >= MIN_SEVERITY_DB]
+    say("trying each remedy (what-if runs)")
+    kept, explained = _measure(graph, sens, found, fixes, sens_sample, max(batch_size, n_sens), mode, notes)
     kept.sort(key=_rank_key)
+    agree, compared = sens.top1
+    accuracy = _accuracy(graph, sens, labels) if labels is not None else None
+    sens.runner = None  # the walks' memory goes now
     return Diagnosis(
         findings=kept,
         sensitivity=sens.layers,
@@ -267,18 +311,118 @@ def diagnose(
         n_sens_samples=n_sens,
         notes=notes,
         adjustments=[a.to_dict() for a in graph.adjustments],
+        explained=explained,
+        top1_agreement=agree / compared if compared else None,
+        accuracy=accuracy,
+        advice=_advice(kept, sens.output.sqnr_db, agree / compared if compared else None),
     )
 
 
+def _accuracy(graph: DpuGraph, sens: SensitivityResult, labels: np.ndarray) -> dict[str, Any] | None:
+    """Top-1 accuracy of the float and the int8 model against ``labels`` (first output with classes)."""
+    run = sens.runner
+    if run is None:
+        return None
+    for name in graph.outputs:
+        ref, test = run.ref[name].float(), run.base[name].float()
+        if ref.ndim != 2 or ref.shape[-1] < 2:
+            continue
+        n = len(ref)
+        y = np.asarray(labels)[:n]
+        y = np.argmax(y, axis=-1) if y.ndim == 2 else y.astype(np.int64)
+        return {"float": float(np.mean(np.argmax(ref, -1) == y)), "int8": float(np.mean(np.argmax(test, -1) == y)),
+                "samples": n, "output": name}
+    return None
+
+
+def _advice(kept: list[Finding], sqnr: float, top1: float | None) -> list[dict[str, Any]]:
+    """The measured ways to quantize found on the way: as calibrated, and each keep-float remedy."""
+    from qinspect.analysis.advisor import AdviceRow, command
+
+    rows = [AdviceRow({}, [], sqnr, top1, 0, command({}, []))]
+    for f in kept:
+        r = f.remedy
+        if r is None or r.get("kind") != "keep_float":
+            continue
+        layers = [f.layer] if f.kind != "accumulated_rounding" else list(f.affects)
+        rows.append(AdviceRow({}, layers, r["measured_sqnr_db"], r.get("top1_agreement"), len(layers),
+                              command({}, layers)))
+    rows.sort(key=lambda row: -row.output_sqnr_db if math.isfinite(row.output_sqnr_db) else 0.0)
+    return [row.to_dict() for row in rows]
+
+
+def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fixes: dict[int, list[rem.Fix]],
+             sample: dict[str, np.ndarray], batch_size: int, mode: str,
+             notes: list[str]) -> tuple[list[Finding], float | None]:
+    """Group root causes, try the fixes of the costliest candidates, keep what a measured gain supports.
+
+    cpu_fallback and alignment are kept whatever their cost: their own triggers are strict and they are
+    structural facts about the deployed model a user must know. Returns the findings and ``explained``.
+    """
+    for f in found:
+        fx = fixes.get(id(f)) or rem.fixes_for(graph, f)
+        if fx:
+            fixes[id(f)] = fx
+    found = rem.group_root_causes(graph, found, fixes)
+
+    def fallback(fx: rem.Fix) -> tuple[ErrorStats, tuple[int, int]]:
+        return what_if(graph, sample, fx.positions, fx.float_nodes, batch_size, mode), (0, 0)
+
+    trial = rem.Trial(graph, sens, fallback)
+    candidates = sorted((f for f in found if id(f) in fixes), key=lambda f: -_finite(f.severity_db))
+    measured = candidates[:rem.MAX_MEASURED]
+    if len(candidates) > len(measured):
+        notes.append(f"{len(candidates) - len(measured)} further candidate cause(s), with estimated costs below "
+                     f"{_finite(measured[-1].severity_db):.2f} dB, were not tried in the emulator and are not listed")
+    done: dict[tuple, rem.Remedy] = {}
+    for f in measured:
+        tried = []
+        for fx in fixes[id(f)]:
+            key = (tuple(sorted(fx.positions.items())), fx.float_nodes)
+            if key not in done:
+                done[key] = trial.run(fx)
+            tried.append(done[key])
+        rem.attach(f, max(tried, key=lambda r: r.measured_gain_db))
+    ok = {id(f) for f in measured if f.severity_db >= MIN_SEVERITY_DB}
+    # error_growth is a symptom where a root cause at the same node explains at least as much
+    best: dict[str, float] = {}
+    for f in measured:
+        if f.kind != "error_growth" and id(f) in ok:
+            name = rem.node_of(f) or ""
+            best[name] = max(best.get(name, -math.inf), f.severity_db)
+    ok -= {id(f) for f in measured if f.kind == "error_growth" and best.get(rem.node_of(f) or "", -math.inf)
+           >= f.severity_db}
+    kept = [f for f in found if id(f) in ok or f.kind in _ALWAYS]
+    if not sens.layers:
+        return kept, None
+    explained = min(1.0, sum(f.noise_share or 0.0 for f in kept if f.kind != "cpu_fallback"))
+    labels = row_names(quantizing_nodes(graph))
+    # A residual worth naming only where the output is noisy (the same bar as error_growth's).
+    noisy = sens.output.sqnr_db < fnd.GROWTH_MAX_SQNR_DB
+    covered = frozenset(f.layer for f in kept)
+    rounding = rem.rounding_finding(graph, sens, explained, labels, covered=covered) if noisy else None
+    if rounding is not None:
+        adders = [s.node for s in sens.layers if s.layer in rounding.affects]
+        if adders:
+            r = trial.run(rem.float_fix(adders, labels))
+            rounding.remedy = r.to_dict()
+            rounding.severity_db = r.measured_gain_db
+            if r.measured_gain_db >= MIN_SEVERITY_DB:
+                kept.append(rounding)
+    return kept, explained
+
+
 def _rank_key(f: Finding) -> tuple[int, float, int]:
-    """Severity first; a CPU layer at the model's edge (no DPU round trip) is information and goes last."""
+    """Severity first; the accumulated-rounding residual after every cause; a CPU layer at the model's edge
+    (no DPU round trip) is information and goes last."""
     sev = f.severity_db if not math.isnan(f.severity_db) else 0.0
     edge = f.kind == "cpu_fallback" and not f.evidence.get("splits_model", {}).get("value", False)
-    return (1 if edge else 0, -sev, _KIND_ORDER.get(f.kind, 99))
+    return (2 if edge else 1 if f.kind == "accumulated_rounding" else 0, -sev, _KIND_ORDER.get(f.kind, 99))
 
 
 def _activation_findings(graph: DpuGraph, node: Node, values: dict[str, np.ndarray], noise: dict[str, float],
-                         calib_ranges: dict[str, tuple[float, float]] | None, label: str) -> list[Finding]:
+                         calib_ranges: dict[str, tuple[float, float]] | None, label: str,
+                         calib_values: dict[str, np.ndarray] | None = None) -> list[Finding]:
     if node.out_slot is None or node.name not in values:
         return []
     pos = graph.pos(node.out_slot)
@@ -299,8 +443,14 @@ def _activation_findings(graph: DpuGraph, node: Node, values: dict[str, np.ndarr
     f = None if covered else fnd.saturation(layer, x, pos, mode, narrow, noise_frac=frac, data=label)
     if f is not None:
         out.append(_tag(f, node))
-    f = fnd.outlier_range(layer, x, pos, mode, narrow, noise_frac=frac)
+    # Outliers that set a position are a calibration-side cause: looked for in the calibration data.
+    side = calib_values.get(node.name) if calib_values is not None else None
+    f = fnd.outlier_range(layer, x if side is None else side, pos, mode, narrow, noise_frac=frac)
     if f is not None:
+        if side is not None:
+            in_use = fnd.outlier_range(layer, x, pos, mode, narrow) is not None
+            f.evidence["data"] = ev("calibration data" if in_use else "calibration data (outliers absent in use)",
+                                    "the outliers are looked for in the calibration data, which set the position")
         out.append(_tag(f, node))
     return out
 
@@ -359,8 +509,9 @@ def _slot_owner(graph: DpuGraph, slot: Slot) -> tuple[Node | None, str]:
 
 def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values: dict[str, np.ndarray],
                          sens: SensitivityResult, noise: dict[str, float], batch_size: int,
-                         mode: str, infer: bool) -> list[Finding]:
+                         mode: str, infer: bool, fixes: dict[int, list[rem.Fix]] | None = None) -> list[Finding]:
     base_sqnr = sens.output.sqnr_db
+    fixes = {} if fixes is None else fixes
     out: list[Finding] = []
     # Alignment: group the moves of each aligned node.
     groups: dict[tuple[str, str], list[Any]] = {}
@@ -395,6 +546,10 @@ def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values:
                 f.evidence["own_positions_inferred"] = ev(
                     True, "positions came from a file with no log of the alignment: each branch's "
                     "own position is what its quantizer's method picks on the measured samples")
+            fixes[id(f)] = [rem.Fix("position", f"give the {rule} inputs their own positions back ("
+                                   + ", ".join(b.layer for b in branches) + ")"
+                                   + (f" and keep {display_name(node)} in float" if floats else ""),
+                                   dict(restore), tuple(floats))]
             out.append(_tag(f, node))
     for adj in graph.adjustments:
         if adj.constraint in _ALIGN_RULES:
@@ -422,6 +577,9 @@ def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values:
                            adj.after, x, rmode, iso.sqnr_db if iso is not None else None, noise.get(owner.name),
                            text=adj.text, measured_gain_db=_finite(gain))
         if f is not None:
+            fixes[id(f)] = [rem.Fix("position", f"put {display_name(owner)}'s {what} position back to "
+                                    f"{adj.before} (the {adj.constraint} constraint moved it to {adj.after})",
+                                    {adj.slot: adj.before})]
             out.append(_tag(f, owner))
     return out
 
@@ -468,7 +626,7 @@ def _cpu_findings(graph: DpuGraph, noise: dict[str, float]) -> list[Finding]:
         feeds = any(graph[i].device == "DPU" and graph[i].op != "input" for i in node.inputs)
         reads = any(c.device == "DPU" for c in graph.consumers(node.name))
         cls = node.params.get("class_name") or _class_name(node)
-        frac = noise.get(node.name, 0.0)
+        frac = noise.get(node.name, 0.0 if noise else None)  # None: no sensitivity run
         f = fnd.cpu_fallback(display_name(node), cls, node.cpu_reason or "not a DPU operator", parts,
                              feeds and reads, noise_frac=frac)
         out.append(_tag(f, node))

@@ -55,6 +55,7 @@ KINDS = (
     "alignment",
     "constraint",
     "cpu_fallback",
+    "accumulated_rounding",
 )
 
 # Thresholds (tuned so a plainly calibrated model yields no finding; see tests/test_analysis_findings.py).
@@ -86,6 +87,10 @@ class Finding:
     severity_db: float
     evidence: dict[str, Any] = field(default_factory=dict)
     advice: str = ""
+    origin: str | None = None  # the layer where the cause starts (qinspect.analysis.remedies)
+    affects: list[str] = field(default_factory=list)  # downstream layers with the same cause
+    noise_share: float | None = None  # share of the output's error power the measured fix removes
+    remedy: dict[str, Any] | None = None  # the fix tried in the emulator and what it measured
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (non-finite floats as strings, see :func:`json_safe`)."""
@@ -94,6 +99,10 @@ class Finding:
                 "layer": self.layer,
                 "kind": self.kind,
                 "severity": self.severity_db,
+                "origin": self.origin,
+                "affects": self.affects,
+                "noise_share": self.noise_share,
+                "remedy": self.remedy,
                 "evidence": self.evidence,
                 "advice": self.advice,
             }

@@ -20,8 +20,11 @@ reference itself, so its inputs' rounding is not counted), as
 :class:`~qinspect.analysis.metrics.ErrorStats`.
 
 Cost: per batch, one float and one integer walk over the graph, then for each node two partial walks
-over the nodes that depend on it (the rest is reused from the full walks). For a chain of ``L`` layers
-that is about ``L^2`` node evaluations per batch; it grows linearly with the samples.
+over the nodes that depend on it: the unchanged prefix is reused from the full walks, and a partial walk
+stops following a branch as soon as a node's value comes out identical to the full walk's (same codes),
+so the results equal full re-runs exactly. For a chain of ``L`` layers that is about ``L^2`` node
+evaluations per batch; it grows linearly with the samples. ``whatifs=False`` skips the partial walks
+(no per-layer rows; accumulated, isolated and own errors are still measured): about 4 walks in all.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.analysis.metrics import ErrorStats, json_safe, representable_range
-from qinspect.dpu.dpu_graph import DpuGraph, Node
+from qinspect.dpu.dpu_graph import CONV_OPS, DpuGraph, Node
 from qinspect.dpu.executor import Evaluator, Value
 
 NodeFn = Callable[[Node, list[Value]], Value]
@@ -49,6 +52,32 @@ def display_name(node: Node) -> str:
 def quantizing_nodes(graph: DpuGraph) -> list[Node]:
     """Nodes that introduce quantization error of their own (weights, output or pre-activation)."""
     return [n for n in graph.nodes if n.op != "input" and (n.out_slot or n.weight_slots or n.pre_slot)]
+
+
+_PART_OF_OP = {"depthwise_conv2d": "depthwise", "conv2d": "pointwise", "dense": "dense", "quantize": "input"}
+
+
+def row_names(nodes: Sequence[Node]) -> dict[str, str]:
+    """One label per node, unique among ``nodes``, naming a float-model layer the user finds in the tree.
+
+    A node is labelled by its :func:`display_name`. Where several nodes would share a label (the depthwise
+    and pointwise parts of a SeparableConv2D without a BatchNorm, the calls of a shared layer), each gets
+    the part it computes in brackets, else its emulator node name: ``sep1 (depthwise)``, ``sep1 (pointwise)``.
+    """
+    base = {n.name: display_name(n) for n in nodes}
+    count: dict[str, int] = {}
+    for label in base.values():
+        count[label] = count.get(label, 0) + 1
+    out: dict[str, str] = {}
+    for n in nodes:
+        label = base[n.name]
+        if count[label] > 1:
+            label = f"{label} ({_PART_OF_OP.get(n.op, n.op)})"
+        out[n.name] = label
+    taken: dict[str, int] = {}
+    for label in out.values():
+        taken[label] = taken.get(label, 0) + 1
+    return {k: (f"{base[k]} ({k})" if taken[v] > 1 else v) for k, v in out.items()}
 
 
 @dataclass
@@ -93,22 +122,85 @@ class SensitivityResult:
     own: dict[str, ErrorStats]  # node name -> node's own quantization only (float inputs) against float
     n_samples: int
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # float min/max per node
+    top1: tuple[int, int] = (0, 0)  # (agreeing, compared) arg-max decisions, int8 against float
+    # the last batch's walks, for what-if runs that reuse them (the whole data when it was one batch)
+    runner: BatchRunner | None = field(default=None, repr=False)
 
     def by_layer(self) -> dict[str, LayerSensitivity]:
         """Sensitivities keyed by node name."""
         return {s.node: s for s in self.layers}
 
 
-def _rewalk(graph: DpuGraph, start: str, base: dict[str, Value], fn: NodeFn,
+def _same(a: Value, b: Value) -> bool:
+    """True when two plain quantized values are identical (same position and codes).
+
+    Float values are never compared: a changed input almost always changes a float output, and the
+    comparison would cost a pass over the tensor for nothing. A fused conv's value also carries its
+    pre-activation: never treated as the same either.
+    """
+    if type(a) is not Value or type(b) is not Value or a.pos is None or a.pos != b.pos:
+        return False
+    return bool(np.array_equal(a.codes(), b.codes()))
+
+
+def _rewalk(graph: DpuGraph, start: str | set[str], base: dict[str, Value], fn: NodeFn,
             order: dict[str, int]) -> dict[str, Value]:
-    """Recompute ``start`` and every node depending on it with ``fn``; others come from ``base``."""
+    """Recompute ``start`` (one node or a set) and every node depending on it with ``fn``; others come
+    from ``base``.
+
+    A recomputed node (other than a start) whose value equals ``base``'s is not recorded as changed,
+    so its consumers are not recomputed: the result is the same as a full walk's, with less work.
+    """
+    starts = {start} if isinstance(start, str) else set(start)
+    if not starts:
+        return {}
     changed: dict[str, Value] = {}
-    for node in graph.nodes[order[start]:]:
-        if node.name != start and not any(i in changed for i in node.inputs):
+    for node in graph.nodes[min(order[s] for s in starts):]:
+        forced = node.name in starts
+        if not forced and not any(i in changed for i in node.inputs):
             continue
         ins = [changed[i] if i in changed else base[i] for i in node.inputs]
-        changed[node.name] = fn(node, ins)
+        v = fn(node, ins)
+        if forced or not _same(v, base[node.name]):
+            changed[node.name] = v
     return changed
+
+
+def with_positions(graph: DpuGraph, positions: dict[tuple[str, str], int] | None) -> DpuGraph:
+    """A copy of ``graph`` with some positions changed (the graph itself is not modified)."""
+    if not positions:
+        return graph
+    new_pos = {k: dict(v) for k, v in graph.positions.items()}
+    for (layer, key), p in positions.items():
+        new_pos.setdefault(layer, {})[key] = int(p)
+    return replace(graph, positions=new_pos)
+
+
+def slot_readers(graph: DpuGraph, slots: Iterable[tuple[str, str]]) -> set[str]:
+    """Nodes whose own evaluation reads one of ``slots`` (owners, and the conv / add an owning activation
+    is fused into: the DPU rounds that accumulator at the activation's position)."""
+    wanted = set(slots)
+    out = set()
+    for n in graph.nodes:
+        own = {n.out_slot, n.pre_slot, *n.weight_slots.values()}
+        if own & wanted:
+            out.add(n.name)
+        act = graph.fused_activation(n) if n.op in (*CONV_OPS, "add") else None
+        if act is not None and act.out_slot in wanted:
+            out.add(n.name)
+    return out
+
+
+def top1_counts(graph: DpuGraph, ref: dict[str, Value], test: dict[str, Value]) -> tuple[int, int]:
+    """(agreeing, compared) arg-max decisions over the model outputs with several classes (last axis > 1)."""
+    agree = total = 0
+    for name in graph.outputs:
+        r, t = ref[name].float(), test[name].float()
+        if r.ndim < 2 or r.shape[-1] < 2 or r.shape != t.shape:
+            continue
+        agree += int(np.count_nonzero(np.argmax(r, axis=-1) == np.argmax(t, axis=-1)))
+        total += int(r.size // r.shape[-1])
+    return agree, total
 
 
 def _f(v: Value) -> Value:
@@ -166,6 +258,44 @@ class BatchRunner:
         changed = _rewalk(self.graph, name, self.ref, partial(self._only_node, name), self.order)
         return {**self.ref, **changed}
 
+    def what_if(self, positions: dict[tuple[str, str], int] | None = None,
+                float_nodes: Iterable[str] = ()) -> dict[str, Value]:
+        """All values of the int8 pipeline with some positions changed and some nodes computed in float:
+        only the nodes reading a changed position or kept float, and what depends on them, are recomputed."""
+        floats = set(float_nodes)
+        g = with_positions(self.graph, positions)
+        it = Evaluator(g, self.it.mode) if positions else self.it
+
+        def fn(n: Node, ins: list[Value]) -> Value:
+            return self.fl.node(n, [_f(v) for v in ins]) if n.name in floats else it.node(n, ins)
+
+        starts = floats | slot_readers(self.graph, (positions or {}).keys())
+        return {**self.base, **_rewalk(self.graph, starts, self.base, fn, self.order)}
+
+    def isolated(self, name: str) -> Value:
+        """The node alone quantized, fed with the quantized float reference (its value in only_quantized)."""
+        node = self.graph[name]
+        return self._only_node(name, node, [self.ref[i] for i in node.inputs])
+
+
+def descendants(graph: DpuGraph) -> dict[str, set[str]]:
+    """Per node, itself and every node that depends on it."""
+    reach: dict[str, set[str]] = {}
+    for n in reversed(graph.nodes):
+        reach[n.name] = {n.name}.union(*(reach[c.name] for c in graph.consumers(n.name)))
+    return reach
+
+
+def _work(graph: DpuGraph, targets: Sequence[Node]) -> dict[str, int]:
+    """A proxy for each target's partial walks: the output sizes of the target and its descendants."""
+    def size(n: Node) -> int:
+        shape = n.output_shape or []
+        return max(1, math.prod(int(d) for d in shape[1:] if d))
+
+    reach = descendants(graph)
+    sizes = {n.name: size(n) for n in graph.nodes}
+    return {t.name: sum(sizes[d] for d in reach[t.name]) for t in targets}
+
 
 def sensitivity(
     graph: DpuGraph,
@@ -174,17 +304,27 @@ def sensitivity(
     nodes: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     mode: str = "sim",
+    whatifs: bool = True,
 ) -> SensitivityResult:
     """Run the sensitivity pass over ``inputs`` (a dict of arrays, or an iterable of batches).
 
     ``nodes``: restrict the per-layer runs to these node names (default: every quantizing node).
-    ``mode``: ``"sim"`` (default) runs the quantizer's float32 fake-quant simulation, about 3x faster
-    and equal to the DPU integer pipeline wherever partial sums stay below 2^24 LSB
-    (DPU_NUMERICS.md 4b); ``"int"`` runs the integer pipeline itself.
+    ``progress(done, total)`` is called after each layer's partial walks, in work units (a layer's
+    share is the size of the part of the graph it re-walks); ``total`` is per batch when ``inputs`` is an
+    iterable. ``mode``: ``"sim"`` (default) runs the quantizer's float32 fake-quant simulation, about 3x
+    faster and equal to the DPU integer pipeline wherever partial sums stay below 2^24 LSB
+    (DPU_NUMERICS.md 4b); ``"int"`` runs the integer pipeline itself. ``whatifs=False`` skips the
+    per-layer partial walks: ``layers`` is empty, the other figures are measured as usual.
     """
     wanted = None if nodes is None else set(nodes)
     targets = [n for n in quantizing_nodes(graph) if wanted is None or n.name in wanted]
+    labels = row_names(targets)
+    n_total = len(next(iter(inputs.values()))) if isinstance(inputs, dict) else None
+    n_batches = 1 if n_total is None else max(1, -(-n_total // batch_size))
     batches = _batches(inputs, batch_size) if isinstance(inputs, dict) else iter(inputs)
+    work = _work(graph, targets) if whatifs else {n.name: 1 for n in targets}
+    total = max(1, sum(work.values())) * n_batches
+    done = 0
     output = ErrorStats()
     keep = {n.name: ErrorStats() for n in targets}
     only = {n.name: ErrorStats() for n in targets}
@@ -192,33 +332,47 @@ def sensitivity(
     iso = {n.name: ErrorStats() for n in targets}
     own = {n.name: ErrorStats() for n in targets}
     n_samples = 0
-    for b, batch in enumerate(batches):
+    agree = compared = n_runs = 0
+    run = None
+    for batch in batches:
         n_samples += len(next(iter(batch.values())))
         run = BatchRunner(graph, batch, mode)
+        n_runs += 1
         output.merge(_output_stats(graph, run.ref, run.base))
+        a, c = top1_counts(graph, run.ref, run.base)
+        agree, compared = agree + a, compared + c
         for node in graph.nodes:
             _add(acc[node.name], node, run.ref[node.name], run.base[node.name])
         for node in targets:
-            keep[node.name].merge(_output_stats(graph, run.ref, run.keep_float(node.name)))
+            if whatifs:
+                keep[node.name].merge(_output_stats(graph, run.ref, run.keep_float(node.name)))
             _add(own[node.name], node, run.ref[node.name], run.own_error(node.name))
-            values = run.only_quantized(node.name)
-            _add(iso[node.name], node, run.ref[node.name], values[node.name])
-            only[node.name].merge(_output_stats(graph, run.ref, values))
-        if progress is not None:
-            progress(b + 1, n_samples)
+            if whatifs:
+                # The node's own value in it is the isolated one. ``values`` is held until the next layer's
+                # walk is done: freeing a walk's tensors at once returns their pages to the system and the
+                # next walk faults them in again (measured: ~25% more CPU on MobileNetV2 at 112x112).
+                values = run.only_quantized(node.name)
+                _add(iso[node.name], node, run.ref[node.name], values[node.name])
+                only[node.name].merge(_output_stats(graph, run.ref, values))
+            else:
+                _add(iso[node.name], node, run.ref[node.name], run.isolated(node.name))
+            done += work[node.name]
+            if progress is not None:
+                progress(done, total)
     full = output.sqnr_db
     full_noise = output.sum_d2
     layers = []
-    for node in targets:
+    for node in targets if whatifs else []:
         k = keep[node.name].sqnr_db
         # An exact quantized output (SQNR +inf) has nothing to gain; otherwise the plain difference
         # (nan when the output SQNR is undefined: no output values, or a zero reference).
         gain = 0.0 if full == math.inf else k - full
         o = only[node.name]
         share = o.sum_d2 / full_noise if full_noise > 0 else (0.0 if o.sum_d2 == 0 else math.inf)
-        layers.append(LayerSensitivity(node.name, display_name(node), gain, o.sqnr_db, share))
+        layers.append(LayerSensitivity(node.name, labels[node.name], gain, o.sqnr_db, share))
     ranges = {k: (s.ref_min, s.ref_max) for k, s in acc.items() if s.n}
-    return SensitivityResult(output, layers, acc, iso, own, n_samples, ranges)
+    return SensitivityResult(output, layers, acc, iso, own, n_samples, ranges, (agree, compared),
+                             run if n_runs == 1 else None)
 
 
 def what_if(
@@ -233,12 +387,7 @@ def what_if(
 
     The graph is not modified (a copy carries the changed positions). ``mode`` as in :func:`sensitivity`.
     """
-    g = graph
-    if positions:
-        new_pos = {k: dict(v) for k, v in graph.positions.items()}
-        for (layer, key), p in positions.items():
-            new_pos.setdefault(layer, {})[key] = int(p)
-        g = replace(graph, positions=new_pos)
+    g = with_positions(graph, positions)
     floats = set(float_nodes)
     batches = _batches(inputs, batch_size) if isinstance(inputs, dict) else iter(inputs)
     stats = ErrorStats()

@@ -28,6 +28,7 @@ COMMANDS = {
     "emulate": "emulate",
     "compare-dump": "compare_dump",
     "diagnose": "diagnose",
+    "advise": "advise",
     "report": "report",
     "demo": "demo",
     "gui": "gui",

@@ -10,6 +10,8 @@ Positions come from ``--positions`` (a Vitis quantized.h5, whose folded weights 
 positions JSON) or from calibrating on the capture's inputs (``--batch-size``, ``--no-cle``). With
 ``--eval CAPTURE2`` the errors are measured on that capture's inputs (what the model sees in use) and
 ``coverage`` compares them with the calibration capture; it must be a capture of the same model.
+``--no-sensitivity`` skips the per-layer what-if runs (the slow part on big models). Progress goes to
+stderr (a bar on a terminal, a few lines otherwise).
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                   samples_help="samples whose float tensors the findings examine (default 64)", samples_default=64)
     p.add_argument("--sens-samples", type=int, default=16, metavar="N",
                    help="samples for sensitivity and what-if runs (default 16; time grows with it)")
+    p.add_argument("--labels", metavar="FILE.npy", help="the measured samples' classes (one index, or a one-hot "
+                   "row, per sample): float and int8 top-1 accuracy")
+    p.add_argument("--no-sensitivity", action="store_true",
+                   help="skip the per-layer sensitivity (what-if runs, the slow part on big models): no "
+                   "sensitivity rows and no noise budget; remedies are still tried and measured")
     p.add_argument("--exact", action="store_true",
                    help="run the DPU integer pipeline instead of the (equal, faster) float32 simulation")
     p.add_argument("--top", type=int, default=20, metavar="K", help="findings to print (text output)")
@@ -109,10 +116,29 @@ def _arrays(source: Any, graph: Any, n: int | None) -> dict[str, Any]:
     return {name: source.inputs(name, slice(0, stop)) for name in names}
 
 
+def _labels(path: str, n: int) -> Any:
+    """The ``--labels`` array: one class index (or one-hot row) per measured sample; one-line errors."""
+    import numpy as np
+
+    from qinspect.cli._dpu_common import require_file
+    from qinspect.errors import QInspectError
+
+    require_file(path, "--labels")
+    try:
+        y = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise QInspectError(f"is not a .npy array of labels ({exc})", path) from None
+    if y.ndim not in (1, 2) or len(y) < n or not (np.issubdtype(y.dtype, np.integer) or y.ndim == 2):
+        raise QInspectError(f"labels must cover the {n} measured samples: class indices (integers, shape [N]) "
+                            f"or one-hot rows (shape [N, classes]); got shape {list(y.shape)} of {y.dtype}", path)
+    return y
+
+
 def run(args: argparse.Namespace) -> int:
     """Diagnose and print."""
     from qinspect.analysis.diagnose import diagnose
     from qinspect.cli import _dpu_common as common
+    from qinspect.cli._progress import stderr_progress
     from qinspect.cli._sources import open_any
     from qinspect.dpu.checks import check_finite_capture
     from qinspect.io.capture_file import Capture, is_capture
@@ -141,11 +167,15 @@ def run(args: argparse.Namespace) -> int:
             label = f"evaluation ({args.eval})"
         else:
             data, label = calib, "calibration"
-        progress = None if args.json or not sys.stderr.isatty() else (lambda m: print(f"  {m}", file=sys.stderr))
-        result = diagnose(emu.graph, data, calib if eval_cap is not None else None, data_label=label,
-                          max_samples=args.samples, sens_samples=args.sens_samples,
-                          mode="int" if args.exact else "sim", progress=progress,
-                          external_positions=bool(args.positions))
+        # accuracy is measured on the sensitivity samples: labels for those are enough
+        n_acc = min(len(next(iter(data.values()))), args.sens_samples)
+        labels = _labels(args.labels, n_acc) if args.labels else None
+        with stderr_progress("diagnose") as step:
+            result = diagnose(emu.graph, data, calib if eval_cap is not None else None, data_label=label,
+                              max_samples=args.samples, sens_samples=args.sens_samples,
+                              mode="int" if args.exact else "sim", step=step,
+                              external_positions=bool(args.positions), with_sensitivity=not args.no_sensitivity,
+                              labels=labels)
     finally:
         if source is not None:
             source.close()
@@ -169,20 +199,37 @@ def _num(v: Any, fmt: str = ".2f") -> str:
 def _print_text(result: Any, positions_from: str, top: int) -> None:
     w = sys.stdout.write
     w(f"positions: {positions_from}\n")
-    w(f"measured on: {result.measured_on}; output SQNR {_num(result.output.sqnr_db, '.1f')} dB\n")
+    top1 = "" if result.top1_agreement is None else f"; top-1 agreement with float {100 * result.top1_agreement:.1f}%"
+    w(f"measured on: {result.measured_on}; output SQNR {_num(result.output.sqnr_db, '.1f')} dB{top1}\n")
+    if result.accuracy is not None:
+        a = result.accuracy
+        w(f"accuracy on {a['samples']} labelled samples: float {100 * a['float']:.1f}%, int8 {100 * a['int8']:.1f}%\n")
+    if result.explained is not None:
+        w(f"explained: the findings' fixes remove {100 * result.explained:.0f}% of the output's error power\n")
     for note in result.notes:
         w(f"note: {note}\n")
-    w(f"\n{len(result.findings)} finding(s), ranked by estimated output SQNR cost:\n")
-    w(f"{'#':>3} {'cost dB':>8} {'kind':15} layer\n")
+    w(f"\n{len(result.findings)} finding(s), ranked by the output SQNR their remedy gains (measured):\n")
+    w(f"{'#':>3} {'gain dB':>8} {'share':>6} {'kind':20} layer\n")
     for i, f in enumerate(result.findings[:top], 1):
-        w(f"{i:>3} {_num(f.severity_db):>8} {f.kind:15} {f.layer}\n")
-        w(f"{'':>28}{f.advice}\n")
+        share = "-" if f.noise_share is None else f"{100 * f.noise_share:.0f}%"
+        w(f"{i:>3} {_num(f.severity_db):>8} {share:>6} {f.kind:20} {f.layer}"
+          + (f" (and {len(f.affects)} downstream: {', '.join(f.affects)})"
+             if f.affects and f.kind != "accumulated_rounding" else "") + "\n")
+        w(f"{'':>8}{f.advice}\n")
+        if f.remedy:
+            r = f.remedy
+            t1 = "" if r.get("top1_agreement") is None else f", top-1 {100 * r['top1_agreement']:.0f}%"
+            w(f"{'':>8}tried: {r['action']} -> {_num(r['measured_sqnr_db'], '.1f')} dB "
+              f"({_num(r['measured_gain_db'], '+.2f')} dB{t1})\n")
     if len(result.findings) > top:
         w(f"... {len(result.findings) - top} more (--top, or --json for all)\n")
+    if not result.sensitivity:
+        return
     w("\nsensitivity (output SQNR): gain if the layer alone stays float / SQNR if only it is quantized\n")
     rows = sorted(result.sensitivity, key=lambda s: -(s.keep_float_gain_db if math.isfinite(s.keep_float_gain_db)
                                                         else 1e9))
-    w(f"{'layer':40} {'gain dB':>8} {'only dB':>8} {'noise %':>8}\n")
+    width = max([5, *(len(s.layer) for s in rows[:top])])  # whole names: the user looks them up in the tree
+    w(f"{'layer':{width}} {'gain dB':>8} {'only dB':>8} {'noise %':>8}\n")
     for s in rows[:top]:
-        w(f"{s.layer[:40]:40} {_num(s.keep_float_gain_db):>8} {_num(s.only_quantized_sqnr_db, '.1f'):>8} "
+        w(f"{s.layer:{width}} {_num(s.keep_float_gain_db):>8} {_num(s.only_quantized_sqnr_db, '.1f'):>8} "
           f"{_num(100 * s.only_noise_share, '.1f'):>8}\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -36,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                   samples_help="use only the first N samples of the capture")
     parser.add_argument("--no-findings", action="store_true",
                         help="skip the diagnosis (findings, sensitivity): faster on big models")
+    parser.add_argument("--no-sensitivity", action="store_true",
+                        help="keep the findings but skip the per-layer sensitivity (the slow part on big models)")
     parser.add_argument("--force", action="store_true", help="replace DIR if it exists and is not empty")
     return parser
 
@@ -70,9 +73,8 @@ def _check_not_inside(out: str, *paths: str | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build and write the report."""
-    from qinspect.cli._dpu_common import check_counts, quantizer_options, require_file
-    from qinspect.cli._sources import open_any
-    from qinspect.report.build import build_and_write
+    from qinspect.cli._dpu_common import check_counts, require_file
+    from qinspect.cli._progress import stderr_progress
     from qinspect.report.writer import check_destination
 
     check_counts(args)
@@ -83,17 +85,20 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             require_file(path, what)
 
-    def progress(done: int, total: int, what: str) -> None:
-        if sys.stderr.isatty():
-            print(f"\r\x1b[K{what} ({done}/{total})", end="", file=sys.stderr, flush=True)
+    with stderr_progress("report") as step:
+        out = _build(args, lambda done, total, what: step(what, done, total if done or total > 1 else 0))
+    print(f"wrote {os.path.join(str(out), 'report.html')} (+ report.json, layers.csv, figures/)")
+    return 0
 
-    out = build_and_write(
+
+def _build(args: argparse.Namespace, progress: Any) -> Any:
+    from qinspect.cli._dpu_common import quantizer_options
+    from qinspect.cli._sources import open_any
+    from qinspect.report.build import build_and_write
+
+    return build_and_write(
         args.source, args.output, layer=args.layer, positions=args.positions, eval_path=args.eval_path,
         force=args.force, render_figures=_renderer(), batch_size=args.batch_size, options=quantizer_options(args),
         max_samples=args.samples, progress=progress, diagnose=not args.no_findings, opener=open_any,
-        inputs=args.inputs, preprocess=args.preprocess,
+        inputs=args.inputs, preprocess=args.preprocess, sensitivity=not args.no_sensitivity,
     )
-    if sys.stderr.isatty():
-        print("\r\x1b[K", end="", file=sys.stderr)
-    print(f"wrote {os.path.join(str(out), 'report.html')} (+ report.json, layers.csv, figures/)")
-    return 0

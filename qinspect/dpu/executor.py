@@ -89,6 +89,8 @@ class Evaluator:
         self._wcache: dict[tuple[str, str, int], np.ndarray] = {}
         # per weight (node, name, position): the kernel's exactness bound (ops.weight_bound)
         self._bcache: dict[tuple[str, str, int], int] = {}
+        # per weight (node, name, position): its fake-quantized float32 values (the simulation's weights)
+        self._fcache: dict[tuple[str, str, int], np.ndarray] = {}
         self._fused_producer: dict[str, str] = {}
         for n in graph.nodes:
             act = graph.fused_activation(n) if n.op in CONV_OPS + ("add",) else None
@@ -144,9 +146,14 @@ class Evaluator:
     def weight_float(self, node: Node, name: str) -> np.ndarray | None:
         """Weight values as the simulation uses them (fake-quantized unless in float mode)."""
         q, p = self.weight(node, name)
-        if q is None:
-            return None
-        return q if p is None else dequantize(q, p)
+        if q is None or p is None:
+            return q
+        key = (node.name, name, p)
+        if key not in self._fcache:
+            w = dequantize(q, p)
+            w.flags.writeable = False  # read-only: the conv kernels cache their GEMM layouts of it
+            self._fcache[key] = w
+        return self._fcache[key]
 
     # -- the walk ---------------------------------------------------------------------------
     def run(self, inputs: dict[str, np.ndarray], keep: Iterable[str] | None = None,
@@ -394,7 +401,7 @@ class Evaluator:
             # or a ReLU6 between a pair equalized by cle_to_relu6: the cap times each channel's scale).
             cap = p.get("float_max_value", p.get("max_value")) if fmode else p.get("max_value")
             if cap is not None:
-                y = np.minimum(y, np.asarray(cap, F32))
+                y = np.minimum(y, np.asarray(cap, F32), out=y if y is not x else None)
             return self.quant_value(y, node.out_slot)
         if op == "leaky_relu":
             alpha = p.get("float_alpha", p["alpha"]) if fmode else p["alpha"]

@@ -96,15 +96,27 @@ def quantize(x: np.ndarray, pos: int, mode: Round, narrow: bool = False) -> np.n
     ``x`` is cast to float32 first and the product is a float32 product, like the quantizer's graph.
     """
     x32 = np.asarray(x, dtype=np.float32)
+    # In place on one float32 temporary (this runs on every activation of every walk): the same
+    # float32 operations as round_values, in the same order.
     with np.errstate(over="ignore", invalid="ignore"):
-        r = round_values(x32 * _scale32(pos), mode)
-    r = np.nan_to_num(r, nan=0.0)
-    return np.clip(r, _qmin(narrow), QMAX).astype(np.int8)
+        r = np.multiply(x32, _scale32(pos))
+        if mode is Round.HALF_UP:
+            np.add(r, np.float32(0.5), out=r)
+            np.floor(r, out=r)
+        elif mode is Round.HALF_TO_EVEN:
+            np.rint(r, out=r)
+        else:
+            r = round_values(r, mode)
+    np.clip(r, _qmin(narrow), QMAX, out=r)
+    if r.size and np.isnan(r.max()):  # NaN (nan input, or inf * 0) codes as 0; max() is NaN iff one is
+        r[np.isnan(r)] = 0.0
+    return r.astype(np.int8)
 
 
 def dequantize(q: np.ndarray, pos: int) -> np.ndarray:
     """int codes at position ``pos`` to float32 values ``q * 2^-pos`` (exact for int8 codes)."""
-    return (np.asarray(q, dtype=np.float32) / _scale32(pos)).astype(np.float32, copy=False)
+    # one pass: the ufunc casts the codes to float32 and divides (same values as cast, then divide)
+    return np.divide(np.asarray(q), _scale32(pos), dtype=np.float32)
 
 
 def fake_quant(x: np.ndarray, pos: int, mode: Round, narrow: bool = False) -> np.ndarray:

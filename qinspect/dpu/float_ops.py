@@ -50,7 +50,10 @@ def _f32(a: np.ndarray) -> np.ndarray:
 
 
 def _bias(y: np.ndarray, b: np.ndarray | None) -> np.ndarray:
-    return y if b is None else y + _f32(b)
+    # in place: every caller passes the float32 array its kernel just made (same values as y + b)
+    if b is not None:
+        y += _f32(b)
+    return y
 
 
 def conv2d(

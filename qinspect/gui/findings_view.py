@@ -1,4 +1,4 @@
-"""Findings: the layers that cost accuracy and why, sorted by estimated cost; a click selects the layer."""
+"""Findings: the layers that cost accuracy and why, by the measured gain of their remedy; a click selects the layer."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class FindingsView(QWidget):
             self.finding_clicked.emit(item.text(), kind.text() if kind is not None else "")
 
     def refresh(self) -> None:
-        """Show the session's findings, highest estimated cost first."""
+        """Show the session's findings, largest measured gain first."""
         findings = list(self.session.findings) if self.session is not None else []
         findings.sort(key=lambda f: -severity(f))
         self.table.setRowCount(len(findings))
@@ -52,8 +52,13 @@ class FindingsView(QWidget):
             if isinstance(evidence, dict):
                 evidence = ", ".join(f"{k}={_fmt(v.get('value') if isinstance(v, dict) else v)}"
                                      for k, v in evidence.items())
+            advice = str(getattr(f, "advice", ""))
+            remedy = getattr(f, "remedy", None)
+            if remedy:  # the fix the diagnosis tried in the emulator, and what it measured
+                advice += (f" Tried: {remedy['action']}: output {remedy['measured_sqnr_db']:.1f} dB "
+                           f"({remedy['measured_gain_db']:+.2f} dB).")
             cells = [f"{severity(f):.2f}", str(getattr(f, "layer", "")),
-                     str(getattr(f, "kind", "")), str(evidence), str(getattr(f, "advice", ""))]
+                     str(getattr(f, "kind", "")), str(evidence), advice]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(text)
@@ -63,7 +68,7 @@ class FindingsView(QWidget):
         self.table.resizeRowsToContents()
         if findings:
             noun = "finding" if len(findings) == 1 else "findings"
-            self.info.setText(f"{len(findings)} {noun}, highest estimated cost to the model output first. "
+            self.info.setText(f"{len(findings)} {noun}, the largest measured gain at the model output first. "
                               "Click one to inspect its layer.")
 
 

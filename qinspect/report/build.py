@@ -32,6 +32,7 @@ def build_and_write(
     opener: Opener | None = None,
     inputs: str | os.PathLike[str] | None = None,
     preprocess: str | None = None,
+    sensitivity: bool = True,
 ) -> Path:
     """Build the report of ``source`` and write it to ``out_dir`` (atomically). Returns the folder.
 
@@ -42,7 +43,7 @@ def build_and_write(
     report: Report = build_report(source, positions=positions, layer=layer, eval_path=eval_path,
                                   max_samples=max_samples, progress=progress, batch_size=batch_size, options=options,
                                   diagnose=diagnose, opener=opener, inputs=inputs,
-                                  preprocess=preprocess)
+                                  preprocess=preprocess, sensitivity=sensitivity)
     if progress:
         progress(0, 1, "drawing figures and writing")
     return write_report(report, out_dir, render_figures=render_figures, force=force)

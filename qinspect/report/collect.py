@@ -434,7 +434,7 @@ def _inputs_of(capture: Any, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: list[str],
-              max_samples: int | None, progress: Progress | None) -> DiagnosisPart:
+              max_samples: int | None, progress: Progress | None, with_sensitivity: bool = True) -> DiagnosisPart:
     part = DiagnosisPart()
     if not isinstance(source, Capture):
         source = em.data  # a model file run on --inputs
@@ -444,7 +444,9 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
     if progress:
         progress(0, 1, "diagnosing")
     names = list(em.graph.inputs)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"with_sensitivity": with_sensitivity}
+    if progress:
+        kwargs["step"] = lambda text, done, total: progress(done, total, f"diagnosing: {text}")
     if max_samples is not None:
         kwargs["max_samples"] = max_samples
     if eval_cap is not None:
@@ -460,12 +462,37 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
     part.summary = {
         "model output SQNR (dB)": out.get("value") if isinstance(out, dict) else out,
         "diagnosis measured on": f"{data.get('samples')} {data.get('measured_on')} samples",
+        **_budget_summary(data),
     }
     part.how = {f"sensitivity: {k}": v for k, v in (data.get("sensitivity_how") or {}).items()}
     if isinstance(out, dict) and out.get("how"):
         part.how["model output SQNR"] = out["how"]
     part.notes = [f"Diagnosis: {note}." for note in data.get("notes", [])]
     return part
+
+
+def _budget_summary(data: dict[str, Any]) -> dict[str, Any]:
+    """First-page figures of the diagnosis: top-1 agreement, the noise budget and the best measured remedy."""
+    out: dict[str, Any] = {}
+    top1 = (data.get("output") or {}).get("top1_agreement")
+    if isinstance(top1, float):
+        out["top-1 agreement with the float model"] = f"{100 * top1:.1f}%"
+    explained = data.get("explained")
+    if isinstance(explained, float):
+        out["output error explained by the findings"] = f"{100 * explained:.0f}% (the rest: accumulated rounding)"
+    best = max((f for f in data.get("findings") or [] if f.get("remedy")), default=None,
+               key=lambda f: f["remedy"]["measured_gain_db"] if isinstance(f["remedy"]["measured_gain_db"], float)
+               else 0.0)
+    if best is not None:
+        r = best["remedy"]
+        out["best remedy, tried in the emulator"] = (f"{r['action']}: output {_fmt_db(r['measured_sqnr_db'])} dB "
+                                                     f"({_fmt_db(r['measured_gain_db'], True)} dB)")
+    return out
+
+
+def _fmt_db(v: Any, signed: bool = False) -> str:
+    """A dB figure for a sentence (non-finite values as JSON writes them)."""
+    return f"{v:+.2f}" if signed and isinstance(v, float) else f"{v:.1f}" if isinstance(v, float) else str(v)
 
 
 def _finding_row(f: dict[str, Any], rows: list[Row]) -> str | None:
@@ -494,10 +521,12 @@ def build_report(
     opener: Opener | None = None,
     inputs: str | os.PathLike[str] | None = None,
     preprocess: str | None = None,
+    sensitivity: bool = True,
 ) -> Report:
     """The report for a capture or model file (``layer``: only that layer's section).
 
-    ``diagnose=False`` skips the diagnosis (findings and sensitivity), the slowest part on big models.
+    ``diagnose=False`` skips the diagnosis (findings and sensitivity), the slowest part on big models;
+    ``sensitivity=False`` keeps the findings but skips the per-layer sensitivity (no noise budget).
     ``opener`` opens a path that is not a capture (default :func:`qinspect.io.model_file.open_model`).
     ``inputs`` (.npy / .npz) gives a model file samples to calibrate and emulate on (no float histograms:
     only a capture holds the float activations).
@@ -516,7 +545,7 @@ def build_report(
             check_finite_capture(eval_cap)
         em = emulate(source, None if positions is None else str(positions), progress, batch_size, options,
                      None if inputs is None else str(inputs), preprocess)
-        return _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose)
+        return _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose, sensitivity)
     finally:
         for f in (source, eval_cap):
             if f is not None:
@@ -525,7 +554,7 @@ def build_report(
 
 def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: str | None,
               eval_cap: Capture | None, max_samples: int | None, progress: Progress | None,
-              diagnose: bool = True) -> Report:
+              diagnose: bool = True, sensitivity: bool = True) -> Report:
     dpu = em.graph
     lmap = map_layers([lay.name for lay in graph.leaves()], dpu) if dpu is not None else None
     all_rows = _rows(graph, lmap, dpu)
@@ -535,7 +564,7 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
     warnings = list(em.warnings)
     if diagnose:
         try:
-            diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress)
+            diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress, sensitivity)
         except QInspectError:
             raise
         except Exception as exc:  # the findings are optional: report everything else, say what failed
@@ -550,7 +579,7 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
     sections = []
     for i, row in enumerate(rows):
         if progress:
-            progress(i, len(rows), row.name)
+            progress(i, len(rows), "layer sections")
         sec = _section(row, i, leaf_index, source, em, lmap, captured, findings, max_samples)
         if row.node is not None and row.node.name in diag.sensitivity:
             sec.sensitivity = diag.sensitivity[row.node.name]

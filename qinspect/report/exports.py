@@ -43,7 +43,7 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("rewrites", "graph rewrites that touched the layer, ' | ' between several"),
     ("adjustments", "position constraint adjustments on the layer, ' | ' between several"),
     ("worst_finding", "kind of the layer's most severe finding (empty: none, or not diagnosed)"),
-    ("worst_severity_db", "that finding's estimated cost to the output SQNR in dB"),
+    ("worst_severity_db", "that finding's cost: the output SQNR its remedy, tried in the emulator, gains (dB)"),
     ("eval_outside", "fraction of evaluation values outside the int8 range at the output position (with --eval)"),
     ("keep_float_gain_db", "output SQNR gained when this layer alone stays in float (diagnosis)"),
     ("only_quantized_sqnr_db", "output SQNR when only this layer is quantized (diagnosis)"),

@@ -1,0 +1,143 @@
+"""The options advisor: quantizer options and small sets of float layers, each tried in the emulator.
+
+Each row is one way to quantize the model: a set of ``vai_q_tensorflow2`` options (the graph is rebuilt
+and recalibrated under them by the caller's ``build``), optionally with some layers kept in float. The
+output SQNR and top-1 agreement are measured on the evaluation data; the row carries the exact
+``quantize_model`` call that reproduces it. Option sets are plain dicts of ``quantize_model`` keywords
+(plus ``calib_samples``, the number of calibration samples), so options added to the emulator plug in by
+adding dicts to the grid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qinspect.analysis.metrics import json_safe
+from qinspect.analysis.sensitivity import _output_stats, quantizing_nodes, sensitivity, top1_counts
+from qinspect.dpu.dpu_graph import DpuGraph
+
+KEEP_FLOAT_CANDIDATES = 6  # DPU layers with the lowest isolated SQNR whose keep-float run is measured
+KEEP_FLOAT_MAX = 3  # the largest set of float layers advised
+
+
+@dataclass
+class AdviceRow:
+    """One way to quantize the model and what the emulator measured for it."""
+
+    options: dict[str, Any]
+    keep_float: list[str] = field(default_factory=list)
+    output_sqnr_db: float = math.nan
+    top1_agreement: float | None = None
+    cpu_layers_added: int = 0
+    command: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the ``advice`` entries of ``diagnose --json`` / ``advise --json``)."""
+        return json_safe({"options": self.options, "keep_float": self.keep_float,
+                          "output_sqnr_db": self.output_sqnr_db, "top1_agreement": self.top1_agreement,
+                          "cpu_layers_added": self.cpu_layers_added, "command": self.command})
+
+
+def command(options: dict[str, Any], keep_float: Sequence[str]) -> str:
+    """The ``vai_q_tensorflow2`` call that quantizes the model this way."""
+    opts = dict(options)
+    n = opts.pop("calib_samples", None)
+    args = [f"calib_dataset=calib{'' if n is None else f'[:{n}]'}"]
+    args += [f"{k}={v!r}" for k, v in opts.items()]
+    if keep_float:
+        args.append(f"ignore_layers={list(keep_float)!r}")
+    return "vitis_quantize.VitisQuantizer(model).quantize_model(" + ", ".join(args) + ")"
+
+
+def option_grid(batch_size: int, n_calib: int, has_relu6: bool = False) -> list[dict[str, Any]]:
+    """The option sets tried by default: CLE on and off, the calibration batch size and a smaller one,
+    all calibration samples and half of them, and, when the model has ReLU6 activations, equalizing
+    across them (``cle_to_relu6``) and replacing them by ReLU (``convert_relu6_to_relu``)."""
+    small = max(1, batch_size // 4)
+    base = {"include_cle": True, "calib_batch_size": batch_size, "calib_samples": n_calib}
+    grid = [base, {**base, "include_cle": False}]
+    if small != batch_size:
+        grid.append({**base, "calib_batch_size": small})
+    if n_calib >= 2:
+        grid.append({**base, "calib_samples": n_calib // 2})
+    if has_relu6:
+        grid += [{**base, "cle_to_relu6": True}, {**base, "convert_relu6_to_relu": True},
+                 {**base, "cle_to_relu6": True, "convert_relu6_to_relu": True}]
+    return grid
+
+
+def _layers(graph: DpuGraph, nodes: Sequence[str]) -> list[str]:
+    """Float-model layer names behind emulator nodes (what ``ignore_layers`` names)."""
+    out: list[str] = []
+    for name in nodes:
+        for layer in graph[name].origin or [name]:
+            if layer not in out:
+                out.append(layer)
+    return out
+
+
+def advise(build: Callable[[dict[str, Any]], DpuGraph], data: dict[str, np.ndarray],
+           option_sets: Sequence[dict[str, Any]], mode: str = "sim",
+           step: Callable[[str, int, int], None] | None = None) -> list[AdviceRow]:
+    """Try every option set, then keep-float sets on the best one; rows ranked by output SQNR.
+
+    ``build(options)`` returns the calibrated graph under ``options``; ``data`` is what every row is
+    measured on (the evaluation data when there is one).
+    """
+    n = len(next(iter(data.values())))
+    rows: list[AdviceRow] = []
+    best = None
+    for i, opts in enumerate(option_sets):
+        if step is not None:
+            step("trying quantizer options", i, len(option_sets))
+        graph = build(opts)
+        sens = sensitivity(graph, data, batch_size=max(n, 1), whatifs=False, mode=mode)
+        agree, total = sens.top1
+        row = AdviceRow(dict(opts), [], sens.output.sqnr_db, agree / total if total else None, 0, command(opts, []))
+        rows.append(row)
+        if best is None or _key(row) > _key(best[0]):
+            best = (row, graph, sens)
+    assert best is not None
+    row, graph, sens = best
+    runner = sens.runner
+    if runner is not None:
+        rows.extend(_keep_float_rows(row, graph, sens, runner, step))
+    rows.sort(key=_key, reverse=True)
+    return rows
+
+
+def _key(row: AdviceRow) -> tuple[float, float]:
+    sqnr = row.output_sqnr_db if not math.isnan(row.output_sqnr_db) else -math.inf
+    return (sqnr, -row.cpu_layers_added)
+
+
+def _keep_float_rows(base: AdviceRow, graph: DpuGraph, sens: Any, runner: Any,
+                     step: Callable[[str, int, int], None] | None) -> list[AdviceRow]:
+    """Keep-float runs of the DPU layers with the most isolated error, then the best 1..3 of them together."""
+    nodes = [n for n in quantizing_nodes(graph) if n.device == "DPU" and n.name in sens.isolated
+             and sens.isolated[n.name].n]
+    nodes.sort(key=lambda n: sens.isolated[n.name].sqnr_db)
+    candidates = nodes[:KEEP_FLOAT_CANDIDATES]
+
+    def measure(names: list[str]) -> AdviceRow:
+        values = runner.what_if(None, names)
+        agree, total = top1_counts(graph, runner.ref, values)
+        layers = _layers(graph, names)
+        return AdviceRow(dict(base.options), layers, _output_stats(graph, runner.ref, values).sqnr_db,
+                         agree / total if total else None, len(names), command(base.options, layers))
+
+    singles = []
+    for i, n in enumerate(candidates):
+        if step is not None:
+            step("trying layers in float", i, len(candidates))
+        singles.append((measure([n.name]), n.name))
+    singles.sort(key=lambda r: _key(r[0]), reverse=True)
+    rows = [r for r, _ in singles]
+    for k in range(2, min(KEEP_FLOAT_MAX, len(singles)) + 1):
+        rows.append(measure([name for _, name in singles[:k]]))
+    return rows

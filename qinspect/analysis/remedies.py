@@ -1,0 +1,230 @@
+"""Root causes and remedies: each finding's fix tried in the emulator before it is advised.
+
+A finding's fix is a what-if of the int8 pipeline (:meth:`qinspect.analysis.sensitivity.BatchRunner.what_if`,
+which re-walks only what the change reaches): a position override, a recalibration (the positions the
+representative or cleaned data would give, set together), or layers kept in float. Measured on the
+diagnosis' data (the evaluation data when there is one): the output SQNR after the fix, its gain over
+the fully quantized model, and top-1 agreement with the float model.
+
+Root causes: findings of one kind that follow each other along the graph (a dim calibration set clips
+the input and then every layer after it) are one cause. The most upstream one is the ``origin``; the
+others are listed in its ``affects`` and fixed with it, and its cost is what fixing them all gains.
+
+Noise budget: a fix removing a share ``s = 1 - 10^(-gain/10)`` of the output's error power explains
+that share (``noise_share``). ``explained`` is their sum (capped at 1: causes can overlap); the rest is
+reported as accumulated rounding, naming the layers that add the most error and those that amplify it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from qinspect.analysis.findings import Finding, ev
+from qinspect.analysis.metrics import ErrorStats, json_safe
+from qinspect.analysis.sensitivity import (
+    BatchRunner,
+    SensitivityResult,
+    _output_stats,
+    descendants,
+    top1_counts,
+)
+from qinspect.dpu.dpu_graph import DpuGraph, Slot
+
+# kinds whose findings chain along the graph into one root cause, and how their fix is phrased
+CHAINED = ("coverage", "saturation", "outlier_range")
+MAX_MEASURED = 12  # candidate findings whose fix is run (highest estimated cost first)
+MIN_GAIN_DB = 0.1
+
+
+@dataclass
+class Fix:
+    """What to change in the emulator to undo one cause."""
+
+    kind: str  # "position", "recalibrate", "keep_float"
+    action: str
+    positions: dict[Slot, int] = field(default_factory=dict)
+    float_nodes: tuple[str, ...] = ()
+
+
+@dataclass
+class Remedy:
+    """A fix and what the emulator measured after applying it."""
+
+    kind: str
+    action: str
+    measured_sqnr_db: float
+    measured_gain_db: float
+    top1_agreement: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return json_safe({"kind": self.kind, "action": self.action, "measured_sqnr_db": self.measured_sqnr_db,
+                          "measured_gain_db": self.measured_gain_db, "top1_agreement": self.top1_agreement})
+
+
+def node_of(f: Finding) -> str | None:
+    """The emulator node a finding is tagged with."""
+    return f.evidence.get("node", {}).get("value")
+
+
+def _value(f: Finding, key: str) -> Any:
+    return f.evidence.get(key, {}).get("value")
+
+
+def fixes_for(graph: DpuGraph, f: Finding) -> list[Fix]:
+    """The fixes worth trying for one finding, from its evidence (the best measured one is advised).
+
+    A position-level fix (override, recalibration) first, then keeping the layer in float: where the
+    clipped values matter to the output (real outliers, say), clipping them loses and float wins.
+    """
+    name = node_of(f)
+    if name is None or name not in graph:
+        return []
+    node = graph[name]
+    pos = _value(f, "position")
+    out: list[Fix] = []
+    if f.kind == "saturation" and node.out_slot is not None and _value(f, "non_overflow_position") is not None:
+        p = int(_value(f, "non_overflow_position"))
+        out.append(Fix("position", f"set {f.layer}'s output position to {p} (its non-overflow position: no "
+                       f"clipping) instead of {pos}", {node.out_slot: p}))
+    elif f.kind == "outlier_range" and node.out_slot is not None:
+        p = int(_value(f, "bulk_position"))
+        if _value(f, "data") == "calibration data (outliers absent in use)":
+            out.append(Fix("recalibrate", f"recalibrate on data without the outliers (position {p} instead of "
+                           f"{pos} at {f.layer})", {node.out_slot: p}))
+        else:
+            out.append(Fix("position", f"set {f.layer}'s output position to {p} (the bulk's min-MSE position: "
+                           f"the outliers clip) instead of {pos}", {node.out_slot: p}))
+    elif f.kind == "coverage" and node.out_slot is not None:
+        p = int(_value(f, "eval_position"))
+        out.append(Fix("recalibrate", f"recalibrate on data representative of use (position {p} instead of "
+                       f"{pos} at {f.layer})", {node.out_slot: p}))
+    if f.kind in (*CHAINED, "channel_spread", "error_growth") and node.device == "DPU":
+        out.append(Fix("keep_float", f"keep {f.layer} in float (a CPU layer)", {}, (name,)))
+    return out
+
+
+def group_root_causes(graph: DpuGraph, found: list[Finding], fixes: dict[int, list[Fix]]) -> list[Finding]:
+    """Fold findings of one chained kind that lie downstream of another into that origin's finding.
+
+    The origin gets ``origin`` / ``affects`` evidence and a fix joining all their position changes; a
+    finding with no upstream relative is its own origin. Other kinds are their own origin.
+    """
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
+    reach = descendants(graph)
+    roots: list[Finding] = []
+    out: list[Finding] = []
+    for f in sorted(found, key=lambda f: order.get(node_of(f) or "", 1 << 30)):
+        name = node_of(f)
+        root = None
+        if f.kind in CHAINED and name is not None:
+            root = next((r for r in roots if r.kind == f.kind and name in reach[node_of(r)]), None)
+        if root is None:
+            f.origin, f.affects = f.layer, []
+            if f.kind in CHAINED:
+                roots.append(f)
+            out.append(f)
+            continue
+        root.affects.append(f.layer)
+        # the origin's position-level fix sets the affected layers' positions too
+        moves = [fx for fx in fixes.get(id(f), []) if fx.positions]
+        for rf in fixes.get(id(root), []):
+            if rf.positions and moves:
+                rf.positions.update(moves[0].positions)
+    for r in roots:
+        for fx in fixes.get(id(r), []):
+            if r.affects and fx.positions:
+                fx.action += f", and at the {len(r.affects)} layer(s) downstream it affects ({', '.join(r.affects)})"
+    return out
+
+
+class Trial:
+    """Runs fixes on the sensitivity pass's walks and measures them against the fully quantized model."""
+
+    def __init__(self, graph: DpuGraph, sens: SensitivityResult,
+                 fallback: Callable[[Fix], tuple[ErrorStats, tuple[int, int]]] | None = None) -> None:
+        self.graph = graph
+        self.sens = sens
+        self.runner: BatchRunner | None = sens.runner
+        self.fallback = fallback
+        self.base_db = sens.output.sqnr_db
+
+    def run(self, fix: Fix) -> Remedy:
+        """Apply ``fix`` as a what-if and measure the output."""
+        if self.runner is not None:
+            values = self.runner.what_if(fix.positions, fix.float_nodes)
+            stats = _output_stats(self.graph, self.runner.ref, values)
+            agree, total = top1_counts(self.graph, self.runner.ref, values)
+        else:
+            assert self.fallback is not None
+            stats, (agree, total) = self.fallback(fix)
+        sqnr = stats.sqnr_db
+        gain = 0.0 if self.base_db == math.inf else sqnr - self.base_db
+        return Remedy(fix.kind, fix.action, sqnr, 0.0 if math.isnan(gain) else gain,
+                      agree / total if total else None)
+
+
+def noise_share(gain_db: float) -> float:
+    """Share of the output's error power a fix gaining ``gain_db`` removes."""
+    if gain_db == math.inf:
+        return 1.0
+    return max(0.0, 1.0 - 10.0 ** (-gain_db / 10.0))
+
+
+def attach(f: Finding, remedy: Remedy) -> None:
+    """Record a measured remedy on a finding: its cost becomes the measured gain."""
+    f.remedy = remedy.to_dict()
+    f.noise_share = noise_share(remedy.measured_gain_db)
+    f.severity_db = remedy.measured_gain_db
+
+
+def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
+                     labels: dict[str, str], top: int = 3, covered: frozenset[str] = frozenset()) -> Finding | None:
+    """The error no single cause explains: accumulated rounding, with the layers adding the most error
+    (largest only-quantized noise share) and those amplifying the error reaching them."""
+    rest = max(0.0, 1.0 - explained)
+    if rest <= 0.0 or not sens.layers:
+        return None
+    # the layers whose error costs the output most: the largest measured keep-float gains
+    adders = sorted(sens.layers, key=lambda s: -s.keep_float_gain_db if math.isfinite(s.keep_float_gain_db) else 0)
+    # (layers a finding already names are that finding's)
+    adders = [s for s in adders if s.keep_float_gain_db > 0 and s.layer not in covered][:top]
+    amps = []
+    for node in graph.nodes:
+        if node.name not in sens.own or not node.inputs:
+            continue
+        ins = [sens.accumulated[i].sqnr_db for i in node.inputs if i in sens.accumulated and sens.accumulated[i].n]
+        acc_out, own = sens.accumulated[node.name].sqnr_db, sens.own[node.name].sqnr_db
+        if not ins or not all(map(math.isfinite, (*ins, acc_out, own))):
+            continue
+        # noise gain: the drop across the layer beyond what its own error accounts for
+        acc_in = min(ins)
+        expected = -10 * math.log10(10 ** (-acc_in / 10) + 10 ** (-own / 10))
+        gain_db = expected - acc_out
+        if gain_db >= 3.0:
+            amps.append((gain_db, labels.get(node.name, node.name)))
+    amps.sort(reverse=True)
+    evidence = {
+        "share": ev(rest, "1 - explained: the output error no finding's fix removes"),
+        "adders": ev([{"layer": s.layer, "keep_float_gain_db": s.keep_float_gain_db,
+                       "only_noise_share": s.only_noise_share} for s in adders],
+                     "layers whose keep-float run gains the most output SQNR (sensitivity)"),
+        "amplifiers": ev([{"layer": n, "noise_gain_db": g} for g, n in amps[:top]],
+                         "layers whose accumulated SQNR drops >= 3 dB more than their inputs' error plus "
+                         "their own isolated error account for"),
+    }
+    advice = ("The remaining error is rounding spread over many layers"
+              + (f", added most by {', '.join(s.layer for s in adders)}" if adders else "")
+              + (f" and amplified by {', '.join(n for _, n in amps[:top])}" if amps else "")
+              + ": keep the worst adders in float or quantize them with more bits.")
+    return Finding(adders[0].layer if adders else "(model)", "accumulated_rounding", 0.0, evidence, advice,
+                   origin=None, affects=[s.layer for s in adders], noise_share=rest)
+
+
+def float_fix(nodes: Sequence[str], labels: dict[str, str]) -> Fix:
+    """Keep some nodes in float."""
+    return Fix("keep_float", f"keep {', '.join(labels.get(n, n) for n in nodes)} in float (CPU layers)", {},
+               tuple(nodes))

@@ -1,0 +1,102 @@
+"""``qinspect advise MODEL_OR_CAPTURE [--eval CAPTURE2] [--inputs X] [--batch-size B] [--json]``.
+
+Tries, in the emulator, the quantizer options that change pof2s results (``include_cle``,
+``cle_to_relu6`` and ``convert_relu6_to_relu`` where the model has ReLU6, the calibration batch size and
+the number of calibration samples) and, on the best of them, the small sets of
+layers worth keeping in float. Prints a ranked table (output SQNR, top-1 agreement with the float model,
+CPU layers added) with the ``vai_q_tensorflow2`` call that reproduces each row. Measured on ``--eval``'s
+inputs when given, else on the calibration samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``advise`` sub-command."""
+    p = subparsers.add_parser(
+        "advise",
+        help="try quantizer options and float layers in the emulator; rank them by output SQNR",
+        description="Rank ways to quantize the model (vai_q_tensorflow2 options, layers kept in float), each "
+        "measured in the emulator, with the quantize_model call that reproduces it.",
+    )
+    from qinspect.cli._dpu_common import add_data_args
+
+    p.add_argument("model", metavar="MODEL_OR_CAPTURE",
+                   help="qinspect capture, or a float Keras model (.h5 / .keras / SavedModel folder) with --inputs")
+    p.add_argument("--eval", metavar="CAPTURE2", help="evaluation capture of the same model: measure on it")
+    add_data_args(p, "calibration inputs (.npy / .npz) when MODEL is not a capture",
+                  "calibration batch size to start from (default 32)",
+                  samples_help="samples each row is measured on (default 16; time grows with it)", samples_default=16)
+    p.add_argument("--json", action="store_true", help="print JSON: the ranked rows")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Try the options and print the ranked table."""
+    from qinspect.analysis.advisor import advise, option_grid
+    from qinspect.cli import _dpu_common as common
+    from qinspect.cli._progress import stderr_progress
+    from qinspect.cli._sources import open_any
+    from qinspect.cli.diagnose import _arrays, check_same_model, open_eval_capture
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.io.capture_file import Capture, is_capture
+
+    common.require_file(args.model, "MODEL_OR_CAPTURE")
+    common.check_counts(args)
+    if args.eval is not None:
+        common.require_file(args.eval, "--eval")
+    source = eval_cap = None
+    try:
+        source = Capture.open(args.model) if is_capture(args.model) else open_any(args.model)
+        if args.eval:
+            eval_cap = open_eval_capture(args.eval)
+            check_same_model(source.graph, args.model, eval_cap.graph, args.eval)
+        base_options = common.quantizer_options(args)
+        emu = Emulator.from_model(source, options=base_options)
+        calib = _arrays(common.data_source(args.inputs, emu, source, args.model, preprocess=args.preprocess),
+                        emu.graph, None)
+        data = _arrays(eval_cap, emu.graph, args.samples) if eval_cap is not None else {
+            k: v[: args.samples] for k, v in calib.items()}
+        n_calib = len(next(iter(calib.values())))
+
+        def build(opts: dict[str, Any]) -> Any:
+            n = opts.get("calib_samples", n_calib)
+            keywords = {k: v for k, v in opts.items() if k != "calib_samples"}
+            return Emulator.from_model(source, {k: v[:n] for k, v in calib.items()},
+                                       options=base_options.with_(**keywords)).graph
+
+        with stderr_progress("advise", not args.json) as step:
+            rows = advise(build, data, option_grid(base_options.calib_batch_size, n_calib, _has_relu6(source.graph)),
+                          step=step)
+    finally:
+        for f in (source, eval_cap):
+            if f is not None:
+                f.close()
+    measured_on = f"evaluation ({args.eval})" if args.eval else "calibration"
+    if args.json:
+        common.print_json({"model": args.model, "eval": args.eval, "measured_on": measured_on,
+                           "samples": len(next(iter(data.values()))), "advice": [r.to_dict() for r in rows]})
+        return 0
+    w = sys.stdout.write
+    w(f"measured on: {measured_on}, {len(next(iter(data.values())))} samples; best first\n")
+    w(f"{'#':>3} {'SQNR dB':>8} {'top-1':>6} {'CPU+':>4}  options / float layers\n")
+    for i, r in enumerate(rows, 1):
+        top1 = "-" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}%"
+        opts = ", ".join(f"{k}={v}" for k, v in r.options.items())
+        w(f"{i:>3} {r.output_sqnr_db:>8.2f} {top1:>6} {r.cpu_layers_added:>4}  {opts}"
+          + (f"; float: {', '.join(r.keep_float)}" if r.keep_float else "") + "\n")
+        w(f"{'':>25}{r.command}\n")
+    return 0
+
+
+def _has_relu6(graph: Any) -> bool:
+    """Whether the float model caps an activation at 6 (the ReLU6 options change something then)."""
+    for layer in graph.layers:
+        cfg = getattr(layer, "config", None) or {}
+        if cfg.get("max_value") in (6, 6.0) or cfg.get("activation") == "relu6":
+            return True
+    return False
