@@ -9,6 +9,7 @@ removed (the corpus folder and the working folder are compared before and after 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,8 +61,14 @@ def results(refcases, tmp_path_factory) -> dict[tuple[str, str], dict]:
                          "watch": [str(corpus), str(work), str(root)], "output": out, "path": str(case.path),
                          "fragment": case.fragment})
     (root / "plan.json").write_text(json.dumps(plan))
+    # A private temporary folder: leftover checks must see this run's files only, not those of other
+    # processes sharing /tmp.
+    private_tmp = root / "tmp"
+    private_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(private_tmp)}
     proc = subprocess.run([sys.executable, str(HERE / "bad_corpus_runner.py"), str(root / "plan.json"),
-                           str(root / "results.json")], cwd=REPO, capture_output=True, text=True, timeout=1200)
+                           str(root / "results.json")], cwd=REPO, capture_output=True, text=True, timeout=1200,
+                          env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads((root / "results.json").read_text())
     return {tuple(r["id"]): {**r, **p} for r, p in zip(got, plan, strict=True)}

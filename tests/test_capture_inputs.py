@@ -106,6 +106,16 @@ def test_image_folder_resized_converted_scaled(tmp_path):
     np.testing.assert_allclose(gray[0, :, :, 0], (expected_gray / 255 - 0.5) * 2, rtol=1e-6, atol=1e-7)
 
 
+def test_image_folder_0_255_feeds_the_pixels_unscaled(tmp_path):
+    """For models with their own Rescaling (MobileNetV3, EfficientNet): pixels as float, unscaled."""
+    folder = _image_folder(tmp_path)
+    x = open_inputs(folder, SHAPE, preprocess="0..255").batch(0, 3)["in"]
+    expected = np.asarray(Image.open(folder / "img2.png").resize((6, 8), Image.Resampling.BILINEAR), np.float32)
+    assert x.dtype == np.float32 and x.max() > 1.5
+    np.testing.assert_array_equal(x[2], expected)
+    assert preprocess_pixels(np.array([0, 255], np.uint8), "0..255").tolist() == [0.0, 255.0]
+
+
 def test_image_folder_skips_non_image_files_with_a_warning(tmp_path):
     folder = _image_folder(tmp_path)
     (folder / "notes.txt").write_text("calibration set v2")

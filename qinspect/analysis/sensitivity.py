@@ -396,6 +396,8 @@ def what_if(
         ref = fl_ref.run(batch, keep=graph.outputs)
         fl = Evaluator(g, "float")
         it = Evaluator(g, mode)
+        fl.use_captured(batch)  # recorded outputs of nodes without an implementation, if any
+        it.use_captured(batch)
         values: dict[str, Value] = {}
         for node in g.nodes:
             if node.op == "input":

@@ -223,6 +223,7 @@ def load_keras_model(path: str) -> Any:
         import tf_keras
         from tf_keras.src.saving.serialization_lib import SafeModeScope
 
+        own = _application_layers()
         with SafeModeScope(True):
             if os.path.isfile(path):
                 import h5py
@@ -230,8 +231,8 @@ def load_keras_model(path: str) -> Any:
                 # Opened here with locking off, as every qinspect reader opens it: HDF5 refuses a second
                 # open of a file with different locking flags, and open_model may hold it open.
                 with h5py.File(path, "r", locking=False) as h5:
-                    return tf_keras.models.load_model(h5, compile=False, safe_mode=True)
-            return tf_keras.models.load_model(path, compile=False, safe_mode=True)
+                    return tf_keras.models.load_model(h5, compile=False, safe_mode=True, custom_objects=own)
+            return tf_keras.models.load_model(path, compile=False, safe_mode=True, custom_objects=own)
     except QInspectError:
         raise
     except ImportError as exc:
@@ -241,6 +242,21 @@ def load_keras_model(path: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - any loader failure is a bad model file for the user
         text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
         raise QInspectError(f"TensorFlow cannot load this model ({text[:300]})", path) from None
+
+
+def _application_layers() -> dict[str, Any]:
+    """tf_keras's own layers that live in keras.applications modules (ConvNeXt's LayerScale), which
+    tf_keras cannot find by class name alone."""
+    import importlib
+
+    from qinspect.io.keras_classes import APPLICATION_LAYERS
+
+    found = {}
+    for name, (tf_module, _) in APPLICATION_LAYERS.items():
+        cls = getattr(importlib.import_module(tf_module), name, None)
+        if cls is not None:
+            found[name] = cls
+    return found
 
 
 def _written_by_keras3(path: str) -> bool:

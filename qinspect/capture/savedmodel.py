@@ -168,6 +168,15 @@ def _variables_at(object_graph: Any, node_path: str) -> list[tuple[str, str]] | 
         if part not in children:
             return None
         node_id = children[part]
+    found = _own_variables(object_graph, node_id)
+    if not found:  # a recurrent layer (LSTM, GRU, SimpleRNN) keeps its weights in its cell
+        cell = next((c.node_id for c in object_graph.nodes[node_id].children if c.local_name == "cell"), None)
+        if cell is not None:
+            found = _own_variables(object_graph, cell)
+    return found
+
+
+def _own_variables(object_graph: Any, node_id: int) -> list[tuple[str, str]]:
     found = []
     for child in object_graph.nodes[node_id].children:
         for attr in object_graph.nodes[child.node_id].attributes:

@@ -145,13 +145,14 @@ def quantizer_options(args: argparse.Namespace) -> Any:
 
 
 def add_preprocess_arg(parser: argparse.ArgumentParser) -> None:
-    """``--preprocess 0..1|-1..1|caffe`` for image folders (and .npy / .npz values when given)."""
+    """``--preprocess 0..255|0..1|-1..1|caffe`` for image folders (and .npy / .npz values when given)."""
     from qinspect.io.inputs import PREPROCESS
 
     parser.add_argument(
         "--preprocess",
         choices=PREPROCESS,
-        help="scale image pixels: 0..1 (x/255), -1..1 ((x/255-0.5)*2), caffe (BGR minus ImageNet mean); "
+        help="scale image pixels: 0..255 (unscaled, for models with their own Rescaling), 0..1 (x/255), "
+        "-1..1 ((x/255-0.5)*2), caffe (BGR minus ImageNet mean); "
         "also applies to .npy/.npz values when given",
     )
 

@@ -110,10 +110,14 @@ def _arrays(source: Any, graph: Any, n: int | None) -> dict[str, Any]:
     stop = total if n is None else min(total, n)
     if hasattr(source, "batch"):
         return {k: np.asarray(v, np.float32) for k, v in source.batch(0, stop).items()}
+    from qinspect.dpu.emulator import captured_stand_ins
+
     names = graph.inputs
     if len(names) == 1:
-        return {names[0]: source.inputs(None, slice(0, stop))}
-    return {name: source.inputs(name, slice(0, stop)) for name in names}
+        arrays = {names[0]: source.inputs(None, slice(0, stop))}
+    else:
+        arrays = {name: source.inputs(name, slice(0, stop)) for name in names}
+    return {**arrays, **captured_stand_ins(graph, source, slice(0, stop))}
 
 
 def _labels(path: str, n: int) -> Any:

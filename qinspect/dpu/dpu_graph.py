@@ -33,7 +33,7 @@ OPS = frozenset(
         "input", "quantize", *CONV_OPS, "relu", "leaky_relu", "prelu", "activation", "hard_sigmoid",
         "add", "multiply", "concat", "max_pool", "avg_pool", "global_avg_pool", "upsample",
         "zero_pad", "flatten", "reshape", "permute", "softmax", "identity", "scalar", "elementwise",
-        "global_max_pool", "crop", "batchnorm", "split", "unsupported",
+        "global_max_pool", "crop", "batchnorm", "split", "cpu_layer", "unsupported",
     }
 )
 # Ops that pass their input's position through without a quantizer of their own.

@@ -27,7 +27,7 @@ import numpy as np
 from qinspect.dpu.calibrate import CalibrationResult, calibrate
 from qinspect.dpu.checks import check_node_weights, checked_position, finite_batches, naming_file
 from qinspect.dpu.dpu_graph import CONV_OPS, Adjustment, DpuGraph, Node, Rewrite
-from qinspect.dpu.executor import Evaluator, Value, _FusedValue, batch_inputs, check_input_shape
+from qinspect.dpu.executor import CAPTURED, Evaluator, Value, _FusedValue, batch_inputs, check_input_shape
 from qinspect.dpu.fixed_point import Round, quantize
 from qinspect.dpu.options import DEFAULT_CALIB_BATCH, QuantizerOptions
 from qinspect.dpu.reference import ReferenceWalk
@@ -79,10 +79,14 @@ def _source_batches(graph: DpuGraph, data: Any, batch_size: int) -> Iterator[dic
     if hasattr(data, "inputs") and hasattr(data, "n_samples"):  # a capture
         names = graph.inputs
         n = int(data.n_samples)
+        stand_ins = _captured_stand_ins(graph, data)
         for i in range(0, n, batch_size):
             sl = slice(i, min(n, i + batch_size))
-            yield {name: np.asarray(data.inputs(name if len(names) > 1 else None, sl), np.float32)
-                   for name in names}
+            batch = {name: np.asarray(data.inputs(name if len(names) > 1 else None, sl), np.float32)
+                     for name in names}
+            for node, layer in stand_ins.items():
+                batch[CAPTURED + node] = np.asarray(data.activation(layer, sl), np.float32)
+            yield batch
         return
     if isinstance(data, np.ndarray) or isinstance(data, dict):
         arrays = batch_inputs(graph, data)
@@ -96,6 +100,21 @@ def _source_batches(graph: DpuGraph, data: Any, batch_size: int) -> Iterator[dic
         return
     for b in data:
         yield batch_inputs(graph, b)
+
+
+def _captured_stand_ins(graph: DpuGraph, capture: Any) -> dict[str, str]:
+    """Nodes without an implementation whose Keras layer's float output the capture holds: node -> layer."""
+    held = set(capture.layers_with_activations()) if hasattr(capture, "layers_with_activations") else set()
+    return {n.name: n.origin[-1] for n in graph.nodes if n.op == "unsupported" and n.origin and n.origin[-1] in held}
+
+
+def captured_stand_ins(graph: DpuGraph, capture: Any, samples: Any = None) -> dict[str, np.ndarray]:
+    """Entries to add to a capture's input arrays so every evaluator can run the nodes that have no
+    implementation (an ``unsupported`` op): their recorded float output, keyed ``CAPTURED + node``.
+    Empty for anything but a capture. Batches sliced from these arrays carry them along."""
+    capture = getattr(capture, "capture", capture)  # open_model()'s capture source
+    return {CAPTURED + node: np.asarray(capture.activation(layer, samples), np.float32)
+            for node, layer in _captured_stand_ins(graph, capture).items()}
 
 
 class Emulator:
@@ -278,6 +297,8 @@ class Emulator:
         done = 0
         with naming_file(self.source):
             for inputs in _data_batches(g, data, batch_size):
+                for ev in (fev, iev, isoev):
+                    ev.use_captured(inputs)
                 self._walk(inputs, fev, iev, isoev, results, stats_factory, keep_int8, keep_float, isolated)
                 done += len(next(iter(inputs.values())))
                 if progress is not None:

@@ -28,13 +28,17 @@ from typing import Any
 
 import numpy as np
 
-from qinspect.dpu import float_ops, ops
+from qinspect.dpu import cpu_layers, float_ops, ops
 from qinspect.dpu.dpu_graph import CONV_OPS, TRANSPARENT_OPS, DpuGraph, Node, Slot
 from qinspect.dpu.fixed_point import Round, dequantize, quantize
 from qinspect.errors import QInspectError
 
 F32 = np.float32
 _INT_ACTS = {"linear": None, "relu": "relu", "relu6": "relu6"}
+# A batch may carry, beside the model inputs, the float output a capture recorded for a node that has
+# no numpy implementation (an ``unsupported`` op), keyed CAPTURED + node name: that output stands in
+# for the node in every mode (see qinspect.dpu.emulator).
+CAPTURED = "captured:"
 
 
 @dataclass
@@ -92,6 +96,7 @@ class Evaluator:
         # per weight (node, name, position): its fake-quantized float32 values (the simulation's weights)
         self._fcache: dict[tuple[str, str, int], np.ndarray] = {}
         self._fused_producer: dict[str, str] = {}
+        self.captured: dict[str, np.ndarray] = {}  # node name -> captured float output, this batch
         for n in graph.nodes:
             act = graph.fused_activation(n) if n.op in CONV_OPS + ("add",) else None
             if act is not None:
@@ -164,6 +169,7 @@ class Evaluator:
         each node's value as soon as it is computed (before it may be dropped).
         """
         keep_set = None if keep is None else set(keep)
+        self.use_captured(inputs)
         remaining = {n.name: len(self.g.consumers(n.name)) for n in self.g.nodes}
         values: dict[str, Value] = {}
         outs: dict[str, Value] = {}
@@ -186,6 +192,10 @@ class Evaluator:
             if remaining[node.name] <= 0 and node.name in values:
                 del values[node.name]
         return outs
+
+    def use_captured(self, batch: dict[str, np.ndarray]) -> None:
+        """Take the captured stand-in outputs a batch carries (keys CAPTURED + node name)."""
+        self.captured = {k[len(CAPTURED):]: v for k, v in batch.items() if k.startswith(CAPTURED)}
 
     # -- one node -----------------------------------------------------------------------------
     def node(self, node: Node, ins: list[Value]) -> Value:
@@ -483,8 +493,13 @@ class Evaluator:
                 raise QInspectError(f"{node.name}: UpSampling2D interpolation "
                                     f"'{p.get('interpolation')}' is not emulated")
             return self.quant_value(float_ops.upsample_nearest(x, p["size"]), node.out_slot)
-        raise QInspectError(f"{node.name}: operator {p.get('class_name', op)} cannot be emulated "
-                            "(no float or integer implementation)")
+        if op == "cpu_layer":  # a Keras layer the DPU cannot run: float32 on the CPU, float weights
+            return self.quant_value(cpu_layers.run(p, xs, node.weights), node.out_slot)
+        if node.name in self.captured:  # no implementation: the float output Keras computed stands in
+            return self.quant_value(np.asarray(self.captured[node.name], F32), node.out_slot)
+        raise QInspectError(f"{node.name}: operator {p.get('class_name', op)} has no float or integer "
+                            "implementation; emulate a capture of the model (qinspect capture) and its "
+                            "recorded float output stands in for it")
 
 
 class _FusedValue(Value):

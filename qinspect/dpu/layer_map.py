@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from qinspect.dpu import cpu_layers
 from qinspect.dpu.dpu_graph import Node
 
 LEAKY_DPU_ALPHA = 26.0 / 256.0
@@ -51,6 +52,14 @@ def act_name(value: Any) -> str:
     return str(value)
 
 
+def keras_activation(name: str, cfg: dict[str, Any]) -> str:
+    """The float function an activation name means in the layer's Keras generation: ``hard_sigmoid`` is
+    ``clip(0.2 x + 0.5, 0, 1)`` in tf_keras but ``relu6(x + 3) / 6`` in Keras 3."""
+    if name == "hard_sigmoid" and not cpu_layers.is_keras3_config(cfg):
+        return "hard_sigmoid_tf_keras"
+    return name
+
+
 def avgpool_scale(kh: int, kw: int) -> tuple[float, tuple[int, int] | None]:
     """The quantizer's average-pool rescale factor for a ``kh x kw`` kernel (its float32 value) and the
     DPU ``(K, N)`` pair it simulates (``None`` when there is no rescale): :func:`ops.avgpool_rescale`,
@@ -81,7 +90,27 @@ _TF_ACT = {"nn.relu": "relu", "nn.relu6": "relu6", "math.sigmoid": "sigmoid", "n
            "nn.swish": "swish", "nn.gelu": "gelu", "nn.elu": "elu"}
 
 
-def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any]) -> None:
+# Keras 3 operations (``KerasOp``) named like the TensorFlow functions above.
+_KERAS_OPS = {"numpy.add": "__operators__.add", "numpy.multiply": "math.multiply", "numpy.subtract": "math.subtract",
+              "numpy.true_divide": "math.truediv", "numpy.divide": "math.truediv", "nn.relu": "nn.relu",
+              "nn.relu6": "nn.relu6", "nn.sigmoid": "nn.sigmoid", "numpy.tanh": "math.tanh", "nn.silu": "nn.silu",
+              "nn.gelu": "nn.gelu"}
+
+
+def keras_op_as_tf_op(cfg: dict[str, Any], call_kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A Keras 3 operation in its TFOpLambda form: ``x + 3`` is ``numpy.add`` with ``arg1 = 3`` in Keras 3
+    and ``__operators__.add`` with ``y = 3`` in tf_keras; the same model converted for the quantizer has
+    the latter, so both get the same rewrites (the hard-sigmoid pattern) and nodes."""
+    fn = str(cfg.get("function", ""))
+    kwargs = dict(call_kwargs)
+    number = [v for k, v in call_kwargs.items() if k in ("arg0", "arg1") and isinstance(v, int | float)]
+    commutative = fn in ("numpy.add", "numpy.multiply")
+    if len(number) == 1 and "y" not in kwargs and (commutative or "arg1" in call_kwargs):
+        kwargs["y"] = number[0]
+    return {**cfg, "function": _KERAS_OPS.get(fn, fn)}, kwargs
+
+
+def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any], keras_op: bool = False) -> None:
     fn = str(cfg.get("function", ""))
     p = node.params
     y = call_kwargs.get("y")
@@ -101,8 +130,12 @@ def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any]) -> None
             node.op, p["axis"] = "softmax", int(call_kwargs.get("axis", -1) or -1)
         else:
             node.op, p["name"] = "activation", a
+    elif cpu_layers.elementwise_name(fn) is not None:
+        node.op = "cpu_layer"
+        p.update(layer="elementwise", config=dict(cfg), call_kwargs=dict(call_kwargs),
+                 reason=cpu_layers.cpu_reason("elementwise") + f" ({fn})")
     else:
-        p["class_name"] = f"TFOpLambda({fn})"
+        p["class_name"] = f"{'KerasOp' if keras_op else 'TFOpLambda'}({fn})"
 
 
 def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
@@ -116,6 +149,13 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
     if cls == "TFOpLambda":
         _tf_op(node, cfg, call_kwargs or {})
         return node
+    if cls == "KerasOp":
+        _tf_op(node, *keras_op_as_tf_op(cfg, call_kwargs or {}), keras_op=True)
+        return node
+    if cpu_layers.supports(cls, cfg) and cls == "Conv2D":  # grouped
+        node.op = "cpu_layer"
+        p.update(layer=cls, config=cfg, reason=cpu_layers.cpu_reason(cls))
+        return node
     if cls in _CONV_CLASSES and (int(cfg.get("groups", 1) or 1) > 1
                                  or cfg.get("data_format", "channels_last") == "channels_first"
                                  or cfg.get("output_padding") not in (None, [0, 0], (0, 0))):
@@ -124,7 +164,7 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
         return node
     if cls in _CONV_CLASSES:
         node.op = _CONV_CLASSES[cls]
-        p["act"] = act if act is not None else act_name(cfg.get("activation"))
+        p["act"] = keras_activation(act if act is not None else act_name(cfg.get("activation")), cfg)
         if node.op != "dense":
             p["strides"] = _pair(cfg.get("strides"))
             p["padding"] = str(cfg.get("padding", "valid")).lower()
@@ -140,7 +180,7 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
         node.op = "relu"
         p.update(max_value=None if mv is None else float(mv), negative_slope=slope, threshold=thr)
     elif cls == "Activation":
-        a = act if act is not None else act_name(cfg.get("activation"))
+        a = keras_activation(act if act is not None else act_name(cfg.get("activation")), cfg)
         if a == "relu":
             node.op, p["max_value"], p["negative_slope"], p["threshold"] = "relu", None, 0.0, 0.0
         elif a == "relu6":
@@ -229,6 +269,9 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
             float(cfg.get("offset", 0.0))
     elif cls in ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "ActivityRegularization"):
         node.op = "identity"
+    elif cpu_layers.supports(cls, cfg):
+        node.op = "cpu_layer"
+        p.update(layer=cls, config=cfg, reason=cpu_layers.cpu_reason(cls))
     else:
         node.params["class_name"] = cls
     return node
@@ -238,13 +281,18 @@ def dpu_placement(node: Node) -> tuple[str, str]:
     """``("DPU", "")`` or ``("CPU", why)`` for a node, from its op alone (quantization aside)."""
     op, p = node.op, node.params
     if op == "unsupported":
-        return "CPU", f"layer class {p.get('class_name', '?')} is not a DPU operator"
+        return "CPU", (f"layer class {p.get('class_name', '?')} is not a DPU operator and has no numpy "
+                       "implementation: from a capture, its recorded float output stands in for it, so int8 "
+                       "error before it does not reach the layers after it")
+    if op == "cpu_layer":
+        return "CPU", str(p.get("reason", "runs in float on the CPU"))
     if op == "scalar":
         return "CPU", f"elementwise op with a constant ({p.get('fn')}) is not a DPU operator"
     if op == "split":
         return "CPU", f"TF op {p.get('fn')} runs in float on the CPU (the emulator does not convert it)"
     if op in ("elementwise", "global_max_pool", "crop", "batchnorm"):
-        return "CPU", f"{op.replace('_', ' ')} is not quantized by the Vitis pof2s quantizer"
+        what = f"elementwise {p.get('fn')}" if op == "elementwise" else op.replace("_", " ")
+        return "CPU", f"{what} is not quantized by the Vitis pof2s quantizer"
     if op == "softmax":
         return "CPU", "softmax stays float on the CPU (Vitis pof2s keeps it out of the DPU)"
     if op == "activation" and p.get("name") not in ("linear",):

@@ -47,7 +47,7 @@ import numpy as np
 
 from qinspect.dpu.cle import cross_layer_equalize
 from qinspect.dpu.dpu_graph import DpuGraph, Rewrite, SlotSpec
-from qinspect.dpu.layer_map import LEAKY_DPU_ALPHA, act_name, dpu_placement, layer_node
+from qinspect.dpu.layer_map import LEAKY_DPU_ALPHA, act_name, dpu_placement, keras_op_as_tf_op, layer_node
 from qinspect.dpu.options import QuantizerOptions
 from qinspect.errors import QInspectError
 from qinspect.io.call_order import keras_call_order
@@ -139,8 +139,11 @@ def _from_graph(graph: ModelGraph, source: Any) -> _Model:
         if not layer.runnable and layer.class_name not in ("InputLayer",):
             pass  # kept: it becomes an unsupported (CPU) node and errors only if it must run
         w = {k: np.asarray(v, dtype=np.float32) for k, v in source.weights(layer.name).items()}
-        p = PLayer(layer.name, layer.class_name, copy.deepcopy(layer.config or {}),
-                   list(layer.inbound), w, [layer.name], dict(layer.call_kwargs or {}),
+        cls, cfg, kwargs = layer.class_name, copy.deepcopy(layer.config or {}), dict(layer.call_kwargs or {})
+        if cls == "KerasOp" and str(cfg.get("function")) in ("numpy.add", "numpy.multiply"):
+            cls = "TFOpLambda"  # x + 3 in Keras 3: the quantizer sees its tf_keras form
+            cfg, kwargs = keras_op_as_tf_op(cfg, kwargs)
+        p = PLayer(layer.name, cls, cfg, list(layer.inbound), w, [layer.name], kwargs,
                    layer.name in graph.outputs, layer.output_shape)
         p.owner = layer.shares
         if layer.output_index:
@@ -170,7 +173,9 @@ def _separate_conv_act(m: _Model) -> None:
         if a in ("linear", ""):
             continue
         layer.cfg["activation"] = "linear"
-        new = layer.derive(PLayer(f"{layer.name}_{a}", "Activation", {"name": f"{layer.name}_{a}", "activation": a},
+        new = layer.derive(PLayer(f"{layer.name}_{a}", "Activation",
+                                  {"name": f"{layer.name}_{a}", "activation": a,
+                                   "dtype": layer.cfg.get("dtype")},  # tells the Keras generation
                                   [layer.name], origin=[layer.name], output_shape=layer.output_shape))
         m.rewire(layer.name, new.name)
         new.inbound = [layer.name]
@@ -194,6 +199,25 @@ def _convert_relu6_to_relu(m: _Model) -> None:
         layer.params["float_max_value"] = 6.0
         m.record("convert_relu6_to_relu", f"ReLU6 {layer.name} became a ReLU without cap (convert_relu6_to_relu: "
                  "a different function above 6; the float reference keeps the cap)", [layer.name])
+
+
+def _grouped_conv_as_depthwise(m: _Model) -> None:
+    """A Conv2D with one group per input channel and one filter per group (ConvNeXt writes its
+    depthwise convs so) computes exactly a DepthwiseConv2D: run it as one, kernel (kh, kw, 1, C) ->
+    (kh, kw, C, 1). Other grouped convs stay float on the CPU (layer_map)."""
+    for layer in m.layers:
+        k = layer.weights.get("kernel")
+        groups = int(layer.cfg.get("groups", 1) or 1)
+        if layer.cls != "Conv2D" or groups <= 1 or k is None or k.ndim != 4 or k.shape[2] != 1 \
+                or k.shape[3] != groups:
+            continue
+        layer.cls = "DepthwiseConv2D"
+        layer.cfg = {**layer.cfg, "groups": 1, "depth_multiplier": 1}
+        layer.weights = {("depthwise_kernel" if n == "kernel" else n): (w.transpose(0, 1, 3, 2) if n == "kernel"
+                                                                         else w) for n, w in layer.weights.items()}
+        m.record("grouped_conv_as_depthwise", f"Conv2D {layer.name} with groups={groups} = its channels is a "
+                 "depthwise convolution: emulated as DepthwiseConv2D (an assumption: the quantizer's handling of "
+                 "grouped Conv2D was not checked against a real run)", [layer.name])
 
 
 def _split_separable(m: _Model) -> None:
@@ -619,6 +643,7 @@ def graph_from_float(graph: ModelGraph, source: Any, options: QuantizerOptions |
     _separate_conv_act(m)
     if options.convert_relu6_to_relu:
         _convert_relu6_to_relu(m)
+    _grouped_conv_as_depthwise(m)
     _split_separable(m)
     _fold_bn(m)
     _bn_to_dwconv(m)

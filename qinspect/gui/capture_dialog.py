@@ -119,7 +119,7 @@ class CaptureDialog(QDialog):
         if path:
             self.inputs.setText(path)
             if folder and self.preprocess.currentData() is None:
-                self.preprocess.setCurrentIndex(1)
+                self.preprocess.setCurrentIndex(self.preprocess.findData("0..1"))
 
     def run_capture(self) -> None:
         """Start the capture in the background."""

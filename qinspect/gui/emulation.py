@@ -195,13 +195,17 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis, eva
     if not analysis.available:
         return []
     capture = document.capture
+    from qinspect.dpu.emulator import captured_stand_ins
+
     inputs = {name: capture.inputs(name) for name in capture.input_names()}
+    inputs.update(captured_stand_ins(analysis.graph, capture))
     calib = None
     if eval_path:
         from qinspect.io.capture_file import Capture
 
         with Capture.open(eval_path) as evaluation:
-            calib, inputs = inputs, {name: evaluation.inputs(name) for name in evaluation.input_names()}
+            evaluated = {name: evaluation.inputs(name) for name in evaluation.input_names()}
+            calib, inputs = inputs, {**evaluated, **captured_stand_ins(analysis.graph, evaluation)}
     token.check()
     diagnosis = diagnose(analysis.graph, inputs, calib,
                                 data_label="evaluation" if eval_path else "calibration",

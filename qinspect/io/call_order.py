@@ -46,13 +46,11 @@ def _unit(graph: ModelGraph, name: str, level: str | None) -> str | None:
 
 def _level(graph: ModelGraph, level: str | None) -> list[str]:
     """The order inside one model (``level``: a container entry, None for the top model), expanded."""
-    prefix = "" if level is None else level + "/"
-    inner = [x for x in graph.leaves() if x.name.startswith(prefix) and not x.output_index]
+    units = {x.name: _unit(graph, x.name, level) for x in graph.leaves() if not x.output_index}
+    inner = [graph[name] for name, unit in units.items() if unit is not None]  # nesting by parent, not by name
     parents: dict[str, list[str]] = {}
     for leaf in inner:
-        unit = _unit(graph, leaf.name, level)
-        if unit is None:
-            continue
+        unit = units[leaf.name]
         into = parents.setdefault(unit, [])
         for i in leaf.inbound:
             src = _unit(graph, i, level) if i in graph else None
@@ -61,7 +59,7 @@ def _level(graph: ModelGraph, level: str | None) -> list[str]:
     if level is None:
         outputs = [_unit(graph, o, None) for o in graph.outputs]
     else:  # what is read outside the nested model, or is a model output
-        outside = {i for x in graph.leaves() if not x.name.startswith(prefix) for i in x.inbound}
+        outside = {i for x in graph.leaves() if units.get(x.name, "") is None for i in x.inbound}
         outputs = [_unit(graph, x.name, level) for x in inner if x.name in outside or x.name in graph.outputs]
     post: list[str] = []
     done: set[str] = set()

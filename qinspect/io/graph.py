@@ -5,7 +5,9 @@ A :class:`ModelGraph` is built from a Keras file's stored config (``keras_config
 
 Naming: a layer's ``name`` is unique in the graph. Layers of a nested model are named
 ``outer/inner`` (the nesting path joined by ``/``) and carry ``parent = "outer"``; the nested model
-itself is a *container* layer whose children are those layers. Edges (``inbound``) always join leaf
+itself is a *container* layer whose children are those layers. Keras layer names may contain ``/``
+themselves (tf_keras' MobileNetV3 has ``expanded_conv/squeeze_excite/Conv_1`` at top level), so the
+nesting is told by ``parent`` alone, never by splitting a name. Edges (``inbound``) always join leaf
 layers: a leaf that reads a nested model's output reads the leaf inside it that produced that output.
 
 A node is a *call*, not a layer: a layer (or nested model) called several times is one entry per
@@ -77,13 +79,19 @@ class Layer:
 
     @property
     def short_name(self) -> str:
-        """The layer's own name, without the path of the models it is nested in."""
-        return self.name.rsplit(NEST_SEP, 1)[-1]
+        """The layer's own (Keras) name, without the path of the models it is nested in."""
+        if self.parent is None:
+            return self.name
+        prefix = self.parent + NEST_SEP
+        return self.name[len(prefix) :] if self.name.startswith(prefix) else self.name
 
     @property
     def depth(self) -> int:
-        """How deeply the layer is nested (0 for a layer of the top model)."""
-        return self.name.count(NEST_SEP)
+        """How deeply the layer is nested (0 for a layer of the top model), from its parents."""
+        known = self.__dict__.get("_depth")
+        if known is not None:
+            return int(known)
+        return 0 if self.parent is None else 1 + self.parent.count(NEST_SEP)  # outside a graph: a guess
 
 
 @dataclass
@@ -101,6 +109,17 @@ class ModelGraph:
 
     def __post_init__(self) -> None:
         self._index = {layer.name: layer for layer in self.layers}
+        for layer in self.layers:  # the nesting depth by the parent chain (a name may hold "/")
+            layer.__dict__["_depth"] = len(self.ancestors(layer.name))
+
+    def ancestors(self, name: str) -> list[str]:
+        """The containers ``name`` is nested in, innermost first (by ``parent``, never by the name)."""
+        out: list[str] = []
+        parent = self[name].parent
+        while parent is not None and parent in self._index and parent not in out:
+            out.append(parent)
+            parent = self._index[parent].parent
+        return out
 
     def __getitem__(self, name: str) -> Layer:
         return self._index[name]

@@ -9,6 +9,8 @@
   RGB to match the model's channels, resized with Pillow (bilinear) to the model's input height and
   width, then scaled by ``preprocess`` (required for images):
 
+  - ``0..255``: the pixels as float, unscaled (for models that carry their own ``Rescaling``, such as
+    Keras's MobileNetV3 and EfficientNet)
   - ``0..1``: ``x / 255``
   - ``-1..1``: ``(x / 255 - 0.5) * 2``
   - ``caffe``: RGB -> BGR, minus the ImageNet BGR mean (103.939, 116.779, 123.68), no scaling
@@ -39,7 +41,7 @@ import numpy as np
 from qinspect.errors import QInspectError
 from qinspect.io.paths import check_not_special
 
-PREPROCESS = ("0..1", "-1..1", "caffe")
+PREPROCESS = ("0..255", "0..1", "-1..1", "caffe")
 CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 
 Shape = Sequence[int | None]
@@ -48,6 +50,8 @@ Shape = Sequence[int | None]
 def preprocess_pixels(x: np.ndarray, mode: str) -> np.ndarray:
     """Scale raw pixel values (0..255, NHWC, channels 1 or 3 in RGB order) as ``mode`` says."""
     x = np.asarray(x, dtype=np.float32)
+    if mode == "0..255":  # the model scales them itself (a Rescaling layer inside)
+        return x
     if mode == "0..1":
         return x / np.float32(255.0)
     if mode == "-1..1":

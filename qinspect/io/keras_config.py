@@ -16,8 +16,8 @@ Nested models (Functional or Sequential inside either) are flattened: their leav
 to the outer tensors that feed them. Every call of a layer or nested model is its own entry
 (``conv``, ``conv@2``, ``tower@2/conv``) and every output of a multi-output layer too (``split``,
 ``split:1``); see :mod:`qinspect.io.graph` for the naming. Lambda layers and classes that are not
-Keras built-ins are kept in the graph with ``runnable=False`` and a ``note``; their code is never
-looked at, let alone run.
+Keras's own (:mod:`qinspect.io.keras_classes`) are kept in the graph with ``runnable=False`` and a
+``note``; their code is never looked at, let alone run.
 
 Shapes: a Keras-3 tensor record carries its shape, and ``build_config`` carries a layer's input
 shapes; these are what Keras itself computed, so they win. Other shapes come from
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qinspect.io.graph import NEST_SEP, Layer, ModelGraph, call_name, output_name
+from qinspect.io.keras_classes import is_keras_own
 from qinspect.io.shapes import SHAPE_PRESERVING, Shape, infer_output_shape
 
 CONTAINER_CLASSES = {"Functional", "Model", "Sequential"}
@@ -416,7 +417,7 @@ class _Builder:
         if class_name == "Lambda":
             layer.runnable = False
             layer.note = "Lambda layer: its code is stored in the file and is never deserialized or run"
-        elif class_name not in BUILTIN_LAYERS:
+        elif not (class_name == "KerasOp" or is_keras_own(layer_cfg)):
             layer.runnable = False
             layer.note = (
                 f"custom layer class {layer_cfg.get('class_name')!r} (not a Keras built-in): "
@@ -664,17 +665,29 @@ class _Builder:
 
     def update_containers(self) -> None:
         """A container's shape is its last leaf's; its params the sum of its leaves'."""
+        parents = {layer.name: layer.parent for layer in self.layers}
         for layer in self.layers:
             if not layer.is_container:
                 continue
             leaves = [
                 other
                 for other in self.layers
-                if not other.is_container and other.name.startswith(layer.name + NEST_SEP)
+                if not other.is_container and _nested_in(other.parent, layer.name, parents)
             ]
             layer.params = sum(leaf.params for leaf in leaves)
             if leaves:
                 layer.output_shape = leaves[-1].output_shape
+
+
+def _nested_in(parent: str | None, container: str, parents: dict[str, str | None]) -> bool:
+    """True when a layer whose parent is ``parent`` lies inside ``container`` (by the parent chain:
+    a top-level layer may be called ``block/conv`` without being inside a model ``block``)."""
+    seen = 0
+    while parent is not None and seen <= len(parents):
+        if parent == container:
+            return True
+        parent, seen = parents.get(parent), seen + 1
+    return False
 
 
 def _layer_name(sub: dict[str, Any]) -> str:
@@ -754,6 +767,10 @@ def expected_weights(class_name: str, config: dict[str, Any]) -> _Spec | None:
         return spec
     if class_name == "PReLU":
         return [("alpha", True)]
+    if class_name in ("LSTM", "GRU", "SimpleRNN"):  # the cell's weights
+        return [("kernel", True), ("recurrent_kernel", True), *bias]
+    if class_name == "LayerScale":
+        return [("gamma", True)]
     if class_name == "Embedding":
         return [("embeddings", True)]
     if class_name == "Normalization":

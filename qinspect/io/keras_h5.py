@@ -119,10 +119,11 @@ class KerasH5Model(WeightSource):
         for layer in self.graph.children(None):
             if layer.shares:
                 continue  # a later call of a shared layer: its weights are its first call's
-            # A top-level layer's whole name is its group path; tf_keras names like "Conv/BatchNorm" hold "/"
-            # themselves, so the name is not cut at its last "/" (that would read the group "BatchNorm").
-            group = root.get(layer.name)
-            if not isinstance(group, h5py.Group):
+            # The group is named after the whole layer name; a "/" in it (tf_keras' MobileNetV3 has
+            # "expanded_conv/squeeze_excite/Conv_1") is an HDF5 path of nested groups, which
+            # root[name] follows. The name is never cut to its last part.
+            group = _layer_group(root, layer.name)
+            if group is None:
                 spec = None if layer.is_container else expected_weights(layer.class_name, layer.config)
                 if layer.is_container or spec:
                     self.graph.warnings.append(f"no weights stored for layer {layer.name!r}")
@@ -186,6 +187,15 @@ class KerasH5Model(WeightSource):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+
+def _layer_group(root: h5py.Group, name: str) -> h5py.Group | None:
+    """The weight group Keras wrote for a top-level layer ``name`` (None when there is none)."""
+    try:
+        group = root.get(name) if name and not name.startswith("/") else None
+    except (KeyError, ValueError):  # a name h5py cannot follow as a path
+        return None
+    return group if isinstance(group, h5py.Group) else None
 
 
 def _saved_order(graph: ModelGraph, container: Layer) -> list[tuple[str, str]] | None:

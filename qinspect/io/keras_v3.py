@@ -183,6 +183,8 @@ def _walk(
             continue
         group = h5.get(f"{path}/vars")
         if not isinstance(group, h5py.Group) or not len(group):
+            group = h5.get(f"{path}/cell/vars")  # a recurrent layer keeps its weights in its cell
+        if not isinstance(group, h5py.Group) or not len(group):
             continue
         indices = sorted(int(k) for k in group.keys() if k.isdigit())
         spec = expected_weights(layer.class_name, layer.config)
@@ -194,4 +196,4 @@ def _walk(
                 graph.warnings.append(
                     f"layer {full!r} stores {len(indices)} weights, {len(spec)} expected: named by position"
                 )
-        mapping[full] = [(s, f"{path}/vars/{i}") for s, i in zip(shorts, indices, strict=True)]
+        mapping[full] = [(s, f"{group.name}/{i}") for s, i in zip(shorts, indices, strict=True)]

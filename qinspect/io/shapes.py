@@ -137,6 +137,34 @@ def _dense(config: dict[str, Any], inputs: list[Shape], _kw: dict[str, Any]) -> 
     return [*inputs[0][:-1], int(config["units"])]
 
 
+def _recurrent(config: dict[str, Any], inputs: list[Shape], _kw: dict[str, Any]) -> Shape | None:
+    """LSTM / GRU / SimpleRNN: the last step's state, or every step's with ``return_sequences``."""
+    if config.get("return_state"):
+        return None  # several outputs
+    units = int(config["units"])
+    if config.get("return_sequences"):
+        return [*inputs[0][:2], units]
+    batch = inputs[0][1] if config.get("time_major") else inputs[0][0]
+    return [batch, units]
+
+
+def _bidirectional(config: dict[str, Any], inputs: list[Shape], kw: dict[str, Any]) -> Shape | None:
+    """Bidirectional(RNN): the wrapped layer's shape; ``concat`` doubles the features."""
+    shape = _recurrent((config.get("layer") or {}).get("config") or {}, inputs, kw)
+    mode = config.get("merge_mode", "concat")
+    if shape is None or mode not in ("concat", "sum", "mul", "ave"):
+        return None  # merge_mode None: two outputs
+    return [*shape[:-1], shape[-1] * 2] if mode == "concat" else shape
+
+
+def _time_distributed(config: dict[str, Any], inputs: list[Shape], kw: dict[str, Any]) -> Shape | None:
+    """TimeDistributed(layer): the wrapped layer on each step of axis 1."""
+    inner = config.get("layer") or {}
+    name = str(inner.get("class_name", "")).rsplit(">", 1)[-1]
+    step = infer_output_shape(name, inner.get("config") or {}, [[inputs[0][0], *inputs[0][2:]]])
+    return None if step is None else [step[0], inputs[0][1], *step[1:]]
+
+
 def _flatten(config: dict[str, Any], inputs: list[Shape], _kw: dict[str, Any]) -> Shape | None:
     shape = inputs[0]
     rest = shape[1:]
@@ -380,6 +408,11 @@ _RULES: dict[str, _Rule] = {
     "Concatenate": _concatenate,
     "TFOpLambda": _elementwise,
     "KerasOp": _elementwise,
+    "LSTM": _recurrent,
+    "GRU": _recurrent,
+    "SimpleRNN": _recurrent,
+    "Bidirectional": _bidirectional,
+    "TimeDistributed": _time_distributed,
 }
 for _name in ("Add", "Multiply", "Subtract", "Average", "Maximum", "Minimum"):
     _RULES[_name] = _merge
@@ -405,6 +438,8 @@ SHAPE_PRESERVING = (
     "ActivityRegularization",
     "Masking",
     "Identity",
+    "LayerScale",
+    "StochasticDepth",
 )
 for _name in SHAPE_PRESERVING:
     _RULES[_name] = _identity

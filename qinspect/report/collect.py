@@ -24,7 +24,7 @@ from qinspect import __version__
 from qinspect.analysis import diagnose as diagnosis
 from qinspect.analysis.metrics import ErrorStats, representable_range
 from qinspect.dpu.checks import check_finite_capture
-from qinspect.dpu.emulator import Emulator
+from qinspect.dpu.emulator import Emulator, captured_stand_ins
 from qinspect.dpu.options import QuantizerOptions
 from qinspect.errors import QInspectError, first_line
 from qinspect.io.capture_file import Capture, is_capture
@@ -422,15 +422,17 @@ class DiagnosisPart:
     missing: str = ""  # why there are no findings
 
 
-def _inputs_of(capture: Any, names: list[str]) -> dict[str, np.ndarray]:
-    """All model inputs of a capture or an ``--inputs`` source, as float32 arrays keyed by input name."""
+def _inputs_of(capture: Any, names: list[str], graph: Any = None) -> dict[str, np.ndarray]:
+    """All model inputs of a capture or an ``--inputs`` source, as float32 arrays keyed by input name
+    (a capture's also carry the recorded outputs of nodes that have no implementation)."""
     if not isinstance(capture, Capture):  # qinspect.io.inputs.InputSource
         batch = capture.batch(0, capture.n_samples)
         if len(names) == 1 and len(batch) == 1:
             return {names[0]: np.asarray(next(iter(batch.values())), np.float32)}
         return {name: np.asarray(batch[name], np.float32) for name in names}
     single = len(names) == 1
-    return {name: np.asarray(capture.inputs(None if single else name), np.float32) for name in names}
+    arrays = {name: np.asarray(capture.inputs(None if single else name), np.float32) for name in names}
+    return {**arrays, **(captured_stand_ins(graph, capture) if graph is not None else {})}
 
 
 def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: list[str],
@@ -450,10 +452,10 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
     if max_samples is not None:
         kwargs["max_samples"] = max_samples
     if eval_cap is not None:
-        result = diagnosis.diagnose(em.graph, _inputs_of(eval_cap, names), _inputs_of(source, names),
-                               data_label="evaluation", **kwargs)
+        result = diagnosis.diagnose(em.graph, _inputs_of(eval_cap, names, em.graph),
+                                    _inputs_of(source, names, em.graph), data_label="evaluation", **kwargs)
     else:
-        result = diagnosis.diagnose(em.graph, _inputs_of(source, names), **kwargs)
+        result = diagnosis.diagnose(em.graph, _inputs_of(source, names, em.graph), **kwargs)
     data = result.to_dict()
     part.findings = list(data.get("findings", []))
     for sens in data.get("sensitivity", []):

@@ -1,0 +1,179 @@
+"""The float CPU layers (qinspect.dpu.cpu_layers) against TensorFlow's own output on the same weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from keras_family_fixtures import fresh_keras_names  # noqa: F401 - autouse: Keras names reset around each test
+
+from qinspect.dpu import cpu_layers, float_ops
+
+pytestmark = pytest.mark.tf
+
+RNG = np.random.default_rng(11)
+
+
+def _run_keras(layer, x):
+    """Keras' output and the layer's weights by short name (after building on ``x``)."""
+    y = np.asarray(layer(x))
+    names = [w.name.split("/")[-1].split(":")[0] for w in layer.weights]
+    return y, dict(zip(names, (np.asarray(w) for w in layer.get_weights()), strict=True))
+
+
+def _randomize(layer):
+    layer.set_weights([RNG.normal(0, 0.5, w.shape).astype(np.float32) for w in layer.get_weights()])
+
+
+@pytest.fixture(scope="module")
+def K():  # noqa: N802 - the usual alias
+    import tf_keras
+
+    return tf_keras
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"padding": "valid"},
+    {"padding": "same", "strides": 2, "activation": "relu"},
+    {"padding": "causal", "dilation_rate": 2, "activation": "tanh"},
+])
+def test_conv1d_equals_tensorflow(K, kwargs):
+    x = RNG.normal(size=(3, 17, 5)).astype(np.float32)
+    layer = K.layers.Conv1D(7, 3, **kwargs)
+    layer(x)
+    _randomize(layer)
+    want, w = _run_keras(layer, x)
+    got = cpu_layers.conv1d(x, w, layer.get_config())
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"return_sequences": True, "go_backwards": True},
+    {"recurrent_activation": "hard_sigmoid", "use_bias": False},
+])
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "SimpleRNN"])
+def test_recurrent_layers_equal_tensorflow(K, cls, kwargs):
+    x = RNG.normal(size=(4, 9, 6)).astype(np.float32)
+    if cls == "SimpleRNN":
+        kwargs = {k: v for k, v in kwargs.items() if k != "recurrent_activation"}
+    layer = getattr(K.layers, cls)(5, **kwargs)
+    layer(x)
+    _randomize(layer)
+    want, w = _run_keras(layer, x)
+    got = cpu_layers.run({"layer": cls, "config": layer.get_config()}, [x], w)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+
+
+def test_gru_reset_before_equals_tensorflow(K):
+    x = RNG.normal(size=(2, 7, 3)).astype(np.float32)
+    layer = K.layers.GRU(4, reset_after=False, return_sequences=True)
+    layer(x)
+    _randomize(layer)
+    want, w = _run_keras(layer, x)
+    np.testing.assert_allclose(cpu_layers.gru(x, w, layer.get_config()), want, rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"axis": [1, 2, 3], "epsilon": 1e-6}, {"center": False}])
+def test_layer_normalization_equals_tensorflow(K, kwargs):
+    x = (RNG.normal(size=(3, 4, 5, 6)) * 3 + 1).astype(np.float32)
+    layer = K.layers.LayerNormalization(**kwargs)
+    layer(x)
+    _randomize(layer)
+    want, w = _run_keras(layer, x)
+    np.testing.assert_allclose(cpu_layers.layer_normalization(x, w, layer.get_config()), want, rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_normalization_equals_tensorflow(K):
+    x = (RNG.normal(size=(4, 6, 6, 3)) * 20 + 100).astype(np.float32)
+    layer = K.layers.Normalization(axis=-1)
+    layer.adapt(x)
+    want, w = _run_keras(layer, x)
+    np.testing.assert_allclose(cpu_layers.normalization(x, w, layer.get_config()), want, rtol=1e-5, atol=1e-5)
+    fixed = K.layers.Normalization(axis=-1, mean=[1.0, 2.0, 3.0], variance=[4.0, 0.25, 9.0], invert=True)
+    want = np.asarray(fixed(x))
+    np.testing.assert_allclose(cpu_layers.normalization(x, {}, fixed.get_config()), want, rtol=1e-6)
+
+
+def test_layer_scale_equals_tensorflow():
+    from tf_keras.src.applications.convnext import LayerScale
+
+    x = RNG.normal(size=(2, 3, 3, 8)).astype(np.float32)
+    layer = LayerScale(1e-2, 8)
+    layer(x)
+    _randomize(layer)
+    want, w = _run_keras(layer, x)
+    np.testing.assert_allclose(cpu_layers.layer_scale(x, w, layer.get_config()), want, rtol=1e-6)
+
+
+def test_grouped_conv2d_equals_tensorflow(K):
+    x = RNG.normal(size=(2, 7, 7, 6)).astype(np.float32)
+    layer = K.layers.Conv2D(9, 3, groups=3, padding="same", activation="relu")
+    layer(x)
+    _randomize(layer)
+    want, w = _run_keras(layer, x)
+    assert cpu_layers.supports("Conv2D", layer.get_config())
+    np.testing.assert_allclose(cpu_layers.grouped_conv2d(x, w, layer.get_config()), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fn", ["abs", "negative", "square", "exp", "sign", "floor"])
+def test_unary_tf_functions_equal_tensorflow(fn):
+    import tensorflow as tf
+
+    x = (RNG.normal(size=(3, 5)) * 2).astype(np.float32)
+    want = getattr(tf.math, fn)(x).numpy()
+    got = cpu_layers.elementwise([x], {"function": f"math.{fn}"}, {})
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_binary_ops_with_tensors_and_constants():
+    import tensorflow as tf
+
+    a, b = RNG.normal(size=(2, 4)).astype(np.float32), RNG.normal(size=(2, 4)).astype(np.float32)
+    np.testing.assert_allclose(cpu_layers.elementwise([a, b], {"function": "math.subtract"}, {}),
+                               tf.math.subtract(a, b).numpy())
+    np.testing.assert_allclose(cpu_layers.elementwise([a, b], {"function": "math.maximum"}, {}),
+                               tf.math.maximum(a, b).numpy())
+    # tf_keras: the constant is y; Keras 3: numbered by argument position (3 - x has arg0 = 3)
+    np.testing.assert_allclose(cpu_layers.elementwise([a], {"function": "math.subtract"}, {"y": 3.0}), a - 3)
+    np.testing.assert_allclose(cpu_layers.elementwise([a], {"function": "numpy.subtract"}, {"arg0": 3.0}), 3 - a)
+    with pytest.raises(ValueError, match="not emulated"):
+        cpu_layers.elementwise([a, b, a], {"function": "math.abs"}, {})
+
+
+def test_keras3_hard_silu_and_tf_keras_hard_sigmoid():
+    import keras
+    import tensorflow as tf
+    import tf_keras
+
+    x = np.linspace(-5, 5, 41, dtype=np.float32)
+    np.testing.assert_allclose(float_ops.activation("hard_silu", x), np.asarray(keras.activations.hard_silu(x)),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(float_ops.hard_sigmoid_tf_keras(x),
+                               tf_keras.activations.hard_sigmoid(tf.constant(x)).numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(float_ops.gelu(x), np.asarray(keras.activations.gelu(x, approximate=False)),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_erf_within_one_float32_ulp_of_the_exact_function():
+    import math
+
+    x = np.concatenate([RNG.normal(0, 3, 20000), np.linspace(-6, 6, 4001),
+                        [0.0, 1e-30, -1e-8, 0.4999999, 0.5, 0.5000001, 30.0, -30.0]]).astype(np.float32)
+    exact = np.array([math.erf(float(v)) for v in x])
+    got = float_ops.erf(x)
+    assert got.dtype == np.float32
+    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got - exact) / ulp) <= 1.0
+    assert got[np.flatnonzero(x == 0.0)[0]] == 0.0
+
+
+def test_keras3_operations_take_their_tf_keras_form():
+    from qinspect.dpu.layer_map import keras_op_as_tf_op
+
+    assert keras_op_as_tf_op({"function": "numpy.add"}, {"arg1": 3.0}) == (
+        {"function": "__operators__.add"}, {"arg1": 3.0, "y": 3.0})
+    assert keras_op_as_tf_op({"function": "numpy.multiply"}, {"arg0": 0.5})[1]["y"] == 0.5  # 0.5 * x
+    cfg, kwargs = keras_op_as_tf_op({"function": "numpy.subtract"}, {"arg0": 3.0})  # 3 - x: not x - 3
+    assert cfg["function"] == "math.subtract" and "y" not in kwargs
