@@ -108,3 +108,14 @@ def stop_helpers() -> None:
     from qinspect.gui import compute_process
 
     compute_process.shutdown()
+
+
+def main_window(qtbot, tmp_path: Path):
+    """A shown MainWindow with settings of its own, shut down after the test (use with ``yield from``)."""
+    from qinspect.gui.main_window import MainWindow
+
+    win = MainWindow(settings_path=isolated_settings(tmp_path))
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.shutdown()

@@ -16,8 +16,7 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 
 from bad_corpus import CAPTURES, make_corpus  # noqa: E402
-from gui_fixtures import stop_helpers  # noqa: E402
-from test_gui_window import window  # noqa: E402, F401 - the same window fixture
+from gui_fixtures import main_window, stop_helpers  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -38,9 +37,14 @@ def corpus(refcases, tmp_path_factory):
     return {case.id: case for case in make_corpus(tmp_path_factory.mktemp("corpus"), refcases / "small")}
 
 
+@pytest.fixture
+def window(qtbot, tmp_path):
+    yield from main_window(qtbot, tmp_path)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case_id", WINDOW_CASES)
-def test_window_shows_the_one_line_refusal_with_details_behind_a_toggle(qtbot, window, corpus, case_id):  # noqa: F811
+def test_window_shows_the_one_line_refusal_with_details_behind_a_toggle(qtbot, window, corpus, case_id):
     case = corpus[case_id]
     # A capture with NaN inputs opens (its float activations are fine to look at); the int8 model built
     # right after is what refuses it.

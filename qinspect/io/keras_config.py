@@ -774,6 +774,10 @@ def expected_weights(class_name: str, config: dict[str, Any]) -> _Spec | None:
     if class_name == "Embedding":
         return [("embeddings", True)]
     if class_name == "Normalization":
+        # Given in the config (mean=..., variance=..., as ConvNeXt's and EfficientNet's stem do), the
+        # statistics are constants and Keras creates no weights; adapted ones are stored.
+        if config.get("mean") is not None and config.get("variance") is not None:
+            return []
         return [("mean", False), ("variance", False), ("count", False)]
     if class_name in BUILTIN_LAYERS:  # the other built-ins hold no weights
         return []
