@@ -75,7 +75,7 @@ def test_info_json_is_the_documented_structure(k3):
     assert (data["name"], data["format"], data["inputs"], data["outputs"]) == ("outer3", "keras-v3", ["img"], ["fc"])
     fields = {
         "name", "class_name", "config", "inbound", "call_kwargs", "output_shape", "params", "parent",
-        "weight_shapes", "is_container", "runnable", "note",
+        "weight_shapes", "is_container", "runnable", "note", "shares", "call", "output_index",
     }  # fmt: skip
     for layer in data["layers"]:
         assert set(layer) == fields

@@ -82,7 +82,7 @@ def _k2_layer(cls, name, inbound, **config):
     return {"class_name": cls, "name": name, "config": {"name": name, **config}, "inbound_nodes": inbound}
 
 
-def test_keras2_shared_layer_is_one_entry_with_a_warning():
+def test_keras2_shared_layer_is_one_entry_per_call():
     layers = [
         _k2_layer("InputLayer", "a", [], batch_input_shape=[None, 4]),
         _k2_layer("InputLayer", "b", [], batch_input_shape=[None, 4]),
@@ -99,11 +99,14 @@ def test_keras2_shared_layer_is_one_entry_with_a_warning():
         },
     }
     graph = graph_from_config(cfg)
-    assert [layer.name for layer in graph] == ["a", "b", "shared", "sum"]
+    assert [layer.name for layer in graph] == ["a", "b", "shared", "shared@2", "sum"]
     assert graph["shared"].inbound == ["a"]
-    assert graph["sum"].inbound == ["shared", "shared"]
+    assert graph["shared@2"].inbound == ["b"]
+    assert (graph["shared"].shares, graph["shared@2"].shares, graph["shared@2"].call) == ("", "shared", 1)
+    assert graph["sum"].inbound == ["shared", "shared@2"]
     assert graph["sum"].output_shape == [None, 3]
-    assert any("'shared' is called more than once" in w for w in graph.warnings)
+    assert graph.calls("shared") == ["shared", "shared@2"]
+    assert not graph.warnings
 
 
 def test_keras2_constant_first_argument_and_tensor_kwarg():

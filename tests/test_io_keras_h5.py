@@ -234,18 +234,26 @@ def check_siamese(path, model):
     with open_model(path) as source:
         g = source.graph
         assert [layer.name for layer in g] == [
-            "a", "b", "shared", "enc", "enc/enc_d", "seqshared", "seqshared/sd", "cat",
+            "a", "b", "shared", "shared@2", "enc", "enc/enc_d", "enc@2", "enc@2/enc_d",
+            "seqshared", "seqshared/sd", "seqshared@2", "seqshared@2/sd", "cat",
         ]  # fmt: skip
         assert g.inputs == ["a", "b"]
-        assert g["enc/enc_d"].inbound == ["shared"]
-        # later calls of a shared layer alias its first call (and a warning says so)
-        assert g["cat"].inbound == ["seqshared/sd", "seqshared/sd", "enc/enc_d"]
+        # every call is its own node, reading its own inputs
+        assert (g["shared"].inbound, g["shared@2"].inbound) == (["a"], ["b"])
+        assert (g["enc/enc_d"].inbound, g["enc@2/enc_d"].inbound) == (["shared"], ["shared@2"])
+        assert g["seqshared@2/sd"].inbound == ["enc@2/enc_d"]
+        assert g["cat"].inbound == ["seqshared/sd", "seqshared@2/sd", "enc/enc_d"]
         assert g["cat"].output_shape == [None, 7] == list(model.get_layer("cat").output.shape)
-        assert sum("called more than once" in w for w in g.warnings) == 3
+        assert not g.warnings
+        assert [g[n].shares for n in ("shared@2", "enc@2", "enc@2/enc_d", "seqshared@2/sd")] == [
+            "shared", "enc", "enc/enc_d", "seqshared/sd",
+        ]  # fmt: skip
+        # parameters are counted once per layer, as Keras counts them
         assert g["enc"].params == 15 and g.total_params == model.count_params()
-        np.testing.assert_array_equal(
-            source.weights("seqshared/sd")["kernel"], model.get_layer("seqshared").get_weights()[0]
-        )
+        # a later call reads its first call's weights
+        for name in ("seqshared/sd", "seqshared@2/sd"):
+            np.testing.assert_array_equal(source.weights(name)["kernel"], model.get_layer("seqshared").get_weights()[0])
+        np.testing.assert_array_equal(source.weights("shared@2")["bias"], model.get_layer("shared").get_weights()[1])
 
 
 @pytest.mark.tf

@@ -241,6 +241,10 @@ def diagnose(
         notes.append(f"findings measured on the first {n} of {n_total} {data_label} samples")
     notes.append(f"sensitivity, accumulated/isolated errors and what-if runs measured on the first {n_sens} "
                  f"{data_label} samples")
+    shared = {tuple(g) for g in graph.shared_groups().values()}
+    if shared:
+        notes.append(f"{len(shared)} shared layer(s) called more than once: each call is its own node, all calls "
+                     "of a layer share its weights and positions (as the quantizer's one wrapper per layer)")
     what = f"sensitivity over {n_sens} samples" if with_sensitivity else f"errors over {n_sens} samples"
     say(what)
     sens = sensitivity(graph, sens_sample, batch_size=max(batch_size, n_sens), mode=mode, whatifs=with_sensitivity,

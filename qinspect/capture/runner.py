@@ -33,7 +33,7 @@ import numpy as np
 
 from qinspect.errors import QInspectError
 from qinspect.io.capture_file import CaptureWriter, bytes_needed, check_capture_destination
-from qinspect.io.graph import ModelGraph, WeightSource
+from qinspect.io.graph import ModelGraph, WeightSource, call_name, output_name
 from qinspect.io.inputs import InputSource, count_nonfinite, open_inputs
 
 # Default batch size: as many samples as fit in this many bytes of activations, between 1 and 32.
@@ -284,11 +284,12 @@ def _is_model(layer: Any) -> bool:
     return hasattr(layer, "layers") and hasattr(_functional(layer), "_nodes_by_depth")
 
 
-def _own_node(model: Any, layer: Any) -> Any:
-    """The node of ``layer``'s first call inside ``model``'s own graph.
+def _own_nodes(model: Any, layer: Any) -> list[Any]:
+    """The nodes of ``layer``'s calls inside ``model``'s own graph, in call order.
 
-    A layer called several times (a shared layer) is captured at its first call, as the model graph
-    aliases later calls to the first (qinspect.io.keras_config).
+    Call ``k`` here is the graph's node ``call_name(layer, k)`` (qinspect.io.keras_config numbers a
+    layer's calls in the order its config lists them, which is the order of its inbound nodes).
+    Nodes of the layer made outside this model (a nested model built on its own Input) are left out.
     """
     mine = [
         node
@@ -299,7 +300,7 @@ def _own_node(model: Any, layer: Any) -> Any:
     if not mine:
         raise QInspectError(f"layer {layer.name!r} is not called in model {model.name!r}")
     order = {id(node): i for i, node in enumerate(layer._inbound_nodes)}
-    return min(mine, key=lambda node: order.get(id(node), len(order)))
+    return sorted(mine, key=lambda node: order.get(id(node), len(order)))
 
 
 def _node_outputs(node: Any) -> list[Any]:
@@ -315,40 +316,49 @@ def _node_call(node: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
 
 def layer_outputs(model: Any, wanted: set[str], prefix: str = "") -> dict[str, Any]:
-    """Symbolic outputs of the wanted leaf layers (nested names ``outer/inner``) in ``model``'s graph.
+    """Symbolic outputs of the wanted graph nodes (``outer/inner``, ``conv@2``, ``split:1``) in ``model``.
 
-    A nested model's inner outputs live in its own graph, so a sub-model over them is called on the
-    tensors the nested model receives in the outer graph, which joins them to the outer inputs.
+    Every call of a layer is its own node: its output is that call's node's tensor. A nested model's
+    inner outputs live in its own graph, so for each call of it a sub-model over them is called on
+    the tensors that call received in the outer graph, which joins them to that call's inputs.
     """
+    graph_model = _functional(model)
+    found: dict[str, Any] = {}
+    # Keras 3 keeps operations called on tensors (keras.ops.split, x + 3) beside the layers.
+    for layer in getattr(graph_model, "operations", None) or graph_model.layers:
+        wanted_here = [w for w in wanted if w.startswith(prefix + layer.name)]
+        if not wanted_here:
+            continue
+        for k, node in enumerate(_own_nodes(graph_model, layer)):
+            name = call_name(prefix + layer.name, k)
+            if _is_model(layer):
+                found.update(_nested_call_outputs(layer, node, {w for w in wanted if w.startswith(name + "/")}, name))
+                continue
+            for t, out in enumerate(_node_outputs(node)):
+                if output_name(name, t) in wanted:
+                    found[output_name(name, t)] = out
+    return found
+
+
+def _nested_call_outputs(layer: Any, node: Any, wanted: set[str], name: str) -> dict[str, Any]:
+    """The wanted inner outputs of one call (``node``) of nested model ``layer``, named under ``name``."""
     import keras
     import tf_keras
 
-    graph_model = _functional(model)
-    found: dict[str, Any] = {}
-    # Keras 3 keeps operations called on tensors (x + 3) in ``operations`` but not in ``layers``.
-    ops = graph_model.operations if hasattr(graph_model, "_operations") else graph_model.layers
-    for layer in ops:
-        name = prefix + layer.name
-        if _is_model(layer):
-            inner_wanted = {w for w in wanted if w.startswith(name + "/")}
-            if not inner_wanted:
-                continue
-            inner = layer_outputs(layer, inner_wanted, name + "/")
-            if not inner:
-                continue
-            sub_model = _functional(layer)
-            model_cls = keras.Model if hasattr(sub_model, "_operations") else tf_keras.Model
-            extractor = model_cls(sub_model.inputs, list(inner.values()))
-            args, kwargs = _node_call(_own_node(graph_model, layer))
-            kwargs.pop("training", None)
-            kwargs.pop("mask", None)
-            outs = extractor(*args, **kwargs)
-            outs = outs if isinstance(outs, (list, tuple)) else [outs]
-            found.update(zip(inner, outs, strict=True))
-        elif name in wanted:
-            outs = _node_outputs(_own_node(graph_model, layer))
-            found[name] = outs[0]
-    return found
+    if not wanted:
+        return {}
+    inner = layer_outputs(layer, wanted, name + "/")
+    if not inner:
+        return {}
+    sub_model = _functional(layer)
+    model_cls = keras.Model if hasattr(sub_model, "_operations") else tf_keras.Model
+    extractor = model_cls(sub_model.inputs, list(inner.values()))
+    args, kwargs = _node_call(node)
+    kwargs.pop("training", None)
+    kwargs.pop("mask", None)
+    outs = extractor(*args, **kwargs)
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    return dict(zip(inner, outs, strict=True))
 
 
 def build_extractor(model: Any, names: Sequence[str]) -> Any:
@@ -488,7 +498,8 @@ def run_capture(
                 )
                 if on_start is not None:
                     on_start(bytes_needed(n, shapes, plan.source.shapes))
-                writer.write_weights(plan.weights, [layer.name for layer in plan.graph.leaves()])
+                # A shared layer's weights once, under its first call (later calls read those).
+                writer.write_weights(plan.weights, [layer.name for layer in plan.graph.leaves() if not layer.shares])
                 background = _BatchWriter(writer)
             assert background is not None
             background.put(start, x, acts)

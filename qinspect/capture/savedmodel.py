@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.errors import QInspectError
-from qinspect.io.graph import NEST_SEP, ModelGraph, WeightSource
+from qinspect.io.graph import NEST_SEP, ModelGraph, WeightSource, alias_shared_weights
 from qinspect.io.keras_config import (
     ConfigError,
     expected_weights,
@@ -90,6 +90,7 @@ class SavedModelSource(WeightSource):
             self._map[full] = found
             layer.weight_shapes = {short: [int(d) for d in shapes[key]] for short, key in found}
             layer.params = int(sum(int(np.prod(s)) for s in layer.weight_shapes.values()))
+        alias_shared_weights(self.graph, self._map)  # later calls of a shared layer read its first call's
         update_container_summaries(self.graph)
 
     def weights(self, layer: str) -> dict[str, np.ndarray]:

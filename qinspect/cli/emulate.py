@@ -36,6 +36,10 @@ HOW = {
     "isolated": "the layer alone: its inputs are the float reference quantized at the positions the integer "
                 "pipeline uses, then the layer's DPU operator (or CPU float op)",
     "accumulated": "the whole int8 pipeline from the model input to this layer",
+    "shared_with": "the nodes (calls of one shared layer) whose weights and quantizers this node uses too: "
+                   "each call runs on its own inputs, with one position per quantizer for all of them, "
+                   "calibrated as the quantizer does (each batch keeps the position of the call Keras runs "
+                   "last; docs/vitis-parity.md, shared layers)",
     "ref": "the float model: the quantizer's folded/equalized float weights, no quantization, and the original "
            "functions (true sigmoid, LeakyReLU alpha, no average-pool rescale)",
 }
@@ -107,10 +111,12 @@ def run(args: argparse.Namespace) -> int:
         if source is not None:
             source.close()
     rows = []
+    shared = emu.graph.shared_groups()
     for r in results.values():
         rows.append({
             "name": r.name, "op": r.op, "device": r.device, "cpu_reason": r.cpu_reason, "origin": r.origin,
             "position": r.position, "weight_positions": r.weight_positions, "fused_into": r.fused_into,
+            "shared_with": shared.get(r.name, []),
             "isolated": _metrics(r.isolated, r.position), "accumulated": _metrics(r.accumulated, r.position),
         })
     if args.json:
@@ -138,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
 
         sat = "-" if acc.get("sat_lo_frac") is None else \
             f"{100 * acc['sat_lo_frac']:.2f}/{100 * acc['sat_hi_frac']:.2f}"
-        w(f"{row['name']:{lw}} {row['op']:{ow}} {row['device']:3} {f(row['position'], 'd'):>4} "
+        pos = f(row["position"], "d") + ("*" if row["shared_with"] else "")
+        w(f"{row['name']:{lw}} {row['op']:{ow}} {row['device']:3} {pos:>4} "
           f"{f(iso.get('sqnr_db'), '.1f'):>7} {f(acc.get('sqnr_db'), '.1f'):>7} {f(acc.get('cosine'), '.4f'):>7} "
           f"{sat:>12} {f(None if acc.get('codes_used_frac') is None else 100 * acc['codes_used_frac'], '.0f'):>7}\n")
     cpu = [row for row in rows if row["device"] == "CPU" and row["op"] != "input"]
@@ -146,6 +153,13 @@ def run(args: argparse.Namespace) -> int:
         w("\nCPU layers (computed in float32, as the partition would run them):\n")
         for row in cpu:
             w(f"  {row['name']}: {row['cpu_reason']}\n")
+    groups = {tuple(row["shared_with"]) for row in rows if row["shared_with"]}
+    if groups:
+        w("\n* shared layer: these nodes are calls of one layer, each on its own inputs, with one set of weights "
+          "and positions (the quantizer wraps a layer once; each calibration batch keeps the position of the call "
+          "Keras runs last):\n")
+        for group in sorted(groups):
+            w(f"  {', '.join(group)}\n")
     w("\niso: the layer alone on quantized float-reference inputs; acc: the whole int8 pipeline; dB = SQNR "
       "against the float reference (--json says how each figure is computed)\n")
     return 0

@@ -2,7 +2,9 @@
 
 Columns: layer (indented by nesting), class, output shape, parameter count, inbound layers. Layers
 that qinspect will not run (Lambda, custom classes) are marked with ``!`` and explained below the
-table. ``--json`` prints :meth:`ModelGraph.to_dict` (documented in ``docs/info-json.md``).
+table. Every call of a shared layer is its own row (``conv@2``), its parameters in brackets: they are
+its first call's, counted once in the total. ``--json`` prints :meth:`ModelGraph.to_dict`
+(documented in ``docs/info-json.md``).
 
 Keras ``.h5``/``.keras`` files and captures are read without TensorFlow; only a SavedModel folder
 loads it (through ``qinspect.capture.savedmodel``).
@@ -70,22 +72,33 @@ def _row(layer: Layer) -> list[str]:
     cls = layer.class_name + ("" if layer.runnable else " !")
     if layer.class_name in ("TFOpLambda", "KerasOp") and layer.config.get("function"):
         cls += f" {layer.config['function']}"
-    return [label, cls, format_shape(layer.output_shape), f"{layer.params:,}", ", ".join(layer.inbound)]
+    params = f"({layer.params:,})" if layer.shares else f"{layer.params:,}"
+    return [label, cls, format_shape(layer.output_shape), params, ", ".join(layer.inbound)]
 
 
 HEADER = ["Layer", "Class", "Output shape", "Params", "Inbound"]
 
 
 def _summary(graph: ModelGraph) -> str:
-    n = len(graph.leaves())
+    leaves = graph.leaves()
+    later = sum(1 for layer in leaves if layer.shares)
+    count = f"{len(leaves)} layers" if not later else \
+        f"{len(leaves)} nodes ({len(leaves) - later} layers, {later} later calls or extra outputs of them)"
     return (
-        f"{graph.name} ({graph.source_format}): {n} layers, {graph.total_params:,} parameters; "
+        f"{graph.name} ({graph.source_format}): {count}, {graph.total_params:,} parameters; "
         f"inputs {', '.join(graph.inputs)}; outputs {', '.join(graph.outputs)}"
     )
 
 
 def _notes(graph: ModelGraph) -> list[str]:
     lines = [f"! {layer.name}: {layer.note}" for layer in graph if not layer.runnable]
+    shared = [layer for layer in graph if layer.shares and not layer.is_container and not layer.output_index]
+    if shared:
+        lines.append(
+            f"shared: {len(shared)} later call(s) of shared layers ({', '.join(x.name for x in shared[:4])}"
+            f"{', ...' if len(shared) > 4 else ''}) use their first call's weights and quantizers; "
+            "parameters in brackets are not counted again"
+        )
     lines += [f"warning: {w}" for w in graph.warnings]
     return lines
 

@@ -2,7 +2,10 @@
 
 For every calibration batch the whole model runs once with every quantizer choosing its position
 from that batch's tensor (method and rounding per tensor type, DPU_NUMERICS.md section 2), and the
-next layers see outputs quantized with *that batch's* positions. Weights and biases get theirs once,
+next layers see outputs quantized with *that batch's* positions. A shared layer's calls share its
+quantizers, as the quantizer's one wrapper per layer does: each call quantizes its own tensor with the
+position chosen from it, and assigns it to the shared variable, so the position recorded for the
+batch is the one of the call Keras ran last (:mod:`qinspect.io.call_order`). Weights and biases get theirs once,
 from the folded, equalized float values. After the last batch each quantizer takes the most common
 position over batches (a tie goes to the value seen first), then the DPU constraints
 (:mod:`qinspect.dpu.constraints`) adjust them. The batch size therefore changes the result; it is a
@@ -68,6 +71,9 @@ def calibrate(graph: DpuGraph, batches: Iterable[np.ndarray | dict[str, np.ndarr
     """
     per_batch: dict[Slot, list[int]] = {}
     weight_pos: dict[Slot, int] = {}
+    chosen: list[tuple[Slot, int]] = []  # positions chosen while the current node runs
+    batch: dict[Slot, tuple[int, int]] = {}  # slot -> (call rank, position) of the call that ran last
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
 
     def position(slot: Slot, tensor: np.ndarray) -> int:
         spec = graph.slots[slot]
@@ -89,8 +95,16 @@ def calibrate(graph: DpuGraph, batches: Iterable[np.ndarray | dict[str, np.ndarr
             p = weight_pos[slot]
         else:
             p = position(slot, tensor)
-        per_batch.setdefault(slot, []).append(int(p))
+        chosen.append((slot, int(p)))
         return p
+
+    def assign(node: Any, _value: Any) -> None:
+        # The shared variable keeps the value of the call that runs last in Keras' order.
+        rank = graph.call_rank.get(node.name, order[node.name])
+        for slot, p in chosen:
+            if slot not in batch or rank >= batch[slot][0]:
+                batch[slot] = (rank, p)
+        chosen.clear()
 
     ev = Evaluator(graph, "sim", position_source=source)
     n_batches = 0
@@ -100,7 +114,10 @@ def calibrate(graph: DpuGraph, batches: Iterable[np.ndarray | dict[str, np.ndarr
         n = len(next(iter(inputs.values())))
         if n == 0:
             continue
-        ev.run(inputs, keep=())
+        batch.clear()
+        ev.run(inputs, keep=(), on_value=assign)
+        for slot, (_, p) in batch.items():
+            per_batch.setdefault(slot, []).append(p)
         n_batches += 1
         n_samples += n
     if n_batches == 0:

@@ -33,7 +33,7 @@ OPS = frozenset(
         "input", "quantize", *CONV_OPS, "relu", "leaky_relu", "prelu", "activation", "hard_sigmoid",
         "add", "multiply", "concat", "max_pool", "avg_pool", "global_avg_pool", "upsample",
         "zero_pad", "flatten", "reshape", "permute", "softmax", "identity", "scalar", "elementwise",
-        "global_max_pool", "crop", "batchnorm", "cpu_layer", "unsupported",
+        "global_max_pool", "crop", "batchnorm", "split", "cpu_layer", "unsupported",
     }
 )
 # Ops that pass their input's position through without a quantizer of their own.
@@ -134,6 +134,9 @@ class DpuGraph:
     adjustments: list[Adjustment] = field(default_factory=list)
     source: str = ""  # "float-model" or "quantized.h5"
     weights_from: str = ""  # where the folded / equalized weights came from, in words
+    # node name -> its rank in Keras' execution order (qinspect.io.call_order); calibration uses it to
+    # tell which call of a shared layer ran last in a batch. Empty: the nodes' own order.
+    call_rank: dict[str, int] = field(default_factory=dict)
     # The quantizer options a float model was rewritten under (None: a quantized.h5's own graph).
     options: QuantizerOptions | None = None
 
@@ -143,6 +146,7 @@ class DpuGraph:
     def reindex(self) -> None:
         """Rebuild name and consumer indexes after nodes changed."""
         self._index = {n.name: n for n in self.nodes}
+        self._shared: dict[str, list[str]] | None = None  # shared_groups(), once per structure
         self._consumers: dict[str, list[Node]] = {n.name: [] for n in self.nodes}
         for n in self.nodes:
             for i in n.inputs:
@@ -226,6 +230,38 @@ class DpuGraph:
         if index >= len(node.inputs):
             return None
         return self.output_slot(node.inputs[index], REFINE_TRANSPARENT_OPS)
+
+    def shared_slots(self) -> dict[Slot, list[str]]:
+        """Quantizers used by more than one node (the calls of a shared layer), with those nodes."""
+        users: dict[Slot, list[str]] = {}
+        for n in self.nodes:
+            for slot in {*n.weight_slots.values(), n.out_slot, n.pre_slot} - {None}:
+                users.setdefault(slot, []).append(n.name)  # type: ignore[arg-type]
+        return {slot: names for slot, names in users.items() if len(names) > 1}
+
+    def shared_groups(self) -> dict[str, list[str]]:
+        """Node name -> every node sharing a quantizer with it (itself included), for shared layers' calls.
+
+        Computed once after :meth:`reindex` (slots are set when the graph is built, never later)."""
+        if self._shared is not None:
+            return self._shared
+        groups: dict[str, list[str]] = {}
+        for names in self.shared_slots().values():
+            for name in names:
+                merged = groups.get(name, [])
+                groups[name] = merged + [x for x in names if x not in merged]
+        order = {n.name: i for i, n in enumerate(self.nodes)}
+        self._shared = {name: sorted(names, key=order.__getitem__) for name, names in groups.items()}
+        return self._shared
+
+    def shared_note(self, name: str) -> str:
+        """A sentence for a node whose quantizers other calls of its layer share ("" for any other node)."""
+        group = self.shared_groups().get(name)
+        if not group:
+            return ""
+        others = ", ".join(n for n in group if n != name)
+        return (f"shared layer: weights and positions shared with {others} (each call on its own inputs; "
+                "calibration keeps the last-run call's position per batch, as the quantizer)")
 
     def summary(self) -> list[dict[str, Any]]:
         """One JSON-ready row per node (name, op, inputs, device, slots)."""

@@ -476,6 +476,8 @@ class Evaluator:
             else:
                 r = sum(xs[1:], xs[0]) / F32(len(xs))
             return self.quant_value(np.asarray(r, F32), node.out_slot)
+        if op == "split":
+            return self.quant_value(_split_part(x, p), node.out_slot)
         if op == "batchnorm":
             w = node.weights
             y = float_ops.batchnorm(x, w.get("gamma"), w.get("beta"), w["moving_mean"], w["moving_variance"],
@@ -546,6 +548,23 @@ def _gap_rescale(h: int, w: int) -> float:
     kh, kw = gap_kernel(h, w)
     r, _ = avgpool_scale(kh, kw)
     return r
+
+
+def _split_part(x: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+    """Output ``p["output_index"]`` of ``tf.split`` (``p["sizes"]``: a count or a list of sizes, one
+    of them may be -1) or ``tf.unstack`` along ``p["axis"]``."""
+    axis, index = int(p.get("axis", 0)), int(p.get("output_index", 0))
+    if p.get("fn") == "unstack":
+        return np.take(x, index, axis=axis)
+    sizes = p.get("sizes")
+    if isinstance(sizes, int):
+        return np.split(x, sizes, axis=axis)[index]
+    if not isinstance(sizes, (list, tuple)):
+        raise QInspectError(f"tf.split with num_or_size_splits={sizes!r} cannot be emulated")
+    sizes = [int(s) for s in sizes]
+    if -1 in sizes:
+        sizes[sizes.index(-1)] = x.shape[axis] - (sum(sizes) + 1)
+    return np.split(x, np.cumsum(sizes)[:-1], axis=axis)[index]
 
 
 def _shape_op(node: Node, x: np.ndarray, fill: Any) -> np.ndarray:

@@ -12,7 +12,7 @@ from qinspect.io.vitis import QuantizedLayer, VitisQuantizedModel, load_quantize
 
 def _node_for(layer: QuantizedLayer, graph: DpuGraph) -> Node:
     if layer.wrapper == "VitisQuantize":
-        node = Node(name=layer.name, op="quantize", inputs=list(layer.inbound), key=layer.name)
+        node = Node(name=layer.name, op="quantize", inputs=list(layer.inbound), key=layer.first_call)
     else:
         act = layer.activation
         if act == "NoQuantizeActivation":
@@ -21,7 +21,7 @@ def _node_for(layer: QuantizedLayer, graph: DpuGraph) -> Node:
                           act=act if layer.class_name in ("Conv2D", "DepthwiseConv2D", "Conv2DTranspose",
                                                           "Dense", "Activation") else None)
         node.key = layer.inner_name
-    node.origin = [layer.inner_name]
+    node.origin = [layer.float_name]  # a shared layer's later call: its own float node (c1@2)
     for q in layer.quantizers:
         spec = SlotSpec(node.key, q.key, q.kind, q.method, q.round_mode, q.narrow_range)
         slot = graph.add_slot(spec)

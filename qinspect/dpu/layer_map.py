@@ -118,6 +118,12 @@ def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any], keras_o
         node.op, p["fn"], p["y"] = "scalar", _TF_SCALAR[fn], float(y)
     elif fn in _TF_SCALAR and len(node.inputs) == 2 and _TF_SCALAR[fn] in ("add", "mul"):
         node.op = "add" if _TF_SCALAR[fn] == "add" else "multiply"
+    elif fn in ("split", "unstack") and len(node.inputs) == 1:
+        # One node per output (qinspect.io.graph): params["output_index"] (set by the builder) picks it.
+        node.op, p["fn"] = "split", fn
+        p["axis"] = int(call_kwargs.get("axis", call_kwargs.get("arg2", 0)) or 0)
+        if fn == "split":
+            p["sizes"] = call_kwargs.get("num_or_size_splits", call_kwargs.get("arg1"))
     elif fn in _TF_ACT and len(node.inputs) == 1:
         a = _TF_ACT[fn]
         if a == "softmax":
@@ -282,6 +288,8 @@ def dpu_placement(node: Node) -> tuple[str, str]:
         return "CPU", str(p.get("reason", "runs in float on the CPU"))
     if op == "scalar":
         return "CPU", f"elementwise op with a constant ({p.get('fn')}) is not a DPU operator"
+    if op == "split":
+        return "CPU", f"TF op {p.get('fn')} runs in float on the CPU (the emulator does not convert it)"
     if op in ("elementwise", "global_max_pool", "crop", "batchnorm"):
         what = f"elementwise {p.get('fn')}" if op == "elementwise" else op.replace("_", " ")
         return "CPU", f"{what} is not quantized by the Vitis pof2s quantizer"

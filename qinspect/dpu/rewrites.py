@@ -27,6 +27,14 @@ quantize
      single-input layer reading a float layer gets an input quantizer ``quant_<that layer>``.
 
 Every rewrite is recorded in words with the layers it touched (:class:`Rewrite`).
+
+Shared layers: every call of a layer is its own node (``conv``, ``conv@2``), computed from its own
+inputs, but the quantizer wraps the *layer* once, so all calls use one set of weights and one set
+of quantizers: their slots are keyed by the first call's name (``PLayer.key``), as in
+``positions.json``. Layers a rewrite derives from a later call (``conv@2_relu``) are keyed by the
+first call's derived name (``conv_relu``). If the rewrites leave a shared layer's calls with different
+weights (a shared conv followed by a different BatchNormalization in each call, which one wrapped
+layer cannot hold), this is recorded as a ``shared_weights_differ`` rewrite.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from qinspect.dpu.dpu_graph import DpuGraph, Rewrite, SlotSpec
 from qinspect.dpu.layer_map import LEAKY_DPU_ALPHA, act_name, dpu_placement, keras_op_as_tf_op, layer_node
 from qinspect.dpu.options import QuantizerOptions
 from qinspect.errors import QInspectError
+from qinspect.io.call_order import keras_call_order
 from qinspect.io.graph import ModelGraph
 from qinspect.io.vitis import POST_QUANT_ACTIVATIONS, PRE_QUANT_ACTIVATIONS, strip_quant
 
@@ -74,6 +83,18 @@ class PLayer:
     annotated: bool = False  # activation chosen to quantize a fused conv / add
     no_output_quant: bool = False  # conv / add whose output the fused activation quantizes
     params: dict[str, Any] = field(default_factory=dict)
+    owner: str = ""  # a later call of a shared layer: the first call's name (its weights and quantizers)
+
+    @property
+    def key(self) -> str:
+        """The name the quantizer knows this layer by: the first call's for every call of a shared layer."""
+        return self.owner or self.name
+
+    def derive(self, new: PLayer) -> PLayer:
+        """``new``, made from this layer by a rewrite, keyed like the same rewrite of the first call."""
+        if self.owner and new.name.startswith(self.name):
+            new.owner = self.owner + new.name[len(self.name):]
+        return new
 
 
 class _Model:
@@ -122,8 +143,12 @@ def _from_graph(graph: ModelGraph, source: Any) -> _Model:
         if cls == "KerasOp" and str(cfg.get("function")) in ("numpy.add", "numpy.multiply"):
             cls = "TFOpLambda"  # x + 3 in Keras 3: the quantizer sees its tf_keras form
             cfg, kwargs = keras_op_as_tf_op(cfg, kwargs)
-        layers.append(PLayer(layer.name, cls, cfg, list(layer.inbound), w, [layer.name], kwargs,
-                             layer.name in graph.outputs, layer.output_shape))
+        p = PLayer(layer.name, cls, cfg, list(layer.inbound), w, [layer.name], kwargs,
+                   layer.name in graph.outputs, layer.output_shape)
+        p.owner = layer.shares
+        if layer.output_index:
+            p.params["output_index"] = layer.output_index
+        layers.append(p)
     return _Model(layers, list(graph.inputs), list(graph.outputs))
 
 
@@ -148,9 +173,10 @@ def _separate_conv_act(m: _Model) -> None:
         if a in ("linear", ""):
             continue
         layer.cfg["activation"] = "linear"
-        new = PLayer(f"{layer.name}_{a}", "Activation", {"name": f"{layer.name}_{a}", "activation": a,
-                                                         "dtype": layer.cfg.get("dtype")},  # tells the Keras generation
-                     [layer.name], origin=[layer.name], output_shape=layer.output_shape)
+        new = layer.derive(PLayer(f"{layer.name}_{a}", "Activation",
+                                  {"name": f"{layer.name}_{a}", "activation": a,
+                                   "dtype": layer.cfg.get("dtype")},  # tells the Keras generation
+                                  [layer.name], origin=[layer.name], output_shape=layer.output_shape))
         m.rewire(layer.name, new.name)
         new.inbound = [layer.name]
         m.insert_after(layer, new)
@@ -215,6 +241,8 @@ def _split_separable(m: _Model) -> None:
                      "padding": "valid", "dilation_rate": (1, 1), "activation": c.get("activation", "linear"),
                      "use_bias": "bias" in layer.weights},
                     [dw_name], pw_w, [layer.name], output_shape=layer.output_shape)
+        layer.derive(dw)
+        layer.derive(pw)
         i = m.layers.index(layer)
         m.layers[i:i + 1] = [dw, pw]
         m.rewire(layer.name, pw_name)
@@ -402,15 +430,16 @@ def _convert_conv_sigmoid(m: _Model) -> None:
             continue
         a = _act(layer)
         layer.cfg["activation"] = "linear"
-        sig = PLayer(f"{layer.name}_sigmoid", "VitisSigmoid", {"name": f"{layer.name}_sigmoid"}, [layer.name],
-                     origin=[layer.name], output_shape=layer.output_shape, params={"float_fn": "sigmoid"})
+        sig = layer.derive(PLayer(f"{layer.name}_sigmoid", "VitisSigmoid", {"name": f"{layer.name}_sigmoid"},
+                                  [layer.name], origin=[layer.name], output_shape=layer.output_shape,
+                                  params={"float_fn": "sigmoid"}))
         m.rewire(layer.name, sig.name)
         sig.inbound = [layer.name]
         m.insert_after(layer, sig)
         new = [sig.name]
         if a != "sigmoid":
-            mul = PLayer(f"{layer.name}_mul", "Multiply", {"name": f"{layer.name}_mul"}, [layer.name, sig.name],
-                         origin=[layer.name], output_shape=layer.output_shape)
+            mul = layer.derive(PLayer(f"{layer.name}_mul", "Multiply", {"name": f"{layer.name}_mul"},
+                                      [layer.name, sig.name], origin=[layer.name], output_shape=layer.output_shape))
             m.rewire(sig.name, mul.name)
             sig.inbound, mul.inbound = [layer.name], [layer.name, sig.name]
             m.insert_after(sig, mul)
@@ -432,12 +461,14 @@ def _convert_activations(m: _Model) -> None:
                      "relu6(x + 3) * 2731 / 16384 (a different function: up to 0.07 from the sigmoid)",
                      [layer.name])
         elif layer.cls == "Activation" and a in ("swish", "silu"):
-            sig = PLayer(layer.name, "VitisSigmoid", {"name": layer.name}, list(layer.inbound),
-                         origin=[layer.name], output_shape=layer.output_shape, params={"float_fn": "sigmoid"})
+            sig = layer.derive(PLayer(layer.name, "VitisSigmoid", {"name": layer.name}, list(layer.inbound),
+                                      origin=[layer.name], output_shape=layer.output_shape,
+                                      params={"float_fn": "sigmoid"}))
             if "float_in_scale" in layer.params:  # equalized across: x * sigmoid(x / s) is s * swish(x / s)
                 sig.params["float_in_scale"] = layer.params["float_in_scale"]
-            mul = PLayer(f"{layer.name}_mul", "Multiply", {"name": f"{layer.name}_mul"},
-                         [layer.inbound[0], layer.name], origin=[layer.name], output_shape=layer.output_shape)
+            mul = layer.derive(PLayer(f"{layer.name}_mul", "Multiply", {"name": f"{layer.name}_mul"},
+                                      [layer.inbound[0], layer.name], origin=[layer.name],
+                                      output_shape=layer.output_shape))
             i = m.layers.index(layer)
             m.layers[i:i + 1] = [sig, mul]
             m.rewire(layer.name, mul.name)
@@ -540,11 +571,11 @@ def _build_graph(m: _Model, cle: bool) -> DpuGraph:
         if quant and len(ins) == 1 and layer.cls != "InputLayer":
             src = next((x for x in m.layers if x.name == layer.inbound[0]), None)
             if src is not None and not _quantized(src) and src.cls != "InputLayer":
-                qname = f"quant_{src.name}"
+                qname, qkey = f"quant_{src.name}", f"quant_{src.key}"
                 if qname not in inserted:
                     qn = layer_node(qname, "?", {}, [name_of[src.name]], {})
-                    qn.op, qn.key, qn.origin, qn.output_shape = "quantize", qname, [src.name], src.output_shape
-                    qn.out_slot = g.add_slot(SlotSpec(qname, "input", "input", method=0, round_mode=1))
+                    qn.op, qn.key, qn.origin, qn.output_shape = "quantize", qkey, [src.name], src.output_shape
+                    qn.out_slot = g.add_slot(SlotSpec(qkey, "input", "input", method=0, round_mode=1))
                     g.nodes.append(qn)
                     inserted[qname] = qname
                     g.rewrites.append(Rewrite("input_quantizer", f"{layer.name} reads float layer {src.name}: "
@@ -555,18 +586,20 @@ def _build_graph(m: _Model, cle: bool) -> DpuGraph:
         node = layer_node(nname, layer.cls, layer.cfg, ins, layer.weights, act=act, call_kwargs=layer.call_kwargs)
         node.params.update(layer.params)
         node.origin, node.output_shape = list(layer.origin), layer.output_shape
-        node.key = layer.name if quant else ""
+        # Every call of a shared layer has the first call's quantizers (one wrapper per layer).
+        lkey = layer.key
+        node.key = lkey if quant else ""
         if quant:
             for w in ("kernel", "depthwise_kernel", "bias", "alpha"):
                 if w in layer.weights and (layer.cls in _CONV or layer.cls == "PReLU"):
-                    key = strip_quant(f"quant_{layer.name}/{w}:0")
-                    node.weight_slots[w] = g.add_slot(SlotSpec(layer.name, key, "weight", 1, 0))
+                    key = strip_quant(f"quant_{lkey}/{w}:0")
+                    node.weight_slots[w] = g.add_slot(SlotSpec(lkey, key, "weight", 1, 0))
             if layer.cls in _CONV:
                 if not layer.no_output_quant:
                     a = _act(layer)
                     kind = "pre_activation" if a in PRE_QUANT_ACTIVATIONS else "post_activation"
                     if a in PRE_QUANT_ACTIVATIONS or a in POST_QUANT_ACTIVATIONS:
-                        slot = g.add_slot(SlotSpec(layer.name, a, kind, 1, 1))
+                        slot = g.add_slot(SlotSpec(lkey, a, kind, 1, 1))
                         if kind == "pre_activation":
                             node.pre_slot = slot
                         else:
@@ -574,15 +607,15 @@ def _build_graph(m: _Model, cle: bool) -> DpuGraph:
             elif layer.cls == "Activation":
                 a = _act(layer)
                 if a in PRE_QUANT_ACTIVATIONS:
-                    node.pre_slot = g.add_slot(SlotSpec(layer.name, a, "pre_activation", 1, 1))
+                    node.pre_slot = g.add_slot(SlotSpec(lkey, a, "pre_activation", 1, 1))
                 elif a in POST_QUANT_ACTIVATIONS:
-                    node.out_slot = g.add_slot(SlotSpec(layer.name, a, "post_activation", 1, 1))
+                    node.out_slot = g.add_slot(SlotSpec(lkey, a, "post_activation", 1, 1))
             elif layer.cls in _NO_QUANTIZER:
                 pass
             elif layer.cls in ("Add", "Multiply") and layer.no_output_quant:
                 pass
             else:
-                node.out_slot = g.add_slot(SlotSpec(layer.name, "output_0", "output", 1, 1))
+                node.out_slot = g.add_slot(SlotSpec(lkey, "output_0", "output", 1, 1))
         device, why = dpu_placement(node)
         if device == "DPU" and not quant:
             device, why = "CPU", "left unquantized by the quantizer (runs in float)"
@@ -620,6 +653,27 @@ def graph_from_float(graph: ModelGraph, source: Any, options: QuantizerOptions |
         m.record("cross_layer_equalization", "cross-layer equalization switched off (--no-cle)", [])
     _convert_activations(m)
     _annotate(m)
+    _check_shared_weights(m)
     g = _build_graph(m, options.include_cle)
     g.options = options
+    rank = {name: i for i, name in enumerate(keras_call_order(graph))}
+    g.call_rank = {n.name: rank[n.origin[0]] for n in g.nodes if n.origin and n.origin[0] in rank}
     return g
+
+
+def _check_shared_weights(m: _Model) -> None:
+    """Record shared layers whose calls the rewrites left with different weights (see the module doc)."""
+    first: dict[str, PLayer] = {}
+    for layer in m.layers:
+        if not layer.weights:
+            continue
+        ref = first.setdefault(layer.key, layer)
+        if ref is layer:
+            continue
+        same = ref.weights.keys() == layer.weights.keys() and all(
+            np.array_equal(ref.weights[k], layer.weights[k]) for k in ref.weights
+        )
+        if not same:
+            m.record("shared_weights_differ", f"calls {ref.name} and {layer.name} of shared layer {layer.key} "
+                     "ended with different folded / equalized weights (a rewrite touched one call only); each "
+                     "call is emulated with its own, which one quantized layer cannot hold", [ref.name, layer.name])

@@ -130,6 +130,9 @@ class Analysis:
                 out.append(f"Constraint {adj.constraint}: {adj.text}")
         if node is not None and getattr(node, "device", "") == "CPU":
             out.append(f"Runs on the CPU in float: {node.cpu_reason or 'not a DPU operator'}")
+        shared = self.graph.shared_note(node.name) if node is not None else ""
+        if shared:
+            out.append(shared[0].upper() + shared[1:])
         return out
 
     def result(self, layer: str) -> Any:

@@ -1,8 +1,8 @@
 """The capture file: one HDF5 file with a model's graph, weights, inputs and float activations.
 
-Schema (version 1.0; ``docs/capture-format.md`` shows an example file's layout)::
+Schema (version 1.1; ``docs/capture-format.md`` shows an example file's layout)::
 
-    /                         attrs: format="qinspect-capture", version="1.0", complete=True,
+    /                         attrs: format="qinspect-capture", version="1.1", complete=True,
                                      created (ISO 8601 UTC), creator ("qinspect 0.1.0"),
                                      source_model, source_format, preprocess, n_samples,
                                      inputs_nonfinite (bool), inputs_nan / inputs_posinf / inputs_neginf
@@ -12,7 +12,9 @@ Schema (version 1.0; ``docs/capture-format.md`` shows an example file's layout):
     /inputs/<input>           (N, ...) float32: what the model was fed, after preprocessing
     /activations/<layer>      (N, ...) float32: the layer's float output, one row per sample.
                               A model input layer is a soft link to /inputs/<input>.
-    /weights/<layer>/<short>  float32 arrays in Keras layout, in the layer's weight order
+    /weights/<layer>/<short>  float32 arrays in Keras layout, in the layer's weight order; a shared
+                              layer's later calls (graph entries with ``shares``) have none: they read
+                              their first call's
     /positions                optional: attr "json" = quantization positions (another tool's JSON)
 
 Names: HDF5 uses ``/`` as its path separator and nested Keras layers are named ``outer/inner``, so a
@@ -58,7 +60,7 @@ from qinspect.io.graph import ModelGraph, WeightSource
 from qinspect.io.paths import check_not_special
 
 FORMAT_NAME = "qinspect-capture"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: one graph entry and one activation per call of a shared layer
 
 # Samples per chunk are chosen so that a chunk holds at least this many bytes (see module docstring).
 _MIN_CHUNK_BYTES = 16 * 1024
@@ -251,8 +253,12 @@ class Capture(WeightSource):
         return _read(self._dataset("inputs", name, "input"), samples, self.path)
 
     def weights(self, layer: str) -> dict[str, np.ndarray]:
-        """The layer's weights keyed by short name, in the layer's order (empty if it has none)."""
+        """The layer's weights keyed by short name, in the layer's order (empty if it has none).
+
+        A later call of a shared layer (``conv@2``) has its first call's weights."""
         group = self._group("weights")
+        if layer in self.graph:
+            layer = self.graph.owner(layer)
         link = escape_name(layer)
         if link not in group:
             if layer in self.graph:

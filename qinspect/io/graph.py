@@ -10,6 +10,13 @@ themselves (tf_keras' MobileNetV3 has ``expanded_conv/squeeze_excite/Conv_1`` at
 nesting is told by ``parent`` alone, never by splitting a name. Edges (``inbound``) always join leaf
 layers: a leaf that reads a nested model's output reads the leaf inside it that produced that output.
 
+A node is a *call*, not a layer: a layer (or nested model) called several times is one entry per
+call. The first call keeps the plain name; call ``k`` (counted from 1) is ``name@k`` (``conv@2``, and
+for a nested model ``tower@2`` with its leaves ``tower@2/conv``). A later call's ``shares`` names the
+first call's entry, whose weights (and, for the quantizer, whose quantizers) every call uses. A layer
+with several output tensors has one entry per output: output 0 is the layer's own entry, output
+``t`` is ``name:t`` with ``output_index = t`` (and ``shares`` = the layer's entry).
+
 ``layers`` is in topological order of the leaves; a container is listed just before its first child,
 so the list reads as the tree the GUI shows.
 """
@@ -24,6 +31,18 @@ from typing import Any
 Shape = list[int | None]
 
 NEST_SEP = "/"
+CALL_SEP = "@"  # conv@2: the second call of layer conv
+OUTPUT_SEP = ":"  # split:1: output 1 of layer split
+
+
+def call_name(name: str, call: int) -> str:
+    """The node name of a layer's ``call``-th call (0-based): the plain name for the first one."""
+    return name if call == 0 else f"{name}{CALL_SEP}{call + 1}"
+
+
+def output_name(name: str, index: int) -> str:
+    """The node name of output ``index`` of a multi-output layer call (the plain name for output 0)."""
+    return name if index == 0 else f"{name}{OUTPUT_SEP}{index}"
 
 # Layer classes whose code lives in the file (Lambda) or outside Keras (custom): shown, never run.
 _CODE_LAYERS = {"Lambda"}
@@ -47,6 +66,16 @@ class Layer:
     is_container: bool = False
     runnable: bool = True
     note: str = ""  # why a layer is not runnable, or what else a user should know about it
+    # Calls and outputs (see the module docstring): the entry whose layer this one is ("" when it is
+    # the layer's first call, output 0), which call of it (0-based) and which of its outputs.
+    shares: str = ""
+    call: int = 0
+    output_index: int = 0
+
+    @property
+    def owner(self) -> str:
+        """The entry holding this call's weights and quantizers (itself for a first call)."""
+        return self.shares or self.name
 
     @property
     def short_name(self) -> str:
@@ -118,8 +147,17 @@ class ModelGraph:
 
     @property
     def total_params(self) -> int:
-        """Parameter count of all leaf layers."""
-        return sum(layer.params for layer in self.leaves())
+        """Parameter count of all leaf layers, each layer once however often it is called."""
+        return sum(layer.params for layer in self.leaves() if not layer.shares)
+
+    def owner(self, name: str) -> str:
+        """The entry whose weights and quantizers a node uses (``conv`` for ``conv@2``)."""
+        layer = self._index.get(name)
+        return layer.owner if layer is not None else name
+
+    def calls(self, owner: str) -> list[str]:
+        """Every node of one layer (its calls and extra outputs), the owner first, in graph order."""
+        return [layer.name for layer in self.layers if layer.name == owner or layer.shares == owner]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the ``qinspect info --json`` structure and the capture's graph)."""
@@ -157,6 +195,19 @@ class ModelGraph:
     def from_json(cls, text: str) -> ModelGraph:
         """Inverse of :meth:`to_json`."""
         return cls.from_dict(json.loads(text))
+
+
+def alias_shared_weights(graph: ModelGraph, mapping: dict[str, Any]) -> None:
+    """Point every later call's (and extra output's) entry of ``mapping`` at its owner's entry.
+
+    Weight readers map the file's arrays to first calls only; a shared layer has one set of weights.
+    The later calls' ``weight_shapes`` and ``params`` repeat the owner's (``total_params`` counts them once).
+    """
+    for layer in graph.leaves():
+        if layer.shares and layer.shares in mapping:
+            mapping[layer.name] = mapping[layer.shares]
+            owner = graph[layer.shares]
+            layer.weight_shapes, layer.params = dict(owner.weight_shapes), owner.params
 
 
 def is_code_layer(class_name: str) -> bool:

@@ -13,9 +13,11 @@ Reads the three config dialects Vitis AI users meet:
 
 Nested models (Functional or Sequential inside either) are flattened: their leaves are named
 ``outer/inner``, the nested model stays as a container entry, and its inner InputLayers are aliased
-to the outer tensors that feed them. Lambda layers and classes that are not Keras's own
-(:mod:`qinspect.io.keras_classes`) are kept in the graph with ``runnable=False`` and a ``note``;
-their code is never looked at, let alone run.
+to the outer tensors that feed them. Every call of a layer or nested model is its own entry
+(``conv``, ``conv@2``, ``tower@2/conv``) and every output of a multi-output layer too (``split``,
+``split:1``); see :mod:`qinspect.io.graph` for the naming. Lambda layers and classes that are not
+Keras's own (:mod:`qinspect.io.keras_classes`) are kept in the graph with ``runnable=False`` and a
+``note``; their code is never looked at, let alone run.
 
 Shapes: a Keras-3 tensor record carries its shape, and ``build_config`` carries a layer's input
 shapes; these are what Keras itself computed, so they win. Other shapes come from
@@ -29,7 +31,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from qinspect.io.graph import NEST_SEP, Layer, ModelGraph
+from qinspect.io.graph import NEST_SEP, Layer, ModelGraph, call_name, output_name
 from qinspect.io.keras_classes import is_keras_own
 from qinspect.io.shapes import SHAPE_PRESERVING, Shape, infer_output_shape
 
@@ -128,7 +130,7 @@ def graph_from_config(
     if not _is_container(top):
         raise ConfigError(f"model config is a single {top.get('class_name')!r} layer, not a model")
     try:
-        inputs, outputs = builder.model(top, prefix="", bindings=None, parent=None)
+        inputs, outputs = builder.model(top, _Scope())
         builder.finish()
     except ConfigError:
         raise
@@ -351,6 +353,21 @@ def _layer_refs(value: Any) -> list[_Ref]:
 # --------------------------------------------------------------------------------------------- builder
 
 
+@dataclass
+class _Scope:
+    """Where one call of a (nested) model is being flattened.
+
+    ``prefix`` names this call's entries (``tower@2/``); ``owner_prefix`` the first call's (``tower/``),
+    whose layers a later call of a nested model shares. ``bindings``: the outer leaves feeding a nested
+    model's inputs (None at the top); ``parent``: the container entry (None at the top).
+    """
+
+    prefix: str = ""
+    owner_prefix: str = ""
+    bindings: list[str] | None = None
+    parent: str | None = None
+
+
 class _Builder:
     def __init__(self, use_hints: bool) -> None:
         self.layers: list[Layer] = []
@@ -360,14 +377,12 @@ class _Builder:
 
     # -- models
 
-    def model(
-        self, layer_cfg: dict[str, Any], prefix: str, bindings: list[str] | None, parent: str | None
-    ) -> tuple[list[str], list[str]]:
-        """Flatten one model. Returns (input leaf names, output leaf names)."""
+    def model(self, layer_cfg: dict[str, Any], scope: _Scope) -> tuple[list[str], list[str]]:
+        """Flatten one call of a model. Returns (input leaf names, output leaf names)."""
         cfg = layer_cfg.get("config")
         if isinstance(cfg, list) or python_class_name(layer_cfg) == "Sequential":
-            return self._sequential(layer_cfg, prefix, bindings, parent)
-        return self._functional(layer_cfg, prefix, bindings, parent)
+            return self._sequential(layer_cfg, scope)
+        return self._functional(layer_cfg, scope)
 
     def _leaf(
         self,
@@ -377,6 +392,8 @@ class _Builder:
         call: _Call,
         inbound: list[str],
         kw_index: dict[str, int] | None = None,
+        shares: str = "",
+        call_index: int = 0,
     ) -> Layer:
         class_name = python_class_name(layer_cfg)
         config = dict(layer_cfg.get("config") or {})
@@ -394,6 +411,8 @@ class _Builder:
             inbound=inbound,
             call_kwargs=call_kwargs,
             parent=parent,
+            shares=shares if shares != full else "",
+            call=call_index,
         )
         if class_name == "Lambda":
             layer.runnable = False
@@ -408,13 +427,21 @@ class _Builder:
         self.layers.append(layer)
         return layer
 
-    def _container(self, layer_cfg: dict[str, Any], full: str, parent: str | None) -> Layer:
+    def _container(
+        self, layer_cfg: dict[str, Any], full: str, parent: str | None, shares: str = "", call_index: int = 0
+    ) -> Layer:
         cfg = layer_cfg.get("config")
         sub_layers = cfg if isinstance(cfg, list) else cfg.get("layers", [])
         config = {} if isinstance(cfg, list) else {k: v for k, v in cfg.items() if k != "layers"}
         config["layer_names"] = [_layer_name(sub) for sub in sub_layers]
         layer = Layer(
-            name=full, class_name=python_class_name(layer_cfg), config=config, parent=parent, is_container=True
+            name=full,
+            class_name=python_class_name(layer_cfg),
+            config=config,
+            parent=parent,
+            is_container=True,
+            shares=shares if shares != full else "",
+            call=call_index,
         )
         self.layers.append(layer)
         return layer
@@ -425,14 +452,21 @@ class _Builder:
         self.layers.append(layer)
         return layer
 
-    def _call_nested(self, layer_cfg: dict[str, Any], full: str, parent: str | None, inputs: list[str]) -> list[str]:
-        self._container(layer_cfg, full, parent)
-        _, outputs = self.model(layer_cfg, prefix=full + NEST_SEP, bindings=inputs, parent=full)
+    def _call_nested(
+        self,
+        layer_cfg: dict[str, Any],
+        full: str,
+        parent: str | None,
+        inputs: list[str],
+        owner: str,
+        call_index: int = 0,
+    ) -> list[str]:
+        self._container(layer_cfg, full, parent, owner, call_index)
+        _, outputs = self.model(layer_cfg, _Scope(full + NEST_SEP, owner + NEST_SEP, inputs, full))
         return outputs
 
-    def _sequential(
-        self, layer_cfg: dict[str, Any], prefix: str, bindings: list[str] | None, parent: str | None
-    ) -> tuple[list[str], list[str]]:
+    def _sequential(self, layer_cfg: dict[str, Any], scope: _Scope) -> tuple[list[str], list[str]]:
+        prefix, bindings, parent = scope.prefix, scope.bindings, scope.parent
         cfg = layer_cfg.get("config")
         sub_layers = cfg if isinstance(cfg, list) else (cfg or {}).get("layers")
         if not isinstance(sub_layers, list) or not sub_layers:
@@ -459,20 +493,20 @@ class _Builder:
             inputs = [inp.name]
         for sub in subs:
             name = prefix + _layer_name(sub)
+            owner = scope.owner_prefix + _layer_name(sub)
             feed = [] if current is None else [current]
             if _is_container(sub):
-                outs = self._call_nested(sub, name, parent, feed)
+                outs = self._call_nested(sub, name, parent, feed, owner)
                 current = outs[0] if outs else None
             else:
                 call = _Call(inputs=[])
-                layer = self._leaf(sub, name, parent, call, feed)
+                layer = self._leaf(sub, name, parent, call, feed, shares=owner)
                 self._hint_from_build(sub, feed)
                 current = layer.name
         return inputs, [] if current is None else [current]
 
-    def _functional(
-        self, layer_cfg: dict[str, Any], prefix: str, bindings: list[str] | None, parent: str | None
-    ) -> tuple[list[str], list[str]]:
+    def _functional(self, layer_cfg: dict[str, Any], scope: _Scope) -> tuple[list[str], list[str]]:
+        prefix, bindings, parent = scope.prefix, scope.bindings, scope.parent
         cfg = layer_cfg.get("config")
         if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
             raise ConfigError(f"model {layer_cfg.get('class_name')!r} config has no layers list")
@@ -515,7 +549,13 @@ class _Builder:
             if python_class_name(sub) != "InputLayer"
             for pos in range(len(calls[name]))
         ]
-        first_outputs: dict[str, list[str]] = {}  # shared layers: name -> leaves of the first call
+        # How many output tensors each layer has (the highest index anything reads, plus one).
+        n_outputs: dict[str, int] = {}
+        every_ref = output_refs + [
+            r for cs in calls.values() for c in cs for r in c.inputs + list(c.tensor_kwargs.values())
+        ]
+        for ref in every_ref:
+            n_outputs[ref.layer] = max(n_outputs.get(ref.layer, 1), ref.tensor + 1)
         while pending:
             remaining = []
             for name, pos in pending:
@@ -524,7 +564,7 @@ class _Builder:
                 if any(r is None for r in resolved):
                     remaining.append((name, pos))
                     continue
-                outs = self._do_call(by_name[name], prefix, parent, call, resolved, first_outputs)  # type: ignore[arg-type]
+                outs = self._do_call(by_name[name], scope, call, resolved, pos, n_outputs.get(name, 1))  # type: ignore[arg-type]
                 for t, out in enumerate(outs):
                     tensors[(name, pos, t)] = out
             if len(remaining) == len(pending):
@@ -543,15 +583,20 @@ class _Builder:
     def _do_call(
         self,
         sub: dict[str, Any],
-        prefix: str,
-        parent: str | None,
+        scope: _Scope,
         call: _Call,
         resolved: list[str],
-        first_outputs: dict[str, list[str]],
+        call_index: int,
+        n_outputs: int,
     ) -> list[str]:
-        """Add the layer(s) of one call; return the leaves producing its outputs."""
+        """Add the entries of one call (the ``call_index``-th of its layer); return the leaves producing
+        its outputs. A later call gets its own entries, sharing the first call's layer."""
         name = _layer_name(sub)
-        full = prefix + name
+        parent = scope.parent
+        owner = scope.owner_prefix + name  # the layer's first call, in the first call of the enclosing models
+        full = call_name(scope.prefix + name, call_index)
+        if call_index:
+            full = self._unique(full)
         n_in = len(call.inputs)
         inbound = resolved[:n_in]
         kw_index: dict[str, int] = {}
@@ -563,21 +608,25 @@ class _Builder:
             for ref, leaf in zip(call.inputs + list(call.tensor_kwargs.values()), resolved, strict=False):
                 if ref.shape is not None:
                     self.hints.setdefault(leaf, ref.shape)
-        if name in first_outputs:
-            # A shared layer (or nested model) called again: one entry in the graph; the later
-            # call's outputs are taken to be the first call's.
-            self.warnings.append(
-                f"layer {full!r} is called more than once (shared); only its first call's inputs "
-                "are shown and its later outputs are taken to be the first call's"
-            )
-            return first_outputs[name]
         if _is_container(sub):
-            outs = self._call_nested(sub, full, parent, inbound)
-        else:
-            outs = [self._leaf(sub, full, parent, call, inbound, kw_index).name]
-            self._hint_from_build(sub, inbound)
-        first_outputs[name] = outs
+            return self._call_nested(sub, full, parent, inbound, owner, call_index)
+        first = self._leaf(sub, full, parent, call, inbound, kw_index, shares=owner, call_index=call_index)
+        self._hint_from_build(sub, inbound)
+        outs = [first.name]
+        for t in range(1, n_outputs):
+            extra = self._leaf(sub, self._unique(output_name(full, t)), parent, call, inbound, kw_index,
+                               shares=first.owner, call_index=call_index)
+            extra.output_index = t
+            outs.append(extra.name)
         return outs
+
+    def _unique(self, name: str) -> str:
+        """``name``, or ``name_``... when a layer of the file is already called that (``conv@2`` is a
+        legal Keras 2 layer name)."""
+        taken = {layer.name for layer in self.layers}  # only for later calls and outputs: rare
+        while name in taken:
+            name += "_"
+        return name
 
     def _hint_from_build(self, sub: dict[str, Any], inbound: list[str]) -> None:
         """A layer's build_config holds its input shapes: the output shapes of its producers."""
@@ -607,6 +656,11 @@ class _Builder:
             if layer.output_shape is None:
                 shapes = [index[name].output_shape for name in layer.inbound if name in index]
                 layer.output_shape = infer_output_shape(layer.class_name, layer.config, shapes, layer.call_kwargs)
+            shape = layer.output_shape
+            if shape and isinstance(shape[0], (list, tuple)):
+                # A multi-output layer: each entry is one output (output 0 is the layer's own entry).
+                picked = shape[layer.output_index] if layer.output_index < len(shape) else None
+                layer.output_shape = list(picked) if picked is not None else None
         self.update_containers()
 
     def update_containers(self) -> None:

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from qinspect.errors import QInspectError, first_line
-from qinspect.io.graph import NEST_SEP, Layer, ModelGraph, WeightSource
+from qinspect.io.graph import NEST_SEP, Layer, ModelGraph, WeightSource, alias_shared_weights
 from qinspect.io.keras_config import (
     ConfigError,
     expected_weights,
@@ -117,6 +117,8 @@ class KerasH5Model(WeightSource):
         root = self._weights_root()
         mapping: WeightMap = {}
         for layer in self.graph.children(None):
+            if layer.shares:
+                continue  # a later call of a shared layer: its weights are its first call's
             # The group is named after the whole layer name; a "/" in it (tf_keras' MobileNetV3 has
             # "expanded_conv/squeeze_excite/Conv_1") is an HDF5 path of nested groups, which
             # root[name] follows. The name is never cut to its last part.
@@ -133,6 +135,7 @@ class KerasH5Model(WeightSource):
                 mapping[layer.name] = list(zip(shorts, paths, strict=True))
             else:
                 mapping.update(self._distribute(layer, stored, paths))
+        alias_shared_weights(self.graph, mapping)
         return mapping
 
     def _distribute(self, container: Layer, stored: list[str], paths: list[str]) -> WeightMap:
@@ -245,7 +248,9 @@ def _sorted_like_spec(layer: Layer, items: list[tuple[str, str]]) -> list[tuple[
 
 def _place_by_name(graph: ModelGraph, container: Layer, stored: list[str], paths: list[str]) -> WeightMap | None:
     """Match ``"inner/conv/kernel:0"`` to the leaf whose path ends with ``conv``; None if any is unmatched."""
-    leaves = [layer for layer in graph.leaves() if layer.name.startswith(container.name + NEST_SEP)]
+    leaves = [
+        layer for layer in graph.leaves() if layer.name.startswith(container.name + NEST_SEP) and not layer.shares
+    ]
     placed: WeightMap = {}
     for name, path in zip(stored, paths, strict=True):
         scope = name.split("/")[:-1]

@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from qinspect.errors import QInspectError
-from qinspect.io.graph import NEST_SEP, ModelGraph, WeightSource
+from qinspect.io.graph import NEST_SEP, ModelGraph, WeightSource, alias_shared_weights
 from qinspect.io.keras_config import (
     ConfigError,
     expected_weights,
@@ -146,6 +146,7 @@ def _check_expansion(info: zipfile.ZipInfo, path: str) -> None:
 def _map_weights(config: dict[str, Any], graph: ModelGraph, h5: h5py.File) -> dict[str, list[tuple[str, str]]]:
     mapping: dict[str, list[tuple[str, str]]] = {}
     _walk(config, "", "", graph, h5, mapping)
+    alias_shared_weights(graph, mapping)
     return mapping
 
 

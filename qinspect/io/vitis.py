@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from qinspect.errors import QInspectError
+from qinspect.io.graph import call_name
 
 WRAPPER = "Vitis>QuantizeWrapper"
 VQUANT = "Vitis>VitisQuantize"
@@ -101,6 +102,19 @@ class QuantizedLayer:
     activation: str | None = None  # activation of conv-like / Activation layers ("linear", "relu", ...)
     quantizers: list[QuantizerSpec] = field(default_factory=list)
     weights: dict[str, np.ndarray] = field(default_factory=dict)
+    # A layer called more than once is one entry per call (``quant_c1``, ``quant_c1@2``, as in
+    # qinspect.io.graph); later calls share the first call's quantizers and weights.
+    call: int = 0
+
+    @property
+    def first_call(self) -> str:
+        """The entry of this layer's first call (its own name for the first call)."""
+        return self.name[: -len(call_name("", self.call))] if self.call else self.name
+
+    @property
+    def float_name(self) -> str:
+        """The float model's node this call comes from (``c1@2`` for ``quant_c1@2``)."""
+        return call_name(self.inner_name, self.call)
 
     @property
     def output_quantizer(self) -> QuantizerSpec | None:
@@ -142,6 +156,8 @@ class VitisQuantizedModel:
         """Final positions keyed like the quantizer's ``get_quantize_info`` (and positions.json)."""
         out: dict[str, dict[str, int]] = {}
         for layer in self.layers:
+            if layer.call:
+                continue  # a later call: its first call's quantizers
             if layer.wrapper == "VitisQuantize":
                 out[layer.name] = {q.key: q.position for q in layer.quantizers}
             elif layer.wrapper == "QuantizeWrapper":
@@ -152,6 +168,8 @@ class VitisQuantizedModel:
         """The quantizer type of each position (``input``, ``weight``, ``output``, ...)."""
         out: dict[str, dict[str, str]] = {}
         for layer in self.layers:
+            if layer.call:
+                continue
             key = layer.name if layer.wrapper == "VitisQuantize" else layer.inner_name
             if layer.wrapper in ("VitisQuantize", "QuantizeWrapper"):
                 out[key] = {q.key: q.kind for q in layer.quantizers}
@@ -177,20 +195,30 @@ def _activation_name(value: Any) -> str | None:
     return str(value)
 
 
-def _inbound(layer_cfg: dict[str, Any]) -> list[str]:
-    nodes = layer_cfg.get("inbound_nodes") or []
-    names: list[str] = []
-    for node in nodes[:1]:
+def _ref_name(layer: Any, node: Any, n_calls: dict[str, int]) -> str:
+    """The entry a ``[layer, node index, tensor]`` reference reads: ``call_name`` of a shared layer's call."""
+    name = str(layer)
+    if n_calls.get(name, 1) > 1 and isinstance(node, int) and node > 0:
+        return call_name(name, node)
+    return name
+
+
+def _call_inbounds(layer_cfg: dict[str, Any], n_calls: dict[str, int]) -> list[list[str]]:
+    """The inbound entries of each call of a layer (one list per inbound node; ``[[]]`` for an input)."""
+    calls: list[list[str]] = []
+    for node in layer_cfg.get("inbound_nodes") or []:
+        names: list[str] = []
         if isinstance(node, list):
             for item in node:
                 if isinstance(item, list | tuple) and item:
-                    names.append(str(item[0]))
+                    names.append(_ref_name(item[0], item[1] if len(item) > 1 else 0, n_calls))
         elif isinstance(node, dict):  # Keras 3 style
             for arg in node.get("args", []):
                 hist = arg.get("config", {}).get("keras_history") if isinstance(arg, dict) else None
                 if hist:
-                    names.append(str(hist[0]))
-    return names
+                    names.append(_ref_name(hist[0], hist[1] if len(hist) > 1 else 0, n_calls))
+        calls.append(names)
+    return calls or [[]]
 
 
 def _read_weights(group: Any, layer_name: str) -> dict[str, np.ndarray]:
@@ -313,12 +341,17 @@ def load_quantized_model(path: str | os.PathLike[str]) -> VitisQuantizedModel:
             )
         weights_group = f["model_weights"] if "model_weights" in f else f
         layers: list[QuantizedLayer] = []
+        n_calls = {
+            str(lc.get("name") or (lc.get("config") or {}).get("name")): len(lc.get("inbound_nodes") or [])
+            for lc in layer_cfgs
+        }
         for lc in layer_cfgs:
             name = lc.get("name") or lc.get("config", {}).get("name")
             cls = lc.get("class_name", "")
             cfg = lc.get("config", {}) or {}
             arrays = _read_weights(weights_group, name)
-            inbound = _inbound(lc)
+            calls = _call_inbounds(lc, n_calls)
+            inbound = calls[0]
             if cls == VQUANT:
                 q = (cfg.get("quantizer") or {}).get("config", {})
                 spec = QuantizerSpec.from_params("input", "input", q, position=_pos(arrays, f"{name}_pos:0", path))
@@ -365,12 +398,38 @@ def load_quantized_model(path: str | os.PathLike[str]) -> VitisQuantizedModel:
                         weights,
                     )
                 )
+            # A shared layer: one entry per later call, on that call's inputs, sharing the first call's
+            # quantizers and weights (one wrapper per layer).
+            first = layers[-1]
+            for i, call_inbound in enumerate(calls[1:], start=1):
+                layers.append(replace(first, name=call_name(name, i), inbound=call_inbound, call=i))
         mc = config.get("config") or {}
         ins = [str(x[0]) for x in mc.get("input_layers", [])] or [
             layer.name for layer in layers if layer.class_name == "InputLayer"
         ]
-        outs = [str(x[0]) for x in mc.get("output_layers", [])]
-    return VitisQuantizedModel(path, str(mc.get("name", "")), layers, ins, outs)
+        outs = [_ref_name(x[0], x[1] if len(x) > 1 else 0, n_calls) for x in mc.get("output_layers", [])]
+    return VitisQuantizedModel(path, str(mc.get("name", "")), _topological(layers), ins, outs)
+
+
+def _topological(layers: list[QuantizedLayer]) -> list[QuantizedLayer]:
+    """The layers with every call after its inputs (a later call may read a layer listed after it),
+    otherwise in file order."""
+    placed: set[str] = set()
+    known = {layer.name for layer in layers}
+    out: list[QuantizedLayer] = []
+    pending = list(layers)
+    while pending:
+        waiting = []
+        for x in pending:  # in file order, each placed as soon as its inputs are: a topological file stays as it is
+            if all(i in placed or i not in known for i in x.inbound):
+                placed.add(x.name)
+                out.append(x)
+            else:
+                waiting.append(x)
+        if len(waiting) == len(pending):  # a cycle: keep the file's order, the graph check reports it
+            return out + waiting
+        pending = waiting
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,6 +462,10 @@ def expected_dump_files(model: VitisQuantizedModel) -> tuple[list[DumpEntry], li
     entries: list[DumpEntry] = []
     notes: list[str] = []
     for layer in model.layers:
+        if layer.call:
+            notes.append(f"{layer.name}: a later call of shared layer {layer.first_call}; dump_model writes one "
+                         "output per layer (its first call's), so none is expected for it")
+            continue
         for q in layer.quantizers:
             if q.kind != "weight":
                 continue
@@ -418,6 +481,8 @@ def expected_dump_files(model: VitisQuantizedModel) -> tuple[list[DumpEntry], li
             entries.append(DumpEntry(layer.name, q.weight or "", "weight", "int8", base + ".bin", q.position))
             entries.append(DumpEntry(layer.name, q.weight or "", "weight", "float32", base + "_float.bin"))
     for layer in model.layers:
+        if layer.call:
+            continue
         base = layer.name.replace("/", "_")
         entries.append(DumpEntry(layer.name, "output", "activation", "float32", base + "_float.bin"))
         oq = layer.output_quantizer

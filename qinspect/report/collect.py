@@ -332,6 +332,9 @@ def _placement(row: Row, dpu: Any) -> tuple[str, str]:
                 "rounding of the accumulator at the activation's position)"
     if node.name != row.name:
         note = (note + "; " if note else "") + f"int8 tensor: {node.name}"
+    shared = dpu.shared_note(node.name) if hasattr(dpu, "shared_note") else ""
+    if shared:
+        note = (note + "; " if note else "") + shared
     return getattr(node, "device", "DPU"), note
 
 
