@@ -81,7 +81,8 @@ def _desktop(args: argparse.Namespace) -> int:
     return 0
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
+def raise_interrupt(signum: int, frame: object) -> None:
+    """Signal handler: turn the signal (SIGTERM) into KeyboardInterrupt, so it cleans up like Ctrl-C."""
     raise KeyboardInterrupt
 
 
@@ -105,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if whole_process and args.command != "gui":  # the window closes itself on SIGTERM
         # SIGTERM cleans up like Ctrl-C: temporary files and folders go, destinations stay as they were.
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         return int(args._run(args) or 0)
     except QInspectError as exc:

@@ -156,13 +156,10 @@ def _require_tensorflow(model: str) -> None:
         raise QInspectError(missing_message("capturing", "capture", missing), model)
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     """Plan (no TensorFlow), report the space needed, then run and write the capture atomically."""
     from qinspect.capture.runner import human_bytes, plan_capture, run_capture
+    from qinspect.cli import raise_interrupt
     from qinspect.io.capture_file import check_capture_destination
 
     output = os.path.abspath(args.output)
@@ -179,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         preprocess=args.preprocess,
     )
     # SIGTERM cleans up like Ctrl-C: the temporary file goes, the destination stays as it was.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         for warning in plan.warnings:
             _warn(warning)
