@@ -333,7 +333,7 @@ OTHER_CASES: dict[str, tuple[str, ...]] = {
     "keras-weights-bomb": MODEL_COMMANDS,
     "positions-out-of-range": ("emulate", "diagnose", "report"),
     "quantized-bad-kernel": ("emulate", "report", "compare-dump"),
-    "eval-nan-inputs": ("diagnose", "report"),
+    "eval-nan-inputs": ("diagnose", "advise", "report"),
     "fifo": CAPTURE_COMMANDS,
     "fifo-image": DATA_COMMANDS,
     "keras-config-nested-too-deeply": MODEL_COMMANDS,

@@ -55,14 +55,22 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def open_eval_capture(path: str) -> Any:
-    """The ``--eval`` capture; one-line error when the file is something else (a model, a folder)."""
+    """The ``--eval`` capture; one-line error when the file is something else (a model, a folder) or its
+    inputs hold NaN or Inf."""
+    from qinspect.dpu.checks import check_finite_capture
     from qinspect.errors import QInspectError
     from qinspect.io.capture_file import Capture, is_capture
 
     if not is_capture(path):
         raise QInspectError("is not a qinspect capture: --eval needs a capture of the same model (qinspect "
                             "capture MODEL --inputs EVAL.npy -o EVAL.h5)", path)
-    return Capture.open(path)
+    capture = Capture.open(path)
+    try:
+        check_finite_capture(capture)
+    except BaseException:
+        capture.close()
+        raise
+    return capture
 
 
 def _leaf_signature(graph: Any) -> dict[str, tuple[str, Any]]:
@@ -144,7 +152,6 @@ def run(args: argparse.Namespace) -> int:
     from qinspect.cli import _dpu_common as common
     from qinspect.cli._progress import stderr_progress
     from qinspect.cli._sources import open_any
-    from qinspect.dpu.checks import check_finite_capture
     from qinspect.io.capture_file import Capture, is_capture
 
     common.require_file(args.model, "MODEL_OR_CAPTURE")
@@ -159,7 +166,6 @@ def run(args: argparse.Namespace) -> int:
         if args.eval:
             eval_cap = open_eval_capture(args.eval)
             check_same_model(source.graph, args.model, eval_cap.graph, args.eval)
-            check_finite_capture(eval_cap)
         emu, positions_from = common.open_positions_emulator(source, args)
         calib_src = common.data_source(args.inputs, emu, source, args.model, preprocess=args.preprocess)
         if not positions_from:
