@@ -366,7 +366,12 @@ def test_run_capture_result_and_plan(small_model, tmp_path):
     model, path, inputs = small_model
     plan = runner.plan_capture(path, inputs)
     assert plan.batch_size == runner.MAX_AUTO_BATCH
-    assert plan.bytes_needed() == 4 * N * (8 * 8 * 3 + 8 * 8 * 8 * 7 + 8 + 4)  # 7 layers of 8x8x8, gap 8, fc 4
+    tensors = 4 * N * (8 * 8 * 3 + 8 * 8 * 8 * 7 + 8 + 4)  # 7 layers of 8x8x8, gap 8, fc 4
+    # Statistics bound per node: min/max of 1 batch and C channels, 10 bytes per histogram bin (at most
+    # one per value), 8 KiB of HDF5 headers.
+    stats = sum(8 + 8 * c + 10 * min(65536, N * v) + 8192
+                for c, v in [(3, 192), *[(8, 512)] * 7, (8, 8), (4, 4)])
+    assert plan.bytes_needed() == tensors + stats
     result = runner.run_capture(plan, tmp_path / "c.h5", keras_model=model)
     assert result.n_samples == N and Path(result.path).stat().st_size == result.bytes_written
     result = runner.run_capture(plan, tmp_path / "z.h5", keras_model=model, compression="lzf")
@@ -497,7 +502,7 @@ def test_info_on_a_damaged_capture_is_one_line(small_capture, tmp_path, damage):
             h5.attrs["version"] = "3.1"
     line = _one_line_error(run_here("info", str(bad)), bad)
     if damage == "newer":
-        assert "3.1" in line and "1.1" in line
+        assert "3.1" in line and "1.2" in line
 
 
 def test_two_input_model_from_npz(tmp_path):

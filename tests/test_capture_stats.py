@@ -111,3 +111,18 @@ def test_real_activations_from_keras() -> None:
     exact = float(np.quantile(act, 0.99, method="inverted_cdf"))
     assert abs(s.quantile(0.99) - exact) <= exact * 2.0**-7
     assert s.hist_counts.sum() == act.size
+
+
+def test_accumulator_equals_whole_tensor() -> None:
+    from qinspect.io.capture_stats import StatsAccumulator
+
+    x = _tensor(8, 19)
+    x[4, 1, 1, 1] = np.nan
+    whole = LayerStats.from_tensor(x, 4, name="n")
+    acc = StatsAccumulator("n", 4)
+    for a, b in ((0, 3), (3, 9), (9, 10), (10, 19)):
+        acc.add(x[a:b])
+    got = acc.result()
+    assert got.n_samples == 19 and got.count == whole.count and got.nonfinite == 1
+    for key in ("batch_min", "batch_max", "channel_min", "channel_max", "hist_bins", "hist_counts"):
+        np.testing.assert_array_equal(getattr(got, key), getattr(whole, key))

@@ -33,6 +33,7 @@ import numpy as np
 
 from qinspect.errors import QInspectError
 from qinspect.io.capture_file import CaptureWriter, bytes_needed, check_capture_destination
+from qinspect.io.capture_stats import StatsAccumulator, stats_bytes_bound
 from qinspect.io.graph import ModelGraph, WeightSource, call_name, output_name
 from qinspect.io.inputs import InputSource, count_nonfinite, open_inputs
 
@@ -40,6 +41,11 @@ from qinspect.io.inputs import InputSource, count_nonfinite, open_inputs
 # Up to three batches are alive at once (computing, queued, being written).
 BATCH_BYTES = 512 << 20
 MAX_AUTO_BATCH = 32
+# Default byte budget of a capture (--budget): full tensors for as many samples as fit beside every
+# sample's inputs and statistics.
+DEFAULT_BUDGET = 2 << 30
+# vai_q_tensorflow2 calibrates with Keras' predict, whose batch defaults to 32 (calib_batch_size=None).
+DEFAULT_CALIB_BATCH = 32
 
 Progress = Callable[[int, int], None]
 
@@ -57,6 +63,9 @@ class CapturePlan:
     batch_size: int
     warnings: list[str] = field(default_factory=list)
     pattern: str = ""  # the --layers patterns, as given
+    keep: int | None = None  # samples with full tensors (--keep); None: as many as the budget allows
+    budget: int = DEFAULT_BUDGET  # bytes (--budget), used when keep is None
+    calib_batch_size: int = DEFAULT_CALIB_BATCH  # batches the statistics are grouped by
 
     @property
     def n_samples(self) -> int:
@@ -80,11 +89,41 @@ class CapturePlan:
         return shapes
 
     def bytes_needed(self) -> int | None:
-        """Uncompressed bytes of the capture's tensors (None if a shape is only known at run time)."""
+        """Uncompressed bytes of the capture's tensors and statistics at most (None if a shape is only
+        known at run time)."""
         shapes = self.activation_shapes()
         if shapes is None:
             return None
-        return bytes_needed(self.n_samples, shapes, self.source.shapes)
+        return capture_bytes(self.n_samples, self.kept_samples(shapes), shapes, self.source.shapes,
+                             self.calib_batch_size)
+
+    def kept_samples(self, shapes: dict[str, tuple[int, ...]]) -> int:
+        """K: samples whose full tensors are kept (``--keep``, else as many as fit the budget, at least 1)."""
+        if self.keep is not None:
+            return min(self.keep, self.n_samples)
+        return choose_keep(self.n_samples, shapes, self.source.shapes, self.calib_batch_size, self.budget)
+
+
+def capture_bytes(n: int, keep: int, shapes: dict[str, tuple[int, ...]], inputs: dict[str, Any],
+                  calib_batch: int) -> int:
+    """Bytes a capture of ``n`` samples keeping ``keep`` takes at most: kept tensors, every input
+    (``/all_inputs`` when ``keep < n``) and the statistics' bound (graph and weights not counted)."""
+    total = bytes_needed(keep, shapes, inputs)
+    if keep < n:
+        total += bytes_needed(n, {}, inputs)
+    every = {**shapes, **inputs}
+    return total + sum(stats_bytes_bound(n, calib_batch, shape) for shape in every.values())
+
+
+def choose_keep(n: int, shapes: dict[str, tuple[int, ...]], inputs: dict[str, Any], calib_batch: int,
+                budget: int) -> int:
+    """The most samples (at most ``n``, at least 1) whose full tensors fit ``budget`` beside every
+    sample's inputs and statistics."""
+    if capture_bytes(n, n, shapes, inputs, calib_batch) <= budget:
+        return n
+    fixed = capture_bytes(n, 0, shapes, inputs, calib_batch)
+    per_sample = bytes_needed(1, shapes, inputs)
+    return max(1, min(n - 1, (budget - fixed) // max(1, per_sample)))
 
 
 @dataclass
@@ -98,6 +137,7 @@ class CaptureResult:
     bytes_written: int
     nonfinite: dict[str, tuple[int, int, int]]
     load_seconds: float = 0.0  # of ``seconds``: loading the model and building the layer-output model
+    kept: int = 0  # samples whose full tensors the file holds (n_samples: every sample fed)
 
 
 def _is_multi(shape: Any) -> bool:
@@ -155,14 +195,30 @@ def plan_capture(
     layers: str | Sequence[str] | None = None,
     preprocess: str | None = None,
     model: Any = None,
+    keep: int | None = None,
+    budget: int | None = None,
+    calib_batch_size: int | None = None,
 ) -> CapturePlan:
-    """Check everything that can be checked without TensorFlow. ``model``: an already opened model file."""
+    """Check everything that can be checked without TensorFlow. ``model``: an already opened model file.
+
+    ``keep`` (samples with full tensors) or ``budget`` (bytes; default 2 GiB) decide the kept samples;
+    ``calib_batch_size`` groups the statistics (default 32, the quantizer's).
+    """
     model_path = os.fspath(model_path)
     if not os.path.exists(model_path):
         raise QInspectError("no such file or folder", model_path)
     opened = model if model is not None else _open_model(model_path)
     try:
-        return _plan(model_path, opened, inputs_path, samples, batch_size, layers, preprocess)
+        plan = _plan(model_path, opened, inputs_path, samples, batch_size, layers, preprocess)
+        if keep is not None and budget is not None:
+            raise QInspectError("give --keep or --budget, not both", model_path)
+        for flag, value in (("--keep", keep), ("--budget", budget), ("--calib-batch-size", calib_batch_size)):
+            if value is not None and value < 1:
+                raise QInspectError(f"{flag} must be at least 1 (got {value})", model_path)
+        plan.keep = keep
+        plan.budget = DEFAULT_BUDGET if budget is None else int(budget)
+        plan.calib_batch_size = DEFAULT_CALIB_BATCH if calib_batch_size is None else int(calib_batch_size)
+        return plan
     except BaseException:
         if model is None:  # opened here: a refused plan must not leave the model (or its extracted copy) open
             opened.close()
@@ -380,10 +436,12 @@ def build_extractor(model: Any, names: Sequence[str]) -> Any:
 
 
 class _BatchWriter:
-    """A writer thread: TensorFlow computes batch k+1 while HDF5 writes batch k (queue depth 1)."""
+    """A writer thread: TensorFlow computes batch k+1 while batch k's statistics are taken and its kept
+    rows written (queue depth 1)."""
 
-    def __init__(self, writer: CaptureWriter) -> None:
+    def __init__(self, writer: CaptureWriter, stats: dict[str, tuple[StatsAccumulator, str, bool]]) -> None:
         self._writer = writer
+        self._stats = stats  # node -> (accumulator, its tensor's name, from the inputs?)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="qinspect-capture-writer", daemon=True)
@@ -398,6 +456,9 @@ class _BatchWriter:
                 continue
             try:
                 self._writer.write_batch(*item)
+                _, inputs, activations = item
+                for accumulator, key, is_input in self._stats.values():
+                    accumulator.add(inputs[key] if is_input else activations[key])
             except BaseException as exc:  # noqa: BLE001 - handed back to the main thread
                 self._error = exc
 
@@ -409,11 +470,12 @@ class _BatchWriter:
         if self._error is not None:
             raise self._error
 
-    def close(self) -> None:
-        """Wait for every queued batch to be written (re-raising a write error)."""
+    def close(self) -> dict[str, Any]:
+        """Wait for every queued batch to be written (re-raising a write error); the statistics."""
         self._queue.put(None)
         self._thread.join()
         self.check()
+        return {node: accumulator.result() for node, (accumulator, _, _) in self._stats.items()}
 
     def abort(self) -> None:
         """Stop at once (Ctrl-C, an error): queued batches are dropped, the one being written is cut short."""
@@ -485,28 +547,34 @@ def run_capture(
             acts = {name: np.asarray(out, dtype=np.float32) for name, out in zip(plan.layers, outs, strict=True)}
             if writer is None:
                 shapes = {name: a.shape[1:] for name, a in acts.items()}
+                keep = plan.kept_samples(shapes)
                 writer = CaptureWriter(
                     output,
                     plan.graph,
-                    n,
+                    keep,
                     shapes,
                     plan.source.shapes,
                     attrs={**_attrs(plan), **(attrs or {})},
                     input_links={name: name for name in plan.input_layers},
                     compression=compression,
                     overwrite=overwrite,
+                    n_total_samples=n,
+                    calib_batch_size=plan.calib_batch_size,
                 )
                 if on_start is not None:
-                    on_start(bytes_needed(n, shapes, plan.source.shapes))
+                    on_start(capture_bytes(n, keep, shapes, plan.source.shapes, plan.calib_batch_size))
                 # A shared layer's weights once, under its first call (later calls read those).
                 writer.write_weights(plan.weights, [layer.name for layer in plan.graph.leaves() if not layer.shares])
-                background = _BatchWriter(writer)
+                stats = {name: (StatsAccumulator(name, plan.calib_batch_size), name, True)
+                         for name in plan.input_layers}
+                stats.update({name: (StatsAccumulator(name, plan.calib_batch_size), name, False) for name in acts})
+                background = _BatchWriter(writer, stats)
             assert background is not None
             background.put(start, x, acts)
             if progress is not None:
                 progress(stop, n)
         assert writer is not None and background is not None
-        background.close()
+        writer.write_stats(background.close())
         writer.set_attrs(_nonfinite_attrs(nonfinite))
         writer.commit()
     except BaseException:
@@ -522,7 +590,8 @@ def run_capture(
             raise QInspectError(f"cannot write the capture ({error.strerror or error})", output) from None
         raise
     seconds = time.perf_counter() - started
-    return CaptureResult(output, n, list(plan.layers), seconds, os.path.getsize(output), nonfinite, load_seconds)
+    return CaptureResult(output, n, list(plan.layers), seconds, os.path.getsize(output), nonfinite, load_seconds,
+                         writer.n_samples)
 
 
 def _interruptible(step: Callable[..., list[np.ndarray]]) -> Callable[..., list[np.ndarray]]:

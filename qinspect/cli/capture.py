@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import sys
@@ -51,6 +52,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="capture only layers whose name matches (fnmatch, e.g. 'conv*'; comma-separated for several; "
         "nested layers match on 'outer/inner' or on their own name)",
     )
+    keep = parser.add_mutually_exclusive_group()
+    keep.add_argument("--keep", type=int, metavar="K",
+                      help="keep full tensors of the first K samples (every sample's inputs and statistics are kept)")
+    keep.add_argument("--budget", type=parse_bytes, metavar="SIZE",
+                      help="keep full tensors of as many samples as fit SIZE bytes (e.g. 2GiB, 500MB; default "
+                      "2GiB) beside every sample's inputs and statistics")
+    parser.add_argument("--calib-batch-size", type=int, metavar="B",
+                        help="calibration batch the per-batch statistics are grouped by (default 32, the "
+                        "quantizer's calib_batch_size default)")
     add_preprocess_arg(parser)
     parser.add_argument(
         "--compression",
@@ -62,6 +72,31 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="replace CAPTURE.h5 if it exists")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     return parser
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+          "t": 1000**4, "tb": 1000**4, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def parse_bytes(text: str) -> int:
+    """``"2GiB"`` -> 2147483648, ``"500MB"`` -> 500000000, ``"1.5g"``, ``"4096"`` (argparse type)."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (say 2GiB, 500MB or a number of bytes)")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a budget must be at least 1 byte (got {text!r})")
+    return value
+
+
+def _kept_note(plan: Any) -> str:
+    """`` (K kept with full tensors)`` when the capture keeps fewer samples than it feeds."""
+    shapes = plan.activation_shapes()
+    if shapes is None:
+        return ""
+    kept = plan.kept_samples(shapes)
+    return "" if kept == plan.n_samples else f" ({kept} kept with full tensors)"
 
 
 def _warn(message: str) -> None:
@@ -174,6 +209,9 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         layers=args.layers,
         preprocess=args.preprocess,
+        keep=args.keep,
+        budget=args.budget,
+        calib_batch_size=args.calib_batch_size,
     )
     # SIGTERM cleans up like Ctrl-C: the temporary file goes, the destination stays as it was.
     previous = signal.signal(signal.SIGTERM, raise_interrupt)
@@ -181,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         for warning in plan.warnings:
             _warn(warning)
         print(
-            f"{plan.n_samples} samples, {len(plan.layers)} layers, batch size {plan.batch_size}; "
+            f"{plan.n_samples} samples{_kept_note(plan)}, {len(plan.layers)} layers, batch size {plan.batch_size}; "
             + _check_space(output, plan.bytes_needed(), compression),
             file=sys.stderr,
         )
@@ -200,8 +238,9 @@ def run(args: argparse.Namespace) -> int:
         plan.close()
     running = result.seconds - result.load_seconds
     rate = result.n_samples / running if running > 0 else 0.0
+    kept = "" if result.kept == result.n_samples else f" ({result.kept} kept with full tensors)"
     print(
-        f"wrote {result.path}: {result.n_samples} samples x {len(result.layers)} layers, "
+        f"wrote {result.path}: {result.n_samples} samples{kept} x {len(result.layers)} layers, "
         f"{human_bytes(result.bytes_written)} in {result.seconds:.1f} s "
         f"({result.load_seconds:.1f} s loading the model, then {rate:.1f} samples/s)"
     )

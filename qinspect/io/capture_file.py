@@ -60,7 +60,7 @@ from qinspect.io.graph import ModelGraph, WeightSource
 from qinspect.io.paths import check_not_special
 
 FORMAT_NAME = "qinspect-capture"
-FORMAT_VERSION = "1.1"  # 1.1: one graph entry and one activation per call of a shared layer
+FORMAT_VERSION = "1.2"  # 1.1: one entry per call of a shared layer; 1.2: /stats, /all_inputs, kept subset
 
 # Samples per chunk are chosen so that a chunk holds at least this many bytes (see module docstring).
 _MIN_CHUNK_BYTES = 16 * 1024
@@ -362,6 +362,11 @@ class CaptureWriter:
     ``activation_shapes``/``input_shapes`` give each tensor's shape *without* the sample axis.
     ``input_links`` maps model-input layer names to input names: those layers' activations are soft
     links to ``/inputs/<input>`` rather than copies. ``positions`` (optional) is stored as /positions.
+
+    Format 1.2: ``n_samples`` (K) samples keep full tensors; ``n_total_samples`` (N >= K, default K)
+    are fed. :meth:`write_batch` takes every one of the N samples in order, stores the first K in
+    ``/inputs`` and ``/activations`` and, when N > K, every input in ``/all_inputs``; per-node
+    statistics over all N come through :meth:`write_stats` (grouped by ``calib_batch_size``).
     """
 
     def __init__(
@@ -377,9 +382,16 @@ class CaptureWriter:
         positions: Mapping[str, Any] | None = None,
         compression: str | None = None,
         overwrite: bool = False,
+        n_total_samples: int | None = None,
+        calib_batch_size: int = 32,
     ) -> None:
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {COMPRESSIONS}")
+        self.n_total_samples = int(n_samples if n_total_samples is None else n_total_samples)
+        if not 1 <= int(n_samples) <= self.n_total_samples:
+            raise ValueError(f"kept samples ({n_samples}) must be between 1 and the samples fed "
+                             f"({self.n_total_samples})")
+        self.calib_batch_size = int(calib_batch_size)
         self.path = os.path.abspath(os.fspath(path))
         folder = os.path.dirname(self.path)
         check_capture_destination(self.path, overwrite)
@@ -417,6 +429,8 @@ class CaptureWriter:
         h5.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         h5.attrs["creator"] = f"qinspect {__version__}"
         h5.attrs["n_samples"] = self.n_samples
+        h5.attrs["n_total_samples"] = self.n_total_samples
+        h5.attrs["calib_batch_size"] = self.calib_batch_size
         self.set_attrs(attrs)
         h5.create_dataset("graph", data=graph.to_json(), dtype=h5py.string_dtype("utf-8"))
         options: dict[str, Any] = {}
@@ -428,6 +442,11 @@ class CaptureWriter:
         group = h5.create_group("inputs", track_order=True)
         for name, shape in input_shapes.items():
             self._inputs[name] = self._create(group, name, shape, options)
+        self._all_inputs: dict[str, h5py.Dataset] = {}
+        if self.n_total_samples > self.n_samples:
+            group = h5.create_group("all_inputs", track_order=True)
+            for name, shape in input_shapes.items():
+                self._all_inputs[name] = self._create(group, name, shape, options, self.n_total_samples)
         self._activations: dict[str, h5py.Dataset] = {}
         group = h5.create_group("activations", track_order=True)
         for name, shape in activation_shapes.items():
@@ -439,9 +458,11 @@ class CaptureWriter:
         if positions is not None:
             h5.create_group("positions").attrs["json"] = json.dumps(positions)
 
-    def _create(self, group: h5py.Group, name: str, shape: Sequence[int], options: dict[str, Any]) -> h5py.Dataset:
+    def _create(self, group: h5py.Group, name: str, shape: Sequence[int], options: dict[str, Any],
+                rows: int | None = None) -> h5py.Dataset:
+        rows = self.n_samples if rows is None else rows
         shape = tuple(int(d) for d in shape)
-        full = (self.n_samples, *shape)
+        full = (rows, *shape)
         if not options:
             # Uncompressed: contiguous storage allocated now, never filled. Sample i of the layer is one
             # byte range at a fixed offset, so rows are written with os.pwrite, which (unlike h5py)
@@ -453,10 +474,10 @@ class CaptureWriter:
             if offset is not None and _HAS_PWRITE:
                 self._raw[ds.name] = (int(offset), 4 * int(np.prod(shape, dtype=np.int64)))
         else:
-            chunk_n = min(max(self.n_samples, 1), samples_per_chunk(shape))
+            chunk_n = min(max(rows, 1), samples_per_chunk(shape))
             ds = group.create_dataset(
                 escape_name(name), shape=full, dtype=np.float32,
-                chunks=(chunk_n, *shape) if all(shape) and self.n_samples else None, **options,
+                chunks=(chunk_n, *shape) if all(shape) and rows else None, **options,
             )
         ds.attrs["name"] = name
         return ds
@@ -487,18 +508,40 @@ class CaptureWriter:
     def write_batch(
         self, start: int, inputs: Mapping[str, np.ndarray], activations: Mapping[str, np.ndarray]
     ) -> None:
-        """Store samples ``start .. start+len`` of every input and activation given."""
+        """Store samples ``start .. start+len`` of every input and activation given: rows below the kept
+        count in ``/inputs`` and ``/activations``, every input row in ``/all_inputs`` (when it exists).
+        Activations of samples past the kept ones may be left out."""
+        stop = start + max([0, *(len(a) for a in inputs.values()), *(len(a) for a in activations.values())])
+        if stop > self.n_total_samples:
+            raise ValueError(f"batch {start}:{stop} beyond the {self.n_total_samples} samples of the capture")
+        kept = max(0, min(stop, self.n_samples) - start)
         for name, array in inputs.items():
-            self._put(self._inputs, name, start, array)
-        for name, array in activations.items():
-            self._put(self._activations, name, start, array)
+            if kept:
+                self._put(self._inputs, name, start, array[:kept])
+            if self._all_inputs:
+                self._put(self._all_inputs, name, start, array)
+        if kept:
+            for name, array in activations.items():
+                self._put(self._activations, name, start, array[:kept])
+        self._written = max(self._written, stop)
+
+    def write_stats(self, stats: Mapping[str, Any]) -> None:
+        """Store ``/stats/<node>`` for each ``{node: LayerStats}`` (over all the samples fed)."""
+        assert self._h5 is not None
+        group = self._h5.require_group("stats")
+        for name, layer_stats in stats.items():
+            if layer_stats.n_samples != self.n_total_samples or layer_stats.batch_size != self.calib_batch_size:
+                raise ValueError(f"{name}: statistics of {layer_stats.n_samples} samples in batches of "
+                                 f"{layer_stats.batch_size}, the capture feeds {self.n_total_samples} in batches of "
+                                 f"{self.calib_batch_size}")
+            layer_stats.write(group.create_group(escape_name(name)))
 
     def _put(self, table: dict[str, h5py.Dataset], name: str, start: int, array: np.ndarray) -> None:
         ds = table[name]
         array = np.asarray(array, dtype=np.float32)
         stop = start + array.shape[0]
-        if stop > self.n_samples:
-            raise ValueError(f"batch {start}:{stop} beyond the {self.n_samples} samples of the capture")
+        if stop > ds.shape[0]:
+            raise ValueError(f"batch {start}:{stop} beyond the {ds.shape[0]} rows of {ds.name}")
         if array.shape[1:] != ds.shape[1:]:
             raise ValueError(f"{name}: batch shape {array.shape[1:]} does not match {ds.shape[1:]}")
         raw = self._raw.get(ds.name)
@@ -512,7 +555,6 @@ class CaptureWriter:
                 done += os.pwrite(self._fd, data[done:done + _WRITE_SLICE], position + done)
         else:
             ds[start:stop] = array
-        self._written = max(self._written, stop)
 
     def cancel(self) -> None:
         """Ask a write in progress (on another thread) to stop after its current slice; then abort()."""
@@ -521,8 +563,8 @@ class CaptureWriter:
     def commit(self) -> str:
         """Finish the file and move it to its destination (atomically). Returns the path."""
         assert self._h5 is not None, "already committed or aborted"
-        if self._written != self.n_samples:
-            raise ValueError(f"only {self._written} of {self.n_samples} samples were written")
+        if self._written != self.n_total_samples:
+            raise ValueError(f"only {self._written} of {self.n_total_samples} samples were written")
         os.close(self._fd)
         self._fd = -1
         self._h5.attrs["complete"] = True

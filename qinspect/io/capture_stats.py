@@ -44,14 +44,22 @@ def _value_order(bins: np.ndarray) -> np.ndarray:
 
 def bin_values(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """``(bins, counts, nonfinite)`` of the finite float32 values of ``x`` (bins sorted by value)."""
+    return _sparse(_dense_counts(x))
+
+
+def _dense_counts(x: np.ndarray) -> np.ndarray:
+    """Counts of every one of the 65536 top-16-bit patterns in ``x`` (int64)."""
     bits = np.ascontiguousarray(x, dtype=np.float32).reshape(-1).view(np.uint32) >> 16
-    full = np.bincount(bits, minlength=_HIST_SIZE)
+    return np.bincount(bits, minlength=_HIST_SIZE).astype(np.int64, copy=False)
+
+
+def _sparse(full: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(bins, counts, nonfinite)`` of a dense 65536-count histogram (bins sorted by value)."""
     nonfinite_bins = (np.arange(_HIST_SIZE) & _EXP_MASK) == _EXP_MASK
     nonfinite = int(full[nonfinite_bins].sum())
-    full[nonfinite_bins] = 0
-    bins = np.flatnonzero(full).astype(np.uint16)
-    order = _value_order(bins)
-    return bins[order], full[bins[order]].astype(np.int64), nonfinite
+    bins = np.flatnonzero(np.where(nonfinite_bins, 0, full)).astype(np.uint16)
+    bins = bins[_value_order(bins)]
+    return bins, full[bins.astype(np.int64)].astype(np.int64), nonfinite
 
 
 def _merge_hist(b1: np.ndarray, c1: np.ndarray, b2: np.ndarray, c2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -231,3 +239,67 @@ def _quantile(bins: np.ndarray, counts: np.ndarray, q: float) -> float:
     before = int(cumulative[i] - counts[i])
     fraction = (rank - before - 0.5) / int(counts[i])
     return low_v + (high_v - low_v) * fraction
+
+
+# HDF5 headers of one /stats group: the group, six datasets and their attributes (measured about 5 KiB).
+_GROUP_OVERHEAD = 8 << 10
+
+
+def stats_bytes_bound(n_samples: int, batch_size: int, sample_shape: Any) -> int:
+    """Most bytes one node's ``/stats`` group takes in a file: min/max per batch and channel, and a
+    histogram of at most 65536 bins (or one per value), 10 bytes a bin."""
+    shape = tuple(int(d) for d in sample_shape)
+    values = n_samples * int(np.prod(shape, dtype=np.int64))
+    channels = shape[-1] if shape else 1
+    batches = -(-n_samples // batch_size)
+    return 8 * batches + 8 * channels + 10 * min(_HIST_SIZE, values) + _GROUP_OVERHEAD
+
+
+class StatsAccumulator:
+    """Builds one node's :class:`LayerStats` from consecutive pieces of samples (a capture's batches),
+    keeping a dense histogram so each piece costs one ``bincount``."""
+
+    def __init__(self, name: str, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        self.name = name
+        self.batch_size = int(batch_size)
+        self.n_samples = 0
+        self._lo: list[np.ndarray] = []
+        self._hi: list[np.ndarray] = []
+        self._channel_min: np.ndarray | None = None
+        self._channel_max: np.ndarray | None = None
+        self._hist = np.zeros(_HIST_SIZE, dtype=np.int64)
+        self._count = 0
+
+    def add(self, x: np.ndarray) -> None:
+        """Add the next ``len(x)`` samples (sample axis first)."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim < 1 or x.shape[0] == 0:
+            return
+        lo, hi = _batch_extrema(x, self.n_samples, self.batch_size)
+        if self.n_samples % self.batch_size:  # this piece's first batch continues the previous piece's last
+            self._lo[-1] = np.minimum(self._lo[-1], lo[:1])
+            self._hi[-1] = np.maximum(self._hi[-1], hi[:1])
+            lo, hi = lo[1:], hi[1:]
+        self._lo.append(lo)
+        self._hi.append(hi)
+        channels = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(-1, 1)
+        c_lo, c_hi = channels.min(axis=0), channels.max(axis=0)
+        if self._channel_min is None or self._channel_max is None:
+            self._channel_min, self._channel_max = c_lo, c_hi
+        else:
+            self._channel_min = np.minimum(self._channel_min, c_lo)
+            self._channel_max = np.maximum(self._channel_max, c_hi)
+        self._hist += _dense_counts(x)
+        self._count += int(x.size)
+        self.n_samples += int(x.shape[0])
+
+    def result(self) -> LayerStats:
+        """The statistics of every sample added."""
+        if self._channel_min is None or self._channel_max is None:
+            raise ValueError(f"{self.name}: no sample was added")
+        bins, counts, nonfinite = _sparse(self._hist)
+        return LayerStats(self.name, self.batch_size, self.n_samples, np.concatenate(self._lo),
+                          np.concatenate(self._hi), self._channel_min, self._channel_max, bins, counts,
+                          self._count, nonfinite)
