@@ -304,8 +304,13 @@ def check_layers(emu: Any, layers: list[str] | None, model_path: str) -> list[st
 
 def data_source(inputs: str | None, emu: Any, source: Any, model_path: str, samples: int | None = None,
                 need: str = "needs --inputs (a .npy / .npz of preprocessed samples) or a capture",
-                preprocess: str | None = None) -> Any:
-    """The samples to calibrate or emulate on: ``--inputs`` when given, else a capture's own inputs."""
+                preprocess: str | None = None, every_sample: bool = False) -> Any:
+    """The samples to calibrate or emulate on: ``--inputs`` when given, else a capture's own inputs.
+
+    ``every_sample``: a capture that keeps full tensors for fewer samples than it was fed gives the
+    inputs of all of them (``/all_inputs``), unless the graph needs captured outputs as stand-ins for
+    layers without an implementation, which exist for the kept samples only.
+    """
     from qinspect.cli._sources import is_capture_source
 
     if inputs is not None:
@@ -317,8 +322,11 @@ def data_source(inputs: str | None, emu: Any, source: Any, model_path: str, samp
                                 "--inputs takes a .npy / .npz", inputs)
         return open_data(inputs, emu.graph, samples, preprocess)
     if source is not None and is_capture_source(source):
+        capture = getattr(source, "capture", source)
+        if every_sample and every_input_usable(emu, capture):
+            return FirstSamples(capture, capture.n_total_samples if samples is None else samples, every=True)
         if samples is not None and samples < source_samples(source):
-            return FirstSamples(getattr(source, "capture", source), samples)
+            return FirstSamples(capture, samples)
         return source
     raise QInspectError(need, model_path)
 
@@ -328,13 +336,27 @@ def source_samples(source: Any) -> int:
     return int(getattr(source, "capture", source).n_samples)
 
 
-class FirstSamples:
-    """The first ``n`` samples of a capture's inputs (``--samples``), read as the emulator reads a capture."""
+def every_input_usable(emu: Any, capture: Any) -> bool:
+    """True when a capture keeps fewer samples than it fed and the emulator can run on its inputs alone
+    (no layer needs a captured output as a stand-in)."""
+    from qinspect.dpu.emulator import captured_stand_ins
 
-    def __init__(self, capture: Any, n: int) -> None:
+    if getattr(capture, "n_total_samples", 0) <= capture.n_samples:
+        return False
+    return not captured_stand_ins(emu.graph, capture, slice(0, 1))
+
+
+class FirstSamples:
+    """The first ``n`` samples of a capture's inputs (``--samples``), read as the emulator reads a capture.
+
+    ``every``: of every sample fed (``Capture.all_inputs``), not only the kept ones; then it has no
+    activations, so the emulator takes it as plain inputs."""
+
+    def __init__(self, capture: Any, n: int, every: bool = False) -> None:
         self._capture = capture
+        self._read = capture.all_inputs if every else capture.inputs
         self.path = getattr(capture, "path", "")
-        self.n_samples = min(int(n), int(capture.n_samples))
+        self.n_samples = min(int(n), int(capture.n_total_samples if every else capture.n_samples))
 
     def inputs(self, name: str | None = None, samples: Any = None) -> Any:
         """Inputs of the kept samples (``samples``: a slice within them; default all of them)."""
@@ -343,4 +365,4 @@ class FirstSamples:
         elif isinstance(samples, slice):
             start, stop, step = samples.indices(self.n_samples)
             samples = slice(start, stop, step)
-        return self._capture.inputs(name, samples)
+        return self._read(name, samples)

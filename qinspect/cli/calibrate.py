@@ -35,6 +35,23 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def _kept_note(source: object, data: object, inputs: str | None) -> str:
+    """`` (K kept)`` when calibrating on every input of a capture that keeps full tensors for K of them;
+    a note when such a capture could only give its kept samples."""
+    from qinspect.cli._sources import is_capture_source
+
+    if inputs is not None or not is_capture_source(source):
+        return ""
+    capture = getattr(source, "capture", source)
+    kept, total = int(capture.n_samples), int(getattr(capture, "n_total_samples", capture.n_samples))
+    if total <= kept:
+        return ""
+    if int(getattr(data, "n_samples", 0)) > kept:
+        return f" ({kept} kept)"
+    return (f" (only the {kept} kept of {total}: layers without an implementation need their captured "
+            "outputs, which exist for those only)")
+
+
 def run(args: argparse.Namespace) -> int:
     """Calibrate and print."""
     from qinspect.cli import _dpu_common as common
@@ -50,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
         emu, _ = common.open_positions_emulator(source, args)
         data = common.data_source(args.inputs, emu, source, args.model, args.samples,
                            need="calibration needs --inputs (a .npy / .npz of preprocessed samples)",
-                                  preprocess=args.preprocess)
+                                  preprocess=args.preprocess, every_sample=True)
         res = emu.calibrate(data, args.batch_size)
+        kept = _kept_note(source, data, args.inputs)
         out = {
             "model": args.model,
             "quantize_strategy": "pof2s",
@@ -65,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     w = sys.stdout.write
     opts = emu.graph.options.describe() if emu.graph.options else "default options"
-    w(f"{args.model}: {res.samples} samples in {res.batches} batches of {args.batch_size} ({opts})\n")
+    w(f"{args.model}: {res.samples} samples{kept} in {res.batches} batches of {args.batch_size} ({opts})\n")
     # Columns as wide as the longest name, so long quantizer names keep the table aligned.
     lw = max([34, *(len(layer) for layer in res.positions)])
     tw = max([40, *(len(key) for keys in res.positions.values() for key in keys)])

@@ -114,7 +114,8 @@ class Capture(WeightSource):
 
     path: str
     graph: ModelGraph
-    n_samples: int
+    n_samples: int  # K: samples with full tensors
+    n_total_samples: int  # N: every sample fed (format 1.2; = n_samples before)
     attrs: dict[str, Any]
 
     def __init__(self, path: str, h5: h5py.File, graph: ModelGraph, attrs: dict[str, Any]) -> None:
@@ -123,6 +124,7 @@ class Capture(WeightSource):
         self.graph = graph
         self.attrs = attrs
         self.n_samples = int(attrs.get("n_samples", 0))
+        self.n_total_samples = int(attrs.get("n_total_samples", self.n_samples))
         self._activation_links: dict[str, str] | None = None
 
     @classmethod
@@ -243,14 +245,27 @@ class Capture(WeightSource):
         stored = {unescape_name(link) for link in self._group("inputs")}
         return [name for name in self.graph.inputs if name in stored] + sorted(stored - set(self.graph.inputs))
 
-    def inputs(self, name: str | None = None, samples: Any = None) -> np.ndarray:
-        """The float32 inputs fed to the model (``name`` None: the only input)."""
+    def _input_name(self, name: str | None) -> str:
+        """``name``, or the only input's when None."""
         if name is None:
             names = self.input_names()
             if len(names) != 1:
                 raise ValueError(f"{self.path}: the model has {len(names)} inputs {names}; name one")
             name = names[0]
+        return name
+
+    def inputs(self, name: str | None = None, samples: Any = None) -> np.ndarray:
+        """The float32 inputs fed to the model (``name`` None: the only input)."""
+        name = self._input_name(name)
         return _read(self._dataset("inputs", name, "input"), samples, self.path)
+
+    def all_inputs(self, name: str | None = None, samples: Any = None) -> np.ndarray:
+        """The float32 inputs of every sample fed (``n_total_samples`` rows: ``/all_inputs`` when the
+        capture keeps fewer samples, else the same as :meth:`inputs`)."""
+        if "all_inputs" not in self._h5:
+            return self.inputs(name, samples)
+        name = self._input_name(name)
+        return _read(self._dataset("all_inputs", name, "input"), samples, self.path)
 
     def weights(self, layer: str) -> dict[str, np.ndarray]:
         """The layer's weights keyed by short name, in the layer's order (empty if it has none).

@@ -282,8 +282,9 @@ class StatsAccumulator:
             self._lo[-1] = np.minimum(self._lo[-1], lo[:1])
             self._hi[-1] = np.maximum(self._hi[-1], hi[:1])
             lo, hi = lo[1:], hi[1:]
-        self._lo.append(lo)
-        self._hi.append(hi)
+        if lo.size:  # an empty piece would hide the open batch from the next piece's update above
+            self._lo.append(lo)
+            self._hi.append(hi)
         channels = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(-1, 1)
         c_lo, c_hi = channels.min(axis=0), channels.max(axis=0)
         if self._channel_min is None or self._channel_max is None:
