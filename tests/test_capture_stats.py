@@ -128,3 +128,22 @@ def test_accumulator_equals_whole_tensor() -> None:
     assert got.n_samples == 19 and got.count == whole.count and got.nonfinite == 1
     for key in ("batch_min", "batch_max", "channel_min", "channel_max", "hist_bins", "hist_counts"):
         np.testing.assert_array_equal(getattr(got, key), getattr(whole, key))
+
+
+def test_summaries_of_pieces_within_batches_equal_the_tensor() -> None:
+    """What the capture's TensorFlow path hands over (channel extrema, bit counts) gives the same stats."""
+    from qinspect.io.capture_stats import StatsAccumulator
+
+    x = _tensor(9, 11)
+    whole = LayerStats.from_tensor(x, 4)
+    acc = StatsAccumulator("n", 4)
+    acc.add(x[:2])  # kept samples go through add(); the rest as summaries within calibration batches
+    for a, b in ((2, 4), (4, 8), (8, 9), (9, 11)):
+        c = x[a:b].reshape(-1, 4)
+        counts = np.bincount(x[a:b].reshape(-1).view(np.uint32) >> 16, minlength=65536)
+        acc.add_summary(b - a, c.min(axis=0), c.max(axis=0), counts)
+    got = acc.result()
+    for key in ("batch_min", "batch_max", "channel_min", "channel_max", "hist_bins", "hist_counts"):
+        np.testing.assert_array_equal(getattr(got, key), getattr(whole, key))
+    with pytest.raises(ValueError):
+        StatsAccumulator("n", 4).add_summary(5, c.min(axis=0), c.max(axis=0), counts)

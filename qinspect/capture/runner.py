@@ -455,16 +455,24 @@ class _BatchWriter:
             if self._error is not None:
                 continue
             try:
-                self._writer.write_batch(*item)
-                _, inputs, activations = item
+                start, inputs, activations, summaries = item
+                self._writer.write_batch(start, inputs, activations)
                 for accumulator, key, is_input in self._stats.values():
-                    accumulator.add(inputs[key] if is_input else activations[key])
+                    if is_input:
+                        accumulator.add(inputs[key])
+                    elif summaries is not None:
+                        accumulator.add_summary(len(next(iter(inputs.values()))), *summaries[key])
+                    else:
+                        accumulator.add(activations[key])
             except BaseException as exc:  # noqa: BLE001 - handed back to the main thread
                 self._error = exc
 
-    def put(self, start: int, inputs: dict[str, np.ndarray], activations: dict[str, np.ndarray]) -> None:
+    def put(self, start: int, inputs: dict[str, np.ndarray], activations: dict[str, np.ndarray],
+            summaries: dict[str, list[np.ndarray]] | None = None) -> None:
+        """Queue a batch: its tensors (written as far as they are kept), or, past the kept samples, the
+        in-graph ``summaries`` of its activations (``_compiled_stats``)."""
         self.check()
-        self._queue.put((start, inputs, activations))
+        self._queue.put((start, inputs, activations, summaries))
 
     def check(self) -> None:
         if self._error is not None:
@@ -521,14 +529,21 @@ def run_capture(
         def step(*arrays: np.ndarray) -> list[np.ndarray]:
             return []
     load_seconds = time.perf_counter() - started
-    n, batch = plan.n_samples, plan.batch_size
+    n, batch, calib = plan.n_samples, plan.batch_size, plan.calib_batch_size
+    stats_batch = max(batch, MAX_AUTO_BATCH)
     nonfinite = {name: (0, 0, 0) for name in order}
     warned = False
     writer: CaptureWriter | None = None
     background: _BatchWriter | None = None
+    summarize: Callable[..., list[np.ndarray]] | None = None  # in-graph statistics, for samples past the kept
+    keep = n
+    start = 0
     try:
-        for start in range(0, n, batch):
-            stop = min(n, start + batch)
+        while start < n:
+            tensors = writer is None or start < keep or not plan.layers
+            # Past the kept samples only statistics are taken, inside the graph, over pieces that stay
+            # within one calibration batch (so a piece's min and max are its channels').
+            stop = min(n, start + batch) if tensors else min(n, start + stats_batch, _next_boundary(start, calib))
             x = plan.source.batch(start, stop)
             for name, array in x.items():
                 counts = count_nonfinite(array)
@@ -539,6 +554,16 @@ def run_capture(
                              "captured as they are and recorded in the capture")
                         warned = True
             try:
+                if not tensors:
+                    if summarize is None:
+                        summarize = _interruptible(_compiled_stats(extractor, [plan.source.shapes[k] for k in order]))
+                    summaries = summarize(*[x[name] for name in order])
+                    assert background is not None
+                    background.put(start, x, {}, dict(zip(plan.layers, summaries, strict=True)))
+                    if progress is not None:
+                        progress(stop, n)
+                    start = stop
+                    continue
                 outs = step(*[x[name] for name in order])
             except Exception as exc:  # noqa: BLE001 - TensorFlow's runtime errors are many types
                 text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
@@ -573,6 +598,7 @@ def run_capture(
             background.put(start, x, acts)
             if progress is not None:
                 progress(stop, n)
+            start = stop
         assert writer is not None and background is not None
         writer.write_stats(background.close())
         writer.set_attrs(_nonfinite_attrs(nonfinite))
@@ -640,6 +666,37 @@ def _compiled_step(extractor: Any, shapes: list[tuple[int, ...]]) -> Callable[..
 
     def step(*arrays: np.ndarray) -> list[np.ndarray]:
         return [t.numpy() for t in run(*arrays)]
+
+    return step
+
+
+def _next_boundary(start: int, calib: int) -> int:
+    """The first calibration-batch boundary after sample ``start``."""
+    return (start // calib + 1) * calib
+
+
+def _compiled_stats(extractor: Any, shapes: list[tuple[int, ...]]) -> Callable[..., list[list[np.ndarray]]]:
+    """For each extractor output, computed inside the graph (TensorFlow's threads, no activation copied
+    out): per-channel min and max and the counts of the 65536 top-16-bit patterns of its float32
+    values, as ``qinspect.io.capture_stats`` bins them. Measured faster than numpy on the copied
+    tensors (bench/bench_capture_keep.py)."""
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec((None, *shape), tf.float32) for shape in shapes]
+
+    def summary(out: Any) -> list[Any]:
+        channels = tf.reshape(out, [-1, out.shape[-1] if out.shape.rank > 1 else 1])
+        bits = tf.bitwise.right_shift(tf.bitcast(tf.reshape(out, [-1]), tf.uint32), 16)
+        counts = tf.math.bincount(tf.cast(bits, tf.int32), minlength=1 << 16, maxlength=1 << 16, dtype=tf.int64)
+        return [tf.reduce_min(channels, 0), tf.reduce_max(channels, 0), counts]
+
+    @tf.function(input_signature=specs)
+    def run(*xs: Any) -> list[list[Any]]:
+        outs = extractor(list(xs) if len(xs) > 1 else xs[0], training=False)
+        return [summary(out) for out in (outs if isinstance(outs, (list, tuple)) else [outs])]
+
+    def step(*arrays: np.ndarray) -> list[list[np.ndarray]]:
+        return [[t.numpy() for t in parts] for parts in run(*arrays)]
 
     return step
 

@@ -278,6 +278,24 @@ class StatsAccumulator:
         if x.ndim < 1 or x.shape[0] == 0:
             return
         lo, hi = _batch_extrema(x, self.n_samples, self.batch_size)
+        channels = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(-1, 1)
+        self._add(lo, hi, channels.min(axis=0), channels.max(axis=0), _dense_counts(x), int(x.shape[0]), int(x.size))
+
+    def add_summary(self, n: int, channel_min: np.ndarray, channel_max: np.ndarray, counts: np.ndarray) -> None:
+        """Add the next ``n`` samples from their summary, computed elsewhere (inside the model's graph):
+        per-channel min and max, and the 65536 counts of the top 16 bits. The samples must lie in one
+        calibration batch (their min and max are then the batch's, taken from the channels')."""
+        first, last = self.n_samples // self.batch_size, (self.n_samples + n - 1) // self.batch_size
+        if n < 1 or first != last:
+            raise ValueError(f"{self.name}: a summary must cover samples of one calibration batch")
+        channel_min = np.asarray(channel_min, dtype=np.float32).reshape(-1)
+        channel_max = np.asarray(channel_max, dtype=np.float32).reshape(-1)
+        counts = np.asarray(counts, dtype=np.int64)
+        self._add(np.min(channel_min, keepdims=True), np.max(channel_max, keepdims=True), channel_min, channel_max,
+                  counts, int(n), int(counts.sum()))
+
+    def _add(self, lo: np.ndarray, hi: np.ndarray, c_lo: np.ndarray, c_hi: np.ndarray, counts: np.ndarray,
+             n: int, values: int) -> None:
         if self.n_samples % self.batch_size:  # this piece's first batch continues the previous piece's last
             self._lo[-1] = np.minimum(self._lo[-1], lo[:1])
             self._hi[-1] = np.maximum(self._hi[-1], hi[:1])
@@ -285,16 +303,14 @@ class StatsAccumulator:
         if lo.size:  # an empty piece would hide the open batch from the next piece's update above
             self._lo.append(lo)
             self._hi.append(hi)
-        channels = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(-1, 1)
-        c_lo, c_hi = channels.min(axis=0), channels.max(axis=0)
         if self._channel_min is None or self._channel_max is None:
             self._channel_min, self._channel_max = c_lo, c_hi
         else:
             self._channel_min = np.minimum(self._channel_min, c_lo)
             self._channel_max = np.maximum(self._channel_max, c_hi)
-        self._hist += _dense_counts(x)
-        self._count += int(x.size)
-        self.n_samples += int(x.shape[0])
+        self._hist += counts
+        self._count += values
+        self.n_samples += n
 
     def result(self) -> LayerStats:
         """The statistics of every sample added."""
