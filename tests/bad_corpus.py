@@ -113,6 +113,21 @@ def _declare_rows(rows: int) -> Callable[[h5py.File], None]:
     return apply
 
 
+def _stats_with(key: str, length: int) -> Callable[[h5py.File], None]:
+    """Format 1.2 statistics for 'dense' (one calibration batch of 32) whose ``key`` has ``length`` entries."""
+    def apply(h5: h5py.File) -> None:
+        group = h5.create_group("stats").create_group("dense")
+        sizes = {"batch_min": 1, "batch_max": 1, "channel_min": 5, "channel_max": 5, "hist_bins": 1, "hist_counts": 1}
+        for name, size in {**sizes, key: length}.items():
+            dtype = np.uint16 if name == "hist_bins" else np.int64 if name == "hist_counts" else np.float32
+            if size > 1 << 16:  # declared, never stored
+                group.create_dataset(name, shape=(size,), dtype=dtype)
+            else:
+                group.create_dataset(name, data=np.zeros(size, dtype))
+        group.attrs["count"], group.attrs["nonfinite"] = 800, 0
+    return apply
+
+
 def _huge_weight(h5: h5py.File) -> None:
     del h5["weights/dense/kernel"]
     h5["weights/dense"].create_dataset("kernel", shape=(10**6, 10**6), dtype=np.float32, chunks=(1, 1024))
@@ -189,6 +204,14 @@ CAPTURES: list[tuple[str, Callable[[Path], Path], str]] = [
     ("activation-wrong-shape", lambda p: _edit_capture(p, _replace("activations", "dense",
                                                                    data=np.zeros((16, 3), np.float32))),
      "activations of layer 'dense' have shape (16, 3); the graph says (10, 4, 4, 5)"),
+    ("n-total-below-kept", lambda p: _edit_capture(p, _set_attr("n_total_samples", 3)),
+     "n_total_samples = 3; it must be a whole number >= 10"),
+    ("all-inputs-missing", lambda p: _edit_capture(p, _set_attr("n_total_samples", 40)),
+     "n_total_samples = 40 but /all_inputs is missing"),
+    ("stats-batches-wrong-length", lambda p: _edit_capture(p, _stats_with("batch_max", 7)),
+     "statistics batch_max of 'dense' has 7 entries; expected 1"),
+    ("stats-histogram-declared-huge", lambda p: _edit_capture(p, _stats_with("hist_bins", 10**6)),
+     "statistics hist_bins of 'dense' has 1000000 entries; expected at most 65536"),
     ("activation-int8", lambda p: _edit_capture(p, _replace("activations", "dense",
                                                             data=np.zeros((N_SAMPLES, 4, 4, 5), np.int8))),
      "activations of layer 'dense' have dtype int8"),

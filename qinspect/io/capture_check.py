@@ -9,7 +9,11 @@ refuses, with one line naming the file, whatever would later crash a command or 
 - an input, activation or weight that is not a float array of the shape the graph gives it;
 - a missing weight;
 - a tensor declaring more bytes than the file stores (a 10^6 x 10^6 weight in a 16 KB file would
-  otherwise be read into a 3.6 TiB array).
+  otherwise be read into a 3.6 TiB array);
+- format 1.2's parts (:func:`check_kept_subset`): ``n_total_samples`` below ``n_samples``, a
+  ``calib_batch_size`` below 1, ``/all_inputs`` missing or not ``(n_total_samples, ...)`` floats, and
+  ``/stats`` arrays of the wrong kind or size (per-batch arrays of ``ceil(N / B)``, per-channel ones of
+  the node's channels, histograms of at most 65536 bins).
 """
 
 from __future__ import annotations
@@ -225,6 +229,74 @@ def check_capture(h5: h5py.File, graph: ModelGraph, n_samples: int, path: str, e
                 raise QInspectError(f"damaged capture: {what} has shape {'a group' if got is None else _fmt(got)}; "
                                     f"the graph says {_fmt(tuple(shape))}", path)
             check_tensor(oid, what, None, None, path, size)
+    check_kept_subset(h5, graph, n_samples, path, escape, unescape, size)
+
+
+def _count_attr(attrs: Any, key: str, default: int, least: int, path: str) -> int:
+    value = attrs.get(key, default)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
+        shown = int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) \
+            else repr(value)
+        raise QInspectError(f"damaged capture: {key} = {shown}; it must be a whole number >= {least}", path)
+    return int(value)
+
+
+def check_kept_subset(h5: h5py.File, graph: ModelGraph, n_samples: int, path: str, escape: Any, unescape: Any,
+                      size: int | None = None) -> None:
+    """Format 1.2: every sample's inputs (``/all_inputs``) and statistics (``/stats``) against the graph
+    and the root counts, from metadata only."""
+    total = _count_attr(h5.attrs, "n_total_samples", n_samples, n_samples, path)
+    batch = _count_attr(h5.attrs, "calib_batch_size", 32, 1, path)
+    every = h5.get("all_inputs")
+    if total > n_samples and not isinstance(every, h5py.Group):
+        raise QInspectError(f"damaged capture: n_total_samples = {total} but /all_inputs is missing", path)
+    if isinstance(every, h5py.Group):
+        for name in graph.inputs:
+            what = f"every-sample input {name!r}"
+            if escape(name) not in every:
+                raise QInspectError(f"damaged capture: /all_inputs has no {name!r}", path)
+            check_tensor(_get(every, escape(name), what, path), what, _expected(graph, name, total), total, path, size)
+    stats = h5.get("stats")
+    if stats is None:
+        return
+    if not isinstance(stats, h5py.Group):
+        raise QInspectError("damaged capture: /stats is not a group", path)
+    for link in stats:
+        node = unescape(link)
+        if node not in graph:
+            continue  # never matched to a node
+        group = stats.get(link)
+        if not isinstance(group, h5py.Group):
+            raise QInspectError(f"damaged capture: statistics of {node!r} are not a group", path)
+        shape = graph[node].output_shape
+        channels = shape[-1] if shape and isinstance(shape[-1], int) and not isinstance(shape[-1], bool) else None
+        bins = _stats_array(group, "hist_bins", h5py.h5t.TypeIntegerID, None, node, path, size)
+        sizes = {"batch_min": -(-total // batch), "batch_max": -(-total // batch), "channel_min": channels,
+                 "channel_max": channels, "hist_counts": bins}
+        for key, length in sizes.items():
+            kind = h5py.h5t.TypeIntegerID if key == "hist_counts" else h5py.h5t.TypeFloatID
+            _stats_array(group, key, kind, length, node, path, size)
+        for key in ("count", "nonfinite"):
+            _count_attr(group.attrs, key, -1, 0, path)
+
+
+def _stats_array(group: h5py.Group, key: str, kind: type, length: int | None, node: str, path: str,
+                 size: int | None) -> int:
+    """Refuse a ``/stats/<node>/<key>`` that is not a 1-D array of ``kind`` and ``length`` (None: any, up
+    to 65536); its length."""
+    what = f"statistics {key} of {node!r}"
+    if key not in group:
+        raise QInspectError(f"damaged capture: no {what}", path)
+    oid = _get(group, key, what, path)
+    shape = tuple(oid.shape or ()) if isinstance(oid, h5py.h5d.DatasetID) else None
+    if shape is None or len(shape) != 1 or not isinstance(oid.get_type(), kind):
+        kind_name = "float" if kind is h5py.h5t.TypeFloatID else "integer"
+        raise QInspectError(f"damaged capture: {what} is not a 1-D {kind_name} array", path)
+    if (length is not None and shape[0] != length) or (shape[0] > 1 << 16 and key.startswith("hist")):
+        want = length if length is not None else "at most 65536"
+        raise QInspectError(f"damaged capture: {what} has {shape[0]} entries; expected {want}", path)
+    check_storage(oid, what, path, size)
+    return int(shape[0])
 
 
 def _get(group: h5py.Group, link: str, what: str, path: str) -> Any:
