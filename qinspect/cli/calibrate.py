@@ -7,6 +7,10 @@ positions and voting, then the DPU constraints. ``--json`` prints an object whos
 keyed exactly like the quantizer's ``get_quantize_info`` (and the reference cases' positions.json),
 with ``pre_refine_positions``, ``calib_batch_positions``, ``refine_changes``, ``rewrites``,
 ``adjustments`` and ``quantizer_options`` (the quantizer keywords the result was computed under).
+
+On a capture (no ``--inputs``) the calibration runs over every sample the capture was fed: a capture
+keeping full tensors for fewer samples holds all inputs in ``/all_inputs``, so the result equals
+``calibrate MODEL --inputs`` on the same samples (docs/capture-format.md).
 """
 
 from __future__ import annotations

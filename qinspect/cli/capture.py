@@ -25,10 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``capture`` sub-command."""
     parser = subparsers.add_parser(
         "capture",
-        help="run a float model and save every layer's output for N samples (needs TensorFlow)",
+        help="run a float model and save every layer's output and statistics (needs TensorFlow)",
         description="Run the float model over INPUTS and write a capture file: the graph, the weights, the "
-        "inputs and the float output of every layer (or those matching --layers) for every sample. "
-        "Everything later commands and the inspector need, without TensorFlow or the model file.",
+        "float output of every layer (or those matching --layers) for the samples that fit --budget (or "
+        "--keep), and for every sample its inputs and each layer's statistics (per calibration batch and "
+        "channel min/max, a fine histogram). Everything later commands and the inspector need, without "
+        "TensorFlow or the model file.",
     )
     parser.add_argument("model", metavar="MODEL", help="Keras-2 .h5, Keras 3 .keras or a SavedModel folder")
     parser.add_argument(
