@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +75,22 @@ def write_tiny(path: Path, data: dict[str, np.ndarray] | None = None, *, batch: 
                 {k: data[k][start:stop] for k in ("outer/conv", "dense")},
             )
     return path
+
+
+def run_here(*args: str) -> subprocess.CompletedProcess:
+    """``qinspect ARGS`` in this process (TensorFlow, once loaded, stays: seconds saved per call).
+
+    The real command in a fresh process is exercised by the session capture, SIGINT and no-TF tests.
+    """
+    import contextlib
+    import io
+
+    from qinspect.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse errors
+            code = exc.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())

@@ -7,13 +7,12 @@ same inputs.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import h5py
 import numpy as np
 import pytest
+from capture_fixtures import run_here as run_in_process
 
 from qinspect.io.capture_file import Capture
 from qinspect.io.capture_stats import LayerStats
@@ -24,16 +23,9 @@ N = 13
 
 
 def run_here(*args: str) -> tuple[int, str, str]:
-    """``qinspect ARGS`` in this process (TensorFlow is already loaded): (exit code, stdout, stderr)."""
-    from qinspect.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse errors
-            code = exc.code
-    return int(code or 0), out.getvalue(), err.getvalue()
+    """``qinspect ARGS`` in this process: (exit code, stdout, stderr)."""
+    done = run_in_process(*args)
+    return int(done.returncode or 0), done.stdout, done.stderr
 
 
 def _model(kind: str):

@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from capture_fixtures import write_tiny
+from capture_fixtures import run_here, write_tiny
 from conftest import REPO, run_cli
 
 from qinspect.errors import QInspectError
@@ -21,25 +21,6 @@ from qinspect.io.capture_file import Capture
 pytestmark = pytest.mark.tf
 
 N = 12
-
-
-def run_here(*args: str) -> subprocess.CompletedProcess:
-    """``qinspect ARGS`` in this process (TensorFlow is already loaded here: seconds saved per call).
-
-    The real command in a fresh process is exercised by the session capture, SIGINT and no-TF tests.
-    """
-    import contextlib
-    import io
-
-    from qinspect.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse errors
-            code = exc.code
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def _build_model():

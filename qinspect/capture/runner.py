@@ -685,10 +685,13 @@ def _compiled_stats(extractor: Any, shapes: list[tuple[int, ...]]) -> Callable[.
     specs = [tf.TensorSpec((None, *shape), tf.float32) for shape in shapes]
 
     def summary(out: Any) -> list[Any]:
-        channels = tf.reshape(out, [-1, out.shape[-1] if out.shape.rank > 1 else 1])
+        if out.shape.rank < 2:
+            out = tf.reshape(out, [-1, 1])
+        axes = list(range(out.shape.rank - 1))  # all but the channels (faster than a reshape to (-1, C))
         bits = tf.bitwise.right_shift(tf.bitcast(tf.reshape(out, [-1]), tf.uint32), 16)
-        counts = tf.math.bincount(tf.cast(bits, tf.int32), minlength=1 << 16, maxlength=1 << 16, dtype=tf.int64)
-        return [tf.reduce_min(channels, 0), tf.reduce_max(channels, 0), counts]
+        # Below 2^16, so viewing the bits as int32 (what bincount takes) needs no conversion pass.
+        counts = tf.math.bincount(tf.bitcast(bits, tf.int32), minlength=1 << 16, maxlength=1 << 16, dtype=tf.int64)
+        return [tf.reduce_min(out, axes), tf.reduce_max(out, axes), counts]
 
     @tf.function(input_signature=specs)
     def run(*xs: Any) -> list[list[Any]]:
