@@ -156,3 +156,30 @@ def test_parse_bytes():
 
     assert parse_bytes("2GiB") == 2 << 30 and parse_bytes("500MB") == 500_000_000
     assert parse_bytes("1.5k") == 1500 and parse_bytes("4096") == 4096
+
+
+def test_a_stop_while_only_statistics_are_taken_leaves_nothing(model_files, tmp_path):
+    """Cancelled past the kept samples (where only statistics are computed): the error is the caller's,
+    no temporary file stays, an existing capture at the destination is untouched."""
+    from qinspect.capture.runner import plan_capture, run_capture
+
+    path, inputs = model_files
+    dest = tmp_path / "cap.h5"
+    assert _capture(model_files, tmp_path) == str(dest)  # a capture already there, to be left as it is
+    original = dest.read_bytes()
+
+    class StopError(Exception):
+        pass
+
+    def progress(done: int, total: int) -> None:
+        if done > 6:
+            raise StopError
+
+    plan = plan_capture(path, inputs, keep=2, batch_size=3, calib_batch_size=4)
+    try:
+        with pytest.raises(StopError):
+            run_capture(plan, dest, overwrite=True, progress=progress)
+    finally:
+        plan.close()
+    assert dest.read_bytes() == original
+    assert [p.name for p in tmp_path.iterdir()] == ["cap.h5"]

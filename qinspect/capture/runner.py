@@ -535,7 +535,7 @@ def run_capture(
     warned = False
     writer: CaptureWriter | None = None
     background: _BatchWriter | None = None
-    summarize: Callable[..., list[np.ndarray]] | None = None  # in-graph statistics, for samples past the kept
+    summarize: Callable[..., list[Any]] | None = None  # in-graph statistics, for samples past the kept
     keep = n
     start = 0
     try:
@@ -553,22 +553,21 @@ def run_capture(
                         warn(f"{plan.source.path}: inputs hold NaN or Inf (first in samples {start}..{stop - 1}); "
                              "captured as they are and recorded in the capture")
                         warned = True
+            if not tensors and summarize is None:
+                summarize = _interruptible(_compiled_stats(extractor, [plan.source.shapes[k] for k in order]))
             try:
-                if not tensors:
-                    if summarize is None:
-                        summarize = _interruptible(_compiled_stats(extractor, [plan.source.shapes[k] for k in order]))
-                    summaries = summarize(*[x[name] for name in order])
-                    assert background is not None
-                    background.put(start, x, {}, dict(zip(plan.layers, summaries, strict=True)))
-                    if progress is not None:
-                        progress(stop, n)
-                    start = stop
-                    continue
-                outs = step(*[x[name] for name in order])
+                outs = (step if tensors else summarize)(*[x[name] for name in order])
             except Exception as exc:  # noqa: BLE001 - TensorFlow's runtime errors are many types
                 text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
                 raise QInspectError(f"the model failed on samples {start}..{stop - 1}: {text}",
                                     plan.model_path) from None
+            if not tensors:
+                assert background is not None
+                background.put(start, x, {}, dict(zip(plan.layers, outs, strict=True)))
+                if progress is not None:
+                    progress(stop, n)
+                start = stop
+                continue
             acts = {name: np.asarray(out, dtype=np.float32) for name, out in zip(plan.layers, outs, strict=True)}
             if writer is None:
                 shapes = {name: a.shape[1:] for name, a in acts.items()}
