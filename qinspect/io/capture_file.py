@@ -1,21 +1,24 @@
 """The capture file: one HDF5 file with a model's graph, weights, inputs and float activations.
 
-Schema (version 1.1; ``docs/capture-format.md`` shows an example file's layout)::
+Schema (version 1.2; ``docs/capture-format.md`` shows an example file's layout)::
 
-    /                         attrs: format="qinspect-capture", version="1.1", complete=True,
+    /                         attrs: format="qinspect-capture", version="1.2", complete=True,
                                      created (ISO 8601 UTC), creator ("qinspect 0.1.0"),
-                                     source_model, source_format, preprocess, n_samples,
+                                     source_model, source_format, preprocess, n_samples (K, kept),
+                                     n_total_samples (N, fed), calib_batch_size (B),
                                      inputs_nonfinite (bool), inputs_nan / inputs_posinf / inputs_neginf
                                      (counts), plus any extra key given to the writer (JSON-encoded
                                      when not a plain str/int/float/bool)
     /graph                    scalar UTF-8 string dataset: ModelGraph.to_json()
-    /inputs/<input>           (N, ...) float32: what the model was fed, after preprocessing
-    /activations/<layer>      (N, ...) float32: the layer's float output, one row per sample.
+    /inputs/<input>           (K, ...) float32: what the model was fed, after preprocessing
+    /activations/<layer>      (K, ...) float32: the layer's float output, one row per kept sample.
                               A model input layer is a soft link to /inputs/<input>.
     /weights/<layer>/<short>  float32 arrays in Keras layout, in the layer's weight order; a shared
                               layer's later calls (graph entries with ``shares``) have none: they read
                               their first call's
     /positions                optional: attr "json" = quantization positions (another tool's JSON)
+    /all_inputs/<input>       (N, ...) float32: every sample's input, only when K < N
+    /stats/<node>             statistics of every sample (``qinspect.io.capture_stats.LayerStats``)
 
 Names: HDF5 uses ``/`` as its path separator and nested Keras layers are named ``outer/inner``, so a
 layer name becomes one HDF5 link name by percent-escaping ``%`` -> ``%25``, ``/`` -> ``%2F`` and a
