@@ -199,7 +199,11 @@ class MainWindow(QMainWindow):
         self.cancel_button.setText("Cancel")
         self.cancel_button.hide()
         self.cancel_button.clicked.connect(self._cancel_background)
+        # the current emulation's output figures, kept apart from the passing messages
+        self.quality_label = QLabel("")
+        self.quality_label.setObjectName("outputQuality")
         bar.addWidget(self.status_label, 1)
+        bar.addPermanentWidget(self.quality_label)
         bar.addPermanentWidget(self.progress)
         bar.addPermanentWidget(self.cancel_button)
         self._progress_channel: Channel | None = None
@@ -408,6 +412,9 @@ class MainWindow(QMainWindow):
         self.session.positions_changed.connect(self._on_positions_changed)
         self.session.results_changed.connect(self._on_results_changed)
         self.session.findings_changed.connect(self._on_findings_changed)
+        for signal in (self.session.results_changed, self.session.findings_changed, self.session.trial_changed):
+            signal.connect(self._update_quality)
+        self.quality_label.setText("")
         self.session.status.connect(self.set_status)
         self.session.failed.connect(lambda exc, tb, what: self.errors.report(exc, tb, what))
         self.session.busy.connect(self._on_session_busy)
@@ -521,6 +528,10 @@ class MainWindow(QMainWindow):
             self.tree_model.set_placement(session.placement, session.placement_notes)
         self.propagation.refresh()
         self.layer_panel.refresh_emulated()
+
+    def _update_quality(self) -> None:
+        """The output SQNR / top-1 agreement (/ accuracy) of the current emulation, in the status bar."""
+        self.quality_label.setText(self.session.output_summary() if self.session is not None else "")
 
     def _on_findings_changed(self) -> None:
         if self.session is not None:

@@ -26,6 +26,7 @@ class Session(QObject):
     positions_changed = Signal()
     results_changed = Signal()
     findings_changed = Signal()
+    trial_changed = Signal()  # a remedy tried as a what-if (or undone): see ``trial``
     coverage_changed = Signal()
     dump_changed = Signal()
     exported = Signal(str)
@@ -46,8 +47,11 @@ class Session(QObject):
         self.coverage: Any = None  # compare_job.Coverage
         self.dump: Any = None  # dump comparison rows
         self.findings: list[Any] = []
+        self.diagnosis: emulation.DiagnosisSummary | None = None  # the output block beside the findings
+        self.trial: Any = None  # qinspect.analysis.remedy_curve.RemedyCurves of the remedy tried, if any
+        self.trial_finding: Any = None  # the finding whose remedy ``trial`` applied
         self.channels: dict[str, Channel] = {}
-        for name in ("emulate", "coverage", "dump", "export", "write", "findings"):
+        for name in ("emulate", "coverage", "dump", "export", "write", "findings", "trial"):
             channel = Channel(name, self)
             channel.failed.connect(lambda _rid, exc, tb, n=name: self._on_failed(n, exc, tb))
             channel.progress.connect(lambda _rid, d, t, text: self.progress.emit(d, t, text))
@@ -60,6 +64,7 @@ class Session(QObject):
         self.channels["write"].finished.connect(self._on_exported)
         self._render: dict[str, Any] | None = None
         self.channels["findings"].finished.connect(self._on_findings)
+        self.channels["trial"].finished.connect(self._on_trial)
         self._long: str | None = None
 
     _WHAT = {
@@ -69,6 +74,7 @@ class Session(QObject):
         "export": "Gathering the report",
         "write": "Writing the report",
         "findings": "Diagnosing",
+        "trial": "Trying the remedy",
     }
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -89,7 +95,7 @@ class Session(QObject):
 
     def shutdown(self) -> None:
         """Cancel every job of this session (a model-wide job running in the helper is killed)."""
-        model_jobs_running = any(self.channels[n].busy for n in ("emulate", "findings"))
+        model_jobs_running = any(self.channels[n].busy for n in _MODEL_JOBS)
         for channel in self.channels.values():
             channel.cancel()
         if model_jobs_running:
@@ -101,7 +107,7 @@ class Session(QObject):
         """Cancel the long job shown in the status bar."""
         if self._long is not None:
             self.channels[self._long].cancel()
-            if self._long in ("emulate", "findings"):
+            if self._long in _MODEL_JOBS:
                 from qinspect.gui import compute_process
 
                 compute_process.kill_model_helper()
@@ -130,6 +136,8 @@ class Session(QObject):
     # --- emulation ---------------------------------------------------------------------------------
     def _on_emulated(self, _rid: int, analysis: emulation.Analysis) -> None:
         self.analysis = analysis
+        self.diagnosis = None
+        self._clear_trial()
         self.placement = analysis.placement()
         self.placement_notes = analysis.placement_notes()
         self.status.emit(analysis.summary())
@@ -215,11 +223,61 @@ class Session(QObject):
         self.status.emit(rows.summary())
 
     # --- findings ----------------------------------------------------------------------------------
-    def _on_findings(self, _rid: int, findings: list[Any]) -> None:
-        self.findings = list(findings or [])
+    def _on_findings(self, _rid: int, summary: emulation.DiagnosisSummary) -> None:
+        self.diagnosis = summary
+        self.findings = list(summary.findings)
         n = len(self.findings)
         self.status.emit(f"{n} finding{'' if n == 1 else 's'}" if n else "No findings")
         self.findings_changed.emit()
+
+    def output_summary(self) -> str:
+        """The current emulation's output SQNR, top-1 agreement and accuracy, with what they rest on."""
+        parts = []
+        stats = self.analysis.output_stats() if self.analysis is not None else None
+        if stats is not None:
+            n = getattr(self.document.capture, "n_samples", None)
+            parts.append(f"Output SQNR {stats.sqnr_db:.1f} dB" + (f" ({n} samples)" if n else ""))
+        d = self.diagnosis
+        if d is not None and d.top1_agreement is not None:
+            on = f"first {d.n_samples} {d.measured_on} samples"
+            parts.append(f"top-1 agreement {100 * d.top1_agreement:.1f}% ({on})")
+            if d.accuracy:
+                parts.append(f"accuracy float {100 * d.accuracy['float']:.1f}%, int8 {100 * d.accuracy['int8']:.1f}%")
+        trial = self.trial
+        if trial is not None:
+            top1 = (f", top-1 {100 * trial.top1_before:.1f}% → {100 * trial.top1_after:.1f}%"
+                    if trial.top1_before is not None and trial.top1_after is not None else "")
+            parts.append(f"with the remedy tried: {trial.output_before.sqnr_db:.1f} → "
+                         f"{trial.output_after.sqnr_db:.1f} dB{top1} ({trial.n_samples} samples)")
+        return " · ".join(parts)
+
+    # --- Try it ------------------------------------------------------------------------------------
+    def try_remedy(self, finding: Any) -> None:
+        """Apply a finding's fix as a what-if on the diagnosis' data (off the UI thread)."""
+        fix = getattr(finding, "fix", None)
+        d = self.diagnosis
+        if fix is None or d is None or not d.n_samples or self.analysis is None or not self.analysis.available:
+            return
+        self.trial_finding = finding
+        self._run("trial", emulation.trial_bg_job, self.document, self.analysis, self.coverage_eval_path(), fix,
+                  d.n_samples)
+
+    def undo_trial(self) -> None:
+        """Back to the model as quantized."""
+        self.channels["trial"].cancel()
+        self._clear_trial()
+
+    def _clear_trial(self) -> None:
+        had = self.trial is not None or self.trial_finding is not None
+        self.trial = self.trial_finding = None
+        if had:
+            self.trial_changed.emit()
+
+    def _on_trial(self, _rid: int, curves: Any) -> None:
+        self.trial = curves
+        self.status.emit(f"Remedy tried: output SQNR {curves.output_before.sqnr_db:.1f} → "
+                         f"{curves.output_after.sqnr_db:.1f} dB")
+        self.trial_changed.emit()
 
     def finding_badges(self) -> dict[str, tuple[str, str]]:
         """Per layer, the badge of its worst finding (text, tooltip)."""
@@ -275,6 +333,9 @@ class Session(QObject):
     def _on_exported(self, _rid: int, path: str) -> None:
         self.status.emit(f"Report written: {path}")
         self.exported.emit(str(path))
+
+
+_MODEL_JOBS = ("emulate", "findings", "trial")  # jobs run in the model helper process
 
 
 def metric_of(stats: Any, metric: str) -> float | None:

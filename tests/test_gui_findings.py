@@ -1,0 +1,86 @@
+"""The Findings tab reads findings as sentences, hides the raw evidence behind a toggle, and tries a
+remedy as a what-if whose before/after curves the propagation view draws (Undo: back to one)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pyqtgraph")
+
+from gui_fixtures import main_window, stop_helpers, write_gui_capture  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _helpers_stopped():
+    yield
+    stop_helpers()
+
+
+@pytest.fixture(scope="module")
+def capture_path(tmp_path_factory):
+    return write_gui_capture(tmp_path_factory.mktemp("gui") / "calib.h5")
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    yield from main_window(qtbot, tmp_path)
+
+
+def _diagnosed(qtbot, win, path):
+    with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
+        win.open_path(str(path))
+    qtbot.waitUntil(lambda: win.session.diagnosis is not None and not win.session.channels["findings"].busy,
+                    timeout=120000)
+
+
+def test_finding_reads_as_a_sentence_with_evidence_behind_the_toggle(qtbot, window, capture_path):
+    from qinspect.report.wording import finding_sentence, remedy_sentence
+
+    _diagnosed(qtbot, window, capture_path)
+    view = window.findings
+    assert view.table.rowCount() > 0
+    window.tabs.setCurrentWidget(view)
+    f = view.current_finding()
+    detail = view.detail
+    assert view.table.item(0, 3).text() == detail.sentence.text() == finding_sentence(f)
+    assert detail.advice.text() == f"Advice: {f.advice}"  # whole, never cut
+    assert detail.remedy.text() == remedy_sentence(f.remedy)
+    assert not detail.details.isVisible()
+    detail.details_button.click()
+    assert detail.details.isVisible()
+    evidence = detail.details.toPlainText()
+    assert all(key in evidence for key in f.evidence)
+    detail.details_button.click()
+    assert not detail.details.isVisible()
+
+
+def test_try_it_draws_before_and_after_and_undo_returns_to_one_curve(qtbot, window, capture_path):
+    _diagnosed(qtbot, window, capture_path)
+    view = window.findings
+    rows = [r for r, f in enumerate(view.findings) if getattr(f, "fix", None) is not None]
+    assert rows, [(f.kind, f.remedy) for f in view.findings]
+    view.table.setCurrentCell(rows[0], 0)
+    f = view.current_finding()
+    assert view.detail.try_button.isEnabled()
+    view.detail.try_button.click()
+    qtbot.waitUntil(lambda: window.session.trial is not None, timeout=60000)
+    trial = window.session.trial
+    # the curve job walked the samples the diagnosis measured the remedy on, and measured what it measured
+    assert trial.n_samples == window.session.diagnosis.n_samples
+    assert trial.output_after.sqnr_db == pytest.approx(f.remedy["measured_sqnr_db"], abs=1e-3)
+    assert trial.output_before.sqnr_db == pytest.approx(window.session.diagnosis.output_sqnr_db, abs=1e-3)
+    assert "→" in view.detail.trial.text() and f"{trial.output_after.sqnr_db:.2f} dB" in view.detail.trial.text()
+    assert "with the remedy tried" in window.quality_label.text()
+    window.tabs.setCurrentWidget(window.propagation)
+    qtbot.waitUntil(lambda: len(window.propagation.curves) == 3, timeout=5000)
+    accumulated = [c for c in window.propagation.curves if c.startswith("accumulated")]
+    assert len(accumulated) == 2 and any("remedy" in c for c in accumulated)
+    window.tabs.setCurrentWidget(view)
+    view.detail.undo_button.click()
+    assert window.session.trial is None
+    window.tabs.setCurrentWidget(window.propagation)
+    qtbot.waitUntil(lambda: window.propagation.curves == ["isolated", "accumulated"], timeout=5000)
+    assert "remedy" not in window.quality_label.text() and "Output SQNR" in window.quality_label.text()
