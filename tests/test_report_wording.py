@@ -73,8 +73,12 @@ def test_alignment_and_rounding_sentences():
     r = F.Finding("sep1", "accumulated_rounding", 0.5, {
         "share": F.ev(0.35, ""), "adders": F.ev([{"layer": "sep1", "keep_float_gain_db": 1.25}], ""),
         "amplifiers": F.ev([{"layer": "add3", "noise_gain_db": 4.5}], "")}, noise_share=0.35)
+    r.remedy = {"kind": "keep_float", "action": "keep sep1 in float", "measured_sqnr_db": 20.0,
+                "measured_gain_db": 1.2, "top1_agreement": None}
     s = W.finding_sentence(r)
     assert s.startswith("35% of the output error is rounding") and "sep1 (+1.2 dB in float)" in s
+    # its noise share is the unexplained rest, not what keeping sep1 in float removes
+    assert s.endswith("Fixing it gains 1.20 dB of output SQNR (the remedy below).")
     assert "add3 (noise gain 4.5 dB)" in s
 
 

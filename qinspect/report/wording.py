@@ -234,6 +234,9 @@ def cost_sentence(finding: Any) -> str:
         sev = _num(field_of(finding, "severity_db"))
         return f"Estimated cost at the output: {sev:.2f} dB (not measured)." if sev else ""
     text = f"Fixing it gains {gain:.2f} dB of output SQNR"
+    if field_of(finding, "kind") == "accumulated_rounding":
+        # its noise_share is the unexplained rest (in its sentence), not what its remedy removes
+        return text + " (the remedy below)."
     return text + (f", {_pct(share)} of the output's error power." if share is not None else ".")
 
 
