@@ -84,3 +84,32 @@ def test_try_it_draws_before_and_after_and_undo_returns_to_one_curve(qtbot, wind
     window.tabs.setCurrentWidget(window.propagation)
     qtbot.waitUntil(lambda: window.propagation.curves == ["isolated", "accumulated"], timeout=5000)
     assert "remedy" not in window.quality_label.text() and "Output SQNR" in window.quality_label.text()
+
+
+def test_advice_table_fills_from_an_advisor_run(qtbot, window, capture_path):
+    from PySide6.QtWidgets import QApplication
+
+    _diagnosed(qtbot, window, capture_path)
+    view = window.advice
+    window.tabs.setCurrentWidget(view)
+    assert view.table.rowCount() == 0 and view.run_button.isEnabled()
+    view.run_button.click()
+    assert not view.run_button.isEnabled()
+    qtbot.waitUntil(lambda: window.session.advice is not None, timeout=120000)
+    rows = window.session.advice.rows
+    assert view.table.rowCount() == len(rows) >= 2
+    sqnr = [float(view.table.item(r, 0).text()) for r in range(len(rows))]
+    assert sqnr == sorted(sqnr, reverse=True)
+    # The row as the window calibrated it (default options, every sample, nothing in float) measures
+    # what the diagnosis measured on the same first samples, by another build of the int8 model.
+    d = window.session.diagnosis
+    base = next(r for r in rows if not r["keep_float"] and r["options"]["include_cle"]
+                and r["options"]["calib_samples"] == window.document.n_samples
+                and r["options"]["calib_batch_size"] == window.session.options.calib_batch_size
+                and len(r["options"]) == 3)
+    assert window.session.advice.n_samples == d.n_samples
+    assert base["output_sqnr_db"] == pytest.approx(d.output_sqnr_db, abs=1e-3)
+    assert view.table.item(0, 5).text().startswith("vitis_quantize.VitisQuantizer(model).quantize_model(")
+    view.table.cellWidget(0, 6).click()
+    assert QApplication.clipboard().text() == view.table.item(0, 5).text()
+    assert view.run_button.isEnabled()

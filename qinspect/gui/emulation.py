@@ -202,21 +202,22 @@ def rewrite_model(token: CancelToken, document: Document, options: dict[str, Any
                     emulator=emulator)
 
 
-def diagnosis_data(document: Document, analysis: Analysis, eval_path: str | None) -> tuple[dict, dict | None]:
+def diagnosis_data(document: Document, graph: Any, eval_path: str | None) -> tuple[dict, dict | None]:
     """The data the diagnosis measures on (the evaluation capture's when one is compared, else the
-    capture's), and the calibration data when that is another capture (else None)."""
+    capture's), and the calibration data when that is another capture (else None). ``graph``: the
+    emulator's (captured stand-ins of nodes it cannot compute are added)."""
     from qinspect.dpu.emulator import captured_stand_ins
 
     capture = document.capture
     inputs = {name: capture.inputs(name) for name in capture.input_names()}
-    inputs.update(captured_stand_ins(analysis.graph, capture))
+    inputs.update(captured_stand_ins(graph, capture))
     if not eval_path:
         return inputs, None
     from qinspect.io.capture_file import Capture
 
     with Capture.open(eval_path) as evaluation:
         evaluated = {name: evaluation.inputs(name) for name in evaluation.input_names()}
-        return {**evaluated, **captured_stand_ins(analysis.graph, evaluation)}, inputs
+        return {**evaluated, **captured_stand_ins(graph, evaluation)}, inputs
 
 
 @dataclass
@@ -240,7 +241,7 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
 
     if not analysis.available:
         return DiagnosisSummary()
-    inputs, calib = diagnosis_data(document, analysis, eval_path)
+    inputs, calib = diagnosis_data(document, analysis.graph, eval_path)
     token.check()
     diagnosis = diagnose(analysis.graph, inputs, calib,
                                 data_label="evaluation" if eval_path else "calibration",
@@ -259,7 +260,7 @@ def trial_job(token: CancelToken, document: Document, analysis: Analysis, eval_p
     after it (:class:`qinspect.analysis.remedy_curve.RemedyCurves`, keyed by emulator node)."""
     from qinspect.analysis.remedy_curve import remedy_curves
 
-    data, _calib = diagnosis_data(document, analysis, eval_path)
+    data, _calib = diagnosis_data(document, analysis.graph, eval_path)
     data = {k: v[:n_samples] for k, v in data.items()}
     token.check()
     return remedy_curves(analysis.graph, data, fix.positions, fix.float_nodes, fix.action,

@@ -150,6 +150,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.tree_dock)
 
     def _build_central(self) -> None:
+        from qinspect.gui.advice_view import AdviceView
         from qinspect.gui.compare_view import CompareView
         from qinspect.gui.dump_view import DumpView
         from qinspect.gui.findings_view import FindingsView
@@ -175,9 +176,11 @@ class MainWindow(QMainWindow):
         self.compare = CompareView(self)
         self.dump_view = DumpView(self)
         self.findings = FindingsView(self)
+        self.advice = AdviceView(self)
         self.tabs.addTab(self.layer_panel, "Layer")
         self.tabs.addTab(self.propagation, "Error propagation")
         self.tabs.addTab(self.findings, "Findings")
+        self.tabs.addTab(self.advice, "Advice")
         self.tabs.addTab(self.compare, "Calibration vs evaluation")
         self.tabs.addTab(self.dump_view, "Vitis dump")
         for view in (self.propagation, self.compare, self.dump_view):
@@ -431,6 +434,7 @@ class MainWindow(QMainWindow):
         self.compare.set_session(self.session)
         self.dump_view.set_session(self.session)
         self.findings.set_session(self.session)
+        self.advice.set_session(self.session)
         self._update_actions()
         self.session.start()
         # Select the first layer with activations, so the panel shows something useful at once.

@@ -27,6 +27,7 @@ class Session(QObject):
     results_changed = Signal()
     findings_changed = Signal()
     trial_changed = Signal()  # a remedy tried as a what-if (or undone): see ``trial``
+    advice_changed = Signal()  # the options advisor's rows arrived: see ``advice``
     coverage_changed = Signal()
     dump_changed = Signal()
     exported = Signal(str)
@@ -50,8 +51,9 @@ class Session(QObject):
         self.diagnosis: emulation.DiagnosisSummary | None = None  # the output block beside the findings
         self.trial: Any = None  # qinspect.analysis.remedy_curve.RemedyCurves of the remedy tried, if any
         self.trial_finding: Any = None  # the finding whose remedy ``trial`` applied
+        self.advice: Any = None  # qinspect.gui.advice_job.AdviceResult of the last advisor run
         self.channels: dict[str, Channel] = {}
-        for name in ("emulate", "coverage", "dump", "export", "write", "findings", "trial"):
+        for name in ("emulate", "coverage", "dump", "export", "write", "findings", "trial", "advice"):
             channel = Channel(name, self)
             channel.failed.connect(lambda _rid, exc, tb, n=name: self._on_failed(n, exc, tb))
             channel.progress.connect(lambda _rid, d, t, text: self.progress.emit(d, t, text))
@@ -65,6 +67,7 @@ class Session(QObject):
         self._render: dict[str, Any] | None = None
         self.channels["findings"].finished.connect(self._on_findings)
         self.channels["trial"].finished.connect(self._on_trial)
+        self.channels["advice"].finished.connect(self._on_advice)
         self._long: str | None = None
 
     _WHAT = {
@@ -75,6 +78,7 @@ class Session(QObject):
         "write": "Writing the report",
         "findings": "Diagnosing",
         "trial": "Trying the remedy",
+        "advice": "Trying quantizer options",
     }
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -278,6 +282,21 @@ class Session(QObject):
         self.status.emit(f"Remedy tried: output SQNR {curves.output_before.sqnr_db:.1f} → "
                          f"{curves.output_after.sqnr_db:.1f} dB")
         self.trial_changed.emit()
+
+    # --- options advisor ---------------------------------------------------------------------------
+    def run_advice(self) -> None:
+        """Run the options advisor on the capture (in a process of its own; cancellable)."""
+        if not self.document.has_activations:
+            return
+        from qinspect.gui import advice_job
+
+        self._run("advice", advice_job.advice_job, self.document.path, self.coverage_eval_path(),
+                  self.options.to_dict())
+
+    def _on_advice(self, _rid: int, result: Any) -> None:
+        self.advice = result
+        self.status.emit(f"Advice: {len(result.rows)} ways to quantize measured")
+        self.advice_changed.emit()
 
     def finding_badges(self) -> dict[str, tuple[str, str]]:
         """Per layer, the badge of its worst finding (text, tooltip)."""
