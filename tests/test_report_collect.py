@@ -110,6 +110,11 @@ def test_findings_and_sensitivity_come_from_the_diagnosis(calibrated_report, sma
     layers = _layers(calibrated_report)
     assert layers["fc"]["sensitivity"]["keep_float_gain_db"] == sens["quant_fc"]["keep_float_gain_db"]
     assert calibrated_report.summary["model output SQNR (dB)"] == expected["output_sqnr_db"]["value"]
+    # the first page: the output block, the noise budget and the measured ways to quantize
+    assert calibrated_report.output["sqnr_db"] == expected["output"]["sqnr_db"]
+    assert calibrated_report.output["samples"] == expected["sensitivity_samples"]
+    assert calibrated_report.explained == expected["explained"]
+    assert calibrated_report.advice == expected["advice"] and calibrated_report.advice_source
 
 
 def test_layer_report_has_one_section_and_its_findings_only(small_capture, refcases):  # noqa: F811

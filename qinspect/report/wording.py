@@ -130,8 +130,10 @@ def _s_growth(f: Any, e: Callable[[str], Any]) -> str | None:
         return None
     how = e("mechanism")
     how = f": it {how.replace('own error', 'adds the error itself')}" if isinstance(how, str) else ""
+    own = e("own_sqnr_db")
+    own = f"; its own quantization alone gives {_db(own)}" if _num(own) is not None else ""
     return (f"The accumulated SQNR drops {drop:.1f} dB across {field_of(f, 'layer')} ({_db(a_in)} in, "
-            f"{_db(a_out)} out; its own quantization alone gives {_db(e('own_sqnr_db'))}){how}.")
+            f"{_db(a_out)} out{own}){how}.")
 
 
 def _s_alignment(f: Any, e: Callable[[str], Any]) -> str | None:
