@@ -109,7 +109,18 @@ def test_advice_table_fills_from_an_advisor_run(qtbot, window, capture_path):
                 and len(r["options"]) == 3)
     assert window.session.advice.n_samples == d.n_samples
     assert base["output_sqnr_db"] == pytest.approx(d.output_sqnr_db, abs=1e-3)
-    assert view.table.item(0, 5).text().startswith("vitis_quantize.VitisQuantizer(model).quantize_model(")
-    view.table.cellWidget(0, 6).click()
-    assert QApplication.clipboard().text() == view.table.item(0, 5).text()
+    assert view.table.item(0, 6).text().startswith("vitis_quantize.VitisQuantizer(model).quantize_model(")
+    view.table.cellWidget(0, 5).click()
+    assert QApplication.clipboard().text() == view.table.item(0, 6).text() == rows[0]["command"]
+    assert view.run_button.isEnabled()
+
+
+def test_advisor_run_can_be_cancelled(qtbot, window, capture_path):
+    _diagnosed(qtbot, window, capture_path)
+    view = window.advice
+    view.run_button.click()
+    assert window.cancel_button.isVisible() or window.session.channels["advice"].busy
+    window.session.cancel_background()  # the status bar's Cancel
+    qtbot.waitUntil(lambda: not window.session.channels["advice"].busy, timeout=30000)
+    assert window.session.advice is None and view.table.rowCount() == 0
     assert view.run_button.isEnabled()

@@ -20,8 +20,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-COLUMNS = ["Output SQNR (dB)", "Top-1 agreement", "CPU layers added", "Options", "Keep float",
-           "quantize_model call", ""]
+COLUMNS = ["Output SQNR (dB)", "Top-1 agreement", "CPU layers added", "Options", "Keep float", "",
+           "quantize_model call"]
+COPY_COLUMN, CALL_COLUMN = 5, 6
+WIDTHS = (110, 110, 110, 240, 220, 56)  # the call takes the rest, wrapped
 
 
 def options_text(options: dict) -> str:
@@ -53,6 +55,7 @@ class AdviceView(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setWordWrap(True)
+        self.table.horizontalHeader().setStretchLastSection(True)
         layout.addWidget(self.table, 1)
 
     def set_session(self, session) -> None:
@@ -88,7 +91,7 @@ class AdviceView(QWidget):
             cells = [f"{sqnr:.2f}" if isinstance(sqnr, float) else str(sqnr),
                      "n/a" if top1 is None else f"{100 * top1:.1f}%",
                      str(r.get("cpu_layers_added", 0)), options_text(r.get("options") or {}),
-                     ", ".join(r.get("keep_float") or []) or "none", str(r.get("command", ""))]
+                     ", ".join(r.get("keep_float") or []) or "none", "", str(r.get("command", ""))]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(text)
@@ -96,9 +99,10 @@ class AdviceView(QWidget):
             copy = QToolButton()
             copy.setText("Copy")
             copy.setToolTip("Copy this quantize_model call to the clipboard")
-            copy.clicked.connect(lambda _=False, text=cells[5]: QGuiApplication.clipboard().setText(text))
-            self.table.setCellWidget(i, len(COLUMNS) - 1, copy)
-        self.table.resizeColumnsToContents()
+            copy.clicked.connect(lambda _=False, text=cells[CALL_COLUMN]: QGuiApplication.clipboard().setText(text))
+            self.table.setCellWidget(i, COPY_COLUMN, copy)
+        for col, width in enumerate(WIDTHS):
+            self.table.setColumnWidth(col, width)
         self.table.resizeRowsToContents()
         if result is not None:
             self.info.setText(f"{len(rows)} ways to quantize, best output SQNR first; measured on "

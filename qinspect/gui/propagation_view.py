@@ -179,7 +179,10 @@ class PropagationView(QWidget):
         if self._metric == "mse" and np.isfinite(acc).any():
             worst = int(np.nanargmax(acc))
         extra = f"; worst accumulated: {names[worst]}" if worst is not None else ""
+        if trial is not None:
+            extra += f". Remedy tried: {self.session.trial.action} (Undo in the Findings tab)"
         self.info.setText(f"{len(names)} layers{extra}. Click a point to inspect the layer.")
+        self.info.setWordWrap(True)
 
     def _on_click(self, _item, points, _ev=None) -> None:
         if len(points):
