@@ -62,7 +62,9 @@ class AdviceView(QWidget):
         """A new document."""
         self.session = session
         session.advice_changed.connect(self.refresh)
-        session.channels["advice"].idle.connect(self._update_button)
+        # idle: finished, failed or cancelled (a cancelled helper may still be stopping: that is no reason
+        # to keep the button off)
+        session.channels["advice"].idle.connect(lambda: self._update_button(running=False))
         self.refresh()
 
     def _on_run(self) -> None:
@@ -70,15 +72,17 @@ class AdviceView(QWidget):
             self.session.run_advice()
             self._update_button()
 
-    def _update_button(self) -> None:
+    def _update_button(self, running: bool | None = None) -> None:
         session = self.session
         ok = session is not None and session.document.has_activations
-        busy = ok and session.channels["advice"].busy
+        busy = ok and (session.channels["advice"].busy if running is None else running)
         self.run_button.setEnabled(bool(ok and not busy))
         if busy:
             self.info.setText("Trying quantizer options in the emulator… (progress and Cancel in the status bar)")
         elif session is not None and not ok:
             self.info.setText("The advisor needs a capture: capture activations first.")
+        elif ok and session.advice is None:
+            self.info.setText("Ranks ways to quantize this model, each measured in the emulator.")
 
     def refresh(self) -> None:
         """Show the session's advisor rows, best first."""
