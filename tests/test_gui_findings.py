@@ -9,6 +9,7 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 
 from gui_fixtures import main_window, stop_helpers, write_gui_capture  # noqa: E402
+from report_fixtures import small_capture  # noqa: E402, F401 - a fixture (a real capture with class logits)
 
 pytestmark = pytest.mark.gui
 
@@ -124,3 +125,43 @@ def test_advisor_run_can_be_cancelled(qtbot, window, capture_path):
     qtbot.waitUntil(lambda: not window.session.channels["advice"].busy, timeout=30000)
     assert window.session.advice is None and view.table.rowCount() == 0
     assert view.run_button.isEnabled()
+
+
+@pytest.mark.tf
+def test_labels_add_float_and_int8_accuracy_to_the_status_bar(qtbot, window, small_capture, tmp_path):  # noqa: F811
+    import numpy as np
+
+    from qinspect.io.capture_file import Capture
+
+    with Capture.open(small_capture) as cap:  # the float model's logits, as captured by TensorFlow
+        logits = cap.activation("fc")[:16]
+    labels = np.argmax(logits, axis=-1)
+    labels[:4] = (labels[:4] + 1) % logits.shape[-1]  # four wrong on purpose: float accuracy 12/16
+    np.save(tmp_path / "labels.npy", labels)
+    _diagnosed(qtbot, window, small_capture)
+    first = window.session.diagnosis
+    assert first.accuracy is None and "accuracy" not in window.quality_label.text()
+    window.session.load_labels(str(tmp_path / "labels.npy"))
+    qtbot.waitUntil(lambda: window.session.diagnosis is not first and window.session.diagnosis is not None,
+                    timeout=120000)
+    acc = window.session.diagnosis.accuracy
+    assert acc["float"] == pytest.approx(12 / 16)
+    # int8 accuracy follows from the int8 arg-max: where it agrees with float it is right iff float is
+    agree = window.session.diagnosis.top1_agreement
+    assert acc["int8"] <= 12 / 16 + (1 - agree) + 1e-9
+    assert f"accuracy float {100 * 12 / 16:.1f}%, int8 {100 * acc['int8']:.1f}%" in window.quality_label.text()
+
+
+def test_bad_labels_are_one_line_naming_the_file(tmp_path):
+    import numpy as np
+
+    from qinspect.errors import QInspectError
+    from qinspect.io.labels import read_labels
+
+    np.save(tmp_path / "few.npy", np.arange(3))
+    with pytest.raises(QInspectError, match="cover the 16 measured samples") as err:
+        read_labels(str(tmp_path / "few.npy"), 16)
+    assert "few.npy" in str(err.value)
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    with pytest.raises(QInspectError, match="is not a .npy array of labels"):
+        read_labels(str(tmp_path / "junk.npy"), 1)

@@ -234,18 +234,27 @@ class DiagnosisSummary:
     advice: list[dict[str, Any]] = field(default_factory=list)
 
 
+SENS_SAMPLES = 16  # the diagnosis' default: its output block and remedies are measured on these
+
+
 def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
-                 eval_path: str | None) -> DiagnosisSummary:
-    """Findings for the findings panel (none when the emulator could not run), and the output block."""
+                 eval_path: str | None, labels_path: str | None = None) -> DiagnosisSummary:
+    """Findings for the findings panel (none when the emulator could not run), and the output block
+    (with float and int8 accuracy when ``labels_path`` gives the measured samples' classes)."""
     from qinspect.analysis.diagnose import diagnose
 
     if not analysis.available:
         return DiagnosisSummary()
     inputs, calib = diagnosis_data(document, analysis.graph, eval_path)
+    labels = None
+    if labels_path:
+        from qinspect.io.labels import read_labels
+
+        labels = read_labels(labels_path, min(SENS_SAMPLES, len(next(iter(inputs.values())))))
     token.check()
     diagnosis = diagnose(analysis.graph, inputs, calib,
-                                data_label="evaluation" if eval_path else "calibration",
-                                progress=lambda _msg: token.check())
+                                data_label="evaluation" if eval_path else "calibration", sens_samples=SENS_SAMPLES,
+                                progress=lambda _msg: token.check(), labels=labels)
     for f in diagnosis.findings:
         f.layer = analysis.float_layer(f.layer)
     return DiagnosisSummary(list(diagnosis.findings), diagnosis.output.sqnr_db, diagnosis.top1_agreement,
@@ -400,8 +409,9 @@ def _emulate_in_helper(path: str, quantized: str | None, options: dict[str, Any]
     return emulate_capture(_HelperToken(), _helper_document(path), quantized, options)
 
 
-def _diagnose_in_helper(path: str, analysis: Analysis, eval_path: str | None) -> DiagnosisSummary:
-    return diagnose_job(_HelperToken(), _helper_document(path), analysis, eval_path)
+def _diagnose_in_helper(path: str, analysis: Analysis, eval_path: str | None,
+                        labels_path: str | None = None) -> DiagnosisSummary:
+    return diagnose_job(_HelperToken(), _helper_document(path), analysis, eval_path, labels_path)
 
 
 def _trial_in_helper(path: str, analysis: Analysis, eval_path: str | None, fix: Any, n_samples: int) -> Any:
@@ -431,11 +441,11 @@ def emulate_job(token: CancelToken, document: Document, quantized: str | None,
 
 
 def diagnose_bg_job(token: CancelToken, document: Document, analysis: Analysis,
-                    eval_path: str | None) -> DiagnosisSummary:
+                    eval_path: str | None, labels_path: str | None = None) -> DiagnosisSummary:
     """Worker: :func:`diagnose_job` in the model helper process."""
     if not analysis.available:
         return DiagnosisSummary()
-    return _in_helper(token, _diagnose_in_helper, document.path, analysis, eval_path)
+    return _in_helper(token, _diagnose_in_helper, document.path, analysis, eval_path, labels_path)
 
 
 def rewrite_job(token: CancelToken, document: Document, options: dict[str, Any] | None = None) -> Analysis:

@@ -220,6 +220,7 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         self.capture_action = menu.addAction("&Capture activations…", self.capture_dialog)
         self.eval_action = menu.addAction("Compare with an &evaluation capture…", self.open_eval_dialog)
+        self.labels_action = menu.addAction("Load class &labels for accuracy (.npy)…", self.open_labels_dialog)
         self.quantized_action = menu.addAction("Import Vitis &quantized.h5…", self.import_quantized_dialog)
         self.dump_action = menu.addAction("Import Vitis dump folder (dump_&results or board dump)…",
                                          self.import_dump_dialog)
@@ -312,7 +313,7 @@ class MainWindow(QMainWindow):
     def _update_actions(self) -> None:
         doc = self.document
         self.capture_action.setEnabled(doc is not None and doc.kind == "model")
-        for act in (self.eval_action, self.dump_action, self.quantized_action):
+        for act in (self.eval_action, self.dump_action, self.quantized_action, self.labels_action):
             act.setEnabled(doc is not None and doc.has_activations)
         self.export_layer_action.setEnabled(doc is not None and self.current_layer() is not None)
         self.export_model_action.setEnabled(doc is not None)
@@ -532,6 +533,15 @@ class MainWindow(QMainWindow):
             self.tree_model.set_placement(session.placement, session.placement_notes)
         self.propagation.refresh()
         self.layer_panel.refresh_emulated()
+
+    def open_labels_dialog(self) -> None:
+        """File > Load class labels: one class index (or one-hot row) per measured sample."""
+        if self.session is None:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Class labels of the measured samples",
+                                              self.settings.last_folder(), "NumPy arrays (*.npy)")
+        if path:
+            self.session.load_labels(path)
 
     def _update_quality(self) -> None:
         """The output SQNR / top-1 agreement (/ accuracy) of the current emulation, in the status bar."""

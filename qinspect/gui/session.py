@@ -52,6 +52,7 @@ class Session(QObject):
         self.trial: Any = None  # qinspect.analysis.remedy_curve.RemedyCurves of the remedy tried, if any
         self.trial_finding: Any = None  # the finding whose remedy ``trial`` applied
         self.advice: Any = None  # qinspect.gui.advice_job.AdviceResult of the last advisor run
+        self.labels_path: str | None = None  # class labels of the measured samples, for accuracy
         self.channels: dict[str, Channel] = {}
         for name in ("emulate", "coverage", "dump", "export", "write", "findings", "trial", "advice"):
             channel = Channel(name, self)
@@ -148,7 +149,18 @@ class Session(QObject):
         self.positions_changed.emit()
         self.results_changed.emit()
         if self.document.has_activations and analysis.available:
-            self._run("findings", emulation.diagnose_bg_job, self.document, analysis, self.coverage_eval_path())
+            self._diagnose()
+
+    def _diagnose(self) -> None:
+        self._run("findings", emulation.diagnose_bg_job, self.document, self.analysis, self.coverage_eval_path(),
+                  self.labels_path)
+
+    def load_labels(self, path: str) -> None:
+        """Class labels of the measured samples (.npy): the diagnosis runs again and adds float and int8
+        accuracy to the output block (a bad file is reported as the diagnosis' failure)."""
+        self.labels_path = os.fspath(path)
+        if self.analysis is not None and self.analysis.available and self.document.has_activations:
+            self._diagnose()
 
     def import_quantized(self, path: str) -> None:
         """Use the graph, positions and folded weights of a Vitis quantized.h5, then re-emulate."""
