@@ -204,3 +204,30 @@ def test_first_page_has_the_noise_budget_and_the_best_remedy():
     assert s["top-1 agreement with the float model"] == "93.8%"
     assert s["output error explained by the findings"].startswith("44%")
     assert s["best remedy, tried in the emulator"] == "recalibrate: output 25.0 dB (+2.50 dB)"
+
+
+def test_labels_put_float_and_int8_accuracy_on_the_first_page(small_capture, tmp_path):  # noqa: F811
+    from qinspect.report.html import render_html
+
+    with Capture.open(small_capture) as cap:  # the float model's logits, as TensorFlow computed them
+        logits = cap.activation("fc")[:16]
+    labels = np.argmax(logits, axis=-1)
+    labels[:3] = (labels[:3] + 1) % logits.shape[-1]  # three wrong on purpose: float accuracy 13/16
+    np.save(tmp_path / "labels.npy", labels)
+    report = build_report(small_capture, batch_size=4, labels=tmp_path / "labels.npy")
+    acc = report.output["accuracy"]
+    assert acc["float"] == pytest.approx(13 / 16) and acc["samples"] == 16
+    html = render_html(report, {})
+    first = html[html.index('<section id="summary">'):html.index('<section id="findings">')]
+    assert "accuracy float / int8" in first and "81.25% /" in first and "accuracy needs labels" not in first
+
+
+def test_labels_that_do_not_cover_the_samples_are_one_line(small_capture, tmp_path):  # noqa: F811
+    from conftest import run_cli
+
+    np.save(tmp_path / "few.npy", np.arange(3))
+    result = run_cli("report", str(small_capture), "--labels", str(tmp_path / "few.npy"), "--no-sensitivity",
+                     "-o", str(tmp_path / "out"))
+    assert result.returncode == 2 and "few.npy" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2, result.stderr
+    assert not (tmp_path / "out").exists()

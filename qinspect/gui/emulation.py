@@ -354,7 +354,7 @@ def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str
 
 
 def export_job(token: CancelToken, document: Document, analysis: Analysis | None, folder: str,
-               layer: str | None, eval_path: str | None, advice: Any = None) -> Any:
+               layer: str | None, eval_path: str | None, advice: Any = None, labels_path: str | None = None) -> Any:
     """Worker: gather the report's numbers with the report package (figures are drawn on the UI thread).
     ``advice``: the Advice tab's advisor result, put on the report's first page when there is one."""
     from qinspect.report.collect import build_report
@@ -365,6 +365,7 @@ def export_job(token: CancelToken, document: Document, analysis: Analysis | None
         rows = (advice.rows, f"the options advisor run in the window ({advice.n_samples} {advice.measured_on} "
                              "samples)")
     return build_report(document.path, positions=quantized, layer=layer, eval_path=eval_path, advice=rows,
+                        labels=labels_path,
                         progress=lambda done, total, text: token.progress(done, total, f"report: {text}"))
 
 

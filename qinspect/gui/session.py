@@ -326,7 +326,7 @@ class Session(QObject):
         """Write an HTML + JSON + CSV report for the model or one layer (see qinspect.report)."""
         self._export_folder = os.fspath(folder)
         self._run("export", emulation.export_job, self.document, self.analysis, self._export_folder, layer,
-                  self.coverage_eval_path(), self.advice)
+                  self.coverage_eval_path(), self.advice, self.labels_path)
 
     def _on_report_built(self, _rid: int, report: Any) -> None:
         # pyqtgraph draws on the UI thread only: one figure per event-loop turn keeps the window live.

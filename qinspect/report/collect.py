@@ -38,6 +38,7 @@ from qinspect.report.layer_map import LayerMap, foreign_layers, map_layers
 
 Progress = Callable[[int, int, str], None]
 AdviceRows = tuple[list[dict[str, Any]], str]  # advisor rows and a phrase saying where they come from
+SENS_SAMPLES = 16  # the diagnosis' default sensitivity samples (its output block is measured on them)
 DIAGNOSIS_ADVICE = ("the diagnosis: the model as calibrated and each keep-float remedy it measured (qinspect advise, "
                     "or the window's Advice tab, also tries quantizer options)")
 # Opens a model-like path as a ModelSource (the CLI passes one that also reads SavedModel folders).
@@ -442,7 +443,8 @@ def _inputs_of(capture: Any, names: list[str], graph: Any = None) -> dict[str, n
 
 
 def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: list[str],
-              max_samples: int | None, progress: Progress | None, with_sensitivity: bool = True) -> DiagnosisPart:
+              max_samples: int | None, progress: Progress | None, with_sensitivity: bool = True,
+              labels: str | None = None) -> DiagnosisPart:
     part = DiagnosisPart()
     if not isinstance(source, Capture):
         source = em.data  # a model file run on --inputs
@@ -457,11 +459,17 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
         kwargs["step"] = lambda text, done, total: progress(done, total, f"diagnosing: {text}")
     if max_samples is not None:
         kwargs["max_samples"] = max_samples
+    measured = _inputs_of(eval_cap if eval_cap is not None else source, names, em.graph)
+    if labels is not None:  # accuracy is measured on the sensitivity samples: labels for those are enough
+        from qinspect.io.labels import read_labels
+
+        n = len(next(iter(measured.values())))
+        kwargs["labels"] = read_labels(labels, min(n, SENS_SAMPLES, max_samples or n))
     if eval_cap is not None:
-        result = diagnosis.diagnose(em.graph, _inputs_of(eval_cap, names, em.graph),
-                                    _inputs_of(source, names, em.graph), data_label="evaluation", **kwargs)
+        result = diagnosis.diagnose(em.graph, measured, _inputs_of(source, names, em.graph),
+                                    data_label="evaluation", **kwargs)
     else:
-        result = diagnosis.diagnose(em.graph, _inputs_of(source, names, em.graph), **kwargs)
+        result = diagnosis.diagnose(em.graph, measured, **kwargs)
     data = result.to_dict()
     part.findings = list(data.get("findings", []))
     for sens in data.get("sensitivity", []):
@@ -538,11 +546,13 @@ def build_report(
     preprocess: str | None = None,
     sensitivity: bool = True,
     advice: AdviceRows | None = None,
+    labels: str | os.PathLike[str] | None = None,
 ) -> Report:
     """The report for a capture or model file (``layer``: only that layer's section).
 
     ``advice``: rows of an options-advisor run over the same data (``AdviceRow.to_dict()`` list) and where
-    they come from, to put on the first page instead of the diagnosis' own measured rows.
+    they come from, to put on the first page instead of the diagnosis' own measured rows. ``labels``: a
+    .npy of the measured samples' classes, for float and int8 accuracy on the first page.
 
     ``diagnose=False`` skips the diagnosis (findings and sensitivity), the slowest part on big models;
     ``sensitivity=False`` keeps the findings but skips the per-layer sensitivity (no noise budget).
@@ -564,7 +574,8 @@ def build_report(
             check_finite_capture(eval_cap)
         em = emulate(source, None if positions is None else str(positions), progress, batch_size, options,
                      None if inputs is None else str(inputs), preprocess)
-        report = _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose, sensitivity)
+        report = _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose, sensitivity,
+                           None if labels is None else str(labels))
         if advice is not None and advice[0]:
             report.advice, report.advice_source = list(advice[0]), advice[1]
         return report
@@ -576,7 +587,7 @@ def build_report(
 
 def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: str | None,
               eval_cap: Capture | None, max_samples: int | None, progress: Progress | None,
-              diagnose: bool = True, sensitivity: bool = True) -> Report:
+              diagnose: bool = True, sensitivity: bool = True, labels: str | None = None) -> Report:
     dpu = em.graph
     lmap = map_layers([lay.name for lay in graph.leaves()], dpu) if dpu is not None else None
     all_rows = _rows(graph, lmap, dpu)
@@ -586,7 +597,7 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
     warnings = list(em.warnings)
     if diagnose:
         try:
-            diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress, sensitivity)
+            diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress, sensitivity, labels)
         except QInspectError:
             raise
         except Exception as exc:  # the findings are optional: report everything else, say what failed
