@@ -368,6 +368,8 @@ def test_drop_a_file_opens_it(qtbot, window, capture_path):
 
 
 def test_findings_click_selects_the_layer(qtbot, window, capture_path):
+    from PySide6.QtCore import Qt
+
     open_and_wait(qtbot, window, capture_path)
     wait_emulated(qtbot, window)
     qtbot.waitUntil(lambda: not window.session.channels["findings"].busy and window.findings.table.rowCount() > 0,
@@ -379,7 +381,7 @@ def test_findings_click_selects_the_layer(qtbot, window, capture_path):
     assert severities == sorted(severities, reverse=True)
     window.tabs.setCurrentWidget(window.findings)
     table.cellClicked.emit(0, 1)
-    kind = table.item(0, 2).text()
+    kind = table.item(0, 2).data(Qt.ItemDataRole.UserRole)  # the cell shows the kind's title
     expected = window.propagation if kind == "error_growth" else window.layer_panel
     assert window.current_layer() == layer and window.tabs.currentWidget() is expected
 

@@ -110,6 +110,11 @@ def test_findings_and_sensitivity_come_from_the_diagnosis(calibrated_report, sma
     layers = _layers(calibrated_report)
     assert layers["fc"]["sensitivity"]["keep_float_gain_db"] == sens["quant_fc"]["keep_float_gain_db"]
     assert calibrated_report.summary["model output SQNR (dB)"] == expected["output_sqnr_db"]["value"]
+    # the first page: the output block, the noise budget and the measured ways to quantize
+    assert calibrated_report.output["sqnr_db"] == expected["output"]["sqnr_db"]
+    assert calibrated_report.output["samples"] == expected["sensitivity_samples"]
+    assert calibrated_report.explained == expected["explained"]
+    assert calibrated_report.advice == expected["advice"] and calibrated_report.advice_source
 
 
 def test_layer_report_has_one_section_and_its_findings_only(small_capture, refcases):  # noqa: F811
@@ -199,3 +204,30 @@ def test_first_page_has_the_noise_budget_and_the_best_remedy():
     assert s["top-1 agreement with the float model"] == "93.8%"
     assert s["output error explained by the findings"].startswith("44%")
     assert s["best remedy, tried in the emulator"] == "recalibrate: output 25.0 dB (+2.50 dB)"
+
+
+def test_labels_put_float_and_int8_accuracy_on_the_first_page(small_capture, tmp_path):  # noqa: F811
+    from qinspect.report.html import render_html
+
+    with Capture.open(small_capture) as cap:  # the float model's logits, as TensorFlow computed them
+        logits = cap.activation("fc")[:16]
+    labels = np.argmax(logits, axis=-1)
+    labels[:3] = (labels[:3] + 1) % logits.shape[-1]  # three wrong on purpose: float accuracy 13/16
+    np.save(tmp_path / "labels.npy", labels)
+    report = build_report(small_capture, batch_size=4, labels=tmp_path / "labels.npy")
+    acc = report.output["accuracy"]
+    assert acc["float"] == pytest.approx(13 / 16) and acc["samples"] == 16
+    html = render_html(report, {})
+    first = html[html.index('<section id="summary">'):html.index('<section id="findings">')]
+    assert "accuracy float / int8" in first and "81.25% /" in first and "accuracy needs labels" not in first
+
+
+def test_labels_that_do_not_cover_the_samples_are_one_line(small_capture, tmp_path):  # noqa: F811
+    from conftest import run_cli
+
+    np.save(tmp_path / "few.npy", np.arange(3))
+    result = run_cli("report", str(small_capture), "--labels", str(tmp_path / "few.npy"), "--no-sensitivity",
+                     "-o", str(tmp_path / "out"))
+    assert result.returncode == 2 and "few.npy" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2, result.stderr
+    assert not (tmp_path / "out").exists()

@@ -119,3 +119,47 @@ def test_evidence_entries_with_how_show_the_value_and_keep_the_how_as_tooltip():
     _, page = _page(findings)
     assert '<span title="DPU subgraphs after the split">partitions = 2</span>' in page
     assert "plain = 0.5" in page
+
+
+def test_first_page_shows_the_output_block_the_noise_budget_and_the_advice():
+    from markupsafe import escape
+
+    from qinspect.report.wording import finding_sentence
+
+    growth = {"layer": "block/conv<1>", "kind": "error_growth", "severity": 1.08, "noise_share": 0.22,
+              "evidence": {"drop_db": {"value": 8.7, "how": ""}, "acc_in_sqnr_db": {"value": 32.3, "how": ""},
+                           "acc_out_sqnr_db": {"value": 23.6, "how": ""}},
+              "advice": "keep the layers feeding it more precise",
+              "remedy": {"kind": "keep_float", "action": "keep block/conv<1> in float", "measured_sqnr_db": 23.3,
+                         "measured_gain_db": 1.08, "top1_agreement": 1.0}}
+    rounding = {"layer": "softmax", "kind": "accumulated_rounding", "severity": 0.5, "noise_share": 0.56,
+                "evidence": {"share": {"value": 0.56, "how": ""}}, "advice": "", "remedy": None}
+    report = sample_report([growth, rounding])
+    report.output = {"sqnr_db": 22.2, "top1_agreement": 0.9375, "samples": 16, "measured_on": "evaluation"}
+    report.explained = 0.44
+    report.advice = [{"options": {}, "keep_float": ["block/conv<1>"], "output_sqnr_db": 23.3, "top1_agreement": 1.0,
+                      "cpu_layers_added": 1, "command": "vitis_quantize.VitisQuantizer(model).quantize_model("
+                                                        "calib_dataset=calib, ignore_layers=['block/conv<1>'])"},
+                     {"options": {"include_cle": False}, "keep_float": [], "output_sqnr_db": 21.0,
+                      "top1_agreement": None, "cpu_layers_added": 0, "command": "q(include_cle=False)"}]
+    report.advice_source = "the options advisor"
+    html = render_html(report, {})
+    first = html[html.index('<section id="summary">'):html.index('<section id="findings">')]
+    assert "22.2 dB" in first and "93.75%" in first and "first 16 evaluation samples" in first
+    assert "accuracy needs labels" in first  # no labels: said, not left blank
+    # the budget: the explained total and each finding's share as a bar of that width
+    assert "44.00%" in first and 'style="width: 44.0%"' in first
+    assert "22.00%" in first and 'style="width: 22.0%"' in first and 'class="fill rest" style="width: 56.0%"' in first
+    # the advice rows in order, with their calls (escaped) and options
+    assert first.index("23.3") < first.index("21.0")
+    assert "ignore_layers=[&#39;block/conv&lt;1&gt;&#39;]" in first and "include_cle=False" in first
+    assert "as calibrated" in first and "From the options advisor." in first
+    # the findings read as sentences
+    findings = html[html.index('<section id="findings">'):]
+    assert str(escape(finding_sentence(growth))) in findings
+    assert "Tried in the emulator: keep block/conv&lt;1&gt; in float." in findings
+
+
+def test_a_report_without_a_diagnosis_has_no_first_page_figures_to_show():
+    html = render_html(sample_report(None), {})
+    assert '<section id="summary">' not in html

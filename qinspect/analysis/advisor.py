@@ -71,6 +71,16 @@ def option_grid(batch_size: int, n_calib: int, has_relu6: bool = False) -> list[
     return grid
 
 
+def has_relu6(layers: Any) -> bool:
+    """Whether a float model's layers (``ModelGraph.layers``) cap an activation at 6 (the ReLU6 options
+    change something then)."""
+    for layer in layers:
+        cfg = getattr(layer, "config", None) or {}
+        if cfg.get("max_value") in (6, 6.0) or cfg.get("activation") == "relu6":
+            return True
+    return False
+
+
 def _layers(graph: DpuGraph, nodes: Sequence[str]) -> list[str]:
     """Float-model layer names behind emulator nodes (what ``ignore_layers`` names)."""
     out: list[str] = []

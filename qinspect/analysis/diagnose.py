@@ -406,6 +406,7 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
         if adders:
             r = trial.run(rem.float_fix(adders, labels))
             rounding.remedy = r.to_dict()
+            rounding.fix = r.fix
             rounding.severity_db = r.measured_gain_db
             if r.measured_gain_db >= MIN_SEVERITY_DB:
                 kept.append(rounding)

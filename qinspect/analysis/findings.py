@@ -91,6 +91,9 @@ class Finding:
     affects: list[str] = field(default_factory=list)  # downstream layers with the same cause
     noise_share: float | None = None  # share of the output's error power the measured fix removes
     remedy: dict[str, Any] | None = None  # the fix tried in the emulator and what it measured
+    # The emulator change behind ``remedy`` (a qinspect.analysis.remedies.Fix), so the window can apply it
+    # again as a what-if; not part of the JSON (its positions are keyed by emulator slots).
+    fix: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (non-finite floats as strings, see :func:`json_safe`)."""

@@ -58,6 +58,7 @@ class Remedy:
     measured_sqnr_db: float
     measured_gain_db: float
     top1_agreement: float | None
+    fix: Fix | None = None  # what was changed (kept out of the JSON)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -164,7 +165,7 @@ class Trial:
         sqnr = stats.sqnr_db
         gain = 0.0 if self.base_db == math.inf else sqnr - self.base_db
         return Remedy(fix.kind, fix.action, sqnr, 0.0 if math.isnan(gain) else gain,
-                      agree / total if total else None)
+                      agree / total if total else None, fix)
 
 
 def noise_share(gain_db: float) -> float:
@@ -177,6 +178,7 @@ def noise_share(gain_db: float) -> float:
 def attach(f: Finding, remedy: Remedy) -> None:
     """Record a measured remedy on a finding: its cost becomes the measured gain."""
     f.remedy = remedy.to_dict()
+    f.fix = remedy.fix
     f.noise_share = noise_share(remedy.measured_gain_db)
     f.severity_db = remedy.measured_gain_db
 

@@ -95,8 +95,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _has_relu6(graph: Any) -> bool:
     """Whether the float model caps an activation at 6 (the ReLU6 options change something then)."""
-    for layer in graph.layers:
-        cfg = getattr(layer, "config", None) or {}
-        if cfg.get("max_value") in (6, 6.0) or cfg.get("activation") == "relu6":
-            return True
-    return False
+    from qinspect.analysis.advisor import has_relu6
+
+    return has_relu6(graph.layers)

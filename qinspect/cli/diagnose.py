@@ -130,20 +130,11 @@ def _arrays(source: Any, graph: Any, n: int | None) -> dict[str, Any]:
 
 def _labels(path: str, n: int) -> Any:
     """The ``--labels`` array: one class index (or one-hot row) per measured sample; one-line errors."""
-    import numpy as np
-
     from qinspect.cli._dpu_common import require_file
-    from qinspect.errors import QInspectError
+    from qinspect.io.labels import read_labels
 
     require_file(path, "--labels")
-    try:
-        y = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise QInspectError(f"is not a .npy array of labels ({exc})", path) from None
-    if y.ndim not in (1, 2) or len(y) < n or not (np.issubdtype(y.dtype, np.integer) or y.ndim == 2):
-        raise QInspectError(f"labels must cover the {n} measured samples: class indices (integers, shape [N]) "
-                            f"or one-hot rows (shape [N, classes]); got shape {list(y.shape)} of {y.dtype}", path)
-    return y
+    return read_labels(path, n)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_data_args(parser, "inputs (.npy / .npz) to calibrate and emulate a model file on (a capture holds its own)",
                   "calibration and emulation batch size (default 32; calibration votes per batch)",
                   samples_help="use only the first N samples of the capture")
+    parser.add_argument("--labels", metavar="FILE.npy",
+                        help="the measured samples' classes (one index, or a one-hot row, per sample): float and "
+                             "int8 accuracy on the first page")
     parser.add_argument("--no-findings", action="store_true",
                         help="skip the diagnosis (findings, sensitivity): faster on big models")
     parser.add_argument("--no-sensitivity", action="store_true",
@@ -79,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_counts(args)
     check_destination(args.output, args.force)
-    _check_not_inside(args.output, args.source, args.positions, args.eval_path, args.inputs)
+    _check_not_inside(args.output, args.source, args.positions, args.eval_path, args.inputs, args.labels)
     for what, path in (("MODEL_OR_CAPTURE", args.source), ("--positions", args.positions), ("--eval", args.eval_path),
-                       ("--inputs", args.inputs)):
+                       ("--inputs", args.inputs), ("--labels", args.labels)):
         if path is not None:
             require_file(path, what)
 
@@ -100,5 +103,5 @@ def _build(args: argparse.Namespace, progress: Any) -> Any:
         args.source, args.output, layer=args.layer, positions=args.positions, eval_path=args.eval_path,
         force=args.force, render_figures=_renderer(), batch_size=args.batch_size, options=quantizer_options(args),
         max_samples=args.samples, progress=progress, diagnose=not args.no_findings, opener=open_any,
-        inputs=args.inputs, preprocess=args.preprocess, sensitivity=not args.no_sensitivity,
+        inputs=args.inputs, preprocess=args.preprocess, sensitivity=not args.no_sensitivity, labels=args.labels,
     )

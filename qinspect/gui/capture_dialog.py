@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qinspect.gui.worker import Cancelled, CancelToken, Channel
+from qinspect.gui.worker import CancelToken, Channel, in_own_process
 
 
 def capture_job(token: CancelToken, model_path: str, inputs: str, output: str, samples: int | None,
@@ -35,19 +35,8 @@ def capture_job(token: CancelToken, model_path: str, inputs: str, output: str, s
     """Worker: the capture (:func:`qinspect.gui.capture_job.capture`) in a helper process, its progress
     forwarded; cancelling the token stops it after the current batch. Returns the capture path."""
     from qinspect.gui import capture_job as job
-    from qinspect.gui import compute_process
 
-    def forward(done: int, total: int, text: str) -> None:
-        try:
-            token.progress(done, total, text)
-        except Cancelled:
-            pass  # the helper is told at once: cancelled() below is now true
-
-    try:
-        return compute_process.call_with_progress(job.capture, model_path, inputs, output, samples, preprocess,
-                                                  progress=forward, cancelled=lambda: token.cancelled)
-    except compute_process.Superseded:
-        raise Cancelled() from None
+    return in_own_process(token, job.capture, model_path, inputs, output, samples, preprocess)
 
 
 class CaptureDialog(QDialog):

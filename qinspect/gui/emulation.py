@@ -51,6 +51,20 @@ class Analysis:
                     f"{len(self.graph.rewrites)} rewrites; capture activations to emulate it")
         return f"Emulated {n} operators ({cpu} on the CPU); positions: {self.positions_source}"
 
+    def output_stats(self) -> Any:
+        """Accumulated error over all model outputs (None before an emulation over data)."""
+        from qinspect.analysis.metrics import ErrorStats
+
+        if self.graph is None or not self.results:
+            return None
+        stats = ErrorStats()
+        for name in self.graph.outputs:
+            acc = getattr(self.results.get(name), "accumulated", None)
+            if acc is None:
+                return None
+            stats.merge(acc)
+        return stats if stats.n else None
+
     def float_layer(self, name: str) -> str:
         """The float-model layer a node name stands for (the name itself if it is one)."""
         if self.graph is None or name in self._node_of or name not in self.graph:
@@ -188,31 +202,78 @@ def rewrite_model(token: CancelToken, document: Document, options: dict[str, Any
                     emulator=emulator)
 
 
-def diagnose_job(token: CancelToken, document: Document, analysis: Analysis, eval_path: str | None) -> list:
-    """Findings for the findings panel (empty when the emulator could not run)."""
+def diagnosis_data(document: Document, graph: Any, eval_path: str | None) -> tuple[dict, dict | None]:
+    """The data the diagnosis measures on (the evaluation capture's when one is compared, else the
+    capture's), and the calibration data when that is another capture (else None). ``graph``: the
+    emulator's (captured stand-ins of nodes it cannot compute are added)."""
+    from qinspect.dpu.emulator import captured_stand_ins
+
+    capture = document.capture
+    inputs = {name: capture.inputs(name) for name in capture.input_names()}
+    inputs.update(captured_stand_ins(graph, capture))
+    if not eval_path:
+        return inputs, None
+    from qinspect.io.capture_file import Capture
+
+    with Capture.open(eval_path) as evaluation:
+        evaluated = {name: evaluation.inputs(name) for name in evaluation.input_names()}
+        return {**evaluated, **captured_stand_ins(graph, evaluation)}, inputs
+
+
+@dataclass
+class DiagnosisSummary:
+    """What the window shows of a diagnosis: its findings and the model-output block."""
+
+    findings: list[Any] = field(default_factory=list)
+    output_sqnr_db: float | None = None
+    top1_agreement: float | None = None
+    accuracy: dict[str, Any] | None = None
+    explained: float | None = None
+    measured_on: str = ""
+    n_samples: int = 0  # the samples the output block and the remedies were measured on
+    advice: list[dict[str, Any]] = field(default_factory=list)
+
+
+SENS_SAMPLES = 16  # the diagnosis' default: its output block and remedies are measured on these
+
+
+def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
+                 eval_path: str | None, labels_path: str | None = None) -> DiagnosisSummary:
+    """Findings for the findings panel (none when the emulator could not run), and the output block
+    (with float and int8 accuracy when ``labels_path`` gives the measured samples' classes)."""
     from qinspect.analysis.diagnose import diagnose
 
     if not analysis.available:
-        return []
-    capture = document.capture
-    from qinspect.dpu.emulator import captured_stand_ins
+        return DiagnosisSummary()
+    inputs, calib = diagnosis_data(document, analysis.graph, eval_path)
+    labels = None
+    if labels_path:
+        from qinspect.io.labels import read_labels
 
-    inputs = {name: capture.inputs(name) for name in capture.input_names()}
-    inputs.update(captured_stand_ins(analysis.graph, capture))
-    calib = None
-    if eval_path:
-        from qinspect.io.capture_file import Capture
-
-        with Capture.open(eval_path) as evaluation:
-            evaluated = {name: evaluation.inputs(name) for name in evaluation.input_names()}
-            calib, inputs = inputs, {**evaluated, **captured_stand_ins(analysis.graph, evaluation)}
+        labels = read_labels(labels_path, min(SENS_SAMPLES, len(next(iter(inputs.values())))))
     token.check()
     diagnosis = diagnose(analysis.graph, inputs, calib,
-                                data_label="evaluation" if eval_path else "calibration",
-                                progress=lambda _msg: token.check())
+                                data_label="evaluation" if eval_path else "calibration", sens_samples=SENS_SAMPLES,
+                                progress=lambda _msg: token.check(), labels=labels)
     for f in diagnosis.findings:
         f.layer = analysis.float_layer(f.layer)
-    return list(diagnosis.findings)
+    return DiagnosisSummary(list(diagnosis.findings), diagnosis.output.sqnr_db, diagnosis.top1_agreement,
+                            diagnosis.accuracy, diagnosis.explained, diagnosis.measured_on,
+                            diagnosis.n_sens_samples, list(diagnosis.advice))
+
+
+def trial_job(token: CancelToken, document: Document, analysis: Analysis, eval_path: str | None,
+              fix: Any, n_samples: int) -> Any:
+    """A finding's fix as a what-if on the first ``n_samples`` of the diagnosis' data (those it measured
+    the remedy on, so the numbers are the finding's): the accumulated error of every node before and
+    after it (:class:`qinspect.analysis.remedy_curve.RemedyCurves`, keyed by emulator node)."""
+    from qinspect.analysis.remedy_curve import remedy_curves
+
+    data, _calib = diagnosis_data(document, analysis.graph, eval_path)
+    data = {k: v[:n_samples] for k, v in data.items()}
+    token.check()
+    return remedy_curves(analysis.graph, data, fix.positions, fix.float_nodes, fix.action,
+                         progress=lambda done, total: token.progress(done, total, "trying the remedy"))
 
 
 @dataclass
@@ -293,12 +354,18 @@ def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str
 
 
 def export_job(token: CancelToken, document: Document, analysis: Analysis | None, folder: str,
-               layer: str | None, eval_path: str | None) -> Any:
-    """Worker: gather the report's numbers with the report package (figures are drawn on the UI thread)."""
+               layer: str | None, eval_path: str | None, advice: Any = None, labels_path: str | None = None) -> Any:
+    """Worker: gather the report's numbers with the report package (figures are drawn on the UI thread).
+    ``advice``: the Advice tab's advisor result, put on the report's first page when there is one."""
     from qinspect.report.collect import build_report
 
     quantized = analysis.quantized_path if analysis is not None else None
-    return build_report(document.path, positions=quantized, layer=layer, eval_path=eval_path,
+    rows = None
+    if advice is not None and advice.rows:
+        rows = (advice.rows, f"the options advisor run in the window ({advice.n_samples} {advice.measured_on} "
+                             "samples)")
+    return build_report(document.path, positions=quantized, layer=layer, eval_path=eval_path, advice=rows,
+                        labels=labels_path,
                         progress=lambda done, total, text: token.progress(done, total, f"report: {text}"))
 
 
@@ -343,8 +410,13 @@ def _emulate_in_helper(path: str, quantized: str | None, options: dict[str, Any]
     return emulate_capture(_HelperToken(), _helper_document(path), quantized, options)
 
 
-def _diagnose_in_helper(path: str, analysis: Analysis, eval_path: str | None) -> list:
-    return diagnose_job(_HelperToken(), _helper_document(path), analysis, eval_path)
+def _diagnose_in_helper(path: str, analysis: Analysis, eval_path: str | None,
+                        labels_path: str | None = None) -> DiagnosisSummary:
+    return diagnose_job(_HelperToken(), _helper_document(path), analysis, eval_path, labels_path)
+
+
+def _trial_in_helper(path: str, analysis: Analysis, eval_path: str | None, fix: Any, n_samples: int) -> Any:
+    return trial_job(_HelperToken(), _helper_document(path), analysis, eval_path, fix, n_samples)
 
 
 def _rewrite_in_helper(path: str, options: dict[str, Any] | None = None) -> Analysis:
@@ -369,13 +441,21 @@ def emulate_job(token: CancelToken, document: Document, quantized: str | None,
     return _in_helper(token, _emulate_in_helper, document.path, quantized, options)
 
 
-def diagnose_bg_job(token: CancelToken, document: Document, analysis: Analysis, eval_path: str | None) -> list:
+def diagnose_bg_job(token: CancelToken, document: Document, analysis: Analysis,
+                    eval_path: str | None, labels_path: str | None = None) -> DiagnosisSummary:
     """Worker: :func:`diagnose_job` in the model helper process."""
     if not analysis.available:
-        return []
-    return _in_helper(token, _diagnose_in_helper, document.path, analysis, eval_path)
+        return DiagnosisSummary()
+    return _in_helper(token, _diagnose_in_helper, document.path, analysis, eval_path, labels_path)
 
 
 def rewrite_job(token: CancelToken, document: Document, options: dict[str, Any] | None = None) -> Analysis:
     """Worker: :func:`rewrite_model` in the model helper process."""
     return _in_helper(token, _rewrite_in_helper, document.path, options)
+
+
+def trial_bg_job(token: CancelToken, document: Document, analysis: Analysis, eval_path: str | None, fix: Any,
+                 n_samples: int) -> Any:
+    """Worker: :func:`trial_job` in the model helper process."""
+    token.progress(0, 0, "trying the remedy")
+    return _in_helper(token, _trial_in_helper, document.path, analysis, eval_path, fix, n_samples)

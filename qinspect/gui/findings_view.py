@@ -1,15 +1,130 @@
-"""Findings: the layers that cost accuracy and why, by the measured gain of their remedy; a click selects the layer."""
+"""Findings: the layers that cost accuracy and why, in sentences, by the measured gain of their remedy.
+
+The table lists the findings worst first; the pane below reads the selected one out whole: what it is
+(:func:`qinspect.report.wording.finding_sentence`), the advice and the remedy the diagnosis tried, with
+its measured result. **Try it** applies the remedy as a what-if (the error-propagation tab then shows the
+curve before and after); **Undo** returns to the model as quantized. The raw evidence sits behind
+**Show details**. A click on a row selects the layer.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QAbstractItemView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from qinspect.gui.session import severity
+from qinspect.report import wording
+
+KIND_ROLE = Qt.ItemDataRole.UserRole
+
+
+def _wrapped(object_name: str) -> QLabel:
+    label = QLabel("")
+    label.setObjectName(object_name)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return label
+
+
+class FindingDetail(QWidget):
+    """One finding read out whole: sentence, advice, tried remedy, Try it / Undo and the raw evidence."""
+
+    try_requested = Signal(object)
+    undo_requested = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        self.title = _wrapped("findingTitle")
+        self.title.setStyleSheet("font-weight: bold;")
+        self.sentence = _wrapped("findingSentence")
+        self.advice = _wrapped("findingAdvice")
+        self.remedy = _wrapped("findingRemedy")
+        self.trial = _wrapped("findingTrial")
+        for w in (self.title, self.sentence, self.advice, self.remedy, self.trial):
+            layout.addWidget(w)
+        row = QHBoxLayout()
+        self.try_button = QPushButton("Try it")
+        self.try_button.setObjectName("tryRemedy")
+        self.try_button.setToolTip("Apply this remedy in the emulator as a what-if; the Error propagation tab "
+                                   "shows the accumulated error before and after it")
+        self.try_button.clicked.connect(lambda: self.try_requested.emit(self.finding))
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setObjectName("undoRemedy")
+        self.undo_button.setToolTip("Back to the model as quantized")
+        self.undo_button.clicked.connect(self.undo_requested.emit)
+        self.details_button = QToolButton()
+        self.details_button.setObjectName("findingDetailsToggle")
+        self.details_button.setText("Show details")
+        self.details_button.setCheckable(True)
+        self.details_button.toggled.connect(self._on_details)
+        for b in (self.try_button, self.undo_button, self.details_button):
+            row.addWidget(b)
+        row.addStretch(1)
+        layout.addLayout(row)
+        self.details = QPlainTextEdit()
+        self.details.setObjectName("findingEvidence")
+        self.details.setReadOnly(True)
+        self.details.setVisible(False)
+        layout.addWidget(self.details, 1)
+        layout.addStretch(0)
+        self.finding = None
+        self.show_finding(None, None, False)
+
+    def _on_details(self, shown: bool) -> None:
+        self.details.setVisible(shown)
+        self.details_button.setText("Hide details" if shown else "Show details")
+
+    def show_finding(self, finding, trial, busy: bool) -> None:
+        """Read out ``finding`` (None: nothing selected); ``trial``: the what-if result if it is this
+        finding's remedy; ``busy``: a what-if is running."""
+        self.finding = finding
+        if finding is None:
+            for w in (self.title, self.sentence, self.advice, self.remedy, self.trial):
+                w.setText("")
+            self.title.setText("Select a finding to read it in full.")
+            self.details.setPlainText("")
+            self.try_button.setEnabled(False)
+            self.undo_button.setEnabled(False)
+            return
+        kind = str(getattr(finding, "kind", ""))
+        self.title.setText(f"{wording.kind_title(kind)} at {getattr(finding, 'layer', '')}")
+        self.sentence.setText(wording.finding_sentence(finding))
+        advice = str(getattr(finding, "advice", "") or "")
+        self.advice.setText(f"Advice: {advice}" if advice else "")
+        self.remedy.setText(wording.remedy_sentence(getattr(finding, "remedy", None)))
+        self.details.setPlainText("\n".join(wording.evidence_lines(finding)))
+        can_try = getattr(finding, "fix", None) is not None
+        self.try_button.setEnabled(can_try and not busy)
+        self.try_button.setToolTip("" if can_try else "This finding has no remedy the emulator can apply")
+        self.undo_button.setEnabled(trial is not None or busy)
+        self.trial.setText(trial_text(trial) if trial is not None else
+                           "Trying the remedy in the emulator…" if busy else "")
+
+
+def trial_text(trial) -> str:
+    """Before and after of a remedy tried as a what-if, with the samples it rests on."""
+    text = (f"Tried here, on the {trial.n_samples} samples the diagnosis measured: output SQNR "
+            f"{trial.output_before.sqnr_db:.2f} dB → {trial.output_after.sqnr_db:.2f} dB ({trial.gain_db:+.2f} dB)")
+    if trial.top1_before is not None and trial.top1_after is not None:
+        text += f"; top-1 agreement {100 * trial.top1_before:.1f}% → {100 * trial.top1_after:.1f}%"
+    return text + ". The Error propagation tab shows both curves."
 
 
 class FindingsView(QWidget):
-    """The diagnosis of the open capture, worst first."""
+    """The diagnosis of the open capture, worst first, and the selected finding in full."""
 
     layer_clicked = Signal(str)
     finding_clicked = Signal(str, str)  # layer, kind: the window shows the view that proves the finding
@@ -17,60 +132,94 @@ class FindingsView(QWidget):
     def __init__(self, window=None) -> None:
         super().__init__(window)
         self.session = None
+        self.findings: list = []
         layout = QVBoxLayout(self)
         self.info = QLabel("Findings appear once the int8 emulation of a capture has finished.")
         self.info.setWordWrap(True)
         layout.addWidget(self.info)
-        self.table = QTableWidget(0, 5)
+        self.table = QTableWidget(0, 4)
         self.table.setObjectName("findingsTable")
-        self.table.setHorizontalHeaderLabels(["Cost (dB)", "Layer", "Kind", "Evidence", "Advice"])
+        self.table.setHorizontalHeaderLabels(["Gain (dB)", "Layer", "Kind", "Finding"])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setWordWrap(True)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.cellClicked.connect(self._on_click)
-        layout.addWidget(self.table, 1)
+        self.table.currentCellChanged.connect(lambda *_: self._show_current())
+        self.detail = FindingDetail(self)
+        self.detail.try_requested.connect(self._on_try)
+        self.detail.undo_requested.connect(self._on_undo)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.table)
+        split.addWidget(self.detail)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        layout.addWidget(split, 1)
 
     def set_session(self, session) -> None:
         """A new document."""
         self.session = session
+        session.trial_changed.connect(self._show_current)
+        session.channels["trial"].idle.connect(self._show_current)
         self.refresh()
 
     def _on_click(self, row: int, _col: int) -> None:
         item = self.table.item(row, 1)
         kind = self.table.item(row, 2)
         if item is not None and item.text():
-            self.finding_clicked.emit(item.text(), kind.text() if kind is not None else "")
+            self.finding_clicked.emit(item.text(), kind.data(KIND_ROLE) if kind is not None else "")
+
+    def _on_try(self, finding) -> None:
+        if self.session is not None and finding is not None:
+            self.session.try_remedy(finding)
+            self._show_current()
+
+    def _on_undo(self) -> None:
+        if self.session is not None:
+            self.session.undo_trial()
+            self._show_current()
+
+    def current_finding(self):
+        """The selected finding (None when none is)."""
+        row = self.table.currentRow()
+        return self.findings[row] if 0 <= row < len(self.findings) else None
+
+    def _show_current(self, *_args) -> None:
+        finding = self.current_finding()
+        session = self.session
+        trial = busy = None
+        if session is not None and finding is not None and session.trial_finding is finding:
+            trial, busy = session.trial, session.channels["trial"].busy
+        self.detail.show_finding(finding, trial, bool(busy))
 
     def refresh(self) -> None:
         """Show the session's findings, largest measured gain first."""
         findings = list(self.session.findings) if self.session is not None else []
         findings.sort(key=lambda f: -severity(f))
+        self.findings = findings
         self.table.setRowCount(len(findings))
         for i, f in enumerate(findings):
-            evidence = getattr(f, "evidence", {}) or {}
-            if isinstance(evidence, dict):
-                evidence = ", ".join(f"{k}={_fmt(v.get('value') if isinstance(v, dict) else v)}"
-                                     for k, v in evidence.items())
-            advice = str(getattr(f, "advice", ""))
-            remedy = getattr(f, "remedy", None)
-            if remedy:  # the fix the diagnosis tried in the emulator, and what it measured
-                advice += (f" Tried: {remedy['action']}: output {remedy['measured_sqnr_db']:.1f} dB "
-                           f"({remedy['measured_gain_db']:+.2f} dB).")
-            cells = [f"{severity(f):.2f}", str(getattr(f, "layer", "")),
-                     str(getattr(f, "kind", "")), str(evidence), advice]
+            kind = str(getattr(f, "kind", ""))
+            sentence = wording.finding_sentence(f)
+            cells = [f"{severity(f):.2f}", str(getattr(f, "layer", "")), wording.kind_title(kind), sentence]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(text)
+                if j == 2:
+                    item.setData(KIND_ROLE, kind)
                 self.table.setItem(i, j, item)
-        for col, width in enumerate((70, 150, 110, 420)):
+        for col, width in enumerate((70, 150, 170)):
             self.table.setColumnWidth(col, width)
         self.table.resizeRowsToContents()
         if findings:
             noun = "finding" if len(findings) == 1 else "findings"
-            self.info.setText(f"{len(findings)} {noun}, the largest measured gain at the model output first. "
-                              "Click one to inspect its layer.")
-
-
-def _fmt(v: object) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+            d = getattr(self.session, "diagnosis", None)
+            explained = getattr(d, "explained", None)
+            budget = (f" Together their remedies explain {100 * explained:.0f}% of the output's error power."
+                      if isinstance(explained, float) else "")
+            self.info.setText(f"{len(findings)} {noun}, the largest measured gain at the model output first."
+                              f"{budget} Click one to inspect its layer and read it in full below.")
+            if self.table.currentRow() < 0:
+                self.table.setCurrentCell(0, 0)
+        self._show_current()

@@ -150,6 +150,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.tree_dock)
 
     def _build_central(self) -> None:
+        from qinspect.gui.advice_view import AdviceView
         from qinspect.gui.compare_view import CompareView
         from qinspect.gui.dump_view import DumpView
         from qinspect.gui.findings_view import FindingsView
@@ -175,9 +176,11 @@ class MainWindow(QMainWindow):
         self.compare = CompareView(self)
         self.dump_view = DumpView(self)
         self.findings = FindingsView(self)
+        self.advice = AdviceView(self)
         self.tabs.addTab(self.layer_panel, "Layer")
         self.tabs.addTab(self.propagation, "Error propagation")
         self.tabs.addTab(self.findings, "Findings")
+        self.tabs.addTab(self.advice, "Advice")
         self.tabs.addTab(self.compare, "Calibration vs evaluation")
         self.tabs.addTab(self.dump_view, "Vitis dump")
         for view in (self.propagation, self.compare, self.dump_view):
@@ -199,7 +202,11 @@ class MainWindow(QMainWindow):
         self.cancel_button.setText("Cancel")
         self.cancel_button.hide()
         self.cancel_button.clicked.connect(self._cancel_background)
+        # the current emulation's output figures, kept apart from the passing messages
+        self.quality_label = QLabel("")
+        self.quality_label.setObjectName("outputQuality")
         bar.addWidget(self.status_label, 1)
+        bar.addPermanentWidget(self.quality_label)
         bar.addPermanentWidget(self.progress)
         bar.addPermanentWidget(self.cancel_button)
         self._progress_channel: Channel | None = None
@@ -213,6 +220,7 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         self.capture_action = menu.addAction("&Capture activations…", self.capture_dialog)
         self.eval_action = menu.addAction("Compare with an &evaluation capture…", self.open_eval_dialog)
+        self.labels_action = menu.addAction("Load class &labels for accuracy (.npy)…", self.open_labels_dialog)
         self.quantized_action = menu.addAction("Import Vitis &quantized.h5…", self.import_quantized_dialog)
         self.dump_action = menu.addAction("Import Vitis dump folder (dump_&results or board dump)…",
                                          self.import_dump_dialog)
@@ -305,7 +313,7 @@ class MainWindow(QMainWindow):
     def _update_actions(self) -> None:
         doc = self.document
         self.capture_action.setEnabled(doc is not None and doc.kind == "model")
-        for act in (self.eval_action, self.dump_action, self.quantized_action):
+        for act in (self.eval_action, self.dump_action, self.quantized_action, self.labels_action):
             act.setEnabled(doc is not None and doc.has_activations)
         self.export_layer_action.setEnabled(doc is not None and self.current_layer() is not None)
         self.export_model_action.setEnabled(doc is not None)
@@ -408,6 +416,9 @@ class MainWindow(QMainWindow):
         self.session.positions_changed.connect(self._on_positions_changed)
         self.session.results_changed.connect(self._on_results_changed)
         self.session.findings_changed.connect(self._on_findings_changed)
+        for signal in (self.session.results_changed, self.session.findings_changed, self.session.trial_changed):
+            signal.connect(self._update_quality)
+        self.quality_label.setText("")
         self.session.status.connect(self.set_status)
         self.session.failed.connect(lambda exc, tb, what: self.errors.report(exc, tb, what))
         self.session.busy.connect(self._on_session_busy)
@@ -424,6 +435,7 @@ class MainWindow(QMainWindow):
         self.compare.set_session(self.session)
         self.dump_view.set_session(self.session)
         self.findings.set_session(self.session)
+        self.advice.set_session(self.session)
         self._update_actions()
         self.session.start()
         # Select the first layer with activations, so the panel shows something useful at once.
@@ -521,6 +533,19 @@ class MainWindow(QMainWindow):
             self.tree_model.set_placement(session.placement, session.placement_notes)
         self.propagation.refresh()
         self.layer_panel.refresh_emulated()
+
+    def open_labels_dialog(self) -> None:
+        """File > Load class labels: one class index (or one-hot row) per measured sample."""
+        if self.session is None:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Class labels of the measured samples",
+                                              self.settings.last_folder(), "NumPy arrays (*.npy)")
+        if path:
+            self.session.load_labels(path)
+
+    def _update_quality(self) -> None:
+        """The output SQNR / top-1 agreement (/ accuracy) of the current emulation, in the status bar."""
+        self.quality_label.setText(self.session.output_summary() if self.session is not None else "")
 
     def _on_findings_changed(self) -> None:
         if self.session is not None:

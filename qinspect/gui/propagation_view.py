@@ -29,6 +29,7 @@ class PropagationView(QWidget):
         super().__init__(parent)
         self.session = None
         self.layers: list[str] = []
+        self.curves: list[str] = []  # the labels of the curves drawn
         layout = QVBoxLayout(self)
         row = QHBoxLayout()
         row.addWidget(QLabel("Metric:"))
@@ -56,6 +57,7 @@ class PropagationView(QWidget):
     def set_session(self, session, metric: str) -> None:
         """A new document."""
         self.session = session
+        session.trial_changed.connect(self.refresh)
         self.set_metric(metric)
 
     def set_metric(self, metric: str) -> None:
@@ -98,10 +100,20 @@ class PropagationView(QWidget):
             seen[id(acc.get(n) or iso.get(n))] = n
         names = [n for n in names if seen[id(acc.get(n) or iso.get(n))] == n]
 
-        def values(table: dict) -> np.ndarray:
-            return np.array([_finite(metric_of(table.get(n), self._metric)) for n in names], dtype=np.float64)
+        return names, self._values(iso, names), self._values(acc, names)
 
-        return names, values(iso), values(acc)
+    def _values(self, table: dict, names: list[str]) -> np.ndarray:
+        return np.array([_finite(metric_of(table.get(n), self._metric)) for n in names], dtype=np.float64)
+
+    def trial_series(self, names: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Accumulated metric before and after the remedy tried in the Findings tab (None: none tried)."""
+        trial = getattr(self.session, "trial", None) if self.session is not None else None
+        if trial is None or self.session.analysis is None:
+            return None
+        nodes = {n: self.session.analysis.node(n) for n in names}
+        before = {n: trial.before.get(node.name) for n, node in nodes.items() if node is not None}
+        after = {n: trial.after.get(node.name) for n, node in nodes.items() if node is not None}
+        return self._values(before, names), self._values(after, names)
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
@@ -134,14 +146,26 @@ class PropagationView(QWidget):
         names, iso, acc = self.series()
         self.layers = names
         self.plot.setLabel("left", METRICS[self._metric])
+        self.curves = []
         if not names:
             why = "" if self.session is None or self.session.analysis is None else self.session.analysis.summary()
             self.info.setText(why or "Runs once a capture is open and the int8 emulation has finished.")
             return
         x = np.arange(len(names))
-        for y, colour, label in ((iso, "#1f77b4", "isolated"), (acc, "#d62728", "accumulated")):
+        curves = [(iso, "#1f77b4", "isolated", None)]
+        trial = self.trial_series(names)
+        if trial is None:
+            curves.append((acc, "#d62728", "accumulated", None))
+        else:  # before and after on the same samples, so the two compare like for like
+            n = self.session.trial.n_samples
+            curves += [(trial[0], "#d62728", f"accumulated, as quantized ({n} samples)", None),
+                       (trial[1], "#2ca02c", "accumulated with the remedy tried", pg.QtCore.Qt.PenStyle.DashLine)]
+            acc = trial[1]
+        self.curves = [c[2] for c in curves]
+        for y, colour, label, style in curves:
             ok = np.isfinite(y)
-            self.plot.plot(x[ok], y[ok], pen=pg.mkPen(colour, width=2), name=label)
+            pen = pg.mkPen(colour, width=2) if style is None else pg.mkPen(colour, width=2, style=style)
+            self.plot.plot(x[ok], y[ok], pen=pen, name=label)
             scatter = pg.ScatterPlotItem(x=x[ok], y=y[ok], data=[names[i] for i in np.flatnonzero(ok)], size=9,
                                          brush=pg.mkBrush(colour), pen=pg.mkPen("w"), hoverable=True,
                                          tip=lambda x, y, data: f"{data}\n{y:.4g}")
@@ -155,7 +179,10 @@ class PropagationView(QWidget):
         if self._metric == "mse" and np.isfinite(acc).any():
             worst = int(np.nanargmax(acc))
         extra = f"; worst accumulated: {names[worst]}" if worst is not None else ""
+        if trial is not None:
+            extra += f". Remedy tried: {self.session.trial.action} (Undo in the Findings tab)"
         self.info.setText(f"{len(names)} layers{extra}. Click a point to inspect the layer.")
+        self.info.setWordWrap(True)
 
     def _on_click(self, _item, points, _ev=None) -> None:
         if len(points):

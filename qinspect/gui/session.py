@@ -26,6 +26,8 @@ class Session(QObject):
     positions_changed = Signal()
     results_changed = Signal()
     findings_changed = Signal()
+    trial_changed = Signal()  # a remedy tried as a what-if (or undone): see ``trial``
+    advice_changed = Signal()  # the options advisor's rows arrived: see ``advice``
     coverage_changed = Signal()
     dump_changed = Signal()
     exported = Signal(str)
@@ -46,8 +48,13 @@ class Session(QObject):
         self.coverage: Any = None  # compare_job.Coverage
         self.dump: Any = None  # dump comparison rows
         self.findings: list[Any] = []
+        self.diagnosis: emulation.DiagnosisSummary | None = None  # the output block beside the findings
+        self.trial: Any = None  # qinspect.analysis.remedy_curve.RemedyCurves of the remedy tried, if any
+        self.trial_finding: Any = None  # the finding whose remedy ``trial`` applied
+        self.advice: Any = None  # qinspect.gui.advice_job.AdviceResult of the last advisor run
+        self.labels_path: str | None = None  # class labels of the measured samples, for accuracy
         self.channels: dict[str, Channel] = {}
-        for name in ("emulate", "coverage", "dump", "export", "write", "findings"):
+        for name in ("emulate", "coverage", "dump", "export", "write", "findings", "trial", "advice"):
             channel = Channel(name, self)
             channel.failed.connect(lambda _rid, exc, tb, n=name: self._on_failed(n, exc, tb))
             channel.progress.connect(lambda _rid, d, t, text: self.progress.emit(d, t, text))
@@ -60,6 +67,8 @@ class Session(QObject):
         self.channels["write"].finished.connect(self._on_exported)
         self._render: dict[str, Any] | None = None
         self.channels["findings"].finished.connect(self._on_findings)
+        self.channels["trial"].finished.connect(self._on_trial)
+        self.channels["advice"].finished.connect(self._on_advice)
         self._long: str | None = None
 
     _WHAT = {
@@ -69,6 +78,8 @@ class Session(QObject):
         "export": "Gathering the report",
         "write": "Writing the report",
         "findings": "Diagnosing",
+        "trial": "Trying the remedy",
+        "advice": "Trying quantizer options",
     }
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -89,7 +100,7 @@ class Session(QObject):
 
     def shutdown(self) -> None:
         """Cancel every job of this session (a model-wide job running in the helper is killed)."""
-        model_jobs_running = any(self.channels[n].busy for n in ("emulate", "findings"))
+        model_jobs_running = any(self.channels[n].busy for n in _MODEL_JOBS)
         for channel in self.channels.values():
             channel.cancel()
         if model_jobs_running:
@@ -101,7 +112,7 @@ class Session(QObject):
         """Cancel the long job shown in the status bar."""
         if self._long is not None:
             self.channels[self._long].cancel()
-            if self._long in ("emulate", "findings"):
+            if self._long in _MODEL_JOBS:
                 from qinspect.gui import compute_process
 
                 compute_process.kill_model_helper()
@@ -130,13 +141,26 @@ class Session(QObject):
     # --- emulation ---------------------------------------------------------------------------------
     def _on_emulated(self, _rid: int, analysis: emulation.Analysis) -> None:
         self.analysis = analysis
+        self.diagnosis = None
+        self._clear_trial()
         self.placement = analysis.placement()
         self.placement_notes = analysis.placement_notes()
         self.status.emit(analysis.summary())
         self.positions_changed.emit()
         self.results_changed.emit()
         if self.document.has_activations and analysis.available:
-            self._run("findings", emulation.diagnose_bg_job, self.document, analysis, self.coverage_eval_path())
+            self._diagnose()
+
+    def _diagnose(self) -> None:
+        self._run("findings", emulation.diagnose_bg_job, self.document, self.analysis, self.coverage_eval_path(),
+                  self.labels_path)
+
+    def load_labels(self, path: str) -> None:
+        """Class labels of the measured samples (.npy): the diagnosis runs again and adds float and int8
+        accuracy to the output block (a bad file is reported as the diagnosis' failure)."""
+        self.labels_path = os.fspath(path)
+        if self.analysis is not None and self.analysis.available and self.document.has_activations:
+            self._diagnose()
 
     def import_quantized(self, path: str) -> None:
         """Use the graph, positions and folded weights of a Vitis quantized.h5, then re-emulate."""
@@ -215,11 +239,76 @@ class Session(QObject):
         self.status.emit(rows.summary())
 
     # --- findings ----------------------------------------------------------------------------------
-    def _on_findings(self, _rid: int, findings: list[Any]) -> None:
-        self.findings = list(findings or [])
+    def _on_findings(self, _rid: int, summary: emulation.DiagnosisSummary) -> None:
+        self.diagnosis = summary
+        self.findings = list(summary.findings)
         n = len(self.findings)
         self.status.emit(f"{n} finding{'' if n == 1 else 's'}" if n else "No findings")
         self.findings_changed.emit()
+
+    def output_summary(self) -> str:
+        """The current emulation's output SQNR, top-1 agreement and accuracy, with what they rest on."""
+        parts = []
+        stats = self.analysis.output_stats() if self.analysis is not None else None
+        if stats is not None:
+            n = getattr(self.document.capture, "n_samples", None)
+            parts.append(f"Output SQNR {stats.sqnr_db:.1f} dB" + (f" ({n} samples)" if n else ""))
+        d = self.diagnosis
+        if d is not None and d.top1_agreement is not None:
+            on = f"first {d.n_samples} {d.measured_on} samples"
+            parts.append(f"top-1 agreement {100 * d.top1_agreement:.1f}% ({on})")
+            if d.accuracy:
+                parts.append(f"accuracy float {100 * d.accuracy['float']:.1f}%, int8 {100 * d.accuracy['int8']:.1f}%")
+        trial = self.trial
+        if trial is not None:
+            top1 = (f", top-1 {100 * trial.top1_before:.1f}% → {100 * trial.top1_after:.1f}%"
+                    if trial.top1_before is not None and trial.top1_after is not None else "")
+            parts.append(f"with the remedy tried: {trial.output_before.sqnr_db:.1f} → "
+                         f"{trial.output_after.sqnr_db:.1f} dB{top1} ({trial.n_samples} samples)")
+        return " · ".join(parts)
+
+    # --- Try it ------------------------------------------------------------------------------------
+    def try_remedy(self, finding: Any) -> None:
+        """Apply a finding's fix as a what-if on the diagnosis' data (off the UI thread)."""
+        fix = getattr(finding, "fix", None)
+        d = self.diagnosis
+        if fix is None or d is None or not d.n_samples or self.analysis is None or not self.analysis.available:
+            return
+        self.trial_finding = finding
+        self._run("trial", emulation.trial_bg_job, self.document, self.analysis, self.coverage_eval_path(), fix,
+                  d.n_samples)
+
+    def undo_trial(self) -> None:
+        """Back to the model as quantized."""
+        self.channels["trial"].cancel()
+        self._clear_trial()
+
+    def _clear_trial(self) -> None:
+        had = self.trial is not None or self.trial_finding is not None
+        self.trial = self.trial_finding = None
+        if had:
+            self.trial_changed.emit()
+
+    def _on_trial(self, _rid: int, curves: Any) -> None:
+        self.trial = curves
+        self.status.emit(f"Remedy tried: output SQNR {curves.output_before.sqnr_db:.1f} → "
+                         f"{curves.output_after.sqnr_db:.1f} dB")
+        self.trial_changed.emit()
+
+    # --- options advisor ---------------------------------------------------------------------------
+    def run_advice(self) -> None:
+        """Run the options advisor on the capture (in a process of its own; cancellable)."""
+        if not self.document.has_activations:
+            return
+        from qinspect.gui import advice_job
+
+        self._run("advice", advice_job.advice_job, self.document.path, self.coverage_eval_path(),
+                  self.options.to_dict())
+
+    def _on_advice(self, _rid: int, result: Any) -> None:
+        self.advice = result
+        self.status.emit(f"Advice: {len(result.rows)} ways to quantize measured")
+        self.advice_changed.emit()
 
     def finding_badges(self) -> dict[str, tuple[str, str]]:
         """Per layer, the badge of its worst finding (text, tooltip)."""
@@ -237,7 +326,7 @@ class Session(QObject):
         """Write an HTML + JSON + CSV report for the model or one layer (see qinspect.report)."""
         self._export_folder = os.fspath(folder)
         self._run("export", emulation.export_job, self.document, self.analysis, self._export_folder, layer,
-                  self.coverage_eval_path())
+                  self.coverage_eval_path(), self.advice, self.labels_path)
 
     def _on_report_built(self, _rid: int, report: Any) -> None:
         # pyqtgraph draws on the UI thread only: one figure per event-loop turn keeps the window live.
@@ -275,6 +364,9 @@ class Session(QObject):
     def _on_exported(self, _rid: int, path: str) -> None:
         self.status.emit(f"Report written: {path}")
         self.exported.emit(str(path))
+
+
+_MODEL_JOBS = ("emulate", "findings", "trial")  # jobs run in the model helper process
 
 
 def metric_of(stats: Any, metric: str) -> float | None:

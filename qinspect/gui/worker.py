@@ -186,3 +186,20 @@ class Channel(QObject):
 
     def _on_cancelled(self, rid: int) -> None:
         self._inflight.pop(rid, None)
+
+
+def in_own_process(token: CancelToken, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` in a helper process of its own (:func:`qinspect.gui.compute_process.call_with_progress`)
+    with its progress forwarded to ``token``; cancelling the token stops it at its next progress report."""
+    from qinspect.gui import compute_process
+
+    def forward(done: int, total: int, text: str) -> None:
+        try:
+            token.progress(done, total, text)
+        except Cancelled:
+            pass  # the helper is told at once: cancelled() below is now true
+
+    try:
+        return compute_process.call_with_progress(fn, *args, progress=forward, cancelled=lambda: token.cancelled)
+    except compute_process.Superseded:
+        raise Cancelled() from None

@@ -33,6 +33,7 @@ def build_and_write(
     inputs: str | os.PathLike[str] | None = None,
     preprocess: str | None = None,
     sensitivity: bool = True,
+    labels: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Build the report of ``source`` and write it to ``out_dir`` (atomically). Returns the folder.
 
@@ -43,7 +44,7 @@ def build_and_write(
     report: Report = build_report(source, positions=positions, layer=layer, eval_path=eval_path,
                                   max_samples=max_samples, progress=progress, batch_size=batch_size, options=options,
                                   diagnose=diagnose, opener=opener, inputs=inputs,
-                                  preprocess=preprocess, sensitivity=sensitivity)
+                                  preprocess=preprocess, sensitivity=sensitivity, labels=labels)
     if progress:
         progress(0, 1, "drawing figures and writing")
     return write_report(report, out_dir, render_figures=render_figures, force=force)

@@ -37,6 +37,10 @@ from qinspect.report.layer import LayerInputs, layer_section, summarize_float
 from qinspect.report.layer_map import LayerMap, foreign_layers, map_layers
 
 Progress = Callable[[int, int, str], None]
+AdviceRows = tuple[list[dict[str, Any]], str]  # advisor rows and a phrase saying where they come from
+SENS_SAMPLES = 16  # the diagnosis' default sensitivity samples (its output block is measured on them)
+DIAGNOSIS_ADVICE = ("the diagnosis: the model as calibrated and each keep-float remedy it measured (qinspect advise, "
+                    "or the window's Advice tab, also tries quantizer options)")
 # Opens a model-like path as a ModelSource (the CLI passes one that also reads SavedModel folders).
 Opener = Callable[[str], ModelSource]
 
@@ -420,6 +424,9 @@ class DiagnosisPart:
     how: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     missing: str = ""  # why there are no findings
+    output: dict[str, Any] | None = None  # the report's first-page output block
+    explained: float | None = None
+    advice: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _inputs_of(capture: Any, names: list[str], graph: Any = None) -> dict[str, np.ndarray]:
@@ -436,7 +443,8 @@ def _inputs_of(capture: Any, names: list[str], graph: Any = None) -> dict[str, n
 
 
 def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: list[str],
-              max_samples: int | None, progress: Progress | None, with_sensitivity: bool = True) -> DiagnosisPart:
+              max_samples: int | None, progress: Progress | None, with_sensitivity: bool = True,
+              labels: str | None = None) -> DiagnosisPart:
     part = DiagnosisPart()
     if not isinstance(source, Capture):
         source = em.data  # a model file run on --inputs
@@ -451,11 +459,17 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
         kwargs["step"] = lambda text, done, total: progress(done, total, f"diagnosing: {text}")
     if max_samples is not None:
         kwargs["max_samples"] = max_samples
+    measured = _inputs_of(eval_cap if eval_cap is not None else source, names, em.graph)
+    if labels is not None:  # accuracy is measured on the sensitivity samples: labels for those are enough
+        from qinspect.io.labels import read_labels
+
+        n = len(next(iter(measured.values())))
+        kwargs["labels"] = read_labels(labels, min(n, SENS_SAMPLES, max_samples or n))
     if eval_cap is not None:
-        result = diagnosis.diagnose(em.graph, _inputs_of(eval_cap, names, em.graph),
-                                    _inputs_of(source, names, em.graph), data_label="evaluation", **kwargs)
+        result = diagnosis.diagnose(em.graph, measured, _inputs_of(source, names, em.graph),
+                                    data_label="evaluation", **kwargs)
     else:
-        result = diagnosis.diagnose(em.graph, _inputs_of(source, names, em.graph), **kwargs)
+        result = diagnosis.diagnose(em.graph, measured, **kwargs)
     data = result.to_dict()
     part.findings = list(data.get("findings", []))
     for sens in data.get("sensitivity", []):
@@ -470,6 +484,13 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
     if isinstance(out, dict) and out.get("how"):
         part.how["model output SQNR"] = out["how"]
     part.notes = [f"Diagnosis: {note}." for note in data.get("notes", [])]
+    part.output = {**(data.get("output") or {}), "samples": data.get("sensitivity_samples"),
+                   "measured_on": data.get("measured_on")}
+    explained = data.get("explained")
+    # (0 when no finding explains anything: the sum of no shares is an int)
+    number = isinstance(explained, int | float) and not isinstance(explained, bool)
+    part.explained = float(explained) if number else None
+    part.advice = list(data.get("advice") or [])
     return part
 
 
@@ -524,8 +545,14 @@ def build_report(
     inputs: str | os.PathLike[str] | None = None,
     preprocess: str | None = None,
     sensitivity: bool = True,
+    advice: AdviceRows | None = None,
+    labels: str | os.PathLike[str] | None = None,
 ) -> Report:
     """The report for a capture or model file (``layer``: only that layer's section).
+
+    ``advice``: rows of an options-advisor run over the same data (``AdviceRow.to_dict()`` list) and where
+    they come from, to put on the first page instead of the diagnosis' own measured rows. ``labels``: a
+    .npy of the measured samples' classes, for float and int8 accuracy on the first page.
 
     ``diagnose=False`` skips the diagnosis (findings and sensitivity), the slowest part on big models;
     ``sensitivity=False`` keeps the findings but skips the per-layer sensitivity (no noise budget).
@@ -547,7 +574,11 @@ def build_report(
             check_finite_capture(eval_cap)
         em = emulate(source, None if positions is None else str(positions), progress, batch_size, options,
                      None if inputs is None else str(inputs), preprocess)
-        return _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose, sensitivity)
+        report = _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose, sensitivity,
+                           None if labels is None else str(labels))
+        if advice is not None and advice[0]:
+            report.advice, report.advice_source = list(advice[0]), advice[1]
+        return report
     finally:
         for f in (source, eval_cap):
             if f is not None:
@@ -556,7 +587,7 @@ def build_report(
 
 def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: str | None,
               eval_cap: Capture | None, max_samples: int | None, progress: Progress | None,
-              diagnose: bool = True, sensitivity: bool = True) -> Report:
+              diagnose: bool = True, sensitivity: bool = True, labels: str | None = None) -> Report:
     dpu = em.graph
     lmap = map_layers([lay.name for lay in graph.leaves()], dpu) if dpu is not None else None
     all_rows = _rows(graph, lmap, dpu)
@@ -566,7 +597,7 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
     warnings = list(em.warnings)
     if diagnose:
         try:
-            diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress, sensitivity)
+            diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress, sensitivity, labels)
         except QInspectError:
             raise
         except Exception as exc:  # the findings are optional: report everything else, say what failed
@@ -604,6 +635,10 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
         warnings=warnings,
         notes=diag.notes,
         findings_missing=diag.missing if findings is None else "",
+        output=diag.output,
+        explained=diag.explained,
+        advice=diag.advice,
+        advice_source=DIAGNOSIS_ADVICE if diag.advice else "",
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         qinspect_version=__version__,
     )

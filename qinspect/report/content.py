@@ -129,6 +129,12 @@ class Report:
     summary: dict[str, Any] = field(default_factory=dict)  # model-level figures (output SQNR, ...)
     warnings: list[str] = field(default_factory=list)  # what could not be computed, and why
     notes: list[str] = field(default_factory=list)  # how parts were measured (from the diagnosis, ...)
+    # The first page: the model output block (sqnr_db, top1_agreement, accuracy, samples, measured_on),
+    # the noise budget's explained share, and measured ways to quantize (AdviceRow dicts) and their source.
+    output: dict[str, Any] | None = None
+    explained: float | None = None
+    advice: list[dict[str, Any]] = field(default_factory=list)
+    advice_source: str = ""
     generated: str = ""  # ISO 8601 UTC time the report was made
     qinspect_version: str = ""
 

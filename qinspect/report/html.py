@@ -13,6 +13,7 @@ from typing import Any
 
 import jinja2
 
+from qinspect.report import wording
 from qinspect.report.content import METRIC_KEYS, METRIC_TITLES, POSITION_KEYS, Report
 from qinspect.report.exports import CSV_COLUMNS, worst_finding
 
@@ -101,6 +102,9 @@ def _environment() -> jinja2.Environment:
     env.filters["num"] = fmt_number
     env.filters["pos"] = fmt_positions
     env.filters["sqnr_class"] = sqnr_class
+    env.filters["finding_sentence"] = wording.finding_sentence
+    env.filters["remedy_sentence"] = wording.remedy_sentence
+    env.filters["kind_title"] = wording.kind_title
     return env
 
 

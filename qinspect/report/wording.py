@@ -1,0 +1,269 @@
+"""Findings in words: the one place that turns a diagnosed finding into a sentence with its key numbers.
+
+Used by the window's Findings tab, the HTML report and the text of ``qinspect diagnose``. A finding may
+be a :class:`qinspect.analysis.findings.Finding` or its ``to_dict()`` form (the report's JSON): fields
+are read either way. Each known kind has its own sentence; a kind this module does not know (a new
+cause added to the diagnosis) gets a generic sentence built from its fields, never nothing. A number the
+evidence does not hold is left out of the sentence rather than guessed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+KIND_TITLES = {
+    "saturation": "Saturation",
+    "outlier_range": "Outlier-stretched range",
+    "channel_spread": "Channel range spread",
+    "coverage": "Calibration does not cover use",
+    "error_growth": "Error growth",
+    "alignment": "Shared position",
+    "constraint": "DPU constraint",
+    "cpu_fallback": "CPU layer",
+    "accumulated_rounding": "Accumulated rounding",
+}
+
+
+def field_of(finding: Any, name: str, default: Any = None) -> Any:
+    """A finding's field, from a Finding object or its dict form (``severity_db`` is ``severity`` there)."""
+    if isinstance(finding, Mapping):
+        if name == "severity_db":
+            name = "severity"
+        return finding.get(name, default)
+    return getattr(finding, name, default)
+
+
+def evidence_value(finding: Any, key: str) -> Any:
+    """The value of one evidence entry (``{"value": ..., "how": ...}`` or a bare value); None if absent."""
+    evidence = field_of(finding, "evidence") or {}
+    entry = evidence.get(key) if isinstance(evidence, Mapping) else None
+    return entry.get("value") if isinstance(entry, Mapping) else entry
+
+
+def kind_title(kind: str) -> str:
+    """A short title for a finding kind (unknown kinds: the kind's words, capitalised)."""
+    return KIND_TITLES.get(kind) or kind.replace("_", " ").strip().capitalize() or "Finding"
+
+
+def _num(v: Any) -> float | None:
+    """A finite float, or None (strings such as "inf" from strict JSON count as not finite)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _db(v: Any) -> str:
+    x = _num(v)
+    return f"{x:.1f} dB" if x is not None else "n/a"
+
+
+def _pct(v: Any) -> str:
+    x = _num(v)
+    if x is None:
+        return "n/a"
+    return f"{100 * x:.2g}%" if 100 * x < 10 else f"{100 * x:.0f}%"
+
+
+def _g(v: Any) -> str:
+    x = _num(v)
+    return f"{x:.4g}" if x is not None else str(v)
+
+
+def _range(v: Any) -> str:
+    if isinstance(v, list | tuple) and len(v) == 2 and all(_num(x) is not None for x in v):
+        return f"[{_g(v[0])}, {_g(v[1])}]"
+    return ""
+
+
+def _s_saturation(f: Any, e: Callable[[str], Any]) -> str | None:
+    lo, hi = _num(e("clipped_lo_frac")), _num(e("clipped_hi_frac"))
+    if lo is None or hi is None:
+        return None
+    data = e("data")
+    on = f" on the {data}" if isinstance(data, str) and data != "calibration" else ""
+    rng = _range(e("representable_range"))
+    return (f"{_pct(lo + hi)} of {field_of(f, 'layer')}'s output values{on} clip at the int8 range "
+            f"{rng} (position {e('position')}); its SQNR is {_db(e('sqnr_db'))} against "
+            f"{_db(e('sqnr_unclipped_db'))} with rounding alone.")
+
+
+def _s_outlier(f: Any, e: Callable[[str], Any]) -> str | None:
+    bits, amax = _num(e("bits_wasted")), _num(e("max_abs"))
+    if bits is None or amax is None:
+        return None
+    where = " in the calibration data" if str(e("data") or "").startswith("calibration") else ""
+    absent = " (absent in use)" if "absent" in str(e("data") or "") else ""
+    codes = e("codes_used_by_bulk")
+    bulk = f", leaving the bulk of the values {codes} int8 codes" if codes is not None else ""
+    return (f"Rare outliers{where}{absent} up to {_g(amax)} ({2 ** bits:.0f}x the bulk) set "
+            f"{field_of(f, 'layer')}'s range at position {e('position')}: {bits:.1f} bits of range are spent "
+            f"on {_pct(e('tail_frac'))} of the values{bulk}.")
+
+
+def _s_spread(f: Any, e: Callable[[str], Any]) -> str | None:
+    spread = _num(e("spread_bits"))
+    if spread is None:
+        return None
+    few, channels = e("handful_channels"), e("channels")
+    handful = (f"; {len(few)} of {channels} channels quantize to a handful of codes"
+               if isinstance(few, list) and few and channels is not None else "")
+    return (f"{field_of(f, 'layer')}'s kernel has channel ranges {spread:.1f} bits apart under one "
+            f"per-tensor position{handful}: weight SQNR {_db(e('weight_sqnr_db'))}, "
+            f"{_db(e('weight_sqnr_equalized_db'))} with equalized channels.")
+
+
+def _s_coverage(f: Any, e: Callable[[str], Any]) -> str | None:
+    frac = _num(e("outside_int8_range_frac"))
+    if frac is None:
+        return None
+    return (f"{_pct(frac)} of {field_of(f, 'layer')}'s evaluation values fall outside the calibrated int8 "
+            f"range (position {e('position')}; the data in use would choose {e('eval_position')}): calibration "
+            f"spans {_range(e('calib_range'))}, use {_range(e('eval_range'))}.")
+
+
+def _s_growth(f: Any, e: Callable[[str], Any]) -> str | None:
+    drop, a_in, a_out = _num(e("drop_db")), e("acc_in_sqnr_db"), e("acc_out_sqnr_db")
+    if drop is None:
+        return None
+    how = e("mechanism")
+    how = f": it {how.replace('own error', 'adds the error itself')}" if isinstance(how, str) else ""
+    own = e("own_sqnr_db")
+    own = f"; its own quantization alone gives {_db(own)}" if _num(own) is not None else ""
+    return (f"The accumulated SQNR drops {drop:.1f} dB across {field_of(f, 'layer')} ({_db(a_in)} in, "
+            f"{_db(a_out)} out{own}){how}.")
+
+
+def _s_alignment(f: Any, e: Callable[[str], Any]) -> str | None:
+    loss = _num(e("worst_loss_db"))
+    if loss is None:
+        return None
+    return (f"The {e('rule')} at {field_of(f, 'layer')} gives all its branches position "
+            f"{e('shared_position')}; the worst branch loses {loss:.1f} dB of SQNR to it.")
+
+
+def _s_constraint(f: Any, e: Callable[[str], Any]) -> str | None:
+    loss = _num(e("sqnr_loss_db"))
+    if loss is None:
+        return None
+    return (f"The DPU's {e('constraint')} constraint moved {e('tensor')} from position {e('position_before')} to "
+            f"{e('position_after')}: its SQNR falls from {_db(e('sqnr_before_db'))} to {_db(e('sqnr_after_db'))}.")
+
+
+def _s_cpu(f: Any, e: Callable[[str], Any]) -> str | None:
+    reason = e("reason")
+    if reason is None:
+        return None
+    parts = e("partitions")
+    split = (f"; the model runs as {parts} DPU subgraphs with round trips through the CPU"
+             if e("splits_model") and parts is not None else "")
+    return f"{field_of(f, 'layer')} ({e('class')}) runs on the CPU in float: {reason}{split}."
+
+
+def _s_rounding(f: Any, e: Callable[[str], Any]) -> str | None:
+    share = _num(e("share"))
+    if share is None:
+        return None
+    adders = [a for a in e("adders") or [] if isinstance(a, Mapping)]
+    amps = [a for a in e("amplifiers") or [] if isinstance(a, Mapping)]
+    text = f"{_pct(share)} of the output error is rounding spread over many layers"
+    if adders:
+        text += ", added most by " + ", ".join(
+            f"{a.get('layer')} ({_num(a.get('keep_float_gain_db')) or 0:+.1f} dB in float)" for a in adders)
+    if amps:
+        text += ", amplified by " + ", ".join(
+            f"{a.get('layer')} (noise gain {_num(a.get('noise_gain_db')) or 0:.1f} dB)" for a in amps)
+    return text + "."
+
+
+_SENTENCES: dict[str, Callable[[Any, Callable[[str], Any]], str | None]] = {
+    "saturation": _s_saturation,
+    "outlier_range": _s_outlier,
+    "channel_spread": _s_spread,
+    "coverage": _s_coverage,
+    "error_growth": _s_growth,
+    "alignment": _s_alignment,
+    "constraint": _s_constraint,
+    "cpu_fallback": _s_cpu,
+    "accumulated_rounding": _s_rounding,
+}
+
+# evidence entries that are bookkeeping, not numbers a reader needs in the generic sentence
+_PLUMBING = frozenset({"node", "severity_basis", "share", "layer_noise_frac", "local_cost_db", "note"})
+
+
+def _generic(f: Any) -> str:
+    """A sentence for a kind with no wording of its own: its title, layer and first scalar evidence."""
+    evidence = field_of(f, "evidence") or {}
+    facts = []
+    for key, entry in (evidence.items() if isinstance(evidence, Mapping) else []):
+        value = entry.get("value") if isinstance(entry, Mapping) else entry
+        if key in _PLUMBING or isinstance(value, list | dict | tuple) or value is None:
+            continue
+        facts.append(f"{key.replace('_', ' ')} {_g(value)}")
+        if len(facts) == 4:
+            break
+    text = f"{kind_title(str(field_of(f, 'kind', '')))} at {field_of(f, 'layer')}"
+    return text + (f": {'; '.join(facts)}." if facts else ".")
+
+
+def finding_sentence(finding: Any) -> str:
+    """What the finding is, in one or two sentences with its key numbers, then what it costs."""
+    kind = str(field_of(finding, "kind", ""))
+    make = _SENTENCES.get(kind)
+    text = None
+    if make is not None:
+        try:
+            text = make(finding, lambda key: evidence_value(finding, key))
+        except (TypeError, ValueError, AttributeError):
+            text = None  # evidence of an unexpected shape: the generic sentence still says what is known
+    text = text or _generic(finding)
+    affects = field_of(finding, "affects") or []
+    if affects and kind != "accumulated_rounding":
+        text += f" The same cause reaches {len(affects)} layer(s) downstream: {', '.join(map(str, affects))}."
+    cost = cost_sentence(finding)
+    return f"{text} {cost}" if cost else text
+
+
+def cost_sentence(finding: Any) -> str:
+    """What fixing the finding is worth at the model output (measured gain and noise share), if known."""
+    remedy = field_of(finding, "remedy")
+    share = _num(field_of(finding, "noise_share"))
+    gain = _num(remedy.get("measured_gain_db")) if isinstance(remedy, Mapping) else None
+    if gain is None:
+        sev = _num(field_of(finding, "severity_db"))
+        return f"Estimated cost at the output: {sev:.2f} dB (not measured)." if sev else ""
+    text = f"Fixing it gains {gain:.2f} dB of output SQNR"
+    if field_of(finding, "kind") == "accumulated_rounding":
+        # its noise_share is the unexplained rest (in its sentence), not what its remedy removes
+        return text + " (the remedy below)."
+    return text + (f", {_pct(share)} of the output's error power." if share is not None else ".")
+
+
+def remedy_sentence(remedy: Mapping[str, Any] | None) -> str:
+    """The remedy tried in the emulator and what it measured, whole (empty when there is none)."""
+    if not remedy:
+        return ""
+    text = f"Tried in the emulator: {remedy.get('action', '?')}. Output SQNR {_db(remedy.get('measured_sqnr_db'))}"
+    gain = _num(remedy.get("measured_gain_db"))
+    if gain is not None:
+        text += f" ({gain:+.2f} dB)"
+    top1 = _num(remedy.get("top1_agreement"))
+    if top1 is not None:
+        text += f", top-1 agreement with float {100 * top1:.1f}%"
+    return text + "."
+
+
+def evidence_lines(finding: Any) -> list[str]:
+    """The raw evidence, one ``name = value  (how)`` line per entry (the details behind the sentence)."""
+    evidence = field_of(finding, "evidence") or {}
+    out = []
+    for key, entry in (evidence.items() if isinstance(evidence, Mapping) else []):
+        value, how = (entry.get("value"), entry.get("how", "")) if isinstance(entry, Mapping) else (entry, "")
+        shown = _g(value) if _num(value) is not None else str(value)
+        if len(shown) > 400:  # a per-channel list: the start says what it is; the JSON export has all of it
+            shown = shown[:400] + " …"
+        out.append(f"{key} = {shown}" + (f"  ({how})" if how else ""))
+    return out

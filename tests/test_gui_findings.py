@@ -1,0 +1,167 @@
+"""The Findings tab reads findings as sentences, hides the raw evidence behind a toggle, and tries a
+remedy as a what-if whose before/after curves the propagation view draws (Undo: back to one)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pyqtgraph")
+
+from gui_fixtures import main_window, stop_helpers, write_gui_capture  # noqa: E402
+from report_fixtures import small_capture  # noqa: E402, F401 - a fixture (a real capture with class logits)
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _helpers_stopped():
+    yield
+    stop_helpers()
+
+
+@pytest.fixture(scope="module")
+def capture_path(tmp_path_factory):
+    return write_gui_capture(tmp_path_factory.mktemp("gui") / "calib.h5")
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    yield from main_window(qtbot, tmp_path)
+
+
+def _diagnosed(qtbot, win, path):
+    with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
+        win.open_path(str(path))
+    qtbot.waitUntil(lambda: win.session.diagnosis is not None and not win.session.channels["findings"].busy,
+                    timeout=120000)
+
+
+def test_finding_reads_as_a_sentence_with_evidence_behind_the_toggle(qtbot, window, capture_path):
+    from qinspect.report.wording import finding_sentence, remedy_sentence
+
+    _diagnosed(qtbot, window, capture_path)
+    view = window.findings
+    assert view.table.rowCount() > 0
+    window.tabs.setCurrentWidget(view)
+    f = view.current_finding()
+    detail = view.detail
+    assert view.table.item(0, 3).text() == detail.sentence.text() == finding_sentence(f)
+    assert detail.advice.text() == f"Advice: {f.advice}"  # whole, never cut
+    assert detail.remedy.text() == remedy_sentence(f.remedy)
+    assert not detail.details.isVisible()
+    detail.details_button.click()
+    assert detail.details.isVisible()
+    evidence = detail.details.toPlainText()
+    assert all(key in evidence for key in f.evidence)
+    detail.details_button.click()
+    assert not detail.details.isVisible()
+
+
+def test_try_it_draws_before_and_after_and_undo_returns_to_one_curve(qtbot, window, capture_path):
+    _diagnosed(qtbot, window, capture_path)
+    view = window.findings
+    rows = [r for r, f in enumerate(view.findings) if getattr(f, "fix", None) is not None]
+    assert rows, [(f.kind, f.remedy) for f in view.findings]
+    view.table.setCurrentCell(rows[0], 0)
+    f = view.current_finding()
+    assert view.detail.try_button.isEnabled()
+    view.detail.try_button.click()
+    qtbot.waitUntil(lambda: window.session.trial is not None, timeout=60000)
+    trial = window.session.trial
+    # the curve job walked the samples the diagnosis measured the remedy on, and measured what it measured
+    assert trial.n_samples == window.session.diagnosis.n_samples
+    assert trial.output_after.sqnr_db == pytest.approx(f.remedy["measured_sqnr_db"], abs=1e-3)
+    assert trial.output_before.sqnr_db == pytest.approx(window.session.diagnosis.output_sqnr_db, abs=1e-3)
+    assert "→" in view.detail.trial.text() and f"{trial.output_after.sqnr_db:.2f} dB" in view.detail.trial.text()
+    assert "with the remedy tried" in window.quality_label.text()
+    window.tabs.setCurrentWidget(window.propagation)
+    qtbot.waitUntil(lambda: len(window.propagation.curves) == 3, timeout=5000)
+    accumulated = [c for c in window.propagation.curves if c.startswith("accumulated")]
+    assert len(accumulated) == 2 and any("remedy" in c for c in accumulated)
+    window.tabs.setCurrentWidget(view)
+    view.detail.undo_button.click()
+    assert window.session.trial is None
+    window.tabs.setCurrentWidget(window.propagation)
+    qtbot.waitUntil(lambda: window.propagation.curves == ["isolated", "accumulated"], timeout=5000)
+    assert "remedy" not in window.quality_label.text() and "Output SQNR" in window.quality_label.text()
+
+
+def test_advice_table_fills_from_an_advisor_run(qtbot, window, capture_path):
+    from PySide6.QtWidgets import QApplication
+
+    _diagnosed(qtbot, window, capture_path)
+    view = window.advice
+    window.tabs.setCurrentWidget(view)
+    assert view.table.rowCount() == 0 and view.run_button.isEnabled()
+    view.run_button.click()
+    assert not view.run_button.isEnabled()
+    qtbot.waitUntil(lambda: window.session.advice is not None, timeout=120000)
+    rows = window.session.advice.rows
+    assert view.table.rowCount() == len(rows) >= 2
+    sqnr = [float(view.table.item(r, 0).text()) for r in range(len(rows))]
+    assert sqnr == sorted(sqnr, reverse=True)
+    # The row as the window calibrated it (default options, every sample, nothing in float) measures
+    # what the diagnosis measured on the same first samples, by another build of the int8 model.
+    d = window.session.diagnosis
+    base = next(r for r in rows if not r["keep_float"] and r["options"]["include_cle"]
+                and r["options"]["calib_samples"] == window.document.n_samples
+                and r["options"]["calib_batch_size"] == window.session.options.calib_batch_size
+                and len(r["options"]) == 3)
+    assert window.session.advice.n_samples == d.n_samples
+    assert base["output_sqnr_db"] == pytest.approx(d.output_sqnr_db, abs=1e-3)
+    assert view.table.item(0, 6).text().startswith("vitis_quantize.VitisQuantizer(model).quantize_model(")
+    view.table.cellWidget(0, 5).click()
+    assert QApplication.clipboard().text() == view.table.item(0, 6).text() == rows[0]["command"]
+    assert view.run_button.isEnabled()
+
+
+def test_advisor_run_can_be_cancelled(qtbot, window, capture_path):
+    _diagnosed(qtbot, window, capture_path)
+    view = window.advice
+    view.run_button.click()
+    assert window.cancel_button.isVisible() or window.session.channels["advice"].busy
+    window.session.cancel_background()  # the status bar's Cancel
+    qtbot.waitUntil(lambda: not window.session.channels["advice"].busy, timeout=30000)
+    assert window.session.advice is None and view.table.rowCount() == 0
+    assert view.run_button.isEnabled()
+
+
+@pytest.mark.tf
+def test_labels_add_float_and_int8_accuracy_to_the_status_bar(qtbot, window, small_capture, tmp_path):  # noqa: F811
+    import numpy as np
+
+    from qinspect.io.capture_file import Capture
+
+    with Capture.open(small_capture) as cap:  # the float model's logits, as captured by TensorFlow
+        logits = cap.activation("fc")[:16]
+    labels = np.argmax(logits, axis=-1)
+    labels[:4] = (labels[:4] + 1) % logits.shape[-1]  # four wrong on purpose: float accuracy 12/16
+    np.save(tmp_path / "labels.npy", labels)
+    _diagnosed(qtbot, window, small_capture)
+    first = window.session.diagnosis
+    assert first.accuracy is None and "accuracy" not in window.quality_label.text()
+    window.session.load_labels(str(tmp_path / "labels.npy"))
+    qtbot.waitUntil(lambda: window.session.diagnosis is not first and window.session.diagnosis is not None,
+                    timeout=120000)
+    acc = window.session.diagnosis.accuracy
+    assert acc["float"] == pytest.approx(12 / 16)
+    # int8 accuracy follows from the int8 arg-max: where it agrees with float it is right iff float is
+    agree = window.session.diagnosis.top1_agreement
+    assert acc["int8"] <= 12 / 16 + (1 - agree) + 1e-9
+    assert f"accuracy float {100 * 12 / 16:.1f}%, int8 {100 * acc['int8']:.1f}%" in window.quality_label.text()
+
+
+def test_bad_labels_are_one_line_naming_the_file(tmp_path):
+    import numpy as np
+
+    from qinspect.errors import QInspectError
+    from qinspect.io.labels import read_labels
+
+    np.save(tmp_path / "few.npy", np.arange(3))
+    with pytest.raises(QInspectError, match="cover the 16 measured samples") as err:
+        read_labels(str(tmp_path / "few.npy"), 16)
+    assert "few.npy" in str(err.value)
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    with pytest.raises(QInspectError, match="is not a .npy array of labels"):
+        read_labels(str(tmp_path / "junk.npy"), 1)

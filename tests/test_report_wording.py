@@ -1,0 +1,102 @@
+"""Findings in words (qinspect.report.wording): each kind's sentence holds its key numbers, read from the
+evidence the diagnosis really writes (the findings are made by qinspect.analysis.findings' own functions)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qinspect.analysis import findings as F  # noqa: N812 - as the findings tests name it
+from qinspect.dpu.fixed_point import Round, pos_min_mse, pos_non_overflow
+from qinspect.report import wording as W  # noqa: N812
+
+
+def test_saturation_sentence_holds_clipped_share_range_and_position():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=100_000).astype(np.float32)
+    f = F.saturation("conv1", x, 7)
+    clipped = float(np.mean(x < -1.0) + np.mean(x > 127 / 128))  # ~32%, computed here independently
+    s = W.finding_sentence(f)
+    assert f"{100 * clipped:.0f}% of conv1's output values" in s
+    assert "[-1, 0.9922]" in s and "position 7" in s
+
+
+def test_outlier_sentence_holds_max_ratio_and_bulk_codes():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=200_000).astype(np.float32)
+    x[rng.choice(x.size, 10, replace=False)] = 1000.0
+    p = pos_non_overflow(float(x.min()), float(x.max()))
+    f = F.outlier_range("act", x, p)
+    ratio = 1000.0 / W.evidence_value(f, "bulk_threshold")
+    s = W.finding_sentence(f)
+    assert "up to 1000 " in s and f"({ratio:.0f}x the bulk)" in s and f"position {p}" in s
+    assert f"{W.evidence_value(f, 'codes_used_by_bulk')} int8 codes" in s
+
+
+def test_spread_coverage_growth_constraint_cpu_sentences():
+    rng = np.random.default_rng(3)
+    w = rng.normal(scale=0.1, size=(3, 3, 8, 4)).astype(np.float32)
+    w[..., 2] *= 50
+    f = F.channel_spread("dw", "Conv2D", w, pos_min_mse(w, Round.HALF_TO_EVEN), cle="disabled")
+    s = W.finding_sentence(f)
+    assert f"{W.evidence_value(f, 'spread_bits'):.1f} bits apart" in s
+    assert f"{len(W.evidence_value(f, 'handful_channels'))} of 4 channels" in s
+
+    calib = rng.uniform(0, 0.9, size=50_000).astype(np.float32)
+    ev_x = 2 * rng.uniform(0, 0.9, size=50_000).astype(np.float32)
+    c = F.coverage("inp", ev_x, 7, (float(calib.min()), float(calib.max())))
+    s = W.finding_sentence(c)
+    outside = float(np.mean(ev_x > 127 / 128))  # about 45%
+    assert f"{100 * outside:.0f}% of inp's evaluation values" in s and "position 7" in s and "choose 6" in s
+
+    s = W.finding_sentence(F.error_growth("sep1", 40.0, 20.0, 20.5))
+    assert "drops 20.0 dB across sep1 (40.0 dB in, 20.0 dB out" in s and "20.5 dB" in s
+
+    w1 = rng.normal(scale=0.2, size=4000).astype(np.float32)
+    p = pos_min_mse(w1, Round.HALF_TO_EVEN)
+    k = F.constraint("c", "shift_cut", "c/kernel:0", p, p - 2, w1, Round.HALF_TO_EVEN)
+    s = W.finding_sentence(k)
+    assert f"shift_cut constraint moved c/kernel:0 from position {p} to {p - 2}" in s
+
+    cpu = F.cpu_fallback("soft", "Softmax", "not a DPU operator", 2, True)
+    s = W.finding_sentence(cpu)
+    assert "soft (Softmax) runs on the CPU in float: not a DPU operator" in s and "2 DPU subgraphs" in s
+
+
+def test_alignment_and_rounding_sentences():
+    rng = np.random.default_rng(5)
+    small = rng.normal(scale=0.01, size=20_000).astype(np.float32)
+    big = rng.normal(scale=10.0, size=20_000).astype(np.float32)
+    ps, pb = pos_min_mse(small, Round.HALF_UP), pos_min_mse(big, Round.HALF_UP)
+    f = F.alignment("cat", [F.Branch("a", small, ps, 0.5), F.Branch("b", big, pb, 0.5)], min(ps, pb))
+    s = W.finding_sentence(f)
+    assert f"position {min(ps, pb)}" in s and f"loses {W.evidence_value(f, 'worst_loss_db'):.1f} dB" in s
+    r = F.Finding("sep1", "accumulated_rounding", 0.5, {
+        "share": F.ev(0.35, ""), "adders": F.ev([{"layer": "sep1", "keep_float_gain_db": 1.25}], ""),
+        "amplifiers": F.ev([{"layer": "add3", "noise_gain_db": 4.5}], "")}, noise_share=0.35)
+    r.remedy = {"kind": "keep_float", "action": "keep sep1 in float", "measured_sqnr_db": 20.0,
+                "measured_gain_db": 1.2, "top1_agreement": None}
+    s = W.finding_sentence(r)
+    assert s.startswith("35% of the output error is rounding") and "sep1 (+1.2 dB in float)" in s
+    # its noise share is the unexplained rest, not what keeping sep1 in float removes
+    assert s.endswith("Fixing it gains 1.20 dB of output SQNR (the remedy below).")
+    assert "add3 (noise gain 4.5 dB)" in s
+
+
+def test_unknown_kind_gets_a_generic_sentence_and_dict_form_reads_the_same():
+    f = F.Finding("conv9", "hw_vs_sim", 1.5, {"codes_differing": F.ev(37, "how"), "node": F.ev("q9", "")},
+                  remedy={"kind": "option", "action": "run on the board", "measured_sqnr_db": 31.0,
+                          "measured_gain_db": 1.5, "top1_agreement": 0.97}, noise_share=0.29)
+    s = W.finding_sentence(f)
+    assert s.startswith("Hw vs sim at conv9: codes differing 37.") and "q9" not in s
+    assert "gains 1.50 dB of output SQNR, 29% of the output's error power" in s
+    assert W.finding_sentence(f.to_dict()) == s
+    r = W.remedy_sentence(f.remedy)
+    assert r == ("Tried in the emulator: run on the board. Output SQNR 31.0 dB (+1.50 dB), "
+                 "top-1 agreement with float 97.0%.")
+    assert W.evidence_lines(f)[0] == "codes_differing = 37  (how)"
+
+
+def test_missing_evidence_falls_back_instead_of_printing_none():
+    f = F.Finding("x", "saturation", 0.0, {"position": F.ev(3, "")})
+    s = W.finding_sentence(f)
+    assert "None" not in s and s.startswith("Saturation at x: position 3.")
