@@ -116,7 +116,8 @@ def _task_line(t: Any) -> str:
     d = t.to_dict()
     if "accuracy" in d:
         a = d["accuracy"]
-        line += f"; accuracy on {a['samples']} labelled samples: float {100 * a['float']:.1f}%, int8 {100 * a['int8']:.1f}%"
+        line += (f"; accuracy on {a['samples']} labelled samples: float {100 * a['float']:.1f}%, "
+                 f"int8 {100 * a['int8']:.1f}%")
     if t.warning:
         line += f"\n  note: {t.warning}"
     return line
