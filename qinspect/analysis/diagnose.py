@@ -35,6 +35,7 @@ import numpy as np
 
 from qinspect.analysis import findings as fnd
 from qinspect.analysis import remedies as rem
+from qinspect.analysis.decisions import Top1Tally, is_classifier_output
 from qinspect.analysis.findings import Branch, Finding, ev
 from qinspect.analysis.metrics import ErrorStats, json_safe
 from qinspect.analysis.sensitivity import (
@@ -76,6 +77,7 @@ class Diagnosis:
     advice: list[dict[str, Any]] = field(default_factory=list)  # measured rows (qinspect.analysis.advisor)
     top1_agreement: float | None = None  # int8 against float arg-max, outputs with several classes
     accuracy: dict[str, Any] | None = None  # with labels: float and int8 top-1 accuracy
+    near_tie_warning: str | None = None  # when top1_agreement rests on near-tied float outputs
 
     def worst_by_layer(self) -> dict[str, Finding]:
         """Each layer's highest-ranked finding (for a badge on the layer's row in a tree)."""
@@ -100,6 +102,7 @@ class Diagnosis:
                 "output_sqnr_db": ev(self.output.sqnr_db, "SQNR of the fully quantized model's output(s) "
                                                           "against float, sums over all outputs and samples"),
                 "output": {"sqnr_db": self.output.sqnr_db, "top1_agreement": self.top1_agreement,
+                           "near_tie_warning": self.near_tie_warning,
                            **({"accuracy": self.accuracy} if self.accuracy is not None else {})},
                 "explained": self.explained,
                 "advice": self.advice,
@@ -300,6 +303,7 @@ def diagnose(
     kept.sort(key=_rank_key)
     agree, compared = sens.top1
     accuracy = _accuracy(graph, sens, labels) if labels is not None else None
+    near_ties = _near_tie_warning(graph, sens)
     sens.runner = None  # the walks' memory goes now
     return Diagnosis(
         findings=kept,
@@ -314,8 +318,22 @@ def diagnose(
         explained=explained,
         top1_agreement=agree / compared if compared else None,
         accuracy=accuracy,
+        near_tie_warning=near_ties,
         advice=_advice(kept, sens.output.sqnr_db, agree / compared if compared else None),
     )
+
+
+def _near_tie_warning(graph: DpuGraph, sens: SensitivityResult) -> str | None:
+    """The note to show beside top-1 agreement when it rests on near-tied float outputs (analysis.decisions)."""
+    run = sens.runner
+    if run is None:
+        return None
+    tally = Top1Tally()
+    for name in graph.outputs:
+        ref, test = run.ref[name].float(), run.base[name].float()
+        if is_classifier_output(ref.shape) and ref.shape == test.shape:
+            tally.update(ref, test)
+    return tally.warning
 
 
 def _accuracy(graph: DpuGraph, sens: SensitivityResult, labels: np.ndarray) -> dict[str, Any] | None:

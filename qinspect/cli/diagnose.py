@@ -211,6 +211,8 @@ def _print_text(result: Any, positions_from: str, top: int) -> None:
     w(f"positions: {positions_from}\n")
     top1 = "" if result.top1_agreement is None else f"; top-1 agreement with float {100 * result.top1_agreement:.1f}%"
     w(f"measured on: {result.measured_on}; output SQNR {_num(result.output.sqnr_db, '.1f')} dB{top1}\n")
+    if result.near_tie_warning:
+        w(f"  note: {result.near_tie_warning}\n")
     if result.accuracy is not None:
         a = result.accuracy
         w(f"accuracy on {a['samples']} labelled samples: float {100 * a['float']:.1f}%, int8 {100 * a['int8']:.1f}%\n")
