@@ -37,6 +37,7 @@ from qinspect.analysis import findings as fnd
 from qinspect.analysis import remedies as rem
 from qinspect.analysis.decisions import Top1Tally, is_classifier_output
 from qinspect.analysis.findings import Branch, Finding, ev
+from qinspect.analysis.hw_vs_sim import hw_vs_sim_finding, sim_vs_dpu
 from qinspect.analysis.metrics import ErrorStats, json_safe
 from qinspect.analysis.sensitivity import (
     HOW,
@@ -57,7 +58,7 @@ _KIND_ORDER = {k: i for i, k in enumerate(fnd.KINDS)}
 _CLASS_OF_OP = {"conv2d": "Conv2D", "depthwise_conv2d": "DepthwiseConv2D",
                 "conv2d_transpose": "Conv2DTranspose", "dense": "Dense"}
 _ALIGN_RULES = {"align_concat": "concat", "align_pool": "pool"}
-_ALWAYS = ("cpu_fallback", "alignment")
+_ALWAYS = ("cpu_fallback", "alignment", "hw_vs_sim")
 
 
 @dataclass
@@ -297,6 +298,11 @@ def diagnose(
     found.extend(_adjustment_findings(graph, sens_sample, values, sens, noise, max(batch_size, n_sens), mode,
                                       infer=external_positions and not graph.adjustments, fixes=fixes))
     found.extend(_cpu_findings(graph, noise))
+    say("DPU integers against the float32 simulation")
+    hw = hw_vs_sim_finding(sim_vs_dpu(graph, [sens_sample]),
+                           {x.name: display_name(x) for x in graph.nodes})
+    if hw is not None:
+        found.append(hw)
     found.extend(_growth_findings(graph, sens, noise, found))
     say("trying each remedy (what-if runs)")
     kept, explained = _measure(graph, sens, found, fixes, sens_sample, max(batch_size, n_sens), mode, notes)
