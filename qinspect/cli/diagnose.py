@@ -146,6 +146,16 @@ def _labels(path: str, n: int) -> Any:
     return y
 
 
+def _rebuilder(source: Any, calib: dict[str, Any], base: Any) -> Any:
+    """The model rebuilt and recalibrated on ``calib`` with some quantizer options changed (option remedies)."""
+    from qinspect.dpu.emulator import Emulator
+
+    def rebuild(change: dict[str, Any]) -> Any:
+        return Emulator.from_model(source, calib, options=base.with_(**change)).graph
+
+    return rebuild
+
+
 def run(args: argparse.Namespace) -> int:
     """Diagnose and print."""
     from qinspect.analysis.diagnose import diagnose
@@ -167,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             eval_cap = open_eval_capture(args.eval)
             check_same_model(source.graph, args.model, eval_cap.graph, args.eval)
         emu, positions_from = common.open_positions_emulator(source, args)
+        positions_from_outside = bool(positions_from)
         calib_src = common.data_source(args.inputs, emu, source, args.model, preprocess=args.preprocess)
         if not positions_from:
             emu.calibrate(calib_src, args.batch_size)
@@ -180,12 +191,13 @@ def run(args: argparse.Namespace) -> int:
         # accuracy is measured on the sensitivity samples: labels for those are enough
         n_acc = min(len(next(iter(data.values()))), args.sens_samples)
         labels = _labels(args.labels, n_acc) if args.labels else None
+        rebuild = None if positions_from_outside else _rebuilder(source, calib, common.quantizer_options(args))
         with stderr_progress("diagnose") as step:
             result = diagnose(emu.graph, data, calib if eval_cap is not None else None, data_label=label,
                               max_samples=args.samples, sens_samples=args.sens_samples,
                               mode="int" if args.exact else "sim", step=step,
                               external_positions=bool(args.positions), with_sensitivity=not args.no_sensitivity,
-                              labels=labels)
+                              labels=labels, rebuild=rebuild)
     finally:
         if source is not None:
             source.close()
