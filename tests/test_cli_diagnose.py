@@ -214,3 +214,24 @@ def test_labels_give_float_and_int8_accuracy(captures, cli, tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros(3, np.int64))
     r = cli("diagnose", str(captures["calib"]), "--eval", str(captures["eval"]), "--labels", str(tmp_path / "bad.npy"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "bad.npy" in r.stderr
+
+
+@pytest.mark.tf
+def test_top1_on_tied_outputs_carries_a_near_tie_note(tmp_path, cli_module_runner, cli):
+    """A head whose kernel and bias are zero gives every class the same score: each decision is a tie,
+    so diagnose must say its top-1 agreement rests on near ties."""
+    keras = _keras()
+    inp = keras.Input((8, 8, 3), name="img")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inp)
+    x = keras.layers.ReLU(name="relu1")(x)
+    tied = keras.Model(inp, _head(keras, x))
+    tied.get_layer("out").set_weights([np.zeros((8, 4), np.float32), np.zeros(4, np.float32)])
+    tied.save(tmp_path / "tied.h5")
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).uniform(0, 1, (16, 8, 8, 3)).astype(np.float32))
+    r = cli("diagnose", str(tmp_path / "tied.h5"), "--inputs", str(tmp_path / "x.npy"), "--json",
+            "--no-sensitivity")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)["output"]
+    assert out["near_tie_warning"] and "16 near-tied of 16 decisions" in out["near_tie_warning"]
+    r = cli("diagnose", str(tmp_path / "tied.h5"), "--inputs", str(tmp_path / "x.npy"), "--no-sensitivity")
+    assert "note: top-1 agreement rests on 16 near-tied" in r.stdout

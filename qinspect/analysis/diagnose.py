@@ -35,8 +35,11 @@ import numpy as np
 
 from qinspect.analysis import findings as fnd
 from qinspect.analysis import remedies as rem
+from qinspect.analysis.decisions import Top1Tally, is_classifier_output
 from qinspect.analysis.findings import Branch, Finding, ev
+from qinspect.analysis.hw_vs_sim import hw_vs_sim_finding, sim_vs_dpu
 from qinspect.analysis.metrics import ErrorStats, json_safe
+from qinspect.analysis.option_remedies import OptionTrials, candidate_options
 from qinspect.analysis.sensitivity import (
     HOW,
     LayerSensitivity,
@@ -56,7 +59,7 @@ _KIND_ORDER = {k: i for i, k in enumerate(fnd.KINDS)}
 _CLASS_OF_OP = {"conv2d": "Conv2D", "depthwise_conv2d": "DepthwiseConv2D",
                 "conv2d_transpose": "Conv2DTranspose", "dense": "Dense"}
 _ALIGN_RULES = {"align_concat": "concat", "align_pool": "pool"}
-_ALWAYS = ("cpu_fallback", "alignment")
+_ALWAYS = ("cpu_fallback", "alignment", "hw_vs_sim")
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Diagnosis:
     advice: list[dict[str, Any]] = field(default_factory=list)  # measured rows (qinspect.analysis.advisor)
     top1_agreement: float | None = None  # int8 against float arg-max, outputs with several classes
     accuracy: dict[str, Any] | None = None  # with labels: float and int8 top-1 accuracy
+    near_tie_warning: str | None = None  # when top1_agreement rests on near-tied float outputs
 
     def worst_by_layer(self) -> dict[str, Finding]:
         """Each layer's highest-ranked finding (for a badge on the layer's row in a tree)."""
@@ -100,6 +104,7 @@ class Diagnosis:
                 "output_sqnr_db": ev(self.output.sqnr_db, "SQNR of the fully quantized model's output(s) "
                                                           "against float, sums over all outputs and samples"),
                 "output": {"sqnr_db": self.output.sqnr_db, "top1_agreement": self.top1_agreement,
+                           "near_tie_warning": self.near_tie_warning,
                            **({"accuracy": self.accuracy} if self.accuracy is not None else {})},
                 "explained": self.explained,
                 "advice": self.advice,
@@ -206,6 +211,7 @@ def diagnose(
     with_sensitivity: bool = True,
     step: Callable[[str, int, int], None] | None = None,
     labels: np.ndarray | None = None,
+    rebuild: Callable[[dict[str, Any]], DpuGraph] | None = None,
 ) -> Diagnosis:
     """Diagnose ``graph`` on ``data``; ``calib`` (when ``data`` is evaluation data) enables coverage.
 
@@ -220,6 +226,8 @@ def diagnose(
     ``with_sensitivity=False`` skips the per-layer what-if walks (the costly part on big models): no
     sensitivity rows and no noise budget; candidates are picked by their local cost (``severity_basis``
     says so) and their remedies are still tried and measured.
+    ``rebuild(option_changes)`` (optional) returns the graph rebuilt and recalibrated with some quantizer
+    options changed: with it, quantizer options are tried as remedies (:mod:`qinspect.analysis.option_remedies`).
     ``labels`` (one class index, or a one-hot row, per sample of ``data``): the float and int8 models'
     top-1 accuracy on the sensitivity samples (the first classification output).
     ``progress(text)`` is told each stage; ``step(text, done, total)`` each stage and, during the
@@ -294,12 +302,20 @@ def diagnose(
     found.extend(_adjustment_findings(graph, sens_sample, values, sens, noise, max(batch_size, n_sens), mode,
                                       infer=external_positions and not graph.adjustments, fixes=fixes))
     found.extend(_cpu_findings(graph, noise))
+    say("DPU integers against the float32 simulation")
+    hw = hw_vs_sim_finding(sim_vs_dpu(graph, [sens_sample]),
+                           {x.name: display_name(x) for x in graph.nodes})
+    if hw is not None:
+        found.append(hw)
     found.extend(_growth_findings(graph, sens, noise, found))
     say("trying each remedy (what-if runs)")
-    kept, explained = _measure(graph, sens, found, fixes, sens_sample, max(batch_size, n_sens), mode, notes)
+    options = None if rebuild is None else OptionTrials(rebuild, sens_sample, sens.output.sqnr_db, mode)
+    kept, explained = _measure(graph, sens, found, fixes, sens_sample, max(batch_size, n_sens), mode, notes,
+                               options)
     kept.sort(key=_rank_key)
     agree, compared = sens.top1
     accuracy = _accuracy(graph, sens, labels) if labels is not None else None
+    near_ties = _near_tie_warning(graph, sens)
     sens.runner = None  # the walks' memory goes now
     return Diagnosis(
         findings=kept,
@@ -314,8 +330,22 @@ def diagnose(
         explained=explained,
         top1_agreement=agree / compared if compared else None,
         accuracy=accuracy,
+        near_tie_warning=near_ties,
         advice=_advice(kept, sens.output.sqnr_db, agree / compared if compared else None),
     )
+
+
+def _near_tie_warning(graph: DpuGraph, sens: SensitivityResult) -> str | None:
+    """The note to show beside top-1 agreement when it rests on near-tied float outputs (analysis.decisions)."""
+    run = sens.runner
+    if run is None:
+        return None
+    tally = Top1Tally()
+    for name in graph.outputs:
+        ref, test = run.ref[name].float(), run.base[name].float()
+        if is_classifier_output(ref.shape) and ref.shape == test.shape:
+            tally.update(ref, test)
+    return tally.warning
 
 
 def _accuracy(graph: DpuGraph, sens: SensitivityResult, labels: np.ndarray) -> dict[str, Any] | None:
@@ -351,9 +381,28 @@ def _advice(kept: list[Finding], sqnr: float, top1: float | None) -> list[dict[s
     return [row.to_dict() for row in rows]
 
 
+def _merge_option_cures(measured: list[Finding]) -> list[Finding]:
+    """Findings cured by one quantizer option are one root cause: the first keeps it, the others' layers
+    join its ``affects`` (one option counted once in the noise budget)."""
+    by_action: dict[str, Finding] = {}
+    out = []
+    for f in measured:
+        r = f.remedy or {}
+        if r.get("kind") != "quantizer_option":
+            out.append(f)
+            continue
+        first = by_action.get(r["action"])
+        if first is None:
+            by_action[r["action"]] = f
+            out.append(f)
+        elif f.layer not in first.affects and f.layer != first.layer:
+            first.affects.append(f.layer)
+    return out
+
+
 def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fixes: dict[int, list[rem.Fix]],
              sample: dict[str, np.ndarray], batch_size: int, mode: str,
-             notes: list[str]) -> tuple[list[Finding], float | None]:
+             notes: list[str], options: OptionTrials | None = None) -> tuple[list[Finding], float | None]:
     """Group root causes, try the fixes of the costliest candidates, keep what a measured gain supports.
 
     cpu_fallback and alignment are kept whatever their cost: their own triggers are strict and they are
@@ -364,25 +413,32 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
         if fx:
             fixes[id(f)] = fx
     found = rem.group_root_causes(graph, found, fixes)
+    # Findings a quantizer option may cure are tried with it even when no emulator-level fix applies.
+    optional = {id(f) for f in found if options is not None and candidate_options(graph, f)}
 
     def fallback(fx: rem.Fix) -> tuple[ErrorStats, tuple[int, int]]:
         return what_if(graph, sample, fx.positions, fx.float_nodes, batch_size, mode), (0, 0)
 
     trial = rem.Trial(graph, sens, fallback)
-    candidates = sorted((f for f in found if id(f) in fixes), key=lambda f: -_finite(f.severity_db))
+    candidates = sorted((f for f in found if id(f) in fixes or id(f) in optional),
+                        key=lambda f: -_finite(f.severity_db))
     measured = candidates[:rem.MAX_MEASURED]
     if len(candidates) > len(measured):
         notes.append(f"{len(candidates) - len(measured)} further candidate cause(s), with estimated costs below "
                      f"{_finite(measured[-1].severity_db):.2f} dB, were not tried in the emulator and are not listed")
     done: dict[tuple, rem.Remedy] = {}
     for f in measured:
-        tried = []
-        for fx in fixes[id(f)]:
+        tried = [] if options is None else options.remedies(graph, f)
+        for fx in fixes.get(id(f), []):
             key = (tuple(sorted(fx.positions.items())), fx.float_nodes)
             if key not in done:
                 done[key] = trial.run(fx)
             tried.append(done[key])
         rem.attach(f, max(tried, key=lambda r: r.measured_gain_db))
+    before = {id(f) for f in measured}
+    measured = _merge_option_cures(measured)
+    dropped = before - {id(f) for f in measured}
+    found = [f for f in found if id(f) not in dropped]
     ok = {id(f) for f in measured if f.severity_db >= MIN_SEVERITY_DB}
     # error_growth is a symptom where a root cause at the same node explains at least as much
     best: dict[str, float] = {}

@@ -55,6 +55,7 @@ KINDS = (
     "alignment",
     "constraint",
     "cpu_fallback",
+    "hw_vs_sim",
     "accumulated_rounding",
 )
 

@@ -137,6 +137,16 @@ def _labels(path: str, n: int) -> Any:
     return read_labels(path, n)
 
 
+def _rebuilder(source: Any, calib: dict[str, Any], base: Any) -> Any:
+    """The model rebuilt and recalibrated on ``calib`` with some quantizer options changed (option remedies)."""
+    from qinspect.dpu.emulator import Emulator
+
+    def rebuild(change: dict[str, Any]) -> Any:
+        return Emulator.from_model(source, calib, options=base.with_(**change)).graph
+
+    return rebuild
+
+
 def run(args: argparse.Namespace) -> int:
     """Diagnose and print."""
     from qinspect.analysis.diagnose import diagnose
@@ -158,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
             eval_cap = open_eval_capture(args.eval)
             check_same_model(source.graph, args.model, eval_cap.graph, args.eval)
         emu, positions_from = common.open_positions_emulator(source, args)
+        positions_from_outside = bool(positions_from)
         calib_src = common.data_source(args.inputs, emu, source, args.model, preprocess=args.preprocess)
         if not positions_from:
             emu.calibrate(calib_src, args.batch_size)
@@ -171,12 +182,13 @@ def run(args: argparse.Namespace) -> int:
         # accuracy is measured on the sensitivity samples: labels for those are enough
         n_acc = min(len(next(iter(data.values()))), args.sens_samples)
         labels = _labels(args.labels, n_acc) if args.labels else None
+        rebuild = None if positions_from_outside else _rebuilder(source, calib, common.quantizer_options(args))
         with stderr_progress("diagnose") as step:
             result = diagnose(emu.graph, data, calib if eval_cap is not None else None, data_label=label,
                               max_samples=args.samples, sens_samples=args.sens_samples,
                               mode="int" if args.exact else "sim", step=step,
                               external_positions=bool(args.positions), with_sensitivity=not args.no_sensitivity,
-                              labels=labels)
+                              labels=labels, rebuild=rebuild)
     finally:
         if source is not None:
             source.close()
@@ -202,6 +214,8 @@ def _print_text(result: Any, positions_from: str, top: int) -> None:
     w(f"positions: {positions_from}\n")
     top1 = "" if result.top1_agreement is None else f"; top-1 agreement with float {100 * result.top1_agreement:.1f}%"
     w(f"measured on: {result.measured_on}; output SQNR {_num(result.output.sqnr_db, '.1f')} dB{top1}\n")
+    if result.near_tie_warning:
+        w(f"  note: {result.near_tie_warning}\n")
     if result.accuracy is not None:
         a = result.accuracy
         w(f"accuracy on {a['samples']} labelled samples: float {100 * a['float']:.1f}%, int8 {100 * a['int8']:.1f}%\n")

@@ -1,5 +1,5 @@
 """``qinspect emulate MODEL_OR_CAPTURE [--positions QUANTIZED.h5|POSITIONS.json] [--inputs X.npy] [--layer NAME]
-[--json]``.
+[--labels Y.npy] [--json]``.
 
 Runs the DPU int8 emulator and reports, per layer, the *isolated* error (the layer alone, fed with its
 inputs' float reference quantized at the pipeline's positions) and the *accumulated* error (the whole
@@ -7,7 +7,9 @@ integer pipeline from the model input) against the float reference: SQNR (dB), M
 |error|, RMSE over the quantization step, saturation at each end, share of the 256 codes used, and
 whether the layer runs on the DPU or the CPU. Positions come from ``--positions`` (a Vitis
 quantized.h5, whose folded/equalized weights are then used too, or a positions JSON), or else from
-calibrating on the data (``--batch-size``). ``--json`` says how each number is computed.
+calibrating on the data (``--batch-size``). For classifier outputs it adds top-1 agreement between the
+int8 and float models (with a note when the figure rests on near-tied float outputs) and, with
+``--labels``, float and int8 accuracy. ``--json`` says how each number is computed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ HOW = {
                    "each call runs on its own inputs, with one position per quantizer for all of them, "
                    "calibrated as the quantizer does (each batch keeps the position of the call Keras runs "
                    "last; docs/vitis-parity.md, shared layers)",
+    "outputs": "per model output with several classes (last axis > 1): top1_agreement = share of decisions "
+               "(samples x positions) where the int8 and float arg-max agree; near_tied = decisions whose float "
+               "top-2 margin is at most 0.1% of their largest output magnitude (rounding picks their winner), "
+               "decided_agreement = agreement over the others; accuracy (with --labels, first classifier output "
+               "of shape [samples, classes]) = share of samples whose arg-max equals the label",
     "ref": "the float model: the quantizer's folded/equalized float weights, no quantization, and the original "
            "functions (true sigmoid, LeakyReLU alpha, no average-pool rescale)",
 }
@@ -61,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_data_args(p, "inputs (.npy / .npz); default: the capture's inputs",
                   "batch size (calibration batch size when no --positions; also the streaming size)")
     p.add_argument("--layer", action="append", metavar="NAME", help="report only this layer (repeatable)")
+    p.add_argument("--labels", metavar="FILE.npy", help="the samples' classes (one index, or a one-hot row, per "
+                   "sample): float and int8 top-1 accuracy")
     p.add_argument("--json", action="store_true", help="print JSON, with how each number is computed")
     return p
 
@@ -76,6 +85,42 @@ def _metrics(st: Any, pos: int | None) -> dict[str, Any] | None:
         "clip_hi_frac": st.clip_hi_frac if st.n_clip_checked else None,
         "codes_used_frac": st.codes_used_frac if st.n_codes else None,
     }
+
+
+def _output_tallies(labels_path: str | None, n: int | None) -> tuple[dict[str, Any], Any]:
+    """Top-1 tallies of the model's classifier outputs, and the emulator callback that fills them."""
+    from qinspect.analysis.decisions import Top1Tally, is_classifier_output
+
+    labels = None
+    if labels_path:
+        from qinspect.cli._dpu_common import require_file
+        from qinspect.io.labels import read_labels
+
+        require_file(labels_path, "--labels")
+        labels = read_labels(labels_path, n or 0)
+    tallies: dict[str, Top1Tally] = {}
+
+    def on_output(name: str, ref: Any, test: Any) -> None:
+        if not is_classifier_output(ref.shape):
+            return
+        # Labels name the classes of the model's first classifier output.
+        first = not tallies or next(iter(tallies)) == name
+        tallies.setdefault(name, Top1Tally(output=name)).update(ref, test, labels if first else None)
+
+    return tallies, on_output
+
+
+def _task_line(t: Any) -> str:
+    """``output: top-1 agreement ...`` with accuracy and the near-tie warning when they apply."""
+    line = f"{t.output}: top-1 agreement int8 vs float {100 * t.agreement:.1f}% ({t.agree}/{t.total})"
+    d = t.to_dict()
+    if "accuracy" in d:
+        a = d["accuracy"]
+        line += (f"; accuracy on {a['samples']} labelled samples: float {100 * a['float']:.1f}%, "
+                 f"int8 {100 * a['int8']:.1f}%")
+    if t.warning:
+        line += f"\n  note: {t.warning}"
+    return line
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,8 +150,12 @@ def run(args: argparse.Namespace) -> int:
         if not positions_from:
             emu.calibrate(data, args.batch_size)
             positions_from = f"calibrated here on the inputs, batch size {args.batch_size}"
-        results = emu.run(data, layers=layers, batch_size=args.batch_size, stats_factory=ErrorStats)
         n = getattr(getattr(data, "capture", data), "n_samples", None)
+        if n is None and hasattr(data, "__len__"):
+            n = len(data)
+        tallies, on_output = _output_tallies(args.labels, n)
+        results = emu.run(data, layers=layers, batch_size=args.batch_size, stats_factory=ErrorStats,
+                          on_output=on_output)
     finally:
         if source is not None:
             source.close()
@@ -122,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         common.print_json({"model": args.model, "positions_from": positions_from,
                            "weights_from": emu.graph.weights_from, "samples": n, "how": HOW, "layers": rows,
+                           "outputs": [t.to_dict() for t in tallies.values()],
                            "reference": emu.reference_note or "this graph's own float function",
                            "quantizer_options": emu.graph.options.to_dict() if emu.graph.options else None,
                            "rewrites": [x.to_dict() for x in emu.rewrites],
@@ -160,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
           "Keras runs last):\n")
         for group in sorted(groups):
             w(f"  {', '.join(group)}\n")
+    for t in tallies.values():
+        w(f"\n{_task_line(t)}\n")
     w("\niso: the layer alone on quantized float-reference inputs; acc: the whole int8 pipeline; dB = SQNR "
       "against the float reference (--json says how each figure is computed)\n")
     return 0

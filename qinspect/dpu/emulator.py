@@ -282,10 +282,13 @@ class Emulator:
     # -- running ---------------------------------------------------------------------------------
     def run(self, data: Any, layers: Iterable[str] | None = None, batch_size: int = DEFAULT_BATCH,
             stats_factory: Callable[[], Any] | None = None, keep_int8: bool = False, keep_float: bool = False,
-            isolated: bool = True, progress: Callable[[int], None] | None = None) -> dict[str, LayerResult]:
+            isolated: bool = True, progress: Callable[[int], None] | None = None,
+            on_output: Callable[[str, np.ndarray, np.ndarray], None] | None = None) -> dict[str, LayerResult]:
         """Run the emulator over ``data`` (array, dict, capture or iterable of batches).
 
         ``layers``: node names (or float-model layer names) to report; all nodes when None.
+        ``on_output(name, float_ref, int8_as_float)`` sees every model output of every batch, whatever
+        ``layers`` holds (task-level figures such as top-1 agreement).
         """
         g = self.graph
         for slot in g.slots:
@@ -299,7 +302,8 @@ class Emulator:
             for inputs in _data_batches(g, data, batch_size):
                 for ev in (fev, iev, isoev):
                     ev.use_captured(inputs)
-                self._walk(inputs, fev, iev, isoev, results, stats_factory, keep_int8, keep_float, isolated)
+                self._walk(inputs, fev, iev, isoev, results, stats_factory, keep_int8, keep_float, isolated,
+                           on_output)
                 done += len(next(iter(inputs.values())))
                 if progress is not None:
                     progress(done)
@@ -337,8 +341,10 @@ class Emulator:
 
     def _walk(self, inputs: dict[str, np.ndarray], fev: Evaluator, iev: Evaluator, isoev: Evaluator,
               results: dict[str, LayerResult], stats_factory: Callable[[], Any] | None, keep_int8: bool,
-              keep_float: bool, isolated: bool) -> None:
+              keep_float: bool, isolated: bool,
+              on_output: Callable[[str, np.ndarray, np.ndarray], None] | None = None) -> None:
         g = self.graph
+        outputs = set(g.outputs) if on_output is not None else set()
         remaining = {n.name: len(g.consumers(n.name)) for n in g.nodes}
         walk = None if self.reference is None else ReferenceWalk(
             self.reference, inputs, {n.name for n in g.nodes if n.op != "input"})
@@ -380,6 +386,8 @@ class Emulator:
                     iv = isoev.node(node, iins)
                     if isinstance(iv, _FusedValue):
                         iso_fused[node.name] = iv
+            if node.name in outputs:
+                on_output(node.name, ref[node.name].float(), acc[node.name].float())
             r = results.get(node.name)
             if r is not None:
                 self._update(node, r, ref[node.name], acc[node.name], iv, stats_factory, keep_int8, keep_float)

@@ -1,0 +1,112 @@
+"""Task-level figures of a classifier's int8 outputs: top-1 agreement with the float model, accuracy
+against labels, and whether the agreement figure means anything.
+
+A top-1 figure can mislead. A random-weight or untrained network has (almost) tied outputs: its best
+class beats the second by a few millionths of the output, or not at all, so any rounding picks the
+winner and agreement falls even at 95 dB output SQNR (measured: a random-weight EfficientNetB0's top
+two softmax outputs differ by 1e-6 of the top one; MobileNetV2's are exactly equal). Such a decision
+is a *near tie*: its float top-2 margin is at most ``NEAR_TIE_REL`` of the decision's largest output
+magnitude. The test looks at the float model only, so it does not depend on the int8 error (every
+flip has a margin below the error; counting those would say nothing). A trained model's margins sit
+far above it (the demo's smallest is 1.7% of its top output). The tally counts near ties, so every
+place that shows top-1 agreement can say when the figure rests on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Float top-2 margin, relative to the decision's largest output magnitude, at or below which it is a near tie.
+NEAR_TIE_REL = 1e-3
+# A figure that rests on more near ties than this share of its decisions gets a warning beside it.
+NEAR_TIE_WARN_SHARE = 0.1
+
+
+def _as_classes(labels: np.ndarray) -> np.ndarray:
+    """Class indices from indices or one-hot rows."""
+    y = np.asarray(labels)
+    return np.argmax(y, axis=-1) if y.ndim == 2 else y.astype(np.int64)
+
+
+@dataclass
+class Top1Tally:
+    """Arg-max decisions of one model output (last axis = classes), int8 against float, over batches.
+
+    ``labels`` (one class index or one-hot row per sample, in data order) adds float and int8 accuracy
+    for outputs of shape (samples, classes).
+    """
+
+    output: str = ""
+    agree: int = 0
+    total: int = 0
+    near_tied: int = 0  # decisions whose float top-2 margin is at most NEAR_TIE_REL of their largest output
+    agree_decided: int = 0  # agreeing decisions among the others
+    labelled: int = 0
+    float_correct: int = 0
+    int8_correct: int = 0
+    _seen: int = field(default=0, repr=False)  # samples so far, to line labels up with batches
+
+    def update(self, ref: np.ndarray, test: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """Add one batch of float (``ref``) and int8 (``test``) outputs, samples on the first axis."""
+        ref = np.asarray(ref, np.float64)
+        test = np.asarray(test, np.float64)
+        n = len(ref)
+        r = ref.reshape(-1, ref.shape[-1])
+        t = test.reshape(-1, test.shape[-1])
+        ra, ta = np.argmax(r, axis=-1), np.argmax(t, axis=-1)
+        same = ra == ta
+        top2 = np.partition(r, -2, axis=-1)[:, -2:]
+        margin = top2[:, 1] - top2[:, 0]
+        tied = margin <= NEAR_TIE_REL * np.max(np.abs(r), axis=-1)
+        self.agree += int(np.count_nonzero(same))
+        self.total += len(r)
+        self.near_tied += int(np.count_nonzero(tied))
+        self.agree_decided += int(np.count_nonzero(same & ~tied))
+        if labels is not None and ref.ndim == 2:
+            y = _as_classes(labels)[self._seen:self._seen + n]
+            k = len(y)
+            self.labelled += k
+            self.float_correct += int(np.count_nonzero(ra[:k] == y))
+            self.int8_correct += int(np.count_nonzero(ta[:k] == y))
+        self._seen += n
+
+    @property
+    def agreement(self) -> float | None:
+        """Share of decisions where int8 and float pick the same class."""
+        return self.agree / self.total if self.total else None
+
+    @property
+    def decided_agreement(self) -> float | None:
+        """Agreement over the decisions that are not near ties (None when all are)."""
+        decided = self.total - self.near_tied
+        return self.agree_decided / decided if decided else None
+
+    @property
+    def warning(self) -> str | None:
+        """One sentence to show beside the agreement when near ties weigh on it, else None."""
+        if not self.total or self.near_tied <= NEAR_TIE_WARN_SHARE * self.total:
+            return None
+        rest = self.decided_agreement
+        tail = (f"; on the other {self.total - self.near_tied} it is {100 * rest:.1f}%" if rest is not None
+                else "; every decision is one")
+        return (f"top-1 agreement rests on {self.near_tied} near-tied of {self.total} decisions: the float model's "
+                f"top two outputs are within {100 * NEAR_TIE_REL:g}% of each other there, so rounding picks the "
+                f"winner and the figure says little about accuracy{tail}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        out: dict[str, Any] = {"output": self.output, "top1_agreement": self.agreement, "decisions": self.total,
+                               "near_tied": self.near_tied, "decided_agreement": self.decided_agreement,
+                               "near_tie_warning": self.warning}
+        if self.labelled:
+            out["accuracy"] = {"float": self.float_correct / self.labelled, "int8": self.int8_correct / self.labelled,
+                               "samples": self.labelled}
+        return out
+
+
+def is_classifier_output(shape: tuple[int, ...]) -> bool:
+    """True for an output with a batch axis and several classes on its last axis."""
+    return len(shape) >= 2 and shape[-1] >= 2

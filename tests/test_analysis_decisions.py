@@ -1,0 +1,98 @@
+"""Top-1 agreement, accuracy and near ties (qinspect.analysis.decisions), on hand-worked outputs and on a
+real quantizer run's dump."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from qinspect.analysis.decisions import NEAR_TIE_REL, Top1Tally, is_classifier_output
+from tests.conftest import run_cli
+from tests.dpu_graph_fixtures import refcase
+
+
+def test_agreement_accuracy_and_near_ties_by_hand():
+    ref = np.array([[0.7, 0.2, 0.1],      # clear: class 0
+                    [0.1, 0.6, 0.3],      # clear: class 1
+                    [0.4, 0.4, 0.2],      # exact tie
+                    [0.3, 0.4 - 1e-5, 0.4]], np.float32)  # 0.4 vs 0.39999: margin 2.5e-5 of the top
+    test = np.array([[0.6, 0.3, 0.1],     # agrees
+                     [0.1, 0.3, 0.6],     # flips to 2
+                     [0.39, 0.41, 0.2],   # tie broken the other way
+                     [0.3, 0.3, 0.4]], np.float32)  # agrees (class 2)
+    t = Top1Tally(output="out")
+    t.update(ref[:2], test[:2], labels=np.array([0, 2, 1, 2]))  # batches line up with the labels
+    t.update(ref[2:], test[2:], labels=np.array([0, 2, 1, 2]))
+    assert (t.agree, t.total) == (2, 4)
+    assert t.near_tied == 2  # the exact tie and the 2.5e-5 one; the flip at sample 1 is a real loss
+    assert t.agree_decided == 1 and t.decided_agreement == pytest.approx(0.5)
+    d = t.to_dict()
+    # float picks 0, 1, 0 (first of the tie), 2; int8 picks 0, 2, 1, 2; labels 0, 2, 1, 2
+    assert d["accuracy"] == {"float": 0.5, "int8": 1.0, "samples": 4}
+    assert d["top1_agreement"] == pytest.approx(0.5) and d["decisions"] == 4 and d["near_tied"] == 2
+    assert "2 near-tied of 4 decisions" in t.warning and "on the other 2 it is 50.0%" in t.warning
+
+
+def test_a_trained_looking_output_gets_no_warning_and_one_hot_labels_work():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 5)) * 3
+    ref = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    t = Top1Tally()
+    t.update(ref, ref + rng.normal(scale=1e-3, size=ref.shape), labels=np.eye(5)[np.argmax(ref, -1)])
+    assert t.warning is None and t.near_tied <= 1
+    assert t.to_dict()["accuracy"]["float"] == 1.0
+
+
+def test_near_tie_threshold_is_relative_to_the_largest_output():
+    big = np.array([[1000.0, 1000.0 - 0.9 * NEAR_TIE_REL * 1000, 0.0]])
+    small = np.array([[1.0, 1.0 - 2 * NEAR_TIE_REL, 0.0]])
+    t = Top1Tally()
+    t.update(big, big)
+    t.update(small, small)
+    assert t.near_tied == 1 and t.agreement == 1.0
+
+
+def test_classifier_output_shapes():
+    assert is_classifier_output((8, 10)) and is_classifier_output((8, 4, 4, 3))
+    assert not is_classifier_output((8, 1)) and not is_classifier_output((10,))
+
+
+def test_emulate_top1_equals_the_quantizers_own_dump():
+    """The agreement emulate prints is the one of the real quantized model's output (its dump) against
+    float: the emulator is bit-exact there, so the figures must be equal."""
+    root = refcase("small")
+    dump = root / "dump_results" / "dump_results_0"
+    n = len(np.load(root / "dump_inputs.npy"))
+    codes = np.fromfile(dump / "quant_fc.bin", np.int8).reshape(n, -1)
+    flt = np.fromfile(dump / "quant_fc_float.bin", np.float32).reshape(n, -1)
+    want = float(np.mean(np.argmax(codes, -1) == np.argmax(flt, -1)))
+    r = run_cli("emulate", str(root / "float.h5"), "--positions", str(root / "quantized.h5"), "--inputs",
+                str(root / "dump_inputs.npy"), "--json")
+    assert r.returncode == 0, r.stderr
+    (out,) = json.loads(r.stdout)["outputs"]
+    assert out["output"] == "quant_fc" and out["decisions"] == n
+    assert out["top1_agreement"] == pytest.approx(want)
+
+
+def test_emulate_labels_give_float_and_int8_accuracy(tmp_path):
+    root = refcase("small")
+    labels = tmp_path / "labels.npy"
+    np.save(labels, np.arange(16) % 10)
+    r = run_cli("emulate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--batch-size", "4",
+                "--labels", str(labels), "--json")
+    assert r.returncode == 0, r.stderr
+    (out,) = json.loads(r.stdout)["outputs"]
+    acc = out["accuracy"]
+    assert acc["samples"] == 16 and 0 <= acc["float"] <= 1 and 0 <= acc["int8"] <= 1
+    tf_keras = pytest.importorskip("tf_keras")
+    model = tf_keras.models.load_model(root / "float.h5", compile=False)
+    pred = np.argmax(model.predict(np.load(root / "calib.npy"), verbose=0), -1)
+    assert acc["float"] == pytest.approx(float(np.mean(pred == np.arange(16) % 10)))
+    r = run_cli("emulate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--batch-size", "4",
+                "--labels", str(labels))
+    assert "accuracy on 16 labelled samples: float" in r.stdout and "top-1 agreement int8 vs float" in r.stdout
+    np.save(labels, np.arange(3))
+    r = run_cli("emulate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--labels", str(labels))
+    assert r.returncode == 2 and "labels.npy" in r.stderr and "16 measured samples" in r.stderr
