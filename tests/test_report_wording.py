@@ -83,11 +83,11 @@ def test_alignment_and_rounding_sentences():
 
 
 def test_unknown_kind_gets_a_generic_sentence_and_dict_form_reads_the_same():
-    f = F.Finding("conv9", "hw_vs_sim", 1.5, {"codes_differing": F.ev(37, "how"), "node": F.ev("q9", "")},
+    f = F.Finding("conv9", "thermal_drift", 1.5, {"codes_differing": F.ev(37, "how"), "node": F.ev("q9", "")},
                   remedy={"kind": "option", "action": "run on the board", "measured_sqnr_db": 31.0,
                           "measured_gain_db": 1.5, "top1_agreement": 0.97}, noise_share=0.29)
     s = W.finding_sentence(f)
-    assert s.startswith("Hw vs sim at conv9: codes differing 37.") and "q9" not in s
+    assert s.startswith("Thermal drift at conv9: codes differing 37.") and "q9" not in s
     assert "gains 1.50 dB of output SQNR, 29% of the output's error power" in s
     assert W.finding_sentence(f.to_dict()) == s
     r = W.remedy_sentence(f.remedy)
@@ -100,3 +100,13 @@ def test_missing_evidence_falls_back_instead_of_printing_none():
     f = F.Finding("x", "saturation", 0.0, {"position": F.ev(3, "")})
     s = W.finding_sentence(f)
     assert "None" not in s and s.startswith("Saturation at x: position 3.")
+
+
+def test_hw_vs_sim_sentence_holds_counts_and_the_bound():
+    from qinspect.analysis.hw_vs_sim import LayerDisagreement, SimVsDpu, hw_vs_sim_finding
+
+    res = SimVsDpu([LayerDisagreement("quant_wide", "dense", "float32 partial sums", differ=2, total=512,
+                                      max_lsb=1, at_risk=192, abs_sum_max=24_576_000)], samples=8)
+    f = hw_vs_sim_finding(res, {"quant_wide": "wide"})
+    text = W.finding_sentence(f)
+    assert "wide" in text and "2 of 512 codes differ" in text and "192 codes" in text and "1.46x 2^24" in text

@@ -22,6 +22,7 @@ KIND_TITLES = {
     "alignment": "Shared position",
     "constraint": "DPU constraint",
     "cpu_fallback": "CPU layer",
+    "hw_vs_sim": "Board differs from simulation",
     "accumulated_rounding": "Accumulated rounding",
 }
 
@@ -162,6 +163,20 @@ def _s_cpu(f: Any, e: Callable[[str], Any]) -> str | None:
     return f"{field_of(f, 'layer')} ({e('class')}) runs on the CPU in float: {reason}{split}."
 
 
+def _s_hw_vs_sim(f: Any, e: Callable[[str], Any]) -> str | None:
+    risk, differ, total = e("codes_at_risk"), e("codes_differ"), e("codes_compared")
+    if risk is None or differ is None:
+        return None
+    layers = [x for x in e("layers") or [] if isinstance(x, Mapping)]
+    top = max((_num(x.get("abs_sum_max_over_2_24")) or 0.0 for x in layers), default=0.0)
+    text = (f"The DPU computes {field_of(f, 'layer')}"
+            f"{f' and {len(layers) - 1} more layer(s)' if len(layers) > 1 else ''} exactly where the quantizer's "
+            f"float32 simulation rounds: {differ} of {total} codes differ here")
+    if risk:
+        text += f", and {risk} codes sum products up to {top:.2f}x 2^24, so they can differ in any summation order"
+    return text + "; the board can disagree with dump_model and the quantized Keras model there."
+
+
 def _s_rounding(f: Any, e: Callable[[str], Any]) -> str | None:
     share = _num(e("share"))
     if share is None:
@@ -187,6 +202,7 @@ _SENTENCES: dict[str, Callable[[Any, Callable[[str], Any]], str | None]] = {
     "alignment": _s_alignment,
     "constraint": _s_constraint,
     "cpu_fallback": _s_cpu,
+    "hw_vs_sim": _s_hw_vs_sim,
     "accumulated_rounding": _s_rounding,
 }
 
