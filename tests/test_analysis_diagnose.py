@@ -170,3 +170,25 @@ def test_diagnosis_json_lists_the_measured_advice(plants):
     as_is = next(r for r in rows if not r["keep_float"])
     assert as_is["output_sqnr_db"] == data["output"]["sqnr_db"]
     assert any(r["keep_float"] == ["conv_growth"] and "ignore_layers=['conv_growth']" in r["command"] for r in rows)
+
+
+@pytest.mark.tf
+def test_explained_is_the_joint_fix_measured_by_a_full_walk(tmp_path):
+    """``explained`` must be what applying the budget's fixes together removes, re-measured here with a full
+    emulator walk (not the diagnosis' partial walks)."""
+    from qinspect.analysis.remedies import noise_share
+    from qinspect.analysis.sensitivity import what_if
+
+    plant = ROOT_CAUSES["calib_outliers"][0](tmp_path)
+    emu, d = _diagnose(plant)
+    graph = emu.graph
+    budget = [f for f in d.findings if f.evidence.get("budget_share", {}).get("value")]
+    assert budget and d.explained is not None
+    positions, floats = {}, []
+    for f in budget:
+        positions.update(f.fix.positions)
+        floats += [n for n in f.fix.float_nodes if n not in floats]
+    sample = {graph.inputs[0]: plant.eval[: d.n_sens_samples]}
+    after = what_if(graph, sample, positions, tuple(floats), d.n_sens_samples, d.mode)
+    assert d.explained == pytest.approx(noise_share(after.sqnr_db - d.output.sqnr_db), abs=1e-6)
+    assert sum(f.evidence["budget_share"]["value"] for f in budget) == pytest.approx(d.explained, abs=1e-6)

@@ -60,6 +60,10 @@ _CLASS_OF_OP = {"conv2d": "Conv2D", "depthwise_conv2d": "DepthwiseConv2D",
                 "conv2d_transpose": "Conv2DTranspose", "dense": "Dense"}
 _ALIGN_RULES = {"align_concat": "concat", "align_pool": "pool"}
 _ALWAYS = ("cpu_fallback", "alignment", "hw_vs_sim")
+EXPLAINED_TARGET = 0.8  # the accumulated-rounding finding names adders until the budget explains this share
+ROUNDING_MAX_ADDERS = 12  # rounding adders the noise budget may name
+BUDGET_MAX_STEPS = 14  # fixes the noise budget's forward selection may take
+BUDGET_MIN_STEP = 0.005  # a fix joins the budget only when it removes this much more output error power
 
 
 @dataclass
@@ -107,6 +111,10 @@ class Diagnosis:
                            "near_tie_warning": self.near_tie_warning,
                            **({"accuracy": self.accuracy} if self.accuracy is not None else {})},
                 "explained": self.explained,
+                "explained_how": "measured: the share of the output's error power removed when the fixes of the "
+                                 "findings carrying evidence.budget_share are applied together (chosen by forward "
+                                 "selection, each step measured; fixes overlap, so findings' own noise_share do "
+                                 "not add up), plus quantizer-option remedies' own shares",
                 "advice": self.advice,
                 "findings": [f.to_dict() for f in self.findings],
                 "sensitivity": [s.to_dict() for s in self.sensitivity],
@@ -381,6 +389,85 @@ def _advice(kept: list[Finding], sqnr: float, top1: float | None) -> list[dict[s
     return [row.to_dict() for row in rows]
 
 
+def _joint_fix(fixes: list[rem.Fix]) -> rem.Fix | None:
+    """Several fixes applied at once (positions merged, float layers joined)."""
+    if not fixes:
+        return None
+    positions: dict[Any, int] = {}
+    floats: list[str] = []
+    for fx in fixes:
+        positions.update(fx.positions)
+        floats += [n for n in fx.float_nodes if n not in floats]
+    return rem.Fix("joint", "every cause's remedy at once", positions, tuple(floats))
+
+
+def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: SensitivityResult, trial: rem.Trial,
+                  labels: dict[str, str], options_share: float) -> float:
+    """The measured noise budget: ``explained`` and the accumulated-rounding finding's named layers.
+
+    Fixes do not add up (two fixes can remove the same error, and one can undo what another gained), so
+    the budget is built by forward selection, every step measured: from the kept causes' fixes and the
+    worst rounding adders kept float one at a time, take the one whose joint application removes the most
+    output error power, until EXPLAINED_TARGET or no candidate helps. ``explained`` is that set's measured
+    share (plus the options' own shares, which these walks cannot replay). The rounding finding names the
+    adders selected; its share is what they add to the set. Sets the rounding finding's fields."""
+    cands: list[tuple[Finding | None, rem.Fix]] = [(f, f.fix) for f in kept if f.fix is not None]
+    by_layer = {s.layer: s.node for s in sens.layers}
+    if rounding is not None:
+        # each adder alone, and the worst k together (errors of neighbouring layers can cancel, so a
+        # group can remove what no single layer does)
+        worst = [by_layer[a] for a in rounding.affects if a in by_layer]
+        cands += [(None, rem.float_fix([n], labels)) for n in worst]
+        cands += [(None, rem.float_fix(worst[:k], labels)) for k in range(2, len(worst) + 1)]
+    chosen: list[rem.Fix] = []
+    picked: list[tuple[Finding | None, rem.Fix, float]] = []
+    share = 0.0
+    while cands and share + options_share < EXPLAINED_TARGET and len(picked) < BUDGET_MAX_STEPS:
+        best = None
+        for i, (_f, fx) in enumerate(cands):
+            joint = _joint_fix([*chosen, fx])
+            assert joint is not None
+            s = rem.noise_share(trial.run(joint).measured_gain_db)
+            if best is None or s > best[0]:
+                best = (s, i)
+        if best is None or best[0] <= share + BUDGET_MIN_STEP:
+            break
+        f, fx = cands.pop(best[1])
+        chosen.append(fx)
+        picked.append((f, fx, best[0] - share))
+        share = best[0]
+    explained = min(1.0, share + options_share)
+    for f, _, d in picked:
+        if f is not None:
+            f.evidence["budget_share"] = ev(d, "output error power this finding's fix adds to the noise budget's "
+                                               "jointly measured set (0 or absent: not in it)")
+    if rounding is not None:
+        adders = list(dict.fromkeys(n for f, fx, _ in picked if f is None for n in fx.float_nodes))
+        if adders:
+            names = [labels.get(n, n) for n in adders]
+            added = sum(d for f, _, d in picked if f is None)
+            alone = trial.run(rem.float_fix(adders, labels))
+            rounding.affects = names
+            rounding.layer = names[0]
+            rounding.noise_share = added
+            rounding.evidence["budget_share"] = ev(added, "output error power these layers add to the noise "
+                                                          "budget's jointly measured set")
+            rounding.evidence["share"] = ev(added, "output error power these layers' rounding accounts for, measured: "
+                                                   "what keeping them float adds to the noise budget's other fixes")
+            ads = rounding.evidence.get("adders", {}).get("value") or []
+            rounding.evidence["adders"]["value"] = [a for a in ads if a.get("layer") in names]
+            amps = [a["layer"] for a in rounding.evidence.get("amplifiers", {}).get("value") or []]
+            rounding.advice = (f"{100 * added:.0f}% of the output error is rounding the causes above leave, added "
+                               f"most by {', '.join(names)}" + (f" and amplified by {', '.join(amps)}" if amps else "")
+                               + ": keep the worst adders in float, or quantize them with more bits (the quantizer's "
+                               "fast finetuning, include_fast_ft=True, adjusts weights to the rounding and is not "
+                               "emulated here).")
+            rounding.remedy = alone.to_dict()
+            rounding.fix = alone.fix
+            rounding.severity_db = alone.measured_gain_db
+    return explained
+
+
 def _merge_option_cures(measured: list[Finding]) -> list[Finding]:
     """Findings cured by one quantizer option are one root cause: the first keeps it, the others' layers
     join its ``affects`` (one option counted once in the noise budget)."""
@@ -451,21 +538,16 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     kept = [f for f in found if id(f) in ok or f.kind in _ALWAYS]
     if not sens.layers:
         return kept, None
-    explained = min(1.0, sum(f.noise_share or 0.0 for f in kept if f.kind != "cpu_fallback"))
     labels = row_names(quantizing_nodes(graph))
+    options_share = sum(f.noise_share or 0.0 for f in kept if (f.remedy or {}).get("kind") == "quantizer_option")
     # A residual worth naming only where the output is noisy (the same bar as error_growth's).
     noisy = sens.output.sqnr_db < fnd.GROWTH_MAX_SQNR_DB
     covered = frozenset(f.layer for f in kept)
-    rounding = rem.rounding_finding(graph, sens, explained, labels, covered=covered) if noisy else None
-    if rounding is not None:
-        adders = [s.node for s in sens.layers if s.layer in rounding.affects]
-        if adders:
-            r = trial.run(rem.float_fix(adders, labels))
-            rounding.remedy = r.to_dict()
-            rounding.fix = r.fix
-            rounding.severity_db = r.measured_gain_db
-            if r.measured_gain_db >= MIN_SEVERITY_DB:
-                kept.append(rounding)
+    rounding = (rem.rounding_finding(graph, sens, 0.0, labels, top=ROUNDING_MAX_ADDERS, covered=covered)
+                if noisy else None)
+    explained = _noise_budget(kept, rounding, sens, trial, labels, options_share)
+    if rounding is not None and rounding.remedy is not None and rounding.severity_db >= MIN_SEVERITY_DB:
+        kept.append(rounding)
     return kept, explained
 
 
