@@ -6,8 +6,12 @@ A 5 ms precise QTimer runs beside the real event loop; a *stall* is the gap betw
 - click-through: every layer selected in turn, the next one once the previous is fully drawn;
 - key repeat: a held Down arrow on the tree (auto-repeat every 33 ms) over as many rows as there are
   layers, until the layer it stops at is drawn;
-- the click-through again with a background emulation (`qinspect emulate CAPTURE`, restarted as
-  long as needed) competing for the cores.
+- the click-through again beside background work, restarted as long as needed (``--phases``):
+  bg_emu_cli `qinspect emulate CAPTURE` and bg_cap_cli `qinspect capture` as other programs at the
+  window's priority; bg_emu_win the window's own emulation (its model helper) and bg_cap_win a capture
+  started from the window (its job helper), both as the window runs them (lower priority, one BLAS
+  thread). The capture phases need the model and inputs (`--bg-model/--bg-inputs`, or the capture's own
+  sources when they are still files).
 For each: the worst and the 95th-percentile stall, and click -> fully drawn (median, max). Beside each
 stall figure, the UI thread's own CPU time between two ticks (worst, 95th percentile): on a loaded
 machine the wall-clock gaps mostly measure the wait for a core; the CPU figure is what the window
@@ -15,6 +19,10 @@ itself spends in one turn of its event loop, close to the stall an idle machine 
 time from starting `qinspect CAPTURE` to the window shown and to the capture open (target 1.5 s),
 next to a bare `python -c pass` start for scale.
 Targets (issue 14): no stall over 30 ms idle, none over 50 ms beside a capture or an emulation.
+Every gap over 40 ms is explained: a watchdog thread samples the UI thread's Python stack while it is
+stalled, and garbage collections on it are timed. "No Python frame" means the UI thread was in Qt's
+C++ (layout, painting, or waiting for a core or the GIL: compare the UI-thread CPU figure); "no
+sample" means the watchdog itself did not run during the gap (the process had no core).
 
 `--compare TREE` runs the same measurement on another checkout (say /work/main) and on this one,
 alternating, so the two columns share the machine's load. Stall figures on a shared machine are
@@ -90,33 +98,40 @@ class _Background:
         self.runs = 0
 
     def poll(self) -> None:
-        if self.cli is not None and (self.proc is None or self.proc.poll() is not None):
-            self.runs += 1
-            self.proc = subprocess.Popen([sys.executable, "-m", "qinspect", *self.cli],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if self.job is not None and self.thread is None:
-            def loop() -> None:
-                while not self.stopping.is_set():
-                    self.runs += 1
-                    try:
-                        self.job(self.stopping)
-                    except Exception as exc:  # noqa: BLE001 - a stopped job raises; a broken one is said
-                        if not self.stopping.is_set():
-                            print(f"background job failed: {exc!r}", file=sys.stderr)
-                            return
+        """Start the background work once; it restarts itself in its own thread (never in the UI
+        thread: a fork from the window's thread would be a stall the bench made itself)."""
+        if self.thread is not None:
+            return
 
-            self.thread = threading.Thread(target=loop, name="bench-background", daemon=True)
-            self.thread.start()
+        def loop() -> None:
+            while not self.stopping.is_set():
+                self.runs += 1
+                try:
+                    if self.cli is not None:
+                        self.proc = subprocess.Popen([sys.executable, "-m", "qinspect", *self.cli],
+                                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        self.proc.wait()
+                    else:
+                        self.job(self.stopping)
+                except Exception as exc:  # noqa: BLE001 - a stopped job raises; a broken one is said
+                    if not self.stopping.is_set():
+                        print(f"background job failed: {exc!r}", file=sys.stderr)
+                        return
+
+        self.thread = threading.Thread(target=loop, name="bench-background", daemon=True)
+        self.thread.start()
 
     def stop(self) -> None:
+        self.stopping.set()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(30)
+        if self.stop_job is not None:
+            self.stop_job()
         if self.thread is not None:
-            self.stopping.set()
-            if self.stop_job is not None:
-                self.stop_job()
             self.thread.join(60)
+        if self.proc is not None and self.proc.poll() is None:  # started as stop() began
+            self.proc.terminate()
+            self.proc.wait(30)
 
 
 def _backgrounds(capture: Path, bg_model: Path | None, bg_inputs: Path | None) -> dict[str, _Background]:
@@ -324,14 +339,12 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
     run_loop(lambda: None, lambda: clock.elapsed() > 3000, 10)
     out["idle"] = stats()
 
-    def click_through(background: _Background | None) -> dict:
+    def click_through() -> dict:
         state = {"i": -1, "t0": 0.0, "drawn": []}
 
         def next_layer(_name: str = "") -> None:
             if state["i"] >= 0:
                 state["drawn"].append((time.perf_counter() - state["t0"]) * 1000)
-            if background is not None:
-                background.poll()
             state["i"] += 1
             if state["i"] < len(layers):
                 state["t0"] = time.perf_counter()
@@ -353,7 +366,7 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
         res["complete"] = len(drawn) == len(layers)
         return res
 
-    out["click"] = click_through(None)
+    out["click"] = click_through()
 
     # Key repeat: a held Down arrow on the tree (a press, then auto-repeats every 33 ms) from the first
     # layer, as many rows as there are layers; then wait for the layer it stopped at to be drawn.
@@ -394,7 +407,7 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
             background.poll()
             # Past its start-up (imports, TensorFlow's for a capture), into the work itself.
             spin(lambda: False, BG_WARMUP_S[phase])
-            res = click_through(background)
+            res = click_through()
             res["background_runs"] = background.runs
             out[phase] = res
         finally:
