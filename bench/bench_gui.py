@@ -6,8 +6,12 @@ A 5 ms precise QTimer runs beside the real event loop; a *stall* is the gap betw
 - click-through: every layer selected in turn, the next one once the previous is fully drawn;
 - key repeat: a held Down arrow on the tree (auto-repeat every 33 ms) over as many rows as there are
   layers, until the layer it stops at is drawn;
-- the click-through again with a background emulation (`qinspect emulate CAPTURE`, restarted as
-  long as needed) competing for the cores.
+- the click-through again beside background work, restarted as long as needed (``--phases``):
+  bg_emu_cli `qinspect emulate CAPTURE` and bg_cap_cli `qinspect capture` as other programs at the
+  window's priority; bg_emu_win the window's own emulation (its model helper) and bg_cap_win a capture
+  started from the window (its job helper), both as the window runs them (lower priority, one BLAS
+  thread). The capture phases need the model and inputs (`--bg-model/--bg-inputs`, or the capture's own
+  sources when they are still files).
 For each: the worst and the 95th-percentile stall, and click -> fully drawn (median, max). Beside each
 stall figure, the UI thread's own CPU time between two ticks (worst, 95th percentile): on a loaded
 machine the wall-clock gaps mostly measure the wait for a core; the CPU figure is what the window
@@ -15,6 +19,10 @@ itself spends in one turn of its event loop, close to the stall an idle machine 
 time from starting `qinspect CAPTURE` to the window shown and to the capture open (target 1.5 s),
 next to a bare `python -c pass` start for scale.
 Targets (issue 14): no stall over 30 ms idle, none over 50 ms beside a capture or an emulation.
+Every gap over 40 ms is explained: a watchdog thread samples the UI thread's Python stack while it is
+stalled, and garbage collections on it are timed. "No Python frame" means the UI thread was in Qt's
+C++ (layout, painting, or waiting for a core or the GIL: compare the UI-thread CPU figure); "no
+sample" means the watchdog itself did not run during the gap (the process had no core).
 
 `--compare TREE` runs the same measurement on another checkout (say /work/main) and on this one,
 alternating, so the two columns share the machine's load. Stall figures on a shared machine are
@@ -26,12 +34,16 @@ Run: `.venv/bin/python bench/bench_gui.py [CAPTURE ...] [--compare TREE] [--roun
 from __future__ import annotations
 
 import argparse
+import collections
+import gc
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -39,6 +51,12 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "resources" / "demo" / "demo_capture.h5"
 TICK_MS = 5
 KEY_REPEAT_MS = 33
+STALL_MS = 40  # a gap past this is a stall worth a stack
+SAMPLE_MS = 5  # how often the watchdog looks
+STACK_DEPTH = 8
+WORST_KEPT = 6  # stalls reported per phase, worst first
+BG_CAPTURE_SAMPLES = 8
+BG_WARMUP_S = {"bg_emu_cli": 3.0, "bg_emu_win": 3.0, "bg_cap_cli": 8.0, "bg_cap_win": 8.0}
 
 
 def _default_capture() -> Path:
@@ -65,21 +83,147 @@ def _stats(gaps: list[float], cpu_gaps: list[float]) -> dict[str, float]:
 
 
 class _Background:
-    """`qinspect emulate CAPTURE` running beside the window, restarted whenever it finishes."""
+    """Work competing with the window while it is clicked through, restarted whenever it finishes.
 
-    def __init__(self, capture: Path) -> None:
-        self.capture = capture
+    ``cli``: a command line (`qinspect emulate CAPTURE`, `qinspect capture ...`) run as a separate
+    program at the window's own priority, as another application on the machine would be.
+    ``job``: a function run in a loop in a thread of the window's process, as the window runs its own
+    background work (the emulation in the model helper, a capture in a job helper); ``stop()`` ends it."""
+
+    def __init__(self, cli: list[str] | None = None, job=None, stop_job=None) -> None:
+        self.cli, self.job, self.stop_job = cli, job, stop_job
         self.proc: subprocess.Popen | None = None
+        self.thread: threading.Thread | None = None
+        self.stopping = threading.Event()
+        self.runs = 0
 
     def poll(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            self.proc = subprocess.Popen([sys.executable, "-m", "qinspect", "emulate", str(self.capture)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        """Start the background work once; it restarts itself in its own thread (never in the UI
+        thread: a fork from the window's thread would be a stall the bench made itself)."""
+        if self.thread is not None:
+            return
+
+        def loop() -> None:
+            while not self.stopping.is_set():
+                self.runs += 1
+                try:
+                    if self.cli is not None:
+                        self.proc = subprocess.Popen([sys.executable, "-m", "qinspect", *self.cli],
+                                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        self.proc.wait()
+                    else:
+                        self.job(self.stopping)
+                except Exception as exc:  # noqa: BLE001 - a stopped job raises; a broken one is said
+                    if not self.stopping.is_set():
+                        print(f"background job failed: {exc!r}", file=sys.stderr)
+                        return
+
+        self.thread = threading.Thread(target=loop, name="bench-background", daemon=True)
+        self.thread.start()
 
     def stop(self) -> None:
+        self.stopping.set()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
+        if self.stop_job is not None:
+            self.stop_job()
+        if self.thread is not None:
+            self.thread.join(60)
+        if self.proc is not None and self.proc.poll() is None:  # started as stop() began
+            self.proc.terminate()
             self.proc.wait(30)
+
+
+def _backgrounds(capture: Path, bg_model: Path | None, bg_inputs: Path | None) -> dict[str, _Background]:
+    """The background work each `click_*` phase runs beside the click-through (a capture only when a
+    model and inputs to capture are known)."""
+    from qinspect.gui import capture_job, compute_process, emulation
+
+    out = {
+        "bg_emu_cli": _Background(cli=["emulate", str(capture)]),
+        "bg_emu_win": _Background(job=lambda _stop: compute_process.call_model(
+            emulation._emulate_in_helper, str(capture), None), stop_job=compute_process.kill_model_helper),
+    }
+    if bg_model is not None and bg_inputs is not None:
+        target = str(Path(tempfile.mkdtemp()) / "bg_capture.h5")
+        out["bg_cap_cli"] = _Background(cli=["capture", str(bg_model), "--inputs", str(bg_inputs), "-o", target,
+                                             "--samples", str(BG_CAPTURE_SAMPLES), "--force", "-q"])
+
+        def capture_in_helper(stop: threading.Event) -> None:
+            try:
+                compute_process.call_with_progress(capture_job.capture, str(bg_model), str(bg_inputs), target,
+                                                   BG_CAPTURE_SAMPLES, None, progress=lambda *_: None,
+                                                   cancelled=stop.is_set)
+            except compute_process.Superseded:
+                pass
+
+        out["bg_cap_win"] = _Background(job=capture_in_helper)
+    return out
+
+
+class _StallSampler:
+    """A watchdog thread that records the UI thread's Python stack while its event loop is stalled.
+
+    Every ``SAMPLE_MS`` it looks at the time since the ticker's last tick; past ``STALL_MS`` it takes
+    the UI thread's stack (``sys._current_frames``). A stall is then known by where the UI thread was
+    (which call, which layer) rather than only by how long it lasted. Python garbage collections on
+    the UI thread are timed too (``gc.callbacks``): a full collection is a stall no stack shows."""
+
+    def __init__(self) -> None:
+        self.ui = threading.get_ident()
+        self.tick_at = time.perf_counter()
+        self.context = ""  # the layer being selected
+        self.samples: dict[float, list[tuple[str, ...]]] = {}  # tick time -> stacks seen since
+        self.gc_runs: list[tuple[float, float, int]] = []  # (start, ms, generation) on the UI thread
+        self._gc_start = 0.0
+        self.armed = False  # only while the ticker runs
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="stall-sampler", daemon=True)
+        gc.callbacks.append(self._on_gc)
+        self._thread.start()
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if threading.get_ident() != self.ui:
+            return
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.gc_runs.append((self._gc_start, (time.perf_counter() - self._gc_start) * 1000,
+                                 info["generation"]))
+
+    def _watch(self) -> None:
+        while not self._stop.wait(SAMPLE_MS / 1000):
+            since = self.tick_at
+            if self.armed and (time.perf_counter() - since) * 1000 > STALL_MS:
+                frame = sys._current_frames().get(self.ui)
+                if frame is not None:
+                    self.samples.setdefault(since, []).append(_short_stack(frame))
+
+    def take(self, since: float, until: float) -> tuple[list[tuple[str, ...]], float]:
+        """The stacks sampled during the gap that started at ``since``, and the UI thread's garbage
+        collection time inside it (ms)."""
+        gc_ms = sum(ms for start, ms, _ in self.gc_runs if since <= start <= until)
+        return self.samples.pop(since, []), gc_ms
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+        gc.callbacks.remove(self._on_gc)
+
+
+def _short_stack(frame) -> tuple[str, ...]:
+    """The frames of interest, innermost first: this project's and pyqtgraph's (not the bench's own)."""
+    out = []
+    for fs in reversed(traceback.extract_stack(frame)):
+        path = fs.filename.replace(os.sep, "/")
+        if "/bench/" in path:
+            continue
+        if "/qinspect/" in path or "/pyqtgraph/" in path or "/numpy/" in path or "/h5py/" in path:
+            tail = "/".join(path.split("/")[-2:])
+            out.append(f"{tail}:{fs.lineno} {fs.name}")
+        if len(out) >= STACK_DEPTH:
+            break
+    return tuple(out) or ("(no Python frame: Qt's C++ - layout, paint, events)",)
 
 
 def startup(capture: Path) -> dict[str, float]:
@@ -101,11 +245,13 @@ def _drawing(panel) -> bool:
     return bool(drawer is not None and drawer.pending)
 
 
-def measure(capture: Path, wait_emulation: bool = False) -> dict:
+def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | None = None,
+            bg_model: Path | None = None, bg_inputs: Path | None = None) -> dict:
     """Open ``capture`` in a window and measure (in this process); return the figures.
 
     ``wait_emulation``: let the window's own emulation and diagnosis finish first (minutes on a loaded
-    machine); by default they are stopped, so the layers show the positions min-MSE gives."""
+    machine); by default they are stopped, so the layers show the positions min-MSE gives.
+    ``phases``: the background phases to run (default: every one :func:`_backgrounds` offers)."""
     from PySide6.QtCore import QElapsedTimer, QEvent, QEventLoop, Qt, QTimer
 
     from qinspect.gui.app import application
@@ -119,8 +265,9 @@ def measure(capture: Path, wait_emulation: bool = False) -> dict:
     panel = win.layer_panel
     deadline = time.time() + 300
 
-    def spin(until) -> None:
-        while not until() and time.time() < deadline:
+    def spin(until, seconds: float = 0.0) -> None:
+        end = min(deadline, time.time() + seconds) if seconds else deadline
+        while not until() and time.time() < end:
             app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
             time.sleep(0.002)
 
@@ -140,12 +287,21 @@ def measure(capture: Path, wait_emulation: bool = False) -> dict:
     ticker.setTimerType(Qt.TimerType.PreciseTimer)
     ticker.setInterval(TICK_MS)
     last = [0.0, 0.0]
+    sampler = _StallSampler()
+    stalls: list[dict] = []
 
     def on_tick() -> None:
         now, cpu = clock.nsecsElapsed() / 1e6, time.thread_time() * 1000
-        gaps.append(now - last[0])
-        cpu_gaps.append(cpu - last[1])
+        gap, cpu_gap = now - last[0], cpu - last[1]
+        gaps.append(gap)
+        cpu_gaps.append(cpu_gap)
         last[0], last[1] = now, cpu
+        t = time.perf_counter()
+        stacks, gc_ms = sampler.take(sampler.tick_at, t)
+        if gap > STALL_MS:
+            stalls.append({"ms": gap, "cpu": cpu_gap, "gc": gc_ms, "layer": sampler.context,
+                           "stacks": collections.Counter(stacks).most_common(2), "samples": len(stacks)})
+        sampler.tick_at = t
 
     ticker.timeout.connect(on_tick)
 
@@ -158,30 +314,41 @@ def measure(capture: Path, wait_emulation: bool = False) -> dict:
         stop_at = time.time() + timeout_s
         gaps.clear()
         cpu_gaps.clear()
+        stalls.clear()
+        sampler.gc_runs.clear()
         clock.start()
         last[0], last[1] = 0.0, time.thread_time() * 1000
+        sampler.tick_at = time.perf_counter()
+        sampler.armed = True
         ticker.start()
         poll.start()
         QTimer.singleShot(0, start)
         loop.exec()
+        sampler.armed = False
         poll.stop()
         ticker.stop()
 
+    def stats() -> dict:
+        res = _stats(gaps, cpu_gaps)
+        res["stalls"] = sorted(stalls, key=lambda st: -st["ms"])[:WORST_KEPT]
+        res["n_stalls"] = len(stalls)
+        res["gc_worst"] = max((ms for _, ms, _ in sampler.gc_runs), default=0.0)
+        return res
+
     out: dict = {"layers": len(layers), "capture": str(capture)}
     run_loop(lambda: None, lambda: clock.elapsed() > 3000, 10)
-    out["idle"] = _stats(gaps, cpu_gaps)
+    out["idle"] = stats()
 
-    def click_through(background: _Background | None) -> dict:
+    def click_through() -> dict:
         state = {"i": -1, "t0": 0.0, "drawn": []}
 
         def next_layer(_name: str = "") -> None:
             if state["i"] >= 0:
                 state["drawn"].append((time.perf_counter() - state["t0"]) * 1000)
-            if background is not None:
-                background.poll()
             state["i"] += 1
             if state["i"] < len(layers):
                 state["t0"] = time.perf_counter()
+                sampler.context = layers[state["i"]]
                 if win.current_layer() == layers[state["i"]]:
                     panel.show_layer(layers[state["i"]])  # selected already: selecting it loads nothing
                 else:
@@ -193,13 +360,13 @@ def measure(capture: Path, wait_emulation: bool = False) -> dict:
         finally:
             panel.shown.disconnect(next_layer)
         drawn = sorted(state["drawn"])
-        res = _stats(gaps, cpu_gaps)
+        res = stats()
         res["drawn_median"] = drawn[len(drawn) // 2] if drawn else 0.0
         res["drawn_max"] = drawn[-1] if drawn else 0.0
         res["complete"] = len(drawn) == len(layers)
         return res
 
-    out["click"] = click_through(None)
+    out["click"] = click_through()
 
     # Key repeat: a held Down arrow on the tree (a press, then auto-repeats every 33 ms) from the first
     # layer, as many rows as there are layers; then wait for the layer it stopped at to be drawn.
@@ -214,6 +381,7 @@ def measure(capture: Path, wait_emulation: bool = False) -> dict:
 
     def press() -> None:
         if seq["i"] < len(layers):
+            sampler.context = f"key repeat {seq['i']}"
             QApplication.sendEvent(win.tree, QKeyEvent(QEvent.Type.KeyPress, Qt.Key.Key_Down,
                                                        Qt.KeyboardModifier.NoModifier, "", seq["i"] > 0))
             seq["i"] += 1
@@ -229,16 +397,22 @@ def measure(capture: Path, wait_emulation: bool = False) -> dict:
     win.tree.setFocus()
     run_loop(repeat.start, lambda: bool(seq["stop"]) and seq["shown"] == seq["stop"], 120)
     panel.shown.disconnect(on_shown)
-    out["repeat"] = _stats(gaps, cpu_gaps)
+    out["repeat"] = stats()
     out["repeat"]["last_shown"] = bool(seq["stop"]) and seq["shown"] == seq["stop"]
 
-    background = _Background(capture)
-    try:
-        background.poll()
-        time.sleep(3.0)  # past its start-up, into the emulation itself
-        out["click_bg"] = click_through(background)
-    finally:
-        background.stop()
+    for phase, background in _backgrounds(capture, bg_model, bg_inputs).items():
+        if phases is not None and phase not in phases:
+            continue
+        try:
+            background.poll()
+            # Past its start-up (imports, TensorFlow's for a capture), into the work itself.
+            spin(lambda: False, BG_WARMUP_S[phase])
+            res = click_through()
+            res["background_runs"] = background.runs
+            out[phase] = res
+        finally:
+            background.stop()
+    sampler.stop()
     win.shutdown()
     from qinspect.gui import compute_process
 
@@ -247,9 +421,33 @@ def measure(capture: Path, wait_emulation: bool = False) -> dict:
     return out
 
 
-def _run_child(tree: Path, capture: Path, wait_emulation: bool) -> dict:
+PHASES = ("idle", "click", "repeat", "bg_emu_cli", "bg_emu_win", "bg_cap_cli", "bg_cap_win")
+PHASE_NOTES = {
+    "bg_emu_cli": "beside `qinspect emulate` (another program, same priority)",
+    "bg_emu_win": "beside the window's own emulation (its model helper)",
+    "bg_cap_cli": "beside `qinspect capture` (another program, same priority)",
+    "bg_cap_win": "beside a capture started from the window (its job helper)",
+}
+
+
+def _capture_sources(capture: Path) -> tuple[Path | None, Path | None]:
+    """The model and the inputs ``capture`` was made from, when both are still files (for the
+    background capture phases)."""
+    import h5py
+
+    with h5py.File(capture, "r") as f:
+        model, inputs = (Path(str(f.attrs.get(k, ""))) for k in ("source_model", "inputs_source"))
+    return (model, inputs) if model.is_file() and inputs.is_file() else (None, None)
+
+
+def _run_child(tree: Path, capture: Path, args: argparse.Namespace) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree), QT_QPA_PLATFORM="offscreen")
-    extra = ["--wait-emulation"] if wait_emulation else []
+    extra = ["--wait-emulation"] if args.wait_emulation else []
+    if args.phases:
+        extra += ["--phases", args.phases]
+    model, inputs = (args.bg_model, args.bg_inputs) if args.bg_model else _capture_sources(capture)
+    if model is not None:
+        extra += ["--bg-model", str(model), "--bg-inputs", str(inputs)]
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(capture), *extra],
                           capture_output=True, text=True, env=env, cwd=str(tree), timeout=3600)
     for line in proc.stdout.splitlines():
@@ -262,45 +460,78 @@ def _row(label: str, res: dict) -> str:
     def cell(key: str) -> str:
         r = res[key]
         extra = f", drawn median {r['drawn_median']:.0f} / max {r['drawn_max']:.0f}" if "drawn_max" in r else ""
-        return (f"{key:9s} worst {r['worst']:6.1f} ms, p95 {r['p95']:5.1f} ms (UI-thread CPU: worst "
-                f"{r['cpu_worst']:5.1f}, p95 {r['cpu_p95']:4.1f}){extra}")
+        return (f"{key:10s} worst {r['worst']:6.1f} ms, p95 {r['p95']:5.1f} ms (UI-thread CPU: worst "
+                f"{r['cpu_worst']:5.1f}, p95 {r['cpu_p95']:4.1f}; {r['n_stalls']} gaps > {STALL_MS} ms; "
+                f"GC worst {r['gc_worst']:.0f}){extra}")
 
     st = res["startup"]
-    return "\n".join([*(f"  {label:>10s}  {cell(k)}" for k in ("idle", "click", "repeat", "click_bg")),
-                      f"  {label:>10s}  startup   window shown {st['shown']:.2f} s, capture open "
+    return "\n".join([*(f"  {label:>10s}  {cell(k)}" for k in PHASES if k in res),
+                      f"  {label:>10s}  startup    window shown {st['shown']:.2f} s, capture open "
                       f"{st['opened']:.2f} s (bare python {st['bare']:.2f} s)"])
+
+
+def _stall_lines(label: str, res: dict) -> list[str]:
+    """Where the UI thread was during each phase's worst stalls (the watchdog's samples)."""
+    lines = []
+    for phase in PHASES:
+        for st in res.get(phase, {}).get("stalls", []):
+            where = "; ".join(f"{n}/{st['samples']} x [{' <- '.join(stack[:4])}]" for stack, n in st["stacks"])
+            lines.append(f"  {label:>10s}  {phase:10s} {st['ms']:6.1f} ms (UI CPU {st['cpu']:5.1f}, GC "
+                         f"{st['gc']:4.1f}) at {st['layer'] or '-'}: {where or 'no sample (GIL held elsewhere)'}")
+    return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("captures", nargs="*", type=Path)
     parser.add_argument("--compare", type=Path, help="another checkout, measured alternately with this one")
-    parser.add_argument("--rounds", type=int, default=1, help="alternations per capture with --compare")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per capture (alternating with --compare)")
     parser.add_argument("--wait-emulation", action="store_true",
                         help="let the window's own emulation and diagnosis finish before measuring "
                              "(default: stop them)")
+    parser.add_argument("--phases", default="", help="comma-separated background phases to run "
+                        f"(default all: {', '.join(PHASES[3:])})")
+    parser.add_argument("--bg-model", type=Path, help="model for the background capture phases (default: "
+                        "the capture's own source model, when it is still there)")
+    parser.add_argument("--bg-inputs", type=Path, help=".npy inputs for --bg-model")
+    parser.add_argument("--json", type=Path, help="also write every run's figures here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     captures = args.captures or [_default_capture()]
     if args.child:
-        print("RESULT " + json.dumps(measure(captures[0], args.wait_emulation)), flush=True)
+        phases = args.phases.split(",") if args.phases else None
+        print("RESULT " + json.dumps(measure(captures[0], args.wait_emulation, phases, args.bg_model,
+                                             args.bg_inputs)), flush=True)
         return 0
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cores; "
-          f"{TICK_MS} ms timer; targets: idle < 30 ms, beside an emulation < 50 ms")
+          f"{TICK_MS} ms timer; targets: idle < 30 ms, beside a capture or an emulation < 50 ms")
+    for phase, note in PHASE_NOTES.items():
+        print(f"  {phase}: click-through {note}")
     trees = [("before", args.compare.resolve()), ("after", REPO)] if args.compare else [("this", REPO)]
+    everything = {}
     for capture in captures:
         results: dict[str, list[dict]] = {label: [] for label, _ in trees}
         for _ in range(max(1, args.rounds)):
             for label, tree in trees:
-                results[label].append(_run_child(tree, capture, args.wait_emulation))
+                results[label].append(_run_child(tree, capture, args))
+        everything[str(capture)] = results
         first = results[trees[0][0]][0]
         print(f"\n{capture} ({first['layers']} layers)")
+        stall_lines = []
         for label, runs in results.items():
             for i, res in enumerate(runs):
-                print(_row(f"{label}{i + 1 if len(runs) > 1 else ''}", res))
+                name = f"{label}{i + 1 if len(runs) > 1 else ''}"
+                print(_row(name, res))
+                stall_lines += _stall_lines(name, res)
                 if not (res["click"]["complete"] and res["repeat"]["last_shown"]):
                     print(f"  {label}: NOT every layer was drawn")
+        if stall_lines:
+            print(f"\n  stalls over {STALL_MS} ms, worst first per phase, with the UI thread's Python stack "
+                  "(innermost first):")
+            print("\n".join(stall_lines))
+    if args.json:
+        args.json.write_text(json.dumps(everything, indent=1))
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     return 0
 

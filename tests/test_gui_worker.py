@@ -202,6 +202,32 @@ def test_helpers_run_below_the_window_priority():
         compute_process.shutdown()
 
 
+def _blas_pools():  # runs in a helper process
+    import numpy as np
+    import threadpoolctl
+
+    np.ones((64, 64)) @ np.ones((64, 64))
+    return {info["internal_api"]: info["num_threads"] for info in threadpoolctl.threadpool_info()}
+
+
+def test_numpy_helpers_run_their_blas_on_one_thread():
+    # A helper's matrix products on every core would leave the UI thread waiting for one, however low
+    # the helper's priority: its BLAS and OpenMP pools start with one thread (the window's own do not).
+    pytest.importorskip("threadpoolctl")
+    from qinspect.gui import compute_process
+
+    if compute_process._DISABLED:
+        pytest.skip("no helper process here")
+    before = {k: os.environ.get(k) for k in compute_process.ONE_THREAD_ENV}
+    try:
+        for pools in (compute_process.call(_blas_pools), compute_process.call_model(_blas_pools)):
+            assert pools, "numpy loaded no BLAS in the helper"
+            assert set(pools.values()) == {1}, pools
+    finally:
+        compute_process.shutdown()
+    assert {k: os.environ.get(k) for k in compute_process.ONE_THREAD_ENV} == before  # the window's own
+
+
 def _count_to(n):  # runs in a helper process
     from qinspect.gui.compute_process import report_progress
 

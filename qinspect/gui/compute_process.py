@@ -56,6 +56,13 @@ _child: dict[str, Any] = {"latest": None, "captures": {}}
 # The helpers still get every cycle the window leaves idle.
 LAYER_NICENESS = 5
 MODEL_NICENESS = 10
+# The numpy helpers run their BLAS (OpenBLAS, MKL) and OpenMP pools with one thread: by default they start
+# one thread per core, so a helper's matrix product would occupy every core of a small machine (and
+# OpenBLAS's idle threads spin for a while after each call), leaving the UI thread waiting for a core
+# however low the helper's priority. Set in the environment the child inherits: the pools read it once,
+# when numpy loads, which is before the initializer runs. The capture job (TensorFlow, its own thread
+# pools) keeps every core: it is a one-off the user waits for, and its low priority yields to the window.
+ONE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _init(latest: Any, parent_pid: int, niceness: int = 0) -> None:
@@ -162,16 +169,19 @@ def _spawn_pool(latest: Any, niceness: int) -> ProcessPoolExecutor:
     if latest == "new":
         global _LATEST
         _LATEST = latest = mp.get_context("spawn").Array("q", N_SLOTS, lock=False)
-    return _spawn(_init, (latest, os.getpid(), niceness))
+    return _spawn(_init, (latest, os.getpid(), niceness), ONE_THREAD_ENV)
 
 
-def _spawn(initializer: Any, initargs: tuple) -> ProcessPoolExecutor:
-    """A one-process pool, started now. A spawned child re-imports the parent's __main__ unless told
-    otherwise, and `python -m qinspect` runs the CLI at import (a second window): the main module's
-    identity is hidden while the child starts (the pool spawns it synchronously in the first submit)."""
+def _spawn(initializer: Any, initargs: tuple, env: dict[str, str] | None = None) -> ProcessPoolExecutor:
+    """A one-process pool, started now, with ``env`` added to the environment it inherits. A spawned
+    child re-imports the parent's __main__ unless told otherwise, and `python -m qinspect` runs the CLI
+    at import (a second window): the main module's identity is hidden while the child starts (the pool
+    spawns it synchronously in the first submit)."""
     main = sys.modules.get("__main__")
     saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if main is not None and k in main.__dict__}
+    saved_env = {k: os.environ.get(k) for k in env or {}}
     try:
+        os.environ.update(env or {})
         if main is not None:
             main.__dict__["__spec__"] = None
             main.__dict__.pop("__file__", None)
@@ -188,6 +198,11 @@ def _spawn(initializer: Any, initargs: tuple) -> ProcessPoolExecutor:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         return pool
     finally:
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         if main is not None:
             main.__dict__.update(saved)
             if "__spec__" not in saved:

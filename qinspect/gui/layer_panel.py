@@ -376,6 +376,7 @@ class LayerPanel(QWidget):
         # One plot per step, the most telling first; the weights (the same in both passes) once, the
         # error plots with the full pass.
         self.drawer.add("act", self._draw_activation_histogram, self.act_plot)
+        self.drawer.add("act_lines", self._draw_activation_lines, self.act_plot)
         if whatif is not None and not partial:
             self.drawer.add("err", self._draw_error_histogram, self.err_plot)
             self.drawer.add("scatter", self._draw_scatter, self.scatter_plot)
@@ -520,17 +521,32 @@ class LayerPanel(QWidget):
         plot.getPlotItem().getViewBox().setRange(**ranges, padding=0)
 
     def _draw_activation_histogram(self) -> None:
+        """The histogram and the view's ranges (the lines follow in a step of their own)."""
         data = self.data
         if data is None or not data.has_activations:
             self.act_curve.setVisible(False)
+            self._draw_activation_lines()
+            return
+        h = data.float_hist
+        self.act_curve.setData(h.edges, self._counts(h.counts))
+        self.act_curve.setVisible(True)
+        self._fit_activation_x()
+        self._set_view(self.act_plot, None, (0.0, float(self._counts(h.counts).max(initial=0.0))))
+        self.first_plot.emit(data.name)
+
+    def _draw_activation_lines(self) -> None:
+        """Where each calibration method and the position in use put the range: labelled lines.
+
+        A step apart from the histogram: moving and relabelling ten lines (their labels are text items
+        laid out again) costs as much as the histogram itself, and together they made the longest turn
+        of a click."""
+        data = self.data
+        if data is None or not data.has_activations:
             for pair in self.method_lines:
                 for line in pair:
                     line.setVisible(False)
             self._draw_clip_lines()
             return
-        h = data.float_hist
-        self.act_curve.setData(h.edges, self._counts(h.counts))
-        self.act_curve.setVisible(True)
         by_pos: dict[int, list[str]] = {}
         for label, pos in data.method_positions.items():
             by_pos.setdefault(pos, []).append(label.split(" (")[0])
@@ -547,8 +563,6 @@ class LayerPanel(QWidget):
                 hi_line.setVisible(False)
                 lo_line.setVisible(False)
         self._draw_clip_lines()
-        self._set_view(self.act_plot, None, (0.0, float(self._counts(h.counts).max(initial=0.0))))
-        self.first_plot.emit(data.name)
 
     def _fit_activation_x(self) -> None:
         """Show the data and the clip thresholds of the position in use (a wasted range is visible)."""
