@@ -167,7 +167,9 @@ def run(args: argparse.Namespace) -> int:
             eval_cap = open_eval_capture(args.eval)
             check_same_model(source.graph, args.model, eval_cap.graph, args.eval)
         emu, positions_from = common.open_positions_emulator(source, args)
-        calib_src = common.data_source(args.inputs, emu, source, args.model, preprocess=args.preprocess)
+        # Every sample fed: a kept-subset capture's /all_inputs (diagnose recomputes tensors from inputs).
+        calib_src = common.data_source(args.inputs, emu, source, args.model, preprocess=args.preprocess,
+                                       every_sample=True)
         if not positions_from:
             emu.calibrate(calib_src, args.batch_size)
             positions_from = f"calibrated here on {args.inputs or args.model}, batch size {args.batch_size}"
@@ -186,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
                               mode="int" if args.exact else "sim", step=step,
                               external_positions=bool(args.positions), with_sensitivity=not args.no_sensitivity,
                               labels=labels)
+        n_total = len(next(iter(data.values())))
     finally:
         if source is not None:
             source.close()
@@ -193,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
             eval_cap.close()
     if args.json:
         out = {"model": args.model, "eval": args.eval, "positions_from": positions_from,
-               "weights_from": emu.graph.weights_from, **result.to_dict()}
+               "weights_from": emu.graph.weights_from, **result.to_dict(),
+               "samples_used": result.n_samples, "samples_total": n_total}
         common.print_json(out)
         return 0
     _print_text(result, positions_from, args.top)

@@ -1,0 +1,92 @@
+"""Readers of a kept-subset capture (format 1.2): statistics over every sample, tensors of the kept ones.
+
+A sample past the kept ones holds an outlier; the references are a capture of the same model that
+keeps every sample (its tensors, numpy over them, and commands run on it).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from capture_fixtures import run_here
+
+from qinspect.io.capture_file import Capture
+from qinspect.io.capture_stats import LayerStats
+
+pytestmark = pytest.mark.tf
+
+N, KEEP, OUTLIER = 12, 4, 9
+
+
+@pytest.fixture(scope="module")
+def captures(tmp_path_factory):
+    """(kept-subset capture, capture of every sample) of one small model on the same inputs."""
+    import tf_keras as tfk
+
+    folder = tmp_path_factory.mktemp("kept_readers")
+    tfk.utils.set_random_seed(7)
+    inp = tfk.Input((6, 6, 2), name="image")
+    x = tfk.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inp)
+    x = tfk.layers.GlobalAveragePooling2D(name="gap")(x)
+    tfk.Model(inp, tfk.layers.Dense(3, name="fc")(x)).save(folder / "m.h5")
+    x = np.random.default_rng(8).normal(size=(N, 6, 6, 2)).astype(np.float32)
+    x[OUTLIER] *= 40.0  # only a sample that is not kept reaches this far
+    np.save(folder / "x.npy", x)
+    out = {}
+    for name, extra in (("kept", ["--keep", str(KEEP)]), ("full", [])):
+        out[name] = str(folder / f"{name}.h5")
+        done = run_here("capture", str(folder / "m.h5"), "--inputs", str(folder / "x.npy"), "-o", out[name], "-q",
+                        "--calib-batch-size", "5", *extra)
+        assert done.returncode in (0, None), done.stderr
+    return out["kept"], out["full"]
+
+
+def test_stats_cover_every_sample_and_old_captures_compute_them(captures):
+    kept, full = captures
+    with Capture.open(kept) as k, Capture.open(full) as f:
+        assert (k.n_kept, k.n_total_samples, k.calib_batch_size) == (KEEP, N, 5)
+        assert k.is_kept_subset and not f.is_kept_subset
+        assert k.samples_note() == f"on {KEEP} of {N} samples" and f.samples_note() == ""
+        for layer in ("conv", "fc"):
+            every = f.activation(layer)
+            s = k.stats(layer)
+            assert s.n_samples == N
+            assert s.max() == pytest.approx(float(every.max()), rel=1e-6)
+            assert s.min() == pytest.approx(float(every.min()), rel=1e-6)
+            # the outlier is outside the kept tensors: the kept samples alone see a smaller range
+            assert float(np.abs(k.activation(layer)).max()) < 0.5 * s.abs_max()
+            # a capture without /stats: computed from its tensors in its calibration batches
+            ref = LayerStats.from_tensor(every, 5, name=layer)
+            np.testing.assert_array_equal(f.stats(layer).batch_max, ref.batch_max)
+            np.testing.assert_array_equal(s.batch_max, ref.batch_max)
+            assert f.stats(layer) is f.stats(layer)  # cached
+
+
+def _json(*args: str) -> dict:
+    done = run_here(*args)
+    assert done.returncode in (0, None), done.stderr
+    return json.loads(done.stdout)
+
+
+def test_emulate_calibrates_on_every_sample_and_states_the_kept_count(captures):
+    kept, full = captures
+    a = _json("emulate", kept, "--json")
+    b = _json("emulate", full, "--json")
+    assert (a["samples_used"], a["samples_total"]) == (KEEP, N)
+    assert (b["samples_used"], b["samples_total"]) == (N, N)
+    # positions from all N samples: the same as calibrating on the capture that keeps every tensor
+    assert [r["position"] for r in a["layers"]] == [r["position"] for r in b["layers"]]
+    text = run_here("emulate", kept).stdout
+    assert f"errors: on {KEEP} of {N} samples" in text
+    assert "errors: on" not in run_here("emulate", full).stdout
+
+
+def test_diagnose_uses_every_input_of_a_kept_subset(captures):
+    kept, full = captures
+    a = _json("diagnose", kept, "--json", "--no-sensitivity")
+    b = _json("diagnose", full, "--json", "--no-sensitivity")
+    assert (a["samples_used"], a["samples_total"]) == (N, N)
+    assert a["samples"] == b["samples"] == N
+    assert a["findings"] == b["findings"]
