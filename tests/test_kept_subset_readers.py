@@ -90,3 +90,10 @@ def test_diagnose_uses_every_input_of_a_kept_subset(captures):
     assert (a["samples_used"], a["samples_total"]) == (N, N)
     assert a["samples"] == b["samples"] == N
     assert a["findings"] == b["findings"]
+
+
+def test_info_says_what_a_capture_keeps(captures):
+    kept, full = captures
+    assert run_here("info", kept).stdout.splitlines()[-1] == (
+        f"samples: {N} fed, full tensors kept for {KEEP}; statistics and inputs of all {N} (calibration batch 5)")
+    assert run_here("info", full).stdout.splitlines()[-1] == f"samples: {N}, every tensor kept"
