@@ -97,3 +97,11 @@ def test_info_says_what_a_capture_keeps(captures):
     assert run_here("info", kept).stdout.splitlines()[-1] == (
         f"samples: {N} fed, full tensors kept for {KEEP}; statistics and inputs of all {N} (calibration batch 5)")
     assert run_here("info", full).stdout.splitlines()[-1] == f"samples: {N}, every tensor kept"
+
+
+def test_advise_calibrates_on_every_sample_fed(captures):
+    kept, full = captures
+    a = _json("advise", kept, "--json")
+    b = _json("advise", full, "--json")
+    assert a["calib_samples"] == b["calib_samples"] == N
+    assert [r["output_sqnr_db"] for r in a["advice"]] == [r["output_sqnr_db"] for r in b["advice"]]
