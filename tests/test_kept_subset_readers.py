@@ -105,3 +105,27 @@ def test_advise_calibrates_on_every_sample_fed(captures):
     b = _json("advise", full, "--json")
     assert a["calib_samples"] == b["calib_samples"] == N
     assert [r["output_sqnr_db"] for r in a["advice"]] == [r["output_sqnr_db"] for r in b["advice"]]
+
+
+def test_report_positions_and_diagnosis_on_every_sample_errors_on_the_kept(captures, tmp_path):
+    from qinspect.dpu.emulator import Emulator
+
+    kept, full = captures
+    out = {}
+    for name, path in (("kept", kept), ("full", full)):
+        done = run_here("report", path, "-o", str(tmp_path / name))
+        assert done.returncode in (0, None), done.stderr
+        out[name] = json.loads((tmp_path / name / "report.json").read_text())
+    a, b = out["kept"], out["full"]
+    assert (a["model"]["samples_used"], a["model"]["samples_total"]) == (KEEP, N)
+    assert (b["model"]["samples_used"], b["model"]["samples_total"]) == (N, N)
+    positions = [layer["positions"] for layer in a["layers"]]
+    assert positions == [layer["positions"] for layer in b["layers"]]
+    assert a["summary"]["diagnosis measured on"] == b["summary"]["diagnosis measured on"] == f"{N} calibration samples"
+    # the kept samples alone would have given other positions: the outlier sits in a sample not kept
+    with Capture.open(full) as f:
+        alone = Emulator.from_model(f, calib_inputs=f.inputs(None, slice(0, KEEP)))
+        emu = Emulator.from_model(f)
+    assert any(alone.graph.pos(s) != emu.graph.pos(s) for s in emu.graph.slots)
+    html = (tmp_path / "kept" / "report.html").read_text()
+    assert f"on the {KEEP} kept with full tensors" in html

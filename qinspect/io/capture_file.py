@@ -308,6 +308,10 @@ class Capture(WeightSource):
                 self._stats[layer] = LayerStats.from_tensor(tensor, self.calib_batch_size, name=layer)
         return self._stats[layer]
 
+    def every_input(self) -> EveryInput:
+        """Every sample's model inputs (``n_total_samples`` of them), as data to calibrate or run on."""
+        return EveryInput(self)
+
     def weights(self, layer: str) -> dict[str, np.ndarray]:
         """The layer's weights keyed by short name, in the layer's order (empty if it has none).
 
@@ -350,6 +354,24 @@ class Capture(WeightSource):
     def __repr__(self) -> str:
         return f"Capture({self.path!r}, {self.n_samples} samples, {len(self._links())} layers)"
 
+
+
+class EveryInput:
+    """The inputs of every sample a capture was fed (``/all_inputs`` of a kept-subset capture), read the way
+    a capture's inputs are; it holds no activations, so a reader takes it as plain inputs."""
+
+    def __init__(self, capture: Capture) -> None:
+        self._capture = capture
+        self.path = capture.path
+        self.n_samples = capture.n_total_samples
+
+    def inputs(self, name: str | None = None, samples: Any = None) -> np.ndarray:
+        """Inputs of every sample (``samples``: None, a slice, indices)."""
+        return self._capture.all_inputs(name, samples)
+
+    def input_names(self) -> list[str]:
+        """Names of the model inputs stored."""
+        return self._capture.input_names()
 
 
 def _read(ds: h5py.Dataset, samples: Any, path: str) -> np.ndarray:

@@ -131,6 +131,8 @@ class Report:
     notes: list[str] = field(default_factory=list)  # how parts were measured (from the diagnosis, ...)
     generated: str = ""  # ISO 8601 UTC time the report was made
     qinspect_version: str = ""
+    # every sample a kept-subset capture was fed (positions, ranges, the diagnosis); ``samples``: the kept ones
+    samples_total: int | None = None
 
     @property
     def scope(self) -> str:
