@@ -129,3 +129,31 @@ def test_report_positions_and_diagnosis_on_every_sample_errors_on_the_kept(captu
     assert any(alone.graph.pos(s) != emu.graph.pos(s) for s in emu.graph.slots)
     html = (tmp_path / "kept" / "report.html").read_text()
     assert f"on the {KEEP} kept with full tensors" in html
+
+
+def test_window_jobs_on_a_kept_subset(captures):
+    """The window's workers: positions from every sample, coverage's |max| from every sample, counts stated."""
+    from qinspect.gui.compare_job import coverage_job
+    from qinspect.gui.document import open_document
+    from qinspect.gui.emulation import diagnose_job, emulate_capture
+    from qinspect.gui.worker import CancelToken
+
+    kept, full = captures
+    dk, df = open_document(kept), open_document(full)
+    try:
+        assert f"full tensors of {KEEP} of {N} samples" in dk.summary()
+        assert f"{N} samples" in df.summary() and "of" not in df.summary().split(",")[-1]
+        ak, af = emulate_capture(CancelToken(1), dk, None), emulate_capture(CancelToken(2), df, None)
+        assert {s: ak.graph.pos(s) for s in ak.graph.slots} == {s: af.graph.pos(s) for s in af.graph.slots}
+        cov = coverage_job(CancelToken(3), dk, full, ak)
+        assert cov.samples_text("calib") == f"{KEEP} of {N} samples" and cov.samples_text("eval") == f"{N} samples"
+        with Capture.open(full) as f:
+            for row in cov.rows:
+                every = float(np.abs(f.activation(row.layer)).max())
+                assert row.calib_absmax == pytest.approx(every, rel=1e-6)
+                assert row.eval_absmax == pytest.approx(every, rel=1e-6)
+        assert [f.to_dict() for f in diagnose_job(CancelToken(4), dk, ak, None)] == \
+            [f.to_dict() for f in diagnose_job(CancelToken(5), df, af, None)]
+    finally:
+        dk.close()
+        df.close()

@@ -194,16 +194,18 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis, eva
 
     if not analysis.available:
         return []
-    capture = document.capture
-    from qinspect.dpu.emulator import captured_stand_ins
+    from qinspect.dpu.emulator import calibration_data, captured_stand_ins
 
+    # The diagnosis recomputes every tensor from the inputs: a kept-subset capture gives all it was fed.
+    capture, _ = calibration_data(analysis.graph, document.capture)
     inputs = {name: capture.inputs(name) for name in capture.input_names()}
     inputs.update(captured_stand_ins(analysis.graph, capture))
     calib = None
     if eval_path:
         from qinspect.io.capture_file import Capture
 
-        with Capture.open(eval_path) as evaluation:
+        with Capture.open(eval_path) as opened:
+            evaluation, _ = calibration_data(analysis.graph, opened)
             evaluated = {name: evaluation.inputs(name) for name in evaluation.input_names()}
             calib, inputs = inputs, {**evaluated, **captured_stand_ins(analysis.graph, evaluation)}
     token.check()
