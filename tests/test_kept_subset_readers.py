@@ -157,3 +157,22 @@ def test_window_jobs_on_a_kept_subset(captures):
     finally:
         dk.close()
         df.close()
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    from gui_fixtures import main_window
+
+    yield from main_window(qtbot, tmp_path)
+
+
+def test_window_says_the_layer_statistics_are_of_the_kept_samples(qtbot, window, captures):
+    kept, _ = captures
+    with qtbot.waitSignal(window.open_channel.finished, timeout=10000):
+        window.open_path(kept)
+    qtbot.waitUntil(lambda: window.session.analysis is not None, timeout=60000)
+    window.select_layer("conv")
+    panel = window.layer_panel
+    qtbot.waitUntil(lambda: panel.data is not None and panel.data.name == "conv" and panel.data.complete
+                    and panel.whatif is not None, timeout=20000)
+    assert f"from {KEEP} of {KEEP} samples kept with full tensors, of {N} fed" in panel.state.text()
