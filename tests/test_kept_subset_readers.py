@@ -7,6 +7,7 @@ keeps every sample (its tensors, numpy over them, and commands run on it).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,3 +177,25 @@ def test_window_says_the_layer_statistics_are_of_the_kept_samples(qtbot, window,
     qtbot.waitUntil(lambda: panel.data is not None and panel.data.name == "conv" and panel.data.complete
                     and panel.whatif is not None, timeout=20000)
     assert f"from {KEEP} of {KEEP} samples kept with full tensors, of {N} fed" in panel.state.text()
+
+
+def test_diagnose_coverage_sees_an_outlier_past_the_kept_samples(captures):
+    """--eval: the calibration side's ranges come from every sample fed, the evaluation's too."""
+    kept, full = captures
+    a = _json("diagnose", full, "--eval", kept, "--json", "--no-sensitivity")
+    b = _json("diagnose", full, "--eval", full, "--json", "--no-sensitivity")
+    assert a["samples_used"] == b["samples_used"] == N
+    assert a["findings"] == b["findings"]
+    c = _json("diagnose", kept, "--eval", full, "--json", "--no-sensitivity")
+    assert c["findings"] == b["findings"]
+    assert "coverage" not in [f["kind"] for f in c["findings"]]
+
+
+def test_calibrating_on_the_kept_samples_alone_would_miss_the_outlier(captures, tmp_path):
+    """The guard for the test above: the same model calibrated on the kept inputs only has a coverage finding."""
+    kept, full = captures
+    folder = Path(kept).parent
+    np.save(tmp_path / "first.npy", np.load(folder / "x.npy")[:KEEP])
+    alone = _json("diagnose", str(folder / "m.h5"), "--inputs", str(tmp_path / "first.npy"), "--eval", full,
+                  "--json", "--no-sensitivity")
+    assert "coverage" in [f["kind"] for f in alone["findings"]]

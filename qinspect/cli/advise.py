@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from qinspect.cli._progress import stderr_progress
     from qinspect.cli._sources import open_any
     from qinspect.cli.diagnose import _arrays, check_same_model, open_eval_capture
-    from qinspect.dpu.emulator import Emulator
+    from qinspect.dpu.emulator import Emulator, calibration_data
     from qinspect.io.capture_file import Capture, is_capture
 
     common.require_file(args.model, "MODEL_OR_CAPTURE")
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         # every sample fed (a kept-subset capture's /all_inputs): the quantizer calibrates on all of them
         calib = _arrays(common.data_source(args.inputs, emu, source, args.model, preprocess=args.preprocess,
                                            every_sample=True), emu.graph, None)
-        data = _arrays(eval_cap, emu.graph, args.samples) if eval_cap is not None else {
+        data = _arrays(calibration_data(emu.graph, eval_cap)[0], emu.graph, args.samples) if eval_cap is not None else {
             k: v[: args.samples] for k, v in calib.items()}
         n_calib = len(next(iter(calib.values())))
 

@@ -152,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     from qinspect.cli import _dpu_common as common
     from qinspect.cli._progress import stderr_progress
     from qinspect.cli._sources import open_any
+    from qinspect.dpu.emulator import calibration_data
     from qinspect.io.capture_file import Capture, is_capture
 
     common.require_file(args.model, "MODEL_OR_CAPTURE")
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
             positions_from = f"calibrated here on {args.inputs or args.model}, batch size {args.batch_size}"
         calib = _arrays(calib_src, emu.graph, None if eval_cap is not None else args.samples)
         if eval_cap is not None:
-            data = _arrays(eval_cap, emu.graph, args.samples)
+            data = _arrays(calibration_data(emu.graph, eval_cap)[0], emu.graph, args.samples)
             label = f"evaluation ({args.eval})"
         else:
             data, label = calib, "calibration"
