@@ -199,3 +199,12 @@ def test_calibrating_on_the_kept_samples_alone_would_miss_the_outlier(captures, 
     alone = _json("diagnose", str(folder / "m.h5"), "--inputs", str(tmp_path / "first.npy"), "--eval", full,
                   "--json", "--no-sensitivity")
     assert "coverage" in [f["kind"] for f in alone["findings"]]
+
+
+def test_report_coverage_says_it_is_of_the_kept_evaluation_samples(captures, tmp_path):
+    kept, full = captures
+    done = run_here("report", full, "--eval", kept, "-o", str(tmp_path / "r"))
+    assert done.returncode in (0, None), done.stderr
+    notes = json.loads((tmp_path / "r" / "report.json").read_text())["notes"]
+    assert f"coverage (evaluation values outside the int8 range) measured on the {KEEP} of {N} evaluation " \
+           "samples kept with full tensors" in notes

@@ -591,6 +591,9 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
             sec.sensitivity = diag.sensitivity[row.node.name]
         sections.append(sec)
     coverage = _coverage(eval_cap, sections, max_samples) if eval_cap is not None else None
+    if eval_cap is not None and eval_cap.is_kept_subset:
+        diag.notes.append(f"coverage (evaluation values outside the int8 range) measured on the {eval_cap.n_samples} "
+                          f"of {eval_cap.n_total_samples} evaluation samples kept with full tensors")
     report = Report(
         model_name=graph.name,
         source=os.path.abspath(path),
