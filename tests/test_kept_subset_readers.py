@@ -208,3 +208,22 @@ def test_report_coverage_says_it_is_of_the_kept_evaluation_samples(captures, tmp
     notes = json.loads((tmp_path / "r" / "report.json").read_text())["notes"]
     assert f"coverage (evaluation values outside the int8 range) measured on the {KEEP} of {N} evaluation " \
            "samples kept with full tensors" in notes
+
+
+def test_a_kept_subset_without_a_layers_statistics_is_refused_in_one_line(captures, tmp_path):
+    import shutil
+
+    import h5py
+
+    from qinspect.errors import QInspectError
+    from qinspect.io.capture_file import escape_name
+
+    kept, _ = captures
+    bad = tmp_path / "no_stats.h5"
+    shutil.copy(kept, bad)
+    with h5py.File(bad, "a") as h5:
+        del h5["stats"][escape_name("conv")]
+    with Capture.open(bad) as cap:
+        assert cap.stats("fc").n_samples == N
+        with pytest.raises(QInspectError, match=r"no /stats for 'conv' in a capture that keeps 4 of 12 samples"):
+            cap.stats("conv")

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     w = sys.stdout.write
     w(f"positions: {positions_from}\nweights: {emu.graph.weights_from}\n")
     if n is not None and n_total is not None and n < n_total:
-        w(f"errors: on {n} of {n_total} samples (the capture keeps full tensors for {n})\n")
+        w(f"errors: on {n} of {n_total} samples\n")
     if emu.reference_note:
         w(f"float reference: {emu.reference_note}\n")
     # Columns as wide as the longest name, so long quantizer names keep the table aligned.
