@@ -331,6 +331,15 @@ def data_source(inputs: str | None, emu: Any, source: Any, model_path: str, samp
     raise QInspectError(need, model_path)
 
 
+def samples_total(source: Any, inputs: str | None, used: int | None) -> int | None:
+    """Every sample the data came from: a capture's ``n_total_samples`` (more than it keeps when it holds a
+    kept subset), else ``used`` (``--inputs`` given, or nothing known)."""
+    if inputs is not None or source is None:
+        return used
+    capture = getattr(source, "capture", source)
+    return int(getattr(capture, "n_total_samples", getattr(capture, "n_samples", used or 0)))
+
+
 def source_samples(source: Any) -> int:
     """Samples held by a capture (opened by ``open_any`` or as a Capture)."""
     return int(getattr(source, "capture", source).n_samples)

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from qinspect.cli._progress import stderr_progress
     from qinspect.cli._sources import open_any
     from qinspect.cli.diagnose import _arrays, check_same_model, open_eval_capture
-    from qinspect.dpu.emulator import Emulator
+    from qinspect.dpu.emulator import Emulator, calibration_data
     from qinspect.io.capture_file import Capture, is_capture
 
     common.require_file(args.model, "MODEL_OR_CAPTURE")
@@ -57,9 +57,10 @@ def run(args: argparse.Namespace) -> int:
             check_same_model(source.graph, args.model, eval_cap.graph, args.eval)
         base_options = common.quantizer_options(args)
         emu = Emulator.from_model(source, options=base_options)
-        calib = _arrays(common.data_source(args.inputs, emu, source, args.model, preprocess=args.preprocess),
-                        emu.graph, None)
-        data = _arrays(eval_cap, emu.graph, args.samples) if eval_cap is not None else {
+        # every sample fed (a kept-subset capture's /all_inputs): the quantizer calibrates on all of them
+        calib = _arrays(common.data_source(args.inputs, emu, source, args.model, preprocess=args.preprocess,
+                                           every_sample=True), emu.graph, None)
+        data = _arrays(calibration_data(emu.graph, eval_cap)[0], emu.graph, args.samples) if eval_cap is not None else {
             k: v[: args.samples] for k, v in calib.items()}
         n_calib = len(next(iter(calib.values())))
 
@@ -79,10 +80,12 @@ def run(args: argparse.Namespace) -> int:
     measured_on = f"evaluation ({args.eval})" if args.eval else "calibration"
     if args.json:
         common.print_json({"model": args.model, "eval": args.eval, "measured_on": measured_on,
-                           "samples": len(next(iter(data.values()))), "advice": [r.to_dict() for r in rows]})
+                           "samples": len(next(iter(data.values()))), "calib_samples": n_calib,
+                           "advice": [r.to_dict() for r in rows]})
         return 0
     w = sys.stdout.write
-    w(f"measured on: {measured_on}, {len(next(iter(data.values())))} samples; best first\n")
+    w(f"measured on: {measured_on}, {len(next(iter(data.values())))} samples; calibrated on {n_calib}; "
+      "best first\n")
     w(f"{'#':>3} {'SQNR dB':>8} {'top-1':>6} {'CPU+':>4}  options / float layers\n")
     for i, r in enumerate(rows, 1):
         top1 = "-" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}%"

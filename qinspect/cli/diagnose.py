@@ -153,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from qinspect.cli import _dpu_common as common
     from qinspect.cli._progress import stderr_progress
     from qinspect.cli._sources import open_any
+    from qinspect.dpu.emulator import calibration_data
     from qinspect.io.capture_file import Capture, is_capture
 
     common.require_file(args.model, "MODEL_OR_CAPTURE")
@@ -169,13 +170,15 @@ def run(args: argparse.Namespace) -> int:
             check_same_model(source.graph, args.model, eval_cap.graph, args.eval)
         emu, positions_from = common.open_positions_emulator(source, args)
         positions_from_outside = bool(positions_from)
-        calib_src = common.data_source(args.inputs, emu, source, args.model, preprocess=args.preprocess)
+        # Every sample fed: a kept-subset capture's /all_inputs (diagnose recomputes tensors from inputs).
+        calib_src = common.data_source(args.inputs, emu, source, args.model, preprocess=args.preprocess,
+                                       every_sample=True)
         if not positions_from:
             emu.calibrate(calib_src, args.batch_size)
             positions_from = f"calibrated here on {args.inputs or args.model}, batch size {args.batch_size}"
         calib = _arrays(calib_src, emu.graph, None if eval_cap is not None else args.samples)
         if eval_cap is not None:
-            data = _arrays(eval_cap, emu.graph, args.samples)
+            data = _arrays(calibration_data(emu.graph, eval_cap)[0], emu.graph, args.samples)
             label = f"evaluation ({args.eval})"
         else:
             data, label = calib, "calibration"
@@ -189,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
                               mode="int" if args.exact else "sim", step=step,
                               external_positions=bool(args.positions), with_sensitivity=not args.no_sensitivity,
                               labels=labels, rebuild=rebuild)
+        n_total = len(next(iter(data.values())))
     finally:
         if source is not None:
             source.close()
@@ -196,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
             eval_cap.close()
     if args.json:
         out = {"model": args.model, "eval": args.eval, "positions_from": positions_from,
-               "weights_from": emu.graph.weights_from, **result.to_dict()}
+               "weights_from": emu.graph.weights_from, **result.to_dict(),
+               "samples_used": result.n_samples, "samples_total": n_total}
         common.print_json(out)
         return 0
     _print_text(result, positions_from, args.top)

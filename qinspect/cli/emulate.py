@@ -148,14 +148,19 @@ def run(args: argparse.Namespace) -> int:
         data = common.data_source(args.inputs, emu, source, args.model, args.samples,
                                   preprocess=args.preprocess)
         if not positions_from:
-            emu.calibrate(data, args.batch_size)
-            positions_from = f"calibrated here on the inputs, batch size {args.batch_size}"
+            # Positions come from every sample fed (a kept-subset capture's /all_inputs), errors from the kept ones.
+            calib = common.data_source(args.inputs, emu, source, args.model, args.samples,
+                                       preprocess=args.preprocess, every_sample=True)
+            emu.calibrate(calib, args.batch_size)
+            n_calib = getattr(getattr(calib, "capture", calib), "n_samples", None)
+            positions_from = f"calibrated here on {n_calib} samples, batch size {args.batch_size}"
         n = getattr(getattr(data, "capture", data), "n_samples", None)
         if n is None and hasattr(data, "__len__"):
             n = len(data)
         tallies, on_output = _output_tallies(args.labels, n)
         results = emu.run(data, layers=layers, batch_size=args.batch_size, stats_factory=ErrorStats,
                           on_output=on_output)
+        n_total = common.samples_total(source, args.inputs, n)
     finally:
         if source is not None:
             source.close()
@@ -170,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
         })
     if args.json:
         common.print_json({"model": args.model, "positions_from": positions_from,
-                           "weights_from": emu.graph.weights_from, "samples": n, "how": HOW, "layers": rows,
+                           "weights_from": emu.graph.weights_from, "samples": n, "samples_used": n,
+                           "samples_total": n_total, "how": HOW, "layers": rows,
                            "outputs": [t.to_dict() for t in tallies.values()],
                            "reference": emu.reference_note or "this graph's own float function",
                            "quantizer_options": emu.graph.options.to_dict() if emu.graph.options else None,
@@ -179,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     w = sys.stdout.write
     w(f"positions: {positions_from}\nweights: {emu.graph.weights_from}\n")
+    if n is not None and n_total is not None and n < n_total:
+        w(f"errors: on {n} of {n_total} samples\n")
     if emu.reference_note:
         w(f"float reference: {emu.reference_note}\n")
     # Columns as wide as the longest name, so long quantizer names keep the table aligned.

@@ -50,7 +50,21 @@ def run(args: argparse.Namespace) -> int:
             _print_rich(graph)
         else:
             sys.stdout.write(format_plain(graph))
+        if not args.json:
+            sys.stdout.write(capture_samples_line(getattr(source, "capture", source)))
     return 0
+
+
+def capture_samples_line(capture: Any) -> str:
+    """What a capture holds of its samples (a line), or '' for a model."""
+    total = getattr(capture, "n_total_samples", None)
+    if total is None:
+        return ""
+    kept = int(capture.n_samples)
+    if kept < total:
+        return (f"\nsamples: {total} fed, full tensors kept for {kept}; statistics and inputs of all {total} "
+                f"(calibration batch {capture.calib_batch_size})\n")
+    return f"\nsamples: {total}, every tensor kept\n"
 
 
 def _json_default(value: Any) -> Any:

@@ -117,6 +117,23 @@ def captured_stand_ins(graph: DpuGraph, capture: Any, samples: Any = None) -> di
             for node, layer in _captured_stand_ins(graph, capture).items()}
 
 
+def calibration_data(graph: DpuGraph, data: Any) -> tuple[Any, str]:
+    """The data a calibration on ``data`` uses, and a note when it is not every sample fed.
+
+    A capture that keeps full tensors for fewer samples than it was fed (format 1.2) calibrates on every
+    input it holds (``/all_inputs``), as the quantizer would on the whole set; unless a node without an
+    implementation needs its recorded output as a stand-in, which exists for the kept samples only."""
+    capture = data.capture if getattr(data, "kind", "") == "capture" and hasattr(data, "capture") else data
+    if not getattr(capture, "is_kept_subset", False):
+        return data, ""
+    stand_ins = _captured_stand_ins(graph, capture)
+    if not stand_ins:
+        return capture.every_input(), ""
+    return data, (f"calibrated on the {capture.n_samples} kept samples of {capture.n_total_samples}: "
+                  f"{next(iter(stand_ins.values()))} has no implementation and its recorded output exists "
+                  "for the kept samples only")
+
+
 class Emulator:
     """A DPU graph with positions, ready to run."""
 
@@ -128,6 +145,7 @@ class Emulator:
         # (a quantized.h5's graph with the float model given: see use_float_reference).
         self.reference: DpuGraph | None = None
         self.reference_note = ""
+        self.calibration_note = ""  # set when a calibration could not use every sample fed
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -210,7 +228,11 @@ class Emulator:
         return self.reference_note
 
     def calibrate(self, data: Any, batch_size: int = DEFAULT_BATCH, constraints: bool = True) -> CalibrationResult:
-        """Calibrate (batch by batch, voting, then the DPU constraints); sets the positions."""
+        """Calibrate (batch by batch, voting, then the DPU constraints); sets the positions.
+
+        A kept-subset capture calibrates on every sample fed (:func:`calibration_data`; when it cannot,
+        ``calibration_note`` says so)."""
+        data, self.calibration_note = calibration_data(self.graph, data)
         batches = _data_batches(self.graph, data, batch_size)
         with naming_file(self.source):
             self.calibration = calibrate(self.graph, batches, batch_size, constraints)

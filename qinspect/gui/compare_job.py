@@ -1,5 +1,8 @@
 """Calibration against evaluation data: per layer, how much of each capture falls outside the int8 range.
 
+On a capture that keeps full tensors for fewer samples than it was fed, the fractions are of the kept
+samples' values (the view says "K of N samples") and the largest magnitudes of every sample's statistics.
+
 The range of a layer is the one the int8 model uses (the emulator's position, calibrated on the open
 capture), ``[-128, 127] * 2^-p``. For each layer both captures are streamed in sample batches, and the
 fraction of values below and above that range is counted. A layer where the evaluation fraction is far
@@ -58,6 +61,13 @@ class Coverage:
     calib_samples: int
     eval_samples: int
     rows: list[CoverageRow] = field(default_factory=list)
+    calib_total: int = 0  # every sample a kept-subset capture was fed (0: as many as it keeps)
+    eval_total: int = 0
+
+    def samples_text(self, which: str) -> str:
+        """'12 samples', or '4 of 12 samples' for a kept-subset capture (``which``: calib or eval)."""
+        kept, total = getattr(self, f"{which}_samples"), getattr(self, f"{which}_total")
+        return f"{kept} of {total} samples" if total > kept else f"{kept} samples"
 
     def summary(self) -> str:
         """One line for the status bar."""
@@ -88,6 +98,17 @@ def _fractions(capture, layer: str, lo: float, hi: float, token: CancelToken) ->
     return below / total, above / total, absmax
 
 
+def _total(capture) -> int:
+    return int(getattr(capture, "n_total_samples", capture.n_samples))
+
+
+def _absmax(capture, layer: str, kept_absmax: float) -> float:
+    """A layer's largest magnitude over every sample fed (statistics of a kept-subset capture)."""
+    if not getattr(capture, "is_kept_subset", False):
+        return kept_absmax
+    return float(capture.stats(layer).abs_max())
+
+
 def check_same_model(calib, evaluation, calib_path: str, eval_path: str) -> list[str]:
     """Layers both captures hold with the same sample shape; a different model is a user error."""
     a = set(calib.layers_with_activations())
@@ -113,7 +134,8 @@ def coverage_job(token: CancelToken, document, eval_path: str, analysis) -> Cove
     evaluation = Capture.open(eval_path)
     try:
         common = check_same_model(document.capture, evaluation, document.path, eval_path)
-        out = Coverage(document.path, eval_path, document.n_samples, evaluation.n_samples)
+        out = Coverage(document.path, eval_path, document.n_samples, evaluation.n_samples,
+                       calib_total=_total(document.capture), eval_total=_total(evaluation))
         for i, name in enumerate(common):
             token.progress(i, len(common), name)
             pos, source = (analysis.activation_position(name) if analysis is not None else (None, ""))
@@ -130,6 +152,8 @@ def coverage_job(token: CancelToken, document, eval_path: str, analysis) -> Cove
             lo, hi = representable_range(pos)
             cb, ca, cmax = _fractions(document.capture, name, lo, hi, token)
             eb, ea, emax = _fractions(evaluation, name, lo, hi, token)
+            # the fractions need the values (kept samples); the largest magnitude is in every sample's statistics
+            cmax, emax = _absmax(document.capture, name, cmax), _absmax(evaluation, name, emax)
             out.rows.append(CoverageRow(name, int(pos), source, lo, hi, cb, ca, eb, ea, cmax, emax))
         return out
     finally:

@@ -56,7 +56,10 @@ class Document:
         leaves = len(self.graph.leaves())
         what = f"{leaves} layers, {self.graph.total_params:,} parameters"
         if self.capture is not None:
-            return f"{self.name}: capture of {self.graph.name}, {what}, {self.n_samples} samples"
+            total = int(getattr(self.capture, "n_total_samples", self.n_samples))
+            samples = f"{self.n_samples} samples" if total <= self.n_samples else \
+                f"full tensors of {self.n_samples} of {total} samples (positions and ranges from all {total})"
+            return f"{self.name}: capture of {self.graph.name}, {what}, {samples}"
         return f"{self.name}: model {self.graph.name}, {what}, no activations (capture to inspect them)"
 
     def close(self) -> None:

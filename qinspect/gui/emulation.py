@@ -206,16 +206,18 @@ def diagnosis_data(document: Document, graph: Any, eval_path: str | None) -> tup
     """The data the diagnosis measures on (the evaluation capture's when one is compared, else the
     capture's), and the calibration data when that is another capture (else None). ``graph``: the
     emulator's (captured stand-ins of nodes it cannot compute are added)."""
-    from qinspect.dpu.emulator import captured_stand_ins
+    from qinspect.dpu.emulator import calibration_data, captured_stand_ins
 
-    capture = document.capture
+    # The diagnosis recomputes every tensor from the inputs: a kept-subset capture gives all it was fed.
+    capture, _ = calibration_data(graph, document.capture)
     inputs = {name: capture.inputs(name) for name in capture.input_names()}
     inputs.update(captured_stand_ins(graph, capture))
     if not eval_path:
         return inputs, None
     from qinspect.io.capture_file import Capture
 
-    with Capture.open(eval_path) as evaluation:
+    with Capture.open(eval_path) as opened:
+        evaluation, _ = calibration_data(graph, opened)
         evaluated = {name: evaluation.inputs(name) for name in evaluation.input_names()}
         return {**evaluated, **captured_stand_ins(graph, evaluation)}, inputs
 

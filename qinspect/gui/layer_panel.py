@@ -365,7 +365,7 @@ class LayerPanel(QWidget):
                                        self._next_rid(compute_process.WHAT_IF))
         self.whatif = whatif
         if data.has_activations:
-            share = f"{data.values.size:,} values from {data.n_samples_used} of {data.n_samples_total} samples"
+            share = self._share(data)
             self.state.setText(f"First pass: {share}…" if partial else f"Statistics over {share}")
         else:
             self.state.setText("No activations captured for this layer")
@@ -440,13 +440,20 @@ class LayerPanel(QWidget):
         self.position.blockSignals(False)
         self.set_position(int(pos), method)
 
+    def _share(self, data: ls.LayerData) -> str:
+        """'N values from U of K samples', and how many were fed when the capture keeps only K of them."""
+        text = f"{data.values.size:,} values from {data.n_samples_used} of {data.n_samples_total} samples"
+        capture = self.session.document.capture if self.session is not None else None
+        fed = int(getattr(capture, "n_total_samples", 0) or 0)
+        if fed > data.n_samples_total:
+            text += f" kept with full tensors, of {fed} fed"
+        return text
+
     def _on_whatif(self, whatif: ls.WhatIf) -> None:
         if self.data is None or whatif.layer != self.current:
             return
         self.whatif = whatif
-        share = f"{self.data.values.size:,} values from {self.data.n_samples_used} of " \
-            f"{self.data.n_samples_total} samples"
-        self.state.setText(f"Statistics over {share}")
+        self.state.setText(f"Statistics over {self._share(self.data)}")
         self._set_whatif_labels()
         self.drawer.add("clip", self._draw_clip_lines, self.act_plot)
         self.drawer.add("err", self._draw_error_histogram, self.err_plot)

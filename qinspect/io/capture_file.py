@@ -63,6 +63,7 @@ from qinspect.io.graph import ModelGraph, WeightSource
 from qinspect.io.paths import check_not_special
 
 FORMAT_NAME = "qinspect-capture"
+DEFAULT_CALIB_BATCH_SIZE = 32  # vai_q_tensorflow2's calib_batch_size default
 FORMAT_VERSION = "1.2"  # 1.1: one entry per call of a shared layer; 1.2: /stats, /all_inputs, kept subset
 
 # Samples per chunk are chosen so that a chunk holds at least this many bytes (see module docstring).
@@ -128,7 +129,9 @@ class Capture(WeightSource):
         self.attrs = attrs
         self.n_samples = int(attrs.get("n_samples", 0))
         self.n_total_samples = int(attrs.get("n_total_samples", self.n_samples))
+        self.calib_batch_size = int(attrs.get("calib_batch_size", DEFAULT_CALIB_BATCH_SIZE))
         self._activation_links: dict[str, str] | None = None
+        self._stats: dict[str, Any] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Capture:
@@ -270,6 +273,48 @@ class Capture(WeightSource):
         name = self._input_name(name)
         return _read(self._dataset("all_inputs", name, "input"), samples, self.path)
 
+    @property
+    def n_kept(self) -> int:
+        """K: the samples whose full tensors the file holds (= ``n_samples``)."""
+        return self.n_samples
+
+    @property
+    def is_kept_subset(self) -> bool:
+        """True when full tensors are kept for fewer samples than were fed (format 1.2, N > K)."""
+        return self.n_total_samples > self.n_samples
+
+    def samples_note(self) -> str:
+        """'on K of N samples' for a kept-subset capture (tensor-based results), else ''."""
+        return f"on {self.n_samples} of {self.n_total_samples} samples" if self.is_kept_subset else ""
+
+    def stats(self, layer: str) -> Any:
+        """The layer's :class:`~qinspect.io.capture_stats.LayerStats` over every sample fed: ``/stats`` of a
+        1.2 capture, else computed from the stored tensors in ``calib_batch_size`` batches (cached)."""
+        from qinspect.io.capture_stats import LayerStats
+
+        if layer not in self._stats:
+            link = escape_name(layer)
+            group = self._h5.get("stats")
+            if group is not None and link in group:
+                try:
+                    self._stats[layer] = LayerStats.read(group[link])
+                except (OSError, RuntimeError, KeyError, ValueError) as exc:
+                    message = f"damaged capture: cannot read /stats of {layer!r} ({first_line(exc)})"
+                    raise QInspectError(message, self.path) from None
+            elif self.is_kept_subset:
+                raise QInspectError(f"damaged capture: no /stats for {layer!r} in a capture that keeps "
+                                    f"{self.n_samples} of {self.n_total_samples} samples", self.path)
+            else:
+                tensor = self.activation(layer) if layer in self.layers_with_activations() else None
+                if tensor is None:
+                    tensor = self.inputs(layer)
+                self._stats[layer] = LayerStats.from_tensor(tensor, self.calib_batch_size, name=layer)
+        return self._stats[layer]
+
+    def every_input(self) -> EveryInput:
+        """Every sample's model inputs (``n_total_samples`` of them), as data to calibrate or run on."""
+        return EveryInput(self)
+
     def weights(self, layer: str) -> dict[str, np.ndarray]:
         """The layer's weights keyed by short name, in the layer's order (empty if it has none).
 
@@ -312,6 +357,24 @@ class Capture(WeightSource):
     def __repr__(self) -> str:
         return f"Capture({self.path!r}, {self.n_samples} samples, {len(self._links())} layers)"
 
+
+
+class EveryInput:
+    """The inputs of every sample a capture was fed (``/all_inputs`` of a kept-subset capture), read the way
+    a capture's inputs are; it holds no activations, so a reader takes it as plain inputs."""
+
+    def __init__(self, capture: Capture) -> None:
+        self._capture = capture
+        self.path = capture.path
+        self.n_samples = capture.n_total_samples
+
+    def inputs(self, name: str | None = None, samples: Any = None) -> np.ndarray:
+        """Inputs of every sample (``samples``: None, a slice, indices)."""
+        return self._capture.all_inputs(name, samples)
+
+    def input_names(self) -> list[str]:
+        """Names of the model inputs stored."""
+        return self._capture.input_names()
 
 
 def _read(ds: h5py.Dataset, samples: Any, path: str) -> np.ndarray:

@@ -24,7 +24,7 @@ from qinspect import __version__
 from qinspect.analysis import diagnose as diagnosis
 from qinspect.analysis.metrics import ErrorStats, representable_range
 from qinspect.dpu.checks import check_finite_capture
-from qinspect.dpu.emulator import Emulator, captured_stand_ins
+from qinspect.dpu.emulator import Emulator, calibration_data, captured_stand_ins
 from qinspect.dpu.options import QuantizerOptions
 from qinspect.errors import QInspectError, first_line
 from qinspect.io.capture_file import Capture, is_capture
@@ -214,6 +214,8 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
             em.positions_source = "none (a model file holds no calibration data)"
             em.warnings.append("a model file holds no calibration data: positions need a capture "
                                "(qinspect capture), --inputs or --positions")
+    if emulator.calibration_note:
+        em.warnings.append(emulator.calibration_note)
     em.graph = emulator.graph
     data = source if has_acts else em.data
     if data is not None and all(emulator.graph.pos(s) is not None for s in emulator.graph.slots):
@@ -437,6 +439,8 @@ def _inputs_of(capture: Any, names: list[str], graph: Any = None) -> dict[str, n
         if len(names) == 1 and len(batch) == 1:
             return {names[0]: np.asarray(next(iter(batch.values())), np.float32)}
         return {name: np.asarray(batch[name], np.float32) for name in names}
+    if graph is not None:  # a kept-subset capture: every sample fed, when no stand-in needs the kept ones
+        capture, _ = calibration_data(graph, capture)
     single = len(names) == 1
     arrays = {name: np.asarray(capture.inputs(None if single else name), np.float32) for name in names}
     return {**arrays, **(captured_stand_ins(graph, capture) if graph is not None else {})}
@@ -618,11 +622,15 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
             sec.sensitivity = diag.sensitivity[row.node.name]
         sections.append(sec)
     coverage = _coverage(eval_cap, sections, max_samples) if eval_cap is not None else None
+    if eval_cap is not None and eval_cap.is_kept_subset:
+        diag.notes.append(f"coverage (evaluation values outside the int8 range) measured on the {eval_cap.n_samples} "
+                          f"of {eval_cap.n_total_samples} evaluation samples kept with full tensors")
     report = Report(
         model_name=graph.name,
         source=os.path.abspath(path),
         source_format=getattr(source, "kind", None) or graph.source_format or "",
         samples=source.n_samples if has_acts else (em.data.n_samples if em.data is not None else None),
+        samples_total=source.n_total_samples if has_acts else None,
         positions_source=em.positions_source,
         layers=sections,
         how={**how_texts(), **diag.how},

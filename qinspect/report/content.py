@@ -137,6 +137,8 @@ class Report:
     advice_source: str = ""
     generated: str = ""  # ISO 8601 UTC time the report was made
     qinspect_version: str = ""
+    # every sample a kept-subset capture was fed (positions, ranges, the diagnosis); ``samples``: the kept ones
+    samples_total: int | None = None
 
     @property
     def scope(self) -> str:

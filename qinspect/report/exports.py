@@ -121,6 +121,8 @@ def report_to_dict(report: Report, figure_files: dict[str, str] | None = None) -
             "source": report.source,
             "format": report.source_format,
             "samples": report.samples,
+            "samples_used": report.samples,
+            "samples_total": report.samples_total if report.samples_total is not None else report.samples,
             "positions_source": report.positions_source,
             "eval_source": report.eval_source,
         },
