@@ -77,17 +77,34 @@ class _Task(QRunnable):
         self.signals = token._signals
 
     def run(self) -> None:  # runs in a pool thread
-        rid = self.token.request_id
+        # The work's references are dropped here before the outcome is sent: the channel holds them too and
+        # releases them in the UI thread when the outcome arrives. A Qt object (a widget a bound method
+        # holds) must never be destroyed in this thread: its destructor takes a Qt lock and calls back into
+        # Python, which deadlocks with the UI thread holding the GIL while it deletes another object.
+        fn, args, kwargs = self.fn, self.args, self.kwargs
+        self.fn = self.args = self.kwargs = None
+        token, signals = self.token, self.signals
+        rid = token.request_id
         try:
-            if self.token.cancelled:
+            if token.cancelled:
                 raise Cancelled()
-            result = self.fn(self.token, *self.args, **self.kwargs)
+            outcome: tuple = ("finished", fn(token, *args, **kwargs))
         except Cancelled:
-            self.signals.cancelled.emit(rid)
+            outcome = ("cancelled",)
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the error hub
-            self.signals.failed.emit(rid, exc, traceback.format_exc())
+            outcome = ("failed", exc, traceback.format_exc())
+        del fn, args, kwargs
+        if outcome[0] == "finished":
+            signals.finished.emit(rid, outcome[1])
+        elif outcome[0] == "failed":
+            signals.failed.emit(rid, outcome[1], outcome[2])
         else:
-            self.signals.finished.emit(rid, result)
+            signals.cancelled.emit(rid)
+
+
+# Every channel's signal object lives as long as the process: a pool thread may still hold one when its
+# channel is gone, and the last reference to a Qt object must not drop in that thread (see _Task.run).
+_CHANNEL_SIGNALS: list[_TaskSignals] = []
 
 
 def shared_pool() -> QThreadPool:
@@ -119,8 +136,16 @@ class Channel(QObject):
         self._pool = pool or shared_pool()
         self._next_id = 0
         self._current: CancelToken | None = None
-        # Signal objects of in-flight tasks, kept alive until their last queued signal is delivered.
-        self._inflight: dict[int, _TaskSignals] = {}
+        # One signal object for all requests (they carry their id), created in and owned by the UI thread.
+        self._signals = _TaskSignals()
+        _CHANNEL_SIGNALS.append(self._signals)
+        self._signals.progress.connect(self._on_progress)
+        self._signals.partial.connect(self._on_partial)
+        self._signals.finished.connect(self._on_finished)
+        self._signals.failed.connect(self._on_failed)
+        self._signals.cancelled.connect(self._on_cancelled)
+        # The work of in-flight requests (function and arguments), released in this thread when each ends.
+        self._inflight: dict[int, tuple] = {}
 
     @property
     def current_id(self) -> int:
@@ -137,15 +162,9 @@ class Channel(QObject):
         self.cancel()
         self._next_id += 1
         rid = self._next_id
-        signals = _TaskSignals()
-        signals.progress.connect(self._on_progress)
-        signals.partial.connect(self._on_partial)
-        signals.finished.connect(self._on_finished)
-        signals.failed.connect(self._on_failed)
-        signals.cancelled.connect(self._on_cancelled)
-        token = CancelToken(rid, signals)
+        token = CancelToken(rid, self._signals)
         self._current = token
-        self._inflight[rid] = signals
+        self._inflight[rid] = (fn, args, kwargs)
         self.started.emit(rid)
         self._pool.start(_Task(fn, token, args, kwargs))
         return rid
