@@ -299,3 +299,18 @@ def test_a_call_stopped_by_shutdown_ends_instead_of_running_here():
     assert outcome == ["superseded"] and not compute_process._DISABLED
     assert compute_process.call(compute_process._warm) is True  # a later window gets a new helper
     compute_process.shutdown()
+
+
+def test_the_window_collects_garbage_only_in_the_ui_thread(qtbot, tmp_path):
+    """Automatic collection would run in whichever thread allocates, worker threads included, and destroy
+    old views' Qt objects there (a deadlock seen in the suite): the window turns it off and collects from a
+    UI-thread timer."""
+    import gc
+
+    from qinspect.gui.main_window import MainWindow
+
+    win = MainWindow(settings_path=str(tmp_path / "s.ini"))
+    qtbot.addWidget(win)
+    assert not gc.isenabled()
+    gc.collect()
+    win.shutdown()

@@ -28,6 +28,24 @@ def _icon() -> QIcon | None:
     return None
 
 
+_COLLECTOR: list = []  # the one main-thread garbage collector (see collect_in_main_thread)
+
+
+def collect_in_main_thread() -> None:
+    """Run Python's cyclic garbage collection only in the UI thread, from a timer (once per process).
+
+    Left automatic, a collection runs in whichever thread allocates at that moment: a worker thread then
+    destroys the Qt objects of an old view's reference cycles, whose destructors take a Qt lock and call
+    back into Python; with the UI thread holding the GIL and waiting for that lock (deleting another
+    object), both stop for good (seen in the suite). pyqtgraph's GarbageCollector disables the automatic
+    collection and collects, by generation thresholds, from a QTimer in the UI thread."""
+    if _COLLECTOR:
+        return
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    _COLLECTOR.append(GarbageCollector(interval=0.5))
+
+
 def application(argv: list[str] | None = None) -> QApplication:
     """The process's QApplication (created once, configured for qinspect)."""
     app = QApplication.instance()
@@ -37,6 +55,7 @@ def application(argv: list[str] | None = None) -> QApplication:
     # Worker threads run numpy and h5py code that holds the GIL in stretches; a shorter switch
     # interval hands the UI thread the GIL sooner, so the window keeps repainting meanwhile.
     sys.setswitchinterval(0.001)
+    collect_in_main_thread()
     app.setApplicationName("qinspect")
     app.setOrganizationName("qinspect")
     app.setApplicationDisplayName("qinspect")

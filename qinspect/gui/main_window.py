@@ -83,6 +83,9 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings_path: str | None = None) -> None:
         super().__init__()
+        from qinspect.gui.app import collect_in_main_thread
+
+        collect_in_main_thread()  # the window's workers must never run a collection of its Qt objects
         self.settings = Settings(settings_path)
         self.errors = ErrorHub(self)
         self.errors.install()
