@@ -153,8 +153,8 @@ def test_window_jobs_on_a_kept_subset(captures):
                 every = float(np.abs(f.activation(row.layer)).max())
                 assert row.calib_absmax == pytest.approx(every, rel=1e-6)
                 assert row.eval_absmax == pytest.approx(every, rel=1e-6)
-        assert [f.to_dict() for f in diagnose_job(CancelToken(4), dk, ak, None)] == \
-            [f.to_dict() for f in diagnose_job(CancelToken(5), df, af, None)]
+        assert [f.to_dict() for f in diagnose_job(CancelToken(4), dk, ak, None).findings] == \
+            [f.to_dict() for f in diagnose_job(CancelToken(5), df, af, None).findings]
     finally:
         dk.close()
         df.close()
