@@ -192,8 +192,6 @@ def test_helpers_run_below_the_window_priority():
 
     if compute_process._DISABLED:
         pytest.skip("no helper process here")
-    # only this test's executors: earlier tests' abandoned ones (other modules) may not be collected yet
-    before = set(cf_process._threads_wakeups)
     assert compute_process.call(compute_process._warm) is True
     assert compute_process.call_model(compute_process._warm) is True
     mine = os.getpriority(os.PRIO_PROCESS, 0)
@@ -284,8 +282,6 @@ def test_a_call_stopped_by_shutdown_ends_instead_of_running_here():
 
     if compute_process._DISABLED:
         pytest.skip("no helper process here")
-    # only this test's executors: earlier tests' abandoned ones (other modules) may not be collected yet
-    before = set(cf_process._threads_wakeups)
     assert compute_process.call(compute_process._warm) is True
     outcome = []
 
