@@ -6,10 +6,12 @@ each in a fresh process (TensorFlow imported before the clock starts):
   capture   : ``qinspect capture`` with the default budget (2 GiB): load + full tensors of the kept
               samples + every input + per-node statistics of every sample
 and the ratio capture / tf (issue 12's target: <= 1.2 at 256 samples), the file size against the budget
-(target: within +5%) and each process's peak resident memory.
+(target: within +5%) and each process's peak resident memory. ``write s`` is a floor no capture can beat:
+the time to write the capture's byte count to a plain file in the same folder (no TensorFlow, no
+statistics), measured right after; ``floor`` is (tf + write) / tf.
 
-``--stats`` instead times one batch of 32 samples' statistics three ways: numpy on the activations
-copied out of TensorFlow, the same in a thread beside the next batch, and inside the TensorFlow graph.
+``--stats`` instead times 32 samples' statistics: numpy on the activations copied out of TensorFlow,
+and inside the TensorFlow graph in pieces of 32, 8 and 2 samples.
 
 Run: ``.venv/bin/python bench/bench_capture_keep.py [--samples 64 256 1024] [--rounds 1] [--dir /tmp]``.
 """
@@ -71,12 +73,26 @@ def _make_model(folder: Path) -> Path:
     return path
 
 
+def _write_seconds(path: Path, size: int) -> float:
+    """Seconds to write ``size`` bytes to ``path`` in 32 MiB blocks (then removed)."""
+    import time
+
+    block = np.random.default_rng(1).bytes(32 << 20)
+    started = time.perf_counter()
+    with open(path, "wb") as f:
+        for offset in range(0, size, len(block)):
+            f.write(block[: min(len(block), size - offset)])
+    seconds = time.perf_counter() - started
+    path.unlink()
+    return seconds
+
+
 def sweep(samples: list[int], rounds: int, folder: Path) -> None:
     """Print time, size and memory of tf vs capture for each sample count."""
     model = _make_model(folder)
     rng = np.random.default_rng(0)
-    print(f"{'N':>5} {'K':>4} {'tf s':>7} {'capture s':>9} {'ratio':>6} {'file':>9} {'vs 2GiB':>7} "
-          f"{'tf peak':>8} {'cap peak':>8}")
+    print(f"{'N':>5} {'K':>4} {'tf s':>7} {'capture s':>9} {'ratio':>6} {'write s':>7} {'floor':>6} {'file':>9} "
+          f"{'vs 2GiB':>7} {'tf peak':>8} {'cap peak':>8}")
     for n in samples:
         inputs = folder / f"x{n}.npy"
         np.save(inputs, rng.uniform(-1, 1, (n, 224, 224, 3)).astype(np.float32))
@@ -84,8 +100,11 @@ def sweep(samples: list[int], rounds: int, folder: Path) -> None:
         for _ in range(rounds):  # alternating, so both see the same machine load
             tf_run = _child("tf", model, inputs, out)
             cap = _child("capture", model, inputs, out)
+            write = _write_seconds(folder / "floor.bin", cap["size"])
+            floor = (tf_run["seconds"] + write) / tf_run["seconds"]
             print(f"{n:>5} {cap['kept']:>4} {tf_run['seconds']:7.1f} {cap['seconds']:9.1f} "
-                  f"{cap['seconds'] / tf_run['seconds']:6.2f} {cap['size'] / 2**30:7.2f}Gi "
+                  f"{cap['seconds'] / tf_run['seconds']:6.2f} {write:7.1f} {floor:6.2f} "
+                  f"{cap['size'] / 2**30:7.2f}Gi "
                   f"{cap['size'] / 2**31:7.3f} {tf_run['peak'] / 2**30:6.2f}Gi {cap['peak'] / 2**30:6.2f}Gi",
                   flush=True)
         out.unlink(missing_ok=True)
@@ -93,22 +112,22 @@ def sweep(samples: list[int], rounds: int, folder: Path) -> None:
 
 
 def stats_ways() -> None:
-    """One batch of 32 MobileNetV2 samples: statistics in numpy, in a thread, or inside the graph."""
-    import threading
+    """32 MobileNetV2 samples: predict alone, every activation copied out with numpy's statistics, and the
+    statistics inside the graph in pieces of 32, 8 and 2 samples (nothing copied out)."""
     import time
 
     import tensorflow as tf
     import tf_keras
 
-    from qinspect.capture.runner import _compiled_stats, _compiled_step
+    from qinspect.capture.runner import _compiled_run
     from qinspect.io.capture_stats import StatsAccumulator
 
     model = tf_keras.applications.MobileNetV2(input_shape=(224, 224, 3), weights=None)
     extractor = tf_keras.Model(model.inputs, [layer.output for layer in model.layers[1:]])
     x = np.random.default_rng(0).uniform(-1, 1, (32, 224, 224, 3)).astype(np.float32)
     predict = tf.function(lambda a: model(a, training=False))
-    outputs = _compiled_step(extractor, [(224, 224, 3)])
-    in_graph = _compiled_stats(extractor, [(224, 224, 3)])
+    outputs = _compiled_run(extractor, [(224, 224, 3)], tensors=True)
+    in_graph = _compiled_run(extractor, [(224, 224, 3)], tensors=False, wide_counts=False)
     predict(x), in_graph(x), outputs(x)  # traced and warm (memory already mapped) before any clock
 
     def timed(label: str, fn) -> None:
@@ -117,24 +136,21 @@ def stats_ways() -> None:
             started = time.perf_counter()
             fn()
             best = min(best, time.perf_counter() - started)
-        print(f"{label:78} {best:6.2f} s (best of 2)", flush=True)
+        print(f"{label:64} {best:6.2f} s (best of 2)", flush=True)
 
     def numpy_stats() -> None:
-        for k, out in enumerate(outputs(x)):
+        for k, (out, _) in enumerate(outputs(x)):
             StatsAccumulator(str(k), 32).add(out)
 
-    def thread_stats() -> None:  # stats of this batch in a thread while the graph runs the next one
-        outs = outputs(x)
-        worker = threading.Thread(target=lambda: [StatsAccumulator(str(k), 32).add(o) for k, o in enumerate(outs)])
-        worker.start()
-        outputs(x)
-        worker.join()
+    def pieces(size: int) -> None:
+        for start in range(0, 32, size):
+            in_graph(x[start:start + size])
 
     timed("predict (model output only)", lambda: predict(x).numpy())
     timed("every activation copied out (no statistics)", lambda: outputs(x))
     timed("copied out + numpy statistics", numpy_stats)
-    timed("copied out, numpy statistics in a thread beside the next batch (2 batches)", thread_stats)
-    timed("statistics inside the graph (nothing copied out)", lambda: in_graph(x))
+    for size in (32, 8, 2):
+        timed(f"statistics inside the graph, pieces of {size} (nothing copied out)", lambda s=size: pieces(s))
 
 
 def main() -> None:

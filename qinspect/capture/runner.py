@@ -470,7 +470,7 @@ class _BatchWriter:
     def put(self, start: int, inputs: dict[str, np.ndarray], activations: dict[str, np.ndarray],
             summaries: dict[str, list[np.ndarray]] | None = None) -> None:
         """Queue a batch: its tensors (written as far as they are kept), or, past the kept samples, the
-        in-graph ``summaries`` of its activations (``_compiled_stats``)."""
+        in-graph ``summaries`` of its activations (``_compiled_run``)."""
         self.check()
         self._queue.put((start, inputs, activations, summaries))
 
@@ -524,9 +524,9 @@ def run_capture(
         model = keras_model if keras_model is not None else load_keras_model(plan.model_path)
         extractor = build_extractor(model, plan.layers)
         order = _model_input_order(extractor, order)
-        step = _interruptible(_compiled_step(extractor, [plan.source.shapes[name] for name in order]))
+        step = _interruptible(_compiled_run(extractor, [plan.source.shapes[name] for name in order], tensors=True))
     else:  # --layers matched only model inputs: nothing to run
-        def step(*arrays: np.ndarray) -> list[np.ndarray]:
+        def step(*arrays: np.ndarray) -> list[tuple[np.ndarray | None, list[np.ndarray]]]:
             return []
     load_seconds = time.perf_counter() - started
     n, batch, calib = plan.n_samples, plan.batch_size, plan.calib_batch_size
@@ -535,8 +535,9 @@ def run_capture(
     warned = False
     writer: CaptureWriter | None = None
     background: _BatchWriter | None = None
-    summarize: Callable[..., list[Any]] | None = None  # in-graph statistics, for samples past the kept
+    summarize: Callable[..., list[Any]] | None = None  # statistics only, for samples past the kept
     keep = n
+    shapes: dict[str, tuple[int, ...]] = {}  # each output's sample shape, from the first batch
     start = 0
     try:
         while start < n:
@@ -554,7 +555,9 @@ def run_capture(
                              "captured as they are and recorded in the capture")
                         warned = True
             if not tensors and summarize is None:
-                summarize = _interruptible(_compiled_stats(extractor, [plan.source.shapes[k] for k in order]))
+                most = max((math.prod(shape) for shape in shapes.values()), default=1)
+                summarize = _interruptible(_compiled_run(extractor, [plan.source.shapes[k] for k in order],
+                                                         tensors=False, wide_counts=stats_batch * most >= 2**31))
             try:
                 outs = (step if tensors else summarize)(*[x[name] for name in order])
             except Exception as exc:  # noqa: BLE001 - TensorFlow's runtime errors are many types
@@ -563,12 +566,12 @@ def run_capture(
                                     plan.model_path) from None
             if not tensors:
                 assert background is not None
-                background.put(start, x, {}, dict(zip(plan.layers, outs, strict=True)))
+                background.put(start, x, {}, {name: parts for name, (_, parts) in zip(plan.layers, outs, strict=True)})
                 if progress is not None:
                     progress(stop, n)
                 start = stop
                 continue
-            acts = {name: np.asarray(out, dtype=np.float32) for name, out in zip(plan.layers, outs, strict=True)}
+            acts = {name: np.asarray(out, dtype=np.float32) for name, (out, _) in zip(plan.layers, outs, strict=True)}
             if writer is None:
                 shapes = {name: a.shape[1:] for name, a in acts.items()}
                 keep = plan.kept_samples(shapes)
@@ -648,23 +651,41 @@ def _interruptible(step: Callable[..., list[np.ndarray]]) -> Callable[..., list[
     return call
 
 
-def _compiled_step(extractor: Any, shapes: list[tuple[int, ...]]) -> Callable[..., list[np.ndarray]]:
-    """The extractor as one graph function traced once for any batch size.
-
-    ``predict_on_batch`` traces again for the last, shorter batch, which costs seconds on a large
-    model; a signature with an open batch axis traces once.
+def _compiled_run(extractor: Any, shapes: list[tuple[int, ...]], *, tensors: bool,
+                  wide_counts: bool = True) -> Callable[..., list[tuple[np.ndarray | None, list[np.ndarray]]]]:
+    """The extractor as one graph function, traced once for any batch size (``predict_on_batch`` traces
+    again for the last, shorter batch, seconds on a large model), returning for each output either its
+    tensor (``tensors``: ``(tensor, [])``) or only its summary computed inside the graph (``(None,
+    summary)``): per-channel min and max and the counts of the 65536 top-16-bit patterns of its float32
+    values, as ``qinspect.io.capture_stats`` bins them. Where nothing else is copied out, TensorFlow's
+    threads taking the statistics is faster than numpy on copied tensors; where the tensors are copied
+    out anyway, numpy's statistics in the writer thread overlap the next batch and cost less
+    (bench/bench_capture_keep.py --stats). ``wide_counts``: int64 counts; int32 (a cheaper bincount) is
+    exact only while a piece holds fewer than 2**31 values of one output.
     """
     import tensorflow as tf
 
     specs = [tf.TensorSpec((None, *shape), tf.float32) for shape in shapes]
+    count_type = tf.int64 if wide_counts else tf.int32
+
+    def summary(out: Any) -> list[Any]:
+        flat = tf.reshape(out, [-1, tf.shape(out)[-1] if out.shape.rank >= 2 else 1])
+        bits = tf.bitwise.right_shift(tf.bitcast(tf.reshape(out, [-1]), tf.uint32), 16)
+        # Below 2^16, so viewing the bits as int32 (what bincount takes) needs no conversion pass.
+        counts = tf.math.bincount(tf.bitcast(bits, tf.int32), minlength=1 << 16, maxlength=1 << 16, dtype=count_type)
+        return [tf.reduce_min(flat, 0), tf.reduce_max(flat, 0), counts]
 
     @tf.function(input_signature=specs)
-    def run(*xs: Any) -> list[Any]:
+    def run(*xs: Any) -> list[list[Any]]:
         outs = extractor(list(xs) if len(xs) > 1 else xs[0], training=False)
-        return list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        return [[out] if tensors else summary(out) for out in (outs if isinstance(outs, (list, tuple)) else [outs])]
 
-    def step(*arrays: np.ndarray) -> list[np.ndarray]:
-        return [t.numpy() for t in run(*arrays)]
+    def step(*arrays: np.ndarray) -> list[tuple[np.ndarray | None, list[np.ndarray]]]:
+        done = []
+        for parts in run(*arrays):
+            values = [t.numpy() for t in parts]
+            done.append((values[0], []) if tensors else (None, values))
+        return done
 
     return step
 
@@ -672,35 +693,6 @@ def _compiled_step(extractor: Any, shapes: list[tuple[int, ...]]) -> Callable[..
 def _next_boundary(start: int, calib: int) -> int:
     """The first calibration-batch boundary after sample ``start``."""
     return (start // calib + 1) * calib
-
-
-def _compiled_stats(extractor: Any, shapes: list[tuple[int, ...]]) -> Callable[..., list[list[np.ndarray]]]:
-    """For each extractor output, computed inside the graph (TensorFlow's threads, no activation copied
-    out): per-channel min and max and the counts of the 65536 top-16-bit patterns of its float32
-    values, as ``qinspect.io.capture_stats`` bins them. Measured faster than numpy on the copied
-    tensors (bench/bench_capture_keep.py)."""
-    import tensorflow as tf
-
-    specs = [tf.TensorSpec((None, *shape), tf.float32) for shape in shapes]
-
-    def summary(out: Any) -> list[Any]:
-        if out.shape.rank < 2:
-            out = tf.reshape(out, [-1, 1])
-        axes = list(range(out.shape.rank - 1))  # all but the channels (faster than a reshape to (-1, C))
-        bits = tf.bitwise.right_shift(tf.bitcast(tf.reshape(out, [-1]), tf.uint32), 16)
-        # Below 2^16, so viewing the bits as int32 (what bincount takes) needs no conversion pass.
-        counts = tf.math.bincount(tf.bitcast(bits, tf.int32), minlength=1 << 16, maxlength=1 << 16, dtype=tf.int64)
-        return [tf.reduce_min(out, axes), tf.reduce_max(out, axes), counts]
-
-    @tf.function(input_signature=specs)
-    def run(*xs: Any) -> list[list[Any]]:
-        outs = extractor(list(xs) if len(xs) > 1 else xs[0], training=False)
-        return [summary(out) for out in (outs if isinstance(outs, (list, tuple)) else [outs])]
-
-    def step(*arrays: np.ndarray) -> list[list[np.ndarray]]:
-        return [[t.numpy() for t in parts] for parts in run(*arrays)]
-
-    return step
 
 
 def _model_input_order(extractor: Any, names: list[str]) -> list[str]:
