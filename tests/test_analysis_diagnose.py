@@ -192,3 +192,25 @@ def test_explained_is_the_joint_fix_measured_by_a_full_walk(tmp_path):
     after = what_if(graph, sample, positions, tuple(floats), d.n_sens_samples, d.mode)
     assert d.explained == pytest.approx(noise_share(after.sqnr_db - d.output.sqnr_db), abs=1e-6)
     assert sum(f.evidence["budget_share"]["value"] for f in budget) == pytest.approx(d.explained, abs=1e-6)
+
+
+@pytest.mark.tf
+def test_default_what_if_samples_follow_the_work_they_cost(plants, monkeypatch):
+    """By default the what-if runs take as many samples as SENS_WORK_BUDGET of per-layer walks allows,
+    16 to 64 and no more than there are: a small model gets more (its figures are noisy on few samples)."""
+    from qinspect.analysis import diagnose as dg
+    from qinspect.analysis.sensitivity import work_per_sample
+
+    plant = plants["coverage"]
+    emu = Emulator.from_model(str(plant.path), calib_inputs=plant.calib, batch_size=8)
+    graph = emu.graph
+    work = work_per_sample(graph)
+    assert work > 0
+    assert dg.default_sens_samples(graph, 1000) == 64 and dg.default_sens_samples(graph, 40) == 40
+    monkeypatch.setattr(dg, "SENS_WORK_BUDGET", 20.5 * work)  # room for 20 samples' walks
+    assert dg.default_sens_samples(graph, 1000) == 20
+    monkeypatch.setattr(dg, "SENS_WORK_BUDGET", 3 * work)  # a big model: never below 16
+    assert dg.default_sens_samples(graph, 1000) == 16 and dg.default_sens_samples(graph, 5) == 5
+    n = len(plant.eval)
+    d = diagnose(graph, {graph.inputs[0]: plant.eval}, data_label="evaluation", with_sensitivity=False)
+    assert d.n_sens_samples == min(n, 16)

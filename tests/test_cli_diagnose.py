@@ -206,7 +206,7 @@ def test_labels_give_float_and_int8_accuracy(captures, cli, tmp_path):
     labels[:4] = (labels[:4] + 1) % 4  # 4 of the 16 measured samples labelled otherwise
     np.save(tmp_path / "labels.npy", labels)
     r = cli("diagnose", str(captures["calib"]), "--eval", str(captures["eval"]), "--json", "--no-sensitivity",
-            "--labels", str(tmp_path / "labels.npy"))
+            "--sens-samples", "16", "--labels", str(tmp_path / "labels.npy"))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)["output"]
     assert out["accuracy"]["samples"] == 16 and out["accuracy"]["float"] == pytest.approx(12 / 16)

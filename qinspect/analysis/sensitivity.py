@@ -297,6 +297,12 @@ def _work(graph: DpuGraph, targets: Sequence[Node]) -> dict[str, int]:
     return {t.name: sum(sizes[d] for d in reach[t.name]) for t in targets}
 
 
+def work_per_sample(graph: DpuGraph) -> int:
+    """The per-layer partial walks' work for one sample (output values computed, summed over every
+    quantizing node's re-walk): what one more sample adds to the sensitivity pass."""
+    return sum(_work(graph, quantizing_nodes(graph)).values())
+
+
 def sensitivity(
     graph: DpuGraph,
     inputs: dict[str, np.ndarray] | Iterable[dict[str, np.ndarray]],

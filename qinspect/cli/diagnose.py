@@ -40,8 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_data_args(p, "calibration inputs (.npy / .npz) when MODEL is not a capture",
                   "calibration batch size (default 32)",
                   samples_help="samples whose float tensors the findings examine (default 64)", samples_default=64)
-    p.add_argument("--sens-samples", type=int, default=16, metavar="N",
-                   help="samples for sensitivity and what-if runs (default 16; time grows with it)")
+    p.add_argument("--sens-samples", type=int, default=None, metavar="N",
+                   help="samples for sensitivity and what-if runs (default: as many as a fixed amount of work "
+                   "allows, 16 to 64: more on small models, whose figures are noisy on few samples; time grows "
+                   "with it)")
     p.add_argument("--labels", metavar="FILE.npy", help="the measured samples' classes (one index, or a one-hot "
                    "row, per sample): float and int8 top-1 accuracy")
     p.add_argument("--no-sensitivity", action="store_true",
@@ -149,7 +151,7 @@ def _rebuilder(source: Any, calib: dict[str, Any], base: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Diagnose and print."""
-    from qinspect.analysis.diagnose import diagnose
+    from qinspect.analysis.diagnose import default_sens_samples, diagnose
     from qinspect.cli import _dpu_common as common
     from qinspect.cli._progress import stderr_progress
     from qinspect.cli._sources import open_any
@@ -183,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             data, label = calib, "calibration"
         # accuracy is measured on the sensitivity samples: labels for those are enough
-        n_acc = min(len(next(iter(data.values()))), args.sens_samples)
+        n_data = min(len(next(iter(data.values()))), args.samples)
+        n_acc = min(n_data, args.sens_samples or default_sens_samples(emu.graph, n_data))
         labels = _labels(args.labels, n_acc) if args.labels else None
         rebuild = None if positions_from_outside else _rebuilder(source, calib, common.quantizer_options(args))
         with stderr_progress("diagnose") as step:

@@ -236,14 +236,13 @@ class DiagnosisSummary:
     advice: list[dict[str, Any]] = field(default_factory=list)
 
 
-SENS_SAMPLES = 16  # the diagnosis' default: its output block and remedies are measured on these
 
 
 def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
                  eval_path: str | None, labels_path: str | None = None) -> DiagnosisSummary:
     """Findings for the findings panel (none when the emulator could not run), and the output block
     (with float and int8 accuracy when ``labels_path`` gives the measured samples' classes)."""
-    from qinspect.analysis.diagnose import diagnose
+    from qinspect.analysis.diagnose import default_sens_samples, diagnose
 
     if not analysis.available:
         return DiagnosisSummary()
@@ -252,10 +251,10 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
     if labels_path:
         from qinspect.io.labels import read_labels
 
-        labels = read_labels(labels_path, min(SENS_SAMPLES, len(next(iter(inputs.values())))))
+        labels = read_labels(labels_path, default_sens_samples(analysis.graph, len(next(iter(inputs.values())))))
     token.check()
     diagnosis = diagnose(analysis.graph, inputs, calib,
-                                data_label="evaluation" if eval_path else "calibration", sens_samples=SENS_SAMPLES,
+                                data_label="evaluation" if eval_path else "calibration",
                                 progress=lambda _msg: token.check(), labels=labels)
     for f in diagnosis.findings:
         f.layer = analysis.float_layer(f.layer)

@@ -38,7 +38,6 @@ from qinspect.report.layer_map import LayerMap, foreign_layers, map_layers
 
 Progress = Callable[[int, int, str], None]
 AdviceRows = tuple[list[dict[str, Any]], str]  # advisor rows and a phrase saying where they come from
-SENS_SAMPLES = 16  # the diagnosis' default sensitivity samples (its output block is measured on them)
 DIAGNOSIS_ADVICE = ("the diagnosis: the model as calibrated and each keep-float remedy it measured (qinspect advise, "
                     "or the window's Advice tab, also tries quantizer options)")
 # Opens a model-like path as a ModelSource (the CLI passes one that also reads SavedModel folders).
@@ -468,7 +467,8 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
         from qinspect.io.labels import read_labels
 
         n = len(next(iter(measured.values())))
-        kwargs["labels"] = read_labels(labels, min(n, SENS_SAMPLES, max_samples or n))
+        n = min(n, max_samples or n)
+        kwargs["labels"] = read_labels(labels, diagnosis.default_sens_samples(em.graph, n))
     if eval_cap is not None:
         result = diagnosis.diagnose(em.graph, measured, _inputs_of(source, names, em.graph),
                                     data_label="evaluation", **kwargs)
