@@ -1,0 +1,45 @@
+"""The advisor's prediction for the options a real quantizer run used, checked against that run: its
+default-options row must measure exactly what the quantized model's own dump gives against TensorFlow's
+float model (the refcases ran with those options; other options have no real run here)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.dpu_graph_fixtures import refcase
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_advise_default_row_equals_the_real_quantizer_runs_output(tmp_path):
+    tf_keras = pytest.importorskip("tf_keras")
+    root = refcase("small")
+    meta = json.loads((root / "positions.json").read_text())
+    dump = root / "dump_results" / "dump_results_0"
+    x = np.load(root / "dump_inputs.npy")
+    n = len(x)
+    # The quantized model's output as the quantizer ran it: int8 codes at the output position.
+    codes = np.fromfile(dump / "quant_fc.bin", np.int8).reshape(n, -1).astype(np.float64)
+    real = codes * 2.0 ** -meta["positions"]["fc"]["linear"]  # the Dense's activation quantizer
+    ref = tf_keras.models.load_model(root / "float.h5", compile=False).predict(x, verbose=0).astype(np.float64)
+    want_db = 10 * math.log10(np.sum(ref**2) / np.sum((real - ref) ** 2))
+    want_top1 = float(np.mean(np.argmax(real, -1) == np.argmax(ref, -1)))
+
+    cap = tmp_path / "dump_inputs.h5"
+    r = run_cli("capture", str(root / "float.h5"), "--inputs", str(root / "dump_inputs.npy"), "-o", str(cap))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("advise", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--batch-size",
+                str(meta["calib_batch_size"]), "--eval", str(cap), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["advice"]
+    as_run = {"include_cle": True, "calib_batch_size": meta["calib_batch_size"], "calib_samples": meta["calib_samples"]}
+    (row,) = [row for row in rows if row["options"] == as_run and not row["keep_float"]]
+    # Equal codes; the advisor's float reference is its own float walk, equal to TensorFlow's to float32
+    # rounding (measured: 6e-5 dB apart). One position chosen otherwise moves the figure by far more.
+    assert row["output_sqnr_db"] == pytest.approx(want_db, abs=1e-3)
+    assert row["top1_agreement"] == pytest.approx(want_top1)
