@@ -536,6 +536,7 @@ def run_capture(
     writer: CaptureWriter | None = None
     background: _BatchWriter | None = None
     summarize: Callable[..., list[Any]] | None = None  # statistics only, for samples past the kept
+    warming: _Warmup | None = None
     keep = n
     shapes: dict[str, tuple[int, ...]] = {}  # each output's sample shape, from the first batch
     start = 0
@@ -554,11 +555,10 @@ def run_capture(
                         warn(f"{plan.source.path}: inputs hold NaN or Inf (first in samples {start}..{stop - 1}); "
                              "captured as they are and recorded in the capture")
                         warned = True
-            if not tensors and summarize is None:
-                most = max((math.prod(shape) for shape in shapes.values()), default=1)
-                summarize = _interruptible(_compiled_run(extractor, [plan.source.shapes[k] for k in order],
-                                                         tensors=False, wide_counts=stats_batch * most >= 2**31))
             try:
+                if not tensors and summarize is None:
+                    assert warming is not None
+                    summarize = _interruptible(warming.result())
                 outs = (step if tensors else summarize)(*[x[name] for name in order])
             except Exception as exc:  # noqa: BLE001 - TensorFlow's runtime errors are many types
                 text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
@@ -596,6 +596,12 @@ def run_capture(
                          for name in plan.input_layers}
                 stats.update({name: (StatsAccumulator(name, plan.calib_batch_size), name, False) for name in acts})
                 background = _BatchWriter(writer, stats)
+                if keep < n and plan.layers:
+                    # The statistics graph takes seconds to trace; the kept batches are bound by the writer
+                    # thread, so it is traced beside them.
+                    most = max((math.prod(shape) for shape in shapes.values()), default=1)
+                    warming = _Warmup(extractor, [plan.source.shapes[k] for k in order],
+                                      stats_batch * most >= 2**31, [x[k][:1].copy() for k in order])
             assert background is not None
             background.put(start, x, acts)
             if progress is not None:
@@ -688,6 +694,35 @@ def _compiled_run(extractor: Any, shapes: list[tuple[int, ...]], *, tensors: boo
         return done
 
     return step
+
+
+class _Warmup:
+    """The statistics-only graph function (``_compiled_run``), traced and run once on ``sample`` (one
+    sample already run, so it cannot fail where the data does not) in a daemon thread; ``result()`` waits
+    for it (re-raising its error)."""
+
+    def __init__(self, extractor: Any, shapes: list[tuple[int, ...]], wide_counts: bool,
+                 sample: list[np.ndarray]) -> None:
+        self._box: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._run, args=(extractor, shapes, wide_counts, sample),
+                                        name="qinspect-capture-trace", daemon=True)
+        self._thread.start()
+
+    def _run(self, extractor: Any, shapes: list[tuple[int, ...]], wide_counts: bool,
+             sample: list[np.ndarray]) -> None:
+        try:
+            fn = _compiled_run(extractor, shapes, tensors=False, wide_counts=wide_counts)
+            fn(*sample)
+            self._box["fn"] = fn
+        except BaseException as exc:  # noqa: BLE001 - re-raised where the function is wanted
+            self._box["exc"] = exc
+
+    def result(self) -> Callable[..., list[tuple[np.ndarray | None, list[np.ndarray]]]]:
+        """The traced function."""
+        self._thread.join()
+        if "exc" in self._box:
+            raise self._box["exc"]
+        return self._box["fn"]
 
 
 def _next_boundary(start: int, calib: int) -> int:
