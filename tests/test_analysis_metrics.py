@@ -135,3 +135,15 @@ def test_update_leaves_inputs_untouched():
     test = np.array([1.5, 2.0, 2.0])
     ErrorStats().update(ref, test)
     assert test.tolist() == [1.5, 2.0, 2.0] and ref.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_ratio_se_db_by_hand():
+    from qinspect.analysis.metrics import ratio_se_db
+
+    # Equal samples: every leave-one-out ratio is the same, no spread.
+    assert ratio_se_db(np.ones(4), np.ones(4)) == 0.0
+    # Two samples, ratios 4 and 1: leave-one-out gives 10log10(1) = 0 and 10log10(4) = 6.0206 dB, mean
+    # 3.0103; jackknife SE = sqrt((n-1)/n * sum of squared deviations) = sqrt(1/2 * 2 * 3.0103^2) = 3.0103.
+    assert ratio_se_db(np.array([4.0, 1.0]), np.array([1.0, 1.0])) == pytest.approx(10 * np.log10(2), rel=1e-12)
+    assert math.isnan(ratio_se_db(np.array([1.0]), np.array([1.0])))  # one sample: no spread to measure
+    assert math.isnan(ratio_se_db(np.array([1.0, 1.0]), np.array([0.0, 1.0])))  # a leave-one-out ratio undefined

@@ -158,3 +158,21 @@ def run_sqnr(g, run):
     from qinspect.analysis.sensitivity import _output_stats
 
     return _output_stats(g, run.ref, run.base).sqnr_db
+
+
+def test_output_se_is_the_jackknife_of_the_per_sample_powers(rich):
+    """Per-sample powers add up to the pass's own sums, and the standard error is the leave-one-out
+    jackknife of the SQNR recomputed here by hand from the facade's outputs."""
+    emu, data = rich
+    # 8 samples over 3 batches: the pieces join in order
+    sens = sensitivity(emu.graph, data, batch_size=3, mode="int", whatifs=False)
+    assert sens.output_signal.shape == sens.output_noise.shape == (8,)
+    assert sens.output_signal.sum() == pytest.approx(sens.output.sum_ref2, rel=1e-12)
+    assert sens.output_noise.sum() == pytest.approx(sens.output.sum_d2, rel=1e-12)
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    emu.run(data[emu.graph.inputs[0]], layers=[], batch_size=8, on_output=lambda _n, f, q: seen.append((f, q)))
+    ((ref, test),) = seen
+    ref, test = ref.astype(np.float64), test.astype(np.float64)
+    loo = [10 * np.log10(np.sum(np.delete(ref, i, 0) ** 2)
+                         / np.sum((np.delete(test, i, 0) - np.delete(ref, i, 0)) ** 2)) for i in range(8)]
+    assert sens.output_se_db == pytest.approx(np.sqrt(7 / 8 * np.sum((np.array(loo) - np.mean(loo)) ** 2)), rel=1e-9)

@@ -70,6 +70,7 @@ BUDGET_MIN_STEP = 0.005  # a fix joins the budget only when it removes this much
 # the demo's 16 samples x 7 classes moved one layer's keep-float gain from +2.8 dB to +0.8 dB at 32 samples.
 SENS_WORK_BUDGET = 6.4e9
 SENS_MIN, SENS_MAX = 16, 64
+ROUGH_SE_DB = 1.0  # an output SQNR standard error past this gets a note
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Diagnosis:
     top1_agreement: float | None = None  # int8 against float arg-max, outputs with several classes
     accuracy: dict[str, Any] | None = None  # with labels: float and int8 top-1 accuracy
     near_tie_warning: str | None = None  # when top1_agreement rests on near-tied float outputs
+    output_se_db: float = math.nan  # the output SQNR's standard error over the samples (jackknife)
 
     def worst_by_layer(self) -> dict[str, Finding]:
         """Each layer's highest-ranked finding (for a badge on the layer's row in a tree)."""
@@ -113,7 +115,11 @@ class Diagnosis:
                 "sensitivity_samples": self.n_sens_samples,
                 "output_sqnr_db": ev(self.output.sqnr_db, "SQNR of the fully quantized model's output(s) "
                                                           "against float, sums over all outputs and samples"),
-                "output": {"sqnr_db": self.output.sqnr_db, "top1_agreement": self.top1_agreement,
+                "output": {"sqnr_db": self.output.sqnr_db, "sqnr_se_db": self.output_se_db,
+                           "sqnr_se_how": "standard error over the measured samples: leave-one-out jackknife of "
+                                          "the output SQNR (remedies' measured_gain_se_db: the same for their gain, "
+                                          "paired on the same samples)",
+                           "top1_agreement": self.top1_agreement,
                            "near_tie_warning": self.near_tie_warning,
                            **({"accuracy": self.accuracy} if self.accuracy is not None else {})},
                 "explained": self.explained,
@@ -291,8 +297,13 @@ def diagnose(
     by_node = sens.by_layer()
     noise: dict[str, float] = {k: s.only_noise_share for k, s in by_node.items()}
     out_values = sens.output.n
+    spread = sens.output_se_db
     if out_values < 100:
         notes.append(f"the output SQNR rests on only {out_values} output values; sensitivity figures are rough")
+    elif spread > ROUGH_SE_DB:
+        notes.append(f"the output SQNR varies from sample to sample: {sens.output.sqnr_db:.1f} dB with a standard "
+                     f"error of {spread:.1f} dB over {n_sens} samples; gains below about {2 * spread:.1f} dB may "
+                     "not hold on other data (more samples: --sens-samples)")
     # The findings read the float output of every quantized node and the input of every conv.
     needed = {n.name for n in graph.nodes if n.out_slot is not None}
     needed |= {n.inputs[0] for n in graph.nodes if n.op in CONV_OPS and n.inputs}
@@ -355,6 +366,7 @@ def diagnose(
         top1_agreement=agree / compared if compared else None,
         accuracy=accuracy,
         near_tie_warning=near_ties,
+        output_se_db=sens.output_se_db,
         advice=_advice(kept, sens.output.sqnr_db, agree / compared if compared else None),
     )
 

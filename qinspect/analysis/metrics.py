@@ -379,6 +379,21 @@ class ErrorStats:
         return stats
 
 
+def ratio_se_db(num: np.ndarray, den: np.ndarray) -> float:
+    """Standard error (dB) of ``10 log10(sum(num) / sum(den))`` over the samples whose per-sample sums
+    ``num`` and ``den`` are (an output SQNR: signal and noise powers; a remedy's gain: the noise before
+    and after it), by the leave-one-out jackknife. nan with fewer than 2 samples or an undefined ratio."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    n = len(num)
+    if n < 2 or len(den) != n:
+        return math.nan
+    rest_num, rest_den = num.sum() - num, den.sum() - den
+    if not (np.all(rest_num > 0) and np.all(rest_den > 0)):
+        return math.nan
+    loo = 10.0 * np.log10(rest_num / rest_den)
+    return float(np.sqrt((n - 1) / n * np.sum((loo - loo.mean()) ** 2)))
+
+
 def _float(v: Any) -> float:
     # json_safe() writes non-finite numbers as strings; accept them back.
     return float(v)

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qinspect.analysis.findings import Finding, ev
-from qinspect.analysis.metrics import ErrorStats, json_safe
+from qinspect.analysis.metrics import ErrorStats, json_safe, ratio_se_db
 from qinspect.analysis.sensitivity import (
     BatchRunner,
     SensitivityResult,
     _output_stats,
     descendants,
+    output_powers,
     top1_counts,
 )
 from qinspect.dpu.dpu_graph import DpuGraph, Slot
@@ -59,11 +60,13 @@ class Remedy:
     measured_gain_db: float
     top1_agreement: float | None
     fix: Fix | None = None  # what was changed (kept out of the JSON)
+    gain_se_db: float | None = None  # the gain's standard error over the samples (jackknife), when known
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return json_safe({"kind": self.kind, "action": self.action, "measured_sqnr_db": self.measured_sqnr_db,
-                          "measured_gain_db": self.measured_gain_db, "top1_agreement": self.top1_agreement})
+                          "measured_gain_db": self.measured_gain_db, "top1_agreement": self.top1_agreement,
+                          **({} if self.gain_se_db is None else {"measured_gain_se_db": self.gain_se_db})})
 
 
 def node_of(f: Finding) -> str | None:
@@ -155,17 +158,20 @@ class Trial:
 
     def run(self, fix: Fix) -> Remedy:
         """Apply ``fix`` as a what-if and measure the output."""
+        se = None
         if self.runner is not None:
             values = self.runner.what_if(fix.positions, fix.float_nodes)
             stats = _output_stats(self.graph, self.runner.ref, values)
             agree, total = top1_counts(self.graph, self.runner.ref, values)
+            # the runner holds every sensitivity sample (one batch): same samples, paired
+            se = ratio_se_db(self.sens.output_noise, output_powers(self.graph, self.runner.ref, values)[1])
         else:
             assert self.fallback is not None
             stats, (agree, total) = self.fallback(fix)
         sqnr = stats.sqnr_db
         gain = 0.0 if self.base_db == math.inf else sqnr - self.base_db
         return Remedy(fix.kind, fix.action, sqnr, 0.0 if math.isnan(gain) else gain,
-                      agree / total if total else None, fix)
+                      agree / total if total else None, fix, None if se is None or math.isnan(se) else se)
 
 
 def noise_share(gain_db: float) -> float:

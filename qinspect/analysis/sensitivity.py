@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from qinspect.analysis.metrics import ErrorStats, json_safe, representable_range
+from qinspect.analysis.metrics import ErrorStats, json_safe, ratio_se_db, representable_range
 from qinspect.dpu.dpu_graph import CONV_OPS, DpuGraph, Node
 from qinspect.dpu.executor import Evaluator, Value
 
@@ -125,6 +125,14 @@ class SensitivityResult:
     top1: tuple[int, int] = (0, 0)  # (agreeing, compared) arg-max decisions, int8 against float
     # the last batch's walks, for what-if runs that reuse them (the whole data when it was one batch)
     runner: BatchRunner | None = field(default=None, repr=False)
+    # per sample, the float output's power and the quantized output's error power (all outputs summed)
+    output_signal: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    output_noise: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+
+    @property
+    def output_se_db(self) -> float:
+        """The output SQNR's standard error over the samples (jackknife; nan below 2 samples)."""
+        return ratio_se_db(self.output_signal, self.output_noise)
 
     def by_layer(self) -> dict[str, LayerSensitivity]:
         """Sensitivities keyed by node name."""
@@ -205,6 +213,18 @@ def top1_counts(graph: DpuGraph, ref: dict[str, Value], test: dict[str, Value]) 
 
 def _f(v: Value) -> Value:
     return Value(f=v.float())
+
+
+def output_powers(graph: DpuGraph, ref: dict[str, Value], test: dict[str, Value]) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: the reference outputs' power and the test outputs' error power (all outputs summed)."""
+    signal = noise = np.zeros(0)
+    for name in graph.outputs:
+        r = ref[name].float().astype(np.float64)
+        d = test[name].float().astype(np.float64) - r
+        n = len(r)
+        s2, d2 = (r.reshape(n, -1) ** 2).sum(axis=1), (d.reshape(n, -1) ** 2).sum(axis=1)
+        signal, noise = (s2, d2) if not signal.size else (signal + s2, noise + d2)
+    return signal, noise
 
 
 def _output_stats(graph: DpuGraph, ref: dict[str, Value], test: dict[str, Value]) -> ErrorStats:
@@ -340,11 +360,13 @@ def sensitivity(
     n_samples = 0
     agree = compared = n_runs = 0
     run = None
+    powers: list[tuple[np.ndarray, np.ndarray]] = []
     for batch in batches:
         n_samples += len(next(iter(batch.values())))
         run = BatchRunner(graph, batch, mode)
         n_runs += 1
         output.merge(_output_stats(graph, run.ref, run.base))
+        powers.append(output_powers(graph, run.ref, run.base))
         a, c = top1_counts(graph, run.ref, run.base)
         agree, compared = agree + a, compared + c
         for node in graph.nodes:
@@ -378,7 +400,9 @@ def sensitivity(
         layers.append(LayerSensitivity(node.name, labels[node.name], gain, o.sqnr_db, share))
     ranges = {k: (s.ref_min, s.ref_max) for k, s in acc.items() if s.n}
     return SensitivityResult(output, layers, acc, iso, own, n_samples, ranges, (agree, compared),
-                             run if n_runs == 1 else None)
+                             run if n_runs == 1 else None,
+                             np.concatenate([p[0] for p in powers]) if powers else np.zeros(0),
+                             np.concatenate([p[1] for p in powers]) if powers else np.zeros(0))
 
 
 def what_if(
