@@ -194,6 +194,9 @@ def test_explained_is_the_joint_fix_measured_by_a_full_walk(tmp_path):
     after = what_if(graph, sample, positions, tuple(floats), d.n_sens_samples, d.mode)
     assert d.explained == pytest.approx(noise_share(after.sqnr_db - d.output.sqnr_db), abs=1e-6)
     assert sum(f.evidence["budget_share"]["value"] for f in budget) == pytest.approx(d.explained, abs=1e-6)
+    # its spread over the samples, carried over from the set's gain: a share's error, not a dB figure
+    assert d.explained_se is not None and 0 < d.explained_se < 0.5
+    assert d.to_dict()["explained_se"] == d.explained_se
 
 
 @pytest.mark.tf

@@ -92,6 +92,7 @@ class Diagnosis:
     accuracy: dict[str, Any] | None = None  # with labels: float and int8 top-1 accuracy
     near_tie_warning: str | None = None  # when top1_agreement rests on near-tied float outputs
     output_se_db: float = math.nan  # the output SQNR's standard error over the samples (jackknife)
+    explained_se: float | None = None  # explained's standard error over the samples (from its set's gain)
 
     def worst_by_layer(self) -> dict[str, Finding]:
         """Each layer's highest-ranked finding (for a badge on the layer's row in a tree)."""
@@ -123,6 +124,7 @@ class Diagnosis:
                            "near_tie_warning": self.near_tie_warning,
                            **({"accuracy": self.accuracy} if self.accuracy is not None else {})},
                 "explained": self.explained,
+                "explained_se": self.explained_se,
                 "explained_how": "measured: the share of the output's error power removed when the fixes of the "
                                  "findings carrying evidence.budget_share are applied together (chosen by forward "
                                  "selection, each step measured; fixes overlap, so findings' own noise_share do "
@@ -345,8 +347,8 @@ def diagnose(
     found.extend(_growth_findings(graph, sens, noise, found))
     say("trying each remedy (what-if runs)")
     options = None if rebuild is None else OptionTrials(rebuild, sens_sample, sens.output.sqnr_db, mode)
-    kept, explained = _measure(graph, sens, found, fixes, sens_sample, max(batch_size, n_sens), mode, notes,
-                               options)
+    kept, explained, explained_se = _measure(graph, sens, found, fixes, sens_sample, max(batch_size, n_sens),
+                                             mode, notes, options)
     kept.sort(key=_rank_key)
     agree, compared = sens.top1
     accuracy = _accuracy(graph, sens, labels) if labels is not None else None
@@ -363,6 +365,7 @@ def diagnose(
         notes=notes,
         adjustments=[a.to_dict() for a in graph.adjustments],
         explained=explained,
+        explained_se=explained_se,
         top1_agreement=agree / compared if compared else None,
         accuracy=accuracy,
         near_tie_warning=near_ties,
@@ -430,7 +433,7 @@ def _joint_fix(fixes: list[rem.Fix]) -> rem.Fix | None:
 
 
 def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: SensitivityResult, trial: rem.Trial,
-                  labels: dict[str, str], options_share: float) -> float:
+                  labels: dict[str, str], options_share: float) -> tuple[float, float | None]:
     """The measured noise budget: ``explained`` and the accumulated-rounding finding's named layers.
 
     Fixes do not add up (two fixes can remove the same error, and one can undo what another gained), so
@@ -438,7 +441,8 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
     worst rounding adders kept float one at a time, take the one whose joint application removes the most
     output error power, until EXPLAINED_TARGET or no candidate helps. ``explained`` is that set's measured
     share (plus the options' own shares, which these walks cannot replay). The rounding finding names the
-    adders selected; its share is what they add to the set. Sets the rounding finding's fields."""
+    adders selected; its share is what they add to the set. Sets the rounding finding's fields. Returns
+    ``explained`` and its standard error over the samples (from the set's gain, None where unknown)."""
     cands: list[tuple[Finding | None, rem.Fix]] = [(f, f.fix) for f in kept if f.fix is not None]
     by_layer = {s.layer: s.node for s in sens.layers}
     if rounding is not None:
@@ -465,6 +469,14 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
         picked.append((f, fx, best[0] - share))
         share = best[0]
     explained = min(1.0, share + options_share)
+    se = None
+    if chosen:
+        both = _joint_fix(chosen)
+        assert both is not None
+        joint = trial.run(both)
+        if joint.gain_se_db is not None and math.isfinite(joint.measured_gain_db):
+            # share = 1 - 10^(-gain/10): its slope in the gain carries the gain's error over
+            se = math.log(10) / 10 * 10 ** (-joint.measured_gain_db / 10) * joint.gain_se_db
     for f, _, d in picked:
         if f is not None:
             f.evidence["budget_share"] = ev(d, "output error power this finding's fix adds to the noise budget's "
@@ -493,7 +505,7 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
             rounding.remedy = alone.to_dict()
             rounding.fix = alone.fix
             rounding.severity_db = alone.measured_gain_db
-    return explained
+    return explained, se
 
 
 def _merge_option_cures(measured: list[Finding]) -> list[Finding]:
@@ -517,11 +529,13 @@ def _merge_option_cures(measured: list[Finding]) -> list[Finding]:
 
 def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fixes: dict[int, list[rem.Fix]],
              sample: dict[str, np.ndarray], batch_size: int, mode: str,
-             notes: list[str], options: OptionTrials | None = None) -> tuple[list[Finding], float | None]:
+             notes: list[str], options: OptionTrials | None = None
+             ) -> tuple[list[Finding], float | None, float | None]:
     """Group root causes, try the fixes of the costliest candidates, keep what a measured gain supports.
 
     cpu_fallback and alignment are kept whatever their cost: their own triggers are strict and they are
-    structural facts about the deployed model a user must know. Returns the findings and ``explained``.
+    structural facts about the deployed model a user must know. Returns the findings, ``explained`` and
+    its standard error over the samples (None where unknown).
     """
     for f in found:
         fx = fixes.get(id(f)) or rem.fixes_for(graph, f)
@@ -565,7 +579,7 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
            >= f.severity_db}
     kept = [f for f in found if id(f) in ok or f.kind in _ALWAYS]
     if not sens.layers:
-        return kept, None
+        return kept, None, None
     labels = row_names(quantizing_nodes(graph))
     options_share = sum(f.noise_share or 0.0 for f in kept if (f.remedy or {}).get("kind") == "quantizer_option")
     # A residual worth naming only where the output is noisy (the same bar as error_growth's).
@@ -573,10 +587,10 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     covered = frozenset(f.layer for f in kept)
     rounding = (rem.rounding_finding(graph, sens, 0.0, labels, top=ROUNDING_MAX_ADDERS, covered=covered)
                 if noisy else None)
-    explained = _noise_budget(kept, rounding, sens, trial, labels, options_share)
+    explained, explained_se = _noise_budget(kept, rounding, sens, trial, labels, options_share)
     if rounding is not None and rounding.remedy is not None and rounding.severity_db >= MIN_SEVERITY_DB:
         kept.append(rounding)
-    return kept, explained
+    return kept, explained, explained_se
 
 
 def _rank_key(f: Finding) -> tuple[int, float, int]:
