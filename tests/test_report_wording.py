@@ -110,3 +110,15 @@ def test_hw_vs_sim_sentence_holds_counts_and_the_bound():
     f = hw_vs_sim_finding(res, {"quant_wide": "wide"})
     text = W.finding_sentence(f)
     assert "wide" in text and "2 of 512 codes differ" in text and "192 codes" in text and "1.46x 2^24" in text
+
+
+def test_a_gain_carries_its_spread_and_a_caveat_within_noise():
+    remedy = {"kind": "keep_float", "action": "keep conv2 in float", "measured_sqnr_db": 16.5,
+              "measured_gain_db": 0.2, "measured_gain_se_db": 0.4, "top1_agreement": None}
+    f = F.Finding("conv2", "thermal_drift", 0.2, {}, remedy=remedy, noise_share=0.05)
+    s = W.finding_sentence(f)
+    assert "gains 0.20 ± 0.40 dB of output SQNR" in s and "within the spread over the measured samples" in s
+    assert W.remedy_sentence(remedy) == ("Tried in the emulator: keep conv2 in float. Output SQNR 16.5 dB "
+                                         "(+0.20 ± 0.40 dB).")
+    firm = {**remedy, "measured_gain_db": 2.0}
+    assert "within the spread" not in W.finding_sentence(F.Finding("conv2", "thermal_drift", 2.0, {}, remedy=firm))

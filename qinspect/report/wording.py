@@ -251,11 +251,24 @@ def cost_sentence(finding: Any) -> str:
     if gain is None:
         sev = _num(field_of(finding, "severity_db"))
         return f"Estimated cost at the output: {sev:.2f} dB (not measured)." if sev else ""
-    text = f"Fixing it gains {gain:.2f} dB of output SQNR"
+    se = _num(remedy.get("measured_gain_se_db")) if isinstance(remedy, Mapping) else None
+    text = f"Fixing it gains {gain:.2f}{_pm(se)} dB of output SQNR"
     if field_of(finding, "kind") == "accumulated_rounding":
         # its noise_share is the unexplained rest (in its sentence), not what its remedy removes
-        return text + " (the remedy below)."
-    return text + (f", {_pct(share)} of the output's error power." if share is not None else ".")
+        return text + " (the remedy below)." + _noise_caveat(gain, se)
+    return text + (f", {_pct(share)} of the output's error power." if share is not None else ".") + \
+        _noise_caveat(gain, se)
+
+
+def _pm(se: float | None) -> str:
+    return f" ± {se:.2f}" if se is not None else ""
+
+
+def _noise_caveat(gain: float, se: float | None) -> str:
+    """A warning when a gain is within twice its standard error over the samples."""
+    if se is None or abs(gain) >= 2 * se:
+        return ""
+    return " That is within the spread over the measured samples: it may not hold on other data."
 
 
 def remedy_sentence(remedy: Mapping[str, Any] | None) -> str:
@@ -265,7 +278,7 @@ def remedy_sentence(remedy: Mapping[str, Any] | None) -> str:
     text = f"Tried in the emulator: {remedy.get('action', '?')}. Output SQNR {_db(remedy.get('measured_sqnr_db'))}"
     gain = _num(remedy.get("measured_gain_db"))
     if gain is not None:
-        text += f" ({gain:+.2f} dB)"
+        text += f" ({gain:+.2f}{_pm(_num(remedy.get('measured_gain_se_db')))} dB)"
     top1 = _num(remedy.get("top1_agreement"))
     if top1 is not None:
         text += f", top-1 agreement with float {100 * top1:.1f}%"
