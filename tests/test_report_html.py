@@ -163,3 +163,14 @@ def test_first_page_shows_the_output_block_the_noise_budget_and_the_advice():
 def test_a_report_without_a_diagnosis_has_no_first_page_figures_to_show():
     html = render_html(sample_report(None), {})
     assert '<section id="summary">' not in html
+
+
+def test_first_page_figures_carry_their_spread_over_the_samples():
+    from qinspect.report.collect import _budget_summary
+
+    data = {"output": {"top1_agreement": 0.9}, "explained": 0.83, "explained_se": 0.05,
+            "findings": [{"remedy": {"action": "keep a in float", "measured_sqnr_db": 23.9, "measured_gain_db": 7.6,
+                                     "measured_gain_se_db": 1.28}}]}
+    out = _budget_summary(data)
+    assert out["output error explained by the findings"].startswith("83% ± 5%")
+    assert out["best remedy, tried in the emulator"].endswith("(+7.60 ± 1.28 dB)")

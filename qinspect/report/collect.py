@@ -506,14 +506,19 @@ def _budget_summary(data: dict[str, Any]) -> dict[str, Any]:
         out["top-1 agreement with the float model"] = f"{100 * top1:.1f}%"
     explained = data.get("explained")
     if isinstance(explained, float):
-        out["output error explained by the findings"] = f"{100 * explained:.0f}% (the rest: accumulated rounding)"
+        se = data.get("explained_se")
+        spread = f" ± {100 * se:.0f}%" if isinstance(se, float) else ""
+        out["output error explained by the findings"] = (f"{100 * explained:.0f}%{spread} "
+                                                         "(the rest: accumulated rounding)")
     best = max((f for f in data.get("findings") or [] if f.get("remedy")), default=None,
                key=lambda f: f["remedy"]["measured_gain_db"] if isinstance(f["remedy"]["measured_gain_db"], float)
                else 0.0)
     if best is not None:
         r = best["remedy"]
+        se = r.get("measured_gain_se_db")
+        spread = f" ± {se:.2f}" if isinstance(se, float) else ""
         out["best remedy, tried in the emulator"] = (f"{r['action']}: output {_fmt_db(r['measured_sqnr_db'])} dB "
-                                                     f"({_fmt_db(r['measured_gain_db'], True)} dB)")
+                                                     f"({_fmt_db(r['measured_gain_db'], True)}{spread} dB)")
     return out
 
 
