@@ -60,6 +60,13 @@ def test_eval_capture_coverage_json(captures, cli):
     assert set(top) == {"layer", "kind", "severity", "origin", "affects", "noise_share", "remedy", "evidence", "advice"}
     assert top["severity"] > 1
     assert data["measured_on"].startswith("evaluation")
+    # The text reads each finding in the window's and the report's words (qinspect.report.wording).
+    from qinspect.report import wording
+
+    text = cli("diagnose", str(captures["calib"]), "--eval", str(captures["eval"])).stdout
+    flat = " ".join(text.split())
+    assert f"1. {wording.kind_title('coverage')} at img" in flat
+    assert wording.finding_sentence(top) in flat and wording.remedy_sentence(top["remedy"]) in flat
     sens = {s["layer"]: s for s in data["sensitivity"]}
     assert {"img", "conv1", "relu1", "gap", "out"} <= set(sens)
     assert all({"keep_float_gain_db", "only_quantized_sqnr_db", "only_noise_share"} <= set(s)

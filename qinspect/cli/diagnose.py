@@ -211,6 +211,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+TEXT_WIDTH = 110  # findings' sentences wrap here
+
+
 def _num(v: Any, fmt: str = ".2f") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -218,6 +221,10 @@ def _num(v: Any, fmt: str = ".2f") -> str:
 
 
 def _print_text(result: Any, positions_from: str, top: int) -> None:
+    import textwrap
+
+    from qinspect.report import wording
+
     w = sys.stdout.write
     w(f"positions: {positions_from}\n")
     top1 = "" if result.top1_agreement is None else f"; top-1 agreement with float {100 * result.top1_agreement:.1f}%"
@@ -228,22 +235,18 @@ def _print_text(result: Any, positions_from: str, top: int) -> None:
         a = result.accuracy
         w(f"accuracy on {a['samples']} labelled samples: float {100 * a['float']:.1f}%, int8 {100 * a['int8']:.1f}%\n")
     if result.explained is not None:
-        w(f"explained: the findings' fixes remove {100 * result.explained:.0f}% of the output's error power\n")
+        spread = "" if result.explained_se is None else f" (± {100 * result.explained_se:.0f}%)"
+        w(f"explained: the findings' fixes remove {100 * result.explained:.0f}%{spread} of the output's error power\n")
     for note in result.notes:
         w(f"note: {note}\n")
     w(f"\n{len(result.findings)} finding(s), ranked by the output SQNR their remedy gains (measured):\n")
-    w(f"{'#':>3} {'gain dB':>8} {'share':>6} {'kind':20} layer\n")
+    # The same words as the window's Findings tab and the report (qinspect.report.wording).
     for i, f in enumerate(result.findings[:top], 1):
-        share = "-" if f.noise_share is None else f"{100 * f.noise_share:.0f}%"
-        w(f"{i:>3} {_num(f.severity_db):>8} {share:>6} {f.kind:20} {f.layer}"
-          + (f" (and {len(f.affects)} downstream: {', '.join(f.affects)})"
-             if f.affects and f.kind != "accumulated_rounding" else "") + "\n")
-        w(f"{'':>8}{f.advice}\n")
-        if f.remedy:
-            r = f.remedy
-            t1 = "" if r.get("top1_agreement") is None else f", top-1 {100 * r['top1_agreement']:.0f}%"
-            w(f"{'':>8}tried: {r['action']} -> {_num(r['measured_sqnr_db'], '.1f')} dB "
-              f"({_num(r['measured_gain_db'], '+.2f')} dB{t1})\n")
+        w(f"\n{i:>2}. {wording.kind_title(f.kind)} at {f.layer}\n")
+        for text in (wording.finding_sentence(f), f"Advice: {f.advice}" if f.advice else "",
+                     wording.remedy_sentence(f.remedy)):
+            if text:
+                w(textwrap.fill(text, TEXT_WIDTH, initial_indent="    ", subsequent_indent="    ") + "\n")
     if len(result.findings) > top:
         w(f"... {len(result.findings) - top} more (--top, or --json for all)\n")
     if not result.sensitivity:
