@@ -75,3 +75,52 @@ def test_positions_from_outside_get_no_option_remedy(relu6_spread, tmp_path):
     (tmp_path / "p.json").write_text(json.dumps({"positions": json.loads(r.stdout)["positions"]}))
     out = _diagnose(relu6_spread, "--positions", str(tmp_path / "p.json"))
     assert not any((f.get("remedy") or {}).get("kind") == "quantizer_option" for f in out["findings"])
+
+
+def _relu_chain(folder, cap6: bool):
+    """Six conv -> ReLU(6) -> depthwise -> ReLU(6) blocks whose conv output channels are scaled by up to 2x
+    each way and the depthwise undoes it: no single layer spreads enough for a channel_spread finding,
+    but every pair is CLE's to balance, and with ReLU6 between them the quantizer skips them all."""
+    keras = pytest.importorskip("tf_keras")
+    keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(0)
+    inp = keras.Input((16, 16, 3), name="img")
+    x = inp
+    for i in range(6):
+        x = keras.layers.Conv2D(16, 1, name=f"c{i}")(x)
+        x = keras.layers.ReLU(6.0 if cap6 else None, name=f"r{i}a")(x)
+        x = keras.layers.DepthwiseConv2D(3, padding="same", name=f"dw{i}")(x)
+        x = keras.layers.ReLU(6.0 if cap6 else None, name=f"r{i}b")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inp, keras.layers.Dense(4, name="out")(x))
+    for i in range(6):
+        s = 2.0 ** rng.uniform(-1.0, 1.0, 16)
+        w, b = model.get_layer(f"c{i}").get_weights()
+        model.get_layer(f"c{i}").set_weights([w * s, b * s])
+        w, b = model.get_layer(f"dw{i}").get_weights()
+        model.get_layer(f"dw{i}").set_weights([w / s[None, None, :, None], b])
+    model.save(folder / "m.h5")
+    np.save(folder / "x.npy", rng.uniform(0, 1, (32, 16, 16, 3)).astype(np.float32))
+    return folder
+
+
+@pytest.mark.tf
+def test_skipped_cle_pairs_are_a_measured_finding_though_no_layer_spreads(tmp_path):
+    folder = _relu_chain(tmp_path, cap6=True)
+    out = _diagnose(folder)
+    assert not any(f["kind"] == "channel_spread" for f in out["findings"])
+    (opt,) = [f for f in out["findings"] if f["kind"] == "quantizer_option"]
+    # CLE rescales every pair from the first conv on: the origin is c0, the other layers follow
+    assert opt["origin"] == opt["layer"] == "c0"
+    assert {"dw0", "c1", "dw5"} <= set(opt["affects"])
+    assert opt["evidence"]["option"]["value"] == {"cle_to_relu6": True}
+    rem = opt["remedy"]
+    assert rem["kind"] == "quantizer_option" and "cle_to_relu6=True" in rem["action"]
+    assert rem["measured_gain_db"] > 0.5 and rem["measured_gain_se_db"] >= 0
+    assert opt["noise_share"] == pytest.approx(1 - 10 ** (-rem["measured_gain_db"] / 10))
+
+
+@pytest.mark.tf
+def test_no_option_finding_where_cle_already_pairs_everything(tmp_path):
+    out = _diagnose(_relu_chain(tmp_path, cap6=False))  # plain ReLU: CLE equalizes every pair already
+    assert not any(f["kind"] == "quantizer_option" for f in out["findings"])

@@ -122,3 +122,13 @@ def test_a_gain_carries_its_spread_and_a_caveat_within_noise():
                                          "(+0.20 ± 0.40 dB).")
     firm = {**remedy, "measured_gain_db": 2.0}
     assert "within the spread" not in W.finding_sentence(F.Finding("conv2", "thermal_drift", 2.0, {}, remedy=firm))
+
+
+def test_quantizer_option_sentence_names_why_how_many_and_the_option():
+    f = F.Finding("c0", "quantizer_option", 1.3, {
+        "option": F.ev({"cle_to_relu6": True}, ""), "layers_changed": F.ev(12, ""),
+        "why": F.ev("CLE skips every conv pair joined by a ReLU6 (cle_to_relu6=False, the default)", "")})
+    s = W.finding_sentence(f)
+    assert s.startswith("CLE skips every conv pair joined by a ReLU6 (cle_to_relu6=False, the default): 12 layer(s) "
+                        "from c0 on keep their unequal channel ranges, and cle_to_relu6=True would equalize them.")
+    assert W.kind_title("quantizer_option") == "Quantizer option"

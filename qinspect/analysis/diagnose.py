@@ -346,7 +346,8 @@ def diagnose(
         found.append(hw)
     found.extend(_growth_findings(graph, sens, noise, found))
     say("trying each remedy (what-if runs)")
-    options = None if rebuild is None else OptionTrials(rebuild, sens_sample, sens.output.sqnr_db, mode)
+    options = None if rebuild is None else OptionTrials(rebuild, sens_sample, sens.output.sqnr_db, mode,
+                                                        sens.output_noise)
     kept, explained, explained_se = _measure(graph, sens, found, fixes, sens_sample, max(batch_size, n_sens),
                                              mode, notes, options)
     kept.sort(key=_rank_key)
@@ -564,6 +565,15 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
                 done[key] = trial.run(fx)
             tried.append(done[key])
         rem.attach(f, max(tried, key=lambda r: r.measured_gain_db))
+    if options is not None:
+        # Options that change the whole model, measured even where no single layer's finding points at them
+        # (the loss of skipped CLE pairs is spread over many layers); one already tried for a finding is not
+        # repeated.
+        tried = {str((f.remedy or {}).get("action")) for f in measured}
+        names = {x.name: display_name(x) for x in graph.nodes}
+        extra = options.model_findings(graph, names, tried)
+        measured += extra
+        found += extra
     before = {id(f) for f in measured}
     measured = _merge_option_cures(measured)
     dropped = before - {id(f) for f in measured}

@@ -13,14 +13,16 @@ model's function; the reference keeps the float one, :mod:`qinspect.dpu.referenc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from qinspect.analysis.advisor import command
-from qinspect.analysis.findings import Finding
-from qinspect.analysis.remedies import Remedy
+from qinspect.analysis.findings import Finding, ev
+from qinspect.analysis.metrics import ratio_se_db
+from qinspect.analysis.remedies import Remedy, attach
 from qinspect.analysis.sensitivity import sensitivity
 from qinspect.dpu.dpu_graph import DpuGraph
 
@@ -52,24 +54,87 @@ def candidate_options(graph: DpuGraph, f: Finding) -> list[dict[str, Any]]:
     return out
 
 
+def model_option_changes(graph: DpuGraph) -> list[dict[str, Any]]:
+    """Option changes worth trying on the whole model, whatever a single layer shows: CLE when it was
+    off, and, with CLE on, ``cle_to_relu6`` on a model with ReLU6 (every pair joined by one is skipped
+    by default). ``convert_relu6_to_relu`` changes the model's function, so it is left to ``advise``."""
+    opts = graph.options
+    if opts is not None and not opts.include_cle:
+        return [{"include_cle": True}]
+    if has_relu6(graph) and (opts is None or not opts.cle_to_relu6):
+        return [{"cle_to_relu6": True}]
+    return []
+
+
+def changed_nodes(base: DpuGraph, other: DpuGraph) -> list[str]:
+    """The nodes of ``base`` whose weights differ in ``other`` (another build of the same model), in
+    graph order: what an option changed."""
+    out = []
+    for node in base.nodes:
+        if node.name not in other or not node.weights:
+            continue
+        theirs = other[node.name].weights
+        if any(k not in theirs or theirs[k].shape != w.shape or not np.array_equal(theirs[k], w)
+               for k, w in node.weights.items()):
+            out.append(node.name)
+    return out
+
+
 class OptionTrials:
     """Option remedies, each option set built and measured once however many findings it serves."""
 
-    def __init__(self, rebuild: Rebuild, sample: dict[str, np.ndarray], base_sqnr_db: float, mode: str) -> None:
+    def __init__(self, rebuild: Rebuild, sample: dict[str, np.ndarray], base_sqnr_db: float, mode: str,
+                 base_noise: np.ndarray | None = None) -> None:
         self.rebuild = rebuild
         self.sample = sample
         self.base = base_sqnr_db
         self.mode = mode
+        self.base_noise = base_noise  # per-sample output error power as given (gains' spread, paired)
         self._done: dict[tuple, Remedy] = {}
+        self._graphs: dict[tuple, DpuGraph] = {}
 
     def remedies(self, graph: DpuGraph, f: Finding) -> list[Remedy]:
         """The measured option remedies of ``f`` (none when no option applies)."""
         return [self._measure(graph, change) for change in candidate_options(graph, f)]
 
+    def model_findings(self, graph: DpuGraph, names: dict[str, str], tried: set[str]) -> list[Finding]:
+        """One finding per model-wide option change (:func:`model_option_changes`) not already among
+        ``tried`` (remedy actions), measured: its origin is the first layer the option changes, its
+        ``affects`` the others (``names``: node -> layer name)."""
+        out = []
+        for change in model_option_changes(graph):
+            remedy = self._measure(graph, change)
+            if remedy.action in tried:
+                continue
+            nodes = changed_nodes(graph, self._graphs[self._key(change)])
+            if not nodes:
+                continue
+            layers = [names.get(n, n) for n in nodes]
+            what = ", ".join(f"{k}={v!r}" for k, v in change.items())
+            skipped = "CLE is off" if "include_cle" in change else (
+                "CLE skips every conv pair joined by a ReLU6 (cle_to_relu6=False, the default)")
+            evidence = {
+                "node": ev(nodes[0], "the emulator node (quantized model's layer name)"),
+                "option": ev(change, "the quantize_model option changed (the rest as given)"),
+                "layers_changed": ev(len(nodes), "layers whose weights the option changes (CLE's rescaled pairs)"),
+                "why": ev(skipped, "what the options as given leave undone"),
+            }
+            advice = (f"{skipped}, so {len(nodes)} layer(s) keep unequal channel ranges: quantize with {what} "
+                      "(the remedy below, recalibrated and measured here).")
+            f = Finding(layers[0], "quantizer_option", 0.0, evidence, advice, origin=layers[0], affects=layers[1:])
+            attach(f, remedy)
+            out.append(f)
+        return out
+
+    @staticmethod
+    def _key(change: dict[str, Any]) -> tuple:
+        return tuple(sorted(change.items()))
+
     def _measure(self, graph: DpuGraph, change: dict[str, Any]) -> Remedy:
-        key = tuple(sorted(change.items()))
+        key = self._key(change)
         if key not in self._done:
             trial = self.rebuild(change)
+            self._graphs[key] = trial
             n = len(next(iter(self.sample.values())))
             sens = sensitivity(trial, self.sample, batch_size=max(n, 1), whatifs=False, mode=self.mode)
             agree, total = sens.top1
@@ -78,6 +143,8 @@ class OptionTrials:
             kept = {k: base[k] for k in ("calib_batch_size",) if k in base}  # what the run was calibrated with
             call = command({**kept, **change}, [])
             what = ", ".join(f"{k}={v!r}" for k, v in change.items())
+            se = None if self.base_noise is None else ratio_se_db(self.base_noise, sens.output_noise)
             self._done[key] = Remedy("quantizer_option", f"quantize with {what} (recalibrated and measured "
-                                     f"here): {call}", sqnr, sqnr - self.base, agree / total if total else None)
+                                     f"here): {call}", sqnr, sqnr - self.base, agree / total if total else None,
+                                     None, None if se is None or not math.isfinite(se) else se)
         return self._done[key]

@@ -24,6 +24,7 @@ KIND_TITLES = {
     "cpu_fallback": "CPU layer",
     "hw_vs_sim": "Board differs from simulation",
     "accumulated_rounding": "Accumulated rounding",
+    "quantizer_option": "Quantizer option",
 }
 
 
@@ -193,6 +194,15 @@ def _s_rounding(f: Any, e: Callable[[str], Any]) -> str | None:
     return text + "."
 
 
+def _s_option(f: Any, e: Callable[[str], Any]) -> str | None:
+    option, why, n = e("option"), e("why"), _num(e("layers_changed"))
+    if not isinstance(option, Mapping) or not why or n is None:
+        return None
+    what = ", ".join(f"{k}={v!r}" for k, v in option.items())
+    return (f"{str(why)[0].upper()}{str(why)[1:]}: {n:.0f} layer(s) from {field_of(f, 'layer')} on keep their "
+            f"unequal channel ranges, and {what} would equalize them.")
+
+
 _SENTENCES: dict[str, Callable[[Any, Callable[[str], Any]], str | None]] = {
     "saturation": _s_saturation,
     "outlier_range": _s_outlier,
@@ -204,6 +214,7 @@ _SENTENCES: dict[str, Callable[[Any, Callable[[str], Any]], str | None]] = {
     "cpu_fallback": _s_cpu,
     "hw_vs_sim": _s_hw_vs_sim,
     "accumulated_rounding": _s_rounding,
+    "quantizer_option": _s_option,
 }
 
 # evidence entries that are bookkeeping, not numbers a reader needs in the generic sentence
