@@ -69,6 +69,7 @@ BUDGET_MIN_STEP = 0.005  # a fix joins the budget only when it removes this much
 # MobileNetV2 at 224x224 cost), between SENS_MIN and SENS_MAX. On a small model 16 samples are too few:
 # the demo's 16 samples x 7 classes moved one layer's keep-float gain from +2.8 dB to +0.8 dB at 32 samples.
 SENS_WORK_BUDGET = 6.4e9
+SENS_MEMORY_BUDGET = 2 * 2**30
 SENS_MIN, SENS_MAX = 16, 64
 ROUGH_SE_DB = 1.0  # an output SQNR standard error past this gets a note
 
@@ -219,9 +220,13 @@ def _pack_sqnr(stats: list[ErrorStats]) -> float:
 
 def default_sens_samples(graph: DpuGraph, available: int) -> int:
     """How many samples the sensitivity and what-if runs use by default: as many as SENS_WORK_BUDGET of
-    per-layer walks allows, at least SENS_MIN (16) and at most SENS_MAX (64), no more than ``available``
-    (the same with or without the walks, so the output figures do not depend on them)."""
-    wanted = int(min(SENS_MAX, max(SENS_MIN, SENS_WORK_BUDGET // max(1, work_per_sample(graph)))))
+    per-layer walks and SENS_MEMORY_BUDGET of walk values allow, at least SENS_MIN (16) and at most
+    SENS_MAX (64), no more than ``available`` (the same with or without the walks, so the output figures
+    do not depend on them)."""
+    values = sum(math.prod(int(d) for d in (n.output_shape or [])[1:] if d) for n in graph.nodes)
+    # the what-if runs hold every sample's float and int8 walks and one partial walk, as float32
+    fit = min(SENS_WORK_BUDGET // max(1, work_per_sample(graph)), SENS_MEMORY_BUDGET // max(1, 12 * values))
+    wanted = int(min(SENS_MAX, max(SENS_MIN, fit)))
     return max(1, min(available, wanted))
 
 
