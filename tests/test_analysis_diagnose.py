@@ -216,11 +216,11 @@ def test_default_what_if_samples_follow_the_work_they_cost(plants, monkeypatch):
     assert dg.default_sens_samples(graph, 1000) == 20
     monkeypatch.setattr(dg, "SENS_WORK_BUDGET", 3 * work)  # a big model: never below 16
     assert dg.default_sens_samples(graph, 1000) == 16 and dg.default_sens_samples(graph, 5) == 5
+    n = len(plant.eval)
+    d = diagnose(graph, {graph.inputs[0]: plant.eval}, data_label="evaluation", with_sensitivity=False)
+    assert d.n_sens_samples == min(n, 16)
     # memory bounds it too: every sample's float, int8 and one partial walk as float32
     values = sum(math.prod(int(d) for d in (x.output_shape or [])[1:] if d) for x in graph.nodes)
     monkeypatch.setattr(dg, "SENS_WORK_BUDGET", 1e18)
     monkeypatch.setattr(dg, "SENS_MEMORY_BUDGET", 30 * 12 * values)
     assert dg.default_sens_samples(graph, 1000) == 30
-    n = len(plant.eval)
-    d = diagnose(graph, {graph.inputs[0]: plant.eval}, data_label="evaluation", with_sensitivity=False)
-    assert d.n_sens_samples == min(n, 16)
