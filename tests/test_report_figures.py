@@ -13,6 +13,7 @@ from qinspect.report import figspec
 
 pytestmark = pytest.mark.gui
 figures = pytest.importorskip("qinspect.gui.figures")
+pg = pytest.importorskip("pyqtgraph")
 
 
 def _image(png: bytes) -> Image.Image:
@@ -62,10 +63,13 @@ def test_render_figures_returns_one_png_per_spec():
         figspec.channel_ranges_figure("c", "conv", [-0.5, -0.1, -0.9], [0.4, 0.2, 0.8], -1.0, 0.9921875),
         figspec.error_figure("e", "conv", np.linspace(-0.01, 0.01, 11), np.arange(10), "isolated", 1 / 64),
     ]
+    pg.setConfigOptions(antialias=False)  # as the window sets it
     out = figures.render_figures(specs)
     assert sorted(out) == ["c", "e", "w"]
     for spec in specs:
         assert _image(out[spec.id]).size[0] == spec.width
+    # the exported figures' antialiasing does not stay on for the window's plots made afterwards
+    assert pg.getConfigOption("antialias") is False
 
 
 def test_render_figures_from_a_worker_thread_draws_on_the_gui_thread():

@@ -234,8 +234,14 @@ def render_figures(specs: Sequence[FigureSpec]) -> dict[str, bytes]:
     Safe to call from a worker thread while the GUI runs: each figure is then drawn on the GUI thread,
     one at a time, so the window keeps handling events between figures.
     """
+    # Exported figures are antialiased; the window's own plots are not (software raster: twice the paint
+    # time), and pyqtgraph reads the option when an item is made, so it is put back afterwards.
+    previous = pg.getConfigOption("antialias")
     pg.setConfigOptions(antialias=True)
-    _app()
-    if _on_gui_thread():
-        return {spec.id: render_png(spec) for spec in specs}
-    return {spec.id: _render_via_gui_thread(spec) for spec in specs}
+    try:
+        _app()
+        if _on_gui_thread():
+            return {spec.id: render_png(spec) for spec in specs}
+        return {spec.id: _render_via_gui_thread(spec) for spec in specs}
+    finally:
+        pg.setConfigOptions(antialias=previous)
