@@ -316,3 +316,35 @@ def test_the_window_collects_garbage_only_in_the_ui_thread(qtbot, tmp_path):
     assert not gc.isenabled()
     gc.collect()
     win.shutdown()
+
+
+def test_a_helper_killed_mid_result_leaves_no_thread_waiting_forever():
+    """A helper terminated while it writes its result leaves part of a message in the result pipe; the
+    pool's manager thread then waits in recv() for the rest, and the interpreter's exit hook joins that
+    thread (a test run hung so at exit). Stopping the pool must let that thread finish."""
+    import multiprocessing as mp
+    import struct
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from qinspect.gui import compute_process
+
+    pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
+    pool.submit(time.sleep, 60)
+    manager = pool._executor_manager_thread
+    writer = pool._result_queue._writer
+    try:
+        # what a helper killed mid-write leaves: a length header and 3 of the 1000 bytes it announces
+        os.write(writer.fileno(), struct.pack("!i", 1000) + b"abc")
+        deadline = time.time() + 10
+        while time.time() < deadline:  # until the manager thread is blocked reading the rest
+            frame = sys._current_frames().get(manager.ident)
+            if frame is not None and frame.f_code.co_name in ("_recv", "_recv_bytes", "recv"):
+                break
+            time.sleep(0.01)
+        compute_process._stop(pool)
+        manager.join(15)
+        assert not manager.is_alive()
+    finally:
+        if not writer.closed:  # the assertion failed: release the thread so the test run can exit
+            writer.close()

@@ -266,9 +266,18 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 
     ProcessPoolExecutor cannot cancel a running call; terminating its process is the only way."""
     manager = getattr(pool, "_executor_manager_thread", None)
+    results = getattr(pool, "_result_queue", None)
     for proc in list((getattr(pool, "_processes", None) or {}).values()):
         proc.terminate()
     pool.shutdown(wait=False, cancel_futures=True)
+    # A process killed while it writes a result leaves part of a message in the result pipe: the manager
+    # thread then waits in recv() for bytes that never come, because this process holds the pipe's write
+    # end too, and the interpreter's exit hook joins that thread forever (a test run hung so at exit).
+    # Without this process's copy the read ends (EOF) once the helper is gone; the manager marks the pool
+    # broken and finishes.
+    writer = getattr(results, "_writer", None)
+    if writer is not None:
+        writer.close()
     if manager is not None:
         _RETIRED.append(manager)
 
