@@ -324,6 +324,9 @@ def test_sigint_leaves_destination_alone(small_model, tmp_path):
          "--batch-size", "1", "-q"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        # As from a terminal: a suite started in the background by a non-interactive shell inherits
+        # SIGINT ignored, and a process started ignoring it never sees Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # TensorFlow's start-up can take long on a loaded machine: wait for the temp file or for an early exit.
     deadline = time.time() + 600
