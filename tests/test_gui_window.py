@@ -339,6 +339,60 @@ def test_weightless_layers_keep_the_layout_in_place(qtbot, window, capture_path)
     assert panel.ch_bars.isVisible() and len(panel.ch_bars.opts["x"]) == 100  # the Dense layer's 100 units
 
 
+def test_selections_never_re_lay_out_the_tabs(qtbot, window, capture_path):
+    """New header text and the weight plots giving way to a message and back stay inside the layer
+    panel: a layout request reaching the tab widget repaints its whole area (every label and control of
+    the window), which was most of a selection's paint time."""
+    from PySide6.QtCore import QEvent, QObject
+
+    open_and_wait(qtbot, window, capture_path)
+    panel = window.layer_panel
+    qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+    requests, pages, states = [], [], set()
+
+    class Requests(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 - Qt override
+            if event.type() == QEvent.Type.LayoutRequest:
+                requests.append(obj.objectName())
+            return False
+
+    watcher = Requests()
+    window.tabs.installEventFilter(watcher)
+    try:
+        for name in ("block/conv", "chain_3", "hand", "chain_1", "block/conv"):
+            show_layer(qtbot, window, name)
+            qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+            pages.append(panel.weights_stack.currentWidget() is panel.weights_page)
+            states.add(panel.state.text())
+            qtbot.wait(50)  # posted layout requests are delivered
+    finally:
+        window.tabs.removeEventFilter(watcher)
+    # The sequence did switch pages and change the header, each time.
+    assert pages == [True, False, True, False, True] and len(states) > 1
+    assert requests == []
+
+
+def test_elided_label_keeps_its_text_and_its_size(qtbot):
+    from PySide6.QtWidgets import QLabel, QSizePolicy
+
+    from qinspect.gui.elided_label import ElidedLabel
+
+    label = ElidedLabel("short")
+    qtbot.addWidget(label)
+    label.resize(120, 20)
+    label.show()
+    hint = label.sizeHint()
+    long = "Statistics over 1,605,632 values from 16 of 16 samples kept with full tensors, of 1000 fed"
+    label.setText(long)
+    # The whole text is kept (and said in the tooltip); what is shown fits the width, with an ellipsis.
+    assert label.text() == long and label.toolTip() == long
+    assert QLabel.text(label).endswith("…") and label.fontMetrics().horizontalAdvance(QLabel.text(label)) <= 120
+    assert label.sizePolicy().horizontalPolicy() == QSizePolicy.Policy.Ignored
+    assert label.sizeHint().height() == hint.height()
+    label.resize(2000, 20)
+    assert QLabel.text(label) == long and label.toolTip() == ""
+
+
 def test_a_hidden_layer_tab_draws_when_shown(qtbot, window, capture_path):
     open_and_wait(qtbot, window, capture_path)
     panel = window.layer_panel

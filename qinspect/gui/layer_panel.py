@@ -28,7 +28,6 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSpinBox,
-    QStackedWidget,
     QTextBrowser,
     QVBoxLayout,
     QWidget,
@@ -37,6 +36,8 @@ from PySide6.QtWidgets import (
 from qinspect.gui import compute_process
 from qinspect.gui import layer_stats as ls
 from qinspect.gui.draw_steps import StepDrawer
+from qinspect.gui.elided_label import ElidedLabel
+from qinspect.gui.stable_pages import StablePages
 from qinspect.gui.worker import Cancelled, CancelToken, Channel
 
 USED = "Position of the int8 model"
@@ -90,8 +91,13 @@ def what_if_job(token: CancelToken, data: ls.LayerData, position: int, method: s
         raise Cancelled() from None
 
 
-class LayerPanel(QWidget):
-    """Per-layer plots and the what-if control."""
+class LayerPanel(StablePages):
+    """Per-layer plots and the what-if control.
+
+    Its content sits on one page of a :class:`StablePages`: new text in a label, or the weight plots
+    giving way to a message, re-lays out that page only. Reaching the tab widget, every such request
+    repainted the whole tab (QTabWidget repaints itself on each layout request), on every selection.
+    """
 
     first_plot = Signal(str)  # a layer's first plot was drawn (benchmark hook)
     shown = Signal(str)  # a layer's complete data is shown
@@ -123,18 +129,23 @@ class LayerPanel(QWidget):
 
     # --- construction ------------------------------------------------------------------------------
     def _build(self) -> None:
-        outer = QVBoxLayout(self)
+        body = QWidget()
+        body.setObjectName("layerPanelBody")
+        self.addWidget(body)
+        outer = QVBoxLayout(body)
         outer.setContentsMargins(6, 6, 6, 6)
-        self.title = QLabel("")
-        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        # Header text never re-lays out the panel (see ElidedLabel): the two share the row 3:2.
+        self.title = ElidedLabel("")
         self.title.setObjectName("layerTitle")
         self.title.setStyleSheet("font-size: 13pt; font-weight: 600;")
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.state = QLabel("")
+        self.state = ElidedLabel("")
+        self.state.setObjectName("layerState")
         self.state.setStyleSheet("color: #666;")
+        self.state.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         head = QHBoxLayout()
-        head.addWidget(self.title, 1)
-        head.addWidget(self.state)
+        head.addWidget(self.title, 3)
+        head.addWidget(self.state, 2)
         outer.addLayout(head)
 
         controls = QHBoxLayout()
@@ -212,12 +223,12 @@ class LayerPanel(QWidget):
             plot.setLabel("left", "log10(count + 1)")
         self._make_items()
 
-    def _weights_area(self) -> QStackedWidget:
+    def _weights_area(self) -> StablePages:
         """The three weight plots, or in their place one message for a layer without a kernel.
 
-        A stacked widget keeps its size whichever page it shows: nothing else in the panel moves or
-        resizes (a relayout would repaint every plot, which is what made hiding the plots stall)."""
-        self.weights_stack = QStackedWidget()
+        Switching between them, or new text in the message, stops at this widget: nothing else in the
+        window is laid out or repainted again (see StablePages)."""
+        self.weights_stack = StablePages()
         self.weights_stack.setObjectName("weightsStack")
         page = QWidget()
         box = QGridLayout(page)

@@ -1,0 +1,67 @@
+"""A stack of pages that switches without re-laying out the window around it.
+
+Qt re-lays out every ancestor, up to the window, when a widget in a layout is shown, hidden or
+changes its text, whether or not any size changes; QTabWidget then repaints its whole area. In the
+layer panel that meant every plot and label of the window was repainted when a weightless layer's
+message replaced the weight plots, tens of ms in software. This widget has no layout of its own: it
+gives each page its whole rectangle by hand, so a page shown, hidden or edited stops here. Its size
+hints are its pages' (all of them, shown or not), so they do not change when it switches.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSize
+from PySide6.QtGui import QResizeEvent
+from PySide6.QtWidgets import QWidget
+
+
+class StablePages(QWidget):
+    """Shows one of its pages at a time, each filling it; switching repaints only this rectangle."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._pages: list[QWidget] = []
+        self._current: QWidget | None = None
+
+    def addWidget(self, page: QWidget) -> None:  # noqa: N802 - QStackedWidget's name
+        """Add ``page``; the first one added is shown."""
+        page.setParent(self)
+        page.setGeometry(self.rect())
+        self._pages.append(page)
+        if self._current is None:
+            self._current = page
+        page.setVisible(page is self._current)
+
+    def currentWidget(self) -> QWidget | None:  # noqa: N802 - QStackedWidget's name
+        """The page shown."""
+        return self._current
+
+    def setCurrentWidget(self, page: QWidget) -> None:  # noqa: N802 - QStackedWidget's name
+        """Show ``page`` in place of the current one."""
+        if page is self._current or page not in self._pages:
+            return
+        page.setGeometry(self.rect())
+        page.show()
+        if self._current is not None:
+            self._current.hide()
+        self._current = page
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt override
+        """Every page fills the new rectangle."""
+        super().resizeEvent(event)
+        for page in self._pages:
+            page.setGeometry(self.rect())
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt override
+        """The largest page's size hint."""
+        return self._largest(lambda p: p.sizeHint())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt override
+        """The largest page's minimum size hint."""
+        return self._largest(lambda p: p.minimumSizeHint())
+
+    def _largest(self, hint) -> QSize:
+        out = QSize(0, 0)
+        for page in self._pages:
+            out = out.expandedTo(hint(page))
+        return out
