@@ -460,29 +460,27 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
     chosen: list[rem.Fix] = []
     picked: list[tuple[Finding | None, rem.Fix, float]] = []
     share = 0.0
+    measured: rem.Remedy | None = None  # the chosen set's own measurement
     while cands and share + options_share < EXPLAINED_TARGET and len(picked) < BUDGET_MAX_STEPS:
         best = None
         for i, (_f, fx) in enumerate(cands):
             joint = _joint_fix([*chosen, fx])
             assert joint is not None
-            s = rem.noise_share(trial.run(joint).measured_gain_db)
+            result = trial.run(joint)
+            s = rem.noise_share(result.measured_gain_db)
             if best is None or s > best[0]:
-                best = (s, i)
+                best = (s, i, result)
         if best is None or best[0] <= share + BUDGET_MIN_STEP:
             break
         f, fx = cands.pop(best[1])
         chosen.append(fx)
         picked.append((f, fx, best[0] - share))
-        share = best[0]
+        share, measured = best[0], best[2]
     explained = min(1.0, share + options_share)
     se = None
-    if chosen:
-        both = _joint_fix(chosen)
-        assert both is not None
-        joint = trial.run(both)
-        if joint.gain_se_db is not None and math.isfinite(joint.measured_gain_db):
-            # share = 1 - 10^(-gain/10): its slope in the gain carries the gain's error over
-            se = math.log(10) / 10 * 10 ** (-joint.measured_gain_db / 10) * joint.gain_se_db
+    if measured is not None and measured.gain_se_db is not None and math.isfinite(measured.measured_gain_db):
+        # share = 1 - 10^(-gain/10): its slope in the gain carries the gain's error over
+        se = math.log(10) / 10 * 10 ** (-measured.measured_gain_db / 10) * measured.gain_se_db
     for f, _, d in picked:
         if f is not None:
             f.evidence["budget_share"] = ev(d, "output error power this finding's fix adds to the noise budget's "
