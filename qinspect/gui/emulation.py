@@ -236,8 +236,6 @@ class DiagnosisSummary:
     advice: list[dict[str, Any]] = field(default_factory=list)
 
 
-
-
 def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
                  eval_path: str | None, labels_path: str | None = None) -> DiagnosisSummary:
     """Findings for the findings panel (none when the emulator could not run), and the output block
