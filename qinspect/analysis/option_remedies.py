@@ -54,6 +54,11 @@ def candidate_options(graph: DpuGraph, f: Finding) -> list[dict[str, Any]]:
     return out
 
 
+def option_text(change: dict[str, Any]) -> str:
+    """``{"cle_to_relu6": True}`` -> ``"cle_to_relu6=True"``: an option change as it reads in the call."""
+    return ", ".join(f"{k}={v!r}" for k, v in change.items())
+
+
 def model_option_changes(graph: DpuGraph) -> list[dict[str, Any]]:
     """Option changes worth trying on the whole model, whatever a single layer shows: CLE when it was
     off, and, with CLE on, ``cle_to_relu6`` on a model with ReLU6 (every pair joined by one is skipped
@@ -110,7 +115,7 @@ class OptionTrials:
             if not nodes:
                 continue
             layers = [names.get(n, n) for n in nodes]
-            what = ", ".join(f"{k}={v!r}" for k, v in change.items())
+            what = option_text(change)
             skipped = "CLE is off" if "include_cle" in change else (
                 "CLE skips every conv pair joined by a ReLU6 (cle_to_relu6=False, the default)")
             evidence = {
@@ -142,7 +147,7 @@ class OptionTrials:
             base = graph.options.to_dict() if graph.options is not None else {}
             kept = {k: base[k] for k in ("calib_batch_size",) if k in base}  # what the run was calibrated with
             call = command({**kept, **change}, [])
-            what = ", ".join(f"{k}={v!r}" for k, v in change.items())
+            what = option_text(change)
             se = None if self.base_noise is None else ratio_se_db(self.base_noise, sens.output_noise)
             self._done[key] = Remedy("quantizer_option", f"quantize with {what} (recalibrated and measured "
                                      f"here): {call}", sqnr, sqnr - self.base, agree / total if total else None,
