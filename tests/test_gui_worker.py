@@ -136,16 +136,15 @@ def test_excepthook_routes_ui_exceptions_to_the_hub(qtbot):
     assert sys.excepthook != hub._excepthook
 
 
-def test_tree_model_builds_nested_children_lazily_and_filters_recursively(qtbot):
+def test_tree_model_nests_children_and_filters_recursively(qtbot):
     from gui_fixtures import gui_graph
 
     from qinspect.gui.graph_model import COL_TYPE, LAYER_NAME_ROLE, GraphTreeModel, LayerFilterProxy
 
     model = GraphTreeModel(gui_graph())
     block = model.index(1, 0)
-    assert model.hasChildren(block)
-    assert "block/conv" not in model._nodes  # not built until the view asks for the rows
-    assert model.rowCount(block) == 1 and "block/conv" in model._nodes
+    assert model.hasChildren(block) and block.data(LAYER_NAME_ROLE) == "block"
+    assert model.rowCount(block) == 1
     assert model.index(0, COL_TYPE, block).data() == "Conv2D"
     proxy = LayerFilterProxy()
     proxy.setSourceModel(model)
@@ -158,6 +157,51 @@ def test_tree_model_builds_nested_children_lazily_and_filters_recursively(qtbot)
     from qinspect.gui.graph_model import COL_PLACEMENT
 
     assert model.index_of("hand").siblingAtColumn(COL_PLACEMENT).data() == "CPU"
+
+
+def test_tree_model_updates_reach_a_sorted_proxy(qtbot):
+    """Placement, metric and badges are written into the cells after the rows exist: a proxy that
+    sorts by the metric re-sorts, the colour and alignment follow, and a new graph clears them."""
+    from gui_fixtures import gui_graph
+    from PySide6.QtCore import Qt
+
+    from qinspect.gui.graph_model import (
+        COL_METRIC,
+        COL_NAME,
+        COL_PLACEMENT,
+        LAYER_NAME_ROLE,
+        GraphTreeModel,
+        LayerFilterProxy,
+    )
+
+    graph = gui_graph()
+    model = GraphTreeModel(graph)
+    proxy = LayerFilterProxy()
+    proxy.setSourceModel(model)
+    proxy.sort(COL_METRIC, Qt.SortOrder.AscendingOrder)
+    top = [layer.name for layer in graph.layers if layer.parent is None]
+    values = {name: float(40 - 3 * i) for i, name in enumerate(top)}  # the last layer: least SQNR
+    model.set_metric(values, "sqnr")
+    assert model.headerData(COL_METRIC, Qt.Orientation.Horizontal) == "SQNR dB"
+    assert proxy.index(0, 0).data(LAYER_NAME_ROLE) == top[-1]
+    assert proxy.index(0, COL_METRIC).data() == f"{values[top[-1]]:.1f}"
+    cell = model.index_of(top[0]).siblingAtColumn(COL_METRIC)
+    assert cell.data(Qt.ItemDataRole.BackgroundRole).color().hue() == 120  # 40 dB: green
+    assert cell.data(Qt.ItemDataRole.TextAlignmentRole) == int(Qt.AlignmentFlag.AlignRight
+                                                               | Qt.AlignmentFlag.AlignVCenter)
+    model.set_metric({top[0]: 1e-3}, "mse", "MSE")
+    assert model.headerData(COL_METRIC, Qt.Orientation.Horizontal) == "MSE"
+    assert model.index_of(top[1]).siblingAtColumn(COL_METRIC).data() == ""
+    model.set_badges({top[0]: ("⚠", "saturates")})
+    name_cell = model.index_of(top[0]).siblingAtColumn(COL_NAME)
+    assert name_cell.data().startswith("⚠ ") and "saturates" in name_cell.data(Qt.ItemDataRole.ToolTipRole)
+    model.set_placement({top[0]: "CPU"}, {top[0]: "float op"})
+    placed = model.index_of(top[0]).siblingAtColumn(COL_PLACEMENT)
+    assert placed.data(Qt.ItemDataRole.ForegroundRole).color().name() == "#b35900"
+    assert "float op" in placed.data(Qt.ItemDataRole.ToolTipRole)
+    model.set_graph(graph)
+    assert model.index_of(top[0]).siblingAtColumn(COL_PLACEMENT).data() == ""
+    assert model.index_of(top[0]).siblingAtColumn(COL_NAME).data() == graph[top[0]].short_name
 
 
 def test_helper_shutdown_leaves_no_executor_thread_closing_its_pipe_at_exit():
