@@ -87,3 +87,63 @@ def test_cancelled_steps_never_run_and_a_hidden_view_waits(qtbot, view):
     drawer.resume()
     qtbot.waitUntil(lambda: not drawer.pending, timeout=5000)
     assert ("step", "later") in view.log
+
+
+def test_a_new_range_is_painted_once_not_twice(qtbot, view):
+    """pyqtgraph applies a view's new range at the start of its next paint, and that change paints the
+    view again: the drawer applies it when the step ends, so a step that moves the range costs one paint."""
+    from qinspect.gui.draw_steps import StepDrawer
+
+    a, _b = view.plots
+    a.getAxis("left").setWidth(40)  # tick labels of another width would re-lay out the plot: a paint of its own
+    curve = a.plot([0, 1], [0, 1])
+    qtbot.wait(100)
+    drawer = StepDrawer(view)
+    for i in range(1, 4):
+        def step(i=i):
+            curve.setData([0, i], [0, 2 * i])
+            a.getPlotItem().getViewBox().setRange(xRange=(0, i), yRange=(0, 2 * i), padding=0)
+
+        view.log.clear()
+        drawer.add("range", step, a)
+        qtbot.waitUntil(lambda: not drawer.pending, timeout=5000)
+        qtbot.wait(100)  # a second paint, if one were coming, comes now
+        assert view.log.count(("paint", a.viewport())) == 1
+
+
+def test_a_covered_plot_is_not_waited_for_nor_painted(qtbot, view):
+    """A plot under an opaque cover (StablePages(cover=True)) is drawn without a paint: the next step
+    does not wait for one, and uncovering paints it once, never hidden and shown again."""
+    from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
+
+    from qinspect.gui.draw_steps import PAINT_WAIT_MS, StepDrawer
+    from qinspect.gui.stable_pages import StablePages
+
+    layout = view.layout()
+    a, b = view.plots
+    pages = StablePages(cover=True)
+    page = QWidget()
+    QHBoxLayout(page).addWidget(a)
+    message = QLabel("no weights")
+    pages.addWidget(page)
+    pages.addWidget(message)
+    layout.insertWidget(0, pages)
+    qtbot.wait(100)
+    pages.setCurrentWidget(message)
+    qtbot.wait(100)
+    assert page.isVisible() and message.isVisible() and pages.currentWidget() is message
+    drawer = StepDrawer(view)
+    view.log.clear()
+    drawer.add("a", _step(view, "a", a), a)
+    drawer.add("b", _step(view, "b", b), b)
+    qtbot.waitUntil(lambda: ("step", "b") in view.log, timeout=PAINT_WAIT_MS - 10)  # no wait for a's paint
+    qtbot.waitUntil(lambda: not drawer.pending, timeout=5000)
+    qtbot.wait(100)
+    assert ("paint", a.viewport()) not in view.log  # covered: its new data was not painted
+    hidden = []
+    page.hideEvent = lambda _e: hidden.append(True)
+    view.log.clear()
+    pages.setCurrentWidget(page)
+    qtbot.wait(150)
+    assert not message.isVisible() and pages.currentWidget() is page and not hidden
+    assert view.log.count(("paint", a.viewport())) == 1

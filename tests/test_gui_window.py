@@ -306,6 +306,34 @@ def test_held_arrow_key_over_100_layers_draws_only_the_last(qtbot, window, captu
     assert "ReLU" in panel.weights_message.text()
 
 
+def test_line_labels_always_name_their_own_line(qtbot, window, capture_path):
+    """Every shown clip or method line's label gives that line's own position, in the first pass and
+    the full one, from one layer to the next (a label set while its line was hidden kept the previous
+    layer's text: "KL divergence: p=12" beside a p=9 line)."""
+    open_and_wait(qtbot, window, capture_path)
+    panel = window.layer_panel
+    seen = []
+    original = panel._draw_activation_lines
+
+    def lines_step():
+        original()
+        for _lo_line, hi_line in panel.method_lines:
+            if hi_line.isVisible():
+                p = round(-math.log2(hi_line.value() / 127))
+                seen.append((hi_line.label.toPlainText(), f"p={p}"))
+        for line in panel.clip_lines:
+            if line.isVisible():
+                seen.append((line.label.toPlainText(), f"clip {line.value():.4g}"))
+
+    panel._draw_activation_lines = lines_step
+    for name in ("chain_1", "hand", "chain_3", "block/conv", "chain_1"):
+        show_layer(qtbot, window, name)
+        qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+    assert len(seen) >= 10
+    wrong = [(text, want) for text, want in seen if not text.endswith(want)]
+    assert wrong == []
+
+
 def test_weightless_layers_keep_the_layout_in_place(qtbot, window, capture_path):
     open_and_wait(qtbot, window, capture_path)
     panel = window.layer_panel
@@ -320,23 +348,32 @@ def test_weightless_layers_keep_the_layout_in_place(qtbot, window, capture_path)
     assert "no kernel" in panel.weights_message.text()
     assert places == [w.geometry() for w in (panel.act_plot, panel.err_plot, panel.scatter_plot,
                                              panel.weights_stack)]
-    # From one weighted layer to another: the channel plots never show the previous layer's channels.
+    # From one weighted layer to another: the weight plots are covered from the click until all three
+    # show this layer (never the previous layer's channels, nor empty axes), and are never hidden.
     show_layer(qtbot, window, "block/conv")
     qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
     seen = []
     panel.drawer.finished.connect(lambda: seen.append("done"))
-    original = panel._draw_weight_histogram
+    def recorded(name):
+        original = getattr(panel, name)
 
-    def weights_step():  # the page with the channel plots appears in this step
-        original()
-        seen.append((panel.ch_bars.isVisible(), panel.bits_bars.isVisible()))
+        def step():
+            original()
+            seen.append((name, panel.weights_stack.currentWidget() is panel.weights_page,
+                         panel.ch_bars.isVisible() and len(panel.ch_bars.opts["x"])))
 
-    panel._draw_weight_histogram = weights_step
+        return step
+
+    for name in ("_draw_weight_histogram", "_draw_channel_ranges", "_draw_bits_wasted"):
+        setattr(panel, name, recorded(name))
     window.select_layer("hand")
     assert not panel.ch_bars.isVisible() and not panel.bits_bars.isVisible()
+    assert panel.weights_stack.currentWidget() is panel.weights_message and panel.weights_page.isVisible()
     qtbot.waitUntil(lambda: "done" in seen and panel.data is not None and panel.data.name == "hand", timeout=10000)
-    assert seen[0] == (False, False)  # shown empty first, then drawn by their own steps
-    assert panel.ch_bars.isVisible() and len(panel.ch_bars.opts["x"]) == 100  # the Dense layer's 100 units
+    assert [s[:2] for s in seen[:3]] == [("_draw_weight_histogram", False), ("_draw_channel_ranges", False),
+                                         ("_draw_bits_wasted", True)]
+    assert seen[2][2] == 100  # uncovered with the Dense layer's 100 units drawn
+    assert panel.ch_bars.isVisible() and len(panel.ch_bars.opts["x"]) == 100
 
 
 def test_selections_never_re_lay_out_the_tabs(qtbot, window, capture_path):

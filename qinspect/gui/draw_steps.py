@@ -7,6 +7,10 @@ paint (the paint is where the cost is: autorange, path building, rasterising), t
 a fresh turn, so a key press or a timer gets in between. Steps wait while their view is hidden (the
 rest of a tab is drawn when it is shown). Each step reads the view's current state when it runs, so
 cancelled or superseded steps never draw stale data.
+
+After a step, its plot's scene is told a paint is coming (pyqtgraph's ``prepareForPaint``): a
+pyqtgraph view applies a new range only at the start of its next paint, and the transform change it
+makes there schedules a second paint of the whole view. Applied at once, the one paint shows it.
 """
 
 from __future__ import annotations
@@ -80,7 +84,13 @@ class StepDrawer(QObject):
         name = next(iter(self._steps))
         step, plot = self._steps.pop(name)
         step()
-        if plot is not None and plot.isVisible():
+        if plot is None:
+            self._next.start()
+            return
+        scene = plot.scene() if hasattr(plot, "scene") else None
+        if hasattr(scene, "prepareForPaint"):
+            scene.prepareForPaint()
+        if _on_screen(plot):
             self._waiting = plot
             self._paint_wait.start()
         else:
@@ -95,3 +105,9 @@ class StepDrawer(QObject):
                 self._paint_wait.stop()
                 self._next.start()  # a 0 ms timer: fires once this paint has finished
         return False
+
+
+def _on_screen(plot: QWidget) -> bool:
+    """Whether a paint of ``plot`` will come: shown, and not wholly covered (an opaque message over it)."""
+    target = plot.viewport() if hasattr(plot, "viewport") else plot
+    return plot.isVisible() and not target.visibleRegion().isEmpty()

@@ -18,9 +18,11 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QFrame,
     QGraphicsItem,
     QGridLayout,
     QHBoxLayout,
@@ -228,7 +230,7 @@ class LayerPanel(StablePages):
 
         Switching between them, or new text in the message, stops at this widget: nothing else in the
         window is laid out or repainted again (see StablePages)."""
-        self.weights_stack = StablePages()
+        self.weights_stack = StablePages(cover=True)
         self.weights_stack.setObjectName("weightsStack")
         page = QWidget()
         box = QGridLayout(page)
@@ -241,7 +243,13 @@ class LayerPanel(StablePages):
         self.weights_message.setObjectName("weightsMessage")
         self.weights_message.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.weights_message.setWordWrap(True)
-        self.weights_message.setStyleSheet("color: #666; background: white; border: 1px solid #ddd;")
+        # Colours from the palette, not a style sheet: a style-sheet background is not opaque to Qt, so
+        # the plots it covers would still be painted under it.
+        palette = self.weights_message.palette()
+        palette.setColor(QPalette.ColorRole.Window, QColor("white"))
+        palette.setColor(QPalette.ColorRole.WindowText, QColor("#666"))
+        self.weights_message.setPalette(palette)
+        self.weights_message.setFrameShape(QFrame.Shape.Box)
         self.weights_stack.addWidget(page)
         self.weights_stack.addWidget(self.weights_message)
         self.weights_page = page
@@ -263,6 +271,9 @@ class LayerPanel(StablePages):
             # Replaying an axis's text picture is most of a plot's paint time: keep it as a pixmap
             # until its ticks change.
             axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        # The tick labels' width only grows: a narrower label on the next layer would shrink the axis,
+        # re-lay out the plot and paint it a second time, whole.
+        w.getAxis("left").setStyle(autoReduceTextSpace=False)
         return w
 
     def _next_rid(self, slot: int = compute_process.LOAD) -> int:
@@ -343,13 +354,13 @@ class LayerPanel(StablePages):
         self._shown_due = None
         self._weights_drawn = False
         self.drawer.cancel()
-        # The weight plots too (their page is hidden meanwhile: free): a step shows each plot's items as
-        # it draws them, so the page never shows another layer's channels beside this one's histogram.
+        # The weight plots are covered first (covered, they are not painted): their steps show each
+        # plot's items as they draw them, and uncover the three once all are this layer's.
+        self._show_weights_message("")
         for item in (self.act_curve, *self.clip_lines, *(line for pair in self.method_lines for line in pair),
                      self.err_curve, self.scatter, self.diagonal, *self.scatter_clip, *self._weight_items()):
             if item.isVisible():
                 item.setVisible(False)
-        self._show_weights_message("")
         for label in (self.clip_label, self.sqnr_label, self.range_label, self.emulated_label):
             if label.text():
                 label.setText("")
@@ -573,10 +584,10 @@ class LayerPanel(StablePages):
             if i < len(items):
                 pos, labels = items[i]
                 hi_line.setValue(127 * 2.0**-pos)
-                hi_line.label.setFormat(f"{', '.join(labels)}: p={pos}")
                 lo_line.setValue(-128 * 2.0**-pos)
                 hi_line.setVisible(True)
                 lo_line.setVisible(data.vmin < 0)
+                _set_label(hi_line, f"{', '.join(labels)}: p={pos}")
             else:
                 hi_line.setVisible(False)
                 lo_line.setVisible(False)
@@ -603,9 +614,9 @@ class LayerPanel(StablePages):
             return
         for line, x in zip(self.clip_lines, (w.lo, w.hi), strict=True):
             line.setValue(x)
-            line.label.setFormat(f"clip {x:.4g}")
             # A non-negative tensor never reaches the lower threshold: do not stretch the axis for it.
             line.setVisible(not (x < 0 and self.data.vmin >= 0))
+            _set_label(line, f"clip {x:.4g}")
         self._fit_activation_x()
 
     def _set_whatif_labels(self) -> None:
@@ -687,8 +698,6 @@ class LayerPanel(StablePages):
             item.setVisible(True)
         self._set_view(self.w_plot, (min(float(k.hist.edges[0]), clip[0]), max(float(k.hist.edges[-1]), clip[1])),
                        (0.0, float(self._counts(k.hist.counts).max(initial=0.0))))
-        if self.weights_stack.currentWidget() is not self.weights_page:
-            self.weights_stack.setCurrentWidget(self.weights_page)
 
     def _draw_channel_ranges(self) -> None:
         k = self._kernel()
@@ -728,6 +737,10 @@ class LayerPanel(StablePages):
         self.bits_plot.getPlotItem().getViewBox().setRange(
             xRange=(-0.6, bars.n_channels - 0.4), padding=0,
             yRange=_padded(0.0, max(float(bars.wasted.max(initial=0.0)), 0.5)))
+        # The last of the three weight steps: the plots were drawn under the message (not painted) and
+        # now appear together, each painted once, never with another layer's axes.
+        if self.weights_stack.currentWidget() is not self.weights_page:
+            self.weights_stack.setCurrentWidget(self.weights_page)
 
     def _show_notes(self) -> None:
         data = self.data
@@ -790,6 +803,16 @@ class LayerPanel(StablePages):
         if acc is not None:
             parts.append(f"accumulated <b>{ls.fmt_db(acc.sqnr_db)}</b>")
         self.emulated_label.setText("Emulated int8 model SQNR: " + ", ".join(parts))
+
+
+def _set_label(line: pg.InfiniteLine, text: str) -> None:
+    """Give ``line``'s label ``text``. Pyqtgraph keeps a hidden label's old text (its label ignores a
+    new format while the line is hidden, and showing the line does not refresh it): the text is set
+    again once the line is shown, or a label could name another layer's position."""
+    line.label.format = text
+    line.label.setText(text)
+    if line.isVisible():
+        line.label.updatePosition()
 
 
 def _padded(lo: float, hi: float, frac: float = 0.04) -> tuple[float, float]:

@@ -6,6 +6,12 @@ layer panel that meant every plot and label of the window was repainted when a w
 message replaced the weight plots, tens of ms in software. This widget has no layout of its own: it
 gives each page its whole rectangle by hand, so a page shown, hidden or edited stops here. Its size
 hints are its pages' (all of them, shown or not), so they do not change when it switches.
+
+With ``cover=True`` the first page is never hidden: a later page (a message) is shown over it, opaque,
+and hidden again to uncover it. Pyqtgraph plots on the first page then never see a Hide or a Show:
+a QGraphicsView shown again repaints its scene twice more (its scene's widgets each get a window
+activation), and three plots shown at once cost three paints each in one event-loop turn. Covered,
+they are not painted at all, and uncovered, once each.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ from PySide6.QtWidgets import QWidget
 class StablePages(QWidget):
     """Shows one of its pages at a time, each filling it; switching repaints only this rectangle."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, cover: bool = False) -> None:
         super().__init__(parent)
         self._pages: list[QWidget] = []
         self._current: QWidget | None = None
+        self._cover = cover
 
     def addWidget(self, page: QWidget) -> None:  # noqa: N802 - QStackedWidget's name
         """Add ``page``; the first one added is shown."""
@@ -30,6 +37,8 @@ class StablePages(QWidget):
         self._pages.append(page)
         if self._current is None:
             self._current = page
+        elif self._cover:
+            page.setAutoFillBackground(True)  # opaque: Qt paints nothing of the page it covers
         page.setVisible(page is self._current)
 
     def currentWidget(self) -> QWidget | None:  # noqa: N802 - QStackedWidget's name
@@ -40,9 +49,12 @@ class StablePages(QWidget):
         """Show ``page`` in place of the current one."""
         if page is self._current or page not in self._pages:
             return
+        base = self._pages[0]
         page.setGeometry(self.rect())
         page.show()
-        if self._current is not None:
+        if self._cover and page is not base:
+            page.raise_()
+        if self._current is not None and not (self._cover and self._current is base):
             self._current.hide()
         self._current = page
 
