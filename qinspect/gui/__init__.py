@@ -6,7 +6,7 @@ Modules, one job each:
 - ``main_window``: menus, the layer tree dock, the view tabs, status bar, drag and drop, settings.
 - ``document``: what is open (a capture or a model), plain Python; ``session``: the model-wide analysis
   state and its background jobs; ``emulation``: the bridge to ``qinspect.dpu`` / ``analysis`` / ``report``.
-- ``graph_model``: the lazy ``QAbstractItemModel`` over the ``ModelGraph`` and its search proxy.
+- ``graph_model``: the ``QStandardItemModel`` over the ``ModelGraph`` (the tree) and its search proxy.
 - ``worker``: the one way to run work off the UI thread (a ``Channel``: latest request wins, results and
   errors as signals); ``compute_process``: the helper process the layer panel's worker waits on.
 - ``errors``: the one error hub (UI-thread exceptions via ``sys.excepthook`` and worker failures).
