@@ -147,3 +147,31 @@ def test_a_covered_plot_is_not_waited_for_nor_painted(qtbot, view):
     qtbot.wait(150)
     assert not message.isVisible() and pages.currentWidget() is page and not hidden
     assert view.log.count(("paint", a.viewport())) == 1
+
+
+def test_a_blank_covers_one_plot_and_follows_its_size(qtbot, view):
+    """A Blank over one plot: the plot's updates are not painted while it is blank, the drawer does
+    not wait for them, lifting it paints the plot once, and the blank keeps the plot's size."""
+    from qinspect.gui.draw_steps import PAINT_WAIT_MS, StepDrawer
+    from qinspect.gui.stable_pages import Blank
+
+    a, b = view.plots
+    blank = Blank(a)
+    blank.cover()
+    qtbot.wait(100)
+    assert blank.geometry() == a.rect() and a.isVisible()
+    drawer = StepDrawer(view)
+    view.log.clear()
+    drawer.add("a", _step(view, "a", a), a)
+    drawer.add("b", _step(view, "b", b), b)
+    qtbot.waitUntil(lambda: ("step", "b") in view.log, timeout=PAINT_WAIT_MS - 10)
+    qtbot.waitUntil(lambda: not drawer.pending, timeout=5000)
+    qtbot.wait(100)
+    assert ("paint", a.viewport()) not in view.log and ("paint", b.viewport()) in view.log
+    view.log.clear()
+    blank.lift()
+    qtbot.wait(150)
+    assert view.log.count(("paint", a.viewport())) == 1 and ("paint", b.viewport()) not in view.log
+    view.resize(800, 400)
+    qtbot.wait(100)
+    assert blank.geometry() == a.rect()

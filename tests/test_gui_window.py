@@ -348,19 +348,25 @@ def test_weightless_layers_keep_the_layout_in_place(qtbot, window, capture_path)
     assert "no kernel" in panel.weights_message.text()
     assert places == [w.geometry() for w in (panel.act_plot, panel.err_plot, panel.scatter_plot,
                                              panel.weights_stack)]
-    # From one weighted layer to another: the weight plots are covered from the click until all three
-    # show this layer (never the previous layer's channels, nor empty axes), and are never hidden.
+    # From one weighted layer to another: each weight plot stays covered from the click until its own
+    # step has drawn this layer's data into it (never the previous layer's channels, nor empty axes),
+    # and the three are uncovered one per step (one plot painted per turn), never hidden.
     show_layer(qtbot, window, "block/conv")
     qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
     seen = []
     panel.drawer.finished.connect(lambda: seen.append("done"))
+
+    def shown():
+        page = panel.weights_stack.currentWidget() is panel.weights_page
+        return (page, page and panel.ch_blank.isHidden(), page and panel.bits_blank.isHidden())
+
     def recorded(name):
         original = getattr(panel, name)
 
         def step():
             original()
-            seen.append((name, panel.weights_stack.currentWidget() is panel.weights_page,
-                         panel.ch_bars.isVisible() and len(panel.ch_bars.opts["x"])))
+            seen.append((name, shown(), panel.ch_bars.isVisible() and len(panel.ch_bars.opts["x"]),
+                         panel.bits_bars.isVisible() and len(panel.bits_bars.opts["x"])))
 
         return step
 
@@ -369,11 +375,13 @@ def test_weightless_layers_keep_the_layout_in_place(qtbot, window, capture_path)
     window.select_layer("hand")
     assert not panel.ch_bars.isVisible() and not panel.bits_bars.isVisible()
     assert panel.weights_stack.currentWidget() is panel.weights_message and panel.weights_page.isVisible()
+    assert shown() == (False, False, False)
     qtbot.waitUntil(lambda: "done" in seen and panel.data is not None and panel.data.name == "hand", timeout=10000)
-    assert [s[:2] for s in seen[:3]] == [("_draw_weight_histogram", False), ("_draw_channel_ranges", False),
-                                         ("_draw_bits_wasted", True)]
-    assert seen[2][2] == 100  # uncovered with the Dense layer's 100 units drawn
-    assert panel.ch_bars.isVisible() and len(panel.ch_bars.opts["x"]) == 100
+    # the Dense layer's 100 units, in each plot as it is shown
+    assert seen[:3] == [("_draw_weight_histogram", (True, False, False), False, False),
+                        ("_draw_channel_ranges", (True, True, False), 100, False),
+                        ("_draw_bits_wasted", (True, True, True), 100, 100)]
+    assert panel.w_plot.isVisible() and panel.ch_plot.isVisible() and panel.bits_plot.isVisible()
 
 
 def test_selections_never_re_lay_out_the_tabs(qtbot, window, capture_path):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QObject, QTimer, Signal
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QGraphicsWidget, QWidget
 
 # When a step's plot does not paint (nothing it shows changed, or it is hidden), go on after this.
 PAINT_WAIT_MS = 40
@@ -87,9 +87,7 @@ class StepDrawer(QObject):
         if plot is None:
             self._next.start()
             return
-        scene = plot.scene() if hasattr(plot, "scene") else None
-        if hasattr(scene, "prepareForPaint"):
-            scene.prepareForPaint()
+        _settle(plot)
         if _on_screen(plot):
             self._waiting = plot
             self._paint_wait.start()
@@ -105,6 +103,22 @@ class StepDrawer(QObject):
                 self._paint_wait.stop()
                 self._next.start()  # a 0 ms timer: fires once this paint has finished
         return False
+
+
+def _settle(plot: QWidget) -> None:
+    """Apply now what a pyqtgraph view would apply at the start of its next paint or in a later turn
+    (its layout after a new title, its new range), so that one paint shows the step's result."""
+    central = getattr(plot, "centralWidget", None)
+    if isinstance(central, QGraphicsWidget):
+        layout = QGraphicsWidget.layout(central)  # pyqtgraph's PlotItem hides the method behind an attribute
+        if layout is not None:
+            layout.activate()
+    scene = plot.scene() if hasattr(plot, "scene") else None
+    if hasattr(scene, "prepareForPaint"):
+        scene.prepareForPaint()
+        # Items that size themselves from the view (clip lines) do it when first asked, which during
+        # the paint schedules a second one: ask now.
+        scene.itemsBoundingRect()
 
 
 def _on_screen(plot: QWidget) -> bool:

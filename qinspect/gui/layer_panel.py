@@ -39,7 +39,7 @@ from qinspect.gui import compute_process
 from qinspect.gui import layer_stats as ls
 from qinspect.gui.draw_steps import StepDrawer
 from qinspect.gui.elided_label import ElidedLabel
-from qinspect.gui.stable_pages import StablePages
+from qinspect.gui.stable_pages import Blank, StablePages
 from qinspect.gui.worker import Cancelled, CancelToken, Channel
 
 USED = "Position of the int8 model"
@@ -253,6 +253,10 @@ class LayerPanel(StablePages):
         self.weights_stack.addWidget(page)
         self.weights_stack.addWidget(self.weights_message)
         self.weights_page = page
+        # The channel plots wait under blanks of their own when the page is uncovered (with the weight
+        # histogram, in its step), and are shown in theirs: one plot painted per turn, never three.
+        self.ch_blank = Blank(self.ch_plot)
+        self.bits_blank = Blank(self.bits_plot)
         return self.weights_stack
 
     def _plot(self, title: str, x: str, y: str) -> pg.PlotWidget:
@@ -354,9 +358,12 @@ class LayerPanel(StablePages):
         self._shown_due = None
         self._weights_drawn = False
         self.drawer.cancel()
-        # The weight plots are covered first (covered, they are not painted): their steps show each
-        # plot's items as they draw them, and uncover the three once all are this layer's.
+        # The weight plots are covered first (covered, they are not painted): each step shows its
+        # plot once it holds this layer's data (the histogram's lifts the message, leaving the channel
+        # plots under their blanks).
         self._show_weights_message("")
+        self.ch_blank.cover()
+        self.bits_blank.cover()
         for item in (self.act_curve, *self.clip_lines, *(line for pair in self.method_lines for line in pair),
                      self.err_curve, self.scatter, self.diagonal, *self.scatter_clip, *self._weight_items()):
             if item.isVisible():
@@ -698,6 +705,8 @@ class LayerPanel(StablePages):
             item.setVisible(True)
         self._set_view(self.w_plot, (min(float(k.hist.edges[0]), clip[0]), max(float(k.hist.edges[-1]), clip[1])),
                        (0.0, float(self._counts(k.hist.counts).max(initial=0.0))))
+        if self.weights_stack.currentWidget() is not self.weights_page:
+            self.weights_stack.setCurrentWidget(self.weights_page)
 
     def _draw_channel_ranges(self) -> None:
         k = self._kernel()
@@ -718,6 +727,7 @@ class LayerPanel(StablePages):
         self.ch_plot.getPlotItem().getViewBox().setRange(
             xRange=(-0.6, bars.n_channels - 0.4), padding=0,
             yRange=_padded(min(float(bars.lo.min(initial=0.0)), -t), max(float(bars.hi.max(initial=0.0)), t)))
+        self.ch_blank.lift()
 
     def _draw_bits_wasted(self) -> None:
         k = self._kernel()
@@ -737,10 +747,7 @@ class LayerPanel(StablePages):
         self.bits_plot.getPlotItem().getViewBox().setRange(
             xRange=(-0.6, bars.n_channels - 0.4), padding=0,
             yRange=_padded(0.0, max(float(bars.wasted.max(initial=0.0)), 0.5)))
-        # The last of the three weight steps: the plots were drawn under the message (not painted) and
-        # now appear together, each painted once, never with another layer's axes.
-        if self.weights_stack.currentWidget() is not self.weights_page:
-            self.weights_stack.setCurrentWidget(self.weights_page)
+        self.bits_blank.lift()
 
     def _show_notes(self) -> None:
         data = self.data

@@ -16,8 +16,8 @@ they are not painted at all, and uncovered, once each.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize
-from PySide6.QtGui import QResizeEvent
+from PySide6.QtCore import QEvent, QObject, QSize
+from PySide6.QtGui import QColor, QPalette, QResizeEvent
 from PySide6.QtWidgets import QWidget
 
 
@@ -77,3 +77,39 @@ class StablePages(QWidget):
         for page in self._pages:
             out = out.expandedTo(hint(page))
         return out
+
+
+class Blank(QWidget):
+    """An opaque, empty cover laid over one widget (its child, kept at its size).
+
+    What it covers is not painted, whatever changes under it; hidden again, it shows the widget as last
+    drawn, in one paint. A widget is never hidden and shown itself (see ``cover`` above), and covers
+    laid over several plots can be lifted one per event-loop turn instead of all in one.
+    """
+
+    def __init__(self, widget: QWidget) -> None:
+        super().__init__(widget)
+        self.setAutoFillBackground(True)  # opaque: Qt paints nothing of what it covers
+        palette = self.palette()
+        palette.setColor(QPalette.ColorRole.Window, QColor("white"))
+        self.setPalette(palette)
+        self.setGeometry(widget.rect())
+        widget.installEventFilter(self)
+        self.hide()
+
+    def cover(self) -> None:
+        """Lay the blank over the widget."""
+        if self.isHidden():
+            self.raise_()
+            self.show()
+
+    def lift(self) -> None:
+        """Show the widget again."""
+        if not self.isHidden():
+            self.hide()
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        """Keep the widget's size."""
+        if event.type() == QEvent.Type.Resize and obj is self.parent():
+            self.setGeometry(obj.rect())
+        return False
