@@ -22,6 +22,7 @@ SORT_ROLE = Qt.ItemDataRole.UserRole + 2  # numeric value for sorting numeric co
 
 METRIC_TITLES = {"sqnr": "SQNR dB", "mse": "MSE", "cosine": "Cosine"}
 
+
 def format_shape(shape: list | None) -> str:
     """``[None, 32, 32, 16]`` -> ``"N×32×32×16"``; nested lists (several outputs) joined by commas."""
     if shape is None:

@@ -39,7 +39,7 @@ from qinspect.gui import compute_process
 from qinspect.gui import layer_stats as ls
 from qinspect.gui.draw_steps import StepDrawer
 from qinspect.gui.elided_label import ElidedLabel
-from qinspect.gui.stable_pages import Blank, StablePages
+from qinspect.gui.stable_pages import Blank, StablePages, opaque
 from qinspect.gui.worker import Cancelled, CancelToken, Channel
 
 USED = "Position of the int8 model"
@@ -245,8 +245,8 @@ class LayerPanel(StablePages):
         self.weights_message.setWordWrap(True)
         # Colours from the palette, not a style sheet: a style-sheet background is not opaque to Qt, so
         # the plots it covers would still be painted under it.
+        opaque(self.weights_message)
         palette = self.weights_message.palette()
-        palette.setColor(QPalette.ColorRole.Window, QColor("white"))
         palette.setColor(QPalette.ColorRole.WindowText, QColor("#666"))
         self.weights_message.setPalette(palette)
         self.weights_message.setFrameShape(QFrame.Shape.Box)
@@ -813,9 +813,9 @@ class LayerPanel(StablePages):
 
 
 def _set_label(line: pg.InfiniteLine, text: str) -> None:
-    """Give ``line``'s label ``text``. Pyqtgraph keeps a hidden label's old text (its label ignores a
-    new format while the line is hidden, and showing the line does not refresh it): the text is set
-    again once the line is shown, or a label could name another layer's position."""
+    """Give ``line``'s label ``text``, shown or hidden. ``label.setFormat`` is ignored while the line is
+    hidden, and showing the line does not refresh it: a label set that way could name another layer's
+    position."""
     line.label.format = text
     line.label.setText(text)
     if line.isVisible():

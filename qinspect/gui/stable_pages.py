@@ -21,6 +21,15 @@ from PySide6.QtGui import QColor, QPalette, QResizeEvent
 from PySide6.QtWidgets import QWidget
 
 
+def opaque(widget: QWidget, background: QColor | str = "white") -> None:
+    """Fill ``widget`` with ``background`` from its palette, so Qt knows it is opaque and paints nothing
+    of what lies under it (a style-sheet background does not tell Qt that)."""
+    palette = widget.palette()
+    palette.setColor(QPalette.ColorRole.Window, QColor(background))
+    widget.setPalette(palette)
+    widget.setAutoFillBackground(True)
+
+
 class StablePages(QWidget):
     """Shows one of its pages at a time, each filling it; switching repaints only this rectangle."""
 
@@ -38,7 +47,7 @@ class StablePages(QWidget):
         if self._current is None:
             self._current = page
         elif self._cover:
-            page.setAutoFillBackground(True)  # opaque: Qt paints nothing of the page it covers
+            opaque(page, page.palette().color(QPalette.ColorRole.Window))
         page.setVisible(page is self._current)
 
     def currentWidget(self) -> QWidget | None:  # noqa: N802 - QStackedWidget's name
@@ -89,10 +98,7 @@ class Blank(QWidget):
 
     def __init__(self, widget: QWidget) -> None:
         super().__init__(widget)
-        self.setAutoFillBackground(True)  # opaque: Qt paints nothing of what it covers
-        palette = self.palette()
-        palette.setColor(QPalette.ColorRole.Window, QColor("white"))
-        self.setPalette(palette)
+        opaque(self)
         self.setGeometry(widget.rect())
         widget.installEventFilter(self)
         self.hide()
