@@ -22,7 +22,10 @@ Targets (issue 14): no stall over 30 ms idle, none over 50 ms beside a capture o
 Every gap over 40 ms is explained: a watchdog thread samples the UI thread's Python stack while it is
 stalled, and garbage collections on it are timed. "No Python frame" means the UI thread was in Qt's
 C++ (layout, painting, or waiting for a core or the GIL: compare the UI-thread CPU figure); "no
-sample" means the watchdog itself did not run during the gap (the process had no core).
+sample" means the watchdog itself did not run during the gap (the process had no core). Beside each
+stall, how many times the kernel took the core from the UI thread during it, and the CPU time the
+hypervisor took from this virtual machine meanwhile (host steal, in 10 ms ticks; also per phase): a
+stall whose UI CPU is small next to its length was a wait for a core, not the window's work.
 
 `--compare TREE` runs the same measurement on another checkout (say /work/main) and on this one,
 alternating, so the two columns share the machine's load. Stall figures on a shared machine are
@@ -38,6 +41,7 @@ import collections
 import gc
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -67,6 +71,32 @@ def _default_capture() -> Path:
 
     print("demo capture not built (make demo): using a generated stand-in")
     return write_gui_capture(Path(tempfile.mkdtemp()) / "standin.h5", n=256)
+
+
+class _CoreWaits:
+    """Why a turn took longer than its own CPU time: how often the kernel took the core from the UI
+    thread (involuntary context switches, ``getrusage(RUSAGE_THREAD)``) and how much CPU time the
+    hypervisor took from the whole machine (the steal column of ``/proc/stat``, in 10 ms ticks).
+    Linux only; elsewhere both read 0."""
+
+    def __init__(self) -> None:
+        try:
+            self._stat = os.open("/proc/stat", os.O_RDONLY)
+        except OSError:
+            self._stat = -1
+        self._tick_ms = 1000 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 10.0
+
+    def read(self) -> tuple[int, float]:
+        """(involuntary switches of the calling thread so far, machine steal so far in ms)."""
+        try:
+            switches = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
+        except (AttributeError, OSError):
+            switches = 0
+        steal = 0.0
+        if self._stat >= 0:
+            fields = os.pread(self._stat, 256, 0).split(b"\n", 1)[0].split()
+            steal = int(fields[8]) * self._tick_ms if len(fields) > 8 else 0.0
+        return switches, steal
 
 
 def _stats(gaps: list[float], cpu_gaps: list[float]) -> dict[str, float]:
@@ -287,6 +317,9 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
     ticker.setTimerType(Qt.TimerType.PreciseTimer)
     ticker.setInterval(TICK_MS)
     last = [0.0, 0.0]
+    waits = _CoreWaits()
+    last_waits = [waits.read()]
+    steal_at_start = [0.0]
     sampler = _StallSampler()
     stalls: list[dict] = []
 
@@ -296,10 +329,13 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
         gaps.append(gap)
         cpu_gaps.append(cpu_gap)
         last[0], last[1] = now, cpu
+        counters, (switches0, steal0) = waits.read(), last_waits[0]
+        last_waits[0] = counters
         t = time.perf_counter()
         stacks, gc_ms = sampler.take(sampler.tick_at, t)
         if gap > STALL_MS:
             stalls.append({"ms": gap, "cpu": cpu_gap, "gc": gc_ms, "layer": sampler.context,
+                           "preempted": counters[0] - switches0, "steal": counters[1] - steal0,
                            "stacks": collections.Counter(stacks).most_common(2), "samples": len(stacks)})
         sampler.tick_at = t
 
@@ -318,6 +354,8 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
         sampler.gc_runs.clear()
         clock.start()
         last[0], last[1] = 0.0, time.thread_time() * 1000
+        last_waits[0] = waits.read()
+        steal_at_start[0] = last_waits[0][1]
         sampler.tick_at = time.perf_counter()
         sampler.armed = True
         ticker.start()
@@ -333,6 +371,7 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
         res["stalls"] = sorted(stalls, key=lambda st: -st["ms"])[:WORST_KEPT]
         res["n_stalls"] = len(stalls)
         res["gc_worst"] = max((ms for _, ms, _ in sampler.gc_runs), default=0.0)
+        res["steal_ms"] = waits.read()[1] - steal_at_start[0]
         return res
 
     out: dict = {"layers": len(layers), "capture": str(capture)}
@@ -462,7 +501,7 @@ def _row(label: str, res: dict) -> str:
         extra = f", drawn median {r['drawn_median']:.0f} / max {r['drawn_max']:.0f}" if "drawn_max" in r else ""
         return (f"{key:10s} worst {r['worst']:6.1f} ms, p95 {r['p95']:5.1f} ms (UI-thread CPU: worst "
                 f"{r['cpu_worst']:5.1f}, p95 {r['cpu_p95']:4.1f}; {r['n_stalls']} gaps > {STALL_MS} ms; "
-                f"GC worst {r['gc_worst']:.0f}){extra}")
+                f"GC worst {r['gc_worst']:.0f}; host steal {r.get('steal_ms', 0):.0f} ms){extra}")
 
     st = res["startup"]
     return "\n".join([*(f"  {label:>10s}  {cell(k)}" for k in PHASES if k in res),
@@ -477,7 +516,9 @@ def _stall_lines(label: str, res: dict) -> list[str]:
         for st in res.get(phase, {}).get("stalls", []):
             where = "; ".join(f"{n}/{st['samples']} x [{' <- '.join(stack[:4])}]" for stack, n in st["stacks"])
             lines.append(f"  {label:>10s}  {phase:10s} {st['ms']:6.1f} ms (UI CPU {st['cpu']:5.1f}, GC "
-                         f"{st['gc']:4.1f}) at {st['layer'] or '-'}: {where or 'no sample (GIL held elsewhere)'}")
+                         f"{st['gc']:4.1f}, core taken {st.get('preempted', 0)} x, host steal "
+                         f"{st.get('steal', 0):.0f} ms) at {st['layer'] or '-'}: "
+                         f"{where or 'no sample (GIL held elsewhere)'}")
     return lines
 
 
