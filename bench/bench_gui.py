@@ -24,8 +24,9 @@ stalled, and garbage collections on it are timed. "No Python frame" means the UI
 C++ (layout, painting, or waiting for a core or the GIL: compare the UI-thread CPU figure); "no
 sample" means the watchdog itself did not run during the gap (the process had no core). Beside each
 stall, how many times the kernel took the core from the UI thread during it, and the CPU time the
-hypervisor took from this virtual machine meanwhile (host steal, in 10 ms ticks; also per phase): a
-stall whose UI CPU is small next to its length was a wait for a core, not the window's work.
+hypervisor took from this virtual machine meanwhile (host steal, in 10 ms ticks; also per phase, with
+the worst gap during which the host stole nothing): a stall whose UI CPU is small next to its length
+was a wait for a core, not the window's work.
 
 `--compare TREE` runs the same measurement on another checkout (say /work/main) and on this one,
 alternating, so the two columns share the machine's load. Stall figures on a shared machine are
@@ -313,6 +314,7 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
     clock = QElapsedTimer()
     gaps: list[float] = []
     cpu_gaps: list[float] = []  # the UI thread's own CPU time between two ticks
+    unstolen: list[float] = []  # the gaps during which the hypervisor took no CPU from the machine
     ticker = QTimer()
     ticker.setTimerType(Qt.TimerType.PreciseTimer)
     ticker.setInterval(TICK_MS)
@@ -331,6 +333,8 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
         last[0], last[1] = now, cpu
         counters, (switches0, steal0) = waits.read(), last_waits[0]
         last_waits[0] = counters
+        if counters[1] == steal0:
+            unstolen.append(gap)
         t = time.perf_counter()
         stacks, gc_ms = sampler.take(sampler.tick_at, t)
         if gap > STALL_MS:
@@ -350,6 +354,7 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
         stop_at = time.time() + timeout_s
         gaps.clear()
         cpu_gaps.clear()
+        unstolen.clear()
         stalls.clear()
         sampler.gc_runs.clear()
         clock.start()
@@ -372,6 +377,7 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
         res["n_stalls"] = len(stalls)
         res["gc_worst"] = max((ms for _, ms, _ in sampler.gc_runs), default=0.0)
         res["steal_ms"] = waits.read()[1] - steal_at_start[0]
+        res["worst_unstolen"] = max(unstolen, default=0.0)
         return res
 
     out: dict = {"layers": len(layers), "capture": str(capture)}
@@ -501,7 +507,8 @@ def _row(label: str, res: dict) -> str:
         extra = f", drawn median {r['drawn_median']:.0f} / max {r['drawn_max']:.0f}" if "drawn_max" in r else ""
         return (f"{key:10s} worst {r['worst']:6.1f} ms, p95 {r['p95']:5.1f} ms (UI-thread CPU: worst "
                 f"{r['cpu_worst']:5.1f}, p95 {r['cpu_p95']:4.1f}; {r['n_stalls']} gaps > {STALL_MS} ms; "
-                f"GC worst {r['gc_worst']:.0f}; host steal {r.get('steal_ms', 0):.0f} ms){extra}")
+                f"GC worst {r['gc_worst']:.0f}; host steal {r.get('steal_ms', 0):.0f} ms, worst gap without "
+                f"steal {r.get('worst_unstolen', r['worst']):.1f} ms){extra}")
 
     st = res["startup"]
     return "\n".join([*(f"  {label:>10s}  {cell(k)}" for k in PHASES if k in res),
