@@ -22,7 +22,8 @@ Targets (issue 14): no stall over 30 ms idle, none over 50 ms beside a capture o
 Every gap over 40 ms is explained: a watchdog thread samples the UI thread's Python stack while it is
 stalled, and garbage collections on it are timed. "No Python frame" means the UI thread was in Qt's
 C++ (layout, painting, or waiting for a core or the GIL: compare the UI-thread CPU figure); "no
-sample" means the watchdog itself did not run during the gap (the process had no core). Beside each
+sample" means the watchdog, which first looks 40 ms into a gap, did not run before the gap ended (it
+had no core, or another thread held the GIL). Beside each
 stall, how many times the kernel took the core from the UI thread during it, and the CPU time the
 hypervisor took from this virtual machine meanwhile (host steal, in 10 ms ticks; also per phase, with
 the worst gap during which the host stole nothing): a stall whose UI CPU is small next to its length
@@ -57,7 +58,7 @@ DEMO = REPO / "resources" / "demo" / "demo_capture.h5"
 TICK_MS = 5
 KEY_REPEAT_MS = 33
 STALL_MS = 40  # a gap past this is a stall worth a stack
-SAMPLE_MS = 5  # how often the watchdog looks
+SAMPLE_MS = 5  # how often the watchdog looks during a stall
 STACK_DEPTH = 8
 WORST_KEPT = 6  # stalls reported per phase, worst first
 BG_CAPTURE_SAMPLES = 8
@@ -195,10 +196,12 @@ def _backgrounds(capture: Path, bg_model: Path | None, bg_inputs: Path | None) -
 class _StallSampler:
     """A watchdog thread that records the UI thread's Python stack while its event loop is stalled.
 
-    Every ``SAMPLE_MS`` it looks at the time since the ticker's last tick; past ``STALL_MS`` it takes
-    the UI thread's stack (``sys._current_frames``). A stall is then known by where the UI thread was
-    (which call, which layer) rather than only by how long it lasted. Python garbage collections on
-    the UI thread are timed too (``gc.callbacks``): a full collection is a stall no stack shows."""
+    It wakes when the gap since the ticker's last tick would reach ``STALL_MS``, and while the gap
+    lasts, every ``SAMPLE_MS`` it takes the UI thread's stack (``sys._current_frames``). Waking only
+    then, not every few ms, keeps its own grabs of the GIL (which the UI thread must wait out) rare.
+    A stall is then known by where the UI thread was (which call, which layer) rather than only by
+    how long it lasted. Python garbage collections on the UI thread are timed too (``gc.callbacks``):
+    a full collection is a stall no stack shows."""
 
     def __init__(self) -> None:
         self.ui = threading.get_ident()
@@ -223,12 +226,17 @@ class _StallSampler:
                                  info["generation"]))
 
     def _watch(self) -> None:
-        while not self._stop.wait(SAMPLE_MS / 1000):
+        wait_ms = STALL_MS
+        while not self._stop.wait(wait_ms / 1000):
             since = self.tick_at
-            if self.armed and (time.perf_counter() - since) * 1000 > STALL_MS:
+            gap = (time.perf_counter() - since) * 1000
+            if self.armed and gap > STALL_MS:
                 frame = sys._current_frames().get(self.ui)
                 if frame is not None:
                     self.samples.setdefault(since, []).append(_short_stack(frame))
+                wait_ms = SAMPLE_MS
+            else:
+                wait_ms = max(SAMPLE_MS, STALL_MS - gap)
 
     def take(self, since: float, until: float) -> tuple[list[tuple[str, ...]], float]:
         """The stacks sampled during the gap that started at ``since``, and the UI thread's garbage
@@ -525,7 +533,7 @@ def _stall_lines(label: str, res: dict) -> list[str]:
             lines.append(f"  {label:>10s}  {phase:10s} {st['ms']:6.1f} ms (UI CPU {st['cpu']:5.1f}, GC "
                          f"{st['gc']:4.1f}, core taken {st.get('preempted', 0)} x, host steal "
                          f"{st.get('steal', 0):.0f} ms) at {st['layer'] or '-'}: "
-                         f"{where or 'no sample (GIL held elsewhere)'}")
+                         f"{where or 'no sample (the watchdog got no core or no GIL)'}")
     return lines
 
 
