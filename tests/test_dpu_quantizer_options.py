@@ -228,3 +228,60 @@ def test_cle_to_relu6_across_other_activations_keeps_the_float_models_function(n
     np.testing.assert_allclose(ref, _float_model_act(x, w, fn), rtol=2e-4, atol=2e-4)
     default = graph_from_float(src.graph, src)
     assert not _equalized(default)
+
+
+def _grouped_pair(head_groups: int, tail_groups: int, seed: int = 3):
+    """x (4 ch) -> conv a (1x1, ``head_groups``) -> ReLU -> conv b (1x1, 4 filters, ``tail_groups``); channel
+    0 of ``a`` twenty times wider. Grouped 1x1 kernels: (1, 1, 4 / groups, 4)."""
+    rng = np.random.default_rng(seed)
+    w = {"a": {"kernel": rng.normal(size=(1, 1, 4 // head_groups, 4)).astype(np.float32),
+               "bias": (rng.normal(size=4) * 0.1).astype(np.float32)},
+         "b": {"kernel": (rng.normal(size=(1, 1, 4 // tail_groups, 4)) * 0.3).astype(np.float32),
+               "bias": (rng.normal(size=4) * 0.1).astype(np.float32)}}
+    w["a"]["kernel"][..., 0] *= 20.0
+    conv = {"filters": 4, "kernel_size": [1, 1], "activation": "linear", "use_bias": True}
+    layers = [("x", "InputLayer", {}, [], S4), ("a", "Conv2D", {**conv, "groups": head_groups}, ["x"], S4),
+              RELU + (["a"], S4), ("b", "Conv2D", {**conv, "groups": tail_groups}, ["r"], S4)]
+    return model(layers, ["b"], w), w
+
+
+def _grouped_1x1(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """A grouped 1x1 convolution by hand: each group of input channels times its own block of filters."""
+    cin, cout = x.shape[-1], kernel.shape[3]
+    groups = cin // kernel.shape[2]
+    gi, go = cin // groups, cout // groups
+    parts = [x[..., g * gi:(g + 1) * gi] @ kernel[0, 0, :, g * go:(g + 1) * go] for g in range(groups)]
+    return np.concatenate(parts, axis=-1) + bias
+
+
+def test_a_grouped_conv_tail_is_left_unequalized_and_said_so_and_the_model_emulates():
+    # RegNet: ReLU -> grouped Conv2D. The quantizer's formula takes the tail's in/groups = 2 input-channel
+    # maxima against the head's 4 output channels; the pair is skipped (no shape error), with a note.
+    src, w = _grouped_pair(1, 2)
+    g = graph_from_float(src.graph, src, QuantizerOptions(cle_steps=1))
+    np.testing.assert_array_equal(g["quant_a"].weights["kernel"], w["a"]["kernel"])
+    notes = [r for r in g.rewrites if r.kind == "cross_layer_equalization" and "NOT equalized" in r.text]
+    assert len(notes) == 1 and notes[0].layers == ["a", "b"] and "grouped Conv2D" in notes[0].text
+    # The grouped conv runs in float on the CPU: no weight position to calibrate, and a full emulation runs.
+    x = _x()
+    emu = Emulator.from_model(src, x, options=QuantizerOptions(calib_batch_size=4))
+    res = emu.run(x, stats_factory=ErrorStats, keep_float=True)
+    want = _grouped_1x1(np.maximum(x @ w["a"]["kernel"][0, 0] + w["a"]["bias"], 0), w["b"]["kernel"], w["b"]["bias"])
+    out = emu.graph.outputs[0]
+    np.testing.assert_allclose(res[out].float_ref, want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_grouped_conv_head_is_equalized_with_the_hand_worked_scale_and_keeps_the_function():
+    # Grouped head: its output channels are the tail's input channels, so the quantizer's formula lines up.
+    src, w = _grouped_pair(2, 1)
+    g = graph_from_float(src.graph, src, QuantizerOptions(cle_steps=1))
+    head = np.maximum(np.abs(w["a"]["kernel"][0, 0]).max(axis=0), np.abs(w["a"]["bias"]))
+    tail = np.abs(w["b"]["kernel"][0, 0]).max(axis=1)
+    s = np.clip(np.sqrt(tail / head), 0.1, 10).astype(np.float32)
+    assert np.ptp(s) > 0.1  # a real rescaling, not all ones
+    np.testing.assert_allclose(g["quant_a"].weights["kernel"], w["a"]["kernel"] * s, rtol=1e-6)
+    np.testing.assert_allclose(g["quant_b"].weights["kernel"], w["b"]["kernel"] / s.reshape(1, 1, -1, 1), rtol=1e-6)
+    x = _x()
+    want = np.maximum(_grouped_1x1(x, w["a"]["kernel"], w["a"]["bias"]), 0) @ w["b"]["kernel"][0, 0] + w["b"]["bias"]
+    got = Evaluator(g, "float").run(batch_inputs(g, x))[g.outputs[0]].float()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -18,6 +18,12 @@ pairs, are then equalized too).
 
 Intermediate layers (the head, the activation, the padding) must have exactly one consumer.
 
+A grouped Conv2D (``groups`` > 1, kernel ``(kh, kw, in / groups, out)``) as the tail is left alone: the
+quantizer's formula takes the tail's per-input-channel maxima from the kernel's third axis, which for a
+grouped conv has ``in / groups`` entries against the head's ``in`` channels, so its code stops there with
+a shape error (RegNet's stages). :func:`find_pairs` reports such pairs as skipped. A grouped conv as the
+head lines up (its output channels are the tail's input channels) and is equalized as the code does.
+
 Scale per channel, float32 as the quantizer's numpy code: ``s = sqrt(max|tail| / max|head|)``
 (the head's max includes its bias), clipped to [0.1, 10], ``s = 1`` where
 ``max|head| + max|tail| < 0.1``; head kernel and bias are multiplied by ``s``, the tail's matching
@@ -33,6 +39,10 @@ from typing import Any
 import numpy as np
 
 CONV_CLASSES = ("Conv2D", "DepthwiseConv2D")
+
+
+def _grouped(layer: Any) -> bool:
+    return layer.cls == "Conv2D" and int(layer.cfg.get("groups", 1) or 1) > 1
 
 
 def _kernel_name(layer: Any) -> str:
@@ -84,7 +94,8 @@ def _config_matches(value: Any, pattern: str) -> bool:
 
 
 def find_pairs(layers: list[Any], consumers: Callable[[str], list[Any]], by_name: dict[str, Any],
-               act_of: Callable[[Any], str], cle_to_relu6: bool = False) -> list[tuple[str, Any, Any]]:
+               act_of: Callable[[Any], str], cle_to_relu6: bool = False,
+               skipped: list[tuple[str, Any, Any]] | None = None) -> list[tuple[str, Any, Any]]:
     """The (pattern, head, tail) pairs of one CLE step, in the quantizer's order.
 
     Patterns as in ``vitis_equalization_transforms`` (the tail is the pattern's head node, so only the
@@ -93,6 +104,7 @@ def find_pairs(layers: list[Any], consumers: Callable[[str], list[Any]], by_name
     ``max_value`` prints as ``None`` (a plain ReLU, or a ReLU6 after ``convert_relu6_to_relu``);
     ConvReLUPadConv a ReLU whose ``max_value`` prints as ``0``, which no ReLU layer has. With
     ``cle_to_relu6`` those activation conditions are dropped, so ReLU6 (and any ReLU) pairs equalize too.
+    Pairs whose tail is a grouped Conv2D match but are not returned: they go to ``skipped`` (when given).
     """
 
     def single(layer: Any) -> bool:
@@ -141,19 +153,27 @@ def find_pairs(layers: list[Any], consumers: Callable[[str], list[Any]], by_name
             head = inp(mid)
             if conv_head(head, "linear"):
                 found.append(("ConvReLUPadConv" if pad else "ConvReLUConv", head, tail))
-    return found
+    if skipped is not None:
+        skipped.extend(pair for pair in found if _grouped(pair[2]))
+    return [pair for pair in found if not _grouped(pair[2])]
 
 
 def cross_layer_equalize(layers: list[Any], consumers: Callable[[str], list[Any]], by_name: dict[str, Any],
                          act_of: Callable[[Any], str], steps: int = 10, threshold: float = 0.1,
                          cle_to_relu6: bool = False,
-                         head_scales: dict[str, np.ndarray] | None = None) -> list[tuple[str, str, str, float]]:
+                         head_scales: dict[str, np.ndarray] | None = None,
+                         skipped: list[tuple[str, str, str]] | None = None) -> list[tuple[str, str, str, float]]:
     """Run ``steps`` CLE steps in place. Returns (pattern, head, tail, max |log10 s| of the last step)
     for every equalized pair; ``head_scales`` (when given) receives each head's product of scales over
-    all steps (its output channels were multiplied by it)."""
+    all steps (its output channels were multiplied by it); ``skipped`` (when given) the (pattern, head,
+    tail) of each pair left alone because its tail is a grouped Conv2D."""
     pairs: dict[tuple[str, str, str], float] = {}
-    for _ in range(steps):
-        for pattern, head, tail in find_pairs(layers, consumers, by_name, act_of, cle_to_relu6):
+    for step in range(steps):
+        left: list[tuple[str, Any, Any]] = []
+        found = find_pairs(layers, consumers, by_name, act_of, cle_to_relu6, left)
+        if skipped is not None and step == 0:
+            skipped.extend((p, h.name, t.name) for p, h, t in left)
+        for pattern, head, tail in found:
             s = equalize_pair(head, tail, threshold)
             if head_scales is not None:
                 prev = head_scales.get(head.name)
