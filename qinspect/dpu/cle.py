@@ -21,8 +21,8 @@ Intermediate layers (the head, the activation, the padding) must have exactly on
 A grouped Conv2D (``groups`` > 1, kernel ``(kh, kw, in / groups, out)``) as the tail is left alone: the
 quantizer's formula takes the tail's per-input-channel maxima from the kernel's third axis, which for a
 grouped conv has ``in / groups`` entries against the head's ``in`` channels, so its code stops there with
-a shape error (RegNet's stages). :func:`find_pairs` reports such pairs as skipped. A grouped conv as the
-head lines up (its output channels are the tail's input channels) and is equalized as the code does.
+a shape error (RegNet's stages). :func:`cross_layer_equalize` reports such pairs as skipped. A grouped
+conv as the head lines up (its output channels are the tail's input channels) and is equalized as the code does.
 
 Scale per channel, float32 as the quantizer's numpy code: ``s = sqrt(max|tail| / max|head|)``
 (the head's max includes its bias), clipped to [0.1, 10], ``s = 1`` where
@@ -94,8 +94,7 @@ def _config_matches(value: Any, pattern: str) -> bool:
 
 
 def find_pairs(layers: list[Any], consumers: Callable[[str], list[Any]], by_name: dict[str, Any],
-               act_of: Callable[[Any], str], cle_to_relu6: bool = False,
-               skipped: list[tuple[str, Any, Any]] | None = None) -> list[tuple[str, Any, Any]]:
+               act_of: Callable[[Any], str], cle_to_relu6: bool = False) -> list[tuple[str, Any, Any]]:
     """The (pattern, head, tail) pairs of one CLE step, in the quantizer's order.
 
     Patterns as in ``vitis_equalization_transforms`` (the tail is the pattern's head node, so only the
@@ -104,7 +103,6 @@ def find_pairs(layers: list[Any], consumers: Callable[[str], list[Any]], by_name
     ``max_value`` prints as ``None`` (a plain ReLU, or a ReLU6 after ``convert_relu6_to_relu``);
     ConvReLUPadConv a ReLU whose ``max_value`` prints as ``0``, which no ReLU layer has. With
     ``cle_to_relu6`` those activation conditions are dropped, so ReLU6 (and any ReLU) pairs equalize too.
-    Pairs whose tail is a grouped Conv2D match but are not returned: they go to ``skipped`` (when given).
     """
 
     def single(layer: Any) -> bool:
@@ -153,9 +151,7 @@ def find_pairs(layers: list[Any], consumers: Callable[[str], list[Any]], by_name
             head = inp(mid)
             if conv_head(head, "linear"):
                 found.append(("ConvReLUPadConv" if pad else "ConvReLUConv", head, tail))
-    if skipped is not None:
-        skipped.extend(pair for pair in found if _grouped(pair[2]))
-    return [pair for pair in found if not _grouped(pair[2])]
+    return found
 
 
 def cross_layer_equalize(layers: list[Any], consumers: Callable[[str], list[Any]], by_name: dict[str, Any],
@@ -169,11 +165,11 @@ def cross_layer_equalize(layers: list[Any], consumers: Callable[[str], list[Any]
     tail) of each pair left alone because its tail is a grouped Conv2D."""
     pairs: dict[tuple[str, str, str], float] = {}
     for step in range(steps):
-        left: list[tuple[str, Any, Any]] = []
-        found = find_pairs(layers, consumers, by_name, act_of, cle_to_relu6, left)
-        if skipped is not None and step == 0:
-            skipped.extend((p, h.name, t.name) for p, h, t in left)
-        for pattern, head, tail in found:
+        for pattern, head, tail in find_pairs(layers, consumers, by_name, act_of, cle_to_relu6):
+            if _grouped(tail):  # the patterns match it; the formula does not apply (module docstring)
+                if skipped is not None and step == 0:  # the same pairs match at every step
+                    skipped.append((pattern, head.name, tail.name))
+                continue
             s = equalize_pair(head, tail, threshold)
             if head_scales is not None:
                 prev = head_scales.get(head.name)
