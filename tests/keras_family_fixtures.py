@@ -172,3 +172,35 @@ def sequence_model_keras3() -> Family:
 
     return _family("seqmodel3", lambda: _sequence_model(keras, keras.ops.abs, "sequence_model3"), ".keras",
                    (12, 4), -2, 2)
+
+
+def _inception_resnet_mini(irv2: Any, k: Any, name: str) -> Any:
+    """InceptionResNetV2's stem conv, one block of each kind (stock ``inception_resnet_block``: its
+    CustomScaleLayer, 0.17 / 0.1 / 0.2 scales, the last block with scale 1 and no activation as the
+    stock model ends) and a classifier, at 9x9: every layer kind of the 56M-parameter model, small."""
+    k.utils.set_random_seed(11)
+    if hasattr(irv2, "layers") and irv2.layers is None:
+        irv2.layers = k.layers  # tf_keras's module sets this global when InceptionResNetV2() runs
+    inp = k.layers.Input((9, 9, 3), name="image")
+    x = irv2.conv2d_bn(inp, 32, 3, name="stem")
+    x = irv2.inception_resnet_block(x, 0.17, "block35", 1)
+    x = irv2.inception_resnet_block(x, 0.1, "block17", 1)
+    x = irv2.inception_resnet_block(x, 1.0, "block8", 10, activation=None)
+    x = k.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return k.Model(inp, k.layers.Dense(5, name="predictions")(x), name=name)
+
+
+def inception_resnet_h5() -> Family:
+    """tf_keras InceptionResNetV2 in miniature (``.h5``): CustomScaleLayer saved as ``Custom>CustomScaleLayer``."""
+    import tf_keras as K  # noqa: N812
+    from tf_keras.src.applications import inception_resnet_v2 as irv2
+
+    return _family("irv2", lambda: _inception_resnet_mini(irv2, K, "irv2_mini"), ".h5", (9, 9, 3), -1, 1)
+
+
+def inception_resnet_keras3() -> Family:
+    """The same miniature in Keras 3 (``.keras``): CustomScaleLayer named by its keras.applications module."""
+    import keras
+    from keras.src.applications import inception_resnet_v2 as irv2
+
+    return _family("k3irv2", lambda: _inception_resnet_mini(irv2, keras, "irv2_mini3"), ".keras", (9, 9, 3), -1, 1)

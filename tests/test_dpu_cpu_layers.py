@@ -107,6 +107,30 @@ def test_layer_scale_equals_tensorflow():
     np.testing.assert_allclose(cpu_layers.layer_scale(x, w, layer.get_config()), want, rtol=1e-6)
 
 
+@pytest.mark.parametrize("generation", ["tf_keras", "keras"])
+def test_custom_scale_layer_equals_tensorflow_to_the_bit(generation):
+    """InceptionResNetV2's CustomScaleLayer: the same float32 product and sum as TensorFlow's."""
+    import importlib
+
+    module = importlib.import_module(f"{generation}.src.applications.inception_resnet_v2")
+    a, b = (RNG.normal(size=(2, 5, 5, 7)) * 3).astype(np.float32), RNG.normal(size=(2, 5, 5, 7)).astype(np.float32)
+    layer = module.CustomScaleLayer(0.17)
+    want = np.asarray(layer([a, b]))
+    cfg = layer.get_config()
+    assert cpu_layers.supports("CustomScaleLayer", cfg)
+    params = {"layer": "CustomScaleLayer", "config": cfg}
+    np.testing.assert_array_equal(cpu_layers.run(params, [a, b], {}), want)
+    # 0.17 is not a float32: the product uses float32(0.17), as TensorFlow's constant does
+    assert not np.array_equal(cpu_layers.run(params, [a, b], {}), (a + b.astype(np.float64) * 0.17).astype(np.float32))
+
+
+def test_custom_scale_layer_without_a_numeric_scale_is_not_claimed():
+    """A config that is not keras.applications' (no number under "scale") is left to the captured output."""
+    assert not cpu_layers.supports("CustomScaleLayer", {"name": "s"})
+    assert not cpu_layers.supports("CustomScaleLayer", {"name": "s", "scale": [0.1, 0.2]})
+    assert not cpu_layers.supports("CustomScaleLayer", {"name": "s", "scale": True})
+
+
 def test_grouped_conv2d_equals_tensorflow(K):
     x = RNG.normal(size=(2, 7, 7, 6)).astype(np.float32)
     layer = K.layers.Conv2D(9, 3, groups=3, padding="same", activation="relu")

@@ -21,6 +21,8 @@ from keras_family_fixtures import (
     densenet_small_h5,
     efficientnet_h5,
     fresh_keras_names,  # noqa: F401 - autouse
+    inception_resnet_h5,
+    inception_resnet_keras3,
     mobilenet_v3_h5,
     mobilenet_v3_keras3,
     sequence_model_h5,
@@ -107,6 +109,25 @@ def test_convnext_layer_norm_gelu_layer_scale_run_on_the_cpu(tmp_path):
     dw = next(row for row in report["layers"] if block + "depthwise_conv" in row["origin"])
     assert dw["op"] == "depthwise_conv2d" and dw["device"] == "DPU"  # groups == channels: a depthwise conv
     _float_reference_equals_keras(fam, atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("build", [inception_resnet_h5, inception_resnet_keras3], ids=["tf_keras", "keras3"])
+def test_inception_resnet_custom_scale_layer_runs_on_the_cpu(tmp_path, build):
+    """InceptionResNetV2's CustomScaleLayer (x[0] + x[1] * scale, a class of keras.applications) was
+    refused as custom code: it is rebuilt from its class name and config, and runs float on the CPU."""
+    if build is inception_resnet_keras3:
+        pytest.importorskip("keras", minversion="3")
+    fam = build()
+    report = _capture_and_emulate(fam, tmp_path)
+    reasons = _cpu_reasons(report)
+    scaled = sorted(name for name, why in reasons.items() if "CustomScaleLayer" in why)
+    assert scaled == ["custom_scale_layer", "custom_scale_layer_1", "custom_scale_layer_2"], reasons
+    assert all("assumed from its name and config" in reasons[name] for name in scaled)
+    # the relu after it is not fused into a quantized producer, so the next convs read it through an
+    # input quantizer, as the quantizer inserts one
+    assert any(row["name"] == "quant_block35_1_ac" and row["op"] == "quantize" for row in report["layers"])
+    _float_reference_equals_keras(fam, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -85,6 +85,15 @@ def layer_scale(x: np.ndarray, w: dict[str, np.ndarray], cfg: dict[str, Any]) ->
     return (x * np.asarray(w["gamma"], F32)).astype(F32)
 
 
+def custom_scale(xs: list[np.ndarray], cfg: dict[str, Any]) -> np.ndarray:
+    """InceptionResNetV2's ``CustomScaleLayer``: ``x[0] + x[1] * scale``, in float32 as TensorFlow does
+    it (the Python float ``scale`` becomes a float32 constant; one product, then one sum)."""
+    if len(xs) != 2:
+        raise ValueError(f"CustomScaleLayer takes two tensors, got {len(xs)}")
+    a, b = np.asarray(xs[0], F32), np.asarray(xs[1], F32)
+    return (a + b * F32(cfg["scale"])).astype(F32)
+
+
 # -------------------------------------------------------------------------------- convolution
 
 
@@ -271,8 +280,17 @@ _LAYERS: dict[str, Callable[[np.ndarray, dict[str, np.ndarray], dict[str, Any]],
 }
 
 
+# Layers that take every input tensor (a list), not one.
+_MULTI_INPUT_LAYERS: dict[str, Callable[[list[np.ndarray], dict[str, Any]], np.ndarray]] = {
+    "CustomScaleLayer": custom_scale,
+}
+
+
 def supports(class_name: str, cfg: dict[str, Any]) -> bool:
     """True when this module computes the layer (in the form the config asks for)."""
+    if class_name == "CustomScaleLayer":
+        scale = cfg.get("scale")
+        return isinstance(scale, int | float) and not isinstance(scale, bool)
     if class_name not in _LAYERS:
         return False
     if class_name == "Conv2D":  # only the grouped form is a CPU layer
@@ -291,6 +309,11 @@ def cpu_reason(class_name: str) -> str:
         return "TensorFlow function / Keras operation with no DPU operator: float on the CPU"
     if class_name == "Conv2D":
         return "grouped Conv2D (groups > 1, not one per channel) is not emulated in integers: float on the CPU"
+    if class_name == "CustomScaleLayer":
+        # The file holds only the class name and its config; the computation is keras.applications'.
+        return ("CustomScaleLayer is not in the Vitis pof2s quantizer's layer registry: it stays float, on "
+                "the CPU; computed as keras.applications' InceptionResNetV2 layer, x[0] + x[1] * scale "
+                "(assumed from its name and config)")
     return f"{class_name} is not in the Vitis pof2s quantizer's layer registry: it stays float, on the CPU"
 
 
@@ -299,4 +322,6 @@ def run(params: dict[str, Any], xs: list[np.ndarray], weights: dict[str, np.ndar
     layer, cfg = params["layer"], params.get("config") or {}
     if layer == "elementwise":
         return elementwise(xs, cfg, params.get("call_kwargs") or {})
+    if layer in _MULTI_INPUT_LAYERS:
+        return _MULTI_INPUT_LAYERS[layer](xs, cfg)
     return _LAYERS[layer](np.asarray(xs[0], F32), weights, cfg)

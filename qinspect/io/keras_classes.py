@@ -7,7 +7,8 @@ by qinspect but never deserialized or run.
 The list is the union of the Layer classes exported by ``keras.layers`` (Keras 3.15) and
 ``tf_keras.layers`` (2.21), minus the ones that hold or load code (``Lambda``, ``TFSMLayer``,
 ``JaxLayer``, ``FlaxLayer``, ``TorchModuleWrapper``) and abstract bases, plus the layers that
-``keras.applications`` define for themselves (ConvNeXt's ``LayerScale`` and ``StochasticDepth``).
+``keras.applications`` define for themselves (ConvNeXt's ``LayerScale`` and ``StochasticDepth``,
+InceptionResNetV2's ``CustomScaleLayer``).
 A wrapper (``Bidirectional``, ``TimeDistributed``, ``RNN``) is Keras's own only when what it wraps is.
 """
 
@@ -52,12 +53,15 @@ KERAS_LAYER_CLASSES = frozenset({
 APPLICATION_LAYERS = {
     "LayerScale": ("tf_keras.src.applications.convnext", "keras.src.applications.convnext"),
     "StochasticDepth": ("tf_keras.src.applications.convnext", "keras.src.applications.convnext"),
+    "CustomScaleLayer": ("tf_keras.src.applications.inception_resnet_v2",
+                         "keras.src.applications.inception_resnet_v2"),
 }
 
 _BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
 _APPLICATION_CONFIG_KEYS = {
     "LayerScale": _BASE_CONFIG_KEYS | {"init_values", "projection_dim"},
     "StochasticDepth": _BASE_CONFIG_KEYS | {"drop_path_rate"},
+    "CustomScaleLayer": _BASE_CONFIG_KEYS | {"scale"},
 }
 
 # Keys under which a wrapper's config holds the layer(s) it wraps.

@@ -94,6 +94,7 @@ BUILTIN_LAYERS = {
     "TFOpLambda",
     "SlicingOpLambda",
     "KerasOp",
+    "CustomScaleLayer",
     *SHAPE_PRESERVING,
 }
 

@@ -414,7 +414,8 @@ _RULES: dict[str, _Rule] = {
     "Bidirectional": _bidirectional,
     "TimeDistributed": _time_distributed,
 }
-for _name in ("Add", "Multiply", "Subtract", "Average", "Maximum", "Minimum"):
+# InceptionResNetV2's CustomScaleLayer is x[0] + x[1] * scale: a merge of two tensors
+for _name in ("Add", "Multiply", "Subtract", "Average", "Maximum", "Minimum", "CustomScaleLayer"):
     _RULES[_name] = _merge
 # Layers whose output has the shape of their (first) input; also runnable built-ins (keras_config).
 SHAPE_PRESERVING = (
