@@ -44,6 +44,7 @@ def test_batchnorm_fold_matches_the_formula_and_is_recorded():
     assert "fold_batchnorm" in kinds and "fuse_activation" in kinds
     assert node.out_slot is None and g["quant_relu"].out_slot == ("relu", "output_0")
     assert g.fused_activation(node) is g["quant_relu"]
+    assert g.rounding_activation(node) is g["quant_relu"]
 
 
 def test_conv_with_two_consumers_keeps_its_bn_and_its_quantizer():
@@ -277,3 +278,37 @@ def test_batchnorm_on_a_flat_tensor_stays_float():
     b = w["bn"]
     ref = ((x - b["moving_mean"]) / np.sqrt(b["moving_variance"] + 1e-3) * b["gamma"] + b["beta"]) @ w["d"]["kernel"]
     np.testing.assert_allclose(y, ref + w["d"]["bias"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_float_cpu_layer_read_by_a_float_relu_is_not_called_fused():
+    """InceptionResNetV2's shape: CustomScaleLayer (float, on the CPU) then a ReLU the quantizer leaves
+    float (it follows no conv or add) and the next conv's input quantizer. Nothing rounds the scale
+    layer's output at the ReLU, so neither the window nor the report may say it is fused there."""
+    from types import SimpleNamespace
+
+    from qinspect.report.collect import _placement
+
+    rng = np.random.default_rng(4)
+    w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "c2": {"kernel": (1, 1, 4, 4), "bias": (4,)}})
+    src = model([
+        ("x", "InputLayer", {}, [], S4),
+        ("c", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["x"], S4),
+        ("scale", "CustomScaleLayer", {"name": "scale", "scale": 0.17}, ["x", "c"], S4),
+        ("relu", "Activation", {"activation": "relu"}, ["scale"], S4),
+        ("c2", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["relu"], S4),
+    ], ["c2"], w)
+    g = graph_from_float(src.graph, src)
+    scale, relu = g["scale"], g["relu"]
+    assert scale.op == "cpu_layer" and scale.out_slot is None
+    assert relu.out_slot is None and relu.pre_slot is None and relu.device == "CPU"
+    assert g["quant_relu"].op == "quantize"  # the conv after it reads it through an input quantizer
+    assert g.fused_activation(scale) is relu  # the graph's shape alone would suggest a fusion ...
+    assert g.rounding_activation(scale) is None  # ... but nothing rounds there
+    pytest.importorskip("PySide6")
+    from qinspect.gui.emulation import Analysis
+
+    pos, why = Analysis(available=True, graph=g).activation_position("scale")
+    assert pos is None and why == "no quantizer (float on the CPU)"
+    row = SimpleNamespace(node=scale, name="scale", merged_into=[])
+    device, note = _placement(row, g)
+    assert device == "CPU" and "CustomScaleLayer" in note and "fused" not in note

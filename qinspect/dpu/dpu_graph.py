@@ -205,6 +205,17 @@ class DpuGraph:
             return cons[0]
         return None
 
+    def rounding_activation(self, node: Node) -> Node | None:
+        """The fused activation whose quantizer rounds ``node``'s unquantized output, if any.
+
+        None when the activation that follows has no quantizer either (a float CPU layer read by a
+        float ReLU): then nothing rounds the tensor at the activation, whatever the graph's shape.
+        """
+        act = self.fused_activation(node)
+        if act is None or (act.out_slot is None and act.pre_slot is None):
+            return None
+        return act
+
     def output_slot(self, name: str, transparent: frozenset[str] = TRANSPARENT_OPS) -> Slot | None:
         """The slot whose position a consumer of ``name`` sees (through ``transparent`` layers).
 

@@ -98,7 +98,7 @@ class Analysis:
         if layer != node.name and origin[-1] != layer:
             return None, f"not a tensor of the int8 model: folded into {node.name} with {', '.join(origin[1:])}"
         if node.out_slot is None and node.op not in _TRANSPARENT:
-            fused = self.graph.fused_activation(node)
+            fused = self.graph.rounding_activation(node)
             if fused is not None:
                 return None, f"not quantized: fused into {fused.name}, which rounds once after the activation"
         slot = self.graph.output_slot(node.name) if hasattr(self.graph, "output_slot") else node.out_slot

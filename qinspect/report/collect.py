@@ -331,7 +331,7 @@ def _placement(row: Row, dpu: Any) -> tuple[str, str]:
         return "", ""
     note = getattr(node, "cpu_reason", "") or ""
     if node.out_slot is None and node.op not in ("input",):
-        act = dpu.fused_activation(node) if hasattr(dpu, "fused_activation") else None
+        act = dpu.rounding_activation(node) if hasattr(dpu, "rounding_activation") else None
         if act is not None:
             note = (note + "; " if note else "") + f"output not quantized: {act.name} is fused into it (one " \
                 "rounding of the accumulator at the activation's position)"
