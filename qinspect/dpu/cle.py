@@ -38,11 +38,13 @@ from typing import Any
 
 import numpy as np
 
+from qinspect.dpu.cpu_layers import conv_groups
+
 CONV_CLASSES = ("Conv2D", "DepthwiseConv2D")
 
 
 def _grouped(layer: Any) -> bool:
-    return layer.cls == "Conv2D" and int(layer.cfg.get("groups", 1) or 1) > 1
+    return layer.cls == "Conv2D" and conv_groups(layer.cfg) > 1
 
 
 def _kernel_name(layer: Any) -> str:

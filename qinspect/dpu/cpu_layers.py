@@ -111,10 +111,15 @@ def conv1d(x: np.ndarray, w: dict[str, np.ndarray], cfg: dict[str, Any]) -> np.n
     return _act(cfg.get("activation"), cfg)(y).astype(F32)
 
 
+def conv_groups(cfg: dict[str, Any]) -> int:
+    """A convolution config's ``groups`` (1 when absent or null, as Keras reads it)."""
+    return int(cfg.get("groups", 1) or 1)
+
+
 def grouped_conv2d(x: np.ndarray, w: dict[str, np.ndarray], cfg: dict[str, Any]) -> np.ndarray:
     """Keras ``Conv2D`` with ``groups > 1``: each group of input channels convolved with its own filters."""
     k = np.asarray(w["kernel"], F32)
-    g = int(cfg.get("groups", 1))
+    g = conv_groups(cfg)
     cin, cout = k.shape[2], k.shape[3] // g
     strides = cfg.get("strides", (1, 1))
     dil = cfg.get("dilation_rate", (1, 1))
@@ -294,9 +299,9 @@ def supports(class_name: str, cfg: dict[str, Any]) -> bool:
     if class_name not in _LAYERS:
         return False
     if class_name == "Conv2D":  # only the grouped form is a CPU layer
-        return int(cfg.get("groups", 1) or 1) > 1 and cfg.get("data_format", "channels_last") == "channels_last"
+        return conv_groups(cfg) > 1 and cfg.get("data_format", "channels_last") == "channels_last"
     if class_name in ("Conv1D", "Convolution1D"):
-        return int(cfg.get("groups", 1) or 1) == 1 and cfg.get("data_format", "channels_last") == "channels_last"
+        return conv_groups(cfg) == 1 and cfg.get("data_format", "channels_last") == "channels_last"
     if class_name in ("LSTM", "GRU", "SimpleRNN"):
         # one output tensor, from a zero state; stateful layers carry state between batches
         return not cfg.get("return_state") and not cfg.get("stateful")

@@ -156,7 +156,7 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
         node.op = "cpu_layer"
         p.update(layer=cls, config=cfg, reason=cpu_layers.cpu_reason(cls))
         return node
-    if cls in _CONV_CLASSES and (int(cfg.get("groups", 1) or 1) > 1
+    if cls in _CONV_CLASSES and (cpu_layers.conv_groups(cfg) > 1
                                  or cfg.get("data_format", "channels_last") == "channels_first"
                                  or cfg.get("output_padding") not in (None, [0, 0], (0, 0))):
         p["class_name"] = (f"{cls} with groups={cfg.get('groups')}, data_format={cfg.get('data_format')}, "

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.dpu.cle import cross_layer_equalize
+from qinspect.dpu.cpu_layers import conv_groups
 from qinspect.dpu.dpu_graph import DpuGraph, Rewrite, SlotSpec
 from qinspect.dpu.layer_map import LEAKY_DPU_ALPHA, act_name, dpu_placement, keras_op_as_tf_op, layer_node
 from qinspect.dpu.options import QuantizerOptions
@@ -207,7 +208,7 @@ def _grouped_conv_as_depthwise(m: _Model) -> None:
     (kh, kw, C, 1). Other grouped convs stay float on the CPU (layer_map)."""
     for layer in m.layers:
         k = layer.weights.get("kernel")
-        groups = int(layer.cfg.get("groups", 1) or 1)
+        groups = conv_groups(layer.cfg)
         if layer.cls != "Conv2D" or groups <= 1 or k is None or k.ndim != 4 or k.shape[2] != 1 \
                 or k.shape[3] != groups:
             continue
