@@ -118,3 +118,67 @@ def test_export_layer_report_writes_html_json_csv(qtbot, tmp_path):
     assert len(rows) == 2 and "hand" in rows[1]
     assert win.errors.history == []
     win.shutdown()
+
+
+def _window_on_gui_capture(qtbot, tmp_path):
+    from qinspect.gui.main_window import MainWindow
+
+    cap = write_gui_capture(tmp_path / "cap.h5")
+    win = MainWindow(settings_path=isolated_settings(tmp_path))
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
+        win.open_path(str(cap))
+    qtbot.waitUntil(lambda: win.session.analysis is not None, timeout=60000)
+    return win
+
+
+@pytest.mark.qt_no_exception_capture
+def test_model_report_figures_are_drawn_by_helper_processes_off_the_window(qtbot, tmp_path, monkeypatch):
+    """The whole-model export draws its figures in helper processes (not on the UI thread, one by one)
+    and every figure lands in the report, with progress heard along the way."""
+    from qinspect.gui import figures
+
+    monkeypatch.delenv("QINSPECT_NO_HELPER_PROCESS", raising=False)
+    monkeypatch.setattr(figures, "POOL_MIN_FIGURES", 1)
+    drawn_here = []
+    real_render_png = figures.render_png
+    monkeypatch.setattr(figures, "render_png", lambda spec: (drawn_here.append(spec.id), real_render_png(spec))[1])
+    win = _window_on_gui_capture(qtbot, tmp_path)
+    progress = []
+    win.session.progress.connect(lambda done, total, text: progress.append((done, total, text)))
+    out = tmp_path / "report"
+    with qtbot.waitSignal(win.session.exported, timeout=180000):
+        win.export_report(str(out), None)
+    html = (out / "report.html").read_text()
+    figure_files = sorted((out / "figures").glob("*.png"))
+    assert len(figure_files) >= 4 and html.count("data:image/png;base64,") >= len(figure_files)
+    assert drawn_here == []  # none was drawn in the window's process
+    assert any("figures" in text and done == total for done, total, text in progress)
+    assert win.errors.history == []
+    win.shutdown()
+
+
+@pytest.mark.qt_no_exception_capture
+def test_cancelling_the_export_while_figures_are_drawn_stops_the_helpers_and_writes_nothing(qtbot, tmp_path,
+                                                                                             monkeypatch):
+    import multiprocessing
+
+    from qinspect.gui import compute_process, figures
+
+    monkeypatch.delenv("QINSPECT_NO_HELPER_PROCESS", raising=False)
+    monkeypatch.setattr(figures, "POOL_MIN_FIGURES", 1)
+    monkeypatch.setattr(figures, "FIGURES_PER_TASK", 1)  # one figure per request: many chances to stop
+    stopped = []
+    real_stop = compute_process._stop
+    monkeypatch.setattr(compute_process, "_stop", lambda pool: (stopped.append(pool), real_stop(pool)))
+    win = _window_on_gui_capture(qtbot, tmp_path)
+    before = {p.pid for p in multiprocessing.active_children()}
+    win.session.progress.connect(lambda done, total, text: "figures" in text and win.session.cancel_background())
+    out = tmp_path / "report"
+    win.export_report(str(out), None)
+    qtbot.waitUntil(lambda: bool(stopped) and not win.session.channels["write"].busy, timeout=180000)
+    assert not out.exists()
+    qtbot.waitUntil(lambda: {p.pid for p in multiprocessing.active_children()} <= before, timeout=10000)
+    assert win.errors.history == []
+    win.shutdown()

@@ -96,3 +96,74 @@ def test_render_figures_from_a_worker_thread_draws_on_the_gui_thread():
     assert "err" not in box, box.get("err")
     assert sorted(box["out"]) == ["e0", "e1", "e2"]
     assert all(_image(png).size[0] == 560 for png in box["out"].values())
+
+
+def _many_specs(n: int) -> list:
+    rng = np.random.default_rng(3)
+    return [figspec.error_figure(f"e{i}", f"layer{i}", np.linspace(-1, 1, 11), rng.integers(0, 50, 10), "isolated",
+                                 0.5) for i in range(n)]
+
+
+def test_how_many_figure_helpers(monkeypatch):
+    monkeypatch.delenv("QINSPECT_NO_HELPER_PROCESS", raising=False)
+    monkeypatch.setattr(figures.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
+    few, many = figures.POOL_MIN_FIGURES - 1, 1000
+    assert figures.figure_helpers(few, on_gui_thread=True) == 0  # start-up would cost more than it saves
+    assert figures.figure_helpers(many, on_gui_thread=True) == 4  # one per core
+    assert figures.figure_helpers(figures.POOL_MIN_FIGURES, on_gui_thread=True) == 3  # not more than batches
+    monkeypatch.setattr(figures.os, "sched_getaffinity", lambda _pid: {0}, raising=False)
+    assert figures.figure_helpers(many, on_gui_thread=True) == 0  # one core: the command line draws itself
+    assert figures.figure_helpers(many, on_gui_thread=False) == 1  # the window: still off its GUI thread
+    monkeypatch.setenv("QINSPECT_NO_HELPER_PROCESS", "1")
+    assert figures.figure_helpers(many, on_gui_thread=False) == 0
+
+
+def test_helper_processes_draw_the_same_png_bytes_as_this_process(monkeypatch):
+    monkeypatch.delenv("QINSPECT_NO_HELPER_PROCESS", raising=False)
+    monkeypatch.setattr(figures.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    specs = _many_specs(figures.POOL_MIN_FIGURES + 3)
+    assert figures.figure_helpers(len(specs), on_gui_thread=True) == 2
+    pooled = figures.render_figures(specs)
+    here = figures._render_here(specs)
+    assert list(pooled) == [s.id for s in specs]  # in the specifications' order
+    assert pooled == here
+
+
+def test_figures_are_drawn_here_when_no_helper_can_start(monkeypatch):
+    from qinspect.gui import compute_process
+
+    def refuse(*_a, **_k):
+        raise OSError("no processes here")
+
+    monkeypatch.delenv("QINSPECT_NO_HELPER_PROCESS", raising=False)
+    monkeypatch.setattr(figures.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    monkeypatch.setattr(compute_process, "_spawn", refuse)
+    specs = _many_specs(figures.POOL_MIN_FIGURES)
+    out = figures.render_figures(specs)
+    assert sorted(out) == sorted(s.id for s in specs)
+    assert all(_image(png).size[0] == specs[0].width for png in out.values())
+
+
+def test_figures_a_dead_helper_left_are_drawn_here(monkeypatch):
+    from qinspect.gui import compute_process
+
+    stopped = []
+    real_stop = compute_process._stop
+    monkeypatch.setattr(compute_process, "_stop", lambda pool: (stopped.append(pool), real_stop(pool)))
+    monkeypatch.delenv("QINSPECT_NO_HELPER_PROCESS", raising=False)
+    monkeypatch.setattr(figures.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    monkeypatch.setattr(figures, "_draw_in_helper", _die_on_the_second_batch)
+    specs = _many_specs(figures.POOL_MIN_FIGURES + 8)
+    out = figures.render_figures(specs)
+    assert len(stopped) == 1  # the pool broke and was stopped
+    assert list(out) == [s.id for s in specs]
+    assert out == figures._render_here(specs)
+
+
+def _die_on_the_second_batch(specs: list) -> list:
+    """In a helper: draw the first batch, die (as a killed helper does) on any other."""
+    import os
+
+    if specs[0].id != "e0":
+        os._exit(1)
+    return figures._draw_in_helper(specs)

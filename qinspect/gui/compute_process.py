@@ -172,11 +172,13 @@ def _spawn_pool(latest: Any, niceness: int) -> ProcessPoolExecutor:
     return _spawn(_init, (latest, os.getpid(), niceness), ONE_THREAD_ENV)
 
 
-def _spawn(initializer: Any, initargs: tuple, env: dict[str, str] | None = None) -> ProcessPoolExecutor:
-    """A one-process pool, started now, with ``env`` added to the environment it inherits. A spawned
-    child re-imports the parent's __main__ unless told otherwise, and `python -m qinspect` runs the CLI
-    at import (a second window): the main module's identity is hidden while the child starts (the pool
-    spawns it synchronously in the first submit)."""
+def _spawn(initializer: Any, initargs: tuple, env: dict[str, str] | None = None,
+           workers: int = 1) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes, started now, with ``env`` added to the environment they inherit.
+
+    A spawned child re-imports the parent's __main__ unless told otherwise, and `python -m qinspect` runs
+    the CLI at import (a second window): the main module's identity is hidden while the children start
+    (the pool spawns them synchronously, in the first submits)."""
     main = sys.modules.get("__main__")
     saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if main is not None and k in main.__dict__}
     saved_env = {k: os.environ.get(k) for k in env or {}}
@@ -186,14 +188,17 @@ def _spawn(initializer: Any, initargs: tuple, env: dict[str, str] | None = None)
             main.__dict__["__spec__"] = None
             main.__dict__.pop("__file__", None)
         ctx = mp.get_context("spawn")  # never fork a process that runs Qt threads
-        pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=initializer, initargs=initargs)
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs)
         # The child starts with SIGINT blocked (a signal mask survives fork and exec; Python's own
         # resource tracker starts the same way): a Ctrl-C while it is still importing, before its
         # initializer ignores SIGINT, would otherwise end it with a KeyboardInterrupt traceback.
         # The mask is per thread, so this works from the worker threads that start the model helper.
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            pool.submit(_warm)  # spawns the process, synchronously
+            # Each submit finding no idle process spawns one, synchronously: all start while __main__
+            # is hidden.
+            for _ in range(workers):
+                pool.submit(_warm)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         return pool

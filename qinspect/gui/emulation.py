@@ -354,7 +354,7 @@ def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str
 
 def export_job(token: CancelToken, document: Document, analysis: Analysis | None, folder: str,
                layer: str | None, eval_path: str | None, advice: Any = None, labels_path: str | None = None) -> Any:
-    """Worker: gather the report's numbers with the report package (figures are drawn on the UI thread).
+    """Worker: gather the report's numbers with the report package (figures are drawn by ``write_job``).
     ``advice``: the Advice tab's advisor result, put on the report's first page when there is one."""
     from qinspect.report.collect import build_report
 
@@ -368,10 +368,14 @@ def export_job(token: CancelToken, document: Document, analysis: Analysis | None
                         progress=lambda done, total, text: token.progress(done, total, f"report: {text}"))
 
 
-def write_job(token: CancelToken, report: Any, folder: str, pngs: dict[str, bytes]) -> str:
-    """Worker: write the report folder atomically (HTML with the figures inline, JSON, CSV, PNGs)."""
+def write_job(token: CancelToken, report: Any, folder: str) -> str:
+    """Worker: draw the report's figures (in helper processes when there are many, else one at a time on
+    the UI thread) and write the report folder atomically (HTML with the figures inline, JSON, CSV, PNGs)."""
+    from qinspect.gui.figures import render_figures
     from qinspect.report.writer import write_report
 
+    pngs = render_figures(report.all_figures(),
+                          progress=lambda done, total: token.progress(done, total, "report figures"))
     token.check()
     return str(write_report(report, folder, figures_png=pngs, force=True))
 

@@ -8,7 +8,9 @@ plot widget is never shown on screen. PNG only: pyqtgraph's SVG exporter is brok
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import pyqtgraph as pg
@@ -228,20 +230,99 @@ def _render_via_gui_thread(spec: FigureSpec) -> bytes:
     return out[0]
 
 
-def render_figures(specs: Sequence[FigureSpec]) -> dict[str, bytes]:
-    """Draw every specification; the report writer's ``render_figures`` callable.
+Progress = Callable[[int, int], None]  # (figures drawn, figures in all); may raise to stop the drawing
 
-    Safe to call from a worker thread while the GUI runs: each figure is then drawn on the GUI thread,
-    one at a time, so the window keeps handling events between figures.
-    """
+
+def _render_here(specs: Sequence[FigureSpec], progress: Progress | None = None) -> dict[str, bytes]:
     # Exported figures are antialiased; the window's own plots are not (software raster: twice the paint
     # time), and pyqtgraph reads the option when an item is made, so it is put back afterwards.
     previous = pg.getConfigOption("antialias")
     pg.setConfigOptions(antialias=True)
+    draw = render_png if _on_gui_thread() else _render_via_gui_thread
+    out: dict[str, bytes] = {}
     try:
         _app()
-        if _on_gui_thread():
-            return {spec.id: render_png(spec) for spec in specs}
-        return {spec.id: _render_via_gui_thread(spec) for spec in specs}
+        for spec in specs:
+            out[spec.id] = draw(spec)
+            if progress:
+                progress(len(out), len(specs))
+        return out
     finally:
         pg.setConfigOptions(antialias=previous)
+
+
+# A report of a few hundred layers has about a thousand figures at ~50 ms each: helper processes draw
+# them side by side, one per core, and off the window's GUI thread. Starting one (Python, Qt, pyqtgraph)
+# takes about a second, so a handful of figures is drawn here.
+POOL_MIN_FIGURES = 24
+FIGURES_PER_TASK = 8  # per request to a helper: few round trips, and the helpers still finish together
+MAX_FIGURE_HELPERS = 8
+_HELPER_ENV = {"QT_QPA_PLATFORM": "offscreen"}
+
+
+def _draw_in_helper(specs: list[FigureSpec]) -> list[tuple[str, bytes]]:
+    """In a figure helper process: draw a few figures."""
+    pg.setConfigOptions(antialias=True)
+    _app()
+    return [(spec.id, render_png(spec)) for spec in specs]
+
+
+def figure_helpers(count: int, on_gui_thread: bool) -> int:
+    """How many helper processes draw ``count`` figures (0: draw them in this process).
+
+    From the GUI thread (the command line) helpers only pay when there are cores to run them side by
+    side; from the window's worker thread one helper still keeps the drawing off the GUI thread.
+    """
+    if os.environ.get("QINSPECT_NO_HELPER_PROCESS") or count < POOL_MIN_FIGURES:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    helpers = min(cores, MAX_FIGURE_HELPERS, -(-count // FIGURES_PER_TASK))
+    return 0 if on_gui_thread and helpers < 2 else helpers
+
+
+def _render_in_helpers(specs: list[FigureSpec], helpers: int, niceness: int,
+                       progress: Progress | None) -> dict[str, bytes]:
+    from qinspect.gui import compute_process as cp
+
+    out: dict[str, bytes] = {}
+    try:
+        pool = cp._spawn(cp._init, (None, os.getpid(), niceness), {**cp.ONE_THREAD_ENV, **_HELPER_ENV},
+                         workers=helpers)
+    except (OSError, ValueError, ImportError):
+        return _render_here(specs, progress)  # no helper processes here: slower, same figures
+    try:
+        batches = [specs[i:i + FIGURES_PER_TASK] for i in range(0, len(specs), FIGURES_PER_TASK)]
+        for done in pool.map(_draw_in_helper, batches):
+            out.update(done)
+            if progress:
+                progress(len(out), len(specs))
+        pool.shutdown(wait=True)
+    except BrokenProcessPool:  # a helper died (killed, out of memory): draw what is missing here
+        cp._stop(pool)
+        drawn = len(out)
+        rest = _render_here([spec for spec in specs if spec.id not in out],
+                            None if progress is None else lambda n, _total: progress(drawn + n, len(specs)))
+        out.update(rest)
+    except BaseException:  # cancelled (progress raised) or interrupted: the helpers stop now
+        cp._stop(pool)
+        raise
+    return {spec.id: out[spec.id] for spec in specs}
+
+
+def render_figures(specs: Sequence[FigureSpec], progress: Progress | None = None) -> dict[str, bytes]:
+    """Draw every specification; the report writer's ``render_figures`` callable.
+
+    Many figures are drawn by helper processes, side by side (:func:`figure_helpers`). Safe to call
+    from a worker thread while the GUI runs: figures drawn in this process are then drawn on the GUI
+    thread, one at a time, so the window keeps handling events between figures. ``progress`` hears
+    how many are drawn; an exception it raises (a cancelled job) stops the drawing.
+    """
+    specs = list(specs)
+    on_gui_thread = _on_gui_thread()
+    helpers = figure_helpers(len(specs), on_gui_thread)
+    if helpers:
+        # The command line waits for the figures; the window's export yields to the window itself.
+        from qinspect.gui.compute_process import MODEL_NICENESS
+
+        return _render_in_helpers(specs, helpers, 0 if on_gui_thread else MODEL_NICENESS, progress)
+    return _render_here(specs, progress)

@@ -65,7 +65,6 @@ class Session(QObject):
         self.channels["dump"].finished.connect(self._on_dump)
         self.channels["export"].finished.connect(self._on_report_built)
         self.channels["write"].finished.connect(self._on_exported)
-        self._render: dict[str, Any] | None = None
         self.channels["findings"].finished.connect(self._on_findings)
         self.channels["trial"].finished.connect(self._on_trial)
         self.channels["advice"].finished.connect(self._on_advice)
@@ -329,37 +328,7 @@ class Session(QObject):
                   self.coverage_eval_path(), self.advice, self.labels_path)
 
     def _on_report_built(self, _rid: int, report: Any) -> None:
-        # pyqtgraph draws on the UI thread only: one figure per event-loop turn keeps the window live.
-        from PySide6.QtCore import QTimer
-
-        self._render = {"report": report, "specs": list(report.all_figures()), "pngs": {}, "i": 0}
-        self._long = "write"
-        self.busy.emit(self.channels["write"], "Drawing the report's figures")
-        QTimer.singleShot(0, self._render_next)
-
-    def _render_next(self) -> None:
-        from PySide6.QtCore import QTimer
-
-        state = self._render
-        if state is None:
-            return
-        specs, i = state["specs"], state["i"]
-        try:
-            if i < len(specs):
-                from qinspect.gui.figures import render_png
-
-                state["pngs"][specs[i].id] = render_png(specs[i])
-                state["i"] = i + 1
-                self.progress.emit(i + 1, len(specs), "figures")
-                QTimer.singleShot(0, self._render_next)
-                return
-        except Exception as exc:  # noqa: BLE001 - reported through the hub like any job failure
-            self._render = None
-            self.busy.emit(None, "")
-            self._on_failed("write", exc, "")
-            return
-        self._render = None
-        self._run("write", emulation.write_job, state["report"], self._export_folder, state["pngs"])
+        self._run("write", emulation.write_job, report, self._export_folder)
 
     def _on_exported(self, _rid: int, path: str) -> None:
         self.status.emit(f"Report written: {path}")
