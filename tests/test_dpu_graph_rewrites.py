@@ -307,8 +307,18 @@ def test_a_float_cpu_layer_read_by_a_float_relu_is_not_called_fused():
     pytest.importorskip("PySide6")
     from qinspect.gui.emulation import Analysis
 
-    pos, why = Analysis(available=True, graph=g).activation_position("scale")
+    analysis = Analysis(available=True, graph=g)
+    pos, why = analysis.activation_position("scale")
     assert pos is None and why == "no quantizer (float on the CPU)"
+    # The window's "Runs on": where each layer itself runs. The float ReLU is on the CPU even though the
+    # tensor standing for it is the DPU-side input quantizer quant_relu; the model input stays its quantizer.
+    placement = analysis.placement()
+    assert (placement["x"], placement["c"], placement["scale"], placement["relu"], placement["c2"]) == \
+        ("DPU", "DPU", "CPU", "CPU", "DPU")
+    assert "input quantizer quant_relu" in analysis.placement_notes()["relu"]
+    assert analysis.node("relu").name == "quant_relu"  # its int8 figures are still that tensor's
+    assert any(n.startswith("Runs on the CPU in float") for n in analysis.notes("relu"))
+    assert any("quant_relu" in n for n in analysis.notes("relu"))
     row = SimpleNamespace(node=scale, name="scale", merged_into=[])
     device, note = _placement(row, g)
     assert device == "CPU" and "CustomScaleLayer" in note and "fused" not in note

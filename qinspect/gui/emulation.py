@@ -32,6 +32,7 @@ class Analysis:
     positions_source: str = ""
     emulator: Any = None
     _node_of: dict[str, Any] = field(default_factory=dict)
+    _runs_as: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.graph is not None:
@@ -39,6 +40,10 @@ class Analysis:
                 for layer in getattr(node, "origin", []) or [node.name]:
                     # The last node built from a layer is the one whose output stands for it.
                     self._node_of[layer] = node
+                    # Where the layer itself runs: not the input quantizer the quantizer put after a float
+                    # layer for the DPU layer that reads it (that node is on the DPU, the layer is not).
+                    if node.op != "quantize" and layer not in self._runs_as:
+                        self._runs_as[layer] = node
 
     def summary(self) -> str:
         """One line for the status bar."""
@@ -76,13 +81,30 @@ class Analysis:
         """The emulator node standing for a float layer's output (None if none)."""
         return self._node_of.get(layer)
 
+    def runs_as(self, layer: str) -> Any:
+        """The node that computes ``layer`` (its input quantizer aside, unlike :meth:`node`; a model input
+        stands as its quantizer, what the DPU reads)."""
+        node = self._node_of.get(layer)
+        own = self._runs_as.get(layer)
+        if node is None or own is None or node.op != "quantize" or own.op == "input":
+            return node
+        return own
+
     def placement(self) -> dict[str, str]:
-        """Float layer -> "DPU" or "CPU"."""
-        return {layer: getattr(node, "device", "") for layer, node in self._node_of.items()}
+        """Float layer -> "DPU" or "CPU": where the layer itself runs."""
+        return {layer: getattr(self.runs_as(layer), "device", "") for layer in self._node_of}
 
     def placement_notes(self) -> dict[str, str]:
         """Float layer -> why it runs on the CPU."""
-        return {layer: node.cpu_reason for layer, node in self._node_of.items() if getattr(node, "cpu_reason", "")}
+        out = {}
+        for layer, node in self._node_of.items():
+            own = self.runs_as(layer)
+            why = getattr(own, "cpu_reason", "")
+            if why and own is not node:
+                why += f"; the DPU layer after it reads it through the input quantizer {node.name}"
+            if why:
+                out[layer] = why
+        return out
 
     def activation_position(self, layer: str) -> tuple[int | None, str]:
         """Position of ``layer``'s float output in the int8 model, or None and why it has none.
@@ -142,8 +164,12 @@ class Analysis:
         for adj in self.graph.adjustments:
             if adj.layer in names or adj.slot[0] in names:
                 out.append(f"Constraint {adj.constraint}: {adj.text}")
-        if node is not None and getattr(node, "device", "") == "CPU":
-            out.append(f"Runs on the CPU in float: {node.cpu_reason or 'not a DPU operator'}")
+        own = self.runs_as(layer)
+        if own is not None and getattr(own, "device", "") == "CPU":
+            out.append(f"Runs on the CPU in float: {own.cpu_reason or 'not a DPU operator'}")
+            if own is not node:
+                out.append(f"Its output is quantized by {node.name}, the input quantizer the quantizer puts "
+                           "before the DPU layer that reads it: the int8 figures shown are that tensor's")
         shared = self.graph.shared_note(node.name) if node is not None else ""
         if shared:
             out.append(shared[0].upper() + shared[1:])
