@@ -322,3 +322,12 @@ def test_a_float_cpu_layer_read_by_a_float_relu_is_not_called_fused():
     row = SimpleNamespace(node=scale, name="scale", merged_into=[])
     device, note = _placement(row, g)
     assert device == "CPU" and "CustomScaleLayer" in note and "fused" not in note
+    # the report's rows say the same as the window's "Runs on"
+    from qinspect.report.layer_map import map_layers
+
+    lm = map_layers(["x", "c", "scale", "relu", "c2"], g)
+    rows = {name: SimpleNamespace(node=lm.standing[name], name=name, merged_into=lm.merged_into[name])
+            for name in ("x", "relu")}
+    device, note = _placement(rows["relu"], g)
+    assert device == "CPU" and "left unquantized" in note and "input quantizer quant_relu" in note
+    assert _placement(rows["x"], g)[0] == "DPU"  # a model input stands as its quantizer

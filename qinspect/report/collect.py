@@ -330,6 +330,16 @@ def _placement(row: Row, dpu: Any) -> tuple[str, str]:
             return "", "no int8 tensor of its own in the quantized model (removed or replaced by the quantizer)"
         return "", ""
     note = getattr(node, "cpu_reason", "") or ""
+    device = getattr(node, "device", "DPU")
+    if node.op == "quantize":
+        # The input quantizer after a float layer stands for its tensor, but the layer itself runs where
+        # its own node does (a float ReLU after a CPU layer stays on the CPU); a model input stays its quantizer.
+        own = next((n for n in row.merged_into if n.op not in ("quantize", "input")), None)
+        if own is not None:
+            device = getattr(own, "device", device)
+            why = getattr(own, "cpu_reason", "") or ""
+            note = (why + "; " if why else "") + f"the DPU layer after it reads it through the input quantizer " \
+                f"{node.name}"
     if node.out_slot is None and node.op not in ("input",):
         act = dpu.rounding_activation(node) if hasattr(dpu, "rounding_activation") else None
         if act is not None:
@@ -340,7 +350,7 @@ def _placement(row: Row, dpu: Any) -> tuple[str, str]:
     shared = dpu.shared_note(node.name) if hasattr(dpu, "shared_note") else ""
     if shared:
         note = (note + "; " if note else "") + shared
-    return getattr(node, "device", "DPU"), note
+    return device, note
 
 
 def _batches(capture: Capture, layer: str, max_samples: int | None) -> Callable[[], Iterator[np.ndarray]]:
