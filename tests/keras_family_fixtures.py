@@ -204,3 +204,11 @@ def inception_resnet_keras3() -> Family:
     from keras.src.applications import inception_resnet_v2 as irv2
 
     return _family("k3irv2", lambda: _inception_resnet_mini(irv2, keras, "irv2_mini3"), ".keras", (9, 9, 3), -1, 1)
+
+
+def inception_resnet_keras3_h5() -> Family:
+    """The Keras 3 miniature saved as HDF5: the config names no module, so loading it needs the class."""
+    import keras
+    from keras.src.applications import inception_resnet_v2 as irv2
+
+    return _family("k3irv2h5", lambda: _inception_resnet_mini(irv2, keras, "irv2_mini3h5"), ".h5", (9, 9, 3), -1, 1)

@@ -23,6 +23,7 @@ from keras_family_fixtures import (
     fresh_keras_names,  # noqa: F401 - autouse
     inception_resnet_h5,
     inception_resnet_keras3,
+    inception_resnet_keras3_h5,
     mobilenet_v3_h5,
     mobilenet_v3_keras3,
     sequence_model_h5,
@@ -112,11 +113,12 @@ def test_convnext_layer_norm_gelu_layer_scale_run_on_the_cpu(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("build", [inception_resnet_h5, inception_resnet_keras3], ids=["tf_keras", "keras3"])
+@pytest.mark.parametrize("build", [inception_resnet_h5, inception_resnet_keras3, inception_resnet_keras3_h5],
+                         ids=["tf_keras", "keras3", "keras3_h5"])
 def test_inception_resnet_custom_scale_layer_runs_on_the_cpu(tmp_path, build):
     """InceptionResNetV2's CustomScaleLayer (x[0] + x[1] * scale, a class of keras.applications) was
     refused as custom code: it is rebuilt from its class name and config, and runs float on the CPU."""
-    if build is inception_resnet_keras3:
+    if build is not inception_resnet_h5:
         pytest.importorskip("keras", minversion="3")
     fam = build()
     report = _capture_and_emulate(fam, tmp_path)

@@ -275,7 +275,8 @@ def load_keras_model(path: str) -> Any:
 
             # Through an h5py handle opened with locking off (see the tf_keras case below).
             with h5py.File(path, "r", locking=False) as h5:
-                return load_model_from_hdf5(h5, compile=False, safe_mode=True)
+                return load_model_from_hdf5(h5, compile=False, safe_mode=True,
+                                            custom_objects=_application_layers(keras3=True))
         import tf_keras
         from tf_keras.src.saving.serialization_lib import SafeModeScope
 
@@ -300,16 +301,17 @@ def load_keras_model(path: str) -> Any:
         raise QInspectError(f"TensorFlow cannot load this model ({text[:300]})", path) from None
 
 
-def _application_layers() -> dict[str, Any]:
-    """tf_keras's own layers that live in keras.applications modules (ConvNeXt's LayerScale), which
-    tf_keras cannot find by class name alone."""
+def _application_layers(keras3: bool = False) -> dict[str, Any]:
+    """Keras's own layers that live in keras.applications modules (ConvNeXt's LayerScale,
+    InceptionResNetV2's CustomScaleLayer), which tf_keras, and Keras 3 reading an HDF5 file (its config
+    names no module), cannot find by class name alone. ``keras3``: Keras 3's classes, else tf_keras's."""
     import importlib
 
     from qinspect.io.keras_classes import APPLICATION_LAYERS
 
     found = {}
-    for name, (tf_module, _) in APPLICATION_LAYERS.items():
-        cls = getattr(importlib.import_module(tf_module), name, None)
+    for name, modules in APPLICATION_LAYERS.items():
+        cls = getattr(importlib.import_module(modules[1 if keras3 else 0]), name, None)
         if cls is not None:
             found[name] = cls
     return found
