@@ -288,3 +288,19 @@ def test_recurrent_and_wrapper_shapes_inferred_like_keras(tmp_path, generation):
     graph = graph_from_config(config, use_hints=False)
     for name in ("lstm", "bi", "td", "bi_sum"):
         assert graph[name].output_shape == list(model.get_layer(name).output.shape), name
+
+
+def test_keras3_h5_keras_cannot_rebuild_says_to_save_as_keras(tmp_path):
+    """Keras 3 cannot reload some models from its own legacy HDF5 (an operation with a constant, as in
+    MobileNetV3's x + 3.0): capture says so in one line and how to get a file it can load."""
+    keras = pytest.importorskip("keras", minversion="3")
+    inp = keras.layers.Input((4,), name="x")
+    y = keras.layers.Dense(3, name="d")(inp) + 3.0
+    keras.Model(inp, keras.layers.Dense(2, name="out")(y)).save(tmp_path / "m.h5")
+    np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))
+    out = tmp_path / "cap.h5"
+    result = run_cli("capture", str(tmp_path / "m.h5"), "--inputs", str(tmp_path / "x.npy"), "-o", str(out))
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert "m.h5" in line and "Keras 3 cannot rebuild this model" in line and "model.save('model.keras')" in line
+    assert not out.exists()

@@ -270,13 +270,7 @@ def load_keras_model(path: str) -> Any:
 
             return keras.saving.load_model(path, compile=False, safe_mode=True)
         if _written_by_keras3(path):
-            import h5py
-            from keras.src.legacy.saving.legacy_h5_format import load_model_from_hdf5
-
-            # Through an h5py handle opened with locking off (see the tf_keras case below).
-            with h5py.File(path, "r", locking=False) as h5:
-                return load_model_from_hdf5(h5, compile=False, safe_mode=True,
-                                            custom_objects=_application_layers(keras3=True))
+            return _load_keras3_h5(path)
         import tf_keras
         from tf_keras.src.saving.serialization_lib import SafeModeScope
 
@@ -299,6 +293,23 @@ def load_keras_model(path: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - any loader failure is a bad model file for the user
         text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
         raise QInspectError(f"TensorFlow cannot load this model ({text[:300]})", path) from None
+
+
+def _load_keras3_h5(path: str) -> Any:
+    import h5py
+    from keras.src.legacy.saving.legacy_h5_format import load_model_from_hdf5
+
+    # Through an h5py handle opened with locking off (see load_keras_model's tf_keras case).
+    with h5py.File(path, "r", locking=False) as h5:
+        try:
+            return load_model_from_hdf5(h5, compile=False, safe_mode=True,
+                                        custom_objects=_application_layers(keras3=True))
+        except (TypeError, ValueError) as exc:
+            # Keras 3 cannot rebuild some of its own models from its legacy HDF5 config (operations
+            # called with constants, as MobileNetV3's x + 3.0; ConvNeXt): its .keras format can.
+            text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+            raise QInspectError(f"Keras 3 cannot rebuild this model from the HDF5 file it wrote ({text[:200]}); "
+                                "save it as .keras (model.save('model.keras')) and capture that", path) from None
 
 
 def _application_layers(keras3: bool = False) -> dict[str, Any]:
