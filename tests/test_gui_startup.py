@@ -95,8 +95,7 @@ def test_screenshot_of_a_real_window_under_xvfb(tmp_path):
     assert hi > 200 and lo < 80
 
 
-@pytest.mark.qt_no_exception_capture
-def test_export_layer_report_writes_html_json_csv(qtbot, tmp_path):
+def _window_on_gui_capture(qtbot, tmp_path):
     from qinspect.gui.main_window import MainWindow
 
     cap = write_gui_capture(tmp_path / "cap.h5")
@@ -106,6 +105,12 @@ def test_export_layer_report_writes_html_json_csv(qtbot, tmp_path):
     with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
         win.open_path(str(cap))
     qtbot.waitUntil(lambda: win.session.analysis is not None, timeout=60000)
+    return win
+
+
+@pytest.mark.qt_no_exception_capture
+def test_export_layer_report_writes_html_json_csv(qtbot, tmp_path):
+    win = _window_on_gui_capture(qtbot, tmp_path)
     out = tmp_path / "report"
     with qtbot.waitSignal(win.session.exported, timeout=120000) as blocker:
         win.export_report(str(out), "hand")
@@ -118,19 +123,6 @@ def test_export_layer_report_writes_html_json_csv(qtbot, tmp_path):
     assert len(rows) == 2 and "hand" in rows[1]
     assert win.errors.history == []
     win.shutdown()
-
-
-def _window_on_gui_capture(qtbot, tmp_path):
-    from qinspect.gui.main_window import MainWindow
-
-    cap = write_gui_capture(tmp_path / "cap.h5")
-    win = MainWindow(settings_path=isolated_settings(tmp_path))
-    qtbot.addWidget(win)
-    win.show()
-    with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
-        win.open_path(str(cap))
-    qtbot.waitUntil(lambda: win.session.analysis is not None, timeout=60000)
-    return win
 
 
 @pytest.mark.qt_no_exception_capture
