@@ -131,7 +131,7 @@ def _legend_corner(spec: FigureSpec) -> tuple[int, int]:
 
 def _build(spec: FigureSpec) -> pg.PlotWidget:
     # Never shown: the plot is laid out at the figure's size and painted straight into an image.
-    widget = pg.PlotWidget(background=_BACKGROUND)
+    widget = pg.PlotWidget(background=_BACKGROUND, enableMenu=False)  # never clicked: no context menus to build
     widget.resize(spec.width, spec.height)
     plot = widget.getPlotItem()
     plot.setTitle(spec.title, color=_FOREGROUND, size="11pt")
