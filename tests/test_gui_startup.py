@@ -162,8 +162,8 @@ def test_cancelling_the_export_while_figures_are_drawn_stops_the_helpers_and_wri
     monkeypatch.setattr(figures, "POOL_MIN_FIGURES", 1)
     monkeypatch.setattr(figures, "FIGURES_PER_TASK", 1)  # one figure per request: many chances to stop
     stopped = []
-    real_stop = compute_process._stop
-    monkeypatch.setattr(compute_process, "_stop", lambda pool: (stopped.append(pool), real_stop(pool)))
+    real_stop = compute_process.stop_helpers
+    monkeypatch.setattr(compute_process, "stop_helpers", lambda pool: (stopped.append(pool), real_stop(pool)))
     win = _window_on_gui_capture(qtbot, tmp_path)
     before = {p.pid for p in multiprocessing.active_children()}
     win.session.progress.connect(lambda done, total, text: "figures" in text and win.session.cancel_background())

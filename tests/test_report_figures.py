@@ -137,7 +137,7 @@ def test_figures_are_drawn_here_when_no_helper_can_start(monkeypatch):
 
     monkeypatch.delenv("QINSPECT_NO_HELPER_PROCESS", raising=False)
     monkeypatch.setattr(figures.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
-    monkeypatch.setattr(compute_process, "_spawn", refuse)
+    monkeypatch.setattr(compute_process, "start_helpers", refuse)
     specs = _many_specs(figures.POOL_MIN_FIGURES)
     out = figures.render_figures(specs)
     assert sorted(out) == sorted(s.id for s in specs)
@@ -148,8 +148,8 @@ def test_figures_a_dead_helper_left_are_drawn_here(monkeypatch):
     from qinspect.gui import compute_process
 
     stopped = []
-    real_stop = compute_process._stop
-    monkeypatch.setattr(compute_process, "_stop", lambda pool: (stopped.append(pool), real_stop(pool)))
+    real_stop = compute_process.stop_helpers
+    monkeypatch.setattr(compute_process, "stop_helpers", lambda pool: (stopped.append(pool), real_stop(pool)))
     monkeypatch.delenv("QINSPECT_NO_HELPER_PROCESS", raising=False)
     monkeypatch.setattr(figures.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
     monkeypatch.setattr(figures, "_draw_in_helper", _die_on_the_second_batch)

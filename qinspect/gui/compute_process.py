@@ -214,6 +214,18 @@ def _spawn(initializer: Any, initargs: tuple, env: dict[str, str] | None = None,
                 main.__dict__.pop("__spec__", None)
 
 
+def start_helpers(workers: int, niceness: int, env: dict[str, str] | None = None) -> ProcessPoolExecutor:
+    """A pool of ``workers`` helper processes for a one-off batch of work (the report's figures), started
+    now, with the helpers' usual set-up (priority, SIGINT, leaving with the parent) and ``env`` added to
+    what they inherit besides one-thread numpy. Stop it with :func:`stop_helpers` unless it finished."""
+    return _spawn(_init, (None, os.getpid(), niceness), {**ONE_THREAD_ENV, **(env or {})}, workers=workers)
+
+
+def stop_helpers(pool: ProcessPoolExecutor) -> None:
+    """Terminate a pool from :func:`start_helpers` now, whatever it is doing."""
+    _stop(pool)
+
+
 def _pool() -> ProcessPoolExecutor | None:
     global _POOL, _DISABLED
     if _DISABLED:

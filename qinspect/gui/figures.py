@@ -286,8 +286,7 @@ def _render_in_helpers(specs: list[FigureSpec], helpers: int, niceness: int,
 
     out: dict[str, bytes] = {}
     try:
-        pool = cp._spawn(cp._init, (None, os.getpid(), niceness), {**cp.ONE_THREAD_ENV, **_HELPER_ENV},
-                         workers=helpers)
+        pool = cp.start_helpers(helpers, niceness, _HELPER_ENV)
     except (OSError, ValueError, ImportError):
         return _render_here(specs, progress)  # no helper processes here: slower, same figures
     try:
@@ -298,13 +297,13 @@ def _render_in_helpers(specs: list[FigureSpec], helpers: int, niceness: int,
                 progress(len(out), len(specs))
         pool.shutdown(wait=True)
     except BrokenProcessPool:  # a helper died (killed, out of memory): draw what is missing here
-        cp._stop(pool)
+        cp.stop_helpers(pool)
         drawn = len(out)
         rest = _render_here([spec for spec in specs if spec.id not in out],
                             None if progress is None else lambda n, _total: progress(drawn + n, len(specs)))
         out.update(rest)
     except BaseException:  # cancelled (progress raised) or interrupted: the helpers stop now
-        cp._stop(pool)
+        cp.stop_helpers(pool)
         raise
     return {spec.id: out[spec.id] for spec in specs}
 
