@@ -127,9 +127,16 @@ def test_export_layer_report_writes_html_json_csv(qtbot, tmp_path):
 
 @pytest.mark.qt_no_exception_capture
 def test_model_report_figures_are_drawn_by_helper_processes_off_the_window(qtbot, tmp_path, monkeypatch):
-    """The whole-model export draws its figures in helper processes (not on the UI thread, one by one)
-    and every figure lands in the report, with progress heard along the way."""
+    """The whole-model export gathers its numbers in a helper process and draws its figures in helper
+    processes (never in the window's process, whose GIL the UI thread needs), and every figure lands
+    in the report, with progress heard along the way."""
     from qinspect.gui import figures
+    from qinspect.report import collect
+
+    def not_here(*_a, **_k):
+        raise AssertionError("the report's numbers were gathered in the window's process")
+
+    monkeypatch.setattr(collect, "build_report", not_here)  # the helper imports its own, untouched
 
     monkeypatch.delenv("QINSPECT_NO_HELPER_PROCESS", raising=False)
     monkeypatch.setattr(figures, "POOL_MIN_FIGURES", 1)
@@ -146,6 +153,7 @@ def test_model_report_figures_are_drawn_by_helper_processes_off_the_window(qtbot
     figure_files = sorted((out / "figures").glob("*.png"))
     assert len(figure_files) >= 4 and html.count("data:image/png;base64,") >= len(figure_files)
     assert drawn_here == []  # none was drawn in the window's process
+    assert any(text.startswith("report: ") for _done, _total, text in progress)  # from the helper
     assert any("figures" in text and done == total for done, total, text in progress)
     assert win.errors.history == []
     win.shutdown()

@@ -378,20 +378,32 @@ def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str
                           "a quantizer dump_model folder", [], list(dump.notes))
 
 
+def build_report_in_helper(path: str, quantized: str | None, layer: str | None, eval_path: str | None,
+                           advice_rows: Any, labels_path: str | None) -> Any:
+    """In a helper process of its own: gather the report's numbers with the report package, progress
+    to :func:`qinspect.gui.compute_process.report_progress` (which also stops a cancelled job)."""
+    from qinspect.gui.compute_process import report_progress
+    from qinspect.report.collect import build_report
+
+    return build_report(path, positions=quantized, layer=layer, eval_path=eval_path, advice=advice_rows,
+                        labels=labels_path,
+                        progress=lambda done, total, text: report_progress(done, total, f"report: {text}"))
+
+
 def export_job(token: CancelToken, document: Document, analysis: Analysis | None, folder: str,
                layer: str | None, eval_path: str | None, advice: Any = None, labels_path: str | None = None) -> Any:
-    """Worker: gather the report's numbers with the report package (figures are drawn by ``write_job``).
+    """Worker: gather the report's numbers in a helper process of its own, so the diagnosis and
+    sensitivity numpy behind them never holds the window's GIL (figures are drawn by ``write_job``).
     ``advice``: the Advice tab's advisor result, put on the report's first page when there is one."""
-    from qinspect.report.collect import build_report
+    from qinspect.gui.worker import in_own_process
 
     quantized = analysis.quantized_path if analysis is not None else None
     rows = None
     if advice is not None and advice.rows:
         rows = (advice.rows, f"the options advisor run in the window ({advice.n_samples} {advice.measured_on} "
                              "samples)")
-    return build_report(document.path, positions=quantized, layer=layer, eval_path=eval_path, advice=rows,
-                        labels=labels_path,
-                        progress=lambda done, total, text: token.progress(done, total, f"report: {text}"))
+    return in_own_process(token, build_report_in_helper, document.path, quantized, layer, eval_path, rows,
+                          labels_path)
 
 
 def write_job(token: CancelToken, report: Any, folder: str) -> str:
