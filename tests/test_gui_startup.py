@@ -182,3 +182,25 @@ def test_cancelling_the_export_while_figures_are_drawn_stops_the_helpers_and_wri
     qtbot.waitUntil(lambda: {p.pid for p in multiprocessing.active_children()} <= before, timeout=10000)
     assert win.errors.history == []
     win.shutdown()
+
+
+@pytest.mark.qt_no_exception_capture
+def test_emulation_and_diagnosis_in_the_model_helper_show_their_progress(qtbot, tmp_path):
+    """The model helper's jobs report what they are doing to the status bar (a diagnosis of a big model
+    takes minutes; it used to show "Diagnosing…" and nothing else)."""
+    from qinspect.gui.main_window import MainWindow
+
+    cap = write_gui_capture(tmp_path / "cap.h5")
+    win = MainWindow(settings_path=isolated_settings(tmp_path))
+    qtbot.addWidget(win)
+    heard = []
+    win.show()
+    with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
+        win.open_path(str(cap))
+    with qtbot.waitSignal(win.session.findings_changed, timeout=120000):  # emulation, then diagnosis
+        win.session.progress.connect(lambda done, total, text: heard.append(text))
+    assert "calibrating" in heard  # from the emulation in the helper
+    assert any("sensitivity" in text for text in heard), heard  # from the diagnosis' stages
+    assert "trying each remedy (what-if runs)" in heard
+    assert win.errors.history == []
+    win.shutdown()

@@ -392,3 +392,52 @@ def test_a_helper_killed_mid_result_leaves_no_thread_waiting_forever():
     finally:
         if not writer.closed:  # the assertion failed: release the thread so the test run can exit
             writer.close()
+
+
+def test_model_helper_jobs_report_progress_each_to_its_own_caller():
+    """Two threads wait on the one model helper at once: each hears its own job's reports, all of them,
+    in order (a diagnosis' progress must not end up in a remedy trial's status line)."""
+    from qinspect.gui import compute_process
+
+    if compute_process._DISABLED:
+        pytest.skip("no helper process here")
+    heard: dict[int, list] = {5: [], 7: []}
+    results: dict[int, int] = {}
+
+    def run(n: int) -> None:
+        results[n] = compute_process.call_model(_count_to, n, progress=lambda *r: heard[n].append(r))
+
+    try:
+        threads = [threading.Thread(target=run, args=(n,)) for n in (5, 7)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for n in (5, 7):
+            assert heard[n] == [(i + 1, n, "counting") for i in range(n)]
+            assert results[n] != os.getpid()  # ran in the helper
+    finally:
+        compute_process.shutdown()
+
+
+def test_a_model_job_whose_caller_stops_listening_is_killed():
+    """``progress`` raising (the caller's token was cancelled) stops the job at once: the helper is
+    killed, the exception reaches the caller, and the next job gets a new helper."""
+    from qinspect.gui import compute_process
+
+    if compute_process._DISABLED:
+        pytest.skip("no helper process here")
+
+    class StopListeningError(Exception):
+        pass
+
+    def stop(*_report):
+        raise StopListeningError()
+
+    try:
+        with pytest.raises(StopListeningError):
+            compute_process.call_model(_count_until_cancelled, progress=stop)
+        assert compute_process._MODEL_POOL is None  # killed, not left counting for 100 s
+        assert compute_process.call_model(_count_to, 2) != os.getpid()
+    finally:
+        compute_process.shutdown()

@@ -246,11 +246,84 @@ def _pool() -> ProcessPoolExecutor | None:
 _MODEL_POOL: ProcessPoolExecutor | None = None
 
 
-def call_model(fn: Any, *args: Any, cancelled: Any = None) -> Any:
+def _init_model_helper(reports: Any, parent_pid: int, niceness: int) -> None:
+    _init(None, parent_pid, niceness)
+    # What a job reports goes to its caller, tagged with the job's id (several callers wait on one
+    # helper). The helper is killed to cancel a job, so a report never raises here.
+    _child["report"] = lambda done, total, text: reports.put((_child["job"], int(done), int(total), str(text)))
+    _child["reports"] = reports
+
+
+def _run_model_job(job: int, fn: Any, *args: Any) -> Any:
+    _child["job"] = job
+    try:
+        return fn(*args)
+    finally:
+        _child["reports"].put((job, None))  # the last report of this job (see _run_job)
+
+
+class _ModelReports:
+    """The model helper's reports, sorted by job for the threads waiting on it (any of them may read
+    the shared queue; each takes its own job's reports)."""
+
+    def __init__(self, reports: Any) -> None:
+        self.queue = reports
+        self.lock = threading.Lock()
+        self.boxes: dict[int, list[tuple]] = {}
+
+    def take(self, job: int) -> list[tuple]:
+        """The reports of ``job`` that arrived so far (``(None,)`` marks its end)."""
+        import queue as queues
+
+        with self.lock:
+            while True:
+                try:
+                    item = self.queue.get_nowait()
+                except (queues.Empty, OSError, ValueError):
+                    break
+                self.boxes.setdefault(item[0], []).append(item[1:])
+            return self.boxes.pop(job, [])
+
+
+def _spawn_model_helper() -> ProcessPoolExecutor:
+    reports = mp.get_context("spawn").Queue()
+    pool = _spawn(_init_model_helper, (reports, os.getpid(), MODEL_NICENESS), ONE_THREAD_ENV)
+    pool.qinspect_reports = _ModelReports(reports)  # type: ignore[attr-defined] - read by call_model
+    return pool
+
+
+_JOB_IDS = iter(range(1, 2**62))
+END_GRACE_S = 2.0  # after a job's result, how long its last reports may still be in flight
+
+
+def _wait_reporting(pool: ProcessPoolExecutor, future: Any, job: int, progress: Any) -> Any:
+    """The job's result; meanwhile what it reports reaches ``progress`` in this thread."""
+    reports: _ModelReports = pool.qinspect_reports  # type: ignore[attr-defined]
+    done_at = None
+    while True:
+        items = reports.take(job)
+        for item in items:
+            if item == (None,):
+                return future.result()
+            progress(*item)
+        if future.done():
+            if future.exception() is not None or future.cancelled():
+                return future.result()  # raises: the helper died or the job raised
+            done_at = done_at or time.monotonic()
+            if time.monotonic() - done_at > END_GRACE_S:
+                return future.result()
+        if not items:
+            time.sleep(0.05)
+
+
+def call_model(fn: Any, *args: Any, cancelled: Any = None, progress: Any = None) -> Any:
     """Run a model-wide job ``fn(*args)`` in the model helper (in this thread if it is unavailable).
 
     ``cancelled()`` (optional) tells whether the caller's request was superseded when the helper was
     killed under it; then :class:`Superseded` is raised, else the job is redone in this thread.
+    What the job reports with :func:`report_progress` reaches ``progress(done, total, text)`` (optional)
+    in this thread; if ``progress`` raises (its caller cancelled), the helper is killed and the
+    exception goes on.
     """
     global _MODEL_POOL
     pool = None
@@ -258,10 +331,19 @@ def call_model(fn: Any, *args: Any, cancelled: Any = None) -> Any:
     if not _DISABLED:
         try:
             if _MODEL_POOL is None:
-                _MODEL_POOL = _spawn_pool(None, MODEL_NICENESS)
+                _MODEL_POOL = _spawn_model_helper()
                 atexit.register(kill_model_helper)
             pool = _MODEL_POOL
-            return pool.submit(fn, *args).result()
+            job = next(_JOB_IDS)
+            future = pool.submit(_run_model_job, job, fn, *args)
+            try:
+                return _wait_reporting(pool, future, job, progress or (lambda *_report: None))
+            except BrokenProcessPool:
+                raise
+            except BaseException:
+                if not future.done():  # progress raised: nothing the job computes is wanted any more
+                    kill_model_helper()
+                raise
         except BrokenProcessPool:
             if _MODEL_POOL is pool:  # not a newer helper another job started meanwhile
                 _MODEL_POOL = None

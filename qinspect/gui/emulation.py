@@ -279,7 +279,7 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
     token.check()
     diagnosis = diagnose(analysis.graph, inputs, calib,
                                 data_label="evaluation" if eval_path else "calibration",
-                                progress=lambda _msg: token.check(), labels=labels)
+                                progress=lambda msg: token.progress(0, 0, msg), labels=labels)
     for f in diagnosis.findings:
         f.layer = analysis.float_layer(f.layer)
     return DiagnosisSummary(list(diagnosis.findings), diagnosis.output.sqnr_db, diagnosis.top1_agreement,
@@ -420,7 +420,7 @@ def write_job(token: CancelToken, report: Any, folder: str) -> str:
 
 # --- model-wide jobs in the helper process (see compute_process.call_model) -------------------------
 class _HelperToken:
-    """In the helper nothing cancels a job (the GUI kills the helper instead) and nobody hears progress."""
+    """In the helper nothing cancels a job (the GUI kills the helper instead); progress goes to the caller."""
 
     request_id = 0
     cancelled = False
@@ -429,7 +429,10 @@ class _HelperToken:
         """Never cancelled here."""
 
     def progress(self, done: int, total: int, text: str = "") -> None:
-        """Not reported from the helper."""
+        """Handed to the window's worker thread (:func:`qinspect.gui.compute_process.call_model`)."""
+        from qinspect.gui.compute_process import report_progress
+
+        report_progress(done, total, text)
 
     def partial(self, result: Any) -> None:
         """Not reported from the helper."""
@@ -470,7 +473,7 @@ def _in_helper(token: CancelToken, fn: Any, *args: Any) -> Any:
 
     token.check()
     try:
-        return compute_process.call_model(fn, *args, cancelled=lambda: token.cancelled)
+        return compute_process.call_model(fn, *args, cancelled=lambda: token.cancelled, progress=token.progress)
     except compute_process.Superseded:
         raise Cancelled() from None
 
