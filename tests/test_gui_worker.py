@@ -420,9 +420,9 @@ def test_model_helper_jobs_report_progress_each_to_its_own_caller():
         compute_process.shutdown()
 
 
-def test_a_model_job_whose_caller_stops_listening_is_killed():
-    """``progress`` raising (the caller's token was cancelled) stops the job at once: the helper is
-    killed, the exception reaches the caller, and the next job gets a new helper."""
+def test_a_model_job_whose_caller_stops_listening_ends_then_says_so():
+    """``progress`` raising (the caller's request was superseded) is not heard again; the job ends in the
+    helper, which is kept (another job may wait behind it), and then the exception reaches the caller."""
     from qinspect.gui import compute_process
 
     if compute_process._DISABLED:
@@ -431,13 +431,19 @@ def test_a_model_job_whose_caller_stops_listening_is_killed():
     class StopListeningError(Exception):
         pass
 
-    def stop(*_report):
+    calls = []
+
+    def stop(*report):
+        calls.append(report)
         raise StopListeningError()
 
     try:
+        assert compute_process.call_model(_count_to, 1) != os.getpid()
+        helper = compute_process._MODEL_POOL
         with pytest.raises(StopListeningError):
-            compute_process.call_model(_count_until_cancelled, progress=stop)
-        assert compute_process._MODEL_POOL is None  # killed, not left counting for 100 s
+            compute_process.call_model(_count_to, 5, progress=stop)
+        assert calls == [(1, 5, "counting")]  # heard once, then no more
+        assert compute_process._MODEL_POOL is helper  # not killed
         assert compute_process.call_model(_count_to, 2) != os.getpid()
     finally:
         compute_process.shutdown()

@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -322,8 +322,9 @@ def call_model(fn: Any, *args: Any, cancelled: Any = None, progress: Any = None)
     ``cancelled()`` (optional) tells whether the caller's request was superseded when the helper was
     killed under it; then :class:`Superseded` is raised, else the job is redone in this thread.
     What the job reports with :func:`report_progress` reaches ``progress(done, total, text)`` (optional)
-    in this thread; if ``progress`` raises (its caller cancelled), the helper is killed and the
-    exception goes on.
+    in this thread. If ``progress`` raises (its caller was superseded), it hears nothing more, the job
+    still ends in the helper (another job may wait behind it; only an explicit cancel kills the helper,
+    :func:`kill_model_helper`) and the exception is raised then.
     """
     global _MODEL_POOL
     pool = None
@@ -336,15 +337,17 @@ def call_model(fn: Any, *args: Any, cancelled: Any = None, progress: Any = None)
             pool = _MODEL_POOL
             job = next(_JOB_IDS)
             future = pool.submit(_run_model_job, job, fn, *args)
-            try:
-                return _wait_reporting(pool, future, job, progress or (lambda *_report: None))
-            except BrokenProcessPool:
-                raise
-            except BaseException:
-                if not future.done():  # progress raised: nothing the job computes is wanted any more
-                    kill_model_helper()
-                raise
-        except BrokenProcessPool:
+            refused: list[BaseException] = []
+
+            def listen(*report: Any) -> None:
+                if progress is not None and not refused:
+                    try:
+                        progress(*report)
+                    except Exception as exc:  # noqa: BLE001 - raised once the job has ended
+                        refused.append(exc)
+
+            result = _wait_reporting(pool, future, job, listen)
+        except (BrokenProcessPool, CancelledError):  # killed, or stopped while it waited behind another
             if _MODEL_POOL is pool:  # not a newer helper another job started meanwhile
                 _MODEL_POOL = None
                 _stop(pool)
@@ -352,6 +355,10 @@ def call_model(fn: Any, *args: Any, cancelled: Any = None, progress: Any = None)
                 raise Superseded() from None
         except (OSError, ValueError, ImportError):
             pass
+        else:
+            if refused:
+                raise refused[0]
+            return result
     return fn(*args)
 
 
