@@ -204,3 +204,25 @@ def test_emulation_and_diagnosis_in_the_model_helper_show_their_progress(qtbot, 
     assert "trying each remedy (what-if runs)" in heard
     assert win.errors.history == []
     win.shutdown()
+
+
+@pytest.mark.qt_no_exception_capture
+def test_findings_tab_says_a_diagnosis_is_running_then_what_it_found(qtbot, tmp_path):
+    from qinspect.gui.main_window import MainWindow
+
+    cap = write_gui_capture(tmp_path / "cap.h5")
+    win = MainWindow(settings_path=isolated_settings(tmp_path))
+    qtbot.addWidget(win)
+    win.show()
+    view = win.findings
+    said = []
+    with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
+        win.open_path(str(cap))
+    win.session.busy.connect(lambda *_: said.append(view.info.text()))
+    with qtbot.waitSignal(win.session.findings_changed, timeout=120000):
+        pass
+    assert any(text.startswith("Diagnosing the int8 model") for text in said), said
+    final = view.info.text()
+    assert not final.startswith("Diagnosing") and "emulation of a capture has finished" not in final
+    assert final.startswith("No findings") == (len(win.session.findings) == 0)
+    win.shutdown()

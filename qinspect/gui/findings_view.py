@@ -30,6 +30,9 @@ from qinspect.report import wording
 KIND_ROLE = Qt.ItemDataRole.UserRole
 
 
+NO_EMULATION_YET = "Findings appear once the int8 emulation of a capture has finished."
+
+
 def _wrapped(object_name: str) -> QLabel:
     label = QLabel("")
     label.setObjectName(object_name)
@@ -134,7 +137,7 @@ class FindingsView(QWidget):
         self.session = None
         self.findings: list = []
         layout = QVBoxLayout(self)
-        self.info = QLabel("Findings appear once the int8 emulation of a capture has finished.")
+        self.info = QLabel(NO_EMULATION_YET)
         self.info.setWordWrap(True)
         layout.addWidget(self.info)
         self.table = QTableWidget(0, 4)
@@ -162,7 +165,29 @@ class FindingsView(QWidget):
         self.session = session
         session.trial_changed.connect(self._show_current)
         session.channels["trial"].idle.connect(self._show_current)
+        session.busy.connect(self._on_busy)
         self.refresh()
+
+    def _on_busy(self, channel: object, _text: str) -> None:
+        # Sent as a job starts (before its channel counts as busy) and when the jobs end.
+        if not self.findings and self.session is not None:
+            self.info.setText(self._empty_text(diagnosing=channel is self.session.channels["findings"]))
+
+    def _empty_text(self, diagnosing: bool | None = None) -> str:
+        """What the empty table means now (``diagnosing``: whether a diagnosis runs, if known)."""
+        session = self.session
+        if session is None:
+            return NO_EMULATION_YET
+        analysis = getattr(session, "analysis", None)
+        if analysis is not None and not analysis.available:
+            return f"No findings: there is no int8 emulation here ({analysis.reason})."
+        running = session.channels["findings"].busy if diagnosing is None else diagnosing
+        if running:
+            return "Diagnosing the int8 model: its findings appear here when it ends (its stage is in the status bar)."
+        if session.diagnosis is not None:
+            return ("No findings: the diagnosis found no cause whose remedy measurably gains output SQNR "
+                    "(the Error propagation tab shows each layer's SQNR).")
+        return NO_EMULATION_YET
 
     def _on_click(self, row: int, _col: int) -> None:
         item = self.table.item(row, 1)
@@ -222,4 +247,6 @@ class FindingsView(QWidget):
                               f"{budget} Click one to inspect its layer and read it in full below.")
             if self.table.currentRow() < 0:
                 self.table.setCurrentCell(0, 0)
+        else:
+            self.info.setText(self._empty_text())
         self._show_current()

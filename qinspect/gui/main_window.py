@@ -198,6 +198,7 @@ class MainWindow(QMainWindow):
         bar = self.statusBar()
         self.status_label = QLabel("")
         self.progress = QProgressBar()
+        self._busy_text = ""  # what the running background job is (its stages go beside it)
         self.progress.setMaximumWidth(220)
         self.progress.setTextVisible(True)
         self.progress.hide()
@@ -570,16 +571,23 @@ class MainWindow(QMainWindow):
             self.cancel_button.hide()
             return
         self._progress_channel = channel
+        self._busy_text = text
         self.progress.setRange(0, 0)
         self.progress.setFormat(text)
         self.progress.show()
         self.cancel_button.show()
 
     def show_progress(self, done: int, total: int, text: str) -> None:
-        """Progress of the running background job."""
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
-        self.progress.setFormat(f"{text} %p%" if text else "%p%")
+        """Progress of the running background job: the bar shows how far (or that it is busy, when the
+        job has no measure of its work), the status line what it is doing (room for a long stage name)."""
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+            self.progress.setFormat("%p%")
+        else:
+            self.progress.setRange(0, 0)
+        if text:
+            self.set_status(f"{self._busy_text}: {text}" if self._busy_text else text)
 
     def _cancel_background(self) -> None:
         if self.session is not None:

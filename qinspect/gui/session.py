@@ -365,6 +365,12 @@ def label_step(n: int, width_px: int, label_px: int = 110) -> int:
 
 def set_layer_ticks(plot, names: list[str]) -> None:
     """Name the layers on a plot's x axis (every k-th, so names never overlap; a minor tick for each)."""
-    step = label_step(len(names), plot.width())
-    plot.getAxis("bottom").setTicks([[(i, names[i].rsplit("/", 1)[-1]) for i in range(0, len(names), step)],
-                                     [(i, "") for i in range(len(names))]])
+    from PySide6.QtGui import QFontMetrics
+
+    axis = plot.getAxis("bottom")
+    short = [name.rsplit("/", 1)[-1] for name in names]
+    # The widest name, in the axis' own font, decides the spacing (batch_normalization_149 needs 150 px).
+    metrics = QFontMetrics(axis.style.get("tickFont") or axis.font())
+    widest = max((metrics.horizontalAdvance(s) for s in short), default=0)
+    step = label_step(len(names), plot.width(), max(110, widest + 24))
+    axis.setTicks([[(i, short[i]) for i in range(0, len(names), step)], [(i, "") for i in range(len(names))]])
