@@ -226,3 +226,25 @@ def test_findings_tab_says_a_diagnosis_is_running_then_what_it_found(qtbot, tmp_
     assert not final.startswith("Diagnosing") and "emulation of a capture has finished" not in final
     assert final.startswith("No findings") == (len(win.session.findings) == 0)
     win.shutdown()
+
+
+def test_layer_names_on_an_axis_never_overlap_however_long(qtbot):
+    """Every k-th layer name is shown, k chosen from the widest name in the axis' own font (names like
+    batch_normalization_149 ran into each other with a fixed 110 px guess)."""
+    import pyqtgraph as pg
+    from PySide6.QtGui import QFontMetrics
+
+    from qinspect.gui.session import set_layer_ticks
+
+    plot = pg.PlotWidget()
+    qtbot.addWidget(plot)
+    plot.resize(600, 300)
+    names = [f"block/batch_normalization_{i}" for i in range(200)]
+    set_layer_ticks(plot, names)
+    axis = plot.getAxis("bottom")
+    major, minor = axis._tickLevels
+    assert len(minor) == 200 and major[0] == (0, "batch_normalization_0")  # the short name, after the "/"
+    metrics = QFontMetrics(axis.style.get("tickFont") or axis.font())
+    widest = max(metrics.horizontalAdvance(text) for _i, text in major)
+    spacing_px = 600 / 200 * (major[1][0] - major[0][0])  # the plot's width shared by the layers
+    assert spacing_px > widest
