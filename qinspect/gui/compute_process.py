@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import CancelledError, ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -74,7 +74,7 @@ def _init(latest: Any, parent_pid: int, niceness: int = 0) -> None:
             pass  # not allowed here: same priority as the window
     # Ctrl-C in the terminal reaches the whole process group: the GUI closes and stops its helpers
     # itself; a helper must not die mid-request printing a KeyboardInterrupt traceback. SIGINT was
-    # blocked since the spawn (see _spawn_pool): ignoring it first discards one that came meanwhile.
+    # blocked since the spawn (see _spawn): ignoring it first discards one that came meanwhile.
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -164,12 +164,11 @@ def what_if(rid: int, data: ls.LayerData, position: int, method: str) -> ls.What
 
 
 # --- in the GUI process ----------------------------------------------------------------------------
-def _spawn_pool(latest: Any, niceness: int) -> ProcessPoolExecutor:
-    """The layer helper (``latest="new"``: with the shared latest-request array) or the model helper."""
-    if latest == "new":
-        global _LATEST
-        _LATEST = latest = mp.get_context("spawn").Array("q", N_SLOTS, lock=False)
-    return _spawn(_init, (latest, os.getpid(), niceness), ONE_THREAD_ENV)
+def _spawn_layer_helper() -> ProcessPoolExecutor:
+    """The layer helper, with the shared latest-request array (the model helper: _spawn_model_helper)."""
+    global _LATEST
+    _LATEST = latest = mp.get_context("spawn").Array("q", N_SLOTS, lock=False)
+    return _spawn(_init, (latest, os.getpid(), LAYER_NICENESS), ONE_THREAD_ENV)
 
 
 def _spawn(initializer: Any, initargs: tuple, env: dict[str, str] | None = None,
@@ -232,7 +231,7 @@ def _pool() -> ProcessPoolExecutor | None:
         return None
     if _POOL is None:
         try:
-            _POOL = _spawn_pool("new", LAYER_NICENESS)
+            _POOL = _spawn_layer_helper()
             atexit.register(shutdown)
         except (OSError, ValueError, ImportError):
             _DISABLED = True
@@ -312,8 +311,9 @@ def _wait_reporting(pool: ProcessPoolExecutor, future: Any, job: int, progress: 
             done_at = done_at or time.monotonic()
             if time.monotonic() - done_at > END_GRACE_S:
                 return future.result()
-        if not items:
-            time.sleep(0.05)
+            time.sleep(0.005)  # the end marker is on its way
+        elif not items:
+            wait([future], timeout=0.05)  # returns as soon as the job ends
 
 
 def call_model(fn: Any, *args: Any, cancelled: Any = None, progress: Any = None) -> Any:
