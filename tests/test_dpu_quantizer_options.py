@@ -262,7 +262,9 @@ def test_a_grouped_conv_tail_is_left_unequalized_and_said_so_and_the_model_emula
     np.testing.assert_array_equal(g["quant_a"].weights["kernel"], w["a"]["kernel"])
     notes = [r for r in g.rewrites if r.kind == "cross_layer_equalization" and "NOT equalized" in r.text]
     assert len(notes) == 1 and notes[0].layers == ["a", "b"] and "grouped Conv2D" in notes[0].text
-    # The grouped conv runs in float on the CPU: no weight position to calibrate, and a full emulation runs.
+    # The grouped conv runs in float on the CPU, and its reason says that this is an assumption.
+    assert g["quant_b"].device == "CPU" and "an assumption" in g["quant_b"].cpu_reason
+    # No weight position to calibrate, and a full emulation runs.
     x = _x()
     emu = Emulator.from_model(src, x, options=QuantizerOptions(calib_batch_size=4))
     res = emu.run(x, stats_factory=ErrorStats, keep_float=True)

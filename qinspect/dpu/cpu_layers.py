@@ -313,7 +313,8 @@ def cpu_reason(class_name: str) -> str:
     if class_name == "elementwise":
         return "TensorFlow function / Keras operation with no DPU operator: float on the CPU"
     if class_name == "Conv2D":
-        return "grouped Conv2D (groups > 1, not one per channel) is not emulated in integers: float on the CPU"
+        return ("grouped Conv2D (groups > 1, not one per channel) is not emulated in integers: float on the CPU "
+                "(an assumption: the quantizer may quantize it; no real run with one has been checked)")
     if class_name == "CustomScaleLayer":
         # The file holds only the class name and its config; the computation is keras.applications'.
         return ("CustomScaleLayer is not in the Vitis pof2s quantizer's layer registry: it stays float, on "
