@@ -167,3 +167,15 @@ def _die_on_the_second_batch(specs: list) -> list:
     if specs[0].id != "e0":
         os._exit(1)
     return figures._draw_in_helper(specs)
+
+
+def test_the_report_command_hears_how_many_figures_are_drawn():
+    """`qinspect report` shows the figures' progress (a big model's report draws a couple of thousand)."""
+    from qinspect.cli.report import _renderer
+
+    heard = []
+    renderer = _renderer(lambda done, total, what: heard.append((done, total, what)))
+    specs = _many_specs(3)
+    out = renderer(specs)
+    assert sorted(out) == ["e0", "e1", "e2"]
+    assert heard == [(1, 3, "figures"), (2, 3, "figures"), (3, 3, "figures")]

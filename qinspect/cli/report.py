@@ -9,6 +9,7 @@ atomically; an existing non-empty DIR is replaced only with ``--force``.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from typing import Any
@@ -46,8 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _renderer():
-    """The Qt figure renderer, or None (with a note) when Qt cannot be loaded."""
+def _renderer(progress: Any = None):
+    """The Qt figure renderer, or None (with a note) when Qt cannot be loaded. ``progress(done, total,
+    what)`` hears how many figures are drawn (a big model's report draws a couple of thousand)."""
     # No display is needed or used: the offscreen platform draws into memory.
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
     try:
@@ -58,7 +60,9 @@ def _renderer():
         print(f"qinspect: warning: no figures: {missing_message('drawing figures', 'gui', exc.name)}",
               file=sys.stderr)
         return None
-    return render_figures
+    if progress is None:
+        return render_figures
+    return functools.partial(render_figures, progress=lambda done, total: progress(done, total, "figures"))
 
 
 def _check_not_inside(out: str, *paths: str | None) -> None:
@@ -101,7 +105,8 @@ def _build(args: argparse.Namespace, progress: Any) -> Any:
 
     return build_and_write(
         args.source, args.output, layer=args.layer, positions=args.positions, eval_path=args.eval_path,
-        force=args.force, render_figures=_renderer(), batch_size=args.batch_size, options=quantizer_options(args),
+        force=args.force, render_figures=_renderer(progress), batch_size=args.batch_size,
+        options=quantizer_options(args),
         max_samples=args.samples, progress=progress, diagnose=not args.no_findings, opener=open_any,
         inputs=args.inputs, preprocess=args.preprocess, sensitivity=not args.no_sensitivity, labels=args.labels,
     )
