@@ -17,6 +17,7 @@ constraint pass and the executor.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +120,21 @@ class Adjustment:
             "after": self.after,
             "text": self.text,
         }
+
+
+def computing_node(standing: Node, built_from: Iterable[Node]) -> Node:
+    """The node that computes a float layer, given the node standing for its tensor and the nodes built
+    from the layer (graph order). They differ for a float layer that a DPU layer reads through an input
+    quantizer: the quantizer (on the DPU) stands for the tensor, the layer runs as its own node (often on
+    the CPU). A model input stands as its quantizer: what the DPU reads."""
+    if standing.op != "quantize":
+        return standing
+    return next((n for n in built_from if n.op not in ("quantize", "input")), standing)
+
+
+def read_through_note(quantizer: Node) -> str:
+    """Said beside a float layer whose tensor the DPU reads through ``quantizer``."""
+    return f"the DPU layer after it reads it through the input quantizer {quantizer.name}"
 
 
 @dataclass

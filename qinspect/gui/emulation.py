@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from qinspect.dpu.dpu_graph import computing_node, read_through_note
 from qinspect.gui.document import Document, open_document
 
 if TYPE_CHECKING:  # the helper process imports this module and must not need Qt
@@ -32,7 +33,7 @@ class Analysis:
     positions_source: str = ""
     emulator: Any = None
     _node_of: dict[str, Any] = field(default_factory=dict)
-    _runs_as: dict[str, Any] = field(default_factory=dict)
+    _built_from: dict[str, list[Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.graph is not None:
@@ -40,10 +41,7 @@ class Analysis:
                 for layer in getattr(node, "origin", []) or [node.name]:
                     # The last node built from a layer is the one whose output stands for it.
                     self._node_of[layer] = node
-                    # Where the layer itself runs: not the input quantizer the quantizer put after a float
-                    # layer for the DPU layer that reads it (that node is on the DPU, the layer is not).
-                    if node.op != "quantize" and layer not in self._runs_as:
-                        self._runs_as[layer] = node
+                    self._built_from.setdefault(layer, []).append(node)
 
     def summary(self) -> str:
         """One line for the status bar."""
@@ -82,13 +80,10 @@ class Analysis:
         return self._node_of.get(layer)
 
     def runs_as(self, layer: str) -> Any:
-        """The node that computes ``layer`` (its input quantizer aside, unlike :meth:`node`; a model input
-        stands as its quantizer, what the DPU reads)."""
+        """The node that computes ``layer``: unlike :meth:`node`, not the input quantizer that stands for
+        its tensor (:func:`qinspect.dpu.dpu_graph.computing_node`)."""
         node = self._node_of.get(layer)
-        own = self._runs_as.get(layer)
-        if node is None or own is None or node.op != "quantize" or own.op == "input":
-            return node
-        return own
+        return None if node is None else computing_node(node, self._built_from[layer])
 
     def placement(self) -> dict[str, str]:
         """Float layer -> "DPU" or "CPU": where the layer itself runs."""
@@ -101,7 +96,7 @@ class Analysis:
             own = self.runs_as(layer)
             why = getattr(own, "cpu_reason", "")
             if why and own is not node:
-                why += f"; the DPU layer after it reads it through the input quantizer {node.name}"
+                why += "; " + read_through_note(node)
             if why:
                 out[layer] = why
         return out

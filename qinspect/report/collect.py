@@ -24,6 +24,7 @@ from qinspect import __version__
 from qinspect.analysis import diagnose as diagnosis
 from qinspect.analysis.metrics import ErrorStats, representable_range
 from qinspect.dpu.checks import check_finite_capture
+from qinspect.dpu.dpu_graph import computing_node, read_through_note
 from qinspect.dpu.emulator import Emulator, calibration_data, captured_stand_ins
 from qinspect.dpu.options import QuantizerOptions
 from qinspect.errors import QInspectError, first_line
@@ -329,17 +330,12 @@ def _placement(row: Row, dpu: Any) -> tuple[str, str]:
         if dpu is not None:
             return "", "no int8 tensor of its own in the quantized model (removed or replaced by the quantizer)"
         return "", ""
-    note = getattr(node, "cpu_reason", "") or ""
-    device = getattr(node, "device", "DPU")
-    if node.op == "quantize":
-        # The input quantizer after a float layer stands for its tensor, but the layer itself runs where
-        # its own node does (a float ReLU after a CPU layer stays on the CPU); a model input stays its quantizer.
-        own = next((n for n in row.merged_into if n.op not in ("quantize", "input")), None)
-        if own is not None:
-            device = getattr(own, "device", device)
-            why = getattr(own, "cpu_reason", "") or ""
-            note = (why + "; " if why else "") + f"the DPU layer after it reads it through the input quantizer " \
-                f"{node.name}"
+    # The layer runs where its own node does, even when an input quantizer stands for its tensor.
+    own = computing_node(node, row.merged_into)
+    note = getattr(own, "cpu_reason", "") or ""
+    device = getattr(own, "device", "DPU")
+    if own is not node:
+        note = (note + "; " if note else "") + read_through_note(node)
     if node.out_slot is None and node.op not in ("input",):
         act = dpu.rounding_activation(node) if hasattr(dpu, "rounding_activation") else None
         if act is not None:
