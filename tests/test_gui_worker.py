@@ -447,3 +447,23 @@ def test_a_model_job_whose_caller_stops_listening_ends_then_says_so():
         assert compute_process.call_model(_count_to, 2) != os.getpid()
     finally:
         compute_process.shutdown()
+
+
+def test_a_model_job_run_in_the_callers_thread_reports_to_no_other_job(monkeypatch):
+    """Without helper processes a model job runs in its caller's thread; its progress must not reach the
+    report hook a capture or advisor job has set meanwhile (nor be cancelled by it)."""
+    from qinspect.gui import compute_process
+
+    heard = []
+    monkeypatch.setattr(compute_process, "_DISABLED", True)
+    monkeypatch.setitem(compute_process._child, "report", lambda *r: heard.append(r))
+    assert compute_process.call_model(_report_through_helper_token) == "done"
+    assert heard == []
+    assert not compute_process.in_model_helper()
+
+
+def _report_through_helper_token():  # a model job: in the helper, or in the caller's thread
+    from qinspect.gui.emulation import _HelperToken
+
+    _HelperToken().progress(1, 2, "diagnosing")
+    return "done"

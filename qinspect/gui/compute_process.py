@@ -253,6 +253,12 @@ def _init_model_helper(reports: Any, parent_pid: int, niceness: int) -> None:
     _child["reports"] = reports
 
 
+def in_model_helper() -> bool:
+    """True inside a job that :func:`call_model` runs in the model helper (not when it runs the job in
+    the caller's thread, where a capture's :func:`report_progress` hook may be set for another job)."""
+    return "job" in _child
+
+
 def _run_model_job(job: int, fn: Any, *args: Any) -> Any:
     _child["job"] = job
     try:

@@ -424,10 +424,12 @@ class _HelperToken:
         """Never cancelled here."""
 
     def progress(self, done: int, total: int, text: str = "") -> None:
-        """Handed to the window's worker thread (:func:`qinspect.gui.compute_process.call_model`)."""
-        from qinspect.gui.compute_process import report_progress
+        """Handed to the window's worker thread (:func:`qinspect.gui.compute_process.call_model`); lost when
+        the job runs in that thread itself (no helper), as before."""
+        from qinspect.gui import compute_process
 
-        report_progress(done, total, text)
+        if compute_process.in_model_helper():
+            compute_process.report_progress(done, total, text)
 
     def partial(self, result: Any) -> None:
         """Not reported from the helper."""
