@@ -6,13 +6,15 @@ A 5 ms precise QTimer runs beside the real event loop; a *stall* is the gap betw
 - click-through: every layer selected in turn, the next one once the previous is fully drawn;
 - key repeat: a held Down arrow on the tree (auto-repeat every 33 ms) over as many rows as there are
   layers, until the layer it stops at is drawn;
-- the click-through again beside background work, restarted as long as needed (``--phases``):
+- the click-through again beside background work, at a brisk person's pace (a click every 250 ms,
+  or once the layer is drawn), the work restarted as long as needed (``--phases``):
   bg_emu_cli `qinspect emulate CAPTURE` and bg_cap_cli `qinspect capture` as other programs at the
   window's priority; bg_emu_win the window's own emulation (its model helper) and bg_cap_win a capture
   started from the window (its job helper), both as the window runs them (lower priority, one BLAS
   thread). The capture phases need the model and inputs (`--bg-model/--bg-inputs`, or the capture's own
   sources when they are still files).
-For each: the worst and the 95th-percentile stall, and click -> fully drawn (median, max). Beside each
+For each: the worst and the 95th-percentile stall, and click -> fully drawn (median, max); beside
+background work, the share of the phase the window held its own background paused while drawing. Beside each
 stall figure, the UI thread's own CPU time between two ticks (worst, 95th percentile): on a loaded
 machine the wall-clock gaps mostly measure the wait for a core; the CPU figure is what the window
 itself spends in one turn of its event loop, close to the stall an idle machine would see. Then the
@@ -62,6 +64,10 @@ SAMPLE_MS = 5  # how often the watchdog looks during a stall
 STACK_DEPTH = 8
 WORST_KEPT = 6  # stalls reported per phase, worst first
 BG_CAPTURE_SAMPLES = 8
+# Beside background work, layers are clicked at a brisk person's pace (the next click this long after the
+# previous one, or once it is drawn if that takes longer), so the background runs between clicks, as it
+# would for a user: clicked back to back, a window that pauses it while it draws would starve it.
+BG_PACE_MS = 250
 BG_WARMUP_S = {"bg_emu_cli": 3.0, "bg_emu_win": 3.0, "bg_cap_cli": 8.0, "bg_cap_win": 8.0}
 
 
@@ -392,12 +398,22 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
     run_loop(lambda: None, lambda: clock.elapsed() > 3000, 10)
     out["idle"] = stats()
 
-    def click_through() -> dict:
+    def click_through(pace_ms: int = 0) -> dict:
         state = {"i": -1, "t0": 0.0, "drawn": []}
+        hold = getattr(panel, "background", None)  # the background's pause (trees that have one)
+        held_at_start = hold.held_seconds() if hold is not None else 0.0
+        started = time.perf_counter()
 
         def next_layer(_name: str = "") -> None:
             if state["i"] >= 0:
                 state["drawn"].append((time.perf_counter() - state["t0"]) * 1000)
+            wait_ms = pace_ms - (time.perf_counter() - state["t0"]) * 1000 if state["i"] >= 0 else 0
+            if wait_ms > 1:
+                QTimer.singleShot(int(wait_ms), click)
+            else:
+                click()
+
+        def click() -> None:
             state["i"] += 1
             if state["i"] < len(layers):
                 state["t0"] = time.perf_counter()
@@ -417,6 +433,8 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
         res["drawn_median"] = drawn[len(drawn) // 2] if drawn else 0.0
         res["drawn_max"] = drawn[-1] if drawn else 0.0
         res["complete"] = len(drawn) == len(layers)
+        if hold is not None:
+            res["background_paused"] = (hold.held_seconds() - held_at_start) / (time.perf_counter() - started)
         return res
 
     out["click"] = click_through()
@@ -460,7 +478,7 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
             background.poll()
             # Past its start-up (imports, TensorFlow's for a capture), into the work itself.
             spin(lambda: False, BG_WARMUP_S[phase])
-            res = click_through()
+            res = click_through(BG_PACE_MS)
             res["background_runs"] = background.runs
             out[phase] = res
         finally:
@@ -513,6 +531,8 @@ def _row(label: str, res: dict) -> str:
     def cell(key: str) -> str:
         r = res[key]
         extra = f", drawn median {r['drawn_median']:.0f} / max {r['drawn_max']:.0f}" if "drawn_max" in r else ""
+        if "background_paused" in r:
+            extra += f"; background paused {r['background_paused']:.0%} of the phase"
         return (f"{key:10s} worst {r['worst']:6.1f} ms, p95 {r['p95']:5.1f} ms (UI-thread CPU: worst "
                 f"{r['cpu_worst']:5.1f}, p95 {r['cpu_p95']:4.1f}; {r['n_stalls']} gaps > {STALL_MS} ms; "
                 f"GC worst {r['gc_worst']:.0f}; host steal {r.get('steal_ms', 0):.0f} ms, worst gap without "

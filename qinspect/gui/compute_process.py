@@ -3,7 +3,8 @@
 Three kinds: the layer helper (below), the model helper (emulation, diagnosis; killed when its job
 is cancelled) and one process per job with progress (a capture, :func:`call_with_progress`). All run
 below the window's priority, start with SIGINT blocked, and are stopped by :func:`shutdown`, which
-also waits for their executors' manager threads (see :func:`_join_retired`).
+also waits for their executors' manager threads (see :func:`_join_retired`). Every helper but the
+layer helper does background work: the window pauses it while it draws (:func:`pause_background`).
 
 Reading a layer (h5py decompression) and its statistics (numpy) hold the GIL in stretches; in a worker
 *thread* they make the window's painting (hundreds of Python calls per frame) wait behind them. The
@@ -217,12 +218,99 @@ def start_helpers(workers: int, niceness: int, env: dict[str, str] | None = None
     """A pool of ``workers`` helper processes for a one-off batch of work (the report's figures), started
     now, with the helpers' usual set-up (priority, SIGINT, leaving with the parent) and ``env`` added to
     what they inherit besides one-thread numpy. Stop it with :func:`stop_helpers` unless it finished."""
-    return _spawn(_init, (None, os.getpid(), niceness), {**ONE_THREAD_ENV, **(env or {})}, workers=workers)
+    pool = _spawn(_init, (None, os.getpid(), niceness), {**ONE_THREAD_ENV, **(env or {})}, workers=workers)
+    with _PAUSE_LOCK:
+        _FIGURE_POOLS.add(pool)
+    return pool
 
 
 def stop_helpers(pool: ProcessPoolExecutor) -> None:
     """Terminate a pool from :func:`start_helpers` now, whatever it is doing."""
     _stop(pool)
+
+
+def close_helpers(pool: ProcessPoolExecutor) -> None:
+    """Shut down a pool from :func:`start_helpers` whose work is done, waiting for its processes."""
+    _resume_pool(pool)
+    pool.shutdown(wait=True)
+
+
+# --- pausing background work while the window draws --------------------------------------------------
+# A helper's numpy (or TensorFlow) work streams tensors through memory; beside it, the UI thread's
+# painting, itself memory-bound, runs 2 to 4 times slower on a small machine (measured: a 2-core VM,
+# a turn that takes 12 ms idle took up to 60 ms of the UI thread's own CPU). A lower priority does not
+# help: the cores are free, the memory bus is not. So while the window draws what the user asked for,
+# its background helpers are stopped (SIGSTOP) and continued (SIGCONT) when the drawing is done; the
+# layer helper, which computes what is being drawn, is never paused. Only the UI thread pauses them,
+# and only for a bounded time (gui.background_hold): a thread of this process that waits on a paused
+# helper (its result, its report queue, a cancel event whose lock the helper held) waits at most that
+# long. Every path that stops or waits for a helper continues it first.
+_PAUSED: dict[int, Any] = {}  # pid -> the pool it belongs to
+_PAUSE_LOCK = threading.Lock()
+_FIGURE_POOLS: set[ProcessPoolExecutor] = set()
+_CAN_PAUSE = hasattr(signal, "SIGSTOP") and hasattr(signal, "SIGCONT")
+
+
+def _processes(pool: ProcessPoolExecutor | None) -> list[Any]:
+    return list((getattr(pool, "_processes", None) or {}).values()) if pool is not None else []
+
+
+def _background_pools() -> list[ProcessPoolExecutor]:
+    return [p for p in (_MODEL_POOL, *_JOBS, *_FIGURE_POOLS) if p is not None]
+
+
+def pause_background() -> int:
+    """Stop every background helper process (model jobs, captures, report jobs and figures); the layer
+    helper runs on. Returns how many are paused. Continue them with :func:`resume_background`."""
+    if not _CAN_PAUSE:
+        return 0
+    with _PAUSE_LOCK:
+        for pool in _background_pools():
+            for proc in _processes(pool):
+                pid = proc.pid
+                if pid is None or pid in _PAUSED or proc.exitcode is not None:
+                    continue
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except OSError:
+                    continue
+                _PAUSED[pid] = pool
+        return len(_PAUSED)
+
+
+def resume_background() -> None:
+    """Continue every helper :func:`pause_background` stopped."""
+    with _PAUSE_LOCK:
+        pids = list(_PAUSED)
+        _PAUSED.clear()
+    for pid in pids:
+        _continue(pid)
+
+
+def paused_pids() -> list[int]:
+    """The helper processes paused now."""
+    with _PAUSE_LOCK:
+        return list(_PAUSED)
+
+
+def _continue(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except OSError:
+        pass  # gone already
+
+
+def _resume_pool(pool: ProcessPoolExecutor) -> None:
+    """Continue ``pool``'s processes and never pause them again (it is being stopped or shut down: a
+    stopped process would not act on SIGTERM, nor exit for a shutdown that waits for it)."""
+    with _PAUSE_LOCK:
+        _FIGURE_POOLS.discard(pool)
+        for pid in [pid for pid, owner in _PAUSED.items() if owner is pool]:
+            del _PAUSED[pid]
+    if _CAN_PAUSE:
+        for proc in _processes(pool):
+            if proc.pid is not None:
+                _continue(proc.pid)
 
 
 def _pool() -> ProcessPoolExecutor | None:
@@ -377,6 +465,7 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     """Terminate ``pool``'s process and shut it down without waiting; remember its manager thread.
 
     ProcessPoolExecutor cannot cancel a running call; terminating its process is the only way."""
+    _resume_pool(pool)
     manager = getattr(pool, "_executor_manager_thread", None)
     results = getattr(pool, "_result_queue", None)
     for proc in list((getattr(pool, "_processes", None) or {}).values()):
@@ -519,6 +608,7 @@ def call_with_progress(fn: Any, *args: Any, progress: Any, cancelled: Any) -> An
         if future is not None and not future.done():
             cancel.set()  # this thread is leaving (an error here): stop the job at its next report
         _JOBS.discard(pool)
+        _resume_pool(pool)
         pool.shutdown(wait=True)
         reports.close()
 
@@ -566,6 +656,7 @@ def shutdown() -> None:
     interpreter's exit would otherwise wait for them)."""
     global _POOL, _SHUTDOWNS
     _SHUTDOWNS += 1
+    resume_background()
     pool, _POOL = _POOL, None
     if pool is not None:
         _stop(pool)

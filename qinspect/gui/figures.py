@@ -295,7 +295,7 @@ def _render_in_helpers(specs: list[FigureSpec], helpers: int, niceness: int,
             out.update(done)
             if progress:
                 progress(len(out), len(specs))
-        pool.shutdown(wait=True)
+        cp.close_helpers(pool)
     except BrokenProcessPool:  # a helper died (killed, out of memory): draw what is missing here
         cp.stop_helpers(pool)
         drawn = len(out)

@@ -1,0 +1,186 @@
+"""The window pauses its background helpers while it draws a selection, and never leaves one stopped."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytest.importorskip("PySide6")
+
+from gui_fixtures import isolated_settings, stop_helpers, write_gui_capture  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+def teardown_module() -> None:
+    stop_helpers()
+
+
+def _state(pid: int) -> str:
+    """The kernel's run state of ``pid`` ('T': stopped by a signal), or '' once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return text.rsplit(")", 1)[1].split()[0]
+
+
+def _becomes(pid: int, wanted, timeout: float = 10.0) -> bool:
+    """Whether ``pid``'s state turns to one of ``wanted`` (a signal acts when the process next runs)."""
+    deadline = time.monotonic() + timeout
+    while _state(pid) not in wanted:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _pids(pool) -> list[int]:
+    return [p.pid for p in pool._processes.values()]
+
+
+def _helpers_or_skip():
+    from qinspect.gui import compute_process
+
+    if compute_process._DISABLED or not compute_process._CAN_PAUSE or not Path("/proc/self/stat").exists():
+        pytest.skip("no helper processes or no job control here")
+    return compute_process
+
+
+def _count_slowly(n):  # runs in a helper process
+    from qinspect.gui.compute_process import report_progress
+
+    for i in range(n):
+        time.sleep(0.05)
+        report_progress(i + 1, n, "counting")
+    return n
+
+
+def test_pausing_stops_the_background_helpers_and_never_the_layer_helper():
+    cp = _helpers_or_skip()
+    try:
+        assert cp.call(cp._warm) is True  # the layer helper
+        assert cp.call_model(cp._warm) is True  # the model helper
+        job_result = []
+        job = threading.Thread(target=lambda: job_result.append(cp.call_with_progress(
+            _count_slowly, 40, progress=lambda *a: None, cancelled=lambda: False)))
+        job.start()
+        deadline = time.monotonic() + 30
+        while not cp._JOBS or not _pids(next(iter(cp._JOBS))):
+            assert time.monotonic() < deadline, "the job helper never started"
+            time.sleep(0.02)
+        (job_pool,) = cp._JOBS
+        (layer_pid,) = _pids(cp._POOL)
+        (model_pid,) = _pids(cp._MODEL_POOL)
+        (job_pid,) = _pids(job_pool)
+
+        assert cp.pause_background() == 2
+        assert sorted(cp.paused_pids()) == sorted([model_pid, job_pid])
+        assert _becomes(model_pid, ("T",)) and _becomes(job_pid, ("T",))
+        assert _state(layer_pid) not in ("T", "")
+        assert cp.call(cp._warm) is True  # what the window draws is still computed
+        cp.pause_background()  # twice: nothing more to stop, nothing stopped twice
+        assert sorted(cp.paused_pids()) == sorted([model_pid, job_pid])
+
+        cp.resume_background()
+        assert not cp.paused_pids()
+        assert _becomes(model_pid, ("R", "S", "D")) and _becomes(job_pid, ("R", "S", "D"))
+        job.join(60)
+        assert job_result == [40]  # the paused job carried on to its end
+        assert cp.call_model(cp._warm) is True
+    finally:
+        cp.resume_background()
+        cp.shutdown()
+
+
+def test_a_paused_helper_is_continued_before_it_is_stopped_or_waited_for():
+    # A stopped process acts on no SIGTERM and exits for no shutdown: every path that ends a helper
+    # must continue it first, or the helper lives on (and a shutdown waiting for it hangs).
+    cp = _helpers_or_skip()
+    try:
+        assert cp.call_model(cp._warm) is True
+        (model_pid,) = _pids(cp._MODEL_POOL)
+        figures = cp.start_helpers(2, 0)
+        figure_pids = _pids(figures)
+        assert cp.pause_background() == 3
+        assert all(_becomes(pid, ("T",)) for pid in [model_pid, *figure_pids])
+
+        closing = threading.Thread(target=cp.close_helpers, args=(figures,), daemon=True)
+        closing.start()
+        closing.join(20)
+        assert not closing.is_alive(), "closing a paused figure pool waited forever"
+        assert sorted(cp.paused_pids()) == [model_pid]
+
+        cp.kill_model_helper()
+        assert _becomes(model_pid, ("", "Z"), 20), "a paused model helper survived its stop"
+        assert not cp.paused_pids()
+    finally:
+        cp.resume_background()
+        cp.shutdown()
+
+
+def test_shutdown_ends_paused_helpers():
+    cp = _helpers_or_skip()
+    assert cp.call_model(cp._warm) is True
+    (model_pid,) = _pids(cp._MODEL_POOL)
+    cp.pause_background()
+    assert _becomes(model_pid, ("T",))
+    cp.shutdown()
+    assert _becomes(model_pid, ("", "Z"), 20)
+
+
+def test_a_hold_ends_when_released_or_after_its_limit_and_then_owes_the_background_time(qtbot, monkeypatch):
+    from qinspect.gui import background_hold
+
+    monkeypatch.setattr(background_hold, "MAX_HOLD_MS", 150)
+    monkeypatch.setattr(background_hold, "MIN_RUN_MS", 300)
+    calls = []
+    hold = background_hold.BackgroundHold(pause=lambda: calls.append("pause") or 1,
+                                          resume=lambda: calls.append("resume"))
+    hold.hold()
+    hold.hold()  # already held: no second pause
+    assert calls == ["pause"] and hold.held
+    hold.release()
+    hold.release()  # nothing held: nothing to resume
+    assert calls == ["pause", "resume"] and not hold.held
+
+    hold.hold()
+    qtbot.waitUntil(lambda: not hold.held, timeout=5000)  # ran out: the background runs again
+    assert calls == ["pause", "resume", "pause", "resume"]
+    hold.hold()  # the background is owed its time: no pause yet
+    assert not hold.held and calls[-1] == "resume"
+    qtbot.wait(400)
+    hold.hold()
+    assert hold.held and calls[-1] == "pause"
+    hold.release()
+
+
+def test_a_selection_holds_the_background_until_its_plots_are_drawn(qtbot, tmp_path, monkeypatch):
+    from qinspect.gui import compute_process
+    from qinspect.gui.main_window import MainWindow
+
+    events = []
+    monkeypatch.setattr(compute_process, "pause_background", lambda: events.append("pause") or 0)
+    monkeypatch.setattr(compute_process, "resume_background", lambda: events.append("resume"))
+    cap = write_gui_capture(tmp_path / "cap.h5")
+    win = MainWindow(settings_path=isolated_settings(tmp_path))
+    qtbot.addWidget(win)
+    win.show()
+    try:
+        with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
+            win.open_path(str(cap))
+        panel = win.layer_panel
+        qtbot.waitUntil(lambda: not panel.background.held, timeout=10000)  # the first layer's draw
+        events.clear()
+        with qtbot.waitSignal(panel.shown, timeout=20000) as shown:
+            win.select_layer("hand")
+            assert events == ["pause"] and panel.background.held  # at once, before anything loads
+        assert shown.args == ["hand"]
+        assert events == ["pause", "resume"] and not panel.background.held
+    finally:
+        win.shutdown()
