@@ -433,7 +433,7 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
         res["drawn_median"] = drawn[len(drawn) // 2] if drawn else 0.0
         res["drawn_max"] = drawn[-1] if drawn else 0.0
         res["complete"] = len(drawn) == len(layers)
-        if hold is not None:
+        if hold is not None and pace_ms:
             res["background_paused"] = (hold.held_seconds() - held_at_start) / (time.perf_counter() - started)
         return res
 

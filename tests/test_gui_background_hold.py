@@ -103,6 +103,7 @@ def test_a_paused_helper_is_continued_before_it_is_stopped_or_waited_for():
     # must continue it first, or the helper lives on (and a shutdown waiting for it hangs).
     cp = _helpers_or_skip()
     try:
+        assert cp.call(cp._warm) is True  # the layer helper: without it nothing is paused (below)
         assert cp.call_model(cp._warm) is True
         (model_pid,) = _pids(cp._MODEL_POOL)
         figures = cp.start_helpers(2, 0)
@@ -126,6 +127,7 @@ def test_a_paused_helper_is_continued_before_it_is_stopped_or_waited_for():
 
 def test_shutdown_ends_paused_helpers():
     cp = _helpers_or_skip()
+    assert cp.call(cp._warm) is True
     assert cp.call_model(cp._warm) is True
     (model_pid,) = _pids(cp._MODEL_POOL)
     cp.pause_background()
@@ -184,3 +186,50 @@ def test_a_selection_holds_the_background_until_its_plots_are_drawn(qtbot, tmp_p
         assert events == ["pause", "resume"] and not panel.background.held
     finally:
         win.shutdown()
+
+
+_DIES_WHILE_PAUSED = """
+import os, signal, sys, time
+from qinspect.gui import compute_process as cp
+assert cp.call(cp._warm) and cp.call_model(cp._warm)
+(pid,) = [p.pid for p in cp._MODEL_POOL._processes.values()]
+assert cp.pause_background() == 1
+print(pid, flush=True)
+time.sleep(0.5)
+os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no shutdown: as if killed out of memory
+"""
+
+
+def test_nothing_is_paused_without_a_layer_helper_to_continue_it():
+    # The layer helper continues paused helpers should the window die; without it, pausing is refused.
+    cp = _helpers_or_skip()
+    try:
+        cp.shutdown()
+        assert cp.call_model(cp._warm) is True
+        (model_pid,) = _pids(cp._MODEL_POOL)
+        assert cp.pause_background() == 0
+        assert _state(model_pid) not in ("T", "")
+    finally:
+        cp.shutdown()
+
+
+def test_helpers_paused_by_a_window_that_dies_are_continued_and_leave(tmp_path):
+    # Stopped, a helper cannot notice that its window is gone: the layer helper, never paused,
+    # continues it, and it leaves as any orphaned helper does.
+    import subprocess
+    import sys
+
+    cp = _helpers_or_skip()
+    assert cp.PAUSED_SLOTS >= 11  # the model helper, a capture, an export and up to 8 figure helpers
+    # Output to files: a helper left stopped would hold a pipe open forever.
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", _DIES_WHILE_PAUSED], stdout=stdout, stderr=stderr,
+                                start_new_session=True)
+        assert proc.wait(120) == -9, err.read_text()
+    pid = int(out.read_text().split()[0])
+    try:
+        assert _becomes(pid, ("", "Z"), 20), "the paused helper outlived its window, stopped"
+    finally:
+        if _state(pid) not in ("", "Z"):
+            os.kill(pid, 9)

@@ -31,6 +31,7 @@ class BackgroundHold(QObject):
         self._pause = pause or compute_process.pause_background
         self._resume = resume or compute_process.resume_background
         self.held = False
+        self._paused_any = False
         self._held_since = 0.0
         self._held_before = 0.0  # seconds held in earlier holds
         self._limit = QTimer(self)
@@ -45,7 +46,7 @@ class BackgroundHold(QObject):
         """Pause the background (the window starts drawing), unless it is paused already or owed time."""
         if self.held or self._rest.isActive():
             return
-        self._pause()
+        self._paused_any = self._pause() > 0
         self.held = True
         self._held_since = time.monotonic()
         self._limit.start()
@@ -55,12 +56,15 @@ class BackgroundHold(QObject):
         self._limit.stop()
         if self.held:
             self.held = False
-            self._held_before += time.monotonic() - self._held_since
+            if self._paused_any:
+                self._held_before += time.monotonic() - self._held_since
             self._resume()
 
     def held_seconds(self) -> float:
-        """How long the background was paused in all, so far (what the bench reports beside its stalls)."""
-        return self._held_before + (time.monotonic() - self._held_since if self.held else 0.0)
+        """How long background work was paused in all, so far (holds with nothing to pause not counted):
+        what the bench reports beside its stalls."""
+        now = time.monotonic() - self._held_since if self.held and self._paused_any else 0.0
+        return self._held_before + now
 
     def _ran_out(self) -> None:
         self.release()

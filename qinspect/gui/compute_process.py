@@ -66,7 +66,7 @@ MODEL_NICENESS = 10
 ONE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def _init(latest: Any, parent_pid: int, niceness: int = 0) -> None:
+def _init(latest: Any, parent_pid: int, niceness: int = 0, paused: Any = None) -> None:
     _child["latest"] = latest
     if niceness:
         try:
@@ -89,6 +89,14 @@ def _init(latest: Any, parent_pid: int, niceness: int = 0) -> None:
         while True:
             time.sleep(0.5)
             if os.getppid() != parent_pid:
+                # The layer helper (never paused) continues the helpers its window had paused when the
+                # window died (see pause_background): stopped, they could not notice it themselves.
+                for pid in paused or ():
+                    if pid > 0:
+                        try:
+                            os.kill(pid, signal.SIGCONT)
+                        except OSError:
+                            pass
                 os._exit(0)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
@@ -167,9 +175,11 @@ def what_if(rid: int, data: ls.LayerData, position: int, method: str) -> ls.What
 # --- in the GUI process ----------------------------------------------------------------------------
 def _spawn_layer_helper() -> ProcessPoolExecutor:
     """The layer helper, with the shared latest-request array (the model helper: _spawn_model_helper)."""
-    global _LATEST
-    _LATEST = latest = mp.get_context("spawn").Array("q", N_SLOTS, lock=False)
-    return _spawn(_init, (latest, os.getpid(), LAYER_NICENESS), ONE_THREAD_ENV)
+    global _LATEST, _PAUSED_LIST
+    ctx = mp.get_context("spawn")
+    _LATEST = latest = ctx.Array("q", N_SLOTS, lock=False)
+    _PAUSED_LIST = paused = ctx.Array("q", PAUSED_SLOTS, lock=False)
+    return _spawn(_init, (latest, os.getpid(), LAYER_NICENESS, paused), ONE_THREAD_ENV)
 
 
 def _spawn(initializer: Any, initargs: tuple, env: dict[str, str] | None = None,
@@ -244,8 +254,12 @@ def close_helpers(pool: ProcessPoolExecutor) -> None:
 # layer helper, which computes what is being drawn, is never paused. Only the UI thread pauses them,
 # and only for a bounded time (gui.background_hold): a thread of this process that waits on a paused
 # helper (its result, its report queue, a cancel event whose lock the helper held) waits at most that
-# long. Every path that stops or waits for a helper continues it first.
+# long. Every path that stops or waits for a helper continues it first. Should this process die during
+# a pause (killed, out of memory), the layer helper continues them: a helper is paused only while the
+# layer helper runs, and only once its pid is in the list the two share.
 _PAUSED: dict[int, Any] = {}  # pid -> the pool it belongs to
+PAUSED_SLOTS = 32
+_PAUSED_LIST: Any = None  # multiprocessing.Array("q", PAUSED_SLOTS) shared with the layer helper
 _PAUSE_LOCK = threading.Lock()
 _FIGURE_POOLS: set[ProcessPoolExecutor] = set()
 _CAN_PAUSE = hasattr(signal, "SIGSTOP") and hasattr(signal, "SIGCONT")
@@ -262,17 +276,23 @@ def _background_pools() -> list[ProcessPoolExecutor]:
 def pause_background() -> int:
     """Stop every background helper process (model jobs, captures, report jobs and figures); the layer
     helper runs on. Returns how many are paused. Continue them with :func:`resume_background`."""
-    if not _CAN_PAUSE:
-        return 0
+    shared = _PAUSED_LIST
+    if not _CAN_PAUSE or shared is None or _POOL is None or not any(p.exitcode is None for p in _processes(_POOL)):
+        return 0  # nobody would continue them if this process died
     with _PAUSE_LOCK:
         for pool in _background_pools():
             for proc in _processes(pool):
                 pid = proc.pid
                 if pid is None or pid in _PAUSED or proc.exitcode is not None:
                     continue
+                slot = next((i for i in range(len(shared)) if shared[i] == 0), None)
+                if slot is None:
+                    break
+                shared[slot] = pid  # listed before it stops
                 try:
                     os.kill(pid, signal.SIGSTOP)
                 except OSError:
+                    shared[slot] = 0
                     continue
                 _PAUSED[pid] = pool
         return len(_PAUSED)
@@ -298,6 +318,11 @@ def _continue(pid: int) -> None:
         os.kill(pid, signal.SIGCONT)
     except OSError:
         pass  # gone already
+    shared = _PAUSED_LIST
+    if shared is not None:
+        for i in range(len(shared)):
+            if shared[i] == pid:
+                shared[i] = 0
 
 
 def _resume_pool(pool: ProcessPoolExecutor) -> None:
