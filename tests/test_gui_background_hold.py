@@ -184,6 +184,14 @@ def test_a_selection_holds_the_background_until_its_plots_are_drawn(qtbot, tmp_p
             assert events == ["pause"] and panel.background.held  # at once, before anything loads
         assert shown.args == ["hand"]
         assert events == ["pause", "resume"] and not panel.background.held
+
+        # A what-if the user asks for is drawn the same way: held until its plots are drawn.
+        position = panel.data.position + 2
+        panel.set_position(position)
+        assert events[-1] == "pause" and panel.background.held
+        qtbot.waitUntil(lambda: not panel.background.held, timeout=20000)
+        assert panel.whatif is not None and panel.whatif.position == position
+        assert not panel.drawer.pending and events == ["pause", "resume", "pause", "resume"]
     finally:
         win.shutdown()
 

@@ -385,8 +385,8 @@ def build_report_in_helper(path: str, quantized: str | None, layer: str | None, 
                         progress=lambda done, total, text: report_progress(done, total, f"report: {text}"))
 
 
-def export_job(token: CancelToken, document: Document, analysis: Analysis | None, folder: str,
-               layer: str | None, eval_path: str | None, advice: Any = None, labels_path: str | None = None) -> Any:
+def export_job(token: CancelToken, document: Document, analysis: Analysis | None, layer: str | None,
+               eval_path: str | None, advice: Any = None, labels_path: str | None = None) -> Any:
     """Worker: gather the report's numbers in a helper process of its own, so the diagnosis and
     sensitivity numpy behind them never holds the window's GIL (figures are drawn by ``write_job``).
     ``advice``: the Advice tab's advisor result, put on the report's first page when there is one."""

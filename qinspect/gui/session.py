@@ -324,7 +324,7 @@ class Session(QObject):
     def export_report(self, folder: str, layer: str | None) -> None:
         """Write an HTML + JSON + CSV report for the model or one layer (see qinspect.report)."""
         self._export_folder = os.fspath(folder)
-        self._run("export", emulation.export_job, self.document, self.analysis, self._export_folder, layer,
+        self._run("export", emulation.export_job, self.document, self.analysis, layer,
                   self.coverage_eval_path(), self.advice, self.labels_path)
 
     def _on_report_built(self, _rid: int, report: Any) -> None:
