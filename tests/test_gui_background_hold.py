@@ -192,6 +192,17 @@ def test_a_selection_holds_the_background_until_its_plots_are_drawn(qtbot, tmp_p
         qtbot.waitUntil(lambda: not panel.background.held, timeout=20000)
         assert panel.whatif is not None and panel.whatif.position == position
         assert not panel.drawer.pending and events == ["pause", "resume", "pause", "resume"]
+
+        # With another tab in front nothing is drawn, so nothing is held; showing the tab draws and holds.
+        events.clear()
+        win.tabs.setCurrentWidget(win.findings)
+        win.select_layer("flat", show_layer_tab=False)
+        qtbot.wait(200)
+        assert events == [] and not panel.background.held
+        with qtbot.waitSignal(panel.shown, timeout=20000):
+            win.tabs.setCurrentWidget(panel)
+            assert events == ["pause"]
+        assert events == ["pause", "resume"]
     finally:
         win.shutdown()
 

@@ -334,7 +334,8 @@ class LayerPanel(StablePages):
         self.whatif_channel.cancel()
         self._clear()
         self.state.setText("Loading…")
-        self.background.hold()
+        if self.isVisible():  # hidden, nothing is drawn until the tab is shown (showEvent)
+            self.background.hold()
 
     def refresh(self) -> None:
         """Positions changed (emulation finished, Vitis import): reload the current layer."""
@@ -355,6 +356,8 @@ class LayerPanel(StablePages):
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override
         """Draw what waited while another tab was shown."""
         super().showEvent(event)
+        if self.drawer.pending or (self.data is None and self.current is not None):
+            self.background.hold()
         self.drawer.resume()
 
     # --- loading -----------------------------------------------------------------------------------
@@ -454,7 +457,8 @@ class LayerPanel(StablePages):
         if self.data is not None and self.data.has_activations:
             self.state.setText(f"Quantizing at p = {position}…")
             self._whatif_due = True
-            self.background.hold()
+            if self.isVisible():
+                self.background.hold()
             self.whatif_channel.submit(what_if_job, self.data, int(position), method,
                                        self._next_rid(compute_process.WHAT_IF))
 
