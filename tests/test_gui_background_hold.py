@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PySide6")
 
-from gui_fixtures import isolated_settings, stop_helpers, write_gui_capture  # noqa: E402
+from gui_fixtures import main_window, stop_helpers, write_gui_capture  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -162,49 +162,50 @@ def test_a_hold_ends_when_released_or_after_its_limit_and_then_owes_the_backgrou
     hold.release()
 
 
-def test_a_selection_holds_the_background_until_its_plots_are_drawn(qtbot, tmp_path, monkeypatch):
+@pytest.fixture()
+def recorded_window(qtbot, tmp_path, monkeypatch):
+    """A window whose pauses and resumes of the background are recorded (in ``win.events``), not made."""
     from qinspect.gui import compute_process
-    from qinspect.gui.main_window import MainWindow
 
-    events = []
+    events: list[str] = []
     monkeypatch.setattr(compute_process, "pause_background", lambda: events.append("pause") or 0)
     monkeypatch.setattr(compute_process, "resume_background", lambda: events.append("resume"))
-    cap = write_gui_capture(tmp_path / "cap.h5")
-    win = MainWindow(settings_path=isolated_settings(tmp_path))
-    qtbot.addWidget(win)
-    win.show()
-    try:
-        with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
-            win.open_path(str(cap))
-        panel = win.layer_panel
-        qtbot.waitUntil(lambda: not panel.background.held, timeout=10000)  # the first layer's draw
-        events.clear()
-        with qtbot.waitSignal(panel.shown, timeout=20000) as shown:
-            win.select_layer("hand")
-            assert events == ["pause"] and panel.background.held  # at once, before anything loads
-        assert shown.args == ["hand"]
-        assert events == ["pause", "resume"] and not panel.background.held
+    for win in main_window(qtbot, tmp_path):
+        win.events = events
+        yield win
 
-        # A what-if the user asks for is drawn the same way: held until its plots are drawn.
-        position = panel.data.position + 2
-        panel.set_position(position)
-        assert events[-1] == "pause" and panel.background.held
-        qtbot.waitUntil(lambda: not panel.background.held, timeout=20000)
-        assert panel.whatif is not None and panel.whatif.position == position
-        assert not panel.drawer.pending and events == ["pause", "resume", "pause", "resume"]
 
-        # With another tab in front nothing is drawn, so nothing is held; showing the tab draws and holds.
-        events.clear()
-        win.tabs.setCurrentWidget(win.findings)
-        win.select_layer("flat", show_layer_tab=False)
-        qtbot.wait(200)
-        assert events == [] and not panel.background.held
-        with qtbot.waitSignal(panel.shown, timeout=20000):
-            win.tabs.setCurrentWidget(panel)
-            assert events == ["pause"]
-        assert events == ["pause", "resume"]
-    finally:
-        win.shutdown()
+def test_a_selection_holds_the_background_until_its_plots_are_drawn(qtbot, tmp_path, recorded_window):
+    win, events = recorded_window, recorded_window.events
+    with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
+        win.open_path(str(write_gui_capture(tmp_path / "cap.h5")))
+    panel = win.layer_panel
+    qtbot.waitUntil(lambda: not panel.background.held, timeout=10000)  # the first layer's draw
+    events.clear()
+    with qtbot.waitSignal(panel.shown, timeout=20000) as shown:
+        win.select_layer("hand")
+        assert events == ["pause"] and panel.background.held  # at once, before anything loads
+    assert shown.args == ["hand"]
+    assert events == ["pause", "resume"] and not panel.background.held
+
+    # A what-if the user asks for is drawn the same way: held until its plots are drawn.
+    position = panel.data.position + 2
+    panel.set_position(position)
+    assert events[-1] == "pause" and panel.background.held
+    qtbot.waitUntil(lambda: not panel.background.held, timeout=20000)
+    assert panel.whatif is not None and panel.whatif.position == position
+    assert not panel.drawer.pending and events == ["pause", "resume", "pause", "resume"]
+
+    # With another tab in front nothing is drawn, so nothing is held; showing the tab draws and holds.
+    events.clear()
+    win.tabs.setCurrentWidget(win.findings)
+    win.select_layer("flat", show_layer_tab=False)
+    qtbot.wait(200)
+    assert events == [] and not panel.background.held
+    with qtbot.waitSignal(panel.shown, timeout=20000):
+        win.tabs.setCurrentWidget(panel)
+        assert events == ["pause"]
+    assert events == ["pause", "resume"]
 
 
 _DIES_WHILE_PAUSED = """
