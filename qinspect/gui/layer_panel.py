@@ -123,7 +123,6 @@ class LayerPanel(StablePages):
         self.whatif_channel.failed.connect(self._on_failed)
         self._rid = 0
         self._shown_due: str | None = None  # the layer whose full data is drawing (shown() once drawn)
-        self._whatif_due = False  # a what-if the user asked for is computing
         self._weights_drawn = False
         compute_process.start()
         # From a selection until its plots are drawn, the window's background jobs wait (see
@@ -367,7 +366,6 @@ class LayerPanel(StablePages):
         self.data = None
         self.whatif = None
         self._shown_due = None
-        self._whatif_due = False
         self._weights_drawn = False
         self.drawer.cancel()
         # The weight plots are covered first (covered, they are not painted): each step shows its
@@ -390,7 +388,6 @@ class LayerPanel(StablePages):
         self.state.setText("")
 
     def _on_failed(self, _rid: int, exc: BaseException, tb: str) -> None:
-        self._whatif_due = False
         self.background.release()
         self.state.setText("Failed (see the message)")
         if self.window_ is not None:
@@ -438,7 +435,7 @@ class LayerPanel(StablePages):
         if self._shown_due is not None and data is not None and data.name == self._shown_due:
             self._shown_due = None
             self.shown.emit(data.name)
-        if data is not None and data.complete and not self._whatif_due:
+        if data is not None and data.complete and not self.whatif_channel.busy:
             self.background.release()  # what the user asked for is on screen
 
     def _sync_position_spin(self) -> None:
@@ -456,7 +453,6 @@ class LayerPanel(StablePages):
         self._method_for_override = method
         if self.data is not None and self.data.has_activations:
             self.state.setText(f"Quantizing at p = {position}…")
-            self._whatif_due = True
             if self.isVisible():
                 self.background.hold()
             self.whatif_channel.submit(what_if_job, self.data, int(position), method,
@@ -500,7 +496,6 @@ class LayerPanel(StablePages):
     def _on_whatif(self, whatif: ls.WhatIf) -> None:
         if self.data is None or whatif.layer != self.current:
             return
-        self._whatif_due = False
         self.whatif = whatif
         self.state.setText(f"Statistics over {self._share(self.data)}")
         self._set_whatif_labels()
