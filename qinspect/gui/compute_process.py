@@ -175,11 +175,12 @@ def what_if(rid: int, data: ls.LayerData, position: int, method: str) -> ls.What
 # --- in the GUI process ----------------------------------------------------------------------------
 def _spawn_layer_helper() -> ProcessPoolExecutor:
     """The layer helper, with the shared latest-request array (the model helper: _spawn_model_helper)."""
-    global _LATEST, _PAUSED_LIST
+    global _LATEST, _PAUSED
     ctx = mp.get_context("spawn")
     _LATEST = latest = ctx.Array("q", N_SLOTS, lock=False)
-    _PAUSED_LIST = paused = ctx.Array("q", PAUSED_SLOTS, lock=False)
-    return _spawn(_init, (latest, os.getpid(), LAYER_NICENESS, paused), ONE_THREAD_ENV)
+    if _PAUSED is None:  # kept across layer helpers: it may list helpers still paused
+        _PAUSED = ctx.Array("q", PAUSED_SLOTS, lock=False)
+    return _spawn(_init, (latest, os.getpid(), LAYER_NICENESS, _PAUSED), ONE_THREAD_ENV)
 
 
 def _spawn(initializer: Any, initargs: tuple, env: dict[str, str] | None = None,
@@ -257,9 +258,9 @@ def close_helpers(pool: ProcessPoolExecutor) -> None:
 # long. Every path that stops or waits for a helper continues it first. Should this process die during
 # a pause (killed, out of memory), the layer helper continues them: a helper is paused only while the
 # layer helper runs, and only once its pid is in the list the two share.
-_PAUSED: dict[int, Any] = {}  # pid -> the pool it belongs to
 PAUSED_SLOTS = 32
-_PAUSED_LIST: Any = None  # multiprocessing.Array("q", PAUSED_SLOTS) shared with the layer helper
+# The pids paused now (0: a free slot), shared with the layer helper: multiprocessing.Array("q", PAUSED_SLOTS)
+_PAUSED: Any = None
 _PAUSE_LOCK = threading.Lock()
 _FIGURE_POOLS: set[ProcessPoolExecutor] = set()
 _CAN_PAUSE = hasattr(signal, "SIGSTOP") and hasattr(signal, "SIGCONT")
@@ -276,14 +277,14 @@ def _background_pools() -> list[ProcessPoolExecutor]:
 def pause_background() -> int:
     """Stop every background helper process (model jobs, captures, report jobs and figures); the layer
     helper runs on. Returns how many are paused. Continue them with :func:`resume_background`."""
-    shared = _PAUSED_LIST
+    shared = _PAUSED
     if not _CAN_PAUSE or shared is None or _POOL is None or not any(p.exitcode is None for p in _processes(_POOL)):
         return 0  # nobody would continue them if this process died
     with _PAUSE_LOCK:
         for pool in _background_pools():
             for proc in _processes(pool):
                 pid = proc.pid
-                if pid is None or pid in _PAUSED or proc.exitcode is not None:
+                if pid is None or pid in shared[:] or proc.exitcode is not None:
                     continue
                 slot = next((i for i in range(len(shared)) if shared[i] == 0), None)
                 if slot is None:
@@ -293,36 +294,34 @@ def pause_background() -> int:
                     os.kill(pid, signal.SIGSTOP)
                 except OSError:
                     shared[slot] = 0
-                    continue
-                _PAUSED[pid] = pool
-        return len(_PAUSED)
+        return sum(1 for pid in shared[:] if pid)
 
 
 def resume_background() -> None:
     """Continue every helper :func:`pause_background` stopped."""
-    with _PAUSE_LOCK:
-        pids = list(_PAUSED)
-        _PAUSED.clear()
-    for pid in pids:
+    for pid in paused_pids():
         _continue(pid)
 
 
 def paused_pids() -> list[int]:
     """The helper processes paused now."""
-    with _PAUSE_LOCK:
-        return list(_PAUSED)
+    shared = _PAUSED
+    return [pid for pid in shared[:] if pid] if shared is not None else []
 
 
 def _continue(pid: int) -> None:
+    """Continue ``pid``, then take it off the paused list (should this process die in between, the layer
+    helper continues it once more: harmless)."""
     try:
         os.kill(pid, signal.SIGCONT)
     except OSError:
         pass  # gone already
-    shared = _PAUSED_LIST
+    shared = _PAUSED
     if shared is not None:
-        for i in range(len(shared)):
-            if shared[i] == pid:
-                shared[i] = 0
+        with _PAUSE_LOCK:
+            for i in range(len(shared)):
+                if shared[i] == pid:
+                    shared[i] = 0
 
 
 def _resume_pool(pool: ProcessPoolExecutor) -> None:
@@ -330,8 +329,6 @@ def _resume_pool(pool: ProcessPoolExecutor) -> None:
     stopped process would not act on SIGTERM, nor exit for a shutdown that waits for it)."""
     with _PAUSE_LOCK:
         _FIGURE_POOLS.discard(pool)
-        for pid in [pid for pid, owner in _PAUSED.items() if owner is pool]:
-            del _PAUSED[pid]
     if _CAN_PAUSE:
         for proc in _processes(pool):
             if proc.pid is not None:
