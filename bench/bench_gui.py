@@ -29,7 +29,12 @@ had no core, or another thread held the GIL). Beside each
 stall, how many times the kernel took the core from the UI thread during it, and the CPU time the
 hypervisor took from this virtual machine meanwhile (host steal, in 10 ms ticks; also per phase, with
 the worst gap during which the host stole nothing): a stall whose UI CPU is small next to its length
-was a wait for a core, not the window's work.
+was a wait for a core, not the window's work. The kernel's own accounts close the sum (Linux): how
+long the UI thread was runnable but queued for a core ("waiting for a core", from its schedstat), its
+kernel state at each watchdog look (R runnable, S asleep with where: a futex is a lock such as the
+GIL, D the disk), and the other threads of this process that used the most CPU meanwhile. Whatever
+the UI CPU and the queue wait leave unexplained while the thread was runnable is time the hypervisor
+did not run this virtual CPU (steal is counted late, by tick, so it may show in the next gap).
 
 `--compare TREE` runs the same measurement on another checkout (say /work/main) and on this one,
 alternating, so the two columns share the machine's load. Stall figures on a shared machine are
@@ -105,6 +110,68 @@ class _CoreWaits:
             fields = os.pread(self._stat, 256, 0).split(b"\n", 1)[0].split()
             steal = int(fields[8]) * self._tick_ms if len(fields) > 8 else 0.0
         return switches, steal
+
+
+class _ThreadTimes:
+    """Per-thread scheduler figures of this process, from ``/proc/self/task/*/schedstat`` (CPU time,
+    time spent runnable but waiting for a core, both in ms) and ``stat`` (kernel state: R running, S
+    sleeping, D waiting for I/O) with ``wchan`` (where in the kernel it sleeps). They tell what a stalled
+    UI thread was doing when it used no CPU: waiting for a core (runqueue), for a lock such as the GIL
+    (sleeping in a futex while another thread of this process burns CPU), or for the disk. Linux only;
+    elsewhere everything reads empty."""
+
+    def __init__(self, tid: int) -> None:
+        self.tid = tid
+        try:
+            self._fd = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+        except OSError:
+            self._fd = -1
+
+    def own(self) -> tuple[float, float]:
+        """(CPU ms, runqueue-wait ms) of the watched thread so far."""
+        if self._fd < 0:
+            return 0.0, 0.0
+        fields = os.pread(self._fd, 128, 0).split()
+        return int(fields[0]) / 1e6, int(fields[1]) / 1e6
+
+    def state(self) -> str:
+        """The watched thread's kernel state and, when asleep, where: "S futex_wait_queue"."""
+        try:
+            with open(f"/proc/self/task/{self.tid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0].decode()
+            with open(f"/proc/self/task/{self.tid}/wchan", "rb") as f:
+                wchan = f.read().decode().strip()
+        except (OSError, IndexError):
+            return "?"
+        return f"{state} {wchan}" if state != "R" and wchan not in ("", "0") else state
+
+    @staticmethod
+    def all_cpu() -> dict[int, float]:
+        """CPU ms so far of every thread of this process."""
+        out = {}
+        try:
+            tids = os.listdir("/proc/self/task")
+        except OSError:
+            return out
+        for tid in tids:
+            try:
+                with open(f"/proc/self/task/{tid}/schedstat", "rb") as f:
+                    out[int(tid)] = int(f.read().split()[0]) / 1e6
+            except (OSError, ValueError, IndexError):
+                pass
+        return out
+
+    @staticmethod
+    def name(tid: int) -> str:
+        """A thread's Python name when it is a Python thread, else its kernel name."""
+        for t in threading.enumerate():
+            if t.native_id == tid:
+                return t.name
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                return f.read().strip()
+        except OSError:
+            return str(tid)
 
 
 def _stats(gaps: list[float], cpu_gaps: list[float]) -> dict[str, float]:
@@ -211,6 +278,9 @@ class _StallSampler:
 
     def __init__(self) -> None:
         self.ui = threading.get_ident()
+        self.times = _ThreadTimes(threading.get_native_id())
+        self.kstates: dict[float, list[str]] = {}  # tick time -> the UI thread's kernel states seen since
+        self.cpu_at: dict[float, dict[int, float]] = {}  # tick time -> every thread's CPU at the first look
         self.tick_at = time.perf_counter()
         self.context = ""  # the layer being selected
         self.samples: dict[float, list[tuple[str, ...]]] = {}  # tick time -> stacks seen since
@@ -240,6 +310,9 @@ class _StallSampler:
                 frame = sys._current_frames().get(self.ui)
                 if frame is not None:
                     self.samples.setdefault(since, []).append(_short_stack(frame))
+                self.kstates.setdefault(since, []).append(self.times.state())
+                if since not in self.cpu_at:
+                    self.cpu_at[since] = _ThreadTimes.all_cpu()
                 wait_ms = SAMPLE_MS
             else:
                 wait_ms = max(SAMPLE_MS, STALL_MS - gap)
@@ -249,6 +322,18 @@ class _StallSampler:
         collection time inside it (ms)."""
         gc_ms = sum(ms for start, ms, _ in self.gc_runs if since <= start <= until)
         return self.samples.pop(since, []), gc_ms
+
+    def others(self, since: float) -> tuple[list[str], list[tuple[str, float]]]:
+        """For the gap that started at ``since``: the UI thread's kernel states the watchdog saw, and the
+        two other threads of this process that used the most CPU from its first look to now (name, ms)."""
+        states = self.kstates.pop(since, [])
+        before = self.cpu_at.pop(since, None)
+        if before is None:
+            return states, []
+        now = _ThreadTimes.all_cpu()
+        used = sorted(((now[t] - ms, t) for t, ms in before.items() if t in now and t != self.times.tid),
+                      reverse=True)[:2]
+        return states, [(_ThreadTimes.name(t), ms) for ms, t in used if ms >= 1.0]
 
     def stop(self) -> None:
         self._stop.set()
@@ -335,6 +420,7 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
     last = [0.0, 0.0]
     waits = _CoreWaits()
     last_waits = [waits.read()]
+    last_queue = [0.0]
     steal_at_start = [0.0]
     sampler = _StallSampler()
     stalls: list[dict] = []
@@ -349,11 +435,16 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
         last_waits[0] = counters
         if counters[1] == steal0:
             unstolen.append(gap)
+        queue = sampler.times.own()[1]
+        queued, last_queue[0] = queue - last_queue[0], queue
         t = time.perf_counter()
         stacks, gc_ms = sampler.take(sampler.tick_at, t)
+        states, busy = sampler.others(sampler.tick_at)
         if gap > STALL_MS:
             stalls.append({"ms": gap, "cpu": cpu_gap, "gc": gc_ms, "layer": sampler.context,
                            "preempted": counters[0] - switches0, "steal": counters[1] - steal0,
+                           "queued": queued, "kstates": collections.Counter(states).most_common(2),
+                           "busy": busy,
                            "stacks": collections.Counter(stacks).most_common(2), "samples": len(stacks)})
         sampler.tick_at = t
 
@@ -374,6 +465,7 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
         clock.start()
         last[0], last[1] = 0.0, time.thread_time() * 1000
         last_waits[0] = waits.read()
+        last_queue[0] = sampler.times.own()[1]
         steal_at_start[0] = last_waits[0][1]
         sampler.tick_at = time.perf_counter()
         sampler.armed = True
@@ -550,10 +642,14 @@ def _stall_lines(label: str, res: dict) -> list[str]:
     for phase in PHASES:
         for st in res.get(phase, {}).get("stalls", []):
             where = "; ".join(f"{n}/{st['samples']} x [{' <- '.join(stack[:4])}]" for stack, n in st["stacks"])
-            lines.append(f"  {label:>10s}  {phase:10s} {st['ms']:6.1f} ms (UI CPU {st['cpu']:5.1f}, GC "
-                         f"{st['gc']:4.1f}, core taken {st.get('preempted', 0)} x, host steal "
-                         f"{st.get('steal', 0):.0f} ms) at {st['layer'] or '-'}: "
-                         f"{where or 'no sample (the watchdog got no core or no GIL)'}")
+            kernel = ", ".join(f"{n} x {state}" for state, n in st.get("kstates", []))
+            busy = ", ".join(f"{name} {ms:.0f} ms" for name, ms in st.get("busy", []))
+            lines.append(f"  {label:>10s}  {phase:10s} {st['ms']:6.1f} ms (UI CPU {st['cpu']:5.1f}, waiting "
+                         f"for a core {st.get('queued', 0):5.1f}, GC {st['gc']:4.1f}, core taken "
+                         f"{st.get('preempted', 0)} x, host steal {st.get('steal', 0):.0f} ms) at "
+                         f"{st['layer'] or '-'}: {where or 'no sample (the watchdog got no core or no GIL)'}"
+                         + (f"; UI thread in the kernel: {kernel}" if kernel else "")
+                         + (f"; busiest other threads meanwhile: {busy}" if busy else ""))
     return lines
 
 
