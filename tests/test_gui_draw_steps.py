@@ -111,6 +111,32 @@ def test_a_new_range_is_painted_once_not_twice(qtbot, view):
         assert view.log.count(("paint", a.viewport())) == 1
 
 
+def test_a_plot_widened_by_its_labels_repaints_before_the_next_step(qtbot, view):
+    """An axis measures its tick labels while painting; wider ones re-lay the plot out and paint it again,
+    whole. That paint gets a turn of its own: the next step (another plot) waits for it."""
+    from qinspect.gui.draw_steps import StepDrawer
+
+    a, b = view.plots
+    a.plot([0, 1], [0, 1])
+    qtbot.wait(100)
+    width = a.getAxis("left").width()
+    drawer = StepDrawer(view)
+
+    def widen():
+        view.log.append(("step", "a"))
+        a.getPlotItem().getViewBox().setRange(yRange=(-0.000123, 0.000456), padding=0)
+
+    view.log.clear()
+    drawer.add("a", widen, a)
+    drawer.add("b", _step(view, "b", b), b)
+    qtbot.waitUntil(lambda: not drawer.pending, timeout=5000)
+    qtbot.wait(100)
+    assert a.getAxis("left").width() > width  # the labels did widen the axis
+    i_b = view.log.index(("step", "b"))
+    assert view.log[:i_b].count(("paint", a.viewport())) == 2  # the step's paint and the re-layout's
+    assert ("paint", a.viewport()) not in view.log[i_b:]  # none left to share b's turn
+
+
 def test_a_covered_plot_is_not_waited_for_nor_painted(qtbot, view):
     """A plot under an opaque cover (StablePages(cover=True)) is drawn without a paint: the next step
     does not wait for one, and uncovering paints it once, never hidden and shown again."""

@@ -11,6 +11,10 @@ cancelled or superseded steps never draw stale data.
 After a step, its plot's scene is told a paint is coming (pyqtgraph's ``prepareForPaint``): a
 pyqtgraph view applies a new range only at the start of its next paint, and the transform change it
 makes there schedules a second paint of the whole view. Applied at once, the one paint shows it.
+
+Some layout is only known during the paint: an axis measures its tick labels as it draws them, and
+wider ones widen the axis, move the plot area and paint the whole plot again. That second paint then
+waits for its own turn too, before the next step (it used to share one with it).
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ class StepDrawer(QObject):
         self._paint_wait.setInterval(PAINT_WAIT_MS)
         self._paint_wait.timeout.connect(self._run_next)
         self._watched: set[int] = set()
+        self._painted: QWidget | None = None  # the plot whose awaited paint just came
+        self._layout: tuple | None = None  # the awaited plot's layout when its step ended
 
     @property
     def pending(self) -> bool:
-        """True while steps remain or the last step's paint is awaited."""
-        return bool(self._steps) or self._waiting is not None
+        """True while steps remain or the last step's paint is awaited (or checked for a new layout)."""
+        return bool(self._steps) or self._waiting is not None or self._painted is not None
 
     def add(self, name: str, step: Callable[[], None], plot: QWidget | None = None) -> None:
         """Queue ``step`` (replacing a queued step of that name, which keeps its place). ``plot``: the
@@ -64,6 +70,8 @@ class StepDrawer(QObject):
         """Drop every queued step (a new layer was selected)."""
         self._steps.clear()
         self._waiting = None
+        self._painted = None
+        self._layout = None
         self._next.stop()
         self._paint_wait.stop()
 
@@ -76,6 +84,8 @@ class StepDrawer(QObject):
         self._next.stop()
         self._paint_wait.stop()
         self._waiting = None
+        if self._relaid_out():
+            return
         if not self._steps:
             self.finished.emit()
             return
@@ -90,15 +100,32 @@ class StepDrawer(QObject):
         _settle(plot)
         if _on_screen(plot):
             self._waiting = plot
+            self._layout = _layout_of(plot)
             self._paint_wait.start()
         else:
             self._next.start()
+
+    def _relaid_out(self) -> bool:
+        """Whether the plot that just painted changed its layout while painting (an axis widened for
+        its labels); if so, apply it now and wait for the paint it brings, once."""
+        plot, self._painted = self._painted, None
+        before, self._layout = self._layout, None
+        if plot is None:
+            return False
+        _settle(plot)
+        if _layout_of(plot) == before or not _on_screen(plot):
+            return False
+        self._waiting = plot
+        self._paint_wait.start()
+        return True
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
         """After the awaited plot's paint, run the next step on a fresh event-loop turn."""
         if event.type() == QEvent.Type.Paint and self._waiting is not None:
             target = self._waiting.viewport() if hasattr(self._waiting, "viewport") else self._waiting
             if obj is target:
+                # The paint after a step is checked for a new layout; the paint that shows it is not.
+                self._painted = self._waiting if self._layout is not None else None
                 self._waiting = None
                 self._paint_wait.stop()
                 self._next.start()  # a 0 ms timer: fires once this paint has finished
@@ -119,6 +146,16 @@ def _settle(plot: QWidget) -> None:
         # Items that size themselves from the view (clip lines) do it when first asked, which during
         # the paint schedules a second one: ask now.
         scene.itemsBoundingRect()
+
+
+def _layout_of(plot: QWidget) -> tuple:
+    """Where a pyqtgraph plot's parts (axes, title, view box) are: what a paint that re-lays it out
+    changes. Empty for other widgets."""
+    central = getattr(plot, "centralWidget", None)
+    layout = QGraphicsWidget.layout(central) if isinstance(central, QGraphicsWidget) else None
+    if layout is None:
+        return ()
+    return tuple(layout.itemAt(i).geometry().getRect() for i in range(layout.count()))
 
 
 def _on_screen(plot: QWidget) -> bool:
