@@ -137,6 +137,22 @@ def test_a_plot_widened_by_its_labels_repaints_before_the_next_step(qtbot, view)
     assert ("paint", a.viewport()) not in view.log[i_b:]  # none left to share b's turn
 
 
+def test_a_step_that_changed_nothing_does_not_wait_for_a_paint(qtbot, view):
+    """A step returning False (say, hiding what was already hidden) brings no paint: the next step runs
+    at once instead of after the paint wait (made a minute long here, so waiting could not pass)."""
+    from qinspect.gui.draw_steps import StepDrawer
+
+    a, b = view.plots
+    drawer = StepDrawer(view)
+    drawer._paint_wait.setInterval(60_000)
+    view.log.clear()
+    drawer.add("nothing", lambda: view.log.append(("step", "nothing")) or False, a)
+    drawer.add("b", _step(view, "b", b), b)
+    qtbot.waitUntil(lambda: not drawer.pending, timeout=5000)
+    assert [e[1] for e in view.log if e[0] == "step"] == ["nothing", "b"]
+    assert ("paint", b.viewport()) in view.log
+
+
 def test_a_covered_plot_is_not_waited_for_nor_painted(qtbot, view):
     """A plot under an opaque cover (StablePages(cover=True)) is drawn without a paint: the next step
     does not wait for one, and uncovering paints it once, never hidden and shown again."""

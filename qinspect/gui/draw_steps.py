@@ -36,7 +36,7 @@ class StepDrawer(QObject):
     def __init__(self, view: QWidget) -> None:
         super().__init__(view)
         self._view = view
-        self._steps: dict[str, tuple[Callable[[], None], QWidget | None]] = {}
+        self._steps: dict[str, tuple[Callable[[], bool | None], QWidget | None]] = {}
         self._waiting: QWidget | None = None
         self._next = QTimer(self)
         self._next.setSingleShot(True)
@@ -55,9 +55,10 @@ class StepDrawer(QObject):
         """True while steps remain or the last step's paint is awaited (or checked for a new layout)."""
         return bool(self._steps) or self._waiting is not None or self._painted is not None
 
-    def add(self, name: str, step: Callable[[], None], plot: QWidget | None = None) -> None:
+    def add(self, name: str, step: Callable[[], bool | None], plot: QWidget | None = None) -> None:
         """Queue ``step`` (replacing a queued step of that name, which keeps its place). ``plot``: the
-        widget it changes; the next step waits for it to paint."""
+        widget it changes; the next step waits for it to paint, unless the step returns False (it
+        changed nothing, so no paint comes)."""
         if plot is not None and id(plot) not in self._watched:
             self._watched.add(id(plot))
             target = plot.viewport() if hasattr(plot, "viewport") else plot
@@ -93,8 +94,8 @@ class StepDrawer(QObject):
             return  # the view's showEvent calls resume()
         name = next(iter(self._steps))
         step, plot = self._steps.pop(name)
-        step()
-        if plot is None:
+        changed = step()
+        if plot is None or changed is False:
             self._next.start()
             return
         _settle(plot)

@@ -14,6 +14,7 @@ tab is visible, and every array a plot draws is capped in the worker at what the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
@@ -374,10 +375,23 @@ class LayerPanel(StablePages):
         self._show_weights_message("")
         self.ch_blank.cover()
         self.bits_blank.cover()
-        for item in (self.act_curve, *self.clip_lines, *(line for pair in self.method_lines for line in pair),
-                     self.err_curve, self.scatter, self.diagonal, *self.scatter_clip, *self._weight_items()):
+        for item in self._weight_items():
             if item.isVisible():
                 item.setVisible(False)
+        # The other plots are emptied one per turn, as they are drawn: emptied all at once, their three
+        # paints made the selection's own turn the longest of a click. The layer's data, when it comes
+        # before, takes the place of these steps (same names) and draws over them.
+        # Hidden, the panel paints nothing: emptied at once, it never shows the old plots when shown.
+        lines = (*self.clip_lines, *(line for pair in self.method_lines for line in pair))
+        for name, step, plot in (("act", _hide(self.act_curve), self.act_plot),
+                                 ("act_lines", _hide(*lines), self.act_plot),
+                                 ("err", _hide(self.err_curve), self.err_plot),
+                                 ("scatter", _hide(self.scatter, self.diagonal, *self.scatter_clip),
+                                  self.scatter_plot)):
+            if self.isVisible():
+                self.drawer.add(name, step, plot)
+            else:
+                step()
         for label in (self.clip_label, self.sqnr_label, self.range_label, self.emulated_label):
             if label.text():
                 label.setText("")
@@ -835,6 +849,18 @@ def _set_label(line: pg.InfiniteLine, text: str) -> None:
     line.label.setText(text)
     if line.isVisible():
         line.label.updatePosition()
+
+
+def _hide(*items) -> Callable[[], bool]:
+    """A drawing step that hides ``items``; it says whether any was shown (whether a paint comes)."""
+
+    def step() -> bool:
+        shown = [item for item in items if item.isVisible()]
+        for item in shown:
+            item.setVisible(False)
+        return bool(shown)
+
+    return step
 
 
 def _padded(lo: float, hi: float, frac: float = 0.04) -> tuple[float, float]:
