@@ -142,7 +142,7 @@ class _ThreadTimes:
             with open(f"/proc/self/task/{self.tid}/wchan", "rb") as f:
                 wchan = f.read().decode().strip()
         except (OSError, IndexError):
-            return "?"
+            return ""  # not Linux: nothing to tell
         return f"{state} {wchan}" if state != "R" and wchan not in ("", "0") else state
 
     @staticmethod
@@ -310,7 +310,9 @@ class _StallSampler:
                 frame = sys._current_frames().get(self.ui)
                 if frame is not None:
                     self.samples.setdefault(since, []).append(_short_stack(frame))
-                self.kstates.setdefault(since, []).append(self.times.state())
+                state = self.times.state()
+                if state:
+                    self.kstates.setdefault(since, []).append(state)
                 if since not in self.cpu_at:
                     self.cpu_at[since] = _ThreadTimes.all_cpu()
                 wait_ms = SAMPLE_MS
