@@ -152,6 +152,44 @@ def test_labels_add_float_and_int8_accuracy_to_the_status_bar(qtbot, window, sma
     assert f"accuracy float {100 * 12 / 16:.1f}%, int8 {100 * acc['int8']:.1f}%" in window.quality_label.text()
 
 
+def test_top1_resting_on_near_ties_is_said_in_the_status_bar(qtbot, window, capture_path):
+    """A top-1 agreement decided by rounding between near-tied outputs is shown with that caveat beside it,
+    the full sentence in the tooltip; a diagnosis without near ties shows the figure alone."""
+    import dataclasses
+
+    _diagnosed(qtbot, window, capture_path)
+    warning = "top-1 agreement rests on 16 near-tied of 16 decisions: rounding picks the winner"
+    tied = dataclasses.replace(window.session.diagnosis, top1_agreement=0.0, near_tie_warning=warning)
+    window.session._on_findings(0, tied)
+    assert "top-1 agreement 0.0% (" in window.quality_label.text()
+    assert "near ties: says little" in window.quality_label.text()
+    assert window.quality_label.toolTip() == f"Note: {warning}."
+    window.session._on_findings(0, dataclasses.replace(tied, top1_agreement=1.0, near_tie_warning=None))
+    assert "top-1 agreement 100.0%" in window.quality_label.text() and "near ties" not in window.quality_label.text()
+    assert window.quality_label.toolTip() == ""
+
+
+def test_the_diagnosis_job_keeps_the_near_tie_warning(monkeypatch):
+    """The window's summary of a diagnosis carries the diagnosis' near-tie note (it used to drop it)."""
+    import types
+
+    import numpy as np
+
+    import qinspect.analysis.diagnose as diagnose_module
+    from qinspect.gui import emulation
+
+    warning = "top-1 agreement rests on 4 near-tied of 4 decisions"
+    diagnosis = types.SimpleNamespace(findings=[], output=types.SimpleNamespace(sqnr_db=90.0), top1_agreement=0.25,
+                                      accuracy=None, explained=None, measured_on="calibration", n_sens_samples=4,
+                                      advice=[], near_tie_warning=warning)
+    monkeypatch.setattr(emulation, "diagnosis_data", lambda *_: ({"x": np.zeros((4, 2), np.float32)}, None))
+    monkeypatch.setattr(diagnose_module, "diagnose", lambda *_, **__: diagnosis)
+    analysis = types.SimpleNamespace(available=True, graph=None, float_layer=lambda name: name)
+    token = types.SimpleNamespace(check=lambda: None, progress=lambda *_: None)
+    summary = emulation.diagnose_job(token, None, analysis, None)
+    assert summary.near_tie_warning == warning and summary.top1_agreement == 0.25
+
+
 def test_bad_labels_are_one_line_naming_the_file(tmp_path):
     import numpy as np
 

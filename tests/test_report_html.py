@@ -160,6 +160,28 @@ def test_first_page_shows_the_output_block_the_noise_budget_and_the_advice():
     assert "Tried in the emulator: keep block/conv&lt;1&gt; in float." in findings
 
 
+def test_top1_resting_on_near_ties_is_said_beside_it():
+    """A top-1 agreement decided by rounding between near-tied outputs says little: the first page says so
+    under the figure, and the summary beside it (as `qinspect diagnose` does)."""
+    from markupsafe import escape
+
+    from qinspect.report.collect import _budget_summary
+
+    warning = ("top-1 agreement rests on 16 near-tied of 16 decisions: the float model's top two outputs are "
+               "within 0.1% of each other there")
+    report = sample_report(None)
+    report.output = {"sqnr_db": 111.9, "top1_agreement": 0.0, "samples": 16, "measured_on": "calibration",
+                     "near_tie_warning": warning}
+    first = render_html(report, {})
+    first = first[first.index('<section id="summary">'):]
+    assert '<div class="v">0%</div>' in first and str(escape(f"Note: {warning}.")) in first
+    assert _budget_summary({"output": report.output})["top-1 agreement with the float model"] == (
+        "0.0% (rests on near ties: says little about accuracy)")
+    report.output = {**report.output, "top1_agreement": 0.9375, "near_tie_warning": None}
+    assert "near-tied" not in render_html(report, {})
+    assert _budget_summary({"output": report.output})["top-1 agreement with the float model"] == "93.8%"
+
+
 def test_a_report_without_a_diagnosis_has_no_first_page_figures_to_show():
     html = render_html(sample_report(None), {})
     assert '<section id="summary">' not in html

@@ -255,6 +255,7 @@ class DiagnosisSummary:
     measured_on: str = ""
     n_samples: int = 0  # the samples the output block and the remedies were measured on
     advice: list[dict[str, Any]] = field(default_factory=list)
+    near_tie_warning: str | None = None  # when top1_agreement rests on near-tied float outputs
 
 
 def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
@@ -279,7 +280,7 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
         f.layer = analysis.float_layer(f.layer)
     return DiagnosisSummary(list(diagnosis.findings), diagnosis.output.sqnr_db, diagnosis.top1_agreement,
                             diagnosis.accuracy, diagnosis.explained, diagnosis.measured_on,
-                            diagnosis.n_sens_samples, list(diagnosis.advice))
+                            diagnosis.n_sens_samples, list(diagnosis.advice), diagnosis.near_tie_warning)
 
 
 def trial_job(token: CancelToken, document: Document, analysis: Analysis, eval_path: str | None,

@@ -423,6 +423,7 @@ class MainWindow(QMainWindow):
         for signal in (self.session.results_changed, self.session.findings_changed, self.session.trial_changed):
             signal.connect(self._update_quality)
         self.quality_label.setText("")
+        self.quality_label.setToolTip("")
         self.session.status.connect(self.set_status)
         self.session.failed.connect(lambda exc, tb, what: self.errors.report(exc, tb, what))
         self.session.busy.connect(self._on_session_busy)
@@ -550,6 +551,7 @@ class MainWindow(QMainWindow):
     def _update_quality(self) -> None:
         """The output SQNR / top-1 agreement (/ accuracy) of the current emulation, in the status bar."""
         self.quality_label.setText(self.session.output_summary() if self.session is not None else "")
+        self.quality_label.setToolTip(self.session.output_caveat() if self.session is not None else "")
 
     def _on_findings_changed(self) -> None:
         if self.session is not None:

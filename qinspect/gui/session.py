@@ -255,7 +255,8 @@ class Session(QObject):
         d = self.diagnosis
         if d is not None and d.top1_agreement is not None:
             on = f"first {d.n_samples} {d.measured_on} samples"
-            parts.append(f"top-1 agreement {100 * d.top1_agreement:.1f}% ({on})")
+            tied = "; near ties: says little, see the tooltip" if d.near_tie_warning else ""
+            parts.append(f"top-1 agreement {100 * d.top1_agreement:.1f}% ({on}{tied})")
             if d.accuracy:
                 parts.append(f"accuracy float {100 * d.accuracy['float']:.1f}%, int8 {100 * d.accuracy['int8']:.1f}%")
         trial = self.trial
@@ -265,6 +266,12 @@ class Session(QObject):
             parts.append(f"with the remedy tried: {trial.output_before.sqnr_db:.1f} → "
                          f"{trial.output_after.sqnr_db:.1f} dB{top1} ({trial.n_samples} samples)")
         return " · ".join(parts)
+
+    def output_caveat(self) -> str:
+        """What the output figures rest on, in full (the status bar's tooltip): near-tied decisions."""
+        d = self.diagnosis
+        warning = getattr(d, "near_tie_warning", None) if d is not None and d.top1_agreement is not None else None
+        return f"Note: {warning}." if warning else ""
 
     # --- Try it ------------------------------------------------------------------------------------
     def try_remedy(self, finding: Any) -> None:

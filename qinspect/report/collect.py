@@ -509,7 +509,9 @@ def _budget_summary(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     top1 = (data.get("output") or {}).get("top1_agreement")
     if isinstance(top1, float):
-        out["top-1 agreement with the float model"] = f"{100 * top1:.1f}%"
+        tied = (data.get("output") or {}).get("near_tie_warning")
+        out["top-1 agreement with the float model"] = f"{100 * top1:.1f}%" + (
+            " (rests on near ties: says little about accuracy)" if tied else "")
     explained = data.get("explained")
     if isinstance(explained, float):
         se = data.get("explained_se")
