@@ -383,6 +383,24 @@ def test_weightless_layers_keep_the_layout_in_place(qtbot, window, capture_path)
     assert panel.w_plot.isVisible() and panel.ch_plot.isVisible() and panel.bits_plot.isVisible()
 
 
+def test_method_line_labels_stay_inside_the_view(qtbot, window, capture_path):
+    """A method's line near either edge of the activation plot keeps its whole label in sight: the label
+    sits on the side of the line nearer the middle (a line near the left edge used to push its label,
+    which always sat on its left, out of the view: "ence: p=10")."""
+    open_and_wait(qtbot, window, capture_path)
+    panel = window.layer_panel
+    show_layer(qtbot, window, "chain_3")
+    qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+    _lo_line, hi_line = panel.method_lines[0]
+    assert hi_line.isVisible()
+    (x0, x1), _y = panel.act_plot.getPlotItem().getViewBox().viewRange()
+    for x in (x0 + 0.02 * (x1 - x0), x1 - 0.02 * (x1 - x0)):
+        hi_line.setValue(x)
+        hi_line.label.updatePosition()
+        rect = hi_line.label.mapRectToView(hi_line.label.boundingRect())
+        assert x0 <= rect.left() and rect.right() <= x1, (x, rect.left(), rect.right(), x0, x1)
+
+
 def test_selections_never_re_lay_out_the_tabs(qtbot, window, capture_path):
     """New header text and the weight plots giving way to a message and back stay inside the layer
     panel: a layout request reaching the tab widget repaints its whole area (every label and control of

@@ -541,8 +541,10 @@ class LayerPanel(StablePages):
         self.method_lines: list[tuple[pg.InfiniteLine, pg.InfiniteLine]] = []
         for i, colour in enumerate(METHOD_COLOURS):
             pen = pg.mkPen(colour, width=1, style=dash)
+            # The label sits on the side of its line nearer the middle of the view (right of a line in
+            # the left part), so a line near an edge never pushes its label out of sight.
             opts = {"position": 0.80 - 0.14 * i, "color": colour, "fill": (255, 255, 255, 210),
-                    "anchors": [(1, 0.5), (1, 0.5)]}  # the label sits left of its line
+                    "anchors": [(0, 0.5), (1, 0.5)]}
             hi = pg.InfiniteLine(pen=pen, label="", labelOpts=opts, **vline)
             lo = pg.InfiniteLine(pen=pen, **vline)
             for line in (hi, lo):
