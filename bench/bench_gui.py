@@ -88,51 +88,49 @@ def _default_capture() -> Path:
 
 class _CoreWaits:
     """Why a turn took longer than its own CPU time: how often the kernel took the core from the UI
-    thread (involuntary context switches, ``getrusage(RUSAGE_THREAD)``) and how much CPU time the
-    hypervisor took from the whole machine (the steal column of ``/proc/stat``, in 10 ms ticks).
-    Linux only; elsewhere both read 0."""
+    thread (involuntary context switches, ``getrusage(RUSAGE_THREAD)``), how long it was runnable but
+    queued for a core (its ``schedstat``), and how much CPU time the hypervisor took from the whole
+    machine (the steal column of ``/proc/stat``, in 10 ms ticks). Made and read in the UI thread.
+    Linux only; elsewhere all read 0."""
 
     def __init__(self) -> None:
-        try:
-            self._stat = os.open("/proc/stat", os.O_RDONLY)
-        except OSError:
-            self._stat = -1
+        self._stat, self._queue = (_open_or_none(path) for path in ("/proc/stat", "/proc/thread-self/schedstat"))
         self._tick_ms = 1000 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 10.0
 
-    def read(self) -> tuple[int, float]:
-        """(involuntary switches of the calling thread so far, machine steal so far in ms)."""
+    def read(self) -> tuple[int, float, float]:
+        """(involuntary switches of the calling thread so far, machine steal so far in ms, the UI
+        thread's wait for a core so far in ms)."""
         try:
             switches = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
         except (AttributeError, OSError):
             switches = 0
-        steal = 0.0
-        if self._stat >= 0:
+        steal = queued = 0.0
+        if self._stat is not None:
             fields = os.pread(self._stat, 256, 0).split(b"\n", 1)[0].split()
             steal = int(fields[8]) * self._tick_ms if len(fields) > 8 else 0.0
-        return switches, steal
+        if self._queue is not None:
+            queued = int(os.pread(self._queue, 128, 0).split()[1]) / 1e6
+        return switches, steal, queued
+
+
+def _open_or_none(path: str) -> int | None:
+    """A descriptor to read ``path`` again and again (pread), or None where it does not exist."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
 
 
 class _ThreadTimes:
-    """Per-thread scheduler figures of this process, from ``/proc/self/task/*/schedstat`` (CPU time,
-    time spent runnable but waiting for a core, both in ms) and ``stat`` (kernel state: R running, S
-    sleeping, D waiting for I/O) with ``wchan`` (where in the kernel it sleeps). They tell what a stalled
-    UI thread was doing when it used no CPU: waiting for a core (runqueue), for a lock such as the GIL
-    (sleeping in a futex while another thread of this process burns CPU), or for the disk. Linux only;
-    elsewhere everything reads empty."""
+    """Per-thread scheduler figures of this process: every thread's CPU time (``/proc/self/task/*/
+    schedstat``, ms) and the watched thread's kernel state (``stat``: R running, S sleeping, D waiting for
+    I/O) with ``wchan`` (where in the kernel it sleeps). With the UI thread's wait for a core
+    (:class:`_CoreWaits`) they tell what a stalled UI thread was doing when it used no CPU: waiting for a
+    core, for a lock such as the GIL (sleeping in a futex while another thread of this process burns
+    CPU), or for the disk. Linux only; elsewhere everything reads empty."""
 
     def __init__(self, tid: int) -> None:
         self.tid = tid
-        try:
-            self._fd = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
-        except OSError:
-            self._fd = -1
-
-    def own(self) -> tuple[float, float]:
-        """(CPU ms, runqueue-wait ms) of the watched thread so far."""
-        if self._fd < 0:
-            return 0.0, 0.0
-        fields = os.pread(self._fd, 128, 0).split()
-        return int(fields[0]) / 1e6, int(fields[1]) / 1e6
 
     def state(self) -> str:
         """The watched thread's kernel state and, when asleep, where: "S futex_wait_queue"."""
@@ -422,7 +420,6 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
     last = [0.0, 0.0]
     waits = _CoreWaits()
     last_waits = [waits.read()]
-    last_queue = [0.0]
     steal_at_start = [0.0]
     sampler = _StallSampler()
     stalls: list[dict] = []
@@ -433,19 +430,17 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
         gaps.append(gap)
         cpu_gaps.append(cpu_gap)
         last[0], last[1] = now, cpu
-        counters, (switches0, steal0) = waits.read(), last_waits[0]
+        counters, (switches0, steal0, queued0) = waits.read(), last_waits[0]
         last_waits[0] = counters
         if counters[1] == steal0:
             unstolen.append(gap)
-        queue = sampler.times.own()[1]
-        queued, last_queue[0] = queue - last_queue[0], queue
         t = time.perf_counter()
         stacks, gc_ms = sampler.take(sampler.tick_at, t)
         states, busy = sampler.others(sampler.tick_at)
         if gap > STALL_MS:
             stalls.append({"ms": gap, "cpu": cpu_gap, "gc": gc_ms, "layer": sampler.context,
                            "preempted": counters[0] - switches0, "steal": counters[1] - steal0,
-                           "queued": queued, "kstates": collections.Counter(states).most_common(2),
+                           "queued": counters[2] - queued0, "kstates": collections.Counter(states).most_common(2),
                            "busy": busy,
                            "stacks": collections.Counter(stacks).most_common(2), "samples": len(stacks)})
         sampler.tick_at = t
@@ -467,7 +462,6 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
         clock.start()
         last[0], last[1] = 0.0, time.thread_time() * 1000
         last_waits[0] = waits.read()
-        last_queue[0] = sampler.times.own()[1]
         steal_at_start[0] = last_waits[0][1]
         sampler.tick_at = time.perf_counter()
         sampler.armed = True
