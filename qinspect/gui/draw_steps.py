@@ -47,13 +47,12 @@ class StepDrawer(QObject):
         self._paint_wait.setInterval(PAINT_WAIT_MS)
         self._paint_wait.timeout.connect(self._run_next)
         self._watched: set[int] = set()
-        self._painted: QWidget | None = None  # the plot whose awaited paint just came
-        self._layout: tuple | None = None  # the awaited plot's layout when its step ended
+        self._check: tuple[QWidget, tuple] | None = None  # the last step's plot and its layout then
 
     @property
     def pending(self) -> bool:
         """True while steps remain or the last step's paint is awaited (or checked for a new layout)."""
-        return bool(self._steps) or self._waiting is not None or self._painted is not None
+        return bool(self._steps) or self._waiting is not None or self._check is not None
 
     def add(self, name: str, step: Callable[[], bool | None], plot: QWidget | None = None) -> None:
         """Queue ``step`` (replacing a queued step of that name, which keeps its place). ``plot``: the
@@ -71,8 +70,7 @@ class StepDrawer(QObject):
         """Drop every queued step (a new layer was selected)."""
         self._steps.clear()
         self._waiting = None
-        self._painted = None
-        self._layout = None
+        self._check = None
         self._next.stop()
         self._paint_wait.stop()
 
@@ -101,18 +99,18 @@ class StepDrawer(QObject):
         _settle(plot)
         if _on_screen(plot):
             self._waiting = plot
-            self._layout = _layout_of(plot)
+            self._check = plot, _layout_of(plot)
             self._paint_wait.start()
         else:
             self._next.start()
 
     def _relaid_out(self) -> bool:
-        """Whether the plot that just painted changed its layout while painting (an axis widened for
+        """Whether the last step's plot changed its layout while painting (an axis widened for
         its labels); if so, apply it now and wait for the paint it brings, once."""
-        plot, self._painted = self._painted, None
-        before, self._layout = self._layout, None
-        if plot is None:
+        check, self._check = self._check, None
+        if check is None:
             return False
+        plot, before = check
         _settle(plot)
         if _layout_of(plot) == before or not _on_screen(plot):
             return False
@@ -125,8 +123,6 @@ class StepDrawer(QObject):
         if event.type() == QEvent.Type.Paint and self._waiting is not None:
             target = self._waiting.viewport() if hasattr(self._waiting, "viewport") else self._waiting
             if obj is target:
-                # The paint after a step is checked for a new layout; the paint that shows it is not.
-                self._painted = self._waiting if self._layout is not None else None
                 self._waiting = None
                 self._paint_wait.stop()
                 self._next.start()  # a 0 ms timer: fires once this paint has finished
