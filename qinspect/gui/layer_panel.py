@@ -375,9 +375,7 @@ class LayerPanel(StablePages):
         self._show_weights_message("")
         self.ch_blank.cover()
         self.bits_blank.cover()
-        for item in self._weight_items():
-            if item.isVisible():
-                item.setVisible(False)
+        _hide(*self._weight_items())()
         # The other plots are emptied one per turn, as they are drawn: emptied all at once, their three
         # paints made the selection's own turn the longest of a click. The layer's data, when it comes
         # before, takes the place of these steps (same names) and draws over them.

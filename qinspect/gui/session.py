@@ -270,8 +270,9 @@ class Session(QObject):
     def output_caveat(self) -> str:
         """What the output figures rest on, in full (the status bar's tooltip): near-tied decisions."""
         d = self.diagnosis
-        warning = getattr(d, "near_tie_warning", None) if d is not None and d.top1_agreement is not None else None
-        return f"Note: {warning}." if warning else ""
+        if d is None or d.top1_agreement is None or not d.near_tie_warning:
+            return ""
+        return f"Note: {d.near_tie_warning}."
 
     # --- Try it ------------------------------------------------------------------------------------
     def try_remedy(self, finding: Any) -> None:

@@ -507,11 +507,11 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
 def _budget_summary(data: dict[str, Any]) -> dict[str, Any]:
     """First-page figures of the diagnosis: top-1 agreement, the noise budget and the best measured remedy."""
     out: dict[str, Any] = {}
-    top1 = (data.get("output") or {}).get("top1_agreement")
+    output = data.get("output") or {}
+    top1 = output.get("top1_agreement")
     if isinstance(top1, float):
-        tied = (data.get("output") or {}).get("near_tie_warning")
         out["top-1 agreement with the float model"] = f"{100 * top1:.1f}%" + (
-            " (rests on near ties: says little about accuracy)" if tied else "")
+            " (rests on near ties: says little about accuracy)" if output.get("near_tie_warning") else "")
     explained = data.get("explained")
     if isinstance(explained, float):
         se = data.get("explained_se")
