@@ -180,7 +180,10 @@ def test_a_selection_holds_the_background_until_its_plots_are_drawn(qtbot, tmp_p
     with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
         win.open_path(str(write_gui_capture(tmp_path / "cap.h5")))
     panel = win.layer_panel
-    qtbot.waitUntil(lambda: not panel.background.held, timeout=10000)  # the first layer's draw
+    # The first layer's draw over, and on a loaded machine, where a hold can run out, the time the
+    # background is then owed: only then does a selection start a hold.
+    free = lambda: not panel.background.held and not panel.background.resting  # noqa: E731
+    qtbot.waitUntil(free, timeout=10000)
     events.clear()
     with qtbot.waitSignal(panel.shown, timeout=20000) as shown:
         win.select_layer("hand")
@@ -189,14 +192,18 @@ def test_a_selection_holds_the_background_until_its_plots_are_drawn(qtbot, tmp_p
     assert events == ["pause", "resume"] and not panel.background.held
 
     # A what-if the user asks for is drawn the same way: held until its plots are drawn.
+    qtbot.waitUntil(free, timeout=10000)
+    events.clear()
     position = panel.data.position + 2
     panel.set_position(position)
     assert events[-1] == "pause" and panel.background.held
-    qtbot.waitUntil(lambda: not panel.background.held, timeout=20000)
+    qtbot.waitUntil(lambda: not panel.background.held and not panel.whatif_channel.busy and not panel.drawer.pending,
+                    timeout=20000)  # (a hold that ran out on a loaded machine ends before the drawing)
     assert panel.whatif is not None and panel.whatif.position == position
-    assert not panel.drawer.pending and events == ["pause", "resume", "pause", "resume"]
+    assert not panel.drawer.pending and events == ["pause", "resume"]
 
     # With another tab in front nothing is drawn, so nothing is held; showing the tab draws and holds.
+    qtbot.waitUntil(free, timeout=10000)
     events.clear()
     win.tabs.setCurrentWidget(win.findings)
     win.select_layer("flat", show_layer_tab=False)

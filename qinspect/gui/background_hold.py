@@ -42,9 +42,14 @@ class BackgroundHold(QObject):
         self._rest.setSingleShot(True)
         self._rest.setInterval(MIN_RUN_MS)
 
+    @property
+    def resting(self) -> bool:
+        """The background is owed run time after a hold that ran out: no hold starts now."""
+        return self._rest.isActive()
+
     def hold(self) -> None:
         """Pause the background (the window starts drawing), unless it is paused already or owed time."""
-        if self.held or self._rest.isActive():
+        if self.held or self.resting:
             return
         self._paused_any = self._pause() > 0
         self.held = True
