@@ -215,3 +215,31 @@ BUILDERS = {
     "cpu_fallback": leaky,
     "error_growth": growth,
 }
+
+
+def two_heads(folder: Path) -> Plant:
+    """Two outputs: ``seg``, a 3x3 conv of the image (2048 values a sample, quantized well), and ``cls``,
+    the outlier model's head (4 values a sample, behind a range that rare spikes stretch). Pooled by
+    signal power, seg sets the output SQNR and hides how much worse cls is."""
+    keras = _keras()
+    inp = keras.Input((H, W, 3), name="img")
+    seg = keras.layers.Conv2D(8, 3, padding="same", name="seg")(inp)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inp)
+    spike = keras.layers.Conv2D(8, 1, use_bias=False, name="spike")(inp)
+    x = keras.layers.Add(name="add")([x, spike])
+    x = keras.layers.ReLU(name="relu_outlier")(x)
+    model = keras.Model(inp, [seg, _head(keras, x, "cls")])
+    k = np.zeros((1, 1, 3, 8), np.float32)
+    k[0, 0, 2, :] = 512.0
+    model.get_layer("spike").set_weights([k])
+    for name in ("conv1", "seg"):
+        k1, b1 = model.get_layer(name).get_weights()
+        k1[:, :, 2, :] = 0.0
+        model.get_layer(name).set_weights([k1, b1])
+    path = folder / "two_heads.h5"
+    model.save(path)
+    calib = _inputs(2)
+    flat = np.zeros(N * H * W, np.float32)
+    flat[np.random.default_rng(3).choice(flat.size, 3, replace=False)] = 0.875
+    calib[..., 2] = flat.reshape(N, H, W)
+    return Plant(path, calib, None, "relu_outlier", "outlier_range")

@@ -27,7 +27,7 @@ such as a final softmax) last.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ from qinspect.analysis.findings import Branch, Finding, ev
 from qinspect.analysis.hw_vs_sim import hw_vs_sim_finding, sim_vs_dpu
 from qinspect.analysis.metrics import ErrorStats, json_safe
 from qinspect.analysis.option_remedies import OptionTrials, candidate_options
+from qinspect.analysis.outputs import OutputFigure, focused, hidden_output_warning, measure_outputs, output_layer
 from qinspect.analysis.sensitivity import (
     HOW,
     LayerSensitivity,
@@ -94,6 +95,11 @@ class Diagnosis:
     near_tie_warning: str | None = None  # when top1_agreement rests on near-tied float outputs
     output_se_db: float = math.nan  # the output SQNR's standard error over the samples (jackknife)
     explained_se: float | None = None  # explained's standard error over the samples (from its set's gain)
+    # Models with several outputs: each output's own figures (qinspect.analysis.outputs), which of them
+    # the diagnosis weighs (all unless it was focused on some), and the note when the pooled figure hides one.
+    outputs: list[OutputFigure] = field(default_factory=list)
+    weighed_outputs: list[str] = field(default_factory=list)  # float-model layer names
+    hidden_output_warning: str | None = None
 
     def worst_by_layer(self) -> dict[str, Finding]:
         """Each layer's highest-ranked finding (for a badge on the layer's row in a tree)."""
@@ -116,13 +122,17 @@ class Diagnosis:
                 "samples": self.n_samples,
                 "sensitivity_samples": self.n_sens_samples,
                 "output_sqnr_db": ev(self.output.sqnr_db, "SQNR of the fully quantized model's output(s) "
-                                                          "against float, sums over all outputs and samples"),
+                                                          "against float, sums over the weighed outputs "
+                                                          "(output.weighed) and samples"),
                 "output": {"sqnr_db": self.output.sqnr_db, "sqnr_se_db": self.output_se_db,
                            "sqnr_se_how": "standard error over the measured samples: leave-one-out jackknife of "
                                           "the output SQNR (remedies' measured_gain_se_db: the same for their gain, "
                                           "paired on the same samples)",
                            "top1_agreement": self.top1_agreement,
                            "near_tie_warning": self.near_tie_warning,
+                           "weighed": self.weighed_outputs,
+                           "per_output": [f.to_dict() for f in self.outputs],
+                           "hidden_output_warning": self.hidden_output_warning,
                            **({"accuracy": self.accuracy} if self.accuracy is not None else {})},
                 "explained": self.explained,
                 "explained_se": self.explained_se,
@@ -247,6 +257,7 @@ def diagnose(
     step: Callable[[str, int, int], None] | None = None,
     labels: np.ndarray | None = None,
     rebuild: Callable[[dict[str, Any]], DpuGraph] | None = None,
+    outputs: Sequence[str] | None = None,
 ) -> Diagnosis:
     """Diagnose ``graph`` on ``data``; ``calib`` (when ``data`` is evaluation data) enables coverage.
 
@@ -267,6 +278,9 @@ def diagnose(
     top-1 accuracy on the sensitivity samples (the first classification output).
     ``progress(text)`` is told each stage; ``step(text, done, total)`` each stage and, during the
     sensitivity pass, the work done (``total`` 0 for a stage with no measure of its work).
+    ``outputs`` (node names, :func:`qinspect.analysis.outputs.resolve_outputs`): weigh only these model
+    outputs; everything is measured on them and the layers they depend on. Each output's own figures
+    are given whatever the choice, when the model has several.
     """
     def say(text: str) -> None:
         if progress is not None:
@@ -274,6 +288,10 @@ def diagnose(
         if step is not None:
             step(text, 0, 0)
 
+    whole = graph
+    graph = focused(graph, outputs)
+    if rebuild is not None and graph is not whole:
+        rebuild = _focused_rebuild(rebuild, graph.outputs)
     n_total = len(next(iter(data.values())))
     sample = _head(data, max_samples)
     n = len(next(iter(sample.values())))
@@ -287,6 +305,11 @@ def diagnose(
     notes.append(f"sensitivity, accumulated/isolated errors and what-if runs measured on the first {n_sens} "
                  f"{data_label} samples")
     shared = {tuple(g) for g in graph.shared_groups().values()}
+    if graph is not whole:
+        left_out = [output_layer(whole, o) for o in whole.outputs if o not in graph.outputs]
+        notes.append(f"weighs only the output(s) {', '.join(output_layer(whole, o) for o in graph.outputs)}: every "
+                     f"figure, sensitivity and remedy is measured on them and the layers they depend on "
+                     f"({', '.join(left_out)} left out)")
     if shared:
         notes.append(f"{len(shared)} shared layer(s) called more than once: each call is its own node, all calls "
                      "of a layer share its weights and positions (as the quantizer's one wrapper per layer)")
@@ -360,6 +383,8 @@ def diagnose(
     accuracy = _accuracy(graph, sens, labels) if labels is not None else None
     near_ties = _near_tie_warning(graph, sens)
     sens.runner = None  # the walks' memory goes now
+    figures = (measure_outputs(whole, sens_sample, mode, weighed=graph.outputs) if len(whole.outputs) > 1
+               else [])
     return Diagnosis(
         findings=kept,
         sensitivity=sens.layers,
@@ -376,8 +401,17 @@ def diagnose(
         accuracy=accuracy,
         near_tie_warning=near_ties,
         output_se_db=sens.output_se_db,
+        outputs=figures,
+        weighed_outputs=[output_layer(whole, o) for o in graph.outputs],
+        hidden_output_warning=hidden_output_warning(figures, sens.output.sqnr_db),
         advice=_advice(kept, sens.output.sqnr_db, agree / compared if compared else None),
     )
+
+
+def _focused_rebuild(rebuild: Callable[[dict[str, Any]], DpuGraph],
+                     outputs: list[str]) -> Callable[[dict[str, Any]], DpuGraph]:
+    """``rebuild`` whose graphs keep the diagnosis's choice of outputs."""
+    return lambda change: focused(rebuild(change), outputs)
 
 
 def _near_tie_warning(graph: DpuGraph, sens: SensitivityResult) -> str | None:

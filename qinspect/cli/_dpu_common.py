@@ -116,6 +116,28 @@ def add_data_args(parser: argparse.ArgumentParser, inputs_help: str | None, batc
     parser.add_argument("--samples", type=int, default=samples_default, metavar="N", help=samples_help)
 
 
+OUTPUTS_HELP = ("a model with several outputs: weigh only these (comma-separated output layer names); "
+                "every figure, sensitivity and remedy is then measured on them (default: all, pooled by "
+                "signal power)")
+
+
+def add_outputs_arg(parser: argparse.ArgumentParser) -> None:
+    """``--outputs NAMES``: the model outputs a diagnosis weighs."""
+    parser.add_argument("--outputs", metavar="NAMES", help=OUTPUTS_HELP)
+
+
+def chosen_outputs(graph: Any, names: str | None, model_path: str) -> list[str] | None:
+    """The ``--outputs`` names as output node names (None: all); one-line error naming the model's outputs."""
+    from qinspect.analysis.outputs import resolve_outputs
+
+    if names is None:
+        return None
+    try:
+        return resolve_outputs(graph, names.split(","))
+    except QInspectError as exc:
+        raise QInspectError(exc.message, model_path) from None
+
+
 def add_quantizer_option_args(parser: argparse.ArgumentParser) -> None:
     """The vai_q_tensorflow2 options that change pof2s results (besides ``--batch-size``), named like its
     keywords: ``--no-cle`` (include_cle=False), ``--cle-steps``, ``--cle-to-relu6``, ``--convert-relu6-to-relu``.

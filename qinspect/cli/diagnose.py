@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Diagnose int8 quantization: findings ranked by estimated output SQNR cost, and "
         "per-layer sensitivity (output SQNR if a layer alone stays float / alone is quantized).",
     )
-    from qinspect.cli._dpu_common import add_data_args, add_positions_arg
+    from qinspect.cli._dpu_common import add_data_args, add_outputs_arg, add_positions_arg
 
     p.add_argument("model", metavar="MODEL_OR_CAPTURE",
                    help="qinspect capture, or a float Keras model (.h5 / .keras / SavedModel folder) with --inputs")
@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="samples for sensitivity and what-if runs (default: as many as a fixed amount of work "
                    "allows, 16 to 64: more on small models, whose figures are noisy on few samples; time grows "
                    "with it)")
+    add_outputs_arg(p)
     p.add_argument("--labels", metavar="FILE.npy", help="the measured samples' classes (one index, or a one-hot "
                    "row, per sample): float and int8 top-1 accuracy")
     p.add_argument("--no-sensitivity", action="store_true",
@@ -189,12 +190,13 @@ def run(args: argparse.Namespace) -> int:
         n_acc = min(n_data, args.sens_samples or default_sens_samples(emu.graph, n_data))
         labels = _labels(args.labels, n_acc) if args.labels else None
         rebuild = None if positions_from_outside else _rebuilder(source, calib, common.quantizer_options(args))
+        outputs = common.chosen_outputs(emu.graph, args.outputs, args.model)
         with stderr_progress("diagnose") as step:
             result = diagnose(emu.graph, data, calib if eval_cap is not None else None, data_label=label,
                               max_samples=args.samples, sens_samples=args.sens_samples,
                               mode="int" if args.exact else "sim", step=step,
                               external_positions=bool(args.positions), with_sensitivity=not args.no_sensitivity,
-                              labels=labels, rebuild=rebuild)
+                              labels=labels, rebuild=rebuild, outputs=outputs)
         n_total = len(next(iter(data.values())))
     finally:
         if source is not None:
@@ -231,6 +233,10 @@ def _print_text(result: Any, positions_from: str, top: int) -> None:
     w(f"measured on: {result.measured_on}; output SQNR {_num(result.output.sqnr_db, '.1f')} dB{top1}\n")
     if result.near_tie_warning:
         w(f"  note: {result.near_tie_warning}\n")
+    if result.outputs:
+        w(f"  each output: {wording.per_output_line(result.outputs)}\n")
+    if result.hidden_output_warning:
+        w(f"  note: {result.hidden_output_warning} (--outputs NAME diagnoses for one output alone)\n")
     if result.accuracy is not None:
         a = result.accuracy
         w(f"accuracy on {a['samples']} labelled samples: float {100 * a['float']:.1f}%, int8 {100 * a['int8']:.1f}%\n")

@@ -307,3 +307,27 @@ def evidence_lines(finding: Any) -> list[str]:
             shown = shown[:400] + " …"
         out.append(f"{key} = {shown}" + (f"  ({how})" if how else ""))
     return out
+
+
+def output_phrase(figure: Any) -> str:
+    """One model output's own figures in words: ``cls 34.2 dB (0.1% of the signal power; top-1 100.0%)``.
+
+    ``figure``: a :class:`qinspect.analysis.outputs.OutputFigure` or its ``to_dict()`` form."""
+    if isinstance(figure, Mapping):
+        top1 = figure.get("top1_agreement")
+    else:
+        tally = getattr(figure, "top1", None)
+        top1 = None if tally is None else tally.agreement
+    share = _num(field_of(figure, "signal_share"))
+    parts = [] if share is None else [f"{100 * share:.3g}% of the signal power"]
+    if _num(top1) is not None:
+        parts.append(f"top-1 {100 * top1:.1f}%")
+    if field_of(figure, "weighed", True) is False:
+        parts.append("not weighed")
+    tail = f" ({'; '.join(parts)})" if parts else ""
+    return f"{field_of(figure, 'layer')} {_db(field_of(figure, 'sqnr_db'))}{tail}"
+
+
+def per_output_line(figures: Any) -> str:
+    """Every output's own figures, comma-separated (see :func:`output_phrase`)."""
+    return ", ".join(output_phrase(f) for f in figures)

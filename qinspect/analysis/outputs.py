@@ -1,0 +1,148 @@
+"""A model's outputs one by one: which ones a diagnosis weighs, and each output's own figures.
+
+A model with several outputs (a detector's heads, segmentation beside classification) gets one
+output SQNR that pools them: the error powers of all outputs over their signal powers. The output
+with the most signal power (the most values, or the largest ones) sets that figure, so a small head
+that int8 ruins can hide behind a large one that is fine. :func:`output_figures` gives each output
+its own SQNR and top-1 agreement; :func:`hidden_output_warning` says when the pooled figure hides a
+worse output; :func:`focused` restricts a graph to the outputs a diagnosis should weigh, so every
+sensitivity, what-if and remedy is measured on them alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from qinspect.analysis.decisions import Top1Tally, is_classifier_output
+from qinspect.analysis.metrics import ErrorStats
+from qinspect.dpu.dpu_graph import DpuGraph
+from qinspect.dpu.executor import Evaluator
+from qinspect.errors import QInspectError
+
+# An output whose own SQNR is this far below the pooled figure is called hidden by it.
+HIDDEN_GAP_DB = 3.0
+
+
+def output_layer(graph: DpuGraph, node_name: str) -> str:
+    """The float model's layer an output node stands for (the name users see in the tree)."""
+    origin = getattr(graph[node_name], "origin", None) or []
+    return origin[-1] if origin else node_name
+
+
+def resolve_outputs(graph: DpuGraph, names: Iterable[str]) -> list[str]:
+    """Output node names for ``names`` (float-model layer names or node names), in the graph's order.
+
+    Raises :class:`QInspectError` naming the model's outputs when a name is not one of them."""
+    by_name: dict[str, str] = {}
+    for node_name in graph.outputs:
+        by_name[node_name] = node_name
+        by_name.setdefault(output_layer(graph, node_name), node_name)
+    wanted = [n.strip() for n in names if n.strip()]
+    if not wanted:
+        raise QInspectError("--outputs names no output")
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        known = ", ".join(output_layer(graph, o) for o in graph.outputs)
+        raise QInspectError(f"{unknown[0]!r} is not an output of the model (its outputs: {known})")
+    chosen = {by_name[n] for n in wanted}
+    return [o for o in graph.outputs if o in chosen]
+
+
+def focused(graph: DpuGraph, outputs: Sequence[str] | None) -> DpuGraph:
+    """A copy of ``graph`` reduced to ``outputs`` (node names) and the nodes they depend on.
+
+    The nodes, weights and positions are shared with ``graph``, not copied; positions stay those the
+    whole model was calibrated with. ``None`` or every output: the graph itself."""
+    if not outputs or list(outputs) == list(graph.outputs):
+        return graph
+    needed: set[str] = set()
+    stack = list(outputs)
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        stack.extend(graph[name].inputs)
+    return replace(graph, nodes=[n for n in graph.nodes if n.name in needed],
+                   inputs=[i for i in graph.inputs if i in needed], outputs=list(outputs),
+                   adjustments=[a for a in graph.adjustments if a.layer in needed])
+
+
+@dataclass
+class OutputFigure:
+    """One model output's own error figures, int8 against float, on the measured samples."""
+
+    node: str
+    layer: str  # the float model's layer name
+    values: int  # output values compared
+    signal_share: float  # this output's share of the float signal power summed over all outputs
+    sqnr_db: float
+    top1: Top1Tally | None  # for an output with several classes on its last axis
+    weighed: bool = True  # part of what the diagnosis ranks by
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        out: dict[str, Any] = {"layer": self.layer, "node": self.node, "values": self.values,
+                               "signal_share": self.signal_share, "sqnr_db": self.sqnr_db,
+                               "weighed": self.weighed}
+        if self.top1 is not None:
+            out["top1_agreement"] = self.top1.agreement
+            out["near_tie_warning"] = self.top1.warning
+        return out
+
+
+def output_figures(graph: DpuGraph, ref: dict[str, Any], test: dict[str, Any],
+                   weighed: Sequence[str] | None = None) -> list[OutputFigure]:
+    """Each output of ``graph`` on its own: ``ref`` and ``test`` map output node names to float and
+    int8 values (anything with ``float()``, or arrays). ``weighed``: the outputs a diagnosis ranks by
+    (all when None)."""
+    arrays = [(name, _array(ref[name]), _array(test[name])) for name in graph.outputs]
+    powers = [float(np.sum(r * r)) for _, r, _ in arrays]
+    total = sum(powers)
+    figures = []
+    for (name, r, t), power in zip(arrays, powers, strict=True):
+        tally = None
+        if is_classifier_output(r.shape) and r.shape == t.shape:
+            tally = Top1Tally(output=name)
+            tally.update(r, t)
+        figures.append(OutputFigure(node=name, layer=output_layer(graph, name), values=int(r.size),
+                                    signal_share=power / total if total > 0 else float("nan"),
+                                    sqnr_db=_sqnr_db(r, t), top1=tally,
+                                    weighed=weighed is None or name in weighed))
+    return figures
+
+
+def measure_outputs(graph: DpuGraph, batch: dict[str, np.ndarray], mode: str,
+                    weighed: Sequence[str] | None = None) -> list[OutputFigure]:
+    """Run ``graph`` in float and in ``mode`` on one batch and give each output's own figures."""
+    ref = Evaluator(graph, "float").run(batch, keep=graph.outputs)
+    test = Evaluator(graph, mode).run(batch, keep=graph.outputs)
+    return output_figures(graph, ref, test, weighed)
+
+
+def hidden_output_warning(figures: Sequence[OutputFigure], pooled_sqnr_db: float) -> str | None:
+    """One sentence when the pooled output SQNR hides a weighed output that is much worse on its own."""
+    weighed = [f for f in figures if f.weighed]
+    if len(weighed) < 2 or not np.isfinite(pooled_sqnr_db):
+        return None
+    worst = min(weighed, key=lambda f: f.sqnr_db)
+    if not worst.sqnr_db < pooled_sqnr_db - HIDDEN_GAP_DB:
+        return None
+    top = max(weighed, key=lambda f: f.signal_share)
+    return (f"the output SQNR pools {len(weighed)} outputs by their signal power, and {top.layer} carries "
+            f"{100 * top.signal_share:.1f}% of it; {worst.layer} alone is {worst.sqnr_db:.1f} dB, "
+            f"{pooled_sqnr_db - worst.sqnr_db:.1f} dB below the pooled figure, which hides it")
+
+
+def _sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    stats = ErrorStats()  # the same definition as the pooled figure's
+    stats.update(ref, test)
+    return stats.sqnr_db
+
+
+def _array(v: Any) -> np.ndarray:
+    return np.asarray(v.float() if hasattr(v, "float") else v, np.float64)
