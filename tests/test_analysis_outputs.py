@@ -58,7 +58,10 @@ def test_pooled_diagnosis_says_which_output_it_hides(heads):
     # The pooled figure sits between the two, far above cls's own.
     assert cls.sqnr_db < d.output.sqnr_db - 3 < seg.sqnr_db
     warning = d.hidden_output_warning
-    assert warning is not None and "cls alone" in warning and "seg carries" in warning
+    assert warning is not None and "cls alone is" in warning and "seg carries" in warning
+    # The pooled top-1 agreement counts seg's 8192 per-pixel decisions beside cls's 32: it hides cls too.
+    assert cls.top1.agreement < d.top1_agreement - 0.05
+    assert f"cls alone agrees on {100 * cls.top1.agreement:.1f}%" in warning
     data = d.to_dict()
     json.dumps(data, allow_nan=False)
     assert [o["layer"] for o in data["output"]["per_output"]] == ["seg", "cls"]
@@ -116,6 +119,31 @@ def test_no_warning_when_the_worse_output_is_close_or_alone():
     assert hidden_output_warning([a], 29.9) is None
 
 
+def test_pooled_top1_hides_a_few_bad_decisions():
+    from qinspect.analysis.decisions import Top1Tally
+    from qinspect.analysis.outputs import OutputFigure
+
+    def tally(agree: int, total: int) -> Top1Tally:
+        t = Top1Tally(agree=agree, total=total)
+        return t
+
+    pixels = OutputFigure("p", "pixels", 4000, 0.9, 30.0, tally(990, 1000))
+    cls = OutputFigure("c", "cls", 40, 0.1, 29.0, tally(6, 10))
+    pooled = (990 + 6) / 1010
+    text = hidden_output_warning([pixels, cls], 29.9, pooled)
+    assert text == ("the top-1 agreement pools the decisions of 2 outputs (pixels makes 1000 of them); cls alone "
+                    "agrees on 60.0%, not 98.6%")
+    cls.top1 = tally(96, 100)  # 2.6 points below 98.6%: within the gap
+    assert hidden_output_warning([pixels, cls], 29.9, (990 + 96) / 1100) is None
+    from qinspect.report import wording
+
+    assert wording.pooled_top1_suffix([pixels, cls]) == " (pooled over 2 outputs)"
+    cls.weighed = False
+    assert wording.pooled_top1_suffix([pixels, cls]) == ""
+    assert wording.pooled_top1_suffix([pixels.to_dict(), {**cls.to_dict(), "weighed": True}]) == \
+        " (pooled over 2 outputs)"
+
+
 @pytest.mark.tf
 def test_cli_outputs_option(heads, tmp_path, cli):
     plant, _ = heads
@@ -135,3 +163,36 @@ def test_cli_outputs_option(heads, tmp_path, cli):
     assert r.returncode == 2
     line = r.stderr.strip()
     assert "\n" not in line and str(plant.path) in line and "'nope' is not an output" in line and "seg, cls" in line
+
+
+@pytest.mark.tf
+def test_report_and_advise_weigh_the_named_outputs(heads, tmp_path, cli):
+    plant, _ = heads
+    np.save(tmp_path / "calib.npy", plant.calib)
+    data = ("--inputs", str(tmp_path / "calib.npy"))
+    r = cli("report", str(plant.path), *data, "-o", str(tmp_path / "all"), "--no-sensitivity")
+    assert r.returncode == 0, r.stderr
+    out = json.loads((tmp_path / "all" / "report.json").read_text())["output"]
+    assert [o["layer"] for o in out["per_output"]] == ["seg", "cls"] and out["weighed"] == ["seg", "cls"]
+    html = (tmp_path / "all" / "report.html").read_text()
+    assert "<td>cls</td>" in html and "pools seg, cls by their signal power" in html
+    assert "cls alone is" in html and "top-1 agreement with float (pooled over 2 outputs)" in html
+    r = cli("report", str(plant.path), *data, "-o", str(tmp_path / "cls"), "--no-sensitivity", "--outputs", "cls")
+    assert r.returncode == 0, r.stderr
+    out = json.loads((tmp_path / "cls" / "report.json").read_text())["output"]
+    cls = next(o for o in out["per_output"] if o["layer"] == "cls")
+    assert out["weighed"] == ["cls"] and out["sqnr_db"] == pytest.approx(cls["sqnr_db"], abs=1e-9)
+    assert "is cls's alone" in (tmp_path / "cls" / "report.html").read_text()
+    r = cli("report", str(plant.path), *data, "-o", str(tmp_path / "bad"), "--outputs", "gap")
+    assert r.returncode == 2 and "'gap' is not an output" in r.stderr and str(plant.path) in r.stderr
+    assert not (tmp_path / "bad").exists()
+    rows = {}
+    for names in (None, "cls"):
+        r = cli("advise", str(plant.path), *data, "--json", *(("--outputs", names) if names else ()))
+        assert r.returncode == 0, r.stderr
+        rows[names] = json.loads(r.stdout)
+    assert rows[None]["weighed_outputs"] == ["seg", "cls"] and rows["cls"]["weighed_outputs"] == ["cls"]
+    # The same option rows, measured on cls alone: far below the pooled figures seg lifts.
+    base = [a for a in rows["cls"]["advice"] if not a["keep_float"]]
+    pooled = [a for a in rows[None]["advice"] if not a["keep_float"]]
+    assert max(a["output_sqnr_db"] for a in base) < min(a["output_sqnr_db"] for a in pooled) - 10

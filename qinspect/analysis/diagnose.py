@@ -403,7 +403,8 @@ def diagnose(
         output_se_db=sens.output_se_db,
         outputs=figures,
         weighed_outputs=[output_layer(whole, o) for o in graph.outputs],
-        hidden_output_warning=hidden_output_warning(figures, sens.output.sqnr_db),
+        hidden_output_warning=hidden_output_warning(figures, sens.output.sqnr_db,
+                                                    agree / compared if compared else None),
         advice=_advice(kept, sens.output.sqnr_db, agree / compared if compared else None),
     )
 

@@ -25,6 +25,8 @@ from qinspect.errors import QInspectError
 
 # An output whose own SQNR is this far below the pooled figure is called hidden by it.
 HIDDEN_GAP_DB = 3.0
+# ... and one whose own top-1 agreement is this far below the pooled agreement.
+HIDDEN_GAP_TOP1 = 0.05
 
 
 def output_layer(graph: DpuGraph, node_name: str) -> str:
@@ -124,18 +126,30 @@ def measure_outputs(graph: DpuGraph, batch: dict[str, np.ndarray], mode: str,
     return output_figures(graph, ref, test, weighed)
 
 
-def hidden_output_warning(figures: Sequence[OutputFigure], pooled_sqnr_db: float) -> str | None:
-    """One sentence when the pooled output SQNR hides a weighed output that is much worse on its own."""
+def hidden_output_warning(figures: Sequence[OutputFigure], pooled_sqnr_db: float,
+                          pooled_top1: float | None = None) -> str | None:
+    """One sentence when the pooled output SQNR (or the pooled top-1 agreement) hides a weighed output
+    that is much worse on its own."""
     weighed = [f for f in figures if f.weighed]
-    if len(weighed) < 2 or not np.isfinite(pooled_sqnr_db):
+    if len(weighed) < 2:
         return None
+    parts = []
     worst = min(weighed, key=lambda f: f.sqnr_db)
-    if not worst.sqnr_db < pooled_sqnr_db - HIDDEN_GAP_DB:
-        return None
-    top = max(weighed, key=lambda f: f.signal_share)
-    return (f"the output SQNR pools {len(weighed)} outputs by their signal power, and {top.layer} carries "
-            f"{100 * top.signal_share:.1f}% of it; {worst.layer} alone is {worst.sqnr_db:.1f} dB, "
-            f"{pooled_sqnr_db - worst.sqnr_db:.1f} dB below the pooled figure, which hides it")
+    if np.isfinite(pooled_sqnr_db) and worst.sqnr_db < pooled_sqnr_db - HIDDEN_GAP_DB:
+        top = max(weighed, key=lambda f: f.signal_share)
+        parts.append(f"the output SQNR pools {len(weighed)} outputs by their signal power, and {top.layer} carries "
+                     f"{100 * top.signal_share:.1f}% of it; {worst.layer} alone is {worst.sqnr_db:.1f} dB, "
+                     f"{pooled_sqnr_db - worst.sqnr_db:.1f} dB below the pooled figure, which hides it")
+    decided = [(f.layer, f.top1.agreement, f.top1.total) for f in weighed
+               if f.top1 is not None and f.top1.agreement is not None]
+    if pooled_top1 is not None and len(decided) >= 2:
+        low, low_agree, _ = min(decided, key=lambda d: d[1])
+        most, _, most_total = max(decided, key=lambda d: d[2])
+        if low_agree < pooled_top1 - HIDDEN_GAP_TOP1:
+            parts.append(f"the top-1 agreement pools the decisions of {len(decided)} outputs ({most} makes "
+                         f"{most_total} of them); {low} alone agrees on {100 * low_agree:.1f}%, not "
+                         f"{100 * pooled_top1:.1f}%")
+    return "; ".join(parts) or None
 
 
 def _sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:

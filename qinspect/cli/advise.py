@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Rank ways to quantize the model (vai_q_tensorflow2 options, layers kept in float), each "
         "measured in the emulator, with the quantize_model call that reproduces it.",
     )
-    from qinspect.cli._dpu_common import add_data_args
+    from qinspect.cli._dpu_common import add_data_args, add_outputs_arg
 
     p.add_argument("model", metavar="MODEL_OR_CAPTURE",
                    help="qinspect capture, or a float Keras model (.h5 / .keras / SavedModel folder) with --inputs")
@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_data_args(p, "calibration inputs (.npy / .npz) when MODEL is not a capture",
                   "calibration batch size to start from (default 32)",
                   samples_help="samples each row is measured on (default 16; time grows with it)", samples_default=16)
+    add_outputs_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON: the ranked rows")
     return p
 
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Try the options and print the ranked table."""
     from qinspect.analysis.advisor import advise, option_grid
+    from qinspect.analysis.outputs import focused, output_layer
     from qinspect.cli import _dpu_common as common
     from qinspect.cli._progress import stderr_progress
     from qinspect.cli._sources import open_any
@@ -63,12 +65,15 @@ def run(args: argparse.Namespace) -> int:
         data = _arrays(calibration_data(emu.graph, eval_cap)[0], emu.graph, args.samples) if eval_cap is not None else {
             k: v[: args.samples] for k, v in calib.items()}
         n_calib = len(next(iter(calib.values())))
+        outputs = common.chosen_outputs(emu.graph, args.outputs, args.model)
+        weighed = [output_layer(emu.graph, o) for o in outputs or emu.graph.outputs]
 
         def build(opts: dict[str, Any]) -> Any:
             n = opts.get("calib_samples", n_calib)
             keywords = {k: v for k, v in opts.items() if k != "calib_samples"}
-            return Emulator.from_model(source, {k: v[:n] for k, v in calib.items()},
-                                       options=base_options.with_(**keywords)).graph
+            # calibrated whole (the quantizer sees the whole model), measured on the chosen outputs
+            return focused(Emulator.from_model(source, {k: v[:n] for k, v in calib.items()},
+                                               options=base_options.with_(**keywords)).graph, outputs)
 
         with stderr_progress("advise", not args.json) as step:
             rows = advise(build, data, option_grid(base_options.calib_batch_size, n_calib, _has_relu6(source.graph)),
@@ -81,11 +86,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         common.print_json({"model": args.model, "eval": args.eval, "measured_on": measured_on,
                            "samples": len(next(iter(data.values()))), "calib_samples": n_calib,
+                           "weighed_outputs": weighed,
                            "advice": [r.to_dict() for r in rows]})
         return 0
     w = sys.stdout.write
     w(f"measured on: {measured_on}, {len(next(iter(data.values())))} samples; calibrated on {n_calib}; "
       "best first\n")
+    if len(weighed) > 1 or outputs is not None:
+        w(f"output SQNR of: {', '.join(weighed)}" + (" (pooled by signal power)" if len(weighed) > 1 else "") + "\n")
     w(f"{'#':>3} {'SQNR dB':>8} {'top-1':>6} {'CPU+':>4}  options / float layers\n")
     for i, r in enumerate(rows, 1):
         top1 = "-" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}%"

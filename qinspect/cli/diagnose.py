@@ -229,7 +229,8 @@ def _print_text(result: Any, positions_from: str, top: int) -> None:
 
     w = sys.stdout.write
     w(f"positions: {positions_from}\n")
-    top1 = "" if result.top1_agreement is None else f"; top-1 agreement with float {100 * result.top1_agreement:.1f}%"
+    top1 = "" if result.top1_agreement is None else (f"; top-1 agreement with float {100 * result.top1_agreement:.1f}%"
+                                                     + wording.pooled_top1_suffix(result.outputs))
     w(f"measured on: {result.measured_on}; output SQNR {_num(result.output.sqnr_db, '.1f')} dB{top1}\n")
     if result.near_tie_warning:
         w(f"  note: {result.near_tie_warning}\n")

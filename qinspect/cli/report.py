@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "run) and write a report folder: report.html (self-contained, opens in any browser offline), "
         "report.json and layers.csv with the same numbers, and the figures as PNG files.",
     )
-    from qinspect.cli._dpu_common import add_data_args, add_positions_arg
+    from qinspect.cli._dpu_common import add_data_args, add_outputs_arg, add_positions_arg
 
     parser.add_argument("source", metavar="MODEL_OR_CAPTURE",
                         help="a capture (qinspect capture) or a Keras model (.h5 / .keras / SavedModel folder)")
@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--labels", metavar="FILE.npy",
                         help="the measured samples' classes (one index, or a one-hot row, per sample): float and "
                              "int8 accuracy on the first page")
+    add_outputs_arg(parser)
     parser.add_argument("--no-findings", action="store_true",
                         help="skip the diagnosis (findings, sensitivity): faster on big models")
     parser.add_argument("--no-sensitivity", action="store_true",
@@ -109,4 +110,5 @@ def _build(args: argparse.Namespace, progress: Any) -> Any:
         options=quantizer_options(args),
         max_samples=args.samples, progress=progress, diagnose=not args.no_findings, opener=open_any,
         inputs=args.inputs, preprocess=args.preprocess, sensitivity=not args.no_sensitivity, labels=args.labels,
+        outputs=None if args.outputs is None else args.outputs.split(","),
     )

@@ -8,6 +8,7 @@ with a note in the HTML when there is none.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from qinspect.dpu.options import QuantizerOptions
@@ -34,6 +35,7 @@ def build_and_write(
     preprocess: str | None = None,
     sensitivity: bool = True,
     labels: str | os.PathLike[str] | None = None,
+    outputs: Sequence[str] | None = None,
 ) -> Path:
     """Build the report of ``source`` and write it to ``out_dir`` (atomically). Returns the folder.
 
@@ -44,7 +46,8 @@ def build_and_write(
     report: Report = build_report(source, positions=positions, layer=layer, eval_path=eval_path,
                                   max_samples=max_samples, progress=progress, batch_size=batch_size, options=options,
                                   diagnose=diagnose, opener=opener, inputs=inputs,
-                                  preprocess=preprocess, sensitivity=sensitivity, labels=labels)
+                                  preprocess=preprocess, sensitivity=sensitivity, labels=labels,
+                                  outputs=outputs)
     if progress:
         progress(0, 1, "drawing figures and writing")
     return write_report(report, out_dir, render_figures=render_figures, force=force)

@@ -14,7 +14,7 @@ import difflib
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 from qinspect import __version__
 from qinspect.analysis import diagnose as diagnosis
 from qinspect.analysis.metrics import ErrorStats, representable_range
+from qinspect.analysis.outputs import resolve_outputs
 from qinspect.dpu.checks import check_finite_capture
 from qinspect.dpu.dpu_graph import computing_node, read_through_note
 from qinspect.dpu.emulator import Emulator, calibration_data, captured_stand_ins
@@ -36,6 +37,7 @@ from qinspect.report.content import LayerSection, Report
 from qinspect.report.how import how_texts
 from qinspect.report.layer import LayerInputs, layer_section, summarize_float
 from qinspect.report.layer_map import LayerMap, foreign_layers, map_layers
+from qinspect.report.wording import pooled_top1_suffix
 
 Progress = Callable[[int, int, str], None]
 AdviceRows = tuple[list[dict[str, Any]], str]  # advisor rows and a phrase saying where they come from
@@ -453,7 +455,7 @@ def _inputs_of(capture: Any, names: list[str], graph: Any = None) -> dict[str, n
 
 def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: list[str],
               max_samples: int | None, progress: Progress | None, with_sensitivity: bool = True,
-              labels: str | None = None) -> DiagnosisPart:
+              labels: str | None = None, outputs: list[str] | None = None) -> DiagnosisPart:
     part = DiagnosisPart()
     if not isinstance(source, Capture):
         source = em.data  # a model file run on --inputs
@@ -468,6 +470,8 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
         kwargs["step"] = lambda text, done, total: progress(done, total, f"diagnosing: {text}")
     if max_samples is not None:
         kwargs["max_samples"] = max_samples
+    if outputs is not None:
+        kwargs["outputs"] = outputs
     measured = _inputs_of(eval_cap if eval_cap is not None else source, names, em.graph)
     if labels is not None:  # accuracy is measured on the sensitivity samples: labels for those are enough
         from qinspect.io.labels import read_labels
@@ -510,7 +514,8 @@ def _budget_summary(data: dict[str, Any]) -> dict[str, Any]:
     output = data.get("output") or {}
     top1 = output.get("top1_agreement")
     if isinstance(top1, float):
-        out["top-1 agreement with the float model"] = f"{100 * top1:.1f}%" + (
+        out["top-1 agreement with the float model"] = f"{100 * top1:.1f}%" + pooled_top1_suffix(
+            output.get("per_output")) + (
             " (rests on near ties: says little about accuracy)" if output.get("near_tie_warning") else "")
     explained = data.get("explained")
     if isinstance(explained, float):
@@ -564,12 +569,14 @@ def build_report(
     sensitivity: bool = True,
     advice: AdviceRows | None = None,
     labels: str | os.PathLike[str] | None = None,
+    outputs: Sequence[str] | None = None,
 ) -> Report:
     """The report for a capture or model file (``layer``: only that layer's section).
 
     ``advice``: rows of an options-advisor run over the same data (``AdviceRow.to_dict()`` list) and where
     they come from, to put on the first page instead of the diagnosis' own measured rows. ``labels``: a
-    .npy of the measured samples' classes, for float and int8 accuracy on the first page.
+    .npy of the measured samples' classes, for float and int8 accuracy on the first page. ``outputs``:
+    the model outputs (layer names) the diagnosis weighs, for a model with several (default: all).
 
     ``diagnose=False`` skips the diagnosis (findings and sensitivity), the slowest part on big models;
     ``sensitivity=False`` keeps the findings but skips the per-layer sensitivity (no noise budget).
@@ -592,7 +599,7 @@ def build_report(
         em = emulate(source, None if positions is None else str(positions), progress, batch_size, options,
                      None if inputs is None else str(inputs), preprocess)
         report = _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose, sensitivity,
-                           None if labels is None else str(labels))
+                           None if labels is None else str(labels), outputs)
         if advice is not None and advice[0]:
             report.advice, report.advice_source = list(advice[0]), advice[1]
         return report
@@ -604,7 +611,8 @@ def build_report(
 
 def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: str | None,
               eval_cap: Capture | None, max_samples: int | None, progress: Progress | None,
-              diagnose: bool = True, sensitivity: bool = True, labels: str | None = None) -> Report:
+              diagnose: bool = True, sensitivity: bool = True, labels: str | None = None,
+              outputs: Sequence[str] | None = None) -> Report:
     dpu = em.graph
     lmap = map_layers([lay.name for lay in graph.leaves()], dpu) if dpu is not None else None
     all_rows = _rows(graph, lmap, dpu)
@@ -613,8 +621,14 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
     captured = set(source.layers_with_activations()) if has_acts else set()
     warnings = list(em.warnings)
     if diagnose:
+        chosen = None
+        if outputs is not None and dpu is not None:
+            try:
+                chosen = resolve_outputs(dpu, outputs)
+            except QInspectError as exc:
+                raise QInspectError(exc.message, path) from None
         try:
-            diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress, sensitivity, labels)
+            diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress, sensitivity, labels, chosen)
         except QInspectError:
             raise
         except Exception as exc:  # the findings are optional: report everything else, say what failed

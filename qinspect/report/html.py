@@ -103,6 +103,7 @@ def _environment() -> jinja2.Environment:
     env.filters["pos"] = fmt_positions
     env.filters["sqnr_class"] = sqnr_class
     env.filters["finding_sentence"] = wording.finding_sentence
+    env.filters["pooled_top1"] = wording.pooled_top1_suffix
     env.filters["remedy_sentence"] = wording.remedy_sentence
     env.filters["kind_title"] = wording.kind_title
     return env

@@ -331,3 +331,17 @@ def output_phrase(figure: Any) -> str:
 def per_output_line(figures: Any) -> str:
     """Every output's own figures, comma-separated (see :func:`output_phrase`)."""
     return ", ".join(output_phrase(f) for f in figures)
+
+
+def _has_top1(figure: Any) -> bool:
+    if isinstance(figure, Mapping):
+        return _num(figure.get("top1_agreement")) is not None
+    tally = getattr(figure, "top1", None)
+    return tally is not None and tally.agreement is not None
+
+
+def pooled_top1_suffix(figures: Any) -> str:
+    """`` (pooled over N outputs)`` when the top-1 agreement counts the decisions of several weighed
+    outputs, else nothing: to put beside that figure."""
+    n = sum(1 for f in figures or [] if field_of(f, "weighed", True) is not False and _has_top1(f))
+    return f" (pooled over {n} outputs)" if n > 1 else ""
