@@ -181,10 +181,12 @@ def test_the_diagnosis_job_keeps_the_near_tie_warning(monkeypatch):
     warning = "top-1 agreement rests on 4 near-tied of 4 decisions"
     diagnosis = types.SimpleNamespace(findings=[], output=types.SimpleNamespace(sqnr_db=90.0), top1_agreement=0.25,
                                       accuracy=None, explained=None, measured_on="calibration", n_sens_samples=4,
-                                      advice=[], near_tie_warning=warning)
+                                      advice=[], near_tie_warning=warning, outputs=[], weighed_outputs=["y"],
+                                      hidden_output_warning=None)
     monkeypatch.setattr(emulation, "diagnosis_data", lambda *_: ({"x": np.zeros((4, 2), np.float32)}, None))
     monkeypatch.setattr(diagnose_module, "diagnose", lambda *_, **__: diagnosis)
-    analysis = types.SimpleNamespace(available=True, graph=None, float_layer=lambda name: name)
+    analysis = types.SimpleNamespace(available=True, graph=None, float_layer=lambda name: name,
+                                     output_nodes=lambda outputs: None)
     token = types.SimpleNamespace(check=lambda: None, progress=lambda *_: None)
     summary = emulation.diagnose_job(token, None, analysis, None)
     assert summary.near_tie_warning == warning and summary.top1_agreement == 0.25

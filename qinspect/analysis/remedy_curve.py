@@ -9,12 +9,13 @@ the top-1 agreement before and after come from one pass over one data set, so th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from qinspect.analysis.metrics import ErrorStats
+from qinspect.analysis.outputs import focused
 from qinspect.analysis.sensitivity import BatchRunner, _add, _batches, _output_stats, top1_counts
 from qinspect.dpu.dpu_graph import DpuGraph, Slot
 
@@ -42,10 +43,13 @@ class RemedyCurves:
 
 def remedy_curves(graph: DpuGraph, data: dict[str, np.ndarray], positions: dict[Slot, int] | None,
                   float_nodes: Iterable[str], action: str = "", batch_size: int = BATCH, mode: str = "sim",
-                  progress: Callable[[int, int], None] | None = None) -> RemedyCurves:
+                  progress: Callable[[int, int], None] | None = None,
+                  outputs: Sequence[str] | None = None) -> RemedyCurves:
     """Walk ``data`` through the int8 pipeline as quantized and with ``positions`` changed and
-    ``float_nodes`` computed in float; per node, the accumulated error of both against float."""
+    ``float_nodes`` computed in float; per node, the accumulated error of both against float. The
+    output figures are over ``outputs`` (node names; None: all the model's outputs)."""
     floats = tuple(float_nodes)
+    measured = focused(graph, outputs)  # every node is walked; only the output figures narrow
     out = RemedyCurves(action, {n.name: ErrorStats() for n in graph.nodes},
                        {n.name: ErrorStats() for n in graph.nodes})
     total = len(next(iter(data.values())))
@@ -57,10 +61,10 @@ def remedy_curves(graph: DpuGraph, data: dict[str, np.ndarray], positions: dict[
         for node in graph.nodes:
             _add(out.before[node.name], node, run.ref[node.name], run.base[node.name])
             _add(out.after[node.name], node, run.ref[node.name], fixed[node.name])
-        out.output_before.merge(_output_stats(graph, run.ref, run.base))
-        out.output_after.merge(_output_stats(graph, run.ref, fixed))
+        out.output_before.merge(_output_stats(measured, run.ref, run.base))
+        out.output_after.merge(_output_stats(measured, run.ref, fixed))
         for i, values in enumerate((run.base, fixed)):
-            a, c = top1_counts(graph, run.ref, values)
+            a, c = top1_counts(measured, run.ref, values)
             agree[i] += a
         compared += c
         out.n_samples += len(next(iter(batch.values())))

@@ -25,10 +25,12 @@ class AdviceResult:
 
 
 def advise_capture(path: str, eval_path: str | None, options: dict[str, Any] | None,
-                   samples: int = SAMPLES) -> AdviceResult:
-    """Try the quantizer options and keep-float sets on the capture at ``path``; progress goes to
-    :func:`qinspect.gui.compute_process.report_progress` (which also stops a cancelled job)."""
+                   samples: int = SAMPLES, outputs: list[str] | None = None) -> AdviceResult:
+    """Try the quantizer options and keep-float sets on the capture at ``path``, measured on the output
+    layers ``outputs`` (None: all); progress goes to :func:`qinspect.gui.compute_process.report_progress`
+    (which also stops a cancelled job)."""
     from qinspect.analysis.advisor import advise, has_relu6, option_grid
+    from qinspect.analysis.outputs import focused, resolve_outputs
     from qinspect.dpu.emulator import Emulator
     from qinspect.dpu.options import QuantizerOptions
     from qinspect.gui.compute_process import report_progress
@@ -39,6 +41,7 @@ def advise_capture(path: str, eval_path: str | None, options: dict[str, Any] | N
         base = QuantizerOptions.from_dict(options)
         report_progress(0, 0, "building the int8 model")
         graph = Emulator.from_model(document.capture, options=base).graph
+        chosen = None if outputs is None else resolve_outputs(graph, outputs)
         data, calib = diagnosis_data(document, graph, eval_path)
         calib = calib if calib is not None else data
         data = {k: v[:samples] for k, v in data.items()}
@@ -47,8 +50,8 @@ def advise_capture(path: str, eval_path: str | None, options: dict[str, Any] | N
         def build(opts: dict[str, Any]) -> Any:
             n = opts.get("calib_samples", n_calib)
             keywords = {k: v for k, v in opts.items() if k != "calib_samples"}
-            return Emulator.from_model(document.capture, {k: v[:n] for k, v in calib.items()},
-                                       options=base.with_(**keywords)).graph
+            return focused(Emulator.from_model(document.capture, {k: v[:n] for k, v in calib.items()},
+                                               options=base.with_(**keywords)).graph, chosen)
 
         grid = option_grid(base.calib_batch_size, n_calib, has_relu6(document.graph.layers))
         rows = advise(build, data, grid, step=lambda text, done, total: report_progress(done, total, text))
@@ -58,9 +61,10 @@ def advise_capture(path: str, eval_path: str | None, options: dict[str, Any] | N
                         len(next(iter(data.values()))))
 
 
-def advice_job(token: Any, path: str, eval_path: str | None, options: dict[str, Any] | None) -> AdviceResult:
+def advice_job(token: Any, path: str, eval_path: str | None, options: dict[str, Any] | None,
+               outputs: list[str] | None = None) -> AdviceResult:
     """Worker: :func:`advise_capture` in a helper process of its own, its progress forwarded; cancelling
     the token stops it at its next progress report."""
     from qinspect.gui.worker import in_own_process
 
-    return in_own_process(token, advise_capture, path, eval_path, options)
+    return in_own_process(token, advise_capture, path, eval_path, options, SAMPLES, outputs)

@@ -54,14 +54,31 @@ class Analysis:
                     f"{len(self.graph.rewrites)} rewrites; capture activations to emulate it")
         return f"Emulated {n} operators ({cpu} on the CPU); positions: {self.positions_source}"
 
-    def output_stats(self) -> Any:
-        """Accumulated error over all model outputs (None before an emulation over data)."""
+    def output_names(self) -> list[str]:
+        """The model outputs, as float-model layer names (the names the tree shows)."""
+        if self.graph is None:
+            return []
+        from qinspect.analysis.outputs import output_layer
+
+        return [output_layer(self.graph, o) for o in self.graph.outputs]
+
+    def output_nodes(self, outputs: list[str] | None) -> list[str] | None:
+        """Output node names for layer names (None: all outputs)."""
+        if outputs is None or self.graph is None:
+            return None
+        from qinspect.analysis.outputs import resolve_outputs
+
+        return resolve_outputs(self.graph, outputs)
+
+    def output_stats(self, outputs: list[str] | None = None) -> Any:
+        """Accumulated error over the model outputs (``outputs``: those layers only; None before an
+        emulation over data)."""
         from qinspect.analysis.metrics import ErrorStats
 
         if self.graph is None or not self.results:
             return None
         stats = ErrorStats()
-        for name in self.graph.outputs:
+        for name in self.output_nodes(outputs) or self.graph.outputs:
             acc = getattr(self.results.get(name), "accumulated", None)
             if acc is None:
                 return None
@@ -256,12 +273,19 @@ class DiagnosisSummary:
     n_samples: int = 0  # the samples the output block and the remedies were measured on
     advice: list[dict[str, Any]] = field(default_factory=list)
     near_tie_warning: str | None = None  # when top1_agreement rests on near-tied float outputs
+    # several outputs: each one's own figures (OutputFigure.to_dict()), the ones weighed, and the note
+    # when the pooled figures hide a worse one
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    weighed_outputs: list[str] = field(default_factory=list)
+    hidden_output_warning: str | None = None
 
 
 def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
-                 eval_path: str | None, labels_path: str | None = None) -> DiagnosisSummary:
+                 eval_path: str | None, labels_path: str | None = None,
+                 outputs: list[str] | None = None) -> DiagnosisSummary:
     """Findings for the findings panel (none when the emulator could not run), and the output block
-    (with float and int8 accuracy when ``labels_path`` gives the measured samples' classes)."""
+    (with float and int8 accuracy when ``labels_path`` gives the measured samples' classes).
+    ``outputs``: the output layers the diagnosis weighs (None: all)."""
     from qinspect.analysis.diagnose import default_sens_samples, diagnose
 
     if not analysis.available:
@@ -275,26 +299,31 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
     token.check()
     diagnosis = diagnose(analysis.graph, inputs, calib,
                                 data_label="evaluation" if eval_path else "calibration",
-                                progress=lambda msg: token.progress(0, 0, msg), labels=labels)
+                                progress=lambda msg: token.progress(0, 0, msg), labels=labels,
+                                outputs=analysis.output_nodes(outputs))
     for f in diagnosis.findings:
         f.layer = analysis.float_layer(f.layer)
     return DiagnosisSummary(list(diagnosis.findings), diagnosis.output.sqnr_db, diagnosis.top1_agreement,
                             diagnosis.accuracy, diagnosis.explained, diagnosis.measured_on,
-                            diagnosis.n_sens_samples, list(diagnosis.advice), diagnosis.near_tie_warning)
+                            diagnosis.n_sens_samples, list(diagnosis.advice), diagnosis.near_tie_warning,
+                            [f.to_dict() for f in diagnosis.outputs], list(diagnosis.weighed_outputs),
+                            diagnosis.hidden_output_warning)
 
 
 def trial_job(token: CancelToken, document: Document, analysis: Analysis, eval_path: str | None,
-              fix: Any, n_samples: int) -> Any:
+              fix: Any, n_samples: int, outputs: list[str] | None = None) -> Any:
     """A finding's fix as a what-if on the first ``n_samples`` of the diagnosis' data (those it measured
     the remedy on, so the numbers are the finding's): the accumulated error of every node before and
-    after it (:class:`qinspect.analysis.remedy_curve.RemedyCurves`, keyed by emulator node)."""
+    after it (:class:`qinspect.analysis.remedy_curve.RemedyCurves`, keyed by emulator node); its output
+    figures are those of the diagnosis' ``outputs`` (None: all)."""
     from qinspect.analysis.remedy_curve import remedy_curves
 
     data, _calib = diagnosis_data(document, analysis.graph, eval_path)
     data = {k: v[:n_samples] for k, v in data.items()}
     token.check()
     return remedy_curves(analysis.graph, data, fix.positions, fix.float_nodes, fix.action,
-                         progress=lambda done, total: token.progress(done, total, "trying the remedy"))
+                         progress=lambda done, total: token.progress(done, total, "trying the remedy"),
+                         outputs=analysis.output_nodes(outputs))
 
 
 @dataclass
@@ -375,19 +404,23 @@ def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str
 
 
 def build_report_in_helper(path: str, quantized: str | None, layer: str | None, eval_path: str | None,
-                           advice_rows: Any, labels_path: str | None) -> Any:
-    """In a helper process of its own: gather the report's numbers with the report package, progress
-    to :func:`qinspect.gui.compute_process.report_progress` (which also stops a cancelled job)."""
+                           advice_rows: Any, labels_path: str | None, options: dict[str, Any] | None = None,
+                           outputs: list[str] | None = None) -> Any:
+    """In a helper process of its own: gather the report's numbers with the report package, under the
+    window's quantizer ``options`` and choice of ``outputs``; progress to
+    :func:`qinspect.gui.compute_process.report_progress` (which also stops a cancelled job)."""
+    from qinspect.dpu.options import QuantizerOptions
     from qinspect.gui.compute_process import report_progress
     from qinspect.report.collect import build_report
 
     return build_report(path, positions=quantized, layer=layer, eval_path=eval_path, advice=advice_rows,
-                        labels=labels_path,
+                        labels=labels_path, options=QuantizerOptions.from_dict(options), outputs=outputs,
                         progress=lambda done, total, text: report_progress(done, total, f"report: {text}"))
 
 
 def export_job(token: CancelToken, document: Document, analysis: Analysis | None, layer: str | None,
-               eval_path: str | None, advice: Any = None, labels_path: str | None = None) -> Any:
+               eval_path: str | None, advice: Any = None, labels_path: str | None = None,
+               options: dict[str, Any] | None = None, outputs: list[str] | None = None) -> Any:
     """Worker: gather the report's numbers in a helper process of its own, so the diagnosis and
     sensitivity numpy behind them never holds the window's GIL (figures are drawn by ``write_job``).
     ``advice``: the Advice tab's advisor result, put on the report's first page when there is one."""
@@ -399,7 +432,7 @@ def export_job(token: CancelToken, document: Document, analysis: Analysis | None
         rows = (advice.rows, f"the options advisor run in the window ({advice.n_samples} {advice.measured_on} "
                              "samples)")
     return in_own_process(token, build_report_in_helper, document.path, quantized, layer, eval_path, rows,
-                          labels_path)
+                          labels_path, options, outputs)
 
 
 def write_job(token: CancelToken, report: Any, folder: str) -> str:
@@ -453,12 +486,13 @@ def _emulate_in_helper(path: str, quantized: str | None, options: dict[str, Any]
 
 
 def _diagnose_in_helper(path: str, analysis: Analysis, eval_path: str | None,
-                        labels_path: str | None = None) -> DiagnosisSummary:
-    return diagnose_job(_HelperToken(), _helper_document(path), analysis, eval_path, labels_path)
+                        labels_path: str | None = None, outputs: list[str] | None = None) -> DiagnosisSummary:
+    return diagnose_job(_HelperToken(), _helper_document(path), analysis, eval_path, labels_path, outputs)
 
 
-def _trial_in_helper(path: str, analysis: Analysis, eval_path: str | None, fix: Any, n_samples: int) -> Any:
-    return trial_job(_HelperToken(), _helper_document(path), analysis, eval_path, fix, n_samples)
+def _trial_in_helper(path: str, analysis: Analysis, eval_path: str | None, fix: Any, n_samples: int,
+                     outputs: list[str] | None = None) -> Any:
+    return trial_job(_HelperToken(), _helper_document(path), analysis, eval_path, fix, n_samples, outputs)
 
 
 def _rewrite_in_helper(path: str, options: dict[str, Any] | None = None) -> Analysis:
@@ -484,11 +518,12 @@ def emulate_job(token: CancelToken, document: Document, quantized: str | None,
 
 
 def diagnose_bg_job(token: CancelToken, document: Document, analysis: Analysis,
-                    eval_path: str | None, labels_path: str | None = None) -> DiagnosisSummary:
+                    eval_path: str | None, labels_path: str | None = None,
+                    outputs: list[str] | None = None) -> DiagnosisSummary:
     """Worker: :func:`diagnose_job` in the model helper process."""
     if not analysis.available:
         return DiagnosisSummary()
-    return _in_helper(token, _diagnose_in_helper, document.path, analysis, eval_path, labels_path)
+    return _in_helper(token, _diagnose_in_helper, document.path, analysis, eval_path, labels_path, outputs)
 
 
 def rewrite_job(token: CancelToken, document: Document, options: dict[str, Any] | None = None) -> Analysis:
@@ -497,7 +532,7 @@ def rewrite_job(token: CancelToken, document: Document, options: dict[str, Any] 
 
 
 def trial_bg_job(token: CancelToken, document: Document, analysis: Analysis, eval_path: str | None, fix: Any,
-                 n_samples: int) -> Any:
+                 n_samples: int, outputs: list[str] | None = None) -> Any:
     """Worker: :func:`trial_job` in the model helper process."""
     token.progress(0, 0, "trying the remedy")
-    return _in_helper(token, _trial_in_helper, document.path, analysis, eval_path, fix, n_samples)
+    return _in_helper(token, _trial_in_helper, document.path, analysis, eval_path, fix, n_samples, outputs)

@@ -270,7 +270,38 @@ class MainWindow(QMainWindow):
         menu.addAction("Calibration &batch size…",
                        lambda: self._ask_option("calib_batch_size", "Calibration batch size (calib_batch_size)", 1,
                                                 4096))
+        menu.addSeparator()
+        # Models with several outputs: which of them the diagnosis, remedies, advice and reports weigh.
+        self.outputs_menu = menu.addMenu("Diagnose for &output")
+        self.outputs_group = QActionGroup(self)
+        self._fill_outputs_menu()
         self._show_quantizer_options()
+
+    def _fill_outputs_menu(self) -> None:
+        """One choice per output of the open model, and all of them pooled; disabled for one output."""
+        self.outputs_menu.clear()
+        for act in self.outputs_group.actions():
+            self.outputs_group.removeAction(act)
+        session = self.session
+        names = session.analysis.output_names() if session is not None and session.analysis is not None else []
+        self.outputs_menu.setEnabled(len(names) > 1)
+        if len(names) < 2:
+            return
+        chosen = session.weighed_outputs if session is not None else None
+        for label, value in [(f"All {len(names)} outputs, pooled by signal power", None),
+                             *((name, [name]) for name in names)]:
+            act = self.outputs_menu.addAction(label)
+            act.setCheckable(True)
+            act.setChecked(value == chosen)
+            act.triggered.connect(lambda _=False, v=value: self.set_weighed_outputs(v))
+            self.outputs_group.addAction(act)
+
+    def set_weighed_outputs(self, outputs: list[str] | None) -> None:
+        """Diagnose for these output layers (None: all, pooled)."""
+        if self.session is not None:
+            self.session.set_weighed_outputs(outputs)
+            self._fill_outputs_menu()
+            self._update_quality()
 
     def _show_quantizer_options(self) -> None:
         options = self.settings.quantizer_options()
@@ -424,6 +455,7 @@ class MainWindow(QMainWindow):
             signal.connect(self._update_quality)
         self.quality_label.setText("")
         self.quality_label.setToolTip("")
+        self._fill_outputs_menu()
         self.session.status.connect(self.set_status)
         self.session.failed.connect(lambda exc, tb, what: self.errors.report(exc, tb, what))
         self.session.busy.connect(self._on_session_busy)
@@ -532,6 +564,7 @@ class MainWindow(QMainWindow):
         self.layer_panel.refresh()
 
     def _on_results_changed(self) -> None:
+        self._fill_outputs_menu()
         self._update_tree_metric()
         session = self.session
         if session is not None and session.placement:

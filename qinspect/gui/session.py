@@ -18,6 +18,7 @@ from qinspect.dpu.options import QuantizerOptions
 from qinspect.gui import emulation
 from qinspect.gui.document import Document
 from qinspect.gui.worker import Channel
+from qinspect.report import wording
 
 
 class Session(QObject):
@@ -53,6 +54,8 @@ class Session(QObject):
         self.trial_finding: Any = None  # the finding whose remedy ``trial`` applied
         self.advice: Any = None  # qinspect.gui.advice_job.AdviceResult of the last advisor run
         self.labels_path: str | None = None  # class labels of the measured samples, for accuracy
+        # the output layers the diagnosis, the remedies, the advisor and reports weigh (None: all, pooled)
+        self.weighed_outputs: list[str] | None = None
         self.channels: dict[str, Channel] = {}
         for name in ("emulate", "coverage", "dump", "export", "write", "findings", "trial", "advice"):
             channel = Channel(name, self)
@@ -152,7 +155,26 @@ class Session(QObject):
 
     def _diagnose(self) -> None:
         self._run("findings", emulation.diagnose_bg_job, self.document, self.analysis, self.coverage_eval_path(),
-                  self.labels_path)
+                  self.labels_path, self.weighed_outputs)
+
+    def set_weighed_outputs(self, outputs: list[str] | None) -> None:
+        """Weigh only these output layers (None: all, pooled): the diagnosis runs again on them, and a
+        remedy tried or advice measured before, on other outputs, goes."""
+        if outputs is not None and self.analysis is not None and outputs == self.analysis.output_names():
+            outputs = None
+        if outputs == self.weighed_outputs:
+            return
+        self.weighed_outputs = outputs
+        self._clear_trial()
+        if self.advice is not None:
+            self.channels["advice"].cancel()
+            self.advice = None
+            self.advice_changed.emit()
+        if self.analysis is not None and self.analysis.available and self.document.has_activations:
+            self.diagnosis = None
+            self.findings = []
+            self.findings_changed.emit()
+            self._diagnose()
 
     def load_labels(self, path: str) -> None:
         """Class labels of the measured samples (.npy): the diagnosis runs again and adds float and int8
@@ -248,15 +270,19 @@ class Session(QObject):
     def output_summary(self) -> str:
         """The current emulation's output SQNR, top-1 agreement and accuracy, with what they rest on."""
         parts = []
-        stats = self.analysis.output_stats() if self.analysis is not None else None
+        stats = self.analysis.output_stats(self.weighed_outputs) if self.analysis is not None else None
         if stats is not None:
             n = getattr(self.document.capture, "n_samples", None)
-            parts.append(f"Output SQNR {stats.sqnr_db:.1f} dB" + (f" ({n} samples)" if n else ""))
+            which = self._outputs_label()
+            parts.append(f"Output SQNR{which} {stats.sqnr_db:.1f} dB" + (f" ({n} samples)" if n else ""))
         d = self.diagnosis
+        if d is not None and d.hidden_output_warning:
+            parts.append("the pooled figures hide a worse output: see the tooltip")
         if d is not None and d.top1_agreement is not None:
             on = f"first {d.n_samples} {d.measured_on} samples"
             tied = "; near ties: says little, see the tooltip" if d.near_tie_warning else ""
-            parts.append(f"top-1 agreement {100 * d.top1_agreement:.1f}% ({on}{tied})")
+            pooled = wording.pooled_top1_suffix(d.outputs)
+            parts.append(f"top-1 agreement {100 * d.top1_agreement:.1f}%{pooled} ({on}{tied})")
             if d.accuracy:
                 parts.append(f"accuracy float {100 * d.accuracy['float']:.1f}%, int8 {100 * d.accuracy['int8']:.1f}%")
         trial = self.trial
@@ -267,12 +293,27 @@ class Session(QObject):
                          f"{trial.output_after.sqnr_db:.1f} dB{top1} ({trial.n_samples} samples)")
         return " · ".join(parts)
 
+    def _outputs_label(self) -> str:
+        """`` (cls)`` when the figures are some outputs' only, `` (2 outputs pooled)`` for all of several."""
+        if self.weighed_outputs is not None:
+            return f" ({', '.join(self.weighed_outputs)})"
+        n = len(self.analysis.output_names()) if self.analysis is not None else 0
+        return f" ({n} outputs pooled)" if n > 1 else ""
+
     def output_caveat(self) -> str:
-        """What the output figures rest on, in full (the status bar's tooltip): near-tied decisions."""
+        """What the output figures rest on, in full (the status bar's tooltip): each output's own figures,
+        the note when the pooled figures hide one, near-tied decisions."""
         d = self.diagnosis
-        if d is None or d.top1_agreement is None or not d.near_tie_warning:
+        if d is None:
             return ""
-        return f"Note: {d.near_tie_warning}."
+        lines = []
+        if d.outputs:
+            lines.append(f"Each output: {wording.per_output_line(d.outputs)}.")
+        if d.hidden_output_warning:
+            lines.append(f"Note: {d.hidden_output_warning} (Quantizer ▸ Diagnose for output weighs one alone).")
+        if d.top1_agreement is not None and d.near_tie_warning:
+            lines.append(f"Note: {d.near_tie_warning}.")
+        return "\n".join(lines)
 
     # --- Try it ------------------------------------------------------------------------------------
     def try_remedy(self, finding: Any) -> None:
@@ -283,7 +324,7 @@ class Session(QObject):
             return
         self.trial_finding = finding
         self._run("trial", emulation.trial_bg_job, self.document, self.analysis, self.coverage_eval_path(), fix,
-                  d.n_samples)
+                  d.n_samples, self.weighed_outputs)
 
     def undo_trial(self) -> None:
         """Back to the model as quantized."""
@@ -310,7 +351,7 @@ class Session(QObject):
         from qinspect.gui import advice_job
 
         self._run("advice", advice_job.advice_job, self.document.path, self.coverage_eval_path(),
-                  self.options.to_dict())
+                  self.options.to_dict(), self.weighed_outputs)
 
     def _on_advice(self, _rid: int, result: Any) -> None:
         self.advice = result
@@ -333,7 +374,8 @@ class Session(QObject):
         """Write an HTML + JSON + CSV report for the model or one layer (see qinspect.report)."""
         self._export_folder = os.fspath(folder)
         self._run("export", emulation.export_job, self.document, self.analysis, layer,
-                  self.coverage_eval_path(), self.advice, self.labels_path)
+                  self.coverage_eval_path(), self.advice, self.labels_path, self.options.to_dict(),
+                  self.weighed_outputs)
 
     def _on_report_built(self, _rid: int, report: Any) -> None:
         self._run("write", emulation.write_job, report, self._export_folder)

@@ -1,0 +1,99 @@
+"""A model with several outputs in the window: each output's own figures beside the pooled ones, and
+Quantizer > Diagnose for output, which the diagnosis, a remedy tried and an exported report follow."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytest.importorskip("PySide6")
+pytest.importorskip("pyqtgraph")
+
+from gui_fixtures import main_window, stop_helpers  # noqa: E402
+
+pytestmark = [pytest.mark.gui, pytest.mark.tf]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _helpers_stopped():
+    yield
+    stop_helpers()
+
+
+@pytest.fixture(scope="module")
+def heads_capture(tmp_path_factory):
+    from analysis_fixtures import two_heads
+    from conftest import run_cli
+
+    folder = tmp_path_factory.mktemp("gui_heads")
+    plant = two_heads(folder)
+    np.save(folder / "calib.npy", plant.calib)
+    path = folder / "heads.h5"
+    r = run_cli("capture", str(plant.path), "--inputs", str(folder / "calib.npy"), "-o", str(path), "-q")
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+@pytest.fixture()
+def window(qtbot, tmp_path):
+    yield from main_window(qtbot, tmp_path)
+
+
+def _diagnosis_done(win) -> bool:
+    return win.session.diagnosis is not None and not win.session.channels["findings"].busy
+
+
+def test_each_output_and_the_choice_of_output(qtbot, window, heads_capture, tmp_path):
+    win = window
+    with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
+        win.open_path(str(heads_capture))
+    qtbot.waitUntil(lambda: _diagnosis_done(win), timeout=120000)
+    session = win.session
+    # The menu offers all outputs pooled (checked) and each output alone.
+    assert win.outputs_menu.isEnabled()
+    labels = [a.text() for a in win.outputs_group.actions()]
+    assert labels == ["All 2 outputs, pooled by signal power", "seg", "cls"]
+    assert [a.isChecked() for a in win.outputs_group.actions()] == [True, False, False]
+    # Pooled: the status says so and that it hides cls; the tooltip gives each output's own figures.
+    text, tip = win.quality_label.text(), win.quality_label.toolTip()
+    assert "Output SQNR (2 outputs pooled)" in text and "hide a worse output" in text
+    assert "(pooled over 2 outputs)" in text
+    assert "Each output: seg " in tip and "cls alone is" in tip
+    pooled = session.diagnosis
+    cls_alone = next(o for o in pooled.outputs if o["layer"] == "cls")
+    # Diagnose for cls: every figure is cls's own.
+    win.outputs_group.actions()[2].trigger()
+    assert session.weighed_outputs == ["cls"] and session.diagnosis is None
+    qtbot.waitUntil(lambda: _diagnosis_done(win), timeout=120000)
+    d = session.diagnosis
+    assert d.weighed_outputs == ["cls"] and d.hidden_output_warning is None
+    assert d.output_sqnr_db == pytest.approx(cls_alone["sqnr_db"], abs=1e-9)
+    assert [a.isChecked() for a in win.outputs_group.actions()] == [False, False, True]
+    stats = session.analysis.output_stats(["cls"])
+    assert f"Output SQNR (cls) {stats.sqnr_db:.1f} dB" in win.quality_label.text()
+    assert stats.sqnr_db < session.analysis.output_stats().sqnr_db - 3
+    # A remedy tried is measured on cls too: its "before" is the diagnosis' own figure.
+    finding = next(f for f in session.findings if getattr(f, "fix", None) is not None)
+    with qtbot.waitSignal(session.trial_changed, timeout=120000):
+        session.try_remedy(finding)
+    qtbot.waitUntil(lambda: session.trial is not None, timeout=120000)
+    assert session.trial.output_before.sqnr_db == pytest.approx(d.output_sqnr_db, abs=1e-6)
+    # The exported report follows the window: cls only, and the window's quantizer options.
+    win.set_quantizer_option("include_cle", False)
+    qtbot.waitUntil(lambda: session.analysis.graph.options.include_cle is False and _diagnosis_done(win),
+                    timeout=120000)
+    assert session.weighed_outputs == ["cls"]
+    with qtbot.waitSignal(session.exported, timeout=180000):
+        session.export_report(str(tmp_path / "report"), None)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["output"]["weighed"] == ["cls"]
+    assert "include_cle=False" in report["settings"]["weights"]
+    # Back to all outputs.
+    win.outputs_group.actions()[0].trigger()
+    assert session.weighed_outputs is None and session.trial is None
+    qtbot.waitUntil(lambda: _diagnosis_done(win), timeout=120000)
+    assert session.diagnosis.weighed_outputs == ["seg", "cls"]
