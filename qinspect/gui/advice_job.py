@@ -22,6 +22,7 @@ class AdviceResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     measured_on: str = ""
     n_samples: int = 0
+    outputs: list[str] | None = None  # the output layers the rows' figures are of (None: all of them)
 
 
 def advise_capture(path: str, eval_path: str | None, options: dict[str, Any] | None,
@@ -58,7 +59,7 @@ def advise_capture(path: str, eval_path: str | None, options: dict[str, Any] | N
     finally:
         document.close()
     return AdviceResult([r.to_dict() for r in rows], "evaluation" if eval_path else "calibration",
-                        len(next(iter(data.values()))))
+                        len(next(iter(data.values()))), outputs)
 
 
 def advice_job(token: Any, path: str, eval_path: str | None, options: dict[str, Any] | None,

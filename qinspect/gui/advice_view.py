@@ -109,7 +109,8 @@ class AdviceView(QWidget):
             self.table.setColumnWidth(col, width)
         self.table.resizeRowsToContents()
         if result is not None:
-            self.info.setText(f"{len(rows)} ways to quantize, best output SQNR first; measured on "
+            of = "" if not result.outputs else f" of {', '.join(result.outputs)}"
+            self.info.setText(f"{len(rows)} ways to quantize, best output SQNR{of} first; measured on "
                               f"{result.n_samples} {result.measured_on} samples (top-1: agreement with the "
                               "float model's arg-max).")
         self._update_button()
