@@ -46,6 +46,33 @@ def test_conv1d_equals_tensorflow(K, kwargs):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("cls", "kwargs"), [
+    ("MaxPooling1D", {"pool_size": 3}),
+    ("MaxPooling1D", {"pool_size": 3, "strides": 2, "padding": "same"}),
+    ("AveragePooling1D", {"pool_size": 2}),
+    ("AveragePooling1D", {"pool_size": 4, "strides": 3, "padding": "same"}),  # border windows: fewer taps
+    ("GlobalMaxPooling1D", {}),
+    ("GlobalAveragePooling1D", {"keepdims": True}),
+    ("UpSampling1D", {"size": 3}),
+    ("ZeroPadding1D", {"padding": (2, 1)}),
+    ("Cropping1D", {"cropping": (1, 3)}),
+])
+def test_1d_layers_equal_tensorflow(K, cls, kwargs):
+    x = RNG.normal(size=(3, 17, 5)).astype(np.float32)
+    layer = getattr(K.layers, cls)(**kwargs)
+    want = np.asarray(layer(x))
+    cfg = layer.get_config()
+    assert cpu_layers.supports(cls, cfg)
+    got = cpu_layers.run({"layer": cls, "config": cfg}, [x], {})
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_channels_first_1d_pooling_is_not_claimed():
+    assert not cpu_layers.supports("MaxPooling1D", {"data_format": "channels_first"})
+    assert not cpu_layers.supports("GlobalAveragePooling1D", {"data_format": "channels_first"})
+
+
 @pytest.mark.parametrize("kwargs", [
     {},
     {"return_sequences": True, "go_backwards": True},

@@ -111,6 +111,39 @@ def conv1d(x: np.ndarray, w: dict[str, np.ndarray], cfg: dict[str, Any]) -> np.n
     return _act(cfg.get("activation"), cfg)(y).astype(F32)
 
 
+def pooling1d(x: np.ndarray, cfg: dict[str, Any], op: str) -> np.ndarray:
+    """Keras ``MaxPooling1D`` / ``AveragePooling1D`` (channels last): the 2D pooling over a height of 1;
+    ``same`` border windows average their valid taps, as Keras does."""
+    pool = int(_first(cfg.get("pool_size", 2)))
+    strides = cfg.get("strides")
+    stride = pool if strides is None else int(_first(strides))
+    padding = str(cfg.get("padding", "valid")).lower()
+    pooled = float_ops.max_pool if op == "max" else float_ops.avg_pool
+    return pooled(x[:, None], (1, pool), (1, stride), padding)[:, 0].astype(F32)
+
+
+def global_pooling1d(x: np.ndarray, cfg: dict[str, Any], op: str) -> np.ndarray:
+    """Keras ``GlobalMaxPooling1D`` / ``GlobalAveragePooling1D`` over the steps axis (channels last)."""
+    keep = bool(cfg.get("keepdims", False))
+    x = np.asarray(x, F32)
+    return (np.max(x, axis=1, keepdims=keep) if op == "max" else np.mean(x, axis=1, keepdims=keep, dtype=F32))
+
+
+def _pair1d(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int | np.integer) else (int(v[0]), int(v[1]))
+
+
+def zero_padding1d(x: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
+    """Keras ``ZeroPadding1D``: zeros before and after the steps."""
+    return np.pad(np.asarray(x, F32), ((0, 0), _pair1d(cfg.get("padding", 1)), (0, 0)))
+
+
+def cropping1d(x: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
+    """Keras ``Cropping1D``: steps cut from the start and the end."""
+    a, b = _pair1d(cfg.get("cropping", (1, 1)))
+    return np.asarray(x, F32)[:, a:x.shape[1] - b]
+
+
 def conv_groups(cfg: dict[str, Any]) -> int:
     """A convolution config's ``groups`` (1 when absent or null, as Keras reads it)."""
     return int(cfg.get("groups", 1) or 1)
@@ -278,12 +311,21 @@ _LAYERS: dict[str, Callable[[np.ndarray, dict[str, np.ndarray], dict[str, Any]],
     "StochasticDepth": lambda x, w, cfg: x,  # identity at inference
     "Conv1D": conv1d,
     "Convolution1D": conv1d,
+    "MaxPooling1D": lambda x, w, cfg: pooling1d(x, cfg, "max"),
+    "AveragePooling1D": lambda x, w, cfg: pooling1d(x, cfg, "avg"),
+    "GlobalMaxPooling1D": lambda x, w, cfg: global_pooling1d(x, cfg, "max"),
+    "GlobalAveragePooling1D": lambda x, w, cfg: global_pooling1d(x, cfg, "avg"),
+    "UpSampling1D": lambda x, w, cfg: np.repeat(np.asarray(x, F32), int(cfg.get("size", 2)), axis=1),
+    "ZeroPadding1D": lambda x, w, cfg: zero_padding1d(x, cfg),
+    "Cropping1D": lambda x, w, cfg: cropping1d(x, cfg),
     "Conv2D": grouped_conv2d,
     "LSTM": lstm,
     "GRU": gru,
     "SimpleRNN": simple_rnn,
 }
 
+
+_POOLING_1D = ("MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D", "GlobalAveragePooling1D")
 
 # Layers that take every input tensor (a list), not one.
 _MULTI_INPUT_LAYERS: dict[str, Callable[[list[np.ndarray], dict[str, Any]], np.ndarray]] = {
@@ -302,6 +344,8 @@ def supports(class_name: str, cfg: dict[str, Any]) -> bool:
         return conv_groups(cfg) > 1 and cfg.get("data_format", "channels_last") == "channels_last"
     if class_name in ("Conv1D", "Convolution1D"):
         return conv_groups(cfg) == 1 and cfg.get("data_format", "channels_last") == "channels_last"
+    if class_name in _POOLING_1D:  # channels_first would pool over the channels' axis
+        return cfg.get("data_format", "channels_last") in ("channels_last", None)
     if class_name in ("LSTM", "GRU", "SimpleRNN"):
         # one output tensor, from a zero state; stateful layers carry state between batches
         return not cfg.get("return_state") and not cfg.get("stateful")
