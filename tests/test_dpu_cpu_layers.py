@@ -68,6 +68,60 @@ def test_1d_layers_equal_tensorflow(K, cls, kwargs):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize(("size", "out"), [((4, 4), (8, 8)), ((5, 7), (15, 21)), ((7, 9), (16, 20)),
+                                           ((32, 32), (13, 11)), ((6, 10), (9, 4))])
+@pytest.mark.parametrize("method", ["bilinear", "nearest"])
+def test_resize_equals_tensorflow_to_the_bit(size, out, method):
+    import tensorflow as tf
+
+    x = RNG.normal(size=(2, *size, 3)).astype(np.float32)
+    want = tf.image.resize(x, out, method=method).numpy()
+    got = (float_ops.resize_bilinear if method == "bilinear" else float_ops.resize_nearest)(x, *out)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kwargs", [{"height": 12, "width": 7}, {"height": 5, "width": 9, "interpolation": "nearest"}])
+def test_resizing_layer_equals_tensorflow(K, kwargs):
+    x = RNG.normal(size=(2, 8, 6, 3)).astype(np.float32)
+    layer = K.layers.Resizing(**kwargs)
+    cfg = layer.get_config()
+    assert cpu_layers.supports("Resizing", cfg)
+    np.testing.assert_array_equal(cpu_layers.run({"layer": "Resizing", "config": cfg}, [x], {}), np.asarray(layer(x)))
+    assert not cpu_layers.supports("Resizing", {**cfg, "crop_to_aspect_ratio": True})
+    assert not cpu_layers.supports("Resizing", {**cfg, "interpolation": "bicubic"})
+
+
+def test_bilinear_upsampling_runs_in_float_then_takes_its_output_position(K, tmp_path):
+    """UpSampling2D(interpolation="bilinear") used to stop the emulator: it is a CPU layer whose float
+    output equals Keras' to the bit, and whose quantized output is that float output at its position."""
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.dpu.executor import Evaluator
+
+    inp = K.Input((8, 8, 3), name="img")
+    x = K.layers.Conv2D(4, 3, padding="same", name="conv")(inp)
+    up = K.layers.UpSampling2D((2, 3), interpolation="bilinear", name="up")(x)
+    model = K.Model(inp, K.layers.Conv2D(2, 1, name="head")(up))
+    model.save(tmp_path / "up.h5")
+    data = RNG.uniform(0, 1, (4, 8, 8, 3)).astype(np.float32)
+    emu = Emulator.from_model(str(tmp_path / "up.h5"), calib_inputs=data, batch_size=4)
+    node = next(n for n in emu.graph.nodes if n.op == "upsample")
+    assert node.device == "CPU" and node.out_slot is not None
+    import tensorflow as tf
+
+    conv_node = emu.graph[node.inputs[0]]
+    values = Evaluator(emu.graph, "float").run({"img": data})
+    # TensorFlow's resize of the same conv output, to the bit (the conv itself sums in another order than
+    # TensorFlow's, so the layer as a whole agrees with Keras within float32 rounding only).
+    want = tf.image.resize(values[conv_node.name].float(), (16, 24), method="bilinear").numpy()
+    np.testing.assert_array_equal(values[node.name].float(), want)
+    np.testing.assert_allclose(values[node.name].float(), K.Model(inp, up)(data).numpy(), atol=1e-5)
+    sim = Evaluator(emu.graph, "sim").run({"img": data})
+    x_q = sim[conv_node.name].float()
+    p = emu.graph.positions[node.out_slot[0]][node.out_slot[1]]
+    expected = np.clip(np.floor(float_ops.resize_bilinear(x_q, 16, 24) * 2.0**p + 0.5), -128, 127) / 2.0**p
+    np.testing.assert_array_equal(sim[node.name].float(), expected)
+
+
 def test_channels_first_1d_pooling_is_not_claimed():
     assert not cpu_layers.supports("MaxPooling1D", {"data_format": "channels_first"})
     assert not cpu_layers.supports("GlobalAveragePooling1D", {"data_format": "channels_first"})

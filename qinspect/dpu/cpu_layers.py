@@ -144,6 +144,14 @@ def cropping1d(x: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
     return np.asarray(x, F32)[:, a:x.shape[1] - b]
 
 
+def resizing(x: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
+    """Keras ``Resizing`` to ``(height, width)`` by bilinear or nearest interpolation (TensorFlow's
+    ``tf.image.resize``, to the bit)."""
+    bilinear = cfg.get("interpolation", "bilinear") == "bilinear"
+    resize = float_ops.resize_bilinear if bilinear else float_ops.resize_nearest
+    return resize(x, int(cfg["height"]), int(cfg["width"]))
+
+
 def conv_groups(cfg: dict[str, Any]) -> int:
     """A convolution config's ``groups`` (1 when absent or null, as Keras reads it)."""
     return int(cfg.get("groups", 1) or 1)
@@ -318,6 +326,7 @@ _LAYERS: dict[str, Callable[[np.ndarray, dict[str, np.ndarray], dict[str, Any]],
     "UpSampling1D": lambda x, w, cfg: np.repeat(np.asarray(x, F32), int(cfg.get("size", 2)), axis=1),
     "ZeroPadding1D": lambda x, w, cfg: zero_padding1d(x, cfg),
     "Cropping1D": lambda x, w, cfg: cropping1d(x, cfg),
+    "Resizing": lambda x, w, cfg: resizing(x, cfg),
     "Conv2D": grouped_conv2d,
     "LSTM": lstm,
     "GRU": gru,
@@ -346,6 +355,10 @@ def supports(class_name: str, cfg: dict[str, Any]) -> bool:
         return conv_groups(cfg) == 1 and cfg.get("data_format", "channels_last") == "channels_last"
     if class_name in _POOLING_1D:  # channels_first would pool over the channels' axis
         return cfg.get("data_format", "channels_last") in ("channels_last", None)
+    if class_name == "Resizing":  # the plain resize; cropping or padding to the aspect ratio is not emulated
+        return (cfg.get("interpolation", "bilinear") in ("bilinear", "nearest") and not cfg.get("antialias")
+                and not cfg.get("crop_to_aspect_ratio") and not cfg.get("pad_to_aspect_ratio")
+                and cfg.get("data_format", "channels_last") in ("channels_last", None))
     if class_name in ("LSTM", "GRU", "SimpleRNN"):
         # one output tensor, from a zero state; stateful layers carry state between batches
         return not cfg.get("return_state") and not cfg.get("stateful")

@@ -489,9 +489,13 @@ class Evaluator:
             (t, b), (left, r) = p["cropping"]
             return self.quant_value(x[:, t:x.shape[1] - b, left:x.shape[2] - r, :], node.out_slot)
         if op == "upsample":
-            if p.get("interpolation", "nearest") != "nearest":
-                raise QInspectError(f"{node.name}: UpSampling2D interpolation "
-                                    f"'{p.get('interpolation')}' is not emulated")
+            how = p.get("interpolation", "nearest")
+            if how == "bilinear":  # a CPU layer: float32 on the dequantized input, then its output position
+                sh, sw = p["size"] if isinstance(p["size"], list | tuple) else (p["size"], p["size"])
+                y = float_ops.resize_bilinear(x, x.shape[1] * int(sh), x.shape[2] * int(sw))
+                return self.quant_value(y, node.out_slot)
+            if how != "nearest":
+                raise QInspectError(f"{node.name}: UpSampling2D interpolation '{how}' is not emulated")
             return self.quant_value(float_ops.upsample_nearest(x, p["size"]), node.out_slot)
         if op == "cpu_layer":  # a Keras layer the DPU cannot run: float32 on the CPU, float weights
             return self.quant_value(cpu_layers.run(p, xs, node.weights), node.out_slot)

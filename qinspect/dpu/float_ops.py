@@ -149,6 +149,43 @@ def upsample_nearest(x: np.ndarray, size) -> np.ndarray:
     return np.repeat(np.repeat(_f32(x), sh, axis=1), sw, axis=2)
 
 
+def _bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TensorFlow's bilinear sampling along one axis (half-pixel centres, no corner alignment), in
+    float32 as its kernel computes it: source position ``(i + 0.5) * in/out - 0.5``, the taps below and
+    above it clamped to the edge, and the fraction between them."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    pos = (np.arange(out_size, dtype=F32) + F32(0.5)) * scale - F32(0.5)
+    below = np.floor(pos)
+    lo = np.maximum(below.astype(np.int64), 0)
+    hi = np.minimum(np.ceil(pos).astype(np.int64), in_size - 1)
+    return lo, hi, (pos - below).astype(F32)
+
+
+def resize_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``tf.image.resize(x, (height, width), "bilinear")`` (what Keras' bilinear UpSampling2D and
+    Resizing call), NHWC, with TensorFlow's float32 order of operations."""
+    x = _f32(x)
+    ylo, yhi, fy = _bilinear_taps(x.shape[1], int(height))
+    xlo, xhi, fx = _bilinear_taps(x.shape[2], int(width))
+    fx, fy = fx[None, None, :, None], fy[None, :, None, None]
+    upper, lower = x[:, ylo], x[:, yhi]
+    top = upper[:, :, xlo] + (upper[:, :, xhi] - upper[:, :, xlo]) * fx
+    bottom = lower[:, :, xlo] + (lower[:, :, xhi] - lower[:, :, xlo]) * fx
+    return top + (bottom - top) * fy
+
+
+def _nearest_taps(in_size: int, out_size: int) -> np.ndarray:
+    scale = np.float32(in_size) / np.float32(out_size)
+    pos = (np.arange(out_size, dtype=F32) + F32(0.5)) * scale
+    return np.clip(np.floor(pos).astype(np.int64), 0, in_size - 1)
+
+
+def resize_nearest(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``tf.image.resize(x, (height, width), "nearest")``: half-pixel centres, NHWC."""
+    x = _f32(x)
+    return x[:, _nearest_taps(x.shape[1], int(height))][:, :, _nearest_taps(x.shape[2], int(width))]
+
+
 def zero_pad(x: np.ndarray, padding) -> np.ndarray:
     """ZeroPadding2D; ``padding`` is an int, (ph, pw) or ((top, bottom), (left, right))."""
     if isinstance(padding, int | np.integer):
