@@ -261,6 +261,29 @@ def test_keras3_hard_silu_and_tf_keras_hard_sigmoid():
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["softsign", "exponential", "mish", "log_softmax", "hard_tanh", "tanh_shrink",
+                                  "log_sigmoid", "leaky_relu", "celu", "soft_shrink", "hard_shrink", "squareplus",
+                                  "sparse_plus"])
+def test_keras_activations_equal_keras(name):
+    """Every activation name a Keras file may hold and the emulator runs, against Keras 3's own function
+    (tf_keras has softsign and exponential too: the same formulas)."""
+    import keras
+
+    x = np.linspace(-4, 4, 81, dtype=np.float32).reshape(3, 27)
+    want = np.asarray(getattr(keras.activations, name)(x))
+    np.testing.assert_allclose(float_ops.activation(name, x), want, rtol=2e-6, atol=2e-7)
+
+
+def test_an_activation_with_no_implementation_is_an_unsupported_node():
+    """Not a crash: the node has no implementation, so a capture's recorded output stands in for it (or the
+    command says in one line that it needs a capture)."""
+    from qinspect.dpu.layer_map import layer_node
+
+    node = layer_node("act", "Activation", {"activation": "glu"}, ["x"], {})
+    assert node.op == "unsupported" and node.params["class_name"] == "Activation(glu)"
+    assert layer_node("act", "Activation", {"activation": "softsign"}, ["x"], {}).op == "activation"
+
+
 def test_erf_within_one_float32_ulp_of_the_exact_function():
     import math
 

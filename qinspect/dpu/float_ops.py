@@ -341,8 +341,47 @@ def softplus(x: np.ndarray) -> np.ndarray:
     return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(F32)
 
 
+def softsign(x: np.ndarray) -> np.ndarray:
+    """x / (|x| + 1)."""
+    x = _f32(x)
+    return x / (np.abs(x) + F32(1))
+
+
+def mish(x: np.ndarray) -> np.ndarray:
+    """x tanh(softplus(x)) (Keras 3)."""
+    x = _f32(x)
+    return x * np.tanh(softplus(x))
+
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """x - logsumexp(x) over the last axis, stable (Keras 3)."""
+    x = _f32(x)
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return (shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))).astype(F32)
+
+
+def _where(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.where(cond, a, b).astype(F32)
+
+
 ACTIVATIONS = {
     "linear": lambda x: _f32(x),
+    "softsign": softsign,
+    "exponential": lambda x: np.exp(_f32(x)),
+    # Keras 3 activations, at their default parameters
+    "mish": mish,
+    "log_softmax": log_softmax,
+    "hard_tanh": lambda x: np.clip(_f32(x), F32(-1), F32(1)),
+    "tanh_shrink": lambda x: _f32(x) - np.tanh(_f32(x)),
+    "log_sigmoid": lambda x: -softplus(-_f32(x)),
+    "leaky_relu": lambda x: leaky_relu(x, 0.2),
+    "celu": lambda x: _where(_f32(x) > 0, _f32(x), np.expm1(_f32(x))),
+    "soft_shrink": lambda x: _where(_f32(x) > 0.5, _f32(x) - F32(0.5),
+                                    _where(_f32(x) < -0.5, _f32(x) + F32(0.5), np.zeros_like(_f32(x)))),
+    "hard_shrink": lambda x: _where(np.abs(_f32(x)) > 0.5, _f32(x), np.zeros_like(_f32(x))),
+    "squareplus": lambda x: (_f32(x) + np.sqrt(_f32(x) * _f32(x) + F32(4))) / F32(2),
+    "sparse_plus": lambda x: _where(_f32(x) <= -1, np.zeros_like(_f32(x)),
+                                    _where(_f32(x) >= 1, _f32(x), (_f32(x) + F32(1)) ** 2 / F32(4))),
     "relu": relu,
     "relu6": relu6,
     "sigmoid": sigmoid,

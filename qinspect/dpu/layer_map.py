@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from qinspect.dpu import cpu_layers
+from qinspect.dpu import cpu_layers, float_ops
 from qinspect.dpu.dpu_graph import Node
 
 LEAKY_DPU_ALPHA = 26.0 / 256.0
@@ -187,8 +187,10 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
             node.op, p["max_value"], p["negative_slope"], p["threshold"] = "relu", 6.0, 0.0, 0.0
         elif a == "softmax":
             node.op, p["axis"] = "softmax", -1
-        else:
+        elif a in float_ops.ACTIVATIONS:
             node.op, p["name"] = "activation", a
+        else:  # no float implementation: the capture's recorded output stands in, or one line says so
+            p["class_name"] = f"Activation({a})"
     elif cls == "LeakyReLU":
         node.op = "leaky_relu"
         alpha = cfg.get("alpha", cfg.get("negative_slope", 0.3))
