@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from qinspect.dpu import float_ops
+from qinspect.dpu import float_ops, tf_functions
 
 F32 = np.float32
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), used by Normalization
@@ -385,6 +385,9 @@ def run(params: dict[str, Any], xs: list[np.ndarray], weights: dict[str, np.ndar
     layer, cfg = params["layer"], params.get("config") or {}
     if layer == "elementwise":
         return elementwise(xs, cfg, params.get("call_kwargs") or {})
+    if layer == "tf_function":
+        return tf_functions.run(str(cfg.get("function", "")), [np.asarray(x, F32) for x in xs],
+                                params.get("call_kwargs") or {})
     if layer in _MULTI_INPUT_LAYERS:
         return _MULTI_INPUT_LAYERS[layer](xs, cfg)
     return _LAYERS[layer](np.asarray(xs[0], F32), weights, cfg)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from qinspect.dpu import cpu_layers, float_ops
+from qinspect.dpu import cpu_layers, float_ops, tf_functions
 from qinspect.dpu.dpu_graph import Node
 
 LEAKY_DPU_ALPHA = 26.0 / 256.0
@@ -134,6 +134,11 @@ def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any], keras_o
         node.op = "cpu_layer"
         p.update(layer="elementwise", config=dict(cfg), call_kwargs=dict(call_kwargs),
                  reason=cpu_layers.cpu_reason("elementwise") + f" ({fn})")
+    elif tf_functions.supports(fn, call_kwargs, len(node.inputs)):
+        node.op = "cpu_layer"
+        p.update(layer="tf_function", config=dict(cfg), call_kwargs=dict(call_kwargs),
+                 reason=f"TensorFlow function {fn} is not in the Vitis pof2s quantizer's layer registry: it stays "
+                        "float, on the CPU")
     else:
         p["class_name"] = f"{'KerasOp' if keras_op else 'TFOpLambda'}({fn})"
 
@@ -146,7 +151,7 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
     cfg = cfg or {}
     node = Node(name=name, op="unsupported", inputs=list(inputs), weights=dict(weights))
     p = node.params
-    if cls == "TFOpLambda":
+    if cls in ("TFOpLambda", "SlicingOpLambda"):
         _tf_op(node, cfg, call_kwargs or {})
         return node
     if cls == "KerasOp":

@@ -1,0 +1,88 @@
+"""TensorFlow functions called inline in a Keras model (TFOpLambda / SlicingOpLambda): read from the
+saved file, run by the emulator in float32, against TensorFlow's own output on the same input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from keras_family_fixtures import fresh_keras_names  # noqa: F401 - autouse: Keras names reset around each test
+
+from qinspect.dpu import tf_functions
+
+pytestmark = pytest.mark.tf
+
+RNG = np.random.default_rng(5)
+EXACT = True  # moves and cuts copy values: equal to the bit
+CASES = {
+    "concat": (lambda tf, x: tf.concat([x, x * 2.0], axis=-1), EXACT),
+    "reshape": (lambda tf, x: tf.reshape(x, (-1, 36, 4)), EXACT),
+    "transpose": (lambda tf, x: tf.transpose(x, (0, 2, 1, 3)), EXACT),
+    "pad_constant": (lambda tf, x: tf.pad(x, [[0, 0], [1, 2], [0, 1], [0, 0]], constant_values=0.5), EXACT),
+    "pad_reflect": (lambda tf, x: tf.pad(x, [[0, 0], [2, 1], [1, 1], [0, 0]], mode="REFLECT"), EXACT),
+    "pad_symmetric": (lambda tf, x: tf.pad(x, [[0, 0], [1, 1], [2, 2], [0, 0]], mode="SYMMETRIC"), EXACT),
+    "reduce_mean": (lambda tf, x: tf.reduce_mean(x, axis=[1, 2]), not EXACT),
+    "reduce_max": (lambda tf, x: tf.reduce_max(x, axis=-1, keepdims=True), EXACT),
+    "reduce_min": (lambda tf, x: tf.reduce_min(x, axis=2), EXACT),
+    "reduce_sum": (lambda tf, x: tf.reduce_sum(x, axis=[1, 3], keepdims=True), not EXACT),
+    "clip": (lambda tf, x: tf.clip_by_value(x, -0.4, 0.3), EXACT),
+    "resize_bilinear": (lambda tf, x: tf.image.resize(x, (9, 14)), EXACT),
+    "resize_nearest": (lambda tf, x: tf.image.resize(x, (12, 3), method="nearest"), EXACT),
+    "depth_to_space": (lambda tf, x: tf.nn.depth_to_space(x, 2), EXACT),
+    "space_to_depth": (lambda tf, x: tf.nn.space_to_depth(x, 3), EXACT),
+    "expand_squeeze": (lambda tf, x: tf.squeeze(tf.expand_dims(x, 2), axis=2), EXACT),
+    "slice": (lambda tf, x: x[:, 1:5, ::2, 1], EXACT),
+    "slice_step": (lambda tf, x: x[:, ::-1, 2:, :3], EXACT),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_tf_function_equals_tensorflow(case, tmp_path):
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.dpu.executor import Evaluator
+
+    fn, exact = CASES[case]
+    inp = keras.Input((6, 6, 4), name="img")
+    out = fn(tf, inp)
+    model = keras.Model(inp, out)
+    model.save(tmp_path / "m.h5")
+    x = RNG.normal(size=(3, 6, 6, 4)).astype(np.float32)
+    want = model(x).numpy()
+    emu = Emulator.from_model(str(tmp_path / "m.h5"))
+    nodes = [n for n in emu.graph.nodes if n.op == "cpu_layer"]
+    assert nodes and all(n.params["layer"] == "tf_function" for n in nodes), [(n.name, n.op) for n in emu.graph]
+    got = Evaluator(emu.graph, "float").run({"img": x})[emu.graph.outputs[0]].float()
+    assert got.shape == want.shape
+    if exact:
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(("function", "kwargs", "n"), [
+    ("concat", {"axis": 0}, 2),  # along the samples
+    ("math.reduce_mean", {"axis": None}, 1),  # over everything, samples included
+    ("math.reduce_max", {"axis": [0, 1]}, 1),
+    ("compat.v1.transpose", {"perm": [1, 0, 2, 3]}, 1),
+    ("compat.v1.pad", {"paddings": [[1, 0], [0, 0]]}, 1),
+    ("image.resize", {"size": [4, 4], "method": "bicubic"}, 1),
+    ("image.resize", {"size": [4, 4], "antialias": True}, 1),
+    ("reshape", {"shape": [2, -1]}, 1),  # a fixed batch size
+    ("expand_dims", {"axis": 0}, 1),
+    ("__operators__.getitem", {"slice_spec": [{"start": 1, "stop": None, "step": None}]}, 1),
+    ("nn.depth_to_space", {"block_size": 2, "data_format": "NCHW"}, 1),
+    ("math.cumsum", {"axis": 1}, 1),
+])
+def test_calls_it_cannot_reproduce_are_not_claimed(function, kwargs, n):
+    assert not tf_functions.supports(function, kwargs, n)
+
+
+def test_a_reshape_across_samples_is_one_clear_error():
+    from qinspect.errors import QInspectError
+
+    x = np.zeros((2, 3, 4), np.float32)
+    assert tf_functions.supports("reshape", {"shape": [-1, 4]}, 1)  # allowed by the file: the data decides
+    with pytest.raises(QInspectError, match="moves values across samples"):
+        tf_functions.run("reshape", [x], {"shape": [-1, 4]})
