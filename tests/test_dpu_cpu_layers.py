@@ -166,6 +166,33 @@ def test_layer_normalization_equals_tensorflow(K, kwargs):
                                atol=1e-4)
 
 
+@pytest.mark.parametrize(("cls", "kwargs"), [
+    ("GroupNormalization", {"groups": 2}),
+    ("GroupNormalization", {"groups": 3, "epsilon": 1e-5, "center": False}),
+    ("UnitNormalization", {}),
+    ("UnitNormalization", {"axis": [1, 2]}),
+    ("ELU", {"alpha": 0.7}),
+    ("ThresholdedReLU", {"theta": 0.4}),
+])
+def test_more_float_layers_equal_tensorflow(K, cls, kwargs):
+    x = (RNG.normal(size=(3, 4, 5, 6)) * 2 + 0.5).astype(np.float32)
+    layer = getattr(K.layers, cls)(**kwargs)
+    layer(x)
+    if layer.get_weights():
+        _randomize(layer)
+    want, w = _run_keras(layer, x)
+    cfg = layer.get_config()
+    assert cpu_layers.supports(cls, cfg)
+    np.testing.assert_allclose(cpu_layers.run({"layer": cls, "config": cfg}, [x], w), want, rtol=1e-5, atol=1e-5)
+
+
+def test_repeat_vector_equals_tensorflow(K):
+    x = RNG.normal(size=(3, 7)).astype(np.float32)
+    layer = K.layers.RepeatVector(4)
+    got = cpu_layers.run({"layer": "RepeatVector", "config": layer.get_config()}, [x], {})
+    np.testing.assert_array_equal(got, np.asarray(layer(x)))
+
+
 def test_normalization_equals_tensorflow(K):
     x = (RNG.normal(size=(4, 6, 6, 3)) * 20 + 100).astype(np.float32)
     layer = K.layers.Normalization(axis=-1)

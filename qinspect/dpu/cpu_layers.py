@@ -80,6 +80,31 @@ def layer_normalization(x: np.ndarray, w: dict[str, np.ndarray], cfg: dict[str, 
     return ((x64 - mean) / np.sqrt(var + eps) * gamma + beta).astype(F32)
 
 
+def group_normalization(x: np.ndarray, w: dict[str, np.ndarray], cfg: dict[str, Any]) -> np.ndarray:
+    """Keras ``GroupNormalization`` (channels last): moments over each sample's group of channels and
+    every other axis, then ``gamma`` and ``beta`` per channel."""
+    groups = int(cfg.get("groups", 32))
+    eps = float(cfg.get("epsilon", 1e-3))
+    x64 = x.astype(np.float64)
+    grouped = x64.reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
+    axes = (*range(1, x.ndim - 1), x.ndim)  # everything but the samples and the group
+    mean = np.mean(grouped, axis=axes, keepdims=True)
+    var = np.mean(np.square(grouped - mean), axis=axes, keepdims=True)
+    y = ((grouped - mean) / np.sqrt(var + eps)).reshape(x.shape)
+    if "gamma" in w:
+        y = y * np.asarray(w["gamma"], np.float64)
+    if "beta" in w:
+        y = y + np.asarray(w["beta"], np.float64)
+    return y.astype(F32)
+
+
+def unit_normalization(x: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
+    """Keras ``UnitNormalization``: ``x / sqrt(max(sum(x^2), 1e-12))`` over ``axis``."""
+    axes = tuple(_axes(cfg.get("axis", -1), x.ndim))
+    x64 = x.astype(np.float64)
+    return (x64 / np.sqrt(np.maximum(np.sum(np.square(x64), axis=axes, keepdims=True), 1e-12))).astype(F32)
+
+
 def layer_scale(x: np.ndarray, w: dict[str, np.ndarray], cfg: dict[str, Any]) -> np.ndarray:
     """ConvNeXt's ``LayerScale``: ``x * gamma`` per channel."""
     return (x * np.asarray(w["gamma"], F32)).astype(F32)
@@ -327,6 +352,11 @@ _LAYERS: dict[str, Callable[[np.ndarray, dict[str, np.ndarray], dict[str, Any]],
     "ZeroPadding1D": lambda x, w, cfg: zero_padding1d(x, cfg),
     "Cropping1D": lambda x, w, cfg: cropping1d(x, cfg),
     "Resizing": lambda x, w, cfg: resizing(x, cfg),
+    "GroupNormalization": group_normalization,
+    "UnitNormalization": lambda x, w, cfg: unit_normalization(x, cfg),
+    "ELU": lambda x, w, cfg: np.where(x > 0, x, F32(cfg.get("alpha", 1.0)) * np.expm1(x)).astype(F32),
+    "ThresholdedReLU": lambda x, w, cfg: np.where(x > F32(cfg.get("theta", 1.0)), x, F32(0)).astype(F32),
+    "RepeatVector": lambda x, w, cfg: np.repeat(x[:, None], int(cfg["n"]), axis=1).astype(F32),
     "Conv2D": grouped_conv2d,
     "LSTM": lstm,
     "GRU": gru,
@@ -355,6 +385,8 @@ def supports(class_name: str, cfg: dict[str, Any]) -> bool:
         return conv_groups(cfg) == 1 and cfg.get("data_format", "channels_last") == "channels_last"
     if class_name in _POOLING_1D:  # channels_first would pool over the channels' axis
         return cfg.get("data_format", "channels_last") in ("channels_last", None)
+    if class_name == "GroupNormalization":  # channels last, whole groups
+        return cfg.get("axis", -1) in (-1, None) and isinstance(cfg.get("groups", 32), int)
     if class_name == "Resizing":  # the plain resize; cropping or padding to the aspect ratio is not emulated
         return (cfg.get("interpolation", "bilinear") in ("bilinear", "nearest") and not cfg.get("antialias")
                 and not cfg.get("crop_to_aspect_ratio") and not cfg.get("pad_to_aspect_ratio")
