@@ -79,6 +79,29 @@ def test_calls_it_cannot_reproduce_are_not_claimed(function, kwargs, n):
     assert not tf_functions.supports(function, kwargs, n)
 
 
+def test_keras3_operations_run_as_their_tensorflow_twins(tmp_path):
+    """keras.ops calls stored in a .keras file (Concatenate, Reshape, Mean, Transpose, GetItem, ...)."""
+    import keras
+    from keras import ops
+
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.dpu.executor import Evaluator
+
+    inp = keras.Input((6, 6, 4), name="img")
+    c = ops.concatenate([inp, inp * 2.0], axis=-1)
+    outs = [ops.mean(ops.reshape(c, (-1, 36, 8)), axis=1), ops.transpose(c, (0, 2, 1, 3)), c[:, 1:5, ::2, :3],
+            ops.max(ops.expand_dims(inp, 3), axis=[1, 2]), ops.squeeze(ops.sum(inp, axis=2, keepdims=True), axis=2)]
+    model = keras.Model(inp, outs)
+    model.save(tmp_path / "ops.keras")
+    x = RNG.normal(size=(3, 6, 6, 4)).astype(np.float32)
+    want = [np.asarray(y) for y in model(x)]
+    emu = Emulator.from_model(str(tmp_path / "ops.keras"))
+    assert not [n.name for n in emu.graph.nodes if n.op == "unsupported"]
+    got = Evaluator(emu.graph, "float").run({"img": x})
+    for name, w in zip(emu.graph.outputs, want, strict=True):
+        np.testing.assert_allclose(got[name].float(), w, rtol=1e-6, atol=1e-6)
+
+
 def test_a_reshape_across_samples_is_one_clear_error():
     from qinspect.errors import QInspectError
 
