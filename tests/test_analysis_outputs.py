@@ -183,9 +183,10 @@ def test_report_and_advise_weigh_the_named_outputs(heads, tmp_path, cli):
     cls = next(o for o in out["per_output"] if o["layer"] == "cls")
     assert out["weighed"] == ["cls"] and out["sqnr_db"] == pytest.approx(cls["sqnr_db"], abs=1e-9)
     assert "is cls's alone" in (tmp_path / "cls" / "report.html").read_text()
-    r = cli("report", str(plant.path), *data, "-o", str(tmp_path / "bad"), "--outputs", "gap")
-    assert r.returncode == 2 and "'gap' is not an output" in r.stderr and str(plant.path) in r.stderr
-    assert not (tmp_path / "bad").exists()
+    for extra in ((), ("--no-findings",)):  # a wrong name is refused even when no diagnosis would use it
+        r = cli("report", str(plant.path), *data, "-o", str(tmp_path / "bad"), "--outputs", "gap", *extra)
+        assert r.returncode == 2 and "'gap' is not an output" in r.stderr and str(plant.path) in r.stderr
+        assert not (tmp_path / "bad").exists()
     rows = {}
     for names in (None, "cls"):
         r = cli("advise", str(plant.path), *data, "--json", *(("--outputs", names) if names else ()))

@@ -620,13 +620,13 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
     has_acts = isinstance(source, Capture)
     captured = set(source.layers_with_activations()) if has_acts else set()
     warnings = list(em.warnings)
+    chosen = None
+    if outputs is not None and dpu is not None:  # checked even without a diagnosis: a wrong name is a typo
+        try:
+            chosen = resolve_outputs(dpu, outputs)
+        except QInspectError as exc:
+            raise QInspectError(exc.message, path) from None
     if diagnose:
-        chosen = None
-        if outputs is not None and dpu is not None:
-            try:
-                chosen = resolve_outputs(dpu, outputs)
-            except QInspectError as exc:
-                raise QInspectError(exc.message, path) from None
         try:
             diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress, sensitivity, labels, chosen)
         except QInspectError:
