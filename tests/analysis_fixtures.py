@@ -62,31 +62,45 @@ def channel_spread(folder: Path) -> Plant:
     return Plant(path, calib, None, "dw_spread", "channel_spread")
 
 
+def _spike_branch(keras, inp):
+    """conv1 + spike (a 1x1 conv passing input channel 2) -> add -> relu_outlier."""
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inp)
+    spike = keras.layers.Conv2D(8, 1, use_bias=False, name="spike")(inp)
+    x = keras.layers.Add(name="add")([x, spike])
+    return keras.layers.ReLU(name="relu_outlier")(x)
+
+
+def _plant_spikes(model, blind: tuple[str, ...] = ("conv1",)) -> None:
+    """The spike conv passes input channel 2 times 512; the ``blind`` convs ignore that channel."""
+    k = np.zeros((1, 1, 3, 8), np.float32)
+    k[0, 0, 2, :] = 512.0
+    model.get_layer("spike").set_weights([k])
+    for name in blind:
+        k1, b1 = model.get_layer(name).get_weights()
+        k1[:, :, 2, :] = 0.0
+        model.get_layer(name).set_weights([k1, b1])
+
+
+def _spike_inputs() -> np.ndarray:
+    """Inputs in [0, 0.9] whose channel 2 is zero except at 3 pixels in 8192."""
+    calib = _inputs(2)
+    flat = np.zeros(N * H * W, np.float32)
+    flat[np.random.default_rng(3).choice(flat.size, 3, replace=False)] = 0.875
+    calib[..., 2] = flat.reshape(N, H, W)
+    return calib
+
+
 def outlier(folder: Path) -> Plant:
     """A spike branch (a 1x1 conv passing input channel 2, zero except at 3 pixels in 8192, times 500)
     added to a normal conv: the sum's range is set by the rare spikes and its bulk keeps a few codes.
     The inputs themselves stay within [0, 0.9]."""
     keras = _keras()
     inp = keras.Input((H, W, 3), name="img")
-    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inp)
-    spike = keras.layers.Conv2D(8, 1, use_bias=False, name="spike")(inp)
-    x = keras.layers.Add(name="add")([x, spike])
-    x = keras.layers.ReLU(name="relu_outlier")(x)
-    out = _head(keras, x)
-    model = keras.Model(inp, out)
-    k = np.zeros((1, 1, 3, 8), np.float32)
-    k[0, 0, 2, :] = 512.0
-    model.get_layer("spike").set_weights([k])
-    k1, b1 = model.get_layer("conv1").get_weights()
-    k1[:, :, 2, :] = 0.0
-    model.get_layer("conv1").set_weights([k1, b1])
+    model = keras.Model(inp, _head(keras, _spike_branch(keras, inp)))
+    _plant_spikes(model)
     path = folder / "outlier.h5"
     model.save(path)
-    calib = _inputs(2)
-    flat = np.zeros(N * H * W, np.float32)
-    flat[np.random.default_rng(3).choice(flat.size, 3, replace=False)] = 0.875
-    calib[..., 2] = flat.reshape(N, H, W)
-    return Plant(path, calib, None, "relu_outlier", "outlier_range")
+    return Plant(path, _spike_inputs(), None, "relu_outlier", "outlier_range")
 
 
 def _conv_relu_model(path: Path) -> Path:
@@ -224,22 +238,8 @@ def two_heads(folder: Path) -> Plant:
     keras = _keras()
     inp = keras.Input((H, W, 3), name="img")
     seg = keras.layers.Conv2D(8, 3, padding="same", name="seg")(inp)
-    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inp)
-    spike = keras.layers.Conv2D(8, 1, use_bias=False, name="spike")(inp)
-    x = keras.layers.Add(name="add")([x, spike])
-    x = keras.layers.ReLU(name="relu_outlier")(x)
-    model = keras.Model(inp, [seg, _head(keras, x, "cls")])
-    k = np.zeros((1, 1, 3, 8), np.float32)
-    k[0, 0, 2, :] = 512.0
-    model.get_layer("spike").set_weights([k])
-    for name in ("conv1", "seg"):
-        k1, b1 = model.get_layer(name).get_weights()
-        k1[:, :, 2, :] = 0.0
-        model.get_layer(name).set_weights([k1, b1])
+    model = keras.Model(inp, [seg, _head(keras, _spike_branch(keras, inp), "cls")])
+    _plant_spikes(model, ("conv1", "seg"))
     path = folder / "two_heads.h5"
     model.save(path)
-    calib = _inputs(2)
-    flat = np.zeros(N * H * W, np.float32)
-    flat[np.random.default_rng(3).choice(flat.size, 3, replace=False)] = 0.875
-    calib[..., 2] = flat.reshape(N, H, W)
-    return Plant(path, calib, None, "relu_outlier", "outlier_range")
+    return Plant(path, _spike_inputs(), None, "relu_outlier", "outlier_range")
