@@ -243,7 +243,11 @@ class FindingsView(QWidget):
             explained = getattr(d, "explained", None)
             budget = (f" Together their remedies explain {100 * explained:.0f}% of the output's error power."
                       if isinstance(explained, float) else "")
-            self.info.setText(f"{len(findings)} {noun}, the largest measured gain at the model output first."
+            weighed = list(getattr(d, "weighed_outputs", None) or [])
+            several = len(getattr(d, "outputs", None) or []) > 1
+            where = (f"at the output {weighed[0]}" if several and len(weighed) == 1
+                     else f"at the model outputs ({', '.join(weighed)}, pooled)" if several else "at the model output")
+            self.info.setText(f"{len(findings)} {noun}, the largest measured gain {where} first."
                               f"{budget} Click one to inspect its layer and read it in full below.")
             if self.table.currentRow() < 0:
                 self.table.setCurrentCell(0, 0)
