@@ -50,6 +50,13 @@ def test_tf_function_equals_tensorflow(case, tmp_path):
     model.save(tmp_path / "m.h5")
     x = RNG.normal(size=(3, 6, 6, 4)).astype(np.float32)
     want = model(x).numpy()
+    # The file reader infers the output shape without TensorFlow (the tree shows it).
+    from qinspect.io.model_file import open_model
+
+    source = open_model(str(tmp_path / "m.h5"))
+    last = list(source.graph.leaves())[-1]  # the model's one output, last in call order
+    assert list(last.output_shape) == [None, *want.shape[1:]], (last.name, last.output_shape)
+    source.close()
     emu = Emulator.from_model(str(tmp_path / "m.h5"))
     nodes = [n for n in emu.graph.nodes if n.op == "cpu_layer"]
     assert nodes and all(n.params["layer"] == "tf_function" for n in nodes), [(n.name, n.op) for n in emu.graph]
@@ -95,6 +102,13 @@ def test_keras3_operations_run_as_their_tensorflow_twins(tmp_path):
     model.save(tmp_path / "ops.keras")
     x = RNG.normal(size=(3, 6, 6, 4)).astype(np.float32)
     want = [np.asarray(y) for y in model(x)]
+    from qinspect.io.model_file import open_model
+
+    source = open_model(str(tmp_path / "ops.keras"))
+    shapes = {layer.name: layer.output_shape for layer in source.graph.leaves()}
+    source.close()
+    for name, w in zip(model.output_names, want, strict=True):
+        assert list(shapes[name]) == [None, *w.shape[1:]], (name, shapes[name])
     emu = Emulator.from_model(str(tmp_path / "ops.keras"))
     assert not [n.name for n in emu.graph.nodes if n.op == "unsupported"]
     got = Evaluator(emu.graph, "float").run({"img": x})

@@ -20,6 +20,7 @@ import numpy as np
 
 from qinspect.dpu import float_ops
 from qinspect.errors import QInspectError
+from qinspect.io.op_shapes import keras3_arguments
 
 F32 = np.float32
 
@@ -207,37 +208,11 @@ def _claimable(fn: str, kw: dict[str, Any], n_inputs: int) -> bool:
     return False
 
 
-def _keras_slice(entry: Any) -> Any:
-    if isinstance(entry, dict) and entry.get("class_name") == "__slice__":
-        return dict(entry.get("config") or {})
-    return entry
-
-
-# Keras 3 operations (``keras.ops``) stored as layers: their TensorFlow twin and its arguments.
-_KERAS3 = {
-    "numpy.concatenate": ("concat", lambda c, k: {"axis": c.get("axis", 0)}),
-    "numpy.reshape": ("reshape", lambda c, k: {"shape": c.get("newshape")}),
-    "numpy.transpose": ("transpose", lambda c, k: {"perm": c.get("axes")}),
-    "numpy.mean": ("reduce_mean", lambda c, k: {"axis": c.get("axis"), "keepdims": c.get("keepdims", False)}),
-    "numpy.max": ("reduce_max", lambda c, k: {"axis": c.get("axis"), "keepdims": c.get("keepdims", False)}),
-    "numpy.min": ("reduce_min", lambda c, k: {"axis": c.get("axis"), "keepdims": c.get("keepdims", False)}),
-    "numpy.sum": ("reduce_sum", lambda c, k: {"axis": c.get("axis"), "keepdims": c.get("keepdims", False)}),
-    "numpy.expand_dims": ("expand_dims", lambda c, k: {"axis": c.get("axis")}),
-    "numpy.squeeze": ("squeeze", lambda c, k: {"axis": c.get("axis")}),
-    "numpy.get_item": ("getitem", lambda c, k: {"slice_spec": [_keras_slice(e) for e in k.get("arg1") or []]
-                                                if isinstance(k.get("arg1"), list) else _keras_slice(k.get("arg1"))}),
-}
-
-
 def from_keras3(function: str, config: dict[str, Any],
                 call_kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """A Keras 3 operation as the TensorFlow function this module runs, with that function's arguments
-    (None: not one of them)."""
-    known = _KERAS3.get(str(function))
-    if known is None:
-        return None
-    name, args = known
-    return name, args(config, call_kwargs)
+    (None: not one of them); the translation is the file reader's (:mod:`qinspect.io.op_shapes`)."""
+    return keras3_arguments(function, config, call_kwargs)
 
 
 def supports(function: str, call_kwargs: dict[str, Any], n_inputs: int) -> bool:

@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from qinspect.io import op_shapes
+
 Shape = list[int | None]
 _Rule = Callable[[dict[str, Any], list[Shape], dict[str, Any]], Shape | None]
 
@@ -362,6 +364,30 @@ def _elementwise(config: dict[str, Any], inputs: list[Shape], kwargs: dict[str, 
     return broadcast(shapes)
 
 
+def _tf_op(config: dict[str, Any], inputs: list[Shape], kwargs: dict[str, Any]) -> Shape | None:
+    """A TFOpLambda / SlicingOpLambda / KerasOp: elementwise, or one that moves, cuts or reduces."""
+    shape = _elementwise(config, inputs, kwargs)
+    if shape is not None:
+        return shape
+    function = str(config.get("function", ""))
+    twin = op_shapes.keras3_arguments(function, config, kwargs)
+    if twin is not None:
+        function, kwargs = twin
+    return op_shapes.function_shape(function, inputs, kwargs)
+
+
+def _resizing(config: dict[str, Any], inputs: list[Shape], _kw: dict[str, Any]) -> Shape | None:
+    shape = inputs[0]
+    if len(shape) != 4 or not _channels_last(config):
+        return None
+    return [shape[0], int(config["height"]), int(config["width"]), shape[3]]
+
+
+def _repeat_vector(config: dict[str, Any], inputs: list[Shape], _kw: dict[str, Any]) -> Shape | None:
+    shape = inputs[0]
+    return [shape[0], int(config["n"]), *shape[1:]] if len(shape) == 2 else None
+
+
 def _input_layer(config: dict[str, Any], _inputs: list[Shape], _kw: dict[str, Any]) -> Shape | None:
     for key in ("batch_shape", "batch_input_shape"):
         if config.get(key) is not None:
@@ -406,8 +432,11 @@ _RULES: dict[str, _Rule] = {
     "UpSampling1D": _upsample(1),
     "UpSampling2D": _upsample(2),
     "Concatenate": _concatenate,
-    "TFOpLambda": _elementwise,
-    "KerasOp": _elementwise,
+    "TFOpLambda": _tf_op,
+    "SlicingOpLambda": _tf_op,
+    "KerasOp": _tf_op,
+    "Resizing": _resizing,
+    "RepeatVector": _repeat_vector,
     "LSTM": _recurrent,
     "GRU": _recurrent,
     "SimpleRNN": _recurrent,
@@ -421,6 +450,8 @@ for _name in ("Add", "Multiply", "Subtract", "Average", "Maximum", "Minimum", "C
 SHAPE_PRESERVING = (
     "BatchNormalization",
     "LayerNormalization",
+    "GroupNormalization",
+    "UnitNormalization",
     "Activation",
     "ReLU",
     "LeakyReLU",
