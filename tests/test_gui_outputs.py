@@ -78,6 +78,12 @@ def test_each_output_and_the_choice_of_output(qtbot, window, heads_capture, tmp_
     stats = session.analysis.output_stats(["cls"])
     assert f"Output SQNR (cls) {stats.sqnr_db:.1f} dB" in win.quality_label.text()
     assert stats.sqnr_db < session.analysis.output_stats().sqnr_db - 3
+    # The advisor's rows are measured on cls too, and say so.
+    win.advice.run_button.click()
+    qtbot.waitUntil(lambda: session.advice is not None, timeout=120000)
+    assert session.advice.outputs == ["cls"] and "best output SQNR of cls first" in win.advice.info.text()
+    as_is = [r["output_sqnr_db"] for r in session.advice.rows if not r["keep_float"]]
+    assert max(as_is) < session.analysis.output_stats().sqnr_db - 5  # the pooled figure is seg's
     # A remedy tried is measured on cls too: its "before" is the diagnosis' own figure.
     finding = next(f for f in session.findings if getattr(f, "fix", None) is not None)
     with qtbot.waitSignal(session.trial_changed, timeout=120000):
