@@ -117,6 +117,11 @@ def test_no_warning_when_the_worse_output_is_close_or_alone():
     b.weighed = False  # left out by the user's choice: nothing pooled hides it
     assert hidden_output_warning([a, b], 29.9) is None
     assert hidden_output_warning([a], 29.9) is None
+    # Shares are of every output's power; the sentence gives the share of what is pooled.
+    c = OutputFigure("c", "c", 10, 0.3, 40.0, None)
+    d = OutputFigure("d", "d", 10, 0.1, 20.0, None)
+    a.weighed = False
+    assert "c carries 75.0% of it; d alone is 20.0 dB" in hidden_output_warning([a, c, d], 30.0)
 
 
 def test_pooled_top1_hides_a_few_bad_decisions():

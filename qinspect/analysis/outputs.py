@@ -137,8 +137,10 @@ def hidden_output_warning(figures: Sequence[OutputFigure], pooled_sqnr_db: float
     worst = min(weighed, key=lambda f: f.sqnr_db)
     if np.isfinite(pooled_sqnr_db) and worst.sqnr_db < pooled_sqnr_db - HIDDEN_GAP_DB:
         top = max(weighed, key=lambda f: f.signal_share)
+        pooled_power = sum(f.signal_share for f in weighed)  # shares are of every output's power
+        share = top.signal_share / pooled_power if pooled_power > 0 else float("nan")
         parts.append(f"the output SQNR pools {len(weighed)} outputs by their signal power, and {top.layer} carries "
-                     f"{100 * top.signal_share:.1f}% of it; {worst.layer} alone is {worst.sqnr_db:.1f} dB, "
+                     f"{100 * share:.1f}% of it; {worst.layer} alone is {worst.sqnr_db:.1f} dB, "
                      f"{pooled_sqnr_db - worst.sqnr_db:.1f} dB below the pooled figure, which hides it")
     decided = [(f.layer, f.top1.agreement, f.top1.total) for f in weighed
                if f.top1 is not None and f.top1.agreement is not None]
