@@ -116,6 +116,17 @@ def test_keras3_operations_run_as_their_tensorflow_twins(tmp_path):
         np.testing.assert_allclose(got[name].float(), w, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize(("function", "kwargs", "n"), [
+    ("concat", {"axis": -4}, 2), ("math.reduce_mean", {"axis": [-4, 1]}, 1), ("squeeze", {"axis": -4}, 1)])
+def test_a_negative_axis_that_turns_out_to_be_the_samples_is_one_clear_error(function, kwargs, n):
+    from qinspect.errors import QInspectError
+
+    x = np.zeros((1, 3, 4, 5), np.float32)
+    assert tf_functions.supports(function, kwargs, n)  # the file alone cannot tell
+    with pytest.raises(QInspectError, match="across samples"):
+        tf_functions.run(function, [x] * n, kwargs)
+
+
 def test_a_reshape_across_samples_is_one_clear_error():
     from qinspect.errors import QInspectError
 

@@ -47,8 +47,18 @@ def _keeps_batch(axes: list[int] | None, rank: int | None = None) -> bool:
 # --------------------------------------------------------------------------------------- the functions
 
 
+def _batch_axis_untouched(axes: Any, rank: int, what: str) -> tuple[int, ...]:
+    """``axes`` as non-negative ints; one clear error when one of them is the samples' axis (a negative
+    axis such as -4 on a 4D tensor is only known to be it once the data's rank is)."""
+    resolved = tuple(int(a) % rank for a in (axes if isinstance(axes, list | tuple) else [axes]))
+    if 0 in resolved:
+        raise QInspectError(f"{what} along axis {axes} works across samples (the batch axis): not emulated")
+    return resolved
+
+
 def _concat(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
-    return np.concatenate([np.asarray(x, F32) for x in xs], axis=int(kw["axis"]))
+    (axis,) = _batch_axis_untouched(kw["axis"], np.ndim(xs[0]), "tf.concat")
+    return np.concatenate([np.asarray(x, F32) for x in xs], axis=axis)
 
 
 def _reshape(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
@@ -79,8 +89,8 @@ def _reduce(op: str) -> Callable[[list[np.ndarray], dict[str, Any]], np.ndarray]
     fn = {"reduce_mean": np.mean, "reduce_max": np.max, "reduce_min": np.min, "reduce_sum": np.sum}[op]
 
     def run(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
-        axes = tuple(_axes(kw.get("axis")) or ())
         x = np.asarray(xs[0], F32)
+        axes = _batch_axis_untouched(kw.get("axis"), x.ndim, f"tf.math.{op}")
         return np.asarray(fn(x, axis=axes, keepdims=bool(kw.get("keepdims", False))), F32)
 
     return run
@@ -116,7 +126,8 @@ def _expand_dims(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
 
 
 def _squeeze(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
-    return np.squeeze(np.asarray(xs[0], F32), axis=tuple(_axes(kw.get("axis")) or ()))
+    x = np.asarray(xs[0], F32)
+    return np.squeeze(x, axis=_batch_axis_untouched(kw.get("axis"), x.ndim, "tf.squeeze"))
 
 
 def _slice_of(entry: Any) -> slice | int:
