@@ -97,7 +97,9 @@ def test_keras3_operations_run_as_their_tensorflow_twins(tmp_path):
     inp = keras.Input((6, 6, 4), name="img")
     c = ops.concatenate([inp, inp * 2.0], axis=-1)
     outs = [ops.mean(ops.reshape(c, (-1, 36, 8)), axis=1), ops.transpose(c, (0, 2, 1, 3)), c[:, 1:5, ::2, :3],
-            ops.max(ops.expand_dims(inp, 3), axis=[1, 2]), ops.squeeze(ops.sum(inp, axis=2, keepdims=True), axis=2)]
+            ops.max(ops.expand_dims(inp, 3), axis=[1, 2]), ops.squeeze(ops.sum(inp, axis=2, keepdims=True), axis=2),
+            ops.clip(inp, -0.5, 0.25), ops.pad(inp, [[0, 0], [1, 2], [2, 1], [0, 0]], mode="reflect"),
+            ops.image.resize(inp, (9, 13)), ops.nn.depth_to_space(inp, 2)]
     model = keras.Model(inp, outs)
     model.save(tmp_path / "ops.keras")
     x = RNG.normal(size=(3, 6, 6, 4)).astype(np.float32)

@@ -203,7 +203,8 @@ def _claimable(fn: str, kw: dict[str, Any], n_inputs: int) -> bool:
         size = kw.get("size")
         return (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) for s in size)
                 and str(kw.get("method", "bilinear")).lower() in ("bilinear", "nearest")
-                and not kw.get("antialias") and not kw.get("preserve_aspect_ratio"))
+                and not kw.get("antialias") and not kw.get("preserve_aspect_ratio")
+                and kw.get("data_format", "NHWC") == "NHWC")
     if fn in ("depth_to_space", "space_to_depth"):
         return isinstance(kw.get("block_size"), int) and kw.get("data_format", "NHWC") == "NHWC"
     if fn == "expand_dims":

@@ -134,6 +134,7 @@ _FUNCTIONS: dict[str, Callable[[list[Shape], dict[str, Any]], Shape | None]] = {
     "expand_dims": _expand_dims,
     "squeeze": _squeeze,
     "getitem": _getitem,
+    "clip_by_value": lambda inputs, kw: list(inputs[0]),
 }
 
 _KERAS3 = {
@@ -147,7 +148,23 @@ _KERAS3 = {
     "numpy.expand_dims": ("expand_dims", lambda c, k: {"axis": c.get("axis")}),
     "numpy.squeeze": ("squeeze", lambda c, k: {"axis": c.get("axis")}),
     "numpy.get_item": ("getitem", lambda c, k: {"slice_spec": _keras_slices(k.get("arg1"))}),
+    "numpy.clip": ("clip_by_value", lambda c, k: {"clip_value_min": c.get("x_min"), "clip_value_max": c.get("x_max")}),
+    "numpy.pad": ("pad", lambda c, k: {"paddings": c.get("pad_width"), "mode": str(c.get("mode", "constant")).upper(),
+                                       "constant_values": c.get("constant_values", 0)}),
+    "image.resize": ("resize", lambda c, k: {
+        "size": c.get("size"), "method": c.get("interpolation", "bilinear"), "antialias": c.get("antialias"),
+        "preserve_aspect_ratio": bool(c.get("crop_to_aspect_ratio") or c.get("pad_to_aspect_ratio")),
+        "data_format": _nhwc(c)}),
+    "nn.depth_to_space": ("depth_to_space", lambda c, k: {"block_size": c.get("block_size"),
+                                                          "data_format": _nhwc(c)}),
+    "nn.space_to_depth": ("space_to_depth", lambda c, k: {"block_size": c.get("block_size"),
+                                                          "data_format": _nhwc(c)}),
 }
+
+
+def _nhwc(config: dict[str, Any]) -> str:
+    """Keras 3's data_format (None: the default, channels last) in TensorFlow's words."""
+    return "NCHW" if config.get("data_format") == "channels_first" else "NHWC"
 
 
 def _keras_slices(spec: Any) -> Any:
