@@ -64,6 +64,11 @@ def test_each_output_and_the_choice_of_output(qtbot, window, heads_capture, tmp_
     assert "(pooled over 2 outputs)" in text
     assert "Each output: seg " in tip and "cls alone is" in tip
     assert "largest measured gain at the model outputs (seg, cls, pooled) first" in win.findings.info.text()
+    # The propagation lines follow the model's edges: seg hangs off the image, not off the other branch.
+    win.tabs.setCurrentWidget(win.propagation)
+    qtbot.waitUntil(lambda: "accumulated" in win.propagation.segments, timeout=10000)
+    edges = win.propagation.segments["accumulated"]
+    assert ("img", "seg") in edges and ("gap", "cls") in edges and not any("seg" == a for a, _ in edges)
     pooled = session.diagnosis
     cls_alone = next(o for o in pooled.outputs if o["layer"] == "cls")
     # Diagnose for cls: every figure is cls's own.

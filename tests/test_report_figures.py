@@ -57,6 +57,19 @@ def test_propagation_with_infinite_sqnr_renders():
     assert _has_colour(img, _hex(figspec.RED), 30) > 50  # the accumulated line
 
 
+def test_propagation_line_follows_the_graph_and_renders():
+    # b and c are two branches off a, joined at d; c has no value (exact): d joins a through it
+    inbound = {"b": ["a"], "c": ["a"], "d": ["b", "c"]}
+    spec = figspec.propagation_figure("p", ["a", "b", "c", "d"], [40.0, 30.0, None, 20.0],
+                                      [40.0, 30.0, math.inf, 20.0], inbound=inbound)
+    acc = spec.series[1]
+    assert acc.style == "segments"
+    assert list(zip(acc.x[::2], acc.x[1::2], strict=True)) == [(0.0, 1.0), (0.0, 3.0), (1.0, 3.0)]
+    assert "follows the model's edges" in spec.caption
+    img = _image(figures.render_png(spec))
+    assert _has_colour(img, _hex(figspec.RED), 30) > 50
+
+
 def test_render_figures_returns_one_png_per_spec():
     specs = [
         figspec.weights_figure("w", "conv", np.linspace(-1, 1, 9), [1, 2, 3, 4, 4, 3, 2, 1], -1.0, 0.9921875, 7),
@@ -179,3 +192,17 @@ def test_the_report_command_hears_how_many_figures_are_drawn():
     out = renderer(specs)
     assert sorted(out) == ["e0", "e1", "e2"]
     assert heard == [(1, 3, "figures"), (2, 3, "figures"), (3, 3, "figures")]
+
+
+def test_graph_edges_follow_the_model_and_pass_through_layers_with_no_point():
+    from qinspect.report.figspec import graph_edges
+
+    # a -> b -> c -> e, a -> d -> e, e -> f; listed in a topological order that interleaves the branches
+    inbound = {"b": ["a"], "c": ["b"], "d": ["a"], "e": ["c", "d"], "f": ["e"]}
+    layers = ["a", "d", "b", "c", "e", "f"]
+    assert graph_edges(layers, inbound, [True] * 6) == [(0, 1), (0, 2), (2, 3), (1, 4), (3, 4), (4, 5)]
+    # c has no point (an exact layer, say): e joins b, the drawn layer before it; nothing joins d to b
+    edges = graph_edges(layers, inbound, [True, True, True, False, True, True])
+    assert edges == [(0, 1), (0, 2), (1, 4), (2, 4), (4, 5)]
+    # a layer the plot leaves out altogether (a BatchNorm folded into its conv) is passed through too
+    assert graph_edges(["a", "c"], {"b": ["a"], "c": ["b"]}, [True, True]) == [(0, 1)]

@@ -71,6 +71,9 @@ def _draw_series(plot: pg.PlotItem, s: Series, log_y: bool) -> None:
         x, y = x[keep], y[keep]
         plot.plot(x, y, pen=_pen(s.color, 2.0), name=s.label,
                   symbol="o", symbolSize=4, symbolPen=None, symbolBrush=_brush(s.color, 255))
+    elif s.style == "segments":  # pairs of points, each pair one segment (a graph's edges)
+        plot.plot(x, y, pen=_pen(s.color, 2.0), connect="pairs", name=s.label,
+                  symbol="o", symbolSize=4, symbolPen=None, symbolBrush=_brush(s.color, 255))
     elif s.style == "points":
         plot.plot(x, y, pen=None, symbol="o", symbolSize=6, symbolPen=_pen(s.color, 1.0),
                   symbolBrush=_brush(s.color, 90), name=s.label)

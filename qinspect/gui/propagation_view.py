@@ -1,9 +1,11 @@
 """Error propagation over the whole model: isolated and accumulated error along the layers.
 
 x is the layer's place in topological order; y the chosen metric (SQNR in dB by default, MSE or
-cosine). *Isolated*: the layer fed the quantized float reference, so only its own quantization counts.
-*Accumulated*: the whole int8 pipeline from the model input. A point where the accumulated curve
-drops far more than the isolated one is where error grows. Clicking a point selects the layer.
+cosine). Lines follow the model's edges, from each layer to the layers that read it, so the branches
+of a multi-branch model stay apart. *Isolated*: the layer fed the quantized float reference, so only
+its own quantization counts. *Accumulated*: the whole int8 pipeline from the model input. A point
+where the accumulated curve drops far more than the isolated one is where error grows. Clicking a
+point selects the layer.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from qinspect.gui.session import metric_of, set_layer_ticks
+from qinspect.report.figspec import graph_edges
 
 METRICS = {"sqnr": "SQNR (dB)", "mse": "MSE", "cosine": "cosine similarity"}
 
@@ -30,6 +33,7 @@ class PropagationView(QWidget):
         self.session = None
         self.layers: list[str] = []
         self.curves: list[str] = []  # the labels of the curves drawn
+        self.segments: dict[str, list[tuple[str, str]]] = {}  # per curve, the edges its line draws
         layout = QVBoxLayout(self)
         row = QHBoxLayout()
         row.addWidget(QLabel("Metric:"))
@@ -162,10 +166,15 @@ class PropagationView(QWidget):
                        (trial[1], "#2ca02c", "accumulated with the remedy tried", pg.QtCore.Qt.PenStyle.DashLine)]
             acc = trial[1]
         self.curves = [c[2] for c in curves]
+        self.segments = {}
+        inbound = {layer.name: layer.inbound for layer in self.session.document.graph.leaves()}
         for y, colour, label, style in curves:
             ok = np.isfinite(y)
             pen = pg.mkPen(colour, width=2) if style is None else pg.mkPen(colour, width=2, style=style)
-            self.plot.plot(x[ok], y[ok], pen=pen, name=label)
+            edges = graph_edges(names, inbound, list(ok))
+            self.segments[label] = [(names[j], names[i]) for j, i in edges]
+            ends = np.array(edges, dtype=np.int64).reshape(-1)
+            self.plot.plot(x[ends].astype(float), y[ends], pen=pen, name=label, connect="pairs")
             scatter = pg.ScatterPlotItem(x=x[ok], y=y[ok], data=[names[i] for i in np.flatnonzero(ok)], size=9,
                                          brush=pg.mkBrush(colour), pen=pg.mkPen("w"), hoverable=True,
                                          tip=lambda x, y, data: f"{data}\n{y:.4g}")

@@ -684,6 +684,7 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
             "propagation", [s.name for s in sections],
             [(s.isolated or {}).get("sqnr_db") for s in sections],
             [(s.accumulated or {}).get("sqnr_db") for s in sections],
+            inbound={lay.name: lay.inbound for lay in graph.leaves()},
         ))
     return report
 

@@ -32,7 +32,8 @@ class Series:
     """One drawn data set of a figure.
 
     ``style``: ``"step"`` (a histogram: ``x`` are the ``len(y) + 1`` bin edges), ``"line"``,
-    ``"points"``, or ``"range"`` (one vertical bar per ``x`` from ``y`` to ``y2``).
+    ``"points"``, ``"segments"`` (points 0-1, 2-3, ... joined in pairs, each point marked), or
+    ``"range"`` (one vertical bar per ``x`` from ``y`` to ``y2``).
     """
 
     label: str

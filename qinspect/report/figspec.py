@@ -8,7 +8,7 @@ Non-finite values (an SQNR of +inf for an error-free layer) are drawn as gaps an
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from qinspect.report.content import FigureSpec, Marker, Series
 
@@ -179,22 +179,60 @@ def error_figure(
                       edges, counts, ORANGE, markers, caption)
 
 
+def graph_edges(layers: Sequence[str], inbound: Mapping[str, Sequence[str]],
+                drawn: Sequence[bool]) -> list[tuple[int, int]]:
+    """The model's edges between the drawn points of a per-layer plot, as ``(from, to)`` indexes into
+    ``layers``: a line follows the data from each layer to the layers that read it, so branches stay
+    apart instead of a line zig-zagging between them in topological order. A layer that is not drawn
+    (no point, or not in ``layers``) is passed through: its readers join the drawn layers before it."""
+    index = {name: i for i, name in enumerate(layers)}
+    edges = []
+    for i, name in enumerate(layers):
+        if not drawn[i]:
+            continue
+        sources: set[int] = set()
+        seen: set[str] = set()
+        pending = list(inbound.get(name, ()))
+        while pending:  # up the graph, through layers with no point, to the nearest drawn ones
+            parent = pending.pop()
+            if parent in seen:
+                continue
+            seen.add(parent)
+            k = index.get(parent)
+            if k is not None and drawn[k]:
+                sources.add(k)
+            else:
+                pending.extend(inbound.get(parent, ()))
+        edges += [(k, i) for k in sorted(sources)]
+    return edges
+
+
 def propagation_figure(
     fig_id: str,
     layers: Sequence[str],
     isolated: Sequence[float | None],
     accumulated: Sequence[float | None],
     metric: str = "SQNR (dB)",
+    inbound: Mapping[str, Sequence[str]] | None = None,
 ) -> FigureSpec:
-    """Isolated and accumulated error along the layers in topological order."""
+    """Isolated and accumulated error along the layers in topological order; with ``inbound`` (each
+    layer's input layers) the accumulated line follows the model's edges (:func:`graph_edges`)."""
     x = [float(i) for i in range(len(layers))]
     iso, iso_gaps = _finite_or_nan(isolated)
     acc, acc_gaps = _finite_or_nan(accumulated)
+    acc_series = Series("accumulated", x, acc, style="line", color=RED)
+    if inbound is not None:
+        edges = graph_edges(layers, inbound, [math.isfinite(v) for v in acc])
+        ends = [k for edge in edges for k in edge]
+        acc_series = Series("accumulated", [x[k] for k in ends], [acc[k] for k in ends], style="segments",
+                            color=RED)
     caption = (
         f"{metric} of every layer in topological order (x = the layer's number in the table below). "
         "Isolated: the layer alone, fed the quantized float reference input. Accumulated: the whole int8 "
         "pipeline from the model input up to that layer."
     )
+    if inbound is not None:
+        caption += " The accumulated line follows the model's edges, from each layer to the layers that read it."
     if iso_gaps or acc_gaps:
         caption += (" Layers without a finite value (no error: SQNR = ∞, or no int8 tensor of their own) have no "
                     "point; the accumulated line joins the layers on either side.")
@@ -205,7 +243,7 @@ def propagation_figure(
         y_label=metric,
         series=[
             Series("isolated", x, iso, style="points", color=BLUE),
-            Series("accumulated", x, acc, style="line", color=RED),
+            acc_series,
         ],
         caption=caption,
         width=1120,
