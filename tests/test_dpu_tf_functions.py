@@ -136,3 +136,37 @@ def test_a_reshape_across_samples_is_one_clear_error():
     assert tf_functions.supports("reshape", {"shape": [-1, 4]}, 1)  # allowed by the file: the data decides
     with pytest.raises(QInspectError, match="moves values across samples"):
         tf_functions.run("reshape", [x], {"shape": [-1, 4]})
+
+
+@pytest.mark.parametrize(("function", "kwargs", "n"), [
+    ("compat.v1.pad", {"paddings": [[0, 0], [1, 1]]}, 1),  # written for another rank
+    ("nn.depth_to_space", {"block_size": 3}, 1),  # 4 channels do not split into 3 x 3 blocks
+    ("compat.v1.transpose", {"perm": [0, 2, 1]}, 1),
+])
+def test_arguments_that_do_not_fit_the_data_are_one_clear_error(function, kwargs, n):
+    from qinspect.errors import QInspectError
+
+    assert tf_functions.supports(function, kwargs, n)
+    with pytest.raises(QInspectError, match="does not apply to inputs of shape") as err:
+        tf_functions.run(function, [np.zeros((2, 6, 6, 4), np.float32)], kwargs)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs", [{"paddings": [[0, 0], [1]]}, {"paddings": [[0, 0], [-1, 1]]},
+                                    {"paddings": [[0, 0], ["a", 1]]}])
+def test_malformed_paddings_are_not_claimed(kwargs):
+    assert not tf_functions.supports("pad", kwargs, 1)
+    assert not tf_functions.supports("compat.v1.transpose", {"perm": [0, 1, 1]}, 1)
+    assert not tf_functions.supports("image.resize", {"size": [0, 4]}, 1)
+
+
+def test_a_cpu_layer_whose_config_does_not_fit_is_one_clear_error():
+    from qinspect.dpu import cpu_layers
+    from qinspect.errors import QInspectError
+
+    with pytest.raises(QInspectError, match="GroupNormalization with config .* does not apply"):
+        cpu_layers.run({"layer": "GroupNormalization", "config": {"groups": 3}},
+                       [np.zeros((2, 4, 4, 4), np.float32)], {})
+    with pytest.raises(QInspectError, match="elementwise"):
+        cpu_layers.run({"layer": "elementwise", "config": {"function": "math.abs"}},
+                       [np.zeros((2, 3), np.float32)] * 3, {})

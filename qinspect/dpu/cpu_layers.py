@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.dpu import float_ops, tf_functions
+from qinspect.errors import QInspectError, first_line
 
 F32 = np.float32
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), used by Normalization
@@ -388,7 +389,8 @@ def supports(class_name: str, cfg: dict[str, Any]) -> bool:
     if class_name == "GroupNormalization":  # channels last, whole groups
         return cfg.get("axis", -1) in (-1, None) and isinstance(cfg.get("groups", 32), int)
     if class_name == "Resizing":  # the plain resize; cropping or padding to the aspect ratio is not emulated
-        return (cfg.get("interpolation", "bilinear") in ("bilinear", "nearest") and not cfg.get("antialias")
+        return (all(isinstance(cfg.get(k), int) and cfg[k] > 0 for k in ("height", "width"))
+                and cfg.get("interpolation", "bilinear") in ("bilinear", "nearest") and not cfg.get("antialias")
                 and not cfg.get("crop_to_aspect_ratio") and not cfg.get("pad_to_aspect_ratio")
                 and cfg.get("data_format", "channels_last") in ("channels_last", None))
     if class_name in ("LSTM", "GRU", "SimpleRNN"):
@@ -415,11 +417,16 @@ def cpu_reason(class_name: str) -> str:
 def run(params: dict[str, Any], xs: list[np.ndarray], weights: dict[str, np.ndarray]) -> np.ndarray:
     """Compute a ``cpu_layer`` node in float32 from its inputs' float values and float weights."""
     layer, cfg = params["layer"], params.get("config") or {}
-    if layer == "elementwise":
-        return elementwise(xs, cfg, params.get("call_kwargs") or {})
-    if layer == "tf_function":
+    if layer == "tf_function":  # its own one-line errors
         return tf_functions.run(str(cfg.get("function", "")), [np.asarray(x, F32) for x in xs],
                                 params.get("call_kwargs") or {})
-    if layer in _MULTI_INPUT_LAYERS:
-        return _MULTI_INPUT_LAYERS[layer](xs, cfg)
-    return _LAYERS[layer](np.asarray(xs[0], F32), weights, cfg)
+    try:
+        if layer == "elementwise":
+            return elementwise(xs, cfg, params.get("call_kwargs") or {})
+        if layer in _MULTI_INPUT_LAYERS:
+            return _MULTI_INPUT_LAYERS[layer](xs, cfg)
+        return _LAYERS[layer](np.asarray(xs[0], F32), weights, cfg)
+    except (ValueError, IndexError, TypeError, KeyError, ZeroDivisionError) as exc:
+        # a config that does not fit the data or the weights (a damaged or hand-edited file)
+        raise QInspectError(f"{layer} with config {cfg} does not apply to inputs of shape "
+                            f"{', '.join(str(tuple(np.shape(x))) for x in xs)} ({first_line(exc)})") from None

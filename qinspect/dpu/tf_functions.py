@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.dpu import float_ops
-from qinspect.errors import QInspectError
+from qinspect.errors import QInspectError, first_line
 from qinspect.io.op_shapes import keras3_arguments
 
 F32 = np.float32
@@ -189,10 +189,13 @@ def _claimable(fn: str, kw: dict[str, Any], n_inputs: int) -> bool:
                 and all(d is None or d >= -1 for d in shape))
     if fn == "transpose":
         perm = kw.get("perm")
-        return isinstance(perm, list) and perm[:1] == [0] and not kw.get("conjugate")
+        return (isinstance(perm, list) and perm[:1] == [0] and not kw.get("conjugate")
+                and sorted(p for p in perm if isinstance(p, int)) == list(range(len(perm))))
     if fn == "pad":
         pads = kw.get("paddings")
-        return (isinstance(pads, list) and len(pads) >= 1 and list(pads[0]) == [0, 0]
+        return (isinstance(pads, list) and len(pads) >= 1
+                and all(isinstance(p, list) and len(p) == 2 and all(isinstance(v, int) and v >= 0 for v in p)
+                        for p in pads) and list(pads[0]) == [0, 0]
                 and str(kw.get("mode", "CONSTANT")).upper() in _PAD_MODES
                 and (kw.get("constant_values") is None or _is_number(kw.get("constant_values"))))
     if fn.startswith("reduce_"):
@@ -201,12 +204,13 @@ def _claimable(fn: str, kw: dict[str, Any], n_inputs: int) -> bool:
         return _is_number(kw.get("clip_value_min")) and _is_number(kw.get("clip_value_max"))
     if fn == "resize":
         size = kw.get("size")
-        return (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) for s in size)
+        return (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)
                 and str(kw.get("method", "bilinear")).lower() in ("bilinear", "nearest")
                 and not kw.get("antialias") and not kw.get("preserve_aspect_ratio")
                 and kw.get("data_format", "NHWC") == "NHWC")
     if fn in ("depth_to_space", "space_to_depth"):
-        return isinstance(kw.get("block_size"), int) and kw.get("data_format", "NHWC") == "NHWC"
+        return (isinstance(kw.get("block_size"), int) and kw["block_size"] >= 1
+                and kw.get("data_format", "NHWC") == "NHWC")
     if fn == "expand_dims":
         return isinstance(kw.get("axis"), int) and kw["axis"] != 0
     if fn == "squeeze":
@@ -234,5 +238,11 @@ def supports(function: str, call_kwargs: dict[str, Any], n_inputs: int) -> bool:
 
 
 def run(function: str, xs: list[np.ndarray], call_kwargs: dict[str, Any]) -> np.ndarray:
-    """The call's float32 output, as TensorFlow computes it."""
-    return np.asarray(_FUNCTIONS[_name(function)](xs, call_kwargs), F32)
+    """The call's float32 output, as TensorFlow computes it. Arguments that do not fit the data (a
+    file's paddings for another rank, a block size that does not divide the image) are one clear error."""
+    try:
+        return np.asarray(_FUNCTIONS[_name(function)](xs, call_kwargs), F32)
+    except (ValueError, IndexError, TypeError, KeyError) as exc:
+        shapes = ", ".join(str(tuple(np.shape(x))) for x in xs)
+        raise QInspectError(f"tf.{function} with {call_kwargs} does not apply to inputs of shape {shapes} "
+                            f"({first_line(exc)})") from None

@@ -370,7 +370,8 @@ def _tf_op(config: dict[str, Any], inputs: list[Shape], kwargs: dict[str, Any]) 
     if shape is not None:
         return shape
     function = str(config.get("function", ""))
-    twin = op_shapes.keras3_arguments(function, config, kwargs)
+    # a Keras 3 operation (the reader marks it with op_class): its config holds the arguments
+    twin = op_shapes.keras3_arguments(function, config, kwargs) if "op_class" in config else None
     if twin is not None:
         function, kwargs = twin
     return op_shapes.function_shape(function, inputs, kwargs)
