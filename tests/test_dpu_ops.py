@@ -353,6 +353,53 @@ def test_conv_transpose_by_hand_and_loop() -> None:
         assert np.array_equal(same, full[:, c : c + 3 * s, c : c + 4 * s])
 
 
+def test_conv_transpose_with_dilation_and_output_padding_by_the_scatter_loop() -> None:
+    # Tap (a, b) of input pixel (i, j) lands on full output (i*s + a*d, j*s + b*d); output_padding adds
+    # rows / columns past the full output that get no tap (hand-checked against Keras' sizes below).
+    rng = np.random.default_rng(12)
+    x = _rand_codes(rng, (2, 3, 4, 5))
+    w = _rand_codes(rng, (3, 2, 4, 5))  # (kh, kw, cout, cin)
+    for s, d in ((1, 2), (2, 1), (3, 1)):
+        kh_eff, kw_eff = (3 - 1) * d + 1, (2 - 1) * d + 1
+        full = np.zeros((2, 2 * s + kh_eff + 3, 3 * s + kw_eff + 3, 4), np.int64)
+        for i in range(3):
+            for j in range(4):
+                for a in range(3):
+                    for b in range(2):
+                        full[:, i * s + a * d, j * s + b * d, :] += x[:, i, j, :].astype(np.int64) @ w[a, b].T.astype(
+                            np.int64)
+        for op in ((0, 0), (1, 0), (s - 1, s - 1)) if s > 1 else ((0, 0),):
+            # valid: (in - 1) * s + k_eff + op, nothing cropped
+            valid = ops.conv2d_transpose_acc(x, w, s, "valid", d, op)
+            assert np.array_equal(valid, full[:, : 2 * s + kh_eff + op[0], : 3 * s + kw_eff + op[1]])
+            # same: (in - 1) * s + k_eff - 2 * (k_eff // 2) + op, cropped by TensorFlow's SAME padding
+            same = ops.conv2d_transpose_acc(x, w, s, "same", d, op)
+            oh, ow = 2 * s + kh_eff - 2 * (kh_eff // 2) + op[0], 3 * s + kw_eff - 2 * (kw_eff // 2) + op[1]
+            ch, cw = max(2 * s + kh_eff - oh, 0) // 2, max(3 * s + kw_eff - ow, 0) // 2
+            assert np.array_equal(same, full[:, ch : ch + oh, cw : cw + ow])
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("kwargs", [{"strides": 1, "dilation_rate": 2}, {"strides": 2, "output_padding": 1},
+                                    {"strides": 2, "padding": "same", "output_padding": 1},
+                                    {"strides": 3, "kernel_size": 4, "output_padding": (2, 0)},
+                                    {"strides": 1, "padding": "same", "dilation_rate": (2, 3)}])
+def test_float_transposed_conv_with_dilation_or_output_padding_matches_keras(tf, kwargs) -> None:
+    """Conv2DTranspose(dilation_rate=2) used to be emulated as if undilated (a wrong output size) and
+    output_padding was refused."""
+    kw = dict(kwargs)
+    k = kw.pop("kernel_size", 3)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 6, 3)).astype(np.float32)
+    layer = tf.keras.layers.Conv2DTranspose(4, k, use_bias=False, **kw)
+    want = layer(x).numpy()
+    (wt,) = layer.get_weights()
+    got = float_ops.conv2d_transpose(x, wt, None, kw["strides"], kw.get("padding", "valid"),
+                                     kw.get("dilation_rate", 1), kw.get("output_padding"))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------------
 # The real quantizer's dumps: every operator fed with dumped int8 inputs, compared bit for bit
 # ---------------------------------------------------------------------------------------------------

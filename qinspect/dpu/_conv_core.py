@@ -63,6 +63,24 @@ def pads_1d(size: int, k: int, s: int, d: int, padding: str) -> tuple[int, int, 
     raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
 
 
+def transpose_1d(size: int, k: int, s: int, d: int, padding: str, output_padding: int | None) -> tuple[int, int]:
+    """(out_size, crop_before) of a transposed convolution along one axis, as Keras sizes it and
+    TensorFlow's conv2d_transpose places it: input pixel ``i`` tap ``a`` lands on the full output
+    ``i * s + a * d`` (length ``(size - 1) * s + k_eff``); the layer keeps ``out_size`` values of it from
+    ``crop_before`` on (positions past the full length, from ``output_padding``, get only the bias)."""
+    k_eff = (k - 1) * d + 1
+    p = padding.lower()
+    if p not in ("same", "valid"):
+        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+    if output_padding is None:
+        out = size * s + max(k_eff - s, 0) if p == "valid" else size * s
+    else:
+        out = (size - 1) * s + k_eff - 2 * (k_eff // 2 if p == "same" else 0) + int(output_padding)
+    # TensorFlow pads the forward convolution of an input of length ``out`` (SAME) or not at all (VALID)
+    crop = max((size - 1) * s + k_eff - out, 0) // 2 if p == "same" else 0
+    return out, crop
+
+
 def pad_nhwc(x: np.ndarray, ph: tuple[int, int], pw: tuple[int, int], value: float = 0) -> np.ndarray:
     """Pad H and W of an NHWC array (no copy when there is nothing to pad)."""
     if ph == (0, 0) and pw == (0, 0):

@@ -242,7 +242,8 @@ class Evaluator:
             bound = self.weight_bound(node, wname, wq, pw) if chunked else None
 
             def accumulate(xq=xq, wq=wq, p=p) -> np.ndarray:  # conv2d_transpose (the others are chunked)
-                return ops.conv2d_transpose_acc(xq, wq, p["strides"], p["padding"])
+                return ops.conv2d_transpose_acc(xq, wq, p["strides"], p["padding"], p.get("dilation", (1, 1)),
+                                                p.get("output_padding"))
 
             oslot, iact, act_node = self._fused_out(node)
             if iact == "unsupported" or (oslot is None and act_node is None and node.out_slot is None
@@ -271,7 +272,8 @@ class Evaluator:
             if chunked:
                 q = _fused_kernel(op, p, xq, wq, bq, pi, pw, pb_eff, po, iact, bound)
             else:
-                q = ops.conv2d_transpose(xq, wq, bq, pi, pw, pb_eff, po, p["strides"], p["padding"], iact)
+                q = ops.conv2d_transpose(xq, wq, bq, pi, pw, pb_eff, po, p["strides"], p["padding"], iact,
+                                         p.get("dilation", (1, 1)), p.get("output_padding"))
             if act_node is not None:
                 # The conv's own (unquantized) value, for reports and dump comparison: recomputed only
                 # when asked.
@@ -383,7 +385,8 @@ class Evaluator:
             elif op == "depthwise_conv2d":
                 y = float_ops.depthwise_conv2d(x, w, b, p["strides"], p["padding"], p["dilation"])
             elif op == "conv2d_transpose":
-                y = float_ops.conv2d_transpose(x, w, b, p["strides"], p["padding"])
+                y = float_ops.conv2d_transpose(x, w, b, p["strides"], p["padding"], p.get("dilation", (1, 1)),
+                                               p.get("output_padding"))
             else:
                 y = float_ops.dense(x, w, b)
             y = np.asarray(y, F32)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qinspect.dpu._conv_core import _pair, conv_acc, depthwise_acc, pad_nhwc, windows_reduce
+from qinspect.dpu._conv_core import _pair, conv_acc, depthwise_acc, pad_nhwc, transpose_1d, windows_reduce
 
 __all__ = [
     "conv2d",
@@ -91,27 +91,27 @@ def conv2d_transpose(
     b: np.ndarray | None = None,
     strides: tuple[int, int] | int = (1, 1),
     padding: str = "valid",
+    dilation: tuple[int, int] | int = (1, 1),
+    output_padding: tuple[int, int] | int | None = None,
 ) -> np.ndarray:
-    """Conv2DTranspose, kernel (kh, kw, cout, cin); output size as Keras without output_padding."""
+    """Conv2DTranspose, kernel (kh, kw, cout, cin); output size and placement as Keras / TensorFlow
+    (:func:`qinspect.dpu._conv_core.transpose_1d`), with dilation and output_padding."""
     sh, sw = _pair(strides)
+    dh, dw = _pair(dilation)
+    oph, opw = (None, None) if output_padding is None else _pair(output_padding)
     x = _f32(x)
     w = _f32(w)
     n, h, wd, cin = x.shape
     kh, kw, cout, _ = w.shape
-    p = padding.lower()
-    if p == "valid":
-        oh, ow, ct, cl = h * sh + max(kh - sh, 0), wd * sw + max(kw - sw, 0), 0, 0
-    elif p == "same":
-        oh, ow = h * sh, wd * sw
-        ct, cl = max(kh - sh, 0) // 2, max(kw - sw, 0) // 2
-    else:
-        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
-    full = np.zeros((n, max((h - 1) * sh + kh, ct + oh), max((wd - 1) * sw + kw, cl + ow), cout), F32)
+    oh, ct = transpose_1d(h, kh, sh, dh, padding, oph)
+    ow, cl = transpose_1d(wd, kw, sw, dw, padding, opw)
+    full = np.zeros((n, max((h - 1) * sh + (kh - 1) * dh + 1, ct + oh),
+                     max((wd - 1) * sw + (kw - 1) * dw + 1, cl + ow), cout), F32)
     xf = x.reshape(-1, cin)
     for a in range(kh):
         for c in range(kw):
             contrib = (xf @ w[a, c].T).reshape(n, h, wd, cout)
-            full[:, a : a + (h - 1) * sh + 1 : sh, c : c + (wd - 1) * sw + 1 : sw, :] += contrib
+            full[:, a * dh : a * dh + (h - 1) * sh + 1 : sh, c * dw : c * dw + (wd - 1) * sw + 1 : sw, :] += contrib
     return _bias(full[:, ct : ct + oh, cl : cl + ow, :], b)
 
 

@@ -168,10 +168,8 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
         p.update(layer=cls, config=cfg, reason=cpu_layers.cpu_reason(cls))
         return node
     if cls in _CONV_CLASSES and (cpu_layers.conv_groups(cfg) > 1
-                                 or cfg.get("data_format", "channels_last") == "channels_first"
-                                 or cfg.get("output_padding") not in (None, [0, 0], (0, 0))):
-        p["class_name"] = (f"{cls} with groups={cfg.get('groups')}, data_format={cfg.get('data_format')}, "
-                           f"output_padding={cfg.get('output_padding')}")
+                                 or cfg.get("data_format", "channels_last") == "channels_first"):
+        p["class_name"] = f"{cls} with groups={cfg.get('groups')}, data_format={cfg.get('data_format')}"
         return node
     if cls in _CONV_CLASSES:
         node.op = _CONV_CLASSES[cls]
@@ -180,8 +178,9 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
             p["strides"] = _pair(cfg.get("strides"))
             p["padding"] = str(cfg.get("padding", "valid")).lower()
             p["dilation"] = _pair(cfg.get("dilation_rate"))
-        if node.op == "conv2d_transpose":
-            p["output_padding"] = cfg.get("output_padding")
+        if node.op == "conv2d_transpose":  # None: Keras' own output size; else extra rows / columns
+            op = cfg.get("output_padding")
+            p["output_padding"] = None if op is None else _pair(op)
         if node.op == "depthwise_conv2d":
             p["depth_multiplier"] = int(cfg.get("depth_multiplier", 1))
     elif cls == "ReLU":

@@ -23,6 +23,7 @@ from qinspect.dpu._conv_core import (
     depthwise_acc,
     gemm_exact,
     l1_bound,
+    transpose_1d,
     windows_reduce,
 )
 from qinspect.dpu.fixed_point import QMAX, QMIN, shift_round_half_up
@@ -366,12 +367,15 @@ def conv2d_transpose_acc(
     wq: np.ndarray,
     strides: tuple[int, int] | int = (1, 1),
     padding: str = "valid",
+    dilation: tuple[int, int] | int = (1, 1),
+    output_padding: tuple[int, int] | int | None = None,
 ) -> np.ndarray:
     """Exact int64 accumulator of a Conv2DTranspose; kernel ``(kh, kw, cout, cin)`` (Keras).
 
-    Output size as Keras (no output_padding): 'valid' ``in * s + max(k - s, 0)``, 'same' ``in * s``.
-    Input pixel (i, j) tap (a, b) lands on full-output (i*s + a, j*s + b); 'same' then crops
-    ``max(k - s, 0) // 2`` from the top/left, as TensorFlow's conv2d_transpose does.
+    Output size as Keras: without output_padding 'valid' ``in * s + max(k_eff - s, 0)``, 'same'
+    ``in * s`` (``k_eff = (k - 1) * d + 1``). Input pixel (i, j) tap (a, b) lands on full-output
+    (i*s + a*d, j*s + b*d); 'same' then crops from the top/left as TensorFlow's conv2d_transpose does
+    (:func:`qinspect.dpu._conv_core.transpose_1d`).
     Range: each output sums at most ceil(kh/s)*ceil(kw/s)*cin products of <= 2^14; every GEMM sums cin
     terms (chunked above 1024), the scatter adds are int64.
     """
@@ -382,17 +386,12 @@ def conv2d_transpose_acc(
     kh, kw, cout, cin_w = w.shape
     if cin_w != cin:
         raise ValueError(f"transposed kernel expects {cin_w} input channels, input has {cin}")
-    p = padding.lower()
-    if p not in ("same", "valid"):
-        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
-    full_h = (h - 1) * sh + kh
-    full_w = (wd - 1) * sw + kw
-    if p == "valid":
-        oh, ow = h * sh + max(kh - sh, 0), wd * sw + max(kw - sw, 0)
-        ct, cl = 0, 0
-    else:
-        oh, ow = h * sh, wd * sw
-        ct, cl = max(kh - sh, 0) // 2, max(kw - sw, 0) // 2
+    dh, dw = _pair(dilation)
+    oph, opw = (None, None) if output_padding is None else _pair(output_padding)
+    oh, ct = transpose_1d(h, kh, sh, dh, padding, oph)
+    ow, cl = transpose_1d(wd, kw, sw, dw, padding, opw)
+    full_h = (h - 1) * sh + (kh - 1) * dh + 1
+    full_w = (wd - 1) * sw + (kw - 1) * dw + 1
     full = np.zeros((n, max(full_h, ct + oh), max(full_w, cl + ow), cout), dtype=np.int64)
     xf = x.reshape(n * h * wd, cin)
     for a in range(kh):
@@ -400,7 +399,7 @@ def conv2d_transpose_acc(
             wt = np.ascontiguousarray(w[a, b].T)  # (cin, cout)
             contrib = gemm_exact(xf, wt, cin <= 1024 or l1_bound(wt) <= 2**24)
             contrib = contrib.astype(np.int64).reshape(n, h, wd, cout)
-            full[:, a : a + (h - 1) * sh + 1 : sh, b : b + (wd - 1) * sw + 1 : sw, :] += contrib
+            full[:, a * dh : a * dh + (h - 1) * sh + 1 : sh, b * dw : b * dw + (wd - 1) * sw + 1 : sw, :] += contrib
     return full[:, ct : ct + oh, cl : cl + ow, :]
 
 
@@ -415,9 +414,11 @@ def conv2d_transpose(
     strides: tuple[int, int] | int = (1, 1),
     padding: str = "valid",
     act: str | None = None,
+    dilation: tuple[int, int] | int = (1, 1),
+    output_padding: tuple[int, int] | int | None = None,
 ) -> np.ndarray:
     """DPU Conv2DTranspose (same output stage as conv2d)."""
-    acc = conv2d_transpose_acc(xq, wq, strides, padding)
+    acc = conv2d_transpose_acc(xq, wq, strides, padding, dilation, output_padding)
     return output_stage(acc, bq, pi, pw, pb, po, act)
 
 
