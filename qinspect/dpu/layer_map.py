@@ -13,6 +13,7 @@ import numpy as np
 
 from qinspect.dpu import cpu_layers, float_ops, tf_functions
 from qinspect.dpu.dpu_graph import Node
+from qinspect.io.op_shapes import keras3_arguments
 
 LEAKY_DPU_ALPHA = 26.0 / 256.0
 
@@ -134,7 +135,7 @@ def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any], keras_o
         node.op = "cpu_layer"
         p.update(layer="elementwise", config=dict(cfg), call_kwargs=dict(call_kwargs),
                  reason=cpu_layers.cpu_reason("elementwise") + f" ({fn})")
-    elif keras_op and (twin := tf_functions.from_keras3(fn, cfg, call_kwargs)) is not None \
+    elif keras_op and (twin := keras3_arguments(fn, cfg, call_kwargs)) is not None \
             and tf_functions.supports(twin[0], twin[1], len(node.inputs)):
         node.op = "cpu_layer"
         p.update(layer="tf_function", config={**cfg, "function": twin[0]}, call_kwargs=twin[1],

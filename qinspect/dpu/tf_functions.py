@@ -20,7 +20,6 @@ import numpy as np
 
 from qinspect.dpu import float_ops
 from qinspect.errors import QInspectError, first_line
-from qinspect.io.op_shapes import keras3_arguments
 
 F32 = np.float32
 
@@ -37,11 +36,9 @@ def _axes(axis: Any) -> list[int] | None:
     return [int(a) for a in items] if all(isinstance(a, int) for a in items) else None
 
 
-def _keeps_batch(axes: list[int] | None, rank: int | None = None) -> bool:
-    """True when no axis is the batch axis (0, or -rank)."""
-    if axes is None:
-        return False
-    return all(a != 0 and (rank is None or a != -rank) for a in axes)
+def _keeps_batch(axes: list[int] | None) -> bool:
+    """True when no axis given is 0 (a negative one is checked against the data's rank when run)."""
+    return axes is not None and all(a != 0 for a in axes)
 
 
 # --------------------------------------------------------------------------------------- the functions
@@ -222,13 +219,6 @@ def _claimable(fn: str, kw: dict[str, Any], n_inputs: int) -> bool:
         return (bool(spec) and isinstance(first, dict) and all(first.get(k) is None for k in ("start", "stop", "step"))
                 and all(_slice_entry_ok(e) for e in spec))
     return False
-
-
-def from_keras3(function: str, config: dict[str, Any],
-                call_kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """A Keras 3 operation as the TensorFlow function this module runs, with that function's arguments
-    (None: not one of them); the translation is the file reader's (:mod:`qinspect.io.op_shapes`)."""
-    return keras3_arguments(function, config, call_kwargs)
 
 
 def supports(function: str, call_kwargs: dict[str, Any], n_inputs: int) -> bool:
