@@ -170,3 +170,11 @@ def test_a_cpu_layer_whose_config_does_not_fit_is_one_clear_error():
     with pytest.raises(QInspectError, match="elementwise"):
         cpu_layers.run({"layer": "elementwise", "config": {"function": "math.abs"}},
                        [np.zeros((2, 3), np.float32)] * 3, {})
+
+
+def test_every_function_the_emulator_runs_has_a_shape_rule():
+    """The reader's shape rules and the emulator's functions cover the same calls (the tree shows a
+    shape for every function the emulator runs)."""
+    from qinspect.io import op_shapes
+
+    assert set(tf_functions._FUNCTIONS) == set(op_shapes._FUNCTIONS)
