@@ -43,6 +43,19 @@ def _keeps_batch(axes: list[int] | None) -> bool:
 
 # --------------------------------------------------------------------------------------- the functions
 
+_Function = Callable[[list[np.ndarray], dict[str, Any]], np.ndarray]
+_FUNCTIONS: dict[str, _Function] = {}  # function name (the last part of TensorFlow's) -> computation
+
+
+def _runs(*names: str) -> Callable[[_Function], _Function]:
+    """Register the decorated computation for these TensorFlow function names."""
+    def register(fn: _Function) -> _Function:
+        for name in names:
+            _FUNCTIONS[name] = fn
+        return fn
+
+    return register
+
 
 def _batch_axis_untouched(axes: Any, rank: int, what: str) -> tuple[int, ...]:
     """``axes`` as non-negative ints; one clear error when one of them is the samples' axis (a negative
@@ -53,11 +66,13 @@ def _batch_axis_untouched(axes: Any, rank: int, what: str) -> tuple[int, ...]:
     return resolved
 
 
+@_runs("concat")
 def _concat(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
     (axis,) = _batch_axis_untouched(kw["axis"], np.ndim(xs[0]), "tf.concat")
     return np.concatenate([np.asarray(x, F32) for x in xs], axis=axis)
 
 
+@_runs("reshape")
 def _reshape(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
     x = np.asarray(xs[0], F32)
     y = np.reshape(x, [-1 if d is None else int(d) for d in kw["shape"]])
@@ -67,6 +82,7 @@ def _reshape(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
     return y
 
 
+@_runs("transpose")
 def _transpose(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
     return np.transpose(np.asarray(xs[0], F32), [int(a) for a in kw["perm"]])
 
@@ -74,6 +90,7 @@ def _transpose(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
 _PAD_MODES = {"CONSTANT": "constant", "REFLECT": "reflect", "SYMMETRIC": "symmetric"}
 
 
+@_runs("pad")
 def _pad(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
     mode = _PAD_MODES[str(kw.get("mode", "CONSTANT")).upper()]
     widths = [(int(a), int(b)) for a, b in kw["paddings"]]
@@ -93,10 +110,16 @@ def _reduce(op: str) -> Callable[[list[np.ndarray], dict[str, Any]], np.ndarray]
     return run
 
 
+for _op in ("reduce_mean", "reduce_max", "reduce_min", "reduce_sum"):
+    _FUNCTIONS[_op] = _reduce(_op)
+
+
+@_runs("clip_by_value")
 def _clip(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
     return np.clip(np.asarray(xs[0], F32), F32(kw["clip_value_min"]), F32(kw["clip_value_max"]))
 
 
+@_runs("resize")
 def _resize(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
     height, width = (int(s) for s in kw["size"])
     method = str(kw.get("method", "bilinear")).lower()
@@ -104,6 +127,7 @@ def _resize(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
     return resize(xs[0], height, width)
 
 
+@_runs("depth_to_space")
 def _depth_to_space(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
     x = np.asarray(xs[0], F32)
     n, h, w, c = x.shape
@@ -111,6 +135,7 @@ def _depth_to_space(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
     return x.reshape(n, h, w, b, b, c // (b * b)).transpose(0, 1, 3, 2, 4, 5).reshape(n, h * b, w * b, c // (b * b))
 
 
+@_runs("space_to_depth")
 def _space_to_depth(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
     x = np.asarray(xs[0], F32)
     n, h, w, c = x.shape
@@ -118,10 +143,12 @@ def _space_to_depth(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
     return x.reshape(n, h // b, b, w // b, b, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // b, w // b, b * b * c)
 
 
+@_runs("expand_dims")
 def _expand_dims(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
     return np.expand_dims(np.asarray(xs[0], F32), int(kw["axis"]))
 
 
+@_runs("squeeze")
 def _squeeze(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
     x = np.asarray(xs[0], F32)
     return np.squeeze(x, axis=_batch_axis_untouched(kw.get("axis"), x.ndim, "tf.squeeze"))
@@ -133,26 +160,13 @@ def _slice_of(entry: Any) -> slice | int:
     return int(entry)
 
 
+@_runs("getitem")
 def _getitem(xs: list[np.ndarray], kw: dict[str, Any]) -> np.ndarray:
     spec = kw["slice_spec"]
     spec = spec if isinstance(spec, list) else [spec]
     return np.asarray(xs[0], F32)[tuple(_slice_of(e) for e in spec)]
 
 
-_FUNCTIONS: dict[str, Callable[[list[np.ndarray], dict[str, Any]], np.ndarray]] = {
-    "concat": _concat,
-    "reshape": _reshape,
-    "transpose": _transpose,
-    "pad": _pad,
-    **{op: _reduce(op) for op in ("reduce_mean", "reduce_max", "reduce_min", "reduce_sum")},
-    "clip_by_value": _clip,
-    "resize": _resize,
-    "depth_to_space": _depth_to_space,
-    "space_to_depth": _space_to_depth,
-    "expand_dims": _expand_dims,
-    "squeeze": _squeeze,
-    "getitem": _getitem,
-}
 
 
 # ---------------------------------------------------------------------------------- what is claimed
