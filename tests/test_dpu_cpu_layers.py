@@ -186,6 +186,25 @@ def test_more_float_layers_equal_tensorflow(K, cls, kwargs):
     np.testing.assert_allclose(cpu_layers.run({"layer": cls, "config": cfg}, [x], w), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("shapes", "kwargs"), [
+    (((3, 7), (3, 7)), {"axes": 1}),
+    (((3, 7), (3, 7)), {"axes": -1, "normalize": True}),  # cosine similarity
+    (((3, 4, 6), (3, 5, 6)), {"axes": 2}),
+    (((3, 4, 6), (3, 4, 5)), {"axes": (1, 1)}),
+])
+def test_dot_equals_tensorflow(K, shapes, kwargs):
+    from qinspect.io.shapes import infer_output_shape
+
+    xs = [RNG.normal(size=s).astype(np.float32) for s in shapes]
+    layer = K.layers.Dot(**kwargs)
+    want = np.asarray(layer(xs))
+    cfg = layer.get_config()
+    assert cpu_layers.supports("Dot", cfg)
+    np.testing.assert_allclose(cpu_layers.run({"layer": "Dot", "config": cfg}, xs, {}), want, rtol=1e-5, atol=1e-6)
+    assert infer_output_shape("Dot", cfg, [[None, *s[1:]] for s in shapes]) == [None, *want.shape[1:]]
+    assert not cpu_layers.supports("Dot", {"axes": [0, 1]})
+
+
 def test_repeat_vector_equals_tensorflow(K):
     x = RNG.normal(size=(3, 7)).astype(np.float32)
     layer = K.layers.RepeatVector(4)

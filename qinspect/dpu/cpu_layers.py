@@ -367,9 +367,38 @@ _LAYERS: dict[str, Callable[[np.ndarray, dict[str, np.ndarray], dict[str, Any]],
 
 _POOLING_1D = ("MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D", "GlobalAveragePooling1D")
 
+def _dot_axes(cfg: dict[str, Any]) -> tuple[int, int] | None:
+    axes = cfg.get("axes")
+    pair = [axes, axes] if isinstance(axes, int) else axes
+    if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(a, int) for a in pair)):
+        return None
+    return int(pair[0]), int(pair[1])
+
+
+def dot(xs: list[np.ndarray], cfg: dict[str, Any]) -> np.ndarray:
+    """Keras ``Dot``: per sample, the first input's axis ``axes[0]`` contracted with the second's
+    ``axes[1]`` (after L2-normalising both along them with ``normalize``, a cosine similarity); a
+    contraction that leaves nothing per sample gives shape (samples, 1), as Keras' ``batch_dot``."""
+    if len(xs) != 2:
+        raise ValueError(f"Dot takes two tensors, got {len(xs)}")
+    a, b = (np.asarray(x, np.float64) for x in xs)
+    axes = _dot_axes(cfg)
+    if axes is None:
+        raise ValueError(f"axes {cfg.get('axes')!r}")
+    ia, ib = axes[0] % a.ndim, axes[1] % b.ndim
+    if 0 in (ia, ib):
+        raise ValueError("axes 0 is the samples' axis")
+    if cfg.get("normalize"):
+        a = a / np.sqrt(np.maximum(np.sum(a * a, axis=ia, keepdims=True), 1e-12))
+        b = b / np.sqrt(np.maximum(np.sum(b * b, axis=ib, keepdims=True), 1e-12))
+    out = np.stack([np.tensordot(s, t, axes=(ia - 1, ib - 1)) for s, t in zip(a, b, strict=True)])
+    return (out.reshape(len(out), 1) if out.ndim == 1 else out).astype(F32)
+
+
 # Layers that take every input tensor (a list), not one.
 _MULTI_INPUT_LAYERS: dict[str, Callable[[list[np.ndarray], dict[str, Any]], np.ndarray]] = {
     "CustomScaleLayer": custom_scale,
+    "Dot": dot,
 }
 
 
@@ -378,6 +407,9 @@ def supports(class_name: str, cfg: dict[str, Any]) -> bool:
     if class_name == "CustomScaleLayer":
         scale = cfg.get("scale")
         return isinstance(scale, int | float) and not isinstance(scale, bool)
+    if class_name == "Dot":
+        axes = _dot_axes(cfg)
+        return axes is not None and 0 not in axes
     if class_name not in _LAYERS:
         return False
     if class_name == "Conv2D":  # only the grouped form is a CPU layer

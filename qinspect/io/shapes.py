@@ -384,6 +384,16 @@ def _resizing(config: dict[str, Any], inputs: list[Shape], _kw: dict[str, Any]) 
     return [shape[0], int(config["height"]), int(config["width"]), shape[3]]
 
 
+def _dot(config: dict[str, Any], inputs: list[Shape], _kw: dict[str, Any]) -> Shape | None:
+    """Keras ``Dot`` (``batch_dot``): the inputs' other axes, in order; (samples, 1) when none is left."""
+    a, b = inputs
+    axes = config["axes"]
+    ia, ib = ((axes, axes) if isinstance(axes, int) else axes)
+    ia, ib = int(ia) % len(a), int(ib) % len(b)
+    rest = [d for i, d in enumerate(a) if i not in (0, ia)] + [d for i, d in enumerate(b) if i not in (0, ib)]
+    return [a[0], *(rest or [1])]
+
+
 def _repeat_vector(config: dict[str, Any], inputs: list[Shape], _kw: dict[str, Any]) -> Shape | None:
     shape = inputs[0]
     return [shape[0], int(config["n"]), *shape[1:]] if len(shape) == 2 else None
@@ -438,6 +448,7 @@ _RULES: dict[str, _Rule] = {
     "KerasOp": _tf_op,
     "Resizing": _resizing,
     "RepeatVector": _repeat_vector,
+    "Dot": _dot,
     "LSTM": _recurrent,
     "GRU": _recurrent,
     "SimpleRNN": _recurrent,
