@@ -23,28 +23,43 @@ def _axes(axis: Any, rank: int) -> list[int] | None:
     return sorted(int(a) % rank for a in items)
 
 
-def _concat(inputs: list[Shape], kw: dict[str, Any]) -> Shape | None:
+def concat_shape(inputs: list[Shape], axis: int) -> Shape | None:
+    """Shapes joined along ``axis`` (Keras ``Concatenate``, ``tf.concat``); an unknown size elsewhere is
+    taken from another input that knows it."""
     rank = len(inputs[0])
     if any(len(s) != rank for s in inputs):
         return None
-    axis = int(kw["axis"]) % rank
+    axis = int(axis) % rank
     out = list(inputs[0])
     sizes = [s[axis] for s in inputs]
     out[axis] = None if any(v is None for v in sizes) else sum(v for v in sizes if v is not None)
+    for i in range(rank):
+        if i != axis and out[i] is None:
+            out[i] = next((s[i] for s in inputs if s[i] is not None), None)
     return out
 
 
+def reshape_shape(shape: Shape, target: list[int | None]) -> Shape:
+    """``shape`` (samples first) reshaped to ``target`` (without the samples' axis; Keras ``Reshape``):
+    one -1 (or None) in it is inferred when every size is known."""
+    inner: list[int | None] = [-1 if d is None else int(d) for d in target]
+    rest = shape[1:]
+    if -1 in inner:
+        known = math.prod(d for d in inner if d is not None and d != -1)
+        if any(d is None for d in rest) or known == 0:
+            return [shape[0], *[None if d == -1 else d for d in inner]]
+        inner[inner.index(-1)] = math.prod(d for d in rest if d is not None) // known
+    return [shape[0], *inner]
+
+
+def _concat(inputs: list[Shape], kw: dict[str, Any]) -> Shape | None:
+    return concat_shape(inputs, kw["axis"])
+
+
 def _reshape(inputs: list[Shape], kw: dict[str, Any]) -> Shape | None:
-    target: Shape = [None if d is None or d == -1 else int(d) for d in kw["shape"]]
-    rest = inputs[0][1:]
-    if target[0] is not None:  # a fixed batch size: leave it unknown rather than guess
+    if kw["shape"][0] not in (-1, None):  # a fixed batch size: leave it unknown rather than guess
         return None
-    inner = target[1:]
-    if None in inner:
-        known = [d for d in inner if d is not None]
-        if not any(d is None for d in rest) and known:
-            inner[inner.index(None)] = math.prod(d for d in rest if d is not None) // math.prod(known)
-    return [inputs[0][0], *inner]
+    return reshape_shape(inputs[0], kw["shape"][1:])
 
 
 def _transpose(inputs: list[Shape], kw: dict[str, Any]) -> Shape | None:

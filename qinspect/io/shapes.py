@@ -177,15 +177,7 @@ def _flatten(config: dict[str, Any], inputs: list[Shape], _kw: dict[str, Any]) -
 
 
 def _reshape(config: dict[str, Any], inputs: list[Shape], _kw: dict[str, Any]) -> Shape | None:
-    target = [int(d) for d in config["target_shape"]]
-    rest = inputs[0][1:]
-    if -1 in target:
-        known = math.prod(d for d in target if d != -1)
-        if any(d is None for d in rest) or known == 0:
-            target = [None if d == -1 else d for d in target]  # type: ignore[misc]
-        else:
-            target[target.index(-1)] = math.prod(rest) // known  # type: ignore[arg-type]
-    return [inputs[0][0], *target]
+    return op_shapes.reshape_shape(inputs[0], [int(d) for d in config["target_shape"]])
 
 
 def _permute(config: dict[str, Any], inputs: list[Shape], _kw: dict[str, Any]) -> Shape | None:
@@ -232,18 +224,7 @@ def _upsample(rank: int) -> _Rule:
 
 
 def _concatenate(config: dict[str, Any], inputs: list[Shape], _kw: dict[str, Any]) -> Shape | None:
-    axis = int(config.get("axis", -1))
-    rank = len(inputs[0])
-    if any(len(s) != rank for s in inputs):
-        return None
-    axis = axis % rank
-    out = list(inputs[0])
-    sizes = [s[axis] for s in inputs]
-    out[axis] = None if any(v is None for v in sizes) else sum(sizes)  # type: ignore[arg-type]
-    for i in range(rank):
-        if i != axis and out[i] is None:
-            out[i] = next((s[i] for s in inputs if s[i] is not None), None)
-    return out
+    return op_shapes.concat_shape(inputs, int(config.get("axis", -1)))
 
 
 def broadcast(shapes: Sequence[Sequence[int | None]]) -> Shape | None:
