@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.dpu import float_ops, tf_functions
+from qinspect.dpu._conv_core import _pair
 from qinspect.errors import QInspectError, first_line
 
 F32 = np.float32
@@ -155,18 +156,14 @@ def global_pooling1d(x: np.ndarray, cfg: dict[str, Any], op: str) -> np.ndarray:
     return (np.max(x, axis=1, keepdims=keep) if op == "max" else np.mean(x, axis=1, keepdims=keep, dtype=F32))
 
 
-def _pair1d(v: Any) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int | np.integer) else (int(v[0]), int(v[1]))
-
-
 def zero_padding1d(x: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
     """Keras ``ZeroPadding1D``: zeros before and after the steps."""
-    return np.pad(np.asarray(x, F32), ((0, 0), _pair1d(cfg.get("padding", 1)), (0, 0)))
+    return np.pad(np.asarray(x, F32), ((0, 0), _pair(cfg.get("padding", 1)), (0, 0)))
 
 
 def cropping1d(x: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
     """Keras ``Cropping1D``: steps cut from the start and the end."""
-    a, b = _pair1d(cfg.get("cropping", (1, 1)))
+    a, b = _pair(cfg.get("cropping", (1, 1)))
     return np.asarray(x, F32)[:, a:x.shape[1] - b]
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.dpu import cpu_layers, float_ops, ops
+from qinspect.dpu._conv_core import _pair
 from qinspect.dpu.dpu_graph import CONV_OPS, TRANSPARENT_OPS, DpuGraph, Node, Slot
 from qinspect.dpu.fixed_point import Round, dequantize, quantize
 from qinspect.errors import QInspectError
@@ -494,8 +495,8 @@ class Evaluator:
         if op == "upsample":
             how = p.get("interpolation", "nearest")
             if how == "bilinear":  # a CPU layer: float32 on the dequantized input, then its output position
-                sh, sw = p["size"] if isinstance(p["size"], list | tuple) else (p["size"], p["size"])
-                y = float_ops.resize_bilinear(x, x.shape[1] * int(sh), x.shape[2] * int(sw))
+                sh, sw = _pair(p["size"])
+                y = float_ops.resize_bilinear(x, x.shape[1] * sh, x.shape[2] * sw)
                 return self.quant_value(y, node.out_slot)
             if how != "nearest":
                 raise QInspectError(f"{node.name}: UpSampling2D interpolation '{how}' is not emulated")

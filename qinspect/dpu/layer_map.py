@@ -139,13 +139,11 @@ def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any], keras_o
             and tf_functions.supports(twin[0], twin[1], len(node.inputs)):
         node.op = "cpu_layer"
         p.update(layer="tf_function", config={**cfg, "function": twin[0]}, call_kwargs=twin[1],
-                 reason=f"Keras operation {fn} is not in the Vitis pof2s quantizer's layer registry: it stays "
-                        "float, on the CPU")
+                 reason=cpu_layers.cpu_reason(f"Keras operation {fn}"))
     elif tf_functions.supports(fn, call_kwargs, len(node.inputs)):
         node.op = "cpu_layer"
         p.update(layer="tf_function", config=dict(cfg), call_kwargs=dict(call_kwargs),
-                 reason=f"TensorFlow function {fn} is not in the Vitis pof2s quantizer's layer registry: it stays "
-                        "float, on the CPU")
+                 reason=cpu_layers.cpu_reason(f"TensorFlow function {fn}"))
     else:
         p["class_name"] = f"{'KerasOp' if keras_op else 'TFOpLambda'}({fn})"
 
