@@ -19,6 +19,7 @@ import numpy as np
 
 from qinspect.analysis.decisions import Top1Tally, is_classifier_output
 from qinspect.analysis.metrics import ErrorStats
+from qinspect.analysis.sensitivity import display_name
 from qinspect.dpu.dpu_graph import DpuGraph
 from qinspect.dpu.executor import Evaluator
 from qinspect.errors import QInspectError
@@ -31,25 +32,25 @@ HIDDEN_GAP_TOP1 = 0.05
 
 def output_layer(graph: DpuGraph, node_name: str) -> str:
     """The float model's layer an output node stands for (the name users see in the tree)."""
-    origin = getattr(graph[node_name], "origin", None) or []
-    return origin[-1] if origin else node_name
+    return display_name(graph[node_name])
 
 
-def resolve_outputs(graph: DpuGraph, names: Iterable[str]) -> list[str]:
+def resolve_outputs(graph: DpuGraph, names: Iterable[str], path: str | None = None) -> list[str]:
     """Output node names for ``names`` (float-model layer names or node names), in the graph's order.
 
-    Raises :class:`QInspectError` naming the model's outputs when a name is not one of them."""
+    Raises :class:`QInspectError` (about the file ``path``) naming the model's outputs when a name is not
+    one of them."""
     by_name: dict[str, str] = {}
     for node_name in graph.outputs:
         by_name[node_name] = node_name
         by_name.setdefault(output_layer(graph, node_name), node_name)
     wanted = [n.strip() for n in names if n.strip()]
     if not wanted:
-        raise QInspectError("--outputs names no output")
+        raise QInspectError("--outputs names no output", path)
     unknown = [n for n in wanted if n not in by_name]
     if unknown:
         known = ", ".join(output_layer(graph, o) for o in graph.outputs)
-        raise QInspectError(f"{unknown[0]!r} is not an output of the model (its outputs: {known})")
+        raise QInspectError(f"{unknown[0]!r} is not an output of the model (its outputs: {known})", path)
     chosen = {by_name[n] for n in wanted}
     return [o for o in graph.outputs if o in chosen]
 

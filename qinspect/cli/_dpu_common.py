@@ -130,12 +130,7 @@ def chosen_outputs(graph: Any, names: str | None, model_path: str) -> list[str] 
     """The ``--outputs`` names as output node names (None: all); one-line error naming the model's outputs."""
     from qinspect.analysis.outputs import resolve_outputs
 
-    if names is None:
-        return None
-    try:
-        return resolve_outputs(graph, names.split(","))
-    except QInspectError as exc:
-        raise QInspectError(exc.message, model_path) from None
+    return None if names is None else resolve_outputs(graph, names.split(","), model_path)
 
 
 def add_quantizer_option_args(parser: argparse.ArgumentParser) -> None:

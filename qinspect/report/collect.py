@@ -620,12 +620,8 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
     has_acts = isinstance(source, Capture)
     captured = set(source.layers_with_activations()) if has_acts else set()
     warnings = list(em.warnings)
-    chosen = None
-    if outputs is not None and dpu is not None:  # checked even without a diagnosis: a wrong name is a typo
-        try:
-            chosen = resolve_outputs(dpu, outputs)
-        except QInspectError as exc:
-            raise QInspectError(exc.message, path) from None
+    # checked even without a diagnosis: a wrong name is a typo
+    chosen = resolve_outputs(dpu, outputs, path) if outputs is not None and dpu is not None else None
     if diagnose:
         try:
             diag = _diagnose(source, em, eval_cap, warnings, max_samples, progress, sensitivity, labels, chosen)
