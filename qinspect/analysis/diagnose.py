@@ -40,7 +40,14 @@ from qinspect.analysis.findings import Branch, Finding, ev
 from qinspect.analysis.hw_vs_sim import hw_vs_sim_finding, sim_vs_dpu
 from qinspect.analysis.metrics import ErrorStats, json_safe
 from qinspect.analysis.option_remedies import OptionTrials, candidate_options
-from qinspect.analysis.outputs import OutputFigure, focused, hidden_output_warning, measure_outputs, output_layer
+from qinspect.analysis.outputs import (
+    OutputFigure,
+    focused,
+    hidden_output_warning,
+    measure_outputs,
+    output_figures,
+    output_layer,
+)
 from qinspect.analysis.sensitivity import (
     HOW,
     LayerSensitivity,
@@ -382,9 +389,8 @@ def diagnose(
     agree, compared = sens.top1
     accuracy = _accuracy(graph, sens, labels) if labels is not None else None
     near_ties = _near_tie_warning(graph, sens)
+    figures = _output_figures(whole, graph, sens, sens_sample, mode)
     sens.runner = None  # the walks' memory goes now
-    figures = (measure_outputs(whole, sens_sample, mode, weighed=graph.outputs) if len(whole.outputs) > 1
-               else [])
     return Diagnosis(
         findings=kept,
         sensitivity=sens.layers,
@@ -407,6 +413,18 @@ def diagnose(
                                                     agree / compared if compared else None),
         advice=_advice(kept, sens.output.sqnr_db, agree / compared if compared else None),
     )
+
+
+def _output_figures(whole: DpuGraph, graph: DpuGraph, sens: SensitivityResult, sample: dict[str, np.ndarray],
+                    mode: str) -> list[OutputFigure]:
+    """Each output's own figures, for a model with several: from the sensitivity pass's walks when they
+    hold every output (the whole model, all samples in one batch), else from a float and a quantized walk
+    of the whole model."""
+    if len(whole.outputs) < 2:
+        return []
+    if sens.runner is not None and graph is whole:
+        return output_figures(whole, sens.runner.ref, sens.runner.base)
+    return measure_outputs(whole, sample, mode, weighed=graph.outputs)
 
 
 def _focused_rebuild(rebuild: Callable[[dict[str, Any]], DpuGraph],
