@@ -244,26 +244,22 @@ class Row:
     merged_into: list[Any] = field(default_factory=list)
 
 
-def _rows(graph: ModelGraph, lmap: LayerMap | None, dpu: Any) -> list[Row]:
+def _rows(graph: ModelGraph, lmap: LayerMap | None) -> list[Row]:
+    """The float model's layers in their own (topological) order, the table's index; a node the
+    quantizer made goes right after the row of the layer feeding it."""
     leaves = graph.leaves()
-    if lmap is None:
-        return [Row(layer.name, layer.class_name, layer) for layer in leaves]
-    order = {n.name: i for i, n in enumerate(dpu.nodes)}
-    keyed: list[tuple[float, int, Row]] = []
-    last = -1.0
-    for seq, layer in enumerate(leaves):
-        node = lmap.standing.get(layer.name)
-        merged = lmap.merged_into.get(layer.name, [])
-        if node is not None:
-            last = float(order[node.name])
-        elif merged:
-            last = float(max(order[n.name] for n in merged))
-        keyed.append((last, seq, Row(layer.name, layer.class_name, layer, node, merged)))
+    rows = [Row(layer.name, layer.class_name, layer, lmap.standing.get(layer.name) if lmap else None,
+                lmap.merged_into.get(layer.name, []) if lmap else []) for layer in leaves]
+    if lmap is None or not lmap.unowned:
+        return rows
+    after: dict[str | None, list[Row]] = {}
     for node in lmap.unowned:
-        keyed.append((order[node.name] + 0.5, len(keyed), Row(node.name, f"{node.op} (made by the quantizer)",
-                                                              None, node)))
-    keyed.sort(key=lambda t: (t[0], t[1]))
-    return [r for _, _, r in keyed]
+        feeding = lmap.owner_of.get(node.inputs[0]) if node.inputs else None
+        after.setdefault(feeding, []).append(Row(node.name, f"{node.op} (made by the quantizer)", None, node))
+    out = list(after.pop(None, []))
+    for row in rows:
+        out += [row, *after.pop(row.name, [])]
+    return out + [r for made in after.values() for r in made]
 
 
 def _node_positions(dpu: Any, node: Any) -> dict[str, Any]:
@@ -615,7 +611,7 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
               outputs: Sequence[str] | None = None) -> Report:
     dpu = em.graph
     lmap = map_layers([lay.name for lay in graph.leaves()], dpu) if dpu is not None else None
-    all_rows = _rows(graph, lmap, dpu)
+    all_rows = _rows(graph, lmap)
     rows = _select(all_rows, layer, path)
     has_acts = isinstance(source, Capture)
     captured = set(source.layers_with_activations()) if has_acts else set()
@@ -681,8 +677,18 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
             [(s.isolated or {}).get("sqnr_db") for s in sections],
             [(s.accumulated or {}).get("sqnr_db") for s in sections],
             inbound={lay.name: lay.inbound for lay in graph.leaves()},
+            x=_table_x(sections),
         ))
     return report
+
+
+def _table_x(sections: list[LayerSection]) -> list[float]:
+    """Each row's x in a per-layer figure: its index in the table; a node the quantizer made sits half
+    a step after the row before it."""
+    xs: list[float] = []
+    for sec in sections:
+        xs.append(float(sec.index) if sec.index is not None else (xs[-1] if xs else -1.0) + 0.5)
+    return xs
 
 
 def _section(row: Row, i: int, leaf_index: dict[str, int], source: Any, em: Emulation, lmap: LayerMap | None,
@@ -727,6 +733,7 @@ def _section(row: Row, i: int, leaf_index: dict[str, int], source: Any, em: Emul
     )
     if row.name in captured:
         inp.float_summary = summarize_float(_batches(source, row.name, max_samples), positions.get("output"))
-    return layer_section(inp, f"L{i}")
+    # figures are named after the table's index, so L12-* belongs to the layer numbered 12
+    return layer_section(inp, f"L{inp.index}" if inp.index is not None else f"Q{i}")
 
 

@@ -214,10 +214,12 @@ def propagation_figure(
     accumulated: Sequence[float | None],
     metric: str = "SQNR (dB)",
     inbound: Mapping[str, Sequence[str]] | None = None,
+    x: Sequence[float] | None = None,
 ) -> FigureSpec:
     """Isolated and accumulated error along the layers in topological order; with ``inbound`` (each
-    layer's input layers) the accumulated line follows the model's edges (:func:`graph_edges`)."""
-    x = [float(i) for i in range(len(layers))]
+    layer's input layers) the accumulated line follows the model's edges (:func:`graph_edges`). ``x``:
+    each layer's number in the table (0, 1, 2, ... when None)."""
+    x = [float(v) for v in x] if x is not None else [float(i) for i in range(len(layers))]
     iso, iso_gaps = _finite_or_nan(isolated)
     acc, acc_gaps = _finite_or_nan(accumulated)
     acc_series = Series("accumulated", x, acc, style="line", color=RED)

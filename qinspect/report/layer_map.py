@@ -8,8 +8,9 @@ built from (``origin``); names the quantizer made up (``c7_relu`` split from ``c
 name they extend, or to the float layer feeding them.
 
 A float layer's *standing node* is the last node whose last attributed origin is that layer: its
-output is the int8 tensor that replaces the layer's float output. A layer that only appears earlier in
-some node's origin (a conv whose BatchNorm was folded into it) has no int8 output of its own.
+output is the int8 tensor that replaces the layer's float output. A layer that appears earlier in a
+later node's origin (a conv whose BatchNorm was folded into it; a separable conv whose pointwise half
+took the BatchNorm, its depthwise half notwithstanding) has no int8 output of its own.
 """
 
 from __future__ import annotations
@@ -73,5 +74,9 @@ def map_layers(float_names: list[str], graph: Any) -> LayerMap:
             continue
         for o in owners:
             out.merged_into.setdefault(o, []).append(node)
+        # A layer merged into a later node (not its last origin) has its output inside that node: an
+        # earlier node built from it (a separable conv's depthwise half) holds an intermediate tensor.
+        for o in owners[:-1]:
+            out.standing.pop(o, None)
         out.standing[owners[-1]] = node
     return out

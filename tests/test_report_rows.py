@@ -1,0 +1,66 @@
+"""Which report row stands for which float layer, in which order, numbered how (no TensorFlow)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from qinspect.dpu.rewrites import graph_from_float
+from qinspect.io.graph import Layer, ModelGraph
+from qinspect.report.collect import _placement, _rows, _table_x
+from qinspect.report.figspec import propagation_figure
+from qinspect.report.layer_map import LayerMap, map_layers
+from tests.dpu_graph_fixtures import model, rng_weights
+
+S4 = [None, 8, 8, 4]
+
+
+def _separable_with_bn():
+    rng = np.random.default_rng(3)
+    w = rng_weights(rng, {"s": {"depthwise_kernel": (3, 3, 4, 1), "pointwise_kernel": (1, 1, 4, 6), "bias": (6,)},
+                          "bn": {"gamma": (6,), "beta": (6,), "moving_mean": (6,), "moving_variance": (6,)}})
+    src = model([
+        ("x", "InputLayer", {}, [], S4),
+        ("s", "SeparableConv2D", {"filters": 6, "kernel_size": [3, 3], "padding": "same", "activation": "linear",
+                                  "depth_multiplier": 1}, ["x"], [None, 8, 8, 6]),
+        ("bn", "BatchNormalization", {"epsilon": 1e-3}, ["s"], [None, 8, 8, 6]),
+        ("r", "ReLU", {}, ["bn"], [None, 8, 8, 6]),
+    ], ["r"], w)
+    return graph_from_float(src.graph, src)
+
+
+def test_a_separable_conv_folded_with_its_batchnorm_has_no_int8_output_of_its_own():
+    # Its depthwise half's output is an intermediate tensor (position for ~1/8 the range of the layer's
+    # output): standing for the layer, it gave the report clip fractions of the wrong tensor.
+    g = _separable_with_bn()
+    lm = map_layers(["x", "s", "bn", "r"], g)
+    assert "s" not in lm.standing
+    assert [n.name for n in lm.merged_into["s"]] == ["quant_s_depthwise_conv", "quant_s_pointwise_conv"]
+    assert lm.standing["bn"].name == "quant_s_pointwise_conv"
+    row = SimpleNamespace(node=None, name="s", merged_into=lm.merged_into["s"])
+    device, note = _placement(row, g)
+    assert device == "" and note.startswith("no int8 output of its own: merged into quant_s_depthwise_conv")
+
+
+def test_rows_keep_the_float_models_order_and_made_nodes_follow_their_input():
+    # The emulator's node order may differ from the float model's (two heads of a U-Net came out
+    # swapped): the table's index, its order and the figures must agree.
+    n = {k: SimpleNamespace(name=k, inputs=i, op="quantize") for k, i in
+         (("nx", []), ("nb", ["nx"]), ("na", ["nx"]), ("nu", ["nb"]))}
+    lm = LayerMap(standing={"x": n["nx"], "a": n["na"], "b": n["nb"]},
+                  merged_into={"x": [n["nx"]], "a": [n["na"]], "b": [n["nb"]]},
+                  unowned=[n["nu"]], owner_of={"nx": "x", "na": "a", "nb": "b", "nu": None})
+    leaves = [Layer(name=k, class_name="Conv2D", config={}, inbound=[], output_shape=S4) for k in "xab"]
+    graph = ModelGraph(name="m", layers=leaves, inputs=["x"], outputs=["a"])
+    rows = _rows(graph, lm)
+    assert [r.name for r in rows] == ["x", "a", "b", "nu"]
+    assert rows[3].layer is None and "made by the quantizer" in rows[3].class_name
+
+
+def test_figure_x_is_the_tables_index():
+    secs = [SimpleNamespace(index=i) for i in (0, 1, 2, None, 3)]
+    x = _table_x(secs)
+    assert x == [0.0, 1.0, 2.0, 2.5, 3.0]
+    spec = propagation_figure("p", list("abcde"), [30.0, 20.0, 25.0, 24.0, 10.0], [30.0, 20, 19, 18, 9], x=x)
+    assert spec.series[0].x == x
