@@ -164,3 +164,32 @@ def test_partitions_and_cpu_fallback():
     assert "alpha 0.1" in f.advice
     d = f.to_dict()
     assert set(d) == {"layer", "kind", "severity", "origin", "affects", "noise_share", "remedy", "evidence", "advice"}
+
+
+def test_a_run_of_cpu_layers_between_dpu_layers_is_a_round_trip():
+    """conv -> bilinear up-sampling (CPU) -> GroupNormalization (CPU) -> conv: neither CPU layer has a DPU
+    layer on both sides of it, but the run does, so both are round trips, and both name their Keras class
+    (not the emulator's internal op)."""
+    from qinspect.analysis.diagnose import _cpu_findings
+    from qinspect.dpu.rewrites import graph_from_float
+    from tests.dpu_graph_fixtures import model, rng_weights
+
+    s = [None, 8, 8, 4]
+    w = rng_weights(np.random.default_rng(2), {"c1": {"kernel": (1, 1, 4, 4), "bias": (4,)},
+                                               "c2": {"kernel": (1, 1, 4, 4), "bias": (4,)},
+                                               "gn": {"gamma": (4,), "beta": (4,)}})
+    src = model([
+        ("x", "InputLayer", {}, [], s),
+        ("c1", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["x"], s),
+        ("up", "UpSampling2D", {"size": [2, 2], "interpolation": "bilinear"}, ["c1"], [None, 16, 16, 4]),
+        ("gn", "GroupNormalization", {"groups": 2, "epsilon": 1e-3, "axis": -1}, ["up"], [None, 16, 16, 4]),
+        ("c2", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["gn"], [None, 16, 16, 4]),
+    ], ["c2"], w)
+    g = graph_from_float(src.graph, src)
+    found = {f.layer: f for f in _cpu_findings(g, {})}
+    assert set(found) == {"up", "gn"}
+    for name, cls in (("up", "UpSampling2D"), ("gn", "GroupNormalization")):
+        f = found[name]
+        assert f.evidence["splits_model"]["value"] is True, name
+        assert f.evidence["class"]["value"] == cls
+        assert "edge of the model" not in f.advice and f.advice.startswith(f"{name} runs on the CPU")

@@ -870,14 +870,31 @@ def _cpu_findings(graph: DpuGraph, noise: dict[str, float]) -> list[Finding]:
     for node in graph.nodes:
         if node.device != "CPU" or node.op == "input":
             continue
-        feeds = any(graph[i].device == "DPU" and graph[i].op != "input" for i in node.inputs)
-        reads = any(c.device == "DPU" for c in graph.consumers(node.name))
-        cls = node.params.get("class_name") or _class_name(node)
+        feeds, reads = _dpu_around(graph, node)
+        cls = node.params.get("class_name") or node.params.get("keras_class") or _class_name(node)
         frac = noise.get(node.name, 0.0 if noise else None)  # None: no sensitivity run
         f = fnd.cpu_fallback(display_name(node), cls, node.cpu_reason or "not a DPU operator", parts,
                              feeds and reads, noise_frac=frac)
         out.append(_tag(f, node))
     return out
+
+
+def _dpu_around(graph: DpuGraph, node: Node) -> tuple[bool, bool]:
+    """Whether DPU layers feed and read the run of connected CPU layers ``node`` is part of: a CPU
+    layer between two others is still a round trip when DPU layers sit on either side of the run."""
+    run, pending = set(), [node.name]
+    feeds = reads = False
+    while pending:
+        name = pending.pop()
+        if name in run:
+            continue
+        run.add(name)
+        for other in [*(graph[i] for i in graph[name].inputs), *graph.consumers(name)]:
+            if other.device == "CPU" and other.op != "input":
+                pending.append(other.name)
+        feeds = feeds or any(graph[i].device == "DPU" and graph[i].op != "input" for i in graph[name].inputs)
+        reads = reads or any(c.device == "DPU" for c in graph.consumers(name))
+    return feeds, reads
 
 
 def _class_name(node: Node) -> str:

@@ -727,12 +727,12 @@ def cpu_fallback(
     severity = _severity(evidence, 1.0, 0.0, noise_frac) if noise_frac is not None else 0.0
     if noise_frac is None:
         evidence["severity_basis"] = ev("none", "no sensitivity figure; accuracy cost unknown, set to 0")
-    advice = f"{class_name} runs on the CPU ({reason}): replace it with a DPU-supported equivalent"
+    advice = f"{layer} runs on the CPU ({reason}): replace it with a DPU-supported equivalent"
     if class_name == "LeakyReLU":
         advice += " (LeakyReLU with alpha 0.1, or ReLU) and retrain."
     elif splits:
         advice += ", or accept the CPU round trip."
     else:
-        advice = (f"{class_name} runs on the CPU ({reason}) at the edge of the model: no round trip, "
+        advice = (f"{layer} runs on the CPU ({reason}) at the edge of the model: no round trip, "
                   "usually acceptable.")
     return Finding(layer, "cpu_fallback", severity, evidence, advice)

@@ -156,6 +156,8 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
     cfg = cfg or {}
     node = Node(name=name, op="unsupported", inputs=list(inputs), weights=dict(weights))
     p = node.params
+    if cls != "?":
+        p["keras_class"] = cls  # what the user's model calls it, for messages ("TFOpLambda", not "cpu_layer")
     if cls in ("TFOpLambda", "SlicingOpLambda"):
         _tf_op(node, cfg, call_kwargs or {})
         return node
