@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 
 from qinspect.analysis.metrics import json_safe
-from qinspect.analysis.sensitivity import _output_stats, quantizing_nodes, sensitivity, top1_counts
+from qinspect.analysis.sensitivity import (
+    _output_stats,
+    quantizes_model_input,
+    quantizing_nodes,
+    sensitivity,
+    top1_counts,
+)
 from qinspect.dpu.dpu_graph import DpuGraph
 
 KEEP_FLOAT_CANDIDATES = 6  # DPU layers with the lowest isolated SQNR whose keep-float run is measured
@@ -81,7 +87,7 @@ def has_relu6(layers: Any) -> bool:
     return False
 
 
-def _layers(graph: DpuGraph, nodes: Sequence[str]) -> list[str]:
+def float_layers(graph: DpuGraph, nodes: Sequence[str]) -> list[str]:
     """Float-model layer names behind emulator nodes (what ``ignore_layers`` names)."""
     out: list[str] = []
     for name in nodes:
@@ -130,14 +136,14 @@ def _keep_float_rows(base: AdviceRow, graph: DpuGraph, sens: Any, runner: Any,
                      step: Callable[[str, int, int], None] | None) -> list[AdviceRow]:
     """Keep-float runs of the DPU layers with the most isolated error, then the best 1..3 of them together."""
     nodes = [n for n in quantizing_nodes(graph) if n.device == "DPU" and n.name in sens.isolated
-             and sens.isolated[n.name].n]
+             and sens.isolated[n.name].n and not quantizes_model_input(graph, n)]
     nodes.sort(key=lambda n: sens.isolated[n.name].sqnr_db)
     candidates = nodes[:KEEP_FLOAT_CANDIDATES]
 
     def measure(names: list[str]) -> AdviceRow:
         values = runner.what_if(None, names)
         agree, total = top1_counts(graph, runner.ref, values)
-        layers = _layers(graph, names)
+        layers = float_layers(graph, names)
         return AdviceRow(dict(base.options), layers, _output_stats(graph, runner.ref, values).sqnr_db,
                          agree / total if total else None, len(names), command(base.options, layers))
 

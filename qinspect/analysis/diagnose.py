@@ -411,7 +411,7 @@ def diagnose(
         weighed_outputs=[output_layer(whole, o) for o in graph.outputs],
         hidden_output_warning=hidden_output_warning(figures, sens.output.sqnr_db,
                                                     agree / compared if compared else None),
-        advice=_advice(kept, sens.output.sqnr_db, agree / compared if compared else None),
+        advice=_advice(graph, kept, sens.output.sqnr_db, agree / compared if compared else None),
     )
 
 
@@ -463,17 +463,19 @@ def _accuracy(graph: DpuGraph, sens: SensitivityResult, labels: np.ndarray) -> d
     return None
 
 
-def _advice(kept: list[Finding], sqnr: float, top1: float | None) -> list[dict[str, Any]]:
+def _advice(graph: DpuGraph, kept: list[Finding], sqnr: float, top1: float | None) -> list[dict[str, Any]]:
     """The measured ways to quantize found on the way: as calibrated, and each keep-float remedy."""
-    from qinspect.analysis.advisor import AdviceRow, command
+    from qinspect.analysis.advisor import AdviceRow, command, float_layers
 
     rows = [AdviceRow({}, [], sqnr, top1, 0, command({}, []))]
     for f in kept:
         r = f.remedy
-        if r is None or r.get("kind") != "keep_float":
+        if r is None or r.get("kind") != "keep_float" or f.fix is None:
             continue
-        layers = [f.layer] if f.kind != "accumulated_rounding" else list(f.affects)
-        rows.append(AdviceRow({}, layers, r["measured_sqnr_db"], r.get("top1_agreement"), len(layers),
+        # ignore_layers names the float model's layers, every one a kept node was built from (a conv and the
+        # BatchNorm folded into it), as the advisor does
+        layers = float_layers(graph, f.fix.float_nodes)
+        rows.append(AdviceRow({}, layers, r["measured_sqnr_db"], r.get("top1_agreement"), len(f.fix.float_nodes),
                               command({}, layers)))
     rows.sort(key=lambda row: -row.output_sqnr_db if math.isfinite(row.output_sqnr_db) else 0.0)
     return [row.to_dict() for row in rows]
@@ -558,7 +560,7 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
                                f"most by {', '.join(names)}" + (f" and amplified by {', '.join(amps)}" if amps else "")
                                + ": keep the worst adders in float, or quantize them with more bits (the quantizer's "
                                "fast finetuning, include_fast_ft=True, adjusts weights to the rounding and is not "
-                               "emulated here).")
+                               "emulated here)." + rem.input_rounding_note(rounding))
             rounding.remedy = alone.to_dict()
             rounding.fix = alone.fix
             rounding.severity_db = alone.measured_gain_db

@@ -30,6 +30,7 @@ from qinspect.analysis.sensitivity import (
     _output_stats,
     descendants,
     output_powers,
+    quantizes_model_input,
     top1_counts,
 )
 from qinspect.dpu.dpu_graph import DpuGraph, Slot
@@ -189,6 +190,9 @@ def attach(f: Finding, remedy: Remedy) -> None:
     f.severity_db = remedy.measured_gain_db
 
 
+INPUT_ROUNDING_NOTE_DB = 1.0  # the model input's own rounding worth a sentence of advice
+
+
 def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
                      labels: dict[str, str], top: int = 3, covered: frozenset[str] = frozenset()) -> Finding | None:
     """The error no single cause explains: accumulated rounding, with the layers adding the most error
@@ -198,8 +202,10 @@ def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
         return None
     # the layers whose error costs the output most: the largest measured keep-float gains
     adders = sorted(sens.layers, key=lambda s: -s.keep_float_gain_db if math.isfinite(s.keep_float_gain_db) else 0)
-    # (layers a finding already names are that finding's)
-    adders = [s for s in adders if s.keep_float_gain_db > 0 and s.layer not in covered][:top]
+    # (layers a finding already names are that finding's; a model input's quantizer stays: the DPU reads int8)
+    inputs = {n.name for n in graph.nodes if quantizes_model_input(graph, n)}
+    adders = [s for s in adders if s.keep_float_gain_db > 0 and s.layer not in covered
+              and s.node not in inputs][:top]
     amps = []
     for node in graph.nodes:
         if node.name not in sens.own or not node.inputs:
@@ -215,6 +221,8 @@ def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
         if gain_db >= 3.0:
             amps.append((gain_db, labels.get(node.name, node.name)))
     amps.sort(reverse=True)
+    input_gain = max((s.keep_float_gain_db for s in sens.layers if s.node in inputs
+                      and math.isfinite(s.keep_float_gain_db)), default=None)
     evidence = {
         "share": ev(rest, "1 - explained: the output error no finding's fix removes"),
         "adders": ev([{"layer": s.layer, "keep_float_gain_db": s.keep_float_gain_db,
@@ -224,12 +232,27 @@ def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
                          "layers whose accumulated SQNR drops >= 3 dB more than their inputs' error plus "
                          "their own isolated error account for"),
     }
+    if input_gain is not None:
+        evidence["input_rounding_db"] = ev(input_gain, "output SQNR gained with the model input's own rounding "
+                                                       "left out: a cost the DPU cannot avoid, since it reads int8")
     advice = ("The remaining error is rounding spread over many layers"
               + (f", added most by {', '.join(s.layer for s in adders)}" if adders else "")
               + (f" and amplified by {', '.join(n for _, n in amps[:top])}" if amps else "")
               + ": keep the worst adders in float or quantize them with more bits.")
-    return Finding(adders[0].layer if adders else "(model)", "accumulated_rounding", 0.0, evidence, advice,
-                   origin=None, affects=[s.layer for s in adders], noise_share=rest)
+    finding = Finding(adders[0].layer if adders else "(model)", "accumulated_rounding", 0.0, evidence, advice,
+                      origin=None, affects=[s.layer for s in adders], noise_share=rest)
+    finding.advice += input_rounding_note(finding)
+    return finding
+
+
+def input_rounding_note(f: Finding) -> str:
+    """A sentence for the rounding finding's advice when the model input's own rounding costs much."""
+    gain = (f.evidence.get("input_rounding_db") or {}).get("value")
+    if gain is None or not gain >= INPUT_ROUNDING_NOTE_DB:
+        return ""
+    return (f" Rounding the model input to int8 alone costs {gain:.1f} dB, which no quantizer option removes (the "
+            "DPU reads int8): a model trained on inputs its position represents exactly avoids it (8-bit images "
+            "as (x - 128) / 128 are; x / 255 is not). Not tried in the emulator.")
 
 
 def float_fix(nodes: Sequence[str], labels: dict[str, str]) -> Fix:

@@ -1,0 +1,74 @@
+"""A model input's own int8 rounding is no remedy to offer: the DPU always reads its input in int8.
+
+A hand-built model (no TensorFlow) fed 8-bit images as x / 255, which the input position (7) rounds.
+Neither the accumulated-rounding finding nor the advisor (whose keep-float candidates here are every
+quantizing node) may tell the user to keep the input in float; the finding says what its rounding costs.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from qinspect.analysis.advisor import advise
+from qinspect.analysis.diagnose import diagnose
+from qinspect.analysis.remedies import rounding_finding
+from qinspect.analysis.sensitivity import LayerSensitivity, quantizes_model_input
+from qinspect.dpu.emulator import Emulator
+from tests.dpu_graph_fixtures import model, rng_weights
+
+
+@pytest.fixture(scope="module")
+def case():
+    rng = np.random.default_rng(11)
+    w = rng_weights(rng, {"c1": {"kernel": (3, 3, 3, 8), "bias": (8,)}, "c2": {"kernel": (1, 1, 8, 8), "bias": (8,)},
+                          "fc": {"kernel": (8, 4), "bias": (4,)}}, scale=0.5)
+    src = model([
+        ("x", "InputLayer", {}, [], [None, 8, 8, 3]),
+        ("c1", "Conv2D", {"filters": 8, "kernel_size": [3, 3], "padding": "same", "activation": "relu"}, ["x"],
+         [None, 8, 8, 8]),
+        ("c2", "Conv2D", {"filters": 8, "kernel_size": [1, 1], "activation": "linear"}, ["c1"], [None, 8, 8, 8]),
+        ("gap", "GlobalAveragePooling2D", {}, ["c2"], [None, 8]),
+        ("fc", "Dense", {"units": 4, "activation": "linear"}, ["gap"], [None, 4]),
+    ], ["fc"], w)
+    # zero-sum filters on flat images with faint texture: the first conv sees differences of a few grey
+    # levels, of the size of the input's rounding step
+    w["c1"]["kernel"] -= w["c1"]["kernel"].mean(axis=(0, 1, 2), keepdims=True)
+    flat = rng.integers(40, 200, (32, 1, 1, 1))
+    x = ((flat + rng.integers(-3, 4, (32, 8, 8, 3))) / 255.0).astype(np.float32)
+    emu = Emulator.from_model(src, x, batch_size=32)
+    return emu.graph, {"x": x}
+
+
+def test_the_rounding_finding_names_no_model_input_and_says_what_it_costs(case):
+    # sensitivity figures as the demo model's (a face model fed x / 255): the input quantizer gains most
+    graph, _ = case
+    layers = [LayerSensitivity("quant_x", "x", 2.5, 29.0, 0.16), LayerSensitivity("quant_c2", "c2", 1.6, 34.6, 0.05),
+              LayerSensitivity("quant_fc", "fc", 0.9, 37.6, 0.02)]
+    sens = SimpleNamespace(layers=layers, own={}, accumulated={})
+    f = rounding_finding(graph, sens, 0.2, {}, top=3)
+    assert f is not None and f.affects == ["c2", "fc"] and f.layer == "c2"
+    assert f.evidence["input_rounding_db"]["value"] == 2.5
+    assert "Rounding the model input to int8 alone costs 2.5 dB" in f.advice
+    layers[0] = LayerSensitivity("quant_x", "x", 0.4, 45.0, 0.01)  # cheap: no sentence
+    assert "model input" not in rounding_finding(graph, sens, 0.2, {}, top=3).advice
+
+
+def test_no_diagnosis_remedy_keeps_the_model_input_in_float(case):
+    graph, data = case
+    d = diagnose(graph, data, batch_size=32)
+    inputs = {n.name for n in graph.nodes if quantizes_model_input(graph, n)}
+    assert inputs == {"quant_x"}
+    for f in d.findings:
+        assert f.fix is None or not inputs & set(f.fix.float_nodes), f.kind
+        assert "x" not in f.affects
+    for row in d.advice:
+        assert "x" not in row["keep_float"]
+
+
+def test_the_advisor_does_not_keep_the_input_in_float(case):
+    graph, data = case
+    rows = advise(lambda opts: graph, data, [{}])
+    assert len(rows) > 1 and all("x" not in r.keep_float for r in rows)
