@@ -52,7 +52,7 @@ def sample_report(findings: list | None = None) -> Report:
         findings=[f for f in (findings or []) if f.get("layer") == "block/conv<1>"],
     )
     conv.figures = [
-        figspec.activation_figure("act-1", conv.name, [0.0, 1.0, 2.0], [3, 0], -4.0, 3.96875, 5, 0.0, 0.00125),
+        figspec.activation_figure("L1-activation", conv.name, [0.0, 1.0, 2.0], [3, 0], -4.0, 3.96875, 5, 0.0, 0.00125),
     ]
     soft = LayerSection(
         name="softmax",

@@ -49,9 +49,9 @@ def test_json_lists_figure_files_only_when_rendered():
     report = sample_report()
     without = _strict_loads(report_to_json(report))
     assert without["layers"][0]["figures"] == []
-    with_files = _strict_loads(report_to_json(report, {"act-1": "figures/act-1.png"}))
+    with_files = _strict_loads(report_to_json(report, {"L1-activation": "figures/L1-activation.png"}))
     assert with_files["layers"][0]["figures"] == [
-        {"id": "act-1", "title": "Activation histogram: block/conv<1>", "file": "figures/act-1.png"}
+        {"id": "L1-activation", "title": "Activation histogram: block/conv<1>", "file": "figures/L1-activation.png"}
     ]
 
 

@@ -19,7 +19,7 @@ def _leftovers(parent):
 def test_writes_html_json_csv_and_figures(tmp_path):
     out = write_report(sample_report(), tmp_path / "rep", render_figures=pillow_renderer)
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert names == ["figures/act-1.png", "figures/propagation.png", "layers.csv", "report.html", "report.json"]
+    assert names == ["figures/L1-activation.png", "figures/propagation.png", "layers.csv", "report.html", "report.json"]
     data = json.loads((out / "report.json").read_text())
     # the files the JSON names exist
     for ref in data["figures"] + data["layers"][0]["figures"]:
@@ -54,6 +54,16 @@ def test_a_report_folder_with_anything_added_is_no_longer_a_report(tmp_path):
     (dest / "figures" / "notes.txt").write_text("mine")
     before = _snapshot(dest)
     with pytest.raises(QInspectError, match="it holds figures/notes.txt"):
+        write_report(sample_report(), dest, force=True)
+    assert _snapshot(dest) == before
+
+
+def test_a_png_a_report_does_not_name_is_not_the_reports_to_replace(tmp_path):
+    # a user's own annotated figure, dropped beside the report's: --force once deleted it with the rest
+    dest = write_report(sample_report(), tmp_path / "rep", render_figures=pillow_renderer)
+    (dest / "figures" / "my_annotated.png").write_bytes((dest / "figures" / "L1-activation.png").read_bytes())
+    before = _snapshot(dest)
+    with pytest.raises(QInspectError, match="it holds figures/my_annotated.png"):
         write_report(sample_report(), dest, force=True)
     assert _snapshot(dest) == before
 
@@ -124,5 +134,5 @@ def test_failure_while_writing_leaves_the_old_report_and_no_temp_folder(tmp_path
 
 def test_renderer_output_that_is_not_png_is_refused(tmp_path):
     with pytest.raises(ValueError, match="PNG"):
-        write_report(sample_report(), tmp_path / "rep", render_figures=lambda specs: {"act-1": b"nope"})
+        write_report(sample_report(), tmp_path / "rep", render_figures=lambda specs: {"L1-activation": b"nope"})
     assert not (tmp_path / "rep").exists()

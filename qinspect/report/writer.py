@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -32,7 +33,9 @@ FIGURES_DIR = "figures"
 
 # What a report folder holds (see write_report): --force replaces only a folder made of exactly these.
 _REPORT_FILES = frozenset({HTML_NAME, JSON_NAME, CSV_NAME})
-_FIGURE_SUFFIX = ".png"
+# The figure files a report writes (figure ids: collect.py names a layer's figures after its row); a
+# file named otherwise in figures/ is someone else's, and --force never deletes it.
+_FIGURE_NAME = re.compile(r"(propagation|[LQ]\d+-(activation|error|weights|channels))\.png")
 # A report.json larger than this is not one qinspect wrote (the biggest models give a few MB).
 _MAX_REPORT_JSON = 256 << 20
 
@@ -41,7 +44,8 @@ def not_a_report_reason(folder: str | Path) -> str | None:
     """Why ``folder`` is not a report folder qinspect wrote, or None when it is one.
 
     A report folder holds ``report.json`` whose ``format`` is ``"qinspect-report"``, and nothing but
-    ``report.html``, ``report.json``, ``layers.csv`` and ``figures/*.png`` (regular files, no links).
+    ``report.html``, ``report.json``, ``layers.csv`` and the figures a report names (``figures/propagation.png``,
+    ``figures/L12-activation.png``, ...; regular files, no links).
     Anything else in it means someone else's data is there, and qinspect never deletes that.
     """
     folder = Path(folder)
@@ -75,7 +79,7 @@ def not_a_report_reason(folder: str | Path) -> str | None:
 
 
 def _is_figure(entry: os.DirEntry) -> bool:
-    return entry.name.endswith(_FIGURE_SUFFIX) and entry.is_file(follow_symlinks=False)
+    return _FIGURE_NAME.fullmatch(entry.name) is not None and entry.is_file(follow_symlinks=False)
 
 
 def check_destination(out_dir: str | Path, force: bool = False) -> Path:
@@ -143,6 +147,8 @@ def write_report(
         if pngs:
             (tmp / FIGURES_DIR).mkdir()
             for fid, data in pngs.items():
+                if _FIGURE_NAME.fullmatch(f"{fid}.png") is None:  # a later --force must recognise it as ours
+                    raise ValueError(f"figure id {fid!r} is not one a report names")
                 rel = f"{FIGURES_DIR}/{fid}.png"
                 (tmp / rel).write_bytes(data)
                 files[fid] = rel
