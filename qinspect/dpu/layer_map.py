@@ -44,6 +44,12 @@ def act_name(value: Any) -> str:
         return value
     if isinstance(value, dict):
         cfg = value.get("config") or {}
+        if isinstance(cfg, str):  # Keras 3 serializes a function as {"module", "class_name": "function", "config"}
+            module = str(value.get("module") or "")
+            return cfg if module in ("keras.activations", "keras.src.activations", "tf_keras.activations") \
+                else f"{module}.{cfg}"  # someone else's function: an unknown activation, never imported
+        if not isinstance(cfg, dict):
+            return str(value.get("class_name", "")).lower() or "unknown"
         cls = str(value.get("class_name", ""))
         if cls.endswith("NoQuantizeActivation"):
             return "linear"

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.dpu.cle import cross_layer_equalize
+from qinspect.dpu.config_check import check_layer_configs
 from qinspect.dpu.cpu_layers import conv_groups
 from qinspect.dpu.dpu_graph import DpuGraph, Rewrite, SlotSpec
 from qinspect.dpu.layer_map import LEAKY_DPU_ALPHA, act_name, dpu_placement, keras_op_as_tf_op, layer_node
@@ -647,6 +648,7 @@ def graph_from_float(graph: ModelGraph, source: Any, options: QuantizerOptions |
     if vitis:
         raise QInspectError("is already a Vitis quantized model (layers like " + vitis[0] + "); its positions are "
                             "chosen: use it with emulate --positions or compare-dump", graph.source or None)
+    check_layer_configs(graph.leaves(), graph.source or None)
     m = _from_graph(graph, source)
     if not any(layer.cls == "InputLayer" for layer in m.layers):
         raise QInspectError("the model has no InputLayer", graph.source or None)
