@@ -331,3 +331,42 @@ def test_a_float_cpu_layer_read_by_a_float_relu_is_not_called_fused():
     device, note = _placement(rows["relu"], g)
     assert device == "CPU" and "left unquantized" in note and "input quantizer quant_relu" in note
     assert _placement(rows["x"], g)[0] == "DPU"  # a model input stands as its quantizer
+
+
+def test_a_recalibration_on_batches_that_carry_a_captures_stand_ins_accepts_them():
+    """diagnose re-calibrates under other quantizer options on the batches it measures on; from a capture
+    those carry the recorded output of each node without an implementation (``captured:<node>``), which
+    the calibration refused as an unknown input (diagnose and advise exited 2 on such models)."""
+    from qinspect.dpu.executor import CAPTURED
+
+    rng = np.random.default_rng(4)
+    w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}})
+    src = model([("x", "InputLayer", {}, [], S4),
+                 ("odd", "TFOpLambda", {"function": "math.cumsum"}, ["x"], S4, {"axis": 1}),
+                 ("c", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "relu"}, ["odd"], S4)],
+                ["c"], w)
+    x = rng.normal(size=(4, 8, 8, 4)).astype(np.float32)
+    recorded = np.cumsum(x, axis=1)
+    emu = Emulator.from_model(src, {"x": x, CAPTURED + "odd": recorded}, batch_size=2)
+    assert emu.graph["odd"].op == "unsupported"
+    with pytest.raises(QInspectError, match="no input named captured:ghost"):
+        Emulator.from_model(src, {"x": x, CAPTURED + "ghost": recorded}, batch_size=2)
+
+
+@pytest.mark.parametrize("cls", ["RandomFlip", "RandomRotation", "RandomContrast", "RandomGrayscale"])
+def test_augmentation_layers_are_removed_like_dropout(cls):
+    """The transfer-learning tutorials put augmentation layers in the model; at inference they pass the
+    input through (checked in Keras with training=False), so the int8 model has none of them: no CPU
+    layer, no finding, and the int8 error before them reaches the layers after them."""
+    from qinspect.io.shapes import infer_output_shape
+
+    rng = np.random.default_rng(8)
+    w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}})
+    src = model([("x", "InputLayer", {}, [], S4),
+                 ("aug", cls, {"factor": 0.1}, ["x"], None),
+                 ("c", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["aug"], S4)],
+                ["c"], w)
+    assert infer_output_shape(cls, {"factor": 0.1}, [S4]) == S4
+    g = graph_from_float(src.graph, src)
+    assert [n.name for n in g.nodes] == ["x", "quant_x", "quant_c"]
+    assert any(r.kind == "remove_dropout" and r.layers == ["aug"] for r in g.rewrites)

@@ -13,6 +13,7 @@ import numpy as np
 
 from qinspect.dpu import cpu_layers, float_ops, tf_functions
 from qinspect.dpu.dpu_graph import Node
+from qinspect.io.keras_classes import INACTIVE_AT_INFERENCE
 from qinspect.io.op_shapes import keras3_arguments
 
 LEAKY_DPU_ALPHA = 26.0 / 256.0
@@ -286,7 +287,8 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
     elif cls == "Rescaling":
         node.op, p["fn"], p["scale"], p["offset"] = "scalar", "affine", float(cfg.get("scale", 1.0)), \
             float(cfg.get("offset", 0.0))
-    elif cls in ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "ActivityRegularization"):
+    elif cls in ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "ActivityRegularization") \
+            or cls in INACTIVE_AT_INFERENCE:
         node.op = "identity"
     elif cpu_layers.supports(cls, cfg):
         node.op = "cpu_layer"

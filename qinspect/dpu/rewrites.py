@@ -54,6 +54,7 @@ from qinspect.dpu.options import QuantizerOptions
 from qinspect.errors import QInspectError
 from qinspect.io.call_order import keras_call_order
 from qinspect.io.graph import ModelGraph
+from qinspect.io.keras_classes import INACTIVE_AT_INFERENCE
 from qinspect.io.vitis import POST_QUANT_ACTIVATIONS, PRE_QUANT_ACTIVATIONS, strip_quant
 
 _CONV = ("Conv2D", "DepthwiseConv2D", "Conv2DTranspose", "Dense")
@@ -160,7 +161,7 @@ def _from_graph(graph: ModelGraph, source: Any) -> _Model:
 
 def _remove_dropout(m: _Model) -> None:
     for layer in list(m.layers):
-        if layer.cls in _DROP and len(layer.inbound) == 1:
+        if (layer.cls in _DROP or layer.cls in INACTIVE_AT_INFERENCE) and len(layer.inbound) == 1:
             m.layers.remove(layer)
             m.rewire(layer.name, layer.inbound[0])
             m.record("remove_dropout", f"{layer.cls} {layer.name} removed (identity at inference)",

@@ -57,6 +57,17 @@ APPLICATION_LAYERS = {
                          "keras.src.applications.inception_resnet_v2"),
 }
 
+# Augmentation layers that pass their input through unchanged at inference (each checked against tf_keras
+# 2.21 and Keras 3.15 with training=False): the model a DPU runs has none of them. RandomCrop is not one
+# (tf_keras crops to its size at inference).
+INACTIVE_AT_INFERENCE = frozenset({
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomContrast", "RandomTranslation", "RandomBrightness",
+    "RandomHeight", "RandomWidth", "RandomGrayscale", "RandomHue", "RandomSaturation", "RandomSharpness",
+    "RandomShear", "RandomColorJitter", "RandomColorDegeneration", "RandomPosterization", "RandomInvert",
+    "RandomErasing", "RandomGaussianBlur", "RandomPerspective", "RandomElasticTransform", "AugMix", "CutMix",
+    "MixUp", "RandAugment",
+})
+
 _BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
 _APPLICATION_CONFIG_KEYS = {
     "LayerScale": _BASE_CONFIG_KEYS | {"init_values", "projection_dim"},

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from qinspect.io import op_shapes
+from qinspect.io.keras_classes import INACTIVE_AT_INFERENCE
 
 Shape = list[int | None]
 _Rule = Callable[[dict[str, Any], list[Shape], dict[str, Any]], Shape | None]
@@ -466,7 +467,7 @@ SHAPE_PRESERVING = (
     "LayerScale",
     "StochasticDepth",
 )
-for _name in SHAPE_PRESERVING:
+for _name in (*SHAPE_PRESERVING, *INACTIVE_AT_INFERENCE):
     _RULES[_name] = _identity
 
 
