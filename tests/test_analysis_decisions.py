@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from qinspect.analysis.decisions import NEAR_TIE_REL, Top1Tally, is_classifier_output
+from qinspect.analysis.decisions import NEAR_TIE_REL, Top1Tally, decision_kind, decision_scores
 from tests.conftest import run_cli
 from tests.dpu_graph_fixtures import refcase
 
@@ -54,9 +54,66 @@ def test_near_tie_threshold_is_relative_to_the_largest_output():
     assert t.near_tied == 1 and t.agreement == 1.0
 
 
-def test_classifier_output_shapes():
-    assert is_classifier_output((8, 10)) and is_classifier_output((8, 4, 4, 3))
-    assert not is_classifier_output((8, 1)) and not is_classifier_output((10,))
+def _heads():
+    """One model, five heads: softmax, logits, sigmoid (one unit and three), a pooled embedding, a feature map."""
+    from qinspect.dpu.rewrites import graph_from_float
+    from tests.dpu_graph_fixtures import model, rng_weights
+
+    s4 = [None, 4, 4, 3]
+    w = rng_weights(np.random.default_rng(1), {k: {"kernel": (3, u), "bias": (u,)} for k, u in
+                                                (("soft", 5), ("logit", 5), ("bin", 1), ("multi", 3))})
+    w["fm"] = {"kernel": np.ones((1, 1, 3, 6), np.float32), "bias": np.zeros(6, np.float32)}
+    dense = {"units": 5, "activation": "linear"}
+    src = model([
+        ("x", "InputLayer", {}, [], s4),
+        ("fm", "Conv2D", {"filters": 6, "kernel_size": [1, 1], "activation": "relu"}, ["x"], [None, 4, 4, 6]),
+        ("gap", "GlobalAveragePooling2D", {}, ["x"], [None, 3]),
+        ("soft", "Dense", {**dense, "activation": "softmax"}, ["gap"], [None, 5]),
+        ("logit", "Dense", dense, ["gap"], [None, 5]),
+        ("bin", "Dense", {"units": 1, "activation": "sigmoid"}, ["gap"], [None, 1]),
+        ("multi", "Dense", {"units": 3, "activation": "sigmoid"}, ["gap"], [None, 3]),
+    ], ["soft", "logit", "bin", "multi", "gap", "fm"], w)
+    g = graph_from_float(src.graph, src)
+    from qinspect.analysis.outputs import output_layer
+
+    return g, {output_layer(g, o): o for o in g.outputs}
+
+
+def test_only_outputs_that_decide_have_a_top1_figure():
+    # Feature maps and pooled embeddings (include_top=False) got an arg-max over their channels, shown as
+    # "top-1 agreement 0.0%", which reads as "int8 destroys accuracy".
+    g, node = _heads()
+    kinds = {layer: decision_kind(g, n) for layer, n in node.items()}
+    assert kinds == {"soft": "classes", "logit": "logits", "bin": "labels", "multi": "labels", "gap": None,
+                     "fm": None}
+
+
+def test_a_sigmoid_unit_decides_at_one_half():
+    p = np.array([[0.2], [0.7], [0.50002]], np.float32)
+    two = decision_scores("labels", p)
+    assert two.shape == (3, 2) and list(np.argmax(two, -1)) == [0, 1, 1]
+    t = Top1Tally()
+    t.update(two, decision_scores("labels", np.array([[0.3], [0.4], [0.49998]], np.float32)), np.array([0, 1, 1]))
+    assert (t.agree, t.total, t.near_tied) == (1, 3, 1)  # 0.50002 against 0.49998: a margin of 4e-5
+    assert (t.float_correct, t.int8_correct) == (3, 1)
+    multi = decision_scores("labels", np.array([[0.1, 0.9, 0.6]], np.float32))
+    assert multi.shape == (1, 3, 2) and list(np.argmax(multi, -1)[0]) == [0, 1, 1]
+    assert decision_scores(None, np.ones((2, 4))) is None
+    assert decision_scores("logits", np.ones((2, 1))) is None  # one linear unit: a value, not a choice
+
+
+def test_outputs_that_decide_are_the_ones_with_per_output_top1():
+    from qinspect.analysis.outputs import measure_outputs
+
+    g, node = _heads()
+    x = np.random.default_rng(3).uniform(-1, 1, (16, 4, 4, 3)).astype(np.float32)
+    from qinspect.dpu.emulator import Emulator
+
+    emu = Emulator(g)
+    emu.calibrate(x, 16)
+    figs = {f.layer: f for f in measure_outputs(emu.graph, {g.inputs[0]: x}, "sim")}
+    assert {k for k, f in figs.items() if f.top1 is not None} == {"soft", "logit", "bin", "multi"}
+    assert figs["bin"].top1.total == 16 and figs["multi"].top1.total == 48
 
 
 def test_emulate_top1_equals_the_quantizers_own_dump():

@@ -40,6 +40,7 @@ class Top1Tally:
     """
 
     output: str = ""
+    kind: str = ""  # decision_kind of the output ("" when unknown)
     agree: int = 0
     total: int = 0
     near_tied: int = 0  # decisions whose float top-2 margin is at most NEAR_TIE_REL of their largest output
@@ -98,7 +99,8 @@ class Top1Tally:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        out: dict[str, Any] = {"output": self.output, "top1_agreement": self.agreement, "decisions": self.total,
+        out: dict[str, Any] = {"output": self.output, "decides_by": decision_note(self.kind) or "softmax arg-max",
+                               "top1_agreement": self.agreement, "decisions": self.total,
                                "near_tied": self.near_tied, "decided_agreement": self.decided_agreement,
                                "near_tie_warning": self.warning}
         if self.labelled:
@@ -107,6 +109,45 @@ class Top1Tally:
         return out
 
 
-def is_classifier_output(shape: tuple[int, ...]) -> bool:
-    """True for an output with a batch axis and several classes on its last axis."""
-    return len(shape) >= 2 and shape[-1] >= 2
+# Ops an output's decision looks through to the layer that makes it (they move values, not decide).
+_PASS_THROUGH = ("quantize", "identity", "reshape", "flatten")
+_LINEAR = ("linear", None, "")
+
+
+def decision_kind(graph: Any, name: str) -> str | None:
+    """How the model output ``name`` (a node of the emulator graph) decides, read from the layer that
+    makes it: ``"classes"`` (softmax: the arg-max over the last axis), ``"logits"`` (a linear Dense or
+    convolution: the arg-max over the last axis, as for ``classifier_activation=None``), ``"labels"``
+    (sigmoid: each unit decides at 0.5, binary and multi-label heads), or None: a feature map, a pooled
+    embedding, anything else, where an arg-max is no decision the model makes."""
+    node = graph[name]
+    while node.op in _PASS_THROUGH and len(node.inputs) == 1:
+        node = graph[node.inputs[0]]
+    op, p = node.op, node.params
+    if op == "softmax" or (op == "activation" and p.get("name") in ("softmax", "log_softmax")):
+        return "classes"
+    if (op == "activation" and p.get("name") in ("sigmoid", "hard_sigmoid")) or op == "hard_sigmoid":
+        return "labels"
+    if op in ("dense", "conv2d", "conv1d", "depthwise_conv2d", "conv2d_transpose") and p.get("act") in _LINEAR:
+        return "logits"
+    return None
+
+
+def decision_scores(kind: str | None, x: np.ndarray) -> np.ndarray | None:
+    """``x`` with the choices of each decision on its last axis (what :class:`Top1Tally` takes), or None
+    when the output makes no decision. A sigmoid unit is a choice between ``1 - p`` and ``p``; a
+    single-unit sigmoid (a binary classifier) becomes one two-class decision per sample, so labels 0/1
+    give its accuracy."""
+    x = np.asarray(x)
+    if kind is None or x.ndim < 2:
+        return None
+    if kind == "labels":
+        two = np.stack([1.0 - x, x], axis=-1)
+        return two[..., 0, :] if x.shape[-1] == 1 else two
+    return x if x.shape[-1] >= 2 else None
+
+
+def decision_note(kind: str | None) -> str:
+    """What the top-1 figure of an output of this kind counts, for the text beside it."""
+    return {"logits": "arg-max of a linear output, read as class logits",
+            "labels": "each sigmoid unit decides at 0.5"}.get(kind or "", "")

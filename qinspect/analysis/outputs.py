@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from qinspect.analysis.decisions import Top1Tally, is_classifier_output
+from qinspect.analysis.decisions import Top1Tally, decision_kind, decision_scores
 from qinspect.analysis.metrics import ErrorStats
 from qinspect.analysis.sensitivity import display_name
 from qinspect.dpu.dpu_graph import DpuGraph
@@ -109,9 +109,11 @@ def output_figures(graph: DpuGraph, ref: dict[str, Any], test: dict[str, Any],
     figures = []
     for (name, r, t), power in zip(arrays, powers, strict=True):
         tally = None
-        if is_classifier_output(r.shape) and r.shape == t.shape:
-            tally = Top1Tally(output=name)
-            tally.update(r, t)
+        kind = decision_kind(graph, name)
+        rd, td = decision_scores(kind, r), decision_scores(kind, t)
+        if rd is not None and td is not None and rd.shape == td.shape:
+            tally = Top1Tally(output=name, kind=kind or "")
+            tally.update(rd, td)
         figures.append(OutputFigure(node=name, layer=output_layer(graph, name), values=int(r.size),
                                     signal_share=power / total if total > 0 else float("nan"),
                                     sqnr_db=_sqnr_db(r, t), top1=tally,

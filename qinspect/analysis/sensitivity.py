@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from qinspect.analysis.decisions import decision_kind, decision_scores
 from qinspect.analysis.metrics import ErrorStats, json_safe, ratio_se_db, representable_range
 from qinspect.dpu.dpu_graph import CONV_OPS, DpuGraph, Node
 from qinspect.dpu.executor import Evaluator, Value
@@ -206,11 +207,13 @@ def slot_readers(graph: DpuGraph, slots: Iterable[tuple[str, str]]) -> set[str]:
 
 
 def top1_counts(graph: DpuGraph, ref: dict[str, Value], test: dict[str, Value]) -> tuple[int, int]:
-    """(agreeing, compared) arg-max decisions over the model outputs with several classes (last axis > 1)."""
+    """(agreeing, compared) decisions over the model outputs that make one (analysis.decisions.decision_kind:
+    a softmax, logits or sigmoid head; never a feature map or an embedding)."""
     agree = total = 0
     for name in graph.outputs:
-        r, t = ref[name].float(), test[name].float()
-        if r.ndim < 2 or r.shape[-1] < 2 or r.shape != t.shape:
+        kind = decision_kind(graph, name)
+        r, t = decision_scores(kind, ref[name].float()), decision_scores(kind, test[name].float())
+        if r is None or t is None or r.shape != t.shape:
             continue
         agree += int(np.count_nonzero(np.argmax(r, axis=-1) == np.argmax(t, axis=-1)))
         total += int(r.size // r.shape[-1])

@@ -87,9 +87,10 @@ def _metrics(st: Any, pos: int | None) -> dict[str, Any] | None:
     }
 
 
-def _output_tallies(labels_path: str | None, n: int | None) -> tuple[dict[str, Any], Any]:
-    """Top-1 tallies of the model's classifier outputs, and the emulator callback that fills them."""
-    from qinspect.analysis.decisions import Top1Tally, is_classifier_output
+def _output_tallies(graph: Any, labels_path: str | None, n: int | None) -> tuple[dict[str, Any], Any]:
+    """Top-1 tallies of the model's outputs that decide (analysis.decisions.decision_kind), and the
+    emulator callback that fills them."""
+    from qinspect.analysis.decisions import Top1Tally, decision_kind, decision_scores
 
     labels = None
     if labels_path:
@@ -100,19 +101,27 @@ def _output_tallies(labels_path: str | None, n: int | None) -> tuple[dict[str, A
         labels = read_labels(labels_path, n or 0)
     tallies: dict[str, Top1Tally] = {}
 
+    kinds = {name: decision_kind(graph, name) for name in graph.outputs}
+
     def on_output(name: str, ref: Any, test: Any) -> None:
-        if not is_classifier_output(ref.shape):
+        r, t = decision_scores(kinds.get(name), ref), decision_scores(kinds.get(name), test)
+        if r is None or t is None or r.shape != t.shape:
             return
         # Labels name the classes of the model's first classifier output.
         first = not tallies or next(iter(tallies)) == name
-        tallies.setdefault(name, Top1Tally(output=name)).update(ref, test, labels if first else None)
+        tallies.setdefault(name, Top1Tally(output=name, kind=kinds[name] or "")).update(
+            r, t, labels if first else None)
 
     return tallies, on_output
 
 
 def _task_line(t: Any) -> str:
     """``output: top-1 agreement ...`` with accuracy and the near-tie warning when they apply."""
+    from qinspect.analysis.decisions import decision_note
+
     line = f"{t.output}: top-1 agreement int8 vs float {100 * t.agreement:.1f}% ({t.agree}/{t.total})"
+    if decision_note(t.kind):
+        line += f" ({decision_note(t.kind)})"
     d = t.to_dict()
     if "accuracy" in d:
         a = d["accuracy"]
@@ -157,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         n = getattr(getattr(data, "capture", data), "n_samples", None)
         if n is None and hasattr(data, "__len__"):
             n = len(data)
-        tallies, on_output = _output_tallies(args.labels, n)
+        tallies, on_output = _output_tallies(emu.graph, args.labels, n)
         results = emu.run(data, layers=layers, batch_size=args.batch_size, stats_factory=ErrorStats,
                           on_output=on_output)
         n_total = common.samples_total(source, args.inputs, n)
