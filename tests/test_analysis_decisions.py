@@ -153,3 +153,20 @@ def test_emulate_labels_give_float_and_int8_accuracy(tmp_path):
     np.save(labels, np.arange(3))
     r = run_cli("emulate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--labels", str(labels))
     assert r.returncode == 2 and "labels.npy" in r.stderr and "16 measured samples" in r.stderr
+
+
+def test_an_agreement_short_of_all_never_reads_100_percent():
+    from qinspect.analysis.decisions import agreement_text
+
+    assert agreement_text(9997 / 10000) == ">99.9%"  # 3 flips in 10,000: "100.0%" hid them
+    assert agreement_text(9997 / 10000, 2) == "99.97%"
+    assert agreement_text(1.0) == "100.0%" and agreement_text(0.0) == "0.0%"
+    assert agreement_text(3 / 10000) == "<0.1%"
+    assert agreement_text(0.906) == "90.6%"
+
+
+def test_the_report_shows_no_negative_zero_and_no_rounded_up_share():
+    from qinspect.report.html import fmt_number
+
+    assert fmt_number(-0.04, "db") == "0.0" and fmt_number(-0.06, "db") == "-0.1"
+    assert fmt_number(0.99999, "pct") == ">99.99%" and fmt_number(1.0, "pct") == "100.00%"

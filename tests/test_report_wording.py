@@ -28,8 +28,11 @@ def test_outlier_sentence_holds_max_ratio_and_bulk_codes():
     f = F.outlier_range("act", x, p)
     ratio = 1000.0 / W.evidence_value(f, "bulk_threshold")
     s = W.finding_sentence(f)
-    assert "up to 1000 " in s and f"({ratio:.0f}x the bulk)" in s and f"position {p}" in s
-    assert f"{W.evidence_value(f, 'codes_used_by_bulk')} int8 codes" in s
+    assert "the largest 1000 " in s and f"({ratio:.0f}x the bulk)" in s and f"position {p}" in s
+    codes = W.evidence_value(f, "codes_used_by_bulk")
+    assert f"{codes} int8 code{'' if codes == 1 else 's'}." in s
+    # the share given is of the far outliers (10 values), not the 0.1% above the bulk's own percentile
+    assert "(0.005% of the values lie beyond 4x the bulk)" in s
 
 
 def test_spread_coverage_growth_constraint_cpu_sentences():

@@ -25,6 +25,19 @@ NEAR_TIE_REL = 1e-3
 NEAR_TIE_WARN_SHARE = 0.1
 
 
+def agreement_text(frac: float, digits: int = 1) -> str:
+    """A share of decisions as a percentage that never rounds to 100% or 0% unless it is: 3 flips in
+    10,000 decisions read "99.97%" at 2 digits and ">99.9%" at 1, not "100.0%"."""
+    pct = 100 * frac
+    text = f"{pct:.{digits}f}%"
+    step = 10 ** -digits
+    if 0 < frac < 1 and float(text[:-1]) >= 100:
+        return f">{100 - step:.{digits}f}%"
+    if 0 < frac < 1 and float(text[:-1]) <= 0:
+        return f"<{step:.{digits}f}%"
+    return text
+
+
 def _as_classes(labels: np.ndarray) -> np.ndarray:
     """Class indices from indices or one-hot rows."""
     y = np.asarray(labels)

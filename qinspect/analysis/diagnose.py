@@ -615,7 +615,8 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     measured = candidates[:rem.MAX_MEASURED]
     if len(candidates) > len(measured):
         notes.append(f"{len(candidates) - len(measured)} further candidate cause(s), with estimated costs below "
-                     f"{_finite(measured[-1].severity_db):.2f} dB, were not tried in the emulator and are not listed")
+                     f"{max(0.0, _finite(measured[-1].severity_db)):.2f} dB, were not tried in the emulator and are "
+                     "not listed")
     done: dict[tuple, rem.Remedy] = {}
     for f in measured:
         tried = [] if options is None else options.remedies(graph, f)

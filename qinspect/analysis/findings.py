@@ -347,7 +347,8 @@ def outlier_range(
     local = _db(e_all / e_bulk) if e_bulk > 0 else math.inf
     severity = _severity(evidence, share, local, noise_frac)
     advice = (
-        f"{100 * n_far / x.size:.2g}% of values reach {2**bits:.0f}x the bulk: clip the activation in the "
+        f"{100 * n_far / x.size:.2g}% of values lie beyond {2**OUTLIER_MIN_BITS:g}x the bulk, the largest at "
+        f"{2**bits:.0f}x: clip the activation in the "
         "float model (ReLU6 or a learned clip) and retrain, or keep this layer in float."
     )
     return Finding(layer, "outlier_range", severity, evidence, advice)

@@ -21,6 +21,8 @@ import math
 import sys
 from typing import Any
 
+from qinspect.analysis.decisions import agreement_text
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``diagnose`` sub-command."""
@@ -219,7 +221,8 @@ TEXT_WIDTH = 110  # findings' sentences wrap here
 def _num(v: Any, fmt: str = ".2f") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    return format(v, fmt)
+    text = format(v, fmt)
+    return text[1:] if text.startswith("-") and text[1:].replace("0", "").strip(".") == "" else text  # no "-0.00"
 
 
 def _print_text(result: Any, positions_from: str, top: int) -> None:
@@ -229,8 +232,9 @@ def _print_text(result: Any, positions_from: str, top: int) -> None:
 
     w = sys.stdout.write
     w(f"positions: {positions_from}\n")
-    top1 = "" if result.top1_agreement is None else (f"; top-1 agreement with float {100 * result.top1_agreement:.1f}%"
-                                                     + wording.pooled_top1_suffix(result.outputs))
+    top1 = "" if result.top1_agreement is None else (
+        f"; top-1 agreement with float {agreement_text(result.top1_agreement)}"
+        + wording.pooled_top1_suffix(result.outputs))
     w(f"measured on: {result.measured_on}; output SQNR {_num(result.output.sqnr_db, '.1f')} dB{top1}\n")
     if result.near_tie_warning:
         w(f"  note: {result.near_tie_warning}\n")

@@ -117,9 +117,9 @@ def _output_tallies(graph: Any, labels_path: str | None, n: int | None) -> tuple
 
 def _task_line(t: Any) -> str:
     """``output: top-1 agreement ...`` with accuracy and the near-tie warning when they apply."""
-    from qinspect.analysis.decisions import decision_note
+    from qinspect.analysis.decisions import agreement_text, decision_note
 
-    line = f"{t.output}: top-1 agreement int8 vs float {100 * t.agreement:.1f}% ({t.agree}/{t.total})"
+    line = f"{t.output}: top-1 agreement int8 vs float {agreement_text(t.agreement)} ({t.agree}/{t.total})"
     if decision_note(t.kind):
         line += f" ({decision_note(t.kind)})"
     d = t.to_dict()

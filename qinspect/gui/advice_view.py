@@ -20,6 +20,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from qinspect.analysis.decisions import agreement_text
+
 COLUMNS = ["Output SQNR (dB)", "Top-1 agreement", "CPU layers added", "Options", "Keep float", "",
            "quantize_model call"]
 COPY_COLUMN, CALL_COLUMN = 5, 6
@@ -93,7 +95,7 @@ class AdviceView(QWidget):
             top1 = r.get("top1_agreement")
             sqnr = r.get("output_sqnr_db")
             cells = [f"{sqnr:.2f}" if isinstance(sqnr, float) else str(sqnr),
-                     "n/a" if top1 is None else f"{100 * top1:.1f}%",
+                     "n/a" if top1 is None else agreement_text(top1),
                      str(r.get("cpu_layers_added", 0)), options_text(r.get("options") or {}),
                      ", ".join(r.get("keep_float") or []) or "none", "", str(r.get("command", ""))]
             for j, text in enumerate(cells):

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from qinspect.analysis.decisions import agreement_text
 from qinspect.gui.session import severity
 from qinspect.report import wording
 
@@ -122,7 +123,7 @@ def trial_text(trial) -> str:
     text = (f"Tried here, on the {trial.n_samples} samples the diagnosis measured: output SQNR "
             f"{trial.output_before.sqnr_db:.2f} dB → {trial.output_after.sqnr_db:.2f} dB ({trial.gain_db:+.2f} dB)")
     if trial.top1_before is not None and trial.top1_after is not None:
-        text += f"; top-1 agreement {100 * trial.top1_before:.1f}% → {100 * trial.top1_after:.1f}%"
+        text += f"; top-1 agreement {agreement_text(trial.top1_before)} → {agreement_text(trial.top1_after)}"
     return text + ". The Error propagation tab shows both curves."
 
 

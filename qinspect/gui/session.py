@@ -14,6 +14,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from qinspect.analysis.decisions import agreement_text
 from qinspect.dpu.options import QuantizerOptions
 from qinspect.gui import emulation
 from qinspect.gui.document import Document
@@ -282,12 +283,12 @@ class Session(QObject):
             on = f"first {d.n_samples} {d.measured_on} samples"
             tied = "; near ties: says little, see the tooltip" if d.near_tie_warning else ""
             pooled = wording.pooled_top1_suffix(d.outputs)
-            parts.append(f"top-1 agreement {100 * d.top1_agreement:.1f}%{pooled} ({on}{tied})")
+            parts.append(f"top-1 agreement {agreement_text(d.top1_agreement)}{pooled} ({on}{tied})")
             if d.accuracy:
                 parts.append(f"accuracy float {100 * d.accuracy['float']:.1f}%, int8 {100 * d.accuracy['int8']:.1f}%")
         trial = self.trial
         if trial is not None:
-            top1 = (f", top-1 {100 * trial.top1_before:.1f}% → {100 * trial.top1_after:.1f}%"
+            top1 = (f", top-1 {agreement_text(trial.top1_before)} → {agreement_text(trial.top1_after)}"
                     if trial.top1_before is not None and trial.top1_after is not None else "")
             parts.append(f"with the remedy tried: {trial.output_before.sqnr_db:.1f} → "
                          f"{trial.output_after.sqnr_db:.1f} dB{top1} ({trial.n_samples} samples)")

@@ -22,6 +22,7 @@ import numpy as np
 
 from qinspect import __version__
 from qinspect.analysis import diagnose as diagnosis
+from qinspect.analysis.decisions import agreement_text
 from qinspect.analysis.metrics import ErrorStats, representable_range
 from qinspect.analysis.outputs import resolve_outputs
 from qinspect.dpu.checks import check_finite_capture
@@ -510,7 +511,7 @@ def _budget_summary(data: dict[str, Any]) -> dict[str, Any]:
     output = data.get("output") or {}
     top1 = output.get("top1_agreement")
     if isinstance(top1, float):
-        out["top-1 agreement with the float model"] = f"{100 * top1:.1f}%" + pooled_top1_suffix(
+        out["top-1 agreement with the float model"] = agreement_text(top1) + pooled_top1_suffix(
             output.get("per_output")) + (
             " (rests on near ties: says little about accuracy)" if output.get("near_tie_warning") else "")
     explained = data.get("explained")

@@ -13,6 +13,7 @@ from typing import Any
 
 import jinja2
 
+from qinspect.analysis.decisions import agreement_text
 from qinspect.report import wording
 from qinspect.report.content import METRIC_KEYS, METRIC_TITLES, POSITION_KEYS, Report
 from qinspect.report.exports import CSV_COLUMNS, worst_finding
@@ -51,12 +52,13 @@ def fmt_number(value: Any, kind: str = "") -> str:
     if math.isinf(v):
         return "∞" if v > 0 else "-∞"
     if kind == "db":
-        return f"{v:.1f}"
+        text = f"{v:.1f}"
+        return "0.0" if text == "-0.0" else text  # a gain of -0.04 dB is no loss to show in red
     if kind == "pct":
         if v == 0:
             return "0%"
         pct = 100 * v
-        return f"{pct:.3g}%" if pct < 0.1 else f"{pct:.2f}%"
+        return f"{pct:.3g}%" if pct < 0.1 else agreement_text(v, 2)
     if kind == "cos":
         return f"{v:.6f}"
     if v == 0:

@@ -13,6 +13,9 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from qinspect.analysis.decisions import agreement_text
+from qinspect.analysis.findings import OUTLIER_MIN_BITS
+
 KIND_TITLES = {
     "saturation": "Saturation",
     "outlier_range": "Outlier-stretched range",
@@ -99,10 +102,13 @@ def _s_outlier(f: Any, e: Callable[[str], Any]) -> str | None:
     where = " in the calibration data" if str(e("data") or "").startswith("calibration") else ""
     absent = " (absent in use)" if "absent" in str(e("data") or "") else ""
     codes = e("codes_used_by_bulk")
-    bulk = f", leaving the bulk of the values {codes} int8 codes" if codes is not None else ""
-    return (f"Rare outliers{where}{absent} up to {_g(amax)} ({2 ** bits:.0f}x the bulk) set "
-            f"{field_of(f, 'layer')}'s range at position {e('position')}: {bits:.1f} bits of range are spent "
-            f"on {_pct(e('tail_frac'))} of the values{bulk}.")
+    bulk = (f", leaving the bulk of the values {codes} int8 code{'' if codes == 1 else 's'}"
+            if codes is not None else "")
+    far = e("far_outlier_frac")
+    few = f" ({_pct(far)} of the values lie beyond {2 ** OUTLIER_MIN_BITS:g}x the bulk)" if far is not None else ""
+    return (f"Rare outliers{where}{absent}{few}, the largest {_g(amax)} ({2 ** bits:.0f}x the bulk), set "
+            f"{field_of(f, 'layer')}'s range at position {e('position')}: {bits:.1f} bits of range serve "
+            f"them{bulk}.")
 
 
 def _s_spread(f: Any, e: Callable[[str], Any]) -> str | None:
@@ -292,7 +298,7 @@ def remedy_sentence(remedy: Mapping[str, Any] | None) -> str:
         text += f" ({gain:+.2f}{_pm(_num(remedy.get('measured_gain_se_db')))} dB)"
     top1 = _num(remedy.get("top1_agreement"))
     if top1 is not None:
-        text += f", top-1 agreement with float {100 * top1:.1f}%"
+        text += f", top-1 agreement with float {agreement_text(top1)}"
     return text + "."
 
 
@@ -321,7 +327,7 @@ def output_phrase(figure: Any) -> str:
     share = _num(field_of(figure, "signal_share"))
     parts = [] if share is None else [f"{100 * share:.3g}% of the signal power"]
     if _num(top1) is not None:
-        parts.append(f"top-1 {100 * top1:.1f}%")
+        parts.append(f"top-1 {agreement_text(top1)}")
     if field_of(figure, "weighed", True) is False:
         parts.append("not weighed")
     tail = f" ({'; '.join(parts)})" if parts else ""
