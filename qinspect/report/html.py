@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
+import os
 from typing import Any
 
 import jinja2
@@ -108,6 +109,7 @@ def _environment() -> jinja2.Environment:
     env.filters["pooled_top1"] = wording.pooled_top1_suffix
     env.filters["remedy_sentence"] = wording.remedy_sentence
     env.filters["kind_title"] = wording.kind_title
+    env.filters["basename"] = lambda path: os.path.basename(str(path or ""))
     return env
 
 
