@@ -58,3 +58,9 @@ def test_a_count_below_one_is_a_one_line_error():
     root = refcase("small")
     r = run_cli("calibrate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--cle-steps", "0")
     assert r.returncode == 2 and "--cle-steps must be at least 1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_step_count_that_would_run_for_hours_is_a_one_line_error():
+    root = refcase("small")
+    r = run_cli("calibrate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--cle-steps", "100000000")
+    assert r.returncode == 2 and "--cle-steps must be at most 1000" in r.stderr and "Traceback" not in r.stderr

@@ -146,12 +146,20 @@ def add_quantizer_option_args(parser: argparse.ArgumentParser) -> None:
                         help="ReLU6 layers become ReLU (the quantizer's convert_relu6_to_relu; changes the function)")
 
 
+MAX_CLE_STEPS = 1000
+
+
 def quantizer_options(args: argparse.Namespace) -> Any:
     """The :class:`~qinspect.dpu.options.QuantizerOptions` the command's flags say (one-line error when
     a count is below 1)."""
     from qinspect.dpu.options import QuantizerOptions
 
     check_counts(args, "--cle-steps")
+    steps = getattr(args, "cle_steps", None)
+    if steps is not None and steps > MAX_CLE_STEPS:
+        # each step walks every equalized pair; a huge count was a hang, not a better equalization
+        raise QInspectError(f"--cle-steps must be at most {MAX_CLE_STEPS} (got {steps}): cross-layer equalization "
+                            "settles within a few dozen steps")
     return QuantizerOptions(
         include_cle=not getattr(args, "no_cle", False),
         cle_steps=int(getattr(args, "cle_steps", 10)),
