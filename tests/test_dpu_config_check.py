@@ -63,3 +63,16 @@ def test_an_activation_serialized_as_someone_elses_function_is_never_a_known_one
     assert act_name(keras3) == "relu"
     assert act_name({"module": "builtins", "class_name": "function", "config": "print"}) == "builtins.print"
     assert act_name({"class_name": "function", "config": 3}) == "function"
+
+
+def test_calibration_refuses_a_position_no_positions_file_could_hold():
+    # inputs of 1e30 calibrated to position -93: `calibrate` wrote it, `--positions` then refused it
+    from qinspect.dpu.emulator import Emulator
+
+    w = rng_weights(np.random.default_rng(0), {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}})
+    src = model([("x", "InputLayer", {}, [], S),
+                 ("c", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["x"], S)],
+                ["c"], w)
+    emu = Emulator.from_model(src)
+    with pytest.raises(QInspectError, match=r"quant_x:input at position -9\d, beyond -64..64.*calibration inputs"):
+        emu.calibrate(np.full((2, 8, 8, 4), 1e30, np.float32), 2)

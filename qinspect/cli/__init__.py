@@ -15,6 +15,7 @@ import importlib
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 
 from qinspect import __version__
@@ -104,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    if whole_process:
+        # numpy's overflow / invalid-value notes on absurd data (1e38 inputs, a negative variance) would print
+        # a block above the one-line error the checks give; the checks say what is wrong
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"(qinspect|numpy)(\.|$)")
     if whole_process and args.command != "gui":  # the window closes itself on SIGTERM
         # SIGTERM cleans up like Ctrl-C: temporary files and folders go, destinations stay as they were.
         signal.signal(signal.SIGTERM, raise_interrupt)

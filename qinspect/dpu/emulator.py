@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.dpu.calibrate import CalibrationResult, calibrate
-from qinspect.dpu.checks import check_node_weights, checked_position, finite_batches, naming_file
+from qinspect.dpu.checks import MAX_POSITION, check_node_weights, checked_position, finite_batches, naming_file
 from qinspect.dpu.dpu_graph import CONV_OPS, Adjustment, DpuGraph, Node, Rewrite
 from qinspect.dpu.executor import CAPTURED, Evaluator, Value, _FusedValue, batch_inputs, check_input_shape
 from qinspect.dpu.fixed_point import Round, quantize
@@ -238,6 +238,13 @@ class Emulator:
         batches = _data_batches(self.graph, data, batch_size)
         with naming_file(self.source):
             self.calibration = calibrate(self.graph, batches, batch_size, constraints)
+            for layer, keys in self.graph.positions.items():
+                for key, value in keys.items():
+                    if value is not None and abs(int(value)) > MAX_POSITION:
+                        # the positions JSON reader refuses these too: no int8 model holds such a scale
+                        raise QInspectError(f"calibration puts {layer}:{key} at position {value}, beyond "
+                                            f"-{MAX_POSITION}..{MAX_POSITION}: values of about 2^{-int(value) + 7} "
+                                            "reach it; check the scale of the calibration inputs")
         return self.calibration
 
     def load_positions(self, positions: Any) -> list[str]:
