@@ -179,3 +179,18 @@ def test_compare_dump_with_more_inputs_than_dumped_compares_the_dumped_batch():
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["samples"] == 2 and any("first 2 of the 16" in n for n in out["notes"])
+
+
+def test_compare_dump_names_at_most_ten_stray_files_in_its_text(tmp_path):
+    # A dump of another model listed 126 "missing:" lines above its one-line error.
+    root = refcase("small")
+    dst = tmp_path / "d"
+    shutil.copytree(root / "dump_results", dst)
+    for i in range(15):
+        np.zeros(4, np.int8).tofile(dst / "dump_results_0" / f"stray_{i}.bin")
+    r = run_cli("compare-dump", str(root / "quantized.h5"), str(dst), "--inputs", str(root / "dump_inputs.npy"))
+    assert r.returncode == 2 and "stray_0.bin: dump file maps to no tensor" in r.stderr
+    assert r.stdout.count("unmapped: ") == 10 and "(15 unmapped and 0 missing in all" in r.stdout
+    r = run_cli("compare-dump", str(root / "quantized.h5"), str(dst), "--inputs", str(root / "dump_inputs.npy"),
+                "--json")
+    assert len(json.loads(r.stdout)["unmapped"]) == 15

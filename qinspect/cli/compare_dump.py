@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+LISTED = 10  # unmapped or missing files named in the text output (--json has them all)
+
+
 def run(args: argparse.Namespace) -> int:
     """Compare and print."""
     from qinspect.cli import error
@@ -83,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
     gating = [m for m in matches if m.gating]
     all_ok = all(m.ok for m in gating)
     missing = [e.path or e.filename for e in dump.missing]
+    if dump.unmapped and not gating:  # nothing in common: a dump of another model, no table to show
+        return error(f"{dump.unmapped[0]}: dump file maps to no tensor of {args.quantized}, and no file of "
+                     f"{args.dump} does: a dump of another model?")
     first = first_dump_divergence(emu.graph, matches)
     if args.json:
         print_json({
@@ -114,10 +120,12 @@ def run(args: argparse.Namespace) -> int:
           f" ({n_float_ok}/{n_float} informative float files identical)\n")
         for note in dump.notes:
             w(f"note: {note}\n")
-        for u in dump.unmapped:
+        for u in dump.unmapped[:LISTED]:
             w(f"unmapped: {u} (no tensor of the model has this file name)\n")
-        for mi in missing:
+        for mi in missing[:LISTED]:
             w(f"missing: {mi}\n")
+        if len(dump.unmapped) > LISTED or len(missing) > LISTED:
+            w(f"({len(dump.unmapped)} unmapped and {len(missing)} missing in all: --json lists every one)\n")
     if dump.unmapped:
         return error(f"{dump.unmapped[0]}: dump file maps to no tensor of {args.quantized}"
                      + (f" (and {len(dump.unmapped) - 1} more unmapped)" if len(dump.unmapped) > 1 else ""))
