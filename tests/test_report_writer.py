@@ -136,3 +136,19 @@ def test_renderer_output_that_is_not_png_is_refused(tmp_path):
     with pytest.raises(ValueError, match="PNG"):
         write_report(sample_report(), tmp_path / "rep", render_figures=lambda specs: {"L1-activation": b"nope"})
     assert not (tmp_path / "rep").exists()
+
+
+def test_the_working_folder_is_refused_up_front_even_empty(tmp_path, monkeypatch):
+    # it ran the whole report, then failed to swap it in ("Device or resource busy")
+    here = tmp_path / "empty"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    with pytest.raises(QInspectError, match="is the working, home or a parent folder"):
+        write_report(sample_report(), ".")
+    assert list(here.iterdir()) == []
+
+
+def test_a_file_as_the_parent_is_named_as_such(tmp_path):
+    (tmp_path / "cap.h5").write_bytes(b"x")
+    with pytest.raises(QInspectError, match="cap.h5 is a file, not a folder"):
+        write_report(sample_report(), tmp_path / "cap.h5" / "rep")

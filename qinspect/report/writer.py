@@ -94,19 +94,23 @@ def check_destination(out_dir: str | Path, force: bool = False) -> Path:
         raise QInspectError("is a symbolic link: give the report folder itself (qinspect never replaces a link)", out)
     if out.exists() and not out.is_dir():
         raise QInspectError("exists and is not a folder", out)
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir():
+        # even empty: the report is swapped in by renaming the folder, which the working folder refuses
         here, target = Path.cwd().resolve(), out.resolve()
         if target == here or target in here.parents or target == Path.home().resolve():
             raise QInspectError("is the working, home or a parent folder: a report needs a folder of its own "
                                 "(even --force does not replace this one)", out)
+    if out.is_dir() and any(out.iterdir()):
         reason = not_a_report_reason(out)
         if reason is not None:
             raise QInspectError(f"folder exists and is not a qinspect report ({reason}): qinspect replaces only "
                                 "a report it wrote, even with --force; choose a new folder", out)
         if not force:
             raise QInspectError("holds a qinspect report (use --force to replace it)", out)
-    if not out.absolute().parent.is_dir():
-        raise QInspectError("parent folder does not exist", out)
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        raise QInspectError("parent folder does not exist" if not parent.exists() else
+                            f"{parent.name} is a file, not a folder", out)
     try:  # a folder we cannot write in is refused now, before any work
         os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".probe", dir=out.absolute().parent))
     except OSError as exc:
