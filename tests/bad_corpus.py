@@ -162,6 +162,11 @@ def _nan_capture(path: Path) -> Path:
 CAPTURES: list[tuple[str, Callable[[Path], Path], str]] = [
     ("graph-missing-layer", lambda p: _edit_capture(p, _edit_graph(
         lambda g: _layer(g, "dense").update(inbound=["ghost"]))), "reads layer 'ghost', which is not in the graph"),
+    ("graph-no-outputs", lambda p: _edit_capture(p, _edit_graph(lambda g: g.update(outputs=[]))),
+     "the graph lists no model output"),
+    ("graph-strides-zero", lambda p: _edit_capture(p, _edit_graph(
+        lambda g: _layer(g, "outer/conv")["config"].update(strides=[0, 0]))),
+     "damaged layer config (layer outer/conv: strides [0, 0]"),
     ("graph-cycle", lambda p: _edit_capture(p, _edit_graph(
         lambda g: _layer(g, "outer/conv").update(inbound=["dense"]))), "graph has a cycle"),
     ("graph-not-json", lambda p: _edit_capture(p, _edit_graph(lambda g: g.clear())), "/graph is not a model graph"),

@@ -46,13 +46,13 @@ from typing import Any
 import numpy as np
 
 from qinspect.dpu.cle import cross_layer_equalize
-from qinspect.dpu.config_check import check_layer_configs
 from qinspect.dpu.cpu_layers import conv_groups
 from qinspect.dpu.dpu_graph import DpuGraph, Rewrite, SlotSpec
 from qinspect.dpu.layer_map import LEAKY_DPU_ALPHA, act_name, dpu_placement, keras_op_as_tf_op, layer_node
 from qinspect.dpu.options import QuantizerOptions
 from qinspect.errors import QInspectError
 from qinspect.io.call_order import keras_call_order
+from qinspect.io.config_check import check_layer_configs
 from qinspect.io.graph import ModelGraph
 from qinspect.io.keras_classes import INACTIVE_AT_INFERENCE
 from qinspect.io.vitis import POST_QUANT_ACTIVATIONS, PRE_QUANT_ACTIVATIONS, strip_quant

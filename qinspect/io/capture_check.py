@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 from qinspect.errors import QInspectError
+from qinspect.io.config_check import check_layer_configs
 from qinspect.io.graph import ModelGraph
 
 
@@ -47,6 +48,8 @@ def check_graph(graph: ModelGraph, path: str) -> None:
             raise QInspectError(f"damaged capture: layer {layer.name!r} is nested in {layer.parent!r}, which is not "
                                 "in the graph", path)
     for kind, listed in (("input", graph.inputs), ("output", graph.outputs)):
+        if not listed:  # a model has at least one of each: there is nothing to feed or to measure otherwise
+            raise QInspectError(f"damaged capture: the graph lists no model {kind}", path)
         for name in listed:
             if name not in names:
                 raise QInspectError(f"damaged capture: model {kind} {name!r} is not a layer of the graph", path)
@@ -54,6 +57,7 @@ def check_graph(graph: ModelGraph, path: str) -> None:
     if cycle:
         raise QInspectError(f"damaged capture: the graph has a cycle ({' -> '.join(cycle)}); a model's layers "
                             "cannot read their own output", path)
+    check_layer_configs(graph.leaves(), path)
 
 
 def _is_str(v: Any) -> bool:

@@ -127,11 +127,13 @@ def open_model(path: str | os.PathLike[str]) -> ModelSource:
 
 def _checked(source: ModelSource, path: str) -> ModelSource:
     """``source`` once its weights' shapes agree with its layers' configs (closed and refused otherwise)."""
+    from qinspect.io.config_check import check_layer_configs
     from qinspect.io.weight_check import check_weight_shapes
 
     if source.kind == "capture":
         return source  # checked against its own graph when opened
     try:
+        check_layer_configs(source.graph.leaves(), path)  # first: a bad window explains a weight's shape
         check_weight_shapes(source.graph, path)
     except BaseException:
         source.close()
