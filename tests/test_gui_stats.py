@@ -95,3 +95,21 @@ def test_scatter_sample_keeps_the_extremes_and_one_point_per_cell():
     assert sx.size < 1500 // 2  # y has only a few values: most sampled points shared a cell
     i = np.searchsorted(np.sort(x), sx)  # every point is one of the input pairs
     assert np.all(np.sort(x)[np.minimum(i, x.size - 1)] == sx)
+
+
+def test_a_tensor_without_a_position_is_shown_as_a_what_if_not_in_use(qtbot):
+    """A conv folded into its BatchNorm, or a softmax on the CPU, has no position in the int8 model: the
+    panel showed min-MSE's as "p = N (in use)" with clip and SQNR figures read as the model's."""
+    from qinspect.gui.layer_panel import LayerPanel
+
+    x = np.linspace(-3, 3, 200, dtype=np.float32)
+    folded = ls.layer_data("c", "Conv2D", x, 1, 1, None, "not a tensor of the int8 model: folded", [], True)
+    kept = ls.layer_data("r", "ReLU", x, 1, 1, 5, "calibration", [], True)
+    assert folded.whatif_only and folded.position is not None and not kept.whatif_only
+    panel = LayerPanel()
+    qtbot.addWidget(panel)
+    for data, want in ((folded, "what-if: the int8 model does not quantize this tensor"), (kept, "(in use)")):
+        panel.data, panel.whatif = data, ls.what_if(data, data.position)
+        panel._set_whatif_labels()
+        assert want in panel.range_label.text()
+        assert ("(what-if)" in panel.sqnr_label.text()) == data.whatif_only

@@ -663,17 +663,20 @@ class LayerPanel(StablePages):
                 label.setText("")
             return
         st = w.stats
+        # a tensor the int8 model does not quantize (folded into the next layer, float on the CPU) has no
+        # position in use: what is shown is a what-if, and says so
+        used = "what-if: the int8 model does not quantize this tensor" if data.whatif_only else "in use"
         self.range_label.setText(
-            f"<b>p = {w.position}</b> ({w.method or 'in use'}): int8 range [{w.lo:.5g}, {w.hi:.5g}], "
+            f"<b>p = {w.position}</b> ({w.method or used}): int8 range [{w.lo:.5g}, {w.hi:.5g}], "
             f"step {2.0 ** -w.position:.4g} · float values in [{data.vmin:.5g}, {data.vmax:.5g}]"
         )
         self.clip_label.setText(
             f"Clipped below: <b>{ls.fmt_frac(st.clip_lo_frac)}</b> · above: <b>{ls.fmt_frac(st.clip_hi_frac)}</b> · "
             f"codes used: {st.codes_used}/256"
         )
+        alone = "This tensor quantized alone" + (" (what-if)" if data.whatif_only else "")
         self.sqnr_label.setText(
-            f"This tensor quantized alone: SQNR <b>{ls.fmt_db(w.sqnr_db)}</b>, MSE {st.mse:.3g}, "
-            f"max |error| {st.max_abs_d:.3g}"
+            f"{alone}: SQNR <b>{ls.fmt_db(w.sqnr_db)}</b>, MSE {st.mse:.3g}, max |error| {st.max_abs_d:.3g}"
         )
 
     def _draw_error_histogram(self) -> None:
@@ -785,7 +788,8 @@ class LayerPanel(StablePages):
         layer = self.session.document.graph[data.name]
         lines = []
         if data.position is not None:
-            lines.append(f"<b>Position in use:</b> p = {data.position}, from {data.position_source}.")
+            head = "Position shown (what-if)" if data.whatif_only else "Position in use"
+            lines.append(f"<b>{head}:</b> p = {data.position}, from {data.position_source}.")
         other = ", ".join(f"{k.split(' (')[0]} p={v}" for k, v in data.method_positions.items())
         if other:
             lines.append(f"<b>Other methods</b> on these samples: {other} (percentile and KL are what-ifs; "

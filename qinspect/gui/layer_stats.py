@@ -121,6 +121,7 @@ class LayerData:
     position_source: str
     weights: list[WeightInfo] = field(default_factory=list)
     complete: bool = True  # False for the quick first pass over a few samples
+    whatif_only: bool = False  # the int8 model holds no position for this tensor: ``position`` is a what-if
 
     @property
     def has_activations(self) -> bool:
@@ -240,11 +241,12 @@ def layer_data(name: str, class_name: str, values: np.ndarray, n_used: int, n_to
                 continue  # the quick first pass skips the what-if methods (percentile, KL)
             check()
             methods[label] = int(fn(finite))
-    if position is None and methods:
+    whatif_only = position is None and bool(methods)
+    if whatif_only:
         why = f" ({position_source})" if position_source else ""
         position, position_source = methods[DEFAULT_METHOD], f"min-MSE over these values, as a what-if{why}"
     return LayerData(name, class_name, n_used, n_total, finite, vmin, vmax, hist, methods, position,
-                     position_source, weights, complete)
+                     position_source, weights, complete, whatif_only)
 
 
 def what_if(data: LayerData, position: int, method: str = "") -> WhatIf:
