@@ -64,3 +64,20 @@ def test_figure_x_is_the_tables_index():
     assert x == [0.0, 1.0, 2.0, 2.5, 3.0]
     spec = propagation_figure("p", list("abcde"), [30.0, 20.0, 25.0, 24.0, 10.0], [30.0, 20, 19, 18, 9], x=x)
     assert spec.series[0].x == x
+
+
+def test_the_window_gives_a_folded_layer_no_figures_of_its_own_as_the_report_does():
+    # The tree showed conv2d_1 (folded into batch_normalization_1) at the BatchNorm's SQNR, the report n/a.
+    import pytest
+
+    pytest.importorskip("PySide6")
+    from qinspect.gui.emulation import Analysis
+
+    g = _separable_with_bn()
+    results = {n.name: SimpleNamespace(isolated="iso-" + n.name, accumulated="acc-" + n.name) for n in g.nodes}
+    a = Analysis(available=True, graph=g, results=results)
+    assert a.folded_into("s") == "bn" and a.folded_into("bn") is None and a.folded_into("r") is None
+    assert a.result("s") is None and a.result("bn") is results["quant_s_pointwise_conv"]
+    stats = a.layer_stats(accumulated=True)
+    assert "s" not in stats and stats["bn"] == "acc-quant_s_pointwise_conv"
+    assert a.activation_position("s")[0] is None

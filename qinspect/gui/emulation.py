@@ -118,6 +118,15 @@ class Analysis:
                 out[layer] = why
         return out
 
+    def folded_into(self, layer: str) -> str | None:
+        """The float layer whose int8 tensor holds ``layer``'s work when ``layer`` has none of its own (a conv
+        folded with its BatchNorm: the BatchNorm's), else None."""
+        node = self.node(layer)
+        if node is None:
+            return None
+        origin = getattr(node, "origin", None) or [node.name]
+        return origin[-1] if layer != node.name and origin[-1] != layer else None
+
     def activation_position(self, layer: str) -> tuple[int | None, str]:
         """Position of ``layer``'s float output in the int8 model, or None and why it has none.
 
@@ -129,7 +138,7 @@ class Analysis:
         if node is None or self.graph is None:
             return None, "not part of the int8 model"
         origin = getattr(node, "origin", None) or [node.name]
-        if layer != node.name and origin[-1] != layer:
+        if self.folded_into(layer) is not None:
             return None, f"not a tensor of the int8 model: folded into {node.name} with {', '.join(origin[1:])}"
         if node.out_slot is None and node.op not in _TRANSPARENT:
             fused = self.graph.rounding_activation(node)
@@ -188,14 +197,19 @@ class Analysis:
         return out
 
     def result(self, layer: str) -> Any:
-        """The emulator's result for the node standing for ``layer``."""
+        """The emulator's result for the node standing for ``layer`` (None for a layer folded into another:
+        that node's output is the other layer's tensor, and its figures are shown there)."""
         node = self.node(layer)
-        return self.results.get(node.name) if node is not None else None
+        if node is None or self.folded_into(layer) is not None:
+            return None
+        return self.results.get(node.name)
 
     def layer_stats(self, accumulated: bool) -> dict[str, Any]:
         """Float layer -> ErrorStats (accumulated or isolated) of its node."""
         out = {}
         for layer, node in self._node_of.items():
+            if self.folded_into(layer) is not None:
+                continue  # its node's output is the layer it was folded into; the report leaves it out too
             res = self.results.get(node.name)
             stats = getattr(res, "accumulated" if accumulated else "isolated", None) if res is not None else None
             if stats is not None:

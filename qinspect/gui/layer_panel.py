@@ -832,6 +832,11 @@ class LayerPanel(StablePages):
         if res is None and not analysis.results:
             self.emulated_label.setText("Emulated int8 model: <i>capture activations to emulate it</i>")
             return
+        into = analysis.folded_into(self.current) if res is None else None
+        if into is not None:
+            self.emulated_label.setText(f"Emulated int8 model: no int8 tensor of its own (folded with {_html(into)}; "
+                                        "its figures are that layer's)")
+            return
         if res is None:
             self.emulated_label.setText("Emulated int8 model: no int8 tensor stands for this layer")
             return
