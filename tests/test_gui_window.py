@@ -582,3 +582,20 @@ def test_without_the_helper_process_the_numbers_are_the_same(qtbot, window, capt
     qtbot.waitUntil(lambda: window.layer_panel.whatif is not None and window.layer_panel.whatif.position == 6,
                     timeout=5000)
     assert "below: <b>18.00%</b>" in window.layer_panel.clip_label.text()
+
+
+def test_the_tree_columns_fit_the_models_longest_names(qtbot, window):
+    """Five BatchNormalization layers all read "batch_normalizatio…" at the old fixed width."""
+    from types import SimpleNamespace
+
+    from qinspect.gui.graph_model import COL_NAME
+
+    window.resize(1600, 1000)
+    names = [f"batch_normalization_{k}" for k in range(10, 15)] + ["mobilenetv2_1.00_224/block_16_project_BN"]
+    layers = [SimpleNamespace(short_name=n, depth=0, class_name="BatchNormalization", output_shape=[None, 7, 7, 320])
+              for n in names]
+    window._fit_tree_columns(SimpleNamespace(layers=layers))
+    fm, header = window.tree.fontMetrics(), window.tree.header()
+    assert header.sectionSize(COL_NAME) >= fm.horizontalAdvance("batch_normalization_14")
+    assert header.sectionSize(COL_NAME) <= 330  # capped: a 40-character name is elided, not the whole pane
+    assert header.sectionSize(1) >= fm.horizontalAdvance("BatchNormalization")

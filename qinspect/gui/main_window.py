@@ -36,10 +36,18 @@ from qinspect.gui.app import DEFAULT_SIZE
 from qinspect.gui.document import Document, open_document
 from qinspect.gui.empty_state import EmptyState
 from qinspect.gui.errors import ErrorHub
-from qinspect.gui.graph_model import COL_METRIC, COL_NAME, LAYER_NAME_ROLE, GraphTreeModel, LayerFilterProxy
+from qinspect.gui.graph_model import (
+    COL_METRIC,
+    COL_NAME,
+    LAYER_NAME_ROLE,
+    GraphTreeModel,
+    LayerFilterProxy,
+    format_shape,
+)
 from qinspect.gui.session import Session
 from qinspect.gui.settings import Settings
 from qinspect.gui.worker import Channel
+from qinspect.io.graph import ModelGraph
 
 FILE_FILTER = "Captures and models (*.h5 *.hdf5 *.keras);;All files (*)"
 # A held arrow key repeats every ~30-40 ms: the layer it stops at is loaded once no repeat came for
@@ -109,6 +117,30 @@ class MainWindow(QMainWindow):
         if self.settings.window_state() is None:
             # Docks only take a size once the window is laid out.
             QTimer.singleShot(0, lambda: self.resizeDocks([self.tree_dock], [600], Qt.Orientation.Horizontal))
+
+    def _fit_tree_columns(self, graph: ModelGraph) -> None:
+        """Widen the name, type and shape columns to the model's longest entries (capped), so that
+        batch_normalization_10 .. _14 do not all read "batch_normalizatio…". Measured from the graph,
+        not from every row's size hint: a few font measurements, whatever the model's size."""
+        fm = self.tree.fontMetrics()
+        pad = 3 * fm.horizontalAdvance("M")  # the cell's margins and a finding badge
+        columns = (
+            (COL_NAME, [(lay.short_name, lay.depth) for lay in graph.layers], 165, 330),
+            (1, [(lay.class_name, 0) for lay in graph.layers], 105, 190),
+            (2, [(format_shape(lay.output_shape), 0) for lay in graph.layers], 85, 170),
+        )
+        header = self.tree.header()
+        for col, texts, least, most in columns:
+            # the few longest by characters, then measured in the font (proportional widths differ)
+            longest = sorted(texts, key=lambda t: len(t[0]) + 2 * t[1], reverse=True)[:8]
+            need = max((fm.horizontalAdvance(text) + depth * self.tree.indentation() for text, depth in longest),
+                       default=0) + pad + (self.tree.indentation() if col == COL_NAME else 0)
+            header.resizeSection(col, max(least, min(most, need)))
+        # widen the dock to show them, up to 45% of the window; never narrow what the user set
+        total = sum(header.sectionSize(c) for c in range(header.count())) + 2 * pad
+        want = min(total, int(0.45 * self.width()))
+        if self.tree_dock.width() < want:
+            self.resizeDocks([self.tree_dock], [want], Qt.Orientation.Horizontal)
 
     # --- construction ------------------------------------------------------------------------------
     def _build_tree_dock(self) -> None:
@@ -461,6 +493,7 @@ class MainWindow(QMainWindow):
         self.session.busy.connect(self._on_session_busy)
         self.session.progress.connect(self.show_progress)
         self.tree_model.set_graph(doc.graph)
+        self._fit_tree_columns(doc.graph)
         self.tree_dock.setVisible(True)
         self.search.clear()
         self.tree.expandToDepth(0)
