@@ -370,3 +370,24 @@ def test_augmentation_layers_are_removed_like_dropout(cls):
     g = graph_from_float(src.graph, src)
     assert [n.name for n in g.nodes] == ["x", "quant_x", "quant_c"]
     assert any(r.kind == "remove_dropout" and r.layers == ["aug"] for r in g.rewrites)
+
+
+def test_ignore_layers_names_a_nested_layer_as_keras_does():
+    """A backbone nested in a transfer-learning model: its layers are "mobilenetv2/block_5_project" in the
+    tree, but Keras (and the quantizer's ignore_layers) call it "block_5_project"."""
+    from qinspect.analysis.advisor import command, float_layers
+    from qinspect.io.graph import Layer, ModelGraph
+    from tests.dpu_graph_fixtures import DictSource
+
+    rng = np.random.default_rng(9)
+    layers = [Layer(name="x", class_name="InputLayer", config={"name": "x"}, inbound=[], output_shape=S4),
+              Layer(name="net", class_name="Functional", config={"name": "net"}, inbound=["x"], is_container=True),
+              Layer(name="net/c", class_name="Conv2D", parent="net", inbound=["x"], output_shape=S4,
+                    config={"name": "c", "filters": 4, "kernel_size": [1, 1], "activation": "linear"})]
+    g = ModelGraph(name="m", layers=layers, inputs=["x"], outputs=["net/c"])
+    src = DictSource(g, {"net/c": {"kernel": rng.normal(size=(1, 1, 4, 4)), "bias": np.zeros(4)}})
+    dg = graph_from_float(g, src)
+    assert dg.keras_names == {"net/c": "c"}
+    layers_kept = float_layers(dg, ["quant_net/c"])
+    assert layers_kept == ["net/c"]  # the tree's name, for the table
+    assert command({}, layers_kept, dg.keras_names).endswith("ignore_layers=['c'])")

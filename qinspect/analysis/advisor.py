@@ -49,8 +49,10 @@ class AdviceRow:
                           "cpu_layers_added": self.cpu_layers_added, "command": self.command})
 
 
-def command(options: dict[str, Any], keep_float: Sequence[str]) -> str:
-    """The ``vai_q_tensorflow2`` call that quantizes the model this way."""
+def command(options: dict[str, Any], keep_float: Sequence[str], keras_names: dict[str, str] | None = None) -> str:
+    """The ``vai_q_tensorflow2`` call that quantizes the model this way; ``keras_names`` (``DpuGraph.keras_names``)
+    turns a nested layer's name into the one Keras and ``ignore_layers`` know."""
+    keep_float = [(keras_names or {}).get(name, name) for name in keep_float]
     opts = dict(options)
     n = opts.pop("calib_samples", None)
     args = [f"calib_dataset=calib{'' if n is None else f'[:{n}]'}"]
@@ -145,7 +147,7 @@ def _keep_float_rows(base: AdviceRow, graph: DpuGraph, sens: Any, runner: Any,
         agree, total = top1_counts(graph, runner.ref, values)
         layers = float_layers(graph, names)
         return AdviceRow(dict(base.options), layers, _output_stats(graph, runner.ref, values).sqnr_db,
-                         agree / total if total else None, len(names), command(base.options, layers))
+                         agree / total if total else None, len(names), command(base.options, layers, graph.keras_names))
 
     singles = []
     for i, n in enumerate(candidates):

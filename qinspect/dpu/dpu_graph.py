@@ -155,6 +155,9 @@ class DpuGraph:
     call_rank: dict[str, int] = field(default_factory=dict)
     # The quantizer options a float model was rewritten under (None: a quantized.h5's own graph).
     options: QuantizerOptions | None = None
+    # Float-model layer name -> the name Keras gives it, where they differ: a layer nested in a submodel
+    # is "backbone/conv1" here and "conv1" to Keras (and to the quantizer's ignore_layers).
+    keras_names: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.reindex()
