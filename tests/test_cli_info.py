@@ -309,7 +309,8 @@ MANIFEST: list[tuple[str, Maker, str]] = [
     ("config.json not JSON", _keras_bad_json, "config.json in the archive is not valid JSON"),
     ("truncated .keras weights", _keras_truncated_weights, "damaged .keras archive"),
     ("folder that is not a SavedModel", _folder, "is a folder, but not a TensorFlow SavedModel"),
-    ("SavedModel without Keras metadata", _savedmodel_without_keras, "SavedModel without keras_metadata.pb"),
+    ("SavedModel without Keras metadata", _savedmodel_without_keras,
+     "save it with model.save('model.keras')"),
 ]
 
 

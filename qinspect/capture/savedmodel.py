@@ -42,8 +42,9 @@ class SavedModelSource(WeightSource):
         meta_file = folder / "keras_metadata.pb"
         if not meta_file.is_file():
             raise QInspectError(
-                "SavedModel without keras_metadata.pb: not a Keras model saved by model.save(); "
-                "qinspect reads Keras models only",
+                "SavedModel without keras_metadata.pb: not a Keras model saved by model.save() (Keras 3's "
+                "model.export() writes serving functions only, without the layers); qinspect reads Keras models: "
+                "save it with model.save('model.keras')",
                 self.path,
             )
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up chatter is not for users
