@@ -341,6 +341,9 @@ def diagnose(
         notes.append(f"the output SQNR varies from sample to sample: {sens.output.sqnr_db:.1f} dB with a standard "
                      f"error of {spread:.1f} dB over {n_sens} samples; gains below about {2 * spread:.1f} dB may "
                      "not hold on other data (more samples: --sens-samples)")
+    constant = _constant_output_note(graph, sens)
+    if constant:
+        notes.append(constant)
     # The findings read the float output of every quantized node and the input of every conv.
     needed = {n.name for n in graph.nodes if n.out_slot is not None}
     needed |= {n.inputs[0] for n in graph.nodes if n.op in CONV_OPS and n.inputs}
@@ -431,6 +434,31 @@ def _focused_rebuild(rebuild: Callable[[dict[str, Any]], DpuGraph],
                      outputs: list[str]) -> Callable[[dict[str, Any]], DpuGraph]:
     """``rebuild`` whose graphs keep the diagnosis's choice of outputs."""
     return lambda change: focused(rebuild(change), outputs)
+
+
+CONSTANT_OUTPUT_REL = 1e-3  # an output whose spread over samples is at most this share of its size
+
+
+def _constant_output_note(graph: DpuGraph, sens: SensitivityResult) -> str | None:
+    """A note when a float model output is nearly the same for every sample (a random-weight network whose
+    activations collapse: the softmax sits at 1/classes). Its output SQNR then measures a constant, high or
+    even infinite while every layer before it is lost, and says nothing about the model."""
+    run = sens.runner
+    if run is None:
+        return None
+    for name in graph.outputs:
+        ref = np.asarray(run.ref[name].float(), np.float64)
+        if len(ref) < 2:
+            continue
+        size = float(np.sqrt(np.mean(ref * ref)))
+        spread = float(np.sqrt(np.mean(np.var(ref, axis=0))))
+        if size > 0 and spread <= CONSTANT_OUTPUT_REL * size:
+            how = f"it varies by {spread / size:.1g} of its size" if spread > 0 else "exactly the same"
+            return (f"the float model's output {output_layer(graph, name)} is nearly the same for every sample "
+                    f"({how}): the output SQNR and top-1 agreement describe a "
+                    "constant, not the model (random or untrained weights do this); the accumulated SQNR of the "
+                    "layers before it says more")
+    return None
 
 
 def _near_tie_warning(graph: DpuGraph, sens: SensitivityResult) -> str | None:
