@@ -81,3 +81,21 @@ def test_the_window_gives_a_folded_layer_no_figures_of_its_own_as_the_report_doe
     stats = a.layer_stats(accumulated=True)
     assert "s" not in stats and stats["bn"] == "acc-quant_s_pointwise_conv"
     assert a.activation_position("s")[0] is None
+
+
+def test_a_conv_with_a_builtin_softmax_is_split_not_fused_in_its_row():
+    # Conv2D(activation="softmax"): the DPU rounds the conv's accumulator at the softmax's input quantizer
+    # and the CPU runs the softmax in float. The row said "runs in the same DPU step" and "stays on the CPU".
+    from qinspect.report.collect import _fused_note
+
+    rng = np.random.default_rng(4)
+    src = model([("x", "InputLayer", {}, [], S4),
+                 ("seg", "Conv2D", {"filters": 3, "kernel_size": [1, 1], "activation": "softmax"}, ["x"],
+                  [None, 8, 8, 3])], ["seg"],
+                rng_weights(rng, {"seg": {"kernel": (1, 1, 4, 3), "bias": (3,)}}))
+    g = graph_from_float(src.graph, src)
+    conv, act = g["quant_seg"], g["quant_seg_softmax"]
+    assert g.fused_activation(conv) is act and act.device == "CPU" and act.pre_slot is not None
+    note = _fused_note(conv, act, 5)
+    assert note.startswith("split: the conv2d (quant_seg) runs on the DPU") and "p = 5" in note
+    assert "same DPU step" not in note and "output (after the activation) is float" in note

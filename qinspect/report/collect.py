@@ -305,7 +305,16 @@ def _fused_producer(dpu: Any, row: Row, node: Any) -> Any:
     return None
 
 
-def _fused_note(producer: Any, act: Any) -> str:
+def _fused_note(producer: Any, act: Any, pre_position: int | None = None) -> str:
+    if getattr(act, "device", "DPU") == "CPU":
+        # a pre-quantized activation the DPU cannot run (softmax): the DPU rounds the accumulator at the
+        # activation's input quantizer, the CPU applies the activation to that in float. The layer's own
+        # (post-activation) output is never int8, so the row has no output position to measure it against.
+        at = f" p = {pre_position}" if pre_position is not None else ""
+        return (f"split: the {producer.op} ({producer.name}) runs on the DPU and its accumulator is rounded once, at "
+                f"the input quantizer{at} of the built-in activation ({act.op}, {act.name}), which then runs in "
+                f"float on the CPU; input, weight and bias positions are the {producer.op}'s, and the layer's "
+                "output (after the activation) is float")
     return (f"fused: the layer's built-in activation ({act.op}, {act.name}) runs in the same DPU step as its "
             f"{producer.op} ({producer.name}); input, weight and bias positions are the {producer.op}'s, the "
             "output position is the activation's (one rounding of the accumulator)")
@@ -341,7 +350,7 @@ def _placement(row: Row, dpu: Any) -> tuple[str, str]:
             note = (note + "; " if note else "") + f"output not quantized: {act.name} is fused into it (one " \
                 "rounding of the accumulator at the activation's position)"
     if node.name != row.name:
-        note = (note + "; " if note else "") + f"int8 tensor: {node.name}"
+        note = (note + "; " if note else "") + f"emulator node: {node.name}"
     shared = dpu.shared_note(node.name) if hasattr(dpu, "shared_note") else ""
     if shared:
         note = (note + "; " if note else "") + shared
@@ -707,8 +716,9 @@ def _section(row: Row, i: int, leaf_index: dict[str, int], source: Any, em: Emul
         if producer is not None:
             positions = {**_node_positions(dpu, producer), "output": positions["output"]}
             weights = dict(producer.weights)
-            fused_activation = getattr(node, "key", "") or node.name
-            note = _fused_note(producer, node) + ("; " + note if note else "")
+            if getattr(node, "device", "DPU") != "CPU":  # a CPU activation is split off, not fused
+                fused_activation = getattr(node, "key", "") or node.name
+            note = _fused_note(producer, node, dpu.pos(node.pre_slot)) + ("; " + note if note else "")
         result = em.results.get(node.name)
     else:
         positions = _json_row_positions(em.json_positions, row.name) if em.json_positions else {}
