@@ -59,3 +59,22 @@ def test_savedmodel_with_damaged_metadata(k2, tmp_path):
     (folder / "keras_metadata.pb").write_bytes(b"\xff\xff\xff garbage")
     with pytest.raises(QInspectError, match="damaged keras_metadata.pb"):
         open_savedmodel(folder)
+
+
+def test_an_adapted_normalization_counts_the_params_keras_counts(tmp_path):
+    """A SavedModel also tracks Normalization's adapt_mean and adapt_variance, which Keras neither counts
+    nor saves in .h5: the layer read 13 parameters where Keras says 7."""
+    import numpy as np
+    import tf_keras as keras
+
+    from qinspect.capture.savedmodel import open_savedmodel
+
+    norm = keras.layers.Normalization(name="norm")
+    norm.adapt(np.random.default_rng(0).normal(size=(16, 4, 4, 3)).astype(np.float32))
+    inp = keras.Input((4, 4, 3))
+    model = keras.Model(inp, keras.layers.Conv2D(2, 1, name="c")(norm(inp)))
+    model.save(tmp_path / "sm")
+    with open_savedmodel(tmp_path / "sm") as source:
+        assert source.graph["norm"].params == model.get_layer("norm").count_params() == 7
+        assert source.graph.total_params == model.count_params()
+        assert set(source.weights("norm")) == {"mean", "variance", "count"}

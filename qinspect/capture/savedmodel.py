@@ -87,6 +87,10 @@ class SavedModelSource(WeightSource):
                 continue
             spec = expected_weights(layer.class_name, layer.config) or []
             rank = {short: i for i, (short, _) in enumerate(spec)}
+            if rank and rank.keys() <= {short for short, _ in found}:
+                # the layer's own weights; a SavedModel also tracks state Keras neither saves in .h5 nor
+                # counts (Normalization's adapt_mean and adapt_variance)
+                found = [item for item in found if item[0] in rank]
             found.sort(key=lambda item: rank.get(item[0], len(rank)))
             self._map[full] = found
             layer.weight_shapes = {short: [int(d) for d in shapes[key]] for short, key in found}
