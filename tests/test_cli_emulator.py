@@ -194,3 +194,19 @@ def test_compare_dump_names_at_most_ten_stray_files_in_its_text(tmp_path):
     r = run_cli("compare-dump", str(root / "quantized.h5"), str(dst), "--inputs", str(root / "dump_inputs.npy"),
                 "--json")
     assert len(json.loads(r.stdout)["unmapped"]) == 15
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_dump_file_that_is_a_folder_or_a_fifo_is_named_as_such(tmp_path, kind):
+    import os
+
+    root = refcase("small")
+    dst = tmp_path / "d"
+    shutil.copytree(root / "dump_results", dst)
+    f = dst / "dump_results_0" / "quant_fc.bin"
+    f.unlink()
+    f.mkdir() if kind == "folder" else os.mkfifo(f)
+    r = run_cli("compare-dump", str(root / "quantized.h5"), str(dst), "--inputs", str(root / "dump_inputs.npy"),
+                timeout=60)
+    want = "is a folder where the dump has a tensor's .bin file" if kind == "folder" else "is a FIFO (named pipe)"
+    assert r.returncode == 2 and want in r.stderr and "quant_fc.bin" in r.stderr and "Traceback" not in r.stderr

@@ -32,6 +32,7 @@ import numpy as np
 
 from qinspect.errors import QInspectError
 from qinspect.io.graph import call_name
+from qinspect.io.paths import check_not_special
 
 WRAPPER = "Vitis>QuantizeWrapper"
 VQUANT = "Vitis>VitisQuantize"
@@ -508,6 +509,9 @@ class DumpFolder:
     def read(self, entry: DumpEntry, count: int) -> np.ndarray:
         """The flat array of one file, checked to hold exactly ``count`` values."""
         assert entry.path is not None
+        check_not_special(entry.path)
+        if os.path.isdir(entry.path):
+            raise QInspectError("is a folder where the dump has a tensor's .bin file", entry.path)
         dtype = np.int8 if entry.dtype == "int8" else np.float32
         size = os.path.getsize(entry.path)
         itemsize = np.dtype(dtype).itemsize
