@@ -76,3 +76,13 @@ def test_calibration_refuses_a_position_no_positions_file_could_hold():
     emu = Emulator.from_model(src)
     with pytest.raises(QInspectError, match=r"quant_x:input at position -9\d, beyond -64..64.*calibration inputs"):
         emu.calibrate(np.full((2, 8, 8, 4), 1e30, np.float32), 2)
+
+
+def test_an_input_shape_with_a_negative_axis_is_the_models_fault_not_the_inputs():
+    from qinspect.io.config_check import layer_config_problem
+    from qinspect.io.graph import Layer
+
+    bad = Layer(name="x", class_name="InputLayer", config={"batch_input_shape": [None, -32, 32, 3]})
+    assert "input shape [None, -32, 32, 3] has an axis" in layer_config_problem(bad)
+    good = Layer(name="x", class_name="InputLayer", config={"batch_shape": [None, None, 32, 3]})
+    assert layer_config_problem(good) is None

@@ -55,6 +55,10 @@ def layer_config_problem(layer: Any) -> str | None:
     """What makes one layer's config impossible to compute (``Layer`` of :mod:`qinspect.io.graph`), or None."""
     cfg = layer.config if isinstance(layer.config, dict) else {}
     cls = str(layer.class_name).split(">")[-1]
+    for key in ("batch_input_shape", "batch_shape"):  # an InputLayer's (tf_keras, Keras 3)
+        shape = cfg.get(key)
+        if isinstance(shape, (list, tuple)) and not all(d is None or (_is_whole(d) and d >= 1) for d in shape[1:]):
+            return f"input shape {list(shape)} has an axis that is not a whole number of at least 1"
     for key in _POSITIVE_SIZES:
         if key in cfg and not (key == "size" and not cls.startswith("UpSampling")):
             problem = _sizes_problem(key, cfg[key])
