@@ -40,11 +40,12 @@ def test_the_undamaged_model_builds():
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"conv": {"strides": [0, 0]}}, r"layer c: strides \[0, 0\] are not whole numbers of at least 1"),
-    ({"conv": {"dilation_rate": 0}}, r"layer c: dilation_rate 0 are not whole numbers"),
+    ({"conv": {"dilation_rate": 0}}, r"layer c: dilation_rate 0 is not a whole number of at least 1"),
     ({"conv": {"kernel_size": [3, "3"]}}, r"layer c: kernel_size"),
     ({"conv": {"padding": "weird"}}, r"layer c: padding 'weird' is not one of same, valid, causal"),
     ({"pool": {"pool_size": [2, -2]}}, r"layer p: pool_size \[2, -2\]"),
     ({"pool": {"strides": [True, 1]}}, r"layer p: strides"),
+    ({"conv": {"filters": 0}}, r"layer c: filters 0 is not a whole number of at least 1"),
     ({"bn": {"epsilon": "abc"}}, r"layer bn: epsilon 'abc' is not a finite number"),
     ({"bn": {"epsilon": -1.0}}, r"layer bn: epsilon -1.0 is negative"),
     ({"relu": {"negative_slope": "x"}}, r"layer r: negative_slope 'x' is not a finite number"),

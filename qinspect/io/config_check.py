@@ -15,7 +15,8 @@ from typing import Any
 from qinspect.errors import QInspectError
 
 # Window and step sizes: whole numbers >= 1 (an int or one per spatial axis).
-_POSITIVE_SIZES = ("strides", "pool_size", "kernel_size", "dilation_rate", "size", "depth_multiplier")
+_POSITIVE_SIZES = ("strides", "pool_size", "kernel_size", "dilation_rate", "size", "depth_multiplier", "units",
+                   "filters")
 # Numbers the float and integer operators compute with (None allowed where Keras allows it).
 _NUMBERS = ("epsilon", "alpha", "negative_slope", "max_value", "threshold", "theta")
 _PADDING_MODES = ("same", "valid", "causal")
@@ -28,7 +29,8 @@ def _is_whole(v: Any) -> bool:
 def _sizes_problem(key: str, value: Any) -> str | None:
     items = value if isinstance(value, (list, tuple)) else [value]
     if not items or not all(_is_whole(v) and v >= 1 for v in items):
-        return f"{key} {value!r} are not whole numbers of at least 1"
+        what = "are not whole numbers" if isinstance(value, (list, tuple)) else "is not a whole number"
+        return f"{key} {value!r} {what} of at least 1"
     return None
 
 
