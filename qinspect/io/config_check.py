@@ -62,6 +62,8 @@ def layer_config_problem(layer: Any) -> str | None:
         if isinstance(shape, (list, tuple)) and not all(d is None or (_is_whole(d) and d >= 1) for d in shape[1:]):
             return f"input shape {list(shape)} has an axis that is not a whole number of at least 1"
     for key in _POSITIVE_SIZES:
+        if cfg.get(key) is None and key in ("units", "filters"):
+            continue  # not given (a depthwise conv's filters)
         if key in cfg and not (key == "size" and not cls.startswith("UpSampling")):
             problem = _sizes_problem(key, cfg[key])
             if problem:
