@@ -206,3 +206,16 @@ def test_graph_edges_follow_the_model_and_pass_through_layers_with_no_point():
     assert edges == [(0, 1), (0, 2), (1, 4), (2, 4), (4, 5)]
     # a layer the plot leaves out altogether (a BatchNorm folded into its conv) is passed through too
     assert graph_edges(["a", "c"], {"b": ["a"], "c": ["b"]}, [True, True]) == [(0, 1)]
+
+
+def test_the_layer_axis_has_whole_ticks_only():
+    """A three-layer model's propagation figure had ticks at 0.5 and 1.5, between its layer numbers."""
+    from qinspect.gui.figures import _app, _build, integer_tick_step
+
+    assert [integer_tick_step(s) for s in (2, 10, 41, 155)] == [1, 2, 10, 20]
+    _app()
+    spec = figspec.propagation_figure("p", ["a", "b", "c"], [30.0, 25.0, 20.0], [30.0, 24.0, 18.0])
+    assert spec.integer_x
+    axis = _build(spec).getPlotItem().getAxis("bottom")
+    levels = axis.tickSpacing(0.0, 2.0, 1000)
+    assert levels and all(float(step).is_integer() and step >= 1 for step, _ in levels)

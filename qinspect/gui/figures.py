@@ -132,6 +132,13 @@ def _legend_corner(spec: FigureSpec) -> tuple[int, int]:
     return min(corners, key=lambda k: corners[k])
 
 
+def integer_tick_step(span: float, ticks: int = 8) -> int:
+    """A whole 1-2-5 step that puts about ``ticks`` major ticks on an axis ``span`` long."""
+    raw = max(span / ticks, 1.0)
+    base = 10 ** math.floor(math.log10(raw))
+    return int(next(m * base for m in (1, 2, 5, 10) if m * base >= raw))
+
+
 def _build(spec: FigureSpec) -> pg.PlotWidget:
     # Never shown: the plot is laid out at the figure's size and painted straight into an image.
     widget = pg.PlotWidget(background=_BACKGROUND, enableMenu=False)  # never clicked: no context menus to build
@@ -168,6 +175,11 @@ def _build(spec: FigureSpec) -> pg.PlotWidget:
         lo, hi = min([data[0], *vals]), max([data[1], *vals])
         pad = 0.04 * (hi - lo or 1.0)
         setter(lo - pad, hi + pad, padding=0)
+    if spec.integer_x:
+        # a three-layer model got ticks at 0.5, 1.5: layer numbers are whole
+        lo, hi = plot.vb.viewRange()[0]
+        major = integer_tick_step(hi - lo)
+        plot.getAxis("bottom").setTickSpacing(major, max(1, major // 5))
     plot.setGeometry(0, 0, spec.width, spec.height)
     widget.setSceneRect(0, 0, spec.width, spec.height)
     plot.layout.activate()

@@ -69,6 +69,7 @@ class FigureSpec:
     caption: str = ""
     width: int = 560
     height: int = 280
+    integer_x: bool = False  # x counts things (layers): ticks at whole numbers only
 
 
 @dataclass

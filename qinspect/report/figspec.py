@@ -250,4 +250,5 @@ def propagation_figure(
         caption=caption,
         width=1120,
         height=360,
+        integer_x=True,
     )
