@@ -205,3 +205,42 @@ def test_bad_labels_are_one_line_naming_the_file(tmp_path):
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
     with pytest.raises(QInspectError, match="is not a .npy array of labels"):
         read_labels(str(tmp_path / "junk.npy"), 1)
+
+
+def test_an_evaluation_capture_moves_the_diagnosis_and_its_remedies_onto_it(qtbot, window, capture_path, tmp_path):
+    """A remedy tried after an evaluation capture was loaded ran on the evaluation data while its finding
+    had been measured on the calibration capture: +0.41 dB in the finding, -0.38 dB in the trial."""
+    _diagnosed(qtbot, window, capture_path)
+    session = window.session
+    assert session.diagnosis.measured_on == "calibration"
+    eval_path = write_gui_capture(tmp_path / "eval.h5", scale=1.3)
+    session.load_eval_capture(str(eval_path))
+    qtbot.waitUntil(lambda: session.diagnosis is not None and session.diagnosis.measured_on == "evaluation"
+                    and not session.channels["findings"].busy, timeout=120000)
+    rows = [r for r, f in enumerate(window.findings.findings) if getattr(f, "fix", None) is not None]
+    assert rows
+    window.findings.table.setCurrentCell(rows[0], 0)
+    f = window.findings.current_finding()
+    window.findings.detail.try_button.click()
+    qtbot.waitUntil(lambda: session.trial is not None, timeout=60000)
+    # the trial measures what the finding measured, on the same data
+    assert session.trial.output_after.sqnr_db == pytest.approx(f.remedy["measured_sqnr_db"], abs=1e-3)
+    assert session.trial.output_before.sqnr_db == pytest.approx(session.diagnosis.output_sqnr_db, abs=1e-3)
+
+
+def test_an_option_change_drops_the_findings_and_advice_measured_under_the_old_ones(qtbot, window, capture_path):
+    import dataclasses
+
+    _diagnosed(qtbot, window, capture_path)
+    session = window.session
+    assert session.findings
+    session.advice = object()  # as if the advisor had run under the old options
+    seen = []  # what is shown the moment the new emulation's figures land
+    session.results_changed.connect(lambda: seen.append(
+        (len(session.findings), session.diagnosis is None, window.findings.table.rowCount(),
+         window.findings.detail.try_button.isEnabled())))
+    session.set_options(dataclasses.replace(session.options, include_cle=not session.options.include_cle))
+    assert session.advice is None
+    qtbot.waitUntil(lambda: bool(seen), timeout=60000)
+    assert seen[0] == (0, True, 0, False)  # the old findings stayed for the whole re-diagnosis
+    qtbot.waitUntil(lambda: session.diagnosis is not None and not session.channels["findings"].busy, timeout=120000)

@@ -148,3 +148,20 @@ def test_model_without_capture_offers_capture_with_progress_and_cancel(qtbot, tm
     assert out.exists() and win.document.path == str(out) and win.document.has_activations
     assert progress and progress[-1] == (16, 16)
     win.shutdown()
+
+
+def test_after_a_quantized_h5_import_the_model_input_stands_as_its_quantizer():
+    """The tree showed the input as a float CPU layer at ∞ dB once quant_input came from the file."""
+    import json
+
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.gui.emulation import Analysis
+    from tests.dpu_graph_fixtures import refcase
+
+    root = refcase("small")
+    emu = Emulator.from_quantized(str(root / "quantized.h5"))
+    a = Analysis(available=True, graph=emu.graph)
+    want = json.loads((root / "positions.json").read_text())["positions"]["quant_input"]["input"]
+    assert a.activation_position("input")[0] == want
+    assert a.placement()["input"] == "DPU"
+    assert "0 on the CPU" in a.summary()

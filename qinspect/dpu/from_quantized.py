@@ -57,6 +57,11 @@ def graph_from_quantized(model: VitisQuantizedModel) -> DpuGraph:
         for i in node.inputs:
             if i not in graph:
                 raise QInspectError(f"layer {node.name} reads {i}, which is not in the model", model.path)
+    for node in graph.nodes:
+        # quant_input stands for the model input's tensor, as the float model's rewrite makes it do: the
+        # window showed the input as a float CPU layer once a quantized.h5 was imported
+        if node.op == "quantize" and len(node.inputs) == 1 and graph[node.inputs[0]].op == "input":
+            node.origin = list(graph[node.inputs[0]].origin or [node.inputs[0]])
     graph.rewrites.append(Rewrite(
         "source", "positions and folded/equalized weights read from the quantized model; no rewrite "
         "was re-run", [n.name for n in graph.nodes]))

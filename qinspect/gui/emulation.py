@@ -48,7 +48,8 @@ class Analysis:
         if not self.available:
             return f"Float statistics only: {self.reason}"
         n = len(self.results)
-        cpu = sum(1 for node in self.graph.nodes if getattr(node, "device", "DPU") == "CPU")
+        # operators: the model inputs are where data comes in, not something the CPU computes
+        cpu = sum(1 for node in self.graph.nodes if getattr(node, "device", "DPU") == "CPU" and node.op != "input")
         if not n:
             return (f"int8 model built: {len(self.graph.nodes)} operators, {cpu} on the CPU, "
                     f"{len(self.graph.rewrites)} rewrites; capture activations to emulate it")

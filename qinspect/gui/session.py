@@ -51,6 +51,7 @@ class Session(QObject):
         self.dump: Any = None  # dump comparison rows
         self.findings: list[Any] = []
         self.diagnosis: emulation.DiagnosisSummary | None = None  # the output block beside the findings
+        self._diagnosed_on: str | None = None  # the evaluation capture the diagnosis measured (None: the capture)
         self.trial: Any = None  # qinspect.analysis.remedy_curve.RemedyCurves of the remedy tried, if any
         self.trial_finding: Any = None  # the finding whose remedy ``trial`` applied
         self.advice: Any = None  # qinspect.gui.advice_job.AdviceResult of the last advisor run
@@ -99,6 +100,7 @@ class Session(QObject):
         if options == self.options:
             return
         self.options = options
+        self._drop_advice()  # measured under the old options
         self.start()
 
     def shutdown(self) -> None:
@@ -144,8 +146,7 @@ class Session(QObject):
     # --- emulation ---------------------------------------------------------------------------------
     def _on_emulated(self, _rid: int, analysis: emulation.Analysis) -> None:
         self.analysis = analysis
-        self.diagnosis = None
-        self._clear_trial()
+        self._drop_findings()  # they were the previous emulation's: never shown beside the new figures
         self.placement = analysis.placement()
         self.placement_notes = analysis.placement_notes()
         self.status.emit(analysis.summary())
@@ -155,8 +156,30 @@ class Session(QObject):
             self._diagnose()
 
     def _diagnose(self) -> None:
-        self._run("findings", emulation.diagnose_bg_job, self.document, self.analysis, self.coverage_eval_path(),
+        # the data a remedy is tried on is the data the diagnosis measured (see try_remedy)
+        self._diagnosed_on = self.coverage_eval_path()
+        self._run("findings", emulation.diagnose_bg_job, self.document, self.analysis, self._diagnosed_on,
                   self.labels_path, self.weighed_outputs)
+
+    def _rediagnose(self) -> None:
+        """Drop the findings (and a remedy tried on them) and diagnose again, when there is data to."""
+        self._drop_findings()
+        if self.analysis is not None and self.analysis.available and self.document.has_activations:
+            self._diagnose()
+
+    def _drop_findings(self) -> None:
+        self._clear_trial()
+        had = self.diagnosis is not None or bool(self.findings)
+        self.diagnosis = None
+        self.findings = []
+        if had:
+            self.findings_changed.emit()
+
+    def _drop_advice(self) -> None:
+        if self.advice is not None or self.channels["advice"].busy:
+            self.channels["advice"].cancel()
+            self.advice = None
+            self.advice_changed.emit()
 
     def set_weighed_outputs(self, outputs: list[str] | None) -> None:
         """Weigh only these output layers (None: all, pooled): the diagnosis runs again on them, and a
@@ -166,27 +189,19 @@ class Session(QObject):
         if outputs == self.weighed_outputs:
             return
         self.weighed_outputs = outputs
-        self._clear_trial()
-        if self.advice is not None:
-            self.channels["advice"].cancel()
-            self.advice = None
-            self.advice_changed.emit()
-        if self.analysis is not None and self.analysis.available and self.document.has_activations:
-            self.diagnosis = None
-            self.findings = []
-            self.findings_changed.emit()
-            self._diagnose()
+        self._drop_advice()
+        self._rediagnose()
 
     def load_labels(self, path: str) -> None:
         """Class labels of the measured samples (.npy): the diagnosis runs again and adds float and int8
         accuracy to the output block (a bad file is reported as the diagnosis' failure)."""
         self.labels_path = os.fspath(path)
-        if self.analysis is not None and self.analysis.available and self.document.has_activations:
-            self._diagnose()
+        self._rediagnose()
 
     def import_quantized(self, path: str) -> None:
         """Use the graph, positions and folded weights of a Vitis quantized.h5, then re-emulate."""
         self.quantized_path = os.fspath(path)
+        self._drop_advice()  # measured with other positions
         self._run("emulate", emulation.emulate_job, self.document, self.quantized_path, self.options.to_dict())
 
     def activation_position(self, layer: str) -> tuple[int | None, str]:
@@ -247,6 +262,10 @@ class Session(QObject):
         self.coverage = coverage
         self.status.emit(coverage.summary())
         self.coverage_changed.emit()
+        # as `diagnose --eval`: the findings, and every remedy tried from them, are measured on what the
+        # model sees in use from now on (a remedy tried on other data than its finding's contradicted it)
+        if self._diagnosed_on != self.coverage_eval_path():
+            self._rediagnose()
 
     # --- Vitis dump --------------------------------------------------------------------------------
     def import_dump(self, folder: str, inputs: str) -> None:
@@ -324,8 +343,8 @@ class Session(QObject):
         if fix is None or d is None or not d.n_samples or self.analysis is None or not self.analysis.available:
             return
         self.trial_finding = finding
-        self._run("trial", emulation.trial_bg_job, self.document, self.analysis, self.coverage_eval_path(), fix,
-                  d.n_samples, self.weighed_outputs)
+        self._run("trial", emulation.trial_bg_job, self.document, self.analysis, self._diagnosed_on,
+                  fix, d.n_samples, self.weighed_outputs)
 
     def undo_trial(self) -> None:
         """Back to the model as quantized."""
