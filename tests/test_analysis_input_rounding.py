@@ -47,7 +47,7 @@ def test_the_rounding_finding_names_no_model_input_and_says_what_it_costs(case):
     graph, _ = case
     layers = [LayerSensitivity("quant_x", "x", 2.5, 29.0, 0.16), LayerSensitivity("quant_c2", "c2", 1.6, 34.6, 0.05),
               LayerSensitivity("quant_fc", "fc", 0.9, 37.6, 0.02)]
-    sens = SimpleNamespace(layers=layers, own={}, accumulated={})
+    sens = SimpleNamespace(layers=layers, own={}, accumulated={}, output=SimpleNamespace(sqnr_db=20.0))
     f = rounding_finding(graph, sens, 0.2, {}, top=3)
     assert f is not None and f.affects == ["c2", "fc"] and f.layer == "c2"
     assert f.evidence["input_rounding_db"]["value"] == 2.5
@@ -72,3 +72,19 @@ def test_the_advisor_does_not_keep_the_input_in_float(case):
     graph, data = case
     rows = advise(lambda opts: graph, data, [{}])
     assert len(rows) > 1 and all("x" not in r.keep_float for r in rows)
+
+
+def test_layers_that_each_lose_the_output_alone_are_named_and_kept_float_together(case):
+    """A two-head model at 0.8 dB had no finding: three layers each gave 0.8 dB quantized alone, so keeping
+    any one float gained ~0 dB and the rounding finding (by keep-float gain) never named them all."""
+    from qinspect.report.wording import finding_sentence
+
+    graph, _ = case
+    layers = [LayerSensitivity("quant_c1", "c1", 0.02, 0.8, 0.99), LayerSensitivity("quant_c2", "c2", 0.0, 0.9, 0.99),
+              LayerSensitivity("quant_fc", "fc", 0.01, 2.2, 0.7), LayerSensitivity("quant_gap", "gap", 0.0, 69.7, 0.0)]
+    sens = SimpleNamespace(layers=layers, own={}, accumulated={}, output=SimpleNamespace(sqnr_db=0.8))
+    f = rounding_finding(graph, sens, 0.0, {}, top=12)
+    assert f.affects[:3] == ["c1", "c2", "fc"]  # first, so the budget's "worst k together" keeps all three
+    assert f.evidence["each_alone_loses_output"]["value"] == ["c1", "c2", "fc"]
+    assert "c1, c2, fc each lose the output on their own" in f.advice
+    assert finding_sentence(f).startswith("100% of the output error comes from layers that each lose the output")

@@ -590,7 +590,7 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
                                f"most by {', '.join(names)}" + (f" and amplified by {', '.join(amps)}" if amps else "")
                                + ": keep the worst adders in float, or quantize them with more bits (the quantizer's "
                                "fast finetuning, include_fast_ft=True, adjusts weights to the rounding and is not "
-                               "emulated here)." + rem.input_rounding_note(rounding))
+                               "emulated here)." + rem.each_alone_note(rounding) + rem.input_rounding_note(rounding))
             rounding.remedy = alone.to_dict()
             rounding.fix = alone.fix
             rounding.severity_db = alone.measured_gain_db

@@ -191,6 +191,8 @@ def attach(f: Finding, remedy: Remedy) -> None:
 
 
 INPUT_ROUNDING_NOTE_DB = 1.0  # the model input's own rounding worth a sentence of advice
+EACH_ALONE_DB = 3.0  # a layer quantized alone within this of the whole model's output SQNR loses it alone ...
+EACH_ALONE_GAIN_DB = 1.0  # ... when keeping it float alone gains less than this (the others still lose it)
 
 
 def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
@@ -205,7 +207,18 @@ def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
     # (layers a finding already names are that finding's; a model input's quantizer stays: the DPU reads int8)
     inputs = {n.name for n in graph.nodes if quantizes_model_input(graph, n)}
     adders = [s for s in adders if s.keep_float_gain_db > 0 and s.layer not in covered
-              and s.node not in inputs][:top]
+              and s.node not in inputs]
+    # Layers that each lose the output on their own: quantized alone, each already gives (about) the whole
+    # model's output SQNR, so keeping any one float gains nothing while the others still lose it. They go
+    # first, so the noise budget's "worst k together" keeps them all float at once.
+    full = sens.output.sqnr_db
+    each_alone = sorted((s for s in sens.layers if s.node not in inputs and s.layer not in covered
+                         and math.isfinite(full) and math.isfinite(s.only_quantized_sqnr_db)
+                         and s.only_quantized_sqnr_db <= full + EACH_ALONE_DB
+                         and s.keep_float_gain_db < EACH_ALONE_GAIN_DB), key=lambda s: s.only_quantized_sqnr_db)
+    if len(each_alone) >= 2:
+        adders = each_alone + [s for s in adders if s not in each_alone]
+    adders = adders[:top]
     amps = []
     for node in graph.nodes:
         if node.name not in sens.own or not node.inputs:
@@ -232,6 +245,10 @@ def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
                          "layers whose accumulated SQNR drops >= 3 dB more than their inputs' error plus "
                          "their own isolated error account for"),
     }
+    if len(each_alone) >= 2:
+        evidence["each_alone_loses_output"] = ev(
+            [s.layer for s in each_alone[:top]], f"layers whose only-quantized output SQNR is within {EACH_ALONE_DB:g} "
+            "dB of the whole model's: each alone loses the output, so no single layer's fix gains")
     if input_gain is not None:
         evidence["input_rounding_db"] = ev(input_gain, "output SQNR gained with the model input's own rounding "
                                                        "left out: a cost the DPU cannot avoid, since it reads int8")
@@ -241,8 +258,18 @@ def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
               + ": keep the worst adders in float or quantize them with more bits.")
     finding = Finding(adders[0].layer if adders else "(model)", "accumulated_rounding", 0.0, evidence, advice,
                       origin=None, affects=[s.layer for s in adders], noise_share=rest)
-    finding.advice += input_rounding_note(finding)
+    finding.advice += each_alone_note(finding) + input_rounding_note(finding)
     return finding
+
+
+def each_alone_note(f: Finding) -> str:
+    """A sentence for the rounding finding when several layers each lose the output on their own."""
+    names = (f.evidence.get("each_alone_loses_output") or {}).get("value") or []
+    if len(names) < 2:
+        return ""
+    return (f" {', '.join(names)} each lose the output on their own (quantized alone, each gives within "
+            f"{EACH_ALONE_DB:g} dB of the whole model's output SQNR), so fixing one of them changes nothing: "
+            "they must be fixed together.")
 
 
 def input_rounding_note(f: Finding) -> str:

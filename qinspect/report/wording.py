@@ -190,6 +190,12 @@ def _s_rounding(f: Any, e: Callable[[str], Any]) -> str | None:
         return None
     adders = [a for a in e("adders") or [] if isinstance(a, Mapping)]
     amps = [a for a in e("amplifiers") or [] if isinstance(a, Mapping)]
+    alone = [str(x) for x in e("each_alone_loses_output") or []]
+    if len(alone) >= 2:
+        # no layer's float run gains anything: "+0.0 dB in float" per adder would read as "no cause"
+        return (f"{_pct(share)} of the output error comes from layers that each lose the output on their own: "
+                f"{', '.join(alone)}, each quantized alone, already give about the whole model's output SQNR, so "
+                "keeping any one of them float gains nothing.")
     text = f"{_pct(share)} of the output error is rounding spread over many layers"
     if adders:
         text += ", added most by " + ", ".join(
