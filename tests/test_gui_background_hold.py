@@ -200,7 +200,9 @@ def test_a_selection_holds_the_background_until_its_plots_are_drawn(qtbot, tmp_p
     qtbot.waitUntil(lambda: not panel.background.held and not panel.whatif_channel.busy and not panel.drawer.pending,
                     timeout=20000)  # (a hold that ran out on a loaded machine ends before the drawing)
     assert panel.whatif is not None and panel.whatif.position == position
-    assert not panel.drawer.pending and events == ["pause", "resume"]
+    # held, then released, and never left held; on a loaded machine a late redraw (the layer's full pass
+    # landing after the what-if) may take a hold of its own, released the same way
+    assert not panel.drawer.pending and events and events == ["pause", "resume"] * (len(events) // 2)
 
     # With another tab in front nothing is drawn, so nothing is held; showing the tab draws and holds.
     qtbot.waitUntil(free, timeout=10000)
