@@ -244,3 +244,36 @@ def test_an_option_change_drops_the_findings_and_advice_measured_under_the_old_o
     qtbot.waitUntil(lambda: bool(seen), timeout=60000)
     assert seen[0] == (0, True, 0, False)  # the old findings stayed for the whole re-diagnosis
     qtbot.waitUntil(lambda: session.diagnosis is not None and not session.channels["findings"].busy, timeout=120000)
+
+
+def test_the_findings_tab_lists_them_in_the_diagnosis_order_as_the_report_does(qtbot):
+    """The tab sorted by severity alone, so a CPU layer at the model's edge (information, listed last by
+    the CLI and the report) could come first in the window."""
+    from types import SimpleNamespace
+
+    from PySide6.QtCore import QObject, Signal
+
+    from qinspect.gui.findings_view import FindingsView
+
+    class FakeChannel(QObject):
+        idle = Signal()
+        busy = False
+
+    class FakeSession(QObject):
+        trial_changed = Signal()
+        busy = Signal(object, str)
+
+        def __init__(self, findings):
+            super().__init__()
+            self.findings, self.channels, self.diagnosis = findings, {"trial": FakeChannel()}, None
+            self.trial, self.trial_finding = None, None
+
+    def finding(layer, kind, sev):
+        return SimpleNamespace(layer=layer, kind=kind, severity_db=sev, evidence={}, advice="", remedy=None, fix=None)
+
+    ranked = [finding("c1", "saturation", 2.0), finding("c2", "accumulated_rounding", 0.5),
+              finding("softmax", "cpu_fallback", 3.0)]
+    view = FindingsView()
+    qtbot.addWidget(view)
+    view.set_session(FakeSession(ranked))
+    assert [view.table.item(r, 1).text() for r in range(3)] == ["c1", "c2", "softmax"]

@@ -220,9 +220,10 @@ class FindingsView(QWidget):
         self.detail.show_finding(finding, trial, bool(busy))
 
     def refresh(self) -> None:
-        """Show the session's findings, largest measured gain first."""
+        """Show the session's findings in the diagnosis' order, as the CLI and the report list them: the
+        causes by measured gain, then the accumulated-rounding residual, then CPU layers at the model's edge
+        (information, however large their estimate)."""
         findings = list(self.session.findings) if self.session is not None else []
-        findings.sort(key=lambda f: -severity(f))
         self.findings = findings
         self.table.setRowCount(len(findings))
         for i, f in enumerate(findings):
