@@ -584,3 +584,15 @@ def test_keras3_h5_and_inputs_only_capture(tmp_path):
     with Capture.open(tmp_path / "i.h5") as cap:
         assert cap.layers_with_activations() == ["img"]
         np.testing.assert_array_equal(cap.activation("img"), x)
+
+
+def test_non_finite_inputs_are_warned_about_with_the_first_sample_that_holds_one(small_model, tmp_path):
+    # The warning named the batch ("first in samples 0..4") where one NaN sat in sample 3.
+    _, path, inputs = small_model
+    x = np.load(inputs)
+    x[3, 1, 2, 0] = np.nan
+    bad = tmp_path / "nan.npy"
+    np.save(bad, x)
+    result = run_cli("capture", str(path), "--inputs", str(bad), "-o", str(tmp_path / "cap.h5"), "--batch-size", "5")
+    assert result.returncode == 0, result.stderr
+    assert "inputs hold NaN or Inf (first in sample 3)" in result.stderr

@@ -565,7 +565,9 @@ def run_capture(
                 if any(counts):
                     nonfinite[name] = tuple(a + b for a, b in zip(nonfinite[name], counts, strict=True))
                     if not warned and warn is not None:
-                        warn(f"{plan.source.path}: inputs hold NaN or Inf (first in samples {start}..{stop - 1}); "
+                        bad = ~np.isfinite(np.asarray(array).reshape(len(array), -1)).all(axis=1)
+                        first = start + int(np.argmax(bad))
+                        warn(f"{plan.source.path}: inputs hold NaN or Inf (first in sample {first}); "
                              "captured as they are and recorded in the capture")
                         warned = True
             try:
