@@ -599,3 +599,27 @@ def test_the_tree_columns_fit_the_models_longest_names(qtbot, window):
     assert header.sectionSize(COL_NAME) >= fm.horizontalAdvance("batch_normalization_14")
     assert header.sectionSize(COL_NAME) <= 330  # capped: a 40-character name is elided, not the whole pane
     assert header.sectionSize(1) >= fm.horizontalAdvance("BatchNormalization")
+
+
+def test_a_method_line_just_beyond_the_data_widens_the_view_and_a_far_one_loses_its_label(qtbot, window,
+                                                                                        capture_path):
+    """The demo's add_4: non-overflow's line at 3.97 beyond the view's 3.1 cut its label to "non-overflo"."""
+    open_and_wait(qtbot, window, capture_path)
+    panel = window.layer_panel
+    show_layer(qtbot, window, "chain_3")
+    qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+    _lo_line, hi_line = panel.method_lines[0]
+    view = panel.act_plot.getPlotItem().getViewBox()
+    for line in (line for pair in panel.method_lines[1:] for line in pair):
+        line.setVisible(False)  # only the line under test may widen the view
+    data, w = panel.data, panel.whatif
+    lo = min(data.vmin, 0.0, w.lo if data.vmin < 0 else 0.0)  # what the view fits without it
+    hi = max(data.vmax, 0.0, w.hi)
+    near = hi + 0.5 * (hi - lo)
+    hi_line.setValue(near)
+    panel._fit_activation_x()
+    assert view.viewRange()[0][1] >= near and hi_line.label.format  # in sight, label kept
+    far = hi + 20 * (hi - lo)
+    hi_line.setValue(far)
+    panel._fit_activation_x()
+    assert view.viewRange()[0][1] < far and hi_line.label.format == ""  # histogram kept, no cut label

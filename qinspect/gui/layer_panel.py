@@ -639,8 +639,18 @@ class LayerPanel(StablePages):
             hi = max(hi, w.hi)
             if data.vmin < 0:
                 lo = min(lo, w.lo)
+        # Another method's line near the view widens it (its label was cut at the plot's edge); one far
+        # beyond would squash the histogram: its label goes, and the notes below still give its position.
+        span = hi - lo or 1.0
+        shown = [line for pair in self.method_lines for line in pair if line.isVisible()]
+        for line in shown:
+            if lo - span <= line.value() <= hi + span:
+                lo, hi = min(lo, line.value()), max(hi, line.value())
         pad = 0.04 * (hi - lo or 1.0)
         self.act_plot.getPlotItem().getViewBox().setRange(xRange=(lo - pad, hi + pad), padding=0)
+        for line in shown:
+            if not lo - pad <= line.value() <= hi + pad:
+                _set_label(line, "")
 
     def _draw_clip_lines(self) -> None:
         w = self.whatif
