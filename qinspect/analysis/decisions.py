@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from qinspect.dpu.dpu_graph import CONV_OPS
+
 # Float top-2 margin, relative to the decision's largest output magnitude, at or below which it is a near tie.
 NEAR_TIE_REL = 1e-3
 # A figure that rests on more near ties than this share of its decisions gets a warning beside it.
@@ -141,7 +143,7 @@ def decision_kind(graph: Any, name: str) -> str | None:
         return "classes"
     if (op == "activation" and p.get("name") in ("sigmoid", "hard_sigmoid")) or op == "hard_sigmoid":
         return "labels"
-    if op in ("dense", "conv2d", "conv1d", "depthwise_conv2d", "conv2d_transpose") and p.get("act") in _LINEAR:
+    if op in CONV_OPS and p.get("act") in _LINEAR:
         return "logits"
     return None
 
@@ -158,6 +160,13 @@ def decision_scores(kind: str | None, x: np.ndarray) -> np.ndarray | None:
         two = np.stack([1.0 - x, x], axis=-1)
         return two[..., 0, :] if x.shape[-1] == 1 else two
     return x if x.shape[-1] >= 2 else None
+
+
+def decision_pair(kind: str | None, ref: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Float and int8 values of one output as decisions (:func:`decision_scores`), or None when the output
+    makes none or the two do not line up."""
+    r, t = decision_scores(kind, ref), decision_scores(kind, test)
+    return None if r is None or t is None or r.shape != t.shape else (r, t)
 
 
 def decision_note(kind: str | None) -> str:

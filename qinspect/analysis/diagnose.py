@@ -35,7 +35,7 @@ import numpy as np
 
 from qinspect.analysis import findings as fnd
 from qinspect.analysis import remedies as rem
-from qinspect.analysis.decisions import Top1Tally, decision_kind, decision_scores
+from qinspect.analysis.decisions import Top1Tally, decision_kind, decision_pair
 from qinspect.analysis.findings import Branch, Finding, ev
 from qinspect.analysis.hw_vs_sim import hw_vs_sim_finding, sim_vs_dpu
 from qinspect.analysis.metrics import ErrorStats, json_safe
@@ -468,10 +468,9 @@ def _near_tie_warning(graph: DpuGraph, sens: SensitivityResult) -> str | None:
         return None
     tally = Top1Tally()
     for name in graph.outputs:
-        kind = decision_kind(graph, name)
-        ref, test = decision_scores(kind, run.ref[name].float()), decision_scores(kind, run.base[name].float())
-        if ref is not None and test is not None and ref.shape == test.shape:
-            tally.update(ref, test)
+        pair = decision_pair(decision_kind(graph, name), run.ref[name].float(), run.base[name].float())
+        if pair is not None:
+            tally.update(*pair)
     return tally.warning
 
 
@@ -481,10 +480,10 @@ def _accuracy(graph: DpuGraph, sens: SensitivityResult, labels: np.ndarray) -> d
     if run is None:
         return None
     for name in graph.outputs:
-        kind = decision_kind(graph, name)
-        ref, test = decision_scores(kind, run.ref[name].float()), decision_scores(kind, run.base[name].float())
-        if ref is None or test is None or ref.ndim != 2:
+        pair = decision_pair(decision_kind(graph, name), run.ref[name].float(), run.base[name].float())
+        if pair is None or pair[0].ndim != 2:
             continue
+        ref, test = pair
         n = len(ref)
         y = np.asarray(labels)[:n]
         y = np.argmax(y, axis=-1) if y.ndim == 2 else y.astype(np.int64)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from qinspect.analysis.decisions import Top1Tally, decision_kind, decision_scores
+from qinspect.analysis.decisions import Top1Tally, decision_kind, decision_pair
 from qinspect.analysis.metrics import ErrorStats
 from qinspect.analysis.sensitivity import display_name
 from qinspect.dpu.dpu_graph import DpuGraph
@@ -110,10 +110,10 @@ def output_figures(graph: DpuGraph, ref: dict[str, Any], test: dict[str, Any],
     for (name, r, t), power in zip(arrays, powers, strict=True):
         tally = None
         kind = decision_kind(graph, name)
-        rd, td = decision_scores(kind, r), decision_scores(kind, t)
-        if rd is not None and td is not None and rd.shape == td.shape:
+        pair = decision_pair(kind, r, t)
+        if pair is not None:
             tally = Top1Tally(output=name, kind=kind or "")
-            tally.update(rd, td)
+            tally.update(*pair)
         figures.append(OutputFigure(node=name, layer=output_layer(graph, name), values=int(r.size),
                                     signal_share=power / total if total > 0 else float("nan"),
                                     sqnr_db=_sqnr_db(r, t), top1=tally,

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from qinspect.analysis.decisions import decision_kind, decision_scores
+from qinspect.analysis.decisions import decision_kind, decision_pair
 from qinspect.analysis.metrics import ErrorStats, json_safe, ratio_se_db, representable_range
 from qinspect.dpu.dpu_graph import CONV_OPS, DpuGraph, Node
 from qinspect.dpu.executor import Evaluator, Value
@@ -211,10 +211,10 @@ def top1_counts(graph: DpuGraph, ref: dict[str, Value], test: dict[str, Value]) 
     a softmax, logits or sigmoid head; never a feature map or an embedding)."""
     agree = total = 0
     for name in graph.outputs:
-        kind = decision_kind(graph, name)
-        r, t = decision_scores(kind, ref[name].float()), decision_scores(kind, test[name].float())
-        if r is None or t is None or r.shape != t.shape:
+        pair = decision_pair(decision_kind(graph, name), ref[name].float(), test[name].float())
+        if pair is None:
             continue
+        r, t = pair
         agree += int(np.count_nonzero(np.argmax(r, axis=-1) == np.argmax(t, axis=-1)))
         total += int(r.size // r.shape[-1])
     return agree, total

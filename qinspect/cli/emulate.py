@@ -90,7 +90,7 @@ def _metrics(st: Any, pos: int | None) -> dict[str, Any] | None:
 def _output_tallies(graph: Any, labels_path: str | None, n: int | None) -> tuple[dict[str, Any], Any]:
     """Top-1 tallies of the model's outputs that decide (analysis.decisions.decision_kind), and the
     emulator callback that fills them."""
-    from qinspect.analysis.decisions import Top1Tally, decision_kind, decision_scores
+    from qinspect.analysis.decisions import Top1Tally, decision_kind, decision_pair
 
     labels = None
     if labels_path:
@@ -104,9 +104,10 @@ def _output_tallies(graph: Any, labels_path: str | None, n: int | None) -> tuple
     kinds = {name: decision_kind(graph, name) for name in graph.outputs}
 
     def on_output(name: str, ref: Any, test: Any) -> None:
-        r, t = decision_scores(kinds.get(name), ref), decision_scores(kinds.get(name), test)
-        if r is None or t is None or r.shape != t.shape:
+        pair = decision_pair(kinds.get(name), ref, test)
+        if pair is None:
             return
+        r, t = pair
         # Labels name the classes of the model's first classifier output.
         first = not tallies or next(iter(tallies)) == name
         tallies.setdefault(name, Top1Tally(output=name, kind=kinds[name] or "")).update(
