@@ -899,10 +899,14 @@ def _cpu_findings(graph: DpuGraph, noise: dict[str, float]) -> list[Finding]:
     inbound = {n.name: list(n.inputs) for n in graph.nodes}
     parts = fnd.count_partitions(order, inbound, device)
     out = []
+    around: dict[str, tuple[bool, bool]] = {}  # CPU node -> its run's (fed by, read by) DPU layers
     for node in graph.nodes:
         if node.device != "CPU" or node.op == "input":
             continue
-        feeds, reads = _dpu_around(graph, node)
+        if node.name not in around:
+            run, sides = _cpu_run(graph, node)
+            around.update(dict.fromkeys(run, sides))
+        feeds, reads = around[node.name]
         cls = node.params.get("class_name") or node.params.get("keras_class") or _class_name(node)
         frac = noise.get(node.name, 0.0 if noise else None)  # None: no sensitivity run
         f = fnd.cpu_fallback(display_name(node), cls, node.cpu_reason or "not a DPU operator", parts,
@@ -911,10 +915,11 @@ def _cpu_findings(graph: DpuGraph, noise: dict[str, float]) -> list[Finding]:
     return out
 
 
-def _dpu_around(graph: DpuGraph, node: Node) -> tuple[bool, bool]:
-    """Whether DPU layers feed and read the run of connected CPU layers ``node`` is part of: a CPU
-    layer between two others is still a round trip when DPU layers sit on either side of the run."""
-    run, pending = set(), [node.name]
+def _cpu_run(graph: DpuGraph, node: Node) -> tuple[set[str], tuple[bool, bool]]:
+    """The run of connected CPU layers ``node`` is part of, and whether DPU layers feed it and read it: a
+    CPU layer between two others is still a round trip when DPU layers sit on either side of the run."""
+    run: set[str] = set()
+    pending = [node.name]
     feeds = reads = False
     while pending:
         name = pending.pop()
@@ -926,7 +931,7 @@ def _dpu_around(graph: DpuGraph, node: Node) -> tuple[bool, bool]:
                 pending.append(other.name)
         feeds = feeds or any(graph[i].device == "DPU" and graph[i].op != "input" for i in graph[name].inputs)
         reads = reads or any(c.device == "DPU" for c in graph.consumers(name))
-    return feeds, reads
+    return run, (feeds, reads)
 
 
 def _class_name(node: Node) -> str:
