@@ -222,7 +222,7 @@ def _num(v: Any, fmt: str = ".2f") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     text = format(v, fmt)
-    return text[1:] if text.startswith("-") and text[1:].replace("0", "").strip(".") == "" else text  # no "-0.00"
+    return text.lstrip("-") if float(text) == 0 else text  # no "-0.00"
 
 
 def _print_text(result: Any, positions_from: str, top: int) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from qinspect.errors import QInspectError
 
-# Window and step sizes: whole numbers >= 1 (an int or one per spatial axis).
+# Window and step sizes and layer widths: whole numbers >= 1 (an int or one per spatial axis).
 _POSITIVE_SIZES = ("strides", "pool_size", "kernel_size", "dilation_rate", "size", "depth_multiplier", "units",
                    "filters")
 # Numbers the float and integer operators compute with (None allowed where Keras allows it).

@@ -100,13 +100,13 @@ def check_destination(out_dir: str | Path, force: bool = False) -> Path:
         if target == here or target in here.parents or target == Path.home().resolve():
             raise QInspectError("is the working, home or a parent folder: a report needs a folder of its own "
                                 "(even --force does not replace this one)", out)
-    if out.is_dir() and any(out.iterdir()):
-        reason = not_a_report_reason(out)
-        if reason is not None:
-            raise QInspectError(f"folder exists and is not a qinspect report ({reason}): qinspect replaces only "
-                                "a report it wrote, even with --force; choose a new folder", out)
-        if not force:
-            raise QInspectError("holds a qinspect report (use --force to replace it)", out)
+        if any(out.iterdir()):
+            reason = not_a_report_reason(out)
+            if reason is not None:
+                raise QInspectError(f"folder exists and is not a qinspect report ({reason}): qinspect replaces "
+                                    "only a report it wrote, even with --force; choose a new folder", out)
+            if not force:
+                raise QInspectError("holds a qinspect report (use --force to replace it)", out)
     parent = out.absolute().parent
     if not parent.is_dir():
         raise QInspectError("parent folder does not exist" if not parent.exists() else
