@@ -9,10 +9,14 @@ A 5 ms precise QTimer runs beside the real event loop; a *stall* is the gap betw
 - the click-through again beside background work, at a brisk person's pace (a click every 250 ms,
   or once the layer is drawn), the work restarted as long as needed (``--phases``):
   bg_emu_cli `qinspect emulate CAPTURE` and bg_cap_cli `qinspect capture` as other programs at the
-  window's priority; bg_emu_win the window's own emulation (its model helper) and bg_cap_win a capture
-  started from the window (its job helper), both as the window runs them (lower priority, one BLAS
-  thread). The capture phases need the model and inputs (`--bg-model/--bg-inputs`, or the capture's own
-  sources when they are still files).
+  window's priority, started from the window's own session (as `qinspect capture ... &` in the terminal
+  the window was started from); bg_emu_term and bg_cap_term the same programs in a session of their own,
+  as from another terminal: where the kernel groups a session's tasks for scheduling (Linux autogroup,
+  on by default in desktop kernels), that group shares the cores with the window's group, not task by
+  task; bg_emu_win the window's own emulation (its model helper) and bg_cap_win a capture started from
+  the window (its job helper), both as the window runs them (lower priority, one BLAS thread). The
+  capture phases need the model and inputs (`--bg-model/--bg-inputs`, or the capture's own sources when
+  they are still files).
 For each: the worst and the 95th-percentile stall, and click -> fully drawn (median, max); beside
 background work, the share of the phase the window held its own background paused while drawing. Beside each
 stall figure, the UI thread's own CPU time between two ticks (worst, 95th percentile): on a loaded
@@ -73,7 +77,8 @@ BG_CAPTURE_SAMPLES = 8
 # previous one, or once it is drawn if that takes longer), so the background runs between clicks, as it
 # would for a user: clicked back to back, a window that pauses it while it draws would starve it.
 BG_PACE_MS = 250
-BG_WARMUP_S = {"bg_emu_cli": 3.0, "bg_emu_win": 3.0, "bg_cap_cli": 8.0, "bg_cap_win": 8.0}
+BG_WARMUP_S = {"bg_emu_cli": 3.0, "bg_emu_term": 3.0, "bg_emu_win": 3.0,
+               "bg_cap_cli": 8.0, "bg_cap_term": 8.0, "bg_cap_win": 8.0}
 
 
 def _default_capture() -> Path:
@@ -193,8 +198,8 @@ class _Background:
     ``job``: a function run in a loop in a thread of the window's process, as the window runs its own
     background work (the emulation in the model helper, a capture in a job helper); ``stop()`` ends it."""
 
-    def __init__(self, cli: list[str] | None = None, job=None, stop_job=None) -> None:
-        self.cli, self.job, self.stop_job = cli, job, stop_job
+    def __init__(self, cli: list[str] | None = None, job=None, stop_job=None, own_session: bool = False) -> None:
+        self.cli, self.job, self.stop_job, self.own_session = cli, job, stop_job, own_session
         self.proc: subprocess.Popen | None = None
         self.thread: threading.Thread | None = None
         self.stopping = threading.Event()
@@ -212,7 +217,8 @@ class _Background:
                 try:
                     if self.cli is not None:
                         self.proc = subprocess.Popen([sys.executable, "-m", "qinspect", *self.cli],
-                                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                                     start_new_session=self.own_session)
                         self.proc.wait()
                     else:
                         self.job(self.stopping)
@@ -244,13 +250,16 @@ def _backgrounds(capture: Path, bg_model: Path | None, bg_inputs: Path | None) -
 
     out = {
         "bg_emu_cli": _Background(cli=["emulate", str(capture)]),
+        "bg_emu_term": _Background(cli=["emulate", str(capture)], own_session=True),
         "bg_emu_win": _Background(job=lambda _stop: compute_process.call_model(
             emulation._emulate_in_helper, str(capture), None), stop_job=compute_process.kill_model_helper),
     }
     if bg_model is not None and bg_inputs is not None:
         target = str(Path(tempfile.mkdtemp()) / "bg_capture.h5")
-        out["bg_cap_cli"] = _Background(cli=["capture", str(bg_model), "--inputs", str(bg_inputs), "-o", target,
-                                             "--samples", str(BG_CAPTURE_SAMPLES), "--force", "-q"])
+        cli = ["capture", str(bg_model), "--inputs", str(bg_inputs), "-o", target,
+               "--samples", str(BG_CAPTURE_SAMPLES), "--force", "-q"]
+        out["bg_cap_cli"] = _Background(cli=cli)
+        out["bg_cap_term"] = _Background(cli=cli, own_session=True)
 
         def capture_in_helper(stop: threading.Event) -> None:
             try:
@@ -580,13 +589,24 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
     return out
 
 
-PHASES = ("idle", "click", "repeat", "bg_emu_cli", "bg_emu_win", "bg_cap_cli", "bg_cap_win")
+PHASES = ("idle", "click", "repeat", "bg_emu_cli", "bg_emu_term", "bg_emu_win", "bg_cap_cli", "bg_cap_term",
+          "bg_cap_win")
 PHASE_NOTES = {
     "bg_emu_cli": "beside `qinspect emulate` (another program, same priority)",
+    "bg_emu_term": "beside `qinspect emulate` started from another terminal (its own session)",
     "bg_emu_win": "beside the window's own emulation (its model helper)",
     "bg_cap_cli": "beside `qinspect capture` (another program, same priority)",
+    "bg_cap_term": "beside `qinspect capture` started from another terminal (its own session)",
     "bg_cap_win": "beside a capture started from the window (its job helper)",
 }
+
+
+def _autogroup() -> str:
+    """Whether the kernel schedules each session as one group (what separates bg_*_term from bg_*_cli)."""
+    try:
+        return "on" if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1" else "off"
+    except OSError:
+        return "unknown (not Linux, or no autogroup)"
 
 
 def _capture_sources(capture: Path) -> tuple[Path | None, Path | None]:
@@ -674,6 +694,7 @@ def main() -> int:
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cores; "
           f"{TICK_MS} ms timer; targets: idle < 30 ms, beside a capture or an emulation < 50 ms")
+    print(f"scheduling groups per session (autogroup): {_autogroup()}")
     for phase, note in PHASE_NOTES.items():
         print(f"  {phase}: click-through {note}")
     trees = [("before", args.compare.resolve()), ("after", REPO)] if args.compare else [("this", REPO)]
