@@ -124,3 +124,40 @@ def test_skipped_cle_pairs_are_a_measured_finding_though_no_layer_spreads(tmp_pa
 def test_no_option_finding_where_cle_already_pairs_everything(tmp_path):
     out = _diagnose(_relu_chain(tmp_path, cap6=False))  # plain ReLU: CLE equalizes every pair already
     assert not any(f["kind"] == "quantizer_option" for f in out["findings"])
+
+
+def test_the_option_remedy_recalibrates_on_every_calibration_sample(relu6_spread, tmp_path):
+    """--samples limits what is measured, not what is calibrated: the remedy's figure is the one the
+    option gives when the model is calibrated with it on the same data. The first batch of 8 is dim, the
+    three after it bright, so calibrating on the measured 8 alone would choose other positions."""
+    x = np.load(relu6_spread / "x.npy")
+    x[8:] *= 6.0
+    np.save(tmp_path / "x.npy", x)
+
+    def diagnose(*extra):
+        r = run_cli("diagnose", str(relu6_spread / "m.h5"), "--inputs", str(tmp_path / "x.npy"), "--json",
+                    "--batch-size", "8", "--samples", "8", *extra)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    out = diagnose()
+    (rem,) = [f["remedy"] for f in out["findings"] if (f.get("remedy") or {}).get("kind") == "quantizer_option"]
+    with_option = diagnose("--cle-to-relu6")
+    assert rem["measured_sqnr_db"] == pytest.approx(with_option["output"]["sqnr_db"], abs=1e-9)
+
+
+def test_the_report_measures_the_same_option_remedy_as_diagnose(relu6_spread, tmp_path):
+    """The report's findings are diagnose's: the option remedy (a deployable quantize_model call) leads
+    there too, with the same measured figure, rather than a keep-float remedy that gains less."""
+    out = _diagnose(relu6_spread)
+    rem = out["findings"][0]["remedy"]
+    assert rem["options"] == {"cle_to_relu6": True}
+    r = run_cli("report", str(relu6_spread / "m.h5"), "--inputs", str(relu6_spread / "x.npy"), "--batch-size", "8",
+                "-o", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    findings = report.get("findings") or report["diagnosis"]["findings"]
+    top = findings[0]["remedy"]
+    assert top["kind"] == "quantizer_option" and top["options"] == {"cle_to_relu6": True}
+    assert top["measured_sqnr_db"] == pytest.approx(rem["measured_sqnr_db"], abs=1e-9)
+    assert "cle_to_relu6=True" in (tmp_path / "rep" / "report.html").read_text()

@@ -151,5 +151,5 @@ class OptionTrials:
             se = None if self.base_noise is None else ratio_se_db(self.base_noise, sens.output_noise)
             self._done[key] = Remedy("quantizer_option", f"quantize with {what} (recalibrated and measured "
                                      f"here): {call}", sqnr, sqnr - self.base, agree / total if total else None,
-                                     None, None if se is None or not math.isfinite(se) else se)
+                                     None, None if se is None or not math.isfinite(se) else se, dict(change))
         return self._done[key]

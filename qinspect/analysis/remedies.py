@@ -62,12 +62,14 @@ class Remedy:
     top1_agreement: float | None
     fix: Fix | None = None  # what was changed (kept out of the JSON)
     gain_se_db: float | None = None  # the gain's standard error over the samples (jackknife), when known
+    options: dict[str, Any] | None = None  # a quantizer-option remedy's change ({"cle_to_relu6": True})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return json_safe({"kind": self.kind, "action": self.action, "measured_sqnr_db": self.measured_sqnr_db,
                           "measured_gain_db": self.measured_gain_db, "top1_agreement": self.top1_agreement,
-                          **({} if self.gain_se_db is None else {"measured_gain_se_db": self.gain_se_db})})
+                          **({} if self.gain_se_db is None else {"measured_gain_se_db": self.gain_se_db}),
+                          **({} if self.options is None else {"options": self.options})})
 
 
 def node_of(f: Finding) -> str | None:

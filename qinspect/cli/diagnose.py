@@ -142,23 +142,13 @@ def _labels(path: str, n: int) -> Any:
     return read_labels(path, n)
 
 
-def _rebuilder(source: Any, calib: dict[str, Any], base: Any) -> Any:
-    """The model rebuilt and recalibrated on ``calib`` with some quantizer options changed (option remedies)."""
-    from qinspect.dpu.emulator import Emulator
-
-    def rebuild(change: dict[str, Any]) -> Any:
-        return Emulator.from_model(source, calib, options=base.with_(**change)).graph
-
-    return rebuild
-
-
 def run(args: argparse.Namespace) -> int:
     """Diagnose and print."""
     from qinspect.analysis.diagnose import default_sens_samples, diagnose
     from qinspect.cli import _dpu_common as common
     from qinspect.cli._progress import stderr_progress
     from qinspect.cli._sources import open_any
-    from qinspect.dpu.emulator import calibration_data
+    from qinspect.dpu.emulator import calibration_data, recalibrator
     from qinspect.io.capture_file import Capture, is_capture
 
     common.require_file(args.model, "MODEL_OR_CAPTURE")
@@ -191,7 +181,9 @@ def run(args: argparse.Namespace) -> int:
         n_data = min(len(next(iter(data.values()))), args.samples)
         n_acc = min(n_data, args.sens_samples or default_sens_samples(emu.graph, n_data))
         labels = _labels(args.labels, n_acc) if args.labels else None
-        rebuild = None if positions_from_outside else _rebuilder(source, calib, common.quantizer_options(args))
+        # on every calibration sample, as the model as given: the remedy then measures the option alone
+        rebuild = (None if positions_from_outside
+                   else recalibrator(source, calib_src, common.quantizer_options(args)))
         outputs = common.chosen_outputs(emu.graph, args.outputs, args.model)
         with stderr_progress("diagnose") as step:
             result = diagnose(emu.graph, data, calib if eval_cap is not None else None, data_label=label,

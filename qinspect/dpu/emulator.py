@@ -452,6 +452,18 @@ class Emulator:
             r.chunks_f.append(rf.copy())
 
 
+def recalibrator(source: Any, calib: Any, options: QuantizerOptions) -> Callable[[dict[str, Any]], DpuGraph]:
+    """``rebuild(change)``: the model of ``source`` rewritten under ``options`` with ``change`` applied
+    (``{"cle_to_relu6": True}``) and recalibrated on ``calib``, which must be what the model as given was
+    calibrated on, every sample of it: a remedy measured on the rebuilt graph is then the option's alone
+    (how diagnose measures quantizer options as remedies)."""
+
+    def rebuild(change: dict[str, Any]) -> DpuGraph:
+        return Emulator.from_model(source, calib, options=options.with_(**change)).graph
+
+    return rebuild
+
+
 def _shapes_from(graph: DpuGraph, mgraph: Any) -> None:
     for layer in mgraph.leaves():
         if layer.class_name == "InputLayer" and layer.name in graph:

@@ -27,7 +27,7 @@ from qinspect.analysis.metrics import ErrorStats, representable_range
 from qinspect.analysis.outputs import resolve_outputs
 from qinspect.dpu.checks import check_finite_capture
 from qinspect.dpu.dpu_graph import computing_node, read_through_note
-from qinspect.dpu.emulator import Emulator, calibration_data, captured_stand_ins
+from qinspect.dpu.emulator import Emulator, calibration_data, captured_stand_ins, recalibrator
 from qinspect.dpu.options import QuantizerOptions
 from qinspect.errors import QInspectError, first_line
 from qinspect.io.capture_file import Capture, is_capture
@@ -62,6 +62,9 @@ class Emulation:
     settings: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     data: Any = None  # the --inputs source (qinspect.io.inputs.InputSource) a model file was run on
+    # the model rebuilt under other quantizer options and recalibrated as it was (diagnose's option
+    # remedies); None when the positions came from outside, which a rebuild would not reproduce
+    rebuild: Any = None
 
 
 # Error values kept per node for the error histogram (the first ones seen; float32, 256 KiB per node).
@@ -221,6 +224,8 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
         em.warnings.append(emulator.calibration_note)
     em.graph = emulator.graph
     data = source if has_acts else em.data
+    if positions is None and data is not None:
+        em.rebuild = recalibrator(source, data, options)
     if data is not None and all(emulator.graph.pos(s) is not None for s in emulator.graph.slots):
         if progress:
             progress(0, 1, "emulating")
@@ -478,6 +483,8 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
         kwargs["max_samples"] = max_samples
     if outputs is not None:
         kwargs["outputs"] = outputs
+    if em.rebuild is not None:
+        kwargs["rebuild"] = em.rebuild
     measured = _inputs_of(eval_cap if eval_cap is not None else source, names, em.graph)
     if labels is not None:  # accuracy is measured on the sensitivity samples: labels for those are enough
         from qinspect.io.labels import read_labels
