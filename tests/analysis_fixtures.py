@@ -62,6 +62,35 @@ def channel_spread(folder: Path) -> Plant:
     return Plant(path, calib, None, "dw_spread", "channel_spread")
 
 
+def relu6_spread(folder: Path) -> Plant:
+    """conv -> ReLU6 -> depthwise (channel 0's kernel 40x, the others 0.3x) -> ReLU6 -> conv (channel 0's
+    weights /40, so the float function stays reasonable): the per-tensor depthwise position leaves
+    channels 1..7 a handful of codes; CLE would balance them, but both pairs are joined by ReLU6, which
+    the quantizer skips by default: the cure is the option ``cle_to_relu6=True``."""
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((H, W, 3), name="img")
+    x = keras.layers.Conv2D(8, 1, name="c1")(inp)
+    x = keras.layers.ReLU(6.0, name="r1")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = keras.layers.ReLU(6.0, name="r2")(x)
+    x = keras.layers.Conv2D(8, 1, name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inp, keras.layers.Dense(4, name="out")(x))
+    w, b = model.get_layer("dw").get_weights()
+    w[..., 0, 0] *= 40
+    w[..., 1:, 0] *= 0.3
+    model.get_layer("dw").set_weights([w, b])
+    cw, cb = model.get_layer("c2").get_weights()
+    cw[:, :, 0, :] /= 40
+    model.get_layer("c2").set_weights([cw, cb])
+    path = folder / "m.h5"
+    model.save(path)
+    calib = np.random.default_rng(0).uniform(0, 1, (N, H, W, 3)).astype(np.float32)
+    return Plant(path, calib, None, "dw", "channel_spread")
+
+
 def _spike_branch(keras, inp):
     """conv1 + spike (a 1x1 conv passing input channel 2) -> add -> relu_outlier."""
     x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inp)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import analysis_fixtures
 import numpy as np
 import pytest
 
@@ -13,29 +14,11 @@ from tests.conftest import run_cli
 
 @pytest.fixture(scope="module")
 def relu6_spread(tmp_path_factory):
-    """conv -> ReLU6 -> depthwise (channel 0's kernel 40x, the others 0.3x) -> ReLU6 -> conv (channel 0's
-    weights /40, so the float function stays reasonable): the per-tensor depthwise position leaves
-    channels 1..7 a handful of codes; CLE would balance them, but both pairs are joined by ReLU6."""
-    keras = pytest.importorskip("tf_keras")
+    """A ReLU6 model whose depthwise kernel spans many bits (analysis_fixtures.relu6_spread)."""
+    pytest.importorskip("tf_keras")
     folder = tmp_path_factory.mktemp("relu6_spread")
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((16, 16, 3), name="img")
-    x = keras.layers.Conv2D(8, 1, name="c1")(inp)
-    x = keras.layers.ReLU(6.0, name="r1")(x)
-    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
-    x = keras.layers.ReLU(6.0, name="r2")(x)
-    x = keras.layers.Conv2D(8, 1, name="c2")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    model = keras.Model(inp, keras.layers.Dense(4, name="out")(x))
-    w, b = model.get_layer("dw").get_weights()
-    w[..., 0, 0] *= 40
-    w[..., 1:, 0] *= 0.3
-    model.get_layer("dw").set_weights([w, b])
-    cw, cb = model.get_layer("c2").get_weights()
-    cw[:, :, 0, :] /= 40
-    model.get_layer("c2").set_weights([cw, cb])
-    model.save(folder / "m.h5")
-    np.save(folder / "x.npy", np.random.default_rng(0).uniform(0, 1, (32, 16, 16, 3)).astype(np.float32))
+    plant = analysis_fixtures.relu6_spread(folder)
+    np.save(folder / "x.npy", plant.calib)
     return folder
 
 

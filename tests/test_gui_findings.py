@@ -185,7 +185,7 @@ def test_the_diagnosis_job_keeps_the_near_tie_warning(monkeypatch):
                                       hidden_output_warning=None)
     monkeypatch.setattr(emulation, "diagnosis_data", lambda *_: ({"x": np.zeros((4, 2), np.float32)}, None))
     monkeypatch.setattr(diagnose_module, "diagnose", lambda *_, **__: diagnosis)
-    analysis = types.SimpleNamespace(available=True, graph=None, float_layer=lambda name: name,
+    analysis = types.SimpleNamespace(available=True, graph=None, quantized_path=None, float_layer=lambda name: name,
                                      output_nodes=lambda outputs: None)
     token = types.SimpleNamespace(check=lambda: None, progress=lambda *_: None)
     summary = emulation.diagnose_job(token, None, analysis, None)
@@ -277,3 +277,44 @@ def test_the_findings_tab_lists_them_in_the_diagnosis_order_as_the_report_does(q
     qtbot.addWidget(view)
     view.set_session(FakeSession(ranked))
     assert [view.table.item(r, 1).text() for r in range(3)] == ["c1", "c2", "softmax"]
+
+
+@pytest.mark.tf
+def test_an_option_remedy_quantizes_with_the_option_and_the_new_diagnosis_confirms_its_figure(qtbot, window,
+                                                                                             tmp_path):
+    """The window measures quantizer options as remedies, as `qinspect diagnose` does; such a remedy is no
+    what-if on the model as quantized (Try it is off), and Quantize with it sets the option: the model is
+    recalibrated under it and its diagnosis gives the output SQNR the remedy promised."""
+    import analysis_fixtures
+    import numpy as np
+
+    from tests.conftest import run_cli
+
+    plant = analysis_fixtures.relu6_spread(tmp_path)
+    np.save(tmp_path / "x.npy", plant.calib)
+    r = run_cli("capture", str(plant.path), "--inputs", str(tmp_path / "x.npy"), "-o", str(tmp_path / "cap.h5"), "-q")
+    assert r.returncode == 0, r.stderr
+    _diagnosed(qtbot, window, tmp_path / "cap.h5")
+    view = window.findings
+    window.tabs.setCurrentWidget(view)
+    rows = [i for i, f in enumerate(view.findings) if (f.remedy or {}).get("kind") == "quantizer_option"]
+    assert rows, [(f.kind, f.remedy) for f in view.findings]
+    view.table.setCurrentCell(rows[0], 0)
+    f = view.current_finding()
+    assert f.remedy["options"] == {"cle_to_relu6": True}
+    detail = view.detail
+    assert detail.option_button.isVisible() and not detail.try_button.isEnabled()
+    assert "cle_to_relu6=True" in detail.option_button.toolTip()
+    detail.option_button.click()
+    assert window.settings.quantizer_options().cle_to_relu6 and window.option_actions["cle_to_relu6"].isChecked()
+    session = window.session
+
+    def rediagnosed() -> bool:
+        a = session.analysis
+        return (a is not None and a.graph is not None and a.graph.options.cle_to_relu6
+                and session.diagnosis is not None and not session.channels["emulate"].busy
+                and not session.channels["findings"].busy)
+
+    qtbot.waitUntil(rediagnosed, timeout=120000)
+    assert session.diagnosis.output_sqnr_db == pytest.approx(f.remedy["measured_sqnr_db"], abs=1e-6)
+    assert not any((g.remedy or {}).get("kind") == "quantizer_option" for g in view.findings)

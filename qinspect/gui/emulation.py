@@ -313,9 +313,9 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
         labels = read_labels(labels_path, default_sens_samples(analysis.graph, len(next(iter(inputs.values())))))
     token.check()
     diagnosis = diagnose(analysis.graph, inputs, calib,
-                                data_label="evaluation" if eval_path else "calibration",
-                                progress=lambda msg: token.progress(0, 0, msg), labels=labels,
-                                outputs=analysis.output_nodes(outputs))
+                         data_label="evaluation" if eval_path else "calibration",
+                         progress=lambda msg: token.progress(0, 0, msg), labels=labels,
+                         outputs=analysis.output_nodes(outputs), rebuild=_rebuild(document, analysis))
     for f in diagnosis.findings:
         f.layer = analysis.float_layer(f.layer)
     return DiagnosisSummary(list(diagnosis.findings), diagnosis.output.sqnr_db, diagnosis.top1_agreement,
@@ -323,6 +323,18 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
                             diagnosis.n_sens_samples, list(diagnosis.advice), diagnosis.near_tie_warning,
                             [f.to_dict() for f in diagnosis.outputs], list(diagnosis.weighed_outputs),
                             diagnosis.hidden_output_warning)
+
+
+def _rebuild(document: Document, analysis: Analysis) -> Any:
+    """Quantizer options as remedies, as ``qinspect diagnose`` measures them: the model rebuilt under an
+    option and recalibrated on the whole capture, as the window calibrated it. None with a Vitis
+    quantized.h5, whose positions a rebuild would not reproduce."""
+    from qinspect.dpu.emulator import recalibrator
+
+    graph = analysis.graph
+    if analysis.quantized_path or graph is None or graph.options is None or document.capture is None:
+        return None
+    return recalibrator(document.capture, document.capture, graph.options)
 
 
 def trial_job(token: CancelToken, document: Document, analysis: Analysis, eval_path: str | None,

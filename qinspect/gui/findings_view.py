@@ -42,11 +42,24 @@ def _wrapped(object_name: str) -> QLabel:
     return label
 
 
+TRY_TIP = ("Apply this remedy in the emulator as a what-if; the Error propagation tab shows the accumulated "
+           "error before and after it")
+OPTION_TRY_TIP = "This remedy is a quantizer option: Quantize with it sets it"
+
+
+def _option_change(finding) -> dict:
+    """The quantize_model options a finding's remedy changes (empty unless it is a quantizer option)."""
+    remedy = getattr(finding, "remedy", None) or {}
+    options = remedy.get("options") if isinstance(remedy, dict) else None
+    return dict(options) if isinstance(options, dict) else {}
+
+
 class FindingDetail(QWidget):
     """One finding read out whole: sentence, advice, tried remedy, Try it / Undo and the raw evidence."""
 
     try_requested = Signal(object)
     undo_requested = Signal()
+    option_requested = Signal(object)  # a quantizer-option remedy's change, e.g. {"cle_to_relu6": True}
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -62,19 +75,23 @@ class FindingDetail(QWidget):
         row = QHBoxLayout()
         self.try_button = QPushButton("Try it")
         self.try_button.setObjectName("tryRemedy")
-        self.try_button.setToolTip("Apply this remedy in the emulator as a what-if; the Error propagation tab "
-                                   "shows the accumulated error before and after it")
+        self.try_button.setToolTip(TRY_TIP)
         self.try_button.clicked.connect(lambda: self.try_requested.emit(self.finding))
         self.undo_button = QPushButton("Undo")
         self.undo_button.setObjectName("undoRemedy")
         self.undo_button.setToolTip("Back to the model as quantized")
         self.undo_button.clicked.connect(self.undo_requested.emit)
+        # A quantizer option is no what-if on the model as quantized: the window quantizes with it instead
+        # (every view then shows the model under the option; the Quantizer menu sets it back).
+        self.option_button = QPushButton("Quantize with it")
+        self.option_button.setObjectName("useOptionRemedy")
+        self.option_button.clicked.connect(lambda: self.option_requested.emit(_option_change(self.finding)))
         self.details_button = QToolButton()
         self.details_button.setObjectName("findingDetailsToggle")
         self.details_button.setText("Show details")
         self.details_button.setCheckable(True)
         self.details_button.toggled.connect(self._on_details)
-        for b in (self.try_button, self.undo_button, self.details_button):
+        for b in (self.try_button, self.option_button, self.undo_button, self.details_button):
             row.addWidget(b)
         row.addStretch(1)
         layout.addLayout(row)
@@ -111,8 +128,15 @@ class FindingDetail(QWidget):
         self.remedy.setText(wording.remedy_sentence(getattr(finding, "remedy", None)))
         self.details.setPlainText("\n".join(wording.evidence_lines(finding)))
         can_try = getattr(finding, "fix", None) is not None
+        change = _option_change(finding)
         self.try_button.setEnabled(can_try and not busy)
-        self.try_button.setToolTip("" if can_try else "This finding has no remedy the emulator can apply")
+        self.try_button.setToolTip(TRY_TIP if can_try else OPTION_TRY_TIP if change else
+                                   "This finding has no remedy the emulator can apply")
+        self.option_button.setVisible(bool(change))
+        if change:
+            text = ", ".join(f"{k}={v!r}" for k, v in change.items())
+            self.option_button.setToolTip(f"Quantize the model with {text}: it is recalibrated under the option "
+                                          "and every view shows it (the Quantizer menu sets it back)")
         self.undo_button.setEnabled(trial is not None or busy)
         self.trial.setText(trial_text(trial) if trial is not None else
                            "Trying the remedy in the emulator…" if busy else "")
@@ -132,6 +156,7 @@ class FindingsView(QWidget):
 
     layer_clicked = Signal(str)
     finding_clicked = Signal(str, str)  # layer, kind: the window shows the view that proves the finding
+    option_requested = Signal(object)  # quantize with a remedy's options ({"cle_to_relu6": True})
 
     def __init__(self, window=None) -> None:
         super().__init__(window)
@@ -153,6 +178,7 @@ class FindingsView(QWidget):
         self.table.currentCellChanged.connect(lambda *_: self._show_current())
         self.detail = FindingDetail(self)
         self.detail.try_requested.connect(self._on_try)
+        self.detail.option_requested.connect(self.option_requested.emit)
         self.detail.undo_requested.connect(self._on_undo)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)

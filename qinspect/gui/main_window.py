@@ -222,6 +222,7 @@ class MainWindow(QMainWindow):
             view.layer_clicked.connect(self.select_layer)
         self.dump_view.layer_selected.connect(lambda name: self.select_layer(name, show_layer_tab=False))
         self.findings.finding_clicked.connect(self.show_finding)
+        self.findings.option_requested.connect(self.set_quantizer_options)
         self.stack.addWidget(self.empty)
         self.stack.addWidget(self.tabs)
         self.setCentralWidget(self.stack)
@@ -350,7 +351,12 @@ class MainWindow(QMainWindow):
 
     def set_quantizer_option(self, key: str, value: bool | int) -> None:
         """Change one quantizer option (persisted); the open model is emulated again under it."""
-        options = self.settings.quantizer_options().with_(**{key: value})
+        self.set_quantizer_options({key: value})
+
+    def set_quantizer_options(self, change: dict) -> None:
+        """Change quantizer options at once (persisted; a finding's option remedy); the open model is
+        emulated again under them, once."""
+        options = self.settings.quantizer_options().with_(**change)
         self.settings.set_quantizer_options(options)
         self._show_quantizer_options()
         if self.session is not None:
