@@ -203,3 +203,43 @@ def test_weights_of_layers_named_with_a_slash_are_read():
     assert model["quant_expanded_conv/squeeze_excite/Conv_1"].weights["kernel"].shape == (1, 1, 8, 16)
     assert model.positions()["expanded_conv/squeeze_excite/Conv"] == {
         "expanded_conv/squeeze_excite/Conv/kernel:0": 8, "expanded_conv/squeeze_excite/Conv/bias:0": 11}
+
+
+def _edited_quantized(tmp_path, edit) -> str:
+    """A copy of small/quantized.h5 with ``edit(h5py_file)`` applied."""
+    dst = tmp_path / "q.h5"
+    shutil.copy(refcase("small") / "quantized.h5", dst)
+    dst.chmod(0o644)
+    with h5py.File(dst, "r+") as f:
+        edit(f)
+    return str(dst)
+
+
+@pytest.mark.parametrize("value", [1e9, -1e9, 100.0, -65.0, 6.5])
+def test_a_position_beyond_64_or_not_whole_is_a_damaged_model_naming_the_layer(tmp_path, value):
+    """Vitis writes positions as float32 variables: out of range (or fractional) is damage, refused in one
+    line naming the layer (a position of 1e9 ended in an OverflowError traceback in the emulator)."""
+    def edit(f):
+        f["model_weights/quant_relu2/quant_relu2/output_0_pos:0"][...] = value
+
+    q = _edited_quantized(tmp_path, edit)
+    with pytest.raises(QInspectError, match=r"layer quant_relu2: quantizer position 'output_0_pos:0' = .* not a "
+                                            r"whole number within -64\.\.64") as exc:
+        load_quantized_model(q)
+    assert str(q) in str(exc.value)
+
+
+def test_a_wrapper_without_its_quantize_config_is_refused(tmp_path):
+    """Without it the layer's quantizers are unknown: emulating it with float weights gave a number for a
+    layer the file does not describe."""
+    import json
+
+    def edit(f):
+        cfg = json.loads(f.attrs["model_config"])
+        for lc in cfg["config"]["layers"]:
+            if lc["name"] == "quant_conv1":
+                del lc["config"]["quantize_config"]
+        f.attrs["model_config"] = json.dumps(cfg)
+
+    with pytest.raises(QInspectError, match="layer quant_conv1 .QuantizeWrapper. has no quantize_config"):
+        load_quantized_model(_edited_quantized(tmp_path, edit))

@@ -15,6 +15,7 @@ import numpy as np
 
 from qinspect.dpu.dpu_graph import CONV_OPS, DpuGraph
 from qinspect.errors import QInspectError
+from qinspect.io.vitis import MAX_POSITION  # noqa: F401 - the bound positions tables and quantized.h5 share
 
 
 def finite_batches(batches: Iterator[dict[str, np.ndarray]], path: str | None) -> Iterator[dict[str, np.ndarray]]:
@@ -84,8 +85,6 @@ def check_node_weights(graph: DpuGraph, path: str) -> None:
                                 f"{shape} gives {out} outputs (damaged weights)", path)
 
 
-# A position p means a scale of 2^-p; beyond this the scale leaves float32 (and no tensor needs it).
-MAX_POSITION = 64
 
 
 def checked_position(slot: tuple[str, str], value: Any, path: str | None) -> int:

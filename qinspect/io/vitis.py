@@ -250,12 +250,20 @@ def _weight_short_name(full: str, layer_name: str) -> str:
     return full.rsplit("/", 1)[-1]
 
 
-def _pos(arrays: dict[str, np.ndarray], name: str, path: str) -> int:
+# A position p means a scale of 2^-p; beyond this the scale leaves float32 (and no tensor needs it).
+MAX_POSITION = 64
+
+
+def _pos(arrays: dict[str, np.ndarray], name: str, path: str, layer: str) -> int:
     if name not in arrays:
-        raise QInspectError(f"quantizer position '{name}' is missing from the weights", path)
-    value = float(np.asarray(arrays[name]).reshape(-1)[0])
-    if not np.isfinite(value) or value != round(value):
-        raise QInspectError(f"quantizer position '{name}' is not an integer ({value})", path)
+        raise QInspectError(f"layer {layer}: quantizer position '{name}' is missing from the weights", path)
+    values = np.asarray(arrays[name]).reshape(-1)
+    if values.size == 0:
+        raise QInspectError(f"layer {layer}: quantizer position '{name}' is empty", path)
+    value = float(values[0])
+    if not np.isfinite(value) or value != round(value) or abs(value) > MAX_POSITION:
+        raise QInspectError(f"layer {layer}: quantizer position '{name}' = {value:g} is not a whole number within "
+                            f"-{MAX_POSITION}..{MAX_POSITION} (a scale of 2^-p): a damaged quantized model", path)
     return int(value)
 
 
@@ -279,7 +287,7 @@ def _wrapper_quantizers(
                     strip_quant(var),
                     "weight",
                     q.get("quantizer_params", {}),
-                    position=_pos(arrays, f"{w}_pos:0", path),
+                    position=_pos(arrays, f"{w}_pos:0", path, wrapper_name),
                     weight=w,
                 )
             )
@@ -295,7 +303,7 @@ def _wrapper_quantizers(
             continue
         specs.append(
             QuantizerSpec.from_params(
-                act, kind, q.get("quantizer_params", {}), position=_pos(arrays, f"{kind}_pos:0", path)
+                act, kind, q.get("quantizer_params", {}), position=_pos(arrays, f"{kind}_pos:0", path, wrapper_name)
             )
         )
     outs = qconfig.get("quantizable_outputs", []) or []
@@ -305,7 +313,7 @@ def _wrapper_quantizers(
                 f"output_{i}",
                 "output",
                 q.get("quantizer_params", {}),
-                position=_pos(arrays, f"output_{i}_pos:0", path),
+                position=_pos(arrays, f"output_{i}_pos:0", path, wrapper_name),
             )
         )
     return specs, act
@@ -355,7 +363,8 @@ def load_quantized_model(path: str | os.PathLike[str]) -> VitisQuantizedModel:
             inbound = calls[0]
             if cls == VQUANT:
                 q = (cfg.get("quantizer") or {}).get("config", {})
-                spec = QuantizerSpec.from_params("input", "input", q, position=_pos(arrays, f"{name}_pos:0", path))
+                position = _pos(arrays, f"{name}_pos:0", path, name)
+                spec = QuantizerSpec.from_params("input", "input", q, position=position)
                 layers.append(
                     QuantizedLayer(name, name, "VitisQuantize", "VitisQuantize", cfg, inbound, quantizers=[spec])
                 )
@@ -363,6 +372,11 @@ def load_quantized_model(path: str | os.PathLike[str]) -> VitisQuantizedModel:
                 inner = cfg.get("layer") or {}
                 inner_cls = str(inner.get("class_name", "")).split(">")[-1]
                 inner_cfg = inner.get("config", {}) or {}
+                if not isinstance(cfg.get("quantize_config"), dict):
+                    # every wrapper the quantizer writes has one; without it the layer's quantizers (and
+                    # their positions) are unknown, and emulating it unquantized would be a wrong number
+                    raise QInspectError(f"damaged Vitis quantized model: layer {name} (QuantizeWrapper) has no "
+                                        "quantize_config", path)
                 qconf = (cfg.get("quantize_config") or {}).get("config", {}) or {}
                 specs, act = _wrapper_quantizers(name, inner, qconf, arrays, path)
                 weights = {}
