@@ -15,7 +15,8 @@ import pytest
 from qinspect.analysis.advisor import advise
 from qinspect.analysis.diagnose import diagnose
 from qinspect.analysis.remedies import rounding_finding
-from qinspect.analysis.sensitivity import LayerSensitivity, quantizes_model_input
+from qinspect.analysis.sensitivity import LayerSensitivity
+from qinspect.dpu.dpu_graph import quantizes_model_input
 from qinspect.dpu.emulator import Emulator
 from tests.dpu_graph_fixtures import model, rng_weights
 

@@ -97,3 +97,36 @@ def test_folder_of_neither_kind_is_named(cli, small, tmp_path):
     r = _run(cli, small, tmp_path / "stuff")
     assert r.returncode == 2 and "neither a quantizer dump_model folder" in r.stderr
     assert str(tmp_path / "stuff") in r.stderr
+
+
+def test_input_codes_that_differ_are_said_to_be_other_inputs_not_the_board(cli, small, tmp_path):
+    """A board run on other inputs (or another preprocessing) differs from the model input on: that is no
+    DPU arithmetic, and the first divergence says so instead of 'the board computes differently'."""
+    board = small_board_from_quantizer(small, tmp_path)
+    x = np.load(small / "dump_inputs.npy")
+    np.save(tmp_path / "reversed.npy", x[::-1].copy())  # the board ran on the rows in the other order
+    r = cli("compare-dump", str(small / "quantized.h5"), str(board), "--inputs", str(tmp_path / "reversed.npy"),
+            "--json")
+    assert r.returncode == 1, r.stderr
+    first = json.loads(r.stdout)["first_divergence"]
+    assert first["layer"] == "quant_input"
+    assert "ran on other inputs, or another preprocessing" in first["note"]
+    assert "computes differently" not in first["note"]
+
+
+def test_a_truncated_engine_file_is_named_when_two_engines_disagree(cli, small, tmp_path):
+    """Two engines, one cut short: the sizes tie, and the short one is the damaged file."""
+    board = small_board_from_quantizer(small, tmp_path)
+    f = board / "dump" / "subgraph_quant_conv2" / "internal" / "0.quant_relu2_aquant.bin"
+    f.write_bytes(f.read_bytes()[:4000])
+    r = _run(cli, small, board)
+    assert r.returncode == 2
+    assert "0.quant_relu2_aquant.bin: holds 4000 bytes but the other engines" in r.stderr
+
+
+def test_a_board_dump_of_another_model_is_refused_before_any_table(cli, refcases, small, tmp_path):
+    board = small_board_from_quantizer(small, tmp_path)
+    rich = refcases / "rich"
+    r = cli("compare-dump", str(rich / "quantized.h5"), str(board), "--inputs", str(rich / "dump_inputs.npy"))
+    assert r.returncode == 2 and r.stdout == ""
+    assert "maps to a layer of the quantized model" in r.stderr and "a dump of another model?" in r.stderr

@@ -50,6 +50,12 @@ def _window_with_quantized(qtbot, tmp_path, capture, quantized):
     return win
 
 
+def _import_dump(qtbot, win, folder, inputs) -> None:
+    """Import a dump folder and wait for its comparison (or its failure)."""
+    win.session.import_dump(str(folder), str(inputs))
+    qtbot.waitUntil(lambda: win.session.dump is not None or win.session.dump_error is not None, timeout=60000)
+
+
 def test_quantized_h5_positions_and_dump_comparison(qtbot, tmp_path, refcases, small_capture):
     small = refcases / "small"
     win = _window_with_quantized(qtbot, tmp_path, small_capture, small / "quantized.h5")
@@ -68,8 +74,7 @@ def test_quantized_h5_positions_and_dump_comparison(qtbot, tmp_path, refcases, s
                     and win.layer_panel.data.complete and win.layer_panel.whatif is not None, timeout=10000)
     assert win.layer_panel.whatif.position == 7 and "quantized.h5" in win.layer_panel.data.position_source
     # The dump: every int8 tensor the quantizer dumped matches the emulator bit for bit.
-    with qtbot.waitSignal(win.session.dump_changed, timeout=60000):
-        win.session.import_dump(str(small / "dump_results"), str(small / "dump_inputs.npy"))
+    _import_dump(qtbot, win, small / "dump_results", small / "dump_inputs.npy")
     tensors = win.session.dump.tensors
     gating = [t for t in tensors if t.gating]
     assert gating and all(t.matched == t.total for t in gating)
@@ -91,8 +96,7 @@ def test_board_dump_headline_histogram_and_row_selection(qtbot, tmp_path, refcas
     codes.tofile(f)
     win = _window_with_quantized(qtbot, tmp_path, small_capture, small / "quantized.h5")
     win.tabs.setCurrentWidget(win.dump_view)
-    with qtbot.waitSignal(win.session.dump_changed, timeout=60000):
-        win.session.import_dump(str(board), str(small / "dump_inputs.npy"))
+    _import_dump(qtbot, win, board, small / "dump_inputs.npy")
     view = win.dump_view
     assert win.session.dump.kind == "board" and view.table.rowCount() == 6
     assert "board dump" in view.info.text() and view.headline.text().startswith("First divergence: layer relu2")
@@ -165,3 +169,33 @@ def test_after_a_quantized_h5_import_the_model_input_stands_as_its_quantizer():
     assert a.activation_position("input")[0] == want
     assert a.placement()["input"] == "DPU"
     assert "0 on the CPU" in a.summary()
+
+
+def test_an_incomplete_dump_never_reads_as_matching_and_a_failed_import_clears_the_tab(qtbot, tmp_path, refcases,
+                                                                                      small_capture):
+    """The window said 'all match' for a dump missing a file (the command line exits 2 on it), and kept the
+    previous comparison on screen when the next import failed."""
+    import shutil
+
+    import numpy as np
+
+    small = refcases / "small"
+    dump = tmp_path / "dump_results"
+    shutil.copytree(small / "dump_results", dump)
+    for p in dump.rglob("*"):
+        p.chmod(0o644 if p.is_file() else 0o755)
+    (dump / "dump_results_0" / "quant_relu2.bin").unlink()
+    win = _window_with_quantized(qtbot, tmp_path, small_capture, small / "quantized.h5")
+    _import_dump(qtbot, win, dump, small / "dump_inputs.npy")
+    view = win.dump_view
+    assert "incomplete" in view.info.text()
+    head = view.headline.text()
+    assert head.startswith("No divergence among the tensors compared, but the dump is incomplete")
+    assert "quant_relu2.bin" in head and "every compared tensor matches" not in head
+    # another import, of a dump made from other inputs: refused, and the tab no longer shows the last one
+    np.save(tmp_path / "other.npy", np.load(small / "calib.npy")[5:7])
+    win.session.import_dump(str(small / "dump_results"), str(tmp_path / "other.npy"))
+    qtbot.waitUntil(lambda: win.session.dump_error is not None, timeout=60000)
+    assert view.table.rowCount() == 0
+    assert view.headline.text().startswith("The dump import failed:") and "other inputs" in view.headline.text()
+    win.shutdown()

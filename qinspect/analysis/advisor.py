@@ -20,12 +20,11 @@ import numpy as np
 from qinspect.analysis.metrics import json_safe
 from qinspect.analysis.sensitivity import (
     _output_stats,
-    quantizes_model_input,
     quantizing_nodes,
     sensitivity,
     top1_counts,
 )
-from qinspect.dpu.dpu_graph import DpuGraph
+from qinspect.dpu.dpu_graph import DpuGraph, quantizes_model_input
 
 KEEP_FLOAT_CANDIDATES = 6  # DPU layers with the lowest isolated SQNR whose keep-float run is measured
 KEEP_FLOAT_MAX = 3  # the largest set of float layers advised

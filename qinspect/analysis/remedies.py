@@ -30,10 +30,9 @@ from qinspect.analysis.sensitivity import (
     _output_stats,
     descendants,
     output_powers,
-    quantizes_model_input,
     top1_counts,
 )
-from qinspect.dpu.dpu_graph import DpuGraph, Slot
+from qinspect.dpu.dpu_graph import DpuGraph, Slot, quantizes_model_input
 
 # kinds whose findings chain along the graph into one root cause, and how their fix is phrased
 CHAINED = ("coverage", "saturation", "outlier_range")

@@ -55,12 +55,6 @@ def quantizing_nodes(graph: DpuGraph) -> list[Node]:
     return [n for n in graph.nodes if n.op != "input" and (n.out_slot or n.weight_slots or n.pre_slot)]
 
 
-def quantizes_model_input(graph: DpuGraph, node: Node) -> bool:
-    """Whether ``node`` is the quantizer of a model input: a DPU always reads its input in int8, so
-    keeping it float is no remedy (its rounding goes when the layers reading it run on the CPU)."""
-    return node.op == "quantize" and bool(node.inputs) and all(graph[i].op == "input" for i in node.inputs)
-
-
 _PART_OF_OP = {"depthwise_conv2d": "depthwise", "conv2d": "pointwise", "dense": "dense", "quantize": "input"}
 
 

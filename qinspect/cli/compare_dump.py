@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     """Compare and print."""
     from qinspect.cli import error
     from qinspect.cli._dpu_common import open_data, print_json, require_file
+    from qinspect.dpu.dump_checks import check_comparable, weight_copy_note
     from qinspect.dpu.emulator import Emulator, compare_dump, dumped_samples, first_dump_divergence
     from qinspect.io.board_dump import dump_folder_kind
     from qinspect.io.vitis import open_dump
@@ -86,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
     gating = [m for m in matches if m.gating]
     all_ok = all(m.ok for m in gating)
     missing = [e.path or e.filename for e in dump.missing]
-    if dump.unmapped and not gating:  # nothing in common: a dump of another model, no table to show
-        return error(f"{dump.unmapped[0]}: dump file maps to no tensor of {args.quantized}, and no file of "
-                     f"{args.dump} does: a dump of another model?")
+    # another model's dump, or one made from other inputs: refused before any row blames the DPU
+    check_comparable(emu.graph, dump, matches, args.quantized, args.inputs)
+    warning = weight_copy_note(matches)
     first = first_dump_divergence(emu.graph, matches)
     if args.json:
         print_json({
@@ -98,14 +99,17 @@ def run(args: argparse.Namespace) -> int:
             "samples": min(src.n_samples, n_dump or src.n_samples),
             "all_matched": all_ok, "tensors": [m.to_dict() for m in matches],
             "unmapped": dump.unmapped, "missing": [e.filename for e in dump.missing], "notes": dump.notes,
+            "warnings": [warning] if warning else [],
         })
     else:
         w = sys.stdout.write
         w(f"found a quantizer dump_model folder in {args.dump}\n")
         w("first divergence: none, every compared tensor matches bit for bit\n\n" if first is None else
           f"first divergence: layer {first.layer}, tensor {first.name}: {first.total - first.matched}/"
-          f"{first.total} values differ, max {first.max_lsb:g} LSB{'; ' + first.note if first.note else ''}\n\n")
-        w(f"{'tensor':44} {'kind':10} {'dtype':7} {'matched':>15} {'max LSB':>8}  first mismatch\n")
+          f"{first.total} values differ, max {first.difference}{'; ' + first.note if first.note else ''}\n\n")
+        if warning:
+            w(f"warning: {warning}\n\n")
+        w(f"{'tensor':44} {'kind':10} {'dtype':7} {'matched':>15} {'max diff':>8}  first mismatch\n")
         for m in matches:
             if not m.gating and m.ok:
                 continue
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                 f"[{m.first_mismatch['index']}] dump {m.first_mismatch['expected']} emulator {m.first_mismatch['got']}")
             frac = f"{m.matched}/{m.total}"
             note = "  " + m.note if m.note else ""
-            w(f"{m.name:44} {m.kind:10} {m.dtype:7} {frac:>15} {m.max_lsb:>8g}  {fm}{note}\n")
+            w(f"{m.name:44} {m.kind:10} {m.dtype:7} {frac:>15} {m.difference:>8}  {fm}{note}\n")
         n_float = sum(1 for m in matches if not m.gating)
         n_float_ok = sum(1 for m in matches if not m.gating and m.ok)
         w(f"\n{sum(m.ok for m in gating)}/{len(gating)} compared tensors match bit for bit"

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from qinspect.dpu.dpu_graph import DpuGraph, Node
+from qinspect.dpu.dpu_graph import DpuGraph, Node, quantizes_model_input
 from qinspect.dpu.executor import Evaluator, Value, _FusedValue, batch_inputs, check_input_shape
 from qinspect.errors import QInspectError
 from qinspect.io.board_dump import BoardDump, BoardTensor, board_name
@@ -323,6 +323,11 @@ def _isolated(g: DpuGraph, ev: Evaluator, int_vals: dict[str, Value], target: st
     return out.codes()
 
 
+INPUT_CODES_NOTE = ("the board's input codes differ from the emulator's: the board ran on other inputs, or another "
+                    "preprocessing (scale, mean, channel order, resize, input position), than the inputs given; "
+                    "every later difference may follow from it")
+
+
 def compare_board(g: DpuGraph, dump: BoardDump, inputs: np.ndarray | dict[str, np.ndarray],
                   overrides: dict[str, str | None] | None = None, map_path: str | None = None
                   ) -> BoardComparison:
@@ -343,6 +348,11 @@ def compare_board(g: DpuGraph, dump: BoardDump, inputs: np.ndarray | dict[str, n
     int_vals = Evaluator(g, "int").run(arrays)
     targets = _Targets(g, int_vals)
     mapped, unmapped, ignored = map_tensors(targets, dump, overrides, map_path)
+    if unmapped and not mapped:  # nothing in common: no table would mean anything
+        u = unmapped[0]
+        raise QInspectError(f"none of the board dump's {len(unmapped)} tensor(s) maps to a layer of the quantized "
+                            f"model (first {u.tensor.label}: {u.reason}): a dump of another model? (--map names a "
+                            "tensor's layer)", dump.root)
     if ignored:
         notes.append(f"{len(ignored)} tensor(s) left out by the map: " + ", ".join(t.label for t in ignored))
     sim_vals: dict[str, Value] | None = None
@@ -376,6 +386,9 @@ def compare_board(g: DpuGraph, dump: BoardDump, inputs: np.ndarray | dict[str, n
             "fed the board's own inputs, the emulator still differs: this layer computes differently")
     first = min((m.order for m in rows if not m.ok), default=None)
     for m in rows:
+        if not m.ok and (m.layer in g.inputs or quantizes_model_input(g, g[m.layer])):
+            # No DPU arithmetic makes the input codes: the application's preprocessing and quantization do.
+            m.note = INPUT_CODES_NOTE
         if first is not None and m.order > first and not m.ok:
             m.note = (m.note + "; " if m.note else "") + "downstream of the first divergence"
     dumped = {m.layer for m in rows}

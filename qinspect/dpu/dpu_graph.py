@@ -122,6 +122,12 @@ class Adjustment:
         }
 
 
+def quantizes_model_input(graph: DpuGraph, node: Node) -> bool:
+    """Whether ``node`` is the quantizer of a model input: a DPU always reads its input in int8, so
+    keeping it float is no remedy (its rounding goes when the layers reading it run on the CPU)."""
+    return node.op == "quantize" and bool(node.inputs) and all(graph[i].op == "input" for i in node.inputs)
+
+
 def computing_node(standing: Node, built_from: Iterable[Node]) -> Node:
     """The node that computes a float layer, given the node standing for its tensor and the nodes built
     from the layer (graph order). They differ for a float layer that a DPU layer reads through an input

@@ -17,6 +17,7 @@ works.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -485,7 +486,7 @@ class TensorMatch:
     dtype: str  # "int8" or "float32"
     total: int
     matched: int
-    max_lsb: float  # int8: max |code difference|; float32: max |difference| in units of the position
+    max_lsb: float  # int8: max |code difference|; float32: max |difference| in units of the position (NaN: none)
     max_abs: float
     gating: bool  # counts for the exit code
     first_mismatch: dict[str, Any] | None = None
@@ -498,9 +499,19 @@ class TensorMatch:
         """True when every value matches."""
         return self.matched == self.total
 
+    @property
+    def difference(self) -> str:
+        """The largest difference in words: in LSB where the tensor has a position, else absolute (a
+        float file of a tensor without one: an LSB figure there would be a raw difference mislabelled)."""
+        if math.isnan(self.max_lsb):
+            return f"{self.max_abs:.4g} (absolute, no position)"
+        return f"{self.max_lsb:g} LSB"
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``name``, ``matched``, ``total``, ``max_lsb`` first)."""
-        d = {"name": self.name, "matched": self.matched, "total": self.total, "max_lsb": self.max_lsb,
+        """JSON-ready form (``name``, ``matched``, ``total``, ``max_lsb`` first; ``max_lsb`` null for a
+        float file of a tensor without a position: ``max_abs`` holds its difference)."""
+        d = {"name": self.name, "matched": self.matched, "total": self.total,
+             "max_lsb": None if math.isnan(self.max_lsb) else self.max_lsb,
              "layer": self.layer, "tensor": self.tensor, "kind": self.kind, "dtype": self.dtype,
              "max_abs": self.max_abs, "gating": self.gating, "first_mismatch": self.first_mismatch}
         if self.sim_matched is not None:
@@ -566,7 +577,7 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
                 out.append(_match_int(base, e, ref, got_q, gating=True))
             else:
                 ref = dump.read(e, got.size)
-                out.append(_match_float(base, e, ref, got, None, gating=False))
+                out.append(_match_float(base, e, ref, got, g.pos(slot) if slot is not None else None, gating=False))
             continue
         v = int_vals[e.layer]
         is_pre = node.pre_slot is not None and node.out_slot is None
@@ -644,6 +655,6 @@ def _match_float(base: str, e: Any, ref: np.ndarray, got: np.ndarray, pos: int |
         d = np.abs(ref.astype(np.float64) - got.astype(np.float64))
     ok = d <= atol
     mx = float(np.nanmax(d)) if d.size else 0.0
-    lsb = mx * 2.0**pos if pos is not None else mx
+    lsb = mx * 2.0**pos if pos is not None else math.nan
     return TensorMatch(base, e.layer, e.tensor, e.kind, e.dtype, int(ref.size), int(np.count_nonzero(ok)), lsb,
                        mx, gating, None if ok.all() else _first(ref, got))

@@ -23,6 +23,9 @@ from PySide6.QtWidgets import (
 )
 
 BAR_BRUSH = pg.mkBrush(214, 39, 40, 170)
+INSTRUCTIONS = ("Import the quantized.h5 a Vitis run produced (File > Import Vitis quantized.h5), then its "
+                "dump_results folder or a board dump (the dump/ folder XLNX_ENABLE_DUMP=1 writes), to see every "
+                "tensor where the emulator and the dump differ.")
 
 
 def _where(fm: dict | None) -> str:
@@ -33,6 +36,12 @@ def _where(fm: dict | None) -> str:
         return (f"sample {fm['sample']} (h {fm['h']}, w {fm['w']}, c {fm['c']}): board {fm['board']}, "
                 f"emulator {fm['emulator']}")
     return f"[{fm.get('index')}] dump {fm.get('expected')}, emulator {fm.get('got')}"
+
+
+def _difference(t) -> str:
+    """The largest difference: in LSB, or absolute for a float file of a tensor without a position."""
+    lsb = float(getattr(t, "max_lsb", 0.0))
+    return f"{getattr(t, 'max_abs', 0.0):.4g} (absolute)" if np.isnan(lsb) else f"{lsb:g}"
 
 
 class DumpView(QWidget):
@@ -48,9 +57,7 @@ class DumpView(QWidget):
         self.rows: list = []
         layout = QVBoxLayout(self)
         row = QHBoxLayout()
-        self.info = QLabel("Import the quantized.h5 a Vitis run produced (File > Import Vitis quantized.h5), then "
-                           "its dump_results folder or a board dump (the dump/ folder XLNX_ENABLE_DUMP=1 writes), "
-                           "to see every tensor where the emulator and the dump differ.")
+        self.info = QLabel(INSTRUCTIONS)
         self.info.setWordWrap(True)
         self.info.setObjectName("dumpInfo")
         self.info.setMinimumHeight(3 * self.info.fontMetrics().lineSpacing() + 4)
@@ -143,6 +150,10 @@ class DumpView(QWidget):
         self.show_histogram(-1)
         self.headline.setText("")
         if dump is None:
+            self.info.setText(INSTRUCTIONS)
+            error = getattr(self.session, "dump_error", None)
+            if error:
+                self.headline.setText(f"The dump import failed: {error}")
             return
         self.rows = list(getattr(dump, "tensors", []))
         self.table.setRowCount(len(self.rows))
@@ -150,7 +161,7 @@ class DumpView(QWidget):
         for i, t in enumerate(self.rows):
             fm = getattr(t, "first_mismatch", None)
             cells = [t.name, getattr(t, "float_layer", "") or getattr(t, "layer", "") or "",
-                     f"{t.matched}/{t.total}", f"{getattr(t, 'max_lsb', 0):g}", _where(fm), getattr(t, "note", "")]
+                     f"{t.matched}/{t.total}", _difference(t), _where(fm), getattr(t, "note", "")]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if t.matched != t.total:

@@ -364,24 +364,35 @@ class DumpComparison:
     found: str = ""  # what the folder was recognised as
     unmapped: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # what the dump lacks or holds beyond the model, and a dump made from other weights: said in the
+    # headline, so an incomplete dump never reads as matching
+    incomplete: list[str] = field(default_factory=list)
+    warning: str | None = None
 
     def summary(self) -> str:
         """One line for the status bar: what was found and how many tensors differ."""
         bad = [t for t in self.tensors if t.matched != t.total]
         text = (f"{self.folder}: {self.found or self.kind}; {len(self.tensors)} tensors compared, "
                 + ("all match" if not bad else f"{len(bad)} differ"))
-        if self.unmapped:
+        if self.unmapped and self.kind == "board":
             text += f"; {len(self.unmapped)} board tensor(s) map to no layer, first {self.unmapped[0].tensor.label}"
+        if self.incomplete:
+            text += "; the dump is incomplete"
         return text
 
     def headline(self) -> str:
-        """The first diverging layer in topological order, in one sentence."""
+        """The first diverging layer in topological order, in one sentence; then what the dump lacks."""
         t = self.first
         if t is None:
-            return "No divergence: every compared tensor matches the emulator bit for bit."
-        layer = getattr(t, "float_layer", "") or t.layer
-        return (f"First divergence: layer {layer} ({t.name}), {t.total - t.matched} of {t.total} codes differ, "
-                f"max {t.max_lsb:g} LSB" + (f". {t.note[:1].upper()}{t.note[1:]}." if t.note else "."))
+            text = ("No divergence: every compared tensor matches the emulator bit for bit." if not self.incomplete
+                    else "No divergence among the tensors compared, but the dump is incomplete.")
+        else:
+            layer = getattr(t, "float_layer", "") or t.layer
+            difference = getattr(t, "difference", None) or f"{t.max_lsb:g} LSB"
+            text = (f"First divergence: layer {layer} ({t.name}), {t.total - t.matched} of {t.total} codes differ, "
+                    f"max {difference}" + (f". {t.note[:1].upper()}{t.note[1:]}." if t.note else "."))
+        extra = [*self.incomplete, *([self.warning] if self.warning else [])]
+        return " ".join([text, *(f"{x[:1].upper()}{x[1:]}." for x in extra)])
 
 
 def find_dump_inputs(folder: str) -> str | None:
@@ -403,6 +414,7 @@ def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str
     import numpy as np
 
     from qinspect.dpu.board_compare import compare_board
+    from qinspect.dpu.dump_checks import check_comparable, incomplete, weight_copy_note
     from qinspect.dpu.emulator import Emulator, compare_dump, first_dump_divergence
     from qinspect.errors import QInspectError
     from qinspect.io.board_dump import dump_folder_kind, open_board_dump
@@ -426,8 +438,11 @@ def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str
         return DumpComparison(folder, res.tensors, "board", res.first_divergence, board.describe(),
                               res.unmapped, res.notes)
     rows = list(compare_dump(emulator, dump, x))
+    # another model's dump, or one made from other inputs: refused before any row blames the DPU
+    check_comparable(emulator.graph, dump, rows, quantized, inputs)
     return DumpComparison(folder, rows, "dump_model", first_dump_divergence(emulator.graph, rows),
-                          "a quantizer dump_model folder", [], list(dump.notes))
+                          "a quantizer dump_model folder", list(dump.unmapped), list(dump.notes),
+                          incomplete(dump), weight_copy_note(rows))
 
 
 def build_report_in_helper(path: str, quantized: str | None, layer: str | None, eval_path: str | None,

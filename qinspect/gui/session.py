@@ -49,6 +49,7 @@ class Session(QObject):
         self.placement_notes: dict[str, str] = {}
         self.coverage: Any = None  # compare_job.Coverage
         self.dump: Any = None  # dump comparison rows
+        self.dump_error: str | None = None  # why the last dump import failed (one line)
         self.findings: list[Any] = []
         self.diagnosis: emulation.DiagnosisSummary | None = None  # the output block beside the findings
         self._diagnosed_on: str | None = None  # the evaluation capture the diagnosis measured (None: the capture)
@@ -141,6 +142,11 @@ class Session(QObject):
 
     def _on_failed(self, name: str, exc: BaseException, tb: str) -> None:
         self.status.emit(f"{self._WHAT[name]}: failed")
+        if name == "dump":  # the tab says so, rather than keep showing the previous dump's comparison
+            from qinspect.errors import one_line
+
+            self.dump_error = one_line(str(exc)) or type(exc).__name__
+            self.dump_changed.emit()
         self.failed.emit(exc, tb, self._WHAT[name])
 
     # --- emulation ---------------------------------------------------------------------------------
@@ -272,10 +278,13 @@ class Session(QObject):
         """Compare a Vitis dump_results folder (made from ``inputs``) with the emulator of the imported
         quantized.h5."""
         quantized = self.analysis.quantized_path if self.analysis is not None else None
+        # the previous comparison goes at once: it is not this folder's
+        self.dump, self.dump_error = None, None
+        self.dump_changed.emit()
         self._run("dump", emulation.dump_job, os.fspath(folder), quantized, os.fspath(inputs))
 
     def _on_dump(self, _rid: int, rows: Any) -> None:
-        self.dump = rows
+        self.dump, self.dump_error = rows, None
         self.dump_changed.emit()
         self.status.emit(rows.summary())
 

@@ -188,7 +188,9 @@ def open_board_dump(path: str | os.PathLike[str]) -> BoardDump:
                 raise QInspectError(f"missing: the dump holds engines 0..{engines - 1} but not engine {e} of "
                                     f"tensor {t.label}", t.path(e))
         sizes = {e: os.path.getsize(p) for e, p in t.files.items()}
-        common = max(set(sizes.values()), key=list(sizes.values()).count)
+        # the most common size; between equally common ones the largest, since a damaged file is most often
+        # a truncated one (two engines, one cut short: the cut one is named)
+        common = max(set(sizes.values()), key=lambda size: (list(sizes.values()).count(size), size))
         for e, size in sizes.items():
             if size != common:
                 raise QInspectError(f"holds {size} bytes but the other engines of tensor {t.label} hold "

@@ -1,0 +1,68 @@
+"""A dump_model comparison read as a whole (qinspect.dpu.dump_checks): refused when it would blame the
+wrong thing (another model's dump, other inputs), and never read as matching when incomplete."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.dpu_graph_fixtures import refcase
+
+
+def _copy_dump(tmp_path, case="small"):
+    dst = tmp_path / "dump_results"
+    shutil.copytree(refcase(case) / "dump_results", dst)
+    for p in dst.rglob("*"):
+        p.chmod(0o644 if p.is_file() else 0o755)
+    return dst
+
+
+def _compare(quantized, dump, inputs, *extra):
+    return run_cli("compare-dump", str(quantized), str(dump), "--inputs", str(inputs), *extra)
+
+
+def test_a_dump_made_from_other_inputs_is_refused_naming_its_input_copy(tmp_path):
+    """dump_model keeps the inputs it ran on (input_float.bin): other inputs made every later tensor differ,
+    and the rows blamed the simulation ('the float32 simulation differs too') with exit 1."""
+    root = refcase("small")
+    np.save(tmp_path / "other.npy", np.load(root / "calib.npy")[5:7])
+    r = _compare(root / "quantized.h5", root / "dump_results", tmp_path / "other.npy")
+    assert r.returncode == 2 and r.stdout == ""
+    assert "the dump was made from other inputs than" in r.stderr and "(input_float.bin)" in r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+def test_another_models_dump_is_refused_before_any_table(tmp_path):
+    small, rich = refcase("small"), refcase("rich")
+    r = _compare(rich / "quantized.h5", small / "dump_results", small / "dump_inputs.npy")
+    assert r.returncode == 2 and r.stdout == ""
+    assert "a dump of another model?" in r.stderr
+
+
+def test_float_files_give_lsb_only_where_the_tensor_has_a_position(tmp_path):
+    """A float weight file's difference is in units of the weight's position; a float file of a tensor
+    without one has no LSB figure (it printed the raw difference labelled LSB), only max_abs."""
+    root = refcase("rich")
+    dump = _copy_dump(tmp_path, "rich")
+    f = dump / "dump_results_weights" / "quant_fc14_kernel_float.bin"
+    w = np.fromfile(f, np.float32)
+    w[3] += np.float32(0.000161216)
+    w.tofile(f)
+    r = _compare(root / "quantized.h5", dump, root / "dump_inputs.npy", "--json")
+    assert r.returncode == 0, r.stderr  # float weight files do not gate
+    out = json.loads(r.stdout)
+    (row,) = [t for t in out["tensors"] if t["name"] == "quant_fc14_kernel_float"]
+    pos = json.loads((root / "positions.json").read_text())
+    pos = pos.get("positions", pos)
+    p = pos["fc14"]["fc14/kernel:0"]
+    assert row["max_abs"] == pytest.approx(1.6e-4, rel=0.05)
+    assert row["max_lsb"] == pytest.approx(row["max_abs"] * 2.0**p)
+    assert any("came from other weights than this quantized.h5" in w for w in out["warnings"])
+    no_position = [t for t in out["tensors"] if t["dtype"] == "float32" and t["max_lsb"] is None]
+    assert no_position, "a float file of a fused output (no position of its own) has no LSB figure"
+    text = _compare(root / "quantized.h5", dump, root / "dump_inputs.npy").stdout
+    assert "warning: 1 float weight file(s) of the dump differ" in text
