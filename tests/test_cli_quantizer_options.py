@@ -64,3 +64,19 @@ def test_a_step_count_that_would_run_for_hours_is_a_one_line_error():
     root = refcase("small")
     r = run_cli("calibrate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--cle-steps", "100000000")
     assert r.returncode == 2 and "--cle-steps must be at most 1000" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_positions_calibrated_under_other_options_are_refused_not_read_against_other_weights(tmp_path):
+    """calibrate --no-cle --json, then emulate --positions without --no-cle: the CLE weights were emulated
+    with the no-CLE positions (an output SQNR of 1.1 dB where the options agreed on 16.0)."""
+    root = refcase("rich")
+    out = _calibrate(root, "--no-cle")
+    assert out["quantizer_options"]["include_cle"] is False
+    pos = tmp_path / "pos.json"
+    pos.write_text(json.dumps(out))
+    base = ["emulate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--positions", str(pos)]
+    r = run_cli(*base)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "calibrated with include_cle=False" in r.stderr and str(pos) in r.stderr
+    r = run_cli(*base, "--no-cle")
+    assert r.returncode == 0, r.stderr

@@ -248,7 +248,7 @@ def load_positions_file(emu: Any, positions: str) -> None:
                                 "or a positions JSON", positions)
     from qinspect.dpu.checks import naming_file
 
-    table = read_positions_json(positions)
+    table = read_positions_json(positions, emu)
     with naming_file(positions):
         missing = emu.load_positions(table)
     if missing:
@@ -262,13 +262,16 @@ def load_positions_file(emu: Any, positions: str) -> None:
                             f"{missing[0]}", positions)
 
 
-def read_positions_json(path: str) -> dict[str, dict[str, int]]:
-    """A positions table (``calibrate --json`` output or a Vitis positions.json): layer -> tensor -> int."""
+def read_positions_json(path: str, emu: Any = None) -> dict[str, dict[str, int]]:
+    """A positions table (``calibrate --json`` output or a Vitis positions.json): layer -> tensor -> int.
+    With ``emu``, positions recorded under other quantizer options than its graph's are refused."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise QInspectError(f"not a positions JSON file ({exc.__class__.__name__})", path) from None
+    if emu is not None:
+        emu.check_options_of(data, path)
     table = data.get("positions", data) if isinstance(data, dict) else data
     if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
         raise QInspectError("not a positions table: expected an object keyed by layer, then tensor (a Vitis "

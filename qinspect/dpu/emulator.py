@@ -268,6 +268,7 @@ class Emulator:
                         positions = json.load(fh)
                 except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                     raise QInspectError(f"not a positions JSON file ({exc.__class__.__name__})", p) from None
+        self.check_options_of(positions, positions_file)
         if isinstance(positions, dict) and isinstance(positions.get("positions"), dict):
             positions = positions["positions"]
         if not isinstance(positions, dict):
@@ -280,6 +281,20 @@ class Emulator:
             else:
                 self.graph.set_pos(slot, checked_position(slot, v, positions_file))
         return missing
+
+    def check_options_of(self, data: Any, path: str | None) -> None:
+        """Refuse positions whose file records other weight-changing quantizer options than this graph's
+        (``calibrate --json`` records them under ``quantizer_options``): positions of other weights (CLE
+        on against off) would be read against these as if they were theirs."""
+        if not isinstance(data, dict) or not isinstance(data.get("quantizer_options"), dict) or \
+                self.graph.options is None:
+            return
+        differ = self.graph.options.weight_differences(QuantizerOptions.from_dict(data["quantizer_options"]))
+        if differ:
+            raise QInspectError(f"these positions were calibrated with {', '.join(differ)}, but the model is "
+                                f"rewritten here with {self.graph.options.describe()}: they belong to other "
+                                "weights; give the same quantizer options (--no-cle, --cle-steps, --cle-to-relu6, "
+                                "--convert-relu6-to-relu) as the calibrate run", path)
 
     # -- what the GUI and reports show ----------------------------------------------------------
     @property

@@ -67,3 +67,10 @@ class QuantizerOptions:
     def changes_function(self) -> bool:
         """True when the quantized model computes another function than the float one by design."""
         return self.convert_relu6_to_relu or (self.include_cle and self.cle_to_relu6)
+
+    def weight_differences(self, other: QuantizerOptions) -> list[str]:
+        """The options that give the model other weights under ``other`` than under these (every option
+        but the calibration batch size), as ``name=value`` of ``other``: positions chosen under one set
+        belong to its weights alone."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f"{k}={theirs[k]!r}" for k in mine if k != "calib_batch_size" and mine[k] != theirs[k]]
