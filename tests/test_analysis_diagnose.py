@@ -224,3 +224,18 @@ def test_default_what_if_samples_follow_the_work_they_cost(plants, monkeypatch):
     monkeypatch.setattr(dg, "SENS_WORK_BUDGET", 1e18)
     monkeypatch.setattr(dg, "SENS_MEMORY_BUDGET", 30 * 12 * values)
     assert dg.default_sens_samples(graph, 1000) == 30
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("use_eval", [True, False])
+def test_outliers_at_the_model_input_are_never_remedied_by_keeping_the_input_float(tmp_path, use_eval):
+    """The DPU reads its input in int8: 'keep img in float' (ignore_layers=['img']) was advised for
+    outliers in the inputs, and 'clip the activation and retrain' for values no layer makes."""
+    plant = ROOT_CAUSES["calib_outliers"][0](tmp_path)
+    _, d = _diagnose(plant, use_eval=use_eval)
+    assert not any((f.remedy or {}).get("kind") == "keep_float" and f.layer == "img" for f in d.findings)
+    assert not any("'img'" in row["command"] for row in d.advice)
+    if use_eval:  # outliers absent in use: recalibrating without them is the measured remedy
+        f = _first_of_kind(d, "outlier_range")
+        assert f.layer == "img" and f.remedy["kind"] == "recalibrate" and f.remedy["measured_gain_db"] > 0
+        assert "cannot stay float" in f.advice and "retrain" not in f.advice

@@ -59,7 +59,7 @@ from qinspect.analysis.sensitivity import (
     what_if,
     work_per_sample,
 )
-from qinspect.dpu.dpu_graph import CONV_OPS, DpuGraph, Node, Slot
+from qinspect.dpu.dpu_graph import CONV_OPS, DpuGraph, Node, Slot, quantizes_model_input
 from qinspect.dpu.executor import Evaluator
 from qinspect.dpu.fixed_point import Round
 
@@ -730,6 +730,13 @@ def _activation_findings(graph: DpuGraph, node: Node, values: dict[str, np.ndarr
             in_use = fnd.outlier_range(layer, x, pos, mode, narrow) is not None
             f.evidence["data"] = ev("calibration data" if in_use else "calibration data (outliers absent in use)",
                                     "the outliers are looked for in the calibration data, which set the position")
+        if quantizes_model_input(graph, node):
+            # no layer of the model makes these values and the DPU reads its input in int8: the remedy is in
+            # the data (or the input position), never a retrained clip or a float input
+            p_bulk = f.evidence["bulk_position"]["value"]
+            f.advice = (f"The model's inputs hold rare outliers that set the input position: calibrate on inputs "
+                        f"without them, or clip them in preprocessing (the bulk's position is {p_bulk}); the DPU "
+                        "reads its input in int8, so the input cannot stay float.")
         out.append(_tag(f, node))
     return out
 

@@ -108,7 +108,9 @@ def fixes_for(graph: DpuGraph, f: Finding) -> list[Fix]:
         p = int(_value(f, "eval_position"))
         out.append(Fix("recalibrate", f"recalibrate on data representative of use (position {p} instead of "
                        f"{pos} at {f.layer})", {node.out_slot: p}))
-    if f.kind in (*CHAINED, "channel_spread", "error_growth") and node.device == "DPU":
+    # (never a model input's quantizer: the DPU reads its input in int8, so keeping it float is no remedy)
+    if f.kind in (*CHAINED, "channel_spread", "error_growth") and node.device == "DPU" \
+            and not quantizes_model_input(graph, node):
         out.append(Fix("keep_float", f"keep {f.layer} in float (a CPU layer)", {}, (name,)))
     return out
 
