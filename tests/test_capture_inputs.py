@@ -124,7 +124,44 @@ def test_image_folder_skips_non_image_files_with_a_warning(tmp_path):
     src = open_inputs(folder, SHAPE, preprocess="0..1")
     assert src.n_samples == 3
     assert [p.rsplit("/", 1)[-1] for p in src.files] == ["img0.png", "img1.png", "img2.png"]
-    assert len(src.warnings) == 1 and "notes.txt" in src.warnings[0] and "skipped 1" in src.warnings[0]
+    (skip,) = [w for w in src.warnings if "skipped" in w]
+    assert "notes.txt" in skip and "skipped 1" in skip
+    (sub,) = [w for w in src.warnings if "sub-folder" in w]
+    assert "ignored 1 sub-folder(s) (sub)" in sub
+
+
+def test_image_folder_says_what_reading_does_to_the_images(tmp_path):
+    """Resizing, stretching to another aspect ratio, channel conversion and the sample order were silent."""
+    folder = _image_folder(tmp_path)  # 12x10 RGB images for an 6x8 (w x h) input: another aspect ratio
+    Image.fromarray(np.zeros((8, 6), np.uint8), "L").save(folder / "gray.png")  # the model's size, grayscale
+    src = open_inputs(folder, SHAPE, preprocess="0..1")
+    assert any("3 image(s) stretched to the model's aspect ratio" in w for w in src.warnings)
+    assert any("3 image(s) resized (bilinear) to 6x8" in n for n in src.notes)
+    assert any("converted to RGB (1 from L)" in n for n in src.notes)
+    assert any("file-name order" in n for n in src.notes)
+    assert [p.rsplit("/", 1)[-1] for p in src.files] == ["gray.png", "img0.png", "img1.png", "img2.png"]
+
+
+@pytest.mark.parametrize("mode, what", [("I;16", "16-bit"), ("F", "32-bit float")])
+def test_image_folder_refuses_wider_than_8_bit_pixels_naming_the_file(tmp_path, mode, what):
+    """A 16-bit PNG was clipped at 255 (99.6% of the pixels 255) and a float TIFF truncated to zeros."""
+    folder = _image_folder(tmp_path)
+    if mode == "F":
+        Image.fromarray(np.full((8, 6), 0.5, np.float32), "F").save(folder / "wide.tif")
+    else:
+        Image.fromarray(np.full((8, 6), 40000, np.uint16)).save(folder / "wide.png")
+    with pytest.raises(QInspectError, match=f"a {what} image") as info:
+        open_inputs(folder, SHAPE, preprocess="0..1")
+    assert "wide." in str(info.value)
+
+
+def test_a_folder_of_class_folders_is_refused_saying_sub_folders_are_not_read(tmp_path):
+    root = tmp_path / "train"
+    for cls in ("cats", "dogs"):
+        (root / cls).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 6, 3), np.uint8)).save(root / cls / "a.png")
+    with pytest.raises(QInspectError, match=r"only 2 sub-folder\(s\) \(cats, dogs\): sub-folders are not read"):
+        open_inputs(root, SHAPE, preprocess="0..1")
 
 
 def test_image_folder_damaged_image_fails_naming_it(tmp_path):

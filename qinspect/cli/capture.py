@@ -220,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         for warning in plan.warnings:
             _warn(warning)
+        for note in plan.source.notes:
+            print(f"qinspect: note: {note}", file=sys.stderr)
         print(
             f"{plan.n_samples} samples{_kept_note(plan)}, {len(plan.layers)} layers, batch size {plan.batch_size}; "
             + _check_space(output, plan.bytes_needed(), compression),

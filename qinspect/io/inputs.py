@@ -16,11 +16,15 @@
   - ``caffe``: RGB -> BGR, minus the ImageNet BGR mean (103.939, 116.779, 123.68), no scaling
     (Keras ``imagenet_utils`` "caffe" mode); a one-channel model subtracts the mean of the three.
 
-  Files in the folder that are not images: hidden files (``.*``) and sub-folders are ignored; a file
+  Files in the folder that are not images: hidden files (``.*``) are ignored; sub-folders are not read
+  (a warning names them; a folder holding only sub-folders, a folder per class, is refused); a file
   whose extension is not an image format Pillow knows (``notes.txt``, ``Thumbs.db``) is **skipped
   with a warning** listing them; a file with an image extension that does not decode (a damaged
   ``.jpg``) **fails** with an error naming it, because silently dropping a broken sample would
-  change the calibration set without anyone noticing.
+  change the calibration set without anyone noticing. So does an image of more than 8 bits a channel
+  (16-bit PNG, float TIFF): converting it would clip or truncate its values. The source's ``notes``
+  say what reading does (the order, resizes, channel conversions); a stretch to another aspect ratio
+  is a warning. EXIF orientation is not applied (as Keras's ``load_img``).
 
 Shapes are checked before anything runs: a mismatch is a one-line :class:`QInspectError` naming the
 file, the expected and the found shape. Non-finite values (NaN, +Inf, -Inf) are counted batch by
@@ -97,6 +101,7 @@ class InputSource:
     kind: str  # "npy", "npz" or "images"
     preprocess: str | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what reading does to the data (resizes, conversions, order)
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _files: list[str] = field(default_factory=list, repr=False)
     _mode: str = field(default="", repr=False)  # Pillow mode for images: "L" or "RGB"
@@ -284,9 +289,12 @@ def _open_folder(path: str, input_shapes: dict[str, Shape], preprocess: str | No
     if preprocess is None:
         raise QInspectError(f"an image folder needs --preprocess ({' | '.join(PREPROCESS)})", path)
     extensions = image_extensions()
-    images, skipped = [], []
+    images, skipped, folders = [], [], []
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        if entry.name.startswith(".") or entry.is_dir():
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            folders.append(entry.name)
             continue
         if os.path.splitext(entry.name)[1].lower() in extensions:
             images.append(entry.path)
@@ -297,30 +305,68 @@ def _open_folder(path: str, input_shapes: dict[str, Shape], preprocess: str | No
         listed = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         warnings.append(f"{path}: skipped {len(skipped)} file(s) that are not images: {listed}")
     if not images:
-        raise QInspectError("the folder holds no image files", path)
-    _identify(images)
+        raise QInspectError("the folder holds no image files" + (
+            f", only {len(folders)} sub-folder(s) ({', '.join(folders[:3])}): sub-folders are not read (a folder "
+            "per class included); give one folder of images, or the inputs as a .npy" if folders else ""), path)
+    if folders:
+        warnings.append(f"{path}: ignored {len(folders)} sub-folder(s) ({', '.join(folders[:3])}): only the "
+                        "folder's own images are read")
     height, width, channels = (int(d) for d in expected)
+    mode = "L" if channels == 1 else "RGB"
+    notes, warned = _identify(images, (width, height), mode)
+    warnings.extend(f"{path}: {w}" for w in warned)
+    notes = [f"{path}: {len(images)} image(s) fed in file-name order (by code point: 'B.png' before 'a.png', "
+             "'img10' before 'img2'): sample i is the i-th", *(f"{path}: {n}" for n in notes)]
     source = InputSource(path, [name], len(images), {name: (height, width, channels)}, "images", preprocess,
-                         warnings, _files=images, _mode="L" if channels == 1 else "RGB")
+                         warnings, notes, _files=images, _mode=mode)
     return source
 
 
-def _identify(files: list[str]) -> None:
-    """Fail early, naming the file, on an image-named file Pillow cannot identify (reads headers only)."""
+# Pillow modes holding more than 8 bits a channel: converting them to L/RGB clips at 255 (16-bit) or
+# truncates (float 0..1 to 0), so the model would see other pixels than the file holds.
+WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I;16N": "16-bit", "I": "32-bit integer",
+              "F": "32-bit float"}
+
+
+def _identify(files: list[str], size: tuple[int, int], mode: str) -> tuple[list[str], list[str]]:
+    """Fail early, naming the file, on an image-named file Pillow cannot identify or whose pixels do not
+    fit 8 bits (reads headers only); return what loading will do to the others: notes (resizes,
+    conversions) and warnings (images stretched to another aspect ratio)."""
     from PIL import Image, UnidentifiedImageError
 
+    resized = stretched = 0
+    converted: dict[str, int] = {}
     for file in files:
         check_not_special(file)
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice it; qinspect refuses both alike.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             try:
-                with Image.open(file):
-                    pass
+                with Image.open(file) as img:
+                    img_mode, img_size = img.mode, img.size
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 raise QInspectError(_too_large(exc), file) from None
             except (UnidentifiedImageError, OSError) as exc:
                 raise QInspectError(f"not a readable image ({_one_line(exc)})", file) from None
+        if img_mode in WIDE_MODES:
+            raise QInspectError(f"a {WIDE_MODES[img_mode]} image (Pillow mode {img_mode}): image folders are read as "
+                                "8-bit pixels, and converting it would clip or truncate its values; convert it to "
+                                "8 bits, or give the model's inputs as a .npy", file)
+        if img_size != size:
+            resized += 1
+            stretched += abs(img_size[0] * size[1] - img_size[1] * size[0]) > 0.01 * img_size[0] * size[1]
+        if img_mode != mode:
+            converted[img_mode] = converted.get(img_mode, 0) + 1
+    notes, warned = [], []
+    if resized:
+        notes.append(f"{resized} image(s) resized (bilinear) to {size[0]}x{size[1]}")
+    if stretched:
+        warned.append(f"{stretched} image(s) stretched to the model's aspect ratio ({size[0]}x{size[1]}; not cropped)")
+    if converted:
+        kinds = ", ".join(f"{n} from {m}" for m, n in sorted(converted.items()))
+        notes.append(f"image(s) converted to {mode} ({kinds}" + ("; alpha dropped" if any(
+            "A" in m for m in converted) else "") + ")")
+    return notes, warned
 
 
 def _too_large(exc: BaseException) -> str:
