@@ -198,3 +198,14 @@ def test_samples_must_be_positive(tmp_path):
         open_inputs(tmp_path / "x.npy", SHAPE, samples=0)
     src = open_inputs(tmp_path / "x.npy", SHAPE, samples=5)
     assert src.n_samples == 2 and "holds 2" in src.warnings[0]
+
+
+@pytest.mark.parametrize("command", ["capture", "diagnose", "calibrate", "emulate"])
+def test_the_readme_spelling_preprocess_minus_one_to_one_parses(command):
+    """`--preprocess -1..1`, as the README writes it, was refused ('expected one argument'): argparse reads a
+    value starting with a dash as an option."""
+    from qinspect.cli import _joined_dash_values, build_parser
+
+    argv = [command, "m.h5", "--inputs", "imgs", "--preprocess", "-1..1"] + (["-o", "c.h5"] if command == "capture"
+                                                                             else [])
+    assert build_parser().parse_args(_joined_dash_values(argv)).preprocess == "-1..1"

@@ -87,6 +87,22 @@ def raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _joined_dash_values(argv: list[str]) -> list[str]:
+    """``--preprocess -1..1`` as ``--preprocess=-1..1``: argparse reads a value starting with a dash as
+    another option ("expected one argument"), though it is the documented spelling of a choice."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--preprocess" and i + 1 < len(argv) and argv[i + 1].startswith("-") and \
+                argv[i + 1][1:2].isdigit():
+            out.append(f"--preprocess={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qinspect`` console script."""
     whole_process = argv is None  # the console script or ``python -m qinspect``, not a caller in-process
@@ -99,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-")):
         argv = ["gui", *argv]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_joined_dash_values(argv))
     if args.install_desktop or args.uninstall_desktop:
         return _desktop(args)
     if not getattr(args, "_run", None):
