@@ -89,3 +89,16 @@ def test_layers_that_each_lose_the_output_alone_are_named_and_kept_float_togethe
     assert f.evidence["each_alone_loses_output"]["value"] == ["c1", "c2", "fc"]
     assert "c1, c2, fc each lose the output on their own" in f.advice
     assert finding_sentence(f).startswith("100% of the output error comes from layers that each lose the output")
+
+
+def test_each_advised_float_set_is_one_row_and_holds_every_node_of_its_layers(case):
+    """c1 = Conv2D(activation='relu') is split into a conv node and a relu node; tried apart they gave two
+    rows with the same ignore_layers=['c1'] and two different figures."""
+    graph, data = case
+    split = [n.name for n in graph.nodes if n.origin == ["c1"] or n.name == "quant_c1"]
+    assert len(split) >= 2, [(n.name, n.origin) for n in graph.nodes]
+    rows = advise(lambda opts: graph, data, [{}])
+    commands = [r.command for r in rows]
+    assert len(commands) == len(set(commands)), commands
+    (c1,) = [r for r in rows if r.keep_float == ["c1"]]
+    assert c1.cpu_layers_added == len(split)

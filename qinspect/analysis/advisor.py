@@ -136,10 +136,21 @@ def _key(row: AdviceRow) -> tuple[float, float]:
 def _keep_float_rows(base: AdviceRow, graph: DpuGraph, sens: Any, runner: Any,
                      step: Callable[[str, int, int], None] | None) -> list[AdviceRow]:
     """Keep-float runs of the DPU layers with the most isolated error, then the best 1..3 of them together."""
-    nodes = [n for n in quantizing_nodes(graph) if n.device == "DPU" and n.name in sens.isolated
-             and sens.isolated[n.name].n and not quantizes_model_input(graph, n)]
-    nodes.sort(key=lambda n: sens.isolated[n.name].sqnr_db)
-    candidates = nodes[:KEEP_FLOAT_CANDIDATES]
+    dpu = [n for n in quantizing_nodes(graph) if n.device == "DPU" and not quantizes_model_input(graph, n)]
+    # One candidate per ignore_layers entry: the nodes a float layer was split into (a conv and its
+    # activation) stay float together, as ignoring the layer keeps them; tried apart they gave two rows
+    # with one command and two figures. Candidates are ranked by their worst isolated SQNR.
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for n in dpu:
+        groups.setdefault(tuple(float_layers(graph, [n.name])), []).append(n.name)
+
+    def worst(names: list[str]) -> float:
+        measured = [sens.isolated[m].sqnr_db for m in names if m in sens.isolated and sens.isolated[m].n]
+        return min(measured) if measured else math.inf
+
+    measured = [names for names in groups.values() if any(m in sens.isolated and sens.isolated[m].n for m in names)]
+    ranked = sorted(measured, key=worst)
+    candidates = ranked[:KEEP_FLOAT_CANDIDATES]
 
     def measure(names: list[str]) -> AdviceRow:
         values = runner.what_if(None, names)
@@ -149,12 +160,12 @@ def _keep_float_rows(base: AdviceRow, graph: DpuGraph, sens: Any, runner: Any,
                          agree / total if total else None, len(names), command(base.options, layers, graph.keras_names))
 
     singles = []
-    for i, n in enumerate(candidates):
+    for i, names in enumerate(candidates):
         if step is not None:
             step("trying layers in float", i, len(candidates))
-        singles.append((measure([n.name]), n.name))
+        singles.append((measure(names), names))
     singles.sort(key=lambda r: _key(r[0]), reverse=True)
     rows = [r for r, _ in singles]
     for k in range(2, min(KEEP_FLOAT_MAX, len(singles)) + 1):
-        rows.append(measure([name for _, name in singles[:k]]))
+        rows.append(measure([name for _, names in singles[:k] for name in names]))
     return rows
