@@ -102,3 +102,31 @@ def test_each_advised_float_set_is_one_row_and_holds_every_node_of_its_layers(ca
     assert len(commands) == len(set(commands)), commands
     (c1,) = [r for r in rows if r.keep_float == ["c1"]]
     assert c1.cpu_layers_added == len(split)
+
+
+def test_the_noise_budget_takes_the_causes_before_the_rounding_they_leave():
+    """A coverage cause saturating conv1 and every layer after it: its recalibration gains 26.4 dB, while
+    keeping all nine layers float removes any error (34.5 dB). In one pool the all-float set was taken
+    first, and an accumulated-rounding finding claimed 100% of the error the coverage cause made."""
+    from qinspect.analysis.diagnose import _noise_budget
+    from qinspect.analysis.findings import Finding
+    from qinspect.analysis.remedies import Fix, Remedy
+
+    nodes = [f"n{i}" for i in range(9)]
+    cause = Finding("conv1", "coverage", 26.4, {}, "", origin="conv1", affects=["conv2", "conv3"])
+    cause.fix = Fix("recalibrate", "recalibrate", {("conv1", "output"): 5})
+    rounding = Finding("n0", "accumulated_rounding", 0.0, {"adders": {"value": [], "how": ""},
+                                                           "amplifiers": {"value": [], "how": ""}}, "",
+                       affects=list(nodes))
+
+    class Trial:
+        def run(self, fix):
+            gain = 34.5 if len(fix.float_nodes) == len(nodes) else 26.4 if fix.positions else 0.2
+            if fix.positions and fix.float_nodes:
+                gain = 34.6
+            return Remedy(fix.kind, fix.action, 6.3 + gain, gain, None, fix, 0.1)
+
+    sens = SimpleNamespace(layers=[LayerSensitivity(n, n, 0.2, 6.5, 0.8) for n in nodes])
+    explained, _ = _noise_budget([cause], rounding, sens, Trial(), {}, 0.0)
+    assert cause.evidence["budget_share"]["value"] == pytest.approx(1 - 10 ** (-2.64))
+    assert explained == pytest.approx(1 - 10 ** (-2.64)) and rounding.remedy is None

@@ -533,33 +533,37 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
     share (plus the options' own shares, which these walks cannot replay). The rounding finding names the
     adders selected; its share is what they add to the set. Sets the rounding finding's fields. Returns
     ``explained`` and its standard error over the samples (from the set's gain, None where unknown)."""
-    cands: list[tuple[Finding | None, rem.Fix]] = [(f, f.fix) for f in kept if f.fix is not None]
+    causes: list[tuple[Finding | None, rem.Fix]] = [(f, f.fix) for f in kept if f.fix is not None]
     by_layer = {s.layer: s.node for s in sens.layers}
+    rounding_cands: list[tuple[Finding | None, rem.Fix]] = []
     if rounding is not None:
         # each adder alone, and the worst k together (errors of neighbouring layers can cancel, so a
         # group can remove what no single layer does)
         worst = [by_layer[a] for a in rounding.affects if a in by_layer]
-        cands += [(None, rem.float_fix([n], labels)) for n in worst]
-        cands += [(None, rem.float_fix(worst[:k], labels)) for k in range(2, len(worst) + 1)]
+        rounding_cands += [(None, rem.float_fix([n], labels)) for n in worst]
+        rounding_cands += [(None, rem.float_fix(worst[:k], labels)) for k in range(2, len(worst) + 1)]
     chosen: list[rem.Fix] = []
     picked: list[tuple[Finding | None, rem.Fix, float]] = []
     share = 0.0
     measured: rem.Remedy | None = None  # the chosen set's own measurement
-    while cands and share + options_share < EXPLAINED_TARGET and len(picked) < BUDGET_MAX_STEPS:
-        best = None
-        for i, (_f, fx) in enumerate(cands):
-            joint = _joint_fix([*chosen, fx])
-            assert joint is not None
-            result = trial.run(joint)
-            s = rem.noise_share(result.measured_gain_db)
-            if best is None or s > best[0]:
-                best = (s, i, result)
-        if best is None or best[0] <= share + BUDGET_MIN_STEP:
-            break
-        f, fx = cands.pop(best[1])
-        chosen.append(fx)
-        picked.append((f, fx, best[0] - share))
-        share, measured = best[0], best[2]
+    # The causes first, then the rounding they leave: keeping most of the model float removes any error,
+    # a saturating layer's too, so in one pool it took the share of the cause that made that error.
+    for cands in (causes, rounding_cands):
+        while cands and share + options_share < EXPLAINED_TARGET and len(picked) < BUDGET_MAX_STEPS:
+            best = None
+            for i, (_f, fx) in enumerate(cands):
+                joint = _joint_fix([*chosen, fx])
+                assert joint is not None
+                result = trial.run(joint)
+                s = rem.noise_share(result.measured_gain_db)
+                if best is None or s > best[0]:
+                    best = (s, i, result)
+            if best is None or best[0] <= share + BUDGET_MIN_STEP:
+                break
+            f, fx = cands.pop(best[1])
+            chosen.append(fx)
+            picked.append((f, fx, best[0] - share))
+            share, measured = best[0], best[2]
     explained = min(1.0, share + options_share)
     se = None
     if measured is not None and measured.gain_se_db is not None and math.isfinite(measured.measured_gain_db):
@@ -682,7 +686,10 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     options_share = sum(f.noise_share or 0.0 for f in kept if (f.remedy or {}).get("kind") == "quantizer_option")
     # A residual worth naming only where the output is noisy (the same bar as error_growth's).
     noisy = sens.output.sqnr_db < fnd.GROWTH_MAX_SQNR_DB
-    covered = frozenset(f.layer for f in kept)
+    # the nodes of the layers kept causes are found at (their own error is the cause's; the layers a cause
+    # affects stay candidates: the budget tries them only on top of the causes' fixes)
+    named = {f.layer for f in kept}
+    covered = frozenset(n.name for n in quantizing_nodes(graph) if labels.get(n.name) in named or n.name in named)
     rounding = (rem.rounding_finding(graph, sens, 0.0, labels, top=ROUNDING_MAX_ADDERS, covered=covered)
                 if noisy else None)
     explained, explained_se = _noise_budget(kept, rounding, sens, trial, labels, options_share)

@@ -201,7 +201,8 @@ EACH_ALONE_GAIN_DB = 1.0  # ... when keeping it float alone gains less than this
 def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
                      labels: dict[str, str], top: int = 3, covered: frozenset[str] = frozenset()) -> Finding | None:
     """The error no single cause explains: accumulated rounding, with the layers adding the most error
-    (largest only-quantized noise share) and those amplifying the error reaching them."""
+    (largest only-quantized noise share) and those amplifying the error reaching them. ``covered``: the
+    emulator nodes a kept cause already names (never adders: their error is that cause's)."""
     rest = max(0.0, 1.0 - explained)
     if rest <= 0.0 or not sens.layers:
         return None
@@ -209,13 +210,12 @@ def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
     adders = sorted(sens.layers, key=lambda s: -s.keep_float_gain_db if math.isfinite(s.keep_float_gain_db) else 0)
     # (layers a finding already names are that finding's; a model input's quantizer stays: the DPU reads int8)
     inputs = {n.name for n in graph.nodes if quantizes_model_input(graph, n)}
-    adders = [s for s in adders if s.keep_float_gain_db > 0 and s.layer not in covered
-              and s.node not in inputs]
+    adders = [s for s in adders if s.keep_float_gain_db > 0 and s.node not in covered and s.node not in inputs]
     # Layers that each lose the output on their own: quantized alone, each already gives (about) the whole
     # model's output SQNR, so keeping any one float gains nothing while the others still lose it. They go
     # first, so the noise budget's "worst k together" keeps them all float at once.
     full = sens.output.sqnr_db
-    each_alone = sorted((s for s in sens.layers if s.node not in inputs and s.layer not in covered
+    each_alone = sorted((s for s in sens.layers if s.node not in inputs and s.node not in covered
                          and math.isfinite(full) and math.isfinite(s.only_quantized_sqnr_db)
                          and s.only_quantized_sqnr_db <= full + EACH_ALONE_DB
                          and s.keep_float_gain_db < EACH_ALONE_GAIN_DB), key=lambda s: s.only_quantized_sqnr_db)
