@@ -242,3 +242,26 @@ def test_top1_on_tied_outputs_carries_a_near_tie_note(tmp_path, cli_module_runne
     assert out["near_tie_warning"] and "16 near-tied of 16 decisions" in out["near_tie_warning"]
     r = cli("diagnose", str(tmp_path / "tied.h5"), "--inputs", str(tmp_path / "x.npy"), "--no-sensitivity")
     assert "note: top-1 agreement rests on 16 near-tied" in r.stdout
+
+
+def test_captures_scaled_with_different_preprocessing_are_warned_about(tmp_path):
+    """Calibration captured with --preprocess 0..1, evaluation with -1..1: the coverage findings measured the
+    scaling difference, and nothing said so."""
+    import h5py
+    from conftest import run_cli
+    from gui_fixtures import write_gui_capture
+
+    calib = write_gui_capture(tmp_path / "calib.h5")
+    evaluation = write_gui_capture(tmp_path / "eval.h5")
+    for path, mode in ((calib, "0..1"), (evaluation, "-1..1")):
+        with h5py.File(path, "r+") as f:
+            f.attrs["preprocess"] = mode
+    r = run_cli("diagnose", str(calib), "--eval", str(evaluation), "--no-sensitivity", "--json")
+    assert r.returncode == 0, r.stderr
+    notes = json.loads(r.stdout)["notes"]
+    assert notes[0].startswith("WARNING: the calibration capture's inputs were scaled with --preprocess 0..1 and "
+                               "the evaluation capture's with -1..1")
+    with h5py.File(evaluation, "r+") as f:
+        f.attrs["preprocess"] = "0..1"
+    r = run_cli("diagnose", str(calib), "--eval", str(evaluation), "--no-sensitivity", "--json")
+    assert not any("scaled with" in n for n in json.loads(r.stdout)["notes"])

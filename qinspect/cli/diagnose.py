@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     from qinspect.cli._progress import stderr_progress
     from qinspect.cli._sources import open_any
     from qinspect.dpu.emulator import calibration_data, recalibrator
-    from qinspect.io.capture_file import Capture, is_capture
+    from qinspect.io.capture_file import Capture, is_capture, preprocess_mismatch
 
     common.require_file(args.model, "MODEL_OR_CAPTURE")
     common.check_counts(args, "--sens-samples", "--top")
@@ -192,6 +192,10 @@ def run(args: argparse.Namespace) -> int:
                               external_positions=bool(args.positions), with_sensitivity=not args.no_sensitivity,
                               labels=labels, rebuild=rebuild, outputs=outputs)
         n_total = len(next(iter(data.values())))
+        mismatch = preprocess_mismatch(source, eval_cap) if eval_cap is not None and isinstance(source, Capture) \
+            else None
+        if mismatch:
+            result.notes.insert(0, f"WARNING: {mismatch}")
     finally:
         if source is not None:
             source.close()

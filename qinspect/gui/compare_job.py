@@ -63,6 +63,7 @@ class Coverage:
     rows: list[CoverageRow] = field(default_factory=list)
     calib_total: int = 0  # every sample a kept-subset capture was fed (0: as many as it keeps)
     eval_total: int = 0
+    warning: str | None = None  # the two captures' inputs were scaled differently (--preprocess)
 
     def samples_text(self, which: str) -> str:
         """'12 samples', or '4 of 12 samples' for a kept-subset capture (``which``: calib or eval)."""
@@ -127,7 +128,7 @@ def check_same_model(calib, evaluation, calib_path: str, eval_path: str) -> list
 
 def coverage_job(token: CancelToken, document, eval_path: str, analysis) -> Coverage:
     """Worker: compare the open capture (calibration) with the capture at ``eval_path`` (evaluation)."""
-    from qinspect.io.capture_file import Capture
+    from qinspect.io.capture_file import Capture, preprocess_mismatch
 
     if document.capture is None:
         raise QInspectError("open a capture first (a model has no activations to compare)", document.path)
@@ -135,7 +136,8 @@ def coverage_job(token: CancelToken, document, eval_path: str, analysis) -> Cove
     try:
         common = check_same_model(document.capture, evaluation, document.path, eval_path)
         out = Coverage(document.path, eval_path, document.n_samples, evaluation.n_samples,
-                       calib_total=_total(document.capture), eval_total=_total(evaluation))
+                       calib_total=_total(document.capture), eval_total=_total(evaluation),
+                       warning=preprocess_mismatch(document.capture, evaluation))
         for i, name in enumerate(common):
             token.progress(i, len(common), name)
             pos, source = (analysis.activation_position(name) if analysis is not None else (None, ""))

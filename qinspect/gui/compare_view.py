@@ -82,7 +82,8 @@ class CompareView(QWidget):
         kept = " Fractions outside are of the kept samples' values; |max| of every sample." \
             if max(cov.calib_total - cov.calib_samples, cov.eval_total - cov.eval_samples) > 0 else ""
         self.info.setText(f"Calibration: {cov.calib_path} ({cov.samples_text('calib')}) · evaluation: "
-                          f"{cov.eval_path} ({cov.samples_text('eval')}). {cov.summary()}.{kept}")
+                          f"{cov.eval_path} ({cov.samples_text('eval')}). {cov.summary()}.{kept}"
+                          + (f" Warning: {cov.warning}." if getattr(cov, "warning", None) else ""))
         x = np.arange(len(rows))
         names = [r.layer for r in rows]
         for values, colour, label in (([r.calib_outside for r in rows], "#1f77b4", "calibration capture"),

@@ -740,3 +740,14 @@ def is_capture(path: str | os.PathLike[str]) -> bool:
             return _attr_value(h5.attrs.get("format")) == FORMAT_NAME
     except OSError:
         return False
+
+
+def preprocess_mismatch(calib: Capture, evaluation: Capture) -> str | None:
+    """A sentence when two captures' inputs were scaled differently (``capture --preprocess``), else None:
+    the model then sees differently scaled inputs, and a coverage finding measures that, not the data."""
+    a, b = (str(c.attrs.get("preprocess", "") or "") for c in (calib, evaluation))
+    if not a or not b or a == b:
+        return None
+    return (f"the calibration capture's inputs were scaled with --preprocess {a} and the evaluation capture's "
+            f"with {b}: the model sees differently scaled inputs in each, and coverage findings measure that "
+            "difference; capture both with the preprocessing the model was trained with")

@@ -30,7 +30,7 @@ from qinspect.dpu.dpu_graph import computing_node, read_through_note
 from qinspect.dpu.emulator import Emulator, calibration_data, captured_stand_ins, recalibrator
 from qinspect.dpu.options import QuantizerOptions
 from qinspect.errors import QInspectError, first_line
-from qinspect.io.capture_file import Capture, is_capture
+from qinspect.io.capture_file import Capture, is_capture, preprocess_mismatch
 from qinspect.io.graph import Layer, ModelGraph
 from qinspect.io.model_file import ModelSource, open_model
 from qinspect.report import figspec
@@ -600,6 +600,7 @@ def build_report(
     path = str(source_path)
     source = open_source(path, opener)
     eval_cap = None
+    mismatch = None
     try:
         graph: ModelGraph = source.graph
         if eval_path is not None:
@@ -608,6 +609,7 @@ def build_report(
                                     path)
             eval_cap = Capture.open(str(eval_path))
             check_eval_capture(source, eval_cap)
+            mismatch = preprocess_mismatch(source, eval_cap)
             check_finite_capture(eval_cap)
         em = emulate(source, None if positions is None else str(positions), progress, batch_size, options,
                      None if inputs is None else str(inputs), preprocess)
@@ -615,6 +617,8 @@ def build_report(
                            None if labels is None else str(labels), outputs)
         if advice is not None and advice[0]:
             report.advice, report.advice_source = list(advice[0]), advice[1]
+        if mismatch:
+            report.warnings.insert(0, mismatch)
         return report
     finally:
         for f in (source, eval_cap):
