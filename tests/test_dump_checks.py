@@ -66,3 +66,23 @@ def test_float_files_give_lsb_only_where_the_tensor_has_a_position(tmp_path):
     assert no_position, "a float file of a fused output (no position of its own) has no LSB figure"
     text = _compare(root / "quantized.h5", dump, root / "dump_inputs.npy").stdout
     assert "warning: 1 float weight file(s) of the dump differ" in text
+
+
+def test_differing_tensors_after_the_first_divergence_are_marked_downstream(tmp_path):
+    """A quantized.h5 whose relu1 position differs from the run's: relu1 diverges first, and the layers
+    after it differ because they read it; each of those rows says so."""
+    import h5py
+
+    root = refcase("small")
+    q = tmp_path / "q.h5"
+    shutil.copy(root / "quantized.h5", q)
+    q.chmod(0o644)
+    with h5py.File(q, "r+") as f:
+        f["model_weights/quant_relu1/quant_relu1/output_0_pos:0"][...] = 5.0
+    r = _compare(q, root / "dump_results", root / "dump_inputs.npy", "--json")
+    assert r.returncode == 1, r.stderr
+    out = json.loads(r.stdout)
+    assert out["first_divergence"]["layer"] == "quant_relu1"
+    later = [t for t in out["tensors"] if t["gating"] and t["matched"] != t["total"] and t["layer"] != "quant_relu1"]
+    assert later and all("downstream of the first divergence" in t["note"] for t in later)
+    assert "downstream" not in out["first_divergence"].get("note", "")

@@ -628,12 +628,19 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
 
 def first_dump_divergence(g: DpuGraph, matches: list[TensorMatch]) -> TensorMatch | None:
     """The differing gating tensor whose layer comes first in topological order (a weight before its
-    layer's output); None when every gating tensor matches."""
+    layer's output); None when every gating tensor matches. The differing activations after it are marked
+    "downstream of the first divergence" in their note: they may only inherit it."""
     order = {n.name: i for i, n in enumerate(g.nodes)}
     bad = [m for m in matches if m.gating and not m.ok]
     if not bad:
         return None
-    return min(bad, key=lambda m: (order.get(m.layer, len(order)), m.kind != "weight"))
+    first = min(bad, key=lambda m: (order.get(m.layer, len(order)), m.kind != "weight"))
+    start = order.get(first.layer, len(order))
+    for m in bad:
+        if m is not first and m.kind == "activation" and order.get(m.layer, -1) > start and \
+                "downstream of the first divergence" not in m.note:
+            m.note = (m.note + "; " if m.note else "") + "downstream of the first divergence"
+    return first
 
 
 def dumped_samples(g: DpuGraph, dump: Any) -> int | None:
