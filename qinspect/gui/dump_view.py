@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 BAR_BRUSH = pg.mkBrush(214, 39, 40, 170)
+MAX_COLUMN_PX = 300  # every column but the note (which stretches); the cell's tooltip holds it whole
 INSTRUCTIONS = ("Import the quantized.h5 a Vitis run produced (File > Import Vitis quantized.h5), then its "
                 "dump_results folder or a board dump (the dump/ folder XLNX_ENABLE_DUMP=1 writes), to see every "
                 "tensor where the emulator and the dump differ.")
@@ -84,6 +85,7 @@ class DumpView(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.horizontalHeader().setStretchLastSection(True)
         self.table.cellDoubleClicked.connect(self._on_double_click)
         self.table.currentCellChanged.connect(self._on_current)
         split.addWidget(self.table)
@@ -137,7 +139,9 @@ class DumpView(QWidget):
         counts = np.asarray(hist[1:], dtype=float)
         self.bars.setOpts(x=np.arange(1, len(hist)), height=counts, width=0.8)
         t = self.rows[row]
-        self.hist.setTitle(f"{t.name}: {hist[0]} of {t.total} codes equal; {int(counts.sum())} differ")
+        # the layer, not the tensor's path (a board tensor's runs past the plot's width); the row names it whole
+        who = getattr(t, "float_layer", "") or getattr(t, "layer", "") or t.name
+        self.hist.setTitle(f"{who}: {hist[0]} of {t.total} codes equal; {int(counts.sum())} differ")
         if counts.size:
             self.hist.setXRange(0.4, len(hist) - 0.4)
             self.hist.setYRange(0, float(counts.max()) * 1.05)
@@ -164,10 +168,14 @@ class DumpView(QWidget):
                      f"{t.matched}/{t.total}", _difference(t), _where(fm), getattr(t, "note", "")]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
+                item.setToolTip(text)  # whole, where a capped column cuts it
                 if t.matched != t.total:
                     item.setForeground(pg.mkColor(200, 30, 30) if t is first else pg.mkColor(150, 90, 20))
                 self.table.setItem(i, j, item)
         self.table.resizeColumnsToContents()
+        # a long tensor name (a board dump's subgraph path) must not push the mismatch and note off-screen
+        for j in range(self.table.columnCount() - 1):
+            self.table.setColumnWidth(j, min(self.table.columnWidth(j), MAX_COLUMN_PX))
         self.info.setText(dump.summary() if hasattr(dump, "summary") else f"{len(self.rows)} tensors compared")
         self.headline.setText(dump.headline() if hasattr(dump, "headline") else "")
         if first is not None and first in self.rows:
