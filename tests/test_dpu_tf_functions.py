@@ -118,6 +118,37 @@ def test_keras3_operations_run_as_their_tensorflow_twins(tmp_path):
         np.testing.assert_allclose(got[name].float(), w, rtol=1e-6, atol=1e-6)
 
 
+def test_keras3_activation_operations_keep_the_arguments_they_were_called_with(tmp_path):
+    """ops.elu(x, alpha=0.5), ops.leaky_relu(x, 0.1), ops.softmax(x, axis=1), ops.log_softmax(x, axis=1),
+    ops.celu(x, alpha=0.5) and ops.gelu(x) (tanh approximation by default) were computed at the Keras
+    activations' defaults: figures for another function (softmax over the wrong axis: 104% off)."""
+    import keras
+    from keras import ops
+
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.dpu.executor import Evaluator
+
+    inp = keras.Input((5, 6, 4), name="img")
+    outs = [ops.elu(inp, alpha=0.5), ops.leaky_relu(inp, negative_slope=0.1), ops.softmax(inp, axis=1),
+            ops.log_softmax(inp, axis=1), ops.celu(inp, alpha=0.5), ops.gelu(inp), ops.gelu(inp, approximate=False),
+            ops.elu(inp)]
+    model = keras.Model(inp, outs)
+    model.save(tmp_path / "acts.keras")
+    x = (3 * RNG.normal(size=(3, 5, 6, 4))).astype(np.float32)
+    want = [np.asarray(y) for y in model(x)]
+    emu = Emulator.from_model(str(tmp_path / "acts.keras"))
+    got = Evaluator(emu.graph, "float").run({"img": x})
+    for name, w in zip(emu.graph.outputs, want, strict=True):
+        np.testing.assert_allclose(got[name].float(), w, rtol=2e-6, atol=2e-6, err_msg=name)
+
+
+def test_an_activation_operation_with_an_argument_it_does_not_know_is_not_computed_at_a_default():
+    from qinspect.dpu import float_ops
+
+    with pytest.raises(ValueError, match="argument.s. beta is not emulated"):
+        float_ops.activation_with("elu", np.zeros(3, np.float32), {"beta": 2.0})
+
+
 @pytest.mark.parametrize(("function", "kwargs", "n"), [
     ("concat", {"axis": -4}, 2), ("math.reduce_mean", {"axis": [-4, 1]}, 1), ("squeeze", {"axis": -4}, 1)])
 def test_a_negative_axis_that_turns_out_to_be_the_samples_is_one_clear_error(function, kwargs, n):

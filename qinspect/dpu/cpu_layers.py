@@ -320,6 +320,12 @@ def _operands(xs: list[np.ndarray], call_kwargs: dict[str, Any]) -> list[Any]:
     return out
 
 
+def activation_arguments(fn: str, call_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments an activation operation was called with (``alpha``, ``axis``, ...: not its
+    operands ``argN`` / ``y``)."""
+    return {k: v for k, v in call_kwargs.items() if not (k == "y" or (k.startswith("arg") and k[3:].isdigit()))}
+
+
 def elementwise(xs: list[np.ndarray], cfg: dict[str, Any], call_kwargs: dict[str, Any]) -> np.ndarray:
     """A TensorFlow function (TFOpLambda) or Keras 3 operation applied elementwise."""
     fn = elementwise_name(cfg.get("function", ""))
@@ -329,7 +335,7 @@ def elementwise(xs: list[np.ndarray], cfg: dict[str, Any], call_kwargs: dict[str
     if fn in _UNARY and len(ops) == 1:
         return np.asarray(_UNARY[fn](ops[0]), F32)
     if fn in float_ops.ACTIVATIONS and len(xs) == 1:
-        return np.asarray(float_ops.activation(fn, xs[0]), F32)
+        return np.asarray(float_ops.activation_with(fn, xs[0], activation_arguments(fn, call_kwargs)), F32)
     raise ValueError(f"function {cfg.get('function')!r} with {len(xs)} tensor(s) is not emulated")
 
 

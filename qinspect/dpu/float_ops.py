@@ -9,6 +9,8 @@ TensorFlow's ('same' pads ``total // 2`` before). Results agree with TensorFlow 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from qinspect.dpu._conv_core import _pair, conv_acc, depthwise_acc, pad_nhwc, transpose_1d, windows_reduce
@@ -400,6 +402,48 @@ ACTIVATIONS = {
     "gelu": gelu,
     "softplus": softplus,
 }
+
+
+# The arguments a Keras 3 operation records in its config (``ops.elu(x, alpha=0.5)``), per activation,
+# with Keras 3's defaults; an operation with any other argument is not emulated (never computed at a
+# default it was not called with).
+ACTIVATION_ARGS: dict[str, dict[str, Any]] = {
+    "elu": {"alpha": 1.0}, "celu": {"alpha": 1.0}, "leaky_relu": {"negative_slope": 0.2},
+    "gelu": {"approximate": True}, "softmax": {"axis": -1}, "log_softmax": {"axis": -1},
+}
+
+
+# What :func:`activation` computes by name alone (the Keras activation's defaults: gelu is exact there,
+# while the operation ``ops.gelu`` defaults to the tanh approximation).
+PLAIN_ACTIVATION_ARGS = {**ACTIVATION_ARGS, "gelu": {"approximate": False}}
+
+
+def needs_arguments(name: str, args: dict[str, Any]) -> bool:
+    """Whether an activation called with ``args`` computes other than :func:`activation` by name."""
+    plain = PLAIN_ACTIVATION_ARGS.get(name, {})
+    return any(k not in plain or plain[k] != v for k, v in args.items())
+
+
+def activation_with(name: str, x: np.ndarray, args: dict[str, Any]) -> np.ndarray:
+    """A Keras 3 activation operation called with ``args`` (its config's arguments, see
+    :data:`ACTIVATION_ARGS`); ValueError for an argument it does not take."""
+    known = ACTIVATION_ARGS.get(name, {})
+    unknown = sorted(set(args) - set(known))
+    if unknown:
+        raise ValueError(f"activation {name!r} with argument(s) {', '.join(unknown)} is not emulated")
+    a = {**known, **args}
+    if name == "elu":
+        return elu(x, float(a["alpha"]))
+    if name == "celu":  # max(0, x) + min(0, alpha * (exp(x / alpha) - 1))
+        x, alpha = _f32(x), F32(a["alpha"])
+        return _where(x > 0, x, alpha * np.expm1(np.minimum(x, 0) / alpha))
+    if name == "leaky_relu":
+        return leaky_relu(x, float(a["negative_slope"]))
+    if name == "gelu":
+        return gelu(x, bool(a["approximate"]))
+    if name in ("softmax", "log_softmax"):
+        return (softmax if name == "softmax" else log_softmax)(x, int(a["axis"]))
+    return activation(name, x)
 
 
 def activation(name: str, x: np.ndarray) -> np.ndarray:

@@ -105,12 +105,18 @@ _KERAS_OPS = {"numpy.add": "__operators__.add", "numpy.multiply": "math.multiply
               "nn.gelu": "nn.gelu"}
 
 
+_OP_CONFIG_KEYS = ("name", "function", "op_class", "trainable", "dtype")
+
+
 def keras_op_as_tf_op(cfg: dict[str, Any], call_kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A Keras 3 operation in its TFOpLambda form: ``x + 3`` is ``numpy.add`` with ``arg1 = 3`` in Keras 3
     and ``__operators__.add`` with ``y = 3`` in tf_keras; the same model converted for the quantizer has
     the latter, so both get the same rewrites (the hard-sigmoid pattern) and nodes."""
     fn = str(cfg.get("function", ""))
     kwargs = dict(call_kwargs)
+    if fn.rsplit(".", 1)[-1] in float_ops.ACTIVATION_ARGS:
+        # ops.elu(x, alpha=0.5): Keras 3 keeps the call's arguments in the operation's config
+        kwargs.update({k: v for k, v in cfg.items() if k not in _OP_CONFIG_KEYS and k not in kwargs})
     number = [v for k, v in call_kwargs.items() if k in ("arg0", "arg1") and isinstance(v, int | float)]
     commutative = fn in ("numpy.add", "numpy.multiply")
     if len(number) == 1 and "y" not in kwargs and (commutative or "arg1" in call_kwargs):
@@ -132,6 +138,19 @@ def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any], keras_o
         p["axis"] = int(call_kwargs.get("axis", call_kwargs.get("arg2", 0)) or 0)
         if fn == "split":
             p["sizes"] = call_kwargs.get("num_or_size_splits", call_kwargs.get("arg1"))
+    elif keras_op and fn.rsplit(".", 1)[-1] in float_ops.ACTIVATION_ARGS and len(node.inputs) == 1 and \
+            float_ops.needs_arguments(fn.rsplit(".", 1)[-1], cpu_layers.activation_arguments(fn, call_kwargs)):
+        # an activation operation called with other arguments than the activation's by name (an unknown
+        # one: not emulated, never computed at a default it was not called with)
+        name = fn.rsplit(".", 1)[-1]
+        args = cpu_layers.activation_arguments(name, call_kwargs)
+        if set(args) - set(float_ops.ACTIVATION_ARGS[name]):
+            p["class_name"] = f"KerasOp({fn}) with arguments {sorted(args)}"
+            return
+        node.op = "cpu_layer"
+        p.update(layer="elementwise", config={**cfg, "function": name}, call_kwargs=dict(call_kwargs),
+                 reason=cpu_layers.cpu_reason("elementwise") + f" ({fn}"
+                 + "".join(f", {k}={v!r}" for k, v in args.items()) + ")")
     elif fn in _TF_ACT and len(node.inputs) == 1:
         a = _TF_ACT[fn]
         if a == "softmax":
