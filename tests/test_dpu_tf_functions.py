@@ -209,3 +209,20 @@ def test_every_function_the_emulator_runs_has_a_shape_rule():
     from qinspect.io import op_shapes
 
     assert set(tf_functions._FUNCTIONS) == set(op_shapes._FUNCTIONS)
+
+
+def test_a_rescaling_with_a_scale_and_offset_per_channel_runs_as_keras_does(tmp_path):
+    """Rescaling(scale=[...], offset=[...]) (ImageNet normalization in one layer) was a TypeError traceback."""
+    import keras
+
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.dpu.executor import Evaluator
+
+    inp = keras.Input((4, 5, 3), name="img")
+    y = keras.layers.Rescaling(scale=[1 / 58.4, 1 / 57.1, 1 / 57.4], offset=[-2.1, -2.0, -1.8], name="norm")(inp)
+    model = keras.Model(inp, keras.layers.Conv2D(2, 1, name="c")(y))
+    model.save(tmp_path / "m.keras")
+    x = RNG.uniform(0, 255, size=(2, 4, 5, 3)).astype(np.float32)
+    emu = Emulator.from_model(str(tmp_path / "m.keras"))
+    got = Evaluator(emu.graph, "float").run({"img": x})
+    np.testing.assert_allclose(got["norm"].float(), np.asarray(model.get_layer("norm")(x)), rtol=1e-6, atol=1e-6)

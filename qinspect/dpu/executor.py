@@ -464,7 +464,7 @@ class Evaluator:
         if op == "scalar":
             fn = p["fn"]
             if fn == "affine":  # Keras Rescaling: x * scale + offset
-                r = x * F32(p["scale"]) + F32(p["offset"])
+                r = x * np.asarray(p["scale"], F32) + np.asarray(p["offset"], F32)
             else:
                 y = F32(p["y"])
                 r = x + y if fn == "add" else x * y if fn == "mul" else x - y if fn == "sub" else x / y

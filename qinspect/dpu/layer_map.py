@@ -174,6 +174,13 @@ def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any], keras_o
         p["class_name"] = f"{'KerasOp' if keras_op else 'TFOpLambda'}({fn})"
 
 
+def _per_channel(value: Any) -> float | list[float]:
+    """A Rescaling scale or offset: a number, or a flat list of numbers (one per channel)."""
+    if isinstance(value, list | tuple):
+        return [float(v) for v in np.asarray(value, np.float64).reshape(-1)]
+    return float(value)
+
+
 def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
                weights: dict[str, np.ndarray], act: str | None = None,
                call_kwargs: dict[str, Any] | None = None) -> Node:
@@ -303,9 +310,9 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
         elif crop and isinstance(crop[0], int):
             crop = ((crop[0], crop[0]), (crop[1], crop[1]))
         node.op, p["cropping"] = "crop", tuple(tuple(int(v) for v in a) for a in crop)
-    elif cls == "Rescaling":
-        node.op, p["fn"], p["scale"], p["offset"] = "scalar", "affine", float(cfg.get("scale", 1.0)), \
-            float(cfg.get("offset", 0.0))
+    elif cls == "Rescaling":  # a number, or one per channel (a list, broadcast over the last axis)
+        node.op, p["fn"] = "scalar", "affine"
+        p["scale"], p["offset"] = _per_channel(cfg.get("scale", 1.0)), _per_channel(cfg.get("offset", 0.0))
     elif cls in ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "ActivityRegularization") \
             or cls in INACTIVE_AT_INFERENCE:
         node.op = "identity"
