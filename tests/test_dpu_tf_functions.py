@@ -226,3 +226,24 @@ def test_a_rescaling_with_a_scale_and_offset_per_channel_runs_as_keras_does(tmp_
     emu = Emulator.from_model(str(tmp_path / "m.keras"))
     got = Evaluator(emu.graph, "float").run({"img": x})
     np.testing.assert_allclose(got["norm"].float(), np.asarray(model.get_layer("norm")(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_keras3_split_into_equal_sections_runs_as_tf_split(tmp_path):
+    """ops.split(x, 2, axis=-1) was refused ("no float or integer implementation") where tf.split ran."""
+    import keras
+    from keras import ops
+
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.dpu.executor import Evaluator
+
+    inp = keras.Input((4, 5, 6), name="img")
+    a, b = ops.split(inp, 2, axis=-1)
+    model = keras.Model(inp, [a * 2.0, b])
+    model.save(tmp_path / "m.keras")
+    x = RNG.normal(size=(2, 4, 5, 6)).astype(np.float32)
+    want = [np.asarray(y) for y in model(x)]
+    emu = Emulator.from_model(str(tmp_path / "m.keras"))
+    assert not [n.name for n in emu.graph.nodes if n.op == "unsupported"]
+    got = Evaluator(emu.graph, "float").run({"img": x})
+    for name, w in zip(emu.graph.outputs, want, strict=True):
+        np.testing.assert_allclose(got[name].float(), w, rtol=1e-6, atol=1e-6)

@@ -114,6 +114,10 @@ def keras_op_as_tf_op(cfg: dict[str, Any], call_kwargs: dict[str, Any]) -> tuple
     the latter, so both get the same rewrites (the hard-sigmoid pattern) and nodes."""
     fn = str(cfg.get("function", ""))
     kwargs = dict(call_kwargs)
+    if fn == "numpy.split" and isinstance(cfg.get("indices_or_sections"), int):
+        # N equal sections, as tf.split(x, N); a list is numpy's cut points (not tf.split's sizes): unknown
+        return {**cfg, "function": "split"}, {**kwargs, "num_or_size_splits": int(cfg["indices_or_sections"]),
+                                              "axis": int(cfg.get("axis", 0) or 0)}
     if fn.rsplit(".", 1)[-1] in float_ops.ACTIVATION_ARGS:
         # ops.elu(x, alpha=0.5): Keras 3 keeps the call's arguments in the operation's config
         kwargs.update({k: v for k, v in cfg.items() if k not in _OP_CONFIG_KEYS and k not in kwargs})
