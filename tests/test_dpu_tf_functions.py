@@ -247,3 +247,21 @@ def test_keras3_split_into_equal_sections_runs_as_tf_split(tmp_path):
     got = Evaluator(emu.graph, "float").run({"img": x})
     for name, w in zip(emu.graph.outputs, want, strict=True):
         np.testing.assert_allclose(got[name].float(), w, rtol=1e-6, atol=1e-6)
+
+
+def test_cpu_reasons_name_the_operation_form_and_keras3_hard_silu(tmp_path):
+    """ops.relu inline read "activation 'relu' has no DPU implementation", wrong on its face; Keras 3's
+    Activation('hard_silu') did not say why its figures differ from tf_keras's MobileNetV3."""
+    import keras
+    from keras import ops
+
+    from qinspect.dpu.emulator import Emulator
+
+    inp = keras.Input((4, 4, 3), name="img")
+    x = keras.layers.Conv2D(4, 1, name="c1")(inp)
+    y = keras.layers.Activation("hard_silu", name="hs")(ops.relu(x))
+    keras.Model(inp, keras.layers.Conv2D(2, 1, name="c2")(y)).save(tmp_path / "m.keras")
+    reasons = {n.name: n.cpu_reason for n in Emulator.from_model(str(tmp_path / "m.keras")).graph.nodes}
+    (relu,) = [r for name, r in reasons.items() if name.startswith("relu")]
+    assert "called as a TensorFlow / Keras operation" in relu and "no DPU implementation" not in relu
+    assert "Keras 3 activation 'hard_silu'" in reasons["hs"] and "no quantizer on either side" in reasons["hs"]

@@ -346,6 +346,14 @@ def dpu_placement(node: Node) -> tuple[str, str]:
         return "CPU", f"{what} is not quantized by the Vitis pof2s quantizer"
     if op == "softmax":
         return "CPU", "softmax stays float on the CPU (Vitis pof2s keeps it out of the DPU)"
+    if op == "activation" and p.get("keras_class") in ("TFOpLambda", "KerasOp"):
+        # tf.nn.relu / keras.ops.relu inline: relu itself runs on a DPU, but not as a TensorFlow operation
+        return "CPU", (f"{p.get('name')} called as a TensorFlow / Keras operation: the quantizer does not convert "
+                       "operations to Keras layers, so it stays float on the CPU")
+    if op == "activation" and p.get("name") in ("hard_silu", "hard_swish"):
+        return "CPU", (f"Keras 3 activation '{p.get('name')}': the Vitis quantizer (Keras 2) has no rule for it and "
+                       "leaves it float, with no quantizer on either side; tf_keras's MobileNetV3 writes hard-swish "
+                       "as TensorFlow operations, which the quantizer makes the DPU hard sigmoid times x")
     if op == "activation" and p.get("name") not in ("linear",):
         return "CPU", f"activation '{p.get('name')}' has no DPU implementation"
     if op == "relu":
