@@ -105,7 +105,8 @@ def test_png_data_uri_refuses_non_png():
     ("value", "kind", "text"),
     [(None, "", "n/a"), (float("inf"), "db", "∞"), (38.249, "db", "38.2"), (0.00125, "pct", "0.12%"),
      (0.0001, "pct", "0.01%"), (0, "pct", "0%"), (1.2345e-5, "", "1.234e-05"), (7, "", "7"),
-     ([1, 2.5], "", "[1, 2.5]"), ({"a": 0.5}, "pct", "a: 50.00%"), ("inf", "db", "inf")],
+     ([1, 2.5], "", "[1, 2.5]"), ({"a": 0.5}, "pct", "a: 50.00%"), ("inf", "db", "inf"),
+     (float("nan"), "cos", "-")],  # undefined (an all-zero output's cosine): as emulate shows it
 )
 def test_number_formatting(value, kind, text):
     assert fmt_number(value, kind) == text

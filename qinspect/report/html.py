@@ -48,8 +48,8 @@ def fmt_number(value: Any, kind: str = "") -> str:
     if isinstance(value, int) and kind != "pct":
         return str(value)
     v = float(value)
-    if math.isnan(v):
-        return "NaN"
+    if math.isnan(v):  # undefined (the cosine of an all-zero output): shown as emulate shows it
+        return "-"
     if math.isinf(v):
         return "∞" if v > 0 else "-∞"
     if kind == "db":
