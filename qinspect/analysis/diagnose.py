@@ -656,7 +656,12 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
             if key not in done:
                 done[key] = trial.run(fx)
             tried.append(done[key])
-        rem.attach(f, max(tried, key=lambda r: r.measured_gain_db))
+        best = max(tried, key=lambda r: r.measured_gain_db)
+        rem.attach(f, best)
+        if best.options:  # the measured cure is a quantize_model option: the advice leads with it
+            what = ", ".join(f"{k}={v!r}" for k, v in best.options.items())
+            f.advice = (f"Quantize with {what} (the remedy measured below). Otherwise: "
+                        f"{f.advice[:1].lower()}{f.advice[1:]}")
     if options is not None:
         # Options that change the whole model, measured even where no single layer's finding points at them
         # (the loss of skipped CLE pairs is spread over many layers); one already tried for a finding is not

@@ -139,6 +139,15 @@ class MainWindow(QMainWindow):
         # widen the dock to show them, up to 45% of the window; never narrow what the user set
         total = sum(header.sectionSize(c) for c in range(header.count())) + 2 * pad
         want = min(total, int(0.45 * self.width()))
+        # Beyond that, the text columns give way (down to a few characters each), never the SQNR column at
+        # the right edge: cut off behind a scroll bar, it was the one figure the tree is read for.
+        excess = total - max(want, self.tree_dock.width())
+        floor = 8 * fm.horizontalAdvance("M")
+        spare = {c: max(0, header.sectionSize(c) - floor) for c, *_ in columns}
+        if excess > 0 and sum(spare.values()):
+            share = min(1.0, excess / sum(spare.values()))
+            for c, room in spare.items():
+                header.resizeSection(c, header.sectionSize(c) - int(round(room * share)))
         if self.tree_dock.width() < want:
             self.resizeDocks([self.tree_dock], [want], Qt.Orientation.Horizontal)
 
