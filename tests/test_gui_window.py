@@ -623,3 +623,19 @@ def test_a_method_line_just_beyond_the_data_widens_the_view_and_a_far_one_loses_
     hi_line.setValue(far)
     panel._fit_activation_x()
     assert view.viewRange()[0][1] < far and hi_line.label.format == ""  # histogram kept, no cut label
+
+
+def test_the_sqnr_column_stays_in_view_when_the_names_would_push_it_out(qtbot, window):
+    """At 1400 px, long names and classes filled the 45% dock and the SQNR column sat behind a scroll bar."""
+    from types import SimpleNamespace
+
+    window.resize(1400, 900)
+    qtbot.wait(50)
+    layers = [SimpleNamespace(short_name=f"expanded_conv_{k}_squeeze_excite_conv_1", depth=1,
+                              class_name="GlobalAveragePooling2D", output_shape=[None, 112, 112, 1024])
+              for k in range(12)]
+    window._fit_tree_columns(SimpleNamespace(layers=layers))
+    qtbot.wait(50)
+    header = window.tree.header()
+    used = sum(header.sectionSize(c) for c in range(header.count()))
+    assert used <= window.tree.viewport().width(), (used, window.tree.viewport().width())
