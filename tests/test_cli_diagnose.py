@@ -173,6 +173,9 @@ def test_advise_ranks_measured_rows_with_their_quantizer_call(captures, cli):
         assert row["cpu_layers_added"] == 0 or row["keep_float"]
     # The coverage plant (evaluation inputs 2x the calibration's): keeping layers float is measured too.
     assert any(row["keep_float"] for row in rows)
+    # the text says what the table cannot show: the coverage plant's cure is other calibration data
+    text = cli("advise", str(captures["calib"]), "--eval", str(captures["eval"]), "--batch-size", "8").stdout
+    assert "Data remedies (calibrating on data representative of use" in text and "same --eval" in text
 
 
 def test_advise_tries_the_relu6_options_where_the_model_caps_at_6(refcases, cli):

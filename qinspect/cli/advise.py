@@ -101,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
         w(f"{i:>3} {r.output_sqnr_db:>8.2f} {top1:>6} {r.cpu_layers_added:>4}  {opts}"
           + (f"; float: {', '.join(r.keep_float)}" if r.keep_float else "") + "\n")
         w(f"{'':>25}{r.command}\n")
+    # what this table cannot show: a calibration set that does not cover use is cured by other data
+    w("\nThese rows change quantizer options and float layers on the same calibration data. Data remedies "
+      "(calibrating on data representative of use, without outliers) and position changes are measured by "
+      "qinspect diagnose" + (" (give it the same --eval)" if args.eval else "") + ".\n")
     return 0
 
 
