@@ -35,6 +35,19 @@ CASES = {
 }
 
 
+def _emulated_like_keras(path, x: np.ndarray, want: list[np.ndarray], tol: float = 1e-6) -> None:
+    """The emulator's float outputs of the saved model at ``path`` on ``x`` equal Keras's ``want``, and no
+    node of it is left unsupported."""
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.dpu.executor import Evaluator
+
+    emu = Emulator.from_model(str(path))
+    assert not [n.name for n in emu.graph.nodes if n.op == "unsupported"]
+    got = Evaluator(emu.graph, "float").run({"img": x})
+    for name, w in zip(emu.graph.outputs, want, strict=True):
+        np.testing.assert_allclose(got[name].float(), w, rtol=tol, atol=tol, err_msg=name)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_tf_function_equals_tensorflow(case, tmp_path):
     import tensorflow as tf
@@ -91,8 +104,6 @@ def test_keras3_operations_run_as_their_tensorflow_twins(tmp_path):
     import keras
     from keras import ops
 
-    from qinspect.dpu.emulator import Emulator
-    from qinspect.dpu.executor import Evaluator
 
     inp = keras.Input((6, 6, 4), name="img")
     c = ops.concatenate([inp, inp * 2.0], axis=-1)
@@ -111,11 +122,7 @@ def test_keras3_operations_run_as_their_tensorflow_twins(tmp_path):
     source.close()
     for name, w in zip(model.output_names, want, strict=True):
         assert list(shapes[name]) == [None, *w.shape[1:]], (name, shapes[name])
-    emu = Emulator.from_model(str(tmp_path / "ops.keras"))
-    assert not [n.name for n in emu.graph.nodes if n.op == "unsupported"]
-    got = Evaluator(emu.graph, "float").run({"img": x})
-    for name, w in zip(emu.graph.outputs, want, strict=True):
-        np.testing.assert_allclose(got[name].float(), w, rtol=1e-6, atol=1e-6)
+    _emulated_like_keras(tmp_path / "ops.keras", x, want)
 
 
 def test_keras3_activation_operations_keep_the_arguments_they_were_called_with(tmp_path):
@@ -125,8 +132,6 @@ def test_keras3_activation_operations_keep_the_arguments_they_were_called_with(t
     import keras
     from keras import ops
 
-    from qinspect.dpu.emulator import Emulator
-    from qinspect.dpu.executor import Evaluator
 
     inp = keras.Input((5, 6, 4), name="img")
     outs = [ops.elu(inp, alpha=0.5), ops.leaky_relu(inp, negative_slope=0.1), ops.softmax(inp, axis=1),
@@ -136,10 +141,7 @@ def test_keras3_activation_operations_keep_the_arguments_they_were_called_with(t
     model.save(tmp_path / "acts.keras")
     x = (3 * RNG.normal(size=(3, 5, 6, 4))).astype(np.float32)
     want = [np.asarray(y) for y in model(x)]
-    emu = Emulator.from_model(str(tmp_path / "acts.keras"))
-    got = Evaluator(emu.graph, "float").run({"img": x})
-    for name, w in zip(emu.graph.outputs, want, strict=True):
-        np.testing.assert_allclose(got[name].float(), w, rtol=2e-6, atol=2e-6, err_msg=name)
+    _emulated_like_keras(tmp_path / "acts.keras", x, want, tol=2e-6)
 
 
 def test_an_activation_operation_with_an_argument_it_does_not_know_is_not_computed_at_a_default():
@@ -233,8 +235,6 @@ def test_keras3_split_into_equal_sections_runs_as_tf_split(tmp_path):
     import keras
     from keras import ops
 
-    from qinspect.dpu.emulator import Emulator
-    from qinspect.dpu.executor import Evaluator
 
     inp = keras.Input((4, 5, 6), name="img")
     a, b = ops.split(inp, 2, axis=-1)
@@ -242,11 +242,7 @@ def test_keras3_split_into_equal_sections_runs_as_tf_split(tmp_path):
     model.save(tmp_path / "m.keras")
     x = RNG.normal(size=(2, 4, 5, 6)).astype(np.float32)
     want = [np.asarray(y) for y in model(x)]
-    emu = Emulator.from_model(str(tmp_path / "m.keras"))
-    assert not [n.name for n in emu.graph.nodes if n.op == "unsupported"]
-    got = Evaluator(emu.graph, "float").run({"img": x})
-    for name, w in zip(emu.graph.outputs, want, strict=True):
-        np.testing.assert_allclose(got[name].float(), w, rtol=1e-6, atol=1e-6)
+    _emulated_like_keras(tmp_path / "m.keras", x, want)
 
 
 def test_cpu_reasons_name_the_operation_form_and_keras3_hard_silu(tmp_path):
