@@ -139,11 +139,17 @@ class MainWindow(QMainWindow):
         # widen the dock to show them, up to 45% of the window; never narrow what the user set
         total = sum(header.sectionSize(c) for c in range(header.count())) + 2 * pad
         want = min(total, int(0.45 * self.width()))
-        # Beyond that, the text columns give way (down to a few characters each), never the SQNR column at
-        # the right edge: cut off behind a scroll bar, it was the one figure the tree is read for.
-        excess = total - max(want, self.tree_dock.width())
-        floor = 8 * fm.horizontalAdvance("M")
-        spare = {c: max(0, header.sectionSize(c) - floor) for c, *_ in columns}
+        # Beyond that, the text columns give way, never the SQNR column at the right edge: cut off behind a
+        # scroll bar, it was the one figure the tree is read for. They give way in proportion to what each
+        # has above its floor; the name keeps the most (about 18 characters: "batch_normalization_14"), as
+        # "batch_normalizatio…" five times over does not say which, while "BatchNormaliz…" still says what
+        # the layer is. The room is the dock less its frame and a vertical scroll bar.
+        room_px = max(want, self.tree_dock.width()) - self.tree.verticalScrollBar().sizeHint().width() - 2 * \
+            self.tree.frameWidth() - 8
+        excess = sum(header.sectionSize(c) for c in range(header.count())) - room_px
+        em = fm.horizontalAdvance("M")
+        floors = {COL_NAME: 18 * em, 1: 12 * em, 2: 10 * em}
+        spare = {c: max(0, header.sectionSize(c) - f) for c, f in floors.items()}
         if excess > 0 and sum(spare.values()):
             share = min(1.0, excess / sum(spare.values()))
             for c, room in spare.items():
