@@ -93,7 +93,8 @@ def test_skipped_cle_pairs_are_a_measured_finding_though_no_layer_spreads(tmp_pa
     folder = _relu_chain(tmp_path, cap6=True)
     out = _diagnose(folder)
     assert not any(f["kind"] == "channel_spread" for f in out["findings"])
-    (opt,) = [f for f in out["findings"] if f["kind"] == "quantizer_option"]
+    (opt,) = [f for f in out["findings"] if f["kind"] == "quantizer_option"
+              and "cle_to_relu6" in f["evidence"]["option"]["value"]]
     # CLE rescales every pair from the first conv on: the origin is c0, the other layers follow
     assert opt["origin"] == opt["layer"] == "c0"
     assert {"dw0", "c1", "dw5"} <= set(opt["affects"])
@@ -145,3 +146,28 @@ def test_the_report_measures_the_same_option_remedy_as_diagnose(relu6_spread, tm
     assert top["kind"] == "quantizer_option" and top["options"] == {"cle_to_relu6": True}
     assert top["measured_sqnr_db"] == pytest.approx(rem["measured_sqnr_db"], abs=1e-9)
     assert "cle_to_relu6=True" in (tmp_path / "rep" / "report.html").read_text()
+
+
+@pytest.mark.tf
+def test_split_calibration_votes_get_a_larger_batch_as_a_measured_remedy(tmp_path):
+    """The two-head model calibrated in batches of 4: the batches chose different positions for four
+    tensors and the vote kept noisy ones. A larger calib_batch_size is a quantize_model option, so it is
+    tried like the CLE options, and its figure is what calibrating with it really gives."""
+    plant = analysis_fixtures.two_heads(tmp_path)
+    np.save(tmp_path / "x.npy", plant.calib)
+
+    def diagnose(*extra):
+        r = run_cli("diagnose", str(plant.path), "--inputs", str(tmp_path / "x.npy"), "--json", "--no-cle", *extra)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    out = diagnose("--batch-size", "4")
+    (f,) = [f for f in out["findings"] if f["kind"] == "quantizer_option"
+            and "calib_batch_size" in f["evidence"]["option"]["value"]]
+    assert f["evidence"]["option"]["value"] == {"calib_batch_size": 32}
+    assert "calibration batches of 4 chose different positions" in f["advice"]
+    assert "calib_batch_size=32" in f["remedy"]["action"] and f["remedy"]["measured_gain_db"] > 3
+    assert out["findings"][0] is not None and out["findings"][0]["remedy"]["options"] == {"calib_batch_size": 32}
+    again = diagnose("--batch-size", "32")
+    assert f["remedy"]["measured_sqnr_db"] == pytest.approx(again["output"]["sqnr_db"], abs=1e-9)
+    assert not any("calib_batch_size" in str(g["evidence"].get("option")) for g in again["findings"])

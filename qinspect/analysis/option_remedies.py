@@ -25,6 +25,7 @@ from qinspect.analysis.metrics import ratio_se_db
 from qinspect.analysis.remedies import Remedy, attach
 from qinspect.analysis.sensitivity import sensitivity
 from qinspect.dpu.dpu_graph import DpuGraph
+from qinspect.dpu.options import DEFAULT_CALIB_BATCH
 
 Rebuild = Callable[[dict[str, Any]], DpuGraph]
 
@@ -62,25 +63,42 @@ def option_text(change: dict[str, Any]) -> str:
 def model_option_changes(graph: DpuGraph) -> list[dict[str, Any]]:
     """Option changes worth trying on the whole model, whatever a single layer shows: CLE when it was
     off, and, with CLE on, ``cle_to_relu6`` on a model with ReLU6 (every pair joined by one is skipped
-    by default). ``convert_relu6_to_relu`` changes the model's function, so it is left to ``advise``."""
+    by default). ``convert_relu6_to_relu`` changes the model's function, so it is left to ``advise``.
+    And a larger ``calib_batch_size`` when the calibration's batches chose different positions for some
+    tensors: the quantizer keeps the most common one, and small batches vote noisily."""
     opts = graph.options
+    out: list[dict[str, Any]] = []
     if opts is not None and not opts.include_cle:
-        return [{"include_cle": True}]
-    if has_relu6(graph) and (opts is None or not opts.cle_to_relu6):
-        return [{"cle_to_relu6": True}]
-    return []
+        out.append({"include_cle": True})
+    elif has_relu6(graph) and (opts is None or not opts.cle_to_relu6):
+        out.append({"cle_to_relu6": True})
+    bigger = larger_calib_batch(graph)
+    if bigger is not None:
+        out.append({"calib_batch_size": bigger})
+    return out
+
+
+def larger_calib_batch(graph: DpuGraph) -> int | None:
+    """The calibration batch size worth trying when votes split (4x, at least the quantizer's default,
+    at most every calibration sample), or None."""
+    opts = graph.options
+    if opts is None or not graph.split_votes or graph.calib_samples <= opts.calib_batch_size:
+        return None
+    return min(graph.calib_samples, max(4 * opts.calib_batch_size, DEFAULT_CALIB_BATCH))
 
 
 def changed_nodes(base: DpuGraph, other: DpuGraph) -> list[str]:
-    """The nodes of ``base`` whose weights differ in ``other`` (another build of the same model), in
-    graph order: what an option changed."""
+    """The nodes of ``base`` whose weights or positions differ in ``other`` (another build of the same
+    model), in graph order: what an option changed."""
     out = []
     for node in base.nodes:
-        if node.name not in other or not node.weights:
+        if node.name not in other:
             continue
         theirs = other[node.name].weights
-        if any(k not in theirs or theirs[k].shape != w.shape or not np.array_equal(theirs[k], w)
-               for k, w in node.weights.items()):
+        slots = {*node.weight_slots.values(), node.out_slot, node.pre_slot} - {None}
+        moved = any(base.pos(slot) != other.pos(slot) for slot in slots if slot in other.slots)
+        if moved or (node.weights and any(k not in theirs or theirs[k].shape != w.shape
+                                          or not np.array_equal(theirs[k], w) for k, w in node.weights.items())):
             out.append(node.name)
     return out
 
@@ -116,16 +134,23 @@ class OptionTrials:
                 continue
             layers = [names.get(n, n) for n in nodes]
             what = option_text(change)
-            skipped = "CLE is off" if "include_cle" in change else (
-                "CLE skips every conv pair joined by a ReLU6 (cle_to_relu6=False, the default)")
+            if "calib_batch_size" in change:
+                b = graph.options.calib_batch_size if graph.options is not None else "?"
+                skipped = (f"calibration batches of {b} chose different positions for {len(graph.split_votes)} "
+                           "tensor(s), and the quantizer keeps the most common one")
+            else:
+                skipped = "CLE is off" if "include_cle" in change else (
+                    "CLE skips every conv pair joined by a ReLU6 (cle_to_relu6=False, the default)")
             evidence = {
                 "node": ev(nodes[0], "the emulator node (quantized model's layer name)"),
                 "option": ev(change, "the quantize_model option changed (the rest as given)"),
-                "layers_changed": ev(len(nodes), "layers whose weights the option changes (CLE's rescaled pairs)"),
+                "layers_changed": ev(len(nodes), "layers whose weights or positions the option changes"),
                 "why": ev(skipped, "what the options as given leave undone"),
             }
-            advice = (f"{skipped}, so {len(nodes)} layer(s) keep unequal channel ranges: quantize with {what} "
-                      "(the remedy below, recalibrated and measured here).")
+            consequence = ("so small batches vote noisily" if "calib_batch_size" in change
+                           else f"so {len(nodes)} layer(s) keep unequal channel ranges")
+            advice = (f"{skipped}, {consequence}: quantize with {what} (the remedy below, recalibrated and "
+                      "measured here).")
             f = Finding(layers[0], "quantizer_option", 0.0, evidence, advice, origin=layers[0], affects=layers[1:])
             attach(f, remedy)
             out.append(f)

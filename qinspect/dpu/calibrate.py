@@ -130,6 +130,8 @@ def calibrate(graph: DpuGraph, batches: Iterable[np.ndarray | dict[str, np.ndarr
         ps = per_batch[slot]
         graph.set_pos(slot, vote(ps))
         res.batch_positions.setdefault(slot[0], {})[slot[1]] = ps
+    graph.calib_samples = n_samples
+    graph.split_votes = [slot for slot, ps in per_batch.items() if len(set(ps)) > 1]
     res.pre_refine = graph.positions_json()
     if constraints:
         res.adjustments = apply_constraints(graph)

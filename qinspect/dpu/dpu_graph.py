@@ -164,6 +164,10 @@ class DpuGraph:
     # Float-model layer name -> the name Keras gives it, where they differ: a layer nested in a submodel
     # is "backbone/conv1" here and "conv1" to Keras (and to the quantizer's ignore_layers).
     keras_names: dict[str, str] = field(default_factory=dict)
+    # Set by calibration: how many samples it ran on, and the tensors whose batches chose different
+    # positions (a vote over batches decided them: a larger calibration batch may steady them).
+    calib_samples: int = 0
+    split_votes: list[Slot] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.reindex()
