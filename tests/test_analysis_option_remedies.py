@@ -40,6 +40,10 @@ def test_the_spread_is_cured_by_cle_to_relu6_measured(relu6_spread):
     assert rem["kind"] == "quantizer_option" and "cle_to_relu6=True" in rem["action"]
     assert "calib_batch_size=8" in rem["action"]
     assert top["advice"].startswith("Quantize with cle_to_relu6=True (the remedy measured below). Otherwise: ")
+    # the Advice rows (the report's first page) lead with the option's quantize_model call
+    best = out["advice"][0]
+    assert best["options"] == {"calib_batch_size": 8, "cle_to_relu6": True} and best["keep_float"] == []
+    assert best["output_sqnr_db"] == pytest.approx(rem["measured_sqnr_db"]) and "cle_to_relu6=True" in best["command"]
     assert rem["measured_gain_db"] > 3.0 and top["severity"] == pytest.approx(rem["measured_gain_db"])
     assert rem["measured_sqnr_db"] == pytest.approx(out["output"]["sqnr_db"] + rem["measured_gain_db"])
 

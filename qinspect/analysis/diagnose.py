@@ -493,12 +493,22 @@ def _accuracy(graph: DpuGraph, sens: SensitivityResult, labels: np.ndarray) -> d
 
 
 def _advice(graph: DpuGraph, kept: list[Finding], sqnr: float, top1: float | None) -> list[dict[str, Any]]:
-    """The measured ways to quantize found on the way: as calibrated, and each keep-float remedy."""
+    """The measured ways to quantize found on the way: as calibrated, each quantizer-option remedy (a
+    ``quantize_model`` call too) and each keep-float remedy."""
     from qinspect.analysis.advisor import AdviceRow, command, float_layers
 
     rows = [AdviceRow({}, [], sqnr, top1, 0, command({}, []))]
+    batch = {} if graph.options is None else {"calib_batch_size": graph.options.calib_batch_size}
+    seen: set[str] = set()
     for f in kept:
         r = f.remedy
+        if r is not None and r.get("kind") == "quantizer_option" and isinstance(r.get("options"), dict):
+            options = {**batch, **r["options"]}
+            call = command(options, [])
+            if call not in seen:  # one option can cure several findings
+                seen.add(call)
+                rows.append(AdviceRow(options, [], r["measured_sqnr_db"], r.get("top1_agreement"), 0, call))
+            continue
         if r is None or r.get("kind") != "keep_float" or f.fix is None:
             continue
         # ignore_layers names the float model's layers, every one a kept node was built from (a conv and the

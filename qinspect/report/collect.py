@@ -42,8 +42,8 @@ from qinspect.report.wording import pooled_top1_suffix
 
 Progress = Callable[[int, int, str], None]
 AdviceRows = tuple[list[dict[str, Any]], str]  # advisor rows and a phrase saying where they come from
-DIAGNOSIS_ADVICE = ("the diagnosis: the model as calibrated and each keep-float remedy it measured (qinspect advise, "
-                    "or the window's Advice tab, also tries quantizer options)")
+DIAGNOSIS_ADVICE = ("the diagnosis: the model as calibrated, and each quantizer-option and keep-float remedy it "
+                    "measured (qinspect advise, or the window's Advice tab, tries more options)")
 # Opens a model-like path as a ModelSource (the CLI passes one that also reads SavedModel folders).
 Opener = Callable[[str], ModelSource]
 
