@@ -231,14 +231,16 @@ def test_a_rescaling_with_a_scale_and_offset_per_channel_runs_as_keras_does(tmp_
 
 
 def test_keras3_split_into_equal_sections_runs_as_tf_split(tmp_path):
-    """ops.split(x, 2, axis=-1) was refused ("no float or integer implementation") where tf.split ran."""
+    """ops.split(x, 2, axis=-1) was refused ("no float or integer implementation") where tf.split ran;
+    ops.split(x, [1, 3]) cuts at numpy's points, not tf.split's sizes."""
     import keras
     from keras import ops
 
 
     inp = keras.Input((4, 5, 6), name="img")
     a, b = ops.split(inp, 2, axis=-1)
-    model = keras.Model(inp, [a * 2.0, b])
+    c, d, e = ops.split(inp, [1, 3], axis=1)  # numpy's cut points: rows 0, 1..2, 3
+    model = keras.Model(inp, [a * 2.0, b, c, d + 1.0, e])
     model.save(tmp_path / "m.keras")
     x = RNG.normal(size=(2, 4, 5, 6)).astype(np.float32)
     want = [np.asarray(y) for y in model(x)]

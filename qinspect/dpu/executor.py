@@ -560,10 +560,12 @@ def _gap_rescale(h: int, w: int) -> float:
 
 def _split_part(x: np.ndarray, p: dict[str, Any]) -> np.ndarray:
     """Output ``p["output_index"]`` of ``tf.split`` (``p["sizes"]``: a count or a list of sizes, one
-    of them may be -1) or ``tf.unstack`` along ``p["axis"]``."""
+    of them may be -1; or ``p["indices"]``, numpy's cut points) or ``tf.unstack`` along ``p["axis"]``."""
     axis, index = int(p.get("axis", 0)), int(p.get("output_index", 0))
     if p.get("fn") == "unstack":
         return np.take(x, index, axis=axis)
+    if p.get("indices") is not None:  # numpy's cut points (Keras 3 ops.split with a list)
+        return np.split(x, p["indices"], axis=axis)[index]
     sizes = p.get("sizes")
     if isinstance(sizes, int):
         return np.split(x, sizes, axis=axis)[index]

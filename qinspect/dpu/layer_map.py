@@ -114,10 +114,13 @@ def keras_op_as_tf_op(cfg: dict[str, Any], call_kwargs: dict[str, Any]) -> tuple
     the latter, so both get the same rewrites (the hard-sigmoid pattern) and nodes."""
     fn = str(cfg.get("function", ""))
     kwargs = dict(call_kwargs)
-    if fn == "numpy.split" and isinstance(cfg.get("indices_or_sections"), int):
-        # N equal sections, as tf.split(x, N); a list is numpy's cut points (not tf.split's sizes): unknown
-        return {**cfg, "function": "split"}, {**kwargs, "num_or_size_splits": int(cfg["indices_or_sections"]),
-                                              "axis": int(cfg.get("axis", 0) or 0)}
+    cuts = cfg.get("indices_or_sections")
+    if fn == "numpy.split" and (isinstance(cuts, int) or (isinstance(cuts, list) and cuts
+                                                          and all(isinstance(c, int) for c in cuts))):
+        # N equal sections, as tf.split(x, N); or numpy's cut points (not tf.split's sizes)
+        axis = int(cfg.get("axis", 0) or 0)
+        how = {"num_or_size_splits": cuts} if isinstance(cuts, int) else {"split_indices": list(cuts)}
+        return {**cfg, "function": "split"}, {**kwargs, **how, "axis": axis}
     if fn.rsplit(".", 1)[-1] in float_ops.ACTIVATION_ARGS:
         # ops.elu(x, alpha=0.5): Keras 3 keeps the call's arguments in the operation's config
         kwargs.update({k: v for k, v in cfg.items() if k not in _OP_CONFIG_KEYS and k not in kwargs})
@@ -140,7 +143,9 @@ def _tf_op(node: Node, cfg: dict[str, Any], call_kwargs: dict[str, Any], keras_o
         # One node per output (qinspect.io.graph): params["output_index"] (set by the builder) picks it.
         node.op, p["fn"] = "split", fn
         p["axis"] = int(call_kwargs.get("axis", call_kwargs.get("arg2", 0)) or 0)
-        if fn == "split":
+        if fn == "split" and "split_indices" in call_kwargs:  # Keras 3 ops.split(x, [cut, ...])
+            p["indices"] = [int(c) for c in call_kwargs["split_indices"]]
+        elif fn == "split":
             p["sizes"] = call_kwargs.get("num_or_size_splits", call_kwargs.get("arg1"))
     elif keras_op and fn.rsplit(".", 1)[-1] in float_ops.ACTIVATION_ARGS and len(node.inputs) == 1 and \
             float_ops.needs_arguments(fn.rsplit(".", 1)[-1], cpu_layers.activation_arguments(fn, call_kwargs)):
