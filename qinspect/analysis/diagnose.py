@@ -62,6 +62,7 @@ from qinspect.analysis.sensitivity import (
 from qinspect.dpu.dpu_graph import CONV_OPS, DpuGraph, Node, Slot, quantizes_model_input
 from qinspect.dpu.executor import Evaluator
 from qinspect.dpu.fixed_point import Round
+from qinspect.dpu.options import option_text
 
 MIN_SEVERITY_DB = 0.1
 _KIND_ORDER = {k: i for i, k in enumerate(fnd.KINDS)}
@@ -669,8 +670,7 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
         best = max(tried, key=lambda r: r.measured_gain_db)
         rem.attach(f, best)
         if best.options:  # the measured cure is a quantize_model option: the advice leads with it
-            what = ", ".join(f"{k}={v!r}" for k, v in best.options.items())
-            f.advice = (f"Quantize with {what} (the remedy measured below). Otherwise: "
+            f.advice = (f"Quantize with {option_text(best.options)} (the remedy measured below). Otherwise: "
                         f"{f.advice[:1].lower()}{f.advice[1:]}")
     if options is not None:
         # Options that change the whole model, measured even where no single layer's finding points at them

@@ -25,7 +25,7 @@ from qinspect.analysis.metrics import ratio_se_db
 from qinspect.analysis.remedies import Remedy, attach
 from qinspect.analysis.sensitivity import sensitivity
 from qinspect.dpu.dpu_graph import DpuGraph
-from qinspect.dpu.options import DEFAULT_CALIB_BATCH
+from qinspect.dpu.options import DEFAULT_CALIB_BATCH, option_text
 
 Rebuild = Callable[[dict[str, Any]], DpuGraph]
 
@@ -53,11 +53,6 @@ def candidate_options(graph: DpuGraph, f: Finding) -> list[dict[str, Any]]:
         if opts is None or not opts.convert_relu6_to_relu:
             out.append({"convert_relu6_to_relu": True})
     return out
-
-
-def option_text(change: dict[str, Any]) -> str:
-    """``{"cle_to_relu6": True}`` -> ``"cle_to_relu6=True"``: an option change as it reads in the call."""
-    return ", ".join(f"{k}={v!r}" for k, v in change.items())
 
 
 def model_option_changes(graph: DpuGraph) -> list[dict[str, Any]]:

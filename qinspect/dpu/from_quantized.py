@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from qinspect.dpu.dpu_graph import DpuGraph, Node, Rewrite, SlotSpec
+from qinspect.dpu.dpu_graph import DpuGraph, Node, Rewrite, SlotSpec, quantizes_model_input
 from qinspect.dpu.layer_map import dpu_placement, layer_node
 from qinspect.errors import QInspectError
 from qinspect.io.vitis import QuantizedLayer, VitisQuantizedModel, load_quantized_model
@@ -60,7 +60,7 @@ def graph_from_quantized(model: VitisQuantizedModel) -> DpuGraph:
     for node in graph.nodes:
         # quant_input stands for the model input's tensor, as the float model's rewrite makes it do: the
         # window showed the input as a float CPU layer once a quantized.h5 was imported
-        if node.op == "quantize" and len(node.inputs) == 1 and graph[node.inputs[0]].op == "input":
+        if quantizes_model_input(graph, node) and len(node.inputs) == 1:
             node.origin = list(graph[node.inputs[0]].origin or [node.inputs[0]])
     graph.rewrites.append(Rewrite(
         "source", "positions and folded/equalized weights read from the quantized model; no rewrite "

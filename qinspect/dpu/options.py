@@ -74,3 +74,8 @@ class QuantizerOptions:
         belong to its weights alone."""
         mine, theirs = self.to_dict(), other.to_dict()
         return [f"{k}={theirs[k]!r}" for k in mine if k != "calib_batch_size" and mine[k] != theirs[k]]
+
+
+def option_text(change: dict[str, Any]) -> str:
+    """``{"cle_to_relu6": True}`` -> ``"cle_to_relu6=True"``: an option change as it reads in the call."""
+    return ", ".join(f"{k}={v!r}" for k, v in change.items())

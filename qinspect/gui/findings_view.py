@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from qinspect.analysis.decisions import agreement_text
+from qinspect.dpu.options import option_text
 from qinspect.gui.session import severity
 from qinspect.report import wording
 
@@ -134,9 +135,9 @@ class FindingDetail(QWidget):
                                    "This finding has no remedy the emulator can apply")
         self.option_button.setVisible(bool(change))
         if change:
-            text = ", ".join(f"{k}={v!r}" for k, v in change.items())
-            self.option_button.setToolTip(f"Quantize the model with {text}: it is recalibrated under the option "
-                                          "and every view shows it (the Quantizer menu sets it back)")
+            self.option_button.setToolTip(f"Quantize the model with {option_text(change)}: it is recalibrated "
+                                          "under the option and every view shows it (the Quantizer menu sets it "
+                                          "back)")
         self.undo_button.setEnabled(trial is not None or busy)
         self.trial.setText(trial_text(trial) if trial is not None else
                            "Trying the remedy in the emulator…" if busy else "")
