@@ -15,7 +15,7 @@ import numpy as np
 
 from qinspect.dpu.dpu_graph import CONV_OPS, DpuGraph
 from qinspect.errors import QInspectError
-from qinspect.io.vitis import MAX_POSITION  # noqa: F401 - the bound positions tables and quantized.h5 share
+from qinspect.io.vitis import MAX_POSITION, is_position
 
 
 def finite_batches(batches: Iterator[dict[str, np.ndarray]], path: str | None) -> Iterator[dict[str, np.ndarray]]:
@@ -85,16 +85,12 @@ def check_node_weights(graph: DpuGraph, path: str) -> None:
                                 f"{shape} gives {out} outputs (damaged weights)", path)
 
 
-
-
 def checked_position(slot: tuple[str, str], value: Any, path: str | None) -> int:
     """A position from a positions table as an int within +-MAX_POSITION (one-line refusal otherwise)."""
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
-        ok = abs(int(value)) <= MAX_POSITION
-    elif isinstance(value, float | np.floating):
-        ok = bool(np.isfinite(value)) and float(value).is_integer() and abs(value) <= MAX_POSITION
-    else:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer | float | np.floating):
         ok = False
+    else:
+        ok = is_position(int(value) if isinstance(value, int | np.integer) else float(value))
     if not ok:
         raise QInspectError(f"position {slot[0]}:{slot[1]} = {str(value)[:30]} is not a whole number within "
                             f"-{MAX_POSITION}..{MAX_POSITION} (a scale of 2^-p)", path)

@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 
 from qinspect.dpu.calibrate import CalibrationResult, calibrate
-from qinspect.dpu.checks import MAX_POSITION, check_node_weights, checked_position, finite_batches, naming_file
+from qinspect.dpu.checks import check_node_weights, checked_position, finite_batches, naming_file
 from qinspect.dpu.dpu_graph import CONV_OPS, Adjustment, DpuGraph, Node, Rewrite
 from qinspect.dpu.executor import CAPTURED, Evaluator, Value, _FusedValue, batch_inputs, check_input_shape
 from qinspect.dpu.fixed_point import Round, quantize
 from qinspect.dpu.options import DEFAULT_CALIB_BATCH, QuantizerOptions
 from qinspect.dpu.reference import ReferenceWalk
 from qinspect.errors import QInspectError, first_line
+from qinspect.io.vitis import MAX_POSITION, is_position
 
 DEFAULT_BATCH = DEFAULT_CALIB_BATCH
 
@@ -241,7 +242,7 @@ class Emulator:
             self.calibration = calibrate(self.graph, batches, batch_size, constraints)
             for layer, keys in self.graph.positions.items():
                 for key, value in keys.items():
-                    if value is not None and abs(int(value)) > MAX_POSITION:
+                    if value is not None and not is_position(int(value)):
                         # the positions JSON reader refuses these too: no int8 model holds such a scale
                         raise QInspectError(f"calibration puts {layer}:{key} at position {value}, beyond "
                                             f"-{MAX_POSITION}..{MAX_POSITION}: values of about 2^{-int(value) + 7} "

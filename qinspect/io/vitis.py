@@ -23,6 +23,7 @@ the quantizer's own code, reproduced by :func:`expected_dump_files`, quirks incl
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -254,6 +255,14 @@ def _weight_short_name(full: str, layer_name: str) -> str:
 MAX_POSITION = 64
 
 
+def is_position(value: int | float) -> bool:
+    """Whether a number can be a quantizer position: whole, within ±:data:`MAX_POSITION` (the rule a
+    positions table and a quantized.h5 share; an int of any size is compared as it is)."""
+    if isinstance(value, int):
+        return abs(value) <= MAX_POSITION
+    return math.isfinite(value) and float(value).is_integer() and abs(value) <= MAX_POSITION
+
+
 def _pos(arrays: dict[str, np.ndarray], name: str, path: str, layer: str) -> int:
     if name not in arrays:
         raise QInspectError(f"layer {layer}: quantizer position '{name}' is missing from the weights", path)
@@ -261,7 +270,7 @@ def _pos(arrays: dict[str, np.ndarray], name: str, path: str, layer: str) -> int
     if values.size == 0:
         raise QInspectError(f"layer {layer}: quantizer position '{name}' is empty", path)
     value = float(values[0])
-    if not np.isfinite(value) or value != round(value) or abs(value) > MAX_POSITION:
+    if not is_position(value):
         raise QInspectError(f"layer {layer}: quantizer position '{name}' = {value:g} is not a whole number within "
                             f"-{MAX_POSITION}..{MAX_POSITION} (a scale of 2^-p): a damaged quantized model", path)
     return int(value)
