@@ -144,13 +144,13 @@ def _keep_float_rows(base: AdviceRow, graph: DpuGraph, sens: Any, runner: Any,
     for n in dpu:
         groups.setdefault(tuple(float_layers(graph, [n.name])), []).append(n.name)
 
-    def worst(names: list[str]) -> float:
-        measured = [sens.isolated[m].sqnr_db for m in names if m in sens.isolated and sens.isolated[m].n]
-        return min(measured) if measured else math.inf
+    def worst(names: list[str]) -> float | None:
+        return min((sens.isolated[m].sqnr_db for m in names if m in sens.isolated and sens.isolated[m].n),
+                   default=None)
 
-    measured = [names for names in groups.values() if any(m in sens.isolated and sens.isolated[m].n for m in names)]
-    ranked = sorted(measured, key=worst)
-    candidates = ranked[:KEEP_FLOAT_CANDIDATES]
+    scored = [(worst(names), names) for names in groups.values()]
+    ranked = sorted((item for item in scored if item[0] is not None), key=lambda item: item[0])
+    candidates = [names for _, names in ranked[:KEEP_FLOAT_CANDIDATES]]
 
     def measure(names: list[str]) -> AdviceRow:
         values = runner.what_if(None, names)

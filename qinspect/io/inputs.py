@@ -37,6 +37,7 @@ import os
 import re
 import warnings
 import zipfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -335,7 +336,7 @@ def _identify(files: list[str], size: tuple[int, int], mode: str) -> tuple[list[
     from PIL import Image, UnidentifiedImageError
 
     resized = stretched = 0
-    converted: dict[str, int] = {}
+    converted: Counter[str] = Counter()
     for file in files:
         check_not_special(file)
         with warnings.catch_warnings():
@@ -356,7 +357,7 @@ def _identify(files: list[str], size: tuple[int, int], mode: str) -> tuple[list[
             resized += 1
             stretched += abs(img_size[0] * size[1] - img_size[1] * size[0]) > 0.01 * img_size[0] * size[1]
         if img_mode != mode:
-            converted[img_mode] = converted.get(img_mode, 0) + 1
+            converted[img_mode] += 1
     notes, warned = [], []
     if resized:
         notes.append(f"{resized} image(s) resized (bilinear) to {size[0]}x{size[1]}")
