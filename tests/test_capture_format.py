@@ -34,7 +34,7 @@ def test_round_trip_of_every_tensor(tmp_path, compression):
         np.testing.assert_array_equal(cap.inputs("input"), data["input"])
         assert cap.input_names() == ["input"]
         assert cap.activation_shape("dense") == (N_SAMPLES, 4, 4, 5)
-        assert cap.attrs["format"] == "qinspect-capture" and cap.attrs["version"] == "1.2"
+        assert cap.attrs["format"] == "qinspect-capture" and cap.attrs["version"] == "1.3"
         assert cap.attrs["preprocess"] == "0..1"
         assert cap.graph.source_format == "capture" and cap.graph["outer/conv"].parent == "outer"
     with h5py.File(path, "r") as h5:
@@ -129,7 +129,7 @@ def test_newer_major_version_refused(capture_path):
     with pytest.raises(UnsupportedFormatError) as info:
         Capture.open(capture_path)
     message = str(info.value)
-    assert str(capture_path) in message and "2.0" in message and "1.2" in message
+    assert str(capture_path) in message and "2.0" in message and "1.3" in message
     assert "\n" not in message
 
 

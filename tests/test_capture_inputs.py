@@ -155,12 +155,51 @@ def test_image_folder_refuses_wider_than_8_bit_pixels_naming_the_file(tmp_path, 
     assert "wide." in str(info.value)
 
 
-def test_a_folder_of_class_folders_is_refused_saying_sub_folders_are_not_read(tmp_path):
+def _class_tree(tmp_path, counts):
+    """``train/<class>/<i>.png``, image ``i`` of class ``c`` filled with the value ``10 * c + i``."""
+    root = tmp_path / "train"
+    for c, (cls, n) in enumerate(counts.items()):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((8, 6, 3), 10 * c + i, np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_a_folder_of_class_folders_feeds_every_class_in_turn_with_its_labels(tmp_path):
+    """A folder per class (the Keras image_dataset_from_directory layout) was refused; it is now read, the
+    classes taken in turn so any first N samples cover them, and the folders are the labels."""
+    root = _class_tree(tmp_path, {"dogs": 3, "cats": 1, "birds": 2})  # sorted: birds=0, cats=1, dogs=2
+    src = open_inputs(root, SHAPE, preprocess="0..255")
+    names = [p.split("/")[-2] + "/" + p.split("/")[-1] for p in src.files]
+    assert names == ["birds/0.png", "cats/0.png", "dogs/0.png", "birds/1.png", "dogs/1.png", "dogs/2.png"]
+    assert src.class_labels.values.tolist() == [0, 1, 2, 0, 2, 2]
+    assert src.class_labels.classes == ("birds", "cats", "dogs")
+    assert "class i is the i-th folder in sorted name order" in src.class_labels.origin
+    pixels = src.batch(0, 6)["in"][:, 0, 0, 0]
+    assert pixels.tolist() == [20, 10, 0, 21, 1, 2]  # each image is the one its label names (10 * dict order + i)
+    assert any("taken in turn from each class" in n for n in src.notes)
+    first = open_inputs(root, SHAPE, preprocess="0..255", samples=4)
+    assert first.class_labels.values.tolist() == [0, 1, 2, 0]
+
+
+def test_class_folders_warn_about_what_they_leave_out(tmp_path):
+    root = _class_tree(tmp_path, {"a": 1, "b": 1})
+    (root / "c").mkdir()  # empty: still class 2
+    (root / "a" / "deeper").mkdir()
+    (root / "b" / "notes.txt").write_text("x")
+    src = open_inputs(root, SHAPE, preprocess="0..1")
+    assert src.class_labels.classes == ("a", "b", "c") and src.class_labels.values.tolist() == [0, 1]
+    text = " | ".join(src.warnings)
+    assert "1 class folder(s) hold no images (c)" in text
+    assert "ignored 1 sub-folder(s) (deeper)" in text
+    assert "skipped 1 file(s) that are not images: notes.txt" in text
+
+
+def test_class_folders_without_images_are_refused(tmp_path):
     root = tmp_path / "train"
     for cls in ("cats", "dogs"):
         (root / cls).mkdir(parents=True)
-        Image.fromarray(np.zeros((8, 6, 3), np.uint8)).save(root / cls / "a.png")
-    with pytest.raises(QInspectError, match=r"only 2 sub-folder\(s\) \(cats, dogs\): sub-folders are not read"):
+    with pytest.raises(QInspectError, match=r"no image files in its 2 class folder\(s\) \(cats, dogs\)"):
         open_inputs(root, SHAPE, preprocess="0..1")
 
 

@@ -9,6 +9,7 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 
 from gui_fixtures import main_window, stop_helpers, write_gui_capture  # noqa: E402
+from label_fixtures import labelled_capture  # noqa: E402, F401 - a fixture (images from class folders)
 from report_fixtures import small_capture  # noqa: E402, F401 - a fixture (a real capture with class logits)
 
 pytestmark = pytest.mark.gui
@@ -150,6 +151,18 @@ def test_labels_add_float_and_int8_accuracy_to_the_status_bar(qtbot, window, sma
     agree = window.session.diagnosis.top1_agreement
     assert acc["int8"] <= 12 / 16 + (1 - agree) + 1e-9
     assert f"accuracy float {100 * 12 / 16:.1f}%, int8 {100 * acc['int8']:.1f}%" in window.quality_label.text()
+
+
+@pytest.mark.tf
+def test_a_capture_of_class_folders_shows_accuracy_saying_where_its_labels_come_from(
+        qtbot, window, labelled_capture):  # noqa: F811
+    _, _, _, cap, _ = labelled_capture
+    _diagnosed(qtbot, window, cap)
+    acc = window.session.diagnosis.accuracy
+    assert acc["float"] == pytest.approx(6 / 7) and "3 class folders" in acc["labels"]
+    assert "accuracy float 85.7%" in window.quality_label.text()
+    assert "class-folder labels" in window.quality_label.text()
+    assert "(labels: the 3 class folders of " in window.quality_label.toolTip()
 
 
 def test_top1_resting_on_near_ties_is_said_in_the_status_bar(qtbot, window, capture_path):

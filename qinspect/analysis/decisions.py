@@ -60,6 +60,7 @@ class Top1Tally:
     total: int = 0
     near_tied: int = 0  # decisions whose float top-2 margin is at most NEAR_TIE_REL of their largest output
     agree_decided: int = 0  # agreeing decisions among the others
+    labels_origin: str = ""  # where the labels come from, said beside the accuracy ("" : a file named elsewhere)
     labelled: int = 0
     float_correct: int = 0
     int8_correct: int = 0
@@ -121,6 +122,8 @@ class Top1Tally:
         if self.labelled:
             out["accuracy"] = {"float": self.float_correct / self.labelled, "int8": self.int8_correct / self.labelled,
                                "samples": self.labelled}
+            if self.labels_origin:
+                out["accuracy"]["labels"] = self.labels_origin
         return out
 
 

@@ -63,6 +63,7 @@ from qinspect.dpu.dpu_graph import CONV_OPS, DpuGraph, Node, Slot, quantizes_mod
 from qinspect.dpu.executor import Evaluator
 from qinspect.dpu.fixed_point import Round
 from qinspect.dpu.options import option_text
+from qinspect.io.labels import ClassLabels
 
 MIN_SEVERITY_DB = 0.1
 _KIND_ORDER = {k: i for i, k in enumerate(fnd.KINDS)}
@@ -263,7 +264,7 @@ def diagnose(
     external_positions: bool | None = None,
     with_sensitivity: bool = True,
     step: Callable[[str, int, int], None] | None = None,
-    labels: np.ndarray | None = None,
+    labels: np.ndarray | ClassLabels | None = None,
     rebuild: Callable[[dict[str, Any]], DpuGraph] | None = None,
     outputs: Sequence[str] | None = None,
 ) -> Diagnosis:
@@ -283,7 +284,8 @@ def diagnose(
     ``rebuild(option_changes)`` (optional) returns the graph rebuilt and recalibrated with some quantizer
     options changed: with it, quantizer options are tried as remedies (:mod:`qinspect.analysis.option_remedies`).
     ``labels`` (one class index, or a one-hot row, per sample of ``data``): the float and int8 models'
-    top-1 accuracy on the sensitivity samples (the first classification output).
+    top-1 accuracy on the sensitivity samples (the first classification output); a
+    :class:`~qinspect.io.labels.ClassLabels` also says where they come from (``accuracy["labels"]``).
     ``progress(text)`` is told each stage; ``step(text, done, total)`` each stage and, during the
     sensitivity pass, the work done (``total`` 0 for a stage with no measure of its work).
     ``outputs`` (node names, :func:`qinspect.analysis.outputs.resolve_outputs`): weigh only these model
@@ -475,8 +477,10 @@ def _near_tie_warning(graph: DpuGraph, sens: SensitivityResult) -> str | None:
     return tally.warning
 
 
-def _accuracy(graph: DpuGraph, sens: SensitivityResult, labels: np.ndarray) -> dict[str, Any] | None:
+def _accuracy(graph: DpuGraph, sens: SensitivityResult, labels: np.ndarray | ClassLabels) -> dict[str, Any] | None:
     """Top-1 accuracy of the float and the int8 model against ``labels`` (first output with classes)."""
+    origin = labels.origin if isinstance(labels, ClassLabels) else None
+    labels = labels.values if isinstance(labels, ClassLabels) else labels
     run = sens.runner
     if run is None:
         return None
@@ -488,8 +492,9 @@ def _accuracy(graph: DpuGraph, sens: SensitivityResult, labels: np.ndarray) -> d
         n = len(ref)
         y = np.asarray(labels)[:n]
         y = np.argmax(y, axis=-1) if y.ndim == 2 else y.astype(np.int64)
-        return {"float": float(np.mean(np.argmax(ref, -1) == y)), "int8": float(np.mean(np.argmax(test, -1) == y)),
-                "samples": n, "output": name}
+        out = {"float": float(np.mean(np.argmax(ref, -1) == y)), "int8": float(np.mean(np.argmax(test, -1) == y)),
+               "samples": n, "output": name}
+        return {**out, "labels": origin} if origin else out
     return None
 
 

@@ -602,6 +602,7 @@ def run_capture(
                     overwrite=overwrite,
                     n_total_samples=n,
                     calib_batch_size=plan.calib_batch_size,
+                    labels=plan.source.class_labels,
                 )
                 if on_start is not None:
                     on_start(capture_bytes(n, keep, shapes, plan.source.shapes, plan.calib_batch_size))

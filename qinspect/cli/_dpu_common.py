@@ -23,10 +23,16 @@ def input_shapes(graph: Any) -> dict[str, list[int | None]]:
 
 
 def open_data(path: str, graph: Any, samples: int | None = None, preprocess: str | None = None) -> Any:
-    """An input source for ``--inputs`` (.npy / .npz, or an image folder with ``--preprocess``)."""
+    """An input source for ``--inputs`` (.npy / .npz, or an image folder with ``--preprocess``); what reading
+    does to the data (skipped files, resizes, the order of class folders) is said on stderr, as capture says it."""
     from qinspect.io.inputs import open_inputs
 
-    return open_inputs(path, input_shapes(graph), samples=samples, preprocess=preprocess)
+    source = open_inputs(path, input_shapes(graph), samples=samples, preprocess=preprocess)
+    for warning in source.warnings:
+        print(f"qinspect: warning: {warning}", file=sys.stderr)
+    for note in source.notes:
+        print(f"qinspect: note: {note}", file=sys.stderr)
+    return source
 
 
 def json_safe(obj: Any) -> Any:
@@ -394,6 +400,11 @@ class FirstSamples:
         self._read = capture.all_inputs if every else capture.inputs
         self.path = getattr(capture, "path", "")
         self.n_samples = min(int(n), int(capture.n_total_samples if every else capture.n_samples))
+
+    @property
+    def class_labels(self) -> Any:
+        """The capture's class-folder labels (its first samples are these samples), or None."""
+        return getattr(self._capture, "class_labels", None)
 
     def inputs(self, name: str | None = None, samples: Any = None) -> Any:
         """Inputs of the kept samples (``samples``: a slice within them; default all of them)."""

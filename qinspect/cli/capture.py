@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         required=True,
         metavar="INPUTS",
         help=".npy (N, ...) or .npz (one array per input name), already preprocessed; or a folder of images "
-        "(needs --preprocess). Non-image files in a folder are skipped with a warning; a damaged image fails.",
+        "(needs --preprocess), or a folder of class folders (read class by class in turn; the folders become "
+        "the labels). Non-image files in a folder are skipped with a warning; a damaged image fails.",
     )
     parser.add_argument("-o", "--output", required=True, metavar="CAPTURE.h5", help="capture file to write")
     parser.add_argument("--samples", type=int, metavar="N", help="use the first N samples (default: all)")

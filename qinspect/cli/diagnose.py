@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "with it)")
     add_outputs_arg(p)
     p.add_argument("--labels", metavar="FILE.npy", help="the measured samples' classes (one index, or a one-hot "
-                   "row, per sample): float and int8 top-1 accuracy")
+                   "row, per sample): float and int8 top-1 accuracy (default: the class folders the images were "
+                   "read from, if any)")
     p.add_argument("--no-sensitivity", action="store_true",
                    help="skip the per-layer sensitivity (what-if runs, the slow part on big models): no "
                    "sensitivity rows and no noise budget; remedies are still tried and measured")
@@ -133,13 +134,15 @@ def _arrays(source: Any, graph: Any, n: int | None) -> dict[str, Any]:
     return {**arrays, **captured_stand_ins(graph, source, slice(0, stop))}
 
 
-def _labels(path: str, n: int) -> Any:
-    """The ``--labels`` array: one class index (or one-hot row) per measured sample; one-line errors."""
+def measured_labels(graph: Any, path: str | None, data: Any, n: int) -> tuple[Any, str | None]:
+    """The labels of the ``n`` measured samples: the ``--labels`` file, else the measured data's class
+    folders (:func:`qinspect.analysis.class_labels.choose_labels`), and why those are left unused."""
+    from qinspect.analysis.class_labels import carried_labels, choose_labels
     from qinspect.cli._dpu_common import require_file
-    from qinspect.io.labels import read_labels
 
-    require_file(path, "--labels")
-    return read_labels(path, n)
+    if path:
+        require_file(path, "--labels")
+    return choose_labels(graph, path, carried_labels(data), n)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -180,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         # accuracy is measured on the sensitivity samples: labels for those are enough
         n_data = min(len(next(iter(data.values()))), args.samples)
         n_acc = min(n_data, args.sens_samples or default_sens_samples(emu.graph, n_data))
-        labels = _labels(args.labels, n_acc) if args.labels else None
+        labels, unused = measured_labels(emu.graph, args.labels, eval_cap or calib_src, n_acc)
         # on every calibration sample, as the model as given: the remedy then measures the option alone
         rebuild = (None if positions_from_outside
                    else recalibrator(source, calib_src, common.quantizer_options(args)))
@@ -196,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
             else None
         if mismatch:
             result.notes.insert(0, f"WARNING: {mismatch}")
+        if unused:
+            result.notes.append(unused)
     finally:
         if source is not None:
             source.close()
@@ -239,8 +244,7 @@ def _print_text(result: Any, positions_from: str, top: int) -> None:
     if result.hidden_output_warning:
         w(f"  note: {result.hidden_output_warning} (--outputs NAME diagnoses for one output alone)\n")
     if result.accuracy is not None:
-        a = result.accuracy
-        w(f"accuracy on {a['samples']} labelled samples: float {100 * a['float']:.1f}%, int8 {100 * a['int8']:.1f}%\n")
+        w(wording.accuracy_line(result.accuracy) + "\n")
     if result.explained is not None:
         spread = "" if result.explained_se is None else f" (± {100 * result.explained_se:.0f}%)"
         w(f"explained: the findings' fixes remove {100 * result.explained:.0f}%{spread} of the output's error power\n")

@@ -69,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                   "batch size (calibration batch size when no --positions; also the streaming size)")
     p.add_argument("--layer", action="append", metavar="NAME", help="report only this layer (repeatable)")
     p.add_argument("--labels", metavar="FILE.npy", help="the samples' classes (one index, or a one-hot row, per "
-                   "sample): float and int8 top-1 accuracy")
+                   "sample): float and int8 top-1 accuracy (default: the class folders the images were read from, "
+                   "if any)")
     p.add_argument("--json", action="store_true", help="print JSON, with how each number is computed")
     return p
 
@@ -87,18 +88,11 @@ def _metrics(st: Any, pos: int | None) -> dict[str, Any] | None:
     }
 
 
-def _output_tallies(graph: Any, labels_path: str | None, n: int | None) -> tuple[dict[str, Any], Any]:
+def _output_tallies(graph: Any, labels: Any) -> tuple[dict[str, Any], Any]:
     """Top-1 tallies of the model's outputs that decide (analysis.decisions.decision_kind), and the
-    emulator callback that fills them."""
+    emulator callback that fills them; ``labels`` (:class:`qinspect.io.labels.ClassLabels`) add accuracy."""
     from qinspect.analysis.decisions import Top1Tally, decision_kind, decision_pair
 
-    labels = None
-    if labels_path:
-        from qinspect.cli._dpu_common import require_file
-        from qinspect.io.labels import read_labels
-
-        require_file(labels_path, "--labels")
-        labels = read_labels(labels_path, n or 0)
     tallies: dict[str, Top1Tally] = {}
 
     kinds = {name: decision_kind(graph, name) for name in graph.outputs}
@@ -110,8 +104,9 @@ def _output_tallies(graph: Any, labels_path: str | None, n: int | None) -> tuple
         r, t = pair
         # Labels name the classes of the model's first classifier output.
         first = not tallies or next(iter(tallies)) == name
-        tallies.setdefault(name, Top1Tally(output=name, kind=kinds[name] or "")).update(
-            r, t, labels if first else None)
+        tallies.setdefault(name, Top1Tally(output=name, kind=kinds[name] or "",
+                                           labels_origin=labels.origin if labels is not None else "")).update(
+            r, t, labels.values if first and labels is not None else None)
 
     return tallies, on_output
 
@@ -125,9 +120,9 @@ def _task_line(t: Any) -> str:
         line += f" ({decision_note(t.kind)})"
     d = t.to_dict()
     if "accuracy" in d:
-        a = d["accuracy"]
-        line += (f"; accuracy on {a['samples']} labelled samples: float {100 * a['float']:.1f}%, "
-                 f"int8 {100 * a['int8']:.1f}%")
+        from qinspect.report.wording import accuracy_line
+
+        line += "; " + accuracy_line(d["accuracy"])
     if t.warning:
         line += f"\n  note: {t.warning}"
     return line
@@ -167,7 +162,12 @@ def run(args: argparse.Namespace) -> int:
         n = getattr(getattr(data, "capture", data), "n_samples", None)
         if n is None and hasattr(data, "__len__"):
             n = len(data)
-        tallies, on_output = _output_tallies(emu.graph, args.labels, n)
+        from qinspect.cli.diagnose import measured_labels
+
+        labels, unused = measured_labels(emu.graph, args.labels, data, n or 0)
+        if unused:
+            print(f"qinspect: note: {unused}", file=sys.stderr)
+        tallies, on_output = _output_tallies(emu.graph, labels)
         results = emu.run(data, layers=layers, batch_size=args.batch_size, stats_factory=ErrorStats,
                           on_output=on_output)
         n_total = common.samples_total(source, args.inputs, n)

@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                   samples_help="use only the first N samples of the capture")
     parser.add_argument("--labels", metavar="FILE.npy",
                         help="the measured samples' classes (one index, or a one-hot row, per sample): float and "
-                             "int8 accuracy on the first page")
+                             "int8 accuracy on the first page (default: the class folders the images were read "
+                             "from, if any)")
     add_outputs_arg(parser)
     parser.add_argument("--no-findings", action="store_true",
                         help="skip the diagnosis (findings, sensitivity): faster on big models")

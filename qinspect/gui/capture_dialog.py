@@ -55,7 +55,7 @@ class CaptureDialog(QDialog):
                                 "layer's float output in a capture file."))
         form = QFormLayout()
         self.inputs = QLineEdit()
-        self.inputs.setPlaceholderText(".npy / .npz array (NHWC, preprocessed) or a folder of images")
+        self.inputs.setPlaceholderText(".npy / .npz array (NHWC, preprocessed), a folder of images or of class folders")
         row = QHBoxLayout()
         row.addWidget(self.inputs, 1)
         for text, folder in (("Array…", False), ("Image folder…", True)):

@@ -293,6 +293,7 @@ class DiagnosisSummary:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     weighed_outputs: list[str] = field(default_factory=list)
     hidden_output_warning: str | None = None
+    labels_note: str | None = None  # why the samples' class folders are not the accuracy's labels
 
 
 def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
@@ -305,12 +306,13 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
 
     if not analysis.available:
         return DiagnosisSummary()
-    inputs, calib = diagnosis_data(document, analysis.graph, eval_path)
-    labels = None
-    if labels_path:
-        from qinspect.io.labels import read_labels
+    from qinspect.analysis.class_labels import choose_labels
 
-        labels = read_labels(labels_path, default_sens_samples(analysis.graph, len(next(iter(inputs.values())))))
+    inputs, calib = diagnosis_data(document, analysis.graph, eval_path)
+    carried, labels, unused = _carried_labels(document, eval_path), None, None
+    if labels_path or carried is not None:
+        labels, unused = choose_labels(analysis.graph, labels_path, carried,
+                                       default_sens_samples(analysis.graph, len(next(iter(inputs.values())))))
     token.check()
     diagnosis = diagnose(analysis.graph, inputs, calib,
                          data_label="evaluation" if eval_path else "calibration",
@@ -322,7 +324,18 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
                             diagnosis.accuracy, diagnosis.explained, diagnosis.measured_on,
                             diagnosis.n_sens_samples, list(diagnosis.advice), diagnosis.near_tie_warning,
                             [f.to_dict() for f in diagnosis.outputs], list(diagnosis.weighed_outputs),
-                            diagnosis.hidden_output_warning)
+                            diagnosis.hidden_output_warning, unused)
+
+
+def _carried_labels(document: Document, eval_path: str | None) -> Any:
+    """The class-folder labels of the samples the diagnosis measures (the evaluation capture's when one
+    is compared), or None."""
+    if not eval_path:
+        return getattr(getattr(document, "capture", None), "class_labels", None)
+    from qinspect.io.capture_file import Capture
+
+    with Capture.open(eval_path) as opened:
+        return opened.class_labels
 
 
 def _rebuild(document: Document, analysis: Analysis) -> Any:

@@ -313,7 +313,10 @@ class Session(QObject):
             pooled = wording.pooled_top1_suffix(d.outputs)
             parts.append(f"top-1 agreement {agreement_text(d.top1_agreement)}{pooled} ({on}{tied})")
             if d.accuracy:
-                parts.append(f"accuracy float {100 * d.accuracy['float']:.1f}%, int8 {100 * d.accuracy['int8']:.1f}%")
+                folders = " (class-folder labels, see the tooltip)" if d.accuracy.get("labels") and \
+                    not self.labels_path else ""
+                parts.append(f"accuracy float {100 * d.accuracy['float']:.1f}%, int8 {100 * d.accuracy['int8']:.1f}%"
+                             + folders)
         trial = self.trial
         if trial is not None:
             top1 = (f", top-1 {agreement_text(trial.top1_before)} → {agreement_text(trial.top1_after)}"
@@ -342,6 +345,11 @@ class Session(QObject):
             lines.append(f"Note: {d.hidden_output_warning} (Quantizer ▸ Diagnose for output weighs one alone).")
         if d.top1_agreement is not None and d.near_tie_warning:
             lines.append(f"Note: {d.near_tie_warning}.")
+        if d.accuracy:
+            line = wording.accuracy_line(d.accuracy)
+            lines.append(line[:1].upper() + line[1:] + ".")
+        if d.labels_note:
+            lines.append(f"Note: {d.labels_note}.")
         return "\n".join(lines)
 
     # --- Try it ------------------------------------------------------------------------------------

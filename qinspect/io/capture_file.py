@@ -1,8 +1,8 @@
 """The capture file: one HDF5 file with a model's graph, weights, inputs and float activations.
 
-Schema (version 1.2; ``docs/capture-format.md`` shows an example file's layout)::
+Schema (version 1.3; ``docs/capture-format.md`` shows an example file's layout)::
 
-    /                         attrs: format="qinspect-capture", version="1.2", complete=True,
+    /                         attrs: format="qinspect-capture", version="1.3", complete=True,
                                      created (ISO 8601 UTC), creator ("qinspect 0.1.0"),
                                      source_model, source_format, preprocess, n_samples (K, kept),
                                      n_total_samples (N, fed), calib_batch_size (B),
@@ -19,6 +19,8 @@ Schema (version 1.2; ``docs/capture-format.md`` shows an example file's layout):
     /positions                optional: attr "json" = quantization positions (another tool's JSON)
     /all_inputs/<input>       (N, ...) float32: every sample's input, only when K < N
     /stats/<node>             statistics of every sample (``qinspect.io.capture_stats.LayerStats``)
+    /labels                   optional (N,) int32: every sample's class, for images read from class
+                              folders; attrs "classes" (JSON list, index order) and "origin"
 
 Names: HDF5 uses ``/`` as its path separator and nested Keras layers are named ``outer/inner``, so a
 layer name becomes one HDF5 link name by percent-escaping ``%`` -> ``%25``, ``/`` -> ``%2F`` and a
@@ -60,11 +62,13 @@ from qinspect import __version__
 from qinspect.errors import QInspectError, UnsupportedFormatError, first_line
 from qinspect.io.capture_check import check_capture, check_graph, check_samples, check_storage
 from qinspect.io.graph import ModelGraph, WeightSource
+from qinspect.io.labels import ClassLabels
 from qinspect.io.paths import check_not_special
 
 FORMAT_NAME = "qinspect-capture"
 DEFAULT_CALIB_BATCH_SIZE = 32  # vai_q_tensorflow2's calib_batch_size default
-FORMAT_VERSION = "1.2"  # 1.1: one entry per call of a shared layer; 1.2: /stats, /all_inputs, kept subset
+FORMAT_VERSION = "1.3"  # 1.1: one entry per call of a shared layer; 1.2: /stats, /all_inputs, kept subset;
+# 1.3: /labels (the classes of samples read from class folders)
 
 # Samples per chunk are chosen so that a chunk holds at least this many bytes (see module docstring).
 _MIN_CHUNK_BYTES = 16 * 1024
@@ -334,6 +338,29 @@ class Capture(WeightSource):
             message = f"damaged capture: cannot read weights of {layer!r} ({first_line(exc)})"
             raise QInspectError(message, self.path) from None
 
+    @property
+    def class_labels(self) -> ClassLabels | None:
+        """The classes of every sample fed (format 1.3: images read from class folders), or None."""
+        if "labels" not in self._h5:
+            return None
+        damaged = QInspectError(f"damaged capture: /labels is not one class index per sample (of "
+                                f"{self.n_total_samples}) below its number of classes", self.path)
+        try:
+            stored = self._h5["labels"]
+            # The shape is checked before anything is read: a forged one could declare any size.
+            if not isinstance(stored, h5py.Dataset) or stored.shape != (self.n_total_samples,) or \
+                    stored.dtype.kind not in "iu":
+                raise damaged
+            values = np.asarray(stored[()])
+            classes = json.loads(_attr_value(stored.attrs.get("classes", "[]")))
+            origin = str(_attr_value(stored.attrs.get("origin", "")))
+        except (OSError, RuntimeError, ValueError, RecursionError) as exc:
+            raise QInspectError(f"damaged capture: cannot read /labels ({first_line(exc)})", self.path) from None
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or \
+                (len(values) and (values.min() < 0 or values.max() >= len(classes))):
+            raise damaged
+        return ClassLabels(values.astype(np.int64), origin or "the capture's labels", tuple(classes))
+
     def positions(self) -> dict[str, Any] | None:
         """Quantization positions stored with the capture (another tool's JSON), or None."""
         if "positions" not in self._h5:
@@ -465,6 +492,7 @@ class CaptureWriter:
         overwrite: bool = False,
         n_total_samples: int | None = None,
         calib_batch_size: int = 32,
+        labels: ClassLabels | None = None,
     ) -> None:
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {COMPRESSIONS}")
@@ -473,6 +501,9 @@ class CaptureWriter:
             raise ValueError(f"kept samples ({n_samples}) must be between 1 and the samples fed "
                              f"({self.n_total_samples})")
         self.calib_batch_size = int(calib_batch_size)
+        if labels is not None and len(labels) != self.n_total_samples:
+            raise ValueError(f"{len(labels)} labels for {self.n_total_samples} samples")
+        self._labels = labels
         self.path = os.path.abspath(os.fspath(path))
         folder = os.path.dirname(self.path)
         check_capture_destination(self.path, overwrite)
@@ -538,6 +569,10 @@ class CaptureWriter:
         h5.create_group("weights", track_order=True)
         if positions is not None:
             h5.create_group("positions").attrs["json"] = json.dumps(positions)
+        if self._labels is not None:
+            stored = h5.create_dataset("labels", data=np.asarray(self._labels.values, dtype=np.int32))
+            stored.attrs["classes"] = json.dumps(list(self._labels.classes))
+            stored.attrs["origin"] = self._labels.origin
 
     def _create(self, group: h5py.Group, name: str, shape: Sequence[int], options: dict[str, Any],
                 rows: int | None = None) -> h5py.Dataset:

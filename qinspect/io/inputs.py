@@ -16,8 +16,14 @@
   - ``caffe``: RGB -> BGR, minus the ImageNet BGR mean (103.939, 116.779, 123.68), no scaling
     (Keras ``imagenet_utils`` "caffe" mode); a one-channel model subtracts the mean of the three.
 
-  Files in the folder that are not images: hidden files (``.*``) are ignored; sub-folders are not read
-  (a warning names them; a folder holding only sub-folders, a folder per class, is refused); a file
+  A folder holding only sub-folders is a folder per class (``val/cat/*.jpg``, ``val/dog/*.jpg``, the
+  layout of Keras's ``image_dataset_from_directory``): every class folder's images are read, taken in
+  turn from each class so any first N samples cover the classes evenly, and the folders are the
+  samples' labels (``InputSource.class_labels``; class ``i`` is the ``i``-th folder in sorted name order).
+  Beside images of its own, a folder's sub-folders are not read (a warning names them), nor are the
+  folders below a class folder.
+
+  Files in the folder that are not images: hidden files (``.*``) are ignored; a file
   whose extension is not an image format Pillow knows (``notes.txt``, ``Thumbs.db``) is **skipped
   with a warning** listing them; a file with an image extension that does not decode (a damaged
   ``.jpg``) **fails** with an error naming it, because silently dropping a broken sample would
@@ -44,6 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qinspect.errors import QInspectError
+from qinspect.io.labels import ClassLabels, folder_labels_origin
 from qinspect.io.paths import check_not_special
 
 PREPROCESS = ("0..255", "0..1", "-1..1", "caffe")
@@ -103,6 +110,7 @@ class InputSource:
     preprocess: str | None = None
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what reading does to the data (resizes, conversions, order)
+    class_labels: ClassLabels | None = None  # the samples' classes, when the images come from class folders
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _files: list[str] = field(default_factory=list, repr=False)
     _mode: str = field(default="", repr=False)  # Pillow mode for images: "L" or "RGB"
@@ -174,6 +182,8 @@ def open_inputs(
             source.warnings.append(f"{path}: asked for {samples} samples, it holds {source.n_samples}; using all")
         source.n_samples = min(samples, source.n_samples)
         source._files = source._files[: source.n_samples]
+        if source.class_labels is not None:
+            source.class_labels = source.class_labels.first(source.n_samples)
     if source.n_samples == 0:
         raise QInspectError("holds no samples", path)
     return source
@@ -289,38 +299,86 @@ def _open_folder(path: str, input_shapes: dict[str, Shape], preprocess: str | No
         )
     if preprocess is None:
         raise QInspectError(f"an image folder needs --preprocess ({' | '.join(PREPROCESS)})", path)
-    extensions = image_extensions()
-    images, skipped, folders = [], [], []
-    for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            folders.append(entry.name)
-            continue
-        if os.path.splitext(entry.name)[1].lower() in extensions:
-            images.append(entry.path)
-        else:
-            skipped.append(entry.name)
+    images, skipped, folders = _scan(path, image_extensions())
     warnings = []
+    labels = None
+    if not images and folders:
+        images, labels, warnings, order_note = _class_folders(path, folders)
+    else:
+        order_note = (f"{len(images)} image(s) fed in file-name order (by code point: 'B.png' before 'a.png', "
+                      "'img10' before 'img2'): sample i is the i-th")
+        if folders:
+            warnings.append(f"{path}: ignored {len(folders)} sub-folder(s) ({', '.join(folders[:3])}): only the "
+                            "folder's own images are read (a folder holding only class folders is read per class)")
     if skipped:
-        listed = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        warnings.append(f"{path}: skipped {len(skipped)} file(s) that are not images: {listed}")
+        warnings.insert(0, _skipped_warning(path, skipped))
     if not images:
         raise QInspectError("the folder holds no image files" + (
-            f", only {len(folders)} sub-folder(s) ({', '.join(folders[:3])}): sub-folders are not read (a folder "
-            "per class included); give one folder of images, or the inputs as a .npy" if folders else ""), path)
-    if folders:
-        warnings.append(f"{path}: ignored {len(folders)} sub-folder(s) ({', '.join(folders[:3])}): only the "
-                        "folder's own images are read")
+            f" in its {len(folders)} class folder(s) ({', '.join(folders[:3])})" if folders else ""), path)
     height, width, channels = (int(d) for d in expected)
     mode = "L" if channels == 1 else "RGB"
     notes, warned = _identify(images, (width, height), mode)
     warnings.extend(f"{path}: {w}" for w in warned)
-    notes = [f"{path}: {len(images)} image(s) fed in file-name order (by code point: 'B.png' before 'a.png', "
-             "'img10' before 'img2'): sample i is the i-th", *(f"{path}: {n}" for n in notes)]
-    source = InputSource(path, [name], len(images), {name: (height, width, channels)}, "images", preprocess,
-                         warnings, notes, _files=images, _mode=mode)
-    return source
+    notes = [f"{path}: {order_note}", *(f"{path}: {n}" for n in notes)]
+    return InputSource(path, [name], len(images), {name: (height, width, channels)}, "images", preprocess,
+                       warnings, notes, class_labels=labels, _files=images, _mode=mode)
+
+
+def _scan(folder: str, extensions: set[str]) -> tuple[list[str], list[str], list[str]]:
+    """A folder's image files (paths), other files and sub-folders (names), each in name order; hidden
+    entries (``.*``) are left out."""
+    images, skipped, folders = [], [], []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            folders.append(entry.name)
+        elif os.path.splitext(entry.name)[1].lower() in extensions:
+            images.append(entry.path)
+        else:
+            skipped.append(entry.name)
+    return images, skipped, folders
+
+
+def _skipped_warning(folder: str, skipped: list[str]) -> str:
+    listed = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+    return f"{folder}: skipped {len(skipped)} file(s) that are not images: {listed}"
+
+
+def _class_folders(path: str, classes: list[str]) -> tuple[list[str], ClassLabels, list[str], str]:
+    """A folder of class folders (``val/cat/*.jpg``, ``val/dog/*.jpg``): the images of every class,
+    taken in turn from each class (its first image, then every class's second, ...) so that any first
+    N samples, the ones the diagnosis measures, cover the classes evenly, and their labels: class ``i``
+    is the ``i``-th folder in sorted name order, as Keras's ``image_dataset_from_directory`` numbers
+    them (an empty class folder still takes its number). Folders below a class folder are not read."""
+    extensions = image_extensions()
+    per_class, warnings, empty = [], [], []
+    for cls in classes:
+        folder = os.path.join(path, cls)
+        images, skipped, deeper = _scan(folder, extensions)
+        per_class.append(images)
+        if skipped:
+            warnings.append(_skipped_warning(folder, skipped))
+        if deeper:
+            warnings.append(f"{folder}: ignored {len(deeper)} sub-folder(s) ({', '.join(deeper[:3])}): a class "
+                            "folder's own images are read, not the folders below it")
+        if not images:
+            empty.append(cls)
+    if empty and len(empty) < len(classes):
+        warnings.append(f"{path}: {len(empty)} class folder(s) hold no images ({', '.join(empty[:3])}); they still "
+                        "number as classes")
+    files, values = [], []
+    for turn in range(max(len(images) for images in per_class)):
+        for index, images in enumerate(per_class):
+            if turn < len(images):
+                files.append(images[turn])
+                values.append(index)
+    labels = ClassLabels(np.asarray(values, dtype=np.int64), folder_labels_origin(path, classes), tuple(classes))
+    note = (f"{len(files)} image(s) from {len(classes)} class folder(s), taken in turn from each class (every "
+            "class's first image, then every class's second, ...; each folder in file-name order), so the first "
+            "samples cover the classes evenly; the class folders are the samples' labels (class i is the i-th "
+            "folder in sorted name order)")
+    return files, labels, warnings, note
 
 
 # Pillow modes holding more than 8 bits a channel: converting them to L/RGB clips at 255 (16-bit) or

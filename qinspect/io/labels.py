@@ -1,10 +1,33 @@
-"""Class labels for accuracy (``diagnose --labels``, File > Load class labels in the window)."""
+"""Class labels for accuracy: a ``.npy`` (``--labels``, File > Load class labels in the window), or the
+class folders an image folder was read from (kept in the capture as ``/labels``)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from qinspect.errors import QInspectError
+
+
+@dataclass(frozen=True)
+class ClassLabels:
+    """The classes of samples in data order, and where they come from (said beside every accuracy).
+
+    ``values``: one class index per sample, or one one-hot row per sample (a ``.npy`` may hold either).
+    ``classes``: the class names in index order when the labels come from class folders (folder ``i`` in
+    sorted name order is class ``i``); empty for a file, which names no classes."""
+
+    values: np.ndarray
+    origin: str
+    classes: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def first(self, n: int) -> ClassLabels:
+        """The labels of the first ``n`` samples."""
+        return ClassLabels(self.values[:n], self.origin, self.classes)
 
 
 def read_labels(path: str, n: int) -> np.ndarray:
@@ -18,3 +41,15 @@ def read_labels(path: str, n: int) -> np.ndarray:
         raise QInspectError(f"labels must cover the {n} measured samples: class indices (integers, shape [N]) "
                             f"or one-hot rows (shape [N, classes]); got shape {list(y.shape)} of {y.dtype}", path)
     return y
+
+
+def labels_file(path: str, n: int) -> ClassLabels:
+    """:func:`read_labels` with its origin (the file)."""
+    return ClassLabels(read_labels(path, n), f"--labels {path}")
+
+
+def folder_labels_origin(folder: str, classes: list[str] | tuple[str, ...]) -> str:
+    """How labels read from class folders are described beside an accuracy."""
+    shown = ", ".join(classes[:4]) + (", ..." if len(classes) > 4 else "")
+    return (f"the {len(classes)} class folders of {folder} ({shown}): class i is the i-th folder in sorted "
+            "name order, as Keras's image_dataset_from_directory numbers them")

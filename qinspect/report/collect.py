@@ -22,6 +22,7 @@ import numpy as np
 
 from qinspect import __version__
 from qinspect.analysis import diagnose as diagnosis
+from qinspect.analysis.class_labels import carried_labels, choose_labels
 from qinspect.analysis.decisions import agreement_text
 from qinspect.analysis.metrics import ErrorStats, representable_range
 from qinspect.analysis.outputs import resolve_outputs
@@ -168,12 +169,15 @@ def emulate(source: Any, positions: str | None, progress: Progress | None = None
     return _run_emulator(source, positions, em, progress, options, inputs, preprocess)
 
 
-def _open_inputs(path: str, graph: Any, preprocess: str | None) -> Any:
+def _open_inputs(path: str, graph: Any, preprocess: str | None, warnings: list[str]) -> Any:
+    """``--inputs`` for a model file; what reading leaves out or stretches joins ``warnings``."""
     from qinspect.io.inputs import open_inputs
 
     shapes = {name: list(graph[name].output_shape[1:]) if graph[name].output_shape else None
               for name in graph.inputs}
-    return open_inputs(path, shapes, preprocess=preprocess)
+    source = open_inputs(path, shapes, preprocess=preprocess)
+    warnings.extend(source.warnings)
+    return source
 
 
 def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: Progress | None,
@@ -195,7 +199,7 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
         if "WARNING" in em.settings["float reference"]:
             em.warnings.append(em.settings["float reference"])
         if inputs is not None:
-            em.data = _open_inputs(inputs, emulator.graph, preprocess)
+            em.data = _open_inputs(inputs, emulator.graph, preprocess, em.warnings)
     else:
         if progress:
             progress(0, 1, "calibrating" if positions is None and has_acts else "rewriting the graph")
@@ -205,7 +209,7 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
         if positions is None:
             em.settings["calibration batch size"] = batch_size
         if inputs is not None:
-            em.data = _open_inputs(inputs, emulator.graph, preprocess)
+            em.data = _open_inputs(inputs, emulator.graph, preprocess, em.warnings)
             if positions is None:
                 if progress:
                     progress(0, 1, "calibrating")
@@ -486,12 +490,13 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
     if em.rebuild is not None:
         kwargs["rebuild"] = em.rebuild
     measured = _inputs_of(eval_cap if eval_cap is not None else source, names, em.graph)
-    if labels is not None:  # accuracy is measured on the sensitivity samples: labels for those are enough
-        from qinspect.io.labels import read_labels
-
-        n = len(next(iter(measured.values())))
-        n = min(n, max_samples or n)
-        kwargs["labels"] = read_labels(labels, diagnosis.default_sens_samples(em.graph, n))
+    # accuracy is measured on the sensitivity samples: labels for those are enough
+    n = len(next(iter(measured.values())))
+    n = min(n, max_samples or n)
+    chosen, unused = choose_labels(em.graph, labels, carried_labels(eval_cap if eval_cap is not None else source),
+                                   diagnosis.default_sens_samples(em.graph, n))
+    if chosen is not None:
+        kwargs["labels"] = chosen
     if eval_cap is not None:
         result = diagnosis.diagnose(em.graph, measured, _inputs_of(source, names, em.graph),
                                     data_label="evaluation", **kwargs)
@@ -510,7 +515,7 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
     part.how = {f"sensitivity: {k}": v for k, v in (data.get("sensitivity_how") or {}).items()}
     if isinstance(out, dict) and out.get("how"):
         part.how["model output SQNR"] = out["how"]
-    part.notes = [f"Diagnosis: {note}." for note in data.get("notes", [])]
+    part.notes = [f"Diagnosis: {note}." for note in data.get("notes", []) + ([unused] if unused else [])]
     part.output = {**(data.get("output") or {}), "samples": data.get("sensitivity_samples"),
                    "measured_on": data.get("measured_on")}
     explained = data.get("explained")

@@ -357,3 +357,11 @@ def pooled_top1_suffix(figures: Any) -> str:
     outputs, else nothing: to put beside that figure."""
     n = sum(1 for f in figures or [] if field_of(f, "weighed", True) is not False and _has_top1(f))
     return f" (pooled over {n} outputs)" if n > 1 else ""
+
+
+def accuracy_line(accuracy: Mapping[str, Any]) -> str:
+    """``accuracy on N labelled samples: float X%, int8 Y%``, with where the labels come from when known
+    (class folders number classes by name, an assumption said beside the figure)."""
+    line = (f"accuracy on {accuracy['samples']} labelled samples: float {100 * accuracy['float']:.1f}%, "
+            f"int8 {100 * accuracy['int8']:.1f}%")
+    return line + (f" (labels: {accuracy['labels']})" if accuracy.get("labels") else "")
