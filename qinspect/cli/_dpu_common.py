@@ -271,22 +271,12 @@ def load_positions_file(emu: Any, positions: str) -> None:
 def read_positions_json(path: str, emu: Any = None) -> dict[str, dict[str, int]]:
     """A positions table (``calibrate --json`` output or a Vitis positions.json): layer -> tensor -> int.
     With ``emu``, positions recorded under other quantizer options than its graph's are refused."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
-        raise QInspectError(f"not a positions JSON file ({exc.__class__.__name__})", path) from None
+    from qinspect.io import vitis
+
+    read = vitis.read_positions_json(path)
     if emu is not None:
-        emu.check_options_of(data, path)
-    table = data.get("positions", data) if isinstance(data, dict) else data
-    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
-        raise QInspectError("not a positions table: expected an object keyed by layer, then tensor (a Vitis "
-                            "positions.json or calibrate --json output)", path)
-    for layer, keys in table.items():
-        for key, value in keys.items():
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise QInspectError(f"position {layer}:{key} is not an integer: {value!r}", path)
-    return table
+        emu.check_options_of(read.options, path)
+    return read.table
 
 
 def check_quantized_matches(emu: Any, source: Any, positions: str) -> None:

@@ -16,7 +16,6 @@ works.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -33,7 +32,7 @@ from qinspect.dpu.fixed_point import Round, quantize
 from qinspect.dpu.options import DEFAULT_CALIB_BATCH, QuantizerOptions
 from qinspect.dpu.reference import ReferenceWalk
 from qinspect.errors import QInspectError, first_line
-from qinspect.io.vitis import MAX_POSITION, is_position
+from qinspect.io.vitis import MAX_POSITION, is_position, read_positions_json
 
 DEFAULT_BATCH = DEFAULT_CALIB_BATCH
 
@@ -253,6 +252,7 @@ class Emulator:
         """Use positions from a positions.json-like dict, a JSON file (``calibrate --json`` output or a
         reference case's positions.json) or a Vitis ``quantized.h5``. Returns slots that got none."""
         positions_file = str(positions) if isinstance(positions, str | os.PathLike) else None
+        recorded = positions.get("quantizer_options") if isinstance(positions, dict) else None
         if isinstance(positions, str | os.PathLike):
             p = str(positions)
             if not os.path.exists(p):
@@ -264,12 +264,9 @@ class Emulator:
 
                 positions = load_quantized_model(p).positions()
             else:
-                try:
-                    with open(p, encoding="utf-8") as fh:
-                        positions = json.load(fh)
-                except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-                    raise QInspectError(f"not a positions JSON file ({exc.__class__.__name__})", p) from None
-        self.check_options_of(positions, positions_file)
+                read = read_positions_json(p)
+                positions, recorded = read.table, read.options
+        self.check_options_of(recorded, positions_file)
         if isinstance(positions, dict) and isinstance(positions.get("positions"), dict):
             positions = positions["positions"]
         if not isinstance(positions, dict):
@@ -283,14 +280,13 @@ class Emulator:
                 self.graph.set_pos(slot, checked_position(slot, v, positions_file))
         return missing
 
-    def check_options_of(self, data: Any, path: str | None) -> None:
-        """Refuse positions whose file records other weight-changing quantizer options than this graph's
-        (``calibrate --json`` records them under ``quantizer_options``): positions of other weights (CLE
-        on against off) would be read against these as if they were theirs."""
-        if not isinstance(data, dict) or not isinstance(data.get("quantizer_options"), dict) or \
-                self.graph.options is None:
+    def check_options_of(self, recorded: Any, path: str | None) -> None:
+        """Refuse positions recorded under other weight-changing quantizer options than this graph's
+        (``recorded``: the ``quantizer_options`` a ``calibrate --json`` file holds): positions of other
+        weights (CLE on against off) would be read against these as if they were theirs."""
+        if not isinstance(recorded, dict) or self.graph.options is None:
             return
-        differ = self.graph.options.weight_differences(QuantizerOptions.from_dict(data["quantizer_options"]))
+        differ = self.graph.options.weight_differences(QuantizerOptions.from_dict(recorded))
         if differ:
             raise QInspectError(f"these positions were calibrated with {', '.join(differ)}, but the model is "
                                 f"rewritten here with {self.graph.options.describe()}: they belong to other "

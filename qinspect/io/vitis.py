@@ -263,6 +263,36 @@ def is_position(value: int | float) -> bool:
     return math.isfinite(value) and float(value).is_integer() and abs(value) <= MAX_POSITION
 
 
+@dataclass(frozen=True)
+class PositionsTable:
+    """A positions JSON file (a Vitis run's ``positions.json``, or ``qinspect calibrate --json``): layer ->
+    tensor -> position, and the quantizer options it was calibrated under (``calibrate --json`` records
+    them; None otherwise)."""
+
+    table: dict[str, dict[str, int]]
+    options: dict[str, Any] | None = None
+
+
+def read_positions_json(path: str) -> PositionsTable:
+    """Read and check a positions JSON file; a file that is not one is a one-line error naming it. The
+    positions' range is checked where they meet the model's tensors (``dpu.checks.checked_position``)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
+        raise QInspectError(f"not a positions JSON file ({exc.__class__.__name__})", path) from None
+    table = data.get("positions", data) if isinstance(data, dict) else data
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise QInspectError("not a positions table: expected an object keyed by layer, then tensor (a Vitis "
+                            "positions.json or calibrate --json output)", path)
+    for layer, keys in table.items():
+        for key, value in keys.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise QInspectError(f"position {layer}:{key} is not an integer: {value!r}", path)
+    options = data.get("quantizer_options") if isinstance(data, dict) else None
+    return PositionsTable(table, options if isinstance(options, dict) else None)
+
+
 def _pos(arrays: dict[str, np.ndarray], name: str, path: str, layer: str) -> int:
     if name not in arrays:
         raise QInspectError(f"layer {layer}: quantizer position '{name}' is missing from the weights", path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
-import json
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -30,10 +29,11 @@ from qinspect.dpu.checks import check_finite_capture
 from qinspect.dpu.dpu_graph import computing_node, read_through_note
 from qinspect.dpu.emulator import Emulator, calibration_data, captured_stand_ins, recalibrator
 from qinspect.dpu.options import QuantizerOptions
-from qinspect.errors import QInspectError, first_line
+from qinspect.errors import QInspectError
 from qinspect.io.capture_file import Capture, is_capture, preprocess_mismatch
 from qinspect.io.graph import Layer, ModelGraph
 from qinspect.io.model_file import ModelSource, open_model
+from qinspect.io.vitis import read_positions_json
 from qinspect.report import figspec
 from qinspect.report.content import LayerSection, Report
 from qinspect.report.how import how_texts
@@ -122,22 +122,6 @@ def _is_json(path: str) -> bool:
     return False
 
 
-def _read_positions_json(path: str) -> dict[str, dict[str, int]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise QInspectError(f"not a positions JSON file ({first_line(exc)})", path) from None
-    table = data.get("positions", data) if isinstance(data, dict) else None
-    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
-        raise QInspectError("no positions object keyed by layer (expected positions.json of a Vitis run)", path)
-    for layer, keys in table.items():
-        for key, value in keys.items():
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise QInspectError(f"position {layer}:{key} is not an integer: {value!r}", path)
-    return table
-
-
 def emulate(source: Any, positions: str | None, progress: Progress | None = None, batch_size: int = 32,
             options: QuantizerOptions | None = None, inputs: str | None = None,
             preprocess: str | None = None) -> Emulation:
@@ -159,7 +143,7 @@ def emulate(source: Any, positions: str | None, progress: Progress | None = None
         kind = "positions.json" if is_json else "quantized.h5"
         em.positions_source = f"Vitis {kind} ({os.path.abspath(positions)})"
         if is_json:
-            em.json_positions = _read_positions_json(positions)
+            em.json_positions = read_positions_json(positions).table
     else:
         em.positions_source = f"qinspect calibration (predicts vai_q pof2s; batch size {batch_size}, " \
             f"{options.describe() if options else 'default options'})"
