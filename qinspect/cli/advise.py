@@ -43,9 +43,10 @@ def run(args: argparse.Namespace) -> int:
     from qinspect.cli import _dpu_common as common
     from qinspect.cli._progress import stderr_progress
     from qinspect.cli._sources import open_any
-    from qinspect.cli.diagnose import _arrays, check_same_model, open_eval_capture
+    from qinspect.cli.diagnose import _arrays, open_eval_capture
     from qinspect.dpu.emulator import Emulator, calibration_data
     from qinspect.io.capture_file import Capture, is_capture
+    from qinspect.io.same_model import check_same_model
 
     common.require_file(args.model, "MODEL_OR_CAPTURE")
     common.check_counts(args)

@@ -111,18 +111,16 @@ def _absmax(capture, layer: str, kept_absmax: float) -> float:
 
 
 def check_same_model(calib, evaluation, calib_path: str, eval_path: str) -> list[str]:
-    """Layers both captures hold with the same sample shape; a different model is a user error."""
-    a = set(calib.layers_with_activations())
-    b = set(evaluation.layers_with_activations())
-    common = [name for name in calib.layers_with_activations() if name in b]
-    if not common or len(common) < 0.5 * max(len(a), 1):
-        raise QInspectError(f"not a capture of the same model as {calib_path} "
-                            f"({len(common)} of {len(a)} layers in common)", eval_path)
-    for name in common:
-        if tuple(calib.activation_shape(name)[1:]) != tuple(evaluation.activation_shape(name)[1:]):
-            raise QInspectError(
-                f"layer {name!r} has shape {evaluation.activation_shape(name)[1:]} here but "
-                f"{calib.activation_shape(name)[1:]} in {calib_path}", eval_path)
+    """Layers both captures hold activations of; another model (or input size) is a user error, said in
+    the words of every other place that compares two captures (:mod:`qinspect.io.same_model`)."""
+    from qinspect.io import same_model
+
+    same_model.check_same_model(calib.graph, calib_path, evaluation.graph, eval_path)
+    held = set(evaluation.layers_with_activations())
+    common = [name for name in calib.layers_with_activations() if name in held]
+    if not common:
+        raise QInspectError(f"holds activations of no layer that {calib_path} holds (captured with other "
+                            "--layers patterns): capture both with the same layers", eval_path)
     return common
 
 

@@ -33,6 +33,7 @@ from qinspect.errors import QInspectError
 from qinspect.io.capture_file import Capture, is_capture, preprocess_mismatch
 from qinspect.io.graph import Layer, ModelGraph
 from qinspect.io.model_file import ModelSource, open_model
+from qinspect.io.same_model import check_same_model
 from qinspect.io.vitis import read_positions_json
 from qinspect.report import figspec
 from qinspect.report.content import LayerSection, Report
@@ -407,21 +408,6 @@ def _coverage(eval_cap: Capture, sections: list[LayerSection], max_samples: int 
     return out
 
 
-def check_eval_capture(source: Capture, eval_cap: Capture) -> None:
-    """Refuse an evaluation capture of another model (layer names or shapes differ)."""
-    a = {n: source.activation_shape(n)[1:] for n in source.layers_with_activations()}
-    b = {n: eval_cap.activation_shape(n)[1:] for n in eval_cap.layers_with_activations()}
-    both = f"{eval_cap.path} and {source.path}"
-    if set(a) != set(b):
-        missing = sorted(set(a) ^ set(b))[:3]
-        raise QInspectError(f"captures of different models: layers {', '.join(missing)} are in only one of them",
-                            both)
-    for name in a:
-        if a[name] != b[name]:
-            raise QInspectError(f"captures of different models: layer {name} has shape {list(b[name])} in one "
-                                f"and {list(a[name])} in the other", both)
-
-
 @dataclass
 class DiagnosisPart:
     """The diagnosis' findings and per-node sensitivity, as report data."""
@@ -597,7 +583,7 @@ def build_report(
                 raise QInspectError("--eval compares two captures: the first file is a model, not a capture",
                                     path)
             eval_cap = Capture.open(str(eval_path))
-            check_eval_capture(source, eval_cap)
+            check_same_model(source.graph, source.path, eval_cap.graph, eval_cap.path)
             mismatch = preprocess_mismatch(source, eval_cap)
             check_finite_capture(eval_cap)
         em = emulate(source, None if positions is None else str(positions), progress, batch_size, options,
