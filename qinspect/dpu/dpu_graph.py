@@ -38,6 +38,9 @@ OPS = frozenset(
     }
 )
 # Ops that pass their input's position through without a quantizer of their own.
+# Node param: the per-channel factor by which the node's output differs from the float model's tensor of
+# the same layer (cross-layer equalization scaled those channels); see DpuGraph.channel_scale.
+CLE_OUT_SCALE = "cle_out_scale"
 TRANSPARENT_OPS = frozenset({"zero_pad", "flatten", "reshape", "permute", "identity"})
 # Layers the quantizer's refine stage (QuantPosManager.get_ipos) looks through.
 REFINE_TRANSPARENT_OPS = frozenset({"zero_pad", "flatten", "reshape"})
@@ -244,6 +247,18 @@ class DpuGraph:
         if act is None or (act.out_slot is None and act.pre_slot is None):
             return None
         return act
+
+    def channel_scale(self, name: str) -> np.ndarray | None:
+        """The per-channel factor (last axis) by which node ``name``'s output differs from the float
+        model's tensor of its layer, or None when they are the same: cross-layer equalization divides a
+        head's output channels and multiplies the next layer's inputs, so the quantized model holds
+        (and its positions are chosen on) the float model's values times this. An input quantizer
+        holds its input's values."""
+        node = self[name]
+        while node.op == "quantize" and len(node.inputs) == 1 and node.inputs[0] in self:
+            node = self[node.inputs[0]]
+        scale = node.params.get(CLE_OUT_SCALE)
+        return None if scale is None else np.asarray(scale, dtype=np.float32)
 
     def output_slot(self, name: str, transparent: frozenset[str] = TRANSPARENT_OPS) -> Slot | None:
         """The slot whose position a consumer of ``name`` sees (through ``transparent`` layers).

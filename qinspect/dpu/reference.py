@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from qinspect.dpu.dpu_graph import DpuGraph
+from qinspect.dpu.dpu_graph import CLE_OUT_SCALE, DpuGraph
 from qinspect.dpu.executor import Evaluator, Value
 
 
@@ -46,12 +46,15 @@ def adopt_float_functions(emulated: DpuGraph, reference: DpuGraph) -> int:
     """Copy the float model's functions (caps, true sigmoid, LeakyReLU alpha) onto the same-named nodes
     of ``emulated`` with the same operator, so every evaluation of its float path (the diagnosis, the
     what-ifs) measures against the float model too. Only sound when the weights match
-    (:func:`compare_weights`). Returns how many nodes changed."""
+    (:func:`compare_weights`), which also makes the reference's equalization scales this graph's
+    (``DpuGraph.channel_scale``). Returns how many nodes changed function."""
     changed = 0
     for node in emulated.nodes:
         other = reference[node.name] if node.name in reference else None
         if other is None or other.op != node.op:
             continue
+        if CLE_OUT_SCALE in other.params:
+            node.params[CLE_OUT_SCALE] = other.params[CLE_OUT_SCALE]
         params = {k: other.params[k] for k in FLOAT_FUNCTION_PARAMS if k in other.params}
         if params:
             node.params.update(params)

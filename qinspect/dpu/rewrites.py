@@ -47,7 +47,7 @@ import numpy as np
 
 from qinspect.dpu.cle import cross_layer_equalize
 from qinspect.dpu.cpu_layers import conv_groups
-from qinspect.dpu.dpu_graph import DpuGraph, Rewrite, SlotSpec
+from qinspect.dpu.dpu_graph import CLE_OUT_SCALE, DpuGraph, Rewrite, SlotSpec
 from qinspect.dpu.layer_map import LEAKY_DPU_ALPHA, act_name, dpu_placement, keras_op_as_tf_op, layer_node
 from qinspect.dpu.options import QuantizerOptions
 from qinspect.errors import QInspectError
@@ -365,6 +365,18 @@ def _cle(m: _Model, options: QuantizerOptions) -> None:
                  f"{pattern} pair {head} -> {tail} equalized ({options.cle_steps} steps); " + "; ".join(changes),
                  [head, tail])
         _keep_float_function(m, by, head, tail, head_scales[head])
+        _mark_scaled_outputs(by, head, tail, head_scales[head])
+
+
+def _mark_scaled_outputs(by: dict[str, PLayer], head: str, tail: str, scale: np.ndarray) -> None:
+    """The head's output and every tensor between it and the tail hold the float model's values times
+    ``scale`` per channel in the quantized model: say so on them (``cle_out_scale``), so views that read
+    the float model's tensors (a capture) and compare them with positions scale them first."""
+    by[head].params[CLE_OUT_SCALE] = scale
+    mid = by[tail].inbound[0]
+    while mid != head:
+        by[mid].params[CLE_OUT_SCALE] = scale
+        mid = by[mid].inbound[0]
 
 
 # Activations f with f(s * x) = s * f(x) for s > 0: equalizing across them keeps the function.

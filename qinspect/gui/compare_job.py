@@ -79,7 +79,13 @@ class Coverage:
                 f"{100 * worst.eval_outside:.3g}% of evaluation values outside the calibrated range")
 
 
-def _fractions(capture, layer: str, lo: float, hi: float, token: CancelToken) -> tuple[float, float, float]:
+MIN_MSE_SOURCE = "min-MSE over the calibration capture"
+
+
+def _fractions(capture, layer: str, lo: float, hi: float, token: CancelToken,
+               scale: np.ndarray | None = None) -> tuple[float, float, float]:
+    """Shares of ``layer``'s captured values below ``lo`` and above ``hi``, and its largest magnitude
+    (times ``scale`` per channel first: the int8 model's equalized tensor)."""
     shape = capture.activation_shape(layer)
     n = int(shape[0])
     size = max(1, int(np.prod(shape[1:], dtype=np.int64)))
@@ -89,6 +95,8 @@ def _fractions(capture, layer: str, lo: float, hi: float, token: CancelToken) ->
     for start in range(0, n, batch):
         token.check()
         x = capture.activation(layer, slice(start, min(n, start + batch)))
+        if scale is not None:
+            x = x * scale
         below += int(np.count_nonzero(x < lo))
         above += int(np.count_nonzero(x > hi))
         total += x.size
@@ -103,11 +111,15 @@ def _total(capture) -> int:
     return int(getattr(capture, "n_total_samples", capture.n_samples))
 
 
-def _absmax(capture, layer: str, kept_absmax: float) -> float:
-    """A layer's largest magnitude over every sample fed (statistics of a kept-subset capture)."""
+def _absmax(capture, layer: str, kept_absmax: float, scale: np.ndarray | None = None) -> float:
+    """A layer's largest magnitude over every sample fed (statistics of a kept-subset capture; per
+    channel times ``scale`` when given)."""
     if not getattr(capture, "is_kept_subset", False):
         return kept_absmax
-    return float(capture.stats(layer).abs_max())
+    stats = capture.stats(layer)
+    if scale is None:
+        return float(stats.abs_max())
+    return float(np.max(np.maximum(np.abs(stats.channel_min), np.abs(stats.channel_max)) * scale))
 
 
 def check_same_model(calib, evaluation, calib_path: str, eval_path: str) -> list[str]:
@@ -148,12 +160,18 @@ def coverage_job(token: CancelToken, document, eval_path: str, analysis) -> Cove
                 values = ls.read_spread(document.capture, name, ids, keep, token.check)
                 if values.size == 0:
                     continue
-                pos, source = pos_min_mse(values, Round.HALF_UP), "min-MSE over the calibration capture"
+                pos, source = pos_min_mse(values, Round.HALF_UP), MIN_MSE_SOURCE
             lo, hi = representable_range(pos)
-            cb, ca, cmax = _fractions(document.capture, name, lo, hi, token)
-            eb, ea, emax = _fractions(evaluation, name, lo, hi, token)
+            # against the emulator's position, the int8 model's (equalized) tensor
+            scale = analysis.channel_scale(name) if analysis is not None and source != MIN_MSE_SOURCE else None
+            if scale is not None:
+                from qinspect.report.wording import equalized_note
+
+                source = f"{source}; {equalized_note(scale)}"
+            cb, ca, cmax = _fractions(document.capture, name, lo, hi, token, scale)
+            eb, ea, emax = _fractions(evaluation, name, lo, hi, token, scale)
             # the fractions need the values (kept samples); the largest magnitude is in every sample's statistics
-            cmax, emax = _absmax(document.capture, name, cmax), _absmax(evaluation, name, emax)
+            cmax, emax = _absmax(document.capture, name, cmax, scale), _absmax(evaluation, name, emax, scale)
             out.rows.append(CoverageRow(name, int(pos), source, lo, hi, cb, ca, eb, ea, cmax, emax))
         return out
     finally:

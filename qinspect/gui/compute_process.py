@@ -126,8 +126,9 @@ def _capture(path: str) -> Any:
 
 
 def load_pass(rid: int, path: str, name: str, class_name: str, position: int | None, source: str,
-              first_pass: bool) -> tuple[ls.LayerData, ls.WhatIf | None]:
-    """One pass over a layer's activations (the quick first pass or the full one); no weights."""
+              first_pass: bool, scale: Any = None) -> tuple[ls.LayerData, ls.WhatIf | None]:
+    """One pass over a layer's activations (the quick first pass or the full one); no weights.
+    ``scale``: per-channel factor to the int8 model's equalized tensor (``Analysis.channel_scale``)."""
     import numpy as np
 
     check = (lambda: _check(rid)) if _child["latest"] is not None else (lambda: None)
@@ -140,9 +141,13 @@ def load_pass(rid: int, path: str, name: str, class_name: str, position: int | N
     if first_pass:
         first_ids, keep = ls.spread_plan(len(ids), keep, ls.FIRST_PASS_VALUES, ls.FIRST_PASS_VALUES)
         ids = ids[first_ids]
-    values = ls.read_spread(capture, name, ids, keep, check)
+    values = ls.read_spread(capture, name, ids, keep, check, scale=scale)
     data = ls.layer_data(name, class_name, values, len(ids), n_total, position, source, [], not first_pass,
                          check)
+    if scale is not None:
+        from qinspect.report.wording import equalized_note
+
+        data.values_note = equalized_note(scale)
     return data, (ls.what_if(data, data.position) if data.position is not None else None)
 
 

@@ -152,6 +152,15 @@ class Analysis:
                 "no position for this tensor"
         return int(pos), f"{self.positions_source} ({slot[0]}:{slot[1]})"
 
+    def channel_scale(self, layer: str) -> Any:
+        """The per-channel factor between ``layer``'s captured tensor and the int8 model's (cross-layer
+        equalization, :meth:`DpuGraph.channel_scale`), or None when the captured values are the int8
+        model's float values."""
+        node = self.node(layer)
+        if node is None or self.graph is None or not hasattr(self.graph, "channel_scale"):
+            return None
+        return self.graph.channel_scale(node.name)
+
     def layer_weights(self, layer: str) -> tuple[dict[str, Any], str]:
         """The weights the int8 model quantizes for ``layer`` (after BN folding and equalization), if the
         layer owns a weighted operator; else empty."""

@@ -55,9 +55,11 @@ BITS_BRUSH = pg.mkBrush(231, 128, 129)
 
 def load_layer(token: CancelToken, document, name: str, position: int | None, source: str,
                weight_positions: dict[str, int], weight_source: str,
-               raw_weights: dict | None = None, rid: int = 0) -> tuple[ls.LayerData, ls.WhatIf | None]:
+               raw_weights: dict | None = None, rid: int = 0,
+               scale: np.ndarray | None = None) -> tuple[ls.LayerData, ls.WhatIf | None]:
     """Worker: the layer's activations, then its weights' figures, both computed in the helper process
-    (numpy in this process would hold the GIL the UI thread paints with); a quick partial first."""
+    (numpy in this process would hold the GIL the UI thread paints with); a quick partial first.
+    ``scale``: the per-channel factor to the int8 model's equalized tensor (the values are shown as it)."""
     layer = document.graph[name]
     raw = raw_weights if raw_weights is not None else document.weights(name)  # an h5py read: here
     token.check()
@@ -72,14 +74,14 @@ def load_layer(token: CancelToken, document, name: str, position: int | None, so
         if compute_process.call(compute_process.needs_first_pass, path, name):
             # The first plots come before the weights' figures (those arrive with the full pass).
             data, whatif = compute_process.call(compute_process.load_pass, rid, path, name, layer.class_name,
-                                                position, source, True)
+                                                position, source, True, scale)
             token.partial((data, whatif))
         token.check()
         weights = compute_process.call(compute_process.weight_pass, rid, layer.class_name, raw, weight_positions,
                                        weight_source)
         token.check()
         data, whatif = compute_process.call(compute_process.load_pass, rid, path, name, layer.class_name,
-                                            position, source, False)
+                                            position, source, False, scale)
     except compute_process.Superseded:
         raise Cancelled() from None
     data.weights = weights
@@ -316,8 +318,9 @@ class LayerPanel(StablePages):
         pos, source = self.session.activation_position(name)
         wpos, wsource = self.session.weight_positions(name)
         weights, self._weights_note = self.session.layer_weights(name, read_file=False)
+        scale = self.session.activation_scale(name) if pos is not None else None
         rid = self._next_rid()
-        self.load_channel.submit(load_layer, doc, name, pos, source, wpos, wsource, weights, rid)
+        self.load_channel.submit(load_layer, doc, name, pos, source, wpos, wsource, weights, rid, scale)
 
     def preview_layer(self, name: str) -> None:
         """Name ``name`` as the layer shown and hide everything drawn for another layer, without loading
@@ -679,6 +682,7 @@ class LayerPanel(StablePages):
         self.range_label.setText(
             f"<b>p = {w.position}</b> ({w.method or used}): int8 range [{w.lo:.5g}, {w.hi:.5g}], "
             f"step {2.0 ** -w.position:.4g} · float values in [{data.vmin:.5g}, {data.vmax:.5g}]"
+            + (" (equalized, as the int8 model holds them: see the notes)" if data.values_note else "")
         )
         self.clip_label.setText(
             f"Clipped below: <b>{ls.fmt_frac(st.clip_lo_frac)}</b> · above: <b>{ls.fmt_frac(st.clip_hi_frac)}</b> · "
@@ -800,6 +804,8 @@ class LayerPanel(StablePages):
         if data.position is not None:
             head = "Position shown (what-if)" if data.whatif_only else "Position in use"
             lines.append(f"<b>{head}:</b> p = {data.position}, from {data.position_source}.")
+        if data.values_note:
+            lines.append(f"<b>Values</b> shown: {_html(data.values_note)}.")
         other = ", ".join(f"{k.split(' (')[0]} p={v}" for k, v in data.method_positions.items())
         if other:
             lines.append(f"<b>Other methods</b> on these samples: {other} (percentile and KL are what-ifs; "

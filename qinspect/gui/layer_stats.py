@@ -122,6 +122,7 @@ class LayerData:
     weights: list[WeightInfo] = field(default_factory=list)
     complete: bool = True  # False for the quick first pass over a few samples
     whatif_only: bool = False  # the int8 model holds no position for this tensor: ``position`` is a what-if
+    values_note: str = ""  # the values are not the capture's own (the int8 model's equalized tensor)
 
     @property
     def has_activations(self) -> bool:
@@ -179,15 +180,17 @@ def spread_plan(n_total: int, sample_size: int, max_values: int = MAX_VALUES,
 
 
 def read_spread(capture, layer: str, ids: np.ndarray, keep: int, check: Callable[[], None],
-                seed: int = 0) -> np.ndarray:
+                seed: int = 0, scale: np.ndarray | None = None) -> np.ndarray:
     """Read samples ``ids`` one at a time (one chunk each: short GIL holds, a cancel check between),
     keeping ``keep`` values of each: all of them, or a uniform random draw (with replacement, which
-    keeps every fraction unbiased) when the sample is larger."""
+    keeps every fraction unbiased) when the sample is larger. ``scale``: multiply each channel (last
+    axis) by it first (the int8 model's equalized tensor)."""
     rng = np.random.default_rng(seed)
     parts = []
     for i in ids:
         check()
-        x = capture.activation(layer, int(i)).reshape(-1)
+        x = capture.activation(layer, int(i))
+        x = (x if scale is None else (x * scale).astype(np.float32)).reshape(-1)
         if keep < x.size:
             x = x[rng.integers(0, x.size, keep)]
         parts.append(x)

@@ -216,6 +216,11 @@ class Session(QObject):
             return None, ""
         return self.analysis.activation_position(layer)
 
+    def activation_scale(self, layer: str) -> Any:
+        """The per-channel factor that turns ``layer``'s captured values into the int8 model's (cross-layer
+        equalization), or None: views that set the captured values against a position apply it."""
+        return self.analysis.channel_scale(layer) if self.analysis is not None else None
+
     def weight_positions(self, layer: str) -> tuple[dict[str, int], str]:
         """Positions of a layer's weights (short name -> position) and their source."""
         if self.analysis is None:

@@ -40,7 +40,7 @@ from qinspect.report.content import LayerSection, Report
 from qinspect.report.how import how_texts
 from qinspect.report.layer import LayerInputs, layer_section, summarize_float
 from qinspect.report.layer_map import LayerMap, foreign_layers, map_layers
-from qinspect.report.wording import pooled_top1_suffix
+from qinspect.report.wording import equalized_note, pooled_top1_suffix
 
 Progress = Callable[[int, int, str], None]
 AdviceRows = tuple[list[dict[str, Any]], str]  # advisor rows and a phrase saying where they come from
@@ -351,7 +351,10 @@ def _placement(row: Row, dpu: Any) -> tuple[str, str]:
     return device, note
 
 
-def _batches(capture: Capture, layer: str, max_samples: int | None) -> Callable[[], Iterator[np.ndarray]]:
+def _batches(capture: Capture, layer: str, max_samples: int | None,
+             scale: np.ndarray | None = None) -> Callable[[], Iterator[np.ndarray]]:
+    """The layer's captured tensor in batches; times ``scale`` per channel (the int8 model's equalized
+    tensor, :meth:`DpuGraph.channel_scale`) when given."""
     shape = capture.activation_shape(layer)
     n = shape[0] if max_samples is None else min(shape[0], max_samples)
     per = max(1, int(np.prod(shape[1:])) * 4)
@@ -359,9 +362,18 @@ def _batches(capture: Capture, layer: str, max_samples: int | None) -> Callable[
 
     def gen() -> Iterator[np.ndarray]:
         for start in range(0, n, step):
-            yield capture.activation(layer, slice(start, min(n, start + step)))
+            x = capture.activation(layer, slice(start, min(n, start + step)))
+            yield x if scale is None else x * scale
 
     return gen
+
+
+def _equalized(dpu: Any, node: Any) -> np.ndarray | None:
+    """The per-channel factor between the captured tensor and the int8 model's (cross-layer equalization),
+    or None."""
+    if dpu is None or node is None or not hasattr(dpu, "channel_scale"):
+        return None
+    return dpu.channel_scale(node.name)
 
 
 def _error_sample(stats: ErrorStats | None) -> np.ndarray | None:
@@ -389,7 +401,10 @@ def _select(rows: list[Row], layer: str | None, path: str) -> list[Row]:
     return chosen
 
 
-def _coverage(eval_cap: Capture, sections: list[LayerSection], max_samples: int | None) -> dict[str, float | None]:
+def _coverage(eval_cap: Capture, sections: list[LayerSection], max_samples: int | None,
+              scales: dict[str, np.ndarray]) -> dict[str, float | None]:
+    """Per layer, the share of evaluation values outside the int8 range of its position (on the int8
+    model's equalized tensor where ``scales`` has the layer)."""
     out: dict[str, float | None] = {}
     have = set(eval_cap.layers_with_activations())
     for sec in sections:
@@ -399,7 +414,7 @@ def _coverage(eval_cap: Capture, sections: list[LayerSection], max_samples: int 
             continue
         lo, hi = representable_range(pos)
         stats = ErrorStats()
-        for b in _batches(eval_cap, sec.name, max_samples)():
+        for b in _batches(eval_cap, sec.name, max_samples, scales.get(sec.name))():
             b = np.asarray(b, dtype=np.float64).reshape(-1)
             # only the clip counts are used: test = ref keeps the error sums at zero
             stats.update(b, b, clip_lo=lo, clip_hi=hi)
@@ -636,7 +651,8 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
         if row.node is not None and row.node.name in diag.sensitivity:
             sec.sensitivity = diag.sensitivity[row.node.name]
         sections.append(sec)
-    coverage = _coverage(eval_cap, sections, max_samples) if eval_cap is not None else None
+    scales = {row.name: s for row in rows if (s := _equalized(dpu, row.node)) is not None}
+    coverage = _coverage(eval_cap, sections, max_samples, scales) if eval_cap is not None else None
     if eval_cap is not None and eval_cap.is_kept_subset:
         diag.notes.append(f"coverage (evaluation values outside the int8 range) measured on the {eval_cap.n_samples} "
                           f"of {eval_cap.n_total_samples} evaluation samples kept with full tensors")
@@ -729,7 +745,9 @@ def _section(row: Row, i: int, leaf_index: dict[str, int], source: Any, em: Emul
         findings=[f for f in (findings or []) if f.get("layer") == row.name],
     )
     if row.name in captured:
-        inp.float_summary = summarize_float(_batches(source, row.name, max_samples), positions.get("output"))
+        scale = _equalized(dpu, node)
+        inp.float_summary = summarize_float(_batches(source, row.name, max_samples, scale), positions.get("output"))
+        inp.equalized = equalized_note(scale) if scale is not None else ""
     # figures are named after the table's index, so L12-* belongs to the layer numbered 12
     return layer_section(inp, f"L{inp.index}" if inp.index is not None else f"Q{i}")
 

@@ -58,10 +58,12 @@ def activation_figure(
     frac_high: float | None = None,
     other_ranges: dict[str, tuple[float, float]] | None = None,
     log_y: bool | None = None,
+    equalized: str = "",
 ) -> FigureSpec:
     """The float activation histogram with the int8 clip thresholds of the chosen position.
 
-    ``other_ranges`` maps a calibration method's name to the (low, high) range it would choose.
+    ``other_ranges`` maps a calibration method's name to the (low, high) range it would choose;
+    ``equalized`` (wording.equalized_note) says the values are the int8 model's equalized tensor.
     """
     markers = []
     if clip_low is not None:
@@ -72,7 +74,8 @@ def activation_figure(
         colour = (PURPLE, GREEN, ORANGE, GREY)[i % 4]
         markers.append(Marker(lo, name, color=colour, dashed=True))
         markers.append(Marker(hi, name, color=colour, dashed=True))
-    caption = f"Float output values of {layer} over the calibration samples."
+    caption = f"Float output values of {layer} over the calibration samples" + (
+        f" ({equalized})." if equalized else ".")
     if clip_low is not None and clip_high is not None:
         caption += (f" Red lines: the int8 range at position {position}; clipped below: {_pct(frac_low)}, "
                     f"above: {_pct(frac_high)}.")

@@ -56,6 +56,7 @@ class LayerInputs:
     findings: list[dict[str, Any]] = field(default_factory=list)
     other_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # what-if methods
     notes: list[str] = field(default_factory=list)
+    equalized: str = ""  # the float values are the int8 model's equalized tensor (wording.equalized_note)
 
 
 def error_metrics(stats: ErrorStats | None, position: int | None) -> dict[str, float | None] | None:
@@ -177,6 +178,8 @@ def _activation_part(sec: LayerSection, s: FloatSummary, inp: LayerInputs, prefi
         "clip_high": None,
         "histogram": _hist_dict(s.hist),
     }
+    if inp.equalized:
+        act["values_as"] = inp.equalized
     if s.output_stats is not None and pos is not None:
         lo, hi = representable_range(pos)
         st = s.output_stats
@@ -188,7 +191,7 @@ def _activation_part(sec: LayerSection, s: FloatSummary, inp: LayerInputs, prefi
     sec.figures.append(
         figspec.activation_figure(
             f"{prefix}-activation", sec.name, s.hist.edges, s.hist.counts, act["clip_low"], act["clip_high"],
-            pos, sec.saturation_low, sec.saturation_high, inp.other_ranges or None,
+            pos, sec.saturation_low, sec.saturation_high, inp.other_ranges or None, equalized=inp.equalized,
         )
     )
 

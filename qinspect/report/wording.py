@@ -365,3 +365,11 @@ def accuracy_line(accuracy: Mapping[str, Any]) -> str:
     line = (f"accuracy on {accuracy['samples']} labelled samples: float {100 * accuracy['float']:.1f}%, "
             f"int8 {100 * accuracy['int8']:.1f}%")
     return line + (f" (labels: {accuracy['labels']})" if accuracy.get("labels") else "")
+
+
+def equalized_note(scale: Any) -> str:
+    """What a captured tensor shown against an equalized layer's position is: the int8 model's values,
+    the float model's times cross-layer equalization's per-channel scales (with their range)."""
+    lo, hi = float(min(scale)), float(max(scale))
+    return (f"values as the int8 model holds them: the float model's output times cross-layer equalization's "
+            f"per-channel scales ({lo:.3g} .. {hi:.3g}), the tensor its position was chosen on")
