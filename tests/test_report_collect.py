@@ -231,3 +231,13 @@ def test_labels_that_do_not_cover_the_samples_are_one_line(small_capture, tmp_pa
     assert result.returncode == 2 and "few.npy" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2, result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_options_calibration_batch_size_is_the_reports(small_capture, calibrated_report):  # noqa: F811
+    """The window passes its Quantizer settings as options: their batch size was dropped for 32, so an
+    exported report described another calibration than the one on screen."""
+    from qinspect.dpu.options import QuantizerOptions
+
+    from_options = build_report(small_capture, options=QuantizerOptions(calib_batch_size=4))
+    assert "batch size 4" in from_options.positions_source
+    assert _layers(from_options) == _layers(calibrated_report)  # = build_report(batch_size=4)

@@ -563,7 +563,7 @@ def build_report(
     eval_path: str | os.PathLike[str] | None = None,
     max_samples: int | None = None,
     progress: Progress | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     options: QuantizerOptions | None = None,
     diagnose: bool = True,
     opener: Opener | None = None,
@@ -601,6 +601,8 @@ def build_report(
             check_same_model(source.graph, source.path, eval_cap.graph, eval_cap.path)
             mismatch = preprocess_mismatch(source, eval_cap)
             check_finite_capture(eval_cap)
+        # the options' calibration batch size unless one is given (the window's travels in its options)
+        batch_size = batch_size or (options.calib_batch_size if options is not None else 32)
         em = emulate(source, None if positions is None else str(positions), progress, batch_size, options,
                      None if inputs is None else str(inputs), preprocess)
         report = _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose, sensitivity,
