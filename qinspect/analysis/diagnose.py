@@ -310,6 +310,9 @@ def diagnose(
     sens_sample = _head(data, min(sens_samples, max_samples))
     n_sens = len(next(iter(sens_sample.values())))
     notes: list[str] = []
+    stand_in = graph.stand_in_note()
+    if stand_in:
+        notes.append(f"WARNING: {stand_in}")
     if n < n_total:
         notes.append(f"findings measured on the first {n} of {n_total} {data_label} samples")
     notes.append(f"sensitivity, accumulated/isolated errors and what-if runs measured on the first {n_sens} "

@@ -287,7 +287,10 @@ class BatchRunner:
         only the nodes reading a changed position or kept float, and what depends on them, are recomputed."""
         floats = set(float_nodes)
         g = with_positions(self.graph, positions)
-        it = Evaluator(g, self.it.mode) if positions else self.it
+        it = self.it
+        if positions:
+            it = Evaluator(g, self.it.mode)
+            it.captured = self.it.captured  # the batch's recorded outputs of nodes without an implementation
 
         def fn(n: Node, ins: list[Value]) -> Value:
             return self.fl.node(n, [_f(v) for v in ins]) if n.name in floats else it.node(n, ins)

@@ -191,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
                            "reference": emu.reference_note or "this graph's own float function",
                            "quantizer_options": emu.graph.options.to_dict() if emu.graph.options else None,
                            "rewrites": [x.to_dict() for x in emu.rewrites],
+                           "notes": [note] if (note := emu.graph.stand_in_note()) else [],
                            "adjustments": [a.to_dict() for a in emu.adjustments]})
         return 0
     w = sys.stdout.write
@@ -199,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
         w(f"errors: on {n} of {n_total} samples\n")
     if emu.reference_note:
         w(f"float reference: {emu.reference_note}\n")
+    if emu.graph.stand_in_note():
+        w(f"WARNING: {emu.graph.stand_in_note()}\n")
     # Columns as wide as the longest name, so long quantizer names keep the table aligned.
     lw = max([34, *(len(row["name"]) for row in rows)])
     ow = max([16, *(len(row["op"]) for row in rows)])

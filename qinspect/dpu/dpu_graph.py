@@ -309,6 +309,23 @@ class DpuGraph:
         self._shared = {name: sorted(names, key=order.__getitem__) for name, names in groups.items()}
         return self._shared
 
+    def stand_in_note(self, outputs: list[str] | None = None) -> str | None:
+        """The caveat every output figure needs when layers without an implementation feed the outputs
+        (``outputs``, default all): from a capture their recorded float output stands in, so int8 error
+        made before them never reaches the outputs after them, and the figures are an upper bound."""
+        fed = set(outputs if outputs is not None else self.outputs)
+        for node in reversed(self.nodes):  # every node an output depends on
+            if node.name in fed:
+                fed.update(node.inputs)
+        stand_ins = [n.origin[-1] if n.origin else n.name for n in self.nodes
+                     if n.op == "unsupported" and n.name in fed]
+        if not stand_ins:
+            return None
+        shown = ", ".join(stand_ins[:3]) + (f" and {len(stand_ins) - 3} more" if len(stand_ins) > 3 else "")
+        return (f"upper bound: {shown} ha{'s' if len(stand_ins) == 1 else 've'} no numpy implementation, so the "
+                "capture's float output stands in and int8 error made before it does not reach the outputs: "
+                "the int8 model's output error is likely larger than shown")
+
     def shared_note(self, name: str) -> str:
         """A sentence for a node whose quantizers other calls of its layer share ("" for any other node)."""
         group = self.shared_groups().get(name)

@@ -308,7 +308,8 @@ class Session(QObject):
         if stats is not None:
             n = getattr(self.document.capture, "n_samples", None)
             which = self._outputs_label()
-            parts.append(f"Output SQNR{which} {stats.sqnr_db:.1f} dB" + (f" ({n} samples)" if n else ""))
+            parts.append(f"Output SQNR{which} {stats.sqnr_db:.1f} dB" + (f" ({n} samples)" if n else "")
+                         + (" (an upper bound: see the tooltip)" if self._stand_in_note() else ""))
         d = self.diagnosis
         if d is not None and d.hidden_output_warning:
             parts.append("the pooled figures hide a worse output: see the tooltip")
@@ -337,13 +338,18 @@ class Session(QObject):
         n = len(self.analysis.output_names()) if self.analysis is not None else 0
         return f" ({n} outputs pooled)" if n > 1 else ""
 
+    def _stand_in_note(self) -> str | None:
+        graph = getattr(self.analysis, "graph", None)
+        return graph.stand_in_note() if graph is not None and hasattr(graph, "stand_in_note") else None
+
     def output_caveat(self) -> str:
         """What the output figures rest on, in full (the status bar's tooltip): each output's own figures,
         the note when the pooled figures hide one, near-tied decisions."""
         d = self.diagnosis
+        stand_in = self._stand_in_note()
         if d is None:
-            return ""
-        lines = []
+            return f"Note: {stand_in}." if stand_in else ""
+        lines = [f"Note: {stand_in}."] if stand_in else []
         if d.outputs:
             lines.append(f"Each output: {wording.per_output_line(d.outputs)}.")
         if d.hidden_output_warning:
