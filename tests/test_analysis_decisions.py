@@ -61,7 +61,8 @@ def _heads():
 
     s4 = [None, 4, 4, 3]
     w = rng_weights(np.random.default_rng(1), {k: {"kernel": (3, u), "bias": (u,)} for k, u in
-                                                (("soft", 5), ("logit", 5), ("bin", 1), ("multi", 3))})
+                                                (("soft", 5), ("logit", 5), ("bin", 1), ("multi", 3),
+                                                 ("lin_logit", 5))})
     w["fm"] = {"kernel": np.ones((1, 1, 3, 6), np.float32), "bias": np.zeros(6, np.float32)}
     dense = {"units": 5, "activation": "linear"}
     src = model([
@@ -72,7 +73,10 @@ def _heads():
         ("logit", "Dense", dense, ["gap"], [None, 5]),
         ("bin", "Dense", {"units": 1, "activation": "sigmoid"}, ["gap"], [None, 1]),
         ("multi", "Dense", {"units": 3, "activation": "sigmoid"}, ["gap"], [None, 3]),
-    ], ["soft", "logit", "bin", "multi", "gap", "fm"], w)
+        # tf_keras's MobileNetV3(classifier_activation=None): logits, then Activation("linear")
+        ("lin_logit", "Dense", dense, ["gap"], [None, 5]),
+        ("lin", "Activation", {"activation": "linear"}, ["lin_logit"], [None, 5]),
+    ], ["soft", "logit", "bin", "multi", "gap", "fm", "lin"], w)
     g = graph_from_float(src.graph, src)
     from qinspect.analysis.outputs import output_layer
 
@@ -85,7 +89,7 @@ def test_only_outputs_that_decide_have_a_top1_figure():
     g, node = _heads()
     kinds = {layer: decision_kind(g, n) for layer, n in node.items()}
     assert kinds == {"soft": "classes", "logit": "logits", "bin": "labels", "multi": "labels", "gap": None,
-                     "fm": None}
+                     "fm": None, "lin": "logits"}
 
 
 def test_a_sigmoid_unit_decides_at_one_half():
@@ -112,7 +116,7 @@ def test_outputs_that_decide_are_the_ones_with_per_output_top1():
     emu = Emulator(g)
     emu.calibrate(x, 16)
     figs = {f.layer: f for f in measure_outputs(emu.graph, {g.inputs[0]: x}, "sim")}
-    assert {k for k, f in figs.items() if f.top1 is not None} == {"soft", "logit", "bin", "multi"}
+    assert {k for k, f in figs.items() if f.top1 is not None} == {"soft", "logit", "bin", "multi", "lin"}
     assert figs["bin"].top1.total == 16 and figs["multi"].top1.total == 48
 
 

@@ -139,7 +139,9 @@ def decision_kind(graph: Any, name: str) -> str | None:
     (sigmoid: each unit decides at 0.5, binary and multi-label heads), or None: a feature map, a pooled
     embedding, anything else, where an arg-max is no decision the model makes."""
     node = graph[name]
-    while node.op in _PASS_THROUGH and len(node.inputs) == 1:
+    # Activation("linear") computes nothing (tf_keras's MobileNetV3 with classifier_activation=None ends in one)
+    while (node.op in _PASS_THROUGH or (node.op == "activation" and node.params.get("name") in _LINEAR)) \
+            and len(node.inputs) == 1:
         node = graph[node.inputs[0]]
     op, p = node.op, node.params
     if op == "softmax" or (op == "activation" and p.get("name") in ("softmax", "log_softmax")):
