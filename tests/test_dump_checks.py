@@ -86,3 +86,20 @@ def test_differing_tensors_after_the_first_divergence_are_marked_downstream(tmp_
     later = [t for t in out["tensors"] if t["gating"] and t["matched"] != t["total"] and t["layer"] != "quant_relu1"]
     assert later and all("downstream of the first divergence" in t["note"] for t in later)
     assert "downstream" not in out["first_divergence"].get("note", "")
+
+
+@pytest.mark.parametrize("change", ["delete", "stray"])
+def test_an_incomplete_dump_is_never_all_matched(tmp_path, change):
+    """The exit code said 2, but --json said all_matched: true and the text 'every compared tensor matches':
+    a script reading the JSON passed a dump lacking the very layer it should check."""
+    root = refcase("small")
+    dump = _copy_dump(tmp_path)
+    if change == "delete":
+        (dump / "dump_results_0" / "quant_relu2.bin").unlink()
+    else:
+        shutil.copy(dump / "dump_results_0" / "quant_relu2.bin", dump / "dump_results_0" / "quant_bogus.bin")
+    r = _compare(root / "quantized.h5", dump, root / "dump_inputs.npy", "--json")
+    assert r.returncode == 2
+    assert json.loads(r.stdout)["all_matched"] is False
+    text = _compare(root / "quantized.h5", dump, root / "dump_inputs.npy")
+    assert "every compared tensor matches" not in text.stdout and "the dump is incomplete" in text.stdout

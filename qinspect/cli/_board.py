@@ -78,7 +78,9 @@ def run_board(args: argparse.Namespace, emu: Any, inputs: dict[str, Any], n_inpu
         w = sys.stdout.write
         w(f"found {dump.describe()} in {dump.root}; compared with {args.quantized} on input rows "
           f"0..{res.samples - 1} of {n_inputs}\n")
-        w(headline(first) + "\n")
+        w((headline(first) if first is not None or res.all_matched else
+           f"first divergence: none among the mapped tensors, but {len(res.unmapped)} board tensor(s) map to no "
+           "layer: not a match") + "\n")
         own = [m for m in res.own_divergences if m is not first]
         if own:
             w("also differ when fed the board's own inputs (more than one place computes differently): "

@@ -85,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
         dump.notes.append(f"the dump holds {n_dump} samples (dump_model predicts one batch): compared the first "
                           f"{n_dump} of the {src.n_samples} inputs")
     gating = [m for m in matches if m.gating]
-    all_ok = all(m.ok for m in gating)
     missing = [e.path or e.filename for e in dump.missing]
+    # a dump lacking files (or holding some of no tensor) is never a match, whatever the rest compares
+    all_ok = all(m.ok for m in gating) and not missing and not dump.unmapped
     # another model's dump, or one made from other inputs: refused before any row blames the DPU
     check_comparable(emu.graph, dump, matches, args.quantized, args.inputs)
     warning = weight_copy_note(matches)
@@ -104,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         w = sys.stdout.write
         w(f"found a quantizer dump_model folder in {args.dump}\n")
-        w("first divergence: none, every compared tensor matches bit for bit\n\n" if first is None else
+        w(("first divergence: none, every compared tensor matches bit for bit\n\n" if all_ok else
+           f"first divergence: none among the compared tensors, but the dump is incomplete ({len(missing)} "
+           f"missing, {len(dump.unmapped)} unmapped): not a match\n\n") if first is None else
           f"first divergence: layer {first.layer}, tensor {first.name}: {first.total - first.matched}/"
           f"{first.total} values differ, max {first.difference}{'; ' + first.note if first.note else ''}\n\n")
         if warning:

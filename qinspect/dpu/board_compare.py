@@ -133,8 +133,8 @@ class BoardComparison:
 
     @property
     def all_matched(self) -> bool:
-        """True when every mapped tensor matches bit for bit."""
-        return all(m.ok for m in self.tensors)
+        """True when every tensor of the dump maps to a layer and matches bit for bit."""
+        return all(m.ok for m in self.tensors) and not self.unmapped
 
 
 def has_codes(node: Node, v: Value) -> bool:
