@@ -138,11 +138,12 @@ def _keep_float_rows(base: AdviceRow, graph: DpuGraph, sens: Any, runner: Any,
     """Keep-float runs of the DPU layers with the most isolated error, then the best 1..3 of them together."""
     dpu = [n for n in quantizing_nodes(graph) if n.device == "DPU" and not quantizes_model_input(graph, n)]
     # One candidate per ignore_layers entry: the nodes a float layer was split into (a conv and its
-    # activation) stay float together, as ignoring the layer keeps them; tried apart they gave two rows
-    # with one command and two figures. Candidates are ranked by their worst isolated SQNR.
+    # activation, a separable conv's two halves) stay float together, as ignoring the layer keeps them;
+    # tried apart they gave rows whose figure was not their command's. Ranked by their worst isolated SQNR.
     groups: dict[tuple[str, ...], list[str]] = {}
     for n in dpu:
-        groups.setdefault(tuple(float_layers(graph, [n.name])), []).append(n.name)
+        closure = [m for m in graph.layer_closure([n.name]) if graph[m].device == "DPU"]
+        groups.setdefault(tuple(closure), closure)
 
     def worst(names: list[str]) -> float | None:
         return min((sens.isolated[m].sqnr_db for m in names if m in sens.isolated and sens.isolated[m].n),

@@ -554,13 +554,14 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
     ``explained`` and its standard error over the samples (from the set's gain, None where unknown)."""
     causes: list[tuple[Finding | None, rem.Fix]] = [(f, f.fix) for f in kept if f.fix is not None]
     by_layer = {s.layer: s.node for s in sens.layers}
+    graph = getattr(trial, "graph", None)  # floats every node of a layer, as ignore_layers does
     rounding_cands: list[tuple[Finding | None, rem.Fix]] = []
     if rounding is not None:
         # each adder alone, and the worst k together (errors of neighbouring layers can cancel, so a
         # group can remove what no single layer does)
         worst = [by_layer[a] for a in rounding.affects if a in by_layer]
-        rounding_cands += [(None, rem.float_fix([n], labels)) for n in worst]
-        rounding_cands += [(None, rem.float_fix(worst[:k], labels)) for k in range(2, len(worst) + 1)]
+        rounding_cands += [(None, rem.float_fix([n], labels, graph)) for n in worst]
+        rounding_cands += [(None, rem.float_fix(worst[:k], labels, graph)) for k in range(2, len(worst) + 1)]
     chosen: list[rem.Fix] = []
     picked: list[tuple[Finding | None, rem.Fix, float]] = []
     share = 0.0
@@ -597,7 +598,7 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
         if adders:
             names = [labels.get(n, n) for n in adders]
             added = sum(d for f, _, d in picked if f is None)
-            alone = trial.run(rem.float_fix(adders, labels))
+            alone = trial.run(rem.float_fix(adders, labels, graph))
             rounding.affects = names
             rounding.layer = names[0]
             rounding.noise_share = added

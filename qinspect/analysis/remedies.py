@@ -285,7 +285,10 @@ def input_rounding_note(f: Finding) -> str:
             "as (x - 128) / 128 are; x / 255 is not). Not tried in the emulator.")
 
 
-def float_fix(nodes: Sequence[str], labels: dict[str, str]) -> Fix:
-    """Keep some nodes in float."""
-    return Fix("keep_float", f"keep {', '.join(labels.get(n, n) for n in nodes)} in float (CPU layers)", {},
-               tuple(nodes))
+def float_fix(nodes: Sequence[str], labels: dict[str, str], graph: DpuGraph | None = None) -> Fix:
+    """Keep some nodes in float; with ``graph``, with every node of the same float layers
+    (:meth:`DpuGraph.layer_closure`), as the ``ignore_layers`` call that names those layers does."""
+    if graph is not None:  # the given nodes, and the others of their layers that run on the DPU
+        nodes = [n for n in graph.layer_closure(nodes) if n in nodes or graph[n].device == "DPU"]
+    return Fix("keep_float", f"keep {', '.join(dict.fromkeys(labels.get(n, n) for n in nodes))} in float "
+               "(CPU layers)", {}, tuple(nodes))

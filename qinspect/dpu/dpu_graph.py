@@ -309,6 +309,22 @@ class DpuGraph:
         self._shared = {name: sorted(names, key=order.__getitem__) for name, names in groups.items()}
         return self._shared
 
+    def layer_closure(self, names: Iterable[str]) -> list[str]:
+        """``names`` and every other computing node made from the same float-model layers, transitively
+        (a SeparableConv2D's depthwise and pointwise halves, a conv and its split activation): what
+        ``ignore_layers`` of those layers keeps float. Input quantizers are left out (a float layer's
+        consumers on the DPU still quantize what it gives them). In graph order."""
+        chosen = set(names)
+        layers: set[str] = set()
+        grown = True
+        while grown:
+            layers |= {layer for n in chosen for layer in (self[n].origin or [n])}
+            more = {n.name for n in self.nodes if n.op != "quantize" and n.name not in chosen
+                    and any(layer in layers for layer in n.origin)}
+            grown = bool(more)
+            chosen |= more
+        return [n.name for n in self.nodes if n.name in chosen]
+
     def stand_in_note(self, outputs: list[str] | None = None) -> str | None:
         """The caveat every output figure needs when layers without an implementation feed the outputs
         (``outputs``, default all): from a capture their recorded float output stands in, so int8 error

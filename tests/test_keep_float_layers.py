@@ -1,0 +1,58 @@
+"""A keep-float remedy keeps every node of the layers its ignore_layers call names: a SeparableConv2D's
+depthwise and pointwise halves float together. advise showed the pointwise half alone (22.24 dB) beside
+``ignore_layers=['separable_conv2d_2', 'batch_normalization_5']``, which floats both (22.41 dB)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qinspect.analysis import remedies as rem
+from qinspect.analysis.advisor import _keep_float_rows
+from qinspect.analysis.sensitivity import sensitivity, what_if
+from qinspect.dpu.emulator import Emulator
+from qinspect.dpu.rewrites import graph_from_float
+from tests.dpu_graph_fixtures import model
+
+
+def _separable():
+    rng = np.random.default_rng(0)
+    w = {"sep": {"depthwise_kernel": rng.normal(size=(3, 3, 3, 1)).astype("f4"),
+                 "pointwise_kernel": rng.normal(size=(1, 1, 3, 4)).astype("f4"), "bias": np.zeros(4, "f4")},
+         "bn": {"gamma": rng.uniform(0.5, 1.5, 4).astype("f4"), "beta": np.zeros(4, "f4"),
+                "moving_mean": np.zeros(4, "f4"), "moving_variance": np.ones(4, "f4")},
+         "dense": {"kernel": rng.normal(size=(4, 3)).astype("f4"), "bias": np.zeros(3, "f4")}}
+    src = model([("x", "InputLayer", {}, [], [None, 6, 6, 3]),
+                 ("sep", "SeparableConv2D", {"filters": 4, "kernel_size": [3, 3], "padding": "same",
+                                             "activation": "linear", "depth_multiplier": 1}, ["x"], [None, 6, 6, 4]),
+                 ("bn", "BatchNormalization", {"axis": -1, "epsilon": 1e-3}, ["sep"], [None, 6, 6, 4]),
+                 ("relu", "ReLU", {}, ["bn"], [None, 6, 6, 4]),
+                 ("gap", "GlobalAveragePooling2D", {}, ["relu"], [None, 4]),
+                 ("dense", "Dense", {"units": 3, "activation": "linear"}, ["gap"], [None, 3])], ["dense"], w)
+    graph = graph_from_float(src.graph, src)
+    x = {"x": rng.normal(size=(16, 6, 6, 3)).astype("f4")}
+    emu = Emulator(graph)
+    emu.calibrate(x, 16)
+    return emu.graph, x
+
+
+HALVES = ["quant_sep_depthwise_conv", "quant_sep_pointwise_conv"]
+
+
+def test_the_closure_of_a_half_is_both_halves_not_the_input_quantizer():
+    graph, _ = _separable()
+    assert graph.layer_closure(["quant_sep_depthwise_conv"]) == HALVES
+    assert graph.layer_closure(["quant_sep_pointwise_conv"]) == HALVES  # through sep, not quant_x
+    assert graph.layer_closure(["quant_relu"]) == ["quant_relu"]
+
+
+def test_advise_and_diagnose_float_both_halves_and_measure_that():
+    graph, x = _separable()
+    sens = sensitivity(graph, x, batch_size=16, whatifs=False)
+    base = type("Base", (), {"options": {}})()
+    rows = _keep_float_rows(base, graph, sens, sens.runner, None)
+    sep_rows = [r for r in rows if "sep" in r.keep_float and len(r.keep_float) == 2]
+    assert sep_rows and sep_rows[0].keep_float == ["sep", "bn"] and sep_rows[0].cpu_layers_added == 2
+    both = what_if(graph, x, float_nodes=HALVES, batch_size=16).sqnr_db
+    assert abs(sep_rows[0].output_sqnr_db - both) < 1e-9  # the figure is the command's
+    fix = rem.float_fix(["quant_sep_depthwise_conv"], {}, graph)
+    assert list(fix.float_nodes) == HALVES
