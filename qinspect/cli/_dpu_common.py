@@ -22,12 +22,16 @@ def input_shapes(graph: Any) -> dict[str, list[int | None]]:
     return out
 
 
-def open_data(path: str, graph: Any, samples: int | None = None, preprocess: str | None = None) -> Any:
+def open_data(path: str, graph: Any, samples: int | None = None, preprocess: str | None = None,
+              quiet: bool = False) -> Any:
     """An input source for ``--inputs`` (.npy / .npz, or an image folder with ``--preprocess``); what reading
-    does to the data (skipped files, resizes, the order of class folders) is said on stderr, as capture says it."""
+    does to the data (skipped files, resizes, the order of class folders) is said on stderr, as capture says it
+    (``quiet``: not again, for a second opening)."""
     from qinspect.io.inputs import open_inputs
 
     source = open_inputs(path, input_shapes(graph), samples=samples, preprocess=preprocess)
+    if quiet:
+        return source
     for warning in source.warnings:
         print(f"qinspect: warning: {warning}", file=sys.stderr)
     for note in source.notes:
@@ -328,7 +332,7 @@ def check_layers(emu: Any, layers: list[str] | None, model_path: str) -> list[st
 
 def data_source(inputs: str | None, emu: Any, source: Any, model_path: str, samples: int | None = None,
                 need: str = "needs --inputs (a .npy / .npz of preprocessed samples) or a capture",
-                preprocess: str | None = None, every_sample: bool = False) -> Any:
+                preprocess: str | None = None, every_sample: bool = False, quiet: bool = False) -> Any:
     """The samples to calibrate or emulate on: ``--inputs`` when given, else a capture's own inputs.
 
     ``every_sample``: a capture that keeps full tensors for fewer samples than it was fed gives the
@@ -344,7 +348,7 @@ def data_source(inputs: str | None, emu: Any, source: Any, model_path: str, samp
         if is_capture(inputs):
             raise QInspectError("is a qinspect capture: give it as MODEL_OR_CAPTURE (its inputs are used), "
                                 "--inputs takes a .npy / .npz", inputs)
-        return open_data(inputs, emu.graph, samples, preprocess)
+        return open_data(inputs, emu.graph, samples, preprocess, quiet)
     if source is not None and is_capture_source(source):
         capture = getattr(source, "capture", source)
         if every_sample and every_input_usable(emu, capture):

@@ -66,7 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="float Keras model (.h5 / .keras / SavedModel folder), qinspect capture, or quantized.h5")
     add_positions_arg(p)
     add_data_args(p, "inputs (.npy / .npz); default: the capture's inputs",
-                  "batch size (calibration batch size when no --positions; also the streaming size)")
+                  "batch size (calibration batch size when no --positions; also the streaming size)",
+                  samples_help="measure on the first N samples (positions are calibrated on every one, as diagnose "
+                  "and report calibrate them)")
     p.add_argument("--layer", action="append", metavar="NAME", help="report only this layer (repeatable)")
     p.add_argument("--labels", metavar="FILE.npy", help="the samples' classes (one index, or a one-hot row, per "
                    "sample): float and int8 top-1 accuracy (default: the class folders the images were read from, "
@@ -153,9 +155,10 @@ def run(args: argparse.Namespace) -> int:
         data = common.data_source(args.inputs, emu, source, args.model, args.samples,
                                   preprocess=args.preprocess)
         if not positions_from:
-            # Positions come from every sample fed (a kept-subset capture's /all_inputs), errors from the kept ones.
-            calib = common.data_source(args.inputs, emu, source, args.model, args.samples,
-                                       preprocess=args.preprocess, every_sample=True)
+            # Positions come from every sample fed (a kept-subset capture's /all_inputs), errors from the kept
+            # ones (the first --samples of them): the positions diagnose and report calibrate.
+            calib = common.data_source(args.inputs, emu, source, args.model, None,
+                                       preprocess=args.preprocess, every_sample=True, quiet=True)
             emu.calibrate(calib, args.batch_size)
             n_calib = getattr(getattr(calib, "capture", calib), "n_samples", None)
             positions_from = f"calibrated here on {n_calib} samples, batch size {args.batch_size}"

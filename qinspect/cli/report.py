@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="an evaluation capture: per layer, the fraction of values outside the int8 range")
     add_data_args(parser, "inputs (.npy / .npz) to calibrate and emulate a model file on (a capture holds its own)",
                   "calibration and emulation batch size (default 32; calibration votes per batch)",
-                  samples_help="use only the first N samples of the capture")
+                  samples_help="measure on the first N samples (positions are calibrated on every one)")
     parser.add_argument("--labels", metavar="FILE.npy",
                         help="the measured samples' classes (one index, or a one-hot row, per sample): float and "
                              "int8 accuracy on the first page (default: the class folders the images were read "

@@ -327,8 +327,10 @@ class Emulator:
     def run(self, data: Any, layers: Iterable[str] | None = None, batch_size: int = DEFAULT_BATCH,
             stats_factory: Callable[[], Any] | None = None, keep_int8: bool = False, keep_float: bool = False,
             isolated: bool = True, progress: Callable[[int], None] | None = None,
-            on_output: Callable[[str, np.ndarray, np.ndarray], None] | None = None) -> dict[str, LayerResult]:
-        """Run the emulator over ``data`` (array, dict, capture or iterable of batches).
+            on_output: Callable[[str, np.ndarray, np.ndarray], None] | None = None,
+            max_samples: int | None = None) -> dict[str, LayerResult]:
+        """Run the emulator over ``data`` (array, dict, capture or iterable of batches); only its first
+        ``max_samples`` samples when given.
 
         ``layers``: node names (or float-model layer names) to report; all nodes when None.
         ``on_output(name, float_ref, int8_as_float)`` sees every model output of every batch, whatever
@@ -344,6 +346,10 @@ class Emulator:
         done = 0
         with naming_file(self.source):
             for inputs in _data_batches(g, data, batch_size):
+                if max_samples is not None:
+                    if done >= max_samples:
+                        break
+                    inputs = {k: v[:max_samples - done] for k, v in inputs.items()}
                 for ev in (fev, iev, isoev):
                     ev.use_captured(inputs)
                 self._walk(inputs, fev, iev, isoev, results, stats_factory, keep_int8, keep_float, isolated,

@@ -125,11 +125,12 @@ def _is_json(path: str) -> bool:
 
 def emulate(source: Any, positions: str | None, progress: Progress | None = None, batch_size: int = 32,
             options: QuantizerOptions | None = None, inputs: str | None = None,
-            preprocess: str | None = None) -> Emulation:
+            preprocess: str | None = None, max_samples: int | None = None) -> Emulation:
     """Run the emulator (calibrating, or with imported positions) over ``source`` if it can run.
 
     ``options``: the quantizer options the model is rewritten and calibrated under (``batch_size`` is
-    the calibration and streaming batch size).
+    the calibration and streaming batch size). Positions are calibrated on every sample; the errors are
+    measured on the first ``max_samples`` (all when None), as ``qinspect emulate --samples`` does.
 
     ``inputs`` (a .npy / .npz / image folder path) gives a model file samples to calibrate and run on;
     a capture holds its own; ``preprocess`` scales an image folder's pixels (see qinspect.io.inputs).
@@ -151,7 +152,7 @@ def emulate(source: Any, positions: str | None, progress: Progress | None = None
     if inputs is not None and isinstance(source, Capture):
         raise QInspectError("a capture holds its own inputs: --inputs is for a model file", inputs)
     options = (options or QuantizerOptions()).with_(calib_batch_size=batch_size)
-    return _run_emulator(source, positions, em, progress, options, inputs, preprocess)
+    return _run_emulator(source, positions, em, progress, options, inputs, preprocess, max_samples)
 
 
 def _open_inputs(path: str, graph: Any, preprocess: str | None, warnings: list[str]) -> Any:
@@ -167,7 +168,7 @@ def _open_inputs(path: str, graph: Any, preprocess: str | None, warnings: list[s
 
 def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: Progress | None,
                   options: QuantizerOptions, inputs: str | None = None,
-                  preprocess: str | None = None) -> Emulation:
+                  preprocess: str | None = None, max_samples: int | None = None) -> Emulation:
     cls = Emulator
     batch_size = options.calib_batch_size
     has_acts = isinstance(source, Capture)
@@ -220,7 +221,8 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
     if data is not None and all(emulator.graph.pos(s) is not None for s in emulator.graph.slots):
         if progress:
             progress(0, 1, "emulating")
-        em.results = dict(emulator.run(data, batch_size=batch_size, stats_factory=SampledErrorStats))
+        em.results = dict(emulator.run(data, batch_size=batch_size, stats_factory=SampledErrorStats,
+                                       max_samples=max_samples))
     if not has_acts:
         em.warnings.append("a model file holds no activations: capture it (qinspect capture) for activation "
                            "histograms" + ("" if em.data is not None else " and error figures"))
@@ -606,7 +608,7 @@ def build_report(
         # the options' calibration batch size unless one is given (the window's travels in its options)
         batch_size = batch_size or (options.calib_batch_size if options is not None else 32)
         em = emulate(source, None if positions is None else str(positions), progress, batch_size, options,
-                     None if inputs is None else str(inputs), preprocess)
+                     None if inputs is None else str(inputs), preprocess, max_samples)
         report = _assemble(path, source, graph, em, layer, eval_cap, max_samples, progress, diagnose, sensitivity,
                            None if labels is None else str(labels), outputs)
         if advice is not None and advice[0]:
@@ -660,11 +662,12 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
     if eval_cap is not None and eval_cap.is_kept_subset:
         diag.notes.append(f"coverage (evaluation values outside the int8 range) measured on the {eval_cap.n_samples} "
                           f"of {eval_cap.n_total_samples} evaluation samples kept with full tensors")
+    held = source.n_samples if has_acts else (em.data.n_samples if em.data is not None else None)
     report = Report(
         model_name=graph.name,
         source=os.path.abspath(path),
         source_format=getattr(source, "kind", None) or graph.source_format or "",
-        samples=source.n_samples if has_acts else (em.data.n_samples if em.data is not None else None),
+        samples=held if held is None or max_samples is None else min(held, max_samples),
         samples_total=source.n_total_samples if has_acts else None,
         positions_source=em.positions_source,
         layers=sections,
