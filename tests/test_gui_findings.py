@@ -331,3 +331,35 @@ def test_an_option_remedy_quantizes_with_the_option_and_the_new_diagnosis_confir
     qtbot.waitUntil(rediagnosed, timeout=120000)
     assert session.diagnosis.output_sqnr_db == pytest.approx(f.remedy["measured_sqnr_db"], abs=1e-6)
     assert not any((g.remedy or {}).get("kind") == "quantizer_option" for g in view.findings)
+
+
+def test_badges_say_measured_gain_and_coverage_marks_what_if_positions(qtbot):
+    """The tree's badge called a measured remedy gain an 'estimated cost'; the coverage tab gave tensors the
+    int8 model never quantizes a min-MSE position with nothing beside it."""
+    import types
+
+    from PySide6.QtCore import QObject, Signal
+
+    from qinspect.gui.compare_job import MIN_MSE_SOURCE, Coverage, CoverageRow
+    from qinspect.gui.compare_view import CompareView
+    from qinspect.gui.session import Session
+
+    measured = types.SimpleNamespace(layer="a", kind="saturation", severity_db=2.0, remedy=object())
+    guessed = types.SimpleNamespace(layer="b", kind="cpu_fallback", severity_db=0.5, remedy=None)
+    fake = types.SimpleNamespace(findings=[measured, guessed])
+    badges = Session.finding_badges(fake)
+    assert badges["a"] == ("⚠", "Saturation: 2.0 dB gained at the output by its remedy (measured)")
+    assert badges["b"][1].endswith("0.5 dB estimated cost (not measured)")
+
+    class FakeSession(QObject):
+        coverage_changed = Signal()
+
+    session = FakeSession()
+    session.coverage = Coverage("c.h5", "e.h5", 4, 4, rows=[
+        CoverageRow("q", 5, "qinspect calibration", -4.0, 3.97, 0, 0, 0, 0.01, 1.0, 4.2),
+        CoverageRow("folded", 7, MIN_MSE_SOURCE, -1.0, 0.99, 0, 0, 0, 0, 0.5, 0.6)])
+    view = CompareView()
+    qtbot.addWidget(view)
+    view.set_session(session)
+    assert view.table.item(0, 1).text() == "5" and view.table.item(1, 1).text() == "7 (what-if)"
+    assert "does not quantize this tensor" in view.table.item(1, 1).toolTip()

@@ -63,7 +63,7 @@ def test_each_output_and_the_choice_of_output(qtbot, window, heads_capture, tmp_
     assert "Output SQNR (2 outputs pooled)" in text and "hide a worse output" in text
     assert "(pooled over 2 outputs)" in text
     assert "Each output: seg " in tip and "cls alone is" in tip
-    assert "largest measured gain at the model outputs (seg, cls, pooled) first" in win.findings.info.text()
+    assert "gains measured at the model outputs (seg, cls, pooled)" in win.findings.info.text()
     # The propagation lines follow the model's edges: seg hangs off the image, not off the other branch.
     win.tabs.setCurrentWidget(win.propagation)
     qtbot.waitUntil(lambda: "accumulated" in win.propagation.segments, timeout=10000)
@@ -79,7 +79,7 @@ def test_each_output_and_the_choice_of_output(qtbot, window, heads_capture, tmp_
     assert d.weighed_outputs == ["cls"] and d.hidden_output_warning is None
     assert d.output_sqnr_db == pytest.approx(cls_alone["sqnr_db"], abs=1e-9)
     assert [a.isChecked() for a in win.outputs_group.actions()] == [False, False, True]
-    assert "largest measured gain at the output cls first" in win.findings.info.text()
+    assert "gains measured at the output cls" in win.findings.info.text()
     stats = session.analysis.output_stats(["cls"])
     assert f"Output SQNR (cls) {stats.sqnr_db:.1f} dB" in win.quality_label.text()
     assert stats.sqnr_db < session.analysis.output_stats().sqnr_db - 3

@@ -153,7 +153,9 @@ class Diagnosis:
                 "findings": [f.to_dict() for f in self.findings],
                 "sensitivity": [s.to_dict() for s in self.sensitivity],
                 "sensitivity_how": HOW,
-                "severity_how": "estimated output SQNR cost in dB: see each finding's severity_basis",
+                "severity_how": "output SQNR (dB) the finding's remedy gains, measured in the emulator (remedy."
+                                "measured_gain_db); an estimate only where it has no measured remedy "
+                                "(see its severity_basis)",
                 "adjustments": self.adjustments,
                 "notes": self.notes,
             }

@@ -2,9 +2,10 @@
 
 Ranks the layers that cost accuracy and says why: each finding has a ``layer``, a ``kind``
 (saturation, outlier_range, channel_spread, coverage, error_growth, alignment, constraint,
-cpu_fallback), a ``severity`` (estimated output SQNR cost, dB), ``evidence`` (numbers, each with how it
-was computed) and one sentence of ``advice``. Also, per layer, the sensitivity of the model output:
-the SQNR gained when that layer alone stays in float, and the SQNR when only that layer is quantized.
+cpu_fallback), a ``severity`` (output SQNR its remedy gains, dB, measured; estimated without a remedy),
+``evidence`` (numbers, each with how it was computed) and one sentence of ``advice``. Also, per layer,
+the sensitivity of the model output: the SQNR gained when that layer alone stays in float, and the SQNR
+when only that layer is quantized.
 
 Positions come from ``--positions`` (a Vitis quantized.h5, whose folded weights are then used too, or a
 positions JSON) or from calibrating on the capture's inputs (``--batch-size``, ``--no-cle``). With
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "diagnose",
         help="rank the layers that cost int8 accuracy, with the cause, evidence and advice",
-        description="Diagnose int8 quantization: findings ranked by estimated output SQNR cost, and "
+        description="Diagnose int8 quantization: findings ranked by the output SQNR their remedy gains, and "
         "per-layer sensitivity (output SQNR if a layer alone stays float / alone is quantized).",
     )
     from qinspect.cli._dpu_common import add_data_args, add_outputs_arg, add_positions_arg
@@ -214,7 +215,7 @@ def _print_text(result: Any, positions_from: str, top: int) -> None:
         w(f"explained: the findings' fixes remove {100 * result.explained:.0f}%{spread} of the output's error power\n")
     for note in result.notes:
         w(f"note: {note}\n")
-    w(f"\n{len(result.findings)} finding(s), ranked by the output SQNR their remedy gains (measured):\n")
+    w(f"\n{len(result.findings)} finding(s), {wording.FINDINGS_ORDER} (gains measured at the output):\n")
     # The same words as the window's Findings tab and the report (qinspect.report.wording).
     for i, f in enumerate(result.findings[:top], 1):
         w(f"\n{i:>2}. {wording.kind_title(f.kind)} at {f.layer}\n")

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from qinspect.gui.compare_job import MIN_MSE_SOURCE
 from qinspect.gui.layer_stats import fmt_frac
 from qinspect.gui.session import set_layer_ticks
 
@@ -98,12 +99,17 @@ class CompareView(QWidget):
         set_layer_ticks(self.plot, names)
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
-            cells = [r.layer, str(r.position), f"[{r.lo:.4g}, {r.hi:.4g}]", fmt_frac(r.calib_outside),
+            # a tensor the int8 model does not quantize gets a min-MSE what-if position: said in the cell
+            what_if = r.position_source == MIN_MSE_SOURCE
+            cells = [r.layer, f"{r.position} (what-if)" if what_if else str(r.position), f"[{r.lo:.4g}, {r.hi:.4g}]",
+                     fmt_frac(r.calib_outside),
                      fmt_frac(r.eval_outside), f"{r.calib_absmax:.4g}", f"{r.eval_absmax:.4g}"]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if j == 1:
-                    item.setToolTip(f"position from {r.position_source}")
+                    item.setToolTip(f"position from {r.position_source}" + (
+                        ": the int8 model does not quantize this tensor (folded, fused or float on the CPU); "
+                        "the figures say what its values would do at the position min-MSE picks" if what_if else ""))
                 if j == 4 and r.eval_outside > max(2 * r.calib_outside, 1e-4):
                     item.setForeground(pg.mkColor("#c00"))
                 self.table.setItem(i, j, item)

@@ -681,7 +681,8 @@ class LayerPanel(StablePages):
         used = "what-if: the int8 model does not quantize this tensor" if data.whatif_only else "in use"
         self.range_label.setText(
             f"<b>p = {w.position}</b> ({w.method or used}): int8 range [{w.lo:.5g}, {w.hi:.5g}], "
-            f"step {2.0 ** -w.position:.4g} · float values in [{data.vmin:.5g}, {data.vmax:.5g}]"
+            f"step {2.0 ** -w.position:.4g} · the {data.values.size:,} float values read in "
+            f"[{data.vmin:.5g}, {data.vmax:.5g}]"
             + (" (equalized, as the int8 model holds them: see the notes)" if data.values_note else "")
         )
         self.clip_label.setText(

@@ -414,7 +414,9 @@ class Session(QObject):
             if layer and layer not in badges:
                 sev = severity(f)
                 mark = "⚠" if sev >= 1.0 else "•"
-                badges[layer] = (mark, f"{getattr(f, 'kind', '')}: {sev:.1f} dB estimated cost")
+                what = ("gained at the output by its remedy (measured)" if getattr(f, "remedy", None) is not None
+                        else "estimated cost (not measured)")
+                badges[layer] = (mark, f"{wording.kind_title(getattr(f, 'kind', ''))}: {sev:.1f} dB {what}")
         return badges
 
     # --- export ------------------------------------------------------------------------------------
@@ -446,7 +448,8 @@ def metric_of(stats: Any, metric: str) -> float | None:
 
 
 def severity(finding: Any) -> float:
-    """A finding's estimated cost to the model output in dB (0 when unknown)."""
+    """A finding's cost to the model output in dB: its remedy's measured gain, else its estimate (0 when
+    unknown)."""
     value = getattr(finding, "severity_db", getattr(finding, "severity", 0.0))
     try:
         value = float(value)

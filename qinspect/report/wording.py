@@ -373,3 +373,8 @@ def equalized_note(scale: Any) -> str:
     lo, hi = float(min(scale)), float(max(scale))
     return (f"values as the int8 model holds them: the float model's output times cross-layer equalization's "
             f"per-channel scales ({lo:.3g} .. {hi:.3g}), the tensor its position was chosen on")
+
+
+# The order findings come in (analysis.diagnose._rank_key), said wherever they are listed.
+FINDINGS_ORDER = ("causes first, the largest measured gain first; then the accumulated rounding they leave; "
+                  "then CPU layers at the model's edge")
