@@ -131,6 +131,26 @@ OUTPUTS_HELP = ("a model with several outputs: weigh only these (comma-separated
                 "signal power)")
 
 
+def add_fail_below_arg(parser: argparse.ArgumentParser) -> None:
+    """``--fail-below DB``: a quality gate for CI scripts."""
+    parser.add_argument("--fail-below", type=float, metavar="DB",
+                        help="exit 1 when the int8 model's output SQNR is below DB (a gate for CI; an undefined "
+                             "or -inf SQNR fails too); the output is printed as usual first")
+
+
+def quality_gate(sqnr_db: float | None, limit: float | None) -> int:
+    """0, or 1 with one line on stderr, for ``--fail-below``: the output SQNR must be a number at or
+    above ``limit`` (+inf, an exact output, passes; NaN, -inf and no figure at all fail)."""
+    if limit is None:
+        return 0
+    value = math.nan if sqnr_db is None else float(sqnr_db)
+    if value >= limit:
+        return 0
+    shown = "no figure" if sqnr_db is None else f"{value:.2f} dB"
+    print(f"qinspect: output SQNR {shown} is below --fail-below {limit:g} dB", file=sys.stderr)
+    return 1
+
+
 def add_outputs_arg(parser: argparse.ArgumentParser) -> None:
     """``--outputs NAMES``: the model outputs a diagnosis weighs."""
     parser.add_argument("--outputs", metavar="NAMES", help=OUTPUTS_HELP)

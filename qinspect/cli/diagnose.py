@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Diagnose int8 quantization: findings ranked by the output SQNR their remedy gains, and "
         "per-layer sensitivity (output SQNR if a layer alone stays float / alone is quantized).",
     )
-    from qinspect.cli._dpu_common import add_data_args, add_outputs_arg, add_positions_arg
+    from qinspect.cli._dpu_common import add_data_args, add_fail_below_arg, add_outputs_arg, add_positions_arg
 
     p.add_argument("model", metavar="MODEL_OR_CAPTURE",
                    help="qinspect capture, or a float Keras model (.h5 / .keras / SavedModel folder) with --inputs")
@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--exact", action="store_true",
                    help="run the DPU integer pipeline instead of the (equal, faster) float32 simulation")
     p.add_argument("--top", type=int, default=20, metavar="K", help="findings to print (text output)")
+    add_fail_below_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON: findings and per-layer sensitivity")
     return p
 
@@ -176,9 +177,9 @@ def run(args: argparse.Namespace) -> int:
                "weights_from": emu.graph.weights_from, **result.to_dict(),
                "samples_used": result.n_samples, "samples_total": n_total}
         common.print_json(out)
-        return 0
+        return common.quality_gate(result.output.sqnr_db, args.fail_below)
     _print_text(result, positions_from, args.top)
-    return 0
+    return common.quality_gate(result.output.sqnr_db, args.fail_below)
 
 
 TEXT_WIDTH = 110  # findings' sentences wrap here

@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Emulate the DPU int8 pipeline layer by layer and report isolated and accumulated error "
         "against the float reference.",
     )
-    from qinspect.cli._dpu_common import add_data_args, add_positions_arg
+    from qinspect.cli._dpu_common import add_data_args, add_fail_below_arg, add_positions_arg
 
     p.add_argument("model", metavar="MODEL_OR_CAPTURE",
                    help="float Keras model (.h5 / .keras / SavedModel folder), qinspect capture, or quantized.h5")
@@ -73,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--labels", metavar="FILE.npy", help="the samples' classes (one index, or a one-hot row, per "
                    "sample): float and int8 top-1 accuracy (default: the class folders the images were read from, "
                    "if any)")
+    add_fail_below_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON, with how each number is computed")
     return p
 
@@ -170,7 +171,13 @@ def run(args: argparse.Namespace) -> int:
         labels, unused = measured_labels(emu.graph, args.labels, data, n or 0)
         if unused:
             print(f"qinspect: note: {unused}", file=sys.stderr)
-        tallies, on_output = _output_tallies(emu.graph, labels)
+        tallies, on_tally = _output_tallies(emu.graph, labels)
+        pooled = ErrorStats()  # every model output's error, pooled by signal power (what --fail-below gates)
+
+        def on_output(name: str, ref: Any, test: Any) -> None:
+            pooled.update(ref, test)
+            on_tally(name, ref, test)
+
         results = emu.run(data, layers=layers, batch_size=args.batch_size, stats_factory=ErrorStats,
                           on_output=on_output)
         n_total = common.samples_total(source, args.inputs, n)
@@ -186,8 +193,11 @@ def run(args: argparse.Namespace) -> int:
             "shared_with": shared.get(r.name, []),
             "isolated": _metrics(r.isolated, r.position), "accumulated": _metrics(r.accumulated, r.position),
         })
+    output = {"sqnr_db": pooled.sqnr_db if pooled.n else None, "outputs": list(emu.graph.outputs),
+              "how": "the int8 pipeline's model output(s) against the float reference over the measured samples, "
+                     "pooled by signal power (the output nodes' accumulated SQNR)"}
     if args.json:
-        common.print_json({"model": args.model, "positions_from": positions_from,
+        common.print_json({"model": args.model, "positions_from": positions_from, "output": output,
                            "weights_from": emu.graph.weights_from, "samples": n, "samples_used": n,
                            "samples_total": n_total, "how": HOW, "layers": rows,
                            "outputs": [t.to_dict() for t in tallies.values()],
@@ -196,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
                            "rewrites": [x.to_dict() for x in emu.rewrites],
                            "notes": [note] if (note := emu.graph.stand_in_note()) else [],
                            "adjustments": [a.to_dict() for a in emu.adjustments]})
-        return 0
+        return common.quality_gate(output["sqnr_db"], args.fail_below)
     w = sys.stdout.write
     w(f"positions: {positions_from}\nweights: {emu.graph.weights_from}\n")
     if n is not None and n_total is not None and n < n_total:
@@ -236,6 +246,9 @@ def run(args: argparse.Namespace) -> int:
             w(f"  {', '.join(group)}\n")
     for t in tallies.values():
         w(f"\n{_task_line(t)}\n")
+    if output["sqnr_db"] is not None:
+        w(f"\noutput SQNR {output['sqnr_db']:.1f} dB" + (" (outputs pooled by signal power)"
+                                                      if len(output["outputs"]) > 1 else "") + "\n")
     w("\niso: the layer alone on quantized float-reference inputs; acc: the whole int8 pipeline; dB = SQNR "
       "against the float reference (--json says how each figure is computed)\n")
-    return 0
+    return common.quality_gate(output["sqnr_db"], args.fail_below)

@@ -1,0 +1,36 @@
+"""``--fail-below DB``: a CI job fails the build on int8 quality without parsing JSON (where non-finite
+SQNRs are strings, which jq sorts above every number: ``.sqnr_db >= 20`` passed on "-inf")."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from capture_fixtures import run_here, write_tiny
+
+from qinspect.cli._dpu_common import quality_gate
+
+
+@pytest.mark.parametrize("value, limit, code", [(25.0, 20.0, 0), (19.99, 20.0, 1), (math.inf, 20.0, 0),
+                                               (-math.inf, 20.0, 1), (math.nan, 20.0, 1), (None, 20.0, 1),
+                                               (5.0, None, 0)])
+def test_the_gate(value, limit, code, capsys):
+    assert quality_gate(value, limit) == code
+    err = capsys.readouterr().err
+    assert (err.count("\n") == 1 and "below --fail-below" in err) == bool(code)
+
+
+def test_emulate_and_diagnose_gate_on_the_output_sqnr(tmp_path):
+    cap = write_tiny(tmp_path / "tiny.h5")
+    done = run_here("emulate", str(cap), "--json")
+    out = json.loads(done.stdout)
+    sqnr = out["output"]["sqnr_db"]
+    node = next(r for r in out["layers"] if r["name"] == out["output"]["outputs"][0])
+    assert sqnr == pytest.approx(node["accumulated"]["sqnr_db"])  # one output: its accumulated SQNR
+    assert run_here("emulate", str(cap), "--fail-below", f"{sqnr - 1}").returncode == 0
+    failed = run_here("emulate", str(cap), "--json", "--fail-below", f"{sqnr + 1}")
+    assert failed.returncode == 1 and json.loads(failed.stdout)["output"]["sqnr_db"] == sqnr
+    assert f"output SQNR {sqnr:.2f} dB is below --fail-below" in failed.stderr
+    diagnosed = run_here("diagnose", str(cap), "--no-sensitivity", "--fail-below", "1000")
+    assert diagnosed.returncode == 1 and "below --fail-below 1000 dB" in diagnosed.stderr
