@@ -34,3 +34,15 @@ def test_emulate_and_diagnose_gate_on_the_output_sqnr(tmp_path):
     assert f"output SQNR {sqnr:.2f} dB is below --fail-below" in failed.stderr
     diagnosed = run_here("diagnose", str(cap), "--no-sensitivity", "--fail-below", "1000")
     assert diagnosed.returncode == 1 and "below --fail-below 1000 dB" in diagnosed.stderr
+
+
+def test_a_mistyped_command_and_a_window_without_display_are_one_line(tmp_path):
+    from conftest import run_cli
+
+    cap = write_tiny(tmp_path / "tiny.h5")
+    typo = run_here("diagnoze", str(cap))
+    assert typo.returncode == 2 and "unknown command 'diagnoze'; did you mean diagnose?" in typo.stderr
+    # `qinspect FILE` on a machine with no display: Qt aborted (exit 134, seven lines of plugin errors)
+    done = run_cli(str(cap), env={"DISPLAY": "", "WAYLAND_DISPLAY": "", "QT_QPA_PLATFORM": ""})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "no display to open the inspector window on" in done.stderr

@@ -103,6 +103,15 @@ def _joined_dash_values(argv: list[str]) -> list[str]:
     return out
 
 
+def _unknown_command(word: str) -> str:
+    """The one line for a first word that is neither a command nor a file."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(COMMANDS), n=1)
+    hint = f"; did you mean {close[0]}?" if close else f"; the commands: {', '.join(COMMANDS)}"
+    return f"unknown command {word!r}{hint}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qinspect`` console script."""
     whole_process = argv is None  # the console script or ``python -m qinspect``, not a caller in-process
@@ -113,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="surrogateescape")
     # `qinspect` and `qinspect FILE` open the GUI.
     if not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-")):
+        if len(argv) > 1 and not os.path.exists(argv[0]):
+            return error(_unknown_command(argv[0]))  # `qinspect diagnoze cap.h5`: a typo, not a file
         argv = ["gui", *argv]
     parser = build_parser()
     args = parser.parse_args(_joined_dash_values(argv))

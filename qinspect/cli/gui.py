@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from qinspect.errors import QInspectError
 
@@ -23,10 +24,24 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+def no_display() -> bool:
+    """True on Linux with no display to open a window on (no X, no Wayland, no Qt platform chosen): Qt
+    would abort the process (SIGABRT, seven lines of plugin errors) instead of saying so."""
+    if not sys.platform.startswith("linux"):
+        return False
+    return not any(os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+
+
 def run(args: argparse.Namespace) -> int:
     """Open the window and run until it is closed."""
     if args.file and not os.path.exists(args.file):
         raise QInspectError("no such file", args.file)
+    if no_display():
+        from qinspect.cli import COMMANDS
+
+        raise QInspectError("no display to open the inspector window on (DISPLAY and WAYLAND_DISPLAY are unset); "
+                            f"without one, use a command: qinspect {'|'.join(c for c in COMMANDS if c != 'gui')} "
+                            "(qinspect --help)")
     try:
         from qinspect.gui.app import main
     except ImportError as exc:  # PySide6 / pyqtgraph missing: the core install has no GUI
