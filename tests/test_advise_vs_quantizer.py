@@ -37,8 +37,9 @@ def test_advise_default_row_equals_the_real_quantizer_runs_output(tmp_path):
                 str(meta["calib_batch_size"]), "--eval", str(cap), "--json")
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)["advice"]
-    as_run = {"include_cle": True, "calib_batch_size": meta["calib_batch_size"], "calib_samples": meta["calib_samples"]}
-    (row,) = [row for row in rows if row["options"] == as_run and not row["keep_float"]]
+    as_run = {"include_cle": True, "calib_batch_size": meta["calib_batch_size"]}  # quantize_model's keywords
+    (row,) = [row for row in rows if row["options"] == as_run and row["calib_samples"] == meta["calib_samples"]
+              and not row["keep_float"]]
     # Equal codes; the advisor's float reference is its own float walk, equal to TensorFlow's to float32
     # rounding (measured: 6e-5 dB apart). One position chosen otherwise moves the figure by far more.
     assert row["output_sqnr_db"] == pytest.approx(want_db, abs=1e-3)

@@ -159,8 +159,10 @@ def test_advise_ranks_measured_rows_with_their_quantizer_call(captures, cli):
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     rows = data["advice"]
-    assert rows and all(set(row) == {"options", "keep_float", "output_sqnr_db", "top1_agreement",
+    assert rows and all(set(row) == {"options", "calib_samples", "keep_float", "output_sqnr_db", "top1_agreement",
                                      "cpu_layers_added", "command"} for row in rows)
+    # options are quantize_model keywords only: **row["options"] is a valid call
+    assert all("calib_samples" not in row["options"] for row in rows)
     sqnrs = [row["output_sqnr_db"] for row in rows]
     assert sqnrs == sorted(sqnrs, reverse=True)
     # CLE on and off were both tried, and the batch size; each row says how to reproduce it.
@@ -187,7 +189,8 @@ def test_advise_tries_the_relu6_options_where_the_model_caps_at_6(refcases, cli)
             "--samples", "8", "--json")
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)["advice"]
-    plain = {tuple(sorted(row["options"].items())): row for row in rows if not row["keep_float"]}
+    plain = {tuple(sorted({**row["options"], "calib_samples": row["calib_samples"]}.items())): row
+             for row in rows if not row["keep_float"]}
     default = next(row for key, row in plain.items() if dict(key) == {
         "include_cle": True, "calib_batch_size": 8, "calib_samples": 32})
     converted = next(row for key, row in plain.items() if dict(key).get("convert_relu6_to_relu"))

@@ -42,8 +42,12 @@ class AdviceRow:
     command: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the ``advice`` entries of ``diagnose --json`` / ``advise --json``)."""
-        return json_safe({"options": self.options, "keep_float": self.keep_float,
+        """JSON-ready form (the ``advice`` entries of ``diagnose --json`` / ``advise --json``): ``options``
+        holds ``quantize_model`` keywords only (``**row["options"]`` is a valid call), ``calib_samples`` the
+        calibration samples (``calib_dataset=calib[:N]``; null: all)."""
+        options = dict(self.options)
+        calib_samples = options.pop("calib_samples", None)
+        return json_safe({"options": options, "calib_samples": calib_samples, "keep_float": self.keep_float,
                           "output_sqnr_db": self.output_sqnr_db, "top1_agreement": self.top1_agreement,
                           "cpu_layers_added": self.cpu_layers_added, "command": self.command})
 

@@ -28,9 +28,10 @@ COPY_COLUMN, CALL_COLUMN = 5, 6
 WIDTHS = (110, 110, 110, 240, 220, 56)  # the call takes the rest, wrapped
 
 
-def options_text(options: dict) -> str:
-    """Quantizer options as ``key=value`` pairs."""
-    return ", ".join(f"{k}={v}" for k, v in options.items()) or "as calibrated"
+def options_text(options: dict, calib_samples: int | None = None) -> str:
+    """Quantizer options as ``key=value`` pairs, and the calibration samples when known."""
+    text = ", ".join(f"{k}={v}" for k, v in options.items()) or "as calibrated"
+    return text + (f"; {calib_samples} calibration samples" if calib_samples else "")
 
 
 class AdviceView(QWidget):
@@ -96,7 +97,7 @@ class AdviceView(QWidget):
             sqnr = r.get("output_sqnr_db")
             cells = [f"{sqnr:.2f}" if isinstance(sqnr, float) else str(sqnr),
                      "n/a" if top1 is None else agreement_text(top1),
-                     str(r.get("cpu_layers_added", 0)), options_text(r.get("options") or {}),
+                     str(r.get("cpu_layers_added", 0)), options_text(r.get("options") or {}, r.get("calib_samples")),
                      ", ".join(r.get("keep_float") or []) or "none", "", str(r.get("command", ""))]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
