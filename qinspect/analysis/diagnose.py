@@ -947,7 +947,8 @@ def _cpu_findings(graph: DpuGraph, noise: dict[str, float]) -> list[Finding]:
             run, sides = _cpu_run(graph, node)
             around.update(dict.fromkeys(run, sides))
         feeds, reads = around[node.name]
-        cls = node.params.get("class_name") or node.params.get("keras_class") or _class_name(node)
+        cls = node.params.get("class_name") or node.params.get("keras_class") or _split_class(graph, node) \
+            or _class_name(node)
         frac = noise.get(node.name, 0.0 if noise else None)  # None: no sensitivity run
         f = fnd.cpu_fallback(display_name(node), cls, node.cpu_reason or "not a DPU operator", parts,
                              feeds and reads, noise_frac=frac)
@@ -972,6 +973,19 @@ def _cpu_run(graph: DpuGraph, node: Node) -> tuple[set[str], tuple[bool, bool]]:
         feeds = feeds or any(graph[i].device == "DPU" and graph[i].op != "input" for i in graph[name].inputs)
         reads = reads or any(c.device == "DPU" for c in graph.consumers(name))
     return run, (feeds, reads)
+
+
+def _split_class(graph: DpuGraph, node: Node) -> str | None:
+    """``softmax split from a Dense`` for an activation the quantizer split off a conv or dense layer (the
+    user's layer is that Dense, not an Activation layer), else None."""
+    if not node.origin:
+        return None
+    owner = next((m for m in graph.nodes if m is not node and m.op in CONV_OPS and m.origin[:1] == node.origin[:1]),
+                 None)
+    if owner is None:
+        return None
+    act = node.params.get("name") or node.op
+    return f"{act} split from a {_CLASS_OF_OP.get(owner.op, owner.op)}"
 
 
 def _class_name(node: Node) -> str:

@@ -102,7 +102,7 @@ class Finding:
             {
                 "layer": self.layer,
                 "kind": self.kind,
-                "severity": self.severity_db,
+                "severity": self.severity_db + 0.0,  # + 0.0: no "-0.0" in the JSON
                 "origin": self.origin,
                 "affects": self.affects,
                 "noise_share": self.noise_share,

@@ -70,10 +70,13 @@ def row_names(nodes: Sequence[Node]) -> dict[str, str]:
     for label in base.values():
         count[label] = count.get(label, 0) + 1
     out: dict[str, str] = {}
+    separable = {base[n.name] for n in nodes if n.op == "depthwise_conv2d"}  # labels with a depthwise half
     for n in nodes:
         label = base[n.name]
         if count[label] > 1:
-            label = f"{label} ({_PART_OF_OP.get(n.op, n.op)})"
+            # a conv is the pointwise half only beside a depthwise one; else it is the layer's conv
+            part = "conv" if n.op == "conv2d" and label not in separable else _PART_OF_OP.get(n.op, n.op)
+            label = f"{label} ({part})"
         out[n.name] = label
     taken: dict[str, int] = {}
     for label in out.values():

@@ -1,0 +1,37 @@
+"""Names a user finds in the tree: a plain conv's split-off ReLU row is '(conv)', not '(pointwise)'; a
+Dense(activation='softmax') on the CPU is 'softmax split from a Dense', not an Activation layer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qinspect.analysis.diagnose import _split_class
+from qinspect.analysis.sensitivity import row_names
+from qinspect.dpu.rewrites import graph_from_float
+from tests.dpu_graph_fixtures import model
+from tests.test_keep_float_layers import _separable
+
+
+def test_conv_and_pointwise_rows():
+    graph, _ = _separable()  # its pointwise half carries the folded BatchNorm's name: no clash to resolve
+    assert row_names(graph.nodes)["quant_sep_depthwise_conv"] == "sep"
+    rng = np.random.default_rng(0)
+    sep = model([("x", "InputLayer", {}, [], [None, 4, 4, 3]),
+                 ("s", "SeparableConv2D", {"filters": 2, "kernel_size": [3, 3], "padding": "same",
+                                           "activation": "linear", "depth_multiplier": 1}, ["x"], [None, 4, 4, 2])],
+                ["s"], {"s": {"depthwise_kernel": rng.normal(size=(3, 3, 3, 1)).astype("f4"),
+                              "pointwise_kernel": rng.normal(size=(1, 1, 3, 2)).astype("f4"),
+                              "bias": np.zeros(2, "f4")}})
+    labels = row_names(graph_from_float(sep.graph, sep).nodes)
+    assert sorted(v for v in labels.values() if v.startswith("s ")) == ["s (depthwise)", "s (pointwise)"]
+    src = model([("x", "InputLayer", {}, [], [None, 4, 4, 3]),
+                 ("c", "Conv2D", {"filters": 2, "kernel_size": [1, 1], "activation": "relu"}, ["x"], [None, 4, 4, 2]),
+                 ("gap", "GlobalAveragePooling2D", {}, ["c"], [None, 2]),
+                 ("probs", "Dense", {"units": 3, "activation": "softmax"}, ["gap"], [None, 3])], ["probs"],
+                {"c": {"kernel": rng.normal(size=(1, 1, 3, 2)).astype("f4"), "bias": np.zeros(2, "f4")},
+                 "probs": {"kernel": rng.normal(size=(2, 3)).astype("f4"), "bias": np.zeros(3, "f4")}})
+    g = graph_from_float(src.graph, src)
+    labels = row_names(g.nodes)
+    assert sorted(v for v in labels.values() if v.startswith("c ")) == ["c (conv)", "c (relu)"]
+    softmax = next(n for n in g.nodes if n.device == "CPU" and n.origin == ["probs"])
+    assert _split_class(g, softmax) == "softmax split from a Dense"
