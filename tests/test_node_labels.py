@@ -35,3 +35,25 @@ def test_conv_and_pointwise_rows():
     assert sorted(v for v in labels.values() if v.startswith("c ")) == ["c (conv)", "c (relu)"]
     softmax = next(n for n in g.nodes if n.device == "CPU" and n.origin == ["probs"])
     assert _split_class(g, softmax) == "softmax split from a Dense"
+
+
+def test_cpu_reasons_name_the_rule_not_a_bare_assertion():
+    """'batchnorm is not quantized by the Vitis pof2s quantizer' was false as stated (the registry quantizes
+    BatchNormalization; a standalone one becomes a depthwise conv), and so were the bare reasons for an
+    unfused ReLU and a bilinear UpSampling2D."""
+    rng = np.random.default_rng(0)
+    src = model([("x", "InputLayer", {}, [], [None, 4, 4, 3]),
+                 ("r", "ReLU", {}, ["x"], [None, 4, 4, 3]),
+                 ("up", "UpSampling2D", {"size": [2, 2], "interpolation": "bilinear"}, ["r"], [None, 8, 8, 3]),
+                 ("c", "Conv2D", {"filters": 2, "kernel_size": [1, 1], "activation": "linear"}, ["up"],
+                  [None, 8, 8, 2]),
+                 ("seq", "Reshape", {"target_shape": [64, 2]}, ["c"], [None, 64, 2]),
+                 ("bn", "BatchNormalization", {"axis": -1, "epsilon": 1e-3}, ["seq"], [None, 64, 2])], ["bn"],
+                {"c": {"kernel": rng.normal(size=(1, 1, 3, 2)).astype("f4"), "bias": np.zeros(2, "f4")},
+                 "bn": {"gamma": np.ones(2, "f4"), "beta": np.zeros(2, "f4"), "moving_mean": np.zeros(2, "f4"),
+                        "moving_variance": np.ones(2, "f4")}})
+    g = graph_from_float(src.graph, src)
+    reason = {n.origin[0]: n.cpu_reason for n in g.nodes if n.device == "CPU" and n.origin}
+    assert "only where it fuses it into the layer before it" in reason["r"]
+    assert "the DPU's own resize kernel is not emulated" in reason["up"]
+    assert "1x1 depthwise conv" in reason["bn"] and "rank 3" in reason["bn"]

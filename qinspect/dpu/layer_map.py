@@ -346,7 +346,12 @@ def dpu_placement(node: Node) -> tuple[str, str]:
         return "CPU", f"elementwise op with a constant ({p.get('fn')}) is not a DPU operator"
     if op == "split":
         return "CPU", f"TF op {p.get('fn')} runs in float on the CPU (the emulator does not convert it)"
-    if op in ("elementwise", "global_max_pool", "crop", "batchnorm"):
+    if op == "batchnorm":
+        rank = len(node.output_shape) if node.output_shape else None
+        return "CPU", ("a BatchNormalization that follows no conv becomes a 1x1 depthwise conv in the quantizer, "
+                       "which needs an image tensor (N, H, W, C)" + (f"; this one's has rank {rank}" if rank else "")
+                       + ": kept float here (what the quantizer does with it is not checked against a real run)")
+    if op in ("elementwise", "global_max_pool", "crop"):
         what = f"elementwise {p.get('fn')}" if op == "elementwise" else op.replace("_", " ")
         return "CPU", f"{what} is not quantized by the Vitis pof2s quantizer"
     if op == "softmax":
@@ -374,5 +379,7 @@ def dpu_placement(node: Node) -> tuple[str, str]:
         if a not in ("linear", "relu", "relu6"):
             return "CPU", f"activation '{a}' inside {op} has no DPU implementation"
     if op == "upsample" and p.get("interpolation", "nearest") != "nearest":
-        return "CPU", "only nearest-neighbour UpSampling2D runs on the DPU"
+        return "CPU", (f"{p.get('interpolation')} UpSampling2D: qinspect computes it in float32 on the dequantized "
+                       "input (the DPU's own resize kernel is not emulated); whether the compiler maps it onto the "
+                       "DPU depends on the target")
     return "DPU", ""

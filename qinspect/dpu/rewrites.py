@@ -558,6 +558,16 @@ def _annotate(m: _Model) -> None:
             act.annotated = True
 
 
+def _unquantized_reason(layer: PLayer) -> str:
+    """Why a layer the DPU could run gets no quantizer, by the rule that leaves it out."""
+    if layer.cls in ("ReLU", "LeakyReLU", "Activation"):
+        return ("left unquantized by the quantizer (runs in float): it quantizes an activation only where it fuses "
+                "it into the layer before it (a conv or dense; a ReLU also into an add or a pooling), and the "
+                "layer before this one is none of those or has other readers; the next quantized layer "
+                "quantizes its output (real runs show it for a LeakyReLU after an Add)")
+    return "left unquantized by the quantizer (runs in float)"
+
+
 def _quantized(layer: PLayer) -> bool:
     if layer.cls not in _QUANTIZABLE:
         return False
@@ -643,7 +653,7 @@ def _build_graph(m: _Model, cle: bool) -> DpuGraph:
                 node.out_slot = g.add_slot(SlotSpec(lkey, "output_0", "output", 1, 1))
         device, why = dpu_placement(node)
         if device == "DPU" and not quant:
-            device, why = "CPU", "left unquantized by the quantizer (runs in float)"
+            device, why = "CPU", _unquantized_reason(layer)
         node.device, node.cpu_reason = device, why
         g.nodes.append(node)
     g.outputs = [name_of.get(o, o) for o in m.outputs]
