@@ -92,3 +92,15 @@ def test_layer_anchors_are_distinct_for_names_that_differ_only_in_punctuation():
     anchors = [layer_anchor(n) for n in names]
     assert len(set(anchors)) == len(names)
     assert all(a.startswith("layer-") and " " not in a for a in anchors)
+
+
+def test_a_split_layers_sensitivity_says_which_step_it_is_of():
+    """The CSV's keep-float gain of a conv split into conv + relu was one step's figure, unnamed."""
+    from types import SimpleNamespace
+
+    from qinspect.report.exports import _sensitivity_of
+
+    assert _sensitivity_of(SimpleNamespace(name="conv2d_1", sensitivity={"layer": "conv2d_1 (relu)"})) == \
+        "conv2d_1 (relu)"
+    assert _sensitivity_of(SimpleNamespace(name="add", sensitivity={"layer": "add"})) is None
+    assert _sensitivity_of(SimpleNamespace(name="add", sensitivity=None)) is None

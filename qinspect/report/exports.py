@@ -47,9 +47,17 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("eval_outside", "fraction of evaluation values outside the int8 range at the output position (with --eval)"),
     ("keep_float_gain_db", "output SQNR gained when this layer alone stays in float (diagnosis)"),
     ("only_quantized_sqnr_db", "output SQNR when only this layer is quantized (diagnosis)"),
+    ("sensitivity_of", "the emulator step the two sensitivity figures are of, when the quantizer split the layer "
+                       "into several (a conv and its activation: 'conv2d_1 (relu)'); empty: the layer itself"),
     ("fused_activation", "the layer's built-in activation fused into it (its position is pos_output; the "
                          "other positions are the conv's or dense's); empty when none"),
 )
+
+
+def _sensitivity_of(layer: Any) -> str | None:
+    """The step of a split layer its sensitivity figures are of ('conv2d_1 (relu)'), or None."""
+    label = (layer.sensitivity or {}).get("layer")
+    return label if label and label != layer.name else None
 
 
 def jsonable(value: Any) -> Any:
@@ -202,6 +210,7 @@ def layer_row(layer: LayerSection, index: int, coverage: dict[str, Any] | None) 
         "eval_outside": (coverage or {}).get(layer.name),
         "keep_float_gain_db": (layer.sensitivity or {}).get("keep_float_gain_db"),
         "only_quantized_sqnr_db": (layer.sensitivity or {}).get("only_quantized_sqnr_db"),
+        "sensitivity_of": _sensitivity_of(layer),
         "fused_activation": layer.fused_activation or None,
     }
     return {name: _cell(row[name]) for name, _ in CSV_COLUMNS}
