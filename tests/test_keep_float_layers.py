@@ -56,3 +56,23 @@ def test_advise_and_diagnose_float_both_halves_and_measure_that():
     assert abs(sep_rows[0].output_sqnr_db - both) < 1e-9  # the figure is the command's
     fix = rem.float_fix(["quant_sep_depthwise_conv"], {}, graph)
     assert list(fix.float_nodes) == HALVES
+
+
+def test_a_separable_convs_depthwise_half_has_a_report_row_and_a_panel_line():
+    """The depthwise half is a quantized tensor (the demo's worst isolated SQNR) that neither the report nor
+    the window showed: it stands for no float layer."""
+    from qinspect.gui.emulation import Analysis
+    from qinspect.io.graph import Layer, ModelGraph
+    from qinspect.report.collect import _rows
+    from qinspect.report.layer_map import map_layers
+
+    graph, _ = _separable()
+    names = ["x", "sep", "bn", "relu", "gap", "dense"]
+    lmap = map_layers(names, graph)
+    assert [n.name for n in lmap.intermediate] == ["quant_sep_depthwise_conv"]
+    float_graph = ModelGraph("m", [Layer(n, "Layer") for n in names], ["x"], ["dense"])
+    rows = [r.name for r in _rows(float_graph, lmap)]
+    assert rows[rows.index("sep") + 1] == "quant_sep_depthwise_conv"
+    analysis = Analysis(True, graph=graph)
+    assert [n.name for n in analysis.inner_steps("sep")] == ["quant_sep_depthwise_conv"]
+    assert analysis.inner_steps("bn") == [] and analysis.inner_steps("relu") == []

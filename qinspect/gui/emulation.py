@@ -206,6 +206,14 @@ class Analysis:
             out.append(shared[0].upper() + shared[1:])
         return out
 
+    def inner_steps(self, layer: str) -> list[Any]:
+        """Quantized tensors inside ``layer`` that stand for no layer (a separable conv's depthwise half, a
+        conv's output before a float activation): the int8 model rounds them, and only here can the window
+        show their figures."""
+        standing = self._node_of.get(layer)
+        return [n for n in self._built_from.get(layer, []) if n is not standing and n.op != "quantize"
+                and getattr(n, "out_slot", None) is not None and (n.origin or [n.name])[-1] == layer]
+
     def result(self, layer: str) -> Any:
         """The emulator's result for the node standing for ``layer`` (None for a layer folded into another:
         that node's output is the other layer's tensor, and its figures are shown there)."""

@@ -849,13 +849,14 @@ class LayerPanel(StablePages):
         if res is None and not analysis.results:
             self.emulated_label.setText("Emulated int8 model: <i>capture activations to emulate it</i>")
             return
+        steps = self._inner_steps_text(analysis)
         into = analysis.folded_into(self.current) if res is None else None
         if into is not None:
             self.emulated_label.setText(f"Emulated int8 model: no int8 tensor of its own (folded with {_html(into)}; "
-                                        "its figures are that layer's)")
+                                        "its figures are that layer's)" + steps)
             return
         if res is None:
-            self.emulated_label.setText("Emulated int8 model: no int8 tensor stands for this layer")
+            self.emulated_label.setText("Emulated int8 model: no int8 tensor stands for this layer" + steps)
             return
         iso = getattr(res, "isolated", None)
         acc = getattr(res, "accumulated", None)
@@ -864,7 +865,20 @@ class LayerPanel(StablePages):
             parts.append(f"isolated <b>{ls.fmt_db(iso.sqnr_db)}</b>")
         if acc is not None:
             parts.append(f"accumulated <b>{ls.fmt_db(acc.sqnr_db)}</b>")
-        self.emulated_label.setText("Emulated int8 model SQNR: " + ", ".join(parts))
+        self.emulated_label.setText("Emulated int8 model SQNR: " + ", ".join(parts) + steps)
+
+    def _inner_steps_text(self, analysis) -> str:
+        """The figures of the quantized steps inside the current layer (a separable conv's depthwise half)."""
+        out = []
+        for node in analysis.inner_steps(self.current):
+            res = analysis.results.get(node.name)
+            if res is None:
+                continue
+            iso, acc = getattr(res, "isolated", None), getattr(res, "accumulated", None)
+            figs = ", ".join(f"{k} <b>{ls.fmt_db(s.sqnr_db)}</b>" for k, s in (("isolated", iso), ("accumulated", acc))
+                             if s is not None)
+            out.append(f"<br>Its quantized {_html(node.op)} step {_html(node.name)}: {figs}")
+        return "".join(out)
 
 
 def _set_label(line: pg.InfiniteLine, text: str) -> None:

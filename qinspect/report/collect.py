@@ -245,13 +245,17 @@ class Row:
 
 def _rows(graph: ModelGraph, lmap: LayerMap | None) -> list[Row]:
     """The float model's layers in their own (topological) order, the table's index; a node the
-    quantizer made goes right after the row of the layer feeding it."""
+    quantizer made goes right after the row of the layer feeding it, and a quantized tensor inside a
+    layer (a separable conv's depthwise half) right after that layer's row."""
     leaves = graph.leaves()
     rows = [Row(layer.name, layer.class_name, layer, lmap.standing.get(layer.name) if lmap else None,
                 lmap.merged_into.get(layer.name, []) if lmap else []) for layer in leaves]
-    if lmap is None or not lmap.unowned:
+    if lmap is None or not (lmap.unowned or lmap.intermediate):
         return rows
     after: dict[str | None, list[Row]] = {}
+    for node in lmap.intermediate:
+        owner = lmap.owner_of.get(node.name)
+        after.setdefault(owner, []).append(Row(node.name, f"{node.op} (a quantized step inside {owner})", None, node))
     for node in lmap.unowned:
         feeding = lmap.owner_of.get(node.inputs[0]) if node.inputs else None
         after.setdefault(feeding, []).append(Row(node.name, f"{node.op} (made by the quantizer)", None, node))

@@ -26,6 +26,9 @@ class LayerMap:
     standing: dict[str, Any] = field(default_factory=dict)  # float layer -> node
     merged_into: dict[str, list[Any]] = field(default_factory=dict)  # float layer -> nodes it is part of
     unowned: list[Any] = field(default_factory=list)  # nodes attributed to no float layer
+    # quantized tensors inside a layer (a separable conv's depthwise half): neither a layer's output nor
+    # made by the quantizer out of nothing, yet the int8 model holds and rounds them
+    intermediate: list[Any] = field(default_factory=list)
     owner_of: dict[str, str | None] = field(default_factory=dict)  # node name -> float layer
 
 
@@ -79,4 +82,7 @@ def map_layers(float_names: list[str], graph: Any) -> LayerMap:
         for o in owners[:-1]:
             out.standing.pop(o, None)
         out.standing[owners[-1]] = node
+    standing = {id(n) for n in out.standing.values()}
+    out.intermediate = [n for n in graph.nodes if getattr(n, "out_slot", None) is not None and id(n) not in standing
+                        and out.owner_of.get(n.name) is not None]
     return out
