@@ -198,9 +198,14 @@ def test_overwrite_replaces_only_a_capture(tmp_path):
 def test_refuses_to_overwrite_without_permission(tmp_path):
     dest = tmp_path / "c.h5"
     dest.write_bytes(b"old")
-    with pytest.raises(QInspectError, match="already exists"):
+    # not a capture: refused whatever --force says, so the message does not offer it
+    with pytest.raises(QInspectError, match="exists and is not a qinspect capture") as err:
         CaptureWriter(dest, tiny_graph(), 1, {}, {"input": (4, 4, 3)})
+    assert "use --force" not in str(err.value)
     assert list(tmp_path.iterdir()) == [dest]
+    capture = write_tiny(tmp_path / "cap.h5")
+    with pytest.raises(QInspectError, match="already exists; use --force to replace it"):
+        CaptureWriter(capture, tiny_graph(), 1, {}, {"input": (4, 4, 3)})
 
 
 def test_commit_requires_every_sample(tmp_path):

@@ -750,11 +750,12 @@ def check_capture_destination(
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise QInspectError("the folder for the capture does not exist", path)
     if os.path.lexists(path):
-        if not overwrite:
-            raise QInspectError("already exists; use --force to replace it", path)
+        # what the file is decides the message: --force is offered only where it would be taken
         if not is_capture(path):
             raise QInspectError("exists and is not a qinspect capture: qinspect replaces only a capture it wrote, "
                                 "even with --force; choose a new file name", path)
+        if not overwrite:
+            raise QInspectError("already exists; use --force to replace it", path)
 
 
 def _same_file(a: str, b: str) -> bool:
