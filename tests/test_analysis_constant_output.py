@@ -33,3 +33,16 @@ def test_an_output_that_never_changes_is_said_to_describe_a_constant():
 def test_a_model_whose_output_follows_its_input_gets_no_such_note():
     d = _head(1.0)
     assert not any("nearly the same for every sample" in n for n in d.notes)
+
+
+def test_a_dead_output_is_said_to_be_one_not_read_as_a_perfect_infinite_sqnr():
+    """An output that is exactly 0 everywhere showed 'output SQNR inf dB' (0/0) with no note: a CI gate
+    on the figure passed a model whose head is dead."""
+    rng = np.random.default_rng(5)
+    w = {"fc": {"kernel": np.zeros((16, 4), np.float32), "bias": np.zeros(4, np.float32)}}
+    src = model([("x", "InputLayer", {}, [], [None, 16]),
+                 ("fc", "Dense", {"units": 4, "activation": "relu"}, ["x"], [None, 4])], ["fc"], w)
+    x = rng.uniform(-1, 1, (24, 16)).astype(np.float32)
+    emu = Emulator.from_model(src, x, batch_size=24)
+    d = diagnose(emu.graph, {"x": x}, batch_size=24, with_sensitivity=False)
+    assert any("output fc is exactly 0 for every sample" in n and "dead output" in n for n in d.notes)

@@ -460,7 +460,11 @@ def _constant_output_note(graph: DpuGraph, sens: SensitivityResult) -> str | Non
             continue
         size = float(np.sqrt(np.mean(ref * ref)))
         spread = float(np.sqrt(np.mean(np.var(ref, axis=0))))
-        if size > 0 and spread <= CONSTANT_OUTPUT_REL * size:
+        if size == 0:  # a dead output: every SQNR of it is 0/0 (shown inf) or x/0 (-inf), never a measure
+            return (f"the float model's output {output_layer(graph, name)} is exactly 0 for every sample: its "
+                    "output SQNR (infinite when int8 gives 0 too, -inf otherwise) and top-1 agreement describe "
+                    "a dead output, not the model; the accumulated SQNR of the layers before it says more")
+        if spread <= CONSTANT_OUTPUT_REL * size:
             how = f"it varies by {spread / size:.1g} of its size" if spread > 0 else "exactly the same"
             return (f"the float model's output {output_layer(graph, name)} is nearly the same for every sample "
                     f"({how}): the output SQNR and top-1 agreement describe a "

@@ -193,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
             "shared_with": shared.get(r.name, []),
             "isolated": _metrics(r.isolated, r.position), "accumulated": _metrics(r.accumulated, r.position),
         })
+    notes = [note] if (note := emu.graph.stand_in_note()) else []
+    if pooled.n and pooled.sum_ref2 == 0.0:
+        notes.append("the float model's output is exactly 0 for every measured sample: its SQNR describes a dead "
+                     "output, not the model")
     output = {"sqnr_db": pooled.sqnr_db if pooled.n else None, "outputs": list(emu.graph.outputs),
               "how": "the int8 pipeline's model output(s) against the float reference over the measured samples, "
                      "pooled by signal power (the output nodes' accumulated SQNR)"}
@@ -204,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
                            "reference": emu.reference_note or "this graph's own float function",
                            "quantizer_options": emu.graph.options.to_dict() if emu.graph.options else None,
                            "rewrites": [x.to_dict() for x in emu.rewrites],
-                           "notes": [note] if (note := emu.graph.stand_in_note()) else [],
+                           "notes": notes,
                            "adjustments": [a.to_dict() for a in emu.adjustments]})
         return common.quality_gate(output["sqnr_db"], args.fail_below)
     w = sys.stdout.write
@@ -213,8 +217,8 @@ def run(args: argparse.Namespace) -> int:
         w(f"errors: on {n} of {n_total} samples\n")
     if emu.reference_note:
         w(f"float reference: {emu.reference_note}\n")
-    if emu.graph.stand_in_note():
-        w(f"WARNING: {emu.graph.stand_in_note()}\n")
+    for note in notes:
+        w(f"WARNING: {note}\n")
     # Columns as wide as the longest name, so long quantizer names keep the table aligned.
     lw = max([34, *(len(row["name"]) for row in rows)])
     ow = max([16, *(len(row["op"]) for row in rows)])
