@@ -46,3 +46,18 @@ def test_a_mistyped_command_and_a_window_without_display_are_one_line(tmp_path):
     done = run_cli(str(cap), env={"DISPLAY": "", "WAYLAND_DISPLAY": "", "QT_QPA_PLATFORM": ""})
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "no display to open the inspector window on" in done.stderr
+
+
+def test_a_stopped_command_exits_as_a_shell_reports_a_signal(capsys, monkeypatch):
+    """An interrupted run exited 2, the bad-input code: a CI script could not tell the runner's timeout
+    (SIGTERM) from a bad file."""
+    import signal
+
+    import qinspect.cli as cli
+
+    monkeypatch.setattr(cli, "_STOPPED_BY", [])
+    assert cli.interrupted() == 130  # Ctrl-C
+    with pytest.raises(KeyboardInterrupt):
+        cli.raise_interrupt(signal.SIGTERM, None)
+    assert cli.interrupted() == 143
+    assert capsys.readouterr().err.count("qinspect: error: interrupted\n") == 2

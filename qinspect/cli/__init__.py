@@ -82,9 +82,20 @@ def _desktop(args: argparse.Namespace) -> int:
     return 0
 
 
+_STOPPED_BY: list[int] = []  # the signal raise_interrupt turned into KeyboardInterrupt (none: Ctrl-C)
+
+
 def raise_interrupt(signum: int, frame: object) -> None:
     """Signal handler: turn the signal (SIGTERM) into KeyboardInterrupt, so it cleans up like Ctrl-C."""
+    _STOPPED_BY.append(signum)
     raise KeyboardInterrupt
+
+
+def interrupted() -> int:
+    """One line, and the exit status a shell gives a process stopped by a signal (128 + its number: 130
+    for Ctrl-C, 143 for SIGTERM), so a CI script tells a runner's timeout from bad input (2)."""
+    print("qinspect: error: interrupted", file=sys.stderr)
+    return 128 + (_STOPPED_BY[-1] if _STOPPED_BY else signal.SIGINT)
 
 
 def _joined_dash_values(argv: list[str]) -> list[str]:
@@ -144,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QInspectError as exc:
         return error(str(exc))
     except KeyboardInterrupt:
-        code = error("interrupted")
+        code = interrupted()
         if whole_process and "tensorflow" in sys.modules:
             # Everything qinspect wrote is cleaned up by now. A batch may still be running on TensorFlow's
             # threads, and the C++ teardown of a normal exit would wait seconds for it: leave at once.
