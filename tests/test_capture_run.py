@@ -243,6 +243,17 @@ def test_nan_inputs_warn_and_are_recorded(small_model, tmp_path):
         assert (cap.attrs["inputs_nan"], cap.attrs["inputs_posinf"], cap.attrs["inputs_neginf"]) == (2, 1, 0)
 
 
+def test_capture_in_a_log_prints_a_line_per_quarter(small_model, tmp_path, monkeypatch):
+    """Without a terminal the bar drew only its last frame: minutes of silence in a CI log."""
+    _, path, inputs = small_model
+    monkeypatch.setenv("QINSPECT_PROGRESS", "lines")
+    result = run_here("capture", str(path), "--inputs", str(inputs), "-o", str(tmp_path / "c.h5"), "--batch-size",
+                      "1", "--samples", "8")
+    assert result.returncode == 0, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("qinspect capture: capturing samples")]
+    assert [ln.split()[4] for ln in lines] == ["12%", "25%", "50%", "75%", "100%"]  # its start, each quarter
+
+
 def test_image_folder_with_a_non_image_file(small_model, tmp_path):
     from PIL import Image
 

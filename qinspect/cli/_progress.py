@@ -27,15 +27,26 @@ LINES_AFTER_S = 5.0
 @contextmanager
 def stderr_progress(command: str, enabled: bool = True) -> Iterator[Step]:
     """A ``(text, done, total)`` callback that shows progress on stderr for the duration of the block."""
-    how = os.environ.get("QINSPECT_PROGRESS", "")
-    if not enabled or how == "off":
+    if not enabled:
         yield lambda _text, _done, _total: None
         return
-    if how == "bar" or (sys.stderr.isatty() and how != "lines"):
+    lines = line_progress(command)
+    if lines is None:
         with _rich_progress() as step:
             yield step
         return
-    yield _LinePrinter(command, 0.0 if how == "lines" else LINES_AFTER_S)
+    yield lines
+
+
+def line_progress(command: str) -> Step | None:
+    """The plain-lines printer when progress goes to a log or a pipe (or ``QINSPECT_PROGRESS=lines``), None
+    when a bar suits (a terminal) or progress is off (``QINSPECT_PROGRESS=off`` gives a silent printer)."""
+    how = os.environ.get("QINSPECT_PROGRESS", "")
+    if how == "off":
+        return lambda _text, _done, _total: None
+    if how == "bar" or (sys.stderr.isatty() and how != "lines"):
+        return None
+    return _LinePrinter(command, 0.0 if how == "lines" else LINES_AFTER_S)
 
 
 @contextmanager

@@ -127,14 +127,18 @@ def _check_space(path: str, needed: int | None, compression: str | None) -> str:
 
 
 class _Progress:
-    """Rich progress on stderr: samples done, samples/s, ETA."""
+    """Rich progress on stderr: samples done, samples/s, ETA; without a terminal (a CI log), a plain line
+    per quarter of the samples, as every other command prints (``QINSPECT_PROGRESS`` overrides)."""
 
     def __init__(self, total: int, quiet: bool) -> None:
+        from qinspect.cli._progress import line_progress
+
         self.total = total
         self._progress: Any = None
         self._task: Any = None
         self._started = False
-        if quiet:
+        self._lines = None if quiet else line_progress("capture")
+        if quiet or self._lines is not None:
             return
         from rich.console import Console
         from rich.progress import (
@@ -168,6 +172,9 @@ class _Progress:
         return self
 
     def __call__(self, done: int, total: int) -> None:
+        if self._lines is not None:
+            self._lines("capturing samples", done, total)
+            return
         if self._progress is None:
             return
         if not self._started:
