@@ -683,7 +683,7 @@ class LayerPanel(StablePages):
             f"<b>p = {w.position}</b> ({w.method or used}): int8 range [{w.lo:.5g}, {w.hi:.5g}], "
             f"step {2.0 ** -w.position:.4g} · the {data.values.size:,} float values read in "
             f"[{data.vmin:.5g}, {data.vmax:.5g}]"
-            + (" (equalized, as the int8 model holds them: see the notes)" if data.values_note else "")
+            + (" (equalized: see the notes)" if data.values_note else "")
         )
         self.clip_label.setText(
             f"Clipped below: <b>{ls.fmt_frac(st.clip_lo_frac)}</b> · above: <b>{ls.fmt_frac(st.clip_hi_frac)}</b> · "
