@@ -61,3 +61,21 @@ def test_a_stopped_command_exits_as_a_shell_reports_a_signal(capsys, monkeypatch
         cli.raise_interrupt(signal.SIGTERM, None)
     assert cli.interrupted() == 143
     assert capsys.readouterr().err.count("qinspect: error: interrupted\n") == 2
+
+
+def test_a_softmax_position_is_said_to_be_its_inputs(tmp_path):
+    """emulate showed 'pos 3' for a CPU softmax, the report none and the window a what-if: the 3 is the
+    quantizer before the softmax (its output stays float), which emulate now says."""
+    import numpy as np
+
+    from tests.dpu_graph_fixtures import model
+
+    rng = np.random.default_rng(0)
+    src = model([("x", "InputLayer", {}, [], [None, 6]),
+                 ("fc", "Dense", {"units": 3, "activation": "softmax"}, ["x"], [None, 3])], ["fc"],
+                {"fc": {"kernel": rng.normal(size=(6, 3)).astype("f4"), "bias": np.zeros(3, "f4")}})
+    from qinspect.dpu.emulator import Emulator
+
+    emu = Emulator.from_model(src, rng.normal(size=(8, 6)).astype("f4"), batch_size=8)
+    (result,) = [r for r in emu.run(rng.normal(size=(8, 6)).astype("f4")).values() if r.op == "softmax"]
+    assert result.position is not None and result.position_of_input

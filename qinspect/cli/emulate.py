@@ -189,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
     for r in results.values():
         rows.append({
             "name": r.name, "op": r.op, "device": r.device, "cpu_reason": r.cpu_reason, "origin": r.origin,
-            "position": r.position, "weight_positions": r.weight_positions, "fused_into": r.fused_into,
+            "position": r.position, "position_of": "input" if r.position_of_input else "output",
+            "weight_positions": r.weight_positions, "fused_into": r.fused_into,
             "shared_with": shared.get(r.name, []),
             "isolated": _metrics(r.isolated, r.position), "accumulated": _metrics(r.accumulated, r.position),
         })
@@ -232,7 +233,8 @@ def run(args: argparse.Namespace) -> int:
 
         sat = "-" if acc.get("sat_lo_frac") is None else \
             f"{100 * acc['sat_lo_frac']:.2f}/{100 * acc['sat_hi_frac']:.2f}"
-        pos = f(row["position"], "d") + ("*" if row["shared_with"] else "")
+        pos = f(row["position"], "d") + ("*" if row["shared_with"] else "") + \
+            ("^" if row["position_of"] == "input" and row["position"] is not None else "")
         w(f"{row['name']:{lw}} {row['op']:{ow}} {row['device']:3} {pos:>4} "
           f"{f(iso.get('sqnr_db'), '.1f'):>7} {f(acc.get('sqnr_db'), '.1f'):>7} {f(acc.get('cosine'), '.4f'):>7} "
           f"{sat:>12} {f(None if acc.get('codes_used_frac') is None else 100 * acc['codes_used_frac'], '.0f'):>7}\n")
@@ -241,6 +243,9 @@ def run(args: argparse.Namespace) -> int:
         w("\nCPU layers (computed in float32, as the partition would run them):\n")
         for row in cpu:
             w(f"  {row['name']}: {row['cpu_reason']}\n")
+    if any(row["position_of"] == "input" and row["position"] is not None for row in rows):
+        w("\n^ the position of the layer's input: the quantizer quantizes what enters it (a softmax, a sigmoid) "
+          "and leaves its output float\n")
     groups = {tuple(row["shared_with"]) for row in rows if row["shared_with"]}
     if groups:
         w("\n* shared layer: these nodes are calls of one layer, each on its own inputs, with one set of weights "

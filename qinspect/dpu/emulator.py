@@ -49,6 +49,9 @@ class LayerResult:
     position: int | None
     weight_positions: dict[str, int | None]
     fused_into: str | None = None
+    # True when ``position`` is of the node's input (a softmax or sigmoid quantized before it, its own
+    # output left float), not of its output
+    position_of_input: bool = False
     isolated: Any = None  # stats object (or None without a stats factory)
     accumulated: Any = None
     int8: np.ndarray | None = None  # accumulated codes, all samples (on request)
@@ -387,7 +390,8 @@ class Emulator:
         act = g.fused_activation(n) if n.op in CONV_OPS + ("add",) else None
         return LayerResult(n.name, n.op, n.device, n.cpu_reason, list(n.origin), g.pos(n.out_slot or n.pre_slot),
                            {k: g.pos(s) for k, s in n.weight_slots.items()},
-                           fused_into=act.name if act is not None and act.out_slot is not None else None)
+                           fused_into=act.name if act is not None and act.out_slot is not None else None,
+                           position_of_input=n.out_slot is None and n.pre_slot is not None)
 
     def _walk(self, inputs: dict[str, np.ndarray], fev: Evaluator, iev: Evaluator, isoev: Evaluator,
               results: dict[str, LayerResult], stats_factory: Callable[[], Any] | None, keep_int8: bool,
