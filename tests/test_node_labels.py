@@ -57,3 +57,22 @@ def test_cpu_reasons_name_the_rule_not_a_bare_assertion():
     assert "only where it fuses it into the layer before it" in reason["r"]
     assert "the DPU's own resize kernel is not emulated" in reason["up"]
     assert "1x1 depthwise conv" in reason["bn"] and "rank 3" in reason["bn"]
+
+
+def test_a_quantized_h5_conv_stands_for_the_batchnorm_folded_into_it():
+    """A Vitis quantized.h5 keeps no BatchNorm: its conv's output is the BatchNorm's tensor. Read as the
+    conv's, the report and the window set the conv's captured (pre-BatchNorm) values against the folded
+    output's position: 32 of 100 mbv3small layers' clipped shares differed from the emulator's."""
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.io.model_file import open_model
+    from qinspect.report.layer_map import map_layers
+    from tests.dpu_graph_fixtures import refcase
+
+    root = refcase("small")
+    emu = Emulator.from_quantized(root / "quantized.h5")
+    assert emu.graph["quant_conv1"].origin == ["conv1"]
+    source = open_model(str(root / "float.h5"))
+    emu.use_float_reference(source)
+    assert emu.graph["quant_conv1"].origin == ["conv1", "bn1"]
+    lmap = map_layers([layer.name for layer in source.graph.leaves()], emu.graph)
+    assert lmap.standing["bn1"].name == "quant_conv1" and "conv1" not in lmap.standing

@@ -42,16 +42,20 @@ def test_positions_from_quantized_h5_are_the_vitis_positions(vitis_report, refca
     vitis = json.loads((refcases / "small" / "positions.json").read_text())["positions"]
     layers = _layers(vitis_report)
     assert layers["input"]["positions"]["output"] == vitis["quant_input"]["input"]
-    for conv in ("conv1", "conv2", "fc"):
-        assert layers[conv]["positions"]["weights"] == vitis[conv][f"{conv}/kernel:0"]
-        assert layers[conv]["positions"]["bias"] == vitis[conv][f"{conv}/bias:0"]
+    # the quantized.h5 folded each BatchNorm into its conv: the BatchNorm's row stands for the folded conv,
+    # as in a calibrated report (the conv's own captured tensor is before the BatchNorm)
+    for conv, row in (("conv1", "bn1"), ("conv2", "bn2"), ("fc", "fc")):
+        assert layers[row]["positions"]["weights"] == vitis[conv][f"{conv}/kernel:0"]
+        assert layers[row]["positions"]["bias"] == vitis[conv][f"{conv}/bias:0"]
+    for conv in ("conv1", "conv2"):
+        assert layers[conv]["placement"] == "" and "merged into" in layers[conv]["placement_note"]
     for act in ("relu1", "pool1", "relu2"):
         assert layers[act]["positions"]["output"] == vitis[act]["output_0"]
     assert layers["fc"]["positions"]["output"] == vitis["fc"]["linear"]
     assert layers["pool1"]["positions"]["input"] == [vitis["relu1"]["output_0"]]
     # a conv whose ReLU is fused into it has no output quantizer of its own
-    assert layers["conv1"]["positions"]["output"] is None
-    assert "fused" in layers["conv1"]["placement_note"]
+    assert layers["bn1"]["positions"]["output"] is None
+    assert "fused" in layers["bn1"]["placement_note"]
 
 
 def test_error_figures_equal_a_separate_emulator_run(vitis_report, small_capture, refcases):  # noqa: F811
@@ -61,7 +65,7 @@ def test_error_figures_equal_a_separate_emulator_run(vitis_report, small_capture
     layers = _layers(vitis_report)
     checked = 0
     for name, node in (("relu1", "quant_relu1"), ("pool1", "quant_pool1"), ("relu2", "quant_relu2"),
-                       ("fc", "quant_fc"), ("conv2", "quant_conv2")):
+                       ("fc", "quant_fc"), ("bn2", "quant_conv2")):  # bn2: the conv it is folded into
         for view in ("isolated", "accumulated"):
             stats = getattr(results[node], view)
             got = layers[name][view]

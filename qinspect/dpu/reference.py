@@ -55,6 +55,10 @@ def adopt_float_functions(emulated: DpuGraph, reference: DpuGraph) -> int:
             continue
         if CLE_OUT_SCALE in other.params:
             node.params[CLE_OUT_SCALE] = other.params[CLE_OUT_SCALE]
+        # The quantized.h5 keeps no folded BatchNorm: its conv's output is the BatchNorm's tensor, which
+        # the float model's rewrite records (origin [conv, bn]); views reading the capture need that.
+        if other.origin and node.origin and other.origin[0] == node.origin[0] and len(other.origin) > len(node.origin):
+            node.origin = list(other.origin)
         params = {k: other.params[k] for k in FLOAT_FUNCTION_PARAMS if k in other.params}
         if params:
             node.params.update(params)
