@@ -259,5 +259,7 @@ def run(args: argparse.Namespace) -> int:
         w(f"\noutput SQNR {output['sqnr_db']:.1f} dB" + (" (outputs pooled by signal power)"
                                                       if len(output["outputs"]) > 1 else "") + "\n")
     w("\niso: the layer alone on quantized float-reference inputs; acc: the whole int8 pipeline; dB = SQNR "
-      "against the float reference (--json says how each figure is computed)\n")
+      "against the float reference; cos: the accumulated cosine; sat: the share of the pipeline's int8 codes at "
+      "-128 / 127 (the report's saturation counts float values beyond the range; --json has both, and says "
+      "how each figure is computed)\n")
     return common.quality_gate(output["sqnr_db"], args.fail_below)
