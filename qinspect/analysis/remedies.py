@@ -282,7 +282,7 @@ def input_rounding_note(f: Finding) -> str:
         return ""
     return (f" Rounding the model input to int8 alone costs {gain:.1f} dB, which no quantizer option removes (the "
             "DPU reads int8): a model trained on inputs its position represents exactly avoids it (8-bit images "
-            "as (x - 128) / 128 are; x / 255 is not). Not tried in the emulator.")
+            "as (x - 128) / 128 are; x / 255 is not); retraining is not something the emulator can try.")
 
 
 def float_fix(nodes: Sequence[str], labels: dict[str, str], graph: DpuGraph | None = None) -> Fix:
