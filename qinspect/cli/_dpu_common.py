@@ -276,11 +276,11 @@ def load_positions_file(emu: Any, positions: str) -> None:
         if fh.read(8).startswith(b"\x89HDF"):
             raise QInspectError("is an HDF5 file but not a Vitis quantized model: --positions needs a quantized.h5 "
                                 "or a positions JSON", positions)
-    from qinspect.dpu.checks import naming_file
+    from qinspect.io.vitis import read_positions_json
 
-    table = read_positions_json(positions, emu)
-    with naming_file(positions):
-        missing = emu.load_positions(table)
+    read = read_positions_json(positions)
+    missing = emu.load_positions(read)  # refuses positions recorded under other weight options
+    table = read.table
     if missing:
         known = {slot[0] for slot in emu.graph.slots}
         if not known & set(table):
@@ -290,17 +290,6 @@ def load_positions_file(emu: Any, positions: str) -> None:
                                 positions)
         raise QInspectError(f"gives no position for {len(missing)} tensor(s) of the model, first "
                             f"{missing[0]}", positions)
-
-
-def read_positions_json(path: str, emu: Any = None) -> dict[str, dict[str, int]]:
-    """A positions table (``calibrate --json`` output or a Vitis positions.json): layer -> tensor -> int.
-    With ``emu``, positions recorded under other quantizer options than its graph's are refused."""
-    from qinspect.io import vitis
-
-    read = vitis.read_positions_json(path)
-    if emu is not None:
-        emu.check_options_of(read.options, path)
-    return read.table
 
 
 def check_quantized_matches(emu: Any, source: Any, positions: str) -> None:

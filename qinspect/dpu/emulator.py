@@ -32,7 +32,7 @@ from qinspect.dpu.fixed_point import Round, quantize
 from qinspect.dpu.options import DEFAULT_CALIB_BATCH, QuantizerOptions
 from qinspect.dpu.reference import ReferenceWalk
 from qinspect.errors import QInspectError, first_line
-from qinspect.io.vitis import MAX_POSITION, is_position, read_positions_json
+from qinspect.io.vitis import MAX_POSITION, PositionsTable, is_position, read_positions_json
 
 DEFAULT_BATCH = DEFAULT_CALIB_BATCH
 
@@ -253,7 +253,8 @@ class Emulator:
 
     def load_positions(self, positions: Any) -> list[str]:
         """Use positions from a positions.json-like dict, a JSON file (``calibrate --json`` output or a
-        reference case's positions.json) or a Vitis ``quantized.h5``. Returns slots that got none."""
+        reference case's positions.json), one already read (:class:`qinspect.io.vitis.PositionsTable`)
+        or a Vitis ``quantized.h5``. Returns slots that got none."""
         positions_file = str(positions) if isinstance(positions, str | os.PathLike) else None
         recorded = positions.get("quantizer_options") if isinstance(positions, dict) else None
         if isinstance(positions, str | os.PathLike):
@@ -267,8 +268,9 @@ class Emulator:
 
                 positions = load_quantized_model(p).positions()
             else:
-                read = read_positions_json(p)
-                positions, recorded = read.table, read.options
+                positions = read_positions_json(p)
+        if isinstance(positions, PositionsTable):
+            positions_file, recorded, positions = positions.path or positions_file, positions.options, positions.table
         self.check_options_of(recorded, positions_file)
         if isinstance(positions, dict) and isinstance(positions.get("positions"), dict):
             positions = positions["positions"]

@@ -271,6 +271,7 @@ class PositionsTable:
 
     table: dict[str, dict[str, int]]
     options: dict[str, Any] | None = None
+    path: str = ""  # the file it was read from (named by every refusal of its positions)
 
 
 def read_positions_json(path: str) -> PositionsTable:
@@ -290,7 +291,7 @@ def read_positions_json(path: str) -> PositionsTable:
             if not isinstance(value, int) or isinstance(value, bool):
                 raise QInspectError(f"position {layer}:{key} is not an integer: {value!r}", path)
     options = data.get("quantizer_options") if isinstance(data, dict) else None
-    return PositionsTable(table, options if isinstance(options, dict) else None)
+    return PositionsTable(table, options if isinstance(options, dict) else None, path)
 
 
 def _pos(arrays: dict[str, np.ndarray], name: str, path: str, layer: str) -> int:
