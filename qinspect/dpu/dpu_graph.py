@@ -37,10 +37,10 @@ OPS = frozenset(
         "global_max_pool", "crop", "batchnorm", "split", "cpu_layer", "unsupported",
     }
 )
-# Ops that pass their input's position through without a quantizer of their own.
 # Node param: the per-channel factor by which the node's output differs from the float model's tensor of
 # the same layer (cross-layer equalization scaled those channels); see DpuGraph.channel_scale.
 CLE_OUT_SCALE = "cle_out_scale"
+# Ops that pass their input's position through without a quantizer of their own.
 TRANSPARENT_OPS = frozenset({"zero_pad", "flatten", "reshape", "permute", "identity"})
 # Layers the quantizer's refine stage (QuantPosManager.get_ipos) looks through.
 REFINE_TRANSPARENT_OPS = frozenset({"zero_pad", "flatten", "reshape"})

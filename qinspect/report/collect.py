@@ -34,7 +34,7 @@ from qinspect.io.capture_file import Capture, is_capture, preprocess_mismatch
 from qinspect.io.graph import Layer, ModelGraph
 from qinspect.io.model_file import ModelSource, open_model
 from qinspect.io.same_model import check_same_model
-from qinspect.io.vitis import read_positions_json
+from qinspect.io.vitis import PositionsTable, read_positions_json
 from qinspect.report import figspec
 from qinspect.report.content import LayerSection, Report
 from qinspect.report.how import how_texts
@@ -60,7 +60,7 @@ class Emulation:
     graph: Any = None  # qinspect.dpu.dpu_graph.DpuGraph
     results: dict[str, Any] = field(default_factory=dict)  # node name -> result (.isolated/.accumulated)
     positions_source: str = ""
-    json_positions: dict[str, dict[str, int]] | None = None  # positions.json without a graph
+    json_positions: PositionsTable | None = None  # positions.json without a graph
     settings: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     data: Any = None  # the --inputs source (qinspect.io.inputs.InputSource) a model file was run on
@@ -145,7 +145,7 @@ def emulate(source: Any, positions: str | None, progress: Progress | None = None
         kind = "positions.json" if is_json else "quantized.h5"
         em.positions_source = f"Vitis {kind} ({os.path.abspath(positions)})"
         if is_json:
-            em.json_positions = read_positions_json(positions).table
+            em.json_positions = read_positions_json(positions)
     else:
         em.positions_source = f"qinspect calibration (predicts vai_q pof2s; batch size {batch_size}, " \
             f"{options.describe() if options else 'default options'})"
@@ -202,7 +202,7 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
                 emulator.calibrate(em.data, batch_size)
                 em.positions_source += f"; calibrated on {os.path.abspath(inputs)}"
         if em.json_positions is not None:
-            missing = emulator.load_positions(positions)
+            missing = emulator.load_positions(em.json_positions)  # read once, above
             if missing:
                 raise QInspectError(f"no position for {len(missing)} quantizer(s) of this model, e.g. "
                                     f"{', '.join(missing[:3])}: a positions.json of another model?", positions)
@@ -653,15 +653,16 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
     if findings is not None:
         findings = [{**f, "layer": _finding_row(f, all_rows)} for f in findings]
     leaf_index = {lay.name: i for i, lay in enumerate(graph.leaves())}
+    # per row, the factor from its captured tensor to the int8 model's (histograms and coverage alike)
+    scales = {row.name: s for row in rows if (s := _equalized(dpu, row.node)) is not None}
     sections = []
     for i, row in enumerate(rows):
         if progress:
             progress(i, len(rows), "layer sections")
-        sec = _section(row, i, leaf_index, source, em, lmap, captured, findings, max_samples)
+        sec = _section(row, i, leaf_index, source, em, lmap, captured, findings, max_samples, scales.get(row.name))
         if row.node is not None and row.node.name in diag.sensitivity:
             sec.sensitivity = diag.sensitivity[row.node.name]
         sections.append(sec)
-    scales = {row.name: s for row in rows if (s := _equalized(dpu, row.node)) is not None}
     coverage = _coverage(eval_cap, sections, max_samples, scales) if eval_cap is not None else None
     if eval_cap is not None and eval_cap.is_kept_subset:
         diag.notes.append(f"coverage (evaluation values outside the int8 range) measured on the {eval_cap.n_samples} "
@@ -715,7 +716,8 @@ def _table_x(sections: list[LayerSection]) -> list[float]:
 
 
 def _section(row: Row, i: int, leaf_index: dict[str, int], source: Any, em: Emulation, lmap: LayerMap | None,
-             captured: set[str], findings: list[dict] | None, max_samples: int | None) -> LayerSection:
+             captured: set[str], findings: list[dict] | None, max_samples: int | None,
+             scale: np.ndarray | None = None) -> LayerSection:
     dpu = em.graph
     node = row.node
     placement, note = _placement(row, dpu)
@@ -734,7 +736,7 @@ def _section(row: Row, i: int, leaf_index: dict[str, int], source: Any, em: Emul
             note = _fused_note(producer, node, dpu.pos(node.pre_slot)) + ("; " + note if note else "")
         result = em.results.get(node.name)
     else:
-        positions = _json_row_positions(em.json_positions, row.name) if em.json_positions else {}
+        positions = _json_row_positions(em.json_positions.table, row.name) if em.json_positions else {}
         rewrites, adjustments = _node_texts(dpu, {row.name} | {n.name for n in row.merged_into}) if dpu else ([], [])
         weights = source.weights(row.name) if row.layer is not None and not row.merged_into else {}
         result = None
@@ -756,7 +758,6 @@ def _section(row: Row, i: int, leaf_index: dict[str, int], source: Any, em: Emul
         findings=[f for f in (findings or []) if f.get("layer") == row.name],
     )
     if row.name in captured:
-        scale = _equalized(dpu, node)
         inp.float_summary = summarize_float(_batches(source, row.name, max_samples, scale), positions.get("output"))
         inp.equalized = equalized_note(scale) if scale is not None else ""
     # figures are named after the table's index, so L12-* belongs to the layer numbered 12
