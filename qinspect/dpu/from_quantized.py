@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from qinspect.dpu.dpu_graph import DpuGraph, Node, Rewrite, SlotSpec, quantizes_model_input
-from qinspect.dpu.layer_map import dpu_placement, layer_node
+from qinspect.dpu.layer_map import UNQUANTIZED, dpu_placement, layer_node
 from qinspect.errors import QInspectError
 from qinspect.io.vitis import QuantizedLayer, VitisQuantizedModel, load_quantized_model
 
@@ -47,7 +47,7 @@ def graph_from_quantized(model: VitisQuantizedModel) -> DpuGraph:
                                 "know", model.path)
         device, why = dpu_placement(node)
         if device == "DPU" and layer.wrapper not in ("QuantizeWrapper", "VitisQuantize") and node.op != "input":
-            device, why = "CPU", "left unquantized by the quantizer (runs in float)"
+            device, why = "CPU", UNQUANTIZED
         if node.op == "input":
             device, why = "CPU", "model input (float)"
         node.device, node.cpu_reason = device, why

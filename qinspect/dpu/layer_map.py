@@ -333,6 +333,10 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
     return node
 
 
+# why a layer the DPU could run has no quantizer in the quantized model (both graphs say it alike)
+UNQUANTIZED = "left unquantized by the quantizer (runs in float)"
+
+
 def dpu_placement(node: Node) -> tuple[str, str]:
     """``("DPU", "")`` or ``("CPU", why)`` for a node, from its op alone (quantization aside)."""
     op, p = node.op, node.params

@@ -48,7 +48,14 @@ import numpy as np
 from qinspect.dpu.cle import cross_layer_equalize
 from qinspect.dpu.cpu_layers import conv_groups
 from qinspect.dpu.dpu_graph import CLE_OUT_SCALE, DpuGraph, Rewrite, SlotSpec
-from qinspect.dpu.layer_map import LEAKY_DPU_ALPHA, act_name, dpu_placement, keras_op_as_tf_op, layer_node
+from qinspect.dpu.layer_map import (
+    LEAKY_DPU_ALPHA,
+    UNQUANTIZED,
+    act_name,
+    dpu_placement,
+    keras_op_as_tf_op,
+    layer_node,
+)
 from qinspect.dpu.options import QuantizerOptions
 from qinspect.errors import QInspectError
 from qinspect.io.call_order import keras_call_order
@@ -561,11 +568,11 @@ def _annotate(m: _Model) -> None:
 def _unquantized_reason(layer: PLayer) -> str:
     """Why a layer the DPU could run gets no quantizer, by the rule that leaves it out."""
     if layer.cls in ("ReLU", "LeakyReLU", "Activation"):
-        return ("left unquantized by the quantizer (runs in float): it quantizes an activation only where it fuses "
+        return (f"{UNQUANTIZED}: it quantizes an activation only where it fuses "
                 "it into the layer before it (a conv or dense; a ReLU also into an add or a pooling), and the "
                 "layer before this one is none of those or has other readers; the next quantized layer "
                 "quantizes its output (real runs show it for a LeakyReLU after an Add)")
-    return "left unquantized by the quantizer (runs in float)"
+    return UNQUANTIZED
 
 
 def _quantized(layer: PLayer) -> bool:
