@@ -11,18 +11,18 @@ above the calibration one is a layer the calibration data did not cover.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from qinspect.analysis.coverage import activation_batches, range_shares
 from qinspect.analysis.metrics import representable_range
 from qinspect.dpu.fixed_point import Round, pos_min_mse
 from qinspect.errors import QInspectError
 from qinspect.gui import layer_stats as ls
 from qinspect.gui.worker import CancelToken
 
-BATCH_VALUES = 1 << 20
+BATCH_BYTES = 4 << 20  # a million float32 values a read
 
 
 @dataclass
@@ -86,25 +86,8 @@ def _fractions(capture, layer: str, lo: float, hi: float, token: CancelToken,
                scale: np.ndarray | None = None) -> tuple[float, float, float]:
     """Shares of ``layer``'s captured values below ``lo`` and above ``hi``, and its largest magnitude
     (times ``scale`` per channel first: the int8 model's equalized tensor)."""
-    shape = capture.activation_shape(layer)
-    n = int(shape[0])
-    size = max(1, int(np.prod(shape[1:], dtype=np.int64)))
-    batch = max(1, BATCH_VALUES // size)
-    below = above = total = 0
-    absmax = 0.0
-    for start in range(0, n, batch):
-        token.check()
-        x = capture.activation(layer, slice(start, min(n, start + batch)))
-        if scale is not None:
-            x = x * scale
-        below += int(np.count_nonzero(x < lo))
-        above += int(np.count_nonzero(x > hi))
-        total += x.size
-        if x.size:
-            absmax = max(absmax, float(np.max(np.abs(x))))
-    if total == 0:
-        return math.nan, math.nan, math.nan
-    return below / total, above / total, absmax
+    got = range_shares(activation_batches(capture, layer, scale=scale, batch_bytes=BATCH_BYTES), lo, hi, token.check)
+    return got.below_share, got.above_share, got.absmax
 
 
 def _total(capture) -> int:

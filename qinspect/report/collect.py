@@ -22,6 +22,7 @@ import numpy as np
 from qinspect import __version__
 from qinspect.analysis import diagnose as diagnosis
 from qinspect.analysis.class_labels import carried_labels, choose_labels
+from qinspect.analysis.coverage import activation_batches, range_shares
 from qinspect.analysis.decisions import agreement_text
 from qinspect.analysis.metrics import ErrorStats, representable_range
 from qinspect.analysis.outputs import resolve_outputs
@@ -361,19 +362,9 @@ def _placement(row: Row, dpu: Any) -> tuple[str, str]:
 
 def _batches(capture: Capture, layer: str, max_samples: int | None,
              scale: np.ndarray | None = None) -> Callable[[], Iterator[np.ndarray]]:
-    """The layer's captured tensor in batches; times ``scale`` per channel (the int8 model's equalized
-    tensor, :meth:`DpuGraph.channel_scale`) when given."""
-    shape = capture.activation_shape(layer)
-    n = shape[0] if max_samples is None else min(shape[0], max_samples)
-    per = max(1, int(np.prod(shape[1:])) * 4)
-    step = max(1, READ_BYTES // per)
-
-    def gen() -> Iterator[np.ndarray]:
-        for start in range(0, n, step):
-            x = capture.activation(layer, slice(start, min(n, start + step)))
-            yield x if scale is None else x * scale
-
-    return gen
+    """The layer's captured tensor in batches, readable again and again; times ``scale`` per channel (the
+    int8 model's equalized tensor, :meth:`DpuGraph.channel_scale`) when given."""
+    return lambda: activation_batches(capture, layer, max_samples, scale, READ_BYTES)
 
 
 def _equalized(dpu: Any, node: Any) -> np.ndarray | None:
@@ -421,13 +412,8 @@ def _coverage(eval_cap: Capture, sections: list[LayerSection], max_samples: int 
             out[sec.name] = None
             continue
         lo, hi = representable_range(pos)
-        stats = ErrorStats()
-        for b in _batches(eval_cap, sec.name, max_samples, scales.get(sec.name))():
-            b = np.asarray(b, dtype=np.float64).reshape(-1)
-            # only the clip counts are used: test = ref keeps the error sums at zero
-            stats.update(b, b, clip_lo=lo, clip_hi=hi)
-        out[sec.name] = (stats.clip_lo_count + stats.clip_hi_count) / stats.n_clip_checked if stats.n_clip_checked \
-            else None
+        out[sec.name] = range_shares(_batches(eval_cap, sec.name, max_samples, scales.get(sec.name))(),
+                                     lo, hi).outside_share
     return out
 
 
