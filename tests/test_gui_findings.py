@@ -196,7 +196,7 @@ def test_the_diagnosis_job_keeps_the_near_tie_warning(monkeypatch):
                                       accuracy=None, explained=None, measured_on="calibration", n_sens_samples=4,
                                       advice=[], near_tie_warning=warning, outputs=[], weighed_outputs=["y"],
                                       hidden_output_warning=None)
-    monkeypatch.setattr(emulation, "diagnosis_data", lambda *_: ({"x": np.zeros((4, 2), np.float32)}, None))
+    monkeypatch.setattr(emulation, "diagnosis_data", lambda *_: ({"x": np.zeros((4, 2), np.float32)}, None, None))
     monkeypatch.setattr(diagnose_module, "diagnose", lambda *_, **__: diagnosis)
     analysis = types.SimpleNamespace(available=True, graph=None, quantized_path=None, float_layer=lambda name: name,
                                      output_nodes=lambda outputs: None)

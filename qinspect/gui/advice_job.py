@@ -43,7 +43,7 @@ def advise_capture(path: str, eval_path: str | None, options: dict[str, Any] | N
         report_progress(0, 0, "building the int8 model")
         graph = Emulator.from_model(document.capture, options=base).graph
         chosen = None if outputs is None else resolve_outputs(graph, outputs)
-        data, calib = diagnosis_data(document, graph, eval_path)
+        data, calib, _labels = diagnosis_data(document, graph, eval_path)
         calib = calib if calib is not None else data
         data = {k: v[:samples] for k, v in data.items()}
         n_calib = len(next(iter(calib.values())))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qinspect.dpu.dpu_graph import computing_node, read_through_note
 from qinspect.gui.document import Document, open_document
@@ -272,10 +272,19 @@ def rewrite_model(token: CancelToken, document: Document, options: dict[str, Any
                     emulator=emulator)
 
 
-def diagnosis_data(document: Document, graph: Any, eval_path: str | None) -> tuple[dict, dict | None]:
+class DiagnosisData(NamedTuple):
+    """What a diagnosis measures on, read from one opening of each capture."""
+
+    inputs: dict  # the measured samples' model inputs (and captured stand-ins)
+    calib: dict | None  # the calibration capture's, when the measured data is another capture's
+    labels: Any  # the measured samples' class-folder labels (ClassLabels), or None
+
+
+def diagnosis_data(document: Document, graph: Any, eval_path: str | None) -> DiagnosisData:
     """The data the diagnosis measures on (the evaluation capture's when one is compared, else the
-    capture's), and the calibration data when that is another capture (else None). ``graph``: the
-    emulator's (captured stand-ins of nodes it cannot compute are added)."""
+    capture's), the calibration data when that is another capture (else None), and the measured
+    samples' class-folder labels. ``graph``: the emulator's (captured stand-ins of nodes it cannot
+    compute are added)."""
     from qinspect.dpu.emulator import calibration_data, captured_stand_ins
 
     # The diagnosis recomputes every tensor from the inputs: a kept-subset capture gives all it was fed.
@@ -283,13 +292,13 @@ def diagnosis_data(document: Document, graph: Any, eval_path: str | None) -> tup
     inputs = {name: capture.inputs(name) for name in capture.input_names()}
     inputs.update(captured_stand_ins(graph, capture))
     if not eval_path:
-        return inputs, None
+        return DiagnosisData(inputs, None, getattr(document.capture, "class_labels", None))
     from qinspect.io.capture_file import Capture
 
     with Capture.open(eval_path) as opened:
         evaluation, _ = calibration_data(graph, opened)
         evaluated = {name: evaluation.inputs(name) for name in evaluation.input_names()}
-        return {**evaluated, **captured_stand_ins(graph, evaluation)}, inputs
+        return DiagnosisData({**evaluated, **captured_stand_ins(graph, evaluation)}, inputs, opened.class_labels)
 
 
 @dataclass
@@ -325,8 +334,8 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
         return DiagnosisSummary()
     from qinspect.analysis.class_labels import choose_labels
 
-    inputs, calib = diagnosis_data(document, analysis.graph, eval_path)
-    carried, labels, unused = _carried_labels(document, eval_path), None, None
+    inputs, calib, carried = diagnosis_data(document, analysis.graph, eval_path)
+    labels, unused = None, None
     if labels_path or carried is not None:
         labels, unused = choose_labels(analysis.graph, labels_path, carried,
                                        default_sens_samples(analysis.graph, len(next(iter(inputs.values())))))
@@ -342,17 +351,6 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
                             diagnosis.n_sens_samples, list(diagnosis.advice), diagnosis.near_tie_warning,
                             [f.to_dict() for f in diagnosis.outputs], list(diagnosis.weighed_outputs),
                             diagnosis.hidden_output_warning, unused)
-
-
-def _carried_labels(document: Document, eval_path: str | None) -> Any:
-    """The class-folder labels of the samples the diagnosis measures (the evaluation capture's when one
-    is compared), or None."""
-    if not eval_path:
-        return getattr(getattr(document, "capture", None), "class_labels", None)
-    from qinspect.io.capture_file import Capture
-
-    with Capture.open(eval_path) as opened:
-        return opened.class_labels
 
 
 def _rebuild(document: Document, analysis: Analysis) -> Any:
@@ -375,7 +373,7 @@ def trial_job(token: CancelToken, document: Document, analysis: Analysis, eval_p
     figures are those of the diagnosis' ``outputs`` (None: all)."""
     from qinspect.analysis.remedy_curve import remedy_curves
 
-    data, _calib = diagnosis_data(document, analysis.graph, eval_path)
+    data = diagnosis_data(document, analysis.graph, eval_path).inputs
     data = {k: v[:n_samples] for k, v in data.items()}
     token.check()
     return remedy_curves(analysis.graph, data, fix.positions, fix.float_nodes, fix.action,
