@@ -135,3 +135,11 @@ def test_quantizer_option_sentence_names_why_how_many_and_the_option():
     assert s.startswith("CLE skips every conv pair joined by a ReLU6 (cle_to_relu6=False, the default): 12 layer(s) "
                         "from c0 on keep their unequal channel ranges, and cle_to_relu6=True would equalize them.")
     assert W.kind_title("quantizer_option") == "Quantizer option"
+    # a larger calibration batch steadies a vote; it equalizes nothing
+    batch = F.Finding("r2", "quantizer_option", 2.3, {
+        "option": F.ev({"calib_batch_size": 64}, ""), "layers_changed": F.ev(2, ""),
+        "why": F.ev("calibration batches of 32 chose different positions for 2 tensor(s), and the quantizer keeps "
+                    "the most common one (the first seen on a tie)", "")})
+    s = W.finding_sentence(batch)
+    assert "2 layer(s) from r2 on take positions a close vote decided, and calib_batch_size=64 would steady it." in s
+    assert "equalize" not in s

@@ -132,7 +132,7 @@ class OptionTrials:
             if "calib_batch_size" in change:
                 b = graph.options.calib_batch_size if graph.options is not None else "?"
                 skipped = (f"calibration batches of {b} chose different positions for {len(graph.split_votes)} "
-                           "tensor(s), and the quantizer keeps the most common one")
+                           "tensor(s), and the quantizer keeps the most common one (the first seen on a tie)")
             else:
                 skipped = "CLE is off" if "include_cle" in change else (
                     "CLE skips every conv pair joined by a ReLU6 (cle_to_relu6=False, the default)")
@@ -141,6 +141,8 @@ class OptionTrials:
                 "option": ev(change, "the quantize_model option changed (the rest as given)"),
                 "layers_changed": ev(len(nodes), "layers whose weights or positions the option changes"),
                 "why": ev(skipped, "what the options as given leave undone"),
+                "cure": ev("steadies the vote" if "calib_batch_size" in change else "equalizes their channel ranges",
+                           "what the option does to those layers"),
             }
             consequence = ("so small batches vote noisily" if "calib_batch_size" in change
                            else f"so {len(nodes)} layer(s) keep unequal channel ranges")

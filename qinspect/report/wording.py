@@ -211,6 +211,9 @@ def _s_option(f: Any, e: Callable[[str], Any]) -> str | None:
     if not isinstance(option, Mapping) or not why or n is None:
         return None
     what = ", ".join(f"{k}={v!r}" for k, v in option.items())
+    if "calib_batch_size" in option or e("cure") == "steadies the vote":
+        return (f"{str(why)[0].upper()}{str(why)[1:]}: {n:.0f} layer(s) from {field_of(f, 'layer')} on take "
+                f"positions a close vote decided, and {what} would steady it.")
     return (f"{str(why)[0].upper()}{str(why)[1:]}: {n:.0f} layer(s) from {field_of(f, 'layer')} on keep their "
             f"unequal channel ranges, and {what} would equalize them.")
 
