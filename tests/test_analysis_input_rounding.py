@@ -52,7 +52,7 @@ def test_the_rounding_finding_names_no_model_input_and_says_what_it_costs(case):
     f = rounding_finding(graph, sens, 0.2, {}, top=3)
     assert f is not None and f.affects == ["c2", "fc"] and f.layer == "c2"
     assert f.evidence["input_rounding_db"]["value"] == 2.5
-    assert "Rounding the model input to int8 alone costs 2.5 dB" in f.advice
+    assert "Quantizing the model input to int8 alone costs 2.5 dB" in f.advice
     layers[0] = LayerSensitivity("quant_x", "x", 0.4, 45.0, 0.01)  # cheap: no sentence
     assert "model input" not in rounding_finding(graph, sens, 0.2, {}, top=3).advice
 

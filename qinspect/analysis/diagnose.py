@@ -35,6 +35,7 @@ import numpy as np
 
 from qinspect.analysis import findings as fnd
 from qinspect.analysis import remedies as rem
+from qinspect.analysis.data_remedies import attach_outlier_samples, data_fixes, measured_outliers_note
 from qinspect.analysis.decisions import Top1Tally, decision_kind, decision_pair
 from qinspect.analysis.findings import Branch, Finding, ev
 from qinspect.analysis.hw_vs_sim import hw_vs_sim_finding, sim_vs_dpu
@@ -48,6 +49,7 @@ from qinspect.analysis.outputs import (
     output_figures,
     output_layer,
 )
+from qinspect.analysis.recalibration import Recalibration
 from qinspect.analysis.sensitivity import (
     HOW,
     LayerSensitivity,
@@ -390,6 +392,16 @@ def diagnose(
                            {x.name: display_name(x) for x in graph.nodes})
     if hw is not None:
         found.append(hw)
+    say("outlier samples and calibration again (every calibration sample)")
+    recal = Recalibration(graph, calib if calib is not None else data)
+    found.extend(attach_outlier_samples(graph, found, recal, noise, _tag, display_name))
+    by_data = data_fixes(graph, found, recal, notes, calib is None, n_sens, data if calib is not None else None)
+    for f in found:
+        if id(f) in by_data:
+            fixes[id(f)] = by_data[id(f)] + rem.fixes_for(graph, f)
+    among = measured_outliers_note(found, sens.output_signal, sens.output_noise) if calib is None else None
+    if among:
+        notes.append(among)
     found.extend(_growth_findings(graph, sens, noise, found))
     say("trying each remedy (what-if runs)")
     options = None if rebuild is None else OptionTrials(rebuild, sens_sample, sens.output.sqnr_db, mode,
@@ -666,7 +678,7 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     def fallback(fx: rem.Fix) -> tuple[ErrorStats, tuple[int, int]]:
         return what_if(graph, sample, fx.positions, fx.float_nodes, batch_size, mode), (0, 0)
 
-    trial = rem.Trial(graph, sens, fallback)
+    trial = rem.Trial(graph, sens, fallback, sample, mode)
     candidates = sorted((f for f in found if id(f) in fixes or id(f) in optional),
                         key=lambda f: -_finite(f.severity_db))
     measured = candidates[:rem.MAX_MEASURED]
@@ -953,7 +965,11 @@ def _cpu_findings(graph: DpuGraph, noise: dict[str, float]) -> list[Finding]:
         feeds, reads = around[node.name]
         cls = node.params.get("class_name") or node.params.get("keras_class") or _split_class(graph, node) \
             or _class_name(node)
-        frac = noise.get(node.name, 0.0 if noise else None)  # None: no sensitivity run
+        # Its cost is its own output's requantization. Without an output quantizer (a softmax at the edge:
+        # the quantizer before it is the previous layer's) it has none: the only-quantized run of this node
+        # would measure its input's quantizer, which is another node's.
+        frac = noise.get(node.name, 0.0 if noise else None) if node.out_slot is not None \
+            else (0.0 if noise else None)  # None: no sensitivity run
         f = fnd.cpu_fallback(display_name(node), cls, node.cpu_reason or "not a DPU operator", parts,
                              feeds and reads, noise_frac=frac)
         out.append(_tag(f, node))

@@ -1,8 +1,9 @@
 """Root causes and remedies: each finding's fix tried in the emulator before it is advised.
 
 A finding's fix is a what-if of the int8 pipeline (:meth:`qinspect.analysis.sensitivity.BatchRunner.what_if`,
-which re-walks only what the change reaches): a position override, a recalibration (the positions the
-representative or cleaned data would give, set together), or layers kept in float. Measured on the
+which re-walks only what the change reaches): a position override, a recalibration (every position the
+quantizer's calibration changes on cleaned or representative data, :mod:`qinspect.analysis.data_remedies`),
+or layers kept in float. Measured on the
 diagnosis' data (the evaluation data when there is one): the output SQNR after the fix, its gain over
 the fully quantized model, and top-1 agreement with the float model.
 
@@ -21,6 +22,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from qinspect.analysis.findings import Finding, ev
 from qinspect.analysis.metrics import ErrorStats, json_safe, ratio_se_db
@@ -48,6 +51,10 @@ class Fix:
     action: str
     positions: dict[Slot, int] = field(default_factory=dict)
     float_nodes: tuple[str, ...] = ()
+    # measured samples left out of this fix's measurement, and its baseline's (the outlier samples a
+    # recalibration drops, when they are among the measured ones: the fix is for data without them)
+    exclude: tuple[int, ...] = ()
+    measured_on: str = ""  # in words, when not every measured sample
 
 
 @dataclass
@@ -62,13 +69,15 @@ class Remedy:
     fix: Fix | None = None  # what was changed (kept out of the JSON)
     gain_se_db: float | None = None  # the gain's standard error over the samples (jackknife), when known
     options: dict[str, Any] | None = None  # a quantizer-option remedy's change ({"cle_to_relu6": True})
+    measured_on: str = ""  # the samples, in words, when not every measured one (then the gain is over them)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return json_safe({"kind": self.kind, "action": self.action, "measured_sqnr_db": self.measured_sqnr_db,
                           "measured_gain_db": self.measured_gain_db, "top1_agreement": self.top1_agreement,
                           **({} if self.gain_se_db is None else {"measured_gain_se_db": self.gain_se_db}),
-                          **({} if self.options is None else {"options": self.options})})
+                          **({} if self.options is None else {"options": self.options}),
+                          **({"measured_on": self.measured_on} if self.measured_on else {})})
 
 
 def node_of(f: Finding) -> str | None:
@@ -96,18 +105,13 @@ def fixes_for(graph: DpuGraph, f: Finding) -> list[Fix]:
         p = int(_value(f, "non_overflow_position"))
         out.append(Fix("position", f"set {f.layer}'s output position to {p} (its non-overflow position: no "
                        f"clipping) instead of {pos}", {node.out_slot: p}))
-    elif f.kind == "outlier_range" and node.out_slot is not None:
+    elif f.kind == "outlier_range" and node.out_slot is not None and _value(f, "bulk_position") is not None \
+            and int(_value(f, "bulk_position")) > pos:
+        # a finer position clips the outliers (what a learned clip would do); a coarser one would not be
+        # "the bulk's" at all. Dropping the samples that hold them is a recalibration, tried by the diagnosis.
         p = int(_value(f, "bulk_position"))
-        if _value(f, "data") == "calibration data (outliers absent in use)":
-            out.append(Fix("recalibrate", f"recalibrate on data without the outliers (position {p} instead of "
-                           f"{pos} at {f.layer})", {node.out_slot: p}))
-        else:
-            out.append(Fix("position", f"set {f.layer}'s output position to {p} (the bulk's min-MSE position: "
-                           f"the outliers clip) instead of {pos}", {node.out_slot: p}))
-    elif f.kind == "coverage" and node.out_slot is not None:
-        p = int(_value(f, "eval_position"))
-        out.append(Fix("recalibrate", f"recalibrate on data representative of use (position {p} instead of "
-                       f"{pos} at {f.layer})", {node.out_slot: p}))
+        out.append(Fix("position", f"set {f.layer}'s output position to {p} (the bulk's min-MSE position: "
+                       f"the outliers clip) instead of {pos}", {node.out_slot: p}))
     # (never a model input's quantizer: the DPU reads its input in int8, so keeping it float is no remedy)
     if f.kind in (*CHAINED, "channel_spread", "error_growth") and node.device == "DPU" \
             and not quantizes_model_input(graph, node):
@@ -138,13 +142,14 @@ def group_root_causes(graph: DpuGraph, found: list[Finding], fixes: dict[int, li
             continue
         root.affects.append(f.layer)
         # the origin's position-level fix sets the affected layers' positions too
-        moves = [fx for fx in fixes.get(id(f), []) if fx.positions]
+        # (a recalibration already sets every position the data change moves)
+        moves = [fx for fx in fixes.get(id(f), []) if fx.positions and fx.kind != "recalibrate"]
         for rf in fixes.get(id(root), []):
-            if rf.positions and moves:
+            if rf.positions and moves and rf.kind != "recalibrate":
                 rf.positions.update(moves[0].positions)
     for r in roots:
         for fx in fixes.get(id(r), []):
-            if r.affects and fx.positions:
+            if r.affects and fx.positions and fx.kind != "recalibrate":
                 fx.action += f", and at the {len(r.affects)} layer(s) downstream it affects ({', '.join(r.affects)})"
     return out
 
@@ -153,15 +158,41 @@ class Trial:
     """Runs fixes on the sensitivity pass's walks and measures them against the fully quantized model."""
 
     def __init__(self, graph: DpuGraph, sens: SensitivityResult,
-                 fallback: Callable[[Fix], tuple[ErrorStats, tuple[int, int]]] | None = None) -> None:
+                 fallback: Callable[[Fix], tuple[ErrorStats, tuple[int, int]]] | None = None,
+                 sample: dict[str, Any] | None = None, mode: str = "sim") -> None:
         self.graph = graph
         self.sens = sens
         self.runner: BatchRunner | None = sens.runner
         self.fallback = fallback
         self.base_db = sens.output.sqnr_db
+        self.sample = sample  # the measured samples, for fixes measured without some of them
+        self.mode = mode
+        self._subsets: dict[tuple[int, ...], BatchRunner] = {}
+
+    def _without(self, fix: Fix) -> Remedy:
+        """``fix`` measured, with its own baseline, on the measured samples but ``fix.exclude``."""
+        assert self.sample is not None
+        key = fix.exclude
+        if key not in self._subsets:
+            n = len(next(iter(self.sample.values())))
+            keep = np.setdiff1d(np.arange(n), np.asarray(key, np.int64))
+            self._subsets[key] = BatchRunner(self.graph, {k: v[keep] for k, v in self.sample.items()}, self.mode)
+        runner = self._subsets[key]
+        base = _output_stats(self.graph, runner.ref, runner.base)
+        values = runner.what_if(fix.positions, fix.float_nodes) if fix.positions or fix.float_nodes else runner.base
+        stats = _output_stats(self.graph, runner.ref, values)
+        agree, total = top1_counts(self.graph, runner.ref, values)
+        se = ratio_se_db(output_powers(self.graph, runner.ref, runner.base)[1],
+                         output_powers(self.graph, runner.ref, values)[1])
+        gain = stats.sqnr_db - base.sqnr_db if math.isfinite(base.sqnr_db) else 0.0
+        return Remedy(fix.kind, fix.action, stats.sqnr_db, 0.0 if math.isnan(gain) else gain,
+                      agree / total if total else None, fix, None if math.isnan(se) else se,
+                      measured_on=fix.measured_on)
 
     def run(self, fix: Fix) -> Remedy:
         """Apply ``fix`` as a what-if and measure the output."""
+        if fix.exclude and self.sample is not None:
+            return self._without(fix)
         se = None
         if self.runner is not None:
             values = self.runner.what_if(fix.positions, fix.float_nodes)
@@ -217,7 +248,7 @@ def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
     full = sens.output.sqnr_db
     each_alone = sorted((s for s in sens.layers if s.node not in inputs and s.node not in covered
                          and math.isfinite(full) and math.isfinite(s.only_quantized_sqnr_db)
-                         and s.only_quantized_sqnr_db <= full + EACH_ALONE_DB
+                         and abs(s.only_quantized_sqnr_db - full) <= EACH_ALONE_DB
                          and s.keep_float_gain_db < EACH_ALONE_GAIN_DB), key=lambda s: s.only_quantized_sqnr_db)
     if len(each_alone) >= 2:
         adders = each_alone + [s for s in adders if s not in each_alone]
@@ -280,7 +311,7 @@ def input_rounding_note(f: Finding) -> str:
     gain = (f.evidence.get("input_rounding_db") or {}).get("value")
     if gain is None or not gain >= INPUT_ROUNDING_NOTE_DB:
         return ""
-    return (f" Rounding the model input to int8 alone costs {gain:.1f} dB, which no quantizer option removes (the "
+    return (f" Quantizing the model input to int8 alone costs {gain:.1f} dB, which no quantizer option removes (the "
             "DPU reads int8): a model trained on inputs its position represents exactly avoids it (8-bit images "
             "as (x - 128) / 128 are; x / 255 is not); retraining is not something the emulator can try.")
 

@@ -140,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
         if not positions_from:
             emu.calibrate(calib_src, args.batch_size)
             positions_from = f"calibrated here on {args.inputs or args.model}, batch size {args.batch_size}"
-        calib = _arrays(calib_src, emu.graph, None if eval_cap is not None else args.samples)
+        # every calibration sample: the data-side remedies calibrate again on them (without outlier samples)
+        calib = _arrays(calib_src, emu.graph, None)
         if eval_cap is not None:
             data = _arrays(calibration_data(emu.graph, eval_cap)[0], emu.graph, args.samples)
             label = f"evaluation ({args.eval})"

@@ -95,7 +95,22 @@ def _s_saturation(f: Any, e: Callable[[str], Any]) -> str | None:
             f"{_db(e('sqnr_unclipped_db'))} with rounding alone.")
 
 
+def _s_outlier_samples(f: Any, e: Callable[[str], Any]) -> str | None:
+    idx, worst, median = e("outlier_samples"), _num(e("outlier_sample_max")), _num(e("median_sample_max"))
+    if not isinstance(idx, list) or not idx or worst is None or not median:
+        return None
+    shown = ", ".join(str(i) for i in idx[:8]) + (f" and {len(idx) - 8} more" if len(idx) > 8 else "")
+    others = _num(e("other_samples_max"))
+    rest = f"; every other sample stays within {_g(others)}" if others is not None else ""
+    return (f"Calibration sample{'s' if len(idx) > 1 else ''} {shown} reach{'' if len(idx) > 1 else 'es'} "
+            f"{_g(worst)} at {field_of(f, 'layer')}, {worst / median:.0f}x the median sample's largest value "
+            f"({_g(median)}){rest}; the position is {e('position')}.")
+
+
 def _s_outlier(f: Any, e: Callable[[str], Any]) -> str | None:
+    samples = _s_outlier_samples(f, e)
+    if samples is not None:
+        return samples
     bits, amax = _num(e("bits_wasted")), _num(e("max_abs"))
     if bits is None or amax is None:
         return None
