@@ -76,3 +76,36 @@ def test_a_separable_convs_depthwise_half_has_a_report_row_and_a_panel_line():
     analysis = Analysis(True, graph=graph)
     assert [n.name for n in analysis.inner_steps("sep")] == ["quant_sep_depthwise_conv"]
     assert analysis.inner_steps("bn") == [] and analysis.inner_steps("relu") == []
+
+
+def test_keeping_a_dense_softmax_float_drops_its_softmax_input_quantizer_too():
+    """Dense(activation='softmax'): the quantizer rounds the logits at the layer's pre-activation position
+    and the softmax runs float on the CPU. ignore_layers=['dense'] leaves the whole layer unwrapped, so its
+    keep-float figure must have no rounding after the int8 GAP: softmax(gap_int8 @ W + b), by hand."""
+    rng = np.random.default_rng(1)
+    w = {"conv": {"kernel": rng.normal(size=(3, 3, 3, 4)).astype("f4"), "bias": np.zeros(4, "f4")},
+         "dense": {"kernel": rng.normal(size=(4, 5)).astype("f4"), "bias": rng.normal(size=5).astype("f4")}}
+    src = model([("x", "InputLayer", {}, [], [None, 6, 6, 3]),
+                 ("conv", "Conv2D", {"filters": 4, "kernel_size": [3, 3], "padding": "same", "activation": "relu"},
+                  ["x"], [None, 6, 6, 4]),
+                 ("gap", "GlobalAveragePooling2D", {}, ["conv"], [None, 4]),
+                 ("dense", "Dense", {"units": 5, "activation": "softmax"}, ["gap"], [None, 5])], ["dense"], w)
+    emu = Emulator(graph_from_float(src.graph, src))
+    x = {"x": rng.normal(size=(16, 6, 6, 3)).astype("f4")}
+    emu.calibrate(x, 16)
+    graph = emu.graph
+    dense = next(n.name for n in graph.nodes if n.op == "dense")
+    softmax = next(n for n in graph.nodes if n.op == "softmax")
+    assert softmax.device == "CPU" and softmax.pre_slot is not None  # the logits' quantizer lives here
+    fix = rem.float_fix([dense], {}, graph)
+    assert set(fix.float_nodes) == {dense, softmax.name}
+    assert graph.float_closure([dense]) == [dense, softmax.name]
+    from qinspect.analysis.sensitivity import BatchRunner
+
+    runner = BatchRunner(graph, x)
+    values = runner.what_if(None, fix.float_nodes)
+    gap = runner.base[next(n.name for n in graph.nodes if n.op == "global_avg_pool")].float().astype(np.float64)
+    logits = gap @ w["dense"]["kernel"].astype(np.float64) + w["dense"]["bias"]
+    by_hand = np.exp(logits - logits.max(axis=1, keepdims=True))
+    by_hand /= by_hand.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(values[softmax.name].float(), by_hand, rtol=1e-5, atol=1e-6)

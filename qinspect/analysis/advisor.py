@@ -146,7 +146,7 @@ def _keep_float_rows(base: AdviceRow, graph: DpuGraph, sens: Any, runner: Any,
     # tried apart they gave rows whose figure was not their command's. Ranked by their worst isolated SQNR.
     groups: dict[tuple[str, ...], list[str]] = {}
     for n in dpu:
-        closure = [m for m in graph.layer_closure([n.name]) if graph[m].device == "DPU"]
+        closure = graph.float_closure([n.name])
         groups.setdefault(tuple(closure), closure)
 
     def worst(names: list[str]) -> float | None:
@@ -162,7 +162,8 @@ def _keep_float_rows(base: AdviceRow, graph: DpuGraph, sens: Any, runner: Any,
         agree, total = top1_counts(graph, runner.ref, values)
         layers = float_layers(graph, names)
         return AdviceRow(dict(base.options), layers, _output_stats(graph, runner.ref, values).sqnr_db,
-                         agree / total if total else None, len(names), command(base.options, layers, graph.keras_names))
+                         agree / total if total else None, sum(graph[n].device == "DPU" for n in names),
+                         command(base.options, layers, graph.keras_names))
 
     singles = []
     for i, names in enumerate(candidates):

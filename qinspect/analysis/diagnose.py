@@ -541,7 +541,8 @@ def _advice(graph: DpuGraph, kept: list[Finding], sqnr: float, top1: float | Non
         # ignore_layers names the float model's layers, every one a kept node was built from (a conv and the
         # BatchNorm folded into it), as the advisor does
         layers = float_layers(graph, f.fix.float_nodes)
-        rows.append(AdviceRow({}, layers, r["measured_sqnr_db"], r.get("top1_agreement"), len(f.fix.float_nodes),
+        moved = sum(graph[n].device == "DPU" for n in f.fix.float_nodes)  # a CPU softmax was on the CPU already
+        rows.append(AdviceRow({}, layers, r["measured_sqnr_db"], r.get("top1_agreement"), moved,
                               command({}, layers, graph.keras_names)))
     rows.sort(key=lambda row: -row.output_sqnr_db if math.isfinite(row.output_sqnr_db) else 0.0)
     return [row.to_dict() for row in rows]

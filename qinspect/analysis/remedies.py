@@ -115,7 +115,9 @@ def fixes_for(graph: DpuGraph, f: Finding) -> list[Fix]:
     # (never a model input's quantizer: the DPU reads its input in int8, so keeping it float is no remedy)
     if f.kind in (*CHAINED, "channel_spread", "error_growth") and node.device == "DPU" \
             and not quantizes_model_input(graph, node):
-        out.append(Fix("keep_float", f"keep {f.layer} in float (a CPU layer)", {}, (name,)))
+        # every node of the layer, as ignore_layers floats it (a Dense's split softmax and its input quantizer)
+        out.append(Fix("keep_float", f"keep {f.layer} in float (a CPU layer)", {},
+                       float_fix([name], {}, graph).float_nodes))
     return out
 
 
@@ -320,6 +322,7 @@ def float_fix(nodes: Sequence[str], labels: dict[str, str], graph: DpuGraph | No
     """Keep some nodes in float; with ``graph``, with every node of the same float layers
     (:meth:`DpuGraph.layer_closure`), as the ``ignore_layers`` call that names those layers does."""
     if graph is not None:  # the given nodes, and the others of their layers that run on the DPU
-        nodes = [n for n in graph.layer_closure(nodes) if n in nodes or graph[n].device == "DPU"]
+        chosen = set(nodes) | set(graph.float_closure(nodes))
+        nodes = [n for n in graph.layer_closure(nodes) if n in chosen]
     return Fix("keep_float", f"keep {', '.join(dict.fromkeys(labels.get(n, n) for n in nodes))} in float "
                "(CPU layers)", {}, tuple(nodes))

@@ -325,6 +325,14 @@ class DpuGraph:
             chosen |= more
         return [n.name for n in self.nodes if n.name in chosen]
 
+    def float_closure(self, names: Iterable[str]) -> list[str]:
+        """The nodes keeping ``names``' float-model layers float changes (:meth:`layer_closure`): those on
+        the DPU, and CPU nodes that quantize something of the layer themselves (a Dense(softmax)'s float
+        softmax rounds its input at the layer's pre-activation position; ignoring the layer drops that
+        quantizer too). In graph order."""
+        return [n for n in self.layer_closure(names)
+                if self[n].device == "DPU" or self[n].pre_slot is not None or self[n].out_slot is not None]
+
     def stand_in_note(self, outputs: list[str] | None = None) -> str | None:
         """The caveat every output figure needs when layers without an implementation feed the outputs
         (``outputs``, default all): from a capture their recorded float output stands in, so int8 error
