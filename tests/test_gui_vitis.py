@@ -199,3 +199,30 @@ def test_an_incomplete_dump_never_reads_as_matching_and_a_failed_import_clears_t
     assert view.table.rowCount() == 0
     assert view.headline.text().startswith("The dump import failed:") and "other inputs" in view.headline.text()
     win.shutdown()
+
+
+def test_a_quantized_h5_of_another_model_is_one_line_and_the_positions_in_use_stay(qtbot, tmp_path, refcases,
+                                                                                   small_capture):
+    """The window skipped the check the command line makes: a KeyError with a traceback, and the bad path
+    stayed in the session, so every later option change failed the same way."""
+    from qinspect.dpu.options import QuantizerOptions
+    from qinspect.gui.main_window import MainWindow
+
+    win = MainWindow(settings_path=isolated_settings(tmp_path))
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.open_channel.finished, timeout=20000):
+        win.open_path(str(small_capture))
+    qtbot.waitUntil(lambda: win.session.analysis is not None and not win.session.channels["emulate"].busy,
+                    timeout=60000)
+    other = refcases / "rich" / "quantized.h5"
+    with qtbot.waitSignal(win.session.failed, timeout=60000) as failed:
+        win.session.import_quantized(str(other))
+    exc = failed.args[0]
+    assert str(other) in str(exc) and "is the quantized model of another model" in str(exc)
+    assert "\n" not in str(exc) and not isinstance(exc, KeyError)
+    assert win.session.quantized_path is None  # as before the import
+    # an option change after it emulates (calibrated on the capture) instead of failing again
+    with qtbot.waitSignal(win.session.results_changed, timeout=60000):
+        win.session.set_options(QuantizerOptions(include_cle=False))
+    assert win.session.analysis.quantized_path is None and win.session.analysis.available

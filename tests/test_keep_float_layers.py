@@ -109,3 +109,37 @@ def test_keeping_a_dense_softmax_float_drops_its_softmax_input_quantizer_too():
     by_hand = np.exp(logits - logits.max(axis=1, keepdims=True))
     by_hand /= by_hand.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(values[softmax.name].float(), by_hand, rtol=1e-5, atol=1e-6)
+
+
+def test_the_window_shows_the_weights_and_positions_of_every_weighted_step_of_a_layer():
+    """A Conv2D(activation='relu') stands as its split activation, which has no weights: the window read
+    the file's unfolded weights and gave its bias p = 51 (min-MSE of zeros) where the int8 model uses
+    another. A separable conv showed its pointwise kernel alone, never the depthwise one."""
+    from qinspect.gui.emulation import Analysis
+
+    rng = np.random.default_rng(2)
+    w = {"conv": {"kernel": rng.normal(size=(3, 3, 3, 4)).astype("f4"), "bias": np.zeros(4, "f4")},
+         "sep": {"depthwise_kernel": rng.normal(size=(3, 3, 4, 1)).astype("f4"),
+                 "pointwise_kernel": rng.normal(size=(1, 1, 4, 2)).astype("f4"), "bias": np.zeros(2, "f4")}}
+    src = model([("x", "InputLayer", {}, [], [None, 6, 6, 3]),
+                 ("conv", "Conv2D", {"filters": 4, "kernel_size": [3, 3], "padding": "same", "activation": "relu"},
+                  ["x"], [None, 6, 6, 4]),
+                 ("sep", "SeparableConv2D", {"filters": 2, "kernel_size": [3, 3], "padding": "same",
+                                             "activation": "linear", "depth_multiplier": 1}, ["conv"],
+                  [None, 6, 6, 2])],
+                ["sep"], w)
+    emu = Emulator(graph_from_float(src.graph, src))
+    emu.calibrate({"x": rng.normal(size=(8, 6, 6, 3)).astype("f4")}, 8)
+    graph = emu.graph
+    analysis = Analysis(True, graph=graph)
+    conv = next(n for n in graph.nodes if n.op == "conv2d" and n.origin == ["conv"])
+    assert analysis.node("conv") is not conv  # the split relu stands for the layer's output
+    weights, how = analysis.layer_weights("conv")
+    assert set(weights) == {"kernel", "bias"} and "stored in the model file" not in how
+    assert analysis.weight_positions("conv")[0] == {k: graph.pos(s) for k, s in conv.weight_slots.items()}
+    halves = [n for n in graph.nodes if n.weights and n.origin[:1] == ["sep"]]
+    assert len(halves) == 2
+    weights, _ = analysis.layer_weights("sep")
+    assert "depthwise_kernel" in weights and "kernel" in weights
+    expected = {k: graph.pos(s) for n in halves for k, s in n.weight_slots.items()}
+    assert analysis.weight_positions("sep")[0] == expected

@@ -295,15 +295,13 @@ def load_positions_file(emu: Any, positions: str) -> None:
 def check_quantized_matches(emu: Any, source: Any, positions: str) -> None:
     """Refuse a quantized.h5 made from another model: every float layer its weighted nodes come from
     must be a layer of ``source``."""
-    from qinspect.report.layer_map import foreign_layers
+    from qinspect.report.layer_map import refuse_foreign
 
     graph = getattr(source, "graph", None)
     if graph is None:
         return
-    foreign = foreign_layers([layer.name for layer in graph.leaves()], emu.graph)
-    if foreign:
-        raise QInspectError(f"is the quantized model of another model: its layer {foreign[0]!r} is not in "
-                            f"{getattr(source, 'path', 'the model')}", positions)
+    refuse_foreign([layer.name for layer in graph.leaves()], emu.graph, getattr(source, "path", "the model"),
+                   positions)
 
 
 def check_layers(emu: Any, layers: list[str] | None, model_path: str) -> list[str] | None:

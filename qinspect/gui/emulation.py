@@ -161,28 +161,40 @@ class Analysis:
             return None
         return self.graph.channel_scale(node.name)
 
+    def _weighted(self, layer: str) -> list[tuple[str, Any, Any]]:
+        """(short weight name, weights, position slot) of every operator the int8 model built from
+        ``layer`` that owns weights: a conv whose activation was split off (the activation stands for the
+        layer's output, the conv holds its weights), both halves of a separable conv. A name two
+        operators share is suffixed with the operator's."""
+        out: list[tuple[str, Any, Any]] = []
+        seen: set[str] = set()
+        for node in self._built_from.get(layer, []):
+            origin = getattr(node, "origin", None) or [node.name]
+            if not getattr(node, "weights", None) or origin[0] != layer:
+                continue
+            for key, value in node.weights.items():
+                name = key if key not in seen else f"{key} ({node.name})"
+                seen.add(name)
+                out.append((name, value, node.weight_slots.get(key)))
+        return out
+
     def layer_weights(self, layer: str) -> tuple[dict[str, Any], str]:
         """The weights the int8 model quantizes for ``layer`` (after BN folding and equalization), if the
-        layer owns a weighted operator; else empty."""
-        node = self.node(layer)
-        if node is None or not getattr(node, "weights", None):
+        layer owns weighted operators; else empty."""
+        weights = {name: value for name, value, _ in self._weighted(layer)}
+        if not weights:
             return {}, ""
-        origin = getattr(node, "origin", None) or [node.name]
-        if origin[0] != layer:
-            return {}, ""
-        how = getattr(self.graph, "weights_from", "") or "after the quantizer's rewrites"
-        return dict(node.weights), how
+        return weights, getattr(self.graph, "weights_from", "") or "after the quantizer's rewrites"
 
     def weight_positions(self, layer: str) -> tuple[dict[str, int], str]:
-        """Positions of the node's weights by short weight name."""
-        node = self.node(layer)
-        if node is None or self.graph is None:
+        """Positions of the layer's weights by short weight name (as :meth:`layer_weights` names them)."""
+        if self.graph is None:
             return {}, ""
         out = {}
-        for key, slot in node.weight_slots.items():
+        for name, _, slot in self._weighted(layer):
             pos = self.graph.pos(slot)
             if pos is not None:
-                out[key] = int(pos)
+                out[name] = int(pos)
         return out, self.positions_source
 
     def notes(self, layer: str) -> list[str]:
@@ -248,7 +260,10 @@ def emulate_capture(token: CancelToken, document: Document, quantized: str | Non
     opts = QuantizerOptions.from_dict(options)
     token.progress(0, capture.n_samples, "calibrating")
     if quantized:
+        from qinspect.report.layer_map import refuse_foreign
+
         emulator = Emulator.from_quantized(quantized)
+        refuse_foreign([layer.name for layer in capture.graph.leaves()], emulator.graph, capture.path, quantized)
         emulator.use_float_reference(capture, opts)
         source = f"Vitis {os.path.basename(quantized)}; float reference: {emulator.reference_note}"
     else:

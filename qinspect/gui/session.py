@@ -44,6 +44,8 @@ class Session(QObject):
         self.document = document
         self.options = options or QuantizerOptions()  # the quantizer options the model is emulated under
         self.quantized_path: str | None = None  # the Vitis quantized.h5 whose positions are in use
+        self._importing = False  # an import's emulation is running; a failure puts back _before_import
+        self._before_import: str | None = None
         self.analysis: emulation.Analysis | None = None  # emulator positions and per-layer results
         self.placement: dict[str, str] = {}
         self.placement_notes: dict[str, str] = {}
@@ -142,6 +144,9 @@ class Session(QObject):
 
     def _on_failed(self, name: str, exc: BaseException, tb: str) -> None:
         self.status.emit(f"{self._WHAT[name]}: failed")
+        if name == "emulate" and self._importing:
+            # the quantized.h5 did not load: later emulations (another option) use what was in use before
+            self.quantized_path, self._importing = self._before_import, False
         if name == "dump":  # the tab says so, rather than keep showing the previous dump's comparison
             from qinspect.errors import one_line
 
@@ -152,6 +157,7 @@ class Session(QObject):
     # --- emulation ---------------------------------------------------------------------------------
     def _on_emulated(self, _rid: int, analysis: emulation.Analysis) -> None:
         self.analysis = analysis
+        self._importing = False
         self._drop_findings()  # they were the previous emulation's: never shown beside the new figures
         self.placement = analysis.placement()
         self.placement_notes = analysis.placement_notes()
@@ -205,7 +211,11 @@ class Session(QObject):
         self._rediagnose()
 
     def import_quantized(self, path: str) -> None:
-        """Use the graph, positions and folded weights of a Vitis quantized.h5, then re-emulate."""
+        """Use the graph, positions and folded weights of a Vitis quantized.h5, then re-emulate (a file that
+        fails leaves the positions in use before it)."""
+        if not self._importing:
+            self._before_import = self.quantized_path
+        self._importing = True
         self.quantized_path = os.fspath(path)
         self._drop_advice()  # measured with other positions
         self._run("emulate", emulation.emulate_job, self.document, self.quantized_path, self.options.to_dict())

@@ -40,7 +40,7 @@ from qinspect.report import figspec
 from qinspect.report.content import LayerSection, Report
 from qinspect.report.how import how_texts
 from qinspect.report.layer import LayerInputs, layer_section, summarize_float
-from qinspect.report.layer_map import LayerMap, foreign_layers, map_layers
+from qinspect.report.layer_map import LayerMap, map_layers, refuse_foreign
 from qinspect.report.wording import equalized_note, pooled_top1_suffix
 
 Progress = Callable[[int, int, str], None]
@@ -176,10 +176,8 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
     em.settings["emulator"] = "qinspect.dpu: integer DPU operators, float reference computed alongside"
     if positions is not None and em.json_positions is None:
         emulator = cls.from_quantized(positions)
-        foreign = foreign_layers([lay.name for lay in source.graph.leaves()], emulator.graph)
-        if foreign:
-            raise QInspectError(f"is the quantized model of another model: its layer {foreign[0]!r} is not in "
-                                f"{getattr(source, 'path', 'the model')}", positions)
+        refuse_foreign([lay.name for lay in source.graph.leaves()], emulator.graph,
+                       getattr(source, "path", "the model"), positions)
         em.settings["weights"] = "folded, equalized weights stored in the quantized.h5"
         # The emulated graph is the quantized model's; the errors are measured against the float model.
         em.settings["float reference"] = emulator.use_float_reference(source, options)

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from qinspect.errors import QInspectError
+
 
 @dataclass
 class LayerMap:
@@ -55,6 +57,15 @@ def foreign_layers(float_names: list[str], graph: Any) -> list[str]:
             if _owner(name, names, by_length) is None and name not in out:
                 out.append(name)
     return out
+
+
+def refuse_foreign(float_names: list[str], graph: Any, model: str, quantized: str) -> None:
+    """Refuse a quantized.h5 (``graph``, read from ``quantized``) made from another model than the one of
+    ``float_names`` (read from ``model``): one line naming the quantized file."""
+    foreign = foreign_layers(float_names, graph)
+    if foreign:
+        raise QInspectError(f"is the quantized model of another model: its layer {foreign[0]!r} is not in {model}",
+                            quantized)
 
 
 def map_layers(float_names: list[str], graph: Any) -> LayerMap:
