@@ -363,3 +363,33 @@ def test_badges_say_measured_gain_and_coverage_marks_what_if_positions(qtbot):
     view.set_session(session)
     assert view.table.item(0, 1).text() == "5" and view.table.item(1, 1).text() == "7 (what-if)"
     assert "does not quantize this tensor" in view.table.item(1, 1).toolTip()
+    # the headline's worst is a tensor the int8 model quantizes, not a what-if row that clips more
+    worse_whatif = Coverage("c.h5", "e.h5", 4, 4, rows=[
+        CoverageRow("q", 5, "qinspect calibration", -4.0, 3.97, 0, 0, 0, 0.01, 1.0, 4.2),
+        CoverageRow("softmax", 7, MIN_MSE_SOURCE, -1.0, 0.99, 0, 0, 0, 0.3, 0.5, 1.2)])
+    assert "worst coverage at q, 1%" in worse_whatif.summary()
+    only_whatif = Coverage("c.h5", "e.h5", 4, 4, rows=worse_whatif.rows[1:])
+    assert "worst coverage at softmax (what-if" in only_whatif.summary()
+    assert not view.plot.getPlotItem().getAxis("left").autoSIPrefix
+
+
+def test_quantize_with_it_is_hidden_with_no_finding_selected(qtbot):
+    """The option button stayed visible (and did nothing) under 'Select a finding to read it in full.'"""
+    import types
+
+    from qinspect.analysis.findings import ev
+    from qinspect.gui.findings_view import FindingDetail
+
+    view = FindingDetail()
+    qtbot.addWidget(view)
+    view.show()
+    option = types.SimpleNamespace(kind="quantizer_option", layer="c0", severity_db=1.3, advice="", fix=None,
+                                   evidence={"option": ev({"cle_to_relu6": True}, "")},
+                                   remedy={"kind": "quantizer_option", "options": {"cle_to_relu6": True},
+                                           "action": "quantize with cle_to_relu6=True", "measured_sqnr_db": 30.0,
+                                           "measured_gain_db": 1.3})
+    view.show_finding(option, None, False)
+    assert view.option_button.isVisible()
+    view.show_finding(None, None, False)
+    assert not view.option_button.isVisible()
+

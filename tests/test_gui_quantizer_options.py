@@ -37,12 +37,20 @@ def test_options_persist_and_the_model_is_emulated_again_under_them(qtbot, tmp_p
     qtbot.waitUntil(lambda: win.session.analysis is not None and not win.session.channels["emulate"].busy,
                     timeout=60000)
     assert win.session.analysis.graph.options == QuantizerOptions()
+    assert "batch size 32, default options" in win.session.analysis.positions_source
+    # the findings measured under the options being left go at once (they were shown, unmarked, until the
+    # new options' emulation arrived)
+    qtbot.waitUntil(lambda: win.session.diagnosis is not None, timeout=60000)
+    win.set_quantizer_option("calib_batch_size", 8)
+    assert win.session.diagnosis is None and win.session.findings == []
+    qtbot.waitUntil(lambda: not win.session.channels["emulate"].busy, timeout=60000)
+    win.set_quantizer_option("calib_batch_size", 32)
     win.set_quantizer_option("include_cle", False)
     win.set_quantizer_option("calib_batch_size", 4)
     wanted = QuantizerOptions(include_cle=False, calib_batch_size=4)
     qtbot.waitUntil(lambda: win.session.analysis.graph.options == wanted and not win.session.channels["emulate"].busy,
                     timeout=60000)
-    assert "include_cle=False" in win.session.analysis.positions_source
+    assert "batch size 4, include_cle=False" in win.session.analysis.positions_source  # the batch size is said
     assert not win.option_actions["include_cle"].isChecked()
     win.close()
     win.shutdown()

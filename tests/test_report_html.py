@@ -83,6 +83,14 @@ def test_no_diagnosis_and_empty_diagnosis_are_told_apart():
     _, empty_page = _page([])
     assert "No diagnosis in this report: it was not asked for (--no-findings)." in none_page
     assert "found no cause" in empty_page and "No diagnosis" not in empty_page
+    # a layer report whose layer has no finding while the model has some says so, not "found no cause"
+    layer = sample_report([])
+    layer.selected_layer = "softmax"
+    layer.elsewhere = [{"layer": "conv2", "kind": "saturation", "severity": 3.25, "remedy": {"kind": "position"}}]
+    layer_page = render_html(layer, {})
+    assert "found no cause" not in layer_page
+    assert "No finding at softmax. The diagnosis found 1 elsewhere in the model" in layer_page
+    assert "at conv2: 3.2 dB" in layer_page or "at conv2: 3.3 dB" in layer_page
 
 
 def test_layer_names_are_escaped():

@@ -42,6 +42,11 @@ class CoverageRow:
     eval_absmax: float
 
     @property
+    def whatif(self) -> bool:
+        """True when the int8 model does not quantize this tensor: its position is min-MSE's what-if."""
+        return self.position_source.startswith(MIN_MSE_SOURCE)
+
+    @property
     def calib_outside(self) -> float:
         """Fraction of calibration values outside the range."""
         return self.calib_below + self.calib_above
@@ -74,9 +79,13 @@ class Coverage:
         """One line for the status bar."""
         if not self.rows:
             return "No common layers to compare"
-        worst = max(self.rows, key=lambda r: r.eval_outside)
-        return (f"Compared {len(self.rows)} layers: worst coverage at {worst.layer}, "
-                f"{100 * worst.eval_outside:.3g}% of evaluation values outside the calibrated range")
+        # the worst of the tensors the int8 model quantizes: a what-if row (a float CPU layer, a tensor
+        # folded into its consumer) has no int8 range in the model
+        quantized = [r for r in self.rows if not r.whatif]
+        worst = max(quantized or self.rows, key=lambda r: r.eval_outside)
+        return (f"Compared {len(self.rows)} layers: worst coverage at {worst.layer}"
+                + (" (what-if: no tensor of the int8 model is quantized)" if worst.whatif else "")
+                + f", {100 * worst.eval_outside:.3g}% of evaluation values outside the calibrated range")
 
 
 MIN_MSE_SOURCE = "min-MSE over the calibration capture"

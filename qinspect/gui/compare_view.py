@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qinspect.gui.compare_job import MIN_MSE_SOURCE
 from qinspect.gui.layer_stats import fmt_frac
 from qinspect.gui.session import set_layer_ticks
 
@@ -46,6 +45,7 @@ class CompareView(QWidget):
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.addLegend(offset=(-10, 10))
         self.plot.setLabel("left", "values outside the calibrated int8 range (%)")
+        self.plot.getPlotItem().getAxis("left").enableAutoSIPrefix(False)  # a percentage takes no "(x0.001)"
         self.plot.setLabel("bottom", "layer (topological order)")
         split.addWidget(self.plot)
         self.table = QTableWidget(0, 7)
@@ -100,7 +100,7 @@ class CompareView(QWidget):
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
             # a tensor the int8 model does not quantize gets a min-MSE what-if position: said in the cell
-            what_if = r.position_source == MIN_MSE_SOURCE
+            what_if = r.whatif
             cells = [r.layer, f"{r.position} (what-if)" if what_if else str(r.position), f"[{r.lo:.4g}, {r.hi:.4g}]",
                      fmt_frac(r.calib_outside),
                      fmt_frac(r.eval_outside), f"{r.calib_absmax:.4g}", f"{r.eval_absmax:.4g}"]

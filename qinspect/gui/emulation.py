@@ -268,7 +268,8 @@ def emulate_capture(token: CancelToken, document: Document, quantized: str | Non
         source = f"Vitis {os.path.basename(quantized)}; float reference: {emulator.reference_note}"
     else:
         emulator = Emulator.from_model(capture, calib_inputs=capture, options=opts)
-        source = f"qinspect calibration on the capture (predicts vai_q pof2s; {opts.describe()})"
+        source = (f"qinspect calibration on the capture (predicts vai_q pof2s; batch size {opts.calib_batch_size}, "
+                  f"{opts.describe()})")
     token.check()
     results = emulator.run(capture, stats_factory=ErrorStats,
                            progress=lambda done: token.progress(done, capture.n_samples, "emulating"))
@@ -500,7 +501,7 @@ def build_report_in_helper(path: str, quantized: str | None, layer: str | None, 
 
     return build_report(path, positions=quantized, layer=layer, eval_path=eval_path, advice=advice_rows,
                         labels=labels_path, options=QuantizerOptions.from_dict(options), outputs=outputs,
-                        progress=lambda done, total, text: report_progress(done, total, f"report: {text}"))
+                        progress=lambda done, total, text: report_progress(done, total, text))
 
 
 def export_job(token: CancelToken, document: Document, analysis: Analysis | None, layer: str | None,

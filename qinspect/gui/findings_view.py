@@ -120,6 +120,7 @@ class FindingDetail(QWidget):
             self.details.setPlainText("")
             self.try_button.setEnabled(False)
             self.undo_button.setEnabled(False)
+            self.option_button.setVisible(False)  # no finding, no option to quantize with
             return
         kind = str(getattr(finding, "kind", ""))
         self.title.setText(f"{wording.kind_title(kind)} at {getattr(finding, 'layer', '')}")

@@ -104,6 +104,7 @@ class Session(QObject):
             return
         self.options = options
         self._drop_advice()  # measured under the old options
+        self._drop_findings()  # the same: never shown while the new options are being measured
         self.start()
 
     def shutdown(self) -> None:
@@ -218,6 +219,7 @@ class Session(QObject):
         self._importing = True
         self.quantized_path = os.fspath(path)
         self._drop_advice()  # measured with other positions
+        self._drop_findings()
         self._run("emulate", emulation.emulate_job, self.document, self.quantized_path, self.options.to_dict())
 
     def activation_position(self, layer: str) -> tuple[int | None, str]:
@@ -387,7 +389,10 @@ class Session(QObject):
     def undo_trial(self) -> None:
         """Back to the model as quantized."""
         self.channels["trial"].cancel()
+        had = self.trial is not None
         self._clear_trial()
+        if had:  # the status line said "Remedy tried: ..."
+            self.status.emit("Remedy undone: the model as quantized")
 
     def _clear_trial(self) -> None:
         had = self.trial is not None or self.trial_finding is not None

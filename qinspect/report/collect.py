@@ -663,6 +663,7 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
         how={**how_texts(), **diag.how},
         summary=diag.summary,
         findings=None if findings is None else [f for f in findings if layer is None or f.get("layer") == layer],
+        elsewhere=[f for f in findings or [] if layer is not None and f.get("layer") != layer],
         selected_layer=layer,
         eval_source=os.path.abspath(eval_cap.path) if eval_cap is not None else None,
         coverage=coverage,

@@ -123,6 +123,8 @@ class Report:
     # None: the diagnosis was not run (the report says so); []: it ran and found nothing.
     findings: list[dict[str, Any]] | None = None
     findings_missing: str = ""  # why there is no diagnosis, when findings is None
+    # a layer report: the model's findings at other layers (its own are ``findings``)
+    elsewhere: list[dict[str, Any]] = field(default_factory=list)
     figures: list[FigureSpec] = field(default_factory=list)  # model-level figures
     selected_layer: str | None = None
     eval_source: str | None = None
