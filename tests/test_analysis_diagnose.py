@@ -244,3 +244,25 @@ def test_outliers_at_the_model_input_are_never_remedied_by_keeping_the_input_flo
         # the samples holding the outliers, named and dropped: a data fix, never a float input or a retrain
         assert "calibrate without them" in f.advice and "retrain" not in f.advice and "float" not in f.advice
         assert f.evidence["outlier_samples"]["value"] and "calibrate without the outlier samples" in f.remedy["action"]
+
+
+def test_the_rounding_finding_names_one_list_in_one_order():
+    """Its sentence listed the adders by keep-float gain, its advice in the order the noise budget picked
+    them (another set too), and it was anchored to the third of them."""
+    from pathlib import Path
+
+    from qinspect.io.capture_file import Capture
+
+    demo = Path(__file__).resolve().parents[1] / "resources" / "demo" / "demo_capture.h5"
+    if not demo.exists():
+        pytest.skip("no demo capture")
+    with Capture.open(str(demo)) as cap:
+        emu = Emulator.from_model(cap, calib_inputs=cap)
+        x = {name: cap.inputs(name) for name in cap.input_names()}
+    d = diagnose(emu.graph, x, max_samples=32, sens_samples=32)
+    f = next(f for f in d.findings if f.kind == "accumulated_rounding")
+    adders = [a["layer"] for a in f.evidence["adders"]["value"]]
+    gains = [a["keep_float_gain_db"] for a in f.evidence["adders"]["value"]]
+    assert len(adders) >= 2 and gains == sorted(gains, reverse=True)
+    assert f.layer == adders[0] and f.affects == adders
+    assert f"added most by {', '.join(adders)}" in f.advice

@@ -615,7 +615,10 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
     if rounding is not None:
         adders = list(dict.fromkeys(n for f, fx, _ in picked if f is None for n in fx.float_nodes))
         if adders:
-            names = [labels.get(n, n) for n in adders]
+            # one list, in one order, everywhere the finding names them: the largest keep-float gain first
+            row = {sl.layer: sl for sl in sens.layers}
+            names = sorted(dict.fromkeys(labels.get(n, n) for n in adders),
+                           key=lambda x: -_finite(row[x].keep_float_gain_db) if x in row else math.inf)
             added = sum(d for f, _, d in picked if f is None)
             alone = trial.run(rem.float_fix(adders, labels, graph))
             rounding.affects = names
@@ -625,8 +628,9 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
                                                           "budget's jointly measured set")
             rounding.evidence["share"] = ev(added, "output error power these layers' rounding accounts for, measured: "
                                                    "what keeping them float adds to the noise budget's other fixes")
-            ads = rounding.evidence.get("adders", {}).get("value") or []
-            rounding.evidence["adders"]["value"] = [a for a in ads if a.get("layer") in names]
+            rounding.evidence["adders"]["value"] = [
+                {"layer": x, "keep_float_gain_db": row[x].keep_float_gain_db,
+                 "only_noise_share": row[x].only_noise_share} for x in names if x in row]
             amps = [a["layer"] for a in rounding.evidence.get("amplifiers", {}).get("value") or []]
             rounding.advice = (f"{100 * added:.0f}% of the output error is rounding the causes above leave, added "
                                f"most by {', '.join(names)}" + (f" and amplified by {', '.join(amps)}" if amps else "")
