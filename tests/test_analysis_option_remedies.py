@@ -107,6 +107,13 @@ def test_skipped_cle_pairs_are_a_measured_finding_though_no_layer_spreads(tmp_pa
     assert rem["kind"] == "quantizer_option" and "cle_to_relu6=True" in rem["action"]
     assert rem["measured_gain_db"] > 0.5 and rem["measured_gain_se_db"] >= 0
     assert opt["noise_share"] == pytest.approx(1 - 10 ** (-rem["measured_gain_db"] / 10))
+    # the option's share (measured on its rebuilt model) and the budget's (on the model as given) do not
+    # add: explained is the larger, and the rounding finding says its share is of the model as given
+    rounding = [f for f in out["findings"] if f["kind"] == "accumulated_rounding"]
+    budget = sum(f["evidence"].get("budget_share", {}).get("value") or 0.0 for f in out["findings"])
+    assert out["explained"] == pytest.approx(min(1.0, max(opt["noise_share"], budget)), abs=1e-9)
+    for f in rounding:
+        assert f["evidence"]["option_apart"]["value"] is True and "measured apart" in f["advice"]
 
 
 @pytest.mark.tf

@@ -561,7 +561,8 @@ def _joint_fix(fixes: list[rem.Fix]) -> rem.Fix | None:
 
 
 def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: SensitivityResult, trial: rem.Trial,
-                  labels: dict[str, str], options_share: float) -> tuple[float, float | None]:
+                  labels: dict[str, str], options_share: float,
+                  options_se: float | None = None) -> tuple[float, float | None]:
     """The measured noise budget: ``explained`` and the accumulated-rounding finding's named layers.
 
     Fixes do not add up (two fixes can remove the same error, and one can undo what another gained), so
@@ -588,7 +589,7 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
     # The causes first, then the rounding they leave: keeping most of the model float removes any error,
     # a saturating layer's too, so in one pool it took the share of the cause that made that error.
     for cands in (causes, rounding_cands):
-        while cands and share + options_share < EXPLAINED_TARGET and len(picked) < BUDGET_MAX_STEPS:
+        while cands and share < EXPLAINED_TARGET and len(picked) < BUDGET_MAX_STEPS:
             best = None
             for i, (_f, fx) in enumerate(cands):
                 joint = _joint_fix([*chosen, fx])
@@ -603,9 +604,14 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
             chosen.append(fx)
             picked.append((f, fx, best[0] - share))
             share, measured = best[0], best[2]
-    explained = min(1.0, share + options_share)
+    # An option's share was measured on the model rebuilt under it, the set's on the model as given: they do
+    # not add (the set's rounding may be the very error the option removes). The larger one stands, a lower
+    # bound of what both together remove.
+    explained = min(1.0, max(share, options_share))
     se = None
-    if measured is not None and measured.gain_se_db is not None and math.isfinite(measured.measured_gain_db):
+    if options_share > share:
+        se = options_se
+    elif measured is not None and measured.gain_se_db is not None and math.isfinite(measured.measured_gain_db):
         # share = 1 - 10^(-gain/10): its slope in the gain carries the gain's error over
         se = math.log(10) / 10 * 10 ** (-measured.measured_gain_db / 10) * measured.gain_se_db
     for f, _, d in picked:
@@ -632,8 +638,13 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
                 {"layer": x, "keep_float_gain_db": row[x].keep_float_gain_db,
                  "only_noise_share": row[x].only_noise_share} for x in names if x in row]
             amps = [a["layer"] for a in rounding.evidence.get("amplifiers", {}).get("value") or []]
-            rounding.advice = (f"{100 * added:.0f}% of the output error is rounding the causes above leave, added "
-                               f"most by {', '.join(names)}" + (f" and amplified by {', '.join(amps)}" if amps else "")
+            unlike = rem.OPTION_APART if options_share > 0 else ""
+            if unlike:
+                rounding.evidence["option_apart"] = ev(True, "the shares are of the model as quantized; the "
+                                                             "quantizer option's was measured on its rebuilt model")
+            rounding.advice = (f"{100 * added:.0f}% of the output error is rounding the causes above "
+                               f"leave{unlike}, added most by {', '.join(names)}"
+                               + (f" and amplified by {', '.join(amps)}" if amps else "")
                                + ": keep the worst adders in float, or quantize them with more bits (the quantizer's "
                                "fast finetuning, include_fast_ft=True, adjusts weights to the rounding and is not "
                                "emulated here)." + rem.each_alone_note(rounding) + rem.input_rounding_note(rounding))
@@ -730,7 +741,13 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     if not sens.layers:
         return kept, None, None
     labels = row_names(quantizing_nodes(graph))
-    options_share = sum(f.noise_share or 0.0 for f in kept if (f.remedy or {}).get("kind") == "quantizer_option")
+    option_cures = [f for f in kept if (f.remedy or {}).get("kind") == "quantizer_option"]
+    best_option = max(option_cures, key=lambda f: f.noise_share or 0.0, default=None)
+    options_share = (best_option.noise_share or 0.0) if best_option is not None else 0.0
+    options_se = None
+    if best_option is not None and (best_option.remedy or {}).get("measured_gain_se_db") is not None:
+        gain = best_option.remedy["measured_gain_db"]
+        options_se = math.log(10) / 10 * 10 ** (-gain / 10) * best_option.remedy["measured_gain_se_db"]
     # A residual worth naming only where the output is noisy (the same bar as error_growth's).
     noisy = sens.output.sqnr_db < fnd.GROWTH_MAX_SQNR_DB
     # the nodes of the layers kept causes are found at (their own error is the cause's; the layers a cause
@@ -739,7 +756,7 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     covered = frozenset(n.name for n in quantizing_nodes(graph) if labels.get(n.name) in named or n.name in named)
     rounding = (rem.rounding_finding(graph, sens, 0.0, labels, top=ROUNDING_MAX_ADDERS, covered=covered)
                 if noisy else None)
-    explained, explained_se = _noise_budget(kept, rounding, sens, trial, labels, options_share)
+    explained, explained_se = _noise_budget(kept, rounding, sens, trial, labels, options_share, options_se)
     if rounding is not None and rounding.remedy is not None and rounding.severity_db >= MIN_SEVERITY_DB:
         kept.append(rounding)
     return kept, explained, explained_se

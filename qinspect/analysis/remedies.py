@@ -41,6 +41,8 @@ from qinspect.dpu.dpu_graph import DpuGraph, Slot, quantizes_model_input
 CHAINED = ("coverage", "saturation", "outlier_range")
 MAX_MEASURED = 12  # candidate findings whose fix is run (highest estimated cost first)
 MIN_GAIN_DB = 0.1
+# said of the rounding share when a quantizer option is among the causes: the two were measured on two models
+OPTION_APART = " (on the model as quantized: the quantizer option above rebuilds it, and was measured apart)"
 
 
 @dataclass

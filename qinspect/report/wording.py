@@ -15,6 +15,7 @@ from typing import Any
 
 from qinspect.analysis.decisions import agreement_text
 from qinspect.analysis.findings import OUTLIER_MIN_BITS
+from qinspect.analysis.remedies import OPTION_APART
 
 KIND_TITLES = {
     "saturation": "Saturation",
@@ -211,7 +212,8 @@ def _s_rounding(f: Any, e: Callable[[str], Any]) -> str | None:
         return (f"{_pct(share)} of the output error comes from layers that each lose the output on their own: "
                 f"{', '.join(alone)}, each quantized alone, already give about the whole model's output SQNR, so "
                 "keeping any one of them float gains nothing.")
-    text = f"{_pct(share)} of the output error is rounding the causes' fixes leave, spread over many layers"
+    apart = OPTION_APART if e("option_apart") else ""
+    text = f"{_pct(share)} of the output error is rounding the causes' fixes leave{apart}, spread over many layers"
     if adders:
         text += ", added most by " + ", ".join(
             f"{a.get('layer')} ({_num(a.get('keep_float_gain_db')) or 0:+.1f} dB in float)" for a in adders)
