@@ -113,3 +113,45 @@ def test_a_tensor_without_a_position_is_shown_as_a_what_if_not_in_use(qtbot):
         panel._set_whatif_labels()
         assert want in panel.range_label.text()
         assert ("(what-if)" in panel.sqnr_label.text()) == data.whatif_only
+
+
+def test_range_tally_counts_every_value_read_exactly_at_any_position():
+    """Brute force: the shares below and above [-128, 127] * 2^-p, values on a bound not clipped."""
+    from qinspect.analysis.metrics import representable_range
+    from qinspect.gui.layer_stats import RangeTally
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_t(2, size=6000) * 30).astype(np.float32)
+    lo, hi = representable_range(2)
+    x[:4] = [lo, hi, np.nextafter(np.float32(hi), np.float32(1e9)), np.nextafter(np.float32(lo), np.float32(-1e9))]
+    tally = RangeTally()
+    for part in np.array_split(x, 5):
+        tally.add(part)
+    assert (tally.n, tally.vmin, tally.vmax) == (x.size, float(x.min()), float(x.max()))
+    for p in range(-12, 20):
+        lo, hi = representable_range(p)
+        assert tally.clip_fracs(p) == (np.count_nonzero(x < lo) / x.size, np.count_nonzero(x > hi) / x.size)
+
+
+def test_a_draw_that_misses_the_extremes_still_shows_the_exact_range_and_clipping():
+    """The panel drew 2^18 values of a larger tensor and read its range, its non-overflow position and its
+    clipped shares off the draw: a minimum of -8.02 read as -7.14, p = 4 instead of 3, 0% clipped."""
+    from qinspect.dpu.fixed_point import pos_non_overflow
+    from qinspect.gui import layer_stats as ls
+
+    class Capture:
+        def __init__(self, x):
+            self.x = x
+
+        def activation(self, layer, i):
+            return self.x[i]
+
+    x = np.random.default_rng(4).uniform(-1, 1, size=(4, 10000)).astype(np.float32)
+    x[2, 17] = -9.5  # one value: a draw of 100 per sample almost surely misses it
+    tally = ls.RangeTally()
+    drawn = ls.read_spread(Capture(x), "l", np.arange(4), 100, lambda: None, tally=tally)
+    assert drawn.size == 400 and drawn.min() > -9.5
+    data = ls.layer_data("l", "ReLU", drawn, 4, 4, 3, "test", [], True, tally=tally)
+    assert data.vmin == -9.5 and data.method_positions["non-overflow"] == pos_non_overflow(-9.5, float(x.max()))
+    whatif = ls.what_if(data, 4)  # [-8, 7.94]: the one value clips
+    assert whatif.clip_lo_frac == 1 / x.size and whatif.clip_hi_frac == 0.0

@@ -141,9 +141,10 @@ def load_pass(rid: int, path: str, name: str, class_name: str, position: int | N
     if first_pass:
         first_ids, keep = ls.spread_plan(len(ids), keep, ls.FIRST_PASS_VALUES, ls.FIRST_PASS_VALUES)
         ids = ids[first_ids]
-    values = ls.read_spread(capture, name, ids, keep, check, scale=scale)
+    tally = ls.RangeTally()
+    values = ls.read_spread(capture, name, ids, keep, check, scale=scale, tally=tally)
     data = ls.layer_data(name, class_name, values, len(ids), n_total, position, source, [], not first_pass,
-                         check)
+                         check, tally)
     if scale is not None:
         from qinspect.report.wording import equalized_note
 

@@ -501,7 +501,13 @@ class LayerPanel(StablePages):
 
     def _share(self, data: ls.LayerData) -> str:
         """'N values from U of K samples', and how many were fed when the capture keeps only K of them."""
-        text = f"{data.values.size:,} values from {data.n_samples_used} of {data.n_samples_total} samples"
+        tally = data.tally
+        if tally is not None and tally.n > data.values.size:
+            # range and clipping count every value read; histograms, SQNR and codes use a draw of them
+            text = (f"{tally.n:,} values from {data.n_samples_used} of {data.n_samples_total} samples (plots, "
+                    f"SQNR and codes on a random draw of {data.values.size:,})")
+        else:
+            text = f"{data.values.size:,} values from {data.n_samples_used} of {data.n_samples_total} samples"
         capture = self.session.document.capture if self.session is not None else None
         fed = int(getattr(capture, "n_total_samples", 0) or 0)
         if fed > data.n_samples_total:
@@ -681,7 +687,8 @@ class LayerPanel(StablePages):
         used = "what-if: the int8 model does not quantize this tensor" if data.whatif_only else "in use"
         self.range_label.setText(
             f"<b>p = {w.position}</b> ({w.method or used}): int8 range [{w.lo:.5g}, {w.hi:.5g}], "
-            f"step {2.0 ** -w.position:.4g} · the {data.values.size:,} float values read in "
+            f"step {2.0 ** -w.position:.4g} · the {(data.tally.n if data.tally else data.values.size):,} float "
+            "values read in "
             f"[{data.vmin:.5g}, {data.vmax:.5g}]"
             + (" (equalized: see the notes)" if data.values_note else "")
         )

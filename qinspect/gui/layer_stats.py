@@ -104,6 +104,65 @@ class WeightInfo:
     bars: ChannelBars | None = None  # what the channel plots draw (None without per-channel ranges)
 
 
+EXPONENTS = 320  # float exponents tallied, from EXP_MIN: every float32 (and the float64 of a scaled one)
+EXP_MIN = -170
+
+
+def _exponent_counts(mag: np.ndarray, mantissa_above: float) -> tuple[np.ndarray, np.ndarray]:
+    """For magnitudes ``m * 2^e`` (``m`` in [0.5, 1)): counts per exponent, and per exponent of those whose
+    ``m`` exceeds ``mantissa_above``."""
+    m, e = np.frexp(mag)
+    e = np.clip(e.astype(np.int64) - EXP_MIN, 0, EXPONENTS - 1)
+    return (np.bincount(e, minlength=EXPONENTS), np.bincount(e[m > mantissa_above], minlength=EXPONENTS))
+
+
+@dataclass
+class RangeTally:
+    """Exact figures over every value of the samples read (the plots use a draw of them): the range, and
+    counts by binary exponent from which the share below and above the int8 range of any position follows.
+
+    The range at position ``p`` is ``[-128, 127] * 2^-p``; with ``k = 7 - p``, a value clips above when
+    ``x = m * 2^e > (127/128) * 2^k``: ``e > k``, or ``e == k`` and ``m > 127/128``; below when
+    ``|x| > 2^k``: ``e > k + 1``, or ``e == k + 1`` and ``m > 1/2``. A value on a bound is representable."""
+
+    n: int = 0
+    vmin: float = math.inf
+    vmax: float = -math.inf
+    pos_e: np.ndarray = field(default_factory=lambda: np.zeros(EXPONENTS, np.int64))
+    pos_e_top: np.ndarray = field(default_factory=lambda: np.zeros(EXPONENTS, np.int64))  # m > 127/128
+    neg_e: np.ndarray = field(default_factory=lambda: np.zeros(EXPONENTS, np.int64))
+    neg_e_over: np.ndarray = field(default_factory=lambda: np.zeros(EXPONENTS, np.int64))  # m > 1/2
+
+    def add(self, x: np.ndarray) -> None:
+        """Count one sample's finite values (every one, before any draw)."""
+        x = x[np.isfinite(x)]
+        if not x.size:
+            return
+        self.n += int(x.size)
+        self.vmin, self.vmax = min(self.vmin, float(x.min())), max(self.vmax, float(x.max()))
+        counts, top = _exponent_counts(x[x > 0], 127 / 128)
+        self.pos_e += counts
+        self.pos_e_top += top
+        counts, over = _exponent_counts(-x[x < 0], 0.5)
+        self.neg_e += counts
+        self.neg_e_over += over
+
+    def clip_fracs(self, position: int) -> tuple[float, float] | None:
+        """Exact shares of the values read below and above the int8 range at ``position``."""
+        if not self.n:
+            return None
+        k = 7 - int(position) - EXP_MIN  # index of exponent 7 - p
+
+        def beyond(counts: np.ndarray, edge: np.ndarray, i: int) -> int:
+            if i < 0:
+                return int(counts.sum())
+            if i >= EXPONENTS:
+                return 0
+            return int(counts[i + 1:].sum() + edge[i])
+
+        return beyond(self.neg_e, self.neg_e_over, k + 1) / self.n, beyond(self.pos_e, self.pos_e_top, k) / self.n
+
+
 @dataclass
 class LayerData:
     """One layer's float data, loaded once and reused by every what-if."""
@@ -123,6 +182,8 @@ class LayerData:
     complete: bool = True  # False for the quick first pass over a few samples
     whatif_only: bool = False  # the int8 model holds no position for this tensor: ``position`` is a what-if
     values_note: str = ""  # the values are not the capture's own (the int8 model's equalized tensor)
+    # exact range and clipped counts over every value of the samples read (``values`` may be a draw)
+    tally: RangeTally | None = None
 
     @property
     def has_activations(self) -> bool:
@@ -145,16 +206,17 @@ class WhatIf:
     scatter_y: np.ndarray
     scatter_lo: float = 0.0  # the scatter's extent over x and y (for its diagonal)
     scatter_hi: float = 1.0
+    exact_clip: tuple[float, float] | None = None  # over every value read (RangeTally), when tallied
 
     @property
     def clip_lo_frac(self) -> float:
-        """Fraction of float values below the representable range."""
-        return self.stats.clip_lo_frac
+        """Fraction of float values below the representable range (every value read when tallied)."""
+        return self.exact_clip[0] if self.exact_clip is not None else self.stats.clip_lo_frac
 
     @property
     def clip_hi_frac(self) -> float:
-        """Fraction of float values above the representable range."""
-        return self.stats.clip_hi_frac
+        """Fraction of float values above the representable range (every value read when tallied)."""
+        return self.exact_clip[1] if self.exact_clip is not None else self.stats.clip_hi_frac
 
     @property
     def sqnr_db(self) -> float:
@@ -180,17 +242,20 @@ def spread_plan(n_total: int, sample_size: int, max_values: int = MAX_VALUES,
 
 
 def read_spread(capture, layer: str, ids: np.ndarray, keep: int, check: Callable[[], None],
-                seed: int = 0, scale: np.ndarray | None = None) -> np.ndarray:
+                seed: int = 0, scale: np.ndarray | None = None, tally: RangeTally | None = None) -> np.ndarray:
     """Read samples ``ids`` one at a time (one chunk each: short GIL holds, a cancel check between),
     keeping ``keep`` values of each: all of them, or a uniform random draw (with replacement, which
     keeps every fraction unbiased) when the sample is larger. ``scale``: multiply each channel (last
-    axis) by it first (the int8 model's equalized tensor)."""
+    axis) by it first (the int8 model's equalized tensor). ``tally`` counts every value read, before
+    the draw (exact range and clipping)."""
     rng = np.random.default_rng(seed)
     parts = []
     for i in ids:
         check()
         x = capture.activation(layer, int(i))
         x = (x if scale is None else (x * scale).astype(np.float32)).reshape(-1)
+        if tally is not None:
+            tally.add(x)
         if keep < x.size:
             x = x[rng.integers(0, x.size, keep)]
         parts.append(x)
@@ -230,12 +295,16 @@ def weight_infos(class_name: str, weights: dict[str, np.ndarray], positions: dic
 
 def layer_data(name: str, class_name: str, values: np.ndarray, n_used: int, n_total: int,
                position: int | None, position_source: str, weights: list[WeightInfo],
-               complete: bool, check: Callable[[], None] = lambda: None) -> LayerData:
-    """Histogram and per-method positions of loaded values (see :class:`LayerData`)."""
+               complete: bool, check: Callable[[], None] = lambda: None,
+               tally: RangeTally | None = None) -> LayerData:
+    """Histogram and per-method positions of loaded values (see :class:`LayerData`); with ``tally``, the
+    range and the non-overflow position are those of every value read, not of the draw."""
     values = np.asarray(values, dtype=np.float32).reshape(-1)
     finite = values[np.isfinite(values)] if values.size else values
     vmin = float(finite.min()) if finite.size else 0.0
     vmax = float(finite.max()) if finite.size else 0.0
+    if tally is not None and tally.n:
+        vmin, vmax = tally.vmin, tally.vmax
     hist = activation_histogram(finite, bins=HIST_BINS) if finite.size else activation_histogram(np.zeros(1))
     methods: dict[str, int] = {}
     if finite.size:
@@ -244,12 +313,14 @@ def layer_data(name: str, class_name: str, values: np.ndarray, n_used: int, n_to
                 continue  # the quick first pass skips the what-if methods (percentile, KL)
             check()
             methods[label] = int(fn(finite))
+        if tally is not None and tally.n:  # the draw can miss the extremes; the range over all is known
+            methods["non-overflow"] = int(pos_non_overflow(vmin, vmax))
     whatif_only = position is None and bool(methods)
     if whatif_only:
         why = f" ({position_source})" if position_source else ""
         position, position_source = methods[DEFAULT_METHOD], f"min-MSE over these values, as a what-if{why}"
     return LayerData(name, class_name, n_used, n_total, finite, vmin, vmax, hist, methods, position,
-                     position_source, weights, complete, whatif_only)
+                     position_source, weights, complete, whatif_only, tally=tally)
 
 
 def what_if(data: LayerData, position: int, method: str = "") -> WhatIf:
@@ -269,7 +340,8 @@ def what_if(data: LayerData, position: int, method: str = "") -> WhatIf:
     sx, sy = scatter_sample(x, y)
     s_lo = float(min(sx.min(), sy.min())) if sx.size else 0.0
     s_hi = float(max(sx.max(), sy.max())) if sx.size else 1.0
-    return WhatIf(data.name, int(position), method, lo, hi, stats, err_hist, sx, sy, s_lo, s_hi)
+    exact = data.tally.clip_fracs(position) if data.tally is not None else None
+    return WhatIf(data.name, int(position), method, lo, hi, stats, err_hist, sx, sy, s_lo, s_hi, exact)
 
 
 def scatter_sample(x: np.ndarray, y: np.ndarray, n: int = SCATTER_POINTS,
