@@ -76,3 +76,23 @@ def test_a_quantized_h5_conv_stands_for_the_batchnorm_folded_into_it():
     assert emu.graph["quant_conv1"].origin == ["conv1", "bn1"]
     lmap = map_layers([layer.name for layer in source.graph.leaves()], emu.graph)
     assert lmap.standing["bn1"].name == "quant_conv1" and "conv1" not in lmap.standing
+
+
+def test_quantizer_named_nodes_of_a_quantized_h5_stand_for_their_float_layers():
+    """After a quantized.h5 import the window showed a SeparableConv2D and the TF operations of a hard
+    sigmoid as 'not part of the int8 model': the quantizer names their nodes from no float layer
+    (sep4_depthwise_conv, vitis_sigmoid), while the dump matched those very tensors."""
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.io.model_file import open_model
+    from tests.dpu_graph_fixtures import refcase
+
+    root = refcase("rich")
+    emu = Emulator.from_quantized(root / "quantized.h5")
+    with open_model(str(root / "float.h5")) as source:
+        own = Emulator.from_model(source).graph
+        emu.use_float_reference(source)
+    graph = emu.graph
+    for name in ("quant_sep4_depthwise_conv", "quant_sep4_pointwise_conv", "quant_vitis_sigmoid"):
+        assert graph[name].origin == own[name].origin, name
+    assert graph["quant_sep4_depthwise_conv"].origin[0] == "sep4"
+    assert "hsig_relu6" in graph["quant_vitis_sigmoid"].origin

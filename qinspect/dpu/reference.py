@@ -49,10 +49,16 @@ def adopt_float_functions(emulated: DpuGraph, reference: DpuGraph) -> int:
     (:func:`compare_weights`), which also makes the reference's equalization scales this graph's
     (``DpuGraph.channel_scale``). Returns how many nodes changed function."""
     changed = 0
+    float_layers = {o for n in reference.nodes for o in n.origin}
     for node in emulated.nodes:
         other = reference[node.name] if node.name in reference else None
         if other is None or other.op != node.op:
             continue
+        # A node the quantizer named from no float layer (a separable conv's halves, sep4_depthwise_conv;
+        # the vitis_sigmoid standing for a hard-sigmoid's TF operations) stands for the layers the float
+        # model's rewrite built it from: the views find it by those names.
+        if other.origin and not any(o in float_layers for o in node.origin):
+            node.origin = list(other.origin)
         if CLE_OUT_SCALE in other.params:
             node.params[CLE_OUT_SCALE] = other.params[CLE_OUT_SCALE]
         # The quantized.h5 keeps no folded BatchNorm: its conv's output is the BatchNorm's tensor, which
