@@ -83,9 +83,12 @@ def test_try_it_draws_before_and_after_and_undo_returns_to_one_curve(qtbot, wind
     window.tabs.setCurrentWidget(view)
     view.detail.undo_button.click()
     assert window.session.trial is None
+    assert window.status_label.text() == "Remedy undone: the model as quantized"  # not "Remedy tried: ..."
     window.tabs.setCurrentWidget(window.propagation)
     qtbot.waitUntil(lambda: window.propagation.curves == ["isolated", "accumulated"], timeout=5000)
     assert "remedy" not in window.quality_label.text() and "Output SQNR" in window.quality_label.text()
+    # every model-wide figure says what it was computed under
+    assert window.quality_label.text().endswith(" · batch size 32, default options")
 
 
 def test_advice_table_fills_from_an_advisor_run(qtbot, window, capture_path):

@@ -341,7 +341,16 @@ class Session(QObject):
                     if trial.top1_before is not None and trial.top1_after is not None else "")
             parts.append(f"with the remedy tried: {trial.output_before.sqnr_db:.1f} → "
                          f"{trial.output_after.sqnr_db:.1f} dB{top1} ({trial.n_samples} samples)")
+        if parts:
+            parts.append(self._settings_label())
         return " · ".join(parts)
+
+    def _settings_label(self) -> str:
+        """What every figure on screen was computed under: a Vitis quantized.h5's positions, or the quantizer
+        options (said whatever they are, so a screenshot under other options cannot pass for the defaults)."""
+        if self.analysis is not None and self.analysis.quantized_path:
+            return f"positions of {os.path.basename(self.analysis.quantized_path)}"
+        return f"batch size {self.options.calib_batch_size}, {self.options.describe()}"
 
     def _outputs_label(self) -> str:
         """`` (cls)`` when the figures are some outputs' only, `` (2 outputs pooled)`` for all of several."""
