@@ -44,3 +44,21 @@ def test_advise_default_row_equals_the_real_quantizer_runs_output(tmp_path):
     # rounding (measured: 6e-5 dB apart). One position chosen otherwise moves the figure by far more.
     assert row["output_sqnr_db"] == pytest.approx(want_db, abs=1e-3)
     assert row["top1_agreement"] == pytest.approx(want_top1)
+
+
+def test_the_text_marks_rows_a_lower_ranked_row_beats_on_top1(tmp_path):
+    """Ranked by output SQNR, a row can agree with the float model's top-1 less often than one below it;
+    the text marks it rather than let the order read as a ranking by top-1."""
+    root = refcase("small")
+    r = run_cli("advise", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["advice"]
+    r = run_cli("advise", str(root / "float.h5"), "--inputs", str(root / "calib.npy"))
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if line[:3].strip().isdigit()]
+    assert len(lines) == len(rows)
+    for i, (line, row) in enumerate(zip(lines, rows, strict=True)):
+        later = [x["top1_agreement"] for x in rows[i + 1:] if x["top1_agreement"] is not None]
+        beaten = row["top1_agreement"] is not None and bool(later) and row["top1_agreement"] < max(later)
+        assert ("↓" in line.split()[2]) == beaten, line
+    assert ("↓: a row ranked lower agrees" in r.stdout) == any("↓" in line for line in lines)

@@ -95,13 +95,23 @@ def run(args: argparse.Namespace) -> int:
       "best first\n")
     if len(weighed) > 1 or outputs is not None:
         w(f"output SQNR of: {', '.join(weighed)}" + (" (pooled by signal power)" if len(weighed) > 1 else "") + "\n")
-    w(f"{'#':>3} {'SQNR dB':>8} {'top-1':>6} {'CPU+':>4}  options / float layers\n")
+    w(f"{'#':>3} {'SQNR dB':>8} {'top-1':>7} {'CPU+':>4}  options / float layers\n")
+    # ranked by output SQNR: a row whose decisions agree with the float model less often than a row
+    # ranked below it gets a mark, so the ranking does not pass for a ranking by top-1
+    later_best = [max((x.top1_agreement for x in rows[i + 1:] if x.top1_agreement is not None), default=None)
+                  for i in range(len(rows))]
+    marked = False
     for i, r in enumerate(rows, 1):
         top1 = "-" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}%"
+        if r.top1_agreement is not None and later_best[i - 1] is not None and r.top1_agreement < later_best[i - 1]:
+            top1, marked = top1 + "↓", True
         opts = ", ".join(f"{k}={v}" for k, v in r.options.items())
-        w(f"{i:>3} {r.output_sqnr_db:>8.2f} {top1:>6} {r.cpu_layers_added:>4}  {opts}"
+        w(f"{i:>3} {r.output_sqnr_db:>8.2f} {top1:>7} {r.cpu_layers_added:>4}  {opts}"
           + (f"; float: {', '.join(r.keep_float)}" if r.keep_float else "") + "\n")
-        w(f"{'':>25}{r.command}\n")
+        w(f"{'':>26}{r.command}\n")
+    if marked:
+        w("\n↓: a row ranked lower agrees with the float model's top-1 more often; rows are ranked by output "
+          "SQNR.")
     # what this table cannot show: a calibration set that does not cover use is cured by other data
     w("\nThese rows change quantizer options and float layers on the same calibration data. Data remedies "
       "(calibrating on data representative of use, without outliers) and position changes are measured by "
