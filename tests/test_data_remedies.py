@@ -119,3 +119,30 @@ def test_coverage_recalibrates_on_the_data_in_use_as_the_calibrator_would(model)
     assert f.evidence["eval_position"]["value"] == on_use.graph.pos(quant.out_slot)
     assert f.remedy["kind"] == "recalibrate" and "an upper bound" in f.remedy["action"]
     assert f.remedy["measured_sqnr_db"] == pytest.approx(_output_sqnr(on_use, use[:d.n_sens_samples]), abs=0.01)
+
+
+def test_an_input_whose_quantization_alone_caps_the_output_is_said_with_its_offset():
+    """Inputs 6 + 0.02 u, the offset taken out by the first layer: the int8 input keeps two codes of its
+    variation and caps the output whatever else is fixed; nothing said so."""
+    from qinspect.dpu.rewrites import graph_from_float
+    from tests.dpu_graph_fixtures import model
+
+    rng = np.random.default_rng(5)
+    kernel = np.eye(4, 2, dtype="f4") * 50.0
+    w = {"d": {"kernel": kernel, "bias": np.full(2, -300.0, "f4")}}
+    src = model([("x", "InputLayer", {}, [], [None, 4]),
+                 ("d", "Dense", {"units": 2, "activation": "linear"}, ["x"], [None, 2])], ["d"], w)
+    emu = Emulator(graph_from_float(src.graph, src))
+    x = (6.0 + 0.02 * rng.uniform(size=(32, 4))).astype("f4")
+    emu.calibrate({"x": x}, 32)
+    d = diagnose(emu.graph, {"x": x})
+    note = next(n for n in d.notes if n.startswith("quantizing the model input x alone"))
+    quant = next(n for n in emu.graph.nodes if n.op == "quantize")
+    row = next(s for s in d.sensitivity if s.node == quant.name)
+    assert f"limits the output SQNR to {row.only_quantized_sqnr_db:.1f} dB" in note and row.only_quantized_sqnr_db < 30
+    pos = emu.graph.pos(quant.out_slot)
+    from qinspect.dpu.fixed_point import Round, quantize
+
+    codes = np.unique(quantize(x, pos, Round.HALF_UP)).size
+    assert f"at position {pos} its values take {codes} of the 256 codes" in note
+    assert "an offset" in note and "subtracting it in preprocessing" in note

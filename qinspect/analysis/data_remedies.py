@@ -183,3 +183,39 @@ def measured_outliers_note(found: list[Finding], signal: np.ndarray, noise: np.n
             f"output SQNR over the other {len(keep)} is {10 * math.log10(s / n):.1f} dB "
             f"({10 * math.log10(s_all / n_all):.1f} dB with {'it' if one else 'them'})")
 
+
+INPUT_CEILING_DB = 30.0  # an input whose quantization alone leaves less output SQNR than this is said
+OFFSET_RATIO = 4.0  # an input mean this many times its spread takes most of its int8 range
+
+
+def input_ceiling_notes(graph: DpuGraph, rows: list, sample: dict[str, np.ndarray],
+                        label: Callable[[Node], str]) -> list[str]:
+    """A note per model input whose quantization alone (every layer after it float: the sensitivity's
+    only-quantized run) limits the output SQNR: a ceiling no remedy here passes, since the DPU reads its
+    input in int8. Says how many codes the input uses, and when an offset far larger than the values'
+    spread takes the range, that removing it frees the bits."""
+    from qinspect.dpu.dpu_graph import quantizes_model_input
+    from qinspect.dpu.fixed_point import Round, quantize
+
+    out = []
+    for row in rows:
+        if row.node not in graph or not math.isfinite(row.only_quantized_sqnr_db) \
+                or row.only_quantized_sqnr_db >= INPUT_CEILING_DB:
+            continue
+        node = graph[row.node]
+        pos = graph.pos(node.out_slot)
+        if not quantizes_model_input(graph, node) or pos is None or node.inputs[0] not in sample:
+            continue
+        x = np.asarray(sample[node.inputs[0]], np.float64).ravel()
+        codes = int(np.unique(quantize(x.astype(np.float32), int(pos), Round.HALF_UP)).size)
+        mean, spread = float(x.mean()), float(x.std())
+        text = (f"quantizing the model input {label(node)} alone (every layer after it float) limits the output "
+                f"SQNR to {row.only_quantized_sqnr_db:.1f} dB, a ceiling no remedy here passes (the DPU reads its "
+                f"input in int8): at position {int(pos)} its values take {codes} of the 256 codes")
+        if spread > 0 and abs(mean) > OFFSET_RATIO * spread:
+            text += (f", sitting at {mean:.4g} ± {spread:.3g}: an offset {abs(mean) / spread:.0f}x their spread takes "
+                     "the range; subtracting it in preprocessing (and folding it into the first layer's bias) frees "
+                     "those bits")
+        out.append(text)
+    return out
+

@@ -35,7 +35,12 @@ import numpy as np
 
 from qinspect.analysis import findings as fnd
 from qinspect.analysis import remedies as rem
-from qinspect.analysis.data_remedies import attach_outlier_samples, data_fixes, measured_outliers_note
+from qinspect.analysis.data_remedies import (
+    attach_outlier_samples,
+    data_fixes,
+    input_ceiling_notes,
+    measured_outliers_note,
+)
 from qinspect.analysis.decisions import Top1Tally, decision_kind, decision_pair
 from qinspect.analysis.findings import Branch, Finding, ev
 from qinspect.analysis.hw_vs_sim import hw_vs_sim_finding, sim_vs_dpu
@@ -402,6 +407,7 @@ def diagnose(
     among = measured_outliers_note(found, sens.output_signal, sens.output_noise) if calib is None else None
     if among:
         notes.append(among)
+    notes.extend(input_ceiling_notes(graph, sens.layers, sens_sample, display_name))
     found.extend(_growth_findings(graph, sens, noise, found))
     say("trying each remedy (what-if runs)")
     options = None if rebuild is None else OptionTrials(rebuild, sens_sample, sens.output.sqnr_db, mode,
