@@ -143,3 +143,25 @@ def test_the_window_shows_the_weights_and_positions_of_every_weighted_step_of_a_
     assert "depthwise_kernel" in weights and "kernel" in weights
     expected = {k: graph.pos(s) for n in halves for k, s in n.weight_slots.items()}
     assert analysis.weight_positions("sep")[0] == expected
+
+
+def test_a_dense_softmax_runs_on_the_dpu_and_the_cpu_in_the_window_and_the_report():
+    """The tree painted a Dense(softmax) orange 'CPU' while its matmul runs on the DPU."""
+    from types import SimpleNamespace
+
+    from qinspect.gui.emulation import Analysis
+    from qinspect.report.collect import _placement
+    from qinspect.report.layer_map import map_layers
+
+    rng = np.random.default_rng(6)
+    w = {"dense": {"kernel": rng.normal(size=(4, 3)).astype("f4"), "bias": np.zeros(3, "f4")}}
+    src = model([("x", "InputLayer", {}, [], [None, 4]),
+                 ("dense", "Dense", {"units": 3, "activation": "softmax"}, ["x"], [None, 3])], ["dense"], w)
+    graph = graph_from_float(src.graph, src)
+    analysis = Analysis(True, graph=graph)
+    assert analysis.placement()["dense"] == "DPU+CPU"
+    assert analysis.placement_notes()["dense"].startswith("its softmax runs on the CPU: ")
+    lm = map_layers(["x", "dense"], graph)
+    row = SimpleNamespace(node=lm.standing["dense"], name="dense", merged_into=lm.merged_into["dense"])
+    device, note = _placement(row, graph)
+    assert device == "DPU+CPU" and note.startswith(analysis.placement_notes()["dense"])

@@ -141,6 +141,20 @@ def computing_node(standing: Node, built_from: Iterable[Node]) -> Node:
     return next((n for n in built_from if n.op not in ("quantize", "input")), standing)
 
 
+def cpu_part(built_from: Iterable[Node]) -> list[Node]:
+    """The CPU operators of a float layer whose other operators run on the DPU (a Dense(softmax): its
+    matmul on the DPU, its softmax on the CPU); empty for a layer that runs in one place."""
+    ops = [n for n in built_from if n.op not in ("quantize", "input")]
+    cpu = [n for n in ops if n.device == "CPU"]
+    return cpu if cpu and len(cpu) < len(ops) else []
+
+
+def split_note(cpu: list[Node]) -> str:
+    """Said of a layer split between the DPU and the CPU (:func:`cpu_part`)."""
+    return "; ".join(f"its {n.op} runs on the CPU: {n.cpu_reason or 'not a DPU operator'}" for n in cpu) \
+        + "; the rest on the DPU"
+
+
 def read_through_note(quantizer: Node) -> str:
     """Said beside a float layer whose tensor the DPU reads through ``quantizer``."""
     return f"the DPU layer after it reads it through the input quantizer {quantizer.name}"

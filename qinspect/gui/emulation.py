@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from qinspect.dpu.dpu_graph import computing_node, read_through_note
+from qinspect.dpu.dpu_graph import computing_node, cpu_part, read_through_note, split_note
 from qinspect.gui.document import Document, open_document
 
 if TYPE_CHECKING:  # the helper process imports this module and must not need Qt
@@ -103,14 +103,22 @@ class Analysis:
         node = self._node_of.get(layer)
         return None if node is None else computing_node(node, self._built_from[layer])
 
+    def _split(self, layer: str) -> list[Any]:
+        return cpu_part(self._built_from.get(layer, []))
+
     def placement(self) -> dict[str, str]:
-        """Float layer -> "DPU" or "CPU": where the layer itself runs."""
-        return {layer: getattr(self.runs_as(layer), "device", "") for layer in self._node_of}
+        """Float layer -> "DPU", "CPU", or "DPU+CPU" for a layer split between them: where it runs."""
+        return {layer: "DPU+CPU" if self._split(layer) else getattr(self.runs_as(layer), "device", "")
+                for layer in self._node_of}
 
     def placement_notes(self) -> dict[str, str]:
-        """Float layer -> why it runs on the CPU."""
+        """Float layer -> why it (or the part of it that does) runs on the CPU."""
         out = {}
         for layer, node in self._node_of.items():
+            split = self._split(layer)
+            if split:
+                out[layer] = split_note(split)
+                continue
             own = self.runs_as(layer)
             why = getattr(own, "cpu_reason", "")
             if why and own is not node:

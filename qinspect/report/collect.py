@@ -27,7 +27,7 @@ from qinspect.analysis.decisions import agreement_text
 from qinspect.analysis.metrics import ErrorStats, representable_range
 from qinspect.analysis.outputs import resolve_outputs
 from qinspect.dpu.checks import check_finite_capture
-from qinspect.dpu.dpu_graph import computing_node, read_through_note
+from qinspect.dpu.dpu_graph import computing_node, cpu_part, read_through_note, split_note
 from qinspect.dpu.emulator import Emulator, calibration_data, captured_stand_ins, recalibrator
 from qinspect.dpu.options import QuantizerOptions
 from qinspect.errors import QInspectError
@@ -343,6 +343,9 @@ def _placement(row: Row, dpu: Any) -> tuple[str, str]:
     own = computing_node(node, row.merged_into)
     note = getattr(own, "cpu_reason", "") or ""
     device = getattr(own, "device", "DPU")
+    split = cpu_part(row.merged_into)
+    if split:  # a Dense(softmax): the matmul on the DPU, the softmax on the CPU
+        device, note = "DPU+CPU", split_note(split)
     if own is not node:
         note = (note + "; " if note else "") + read_through_note(node)
     if node.out_slot is None and node.op not in ("input",):

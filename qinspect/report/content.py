@@ -78,7 +78,7 @@ class LayerSection:
 
     name: str
     class_name: str
-    placement: str  # "DPU" or "CPU"
+    placement: str  # "DPU", "CPU", or "DPU+CPU" for a layer split between them (a Dense(softmax))
     placement_note: str = ""
     index: int | None = None  # position in the model's topological order of leaf layers
     # "input" is a list (one position per input tensor); the others an int or None.

@@ -25,7 +25,8 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("index", "position of the layer in topological order, from 0"),
     ("layer", "layer name; layers of a nested model are outer/inner"),
     ("type", "Keras layer class"),
-    ("placement", "DPU or CPU (layers the DPU cannot run are computed in float)"),
+    ("placement", "DPU or CPU (layers the DPU cannot run are computed in float); DPU+CPU for a layer split "
+                  "between them, such as a Dense(softmax): its softmax stays float on the CPU"),
     ("pos_input", "position of each input tensor, ';' between several inputs"),
     ("pos_weights", "position of the weights (kernel)"),
     ("pos_bias", "position of the bias"),
