@@ -59,7 +59,7 @@ def test_a_labels_file_wins_over_the_folders(labelled_capture):  # noqa: F811
     np.save(tmp / "y.npy", np.array([0, 1, 2, 0, 1, 2, 2]))  # says the odd image is red: all right
     done = run_cli("emulate", str(cap), "--json", "--labels", str(tmp / "y.npy"))
     accuracy = json.loads(done.stdout)["outputs"][0]["accuracy"]
-    assert accuracy["float"] == 1.0 and accuracy["labels"] == f"--labels {tmp / 'y.npy'}"
+    assert accuracy["float"] == 1.0 and accuracy["labels"] == f"the file {tmp / 'y.npy'}"
 
 
 def test_folders_that_cannot_be_the_models_classes_give_no_accuracy(labelled_capture):  # noqa: F811

@@ -45,7 +45,7 @@ def read_labels(path: str, n: int) -> np.ndarray:
 
 def labels_file(path: str, n: int) -> ClassLabels:
     """:func:`read_labels` with its origin (the file)."""
-    return ClassLabels(read_labels(path, n), f"--labels {path}")
+    return ClassLabels(read_labels(path, n), f"the file {path}")
 
 
 def folder_labels_origin(folder: str, classes: list[str] | tuple[str, ...]) -> str:
