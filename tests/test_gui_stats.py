@@ -155,3 +155,28 @@ def test_a_draw_that_misses_the_extremes_still_shows_the_exact_range_and_clippin
     assert data.vmin == -9.5 and data.method_positions["non-overflow"] == pos_non_overflow(-9.5, float(x.max()))
     whatif = ls.what_if(data, 4)  # [-8, 7.94]: the one value clips
     assert whatif.clip_lo_frac == 1 / x.size and whatif.clip_hi_frac == 0.0
+
+
+def test_the_panel_says_the_exact_clipped_share_not_the_draws(qtbot):
+    """The clip line read the draw's ErrorStats: 0% where one value in 40,000 clips."""
+    import os
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from qinspect.gui.layer_panel import LayerPanel
+
+    x = np.random.default_rng(4).uniform(-1, 1, size=(4, 10000)).astype(np.float32)
+    x[2, 17] = -9.5
+
+    class Capture:
+        def activation(self, layer, i):
+            return x[i]
+
+    tally = ls.RangeTally()
+    drawn = ls.read_spread(Capture(), "l", np.arange(4), 100, lambda: None, tally=tally)
+    data = ls.layer_data("l", "ReLU", drawn, 4, 4, 4, "test", [], True, tally=tally)
+    panel = LayerPanel()
+    qtbot.addWidget(panel)
+    panel.data, panel.whatif = data, ls.what_if(data, 4)
+    panel._set_whatif_labels()
+    assert f"Clipped below: <b>{ls.fmt_frac(1 / x.size)}</b>" in panel.clip_label.text()
+    assert "the 40,000 float values read in [-9.5," in panel.range_label.text()

@@ -693,7 +693,7 @@ class LayerPanel(StablePages):
             + (" (equalized: see the notes)" if data.values_note else "")
         )
         self.clip_label.setText(
-            f"Clipped below: <b>{ls.fmt_frac(st.clip_lo_frac)}</b> · above: <b>{ls.fmt_frac(st.clip_hi_frac)}</b> · "
+            f"Clipped below: <b>{ls.fmt_frac(w.clip_lo_frac)}</b> · above: <b>{ls.fmt_frac(w.clip_hi_frac)}</b> · "
             f"codes used: {st.codes_used}/256"
         )
         alone = "This tensor quantized alone" + (" (what-if)" if data.whatif_only else "")
