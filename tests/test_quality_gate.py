@@ -79,3 +79,25 @@ def test_a_softmax_position_is_said_to_be_its_inputs(tmp_path):
     emu = Emulator.from_model(src, rng.normal(size=(8, 6)).astype("f4"), batch_size=8)
     (result,) = [r for r in emu.run(rng.normal(size=(8, 6)).astype("f4")).values() if r.op == "softmax"]
     assert result.position is not None and result.position_of_input
+
+
+def test_a_constant_output_is_said_by_emulate_and_fails_the_gate(tmp_path, capsys):
+    """Random-weight MobileNets showed 'output SQNR inf dB' in emulate with no note (diagnose said it), and
+    --fail-below 30 passed a model whose int8 output is all zeros."""
+    import numpy as np
+    from capture_fixtures import tiny_data
+
+    data = tiny_data()
+    same = {k: np.repeat(v[:1], len(v), axis=0) for k, v in data.items()}  # every sample the first one
+    cap = write_tiny(tmp_path / "same.h5", same)
+    done = run_here("emulate", str(cap), "--json")
+    notes = json.loads(done.stdout)["notes"]
+    assert any("is nearly the same for every sample (exactly the same)" in n for n in notes), notes
+    gated = run_here("emulate", str(cap), "--fail-below", "-1000")
+    assert gated.returncode == 1 and gated.stderr.count("\n") == 1
+    assert "no output SQNR to pass: the float model's output" in gated.stderr
+    diagnosed = run_here("diagnose", str(cap), "--no-sensitivity", "--fail-below", "-1000")
+    assert diagnosed.returncode == 1 and "no output SQNR to pass" in diagnosed.stderr
+    # a varying output still gates on its figure
+    assert quality_gate(25.0, 20.0, None) == 0 and quality_gate(25.0, 20.0, "a constant") == 1
+    capsys.readouterr()

@@ -48,6 +48,7 @@ from qinspect.analysis.metrics import ErrorStats, json_safe
 from qinspect.analysis.option_remedies import OptionTrials, candidate_options
 from qinspect.analysis.outputs import (
     OutputFigure,
+    OutputSpread,
     focused,
     hidden_output_warning,
     measure_outputs,
@@ -108,6 +109,7 @@ class Diagnosis:
     advice: list[dict[str, Any]] = field(default_factory=list)  # measured rows (qinspect.analysis.advisor)
     top1_agreement: float | None = None  # int8 against float arg-max, outputs with several classes
     accuracy: dict[str, Any] | None = None  # with labels: float and int8 top-1 accuracy
+    constant_output: str | None = None  # why the output SQNR measures nothing (a dead or constant output)
     near_tie_warning: str | None = None  # when top1_agreement rests on near-tied float outputs
     output_se_db: float = math.nan  # the output SQNR's standard error over the samples (jackknife)
     explained_se: float | None = None  # explained's standard error over the samples (from its set's gain)
@@ -441,6 +443,7 @@ def diagnose(
         hidden_output_warning=hidden_output_warning(figures, sens.output.sqnr_db,
                                                     agree / compared if compared else None),
         advice=_advice(graph, kept, sens.output.sqnr_db, agree / compared if compared else None),
+        constant_output=constant,
     )
 
 
@@ -462,32 +465,18 @@ def _focused_rebuild(rebuild: Callable[[dict[str, Any]], DpuGraph],
     return lambda change: focused(rebuild(change), outputs)
 
 
-CONSTANT_OUTPUT_REL = 1e-3  # an output whose spread over samples is at most this share of its size
-
-
 def _constant_output_note(graph: DpuGraph, sens: SensitivityResult) -> str | None:
-    """A note when a float model output is nearly the same for every sample (a random-weight network whose
-    activations collapse: the softmax sits at 1/classes). Its output SQNR then measures a constant, high or
-    even infinite while every layer before it is lost, and says nothing about the model."""
+    """A note when a float model output is dead or nearly the same for every sample
+    (:class:`qinspect.analysis.outputs.OutputSpread`)."""
     run = sens.runner
     if run is None:
         return None
     for name in graph.outputs:
-        ref = np.asarray(run.ref[name].float(), np.float64)
-        if len(ref) < 2:
-            continue
-        size = float(np.sqrt(np.mean(ref * ref)))
-        spread = float(np.sqrt(np.mean(np.var(ref, axis=0))))
-        if size == 0:  # a dead output: every SQNR of it is 0/0 (shown inf) or x/0 (-inf), never a measure
-            return (f"the float model's output {output_layer(graph, name)} is exactly 0 for every sample: its "
-                    "output SQNR (infinite when int8 gives 0 too, -inf otherwise) and top-1 agreement describe "
-                    "a dead output, not the model; the accumulated SQNR of the layers before it says more")
-        if spread <= CONSTANT_OUTPUT_REL * size:
-            how = f"it varies by {spread / size:.1g} of its size" if spread > 0 else "exactly the same"
-            return (f"the float model's output {output_layer(graph, name)} is nearly the same for every sample "
-                    f"({how}): the output SQNR and top-1 agreement describe a "
-                    "constant, not the model (random or untrained weights do this); the accumulated SQNR of the "
-                    "layers before it says more")
+        spread = OutputSpread()
+        spread.update(run.ref[name].float())
+        note = spread.note(output_layer(graph, name))
+        if note:
+            return note
     return None
 
 

@@ -30,6 +30,52 @@ HIDDEN_GAP_DB = 3.0
 HIDDEN_GAP_TOP1 = 0.05
 
 
+CONSTANT_OUTPUT_REL = 1e-3  # an output whose spread over samples is at most this share of its size
+
+
+class OutputSpread:
+    """How much a float output varies from sample to sample, streamed batch by batch.
+
+    A random-weight network's activations can collapse: its softmax sits at 1/classes for every input.
+    The output SQNR then measures a constant (high, or infinite when int8 gives the same constant) while
+    every layer before it is lost; a dead output (exactly 0) gives 0/0. :meth:`note` says so."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._sum: np.ndarray | None = None
+        self._sum2: np.ndarray | None = None
+
+    def update(self, ref: np.ndarray) -> None:
+        """Add a batch of the output's float values (samples first)."""
+        x = np.asarray(ref, np.float64).reshape(len(ref), -1)
+        if not len(x):
+            return
+        if self._sum is None:
+            self._sum, self._sum2 = x.sum(axis=0), (x * x).sum(axis=0)
+        else:
+            self._sum += x.sum(axis=0)
+            self._sum2 += (x * x).sum(axis=0)
+        self.n += len(x)
+
+    def note(self, label: str) -> str | None:
+        """The sentence for a dead or constant output named ``label``, or None (fewer than 2 samples too)."""
+        if self.n < 2 or self._sum is None or self._sum2 is None:
+            return None
+        mean = self._sum / self.n
+        size = float(np.sqrt(np.mean(self._sum2 / self.n)))
+        spread = float(np.sqrt(np.mean(np.maximum(self._sum2 / self.n - mean * mean, 0.0))))
+        if size == 0:  # a dead output: every SQNR of it is 0/0 (shown inf) or x/0 (-inf), never a measure
+            return (f"the float model's output {label} is exactly 0 for every sample: its output SQNR (infinite "
+                    "when int8 gives 0 too, -inf otherwise) and top-1 agreement describe a dead output, not the "
+                    "model; the accumulated SQNR of the layers before it says more")
+        if spread <= CONSTANT_OUTPUT_REL * size:
+            how = f"it varies by {spread / size:.1g} of its size" if spread > 0 else "exactly the same"
+            return (f"the float model's output {label} is nearly the same for every sample ({how}): the output "
+                    "SQNR and top-1 agreement describe a constant, not the model (random or untrained weights do "
+                    "this); the accumulated SQNR of the layers before it says more")
+        return None
+
+
 def output_layer(graph: DpuGraph, node_name: str) -> str:
     """The float model's layer an output node stands for (the name users see in the tree)."""
     return display_name(graph[node_name])

@@ -138,11 +138,15 @@ def add_fail_below_arg(parser: argparse.ArgumentParser) -> None:
                              "or -inf SQNR fails too); the output is printed as usual first")
 
 
-def quality_gate(sqnr_db: float | None, limit: float | None) -> int:
+def quality_gate(sqnr_db: float | None, limit: float | None, meaningless: str | None = None) -> int:
     """0, or 1 with one line on stderr, for ``--fail-below``: the output SQNR must be a number at or
-    above ``limit`` (+inf, an exact output, passes; NaN, -inf and no figure at all fail)."""
+    above ``limit`` (+inf, an exact output, passes; NaN, -inf and no figure at all fail). ``meaningless``:
+    why the figure measures nothing (a dead or constant float output): it fails too, saying so."""
     if limit is None:
         return 0
+    if meaningless:
+        print(f"qinspect: --fail-below {limit:g} dB: no output SQNR to pass: {meaningless}", file=sys.stderr)
+        return 1
     value = math.nan if sqnr_db is None else float(sqnr_db)
     if value >= limit:
         return 0

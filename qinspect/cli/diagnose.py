@@ -178,9 +178,9 @@ def run(args: argparse.Namespace) -> int:
                "weights_from": emu.graph.weights_from, **result.to_dict(),
                "samples_used": result.n_samples, "samples_total": n_total}
         common.print_json(out)
-        return common.quality_gate(result.output.sqnr_db, args.fail_below)
+        return common.quality_gate(result.output.sqnr_db, args.fail_below, result.constant_output)
     _print_text(result, positions_from, args.top)
-    return common.quality_gate(result.output.sqnr_db, args.fail_below)
+    return common.quality_gate(result.output.sqnr_db, args.fail_below, result.constant_output)
 
 
 TEXT_WIDTH = 110  # findings' sentences wrap here

@@ -134,6 +134,7 @@ def _task_line(t: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     """Emulate and print."""
     from qinspect.analysis.metrics import ErrorStats
+    from qinspect.analysis.outputs import OutputSpread, output_layer
     from qinspect.cli import _dpu_common as common
     from qinspect.cli._sources import open_any
     from qinspect.dpu.emulator import Emulator
@@ -173,10 +174,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"qinspect: note: {unused}", file=sys.stderr)
         tallies, on_tally = _output_tallies(emu.graph, labels)
         pooled = ErrorStats()  # every model output's error, pooled by signal power (what --fail-below gates)
+        spreads = {name: OutputSpread() for name in emu.graph.outputs}  # a dead or constant output is no measure
 
         def on_output(name: str, ref: Any, test: Any) -> None:
             pooled.update(ref, test)
             on_tally(name, ref, test)
+            spreads[name].update(ref)
 
         results = emu.run(data, layers=layers, batch_size=args.batch_size, stats_factory=ErrorStats,
                           on_output=on_output)
@@ -195,9 +198,8 @@ def run(args: argparse.Namespace) -> int:
             "isolated": _metrics(r.isolated, r.position), "accumulated": _metrics(r.accumulated, r.position),
         })
     notes = [note] if (note := emu.graph.stand_in_note()) else []
-    if pooled.n and pooled.sum_ref2 == 0.0:
-        notes.append("the float model's output is exactly 0 for every measured sample: its SQNR describes a dead "
-                     "output, not the model")
+    constant = [text for name, spread in spreads.items() if (text := spread.note(output_layer(emu.graph, name)))]
+    notes += constant
     output = {"sqnr_db": pooled.sqnr_db if pooled.n else None, "outputs": list(emu.graph.outputs),
               "how": "the int8 pipeline's model output(s) against the float reference over the measured samples, "
                      "pooled by signal power (the output nodes' accumulated SQNR)"}
@@ -211,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
                            "rewrites": [x.to_dict() for x in emu.rewrites],
                            "notes": notes,
                            "adjustments": [a.to_dict() for a in emu.adjustments]})
-        return common.quality_gate(output["sqnr_db"], args.fail_below)
+        return common.quality_gate(output["sqnr_db"], args.fail_below, constant[0] if constant else None)
     w = sys.stdout.write
     w(f"positions: {positions_from}\nweights: {emu.graph.weights_from}\n")
     if n is not None and n_total is not None and n < n_total:
@@ -262,4 +264,4 @@ def run(args: argparse.Namespace) -> int:
       "against the float reference; cos: the accumulated cosine; sat: the share of the pipeline's int8 codes at "
       "-128 / 127 (the report's saturation counts float values beyond the range; --json has both, and says "
       "how each figure is computed)\n")
-    return common.quality_gate(output["sqnr_db"], args.fail_below)
+    return common.quality_gate(output["sqnr_db"], args.fail_below, constant[0] if constant else None)
