@@ -270,3 +270,25 @@ def test_the_rounding_finding_names_one_list_in_one_order():
     assert len(adders) >= 2 and gains == sorted(gains, reverse=True)
     assert f.layer == adders[0] and f.affects == adders
     assert f"added most by {', '.join(adders)}" in f.advice
+
+
+def test_a_rescaling_after_the_input_is_no_round_trip():
+    """The input's own quantizer counted as a DPU subgraph: a Rescaling right after the input read as a
+    CPU round trip splitting the model into '2 DPU subgraphs' (every family doing its own preprocessing)."""
+    from qinspect.dpu.rewrites import graph_from_float
+    from tests.dpu_graph_fixtures import model
+
+    rng = np.random.default_rng(7)
+    w = {"c": {"kernel": rng.normal(size=(3, 3, 3, 4)).astype("f4"), "bias": np.zeros(4, "f4")}}
+    src = model([("x", "InputLayer", {}, [], [None, 6, 6, 3]),
+                 ("scale", "Rescaling", {"scale": 1 / 255, "offset": 0.0}, ["x"], [None, 6, 6, 3]),
+                 ("c", "Conv2D", {"filters": 4, "kernel_size": [3, 3], "padding": "same", "activation": "relu"},
+                  ["scale"], [None, 6, 6, 4])], ["c"], w)
+    emu = Emulator(graph_from_float(src.graph, src))
+    x = {"x": rng.uniform(0, 255, size=(8, 6, 6, 3)).astype("f4")}
+    emu.calibrate(x, 8)
+    assert emu.graph["scale"].device == "CPU"
+    d = diagnose(emu.graph, x, with_sensitivity=False)
+    f = next(f for f in d.findings if f.kind == "cpu_fallback" and f.layer == "scale")
+    assert f.evidence["splits_model"]["value"] is False and f.evidence["partitions"]["value"] == 1
+    assert "at the edge of the model" in f.advice

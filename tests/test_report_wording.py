@@ -143,3 +143,14 @@ def test_quantizer_option_sentence_names_why_how_many_and_the_option():
     s = W.finding_sentence(batch)
     assert "2 layer(s) from r2 on take positions a close vote decided, and calib_batch_size=64 would steady it." in s
     assert "equalize" not in s
+
+
+def test_a_round_trip_inside_one_dpu_subgraph_is_not_called_one_subgraph_with_round_trips():
+    f = F.Finding("relu3", "cpu_fallback", 0.0, {
+        "class": F.ev("ReLU", ""), "reason": F.ev("left unquantized by the quantizer (runs in float)", ""),
+        "partitions": F.ev(1, ""), "splits_model": F.ev(True, "")})
+    s = W.finding_sentence(f)
+    assert "1 DPU subgraphs" not in s and "DPU layers sit on both sides of it" in s
+    f.evidence["partitions"] = F.ev(3, "")
+    assert "the model runs as 3 DPU subgraphs with round trips through the CPU" in W.finding_sentence(f)
+

@@ -966,9 +966,15 @@ def _finite(x: float) -> float:
     return 0.0 if math.isnan(x) else x
 
 
+def _on_dpu(graph: DpuGraph, node: Node) -> bool:
+    """A DPU computation: not a model input, nor the input's own quantizer (the int8 conversion of what the
+    model is fed, which no DPU subgraph computes: a Rescaling right after it is no round trip)."""
+    return node.device == "DPU" and node.op != "input" and not quantizes_model_input(graph, node)
+
+
 def _cpu_findings(graph: DpuGraph, noise: dict[str, float]) -> list[Finding]:
     order = [n.name for n in graph.nodes if n.op != "input"]
-    device = {n.name: n.device for n in graph.nodes}
+    device = {n.name: "DPU" if _on_dpu(graph, n) else "CPU" for n in graph.nodes}
     inbound = {n.name: list(n.inputs) for n in graph.nodes}
     parts = fnd.count_partitions(order, inbound, device)
     out = []
@@ -1007,8 +1013,8 @@ def _cpu_run(graph: DpuGraph, node: Node) -> tuple[set[str], tuple[bool, bool]]:
         for other in [*(graph[i] for i in graph[name].inputs), *graph.consumers(name)]:
             if other.device == "CPU" and other.op != "input":
                 pending.append(other.name)
-        feeds = feeds or any(graph[i].device == "DPU" and graph[i].op != "input" for i in graph[name].inputs)
-        reads = reads or any(c.device == "DPU" for c in graph.consumers(name))
+        feeds = feeds or any(_on_dpu(graph, graph[i]) for i in graph[name].inputs)
+        reads = reads or any(_on_dpu(graph, c) for c in graph.consumers(name))
     return run, (feeds, reads)
 
 

@@ -181,8 +181,11 @@ def _s_cpu(f: Any, e: Callable[[str], Any]) -> str | None:
     if reason is None:
         return None
     parts = e("partitions")
-    split = (f"; the model runs as {parts} DPU subgraphs with round trips through the CPU"
-             if e("splits_model") and parts is not None else "")
+    split = ""
+    if e("splits_model") and parts is not None:
+        # one subgraph: DPU layers on both sides of it stay connected by another path (a residual's skip)
+        split = (f"; the model runs as {parts} DPU subgraphs with round trips through the CPU" if parts > 1 else
+                 "; DPU layers sit on both sides of it, so its tensor makes a round trip through the CPU")
     return f"{field_of(f, 'layer')} ({e('class')}) runs on the CPU in float: {reason}{split}."
 
 
