@@ -223,3 +223,20 @@ def test_the_layer_table_says_which_data_its_errors_come_from():
     html = render_html(report, {})
     assert "64 samples of calib.cap.h5, the calibration capture" in html
     assert "measured on the evaluation data (32 samples of eval.cap.h5)" in html
+
+
+def test_figures_past_the_inline_budget_are_linked_and_the_page_says_so():
+    """A 770-layer model's page embedded 2237 PNGs: 81 MB of HTML."""
+    report = sample_report([])
+    figures = pillow_renderer(report.all_figures())
+    model_ids = {f.id for f in report.figures}
+    assert model_ids & set(figures) and set(figures) - model_ids
+    budget = sum(len(figures[f]) for f in model_ids if f in figures)  # room for the model's figures alone
+    page = render_html(report, figures, inline_bytes=budget)
+    inlined = page.count("data:image/png;base64,")
+    linked = re.findall(r'src="figures/([^"]+)\.png"', page)
+    assert inlined >= len(model_ids & set(figures)) and linked and inlined + len(linked) == len(figures)
+    assert not set(linked) & model_ids  # the model's own figures stay in the page
+    assert f"{len(linked)} figure(s) are linked to the <code>figures/</code> folder beside this page" in page
+    whole = render_html(report, figures)
+    assert whole.count("data:image/png;base64,") == len(figures) and "are linked to the" not in whole

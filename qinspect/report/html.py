@@ -113,14 +113,32 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_html(report: Report, figures_png: dict[str, bytes]) -> str:
+INLINE_BYTES = 8 << 20  # figures embedded in the page, at most; past it they are linked
+FIGURES_DIR = "figures"  # the folder beside the page that holds every figure (the writer writes it)
+
+
+def render_html(report: Report, figures_png: dict[str, bytes], inline_bytes: int = INLINE_BYTES) -> str:
     """The report page. ``figures_png`` maps figure ids to PNG bytes; a figure without one is left out
-    with a visible note (for example when no renderer was available)."""
-    uris = {fid: png_data_uri(png) for fid, png in figures_png.items()}
+    with a visible note (for example when no renderer was available). Figures are embedded, so the page
+    stands alone, up to ``inline_bytes`` of PNG (model figures first); the rest are linked to
+    ``figures/ID.png`` beside the page, which the report writer writes, and the page says so (a
+    770-layer model's page was 81 MB)."""
+    uris: dict[str, str] = {}
+    used = 0
+    model_first = sorted(figures_png, key=lambda fid: fid not in {f.id for f in report.figures})
+    for fid in model_first:
+        png = figures_png[fid]
+        if used + len(png) <= inline_bytes:
+            uris[fid] = png_data_uri(png)
+            used += len(png)
+        else:
+            uris[fid] = f"{FIGURES_DIR}/{fid}.png"
+    linked = sum(1 for uri in uris.values() if not uri.startswith("data:"))
     template = _environment().get_template("report.html.j2")
     return template.render(
         r=report,
         uris=uris,
+        linked_figures=linked,
         metric_keys=METRIC_KEYS,
         metric_titles=METRIC_TITLES,
         position_keys=POSITION_KEYS,

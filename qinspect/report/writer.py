@@ -20,7 +20,7 @@ from qinspect.errors import QInspectError
 from qinspect.report.content import FigureSpec, Report
 from qinspect.report.exports import FORMAT_NAME as REPORT_FORMAT
 from qinspect.report.exports import report_to_csv, report_to_json
-from qinspect.report.html import PNG_MAGIC, render_html
+from qinspect.report.html import FIGURES_DIR, PNG_MAGIC, render_html
 
 # Draws figure specifications to PNG bytes keyed by figure id (qinspect.gui.figures.render_figures).
 FigureRenderer = Callable[[Sequence[FigureSpec]], dict[str, bytes]]
@@ -28,7 +28,6 @@ FigureRenderer = Callable[[Sequence[FigureSpec]], dict[str, bytes]]
 HTML_NAME = "report.html"
 JSON_NAME = "report.json"
 CSV_NAME = "layers.csv"
-FIGURES_DIR = "figures"
 
 
 # What a report folder holds (see write_report): --force replaces only a folder made of exactly these.
