@@ -292,3 +292,45 @@ def test_a_rescaling_after_the_input_is_no_round_trip():
     f = next(f for f in d.findings if f.kind == "cpu_fallback" and f.layer == "scale")
     assert f.evidence["splits_model"]["value"] is False and f.evidence["partitions"]["value"] == 1
     assert "at the edge of the model" in f.advice
+
+
+def test_constraint_moves_that_cost_only_together_are_one_finding():
+    """Two hard-sigmoid constraints move two tiny conv outputs to position 15, where they round to zero:
+    putting one back leaves the other zeroing the signal, so each alone gained nothing and diagnose blamed
+    accumulated rounding (a top-less EfficientNetB0 at 0.0 dB)."""
+    from dataclasses import replace as dc_replace
+
+    from qinspect.analysis.metrics import ErrorStats
+    from qinspect.dpu.rewrites import graph_from_float
+    from tests.dpu_graph_fixtures import model
+
+    rng = np.random.default_rng(8)
+    layers, w, prev, cin = [("x", "InputLayer", {}, [], [None, 6, 6, 3])], {}, "x", 3
+    for i in (1, 2):
+        w[f"c{i}"] = {"kernel": (rng.normal(size=(1, 1, cin, 4)) * (1e-6 if i == 1 else 1.0)).astype("f4"),
+                      "bias": np.zeros(4, "f4")}
+        layers += [(f"c{i}", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "padding": "same",
+                                        "activation": "linear"}, [prev], [None, 6, 6, 4]),
+                   (f"g{i}", "Activation", {"activation": "sigmoid"}, [f"c{i}"], [None, 6, 6, 4]),
+                   (f"m{i}", "Multiply", {}, [f"c{i}", f"g{i}"], [None, 6, 6, 4])]
+        prev, cin = f"m{i}", 4
+    layers += [("gap", "GlobalAveragePooling2D", {}, [prev], [None, 4]),
+               ("fc", "Dense", {"units": 3, "activation": "linear"}, ["gap"], [None, 3])]
+    w["fc"] = {"kernel": rng.normal(size=(4, 3)).astype("f4"), "bias": np.zeros(3, "f4")}
+    src = model(layers, ["fc"], w)
+    emu = Emulator(graph_from_float(src.graph, src))
+    x = {"x": rng.normal(size=(16, 6, 6, 3)).astype("f4")}
+    emu.calibrate(x, 16)
+    moves = [a for a in emu.graph.adjustments if a.constraint == "hard_sigmoid"]
+    assert [a.slot[0] for a in moves] == ["c1", "c2"] and all(a.after == 15 for a in moves)
+    d = diagnose(emu.graph, x)
+    f = next(f for f in d.findings if f.kind == "constraint")
+    assert f.evidence["moved_together"]["value"] == ["c1", "c2"] and f.layer == "c1"
+    # independently: the emulator run over a graph with both positions put back
+    positions = {k: dict(v) for k, v in emu.graph.positions.items()}
+    for a in moves:
+        positions[a.slot[0]][a.slot[1]] = a.before
+    back = Emulator(dc_replace(emu.graph, positions=positions))
+    out = back.run(x, layers=["quant_fc"], stats_factory=ErrorStats)["quant_fc"].accumulated.sqnr_db
+    assert f.remedy["measured_sqnr_db"] == pytest.approx(out, abs=0.01)
+    assert f.remedy["measured_gain_db"] > 5 and d.output.sqnr_db < 1

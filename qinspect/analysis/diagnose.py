@@ -865,6 +865,7 @@ def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values:
     base_sqnr = sens.output.sqnr_db
     fixes = {} if fixes is None else fixes
     out: list[Finding] = []
+    moved: dict[str, list[Any]] = {}  # constraint -> its moves' (adjustment, owner, finding)
     # Alignment: group the moves of each aligned node.
     groups: dict[tuple[str, str], list[Any]] = {}
     for adj in graph.adjustments:
@@ -933,6 +934,42 @@ def _adjustment_findings(graph: DpuGraph, sample: dict[str, np.ndarray], values:
                                     f"{adj.before} (the {adj.constraint} constraint moved it to {adj.after})",
                                     {adj.slot: adj.before})]
             out.append(_tag(f, owner))
+            moved.setdefault(adj.constraint, []).append((adj, owner, f))
+    out.extend(_joint_constraint_findings(graph, sample, moved, base_sqnr, batch_size, mode, fixes))
+    return out
+
+
+JOINT_MARGIN_DB = 1.0  # a constraint's moves together must gain this much more than the best one alone
+
+
+def _joint_constraint_findings(graph: DpuGraph, sample: dict[str, np.ndarray], moved: dict[str, list[Any]],
+                               base_sqnr: float, batch_size: int, mode: str,
+                               fixes: dict[int, list[rem.Fix]]) -> list[Finding]:
+    """One finding per DPU constraint whose moves cost much together while none costs much alone (the
+    hard-sigmoid rule moving two dozen conv outputs to one position: undoing one move leaves the others
+    zeroing the signal, so each alone gains nothing)."""
+    out = []
+    for rule, items in moved.items():
+        if len(items) < 2:
+            continue
+        best = max(_finite(f.severity_db) for _, _, f in items)
+        restore = {adj.slot: adj.before for adj, _, _ in items}
+        gain = _finite(what_if(graph, sample, positions=restore, batch_size=batch_size, mode=mode).sqnr_db - base_sqnr)
+        if gain < max(rem.MIN_GAIN_DB, best + JOINT_MARGIN_DB):
+            continue
+        adj, owner, first = items[0]  # the most upstream move (the constraint pass runs in graph order)
+        names = [display_name(o) for _, o, _ in items]
+        f = Finding(display_name(owner), "constraint", gain, dict(first.evidence),
+                    f"The {rule} constraint moved {len(items)} tensors ({', '.join(names[:6])}"
+                    + (f" and {len(names) - 6} more" if len(names) > 6 else "") + "); put back together they "
+                    f"gain {gain:.1f} dB, each alone at most {best:.2f} dB: rebalance the ranges the constraint "
+                    "ties together (the activations feeding it), or keep those layers in float.")
+        f.evidence["moved_together"] = ev(names, f"every tensor the {rule} constraint moved, put back together")
+        f.evidence["what_if_gain_db"] = ev(gain, "output SQNR gain with all of them put back at once")
+        f.evidence["severity_basis"] = ev("what-if", "the measured output SQNR gain of undoing them together")
+        fixes[id(f)] = [rem.Fix("position", f"put the {len(items)} positions the {rule} constraint moved back "
+                                "together", restore)]
+        out.append(_tag(f, owner))
     return out
 
 

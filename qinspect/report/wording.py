@@ -172,8 +172,12 @@ def _s_constraint(f: Any, e: Callable[[str], Any]) -> str | None:
     loss = _num(e("sqnr_loss_db"))
     if loss is None:
         return None
+    together = e("moved_together")
+    more = (f" and {len(together) - 1} more tensor(s), which cost the output only together (put back one at a "
+            "time, each gains nothing)") if isinstance(together, list) and len(together) > 1 else ""
     return (f"The DPU's {e('constraint')} constraint moved {e('tensor')} from position {e('position_before')} to "
-            f"{e('position_after')}: its SQNR falls from {_db(e('sqnr_before_db'))} to {_db(e('sqnr_after_db'))}.")
+            f"{e('position_after')}: its SQNR falls from {_db(e('sqnr_before_db'))} to {_db(e('sqnr_after_db'))}"
+            f"{more}.")
 
 
 def _s_cpu(f: Any, e: Callable[[str], Any]) -> str | None:
