@@ -637,7 +637,8 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
             if unlike:
                 rounding.evidence["option_apart"] = ev(True, "the shares are of the model as quantized; the "
                                                              "quantizer option's was measured on its rebuilt model")
-            rounding.advice = (f"{100 * added:.0f}% of the output error is rounding the causes above "
+            share = f"{100 * added:.2g}%" if 100 * added < 10 else f"{100 * added:.0f}%"  # as the sentence says it
+            rounding.advice = (f"{share} of the output error is rounding the causes above "
                                f"leave{unlike}, added most by {', '.join(names)}"
                                + (f" and amplified by {', '.join(amps)}" if amps else "")
                                + ": keep the worst adders in float, or quantize them with more bits (the quantizer's "

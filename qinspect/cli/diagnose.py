@@ -212,7 +212,7 @@ def _print_text(result: Any, positions_from: str, top: int) -> None:
         w(f"  note: {result.hidden_output_warning} (--outputs NAME diagnoses for one output alone)\n")
     if result.accuracy is not None:
         w(wording.accuracy_line(result.accuracy) + "\n")
-    if result.explained is not None:
+    if result.explained is not None and any(f.remedy for f in result.findings):
         spread = "" if result.explained_se is None else f" (± {100 * result.explained_se:.0f}%)"
         w(f"explained: the findings' fixes remove {100 * result.explained:.0f}%{spread} of the output's error power\n")
     for note in result.notes:
