@@ -334,3 +334,16 @@ def test_constraint_moves_that_cost_only_together_are_one_finding():
     out = back.run(x, layers=["quant_fc"], stats_factory=ErrorStats)["quant_fc"].accumulated.sqnr_db
     assert f.remedy["measured_sqnr_db"] == pytest.approx(out, abs=0.01)
     assert f.remedy["measured_gain_db"] > 5 and d.output.sqnr_db < 1
+
+
+def test_an_error_growth_within_its_spread_is_no_cause():
+    from qinspect.analysis.diagnose import _stands_out
+    from qinspect.analysis.findings import Finding
+
+    def growth(gain, se, kind="error_growth"):
+        return Finding("l", kind, gain, remedy={"measured_gain_db": gain, "measured_gain_se_db": se})
+
+    assert not _stands_out(growth(1.25, 1.45))  # the healthy model's false alarm
+    assert _stands_out(growth(1.01, 0.82)) and _stands_out(growth(2.0, None))
+    assert not _stands_out(growth(0.05, 0.01))  # below the floor whatever the spread
+    assert _stands_out(growth(1.25, 1.45, kind="saturation"))  # a cause with its own evidence stays

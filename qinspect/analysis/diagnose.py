@@ -650,6 +650,16 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
     return explained, se
 
 
+def _stands_out(f: Finding) -> bool:
+    """A measured finding worth listing: its gain reaches MIN_SEVERITY_DB; an error growth (a symptom, a layer
+    adding error) only when its gain also stands out of its spread over the samples (a healthy model's
+    +1.25 ± 1.45 dB is no cause)."""
+    if f.severity_db < MIN_SEVERITY_DB:
+        return False
+    spread = (f.remedy or {}).get("measured_gain_se_db") or 0.0
+    return f.kind != "error_growth" or f.severity_db >= spread
+
+
 def _merge_option_cures(measured: list[Finding]) -> list[Finding]:
     """Findings cured by one quantizer option are one root cause: the first keeps it, the others' layers
     join its ``affects`` (one option counted once in the noise budget)."""
@@ -724,7 +734,7 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     measured = _merge_option_cures(measured)
     dropped = before - {id(f) for f in measured}
     found = [f for f in found if id(f) not in dropped]
-    ok = {id(f) for f in measured if f.severity_db >= MIN_SEVERITY_DB}
+    ok = {id(f) for f in measured if _stands_out(f)}
     # error_growth is a symptom where a root cause at the same node explains at least as much
     best: dict[str, float] = {}
     for f in measured:
