@@ -154,6 +154,14 @@ def test_search_filters_by_name_and_type(qtbot, window, capture_path):
     assert block.data() == "block" and proxy.rowCount(block) == 1
     window.search.setText("chain_4")
     assert proxy.rowCount() == 1 + 10  # chain_4 and chain_40..49
+    # typing a filter that hides the layer shown does not show another layer nobody chose
+    window.search.setText("")
+    show_layer(qtbot, window, "hand")
+    window.search.setText("chain_1")
+    qtbot.wait(200)
+    assert window.layer_panel.current == "hand"
+    window.search.setText("zzz_nomatch")
+    assert proxy.rowCount() == 0 and window.status_label.text() == "No layer matches 'zzz_nomatch' (name or type)"
 
 
 def test_corrupt_file_shows_message_and_window_stays_usable(qtbot, window, capture_path, tmp_path):

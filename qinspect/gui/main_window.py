@@ -94,6 +94,7 @@ class MainWindow(QMainWindow):
         from qinspect.gui.app import collect_in_main_thread
 
         collect_in_main_thread()  # the window's workers must never run a collection of its Qt objects
+        self._filtering = False  # the layer filter is being applied (see _on_current_changed)
         self.settings = Settings(settings_path)
         self.errors = ErrorHub(self)
         self.errors.install()
@@ -592,7 +593,8 @@ class MainWindow(QMainWindow):
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         name = current.data(LAYER_NAME_ROLE) if current.isValid() else None
         self._update_actions()
-        if name is None:
+        if name is None or self._filtering:
+            # typing in the filter moves Qt's current row off a layer it hides: nobody chose that layer
             return
         self.propagation.mark_layer(name)
         if self.tree.repeating:
@@ -609,9 +611,15 @@ class MainWindow(QMainWindow):
             self.layer_panel.show_layer(name)
 
     def _on_search(self, text: str) -> None:
-        self.proxy.set_search(text)
+        self._filtering = True
+        try:
+            self.proxy.set_search(text)
+        finally:
+            self._filtering = False
         if text:
             self.tree.expandAll()
+            if self.proxy.rowCount() == 0:
+                self.set_status(f"No layer matches {text!r} (name or type)")
 
     # --- model-wide results ------------------------------------------------------------------------
     def _on_positions_changed(self) -> None:
