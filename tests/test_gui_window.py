@@ -99,6 +99,12 @@ def test_position_what_if_gives_hand_checked_numbers(qtbot, window, capture_path
     assert f"{expected:.2f} dB" in panel.sqnr_label.text()
     assert abs(panel.whatif.sqnr_db - expected) < 1e-9
     assert panel.whatif.lo == -2.0 and panel.whatif.hi == 127 / 64
+    # the method box says the position is a manual one (it kept naming the int8 model's)
+    from qinspect.gui.layer_panel import MANUAL, USED
+
+    assert panel.method.currentText() == MANUAL
+    panel.reset.click()
+    qtbot.waitUntil(lambda: panel.method.currentText() == USED, timeout=5000)
 
 
 def test_method_combo_moves_position(qtbot, window, capture_path):

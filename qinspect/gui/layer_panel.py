@@ -45,6 +45,7 @@ from qinspect.gui.stable_pages import Blank, StablePages, opaque
 from qinspect.gui.worker import Cancelled, CancelToken, Channel
 
 USED = "Position of the int8 model"
+MANUAL = "Manual position (what-if)"  # shown once the spin box leaves every method's position
 CLIP_PEN = pg.mkPen("#d62728", width=2)
 METHOD_COLOURS = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b"]
 # Opaque fills (the colours a translucent fill would give on the white background): rasterising a
@@ -173,6 +174,7 @@ class LayerPanel(StablePages):
         self.method.addItem(USED)
         for label in ls.METHODS:
             self.method.addItem(label)
+        self.method.addItem(MANUAL)
         self.method.setToolTip("Where each calibration method puts the range. Percentile and KL are what-ifs: "
                                "vai_q pof2s uses min-MSE (activations) and non-overflow (inputs).")
         self.method.currentTextChanged.connect(self._on_method_changed)
@@ -460,6 +462,10 @@ class LayerPanel(StablePages):
         if pos is not None:
             self.position.setValue(int(pos))
         self.position.blockSignals(False)
+        if self._override is None and self.method.currentText() != USED:  # a new layer shows its own position
+            self.method.blockSignals(True)
+            self.method.setCurrentText(USED)
+            self.method.blockSignals(False)
 
     # --- what-if -----------------------------------------------------------------------------------
     def set_position(self, position: int, method: str = "manual") -> None:
@@ -474,12 +480,14 @@ class LayerPanel(StablePages):
                                        self._next_rid(compute_process.WHAT_IF))
 
     def _on_position_changed(self, value: int) -> None:
-        if self.method.currentText() != USED:
-            pos = self.data.method_positions.get(self.method.currentText()) if self.data else None
-            if pos != value:
-                self.method.blockSignals(True)
-                self.method.setCurrentText(USED)
-                self.method.blockSignals(False)
+        current = self.method.currentText()
+        pos = None
+        if self.data is not None:
+            pos = self.data.position if current == USED else self.data.method_positions.get(current)
+        if pos != value and current != MANUAL:  # the box no longer names the position shown
+            self.method.blockSignals(True)
+            self.method.setCurrentText(MANUAL)
+            self.method.blockSignals(False)
         self.set_position(value, "manual")
 
     def _on_method_changed(self, method: str) -> None:
@@ -810,7 +818,7 @@ class LayerPanel(StablePages):
         layer = self.session.document.graph[data.name]
         lines = []
         if data.position is not None:
-            head = "Position shown (what-if)" if data.whatif_only else "Position in use"
+            head = "Default what-if position" if data.whatif_only else "Position in use"
             lines.append(f"<b>{head}:</b> p = {data.position}, from {data.position_source}.")
         if data.values_note:
             lines.append(f"<b>Values</b> shown: {_html(data.values_note)}.")
