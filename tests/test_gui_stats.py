@@ -179,4 +179,4 @@ def test_the_panel_says_the_exact_clipped_share_not_the_draws(qtbot):
     panel.data, panel.whatif = data, ls.what_if(data, 4)
     panel._set_whatif_labels()
     assert f"Clipped below: <b>{ls.fmt_frac(1 / x.size)}</b>" in panel.clip_label.text()
-    assert "the 40,000 float values read in [-9.5," in panel.range_label.text()
+    assert "the 40,000 float values read lie in [-9.5," in panel.clip_label.text()

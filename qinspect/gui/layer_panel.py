@@ -152,11 +152,9 @@ class LayerPanel(StablePages):
         self.state = ElidedLabel("")
         self.state.setObjectName("layerState")
         self.state.setStyleSheet("color: #666;")
-        self.state.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        head = QHBoxLayout()
-        head.addWidget(self.title, 3)
-        head.addWidget(self.state, 2)
-        outer.addLayout(head)
+        # the title has the row to itself (a long layer name and shape were cut off beside the statistics)
+        outer.addWidget(self.title)
+        outer.addWidget(self.state)
 
         controls = QHBoxLayout()
         controls.addWidget(QLabel("Position p (scale 2^-p):"))
@@ -695,14 +693,13 @@ class LayerPanel(StablePages):
         used = "what-if: the int8 model does not quantize this tensor" if data.whatif_only else "in use"
         self.range_label.setText(
             f"<b>p = {w.position}</b> ({w.method or used}): int8 range [{w.lo:.5g}, {w.hi:.5g}], "
-            f"step {2.0 ** -w.position:.4g} · the {(data.tally.n if data.tally else data.values.size):,} float "
-            "values read in "
-            f"[{data.vmin:.5g}, {data.vmax:.5g}]"
-            + (" (equalized: see the notes)" if data.values_note else "")
+            f"step {2.0 ** -w.position:.4g}"
         )
         self.clip_label.setText(
             f"Clipped below: <b>{ls.fmt_frac(w.clip_lo_frac)}</b> · above: <b>{ls.fmt_frac(w.clip_hi_frac)}</b> · "
-            f"codes used: {st.codes_used}/256"
+            f"codes used: {st.codes_used}/256 · the {(data.tally.n if data.tally else data.values.size):,} float "
+            f"values read lie in [{data.vmin:.5g}, {data.vmax:.5g}]"
+            + (" (equalized: see the notes)" if data.values_note else "")
         )
         alone = "This tensor quantized alone" + (" (what-if)" if data.whatif_only else "")
         self.sqnr_label.setText(
