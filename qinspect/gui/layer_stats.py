@@ -108,12 +108,22 @@ EXPONENTS = 320  # float exponents tallied, from EXP_MIN: every float32 (and the
 EXP_MIN = -170
 
 
-def _exponent_counts(mag: np.ndarray, mantissa_above: float) -> tuple[np.ndarray, np.ndarray]:
-    """For magnitudes ``m * 2^e`` (``m`` in [0.5, 1)): counts per exponent, and per exponent of those whose
-    ``m`` exceeds ``mantissa_above``."""
-    m, e = np.frexp(mag)
-    e = np.clip(e.astype(np.int64) - EXP_MIN, 0, EXPONENTS - 1)
-    return (np.bincount(e, minlength=EXPONENTS), np.bincount(e[m > mantissa_above], minlength=EXPONENTS))
+TOP_MANTISSA = 0x7E0000  # float32 mantissa bits of 1.984375: 1.f > 127/64 means m = 1.f / 2 > 127/128
+
+
+def _bit_counts(x: np.ndarray) -> np.ndarray:
+    """Counts of a float32 array's nonzero values by (frexp exponent, sign, m > 127/128, m > 1/2), read off
+    the float's bits (a few integer passes: the values read for a layer run to millions)."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    nonzero = (bits & 0x7FFFFFFF) != 0
+    bits = bits[nonzero]
+    mant = bits & 0x7FFFFF
+    # a normal float32 is 1.f * 2^(E - 127) = m * 2^e with m = 1.f / 2 and e = E - 126 (subnormals land at
+    # the lowest exponent: they are far below any range a position holds)
+    e = ((bits >> 23) & 0xFF).astype(np.int64) - 126 - EXP_MIN
+    key = (np.clip(e, 0, EXPONENTS - 1) * 8 + (bits >> 31).astype(np.int64) * 4
+           + (mant > TOP_MANTISSA) * 2 + (mant > 0))
+    return np.bincount(key, minlength=EXPONENTS * 8).reshape(EXPONENTS, 8)
 
 
 @dataclass
@@ -135,17 +145,17 @@ class RangeTally:
 
     def add(self, x: np.ndarray) -> None:
         """Count one sample's finite values (every one, before any draw)."""
+        x = np.asarray(x, np.float32)
         x = x[np.isfinite(x)]
         if not x.size:
             return
         self.n += int(x.size)
         self.vmin, self.vmax = min(self.vmin, float(x.min())), max(self.vmax, float(x.max()))
-        counts, top = _exponent_counts(x[x > 0], 127 / 128)
-        self.pos_e += counts
-        self.pos_e_top += top
-        counts, over = _exponent_counts(-x[x < 0], 0.5)
-        self.neg_e += counts
-        self.neg_e_over += over
+        c = _bit_counts(x)  # columns: sign * 4 + top * 2 + over; top implies over
+        self.pos_e += c[:, 0:4].sum(axis=1)
+        self.pos_e_top += c[:, 3]
+        self.neg_e += c[:, 4:8].sum(axis=1)
+        self.neg_e_over += c[:, 5] + c[:, 7]
 
     def clip_fracs(self, position: int) -> tuple[float, float] | None:
         """Exact shares of the values read below and above the int8 range at ``position``."""
