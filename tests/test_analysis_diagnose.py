@@ -347,3 +347,27 @@ def test_an_error_growth_within_its_spread_is_no_cause():
     assert _stands_out(growth(1.01, 0.82)) and _stands_out(growth(2.0, None))
     assert not _stands_out(growth(0.05, 0.01))  # below the floor whatever the spread
     assert _stands_out(growth(1.25, 1.45, kind="saturation"))  # a cause with its own evidence stays
+
+
+def test_an_infinite_remedy_figure_ranks_among_the_advice_rows():
+    """A remedy's JSON form holds an infinite SQNR as "inf": the advice rows crashed sorting it (a
+    Normalization-fronted and a two-input MobileNetV2 with collapsed outputs)."""
+    from qinspect.analysis import remedies as rem
+    from qinspect.analysis.diagnose import _advice
+    from qinspect.analysis.findings import Finding
+    from qinspect.dpu.rewrites import graph_from_float
+    from tests.dpu_graph_fixtures import model
+
+    rng = np.random.default_rng(9)
+    w = {"c": {"kernel": rng.normal(size=(3, 3, 3, 4)).astype("f4"), "bias": np.zeros(4, "f4")}}
+    src = model([("x", "InputLayer", {}, [], [None, 6, 6, 3]),
+                 ("c", "Conv2D", {"filters": 4, "kernel_size": [3, 3], "padding": "same", "activation": "linear"},
+                  ["x"], [None, 6, 6, 4])], ["c"], w)
+    graph = graph_from_float(src.graph, src)
+    conv = next(n.name for n in graph.nodes if n.op == "conv2d")
+    f = Finding("c", "error_growth", 3.0, {})
+    f.fix = rem.Fix("keep_float", "keep c in float", {}, (conv,))
+    f.remedy = rem.Remedy("keep_float", "keep c in float", float("inf"), float("inf"), 1.0, f.fix).to_dict()
+    assert f.remedy["measured_sqnr_db"] == "inf"
+    rows = _advice(graph, [f], 20.0, 1.0)
+    assert rows[0]["keep_float"] == ["c"] and len(rows) == 2

@@ -529,7 +529,7 @@ def _advice(graph: DpuGraph, kept: list[Finding], sqnr: float, top1: float | Non
             call = command(options, [])
             if call not in seen:  # one option can cure several findings
                 seen.add(call)
-                rows.append(AdviceRow(options, [], r["measured_sqnr_db"], r.get("top1_agreement"), 0, call))
+                rows.append(AdviceRow(options, [], float(r["measured_sqnr_db"]), r.get("top1_agreement"), 0, call))
             continue
         if r is None or r.get("kind") != "keep_float" or f.fix is None:
             continue
@@ -537,9 +537,12 @@ def _advice(graph: DpuGraph, kept: list[Finding], sqnr: float, top1: float | Non
         # BatchNorm folded into it), as the advisor does
         layers = float_layers(graph, f.fix.float_nodes)
         moved = sum(graph[n].device == "DPU" for n in f.fix.float_nodes)  # a CPU softmax was on the CPU already
-        rows.append(AdviceRow({}, layers, r["measured_sqnr_db"], r.get("top1_agreement"), moved,
+        # float(): the remedy's JSON form holds an infinite SQNR as the string "inf"
+        rows.append(AdviceRow({}, layers, float(r["measured_sqnr_db"]), r.get("top1_agreement"), moved,
                               command({}, layers, graph.keras_names)))
-    rows.sort(key=lambda row: -row.output_sqnr_db if math.isfinite(row.output_sqnr_db) else 0.0)
+    # best first: an exact (infinite) figure leads, an undefined one trails
+    rows.sort(key=lambda row: (math.isnan(row.output_sqnr_db), -row.output_sqnr_db if not math.isnan(
+        row.output_sqnr_db) else 0.0))
     return [row.to_dict() for row in rows]
 
 
