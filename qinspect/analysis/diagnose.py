@@ -191,23 +191,6 @@ def float_values(graph: DpuGraph, inputs: dict[str, np.ndarray], batch_size: int
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def float_ranges(graph: DpuGraph, inputs: dict[str, np.ndarray], batch_size: int) -> dict[str, tuple[float, float]]:
-    """Every node's float (min, max) over all samples, streamed by batch."""
-    ranges: dict[str, tuple[float, float]] = {}
-
-    def on_value(node: Node, v: Any) -> None:
-        x = v.float()
-        if x.size == 0:
-            return
-        lo, hi = float(np.min(x)), float(np.max(x))
-        old = ranges.get(node.name)
-        ranges[node.name] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
-
-    for batch in _batches(inputs, batch_size):
-        Evaluator(graph, "float").run(batch, keep=(), on_value=on_value)
-    return ranges
-
-
 def _mode(graph: DpuGraph, slot: Slot, default: Round) -> tuple[Round, bool]:
     spec = graph.slots.get(slot)
     if spec is None:
@@ -375,9 +358,11 @@ def diagnose(
     values = float_values(graph, sample, batch_size, keep=needed)
     calib_ranges = None
     calib_values = None
+    # every sample the positions were calibrated on: its ranges, its outlier samples, calibrating again
+    recal = Recalibration(graph, calib if calib is not None else data, batch_size)
     if calib is not None:
         say("calibration ranges")
-        calib_ranges = float_ranges(graph, calib, batch_size)
+        calib_ranges = recal.ranges()
         # Calibration-side causes (outliers that set a position) live in the calibration data.
         calib_values = float_values(graph, _head(calib, n), batch_size,
                                     keep={x.name for x in graph.nodes if x.out_slot is not None})
@@ -400,7 +385,6 @@ def diagnose(
     if hw is not None:
         found.append(hw)
     say("outlier samples and calibration again (every calibration sample)")
-    recal = Recalibration(graph, calib if calib is not None else data)
     found.extend(attach_outlier_samples(graph, found, recal, noise, _tag, display_name))
     by_data = data_fixes(graph, found, recal, notes, calib is None, n_sens, data if calib is not None else None)
     for f in found:
@@ -610,8 +594,7 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
     if options_share > share:
         se = options_se
     elif measured is not None and measured.gain_se_db is not None and math.isfinite(measured.measured_gain_db):
-        # share = 1 - 10^(-gain/10): its slope in the gain carries the gain's error over
-        se = math.log(10) / 10 * 10 ** (-measured.measured_gain_db / 10) * measured.gain_se_db
+        se = _share_se(measured.measured_gain_db, measured.gain_se_db)
     for f, _, d in picked:
         if f is not None:
             f.evidence["budget_share"] = ev(d, "output error power this finding's fix adds to the noise budget's "
@@ -651,6 +634,12 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
             rounding.fix = alone.fix
             rounding.severity_db = alone.measured_gain_db
     return explained, se
+
+
+def _share_se(gain_db: float, gain_se_db: float) -> float:
+    """The standard error of the noise share ``1 - 10^(-gain/10)`` a gain removes: its slope in the gain
+    carries the gain's error over."""
+    return math.log(10) / 10 * 10 ** (-gain_db / 10) * gain_se_db
 
 
 def _stands_out(f: Finding) -> bool:
@@ -755,8 +744,7 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     options_share = (best_option.noise_share or 0.0) if best_option is not None else 0.0
     options_se = None
     if best_option is not None and (best_option.remedy or {}).get("measured_gain_se_db") is not None:
-        gain = best_option.remedy["measured_gain_db"]
-        options_se = math.log(10) / 10 * 10 ** (-gain / 10) * best_option.remedy["measured_gain_se_db"]
+        options_se = _share_se(best_option.remedy["measured_gain_db"], best_option.remedy["measured_gain_se_db"])
     # A residual worth naming only where the output is noisy (the same bar as error_growth's).
     noisy = sens.output.sqnr_db < fnd.GROWTH_MAX_SQNR_DB
     # the nodes of the layers kept causes are found at (their own error is the cause's; the layers a cause

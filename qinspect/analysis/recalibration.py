@@ -55,19 +55,26 @@ def calibrated_positions(graph: DpuGraph, inputs: dict[str, np.ndarray], batch_s
     return activation_positions(copy)
 
 
-def per_sample_absmax(graph: DpuGraph, inputs: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    """Quantized node -> each sample's largest float |x| at its output, over every sample of ``inputs``."""
+def per_sample_extremes(graph: DpuGraph, inputs: dict[str, np.ndarray],
+                        batch_size: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Quantized node -> each sample's smallest and largest float value at its output, over every sample
+    of ``inputs`` (nodes whose output holds no value are left out)."""
     wanted = {n.name for n in graph.nodes if n.out_slot is not None}
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
+    lows: dict[str, list[np.ndarray]] = {}
+    highs: dict[str, list[np.ndarray]] = {}
 
     def on_value(node: Any, v: Any) -> None:
         if node.name in wanted:
             x = v.float()
-            parts[node.name].append(np.abs(x.reshape(len(x), -1)).max(axis=1) if x.size else np.zeros(len(x)))
+            if x.size:
+                flat = x.reshape(len(x), -1)
+                lows.setdefault(node.name, []).append(flat.min(axis=1))
+                highs.setdefault(node.name, []).append(flat.max(axis=1))
 
     for batch in _batches(inputs, batch_size):
         Evaluator(graph, "float").run(batch, keep=(), on_value=on_value)
-    return {k: np.concatenate(v).astype(np.float64) for k, v in parts.items() if v}
+    return {k: (np.concatenate(lows[k]).astype(np.float64), np.concatenate(highs[k]).astype(np.float64))
+            for k in lows}
 
 
 def outlier_samples(maxima: np.ndarray) -> np.ndarray:
@@ -90,15 +97,16 @@ class Recalibration:
     elsewhere (a quantized.h5, a positions file), or from another number of samples, the baseline is
     this data's own calibration, so only what the data change moves is counted."""
 
-    def __init__(self, graph: DpuGraph, calib: dict[str, np.ndarray]) -> None:
+    def __init__(self, graph: DpuGraph, calib: dict[str, np.ndarray], float_batch: int | None = None) -> None:
         self.graph = graph
         self.calib = calib
         self.n = len(next(iter(calib.values())))
         opts = graph.options
         self.batch_size = opts.calib_batch_size if opts is not None else DEFAULT_CALIB_BATCH
+        self.float_batch = float_batch or self.batch_size  # for the float pass (no vote: any batch will do)
         self._base: dict[Slot, int] | None = None
         self._done: dict[Any, dict[Slot, int]] = {}
-        self._maxima: dict[str, np.ndarray] | None = None
+        self._extremes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
     @property
     def baseline(self) -> dict[Slot, int]:
@@ -129,8 +137,15 @@ class Recalibration:
             self._done[("on", key)] = self._changes(calibrated_positions(self.graph, inputs, self.batch_size))
         return self._done[("on", key)]
 
+    def _per_sample(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        if self._extremes is None:  # one float pass over the calibration data serves both views below
+            self._extremes = per_sample_extremes(self.graph, self.calib, self.float_batch)
+        return self._extremes
+
     def maxima(self) -> dict[str, np.ndarray]:
-        """Each quantized node's per-sample largest |x| over the calibration data (computed once)."""
-        if self._maxima is None:
-            self._maxima = per_sample_absmax(self.graph, self.calib, self.batch_size)
-        return self._maxima
+        """Each quantized node's per-sample largest |x| over the calibration data."""
+        return {k: np.maximum(np.abs(lo), np.abs(hi)) for k, (lo, hi) in self._per_sample().items()}
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """Each quantized node's float (min, max) over the calibration data."""
+        return {k: (float(lo.min()), float(hi.max())) for k, (lo, hi) in self._per_sample().items()}
