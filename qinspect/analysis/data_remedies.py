@@ -95,7 +95,7 @@ def attach_outlier_samples(graph: DpuGraph, found: list[Finding], recal: Recalib
     return new
 
 
-def _moves_text(graph: DpuGraph, changes: dict[Slot, int], baseline: dict[Slot, int], first: Slot | None) -> str:
+def _moves_text(changes: dict[Slot, int], baseline: dict[Slot, int], first: Slot | None) -> str:
     """'input_1 at position 5 instead of 0, and 3 other tensors' for a recalibration's changes."""
     if first is None or first not in changes:
         first = next(iter(changes))
@@ -135,14 +135,13 @@ def data_fixes(graph: DpuGraph, found: list[Finding], recal: Recalibration, note
             worst, median = f.evidence["outlier_sample_max"]["value"], f.evidence["median_sample_max"]["value"]
             one = len(idx) == 1
             them = "it" if one else "them"
-            moves = _moves_text(graph, changes, recal.baseline, slot)
+            moves = _moves_text(changes, recal.baseline, slot)
             f.advice = (f"Calibration {text} reach{'es' if one else ''} {worst:.3g} at {f.layer}, "
                         f"{worst / median:.0f}x the median sample's largest value, and set{'s' if one else ''} "
                         f"positions every other sample then shares ({moves} "
                         f"without {them}): check {them} (a wrong scale, a corrupt file) and calibrate without "
                         f"{them}; inputs like {them} in use would then clip.")
-            out[id(f)] = [Fix("recalibrate", f"calibrate without the outlier {text} "
-                              f"({_moves_text(graph, changes, recal.baseline, slot)})"
+            out[id(f)] = [Fix("recalibrate", f"calibrate without the outlier {text} ({moves})"
                               + (f"; measured on {measured_on}" if excl else ""), dict(changes),
                               exclude=excl, measured_on=measured_on)]
         elif f.kind == "coverage" and evaluation is not None:
@@ -154,7 +153,7 @@ def data_fixes(graph: DpuGraph, found: list[Finding], recal: Recalibration, note
                 continue
             n_eval = len(next(iter(evaluation.values())))
             out[id(f)] = [Fix("recalibrate", f"recalibrate on data like the evaluation data (here its {n_eval} "
-                              f"samples themselves: {_moves_text(graph, changes, recal.baseline, slot)}; measured on "
+                              f"samples themselves: {_moves_text(changes, recal.baseline, slot)}; measured on "
                               "samples it was calibrated on, so an upper bound)", dict(changes))]
     for idx, places in quiet.items():
         layers = [layer for _, layer in sorted(places)]

@@ -173,44 +173,42 @@ class Trial:
         self.mode = mode
         self._subsets: dict[tuple[int, ...], BatchRunner] = {}
 
-    def _without(self, fix: Fix) -> Remedy:
-        """``fix`` measured, with its own baseline, on the measured samples but ``fix.exclude``."""
+    def _subset(self, exclude: tuple[int, ...]) -> BatchRunner:
+        """The walks of the measured samples but ``exclude`` (built once per set)."""
         assert self.sample is not None
-        key = fix.exclude
-        if key not in self._subsets:
+        if exclude not in self._subsets:
             n = len(next(iter(self.sample.values())))
-            keep = np.setdiff1d(np.arange(n), np.asarray(key, np.int64))
-            self._subsets[key] = BatchRunner(self.graph, {k: v[keep] for k, v in self.sample.items()}, self.mode)
-        runner = self._subsets[key]
-        base = _output_stats(self.graph, runner.ref, runner.base)
-        values = runner.what_if(fix.positions, fix.float_nodes) if fix.positions or fix.float_nodes else runner.base
-        stats = _output_stats(self.graph, runner.ref, values)
-        agree, total = top1_counts(self.graph, runner.ref, values)
-        se = ratio_se_db(output_powers(self.graph, runner.ref, runner.base)[1],
-                         output_powers(self.graph, runner.ref, values)[1])
-        gain = stats.sqnr_db - base.sqnr_db if math.isfinite(base.sqnr_db) else 0.0
-        return Remedy(fix.kind, fix.action, stats.sqnr_db, 0.0 if math.isnan(gain) else gain,
-                      agree / total if total else None, fix, None if math.isnan(se) else se,
-                      measured_on=fix.measured_on)
+            keep = np.setdiff1d(np.arange(n), np.asarray(exclude, np.int64))
+            self._subsets[exclude] = BatchRunner(self.graph, {k: v[keep] for k, v in self.sample.items()},
+                                                 self.mode)
+        return self._subsets[exclude]
 
     def run(self, fix: Fix) -> Remedy:
-        """Apply ``fix`` as a what-if and measure the output."""
+        """Apply ``fix`` as a what-if and measure the output; a fix with ``exclude`` is measured, with its
+        own baseline, on the measured samples but those."""
         if fix.exclude and self.sample is not None:
-            return self._without(fix)
-        se = None
+            runner = self._subset(fix.exclude)
+            base_db = _output_stats(self.graph, runner.ref, runner.base).sqnr_db
+            return self._measured(fix, runner, base_db, output_powers(self.graph, runner.ref, runner.base)[1])
         if self.runner is not None:
-            values = self.runner.what_if(fix.positions, fix.float_nodes)
-            stats = _output_stats(self.graph, self.runner.ref, values)
-            agree, total = top1_counts(self.graph, self.runner.ref, values)
-            # the runner holds every sensitivity sample (one batch): same samples, paired
-            se = ratio_se_db(self.sens.output_noise, output_powers(self.graph, self.runner.ref, values)[1])
-        else:
-            assert self.fallback is not None
-            stats, (agree, total) = self.fallback(fix)
-        sqnr = stats.sqnr_db
-        gain = 0.0 if self.base_db == math.inf else sqnr - self.base_db
+            return self._measured(fix, self.runner, self.base_db, self.sens.output_noise)
+        assert self.fallback is not None
+        stats, (agree, total) = self.fallback(fix)
+        return self._remedy(fix, stats.sqnr_db, self.base_db, agree, total, None)
+
+    def _measured(self, fix: Fix, runner: BatchRunner, base_db: float, base_noise: np.ndarray) -> Remedy:
+        values = runner.what_if(fix.positions, fix.float_nodes) if fix.positions or fix.float_nodes else runner.base
+        agree, total = top1_counts(self.graph, runner.ref, values)
+        # the runner holds every sample it measures (one batch): same samples, paired
+        se = ratio_se_db(base_noise, output_powers(self.graph, runner.ref, values)[1])
+        return self._remedy(fix, _output_stats(self.graph, runner.ref, values).sqnr_db, base_db, agree, total, se)
+
+    @staticmethod
+    def _remedy(fix: Fix, sqnr: float, base_db: float, agree: int, total: int, se: float | None) -> Remedy:
+        gain = 0.0 if base_db == math.inf else sqnr - base_db
         return Remedy(fix.kind, fix.action, sqnr, 0.0 if math.isnan(gain) else gain,
-                      agree / total if total else None, fix, None if se is None or math.isnan(se) else se)
+                      agree / total if total else None, fix, None if se is None or math.isnan(se) else se,
+                      measured_on=fix.measured_on)
 
 
 def noise_share(gain_db: float) -> float:
