@@ -104,7 +104,7 @@ class WeightInfo:
     bars: ChannelBars | None = None  # what the channel plots draw (None without per-channel ranges)
 
 
-EXPONENTS = 320  # float exponents tallied, from EXP_MIN: every float32 (and the float64 of a scaled one)
+EXPONENTS = 320  # binary exponents tallied, from EXP_MIN: every float32 one (-125..128) with room to spare
 EXP_MIN = -170
 
 

@@ -212,8 +212,8 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
     if emulator.calibration_note:
         em.warnings.append(emulator.calibration_note)
     em.graph = emulator.graph
-    if em.graph.stand_in_note():
-        em.warnings.append(em.graph.stand_in_note())
+    if stand_in := em.graph.stand_in_note():
+        em.warnings.append(stand_in)
     data = source if has_acts else em.data
     if positions is None and data is not None:
         em.rebuild = recalibrator(source, data, options)
