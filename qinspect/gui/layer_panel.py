@@ -461,9 +461,13 @@ class LayerPanel(StablePages):
             self.position.setValue(int(pos))
         self.position.blockSignals(False)
         if self._override is None and self.method.currentText() != USED:  # a new layer shows its own position
-            self.method.blockSignals(True)
-            self.method.setCurrentText(USED)
-            self.method.blockSignals(False)
+            self._name_method(USED)
+
+    def _name_method(self, text: str) -> None:
+        """Show ``text`` in the method box without applying it (the position shown is already set)."""
+        self.method.blockSignals(True)
+        self.method.setCurrentText(text)
+        self.method.blockSignals(False)
 
     # --- what-if -----------------------------------------------------------------------------------
     def set_position(self, position: int, method: str = "manual") -> None:
@@ -483,9 +487,7 @@ class LayerPanel(StablePages):
         if self.data is not None:
             pos = self.data.position if current == USED else self.data.method_positions.get(current)
         if pos != value and current != MANUAL:  # the box no longer names the position shown
-            self.method.blockSignals(True)
-            self.method.setCurrentText(MANUAL)
-            self.method.blockSignals(False)
+            self._name_method(MANUAL)
         self.set_position(value, "manual")
 
     def _on_method_changed(self, method: str) -> None:
