@@ -105,6 +105,12 @@ def test_advice_table_fills_from_an_advisor_run(qtbot, window, capture_path):
     assert view.table.rowCount() == len(rows) >= 2
     sqnr = [float(view.table.item(r, 0).text()) for r in range(len(rows))]
     assert sqnr == sorted(sqnr, reverse=True)
+    # the rows beaten on top-1 by a lower row are marked as the CLI and the report mark them
+    from qinspect.analysis.advisor import top1_outranked
+
+    marks = top1_outranked([r["top1_agreement"] for r in rows])
+    assert [("↓" in view.table.item(r, 1).text()) for r in range(len(rows))] == marks
+    assert ("↓: a row ranked lower" in view.info.text()) == any(marks)
     # The row as the window calibrated it (default options, every sample, nothing in float) measures
     # what the diagnosis measured on the same first samples, by another build of the int8 model.
     d = window.session.diagnosis

@@ -150,7 +150,10 @@ def test_first_page_shows_the_output_block_the_noise_budget_and_the_advice():
                       "cpu_layers_added": 1, "command": "vitis_quantize.VitisQuantizer(model).quantize_model("
                                                         "calib_dataset=calib, ignore_layers=['block/conv<1>'])"},
                      {"options": {"include_cle": False}, "keep_float": [], "output_sqnr_db": 21.0,
-                      "top1_agreement": None, "cpu_layers_added": 0, "command": "q(include_cle=False)"}]
+                      "top1_agreement": None, "cpu_layers_added": 0, "command": "q(include_cle=False)"},
+                     {"options": {"calib_batch_size": 8}, "keep_float": [], "output_sqnr_db": 20.0,
+                      "top1_agreement": 0.5, "cpu_layers_added": 0, "command": "q(calib_batch_size=8)"}]
+    report.advice[0]["top1_agreement"] = 0.25  # beaten on top-1 by the last row: marked
     report.advice_source = "the options advisor"
     html = render_html(report, {})
     first = html[html.index('<section id="summary">'):html.index('<section id="findings">')]
@@ -163,6 +166,9 @@ def test_first_page_shows_the_output_block_the_noise_budget_and_the_advice():
     assert first.index("23.3") < first.index("21.0")
     assert "ignore_layers=[&#39;block/conv&lt;1&gt;&#39;]" in first and "include_cle=False" in first
     assert "as calibrated" in first and "From the options advisor." in first
+    # a row that a lower-ranked row beats on top-1 is marked, and the mark explained; no other row is
+    assert first.count("↓") == 2 and "25.00%&thinsp;↓" in first and "50.00%&thinsp;↓" not in first
+    assert "↓: a row ranked lower agrees with the float model&#39;s top-1 more often" in first
     # the findings read as sentences
     findings = html[html.index('<section id="findings">'):]
     assert str(escape(finding_sentence(growth))) in findings

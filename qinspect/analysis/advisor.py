@@ -132,6 +132,20 @@ def advise(build: Callable[[dict[str, Any]], DpuGraph], data: dict[str, np.ndarr
     return rows
 
 
+TOP1_OUTRANKED_NOTE = ("↓: a row ranked lower agrees with the float model's top-1 more often; rows are ranked by "
+                       "output SQNR.")
+
+
+def top1_outranked(agreements: Sequence[float | None]) -> list[bool]:
+    """For rows ranked by output SQNR, whether a row ranked lower agrees with the float model's top-1
+    more often (marked ↓ wherever rows are shown, so the ranking does not pass for one by top-1)."""
+    marks = []
+    for i, a in enumerate(agreements):
+        later = [x for x in agreements[i + 1:] if x is not None]
+        marks.append(a is not None and bool(later) and a < max(later))
+    return marks
+
+
 def _key(row: AdviceRow) -> tuple[float, float]:
     sqnr = row.output_sqnr_db if not math.isnan(row.output_sqnr_db) else -math.inf
     return (sqnr, -row.cpu_layers_added)

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Try the options and print the ranked table."""
-    from qinspect.analysis.advisor import advise, option_grid
+    from qinspect.analysis.advisor import TOP1_OUTRANKED_NOTE, advise, option_grid, top1_outranked
     from qinspect.analysis.outputs import focused, output_layer
     from qinspect.cli import _dpu_common as common
     from qinspect.cli._progress import stderr_progress
@@ -96,22 +96,15 @@ def run(args: argparse.Namespace) -> int:
     if len(weighed) > 1 or outputs is not None:
         w(f"output SQNR of: {', '.join(weighed)}" + (" (pooled by signal power)" if len(weighed) > 1 else "") + "\n")
     w(f"{'#':>3} {'SQNR dB':>8} {'top-1':>7} {'CPU+':>4}  options / float layers\n")
-    # ranked by output SQNR: a row whose decisions agree with the float model less often than a row
-    # ranked below it gets a mark, so the ranking does not pass for a ranking by top-1
-    later_best = [max((x.top1_agreement for x in rows[i + 1:] if x.top1_agreement is not None), default=None)
-                  for i in range(len(rows))]
-    marked = False
-    for i, r in enumerate(rows, 1):
-        top1 = "-" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}%"
-        if r.top1_agreement is not None and later_best[i - 1] is not None and r.top1_agreement < later_best[i - 1]:
-            top1, marked = top1 + "↓", True
+    outranked = top1_outranked([r.top1_agreement for r in rows])
+    for i, (r, down) in enumerate(zip(rows, outranked, strict=True), 1):
+        top1 = ("-" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}%") + ("↓" if down else "")
         opts = ", ".join(f"{k}={v}" for k, v in r.options.items())
         w(f"{i:>3} {r.output_sqnr_db:>8.2f} {top1:>7} {r.cpu_layers_added:>4}  {opts}"
           + (f"; float: {', '.join(r.keep_float)}" if r.keep_float else "") + "\n")
         w(f"{'':>26}{r.command}\n")
-    if marked:
-        w("\n↓: a row ranked lower agrees with the float model's top-1 more often; rows are ranked by output "
-          "SQNR.")
+    if any(outranked):
+        w("\n" + TOP1_OUTRANKED_NOTE)
     # what this table cannot show: a calibration set that does not cover use is cured by other data
     w("\nThese rows change quantizer options and float layers on the same calibration data. Data remedies "
       "(calibrating on data representative of use, without outliers) and position changes are measured by "
