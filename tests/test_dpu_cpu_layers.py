@@ -258,14 +258,16 @@ def test_custom_scale_layer_without_a_numeric_scale_is_not_claimed():
     assert not cpu_layers.supports("CustomScaleLayer", {"name": "s", "scale": True})
 
 
-def test_grouped_conv2d_equals_tensorflow(K):
+def test_a_grouped_conv2d_is_no_cpu_layer_and_its_float_form_equals_tensorflow(K):
+    # the quantizer quantizes a grouped Conv2D as any Conv2D: it is a conv2d node, not a float CPU layer
     x = RNG.normal(size=(2, 7, 7, 6)).astype(np.float32)
     layer = K.layers.Conv2D(9, 3, groups=3, padding="same", activation="relu")
     layer(x)
     _randomize(layer)
     want, w = _run_keras(layer, x)
-    assert cpu_layers.supports("Conv2D", layer.get_config())
-    np.testing.assert_allclose(cpu_layers.grouped_conv2d(x, w, layer.get_config()), want, rtol=1e-5, atol=1e-5)
+    assert not cpu_layers.supports("Conv2D", layer.get_config())
+    got = np.maximum(float_ops.conv2d(x, w["kernel"], w["bias"], 1, "same"), 0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("fn", ["abs", "negative", "square", "exp", "sign", "floor"])

@@ -295,6 +295,35 @@ def test_conv_acc_matches_int64_loop(cin, k, s, pad, d) -> None:
     assert np.array_equal(ops.conv2d_acc(x, w, s, pad, d), _ref_conv(x, w, s, pad, d))
 
 
+@pytest.mark.parametrize(("groups", "cin_g", "k", "s", "pad"), [
+    (3, 2, 3, (1, 1), "same"), (4, 8, 3, (2, 2), "same"), (46, 8, 3, (1, 1), "same"),  # RegNet's width 8
+    (2, 24, 3, (1, 1), "valid"),  # 24 input channels a group: the Winograd rows path per group
+    (5, 300, 1, (1, 1), "valid"),  # K = 300 per group, wide weights: the float64 chunks per group
+])
+def test_grouped_conv_acc_is_each_groups_int64_loop(groups, cin_g, k, s, pad) -> None:
+    # A grouped kernel (kh, kw, cin / groups, cout): group g's filters see only its input channels
+    rng = np.random.default_rng(groups * 7 + cin_g)
+    per = 3
+    x = _rand_codes(rng, (2, 7, 6, groups * cin_g))
+    w = _rand_codes(rng, (k, k, cin_g, groups * per))
+    want = np.concatenate([_ref_conv(x[..., g * cin_g:(g + 1) * cin_g], w[..., g * per:(g + 1) * per], s, pad, (1, 1))
+                           for g in range(groups)], axis=-1)
+    assert np.array_equal(ops.conv2d_acc(x, w, s, pad), want)
+
+
+def test_grouped_conv_output_stage_by_hand() -> None:
+    # two groups, 1x1: x = [10, 20 | -30, 40], filters [[1], [2]] and [[3], [-1]], bias [4, -4] at pb = 3
+    # acc = [10 + 40, -90 - 40] = [50, -130]; pi + pw = 5: bias << 2 = [16, -16] -> [66, -146]
+    # po = 2: shift 3: 66 / 8 = 8.25 -> 8; -146 / 8 = -18.25 -> -18; with relu: [8, 0]
+    x = np.array([10, 20, -30, 40], np.int8).reshape(1, 1, 1, 4)
+    w = np.array([[1, 3], [2, -1]], np.int8).reshape(1, 1, 2, 2)
+    assert ops.conv2d_acc(x, w).ravel().tolist() == [50, -130]
+    assert ops.conv2d(x, w, a8(4, -4), 2, 3, 3, 2).ravel().tolist() == [8, -18]
+    assert ops.conv2d(x, w, a8(4, -4), 2, 3, 3, 2, act="relu").ravel().tolist() == [8, 0]
+    # the unquantized float value: (acc + bias << 2) * 2^-5
+    assert ops.conv2d(x, w, a8(4, -4), 2, 3, 3, None).ravel().tolist() == [66 / 32, -146 / 32]
+
+
 def test_extreme_accumulator_beyond_float32() -> None:
     # every product is (-128)(-128) = 2^14; K = 1800: 1800 * 2^14 = 29491200 > 2^24 (not a float32
     # integer range) but must come out exact; +1 on one tap makes the sum odd-sized in the low bits.
@@ -548,6 +577,16 @@ def test_float_conv_matches_tf(tf, k, s, pad, d) -> None:
     b = rng.standard_normal(4).astype(np.float32)
     ref = tf.nn.conv2d(x, w, s, pad.upper(), dilations=d).numpy() + b
     np.testing.assert_allclose(float_ops.conv2d(x, w, b, s, pad, d), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.tf
+def test_float_grouped_conv_matches_tf(tf) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 9, 8, 12)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 4, 6)).astype(np.float32)  # 3 groups of 4 inputs, 2 filters each
+    b = rng.standard_normal(6).astype(np.float32)
+    ref = tf.nn.conv2d(x, w, 2, "SAME").numpy() + b
+    np.testing.assert_allclose(float_ops.conv2d(x, w, b, 2, "same"), ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.tf

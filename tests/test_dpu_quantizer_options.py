@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from qinspect.analysis.metrics import ErrorStats
+from qinspect.dpu.dpu_graph import CLE_GROUPED_TAIL
 from qinspect.dpu.emulator import Emulator
 from qinspect.dpu.executor import Evaluator, batch_inputs
 from qinspect.dpu.options import QuantizerOptions
@@ -254,23 +255,45 @@ def _grouped_1x1(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndar
     return np.concatenate(parts, axis=-1) + bias
 
 
-def test_a_grouped_conv_tail_is_left_unequalized_and_said_so_and_the_model_emulates():
+def test_a_grouped_conv_tail_is_left_unequalized_and_the_quantizers_stop_is_said():
     # RegNet: ReLU -> grouped Conv2D. The quantizer's formula takes the tail's in/groups = 2 input-channel
-    # maxima against the head's 4 output channels; the pair is skipped (no shape error), with a note.
+    # maxima against the head's 4 output channels: vai_q_tensorflow2 stops with a shape error there. The
+    # emulator leaves the pair alone and every output says the run is not one the quantizer can make.
     src, w = _grouped_pair(1, 2)
     g = graph_from_float(src.graph, src, QuantizerOptions(cle_steps=1))
     np.testing.assert_array_equal(g["quant_a"].weights["kernel"], w["a"]["kernel"])
-    notes = [r for r in g.rewrites if r.kind == "cross_layer_equalization" and "NOT equalized" in r.text]
+    notes = [r for r in g.rewrites if r.kind == CLE_GROUPED_TAIL]
     assert len(notes) == 1 and notes[0].layers == ["a", "b"] and "grouped Conv2D" in notes[0].text
-    # The grouped conv runs in float on the CPU, and its reason says that this is an assumption.
-    assert g["quant_b"].device == "CPU" and "an assumption" in g["quant_b"].cpu_reason
-    # No weight position to calibrate, and a full emulation runs.
+    stop = g.quantizer_stop_note()
+    assert stop is not None and "a -> b" in stop and "include_cle=False" in stop
+    assert graph_from_float(src.graph, src, QuantizerOptions(include_cle=False)).quantizer_stop_note() is None
+    # A head that is grouped lines up: no stop
+    head, _ = _grouped_pair(2, 1)
+    assert graph_from_float(head.graph, head, QuantizerOptions(cle_steps=1)).quantizer_stop_note() is None
+
+
+def test_a_grouped_conv_runs_in_integers_as_the_quantizer_quantizes_a_conv2d():
+    # The registry matches Conv2D whatever its groups: one kernel position, bias and output positions, and
+    # the DPU's integer conv per group. Checked against the arithmetic by hand from the emulator's positions.
+    src, w = _grouped_pair(1, 2)
     x = _x()
-    emu = Emulator.from_model(src, x, options=QuantizerOptions(calib_batch_size=4))
-    res = emu.run(x, stats_factory=ErrorStats, keep_float=True)
-    want = _grouped_1x1(np.maximum(x @ w["a"]["kernel"][0, 0] + w["a"]["bias"], 0), w["b"]["kernel"], w["b"]["bias"])
-    out = emu.graph.outputs[0]
-    np.testing.assert_allclose(res[out].float_ref, want, rtol=1e-4, atol=1e-4)
+    emu = Emulator.from_model(src, x, options=QuantizerOptions(calib_batch_size=4, include_cle=False))
+    b = emu.graph["quant_b"]
+    assert b.op == "conv2d" and b.device == "DPU"
+    assert any(r.kind == "grouped_conv" and r.layers == ["b"] for r in emu.graph.rewrites)
+    res = emu.run(x, keep_int8=True, keep_float=True)
+    pi, po = res["quant_r"].position, res["quant_b"].position
+    pw, pb = res["quant_b"].weight_positions["kernel"], res["quant_b"].weight_positions["bias"]
+    xq = res["quant_r"].int8.astype(np.int64)
+    wq = np.clip(np.round(w["b"]["kernel"].astype(np.float64) * 2.0**pw), -128, 127).astype(np.int64)
+    bq = np.clip(np.round(w["b"]["bias"].astype(np.float64) * 2.0**pb), -128, 127).astype(np.int64)
+    acc = _grouped_1x1(xq, wq, np.zeros(4, np.int64))  # exact integers: each group's dot products
+    t = (acc + bq * 2.0 ** (pi + pw - pb)) / 2.0 ** (pi + pw - po)
+    want = np.clip(np.floor(t + 0.5), -128, 127)
+    np.testing.assert_array_equal(res["quant_b"].int8, want)
+    # and the float reference is the float model's grouped conv
+    ref = _grouped_1x1(np.maximum(x @ w["a"]["kernel"][0, 0] + w["a"]["bias"], 0), w["b"]["kernel"], w["b"]["bias"])
+    np.testing.assert_allclose(res["quant_b"].float_ref, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_a_grouped_conv_head_is_equalized_with_the_hand_worked_scale_and_keeps_the_function():

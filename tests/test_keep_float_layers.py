@@ -48,7 +48,7 @@ def test_the_closure_of_a_half_is_both_halves_not_the_input_quantizer():
 def test_advise_and_diagnose_float_both_halves_and_measure_that():
     graph, x = _separable()
     sens = sensitivity(graph, x, batch_size=16, whatifs=False)
-    base = type("Base", (), {"options": {}})()
+    base = type("Base", (), {"options": {}, "quantizer_stops": None})()
     rows = _keep_float_rows(base, graph, sens, sens.runner, None)
     sep_rows = [r for r in rows if "sep" in r.keep_float and len(r.keep_float) == 2]
     assert sep_rows and sep_rows[0].keep_float == ["sep", "bn"] and sep_rows[0].cpu_layers_added == 2

@@ -40,6 +40,8 @@ class AdviceRow:
     top1_agreement: float | None = None
     cpu_layers_added: int = 0
     command: str = ""
+    # why vai_q_tensorflow2 cannot quantize the model so (DpuGraph.quantizer_stop_note); None: it can
+    quantizer_stops: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``advice`` entries of ``diagnose --json`` / ``advise --json``): ``options``
@@ -49,7 +51,8 @@ class AdviceRow:
         calib_samples = options.pop("calib_samples", None)
         return json_safe({"options": options, "calib_samples": calib_samples, "keep_float": self.keep_float,
                           "output_sqnr_db": self.output_sqnr_db, "top1_agreement": self.top1_agreement,
-                          "cpu_layers_added": self.cpu_layers_added, "command": self.command})
+                          "cpu_layers_added": self.cpu_layers_added, "command": self.command,
+                          "quantizer_stops": self.quantizer_stops})
 
 
 def command(options: dict[str, Any], keep_float: Sequence[str], keras_names: dict[str, str] | None = None) -> str:
@@ -105,7 +108,8 @@ def float_layers(graph: DpuGraph, nodes: Sequence[str]) -> list[str]:
 def advise(build: Callable[[dict[str, Any]], DpuGraph], data: dict[str, np.ndarray],
            option_sets: Sequence[dict[str, Any]], mode: str = "sim",
            step: Callable[[str, int, int], None] | None = None) -> list[AdviceRow]:
-    """Try every option set, then keep-float sets on the best one; rows ranked by output SQNR.
+    """Try every option set, then keep-float sets on the best one; rows ranked by output SQNR. An option
+    set the quantizer cannot run (its CLE stops) is tried again with CLE off.
 
     ``build(options)`` returns the calibrated graph under ``options``; ``data`` is what every row is
     measured on (the evaluation data when there is one).
@@ -113,27 +117,41 @@ def advise(build: Callable[[dict[str, Any]], DpuGraph], data: dict[str, np.ndarr
     n = len(next(iter(data.values())))
     rows: list[AdviceRow] = []
     best = None
-    for i, opts in enumerate(option_sets):
+    todo = [dict(o) for o in option_sets]
+    for i, opts in enumerate(todo):  # grows while it runs (below)
         if step is not None:
-            step("trying quantizer options", i, len(option_sets))
+            step("trying quantizer options", i, len(todo))
         graph = build(opts)
         sens = sensitivity(graph, data, batch_size=max(n, 1), whatifs=False, mode=mode)
         agree, total = sens.top1
-        row = AdviceRow(dict(opts), [], sens.output.sqnr_db, agree / total if total else None, 0, command(opts, []))
+        row = AdviceRow(dict(opts), [], sens.output.sqnr_db, agree / total if total else None, 0, command(opts, []),
+                        graph.quantizer_stop_note())
         rows.append(row)
-        if best is None or _key(row) > _key(best[0]):
+        if best is None or rank_key(row) > rank_key(best[0]):
             best = (row, graph, sens)
+        if row.quantizer_stops and opts.get("include_cle", True):
+            # the quantizer stops in CLE under these options: the same ones with CLE off are a real run
+            # (cle_to_relu6 means nothing without CLE)
+            runnable = {k: v for k, v in opts.items() if k != "cle_to_relu6"} | {"include_cle": False}
+            if runnable not in todo:
+                todo.append(runnable)
     assert best is not None
     row, graph, sens = best
     runner = sens.runner
     if runner is not None:
         rows.extend(_keep_float_rows(row, graph, sens, runner, step))
-    rows.sort(key=_key, reverse=True)
+    rows.sort(key=rank_key, reverse=True)
     return rows
 
 
 TOP1_OUTRANKED_NOTE = ("↓: a row ranked lower agrees with the float model's top-1 more often; rows are ranked by "
                        "output SQNR.")
+
+
+def quantizer_stops_note(stops: Sequence[str | None]) -> str | None:
+    """The footnote of rows marked ✗ (a way vai_q_tensorflow2 cannot take: ranked last), or None."""
+    first = next((s for s in stops if s), None)
+    return None if first is None else f"✗: no real run: {first}."
 
 
 def top1_outranked(agreements: Sequence[float | None]) -> list[bool]:
@@ -146,9 +164,11 @@ def top1_outranked(agreements: Sequence[float | None]) -> list[bool]:
     return marks
 
 
-def _key(row: AdviceRow) -> tuple[float, float]:
+def rank_key(row: AdviceRow) -> tuple[bool, float, float]:
+    """Rows rank by output SQNR (an undefined figure last), then fewer CPU layers; a way the quantizer
+    cannot take ranks below every way it can, whatever its figure."""
     sqnr = row.output_sqnr_db if not math.isnan(row.output_sqnr_db) else -math.inf
-    return (sqnr, -row.cpu_layers_added)
+    return (row.quantizer_stops is None, sqnr, -row.cpu_layers_added)
 
 
 def _keep_float_rows(base: AdviceRow, graph: DpuGraph, sens: Any, runner: Any,
@@ -177,14 +197,14 @@ def _keep_float_rows(base: AdviceRow, graph: DpuGraph, sens: Any, runner: Any,
         layers = float_layers(graph, names)
         return AdviceRow(dict(base.options), layers, _output_stats(graph, runner.ref, values).sqnr_db,
                          agree / total if total else None, sum(graph[n].device == "DPU" for n in names),
-                         command(base.options, layers, graph.keras_names))
+                         command(base.options, layers, graph.keras_names), base.quantizer_stops)
 
     singles = []
     for i, names in enumerate(candidates):
         if step is not None:
             step("trying layers in float", i, len(candidates))
         singles.append((measure(names), names))
-    singles.sort(key=lambda r: _key(r[0]), reverse=True)
+    singles.sort(key=lambda r: rank_key(r[0]), reverse=True)
     rows = [r for r, _ in singles]
     for k in range(2, min(KEEP_FLOAT_MAX, len(singles)) + 1):
         rows.append(measure([name for _, names in singles[:k] for name in names]))

@@ -67,7 +67,7 @@ from qinspect.analysis.sensitivity import (
     what_if,
     work_per_sample,
 )
-from qinspect.dpu.dpu_graph import CONV_OPS, DpuGraph, Node, Slot, quantizes_model_input
+from qinspect.dpu.dpu_graph import CLE_GROUPED_TAIL, CONV_OPS, DpuGraph, Node, Slot, quantizes_model_input
 from qinspect.dpu.executor import Evaluator
 from qinspect.dpu.fixed_point import Round
 from qinspect.dpu.options import option_text
@@ -203,6 +203,8 @@ def _cle_state(graph: DpuGraph, node: Node) -> str:
     for rw in graph.rewrites:
         if rw.kind == "source":
             return "unknown: weights read from a quantized model"
+        if rw.kind == CLE_GROUPED_TAIL and names & set(rw.layers):
+            return "not applied: the pair ends in a grouped Conv2D, where the quantizer's CLE stops with an error"
         if rw.kind == "cross_layer_equalization":
             if not rw.layers:
                 return "disabled"
@@ -211,8 +213,8 @@ def _cle_state(graph: DpuGraph, node: Node) -> str:
     if node.op not in ("conv2d", "depthwise_conv2d"):
         return "not applicable: CLE pairs only Conv2D / DepthwiseConv2D layers"
     return ("not applicable: none of the quantizer's CLE patterns matched (conv -> conv, conv -> "
-            "Activation('relu' or 'linear') -> conv, conv -> ReLU -> conv where the quantizer only matches a "
-            "ReLU whose max_value reads '0'; the next layer a single-consumer conv)")
+            "Activation('relu' or 'linear') -> conv, conv -> ReLU (uncapped) -> conv, the conv before a single "
+            "consumer; ReLU -> ZeroPadding2D -> conv only where max_value reads '0', which no ReLU has)")
 
 
 def _tag(f: Finding, node: Node) -> Finding:
@@ -304,9 +306,9 @@ def diagnose(
     sens_sample = _head(data, min(sens_samples, max_samples))
     n_sens = len(next(iter(sens_sample.values())))
     notes: list[str] = []
-    stand_in = graph.stand_in_note()
-    if stand_in:
-        notes.append(f"WARNING: {stand_in}")
+    for caveat in (graph.quantizer_stop_note(), graph.stand_in_note()):
+        if caveat:
+            notes.append(f"WARNING: {caveat}")
     if n < n_total:
         notes.append(f"findings measured on the first {n} of {n_total} {data_label} samples")
     notes.append(f"sensitivity, accumulated/isolated errors and what-if runs measured on the first {n_sens} "
@@ -501,9 +503,10 @@ def _accuracy(graph: DpuGraph, sens: SensitivityResult, labels: np.ndarray | Cla
 def _advice(graph: DpuGraph, kept: list[Finding], sqnr: float, top1: float | None) -> list[dict[str, Any]]:
     """The measured ways to quantize found on the way: as calibrated, each quantizer-option remedy (a
     ``quantize_model`` call too) and each keep-float remedy."""
-    from qinspect.analysis.advisor import AdviceRow, command, float_layers
+    from qinspect.analysis.advisor import AdviceRow, command, float_layers, rank_key
 
-    rows = [AdviceRow({}, [], sqnr, top1, 0, command({}, []))]
+    stops = graph.quantizer_stop_note()  # the quantizer stops under these options unless CLE is switched off
+    rows = [AdviceRow({}, [], sqnr, top1, 0, command({}, []), stops)]
     batch = {} if graph.options is None else {"calib_batch_size": graph.options.calib_batch_size}
     seen: set[str] = set()
     for f in kept:
@@ -513,7 +516,8 @@ def _advice(graph: DpuGraph, kept: list[Finding], sqnr: float, top1: float | Non
             call = command(options, [])
             if call not in seen:  # one option can cure several findings
                 seen.add(call)
-                rows.append(AdviceRow(options, [], float(r["measured_sqnr_db"]), r.get("top1_agreement"), 0, call))
+                rows.append(AdviceRow(options, [], float(r["measured_sqnr_db"]), r.get("top1_agreement"), 0, call,
+                                      None if options.get("include_cle") is False else stops))
             continue
         if r is None or r.get("kind") != "keep_float" or f.fix is None:
             continue
@@ -523,10 +527,9 @@ def _advice(graph: DpuGraph, kept: list[Finding], sqnr: float, top1: float | Non
         moved = sum(graph[n].device == "DPU" for n in f.fix.float_nodes)  # a CPU softmax was on the CPU already
         # float(): the remedy's JSON form holds an infinite SQNR as the string "inf"
         rows.append(AdviceRow({}, layers, float(r["measured_sqnr_db"]), r.get("top1_agreement"), moved,
-                              command({}, layers, graph.keras_names)))
-    # best first: an exact (infinite) figure leads, an undefined one trails
-    rows.sort(key=lambda row: (math.isnan(row.output_sqnr_db), -row.output_sqnr_db if not math.isnan(
-        row.output_sqnr_db) else 0.0))
+                              command({}, layers, graph.keras_names), stops))
+    # best first (an exact, infinite figure leads; an undefined one trails; a way the quantizer cannot take last)
+    rows.sort(key=rank_key, reverse=True)
     return [row.to_dict() for row in rows]
 
 

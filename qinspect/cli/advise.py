@@ -38,7 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Try the options and print the ranked table."""
-    from qinspect.analysis.advisor import TOP1_OUTRANKED_NOTE, advise, option_grid, top1_outranked
+    from qinspect.analysis.advisor import (
+        TOP1_OUTRANKED_NOTE,
+        advise,
+        option_grid,
+        quantizer_stops_note,
+        top1_outranked,
+    )
     from qinspect.analysis.outputs import focused, output_layer
     from qinspect.cli import _dpu_common as common
     from qinspect.cli._progress import stderr_progress
@@ -100,11 +106,13 @@ def run(args: argparse.Namespace) -> int:
     for i, (r, down) in enumerate(zip(rows, outranked, strict=True), 1):
         top1 = ("-" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}%") + ("↓" if down else "")
         opts = ", ".join(f"{k}={v}" for k, v in r.options.items())
-        w(f"{i:>3} {r.output_sqnr_db:>8.2f} {top1:>7} {r.cpu_layers_added:>4}  {opts}"
-          + (f"; float: {', '.join(r.keep_float)}" if r.keep_float else "") + "\n")
+        w(f"{i:>3} {r.output_sqnr_db:>8.2f} {top1:>7} {r.cpu_layers_added:>4}  " + ("✗ " if r.quantizer_stops else "")
+          + opts + (f"; float: {', '.join(r.keep_float)}" if r.keep_float else "") + "\n")
         w(f"{'':>26}{r.command}\n")
     if any(outranked):
         w("\n" + TOP1_OUTRANKED_NOTE)
+    if stops := quantizer_stops_note([r.quantizer_stops for r in rows]):
+        w("\n" + stops)
     # what this table cannot show: a calibration set that does not cover use is cured by other data
     w("\nThese rows change quantizer options and float layers on the same calibration data. Data remedies "
       "(calibrating on data representative of use, without outliers) and position changes are measured by "

@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             "shared_with": shared.get(r.name, []),
             "isolated": _metrics(r.isolated, r.position), "accumulated": _metrics(r.accumulated, r.position),
         })
-    notes = [note] if (note := emu.graph.stand_in_note()) else []
+    notes = [note for note in (emu.graph.quantizer_stop_note(), emu.graph.stand_in_note()) if note]
     constant = [text for name, spread in spreads.items() if (text := spread.note(output_layer(emu.graph, name)))]
     notes += constant
     output = {"sqnr_db": pooled.sqnr_db if pooled.n else None, "outputs": list(emu.graph.outputs),

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -249,6 +249,9 @@ def conv_acc(
     n, h, wd, cin = x.shape
     kh, kw, cin_w, cout = w.shape
     if cin_w != cin:
+        if cin_w and cin % cin_w == 0 and cout % (cin // cin_w) == 0:  # grouped, as TensorFlow infers it
+            return _grouped_conv(x, w, cin // cin_w, lambda xg, wg, ep_g: conv_acc(
+                xg, wg, strides, padding, dilation, exact, ep_g, acc_bound), epilogue)
         raise ValueError(f"kernel expects {cin_w} input channels, input has {cin}")
     pt, pb, ho = pads_1d(h, kh, sh, dh, padding)
     pl, pr, wo = pads_1d(wd, kw, sw, dw, padding)
@@ -321,6 +324,23 @@ def conv_acc(
 
     _run_chunks(run, tasks)
     return out
+
+
+def _grouped_conv(x: np.ndarray, w: np.ndarray, groups: int,
+                  conv: Callable[[np.ndarray, np.ndarray, Epilogue | None], np.ndarray],
+                  epilogue: Epilogue | None) -> np.ndarray:
+    """A grouped convolution (kernel ``(kh, kw, cin / groups, cout)``, TensorFlow's layout): group ``g``'s
+    output channels are ``conv`` of its input channels with its filters, each with its share of the
+    epilogue's per-channel offset. The whole kernel's L1 bound bounds every group's, so the exactness
+    rules hold per group."""
+    cin_g, per = w.shape[2], w.shape[3] // groups
+    parts = []
+    for g in range(groups):
+        ep = epilogue
+        if ep is not None and ep.offset is not None and np.size(ep.offset) > 1:
+            ep = replace(ep, offset=ep.offset[..., g * per:(g + 1) * per])
+        parts.append(conv(x[..., g * cin_g:(g + 1) * cin_g], w[..., g * per:(g + 1) * per], ep))
+    return np.concatenate(parts, axis=-1)
 
 
 def _row_tasks(n: int, ho: int, hp_extra: int, bytes_per_row: int) -> list[tuple[int, int, int, int]]:

@@ -44,7 +44,8 @@ CONV_CLASSES = ("Conv2D", "DepthwiseConv2D")
 
 
 def _grouped(layer: Any) -> bool:
-    return layer.cls == "Conv2D" and conv_groups(layer.cfg) > 1
+    # a grouped Conv2D run as a DepthwiseConv2D (one group per channel) is still grouped to the quantizer
+    return layer.params.get("keras_groups", 1) > 1 or (layer.cls == "Conv2D" and conv_groups(layer.cfg) > 1)
 
 
 def _kernel_name(layer: Any) -> str:

@@ -180,22 +180,6 @@ def conv_groups(cfg: dict[str, Any]) -> int:
     return int(cfg.get("groups", 1) or 1)
 
 
-def grouped_conv2d(x: np.ndarray, w: dict[str, np.ndarray], cfg: dict[str, Any]) -> np.ndarray:
-    """Keras ``Conv2D`` with ``groups > 1``: each group of input channels convolved with its own filters."""
-    k = np.asarray(w["kernel"], F32)
-    g = conv_groups(cfg)
-    cin, cout = k.shape[2], k.shape[3] // g
-    strides = cfg.get("strides", (1, 1))
-    dil = cfg.get("dilation_rate", (1, 1))
-    pad = str(cfg.get("padding", "valid")).lower()
-    parts = [float_ops.conv2d(x[..., i * cin:(i + 1) * cin], k[..., i * cout:(i + 1) * cout], None, strides, pad, dil)
-             for i in range(g)]
-    y = np.concatenate(parts, axis=-1)
-    if "bias" in w:
-        y = y + np.asarray(w["bias"], F32)
-    return _act(cfg.get("activation"), cfg)(y).astype(F32)
-
-
 def _first(v: Any) -> Any:
     return v[0] if isinstance(v, list | tuple) else v
 
@@ -361,7 +345,6 @@ _LAYERS: dict[str, Callable[[np.ndarray, dict[str, np.ndarray], dict[str, Any]],
     "ELU": lambda x, w, cfg: np.where(x > 0, x, F32(cfg.get("alpha", 1.0)) * np.expm1(x)).astype(F32),
     "ThresholdedReLU": lambda x, w, cfg: np.where(x > F32(cfg.get("theta", 1.0)), x, F32(0)).astype(F32),
     "RepeatVector": lambda x, w, cfg: np.repeat(x[:, None], int(cfg["n"]), axis=1).astype(F32),
-    "Conv2D": grouped_conv2d,
     "LSTM": lstm,
     "GRU": gru,
     "SimpleRNN": simple_rnn,
@@ -415,8 +398,6 @@ def supports(class_name: str, cfg: dict[str, Any]) -> bool:
         return axes is not None and 0 not in axes
     if class_name not in _LAYERS:
         return False
-    if class_name == "Conv2D":  # only the grouped form is a CPU layer
-        return conv_groups(cfg) > 1 and cfg.get("data_format", "channels_last") == "channels_last"
     if class_name in ("Conv1D", "Convolution1D"):
         return conv_groups(cfg) == 1 and cfg.get("data_format", "channels_last") == "channels_last"
     if class_name in _POOLING_1D:  # channels_first would pool over the channels' axis
@@ -438,9 +419,6 @@ def cpu_reason(class_name: str) -> str:
     """Why the layer runs in float on the CPU (shown beside its numbers)."""
     if class_name == "elementwise":
         return "TensorFlow function / Keras operation with no DPU operator: float on the CPU"
-    if class_name == "Conv2D":
-        return ("grouped Conv2D (groups > 1, not one per channel) is not emulated in integers: float on the CPU "
-                "(an assumption: the quantizer may quantize it; no real run with one has been checked)")
     if class_name == "CustomScaleLayer":
         # The file holds only the class name and its config; the computation is keras.applications'.
         return ("CustomScaleLayer is not in the Vitis pof2s quantizer's layer registry: it stays float, on "

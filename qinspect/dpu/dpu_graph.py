@@ -89,6 +89,10 @@ class Node:
         return self.out_slot is not None
 
 
+# the rewrite kind of a CLE pair whose tail is a grouped Conv2D (the quantizer stops there)
+CLE_GROUPED_TAIL = "cle_grouped_tail"
+
+
 @dataclass
 class Rewrite:
     """One graph rewrite the quantizer makes, in words, with the layers it touched."""
@@ -346,6 +350,19 @@ class DpuGraph:
         quantizer too). In graph order."""
         return [n for n in self.layer_closure(names)
                 if self[n].device == "DPU" or self[n].pre_slot is not None or self[n].out_slot is not None]
+
+    def quantizer_stop_note(self) -> str | None:
+        """Why vai_q_tensorflow2 cannot quantize the model under these options (None: nothing known stops
+        it). Every figure under such options is of a run the quantizer cannot make, and says so."""
+        pairs = [rw.layers for rw in self.rewrites if rw.kind == CLE_GROUPED_TAIL]
+        if not pairs:
+            return None
+        head, tail = pairs[0][:2]
+        more = f" and {len(pairs) - 1} more" if len(pairs) > 1 else ""
+        return (f"vai_q_tensorflow2 cannot quantize this model with include_cle=True: its cross-layer equalization "
+                f"stops with a shape error at {head} -> {tail}{more} (a grouped Conv2D after a conv, which its "
+                "formula does not handle). Quantize with include_cle=False; these figures leave such pairs "
+                "unequalized and equalize the rest, a run the quantizer cannot make")
 
     def stand_in_note(self, outputs: list[str] | None = None) -> str | None:
         """The caveat every output figure needs when layers without an implementation feed the outputs

@@ -206,11 +206,9 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
     if cls == "KerasOp":
         _tf_op(node, *keras_op_as_tf_op(cfg, call_kwargs or {}), keras_op=True)
         return node
-    if cpu_layers.supports(cls, cfg) and cls == "Conv2D":  # grouped
-        node.op = "cpu_layer"
-        p.update(layer=cls, config=cfg, reason=cpu_layers.cpu_reason(cls))
-        return node
-    if cls in _CONV_CLASSES and (cpu_layers.conv_groups(cfg) > 1
+    # a grouped Conv2D is a Conv2D to the quantizer (its registry matches the class, not ``groups``); its
+    # integer kernel runs group by group (qinspect.dpu._conv_core). Other grouped convolutions are not emulated.
+    if cls in _CONV_CLASSES and ((cpu_layers.conv_groups(cfg) > 1 and cls != "Conv2D")
                                  or cfg.get("data_format", "channels_last") == "channels_first"):
         p["class_name"] = f"{cls} with groups={cfg.get('groups')}, data_format={cfg.get('data_format')}"
         return node

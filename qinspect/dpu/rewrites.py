@@ -47,7 +47,7 @@ import numpy as np
 
 from qinspect.dpu.cle import cross_layer_equalize
 from qinspect.dpu.cpu_layers import conv_groups
-from qinspect.dpu.dpu_graph import CLE_OUT_SCALE, DpuGraph, Rewrite, SlotSpec
+from qinspect.dpu.dpu_graph import CLE_GROUPED_TAIL, CLE_OUT_SCALE, DpuGraph, Rewrite, SlotSpec
 from qinspect.dpu.layer_map import (
     LEAKY_DPU_ALPHA,
     UNQUANTIZED,
@@ -214,12 +214,19 @@ def _convert_relu6_to_relu(m: _Model) -> None:
 def _grouped_conv_as_depthwise(m: _Model) -> None:
     """A Conv2D with one group per input channel and one filter per group (ConvNeXt writes its
     depthwise convs so) computes exactly a DepthwiseConv2D: run it as one, kernel (kh, kw, 1, C) ->
-    (kh, kw, C, 1). Other grouped convs stay float on the CPU (layer_map)."""
+    (kh, kw, C, 1). Other grouped convs stay Conv2D nodes whose integer kernel runs group by group.
+    Either way ``params["keras_groups"]`` keeps the groups (CLE's rule for a grouped tail reads it)."""
     for layer in m.layers:
         k = layer.weights.get("kernel")
         groups = conv_groups(layer.cfg)
-        if layer.cls != "Conv2D" or groups <= 1 or k is None or k.ndim != 4 or k.shape[2] != 1 \
-                or k.shape[3] != groups:
+        if layer.cls != "Conv2D" or groups <= 1 or k is None or k.ndim != 4:
+            continue
+        layer.params["keras_groups"] = groups
+        if k.shape[2] != 1 or k.shape[3] != groups:
+            m.record("grouped_conv", f"Conv2D {layer.name} with groups={groups}: quantized as the quantizer "
+                     "quantizes any Conv2D (its registry matches the class, not groups: one kernel position, "
+                     "bias and output positions), computed group by group. An assumption: whether the DPU "
+                     "compiler runs groups > 1 on the DPU or cuts it out to the CPU is not checked", [layer.name])
             continue
         layer.cls = "DepthwiseConv2D"
         layer.cfg = {**layer.cfg, "groups": 1, "depth_multiplier": 1}
@@ -354,12 +361,12 @@ def _cle(m: _Model, options: QuantizerOptions) -> None:
     pairs = cross_layer_equalize(m.layers, m.consumers, by, _act, steps=options.cle_steps,
                                  cle_to_relu6=options.cle_to_relu6, head_scales=head_scales, skipped=skipped)
     for pattern, head, tail in skipped:
-        m.record("cross_layer_equalization",
+        m.record(CLE_GROUPED_TAIL,
                  f"{pattern} pair {head} -> {tail} NOT equalized: {tail} is a grouped Conv2D, whose kernel holds "
-                 "in/groups input channels against the head's output channels; the quantizer's CLE formula "
-                 "does not line up there (its code stops with a shape error), so qinspect leaves the pair "
-                 "as the float model has it (an assumption: not checked against a real quantizer run)",
-                 [head, tail])
+                 "in/groups input channels against the head's output channels. The quantizer's CLE formula "
+                 "does not line up there and has no check for it: vai_q_tensorflow2 stops with a numpy shape "
+                 "error (read from its source, not from a real run), so a real run needs include_cle=False. "
+                 "qinspect leaves this pair as the float model has it and equalizes the others", [head, tail])
     for pattern, head, tail, _ in pairs:
         changes = []
         for name in (head, tail):

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qinspect.analysis.advisor import TOP1_OUTRANKED_NOTE, top1_outranked
+from qinspect.analysis.advisor import TOP1_OUTRANKED_NOTE, quantizer_stops_note, top1_outranked
 from qinspect.analysis.decisions import agreement_text
 
 COLUMNS = ["Output SQNR (dB)", "Top-1 agreement", "CPU layers added", "Options", "Keep float", "",
@@ -94,12 +94,15 @@ class AdviceView(QWidget):
         rows = result.rows if result is not None else []
         self.table.setRowCount(len(rows))
         outranked = top1_outranked([r.get("top1_agreement") for r in rows])
+        stops = quantizer_stops_note([r.get("quantizer_stops") for r in rows])
         for i, (r, down) in enumerate(zip(rows, outranked, strict=True)):
             top1 = r.get("top1_agreement")
             sqnr = r.get("output_sqnr_db")
             cells = [f"{sqnr:.2f}" if isinstance(sqnr, float) else str(sqnr),
                      ("n/a" if top1 is None else agreement_text(top1)) + (" ↓" if down else ""),
-                     str(r.get("cpu_layers_added", 0)), options_text(r.get("options") or {}, r.get("calib_samples")),
+                     str(r.get("cpu_layers_added", 0)),
+                     ("✗ " if r.get("quantizer_stops") else "")
+                     + options_text(r.get("options") or {}, r.get("calib_samples")),
                      ", ".join(r.get("keep_float") or []) or "none", "", str(r.get("command", ""))]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -117,5 +120,6 @@ class AdviceView(QWidget):
             of = "" if not result.outputs else f" of {', '.join(result.outputs)}"
             self.info.setText(f"{len(rows)} ways to quantize, best output SQNR{of} first; measured on "
                               f"{result.n_samples} {result.measured_on} samples (top-1: agreement with the "
-                              "float model's arg-max)." + (" " + TOP1_OUTRANKED_NOTE if any(outranked) else ""))
+                              "float model's arg-max)." + (" " + TOP1_OUTRANKED_NOTE if any(outranked) else "")
+                              + (" " + stops if stops else ""))
         self._update_button()

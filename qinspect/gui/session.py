@@ -321,7 +321,8 @@ class Session(QObject):
             n = getattr(self.document.capture, "n_samples", None)
             which = self._outputs_label()
             parts.append(f"Output SQNR{which} {stats.sqnr_db:.1f} dB" + (f" ({n} samples)" if n else "")
-                         + (" (an upper bound: see the tooltip)" if self._stand_in_note() else ""))
+                         + (" (an upper bound: see the tooltip)" if self._stand_in_note() else "")
+                         + (" (a run the quantizer cannot make: see the tooltip)" if self._stop_note() else ""))
         d = self.diagnosis
         if d is not None and d.hidden_output_warning:
             parts.append("the pooled figures hide a worse output: see the tooltip")
@@ -363,14 +364,17 @@ class Session(QObject):
         graph = getattr(self.analysis, "graph", None)
         return graph.stand_in_note() if graph is not None and hasattr(graph, "stand_in_note") else None
 
+    def _stop_note(self) -> str | None:
+        graph = getattr(self.analysis, "graph", None)
+        return graph.quantizer_stop_note() if graph is not None and hasattr(graph, "quantizer_stop_note") else None
+
     def output_caveat(self) -> str:
         """What the output figures rest on, in full (the status bar's tooltip): each output's own figures,
         the note when the pooled figures hide one, near-tied decisions."""
         d = self.diagnosis
-        stand_in = self._stand_in_note()
+        lines = [f"Note: {note}." for note in (self._stop_note(), self._stand_in_note()) if note]
         if d is None:
-            return f"Note: {stand_in}." if stand_in else ""
-        lines = [f"Note: {stand_in}."] if stand_in else []
+            return "\n".join(lines)
         if d.outputs:
             lines.append(f"Each output: {wording.per_output_line(d.outputs)}.")
         if d.hidden_output_warning:
