@@ -77,6 +77,21 @@ def test_csv_has_the_documented_columns_and_one_row_per_layer():
     assert soft["iso_sqnr_db"] == "" and soft["pos_weights"] == "" and soft["placement"] == "CPU"
 
 
+def test_a_node_the_quantizer_made_has_no_index_so_no_two_rows_share_one():
+    # a separable conv's depthwise step sits between two layers of the float model: it is none of them,
+    # and numbering it by its row gave it the index of the layer after it
+    from dataclasses import replace
+
+    from qinspect.report.exports import report_to_dict
+
+    report = sample_report()
+    step = replace(report.layers[0], name="quant_sep_depthwise_conv", index=None)
+    report.layers.insert(1, step)
+    rows = list(csv.DictReader(io.StringIO(report_to_csv(report))))
+    assert [r["index"] for r in rows] == ["1", "", "2"]
+    assert [layer["index"] for layer in report_to_dict(report, {})["layers"]] == [1, None, 2]
+
+
 def test_csv_worst_finding_is_the_most_severe_one():
     findings = [
         {"layer": "block/conv<1>", "kind": "saturation", "severity": 2.5, "evidence": {}, "advice": "a"},

@@ -22,7 +22,7 @@ FORMAT_VERSION = 1
 
 # (column, meaning): the CSV's columns in order. Stable: new columns are only ever appended.
 CSV_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("index", "position of the layer in topological order, from 0"),
+    ("index", "position of the layer in topological order, from 0; empty for a node or step the quantizer made"),
     ("layer", "layer name; layers of a nested model are outer/inner"),
     ("type", "Keras layer class"),
     ("placement", "DPU or CPU (layers the DPU cannot run are computed in float); DPU+CPU for a layer split "
@@ -87,10 +87,11 @@ def _figure_refs(layer_figs: list, files: dict[str, str]) -> list[dict[str, str]
     return [{"id": f.id, "title": f.title, "file": files[f.id]} for f in layer_figs if f.id in files]
 
 
-def layer_to_dict(layer: LayerSection, index: int, figure_files: dict[str, str]) -> dict[str, Any]:
+def layer_to_dict(layer: LayerSection, figure_files: dict[str, str]) -> dict[str, Any]:
     """One entry of the JSON ``layers`` list."""
     return {
-        "index": layer.index if layer.index is not None else index,
+        # a node or step the quantizer made is no layer of the float model: no index (its figures are Q<row>-*)
+        "index": layer.index,
         "name": layer.name,
         "anchor": layer.anchor,
         "type": layer.class_name,
@@ -148,7 +149,7 @@ def report_to_dict(report: Report, figure_files: dict[str, str] | None = None) -
         "findings_missing": report.findings_missing,
         "coverage": report.coverage,
         "figures": _figure_refs(report.figures, files),
-        "layers": [layer_to_dict(layer, i, files) for i, layer in enumerate(report.layers)],
+        "layers": [layer_to_dict(layer, files) for layer in report.layers],
         "csv_columns": [{"name": n, "meaning": m} for n, m in CSV_COLUMNS],
     }
     return jsonable(data)
@@ -179,14 +180,14 @@ def worst_finding(findings: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(scored, key=lambda f: f["severity"]) if scored else None
 
 
-def layer_row(layer: LayerSection, index: int, coverage: dict[str, Any] | None) -> dict[str, str]:
+def layer_row(layer: LayerSection, coverage: dict[str, Any] | None) -> dict[str, str]:
     """One CSV row, keyed by the names in :data:`CSV_COLUMNS`."""
     iso = layer.isolated or {}
     acc = layer.accumulated or {}
     act = layer.activation or {}
     worst = worst_finding(layer.findings)
     row: dict[str, Any] = {
-        "index": layer.index if layer.index is not None else index,
+        "index": layer.index,
         "layer": layer.name,
         "type": layer.class_name,
         "placement": layer.placement,
@@ -222,8 +223,8 @@ def report_to_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=[n for n, _ in CSV_COLUMNS], lineterminator="\n")
     writer.writeheader()
-    for i, layer in enumerate(report.layers):
-        writer.writerow(layer_row(layer, i, report.coverage))
+    for layer in report.layers:
+        writer.writerow(layer_row(layer, report.coverage))
     return out.getvalue()
 
 
