@@ -37,6 +37,12 @@ def test_saturation_planted_and_absent():
     assert val(f, "representable_range") == [-1.0, 127 / 128]
     assert val(f, "severity_basis") == "local"
     assert val(f, "non_overflow_position") == pos_non_overflow(float(x.min()), float(x.max()))
+    # the advice gives each end its own share, the larger first (it gave the sum as the bottom's)
+    x2 = np.concatenate([np.zeros(9_990), np.full(8, -5.0), np.full(2, 5.0)]).astype(np.float32)
+    assert F.saturation("L", x2, 7).advice.startswith(
+        "0.08% of values clip at the bottom of the range and 0.02% at the top:")
+    assert F.saturation("L", np.concatenate([x2[:9_990], np.full(10, 5.0, np.float32)]), 7).advice.startswith(
+        "0.1% of values clip at the top of the range:")
     # Non-overflow position: nothing clips.
     assert F.saturation("L", x, pos_non_overflow(float(x.min()), float(x.max()))) is None
     # With sensitivity the severity follows the output-noise formula.

@@ -246,15 +246,22 @@ def saturation(
         evidence["note"] = note
     local = _db(e_clip / e_round) if e_round > 0 else math.inf
     severity = _severity(evidence, share, local, noise_frac)
-    side = "top" if n_hi >= n_lo else "bottom"
     advice = (
-        f"{100 * frac:.2g}% of values clip at the {side} of the range: lower the position "
+        f"{_clip_sides(n_lo / n, n_hi / n)}: lower the position "
         f"(non-overflow instead of min-MSE for this layer), or bound the activation in the float model "
         f"(ReLU6 / clipping) and retrain."
     )
     if data != "calibration":
         advice = "Calibrate with data that reaches this range; " + advice[0].lower() + advice[1:]
     return Finding(layer, "saturation", severity, evidence, advice)
+
+
+def _clip_sides(lo: float, hi: float) -> str:
+    """Where values clip, each end with its own share ("0.085% of values clip at the bottom of the range
+    and 0.021% at the top")."""
+    sides = sorted([(lo, "bottom"), (hi, "top")], reverse=True)
+    text = f"{100 * sides[0][0]:.2g}% of values clip at the {sides[0][1]} of the range"
+    return text + (f" and {100 * sides[1][0]:.2g}% at the {sides[1][1]}" if sides[1][0] > 0 else "")
 
 
 def _non_overflow(x: np.ndarray, narrow: bool) -> int:
