@@ -89,6 +89,21 @@ def test_saturation_and_codes_used_match_counts_on_the_capture(vitis_report, sma
             assert sum(layers[name]["activation"]["histogram"]["counts"]) == x.size
 
 
+def test_a_model_file_report_counts_saturation_on_the_emulators_float_reference(vitis_report, refcases):
+    # no capture: the saturation is still the float values beyond the int8 range (same counts as on the
+    # capture of the same model and data, up to float rounding at the range's ends); codes used needs one
+    small = refcases / "small"
+    report = build_report(small / "float.h5", positions=small / "quantized.h5", inputs=small / "calib.npy",
+                          diagnose=False)
+    from_file, from_capture = _layers(report), _layers(vitis_report)
+    for name in ("relu1", "relu2", "fc"):
+        for end in ("low", "high"):
+            assert from_file[name]["saturation"][end] == pytest.approx(from_capture[name]["saturation"][end], abs=1e-4)
+        assert from_file[name]["codes_used"] is None
+        assert any("saturation: the emulator's float reference" in n for n in from_file[name]["notes"])
+    assert all(from_file[name]["saturation"]["high"] is not None for name in ("relu1", "relu2", "fc"))  # not n/a
+
+
 def test_calibrated_report_maps_float_layers_to_int8_nodes(calibrated_report):
     layers = _layers(calibrated_report)
     # BatchNorm folded into the conv: the conv node stands for bn1's output; conv1 has no int8 output

@@ -36,7 +36,8 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     *((f"acc_{k}", f"accumulated error: {k}") for k in METRIC_KEYS),
     ("sat_low", "fraction of output values clipped at the low end (-128)"),
     ("sat_high", "fraction of output values clipped at the high end (127)"),
-    ("codes_used", "fraction of the 256 int8 codes the output uses"),
+    ("codes_used", "fraction of the 256 int8 codes the layer's float output takes when rounded alone at its "
+                   "position (emulate's codes % counts the int8 pipeline's own output); needs a capture"),
     ("float_min", "smallest float output value"),
     ("float_max", "largest float output value"),
     ("clip_low", "lowest representable output value at its position (-128 * 2^-p)"),

@@ -163,6 +163,12 @@ def layer_section(inp: LayerInputs, fig_prefix: str) -> LayerSection:
         summary = summarize_float(lambda: [x], pos_out)
     if summary is not None and summary.hist is not None:
         _activation_part(sec, summary, inp, fig_prefix)
+    elif inp.isolated is not None and pos_out is not None and inp.isolated.n_clip_checked:
+        # no capture of this layer: the emulator's float reference values beyond the int8 range are the
+        # same saturation, over the samples it ran (the activation histogram and codes used need a capture)
+        sec.saturation_low, sec.saturation_high = inp.isolated.clip_lo_frac, inp.isolated.clip_hi_frac
+        sec.notes.append(f"saturation: the emulator's float reference over {inp.isolated.n_clip_checked} values; "
+                         "the activation histogram and the codes used need a capture of this layer")
     _error_part(sec, summary, inp, fig_prefix)
     _weights_part(sec, inp, fig_prefix)
     return sec
