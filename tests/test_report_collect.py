@@ -75,6 +75,16 @@ def test_error_figures_equal_a_separate_emulator_run(vitis_report, small_capture
     assert checked == 10
 
 
+def test_a_report_on_a_quantized_h5_does_not_claim_that_nothing_was_rewritten(vitis_report, calibrated_report):
+    from qinspect.report.html import render_html
+
+    assert not vitis_report.rewrites_listed and calibrated_report.rewrites_listed
+    assert report_to_dict(vitis_report)["rewrites_listed"] is False
+    page = render_html(vitis_report, {})
+    assert "No graph rewrite" not in page and "they are not derived again here" in page
+    assert any(layer.rewrites for layer in calibrated_report.layers)  # qinspect's own rewrites are listed
+
+
 def test_saturation_and_codes_used_match_counts_on_the_capture(vitis_report, small_capture):  # noqa: F811
     layers = _layers(vitis_report)
     with Capture.open(small_capture) as cap:

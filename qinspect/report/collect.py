@@ -44,6 +44,7 @@ from qinspect.report.layer_map import LayerMap, map_layers, refuse_foreign
 from qinspect.report.wording import equalized_note, pooled_top1_suffix
 
 Progress = Callable[[int, int, str], None]
+VITIS_WEIGHTS = "folded, equalized weights stored in the quantized.h5"  # the rewrites are Vitis' own
 AdviceRows = tuple[list[dict[str, Any]], str]  # advisor rows and a phrase saying where they come from
 DIAGNOSIS_ADVICE = ("the diagnosis: the model as calibrated, and each quantizer-option and keep-float remedy it "
                     "measured (qinspect advise, or the window's Advice tab, tries more options)")
@@ -178,7 +179,7 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
         emulator = cls.from_quantized(positions)
         refuse_foreign([lay.name for lay in source.graph.leaves()], emulator.graph,
                        getattr(source, "path", "the model"), positions)
-        em.settings["weights"] = "folded, equalized weights stored in the quantized.h5"
+        em.settings["weights"] = VITIS_WEIGHTS
         # The emulated graph is the quantized model's; the errors are measured against the float model.
         em.settings["float reference"] = emulator.use_float_reference(source, options)
         if "WARNING" in em.settings["float reference"]:
@@ -670,6 +671,7 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
         eval_source=os.path.abspath(eval_cap.path) if eval_cap is not None else None,
         coverage=coverage,
         settings=dict(em.settings),
+        rewrites_listed=em.settings.get("weights") != VITIS_WEIGHTS,
         warnings=warnings,
         notes=diag.notes,
         findings_missing=diag.missing if findings is None else "",

@@ -130,6 +130,9 @@ class Report:
     eval_source: str | None = None
     coverage: dict[str, float | None] | None = None  # layer -> fraction of eval values outside range
     settings: dict[str, Any] = field(default_factory=dict)  # batch size, CLE, target range, ...
+    # False when the weights are a quantized.h5's: Vitis made the rewrites, which are not re-derived, so
+    # the layers list none
+    rewrites_listed: bool = True
     summary: dict[str, Any] = field(default_factory=dict)  # model-level figures (output SQNR, ...)
     warnings: list[str] = field(default_factory=list)  # what could not be computed, and why
     notes: list[str] = field(default_factory=list)  # how parts were measured (from the diagnosis, ...)

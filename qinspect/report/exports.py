@@ -138,6 +138,7 @@ def report_to_dict(report: Report, figure_files: dict[str, str] | None = None) -
             "eval_source": report.eval_source,
         },
         "settings": report.settings,
+        "rewrites_listed": report.rewrites_listed,
         "summary": report.summary,
         "output": report.output,
         "explained": report.explained,
