@@ -73,6 +73,11 @@ def test_a_separable_convs_depthwise_half_has_a_report_row_and_a_panel_line():
     float_graph = ModelGraph("m", [Layer(n, "Layer") for n in names], ["x"], ["dense"])
     rows = [r.name for r in _rows(float_graph, lmap)]
     assert rows[rows.index("sep") + 1] == "quant_sep_depthwise_conv"
+    # a layer report of the separable conv has its depthwise step too (it had only an empty row)
+    from qinspect.report.collect import _select
+
+    # and the row of bn, whose node carries its pointwise output (folded)
+    assert [r.name for r in _select(_rows(float_graph, lmap), "sep", "m")] == ["sep", "quant_sep_depthwise_conv", "bn"]
     analysis = Analysis(True, graph=graph)
     assert [n.name for n in analysis.inner_steps("sep")] == ["quant_sep_depthwise_conv"]
     assert analysis.inner_steps("bn") == [] and analysis.inner_steps("relu") == []

@@ -154,6 +154,23 @@ def test_layer_report_has_one_section_and_its_findings_only(small_capture, refca
     assert report.figures == []  # no propagation plot for one layer
 
 
+def test_a_layer_report_of_a_folded_conv_has_the_row_it_was_merged_into(small_capture, refcases):  # noqa: F811
+    # conv2 has no int8 tensor of its own: the quantizer merged it with bn2, whose row holds its positions
+    report = build_report(small_capture, positions=refcases / "small" / "quantized.h5", layer="conv2",
+                          diagnose=False)
+    assert [s.name for s in report.layers] == ["conv2", "bn2"]
+    bn2 = report.layers[1]
+    assert bn2.positions["weights"] is not None and bn2.isolated is not None
+
+
+def test_a_layer_report_lists_the_findings_that_name_it_among_the_affected_layers():
+    from qinspect.report.collect import concerns
+
+    rounding = {"layer": "a", "kind": "accumulated_rounding", "affects": ["a", "b"]}
+    assert concerns(rounding, "b") and concerns(rounding, "a") and not concerns(rounding, "c")
+    assert concerns({"layer": "c", "kind": "saturation"}, "c")
+
+
 def test_unknown_layer_is_a_one_line_error_with_a_hint(small_capture):  # noqa: F811
     with pytest.raises(QInspectError, match="no layer named 'relu' .*did you mean"):
         build_report(small_capture, layer="relu", diagnose=False)

@@ -240,6 +240,7 @@ class Row:
     layer: Layer | None
     node: Any = None
     merged_into: list[Any] = field(default_factory=list)
+    owner: str | None = None  # a quantized step inside a layer: that layer
 
 
 def _rows(graph: ModelGraph, lmap: LayerMap | None) -> list[Row]:
@@ -254,7 +255,8 @@ def _rows(graph: ModelGraph, lmap: LayerMap | None) -> list[Row]:
     after: dict[str | None, list[Row]] = {}
     for node in lmap.intermediate:
         owner = lmap.owner_of.get(node.name)
-        after.setdefault(owner, []).append(Row(node.name, f"{node.op} (a quantized step inside {owner})", None, node))
+        after.setdefault(owner, []).append(Row(node.name, f"{node.op} (a quantized step inside {owner})", None, node,
+                                               owner=owner))
     for node in lmap.unowned:
         feeding = lmap.owner_of.get(node.inputs[0]) if node.inputs else None
         after.setdefault(feeding, []).append(Row(node.name, f"{node.op} (made by the quantizer)", None, node))
@@ -391,6 +393,9 @@ def _stats(result: Any, which: str) -> ErrorStats | None:
 
 
 def _select(rows: list[Row], layer: str | None, path: str) -> list[Row]:
+    """A layer report's rows: the layer's own, its quantized steps (a separable conv's depthwise half) and
+    the rows of the int8 nodes it was merged into (a conv folded with the BatchNorm after it), where its
+    positions and errors are."""
     if layer is None:
         return rows
     chosen = [r for r in rows if r.name == layer]
@@ -398,7 +403,15 @@ def _select(rows: list[Row], layer: str | None, path: str) -> list[Row]:
         close = difflib.get_close_matches(layer, [r.name for r in rows], n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise QInspectError(f"no layer named {layer!r} in the model{hint}", path)
-    return chosen
+    merged = {n.name for n in chosen[0].merged_into}
+    return [r for r in rows if r.name == layer or r.owner == layer
+            or (r.node is not None and r.node.name in merged and r.owner is None)]
+
+
+def concerns(finding: dict[str, Any], layer: str) -> bool:
+    """Whether a finding concerns a layer: found at it, or naming it among the layers it affects (the
+    accumulated-rounding finding's adders, whose remedy keeps them float)."""
+    return finding.get("layer") == layer or layer in (finding.get("affects") or [])
 
 
 def _coverage(eval_cap: Capture, sections: list[LayerSection], max_samples: int | None,
@@ -665,8 +678,8 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
         layers=sections,
         how={**how_texts(), **diag.how},
         summary=diag.summary,
-        findings=None if findings is None else [f for f in findings if layer is None or f.get("layer") == layer],
-        elsewhere=[f for f in findings or [] if layer is not None and f.get("layer") != layer],
+        findings=None if findings is None else [f for f in findings if layer is None or concerns(f, layer)],
+        elsewhere=[f for f in findings or [] if layer is not None and not concerns(f, layer)],
         selected_layer=layer,
         eval_source=os.path.abspath(eval_cap.path) if eval_cap is not None else None,
         coverage=coverage,
