@@ -510,7 +510,10 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
         part.how["model output SQNR"] = out["how"]
     part.notes = [f"Diagnosis: {note}." for note in data.get("notes", []) + ([unused] if unused else [])]
     part.output = {**(data.get("output") or {}), "samples": data.get("sensitivity_samples"),
-                   "measured_on": data.get("measured_on")}
+                   "measured_on": data.get("measured_on"),
+                   "how": "the diagnosis' run: the quantizer's float32 simulation of the int8 model against the "
+                          "float model; the layer table's accumulated figures are the DPU integer pipeline's, "
+                          "which can differ in the last digits where a float32 sum rounds"}
     explained = data.get("explained")
     # (0 when no finding explains anything: the sum of no shares is an int)
     number = isinstance(explained, int | float) and not isinstance(explained, bool)
