@@ -210,3 +210,20 @@ def test_a_dump_file_that_is_a_folder_or_a_fifo_is_named_as_such(tmp_path, kind)
                 timeout=60)
     want = "is a folder where the dump has a tensor's .bin file" if kind == "folder" else "is a FIFO (named pipe)"
     assert r.returncode == 2 and want in r.stderr and "quant_fc.bin" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_softmax_quantized_at_its_input_has_no_rmse_in_lsb_of_that_position():
+    # the CPU softmax's position is its input's: an LSB of the logits says nothing of the probabilities
+    from qinspect.analysis.metrics import ErrorStats
+    from qinspect.cli.emulate import layer_row
+    from qinspect.dpu.emulator import LayerResult
+
+    ref = np.array([0.1, 0.7, 0.2], np.float32)
+    stats = ErrorStats().update(ref, ref + 0.01)
+    soft = LayerResult("predictions", "softmax", "CPU", "", ["predictions"], 3, {}, position_of_input=True,
+                       isolated=stats, accumulated=stats)
+    row = layer_row(soft, [])
+    assert row["position_of"] == "input" and row["isolated"]["rmse_lsb"] is None
+    assert row["accumulated"]["rmse_lsb"] is None and row["isolated"]["sqnr_db"] == stats.sqnr_db
+    conv = LayerResult("quant_c", "conv2d", "DPU", "", ["c"], 3, {}, isolated=stats, accumulated=stats)
+    assert layer_row(conv, [])["isolated"]["rmse_lsb"] == stats.rmse_over_scale(2.0**-3)

@@ -91,6 +91,18 @@ def _metrics(st: Any, pos: int | None) -> dict[str, Any] | None:
     }
 
 
+def layer_row(r: Any, shared_with: list[str]) -> dict[str, Any]:
+    """One entry of ``emulate --json``'s ``layers`` from an emulator :class:`LayerResult`."""
+    # an input quantizer's position (a CPU softmax's) is no LSB of the output: no rmse_lsb there
+    out_pos = None if r.position_of_input else r.position
+    return {
+        "name": r.name, "op": r.op, "device": r.device, "cpu_reason": r.cpu_reason, "origin": r.origin,
+        "position": r.position, "position_of": "input" if r.position_of_input else "output",
+        "weight_positions": r.weight_positions, "fused_into": r.fused_into, "shared_with": shared_with,
+        "isolated": _metrics(r.isolated, out_pos), "accumulated": _metrics(r.accumulated, out_pos),
+    }
+
+
 def _output_tallies(graph: Any, labels: Any) -> tuple[dict[str, Any], Any]:
     """Top-1 tallies of the model's outputs that decide (analysis.decisions.decision_kind), and the
     emulator callback that fills them; ``labels`` (:class:`qinspect.io.labels.ClassLabels`) add accuracy."""
@@ -187,16 +199,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if source is not None:
             source.close()
-    rows = []
     shared = emu.graph.shared_groups()
-    for r in results.values():
-        rows.append({
-            "name": r.name, "op": r.op, "device": r.device, "cpu_reason": r.cpu_reason, "origin": r.origin,
-            "position": r.position, "position_of": "input" if r.position_of_input else "output",
-            "weight_positions": r.weight_positions, "fused_into": r.fused_into,
-            "shared_with": shared.get(r.name, []),
-            "isolated": _metrics(r.isolated, r.position), "accumulated": _metrics(r.accumulated, r.position),
-        })
+    rows = [layer_row(r, shared.get(r.name, [])) for r in results.values()]
     notes = [note for note in (emu.graph.quantizer_stop_note(), emu.graph.stand_in_note()) if note]
     constant = [text for name, spread in spreads.items() if (text := spread.note(output_layer(emu.graph, name)))]
     notes += constant
