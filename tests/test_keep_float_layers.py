@@ -56,6 +56,8 @@ def test_advise_and_diagnose_float_both_halves_and_measure_that():
     assert abs(sep_rows[0].output_sqnr_db - both) < 1e-9  # the figure is the command's
     fix = rem.float_fix(["quant_sep_depthwise_conv"], {}, graph)
     assert list(fix.float_nodes) == HALVES
+    # the remedy names the layers its ignore_layers call names (the advice row's), folded BatchNorm too
+    assert fix.action == "keep sep, bn in float (CPU layers)" and sep_rows[0].keep_float == ["sep", "bn"]
 
 
 def test_a_separable_convs_depthwise_half_has_a_report_row_and_a_panel_line():

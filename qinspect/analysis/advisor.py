@@ -24,7 +24,7 @@ from qinspect.analysis.sensitivity import (
     sensitivity,
     top1_counts,
 )
-from qinspect.dpu.dpu_graph import DpuGraph, quantizes_model_input
+from qinspect.dpu.dpu_graph import DpuGraph, float_layers, quantizes_model_input
 
 KEEP_FLOAT_CANDIDATES = 6  # DPU layers with the lowest isolated SQNR whose keep-float run is measured
 KEEP_FLOAT_MAX = 3  # the largest set of float layers advised
@@ -93,16 +93,6 @@ def has_relu6(layers: Any) -> bool:
         if cfg.get("max_value") in (6, 6.0) or cfg.get("activation") == "relu6":
             return True
     return False
-
-
-def float_layers(graph: DpuGraph, nodes: Sequence[str]) -> list[str]:
-    """Float-model layer names behind emulator nodes (what ``ignore_layers`` names)."""
-    out: list[str] = []
-    for name in nodes:
-        for layer in graph[name].origin or [name]:
-            if layer not in out:
-                out.append(layer)
-    return out
 
 
 def advise(build: Callable[[dict[str, Any]], DpuGraph], data: dict[str, np.ndarray],

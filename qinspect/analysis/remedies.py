@@ -35,7 +35,7 @@ from qinspect.analysis.sensitivity import (
     output_powers,
     top1_counts,
 )
-from qinspect.dpu.dpu_graph import DpuGraph, Slot, quantizes_model_input
+from qinspect.dpu.dpu_graph import DpuGraph, Slot, float_layers, quantizes_model_input
 
 # kinds whose findings chain along the graph into one root cause, and how their fix is phrased
 CHAINED = ("coverage", "saturation", "outlier_range")
@@ -321,8 +321,10 @@ def input_rounding_note(f: Finding) -> str:
 def float_fix(nodes: Sequence[str], labels: dict[str, str], graph: DpuGraph | None = None) -> Fix:
     """Keep some nodes in float; with ``graph``, with every node of the same float layers
     (:meth:`DpuGraph.layer_closure`), as the ``ignore_layers`` call that names those layers does."""
-    if graph is not None:  # the given nodes, and the others of their layers that run on the DPU
+    if graph is None:
+        names = list(dict.fromkeys(labels.get(n, n) for n in nodes))
+    else:  # the given nodes, and the others of their layers that run on the DPU
         chosen = set(nodes) | set(graph.float_closure(nodes))
         nodes = [n for n in graph.layer_closure(nodes) if n in chosen]
-    return Fix("keep_float", f"keep {', '.join(dict.fromkeys(labels.get(n, n) for n in nodes))} in float "
-               "(CPU layers)", {}, tuple(nodes))
+        names = float_layers(graph, nodes)  # as ignore_layers names them (a conv and its folded BatchNorm)
+    return Fix("keep_float", f"keep {', '.join(names)} in float (CPU layers)", {}, tuple(nodes))

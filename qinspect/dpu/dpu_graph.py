@@ -17,7 +17,7 @@ constraint pass and the executor.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +151,17 @@ def cpu_part(built_from: Iterable[Node]) -> list[Node]:
     ops = [n for n in built_from if n.op not in ("quantize", "input")]
     cpu = [n for n in ops if n.device == "CPU"]
     return cpu if cpu and len(cpu) < len(ops) else []
+
+
+def float_layers(graph: DpuGraph, nodes: Sequence[str]) -> list[str]:
+    """Float-model layer names behind emulator nodes (what ``ignore_layers`` names: a conv and the
+    BatchNorm folded into it both)."""
+    out: list[str] = []
+    for name in nodes:
+        for layer in graph[name].origin or [name]:
+            if layer not in out:
+                out.append(layer)
+    return out
 
 
 def split_note(cpu: list[Node]) -> str:
