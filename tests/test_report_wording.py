@@ -83,6 +83,12 @@ def test_alignment_and_rounding_sentences():
     # its noise share is the unexplained rest, not what keeping sep1 in float removes
     assert s.endswith("Fixing it gains 1.20 dB of output SQNR (the remedy below).")
     assert "add3 (noise gain 4.5 dB)" in s
+    # a layer that gains nothing kept float alone is named apart, not as "added most by ... (-0.6 dB)"
+    r.evidence["adders"] = F.ev([{"layer": "sep1", "keep_float_gain_db": 1.25},
+                                 {"layer": "bn5", "keep_float_gain_db": -0.6}], "")
+    s = W.finding_sentence(r)
+    assert "added most by sep1 (+1.2 dB in float), and by bn5 (nothing gained kept float alone" in s
+    assert "-0.6" not in s
 
 
 def test_unknown_kind_gets_a_generic_sentence_and_dict_form_reads_the_same():

@@ -221,9 +221,16 @@ def _s_rounding(f: Any, e: Callable[[str], Any]) -> str | None:
                 "keeping any one of them float gains nothing.")
     apart = OPTION_APART if e("option_apart") else ""
     text = f"{_pct(share)} of the output error is rounding the causes' fixes leave{apart}, spread over many layers"
-    if adders:
+    # a layer of the jointly measured set may gain nothing kept float alone (errors that cancel): it is
+    # named apart, so "added most by" never reads "-0.6 dB in float"
+    gaining = [a for a in adders if (_num(a.get("keep_float_gain_db")) or 0) > 0.05]
+    others = [str(a.get("layer")) for a in adders if a not in gaining]
+    if gaining:
         text += ", added most by " + ", ".join(
-            f"{a.get('layer')} ({_num(a.get('keep_float_gain_db')) or 0:+.1f} dB in float)" for a in adders)
+            f"{a.get('layer')} ({_num(a.get('keep_float_gain_db')):+.1f} dB in float)" for a in gaining)
+    if others:
+        text += (", and by " if gaining else ", by ") + ", ".join(others) + \
+            " (nothing gained kept float alone: they count only with the others)"
     if amps:
         text += ", amplified by " + ", ".join(
             f"{a.get('layer')} (noise gain {_num(a.get('noise_gain_db')) or 0:.1f} dB)" for a in amps)
