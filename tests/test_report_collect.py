@@ -237,6 +237,12 @@ def test_error_histogram_counts_the_isolated_errors_of_the_emulator_run(vitis_re
     assert fc["error_histogram"]["what"].endswith(f"all {n} values")
     relu1 = layers["relu1"]["error_histogram"]
     assert sum(relu1["counts"]) == ERROR_SAMPLE and "the first" in relu1["what"]
+    # the figure's caption says the histogram is of a part of the values, as the JSON does
+    captions = {f.id: f.caption for sec in vitis_report.layers for f in sec.figures}
+    relu1_caption = next(c for fid, c in captions.items() if fid.endswith("-error") and "relu1's" in c)
+    assert f"the first {ERROR_SAMPLE} of " in relu1_caption
+    assert next(c for fid, c in captions.items() if fid.endswith("-error") and "fc's" in c).startswith(
+        f"Isolated error of {n} values of fc's output.")
 
 
 def test_first_page_has_the_noise_budget_and_the_best_remedy():

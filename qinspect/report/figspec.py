@@ -164,9 +164,11 @@ def channel_ranges_figure(
 
 
 def error_figure(
-    fig_id: str, layer: str, edges: Sequence[float], counts: Sequence[float], view: str, lsb: float | None
+    fig_id: str, layer: str, edges: Sequence[float], counts: Sequence[float], view: str, lsb: float | None,
+    subset: str | None = None,
 ) -> FigureSpec:
-    """The histogram of (dequantized - float) output values."""
+    """The histogram of (dequantized - float) output values; ``subset`` says which of them when not all
+    ("the first 65536 of 262144 values")."""
     markers = []
     if lsb is not None:
         markers = [
@@ -174,7 +176,7 @@ def error_figure(
             Marker(lsb / 2, "+½ LSB", color=GREY, dashed=True),
         ]
     total = int(sum(float(c) for c in counts))
-    caption = f"{view.capitalize()} error of {total} output values of {layer}."
+    caption = f"{view.capitalize()} error of {subset or f'{total} values'} of {layer}'s output."
     if lsb is not None:
         caption += (" Dashed: half an output LSB, the rounding error alone; values beyond it come from clipping "
                     "or from error carried in.")

@@ -219,14 +219,16 @@ def _error_part(sec: LayerSection, s: FloatSummary | None, inp: LayerInputs, pre
         seen = f"all {err.size} values" if err.size == total else (
             f"the first {err.size} of {total} values" if total else f"{err.size} values")
         what = f"emulated isolated output minus float reference, {seen}"
+        of = seen if err.size != total else None
     elif s is not None and s.rounding_error is not None:
         # No emulator output: the error of rounding this layer's own float output at its position.
         hist, view = s.rounding_error, "output rounding"
         what = "float output quantized alone at its position (HALF_UP) minus float output"
+        of = None
     else:
         return
     sec.error_histogram = {"view": view, "what": what, **_hist_dict(hist)}
-    sec.figures.append(figspec.error_figure(f"{prefix}-error", sec.name, hist.edges, hist.counts, view, lsb))
+    sec.figures.append(figspec.error_figure(f"{prefix}-error", sec.name, hist.edges, hist.counts, view, lsb, of))
 
 
 def _weights_part(sec: LayerSection, inp: LayerInputs, prefix: str) -> None:
