@@ -160,3 +160,11 @@ def test_a_round_trip_inside_one_dpu_subgraph_is_not_called_one_subgraph_with_ro
     f.evidence["partitions"] = F.ev(3, "")
     assert "the model runs as 3 DPU subgraphs with round trips through the CPU" in W.finding_sentence(f)
 
+
+
+def test_a_long_keep_float_action_is_cut_for_one_line_summaries():
+    names = [f"l{i}" for i in range(57)]
+    action = f"keep {', '.join(names)} in float (CPU layers)"
+    assert W.short_action(action) == "keep l0, l1, l2, l3, l4, l5, l6, l7 and 49 more in float (CPU layers)"
+    assert W.short_action("keep a, b in float (CPU layers)") == "keep a, b in float (CPU layers)"
+    assert W.short_action("position 5 at conv1") == "position 5 at conv1"

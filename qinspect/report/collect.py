@@ -36,7 +36,7 @@ from qinspect.io.graph import Layer, ModelGraph
 from qinspect.io.model_file import ModelSource, open_model
 from qinspect.io.same_model import check_same_model
 from qinspect.io.vitis import PositionsTable, read_positions_json
-from qinspect.report import figspec
+from qinspect.report import figspec, wording
 from qinspect.report.content import LayerSection, Report
 from qinspect.report.how import how_texts
 from qinspect.report.layer import LayerInputs, layer_section, summarize_float
@@ -544,7 +544,8 @@ def _budget_summary(data: dict[str, Any]) -> dict[str, Any]:
         r = best["remedy"]
         se = r.get("measured_gain_se_db")
         spread = f" ± {se:.2f}" if isinstance(se, float) else ""
-        out["best remedy, tried in the emulator"] = (f"{r['action']}: output {_fmt_db(r['measured_sqnr_db'])} dB "
+        out["best remedy, tried in the emulator"] = (f"{wording.short_action(r['action'])}: output "
+                                                     f"{_fmt_db(r['measured_sqnr_db'])} dB "
                                                      f"({_fmt_db(r['measured_gain_db'], True)}{spread} dB)")
     return out
 

@@ -10,6 +10,7 @@ evidence does not hold is left out of the sentence rather than guessed.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -51,6 +52,16 @@ def evidence_value(finding: Any, key: str) -> Any:
 def kind_title(kind: str) -> str:
     """A short title for a finding kind (unknown kinds: the kind's words, capitalised)."""
     return KIND_TITLES.get(kind) or kind.replace("_", " ").strip().capitalize() or "Finding"
+
+
+def short_action(action: str, most: int = 8) -> str:
+    """A keep-float remedy's action with its layer list cut to ``most`` names ("keep a, b and 49 more in
+    float (CPU layers)"), for one-line summaries; any other action as it is."""
+    m = re.fullmatch(r"keep (.+) in float( \(.*\))?", action)
+    names = m.group(1).split(", ") if m else []
+    if len(names) <= most:
+        return action
+    return f"keep {', '.join(names[:most])} and {len(names) - most} more in float{m.group(2) or ''}"
 
 
 def _num(v: Any) -> float | None:
