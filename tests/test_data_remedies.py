@@ -94,6 +94,15 @@ def test_an_outlier_among_the_measured_samples_is_left_out_of_its_remedys_measur
     # and the notes say what the output SQNR is without it
     note = next(n for n in d.notes if n.startswith("the outlier calibration sample 5 is among"))
     assert f"over the other 31 is {_output_sqnr(emu, rest):.1f} dB" in note
+    # the window's Try it curve walks the same samples as the finding (it walked all 32, the outlier too)
+    from qinspect.analysis.remedies import without_samples
+    from qinspect.analysis.remedy_curve import remedy_curves
+
+    data = without_samples({emu.graph.inputs[0]: x}, f.fix.exclude)
+    assert np.array_equal(data[emu.graph.inputs[0]], rest)
+    curves = remedy_curves(emu.graph, data, f.fix.positions, f.fix.float_nodes, f.remedy["action"])
+    assert curves.n_samples == 31
+    assert curves.output_after.sqnr_db == pytest.approx(f.remedy["measured_sqnr_db"], abs=0.01)
 
 
 def test_an_outlier_the_batch_vote_outvoted_is_no_cause(model):

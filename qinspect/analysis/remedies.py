@@ -177,10 +177,7 @@ class Trial:
         """The walks of the measured samples but ``exclude`` (built once per set)."""
         assert self.sample is not None
         if exclude not in self._subsets:
-            n = len(next(iter(self.sample.values())))
-            keep = np.setdiff1d(np.arange(n), np.asarray(exclude, np.int64))
-            self._subsets[exclude] = BatchRunner(self.graph, {k: v[keep] for k, v in self.sample.items()},
-                                                 self.mode)
+            self._subsets[exclude] = BatchRunner(self.graph, without_samples(self.sample, exclude), self.mode)
         return self._subsets[exclude]
 
     def run(self, fix: Fix) -> Remedy:
@@ -316,6 +313,13 @@ def input_rounding_note(f: Finding) -> str:
     return (f" Quantizing the model input to int8 alone costs {gain:.1f} dB, which no quantizer option removes (the "
             "DPU reads int8): a model trained on inputs its position represents exactly avoids it (8-bit images "
             "as (x - 128) / 128 are; x / 255 is not); retraining is not something the emulator can try.")
+
+
+def without_samples(data: dict[str, np.ndarray], exclude: Sequence[int]) -> dict[str, np.ndarray]:
+    """``data`` (model inputs, samples first) without the samples at ``exclude`` (a fix's outliers)."""
+    n = len(next(iter(data.values())))
+    keep = np.setdiff1d(np.arange(n), np.asarray(list(exclude), np.int64))
+    return {k: v[keep] for k, v in data.items()}
 
 
 def float_fix(nodes: Sequence[str], labels: dict[str, str], graph: DpuGraph | None = None) -> Fix:

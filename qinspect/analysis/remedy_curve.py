@@ -34,6 +34,7 @@ class RemedyCurves:
     top1_before: float | None = None
     top1_after: float | None = None
     n_samples: int = 0
+    measured_on: str = ""  # the samples, in words, when the fix was measured without some (its outliers)
 
     @property
     def gain_db(self) -> float:

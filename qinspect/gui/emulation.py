@@ -395,14 +395,19 @@ def trial_job(token: CancelToken, document: Document, analysis: Analysis, eval_p
     the remedy on, so the numbers are the finding's): the accumulated error of every node before and
     after it (:class:`qinspect.analysis.remedy_curve.RemedyCurves`, keyed by emulator node); its output
     figures are those of the diagnosis' ``outputs`` (None: all)."""
+    from qinspect.analysis.remedies import without_samples
     from qinspect.analysis.remedy_curve import remedy_curves
 
     data = diagnosis_data(document, analysis.graph, eval_path).inputs
     data = {k: v[:n_samples] for k, v in data.items()}
+    if getattr(fix, "exclude", ()):  # the remedy was measured without these samples (its outliers): so is its curve
+        data = without_samples(data, fix.exclude)
     token.check()
-    return remedy_curves(analysis.graph, data, fix.positions, fix.float_nodes, fix.action,
-                         progress=lambda done, total: token.progress(done, total, "trying the remedy"),
-                         outputs=analysis.output_nodes(outputs))
+    curves = remedy_curves(analysis.graph, data, fix.positions, fix.float_nodes, fix.action,
+                           progress=lambda done, total: token.progress(done, total, "trying the remedy"),
+                           outputs=analysis.output_nodes(outputs))
+    curves.measured_on = getattr(fix, "measured_on", "") or ""
+    return curves
 
 
 @dataclass

@@ -340,8 +340,9 @@ class Session(QObject):
         if trial is not None:
             top1 = (f", top-1 {agreement_text(trial.top1_before)} → {agreement_text(trial.top1_after)}"
                     if trial.top1_before is not None and trial.top1_after is not None else "")
+            on = trial.measured_on or f"{trial.n_samples} samples"
             parts.append(f"with the remedy tried: {trial.output_before.sqnr_db:.1f} → "
-                         f"{trial.output_after.sqnr_db:.1f} dB{top1} ({trial.n_samples} samples)")
+                         f"{trial.output_after.sqnr_db:.1f} dB{top1} ({on})")
         if parts:
             parts.append(self._settings_label())
         return " · ".join(parts)
