@@ -104,3 +104,24 @@ def test_errors_on_a_savedmodel_stay_one_line(tiny, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"qinspect: error: {tmp_path / 'bad.npy'}: inputs have shape (2, 5, 5, 3); the model expects (N, 8, 8, 3)"]
+
+
+def test_the_window_opens_a_savedmodel_without_loading_tensorflow_itself(tiny):
+    # the window refused every SavedModel folder ("needs TensorFlow", which was installed); it now reads
+    # one in a process of its own and keeps TensorFlow out of its own
+    code = (
+        "import sys, numpy as np\n"
+        "from qinspect.gui.document import open_document\n"
+        "from qinspect.io.model_file import open_model\n"
+        f"doc = open_document({str(tiny / 'tiny_sm')!r})\n"
+        f"ref = open_model({str(tiny / 'tiny.h5')!r})\n"
+        "assert doc.kind == 'model' and 'tensorflow' not in sys.modules\n"
+        "names = [lay.name for lay in ref.graph.leaves()]\n"
+        "assert [lay.name for lay in doc.graph.leaves()] == names\n"
+        "for name in names:\n"
+        "    a, b = doc.weights(name), ref.weights(name)\n"
+        "    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), name\n"
+        "print('ok', len(names))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-2000:]

@@ -121,6 +121,13 @@ def open_savedmodel(path: str | Path) -> SavedModelSource:
     return SavedModelSource(path)
 
 
+def read_savedmodel(path: str | Path) -> tuple[ModelGraph, dict[str, dict[str, np.ndarray]]]:
+    """A SavedModel folder's graph and every leaf layer's weights, as plain arrays: what a process that
+    must not load TensorFlow (the window's) receives from one that may (see qinspect.gui.document)."""
+    source = open_savedmodel(path)
+    return source.graph, {layer.name: source.weights(layer.name) for layer in source.graph.leaves()}
+
+
 def _metadata_nodes(meta_file: Path, path: str) -> dict[str, dict[str, Any]]:
     """node_path -> metadata JSON of every Keras object in ``keras_metadata.pb``."""
     try:

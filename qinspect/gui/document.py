@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qinspect.errors import QInspectError
-from qinspect.io.graph import ModelGraph
+from qinspect.io.graph import ModelGraph, WeightSource
 
 
 @dataclass
@@ -90,7 +90,12 @@ def open_document(path: str | os.PathLike[str]) -> Document:
         if os.path.isfile(path) and not _looks_like_model(path):
             raise QInspectError("not a qinspect capture or a Keras model file", path) from None
         raise QInspectError("opening model files needs qinspect.io.model_file, which is missing", path) from None
-    model = open_model(path)
+    from qinspect.io.model_file import NeedsTensorFlowError
+
+    try:
+        model = open_model(path)
+    except NeedsTensorFlowError:
+        model = _open_savedmodel(path)
     if any(layer.class_name in _VITIS_CLASSES for layer in model.graph.layers):
         close = getattr(model, "close", None)
         if close is not None:
@@ -98,6 +103,50 @@ def open_document(path: str | os.PathLike[str]) -> Document:
         raise QInspectError("a Vitis quantized model: open a capture of the float model, then use "
                             "File > Import Vitis quantized.h5 to inspect it with these positions", path)
     return Document(path, "model", model.graph, model=model)
+
+
+class SavedModelArrays(WeightSource):
+    """A SavedModel folder's graph and weights, read in a process of their own (:func:`_open_savedmodel`)."""
+
+    kind = "savedmodel"
+
+    def __init__(self, path: str, graph: ModelGraph, weights: dict[str, dict[str, Any]]) -> None:
+        self.path, self.graph, self._weights = path, graph, weights
+
+    def weights(self, layer: str) -> dict[str, Any]:
+        """The arrays of one leaf layer, keyed by short weight name."""
+        if layer not in self.graph:
+            raise KeyError(f"no layer {layer!r} in {self.path}")
+        return dict(self._weights.get(layer, {}))
+
+    def close(self) -> None:
+        """Nothing is held open."""
+
+
+def _open_savedmodel(path: str) -> SavedModelArrays:
+    """Read a SavedModel folder (which needs TensorFlow's protobufs and checkpoint reader) in a short-lived
+    process, so TensorFlow never loads into the window's: the graph and weights come back as arrays."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        from qinspect.capture.savedmodel import read_savedmodel
+    except ImportError:
+        raise QInspectError("is a TensorFlow SavedModel folder; reading it needs qinspect's capture extras "
+                            "(TensorFlow)", path) from None
+    env_before = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by the reader: TF's start-up chatter
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            graph, weights = pool.submit(read_savedmodel, path).result()
+    except BrokenProcessPool:
+        raise QInspectError("reading this SavedModel folder stopped its reader process (out of memory?)",
+                            path) from None
+    finally:
+        if env_before is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return SavedModelArrays(path, graph, weights)
 
 
 _VITIS_CLASSES = {"QuantizeWrapper", "VitisQuantize", "Vitis>QuantizeWrapper", "Vitis>VitisQuantize"}
