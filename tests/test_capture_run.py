@@ -322,8 +322,11 @@ def test_crash_mid_write_leaves_destination_alone(small_model, tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == [out]
 
 
-def test_sigint_leaves_destination_alone(small_model, tmp_path):
-    """Ctrl-C in the middle of a real capture: exit 2, no temporary file left, old file unchanged."""
+@pytest.mark.parametrize("signals", [1, 2])
+def test_sigint_leaves_destination_alone(small_model, tmp_path, signals):
+    """Ctrl-C in the middle of a real capture: exit 130, no temporary file left, old file unchanged; also
+    with a second Ctrl-C right after the first (pressed twice, or `timeout -s INT`, which signals the
+    process and then its group), which cut the cleanup short and left the temporary file."""
     _, path, _ = small_model
     many = tmp_path / "many.npy"
     # Enough one-sample batches that the capture is still running when it is interrupted, even on an idle machine.
@@ -347,7 +350,9 @@ def test_sigint_leaves_destination_alone(small_model, tmp_path):
     if proc.poll() is not None:
         pytest.fail(f"capture ended (exit {proc.returncode}) before it could be interrupted: {proc.communicate()[1]}")
     assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir()), "capture never started writing"
-    proc.send_signal(signal.SIGINT)
+    for i in range(signals):
+        time.sleep(0.002 * i)
+        proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr  # 128 + SIGINT, as a shell reports it: not bad input (2)
     assert "interrupted" in stderr and "Traceback" not in stderr

@@ -17,15 +17,17 @@ so a Lambda layer's marshalled bytecode is never read by Keras.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 import os
 import queue
+import signal
 import sys
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -510,6 +512,25 @@ class _BatchWriter:
         self._thread.join()
 
 
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Ctrl-C and SIGTERM are held off while the body runs (the cleanup after a first one: the writer
+    thread joined before its file is closed, the temporary file removed). Signal handlers can only be
+    set on the main thread; elsewhere (the window's job helper) the body runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (signal.SIGINT, signal.SIGTERM)
+    saved = {sig: signal.getsignal(sig) for sig in held}
+    for sig in held:
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def run_capture(
     plan: CapturePlan,
     output: str | os.PathLike[str],
@@ -628,13 +649,14 @@ def run_capture(
         writer.set_attrs(_nonfinite_attrs(nonfinite))
         writer.commit()
     except BaseException:
-        if background is not None:
-            try:
-                background.abort()
-            except BaseException:  # noqa: BLE001 - the first error is the one to report
-                pass
-        if writer is not None:
-            writer.abort()
+        with _uninterrupted():  # a second Ctrl-C must not cut the cleanup short (a 2 GB temp file stayed)
+            if background is not None:
+                try:
+                    background.abort()
+                except BaseException:  # noqa: BLE001 - the first error is the one to report
+                    pass
+            if writer is not None:
+                writer.abort()
         error = sys.exc_info()[1]
         if isinstance(error, OSError):  # disk full, folder removed, ...: a user-facing condition
             raise QInspectError(f"cannot write the capture ({error.strerror or error})", output) from None

@@ -86,8 +86,13 @@ _STOPPED_BY: list[int] = []  # the signal raise_interrupt turned into KeyboardIn
 
 
 def raise_interrupt(signum: int, frame: object) -> None:
-    """Signal handler: turn the signal (SIGTERM) into KeyboardInterrupt, so it cleans up like Ctrl-C."""
+    """Signal handler: turn the signal (Ctrl-C, SIGTERM) into KeyboardInterrupt, so it cleans up like
+    Ctrl-C; the process is stopping, so later signals are ignored: a second Ctrl-C, or `timeout -s INT`
+    signalling the process and then its group, would cut the cleanup short (a capture's temporary file
+    stayed, a shutdown printed a traceback)."""
     _STOPPED_BY.append(signum)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -150,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if whole_process and args.command != "gui":  # the window closes itself on SIGTERM
         # SIGTERM cleans up like Ctrl-C: temporary files and folders go, destinations stay as they were.
         signal.signal(signal.SIGTERM, raise_interrupt)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started ignoring it
+            signal.signal(signal.SIGINT, raise_interrupt)
     try:
         return int(args._run(args) or 0)
     except QInspectError as exc:

@@ -246,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
                 on_start=on_start,
             )
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if signal.getsignal(signal.SIGTERM) is raise_interrupt:  # not once an interrupt set it to ignore
+            signal.signal(signal.SIGTERM, previous)
         plan.close()
     running = result.seconds - result.load_seconds
     rate = result.n_samples / running if running > 0 else 0.0
