@@ -83,6 +83,9 @@ def test_damaged_board_dump_exits_2_naming_the_file(cli, small, tmp_path, damage
         mapping.write_text("{not json")
         r = _run(cli, small, board, "--map", str(mapping))
         assert r.returncode == 2 and str(mapping) in r.stderr and "not JSON" in r.stderr
+        mapping.write_text('{"a":' * 50000 + "1" + "}" * 50000)  # valid JSON, nested past Python's recursion
+        r = _run(cli, small, board, "--map", str(mapping))
+        assert r.returncode == 2 and "nested too deeply" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_dump_model_json_says_its_format(cli, small):

@@ -21,6 +21,8 @@ def read_map(path: str) -> dict[str, str | None]:
         raise QInspectError(f"cannot read the map file ({exc.strerror or exc})", path) from None
     except (ValueError, UnicodeDecodeError):
         raise QInspectError("the map file is not JSON", path) from None
+    except RecursionError:
+        raise QInspectError("the map file is not a map: its JSON is nested too deeply", path) from None
     if not isinstance(data, dict) or not all(isinstance(v, str | None) for v in data.values()):
         raise QInspectError('the map file must be a JSON object of "board tensor": "layer" (or null)', path)
     return data
