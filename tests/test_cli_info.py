@@ -388,3 +388,19 @@ def test_info_on_a_capture_shows_the_same_tree_as_the_model(tmp_path):
             capture.weights("separable_conv2d_1")["pointwise_kernel"],
             model.weights("separable_conv2d_1")["pointwise_kernel"],
         )
+
+
+def test_info_json_is_strict_with_a_nan_in_a_config_key_it_does_not_read(tmp_path):
+    from tests.dpu_graph_fixtures import refcase
+
+    path = tmp_path / "nan.h5"
+    shutil.copy(refcase("small") / "float.h5", path)
+    with h5py.File(path, "r+") as f:
+        raw = f.attrs["model_config"]
+        config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        config["config"]["layers"][0]["config"]["foo"] = float("nan")
+        f.attrs["model_config"] = json.dumps(config)  # Python writes the bare token NaN
+    r = run_cli("info", "--json", str(path))
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout, parse_constant=lambda token: pytest.fail(f"non-strict JSON token {token}"))
+    assert data["layers"][0]["config"]["foo"] == "nan"

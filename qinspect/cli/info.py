@@ -39,12 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print the graph of ``args.model``."""
+    from qinspect.analysis.metrics import json_safe
     from qinspect.cli._sources import open_any
 
     with open_any(args.model) as source:
         graph = source.graph
         if args.json:
-            json.dump(graph.to_dict(), sys.stdout, indent=1, default=_json_default)
+            # strict JSON: a config value qinspect does not read may still be NaN (a string here, as elsewhere)
+            json.dump(json_safe(graph.to_dict()), sys.stdout, indent=1, default=_json_default, allow_nan=False)
             sys.stdout.write("\n")
         elif sys.stdout.isatty():
             _print_rich(graph)
