@@ -90,6 +90,18 @@ def test_eval_capture_of_another_model_is_refused(captures, cli):
 
 
 @pytest.mark.tf
+def test_a_truncated_eval_capture_is_said_damaged_not_another_kind_of_file(captures, cli, tmp_path):
+    cut = tmp_path / "cut.h5"
+    data = captures["calib"].read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    r = cli("diagnose", str(captures["calib"]), "--eval", str(cut), "--no-sensitivity")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(cut) in lines[0] and "damaged or truncated" in lines[0]
+    assert "not a qinspect capture" not in lines[0]
+
+
+@pytest.mark.tf
 def test_eval_capture_with_other_shapes_is_refused(captures, cli):
     r = cli("diagnose", str(captures["calib"]), "--eval", str(captures["small"]))
     assert r.returncode == 2

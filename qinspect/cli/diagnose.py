@@ -66,11 +66,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def open_eval_capture(path: str) -> Any:
     """The ``--eval`` capture; one-line error when the file is something else (a model, a folder) or its
     inputs hold NaN or Inf."""
+    import h5py
+
     from qinspect.dpu.checks import check_finite_capture
-    from qinspect.errors import QInspectError
+    from qinspect.errors import QInspectError, UnsupportedFormatError
     from qinspect.io.capture_file import Capture, is_capture
 
     if not is_capture(path):
+        if h5py.is_hdf5(path):
+            try:  # a damaged or truncated capture is said so (it read as "not a capture")
+                Capture.open(path).close()
+            except UnsupportedFormatError:
+                pass
         raise QInspectError("is not a qinspect capture: --eval needs a capture of the same model (qinspect "
                             "capture MODEL --inputs EVAL.npy -o EVAL.h5)", path)
     capture = Capture.open(path)
