@@ -72,6 +72,12 @@ def test_compare_dump_bad_inputs(tmp_path):
     root = refcase("small")
     args = [str(root / "dump_results"), "--inputs", str(root / "dump_inputs.npy")]
     _one_line_error(run_cli("compare-dump", str(root / "float.h5"), *args), "not a Vitis quantized model")
+    # a zero-byte or cut quantized.h5 is said to be what it is (it was "not a readable HDF5 file (OSError)")
+    (tmp_path / "zero.h5").write_bytes(b"")
+    _one_line_error(run_cli("compare-dump", str(tmp_path / "zero.h5"), *args), "zero.h5", "empty file")
+    data = (root / "quantized.h5").read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
+    _one_line_error(run_cli("compare-dump", str(tmp_path / "cut.h5"), *args), "cut.h5", "damaged or truncated")
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((2, 16, 16, 3), np.float32))
     _one_line_error(run_cli("compare-dump", str(root / "quantized.h5"), str(root / "dump_results"), "--inputs",

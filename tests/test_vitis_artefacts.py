@@ -48,7 +48,7 @@ def test_float_model_is_not_a_vitis_quantized_model():
 def test_foreign_and_incomplete_files(tmp_path):
     p = tmp_path / "x.h5"
     p.write_bytes(b"not hdf5 at all")
-    with pytest.raises(QInspectError, match="not a readable HDF5"):
+    with pytest.raises(QInspectError, match="not a model file: neither HDF5"):
         load_quantized_model(p)
     with h5py.File(tmp_path / "w.h5", "w") as f:
         f["a"] = np.zeros(3)

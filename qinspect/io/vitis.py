@@ -363,13 +363,18 @@ def load_quantized_model(path: str | os.PathLike[str]) -> VitisQuantizedModel:
     """Read a Vitis ``quantized.h5``; :class:`QInspectError` if the file is not one."""
     import h5py
 
+    from qinspect.errors import first_line
+    from qinspect.io.model_file import sniff
+
     path = str(path)
     if not os.path.exists(path):
         raise QInspectError("no such file", path)
+    if sniff(path) != "hdf5":  # an empty file, a folder, a zip: said what it is, as every command does
+        raise QInspectError("not a Vitis quantized.h5 (an HDF5 file)", path)
     try:
         f = h5py.File(path, "r", locking=False)
     except OSError as exc:
-        raise QInspectError(f"not a readable HDF5 file ({exc.__class__.__name__})", path) from None
+        raise QInspectError(f"damaged or truncated HDF5 file ({first_line(exc)})", path) from None
     with f:
         raw = f.attrs.get("model_config")
         if raw is None:
