@@ -94,6 +94,11 @@ CASES = [
     ("advise-model-without-inputs", "advise {float}", "{float}", "needs --inputs"),
     ("labels-too-few", "diagnose {float} --inputs {calib} --labels {tmp}/shape.npy", "{tmp}/shape.npy",
      "labels must cover the"),
+    # class indices no class of the 10-way output can match: an accuracy of 0% would pass for a measurement
+    ("labels-out-of-range", "emulate {float} --inputs {calib} --labels {tmp}/minus.npy", "{tmp}/minus.npy",
+     "labels hold class indices outside 0..9 (the 10 classes of output 'fc'), e.g. -1"),
+    ("labels-one-hot-width", "emulate {float} --inputs {calib} --labels {tmp}/hot7.npy", "{tmp}/hot7.npy",
+     "one-hot labels of 7 classes, but the model's output 'fc' has 10"),
 ]
 
 
@@ -103,6 +108,8 @@ def names(refcases, tmp_path_factory) -> dict[str, str]:
     (tmp / "folder").mkdir()
     (tmp / "folder" / "notes.txt").write_text("not an image")
     np.save(tmp / "shape.npy", np.zeros((4, 16, 16, 3), np.float32))
+    np.save(tmp / "minus.npy", np.full(16, -1, np.int64))
+    np.save(tmp / "hot7.npy", np.eye(7, dtype=np.float32)[np.arange(16) % 7])
     np.save(tmp / "str.npy", np.array([["a"] * 3] * 4))
     np.save(tmp / "obj.npy", np.array([None, 1], dtype=object), allow_pickle=True)
     (tmp / "unknown.json").write_text(json.dumps({"positions": {"nope": {"x": 1}}}))

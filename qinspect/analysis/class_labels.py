@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from qinspect.analysis.decisions import decision_kind
+from qinspect.analysis.sensitivity import display_name
+from qinspect.errors import QInspectError
 from qinspect.io.labels import ClassLabels, labels_file
 
 
@@ -34,6 +38,21 @@ def classifier_classes(graph: Any) -> tuple[str, int] | None:
     return None
 
 
+def _check_classes(values: np.ndarray, head: tuple[str, int], path: str) -> None:
+    """Refuse labels no class of the classifier output can match (an accuracy of 0% would read as a
+    measurement): indices outside [0, classes), one-hot rows of another width."""
+    output, width = head
+    if values.ndim == 2:
+        if values.shape[1] != width:
+            raise QInspectError(f"one-hot labels of {values.shape[1]} classes, but the model's output {output!r} "
+                                f"has {width}", path)
+        return
+    bad = values[(values < 0) | (values >= width)]
+    if bad.size:
+        raise QInspectError(f"labels hold class indices outside 0..{width - 1} (the {width} classes of output "
+                            f"{output!r}), e.g. {int(bad[0])}", path)
+
+
 def carried_labels(data: Any) -> ClassLabels | None:
     """The class-folder labels measured data carries: a capture's or an image folder's
     (``class_labels``), or those of the capture it reads (``capture``), else None."""
@@ -49,7 +68,13 @@ def choose_labels(graph: Any, path: str | None, carried: ClassLabels | None,
     are used when the model's classifier output has as many classes as there are folders, else the
     second value says why not."""
     if path:
-        return labels_file(path, n), None
+        labels = labels_file(path, n)
+        head = classifier_classes(graph)
+        if head is not None:
+            output, width = head
+            shown = display_name(graph[output]) if output in graph else output  # the tree's name, not the node's
+            _check_classes(labels.values[:n], (shown, width), path)
+        return labels, None
     if carried is None:
         return None, None
     head = classifier_classes(graph)
