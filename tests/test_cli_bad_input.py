@@ -95,6 +95,8 @@ CASES = [
     ("labels-too-few", "diagnose {float} --inputs {calib} --labels {tmp}/shape.npy", "{tmp}/shape.npy",
      "labels must cover the"),
     # class indices no class of the 10-way output can match: an accuracy of 0% would pass for a measurement
+    ("dump-inputs-nan", "compare-dump {quantized} {dump} --inputs {tmp}/nan.npy", "{tmp}/nan.npy",
+     "inputs hold 6144 non-finite values (NaN or Inf), first in sample 0"),
     ("labels-out-of-range", "emulate {float} --inputs {calib} --labels {tmp}/minus.npy", "{tmp}/minus.npy",
      "labels hold class indices outside 0..9 (the 10 classes of output 'fc'), e.g. -1"),
     ("labels-one-hot-width", "emulate {float} --inputs {calib} --labels {tmp}/hot7.npy", "{tmp}/hot7.npy",
@@ -109,6 +111,7 @@ def names(refcases, tmp_path_factory) -> dict[str, str]:
     (tmp / "folder" / "notes.txt").write_text("not an image")
     np.save(tmp / "shape.npy", np.zeros((4, 16, 16, 3), np.float32))
     np.save(tmp / "minus.npy", np.full(16, -1, np.int64))
+    np.save(tmp / "nan.npy", np.full((2, 32, 32, 3), np.nan, np.float32))
     np.save(tmp / "hot7.npy", np.eye(7, dtype=np.float32)[np.arange(16) % 7])
     np.save(tmp / "str.npy", np.array([["a"] * 3] * 4))
     np.save(tmp / "obj.npy", np.array([None, 1], dtype=object), allow_pickle=True)
@@ -121,6 +124,7 @@ def names(refcases, tmp_path_factory) -> dict[str, str]:
     return {
         "tmp": str(tmp), "calib": str(small / "calib.npy"), "float": str(small / "float.h5"),
         "quantized": str(small / "quantized.h5"), "positions": str(small / "positions.json"),
+        "dump": str(small / "dump_results"),
         "rich_quantized": str(refcases / "rich" / "quantized.h5"), "capture": str(write_tiny(tmp / "tiny.h5")),
     }
 

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     """Compare and print."""
     from qinspect.cli import error
     from qinspect.cli._dpu_common import open_data, print_json, require_file
+    from qinspect.dpu.checks import finite_batches
     from qinspect.dpu.dump_checks import check_comparable, weight_copy_note
     from qinspect.dpu.emulator import Emulator, compare_dump, dumped_samples, first_dump_divergence
     from qinspect.io.board_dump import dump_folder_kind
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = src.batch(0, src.n_samples)
     if len(inputs) == 1 and len(emu.graph.inputs) == 1:
         inputs = {emu.graph.inputs[0]: next(iter(inputs.values()))}
+    # NaN or Inf inputs are said as such (they read as "the dump was made from other inputs")
+    inputs = next(finite_batches(iter([inputs]), args.inputs))
     if kind == "board":
         from qinspect.cli._board import run_board
 
