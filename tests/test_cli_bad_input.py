@@ -76,6 +76,10 @@ CASES = [
      "exists and is not a folder"),
     ("capture-out-is-folder", "capture {float} --inputs {calib} -o {tmp}/folder", "{tmp}/folder",
      "is a folder; give a file name for the capture"),
+    # refused before TensorFlow and the model load (the empty name named the working folder, after them)
+    ("capture-out-empty", "capture {float} --inputs {calib} --output=", None, "the capture's file name (-o) is empty"),
+    ("capture-out-unwritable", "capture {float} --inputs {calib} -o /proc/qinspect-capture.h5",
+     "/proc/qinspect-capture.h5", "cannot write the capture here"),
     ("inputs-empty-name", "emulate {float} --inputs=", None, "--inputs is an empty file name"),
     ("positions-empty-name", "diagnose {float} --inputs {calib} --positions=", None,
      "--positions is an empty file name"),

@@ -739,6 +739,8 @@ def check_capture_destination(
     (its root ``format`` marker says so). Anything else is refused whatever ``overwrite`` says.
     """
     path = os.fspath(path)
+    if not path:
+        raise QInspectError("the capture's file name (-o) is empty")
     for source in inputs:
         if source and _same_file(path, os.fspath(source)):
             raise QInspectError(f"is one of the capture's inputs ({os.fspath(source)}): write the capture to a "
@@ -756,6 +758,18 @@ def check_capture_destination(
                                 "even with --force; choose a new file name", path)
         if not overwrite:
             raise QInspectError("already exists; use --force to replace it", path)
+
+
+def check_capture_folder_writable(path: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, a capture destination whose folder cannot be written (read-only, no
+    permission): a probe file is made there and removed."""
+    path = os.fspath(path)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".qinspect-probe-", dir=os.path.dirname(os.path.abspath(path)))
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise QInspectError(f"cannot write the capture here ({exc.strerror or exc})", path) from None
 
 
 def _same_file(a: str, b: str) -> bool:
