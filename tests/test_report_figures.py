@@ -219,3 +219,18 @@ def test_the_layer_axis_has_whole_ticks_only():
     axis = _build(spec).getPlotItem().getAxis("bottom")
     levels = axis.tickSpacing(0.0, 2.0, 1000)
     assert levels and all(float(step).is_integer() and step >= 1 for step, _ in levels)
+
+
+def test_a_long_model_gets_a_few_layer_ticks_not_one_per_layer():
+    """MobileNetV3Small's 240 layers got a tick and a label at every layer (read off a view range not yet
+    laid out): an unreadable band of numbers under the plot."""
+    from qinspect.gui.figures import _app, _build
+
+    _app()
+    n = 240
+    names = [f"l{i}" for i in range(n)]
+    spec = figspec.propagation_figure("p", names, [30.0] * n, [20.0] * n,
+                                      inbound={name: names[i - 1:i] for i, name in enumerate(names)})
+    axis = _build(spec).getPlotItem().getAxis("bottom")
+    major = axis.tickSpacing(0.0, n - 1.0, 1000)[0][0]
+    assert (n - 1) / major <= 10  # about eight labels along the axis

@@ -176,8 +176,10 @@ def _build(spec: FigureSpec) -> pg.PlotWidget:
         pad = 0.04 * (hi - lo or 1.0)
         setter(lo - pad, hi + pad, padding=0)
     if spec.integer_x:
-        # a three-layer model got ticks at 0.5, 1.5: layer numbers are whole
-        lo, hi = plot.vb.viewRange()[0]
+        # a three-layer model got ticks at 0.5, 1.5: layer numbers are whole. The span is the data's: the
+        # view's range is not laid out yet here (a 240-layer model got a tick, and a label, at every layer)
+        xs = [float(v) for s in spec.series for v in s.x if math.isfinite(float(v))]
+        lo, hi = (min(xs), max(xs)) if xs else plot.vb.viewRange()[0]
         major = integer_tick_step(hi - lo)
         plot.getAxis("bottom").setTickSpacing(major, max(1, major // 5))
     plot.setGeometry(0, 0, spec.width, spec.height)
