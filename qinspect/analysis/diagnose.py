@@ -45,7 +45,7 @@ from qinspect.analysis.decisions import Top1Tally, decision_kind, decision_pair
 from qinspect.analysis.findings import Branch, Finding, ev
 from qinspect.analysis.hw_vs_sim import hw_vs_sim_finding, sim_vs_dpu
 from qinspect.analysis.metrics import ErrorStats, json_safe
-from qinspect.analysis.option_remedies import OptionTrials, candidate_options
+from qinspect.analysis.option_remedies import QUANTIZER_STOPS, OptionTrials, candidate_options
 from qinspect.analysis.outputs import (
     OutputFigure,
     OutputSpread,
@@ -649,6 +649,8 @@ def _stands_out(f: Finding) -> bool:
     """A measured finding worth listing: its gain reaches MIN_SEVERITY_DB; an error growth (a symptom, a layer
     adding error) only when its gain also stands out of its spread over the samples (a healthy model's
     +1.25 ± 1.45 dB is no cause)."""
+    if QUANTIZER_STOPS in f.evidence:  # the options as given are no real run: said whatever the gain
+        return True
     if f.severity_db < MIN_SEVERITY_DB:
         return False
     spread = (f.remedy or {}).get("measured_gain_se_db") or 0.0
@@ -764,10 +766,11 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
 
 def _rank_key(f: Finding) -> tuple[int, float, int]:
     """Severity first; the accumulated-rounding residual after every cause; a CPU layer at the model's edge
-    (no DPU round trip) is information and goes last."""
+    (no DPU round trip) is information and goes last. Options the quantizer cannot run lead, whatever."""
     sev = f.severity_db if not math.isnan(f.severity_db) else 0.0
     edge = f.kind == "cpu_fallback" and not f.evidence.get("splits_model", {}).get("value", False)
-    return (2 if edge else 1 if f.kind == "accumulated_rounding" else 0, -sev, _KIND_ORDER.get(f.kind, 99))
+    group = -1 if QUANTIZER_STOPS in f.evidence else 2 if edge else 1 if f.kind == "accumulated_rounding" else 0
+    return (group, -sev, _KIND_ORDER.get(f.kind, 99))
 
 
 def _activation_findings(graph: DpuGraph, node: Node, values: dict[str, np.ndarray], noise: dict[str, float],

@@ -28,6 +28,7 @@ from qinspect.dpu.dpu_graph import DpuGraph
 from qinspect.dpu.options import DEFAULT_CALIB_BATCH, option_text
 
 Rebuild = Callable[[dict[str, Any]], DpuGraph]
+QUANTIZER_STOPS = "quantizer_stops"  # evidence of the finding whose option is the run the quantizer can make
 
 
 def has_relu6(graph: DpuGraph) -> bool:
@@ -63,7 +64,9 @@ def model_option_changes(graph: DpuGraph) -> list[dict[str, Any]]:
     tensors: the quantizer keeps the most common one, and small batches vote noisily."""
     opts = graph.options
     out: list[dict[str, Any]] = []
-    if opts is not None and not opts.include_cle:
+    if graph.quantizer_stop_note():
+        out.append({"include_cle": False})  # the quantizer stops in CLE: the call it can run
+    elif opts is not None and not opts.include_cle:
         out.append({"include_cle": True})
     elif has_relu6(graph) and (opts is None or not opts.cle_to_relu6):
         out.append({"cle_to_relu6": True})
@@ -112,23 +115,50 @@ class OptionTrials:
         self._graphs: dict[tuple, DpuGraph] = {}
 
     def remedies(self, graph: DpuGraph, f: Finding) -> list[Remedy]:
-        """The measured option remedies of ``f`` (none when no option applies)."""
-        return [self._measure(graph, change) for change in candidate_options(graph, f)]
+        """The measured option remedies of ``f`` (none when no option applies, or when the quantizer
+        cannot run the model under it)."""
+        return [self._measure(graph, change) for change in candidate_options(graph, f) if self._runs(change)]
+
+    def _runs(self, change: dict[str, Any]) -> bool:
+        """Whether vai_q_tensorflow2 can quantize the model under ``change`` (CLE stops on a grouped tail)."""
+        return self.rebuilt(change).quantizer_stop_note() is None
+
+    def rebuilt(self, change: dict[str, Any]) -> DpuGraph:
+        """The graph rebuilt and recalibrated under ``change`` (once per change)."""
+        key = self._key(change)
+        if key not in self._graphs:
+            self._graphs[key] = self.rebuild(change)
+        return self._graphs[key]
 
     def model_findings(self, graph: DpuGraph, names: dict[str, str], tried: set[str]) -> list[Finding]:
         """One finding per model-wide option change (:func:`model_option_changes`) not already among
         ``tried`` (remedy actions), measured: its origin is the first layer the option changes, its
         ``affects`` the others (``names``: node -> layer name)."""
         out = []
+        stop = graph.quantizer_stop_note()
         for change in model_option_changes(graph):
+            if not self._runs(change):
+                continue
             remedy = self._measure(graph, change)
             if remedy.action in tried:
                 continue
-            nodes = changed_nodes(graph, self._graphs[self._key(change)])
-            if not nodes:
+            nodes = changed_nodes(graph, self.rebuilt(change))
+            if not nodes and not stop:
                 continue
-            layers = [names.get(n, n) for n in nodes]
+            layers = list(dict.fromkeys(names.get(n, n) for n in nodes)) or [names.get(graph.outputs[0],
+                                                                                      graph.outputs[0])]
             what = option_text(change)
+            if stop and change.get("include_cle") is False:
+                f = Finding(layers[0], "quantizer_option", 0.0, {
+                    "option": ev(change, "the quantize_model option changed (the rest as given)"),
+                    "layers_changed": ev(len(nodes), "layers whose weights or positions the option changes"),
+                    "why": ev(stop, "why the options as given are no run the quantizer can make"),
+                    QUANTIZER_STOPS: ev(True, "the options as given stop the quantizer: listed first, whatever "
+                                              "its gain"),
+                }, f"{stop}. The remedy below is that run, recalibrated and measured here.", origin=layers[0])
+                attach(f, remedy)
+                out.append(f)
+                continue
             if "calib_batch_size" in change:
                 b = graph.options.calib_batch_size if graph.options is not None else "?"
                 skipped = (f"calibration batches of {b} chose different positions for {len(graph.split_votes)} "
@@ -160,8 +190,7 @@ class OptionTrials:
     def _measure(self, graph: DpuGraph, change: dict[str, Any]) -> Remedy:
         key = self._key(change)
         if key not in self._done:
-            trial = self.rebuild(change)
-            self._graphs[key] = trial
+            trial = self.rebuilt(change)
             n = len(next(iter(self.sample.values())))
             sens = sensitivity(trial, self.sample, batch_size=max(n, 1), whatifs=False, mode=self.mode)
             agree, total = sens.top1

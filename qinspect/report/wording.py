@@ -253,6 +253,9 @@ def _s_option(f: Any, e: Callable[[str], Any]) -> str | None:
     if not isinstance(option, Mapping) or not why or n is None:
         return None
     what = ", ".join(f"{k}={v!r}" for k, v in option.items())
+    if option.get("include_cle") is False:  # the options as given are no run the quantizer can make
+        return (f"The model as quantized here is no run vai_q_tensorflow2 can make (its cross-layer equalization "
+                f"stops on a grouped Conv2D: see the advice); {what} is the run it can make.")
     if "calib_batch_size" in option or e("cure") == "steadies the vote":
         return (f"{str(why)[0].upper()}{str(why)[1:]}: {n:.0f} layer(s) from {field_of(f, 'layer')} on take "
                 f"positions a close vote decided, and {what} would steady it.")

@@ -1,4 +1,5 @@
-"""Rows ranked by output SQNR are marked where a lower-ranked row agrees with the float top-1 more often."""
+"""Advice rows: the ↓ mark of rows a lower one beats on top-1, and the ways vai_q_tensorflow2 cannot
+quantize a model (CLE stopping on a grouped Conv2D): marked, ranked last, the call it can run first."""
 
 from __future__ import annotations
 
@@ -43,3 +44,32 @@ def test_ways_the_quantizer_cannot_take_are_marked_and_ranked_last():
     for opts in option_rows:
         if opts.get("include_cle", True):
             assert {**opts, "include_cle": False} in option_rows
+
+
+def test_a_model_the_quantizer_cannot_run_with_cle_leads_with_the_run_it_can():
+    # diagnose's first finding is the call vai_q_tensorflow2 can run (CLE off), measured as an independent
+    # emulation under it measures; with CLE off, CLE is never offered back as a cure
+    import pytest
+
+    from qinspect.analysis.diagnose import diagnose
+    from qinspect.analysis.metrics import ErrorStats
+    from qinspect.analysis.option_remedies import QUANTIZER_STOPS
+    from qinspect.dpu.emulator import Emulator, recalibrator
+    from qinspect.dpu.options import QuantizerOptions
+    from tests.test_dpu_quantizer_options import _grouped_pair, _x
+
+    src, _ = _grouped_pair(1, 2)
+    x = _x()
+    opts = QuantizerOptions(calib_batch_size=4)
+    emu = Emulator.from_model(src, x, options=opts)
+    d = diagnose(emu.graph, {emu.graph.inputs[0]: x}, rebuild=recalibrator(src, x, opts), with_sensitivity=False)
+    top = d.findings[0]
+    assert QUANTIZER_STOPS in top.evidence and top.remedy["options"] == {"include_cle": False}
+    off = Emulator.from_model(src, x, options=opts.with_(include_cle=False))
+    out = off.graph.outputs[0]
+    want = off.run(x, layers=[out], stats_factory=ErrorStats)[out].accumulated.sqnr_db
+    assert top.remedy["measured_sqnr_db"] == pytest.approx(want, abs=0.05)
+    d_off = diagnose(off.graph, {off.graph.inputs[0]: x}, with_sensitivity=False,
+                     rebuild=recalibrator(src, x, opts.with_(include_cle=False)))
+    assert not any((f.remedy or {}).get("options", {}).get("include_cle") for f in d_off.findings)
+    assert not any(QUANTIZER_STOPS in f.evidence for f in d_off.findings)
