@@ -89,12 +89,20 @@ def test_each_output_and_the_choice_of_output(qtbot, window, heads_capture, tmp_
     assert session.advice.outputs == ["cls"] and "best output SQNR of cls first" in win.advice.info.text()
     as_is = [r["output_sqnr_db"] for r in session.advice.rows if not r["keep_float"]]
     assert max(as_is) < session.analysis.output_stats().sqnr_db - 5  # the pooled figure is seg's
-    # A remedy tried is measured on cls too: its "before" is the diagnosis' own figure.
+    # A remedy tried is measured on cls too, on the finding's own samples: its figures are the finding's
+    # (the remedy found first here drops outlier samples, and is measured on the others)
     finding = next(f for f in session.findings if getattr(f, "fix", None) is not None)
     with qtbot.waitSignal(session.trial_changed, timeout=120000):
         session.try_remedy(finding)
     qtbot.waitUntil(lambda: session.trial is not None, timeout=120000)
-    assert session.trial.output_before.sqnr_db == pytest.approx(d.output_sqnr_db, abs=1e-6)
+    trial = session.trial
+    assert trial.output_after.sqnr_db == pytest.approx(finding.remedy["measured_sqnr_db"], abs=1e-3)
+    assert trial.output_after.sqnr_db - trial.output_before.sqnr_db == pytest.approx(
+        finding.remedy["measured_gain_db"], abs=1e-3)
+    if finding.fix.exclude:
+        assert trial.n_samples == d.n_samples - len(finding.fix.exclude) and trial.measured_on
+    else:
+        assert trial.output_before.sqnr_db == pytest.approx(d.output_sqnr_db, abs=1e-6)
     # The exported report follows the window: cls only, and the window's quantizer options.
     win.set_quantizer_option("include_cle", False)
     qtbot.waitUntil(lambda: session.analysis.graph.options.include_cle is False and _diagnosis_done(win),
