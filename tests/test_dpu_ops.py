@@ -759,3 +759,16 @@ def test_row_blocks_of_one_image_bound_memory(monkeypatch, winograd) -> None:
                               ops.output_stage(ref, b, 5, 6, 8, 4, "relu6")), (s, pad, d)
     wd = _rand_codes(rng, (3, 3, 16, 1))
     assert np.array_equal(ops.depthwise_conv2d_acc(x, wd, 1, "same"), _ref_depthwise(x, wd, (1, 1), "same"))
+
+
+def test_far_positions_neither_crash_nor_wrap() -> None:
+    # an all-zero calibration output gets position 51; a fused ReLU6's cap 6 << 29 did not fit the int32
+    # accumulator (OverflowError), though 1 + 1 at position 29 is simply 2
+    assert ops.add([(a8(1), 29), (a8(1), 29)], 29, "relu6").tolist() == [2]
+    assert ops.add([(a8(100), 29), (a8(100), 29)], 29, "relu6").tolist() == [127]  # 200 codes: clipped
+    # shifts of 64 bits and more: every value is below half a step and rounds to 0 (numpy gave -1)
+    assert ops.requantize(a8(0, 5, -5), 64, 0).tolist() == [0, 0, 0]
+    assert ops.multiply((a8(1, 0), 40), (a8(1, 0), 24), 0).tolist() == [0, 0]
+    assert ops.add([(a8(1), 64), (a8(1), 64)], 0).tolist() == [0]
+    assert ops.output_stage(np.array([[0], [7]]), None, 40, 24, 0, 0).ravel().tolist() == [0, 0]
+    assert set(ops.hard_sigmoid(np.arange(-128, 128).astype(np.int8), 15, -35).tolist()) == {0}

@@ -269,6 +269,10 @@ def shift_round_half_up(acc: np.ndarray, shift: int) -> np.ndarray:
     """
     a = np.asarray(acc, dtype=np.int64)
     shift = int(shift)
+    if shift >= 63:
+        # |a| < 2^62 (the caller's range): a / 2^shift + 1/2 lies in (0, 1), so the floor is 0 (numpy's
+        # shifts by 64 or more are undefined: they gave -1)
+        return np.zeros_like(a)
     if shift > 0:
         # floor((a + 2^(s-1)) / 2^s); >> on int64 is an arithmetic shift, i.e. floor division.
         return (a + (np.int64(1) << np.int64(shift - 1))) >> np.int64(shift)

@@ -90,11 +90,13 @@ def _relu6_cap(po: int) -> int:
 
 
 def _apply_act_codes(y: np.ndarray, act: str | None, po: int) -> np.ndarray:
-    """ReLU / ReLU6 on rounded int64 codes (exact: see _relu6_cap)."""
+    """ReLU / ReLU6 on rounded integer codes (exact: see _relu6_cap), before the int8 clip every caller
+    makes: the cap is taken at most 127, which that clip gives anyway, so ``6 << po`` never has to fit
+    the codes' type (an int32 accumulator at po >= 29 overflowed)."""
     if act in ("relu", "relu6"):
         y = np.maximum(y, 0)
     if act == "relu6":
-        y = np.minimum(y, _relu6_cap(po))
+        y = np.minimum(y, min(_relu6_cap(po), QMAX))
     return y
 
 
@@ -506,6 +508,9 @@ def add(inputs: list[tuple[np.ndarray, int]], po: int, act: str | None = None) -
         raise ValueError("add has no fused leaky activation on the DPU (it stays a separate layer)")
     m = max(int(p) for _, p in inputs)
     s = m - po
+    if s >= 62:  # every input is below 2^-53 of an output step: each rounds to 0 (and >> 64 is undefined)
+        shape = np.broadcast_shapes(*(np.shape(q) for q, _ in inputs))
+        return _clip8(_apply_act_codes(np.zeros(shape, np.int64), act, po))
     # int32 when nothing can overflow it (the usual case: half the bytes of int64), else int64:
     # |sum| <= sum_i 128 * 2^(m - p_i), then the rounding bias 2^(s-1) or the left shift by -s.
     bound = sum(128 << (m - int(p)) for _, p in inputs)
