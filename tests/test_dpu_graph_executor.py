@@ -95,3 +95,36 @@ def test_missing_position_is_a_clear_error():
     g.positions["c"].pop("linear")
     with pytest.raises(QInspectError, match="no position for c:linear"):
         Evaluator(g, "int").run({"x": np.zeros((1, 1, 1, 2), np.float32)})
+
+
+def _pool_graph(pool, strides, padding="valid"):
+    from qinspect.dpu.layer_map import avgpool_scale
+
+    rescale, factor = avgpool_scale(*pool) if pool[0] == pool[1] else (1.0, None)
+    nodes = [Node("x", "input"), Node("q", "quantize", ["x"], out_slot=("q", "input")),
+             Node("p", "avg_pool", ["q"], params={"pool": pool, "strides": strides, "padding": padding,
+                                                  "rescale": rescale, "dpu_factor": factor},
+                  out_slot=("p", "output_0"))]
+    g = DpuGraph(nodes=nodes, inputs=["x"], outputs=["p"])
+    g.add_slot(SlotSpec("q", "input", "input", 0, 1))
+    g.add_slot(SlotSpec("p", "output_0", "output", 1, 1))
+    g.set_pos(("q", "input"), 0)
+    g.set_pos(("p", "output_0"), 0)
+    return g
+
+
+@pytest.mark.parametrize(("pool", "shape", "code", "expected"), [
+    ((2, 3), (2, 3), 100, 98),  # pooled whole: the lcm square 6x6's factor 36 * 7 / 2^8: 98.4375 -> 98
+    ((1, 7), (1, 7), 110, 111),  # 7x7's 49 * 21 / 2^10: 110.54 -> 111
+    ((1, 5), (1, 5), 100, 98),  # 5x5's 25 * 10 / 2^8
+    ((2, 3), (4, 6), 100, 100),  # not pooled whole (a 2x2 output): no rescale, the quantizer's quirk
+    ((3, 5), (3, 5), 100, 100),  # lcm 15 > 8: no square the DPU has, no rescale
+])
+def test_a_rectangle_pooled_whole_gets_its_lcm_squares_factor(pool, shape, code, expected):
+    # VitisAveragePooling2D.build: a non-square kernel whose output is 1 x 1 takes the factor of its lcm
+    # square when that is at most 8 (as a global pool); any other non-square kernel gets none
+    g = _pool_graph(pool, pool)
+    x = np.full((1, *shape, 1), float(code), np.float32)
+    for mode in ("int", "sim"):
+        out = Evaluator(g, mode).run({"x": x})["p"].codes()
+        assert set(out.reshape(-1).tolist()) == {expected}, mode

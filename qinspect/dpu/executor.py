@@ -331,6 +331,8 @@ class Evaluator:
         if op == "max_pool":
             return Value(q=ops.max_pool(xq, pi, po, p["pool"], p["strides"], p["padding"]), pos=po)
         if op == "avg_pool":
+            if _global_like_rescale(p, xq.shape[1], xq.shape[2]) is not None:
+                return None  # a rectangle pooled whole (the quantizer's lcm rule): simulated in float
             # the node's factor (qinspect.dpu.layer_map, from ops.avgpool_rescale) is the one the float
             # path's "rescale" simulates
             return Value(q=ops.avg_pool(xq, pi, po, p["pool"], p["strides"], p["padding"],
@@ -451,8 +453,9 @@ class Evaluator:
             return self.quant_value(float_ops.max_pool(x, p["pool"], p["strides"], p["padding"]), node.out_slot)
         if op == "avg_pool":
             y = float_ops.avg_pool(x, p["pool"], p["strides"], p["padding"])
-            if not fmode and p.get("rescale", 1.0) != 1.0:
-                y = y * F32(p["rescale"])
+            rescale = _global_like_rescale(p, x.shape[1], x.shape[2]) or p.get("rescale", 1.0)
+            if not fmode and rescale != 1.0:
+                y = y * F32(rescale)
             return self.quant_value(np.asarray(y, F32), node.out_slot)
         if op == "global_avg_pool":
             y = float_ops.global_avg_pool(x, p.get("keepdims", False))
@@ -548,6 +551,20 @@ def _fused_kernel(op: str, p: dict[str, Any], xq: np.ndarray, wq: np.ndarray, bq
         return ops.dense(xq, wq, bq, pi, pw, pb, po, act, acc_bound=bound)
     fn = ops.conv2d if op == "conv2d" else ops.depthwise_conv2d
     return fn(xq, wq, bq, pi, pw, pb, po, p["strides"], p["padding"], p["dilation"], act, acc_bound=bound)
+
+
+def _global_like_rescale(p: dict[str, Any], h: int, w: int) -> float | None:
+    """The rescale the quantizer gives a non-square AveragePooling2D that pools its whole input (its output
+    is 1 x 1): the factor of the lcm square when that is at most 8, as for a global pool
+    (``VitisAveragePooling2D.build``); None for any other pool (its factor is the node's own)."""
+    from qinspect.dpu._conv_core import pads_1d
+    from qinspect.dpu.layer_map import gap_kernel
+
+    (kh, kw), (sh, sw) = p["pool"], p["strides"]
+    if kh == kw or pads_1d(h, kh, sh, 1, p["padding"])[2] != 1 or pads_1d(w, kw, sw, 1, p["padding"])[2] != 1:
+        return None
+    lh, lw = gap_kernel(kh, kw)
+    return _gap_rescale(kh, kw) if lh == lw else None
 
 
 def _gap_rescale(h: int, w: int) -> float:

@@ -276,8 +276,9 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
         if kh == kw:
             p["rescale"], p["dpu_factor"] = avgpool_scale(kh, kw)
         else:
-            # The quantizer's quirk: VitisAveragePooling2D.build gives a non-square kernel no rescale
-            # (unless the pool is global-like and its lcm square is <= 8: not known here, not emulated).
+            # The quantizer's quirk: VitisAveragePooling2D.build gives a non-square kernel no rescale,
+            # unless the pool covers its whole input (a 1 x 1 output) and its lcm square is <= 8: that
+            # depends on the input's size, so the executor applies it (executor._global_like_rescale).
             p["rescale"], p["dpu_factor"] = 1.0, None
     elif cls in ("GlobalAveragePooling2D", "VitisGlobalAveragePooling2D"):
         node.op = "global_avg_pool"
