@@ -41,8 +41,14 @@ def test_options_persist_and_the_model_is_emulated_again_under_them(qtbot, tmp_p
     # the findings measured under the options being left go at once (they were shown, unmarked, until the
     # new options' emulation arrived)
     qtbot.waitUntil(lambda: win.session.diagnosis is not None, timeout=60000)
+    assert "Output SQNR" in win.quality_label.text() and win.tree_model.metric_value("block/conv") is not None
     win.set_quantizer_option("calib_batch_size", 8)
     assert win.session.diagnosis is None and win.session.findings == []
+    # while the model is emulated again, no figure of the old run shows under the new options' name (the
+    # status bar kept the old output SQNR beside "batch size 8", the tree its SQNR column)
+    assert win.session.refiguring
+    assert "Output SQNR" not in win.quality_label.text() and "batch size 8" in win.quality_label.text()
+    assert win.tree_model.metric_value("block/conv") is None
     qtbot.waitUntil(lambda: not win.session.channels["emulate"].busy, timeout=60000)
     win.set_quantizer_option("calib_batch_size", 32)
     win.set_quantizer_option("include_cle", False)

@@ -89,6 +89,24 @@ def test_quantized_h5_positions_and_dump_comparison(qtbot, tmp_path, refcases, s
     win.shutdown()
 
 
+def test_an_option_changed_after_a_quantized_h5_import_drops_its_positions_and_says_so(qtbot, tmp_path, refcases,
+                                                                                       small_capture):
+    # Vitis chose the quantized.h5's positions and weights under its own options: another option applied
+    # to them gave figures of neither run (the status bar still said "positions of quantized.h5")
+    small = refcases / "small"
+    win = _window_with_quantized(qtbot, tmp_path, small_capture, small / "quantized.h5")
+    assert "positions of quantized.h5" in win.quality_label.text()
+    statuses = []
+    win.session.status.connect(statuses.append)
+    win.set_quantizer_option("include_cle", False)
+    assert win.session.quantized_path is None
+    assert any("positions of quantized.h5 are no longer used" in text for text in statuses)
+    qtbot.waitUntil(lambda: not win.session.channels["emulate"].busy, timeout=60000)
+    assert win.session.analysis.quantized_path is None and "quantized.h5" not in win.quality_label.text()
+    assert "include_cle=False" in win.quality_label.text()
+    win.shutdown()
+
+
 def test_board_dump_headline_histogram_and_row_selection(qtbot, tmp_path, refcases, small_capture):
     import numpy as np
 

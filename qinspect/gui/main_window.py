@@ -376,7 +376,7 @@ class MainWindow(QMainWindow):
         self.settings.set_quantizer_options(options)
         self._show_quantizer_options()
         if self.session is not None:
-            self.session.set_options(options)
+            self.session.set_options(options)  # its busy signal takes the old run's figures off the screen
 
     def _restore_settings(self) -> None:
         geometry = self.settings.window_geometry()
@@ -657,11 +657,14 @@ class MainWindow(QMainWindow):
         if self.session is None:
             return
         values = self.session.metric_values(self.metric, accumulated=True)
-        if values:
+        if values or self.session.refiguring:
             self.tree_model.set_metric(values, self.metric)
 
     def _on_session_busy(self, channel: object, text: str) -> None:
         """Show a background job's progress in the status bar, with a cancel button."""
+        if self.session is not None and self.session.refiguring:  # an import or other options: no old figures
+            self._update_tree_metric()
+            self._update_quality()
         if channel is None:
             self._progress_channel = None
             self.progress.hide()

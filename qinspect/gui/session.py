@@ -99,13 +99,26 @@ class Session(QObject):
             self._run("emulate", emulation.rewrite_job, self.document, opts)
 
     def set_options(self, options: QuantizerOptions) -> None:
-        """Emulate again under other quantizer options (the positions of an imported quantized.h5 stay)."""
+        """Emulate again under other quantizer options. An imported quantized.h5 is dropped: Vitis chose its
+        positions and weights under the options it was run with, and mixing them with others (its positions,
+        a float reference rewritten under the new options) gave figures that were neither run's."""
         if options == self.options:
             return
         self.options = options
+        dropped = self.quantized_path
+        self.quantized_path, self._importing = None, False
         self._drop_advice()  # measured under the old options
         self._drop_findings()  # the same: never shown while the new options are being measured
         self.start()
+        if dropped:
+            self.status.emit(f"Quantizer options apply to qinspect's own calibration: the positions of "
+                             f"{os.path.basename(dropped)} are no longer used (File ▸ Import Vitis quantized.h5 "
+                             "to use them again)")
+
+    @property
+    def refiguring(self) -> bool:
+        """The model is being emulated again (other options, an import): the figures on hand are the old run's."""
+        return self.channels["emulate"].busy and self.analysis is not None
 
     def shutdown(self) -> None:
         """Cancel every job of this session (a model-wide job running in the helper is killed)."""
@@ -128,10 +141,11 @@ class Session(QObject):
             self.status.emit(f"{self._WHAT[self._long]}: cancelled")
 
     def _run(self, name: str, fn, *args: Any) -> int:
-        self._long = name
+        rid = self.channels[name].submit(fn, *args)  # before the busy signal: its listeners see the job running
+        self._long = name  # after: submitting cancels the channel's previous job, whose idle clears _long
         self.busy.emit(self.channels[name], self._WHAT[name])
         self.status.emit(self._WHAT[name] + "…")
-        return self.channels[name].submit(fn, *args)
+        return rid
 
     def _on_idle(self, name: str) -> None:
         if self._long == name:
@@ -259,8 +273,9 @@ class Session(QObject):
         return self.analysis.result(layer) if self.analysis is not None else None
 
     def metric_values(self, metric: str, accumulated: bool = True) -> dict[str, float]:
-        """Per float layer, the chosen metric of the emulated output (empty before emulation)."""
-        if self.analysis is None:
+        """Per float layer, the chosen metric of the emulated output (empty before emulation, and while the
+        model is emulated again: the old run's figures never show under the new run's settings)."""
+        if self.analysis is None or self.refiguring:
             return {}
         out = {}
         for layer, stats in self.analysis.layer_stats(accumulated).items():
@@ -315,6 +330,8 @@ class Session(QObject):
 
     def output_summary(self) -> str:
         """The current emulation's output SQNR, top-1 agreement and accuracy, with what they rest on."""
+        if self.refiguring:
+            return f"Emulating again under {self._settings_label(pending=True)}: the figures follow when it is done"
         parts = []
         stats = self.analysis.output_stats(self.weighed_outputs) if self.analysis is not None else None
         if stats is not None:
@@ -347,11 +364,13 @@ class Session(QObject):
             parts.append(self._settings_label())
         return " · ".join(parts)
 
-    def _settings_label(self) -> str:
+    def _settings_label(self, pending: bool = False) -> str:
         """What every figure on screen was computed under: a Vitis quantized.h5's positions, or the quantizer
-        options (said whatever they are, so a screenshot under other options cannot pass for the defaults)."""
-        if self.analysis is not None and self.analysis.quantized_path:
-            return f"positions of {os.path.basename(self.analysis.quantized_path)}"
+        options (said whatever they are, so a screenshot under other options cannot pass for the defaults).
+        ``pending``: what the run in progress is computed under."""
+        quantized = self.quantized_path if pending else (self.analysis.quantized_path if self.analysis else None)
+        if quantized:
+            return f"positions of {os.path.basename(quantized)}"
         return f"batch size {self.options.calib_batch_size}, {self.options.describe()}"
 
     def _outputs_label(self) -> str:
