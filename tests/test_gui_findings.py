@@ -250,6 +250,46 @@ def test_an_evaluation_capture_moves_the_diagnosis_and_its_remedies_onto_it(qtbo
     assert session.trial.output_before.sqnr_db == pytest.approx(session.diagnosis.output_sqnr_db, abs=1e-3)
 
 
+def test_labels_for_the_calibration_samples_are_not_scored_against_the_evaluation_ones(qtbot, window,
+                                                                                       capture_path, tmp_path):
+    # labels name the classes of the samples measured when they were loaded: once the diagnosis moves to an
+    # evaluation capture they are dropped and the status bar says so (they gave an accuracy of other samples)
+    import numpy as np
+
+    _diagnosed(qtbot, window, capture_path)
+    session = window.session
+    np.save(tmp_path / "labels.npy", np.zeros(session.document.n_samples, np.int64))
+    session.load_labels(str(tmp_path / "labels.npy"))
+    qtbot.waitUntil(lambda: session.diagnosis is not None and not session.channels["findings"].busy, timeout=120000)
+    assert session.labels_path
+    statuses = []
+    session.status.connect(statuses.append)
+    session.load_eval_capture(str(write_gui_capture(tmp_path / "eval.h5", scale=1.3)))
+    qtbot.waitUntil(lambda: session.diagnosis is not None and session.diagnosis.measured_on == "evaluation"
+                    and not session.channels["findings"].busy, timeout=120000)
+    assert session.labels_path is None and session.diagnosis.accuracy is None
+    assert any("labels loaded were for the other samples" in text for text in statuses)
+    assert "accuracy" not in window.quality_label.text()
+
+
+def test_a_bad_labels_file_is_reported_once_and_the_diagnosis_comes_back_without_it(qtbot, window, capture_path,
+                                                                                    tmp_path):
+    import numpy as np
+
+    _diagnosed(qtbot, window, capture_path)
+    session = window.session
+    np.save(tmp_path / "few.npy", np.arange(3))
+    session.load_labels(str(tmp_path / "few.npy"))
+    qtbot.waitUntil(lambda: session.labels_path is None and session.diagnosis is not None
+                    and not session.channels["findings"].busy, timeout=120000)
+    assert len(window.errors.history) == 1 and session.findings
+    # a later option change no longer fails on the same file again
+    window.set_quantizer_option("calib_batch_size", 4)
+    qtbot.waitUntil(lambda: session.diagnosis is not None and not session.channels["findings"].busy
+                    and not session.channels["emulate"].busy, timeout=120000)
+    assert len(window.errors.history) == 1
+
+
 def test_an_option_change_drops_the_findings_and_advice_measured_under_the_old_ones(qtbot, window, capture_path):
     import dataclasses
 

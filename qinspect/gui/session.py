@@ -162,12 +162,17 @@ class Session(QObject):
         if name == "emulate" and self._importing:
             # the quantized.h5 did not load: later emulations (another option) use what was in use before
             self.quantized_path, self._importing = self._before_import, False
+        bad_labels = name == "findings" and self.labels_path and self.labels_path in str(exc)
+        if bad_labels:  # reported once; the diagnosis runs again without them (it failed on every later run)
+            self.labels_path = None
         if name == "dump":  # the tab says so, rather than keep showing the previous dump's comparison
             from qinspect.errors import one_line
 
             self.dump_error = one_line(str(exc)) or type(exc).__name__
             self.dump_changed.emit()
         self.failed.emit(exc, tb, self._WHAT[name])
+        if bad_labels:
+            self._rediagnose()
 
     # --- emulation ---------------------------------------------------------------------------------
     def _on_emulated(self, _rid: int, analysis: emulation.Analysis) -> None:
@@ -303,6 +308,10 @@ class Session(QObject):
         # as `diagnose --eval`: the findings, and every remedy tried from them, are measured on what the
         # model sees in use from now on (a remedy tried on other data than its finding's contradicted it)
         if self._diagnosed_on != self.coverage_eval_path():
+            if self.labels_path:  # they name the classes of the samples measured until now, not these
+                self.labels_path = None
+                self.status.emit(f"{coverage.summary()} · the class labels loaded were for the other samples: "
+                                 "load the evaluation samples' labels (File ▸ Load class labels) for accuracy")
             self._rediagnose()
 
     # --- Vitis dump --------------------------------------------------------------------------------
