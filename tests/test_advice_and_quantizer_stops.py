@@ -14,6 +14,9 @@ def test_a_row_is_marked_only_when_a_lower_row_beats_its_top1():
     assert top1_outranked([0.1, 0.2, 0.3]) == [True, True, False]
     assert top1_outranked([None, 1.0]) == [False, False]
     assert top1_outranked([]) == []
+    # a row the quantizer cannot run (✗) neither beats a row above it nor is marked itself
+    assert top1_outranked([0.5, 0.6, 0.9], [True, False, False]) == [False, False, False]
+    assert top1_outranked([0.5, 0.9, 0.6], [True, True, False]) == [True, False, False]
 
 
 def test_ways_the_quantizer_cannot_take_are_marked_and_ranked_last():

@@ -108,7 +108,7 @@ def test_advice_table_fills_from_an_advisor_run(qtbot, window, capture_path):
     # the rows beaten on top-1 by a lower row are marked as the CLI and the report mark them
     from qinspect.analysis.advisor import top1_outranked
 
-    marks = top1_outranked([r["top1_agreement"] for r in rows])
+    marks = top1_outranked([r["top1_agreement"] for r in rows], [not r["quantizer_stops"] for r in rows])
     assert [("↓" in view.table.item(r, 1).text()) for r in range(len(rows))] == marks
     assert ("↓: a row ranked lower" in view.info.text()) == any(marks)
     # The row as the window calibrated it (default options, every sample, nothing in float) measures

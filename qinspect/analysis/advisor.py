@@ -144,13 +144,15 @@ def quantizer_stops_note(stops: Sequence[str | None]) -> str | None:
     return None if first is None else f"✗: no real run: {first}."
 
 
-def top1_outranked(agreements: Sequence[float | None]) -> list[bool]:
+def top1_outranked(agreements: Sequence[float | None], runnable: Sequence[bool] | None = None) -> list[bool]:
     """For rows ranked by output SQNR, whether a row ranked lower agrees with the float model's top-1
-    more often (marked ↓ wherever rows are shown, so the ranking does not pass for one by top-1)."""
+    more often (marked ↓ wherever rows are shown, so the ranking does not pass for one by top-1). Rows
+    the quantizer cannot run (``runnable`` False: marked ✗) neither beat nor are marked."""
+    ok = list(runnable) if runnable is not None else [True] * len(agreements)
     marks = []
     for i, a in enumerate(agreements):
-        later = [x for x in agreements[i + 1:] if x is not None]
-        marks.append(a is not None and bool(later) and a < max(later))
+        later = [x for x, good in zip(agreements[i + 1:], ok[i + 1:], strict=True) if x is not None and good]
+        marks.append(ok[i] and a is not None and bool(later) and a < max(later))
     return marks
 
 

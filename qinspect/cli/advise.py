@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if len(weighed) > 1 or outputs is not None:
         w(f"output SQNR of: {', '.join(weighed)}" + (" (pooled by signal power)" if len(weighed) > 1 else "") + "\n")
     w(f"{'#':>3} {'SQNR dB':>8} {'top-1':>7} {'CPU+':>4}  options / float layers\n")
-    outranked = top1_outranked([r.top1_agreement for r in rows])
+    outranked = top1_outranked([r.top1_agreement for r in rows], [r.quantizer_stops is None for r in rows])
     for i, (r, down) in enumerate(zip(rows, outranked, strict=True), 1):
         top1 = ("-" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}%") + ("↓" if down else "")
         opts = ", ".join(f"{k}={v}" for k, v in r.options.items())

@@ -93,7 +93,8 @@ class AdviceView(QWidget):
         result = getattr(self.session, "advice", None)
         rows = result.rows if result is not None else []
         self.table.setRowCount(len(rows))
-        outranked = top1_outranked([r.get("top1_agreement") for r in rows])
+        outranked = top1_outranked([r.get("top1_agreement") for r in rows],
+                                   [not r.get("quantizer_stops") for r in rows])
         stops = quantizer_stops_note([r.get("quantizer_stops") for r in rows])
         for i, (r, down) in enumerate(zip(rows, outranked, strict=True)):
             top1 = r.get("top1_agreement")

@@ -110,7 +110,8 @@ def _environment() -> jinja2.Environment:
     env.filters["pooled_top1"] = wording.pooled_top1_suffix
     env.filters["remedy_sentence"] = wording.remedy_sentence
     env.filters["kind_title"] = wording.kind_title
-    env.filters["top1_outranked"] = lambda rows: top1_outranked([row.get("top1_agreement") for row in rows])
+    env.filters["top1_outranked"] = lambda rows: top1_outranked([row.get("top1_agreement") for row in rows],
+                                                                [not row.get("quantizer_stops") for row in rows])
     env.globals["TOP1_OUTRANKED_NOTE"] = TOP1_OUTRANKED_NOTE
     env.filters["quantizer_stops"] = lambda rows: quantizer_stops_note([row.get("quantizer_stops") for row in rows])
     env.filters["basename"] = lambda path: os.path.basename(str(path or ""))
