@@ -78,6 +78,8 @@ def open_document(path: str | os.PathLike[str]) -> Document:
     from qinspect.io.capture_file import Capture, is_capture
 
     path = os.fspath(path)
+    if os.path.basename(path) in ("saved_model.pb", "saved_model.pbtxt") and os.path.isfile(path):
+        path = os.path.dirname(os.path.abspath(path))  # picked in a file dialog: the SavedModel is its folder
     if not os.path.exists(path):
         raise QInspectError("no such file", path)
     if os.path.isfile(path) and is_capture(path):

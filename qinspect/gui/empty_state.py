@@ -27,7 +27,8 @@ class EmptyState(QWidget):
         outer.addWidget(title)
         hint = QLabel(
             "A <b>capture</b> (.h5 from <code>qinspect capture</code>) holds a model's float activations: "
-            "every layer can be inspected at once.<br>A <b>Keras model</b> (.h5, .keras) shows its graph "
+            "every layer can be inspected at once.<br>A <b>Keras model</b> (.h5, .keras, or a SavedModel folder: "
+            "drop it, or pick its saved_model.pb) shows its graph "
             "and weights, and can be captured from a .npy array or a folder of images.<br>"
             "Drop a file anywhere on this window, or use File &gt; Open (Ctrl+O)."
         )

@@ -49,7 +49,8 @@ from qinspect.gui.settings import Settings
 from qinspect.gui.worker import Channel
 from qinspect.io.graph import ModelGraph
 
-FILE_FILTER = "Captures and models (*.h5 *.hdf5 *.keras);;All files (*)"
+# a SavedModel is a folder: its saved_model.pb stands for it in a file dialog
+FILE_FILTER = "Captures and models (*.h5 *.hdf5 *.keras saved_model.pb);;All files (*)"
 # A held arrow key repeats every ~30-40 ms: the layer it stops at is loaded once no repeat came for
 # this long. Every layer it passes is only named in the panel's title.
 KEY_REPEAT_SETTLE_MS = 90
