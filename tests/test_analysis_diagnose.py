@@ -371,3 +371,17 @@ def test_an_infinite_remedy_figure_ranks_among_the_advice_rows():
     assert f.remedy["measured_sqnr_db"] == "inf"
     rows = _advice(graph, [f], 20.0, 1.0)
     assert rows[0]["keep_float"] == ["c"] and len(rows) == 2
+
+
+def test_cpu_layers_costing_no_accuracy_come_after_the_rounding_the_causes_leave():
+    # RegNetY: 39 mid-model CPU layers at -0.00 dB came before the largest finding (accumulated rounding)
+    from qinspect.analysis.diagnose import _rank_key
+    from qinspect.analysis.findings import Finding, ev
+
+    mid = Finding("tf.math.multiply", "cpu_fallback", 0.0, {"splits_model": ev(True, "")}, "")
+    costly_mid = Finding("mish", "cpu_fallback", 2.0, {"splits_model": ev(True, "")}, "")
+    edge = Finding("probs", "cpu_fallback", 0.0, {"splits_model": ev(False, "")}, "")
+    rounding = Finding("conv", "accumulated_rounding", 2.17, {}, "")
+    cause = Finding("add", "saturation", 0.13, {}, "")
+    ranked = sorted([edge, mid, rounding, cause, costly_mid], key=_rank_key)
+    assert [f.layer for f in ranked] == ["mish", "add", "conv", "tf.math.multiply", "probs"]

@@ -21,7 +21,7 @@ What is measured where:
 Candidates whose remedy gains less than ``MIN_SEVERITY_DB`` are dropped, except ``cpu_fallback`` and
 ``alignment`` (facts about how the model deploys, whatever their accuracy cost). Ranking: by severity;
 the accumulated-rounding residual after the causes; a CPU layer at the model's edge (no DPU round trip,
-such as a final softmax) last.
+such as a final softmax), and CPU layers and shared positions that cost no measured accuracy, last.
 """
 
 from __future__ import annotations
@@ -766,10 +766,15 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
 
 def _rank_key(f: Finding) -> tuple[int, float, int]:
     """Severity first; the accumulated-rounding residual after every cause; a CPU layer at the model's edge
-    (no DPU round trip) is information and goes last. Options the quantizer cannot run lead, whatever."""
+    (no DPU round trip), and any CPU layer or shared position costing no measured accuracy, are information
+    and go last. Options the quantizer cannot run lead, whatever."""
     sev = f.severity_db if not math.isnan(f.severity_db) else 0.0
     edge = f.kind == "cpu_fallback" and not f.evidence.get("splits_model", {}).get("value", False)
-    group = -1 if QUANTIZER_STOPS in f.evidence else 2 if edge else 1 if f.kind == "accumulated_rounding" else 0
+    # a fact of how the model deploys that costs no measured accuracy (a mid-model CPU layer's round trip)
+    # is no cause: it goes with the edge CPU layers, after the rounding the causes leave
+    fact = f.kind in _ALWAYS and sev < MIN_SEVERITY_DB
+    group = (-1 if QUANTIZER_STOPS in f.evidence else 3 if edge else 2 if fact
+             else 1 if f.kind == "accumulated_rounding" else 0)
     return (group, -sev, _KIND_ORDER.get(f.kind, 99))
 
 

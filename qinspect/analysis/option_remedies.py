@@ -24,7 +24,7 @@ from qinspect.analysis.findings import Finding, ev
 from qinspect.analysis.metrics import ratio_se_db
 from qinspect.analysis.remedies import Remedy, attach
 from qinspect.analysis.sensitivity import sensitivity
-from qinspect.dpu.dpu_graph import DpuGraph
+from qinspect.dpu.dpu_graph import CLE_GROUPED_TAIL, DpuGraph
 from qinspect.dpu.options import DEFAULT_CALIB_BATCH, option_text
 
 Rebuild = Callable[[dict[str, Any]], DpuGraph]
@@ -149,13 +149,15 @@ class OptionTrials:
                                                                                       graph.outputs[0])]
             what = option_text(change)
             if stop and change.get("include_cle") is False:
-                f = Finding(layers[0], "quantizer_option", 0.0, {
+                # at the first grouped conv the quantizer's CLE stops on (the layer the sentence names)
+                tail = next(rw.layers[1] for rw in graph.rewrites if rw.kind == CLE_GROUPED_TAIL)
+                f = Finding(tail, "quantizer_option", 0.0, {
                     "option": ev(change, "the quantize_model option changed (the rest as given)"),
                     "layers_changed": ev(len(nodes), "layers whose weights or positions the option changes"),
                     "why": ev(stop, "why the options as given are no run the quantizer can make"),
                     QUANTIZER_STOPS: ev(True, "the options as given stop the quantizer: listed first, whatever "
                                               "its gain"),
-                }, f"{stop}. The remedy below is that run, recalibrated and measured here.", origin=layers[0])
+                }, f"{stop}. The remedy below is that run, recalibrated and measured here.", origin=tail)
                 attach(f, remedy)
                 out.append(f)
                 continue

@@ -249,8 +249,8 @@ class FindingsView(QWidget):
 
     def refresh(self) -> None:
         """Show the session's findings in the diagnosis' order, as the CLI and the report list them: the
-        causes by measured gain, then the accumulated-rounding residual, then CPU layers at the model's edge
-        (information, however large their estimate)."""
+        causes by measured gain, then the accumulated-rounding residual, then CPU layers costing no measured
+        accuracy (information, however large their estimate)."""
         findings = list(self.session.findings) if self.session is not None else []
         self.findings = findings
         self.table.setRowCount(len(findings))

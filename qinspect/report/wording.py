@@ -16,6 +16,7 @@ from typing import Any
 
 from qinspect.analysis.decisions import agreement_text
 from qinspect.analysis.findings import OUTLIER_MIN_BITS
+from qinspect.analysis.option_remedies import QUANTIZER_STOPS
 from qinspect.analysis.remedies import OPTION_APART
 
 KIND_TITLES = {
@@ -323,6 +324,12 @@ def cost_sentence(finding: Any) -> str:
         sev = _num(field_of(finding, "severity_db"))
         return f"Estimated cost at the output: {sev:.2f} dB (not measured)." if sev else ""
     se = _num(remedy.get("measured_gain_se_db")) if isinstance(remedy, Mapping) else None
+    if evidence_value(finding, QUANTIZER_STOPS):
+        # no gain to weigh: the figures it departs from are of a run the quantizer cannot make
+        after = _num(remedy.get("measured_sqnr_db"))
+        where = "above" if gain > 0 else "below"
+        return (f"The run it can make measures {after:.1f} dB at the output, {abs(gain):.2f}{_pm(se)} dB {where} "
+                "these figures." if after is not None else "")
     text = f"Fixing it gains {gain:.2f}{_pm(se)} dB of output SQNR"
     if field_of(finding, "kind") == "accumulated_rounding":
         # its noise_share is the unexplained rest (in its sentence), not what its remedy removes
@@ -425,4 +432,4 @@ def equalized_note(scale: Any) -> str:
 
 # The order findings come in (analysis.diagnose._rank_key), said wherever they are listed.
 FINDINGS_ORDER = ("causes first, the largest measured gain first; then the accumulated rounding they leave; "
-                  "then CPU layers at the model's edge")
+                  "then CPU layers that cost no measured accuracy (at the model's edge, or a round trip)")
