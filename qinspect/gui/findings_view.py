@@ -257,7 +257,8 @@ class FindingsView(QWidget):
         for i, f in enumerate(findings):
             kind = str(getattr(f, "kind", ""))
             sentence = wording.finding_sentence(f)
-            cells = [f"{severity(f):.2f}", str(getattr(f, "layer", "")), wording.kind_title(kind), sentence]
+            cells = [f"{severity(f) + 0.0:.2f}".replace("-0.00", "0.00"), str(getattr(f, "layer", "")),
+                     wording.kind_title(kind), sentence]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(text)

@@ -688,7 +688,10 @@ class MainWindow(QMainWindow):
         else:
             self.progress.setRange(0, 0)
         if text:
-            self.set_status(f"{self._busy_text}: {text}" if self._busy_text else text)
+            # "Trying the remedy: trying the remedy" said one thing twice
+            same = bool(self._busy_text) and text.lower() == self._busy_text.lower()
+            shown = f"{self._busy_text}: {text}" if self._busy_text and not same else text[:1].upper() + text[1:]
+            self.set_status(shown)
 
     def _cancel_background(self) -> None:
         if self.session is not None:
