@@ -248,6 +248,11 @@ def test_an_evaluation_capture_moves_the_diagnosis_and_its_remedies_onto_it(qtbo
     # the trial measures what the finding measured, on the same data
     assert session.trial.output_after.sqnr_db == pytest.approx(f.remedy["measured_sqnr_db"], abs=1e-3)
     assert session.trial.output_before.sqnr_db == pytest.approx(session.diagnosis.output_sqnr_db, abs=1e-3)
+    # the status bar says which samples each output figure is of (three figures read as one contradiction)
+    text = window.quality_label.text()
+    d = session.diagnosis
+    assert f"{d.output_sqnr_db:.1f} dB on the first {d.n_samples} evaluation samples" in text
+    assert "calibration samples)" in text and f"({d.n_samples} evaluation samples)" in text
 
 
 def test_labels_for_the_calibration_samples_are_not_scored_against_the_evaluation_ones(qtbot, window,

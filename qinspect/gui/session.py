@@ -343,13 +343,19 @@ class Session(QObject):
             return f"Emulating again under {self._settings_label(pending=True)}: the figures follow when it is done"
         parts = []
         stats = self.analysis.output_stats(self.weighed_outputs) if self.analysis is not None else None
+        d = self.diagnosis
+        # with an evaluation capture the diagnosis (and every remedy tried) measures other samples than the
+        # emulation of the capture: each figure says its samples, and the diagnosis' own output SQNR is given
+        on_eval = d is not None and d.measured_on == "evaluation"
         if stats is not None:
             n = getattr(self.document.capture, "n_samples", None)
             which = self._outputs_label()
-            parts.append(f"Output SQNR{which} {stats.sqnr_db:.1f} dB" + (f" ({n} samples)" if n else "")
+            samples = f" ({n} calibration samples)" if n and on_eval else f" ({n} samples)" if n else ""
+            evaluated = (f", {d.output_sqnr_db:.1f} dB on the first {d.n_samples} evaluation samples"
+                         if on_eval and d.output_sqnr_db is not None and math.isfinite(d.output_sqnr_db) else "")
+            parts.append(f"Output SQNR{which} {stats.sqnr_db:.1f} dB{samples}{evaluated}"
                          + (" (an upper bound: see the tooltip)" if self._stand_in_note() else "")
                          + (" (a run the quantizer cannot make: see the tooltip)" if self._stop_note() else ""))
-        d = self.diagnosis
         if d is not None and d.hidden_output_warning:
             parts.append("the pooled figures hide a worse output: see the tooltip")
         if d is not None and d.top1_agreement is not None:
@@ -366,7 +372,8 @@ class Session(QObject):
         if trial is not None:
             top1 = (f", top-1 {agreement_text(trial.top1_before)} → {agreement_text(trial.top1_after)}"
                     if trial.top1_before is not None and trial.top1_after is not None else "")
-            on = trial.measured_on or f"{trial.n_samples} samples"
+            on = trial.measured_on or " ".join(x for x in (str(trial.n_samples), d.measured_on if d else "",
+                                                            "samples") if x)
             parts.append(f"with the remedy tried: {trial.output_before.sqnr_db:.1f} → "
                          f"{trial.output_after.sqnr_db:.1f} dB{top1} ({on})")
         if parts:
