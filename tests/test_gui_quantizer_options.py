@@ -65,3 +65,41 @@ def test_options_persist_and_the_model_is_emulated_again_under_them(qtbot, tmp_p
     assert again.settings.quantizer_options() == wanted
     assert not again.option_actions["include_cle"].isChecked()
     again.shutdown()
+
+
+def test_a_model_the_quantizer_cannot_run_says_so_and_what_to_do_beside_its_figures(qtbot, tmp_path):
+    # a conv -> ReLU -> grouped conv pair: vai_q_tensorflow2's CLE stops there. The status bar's figure
+    # says it is no real run and which option gives one; with CLE off it is a real run and says nothing
+    from qinspect.gui.main_window import MainWindow
+    from qinspect.io.capture_file import CaptureWriter
+    from tests.test_dpu_quantizer_options import _grouped_pair, _x
+
+    src, w = _grouped_pair(1, 2)
+    x = _x()
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.dpu.executor import Evaluator, batch_inputs
+
+    graph = src.graph
+    emu = Emulator.from_model(src, x)
+    ref = Evaluator(emu.graph, "float").run(batch_inputs(emu.graph, x))
+    acts = {name: ref[node].float() for name, node in (("a", "quant_a"), ("r", "quant_r"), ("b", "quant_b"))}
+    path = tmp_path / "grouped.h5"
+    acts = {k: v for k, v in acts.items() if k != "x"}
+    with CaptureWriter(path, graph, len(x), {k: v.shape[1:] for k, v in acts.items()}, {"x": x.shape[1:]},
+                       input_links={"x": "x"}, overwrite=True) as writer:
+        writer.write_weights(src, [layer.name for layer in graph.leaves()])
+        writer.write_batch(0, {"x": x}, acts)
+    win = MainWindow(settings_path=isolated_settings(tmp_path))
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
+        win.open_path(str(path))
+    qtbot.waitUntil(lambda: win.session.analysis is not None and not win.session.channels["emulate"].busy,
+                    timeout=60000)
+    assert "no run vai_q can make: uncheck Quantizer ▸ Cross-layer equalization" in win.quality_label.text()
+    assert "include_cle=False" in win.quality_label.toolTip()
+    win.set_quantizer_option("include_cle", False)
+    qtbot.waitUntil(lambda: not win.session.channels["emulate"].busy and "Output SQNR" in win.quality_label.text(),
+                    timeout=60000)
+    assert "vai_q" not in win.quality_label.text() and "include_cle=False" in win.quality_label.text()
+    win.shutdown()

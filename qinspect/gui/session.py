@@ -182,6 +182,7 @@ class Session(QObject):
         self.placement = analysis.placement()
         self.placement_notes = analysis.placement_notes()
         self.status.emit(analysis.summary())
+
         self.positions_changed.emit()
         self.results_changed.emit()
         if self.document.has_activations and analysis.available:
@@ -355,7 +356,8 @@ class Session(QObject):
                          if on_eval and d.output_sqnr_db is not None and math.isfinite(d.output_sqnr_db) else "")
             parts.append(f"Output SQNR{which} {stats.sqnr_db:.1f} dB{samples}{evaluated}"
                          + (" (an upper bound: see the tooltip)" if self._stand_in_note() else "")
-                         + (" (a run the quantizer cannot make: see the tooltip)" if self._stop_note() else ""))
+                         + (" (no run vai_q can make: uncheck Quantizer ▸ Cross-layer equalization; see the "
+                            "tooltip)" if self._stop_note() else ""))
         if d is not None and d.hidden_output_warning:
             parts.append("the pooled figures hide a worse output: see the tooltip")
         if d is not None and d.top1_agreement is not None:
