@@ -385,3 +385,20 @@ def test_cpu_layers_costing_no_accuracy_come_after_the_rounding_the_causes_leave
     cause = Finding("add", "saturation", 0.13, {}, "")
     ranked = sorted([edge, mid, rounding, cause, costly_mid], key=_rank_key)
     assert [f.layer for f in ranked] == ["mish", "add", "conv", "tf.math.multiply", "probs"]
+
+
+def test_an_error_growth_measures_across_the_layer_the_user_sees():
+    # rich's c9c: a conv and its fused hard sigmoid, two nodes of one float layer. "27.6 dB in" was the
+    # conv's own output, inside c9c; the layer's input (mp9c) is at 33.3 dB, as the tree shows
+    from qinspect.analysis.diagnose import _layer_inputs
+    from qinspect.dpu.dpu_graph import DpuGraph, Node
+
+    nodes = [Node("x", "input"), Node("quant_x", "quantize", ["x"], origin=["x"]),
+             Node("quant_mp", "max_pool", ["quant_x"], origin=["mp"]),
+             Node("quant_c", "conv2d", ["quant_mp"], origin=["c"]),
+             Node("quant_c_sigmoid", "hard_sigmoid", ["quant_c"], origin=["c"]),
+             Node("quant_m", "multiply", ["quant_c_sigmoid", "quant_mp"], origin=["m"])]
+    g = DpuGraph(nodes=nodes, inputs=["x"], outputs=["quant_m"])
+    assert _layer_inputs(g, g["quant_c_sigmoid"]) == ["quant_mp"]
+    assert _layer_inputs(g, g["quant_c"]) == ["quant_mp"]
+    assert _layer_inputs(g, g["quant_m"]) == ["quant_c_sigmoid", "quant_mp"]

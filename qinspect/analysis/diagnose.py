@@ -1087,6 +1087,25 @@ def _class_name(node: Node) -> str:
     return names.get(node.op, node.op)
 
 
+def _layer_inputs(graph: DpuGraph, node: Node) -> list[str]:
+    """The nodes feeding the float layer ``node`` stands for: its inputs, walking back through the layer's
+    own earlier steps (a conv before its fused hard sigmoid), so "in" is the input the user sees, not a
+    tensor inside the layer."""
+    name = display_name(node)
+    out: list[str] = []
+    stack, seen = list(node.inputs), set()
+    while stack:
+        i = stack.pop(0)
+        if i in seen or i not in graph:
+            continue
+        seen.add(i)
+        if graph[i].op != "input" and display_name(graph[i]) == name:
+            stack.extend(graph[i].inputs)
+        else:
+            out.append(i)
+    return out
+
+
 def _growth_findings(graph: DpuGraph, sens: SensitivityResult, noise: dict[str, float],
                      found: list[Finding]) -> list[Finding]:
     explained: dict[str, float] = {}
@@ -1100,7 +1119,8 @@ def _growth_findings(graph: DpuGraph, sens: SensitivityResult, noise: dict[str, 
                 explained[row["node"]] = max(explained.get(row["node"], 0.0), float(row["share"]))
     out = []
     for node in quantizing_nodes(graph):
-        ins = [sens.accumulated[i] for i in node.inputs if i in sens.accumulated and sens.accumulated[i].n]
+        ins = [sens.accumulated[i] for i in _layer_inputs(graph, node)
+               if i in sens.accumulated and sens.accumulated[i].n]
         if not ins or node.name not in sens.own:
             continue
         acc_in = _pack_sqnr(ins)
