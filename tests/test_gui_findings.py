@@ -425,6 +425,15 @@ def test_badges_say_measured_gain_and_coverage_marks_what_if_positions(qtbot):
     only_whatif = Coverage("c.h5", "e.h5", 4, 4, rows=worse_whatif.rows[1:])
     assert "worst coverage at softmax (what-if" in only_whatif.summary()
     assert not view.plot.getPlotItem().getAxis("left").autoSIPrefix
+    # in the plot too: a what-if row is a hollow point (its peak read as the worst layer beside the headline)
+    import pyqtgraph as pg
+
+    scatters = [item for item in view.plot.getPlotItem().items if isinstance(item, pg.ScatterPlotItem)]
+    assert scatters
+    for scatter in scatters:
+        fills = [p.brush().color().name() for p in scatter.points()]
+        assert fills[1] == "#ffffff" and fills[0] != "#ffffff"
+    assert "Hollow points" in view.info.text()
 
 
 def test_quantize_with_it_is_hidden_with_no_finding_selected(qtbot):
