@@ -137,8 +137,12 @@ def _open_savedmodel(path: str) -> SavedModelArrays:
     except ImportError:
         raise QInspectError("is a TensorFlow SavedModel folder; reading it needs qinspect's capture extras "
                             "(TensorFlow)", path) from None
-    env_before = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by the reader: TF's start-up chatter
+    # inherited by the reader: no TensorFlow start-up chatter in the terminal (the oneDNN notice also drags
+    # absl's "before InitializeLog" warning onto stderr; reading runs no TensorFlow op)
+    quiet = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    before = {key: os.environ.get(key) for key in quiet}
+    for key, value in quiet.items():
+        os.environ.setdefault(key, value)
     try:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             graph, weights = pool.submit(read_savedmodel, path).result()
@@ -146,8 +150,9 @@ def _open_savedmodel(path: str) -> SavedModelArrays:
         raise QInspectError("reading this SavedModel folder stopped its reader process (out of memory?)",
                             path) from None
     finally:
-        if env_before is None:
-            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
     return SavedModelArrays(path, graph, weights)
 
 

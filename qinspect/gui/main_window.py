@@ -62,6 +62,9 @@ class LayerTree(QTreeView):
     def __init__(self) -> None:
         super().__init__()
         self.repeating = False
+        # long names share their start (regnety002_Stage_0_YBlock_0_...): cut in the middle, the end that
+        # tells them apart stays
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
 
     def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt override
         """Handle a key, noting whether it is an auto-repeat while the selection moves."""
