@@ -96,6 +96,20 @@ def write_gui_capture(path: Path, scale: float = 1.0, n: int = N_SAMPLES) -> Pat
     return path
 
 
+def window_on(qtbot, tmp_path: Path, path: Path | str):  # noqa: ANN201 - a MainWindow (Qt imported late)
+    """A window on a settings file of its own, ``path`` opened and its model-wide emulation done."""
+    from qinspect.gui.main_window import MainWindow
+
+    win = MainWindow(settings_path=isolated_settings(tmp_path))
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.open_channel.finished, timeout=20000):
+        win.open_path(str(path))
+    qtbot.waitUntil(lambda: win.session.analysis is not None and not win.session.channels["emulate"].busy,
+                    timeout=60000)
+    return win
+
+
 def isolated_settings(tmp_path: Path) -> str:
     """A settings file of the test's own (never the user's)."""
     path = str(tmp_path / "qinspect-settings.ini")

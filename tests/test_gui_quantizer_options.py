@@ -11,7 +11,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 
-from gui_fixtures import isolated_settings, stop_helpers, write_gui_capture  # noqa: E402
+from gui_fixtures import isolated_settings, stop_helpers, window_on, write_gui_capture  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -70,7 +70,6 @@ def test_options_persist_and_the_model_is_emulated_again_under_them(qtbot, tmp_p
 def test_a_model_the_quantizer_cannot_run_says_so_and_what_to_do_beside_its_figures(qtbot, tmp_path):
     # a conv -> ReLU -> grouped conv pair: vai_q_tensorflow2's CLE stops there. The status bar's figure
     # says it is no real run and which option gives one; with CLE off it is a real run and says nothing
-    from qinspect.gui.main_window import MainWindow
     from qinspect.io.capture_file import CaptureWriter
     from tests.test_dpu_quantizer_options import _grouped_pair, _x
 
@@ -84,18 +83,11 @@ def test_a_model_the_quantizer_cannot_run_says_so_and_what_to_do_beside_its_figu
     ref = Evaluator(emu.graph, "float").run(batch_inputs(emu.graph, x))
     acts = {name: ref[node].float() for name, node in (("a", "quant_a"), ("r", "quant_r"), ("b", "quant_b"))}
     path = tmp_path / "grouped.h5"
-    acts = {k: v for k, v in acts.items() if k != "x"}
     with CaptureWriter(path, graph, len(x), {k: v.shape[1:] for k, v in acts.items()}, {"x": x.shape[1:]},
                        input_links={"x": "x"}, overwrite=True) as writer:
         writer.write_weights(src, [layer.name for layer in graph.leaves()])
         writer.write_batch(0, {"x": x}, acts)
-    win = MainWindow(settings_path=isolated_settings(tmp_path))
-    qtbot.addWidget(win)
-    win.show()
-    with qtbot.waitSignal(win.open_channel.finished, timeout=10000):
-        win.open_path(str(path))
-    qtbot.waitUntil(lambda: win.session.analysis is not None and not win.session.channels["emulate"].busy,
-                    timeout=60000)
+    win = window_on(qtbot, tmp_path, path)
     assert "no run vai_q can make: uncheck Quantizer ▸ Cross-layer equalization" in win.quality_label.text()
     assert "include_cle=False" in win.quality_label.toolTip()
     win.set_quantizer_option("include_cle", False)

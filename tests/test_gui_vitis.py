@@ -9,7 +9,7 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PySide6")
 
-from gui_fixtures import isolated_settings, stop_helpers  # noqa: E402
+from gui_fixtures import isolated_settings, stop_helpers, window_on  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -34,23 +34,9 @@ def small_capture(refcases, tmp_path_factory):
     return out
 
 
-def _window_on(qtbot, tmp_path, capture):
-    """A window on the capture, its own emulation done."""
-    from qinspect.gui.main_window import MainWindow
-
-    win = MainWindow(settings_path=isolated_settings(tmp_path))
-    qtbot.addWidget(win)
-    win.show()
-    with qtbot.waitSignal(win.open_channel.finished, timeout=20000):
-        win.open_path(str(capture))
-    qtbot.waitUntil(lambda: win.session.analysis is not None and not win.session.channels["emulate"].busy,
-                    timeout=60000)
-    return win
-
-
 def _window_with_quantized(qtbot, tmp_path, capture, quantized):
     """A window on the capture, emulated with the positions of a Vitis quantized.h5."""
-    win = _window_on(qtbot, tmp_path, capture)
+    win = window_on(qtbot, tmp_path, capture)
     with qtbot.waitSignal(win.session.results_changed, timeout=60000):
         win.session.import_quantized(str(quantized))
     return win
@@ -231,7 +217,7 @@ def test_a_quantized_h5_of_another_model_is_one_line_and_the_positions_in_use_st
     stayed in the session, so every later option change failed the same way."""
     from qinspect.dpu.options import QuantizerOptions
 
-    win = _window_on(qtbot, tmp_path, small_capture)
+    win = window_on(qtbot, tmp_path, small_capture)
     other = refcases / "rich" / "quantized.h5"
     with qtbot.waitSignal(win.session.failed, timeout=60000) as failed:
         win.session.import_quantized(str(other))
