@@ -57,9 +57,13 @@ def test_a_stopped_command_exits_as_a_shell_reports_a_signal(capsys, monkeypatch
 
     monkeypatch.setattr(cli, "_STOPPED_BY", [])
     assert cli.interrupted() == 130  # Ctrl-C
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         cli.raise_interrupt(signal.SIGTERM, None)
     assert cli.interrupted() == 143
+    # in a caller's process (this test run) the signals are left as they were: ignored ones would be
+    # inherited by every helper started later, which then ignored terminate() and hung the run at exit
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
     assert capsys.readouterr().err.count("qinspect: error: interrupted\n") == 2
 
 

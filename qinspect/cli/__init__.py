@@ -83,17 +83,26 @@ def _desktop(args: argparse.Namespace) -> int:
 
 
 _STOPPED_BY: list[int] = []  # the signal raise_interrupt turned into KeyboardInterrupt (none: Ctrl-C)
+_WHOLE_PROCESS: list[bool] = []  # set by main when the process is qinspect's own (the console script)
 
 
 def raise_interrupt(signum: int, frame: object) -> None:
     """Signal handler: turn the signal (Ctrl-C, SIGTERM) into KeyboardInterrupt, so it cleans up like
-    Ctrl-C; the process is stopping, so later signals are ignored: a second Ctrl-C, or `timeout -s INT`
-    signalling the process and then its group, would cut the cleanup short (a capture's temporary file
-    stayed, a shutdown printed a traceback)."""
+    Ctrl-C. In qinspect's own process, which is stopping, later signals are then ignored: a second Ctrl-C,
+    or `timeout -s INT` signalling the process and then its group, would cut the cleanup short (a
+    capture's temporary file stayed, a shutdown printed a traceback). Not in a caller's process: ignored
+    signals are inherited by every process it starts later (a test run's helpers ignored SIGTERM and the
+    run hung at exit)."""
     _STOPPED_BY.append(signum)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if stopping():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
+
+
+def stopping() -> bool:
+    """Whether qinspect's own process has been interrupted and is on its way out (signals ignored)."""
+    return bool(_WHOLE_PROCESS and _STOPPED_BY)
 
 
 def interrupted() -> int:
@@ -152,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # numpy's overflow / invalid-value notes on absurd data (1e38 inputs, a negative variance) would print
         # a block above the one-line error the checks give; the checks say what is wrong
         warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"(qinspect|numpy)(\.|$)")
+    if whole_process:
+        _WHOLE_PROCESS.append(True)
     if whole_process and args.command != "gui":  # the window closes itself on SIGTERM
         # SIGTERM cleans up like Ctrl-C: temporary files and folders go, destinations stay as they were.
         signal.signal(signal.SIGTERM, raise_interrupt)

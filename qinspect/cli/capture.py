@@ -204,7 +204,7 @@ def _require_tensorflow(model: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Plan (no TensorFlow), report the space needed, then run and write the capture atomically."""
     from qinspect.capture.runner import human_bytes, plan_capture, run_capture
-    from qinspect.cli import raise_interrupt
+    from qinspect.cli import raise_interrupt, stopping
     from qinspect.io.capture_file import check_capture_destination, check_capture_folder_writable
 
     check_capture_destination(args.output, args.force, (args.model, args.inputs))
@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
                 on_start=on_start,
             )
     finally:
-        if signal.getsignal(signal.SIGTERM) is raise_interrupt:  # not once an interrupt set it to ignore
+        if not stopping():  # once qinspect's own process is interrupted, further signals stay ignored
             signal.signal(signal.SIGTERM, previous)
         plan.close()
     running = result.seconds - result.load_seconds
