@@ -205,10 +205,11 @@ def run(args: argparse.Namespace) -> int:
     """Plan (no TensorFlow), report the space needed, then run and write the capture atomically."""
     from qinspect.capture.runner import human_bytes, plan_capture, run_capture
     from qinspect.cli import raise_interrupt, stopping
-    from qinspect.io.capture_file import check_capture_destination, check_capture_folder_writable
+    from qinspect.io.capture_file import check_capture_destination
+    from qinspect.io.paths import check_writable_here
 
     check_capture_destination(args.output, args.force, (args.model, args.inputs))
-    check_capture_folder_writable(args.output)  # before TensorFlow and the model load, not after
+    check_writable_here(args.output, "the capture")  # before TensorFlow and the model load, not after
     output = os.path.abspath(args.output)
     _require_tensorflow(args.model)
     quiet_tensorflow_logs()

@@ -760,18 +760,6 @@ def check_capture_destination(
             raise QInspectError("already exists; use --force to replace it", path)
 
 
-def check_capture_folder_writable(path: str | os.PathLike[str]) -> None:
-    """Refuse, before any work, a capture destination whose folder cannot be written (read-only, no
-    permission): a probe file is made there and removed."""
-    path = os.fspath(path)
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".qinspect-probe-", dir=os.path.dirname(os.path.abspath(path)))
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise QInspectError(f"cannot write the capture here ({exc.strerror or exc})", path) from None
-
-
 def _same_file(a: str, b: str) -> bool:
     """True when ``a`` and ``b`` are the same file (same inode and device: links followed)."""
     try:

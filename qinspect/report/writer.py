@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from qinspect.errors import QInspectError
+from qinspect.io.paths import check_writable_here
 from qinspect.report.content import FigureSpec, Report
 from qinspect.report.exports import FORMAT_NAME as REPORT_FORMAT
 from qinspect.report.exports import report_to_csv, report_to_json
@@ -110,10 +111,7 @@ def check_destination(out_dir: str | Path, force: bool = False) -> Path:
     if not parent.is_dir():
         raise QInspectError("parent folder does not exist" if not parent.exists() else
                             f"{parent.name} is a file, not a folder", out)
-    try:  # a folder we cannot write in is refused now, before any work
-        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".probe", dir=out.absolute().parent))
-    except OSError as exc:
-        raise QInspectError(f"cannot write a report here ({exc.strerror or exc})", out) from None
+    check_writable_here(out, "a report")  # a folder we cannot write in is refused now, before any work
     return out
 
 
