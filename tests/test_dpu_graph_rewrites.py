@@ -375,7 +375,8 @@ def test_augmentation_layers_are_removed_like_dropout(cls):
 def test_ignore_layers_names_a_nested_layer_as_keras_does():
     """A backbone nested in a transfer-learning model: its layers are "mobilenetv2/block_5_project" in the
     tree, but Keras (and the quantizer's ignore_layers) call it "block_5_project"."""
-    from qinspect.analysis.advisor import command, float_layers
+    from qinspect.analysis.advisor import command
+    from qinspect.dpu.dpu_graph import float_layers
     from qinspect.io.graph import Layer, ModelGraph
     from tests.dpu_graph_fixtures import DictSource
 

@@ -11,7 +11,7 @@ adding dicts to the grid.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +154,14 @@ def top1_outranked(agreements: Sequence[float | None], runnable: Sequence[bool] 
         later = [x for x, good in zip(agreements[i + 1:], ok[i + 1:], strict=True) if x is not None and good]
         marks.append(ok[i] and a is not None and bool(later) and a < max(later))
     return marks
+
+
+def row_marks(rows: Sequence[Mapping[str, Any]]) -> tuple[list[bool], str | None]:
+    """For advice rows in their JSON form (``AdviceRow.to_dict()``, as the window and the report hold
+    them): which are marked ↓ (:func:`top1_outranked`) and the ✗ rows' footnote (:func:`quantizer_stops_note`)."""
+    stops = [row.get("quantizer_stops") for row in rows]
+    return (top1_outranked([row.get("top1_agreement") for row in rows], [not s for s in stops]),
+            quantizer_stops_note(stops))
 
 
 def rank_key(row: AdviceRow) -> tuple[bool, float, float]:

@@ -67,7 +67,15 @@ from qinspect.analysis.sensitivity import (
     what_if,
     work_per_sample,
 )
-from qinspect.dpu.dpu_graph import CLE_GROUPED_TAIL, CONV_OPS, DpuGraph, Node, Slot, quantizes_model_input
+from qinspect.dpu.dpu_graph import (
+    CLE_GROUPED_TAIL,
+    CONV_OPS,
+    DpuGraph,
+    Node,
+    Slot,
+    float_layers,
+    quantizes_model_input,
+)
 from qinspect.dpu.executor import Evaluator
 from qinspect.dpu.fixed_point import Round
 from qinspect.dpu.options import option_text
@@ -503,7 +511,7 @@ def _accuracy(graph: DpuGraph, sens: SensitivityResult, labels: np.ndarray | Cla
 def _advice(graph: DpuGraph, kept: list[Finding], sqnr: float, top1: float | None) -> list[dict[str, Any]]:
     """The measured ways to quantize found on the way: as calibrated, each quantizer-option remedy (a
     ``quantize_model`` call too) and each keep-float remedy."""
-    from qinspect.analysis.advisor import AdviceRow, command, float_layers, rank_key
+    from qinspect.analysis.advisor import AdviceRow, command, rank_key
 
     stops = graph.quantizer_stop_note()  # the quantizer stops under these options unless CLE is switched off
     rows = [AdviceRow({}, [], sqnr, top1, 0, command({}, []), stops)]

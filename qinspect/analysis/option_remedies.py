@@ -143,11 +143,6 @@ class OptionTrials:
             if remedy.action in tried:
                 continue
             nodes = changed_nodes(graph, self.rebuilt(change))
-            if not nodes and not stop:
-                continue
-            layers = list(dict.fromkeys(names.get(n, n) for n in nodes)) or [names.get(graph.outputs[0],
-                                                                                      graph.outputs[0])]
-            what = option_text(change)
             if stop and change.get("include_cle") is False:
                 # at the first grouped conv the quantizer's CLE stops on (the layer the sentence names)
                 tail = next(rw.layers[1] for rw in graph.rewrites if rw.kind == CLE_GROUPED_TAIL)
@@ -161,6 +156,10 @@ class OptionTrials:
                 attach(f, remedy)
                 out.append(f)
                 continue
+            if not nodes:
+                continue
+            layers = list(dict.fromkeys(names.get(n, n) for n in nodes))
+            what = option_text(change)
             if "calib_batch_size" in change:
                 b = graph.options.calib_batch_size if graph.options is not None else "?"
                 skipped = (f"calibration batches of {b} chose different positions for {len(graph.split_votes)} "

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qinspect.analysis.advisor import TOP1_OUTRANKED_NOTE, quantizer_stops_note, top1_outranked
+from qinspect.analysis.advisor import TOP1_OUTRANKED_NOTE, row_marks
 from qinspect.analysis.decisions import agreement_text
 
 COLUMNS = ["Output SQNR (dB)", "Top-1 agreement", "CPU layers added", "Options", "Keep float", "",
@@ -93,9 +93,7 @@ class AdviceView(QWidget):
         result = getattr(self.session, "advice", None)
         rows = result.rows if result is not None else []
         self.table.setRowCount(len(rows))
-        outranked = top1_outranked([r.get("top1_agreement") for r in rows],
-                                   [not r.get("quantizer_stops") for r in rows])
-        stops = quantizer_stops_note([r.get("quantizer_stops") for r in rows])
+        outranked, stops = row_marks(rows)
         for i, (r, down) in enumerate(zip(rows, outranked, strict=True)):
             top1 = r.get("top1_agreement")
             sqnr = r.get("output_sqnr_db")

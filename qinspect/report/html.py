@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from qinspect.analysis.advisor import TOP1_OUTRANKED_NOTE, quantizer_stops_note, top1_outranked
+from qinspect.analysis.advisor import TOP1_OUTRANKED_NOTE, row_marks
 from qinspect.analysis.decisions import agreement_text
 from qinspect.report import wording
 from qinspect.report.content import METRIC_KEYS, METRIC_TITLES, POSITION_KEYS, Report
@@ -110,10 +110,8 @@ def _environment() -> jinja2.Environment:
     env.filters["pooled_top1"] = wording.pooled_top1_suffix
     env.filters["remedy_sentence"] = wording.remedy_sentence
     env.filters["kind_title"] = wording.kind_title
-    env.filters["top1_outranked"] = lambda rows: top1_outranked([row.get("top1_agreement") for row in rows],
-                                                                [not row.get("quantizer_stops") for row in rows])
+    env.filters["row_marks"] = row_marks
     env.globals["TOP1_OUTRANKED_NOTE"] = TOP1_OUTRANKED_NOTE
-    env.filters["quantizer_stops"] = lambda rows: quantizer_stops_note([row.get("quantizer_stops") for row in rows])
     env.filters["basename"] = lambda path: os.path.basename(str(path or ""))
     return env
 
