@@ -92,6 +92,7 @@ def test_try_it_draws_before_and_after_and_undo_returns_to_one_curve(qtbot, wind
 
 
 def test_advice_table_fills_from_an_advisor_run(qtbot, window, capture_path):
+    from PySide6.QtGui import QKeySequence
     from PySide6.QtWidgets import QApplication
 
     _diagnosed(qtbot, window, capture_path)
@@ -120,9 +121,23 @@ def test_advice_table_fills_from_an_advisor_run(qtbot, window, capture_path):
                 and len(r["options"]) == 2)
     assert window.session.advice.n_samples == d.n_samples
     assert base["output_sqnr_db"] == pytest.approx(d.output_sqnr_db, abs=1e-3)
-    assert view.table.item(0, 6).text().startswith("vitis_quantize.VitisQuantizer(model).quantize_model(")
-    view.table.cellWidget(0, 5).click()
-    assert QApplication.clipboard().text() == view.table.item(0, 6).text() == rows[0]["command"]
+    # the selected row's call shows under the table, inside the tab (no column off its right edge)
+    assert view.table.currentRow() == 0
+    assert view.call.toPlainText() == rows[0]["command"]
+    assert rows[0]["command"].startswith("vitis_quantize.VitisQuantizer(model).quantize_model(")
+    view.table.setCurrentCell(1, 2)
+    assert view.call.toPlainText() == rows[1]["command"] and "row 2" in view.call_label.text()
+    view.copy_button.click()
+    assert QApplication.clipboard().text() == rows[1]["command"]
+    QApplication.clipboard().clear()
+    view.table.setFocus()
+    qtbot.keySequence(view.table, QKeySequence.StandardKey.Copy)
+    assert QApplication.clipboard().text() == rows[1]["command"]
+    tab = view.rect()
+    for widget in (view.copy_button, view.call):
+        corner = widget.mapTo(view, widget.rect().bottomRight())
+        assert tab.contains(corner), widget.objectName()
+    assert view.table.horizontalHeader().length() <= view.table.viewport().width() + 1
     assert view.run_button.isEnabled()
 
 

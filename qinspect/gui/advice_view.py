@@ -1,5 +1,6 @@
 """Advice: ways to quantize the model (quantizer options, layers kept in float), each measured in the
-emulator, ranked by output SQNR, with the ``quantize_model`` call that reproduces it.
+emulator, ranked by output SQNR; the selected row's ``quantize_model`` call is shown under the table,
+ready to copy (a column of its own ran off the right edge of the tab at any usual window width).
 
 The advisor (:mod:`qinspect.analysis.advisor`, as ``qinspect advise``) runs on demand in a process of its
 own: its progress and Cancel are in the status bar, like every long job of the window.
@@ -7,15 +8,15 @@ own: its progress and Cancel are in the status bar, like every long job of the w
 
 from __future__ import annotations
 
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QFontDatabase, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
     QLabel,
+    QPlainTextEdit,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -23,10 +24,8 @@ from PySide6.QtWidgets import (
 from qinspect.analysis.advisor import TOP1_OUTRANKED_NOTE, row_marks
 from qinspect.analysis.decisions import agreement_text
 
-COLUMNS = ["Output SQNR (dB)", "Top-1 agreement", "CPU layers added", "Options", "Keep float", "",
-           "quantize_model call"]
-COPY_COLUMN, CALL_COLUMN = 5, 6
-WIDTHS = (110, 110, 110, 240, 220, 56)  # the call takes the rest, wrapped
+COLUMNS = ["Output SQNR (dB)", "Top-1 agreement", "CPU layers added", "Options", "Keep float"]
+WIDTHS = (100, 100, 100, 200)  # the kept-float layers take the rest, wrapped
 
 
 def options_text(options: dict, calib_samples: int | None = None) -> str:
@@ -60,7 +59,27 @@ class AdviceView(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setWordWrap(True)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.currentCellChanged.connect(lambda row, *_: self._show_call(row))
         layout.addWidget(self.table, 1)
+        call_row = QHBoxLayout()
+        self.call_label = QLabel("quantize_model call of the selected row:")
+        call_row.addWidget(self.call_label, 1)
+        self.copy_button = QPushButton("Copy call")
+        self.copy_button.setObjectName("copyAdviceCall")
+        self.copy_button.setToolTip("Copy the selected row's quantize_model call to the clipboard (Ctrl+C in "
+                                    "the table)")
+        self.copy_button.clicked.connect(self.copy_call)
+        call_row.addWidget(self.copy_button)
+        layout.addLayout(call_row)
+        self.call = QPlainTextEdit()
+        self.call.setObjectName("adviceCall")
+        self.call.setReadOnly(True)
+        self.call.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        lines = self.call.fontMetrics().lineSpacing()
+        self.call.setFixedHeight(4 * lines + 12)  # a fixed height: selecting a row never moves the table
+        layout.addWidget(self.call)
+        QShortcut(QKeySequence.StandardKey.Copy, self.table, self.copy_call)
+        self._show_call(-1)
 
     def set_session(self, session) -> None:
         """A new document."""
@@ -75,6 +94,24 @@ class AdviceView(QWidget):
         if self.session is not None:
             self.session.run_advice()
             self._update_button()
+
+    def call_of(self, row: int) -> str:
+        """The ``quantize_model`` call of table row ``row`` ('' when there is no such row)."""
+        rows = getattr(self.session.advice, "rows", []) if self.session is not None else []
+        return str(rows[row].get("command", "")) if 0 <= row < len(rows) else ""
+
+    def _show_call(self, row: int) -> None:
+        text = self.call_of(row)
+        self.call.setPlainText(text)
+        self.call_label.setText(f"quantize_model call of row {row + 1}:" if text
+                                else "Select a row to see its quantize_model call.")
+        self.copy_button.setEnabled(bool(text))
+
+    def copy_call(self) -> None:
+        """Put the selected row's ``quantize_model`` call on the clipboard."""
+        text = self.call_of(self.table.currentRow())
+        if text:
+            QGuiApplication.clipboard().setText(text)
 
     def _update_button(self, running: bool | None = None) -> None:
         session = self.session
@@ -102,19 +139,17 @@ class AdviceView(QWidget):
                      str(r.get("cpu_layers_added", 0)),
                      ("✗ " if r.get("quantizer_stops") else "")
                      + options_text(r.get("options") or {}, r.get("calib_samples")),
-                     ", ".join(r.get("keep_float") or []) or "none", "", str(r.get("command", ""))]
+                     ", ".join(r.get("keep_float") or []) or "none"]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(text)
                 self.table.setItem(i, j, item)
-            copy = QToolButton()
-            copy.setText("Copy")
-            copy.setToolTip("Copy this quantize_model call to the clipboard")
-            copy.clicked.connect(lambda _=False, text=cells[CALL_COLUMN]: QGuiApplication.clipboard().setText(text))
-            self.table.setCellWidget(i, COPY_COLUMN, copy)
-        for col, width in enumerate(WIDTHS):
-            self.table.setColumnWidth(col, width)
+        header = self.table.horizontalHeader()
+        for col, width in enumerate(WIDTHS):  # never narrower than the column's title
+            self.table.setColumnWidth(col, max(width, header.sectionSizeFromContents(col).width()))
         self.table.resizeRowsToContents()
+        self.table.setCurrentCell(0 if rows else -1, 0)
+        self._show_call(self.table.currentRow())
         if result is not None:
             of = "" if not result.outputs else f" of {', '.join(result.outputs)}"
             self.info.setText(f"{len(rows)} ways to quantize, best output SQNR{of} first; measured on "
