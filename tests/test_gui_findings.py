@@ -81,8 +81,15 @@ def test_try_it_draws_before_and_after_and_undo_returns_to_one_curve(qtbot, wind
     accumulated = [c for c in window.propagation.curves if c.startswith("accumulated")]
     assert len(accumulated) == 2 and any("remedy" in c for c in accumulated)
     window.tabs.setCurrentWidget(view)
+    # from another finding's row, the applied remedy is named and Undo still reaches it
+    other = next(r for r in range(len(view.findings)) if r != rows[0])
+    view.table.setCurrentCell(other, 0)
+    assert view.current_finding() is not f
+    assert "another finding" in view.detail.trial.text() and f.layer in view.detail.trial.text()
+    assert view.detail.undo_button.isEnabled()
     view.detail.undo_button.click()
     assert window.session.trial is None
+    assert view.detail.trial.text() == "" and not view.detail.undo_button.isEnabled()
     assert window.status_label.text() == "Remedy undone: the model as quantized"  # not "Remedy tried: ..."
     window.tabs.setCurrentWidget(window.propagation)
     qtbot.waitUntil(lambda: window.propagation.curves == ["isolated", "accumulated"], timeout=5000)

@@ -109,9 +109,10 @@ class FindingDetail(QWidget):
         self.details.setVisible(shown)
         self.details_button.setText("Hide details" if shown else "Show details")
 
-    def show_finding(self, finding, trial, busy: bool) -> None:
+    def show_finding(self, finding, trial, busy: bool, elsewhere=None) -> None:
         """Read out ``finding`` (None: nothing selected); ``trial``: the what-if result if it is this
-        finding's remedy; ``busy``: a what-if is running."""
+        finding's remedy; ``busy``: a what-if is running; ``elsewhere``: the finding whose remedy is
+        applied (tried or being tried) when it is another one, so Undo still reaches it from here."""
         self.finding = finding
         if finding is None:
             for w in (self.title, self.sentence, self.advice, self.remedy, self.trial):
@@ -139,9 +140,17 @@ class FindingDetail(QWidget):
             self.option_button.setToolTip(f"Quantize the model with {option_text(change)}: it is recalibrated "
                                           "under the option and every view shows it (the Quantizer menu sets it "
                                           "back)")
-        self.undo_button.setEnabled(trial is not None or busy)
+        self.undo_button.setEnabled(trial is not None or busy or elsewhere is not None)
         self.trial.setText(trial_text(trial) if trial is not None else
-                           "Trying the remedy in the emulator…" if busy else "")
+                           "Trying the remedy in the emulator…" if busy else
+                           elsewhere_text(elsewhere) if elsewhere is not None else "")
+
+
+def elsewhere_text(finding) -> str:
+    """Says that another finding's remedy is what every view shows now, and how to leave it."""
+    title = f"{wording.kind_title(str(getattr(finding, 'kind', '')))} at {getattr(finding, 'layer', '')}"
+    return (f"Every view shows the remedy of another finding ({title}) applied. Undo returns to the model "
+            "as quantized; Try it applies this finding's remedy instead.")
 
 
 def trial_text(trial) -> str:
@@ -242,10 +251,13 @@ class FindingsView(QWidget):
     def _show_current(self, *_args) -> None:
         finding = self.current_finding()
         session = self.session
-        trial = busy = None
-        if session is not None and finding is not None and session.trial_finding is finding:
-            trial, busy = session.trial, session.channels["trial"].busy
-        self.detail.show_finding(finding, trial, bool(busy))
+        trial = busy = elsewhere = None
+        if session is not None and finding is not None:
+            if session.trial_finding is finding:
+                trial, busy = session.trial, session.channels["trial"].busy
+            elif session.trial_finding is not None:
+                elsewhere = session.trial_finding
+        self.detail.show_finding(finding, trial, bool(busy), elsewhere)
 
     def refresh(self) -> None:
         """Show the session's findings in the diagnosis' order, as the CLI and the report list them: the
