@@ -130,6 +130,94 @@ def test_leaky_relu_after_add_stays_float_with_an_input_quantizer():
     assert g["quant_e"].inputs == ["quant_lk"]
 
 
+def test_a_float_layer_with_two_readers_gets_no_input_quantizer_and_its_readers_take_floats():
+    # vai_q's LayersInputQuantize pattern holds the float layer as a non-head node, which its
+    # ModelTransformer matches only with a single consumer: two readers, no quant_lk.
+    rng = np.random.default_rng(6)
+    w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "e": {"kernel": (1, 1, 4, 2), "bias": (2,)},
+                          "f": {"kernel": (1, 1, 4, 2), "bias": (2,)}})
+    src = model([
+        ("x", "InputLayer", {}, [], S4),
+        ("c", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["x"], S4),
+        ("add", "Add", {}, ["x", "c"], S4),
+        ("lk", "LeakyReLU", {"alpha": 0.2}, ["add"], S4),
+        ("e", "Conv2D", {"filters": 2, "kernel_size": [1, 1], "activation": "linear"}, ["lk"], [None, 8, 8, 2]),
+        ("f", "Conv2D", {"filters": 2, "kernel_size": [1, 1], "activation": "linear"}, ["lk"], [None, 8, 8, 2]),
+        ("cat", "Concatenate", {"axis": -1}, ["e", "f"], [None, 8, 8, 4]),
+    ], ["cat"], w)
+    g = graph_from_float(src.graph, src)
+    assert "quant_lk" not in g
+    assert g["quant_e"].inputs == ["lk"] and g["quant_f"].inputs == ["lk"]
+    rec = [r for r in g.rewrites if r.kind == "no_input_quantizer"]
+    assert len(rec) == 1 and rec[0].layers == ["lk", "e", "f"]
+    # the reader computes on the float tensor (the quantizer's simulation), only its output is rounded:
+    # by hand, a 1x1 conv of the float LeakyReLU output with the fake-quantized kernel and bias
+    x = np.random.default_rng(3).uniform(-2, 2, (6, 8, 8, 4)).astype(np.float32)
+    emu = Emulator.from_model(src, x, batch_size=6, options=QuantizerOptions(include_cle=False))
+    pos = emu.graph.pos
+    e = emu.graph["quant_e"]
+    pi_w, pi_b, po = pos(e.weight_slots["kernel"]), pos(e.weight_slots["bias"]), pos(e.out_slot)
+    assert pos(emu.graph.input_slot(e, 0)) is None  # nothing quantizes its input
+    cq = emu.graph["quant_c"]
+    xq = np.clip(np.floor(x * 2.0 ** pos(emu.graph["quant_x"].out_slot) + 0.5), -128, 127) \
+        * 2.0 ** -pos(emu.graph["quant_x"].out_slot)
+
+    def fq(v, p):  # weights: half to even
+        return np.clip(np.round(v * 2.0 ** p), -128, 127) * 2.0 ** -p
+
+    cv = xq @ fq(cq.weights["kernel"][0, 0], pos(cq.weight_slots["kernel"])) + fq(cq.weights["bias"],
+                                                                                  pos(cq.weight_slots["bias"]))
+    cv = np.clip(np.floor(cv * 2.0 ** pos(cq.out_slot) + 0.5), -128, 127) * 2.0 ** -pos(cq.out_slot)
+    s = np.clip(np.floor((xq + cv) * 2.0 ** pos(emu.graph["quant_add"].out_slot) + 0.5), -128, 127) \
+        * 2.0 ** -pos(emu.graph["quant_add"].out_slot)
+    lk = np.where(s >= 0, s, 0.2 * s)
+    want = lk @ fq(e.weights["kernel"][0, 0], pi_w) + fq(e.weights["bias"], pi_b)
+    want = np.clip(np.floor(want * 2.0 ** po + 0.5), -128, 127)
+    res = Evaluator(emu.graph, "int").run(batch_inputs(emu.graph, x), keep={"quant_e"})["quant_e"]
+    np.testing.assert_array_equal(res.codes(), want)
+
+
+def test_permute_stays_float_and_its_reader_gets_an_input_quantizer():
+    # the pof2s registry lists ZeroPadding2D, Reshape and Flatten, not Permute
+    rng = np.random.default_rng(8)
+    w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "e": {"kernel": (1, 1, 8, 2), "bias": (2,)}})
+    src = model([
+        ("x", "InputLayer", {}, [], S4),
+        ("c", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "relu"}, ["x"], S4),
+        ("perm", "Permute", {"dims": [2, 3, 1]}, ["c"], [None, 8, 4, 8]),
+        ("e", "Conv2D", {"filters": 2, "kernel_size": [1, 1], "activation": "linear"}, ["perm"], [None, 8, 4, 2]),
+    ], ["e"], w)
+    g = graph_from_float(src.graph, src)
+    assert g["perm"].device == "CPU" and "no entry for Permute" in g["perm"].cpu_reason
+    q = g["quant_perm"]
+    assert q.op == "quantize" and g.slots[q.out_slot].method == 0
+    assert g["quant_e"].inputs == ["quant_perm"]
+
+
+def test_a_batchnorm_on_a_dense_output_is_a_layer_the_quantizer_stops_at():
+    # ConvertBNToDWConv makes every unfolded BatchNormalization a 1x1 DepthwiseConv2D, rank unchecked:
+    # after GlobalAveragePooling2D (the fine-tuning head) the rebuilt model cannot be built
+    rng = np.random.default_rng(10)
+    w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "d": {"kernel": (4, 3), "bias": (3,)},
+                          "bn": {"gamma": (4,), "beta": (4,), "moving_mean": (4,), "moving_variance": (4,)}})
+    src = model([("x", "InputLayer", {}, [], S4),
+                 ("c", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "relu"}, ["x"], S4),
+                 ("gap", "GlobalAveragePooling2D", {}, ["c"], [None, 4]),
+                 ("bn", "BatchNormalization", {"epsilon": 1e-3, "axis": -1}, ["gap"], [None, 4]),
+                 ("d", "Dense", {"units": 3, "activation": "linear"}, ["bn"], [None, 3])], ["d"], w)
+    g = graph_from_float(src.graph, src)
+    assert g["bn"].device == "CPU" and g["quant_d"].inputs == ["quant_bn"]
+    note = g.model_stop_note()
+    assert note is not None and "cannot quantize this model" in note and "bn" in note and "(N, 4)" in note
+    assert note in g.caveats() and g.quantizer_stop_note() is None
+    # on a 4-D tensor it converts and stops nothing
+    src4 = model([("x", "InputLayer", {}, [], S4),
+                  ("bn", "BatchNormalization", {"epsilon": 1e-3, "axis": -1}, ["x"], S4)], ["bn"],
+                 {"bn": w["bn"]})
+    g4 = graph_from_float(src4.graph, src4)
+    assert g4["quant_bn"].op == "depthwise_conv2d" and g4.model_stop_note() is None
+
+
 def test_sigmoid_swish_and_tf_op_hard_sigmoid_conversions():
     rng = np.random.default_rng(7)
     w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "d": {"kernel": (1, 1, 4, 4), "bias": (4,)}})
@@ -354,10 +442,11 @@ def test_a_recalibration_on_batches_that_carry_a_captures_stand_ins_accepts_them
 
 
 @pytest.mark.parametrize("cls", ["RandomFlip", "RandomRotation", "RandomContrast", "RandomGrayscale"])
-def test_augmentation_layers_are_removed_like_dropout(cls):
+def test_augmentation_layers_stay_as_float_identities(cls):
     """The transfer-learning tutorials put augmentation layers in the model; at inference they pass the
-    input through (checked in Keras with training=False), so the int8 model has none of them: no CPU
-    layer, no finding, and the int8 error before them reaches the layers after them."""
+    input through (checked in Keras with training=False). The quantizer removes only ``Dropout`` (its
+    RemoveDropout pattern matches that class name whole) and its registry has none of these, so they
+    stay float in the quantized model and the next quantized layer quantizes its input."""
     from qinspect.io.shapes import infer_output_shape
 
     rng = np.random.default_rng(8)
@@ -368,8 +457,32 @@ def test_augmentation_layers_are_removed_like_dropout(cls):
                 ["c"], w)
     assert infer_output_shape(cls, {"factor": 0.1}, [S4]) == S4
     g = graph_from_float(src.graph, src)
-    assert [n.name for n in g.nodes] == ["x", "quant_x", "quant_c"]
-    assert any(r.kind == "remove_dropout" and r.layers == ["aug"] for r in g.rewrites)
+    assert [n.name for n in g.nodes] == ["x", "quant_x", "aug", "quant_aug", "quant_c"]
+    assert g["aug"].op == "identity" and g["aug"].device == "CPU" and g["aug"].inputs == ["quant_x"]
+    assert g["quant_c"].inputs == ["quant_aug"]
+    assert any(r.kind == "dropout_kept" and r.layers == ["aug"] for r in g.rewrites)
+    assert not any(r.kind == "remove_dropout" for r in g.rewrites)
+
+
+def test_only_a_dropout_whose_input_has_no_other_reader_is_removed():
+    rng = np.random.default_rng(9)
+    w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "d": {"kernel": (1, 1, 4, 4), "bias": (4,)},
+                          "e": {"kernel": (1, 1, 4, 4), "bias": (4,)}})
+    conv = {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}
+    src = model([("x", "InputLayer", {}, [], S4),
+                 ("c", "Conv2D", conv, ["x"], S4),
+                 ("drop", "Dropout", {"rate": 0.5}, ["c"], S4),  # c has another reader: kept
+                 ("d", "Conv2D", conv, ["drop"], S4),
+                 ("sdrop", "SpatialDropout2D", {"rate": 0.5}, ["d"], S4),  # never removed
+                 ("e", "Conv2D", conv, ["sdrop"], S4),
+                 ("add", "Add", {}, ["c", "e"], S4),
+                 ("drop2", "Dropout", {"rate": 0.5}, ["add"], S4)],  # add's only reader: removed
+                ["drop2"], w)
+    g = graph_from_float(src.graph, src)
+    assert g["drop"].device == "CPU" and g["quant_d"].inputs == ["quant_drop"]
+    assert g["sdrop"].device == "CPU" and g["quant_e"].inputs == ["quant_sdrop"]
+    assert "drop2" not in g and g.outputs == ["quant_add"]
+    assert [r.layers for r in g.rewrites if r.kind == "remove_dropout"] == [["drop2"]]
 
 
 def test_ignore_layers_names_a_nested_layer_as_keras_does():

@@ -314,9 +314,7 @@ def diagnose(
     sens_sample = _head(data, min(sens_samples, max_samples))
     n_sens = len(next(iter(sens_sample.values())))
     notes: list[str] = []
-    for caveat in (graph.quantizer_stop_note(), graph.stand_in_note()):
-        if caveat:
-            notes.append(f"WARNING: {caveat}")
+    notes += [f"WARNING: {caveat}" for caveat in graph.caveats()]
     if n < n_total:
         notes.append(f"findings measured on the first {n} of {n_total} {data_label} samples")
     notes.append(f"sensitivity, accumulated/isolated errors and what-if runs measured on the first {n_sens} "

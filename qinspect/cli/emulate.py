@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
             source.close()
     shared = emu.graph.shared_groups()
     rows = [layer_row(r, shared.get(r.name, [])) for r in results.values()]
-    notes = [note for note in (emu.graph.quantizer_stop_note(), emu.graph.stand_in_note()) if note]
+    notes = emu.graph.caveats()
     constant = [text for name, spread in spreads.items() if (text := spread.note(output_layer(emu.graph, name)))]
     notes += constant
     output = {"sqnr_db": pooled.sqnr_db if pooled.n else None, "outputs": list(emu.graph.outputs),

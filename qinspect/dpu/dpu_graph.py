@@ -91,6 +91,8 @@ class Node:
 
 # the rewrite kind of a CLE pair whose tail is a grouped Conv2D (the quantizer stops there)
 CLE_GROUPED_TAIL = "cle_grouped_tail"
+# a layer vai_q_tensorflow2 cannot rewrite under any option (its quantize_model stops there)
+QUANTIZER_REFUSES = "quantizer_refuses"
 
 
 @dataclass
@@ -374,6 +376,22 @@ class DpuGraph:
                 f"stops with a shape error at {head} -> {tail}{more} (a grouped Conv2D after a conv, which its "
                 "formula does not handle). Quantize with include_cle=False; these figures leave such pairs "
                 "unequalized and equalize the rest, a run the quantizer cannot make")
+
+    def caveats(self) -> list[str]:
+        """Every note whole-model figures need: a quantizer that stops under these options or on this
+        model, and stand-in layers."""
+        return [note for note in (self.quantizer_stop_note(), self.model_stop_note(), self.stand_in_note()) if note]
+
+    def model_stop_note(self) -> str | None:
+        """Why vai_q_tensorflow2 cannot quantize this model under any option (None: nothing known stops
+        it): a layer its rewrites turn into one that cannot be built. The figures are of the emulation's
+        way around it, a run the quantizer cannot make until the model is changed."""
+        found = [rw for rw in self.rewrites if rw.kind == QUANTIZER_REFUSES]
+        if not found:
+            return None
+        more = f" (and {len(found) - 1} more such layers)" if len(found) > 1 else ""
+        return (f"vai_q_tensorflow2 cannot quantize this model as it is: {found[0].text}{more}. These figures "
+                "keep such layers in float, a run the quantizer cannot make")
 
     def stand_in_note(self, outputs: list[str] | None = None) -> str | None:
         """The caveat every output figure needs when layers without an implementation feed the outputs

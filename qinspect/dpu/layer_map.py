@@ -321,8 +321,8 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
     elif cls == "Rescaling":  # a number, or one per channel (a list, broadcast over the last axis)
         node.op, p["fn"] = "scalar", "affine"
         p["scale"], p["offset"] = _per_channel(cfg.get("scale", 1.0)), _per_channel(cfg.get("offset", 0.0))
-    elif cls in ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "ActivityRegularization") \
-            or cls in INACTIVE_AT_INFERENCE:
+    elif cls in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+                 "GaussianDropout", "AlphaDropout", "ActivityRegularization") or cls in INACTIVE_AT_INFERENCE:
         node.op = "identity"
     elif cpu_layers.supports(cls, cfg):
         node.op = "cpu_layer"

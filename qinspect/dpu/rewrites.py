@@ -24,7 +24,9 @@ quantize
   8. quantizers: ``quant_<input>`` after each model input (method 0), kernel / bias / alpha
      (min-MSE, half-to-even), every supported layer's output or activation (min-MSE, half-up).
      ReLU / LeakyReLU / Activation layers that were not annotated stay float, and a quantized
-     single-input layer reading a float layer gets an input quantizer ``quant_<that layer>``.
+     single-input layer reading a float layer gets an input quantizer ``quant_<that layer>``, when the
+     float layer has a single reader (the quantizer's pattern matcher refuses a non-head node with
+     several consumers: then every reader takes the float tensor).
 
 Every rewrite is recorded in words with the layers it touched (:class:`Rewrite`).
 
@@ -47,7 +49,7 @@ import numpy as np
 
 from qinspect.dpu.cle import cross_layer_equalize
 from qinspect.dpu.cpu_layers import conv_groups
-from qinspect.dpu.dpu_graph import CLE_GROUPED_TAIL, CLE_OUT_SCALE, DpuGraph, Rewrite, SlotSpec
+from qinspect.dpu.dpu_graph import CLE_GROUPED_TAIL, CLE_OUT_SCALE, QUANTIZER_REFUSES, DpuGraph, Rewrite, SlotSpec
 from qinspect.dpu.layer_map import (
     LEAKY_DPU_ALPHA,
     UNQUANTIZED,
@@ -71,9 +73,9 @@ _DROP = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", 
 _QUANTIZABLE = {
     "Conv2D", "DepthwiseConv2D", "Conv2DTranspose", "Dense", "Activation", "ReLU", "LeakyReLU", "PReLU",
     "Add", "Multiply", "Concatenate", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
-    "UpSampling2D", "ZeroPadding2D", "Reshape", "Permute", "Flatten", "VitisSigmoid",
-}
-_NO_QUANTIZER = {"ZeroPadding2D", "Reshape", "Permute", "Flatten"}
+    "UpSampling2D", "ZeroPadding2D", "Reshape", "Flatten", "VitisSigmoid",
+}  # not Permute: the registry (vitis_pof2s_quantize_strategy.json) has no entry for it
+_NO_QUANTIZER = {"ZeroPadding2D", "Reshape", "Flatten"}
 
 
 @dataclass
@@ -167,12 +169,25 @@ def _from_graph(graph: ModelGraph, source: Any) -> _Model:
 
 
 def _remove_dropout(m: _Model) -> None:
+    """vai_q's ``RemoveDropout``: pattern ``Dropout`` (the class name, whole) over one input layer that
+    has no other reader (its ModelTransformer matches a non-head node only with a single consumer).
+    SpatialDropout, GaussianNoise, the Random* augmentation layers, ... are not removed: the registry has
+    none of them, so they stay in the quantized model as float identities (recorded here)."""
+    by_name = m.by_name()
     for layer in list(m.layers):
-        if (layer.cls in _DROP or layer.cls in INACTIVE_AT_INFERENCE) and len(layer.inbound) == 1:
+        if layer.cls == "Dropout" and len(layer.inbound) == 1:
+            src = by_name.get(layer.inbound[0])
+            if src is not None and not m.single(src):
+                m.record("dropout_kept", f"Dropout {layer.name} kept: its input {src.name} has other readers, "
+                         "which the quantizer's RemoveDropout pattern does not match; it stays a float identity",
+                         [layer.name])
+                continue
             m.layers.remove(layer)
             m.rewire(layer.name, layer.inbound[0])
-            m.record("remove_dropout", f"{layer.cls} {layer.name} removed (identity at inference)",
-                     [layer.name])
+            m.record("remove_dropout", f"Dropout {layer.name} removed (identity at inference)", [layer.name])
+        elif layer.cls in _DROP or layer.cls in INACTIVE_AT_INFERENCE:
+            m.record("dropout_kept", f"{layer.cls} {layer.name} kept as a float identity: the quantizer removes "
+                     "only Dropout layers and does not quantize this one", [layer.name])
 
 
 def _separate_conv_act(m: _Model) -> None:
@@ -320,11 +335,23 @@ def _fold_bn(m: _Model) -> None:
         by = m.by_name()
 
 
+def _shape_text(shape: Any) -> str:
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+
+
 def _bn_to_dwconv(m: _Model) -> None:
     for bn in list(m.layers):
         if bn.cls != "BatchNormalization":
             continue
-        if bn.output_shape is not None and len(bn.output_shape) != 4 or not _bn_axis_ok(bn):
+        if bn.output_shape is not None and len(bn.output_shape) != 4:
+            # vai_q's ConvertBNToDWConv turns every BatchNormalization left unfolded into a 1x1
+            # DepthwiseConv2D without looking at its rank; rebuilding the model then fails (a
+            # DepthwiseConv2D needs a 4-D input), so quantize_model stops
+            m.record(QUANTIZER_REFUSES, f"its ConvertBNToDWConv makes BatchNormalization {bn.name}, whose "
+                     f"output is {_shape_text(bn.output_shape)}, a 1x1 DepthwiseConv2D, which needs a 4-D input, and "
+                     "stops (fold it into the Dense or conv before it, or move it before a conv)", [bn.name])
+            continue
+        if not _bn_axis_ok(bn):
             # A 1x1 depthwise conv needs NHWC; the quantizer cannot convert this one either.
             m.record("batchnorm_kept", f"BatchNormalization {bn.name} (not after a conv, not NHWC channels-last) "
                      "stays a float layer", [bn.name])
@@ -579,6 +606,13 @@ def _unquantized_reason(layer: PLayer) -> str:
                 "it into the layer before it (a conv or dense; a ReLU also into an add or a pooling), and the "
                 "layer before this one is none of those or has other readers; the next quantized layer "
                 "quantizes its output (real runs show it for a LeakyReLU after an Add)")
+    if layer.cls in _DROP or layer.cls in INACTIVE_AT_INFERENCE:
+        return (f"{UNQUANTIZED}: an identity at inference, which the quantizer neither removes (it removes "
+                "only Dropout layers with a single-reader input) nor quantizes; the next quantized layer "
+                "quantizes its output")
+    if layer.cls == "Permute":
+        return (f"{UNQUANTIZED}: vai_q's pof2s registry has no entry for Permute (it has Reshape and Flatten); "
+                "the next quantized layer quantizes its output")
     return UNQUANTIZED
 
 
@@ -598,6 +632,7 @@ def _build_graph(m: _Model, cle: bool) -> DpuGraph:
     for layer in m.layers:
         name_of[layer.name] = layer.name if not _quantized(layer) else f"quant_{layer.name}"
     inserted: dict[str, str] = {}
+    unquantized_input: set[str] = set()  # float layers whose readers get no input quantizer
     for layer in m.layers:
         if layer.cls == "InputLayer":
             node = layer_node(layer.name, "InputLayer", layer.cfg, [], {})
@@ -617,7 +652,18 @@ def _build_graph(m: _Model, cle: bool) -> DpuGraph:
         ins = [name_of.get(i, i) for i in layer.inbound]
         if quant and len(ins) == 1 and layer.cls != "InputLayer":
             src = next((x for x in m.layers if x.name == layer.inbound[0]), None)
-            if src is not None and not _quantized(src) and src.cls != "InputLayer":
+            if (src is not None and not _quantized(src) and src.cls != "InputLayer" and not m.single(src)
+                    and src.name not in unquantized_input):
+                # LayersInputQuantize's pattern takes the float layer as a non-head node, which the
+                # quantizer's ModelTransformer matches only with one consumer (a model output counts)
+                unquantized_input.add(src.name)
+                readers = ", ".join(c.name for c in m.consumers(src.name))
+                g.rewrites.append(Rewrite("no_input_quantizer", f"float layer {src.name} has other readers "
+                                          f"({readers}{', a model output' if src.name in m.outputs else ''}): "
+                                          "the quantizer inserts no input quantizer after it (its pattern needs "
+                                          "a single reader), so its quantized readers take its float output",
+                                          [src.name, *(c.name for c in m.consumers(src.name))]))
+            if src is not None and not _quantized(src) and src.cls != "InputLayer" and m.single(src):
                 qname, qkey = f"quant_{src.name}", f"quant_{src.key}"
                 if qname not in inserted:
                     qn = layer_node(qname, "?", {}, [name_of[src.name]], {})

@@ -357,7 +357,9 @@ class Session(QObject):
             parts.append(f"Output SQNR{which} {stats.sqnr_db:.1f} dB{samples}{evaluated}"
                          + (" (an upper bound: see the tooltip)" if self._stand_in_note() else "")
                          + (" (no run vai_q can make: uncheck Quantizer ▸ Cross-layer equalization; see the "
-                            "tooltip)" if self._stop_note() else ""))
+                            "tooltip)" if self._stop_note() else "")
+                         + (" (no run vai_q can make on this model as it is: see the tooltip)"
+                            if self._model_stop_note() else ""))
         if d is not None and d.hidden_output_warning:
             parts.append("the pooled figures hide a worse output: see the tooltip")
         if d is not None and d.top1_agreement is not None:
@@ -406,11 +408,16 @@ class Session(QObject):
         graph = getattr(self.analysis, "graph", None)
         return graph.quantizer_stop_note() if graph is not None and hasattr(graph, "quantizer_stop_note") else None
 
+    def _model_stop_note(self) -> str | None:
+        graph = getattr(self.analysis, "graph", None)
+        return graph.model_stop_note() if graph is not None and hasattr(graph, "model_stop_note") else None
+
     def output_caveat(self) -> str:
         """What the output figures rest on, in full (the status bar's tooltip): each output's own figures,
         the note when the pooled figures hide one, near-tied decisions."""
         d = self.diagnosis
-        lines = [f"Note: {note}." for note in (self._stop_note(), self._stand_in_note()) if note]
+        lines = [f"Note: {note}." for note in (self._stop_note(), self._model_stop_note(), self._stand_in_note())
+                 if note]
         if d is None:
             return "\n".join(lines)
         if d.outputs:

@@ -213,7 +213,7 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
     if emulator.calibration_note:
         em.warnings.append(emulator.calibration_note)
     em.graph = emulator.graph
-    em.warnings += [note for note in (em.graph.quantizer_stop_note(), em.graph.stand_in_note()) if note]
+    em.warnings += em.graph.caveats()
     data = source if has_acts else em.data
     if positions is None and data is not None:
         em.rebuild = recalibrator(source, data, options)
