@@ -182,3 +182,15 @@ def test_no_sensitivity_keeps_findings_without_sensitivity_figures(small_capture
     assert data["findings"] is not None
     assert all(layer["sensitivity"] is None for layer in data["layers"])
     assert any("sensitivity skipped" in note for note in data["notes"])
+
+
+def test_labels_without_the_findings_pass_are_refused_not_ignored(small_capture, tmp_path):  # noqa: F811
+    # the accuracy comes from the findings pass: --no-findings used to drop the labels unread (exit 0)
+    import numpy as np
+
+    labels = tmp_path / "labels.npy"
+    np.save(labels, np.zeros(4, np.int64))
+    out = tmp_path / "rep"
+    result = run_cli("report", str(small_capture), "--no-findings", "--labels", str(labels), "-o", str(out))
+    _one_line_error(result, str(labels), "--no-findings")
+    assert not out.exists()

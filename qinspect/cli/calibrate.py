@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL",
                    help="float Keras model (.h5 / .keras / SavedModel folder) or a qinspect capture")
     add_data_args(p, "calibration inputs (.npy / .npz); default: the capture's",
-                  "calibration batch size (the quantizer's calib_batch_size; it changes the result)",
+                  "calibration batch size (the quantizer's calib_batch_size; it changes the result; default 32)",
                   inputs_metavar="CALIB")
     p.add_argument("--json", action="store_true", help="print JSON (positions keyed like positions.json)")
     return p

@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="float Keras model (.h5 / .keras / SavedModel folder), qinspect capture, or quantized.h5")
     add_positions_arg(p)
     add_data_args(p, "inputs (.npy / .npz); default: the capture's inputs",
-                  "batch size (calibration batch size when no --positions; also the streaming size)",
+                  "batch size (calibration batch size when no --positions; also the streaming size; default 32)",
                   samples_help="measure on the first N samples (positions are calibrated on every one, as diagnose "
                   "and report calibrate them)")
     p.add_argument("--layer", action="append", metavar="NAME", help="report only this layer (repeatable)")

@@ -87,6 +87,12 @@ def run(args: argparse.Namespace) -> int:
     from qinspect.report.writer import check_destination
 
     check_counts(args)
+    if args.labels is not None and args.no_findings:
+        from qinspect.errors import QInspectError
+
+        # the accuracy figures come from the findings pass: without it the labels would go unread
+        raise QInspectError("--labels gives the accuracy the findings pass measures: it has no effect with "
+                            "--no-findings (drop one of them)", args.labels)
     check_destination(args.output, args.force)
     _check_not_inside(args.output, args.source, args.positions, args.eval_path, args.inputs, args.labels)
     for what, path in (("MODEL_OR_CAPTURE", args.source), ("--positions", args.positions), ("--eval", args.eval_path),
