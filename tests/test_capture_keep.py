@@ -183,3 +183,16 @@ def test_a_stop_while_only_statistics_are_taken_leaves_nothing(model_files, tmp_
         plan.close()
     assert dest.read_bytes() == original
     assert [p.name for p in tmp_path.iterdir()] == ["cap.h5"]
+
+
+def test_a_kept_subset_capture_exits_zero_as_a_program(model_files, tmp_path):
+    # in a process of its own the capture wrote a complete file and then TensorFlow's teardown aborted
+    # it (exit 134): scripts and CI read that as a failure
+    from conftest import run_cli
+
+    path, inputs = model_files
+    out = tmp_path / "kept.h5"
+    result = run_cli("capture", str(path), "--inputs", str(inputs), "--keep", "2", "-o", str(out), "-q")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with Capture.open(str(out)) as k:
+        assert (k.n_samples, k.n_total_samples) == (2, N)

@@ -137,6 +137,19 @@ def _unknown_command(word: str) -> str:
     return f"unknown command {word!r}{hint}"
 
 
+def _done(code: int, leave: bool) -> int:
+    """``code``; in qinspect's own process with TensorFlow loaded, the process ends here with it.
+
+    Every file is written and closed by now. TensorFlow's C++ teardown at a normal interpreter exit can
+    abort the process after the work is done ("terminate called after throwing an instance of ''",
+    exit 134, after a complete ``capture --keep``), which scripts and CI read as a failure."""
+    if leave and "tensorflow" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qinspect`` console script."""
     whole_process = argv is None  # the console script or ``python -m qinspect``, not a caller in-process
@@ -168,19 +181,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, raise_interrupt)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started ignoring it
             signal.signal(signal.SIGINT, raise_interrupt)
+    leave = whole_process and args.command != "gui"
     try:
-        return int(args._run(args) or 0)
+        return _done(int(args._run(args) or 0), leave)
     except QInspectError as exc:
-        return error(str(exc))
+        return _done(error(str(exc)), leave)
     except KeyboardInterrupt:
-        code = interrupted()
-        if whole_process and "tensorflow" in sys.modules:
-            # Everything qinspect wrote is cleaned up by now. A batch may still be running on TensorFlow's
-            # threads, and the C++ teardown of a normal exit would wait seconds for it: leave at once.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        return code
+        # Everything qinspect wrote is cleaned up by now. A batch may still be running on TensorFlow's
+        # threads, and the C++ teardown of a normal exit would wait seconds for it: leave at once.
+        return _done(interrupted(), leave)
     except BrokenPipeError:
         # `qinspect info x | head`: stop quietly, as other command line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
