@@ -116,6 +116,19 @@ def test_coverage_planted_and_absent():
     assert F.coverage("L", 0.1 * ev_x, p, rng_c) is None
 
 
+def test_coverage_of_an_input_quantizer_reads_the_position_its_non_overflow_method_picks():
+    # a model input (method 0) recalibrated on the data in use gets its non-overflow position: here
+    # 5, where min-MSE (an activation's method) would clip the three largest values and pick 6
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.uniform(0, 1.8, 200_000), np.full(3, 3.9)]).astype(np.float32)
+    calibrated = (0.0, 0.99)  # position 7
+    assert pos_non_overflow(float(x.min()), float(x.max())) == 5
+    f0 = F.coverage("L", x, 7, calibrated, method=0)
+    f1 = F.coverage("L", x, 7, calibrated, method=1)
+    assert val(f0, "eval_position") == 5 and "non-overflow" in f0.evidence["eval_position"]["how"]
+    assert val(f1, "eval_position") == 6
+
+
 def test_error_growth():
     f = F.error_growth("L", 40.0, 20.0, 20.5)
     assert f is not None and val(f, "drop_db") == 20.0

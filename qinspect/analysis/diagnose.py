@@ -799,7 +799,8 @@ def _activation_findings(graph: DpuGraph, node: Node, values: dict[str, np.ndarr
     layer = display_name(node)
     covered = False
     if calib_ranges is not None and node.name in calib_ranges:
-        f = fnd.coverage(layer, x, pos, calib_ranges[node.name], mode, narrow, noise_frac=frac)
+        f = fnd.coverage(layer, x, pos, calib_ranges[node.name], mode, narrow, noise_frac=frac,
+                         method=graph.slots[node.out_slot].method)
         if f is not None:
             out.append(_tag(f, node))
             covered = True

@@ -460,12 +460,14 @@ def coverage(
     mode: Round = Round.HALF_UP,
     narrow: bool = False,
     noise_frac: float | None = None,
+    method: int = 1,
 ) -> Finding | None:
     """Evaluation values that the calibration data never reached.
 
     ``pos`` is the calibrated position and ``calib_range`` the calibration data's (min, max). Share:
-    ``(E_eval(pos) - E_eval(p_eval)) / E_eval(pos)``, ``p_eval`` the min-MSE position of the evaluation
-    data itself (what calibrating on it would pick for this tensor).
+    ``(E_eval(pos) - E_eval(p_eval)) / E_eval(pos)``, ``p_eval`` the position the tensor's quantizer
+    method picks on the evaluation data itself (what calibrating on it would pick): min-MSE (``method``
+    1, activations) or non-overflow (0: model inputs and inserted input quantizers).
     """
     x = np.asarray(x_eval, np.float32).ravel()
     n = int(x.size)
@@ -479,8 +481,8 @@ def coverage(
     if frac_q < COVERAGE_MIN_FRAC:
         return None
     e_cal = _quant_error(x, pos, mode, narrow)
-    p_eval = pos_min_mse(x, mode, narrow)
-    if p_eval >= pos:  # the evaluation data wants no wider range: the clipping is min-MSE's own choice
+    p_eval = pos_non_overflow(float(x.min()), float(x.max()), narrow) if method == 0 else pos_min_mse(x, mode, narrow)
+    if p_eval >= pos:  # the evaluation data wants no wider range: the clipping is the method's own choice
         return None
     e_eval = _quant_error(x, p_eval, mode, narrow)
     share = (e_cal - e_eval) / e_cal if e_cal > 0 else 0.0
@@ -495,7 +497,8 @@ def coverage(
         "calib_range": ev([float(calib_range[0]), float(calib_range[1])], "min and max over the calibration capture"),
         "eval_range": ev([float(x.min()), float(x.max())], "min and max over the evaluation capture"),
         "position": ev(int(pos), "calibrated position"),
-        "eval_position": ev(int(p_eval), "min-MSE position of the evaluation data"),
+        "eval_position": ev(int(p_eval), ("non-overflow" if method == 0 else "min-MSE") + " position of the "
+                            "evaluation data (the method this tensor's quantizer uses)"),
         "sqnr_eval_db": ev(_sqnr(signal, e_cal), "SQNR of the evaluation activation at the calibrated position"),
         "sqnr_eval_own_position_db": ev(_sqnr(signal, e_eval), "same at the evaluation data's own position"),
     }
