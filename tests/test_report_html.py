@@ -224,6 +224,8 @@ def test_the_layer_table_says_which_data_its_errors_come_from():
     report.samples, report.source = 64, "/data/calib.cap.h5"
     html = render_html(report, {})
     assert "run over 64 samples of calib.cap.h5." in html and "evaluation data" not in html
+    # the report's saturation and codes used are the float output rounded alone, not the pipeline's codes
+    assert "float output rounded alone at its position" in html
     report.eval_source = "/data/eval.cap.h5"
     report.output = {"samples": 32, "sqnr_db": 16.3}
     html = render_html(report, {})
