@@ -91,6 +91,25 @@ def test_report_histogram_clipping_and_coverage_are_of_the_equalized_tensor(equa
     assert "values as the int8 model holds them" in html
 
 
+def test_diagnose_findings_on_an_equalized_layer_say_their_values_are_the_equalized_tensor(equalized):
+    # a coverage finding quoted the equalized tensor's ranges as the capture's own (numbers audit)
+    from qinspect.analysis.diagnose import _activation_findings
+
+    keras_head, scale, pos, emu, node = _int8_view(equalized, "head")
+    held = (keras_head * scale).astype(np.float32)
+    wide = {node.name: (float(held.min()), float(held.max()))}
+    found = _activation_findings(emu.graph, node, {node.name: 8 * held}, {}, wide, "evaluation data")
+    assert found
+    for f in found:
+        assert "cross-layer equalization" in f.evidence["values_as"]["value"]
+        for key in ("calib_range", "eval_range"):
+            if key in f.evidence:
+                assert "equalized tensor" in f.evidence[key]["how"]
+    # a layer nobody equalized says nothing of the kind
+    out = next(n for n in emu.graph.nodes if n.name == "quant_out")
+    assert emu.graph.channel_scale(out.name) is None
+
+
 @pytest.fixture
 def window(qtbot, tmp_path):
     pytest.importorskip("PySide6")

@@ -824,6 +824,17 @@ def _activation_findings(graph: DpuGraph, node: Node, values: dict[str, np.ndarr
                         f"without them, or clip them in preprocessing (the bulk's position is {p_bulk}); the DPU "
                         "reads its input in int8, so the input cannot stay float.")
         out.append(_tag(f, node))
+    scale = graph.channel_scale(node.name)
+    if scale is not None:
+        # the values a finding quotes are the quantized model's tensor, whose position was chosen on it:
+        # CLE scaled its channels, so its ranges are not the capture's own (same for both captures)
+        note = (f"values as the int8 model holds them: the float model's output times cross-layer equalization's "
+                f"per-channel scales ({float(scale.min()):.3g} .. {float(scale.max()):.3g})")
+        for f in out:
+            f.evidence["values_as"] = ev(note, "cross-layer equalization rescaled this layer's output channels")
+            for key in ("calib_range", "eval_range"):
+                if key in f.evidence:
+                    f.evidence[key]["how"] += " (of the equalized tensor: see values_as)"
     return out
 
 
