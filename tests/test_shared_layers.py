@@ -161,7 +161,14 @@ def test_emulated_subtract_is_not_zero_and_output_sqnr_is_finite(siamese):
     assert np.isfinite(acc["sqnr_db"]) and acc["sqnr_db"] > 10 and acc["cosine"] > 0.95
     with Capture.open(cap) as c:
         assert np.max(np.abs(c.activation("sub"))) > 0.05
-    # both calls are emulated, sharing their layer's quantizers, and say so
+    if not nested:
+        # a layer object called twice at the model's top level: vai_q's pattern matcher refuses a layer with
+        # two inbound nodes, so it never quantizes it: both calls run float on the CPU, said beside them
+        for name in _names(False, 0) + _names(False, 1):
+            assert rows[name]["device"] == "CPU" and rows[name]["position"] is None, rows[name]
+            assert "more than one inbound node" in rows[name]["cpu_reason"]
+        return
+    # both calls of a sub-model are emulated, sharing its layers' quantizers, and say so
     dense1, dense2 = "quant_" + _names(nested, 0)[-1], "quant_" + _names(nested, 1)[-1]
     assert rows[dense1]["shared_with"] == [dense1, dense2] == rows[dense2]["shared_with"]
     assert rows[dense1]["position"] == rows[dense2]["position"]
@@ -254,12 +261,14 @@ def _pool_model(K):  # noqa: N803
     return K.Model([a, b], L.Concatenate(name="cat")([ya, yb]))
 
 
-def test_shared_layer_positions_follow_the_quantizers_rule(tmp_path):
-    """Each call quantizes its own tensor; the shared variable keeps the last-run call's position.
+def test_a_layer_called_twice_stays_float_and_its_reader_quantizes_the_float_values(tmp_path):
+    """vai_q_tensorflow2's ModelTransformer refuses every pattern holding a layer with more than one
+    inbound node (``_is_match_supported``), its quantize wrapper included: both calls of a shared pooling
+    stay float, and the Concatenate after them quantizes what they computed.
 
     Inputs are multiples of their quantization step (a: 2^-4 below 8, b: 2^-8 below 0.5), so the
-    input quantizers are exact and max pooling is too: the position each pooling call would choose is
-    the pof2s rule on TensorFlow's own pooled output of that call.
+    input quantizers are exact and max pooling is too: the Concatenate's position is the pof2s rule on
+    TensorFlow's own output.
     """
     import tf_keras
 
@@ -274,17 +283,13 @@ def test_shared_layer_positions_follow_the_quantizers_rule(tmp_path):
     with open_model(tmp_path / "pool.h5") as source:
         emu = Emulator.from_model(source, {"a": xa, "b": xb}, batch_size=6, constraints=False)
     pos = emu.calibration.positions
-
-    def rule(layer: str, call: int) -> int:
-        out = tf_keras.Model(model.inputs, model.get_layer(layer).get_output_at(call)).predict([xa, xb], verbose=0)
-        return int(choose_position(out, 1, Round.HALF_UP))
-
-    # both calls would choose different positions: the test tells which one was kept
-    assert rule("p1", 0) != rule("p1", 1) and rule("p2", 0) != rule("p2", 1)
-    # tf_keras runs p1 (depth 2) on b before a, and p2 (depth 1) on a before b
-    assert pos["p1"]["output_0"] == rule("p1", 0)
-    assert pos["p2"]["output_0"] == rule("p2", 1)
-    assert "p1@2" not in pos and "p2@2" not in pos  # one quantizer per layer
+    assert not any(key.split("@")[0] in ("p1", "p2") for key in pos)  # no quantizer of theirs
+    for name in ("p1", "p1@2", "p2", "p2@2"):
+        node = emu.graph[name]
+        assert node.device == "CPU" and node.out_slot is None and "more than one inbound node" in node.cpu_reason
+    assert any(r.kind == "reused_layer_float" for r in emu.graph.rewrites)
+    want = int(choose_position(model.predict([xa, xb], verbose=0), 1, Round.HALF_UP))
+    assert pos["cat"]["output_0"] == want
 
 
 # ------------------------------------------------------------------ multi-output layers

@@ -42,6 +42,7 @@ layer cannot hold), this is recorded as a ``shared_weights_differ`` rewrite.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +138,39 @@ class _Model:
 
     def record(self, kind: str, text: str, layers: list[str]) -> None:
         self.log.append(Rewrite(kind, text, layers))
+
+
+# A layer object called more than once in one functional graph: vai_q's ModelTransformer refuses every
+# pattern holding a layer with more than one inbound node (``_is_match_supported``, even as the head),
+# so no rewrite, fusion, equalization or quantize wrapper ever touches it: it stays a float layer. While
+# the rewrites run its class is hidden behind this prefix, so no pattern here matches it either.
+_REUSED = "Reused:"
+
+
+def _hide_reused(m: _Model) -> list[str]:
+    """Hide every call of a layer called more than once at one level of the graph (not the calls of a
+    nested model called twice, whose layers each have one inbound node in that model's own graph):
+    returns their names."""
+    owners = {layer.owner for layer in m.layers if layer.owner}
+    calls = [layer for layer in m.layers
+             if (layer.owner and re.fullmatch(re.escape(layer.owner) + r"@\d+", layer.name))
+             or (layer.name in owners and any(re.fullmatch(re.escape(layer.name) + r"@\d+", other.name)
+                                              for other in m.layers))]
+    for layer in calls:
+        layer.cls = _REUSED + layer.cls
+    if calls:
+        m.record("reused_layer_float", f"{len(calls)} call(s) of layer(s) used more than once "
+                 f"({', '.join(sorted({c.key for c in calls}))}) stay float: the quantizer's pattern matcher "
+                 "refuses a layer with more than one inbound node, so it neither rewrites nor quantizes one, "
+                 "and its readers get no input quantizer", [c.name for c in calls])
+    return [layer.name for layer in calls]
+
+
+def _restore_reused(m: _Model) -> None:
+    for layer in m.layers:
+        if layer.cls.startswith(_REUSED):
+            layer.cls = layer.cls[len(_REUSED):]
+            layer.params["reused"] = True
 
 
 def _act(layer: PLayer) -> str:
@@ -601,6 +635,10 @@ def _annotate(m: _Model) -> None:
 
 def _unquantized_reason(layer: PLayer) -> str:
     """Why a layer the DPU could run gets no quantizer, by the rule that leaves it out."""
+    if layer.params.get("reused"):
+        return (f"{UNQUANTIZED}: the layer is called more than once, and the quantizer's pattern matcher "
+                "refuses a layer with more than one inbound node, so it neither folds, fuses, equalizes nor "
+                "quantizes it (read from vai_q_tensorflow2's ModelTransformer; no real run checked)")
     if layer.cls in ("ReLU", "LeakyReLU", "Activation"):
         return (f"{UNQUANTIZED}: it quantizes an activation only where it fuses "
                 "it into the layer before it (a conv or dense; a ReLU also into an add or a pooling), and the "
@@ -617,7 +655,7 @@ def _unquantized_reason(layer: PLayer) -> str:
 
 
 def _quantized(layer: PLayer) -> bool:
-    if layer.cls not in _QUANTIZABLE:
+    if layer.cls not in _QUANTIZABLE or layer.params.get("reused"):
         return False
     if layer.cls in ("ReLU", "LeakyReLU", "Activation"):
         return layer.annotated
@@ -652,18 +690,21 @@ def _build_graph(m: _Model, cle: bool) -> DpuGraph:
         ins = [name_of.get(i, i) for i in layer.inbound]
         if quant and len(ins) == 1 and layer.cls != "InputLayer":
             src = next((x for x in m.layers if x.name == layer.inbound[0]), None)
-            if (src is not None and not _quantized(src) and src.cls != "InputLayer" and not m.single(src)
+            single = m.single(src) and not src.params.get("reused") if src is not None else False
+            if (src is not None and not _quantized(src) and src.cls != "InputLayer" and not single
                     and src.name not in unquantized_input):
                 # LayersInputQuantize's pattern takes the float layer as a non-head node, which the
                 # quantizer's ModelTransformer matches only with one consumer (a model output counts)
                 unquantized_input.add(src.name)
                 readers = ", ".join(c.name for c in m.consumers(src.name))
-                g.rewrites.append(Rewrite("no_input_quantizer", f"float layer {src.name} has other readers "
-                                          f"({readers}{', a model output' if src.name in m.outputs else ''}): "
+                why = ("is a call of a layer used more than once" if src.params.get("reused") else
+                       f"has other readers ({readers}{', a model output' if src.name in m.outputs else ''})")
+                g.rewrites.append(Rewrite("no_input_quantizer", f"float layer {src.name} {why}: "
                                           "the quantizer inserts no input quantizer after it (its pattern needs "
-                                          "a single reader), so its quantized readers take its float output",
+                                          "a single reader with one inbound node), so its quantized readers "
+                                          "take its float output",
                                           [src.name, *(c.name for c in m.consumers(src.name))]))
-            if src is not None and not _quantized(src) and src.cls != "InputLayer" and m.single(src):
+            if src is not None and not _quantized(src) and src.cls != "InputLayer" and single:
                 qname, qkey = f"quant_{src.name}", f"quant_{src.key}"
                 if qname not in inserted:
                     qn = layer_node(qname, "?", {}, [name_of[src.name]], {})
@@ -735,6 +776,7 @@ def graph_from_float(graph: ModelGraph, source: Any, options: QuantizerOptions |
     m = _from_graph(graph, source)
     if not any(layer.cls == "InputLayer" for layer in m.layers):
         raise QInspectError("the model has no InputLayer", graph.source or None)
+    _hide_reused(m)
     _remove_dropout(m)
     _separate_conv_act(m)
     if options.convert_relu6_to_relu:
@@ -749,6 +791,7 @@ def graph_from_float(graph: ModelGraph, source: Any, options: QuantizerOptions |
         m.record("cross_layer_equalization", "cross-layer equalization switched off (--no-cle)", [])
     _convert_activations(m)
     _annotate(m)
+    _restore_reused(m)
     _check_shared_weights(m)
     g = _build_graph(m, options.include_cle)
     g.options = options
