@@ -218,6 +218,19 @@ def test_a_batchnorm_on_a_dense_output_is_a_layer_the_quantizer_stops_at():
     assert g4["quant_bn"].op == "depthwise_conv2d" and g4.model_stop_note() is None
 
 
+@pytest.mark.parametrize(("act", "stops"), [("mish", True), ("gelu", False), ("silu", False), ("relu6", False)])
+def test_a_fused_activation_the_quantizers_wrapper_does_not_list_stops_it(act, stops):
+    # QuantizeAwareActivation raises (VAILogger.error) on a function outside its pre/post lists
+    rng = np.random.default_rng(11)
+    w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}})
+    src = model([("x", "InputLayer", {}, [], S4),
+                 ("c", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": act}, ["x"], S4)], ["c"], w)
+    note = graph_from_float(src.graph, src).model_stop_note()
+    assert (note is not None) == stops
+    if stops:
+        assert f"c_{act}" in note and f"'{act}'" in note
+
+
 def test_sigmoid_swish_and_tf_op_hard_sigmoid_conversions():
     rng = np.random.default_rng(7)
     w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "d": {"kernel": (1, 1, 4, 4), "bias": (4,)}})

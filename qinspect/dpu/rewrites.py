@@ -619,18 +619,37 @@ def _annotate(m: _Model) -> None:
             continue
         if src.cls in _CONV and _act(src) == "linear":
             act.annotated = True
+            _check_wrappable_activation(m, act, src)
             if act.cls != "VitisSigmoid":
                 src.no_output_quant = True
                 m.record("fuse_activation", f"{src.name} output not quantized: {act.cls} {act.name} is fused "
                          "into it and quantizes the result", [src.name, act.name])
         elif src.cls in ("Add", "Multiply") and act.cls in ("ReLU", "Activation"):
             act.annotated = True
+            _check_wrappable_activation(m, act, src)
             src.no_output_quant = True
             m.record("fuse_activation", f"{src.name} output not quantized: {act.cls} {act.name} is fused "
                      "into it and quantizes the result", [src.name, act.name])
         elif src.cls in ("MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D") and \
                 act.cls in ("ReLU", "Activation"):
             act.annotated = True
+
+
+# Keras names whose function carries another __name__ (QuantizeAwareActivation checks the function's)
+_FUNCTION_NAME = {"silu": "swish"}
+
+
+def _check_wrappable_activation(m: _Model, act: PLayer, src: PLayer) -> None:
+    """An Activation the quantizer fuses is wrapped with its QuantizeAwareActivation, which raises (VAILogger
+    .error) for a function outside its pre- and post-quantized lists: quantize_model stops there."""
+    if act.cls != "Activation":
+        return
+    name = _act(act)
+    if _FUNCTION_NAME.get(name, name) in PRE_QUANT_ACTIVATIONS | POST_QUANT_ACTIVATIONS:
+        return
+    m.record(QUANTIZER_REFUSES, f"Activation {act.name} ('{name}'), fused into {src.name}, is wrapped with a "
+             f"QuantizeAwareActivation, which accepts only the activations it lists and raises on '{name}' "
+             "(replace it with a listed activation, or keep it out of the fusion)", [act.name, src.name])
 
 
 def _unquantized_reason(layer: PLayer) -> str:
