@@ -231,6 +231,21 @@ def test_a_fused_activation_the_quantizers_wrapper_does_not_list_stops_it(act, s
         assert f"c_{act}" in note and f"'{act}'" in note
 
 
+@pytest.mark.parametrize("act", ["relu", "linear"])
+def test_a_separable_conv_with_an_activation_is_said_to_lose_it_in_the_quantizer(act):
+    # vai_q 3.5's SeparableConv replacement builds the pointwise Conv2D without the activation
+    rng = np.random.default_rng(12)
+    w = rng_weights(rng, {"s": {"depthwise_kernel": (3, 3, 4, 1), "pointwise_kernel": (1, 1, 4, 6), "bias": (6,)}})
+    src = model([("x", "InputLayer", {}, [], S4),
+                 ("s", "SeparableConv2D", {"filters": 6, "kernel_size": [3, 3], "padding": "same",
+                                           "activation": act}, ["x"], [None, 8, 8, 6])], ["s"], w)
+    g = graph_from_float(src.graph, src)
+    said = [note for note in g.caveats() if "SeparableConv split" in note]
+    assert len(said) == (act != "linear")
+    if said:
+        assert "'relu'" in said[0] and "s_pointwise_conv" in said[0]
+
+
 def test_sigmoid_swish_and_tf_op_hard_sigmoid_conversions():
     rng = np.random.default_rng(7)
     w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "d": {"kernel": (1, 1, 4, 4), "bias": (4,)}})

@@ -50,7 +50,15 @@ import numpy as np
 
 from qinspect.dpu.cle import cross_layer_equalize
 from qinspect.dpu.cpu_layers import conv_groups
-from qinspect.dpu.dpu_graph import CLE_GROUPED_TAIL, CLE_OUT_SCALE, QUANTIZER_REFUSES, DpuGraph, Rewrite, SlotSpec
+from qinspect.dpu.dpu_graph import (
+    CLE_GROUPED_TAIL,
+    CLE_OUT_SCALE,
+    QUANTIZER_DIVERGES,
+    QUANTIZER_REFUSES,
+    DpuGraph,
+    Rewrite,
+    SlotSpec,
+)
 from qinspect.dpu.layer_map import (
     LEAKY_DPU_ALPHA,
     UNQUANTIZED,
@@ -316,6 +324,13 @@ def _split_separable(m: _Model) -> None:
         pw.is_output = pw_name in m.outputs
         m.record("split_separable", f"SeparableConv2D {layer.name} split into DepthwiseConv2D {dw_name} "
                  f"(no bias) and 1x1 Conv2D {pw_name}", [layer.name, dw_name, pw_name])
+        a = act_name(c.get("activation"))
+        if a != "linear":
+            m.record(QUANTIZER_DIVERGES, f"vai_q_tensorflow2 3.5's SeparableConv split (read from its source, no "
+                     f"real run checked) builds {pw_name} without the layer's activation, so its quantized "
+                     f"model computes {layer.name} without '{a}'; these figures keep '{a}' (the float model's "
+                     f"function), and a real run differs from them from {layer.name} on (write the activation "
+                     "as a layer of its own after the SeparableConv2D to avoid it)", [layer.name, pw_name])
 
 
 def _bn_multiplier(bn: PLayer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

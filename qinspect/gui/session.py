@@ -416,8 +416,8 @@ class Session(QObject):
         """What the output figures rest on, in full (the status bar's tooltip): each output's own figures,
         the note when the pooled figures hide one, near-tied decisions."""
         d = self.diagnosis
-        lines = [f"Note: {note}." for note in (self._stop_note(), self._model_stop_note(), self._stand_in_note())
-                 if note]
+        graph = getattr(self.analysis, "graph", None)
+        lines = [f"Note: {note}." for note in (graph.caveats() if hasattr(graph, "caveats") else [])]
         if d is None:
             return "\n".join(lines)
         if d.outputs:
