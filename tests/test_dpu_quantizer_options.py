@@ -140,6 +140,26 @@ def test_convert_relu6_to_relu_makes_a_capless_relu_that_cle_then_equalizes():
     np.testing.assert_allclose(relu.params["float_max_value"], 6.0 * s, rtol=1e-6)
 
 
+def test_convert_relu6_to_relu_also_uncaps_an_activation_relu6_and_the_float_reference_keeps_the_cap():
+    # vai_q 3.5's ConvertReLU6ToReLU matches ReLU|Activation: an Activation('relu6') becomes 'relu' too,
+    # then matches ConvActConv (Activation linear|relu) and is equalized
+    src, w = _pair([("r", "Activation", {"activation": "relu6"})])
+    g = graph_from_float(src.graph, src, QuantizerOptions(convert_relu6_to_relu=True, cle_steps=1))
+    relu = g["quant_r"]
+    assert relu.op == "relu" and relu.params["max_value"] is None
+    assert any(r.kind == "convert_relu6_to_relu" and r.layers == ["r"] for r in g.rewrites)
+    s = _one_step_scale(w["a"], w["b"])
+    np.testing.assert_allclose(g["quant_a"].weights["kernel"], w["a"]["kernel"] * s, rtol=1e-6)
+    np.testing.assert_allclose(relu.params["float_max_value"], 6.0 * s, rtol=1e-6)
+    # the float reference is the float model's function, cap included, whatever the rewrite did
+    x = _x()
+    y = Evaluator(g, "float").run(batch_inputs(g, x))[g.outputs[0]].float()
+    np.testing.assert_allclose(y, _float_model(x, w, 6.0), rtol=1e-4, atol=1e-4)
+    # without the option it keeps its cap and no pair is equalized across it
+    g0 = graph_from_float(src.graph, src, QuantizerOptions(cle_steps=1))
+    assert g0["quant_r"].params["max_value"] == 6.0 and not _equalized(g0)
+
+
 def test_an_option_that_changes_the_function_shows_as_error():
     src, _ = _pair([RELU6])
     x = _x()

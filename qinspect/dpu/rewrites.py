@@ -253,19 +253,30 @@ def _separate_conv_act(m: _Model) -> None:
 
 
 def _convert_relu6_to_relu(m: _Model) -> None:
-    """``convert_relu6_to_relu``: a ``ReLU`` whose ``max_value`` prints as ``6.0`` loses its cap.
+    """``convert_relu6_to_relu``: vai_q 3.5's ``ConvertReLU6ToReLU`` (pattern ``ReLU|Activation``): a
+    ``ReLU`` whose ``max_value`` equals 6.0 loses its cap, and an ``Activation('relu6')`` (one split out of
+    a conv too: the split runs first) becomes ``'relu'``.
 
-    The quantizer's pattern matches ReLU layers only (an ``Activation('relu6')`` split out of a conv
-    keeps its cap). The float reference keeps the float model's cap (``float_max_value``), so the
-    change of function shows up as error.
+    The float reference keeps the float model's cap (``float_max_value``), so the change of function
+    shows up as error.
     """
     for layer in m.layers:
-        if layer.cls != "ReLU" or len(layer.inbound) != 1 or str(layer.cfg.get("max_value")) != "6.0":
+        if len(layer.inbound) != 1:
             continue
-        layer.cfg.pop("max_value")
+        if layer.cls == "ReLU":
+            cap = layer.cfg.get("max_value")
+            if not isinstance(cap, (int, float)) or isinstance(cap, bool) or float(cap) != 6.0:
+                continue
+            layer.cfg.pop("max_value")
+            what = f"ReLU6 {layer.name} became a ReLU without cap"
+        elif layer.cls == "Activation" and _act(layer) == "relu6":
+            layer.cfg["activation"] = "relu"
+            what = f"Activation('relu6') {layer.name} became Activation('relu')"
+        else:
+            continue
         layer.params["float_max_value"] = 6.0
-        m.record("convert_relu6_to_relu", f"ReLU6 {layer.name} became a ReLU without cap (convert_relu6_to_relu: "
-                 "a different function above 6; the float reference keeps the cap)", [layer.name])
+        m.record("convert_relu6_to_relu", f"{what} (convert_relu6_to_relu: a different function above 6; the "
+                 "float reference keeps the cap)", [layer.name])
 
 
 def _grouped_conv_as_depthwise(m: _Model) -> None:
@@ -498,8 +509,9 @@ def _keep_float_function(m: _Model, by: dict[str, PLayer], head: str, tail: str,
                      "float reference keeps the float model's", [layer.name, head, tail])
         if cap is not None:
             layer.params["float_max_value"] = (np.float32(cap) * scale).astype(np.float32)
-            quantized = "has no cap" if "max_value" not in layer.cfg and layer.cls == "ReLU" else \
-                f"clips the equalized tensor at {cap:g}"
+            uncapped = ("max_value" not in layer.cfg if layer.cls == "ReLU" else
+                        layer.cls == "Activation" and _act(layer) != "relu6")
+            quantized = "has no cap" if uncapped else f"clips the equalized tensor at {cap:g}"
             m.record("cle_across_cap", f"{layer.name} (float cap {cap:g}) lies between the equalized pair {head} -> "
                      f"{tail}: the quantized model {quantized}, the float model clips at {cap:g} x the channel's "
                      f"scale ({float(np.min(scale)):.3g} .. {float(np.max(scale)):.3g}): a different function",
