@@ -246,6 +246,20 @@ def test_a_separable_conv_with_an_activation_is_said_to_lose_it_in_the_quantizer
         assert "'relu'" in said[0] and "s_pointwise_conv" in said[0]
 
 
+def test_a_swish_whose_input_has_another_reader_is_not_converted():
+    # ConvertActivationSwish holds the swish's input as a non-head node (its Multiply reads it)
+    rng = np.random.default_rng(13)
+    w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}})
+    conv = {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}
+    src = model([("x", "InputLayer", {}, [], S4), ("c", "Conv2D", conv, ["x"], S4),
+                 ("sw", "Activation", {"activation": "swish"}, ["c"], S4),
+                 ("add", "Add", {}, ["c", "sw"], S4)], ["add"], w)
+    g = graph_from_float(src.graph, src)
+    assert "sw_mul" not in g and g["sw"].device == "CPU" and g["sw"].out_slot is None
+    assert g["quant_c"].out_slot is not None  # not fused: the conv has two readers
+    assert any(r.kind == "swish_kept" for r in g.rewrites)
+
+
 def test_sigmoid_swish_and_tf_op_hard_sigmoid_conversions():
     rng = np.random.default_rng(7)
     w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "d": {"kernel": (1, 1, 4, 4), "bias": (4,)}})

@@ -586,6 +586,13 @@ def _convert_activations(m: _Model) -> None:
                      "relu6(x + 3) * 2731 / 16384 (a different function: up to 0.07 from the sigmoid)",
                      [layer.name])
         elif layer.cls == "Activation" and a in ("swish", "silu"):
+            src = next((x for x in m.layers if x.name == layer.inbound[0]), None)
+            if src is not None and not m.single(src):
+                # ConvertActivationSwish's pattern holds the swish's input as a non-head node (the Multiply
+                # reads it): with another reader the matcher refuses it and the swish stays as it is
+                m.record("swish_kept", f"swish {layer.name} kept (not converted to a hard swish): its input "
+                         f"{src.name} has other readers, which the quantizer's pattern does not match", [layer.name])
+                continue
             sig = layer.derive(PLayer(layer.name, "VitisSigmoid", {"name": layer.name}, list(layer.inbound),
                                       origin=[layer.name], output_shape=layer.output_shape,
                                       params={"float_fn": "sigmoid"}))
