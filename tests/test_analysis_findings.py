@@ -94,6 +94,8 @@ def test_channel_spread_planted_and_absent():
     assert val(f, "bits_wasted")[2] == 0.0
     assert set(val(f, "handful_channels")) <= {0, 1, 3} and val(f, "handful_channels")
     assert val(f, "equalization_gain_db") > 20
+    # its local cost is what the layer's output regains, as every kind's: -10 log10(1 - share)
+    assert val(f, "local_cost_db") == pytest.approx(-10 * np.log10(1 - val(f, "share")))
     assert "Enable cross-layer equalization" in f.advice
 
 

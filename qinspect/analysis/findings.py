@@ -437,7 +437,10 @@ def channel_spread(
     }
     evidence["other_rel_error"] = ev(r_other, "relative error (noise/signal energy) of the layer's input "
                                               "quantization, the other error source of its isolated output")
-    severity = _severity(evidence, share, gain, noise_frac)
+    # the layer's own output regains what this share of its error is (as every kind's local cost), not the
+    # kernel-alone equalization gain above, which leaves out the layer's input quantization
+    local = -10 * math.log10(1 - share) if share < 1 else math.inf
+    severity = _severity(evidence, share, local, noise_frac)
     if cle == "disabled":
         advice = "Enable cross-layer equalization (CLE): this kernel's channel ranges differ by " \
                  f"{spread:.1f} bits."
