@@ -45,6 +45,20 @@ def test_a_trained_looking_output_gets_no_warning_and_one_hot_labels_work():
     assert t.to_dict()["accuracy"]["float"] == 1.0
 
 
+def test_an_int8_output_whose_top_two_are_equal_is_a_tie_said_beside_the_agreement():
+    # coarse int8 outputs tie exactly; arg-max takes the lower class, which alone makes the flip
+    ref = np.array([[0.1, 0.2, 0.7], [0.8, 0.1, 0.1], [0.1, 0.8, 0.1]], np.float32)  # clear decisions
+    test = np.array([[0.5, 0.0, 0.5],   # tie 0/2 -> 0: a flip only the tie-break makes
+                     [0.5, 0.5, 0.0],   # tie 0/1 -> 0: agrees by the same rule
+                     [0.0, 0.9, 0.1]], np.float32)
+    t = Top1Tally()
+    t.update(ref, test)
+    assert (t.agree, t.total, t.near_tied) == (2, 3, 0)
+    assert (t.int8_tied, t.int8_tied_flips) == (2, 1)
+    assert "1 of the 1 disagreements are exact ties" in t.warning
+    assert t.to_dict()["int8_tied_flips"] == 1
+
+
 def test_near_tie_threshold_is_relative_to_the_largest_output():
     big = np.array([[1000.0, 1000.0 - 0.9 * NEAR_TIE_REL * 1000, 0.0]])
     small = np.array([[1.0, 1.0 - 2 * NEAR_TIE_REL, 0.0]])

@@ -60,6 +60,8 @@ class Top1Tally:
     total: int = 0
     near_tied: int = 0  # decisions whose float top-2 margin is at most NEAR_TIE_REL of their largest output
     agree_decided: int = 0  # agreeing decisions among the others
+    int8_tied: int = 0  # decisions whose int8 top two outputs are equal (arg-max then takes the lower class)
+    int8_tied_flips: int = 0  # of those, the ones that disagree with the float model
     labels_origin: str = ""  # where the labels come from, said beside the accuracy ("" : a file named elsewhere)
     labelled: int = 0
     float_correct: int = 0
@@ -82,6 +84,11 @@ class Top1Tally:
         self.total += len(r)
         self.near_tied += int(np.count_nonzero(tied))
         self.agree_decided += int(np.count_nonzero(same & ~tied))
+        t2 = np.partition(t, -2, axis=-1)[:, -2:] if t.shape[-1] > 1 else None
+        if t2 is not None:
+            exact = t2[:, 1] == t2[:, 0]
+            self.int8_tied += int(np.count_nonzero(exact))
+            self.int8_tied_flips += int(np.count_nonzero(exact & ~same))
         if labels is not None and ref.ndim == 2:
             y = _as_classes(labels)[self._seen:self._seen + n]
             k = len(y)
@@ -103,7 +110,19 @@ class Top1Tally:
 
     @property
     def warning(self) -> str | None:
-        """One sentence to show beside the agreement when near ties weigh on it, else None."""
+        """What to show beside the agreement when ties weigh on it (float near ties, or int8 outputs whose
+        top two are equal where it disagrees), else None."""
+        parts = [text for text in (self._near_tie_text(), self._int8_tie_text()) if text]
+        return "; ".join(parts) if parts else None
+
+    def _int8_tie_text(self) -> str | None:
+        if not self.int8_tied_flips:
+            return None
+        return (f"{self.int8_tied_flips} of the {self.total - self.agree} disagreements are exact ties of the int8 "
+                "output's top two classes, which arg-max breaks by taking the lower class index (a runtime that "
+                "breaks them otherwise agrees differently)")
+
+    def _near_tie_text(self) -> str | None:
         if not self.total or self.near_tied <= NEAR_TIE_WARN_SHARE * self.total:
             return None
         rest = self.decided_agreement
@@ -118,6 +137,7 @@ class Top1Tally:
         out: dict[str, Any] = {"output": self.output, "decides_by": decision_note(self.kind) or "softmax arg-max",
                                "top1_agreement": self.agreement, "decisions": self.total,
                                "near_tied": self.near_tied, "decided_agreement": self.decided_agreement,
+                               "int8_tied": self.int8_tied, "int8_tied_flips": self.int8_tied_flips,
                                "near_tie_warning": self.warning}
         if self.labelled:
             out["accuracy"] = {"float": self.float_correct / self.labelled, "int8": self.int8_correct / self.labelled,
