@@ -624,17 +624,24 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
                                                           "budget's jointly measured set")
             rounding.evidence["share"] = ev(added, "output error power these layers' rounding accounts for, measured: "
                                                    "what keeping them float adds to the noise budget's other fixes")
-            rounding.evidence["adders"]["value"] = [
-                {"layer": x, "keep_float_gain_db": row[x].keep_float_gain_db,
-                 "only_noise_share": row[x].only_noise_share} for x in names if x in row]
+            rounding.evidence["adders"] = ev(
+                [{"layer": x, "keep_float_gain_db": row[x].keep_float_gain_db,
+                  "only_noise_share": row[x].only_noise_share} for x in names if x in row],
+                "the layers the noise budget keeps float together to remove this rounding (its jointly measured "
+                "set), the largest keep-float gain alone first; one may gain nothing alone (zero or negative) "
+                "and still count with the others")
+            gaining = [x for x in names if x in row and _finite(row[x].keep_float_gain_db) > 0.05]
+            others = [x for x in names if x not in gaining]
             amps = [a["layer"] for a in rounding.evidence.get("amplifiers", {}).get("value") or []]
             unlike = rem.OPTION_APART if options_share > 0 else ""
             if unlike:
                 rounding.evidence["option_apart"] = ev(True, "the shares are of the model as quantized; the "
                                                              "quantizer option's was measured on its rebuilt model")
             share = f"{100 * added:.2g}%" if 100 * added < 10 else f"{100 * added:.0f}%"  # as the sentence says it
-            rounding.advice = (f"{share} of the output error is rounding the causes above "
-                               f"leave{unlike}, added most by {', '.join(names)}"
+            by = (f", added most by {', '.join(gaining)}" if gaining else "") + (
+                (", and by " if gaining else ", by ") + ", ".join(others)
+                + " (nothing gained kept float alone: they count only with the others)" if others else "")
+            rounding.advice = (f"{share} of the output error is rounding the causes above leave{unlike}{by}"
                                + (f" and amplified by {', '.join(amps)}" if amps else "")
                                + ": keep the worst adders in float, or quantize them with more bits (the quantizer's "
                                "fast finetuning, include_fast_ft=True, adjusts weights to the rounding and is not "
