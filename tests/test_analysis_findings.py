@@ -185,6 +185,13 @@ def test_partitions_and_cpu_fallback():
     assert "alpha 0.1" in f.advice
     d = f.to_dict()
     assert set(d) == {"layer", "kind", "severity", "origin", "affects", "noise_share", "remedy", "evidence", "advice"}
+    # a softmax at the edge has no output quantizer: its placement explains none of its error, and the
+    # noise figure says it is the requantization's, not the layer's sensitivity row
+    edge = F.cpu_fallback("sm", "Activation", "softmax", 1, False, noise_frac=0.0, requantized=False)
+    assert val(edge, "share") == 0.0 and edge.severity_db == 0.0
+    assert "requantization" in edge.evidence["layer_noise_frac"]["how"]
+    mid = F.cpu_fallback("b", "LeakyReLU", "alpha 0.2 is not 0.1", 2, True, noise_frac=0.2)
+    assert val(mid, "share") == 1.0 and mid.severity_db == pytest.approx(-10 * np.log10(0.8))
 
 
 def test_a_run_of_cpu_layers_between_dpu_layers_is_a_round_trip():

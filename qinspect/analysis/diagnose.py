@@ -1069,7 +1069,7 @@ def _cpu_findings(graph: DpuGraph, noise: dict[str, float]) -> list[Finding]:
         frac = noise.get(node.name, 0.0 if noise else None) if node.out_slot is not None \
             else (0.0 if noise else None)  # None: no sensitivity run
         f = fnd.cpu_fallback(display_name(node), cls, node.cpu_reason or "not a DPU operator", parts,
-                             feeds and reads, noise_frac=frac)
+                             feeds and reads, noise_frac=frac, requantized=node.out_slot is not None)
         out.append(_tag(f, node))
     return out
 

@@ -724,12 +724,15 @@ def cpu_fallback(
     partitions: int,
     splits: bool,
     noise_frac: float | None = None,
+    requantized: bool = True,
 ) -> Finding:
     """A layer the DPU cannot run: computed in float on the CPU, the model cut around it.
 
     Severity: the accuracy cost is only the requantization of its output for the next DPU subgraph,
     i.e. its output noise fraction in the severity formula (0 when unknown or when nothing quantized
-    follows). The finding is always reported, whatever its severity: it changes how the model deploys.
+    follows). ``requantized``: its output has a quantizer; without one (a softmax at the edge, whose
+    quantizer rounds its input) the placement explains none of the layer's error. The finding is always
+    reported, whatever its severity: it changes how the model deploys.
     """
     evidence = {
         "class": ev(class_name, "the layer's Keras class"),
@@ -738,9 +741,14 @@ def cpu_fallback(
                                           "cut out)"),
         "splits_model": ev(bool(splits), "True when DPU layers both feed it and read it (a round trip)"),
     }
-    severity = _severity(evidence, 1.0, 0.0, noise_frac) if noise_frac is not None else 0.0
+    severity = _severity(evidence, 1.0 if requantized else 0.0, 0.0, noise_frac) if noise_frac is not None else 0.0
     if noise_frac is None:
         evidence["severity_basis"] = ev("none", "no sensitivity figure; accuracy cost unknown, set to 0")
+    else:
+        # not the layer's sensitivity row: that one also counts a quantizer on its input (a softmax's)
+        evidence["layer_noise_frac"] = ev(noise_frac, "output noise of its output's requantization alone (0 "
+                                                      "without an output quantizer), the only cost its CPU "
+                                                      "placement adds")
     advice = f"{layer} runs on the CPU ({reason}): replace it with a DPU-supported equivalent"
     if class_name == "LeakyReLU":
         advice += " (LeakyReLU with alpha 0.1, or ReLU) and retrain."
