@@ -209,7 +209,11 @@ def test_first_page_figures_carry_their_spread_over_the_samples():
             "findings": [{"remedy": {"action": "keep a in float", "measured_sqnr_db": 23.9, "measured_gain_db": 7.6,
                                      "measured_gain_se_db": 1.28}}]}
     out = _budget_summary(data)
-    assert out["output error explained by the findings"].startswith("83% ± 5%")
+    assert out["output error explained by the findings"].startswith("83% (± 5%)")
+    # a spread larger than the share says the share is not measured well, not "50% (± 111%)"
+    data["explained"], data["explained_se"] = 0.5, 1.11
+    text = _budget_summary(data)["output error explained by the findings"]
+    assert text.startswith("50% (not measured well on these samples: ± 111%") and "(± 111%)" not in text
     assert out["best remedy, tried in the emulator"].endswith("(+7.60 ± 1.28 dB)")
 
 

@@ -220,8 +220,8 @@ def _print_text(result: Any, positions_from: str, top: int) -> None:
     if result.accuracy is not None:
         w(wording.accuracy_line(result.accuracy) + "\n")
     if result.explained is not None and any(f.remedy for f in result.findings):
-        spread = "" if result.explained_se is None else f" (± {100 * result.explained_se:.0f}%)"
-        w(f"explained: the findings' fixes remove {100 * result.explained:.0f}%{spread} of the output's error power\n")
+        w(f"explained: the findings' fixes remove {wording.explained_text(result.explained, result.explained_se)} "
+          "of the output's error power\n")
     for note in result.notes:
         w(f"note: {note}\n")
     w(f"\n{len(result.findings)} finding(s), {wording.FINDINGS_ORDER} (gains measured at the output):\n")

@@ -534,9 +534,9 @@ def _budget_summary(data: dict[str, Any]) -> dict[str, Any]:
     explained = data.get("explained")
     if isinstance(explained, float):
         se = data.get("explained_se")
-        spread = f" ± {100 * se:.0f}%" if isinstance(se, float) else ""
-        out["output error explained by the findings"] = (f"{100 * explained:.0f}%{spread} "
-                                                         "(the rest: accumulated rounding)")
+        out["output error explained by the findings"] = (
+            wording.explained_text(explained, se if isinstance(se, float) else None)
+            + " (the rest: accumulated rounding)")
     best = max((f for f in data.get("findings") or [] if f.get("remedy")), default=None,
                key=lambda f: f["remedy"]["measured_gain_db"] if isinstance(f["remedy"]["measured_gain_db"], float)
                else 0.0)

@@ -422,6 +422,17 @@ def accuracy_line(accuracy: Mapping[str, Any]) -> str:
     return line + (f" (labels: {accuracy['labels']})" if accuracy.get("labels") else "")
 
 
+def explained_text(explained: float, se: float | None) -> str:
+    """The share of the output error the findings' fixes remove, with its spread over the samples; a
+    spread larger than the share itself says the share is not measured well, rather than "50% (± 111%)"."""
+    text = f"{100 * explained:.0f}%"
+    if se is None or not math.isfinite(se):
+        return text
+    if se > explained:
+        return text + f" (not measured well on these samples: ± {100 * se:.0f}%, more than the share itself)"
+    return text + f" (± {100 * se:.0f}%)"
+
+
 def equalized_note(scale: Any) -> str:
     """What a captured tensor shown against an equalized layer's position is: the int8 model's values,
     the float model's times cross-layer equalization's per-channel scales (with their range)."""
