@@ -276,7 +276,8 @@ def rounding_finding(graph: DpuGraph, sens: SensitivityResult, explained: float,
                      "layers whose keep-float run gains the most output SQNR (sensitivity)"),
         "amplifiers": ev([{"layer": n, "noise_gain_db": g} for g, n in amps[:top]],
                          "layers whose accumulated SQNR drops >= 3 dB more than their inputs' error plus "
-                         "their own isolated error account for"),
+                         "their own error account for (their own quantization on float inputs, from the "
+                         "sensitivity pass; not emulate's isolated SQNR, which feeds them quantized inputs)"),
     }
     if len(each_alone) >= 2:
         evidence["each_alone_loses_output"] = ev(
