@@ -260,6 +260,23 @@ def test_a_swish_whose_input_has_another_reader_is_not_converted():
     assert any(r.kind == "swish_kept" for r in g.rewrites)
 
 
+def test_a_zero_padding_on_the_dpu_reports_the_position_of_the_codes_it_carries():
+    # its codes are its input's: a null position beside saturation and code figures read as a contradiction
+    rng = np.random.default_rng(14)
+    w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "e": {"kernel": (3, 3, 4, 2), "bias": (2,)}})
+    src = model([("x", "InputLayer", {}, [], S4),
+                 ("c", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "relu"}, ["x"], S4),
+                 ("zp", "ZeroPadding2D", {"padding": [[1, 1], [1, 1]]}, ["c"], [None, 10, 10, 4]),
+                 ("e", "Conv2D", {"filters": 2, "kernel_size": [3, 3], "activation": "linear"}, ["zp"], S4[:3] + [2])],
+                ["e"], w)
+    x = rng.uniform(-1, 1, (4, 8, 8, 4)).astype(np.float32)
+    emu = Emulator.from_model(src, x, batch_size=4)
+    res = emu.run(x)
+    relu_pos = emu.graph.pos(emu.graph["quant_c_relu"].out_slot)
+    assert res["quant_zp"].position == relu_pos is not None
+    assert res["quant_zp"].device == "DPU"
+
+
 def test_sigmoid_swish_and_tf_op_hard_sigmoid_conversions():
     rng = np.random.default_rng(7)
     w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "d": {"kernel": (1, 1, 4, 4), "bias": (4,)}})

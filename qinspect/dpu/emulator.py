@@ -26,7 +26,7 @@ import numpy as np
 
 from qinspect.dpu.calibrate import CalibrationResult, calibrate
 from qinspect.dpu.checks import check_node_weights, checked_position, finite_batches, naming_file
-from qinspect.dpu.dpu_graph import CONV_OPS, Adjustment, DpuGraph, Node, Rewrite
+from qinspect.dpu.dpu_graph import CONV_OPS, TRANSPARENT_OPS, Adjustment, DpuGraph, Node, Rewrite
 from qinspect.dpu.executor import CAPTURED, Evaluator, Value, _FusedValue, batch_inputs, check_input_shape
 from qinspect.dpu.fixed_point import Round, quantize
 from qinspect.dpu.options import DEFAULT_CALIB_BATCH, QuantizerOptions
@@ -390,7 +390,11 @@ class Emulator:
     def _result(self, n: Node) -> LayerResult:
         g = self.graph
         act = g.fused_activation(n) if n.op in CONV_OPS + ("add",) else None
-        return LayerResult(n.name, n.op, n.device, n.cpu_reason, list(n.origin), g.pos(n.out_slot or n.pre_slot),
+        slot = n.out_slot or n.pre_slot
+        if slot is None and n.op in TRANSPARENT_OPS and n.device == "DPU":
+            # a pad, flatten or reshape on the DPU moves its input's codes: they are at that position
+            slot = g.output_slot(n.name)
+        return LayerResult(n.name, n.op, n.device, n.cpu_reason, list(n.origin), g.pos(slot),
                            {k: g.pos(s) for k, s in n.weight_slots.items()},
                            fused_into=act.name if act is not None and act.out_slot is not None else None,
                            position_of_input=n.out_slot is None and n.pre_slot is not None)
