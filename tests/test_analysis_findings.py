@@ -97,6 +97,14 @@ def test_channel_spread_planted_and_absent():
     # its local cost is what the layer's output regains, as every kind's: -10 log10(1 - share)
     assert val(f, "local_cost_db") == pytest.approx(-10 * np.log10(1 - val(f, "share")))
     assert "Enable cross-layer equalization" in f.advice
+    # a 3x3 depthwise channel has 9 weights: "a handful of codes" means half of them at most (under the
+    # flat bound of 8, any channel where two weights shared a code counted)
+    dw = rng.normal(scale=0.1, size=(3, 3, 4, 1)).astype(np.float32)
+    dw[..., 1, 0] *= 60
+    fd = F.channel_spread("d", "DepthwiseConv2D", dw, pos_min_mse(dw, Round.HALF_TO_EVEN), cle="disabled")
+    assert fd is not None
+    codes, few = val(fd, "channel_codes"), val(fd, "handful_channels")
+    assert all(codes[c] <= 4 for c in few) and "half of a channel's 9 weights" in fd.evidence["handful_channels"]["how"]
 
 
 def test_coverage_planted_and_absent():

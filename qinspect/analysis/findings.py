@@ -420,7 +420,10 @@ def channel_spread(
     r_other = max(0.0, float(other_rel_error))
     share = (r_tensor - r_ideal) / (r_tensor + r_other) if r_tensor + r_other > 0 else 0.0
     codes = np.array([np.unique(quantize(row, weight_pos, mode)).size for row in per])
-    few = np.flatnonzero(codes <= HANDFUL_CODES)
+    # a 3x3 depthwise channel has 9 weights: 8 codes there only means two weights share one, so the
+    # bound is also half the channel's weights
+    handful = max(1, min(HANDFUL_CODES, per.shape[1] // 2))
+    few = np.flatnonzero(codes <= handful)
     evidence = {
         "channels": ev(int(per.shape[0]), "output channels of the kernel"),
         "spread_bits": ev(spread, "log2(largest / smallest non-zero per-channel max|w|)"),
@@ -429,7 +432,8 @@ def channel_spread(
         "bits_wasted": ev(cr.bits_wasted.tolist(), "log2(tensor max|w| / channel max|w|) per channel"),
         "weight_position": ev(int(weight_pos), "the kernel's per-tensor position"),
         "channel_codes": ev(codes.tolist(), "distinct int8 codes each channel's weights take"),
-        "handful_channels": ev(few.tolist(), f"channels using {HANDFUL_CODES} codes or fewer"),
+        "handful_channels": ev(few.tolist(), f"channels using {handful} codes or fewer (at most "
+                                             f"{HANDFUL_CODES}, and half of a channel's {per.shape[1]} weights)"),
         "weight_sqnr_db": ev(-_db(r_tensor), "-10*log10(channel-averaged relative error) at the position"),
         "weight_sqnr_equalized_db": ev(-_db(r_ideal), "same with each channel at its own min-MSE position"),
         "equalization_gain_db": ev(gain, "what ideal per-channel equalization (CLE at best) would gain"),
