@@ -156,3 +156,34 @@ def test_generality_models_exercise_the_layer_mix(built):
     assert {"conv2d_transpose", "prelu", "multiply", "hard_sigmoid", "softmax", "global_avg_pool", "dense",
             "leaky_relu", "avg_pool", "max_pool", "concat", "upsample", "activation", "flatten",
             "depthwise_conv2d", "add"} <= ops
+
+
+@pytest.mark.parametrize("cle", [True, False])
+def test_float_reference_of_a_separable_conv_whose_activation_the_quantizer_drops_equals_tensorflow(tmp_path, cle):
+    """The quantized model computes SeparableConv2D(activation='relu') linear, folds the BatchNorm after it and
+    equalizes around it; the float reference puts the ReLU back through the fold and the CLE scales."""
+    import tf_keras as keras
+
+    from qinspect.dpu.options import QuantizerOptions
+    from qinspect.io.model_file import open_model
+
+    L = keras.layers
+    keras.utils.set_random_seed(3)
+    i = L.Input((12, 12, 3))
+    x = L.Conv2D(8, 3, padding="same", name="c0")(i)
+    x = L.SeparableConv2D(16, 3, padding="same", activation="relu", name="sep")(x)
+    x = L.BatchNormalization(name="bn")(x)
+    m = keras.Model(i, L.Conv2D(6, 1, name="c2")(x))
+    rng = np.random.default_rng(0)
+    shapes = [w.shape for w in m.get_layer("bn").get_weights()]
+    m.get_layer("bn").set_weights([rng.uniform(0.5, 2, shapes[0]), rng.normal(size=shapes[1]),
+                                   rng.normal(size=shapes[2]) * 0.1, rng.uniform(0.5, 2, shapes[3])])
+    m.save(tmp_path / "sep.h5")
+    xin = rng.uniform(-1, 1, (8, 12, 12, 3)).astype(np.float32)
+    want = m.predict(xin, verbose=0)
+    with open_model(tmp_path / "sep.h5") as src:
+        emu = Emulator.from_model(src, xin, batch_size=8, options=QuantizerOptions(include_cle=cle))
+    g = emu.graph
+    assert g["quant_sep_pointwise_conv"].params["act"] == "linear" and "bn" in g["quant_sep_pointwise_conv"].origin
+    got = Evaluator(g, "float").run(batch_inputs(g, xin))[g.outputs[0]].float()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(want))))

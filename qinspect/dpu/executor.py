@@ -30,7 +30,7 @@ import numpy as np
 
 from qinspect.dpu import cpu_layers, float_ops, ops
 from qinspect.dpu._conv_core import _pair
-from qinspect.dpu.dpu_graph import CONV_OPS, TRANSPARENT_OPS, DpuGraph, Node, Slot
+from qinspect.dpu.dpu_graph import CLE_OUT_SCALE, CONV_OPS, TRANSPARENT_OPS, DpuGraph, Node, Slot
 from qinspect.dpu.fixed_point import Round, dequantize, quantize
 from qinspect.errors import QInspectError
 
@@ -393,6 +393,8 @@ class Evaluator:
             else:
                 y = float_ops.dense(x, w, b)
             y = np.asarray(y, F32)
+            if fmode and "float_post_act" in p:
+                y = _float_post_act(y, p)
             act = p.get("act", "linear")
             if act != "linear":
                 if node.pre_slot is not None and not fmode:
@@ -608,6 +610,18 @@ def _shape_op(node: Node, x: np.ndarray, fill: Any) -> np.ndarray:
     if op == "permute":
         return np.transpose(x, (0, *[int(d) for d in p["dims"]]))
     raise ValueError(op)
+
+
+def _float_post_act(y: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+    """The float model's activation that the quantizer's SeparableConv split dropped, put back: the node
+    computes y = s * (m * z + c) (z the float model's pre-activation, m and c a BatchNorm folded after it,
+    s its CLE output scale); the float model computes s * (m * act(z) + c)."""
+    s = np.asarray(p.get(CLE_OUT_SCALE, 1.0), F32)
+    m, c = (np.asarray(v, F32) for v in p.get("float_affine", (1.0, 0.0)))
+    inner = y / s - c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(m != 0, inner / np.where(m != 0, m, 1), 0).astype(F32)
+    return (s * (m * float_ops.activation(p["float_post_act"], z) + c)).astype(F32)
 
 
 def batch_inputs(graph: DpuGraph, x: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:

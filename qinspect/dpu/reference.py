@@ -39,7 +39,7 @@ def compare_weights(emulated: DpuGraph, reference: DpuGraph) -> tuple[int, list[
 
 # Node parameters that hold the float model's function where the quantized model computes another.
 FLOAT_FUNCTION_PARAMS = ("float_max_value", "float_fn", "float_alpha", "float_in_scale", "float_out_scale",
-                         "float_act_scale")
+                         "float_act_scale", "float_post_act", "float_affine")
 
 
 def adopt_float_functions(emulated: DpuGraph, reference: DpuGraph) -> int:

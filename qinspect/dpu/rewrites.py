@@ -321,11 +321,17 @@ def _split_separable(m: _Model) -> None:
         pw_w = {"kernel": layer.weights["pointwise_kernel"]}
         if "bias" in layer.weights:
             pw_w["bias"] = layer.weights["bias"]
+        # vai_q 3.5's SeparableConv replacement builds the pointwise Conv2D without the layer's activation
+        # (read from its source): the quantized model computes it linear. The float reference keeps the
+        # float model's activation (float_post_act), so its loss shows as error.
+        a = act_name(c.get("activation"))
         pw = PLayer(pw_name, "Conv2D",
                     {"name": pw_name, "filters": c.get("filters"), "kernel_size": (1, 1), "strides": (1, 1),
-                     "padding": "valid", "dilation_rate": (1, 1), "activation": c.get("activation", "linear"),
+                     "padding": "valid", "dilation_rate": (1, 1), "activation": "linear",
                      "use_bias": "bias" in layer.weights},
                     [dw_name], pw_w, [layer.name], output_shape=layer.output_shape)
+        if a != "linear":
+            pw.params["float_post_act"] = a
         layer.derive(dw)
         layer.derive(pw)
         i = m.layers.index(layer)
@@ -335,13 +341,12 @@ def _split_separable(m: _Model) -> None:
         pw.is_output = pw_name in m.outputs
         m.record("split_separable", f"SeparableConv2D {layer.name} split into DepthwiseConv2D {dw_name} "
                  f"(no bias) and 1x1 Conv2D {pw_name}", [layer.name, dw_name, pw_name])
-        a = act_name(c.get("activation"))
         if a != "linear":
             m.record(QUANTIZER_DIVERGES, f"vai_q_tensorflow2 3.5's SeparableConv split (read from its source, no "
-                     f"real run checked) builds {pw_name} without the layer's activation, so its quantized "
-                     f"model computes {layer.name} without '{a}'; these figures keep '{a}' (the float model's "
-                     f"function), and a real run differs from them from {layer.name} on (write the activation "
-                     "as a layer of its own after the SeparableConv2D to avoid it)", [layer.name, pw_name])
+                     f"real run checked) builds {pw_name} without the layer's activation: its quantized model "
+                     f"computes {layer.name} without '{a}', and so does this emulation, against the float "
+                     f"model's function (the missing '{a}' is error in every figure after it). Write the "
+                     "activation as a layer of its own after the SeparableConv2D to keep it", [layer.name, pw_name])
 
 
 def _bn_multiplier(bn: PLayer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -385,6 +390,12 @@ def _fold_bn(m: _Model) -> None:
         conv.weights[kname] = np.asarray(k2, np.float32)
         conv.weights["bias"] = np.asarray(b2, np.float32)
         conv.cfg["use_bias"] = True
+        if "float_post_act" in conv.params:
+            # the float model applies the BatchNorm after the activation the quantizer dropped: y = mult * z +
+            # offset here, act(z) there; keep (mult, offset) so the float path can put the activation back
+            m0, c0 = conv.params.get("float_affine", (np.float32(1), np.float32(0)))
+            off = beta - mm * mult
+            conv.params["float_affine"] = (np.asarray(m0 * mult, np.float32), np.asarray(c0 * mult + off, np.float32))
         conv.origin.append(bn.name)
         conv.output_shape = bn.output_shape
         m.layers.remove(bn)
@@ -547,36 +558,7 @@ def _vitis_sigmoid_name(m: _Model) -> str:
     return f"vitis_sigmoid_{i}"
 
 
-def _convert_conv_sigmoid(m: _Model) -> None:
-    """Conv-like layers that still carry sigmoid / swish (a split SeparableConv2D's pointwise conv):
-    conv (linear) + hard sigmoid ``<conv>_sigmoid`` [+ Multiply ``<conv>_mul`` for swish]."""
-    for layer in list(m.layers):
-        if layer.cls not in _CONV or _act(layer) not in ("sigmoid", "swish", "silu"):
-            continue
-        a = _act(layer)
-        layer.cfg["activation"] = "linear"
-        sig = layer.derive(PLayer(f"{layer.name}_sigmoid", "VitisSigmoid", {"name": f"{layer.name}_sigmoid"},
-                                  [layer.name], origin=[layer.name], output_shape=layer.output_shape,
-                                  params={"float_fn": "sigmoid"}))
-        m.rewire(layer.name, sig.name)
-        sig.inbound = [layer.name]
-        m.insert_after(layer, sig)
-        new = [sig.name]
-        if a != "sigmoid":
-            mul = layer.derive(PLayer(f"{layer.name}_mul", "Multiply", {"name": f"{layer.name}_mul"},
-                                      [layer.name, sig.name], origin=[layer.name], output_shape=layer.output_shape))
-            m.rewire(sig.name, mul.name)
-            sig.inbound, mul.inbound = [layer.name], [layer.name, sig.name]
-            m.insert_after(sig, mul)
-            new.append(mul.name)
-        for x in m.layers:
-            x.is_output = x.name in m.outputs
-        m.record("conv_sigmoid_to_hard_sigmoid", f"activation '{a}' inside {layer.name} replaced by the DPU hard "
-                 f"sigmoid {' and a Multiply' if a != 'sigmoid' else ''} ({', '.join(new)})", [layer.name, *new])
-
-
 def _convert_activations(m: _Model) -> None:
-    _convert_conv_sigmoid(m)
     for layer in list(m.layers):
         a = _act(layer) if layer.cls == "Activation" else ""
         if layer.cls == "Activation" and a == "sigmoid":
