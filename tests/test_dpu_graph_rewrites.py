@@ -264,6 +264,24 @@ def test_a_separable_conv_loses_its_activation_as_in_the_quantizer_and_the_float
     assert np.max(np.abs(out.float() - bn(np.maximum(z, 0)))) > 20 * lsb
 
 
+def test_a_hard_sigmoid_reading_a_float_layer_with_other_readers_stops_the_quantizer():
+    # no input quantizer (the float layer has two readers), and adjust_vitis_sigmoid's `ipos > 0` on None raises
+    rng = np.random.default_rng(15)
+    w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "e": {"kernel": (1, 1, 4, 4), "bias": (4,)}})
+    conv = {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}
+    src = model([("x", "InputLayer", {}, [], S4), ("c", "Conv2D", conv, ["x"], S4),
+                 ("add", "Add", {}, ["x", "c"], S4), ("lk", "LeakyReLU", {"alpha": 0.2}, ["add"], S4),
+                 ("sg", "Activation", {"activation": "sigmoid"}, ["lk"], S4),
+                 ("e", "Conv2D", conv, ["lk"], S4), ("m", "Multiply", {}, ["sg", "e"], S4)], ["m"], w)
+    note = graph_from_float(src.graph, src).model_stop_note()
+    assert note is not None and "adjust_vitis_sigmoid" in note and "sg" in note
+    # with one reader it gets an input quantizer and nothing stops
+    src1 = model([("x", "InputLayer", {}, [], S4), ("c", "Conv2D", conv, ["x"], S4),
+                  ("add", "Add", {}, ["x", "c"], S4), ("lk", "LeakyReLU", {"alpha": 0.2}, ["add"], S4),
+                  ("sg", "Activation", {"activation": "sigmoid"}, ["lk"], S4)], ["sg"], w)
+    assert graph_from_float(src1.graph, src1).model_stop_note() is None
+
+
 def test_sigmoid_swish_and_tf_op_hard_sigmoid_conversions():
     rng = np.random.default_rng(7)
     w = rng_weights(rng, {"c": {"kernel": (1, 1, 4, 4), "bias": (4,)}, "d": {"kernel": (1, 1, 4, 4), "bias": (4,)}})

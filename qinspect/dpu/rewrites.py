@@ -739,6 +739,14 @@ def _build_graph(m: _Model, cle: bool) -> DpuGraph:
                                           "a single reader with one inbound node), so its quantized readers "
                                           "take its float output",
                                           [src.name, *(c.name for c in m.consumers(src.name))]))
+            if src is not None and not _quantized(src) and src.cls != "InputLayer" and not single \
+                    and layer.cls == "VitisSigmoid":
+                # its refine pass compares the input position (ipos > 0) with no None check: it raises
+                g.rewrites.append(Rewrite(QUANTIZER_REFUSES, f"its adjust_vitis_sigmoid refines hard sigmoid "
+                                          f"{layer.name}, which reads float layer {src.name} without an input "
+                                          "quantizer, by comparing an input position that does not exist, and "
+                                          "raises (give the hard sigmoid an input the quantizer quantizes)",
+                                          [layer.name, src.name]))
             if src is not None and not _quantized(src) and src.cls != "InputLayer" and single:
                 qname, qkey = f"quant_{src.name}", f"quant_{src.key}"
                 if qname not in inserted:
