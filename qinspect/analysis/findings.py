@@ -39,6 +39,7 @@ from qinspect.dpu.fixed_point import (
     QMAX,
     QMIN,
     Round,
+    choose_position,
     fake_quant,
     pos_min_mse,
     pos_non_overflow,
@@ -488,7 +489,7 @@ def coverage(
     if frac_q < COVERAGE_MIN_FRAC:
         return None
     e_cal = _quant_error(x, pos, mode, narrow)
-    p_eval = pos_non_overflow(float(x.min()), float(x.max()), narrow) if method == 0 else pos_min_mse(x, mode, narrow)
+    p_eval = choose_position(x, method, mode, narrow)
     if p_eval >= pos:  # the evaluation data wants no wider range: the clipping is the method's own choice
         return None
     e_eval = _quant_error(x, p_eval, mode, narrow)

@@ -93,7 +93,8 @@ class Node:
 CLE_GROUPED_TAIL = "cle_grouped_tail"
 # a layer vai_q_tensorflow2 cannot rewrite under any option (its quantize_model stops there)
 QUANTIZER_REFUSES = "quantizer_refuses"
-# a rewrite of the quantizer's that changes the model's function in a way the emulation does not follow
+# a rewrite of the quantizer's that changes the float model's function (emulated: its loss is error; every
+# output says so)
 QUANTIZER_DIVERGES = "quantizer_diverges"
 
 
@@ -381,7 +382,7 @@ class DpuGraph:
 
     def caveats(self) -> list[str]:
         """Every note whole-model figures need: a quantizer that stops under these options or on this
-        model, and stand-in layers."""
+        model, a quantizer rewrite that changes the model's function, and stand-in layers."""
         diverges = [rw.text for rw in self.rewrites if rw.kind == QUANTIZER_DIVERGES]
         return [note for note in (self.quantizer_stop_note(), self.model_stop_note(), *diverges,
                                   self.stand_in_note()) if note]

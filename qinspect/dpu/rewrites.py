@@ -155,15 +155,15 @@ class _Model:
 _REUSED = "Reused:"
 
 
-def _hide_reused(m: _Model) -> list[str]:
+def _hide_reused(m: _Model) -> None:
     """Hide every call of a layer called more than once at one level of the graph (not the calls of a
-    nested model called twice, whose layers each have one inbound node in that model's own graph):
-    returns their names."""
-    owners = {layer.owner for layer in m.layers if layer.owner}
-    calls = [layer for layer in m.layers
-             if (layer.owner and re.fullmatch(re.escape(layer.owner) + r"@\d+", layer.name))
-             or (layer.name in owners and any(re.fullmatch(re.escape(layer.name) + r"@\d+", other.name)
-                                              for other in m.layers))]
+    nested model called twice, whose layers each have one inbound node in that model's own graph)."""
+    # a later call at the same level is named <first call>@<k>; a later call of a nested model's layer
+    # is <model>@<k>/<layer>, and keeps its shared emulation
+    later = {layer.name: layer.owner for layer in m.layers
+             if layer.owner and re.fullmatch(re.escape(layer.owner) + r"@\d+", layer.name)}
+    first = set(later.values())
+    calls = [layer for layer in m.layers if layer.name in later or layer.name in first]
     for layer in calls:
         layer.cls = _REUSED + layer.cls
     if calls:
@@ -725,29 +725,28 @@ def _build_graph(m: _Model, cle: bool) -> DpuGraph:
         ins = [name_of.get(i, i) for i in layer.inbound]
         if quant and len(ins) == 1 and layer.cls != "InputLayer":
             src = next((x for x in m.layers if x.name == layer.inbound[0]), None)
-            single = m.single(src) and not src.params.get("reused") if src is not None else False
-            if (src is not None and not _quantized(src) and src.cls != "InputLayer" and not single
-                    and src.name not in unquantized_input):
-                # LayersInputQuantize's pattern takes the float layer as a non-head node, which the
-                # quantizer's ModelTransformer matches only with one consumer (a model output counts)
-                unquantized_input.add(src.name)
-                readers = ", ".join(c.name for c in m.consumers(src.name))
-                why = ("is a call of a layer used more than once" if src.params.get("reused") else
-                       f"has other readers ({readers}{', a model output' if src.name in m.outputs else ''})")
-                g.rewrites.append(Rewrite("no_input_quantizer", f"float layer {src.name} {why}: "
-                                          "the quantizer inserts no input quantizer after it (its pattern needs "
-                                          "a single reader with one inbound node), so its quantized readers "
-                                          "take its float output",
-                                          [src.name, *(c.name for c in m.consumers(src.name))]))
-            if src is not None and not _quantized(src) and src.cls != "InputLayer" and not single \
-                    and layer.cls == "VitisSigmoid":
-                # its refine pass compares the input position (ipos > 0) with no None check: it raises
-                g.rewrites.append(Rewrite(QUANTIZER_REFUSES, f"its adjust_vitis_sigmoid refines hard sigmoid "
-                                          f"{layer.name}, which reads float layer {src.name} without an input "
-                                          "quantizer, by comparing an input position that does not exist, and "
-                                          "raises (give the hard sigmoid an input the quantizer quantizes)",
-                                          [layer.name, src.name]))
-            if src is not None and not _quantized(src) and src.cls != "InputLayer" and single:
+            floating = src is not None and not _quantized(src) and src.cls != "InputLayer"
+            # LayersInputQuantize's pattern takes the float layer as a non-head node, which the quantizer's
+            # ModelTransformer matches only with one consumer (a model output counts) and one inbound node
+            if floating and (not m.single(src) or src.params.get("reused")):
+                if src.name not in unquantized_input:
+                    unquantized_input.add(src.name)
+                    readers = ", ".join(c.name for c in m.consumers(src.name))
+                    why = ("is a call of a layer used more than once" if src.params.get("reused") else
+                           f"has other readers ({readers}{', a model output' if src.name in m.outputs else ''})")
+                    g.rewrites.append(Rewrite("no_input_quantizer", f"float layer {src.name} {why}: "
+                                              "the quantizer inserts no input quantizer after it (its pattern "
+                                              "needs a single reader with one inbound node), so its quantized "
+                                              "readers take its float output",
+                                              [src.name, *(c.name for c in m.consumers(src.name))]))
+                if layer.cls == "VitisSigmoid":
+                    # its refine pass compares the input position (ipos > 0) with no None check: it raises
+                    g.rewrites.append(Rewrite(QUANTIZER_REFUSES, f"its adjust_vitis_sigmoid refines hard sigmoid "
+                                              f"{layer.name}, which reads float layer {src.name} without an input "
+                                              "quantizer, by comparing an input position that does not exist, "
+                                              "and raises (give the hard sigmoid an input the quantizer "
+                                              "quantizes)", [layer.name, src.name]))
+            elif floating:
                 qname, qkey = f"quant_{src.name}", f"quant_{src.key}"
                 if qname not in inserted:
                     qn = layer_node(qname, "?", {}, [name_of[src.name]], {})

@@ -182,7 +182,6 @@ class Session(QObject):
         self.placement = analysis.placement()
         self.placement_notes = analysis.placement_notes()
         self.status.emit(analysis.summary())
-
         self.positions_changed.emit()
         self.results_changed.emit()
         if self.document.has_activations and analysis.available:
@@ -355,11 +354,11 @@ class Session(QObject):
             evaluated = (f", {d.output_sqnr_db:.1f} dB on the first {d.n_samples} evaluation samples"
                          if on_eval and d.output_sqnr_db is not None and math.isfinite(d.output_sqnr_db) else "")
             parts.append(f"Output SQNR{which} {stats.sqnr_db:.1f} dB{samples}{evaluated}"
-                         + (" (an upper bound: see the tooltip)" if self._stand_in_note() else "")
+                         + (" (an upper bound: see the tooltip)" if self._graph_note("stand_in_note") else "")
                          + (" (no run vai_q can make: uncheck Quantizer ▸ Cross-layer equalization; see the "
-                            "tooltip)" if self._stop_note() else "")
+                            "tooltip)" if self._graph_note("quantizer_stop_note") else "")
                          + (" (no run vai_q can make on this model as it is: see the tooltip)"
-                            if self._model_stop_note() else ""))
+                            if self._graph_note("model_stop_note") else ""))
         if d is not None and d.hidden_output_warning:
             parts.append("the pooled figures hide a worse output: see the tooltip")
         if d is not None and d.top1_agreement is not None:
@@ -400,17 +399,11 @@ class Session(QObject):
         n = len(self.analysis.output_names()) if self.analysis is not None else 0
         return f" ({n} outputs pooled)" if n > 1 else ""
 
-    def _stand_in_note(self) -> str | None:
-        graph = getattr(self.analysis, "graph", None)
-        return graph.stand_in_note() if graph is not None and hasattr(graph, "stand_in_note") else None
-
-    def _stop_note(self) -> str | None:
-        graph = getattr(self.analysis, "graph", None)
-        return graph.quantizer_stop_note() if graph is not None and hasattr(graph, "quantizer_stop_note") else None
-
-    def _model_stop_note(self) -> str | None:
-        graph = getattr(self.analysis, "graph", None)
-        return graph.model_stop_note() if graph is not None and hasattr(graph, "model_stop_note") else None
+    def _graph_note(self, which: str) -> str | None:
+        """One of the emulated graph's notes (``stand_in_note``, ``quantizer_stop_note``, ``model_stop_note``);
+        None before emulation or for a stand-in analysis without it."""
+        note = getattr(getattr(self.analysis, "graph", None), which, None)
+        return note() if callable(note) else None
 
     def output_caveat(self) -> str:
         """What the output figures rest on, in full (the status bar's tooltip): each output's own figures,
