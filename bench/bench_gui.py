@@ -33,7 +33,10 @@ had no core, or another thread held the GIL). Beside each
 stall, how many times the kernel took the core from the UI thread during it, and the CPU time the
 hypervisor took from this virtual machine meanwhile (host steal, in 10 ms ticks; also per phase, with
 the worst gap during which the host stole nothing): a stall whose UI CPU is small next to its length
-was a wait for a core, not the window's work. The kernel's own accounts close the sum (Linux): how
+was a wait for a core, not the window's work. Of the UI CPU, the part spent in the kernel and the page
+faults taken are shown too: a large UI CPU with neither is the thread's own code running slower (on this
+machine: sharing the memory bus with the background), not page faults or memory compaction.
+The kernel's own accounts close the sum (Linux): how
 long the UI thread was runnable but queued for a core ("waiting for a core", from its schedstat), its
 kernel state at each watchdog look (R runnable, S asleep with where: a futex is a lock such as the
 GIL, D the disk), and the other threads of this process that used the most CPU meanwhile. Whatever
@@ -116,6 +119,16 @@ class _CoreWaits:
         if self._queue is not None:
             queued = int(os.pread(self._queue, 128, 0).split()[1]) / 1e6
         return switches, steal, queued
+
+
+def _thread_usage() -> tuple[float, int]:
+    """The calling thread's kernel-mode CPU so far (ms) and its page faults so far (minor and major):
+    a UI thread slowed by page faults or memory compaction spends its stall in the kernel."""
+    try:
+        ru = resource.getrusage(resource.RUSAGE_THREAD)
+    except (AttributeError, OSError):
+        return 0.0, 0
+    return ru.ru_stime * 1000, ru.ru_minflt + ru.ru_majflt
 
 
 def _open_or_none(path: str) -> int | None:
@@ -429,12 +442,15 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
     last = [0.0, 0.0]
     waits = _CoreWaits()
     last_waits = [waits.read()]
+    last_usage = [_thread_usage()]
     steal_at_start = [0.0]
     sampler = _StallSampler()
     stalls: list[dict] = []
 
     def on_tick() -> None:
         now, cpu = clock.nsecsElapsed() / 1e6, time.thread_time() * 1000
+        usage, usage0 = _thread_usage(), last_usage[0]
+        last_usage[0] = usage
         gap, cpu_gap = now - last[0], cpu - last[1]
         gaps.append(gap)
         cpu_gaps.append(cpu_gap)
@@ -450,7 +466,7 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
             stalls.append({"ms": gap, "cpu": cpu_gap, "gc": gc_ms, "layer": sampler.context,
                            "preempted": counters[0] - switches0, "steal": counters[1] - steal0,
                            "queued": counters[2] - queued0, "kstates": collections.Counter(states).most_common(2),
-                           "busy": busy,
+                           "busy": busy, "sys": usage[0] - usage0[0], "faults": usage[1] - usage0[1],
                            "stacks": collections.Counter(stacks).most_common(2), "samples": len(stacks)})
         sampler.tick_at = t
 
@@ -471,6 +487,7 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
         clock.start()
         last[0], last[1] = 0.0, time.thread_time() * 1000
         last_waits[0] = waits.read()
+        last_usage[0] = _thread_usage()
         steal_at_start[0] = last_waits[0][1]
         sampler.tick_at = time.perf_counter()
         sampler.armed = True
@@ -660,7 +677,8 @@ def _stall_lines(label: str, res: dict) -> list[str]:
             where = "; ".join(f"{n}/{st['samples']} x [{' <- '.join(stack[:4])}]" for stack, n in st["stacks"])
             kernel = ", ".join(f"{n} x {state}" for state, n in st.get("kstates", []))
             busy = ", ".join(f"{name} {ms:.0f} ms" for name, ms in st.get("busy", []))
-            lines.append(f"  {label:>10s}  {phase:10s} {st['ms']:6.1f} ms (UI CPU {st['cpu']:5.1f}, waiting "
+            lines.append(f"  {label:>10s}  {phase:10s} {st['ms']:6.1f} ms (UI CPU {st['cpu']:5.1f}, of it in the "
+                         f"kernel {st.get('sys', 0):5.1f}, page faults {st.get('faults', 0)}, waiting "
                          f"for a core {st.get('queued', 0):5.1f}, GC {st['gc']:4.1f}, core taken "
                          f"{st.get('preempted', 0)} x, host steal {st.get('steal', 0):.0f} ms) at "
                          f"{st['layer'] or '-'}: {where or 'no sample (the watchdog got no core or no GIL)'}"
