@@ -33,7 +33,7 @@ chunk. With compression (``lzf``, or ``gzip`` level 1) one chunk holds one sampl
 tensors under 16 KiB per sample group several samples per chunk (up to 16 KiB), since millions of
 tiny chunks would make the chunk index larger than the data. Compression is off by default because
 float activations shrink little (lzf: 6% on the demo model, 16% on MobileNetV2) and it makes
-writing 2-4x slower; ``docs/capture-format.md`` has the figures.
+writing about 2x (lzf) to 3-8x (gzip) slower; ``docs/capture-format.md`` has the figures.
 
 Reading is lazy: :meth:`Capture.open` reads the root attrs and the graph JSON; listing layers reads
 dataset shapes; tensors are read only by :meth:`Capture.activation`, :meth:`Capture.inputs` and
