@@ -182,8 +182,6 @@ def run(args: argparse.Namespace) -> int:
         from qinspect.cli.diagnose import measured_labels
 
         labels, unused = measured_labels(emu.graph, args.labels, data, n or 0)
-        if unused:
-            print(f"qinspect: note: {unused}", file=sys.stderr)
         tallies, on_tally = _output_tallies(emu.graph, labels)
         pooled = ErrorStats()  # every model output's error, pooled by signal power (what --fail-below gates)
         spreads = {name: OutputSpread() for name in emu.graph.outputs}  # a dead or constant output is no measure
@@ -201,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
             source.close()
     shared = emu.graph.shared_groups()
     rows = [layer_row(r, shared.get(r.name, [])) for r in results.values()]
-    notes = emu.graph.caveats()
+    notes = emu.graph.caveats() + ([unused] if unused else [])  # why the data's own labels give no accuracy
     constant = [text for name, spread in spreads.items() if (text := spread.note(output_layer(emu.graph, name)))]
     notes += constant
     output = {"sqnr_db": pooled.sqnr_db if pooled.n else None, "outputs": list(emu.graph.outputs),
