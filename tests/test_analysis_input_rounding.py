@@ -130,3 +130,30 @@ def test_the_noise_budget_takes_the_causes_before_the_rounding_they_leave():
     explained, _ = _noise_budget([cause], rounding, sens, Trial(), {}, 0.0)
     assert cause.evidence["budget_share"]["value"] == pytest.approx(1 - 10 ** (-2.64))
     assert explained == pytest.approx(1 - 10 ** (-2.64)) and rounding.remedy is None
+
+
+def test_the_rounding_finding_names_a_layer_that_gains_nothing_alone_apart():
+    """Two adders whose errors cancel: keeping `a` float alone gains 1.5 dB, `b` alone loses 0.4 dB, both
+    together gain 6 dB. The budget takes the pair; the advice must not list `b` among the layers that
+    "added most" (with its negative gain) but say it counts only with the other."""
+    from qinspect.analysis.diagnose import _noise_budget
+    from qinspect.analysis.findings import Finding
+    from qinspect.analysis.remedies import Remedy
+
+    rounding = Finding("a", "accumulated_rounding", 0.0, {"adders": {"value": [], "how": ""},
+                                                          "amplifiers": {"value": [], "how": ""}}, "",
+                       affects=["a", "b"])
+    gains = {frozenset({"a"}): 1.5, frozenset({"b"}): -0.4, frozenset({"a", "b"}): 6.0}
+
+    class Trial:
+        def run(self, fix):
+            gain = gains[frozenset(fix.float_nodes)]
+            return Remedy(fix.kind, fix.action, 20.0 + gain, gain, None, fix, 0.1)
+
+    sens = SimpleNamespace(layers=[LayerSensitivity("a", "a", 1.5, 30.0, 0.3),
+                                   LayerSensitivity("b", "b", -0.4, 35.0, 0.1)])
+    explained, _ = _noise_budget([], rounding, sens, Trial(), {}, 0.0)
+    assert explained == pytest.approx(1 - 10 ** -0.6)
+    assert rounding.affects == ["a", "b"] and rounding.severity_db == pytest.approx(6.0)
+    assert "added most by a, and by b (nothing gained kept float alone" in rounding.advice
+    assert "-0.4" not in rounding.advice and "added most by a, b" not in rounding.advice
