@@ -27,7 +27,7 @@ def _head(kernel_scale: float):
 
 def test_an_output_that_never_changes_is_said_to_describe_a_constant():
     d = _head(0.0)  # the inputs never reach the output: softmax of the bias alone
-    assert any("output sm is nearly the same for every sample (exactly the same)" in n for n in d.notes)
+    assert any("output 'sm' is nearly the same for every sample (exactly the same)" in n for n in d.notes)
 
 
 def test_a_model_whose_output_follows_its_input_gets_no_such_note():
@@ -45,4 +45,4 @@ def test_a_dead_output_is_said_to_be_one_not_read_as_a_perfect_infinite_sqnr():
     x = rng.uniform(-1, 1, (24, 16)).astype(np.float32)
     emu = Emulator.from_model(src, x, batch_size=24)
     d = diagnose(emu.graph, {"x": x}, batch_size=24, with_sensitivity=False)
-    assert any("output fc is exactly 0 for every sample" in n and "dead output" in n for n in d.notes)
+    assert any("output 'fc' is exactly 0 for every sample" in n and "dead output" in n for n in d.notes)

@@ -65,12 +65,12 @@ class OutputSpread:
         size = float(np.sqrt(np.mean(self._sum2 / self.n)))
         spread = float(np.sqrt(np.mean(np.maximum(self._sum2 / self.n - mean * mean, 0.0))))
         if size == 0:  # a dead output: every SQNR of it is 0/0 (shown inf) or x/0 (-inf), never a measure
-            return (f"the float model's output {label} is exactly 0 for every sample: its output SQNR (infinite "
+            return (f"the float model's output {label!r} is exactly 0 for every sample: its output SQNR (infinite "
                     "when int8 gives 0 too, -inf otherwise) and top-1 agreement describe a dead output, not the "
                     "model; the accumulated SQNR of the layers before it says more")
         if spread <= CONSTANT_OUTPUT_REL * size:
             how = f"it varies by {spread / size:.1g} of its size" if spread > 0 else "exactly the same"
-            return (f"the float model's output {label} is nearly the same for every sample ({how}): the output "
+            return (f"the float model's output {label!r} is nearly the same for every sample ({how}): the output "
                     "SQNR and top-1 agreement describe a constant, not the model (random or untrained weights do "
                     "this); the accumulated SQNR of the layers before it says more")
         return None
