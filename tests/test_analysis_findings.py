@@ -229,3 +229,49 @@ def test_a_run_of_cpu_layers_between_dpu_layers_is_a_round_trip():
         assert f.evidence["splits_model"]["value"] is True, name
         assert f.evidence["class"]["value"] == cls
         assert "edge of the model" not in f.advice and f.advice.startswith(f"{name} runs on the CPU")
+
+
+def test_cpu_layers_of_one_class_and_reason_are_one_finding():
+    """Three gelu round trips in a conv chain: one finding naming all three (a ConvNeXt's 97 CPU layers
+    read as 97 identical findings), with each layer's own cost in its evidence and the costliest as its
+    severity; its sentence and title count them."""
+    from qinspect.analysis.diagnose import _cpu_findings
+    from qinspect.dpu.rewrites import graph_from_float
+    from qinspect.report import wording
+    from tests.dpu_graph_fixtures import model, rng_weights
+
+    s = [None, 8, 8, 4]
+    convs = [f"c{i}" for i in range(4)]
+    w = rng_weights(np.random.default_rng(3), {c: {"kernel": (1, 1, 4, 4), "bias": (4,)} for c in convs})
+    layers = [("x", "InputLayer", {}, [], s)]
+    prev = "x"
+    for i, c in enumerate(convs):
+        layers.append((c, "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, [prev], s))
+        prev = c
+        if i < 3:
+            layers.append((f"g{i}", "Activation", {"activation": "gelu"}, [c], s))
+            prev = f"g{i}"
+    src = model(layers, [prev], w)
+    g = graph_from_float(src.graph, src)
+    (f,) = _cpu_findings(g, {"g0": 0.01, "g1": 0.2, "g2": 0.05})
+    assert (f.layer, f.affects) == ("g0", ["g1", "g2"])
+    assert f.evidence["count"]["value"] == 3
+    # a gelu has no output quantizer (the next conv's input quantizer requantizes it): no cost of its own
+    assert [(r["layer"], r["layer_noise_frac"]) for r in f.evidence["layers"]["value"]] == \
+        [("g0", 0.0), ("g1", 0.0), ("g2", 0.0)]
+    assert f.advice.startswith("Replace these 3 Activation layers")
+    assert wording.finding_sentence(f).startswith("3 Activation layers (g0, g1, g2) run on the CPU in float")
+    assert "downstream" not in wording.finding_sentence(f)
+    assert wording.finding_title(f) == "CPU layer at g0 and 2 more"
+    # another reason is another finding; a single layer keeps its own wording
+    layers[2] = ("g0", "Activation", {"activation": "selu"}, ["c0"], s)
+    g = graph_from_float(model(layers, [prev], w).graph, src)
+    found = {f.layer: f for f in _cpu_findings(g, {})}
+    assert set(found) == {"g0", "g1"} and found["g1"].affects == ["g2"]
+    assert found["g0"].advice.startswith("g0 runs on the CPU") and "count" not in found["g0"].evidence
+    # requantized members: the group's severity is its costliest member's, measured alone (not a sum)
+    members = [F.cpu_fallback(n, "LeakyReLU", "alpha 0.2 is not 0.1", 3, True, noise_frac=x)
+               for n, x in (("a", 0.01), ("b", 0.2), ("c", 0.05))]
+    (grouped,) = F.group_cpu_fallbacks(members)
+    assert grouped.severity_db == pytest.approx(-10 * np.log10(1 - 0.2))
+    assert grouped.evidence["layer_noise_frac"]["value"] == 0.2 and "alpha 0.1" in grouped.advice

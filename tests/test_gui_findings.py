@@ -421,11 +421,14 @@ def test_badges_say_measured_gain_and_coverage_marks_what_if_positions(qtbot):
     from qinspect.gui.session import Session
 
     measured = types.SimpleNamespace(layer="a", kind="saturation", severity_db=2.0, remedy=object())
-    guessed = types.SimpleNamespace(layer="b", kind="cpu_fallback", severity_db=0.5, remedy=None)
-    fake = types.SimpleNamespace(findings=[measured, guessed])
+    guessed = types.SimpleNamespace(layer="b", kind="cpu_fallback", severity_db=0.5, remedy=None, affects=["c"])
+    chained = types.SimpleNamespace(layer="d", kind="coverage", severity_db=0.3, remedy=None, affects=["e"])
+    fake = types.SimpleNamespace(findings=[measured, guessed, chained])
     badges = Session.finding_badges(fake)
     assert badges["a"] == ("⚠", "Saturation: 2.0 dB gained at the output by its remedy (measured)")
     assert badges["b"][1].endswith("0.5 dB estimated cost (not measured)")
+    # a group of CPU layers marks each of its layers; a cause's downstream layers are not where it is
+    assert badges["c"] == badges["b"] and "e" not in badges
 
     class FakeSession(QObject):
         coverage_changed = Signal()

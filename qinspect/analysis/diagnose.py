@@ -1071,7 +1071,7 @@ def _cpu_findings(graph: DpuGraph, noise: dict[str, float]) -> list[Finding]:
         f = fnd.cpu_fallback(display_name(node), cls, node.cpu_reason or "not a DPU operator", parts,
                              feeds and reads, noise_frac=frac, requantized=node.out_slot is not None)
         out.append(_tag(f, node))
-    return out
+    return fnd.group_cpu_fallbacks(out)
 
 
 def _cpu_run(graph: DpuGraph, node: Node) -> tuple[set[str], tuple[bool, bool]]:

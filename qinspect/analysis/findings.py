@@ -763,3 +763,48 @@ def cpu_fallback(
         advice = (f"{layer} runs on the CPU ({reason}) at the edge of the model: no round trip, "
                   "usually acceptable.")
     return Finding(layer, "cpu_fallback", severity, evidence, advice)
+
+
+def group_cpu_fallbacks(found: list[Finding]) -> list[Finding]:
+    """CPU-layer findings of one Keras class, reason and placement (round trip or model edge) as one finding.
+
+    A ConvNeXt has 97 CPU layers in five kinds; listed one by one, they buried everything else under the
+    same sentence. The group keeps its first layer as ``layer`` (in model order), names the others in
+    ``affects``, lists every member with its own cost in evidence ``layers``, and takes the largest member's
+    severity (each was measured alone; their sum is not a measurement). A kind with one layer is unchanged."""
+    groups: dict[tuple, list[Finding]] = {}
+    for f in found:
+        e = f.evidence
+        key = (e["class"]["value"], e["reason"]["value"], e["splits_model"]["value"], e.get("share", {}).get("value"))
+        groups.setdefault(key, []).append(f)
+    out = []
+    for members in groups.values():
+        if len(members) == 1:
+            out.append(members[0])
+            continue
+        first, worst = members[0], max(members, key=lambda f: f.severity_db)
+        names = [f.layer for f in members]
+        e = first.evidence
+        evidence = {k: v for k, v in e.items() if k not in ("layer_noise_frac",)}
+        evidence["count"] = ev(len(members), "layers of this class that run on the CPU for this reason")
+        evidence["layers"] = ev([{"layer": f.layer, "layer_noise_frac": f.evidence.get("layer_noise_frac",
+                                                                                       {}).get("value")}
+                                 for f in members],
+                                "each layer, in model order, with its output requantization's noise share "
+                                "(measured alone; null without a sensitivity run)")
+        if "layer_noise_frac" in worst.evidence:
+            evidence["layer_noise_frac"] = ev(worst.evidence["layer_noise_frac"]["value"],
+                                              "the largest of the group's layers (the group's severity is that "
+                                              "layer's)")
+        cls, splits = e["class"]["value"], e["splits_model"]["value"]
+        # the sentence names the layers and the reason (qinspect.report.wording): the advice says what to do
+        if cls == "LeakyReLU":
+            advice = (f"Replace these {len(names)} LeakyReLU layers with a DPU-supported equivalent (LeakyReLU with "
+                      "alpha 0.1, or ReLU) and retrain.")
+        elif splits:
+            advice = (f"Replace these {len(names)} {cls} layers with a DPU-supported equivalent, or accept the CPU "
+                      "round trips.")
+        else:
+            advice = f"These {len(names)} {cls} layers sit at the edge of the model: no round trip, usually acceptable."
+        out.append(Finding(first.layer, "cpu_fallback", worst.severity_db, evidence, advice, affects=names[1:]))
+    return out

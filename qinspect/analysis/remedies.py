@@ -139,7 +139,9 @@ def group_root_causes(graph: DpuGraph, found: list[Finding], fixes: dict[int, li
         if f.kind in CHAINED and name is not None:
             root = next((r for r in roots if r.kind == f.kind and name in reach[node_of(r)]), None)
         if root is None:
-            f.origin, f.affects = f.layer, []
+            # a chained kind's downstream layers are gathered here; another kind keeps the layers it names
+            # itself (a group of CPU layers)
+            f.origin, f.affects = f.layer, [] if f.kind in CHAINED else f.affects
             if f.kind in CHAINED:
                 roots.append(f)
             out.append(f)

@@ -227,7 +227,7 @@ def _print_text(result: Any, positions_from: str, top: int) -> None:
     w(f"\n{len(result.findings)} finding(s), {wording.FINDINGS_ORDER} (gains measured at the output):\n")
     # The same words as the window's Findings tab and the report (qinspect.report.wording).
     for i, f in enumerate(result.findings[:top], 1):
-        w(f"\n{i:>2}. {wording.kind_title(f.kind)} at {f.layer}\n")
+        w(f"\n{i:>2}. {wording.finding_title(f)}\n")
         for text in (wording.finding_sentence(f), f"Advice: {f.advice}" if f.advice else "",
                      wording.remedy_sentence(f.remedy)):
             if text:

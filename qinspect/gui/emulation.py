@@ -370,6 +370,7 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
                          outputs=analysis.output_nodes(outputs), rebuild=_rebuild(document, analysis))
     for f in diagnosis.findings:
         f.layer = analysis.float_layer(f.layer)
+        f.affects = [analysis.float_layer(a) for a in f.affects]
     return DiagnosisSummary(list(diagnosis.findings), diagnosis.output.sqnr_db, diagnosis.top1_agreement,
                             diagnosis.accuracy, diagnosis.explained, diagnosis.measured_on,
                             diagnosis.n_sens_samples, list(diagnosis.advice), diagnosis.near_tie_warning,

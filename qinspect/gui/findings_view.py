@@ -123,8 +123,7 @@ class FindingDetail(QWidget):
             self.undo_button.setEnabled(False)
             self.option_button.setVisible(False)  # no finding, no option to quantize with
             return
-        kind = str(getattr(finding, "kind", ""))
-        self.title.setText(f"{wording.kind_title(kind)} at {getattr(finding, 'layer', '')}")
+        self.title.setText(wording.finding_title(finding))
         self.sentence.setText(wording.finding_sentence(finding))
         advice = str(getattr(finding, "advice", "") or "")
         self.advice.setText(f"Advice: {advice}" if advice else "")
@@ -148,7 +147,7 @@ class FindingDetail(QWidget):
 
 def elsewhere_text(finding) -> str:
     """Says that another finding's remedy is what every view shows now, and how to leave it."""
-    title = f"{wording.kind_title(str(getattr(finding, 'kind', '')))} at {getattr(finding, 'layer', '')}"
+    title = wording.finding_title(finding)
     return (f"Every view shows the remedy of another finding ({title}) applied. Undo returns to the model "
             "as quantized; Try it applies this finding's remedy instead.")
 

@@ -476,8 +476,12 @@ class Session(QObject):
         """Per layer, the badge of its worst finding (text, tooltip)."""
         badges: dict[str, tuple[str, str]] = {}
         for f in sorted(self.findings, key=lambda f: -severity(f)):
-            layer = getattr(f, "layer", None)
-            if layer and layer not in badges:
+            # a group of CPU layers marks every layer it holds (another kind's affects are downstream layers
+            # its cause reaches, not where it is)
+            grouped = getattr(f, "affects", None) or [] if getattr(f, "kind", "") == "cpu_fallback" else []
+            for layer in [getattr(f, "layer", None), *grouped]:
+                if not layer or layer in badges:
+                    continue
                 sev = severity(f)
                 mark = "⚠" if sev >= 1.0 else "•"
                 what = ("gained at the output by its remedy (measured)" if getattr(f, "remedy", None) is not None

@@ -55,6 +55,14 @@ def kind_title(kind: str) -> str:
     return KIND_TITLES.get(kind) or kind.replace("_", " ").strip().capitalize() or "Finding"
 
 
+def finding_title(f: Any) -> str:
+    """"Saturation at conv3"; a group of CPU layers adds how many more it holds ("CPU layer at ln0 and 22
+    more")."""
+    kind = str(field_of(f, "kind", ""))
+    more = len(field_of(f, "affects") or []) if kind == "cpu_fallback" else 0
+    return f"{kind_title(kind)} at {field_of(f, 'layer')}" + (f" and {more} more" if more else "")
+
+
 def short_action(action: str, most: int = 8) -> str:
     """A keep-float remedy's action with its layer list cut to ``most`` names ("keep a, b and 49 more in
     float (CPU layers)"), for one-line summaries; any other action as it is."""
@@ -202,6 +210,11 @@ def _s_cpu(f: Any, e: Callable[[str], Any]) -> str | None:
         # one subgraph: DPU layers on both sides of it stay connected by another path (a residual's skip)
         split = (f"; the model runs as {parts} DPU subgraphs with round trips through the CPU" if parts > 1 else
                  "; DPU layers sit on both sides of it, so its tensor makes a round trip through the CPU")
+    count = e("count")
+    if isinstance(count, int) and count > 1:  # a group (qinspect.analysis.findings.group_cpu_fallbacks)
+        names = [field_of(f, "layer"), *(field_of(f, "affects") or [])]
+        shown = ", ".join(map(str, names[:3])) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        return f"{count} {e('class')} layers ({shown}) run on the CPU in float: {reason}{split}."
     return f"{field_of(f, 'layer')} ({e('class')}) runs on the CPU in float: {reason}{split}."
 
 
@@ -309,7 +322,7 @@ def finding_sentence(finding: Any) -> str:
             text = None  # evidence of an unexpected shape: the generic sentence still says what is known
     text = text or _generic(finding)
     affects = field_of(finding, "affects") or []
-    if affects and kind != "accumulated_rounding":
+    if affects and kind not in ("accumulated_rounding", "cpu_fallback"):  # those name their layers themselves
         text += f" The same cause reaches {len(affects)} layer(s) downstream: {', '.join(map(str, affects))}."
     cost = cost_sentence(finding)
     return f"{text} {cost}" if cost else text
