@@ -157,3 +157,69 @@ def test_the_rounding_finding_names_a_layer_that_gains_nothing_alone_apart():
     assert rounding.affects == ["a", "b"] and rounding.severity_db == pytest.approx(6.0)
     assert "added most by a, and by b (nothing gained kept float alone" in rounding.advice
     assert "-0.4" not in rounding.advice and "added most by a, b" not in rounding.advice
+
+
+def test_the_noise_budget_measures_a_recalibration_without_the_samples_it_drops():
+    """Recalibrating without outlier samples 5 and 17 gains 9.85 dB measured on the other samples, but
+    clips those two hard (-6.6 dB on every sample). The joint set dropped the fix's excluded samples, so
+    the budget never picked it and said 28% explained (a keep-float set's) beside a 90% finding."""
+    from qinspect.analysis.diagnose import _noise_budget
+    from qinspect.analysis.findings import Finding
+    from qinspect.analysis.remedies import Fix, Remedy
+
+    nodes = [f"n{i}" for i in range(4)]
+    cause = Finding("inp", "outlier_range", 9.85, {}, "", origin="inp")
+    cause.fix = Fix("recalibrate", "calibrate without the outlier samples 5, 17", {("inp", "output"): 6},
+                    exclude=(5, 17), measured_on="the 46 measured samples other than the outlier samples 5, 17")
+    rounding = Finding("n0", "accumulated_rounding", 0.0, {"adders": {"value": [], "how": ""},
+                                                           "amplifiers": {"value": [], "how": ""}}, "",
+                       affects=list(nodes))
+
+    class Trial:
+        def run(self, fix):
+            if fix.positions:
+                gain = 9.85 if set(fix.exclude) == {5, 17} else -6.6
+            else:
+                gain = 1.44  # the keep-float set of the rounding adders, on every sample
+            return Remedy(fix.kind, fix.action, 24.1 + gain, gain, None, fix, 0.1)
+
+    sens = SimpleNamespace(layers=[LayerSensitivity(n, n, 0.3, 30.0, 0.2) for n in nodes])
+    notes: list[str] = []
+    explained, _ = _noise_budget([cause], rounding, sens, Trial(), {}, 0.0, None, notes)
+    assert explained == pytest.approx(1 - 10 ** -0.985)
+    assert cause.evidence["budget_share"]["value"] == pytest.approx(1 - 10 ** -0.985)
+    assert any("measured on the 46 measured samples other than the outlier samples 5, 17" in n for n in notes)
+
+
+def test_the_input_ceiling_is_the_calibrated_positions_when_a_finding_moves_it():
+    """Outlier samples set the input's position to 1: its rounding alone then limits the output to 25.7 dB,
+    which the note called "a ceiling no remedy here passes" beside a recalibration reaching 34 dB (it moves
+    that very position). The rounding advice then blamed the input's int8 rounding and advised retraining."""
+    from qinspect.analysis.data_remedies import input_ceiling_notes
+    from qinspect.analysis.diagnose import _inputs_moved
+    from qinspect.analysis.findings import Finding
+    from qinspect.analysis.remedies import Fix
+    from qinspect.dpu.rewrites import graph_from_float
+    from tests.dpu_graph_fixtures import model as graph_model
+
+    s = [None, 4, 4, 2]
+    w = rng_weights(np.random.default_rng(3), {"c": {"kernel": (1, 1, 2, 2), "bias": (2,)}})
+    src = graph_model([("x", "InputLayer", {}, [], s),
+                       ("c", "Conv2D", {"filters": 2, "kernel_size": [1, 1], "activation": "linear"}, ["x"], s)],
+                      ["c"], w)
+    g = graph_from_float(src.graph, src)
+    g.set_pos(g["quant_x"].out_slot, 1)
+    sample = {"x": np.random.default_rng(0).uniform(-1, 1, (4, 4, 4, 2)).astype(np.float32)}
+    rows = [LayerSensitivity("quant_x", "x", 5.1, 25.7, 0.75)]
+    label = lambda n: n.name.removeprefix("quant_")  # noqa: E731
+    (plain,) = input_ceiling_notes(g, rows, sample, label)
+    assert "a ceiling no remedy here passes" in plain
+    cause = Finding("x", "outlier_range", 9.85, {}, "")
+    cause.fix = Fix("recalibrate", "calibrate without the outlier samples 5, 17", {g["quant_x"].out_slot: 6})
+    cause.remedy = {"kind": "recalibrate"}
+    moved = _inputs_moved(g, [cause])
+    assert moved == {"quant_x": "the outlier range finding at x"}
+    (note,) = input_ceiling_notes(g, rows, sample, label, moved)
+    assert "no remedy here passes" not in note
+    assert "at the position it is calibrated to, which the remedy of the outlier range finding at x moves" in note
+    assert _inputs_moved(g, [Finding("c", "saturation", 1.0, {}, "")]) == {}  # no fix: nothing moved

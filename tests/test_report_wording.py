@@ -168,3 +168,13 @@ def test_a_long_keep_float_action_is_cut_for_one_line_summaries():
     assert W.short_action(action) == "keep l0, l1, l2, l3, l4, l5, l6, l7 and 49 more in float (CPU layers)"
     assert W.short_action("keep a, b in float (CPU layers)") == "keep a, b in float (CPU layers)"
     assert W.short_action("position 5 at conv1") == "position 5 at conv1"
+
+
+def test_outlier_samples_say_the_largest_magnitude_not_that_each_reaches_it():
+    """Samples 5 and 17 spike to 60 and -55: "samples 5, 17 reach 60" said both reach +60."""
+    f = F.Finding("inp", "outlier_range", 9.85, {
+        "outlier_samples": F.ev([5, 17], ""), "outlier_sample_max": F.ev(60.0, ""),
+        "median_sample_max": F.ev(1.2, ""), "position": F.ev(1, "")})
+    assert W.finding_sentence(f).startswith("Calibration samples 5, 17 reach |x| up to 60 at inp, 50x")
+    f.evidence["outlier_samples"] = F.ev([5], "")
+    assert W.finding_sentence(f).startswith("Calibration sample 5 reaches |x| = 60 at inp")

@@ -19,7 +19,7 @@ finding then gets no recalibration fix, and a note says the samples set no posit
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -136,7 +136,8 @@ def data_fixes(graph: DpuGraph, found: list[Finding], recal: Recalibration, note
             one = len(idx) == 1
             them = "it" if one else "them"
             moves = _moves_text(changes, recal.baseline, slot)
-            f.advice = (f"Calibration {text} reach{'es' if one else ''} {worst:.3g} at {f.layer}, "
+            f.advice = (f"Calibration {text} reach{'es' if one else ''} {'' if one else 'up to '}{worst:.3g} "
+                        f"(largest |value|) at {f.layer}, "
                         f"{worst / median:.0f}x the median sample's largest value, and set{'s' if one else ''} "
                         f"positions every other sample then shares ({moves} "
                         f"without {them}): check {them} (a wrong scale, a corrupt file) and calibrate without "
@@ -188,11 +189,13 @@ OFFSET_RATIO = 4.0  # an input mean this many times its spread takes most of its
 
 
 def input_ceiling_notes(graph: DpuGraph, rows: list, sample: dict[str, np.ndarray],
-                        label: Callable[[Node], str]) -> list[str]:
+                        label: Callable[[Node], str], moved: Mapping[str, str] | None = None) -> list[str]:
     """A note per model input whose quantization alone (every layer after it float: the sensitivity's
     only-quantized run) limits the output SQNR: a ceiling no remedy here passes, since the DPU reads its
     input in int8. Says how many codes the input uses, and when an offset far larger than the values'
-    spread takes the range, that removing it frees the bits."""
+    spread takes the range, that removing it frees the bits. ``moved``: input quantizer nodes a kept
+    finding's remedy gives another position, with that finding's title: the ceiling is the calibrated
+    position's, and that remedy passes it."""
     from qinspect.dpu.dpu_graph import quantizes_model_input
     from qinspect.dpu.fixed_point import Round, quantize
 
@@ -208,9 +211,12 @@ def input_ceiling_notes(graph: DpuGraph, rows: list, sample: dict[str, np.ndarra
         x = np.asarray(sample[node.inputs[0]], np.float64).ravel()
         codes = int(np.unique(quantize(x.astype(np.float32), int(pos), Round.HALF_UP)).size)
         mean, spread = float(x.mean()), float(x.std())
+        by = (moved or {}).get(node.name)
+        ceiling = (f"at the position it is calibrated to, which the remedy of {by} moves (so that remedy is not "
+                   "bound by it)" if by else "a ceiling no remedy here passes (the DPU reads its input in int8)")
         text = (f"quantizing the model input {label(node)} alone (every layer after it float) limits the output "
-                f"SQNR to {row.only_quantized_sqnr_db:.1f} dB, a ceiling no remedy here passes (the DPU reads its "
-                f"input in int8): at position {int(pos)} its values take {codes} of the 256 codes")
+                f"SQNR to {row.only_quantized_sqnr_db:.1f} dB, {ceiling}: at position {int(pos)} its values take "
+                f"{codes} of the 256 codes")
         if spread > 0 and abs(mean) > OFFSET_RATIO * spread:
             text += (f", sitting at {mean:.4g} ± {spread:.3g}: an offset {abs(mean) / spread:.0f}x their spread takes "
                      "the range; subtracting it in preprocessing (and folding it into the first layer's bias) frees "

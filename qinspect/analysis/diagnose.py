@@ -401,13 +401,13 @@ def diagnose(
     among = measured_outliers_note(found, sens.output_signal, sens.output_noise) if calib is None else None
     if among:
         notes.append(among)
-    notes.extend(input_ceiling_notes(graph, sens.layers, sens_sample, display_name))
     found.extend(_growth_findings(graph, sens, noise, found))
     say("trying each remedy (what-if runs)")
     options = None if rebuild is None else OptionTrials(rebuild, sens_sample, sens.output.sqnr_db, mode,
                                                         sens.output_noise)
     kept, explained, explained_se = _measure(graph, sens, found, fixes, sens_sample, max(batch_size, n_sens),
                                              mode, notes, options)
+    notes.extend(input_ceiling_notes(graph, sens.layers, sens_sample, display_name, _inputs_moved(graph, kept)))
     kept.sort(key=_rank_key)
     agree, compared = sens.top1
     accuracy = _accuracy(graph, sens, labels) if labels is not None else None
@@ -539,6 +539,22 @@ def _advice(graph: DpuGraph, kept: list[Finding], sqnr: float, top1: float | Non
     return [row.to_dict() for row in rows]
 
 
+def _inputs_moved(graph: DpuGraph | None, kept: list[Finding]) -> dict[str, str]:
+    """Model-input quantizers whose position a kept finding's remedy changes (a recalibration without outlier
+    samples, a coverage fix), each with the first such finding's title: the input's rounding measured at the
+    calibrated position is then no floor for that remedy."""
+    if graph is None:
+        return {}
+    slots = {n.out_slot: n.name for n in graph.nodes if quantizes_model_input(graph, n) and n.out_slot is not None}
+    out: dict[str, str] = {}
+    for f in kept:
+        fix = f.fix
+        for slot in (getattr(fix, "positions", None) or {}) if f.remedy is not None else {}:
+            if slot in slots:
+                out.setdefault(slots[slot], f"the {f.kind.replace('_', ' ')} finding at {f.layer}")
+    return out
+
+
 def _joint_fix(fixes: list[rem.Fix]) -> rem.Fix | None:
     """Several fixes applied at once (positions merged, float layers joined)."""
     if not fixes:
@@ -548,12 +564,17 @@ def _joint_fix(fixes: list[rem.Fix]) -> rem.Fix | None:
     for fx in fixes:
         positions.update(fx.positions)
         floats += [n for n in fx.float_nodes if n not in floats]
-    return rem.Fix("joint", "every cause's remedy at once", positions, tuple(floats))
+    # A recalibration without outlier samples is measured without them (its positions are for data like
+    # the rest, and clip those samples hard): joined, it keeps them out, or the set would measure it on the
+    # very samples it drops and never pick it.
+    exclude = tuple(sorted({i for fx in fixes for i in fx.exclude}))
+    measured_on = "; ".join(dict.fromkeys(fx.measured_on for fx in fixes if fx.exclude and fx.measured_on))
+    return rem.Fix("joint", "every cause's remedy at once", positions, tuple(floats), exclude, measured_on)
 
 
 def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: SensitivityResult, trial: rem.Trial,
                   labels: dict[str, str], options_share: float,
-                  options_se: float | None = None) -> tuple[float, float | None]:
+                  options_se: float | None = None, notes: list[str] | None = None) -> tuple[float, float | None]:
     """The measured noise budget: ``explained`` and the accumulated-rounding finding's named layers.
 
     Fixes do not add up (two fixes can remove the same error, and one can undo what another gained), so
@@ -599,6 +620,11 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
     # not add (the set's rounding may be the very error the option removes). The larger one stands, a lower
     # bound of what both together remove.
     explained = min(1.0, max(share, options_share))
+    if notes is not None and measured is not None and measured.fix is not None and measured.fix.exclude \
+            and share >= options_share:
+        notes.append(f"the share of the error the findings' fixes remove (explained) is measured on "
+                     f"{measured.fix.measured_on or 'the measured samples but those a fix leaves out'}, as the "
+                     "recalibration among them is")
     se = None
     if options_share > share:
         se = options_se
@@ -645,7 +671,10 @@ def _noise_budget(kept: list[Finding], rounding: Finding | None, sens: Sensitivi
                                + (f" and amplified by {', '.join(amps)}" if amps else "")
                                + ": keep the worst adders in float, or quantize them with more bits (the quantizer's "
                                "fast finetuning, include_fast_ft=True, adjusts weights to the rounding and is not "
-                               "emulated here)." + rem.each_alone_note(rounding) + rem.input_rounding_note(rounding))
+                               "emulated here)." + rem.each_alone_note(rounding)
+                               # the input's rounding was measured at the calibrated position, which a cause's
+                               # fix moves: no ceiling then, and no retraining to advise
+                               + ("" if _inputs_moved(graph, kept) else rem.input_rounding_note(rounding)))
             rounding.remedy = alone.to_dict()
             rounding.fix = alone.fix
             rounding.severity_db = alone.measured_gain_db
@@ -771,7 +800,7 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     covered = frozenset(n.name for n in quantizing_nodes(graph) if labels.get(n.name) in named or n.name in named)
     rounding = (rem.rounding_finding(graph, sens, 0.0, labels, top=ROUNDING_MAX_ADDERS, covered=covered)
                 if noisy else None)
-    explained, explained_se = _noise_budget(kept, rounding, sens, trial, labels, options_share, options_se)
+    explained, explained_se = _noise_budget(kept, rounding, sens, trial, labels, options_share, options_se, notes)
     if rounding is not None and rounding.remedy is not None and rounding.severity_db >= MIN_SEVERITY_DB:
         kept.append(rounding)
     return kept, explained, explained_se

@@ -123,8 +123,10 @@ def _s_outlier_samples(f: Any, e: Callable[[str], Any]) -> str | None:
     shown = ", ".join(str(i) for i in idx[:8]) + (f" and {len(idx) - 8} more" if len(idx) > 8 else "")
     others = _num(e("other_samples_max"))
     rest = f"; every other sample stays within {_g(others)}" if others is not None else ""
-    return (f"Calibration sample{'s' if len(idx) > 1 else ''} {shown} reach{'' if len(idx) > 1 else 'es'} "
-            f"{_g(worst)} at {field_of(f, 'layer')}, {worst / median:.0f}x the median sample's largest value "
+    many = len(idx) > 1
+    return (f"Calibration sample{'s' if many else ''} {shown} reach{'' if many else 'es'} "
+            f"{'|x| up to ' if many else '|x| = '}{_g(worst)} at {field_of(f, 'layer')}, {worst / median:.0f}x the "
+            "median sample's largest value "
             f"({_g(median)}){rest}; the position is {e('position')}.")
 
 
