@@ -748,6 +748,7 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
                      f"{max(0.0, _finite(measured[-1].severity_db)):.2f} dB, were not tried in the emulator and are "
                      "not listed")
     done: dict[tuple, rem.Remedy] = {}
+    not_clipping: set[int] = set()  # saturation findings whose own fix (no clipping) gains nothing
     for f in measured:
         tried = [] if options is None else options.remedies(graph, f)
         for fx in fixes.get(id(f), []):
@@ -756,6 +757,17 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
                 done[key] = trial.run(fx)
             tried.append(done[key])
         best = max(tried, key=lambda r: r.measured_gain_db)
+        own = next((r for r in tried if r.fix is not None and r.fix.kind == "position"), None)
+        if f.kind == "saturation" and own is not None and own.measured_gain_db < MIN_SEVERITY_DB \
+                and best.measured_gain_db >= MIN_SEVERITY_DB:
+            # The position that clips nothing does not help: clipping is not what this layer loses (keeping
+            # it float gains by removing its rounding). Listed as saturation, that gain was credited to
+            # clipping and the advice to lower the position made the output worse.
+            not_clipping.add(id(f))
+            notes.append(f"{f.layer} clips some values, but that is not what it costs: its non-overflow position "
+                         f"(no clipping) changes the output SQNR by {own.measured_gain_db:+.2f} dB, so it is not "
+                         f"listed as saturation; keeping it float gains {best.measured_gain_db:.2f} dB by removing "
+                         "its rounding (the sensitivity rows and advise measure that)")
         rem.attach(f, best)
         if best.options:  # the measured cure is a quantize_model option: the advice leads with it
             f.advice = (f"Quantize with {option_text(best.options)} (the remedy measured below). Otherwise: "
@@ -773,7 +785,7 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     measured = _merge_option_cures(measured)
     dropped = before - {id(f) for f in measured}
     found = [f for f in found if id(f) not in dropped]
-    ok = {id(f) for f in measured if _stands_out(f)}
+    ok = {id(f) for f in measured if _stands_out(f) and id(f) not in not_clipping}
     # error_growth is a symptom where a root cause at the same node explains at least as much
     best: dict[str, float] = {}
     for f in measured:
