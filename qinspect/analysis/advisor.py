@@ -42,26 +42,40 @@ class AdviceRow:
     command: str = ""
     # why vai_q_tensorflow2 cannot quantize the model so (DpuGraph.quantizer_stop_note); None: it can
     quantizer_stops: str | None = None
+    # calibration data other than the given one (a diagnosis' data remedy): "evaluation" (calibrate on the
+    # data in use), or the calibration samples to leave out (outliers)
+    calib_data: str | None = None
+    calib_exclude: list[int] = field(default_factory=list)
+    measured_on: str = ""  # the samples the figures are over, in words, when not every measured one
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``advice`` entries of ``diagnose --json`` / ``advise --json``): ``options``
         holds ``quantize_model`` keywords only (``**row["options"]`` is a valid call), ``calib_samples`` the
-        calibration samples (``calib_dataset=calib[:N]``; null: all)."""
+        calibration samples (``calib_dataset=calib[:N]``; null: all), ``calib_exclude`` calibration samples
+        left out (``np.delete(calib, calib_exclude, axis=0)``), ``calib_data`` "evaluation" when the row
+        calibrates on the evaluation data instead (null: the calibration data)."""
         options = dict(self.options)
         calib_samples = options.pop("calib_samples", None)
-        return json_safe({"options": options, "calib_samples": calib_samples, "keep_float": self.keep_float,
+        return json_safe({"options": options, "calib_samples": calib_samples, "calib_exclude": self.calib_exclude,
+                          "calib_data": self.calib_data, "keep_float": self.keep_float,
                           "output_sqnr_db": self.output_sqnr_db, "top1_agreement": self.top1_agreement,
                           "cpu_layers_added": self.cpu_layers_added, "command": self.command,
-                          "quantizer_stops": self.quantizer_stops})
+                          "quantizer_stops": self.quantizer_stops,
+                          **({"measured_on": self.measured_on} if self.measured_on else {})})
 
 
-def command(options: dict[str, Any], keep_float: Sequence[str], keras_names: dict[str, str] | None = None) -> str:
+def command(options: dict[str, Any], keep_float: Sequence[str], keras_names: dict[str, str] | None = None,
+            calib_exclude: Sequence[int] = (), calib_data: str | None = None) -> str:
     """The ``vai_q_tensorflow2`` call that quantizes the model this way; ``keras_names`` (``DpuGraph.keras_names``)
-    turns a nested layer's name into the one Keras and ``ignore_layers`` know."""
+    turns a nested layer's name into the one Keras and ``ignore_layers`` know; ``calib_exclude``: calibration
+    samples left out; ``calib_data`` "evaluation": calibrated on the data in use instead."""
     keep_float = [(keras_names or {}).get(name, name) for name in keep_float]
     opts = dict(options)
     n = opts.pop("calib_samples", None)
-    args = [f"calib_dataset=calib{'' if n is None else f'[:{n}]'}"]
+    data = "calib" if calib_data is None else f"{calib_data}_data"
+    if calib_exclude:
+        data = f"np.delete({data}, {list(calib_exclude)!r}, axis=0)"
+    args = [f"calib_dataset={data}{'' if n is None else f'[:{n}]'}"]
     args += [f"{k}={v!r}" for k, v in opts.items()]
     if keep_float:
         args.append(f"ignore_layers={list(keep_float)!r}")
@@ -154,6 +168,16 @@ def top1_outranked(agreements: Sequence[float | None], runnable: Sequence[bool] 
         later = [x for x, good in zip(agreements[i + 1:], ok[i + 1:], strict=True) if x is not None and good]
         marks.append(ok[i] and a is not None and bool(later) and a < max(later))
     return marks
+
+
+def calibration_text(row: Mapping[str, Any]) -> str:
+    """How an advice row calibrates when not on the given calibration data ("" when it does)."""
+    if row.get("calib_data") == "evaluation":
+        return "calibrated on the evaluation data"
+    exclude = row.get("calib_exclude") or []
+    if exclude:
+        return "calibrated without sample" + ("s " if len(exclude) > 1 else " ") + ", ".join(map(str, exclude))
+    return ""
 
 
 def row_marks(rows: Sequence[Mapping[str, Any]]) -> tuple[list[bool], str | None]:

@@ -508,7 +508,8 @@ def _accuracy(graph: DpuGraph, sens: SensitivityResult, labels: np.ndarray | Cla
 
 def _advice(graph: DpuGraph, kept: list[Finding], sqnr: float, top1: float | None) -> list[dict[str, Any]]:
     """The measured ways to quantize found on the way: as calibrated, each quantizer-option remedy (a
-    ``quantize_model`` call too) and each keep-float remedy."""
+    ``quantize_model`` call too), each recalibration (on the evaluation data, or without outlier samples)
+    and each keep-float remedy."""
     from qinspect.analysis.advisor import AdviceRow, command, rank_key
 
     stops = graph.quantizer_stop_note()  # the quantizer stops under these options unless CLE is switched off
@@ -524,6 +525,17 @@ def _advice(graph: DpuGraph, kept: list[Finding], sqnr: float, top1: float | Non
                 seen.add(call)
                 rows.append(AdviceRow(options, [], float(r["measured_sqnr_db"]), r.get("top1_agreement"), 0, call,
                                       None if options.get("include_cle") is False else stops))
+            continue
+        if r is not None and r.get("kind") == "recalibrate" and f.fix is not None:
+            # a data remedy is a quantize_model call too: on the data in use, or without the outlier samples
+            data = "evaluation" if f.kind == "coverage" else None
+            exclude = [int(i) for i in (f.evidence.get("outlier_samples") or {}).get("value") or []] \
+                if data is None else []
+            if data is None and not exclude:
+                continue
+            on = r.get("measured_on") or ("the evaluation samples it calibrates on (an upper bound)" if data else "")
+            rows.append(AdviceRow({}, [], float(r["measured_sqnr_db"]), r.get("top1_agreement"), 0,
+                                  command({}, [], calib_exclude=exclude, calib_data=data), stops, data, exclude, on))
             continue
         if r is None or r.get("kind") != "keep_float" or f.fix is None:
             continue

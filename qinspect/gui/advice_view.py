@@ -21,16 +21,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qinspect.analysis.advisor import TOP1_OUTRANKED_NOTE, row_marks
+from qinspect.analysis.advisor import TOP1_OUTRANKED_NOTE, calibration_text, row_marks
 from qinspect.analysis.decisions import agreement_text
 
 COLUMNS = ["Output SQNR (dB)", "Top-1 agreement", "CPU layers added", "Options", "Keep float"]
 WIDTHS = (100, 100, 100, 200)  # the kept-float layers take the rest, wrapped
 
 
-def options_text(options: dict, calib_samples: int | None = None) -> str:
-    """Quantizer options as ``key=value`` pairs, and the calibration samples when known."""
-    text = ", ".join(f"{k}={v}" for k, v in options.items()) or "as calibrated"
+def options_text(options: dict, calib_samples: int | None = None, row: dict | None = None) -> str:
+    """Quantizer options as ``key=value`` pairs, and the calibration samples when known; ``row``: an advice
+    row, whose own calibration data (the evaluation data, outlier samples left out) is said."""
+    row = row or {}
+    data = calibration_text(row)
+    text = ", ".join(f"{k}={v}" for k, v in options.items()) or ("" if data else "as calibrated")
+    text = "; ".join(t for t in (text, data) if t)
     return text + (f"; {calib_samples} calibration samples" if calib_samples else "")
 
 
@@ -138,7 +142,7 @@ class AdviceView(QWidget):
                      ("n/a" if top1 is None else agreement_text(top1)) + (" ↓" if down else ""),
                      str(r.get("cpu_layers_added", 0)),
                      ("✗ " if r.get("quantizer_stops") else "")
-                     + options_text(r.get("options") or {}, r.get("calib_samples")),
+                     + options_text(r.get("options") or {}, r.get("calib_samples"), r),
                      ", ".join(r.get("keep_float") or []) or "none"]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)

@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from qinspect.analysis.advisor import TOP1_OUTRANKED_NOTE, row_marks
+from qinspect.analysis.advisor import TOP1_OUTRANKED_NOTE, calibration_text, row_marks
 from qinspect.analysis.decisions import agreement_text
 from qinspect.report import wording
 from qinspect.report.content import METRIC_KEYS, METRIC_TITLES, POSITION_KEYS, Report
@@ -111,6 +111,7 @@ def _environment() -> jinja2.Environment:
     env.filters["remedy_sentence"] = wording.remedy_sentence
     env.filters["kind_title"] = wording.kind_title
     env.filters["row_marks"] = row_marks
+    env.filters["calibration_text"] = calibration_text
     env.globals["TOP1_OUTRANKED_NOTE"] = TOP1_OUTRANKED_NOTE
     env.filters["basename"] = lambda path: os.path.basename(str(path or ""))
     return env
