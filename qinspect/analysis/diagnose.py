@@ -517,14 +517,17 @@ def _advice(graph: DpuGraph, kept: list[Finding], sqnr: float, top1: float | Non
     batch = {} if graph.options is None else {"calib_batch_size": graph.options.calib_batch_size}
     seen: set[str] = set()
     for f in kept:
+        second = (f.evidence.get("option_remedy") or {}).get("value")
+        for r in ([second] if isinstance(second, dict) else []) + [f.remedy]:
+            if r is not None and r.get("kind") == "quantizer_option" and isinstance(r.get("options"), dict):
+                options = {**batch, **r["options"]}
+                call = command(options, [])
+                if call not in seen:  # one option can cure several findings
+                    seen.add(call)
+                    rows.append(AdviceRow(options, [], float(r["measured_sqnr_db"]), r.get("top1_agreement"), 0,
+                                          call, None if options.get("include_cle") is False else stops))
         r = f.remedy
         if r is not None and r.get("kind") == "quantizer_option" and isinstance(r.get("options"), dict):
-            options = {**batch, **r["options"]}
-            call = command(options, [])
-            if call not in seen:  # one option can cure several findings
-                seen.add(call)
-                rows.append(AdviceRow(options, [], float(r["measured_sqnr_db"]), r.get("top1_agreement"), 0, call,
-                                      None if options.get("include_cle") is False else stops))
             continue
         if r is not None and r.get("kind") == "recalibrate" and f.fix is not None:
             # a data remedy is a quantize_model call too: on the data in use, or without the outlier samples
@@ -761,6 +764,7 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
                      "not listed")
     done: dict[tuple, rem.Remedy] = {}
     not_clipping: set[int] = set()  # saturation findings whose own fix (no clipping) gains nothing
+    options_tried: set[str] = set()  # quantizer options measured as some finding's remedy
     for f in measured:
         tried = [] if options is None else options.remedies(graph, f)
         for fx in fixes.get(id(f), []):
@@ -784,11 +788,22 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
         if best.options:  # the measured cure is a quantize_model option: the advice leads with it
             f.advice = (f"Quantize with {option_text(best.options)} (the remedy measured below). Otherwise: "
                         f"{f.advice[:1].lower()}{f.advice[1:]}")
+        option_tries = [r for r in tried if r.options]
+        options_tried.update(r.action for r in option_tries)
+        runner_up = max(option_tries, key=lambda r: r.measured_gain_db, default=None)
+        if not best.options and runner_up is not None and runner_up.measured_gain_db >= MIN_SEVERITY_DB:
+            # The option removes this same error (listed apart, it read as a second cause): said here, with
+            # its own figure, beside the larger gain of the remedy below.
+            f.evidence["option_remedy"] = ev(runner_up.to_dict(), "the quantize_model option this finding's error "
+                                                                   "also yields to, measured the same way")
+            f.advice += (f" Measured: quantizing with {option_text(runner_up.options)} gains "
+                         f"{runner_up.measured_gain_db:+.2f} dB with no layer left float; the remedy below "
+                         f"({best.action}) gains {best.measured_gain_db:+.2f} dB.")
     if options is not None:
         # Options that change the whole model, measured even where no single layer's finding points at them
         # (the loss of skipped CLE pairs is spread over many layers); one already tried for a finding is not
         # repeated.
-        tried = {str((f.remedy or {}).get("action")) for f in measured}
+        tried = {str((f.remedy or {}).get("action")) for f in measured} | options_tried
         names = {x.name: display_name(x) for x in graph.nodes}
         extra = options.model_findings(graph, names, tried)
         measured += extra

@@ -1,4 +1,5 @@
-"""A saturation finding stands only where removing the clipping helps.
+"""A finding names the cause its own remedy proves: a saturation stands only where removing the clipping
+helps, and an option that cures a finding's error is said there, not listed as a second cause.
 
 The audit's case (its wsat.h5: a conv with one weight 64x its others, CLE on): a layer clips a few values;
 keeping it float gains (its rounding goes), and that gain was credited to "Saturation", whose advice
@@ -30,9 +31,8 @@ def _glorot(r: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return r.uniform(-lim, lim, shape).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def case():
-    r = np.random.default_rng(6)
+def _build(seed: int = 6):
+    r = np.random.default_rng(seed)
     w, layers, prev, ch = {}, [("inp", "InputLayer", {}, [], [None, 16, 16, 3])], "inp", 3
     for i in (1, 2, 3):
         w[f"conv{i}"] = {"kernel": _glorot(r, (3, 3, ch, 16)), "bias": np.zeros(16, np.float32)}
@@ -45,8 +45,13 @@ def case():
                ("logits", "Dense", {"units": 10, "activation": "linear"}, ["gap"], [None, 10])]
     k = w["conv2"]["kernel"]
     k[0, 0, 0, 5] = 64 * np.abs(k).max()
-    x = _images()
-    emu = Emulator.from_model(model(layers, ["logits"], w), x, batch_size=32)
+    return model(layers, ["logits"], w), _images()
+
+
+@pytest.fixture(scope="module")
+def case():
+    src, x = _build()
+    emu = Emulator.from_model(src, x, batch_size=32)
     return emu.graph, {"inp": x}
 
 
@@ -65,3 +70,29 @@ def test_clipping_that_costs_nothing_is_not_listed_as_saturation(case):
         assert what_if(graph, data, {node.out_slot: p}, batch_size=48).sqnr_db - base < MIN_SEVERITY_DB
     floated = float_fix([node.name], {}, graph).float_nodes  # the layer's nodes, as ignore_layers floats them
     assert what_if(graph, data, float_nodes=floated, batch_size=48).sqnr_db - base > MIN_SEVERITY_DB
+
+
+def test_a_quantizer_option_that_cures_a_finding_is_said_there_not_as_a_second_cause():
+    """Without CLE the 64x weight spreads conv2's channel ranges: keeping conv2 float and CLE both remove that
+    error. CLE was tried for the finding, lost to keep-float, and came back as a second "Quantizer option"
+    finding: one error listed as two causes. Now the finding says the option's own figure, the advice rows
+    keep both calls, and no second finding."""
+    from qinspect.dpu.emulator import recalibrator
+    from qinspect.dpu.options import QuantizerOptions
+
+    src, x = _build()
+    opts = QuantizerOptions(include_cle=False)
+    emu = Emulator.from_model(src, x, batch_size=32, options=opts)
+    d = diagnose(emu.graph, {"inp": x}, batch_size=32, rebuild=recalibrator(src, x, opts))
+    (spread,) = [f for f in d.findings if f.kind == "channel_spread"]
+    second = spread.evidence["option_remedy"]["value"]
+    assert second["options"] == {"include_cle": True} and second["measured_gain_db"] < spread.severity_db
+    assert "quantizing with include_cle=True gains" in spread.advice
+    assert not [f for f in d.findings if f.kind == "quantizer_option"
+                and (f.remedy or {}).get("options") == {"include_cle": True}]
+    # the option's own figure is a real run: the model calibrated with CLE, measured apart
+    on = Emulator.from_model(src, x, batch_size=32, options=opts.with_(include_cle=True))
+    want = what_if(on.graph, {"inp": x}, batch_size=48).sqnr_db
+    assert second["measured_sqnr_db"] == pytest.approx(want, abs=0.05)
+    calls = [row["command"] for row in d.advice]
+    assert any("include_cle=True" in c for c in calls) and any("ignore_layers=['conv2']" in c for c in calls)
