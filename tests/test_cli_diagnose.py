@@ -172,7 +172,9 @@ def test_advise_ranks_measured_rows_with_their_quantizer_call(captures, cli):
     data = json.loads(r.stdout)
     rows = data["advice"]
     assert rows and all(set(row) == {"options", "calib_samples", "keep_float", "output_sqnr_db", "top1_agreement",
-                                     "cpu_layers_added", "command", "quantizer_stops"} for row in rows)
+                                     "cpu_layers_added", "command", "quantizer_stops", "calib_exclude",
+                                     "calib_data"} for row in rows)
+    assert all(row["calib_exclude"] == [] and row["calib_data"] is None for row in rows)  # advise: the given data
     assert all(row["quantizer_stops"] is None for row in rows)  # no grouped conv: the quantizer runs every row
     # options are quantize_model keywords only: **row["options"] is a valid call
     assert all("calib_samples" not in row["options"] for row in rows)
