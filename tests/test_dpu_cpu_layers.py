@@ -353,3 +353,17 @@ def test_keras3_operations_take_their_tf_keras_form():
     assert keras_op_as_tf_op({"function": "numpy.multiply"}, {"arg0": 0.5})[1]["y"] == 0.5  # 0.5 * x
     cfg, kwargs = keras_op_as_tf_op({"function": "numpy.subtract"}, {"arg0": 3.0})  # 3 - x: not x - 3
     assert cfg["function"] == "math.subtract" and "y" not in kwargs
+
+
+def test_a_missing_weight_is_named_not_called_a_shape_mismatch():
+    """A Keras 3 .h5 stored LayerScale's weight as 'variable': the error said the config 'does not apply to
+    inputs of shape (8, 8, 8, 96)', which sent the user after shapes."""
+    import numpy as np
+    import pytest
+
+    from qinspect.dpu import cpu_layers
+    from qinspect.errors import QInspectError
+
+    with pytest.raises(QInspectError, match=r"LayerScale needs a weight 'gamma', but the file stores 'variable'"):
+        cpu_layers.run({"layer": "LayerScale", "config": {}}, [np.ones((1, 2, 2, 3), np.float32)],
+                       {"variable": np.ones(3, np.float32)})

@@ -294,3 +294,30 @@ def test_damaged_model_config_in_a_real_file_gives_a_qinspect_error(refcases, tm
             assert str(exc).startswith(str(path)) and "\n" not in str(exc)
             outcomes["refused"] += 1
     assert outcomes["opened"] and outcomes["refused"]
+
+
+@pytest.mark.tf
+def test_keras3_h5_auto_named_weights_take_the_specs_names(tmp_path):
+    """Keras 3 stores ConvNeXt's LayerScale weight, created without a name, as ``variable``, ``variable_1``,
+    ... in a .h5: read as is, the layer had no ``gamma`` and every command refused the model (the .keras
+    of the same model worked). By the weight spec, in order, it is ``gamma``, and both files read alike."""
+    import keras
+    from keras.src.applications.convnext import LayerScale
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((8, 8, 3), name="img")
+    x = keras.layers.Conv2D(4, 1, name="c")(inp)
+    x = LayerScale(0.5, 4, name="ls0")(x)
+    x = LayerScale(2.0, 4, name="ls1")(x)
+    model = keras.Model(inp, x)
+    for i, layer in enumerate(model.layers[2:]):
+        layer.set_weights([np.arange(4, dtype=np.float32) + i])
+    h5, kf = tmp_path / "ls.h5", tmp_path / "ls.keras"
+    model.save(h5)
+    model.save(kf)
+    for path in (h5, kf):
+        with open_model(path) as source:
+            for i, name in enumerate(("ls0", "ls1")):
+                got = source.weights(name)
+                assert list(got) == ["gamma"], (path.suffix, got)
+                np.testing.assert_array_equal(got["gamma"], np.arange(4, dtype=np.float32) + i)

@@ -439,7 +439,14 @@ def run(params: dict[str, Any], xs: list[np.ndarray], weights: dict[str, np.ndar
         if layer in _MULTI_INPUT_LAYERS:
             return _MULTI_INPUT_LAYERS[layer](xs, cfg)
         return _LAYERS[layer](np.asarray(xs[0], F32), weights, cfg)
-    except (ValueError, IndexError, TypeError, KeyError, ZeroDivisionError) as exc:
+    except KeyError as exc:
+        if exc.args and exc.args[0] not in weights and isinstance(exc.args[0], str) and exc.args[0] not in cfg:
+            # a weight the layer needs is not among those stored for it: say so, not "does not apply"
+            raise QInspectError(f"{layer} needs a weight {exc.args[0]!r}, but the file stores "
+                                f"{', '.join(map(repr, weights)) or 'none'} for it") from None
+        raise QInspectError(f"{layer} with config {cfg} does not apply to inputs of shape "
+                            f"{', '.join(str(tuple(np.shape(x))) for x in xs)} ({first_line(exc)})") from None
+    except (ValueError, IndexError, TypeError, ZeroDivisionError) as exc:
         # a config that does not fit the data or the weights (a damaged or hand-edited file)
         raise QInspectError(f"{layer} with config {cfg} does not apply to inputs of shape "
                             f"{', '.join(str(tuple(np.shape(x))) for x in xs)} ({first_line(exc)})") from None

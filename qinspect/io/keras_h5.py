@@ -17,6 +17,7 @@ Opening reads only attributes and dataset shapes; ``weights(layer)`` reads one l
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,18 @@ def _names(attr: Any) -> list[str]:
     if arr.size == 0 or arr.dtype.kind == "f":
         return []
     return [_text(v) for v in arr.reshape(-1)]
+
+
+def _named_by_spec(shorts: list[str], layer: Layer) -> list[str]:
+    """Stored weight names, with Keras 3's auto-names (``variable``, ``variable_3``: its LayerScale's one weight
+    in a ``.h5``) replaced, in order, by the names the layer's weight spec gives (``gamma``), when the
+    counts agree; other names as stored."""
+    auto = [re.fullmatch(r"variable(_\d+)?", name) is not None for name in shorts]
+    if any(auto):
+        spec = expected_weights(layer.class_name, layer.config)
+        if spec is not None and len(spec) == len(shorts):
+            return [name for name, _ in spec]
+    return _unique(shorts)
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -131,7 +144,7 @@ class KerasH5Model(WeightSource):
             stored = [n for n in _names(group.attrs.get("weight_names")) if n in group]
             paths = [f"{group.name}/{n}" for n in stored]
             if not layer.is_container:
-                shorts = _unique([short_weight_name(n, layer.class_name) for n in stored])
+                shorts = _named_by_spec([short_weight_name(n, layer.class_name) for n in stored], layer)
                 mapping[layer.name] = list(zip(shorts, paths, strict=True))
             else:
                 mapping.update(self._distribute(layer, stored, paths))
