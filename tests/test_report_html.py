@@ -215,6 +215,15 @@ def test_first_page_figures_carry_their_spread_over_the_samples():
     text = _budget_summary(data)["output error explained by the findings"]
     assert text.startswith("50% (not measured well on these samples: ± 111%") and "(± 111%)" not in text
     assert out["best remedy, tried in the emulator"].endswith("(+7.60 ± 1.28 dB)")
+    # the rounding finding's share is inside "explained": the rest is not "accumulated rounding"
+    assert out["output error explained by the findings"].endswith("(the rest: error no finding's fix removes)")
+    # a best remedy measured on a model the quantizer cannot make says so
+    data["findings"].append({"kind": "quantizer_option", "evidence": {"quantizer_stops": {"value": True}},
+                             "remedy": {"action": "include_cle=False", "measured_sqnr_db": 18.0,
+                                        "measured_gain_db": -5.9}})
+    best = _budget_summary(data)["best remedy, tried in the emulator"]
+    assert best.startswith("keep a in float") and best.endswith("which vai_q_tensorflow2 cannot quantize (see "
+                                                                "the first finding)")
 
 
 def test_the_layer_table_says_which_data_its_errors_come_from():

@@ -25,6 +25,7 @@ from qinspect.analysis.class_labels import carried_labels, choose_labels
 from qinspect.analysis.coverage import activation_batches, range_shares
 from qinspect.analysis.decisions import agreement_text
 from qinspect.analysis.metrics import ErrorStats, representable_range
+from qinspect.analysis.option_remedies import QUANTIZER_STOPS
 from qinspect.analysis.outputs import resolve_outputs
 from qinspect.dpu.checks import check_finite_capture
 from qinspect.dpu.dpu_graph import computing_node, cpu_part, read_through_note, split_note
@@ -536,17 +537,24 @@ def _budget_summary(data: dict[str, Any]) -> dict[str, Any]:
         se = data.get("explained_se")
         out["output error explained by the findings"] = (
             wording.explained_text(explained, se if isinstance(se, float) else None)
-            + " (the rest: accumulated rounding)")
-    best = max((f for f in data.get("findings") or [] if f.get("remedy")), default=None,
+            # the rounding finding's share is inside the figure: the rest is what no finding's fix removes
+            + " (the rest: error no finding's fix removes)")
+    findings = data.get("findings") or []
+    # where the quantizer cannot run the model as given, every other remedy was measured on that model: the
+    # one run it can make is the finding marked so
+    stops = [f for f in findings if QUANTIZER_STOPS in (f.get("evidence") or {})]
+    best = max((f for f in findings if f.get("remedy")), default=None,
                key=lambda f: f["remedy"]["measured_gain_db"] if isinstance(f["remedy"]["measured_gain_db"], float)
                else 0.0)
     if best is not None:
         r = best["remedy"]
         se = r.get("measured_gain_se_db")
         spread = f" ± {se:.2f}" if isinstance(se, float) else ""
+        caveat = "" if not stops or best in stops else (
+            "; measured on the model as given, which vai_q_tensorflow2 cannot quantize (see the first finding)")
         out["best remedy, tried in the emulator"] = (f"{wording.short_action(r['action'])}: output "
                                                      f"{_fmt_db(r['measured_sqnr_db'])} dB "
-                                                     f"({_fmt_db(r['measured_gain_db'], True)}{spread} dB)")
+                                                     f"({_fmt_db(r['measured_gain_db'], True)}{spread} dB){caveat}")
     return out
 
 
