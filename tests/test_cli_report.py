@@ -194,3 +194,12 @@ def test_labels_without_the_findings_pass_are_refused_not_ignored(small_capture,
     result = run_cli("report", str(small_capture), "--no-findings", "--labels", str(labels), "-o", str(out))
     _one_line_error(result, str(labels), "--no-findings")
     assert not out.exists()
+
+
+def test_a_model_file_without_data_is_refused_as_emulate_refuses_it(refcases, tmp_path):
+    """Without --inputs or --positions a model file's report was written with every figure "n/a" (exit 0),
+    while emulate, diagnose and calibrate refuse the same call."""
+    out = tmp_path / "rep"
+    result = run_cli("report", str(refcases / "small" / "float.h5"), "-o", str(out))
+    _one_line_error(result, "a report of a model file needs --inputs")
+    assert not out.exists()

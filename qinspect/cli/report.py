@@ -99,11 +99,28 @@ def run(args: argparse.Namespace) -> int:
                        ("--inputs", args.inputs), ("--labels", args.labels)):
         if path is not None:
             require_file(path, what)
+    if args.inputs is None and args.positions is None:
+        _require_data(args.source)
 
     with stderr_progress("report") as step:
         out = _build(args, lambda done, total, what: step(what, done, total if done or total > 1 else 0))
     print(f"wrote {os.path.join(str(out), 'report.html')} (+ report.json, layers.csv, figures/)")
     return 0
+
+
+def _require_data(path: str) -> None:
+    """A model file with neither --inputs nor --positions would give a report of "n/a" figures: refused, as
+    emulate and diagnose refuse it (a file that is no model gets its own error from opening it)."""
+    from qinspect.cli._sources import open_any
+    from qinspect.errors import QInspectError
+    from qinspect.io.capture_file import is_capture
+
+    if is_capture(path):
+        return
+    with open_any(path):
+        pass  # a file that is no model says so here
+    raise QInspectError("a report of a model file needs --inputs (a .npy / .npz of preprocessed samples) or "
+                        "--positions (a Vitis quantized.h5 or positions JSON), or give a capture", path)
 
 
 def _build(args: argparse.Namespace, progress: Any) -> Any:
