@@ -275,3 +275,25 @@ def test_cpu_layers_of_one_class_and_reason_are_one_finding():
     (grouped,) = F.group_cpu_fallbacks(members)
     assert grouped.severity_db == pytest.approx(-10 * np.log10(1 - 0.2))
     assert grouped.evidence["layer_noise_frac"]["value"] == 0.2 and "alpha 0.1" in grouped.advice
+
+
+def test_a_linear_activation_on_the_cpu_is_called_a_no_op_not_a_layer_to_replace():
+    """ConvNeXt's 18 Activation('linear') layers read float tensors and stay float: the advice told users to
+    "replace them with a DPU-supported equivalent", of a layer that computes nothing."""
+    from qinspect.analysis.diagnose import _cpu_findings
+    from qinspect.dpu.rewrites import graph_from_float
+    from tests.dpu_graph_fixtures import model, rng_weights
+
+    s = [None, 8, 8, 4]
+    w = rng_weights(np.random.default_rng(3), {c: {"kernel": (1, 1, 4, 4), "bias": (4,)} for c in ("c0", "c1")})
+    layers = [("x", "InputLayer", {}, [], s),
+              ("c0", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["x"], s),
+              ("g", "Activation", {"activation": "gelu"}, ["c0"], s),
+              ("id0", "Activation", {"activation": "linear"}, ["g"], s),
+              ("c1", "Conv2D", {"filters": 4, "kernel_size": [1, 1], "activation": "linear"}, ["id0"], s)]
+    g = graph_from_float(model(layers, ["c1"], w).graph, model(layers, ["c1"], w))
+    found = {f.layer: f for f in _cpu_findings(g, {})}
+    assert set(found) == {"g", "id0"}
+    assert found["id0"].evidence["identity"]["value"] is True
+    assert "computes nothing" in found["id0"].advice and "replace" not in found["id0"].advice
+    assert "identity" not in found["g"].evidence and "replace it" in found["g"].advice

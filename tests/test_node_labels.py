@@ -35,6 +35,11 @@ def test_conv_and_pointwise_rows():
     assert sorted(v for v in labels.values() if v.startswith("c ")) == ["c (conv)", "c (relu)"]
     softmax = next(n for n in g.nodes if n.device == "CPU" and n.origin == ["probs"])
     assert _split_class(g, softmax) == "softmax split from a Dense"
+    # and the diagnosis' CPU finding says so (the rewrite marks the split node an Activation, which won)
+    from qinspect.analysis.diagnose import _cpu_findings
+
+    (cpu,) = _cpu_findings(g, {})
+    assert cpu.evidence["class"]["value"] == "softmax split from a Dense"
 
 
 def test_cpu_reasons_name_the_rule_not_a_bare_assertion():

@@ -1129,7 +1129,8 @@ def _cpu_findings(graph: DpuGraph, noise: dict[str, float]) -> list[Finding]:
             run, sides = _cpu_run(graph, node)
             around.update(dict.fromkeys(run, sides))
         feeds, reads = around[node.name]
-        cls = node.params.get("class_name") or node.params.get("keras_class") or _split_class(graph, node) \
+        # a softmax split out of a Dense is the user's Dense (the rewrite marks the split node an Activation)
+        cls = _split_class(graph, node) or node.params.get("class_name") or node.params.get("keras_class") \
             or _class_name(node)
         # Its cost is its own output's requantization. Without an output quantizer (a softmax at the edge:
         # the quantizer before it is the previous layer's) it has none: the only-quantized run of this node
@@ -1137,7 +1138,8 @@ def _cpu_findings(graph: DpuGraph, noise: dict[str, float]) -> list[Finding]:
         frac = noise.get(node.name, 0.0 if noise else None) if node.out_slot is not None \
             else (0.0 if noise else None)  # None: no sensitivity run
         f = fnd.cpu_fallback(display_name(node), cls, node.cpu_reason or "not a DPU operator", parts,
-                             feeds and reads, noise_frac=frac, requantized=node.out_slot is not None)
+                             feeds and reads, noise_frac=frac, requantized=node.out_slot is not None,
+                             identity=node.op == "activation" and node.params.get("name") == "linear")
         out.append(_tag(f, node))
     return fnd.group_cpu_fallbacks(out)
 

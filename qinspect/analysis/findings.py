@@ -730,6 +730,7 @@ def cpu_fallback(
     splits: bool,
     noise_frac: float | None = None,
     requantized: bool = True,
+    identity: bool = False,
 ) -> Finding:
     """A layer the DPU cannot run: computed in float on the CPU, the model cut around it.
 
@@ -755,6 +756,12 @@ def cpu_fallback(
                                                       "without an output quantizer), the only cost its CPU "
                                                       "placement adds")
     advice = f"{layer} runs on the CPU ({reason}): replace it with a DPU-supported equivalent"
+    if identity:
+        # "replace it with a DPU-supported equivalent" of a layer that computes nothing sent users looking
+        evidence["identity"] = ev(True, "a linear activation: it passes its input on unchanged")
+        advice = (f"{layer} is a linear (identity) activation: it computes nothing and runs in float only because "
+                  "the quantizer leaves it unquantized; removing it from the model changes no number.")
+        return Finding(layer, "cpu_fallback", severity, evidence, advice)
     if class_name == "LeakyReLU":
         advice += " (LeakyReLU with alpha 0.1, or ReLU) and retrain."
     elif splits:
@@ -775,7 +782,8 @@ def group_cpu_fallbacks(found: list[Finding]) -> list[Finding]:
     groups: dict[tuple, list[Finding]] = {}
     for f in found:
         e = f.evidence
-        key = (e["class"]["value"], e["reason"]["value"], e["splits_model"]["value"], e.get("share", {}).get("value"))
+        key = (e["class"]["value"], e["reason"]["value"], e["splits_model"]["value"], e.get("share", {}).get("value"),
+               "identity" in e)
         groups.setdefault(key, []).append(f)
     out = []
     for members in groups.values():
@@ -798,7 +806,10 @@ def group_cpu_fallbacks(found: list[Finding]) -> list[Finding]:
                                               "layer's)")
         cls, splits = e["class"]["value"], e["splits_model"]["value"]
         # the sentence names the layers and the reason (qinspect.report.wording): the advice says what to do
-        if cls == "LeakyReLU":
+        if "identity" in e:
+            advice = (f"These {len(names)} linear (identity) activations compute nothing: removing them from the "
+                      "model changes no number.")
+        elif cls == "LeakyReLU":
             advice = (f"Replace these {len(names)} LeakyReLU layers with a DPU-supported equivalent (LeakyReLU with "
                       "alpha 0.1, or ReLU) and retrain.")
         elif splits:
