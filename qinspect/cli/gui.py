@@ -36,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
     """Open the window and run until it is closed."""
     if args.file and not os.path.exists(args.file):
         raise QInspectError("no such file", args.file)
+    settings = args.settings or os.environ.get("QINSPECT_SETTINGS")
+    if settings:
+        from qinspect.io.paths import check_settings_file
+
+        check_settings_file(settings)  # QSettings writes the whole file on exit, whatever was there
     if no_display():
         from qinspect.cli import COMMANDS
 

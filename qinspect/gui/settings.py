@@ -25,6 +25,9 @@ class Settings:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         path = path or os.environ.get(ENV_VAR)
         if path:
+            from qinspect.io.paths import check_settings_file
+
+            check_settings_file(path)  # never write settings over a file the window did not write
             self._qs = QSettings(str(path), QSettings.Format.IniFormat)
         else:
             self._qs = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "qinspect", "qinspect")

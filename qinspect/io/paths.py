@@ -37,3 +37,44 @@ def check_writable_here(path: str | os.PathLike[str], what: str) -> None:
                                   dir=os.path.dirname(os.path.abspath(path))))
     except OSError as exc:
         raise QInspectError(f"cannot write {what} here ({exc.strerror or exc})", path) from None
+
+
+SETTINGS_GROUPS = frozenset({"files", "quantizer", "view", "window", "general", "qinspect"})  # the window's own
+SETTINGS_SAMPLE = 1 << 20  # a settings file is a few KiB; a larger one is someone else's file
+
+
+def check_settings_file(path: str | os.PathLike[str]) -> None:
+    """Refuse a settings path the window would write over a file it did not write: QSettings replaces the
+    whole file on exit (``gui --settings cap.h5`` turned the capture opened into INI text). Accepted: a
+    missing file in an existing folder, an empty file, or INI text whose sections are all the window's own
+    (``[window]``, ``[files]``, ``[view]``, ``[quantizer]``, ``[qinspect]``)."""
+    path = os.fspath(path)
+    if os.path.islink(path):
+        raise QInspectError("is a symbolic link: the settings file is written in place, so qinspect refuses to "
+                            "follow a link to some other file", path)
+    if not os.path.lexists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise QInspectError("the settings file's folder does not exist", path)
+        return
+    if not os.path.isfile(path):
+        check_not_special(path)
+        raise QInspectError("is a folder, not a settings file", path)
+    if os.path.getsize(path) > SETTINGS_SAMPLE:
+        raise QInspectError("is not a qinspect settings file (too large): the window writes its settings over "
+                            "the whole file, so it uses only a file it wrote", path)
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    sections = set() if text is None else {line.strip()[1:-1].strip().lower() for line in text.splitlines()
+                                           if line.strip().startswith("[") and line.strip().endswith("]")}
+    lines = [] if text is None else [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith(
+        (";", "#"))]
+    ours = text is not None and "\0" not in text and sections <= SETTINGS_GROUPS and \
+        all(ln.strip().startswith("[") or "=" in ln for ln in lines) and (bool(sections) or not lines)
+    if not ours:
+        raise QInspectError("is not a qinspect settings file: the window writes its settings over the whole file, "
+                            "so it uses only a missing or empty file, or one it wrote", path)
