@@ -109,13 +109,29 @@ def refresh_caches(root: Path, say: Callable[[str], None]) -> None:
 def install_desktop(root: Path | None = None, say: Callable[[str], None] = print) -> list[Path]:
     """Install the launcher, metadata, MIME types and icons for this user; return what was written."""
     root = root or data_home()
-    written = []
+    written, kept = [], []
     for path, data in planned_files(root).items():
+        if os.path.lexists(path) and not _ours(path, data):
+            kept.append(path)  # the user's own file (or an edited one): never replaced
+            continue
         _write_atomically(path, data)
         written.append(path)
     refresh_caches(root, say)
-    say(f"installed {len(written)} files under {root} (launcher: {written[0]})")
+    launcher = next(iter(planned_files(root)))
+    say(f"installed {len(written)} files under {root}" + (f" (launcher: {launcher})" if launcher in written else ""))
+    for path in kept:
+        say(f"kept {path}: it is not a file qinspect installed (changed since?); remove it and install again to "
+            "replace it")
     return written
+
+
+def _ours(path: Path, data: bytes) -> bool:
+    """Whether ``path`` holds what qinspect installs there (``data``), or its launcher from another
+    installation: only such a file is replaced or removed."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    current = path.read_bytes()
+    return current == data or (path.suffix == ".desktop" and _is_our_desktop_entry(current))
 
 
 def uninstall_desktop(root: Path | None = None, say: Callable[[str], None] = print) -> list[Path]:
@@ -125,9 +141,7 @@ def uninstall_desktop(root: Path | None = None, say: Callable[[str], None] = pri
     for path, data in planned_files(root).items():
         if not path.is_file():
             continue
-        current = path.read_bytes()
-        ours = current == data or (path.suffix == ".desktop" and _is_our_desktop_entry(current))
-        if ours:
+        if _ours(path, data):
             path.unlink()
             removed.append(path)
         else:

@@ -141,6 +141,26 @@ def test_uninstall_removes_only_what_it_installed(tmp_path):
     assert not (home / "mime" / "packages" / f"{desktop.APP_ID}.xml").exists()
 
 
+def test_install_keeps_the_users_own_files(tmp_path):
+    """A launcher or MIME file the user wrote or edited was replaced without a word (uninstall keeps them)."""
+    home = tmp_path / "data"
+    (home / "applications").mkdir(parents=True)
+    (home / "mime" / "packages").mkdir(parents=True)
+    launcher = home / "applications" / f"{desktop.APP_ID}.desktop"
+    launcher.write_text("[Desktop Entry]\nName=My customised qinspect\nExec=/opt/myqinspect %f\n")
+    mime = home / "mime" / "packages" / f"{desktop.APP_ID}.xml"
+    mime.write_text("<my-own-mime/>\n")
+    result = run_cli("--install-desktop", env={"XDG_DATA_HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert "My customised qinspect" in launcher.read_text() and mime.read_text() == "<my-own-mime/>\n"
+    assert f"kept {launcher}" in result.stdout and f"kept {mime}" in result.stdout
+    assert (home / "metainfo" / f"{desktop.APP_ID}.metainfo.xml").is_file()  # the rest is installed
+    # a launcher qinspect wrote from another installation (only its Exec differs) is still updated
+    launcher.write_text(desktop.desktop_entry(["/elsewhere/qinspect"]))
+    again = run_cli("--install-desktop", env={"XDG_DATA_HOME": str(home)})
+    assert f"kept {launcher}" not in again.stdout and "/elsewhere/" not in launcher.read_text()
+
+
 def test_install_with_a_command_is_refused():
     result = run_cli("--install-desktop", "info", "x.h5")
     assert result.returncode == 2 and "take no command" in result.stderr
