@@ -126,3 +126,71 @@ def test_the_window_opens_a_savedmodel_without_loading_tensorflow_itself(tiny):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-2000:]
+
+
+FORGE = """
+import json, os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np
+import tensorflow as tf
+import tf_keras as k
+from tf_keras.protobuf import saved_metadata_pb2
+out, marker = sys.argv[1], sys.argv[2]
+
+def writes(t):
+    w = tf.io.write_file(marker, "ran")
+    with tf.control_dependencies([w]):
+        return tf.identity(t)
+
+x = k.Input((4, 8), name="x")
+y = k.layers.Dense(3, name="dense")(k.layers.Lambda(writes, name="evil")(x))
+path = os.path.join(out, "forged_sm")
+k.Model(x, y).save(path, save_format="tf")
+# relabel the Lambda a built-in ReLU with a setting ReLU does not take: tf_keras cannot rebuild it from its
+# config and revives it from the functions traced into the folder
+meta = saved_metadata_pb2.SavedMetadata()
+with open(os.path.join(path, "keras_metadata.pb"), "rb") as f:
+    meta.ParseFromString(f.read())
+
+def relabel(obj):
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "Lambda":
+            obj["class_name"] = "ReLU"
+            obj["config"] = {"name": "evil", "trainable": True, "dtype": "float32", "max_value": None,
+                             "negative_slope": 0.0, "threshold": 0.0, "bogus_kw": 1}
+        for v in obj.values():
+            relabel(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            relabel(v)
+
+for node in meta.nodes:
+    md = json.loads(node.metadata)
+    relabel(md)
+    node.metadata = json.dumps(md)
+with open(os.path.join(path, "keras_metadata.pb"), "wb") as f:
+    f.write(meta.SerializeToString())
+np.save(os.path.join(out, "x4.npy"), np.zeros((4, 4, 8), np.float32))
+"""
+
+
+def test_a_forged_savedmodel_never_runs_its_stored_functions(tmp_path):
+    """A Lambda relabelled as a ReLU with an unknown setting passed the class check; tf_keras revived it from
+    the folder's traced functions, and capture ran them (a WriteFile op wrote a file). Refused now, before any
+    predict, in one line; the marker the model would write never appears."""
+    from conftest import run_cli
+
+    marker = tmp_path / "ran.txt"
+    subprocess.run([sys.executable, "-c", FORGE, str(tmp_path), str(marker)], check=True, capture_output=True,
+                   timeout=300)
+    result = run_cli("capture", str(tmp_path / "forged_sm"), "--inputs", str(tmp_path / "x4.npy"), "-o",
+                     str(tmp_path / "cap.h5"), "-q")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == (
+        f"qinspect: error: {tmp_path / 'forged_sm'}: cannot run this model: layer(s) evil cannot be rebuilt from "
+        "their saved config (TensorFlow would run the functions stored in the folder instead, which qinspect "
+        "never does)")
+    # TensorFlow's start-up notices (oneDNN, absl) no longer reach the terminal: the plan line and the error
+    assert len(lines) == 2 and not any("oneDNN" in ln or "absl" in ln for ln in lines), lines
+    assert not marker.exists() and not (tmp_path / "cap.h5").exists()

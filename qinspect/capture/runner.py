@@ -267,6 +267,9 @@ def load_keras_model(path: str) -> Any:
     """Load a model for running: ``.keras`` with Keras 3, ``.h5``/SavedModel with tf_keras (safe mode)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        from qinspect.capture.tf_logs import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
         if zipfile.is_zipfile(path):
             import keras
 
@@ -285,7 +288,9 @@ def load_keras_model(path: str) -> Any:
                 # open of a file with different locking flags, and open_model may hold it open.
                 with h5py.File(path, "r", locking=False) as h5:
                     return tf_keras.models.load_model(h5, compile=False, safe_mode=True, custom_objects=own)
-            return tf_keras.models.load_model(path, compile=False, safe_mode=True, custom_objects=own)
+            model = tf_keras.models.load_model(path, compile=False, safe_mode=True, custom_objects=own)
+        _refuse_revived(model, path)
+        return model
     except QInspectError:
         raise
     except ImportError as exc:
@@ -295,6 +300,24 @@ def load_keras_model(path: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - any loader failure is a bad model file for the user
         text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
         raise QInspectError(f"TensorFlow cannot load this model ({text[:300]})", path) from None
+
+
+def _refuse_revived(model: Any, path: str) -> None:
+    """Refuse a SavedModel whose layers tf_keras could not rebuild from their config: it then revives them
+    from the functions traced into the folder and runs those, whatever ops they hold (a Lambda relabelled
+    as a ReLU with one unknown setting wrote a file during capture). Only layers built from their checked
+    config run."""
+    stack, revived = [model], []
+    while stack:
+        layer = stack.pop()
+        if ".saved_model." in type(layer).__module__ or type(layer).__name__.startswith("Revived"):
+            revived.append(getattr(layer, "name", "?"))
+        stack.extend(getattr(layer, "layers", None) or [])
+    if revived:
+        shown = ", ".join(revived[:4]) + (f" and {len(revived) - 4} more" if len(revived) > 4 else "")
+        raise QInspectError(f"cannot run this model: layer(s) {shown} cannot be rebuilt from their saved config "
+                            "(TensorFlow would run the functions stored in the folder instead, which qinspect "
+                            "never does)", path)
 
 
 def _load_keras3_h5(path: str) -> Any:

@@ -49,6 +49,9 @@ class SavedModelSource(WeightSource):
             )
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up chatter is not for users
         try:
+            from qinspect.capture.tf_logs import import_tensorflow_quietly
+
+            import_tensorflow_quietly()
             import tensorflow as tf
             from tensorflow.core.protobuf import trackable_object_graph_pb2
         except ImportError as exc:
