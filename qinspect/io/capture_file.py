@@ -62,6 +62,7 @@ from qinspect import __version__
 from qinspect.errors import QInspectError, UnsupportedFormatError, first_line
 from qinspect.io.capture_check import check_capture, check_graph, check_samples, check_storage
 from qinspect.io.graph import ModelGraph, WeightSource
+from qinspect.io.h5_scope import refuse_outside_data
 from qinspect.io.labels import ClassLabels
 from qinspect.io.paths import check_not_special
 
@@ -153,6 +154,7 @@ class Capture(WeightSource):
         except OSError as exc:
             raise QInspectError(unreadable_hdf5_message(path, exc), path) from None
         try:
+            refuse_outside_data(h5, path)  # before anything reads an object another file could hold
             return cls._from_h5(path, h5)
         except BaseException:
             h5.close()

@@ -26,6 +26,7 @@ import numpy as np
 
 from qinspect.errors import QInspectError, first_line
 from qinspect.io.graph import NEST_SEP, Layer, ModelGraph, WeightSource, alias_shared_weights
+from qinspect.io.h5_scope import refuse_outside_data
 from qinspect.io.keras_config import (
     ConfigError,
     expected_weights,
@@ -90,6 +91,8 @@ class KerasH5Model(WeightSource):
         except OSError as exc:
             raise QInspectError(f"cannot read HDF5 file ({first_line(exc)})", self.path) from exc
         try:
+            if h5 is None:  # opened here (open_model checked the file it passes)
+                refuse_outside_data(self._file, self.path)
             self.graph = self._read_graph()
             self._map = self._map_weights()
         except Exception:

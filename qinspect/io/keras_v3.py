@@ -27,6 +27,7 @@ import numpy as np
 
 from qinspect.errors import QInspectError
 from qinspect.io.graph import NEST_SEP, ModelGraph, WeightSource, alias_shared_weights
+from qinspect.io.h5_scope import refuse_outside_data
 from qinspect.io.keras_config import (
     ConfigError,
     expected_weights,
@@ -74,6 +75,7 @@ class KerasV3Model(WeightSource):
                     with archive.open(WEIGHTS_ENTRY) as src, open(target, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
                     self._h5 = h5py.File(target, "r", locking=False)
+                    refuse_outside_data(self._h5, self.path)  # its weights must be in the archive itself
                 else:
                     self.graph.warnings.append(f"the archive holds no {WEIGHTS_ENTRY}: no weights")
         except (zipfile.BadZipFile, OSError, EOFError, zipfile.LargeZipFile) as exc:

@@ -33,6 +33,7 @@ import numpy as np
 
 from qinspect.errors import QInspectError
 from qinspect.io.graph import call_name
+from qinspect.io.h5_scope import refuse_outside_data
 from qinspect.io.paths import check_not_special
 
 WRAPPER = "Vitis>QuantizeWrapper"
@@ -376,6 +377,7 @@ def load_quantized_model(path: str | os.PathLike[str]) -> VitisQuantizedModel:
     except OSError as exc:
         raise QInspectError(f"damaged or truncated HDF5 file ({first_line(exc)})", path) from None
     with f:
+        refuse_outside_data(f, path)  # before anything reads an object another file could hold
         raw = f.attrs.get("model_config")
         if raw is None:
             raise QInspectError("not a Vitis quantized model: the HDF5 file has no model_config", path)
