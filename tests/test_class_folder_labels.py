@@ -90,3 +90,28 @@ def test_damaged_labels_are_one_line_errors(labelled_capture, tmp_path):  # noqa
         h5.create_dataset("labels", shape=(10**12,), dtype=np.int32)  # forged size: refused unread
     with Capture.open(bad) as opened, pytest.raises(QInspectError, match="damaged capture: /labels"):
         _ = opened.class_labels
+
+
+def test_a_labels_file_that_is_no_npy_array_is_one_line(tmp_path):
+    """An empty file, a header declaring terabytes, an .npz and a text file each gave a traceback (EOFError,
+    an allocation of 279 TiB, AttributeError) or numpy's "pickled data" for a file holding no pickle."""
+    from qinspect.io.labels import read_labels
+
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.npy"
+    text.write_text("hello")
+    archive = tmp_path / "lab.npz"
+    np.savez(archive, y=np.arange(4))
+    huge = tmp_path / "huge.npy"
+    np.save(huge, np.arange(4, dtype=np.int64))
+    data = huge.read_bytes().replace(b"(4,)", b"(40000000000000,)".ljust(4)[:len(b"(40000000000000,)")])
+    header_end = data.index(b"\n") + 1
+    huge.write_bytes(data[:header_end] + bytes(32))
+    for path, words in ((empty, "no .npy header"), (text, "no .npy header"), (archive, "an .npz archive"),
+                        (huge, "is not a .npy array of labels")):
+        with pytest.raises(QInspectError, match=words):
+            read_labels(str(path), 4)
+    good = tmp_path / "y.npy"
+    np.save(good, np.array([0, 1, 2, 0, 1]))
+    assert read_labels(str(good), 4).tolist() == [0, 1, 2, 0]

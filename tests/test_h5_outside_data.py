@@ -62,3 +62,16 @@ def test_a_model_whose_weights_live_in_another_file_is_refused(tmp_path):
         f.visititems(lambda n, o: kernels.append(n) if isinstance(o, h5py.Dataset) and "kernel" in n else None)
     _replace_with_external(model, kernels[0], os.devnull)
     _one_line(run_cli("info", str(model)), "stores its data in another file")
+
+
+def test_a_format_attribute_that_is_an_array_is_one_line(tmp_path):
+    """`format = [1, 2]` at the root: comparing it with the capture format raised numpy's "truth value of an
+    array is ambiguous" (a 20-line traceback)."""
+    model = tmp_path / "float.h5"
+    model.write_bytes((REFCASES / "small" / "float.h5").read_bytes())
+    with h5py.File(model, "r+") as f:
+        f.attrs["format"] = np.array([1, 2])
+    result = run_cli("info", str(model))
+    assert result.returncode == 0 or (result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1), \
+        result.stderr
+    assert "Traceback" not in result.stderr

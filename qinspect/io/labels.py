@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qinspect.errors import QInspectError
+from qinspect.errors import QInspectError, first_line
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,23 @@ class ClassLabels:
 def read_labels(path: str, n: int) -> np.ndarray:
     """A ``.npy`` of class labels covering ``n`` samples: one class index per sample (integers, shape [N])
     or one one-hot row (shape [N, classes]). Never unpickles; a bad file is a one-line error naming it."""
+    from qinspect.io.paths import check_not_special
+
+    check_not_special(path)
     try:
-        y = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise QInspectError(f"is not a .npy array of labels ({exc})", path) from None
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise QInspectError(f"cannot read the labels ({exc.strerror or exc})", path) from None
+    if magic != b"\x93NUMPY":  # numpy would call any other file "pickled data"
+        what = "an .npz archive" if magic.startswith(b"PK") else "no .npy header"
+        raise QInspectError(f"is not a .npy array of labels ({what}; save one array of labels with np.save)", path)
+    try:
+        # memory-mapped: a forged header declaring terabytes is refused by its size, not allocated
+        y = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (OSError, ValueError, EOFError, MemoryError) as exc:
+        raise QInspectError(f"is not a .npy array of labels ({first_line(exc) or type(exc).__name__})", path) from None
+    y = np.asarray(y[:max(n, 0) or None]) if y.ndim in (1, 2) else y
     if y.ndim not in (1, 2) or len(y) < n or not (np.issubdtype(y.dtype, np.integer) or y.ndim == 2):
         raise QInspectError(f"labels must cover the {n} measured samples: class indices (integers, shape [N]) "
                             f"or one-hot rows (shape [N, classes]); got shape {list(y.shape)} of {y.dtype}", path)

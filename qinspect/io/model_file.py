@@ -164,7 +164,7 @@ def _open_hdf5(path: str) -> ModelSource:
         raise QInspectError(f"damaged or truncated HDF5 file ({first_line(exc)})", path) from exc
     if isinstance(fmt, bytes):
         fmt = fmt.decode("utf-8", "replace")
-    if fmt == CAPTURE_FORMAT:
+    if isinstance(fmt, str) and fmt == CAPTURE_FORMAT:  # an array attribute compares element-wise
         h5.close()
         from qinspect.io.capture_file import Capture
 
