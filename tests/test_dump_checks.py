@@ -103,3 +103,21 @@ def test_an_incomplete_dump_is_never_all_matched(tmp_path, change):
     assert json.loads(r.stdout)["all_matched"] is False
     text = _compare(root / "quantized.h5", dump, root / "dump_inputs.npy")
     assert "every compared tensor matches" not in text.stdout and "the dump is incomplete" in text.stdout
+
+
+def test_an_empty_or_fifo_input_copy_is_one_line(tmp_path):
+    """A 0-byte input_float.bin made the comparison slice the inputs to 0 rows and fail in a reshape (a
+    traceback); a FIFO in its place read as size 0 the same way instead of being refused by its kind."""
+    import os
+
+    root = refcase("small")
+    dump = _copy_dump(tmp_path)
+    (copy,) = list(dump.rglob("input_float.bin")) or list(dump.rglob("*input*float*.bin"))[:1]
+    copy.write_bytes(b"")
+    r = _compare(root / "quantized.h5", dump, root / "dump_inputs.npy")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "holds 0 bytes" in r.stderr, r.stderr
+    if hasattr(os, "mkfifo"):
+        copy.unlink()
+        os.mkfifo(copy)
+        r = _compare(root / "quantized.h5", dump, root / "dump_inputs.npy")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is a FIFO" in r.stderr, r.stderr

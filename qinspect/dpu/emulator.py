@@ -664,7 +664,13 @@ def dumped_samples(g: DpuGraph, dump: Any) -> int | None:
             if not shape or any(d is None for d in shape[1:]):
                 return None
             per = int(np.prod(shape[1:])) * 4
+            from qinspect.io.paths import check_not_special
+
+            check_not_special(e.path)  # a FIFO reads as size 0 and would block the read after
             size = os.path.getsize(e.path)
+            if size == 0:
+                raise QInspectError("holds 0 bytes: the dump's copy of the model input is empty (an interrupted "
+                                    "dump?)", e.path)
             return size // per if per and size % per == 0 else None
     return None
 
