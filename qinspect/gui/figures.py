@@ -7,9 +7,12 @@ plot widget is never shown on screen. PNG only: pyqtgraph's SVG exporter is brok
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
@@ -259,13 +262,56 @@ def _render_here(specs: Sequence[FigureSpec], progress: Progress | None = None) 
     out: dict[str, bytes] = {}
     try:
         _app()
-        for spec in specs:
-            out[spec.id] = draw(spec)
-            if progress:
-                progress(len(out), len(specs))
+        with _signals_held() as deliver:
+            for spec in specs:
+                out[spec.id] = draw(spec)
+                deliver()  # between figures, never inside a paint
+                if progress:
+                    progress(len(out), len(specs))
         return out
     finally:
         pg.setConfigOptions(antialias=previous)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[Callable[[], None]]:
+    """Hold Ctrl-C and SIGTERM while figures are painted, and deliver one at the next safe point.
+
+    Raised inside a Qt paint, the KeyboardInterrupt was swallowed by pyqtgraph's paint guard (the report
+    went on and replaced the old one, exit 0), printed a 37-line warning, or unwound through a live
+    QPainter and crashed (exit 139). Outside the main thread (the window's own export) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in wanted}
+    pending: list[int] = []
+
+    def hold(signum: int, _frame: object) -> None:
+        pending.append(signum)
+
+    def restore() -> None:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    def deliver() -> None:
+        if not pending:
+            return
+        restore()
+        signum, handler = pending[0], previous[pending[0]]
+        pending.clear()  # delivered once
+        if callable(handler):
+            handler(signum, None)  # qinspect's own handler raises KeyboardInterrupt here
+        elif handler == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)
+
+    for s in wanted:
+        signal.signal(s, hold)
+    try:
+        yield deliver
+    finally:
+        restore()
+        deliver()
 
 
 # A report of a few hundred layers has about a thousand figures at ~50 ms each: helper processes draw
