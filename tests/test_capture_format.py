@@ -262,3 +262,14 @@ def test_a_link_as_destination_is_refused(tmp_path):
     link.symlink_to(target)
     with pytest.raises(QInspectError, match="symbolic link"):
         check_capture_destination(link, True, ())
+
+
+def test_a_destination_ending_in_a_separator_is_refused_even_with_force(tmp_path):
+    """`-o cap.h5/ --force` replaced the capture cap.h5: abspath dropped the slash that names a folder."""
+    from qinspect.io.capture_file import check_capture_destination
+
+    old = write_tiny(tmp_path / "cap.h5")
+    before = old.read_bytes()
+    with pytest.raises(QInspectError, match="ends with a folder separator"):
+        check_capture_destination(str(old) + "/", True, ())
+    assert old.read_bytes() == before

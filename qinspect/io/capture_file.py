@@ -743,6 +743,9 @@ def check_capture_destination(
     path = os.fspath(path)
     if not path:
         raise QInspectError("the capture's file name (-o) is empty")
+    if path.endswith(("/", os.sep)) or (os.altsep and path.endswith(os.altsep)):
+        # "cap.h5/" names a folder; abspath would drop the slash and replace the file cap.h5
+        raise QInspectError("ends with a folder separator: give the capture's file name", path)
     for source in inputs:
         if source and _same_file(path, os.fspath(source)):
             raise QInspectError(f"is one of the capture's inputs ({os.fspath(source)}): write the capture to a "
