@@ -70,3 +70,21 @@ def test_build_demo_writes_both_captures_with_progress_over_both(fer_path, tmp_p
         assert ev.attrs["inputs_source"].startswith("skimage.data.lfw_subset() crops 70,110,")
     assert seen[-1] == (5, 5) and all(t == 5 for _, t in seen)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_demo_refuses_a_users_file_of_either_name_before_building(tmp_path):
+    """A text file named demo_capture.h5 was reported "already built"; a user's demo_eval.h5 was refused
+    only after demo_capture.h5 (a minute, 216 MB) was built, leaving half a demo."""
+    from conftest import run_cli
+
+    from qinspect.capture.demo import missing_packages
+
+    if missing_packages():
+        pytest.skip("the demo's packages are not installed")
+    (tmp_path / "demo_eval.h5").write_text("my thesis")
+    done = run_cli("demo", "-o", str(tmp_path))
+    assert done.returncode == 2 and "demo_eval.h5: exists and is not a qinspect capture" in done.stderr
+    assert not (tmp_path / "demo_capture.h5").exists() and (tmp_path / "demo_eval.h5").read_text() == "my thesis"
+    (tmp_path / "demo_capture.h5").write_text("notes")
+    done = run_cli("demo", "-o", str(tmp_path))
+    assert done.returncode == 2 and "already built" not in done.stdout

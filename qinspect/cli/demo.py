@@ -38,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
 
     folder = (args.output or demo_folder()).resolve()
     existing = folder / CAPTURE_NAME
-    if existing.is_file() and not args.force:
+    from qinspect.io.capture_file import is_capture
+
+    if is_capture(existing) and not args.force:  # a file of that name that is no capture is refused below
         print(f"{existing}: already built (--force builds it again); open it with: qinspect {existing}")
         return 0
     missing = missing_packages()
