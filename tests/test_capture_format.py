@@ -273,3 +273,9 @@ def test_a_destination_ending_in_a_separator_is_refused_even_with_force(tmp_path
     with pytest.raises(QInspectError, match="ends with a folder separator"):
         check_capture_destination(str(old) + "/", True, ())
     assert old.read_bytes() == before
+
+
+def test_a_long_legal_capture_name_is_written(tmp_path):
+    """The temporary file beside a 245-character name took the whole name and passed the 255-byte limit."""
+    path = write_tiny(tmp_path / ("c" * 242 + ".h5"))
+    assert path.is_file() and [p.name for p in tmp_path.iterdir()] == [path.name]

@@ -203,3 +203,15 @@ def test_a_model_file_without_data_is_refused_as_emulate_refuses_it(refcases, tm
     result = run_cli("report", str(refcases / "small" / "float.h5"), "-o", str(out))
     _one_line_error(result, "a report of a model file needs --inputs")
     assert not out.exists()
+
+
+def test_a_long_legal_name_and_a_dotdot_path_are_written(small_capture, tmp_path):  # noqa: F811
+    """A 245-character folder name (legal: 255 is the limit) was refused as "File name too long": qinspect's
+    own temporary name added the rest. `-o rep/figures/.. --force` said the folder "changed while the report
+    was computed" (its temporary folders were made inside rep)."""
+    name = tmp_path / ("a" * 245)
+    done = run_cli("report", str(small_capture), "-o", str(name), "--no-findings")
+    assert done.returncode == 0, done.stderr
+    again = run_cli("report", str(small_capture), "-o", str(name / "figures" / ".."), "--no-findings", "--force")
+    assert again.returncode == 0, again.stderr
+    assert (name / "report.html").is_file() and sorted(p.name for p in tmp_path.iterdir()) == [name.name]

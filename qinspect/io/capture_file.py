@@ -64,7 +64,7 @@ from qinspect.io.capture_check import check_capture, check_graph, check_samples,
 from qinspect.io.graph import ModelGraph, WeightSource
 from qinspect.io.h5_scope import refuse_outside_data
 from qinspect.io.labels import ClassLabels
-from qinspect.io.paths import check_not_special
+from qinspect.io.paths import check_not_special, temp_prefix
 
 FORMAT_NAME = "qinspect-capture"
 DEFAULT_CALIB_BATCH_SIZE = 32  # vai_q_tensorflow2's calib_batch_size default
@@ -514,7 +514,7 @@ class CaptureWriter:
         self._written = 0
         self._cancelled = False
         fd, self.temp_path = tempfile.mkstemp(
-            prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=folder
+            prefix=temp_prefix(os.path.basename(self.path)), suffix=".tmp", dir=folder
         )
         os.close(fd)
         # mkstemp makes the file private (0600); a capture gets the usual mode, as open() would give it.

@@ -27,13 +27,19 @@ def check_not_special(path: str | os.PathLike[str]) -> None:
     raise QInspectError(f"is {kind}: qinspect reads regular files and folders only", os.fspath(path))
 
 
+def temp_prefix(name: str) -> str:
+    """The prefix of a temporary file or folder made beside ``name``: its first characters only, so a legal
+    long name (up to the 255 bytes a file name may have) still leaves room for the random part and suffix."""
+    return f".{name[:64]}."
+
+
 def check_writable_here(path: str | os.PathLike[str], what: str) -> None:
     """Refuse, before any work, a destination whose folder cannot be written (read-only, no permission):
     a probe folder is made beside ``path`` and removed. ``what``: the thing to be written, for the message
     ("cannot write a report here")."""
     path = os.fspath(path)
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=f".{os.path.basename(path) or 'qinspect'}.", suffix=".probe",
+        os.rmdir(tempfile.mkdtemp(prefix=temp_prefix(os.path.basename(path) or "qinspect"), suffix=".probe",
                                   dir=os.path.dirname(os.path.abspath(path))))
     except OSError as exc:
         raise QInspectError(f"cannot write {what} here ({exc.strerror or exc})", path) from None

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from qinspect.errors import QInspectError
-from qinspect.io.paths import check_writable_here
+from qinspect.io.paths import check_writable_here, temp_prefix
 from qinspect.report.content import FigureSpec, Report
 from qinspect.report.exports import FORMAT_NAME as REPORT_FORMAT
 from qinspect.report.exports import report_to_csv, report_to_json
@@ -82,6 +82,17 @@ def _is_figure(entry: os.DirEntry) -> bool:
     return _FIGURE_NAME.fullmatch(entry.name) is not None and entry.is_file(follow_symlinks=False)
 
 
+def _parts_before_dotdot(path: str) -> list[str]:
+    """The prefixes of ``path`` a ".." steps back out of (normpath folds them lexically, which is wrong
+    where one is a link: those are refused instead)."""
+    parts, out, prefix = path.split(os.sep), [], ""
+    for i, part in enumerate(parts):
+        prefix = os.path.join(prefix, part) if prefix or part else os.sep
+        if i + 1 < len(parts) and parts[i + 1] == "..":
+            out.append(prefix)
+    return out
+
+
 def check_destination(out_dir: str | Path, force: bool = False) -> Path:
     """Refuse a destination qinspect may not write; return it as a Path.
 
@@ -89,7 +100,12 @@ def check_destination(out_dir: str | Path, force: bool = False) -> Path:
     replaced only with ``force``. Anything else (a file, a link, a folder holding anything but a
     report) is refused whatever ``force`` says.
     """
-    out = Path(out_dir)
+    raw = os.fspath(out_dir)
+    if os.path.islink(raw.rstrip("/" + (os.altsep or ""))) or any(
+            os.path.islink(p) for p in _parts_before_dotdot(raw)):
+        raise QInspectError("is a symbolic link: give the report folder itself (qinspect never replaces a link)", raw)
+    # "rep/figures/.." names rep: folded here, or the report would be renamed onto "rep/figures/.."
+    out = Path(os.path.normpath(raw))
     if out.is_symlink():
         raise QInspectError("is a symbolic link: give the report folder itself (qinspect never replaces a link)", out)
     if out.exists() and not out.is_dir():
@@ -107,7 +123,7 @@ def check_destination(out_dir: str | Path, force: bool = False) -> Path:
                                     "only a report it wrote, even with --force; choose a new folder", out)
             if not force:
                 raise QInspectError("holds a qinspect report (use --force to replace it)", out)
-    parent = out.absolute().parent
+    parent = Path(os.path.abspath(out)).parent  # abspath folds "rep/figures/..": rep's parent, not rep itself
     if not parent.is_dir():
         raise QInspectError("parent folder does not exist" if not parent.exists() else
                             f"{parent.name} is a file, not a folder", out)
@@ -141,8 +157,8 @@ def write_report(
     """
     out = check_destination(out_dir, force)
     pngs = dict(figures_png) if figures_png is not None else render_all(report, render_figures)
-    parent = out.absolute().parent
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    parent = Path(os.path.abspath(out)).parent  # abspath folds "rep/figures/..": the parent is rep's, not inside it
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(Path(os.path.abspath(out)).name), suffix=".tmp", dir=parent))
     try:
         files: dict[str, str] = {}
         if pngs:
@@ -172,7 +188,8 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     if not out.exists():
         os.replace(tmp, out)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.absolute().parent))
+    where = Path(os.path.abspath(out))
+    old = Path(tempfile.mkdtemp(prefix=temp_prefix(where.name), suffix=".old", dir=where.parent))
     os.rmdir(old)
     # Checked again just before the move: the folder may have changed while the report was computed.
     reason = not_a_report_reason(out) if any(out.iterdir()) else None
