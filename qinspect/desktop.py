@@ -88,10 +88,10 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 def refresh_caches(root: Path, say: Callable[[str], None]) -> None:
     """Run the MIME, desktop-file and icon cache tools on ``root`` where they are installed."""
-    steps = [
-        ("update-mime-database", [str(root / "mime")]),
-        ("update-desktop-database", ["-q", str(root / "applications")]),
-    ]
+    steps = [(tool, args) for tool, args, folder in (
+        ("update-mime-database", [str(root / "mime")], root / "mime" / "packages"),
+        ("update-desktop-database", ["-q", str(root / "applications")], root / "applications"),
+    ) if folder.is_dir()]  # a tool run on a folder that is not there only warns about it
     hicolor = root / "icons" / "hicolor"
     if hicolor.is_dir():
         os.utime(hicolor)  # icon theme caches compare the theme folder's time: a new icon shows without a re-login

@@ -75,3 +75,14 @@ def test_a_format_attribute_that_is_an_array_is_one_line(tmp_path):
     assert result.returncode == 0 or (result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1), \
         result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_truncated_quantized_model_is_called_truncated(tmp_path):
+    """Half a Vitis quantized.h5 given as --positions was "not a Vitis quantized model", which sent users
+    looking for another file rather than a broken copy."""
+    src = (REFCASES / "small" / "quantized.h5").read_bytes()
+    half = tmp_path / "quantized.h5"
+    half.write_bytes(src[: len(src) // 2])
+    result = run_cli("emulate", str(REFCASES / "small" / "float.h5"), "--positions", str(half),
+                     "--inputs", str(REFCASES / "small" / "calib.npy"))
+    _one_line(result, "damaged or truncated HDF5 file")

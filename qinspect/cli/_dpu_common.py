@@ -86,7 +86,14 @@ def is_vitis_quantized(path: str) -> bool:
                 return False
             text = raw.decode() if isinstance(raw, bytes) else str(raw)
             return "Vitis>QuantizeWrapper" in text or "Vitis>VitisQuantize" in text
-    except OSError:
+    except OSError as exc:
+        if os.path.isfile(path) and os.path.getsize(path) >= 8:
+            # an HDF5 signature that h5py cannot open: a truncated or damaged file, not "another kind of model"
+            with open(path, "rb") as fh:
+                if fh.read(8).startswith(b"\x89HDF"):
+                    from qinspect.errors import QInspectError, first_line
+
+                    raise QInspectError(f"damaged or truncated HDF5 file ({first_line(exc)})", path) from None
         return False
 
 

@@ -222,6 +222,11 @@ def _remove_report_folder(folder: Path) -> None:
             os.rmdir(path)
         except OSError:
             pass
+    if folder.exists():  # something in it could not be removed (or appeared there): said, not silently left
+        import sys
+
+        print(f"qinspect: warning: the previous report was moved aside to {folder} and could not be removed "
+              "completely; delete it when done", file=sys.stderr)
 
 
 def _unlink_quietly(path: Path) -> None:
