@@ -279,3 +279,16 @@ def test_a_long_legal_capture_name_is_written(tmp_path):
     """The temporary file beside a 245-character name took the whole name and passed the 255-byte limit."""
     path = write_tiny(tmp_path / ("c" * 242 + ".h5"))
     assert path.is_file() and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_destination_inside_an_input_folder_is_refused(tmp_path):
+    """`capture smcopy --inputs x.npy -o smcopy/cap.h5` added a file to the SavedModel folder it read (report
+    refuses the same)."""
+    from qinspect.io.capture_file import check_capture_destination
+
+    model = tmp_path / "sm"
+    (model / "variables").mkdir(parents=True)
+    for dest in (model / "cap.h5", model / "variables" / "cap.h5"):
+        with pytest.raises(QInspectError, match="inside the input folder"):
+            check_capture_destination(dest, False, (str(model), str(tmp_path / "x.npy")))
+    check_capture_destination(tmp_path / "sm_cap.h5", False, (str(model),))  # beside it: fine

@@ -750,6 +750,12 @@ def check_capture_destination(
         if source and _same_file(path, os.fspath(source)):
             raise QInspectError(f"is one of the capture's inputs ({os.fspath(source)}): write the capture to a "
                                 "new file", path)
+        if source and os.path.isdir(source):
+            inside = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+            folder = os.path.realpath(source)
+            if inside == folder or inside.startswith(folder.rstrip(os.sep) + os.sep):
+                raise QInspectError(f"is inside the input folder {os.fspath(source)}: qinspect adds nothing to an "
+                                    "input; write the capture elsewhere", path)
     if os.path.islink(path):
         raise QInspectError("is a symbolic link: give a file name (qinspect never writes through a link)", path)
     if os.path.isdir(path):
