@@ -223,3 +223,8 @@ def test_the_input_ceiling_is_the_calibrated_positions_when_a_finding_moves_it()
     assert "no remedy here passes" not in note
     assert "at the position it is calibrated to, which the remedy of the outlier range finding at x moves" in note
     assert _inputs_moved(g, [Finding("c", "saturation", 1.0, {}, "")]) == {}  # no fix: nothing moved
+    # a remedy that passes the "ceiling" another way (a rebuilt model): said, not "no remedy here passes"
+    (past,) = input_ceiling_notes(g, rows, sample, label, {}, ("the quantizer option finding at c", 30.2))
+    assert "no remedy here passes" not in past and "reaches 30.2 dB, past it" in past
+    (below,) = input_ceiling_notes(g, rows, sample, label, {}, ("the quantizer option finding at c", 20.0))
+    assert "a ceiling no remedy here passes" in below

@@ -189,13 +189,16 @@ OFFSET_RATIO = 4.0  # an input mean this many times its spread takes most of its
 
 
 def input_ceiling_notes(graph: DpuGraph, rows: list, sample: dict[str, np.ndarray],
-                        label: Callable[[Node], str], moved: Mapping[str, str] | None = None) -> list[str]:
+                        label: Callable[[Node], str], moved: Mapping[str, str] | None = None,
+                        best: tuple[str, float] | None = None) -> list[str]:
     """A note per model input whose quantization alone (every layer after it float: the sensitivity's
     only-quantized run) limits the output SQNR: a ceiling no remedy here passes, since the DPU reads its
     input in int8. Says how many codes the input uses, and when an offset far larger than the values'
     spread takes the range, that removing it frees the bits. ``moved``: input quantizer nodes a kept
     finding's remedy gives another position, with that finding's title: the ceiling is the calibrated
-    position's, and that remedy passes it."""
+    position's, and that remedy passes it. ``best``: the finding whose measured remedy reaches the highest
+    output SQNR, and that SQNR: where it passes the ceiling (a rebuilt model, other positions), the note
+    says so instead of calling the ceiling absolute."""
     from qinspect.dpu.dpu_graph import quantizes_model_input
     from qinspect.dpu.fixed_point import Round, quantize
 
@@ -212,8 +215,15 @@ def input_ceiling_notes(graph: DpuGraph, rows: list, sample: dict[str, np.ndarra
         codes = int(np.unique(quantize(x.astype(np.float32), int(pos), Round.HALF_UP)).size)
         mean, spread = float(x.mean()), float(x.std())
         by = (moved or {}).get(node.name)
-        ceiling = (f"at the position it is calibrated to, which the remedy of {by} moves (so that remedy is not "
-                   "bound by it)" if by else "a ceiling no remedy here passes (the DPU reads its input in int8)")
+        passed = best is not None and math.isfinite(best[1]) and best[1] > row.only_quantized_sqnr_db
+        if by:
+            ceiling = (f"at the position it is calibrated to, which the remedy of {by} moves (so that remedy is not "
+                       "bound by it)")
+        elif passed:
+            ceiling = (f"as quantized here; the remedy of {best[0]} reaches {best[1]:.1f} dB, past it (it changes "
+                       "the model or the positions this was measured on)")
+        else:
+            ceiling = "a ceiling no remedy here passes (the DPU reads its input in int8)"
         text = (f"quantizing the model input {label(node)} alone (every layer after it float) limits the output "
                 f"SQNR to {row.only_quantized_sqnr_db:.1f} dB, {ceiling}: at position {int(pos)} its values take "
                 f"{codes} of the 256 codes")

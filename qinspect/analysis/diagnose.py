@@ -407,7 +407,12 @@ def diagnose(
                                                         sens.output_noise)
     kept, explained, explained_se = _measure(graph, sens, found, fixes, sens_sample, max(batch_size, n_sens),
                                              mode, notes, options)
-    notes.extend(input_ceiling_notes(graph, sens.layers, sens_sample, display_name, _inputs_moved(graph, kept)))
+    remedied = [f for f in kept if f.remedy is not None and isinstance(f.remedy.get("measured_sqnr_db"), float)]
+    top = max(remedied, key=lambda f: f.remedy["measured_sqnr_db"], default=None)
+    best = None if top is None else (f"the {top.kind.replace('_', ' ')} finding at {top.layer}",
+                                     top.remedy["measured_sqnr_db"])
+    notes.extend(input_ceiling_notes(graph, sens.layers, sens_sample, display_name, _inputs_moved(graph, kept),
+                                     best))
     kept.sort(key=_rank_key)
     agree, compared = sens.top1
     accuracy = _accuracy(graph, sens, labels) if labels is not None else None
