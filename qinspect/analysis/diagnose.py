@@ -763,10 +763,8 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     candidates = sorted((f for f in found if id(f) in fixes or id(f) in optional),
                         key=lambda f: -_finite(f.severity_db))
     measured = candidates[:rem.MAX_MEASURED]
-    if len(candidates) > len(measured):
-        notes.append(f"{len(candidates) - len(measured)} further candidate cause(s), with estimated costs below "
-                     f"{max(0.0, _finite(measured[-1].severity_db)):.2f} dB, were not tried in the emulator and are "
-                     "not listed")
+    untried = len(candidates) - len(measured)
+    last_estimate = max(0.0, _finite(measured[-1].severity_db)) if measured else 0.0
     done: dict[tuple, rem.Remedy] = {}
     not_clipping: set[int] = set()  # saturation findings whose own fix (no clipping) gains nothing
     options_tried: set[str] = set()  # quantizer options measured as some finding's remedy
@@ -804,6 +802,12 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
             f.advice += (f" Measured: quantizing with {option_text(runner_up.options)} gains "
                          f"{runner_up.measured_gain_db:+.2f} dB with no layer left float; the remedy below "
                          f"({best.action}) gains {best.measured_gain_db:+.2f} dB.")
+    if untried:
+        # the estimates are upper bounds that often run far above what the remedies then measure: both said
+        gains = [_finite(f.severity_db) for f in measured]
+        notes.append(f"{untried} further candidate cause(s) were not tried in the emulator and are not listed: "
+                     f"their estimated costs are below {last_estimate:.2f} dB, the lowest estimate tried; the "
+                     f"{len(measured)} tried measured {min(gains):+.2f} to {max(gains):+.2f} dB")
     if options is not None:
         # Options that change the whole model, measured even where no single layer's finding points at them
         # (the loss of skipped CLE pairs is spread over many layers); one already tried for a finding is not
