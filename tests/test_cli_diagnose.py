@@ -219,6 +219,9 @@ def test_option_grid_adds_relu6_options_only_for_relu6_models():
 
     plain = option_grid(8, 32)
     assert not any("cle_to_relu6" in o or "convert_relu6_to_relu" in o for o in plain)
+    assert {o["calib_batch_size"] for o in plain} == {8, 2}
+    # 8 samples calibrate in one batch of 32 or of 8 alike: no second row that is the first one again
+    assert {o["calib_batch_size"] for o in option_grid(32, 8)} == {32}
     capped = option_grid(8, 32, has_relu6=True)
     assert {(o.get("cle_to_relu6", False), o.get("convert_relu6_to_relu", False)) for o in capped} == {
         (False, False), (True, False), (False, True), (True, True)}

@@ -89,7 +89,7 @@ def option_grid(batch_size: int, n_calib: int, has_relu6: bool = False) -> list[
     small = max(1, batch_size // 4)
     base = {"include_cle": True, "calib_batch_size": batch_size, "calib_samples": n_calib}
     grid = [base, {**base, "include_cle": False}]
-    if small != batch_size:
+    if small != batch_size and n_calib > small:  # over fewer samples than a small batch, both are one batch
         grid.append({**base, "calib_batch_size": small})
     if n_calib >= 2:
         grid.append({**base, "calib_samples": n_calib // 2})
