@@ -159,11 +159,18 @@ def test_demo_without_scikit_image_says_what_to_install(tmp_path):
 
 
 def test_demo_already_built_is_not_rebuilt(tmp_path):
-    built = tmp_path / "demo" / "demo_capture.h5"
-    built.parent.mkdir()
-    built.write_bytes(b"mine")
+    from capture_fixtures import write_tiny
+
+    (tmp_path / "demo").mkdir()
+    built = write_tiny(tmp_path / "demo" / "demo_capture.h5")
+    before = built.read_bytes()
     result = run_cli("demo", "-o", str(built.parent))
     assert result.returncode == 0 and "already built" in result.stdout
+    assert built.read_bytes() == before
+    # a file of that name that is no capture is not "already built": refused, and left as it was
+    built.write_bytes(b"mine")
+    result = run_cli("demo", "-o", str(built.parent))
+    assert result.returncode == 2 and "is not a qinspect capture" in result.stderr
     assert built.read_bytes() == b"mine"
 
 

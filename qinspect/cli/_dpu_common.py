@@ -91,9 +91,10 @@ def is_vitis_quantized(path: str) -> bool:
             # an HDF5 signature that h5py cannot open: a truncated or damaged file, not "another kind of model"
             with open(path, "rb") as fh:
                 if fh.read(8).startswith(b"\x89HDF"):
-                    from qinspect.errors import QInspectError, first_line
+                    from qinspect.errors import QInspectError
+                    from qinspect.io.capture_file import unreadable_hdf5_message
 
-                    raise QInspectError(f"damaged or truncated HDF5 file ({first_line(exc)})", path) from None
+                    raise QInspectError(unreadable_hdf5_message(path, exc), path) from None
         return False
 
 

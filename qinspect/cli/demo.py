@@ -43,6 +43,12 @@ def run(args: argparse.Namespace) -> int:
     if is_capture(existing) and not args.force:  # a file of that name that is no capture is refused below
         print(f"{existing}: already built (--force builds it again); open it with: qinspect {existing}")
         return 0
+    from qinspect.capture.demo import EVAL_NAME
+    from qinspect.io.capture_file import check_capture_destination
+
+    if folder.is_dir():  # a user's file of either name is refused before anything else is looked at
+        for name in (CAPTURE_NAME, EVAL_NAME):
+            check_capture_destination(folder / name, True, ())
     missing = missing_packages()
     if missing:
         raise QInspectError(missing_message(missing))
