@@ -155,3 +155,21 @@ def test_an_input_whose_quantization_alone_caps_the_output_is_said_with_its_offs
     codes = np.unique(quantize(x, pos, Round.HALF_UP)).size
     assert f"at position {pos} its values take {codes} of the 256 codes" in note
     assert "an offset" in note and "subtracting it in preprocessing" in note
+
+
+def test_a_sample_that_alone_stretches_a_flagged_range_is_named_below_the_4x_rule():
+    """The audit's hid.h5: one sample's spike, scaled down by CLE, reaches 3x the median sample's largest value
+    at act2 (below the 4x outlier-sample rule) and 2.4x every other sample's. Keeping act2 float (+0.28 dB)
+    was proposed; calibrating without that sample gains +0.38 dB and was never tried."""
+    from qinspect.analysis.data_remedies import dominant_samples
+
+    rng = np.random.default_rng(0)
+    maxima = rng.uniform(0.12, 0.16, 48)
+    maxima[9] = 0.40
+    assert dominant_samples(maxima).tolist() == [9]
+    maxima[30] = 0.39  # two samples alike, both far above the rest
+    assert dominant_samples(maxima).tolist() == [9, 30]
+    maxima[30] = 0.25  # a second sample in between: the top one is not 2x every other
+    assert dominant_samples(maxima).tolist() == []
+    assert dominant_samples(rng.uniform(0.1, 0.2, 48)).tolist() == []  # the data's own spread
+    assert dominant_samples(np.array([1.0, 0.1, 0.1, 0.1])).tolist() == []  # too few samples to tell

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from qinspect.analysis.findings import Finding, _severity, ev
-from qinspect.analysis.recalibration import OUTLIER_SAMPLE_BITS, Recalibration, outlier_samples
+from qinspect.analysis.recalibration import MAX_OUTLIER_SHARE, OUTLIER_SAMPLE_BITS, Recalibration, outlier_samples
 from qinspect.analysis.remedies import Fix
 from qinspect.dpu.dpu_graph import DpuGraph, Node, Slot
 
@@ -37,11 +37,32 @@ def _samples_text(idx: list[int]) -> str:
                                                              if len(idx) > SHOWN_SAMPLES else "")
 
 
-def _sample_evidence(maxima: np.ndarray, idx: np.ndarray) -> dict[str, object]:
+DOMINANT_RATIO = 2.0  # a few samples whose largest |x| is this many times every other sample's hold a range
+
+
+def dominant_samples(maxima: np.ndarray) -> np.ndarray:
+    """The few samples (at most ``MAX_OUTLIER_SHARE`` of them, at least 8 samples in all) that alone stretch a
+    range: each one's largest |x| more than ``DOMINANT_RATIO`` x every other sample's and x the median's.
+    Looser than :func:`outlier_samples` (4x the median): used only where an outlier_range finding already
+    stands at the tensor, and the recalibration without them is then measured, not assumed."""
+    n = maxima.size
+    median = float(np.median(maxima)) if n else 0.0
+    if n < 8 or median <= 0:
+        return np.zeros(0, np.int64)
+    order = np.argsort(-maxima, kind="stable")
+    for k in range(1, max(1, int(MAX_OUTLIER_SHARE * n)) + 1):
+        low = float(maxima[order[k - 1]])
+        if low > DOMINANT_RATIO * float(maxima[order[k]]) and low > DOMINANT_RATIO * median:
+            return np.sort(order[:k])
+    return np.zeros(0, np.int64)
+
+
+def _sample_evidence(maxima: np.ndarray, idx: np.ndarray, rule: str | None = None) -> dict[str, object]:
     rest = np.delete(maxima, idx)
+    rule = rule or f"more than {2 ** OUTLIER_SAMPLE_BITS:g}x the median sample's"
     return {
         "outlier_samples": ev([int(i) for i in idx], f"calibration samples (0-based, of all {maxima.size}) whose "
-                              f"largest |x| here is more than {2 ** OUTLIER_SAMPLE_BITS:g}x the median sample's"),
+                              f"largest |x| here is {rule}"),
         "outlier_sample_max": ev(float(maxima[idx].max()), "largest |x| of those samples"),
         "median_sample_max": ev(float(np.median(maxima)), "median over the calibration samples of each one's "
                                                           "largest |x|"),
@@ -63,10 +84,18 @@ def attach_outlier_samples(graph: DpuGraph, found: list[Finding], recal: Recalib
         if m is None or pos is None:
             continue
         idx = outlier_samples(m)
+        f = by_node.get(node.name)
+        if not idx.size and f is not None:
+            # the finding's far outliers may sit in one sample below the 4x rule (a spike that CLE scaled):
+            # name it, and its recalibration is tried beside the finding's other remedies
+            idx = dominant_samples(m)
+            if idx.size:
+                f.evidence.update(_sample_evidence(m, idx, f"more than {DOMINANT_RATIO:g}x every other sample's "
+                                                      "and the median sample's"))
+            continue
         if not idx.size:
             continue
         evidence = _sample_evidence(m, idx)
-        f = by_node.get(node.name)
         if f is not None:
             f.evidence.update(evidence)
             continue
