@@ -74,6 +74,14 @@ def planned_files(root: Path | None = None, command: list[str] | None = None) ->
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
+    # said in the user's terms, not as "File exists" or an error naming the temporary file beside it
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                raise OSError(f"{folder}: is a file, not a folder (qinspect installs {path.name} inside it)")
+            break
+    if path.is_dir():
+        raise OSError(f"{path}: is a folder where qinspect installs a file; it is left as it is")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

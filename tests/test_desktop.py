@@ -161,6 +161,17 @@ def test_install_keeps_the_users_own_files(tmp_path):
     assert f"kept {launcher}" not in again.stdout and "/elsewhere/" not in launcher.read_text()
 
 
+def test_a_file_where_a_desktop_folder_goes_is_named(tmp_path):
+    """`applications` being a file gave "File exists"; the message names it and says what is wrong."""
+    home = tmp_path / "data"
+    home.mkdir()
+    (home / "applications").write_text("mine")
+    result = run_cli("--install-desktop", env={"XDG_DATA_HOME": str(home)})
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert f"{home / 'applications'}: is a file, not a folder" in result.stderr
+    assert (home / "applications").read_text() == "mine"
+
+
 def test_install_with_a_command_is_refused():
     result = run_cli("--install-desktop", "info", "x.h5")
     assert result.returncode == 2 and "take no command" in result.stderr
