@@ -297,3 +297,21 @@ def test_a_linear_activation_on_the_cpu_is_called_a_no_op_not_a_layer_to_replace
     assert found["id0"].evidence["identity"]["value"] is True
     assert "computes nothing" in found["id0"].advice and "replace" not in found["id0"].advice
     assert "identity" not in found["g"].evidence and "replace it" in found["g"].advice
+
+
+def test_a_keras3_operation_is_named_as_info_names_it():
+    """Keras 3's `x + y` (KerasOp numpy.add) is rewritten to its tf_keras form for the quantizer's rules; its
+    CPU finding called it "TFOpLambda", a class the user's model does not have (`info` says KerasOp)."""
+    from qinspect.analysis.diagnose import _cpu_findings
+    from qinspect.dpu.rewrites import graph_from_float
+    from tests.dpu_graph_fixtures import model, rng_weights
+
+    s = [None, 4, 4, 2]
+    w = rng_weights(np.random.default_rng(3), {c: {"kernel": (1, 1, 2, 2), "bias": (2,)} for c in ("c", "d")})
+    src = model([("x", "InputLayer", {}, [], s),
+                 ("c", "Conv2D", {"filters": 2, "kernel_size": [1, 1], "activation": "linear"}, ["x"], s),
+                 ("g", "Activation", {"activation": "gelu"}, ["c"], s),
+                 ("add", "KerasOp", {"function": "numpy.add"}, ["g", "c"], s),
+                 ("d", "Conv2D", {"filters": 2, "kernel_size": [1, 1], "activation": "linear"}, ["add"], s)], ["d"], w)
+    found = {f.layer: f for f in _cpu_findings(graph_from_float(src.graph, src), {})}
+    assert found["add"].evidence["class"]["value"] == "KerasOp numpy.add"

@@ -1150,8 +1150,8 @@ def _cpu_findings(graph: DpuGraph, noise: dict[str, float]) -> list[Finding]:
             around.update(dict.fromkeys(run, sides))
         feeds, reads = around[node.name]
         # a softmax split out of a Dense is the user's Dense (the rewrite marks the split node an Activation)
-        cls = _split_class(graph, node) or node.params.get("class_name") or node.params.get("keras_class") \
-            or _class_name(node)
+        cls = _split_class(graph, node) or node.params.get("user_class") or node.params.get("class_name") \
+            or node.params.get("keras_class") or _class_name(node)
         # Its cost is its own output's requantization. Without an output quantizer (a softmax at the edge:
         # the quantizer before it is the previous layer's) it has none: the only-quantized run of this node
         # would measure its input's quantizer, which is another node's.

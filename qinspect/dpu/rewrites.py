@@ -194,12 +194,15 @@ def _from_graph(graph: ModelGraph, source: Any) -> _Model:
             pass  # kept: it becomes an unsupported (CPU) node and errors only if it must run
         w = {k: np.asarray(v, dtype=np.float32) for k, v in source.weights(layer.name).items()}
         cls, cfg, kwargs = layer.class_name, copy.deepcopy(layer.config or {}), dict(layer.call_kwargs or {})
-        if cls == "KerasOp" and str(cfg.get("function")) in ("numpy.add", "numpy.multiply"):
+        cfg_function = str(cfg.get("function"))
+        if cls == "KerasOp" and cfg_function in ("numpy.add", "numpy.multiply"):
             cls = "TFOpLambda"  # x + 3 in Keras 3: the quantizer sees its tf_keras form
             cfg, kwargs = keras_op_as_tf_op(cfg, kwargs)
         p = PLayer(layer.name, cls, cfg, list(layer.inbound), w, [layer.name], kwargs,
                    layer.name in graph.outputs, layer.output_shape)
         p.owner = layer.shares
+        if layer.class_name == "KerasOp" and cls == "TFOpLambda":
+            p.params["user_class"] = f"KerasOp {cfg_function}"  # what `info` calls it, for the findings
         if layer.output_index:
             p.params["output_index"] = layer.output_index
         layers.append(p)
