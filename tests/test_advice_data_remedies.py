@@ -5,6 +5,7 @@ worse way to quantize."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from qinspect.analysis.advisor import calibration_text
 from qinspect.analysis.diagnose import _advice
@@ -61,3 +62,29 @@ def test_the_window_and_the_report_say_how_a_row_calibrates():
     cell = html[html.index('<table class="advice">'):]
     assert "calibrated without sample 5" in cell and "as calibrated" not in cell
     assert "np.delete(calib, [5], axis=0)" in cell
+
+
+def test_rows_carry_the_paired_spread_of_their_difference_from_the_top_row():
+    """advise ranked rows 0.1-1 dB apart with no spread, where diagnose gave +-1.4 dB for such differences:
+    each row now carries the jackknife standard error of its SQNR minus the top row's, over the same
+    samples, and rows within twice that of the top are marked."""
+    import math
+
+    from qinspect.analysis.advisor import AdviceRow, _spread_against_top, within_noise
+
+    rng = np.random.default_rng(1)
+    top_noise = rng.uniform(0.5, 1.5, 16)
+    other_noise = top_noise * rng.uniform(0.8, 1.5, 16)
+    rows = [AdviceRow({}, [], 20.0, noise=top_noise), AdviceRow({}, ["a"], 19.5, noise=other_noise),
+            AdviceRow({}, ["b"], 19.0, noise=None)]
+    _spread_against_top(rows)
+    # the leave-one-out jackknife of 10 log10(sum other / sum top), by hand
+    loo = np.array([10 * math.log10((other_noise.sum() - o) / (top_noise.sum() - t))
+                    for o, t in zip(other_noise, top_noise, strict=True)])
+    want = math.sqrt(15 / 16 * ((loo - loo.mean()) ** 2).sum())
+    assert rows[0].vs_best_se_db is None and rows[2].vs_best_se_db is None
+    assert rows[1].vs_best_se_db == pytest.approx(want)
+    top, second = rows[0].to_dict(), rows[1].to_dict()
+    assert second["sqnr_vs_best_se_db"] == pytest.approx(want)
+    assert within_noise(second, top) == (0.5 < 2 * want)
+    assert not within_noise({**second, "sqnr_vs_best_se_db": 0.1}, top)  # 0.5 dB apart, spread 0.1: apart

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from qinspect.analysis.metrics import json_safe
+from qinspect.analysis.metrics import json_safe, ratio_se_db
 from qinspect.analysis.sensitivity import (
     _output_stats,
+    output_powers,
     quantizing_nodes,
     sensitivity,
     top1_counts,
@@ -47,6 +48,10 @@ class AdviceRow:
     calib_data: str | None = None
     calib_exclude: list[int] = field(default_factory=list)
     measured_on: str = ""  # the samples the figures are over, in words, when not every measured one
+    # the standard error of this row's output SQNR minus the top row's, paired over the measured samples
+    # (jackknife); None for the top row, or where unknown
+    vs_best_se_db: float | None = None
+    noise: Any = field(default=None, repr=False, compare=False)  # per-sample output error power (not in JSON)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``advice`` entries of ``diagnose --json`` / ``advise --json``): ``options``
@@ -60,7 +65,7 @@ class AdviceRow:
                           "calib_data": self.calib_data, "keep_float": self.keep_float,
                           "output_sqnr_db": self.output_sqnr_db, "top1_agreement": self.top1_agreement,
                           "cpu_layers_added": self.cpu_layers_added, "command": self.command,
-                          "quantizer_stops": self.quantizer_stops,
+                          "quantizer_stops": self.quantizer_stops, "sqnr_vs_best_se_db": self.vs_best_se_db,
                           **({"measured_on": self.measured_on} if self.measured_on else {})})
 
 
@@ -129,7 +134,7 @@ def advise(build: Callable[[dict[str, Any]], DpuGraph], data: dict[str, np.ndarr
         sens = sensitivity(graph, data, batch_size=max(n, 1), whatifs=False, mode=mode)
         agree, total = sens.top1
         row = AdviceRow(dict(opts), [], sens.output.sqnr_db, agree / total if total else None, 0, command(opts, []),
-                        graph.quantizer_stop_note())
+                        graph.quantizer_stop_note(), noise=sens.output_noise)
         rows.append(row)
         if best is None or rank_key(row) > rank_key(best[0]):
             best = (row, graph, sens)
@@ -145,7 +150,33 @@ def advise(build: Callable[[dict[str, Any]], DpuGraph], data: dict[str, np.ndarr
     if runner is not None:
         rows.extend(_keep_float_rows(row, graph, sens, runner, step))
     rows.sort(key=rank_key, reverse=True)
+    _spread_against_top(rows)
     return rows
+
+
+WITHIN_NOISE_NOTE = ("≈: within twice the standard error of the difference from the top row (paired over the "
+                     "measured samples): which of them is better is not measured well on these samples.")
+
+
+def _spread_against_top(rows: list[AdviceRow]) -> None:
+    """Each row's standard error of its SQNR difference from the top row (rows measured on other samples,
+    or a row the quantizer cannot run, get none)."""
+    top = rows[0] if rows else None
+    if top is None or top.noise is None:
+        return
+    for row in rows[1:]:
+        if row.noise is None or len(row.noise) != len(top.noise) or row.measured_on or row.quantizer_stops:
+            continue
+        se = ratio_se_db(row.noise, top.noise)
+        row.vs_best_se_db = None if math.isnan(se) else se
+
+
+def within_noise(row: Mapping[str, Any], top: Mapping[str, Any]) -> bool:
+    """Whether an advice row (JSON form) is within twice its paired standard error of the top row."""
+    se, a, b = row.get("sqnr_vs_best_se_db"), row.get("output_sqnr_db"), top.get("output_sqnr_db")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (se, a, b)):
+        return False
+    return abs(float(b) - float(a)) < 2.0 * float(se)
 
 
 TOP1_OUTRANKED_NOTE = ("↓: a row ranked lower agrees with the float model's top-1 more often; rows are ranked by "
@@ -221,7 +252,8 @@ def _keep_float_rows(base: AdviceRow, graph: DpuGraph, sens: Any, runner: Any,
         layers = float_layers(graph, names)
         return AdviceRow(dict(base.options), layers, _output_stats(graph, runner.ref, values).sqnr_db,
                          agree / total if total else None, sum(graph[n].device == "DPU" for n in names),
-                         command(base.options, layers, graph.keras_names), base.quantizer_stops)
+                         command(base.options, layers, graph.keras_names), base.quantizer_stops,
+                         noise=output_powers(graph, runner.ref, values)[1])
 
     singles = []
     for i, names in enumerate(candidates):

@@ -40,10 +40,12 @@ def run(args: argparse.Namespace) -> int:
     """Try the options and print the ranked table."""
     from qinspect.analysis.advisor import (
         TOP1_OUTRANKED_NOTE,
+        WITHIN_NOISE_NOTE,
         advise,
         option_grid,
         quantizer_stops_note,
         top1_outranked,
+        within_noise,
     )
     from qinspect.analysis.outputs import focused, output_layer
     from qinspect.cli import _dpu_common as common
@@ -103,12 +105,16 @@ def run(args: argparse.Namespace) -> int:
         w(f"output SQNR of: {', '.join(weighed)}" + (" (pooled by signal power)" if len(weighed) > 1 else "") + "\n")
     w(f"{'#':>3} {'SQNR dB':>8} {'top-1':>7} {'CPU+':>4}  options / float layers\n")
     outranked = top1_outranked([r.top1_agreement for r in rows], [r.quantizer_stops is None for r in rows])
+    close = [within_noise(r.to_dict(), rows[0].to_dict()) for r in rows]
     for i, (r, down) in enumerate(zip(rows, outranked, strict=True), 1):
         top1 = ("-" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}%") + ("↓" if down else "")
         opts = ", ".join(f"{k}={v}" for k, v in r.options.items())
-        w(f"{i:>3} {r.output_sqnr_db:>8.2f} {top1:>7} {r.cpu_layers_added:>4}  " + ("✗ " if r.quantizer_stops else "")
+        sqnr = f"{r.output_sqnr_db:.2f}" + ("≈" if close[i - 1] else "")
+        w(f"{i:>3} {sqnr:>8} {top1:>7} {r.cpu_layers_added:>4}  " + ("✗ " if r.quantizer_stops else "")
           + opts + (f"; float: {', '.join(r.keep_float)}" if r.keep_float else "") + "\n")
         w(f"{'':>26}{r.command}\n")
+    if any(close):
+        w("\n" + WITHIN_NOISE_NOTE)
     if any(outranked):
         w("\n" + TOP1_OUTRANKED_NOTE)
     if stops := quantizer_stops_note([r.quantizer_stops for r in rows]):

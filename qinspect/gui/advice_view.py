@@ -21,7 +21,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qinspect.analysis.advisor import TOP1_OUTRANKED_NOTE, calibration_text, row_marks
+from qinspect.analysis.advisor import (
+    TOP1_OUTRANKED_NOTE,
+    WITHIN_NOISE_NOTE,
+    calibration_text,
+    row_marks,
+    within_noise,
+)
 from qinspect.analysis.decisions import agreement_text
 
 COLUMNS = ["Output SQNR (dB)", "Top-1 agreement", "CPU layers added", "Options", "Keep float"]
@@ -138,7 +144,8 @@ class AdviceView(QWidget):
         for i, (r, down) in enumerate(zip(rows, outranked, strict=True)):
             top1 = r.get("top1_agreement")
             sqnr = r.get("output_sqnr_db")
-            cells = [f"{sqnr:.2f}" if isinstance(sqnr, float) else str(sqnr),
+            cells = [(f"{sqnr:.2f}" if isinstance(sqnr, float) else str(sqnr))
+                     + ("≈" if rows and within_noise(r, rows[0]) else ""),
                      ("n/a" if top1 is None else agreement_text(top1)) + (" ↓" if down else ""),
                      str(r.get("cpu_layers_added", 0)),
                      ("✗ " if r.get("quantizer_stops") else "")
@@ -158,6 +165,8 @@ class AdviceView(QWidget):
             of = "" if not result.outputs else f" of {', '.join(result.outputs)}"
             self.info.setText(f"{len(rows)} ways to quantize, best output SQNR{of} first; measured on "
                               f"{result.n_samples} {result.measured_on} samples (top-1: agreement with the "
-                              "float model's arg-max)." + (" " + TOP1_OUTRANKED_NOTE if any(outranked) else "")
+                              "float model's arg-max)."
+                              + (" " + WITHIN_NOISE_NOTE if any(within_noise(r, rows[0]) for r in rows) else "")
+                              + (" " + TOP1_OUTRANKED_NOTE if any(outranked) else "")
                               + (" " + stops if stops else ""))
         self._update_button()

@@ -14,7 +14,13 @@ from typing import Any
 
 import jinja2
 
-from qinspect.analysis.advisor import TOP1_OUTRANKED_NOTE, calibration_text, row_marks
+from qinspect.analysis.advisor import (
+    TOP1_OUTRANKED_NOTE,
+    WITHIN_NOISE_NOTE,
+    calibration_text,
+    row_marks,
+    within_noise,
+)
 from qinspect.analysis.decisions import agreement_text
 from qinspect.report import wording
 from qinspect.report.content import METRIC_KEYS, METRIC_TITLES, POSITION_KEYS, Report
@@ -112,7 +118,10 @@ def _environment() -> jinja2.Environment:
     env.filters["kind_title"] = wording.kind_title
     env.filters["row_marks"] = row_marks
     env.filters["calibration_text"] = calibration_text
+    env.filters["within_noise"] = within_noise
+    env.tests["within_noise"] = within_noise
     env.globals["TOP1_OUTRANKED_NOTE"] = TOP1_OUTRANKED_NOTE
+    env.globals["WITHIN_NOISE_NOTE"] = WITHIN_NOISE_NOTE
     env.filters["basename"] = lambda path: os.path.basename(str(path or ""))
     return env
 
