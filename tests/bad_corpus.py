@@ -93,6 +93,24 @@ def _replace(where: str, name: str, **create) -> Callable[[h5py.File], None]:
     return apply
 
 
+def _external(where: str, name: str, target: str) -> Callable[[h5py.File], None]:
+    """The dataset's bytes moved to another file (HDF5 external storage): h5py would read ``target``."""
+    def apply(h5: h5py.File) -> None:
+        shape, dtype = h5[where][name].shape, h5[where][name].dtype
+        del h5[where][name]
+        h5[where].create_dataset(name, shape=shape, dtype=dtype,
+                                 external=[(target, 0, int(np.prod(shape)) * dtype.itemsize)])
+    return apply
+
+
+def _linked(where: str, name: str, target: str) -> Callable[[h5py.File], None]:
+    """The name linked to an object in another file (an HDF5 external link)."""
+    def apply(h5: h5py.File) -> None:
+        del h5[where][name]
+        h5[where][name] = h5py.ExternalLink(target, "/x")
+    return apply
+
+
 def _set_attr(key: str, value) -> Callable[[h5py.File], None]:
     def apply(h5: h5py.File) -> None:
         h5.attrs[key] = value
@@ -160,6 +178,10 @@ def _nan_capture(path: Path) -> Path:
 
 
 CAPTURES: list[tuple[str, Callable[[Path], Path], str]] = [
+    ("inputs-in-another-file", lambda p: _edit_capture(p, _external("inputs", "input", os.devnull)),
+     "/inputs/input stores its data in another file"),
+    ("inputs-linked-to-another-file", lambda p: _edit_capture(p, _linked("inputs", "input", "/elsewhere/x.h5")),
+     "/inputs/input links to '/elsewhere/x.h5'"),
     ("graph-missing-layer", lambda p: _edit_capture(p, _edit_graph(
         lambda g: _layer(g, "dense").update(inbound=["ghost"]))), "reads layer 'ghost', which is not in the graph"),
     ("graph-no-outputs", lambda p: _edit_capture(p, _edit_graph(lambda g: g.update(outputs=[]))),
