@@ -91,8 +91,7 @@ class KerasH5Model(WeightSource):
         except OSError as exc:
             raise QInspectError(f"cannot read HDF5 file ({first_line(exc)})", self.path) from exc
         try:
-            if h5 is None:  # opened here (open_model checked the file it passes)
-                refuse_outside_data(self._file, self.path)
+            refuse_outside_data(self._file, self.path)  # before anything reads an object another file holds
             self.graph = self._read_graph()
             self._map = self._map_weights()
         except Exception:

@@ -151,13 +151,6 @@ def _open_hdf5(path: str) -> ModelSource:
     except OSError as exc:
         raise QInspectError(unreadable_hdf5_message(path, exc), path) from None
     try:
-        from qinspect.io.h5_scope import refuse_outside_data
-
-        refuse_outside_data(h5, path)  # before anything reads an object another file could hold
-    except BaseException:
-        h5.close()
-        raise
-    try:
         fmt = h5.attrs.get("format")
     except (OSError, RuntimeError) as exc:
         h5.close()
