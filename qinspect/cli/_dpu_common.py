@@ -78,8 +78,11 @@ def is_vitis_quantized(path: str) -> bool:
         with open(path, "rb") as fh:
             if not fh.read(8).startswith(b"\x89HDF"):
                 return False
-        import h5py
+    except OSError:
+        return False
+    import h5py
 
+    try:
         with h5py.File(path, "r", locking=False) as f:
             raw = f.attrs.get("model_config")
             if raw is None:
@@ -87,15 +90,11 @@ def is_vitis_quantized(path: str) -> bool:
             text = raw.decode() if isinstance(raw, bytes) else str(raw)
             return "Vitis>QuantizeWrapper" in text or "Vitis>VitisQuantize" in text
     except OSError as exc:
-        if os.path.isfile(path) and os.path.getsize(path) >= 8:
-            # an HDF5 signature that h5py cannot open: a truncated or damaged file, not "another kind of model"
-            with open(path, "rb") as fh:
-                if fh.read(8).startswith(b"\x89HDF"):
-                    from qinspect.errors import QInspectError
-                    from qinspect.io.capture_file import unreadable_hdf5_message
+        # an HDF5 signature that h5py cannot open: a truncated or damaged file, not "another kind of model"
+        from qinspect.errors import QInspectError
+        from qinspect.io.capture_file import unreadable_hdf5_message
 
-                    raise QInspectError(unreadable_hdf5_message(path, exc), path) from None
-        return False
+        raise QInspectError(unreadable_hdf5_message(path, exc), path) from None
 
 
 def require_file(path: str, what: str = "a file argument") -> None:
