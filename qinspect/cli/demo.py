@@ -32,23 +32,24 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Build the demo captures unless they are there already; print where they are."""
-    from qinspect.capture.demo import CAPTURE_NAME, build_demo, missing_message, missing_packages
+    from qinspect.capture.demo import (
+        CAPTURE_NAME,
+        build_demo,
+        check_destinations,
+        missing_message,
+        missing_packages,
+    )
     from qinspect.capture.tf_logs import quiet_tensorflow_logs
+    from qinspect.io.capture_file import is_capture
     from qinspect.userdirs import demo_folder
 
     folder = (args.output or demo_folder()).resolve()
     existing = folder / CAPTURE_NAME
-    from qinspect.io.capture_file import is_capture
-
     if is_capture(existing) and not args.force:  # a file of that name that is no capture is refused below
         print(f"{existing}: already built (--force builds it again); open it with: qinspect {existing}")
         return 0
-    from qinspect.capture.demo import EVAL_NAME
-    from qinspect.io.capture_file import check_capture_destination
-
     if folder.is_dir():  # a user's file of either name is refused before anything else is looked at
-        for name in (CAPTURE_NAME, EVAL_NAME):
-            check_capture_destination(folder / name, True, ())
+        check_destinations(folder)
     missing = missing_packages()
     if missing:
         raise QInspectError(missing_message(missing))

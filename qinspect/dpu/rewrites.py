@@ -171,7 +171,6 @@ def _hide_reused(m: _Model) -> None:
                  f"({', '.join(sorted({c.key for c in calls}))}) stay float: the quantizer's pattern matcher "
                  "refuses a layer with more than one inbound node, so it neither rewrites nor quantizes one, "
                  "and its readers get no input quantizer", [c.name for c in calls])
-    return [layer.name for layer in calls]
 
 
 def _restore_reused(m: _Model) -> None:

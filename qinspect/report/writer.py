@@ -123,7 +123,7 @@ def check_destination(out_dir: str | Path, force: bool = False) -> Path:
                                     "only a report it wrote, even with --force; choose a new folder", out)
             if not force:
                 raise QInspectError("holds a qinspect report (use --force to replace it)", out)
-    parent = Path(os.path.abspath(out)).parent  # abspath folds "rep/figures/..": rep's parent, not rep itself
+    parent = out.absolute().parent
     if not parent.is_dir():
         raise QInspectError("parent folder does not exist" if not parent.exists() else
                             f"{parent.name} is a file, not a folder", out)
@@ -157,8 +157,8 @@ def write_report(
     """
     out = check_destination(out_dir, force)
     pngs = dict(figures_png) if figures_png is not None else render_all(report, render_figures)
-    parent = Path(os.path.abspath(out)).parent  # abspath folds "rep/figures/..": the parent is rep's, not inside it
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(Path(os.path.abspath(out)).name), suffix=".tmp", dir=parent))
+    parent = out.absolute().parent  # out is normalized by check_destination: "rep/figures/.." is rep
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".tmp", dir=parent))
     try:
         files: dict[str, str] = {}
         if pngs:
@@ -188,8 +188,7 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     if not out.exists():
         os.replace(tmp, out)
         return
-    where = Path(os.path.abspath(out))
-    old = Path(tempfile.mkdtemp(prefix=temp_prefix(where.name), suffix=".old", dir=where.parent))
+    old = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".old", dir=out.absolute().parent))
     os.rmdir(old)
     # Checked again just before the move: the folder may have changed while the report was computed.
     reason = not_a_report_reason(out) if any(out.iterdir()) else None
