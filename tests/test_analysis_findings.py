@@ -259,7 +259,7 @@ def test_cpu_layers_of_one_class_and_reason_are_one_finding():
     # a gelu has no output quantizer (the next conv's input quantizer requantizes it): no cost of its own
     assert [(r["layer"], r["layer_noise_frac"]) for r in f.evidence["layers"]["value"]] == \
         [("g0", 0.0), ("g1", 0.0), ("g2", 0.0)]
-    assert f.advice.startswith("Replace these 3 Activation layers")
+    assert f.advice.startswith("These 3 Activation layers split the model. Instead: Activation('swish')")
     assert wording.finding_sentence(f).startswith("3 Activation layers (g0, g1, g2) run on the CPU in float")
     assert "downstream" not in wording.finding_sentence(f)
     assert wording.finding_title(f) == "CPU layer at g0 and 2 more"
@@ -296,7 +296,7 @@ def test_a_linear_activation_on_the_cpu_is_called_a_no_op_not_a_layer_to_replace
     assert set(found) == {"g", "id0"}
     assert found["id0"].evidence["identity"]["value"] is True
     assert "computes nothing" in found["id0"].advice and "replace" not in found["id0"].advice
-    assert "identity" not in found["g"].evidence and "replace it" in found["g"].advice
+    assert "identity" not in found["g"].evidence and "Instead: Activation('swish')" in found["g"].advice
 
 
 def test_a_keras3_operation_is_named_as_info_names_it():

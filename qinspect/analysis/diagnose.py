@@ -35,6 +35,7 @@ import numpy as np
 
 from qinspect.analysis import findings as fnd
 from qinspect.analysis import remedies as rem
+from qinspect.analysis.cpu_alternatives import dpu_alternative
 from qinspect.analysis.data_remedies import (
     attach_outlier_samples,
     data_fixes,
@@ -1160,7 +1161,8 @@ def _cpu_findings(graph: DpuGraph, noise: dict[str, float]) -> list[Finding]:
             else (0.0 if noise else None)  # None: no sensitivity run
         f = fnd.cpu_fallback(display_name(node), cls, node.cpu_reason or "not a DPU operator", parts,
                              feeds and reads, noise_frac=frac, requantized=node.out_slot is not None,
-                             identity=node.op == "activation" and node.params.get("name") == "linear")
+                             identity=node.op == "activation" and node.params.get("name") == "linear",
+                             alternative=dpu_alternative(graph, node))
         out.append(_tag(f, node))
     return fnd.group_cpu_fallbacks(out)
 

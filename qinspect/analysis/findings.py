@@ -731,6 +731,7 @@ def cpu_fallback(
     noise_frac: float | None = None,
     requantized: bool = True,
     identity: bool = False,
+    alternative: str | None = None,
 ) -> Finding:
     """A layer the DPU cannot run: computed in float on the CPU, the model cut around it.
 
@@ -738,7 +739,8 @@ def cpu_fallback(
     i.e. its output noise fraction in the severity formula (0 when unknown or when nothing quantized
     follows). ``requantized``: its output has a quantizer; without one (a softmax at the edge, whose
     quantizer rounds its input) the placement explains none of the layer's error. The finding is always
-    reported, whatever its severity: it changes how the model deploys.
+    reported, whatever its severity: it changes how the model deploys. ``alternative``: what the DPU runs
+    in its place (:func:`qinspect.analysis.cpu_alternatives.dpu_alternative`), a phrase.
     """
     evidence = {
         "class": ev(class_name, "the layer's Keras class"),
@@ -762,13 +764,17 @@ def cpu_fallback(
         advice = (f"{layer} is a linear (identity) activation: it computes nothing and runs in float only because "
                   "the quantizer leaves it unquantized; removing it from the model changes no number.")
         return Finding(layer, "cpu_fallback", severity, evidence, advice)
+    if alternative:
+        evidence["alternative"] = ev(alternative, "what the DPU runs in its place, by the quantizer's rules (not "
+                                                  "measured here)")
     if class_name == "LeakyReLU":
         advice += " (LeakyReLU with alpha 0.1, or ReLU) and retrain."
     elif splits:
-        advice += ", or accept the CPU round trip."
+        advice = (f"{layer} runs on the CPU ({reason}). Instead: {alternative}. Or accept the CPU round trip."
+                  if alternative else advice + ", or accept the CPU round trip.")
     else:
         advice = (f"{layer} runs on the CPU ({reason}) at the edge of the model: no round trip, "
-                  "usually acceptable.")
+                  "usually acceptable" + (f". Instead: {alternative}." if alternative else "."))
     return Finding(layer, "cpu_fallback", severity, evidence, advice)
 
 
@@ -783,7 +789,7 @@ def group_cpu_fallbacks(found: list[Finding]) -> list[Finding]:
     for f in found:
         e = f.evidence
         key = (e["class"]["value"], e["reason"]["value"], e["splits_model"]["value"], e.get("share", {}).get("value"),
-               "identity" in e)
+               "identity" in e, e.get("alternative", {}).get("value"))
         groups.setdefault(key, []).append(f)
     out = []
     for members in groups.values():
@@ -813,9 +819,14 @@ def group_cpu_fallbacks(found: list[Finding]) -> list[Finding]:
             advice = (f"Replace these {len(names)} LeakyReLU layers with a DPU-supported equivalent (LeakyReLU with "
                       "alpha 0.1, or ReLU) and retrain.")
         elif splits:
-            advice = (f"Replace these {len(names)} {cls} layers with a DPU-supported equivalent, or accept the CPU "
-                      "round trips.")
+            alternative = e.get("alternative", {}).get("value")
+            advice = (f"These {len(names)} {cls} layers split the model. Instead: {alternative}. Or accept the "
+                      "CPU round trips."
+                      if alternative else f"Replace these {len(names)} {cls} layers with a DPU-supported equivalent, "
+                                          "or accept the CPU round trips.")
         else:
-            advice = f"These {len(names)} {cls} layers sit at the edge of the model: no round trip, usually acceptable."
+            alternative = e.get("alternative", {}).get("value")
+            advice = (f"These {len(names)} {cls} layers sit at the edge of the model: no round trip, usually acceptable"
+                      + (f". Instead: {alternative}." if alternative else "."))
         out.append(Finding(first.layer, "cpu_fallback", worst.severity_db, evidence, advice, affects=names[1:]))
     return out

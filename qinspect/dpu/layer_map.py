@@ -358,7 +358,7 @@ def dpu_placement(node: Node) -> tuple[str, str]:
         what = f"elementwise {p.get('fn')}" if op == "elementwise" else op.replace("_", " ")
         return "CPU", f"{what} is not quantized by the Vitis pof2s quantizer"
     if op == "softmax":
-        return "CPU", "softmax stays float on the CPU (Vitis pof2s keeps it out of the DPU)"
+        return "CPU", "softmax stays float on the CPU, where Vitis pof2s keeps it"
     if op == "activation" and p.get("keras_class") in ("TFOpLambda", "KerasOp"):
         # tf.nn.relu / keras.ops.relu inline: relu itself runs on a DPU, but not as a TensorFlow operation
         return "CPU", (f"{p.get('name')} called as a TensorFlow / Keras operation: the quantizer does not convert "

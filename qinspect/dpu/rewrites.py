@@ -685,6 +685,10 @@ def _unquantized_reason(layer: PLayer) -> str:
         return (f"{UNQUANTIZED}: an identity at inference, which the quantizer neither removes (it removes "
                 "only Dropout layers with a single-reader input) nor quantizes; the next quantized layer "
                 "quantizes its output")
+    if layer.cls == "TFOpLambda":
+        return (f"{UNQUANTIZED}: a TensorFlow operation written on tensors (TFOpLambda), which vai_q's pof2s "
+                "registry has no entry for (it quantizes Keras layers; only the hard-sigmoid pattern of such "
+                "operations is converted); the next quantized layer quantizes its output")
     if layer.cls == "Permute":
         return (f"{UNQUANTIZED}: vai_q's pof2s registry has no entry for Permute (it has Reshape and Flatten); "
                 "the next quantized layer quantizes its output")
