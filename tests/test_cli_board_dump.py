@@ -58,12 +58,18 @@ def test_flipped_byte_is_the_headline_and_exit_1(cli, small, tmp_path):
     assert r.returncode == 1 and "first divergence: layer pool1 (quant_pool1)" in r.stdout
 
 
-@pytest.mark.parametrize("damage", ["missing", "truncated", "unmappable"])
+@pytest.mark.parametrize("damage", ["missing", "truncated", "unmappable", "dangling", "folder"])
 def test_damaged_board_dump_exits_2_naming_the_file(cli, small, tmp_path, damage):
     board = small_board_from_quantizer(small, tmp_path)
     f = board / "dump" / "subgraph_quant_conv2" / "internal" / "1.quant_relu2_aquant.bin"
     if damage == "missing":
         f.unlink()
+    elif damage == "dangling":  # a link to nothing: was a FileNotFoundError traceback
+        f.unlink()
+        f.symlink_to(tmp_path / "gone.bin")
+    elif damage == "folder":  # a folder of the tensor's file name: was an IsADirectoryError traceback
+        f.unlink()
+        f.mkdir()
     elif damage == "truncated":
         f.write_bytes(f.read_bytes()[:1000])
     else:
@@ -74,6 +80,8 @@ def test_damaged_board_dump_exits_2_naming_the_file(cli, small, tmp_path, damage
     assert r.returncode == 2
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and str(f) in err[0] and "Traceback" not in r.stderr
+    if damage in ("dangling", "folder"):
+        assert ("dangling symbolic link" if damage == "dangling" else "is a folder") in err[0]
     if damage == "unmappable":
         assert f"unmapped: {f} (8192 bytes per engine" in r.stdout and "layers of that size: quant_relu2" in r.stdout
         mapping = tmp_path / "map.json"

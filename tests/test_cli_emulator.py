@@ -85,7 +85,7 @@ def test_compare_dump_bad_inputs(tmp_path):
     one = tmp_path / "one.npy"
     np.save(one, np.load(root / "dump_inputs.npy")[:1])
     _one_line_error(run_cli("compare-dump", str(root / "quantized.h5"), str(root / "dump_results"), "--inputs",
-                            str(one)), "bytes")
+                            str(one)), "one.npy", "holds 1 sample(s) but the dump holds 2")
     dst = tmp_path / "d"
     shutil.copytree(root / "dump_results", dst)
     (dst / "dump_results_0").chmod(0o755)

@@ -229,3 +229,28 @@ def test_a_quantized_h5_of_another_model_is_one_line_and_the_positions_in_use_st
     with qtbot.waitSignal(win.session.results_changed, timeout=60000):
         win.session.set_options(QuantizerOptions(include_cle=False))
     assert win.session.analysis.quantized_path is None and win.session.analysis.available
+
+
+def test_the_windows_dump_job_agrees_with_the_command_line(tmp_path, refcases):
+    """Audit cases: a board tensor that maps to no layer read "No divergence: every compared tensor matches" in the
+    window (the command line: not a match, exit 2); .npz inputs failed there; the notes were not shown."""
+    import numpy as np
+
+    from qinspect.gui.emulation import dump_job
+    from qinspect.gui.worker import CancelToken
+    from tests.board_fixtures import small_board_from_quantizer
+
+    small = refcases / "small"
+    board = small_board_from_quantizer(small, tmp_path / "board")
+    for p in (board / "dump" / "subgraph_quant_conv2" / "internal").glob("*.quant_relu2_aquant.bin"):
+        p.rename(p.with_name(p.name.replace("quant_relu2_aquant", "tensor_42")))
+    np.savez(tmp_path / "in.npz", input=np.load(small / "dump_inputs.npy"))
+    res = dump_job(CancelToken(1), str(board), str(small / "quantized.h5"), str(tmp_path / "in.npz"))
+    head = res.headline()
+    assert "every compared tensor matches" not in head and "map to no layer of the model" in head
+    # more inputs than the dump holds: the window says which samples it compared, as the command line does
+    np.save(tmp_path / "three.npy", np.concatenate([np.load(small / "dump_inputs.npy"),
+                                                    np.load(small / "calib.npy")[:1]]))
+    res = dump_job(CancelToken(2), str(small / "dump_results"), str(small / "quantized.h5"),
+                   str(tmp_path / "three.npy"))
+    assert res.first is None and any("compared the first 2 of the 3 inputs" in n for n in res.notes)

@@ -51,9 +51,14 @@ LISTED = 10  # unmapped or missing files named in the text output (--json has th
 def run(args: argparse.Namespace) -> int:
     """Compare and print."""
     from qinspect.cli import error
-    from qinspect.cli._dpu_common import open_data, print_json, require_file
-    from qinspect.dpu.checks import finite_batches
-    from qinspect.dpu.dump_checks import check_comparable, weight_copy_note
+    from qinspect.cli._dpu_common import print_json, require_file
+    from qinspect.dpu.dump_checks import (
+        check_comparable,
+        check_same_model,
+        check_samples,
+        dump_inputs,
+        weight_copy_note,
+    )
     from qinspect.dpu.emulator import Emulator, compare_dump, dumped_samples, first_dump_divergence
     from qinspect.io.board_dump import dump_folder_kind
     from qinspect.io.vitis import open_dump
@@ -64,16 +69,13 @@ def run(args: argparse.Namespace) -> int:
         require_file(args.map)
     emu = Emulator.from_quantized(args.quantized)
     kind = dump_folder_kind(args.dump)
-    src = open_data(args.inputs, emu.graph)
-    inputs = src.batch(0, src.n_samples)
-    if len(inputs) == 1 and len(emu.graph.inputs) == 1:
-        inputs = {emu.graph.inputs[0]: next(iter(inputs.values()))}
-    # NaN or Inf inputs are said as such (they read as "the dump was made from other inputs")
-    inputs = next(finite_batches(iter([inputs]), args.inputs))
+    inputs, n_samples, said = dump_inputs(args.inputs, emu.graph)
+    for line in said:
+        print(f"qinspect: note: {line}", file=sys.stderr)
     if kind == "board":
         from qinspect.cli._board import run_board
 
-        return run_board(args, emu, inputs, src.n_samples)
+        return run_board(args, emu, inputs, n_samples)
     if kind is None and not os.path.isdir(args.dump):
         return error(f"{args.dump}: not a folder (expected a dump_results folder from dump_model or a board dump)")
     if kind is None:
@@ -82,15 +84,14 @@ def run(args: argparse.Namespace) -> int:
     if args.map:
         return error(f"{args.map}: --map applies to board dumps only; {args.dump} is not one")
     dump = open_dump(args.dump, emu.quantized_model)
+    check_same_model(dump, args.quantized)
+    check_samples(emu.graph, dump, n_samples, args.inputs)
     matches = compare_dump(emu, dump, inputs)
     n_dump = dumped_samples(emu.graph, dump)
-    if n_dump is not None and n_dump < src.n_samples:
-        dump.notes.append(f"the dump holds {n_dump} samples (dump_model predicts one batch): compared the first "
-                          f"{n_dump} of the {src.n_samples} inputs")
     gating = [m for m in matches if m.gating]
     missing = [e.path or e.filename for e in dump.missing]
     # a dump lacking files (or holding some of no tensor) is never a match, whatever the rest compares
-    all_ok = all(m.ok for m in gating) and not missing and not dump.unmapped
+    all_ok = all(m.ok for m in gating) and not missing and not dump.unmapped and not dump.absent
     # another model's dump, or one made from other inputs: refused before any row blames the DPU
     check_comparable(emu.graph, dump, matches, args.quantized, args.inputs)
     warning = weight_copy_note(matches)
@@ -100,17 +101,19 @@ def run(args: argparse.Namespace) -> int:
             "quantized": args.quantized, "dump": args.dump, "inputs": args.inputs, "format": "dump_model",
             "found": "a quantizer dump_model folder",
             "first_divergence": None if first is None else first.to_dict(),
-            "samples": min(src.n_samples, n_dump or src.n_samples),
+            "samples": min(n_samples, n_dump or n_samples),
             "all_matched": all_ok, "tensors": [m.to_dict() for m in matches],
-            "unmapped": dump.unmapped, "missing": [e.filename for e in dump.missing], "notes": dump.notes,
+            "unmapped": dump.unmapped, "missing": [e.filename for e in dump.missing],
+            "absent_folders": [f.split("/")[0] for f in dump.absent], "notes": dump.notes,
             "warnings": [warning] if warning else [],
         })
     else:
         w = sys.stdout.write
         w(f"found a quantizer dump_model folder in {args.dump}\n")
         w(("first divergence: none, every compared tensor matches bit for bit\n\n" if all_ok else
-           f"first divergence: none among the compared tensors, but the dump is incomplete ({len(missing)} "
-           f"missing, {len(dump.unmapped)} unmapped): not a match\n\n") if first is None else
+           "first divergence: none among the compared tensors, but the dump is incomplete ("
+           + ", ".join([*(f"no {f}" for f in dump.absent), f"{len(missing)} missing",
+                        f"{len(dump.unmapped)} unmapped"]) + "): not a match\n\n") if first is None else
           f"first divergence: layer {first.layer}, tensor {first.name}: {first.total - first.matched}/"
           f"{first.total} values differ, max {first.difference}{'; ' + first.note if first.note else ''}\n\n")
         if warning:
@@ -139,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
     if dump.unmapped:
         return error(f"{dump.unmapped[0]}: dump file maps to no tensor of {args.quantized}"
                      + (f" (and {len(dump.unmapped) - 1} more unmapped)" if len(dump.unmapped) > 1 else ""))
+    if dump.absent:
+        return error(f"{args.dump}: no {dump.absent[0]} folder, which dump_model writes: those tensors are not "
+                     "compared")
     if missing:
         return error(f"{args.dump}: {len(missing)} file(s) Vitis writes for this model are missing, first "
                      f"{missing[0]}")

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from qinspect.dpu.dpu_graph import DpuGraph
 from qinspect.errors import QInspectError
 
@@ -33,15 +35,32 @@ def input_mismatch(g: DpuGraph, matches: Sequence[Any]) -> Any | None:
     return None
 
 
+def check_same_model(dump: Any, quantized: str) -> None:
+    """Refuse, in one line, another model's dump: files of its own this model lacks, as many as those in
+    common, while this model's are missing. Decided from the file names alone, before any file is read (a
+    file of the same name but another size would otherwise be called damaged first)."""
+    shared = [e for e in dump.entries if e.path is not None and e.dtype == "int8"]
+    if dump.unmapped and (not shared or (dump.missing and len(dump.unmapped) >= len(shared))):
+        common = (f"only {len(shared)} of its int8 files do" if shared else "no int8 file of it does")
+        raise QInspectError(f"{len(dump.unmapped)} dump file(s) map to no tensor of {quantized} (first "
+                            f"{dump.unmapped[0]}) and {common}: a dump of another model?", dump.root)
+
+
+def check_samples(g: DpuGraph, dump: Any, n: int, inputs: str) -> None:
+    """Refuse inputs with fewer samples than the dump holds: every file would otherwise read as the wrong
+    size, blaming a whole dump for short inputs."""
+    from qinspect.dpu.emulator import dumped_samples
+
+    n_dump = dumped_samples(g, dump)
+    if n_dump is not None and n_dump > n:
+        raise QInspectError(f"holds {n} sample(s) but the dump holds {n_dump} (its copy of the model input says "
+                            "so): give the inputs the dump was made from", inputs)
+
+
 def check_comparable(g: DpuGraph, dump: Any, matches: Sequence[Any], quantized: str, inputs: str) -> None:
     """Refuse, in one line, a comparison whose rows would blame the wrong thing: a dump of another model,
     or a dump made from other inputs than ``inputs``."""
-    gating = [m for m in matches if m.gating]
-    # another model's: files of its own this model lacks, as many as those in common, and this model's missing
-    if dump.unmapped and (not gating or (dump.missing and len(dump.unmapped) >= len(gating))):
-        shared = (f"only {len(gating)} of its files do" if gating else "no file of it does")
-        raise QInspectError(f"{len(dump.unmapped)} dump file(s) map to no tensor of {quantized} (first "
-                            f"{dump.unmapped[0]}) and {shared}: a dump of another model?", dump.root)
+    check_same_model(dump, quantized)
     bad = input_mismatch(g, matches)
     if bad is not None:
         raise QInspectError(
@@ -54,7 +73,8 @@ def check_comparable(g: DpuGraph, dump: Any, matches: Sequence[Any], quantized: 
 
 def incomplete(dump: Any) -> list[str]:
     """Sentences for what the dump lacks or holds beyond the model (empty when it is whole)."""
-    out = []
+    out = [f"the dump has no {folder} folder: none of those tensors is compared"
+           for folder in getattr(dump, "absent", ())]
     missing = [e.filename for e in dump.missing]
     if missing:
         out.append(f"{len(missing)} file(s) Vitis writes for this model are missing from the dump, first "
@@ -74,3 +94,19 @@ def weight_copy_note(matches: Sequence[Any]) -> str | None:
     return (f"{len(bad)} float weight file(s) of the dump differ from the quantized model's own weights (first "
             f"{bad[0].name}, {bad[0].total - bad[0].matched} of {bad[0].total} values): the dump came from "
             "other weights than this quantized.h5")
+
+
+def dump_inputs(path: str, g: DpuGraph) -> tuple[dict[str, np.ndarray], int, list[str]]:
+    """The inputs a dump was made from (.npy / .npz, read as every command reads inputs): ``({input name:
+    array}, samples, what reading said)``; NaN or Inf refused in one line (they would read as "the dump was
+    made from other inputs")."""
+    from qinspect.dpu.checks import finite_batches
+    from qinspect.io.inputs import open_inputs
+
+    shapes = {name: (list(g[name].output_shape[1:]) if g[name].output_shape else None) for name in g.inputs}
+    source = open_inputs(path, shapes)
+    arrays = source.batch(0, source.n_samples)
+    if len(arrays) == 1 and len(g.inputs) == 1:
+        arrays = {g.inputs[0]: next(iter(arrays.values()))}
+    arrays = next(finite_batches(iter([arrays]), path))
+    return arrays, source.n_samples, [*source.warnings, *source.notes]

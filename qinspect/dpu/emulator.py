@@ -531,6 +531,8 @@ class TensorMatch:
     def difference(self) -> str:
         """The largest difference in words: in LSB where the tensor has a position, else absolute (a
         float file of a tensor without one: an LSB figure there would be a raw difference mislabelled)."""
+        if math.isinf(self.max_abs):
+            return "NaN"
         if math.isnan(self.max_lsb):
             return f"{self.max_abs:.4g} (absolute, no position)"
         return f"{self.max_lsb:g} LSB"
@@ -570,9 +572,15 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
         check_input_shape(g, name, arr)
     n = len(next(iter(arrays.values())))
     n_dump = dumped_samples(g, dump)
+    if n_dump is not None and n_dump > n:
+        # every file would then read as the wrong size, blaming a whole dump for short inputs
+        raise QInspectError(f"the dump holds {n_dump} samples (its copy of the model input says so) but the "
+                            f"inputs given have only {n}: give the inputs the dump was made from", dump.root)
     if n_dump is not None and n_dump < n:
         # dump_model runs predict(dataset, steps=1): with more inputs than one batch, only the first
         # batch is dumped. Compare that many samples.
+        dump.notes.append(f"the dump holds {n_dump} samples (dump_model predicts one batch): compared the first "
+                          f"{n_dump} of the {n} inputs")
         arrays = {k: v[:n_dump] for k, v in arrays.items()}
         n = n_dump
     int_vals = Evaluator(g, "int").run(arrays)
@@ -664,10 +672,9 @@ def dumped_samples(g: DpuGraph, dump: Any) -> int | None:
             if not shape or any(d is None for d in shape[1:]):
                 return None
             per = int(np.prod(shape[1:])) * 4
-            from qinspect.io.paths import check_not_special
+            from qinspect.io.paths import data_file_size
 
-            check_not_special(e.path)  # a FIFO reads as size 0 and would block the read after
-            size = os.path.getsize(e.path)
+            size = data_file_size(e.path, "the dump has the model input's .bin file")
             if size == 0:
                 raise QInspectError("holds 0 bytes: the dump's copy of the model input is empty (an interrupted "
                                     "dump?)", e.path)
@@ -695,7 +702,13 @@ def _match_float(base: str, e: Any, ref: np.ndarray, got: np.ndarray, pos: int |
     with np.errstate(invalid="ignore"):
         d = np.abs(ref.astype(np.float64) - got.astype(np.float64))
     ok = d <= atol
-    mx = float(np.nanmax(d)) if d.size else 0.0
+    # a NaN differs from everything: its difference is infinite, never the 0 a NaN-skipping max would give
+    mx = float(np.where(np.isnan(d), np.inf, d).max()) if d.size else 0.0
     lsb = mx * 2.0**pos if pos is not None else math.nan
-    return TensorMatch(base, e.layer, e.tensor, e.kind, e.dtype, int(ref.size), int(np.count_nonzero(ok)), lsb,
-                       mx, gating, None if ok.all() else _first(ref, got))
+    m = TensorMatch(base, e.layer, e.tensor, e.kind, e.dtype, int(ref.size), int(np.count_nonzero(ok)), lsb,
+                    mx, gating, None if ok.all() else _first(ref, got))
+    nan_dump, nan_emu = int(np.isnan(ref).sum()), int(np.isnan(got).sum())
+    if nan_dump or nan_emu:
+        m.note = "; ".join(f"{k} NaN value(s) in the {who}" for k, who in ((nan_dump, "dump"), (nan_emu, "emulator"))
+                           if k)
+    return m

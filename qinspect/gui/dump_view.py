@@ -176,7 +176,10 @@ class DumpView(QWidget):
         # a long tensor name (a board dump's subgraph path) must not push the mismatch and note off-screen
         for j in range(self.table.columnCount() - 1):
             self.table.setColumnWidth(j, min(self.table.columnWidth(j), MAX_COLUMN_PX))
-        self.info.setText(dump.summary() if hasattr(dump, "summary") else f"{len(self.rows)} tensors compared")
+        summary = dump.summary() if hasattr(dump, "summary") else f"{len(self.rows)} tensors compared"
+        # what the comparison rests on (samples compared, weights checked only through activations)
+        notes = [f"Note: {n[:1].upper()}{n[1:]}." for n in getattr(dump, "notes", [])]
+        self.info.setText("\n".join([summary, *notes]))
         self.headline.setText(dump.headline() if hasattr(dump, "headline") else "")
         if first is not None and first in self.rows:
             self.table.selectRow(self.rows.index(first))

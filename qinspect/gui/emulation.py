@@ -469,10 +469,15 @@ def find_dump_inputs(folder: str) -> str | None:
 def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str) -> DumpComparison:
     """Worker: emulate the dump's inputs with the quantized.h5 and compare every dumped tensor (a
     dump_model folder or a VART board dump)."""
-    import numpy as np
-
     from qinspect.dpu.board_compare import compare_board
-    from qinspect.dpu.dump_checks import check_comparable, incomplete, weight_copy_note
+    from qinspect.dpu.dump_checks import (
+        check_comparable,
+        check_same_model,
+        check_samples,
+        dump_inputs,
+        incomplete,
+        weight_copy_note,
+    )
     from qinspect.dpu.emulator import Emulator, compare_dump, first_dump_divergence
     from qinspect.errors import QInspectError
     from qinspect.io.board_dump import dump_folder_kind, open_board_dump
@@ -486,20 +491,24 @@ def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str
     kind = dump_folder_kind(folder)
     board = open_board_dump(folder) if kind == "board" else None
     dump = None if board is not None else open_dump(folder, emulator.quantized_model)
-    try:
-        x = np.load(inputs, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise QInspectError(f"cannot read the dump inputs ({exc})", inputs) from None
+    if dump is not None:
+        check_same_model(dump, quantized)
+    x, n_samples, said = dump_inputs(inputs, emulator.graph)
+    if dump is not None:
+        check_samples(emulator.graph, dump, n_samples, inputs)
     token.check()
     if board is not None:
         res = compare_board(emulator.graph, board, x)
+        # a tensor that maps to no layer leaves the comparison incomplete (the command line's exit 2)
+        lacks = [f"{len(res.unmapped)} board tensor(s) map to no layer of the model, first "
+                 f"{res.unmapped[0].tensor.label}: not a match"] if res.unmapped else []
         return DumpComparison(folder, res.tensors, "board", res.first_divergence, board.describe(),
-                              res.unmapped, res.notes)
+                              res.unmapped, [*said, *res.notes], lacks)
     rows = list(compare_dump(emulator, dump, x))
     # another model's dump, or one made from other inputs: refused before any row blames the DPU
     check_comparable(emulator.graph, dump, rows, quantized, inputs)
     return DumpComparison(folder, rows, "dump_model", first_dump_divergence(emulator.graph, rows),
-                          "a quantizer dump_model folder", list(dump.unmapped), list(dump.notes),
+                          "a quantizer dump_model folder", list(dump.unmapped), [*said, *dump.notes],
                           incomplete(dump), weight_copy_note(rows))
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from qinspect.errors import QInspectError
+from qinspect.io.paths import data_file_size
 
 KINDS = ("input", "internal", "output")  # VART's tensor_output_dir_ values, in the order it writes them
 _FILE = re.compile(r"^(\d+)\.(.+)\.bin$")
@@ -187,7 +188,7 @@ def open_board_dump(path: str | os.PathLike[str]) -> BoardDump:
             if e not in t.files:
                 raise QInspectError(f"missing: the dump holds engines 0..{engines - 1} but not engine {e} of "
                                     f"tensor {t.label}", t.path(e))
-        sizes = {e: os.path.getsize(p) for e, p in t.files.items()}
+        sizes = {e: data_file_size(p, "a tensor's .bin file") for e, p in t.files.items()}
         # the most common size; between equally common ones the largest, since a damaged file is most often
         # a truncated one (two engines, one cut short: the cut one is named)
         common = max(set(sizes.values()), key=lambda size: (list(sizes.values()).count(size), size))

@@ -27,6 +27,22 @@ def check_not_special(path: str | os.PathLike[str]) -> None:
     raise QInspectError(f"is {kind}: qinspect reads regular files and folders only", os.fspath(path))
 
 
+def data_file_size(path: str | os.PathLike[str], what: str = "a data file") -> int:
+    """The size of a file that holds data (a dump's .bin), refusing in one line what is no such file: a link
+    to nothing, a folder, a FIFO or device (which would block or never end), a file that cannot be read."""
+    check_not_special(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise QInspectError("is a link to a file that does not exist (a dangling symbolic link)" if os.path.islink(path)
+                            else "does not exist", os.fspath(path)) from None
+    except OSError as exc:
+        raise QInspectError(f"cannot be read ({exc.strerror or exc})", os.fspath(path)) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise QInspectError(f"is a folder where {what} is expected", os.fspath(path))
+    return st.st_size
+
+
 def temp_prefix(name: str) -> str:
     """The prefix of a temporary file or folder made beside ``name``: its first characters only, so a legal
     long name (up to the 255 bytes a file name may have) still leaves room for the random part and suffix."""

@@ -34,7 +34,7 @@ import numpy as np
 from qinspect.errors import QInspectError
 from qinspect.io.graph import call_name
 from qinspect.io.h5_scope import refuse_outside_data
-from qinspect.io.paths import check_not_special
+from qinspect.io.paths import data_file_size
 
 WRAPPER = "Vitis>QuantizeWrapper"
 VQUANT = "Vitis>VitisQuantize"
@@ -561,6 +561,9 @@ class DumpFolder:
     entries: list[DumpEntry]  # expected files (``path`` None where missing)
     unmapped: list[str]  # .bin files in the folder that map to no tensor of the model
     notes: list[str]
+    # dump_model's folders that are not there and leave the dump incomplete, never a match (dump_results_0/:
+    # without the activations nothing the DPU computes is compared)
+    absent: list[str] = field(default_factory=list)
 
     @property
     def missing(self) -> list[DumpEntry]:
@@ -570,11 +573,8 @@ class DumpFolder:
     def read(self, entry: DumpEntry, count: int) -> np.ndarray:
         """The flat array of one file, checked to hold exactly ``count`` values."""
         assert entry.path is not None
-        check_not_special(entry.path)
-        if os.path.isdir(entry.path):
-            raise QInspectError("is a folder where the dump has a tensor's .bin file", entry.path)
+        size = data_file_size(entry.path, "the dump has a tensor's .bin file")
         dtype = np.int8 if entry.dtype == "int8" else np.float32
-        size = os.path.getsize(entry.path)
         itemsize = np.dtype(dtype).itemsize
         if size != count * itemsize:
             raise QInspectError(
@@ -608,6 +608,9 @@ def open_dump(root: str | os.PathLike[str], model: VitisQuantizedModel) -> DumpF
     rootp = Path(root)
     if not rootp.is_dir():
         raise QInspectError("not a folder (expected a dump_results folder from dump_model)", root)
+    for name in ("dump_results_0", "dump_results_weights"):
+        if (rootp / name).exists() and not (rootp / name).is_dir():
+            raise QInspectError("is not a folder: dump_model writes its tensors' .bin files there", rootp / name)
     acts, weights = _dump_dirs(rootp)
     if acts is None and weights is None:
         raise QInspectError("holds neither dump_results_0/ nor dump_results_weights/", root)
@@ -630,13 +633,15 @@ def open_dump(root: str | os.PathLike[str], model: VitisQuantizedModel) -> DumpF
             used.add(key)
     unmapped = sorted(found[k] for k in found if k not in used)
     entries = _drop_trimmed_float_weights(entries, notes)
+    absent = []
     if acts is None:
-        notes.append("no dump_results_0/ folder: activations not compared")
+        absent.append("dump_results_0/ (the activations)")
         entries = [e for e in entries if e.kind != "activation"]
     if weights is None:
-        notes.append("no dump_results_weights/ folder: weights not compared")
+        # the activations, computed from those weights, still check them: said, not a failure
+        notes.append("no dump_results_weights/ folder: the weights are checked only through the activations")
         entries = [e for e in entries if e.kind != "weight"]
-    return DumpFolder(str(rootp), entries, unmapped, notes)
+    return DumpFolder(str(rootp), entries, unmapped, notes, absent)
 
 
 def _drop_trimmed_float_weights(entries: list[DumpEntry], notes: list[str]) -> list[DumpEntry]:

@@ -1,0 +1,95 @@
+"""``qinspect compare-dump`` on dump_model folders that are damaged, partial or odd: never a traceback, never
+"matches" for what was not compared, and the file at fault named (cases from an outside audit)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # each case starts the CLI in a fresh interpreter
+
+
+@pytest.fixture()
+def small(refcases):
+    return refcases / "small"
+
+
+def _copy(small, tmp_path):
+    dst = tmp_path / "dump_results"
+    shutil.copytree(small / "dump_results", dst)
+    for p in dst.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return dst
+
+
+def _run(cli, quantized, dump, inputs, *extra):
+    return cli("compare-dump", str(quantized), str(dump), "--inputs", str(inputs), *extra)
+
+
+def _one_line(r, *words):
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_a_dangling_link_in_the_dump_is_named_not_a_traceback(cli, small, tmp_path):
+    dump = _copy(small, tmp_path)
+    f = dump / "dump_results_0" / "quant_pool1.bin"
+    f.unlink()
+    f.symlink_to(tmp_path / "nowhere.bin")
+    _one_line(_run(cli, small / "quantized.h5", dump, small / "dump_inputs.npy"), str(f), "dangling symbolic link")
+    g = dump / "dump_results_0" / "input_float.bin"  # the file the sample count is read from
+    g.unlink()
+    g.symlink_to(tmp_path / "nowhere.bin")
+    _one_line(_run(cli, small / "quantized.h5", dump, small / "dump_inputs.npy"), str(g), "dangling symbolic link")
+
+
+def test_no_activations_folder_is_never_a_match(cli, small, tmp_path):
+    dump = _copy(small, tmp_path)
+    shutil.rmtree(dump / "dump_results_0")
+    r = _run(cli, small / "quantized.h5", dump, small / "dump_inputs.npy")
+    # it said "every compared tensor matches bit for bit" with exit 0, having compared weights only
+    _one_line(r, "no dump_results_0/ (the activations) folder")
+    assert "matches bit for bit" not in r.stdout and "not a match" in r.stdout
+    (dump / "dump_results_0").write_bytes(b"x")  # a file where the folder goes: called what it is
+    _one_line(_run(cli, small / "quantized.h5", dump, small / "dump_inputs.npy"), "dump_results_0", "is not a folder")
+    # without the weights folder the activations still decide (they are computed from those weights): said
+    dump = _copy(small, tmp_path / "w")
+    shutil.rmtree(dump / "dump_results_weights")
+    r = _run(cli, small / "quantized.h5", dump, small / "dump_inputs.npy")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "weights are checked only through the activations" in r.stdout
+
+
+def test_short_inputs_are_blamed_not_the_dump(cli, small, tmp_path):
+    one = tmp_path / "one.npy"
+    np.save(one, np.load(small / "dump_inputs.npy")[:1])
+    _one_line(_run(cli, small / "quantized.h5", small / "dump_results", one), str(one),
+              "holds 1 sample(s) but the dump holds 2")
+
+
+def test_a_nan_in_a_float_file_is_a_nan_difference_not_zero(cli, small, tmp_path):
+    dump = _copy(small, tmp_path)
+    f = dump / "dump_results_0" / "quant_conv2_float.bin"
+    values = np.fromfile(f, np.float32)
+    values[3] = np.nan
+    values.tofile(f)
+    r = _run(cli, small / "quantized.h5", dump, small / "dump_inputs.npy", "--json")
+    row = {t["name"]: t for t in json.loads(r.stdout)["tensors"]}["quant_conv2_float"]
+    assert row["matched"] == row["total"] - 1 and row["max_abs"] == "inf"
+    assert "1 NaN value(s) in the dump" in row["note"]
+    r = _run(cli, small / "quantized.h5", dump, small / "dump_inputs.npy")
+    line = next(x for x in r.stdout.splitlines() if x.startswith("quant_conv2_float "))
+    assert " NaN " in line and "dump nan" in line
+
+
+def test_another_models_dump_is_called_that_before_any_file_is_read(cli, refcases, small):
+    # the small dump against MobileNetV3Small's quantized.h5: it was "quant_flatten_float.bin holds 65536 bytes
+    # but ... needs 40", a damaged file, though almost no file of it belongs to that model
+    m = refcases / "mbv3small"
+    _one_line(_run(cli, m / "quantized.h5", small / "dump_results", m / "dump_inputs.npy"), "a dump of another model?")
