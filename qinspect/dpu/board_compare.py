@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from qinspect.dpu.dpu_graph import DpuGraph, Node, quantizes_model_input
-from qinspect.dpu.executor import Evaluator, Value, _FusedValue, batch_inputs, check_input_shape
+from qinspect.dpu.executor import Evaluator, Value, _FusedValue, batch_inputs, check_input_shape, same_size_codes
+from qinspect.dpu.mismatch_cause import mismatch_cause
 from qinspect.errors import QInspectError
 from qinspect.io.board_dump import BoardDump, BoardTensor, board_name
 
@@ -56,6 +57,7 @@ class BoardMatch:
     sim_matched: int | None = None  # codes the quantizer's float32 simulation gets equal to the board
     isolated_matched: int | None = None  # codes equal when the node is fed the board's own inputs
     note: str = ""
+    cause: str = ""  # what the codes show (qinspect.dpu.mismatch_cause), part of the note too
     gating: bool = True  # every board tensor decides the exit status
 
     @property
@@ -89,6 +91,8 @@ class BoardMatch:
             d["isolated_matched"] = self.isolated_matched
         if self.note:
             d["note"] = self.note
+        if self.cause:
+            d["cause"] = self.cause
         return d
 
 
@@ -323,6 +327,15 @@ def _isolated(g: DpuGraph, ev: Evaluator, int_vals: dict[str, Value], target: st
     return out.codes()
 
 
+def _written_copy(rows: list[BoardMatch], m: BoardMatch) -> BoardMatch | None:
+    """For a tensor a subgraph read back (an ``input`` row), the matching copy another subgraph wrote of
+    the same layer, if there is one."""
+    if m.tensor.kind != "input":
+        return None
+    return next((r for r in rows if r.layer == m.layer and r.tensor.kind != "input" and r.ok
+                 and r.tensor.subgraph != m.tensor.subgraph), None)
+
+
 INPUT_CODES_NOTE = ("the board's input codes differ from the emulator's: the board ran on other inputs, or another "
                     "preprocessing (scale, mean, channel order, resize, input position), than the inputs given; "
                     "every later difference may follow from it")
@@ -361,13 +374,16 @@ def compare_board(g: DpuGraph, dump: BoardDump, inputs: np.ndarray | dict[str, n
     for t, target, how in sorted(mapped, key=lambda r: (targets.order[r[1]], PRODUCED_FIRST.index(r[0].kind))):
         board = t.read(t.engines)
         board_of.setdefault(target, {}).setdefault(t.subgraph, board)
-        m = _match(g, t, target, how, targets.order[target], board, int_vals[target].codes())
+        v = int_vals[target]
+        m = _match(g, t, target, how, targets.order[target], board, v.codes())
         if not m.ok:
             if sim_vals is None:
                 sim_vals = Evaluator(g, "sim").run(arrays)
             m.sim_matched = int(np.count_nonzero(sim_vals[target].codes().reshape(b, -1) == board))
+            m.cause = "" if m.sim_reproduces else mismatch_cause(
+                board, v.codes(), b, pos=v.pos, others=same_size_codes(int_vals, target, board.size)) or ""
             m.note = ("the quantizer's float32 simulation reproduces the board here: the emulator's integer "
-                      "pipeline is what differs" if m.sim_reproduces else
+                      "pipeline is what differs" if m.sim_reproduces else m.cause or
                       "the quantizer's float32 simulation differs from the board too: the board computes "
                       "differently")
         rows.append(m)
@@ -376,14 +392,26 @@ def compare_board(g: DpuGraph, dump: BoardDump, inputs: np.ndarray | dict[str, n
     for m in rows:
         if m.ok:
             continue
+        written = _written_copy(rows, m)
+        if written is not None:
+            # what the producing subgraph wrote matches; only what this one read back differs
+            m.note = (f"the copy subgraph {m.tensor.subgraph} read back differs from the one subgraph "
+                      f"{written.tensor.subgraph} wrote, which matches: the codes changed between the two subgraphs "
+                      "(the transfer, memory, or a CPU step between them), not in a DPU computation")
+            continue
         iso = _isolated(g, ev, int_vals, m.layer, m.tensor.subgraph, board_of)
         if iso is None:
             continue
         m.isolated_matched = int(np.count_nonzero(iso.reshape(b, -1) == board_of[m.layer][m.tensor.subgraph]))
-        m.note += ("; " if m.note else "") + (
-            "fed the board's own inputs, the emulator gives the board's codes: the difference comes from upstream"
-            if m.isolated_matched == m.total else
-            "fed the board's own inputs, the emulator still differs: this layer computes differently")
+        if m.isolated_matched == m.total:
+            # inherited: any sentence about this layer computing differently would contradict it
+            m.note = ("fed the board's own inputs, the emulator gives the board's codes: the difference comes "
+                      "from upstream")
+        else:
+            # with a cause named (another position, exchanged samples), "computes differently" would mislead
+            m.note += "; " + ("fed the board's own inputs, the emulator still differs: the difference arises at "
+                              "this tensor" if m.cause else "fed the board's own inputs, the emulator still differs: "
+                              "this layer computes differently")
     first = min((m.order for m in rows if not m.ok), default=None)
     for m in rows:
         if not m.ok and (m.layer in g.inputs or quantizes_model_input(g, g[m.layer])):

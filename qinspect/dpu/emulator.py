@@ -27,8 +27,17 @@ import numpy as np
 from qinspect.dpu.calibrate import CalibrationResult, calibrate
 from qinspect.dpu.checks import check_node_weights, checked_position, finite_batches, naming_file
 from qinspect.dpu.dpu_graph import CONV_OPS, TRANSPARENT_OPS, Adjustment, DpuGraph, Node, Rewrite
-from qinspect.dpu.executor import CAPTURED, Evaluator, Value, _FusedValue, batch_inputs, check_input_shape
+from qinspect.dpu.executor import (
+    CAPTURED,
+    Evaluator,
+    Value,
+    _FusedValue,
+    batch_inputs,
+    check_input_shape,
+    same_size_codes,
+)
 from qinspect.dpu.fixed_point import Round, quantize
+from qinspect.dpu.mismatch_cause import mismatch_cause
 from qinspect.dpu.options import DEFAULT_CALIB_BATCH, QuantizerOptions
 from qinspect.dpu.reference import ReferenceWalk
 from qinspect.errors import QInspectError, first_line
@@ -521,6 +530,7 @@ class TensorMatch:
     sim_matched: int | None = None  # int8 mismatches: how many the float32 simulation gets right
     note: str = ""
     histogram: list[int] = field(default_factory=list)  # int8: histogram[d] values that differ by d LSB
+    cause: str = ""  # what the codes show (qinspect.dpu.mismatch_cause), part of the note too
 
     @property
     def ok(self) -> bool:
@@ -550,6 +560,8 @@ class TensorMatch:
             d["lsb_histogram"] = self.histogram
         if self.note:
             d["note"] = self.note
+        if self.cause:
+            d["cause"] = self.cause
         return d
 
 
@@ -610,7 +622,10 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
                 spec = g.slots[slot]
                 got_q = quantize(w, p, Round(spec.round_mode), spec.narrow_range).reshape(-1)
                 ref = dump.read(e, got_q.size)
-                out.append(_match_int(base, e, ref, got_q, gating=True))
+                m = _match_int(base, e, ref, got_q, gating=True)
+                if not m.ok:
+                    m.note = m.cause = mismatch_cause(ref, got_q, pos=p) or ""
+                out.append(m)
             else:
                 ref = dump.read(e, got.size)
                 out.append(_match_float(base, e, ref, got, g.pos(slot) if slot is not None else None, gating=False))
@@ -635,9 +650,12 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
                     sim_vals = Evaluator(g, "sim").run(arrays)
                 sq = sim_vals[e.layer].codes().reshape(-1)
                 m.sim_matched = int(np.count_nonzero(sq == ref))
+                m.cause = "" if m.sim_matched == m.total else mismatch_cause(
+                    ref, v.codes(), n, pos=v.pos, float_copy=_float_copy(dump, e, count),
+                    others=same_size_codes(int_vals, e.layer, count)) or ""
                 m.note = ("the quantizer's float32 simulation reproduces the dump here: the difference is a "
                           "simulation-versus-DPU gap (DPU_NUMERICS.md 4b)" if m.sim_matched == m.total else
-                          "the float32 simulation differs too")
+                          m.cause or "the float32 simulation differs too")
             out.append(m)
         else:
             ref = dump.read(e, count)
@@ -645,6 +663,16 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
             pos = v.pos if v.quantized and not isinstance(v, _FusedValue) else None
             out.append(_match_float(base, e, ref, got, pos, gating=is_pre, atol=SOFTMAX_ATOL if is_pre else 0.0))
     return out
+
+
+def _float_copy(dump: Any, e: Any, count: int) -> np.ndarray | None:
+    """The dump's float32 file of the same tensor as int8 entry ``e`` (its dequantized codes), if readable."""
+    twin = next((f for f in dump.entries if f.path and f.dtype == "float32" and f.kind == e.kind
+                 and f.layer == e.layer and f.tensor == e.tensor), None)
+    try:
+        return None if twin is None else dump.read(twin, count)
+    except QInspectError:
+        return None  # its own row says what is wrong with it
 
 
 def first_dump_divergence(g: DpuGraph, matches: list[TensorMatch]) -> TensorMatch | None:

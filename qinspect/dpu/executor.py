@@ -647,3 +647,16 @@ def check_input_shape(graph: DpuGraph, name: str, arr: np.ndarray, path: str | N
             f"[N, {', '.join('?' if w is None else str(w) for w in want)}]",
             path,
         )
+
+
+def same_size_codes(values: dict[str, Value], layer: str, count: int) -> dict[str, np.ndarray]:
+    """The int8 codes of every quantized tensor but ``layer``'s that holds ``count`` values, by node name (what
+    a swapped or misnamed dump file could hold). A fused conv / add is left out: its codes are its
+    activation's, which stands under its own name."""
+    out = {}
+    for name, v in values.items():
+        held = v.q if v.q is not None else v.f
+        if name != layer and v.quantized and not isinstance(v, _FusedValue) and held is not None \
+                and held.size == count:
+            out[name] = v.codes().reshape(-1)
+    return out
