@@ -141,3 +141,37 @@ def test_a_board_dump_of_another_model_is_refused_before_any_table(cli, refcases
     r = cli("compare-dump", str(rich / "quantized.h5"), str(board), "--inputs", str(rich / "dump_inputs.npy"))
     assert r.returncode == 2 and r.stdout == ""
     assert "maps to a layer of the quantized model" in r.stderr and "a dump of another model?" in r.stderr
+
+
+def test_causes_inherited_rows_and_a_copy_changed_between_subgraphs(cli, small, tmp_path):
+    """Audit cases: an inherited row also said "the board computes differently"; a copy read back by the second
+    subgraph that differs from the matching copy the first wrote was blamed on a computation; no cause was named."""
+    board = small_board_from_quantizer(small, tmp_path)
+    dump = board / "dump"
+    # the second subgraph reads pool1 back with one code changed; the first subgraph's own copy is intact
+    f = dump / "subgraph_quant_conv2" / "input" / "0.quant_pool1_fix.bin"
+    codes = np.fromfile(f, np.int8)
+    codes[100] = codes[100] + 1 if codes[100] < 127 else codes[100] - 1
+    codes.tofile(f)
+    doc = json.loads(_run(cli, small, board, "--json").stdout)
+    rows = {t["name"]: t for t in doc["tensors"]}
+    readback = rows["subgraph_quant_conv2/input/quant_pool1_fix"]
+    assert readback["note"].startswith("the copy subgraph subgraph_quant_conv2 read back differs from the one "
+                                       "subgraph subgraph_quant_conv1 wrote, which matches")
+    assert "computes differently" not in readback["note"]
+    # relu2, computed from the changed copy, inherits it: said once, without "the board computes differently"
+    relu2 = rows["subgraph_quant_conv2/internal/quant_relu2_aquant"]
+    if relu2["matched"] != relu2["total"]:
+        assert "comes from upstream" in relu2["note"] and "computes differently" not in relu2["note"]
+    # the first subgraph's pool1 at a position one higher (codes doubled, as a board compiled from another
+    # quantization would write them): the cause is named, in the note and in its own JSON key
+    board = small_board_from_quantizer(small, tmp_path / "x2")
+    for e in (0, 1):
+        for sub, kind in (("subgraph_quant_conv1", "output"), ("subgraph_quant_conv2", "input")):
+            g = board / "dump" / sub / kind / f"{e}.quant_pool1_fix.bin"
+            np.clip(np.fromfile(g, np.int8).astype(int) * 2, -128, 127).astype(np.int8).tofile(g)
+    r = _run(cli, small, board, "--json")
+    assert r.returncode == 1
+    first = json.loads(r.stdout)["first_divergence"]
+    assert first["layer"] == "quant_pool1" and "the emulator's times 2" in first["cause"]
+    assert "the dump was made at fix position" in first["note"]

@@ -93,3 +93,24 @@ def test_another_models_dump_is_called_that_before_any_file_is_read(cli, refcase
     # but ... needs 40", a damaged file, though almost no file of it belongs to that model
     m = refcases / "mbv3small"
     _one_line(_run(cli, m / "quantized.h5", small / "dump_results", m / "dump_inputs.npy"), "a dump of another model?")
+
+
+def test_a_dump_made_at_another_position_is_named_as_such(cli, small, tmp_path):
+    """A dump whose pool1 was written one position higher (int8 and its float copy alike, as another
+    quantization would): the row names the position, not just "5834 of 8192 differ"."""
+    dump = _copy(small, tmp_path)
+    acts = dump / "dump_results_0"
+    codes = np.clip(np.fromfile(acts / "quant_pool1.bin", np.int8).astype(int) * 2, -128, 127).astype(np.int8)
+    codes.tofile(acts / "quant_pool1.bin")
+    (codes.astype(np.float32) / 2**7).tofile(acts / "quant_pool1_float.bin")
+    r = _run(cli, small / "quantized.h5", dump, small / "dump_inputs.npy", "--json")
+    assert r.returncode == 1, r.stderr
+    first = json.loads(r.stdout)["first_divergence"]
+    assert first["layer"] == "quant_pool1"
+    assert first["cause"].startswith("the dump's codes are the emulator's times 2")
+    assert "fix position 7 where the quantized model has 6" in first["cause"]
+    # only the int8 file changed (its float copy still dump_model's): the file was edited, whatever its pattern
+    shutil.copy(small / "dump_results" / "dump_results_0" / "quant_pool1_float.bin", acts / "quant_pool1_float.bin")
+    first = json.loads(_run(cli, small / "quantized.h5", dump, small / "dump_inputs.npy", "--json").stdout)[
+        "first_divergence"]
+    assert "its int8 file does not: the int8 file was changed after dump_model wrote it" in first["cause"]

@@ -52,7 +52,7 @@ def first_divergence_json(first: Any) -> dict[str, Any] | None:
             "subgraph": first.tensor.subgraph, "kind": first.tensor.kind, "matched": first.matched,
             "total": first.total, "max_lsb": first.max_lsb, "first_mismatch": first.first_mismatch,
             "sim_matched": first.sim_matched, "sim_reproduces": first.sim_reproduces,
-            "isolated_matched": first.isolated_matched, "note": first.note}
+            "isolated_matched": first.isolated_matched, "note": first.note, "cause": first.cause or None}
 
 
 def run_board(args: argparse.Namespace, emu: Any, inputs: dict[str, Any], n_inputs: int) -> int:
