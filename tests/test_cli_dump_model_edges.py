@@ -114,3 +114,25 @@ def test_a_dump_made_at_another_position_is_named_as_such(cli, small, tmp_path):
     first = json.loads(_run(cli, small / "quantized.h5", dump, small / "dump_inputs.npy", "--json").stdout)[
         "first_divergence"]
     assert "its int8 file does not: the int8 file was changed after dump_model wrote it" in first["cause"]
+
+
+def test_a_difference_is_traced_to_the_layer_where_it_arises(cli, small, tmp_path):
+    """Each differing activation is recomputed from the dump's own input codes: relu1 changed at one value
+    arises there; pool1, max-pooled from that changed relu1 (as a real run would), only inherits it. The
+    rows used to say "downstream of the first divergence" without checking."""
+    dump = _copy(small, tmp_path)
+    acts = dump / "dump_results_0"
+    relu1 = np.fromfile(acts / "quant_relu1.bin", np.int8).reshape(2, 32, 32, 16).astype(int)
+    i = np.unravel_index(np.argmax(relu1[0]), relu1[0].shape)
+    relu1[0][i] = min(relu1[0][i] + 3, 127)  # the largest code of its 2x2 window: pool1 carries it on
+    pool1 = relu1.reshape(2, 16, 2, 16, 2, 16).max(axis=(2, 4))
+    for name, codes in (("quant_relu1", relu1), ("quant_pool1", pool1)):
+        codes.astype(np.int8).tofile(acts / f"{name}.bin")
+        (codes.astype(np.float32) / 2**6).tofile(acts / f"{name}_float.bin")
+    r = _run(cli, small / "quantized.h5", dump, small / "dump_inputs.npy", "--json")
+    rows = {t["name"]: t for t in json.loads(r.stdout)["tensors"]}
+    assert rows["quant_relu1"]["isolated_matched"] < rows["quant_relu1"]["total"]
+    assert "the emulator still differs: it arises in this layer" in rows["quant_relu1"]["note"]
+    assert rows["quant_pool1"]["isolated_matched"] == rows["quant_pool1"]["total"]
+    assert rows["quant_pool1"]["note"].startswith("fed the dump's own input codes, the emulator gives the dump's "
+                                                  "codes: inherited from upstream")

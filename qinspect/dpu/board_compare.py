@@ -301,11 +301,12 @@ def _match(g: DpuGraph, t: BoardTensor, target: str, how: str, order: int, board
                       first_mismatch=_first_mismatch(board, emu, tuple(codes.shape[1:])))
 
 
-def _isolated(g: DpuGraph, ev: Evaluator, int_vals: dict[str, Value], target: str, subgraph: str,
+def recompute_from_codes(g: DpuGraph, ev: Evaluator, int_vals: dict[str, Value], target: str, subgraph: str,
               board_of: dict[str, dict[str, np.ndarray]]) -> np.ndarray | None:
-    """The target's codes computed by the integer pipeline from the board's own input codes (a fused
+    """The target's codes computed by the integer pipeline from the dump's own input codes (a fused
     conv + activation as one DPU op), each input taken from ``subgraph``'s copy when it has one (what
-    that subgraph read); None when an input is not in the dump."""
+    that subgraph read; ``board_of``: node -> subgraph -> codes, a row per sample); None when an input
+    is not in the dump."""
     node = g[target]
     chain = [node]
     if len(node.inputs) == 1 and g.fused_activation(g[node.inputs[0]]) is node:
@@ -399,14 +400,16 @@ def compare_board(g: DpuGraph, dump: BoardDump, inputs: np.ndarray | dict[str, n
                       f"{written.tensor.subgraph} wrote, which matches: the codes changed between the two subgraphs "
                       "(the transfer, memory, or a CPU step between them), not in a DPU computation")
             continue
-        iso = _isolated(g, ev, int_vals, m.layer, m.tensor.subgraph, board_of)
+        iso = recompute_from_codes(g, ev, int_vals, m.layer, m.tensor.subgraph, board_of)
         if iso is None:
             continue
         m.isolated_matched = int(np.count_nonzero(iso.reshape(b, -1) == board_of[m.layer][m.tensor.subgraph]))
         if m.isolated_matched == m.total:
-            # inherited: any sentence about this layer computing differently would contradict it
-            m.note = ("fed the board's own inputs, the emulator gives the board's codes: the difference comes "
-                      "from upstream")
+            # inherited: a sentence about the board computing differently would contradict it (one about the
+            # float32 simulation reproducing the board stays: it blames the emulator, wherever the gap began)
+            inherited = "fed the board's own inputs, the emulator gives the board's codes: the difference comes " \
+                        "from upstream"
+            m.note = f"{m.note}; {inherited}" if m.sim_reproduces else inherited
         else:
             # with a cause named (another position, exchanged samples), "computes differently" would mislead
             m.note += "; " + ("fed the board's own inputs, the emulator still differs: the difference arises at "

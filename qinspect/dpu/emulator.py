@@ -531,6 +531,7 @@ class TensorMatch:
     note: str = ""
     histogram: list[int] = field(default_factory=list)  # int8: histogram[d] values that differ by d LSB
     cause: str = ""  # what the codes show (qinspect.dpu.mismatch_cause), part of the note too
+    isolated_matched: int | None = None  # codes equal when the layer is fed the dump's own input codes
 
     @property
     def ok(self) -> bool:
@@ -562,6 +563,8 @@ class TensorMatch:
             d["note"] = self.note
         if self.cause:
             d["cause"] = self.cause
+        if self.isolated_matched is not None:
+            d["isolated_matched"] = self.isolated_matched
         return d
 
 
@@ -598,6 +601,7 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
     int_vals = Evaluator(g, "int").run(arrays)
     sim_vals: dict[str, Value] | None = None
     out: list[TensorMatch] = []
+    dumped: dict[str, dict[str, np.ndarray]] = {}  # node -> {"dump": its int8 codes, a row per sample}
     for e in dump.entries:
         if e.path is None:
             continue
@@ -645,6 +649,7 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
                 out.append(t)
                 continue
             m = _match_int(base, e, ref, v.codes().reshape(-1), gating=True)
+            dumped[e.layer] = {"dump": ref.reshape(n, -1)}
             if not m.ok:
                 if sim_vals is None:
                     sim_vals = Evaluator(g, "sim").run(arrays)
@@ -662,7 +667,30 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
             got = vf.reshape(-1)
             pos = v.pos if v.quantized and not isinstance(v, _FusedValue) else None
             out.append(_match_float(base, e, ref, got, pos, gating=is_pre, atol=SOFTMAX_ATOL if is_pre else 0.0))
+    _isolate(g, int_vals, dumped, out)
     return out
+
+
+def _isolate(g: DpuGraph, int_vals: dict[str, Value], dumped: dict[str, dict[str, np.ndarray]],
+             rows: list[TensorMatch]) -> None:
+    """Recompute each differing activation from the dump's own input codes: equal, it only inherits an
+    earlier difference (said instead of any other sentence); still different, the difference arises there."""
+    from qinspect.dpu.board_compare import recompute_from_codes
+
+    ev = Evaluator(g, "int")
+    for m in rows:
+        if m.ok or m.kind != "activation" or m.dtype != "int8" or not m.gating or m.layer not in dumped:
+            continue
+        iso = recompute_from_codes(g, ev, int_vals, m.layer, "dump", dumped)
+        if iso is None:
+            continue
+        m.isolated_matched = int(np.count_nonzero(iso.reshape(-1) == dumped[m.layer]["dump"].reshape(-1)))
+        if m.isolated_matched == m.total:
+            inherited = "fed the dump's own input codes, the emulator gives the dump's codes: inherited from upstream"
+            m.note = f"{m.note}; {inherited}" if m.sim_matched == m.total else inherited
+        else:
+            m.note += "; fed the dump's own input codes, the emulator still differs: " + (
+                "the difference arises at this tensor" if m.cause else "it arises in this layer")
 
 
 def _float_copy(dump: Any, e: Any, count: int) -> np.ndarray | None:
