@@ -49,3 +49,4 @@ def test_no_cause_on_rounding_noise_or_too_few_telling_values():
     sparse[:6] = [3, -2, 5, 1, 2, 4]  # six nonzero codes: no scale can be read from them
     assert mismatch_cause(sparse * 2, sparse, 1, pos=4) is None
     assert mismatch_cause(EMU, EMU, 2) is None
+

@@ -23,6 +23,9 @@ quantizer's formula takes the tail's per-input-channel maxima from the kernel's 
 grouped conv has ``in / groups`` entries against the head's ``in`` channels, so its code stops there with
 a shape error (RegNet's stages). :func:`cross_layer_equalize` reports such pairs as skipped. A grouped
 conv as the head lines up (its output channels are the tail's input channels) and is equalized as the code does.
+A DepthwiseConv2D head with ``depth_multiplier`` > 1 does not: the code reshapes its kernel to its input
+channels (``in``) while its bias and the tail hold ``in * multiplier``, and stops there the same way; such
+pairs are skipped and reported too.
 
 Scale per channel, float32 as the quantizer's numpy code: ``s = sqrt(max|tail| / max|head|)``
 (the head's max includes its bias), clipped to [0.1, 10], ``s = 1`` where
@@ -46,6 +49,11 @@ CONV_CLASSES = ("Conv2D", "DepthwiseConv2D")
 def _grouped(layer: Any) -> bool:
     # a grouped Conv2D run as a DepthwiseConv2D (one group per channel) is still grouped to the quantizer
     return layer.params.get("keras_groups", 1) > 1 or (layer.cls == "Conv2D" and conv_groups(layer.cfg) > 1)
+
+
+def _multiplier_head(layer: Any) -> bool:
+    """A depthwise head with several outputs per input channel (the quantizer's formula stops there)."""
+    return layer.cls == "DepthwiseConv2D" and int(layer.cfg.get("depth_multiplier", 1) or 1) > 1
 
 
 def _kernel_name(layer: Any) -> str:
@@ -161,17 +169,21 @@ def cross_layer_equalize(layers: list[Any], consumers: Callable[[str], list[Any]
                          act_of: Callable[[Any], str], steps: int = 10, threshold: float = 0.1,
                          cle_to_relu6: bool = False,
                          head_scales: dict[str, np.ndarray] | None = None,
-                         skipped: list[tuple[str, str, str]] | None = None) -> list[tuple[str, str, str, float]]:
+                         skipped: list[tuple[str, str, str, str]] | None = None
+                         ) -> list[tuple[str, str, str, float]]:
     """Run ``steps`` CLE steps in place. Returns (pattern, head, tail, max |log10 s| of the last step)
     for every equalized pair; ``head_scales`` (when given) receives each head's product of scales over
     all steps (its output channels were multiplied by it); ``skipped`` (when given) the (pattern, head,
-    tail) of each pair left alone because its tail is a grouped Conv2D."""
+    tail, why) of each pair left alone because the quantizer's formula stops there (a grouped Conv2D
+    tail, a depthwise head with a depth multiplier)."""
     pairs: dict[tuple[str, str, str], float] = {}
     for step in range(steps):
         for pattern, head, tail in find_pairs(layers, consumers, by_name, act_of, cle_to_relu6):
-            if _grouped(tail):  # the patterns match it; the formula does not apply (module docstring)
+            # the patterns match them; the formula does not apply (module docstring)
+            why = ("grouped tail" if _grouped(tail) else "multiplier head" if _multiplier_head(head) else "")
+            if why:
                 if skipped is not None and step == 0:  # the same pairs match at every step
-                    skipped.append((pattern, head.name, tail.name))
+                    skipped.append((pattern, head.name, tail.name, why))
                 continue
             s = equalize_pair(head, tail, threshold)
             if head_scales is not None:

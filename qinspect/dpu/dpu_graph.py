@@ -376,8 +376,9 @@ class DpuGraph:
         head, tail = pairs[0][:2]
         more = f" and {len(pairs) - 1} more" if len(pairs) > 1 else ""
         return (f"vai_q_tensorflow2 cannot quantize this model with include_cle=True: its cross-layer equalization "
-                f"stops with a shape error at {head} -> {tail}{more} (a grouped Conv2D after a conv, which its "
-                "formula does not handle). Quantize with include_cle=False; these figures leave such pairs "
+                f"stops with a shape error at {head} -> {tail}{more} (a pair whose channels its formula does not "
+                "line up: a grouped Conv2D tail, or a depthwise head with depth_multiplier > 1). Quantize with "
+                "include_cle=False; these figures leave such pairs "
                 "unequalized and equalize the rest, a run the quantizer cannot make")
 
     def caveats(self) -> list[str]:

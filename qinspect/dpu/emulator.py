@@ -292,6 +292,17 @@ class Emulator:
                 missing.append(f"{slot[0]}:{slot[1]}")
             else:
                 self.graph.set_pos(slot, checked_position(slot, v, positions_file))
+        if not missing:
+            from qinspect.dpu.constraints import check_constraints
+
+            broken = check_constraints(self.graph)
+            if broken:
+                # Out of these limits the integer pipeline's shifts leave int64 (an add read 58 bits apart wrapped
+                # to 0), and no DPU runs such positions anyway: there is no board result to emulate.
+                raise QInspectError(f"{len(broken)} position constraint(s) of the DPU broken, first {broken[0]}: "
+                                    "no DPU runs these positions (the quantizer and its compiler keep them within "
+                                    "the shift limits), so there is nothing to emulate; calibrate gives positions "
+                                    "that hold", positions_file)
         return missing
 
     def check_options_of(self, recorded: Any, path: str | None) -> None:

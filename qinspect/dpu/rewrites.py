@@ -385,7 +385,9 @@ def _fold_bn(m: _Model) -> None:
             k2 = k * mult
         elif conv.cls == "Conv2D":
             k2 = k * mult.reshape([1, 1, 1, k.shape[-1]])
-        else:  # DepthwiseConv2D, Conv2DTranspose: channel on axis 2
+        elif conv.cls == "DepthwiseConv2D":  # output channel c * multiplier + j is kernel slot [:, :, c, j]
+            k2 = k * mult.reshape([1, 1, k.shape[-2], k.shape[-1]])
+        else:  # Conv2DTranspose: output channel on axis 2
             k2 = k * mult.reshape([1, 1, k.shape[-2], 1])
         b = conv.weights.get("bias")
         b2 = beta + (b - mm) * mult if b is not None else beta + (-mm) * mult
@@ -457,13 +459,16 @@ def _cle(m: _Model, options: QuantizerOptions) -> None:
     by = m.by_name()
     before = {layer.name: {k: v.copy() for k, v in layer.weights.items()} for layer in m.layers}
     head_scales: dict[str, np.ndarray] = {}
-    skipped: list[tuple[str, str, str]] = []
+    skipped: list[tuple[str, str, str, str]] = []
     pairs = cross_layer_equalize(m.layers, m.consumers, by, _act, steps=options.cle_steps,
                                  cle_to_relu6=options.cle_to_relu6, head_scales=head_scales, skipped=skipped)
-    for pattern, head, tail in skipped:
+    for pattern, head, tail, why in skipped:
+        what = (f"{tail} is a grouped Conv2D, whose kernel holds in/groups input channels against the head's "
+                "output channels" if why == "grouped tail" else
+                f"{head} is a DepthwiseConv2D with depth_multiplier > 1, whose kernel the formula reshapes to its "
+                "input channels while its bias and the tail hold input channels times the multiplier")
         m.record(CLE_GROUPED_TAIL,
-                 f"{pattern} pair {head} -> {tail} NOT equalized: {tail} is a grouped Conv2D, whose kernel holds "
-                 "in/groups input channels against the head's output channels. The quantizer's CLE formula "
+                 f"{pattern} pair {head} -> {tail} NOT equalized: {what}. The quantizer's CLE formula "
                  "does not line up there and has no check for it: vai_q_tensorflow2 stops with a numpy shape "
                  "error (read from its source, not from a real run), so a real run needs include_cle=False. "
                  "qinspect leaves this pair as the float model has it and equalizes the others", [head, tail])
