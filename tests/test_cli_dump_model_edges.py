@@ -136,3 +136,18 @@ def test_a_difference_is_traced_to_the_layer_where_it_arises(cli, small, tmp_pat
     assert rows["quant_pool1"]["isolated_matched"] == rows["quant_pool1"]["total"]
     assert rows["quant_pool1"]["note"].startswith("fed the dump's own input codes, the emulator gives the dump's "
                                                   "codes: inherited from upstream")
+
+
+def test_a_float_copy_that_differs_is_said_beside_the_verdict(cli, small, tmp_path):
+    """dump_model's float files are its own dequantized copies (identical to the emulator's in every real run): one
+    changed while its int8 file matches read "every compared tensor matches" with nothing said."""
+    dump = _copy(small, tmp_path)
+    f = dump / "dump_results_0" / "quant_relu1_float.bin"
+    values = np.fromfile(f, np.float32)
+    values[100] += 1.0
+    values.tofile(f)
+    r = _run(cli, small / "quantized.h5", dump, small / "dump_inputs.npy", "--json")
+    assert r.returncode == 0, r.stderr  # the int8 files decide
+    (warning,) = json.loads(r.stdout)["warnings"]
+    assert warning.startswith("1 float file(s) of the dump differ from the emulator (first quant_relu1_float: 1 of")
+    assert "its int8 file matches, so the float copy was changed" in warning

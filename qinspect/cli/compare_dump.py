@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         check_same_model,
         check_samples,
         dump_inputs,
+        float_file_note,
         weight_copy_note,
     )
     from qinspect.dpu.emulator import Emulator, compare_dump, dumped_samples, first_dump_divergence
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     all_ok = all(m.ok for m in gating) and not missing and not dump.unmapped and not dump.absent
     # another model's dump, or one made from other inputs: refused before any row blames the DPU
     check_comparable(emu.graph, dump, matches, args.quantized, args.inputs)
-    warning = weight_copy_note(matches)
+    warnings = [w for w in (weight_copy_note(matches), float_file_note(emu.graph, matches)) if w]
     first = first_dump_divergence(emu.graph, matches)
     if args.json:
         print_json({
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             "all_matched": all_ok, "tensors": [m.to_dict() for m in matches],
             "unmapped": dump.unmapped, "missing": [e.filename for e in dump.missing],
             "absent_folders": [f.split("/")[0] for f in dump.absent], "notes": dump.notes,
-            "warnings": [warning] if warning else [],
+            "warnings": warnings,
         })
     else:
         w = sys.stdout.write
@@ -116,8 +117,10 @@ def run(args: argparse.Namespace) -> int:
                         f"{len(dump.unmapped)} unmapped"]) + "): not a match\n\n") if first is None else
           f"first divergence: layer {first.layer}, tensor {first.name}: {first.total - first.matched}/"
           f"{first.total} values differ, max {first.difference}{'; ' + first.note if first.note else ''}\n\n")
-        if warning:
-            w(f"warning: {warning}\n\n")
+        for warning in warnings:
+            w(f"warning: {warning}\n")
+        if warnings:
+            w("\n")
         w(f"{'tensor':44} {'kind':10} {'dtype':7} {'matched':>15} {'max diff':>8}  first mismatch\n")
         for m in matches:
             if not m.gating and m.ok:

@@ -96,6 +96,25 @@ def weight_copy_note(matches: Sequence[Any]) -> str | None:
             "other weights than this quantized.h5")
 
 
+def float_file_note(g: DpuGraph, matches: Sequence[Any]) -> str | None:
+    """A sentence when informative float files of activations differ from the emulator's (None when they
+    agree, as in every real run checked). They do not decide the verdict (the int8 files do), but they are
+    dump_model's own dequantized copies: a difference means the dump is inconsistent, or, for a float layer
+    at the model's output, that the answer the user sees differs."""
+    bad = [m for m in matches if m.kind == "activation" and m.dtype == "float32" and not m.gating and not m.ok
+           and m.layer not in g.inputs]
+    if not bad:
+        return None
+    int8_ok = {(m.layer, m.tensor) for m in matches if m.dtype == "int8" and m.ok}
+    first = bad[0]
+    why = ("its int8 file matches, so the float copy was changed after dump_model wrote it"
+           if (first.layer, first.tensor) in int8_ok else "the int8 files decide the verdict")
+    outputs = [m.name for m in bad if m.layer in g.outputs]
+    return (f"{len(bad)} float file(s) of the dump differ from the emulator (first {first.name}: "
+            f"{first.total - first.matched} of {first.total} values, max {first.difference})"
+            + (f", among them the model output {outputs[0]}" if outputs else "") + f": {why}")
+
+
 def dump_inputs(path: str, g: DpuGraph) -> tuple[dict[str, np.ndarray], int, list[str]]:
     """The inputs a dump was made from (.npy / .npz, read as every command reads inputs): ``({input name:
     array}, samples, what reading said)``; NaN or Inf refused in one line (they would read as "the dump was

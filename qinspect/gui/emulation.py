@@ -475,6 +475,7 @@ def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str
         check_same_model,
         check_samples,
         dump_inputs,
+        float_file_note,
         incomplete,
         weight_copy_note,
     )
@@ -509,7 +510,8 @@ def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str
     check_comparable(emulator.graph, dump, rows, quantized, inputs)
     return DumpComparison(folder, rows, "dump_model", first_dump_divergence(emulator.graph, rows),
                           "a quantizer dump_model folder", list(dump.unmapped), [*said, *dump.notes],
-                          incomplete(dump), weight_copy_note(rows))
+                          incomplete(dump), "; ".join(w for w in (weight_copy_note(rows),
+                                                                  float_file_note(emulator.graph, rows)) if w) or None)
 
 
 def build_report_in_helper(path: str, quantized: str | None, layer: str | None, eval_path: str | None,
