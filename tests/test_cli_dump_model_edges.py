@@ -132,6 +132,10 @@ def test_a_difference_is_traced_to_the_layer_where_it_arises(cli, small, tmp_pat
     r = _run(cli, small / "quantized.h5", dump, small / "dump_inputs.npy", "--json")
     rows = {t["name"]: t for t in json.loads(r.stdout)["tensors"]}
     assert rows["quant_relu1"]["isolated_matched"] < rows["quant_relu1"]["total"]
+    # where, as the tensor's own index: sample 0 at (h, w, c), not only the flat index of the file
+    fm = rows["quant_relu1"]["first_mismatch"]
+    assert (fm["sample"], tuple(fm["at"])) == (0, tuple(int(x) for x in i)) and fm["index"] == np.ravel_multi_index(
+        (0, *i), (2, 32, 32, 16))
     assert "the emulator still differs: it arises in this layer" in rows["quant_relu1"]["note"]
     assert rows["quant_pool1"]["isolated_matched"] == rows["quant_pool1"]["total"]
     assert rows["quant_pool1"]["note"].startswith("fed the dump's own input codes, the emulator gives the dump's "

@@ -65,7 +65,7 @@ def test_compare_dump_mismatch_exits_1(tmp_path):
     a.tofile(f)
     r = run_cli("compare-dump", str(root / "quantized.h5"), str(dst), "--inputs", str(root / "dump_inputs.npy"))
     assert r.returncode == 1
-    assert "quant_fc" in r.stdout and "[0] dump" in r.stdout
+    assert "quant_fc" in r.stdout and "[0] (sample 0, at (0,)) dump" in r.stdout
 
 
 def test_compare_dump_bad_inputs(tmp_path):

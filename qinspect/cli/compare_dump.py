@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         float_file_note,
         weight_copy_note,
     )
-    from qinspect.dpu.emulator import Emulator, compare_dump, dumped_samples, first_dump_divergence
+    from qinspect.dpu.emulator import Emulator, compare_dump, dumped_samples, first_dump_divergence, where_in_dump
     from qinspect.io.board_dump import dump_folder_kind
     from qinspect.io.vitis import open_dump
 
@@ -125,8 +125,7 @@ def run(args: argparse.Namespace) -> int:
         for m in matches:
             if not m.gating and m.ok:
                 continue
-            fm = "" if m.first_mismatch is None else (
-                f"[{m.first_mismatch['index']}] dump {m.first_mismatch['expected']} emulator {m.first_mismatch['got']}")
+            fm = "" if m.first_mismatch is None else where_in_dump(m.first_mismatch)
             frac = f"{m.matched}/{m.total}"
             note = "  " + m.note if m.note else ""
             w(f"{m.name:44} {m.kind:10} {m.dtype:7} {frac:>15} {m.difference:>8}  {fm}{note}\n")

@@ -8,8 +8,8 @@ is read as "the board (or simulation) computes differently", three things are ch
   (``<input>_float.bin``), so any difference there means other inputs or another preprocessing, and
   every later row differs for that reason alone;
 - the dump is of this model: files that map to no tensor of the quantized model, as many as the files
-  compared, while files this model makes Vitis write are missing, are another model's dump (stray files
-  beside a whole dump are only listed);
+  compared, while files this model makes Vitis write are missing, are another model's dump (a few stray
+  files beside a whole dump are listed, and leave it incomplete: not a match);
 - the dump is complete: files Vitis writes for this model that are missing, or stray files, are said
   beside the verdict, never left out of it.
 """

@@ -640,6 +640,7 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
                 m = _match_int(base, e, ref, got_q, gating=True)
                 if not m.ok:
                     m.note = m.cause = mismatch_cause(ref, got_q, pos=p) or ""
+                    _locate(m, w.shape, samples=False)
                 out.append(m)
             else:
                 ref = dump.read(e, got.size)
@@ -660,6 +661,7 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
                 out.append(t)
                 continue
             m = _match_int(base, e, ref, v.codes().reshape(-1), gating=True)
+            _locate(m, vf.shape, samples=True)
             dumped[e.layer] = {"dump": ref.reshape(n, -1)}
             if not m.ok:
                 if sim_vals is None:
@@ -677,7 +679,8 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
             ref = dump.read(e, count)
             got = vf.reshape(-1)
             pos = v.pos if v.quantized and not isinstance(v, _FusedValue) else None
-            out.append(_match_float(base, e, ref, got, pos, gating=is_pre, atol=SOFTMAX_ATOL if is_pre else 0.0))
+            out.append(_locate(_match_float(base, e, ref, got, pos, gating=is_pre,
+                                            atol=SOFTMAX_ATOL if is_pre else 0.0), vf.shape, samples=True))
     _isolate(g, int_vals, dumped, out)
     return out
 
@@ -702,6 +705,26 @@ def _isolate(g: DpuGraph, int_vals: dict[str, Value], dumped: dict[str, dict[str
         else:
             m.note += "; fed the dump's own input codes, the emulator still differs: " + (
                 "the difference arises at this tensor" if m.cause else "it arises in this layer")
+
+
+def _locate(m: TensorMatch, shape: tuple[int, ...], samples: bool) -> TensorMatch:
+    """Add where the first mismatch is, as the tensor's own index (``sample`` and ``at``: the index within the
+    sample, (h, w, c) for an image), beside the flat file ``index``."""
+    fm = m.first_mismatch
+    if fm is not None and int(np.prod(shape)) == m.total:
+        idx = [int(i) for i in np.unravel_index(fm["index"], shape)]
+        if samples:
+            fm["sample"], idx = idx[0], idx[1:]
+        fm["at"] = idx
+    return m
+
+
+def where_in_dump(fm: dict[str, Any]) -> str:
+    """A dump_model row's first mismatch in words: the flat index, then the sample and the index within it."""
+    at = fm.get("at")
+    where = ("" if at is None else f" (sample {fm['sample']}, at {tuple(at)})" if "sample" in fm
+             else f" (at {tuple(at)})")
+    return f"[{fm['index']}]{where} dump {fm['expected']} emulator {fm['got']}"
 
 
 def _float_copy(dump: Any, e: Any, count: int) -> np.ndarray | None:

@@ -46,9 +46,10 @@ def mismatch_cause(dump: np.ndarray, emu: np.ndarray, samples: int = 1, *, pos: 
     if float_copy is not None and pos is not None and float_copy.size == d.size:
         own = np.asarray(float_copy, np.float64).reshape(-1) * 2.0**pos
         if np.all(own[differ] == e[differ]):
-            return (f"the dump's own float copy of this tensor agrees with the emulator at all {int(differ.sum())} "
-                    "differing values while its int8 file does not: the int8 file was changed after dump_model "
-                    "wrote it (edited or damaged)")
+            k = int(differ.sum())
+            at = "the differing value" if k == 1 else f"all {k} differing values"
+            return (f"the dump's own float copy of this tensor agrees with the emulator at {at} while its int8 file "
+                    "does not: the int8 file was changed after dump_model wrote it (edited or damaged)")
     shift = _shift(d, e)
     if shift is not None:
         k, fit = shift

@@ -33,10 +33,12 @@ def _where(fm: dict | None) -> str:
     """A first mismatch in words: (sample, h, w, c) for a board tensor, the flat index for a dump file."""
     if not fm:
         return ""
-    if "sample" in fm:
+    if "board" in fm:
         return (f"sample {fm['sample']} (h {fm['h']}, w {fm['w']}, c {fm['c']}): board {fm['board']}, "
                 f"emulator {fm['emulator']}")
-    return f"[{fm.get('index')}] dump {fm.get('expected')}, emulator {fm.get('got')}"
+    from qinspect.dpu.emulator import where_in_dump
+
+    return where_in_dump(fm)
 
 
 def _difference(t) -> str:

@@ -634,6 +634,11 @@ def open_dump(root: str | os.PathLike[str], model: VitisQuantizedModel) -> DumpF
     unmapped = sorted(found[k] for k in found if k not in used)
     entries = _drop_trimmed_float_weights(entries, notes)
     absent = []
+    others = sorted(p.name for p in (acts or rootp).parent.glob("dump_results_*")
+                    if p.is_dir() and p.name not in ("dump_results_0", "dump_results_weights"))
+    if acts is not None and acts.name == "dump_results_0" and others:
+        notes.append(f"{', '.join(others)} beside dump_results_0 not compared: the inputs are compared with batch 0 "
+                     "(dump_model predicts one batch)")
     if acts is None:
         absent.append("dump_results_0/ (the activations)")
         entries = [e for e in entries if e.kind != "activation"]
