@@ -572,3 +572,20 @@ def test_ignore_layers_names_a_nested_layer_as_keras_does():
     layers_kept = float_layers(dg, ["quant_net/c"])
     assert layers_kept == ["net/c"]  # the tree's name, for the table
     assert command({}, layers_kept, dg.keras_names).endswith("ignore_layers=['c'])")
+
+
+def test_an_upsampling_qinspect_cannot_compute_stands_in_from_the_capture():
+    """UpSampling2D(interpolation='bicubic') stopped emulate even on a capture (outside audit), while every other
+    layer without a numpy implementation runs on the output the capture recorded: it does too now, and says so."""
+    from qinspect.dpu.executor import CAPTURED, Evaluator
+
+    s8, s16 = [None, 8, 8, 4], [None, 16, 16, 4]
+    src = model([("x", "InputLayer", {}, [], s8),
+                 ("up", "UpSampling2D", {"size": [2, 2], "interpolation": "bicubic"}, ["x"], s16)], ["up"])
+    x = np.random.default_rng(2).normal(size=(2, 8, 8, 4)).astype(np.float32)
+    recorded = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2) * 0.5  # whatever Keras computed: it is taken as is
+    emu = Emulator.from_model(src, {"x": x, CAPTURED + "quant_up": recorded}, batch_size=2)
+    node = emu.graph["quant_up"]  # the quantizer wraps an UpSampling2D
+    assert node.op == "unsupported" and "UpSampling2D(bicubic)" in node.cpu_reason
+    out = Evaluator(emu.graph, "int").run({"x": x, CAPTURED + "quant_up": recorded})["quant_up"].float()
+    np.testing.assert_allclose(out, recorded, atol=2.0 ** -emu.graph.pos(node.out_slot))

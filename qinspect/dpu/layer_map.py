@@ -283,10 +283,14 @@ def layer_node(name: str, cls: str, cfg: dict[str, Any], inputs: list[str],
     elif cls in ("GlobalAveragePooling2D", "VitisGlobalAveragePooling2D"):
         node.op = "global_avg_pool"
         p["keepdims"] = bool(cfg.get("keepdims", False))
-    elif cls == "UpSampling2D":
+    elif cls == "UpSampling2D" and str(cfg.get("interpolation", "nearest")) in ("nearest", "bilinear"):
         node.op = "upsample"
         p["size"] = _pair(cfg.get("size"), 2)
         p["interpolation"] = str(cfg.get("interpolation", "nearest"))
+    elif cls == "UpSampling2D":
+        # bicubic, area, lanczos...: no numpy implementation here; an unsupported layer, so a capture's
+        # recorded output stands in for it (as for any layer qinspect cannot compute), said beside it
+        p["class_name"] = f"UpSampling2D({cfg.get('interpolation')})"
     elif cls == "ZeroPadding2D":
         node.op = "zero_pad"
         pad = cfg.get("padding", 1)
