@@ -402,3 +402,27 @@ def test_an_error_growth_measures_across_the_layer_the_user_sees():
     assert _layer_inputs(g, g["quant_c_sigmoid"]) == ["quant_mp"]
     assert _layer_inputs(g, g["quant_c"]) == ["quant_mp"]
     assert _layer_inputs(g, g["quant_m"]) == ["quant_c_sigmoid", "quant_mp"]
+
+
+def test_one_remedy_found_at_two_nodes_of_a_split_layer_is_one_finding():
+    """EfficientNet's swish is a hard sigmoid and a multiply after the quantizer's rewrite: each node gave an
+    "Error growth at stem_activation" finding with the same remedy and gain (13% of the output error each, counted
+    twice) and contradictory figures (outside audit). One is kept, a cause before a growth symptom."""
+    from qinspect.analysis.diagnose import _same_remedy_twice
+    from qinspect.analysis.findings import Finding, ev
+    from qinspect.report import wording
+
+    def finding(kind, node, action, sev):
+        return Finding("stem_activation", kind, sev, {"node": ev(node, "")}, "", remedy={"action": action})
+
+    grow_sig = finding("error_growth", "quant_stem_activation", "keep stem_activation in float", 0.6)
+    grow_mul = finding("error_growth", "quant_stem_activation_mul", "keep stem_activation in float", 0.6)
+    sat = finding("saturation", "quant_excite", "keep excite in float", 1.35)
+    grow_excite = finding("error_growth", "quant_excite_sigmoid", "keep excite in float", 1.35)
+    other = finding("error_growth", "quant_block1", "keep block1 in float", 0.6)
+    drop = _same_remedy_twice([grow_sig, grow_mul, grow_excite, sat, other])
+    assert drop == {id(grow_mul), id(grow_excite)}
+    assert sat.evidence["also_at"]["value"] == [{"node": "quant_excite_sigmoid", "kind": "error_growth"}]
+    # the header promises the accumulated rounding only where such a finding is listed (no sensitivity: none)
+    assert "accumulated rounding" not in wording.findings_order([sat, other])
+    assert "accumulated rounding" in wording.findings_order([sat, Finding("x", "accumulated_rounding", 0.0, {}, "")])

@@ -411,6 +411,12 @@ def diagnose(
                                              mode, notes, options)
     remedied = [f for f in kept if f.remedy is not None and isinstance(f.remedy.get("measured_sqnr_db"), float)]
     top = max(remedied, key=lambda f: f.remedy["measured_sqnr_db"], default=None)
+    if not with_sensitivity and math.isfinite(sens.output.sqnr_db) and sens.output.sqnr_db < fnd.GROWTH_MAX_SQNR_DB \
+            and (top is None or top.remedy["measured_sqnr_db"] - sens.output.sqnr_db < 1.0):
+        # a poor model with nothing that explains it read as if little were wrong
+        notes.append(f"the output SQNR is low ({sens.output.sqnr_db:.1f} dB) and no finding listed recovers as much "
+                     "as 1 dB of it: without sensitivity there is no noise budget, no accumulated-rounding finding "
+                     "and no input-precision ceiling; run without --no-sensitivity to see where the error comes from")
     best = None if top is None else (f"the {top.kind.replace('_', ' ')} finding at {top.layer}",
                                      top.remedy["measured_sqnr_db"])
     notes.extend(input_ceiling_notes(graph, sens.layers, sens_sample, display_name, _inputs_moved(graph, kept),
@@ -833,6 +839,7 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
             best[name] = max(best.get(name, -math.inf), f.severity_db)
     ok -= {id(f) for f in measured if f.kind == "error_growth" and best.get(rem.node_of(f) or "", -math.inf)
            >= f.severity_db}
+    ok -= _same_remedy_twice([f for f in measured if id(f) in ok])
     kept = [f for f in found if id(f) in ok or f.kind in _ALWAYS]
     if not sens.layers:
         return kept, None, None
@@ -855,6 +862,29 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     if rounding is not None and rounding.remedy is not None and rounding.severity_db >= MIN_SEVERITY_DB:
         kept.append(rounding)
     return kept, explained, explained_se
+
+
+def _same_remedy_twice(findings: list[Finding]) -> set[int]:
+    """The findings to drop because another one names the same remedy (``id``s). One Keras layer the
+    quantizer splits into several nodes (a swish into a hard sigmoid and a multiply, a conv and its
+    sigmoid) gave a finding per node, each with the same measured fix and gain: listed twice, counted twice
+    in the noise budget, with contradictory figures. The one kept names a cause (not a growth symptom),
+    else is the larger; it says where else the error showed."""
+    kept: dict[str, Finding] = {}
+    drop: set[int] = set()
+    for f in sorted(findings, key=lambda f: (f.kind == "error_growth", -_finite(f.severity_db))):
+        action = (f.remedy or {}).get("action")
+        if action is None:
+            continue
+        first = kept.setdefault(str(action), f)
+        if first is f:
+            continue
+        drop.add(id(f))
+        also = first.evidence.setdefault("also_at", ev([], "other nodes of the model (the same layer split by the "
+                                                           "quantizer, or a layer it feeds) whose finding had this "
+                                                           "same remedy and gain: listed once, counted once"))
+        also["value"].append({"node": rem.node_of(f), "kind": f.kind})
+    return drop
 
 
 def _rank_key(f: Finding) -> tuple[int, float, int]:

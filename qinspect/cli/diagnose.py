@@ -224,7 +224,8 @@ def _print_text(result: Any, positions_from: str, top: int) -> None:
           "of the output's error power\n")
     for note in result.notes:
         w(f"note: {note}\n")
-    w(f"\n{len(result.findings)} finding(s), {wording.FINDINGS_ORDER} (gains measured at the output):\n")
+    order = wording.findings_order(result.findings)
+    w(f"\n{len(result.findings)} finding(s), {order} (gains measured at the output):\n")
     # The same words as the window's Findings tab and the report (qinspect.report.wording).
     for i, f in enumerate(result.findings[:top], 1):
         w(f"\n{i:>2}. {wording.finding_title(f)}\n")

@@ -289,7 +289,7 @@ class FindingsView(QWidget):
             several = len(getattr(d, "outputs", None) or []) > 1
             where = (f"at the output {weighed[0]}" if several and len(weighed) == 1
                      else f"at the model outputs ({', '.join(weighed)}, pooled)" if several else "at the model output")
-            self.info.setText(f"{len(findings)} {noun} ({wording.FINDINGS_ORDER}; gains measured {where})."
+            self.info.setText(f"{len(findings)} {noun} ({wording.findings_order(findings)}; gains measured {where})."
                               f"{budget} Click one to inspect its layer and read it in full below.")
             if self.table.currentRow() < 0:
                 self.table.setCurrentCell(0, 0)

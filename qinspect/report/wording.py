@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from qinspect.analysis.decisions import agreement_text
@@ -459,3 +459,11 @@ def equalized_note(scale: Any) -> str:
 # The order findings come in (analysis.diagnose._rank_key), said wherever they are listed.
 FINDINGS_ORDER = ("causes first, the largest measured gain first; then the accumulated rounding they leave; "
                   "then CPU layers that cost no measured accuracy (at the model's edge, or a round trip)")
+
+
+def findings_order(findings: Sequence[Any]) -> str:
+    """:data:`FINDINGS_ORDER` for these findings: the rounding part only where such a finding is listed (it
+    needs a sensitivity run; the header promised it even without one)."""
+    if any(getattr(f, "kind", None) == "accumulated_rounding" for f in findings):
+        return FINDINGS_ORDER
+    return FINDINGS_ORDER.replace("; then the accumulated rounding they leave", "")
