@@ -44,6 +44,7 @@ from qinspect.analysis.data_remedies import (
 )
 from qinspect.analysis.decisions import Top1Tally, decision_kind, decision_pair
 from qinspect.analysis.findings import Branch, Finding, ev
+from qinspect.analysis.function_change import function_change_finding, replaced_nodes
 from qinspect.analysis.hw_vs_sim import hw_vs_sim_finding, sim_vs_dpu
 from qinspect.analysis.metrics import ErrorStats, json_safe
 from qinspect.analysis.option_remedies import QUANTIZER_STOPS, OptionTrials, candidate_options
@@ -404,6 +405,16 @@ def diagnose(
     if among:
         notes.append(among)
     found.extend(_growth_findings(graph, sens, noise, found))
+    say("the quantizer's function replacements (sigmoid, swish)")
+    changed = function_change_finding(graph, sens_sample, max(batch_size, n_sens), sens.output_signal,
+                                      sens.output_noise, display_name)
+    if changed is not None:
+        replaced = [n.name for n in replaced_nodes(graph)]
+        fixes[id(changed)] = [rem.float_fix(replaced, {}, graph)]
+        # the error those layers add is the replacement's: not also a growth of their own
+        own = set(fixes[id(changed)][0].float_nodes)
+        found = [f for f in found if not (f.kind == "error_growth" and rem.node_of(f) in own)]
+        found.append(changed)
     say("trying each remedy (what-if runs)")
     options = None if rebuild is None else OptionTrials(rebuild, sens_sample, sens.output.sqnr_db, mode,
                                                         sens.output_noise)

@@ -57,6 +57,7 @@ KINDS = (
     "constraint",
     "cpu_fallback",
     "hw_vs_sim",
+    "function_change",
     "accumulated_rounding",
 )
 

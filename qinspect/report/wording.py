@@ -31,6 +31,7 @@ KIND_TITLES = {
     "hw_vs_sim": "Board differs from simulation",
     "accumulated_rounding": "Accumulated rounding",
     "quantizer_option": "Quantizer option",
+    "function_change": "Function replaced by the quantizer",
 }
 
 
@@ -279,6 +280,16 @@ def _s_option(f: Any, e: Callable[[str], Any]) -> str | None:
             f"unequal channel ranges, and {what} would equalize them.")
 
 
+def _s_function_change(f: Any, e: Callable[[str], Any]) -> str | None:
+    sqnr, share, replaced = _num(e("function_only_sqnr_db")), _num(e("share")), e("replaced")
+    if sqnr is None or share is None or not isinstance(replaced, list):
+        return None
+    shown = ", ".join(map(str, replaced[:3])) + (f" and {len(replaced) - 3} more" if len(replaced) > 3 else "")
+    return (f"The quantizer computes {e('what')} ({shown}) with the DPU's hard sigmoid instead: with that change "
+            f"alone and no int8, the output SQNR against the float model is {sqnr:.1f} dB, a ceiling no int8 remedy "
+            f"passes; it makes about {100 * share:.0f}% of the int8 model's output error.")
+
+
 _SENTENCES: dict[str, Callable[[Any, Callable[[str], Any]], str | None]] = {
     "saturation": _s_saturation,
     "outlier_range": _s_outlier,
@@ -291,6 +302,7 @@ _SENTENCES: dict[str, Callable[[Any, Callable[[str], Any]], str | None]] = {
     "hw_vs_sim": _s_hw_vs_sim,
     "accumulated_rounding": _s_rounding,
     "quantizer_option": _s_option,
+    "function_change": _s_function_change,
 }
 
 # evidence entries that are bookkeeping, not numbers a reader needs in the generic sentence
@@ -323,9 +335,10 @@ def finding_sentence(finding: Any) -> str:
         except (TypeError, ValueError, AttributeError):
             text = None  # evidence of an unexpected shape: the generic sentence still says what is known
     text = text or _generic(finding)
-    affects = field_of(finding, "affects") or []
-    if affects and kind not in ("accumulated_rounding", "cpu_fallback"):  # those name their layers themselves
-        text += f" The same cause reaches {len(affects)} layer(s) downstream: {', '.join(map(str, affects))}."
+    # once each: a layer the quantizer split into several nodes (a swish's hard sigmoid and multiply) was named twice
+    affects = list(dict.fromkeys(map(str, field_of(finding, "affects") or [])))
+    if affects and kind not in ("accumulated_rounding", "cpu_fallback", "function_change"):  # those name theirs
+        text += f" The same cause reaches {len(affects)} layer(s) downstream: {', '.join(affects)}."
     cost = cost_sentence(finding)
     return f"{text} {cost}" if cost else text
 
