@@ -81,3 +81,12 @@ def test_the_advice_names_the_equivalent_and_a_group_shares_it():
                               "CPU round trips.")
     assert grouped.severity_db == np.float64(-10 * np.log10(1 - 0.1))
     assert "DPU-supported equivalent" in alone.advice
+
+
+def test_inception_resnets_scale_layer_folds_into_the_conv_of_its_second_input():
+    conv = Node("c", "conv2d", ["q"], params={"act": "linear"})
+    g = _graph(conv, _cpu("s", "cpu_layer", ["q", "c"], keras_class="CustomScaleLayer"))
+    assert dpu_alternative(g, g["s"]).startswith("keras.layers.Add(), with the constant scale folded into the "
+                                                 "kernel and bias of the Conv2D")
+    g = _graph(conv, _cpu("s", "cpu_layer", ["c", "q"], keras_class="CustomScaleLayer"))  # the scaled one: q
+    assert dpu_alternative(g, g["s"]) is None

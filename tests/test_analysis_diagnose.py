@@ -385,6 +385,11 @@ def test_cpu_layers_costing_no_accuracy_come_after_the_rounding_the_causes_leave
     cause = Finding("add", "saturation", 0.13, {}, "")
     ranked = sorted([edge, mid, rounding, cause, costly_mid], key=_rank_key)
     assert [f.layer for f in ranked] == ["mish", "add", "conv", "tf.math.multiply", "probs"]
+    # shared positions that cost nothing measurable come after a mid-model CPU layer (InceptionResNetV2: 20 of
+    # them hid its 40 CustomScaleLayers, cut into 41 DPU subgraphs, past the default --top)
+    shared = Finding("block35_1_mixed", "alignment", 0.05, {}, "")
+    ranked = sorted([shared, edge, mid], key=_rank_key)
+    assert [f.layer for f in ranked] == ["tf.math.multiply", "block35_1_mixed", "probs"]
 
 
 def test_an_error_growth_measures_across_the_layer_the_user_sees():

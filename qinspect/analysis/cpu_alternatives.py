@@ -64,6 +64,14 @@ def dpu_alternative(graph: DpuGraph, node: Node) -> str | None:
             return None
         return (f"fold the per-channel scale into the kernel and bias of the {kind} feeding the layer "
                 "and remove the layer; the same float function")
+    if cls == "CustomScaleLayer" and len(node.inputs) == 2:
+        # InceptionResNetV2's x[0] + x[1] * scale, whose x[1] is a linear 1x1 conv's output
+        src = graph[node.inputs[1]]
+        kind = _FOLDS_INTO.get(src.op)
+        if kind is None or len(graph.consumers(src.name)) != 1:
+            return None
+        return (f"keras.layers.Add(), with the constant scale folded into the kernel and bias of the {kind} "
+                "feeding its second input; the same float function")
     if cls in ("Normalization", "Rescaling") and _reads_model_input(graph, node):
         return "apply it to the inputs before the model (in preprocessing); the same function"
     return None
