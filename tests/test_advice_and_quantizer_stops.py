@@ -82,3 +82,28 @@ def test_a_model_the_quantizer_cannot_run_with_cle_leads_with_the_run_it_can():
                      rebuild=recalibrator(src, x, opts.with_(include_cle=False)))
     assert not any((f.remedy or {}).get("options", {}).get("include_cle") for f in d_off.findings)
     assert not any(QUANTIZER_STOPS in f.evidence for f in d_off.findings)
+
+
+def test_the_simplest_row_within_the_noise_of_the_best_ranks_first():
+    """EfficientNetV2B0 (outside audit): every row scored 0.26 dB and the first one added five CPU layers for a
+    third-decimal lead. Within the paired noise of the best, the row with the fewest changes now leads."""
+    import numpy as np
+
+    from qinspect.analysis.advisor import AdviceRow, _spread_against_top, prefer_simplest
+
+    rng = np.random.default_rng(0)
+    base = {"include_cle": True, "calib_batch_size": 8}
+    noise = rng.uniform(1.0, 2.0, 8)
+    heavy = AdviceRow(dict(base), ["a", "b"], 0.262, cpu_layers_added=5, noise=noise * 0.999)
+    plain = AdviceRow(dict(base), [], 0.258, noise=noise * rng.uniform(0.95, 1.05, 8))
+    other = AdviceRow({**base, "include_cle": False}, [], 0.259, noise=noise * rng.uniform(0.95, 1.05, 8))
+    rows = [heavy, other, plain]
+    _spread_against_top(rows)
+    assert prefer_simplest(rows, base)
+    assert rows[0] is plain and plain.simplest_within_noise and plain.to_dict()["simplest_within_noise"]
+    # a lead far outside the noise stands: the same rows, the heavy one clearly better on every sample
+    heavy = AdviceRow(dict(base), ["a", "b"], 6.0, cpu_layers_added=5, noise=noise * 0.25)
+    plain = AdviceRow(dict(base), [], 0.258, noise=noise)
+    rows = [heavy, plain]
+    _spread_against_top(rows)
+    assert not prefer_simplest(rows, base) and rows[0] is heavy

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.analysis.metrics import json_safe, ratio_se_db
+from qinspect.analysis.outputs import OutputSpread, output_layer
 from qinspect.analysis.sensitivity import (
     _output_stats,
     output_powers,
@@ -52,6 +53,8 @@ class AdviceRow:
     # (jackknife); None for the top row, or where unknown
     vs_best_se_db: float | None = None
     noise: Any = field(default=None, repr=False, compare=False)  # per-sample output error power (not in JSON)
+    # ranked first though another row measured more: within the noise of it, with fewer changes
+    simplest_within_noise: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``advice`` entries of ``diagnose --json`` / ``advise --json``): ``options``
@@ -66,6 +69,7 @@ class AdviceRow:
                           "output_sqnr_db": self.output_sqnr_db, "top1_agreement": self.top1_agreement,
                           "cpu_layers_added": self.cpu_layers_added, "command": self.command,
                           "quantizer_stops": self.quantizer_stops, "sqnr_vs_best_se_db": self.vs_best_se_db,
+                          "simplest_within_noise": self.simplest_within_noise,
                           **({"measured_on": self.measured_on} if self.measured_on else {})})
 
 
@@ -116,12 +120,14 @@ def has_relu6(layers: Any) -> bool:
 
 def advise(build: Callable[[dict[str, Any]], DpuGraph], data: dict[str, np.ndarray],
            option_sets: Sequence[dict[str, Any]], mode: str = "sim",
-           step: Callable[[str, int, int], None] | None = None) -> list[AdviceRow]:
+           step: Callable[[str, int, int], None] | None = None, notes: list[str] | None = None) -> list[AdviceRow]:
     """Try every option set, then keep-float sets on the best one; rows ranked by output SQNR. An option
-    set the quantizer cannot run (its CLE stops) is tried again with CLE off.
+    set the quantizer cannot run (its CLE stops) is tried again with CLE off. The simplest row within the
+    measurement noise of the best ranks first (:func:`prefer_simplest`).
 
     ``build(options)`` returns the calibrated graph under ``options``; ``data`` is what every row is
-    measured on (the evaluation data when there is one).
+    measured on (the evaluation data when there is one). ``notes`` (when given) receives what the figures
+    rest on: a float output that is constant over the data, which no row's SQNR then measures.
     """
     n = len(next(iter(data.values())))
     rows: list[AdviceRow] = []
@@ -151,7 +157,44 @@ def advise(build: Callable[[dict[str, Any]], DpuGraph], data: dict[str, np.ndarr
         rows.extend(_keep_float_rows(row, graph, sens, runner, step))
     rows.sort(key=rank_key, reverse=True)
     _spread_against_top(rows)
+    if prefer_simplest(rows, option_sets[0] if option_sets else {}):
+        _spread_against_top(rows)
+    if notes is not None and runner is not None:
+        for name in graph.outputs:
+            spread = OutputSpread()
+            spread.update(runner.ref[name].float())
+            note = spread.note(output_layer(graph, name))
+            if note:
+                notes.append(note)
     return rows
+
+
+SIMPLEST_NOTE = ("=: ranked first as the simplest row (fewest CPU layers, then fewest option changes) within the "
+                 "measurement noise of the best figure, which does not support the extra changes.")
+
+
+def prefer_simplest(rows: list[AdviceRow], base: Mapping[str, Any]) -> bool:
+    """Move to the top the simplest row within the noise of the best one (fewest CPU layers added, then
+    fewest float layers, then fewest options changed from ``base``, the options as given): a row that adds
+    five CPU layers for the same 0.26 dB (to the third decimal) came first. True when the order changed."""
+    if len(rows) < 2 or rows[0].quantizer_stops:
+        return False
+
+    def changes(row: AdviceRow) -> tuple[int, int, int]:
+        changed = sum(1 for k in {*row.options, *base} if row.options.get(k) != base.get(k))
+        return (row.cpu_layers_added, len(row.keep_float), changed)
+
+    top = rows[0].to_dict()
+    tied = [r for r in rows[1:] if not r.quantizer_stops and not r.measured_on and within_noise(r.to_dict(), top)]
+    simplest = min([rows[0], *tied], key=changes)
+    if simplest is rows[0] or changes(simplest) == changes(rows[0]):
+        return False
+    rows.remove(simplest)
+    rows.insert(0, simplest)
+    simplest.simplest_within_noise = True
+    for r in rows:
+        r.vs_best_se_db = None
+    return True
 
 
 WITHIN_NOISE_NOTE = ("≈: within twice the standard error of the difference from the top row (paired over the "

@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Try the options and print the ranked table."""
     from qinspect.analysis.advisor import (
+        SIMPLEST_NOTE,
         TOP1_OUTRANKED_NOTE,
         WITHIN_NOISE_NOTE,
         advise,
@@ -84,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
             return focused(Emulator.from_model(source, {k: v[:n] for k, v in calib.items()},
                                                options=base_options.with_(**keywords)).graph, outputs)
 
+        warnings: list[str] = []
         with stderr_progress("advise", not args.json) as step:
             rows = advise(build, data, option_grid(base_options.calib_batch_size, n_calib, _has_relu6(source.graph)),
-                          step=step)
+                          step=step, notes=warnings)
     finally:
         for f in (source, eval_cap):
             if f is not None:
@@ -95,10 +97,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         common.print_json({"model": args.model, "eval": args.eval, "measured_on": measured_on,
                            "samples": len(next(iter(data.values()))), "calib_samples": n_calib,
-                           "weighed_outputs": weighed,
+                           "weighed_outputs": weighed, "warnings": warnings,
                            "advice": [r.to_dict() for r in rows]})
         return 0
     w = sys.stdout.write
+    for warning in warnings:
+        w(f"warning: {warning}\n")
     w(f"measured on: {measured_on}, {len(next(iter(data.values())))} samples; calibrated on {n_calib}; "
       "best first\n")
     if len(weighed) > 1 or outputs is not None:
@@ -110,10 +114,12 @@ def run(args: argparse.Namespace) -> int:
     for i, (r, down) in enumerate(zip(rows, outranked, strict=True), 1):
         top1 = ("-" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}%") + ("↓" if down else "")
         opts = ", ".join(f"{k}={v}" for k, v in r.options.items())
-        sqnr = f"{r.output_sqnr_db:.2f}" + ("≈" if close[i - 1] else "")
+        sqnr = f"{r.output_sqnr_db:.2f}" + ("=" if r.simplest_within_noise else "≈" if close[i - 1] else "")
         w(f"{i:>3} {sqnr:>8} {top1:>7} {r.cpu_layers_added:>4}  " + ("✗ " if r.quantizer_stops else "")
           + opts + (f"; float: {', '.join(r.keep_float)}" if r.keep_float else "") + "\n")
         w(f"{'':>26}{r.command}\n")
+    if rows[0].simplest_within_noise:
+        w("\n" + SIMPLEST_NOTE)
     if any(close):
         w("\n" + WITHIN_NOISE_NOTE)
     if any(outranked):

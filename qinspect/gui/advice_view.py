@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from qinspect.analysis.advisor import (
+    SIMPLEST_NOTE,
     TOP1_OUTRANKED_NOTE,
     WITHIN_NOISE_NOTE,
     calibration_text,
@@ -145,7 +146,7 @@ class AdviceView(QWidget):
             top1 = r.get("top1_agreement")
             sqnr = r.get("output_sqnr_db")
             cells = [(f"{sqnr:.2f}" if isinstance(sqnr, float) else str(sqnr))
-                     + ("≈" if rows and within_noise(r, rows[0]) else ""),
+                     + ("=" if r.get("simplest_within_noise") else "≈" if rows and within_noise(r, rows[0]) else ""),
                      ("n/a" if top1 is None else agreement_text(top1)) + (" ↓" if down else ""),
                      str(r.get("cpu_layers_added", 0)),
                      ("✗ " if r.get("quantizer_stops") else "")
@@ -166,6 +167,7 @@ class AdviceView(QWidget):
             self.info.setText(f"{len(rows)} ways to quantize, best output SQNR{of} first; measured on "
                               f"{result.n_samples} {result.measured_on} samples (top-1: agreement with the "
                               "float model's arg-max)."
+                              + (" " + SIMPLEST_NOTE if rows and rows[0].get("simplest_within_noise") else "")
                               + (" " + WITHIN_NOISE_NOTE if any(within_noise(r, rows[0]) for r in rows) else "")
                               + (" " + TOP1_OUTRANKED_NOTE if any(outranked) else "")
                               + (" " + stops if stops else ""))

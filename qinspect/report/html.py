@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 
 from qinspect.analysis.advisor import (
+    SIMPLEST_NOTE,
     TOP1_OUTRANKED_NOTE,
     WITHIN_NOISE_NOTE,
     calibration_text,
@@ -122,6 +123,7 @@ def _environment() -> jinja2.Environment:
     env.tests["within_noise"] = within_noise
     env.globals["TOP1_OUTRANKED_NOTE"] = TOP1_OUTRANKED_NOTE
     env.globals["WITHIN_NOISE_NOTE"] = WITHIN_NOISE_NOTE
+    env.globals["SIMPLEST_NOTE"] = SIMPLEST_NOTE
     env.filters["basename"] = lambda path: os.path.basename(str(path or ""))
     return env
 
