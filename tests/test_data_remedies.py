@@ -155,6 +155,9 @@ def test_an_input_whose_quantization_alone_caps_the_output_is_said_with_its_offs
     codes = np.unique(quantize(x, pos, Round.HALF_UP)).size
     assert f"at position {pos} its values take {codes} of the 256 codes" in note
     assert "an offset" in note and "subtracting it in preprocessing" in note
+    # without sensitivity the same ceiling is measured by one run of its own (it was left out)
+    quick = diagnose(emu.graph, {"x": x}, with_sensitivity=False)
+    assert note in quick.notes and not quick.sensitivity
 
 
 def test_a_sample_that_alone_stretches_a_flagged_range_is_named_below_the_4x_rule():

@@ -430,8 +430,8 @@ def diagnose(
                      "and no input-precision ceiling; run without --no-sensitivity to see where the error comes from")
     best = None if top is None else (f"the {top.kind.replace('_', ' ')} finding at {top.layer}",
                                      top.remedy["measured_sqnr_db"])
-    notes.extend(input_ceiling_notes(graph, sens.layers, sens_sample, display_name, _inputs_moved(graph, kept),
-                                     best))
+    rows = sens.layers or _input_only_rows(graph, sens_sample, max(batch_size, n_sens), mode)
+    notes.extend(input_ceiling_notes(graph, rows, sens_sample, display_name, _inputs_moved(graph, kept), best))
     kept.sort(key=_rank_key)
     agree, compared = sens.top1
     accuracy = _accuracy(graph, sens, labels) if labels is not None else None
@@ -873,6 +873,26 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     if rounding is not None and rounding.remedy is not None and rounding.severity_db >= MIN_SEVERITY_DB:
         kept.append(rounding)
     return kept, explained, explained_se
+
+
+@dataclass
+class _InputOnly:
+    """The one sensitivity figure the input-ceiling note reads, measured without a sensitivity run."""
+
+    node: str
+    only_quantized_sqnr_db: float
+
+
+def _input_only_rows(graph: DpuGraph, sample: dict[str, np.ndarray], batch_size: int, mode: str) -> list[_InputOnly]:
+    """Without sensitivity, each model input's quantization alone (every other node float), one run each:
+    the input-precision ceiling was said only with sensitivity, though it costs one float pass."""
+    rows = []
+    for node in graph.nodes:
+        if quantizes_model_input(graph, node):
+            others = [n.name for n in graph.nodes if n.op != "input" and n.name != node.name]
+            stats = what_if(graph, sample, None, others, batch_size, mode)
+            rows.append(_InputOnly(node.name, stats.sqnr_db))
+    return rows
 
 
 def _same_remedy_twice(findings: list[Finding]) -> set[int]:
