@@ -431,3 +431,14 @@ def test_one_remedy_found_at_two_nodes_of_a_split_layer_is_one_finding():
     # the header promises the accumulated rounding only where such a finding is listed (no sensitivity: none)
     assert "accumulated rounding" not in wording.findings_order([sat, other])
     assert "accumulated rounding" in wording.findings_order([sat, Finding("x", "accumulated_rounding", 0.0, {}, "")])
+
+
+def test_a_finding_whose_gain_is_undefined_is_not_listed_as_a_cause():
+    """MobileNet alpha 0.25 with random weights (a constant output: inf - inf): a quantizer option's "n/a" gain
+    ranked first (outside audit)."""
+    from qinspect.analysis.diagnose import _stands_out
+    from qinspect.analysis.findings import Finding
+
+    assert not _stands_out(Finding("conv1_bn", "quantizer_option", math.nan, {}, ""))
+    assert _stands_out(Finding("conv1_bn", "quantizer_option", math.inf, {}, ""))
+    assert _stands_out(Finding("conv1_bn", "quantizer_option", 1.0, {}, ""))

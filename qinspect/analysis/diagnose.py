@@ -733,7 +733,8 @@ def _stands_out(f: Finding) -> bool:
     +1.25 ± 1.45 dB is no cause)."""
     if QUANTIZER_STOPS in f.evidence:  # the options as given are no real run: said whatever the gain
         return True
-    if f.severity_db < MIN_SEVERITY_DB:
+    # an undefined gain (inf - inf on a constant output) is no measured gain: it ranked first as "n/a"
+    if math.isnan(f.severity_db) or f.severity_db < MIN_SEVERITY_DB:
         return False
     spread = (f.remedy or {}).get("measured_gain_se_db") or 0.0
     return f.kind != "error_growth" or f.severity_db >= spread
