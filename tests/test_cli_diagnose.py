@@ -173,7 +173,7 @@ def test_advise_ranks_measured_rows_with_their_quantizer_call(captures, cli):
     rows = data["advice"]
     assert rows and all(set(row) == {"options", "calib_samples", "keep_float", "output_sqnr_db", "top1_agreement",
                                      "cpu_layers_added", "command", "quantizer_stops", "calib_exclude",
-                                     "calib_data", "sqnr_vs_best_se_db"} for row in rows)
+                                     "calib_data", "sqnr_vs_best_se_db", "simplest_within_noise"} for row in rows)
     assert rows[0]["sqnr_vs_best_se_db"] is None  # the top row is the reference
     assert all(row["calib_exclude"] == [] and row["calib_data"] is None for row in rows)  # advise: the given data
     assert all(row["quantizer_stops"] is None for row in rows)  # no grouped conv: the quantizer runs every row
