@@ -180,7 +180,11 @@ def test_advise_ranks_measured_rows_with_their_quantizer_call(captures, cli):
     # options are quantize_model keywords only: **row["options"] is a valid call
     assert all("calib_samples" not in row["options"] for row in rows)
     sqnrs = [row["output_sqnr_db"] for row in rows]
-    assert sqnrs == sorted(sqnrs, reverse=True)
+    # by SQNR, but for a simplest row within the noise of the best, which leads (marked simplest_within_noise)
+    rest = sqnrs[1:] if rows[0]["simplest_within_noise"] else sqnrs
+    assert rest == sorted(rest, reverse=True)
+    if rows[0]["simplest_within_noise"]:
+        assert max(sqnrs) - sqnrs[0] < 2 * max(r["sqnr_vs_best_se_db"] or 0 for r in rows) + 1.0
     # CLE on and off were both tried, and the batch size; each row says how to reproduce it.
     assert {row["options"]["include_cle"] for row in rows} == {True, False}
     assert {row["options"]["calib_batch_size"] for row in rows} >= {8, 2}
