@@ -226,7 +226,7 @@ def test_the_diagnosis_job_keeps_the_near_tie_warning(monkeypatch):
     diagnosis = types.SimpleNamespace(findings=[], output=types.SimpleNamespace(sqnr_db=90.0), top1_agreement=0.25,
                                       accuracy=None, explained=None, measured_on="calibration", n_sens_samples=4,
                                       advice=[], near_tie_warning=warning, outputs=[], weighed_outputs=["y"],
-                                      hidden_output_warning=None)
+                                      hidden_output_warning=None, notes=["a note"], explained_se=None)
     monkeypatch.setattr(emulation, "diagnosis_data", lambda *_: ({"x": np.zeros((4, 2), np.float32)}, None, None))
     monkeypatch.setattr(diagnose_module, "diagnose", lambda *_, **__: diagnosis)
     analysis = types.SimpleNamespace(available=True, graph=None, quantized_path=None, float_layer=lambda name: name,
@@ -481,3 +481,28 @@ def test_quantize_with_it_is_hidden_with_no_finding_selected(qtbot):
     view.show_finding(None, None, False)
     assert not view.option_button.isVisible()
 
+
+
+def test_a_finding_never_measured_shows_no_gain_and_the_notes_are_shown(qtbot):
+    """NASNet: ten shared positions read "0.00" (measured: fixing gains nothing) beside "the worst branch loses
+    40 dB" though they were never tried; the diagnosis' notes (the input's ceiling, rough figures) and the ± of
+    the explained share appeared only on the command line (outside GUI audit)."""
+    import types
+
+    from qinspect.analysis.findings import Finding, ev
+    from qinspect.gui.findings_view import FindingsView, gain_cell
+
+    measured = Finding("c", "saturation", 1.234, {}, "", remedy={"measured_gain_db": 1.234, "action": "x"})
+    estimated = Finding("m", "alignment", 0.05, {"severity_basis": ev("estimate", "")}, "")
+    untried = Finding("n", "alignment", 0.0, {}, "")
+    assert [gain_cell(f) for f in (measured, estimated, untried)] == ["1.23", "~0.05", "–"]
+    view = FindingsView()
+    qtbot.addWidget(view)
+    diagnosis = types.SimpleNamespace(explained=0.5, explained_se=0.11, weighed_outputs=[], outputs=[],
+                                      notes=["quantizing the model input x alone limits the output SQNR to 29.0 dB"])
+    view.session = types.SimpleNamespace(findings=[measured, untried], diagnosis=diagnosis, trial_finding=None,
+                                         trial=None, channels={"trial": types.SimpleNamespace(busy=False)})
+    view.refresh()
+    assert "explain 50% (± 11%)" in view.info.text()
+    assert view.notes.toPlainText() == "Note: Quantizing the model input x alone limits the output SQNR to 29.0 dB."
+    assert view.table.item(1, 0).text() == "–"

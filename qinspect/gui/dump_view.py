@@ -184,4 +184,7 @@ class DumpView(QWidget):
         self.info.setText("\n".join([summary, *notes]))
         self.headline.setText(dump.headline() if hasattr(dump, "headline") else "")
         if first is not None and first in self.rows:
-            self.table.selectRow(self.rows.index(first))
+            row = self.rows.index(first)
+            self.table.selectRow(row)
+            # below the matching rows it was selected out of sight
+            self.table.scrollToItem(self.table.item(row, 0), QAbstractItemView.ScrollHint.PositionAtCenter)

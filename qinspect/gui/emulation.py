@@ -344,6 +344,8 @@ class DiagnosisSummary:
     weighed_outputs: list[str] = field(default_factory=list)
     hidden_output_warning: str | None = None
     labels_note: str | None = None  # why the samples' class folders are not the accuracy's labels
+    notes: list[str] = field(default_factory=list)  # what the figures rest on, as the command line prints them
+    explained_se: float | None = None  # the standard error of ``explained`` over the samples
 
 
 def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
@@ -375,7 +377,7 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
                             diagnosis.accuracy, diagnosis.explained, diagnosis.measured_on,
                             diagnosis.n_sens_samples, list(diagnosis.advice), diagnosis.near_tie_warning,
                             [f.to_dict() for f in diagnosis.outputs], list(diagnosis.weighed_outputs),
-                            diagnosis.hidden_output_warning, unused)
+                            diagnosis.hidden_output_warning, unused, list(diagnosis.notes), diagnosis.explained_se)
 
 
 def _rebuild(document: Document, analysis: Analysis) -> Any:

@@ -161,6 +161,17 @@ def trial_text(trial) -> str:
     return text + ". The Error propagation tab shows both curves."
 
 
+def gain_cell(finding) -> str:
+    """The Gain column: the remedy's measured gain; an estimate marked "~" (not measured, as the command line
+    says); a dash when there is neither (a finding never tried read "0.00" beside "loses 40 dB")."""
+    remedy = getattr(finding, "remedy", None)
+    gain = remedy.get("measured_gain_db") if isinstance(remedy, dict) else None
+    if isinstance(gain, (int, float)):
+        return f"{float(gain) + 0.0:.2f}".replace("-0.00", "0.00")
+    value = severity(finding)
+    return f"~{value:.2f}" if value > 0.0 else "–"
+
+
 class FindingsView(QWidget):
     """The diagnosis of the open capture, worst first, and the selected finding in full."""
 
@@ -196,6 +207,14 @@ class FindingsView(QWidget):
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
         layout.addWidget(split, 1)
+        # What the figures rest on (the diagnosis' notes, as the command line prints them): a ceiling the input's
+        # quantization sets, rough figures, causes not tried. Scrolls past a few lines.
+        self.notes = QPlainTextEdit()
+        self.notes.setObjectName("findingsNotes")
+        self.notes.setReadOnly(True)
+        self.notes.setMaximumHeight(5 * self.notes.fontMetrics().lineSpacing() + 12)
+        self.notes.setVisible(False)
+        layout.addWidget(self.notes)
 
     def set_session(self, session) -> None:
         """A new document."""
@@ -268,8 +287,7 @@ class FindingsView(QWidget):
         for i, f in enumerate(findings):
             kind = str(getattr(f, "kind", ""))
             sentence = wording.finding_sentence(f)
-            cells = [f"{severity(f) + 0.0:.2f}".replace("-0.00", "0.00"), str(getattr(f, "layer", "")),
-                     wording.kind_title(kind), sentence]
+            cells = [gain_cell(f), str(getattr(f, "layer", "")), wording.kind_title(kind), sentence]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(text)
@@ -282,8 +300,9 @@ class FindingsView(QWidget):
         if findings:
             noun = "finding" if len(findings) == 1 else "findings"
             d = getattr(self.session, "diagnosis", None)
-            explained = getattr(d, "explained", None)
-            budget = (f" Together their remedies explain {100 * explained:.0f}% of the output's error power."
+            explained, se = getattr(d, "explained", None), getattr(d, "explained_se", None)
+            spread = f" (± {100 * se:.0f}%)" if isinstance(se, float) and se == se else ""
+            budget = (f" Together their remedies explain {100 * explained:.0f}%{spread} of the output's error power."
                       if isinstance(explained, float) else "")
             weighed = list(getattr(d, "weighed_outputs", None) or [])
             several = len(getattr(d, "outputs", None) or []) > 1
@@ -295,4 +314,7 @@ class FindingsView(QWidget):
                 self.table.setCurrentCell(0, 0)
         else:
             self.info.setText(self._empty_text())
+        notes = list(getattr(getattr(self.session, "diagnosis", None), "notes", None) or [])
+        self.notes.setPlainText("\n".join(f"Note: {n[:1].upper()}{n[1:]}." for n in notes))
+        self.notes.setVisible(bool(notes))
         self._show_current()

@@ -580,6 +580,8 @@ class LayerPanel(StablePages):
         self.scatter_clip = [pg.InfiniteLine(angle=0, pen=CLIP_PEN, movable=False) for _ in range(2)]
         for item in (self.scatter, self.diagonal, *self.scatter_clip):
             self.scatter_plot.addItem(item)
+        # the points over the clip lines: the saturated ones lie flat on them, and were hidden under them
+        self.scatter.setZValue(10)
         self.w_curve = pg.PlotDataItem(stepMode="center", fillLevel=0, brush=BAR_BRUSH, pen=pg.mkPen("#34598f"))
         self.w_clip = [pg.InfiniteLine(pen=CLIP_PEN, **vline) for _ in range(2)]
         for item in (self.w_curve, *self.w_clip):

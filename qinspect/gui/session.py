@@ -159,9 +159,11 @@ class Session(QObject):
 
     def _on_failed(self, name: str, exc: BaseException, tb: str) -> None:
         self.status.emit(f"{self._WHAT[name]}: failed")
+        restored = False
         if name == "emulate" and self._importing:
             # the quantized.h5 did not load: later emulations (another option) use what was in use before
             self.quantized_path, self._importing = self._before_import, False
+            restored = self.analysis is not None
         bad_labels = name == "findings" and self.labels_path and self.labels_path in str(exc)
         if bad_labels:  # reported once; the diagnosis runs again without them (it failed on every later run)
             self.labels_path = None
@@ -172,6 +174,13 @@ class Session(QObject):
             self.dump_changed.emit()
         self.failed.emit(exc, tb, self._WHAT[name])
         if bad_labels:
+            self._rediagnose()
+        if restored:
+            # the run before the import stands again: its figures are shown again (the window had kept
+            # "emulating again" and an empty SQNR column), and the findings the import dropped are measured again
+            self.status.emit(self.analysis.summary())
+            self.positions_changed.emit()
+            self.results_changed.emit()
             self._rediagnose()
 
     # --- emulation ---------------------------------------------------------------------------------
