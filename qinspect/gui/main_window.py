@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -59,12 +59,20 @@ KEY_REPEAT_SETTLE_MS = 90
 class LayerTree(QTreeView):
     """The layer tree; knows whether the key it is handling is an auto-repeat (a held arrow key)."""
 
+    resized = Signal()  # its width changed: the columns are fitted to it again
+
     def __init__(self) -> None:
         super().__init__()
         self.repeating = False
         # long names share their start (regnety002_Stage_0_YBlock_0_...): cut in the middle, the end that
         # tells them apart stays
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        """Resize, then say so when the width changed."""
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():
+            self.resized.emit()
 
     def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt override
         """Handle a key, noting whether it is an auto-repeat while the selection moves."""
@@ -135,32 +143,49 @@ class MainWindow(QMainWindow):
             (2, [(format_shape(lay.output_shape), 0) for lay in graph.layers], 85, 170),
         )
         header = self.tree.header()
+        self._tree_wants = {}
         for col, texts, least, most in columns:
             # the few longest by characters, then measured in the font (proportional widths differ)
             longest = sorted(texts, key=lambda t: len(t[0]) + 2 * t[1], reverse=True)[:8]
             need = max((fm.horizontalAdvance(text) + depth * self.tree.indentation() for text, depth in longest),
                        default=0) + pad + (self.tree.indentation() if col == COL_NAME else 0)
-            header.resizeSection(col, max(least, min(most, need)))
+            self._tree_wants[col] = max(least, min(most, need))
         # widen the dock to show them, up to 45% of the window; never narrow what the user set
-        total = sum(header.sectionSize(c) for c in range(header.count())) + 2 * pad
+        total = sum(self._tree_wants.values()) + sum(header.sectionSize(c) for c in range(3, header.count())) + 2 * pad
         want = min(total, int(0.45 * self.width()))
-        # Beyond that, the text columns give way, never the SQNR column at the right edge: cut off behind a
-        # scroll bar, it was the one figure the tree is read for. They give way in proportion to what each
-        # has above its floor; the name keeps the most (about 18 characters: "batch_normalization_14"), as
-        # "batch_normalizatio…" five times over does not say which, while "BatchNormaliz…" still says what
-        # the layer is. The room is the dock less its frame and a vertical scroll bar.
-        room_px = max(want, self.tree_dock.width()) - self.tree.verticalScrollBar().sizeHint().width() - 2 * \
-            self.tree.frameWidth() - 8
-        excess = sum(header.sectionSize(c) for c in range(header.count())) - room_px
-        em = fm.horizontalAdvance("M")
-        floors = {COL_NAME: 18 * em, 1: 12 * em, 2: 10 * em}
-        spare = {c: max(0, header.sectionSize(c) - f) for c, f in floors.items()}
-        if excess > 0 and sum(spare.values()):
-            share = min(1.0, excess / sum(spare.values()))
-            for c, room in spare.items():
-                header.resizeSection(c, header.sectionSize(c) - int(round(room * share)))
         if self.tree_dock.width() < want:
             self.resizeDocks([self.tree_dock], [want], Qt.Orientation.Horizontal)
+        self._fit_tree_room()
+
+    def _fit_tree_room(self) -> None:
+        """Give the text columns the room the tree has now (again at every resize of it: at 1024 px, or after
+        the window grew, the SQNR column was cut off or the names stayed short).
+
+        The text columns give way, never the SQNR column at the right edge: cut off behind a scroll bar, it
+        was the one figure the tree is read for. They give way in proportion to what each has above its
+        floor; the name keeps the most (about 18 characters: "batch_normalization_14"), as
+        "batch_normalizatio…" five times over does not say which, while "BatchNormaliz…" still says what
+        the layer is. Past the floors, down to lower ones. The room is the tree less its frame and a
+        vertical scroll bar."""
+        wants = getattr(self, "_tree_wants", None)
+        if not wants:
+            return
+        header = self.tree.header()
+        fm = self.tree.fontMetrics()
+        room_px = self.tree.width() - self.tree.verticalScrollBar().sizeHint().width() - 2 * self.tree.frameWidth() - 8
+        fixed = sum(header.sectionSize(c) for c in range(header.count()) if c not in wants)
+        em = fm.horizontalAdvance("M")
+        widths = dict(wants)
+        for floors in ({COL_NAME: 18 * em, 1: 12 * em, 2: 10 * em}, {COL_NAME: 9 * em, 1: 6 * em, 2: 9 * em}):
+            excess = sum(widths.values()) + fixed - room_px
+            spare = {c: max(0, widths[c] - f) for c, f in floors.items()}
+            if excess <= 0 or not sum(spare.values()):
+                continue
+            share = min(1.0, excess / sum(spare.values()))
+            for c, extra in spare.items():
+                widths[c] -= int(round(extra * share))
+        for c, width in widths.items():
+            header.resizeSection(c, width)
 
     # --- construction ------------------------------------------------------------------------------
     def _build_tree_dock(self) -> None:
@@ -182,6 +207,7 @@ class MainWindow(QMainWindow):
         for col, width in ((1, 105), (2, 85), (3, 62), (4, 58), (COL_METRIC, 68)):
             header.resizeSection(col, width)
         self.tree.selectionModel().currentChanged.connect(self._on_current_changed)
+        self.tree.resized.connect(self._fit_tree_room)
         self._settle = QTimer(self)
         self._settle.setSingleShot(True)
         self._settle.setInterval(KEY_REPEAT_SETTLE_MS)
