@@ -496,9 +496,18 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     _resume_pool(pool)
     manager = getattr(pool, "_executor_manager_thread", None)
     results = getattr(pool, "_result_queue", None)
+    calls = getattr(pool, "_call_queue", None)
     for proc in list((getattr(pool, "_processes", None) or {}).values()):
         proc.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
+    # Not cancel_futures: the manager thread, seeing its processes gone, fails every pending call with
+    # BrokenProcessPool; one cancelled meanwhile made it raise InvalidStateError and die half-way (Python
+    # 3.11), printing a traceback after "interrupted" and leaving its queues to the exit hooks.
+    pool.shutdown(wait=False)
+    # The call queue's feeder thread may be blocked writing a large task into a full pipe whose reader is
+    # this process's own copy (the helpers are gone): joined at exit, it hung the command for good after
+    # Ctrl-C during a report's figures (outside audit). What it still holds is not needed.
+    if calls is not None:
+        calls.cancel_join_thread()
     # A process killed while it writes a result leaves part of a message in the result pipe: the manager
     # thread then waits in recv() for bytes that never come, because this process holds the pipe's write
     # end too, and the interpreter's exit hook joins that thread forever (a test run hung so at exit).

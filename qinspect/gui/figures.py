@@ -354,8 +354,10 @@ def _render_in_helpers(specs: list[FigureSpec], helpers: int, niceness: int,
         return _render_here(specs, progress)  # no helper processes here: slower, same figures
     try:
         batches = [specs[i:i + FIGURES_PER_TASK] for i in range(0, len(specs), FIGURES_PER_TASK)]
-        for done in pool.map(_draw_in_helper, batches):
-            out.update(done)
+        # submit and wait in order, not pool.map: interrupted, map cancels the calls still queued, and the
+        # pool's manager thread then failed on them (InvalidStateError, a traceback after "interrupted")
+        for future in [pool.submit(_draw_in_helper, batch) for batch in batches]:
+            out.update(future.result())
             if progress:
                 progress(len(out), len(specs))
         cp.close_helpers(pool)
