@@ -826,9 +826,11 @@ def _measure(graph: DpuGraph, sens: SensitivityResult, found: list[Finding], fix
     if untried:
         # the estimates are upper bounds that often run far above what the remedies then measure: both said
         gains = [_finite(f.severity_db) for f in measured]
-        notes.append(f"{untried} further candidate cause(s) were not tried in the emulator and are not listed: "
-                     f"their estimated costs are below {last_estimate:.2f} dB, the lowest estimate tried; the "
-                     f"{len(measured)} tried measured {min(gains):+.2f} to {max(gains):+.2f} dB")
+        below = (f"their estimated costs are below {last_estimate:.2f} dB, the lowest estimate tried"
+                 if last_estimate > 0.005 else "none is estimated to cost anything measurable")
+        notes.append(f"{untried} further candidate cause{'s were' if untried > 1 else ' was'} not tried in the "
+                     f"emulator and {'are' if untried > 1 else 'is'} not listed: {below}; the {len(measured)} tried "
+                     f"measured {min(gains):+.2f} to {max(gains):+.2f} dB")
     if options is not None:
         # Options that change the whole model, measured even where no single layer's finding points at them
         # (the loss of skipped CLE pairs is spread over many layers); one already tried for a finding is not
