@@ -56,6 +56,9 @@ def test_positions_from_quantized_h5_are_the_vitis_positions(vitis_report, refca
     # a conv whose ReLU is fused into it has no output quantizer of its own
     assert layers["bn1"]["positions"]["output"] is None
     assert "fused" in layers["bn1"]["placement_note"]
+    # a flatten moves codes, not the position: its output has relu2's (it read "-", and its clip and RMSE-in-LSB
+    # figures were empty, where emulate gives them: outside report audit)
+    assert layers["flatten"]["positions"]["output"] == vitis["relu2"]["output_0"]
 
 
 def test_error_figures_equal_a_separate_emulator_run(vitis_report, small_capture, refcases):  # noqa: F811

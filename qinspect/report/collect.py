@@ -28,7 +28,7 @@ from qinspect.analysis.metrics import ErrorStats, representable_range
 from qinspect.analysis.option_remedies import QUANTIZER_STOPS
 from qinspect.analysis.outputs import resolve_outputs
 from qinspect.dpu.checks import check_finite_capture
-from qinspect.dpu.dpu_graph import computing_node, cpu_part, read_through_note, split_note
+from qinspect.dpu.dpu_graph import TRANSPARENT_OPS, computing_node, cpu_part, read_through_note, split_note
 from qinspect.dpu.emulator import Emulator, calibration_data, captured_stand_ins, recalibrator
 from qinspect.dpu.options import QuantizerOptions
 from qinspect.errors import QInspectError
@@ -276,6 +276,9 @@ def _node_positions(dpu: Any, node: Any) -> dict[str, Any]:
                                                                       "pointwise_kernel")), None)
     inputs = [pos(dpu.output_slot(i)) for i in node.inputs] if node.op != "input" else []
     out_slot = node.out_slot if node.op != "input" else None
+    if out_slot is None and node.op in TRANSPARENT_OPS:
+        # a flatten / reshape / pad moves codes, not the position: its output has its input's (as emulate says)
+        out_slot = dpu.output_slot(node.name)
     return {
         "input": inputs or None,
         "weights": pos(kernel),
