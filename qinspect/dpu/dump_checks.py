@@ -51,7 +51,11 @@ def check_samples(g: DpuGraph, dump: Any, n: int, inputs: str) -> None:
     size, blaming a whole dump for short inputs."""
     from qinspect.dpu.emulator import dumped_samples
 
-    n_dump = dumped_samples(g, dump)
+    refuse_short_inputs(dumped_samples(g, dump), n, inputs)
+
+
+def refuse_short_inputs(n_dump: int | None, n: int, inputs: str) -> None:
+    """:func:`check_samples` on the dump's sample count already read (None: unknown, nothing to refuse)."""
     if n_dump is not None and n_dump > n:
         raise QInspectError(f"holds {n} sample(s) but the dump holds {n_dump} (its copy of the model input says "
                             "so): give the inputs the dump was made from", inputs)

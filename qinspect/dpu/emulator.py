@@ -27,6 +27,7 @@ import numpy as np
 from qinspect.dpu.calibrate import CalibrationResult, calibrate
 from qinspect.dpu.checks import check_node_weights, checked_position, finite_batches, naming_file
 from qinspect.dpu.dpu_graph import CONV_OPS, TRANSPARENT_OPS, Adjustment, DpuGraph, Node, Rewrite
+from qinspect.dpu.dump_checks import refuse_short_inputs
 from qinspect.dpu.executor import (
     CAPTURED,
     Evaluator,
@@ -37,7 +38,7 @@ from qinspect.dpu.executor import (
     same_size_codes,
 )
 from qinspect.dpu.fixed_point import Round, quantize
-from qinspect.dpu.mismatch_cause import mismatch_cause
+from qinspect.dpu.mismatch_cause import EDITED, mismatch_cause
 from qinspect.dpu.options import DEFAULT_CALIB_BATCH, QuantizerOptions
 from qinspect.dpu.reference import ReferenceWalk
 from qinspect.errors import QInspectError, first_line
@@ -598,10 +599,8 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
         check_input_shape(g, name, arr)
     n = len(next(iter(arrays.values())))
     n_dump = dumped_samples(g, dump)
-    if n_dump is not None and n_dump > n:
-        # every file would then read as the wrong size, blaming a whole dump for short inputs
-        raise QInspectError(f"the dump holds {n_dump} samples (its copy of the model input says so) but the "
-                            f"inputs given have only {n}: give the inputs the dump was made from", dump.root)
+    # (the commands refuse it first, naming their inputs file: dump_checks.check_samples)
+    refuse_short_inputs(n_dump, n, "the inputs given")
     if n_dump is not None and n_dump < n:
         # dump_model runs predict(dataset, steps=1): with more inputs than one batch, only the first
         # batch is dumped. Compare that many samples.
@@ -702,7 +701,7 @@ def _isolate(g: DpuGraph, int_vals: dict[str, Value], dumped: dict[str, dict[str
         if m.isolated_matched == m.total:
             inherited = "fed the dump's own input codes, the emulator gives the dump's codes: inherited from upstream"
             m.note = f"{m.note}; {inherited}" if m.sim_matched == m.total else inherited
-        elif "int8 file was changed" not in m.cause:  # an edited file arises nowhere in the model: said already
+        elif EDITED not in m.cause:  # an edited file arises nowhere in the model: said already
             m.note += "; fed the dump's own input codes, the emulator still differs: " + (
                 "the difference arises at this tensor" if m.cause else "it arises in this layer")
 

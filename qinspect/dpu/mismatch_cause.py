@@ -29,6 +29,7 @@ SHIFTS = (1, -1, 2, -2, 3, -3)  # position differences tried, the likeliest firs
 MIN_TELLING = 16  # nonzero values needed before a scale pattern is read from a tensor
 SHIFT_FIT = 0.97  # share of the nonzero values within 1 LSB of the scaled codes
 SAME = 0.999  # share of equal codes for "the same tensor" / "the same sample"
+EDITED = "the int8 file was changed after dump_model wrote it"  # the cause that is no layer's (compare_dump)
 
 
 def mismatch_cause(dump: np.ndarray, emu: np.ndarray, samples: int = 1, *, pos: int | None = None,
@@ -49,7 +50,7 @@ def mismatch_cause(dump: np.ndarray, emu: np.ndarray, samples: int = 1, *, pos: 
             k = int(differ.sum())
             at = "the differing value" if k == 1 else f"all {k} differing values"
             return (f"the dump's own float copy of this tensor agrees with the emulator at {at} while its int8 file "
-                    "does not: the int8 file was changed after dump_model wrote it (edited or damaged)")
+                    f"does not: {EDITED} (edited or damaged)")
     shift = _shift(d, e)
     if shift is not None:
         k, fit = shift
