@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from qinspect.analysis.metrics import json_safe, ratio_se_db
-from qinspect.analysis.outputs import OutputSpread, output_layer
+from qinspect.analysis.outputs import constant_output_notes
 from qinspect.analysis.sensitivity import (
     _output_stats,
     output_powers,
@@ -159,13 +159,8 @@ def advise(build: Callable[[dict[str, Any]], DpuGraph], data: dict[str, np.ndarr
     _spread_against_top(rows)
     if prefer_simplest(rows, option_sets[0] if option_sets else {}):
         _spread_against_top(rows)
-    if notes is not None and runner is not None:
-        for name in graph.outputs:
-            spread = OutputSpread()
-            spread.update(runner.ref[name].float())
-            note = spread.note(output_layer(graph, name))
-            if note:
-                notes.append(note)
+    if notes is not None:
+        notes.extend(constant_output_notes(graph, runner))
     return rows
 
 

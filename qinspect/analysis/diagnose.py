@@ -50,7 +50,7 @@ from qinspect.analysis.metrics import ErrorStats, json_safe
 from qinspect.analysis.option_remedies import QUANTIZER_STOPS, OptionTrials, candidate_options
 from qinspect.analysis.outputs import (
     OutputFigure,
-    OutputSpread,
+    constant_output_notes,
     focused,
     hidden_output_warning,
     measure_outputs,
@@ -352,7 +352,7 @@ def diagnose(
         notes.append(f"the output SQNR varies from sample to sample: {sens.output.sqnr_db:.1f} dB with a standard "
                      f"error of {spread:.1f} dB over {n_sens} samples; gains below about {2 * spread:.1f} dB may "
                      "not hold on other data (more samples: --sens-samples)")
-    constant = _constant_output_note(graph, sens)
+    constant = next(iter(constant_output_notes(graph, sens.runner)), None)
     if constant:
         notes.append(constant)
     # The findings read the float output of every quantized node and the input of every conv.
@@ -479,21 +479,6 @@ def _focused_rebuild(rebuild: Callable[[dict[str, Any]], DpuGraph],
                      outputs: list[str]) -> Callable[[dict[str, Any]], DpuGraph]:
     """``rebuild`` whose graphs keep the diagnosis's choice of outputs."""
     return lambda change: focused(rebuild(change), outputs)
-
-
-def _constant_output_note(graph: DpuGraph, sens: SensitivityResult) -> str | None:
-    """A note when a float model output is dead or nearly the same for every sample
-    (:class:`qinspect.analysis.outputs.OutputSpread`)."""
-    run = sens.runner
-    if run is None:
-        return None
-    for name in graph.outputs:
-        spread = OutputSpread()
-        spread.update(run.ref[name].float())
-        note = spread.note(output_layer(graph, name))
-        if note:
-            return note
-    return None
 
 
 def _near_tie_warning(graph: DpuGraph, sens: SensitivityResult) -> str | None:

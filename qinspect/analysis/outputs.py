@@ -33,6 +33,21 @@ HIDDEN_GAP_TOP1 = 0.05
 CONSTANT_OUTPUT_REL = 1e-3  # an output whose spread over samples is at most this share of its size
 
 
+def constant_output_notes(graph: DpuGraph, runner: Any) -> list[str]:
+    """The :class:`OutputSpread` note of each float model output that is dead or nearly the same for every
+    sample, from a sensitivity run's walks (``runner.ref``: the float outputs; None: no notes)."""
+    if runner is None:
+        return []
+    notes = []
+    for name in graph.outputs:
+        spread = OutputSpread()
+        spread.update(runner.ref[name].float())
+        note = spread.note(output_layer(graph, name))
+        if note:
+            notes.append(note)
+    return notes
+
+
 class OutputSpread:
     """How much a float output varies from sample to sample, streamed batch by batch.
 
