@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             "samples": min(n_samples, n_dump or n_samples),
             "all_matched": all_ok, "tensors": [m.to_dict() for m in matches],
             "unmapped": dump.unmapped, "missing": [e.filename for e in dump.missing],
-            "absent_folders": [f.split("/")[0] for f in dump.absent], "notes": dump.notes,
+            "absent_folders": dump.absent, "notes": dump.notes,
             "warnings": warnings,
         })
     else:
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         w(f"found a quantizer dump_model folder in {args.dump}\n")
         w(("first divergence: none, every compared tensor matches bit for bit\n\n" if all_ok else
            "first divergence: none among the compared tensors, but the dump is incomplete ("
-           + ", ".join([*(f"no {f}" for f in dump.absent), f"{len(missing)} missing",
+           + ", ".join([*(f"no {f}" for f in dump.absent_described), f"{len(missing)} missing",
                         f"{len(dump.unmapped)} unmapped"]) + "): not a match\n\n") if first is None else
           f"first divergence: layer {first.layer}, tensor {first.name}: {first.total - first.matched}/"
           f"{first.total} values differ, max {first.difference}{'; ' + first.note if first.note else ''}\n\n")
@@ -145,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
         return error(f"{dump.unmapped[0]}: dump file maps to no tensor of {args.quantized}"
                      + (f" (and {len(dump.unmapped) - 1} more unmapped)" if len(dump.unmapped) > 1 else ""))
     if dump.absent:
-        return error(f"{args.dump}: no {dump.absent[0]} folder, which dump_model writes: those tensors are not "
-                     "compared")
+        return error(f"{args.dump}: no {dump.absent_described[0]} folder, which dump_model writes: those tensors "
+                     "are not compared")
     if missing:
         return error(f"{args.dump}: {len(missing)} file(s) Vitis writes for this model are missing, first "
                      f"{missing[0]}")

@@ -78,7 +78,7 @@ def check_comparable(g: DpuGraph, dump: Any, matches: Sequence[Any], quantized: 
 def incomplete(dump: Any) -> list[str]:
     """Sentences for what the dump lacks or holds beyond the model (empty when it is whole)."""
     out = [f"the dump has no {folder} folder: none of those tensors is compared"
-           for folder in getattr(dump, "absent", ())]
+           for folder in getattr(dump, "absent_described", ())]
     missing = [e.filename for e in dump.missing]
     if missing:
         out.append(f"{len(missing)} file(s) Vitis writes for this model are missing from the dump, first "

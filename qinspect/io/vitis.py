@@ -553,6 +553,9 @@ def expected_dump_files(model: VitisQuantizedModel) -> tuple[list[DumpEntry], li
     return entries, notes
 
 
+_FOLDER_HOLDS = {"dump_results_0": "the activations", "dump_results_weights": "the weights"}
+
+
 @dataclass
 class DumpFolder:
     """A ``dump_results`` folder matched against what the quantized model makes Vitis write."""
@@ -561,9 +564,14 @@ class DumpFolder:
     entries: list[DumpEntry]  # expected files (``path`` None where missing)
     unmapped: list[str]  # .bin files in the folder that map to no tensor of the model
     notes: list[str]
-    # dump_model's folders that are not there and leave the dump incomplete, never a match (dump_results_0/:
+    # dump_model's folders that are not there and leave the dump incomplete, never a match (dump_results_0:
     # without the activations nothing the DPU computes is compared)
     absent: list[str] = field(default_factory=list)
+
+    @property
+    def absent_described(self) -> list[str]:
+        """The absent folders as the messages name them: "dump_results_0/ (the activations)"."""
+        return [f"{name}/ ({_FOLDER_HOLDS.get(name, 'tensors')})" for name in self.absent]
 
     @property
     def missing(self) -> list[DumpEntry]:
@@ -634,13 +642,14 @@ def open_dump(root: str | os.PathLike[str], model: VitisQuantizedModel) -> DumpF
     unmapped = sorted(found[k] for k in found if k not in used)
     entries = _drop_trimmed_float_weights(entries, notes)
     absent = []
-    others = sorted(p.name for p in (acts or rootp).parent.glob("dump_results_*")
-                    if p.is_dir() and p.name not in ("dump_results_0", "dump_results_weights"))
-    if acts is not None and acts.name == "dump_results_0" and others:
-        notes.append(f"{', '.join(others)} beside dump_results_0 not compared: the inputs are compared with batch 0 "
-                     "(dump_model predicts one batch)")
+    if acts is not None and acts.name == "dump_results_0":
+        others = sorted(p.name for p in acts.parent.glob("dump_results_*")
+                        if p.is_dir() and p.name not in ("dump_results_0", "dump_results_weights"))
+        if others:
+            notes.append(f"{', '.join(others)} beside dump_results_0 not compared: the inputs are compared with "
+                         "batch 0 (dump_model predicts one batch)")
     if acts is None:
-        absent.append("dump_results_0/ (the activations)")
+        absent.append("dump_results_0")
         entries = [e for e in entries if e.kind != "activation"]
     if weights is None:
         # the activations, computed from those weights, still check them: said, not a failure
