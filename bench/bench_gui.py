@@ -6,6 +6,8 @@ A 5 ms precise QTimer runs beside the real event loop; a *stall* is the gap betw
 - click-through: every layer selected in turn, the next one once the previous is fully drawn;
 - key repeat: a held Down arrow on the tree (auto-repeat every 33 ms) over as many rows as there are
   layers, until the layer it stops at is drawn;
+- paced: the click-through at the pace of the background phases below, with nothing beside it (their
+  control: what the pace alone does);
 - the click-through again beside background work, at a brisk person's pace (a click every 250 ms,
   or once the layer is drawn), the work restarted as long as needed (``--phases``):
   bg_emu_cli `qinspect emulate CAPTURE` and bg_cap_cli `qinspect capture` as other programs at the
@@ -585,6 +587,8 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
     out["repeat"] = stats()
     out["repeat"]["last_shown"] = bool(seq["stop"]) and seq["shown"] == seq["stop"]
 
+    if phases is None or "paced" in phases:
+        out["paced"] = click_through(BG_PACE_MS)  # the background phases' control: their pace, alone
     for phase, background in _backgrounds(capture, bg_model, bg_inputs).items():
         if phases is not None and phase not in phases:
             continue
@@ -606,9 +610,10 @@ def measure(capture: Path, wait_emulation: bool = False, phases: list[str] | Non
     return out
 
 
-PHASES = ("idle", "click", "repeat", "bg_emu_cli", "bg_emu_term", "bg_emu_win", "bg_cap_cli", "bg_cap_term",
-          "bg_cap_win")
+PHASES = ("idle", "click", "repeat", "paced", "bg_emu_cli", "bg_emu_term", "bg_emu_win", "bg_cap_cli",
+          "bg_cap_term", "bg_cap_win")
 PHASE_NOTES = {
+    "paced": f"at the background phases' pace (a click every {BG_PACE_MS} ms), nothing beside it: their control",
     "bg_emu_cli": "beside `qinspect emulate` (another program, same priority)",
     "bg_emu_term": "beside `qinspect emulate` started from another terminal (its own session)",
     "bg_emu_win": "beside the window's own emulation (its model helper)",
