@@ -24,7 +24,7 @@ def test_options_reach_the_rewrites_and_are_reported():
     root = refcase("rich")
     default = _calibrate(root)
     assert default["quantizer_options"] == {"include_cle": True, "cle_steps": 10, "cle_to_relu6": False,
-                                            "convert_relu6_to_relu": False, "calib_batch_size": 4}
+                                            "convert_relu6_to_relu": False, "calib_batch_size": 4, "target": ""}
     assert ["dw3", "sep4_depthwise_conv"] not in _pairs(default)
     converted = _calibrate(root, "--convert-relu6-to-relu")
     assert converted["quantizer_options"]["convert_relu6_to_relu"] is True

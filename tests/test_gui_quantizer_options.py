@@ -95,3 +95,18 @@ def test_a_model_the_quantizer_cannot_run_says_so_and_what_to_do_beside_its_figu
                     timeout=60000)
     assert "vai_q" not in win.quality_label.text() and "include_cle=False" in win.quality_label.text()
     win.shutdown()
+
+
+def test_the_target_menu_emulates_a_dpucadf8h_with_activations_from_minus_127(qtbot, tmp_path):
+    capture = write_gui_capture(tmp_path / "calib.h5")
+    win = window_on(qtbot, tmp_path, capture)
+    assert win.target_actions[""].isChecked() and not win.target_actions["DPUCADF8H"].isChecked()
+    win.target_actions["DPUCADF8H"].trigger()
+    qtbot.waitUntil(lambda: win.session.analysis is not None and not win.session.channels["emulate"].busy
+                    and win.session.analysis.graph.options.target == "DPUCADF8H", timeout=60000)
+    graph = win.session.analysis.graph
+    assert all(spec.narrow_range == (spec.kind != "weight") for spec in graph.slots.values())
+    assert "target=DPUCADF8H" in win.session.analysis.positions_source  # said beside the figures' source
+    assert win.target_actions["DPUCADF8H"].isChecked() and not win.target_actions[""].isChecked()
+    assert win.settings.quantizer_options().narrow_activations  # persisted
+    win.shutdown()

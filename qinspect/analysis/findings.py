@@ -229,10 +229,11 @@ def saturation(
     signal = _sq(x)
     evidence: dict[str, Any] = {
         "data": ev(data, "which capture's activations these figures are measured on"),
-        "clipped_lo_frac": ev(n_lo / n, f"values below {lo:g} (= -128 * 2^-{pos}) / all {n} values"),
+        "clipped_lo_frac": ev(n_lo / n, f"values below {lo:g} (= {-127 if narrow else -128} * 2^-{pos}) / all {n} "
+                              "values"),
         "clipped_hi_frac": ev(n_hi / n, f"values above {hi:g} (= 127 * 2^-{pos}) / all {n} values"),
         "position": ev(int(pos), "the activation's int8 position p (scale 2^-p)"),
-        "representable_range": ev([lo, hi], "[-128, 127] * 2^-p, float units"),
+        "representable_range": ev([lo, hi], f"[{-127 if narrow else -128}, 127] * 2^-p, float units"),
         "float_range": ev([float(x.min()), float(x.max())], "min and max of the float activation"),
         "sqnr_db": ev(_sqnr(signal, e_clip), "10*log10(sum x^2 / sum (x - fakequant(x))^2) at p"),
         "sqnr_unclipped_db": ev(_sqnr(signal, e_round), "same, with rounding only (no clip) at p"),

@@ -185,6 +185,18 @@ def add_quantizer_option_args(parser: argparse.ArgumentParser) -> None:
                         help="equalize across ReLU6 too (the quantizer's cle_to_relu6; changes the function)")
     parser.add_argument("--convert-relu6-to-relu", action="store_true",
                         help="ReLU6 layers become ReLU (the quantizer's convert_relu6_to_relu; changes the function)")
+    add_target_arg(parser)
+
+
+def add_target_arg(parser: argparse.ArgumentParser) -> None:
+    """``--target DPU``: the DPU family, where it changes the arithmetic (DPUCADF8H: activations in [-127, 127])."""
+    from qinspect.dpu.options import TARGETS
+
+    parser.add_argument("--target", choices=TARGETS, metavar="DPU",
+                        help="the DPU family the model runs on: DPUCADF8H's activations are int8 in [-127, 127] "
+                             "(positions chosen for that range, codes held at -127); the others "
+                             f"({', '.join(t for t in TARGETS if t != 'DPUCADF8H')}) use [-128, 127], "
+                             "the default")
 
 
 MAX_CLE_STEPS = 1000
@@ -207,6 +219,7 @@ def quantizer_options(args: argparse.Namespace) -> Any:
         cle_to_relu6=bool(getattr(args, "cle_to_relu6", False)),
         convert_relu6_to_relu=bool(getattr(args, "convert_relu6_to_relu", False)),
         calib_batch_size=int(getattr(args, "batch_size", 32) or 32),
+        target=getattr(args, "target", None) or "",
     )
 
 
@@ -248,7 +261,7 @@ def open_positions_emulator(source: Any, args: argparse.Namespace) -> tuple[Any,
         if os.path.isdir(positions):
             raise QInspectError("is a folder; --positions needs a quantized.h5 or a positions JSON file", positions)
         if is_vitis_quantized(positions):
-            emu = Emulator.from_quantized(positions)
+            emu = Emulator.from_quantized(positions, narrow_activations=quantizer_options(args).narrow_activations)
             check_quantized_matches(emu, source, positions)
             # The emulated graph is the quantized model's own; errors are measured against the float model.
             emu.use_float_reference(_WeightsOnly(source), quantizer_options(args))

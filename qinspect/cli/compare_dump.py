@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--map", metavar="MAP.json", help='board dumps: a JSON object {"board tensor": "layer"} that '
                    "overrides the name mapping")
     p.add_argument("--json", action="store_true", help="print JSON (format, first_divergence, a tensors list)")
+    from qinspect.cli._dpu_common import add_target_arg
+
+    add_target_arg(p)
     return p
 
 
@@ -61,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         weight_copy_note,
     )
     from qinspect.dpu.emulator import Emulator, compare_dump, dumped_samples, first_dump_divergence, where_in_dump
+    from qinspect.dpu.options import NARROW_ACTIVATION_TARGETS
     from qinspect.io.board_dump import dump_folder_kind
     from qinspect.io.vitis import open_dump
 
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     require_file(args.dump)
     if args.map:
         require_file(args.map)
-    emu = Emulator.from_quantized(args.quantized)
+    emu = Emulator.from_quantized(args.quantized, narrow_activations=args.target in NARROW_ACTIVATION_TARGETS)
     kind = dump_folder_kind(args.dump)
     inputs, n_samples, said = dump_inputs(args.inputs, emu.graph)
     for line in said:

@@ -30,11 +30,14 @@ HOW = {
     "max_abs": "largest |test - ref| over all elements, float units",
     "rmse_lsb": "sqrt(mse) divided by the quantization step 2^-p of the layer's output position (rmse / scale, "
                 "in LSB); null when the output has no position",
-    "sat_lo_frac": "fraction of int8 output codes equal to -128 (saturated low)",
+    "sat_lo_frac": "fraction of int8 output codes equal to the lowest code, -128 (-127 on a DPUCADF8H target: "
+                   "saturated low)",
     "sat_hi_frac": "fraction of int8 output codes equal to 127 (saturated high)",
-    "clip_lo_frac": "fraction of float reference values below -128 * 2^-p (clipped by the range)",
+    "clip_lo_frac": "fraction of float reference values below -128 * 2^-p (-127 * 2^-p on a DPUCADF8H target; "
+                    "clipped by the range)",
     "clip_hi_frac": "fraction of float reference values above 127 * 2^-p",
-    "codes_used_frac": "distinct int8 codes seen at least once / 256",
+    "codes_used_frac": "distinct int8 codes seen at least once / the codes of the range (256; 255 on a DPUCADF8H "
+                       "target)",
     "isolated": "the layer alone: its inputs are the float reference quantized at the positions the integer "
                 "pipeline uses, then the layer's DPU operator (or CPU float op)",
     "accumulated": "the whole int8 pipeline from the model input to this layer",
@@ -160,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
             if args.positions is not None:
                 raise QInspectError(f"is a Vitis quantized model with its own positions: --positions {args.positions} "
                                     "is for a float model or capture", args.model)
-            emu = Emulator.from_quantized(args.model)
+            emu = Emulator.from_quantized(args.model,
+                                          narrow_activations=common.quantizer_options(args).narrow_activations)
             positions_from = f"{args.model} (quantized model)"
         else:
             source = open_any(args.model)

@@ -238,6 +238,18 @@ class DpuGraph:
         self.positions.setdefault(spec.layer, {})
         return spec.slot
 
+    def narrow_activations(self) -> None:
+        """Every input and activation quantizer codes in [-127, 127] (a DPUCADF8H target; weights keep
+        [-128, 127]): the quantizer's ``narrow_range`` on those quantizers."""
+        for spec in self.slots.values():
+            if spec.kind != "weight":
+                spec.narrow_range = True
+
+    def code_min(self, slot: Slot | None) -> int:
+        """The lowest code of a quantizer: -127 under ``narrow_range``, else -128."""
+        spec = self.slots.get(slot) if slot is not None else None
+        return -127 if spec is not None and spec.narrow_range else -128
+
     def pos(self, slot: Slot | None) -> int | None:
         """The current position of a slot (None if the slot or its position is unknown)."""
         if slot is None:

@@ -202,8 +202,11 @@ class Emulator:
         return emu
 
     @classmethod
-    def from_quantized(cls, path: str | os.PathLike[str]) -> Emulator:
-        """Positions and folded/equalized weights from a Vitis ``quantized.h5`` (no quantizer needed)."""
+    def from_quantized(cls, path: str | os.PathLike[str], narrow_activations: bool = False) -> Emulator:
+        """Positions and folded/equalized weights from a Vitis ``quantized.h5`` (no quantizer needed).
+
+        The file's quantizers say their own range (``narrow_range``); ``narrow_activations`` holds every
+        activation code at -127 whatever they say (a DPUCADF8H target runs a full-range quantization so)."""
         from qinspect.dpu.from_quantized import graph_from_quantized
         from qinspect.io.vitis import load_quantized_model
 
@@ -215,6 +218,8 @@ class Emulator:
             raise QInspectError(f"damaged Vitis quantized model ({type(exc).__name__}: {first_line(exc)})",
                                 str(path)) from None
         check_node_weights(graph, str(path))
+        if narrow_activations:
+            graph.narrow_activations()
         for layer in model.layers:
             if layer.class_name == "InputLayer" and layer.name in graph:
                 shape = layer.config.get("batch_input_shape") or layer.config.get("batch_shape")
@@ -312,12 +317,24 @@ class Emulator:
         weights (CLE on against off) would be read against these as if they were theirs."""
         if not isinstance(recorded, dict) or self.graph.options is None:
             return
-        differ = self.graph.options.weight_differences(QuantizerOptions.from_dict(recorded))
+        try:
+            theirs = QuantizerOptions.from_dict(recorded)
+        except (ValueError, TypeError) as exc:
+            raise QInspectError(f"its quantizer_options are not readable ({first_line(exc)})", path) from None
+        differ = self.graph.options.weight_differences(theirs)
         if differ:
             raise QInspectError(f"these positions were calibrated with {', '.join(differ)}, but the model is "
                                 f"rewritten here with {self.graph.options.describe()}: they belong to other "
                                 "weights; give the same quantizer options (--no-cle, --cle-steps, --cle-to-relu6, "
                                 "--convert-relu6-to-relu) as the calibrate run", path)
+        if theirs.narrow_activations != self.graph.options.narrow_activations:
+            def said(o: QuantizerOptions) -> str:
+                return ("--target DPUCADF8H (activations in [-127, 127])" if o.narrow_activations else
+                        f"--target {o.target}" if o.target else "no --target (activations in [-128, 127])")
+
+            raise QInspectError(f"these positions were calibrated with {said(theirs)}, but this run has "
+                                f"{said(self.graph.options)}: positions are chosen for one activation range; "
+                                "give the calibrate run's --target, or calibrate again", path)
 
     # -- what the GUI and reports show ----------------------------------------------------------
     @property
@@ -461,7 +478,8 @@ class Emulator:
                             continue
                         a = acc[i]
                         if a.quantized and not isinstance(a, _FusedValue):
-                            iins.append(Value(q=quantize(ref[i].float(), a.pos, Round.HALF_UP), pos=a.pos))
+                            narrow = g.code_min(g.output_slot(i)) > -128
+                            iins.append(Value(q=quantize(ref[i].float(), a.pos, Round.HALF_UP, narrow), pos=a.pos))
                         else:
                             iins.append(Value(f=ref[i].float()))
                     iv = isoev.node(node, iins)
@@ -471,7 +489,8 @@ class Emulator:
                 on_output(node.name, ref[node.name].float(), acc[node.name].float())
             r = results.get(node.name)
             if r is not None:
-                self._update(node, r, ref[node.name], acc[node.name], iv, stats_factory, keep_int8, keep_float)
+                self._update(node, r, ref[node.name], acc[node.name], iv, stats_factory, keep_int8, keep_float,
+                             self.graph.code_min(self.graph.output_slot(node.name)))
             for i in node.inputs:
                 remaining[i] -= 1
                 if remaining[i] <= 0:
@@ -480,7 +499,8 @@ class Emulator:
 
     @staticmethod
     def _update(node: Node, r: LayerResult, ref: Value, acc: Value, iso: Value | None,
-                stats_factory: Callable[[], Any] | None, keep_int8: bool, keep_float: bool) -> None:
+                stats_factory: Callable[[], Any] | None, keep_int8: bool, keep_float: bool,
+                code_min: int = -128) -> None:
         rf = ref.float()
         fused = isinstance(acc, _FusedValue) and acc.has_pre
         if stats_factory is not None:
@@ -491,9 +511,9 @@ class Emulator:
                     setattr(r, attr, stats_factory())
                 st = getattr(r, attr)
                 quant = v.quantized and not (isinstance(v, _FusedValue) and v.has_pre)
-                if quant:
-                    lo, hi = -128 * 2.0 ** -v.pos, 127 * 2.0 ** -v.pos
-                    st.update(rf, v.float(), q=v.codes(), clip_lo=lo, clip_hi=hi)
+                if quant:  # code_min: -127 for a narrow-range quantizer (DPUCADF8H)
+                    lo, hi = code_min * 2.0 ** -v.pos, 127 * 2.0 ** -v.pos
+                    st.update(rf, v.float(), q=v.codes(), qmin=code_min, clip_lo=lo, clip_hi=hi)
                 else:
                     st.update(rf, v.float())
         if keep_int8 and acc.quantized and not fused:

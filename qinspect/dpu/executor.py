@@ -204,8 +204,19 @@ class Evaluator:
         if self.mode == "int" and node.device == "DPU" and all(v.quantized for v in ins) and ins:
             res = self._int(node, ins)
             if res is not None:
-                return res
+                return self._narrowed(node, res)
         return self._float_path(node, ins)
+
+    def _narrowed(self, node: Node, res: Value) -> Value:
+        """Codes of a narrow-range quantizer (a DPUCADF8H target) held at -127: the operators clip at -128
+        and the lower clip then exact (clip(R(a), -128, 127) then max(., -127) is clip(R(a), -127, 127))."""
+        if res.q is None or not res.q.size:
+            return res
+        lo = self.g.code_min(self.g.output_slot(node.name))
+        if lo > -128 and res.q.min() < lo:
+            res.q = np.maximum(res.q, np.int8(lo))
+            res.f = None  # dequantized again from the held codes
+        return res
 
     # ---- integer (DPU) operators
     def _fused_out(self, node: Node) -> tuple[Slot | None, str | None, Node | None]:

@@ -848,6 +848,8 @@ def graph_from_float(graph: ModelGraph, source: Any, options: QuantizerOptions |
     _check_shared_weights(m)
     g = _build_graph(m, options.include_cle)
     g.options = options
+    if options.narrow_activations:
+        g.narrow_activations()
     g.keras_names = {lay.name: lay.short_name for lay in graph.leaves() if lay.short_name != lay.name}
     rank = {name: i for i, name in enumerate(keras_call_order(graph))}
     g.call_rank = {n.name: rank[n.origin[0]] for n in g.nodes if n.origin and n.origin[0] in rank}

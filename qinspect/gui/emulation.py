@@ -270,7 +270,7 @@ def emulate_capture(token: CancelToken, document: Document, quantized: str | Non
     if quantized:
         from qinspect.report.layer_map import refuse_foreign
 
-        emulator = Emulator.from_quantized(quantized)
+        emulator = Emulator.from_quantized(quantized, narrow_activations=opts.narrow_activations)
         refuse_foreign([layer.name for layer in capture.graph.leaves()], emulator.graph, capture.path, quantized)
         emulator.use_float_reference(capture, opts)
         source = f"Vitis {os.path.basename(quantized)}; float reference: {emulator.reference_note}"

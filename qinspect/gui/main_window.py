@@ -350,6 +350,18 @@ class MainWindow(QMainWindow):
                        lambda: self._ask_option("calib_batch_size", "Calibration batch size (calib_batch_size)", 1,
                                                 4096))
         menu.addSeparator()
+        # The DPU family, where it changes the arithmetic (the CLI's --target).
+        target_menu = menu.addMenu("&Target DPU")
+        self.target_group = target_group = QActionGroup(self)
+        self.target_actions: dict[str, QAction] = {}
+        for target, label in (("", "Activations in [-128, 127] (DPUCZDX8G, DPUCVDX8G, DPUCAHX8H, …)"),
+                              ("DPUCADF8H", "DPUCADF8H: activations in [-127, 127]")):
+            act = target_menu.addAction(label)
+            act.setCheckable(True)
+            target_group.addAction(act)
+            act.triggered.connect(lambda _=False, t=target: self.set_quantizer_option("target", t))
+            self.target_actions[target] = act
+        menu.addSeparator()
         # Models with several outputs: which of them the diagnosis, remedies, advice and reports weigh.
         self.outputs_menu = menu.addMenu("Diagnose for &output")
         self.outputs_group = QActionGroup(self)
@@ -386,6 +398,9 @@ class MainWindow(QMainWindow):
         options = self.settings.quantizer_options()
         for key, act in self.option_actions.items():
             act.setChecked(bool(getattr(options, key)))
+        narrow = "DPUCADF8H" if options.narrow_activations else ""
+        for target, act in self.target_actions.items():
+            act.setChecked(target == narrow)
 
     def _ask_option(self, key: str, label: str, low: int, high: int) -> None:
         from PySide6.QtWidgets import QInputDialog
@@ -395,7 +410,7 @@ class MainWindow(QMainWindow):
         if ok:
             self.set_quantizer_option(key, value)
 
-    def set_quantizer_option(self, key: str, value: bool | int) -> None:
+    def set_quantizer_option(self, key: str, value: bool | int | str) -> None:
         """Change one quantizer option (persisted); the open model is emulated again under it."""
         self.set_quantizer_options({key: value})
 

@@ -773,9 +773,11 @@ def _section(row: Row, i: int, leaf_index: dict[str, int], source: Any, em: Emul
         rewrites=rewrites,
         adjustments=adjustments,
         findings=[f for f in (findings or []) if f.get("layer") == row.name],
+        code_min=dpu.code_min(dpu.output_slot(node.name)) if node is not None else -128,
     )
     if row.name in captured:
-        inp.float_summary = summarize_float(_batches(source, row.name, max_samples, scale), positions.get("output"))
+        inp.float_summary = summarize_float(_batches(source, row.name, max_samples, scale), positions.get("output"),
+                                            code_min=inp.code_min)
         inp.equalized = equalized_note(scale) if scale is not None else ""
     # figures are named after the table's index, so L12-* belongs to the layer numbered 12
     return layer_section(inp, f"L{inp.index}" if inp.index is not None else f"Q{i}")

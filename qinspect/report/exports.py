@@ -34,13 +34,14 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("positions_source", "where the positions came from"),
     *((f"iso_{k}", f"isolated error: {k}") for k in METRIC_KEYS),
     *((f"acc_{k}", f"accumulated error: {k}") for k in METRIC_KEYS),
-    ("sat_low", "fraction of output values clipped at the low end (-128)"),
+    ("sat_low", "fraction of output values clipped at the low end (-128; -127 on a DPUCADF8H target)"),
     ("sat_high", "fraction of output values clipped at the high end (127)"),
     ("codes_used", "fraction of the 256 int8 codes the layer's float output takes when rounded alone at its "
                    "position (emulate's codes % counts the int8 pipeline's own output); needs a capture"),
     ("float_min", "smallest float output value"),
     ("float_max", "largest float output value"),
-    ("clip_low", "lowest representable output value at its position (-128 * 2^-p)"),
+    ("clip_low", "lowest representable output value at its position (-128 * 2^-p; -127 * 2^-p on a DPUCADF8H "
+                 "target)"),
     ("clip_high", "highest representable output value at its position (127 * 2^-p)"),
     ("rewrites", "graph rewrites that touched the layer, ' | ' between several"),
     ("adjustments", "position constraint adjustments on the layer, ' | ' between several"),

@@ -67,7 +67,9 @@ def activation_figure(
     """
     markers = []
     if clip_low is not None:
-        markers.append(Marker(clip_low, f"-128·2^-{position}" if position is not None else "clip low", color=RED))
+        # the lowest code read off the threshold: -128, or -127 on a DPUCADF8H target
+        low = f"{round(clip_low * 2.0**position)}·2^-{position}" if position is not None else "clip low"
+        markers.append(Marker(clip_low, low, color=RED))
     if clip_high is not None:
         markers.append(Marker(clip_high, f"127·2^-{position}" if position is not None else "clip high", color=RED))
     for i, (name, (lo, hi)) in enumerate(sorted((other_ranges or {}).items())):

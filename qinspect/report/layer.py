@@ -57,6 +57,7 @@ class LayerInputs:
     other_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # what-if methods
     notes: list[str] = field(default_factory=list)
     equalized: str = ""  # the float values are the int8 model's equalized tensor (wording.equalized_note)
+    code_min: int = -128  # the output quantizer's lowest code (-127 on a DPUCADF8H target)
 
 
 def error_metrics(stats: ErrorStats | None, position: int | None) -> dict[str, float | None] | None:
@@ -77,17 +78,6 @@ def _hist_dict(h: Any) -> dict[str, Any]:
             "nonfinite": h.nonfinite}
 
 
-def output_tensor_stats(x: np.ndarray, position: int) -> ErrorStats:
-    """The float output quantized alone at its position (HALF_UP, as the DPU rounds activations).
-
-    Its clip fractions and code use are the saturation and "codes used" the report shows: what the
-    int8 range at that position does to the layer's true (float) values.
-    """
-    lo, hi = representable_range(position)
-    q = quantize(x, position, Round.HALF_UP)
-    return ErrorStats().update(x, q.astype(np.float64) * 2.0 ** (-position), q=q, clip_lo=lo, clip_hi=hi)
-
-
 @dataclass
 class FloatSummary:
     """A layer's float output summarised in two streaming passes (bounded memory for any capture)."""
@@ -102,8 +92,9 @@ class FloatSummary:
 
 
 def summarize_float(batches: Callable[[], Iterable[np.ndarray]], position: int | None,
-                    bins: int = HIST_BINS) -> FloatSummary:
-    """Summarise float values given as batches; ``batches()`` is called twice (range, then counts)."""
+                    bins: int = HIST_BINS, code_min: int = -128) -> FloatSummary:
+    """Summarise float values given as batches; ``batches()`` is called twice (range, then counts).
+    ``code_min``: the quantizer's lowest code (-127 for a narrow-range one, a DPUCADF8H target)."""
     count, vmin, vmax = 0, math.inf, -math.inf
     for b in batches():
         b = np.asarray(b).reshape(-1)
@@ -116,7 +107,7 @@ def summarize_float(batches: Callable[[], Iterable[np.ndarray]], position: int |
     hist = HistogramAccumulator(histogram_edges(vmin, vmax, bins))
     stats = err = None
     if position is not None:
-        lo, hi = representable_range(position)
+        lo, hi = representable_range(position, qmin=code_min)
         lsb = 2.0 ** (-position)
         # Rounding errs by at most half a step; a clipped value errs by up to its distance to the range.
         e_lo, e_hi = min(-lsb / 2, hi - vmax), max(lsb / 2, lo - vmin)
@@ -127,9 +118,9 @@ def summarize_float(batches: Callable[[], Iterable[np.ndarray]], position: int |
         b = b[np.isfinite(b)]
         hist.update(b)
         if stats is not None and err is not None:
-            q = quantize(b, position, Round.HALF_UP)
+            q = quantize(b, position, Round.HALF_UP, narrow=code_min > -128)
             deq = q.astype(np.float64) * 2.0 ** (-position)
-            stats.update(b, deq, q=q, clip_lo=lo, clip_hi=hi)
+            stats.update(b, deq, q=q, qmin=code_min, clip_lo=lo, clip_hi=hi)
             err.update(deq - b)
     return FloatSummary(count, vmin, vmax, hist.hist, position, stats, err.hist if err is not None else None)
 
@@ -160,7 +151,7 @@ def layer_section(inp: LayerInputs, fig_prefix: str) -> LayerSection:
     summary = inp.float_summary
     if summary is None and inp.float_out is not None:
         x = np.asarray(inp.float_out, dtype=np.float32)
-        summary = summarize_float(lambda: [x], pos_out)
+        summary = summarize_float(lambda: [x], pos_out, code_min=inp.code_min)
     if summary is not None and summary.hist is not None:
         _activation_part(sec, summary, inp, fig_prefix)
     elif inp.isolated is not None and pos_out is not None and inp.isolated.n_clip_checked:
@@ -187,7 +178,7 @@ def _activation_part(sec: LayerSection, s: FloatSummary, inp: LayerInputs, prefi
     if inp.equalized:
         act["values_as"] = inp.equalized
     if s.output_stats is not None and pos is not None:
-        lo, hi = representable_range(pos)
+        lo, hi = representable_range(pos, qmin=inp.code_min)
         st = s.output_stats
         act.update(clip_low=lo, clip_high=hi, clipped_low=st.clip_lo_frac, clipped_high=st.clip_hi_frac)
         sec.saturation_low = st.clip_lo_frac

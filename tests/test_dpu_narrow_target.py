@@ -1,0 +1,154 @@
+"""A DPUCADF8H target (DPU_NUMERICS.md section 1): activations are int8 in [-127, 127], weights keep
+[-128, 127]. Checked on hand-worked integer examples, on the position formula by hand, and on a real
+quantizer run (only the -128 codes of the first layers that make them change, to -127)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from qinspect.analysis.metrics import ErrorStats
+from qinspect.dpu.emulator import Emulator
+from qinspect.dpu.executor import Evaluator
+from qinspect.dpu.options import QuantizerOptions
+from qinspect.errors import QInspectError
+from tests.conftest import run_cli
+from tests.dpu_graph_fixtures import model, refcase
+from tests.test_dpu_graph_executor import _graph, _run
+
+NARROW = QuantizerOptions(target="DPUCADF8H")
+
+
+def test_a_saturated_conv_holds_at_minus_127_and_the_top_is_unchanged():
+    # acc = -48 at 2^-7 shifted up to po = 9: -192 -> clipped; full range -128, narrow -127.
+    g = _graph([0.5, -0.25], 0.0, 4, 3, 4, 9)
+    assert _run(g, [-1.0, -0.5]) == (-128, -128)
+    g.narrow_activations()
+    assert _run(g, [-1.0, -0.5]) == (-127, -127)
+    assert _run(g, [1.0, 0.5]) == (127, 127)
+    # inside the range nothing moves: acc -38 -> -9.5 -> -9 (HALF_UP) at po = 5, as on any DPU
+    g = _graph([0.5, -0.25], 0.078125, 4, 3, 6, 5)
+    g.narrow_activations()
+    assert _run(g, [-1.0, -0.5]) == (-9, -9)
+
+
+def test_the_input_quantizer_is_narrow_and_the_weights_are_not():
+    # x = -8 at pi = 4 is code -128 on a full-range input, -127 on a narrow one; a weight of -1.0 at
+    # pw = 7 stays code -128 (weights are quantized as the quantizer's weight quantizers say: full range).
+    g = _graph([-1.0, 0.0], 0.0, 4, 7, 4, 11)
+    g.narrow_activations()
+    ev = Evaluator(g, "int")
+    x = np.asarray([-8.0, 0.0], np.float32).reshape(1, 1, 1, -1)
+    assert int(ev.run({"x": x})["q"].codes().reshape(-1)[0]) == -127
+    codes, _ = ev.weight(g["c"], "kernel")
+    assert int(codes.reshape(-1)[0]) == -128
+    # acc = -127 * -128 = 16256 at 2^-11: 7.9375 at po = 11 -> clipped to 127
+    assert _run(g, [-8.0, 0.0]) == (127, 127)
+
+
+def test_a_leaky_relu_saturating_low_holds_at_minus_127():
+    from qinspect.dpu.dpu_graph import Node
+
+    leaky = Node("k", "leaky_relu", ["c"], params={"alpha": 26 / 256}, out_slot=("k", "output_0"))
+    g = _graph([0.5, 0.25], 0.0, 0, 3, 3, 7, act_node=leaky)
+    # acc = -48 * 26 / 2^(3 + 8 - 7) = -78 inside; x 16x larger: -1248 -> clipped
+    g.narrow_activations()
+    assert _run(g, [-8.0, -8.0]) == (-78, -78)
+    assert _run(g, [-128.0, -128.0]) == (-127, -127)
+
+
+def _input_model():
+    return model([("x", "InputLayer", {}, [], [None, 4]),
+                  ("r", "ReLU", {}, ["x"], [None, 4])], ["r"])
+
+
+def test_positions_are_chosen_for_minus_127():
+    # min -1, max 0.5. Full range: lo = -1, hi = 0.992 -> max(1/128, 0.992/127) = 2^-7 -> p = 7.
+    # Narrow: [-1, 1] -> 1/127 -> -log2 = 6.989 -> p = 6 (the quantizer's narrow_range get_min_max and bound).
+    calib = np.asarray([[-1.0, 0.5, 0.25, 0.0]] * 4, np.float32)
+    full = Emulator.from_model(_input_model(), calib)
+    narrow = Emulator.from_model(_input_model(), calib, options=NARROW)
+    assert full.graph.pos(("quant_x", "input")) == 7
+    assert narrow.graph.pos(("quant_x", "input")) == 6
+    assert narrow.graph.slots[("quant_x", "input")].narrow_range
+
+
+def test_saturation_counts_the_low_code_of_a_narrow_target():
+    calib = np.asarray([[-1.0, 0.5, 0.25, 0.0]] * 4, np.float32)
+    emu = Emulator.from_model(_input_model(), calib, options=NARROW)
+    emu.graph.set_pos(("quant_x", "input"), 7)  # -1.0 at 7 would be code -128: held at -127 instead
+    res = emu.run(calib, layers=["quant_x"], stats_factory=ErrorStats)["quant_x"].accumulated
+    assert res.qmin == -127 and res.q_lo_count == 4  # the four -1.0 values, at the narrow end
+    assert res.hist[0] == 0  # no -128 code
+
+
+def test_on_a_real_run_the_first_changed_tensors_differ_only_by_their_minus_128_codes():
+    case = refcase("rich")
+    calib = np.load(case / "calib.npy")[:8]
+    full = Emulator.from_quantized(case / "quantized.h5")
+    narrow = Emulator.from_quantized(case / "quantized.h5", narrow_activations=True)
+    # The run's own positions make no -128 code on these samples: the model input's, two steps finer,
+    # saturates both ends (and everything after it moves)
+    for emu in (full, narrow):
+        slot = emu.graph[emu.graph.inputs[0]].name
+        qnode = emu.graph.consumers(slot)[0]
+        emu.graph.set_pos(qnode.out_slot, emu.graph.pos(qnode.out_slot) + 2)
+    a = full.run(calib, keep_int8=True)
+    b = narrow.run(calib, keep_int8=True)
+    checked, changed = 0, set()
+    for node in full.graph.nodes:  # graph order: a node's inputs come first
+        qa, qb = a[node.name].int8, b[node.name].int8
+        upstream = any(i in changed for i in node.inputs)
+        if qa is None or upstream:
+            changed.update([node.name] if upstream else [])
+            continue
+        assert qb.min() >= -127
+        np.testing.assert_array_equal(qb, np.maximum(qa, -127))  # its inputs are the same in both runs
+        checked += int(np.count_nonzero(qa == -128))
+        if not np.array_equal(qa, qb):
+            changed.add(node.name)
+    assert checked > 0  # the run has -128 codes to move
+
+
+def test_calibrate_records_the_target_and_emulate_refuses_its_positions_for_another(tmp_path):
+    root = refcase("rich")
+    r = run_cli("calibrate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--batch-size", "4",
+                "--json", "--target", "DPUCADF8H")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["quantizer_options"]["target"] == "DPUCADF8H"
+    positions = tmp_path / "narrow.json"
+    positions.write_text(r.stdout)
+    r = run_cli("emulate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--positions",
+                str(positions), "--samples", "4")
+    assert r.returncode == 2
+    assert "DPUCADF8H" in r.stderr and "activation range" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("emulate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--positions",
+                str(positions), "--samples", "4", "--target", "DPUCADF8H", "--json")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("emulate", str(root / "float.h5"), "--target", "DPUCX")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_an_unknown_target_is_refused():
+    with pytest.raises(ValueError, match="unknown DPU target"):
+        QuantizerOptions(target="DPUCX")
+    emu = Emulator.from_model(_input_model())
+    with pytest.raises(QInspectError, match="not readable"):
+        emu.check_options_of({"target": "DPUCX"}, "p.json")
+
+
+def test_the_report_section_of_a_narrow_output_clips_and_counts_at_minus_127():
+    from qinspect.report.layer import LayerInputs, layer_section
+
+    # -1.0 at p = 7: code -128 on a full range, -127 (held) on a narrow one; -0.5 is code -64 on both
+    x = np.asarray([-1.0, -0.5, 0.25, 0.5] * 8, np.float32)
+    full = layer_section(LayerInputs("a", "ReLU", positions={"output": 7}, float_out=x), "L1")
+    narrow = layer_section(LayerInputs("a", "ReLU", positions={"output": 7}, float_out=x, code_min=-127), "L1")
+    assert full.activation["clip_low"] == -1.0 and narrow.activation["clip_low"] == -127 / 128
+    assert full.saturation_low == 0.0  # -1.0 is representable at -128
+    assert narrow.saturation_low == 0.25  # a quarter of the values lie below -127/128
+    labels = [m.label for f in narrow.figures if f.id.endswith("activation") for m in f.markers]
+    assert "-127·2^-7" in labels and "127·2^-7" in labels
