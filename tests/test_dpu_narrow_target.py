@@ -128,6 +128,10 @@ def test_calibrate_records_the_target_and_emulate_refuses_its_positions_for_anot
     r = run_cli("emulate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--positions",
                 str(positions), "--samples", "4", "--target", "DPUCADF8H", "--json")
     assert r.returncode == 0, r.stderr
+    r = run_cli("emulate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--samples", "4",
+                "--target", "DPUCADF8H")
+    assert r.returncode == 0, r.stderr
+    assert "batch size 32, target=DPUCADF8H" in r.stdout.splitlines()[0]  # the positions line says it
     r = run_cli("emulate", str(root / "float.h5"), "--target", "DPUCX")
     assert r.returncode == 2 and "invalid choice" in r.stderr
 

@@ -223,6 +223,14 @@ def quantizer_options(args: argparse.Namespace) -> Any:
     )
 
 
+def calibrated_here(on: Any, args: argparse.Namespace) -> str:
+    """Where positions calibrated by the command come from: ``on`` (a file or a sample count), the batch
+    size, and the quantizer options when they are not the defaults (a DPUCADF8H target, CLE off)."""
+    options = quantizer_options(args).describe()
+    return f"calibrated here on {on}, batch size {args.batch_size}" + (
+        f", {options}" if options != "default options" else "")
+
+
 def add_preprocess_arg(parser: argparse.ArgumentParser) -> None:
     """``--preprocess 0..255|0..1|-1..1|caffe`` for image folders (and .npy / .npz values when given)."""
     from qinspect.io.inputs import PREPROCESS

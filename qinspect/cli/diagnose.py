@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
                                        every_sample=True)
         if not positions_from:
             emu.calibrate(calib_src, args.batch_size)
-            positions_from = f"calibrated here on {args.inputs or args.model}, batch size {args.batch_size}"
+            positions_from = common.calibrated_here(args.inputs or args.model, args)
         # every calibration sample: the data-side remedies calibrate again on them (without outlier samples)
         calib = _arrays(calib_src, emu.graph, None)
         if eval_cap is not None:

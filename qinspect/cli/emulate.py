@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
                                        preprocess=args.preprocess, every_sample=True, quiet=True)
             emu.calibrate(calib, args.batch_size)
             n_calib = getattr(getattr(calib, "capture", calib), "n_samples", None)
-            positions_from = f"calibrated here on {n_calib} samples, batch size {args.batch_size}"
+            positions_from = common.calibrated_here(f"{n_calib} samples", args)
         n = getattr(getattr(data, "capture", data), "n_samples", None)
         if n is None and hasattr(data, "__len__"):
             n = len(data)
