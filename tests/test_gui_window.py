@@ -654,3 +654,26 @@ def test_the_sqnr_column_stays_in_view_when_the_names_would_push_it_out(qtbot, w
     header = window.tree.header()
     used = sum(header.sectionSize(c) for c in range(header.count()))
     assert used <= window.tree.viewport().width(), (used, window.tree.viewport().width())
+
+
+def test_a_cancelled_job_takes_its_busy_bar_away(qtbot, window, capture_path):
+    """Cancelling a background job (its Cancel button, or the session's shutdown) hides the status bar's
+    busy bar at once, though the job's thread ends later: the bar named the cancelled job as still
+    running, and its animation kept repainting the status bar for as long as the window stayed open."""
+    import threading
+
+    open_and_wait(qtbot, window, capture_path)
+    session = window.session
+    qtbot.waitUntil(lambda: not any(c.busy for c in session.channels.values()), timeout=60000)
+    for stop in (session.cancel_background, session.shutdown):
+        release = threading.Event()
+        session._run("coverage", lambda token, release=release: release.wait(10))
+        qtbot.waitUntil(lambda: window.progress.isVisible(), timeout=5000)
+        stop()
+        try:
+            assert not session.channels["coverage"].running
+            assert not window.progress.isVisible() and not window.cancel_button.isVisible()
+        finally:
+            release.set()
+        qtbot.wait(100)  # the job's thread ends: nothing shows the bar again
+        assert not window.progress.isVisible()

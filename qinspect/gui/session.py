@@ -132,13 +132,14 @@ class Session(QObject):
 
     def cancel_background(self) -> None:
         """Cancel the long job shown in the status bar."""
-        if self._long is not None:
-            self.channels[self._long].cancel()
-            if self._long in _MODEL_JOBS:
+        name = self._long  # cancelling it clears _long (its idle signal)
+        if name is not None:
+            self.channels[name].cancel()
+            if name in _MODEL_JOBS:
                 from qinspect.gui import compute_process
 
                 compute_process.kill_model_helper()
-            self.status.emit(f"{self._WHAT[self._long]}: cancelled")
+            self.status.emit(f"{self._WHAT[name]}: cancelled")
 
     def _run(self, name: str, fn, *args: Any) -> int:
         rid = self.channels[name].submit(fn, *args)  # before the busy signal: its listeners see the job running
@@ -150,7 +151,8 @@ class Session(QObject):
     def _on_idle(self, name: str) -> None:
         if self._long == name:
             self._long = None
-            busy = [n for n, c in self.channels.items() if c.busy]
+            # not a cancelled job whose thread has yet to return: its busy bar would stay for good
+            busy = [n for n, c in self.channels.items() if c.running]
             if busy:
                 self._long = busy[0]
                 self.busy.emit(self.channels[busy[0]], self._WHAT[busy[0]])

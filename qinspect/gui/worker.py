@@ -157,6 +157,12 @@ class Channel(QObject):
         """True while the latest request has not finished, failed or been cancelled."""
         return self._current is not None and self._current.request_id in self._inflight
 
+    @property
+    def running(self) -> bool:
+        """Busy and not cancelled: a cancelled request stays ``busy`` until its thread returns, but it is
+        no longer a job to show as running."""
+        return self.busy and not self._current.cancelled
+
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
         """Cancel the previous request and run ``fn(token, *args, **kwargs)`` in the pool; return its id."""
         self.cancel()
