@@ -111,6 +111,37 @@ def test_a_new_range_is_painted_once_not_twice(qtbot, view):
         assert view.log.count(("paint", a.viewport())) == 1
 
 
+def test_a_new_range_with_clip_lines_is_painted_once(qtbot, view):
+    """Infinite lines size themselves from the view when first asked, and a size found during the paint
+    paints the view again: the drawer asks the shown lines (only them) when the step ends."""
+    from qinspect.gui.draw_steps import StepDrawer
+
+    a, _b = view.plots
+    a.getAxis("left").setWidth(40)
+    a.getAxis("bottom").setHeight(30)
+    curve = a.plot([0, 1], [0, 1])
+    lines = [pg.InfiniteLine(angle=90, movable=False, label="clip", labelOpts={"position": 0.9}),
+             pg.InfiniteLine(angle=0, movable=False)]  # one labelled, one not (its label sizes it)
+    hidden = pg.InfiniteLine(angle=90, movable=False)
+    for line in (*lines, hidden):
+        a.addItem(line)
+    hidden.setVisible(False)
+    qtbot.wait(100)
+    drawer = StepDrawer(view)
+    for i in range(1, 4):
+        def step(i=i):
+            curve.setData([0, i], [0, 2 * i])
+            for line, x in zip(lines, (0.2 * i, 0.8 * i), strict=True):
+                line.setValue(x)
+            a.getPlotItem().getViewBox().setRange(xRange=(0, i), yRange=(0, 2 * i), padding=0)
+
+        view.log.clear()
+        drawer.add("range", step, a)
+        qtbot.waitUntil(lambda: not drawer.pending, timeout=5000)
+        qtbot.wait(100)  # a second paint, if one were coming, comes now
+        assert view.log.count(("paint", a.viewport())) == 1
+
+
 def test_a_plot_widened_by_its_labels_repaints_before_the_next_step(qtbot, view):
     """An axis measures its tick labels while painting; wider ones re-lay the plot out and paint it again,
     whole. That paint gets a turn of its own: the next step (another plot) waits for it."""

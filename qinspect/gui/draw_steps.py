@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, QTimer, Signal
 from PySide6.QtWidgets import QGraphicsWidget, QWidget
 
@@ -111,9 +112,10 @@ class StepDrawer(QObject):
         if check is None:
             return False
         plot, before = check
-        _settle(plot)
-        if _layout_of(plot) == before or not _on_screen(plot):
+        _activate_layout(plot)  # only the layout: a range or transform the paint left pending is
+        if _layout_of(plot) == before or not _on_screen(plot):  # the next paint's, not a new one's
             return False
+        _settle(plot)
         self._waiting = plot
         self._paint_wait.start()
         return True
@@ -132,17 +134,26 @@ class StepDrawer(QObject):
 def _settle(plot: QWidget) -> None:
     """Apply now what a pyqtgraph view would apply at the start of its next paint or in a later turn
     (its layout after a new title, its new range), so that one paint shows the step's result."""
+    _activate_layout(plot)
+    scene = plot.scene() if hasattr(plot, "scene") else None
+    if hasattr(scene, "prepareForPaint"):
+        scene.prepareForPaint()
+        # Items that size themselves from the view (clip lines) do it when first asked, which during
+        # the paint schedules a second one: ask now. Only them: the scene's whole bounding rect asked
+        # every item of the plot (axes, labels, hidden lines), a third of this function's time.
+        view = plot.getPlotItem().getViewBox() if hasattr(plot, "getPlotItem") else None
+        for item in getattr(view, "addedItems", ()):
+            if isinstance(item, pg.InfiniteLine) and item.isVisible():
+                item.boundingRect()
+
+
+def _activate_layout(plot: QWidget) -> None:
+    """Lay out a pyqtgraph plot's parts now if a change asked for it (a new title, a wider axis)."""
     central = getattr(plot, "centralWidget", None)
     if isinstance(central, QGraphicsWidget):
         layout = QGraphicsWidget.layout(central)  # pyqtgraph's PlotItem hides the method behind an attribute
         if layout is not None:
             layout.activate()
-    scene = plot.scene() if hasattr(plot, "scene") else None
-    if hasattr(scene, "prepareForPaint"):
-        scene.prepareForPaint()
-        # Items that size themselves from the view (clip lines) do it when first asked, which during
-        # the paint schedules a second one: ask now.
-        scene.itemsBoundingRect()
 
 
 def _layout_of(plot: QWidget) -> tuple:
