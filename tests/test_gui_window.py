@@ -677,3 +677,21 @@ def test_a_cancelled_job_takes_its_busy_bar_away(qtbot, window, capture_path):
             release.set()
         qtbot.wait(100)  # the job's thread ends: nothing shows the bar again
         assert not window.progress.isVisible()
+
+
+def test_weight_plot_titles_follow_the_layer(qtbot, window, capture_path):
+    """The weight plots' titles name the layer's kernel and position, set again only when they change."""
+    open_and_wait(qtbot, window, capture_path)
+    panel = window.layer_panel
+    for name in ("block/conv", "chain_3", "block/conv"):
+        show_layer(qtbot, window, name)
+        qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+    k = panel._kernel()
+    assert k is not None
+    assert panel.w_plot.getPlotItem().titleLabel.text == f"Weights: {k.name}, p={k.position}"
+    per_bar = k.bars.per_bar
+    assert panel.ch_plot.getPlotItem().titleLabel.text == "Channel ranges" + (
+        f", {per_bar} per bar" if per_bar > 1 else "")
+    assert panel.bits_plot.getPlotItem().titleLabel.text.startswith("Bits wasted per channel")
+    for plot in (panel.w_plot, panel.ch_plot, panel.bits_plot):
+        assert plot.getPlotItem().titleLabel.isVisible()

@@ -275,6 +275,9 @@ class LayerPanel(StablePages):
         # costs more paint time than everything else in a histogram; the clip lines carry the meaning.
         w.setMenuEnabled(True)
         w.setMinimumHeight(150)
+        for side in ("top", "right"):
+            # Hidden, but linked to the view: with the prefix on, each new range set their label anew.
+            w.getAxis(side).enableAutoSIPrefix(False)
         for side in ("bottom", "left"):
             axis = w.getAxis(side)
             # Values are read in their own units (LSB, codes, bits): no "(x0.001)" rescaling.
@@ -759,7 +762,7 @@ class LayerPanel(StablePages):
                 + (" (see the notes for its other weights)" if data.weights else "") + ".")
             return
         # Short titles: a pyqtgraph title wider than its plot pushes the plot out of view.
-        self.w_plot.setTitle(f"Weights: {k.name}, p={k.position}", size="9pt")
+        _set_title(self.w_plot, f"Weights: {k.name}, p={k.position}")
         self.w_curve.setData(k.hist.edges, self._counts(k.hist.counts))
         clip = (-128 * 2.0**-k.position, 127 * 2.0**-k.position)
         for line, x in zip(self.w_clip, clip, strict=True):
@@ -783,8 +786,7 @@ class LayerPanel(StablePages):
         for item in (self.ch_bars, *self.ch_lines):
             item.setVisible(True)
         grouped = f" ({bars.per_bar} channels per bar: their lowest min to highest max)" if bars.per_bar > 1 else ""
-        self.ch_plot.setTitle("Channel ranges" + (f", {bars.per_bar} per bar" if bars.per_bar > 1 else ""),
-                              size="9pt")
+        _set_title(self.ch_plot, "Channel ranges" + (f", {bars.per_bar} per bar" if bars.per_bar > 1 else ""))
         self.ch_plot.setToolTip(f"Bars: each output channel's [min, max]{grouped}. Orange: the per-tensor "
                                 f"range ±{t:.4g} that one position must cover.")
         self.ch_plot.getPlotItem().getViewBox().setRange(
@@ -801,8 +803,8 @@ class LayerPanel(StablePages):
         self.bits_bars.setOpts(x=bars.x, height=bars.wasted, width=0.8 * bars.per_bar)
         self.bits_bars.setVisible(True)
         grouped = f"Each bar: the worst of {bars.per_bar} channels. " if bars.per_bar > 1 else ""
-        self.bits_plot.setTitle("Bits wasted per channel" + (f", worst of {bars.per_bar}" if bars.per_bar > 1
-                                                              else ""), size="9pt")
+        _set_title(self.bits_plot, "Bits wasted per channel" + (f", worst of {bars.per_bar}" if bars.per_bar > 1
+                                                                 else ""))
         self.bits_plot.setToolTip((f"{bars.dead} channel(s) quantize to all zeros (drawn at 8 bits). "
                                    if bars.dead else "") + grouped
                                   + "log2(per-tensor max|w| / channel max|w|): the bits of the int8 code a "
@@ -895,6 +897,13 @@ class LayerPanel(StablePages):
                              if s is not None)
             out.append(f"<br>Its quantized {_html(node.op)} step {_html(node.name)}: {figs}")
         return "".join(out)
+
+
+def _set_title(plot: pg.PlotWidget, title: str) -> None:
+    """Give ``plot`` the title ``title`` (9 pt), unless it has it: a title set anew is laid out anew, and
+    asks the plot for a new layout, though its text did not change."""
+    if plot.getPlotItem().titleLabel.text != title:
+        plot.setTitle(title, size="9pt")
 
 
 def _set_label(line: pg.InfiniteLine, text: str) -> None:
