@@ -695,3 +695,25 @@ def test_weight_plot_titles_follow_the_layer(qtbot, window, capture_path):
     assert panel.bits_plot.getPlotItem().titleLabel.text.startswith("Bits wasted per channel")
     for plot in (panel.w_plot, panel.ch_plot, panel.bits_plot):
         assert plot.getPlotItem().titleLabel.isVisible()
+
+
+def test_line_labels_sit_where_their_lines_put_them(qtbot, window, capture_path):
+    """A line's label does not follow the view while its line is hidden; once shown, it sits where
+    pyqtgraph would place it for the view as it is (never where an earlier layer's range put it)."""
+    open_and_wait(qtbot, window, capture_path)
+    panel = window.layer_panel
+    labelled = [hi for _lo, hi in panel.method_lines] + list(panel.clip_lines)
+    checked = 0
+    for name in ("chain_1", "hand", "chain_3", "block/conv", "chain_1", "hand"):
+        show_layer(qtbot, window, name)
+        qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+        for line in labelled:
+            if not line.isVisible():
+                continue
+            label = line.label
+            pos, anchor = label.pos(), tuple(label.anchor)
+            label.updatePosition()  # where pyqtgraph puts it now
+            assert (label.pos().x(), label.pos().y()) == pytest.approx((pos.x(), pos.y()), abs=1e-6)
+            assert tuple(label.anchor) == anchor
+            checked += 1
+    assert checked >= 10

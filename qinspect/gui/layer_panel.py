@@ -386,9 +386,10 @@ class LayerPanel(StablePages):
         # paints made the selection's own turn the longest of a click. The layer's data, when it comes
         # before, takes the place of these steps (same names) and draws over them.
         # Hidden, the panel paints nothing: emptied at once, it never shows the old plots when shown.
+        # The histogram and its lines go in one step (one paint of an empty plot; hidden one after the
+        # other, the first paint still drew every line and label).
         lines = (*self.clip_lines, *(line for pair in self.method_lines for line in pair))
-        for name, step, plot in (("act", _hide(self.act_curve), self.act_plot),
-                                 ("act_lines", _hide(*lines), self.act_plot),
+        for name, step, plot in (("act", _hide(self.act_curve, *lines), self.act_plot),
                                  ("err", _hide(self.err_curve), self.err_plot),
                                  ("scatter", _hide(self.scatter, self.diagonal, *self.scatter_clip),
                                   self.scatter_plot)):
@@ -563,13 +564,13 @@ class LayerPanel(StablePages):
             # the left part), so a line near an edge never pushes its label out of sight.
             opts = {"position": 0.80 - 0.14 * i, "color": colour, "fill": (255, 255, 255, 210),
                     "anchors": [(0, 0.5), (1, 0.5)]}
-            hi = pg.InfiniteLine(pen=pen, label="", labelOpts=opts, **vline)
+            hi = _labelled_line(pg.InfiniteLine(pen=pen, **vline), opts)
             lo = pg.InfiniteLine(pen=pen, **vline)
             for line in (hi, lo):
                 self.act_plot.addItem(line)
             self.method_lines.append((lo, hi))
         label = {"position": 0.95, "color": "#d62728", "fill": (255, 255, 255, 220)}
-        self.clip_lines = [pg.InfiniteLine(pen=CLIP_PEN, label="", labelOpts=label, **vline) for _ in range(2)]
+        self.clip_lines = [_labelled_line(pg.InfiniteLine(pen=CLIP_PEN, **vline), label) for _ in range(2)]
         for line in self.clip_lines:
             self.act_plot.addItem(line)
         self.err_curve = pg.PlotDataItem(stepMode="center", fillLevel=0, brush=BAR_BRUSH, pen=pg.mkPen("#34598f"))
@@ -617,8 +618,7 @@ class LayerPanel(StablePages):
         h = data.float_hist
         self.act_curve.setData(h.edges, self._counts(h.counts))
         self.act_curve.setVisible(True)
-        self._fit_activation_x()
-        self._set_view(self.act_plot, None, (0.0, float(self._counts(h.counts).max(initial=0.0))))
+        self._fit_activation_x((0.0, float(self._counts(h.counts).max(initial=0.0))))
         self.first_plot.emit(data.name)
 
     def _draw_activation_lines(self) -> None:
@@ -651,8 +651,9 @@ class LayerPanel(StablePages):
                 lo_line.setVisible(False)
         self._draw_clip_lines()
 
-    def _fit_activation_x(self) -> None:
-        """Show the data and the clip thresholds of the position in use (a wasted range is visible)."""
+    def _fit_activation_x(self, y: tuple[float, float] | None = None) -> None:
+        """Show the data and the clip thresholds of the position in use (a wasted range is visible); with
+        ``y``, the counts' extent too (one new range, not two: each asks the axes for new ticks)."""
         data, w = self.data, self.whatif
         if data is None or not data.has_activations:
             return
@@ -669,7 +670,10 @@ class LayerPanel(StablePages):
             if lo - span <= line.value() <= hi + span:
                 lo, hi = min(lo, line.value()), max(hi, line.value())
         pad = 0.04 * (hi - lo or 1.0)
-        self.act_plot.getPlotItem().getViewBox().setRange(xRange=(lo - pad, hi + pad), padding=0)
+        ranges = {"xRange": (lo - pad, hi + pad)}
+        if y is not None:
+            ranges["yRange"] = _padded(*y)
+        self.act_plot.getPlotItem().getViewBox().setRange(**ranges, padding=0)
         for line in shown:
             if not lo - pad <= line.value() <= hi + pad:
                 _set_label(line, "")
@@ -897,6 +901,26 @@ class LayerPanel(StablePages):
                              if s is not None)
             out.append(f"<br>Its quantized {_html(node.op)} step {_html(node.name)}: {figs}")
         return "".join(out)
+
+
+class _LineLabel(pg.InfLineLabel):
+    """An infinite line's label that, hidden, does not follow the view: pyqtgraph places every label
+    again on each new range of its plot (a bounding rect and a text layout each), shown or not, and
+    most method lines are hidden. :func:`_set_label` places it when its line is shown."""
+
+    def viewTransformChanged(self) -> None:  # noqa: N802 - pyqtgraph's name
+        """Follow the view only when shown (the cached view is dropped either way)."""
+        if self.isVisible():
+            super().viewTransformChanged()
+        else:
+            pg.GraphicsItem.viewTransformChanged(self)
+
+
+def _labelled_line(line: pg.InfiniteLine, opts: dict) -> pg.InfiniteLine:
+    """``line`` with an empty :class:`_LineLabel` (what ``InfiniteLine(label="", labelOpts=opts)`` makes,
+    with this class)."""
+    line.label = _LineLabel(line, text="", **opts)
+    return line
 
 
 def _set_title(plot: pg.PlotWidget, title: str) -> None:
