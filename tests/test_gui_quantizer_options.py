@@ -109,4 +109,13 @@ def test_the_target_menu_emulates_a_dpucadf8h_with_activations_from_minus_127(qt
     assert "target=DPUCADF8H" in win.session.analysis.positions_source  # said beside the figures' source
     assert win.target_actions["DPUCADF8H"].isChecked() and not win.target_actions[""].isChecked()
     assert win.settings.quantizer_options().narrow_activations  # persisted
+    # the Layer tab's range, clip lines and what-ifs are the narrow range's: -127 * 2^-p at the bottom
+    panel = win.layer_panel
+    layer = next(name for name in win.document.activation_layers
+                 if win.session.activation_position(name)[0] is not None)
+    with qtbot.waitSignal(panel.shown, timeout=30000):
+        win.select_layer(layer) if win.current_layer() != layer else panel.show_layer(layer)
+    pos = win.session.activation_position(layer)[0]
+    assert panel.data.code_min == -127 and panel.whatif.lo == -127 * 2.0**-pos
+    assert panel.clip_lines[0].value() == -127 * 2.0**-pos
     win.shutdown()

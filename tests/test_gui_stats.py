@@ -131,6 +131,29 @@ def test_range_tally_counts_every_value_read_exactly_at_any_position():
     for p in range(-12, 20):
         lo, hi = representable_range(p)
         assert tally.clip_fracs(p) == (np.count_nonzero(x < lo) / x.size, np.count_nonzero(x > hi) / x.size)
+    # a narrow range (DPUCADF8H): below -127 * 2^-p, with values on and just beyond that bound too
+    x[4:6] = [-127 * 2.0**-2, np.nextafter(np.float32(-127 * 2.0**-2), np.float32(-1e9))]
+    tally = RangeTally()
+    tally.add(x)
+    for p in range(-12, 20):
+        lo, hi = representable_range(p, qmin=-127)
+        assert tally.clip_fracs(p, -127) == (np.count_nonzero(x < lo) / x.size, np.count_nonzero(x > hi) / x.size)
+
+
+def test_a_narrow_tensor_is_quantized_and_positioned_for_minus_127():
+    from qinspect.dpu.fixed_point import pos_min_mse
+    from qinspect.gui import layer_stats as ls
+
+    # -1.0 at p = 7 is code -128 on a full range; coded in [-127, 127] it clips to -127/128
+    x = np.asarray([-1.0, -0.5, 0.25, 0.5] * 64, np.float32)
+    full = ls.layer_data("a", "ReLU", x, 1, 1, 7, "test", [], True)
+    narrow = ls.layer_data("a", "ReLU", x, 1, 1, 7, "test", [], True, code_min=-127)
+    assert full.method_positions["non-overflow"] == 7 and narrow.method_positions["non-overflow"] == 6
+    assert narrow.method_positions["min-MSE (vai_q pof2s default)"] == pos_min_mse(x, ls.Round.HALF_UP, True)
+    wf, wn = ls.what_if(full, 7), ls.what_if(narrow, 7)
+    assert (wf.lo, wf.clip_lo_frac) == (-1.0, 0.0)
+    assert (wn.lo, wn.clip_lo_frac) == (-127 / 128, 0.25)
+    assert wn.stats.qmin == -127 and wn.stats.q_lo_count == 64
 
 
 def test_a_draw_that_misses_the_extremes_still_shows_the_exact_range_and_clipping():

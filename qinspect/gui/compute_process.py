@@ -126,9 +126,10 @@ def _capture(path: str) -> Any:
 
 
 def load_pass(rid: int, path: str, name: str, class_name: str, position: int | None, source: str,
-              first_pass: bool, scale: Any = None) -> tuple[ls.LayerData, ls.WhatIf | None]:
+              first_pass: bool, scale: Any = None, code_min: int = -128) -> tuple[ls.LayerData, ls.WhatIf | None]:
     """One pass over a layer's activations (the quick first pass or the full one); no weights.
-    ``scale``: per-channel factor to the int8 model's equalized tensor (``Analysis.channel_scale``)."""
+    ``scale``: per-channel factor to the int8 model's equalized tensor (``Analysis.channel_scale``);
+    ``code_min``: the tensor's lowest code (-127 on a DPUCADF8H target)."""
     import numpy as np
 
     check = (lambda: _check(rid)) if _child["latest"] is not None else (lambda: None)
@@ -144,7 +145,7 @@ def load_pass(rid: int, path: str, name: str, class_name: str, position: int | N
     tally = ls.RangeTally()
     values = ls.read_spread(capture, name, ids, keep, check, scale=scale, tally=tally)
     data = ls.layer_data(name, class_name, values, len(ids), n_total, position, source, [], not first_pass,
-                         check, tally)
+                         check, tally, code_min)
     if scale is not None:
         from qinspect.report.wording import equalized_note
 

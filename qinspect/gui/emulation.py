@@ -160,6 +160,20 @@ class Analysis:
                 "no position for this tensor"
         return int(pos), f"{self.positions_source} ({slot[0]}:{slot[1]})"
 
+    def activation_code_min(self, layer: str) -> int:
+        """The lowest int8 code of ``layer``'s output in the int8 model: -127 when its quantizer codes in
+        [-127, 127] (a DPUCADF8H target, or a quantized.h5 saying narrow_range), else -128. A tensor the
+        model does not quantize takes the range of the model's activations (its what-ifs use it)."""
+        graph = self.graph
+        if graph is None or not hasattr(graph, "code_min"):
+            return -128
+        node = self.node(layer)
+        slot = graph.output_slot(node.name) if node is not None else None
+        if slot is not None:
+            return graph.code_min(slot)
+        options = getattr(graph, "options", None)
+        return -127 if options is not None and options.narrow_activations else -128
+
     def channel_scale(self, layer: str) -> Any:
         """The per-channel factor between ``layer``'s captured tensor and the int8 model's (cross-layer
         equalization, :meth:`DpuGraph.channel_scale`), or None when the captured values are the int8

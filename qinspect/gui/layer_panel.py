@@ -57,10 +57,11 @@ BITS_BRUSH = pg.mkBrush(231, 128, 129)
 def load_layer(token: CancelToken, document, name: str, position: int | None, source: str,
                weight_positions: dict[str, int], weight_source: str,
                raw_weights: dict | None = None, rid: int = 0,
-               scale: np.ndarray | None = None) -> tuple[ls.LayerData, ls.WhatIf | None]:
+               scale: np.ndarray | None = None, code_min: int = -128) -> tuple[ls.LayerData, ls.WhatIf | None]:
     """Worker: the layer's activations, then its weights' figures, both computed in the helper process
     (numpy in this process would hold the GIL the UI thread paints with); a quick partial first.
-    ``scale``: the per-channel factor to the int8 model's equalized tensor (the values are shown as it)."""
+    ``scale``: the per-channel factor to the int8 model's equalized tensor (the values are shown as it);
+    ``code_min``: the tensor's lowest code in the int8 model (-127 on a DPUCADF8H target)."""
     layer = document.graph[name]
     raw = raw_weights if raw_weights is not None else document.weights(name)  # an h5py read: here
     token.check()
@@ -75,14 +76,14 @@ def load_layer(token: CancelToken, document, name: str, position: int | None, so
         if compute_process.call(compute_process.needs_first_pass, path, name):
             # The first plots come before the weights' figures (those arrive with the full pass).
             data, whatif = compute_process.call(compute_process.load_pass, rid, path, name, layer.class_name,
-                                                position, source, True, scale)
+                                                position, source, True, scale, code_min)
             token.partial((data, whatif))
         token.check()
         weights = compute_process.call(compute_process.weight_pass, rid, layer.class_name, raw, weight_positions,
                                        weight_source)
         token.check()
         data, whatif = compute_process.call(compute_process.load_pass, rid, path, name, layer.class_name,
-                                            position, source, False, scale)
+                                            position, source, False, scale, code_min)
     except compute_process.Superseded:
         raise Cancelled() from None
     data.weights = weights
@@ -162,7 +163,8 @@ class LayerPanel(StablePages):
         self.position.setObjectName("positionSpin")
         self.position.setRange(-32, 64)
         self.position.setKeyboardTracking(False)
-        self.position.setToolTip("Int8 codes represent [-128, 127] × 2^-p. Raise p for finer steps and a "
+        self.position.setToolTip("Int8 codes represent [-128, 127] × 2^-p ([-127, 127] on a DPUCADF8H target). "
+                                 "Raise p for finer steps and a "
                                  "narrower range; lower it for a wider range.")
         self.position.valueChanged.connect(self._on_position_changed)
         controls.addWidget(self.position)
@@ -323,7 +325,8 @@ class LayerPanel(StablePages):
         weights, self._weights_note = self.session.layer_weights(name, read_file=False)
         scale = self.session.activation_scale(name) if pos is not None else None
         rid = self._next_rid()
-        self.load_channel.submit(load_layer, doc, name, pos, source, wpos, wsource, weights, rid, scale)
+        self.load_channel.submit(load_layer, doc, name, pos, source, wpos, wsource, weights, rid, scale,
+                                 self.session.activation_code_min(name))
 
     def preview_layer(self, name: str) -> None:
         """Name ``name`` as the layer shown and hide everything drawn for another layer, without loading
@@ -642,7 +645,7 @@ class LayerPanel(StablePages):
             if i < len(items):
                 pos, labels = items[i]
                 hi_line.setValue(127 * 2.0**-pos)
-                lo_line.setValue(-128 * 2.0**-pos)
+                lo_line.setValue(data.code_min * 2.0**-pos)
                 hi_line.setVisible(True)
                 lo_line.setVisible(data.vmin < 0)
                 _set_label(hi_line, f"{', '.join(labels)}: p={pos}")

@@ -39,11 +39,14 @@ MAX_BARS = 256
 PERCENTILE = 99.99
 
 # What-if methods: label -> (function of the values, whether vai_q pof2s uses it for activations).
-METHODS: dict[str, tuple[Callable[[np.ndarray], int], bool]] = {
-    "min-MSE (vai_q pof2s default)": (lambda x: pos_min_mse(x, Round.HALF_UP), True),
-    "non-overflow": (lambda x: pos_non_overflow(float(x.min()), float(x.max())) if x.size else 0, True),
-    f"percentile {PERCENTILE}% (what-if)": (lambda x: pos_percentile(x, PERCENTILE), False),
-    "KL divergence (what-if)": (lambda x: pos_kl(x, Round.HALF_UP), False),
+# Each method's position from (values, narrow): ``narrow`` for a tensor coded in [-127, 127] (a DPUCADF8H
+# target), which the quantizer's two methods choose for; the two what-ifs only look at the values.
+METHODS: dict[str, tuple[Callable[[np.ndarray, bool], int], bool]] = {
+    "min-MSE (vai_q pof2s default)": (lambda x, narrow: pos_min_mse(x, Round.HALF_UP, narrow), True),
+    "non-overflow": (lambda x, narrow: pos_non_overflow(float(x.min()), float(x.max()), narrow) if x.size else 0,
+                     True),
+    f"percentile {PERCENTILE}% (what-if)": (lambda x, _narrow: pos_percentile(x, PERCENTILE), False),
+    "KL divergence (what-if)": (lambda x, _narrow: pos_kl(x, Round.HALF_UP), False),
 }
 DEFAULT_METHOD = "min-MSE (vai_q pof2s default)"
 
@@ -133,7 +136,8 @@ class RangeTally:
 
     The range at position ``p`` is ``[-128, 127] * 2^-p``; with ``k = 7 - p``, a value clips above when
     ``x = m * 2^e > (127/128) * 2^k``: ``e > k``, or ``e == k`` and ``m > 127/128``; below when
-    ``|x| > 2^k``: ``e > k + 1``, or ``e == k + 1`` and ``m > 1/2``. A value on a bound is representable."""
+    ``|x| > 2^k``: ``e > k + 1``, or ``e == k + 1`` and ``m > 1/2``. A value on a bound is representable.
+    A narrow range ([-127, 127], a DPUCADF8H target) clips below as it clips above, at ``|x| > (127/128) 2^k``."""
 
     n: int = 0
     vmin: float = math.inf
@@ -142,6 +146,7 @@ class RangeTally:
     pos_e_top: np.ndarray = field(default_factory=lambda: np.zeros(EXPONENTS, np.int64))  # m > 127/128
     neg_e: np.ndarray = field(default_factory=lambda: np.zeros(EXPONENTS, np.int64))
     neg_e_over: np.ndarray = field(default_factory=lambda: np.zeros(EXPONENTS, np.int64))  # m > 1/2
+    neg_e_top: np.ndarray = field(default_factory=lambda: np.zeros(EXPONENTS, np.int64))  # m > 127/128
 
     def add(self, x: np.ndarray) -> None:
         """Count one sample's finite values (every one, before any draw)."""
@@ -156,9 +161,11 @@ class RangeTally:
         self.pos_e_top += c[:, 3]
         self.neg_e += c[:, 4:8].sum(axis=1)
         self.neg_e_over += c[:, 5] + c[:, 7]
+        self.neg_e_top += c[:, 7]
 
-    def clip_fracs(self, position: int) -> tuple[float, float] | None:
-        """Exact shares of the values read below and above the int8 range at ``position``."""
+    def clip_fracs(self, position: int, code_min: int = -128) -> tuple[float, float] | None:
+        """Exact shares of the values read below and above the int8 range at ``position`` (its lowest code
+        ``code_min``: -127 on a narrow range)."""
         if not self.n:
             return None
         k = 7 - int(position) - EXP_MIN  # index of exponent 7 - p
@@ -170,7 +177,8 @@ class RangeTally:
                 return 0
             return int(counts[i + 1:].sum() + edge[i])
 
-        return beyond(self.neg_e, self.neg_e_over, k + 1) / self.n, beyond(self.pos_e, self.pos_e_top, k) / self.n
+        below = beyond(self.neg_e, self.neg_e_top, k) if code_min > -128 else beyond(self.neg_e, self.neg_e_over, k + 1)
+        return below / self.n, beyond(self.pos_e, self.pos_e_top, k) / self.n
 
 
 @dataclass
@@ -194,6 +202,7 @@ class LayerData:
     values_note: str = ""  # the values are not the capture's own (the int8 model's equalized tensor)
     # exact range and clipped counts over every value of the samples read (``values`` may be a draw)
     tally: RangeTally | None = None
+    code_min: int = -128  # the tensor's lowest code: -127 when coded in [-127, 127] (a DPUCADF8H target)
 
     @property
     def has_activations(self) -> bool:
@@ -208,7 +217,7 @@ class WhatIf:
     layer: str
     position: int
     method: str
-    lo: float  # representable range [-128, 127] * 2^-p
+    lo: float  # representable range [code_min, 127] * 2^-p
     hi: float
     stats: ErrorStats
     err_hist: Histogram  # error in LSB units: (fake_quant(x) - x) * 2^p
@@ -306,9 +315,10 @@ def weight_infos(class_name: str, weights: dict[str, np.ndarray], positions: dic
 def layer_data(name: str, class_name: str, values: np.ndarray, n_used: int, n_total: int,
                position: int | None, position_source: str, weights: list[WeightInfo],
                complete: bool, check: Callable[[], None] = lambda: None,
-               tally: RangeTally | None = None) -> LayerData:
+               tally: RangeTally | None = None, code_min: int = -128) -> LayerData:
     """Histogram and per-method positions of loaded values (see :class:`LayerData`); with ``tally``, the
-    range and the non-overflow position are those of every value read, not of the draw."""
+    range and the non-overflow position are those of every value read, not of the draw. ``code_min``:
+    -127 for a tensor coded in [-127, 127] (the methods choose for that range)."""
     values = np.asarray(values, dtype=np.float32).reshape(-1)
     finite = values[np.isfinite(values)] if values.size else values
     vmin = float(finite.min()) if finite.size else 0.0
@@ -317,29 +327,31 @@ def layer_data(name: str, class_name: str, values: np.ndarray, n_used: int, n_to
         vmin, vmax = tally.vmin, tally.vmax
     hist = activation_histogram(finite, bins=HIST_BINS) if finite.size else activation_histogram(np.zeros(1))
     methods: dict[str, int] = {}
+    narrow = code_min > -128
     if finite.size:
         for label, (fn, vitis) in METHODS.items():
             if not complete and not vitis:
                 continue  # the quick first pass skips the what-if methods (percentile, KL)
             check()
-            methods[label] = int(fn(finite))
+            methods[label] = int(fn(finite, narrow))
         if tally is not None and tally.n:  # the draw can miss the extremes; the range over all is known
-            methods["non-overflow"] = int(pos_non_overflow(vmin, vmax))
+            methods["non-overflow"] = int(pos_non_overflow(vmin, vmax, narrow))
     whatif_only = position is None and bool(methods)
     if whatif_only:
         why = f" ({position_source})" if position_source else ""
         position, position_source = methods[DEFAULT_METHOD], f"min-MSE over these values, as a what-if{why}"
     return LayerData(name, class_name, n_used, n_total, finite, vmin, vmax, hist, methods, position,
-                     position_source, weights, complete, whatif_only, tally=tally)
+                     position_source, weights, complete, whatif_only, tally=tally, code_min=code_min)
 
 
 def what_if(data: LayerData, position: int, method: str = "") -> WhatIf:
-    """Quantize the layer's values at ``position`` (HALF_UP, int8) and derive the panel's figures."""
+    """Quantize the layer's values at ``position`` (HALF_UP, int8 from ``data.code_min``) and derive the
+    panel's figures."""
     x = data.values
-    lo, hi = representable_range(position)
-    q = quantize(x, position, Round.HALF_UP)
+    lo, hi = representable_range(position, qmin=data.code_min)
+    q = quantize(x, position, Round.HALF_UP, narrow=data.code_min > -128)
     y = dequantize(q, position)
-    stats = ErrorStats().update(x, y, q=q, clip_lo=lo, clip_hi=hi)
+    stats = ErrorStats().update(x, y, q=q, qmin=data.code_min, clip_lo=lo, clip_hi=hi)
     err_lsb = (y.astype(np.float64) - x) * 2.0**position
     if err_lsb.size:
         e_lo, e_hi = float(err_lsb.min()), float(err_lsb.max())
@@ -350,7 +362,7 @@ def what_if(data: LayerData, position: int, method: str = "") -> WhatIf:
     sx, sy = scatter_sample(x, y)
     s_lo = float(min(sx.min(), sy.min())) if sx.size else 0.0
     s_hi = float(max(sx.max(), sy.max())) if sx.size else 1.0
-    exact = data.tally.clip_fracs(position) if data.tally is not None else None
+    exact = data.tally.clip_fracs(position, data.code_min) if data.tally is not None else None
     return WhatIf(data.name, int(position), method, lo, hi, stats, err_hist, sx, sy, s_lo, s_hi, exact)
 
 

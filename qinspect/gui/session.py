@@ -258,6 +258,10 @@ class Session(QObject):
             return None, ""
         return self.analysis.activation_position(layer)
 
+    def activation_code_min(self, layer: str) -> int:
+        """The lowest int8 code of a float layer's output in the int8 model (-127 on a DPUCADF8H target)."""
+        return self.analysis.activation_code_min(layer) if self.analysis is not None else -128
+
     def activation_scale(self, layer: str) -> Any:
         """The per-channel factor that turns ``layer``'s captured values into the int8 model's (cross-layer
         equalization), or None: views that set the captured values against a position apply it."""
