@@ -203,3 +203,23 @@ def test_the_panel_says_the_exact_clipped_share_not_the_draws(qtbot):
     panel._set_whatif_labels()
     assert f"Clipped below: <b>{ls.fmt_frac(1 / x.size)}</b>" in panel.clip_label.text()
     assert "the 40,000 float values read lie in [-9.5," in panel.clip_label.text()
+
+
+def test_a_layer_fused_into_its_activation_says_its_figures_are_before_that_rounding(qtbot, tmp_path):
+    """Dense ``hand`` -> ReLU ``chain_0``: the DPU rounds once, after the ReLU. The panel called the tensor
+    not quantized, then gave it an "Emulated int8 model SQNR" (an outside audit read it as a contradiction):
+    the figures are the value before the activation's rounding, and say so."""
+    from gui_fixtures import stop_helpers, window_on, write_gui_capture
+
+    win = window_on(qtbot, tmp_path, write_gui_capture(tmp_path / "c.h5"))
+    try:
+        panel = win.layer_panel
+        for layer, fused in (("hand", True), ("chain_0", False)):
+            with qtbot.waitSignal(panel.shown, timeout=30000):
+                win.select_layer(layer) if win.current_layer() != layer else panel.show_layer(layer)
+            text = panel.emulated_label.text()
+            assert ("before the rounding at quant_chain_0" in text) == fused
+            assert ("Emulated int8 model SQNR" in text) == (not fused) and "dB" in text
+    finally:
+        win.shutdown()
+        stop_helpers()

@@ -136,6 +136,16 @@ class Analysis:
         origin = getattr(node, "origin", None) or [node.name]
         return origin[-1] if layer != node.name and origin[-1] != layer else None
 
+    def rounded_at(self, layer: str) -> str | None:
+        """The activation node that rounds ``layer``'s output when the DPU fuses it there (a conv + BN
+        before its ReLU): the int8 model holds no tensor for ``layer``, and its emulated figures are those
+        of the value before that rounding. None otherwise."""
+        node = self.node(layer)
+        if node is None or self.graph is None or node.out_slot is not None or node.op in _TRANSPARENT:
+            return None
+        fused = self.graph.rounding_activation(node)
+        return fused.name if fused is not None else None
+
     def activation_position(self, layer: str) -> tuple[int | None, str]:
         """Position of ``layer``'s float output in the int8 model, or None and why it has none.
 
@@ -149,10 +159,9 @@ class Analysis:
         origin = getattr(node, "origin", None) or [node.name]
         if self.folded_into(layer) is not None:
             return None, f"not a tensor of the int8 model: folded into {node.name} with {', '.join(origin[1:])}"
-        if node.out_slot is None and node.op not in _TRANSPARENT:
-            fused = self.graph.rounding_activation(node)
-            if fused is not None:
-                return None, f"not quantized: fused into {fused.name}, which rounds once after the activation"
+        fused = self.rounded_at(layer)
+        if fused is not None:
+            return None, f"not quantized: fused into {fused}, which rounds once after the activation"
         slot = self.graph.output_slot(node.name) if hasattr(self.graph, "output_slot") else node.out_slot
         pos = self.graph.pos(slot)
         if pos is None:

@@ -890,7 +890,12 @@ class LayerPanel(StablePages):
             parts.append(f"isolated <b>{ls.fmt_db(iso.sqnr_db)}</b>")
         if acc is not None:
             parts.append(f"accumulated <b>{ls.fmt_db(acc.sqnr_db)}</b>")
-        self.emulated_label.setText("Emulated int8 model SQNR: " + ", ".join(parts) + steps)
+        fused = analysis.rounded_at(self.current)
+        # a conv + BN fused into its activation: no int8 tensor here, the figures are of the value before the
+        # activation's rounding (the audit read them as the SQNR of a tensor the panel calls not quantized)
+        head = ("Emulated int8 model SQNR: " if fused is None else
+                f"Emulated, before the rounding at {_html(fused)} (the int8 model holds no tensor here): ")
+        self.emulated_label.setText(head + ", ".join(parts) + steps)
 
     def _inner_steps_text(self, analysis) -> str:
         """The figures of the quantized steps inside the current layer (a separable conv's depthwise half)."""
