@@ -194,7 +194,8 @@ def add_target_arg(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--target", choices=TARGETS, metavar="DPU",
                         help="the DPU family the model runs on: DPUCADF8H's activations are int8 in [-127, 127] "
-                             "(positions chosen for that range, codes held at -127); the others "
+                             "(positions chosen for that range, codes held at -127; only the range is modelled, "
+                             "not which operators it runs); the others "
                              f"({', '.join(t for t in TARGETS if t != 'DPUCADF8H')}) use [-128, 127], "
                              "the default")
 
