@@ -223,3 +223,21 @@ def test_a_layer_fused_into_its_activation_says_its_figures_are_before_that_roun
     finally:
         win.shutdown()
         stop_helpers()
+
+
+def test_the_coverage_of_a_dpucadf8h_target_counts_below_minus_127(tmp_path):
+    from gui_fixtures import write_gui_capture
+
+    from qinspect.dpu.options import QuantizerOptions
+    from qinspect.gui.compare_job import coverage_job
+    from qinspect.gui.document import open_document
+    from qinspect.gui.emulation import emulate_capture
+    from qinspect.gui.worker import CancelToken
+
+    path = write_gui_capture(tmp_path / "c.h5")
+    doc = open_document(path)
+    narrow = QuantizerOptions(target="DPUCADF8H").to_dict()
+    for options, code_min in ((None, -128), (narrow, -127)):
+        analysis = emulate_capture(CancelToken(1), doc, None, options)
+        rows = coverage_job(CancelToken(2), doc, str(path), analysis).rows
+        assert rows and all(r.lo == code_min * 2.0**-r.position for r in rows)

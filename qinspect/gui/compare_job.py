@@ -4,9 +4,10 @@ On a capture that keeps full tensors for fewer samples than it was fed, the frac
 samples' values (the view says "K of N samples") and the largest magnitudes of every sample's statistics.
 
 The range of a layer is the one the int8 model uses (the emulator's position, calibrated on the open
-capture), ``[-128, 127] * 2^-p``. For each layer both captures are streamed in sample batches, and the
-fraction of values below and above that range is counted. A layer where the evaluation fraction is far
-above the calibration one is a layer the calibration data did not cover.
+capture), ``[-128, 127] * 2^-p`` (``[-127, 127]`` on a DPUCADF8H target). For each layer both captures
+are streamed in sample batches, and the fraction of values below and above that range is counted. A
+layer where the evaluation fraction is far above the calibration one is a layer the calibration data did
+not cover.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ def coverage_job(token: CancelToken, document, eval_path: str, analysis) -> Cove
         for i, name in enumerate(common):
             token.progress(i, len(common), name)
             pos, source = (analysis.activation_position(name) if analysis is not None else (None, ""))
+            code_min = analysis.activation_code_min(name) if analysis is not None else -128
             if pos is None:
                 # No emulator position: the vai_q activation rule (min-MSE, HALF_UP) on the calibration
                 # values, read as the layer panel reads them.
@@ -152,8 +154,8 @@ def coverage_job(token: CancelToken, document, eval_path: str, analysis) -> Cove
                 values = ls.read_spread(document.capture, name, ids, keep, token.check)
                 if values.size == 0:
                     continue
-                pos, source = pos_min_mse(values, Round.HALF_UP), MIN_MSE_SOURCE
-            lo, hi = representable_range(pos)
+                pos, source = pos_min_mse(values, Round.HALF_UP, code_min > -128), MIN_MSE_SOURCE
+            lo, hi = representable_range(pos, qmin=code_min)  # [-127, 127] * 2^-p on a DPUCADF8H target
             # against the emulator's position, the int8 model's (equalized) tensor
             scale = analysis.channel_scale(name) if analysis is not None and source != MIN_MSE_SOURCE else None
             if scale is not None:
