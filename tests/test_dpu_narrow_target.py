@@ -156,3 +156,14 @@ def test_the_report_section_of_a_narrow_output_clips_and_counts_at_minus_127():
     assert narrow.saturation_low == 0.25  # a quarter of the values lie below -127/128
     labels = [m.label for f in narrow.figures if f.id.endswith("activation") for m in f.markers]
     assert "-127·2^-7" in labels and "127·2^-7" in labels
+
+
+def test_the_diagnosis_counts_saturation_at_minus_127_on_a_narrow_target():
+    from qinspect.analysis.sensitivity import sensitivity
+
+    calib = np.asarray([[-1.0, 0.5, 0.25, 0.0]] * 4, np.float32)
+    emu = Emulator.from_model(_input_model(), calib, options=NARROW)
+    emu.graph.set_pos(("quant_x", "input"), 7)  # -1.0 at 7: held at -127
+    res = sensitivity(emu.graph, {"x": calib}, mode="int", whatifs=False)
+    st = res.accumulated["quant_x"]
+    assert st.qmin == -127 and st.q_lo_count == 4 and st.clip_lo_count == 4

@@ -241,7 +241,8 @@ def input_ceiling_notes(graph: DpuGraph, rows: list, sample: dict[str, np.ndarra
         if not quantizes_model_input(graph, node) or pos is None or node.inputs[0] not in sample:
             continue
         x = np.asarray(sample[node.inputs[0]], np.float64).ravel()
-        codes = int(np.unique(quantize(x.astype(np.float32), int(pos), Round.HALF_UP)).size)
+        narrow = graph.code_min(node.out_slot) > -128  # a DPUCADF8H target's input codes in [-127, 127]
+        codes = int(np.unique(quantize(x.astype(np.float32), int(pos), Round.HALF_UP, narrow)).size)
         mean, spread = float(x.mean()), float(x.std())
         by = (moved or {}).get(node.name)
         passed = best is not None and math.isfinite(best[1]) and best[1] > row.only_quantized_sqnr_db

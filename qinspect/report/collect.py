@@ -429,7 +429,7 @@ def _coverage(eval_cap: Capture, sections: list[LayerSection], max_samples: int 
         if pos is None or sec.name not in have:
             out[sec.name] = None
             continue
-        lo, hi = representable_range(pos)
+        lo, hi = representable_range(pos, qmin=sec.code_min)
         out[sec.name] = range_shares(_batches(eval_cap, sec.name, max_samples, scales.get(sec.name))(),
                                      lo, hi).outside_share
     return out

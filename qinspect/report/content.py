@@ -84,6 +84,7 @@ class LayerSection:
     # "input" is a list (one position per input tensor); the others an int or None.
     positions: dict[str, Any] = field(default_factory=dict)
     positions_source: str = ""
+    code_min: int = -128  # the output's lowest int8 code (-127 on a DPUCADF8H target)
     # The emulator node of the layer's built-in activation (Conv2D(..., activation="relu")) fused into it:
     # "input"/"weights"/"bias" are then the conv's positions and "output" the activation's. "" when none.
     fused_activation: str = ""

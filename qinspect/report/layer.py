@@ -140,6 +140,7 @@ def layer_section(inp: LayerInputs, fig_prefix: str) -> LayerSection:
         index=inp.index,
         positions=dict(inp.positions),
         positions_source=inp.positions_source,
+        code_min=inp.code_min,
         fused_activation=inp.fused_activation,
         isolated=error_metrics(inp.isolated, pos_out),
         accumulated=error_metrics(inp.accumulated, pos_out),
