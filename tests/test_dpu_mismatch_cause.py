@@ -50,3 +50,14 @@ def test_no_cause_on_rounding_noise_or_too_few_telling_values():
     assert mismatch_cause(sparse * 2, sparse, 1, pos=4) is None
     assert mismatch_cause(EMU, EMU, 2) is None
 
+
+
+def test_a_dump_coded_from_minus_127_names_a_narrow_range_target():
+    emu = EMU.copy()
+    emu[[5, 40, 612]] = -128  # the emulator's full-range codes saturate low here ...
+    dump = emu.copy()
+    dump[[5, 40, 612]] = -127  # ... where the run held them at -127 (a DPUCADF8H)
+    text = mismatch_cause(dump, emu, 2, pos=6)
+    assert "in [-127, 127], as a DPUCADF8H does" in text and "--target DPUCADF8H" in text
+    dump[612] = -126  # not that pattern: one differing code is not -127
+    assert "DPUCADF8H" not in (mismatch_cause(dump, emu, 2, pos=6) or "")

@@ -71,6 +71,9 @@ def mismatch_cause(dump: np.ndarray, emu: np.ndarray, samples: int = 1, *, pos: 
         if c.size == d.size and np.mean(c == d) >= SAME:
             return f"the file holds the codes of {name}: the files of two tensors are swapped or misnamed"
     bad = d[differ]
+    if bad.size and np.all(bad == QMIN + 1) and np.all(e[differ] == QMIN):
+        return (f"every differing code ({bad.size}) is {QMIN + 1} in the dump where the emulator's is {QMIN}: the run "
+                f"codes activations in [{QMIN + 1}, {QMAX}], as a DPUCADF8H does (compare with --target DPUCADF8H)")
     if bad.size and np.all((bad == QMAX) | (bad == QMIN)) and not np.any((e[differ] == QMAX) | (e[differ] == QMIN)):
         return (f"every differing code of the dump ({bad.size}) sits at the int8 limit ({QMAX} or {QMIN}) where the "
                 "emulator's do not: the dump saturates there (a smaller range upstream, or a clipped buffer)")
