@@ -506,3 +506,18 @@ def test_a_finding_never_measured_shows_no_gain_and_the_notes_are_shown(qtbot):
     assert "explain 50% (± 11%)" in view.info.text()
     assert view.notes.toPlainText() == "Note: Quantizing the model input x alone limits the output SQNR to 29.0 dB."
     assert view.table.item(1, 0).text() == "–"
+
+
+def test_the_window_advisor_measures_on_as_many_samples_as_its_diagnosis(tmp_path):
+    """The Advice tab measured 16 samples where the diagnosis (the status bar, the Findings tab) measured 32:
+    the advisor's row for the quantization in use read 22.2 dB beside a status bar saying 16.3 dB."""
+    from qinspect.analysis.diagnose import default_sens_samples
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.gui.advice_job import advise_capture
+    from qinspect.io.capture_file import Capture
+
+    path = write_gui_capture(tmp_path / "forty.h5", n=40)
+    with Capture.open(path) as cap:
+        wanted = default_sens_samples(Emulator.from_model(cap).graph, 40)
+    assert wanted == 40  # a small model: every sample, more than the CLI advisor's 16
+    assert advise_capture(str(path), None, None).n_samples == wanted

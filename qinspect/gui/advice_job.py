@@ -2,7 +2,9 @@
 
 Imported in that process, so it needs no Qt. Rows are measured as ``qinspect advise`` measures them
 (:func:`qinspect.analysis.advisor.advise`): on the evaluation capture when one is compared, else on the
-capture's first samples; every option set is recalibrated on the capture's inputs.
+capture's first samples; every option set is recalibrated on the capture's inputs. The window measures
+them on as many samples as its diagnosis (the status bar's and the Findings tab's figures): on fewer, the
+advisor's row for the quantization in use read 22 dB where the status bar said 16 dB for the same model.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qinspect.gui.document import open_document
-
-SAMPLES = 16  # samples each row is measured on (as ``qinspect advise``'s default)
 
 
 @dataclass
@@ -26,11 +26,13 @@ class AdviceResult:
 
 
 def advise_capture(path: str, eval_path: str | None, options: dict[str, Any] | None,
-                   samples: int = SAMPLES, outputs: list[str] | None = None) -> AdviceResult:
+                   samples: int | None = None, outputs: list[str] | None = None) -> AdviceResult:
     """Try the quantizer options and keep-float sets on the capture at ``path``, measured on the output
-    layers ``outputs`` (None: all); progress goes to :func:`qinspect.gui.compute_process.report_progress`
-    (which also stops a cancelled job)."""
+    layers ``outputs`` (None: all), on ``samples`` samples (None: the diagnosis' count,
+    :func:`~qinspect.analysis.diagnose.default_sens_samples`); progress goes to
+    :func:`qinspect.gui.compute_process.report_progress` (which also stops a cancelled job)."""
     from qinspect.analysis.advisor import advise, has_relu6, option_grid
+    from qinspect.analysis.diagnose import default_sens_samples
     from qinspect.analysis.outputs import focused, resolve_outputs
     from qinspect.dpu.emulator import Emulator
     from qinspect.dpu.options import QuantizerOptions
@@ -45,6 +47,8 @@ def advise_capture(path: str, eval_path: str | None, options: dict[str, Any] | N
         chosen = None if outputs is None else resolve_outputs(graph, outputs)
         data, calib, _labels = diagnosis_data(document, graph, eval_path)
         calib = calib if calib is not None else data
+        if samples is None:
+            samples = default_sens_samples(graph, len(next(iter(data.values()))))
         data = {k: v[:samples] for k, v in data.items()}
         n_calib = len(next(iter(calib.values())))
 
@@ -68,4 +72,4 @@ def advice_job(token: Any, path: str, eval_path: str | None, options: dict[str, 
     the token stops it at its next progress report."""
     from qinspect.gui.worker import in_own_process
 
-    return in_own_process(token, advise_capture, path, eval_path, options, SAMPLES, outputs)
+    return in_own_process(token, advise_capture, path, eval_path, options, None, outputs)
