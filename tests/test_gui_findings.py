@@ -504,6 +504,7 @@ def test_a_finding_never_measured_shows_no_gain_and_the_notes_are_shown(qtbot):
                                          trial=None, channels={"trial": types.SimpleNamespace(busy=False)})
     view.refresh()
     assert "explain 50% (± 11%)" in view.info.text()
+    assert "each finding's own share is measured alone and fixes overlap" in view.info.text()  # not parts of 50%
     assert view.notes.toPlainText() == "Note: Quantizing the model input x alone limits the output SQNR to 29.0 dB."
     assert view.table.item(1, 0).text() == "–"
 

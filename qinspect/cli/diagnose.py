@@ -221,7 +221,7 @@ def _print_text(result: Any, positions_from: str, top: int) -> None:
         w(wording.accuracy_line(result.accuracy) + "\n")
     if result.explained is not None and any(f.remedy for f in result.findings):
         w(f"explained: the findings' fixes remove {wording.explained_text(result.explained, result.explained_se)} "
-          "of the output's error power\n")
+          f"of the output's error power ({wording.EXPLAINED_TOGETHER})\n")
     for note in result.notes:
         w(f"note: {note}\n")
     order = wording.findings_order(result.findings)

@@ -302,8 +302,8 @@ class FindingsView(QWidget):
             d = getattr(self.session, "diagnosis", None)
             explained, se = getattr(d, "explained", None), getattr(d, "explained_se", None)
             spread = f" (± {100 * se:.0f}%)" if isinstance(se, float) and se == se else ""
-            budget = (f" Together their remedies explain {100 * explained:.0f}%{spread} of the output's error power."
-                      if isinstance(explained, float) else "")
+            budget = (f" Together their remedies explain {100 * explained:.0f}%{spread} of the output's error power "
+                      f"({wording.EXPLAINED_TOGETHER})." if isinstance(explained, float) else "")
             weighed = list(getattr(d, "weighed_outputs", None) or [])
             several = len(getattr(d, "outputs", None) or []) > 1
             where = (f"at the output {weighed[0]}" if several and len(weighed) == 1

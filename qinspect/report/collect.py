@@ -541,7 +541,7 @@ def _budget_summary(data: dict[str, Any]) -> dict[str, Any]:
         out["output error explained by the findings"] = (
             wording.explained_text(explained, se if isinstance(se, float) else None)
             # the rounding finding's share is inside the figure: the rest is what no finding's fix removes
-            + " (the rest: error no finding's fix removes)")
+            + f" (the rest: error no finding's fix removes; {wording.EXPLAINED_TOGETHER})")
     findings = data.get("findings") or []
     # where the quantizer cannot run the model as given, every other remedy was measured on that model: the
     # one run it can make is the finding marked so

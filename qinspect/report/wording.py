@@ -450,6 +450,12 @@ def accuracy_line(accuracy: Mapping[str, Any]) -> str:
     return line + (f" (labels: {accuracy['labels']})" if accuracy.get("labels") else "")
 
 
+# Beside the share the findings' fixes remove together: each finding's own share was read as the sum of theirs
+# (44% + 27% + 24% beside "together 69%"; an outside audit took it for a contradiction).
+EXPLAINED_TOGETHER = ("every fix applied at once; each finding's own share is measured alone and fixes overlap, so "
+                      "those shares do not add up to it")
+
+
 def explained_text(explained: float, se: float | None) -> str:
     """The share of the output error the findings' fixes remove, with its spread over the samples; a
     spread larger than the share itself says the share is not measured well, rather than "50% (± 111%)"."""
