@@ -57,7 +57,9 @@ def show_layer(qtbot, win, name):
 
 def test_empty_window_prompts_to_open(window):
     assert window.stack.currentWidget() is window.empty
-    text = window.empty.findChild(type(window.status_label), "emptyTitle").text()
+    from PySide6.QtWidgets import QLabel
+
+    text = window.empty.findChild(QLabel, "emptyTitle").text()
     assert "Open a model or capture" in text
     assert window.export_model_action.isEnabled() is False
 

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 from qinspect.errors import QInspectError
 from qinspect.gui.app import DEFAULT_SIZE
 from qinspect.gui.document import Document, open_document
+from qinspect.gui.elided_label import ElidedLabel
 from qinspect.gui.empty_state import EmptyState
 from qinspect.gui.errors import ErrorHub
 from qinspect.gui.graph_model import (
@@ -275,7 +276,9 @@ class MainWindow(QMainWindow):
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
-        self.status_label = QLabel("")
+        # sized by the bar, not its text: a long message (a dump folder's path) pushed the output figures at
+        # the right off the window; it is cut, whole in its tooltip
+        self.status_label = ElidedLabel("")
         self.progress = QProgressBar()
         self._busy_text = ""  # what the running background job is (its stages go beside it)
         self.progress.setMaximumWidth(220)
