@@ -177,7 +177,7 @@ class PropagationView(QWidget):
             self.plot.plot(x[ends].astype(float), y[ends], pen=pen, name=label, connect="pairs")
             scatter = pg.ScatterPlotItem(x=x[ok], y=y[ok], data=[names[i] for i in np.flatnonzero(ok)], size=9,
                                          brush=pg.mkBrush(colour), pen=pg.mkPen("w"), hoverable=True,
-                                         tip=lambda x, y, data: f"{data}\n{y:.4g}")
+                                         tip=lambda x, y, data: _tip(data, y))
             scatter.sigClicked.connect(self._on_click)
             self.plot.addItem(scatter)
         set_layer_ticks(self.plot, names)
@@ -188,6 +188,9 @@ class PropagationView(QWidget):
         if self._metric == "mse" and np.isfinite(acc).any():
             worst = int(np.nanargmax(acc))
         extra = f"; worst accumulated: {names[worst]}" if worst is not None else ""
+        exact = int(np.count_nonzero((iso == EXACT_DB) | (acc == EXACT_DB))) if self._metric != "mse" else 0
+        if exact:
+            extra += f"; {exact} layer{'s' if exact > 1 else ''} exact (∞ dB, no error) drawn at {EXACT_DB:.0f} dB"
         if trial is not None:
             extra += f". Remedy tried: {self.session.trial.action} (Undo in the Findings tab)"
         self.info.setText(f"{len(names)} layers{extra}. Click a point to inspect the layer.")
@@ -200,9 +203,17 @@ class PropagationView(QWidget):
                 self.layer_clicked.emit(str(name))
 
 
+EXACT_DB = 120.0  # where an exact layer (+inf dB SQNR) is drawn: the top of the scale, said beside the plot
+
+
 def _finite(v: float | None) -> float:
     if v is None:
         return math.nan
     if math.isinf(v):
-        return 120.0 if v > 0 else -20.0  # an exact layer (+inf dB) drawn at the top of the scale
+        return EXACT_DB if v > 0 else -20.0
     return v
+
+
+def _tip(name: str, y: float) -> str:
+    """A point's tooltip: its layer and value (an exact layer's +inf, not the height it is drawn at)."""
+    return f"{name}\nexact (∞ dB): no error" if y == EXACT_DB else f"{name}\n{y:.4g}"
