@@ -57,6 +57,10 @@ class CompareView(QWidget):
         self.table.cellDoubleClicked.connect(lambda r, _c: self.layer_clicked.emit(self.table.item(r, 0).text()))
         split.addWidget(self.table)
         layout.addWidget(split, 1)
+        # nothing to show before an evaluation capture: an empty plot with 0.1 .. 0.9 ticks read as data
+        self.split = split
+        split.hide()
+        layout.addStretch(0)
 
     def set_session(self, session) -> None:
         """A new document: forget the previous comparison."""
@@ -77,6 +81,7 @@ class CompareView(QWidget):
             self.plot.plotItem.legend.clear()
         cov = self.session.coverage if self.session is not None else None
         self.table.setRowCount(0)
+        self.split.setVisible(cov is not None)
         if cov is None:
             return
         rows = cov.rows
