@@ -118,4 +118,5 @@ def test_the_target_menu_emulates_a_dpucadf8h_with_activations_from_minus_127(qt
     pos = win.session.activation_position(layer)[0]
     assert panel.data.code_min == -127 and panel.whatif.lo == -127 * 2.0**-pos
     assert panel.clip_lines[0].value() == -127 * 2.0**-pos
+    assert f"codes used: {panel.whatif.stats.codes_used}/255 " in panel.clip_label.text()  # of 255 codes
     win.shutdown()

@@ -711,7 +711,8 @@ class LayerPanel(StablePages):
         )
         self.clip_label.setText(
             f"Clipped below: <b>{ls.fmt_frac(w.clip_lo_frac)}</b> · above: <b>{ls.fmt_frac(w.clip_hi_frac)}</b> · "
-            f"codes used: {st.codes_used}/256 · the {(data.tally.n if data.tally else data.values.size):,} float "
+            f"codes used: {st.codes_used}/{st.qmax - st.qmin + 1} · the "
+            f"{(data.tally.n if data.tally else data.values.size):,} float "
             f"values read lie in [{data.vmin:.5g}, {data.vmax:.5g}]"
             + (" (equalized: see the notes)" if data.values_note else "")
         )
