@@ -120,3 +120,32 @@ def test_the_target_menu_emulates_a_dpucadf8h_with_activations_from_minus_127(qt
     assert panel.clip_lines[0].value() == -127 * 2.0**-pos
     assert f"codes used: {panel.whatif.stats.codes_used}/255 " in panel.clip_label.text()  # of 255 codes
     win.shutdown()
+
+
+def test_cancelling_a_re_emulation_brings_back_the_run_on_hand_and_its_options(qtbot, tmp_path, monkeypatch):
+    """The window kept "Emulating again under batch size 8 ..." and an empty SQNR column for good, with options in
+    effect (and persisted) that no figure was measured under."""
+    import threading
+
+    from qinspect.dpu.options import QuantizerOptions
+
+    win = window_on(qtbot, tmp_path, write_gui_capture(tmp_path / "c.h5"))
+    session = win.session
+    qtbot.waitUntil(lambda: session.diagnosis is not None, timeout=60000)
+    release = threading.Event()
+    # a re-emulation that lasts until cancelled
+    monkeypatch.setattr(session, "start", lambda: session._run("emulate", lambda token: release.wait(30)))
+    try:
+        win.set_quantizer_option("calib_batch_size", 8)
+        assert session.refiguring and "Emulating again under batch size 8" in win.quality_label.text()
+        assert win.tree_model.metric_value("chain_3") is None
+        win._cancel_background()
+        assert not session.refiguring and session.options == QuantizerOptions()
+        assert win.settings.quantizer_options() == QuantizerOptions()  # persisted as the figures' own
+        assert "Output SQNR" in win.quality_label.text() and "batch size 32" in win.quality_label.text()
+        assert win.tree_model.metric_value("chain_3") is not None
+        assert "the figures shown are the previous run's again" in win.status_label.text()
+        qtbot.waitUntil(lambda: session.diagnosis is not None, timeout=60000)  # the findings come back
+    finally:
+        release.set()
+        win.shutdown()

@@ -562,6 +562,7 @@ class MainWindow(QMainWindow):
         self.session.failed.connect(lambda exc, tb, what: self.errors.report(exc, tb, what))
         self.session.busy.connect(self._on_session_busy)
         self.session.progress.connect(self.show_progress)
+        self.session.options_restored.connect(self._on_options_restored)
         self.tree_model.set_graph(doc.graph)
         self._fit_tree_columns(doc.graph)
         self.tree_dock.setVisible(True)
@@ -739,6 +740,13 @@ class MainWindow(QMainWindow):
             same = bool(self._busy_text) and text.lower() == self._busy_text.lower()
             shown = f"{self._busy_text}: {text}" if self._busy_text and not same else text[:1].upper() + text[1:]
             self.set_status(shown)
+
+    def _on_options_restored(self, options: object) -> None:
+        """A cancelled re-emulation: the options of the figures on hand stand again (persisted, menu checked)."""
+        self.settings.set_quantizer_options(options)
+        self._show_quantizer_options()
+        self._update_tree_metric()
+        self._update_quality()
 
     def _cancel_background(self) -> None:
         if self.session is not None:

@@ -37,6 +37,7 @@ class Session(QObject):
     failed = Signal(object, str, str)  # exception, traceback, what was being done
     busy = Signal(object, str)  # the channel running a long job (None when idle), its description
     progress = Signal(int, int, str)
+    options_restored = Signal(object)  # a cancelled re-emulation: these QuantizerOptions stand again
 
     def __init__(self, document: Document, parent: QObject | None = None,
                  options: QuantizerOptions | None = None) -> None:
@@ -117,8 +118,9 @@ class Session(QObject):
 
     @property
     def refiguring(self) -> bool:
-        """The model is being emulated again (other options, an import): the figures on hand are the old run's."""
-        return self.channels["emulate"].busy and self.analysis is not None
+        """The model is being emulated again (other options, an import): the figures on hand are the old run's.
+        Not once that run is cancelled (its thread may not have returned yet): the old run stands again."""
+        return self.channels["emulate"].running and self.analysis is not None
 
     def shutdown(self) -> None:
         """Cancel every job of this session (a model-wide job running in the helper is killed)."""
@@ -134,12 +136,28 @@ class Session(QObject):
         """Cancel the long job shown in the status bar."""
         name = self._long  # cancelling it clears _long (its idle signal)
         if name is not None:
+            again = name == "emulate" and self.analysis is not None  # a re-emulation, the old figures on hand
             self.channels[name].cancel()
             if name in _MODEL_JOBS:
                 from qinspect.gui import compute_process
 
                 compute_process.kill_model_helper()
             self.status.emit(f"{self._WHAT[name]}: cancelled")
+            if again:
+                self._restore_shown_run()
+
+    def _restore_shown_run(self) -> None:
+        """A cancelled re-emulation: the options (and quantized.h5) of the figures on hand stand again, and
+        those figures are shown again. The window had kept "emulating again under ..." and an empty SQNR
+        column for good, with options in effect that no figure was measured under."""
+        options, quantized = getattr(self, "_shown_run", (self.options, self.quantized_path))
+        self.options, self.quantized_path, self._importing = options, quantized, False
+        self.options_restored.emit(options)
+        self.positions_changed.emit()
+        self.results_changed.emit()
+        self._rediagnose()  # the findings the change dropped are measured again
+        self.status.emit(f"{self._WHAT['emulate']}: cancelled; the figures shown are the previous run's again "
+                         f"({options.describe()})")
 
     def _run(self, name: str, fn, *args: Any) -> int:
         rid = self.channels[name].submit(fn, *args)  # before the busy signal: its listeners see the job running
@@ -189,6 +207,9 @@ class Session(QObject):
     def _on_emulated(self, _rid: int, analysis: emulation.Analysis) -> None:
         self.analysis = analysis
         self._importing = False
+        # what these figures were measured under (a later change supersedes this run: never mixed), to stand
+        # again if a re-emulation under other options, or of an import, is cancelled
+        self._shown_run = (self.options, self.quantized_path)
         self._drop_findings()  # they were the previous emulation's: never shown beside the new figures
         self.placement = analysis.placement()
         self.placement_notes = analysis.placement_notes()
