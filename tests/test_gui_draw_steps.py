@@ -92,29 +92,17 @@ def test_cancelled_steps_never_run_and_a_hidden_view_waits(qtbot, view):
 def test_a_new_range_is_painted_once_not_twice(qtbot, view):
     """pyqtgraph applies a view's new range at the start of its next paint, and that change paints the
     view again: the drawer applies it when the step ends, so a step that moves the range costs one paint."""
-    from qinspect.gui.draw_steps import StepDrawer
 
     a, _b = view.plots
     a.getAxis("left").setWidth(40)  # tick labels of another width would re-lay out the plot: a paint of its own
     curve = a.plot([0, 1], [0, 1])
     qtbot.wait(100)
-    drawer = StepDrawer(view)
-    for i in range(1, 4):
-        def step(i=i):
-            curve.setData([0, i], [0, 2 * i])
-            a.getPlotItem().getViewBox().setRange(xRange=(0, i), yRange=(0, 2 * i), padding=0)
-
-        view.log.clear()
-        drawer.add("range", step, a)
-        qtbot.waitUntil(lambda: not drawer.pending, timeout=5000)
-        qtbot.wait(100)  # a second paint, if one were coming, comes now
-        assert view.log.count(("paint", a.viewport())) == 1
+    _each_new_range_paints_once(qtbot, view, a, curve)
 
 
 def test_a_new_range_with_clip_lines_is_painted_once(qtbot, view):
     """Infinite lines size themselves from the view when first asked, and a size found during the paint
     paints the view again: the drawer asks the shown lines (only them) when the step ends."""
-    from qinspect.gui.draw_steps import StepDrawer
 
     a, _b = view.plots
     a.getAxis("left").setWidth(40)
@@ -127,12 +115,23 @@ def test_a_new_range_with_clip_lines_is_painted_once(qtbot, view):
         a.addItem(line)
     hidden.setVisible(False)
     qtbot.wait(100)
+
+    def move_lines(i: int) -> None:
+        for line, x in zip(lines, (0.2 * i, 0.8 * i), strict=True):
+            line.setValue(x)
+
+    _each_new_range_paints_once(qtbot, view, a, curve, move_lines)
+
+
+def _each_new_range_paints_once(qtbot, view, a, curve, also=lambda _i: None) -> None:
+    """Three steps, each giving plot ``a`` new data and a new range (and ``also(i)``): one paint each."""
+    from qinspect.gui.draw_steps import StepDrawer
+
     drawer = StepDrawer(view)
     for i in range(1, 4):
         def step(i=i):
             curve.setData([0, i], [0, 2 * i])
-            for line, x in zip(lines, (0.2 * i, 0.8 * i), strict=True):
-                line.setValue(x)
+            also(i)
             a.getPlotItem().getViewBox().setRange(xRange=(0, i), yRange=(0, 2 * i), padding=0)
 
         view.log.clear()
