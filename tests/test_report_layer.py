@@ -114,3 +114,15 @@ def test_streaming_summary_equals_the_one_batch_summary():
     # the error of the largest clipped value (3.96875 - max) lies inside the error histogram
     assert parts.rounding_error.below == parts.rounding_error.above == 0
     assert parts.rounding_error.edges[0] <= 3.96875 - float(x.max())
+
+
+def test_without_a_capture_the_float_range_is_the_emulators_reference():
+    """A model file with --inputs gave saturation (from the emulator's float reference) but no float range or
+    int8 range, though the same reference holds them (outside audit, s32 report 1.4)."""
+    ref = np.asarray([-1.5, -0.5, 0.25, 0.9], np.float32)
+    iso = ErrorStats().update(ref, ref, clip_lo=-1.0, clip_hi=127 / 128)
+    sec = layer_section(LayerInputs("r", "ReLU", positions={"output": 7}, isolated=iso), "L0")
+    assert sec.saturation_low == 0.25 and sec.codes_used is None  # codes used still need a capture
+    assert sec.activation["float_min"] == -1.5 and sec.activation["float_max"] == pytest.approx(0.9)
+    assert (sec.activation["clip_low"], sec.activation["clip_high"]) == (-1.0, 127 / 128)
+    assert sec.activation["histogram"] is None and "float reference" in sec.activation["values_from"]

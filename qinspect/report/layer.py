@@ -159,8 +159,14 @@ def layer_section(inp: LayerInputs, fig_prefix: str) -> LayerSection:
         # no capture of this layer: the emulator's float reference values beyond the int8 range are the
         # same saturation, over the samples it ran (the activation histogram and codes used need a capture)
         sec.saturation_low, sec.saturation_high = inp.isolated.clip_lo_frac, inp.isolated.clip_hi_frac
-        sec.notes.append(f"saturation: the emulator's float reference over {inp.isolated.n_clip_checked} values; "
-                         "the activation histogram and the codes used need a capture of this layer")
+        # the float range is the same reference's (a model file with --inputs gave saturation but no range)
+        lo, hi = representable_range(pos_out, qmin=inp.code_min)
+        sec.activation = {"values": inp.isolated.n, "float_min": inp.isolated.ref_min,
+                          "float_max": inp.isolated.ref_max, "clip_low": lo, "clip_high": hi, "histogram": None,
+                          "values_from": "the emulator's float reference (no capture of this layer)"}
+        sec.notes.append(f"saturation and float range: the emulator's float reference over "
+                         f"{inp.isolated.n_clip_checked} values; the activation histogram and the codes used need a "
+                         "capture of this layer")
     _error_part(sec, summary, inp, fig_prefix)
     _weights_part(sec, inp, fig_prefix)
     return sec
