@@ -37,9 +37,9 @@ from qinspect.analysis.histograms import _per_channel, channel_ranges, output_ch
 from qinspect.analysis.metrics import json_safe
 from qinspect.dpu.fixed_point import (
     QMAX,
-    QMIN,
     Round,
     choose_position,
+    code_min,
     fake_quant,
     pos_min_mse,
     pos_non_overflow,
@@ -185,7 +185,7 @@ def _sqnr(signal: float, noise: float) -> float:
 
 def _qrange(pos: int, narrow: bool = False) -> tuple[float, float]:
     s = 2.0 ** (-pos)
-    return ((QMIN + 1) if narrow else QMIN) * s, QMAX * s
+    return code_min(narrow) * s, QMAX * s
 
 
 def _few_values_note(n: int) -> dict[str, Any] | None:
@@ -229,11 +229,11 @@ def saturation(
     signal = _sq(x)
     evidence: dict[str, Any] = {
         "data": ev(data, "which capture's activations these figures are measured on"),
-        "clipped_lo_frac": ev(n_lo / n, f"values below {lo:g} (= {-127 if narrow else -128} * 2^-{pos}) / all {n} "
+        "clipped_lo_frac": ev(n_lo / n, f"values below {lo:g} (= {code_min(narrow)} * 2^-{pos}) / all {n} "
                               "values"),
         "clipped_hi_frac": ev(n_hi / n, f"values above {hi:g} (= 127 * 2^-{pos}) / all {n} values"),
         "position": ev(int(pos), "the activation's int8 position p (scale 2^-p)"),
-        "representable_range": ev([lo, hi], f"[{-127 if narrow else -128}, 127] * 2^-p, float units"),
+        "representable_range": ev([lo, hi], f"[{code_min(narrow)}, 127] * 2^-p, float units"),
         "float_range": ev([float(x.min()), float(x.max())], "min and max of the float activation"),
         "sqnr_db": ev(_sqnr(signal, e_clip), "10*log10(sum x^2 / sum (x - fakequant(x))^2) at p"),
         "sqnr_unclipped_db": ev(_sqnr(signal, e_round), "same, with rounding only (no clip) at p"),

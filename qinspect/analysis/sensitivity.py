@@ -370,7 +370,7 @@ def sensitivity(
     agree = compared = n_runs = 0
     run = None
     powers: list[tuple[np.ndarray, np.ndarray]] = []
-    code_min = {n.name: graph.code_min(graph.output_slot(n.name)) for n in graph.nodes}
+    code_min = {n.name: graph.output_code_min(n.name) for n in graph.nodes}
     for batch in batches:
         n_samples += len(next(iter(batch.values())))
         run = BatchRunner(graph, batch, mode)

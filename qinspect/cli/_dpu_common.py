@@ -270,10 +270,11 @@ def open_positions_emulator(source: Any, args: argparse.Namespace) -> tuple[Any,
         if os.path.isdir(positions):
             raise QInspectError("is a folder; --positions needs a quantized.h5 or a positions JSON file", positions)
         if is_vitis_quantized(positions):
-            emu = Emulator.from_quantized(positions, narrow_activations=quantizer_options(args).narrow_activations)
+            options = quantizer_options(args)
+            emu = Emulator.from_quantized(positions, narrow_activations=options.narrow_activations)
             check_quantized_matches(emu, source, positions)
             # The emulated graph is the quantized model's own; errors are measured against the float model.
-            emu.use_float_reference(_WeightsOnly(source), quantizer_options(args))
+            emu.use_float_reference(_WeightsOnly(source), options)
             return emu, f"{positions} (quantized model: its graph, positions and folded weights)"
     # Emulator.from_model calibrates on a capture source by itself; the commands calibrate once, on the
     # data they were asked to use (--inputs, --samples), or not at all when positions are given.

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         weight_copy_note,
     )
     from qinspect.dpu.emulator import Emulator, compare_dump, dumped_samples, first_dump_divergence, where_in_dump
-    from qinspect.dpu.options import NARROW_ACTIVATION_TARGETS
+    from qinspect.dpu.options import QuantizerOptions
     from qinspect.io.board_dump import dump_folder_kind
     from qinspect.io.vitis import open_dump
 
@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     require_file(args.dump)
     if args.map:
         require_file(args.map)
-    emu = Emulator.from_quantized(args.quantized, narrow_activations=args.target in NARROW_ACTIVATION_TARGETS)
+    narrow = QuantizerOptions(target=args.target or "").narrow_activations
+    emu = Emulator.from_quantized(args.quantized, narrow_activations=narrow)
     kind = dump_folder_kind(args.dump)
     inputs, n_samples, said = dump_inputs(args.inputs, emu.graph)
     for line in said:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from qinspect.dpu import fixed_point
 from qinspect.dpu.options import QuantizerOptions
 
 Slot = tuple[str, str]
@@ -248,7 +249,12 @@ class DpuGraph:
     def code_min(self, slot: Slot | None) -> int:
         """The lowest code of a quantizer: -127 under ``narrow_range``, else -128."""
         spec = self.slots.get(slot) if slot is not None else None
-        return -127 if spec is not None and spec.narrow_range else -128
+        return fixed_point.code_min(spec is not None and spec.narrow_range)
+
+    def output_code_min(self, name: str) -> int:
+        """The lowest code of node ``name``'s output: that of the quantizer its consumers see
+        (:meth:`output_slot`), -128 when it has none."""
+        return self.code_min(self.output_slot(name))
 
     def pos(self, slot: Slot | None) -> int | None:
         """The current position of a slot (None if the slot or its position is unknown)."""

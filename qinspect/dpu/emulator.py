@@ -478,7 +478,7 @@ class Emulator:
                             continue
                         a = acc[i]
                         if a.quantized and not isinstance(a, _FusedValue):
-                            narrow = g.code_min(g.output_slot(i)) > -128
+                            narrow = g.output_code_min(i) > -128
                             iins.append(Value(q=quantize(ref[i].float(), a.pos, Round.HALF_UP, narrow), pos=a.pos))
                         else:
                             iins.append(Value(f=ref[i].float()))
@@ -490,7 +490,7 @@ class Emulator:
             r = results.get(node.name)
             if r is not None:
                 self._update(node, r, ref[node.name], acc[node.name], iv, stats_factory, keep_int8, keep_float,
-                             self.graph.code_min(self.graph.output_slot(node.name)))
+                             g.output_code_min(node.name))
             for i in node.inputs:
                 remaining[i] -= 1
                 if remaining[i] <= 0:

@@ -212,7 +212,7 @@ class Evaluator:
         and the lower clip then exact (clip(R(a), -128, 127) then max(., -127) is clip(R(a), -127, 127))."""
         if res.q is None or not res.q.size:
             return res
-        lo = self.g.code_min(self.g.output_slot(node.name))
+        lo = self.g.output_code_min(node.name)
         if lo > -128 and res.q.min() < lo:
             res.q = np.maximum(res.q, np.int8(lo))
             res.f = None  # dequantized again from the held codes

@@ -34,6 +34,7 @@ __all__ = [
     "shift_round_half_up",
     "QMIN",
     "QMAX",
+    "code_min",
 ]
 
 QMIN = -128
@@ -86,7 +87,9 @@ def _scale32(pos: int) -> np.float32:
     )
 
 
-def _qmin(narrow: bool) -> int:
+def code_min(narrow: bool = False) -> int:
+    """The lowest int8 code: -128, or -127 for a narrow-range quantizer (``narrow_range``: the DPU softmax,
+    a DPUCADF8H's activations)."""
     return QMIN + 1 if narrow else QMIN
 
 
@@ -107,7 +110,7 @@ def quantize(x: np.ndarray, pos: int, mode: Round, narrow: bool = False) -> np.n
             np.rint(r, out=r)
         else:
             r = round_values(r, mode)
-    np.clip(r, _qmin(narrow), QMAX, out=r)
+    np.clip(r, code_min(narrow), QMAX, out=r)
     if r.size and np.isnan(r.max()):  # NaN (nan input, or inf * 0) codes as 0; max() is NaN iff one is
         r[np.isnan(r)] = 0.0
     return r.astype(np.int8)
@@ -160,7 +163,7 @@ def pos_non_overflow(mn: float, mx: float, narrow: bool = False) -> int:
         lo, hi = np.minimum(mn32, -mx32), np.maximum(mx32, -mn32)
     else:
         lo, hi = symmetric_range(mn, mx)
-    scale_inv = np.maximum(np.float32(lo / np.float32(_qmin(narrow))), np.float32(hi / np.float32(QMAX)))
+    scale_inv = np.maximum(np.float32(lo / np.float32(code_min(narrow))), np.float32(hi / np.float32(QMAX)))
     return _pos_from_scale_inv(np.float32(scale_inv))
 
 

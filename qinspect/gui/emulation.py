@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qinspect.dpu.dpu_graph import computing_node, cpu_part, read_through_note, split_note
+from qinspect.dpu.fixed_point import code_min
 from qinspect.gui.document import Document, open_document
 
 if TYPE_CHECKING:  # the helper process imports this module and must not need Qt
@@ -177,11 +178,10 @@ class Analysis:
         if graph is None or not hasattr(graph, "code_min"):
             return -128
         node = self.node(layer)
-        slot = graph.output_slot(node.name) if node is not None else None
-        if slot is not None:
-            return graph.code_min(slot)
+        if node is not None and graph.output_slot(node.name) is not None:
+            return graph.output_code_min(node.name)
         options = getattr(graph, "options", None)
-        return -127 if options is not None and options.narrow_activations else -128
+        return code_min(options is not None and options.narrow_activations)
 
     def channel_scale(self, layer: str) -> Any:
         """The per-channel factor between ``layer``'s captured tensor and the int8 model's (cross-layer

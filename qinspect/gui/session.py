@@ -48,6 +48,9 @@ class Session(QObject):
         self._importing = False  # an import's emulation is running; a failure puts back _before_import
         self._before_import: str | None = None
         self.analysis: emulation.Analysis | None = None  # emulator positions and per-layer results
+        # the options and quantized.h5 ``analysis`` was measured under: they stand again when a re-emulation
+        # is cancelled
+        self._shown_run: tuple[QuantizerOptions, str | None] = (self.options, None)
         self.placement: dict[str, str] = {}
         self.placement_notes: dict[str, str] = {}
         self.coverage: Any = None  # compare_job.Coverage
@@ -150,12 +153,10 @@ class Session(QObject):
         """A cancelled re-emulation: the options (and quantized.h5) of the figures on hand stand again, and
         those figures are shown again. The window had kept "emulating again under ..." and an empty SQNR
         column for good, with options in effect that no figure was measured under."""
-        options, quantized = getattr(self, "_shown_run", (self.options, self.quantized_path))
+        options, quantized = self._shown_run
         self.options, self.quantized_path, self._importing = options, quantized, False
         self.options_restored.emit(options)
-        self.positions_changed.emit()
-        self.results_changed.emit()
-        self._rediagnose()  # the findings the change dropped are measured again
+        self._show_run_on_hand()
         self.status.emit(f"{self._WHAT['emulate']}: cancelled; the figures shown are the previous run's again "
                          f"({options.describe()})")
 
@@ -195,21 +196,23 @@ class Session(QObject):
         self.failed.emit(exc, tb, self._WHAT[name])
         if bad_labels:
             self._rediagnose()
-        if restored:
-            # the run before the import stands again: its figures are shown again (the window had kept
-            # "emulating again" and an empty SQNR column), and the findings the import dropped are measured again
+        if restored:  # the run before the import stands again
             self.status.emit(self.analysis.summary())
-            self.positions_changed.emit()
-            self.results_changed.emit()
-            self._rediagnose()
+            self._show_run_on_hand()
+
+    def _show_run_on_hand(self) -> None:
+        """The run on hand stands again after a failed import or a cancelled re-emulation: its figures are
+        shown again (the window had kept "emulating again" and an empty SQNR column) and the findings the
+        change dropped are measured again."""
+        self.positions_changed.emit()
+        self.results_changed.emit()
+        self._rediagnose()
 
     # --- emulation ---------------------------------------------------------------------------------
     def _on_emulated(self, _rid: int, analysis: emulation.Analysis) -> None:
         self.analysis = analysis
         self._importing = False
-        # what these figures were measured under (a later change supersedes this run: never mixed), to stand
-        # again if a re-emulation under other options, or of an import, is cancelled
-        self._shown_run = (self.options, self.quantized_path)
+        self._shown_run = (self.options, self.quantized_path)  # a later change supersedes this run: never mixed
         self._drop_findings()  # they were the previous emulation's: never shown beside the new figures
         self.placement = analysis.placement()
         self.placement_notes = analysis.placement_notes()

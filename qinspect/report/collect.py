@@ -773,7 +773,7 @@ def _section(row: Row, i: int, leaf_index: dict[str, int], source: Any, em: Emul
         rewrites=rewrites,
         adjustments=adjustments,
         findings=[f for f in (findings or []) if f.get("layer") == row.name],
-        code_min=dpu.code_min(dpu.output_slot(node.name)) if node is not None else -128,
+        code_min=dpu.output_code_min(node.name) if node is not None else -128,
     )
     if row.name in captured:
         inp.float_summary = summarize_float(_batches(source, row.name, max_samples, scale), positions.get("output"),
