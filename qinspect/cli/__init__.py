@@ -18,7 +18,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from qinspect import __version__
+from qinspect import __version__, memory_reuse
 from qinspect.errors import QInspectError, one_line
 
 # Sub-command name -> module in qinspect.cli. Listed, not discovered, so the order of --help is fixed.
@@ -177,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if whole_process:
         _WHOLE_PROCESS.append(True)
     if whole_process and args.command != "gui":  # the window closes itself on SIGTERM
+        # Tensors freed by one layer are reused by the next, not faulted in afresh (see memory_reuse).
+        memory_reuse.keep_freed_memory()
         # SIGTERM cleans up like Ctrl-C: temporary files and folders go, destinations stay as they were.
         signal.signal(signal.SIGTERM, raise_interrupt)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started ignoring it

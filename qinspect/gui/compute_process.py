@@ -31,6 +31,7 @@ from concurrent.futures import CancelledError, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from qinspect import memory_reuse
 from qinspect.gui import layer_stats as ls
 
 
@@ -80,6 +81,9 @@ def _init(latest: Any, parent_pid: int, niceness: int = 0, paused: Any = None) -
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # Tensors freed by one step are reused by the next, not faulted in and zeroed afresh: that zeroing
+    # also streams through the memory bus the window's painting needs (see memory_reuse).
+    memory_reuse.keep_freed_memory()
     # A GUI killed by a signal runs no atexit: the helper notices its parent is gone and leaves,
     # rather than living on as an orphan holding the terminal's pipes.
     import threading
@@ -381,6 +385,7 @@ def _run_model_job(job: int, fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
     finally:
+        memory_reuse.return_freed_memory()  # the helper lives on, idle: what the job freed goes back
         _child["reports"].put((job, None))  # the last report of this job (see _run_job)
 
 
