@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--eval", metavar="CAPTURE2", help="evaluation capture of the same model: measure on it")
     add_data_args(p, "calibration inputs (.npy / .npz) when MODEL is not a capture",
                   "calibration batch size to start from (default 32)",
-                  samples_help="samples each row is measured on (default 16; time grows with it)", samples_default=16)
+                  samples_help="samples each row is measured on (default: as many as qinspect diagnose's sensitivity "
+                  "pass uses on this model, 16 to 64; time grows with it)")
     add_outputs_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON: the ranked rows")
     return p
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         top1_outranked,
         within_noise,
     )
+    from qinspect.analysis.diagnose import default_sens_samples
     from qinspect.analysis.outputs import focused, output_layer
     from qinspect.cli import _dpu_common as common
     from qinspect.cli._progress import stderr_progress
@@ -72,8 +74,11 @@ def run(args: argparse.Namespace) -> int:
         # every sample fed (a kept-subset capture's /all_inputs): the quantizer calibrates on all of them
         calib = _arrays(common.data_source(args.inputs, emu, source, args.model, preprocess=args.preprocess,
                                            every_sample=True), emu.graph, None)
-        data = _arrays(calibration_data(emu.graph, eval_cap)[0], emu.graph, args.samples) if eval_cap is not None else {
-            k: v[: args.samples] for k, v in calib.items()}
+        every = _arrays(calibration_data(emu.graph, eval_cap)[0], emu.graph, None) if eval_cap is not None else calib
+        available = len(next(iter(every.values())))
+        # the same samples as diagnose and the window's Advice tab, so the as-calibrated row reads as theirs
+        n_measured = min(available, args.samples or default_sens_samples(emu.graph, available))
+        data = {k: v[:n_measured] for k, v in every.items()}
         n_calib = len(next(iter(calib.values())))
         outputs = common.chosen_outputs(emu.graph, args.outputs, args.model)
         weighed = [output_layer(emu.graph, o) for o in outputs or emu.graph.outputs]
@@ -96,15 +101,14 @@ def run(args: argparse.Namespace) -> int:
     measured_on = f"evaluation ({args.eval})" if args.eval else "calibration"
     if args.json:
         common.print_json({"model": args.model, "eval": args.eval, "measured_on": measured_on,
-                           "samples": len(next(iter(data.values()))), "calib_samples": n_calib,
+                           "samples": n_measured, "samples_available": available, "calib_samples": n_calib,
                            "weighed_outputs": weighed, "warnings": warnings,
                            "advice": [r.to_dict() for r in rows]})
         return 0
     w = sys.stdout.write
     for warning in warnings:
         w(f"warning: {warning}\n")
-    w(f"measured on: {measured_on}, {len(next(iter(data.values())))} samples; calibrated on {n_calib}; "
-      "best first\n")
+    w(f"measured on: {measured_on}, {_count(n_measured, available)}; calibrated on {n_calib}; best first\n")
     if len(weighed) > 1 or outputs is not None:
         w(f"output SQNR of: {', '.join(weighed)}" + (" (pooled by signal power)" if len(weighed) > 1 else "") + "\n")
     w(f"{'#':>3} {'SQNR dB':>8} {'top-1':>7} {'CPU+':>4}  options / float layers\n")
@@ -131,6 +135,12 @@ def run(args: argparse.Namespace) -> int:
       "(calibrating on data representative of use, without outliers) and position changes are measured by "
       "qinspect diagnose" + (" (give it the same --eval)" if args.eval else "") + ".\n")
     return 0
+
+
+def _count(n: int, available: int) -> str:
+    """``16 samples``, or ``the first 16 of 32 samples`` when more were there (a subset may not be
+    representative: the rest of the data is not in these figures)."""
+    return f"{n} samples" if n >= available else f"the first {n} of {available} samples (--samples to change)"
 
 
 def _has_relu6(graph: Any) -> bool:
