@@ -88,7 +88,8 @@ def test_on_a_real_run_the_first_changed_tensors_differ_only_by_their_minus_128_
     case = refcase("rich")
     calib = np.load(case / "calib.npy")[:8]
     full = Emulator.from_quantized(case / "quantized.h5")
-    narrow = Emulator.from_quantized(case / "quantized.h5", narrow_activations=True)
+    narrow = Emulator.from_quantized(case / "quantized.h5")
+    narrow.graph.narrow_activations()  # a what-if on the same positions (--target refuses a full-range file)
     # The run's own positions make no -128 code on these samples: the model input's, two steps finer,
     # saturates both ends (and everything after it moves)
     for emu in (full, narrow):
@@ -134,6 +135,56 @@ def test_calibrate_records_the_target_and_emulate_refuses_its_positions_for_anot
     assert "batch size 32, target=DPUCADF8H" in r.stdout.splitlines()[0]  # the positions line says it
     r = run_cli("emulate", str(root / "float.h5"), "--target", "DPUCX")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def _narrow_quantized(tmp_path):
+    """small's quantized.h5 with narrow_range set on every input and activation quantizer (weights keep
+    [-128, 127]), as a DPUCADF8H quantization writes them."""
+    import shutil
+
+    import h5py
+
+    dst = tmp_path / "narrow.h5"
+    shutil.copy(refcase("small") / "quantized.h5", dst)
+    dst.chmod(0o644)
+    with h5py.File(dst, "r+") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        for layer in cfg["config"]["layers"]:
+            c = layer["config"]
+            if layer["class_name"] == "Vitis>VitisQuantize":
+                c["quantizer"]["config"]["narrow_range"] = True
+            for key in ("input_quantizers", "activation_quantizers", "output_quantizers"):
+                for q in c.get("quantize_config", {}).get("config", {}).get(key, []):
+                    q["quantizer_params"]["narrow_range"] = True
+        f.attrs["model_config"] = json.dumps(cfg)
+    return dst
+
+
+def test_a_full_range_quantized_h5_is_refused_for_a_narrow_target(tmp_path):
+    """Audit s34 F5: --target DPUCADF8H with a quantized.h5 whose quantizers are [-128, 127] ran silently with
+    -127 clamping on positions chosen for the full range; a positions file of the other range was refused."""
+    import h5py
+
+    root = refcase("small")  # its quantizers all say narrow_range false
+    with h5py.File(root / "quantized.h5", "r") as f:
+        assert '"narrow_range": true' not in json.dumps(json.loads(f.attrs["model_config"]))
+    for r in (run_cli("compare-dump", str(root / "quantized.h5"), str(root / "dump_results"), "--inputs",
+                      str(root / "dump_inputs.npy"), "--target", "DPUCADF8H", "--json"),
+              run_cli("emulate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--positions",
+                      str(root / "quantized.h5"), "--samples", "4", "--target", "DPUCADF8H")):
+        assert r.returncode == 2 and r.stdout == ""
+        (line,) = r.stderr.strip().splitlines()
+        assert line.startswith(f"qinspect: error: {root / 'quantized.h5'}: ") and "[-128, 127]" in line
+        assert "--target DPUCADF8H" in line and "one activation range" in line
+    # a quantized.h5 whose quantizers say narrow_range: emulated narrow without the flag, and accepted with it
+    narrow = _narrow_quantized(tmp_path)
+    emu = Emulator.from_quantized(narrow)
+    assert all(spec.narrow_range == (spec.kind != "weight") for spec in emu.graph.slots.values())
+    assert Emulator.from_quantized(narrow, narrow_activations=True).graph.output_code_min("quant_relu1") == -127
+    r = run_cli("compare-dump", str(narrow), str(root / "dump_results"), "--inputs", str(root / "dump_inputs.npy"),
+                "--target", "DPUCADF8H", "--json")
+    assert r.returncode in (0, 1), r.stderr
+    assert json.loads(r.stdout)["format"] == "dump_model"
 
 
 def test_an_unknown_target_is_refused():

@@ -25,7 +25,7 @@ import numpy as np
 
 from qinspect.dpu.dpu_graph import DpuGraph, Node, quantizes_model_input
 from qinspect.dpu.executor import Evaluator, Value, _FusedValue, batch_inputs, check_input_shape, same_size_codes
-from qinspect.dpu.mismatch_cause import mismatch_cause
+from qinspect.dpu.mismatch_cause import INPUT_ROUNDING, mismatch_cause
 from qinspect.errors import QInspectError
 from qinspect.io.board_dump import BoardDump, BoardTensor, board_name
 
@@ -381,8 +381,13 @@ def compare_board(g: DpuGraph, dump: BoardDump, inputs: np.ndarray | dict[str, n
             if sim_vals is None:
                 sim_vals = Evaluator(g, "sim").run(arrays)
             m.sim_matched = int(np.count_nonzero(sim_vals[target].codes().reshape(b, -1) == board))
+            node = g[target]
+            # a model input's quantizer: the inputs given are what the board's preprocessing rounded
+            source = (arrays[node.inputs[0]] if quantizes_model_input(g, node) and len(node.inputs) == 1
+                      and node.inputs[0] in arrays else None)
             m.cause = "" if m.sim_reproduces else mismatch_cause(
-                board, v.codes(), b, pos=v.pos, others=same_size_codes(int_vals, target, board.size)) or ""
+                board, v.codes(), b, pos=v.pos, others=same_size_codes(int_vals, target, board.size),
+                code_min=g.output_code_min(target), source=source, source_name="the inputs given") or ""
             m.note = ("the quantizer's float32 simulation reproduces the board here: the emulator's integer "
                       "pipeline is what differs" if m.sim_reproduces else m.cause or
                       "the quantizer's float32 simulation differs from the board too: the board computes "
@@ -419,7 +424,7 @@ def compare_board(g: DpuGraph, dump: BoardDump, inputs: np.ndarray | dict[str, n
     for m in rows:
         if not m.ok and (m.layer in g.inputs or quantizes_model_input(g, g[m.layer])):
             # No DPU arithmetic makes the input codes: the application's preprocessing and quantization do.
-            m.note = INPUT_CODES_NOTE
+            m.note = m.cause if INPUT_ROUNDING in m.cause else INPUT_CODES_NOTE
         if first is not None and m.order > first and not m.ok:
             m.note = (m.note + "; " if m.note else "") + "downstream of the first divergence"
     dumped = {m.layer for m in rows}

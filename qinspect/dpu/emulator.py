@@ -26,7 +26,7 @@ import numpy as np
 
 from qinspect.dpu.calibrate import CalibrationResult, calibrate
 from qinspect.dpu.checks import check_node_weights, checked_position, finite_batches, naming_file
-from qinspect.dpu.dpu_graph import CONV_OPS, TRANSPARENT_OPS, Adjustment, DpuGraph, Node, Rewrite
+from qinspect.dpu.dpu_graph import CONV_OPS, TRANSPARENT_OPS, Adjustment, DpuGraph, Node, Rewrite, quantizes_model_input
 from qinspect.dpu.dump_checks import refuse_short_inputs
 from qinspect.dpu.executor import (
     CAPTURED,
@@ -205,8 +205,10 @@ class Emulator:
     def from_quantized(cls, path: str | os.PathLike[str], narrow_activations: bool = False) -> Emulator:
         """Positions and folded/equalized weights from a Vitis ``quantized.h5`` (no quantizer needed).
 
-        The file's quantizers say their own range (``narrow_range``); ``narrow_activations`` holds every
-        activation code at -127 whatever they say (a DPUCADF8H target runs a full-range quantization so)."""
+        The file's quantizers say their own range (``narrow_range``): a file whose activation quantizers are
+        narrow is emulated so as it is. ``narrow_activations`` (``--target DPUCADF8H``) asks for activations in
+        [-127, 127]: a file whose activation quantizers are all full range is refused in one line (its
+        positions were chosen for [-128, 127], as positions files of the other range are refused)."""
         from qinspect.dpu.from_quantized import graph_from_quantized
         from qinspect.io.vitis import load_quantized_model
 
@@ -219,6 +221,7 @@ class Emulator:
                                 str(path)) from None
         check_node_weights(graph, str(path))
         if narrow_activations:
+            refuse_full_range(graph, str(path))
             graph.narrow_activations()
         for layer in model.layers:
             if layer.class_name == "InputLayer" and layer.name in graph:
@@ -540,6 +543,18 @@ def _shapes_from(graph: DpuGraph, mgraph: Any) -> None:
             graph[layer.name].output_shape = layer.output_shape
 
 
+def refuse_full_range(graph: DpuGraph, path: str) -> None:
+    """Refuse narrow activations (a DPUCADF8H target) for a quantized model none of whose input or activation
+    quantizers says ``narrow_range``: its positions were chosen for [-128, 127] (as a positions file calibrated
+    without the target is refused for it)."""
+    acts = [spec for spec in graph.slots.values() if spec.kind != "weight"]
+    if acts and not any(spec.narrow_range for spec in acts):
+        raise QInspectError(f"its quantizers code activations in [-128, 127] (no narrow_range, first "
+                            f"{acts[0].layer}:{acts[0].key}), but this run has --target DPUCADF8H (activations in "
+                            "[-127, 127]): positions are chosen for one activation range; leave --target out, or "
+                            "give the quantized.h5 of a DPUCADF8H (narrow_range) quantization", path)
+
+
 # ------------------------------------------------------------------------------------------------
 # Comparing with a Vitis dump_model folder
 
@@ -658,7 +673,7 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
                 ref = dump.read(e, got_q.size)
                 m = _match_int(base, e, ref, got_q, gating=True)
                 if not m.ok:
-                    m.note = m.cause = mismatch_cause(ref, got_q, pos=p) or ""
+                    m.note = m.cause = mismatch_cause(ref, got_q, pos=p, weight=True) or ""
                     _locate(m, w.shape, samples=False)
                 out.append(m)
             else:
@@ -687,9 +702,11 @@ def compare_dump(emu: Emulator, dump: Any, inputs: np.ndarray | dict[str, np.nda
                     sim_vals = Evaluator(g, "sim").run(arrays)
                 sq = sim_vals[e.layer].codes().reshape(-1)
                 m.sim_matched = int(np.count_nonzero(sq == ref))
+                source, source_name = _input_copy(g, dump, node, count)
                 m.cause = "" if m.sim_matched == m.total else mismatch_cause(
                     ref, v.codes(), n, pos=v.pos, float_copy=_float_copy(dump, e, count),
-                    others=same_size_codes(int_vals, e.layer, count)) or ""
+                    others=same_size_codes(int_vals, e.layer, count), code_min=g.output_code_min(e.layer),
+                    source=source, source_name=source_name) or ""
                 m.note = ("the quantizer's float32 simulation reproduces the dump here: the difference is a "
                           "simulation-versus-DPU gap (DPU_NUMERICS.md 4b)" if m.sim_matched == m.total else
                           m.cause or "the float32 simulation differs too")
@@ -754,6 +771,20 @@ def _float_copy(dump: Any, e: Any, count: int) -> np.ndarray | None:
         return None if twin is None else dump.read(twin, count)
     except QInspectError:
         return None  # its own row says what is wrong with it
+
+
+def _input_copy(g: DpuGraph, dump: Any, node: Any, count: int) -> tuple[np.ndarray | None, str]:
+    """For the quantizer of a model input: the dump's own float copy of that input (what the quantizer
+    rounded) and its file name in words; ``(None, "")`` for any other node or an unreadable copy."""
+    if not quantizes_model_input(g, node) or len(node.inputs) != 1:
+        return None, ""
+    entry = next((f for f in dump.entries if f.path and f.dtype == "float32" and f.kind == "activation"
+                  and f.layer == node.inputs[0]), None)
+    try:
+        x = None if entry is None else dump.read(entry, count)
+    except QInspectError:
+        return None, ""  # its own row (or the sample check) says what is wrong with it
+    return x, f"the dump's own float copy of the input ({os.path.basename(entry.path)})" if entry else ""
 
 
 def first_dump_divergence(g: DpuGraph, matches: list[TensorMatch]) -> TensorMatch | None:

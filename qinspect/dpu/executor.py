@@ -663,11 +663,17 @@ def check_input_shape(graph: DpuGraph, name: str, arr: np.ndarray, path: str | N
 def same_size_codes(values: dict[str, Value], layer: str, count: int) -> dict[str, np.ndarray]:
     """The int8 codes of every quantized tensor but ``layer``'s that holds ``count`` values, by node name (what
     a swapped or misnamed dump file could hold). A fused conv / add is left out: its codes are its
-    activation's, which stands under its own name."""
+    activation's, which stands under its own name. So is every tensor holding exactly ``layer``'s own codes
+    (a Flatten or Reshape of it carries them on): a file cannot be "another tensor's" when that tensor holds
+    the same values."""
+    own = values.get(layer)
+    mine = own.codes().reshape(-1) if own is not None and own.quantized else None
     out = {}
     for name, v in values.items():
         held = v.q if v.q is not None else v.f
         if name != layer and v.quantized and not isinstance(v, _FusedValue) and held is not None \
                 and held.size == count:
-            out[name] = v.codes().reshape(-1)
+            codes = v.codes().reshape(-1)
+            if mine is None or not np.array_equal(codes, mine):
+                out[name] = codes
     return out
