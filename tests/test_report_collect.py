@@ -300,3 +300,31 @@ def test_the_options_calibration_batch_size_is_the_reports(small_capture, calibr
     from_options = build_report(small_capture, options=QuantizerOptions(calib_batch_size=4))
     assert "batch size 4" in from_options.positions_source
     assert _layers(from_options) == _layers(calibrated_report)  # = build_report(batch_size=4)
+
+
+def test_with_eval_each_row_says_which_data_its_errors_and_its_sensitivity_come_from(  # noqa: F811
+        small_capture, small_eval_capture):  # noqa: F811
+    # the audit read 21.2 dB in the output row of layers.csv against 16.3 dB in the summary, with a note at
+    # the top saying the errors were the evaluation data's: the rows are the calibration capture's run
+    import csv
+    import io
+
+    from qinspect.report.exports import report_to_csv, report_to_dict
+
+    report = build_report(small_capture, eval_path=small_eval_capture)
+    with Capture.open(small_capture) as cal, Capture.open(small_eval_capture) as ev:
+        n_cal, n_eval = cal.n_samples, ev.n_samples
+    rows = list(csv.DictReader(io.StringIO(report_to_csv(report))))
+    assert {r["errors_measured_on"] for r in rows} == {f"calibration: {n_cal} samples"}
+    diagnosed = {r["sensitivity_measured_on"] for r in rows}
+    assert len(diagnosed) == 1 and diagnosed.pop().startswith("evaluation: ")
+    assert report.output["samples"] <= n_eval
+    assert report_to_dict(report, {})["layers_measured_on"] == {
+        "errors": f"calibration: {n_cal} samples",
+        "sensitivity": f"evaluation: {report.output['samples']} samples of {small_eval_capture.name}"}
+    assert report.notes[0].startswith("The layer table's errors, saturation and ranges (layers.csv, report.json's "
+                                      "layers) are the emulator's run on the calibration data")
+    # without --eval both are the calibration data, and no note sets them apart
+    alone = build_report(small_capture)
+    assert report_to_dict(alone, {})["layers_measured_on"]["sensitivity"].startswith("calibration: ")
+    assert not any(n.startswith("The layer table's errors") for n in alone.notes)

@@ -320,8 +320,8 @@ def diagnose(
     notes += [f"WARNING: {caveat}" for caveat in graph.caveats()]
     if n < n_total:
         notes.append(f"findings measured on the first {n} of {n_total} {data_label} samples")
-    notes.append(f"sensitivity, accumulated/isolated errors and what-if runs measured on the first {n_sens} "
-                 f"{data_label} samples")
+    notes.append(f"sensitivity, what-if runs and the accumulated/isolated errors they start from measured on the "
+                 f"first {n_sens} {data_label} samples")
     shared = {tuple(g) for g in graph.shared_groups().values()}
     if graph is not whole:
         left_out = [output_layer(whole, o) for o in whole.outputs if o not in graph.outputs]

@@ -683,6 +683,12 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
         diag.notes.append(f"coverage (evaluation values outside the int8 range) measured on the {eval_cap.n_samples} "
                           f"of {eval_cap.n_total_samples} evaluation samples kept with full tensors")
     held = source.n_samples if has_acts else (em.data.n_samples if em.data is not None else None)
+    if eval_cap is not None and diag.output is not None:
+        # the two data sets read different output SQNRs: say which figure is whose where the notes start
+        diag.notes.insert(0, "The layer table's errors, saturation and ranges (layers.csv, report.json's layers) are "
+                             "the emulator's run on the calibration data; the Summary, the findings and the "
+                             "keep-float gain are measured on the evaluation data (columns errors_measured_on "
+                             "and sensitivity_measured_on say so per row).")
     report = Report(
         model_name=graph.name,
         source=os.path.abspath(path),

@@ -13,6 +13,7 @@ import io
 import json
 import math
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from qinspect.report.content import METRIC_KEYS, POSITION_KEYS, LayerSection, Report
@@ -54,7 +55,27 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
                        "into several (a conv and its activation: 'conv2d_1 (relu)'); empty: the layer itself"),
     ("fused_activation", "the layer's built-in activation fused into it (its position is pos_output; the "
                          "other positions are the conv's or dense's); empty when none"),
+    ("errors_measured_on", "the data of the iso_, acc_, sat_, codes_used and float_ columns: the emulator's run "
+                           "on the calibration data"),
+    ("sensitivity_measured_on", "the data of keep_float_gain_db, only_quantized_sqnr_db and worst_severity_db: "
+                                "what the diagnosis measured (with --eval, the evaluation capture); empty when not "
+                                "diagnosed"),
 )
+
+
+def measured_on(report: Report) -> dict[str, str | None]:
+    """Which data the per-layer figures come from: ``errors`` (the layer table's run) and ``sensitivity``
+    (the diagnosis': the evaluation data with --eval). They differ with --eval, so the output layer's
+    row reads another SQNR than the summary."""
+    output = report.output or {}
+    diagnosed, n = output.get("measured_on"), output.get("samples")
+    sensitivity = None
+    if diagnosed:
+        sensitivity = diagnosed + (f": {n} samples" if n else "")
+        if diagnosed == "evaluation" and report.eval_source:
+            sensitivity += f" of {Path(report.eval_source).name}"
+    return {"errors": f"calibration: {report.samples} samples" if report.samples else None,
+            "sensitivity": sensitivity}
 
 
 def _sensitivity_of(layer: Any) -> str | None:
@@ -152,6 +173,7 @@ def report_to_dict(report: Report, figure_files: dict[str, str] | None = None) -
         "findings_missing": report.findings_missing,
         "coverage": report.coverage,
         "figures": _figure_refs(report.figures, files),
+        "layers_measured_on": measured_on(report),
         "layers": [layer_to_dict(layer, files) for layer in report.layers],
         "csv_columns": [{"name": n, "meaning": m} for n, m in CSV_COLUMNS],
     }
@@ -183,8 +205,9 @@ def worst_finding(findings: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(scored, key=lambda f: f["severity"]) if scored else None
 
 
-def layer_row(layer: LayerSection, coverage: dict[str, Any] | None) -> dict[str, str]:
-    """One CSV row, keyed by the names in :data:`CSV_COLUMNS`."""
+def layer_row(layer: LayerSection, coverage: dict[str, Any] | None,
+              measured: dict[str, str | None] | None = None) -> dict[str, str]:
+    """One CSV row, keyed by the names in :data:`CSV_COLUMNS`; ``measured``: :func:`measured_on`."""
     iso = layer.isolated or {}
     acc = layer.accumulated or {}
     act = layer.activation or {}
@@ -217,6 +240,8 @@ def layer_row(layer: LayerSection, coverage: dict[str, Any] | None) -> dict[str,
         "only_quantized_sqnr_db": (layer.sensitivity or {}).get("only_quantized_sqnr_db"),
         "sensitivity_of": _sensitivity_of(layer),
         "fused_activation": layer.fused_activation or None,
+        "errors_measured_on": (measured or {}).get("errors"),
+        "sensitivity_measured_on": (measured or {}).get("sensitivity"),
     }
     return {name: _cell(row[name]) for name, _ in CSV_COLUMNS}
 
@@ -226,8 +251,9 @@ def report_to_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=[n for n, _ in CSV_COLUMNS], lineterminator="\n")
     writer.writeheader()
+    measured = measured_on(report)
     for layer in report.layers:
-        writer.writerow(layer_row(layer, report.coverage))
+        writer.writerow(layer_row(layer, report.coverage, measured))
     return out.getvalue()
 
 
