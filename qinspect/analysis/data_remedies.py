@@ -219,7 +219,7 @@ OFFSET_RATIO = 4.0  # an input mean this many times its spread takes most of its
 
 def input_ceiling_notes(graph: DpuGraph, rows: list, sample: dict[str, np.ndarray],
                         label: Callable[[Node], str], moved: Mapping[str, str] | None = None,
-                        best: tuple[str, float] | None = None) -> list[str]:
+                        best: tuple[str, float] | None = None, noise_db: float = math.nan) -> list[str]:
     """A note per model input whose quantization alone (every layer after it float: the sensitivity's
     only-quantized run) limits the output SQNR: a ceiling no remedy here passes, since the DPU reads its
     input in int8. Says how many codes the input uses, and when an offset far larger than the values'
@@ -227,7 +227,8 @@ def input_ceiling_notes(graph: DpuGraph, rows: list, sample: dict[str, np.ndarra
     finding's remedy gives another position, with that finding's title: the ceiling is the calibrated
     position's, and that remedy passes it. ``best``: the finding whose measured remedy reaches the highest
     output SQNR, and that SQNR: where it passes the ceiling (a rebuilt model, other positions), the note
-    says so instead of calling the ceiling absolute."""
+    says so instead of calling the ceiling absolute; ``noise_db``: the output SQNR's standard error on these
+    samples, within twice which passing it is measurement noise, not a remedy beating the ceiling."""
     from qinspect.dpu.dpu_graph import quantizes_model_input
     from qinspect.dpu.fixed_point import Round, quantize
 
@@ -246,9 +247,15 @@ def input_ceiling_notes(graph: DpuGraph, rows: list, sample: dict[str, np.ndarra
         mean, spread = float(x.mean()), float(x.std())
         by = (moved or {}).get(node.name)
         passed = best is not None and math.isfinite(best[1]) and best[1] > row.only_quantized_sqnr_db
+        within_noise = passed and math.isfinite(noise_db) and best[1] - row.only_quantized_sqnr_db <= 2 * noise_db
         if by:
             ceiling = (f"at the position it is calibrated to, which the remedy of {by} moves (so that remedy is not "
                        "bound by it)")
+        elif within_noise:
+            # both figures are estimates on the same few samples: a remedy 0.6 dB past a ceiling it cannot
+            # pass is the measurement's noise, not a remedy that beats it
+            ceiling = (f"an estimate on these samples (± {noise_db:.1f} dB): the remedy of {best[0]} reads "
+                       f"{best[1]:.1f} dB, within that noise of it, and is bound by it as well")
         elif passed:
             ceiling = (f"as quantized here; the remedy of {best[0]} reaches {best[1]:.1f} dB, past it (it changes "
                        "the model or the positions this was measured on)")

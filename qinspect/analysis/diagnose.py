@@ -431,7 +431,8 @@ def diagnose(
     best = None if top is None else (f"the {top.kind.replace('_', ' ')} finding at {top.layer}",
                                      top.remedy["measured_sqnr_db"])
     rows = sens.layers or _input_only_rows(graph, sens_sample, max(batch_size, n_sens), mode)
-    notes.extend(input_ceiling_notes(graph, rows, sens_sample, display_name, _inputs_moved(graph, kept), best))
+    notes.extend(input_ceiling_notes(graph, rows, sens_sample, display_name, _inputs_moved(graph, kept), best,
+                                     sens.output_se_db))
     kept.sort(key=_rank_key)
     agree, compared = sens.top1
     accuracy = _accuracy(graph, sens, labels) if labels is not None else None
