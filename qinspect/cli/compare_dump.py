@@ -14,8 +14,10 @@ nothing. With ``--json``: ``format`` (``dump_model`` or ``board``), ``first_dive
 ``tensors`` list of ``name``, ``matched``, ``total``, ``max_lsb`` (and more).
 
 Exit status: 0 when every tensor matches; 1 when some differ; 2 for bad input, including dump files
-that map to no tensor of the model (listed as unmapped) and files the model says Vitis writes but
-that are missing.
+that map to no tensor of the model (listed as unmapped), files the model says Vitis writes but
+that are missing, and a missing ``dump_results_0/`` or ``dump_results_weights/`` folder (an incomplete
+dump is never a match). Only the ``.bin`` files are read: the ``.txt`` copies dump_model writes beside
+them are never compared (a ``.bin`` present only as its ``.txt`` is missing, and said so).
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
         return error(f"{args.dump}: no {dump.absent_described[0]} folder, which dump_model writes: those tensors "
                      "are not compared")
     if missing:
+        txt = (f" ({len(dump.text_only)} of them only as .txt copies, which are not read: the .bin files are "
+               "compared)" if dump.text_only else "")
         return error(f"{args.dump}: {len(missing)} file(s) Vitis writes for this model are missing, first "
-                     f"{missing[0]}")
+                     f"{missing[0]}{txt}")
     return 0 if all_ok else 1

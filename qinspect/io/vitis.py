@@ -565,8 +565,11 @@ class DumpFolder:
     unmapped: list[str]  # .bin files in the folder that map to no tensor of the model
     notes: list[str]
     # dump_model's folders that are not there and leave the dump incomplete, never a match (dump_results_0:
-    # without the activations nothing the DPU computes is compared)
+    # without the activations nothing the DPU computes is compared; dump_results_weights, which dump_model
+    # always writes: without it no int8 weight is compared)
     absent: list[str] = field(default_factory=list)
+    # .txt copies in the dump of files that are missing as .bin (never read: only the .bin files are compared)
+    text_only: list[str] = field(default_factory=list)
 
     @property
     def absent_described(self) -> list[str]:
@@ -587,10 +590,30 @@ class DumpFolder:
         if size != count * itemsize:
             raise QInspectError(
                 f"holds {size} bytes but tensor {entry.layer}/{entry.tensor} needs {count} {entry.dtype} "
-                f"values ({count * itemsize} bytes)",
+                f"values ({count * itemsize} bytes){size_hint(size, count, itemsize)}",
                 entry.path,
             )
         return np.fromfile(entry.path, dtype=dtype)
+
+
+# what a file of another element size most likely holds, by its bytes per value
+_WIDTHS = {1: "int8", 2: "int16 (or float16)", 4: "float32 (or int32)", 8: "float64 (or int64)"}
+
+
+def size_hint(size: int, count: int, itemsize: int) -> str:
+    """The likely cause of a dump file holding ``size`` bytes where ``count`` values of ``itemsize`` bytes
+    belong, as a parenthesis for the message: exactly another element size (float32 written instead of
+    int8: 4x), else smaller (truncated) or larger (more data than the tensor); "" when nothing fits."""
+    if count > 0 and size > 0 and size % count == 0 and size // count in _WIDTHS and size // count != itemsize:
+        width = size // count
+        ratio = f"{width // itemsize}x" if width > itemsize else f"1/{itemsize // width}"
+        return (f" ({ratio} the size: {_WIDTHS[width]} values written where dump_model writes "
+                f"{_WIDTHS[itemsize].split(' ')[0]}?)")
+    if size == 0:
+        return " (empty: an interrupted dump?)"
+    if size < count * itemsize:
+        return " (truncated?)"
+    return " (more data than the tensor: another shape or more samples?)"
 
 
 def _dump_dirs(root: Path) -> tuple[Path | None, Path | None]:
@@ -651,11 +674,31 @@ def open_dump(root: str | os.PathLike[str], model: VitisQuantizedModel) -> DumpF
     if acts is None:
         absent.append("dump_results_0")
         entries = [e for e in entries if e.kind != "activation"]
+    if weights is None and any(e.kind == "weight" for e in entries):
+        # dump_model always writes it (dump_model_weights runs first, weights_only or not): without it the int8
+        # weights go uncompared, so the dump is incomplete, as without dump_results_0
+        absent.append("dump_results_weights")
     if weights is None:
-        # the activations, computed from those weights, still check them: said, not a failure
-        notes.append("no dump_results_weights/ folder: the weights are checked only through the activations")
         entries = [e for e in entries if e.kind != "weight"]
-    return DumpFolder(str(rootp), entries, unmapped, notes, absent)
+    txt = _text_copies([e for e in entries if e.path is None], acts, weights)
+    if txt:
+        notes.append(f"{len(txt)} missing .bin file(s) have a .txt copy in the dump (first "
+                     f"{os.path.basename(txt[0])}), which is not read: the .bin files decide, and .txt files are "
+                     "never compared")
+    return DumpFolder(str(rootp), entries, unmapped, notes, absent, txt)
+
+
+def _text_copies(missing: list[DumpEntry], acts: Path | None, weights: Path | None) -> list[str]:
+    """The ``.txt`` copies dump_model writes beside each ``.bin`` (``np.savetxt`` of the same values) that are
+    there for ``missing`` files: they are never read, so a dump holding only them is still incomplete."""
+    out = []
+    for e in missing:
+        folder = weights if e.kind == "weight" else acts
+        if folder is not None:
+            twin = folder / (e.filename[: -len(".bin")] + ".txt")
+            if twin.is_file():
+                out.append(str(twin))
+    return out
 
 
 def _drop_trimmed_float_weights(entries: list[DumpEntry], notes: list[str]) -> list[DumpEntry]:
