@@ -61,7 +61,11 @@ def test_float_files_give_lsb_only_where_the_tensor_has_a_position(tmp_path):
     p = pos["fc14"]["fc14/kernel:0"]
     assert row["max_abs"] == pytest.approx(1.6e-4, rel=0.05)
     assert row["max_lsb"] == pytest.approx(row["max_abs"] * 2.0**p)
-    assert any("came from other weights than this quantized.h5" in w for w in out["warnings"])
+    # its int8 file still matches: the float copy was changed afterwards (audit s34 F8: "the dump came from other
+    # weights" beside "every compared tensor matches bit for bit")
+    (warning,) = [w for w in out["warnings"] if "float weight file" in w]
+    assert warning.endswith("its int8 file matches, so the float copy was changed after dump_model wrote it")
+    assert "other weights" not in warning
     no_position = [t for t in out["tensors"] if t["dtype"] == "float32" and t["max_lsb"] is None]
     assert no_position, "a float file of a fused output (no position of its own) has no LSB figure"
     text = _compare(root / "quantized.h5", dump, root / "dump_inputs.npy").stdout
@@ -121,3 +125,23 @@ def test_an_empty_or_fifo_input_copy_is_one_line(tmp_path):
         os.mkfifo(copy)
         r = _compare(root / "quantized.h5", dump, root / "dump_inputs.npy")
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is a FIFO" in r.stderr, r.stderr
+
+
+def test_a_float_weight_copy_says_other_weights_only_where_its_int8_file_differs_too(tmp_path):
+    """The dump came from other weights only when the weight's int8 codes differ as well (then it is no match)."""
+    root = refcase("small")
+    dump = _copy_dump(tmp_path)
+    weights = dump / "dump_results_weights"
+    w = np.fromfile(weights / "quant_fc_kernel_float.bin", np.float32)
+    codes = np.fromfile(weights / "quant_fc_kernel.bin", np.int8)
+    codes[11] = codes[11] + 5 if codes[11] < 100 else codes[11] - 5
+    pos = json.loads((root / "positions.json").read_text())
+    pos = pos.get("positions", pos)["fc"]["fc/kernel:0"]
+    w[11] = codes[11] / 2.0**pos  # another weight, its int8 code and float copy alike
+    w.tofile(weights / "quant_fc_kernel_float.bin")
+    codes.tofile(weights / "quant_fc_kernel.bin")
+    r = _compare(root / "quantized.h5", dump, root / "dump_inputs.npy", "--json")
+    assert r.returncode == 1, r.stderr
+    (warning,) = [w for w in json.loads(r.stdout)["warnings"] if "float weight file" in w]
+    assert "(first quant_fc_kernel_float, 1 of" in warning
+    assert warning.endswith("the dump came from other weights than this quantized.h5")

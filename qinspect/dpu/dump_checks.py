@@ -90,14 +90,21 @@ def incomplete(dump: Any) -> list[str]:
 
 
 def weight_copy_note(matches: Sequence[Any]) -> str | None:
-    """A sentence when the dump's float weights differ from the quantized model's (they are its copies, so
-    the dump came from other weights), else None."""
+    """A sentence when the dump's float weights differ from the quantized model's (they are its copies), else
+    None. Where the weight's int8 file matches, the float copy was changed after dump_model wrote it (as for
+    activations: :func:`float_file_note`); only where the int8 file differs too did the dump come from other
+    weights than this quantized.h5."""
     bad = [m for m in matches if m.kind == "weight" and m.dtype == "float32" and not m.ok]
     if not bad:
         return None
+    int8_ok = {(m.layer, m.tensor) for m in matches if m.kind == "weight" and m.dtype == "int8" and m.ok}
+    other = [m for m in bad if (m.layer, m.tensor) not in int8_ok]
+    first = other[0] if other else bad[0]
+    why = ("the dump came from other weights than this quantized.h5" if other else
+           "its int8 file matches, so the float copy was changed after dump_model wrote it"
+           + ("" if len(bad) == 1 else " (and so for every one of them)"))
     return (f"{len(bad)} float weight file(s) of the dump differ from the quantized model's own weights (first "
-            f"{bad[0].name}, {bad[0].total - bad[0].matched} of {bad[0].total} values): the dump came from "
-            "other weights than this quantized.h5")
+            f"{first.name}, {first.total - first.matched} of {first.total} values): {why}")
 
 
 def float_file_note(g: DpuGraph, matches: Sequence[Any]) -> str | None:
