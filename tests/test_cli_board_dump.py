@@ -175,3 +175,38 @@ def test_causes_inherited_rows_and_a_copy_changed_between_subgraphs(cli, small, 
     first = json.loads(r.stdout)["first_divergence"]
     assert first["layer"] == "quant_pool1" and "the emulator's times 2" in first["cause"]
     assert "the dump was made at fix position" in first["note"]
+
+
+def test_a_few_changed_codes_before_a_flatten_are_not_called_swapped_files(cli, small, tmp_path):
+    """Audit s34 F1: on a board (no float copy) every sparse difference upstream of a Flatten read "the file holds
+    the codes of quant_flatten: the files of two tensors are swapped or misnamed"."""
+    board = small_board_from_quantizer(small, tmp_path)
+    f = board / "dump" / "subgraph_quant_conv2" / "internal" / "1.quant_relu2_aquant.bin"
+    codes = np.fromfile(f, np.int8)
+    codes[[3, 50, 700]] = np.minimum(codes[[3, 50, 700]].astype(int) + 2, 127)
+    codes.tofile(f)
+    first = json.loads(_run(cli, small, board, "--json").stdout)["first_divergence"]
+    assert first["layer"] == "quant_relu2" and first["total"] - first["matched"] == 3
+    assert first["cause"] is None and "swapped or misnamed" not in first["note"]
+    assert "fed the board's own inputs, the emulator still differs: this layer computes differently" in first["note"]
+
+
+def test_a_constant_offset_and_an_input_rounded_down_are_named(cli, small, tmp_path):
+    """Audit s34 F6: fc codes all +1 LSB got "the board computes differently"; input codes rounded down
+    (floor instead of half up) were only "other inputs or another preprocessing"."""
+    board = small_board_from_quantizer(small, tmp_path)
+    for e in (0, 1):
+        f = board / "dump" / "subgraph_quant_conv2" / "output" / f"{e}.functional_1_quant_fc_BiasAdd_0_fix.bin"
+        (np.fromfile(f, np.int8).astype(int) + 1).clip(-128, 127).astype(np.int8).tofile(f)
+    first = json.loads(_run(cli, small, board, "--json").stdout)["first_divergence"]
+    assert first["layer"] == "quant_fc" and first["matched"] == 0
+    assert "the emulator's +1 LSB, and every code differs but those at the limit: a constant offset" in first["cause"]
+    board = small_board_from_quantizer(small, tmp_path / "floor")
+    x = np.load(small / "dump_inputs.npy")
+    for e in (0, 1):
+        f = board / "dump" / "subgraph_quant_conv1" / "input" / f"{e}.quant_input.bin"
+        np.clip(np.floor(x[e] * 64), -128, 127).astype(np.int8).tofile(f)  # the input quantizer's position: 6
+    first = json.loads(_run(cli, small, board, "--json").stdout)["first_divergence"]
+    assert first["layer"] == "quant_input"
+    assert first["note"].startswith("every code of the dump is the inputs given times 2^6 rounded down")
+    assert "ran on other inputs" not in first["note"]
