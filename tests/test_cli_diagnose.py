@@ -215,6 +215,13 @@ def test_advise_measures_the_samples_diagnose_measures_and_says_when_it_takes_fe
     assert as_calibrated["output_sqnr_db"] == pytest.approx(diag["output_sqnr_db"]["value"], abs=1e-6)
     text = cli("advise", *args, "--samples", "3").stdout
     assert f"the first 3 of {data['samples_available']} samples" in text.splitlines()[0]
+    # measured on evaluation data: out of sample, no in-sample note; on the calibration data itself: said
+    assert data["in_sample"] is None and "In-sample" not in text
+    alone = cli("advise", str(captures["calib"]), "--samples", "4")
+    n = data["calib_samples"]
+    assert f"In-sample: these rows are measured on the calibration data, so each was calibrated on samples it is " \
+           f"measured on and the calib_samples={n // 2} row on the first {n // 2} of them" in alone.stdout
+    assert "give an evaluation capture (--eval)" in alone.stdout
 
 
 def test_advise_tries_the_relu6_options_where_the_model_caps_at_6(refcases, cli):

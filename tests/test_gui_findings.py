@@ -128,6 +128,11 @@ def test_advice_table_fills_from_an_advisor_run(qtbot, window, capture_path):
                 and len(r["options"]) == 2)
     assert window.session.advice.n_samples == d.n_samples
     assert base["output_sqnr_db"] == pytest.approx(d.output_sqnr_db, abs=1e-3)
+    # measured on the calibration data: the rows are in-sample, and the tab says so and how to do better
+    n = window.document.n_samples
+    assert f"In-sample: these rows are measured on the calibration data, so each was calibrated on samples it is " \
+           f"measured on and the calib_samples={n // 2} row on the first {n // 2} of them" in view.info.text()
+    assert "compare with an evaluation capture (File menu)" in view.info.text()
     # the selected row's call shows under the table, inside the tab (no column off its right edge)
     assert view.table.currentRow() == 0
     assert view.call.toPlainText() == rows[0]["command"]

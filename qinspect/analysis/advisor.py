@@ -217,6 +217,17 @@ def within_noise(row: Mapping[str, Any], top: Mapping[str, Any]) -> bool:
     return abs(float(b) - float(a)) < 2.0 * float(se)
 
 
+def in_sample_note(n_calib: int, how: str = "give an evaluation capture (--eval)") -> str:
+    """What rows measured on the calibration data itself cannot show: each row is calibrated on the very
+    samples it is measured on, the half-calibration row on half of them, so a row calibrated on fewer is
+    flattered (it fits those samples more closely). ``how``: how to give evaluation data, where the note is
+    read (the option, the menu)."""
+    half = f" and the calib_samples={n_calib // 2} row on the first {n_calib // 2} of them" if n_calib >= 2 else ""
+    return (f"In-sample: these rows are measured on the calibration data, so each was calibrated on samples it is "
+            f"measured on{half}; a row calibrated on fewer samples reads better than it would on new data: "
+            f"{how} to rank the rows on data the calibration did not see.")
+
+
 TOP1_OUTRANKED_NOTE = ("↓: a row ranked lower agrees with the float model's top-1 more often; rows are ranked by "
                        "output SQNR.")
 

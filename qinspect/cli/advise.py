@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         TOP1_OUTRANKED_NOTE,
         WITHIN_NOISE_NOTE,
         advise,
+        in_sample_note,
         option_grid,
         quantizer_stops_note,
         top1_outranked,
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         common.print_json({"model": args.model, "eval": args.eval, "measured_on": measured_on,
                            "samples": n_measured, "samples_available": available, "calib_samples": n_calib,
                            "weighed_outputs": weighed, "warnings": warnings,
+                           "in_sample": None if args.eval else in_sample_note(n_calib),
                            "advice": [r.to_dict() for r in rows]})
         return 0
     w = sys.stdout.write
@@ -130,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         w("\n" + TOP1_OUTRANKED_NOTE)
     if stops := quantizer_stops_note([r.quantizer_stops for r in rows]):
         w("\n" + stops)
+    if not args.eval:
+        w("\n" + in_sample_note(n_calib) + "\n")
     # what this table cannot show: a calibration set that does not cover use is cured by other data
     w("\nThese rows change quantizer options and float layers on the same calibration data. Data remedies "
       "(calibrating on data representative of use, without outliers) and position changes are measured by "

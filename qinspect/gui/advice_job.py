@@ -23,6 +23,7 @@ class AdviceResult:
     measured_on: str = ""
     n_samples: int = 0
     outputs: list[str] | None = None  # the output layers the rows' figures are of (None: all of them)
+    n_calib: int = 0  # the calibration samples the as-calibrated rows were calibrated on
 
 
 def advise_capture(path: str, eval_path: str | None, options: dict[str, Any] | None,
@@ -63,7 +64,7 @@ def advise_capture(path: str, eval_path: str | None, options: dict[str, Any] | N
     finally:
         document.close()
     return AdviceResult([r.to_dict() for r in rows], "evaluation" if eval_path else "calibration",
-                        len(next(iter(data.values()))), outputs)
+                        len(next(iter(data.values()))), outputs, n_calib)
 
 
 def advice_job(token: Any, path: str, eval_path: str | None, options: dict[str, Any] | None,

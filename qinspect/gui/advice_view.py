@@ -26,6 +26,7 @@ from qinspect.analysis.advisor import (
     TOP1_OUTRANKED_NOTE,
     WITHIN_NOISE_NOTE,
     calibration_text,
+    in_sample_note,
     row_marks,
     within_noise,
 )
@@ -33,6 +34,7 @@ from qinspect.analysis.decisions import agreement_text
 
 COLUMNS = ["Output SQNR (dB)", "Top-1 agreement", "CPU layers added", "Options", "Keep float"]
 WIDTHS = (100, 100, 100, 200)  # the kept-float layers take the rest, wrapped
+IN_SAMPLE_HOW = "compare with an evaluation capture (File menu)"
 
 
 def options_text(options: dict, calib_samples: int | None = None, row: dict | None = None) -> str:
@@ -170,5 +172,7 @@ class AdviceView(QWidget):
                               + (" " + SIMPLEST_NOTE if rows and rows[0].get("simplest_within_noise") else "")
                               + (" " + WITHIN_NOISE_NOTE if any(within_noise(r, rows[0]) for r in rows) else "")
                               + (" " + TOP1_OUTRANKED_NOTE if any(outranked) else "")
-                              + (" " + stops if stops else ""))
+                              + (" " + stops if stops else "")
+                              + (" " + in_sample_note(result.n_calib, IN_SAMPLE_HOW)
+                                 if result.measured_on == "calibration" else ""))
         self._update_button()
