@@ -293,6 +293,7 @@ def test_top1_on_tied_outputs_carries_a_near_tie_note(tmp_path, cli_module_runne
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)["output"]
     assert out["near_tie_warning"] and "16 near-tied of 16 decisions" in out["near_tie_warning"]
+    assert out["top1_rests_on_near_ties"] is True
     r = cli("diagnose", str(tmp_path / "tied.h5"), "--inputs", str(tmp_path / "x.npy"), "--no-sensitivity")
     assert "note: top-1 agreement rests on 16 near-tied" in r.stdout
 

@@ -208,12 +208,19 @@ def test_top1_resting_on_near_ties_is_said_in_the_status_bar(qtbot, window, capt
 
     _diagnosed(qtbot, window, capture_path)
     warning = "top-1 agreement rests on 16 near-tied of 16 decisions: rounding picks the winner"
-    tied = dataclasses.replace(window.session.diagnosis, top1_agreement=0.0, near_tie_warning=warning)
+    tied = dataclasses.replace(window.session.diagnosis, top1_agreement=0.0, near_tie_warning=warning,
+                               top1_rests_on_near_ties=True)
     window.session._on_findings(0, tied)
     assert "top-1 agreement 0.0% (" in window.quality_label.text()
     assert "near ties: says little" in window.quality_label.text()
     assert window.quality_label.toolTip() == f"Note: {warning}."
-    window.session._on_findings(0, dataclasses.replace(tied, top1_agreement=1.0, near_tie_warning=None))
+    # exact ties of the int8 output alone: the note stands, "says little" does not
+    exact = "1 of the 2 disagreements are exact ties of the int8 output's top two classes"
+    window.session._on_findings(0, dataclasses.replace(tied, near_tie_warning=exact, top1_rests_on_near_ties=False))
+    assert "ties: see the tooltip" in window.quality_label.text()
+    assert "says little" not in window.quality_label.text()
+    window.session._on_findings(0, dataclasses.replace(tied, top1_agreement=1.0, near_tie_warning=None,
+                                                       top1_rests_on_near_ties=False))
     assert "top-1 agreement 100.0%" in window.quality_label.text() and "near ties" not in window.quality_label.text()
     assert window.quality_label.toolTip() == ""
 
@@ -230,7 +237,8 @@ def test_the_diagnosis_job_keeps_the_near_tie_warning(monkeypatch):
     warning = "top-1 agreement rests on 4 near-tied of 4 decisions"
     diagnosis = types.SimpleNamespace(findings=[], output=types.SimpleNamespace(sqnr_db=90.0), top1_agreement=0.25,
                                       accuracy=None, explained=None, measured_on="calibration", n_sens_samples=4,
-                                      advice=[], near_tie_warning=warning, outputs=[], weighed_outputs=["y"],
+                                      advice=[], near_tie_warning=warning, top1_rests_on_near_ties=True,
+                                      outputs=[], weighed_outputs=["y"],
                                       hidden_output_warning=None, notes=["a note"], explained_se=None)
     monkeypatch.setattr(emulation, "diagnosis_data", lambda *_: ({"x": np.zeros((4, 2), np.float32)}, None, None))
     monkeypatch.setattr(diagnose_module, "diagnose", lambda *_, **__: diagnosis)
@@ -239,6 +247,7 @@ def test_the_diagnosis_job_keeps_the_near_tie_warning(monkeypatch):
     token = types.SimpleNamespace(check=lambda: None, progress=lambda *_: None)
     summary = emulation.diagnose_job(token, None, analysis, None)
     assert summary.near_tie_warning == warning and summary.top1_agreement == 0.25
+    assert summary.top1_rests_on_near_ties is True
 
 
 def test_bad_labels_are_one_line_naming_the_file(tmp_path):

@@ -186,13 +186,19 @@ def test_top1_resting_on_near_ties_is_said_beside_it():
                "within 0.1% of each other there")
     report = sample_report(None)
     report.output = {"sqnr_db": 111.9, "top1_agreement": 0.0, "samples": 16, "measured_on": "calibration",
-                     "near_tie_warning": warning}
+                     "near_tie_warning": warning, "top1_rests_on_near_ties": True}
     first = render_html(report, {})
     first = first[first.index('<section id="summary">'):]
     assert '<div class="v">0%</div>' in first and str(escape(f"Note: {warning}.")) in first
     assert _budget_summary({"output": report.output})["top-1 agreement with the float model"] == (
         "0.0% (rests on near ties: says little about accuracy)")
-    report.output = {**report.output, "top1_agreement": 0.9375, "near_tie_warning": None}
+    # exact ties of the int8 output alone (clear float decisions): a note, not "says little about accuracy"
+    int8_ties = {**report.output, "top1_agreement": 0.75, "top1_rests_on_near_ties": False,
+                 "near_tie_warning": "2 of the 2 disagreements are exact ties of the int8 output's top two classes"}
+    assert _budget_summary({"output": int8_ties})["top-1 agreement with the float model"] == (
+        "75.0% (some disagreements are ties: see the note)")
+    report.output = {**report.output, "top1_agreement": 0.9375, "near_tie_warning": None,
+                     "top1_rests_on_near_ties": False}
     assert "near-tied" not in render_html(report, {})
     assert _budget_summary({"output": report.output})["top-1 agreement with the float model"] == "93.8%"
 

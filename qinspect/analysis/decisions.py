@@ -115,6 +115,12 @@ class Top1Tally:
         parts = [text for text in (self._near_tie_text(), self._int8_tie_text()) if text]
         return "; ".join(parts) if parts else None
 
+    @property
+    def rests_on_near_ties(self) -> bool:
+        """True when near-tied float outputs are so many that the agreement says little about accuracy (the
+        int8 output's exact ties, the other half of :attr:`warning`, do not make it so)."""
+        return self._near_tie_text() is not None
+
     def _int8_tie_text(self) -> str | None:
         if not self.int8_tied_flips:
             return None

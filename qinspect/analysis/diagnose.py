@@ -121,7 +121,8 @@ class Diagnosis:
     top1_agreement: float | None = None  # int8 against float arg-max, outputs with several classes
     accuracy: dict[str, Any] | None = None  # with labels: float and int8 top-1 accuracy
     constant_output: str | None = None  # why the output SQNR measures nothing (a dead or constant output)
-    near_tie_warning: str | None = None  # when top1_agreement rests on near-tied float outputs
+    near_tie_warning: str | None = None  # when ties weigh on top1_agreement (float near ties, int8 exact ties)
+    top1_rests_on_near_ties: bool = False  # float near ties are so many that top1_agreement says little
     output_se_db: float = math.nan  # the output SQNR's standard error over the samples (jackknife)
     explained_se: float | None = None  # explained's standard error over the samples (from its set's gain)
     # Models with several outputs: each output's own figures (qinspect.analysis.outputs), which of them
@@ -159,6 +160,7 @@ class Diagnosis:
                                           "paired on the same samples)",
                            "top1_agreement": self.top1_agreement,
                            "near_tie_warning": self.near_tie_warning,
+                           "top1_rests_on_near_ties": self.top1_rests_on_near_ties,
                            "weighed": self.weighed_outputs,
                            "per_output": [f.to_dict() for f in self.outputs],
                            "hidden_output_warning": self.hidden_output_warning,
@@ -436,7 +438,7 @@ def diagnose(
     kept.sort(key=_rank_key)
     agree, compared = sens.top1
     accuracy = _accuracy(graph, sens, labels) if labels is not None else None
-    near_ties = _near_tie_warning(graph, sens)
+    ties = _top1_ties(graph, sens)
     figures = _output_figures(whole, graph, sens, sens_sample, mode)
     sens.runner = None  # the walks' memory goes now
     return Diagnosis(
@@ -453,7 +455,8 @@ def diagnose(
         explained_se=explained_se,
         top1_agreement=agree / compared if compared else None,
         accuracy=accuracy,
-        near_tie_warning=near_ties,
+        near_tie_warning=ties.warning if ties is not None else None,
+        top1_rests_on_near_ties=ties is not None and ties.rests_on_near_ties,
         output_se_db=sens.output_se_db,
         outputs=figures,
         weighed_outputs=[output_layer(whole, o) for o in graph.outputs],
@@ -482,8 +485,8 @@ def _focused_rebuild(rebuild: Callable[[dict[str, Any]], DpuGraph],
     return lambda change: focused(rebuild(change), outputs)
 
 
-def _near_tie_warning(graph: DpuGraph, sens: SensitivityResult) -> str | None:
-    """The note to show beside top-1 agreement when it rests on near-tied float outputs (analysis.decisions)."""
+def _top1_ties(graph: DpuGraph, sens: SensitivityResult) -> Top1Tally | None:
+    """The ties under top-1 agreement (analysis.decisions): its warning and whether it rests on near ties."""
     run = sens.runner
     if run is None:
         return None
@@ -492,7 +495,7 @@ def _near_tie_warning(graph: DpuGraph, sens: SensitivityResult) -> str | None:
         pair = decision_pair(decision_kind(graph, name), run.ref[name].float(), run.base[name].float())
         if pair is not None:
             tally.update(*pair)
-    return tally.warning
+    return tally
 
 
 def _accuracy(graph: DpuGraph, sens: SensitivityResult, labels: np.ndarray | ClassLabels) -> dict[str, Any] | None:

@@ -360,7 +360,7 @@ class DiagnosisSummary:
     measured_on: str = ""
     n_samples: int = 0  # the samples the output block and the remedies were measured on
     advice: list[dict[str, Any]] = field(default_factory=list)
-    near_tie_warning: str | None = None  # when top1_agreement rests on near-tied float outputs
+    near_tie_warning: str | None = None  # when ties weigh on top1_agreement (float near ties, int8 exact ties)
     # several outputs: each one's own figures (OutputFigure.to_dict()), the ones weighed, and the note
     # when the pooled figures hide a worse one
     outputs: list[dict[str, Any]] = field(default_factory=list)
@@ -369,6 +369,7 @@ class DiagnosisSummary:
     labels_note: str | None = None  # why the samples' class folders are not the accuracy's labels
     notes: list[str] = field(default_factory=list)  # what the figures rest on, as the command line prints them
     explained_se: float | None = None  # the standard error of ``explained`` over the samples
+    top1_rests_on_near_ties: bool = False  # float near ties are so many that top1_agreement says little
 
 
 def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
@@ -400,7 +401,8 @@ def diagnose_job(token: CancelToken, document: Document, analysis: Analysis,
                             diagnosis.accuracy, diagnosis.explained, diagnosis.measured_on,
                             diagnosis.n_sens_samples, list(diagnosis.advice), diagnosis.near_tie_warning,
                             [f.to_dict() for f in diagnosis.outputs], list(diagnosis.weighed_outputs),
-                            diagnosis.hidden_output_warning, unused, list(diagnosis.notes), diagnosis.explained_se)
+                            diagnosis.hidden_output_warning, unused, list(diagnosis.notes), diagnosis.explained_se,
+                            diagnosis.top1_rests_on_near_ties)
 
 
 def _rebuild(document: Document, analysis: Analysis) -> Any:

@@ -402,7 +402,8 @@ class Session(QObject):
             parts.append("the pooled figures hide a worse output: see the tooltip")
         if d is not None and d.top1_agreement is not None:
             on = f"first {d.n_samples} {d.measured_on} samples"
-            tied = "; near ties: says little, see the tooltip" if d.near_tie_warning else ""
+            tied = ("; near ties: says little, see the tooltip" if d.top1_rests_on_near_ties
+                    else "; ties: see the tooltip" if d.near_tie_warning else "")
             pooled = wording.pooled_top1_suffix(d.outputs)
             parts.append(f"top-1 agreement {agreement_text(d.top1_agreement)}{pooled} ({on}{tied})")
             if d.accuracy:

@@ -534,7 +534,8 @@ def _budget_summary(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(top1, float):
         out["top-1 agreement with the float model"] = agreement_text(top1) + pooled_top1_suffix(
             output.get("per_output")) + (
-            " (rests on near ties: says little about accuracy)" if output.get("near_tie_warning") else "")
+            " (rests on near ties: says little about accuracy)" if output.get("top1_rests_on_near_ties")
+             else " (some disagreements are ties: see the note)" if output.get("near_tie_warning") else "")
     explained = data.get("explained")
     if isinstance(explained, float):
         se = data.get("explained_se")
