@@ -55,7 +55,7 @@ def test_an_int8_output_whose_top_two_are_equal_is_a_tie_said_beside_the_agreeme
     t.update(ref, test)
     assert (t.agree, t.total, t.near_tied) == (2, 3, 0)
     assert (t.int8_tied, t.int8_tied_flips) == (2, 1)
-    assert "1 of the 1 disagreements are exact ties" in t.warning
+    assert "1 of the 1 disagreements is an exact tie" in t.warning
     assert t.to_dict()["int8_tied_flips"] == 1
     # the float decisions are clear: the agreement does not rest on near ties (the report said it did)
     assert not t.rests_on_near_ties

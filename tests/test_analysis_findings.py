@@ -313,5 +313,10 @@ def test_a_keras3_operation_is_named_as_info_names_it():
                  ("g", "Activation", {"activation": "gelu"}, ["c"], s),
                  ("add", "KerasOp", {"function": "numpy.add"}, ["g", "c"], s),
                  ("d", "Conv2D", {"filters": 2, "kernel_size": [1, 1], "activation": "linear"}, ["add"], s)], ["d"], w)
-    found = {f.layer: f for f in _cpu_findings(graph_from_float(src.graph, src), {})}
+    g = graph_from_float(src.graph, src)
+    found = {f.layer: f for f in _cpu_findings(g, {})}
     assert found["add"].evidence["class"]["value"] == "KerasOp numpy.add"
+    # the reason it stays float names it as the file does too (emulate said "(TFOpLambda)", audit s34)
+    reason = next(n.cpu_reason for n in g.nodes if n.name == "add")
+    assert "a Keras 3 operation written on tensors (KerasOp numpy.add; vai_q_tensorflow2 reads Keras 2 models, " \
+           "where the same code is a TFOpLambda)" in reason

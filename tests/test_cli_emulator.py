@@ -38,6 +38,16 @@ def test_calibrate_json_equals_vitis_positions(case):
     assert all({"kind", "text", "layers"} <= set(x) for x in out["rewrites"])
 
 
+def test_calibrate_text_counts_its_batches_in_words_that_hold():
+    # "8 samples in 1 batches of 32" (audit s34): one batch, holding 8 samples, not 32
+    root = refcase("small")
+    n = len(np.load(root / "calib.npy"))
+    one = run_cli("calibrate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--batch-size", str(2 * n))
+    assert f"{n} samples in 1 batch of up to {2 * n} (" in one.stdout.splitlines()[0]
+    four = run_cli("calibrate", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--batch-size", "4")
+    assert f"{n} samples in {-(-n // 4)} batches of up to 4 (" in four.stdout.splitlines()[0]
+
+
 @pytest.mark.parametrize("case", ["small", "rich"])
 def test_compare_dump_is_bit_exact(case):
     root = refcase(case)

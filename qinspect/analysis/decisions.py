@@ -124,7 +124,8 @@ class Top1Tally:
     def _int8_tie_text(self) -> str | None:
         if not self.int8_tied_flips:
             return None
-        return (f"{self.int8_tied_flips} of the {self.total - self.agree} disagreements are exact ties of the int8 "
+        verb = "is an exact tie" if self.int8_tied_flips == 1 else "are exact ties"
+        return (f"{self.int8_tied_flips} of the {self.total - self.agree} disagreements {verb} of the int8 "
                 "output's top two classes, which arg-max breaks by taking the lower class index (a runtime that "
                 "breaks them otherwise agrees differently)")
 

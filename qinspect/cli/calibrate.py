@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     w = sys.stdout.write
     opts = emu.graph.options.describe() if emu.graph.options else "default options"
-    w(f"{args.model}: {res.samples} samples{kept} in {res.batches} batches of {args.batch_size} ({opts})\n")
+    batches = f"{res.batches} batch" + ("es" if res.batches != 1 else "")
+    w(f"{args.model}: {res.samples} samples{kept} in {batches} of up to {args.batch_size} ({opts})\n")
     # Columns as wide as the longest name, so long quantizer names keep the table aligned.
     lw = max([34, *(len(layer) for layer in res.positions)])
     tw = max([40, *(len(key) for keys in res.positions.values() for key in keys)])

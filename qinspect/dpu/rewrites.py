@@ -691,9 +691,13 @@ def _unquantized_reason(layer: PLayer) -> str:
                 "only Dropout layers with a single-reader input) nor quantizes; the next quantized layer "
                 "quantizes its output")
     if layer.cls == "TFOpLambda":
-        return (f"{UNQUANTIZED}: a TensorFlow operation written on tensors (TFOpLambda), which vai_q's pof2s "
-                "registry has no entry for (it quantizes Keras layers; only the hard-sigmoid pattern of such "
-                "operations is converted); the next quantized layer quantizes its output")
+        user = str(layer.params.get("user_class") or "")
+        what = (f"a Keras 3 operation written on tensors ({user}; vai_q_tensorflow2 reads Keras 2 models, where "
+                "the same code is a TFOpLambda)" if user.startswith("KerasOp") else
+                "a TensorFlow operation written on tensors (TFOpLambda)")
+        return (f"{UNQUANTIZED}: {what}, which vai_q's pof2s registry has no entry for (it quantizes Keras layers; "
+                "only the hard-sigmoid pattern of such operations is converted); the next quantized layer "
+                "quantizes its output")
     if layer.cls == "Permute":
         return (f"{UNQUANTIZED}: vai_q's pof2s registry has no entry for Permute (it has Reshape and Flatten); "
                 "the next quantized layer quantizes its output")
