@@ -259,3 +259,26 @@ def test_the_windows_dump_job_agrees_with_the_command_line(tmp_path, refcases):
     res = dump_job(CancelToken(2), str(small / "dump_results"), str(small / "quantized.h5"),
                    str(tmp_path / "three.npy"))
     assert res.first is None and any("compared the first 2 of the 3 inputs" in n for n in res.notes)
+
+
+def test_opening_a_vitis_dump_folder_says_where_it_goes(refcases, tmp_path):
+    # a dump folder given to the window (command line, drop, File > Open) read "is a folder, but not a
+    # TensorFlow SavedModel": it is no model, and the window has a menu entry for it
+    from qinspect.errors import QInspectError
+    from qinspect.gui.document import open_document
+
+    dump = refcases / "small" / "dump_results"
+    for path in (dump, dump / "dump_results_0"):
+        with pytest.raises(QInspectError) as info:
+            open_document(str(path))
+        text = str(info.value)
+        assert str(path) in text and "a Vitis dump_model dump folder" in text
+        assert "File > Import Vitis quantized.h5" in text and "File > Import Vitis dump folder" in text
+    board = tmp_path / "dump" / "subgraph_0" / "output"  # a VART board dump's layout
+    board.mkdir(parents=True)
+    with pytest.raises(QInspectError, match="a Vitis board dump folder"):
+        open_document(str(tmp_path / "dump"))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(QInspectError, match="not a TensorFlow SavedModel"):  # any other folder: as before
+        open_document(str(plain))

@@ -14,8 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "gui",
         help="open the inspector window (the default with no command)",
-        description="Open the inspector window, optionally on a capture, a Keras model or a Vitis "
-        "quantized.h5. With no FILE the window opens empty, with the demo one click away.",
+        description="Open the inspector window, optionally on a capture or a Keras model (.h5, .keras or a "
+        "SavedModel folder). A Vitis quantized.h5 or dump folder is imported from the File menu once the float "
+        "model's capture is open. With no FILE the window opens empty, with the demo one click away.",
     )
     parser.add_argument("file", nargs="?", metavar="FILE", help="capture (.h5), Keras model (.h5/.keras)")
     parser.add_argument(

@@ -92,8 +92,14 @@ def open_document(path: str | os.PathLike[str]) -> Document:
         if os.path.isfile(path) and not _looks_like_model(path):
             raise QInspectError("not a qinspect capture or a Keras model file", path) from None
         raise QInspectError("opening model files needs qinspect.io.model_file, which is missing", path) from None
+    from qinspect.io.board_dump import dump_folder_kind
     from qinspect.io.model_file import NeedsTensorFlowError
 
+    kind = dump_folder_kind(path) if os.path.isdir(path) else None
+    if kind is not None:  # not a model: say where it goes rather than "not a SavedModel"
+        raise QInspectError(f"a Vitis {'board' if kind == 'board' else 'dump_model'} dump folder: open a capture of "
+                            "the float model, import its quantized.h5 (File > Import Vitis quantized.h5), then use "
+                            "File > Import Vitis dump folder to compare the two", path)
     try:
         model = open_model(path)
     except NeedsTensorFlowError:
