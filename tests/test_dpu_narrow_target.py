@@ -175,7 +175,7 @@ def test_a_full_range_quantized_h5_is_refused_for_a_narrow_target(tmp_path):
         assert r.returncode == 2 and r.stdout == ""
         (line,) = r.stderr.strip().splitlines()
         assert line.startswith(f"qinspect: error: {root / 'quantized.h5'}: ") and "[-128, 127]" in line
-        assert "--target DPUCADF8H" in line and "one activation range" in line
+        assert "the target is DPUCADF8H" in line and "one activation range" in line and "--target" in line
     # a quantized.h5 whose quantizers say narrow_range: emulated narrow without the flag, and accepted with it
     narrow = _narrow_quantized(tmp_path)
     emu = Emulator.from_quantized(narrow)
@@ -185,6 +185,30 @@ def test_a_full_range_quantized_h5_is_refused_for_a_narrow_target(tmp_path):
                 "--target", "DPUCADF8H", "--json")
     assert r.returncode in (0, 1), r.stderr
     assert json.loads(r.stdout)["format"] == "dump_model"
+
+
+def test_the_report_and_the_windows_dump_tab_take_the_target_too(tmp_path):
+    """The report's --positions quantized.h5 and the window's dump comparison read a quantized.h5 without the
+    target: with DPUCADF8H a full-range file was emulated full range under a DPUCADF8H label."""
+    from types import SimpleNamespace
+
+    from qinspect.report.collect import build_report
+
+    root = refcase("small")
+    r = run_cli("report", str(root / "float.h5"), "--inputs", str(root / "calib.npy"), "--positions",
+                str(root / "quantized.h5"), "--target", "DPUCADF8H", "--no-findings", "-o", str(tmp_path / "rep"))
+    assert r.returncode == 2 and "one activation range" in r.stderr and not (tmp_path / "rep").exists()
+    narrow = _narrow_quantized(tmp_path)
+    report = build_report(str(root / "float.h5"), positions=str(narrow), inputs=str(root / "calib.npy"),
+                          diagnose=False, options=QuantizerOptions(target="DPUCADF8H"))
+    assert report.layers  # a narrow file with the narrow target: as the command line takes it
+    pytest.importorskip("PySide6")
+    from qinspect.gui.emulation import dump_job
+
+    token = SimpleNamespace(check=lambda: None, progress=lambda *_: None)
+    with pytest.raises(QInspectError, match="one activation range"):
+        dump_job(token, str(root / "dump_results"), str(root / "quantized.h5"), str(root / "dump_inputs.npy"), True)
+    assert dump_job(token, str(root / "dump_results"), str(root / "quantized.h5"), str(root / "dump_inputs.npy"))
 
 
 def test_an_unknown_target_is_refused():

@@ -550,9 +550,10 @@ def refuse_full_range(graph: DpuGraph, path: str) -> None:
     acts = [spec for spec in graph.slots.values() if spec.kind != "weight"]
     if acts and not any(spec.narrow_range for spec in acts):
         raise QInspectError(f"its quantizers code activations in [-128, 127] (no narrow_range, first "
-                            f"{acts[0].layer}:{acts[0].key}), but this run has --target DPUCADF8H (activations in "
-                            "[-127, 127]): positions are chosen for one activation range; leave --target out, or "
-                            "give the quantized.h5 of a DPUCADF8H (narrow_range) quantization", path)
+                            f"{acts[0].layer}:{acts[0].key}), but the target is DPUCADF8H (activations in "
+                            "[-127, 127]): positions are chosen for one activation range; choose another target "
+                            "(--target, or the window's Quantizer > Target DPU), or give the quantized.h5 of a "
+                            "DPUCADF8H (narrow_range) quantization", path)
 
 
 # ------------------------------------------------------------------------------------------------

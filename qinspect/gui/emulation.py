@@ -493,9 +493,11 @@ def find_dump_inputs(folder: str) -> str | None:
     return None
 
 
-def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str) -> DumpComparison:
+def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str,
+             narrow_activations: bool = False) -> DumpComparison:
     """Worker: emulate the dump's inputs with the quantized.h5 and compare every dumped tensor (a
-    dump_model folder or a VART board dump)."""
+    dump_model folder or a VART board dump); ``narrow_activations``: the window's target codes
+    activations in [-127, 127] (Quantizer ▸ Target DPU), as the command line's --target."""
     from qinspect.dpu.board_compare import compare_board
     from qinspect.dpu.dump_checks import (
         check_comparable,
@@ -514,7 +516,7 @@ def dump_job(token: CancelToken, folder: str, quantized: str | None, inputs: str
     if not quantized:
         raise QInspectError("import the quantized.h5 this dump came from first (File > Import Vitis "
                             "quantized.h5): the dump holds no positions", folder)
-    emulator = Emulator.from_quantized(quantized)
+    emulator = Emulator.from_quantized(quantized, narrow_activations=narrow_activations)
     token.check()
     kind = dump_folder_kind(folder)
     board = open_board_dump(folder) if kind == "board" else None

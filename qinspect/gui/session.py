@@ -361,7 +361,8 @@ class Session(QObject):
         # the previous comparison goes at once: it is not this folder's
         self.dump, self.dump_error = None, None
         self.dump_changed.emit()
-        self._run("dump", emulation.dump_job, os.fspath(folder), quantized, os.fspath(inputs))
+        self._run("dump", emulation.dump_job, os.fspath(folder), quantized, os.fspath(inputs),
+                  self.options.narrow_activations)
 
     def _on_dump(self, _rid: int, rows: Any) -> None:
         self.dump, self.dump_error = rows, None

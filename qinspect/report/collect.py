@@ -177,7 +177,7 @@ def _run_emulator(source: Any, positions: str | None, em: Emulation, progress: P
     has_acts = isinstance(source, Capture)
     em.settings["emulator"] = "qinspect.dpu: integer DPU operators, float reference computed alongside"
     if positions is not None and em.json_positions is None:
-        emulator = cls.from_quantized(positions)
+        emulator = cls.from_quantized(positions, narrow_activations=options.narrow_activations)
         refuse_foreign([lay.name for lay in source.graph.leaves()], emulator.graph,
                        getattr(source, "path", "the model"), positions)
         em.settings["weights"] = VITIS_WEIGHTS
