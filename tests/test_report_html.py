@@ -166,6 +166,8 @@ def test_first_page_shows_the_output_block_the_noise_budget_and_the_advice():
     assert first.index("23.3") < first.index("21.0")
     assert "ignore_layers=[&#39;block/conv&lt;1&gt;&#39;]" in first and "include_cle=False" in first
     assert "as calibrated" in first and "From the options advisor." in first
+    # the count is of DPU operations, not of the names beside it (a conv and its folded BatchNorm: one and two)
+    assert ">ops moved to CPU</th>" in first and "a conv with the BatchNorm folded into it is one" in first
     # a row that a lower-ranked row beats on top-1 is marked, and the mark explained; no other row is
     assert first.count("↓") == 2 and "25.00%&thinsp;↓" in first and "50.00%&thinsp;↓" not in first
     assert "↓: a row ranked lower agrees with the float model&#39;s top-1 more often" in first

@@ -4,7 +4,7 @@ Tries, in the emulator, the quantizer options that change pof2s results (``inclu
 ``cle_to_relu6`` and ``convert_relu6_to_relu`` where the model has ReLU6, the calibration batch size and
 the number of calibration samples) and, on the best of them, the small sets of
 layers worth keeping in float. Prints a ranked table (output SQNR, top-1 agreement with the float model,
-CPU layers added) with the ``vai_q_tensorflow2`` call that reproduces each row. Measured on ``--eval``'s
+DPU operations moved to the CPU) with the ``vai_q_tensorflow2`` call that reproduces each row. Measured on ``--eval``'s
 inputs when given, else on the calibration samples.
 """
 

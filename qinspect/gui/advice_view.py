@@ -32,7 +32,7 @@ from qinspect.analysis.advisor import (
 )
 from qinspect.analysis.decisions import agreement_text
 
-COLUMNS = ["Output SQNR (dB)", "Top-1 agreement", "CPU layers added", "Options", "Keep float"]
+COLUMNS = ["Output SQNR (dB)", "Top-1 agreement", "Ops moved to CPU", "Options", "Keep float"]
 WIDTHS = (100, 100, 100, 200)  # the kept-float layers take the rest, wrapped
 IN_SAMPLE_HOW = "compare with an evaluation capture (File menu)"
 
