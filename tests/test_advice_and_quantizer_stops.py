@@ -107,3 +107,39 @@ def test_the_simplest_row_within_the_noise_of_the_best_ranks_first():
     rows = [heavy, plain]
     _spread_against_top(rows)
     assert not prefer_simplest(rows, base) and rows[0] is heavy
+
+
+def test_options_that_calibrate_to_the_same_int8_model_get_one_row():
+    # half the samples choosing what all of them chose is the same int8 model: advise listed it as another
+    # way to quantize, with the very same figures (the demo's calib_samples=32 beside calib_samples=64)
+    import numpy as np
+
+    from qinspect.analysis.advisor import advise
+    from qinspect.dpu.emulator import Emulator
+    from qinspect.dpu.options import QuantizerOptions
+    from tests.test_dpu_quantizer_options import _grouped_pair, _x
+
+    src, _ = _grouped_pair(1, 2)
+    x = _x()
+    doubled = np.concatenate([x, x])  # its first half holds every value the whole does, as often
+
+    def build(opts):
+        n = opts.get("calib_samples", len(doubled))
+        keywords = {k: v for k, v in opts.items() if k != "calib_samples"}
+        return Emulator.from_model(src, doubled[:n], options=QuantizerOptions(**keywords)).graph
+
+    base = {"include_cle": False, "calib_batch_size": 16, "calib_samples": 16}
+    half = {**base, "calib_samples": 8}
+    graphs = [build(base), build(half)]
+    assert {s: graphs[0].pos(s) for s in graphs[0].slots} == {s: graphs[1].pos(s) for s in graphs[1].slots}
+    same: list[str] = []
+    rows = advise(build, {"x": x}, [base, half], same=same)
+    assert [r.options for r in rows if not r.keep_float] == [base]
+    assert same == ["include_cle=False, calib_batch_size=16, calib_samples=8 calibrates to the positions of "
+                    "include_cle=False, calib_batch_size=16, calib_samples=16: the same int8 model, not listed again"]
+    # another batch size that moves a position is another model: listed
+    other = {**base, "calib_batch_size": 2}
+    moved = any(build(other).pos(s) != graphs[0].pos(s) for s in graphs[0].slots)
+    same.clear()
+    rows = advise(build, {"x": x}, [base, other], same=same)
+    assert (len([r for r in rows if not r.keep_float]), same == []) == ((2, True) if moved else (1, False))

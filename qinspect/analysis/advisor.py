@@ -120,23 +120,35 @@ def has_relu6(layers: Any) -> bool:
 
 def advise(build: Callable[[dict[str, Any]], DpuGraph], data: dict[str, np.ndarray],
            option_sets: Sequence[dict[str, Any]], mode: str = "sim",
-           step: Callable[[str, int, int], None] | None = None, notes: list[str] | None = None) -> list[AdviceRow]:
+           step: Callable[[str, int, int], None] | None = None, notes: list[str] | None = None,
+           same: list[str] | None = None) -> list[AdviceRow]:
     """Try every option set, then keep-float sets on the best one; rows ranked by output SQNR. An option
     set the quantizer cannot run (its CLE stops) is tried again with CLE off. The simplest row within the
     measurement noise of the best ranks first (:func:`prefer_simplest`).
 
     ``build(options)`` returns the calibrated graph under ``options``; ``data`` is what every row is
     measured on (the evaluation data when there is one). ``notes`` (when given) receives what the figures
-    rest on: a float output that is constant over the data, which no row's SQNR then measures.
+    rest on: a float output that is constant over the data, which no row's SQNR then measures. An option set
+    that calibrates to the very positions of one tried before it, its other options equal (half the samples
+    choosing what all of them chose), is the same int8 model: it gets no row, and ``same`` (when given)
+    receives a sentence saying so.
     """
     n = len(next(iter(data.values())))
     rows: list[AdviceRow] = []
     best = None
     todo = [dict(o) for o in option_sets]
+    models: dict[tuple, dict[str, Any]] = {}  # what makes the int8 model -> the first option set that made it
     for i, opts in enumerate(todo):  # grows while it runs (below)
         if step is not None:
             step("trying quantizer options", i, len(todo))
         graph = build(opts)
+        model = _int8_model_key(graph, opts)
+        if model in models:
+            if same is not None:
+                same.append(f"{_options_text(opts)} calibrates to the positions of {_options_text(models[model])}: "
+                            "the same int8 model, not listed again")
+            continue
+        models[model] = opts
         sens = sensitivity(graph, data, batch_size=max(n, 1), whatifs=False, mode=mode)
         agree, total = sens.top1
         row = AdviceRow(dict(opts), [], sens.output.sqnr_db, agree / total if total else None, 0, command(opts, []),
@@ -215,6 +227,17 @@ def within_noise(row: Mapping[str, Any], top: Mapping[str, Any]) -> bool:
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (se, a, b)):
         return False
     return abs(float(b) - float(a)) < 2.0 * float(se)
+
+
+def _int8_model_key(graph: DpuGraph, opts: Mapping[str, Any]) -> tuple:
+    """The options that change weights or operators, and every tensor's position: equal keys, equal int8
+    models (the calibration options, samples and batch size, act through the positions alone)."""
+    rest = tuple(sorted((k, repr(v)) for k, v in opts.items() if k not in ("calib_samples", "calib_batch_size")))
+    return rest, tuple(sorted((repr(slot), graph.pos(slot)) for slot in graph.slots))
+
+
+def _options_text(opts: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in opts.items())
 
 
 def in_sample_note(n_calib: int, how: str = "give an evaluation capture (--eval)") -> str:

@@ -92,9 +92,10 @@ def run(args: argparse.Namespace) -> int:
                                                options=base_options.with_(**keywords)).graph, outputs)
 
         warnings: list[str] = []
+        same: list[str] = []
         with stderr_progress("advise", not args.json) as step:
             rows = advise(build, data, option_grid(base_options.calib_batch_size, n_calib, _has_relu6(source.graph)),
-                          step=step, notes=warnings)
+                          step=step, notes=warnings, same=same)
     finally:
         for f in (source, eval_cap):
             if f is not None:
@@ -104,12 +105,14 @@ def run(args: argparse.Namespace) -> int:
         common.print_json({"model": args.model, "eval": args.eval, "measured_on": measured_on,
                            "samples": n_measured, "samples_available": available, "calib_samples": n_calib,
                            "weighed_outputs": weighed, "warnings": warnings,
-                           "in_sample": None if args.eval else in_sample_note(n_calib),
+                           "in_sample": None if args.eval else in_sample_note(n_calib), "same_model": same,
                            "advice": [r.to_dict() for r in rows]})
         return 0
     w = sys.stdout.write
     for warning in warnings:
         w(f"warning: {warning}\n")
+    for line in same:
+        w(f"note: {line}\n")
     w(f"measured on: {measured_on}, {_count(n_measured, available)}; calibrated on {n_calib}; best first\n")
     if len(weighed) > 1 or outputs is not None:
         w(f"output SQNR of: {', '.join(weighed)}" + (" (pooled by signal power)" if len(weighed) > 1 else "") + "\n")
