@@ -143,3 +143,16 @@ def test_options_that_calibrate_to_the_same_int8_model_get_one_row():
     same.clear()
     rows = advise(build, {"x": x}, [base, other], same=same)
     assert (len([r for r in rows if not r.keep_float]), same == []) == ((2, True) if moved else (1, False))
+
+
+def test_the_in_sample_note_names_the_half_calibration_row_only_when_it_is_listed():
+    from qinspect.analysis.advisor import in_sample_note
+
+    listed = in_sample_note(32, rows=[{"calib_samples": 32}, {"calib_samples": 16}])
+    assert "and the calib_samples=16 row on the first 16 of them;" in listed
+    assert "give an evaluation capture (--eval) to rank the rows" in listed
+    alone = in_sample_note(32, "compare with an evaluation capture (File menu)", rows=[{"calib_samples": 32}])
+    assert "calib_samples=16" not in alone and alone.startswith("In-sample: these rows are measured on the "
+                                                                 "calibration data, so each was calibrated on samples "
+                                                                 "it is measured on; a row calibrated on fewer")
+    assert "compare with an evaluation capture (File menu) to rank" in alone

@@ -187,7 +187,9 @@ def test_advise_ranks_measured_rows_with_their_quantizer_call(captures, cli):
         assert max(sqnrs) - sqnrs[0] < 2 * max(r["sqnr_vs_best_se_db"] or 0 for r in rows) + 1.0
     # CLE on and off were both tried, and the batch size; each row says how to reproduce it.
     assert {row["options"]["include_cle"] for row in rows} == {True, False}
-    assert {row["options"]["calib_batch_size"] for row in rows} >= {8, 2}
+    # (a batch size that calibrates to the same positions is the same model: a note, not a row)
+    sizes = {row["options"]["calib_batch_size"] for row in rows}
+    assert 8 in sizes and (2 in sizes or any("calib_batch_size=2" in line for line in data["same_model"]))
     for row in rows:
         assert row["command"].startswith("vitis_quantize.VitisQuantizer(model).quantize_model(")
         assert f"include_cle={row['options']['include_cle']}" in row["command"]
@@ -214,13 +216,13 @@ def test_advise_measures_the_samples_diagnose_measures_and_says_when_it_takes_fe
         "include_cle": True, "calib_batch_size": 32} and row["calib_samples"] == data["calib_samples"])
     assert as_calibrated["output_sqnr_db"] == pytest.approx(diag["output_sqnr_db"]["value"], abs=1e-6)
     text = cli("advise", *args, "--samples", "3").stdout
-    assert f"the first 3 of {data['samples_available']} samples" in text.splitlines()[0]
+    head = next(line for line in text.splitlines() if line.startswith("measured on: "))
+    assert f"the first 3 of {data['samples_available']} samples" in head
     # measured on evaluation data: out of sample, no in-sample note; on the calibration data itself: said
     assert data["in_sample"] is None and "In-sample" not in text
     alone = cli("advise", str(captures["calib"]), "--samples", "4")
-    n = data["calib_samples"]
-    assert f"In-sample: these rows are measured on the calibration data, so each was calibrated on samples it is " \
-           f"measured on and the calib_samples={n // 2} row on the first {n // 2} of them" in alone.stdout
+    assert "In-sample: these rows are measured on the calibration data, so each was calibrated on samples it is " \
+           "measured on" in alone.stdout
     assert "give an evaluation capture (--eval)" in alone.stdout
 
 

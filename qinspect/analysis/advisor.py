@@ -240,12 +240,15 @@ def _options_text(opts: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in opts.items())
 
 
-def in_sample_note(n_calib: int, how: str = "give an evaluation capture (--eval)") -> str:
+def in_sample_note(n_calib: int, how: str = "give an evaluation capture (--eval)",
+                   rows: Sequence[Mapping[str, Any]] = ()) -> str:
     """What rows measured on the calibration data itself cannot show: each row is calibrated on the very
     samples it is measured on, the half-calibration row on half of them, so a row calibrated on fewer is
     flattered (it fits those samples more closely). ``how``: how to give evaluation data, where the note is
-    read (the option, the menu)."""
-    half = f" and the calib_samples={n_calib // 2} row on the first {n_calib // 2} of them" if n_calib >= 2 else ""
+    read (the option, the menu); ``rows``: the rows listed (``AdviceRow.to_dict()``), to name the
+    half-calibration row only when it is one of them."""
+    listed = any(r.get("calib_samples") == n_calib // 2 for r in rows)
+    half = f" and the calib_samples={n_calib // 2} row on the first {n_calib // 2} of them" if listed else ""
     return (f"In-sample: these rows are measured on the calibration data, so each was calibrated on samples it is "
             f"measured on{half}; a row calibrated on fewer samples reads better than it would on new data: "
             f"{how} to rank the rows on data the calibration did not see.")

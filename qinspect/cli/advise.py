@@ -101,12 +101,13 @@ def run(args: argparse.Namespace) -> int:
             if f is not None:
                 f.close()
     measured_on = f"evaluation ({args.eval})" if args.eval else "calibration"
+    dicts = [r.to_dict() for r in rows]
+    in_sample = None if args.eval else in_sample_note(n_calib, rows=dicts)
     if args.json:
         common.print_json({"model": args.model, "eval": args.eval, "measured_on": measured_on,
                            "samples": n_measured, "samples_available": available, "calib_samples": n_calib,
-                           "weighed_outputs": weighed, "warnings": warnings,
-                           "in_sample": None if args.eval else in_sample_note(n_calib), "same_model": same,
-                           "advice": [r.to_dict() for r in rows]})
+                           "weighed_outputs": weighed, "warnings": warnings, "in_sample": in_sample,
+                           "same_model": same, "advice": dicts})
         return 0
     w = sys.stdout.write
     for warning in warnings:
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         w(f"output SQNR of: {', '.join(weighed)}" + (" (pooled by signal power)" if len(weighed) > 1 else "") + "\n")
     w(f"{'#':>3} {'SQNR dB':>8} {'top-1':>7} {'CPU+':>4}  options / float layers\n")
     outranked = top1_outranked([r.top1_agreement for r in rows], [r.quantizer_stops is None for r in rows])
-    top = rows[0].to_dict()
+    top = dicts[0]
     close = [within_noise(r.to_dict(), top) for r in rows]
     for i, (r, down) in enumerate(zip(rows, outranked, strict=True), 1):
         top1 = ("-" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}%") + ("↓" if down else "")
@@ -135,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
         w("\n" + TOP1_OUTRANKED_NOTE)
     if stops := quantizer_stops_note([r.quantizer_stops for r in rows]):
         w("\n" + stops)
-    if not args.eval:
-        w("\n" + in_sample_note(n_calib) + "\n")
+    if in_sample:
+        w("\n" + in_sample + "\n")
     # what this table cannot show: a calibration set that does not cover use is cured by other data
     w("\nThese rows change quantizer options and float layers on the same calibration data. Data remedies "
       "(calibrating on data representative of use, without outliers) and position changes are measured by "

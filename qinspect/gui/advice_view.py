@@ -173,6 +173,6 @@ class AdviceView(QWidget):
                               + (" " + WITHIN_NOISE_NOTE if any(within_noise(r, rows[0]) for r in rows) else "")
                               + (" " + TOP1_OUTRANKED_NOTE if any(outranked) else "")
                               + (" " + stops if stops else "")
-                              + (" " + in_sample_note(result.n_calib, IN_SAMPLE_HOW)
+                              + (" " + in_sample_note(result.n_calib, IN_SAMPLE_HOW, rows)
                                  if result.measured_on == "calibration" else ""))
         self._update_button()
