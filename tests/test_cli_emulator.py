@@ -145,6 +145,10 @@ def test_emulate_with_positions_json_matches_quantized_h5(tmp_path):
     for k in ("codes_used_frac", "sat_lo_frac", "sat_hi_frac"):
         assert la["accumulated"][k] == lb["accumulated"][k]
     assert "positions file" in a["positions_from"] and "quantized model" in b["positions_from"]
+    # what the errors of quantized.h5 alone are measured against is said (the text had no such line)
+    assert b["reference"].startswith("quantized.h5's own graph in float32 (its folded weights, no rounding)")
+    text = run_cli("emulate", str(root / "quantized.h5"), *common[:2], "--layer", "fc14").stdout
+    assert "float reference: quantized.h5's own graph in float32" in text and "--positions" in text
 
 
 def test_emulate_and_calibrate_bad_inputs(tmp_path):

@@ -230,6 +230,11 @@ class Emulator:
                     graph[layer.name].output_shape = list(shape)
         emu = cls(graph, source=str(path))
         emu.quantized_model = model
+        # until use_float_reference() gives the float model, errors are against this graph run in float
+        emu.reference_note = (f"{os.path.basename(path)}'s own graph in float32 (its folded weights, no rounding): "
+                              "the error of the int8 arithmetic alone; a function the quantizer changed (ReLU6 -> "
+                              "ReLU, sigmoid -> hard sigmoid) does not show; give the float model with --positions "
+                              "for that")
         return emu
 
     def use_float_reference(self, source: Any, options: QuantizerOptions | None = None) -> str:
