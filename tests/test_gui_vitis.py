@@ -282,3 +282,56 @@ def test_opening_a_vitis_dump_folder_says_where_it_goes(refcases, tmp_path):
     plain.mkdir()
     with pytest.raises(QInspectError, match="not a TensorFlow SavedModel"):  # any other folder: as before
         open_document(str(plain))
+
+
+def test_a_dump_compared_with_the_quantized_h5_being_imported_and_dropped_when_options_change(
+        qtbot, tmp_path, refcases, small_capture):
+    """Audit s34 (window): a dump imported while the quantized.h5 import still emulated was compared with the
+    run on screen's (none: 'import the quantized.h5 first', beside 'positions of quantized.h5'); a comparison
+    stayed on screen after an option change dropped the quantized.h5 it was made with; the failure stayed
+    after the quantized.h5 was imported."""
+    from qinspect.dpu.options import QuantizerOptions
+
+    small = refcases / "small"
+    win = window_on(qtbot, tmp_path, small_capture)
+    qtbot.waitUntil(lambda: win.session.analysis is not None, timeout=60000)
+    view = win.dump_view
+    # a dump before any quantized.h5: refused, said on the tab
+    _import_dump(qtbot, win, small / "dump_results", small / "dump_inputs.npy")
+    assert win.session.dump_error and "import the quantized.h5" in win.session.dump_error
+    # the import clears that failure (it spoke of a quantized.h5 now given), and a dump imported at once,
+    # while the import still emulates, is compared with the file being imported
+    win.session.import_quantized(str(small / "quantized.h5"))
+    assert win.session.dump_error is None and "was imported since" in view.headline.text()
+    assert win.session.analysis.quantized_path is None  # the run on screen is still the one before
+    _import_dump(qtbot, win, small / "dump_results", small / "dump_inputs.npy")
+    assert win.session.dump_error is None, win.session.dump_error
+    assert all(t.matched == t.total for t in win.session.dump.tensors if t.gating)
+    # the tab counts what compare-dump counts: the int8 tensors, the float copies beside them
+    deciding = sum(t.gating for t in win.session.dump.tensors)
+    assert deciding == 11 and f"11 tensors compared, all match ({len(win.session.dump.tensors) - 11} float copies" \
+        in view.info.text()
+    qtbot.waitUntil(lambda: not win.session.channels["emulate"].busy, timeout=60000)
+    # another target: the quantized.h5 goes, and the comparison made with it goes too, saying why
+    win.session.set_options(QuantizerOptions(target="DPUCADF8H"))
+    assert win.session.dump is None and view.table.rowCount() == 0
+    assert view.headline.text().startswith("The dump comparison was cleared: the quantizer options changed")
+    win.shutdown()
+
+
+def test_a_weight_row_opens_the_layer_whose_kernel_it_is(qtbot, tmp_path, refcases, small_capture):
+    """A folded conv's kernel row selected the BatchNorm after it ('this BatchNormalization layer has no
+    kernel'); its activation rows still select the layer the tree shows for them."""
+    small = refcases / "small"
+    win = _window_with_quantized(qtbot, tmp_path, small_capture, small / "quantized.h5")
+    _import_dump(qtbot, win, small / "dump_results", small / "dump_inputs.npy")
+    view = win.dump_view
+    rows = {t.name: i for i, t in enumerate(view.rows)}
+    kernel = next(n for n in rows if n.endswith("conv2_kernel"))
+    assert view._layer_of(rows[kernel]) == "conv2"
+    with qtbot.waitSignal(view.layer_clicked) as clicked:
+        view._on_double_click(rows[kernel], 0)
+    assert clicked.args == ["conv2"]
+    act = next(i for i, t in enumerate(view.rows) if t.kind == "activation" and t.layer == "quant_relu2")
+    assert view._layer_of(act) == "relu2"
+    win.shutdown()

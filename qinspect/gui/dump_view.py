@@ -113,6 +113,13 @@ class DumpView(QWidget):
         if not 0 <= row < len(self.rows):
             return ""
         t = self.rows[row]
+        if getattr(t, "kind", "") == "weight":
+            # a folded conv's kernel is the conv's, not the BatchNorm's after it, whose output the node's
+            # activation rows map to (that layer shows no kernel); quant_conv2 is the wrapper of conv2
+            own = (getattr(t, "layer", "") or "").removeprefix("quant_")
+            document = getattr(self.session, "document", None)
+            if own and document is not None and own in document.graph:
+                return own
         name = getattr(t, "float_layer", "") or getattr(t, "layer", "") or ""
         analysis = getattr(self.session, "analysis", None)
         if name and not getattr(t, "float_layer", "") and analysis is not None and hasattr(analysis, "float_layer"):
@@ -158,8 +165,12 @@ class DumpView(QWidget):
         if dump is None:
             self.info.setText(INSTRUCTIONS)
             error = getattr(self.session, "dump_error", None)
+            dropped = getattr(self.session, "dump_dropped", None)
             if error:
                 self.headline.setText(f"The dump import failed: {error}")
+            elif dropped:
+                self.headline.setText(f"The dump comparison was cleared: {dropped}. Import the dump folder again to "
+                                      "compare it with what is in use now.")
             return
         self.rows = list(getattr(dump, "tensors", []))
         self.table.setRowCount(len(self.rows))

@@ -456,9 +456,16 @@ class DumpComparison:
 
     def summary(self) -> str:
         """One line for the status bar: what was found and how many tensors differ."""
-        bad = [t for t in self.tensors if t.matched != t.total]
-        text = (f"{self.folder}: {self.found or self.kind}; {len(self.tensors)} tensors compared, "
+        # the int8 tensors decide, as compare-dump counts them; dump_model's float copies are listed beside
+        deciding = [t for t in self.tensors if getattr(t, "gating", True)]
+        copies = [t for t in self.tensors if not getattr(t, "gating", True)]
+        bad = [t for t in deciding if t.matched != t.total]
+        text = (f"{self.folder}: {self.found or self.kind}; {len(deciding)} tensors compared, "
                 + ("all match" if not bad else f"{len(bad)} differ"))
+        if copies:
+            off = sum(t.matched != t.total for t in copies)
+            text += (f" ({len(copies)} float copies beside them, which do not decide"
+                     + (f"; {off} of them differ)" if off else ")"))
         if self.unmapped and self.kind == "board":
             text += f"; {len(self.unmapped)} board tensor(s) map to no layer, first {self.unmapped[0].tensor.label}"
         if self.incomplete:

@@ -56,6 +56,8 @@ class Session(QObject):
         self.coverage: Any = None  # compare_job.Coverage
         self.dump: Any = None  # dump comparison rows
         self.dump_error: str | None = None  # why the last dump import failed (one line)
+        self.dump_dropped: str | None = None  # why the comparison on hand went (another quantized.h5 or target)
+        self._dump_with: tuple[str | None, bool] | None = None  # the quantized.h5 and target it was made with
         self.findings: list[Any] = []
         self.diagnosis: emulation.DiagnosisSummary | None = None  # the output block beside the findings
         self._diagnosed_on: str | None = None  # the evaluation capture the diagnosis measured (None: the capture)
@@ -113,6 +115,7 @@ class Session(QObject):
         self.quantized_path, self._importing = None, False
         self._drop_advice()  # measured under the old options
         self._drop_findings()  # the same: never shown while the new options are being measured
+        self._drop_dump("the quantizer options changed, which drops the quantized.h5 it was compared with")
         self.start()
         if dropped:
             self.status.emit(f"Quantizer options apply to qinspect's own calibration: the positions of "
@@ -155,6 +158,7 @@ class Session(QObject):
         column for good, with options in effect that no figure was measured under."""
         options, quantized = self._shown_run
         self.options, self.quantized_path, self._importing = options, quantized, False
+        self._drop_dump_made_otherwise()
         self.options_restored.emit(options)
         self._show_run_on_hand()
         self.status.emit(f"{self._WHAT['emulate']}: cancelled; the figures shown are the previous run's again "
@@ -185,6 +189,7 @@ class Session(QObject):
             # the quantized.h5 did not load: later emulations (another option) use what was in use before
             self.quantized_path, self._importing = self._before_import, False
             restored = self.analysis is not None
+            self._drop_dump_made_otherwise()
         bad_labels = name == "findings" and self.labels_path and self.labels_path in str(exc)
         if bad_labels:  # reported once; the diagnosis runs again without them (it failed on every later run)
             self.labels_path = None
@@ -242,6 +247,22 @@ class Session(QObject):
         if had:
             self.findings_changed.emit()
 
+    def _drop_dump(self, why: str) -> None:
+        """A dump comparison (or its failure) made with a quantized.h5 or a target no longer in use goes, its
+        job with it: kept, it showed codes the emulator now computes otherwise. The tab says ``why``."""
+        if self.dump is None and self.dump_error is None and not self.channels["dump"].busy:
+            return
+        self.channels["dump"].cancel()
+        self.dump, self.dump_error, self.dump_dropped, self._dump_with = None, None, why, None
+        self.dump_changed.emit()
+
+    def _drop_dump_made_otherwise(self) -> None:
+        """Drop a comparison made (or being made) with another quantized.h5 or target than those in use now:
+        one started while an import that then failed or was cancelled was emulating."""
+        if self._dump_with is not None and self._dump_with != (self.quantized_path, self.options.narrow_activations):
+            self._drop_dump(f"it was made with {os.path.basename(self._dump_with[0] or 'no quantized.h5')}, whose "
+                            "import did not complete")
+
     def _drop_advice(self) -> None:
         if self.advice is not None or self.channels["advice"].busy:
             self.channels["advice"].cancel()
@@ -274,6 +295,7 @@ class Session(QObject):
         self.quantized_path = os.fspath(path)
         self._drop_advice()  # measured with other positions
         self._drop_findings()
+        self._drop_dump(f"{os.path.basename(self.quantized_path)} was imported since")
         self._run("emulate", emulation.emulate_job, self.document, self.quantized_path, self.options.to_dict())
 
     def activation_position(self, layer: str) -> tuple[int | None, str]:
@@ -357,9 +379,11 @@ class Session(QObject):
     def import_dump(self, folder: str, inputs: str) -> None:
         """Compare a Vitis dump_results folder (made from ``inputs``) with the emulator of the imported
         quantized.h5."""
-        quantized = self.analysis.quantized_path if self.analysis is not None else None
+        # the quantized.h5 in use, or being imported: the run on screen may still be the one before it
+        quantized = self.quantized_path
+        self._dump_with = (quantized, self.options.narrow_activations)
         # the previous comparison goes at once: it is not this folder's
-        self.dump, self.dump_error = None, None
+        self.dump, self.dump_error, self.dump_dropped = None, None, None
         self.dump_changed.emit()
         self._run("dump", emulation.dump_job, os.fspath(folder), quantized, os.fspath(inputs),
                   self.options.narrow_activations)
