@@ -332,6 +332,19 @@ def test_a_weight_row_opens_the_layer_whose_kernel_it_is(qtbot, tmp_path, refcas
     with qtbot.waitSignal(view.layer_clicked) as clicked:
         view._on_double_click(rows[kernel], 0)
     assert clicked.args == ["conv2"]
-    act = next(i for i, t in enumerate(view.rows) if t.kind == "activation" and t.layer == "quant_relu2")
+    act = next(i for i, t in enumerate(view.rows) if t.kind == "activation" and t.layer == "quant_relu2"
+               and t.gating)
     assert view._layer_of(act) == "relu2"
+    # the tree's selection moves the table to that layer's output row (the histogram kept another tensor's),
+    # without the table selecting back in the tree; a layer with no dumped tensor leaves no row selected
+    win.select_layer("relu2", show_layer_tab=False)
+    assert view.table.currentRow() == act and win.current_layer() == "relu2"
+    assert view.hist.plotItem.titleLabel.text.startswith(f"{view.rows[act].name}: ")
+    # the selected row's cause and first mismatch, whole, under the table (the Note column is cut)
+    assert view.detail.text().startswith(f"{view.rows[act].name}: {view.rows[act].matched} of ")
+    assert all(view.table.columnWidth(j) <= 300 for j in range(view.table.columnCount() - 1))
+    # every layer of this model has a dumped tensor; one without (a layer run on the CPU) leaves no row
+    view.follow_layer("not_dumped")
+    assert view.table.currentRow() == -1 and view.detail.text() == ""
+    assert view.hist.plotItem.titleLabel.text == "No dumped tensor of not_dumped"
     win.shutdown()

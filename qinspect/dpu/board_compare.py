@@ -365,8 +365,8 @@ def compare_board(g: DpuGraph, dump: BoardDump, inputs: np.ndarray | dict[str, n
     if unmapped and not mapped:  # nothing in common: no table would mean anything
         u = unmapped[0]
         raise QInspectError(f"none of the board dump's {len(unmapped)} tensor(s) maps to a layer of the quantized "
-                            f"model (first {u.tensor.label}: {u.reason}): a dump of another model? (--map names a "
-                            "tensor's layer)", dump.root)
+                            f"model (first {u.tensor.label}: {u.reason}): a dump of another model? (if its tensors "
+                            "were renamed, qinspect compare-dump --map names each one's layer)", dump.root)
     if ignored:
         notes.append(f"{len(ignored)} tensor(s) left out by the map: " + ", ".join(t.label for t in ignored))
     sim_vals: dict[str, Value] | None = None

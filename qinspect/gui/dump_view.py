@@ -58,6 +58,7 @@ class DumpView(QWidget):
         super().__init__(window)
         self.session = None
         self.rows: list = []
+        self._following = False  # selecting a row for the tree's selection: not echoed back to the tree
         layout = QVBoxLayout(self)
         row = QHBoxLayout()
         self.info = QLabel(INSTRUCTIONS)
@@ -88,9 +89,21 @@ class DumpView(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.horizontalHeader().setStretchLastSection(True)
+        # names differ at their end (..._Conv_1_kernel, ..._Conv_1_bias): cut them in the middle
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.cellDoubleClicked.connect(self._on_double_click)
         self.table.currentCellChanged.connect(self._on_current)
-        split.addWidget(self.table)
+        above = QWidget()
+        column = QVBoxLayout(above)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.table, 1)
+        # the selected row's note (the cause) and first mismatch, whole: the Note column is cut to the tab
+        self.detail = QLabel("")
+        self.detail.setObjectName("dumpDetail")
+        self.detail.setWordWrap(True)
+        self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        column.addWidget(self.detail)
+        split.addWidget(above)
         self.hist = pg.PlotWidget()
         self.hist.setObjectName("dumpHistogram")
         self.hist.setLabel("bottom", "|dump - emulator| (LSB)")
@@ -134,14 +147,39 @@ class DumpView(QWidget):
     def _on_current(self, row: int, _col: int, _prev_row: int, _prev_col: int) -> None:
         self.show_histogram(row)
         layer = self._layer_of(row)
-        if layer:
+        if layer and not self._following:
             self.layer_selected.emit(layer)
+
+    def follow_layer(self, layer: str) -> None:
+        """The tree selected ``layer``: select its row (its output's, else its first), or none, so the
+        histogram never shows another layer's tensor beside it."""
+        if not self.rows or self._layer_of(self.table.currentRow()) == layer:
+            return
+        mine = [i for i in range(len(self.rows)) if self._layer_of(i) == layer]
+        # the int8 output first (it has the difference histogram), then a float copy, then a weight
+        rank = {i: (getattr(self.rows[i], "kind", "") == "weight", not getattr(self.rows[i], "gating", True))
+                for i in mine}
+        row = min(mine, key=lambda i: rank[i]) if mine else -1
+        self._following = True
+        try:
+            if row < 0:
+                self.table.clearSelection()
+                self.table.setCurrentCell(-1, -1)
+                self.hist.setTitle(f"No dumped tensor of {layer}")
+            else:
+                self.table.setCurrentCell(row, 0)
+                self.table.scrollToItem(self.table.item(row, 0))
+        finally:
+            self._following = False
 
     def show_histogram(self, row: int) -> None:
         """Draw the differences of one row: bars at 1, 2, ... LSB (the matching codes are in the title)."""
+        self._show_detail(row)
         hist = list(getattr(self.rows[row], "histogram", []) or []) if 0 <= row < len(self.rows) else []
         if not hist:
             self.bars.setOpts(x=[], height=[])
+            self.hist.setXRange(0, 1)  # not the previous tensor's range under no bars
+            self.hist.setYRange(0, 1)
             self.hist.setTitle("No difference histogram for this row (int8 tensors only)" if 0 <= row < len(self.rows)
                                else "Select a tensor")
             return
@@ -154,6 +192,16 @@ class DumpView(QWidget):
         if counts.size:
             self.hist.setXRange(0.4, len(hist) - 0.4)
             self.hist.setYRange(0, float(counts.max()) * 1.05)
+
+    def _show_detail(self, row: int) -> None:
+        if not 0 <= row < len(self.rows):
+            self.detail.setText("")
+            return
+        t = self.rows[row]
+        where = _where(getattr(t, "first_mismatch", None))
+        parts = [f"{t.name}: {t.matched} of {t.total} equal"] + ([f"first mismatch at {where}"] if where else [])
+        note = getattr(t, "note", "")
+        self.detail.setText("; ".join(parts) + (f". {note[:1].upper()}{note[1:]}." if note else "."))
 
     def refresh(self) -> None:
         """Show the session's dump comparison: the headline, then the rows (a board dump's in topological order)."""
@@ -186,8 +234,9 @@ class DumpView(QWidget):
                     item.setForeground(pg.mkColor(200, 30, 30) if t is first else pg.mkColor(150, 90, 20))
                 self.table.setItem(i, j, item)
         self.table.resizeColumnsToContents()
-        # a long tensor name (a board dump's subgraph path) must not push the mismatch and note off-screen
-        for j in range(self.table.columnCount() - 1):
+        # a long tensor name (a board dump's subgraph path) must not push the mismatch and note off-screen,
+        # nor a long note (a cause) make the table scroll sideways: the line under the table shows it whole
+        for j in range(self.table.columnCount()):
             self.table.setColumnWidth(j, min(self.table.columnWidth(j), MAX_COLUMN_PX))
         summary = dump.summary() if hasattr(dump, "summary") else f"{len(self.rows)} tensors compared"
         # what the comparison rests on (samples compared, weights checked only through activations)

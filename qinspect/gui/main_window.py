@@ -646,6 +646,7 @@ class MainWindow(QMainWindow):
             # typing in the filter moves Qt's current row off a layer it hides: nobody chose that layer
             return
         self.propagation.mark_layer(name)
+        self.dump_view.follow_layer(name)
         if self.tree.repeating:
             # Coalesce a held key: name the layer now, load and draw the one the key stops at.
             self.layer_panel.preview_layer(name)
