@@ -116,6 +116,7 @@ def test_board_dump_headline_histogram_and_row_selection(qtbot, tmp_path, refcas
     assert win.current_layer() == "relu2" and win.tabs.currentWidget() is view
     heights = list(view.bars.opts["height"])
     assert heights == [2, 0, 0, 1]
+    assert view.hist.getPlotItem().getAxis("left").isVisible() and not view.empty.isVisible()
     # Selecting another row selects its layer.
     row = [view.table.item(i, 1).text() for i in range(view.table.rowCount())].index("pool1")
     view.table.selectRow(row)
@@ -339,10 +340,27 @@ def test_a_weight_row_opens_the_layer_whose_kernel_it_is(qtbot, tmp_path, refcas
     # without the table selecting back in the tree; a layer with no dumped tensor leaves no row selected
     win.select_layer("relu2", show_layer_tab=False)
     assert view.table.currentRow() == act and win.current_layer() == "relu2"
-    assert view.hist.plotItem.titleLabel.text.startswith(f"{view.rows[act].name}: ")
+    # the tree's names in the Layer column and the plot's title, the quantizer's (quant_relu2) in the tooltip
+    assert view.hist.plotItem.titleLabel.text.startswith("relu2: 16384 of 16384 codes equal")
+    assert view.table.item(act, 1).text() == "relu2" and "quant_relu2" in view.table.item(act, 1).toolTip()
+    # every code equal: said in the plot instead of an empty 0..1 frame
+    assert view.empty.isVisible() and view.empty.textItem.toPlainText().startswith("Every code equal")
+    assert not view.hist.getPlotItem().getAxis("left").isVisible()
     # the selected row's cause and first mismatch, whole, under the table (the Note column is cut)
     assert view.detail.text().startswith(f"{view.rows[act].name}: {view.rows[act].matched} of ")
     assert all(view.table.columnWidth(j) <= 300 for j in range(view.table.columnCount() - 1))
+    # a dump_model tensor differing: the headline names the tree's layer, then the quantizer's tensor
+    import shutil
+
+    import numpy as np
+    edited = tmp_path / "edited_dump"
+    shutil.copytree(small / "dump_results", edited)
+    f = edited / "dump_results_0" / "quant_relu2.bin"
+    codes = np.fromfile(f, np.int8)
+    codes[5] = np.int8(codes[5] + (1 if codes[5] < 127 else -1))
+    codes.tofile(f)
+    _import_dump(qtbot, win, edited, small / "dump_inputs.npy")
+    assert view.headline.text().startswith("First divergence: layer relu2 (quant_relu2), 1 of 16384 codes differ")
     # every layer of this model has a dumped tensor; one without (a layer run on the CPU) leaves no row
     view.follow_layer("not_dumped")
     assert view.table.currentRow() == -1 and view.detail.text() == ""

@@ -91,6 +91,9 @@ class DumpView(QWidget):
         self.table.horizontalHeader().setStretchLastSection(True)
         # names differ at their end (..._Conv_1_kernel, ..._Conv_1_bias): cut them in the middle
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        # one line per tensor: a dump has hundreds of rows
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 6)
         self.table.cellDoubleClicked.connect(self._on_double_click)
         self.table.currentCellChanged.connect(self._on_current)
         above = QWidget()
@@ -111,6 +114,10 @@ class DumpView(QWidget):
         self.hist.setTitle("Select a tensor")
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=BAR_BRUSH, pen=pg.mkPen(None))
         self.hist.addItem(self.bars)
+        # no bars to draw (every code equal, or a float row): said in the plot, not as empty 0..1 axes
+        self.empty = pg.TextItem("", color="#555", anchor=(0.5, 0.5))
+        self.empty.setPos(0.5, 0.5)
+        self.hist.addItem(self.empty)
         split.addWidget(self.hist)
         split.setSizes([300, 160])
         layout.addWidget(split, 1)
@@ -138,6 +145,10 @@ class DumpView(QWidget):
         if name and not getattr(t, "float_layer", "") and analysis is not None and hasattr(analysis, "float_layer"):
             name = analysis.float_layer(name)
         return name
+
+    def _layer_of_tensor(self, tensor) -> str:
+        """:meth:`_layer_of` for a row's tensor (by identity: the dataclasses hold arrays)."""
+        return next((self._layer_of(i) for i, t in enumerate(self.rows) if t is tensor), "")
 
     def _on_double_click(self, row: int, _col: int) -> None:
         layer = self._layer_of(row)
@@ -176,22 +187,34 @@ class DumpView(QWidget):
         """Draw the differences of one row: bars at 1, 2, ... LSB (the matching codes are in the title)."""
         self._show_detail(row)
         hist = list(getattr(self.rows[row], "histogram", []) or []) if 0 <= row < len(self.rows) else []
+        counts = np.asarray(hist[1:], dtype=float)
         if not hist:
-            self.bars.setOpts(x=[], height=[])
-            self.hist.setXRange(0, 1)  # not the previous tensor's range under no bars
-            self.hist.setYRange(0, 1)
             self.hist.setTitle("No difference histogram for this row (int8 tensors only)" if 0 <= row < len(self.rows)
                                else "Select a tensor")
-            return
-        counts = np.asarray(hist[1:], dtype=float)
-        self.bars.setOpts(x=np.arange(1, len(hist)), height=counts, width=0.8)
-        t = self.rows[row]
-        # the layer, not the tensor's path (a board tensor's runs past the plot's width); the row names it whole
-        who = getattr(t, "float_layer", "") or getattr(t, "layer", "") or t.name
-        self.hist.setTitle(f"{who}: {hist[0]} of {t.total} codes equal; {int(counts.sum())} differ")
-        if counts.size:
-            self.hist.setXRange(0.4, len(hist) - 0.4)
+        else:
+            t = self.rows[row]
+            # the tree's name of the layer, not the tensor's path (a board tensor's runs past the plot's width)
+            who = self._layer_of(row) or t.name
+            self.hist.setTitle(f"{who}: {hist[0]} of {t.total} codes equal; {int(counts.sum())} differ")
+        self._draw_bars(counts, "" if counts.any() else
+                        ("Every code equal: no difference to draw" if hist else "Nothing to draw"))
+
+    def _draw_bars(self, counts: np.ndarray, placeholder: str) -> None:
+        """Bars at 1, 2, ... LSB, or, with nothing to draw, the placeholder alone without axes (an empty
+        0..1 frame reads as data)."""
+        drawn = not placeholder
+        self.bars.setOpts(x=np.arange(1, counts.size + 1) if drawn else [], height=counts if drawn else [],
+                          width=0.8)
+        self.empty.setText(placeholder)
+        self.empty.setVisible(not drawn)
+        for side in ("left", "bottom"):
+            self.hist.getPlotItem().showAxis(side, drawn)
+        if drawn:
+            self.hist.setXRange(0.4, counts.size + 0.6)
             self.hist.setYRange(0, float(counts.max()) * 1.05)
+        else:
+            self.hist.setXRange(0, 1)  # not the previous tensor's range: the placeholder sits at the centre
+            self.hist.setYRange(0, 1)
 
     def _show_detail(self, row: int) -> None:
         if not 0 <= row < len(self.rows):
@@ -225,11 +248,15 @@ class DumpView(QWidget):
         first = getattr(dump, "first", None)
         for i, t in enumerate(self.rows):
             fm = getattr(t, "first_mismatch", None)
-            cells = [t.name, getattr(t, "float_layer", "") or getattr(t, "layer", "") or "",
-                     f"{t.matched}/{t.total}", _difference(t), _where(fm), getattr(t, "note", "")]
+            # the Layer column speaks the tree's names (relu2, not the quantizer's quant_relu2)
+            quantizer_name = getattr(t, "float_layer", "") or getattr(t, "layer", "") or ""
+            layer = self._layer_of(i) or quantizer_name
+            cells = [t.name, layer, f"{t.matched}/{t.total}", _difference(t), _where(fm), getattr(t, "note", "")]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(text)  # whole, where a capped column cuts it
+                if j == 1 and quantizer_name and quantizer_name != layer:
+                    item.setToolTip(f"{layer} (in the quantized model: {quantizer_name})")
                 if t.matched != t.total:
                     item.setForeground(pg.mkColor(200, 30, 30) if t is first else pg.mkColor(150, 90, 20))
                 self.table.setItem(i, j, item)
@@ -242,7 +269,8 @@ class DumpView(QWidget):
         # what the comparison rests on (samples compared, weights checked only through activations)
         notes = [f"Note: {n[:1].upper()}{n[1:]}." for n in getattr(dump, "notes", [])]
         self.info.setText("\n".join([summary, *notes]))
-        self.headline.setText(dump.headline() if hasattr(dump, "headline") else "")
+        self.headline.setText(dump.headline(self._layer_of_tensor) if hasattr(dump, "headline")
+                              else "")
         if first is not None and first in self.rows:
             row = self.rows.index(first)
             self.table.selectRow(row)

@@ -9,6 +9,7 @@ can ask by the name the user clicked.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -472,16 +473,18 @@ class DumpComparison:
             text += "; the dump is incomplete"
         return text
 
-    def headline(self) -> str:
-        """The first diverging layer in topological order, in one sentence; then what the dump lacks."""
+    def headline(self, layer_of: Callable[[Any], str] | None = None) -> str:
+        """The first diverging layer in topological order, in one sentence; then what the dump lacks.
+        ``layer_of`` names a row's layer as the window's tree does (relu2, not the quantizer's quant_relu2)."""
         t = self.first
         if t is None:
             text = ("No divergence: every compared tensor matches the emulator bit for bit." if not self.incomplete
                     else "No divergence among the tensors compared, but the dump is incomplete.")
         else:
-            layer = getattr(t, "float_layer", "") or t.layer
+            layer = (layer_of(t) if layer_of is not None else "") or getattr(t, "float_layer", "") or t.layer
+            tensor = f" ({t.name})" if t.name != layer else ""
             difference = getattr(t, "difference", None) or f"{t.max_lsb:g} LSB"
-            text = (f"First divergence: layer {layer} ({t.name}), {t.total - t.matched} of {t.total} codes differ, "
+            text = (f"First divergence: layer {layer}{tensor}, {t.total - t.matched} of {t.total} codes differ, "
                     f"max {difference}" + (f". {t.note[:1].upper()}{t.note[1:]}." if t.note else "."))
         extra = [*self.incomplete, *([self.warning] if self.warning else [])]
         return " ".join([text, *(f"{x[:1].upper()}{x[1:]}." for x in extra)])
