@@ -166,9 +166,9 @@ def test_model_file_gives_a_weights_report(refcases, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((out / "report.json").read_text())
     layers = {layer["name"]: layer for layer in data["layers"]}
-    # the Vitis run's position, on bn2's row: the quantized.h5's conv2 holds bn2 folded into it
-    assert layers["bn2"]["positions"]["weights"] == 9
-    assert layers["bn2"]["weights"]["channels"]["min"]  # per-channel ranges of the stored weights
+    # the Vitis run's position, on conv2's row: the quantized.h5's conv2 holds bn2 folded into it
+    assert layers["conv2"]["positions"]["weights"] == 9 and layers["bn2"]["positions"]["weights"] is None
+    assert layers["conv2"]["weights"]["channels"]["min"]  # per-channel ranges of the stored weights
     assert layers["relu2"]["accumulated"] is None  # no activations: not computed, not zero
     assert any("no activations" in w for w in data["warnings"])
 

@@ -42,13 +42,18 @@ def test_positions_from_quantized_h5_are_the_vitis_positions(vitis_report, refca
     vitis = json.loads((refcases / "small" / "positions.json").read_text())["positions"]
     layers = _layers(vitis_report)
     assert layers["input"]["positions"]["output"] == vitis["quant_input"]["input"]
-    # the quantized.h5 folded each BatchNorm into its conv: the BatchNorm's row stands for the folded conv,
-    # as in a calibrated report (the conv's own captured tensor is before the BatchNorm)
-    for conv, row in (("conv1", "bn1"), ("conv2", "bn2"), ("fc", "fc")):
-        assert layers[row]["positions"]["weights"] == vitis[conv][f"{conv}/kernel:0"]
-        assert layers[row]["positions"]["bias"] == vitis[conv][f"{conv}/bias:0"]
-    for conv in ("conv1", "conv2"):
-        assert layers[conv]["placement"] == "" and "merged into" in layers[conv]["placement_note"]
+    # the quantized.h5 folded each BatchNorm into its conv: the BatchNorm's row stands for the folded conv's
+    # output and errors, as in a calibrated report (the conv's own captured tensor is before the BatchNorm);
+    # the kernel and bias are on the conv's row, where the Vitis run keys them too (conv1/kernel:0)
+    for conv in ("conv1", "conv2", "fc"):
+        assert layers[conv]["positions"]["weights"] == vitis[conv][f"{conv}/kernel:0"]
+        assert layers[conv]["positions"]["bias"] == vitis[conv][f"{conv}/bias:0"]
+    for conv, bn in (("conv1", "bn1"), ("conv2", "bn2")):
+        assert layers[conv]["placement"] == "DPU" and "merged into" in layers[conv]["placement_note"]
+        assert f"folded with {bn}; the output and its errors are on {bn}'s row" in layers[conv]["placement_note"]
+        assert layers[conv]["weights"]["position"] == vitis[conv][f"{conv}/kernel:0"]
+        assert layers[bn]["positions"]["weights"] is None and layers[bn]["weights"] is None
+        assert f"folded into {conv}'s weights and bias, shown on {conv}'s row" in layers[bn]["placement_note"]
     for act in ("relu1", "pool1", "relu2"):
         assert layers[act]["positions"]["output"] == vitis[act]["output_0"]
     assert layers["fc"]["positions"]["output"] == vitis["fc"]["linear"]
@@ -123,9 +128,11 @@ def test_a_model_file_report_counts_saturation_on_the_emulators_float_reference(
 
 def test_calibrated_report_maps_float_layers_to_int8_nodes(calibrated_report):
     layers = _layers(calibrated_report)
-    # BatchNorm folded into the conv: the conv node stands for bn1's output; conv1 has no int8 output
-    assert layers["bn1"]["positions"]["weights"] is not None
-    assert layers["conv1"]["placement"] == "" and "merged into" in layers["conv1"]["placement_note"]
+    # BatchNorm folded into the conv: the conv node stands for bn1's output; conv1 has no int8 output, and
+    # holds the folded kernel (where the window and the channel findings put it)
+    assert layers["conv1"]["positions"]["weights"] is not None and layers["bn1"]["positions"]["weights"] is None
+    assert layers["conv1"]["positions"]["output"] is None and layers["bn1"]["isolated"] is not None
+    assert "merged into" in layers["conv1"]["placement_note"]
     assert any("bn1 folded" in t for t in layers["bn1"]["rewrites"])
     assert all(layers[n]["placement"] == "DPU" for n in ("relu1", "pool1", "relu2", "fc"))
     assert calibrated_report.positions_source.startswith("qinspect calibration")
@@ -162,12 +169,13 @@ def test_layer_report_has_one_section_and_its_findings_only(small_capture, refca
 
 
 def test_a_layer_report_of_a_folded_conv_has_the_row_it_was_merged_into(small_capture, refcases):  # noqa: F811
-    # conv2 has no int8 tensor of its own: the quantizer merged it with bn2, whose row holds its positions
+    # conv2 has no int8 tensor of its own: the quantizer merged it with bn2, whose row holds its output's
+    # errors; conv2's row holds the folded kernel
     report = build_report(small_capture, positions=refcases / "small" / "quantized.h5", layer="conv2",
                           diagnose=False)
     assert [s.name for s in report.layers] == ["conv2", "bn2"]
-    bn2 = report.layers[1]
-    assert bn2.positions["weights"] is not None and bn2.isolated is not None
+    conv2, bn2 = report.layers
+    assert conv2.positions["weights"] == 9 and bn2.positions["output"] is None and bn2.isolated is not None
 
 
 def test_a_layer_report_lists_the_findings_that_name_it_among_the_affected_layers():

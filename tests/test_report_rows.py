@@ -16,7 +16,7 @@ from tests.dpu_graph_fixtures import model, rng_weights
 S4 = [None, 8, 8, 4]
 
 
-def _separable_with_bn():
+def _separable_with_bn(with_source: bool = False):
     rng = np.random.default_rng(3)
     w = rng_weights(rng, {"s": {"depthwise_kernel": (3, 3, 4, 1), "pointwise_kernel": (1, 1, 4, 6), "bias": (6,)},
                           "bn": {"gamma": (6,), "beta": (6,), "moving_mean": (6,), "moving_variance": (6,)}})
@@ -27,7 +27,7 @@ def _separable_with_bn():
         ("bn", "BatchNormalization", {"epsilon": 1e-3}, ["s"], [None, 8, 8, 6]),
         ("r", "ReLU", {}, ["bn"], [None, 8, 8, 6]),
     ], ["r"], w)
-    return graph_from_float(src.graph, src)
+    return graph_from_float(src.graph, src) if not with_source else (src.graph, graph_from_float(src.graph, src))
 
 
 def test_a_separable_conv_folded_with_its_batchnorm_has_no_int8_output_of_its_own():
@@ -99,3 +99,23 @@ def test_a_conv_with_a_builtin_softmax_is_split_not_fused_in_its_row():
     note = _fused_note(conv, act, 5)
     assert note.startswith("split: the conv2d (quant_seg) runs on the DPU") and "p = 5" in note
     assert "same DPU step" not in note and "output (after the activation) is float" in note
+
+
+def test_a_folded_separable_convs_kernel_is_on_its_own_row_not_the_batchnorms():
+    # The report put the folded kernel (positions, histogram, channel ranges) on the BatchNorm's row, where no
+    # kernel is; the window, the channel findings and a Vitis positions.json (conv1/kernel:0) name the conv.
+    from qinspect.report.collect import _kernel_elsewhere, _kernel_node, kernel_owners
+
+    float_graph, g = _separable_with_bn(with_source=True)
+    # as the model readers give them: the file's weight names and shapes
+    float_graph["s"].weight_shapes = {"depthwise_kernel": [3, 3, 4, 1], "pointwise_kernel": [1, 1, 4, 6], "bias": [6]}
+    float_graph["bn"].weight_shapes = {"gamma": [6], "beta": [6], "moving_mean": [6], "moving_variance": [6]}
+    kernels = kernel_owners(float_graph)
+    assert kernels == {"s"}
+    lm = map_layers(["x", "s", "bn", "r"], g)
+    rows = {r.name: r for r in _rows(float_graph, lm)}
+    # the separable's row holds its pointwise half's kernel; the depthwise half keeps its own row and kernel
+    assert _kernel_node(rows["s"], lm, kernels).name == "quant_s_pointwise_conv"
+    assert _kernel_elsewhere(rows["bn"], lm, kernels) == "s"
+    assert all(_kernel_elsewhere(rows[n], lm, kernels) == "" for n in rows if n != "bn")
+    assert all(_kernel_node(rows[n], lm, kernels) is None for n in rows if n != "s")

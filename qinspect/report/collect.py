@@ -303,6 +303,48 @@ def _json_row_positions(table: dict[str, dict[str, int]], name: str) -> dict[str
     return out
 
 
+KERNEL_SLOTS = ("kernel", "depthwise_kernel", "pointwise_kernel")
+
+
+def kernel_owners(graph: ModelGraph) -> frozenset[str]:
+    """The float layers that own a kernel (a shared layer's later calls through its first call's weights)."""
+    def shapes(lay: Layer) -> dict:
+        return lay.weight_shapes or (graph[lay.owner].weight_shapes if lay.owner in graph else {})
+
+    return frozenset(lay.name for lay in graph.leaves() if set(shapes(lay)) & set(KERNEL_SLOTS))
+
+
+def _kernel_owner(node: Any, kernel_layers: frozenset[str]) -> str | None:
+    """The float layer whose kernel a node holds: the first of its origins that has one (the conv of a
+    pad + conv + BatchNorm), else None."""
+    if not any(k in KERNEL_SLOTS for k in getattr(node, "weight_slots", {})):
+        return None
+    return next((o for o in node.origin or [] if o in kernel_layers), None)
+
+
+def _kernel_node(row: Row, lmap: LayerMap | None, kernel_layers: frozenset[str]) -> Any:
+    """The int8 node holding ``row``'s own kernel when the layer has no int8 output of its own (a conv whose
+    BatchNorm was folded into it): the last such node, not a quantized step with a row of its own (a separable
+    conv's depthwise half)."""
+    if lmap is None or row.node is not None or row.layer is None:
+        return None
+    steps = {n.name for n in lmap.intermediate}
+    return next((n for n in reversed(row.merged_into)
+                 if n.name not in steps and _kernel_owner(n, kernel_layers) == row.name), None)
+
+
+def _kernel_elsewhere(row: Row, lmap: LayerMap | None, kernel_layers: frozenset[str]) -> str:
+    """The float layer whose row shows the kernel of ``row``'s node instead (conv1 for the BatchNorm folded into
+    it: the window and the channel findings name the conv too), else ''."""
+    node = row.node
+    if lmap is None or node is None or row.layer is None or row.owner is not None:
+        return ""
+    owner = _kernel_owner(node, kernel_layers)
+    if owner and owner != row.name and lmap.standing.get(owner) is None and node in lmap.merged_into.get(owner, []):
+        return owner
+    return ""
+
+
 def _fused_producer(dpu: Any, row: Row, node: Any) -> Any:
     """The node of ``row`` whose built-in activation ``node`` is (``Conv2D(..., activation="relu")`` becomes
     a conv without an output quantizer and a relu holding it), else None."""
@@ -671,11 +713,14 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
     leaf_index = {lay.name: i for i, lay in enumerate(graph.leaves())}
     # per row, the factor from its captured tensor to the int8 model's (histograms and coverage alike)
     scales = {row.name: s for row in rows if (s := _equalized(dpu, row.node)) is not None}
+    # the layers that own a kernel: a folded conv's row shows the kernel its int8 node holds
+    kernel_layers = kernel_owners(graph)
     sections = []
     for i, row in enumerate(rows):
         if progress:
             progress(i, len(rows), "layer sections")
-        sec = _section(row, i, leaf_index, source, em, lmap, captured, findings, max_samples, scales.get(row.name))
+        sec = _section(row, i, leaf_index, source, em, lmap, captured, findings, max_samples, scales.get(row.name),
+                       kernel_layers)
         if row.node is not None and row.node.name in diag.sensitivity:
             sec.sensitivity = diag.sensitivity[row.node.name]
         sections.append(sec)
@@ -741,7 +786,7 @@ def _table_x(sections: list[LayerSection]) -> list[float]:
 
 def _section(row: Row, i: int, leaf_index: dict[str, int], source: Any, em: Emulation, lmap: LayerMap | None,
              captured: set[str], findings: list[dict] | None, max_samples: int | None,
-             scale: np.ndarray | None = None) -> LayerSection:
+             scale: np.ndarray | None = None, kernel_layers: frozenset[str] = frozenset()) -> LayerSection:
     dpu = em.graph
     node = row.node
     placement, note = _placement(row, dpu)
@@ -759,11 +804,34 @@ def _section(row: Row, i: int, leaf_index: dict[str, int], source: Any, em: Emul
                 fused_activation = getattr(node, "key", "") or node.name
             note = _fused_note(producer, node, dpu.pos(node.pre_slot)) + ("; " + note if note else "")
         result = em.results.get(node.name)
+        kernel_owner = _kernel_elsewhere(row, lmap, kernel_layers)
+        if kernel_owner:
+            # the folded kernel is shown where a user looks for it, on the conv's row; this row keeps the
+            # node's output and errors
+            positions = {**positions, "weights": None, "bias": None}
+            weights = {}
+            note = (note + "; " if note else "") + f"its scale and shift are folded into {kernel_owner}'s weights " \
+                f"and bias, shown on {kernel_owner}'s row"
     else:
         positions = _json_row_positions(em.json_positions.table, row.name) if em.json_positions else {}
         rewrites, adjustments = _node_texts(dpu, {row.name} | {n.name for n in row.merged_into}) if dpu else ([], [])
         weights = source.weights(row.name) if row.layer is not None and not row.merged_into else {}
         result = None
+        holder = _kernel_node(row, lmap, kernel_layers)
+        if holder is not None and dpu is not None:
+            # a conv whose BatchNorm was folded into it: its kernel and bias as the int8 model holds them
+            kernel_positions = _node_positions(dpu, holder)
+            # the input is the layer's only when the holder is its first node (not a separable conv's pointwise half)
+            first = row.merged_into[0] is holder
+            positions = {**positions, "input": kernel_positions["input"] if first else positions.get("input"),
+                         "weights": kernel_positions["weights"], "bias": kernel_positions["bias"]}
+            weights = dict(holder.weights)
+            placement = getattr(holder, "device", "DPU")
+            folded = list(holder.origin[1:])
+            held = f"its kernel and bias as {holder.name} holds them"
+            if folded:
+                held += f" (folded with {', '.join(folded)}; the output and its errors are on {folded[-1]}'s row)"
+            note = (note + "; " if note else "") + held
     inp = LayerInputs(
         name=row.name,
         class_name=row.class_name,
