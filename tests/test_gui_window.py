@@ -719,3 +719,29 @@ def test_line_labels_sit_where_their_lines_put_them(qtbot, window, capture_path)
             assert tuple(label.anchor) == anchor
             checked += 1
     assert checked >= 10
+
+
+def test_line_labels_never_overlap_however_small_the_plot(qtbot, window, capture_path):
+    """The clip and method labels sat at fixed fractions of the plot's height: in a small window they
+    overlapped ("non-overflow: p=5" over "clip 1.984", "KL divergence" over "min-MSE"). They are stacked a
+    text line apart in pixels, again on a resize, and one with no room left is hidden, not drawn over another."""
+    open_and_wait(qtbot, window, capture_path)
+    panel = window.layer_panel
+    view = panel.act_plot.getPlotItem().getViewBox()
+    checked = 0
+    for size in ((1400, 900), (900, 560), (760, 420)):
+        window.resize(*size)
+        for name in ("chain_1", "hand", "chain_3"):
+            show_layer(qtbot, window, name)
+            qtbot.waitUntil(lambda: not panel.drawer.pending, timeout=10000)
+            qtbot.wait(20)
+            shown = [line.label for line in (*panel.clip_lines, *(hi for _lo, hi in panel.method_lines))
+                     if line.isVisible() and line.label.isVisible() and line.label.toPlainText()]
+            rects = [label.sceneBoundingRect() for label in shown]
+            area = view.sceneBoundingRect()
+            for i, a in enumerate(rects):
+                assert area.top() - 1 <= a.top() and a.bottom() <= area.bottom() + 1, (size, name)
+                for b in rects[i + 1:]:
+                    assert not a.intersects(b), (size, name, a, b)
+            checked += len(shown) >= 3
+    assert checked >= 3  # layers with a clip label and at least two method labels, so stacking was tested

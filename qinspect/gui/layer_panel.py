@@ -576,6 +576,9 @@ class LayerPanel(StablePages):
         self.clip_lines = [_labelled_line(pg.InfiniteLine(pen=CLIP_PEN, **vline), label) for _ in range(2)]
         for line in self.clip_lines:
             self.act_plot.addItem(line)
+        # the labels are stacked a text line apart in pixels, whatever the plot's height (fixed fractions of
+        # it overlapped in a small window); again when the plot is resized
+        self.act_plot.getPlotItem().getViewBox().sigResized.connect(self._stack_line_labels)
         self.err_curve = pg.PlotDataItem(stepMode="center", fillLevel=0, brush=BAR_BRUSH, pen=pg.mkPen("#34598f"))
         self.err_plot.addItem(self.err_curve)
         for x in (-0.5, 0.5):
@@ -654,6 +657,29 @@ class LayerPanel(StablePages):
                 lo_line.setVisible(False)
         self._draw_clip_lines()
 
+    def _stack_line_labels(self, *_args) -> None:
+        """Put the clip labels one text line below the plot's top and each shown method label a line below
+        the one before, in pixels; a label with no room left above the axis is hidden (the notes below the
+        plots give every method's position)."""
+        height = self.act_plot.getPlotItem().getViewBox().height()
+        if height <= 0:
+            return
+        rows = [list(self.clip_lines)] + [[hi] for _lo, hi in self.method_lines if hi.isVisible() and hi.label.format]
+        # a label's box is its text's height (its own font's): one row each, a pixel apart
+        step = max(line.label.boundingRect().height() for row in rows for line in row) + 1
+        for k, row in enumerate(rows):
+            centre = step / 2 + 1 + step * k
+            fits = centre + step / 2 <= height
+            position = 1.0 - centre / height
+            for line in row:
+                shown = line.label.isVisible()
+                if shown != fits:
+                    line.label.setVisible(fits)
+                if fits and abs(line.label.orthoPos - position) > 1e-3:
+                    line.label.setPosition(position)  # places it
+                elif fits and not shown:
+                    line.label.updatePosition()  # it did not follow the view while hidden
+
     def _fit_activation_x(self, y: tuple[float, float] | None = None) -> None:
         """Show the data and the clip thresholds of the position in use (a wasted range is visible); with
         ``y``, the counts' extent too (one new range, not two: each asks the axes for new ticks)."""
@@ -680,6 +706,7 @@ class LayerPanel(StablePages):
         for line in shown:
             if not lo - pad <= line.value() <= hi + pad:
                 _set_label(line, "")
+        self._stack_line_labels()
 
     def _draw_clip_lines(self) -> None:
         w = self.whatif
@@ -929,6 +956,8 @@ def _labelled_line(line: pg.InfiniteLine, opts: dict) -> pg.InfiniteLine:
     """``line`` with an empty :class:`_LineLabel` (what ``InfiniteLine(label="", labelOpts=opts)`` makes,
     with this class)."""
     line.label = _LineLabel(line, text="", **opts)
+    # a tight box (Qt's text margin is 4 px a side): stacked labels take a text line each, not 22 px
+    line.label.textItem.document().setDocumentMargin(1)
     return line
 
 
