@@ -62,3 +62,28 @@ def test_csv_and_html_show_the_fused_positions(rich):
     row = html[html.index('href="#layer-c9a"'):]
     row = row[:row.index("</tr>")]
     assert "5 / 8 / 10 / 2" in row and "(fused)" in row
+
+
+def test_a_split_layer_gives_every_steps_sensitivity(refcases):
+    """A conv with a built-in ReLU is two steps in the int8 model, each with its own sensitivity: the report
+    gave only the activation's (the rounding), not the conv's (its weights)."""
+    from conftest import run_cli
+
+    folder = refcases / "rich"
+    report = build_report(folder / "float.h5", positions=folder / "quantized.h5", inputs=folder / "calib.npy",
+                          max_samples=8, sensitivity=True)
+    layers = {x["name"]: x for x in report_to_dict(report)["layers"]}
+    # the diagnosis of the same model, positions and samples, as `qinspect diagnose` gives it
+    result = run_cli("diagnose", str(folder / "float.h5"), "--inputs", str(folder / "calib.npy"), "--positions",
+                     str(folder / "quantized.h5"), "--samples", "8", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = {s["node"]: s for s in json.loads(result.stdout)["sensitivity"]}
+    c7 = layers["c7"]
+    assert c7["sensitivity"]["node"] == "quant_c7_relu"
+    assert [s["node"] for s in c7["sensitivity_steps"]] == ["quant_c7"]
+    step = c7["sensitivity_steps"][0]
+    assert step["keep_float_gain_db"] == pytest.approx(expected["quant_c7"]["keep_float_gain_db"], rel=1e-9)
+    assert c7["sensitivity"]["keep_float_gain_db"] != step["keep_float_gain_db"]
+    assert step["layer"].startswith("c7 (")
+    html = render_html(report, {})
+    assert f"its other step, {step['layer']}" in html

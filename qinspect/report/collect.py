@@ -723,6 +723,10 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
                        kernel_layers)
         if row.node is not None and row.node.name in diag.sensitivity:
             sec.sensitivity = diag.sensitivity[row.node.name]
+            # the layer's other steps (the conv under its fused ReLU): their figures differ, and a user keeping
+            # the layer float keeps every step float (ignore_layers)
+            sec.sensitivity_steps = [diag.sensitivity[n.name] for n in row.merged_into
+                                     if n is not row.node and n.name in diag.sensitivity]
         sections.append(sec)
     coverage = _coverage(eval_cap, sections, max_samples, scales) if eval_cap is not None else None
     if eval_cap is not None and eval_cap.is_kept_subset:

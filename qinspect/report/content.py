@@ -101,6 +101,9 @@ class LayerSection:
     findings: list[dict[str, Any]] = field(default_factory=list)
     # keep_float_gain_db, only_quantized_sqnr_db, only_noise_share (qinspect.analysis.sensitivity)
     sensitivity: dict[str, Any] | None = None
+    # a layer the quantizer split (a conv and its fused ReLU, a dense and its CPU softmax): the other steps'
+    # figures, each labelled with its step ('c1 (conv)')
+    sensitivity_steps: list[dict[str, Any]] = field(default_factory=list)
     figures: list[FigureSpec] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

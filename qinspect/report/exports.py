@@ -134,6 +134,7 @@ def layer_to_dict(layer: LayerSection, figure_files: dict[str, str]) -> dict[str
         "adjustments": list(layer.adjustments),
         "findings": list(layer.findings),
         "sensitivity": layer.sensitivity,
+        "sensitivity_steps": list(layer.sensitivity_steps),
         "notes": list(layer.notes),
         "figures": _figure_refs(layer.figures, figure_files),
     }
