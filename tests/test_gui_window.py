@@ -522,6 +522,28 @@ def test_elided_label_keeps_its_text_and_its_size(qtbot):
     assert QLabel.text(label) == long and label.toolTip() == ""
 
 
+def test_a_cut_rich_line_is_whole_in_its_tooltip(qtbot):
+    """The Layer tab's figure lines (rich text, which cannot be elided) were cut at a small window's width
+    with nothing saying the rest ("... the 1,843,200 float values read lie in")."""
+    from PySide6.QtWidgets import QSizePolicy
+
+    from qinspect.gui.elided_label import CutRichLabel
+
+    label = CutRichLabel()
+    qtbot.addWidget(label)
+    label.resize(200, 20)
+    label.show()
+    long = "Clipped below: <b>0.0055%</b> · above: <b>0.00033%</b> · codes used: 241/256 · the 1,843,200 values"
+    label.setText(long)
+    assert label.toolTip() == long and label.sizePolicy().horizontalPolicy() == QSizePolicy.Policy.Ignored
+    label.resize(2000, 20)
+    assert label.toolTip() == ""
+    label.resize(200, 20)
+    assert label.toolTip() == long
+    label.setText("short")
+    assert label.toolTip() == ""
+
+
 def test_a_hidden_layer_tab_draws_when_shown(qtbot, window, capture_path):
     open_and_wait(qtbot, window, capture_path)
     panel = window.layer_panel

@@ -44,3 +44,28 @@ class ElidedLabel(QLabel):
         tip = self._full if shown != self._full else ""
         if tip != self.toolTip():
             self.setToolTip(tip)
+
+
+class CutRichLabel(QLabel):
+    """A one-line rich-text label sized by its layout, not its text (as :class:`ElidedLabel`): rich text
+    cannot be elided, so when the line is cut at the label's width, its whole text is the tooltip."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        """Show ``text``; the tooltip holds it whole when it does not fit."""
+        super().setText(text)
+        self._tip()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt override
+        """A new width may cut the line, or show it whole."""
+        super().resizeEvent(event)
+        self._tip()
+
+    def _tip(self) -> None:
+        tip = self.text() if self.text() and self.sizeHint().width() > self.width() else ""
+        if tip != self.toolTip():
+            self.setToolTip(tip)

@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSizePolicy,
     QSpinBox,
     QTextBrowser,
     QVBoxLayout,
@@ -40,7 +39,7 @@ from qinspect.gui import compute_process
 from qinspect.gui import layer_stats as ls
 from qinspect.gui.background_hold import BackgroundHold
 from qinspect.gui.draw_steps import StepDrawer
-from qinspect.gui.elided_label import ElidedLabel
+from qinspect.gui.elided_label import CutRichLabel, ElidedLabel
 from qinspect.gui.stable_pages import Blank, StablePages, opaque
 from qinspect.gui.worker import Cancelled, CancelToken, Channel
 
@@ -193,18 +192,17 @@ class LayerPanel(StablePages):
 
         figures = QGridLayout()
         figures.setHorizontalSpacing(14)
-        self.clip_label = QLabel()
+        # New text must not re-layout the panel (a relayout resizes and repaints all six plots): the lines
+        # take the width they are given, and a line cut at it is whole in its tooltip
+        self.clip_label = CutRichLabel()
         self.clip_label.setObjectName("clipLabel")
-        self.sqnr_label = QLabel()
+        self.sqnr_label = CutRichLabel()
         self.sqnr_label.setObjectName("sqnrLabel")
-        self.range_label = QLabel()
+        self.range_label = CutRichLabel()
         self.range_label.setObjectName("rangeLabel")
-        self.emulated_label = QLabel()
+        self.emulated_label = CutRichLabel()
         self.emulated_label.setObjectName("emulatedLabel")
         for i, label in enumerate((self.range_label, self.clip_label, self.sqnr_label, self.emulated_label)):
-            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            # New text must not re-layout the panel: a relayout resizes and repaints all six plots.
-            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
             figures.addWidget(label, i, 0)
         outer.addLayout(figures)
 
