@@ -152,3 +152,39 @@ def test_bad_input_is_one_line_naming_the_file(capsys, monkeypatch, names, argv,
     assert fragment.format(**names) in lines[0], lines[0]
     assert _listing(names["tmp"]) == before  # nothing written, no temporary left behind
     assert not os.path.exists("/proc/qinspect-report")
+
+
+FLAG_CASES = [
+    # (argv, fragment, the help the line names)
+    ("emulate {float} --inputs {calib} --target FOO", "argument --target: invalid choice: 'FOO'", "qinspect emulate"),
+    ("emulate {float} --inputs {calib} --samples abc", "argument --samples: invalid int value: 'abc'",
+     "qinspect emulate"),
+    ("compare-dump {quantized} {dump}", "the following arguments are required: --inputs", "qinspect compare-dump"),
+    # an option of another command: the top parser refuses it, and names the sub-command's help
+    ("advise {float} --inputs {calib} --fail-below 30", "unrecognized arguments: --fail-below 30", "qinspect advise"),
+    ("emulate {float} --inputs {calib} --fail-below nan", "argument --fail-below: not a number of dB: 'nan'",
+     "qinspect emulate"),
+    ("diagnose {float} --inputs {calib} --fail-below x", "argument --fail-below: not a number of dB: 'x'",
+     "qinspect diagnose"),
+]
+
+
+@pytest.mark.parametrize("argv, fragment, command", FLAG_CASES)
+def test_a_wrong_flag_is_one_line_naming_the_commands_help(capsys, names, argv, fragment, command):
+    """argparse printed its usage block (3 to 11 lines, prefixed 'qinspect emulate: error:'), and the top-level
+    usage for an unknown option of a command; `--fail-below nan` was taken, and failed every figure."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(argv.format(**names).split())
+    _out, err = capsys.readouterr()
+    assert stop.value.code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qinspect: error: "), err
+    assert fragment in lines[0] and lines[0].endswith(f"(see {command} --help)"), lines[0]
+
+
+def test_fail_below_takes_minus_inf_as_its_own_word(capsys, names):
+    """`--fail-below -inf` read '-inf' as an option ("expected one argument"); only `--fail-below=-inf` worked."""
+    code = main(["emulate", names["float"], "--inputs", names["calib"], "--fail-below", "-inf", "--json"])
+    out, _err = capsys.readouterr()
+    assert code == 0 and json.loads(out)["output"]["sqnr_db"] > 0

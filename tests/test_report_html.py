@@ -157,7 +157,7 @@ def test_first_page_shows_the_output_block_the_noise_budget_and_the_advice():
     report.advice_source = "the options advisor"
     html = render_html(report, {})
     first = html[html.index('<section id="summary">'):html.index('<section id="findings">')]
-    assert "22.2 dB" in first and "93.75%" in first and "first 16 evaluation samples" in first
+    assert "22.2 dB" in first and "93.8%" in first and "first 16 evaluation samples" in first
     assert "accuracy needs labels" in first  # no labels: said, not left blank
     # the budget: the explained total and each finding's share as a bar of that width
     assert "44.00%" in first and 'style="width: 44.0%"' in first
@@ -169,7 +169,7 @@ def test_first_page_shows_the_output_block_the_noise_budget_and_the_advice():
     # the count is of DPU operations, not of the names beside it (a conv and its folded BatchNorm: one and two)
     assert ">ops moved to CPU</th>" in first and "a conv with the BatchNorm folded into it is one" in first
     # a row that a lower-ranked row beats on top-1 is marked, and the mark explained; no other row is
-    assert first.count("↓") == 2 and "25.00%&thinsp;↓" in first and "50.00%&thinsp;↓" not in first
+    assert first.count("↓") == 2 and "25.0%&thinsp;↓" in first and "50.0%&thinsp;↓" not in first
     assert "↓: a row ranked lower agrees with the float model&#39;s top-1 more often" in first
     # the findings read as sentences
     findings = html[html.index('<section id="findings">'):]
@@ -191,7 +191,7 @@ def test_top1_resting_on_near_ties_is_said_beside_it():
                      "near_tie_warning": warning, "top1_rests_on_near_ties": True}
     first = render_html(report, {})
     first = first[first.index('<section id="summary">'):]
-    assert '<div class="v">0%</div>' in first and str(escape(f"Note: {warning}.")) in first
+    assert '<div class="v">0.0%</div>' in first and str(escape(f"Note: {warning}.")) in first
     assert _budget_summary({"output": report.output})["top-1 agreement with the float model"] == (
         "0.0% (rests on near ties: says little about accuracy)")
     # exact ties of the int8 output alone (clear float decisions): a note, not "says little about accuracy"

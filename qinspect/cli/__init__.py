@@ -17,6 +17,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from qinspect import __version__, memory_reuse
 from qinspect.errors import QInspectError, one_line
@@ -40,9 +41,24 @@ def _command_modules() -> dict[str, object]:
     return {name: importlib.import_module(f"qinspect.cli.{module}") for name, module in COMMANDS.items()}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (a wrong choice, a value that is not a number, a missing or
+    unknown option) as every other user error, naming the help to read instead of printing the usage block.
+    Sub-command parsers are of this class too (argparse makes them of their parent's)."""
+
+    command = ""  # the sub-command the words name, for an error the top parser raises (an unknown option)
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102 - argparse's
+        words = self.prog.split()
+        command = " ".join(words[1:]) or self.command
+        where = f"qinspect {command} --help" if command else "qinspect --help"
+        print(f"qinspect: error: {one_line(message)} (see {where})", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every available sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="qinspect",
         description="Inspect int8 (Xilinx/AMD DPU) quantization of a Keras model layer by layer. "
         "With no command, or with just a FILE, opens the inspector window.",
@@ -112,15 +128,31 @@ def interrupted() -> int:
     return 128 + (_STOPPED_BY[-1] if _STOPPED_BY else signal.SIGINT)
 
 
+def _dash_value(option: str, value: str) -> bool:
+    """Whether ``value``, after ``option``, is its value though it starts with a dash: ``-1..1`` for
+    --preprocess, ``-inf`` or ``-5`` for --fail-below."""
+    if not value.startswith("-"):
+        return False
+    if option == "--preprocess":
+        return value[1:2].isdigit()
+    if option == "--fail-below":
+        try:
+            float(value)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
 def _joined_dash_values(argv: list[str]) -> list[str]:
-    """``--preprocess -1..1`` as ``--preprocess=-1..1``: argparse reads a value starting with a dash as
-    another option ("expected one argument"), though it is the documented spelling of a choice."""
+    """``--preprocess -1..1`` as ``--preprocess=-1..1``, ``--fail-below -inf`` as ``--fail-below=-inf``:
+    argparse reads a value starting with a dash (other than a plain negative number) as another option
+    ("expected one argument"), though it is the documented spelling of a choice or a threshold."""
     out: list[str] = []
     i = 0
     while i < len(argv):
-        if argv[i] == "--preprocess" and i + 1 < len(argv) and argv[i + 1].startswith("-") and \
-                argv[i + 1][1:2].isdigit():
-            out.append(f"--preprocess={argv[i + 1]}")
+        if i + 1 < len(argv) and _dash_value(argv[i], argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
             i += 2
             continue
         out.append(argv[i])
@@ -164,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return error(_unknown_command(argv[0]))  # `qinspect diagnoze cap.h5`: a typo, not a file
         argv = ["gui", *argv]
     parser = build_parser()
+    parser.command = argv[0] if argv[0] in COMMANDS else ""
     args = parser.parse_args(_joined_dash_values(argv))
     if args.install_desktop or args.uninstall_desktop:
         return _desktop(args)

@@ -138,9 +138,21 @@ OUTPUTS_HELP = ("a model with several outputs: weigh only these (comma-separated
                 "signal power)")
 
 
+def db_threshold(text: str) -> float:
+    """A --fail-below value: a number of dB (inf and -inf too); NaN is no threshold (every figure would fail it
+    with "37.32 dB is below nan dB")."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of dB: {text!r}") from None
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError(f"not a number of dB: {text!r} (NaN fails every figure)")
+    return value
+
+
 def add_fail_below_arg(parser: argparse.ArgumentParser) -> None:
     """``--fail-below DB``: a quality gate for CI scripts."""
-    parser.add_argument("--fail-below", type=float, metavar="DB",
+    parser.add_argument("--fail-below", type=db_threshold, metavar="DB",
                         help="exit 1 when the int8 model's output SQNR is below DB (a gate for CI; an undefined "
                              "or -inf SQNR fails too); the output is printed as usual first")
 

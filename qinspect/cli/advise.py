@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         top1_outranked,
         within_noise,
     )
+    from qinspect.analysis.decisions import agreement_text
     from qinspect.analysis.diagnose import default_sens_samples
     from qinspect.analysis.outputs import focused, output_layer
     from qinspect.cli import _dpu_common as common
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     top = dicts[0]
     close = [within_noise(r.to_dict(), top) for r in rows]
     for i, (r, down) in enumerate(zip(rows, outranked, strict=True), 1):
-        top1 = ("-" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}%") + ("↓" if down else "")
+        top1 = ("-" if r.top1_agreement is None else agreement_text(r.top1_agreement)) + ("↓" if down else "")
         opts = ", ".join(f"{k}={v}" for k, v in r.options.items())
         sqnr = f"{r.output_sqnr_db:.2f}" + ("=" if r.simplest_within_noise else "≈" if close[i - 1] else "")
         w(f"{i:>3} {sqnr:>8} {top1:>7} {r.cpu_layers_added:>4}  " + ("✗ " if r.quantizer_stops else "")

@@ -111,6 +111,8 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["num"] = fmt_number
+    # a share of decisions as emulate and diagnose print it (87.5%, >99.9%), not rounded to 88%
+    env.filters["agreement"] = lambda x: "n/a" if x is None else agreement_text(x)
     env.filters["pos"] = fmt_positions
     env.filters["sqnr_class"] = sqnr_class
     env.filters["finding_sentence"] = wording.finding_sentence
