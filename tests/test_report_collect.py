@@ -336,3 +336,25 @@ def test_with_eval_each_row_says_which_data_its_errors_and_its_sensitivity_come_
     alone = build_report(small_capture)
     assert report_to_dict(alone, {})["layers_measured_on"]["sensitivity"].startswith("calibration: ")
     assert not any(n.startswith("The layer table's errors") for n in alone.notes)
+
+
+def test_a_report_without_the_diagnosis_keeps_the_output_sqnr(small_capture):  # noqa: F811
+    """--no-findings left the summary empty and no output SQNR anywhere: the figure a CI reader looks for first.
+    It is the layer table's run, as `qinspect emulate` gives it on the same capture."""
+    from conftest import run_cli
+
+    report = build_report(small_capture, diagnose=False)
+    result = run_cli("emulate", str(small_capture), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = json.loads(result.stdout)["output"]["sqnr_db"]
+    assert report.summary["model output SQNR (dB)"] == pytest.approx(expected, rel=1e-12)
+    assert "no diagnosis" in report.summary["output SQNR measured on"]
+    assert report.findings is None and report.output is None
+
+
+def test_a_misspelled_layer_is_refused_before_any_work(small_capture):  # noqa: F811
+    """`report --layer nosuch` calibrated and emulated the whole model before saying the name was wrong."""
+    steps: list[str] = []
+    with pytest.raises(QInspectError, match="no layer named 'relu3' in the model; did you mean relu2"):
+        build_report(small_capture, layer="relu3", progress=lambda _d, _t, what="": steps.append(what))
+    assert steps == []

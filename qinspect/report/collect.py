@@ -438,6 +438,15 @@ def _stats(result: Any, which: str) -> ErrorStats | None:
 # ------------------------------------------------------------------------------------------ report
 
 
+def _check_layer_early(graph: ModelGraph, layer: str | None, path: str) -> None:
+    """A --layer that names no layer of the model is refused before calibrating and emulating (a typo heard of
+    after minutes on a big model). A quantizer's own node (``quant_...``) is known only after the rewrites:
+    :func:`_select` checks those."""
+    if layer is None or layer.startswith("quant_") or layer in {lay.name for lay in graph.leaves()}:
+        return
+    _select([Row(lay.name, lay.class_name, lay) for lay in graph.leaves()], layer, path)
+
+
 def _select(rows: list[Row], layer: str | None, path: str) -> list[Row]:
     """A layer report's rows: the layer's own, its quantized steps (a separable conv's depthwise half) and
     the rows of the int8 nodes it was merged into (a conv folded with the BatchNorm after it), where its
@@ -568,6 +577,25 @@ def _diagnose(source: Any, em: Emulation, eval_cap: Capture | None, warnings: li
     return part
 
 
+def _emulation_summary(em: Emulation, samples: int | None) -> dict[str, Any]:
+    """The model's output SQNR from the layer table's run, for a report without a diagnosis (--no-findings,
+    or one that failed): the headline a CI gate reads, pooled over the outputs by signal power as emulate's."""
+    graph = em.graph
+    if graph is None or not getattr(graph, "outputs", None):
+        return {}
+    pooled = ErrorStats()
+    for name in graph.outputs:
+        stats = _stats(em.results.get(name), "accumulated")
+        if stats is None:
+            return {}  # an output the run did not measure: no pooled figure rather than a partial one
+        pooled.merge(stats)
+    if not pooled.n:
+        return {}
+    on = f"{samples} samples" if samples else "the samples"
+    return {"model output SQNR (dB)": pooled.sqnr_db,
+            "output SQNR measured on": f"the layer table's run, {on} (no diagnosis: no findings, no sensitivity)"}
+
+
 def _budget_summary(data: dict[str, Any]) -> dict[str, Any]:
     """First-page figures of the diagnosis: top-1 agreement, the noise budget and the best measured remedy."""
     out: dict[str, Any] = {}
@@ -659,6 +687,7 @@ def build_report(
     mismatch = None
     try:
         graph: ModelGraph = source.graph
+        _check_layer_early(graph, layer, path)
         if eval_path is not None:
             if not isinstance(source, Capture):
                 raise QInspectError("--eval compares two captures: the first file is a model, not a capture",
@@ -748,7 +777,8 @@ def _assemble(path: str, source: Any, graph: ModelGraph, em: Emulation, layer: s
         positions_source=em.positions_source,
         layers=sections,
         how={**how_texts(), **diag.how},
-        summary=diag.summary,
+        summary=diag.summary or _emulation_summary(em, held if held is None or max_samples is None
+                                                   else min(held, max_samples)),
         findings=None if findings is None else [f for f in findings if layer is None or concerns(f, layer)],
         elsewhere=[f for f in findings or [] if layer is not None and not concerns(f, layer)],
         selected_layer=layer,
