@@ -98,6 +98,20 @@ def test_info_says_what_a_capture_keeps(captures):
     assert run_here("info", kept).stdout.splitlines()[-1] == (
         f"samples: {N} fed, full tensors kept for {KEEP}; statistics and inputs of all {N} (calibration batch 5)")
     assert run_here("info", full).stdout.splitlines()[-1] == f"samples: {N}, every tensor kept"
+    # a script reads the same from --json
+    for path, kept_n in ((kept, KEEP), (full, N)):
+        data = _json("info", path, "--json")
+        assert (data["samples"], data["samples_kept"], data["calib_batch_size"]) == (N, kept_n, 5)
+
+
+def test_emulate_says_its_gate_rests_on_the_kept_samples(captures):
+    """On a kept subset, `emulate --fail-below` measured 4 of 12 samples and `diagnose --fail-below` all 12, and
+    the two verdicts could differ without a word."""
+    kept, full = captures
+    note = f"--fail-below gates the output SQNR of the {KEEP} of {N} samples measured here"
+    assert note in run_here("emulate", kept, "--fail-below", "-inf").stderr
+    assert "--fail-below gates" not in run_here("emulate", full, "--fail-below", "-inf").stderr
+    assert "--fail-below gates" not in run_here("emulate", kept).stderr
 
 
 def test_advise_calibrates_on_every_sample_fed(captures):

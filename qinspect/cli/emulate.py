@@ -206,6 +206,13 @@ def run(args: argparse.Namespace) -> int:
     notes = emu.graph.caveats() + ([unused] if unused else [])  # why the data's own labels give no accuracy
     constant = [text for name, spread in spreads.items() if (text := spread.note(output_layer(emu.graph, name)))]
     notes += constant
+    if args.fail_below is not None and n is not None and n_total is not None and n < n_total:
+        # diagnose gates the same capture on all of its samples (it runs them from their inputs): the two
+        # verdicts can differ, and the one printed must say which samples it rests on
+        print(f"qinspect: note: --fail-below gates the output SQNR of the {n} of {n_total} samples measured here "
+              f"(the capture keeps full tensors for {n}, or --samples); diagnose --fail-below runs its samples from "
+              "their inputs, up to 64 of them (its 'measured on' line says how many), so its verdict can differ",
+              file=sys.stderr)
     output = {"sqnr_db": pooled.sqnr_db if pooled.n else None, "outputs": list(emu.graph.outputs),
               "how": "the int8 pipeline's model output(s) against the float reference over the measured samples, "
                      "pooled by signal power (the output nodes' accumulated SQNR)"}

@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         graph = source.graph
         if args.json:
             # strict JSON: a config value qinspect does not read may still be NaN (a string here, as elsewhere)
-            json.dump(json_safe(graph.to_dict()), sys.stdout, indent=1, default=_json_default, allow_nan=False)
+            data = {**graph.to_dict(), **capture_samples(getattr(source, "capture", source))}
+            json.dump(json_safe(data), sys.stdout, indent=1, default=_json_default, allow_nan=False)
             sys.stdout.write("\n")
         elif sys.stdout.isatty():
             _print_rich(graph)
@@ -55,6 +56,16 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             sys.stdout.write(capture_samples_line(getattr(source, "capture", source)))
     return 0
+
+
+def capture_samples(capture: Any) -> dict[str, Any]:
+    """What a capture holds of its samples, for ``--json`` (nothing for a model): the samples fed, those kept
+    with full tensors and the calibration batch size."""
+    total = getattr(capture, "n_total_samples", None)
+    if total is None:
+        return {}
+    return {"samples": int(total), "samples_kept": int(capture.n_samples),
+            "calib_batch_size": getattr(capture, "calib_batch_size", None)}
 
 
 def capture_samples_line(capture: Any) -> str:
