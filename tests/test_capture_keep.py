@@ -196,3 +196,13 @@ def test_a_kept_subset_capture_exits_zero_as_a_program(model_files, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     with Capture.open(str(out)) as k:
         assert (k.n_samples, k.n_total_samples) == (2, N)
+
+
+def test_a_quiet_capture_prints_no_plan_line(model_files, tmp_path):
+    """`capture -q` ("no progress display") still printed its plan line ("16 samples, 9 layers, batch size 32;
+    disk space needed: ...") on stderr, where a CI script reads warnings and errors."""
+    path, inputs = model_files
+    code, _, err = run_here("capture", str(path), "--inputs", str(inputs), "-o", str(tmp_path / "q.h5"), "-q")
+    assert code == 0 and "disk space needed" not in err and "layers, batch size" not in err, err
+    code, _, err = run_here("capture", str(path), "--inputs", str(inputs), "-o", str(tmp_path / "v.h5"))
+    assert code == 0 and "disk space needed" in err

@@ -188,3 +188,14 @@ def test_fail_below_takes_minus_inf_as_its_own_word(capsys, names):
     code = main(["emulate", names["float"], "--inputs", names["calib"], "--fail-below", "-inf", "--json"])
     out, _err = capsys.readouterr()
     assert code == 0 and json.loads(out)["output"]["sqnr_db"] > 0
+
+
+def test_a_progress_setting_of_no_known_value_is_said_once(capsys, names, monkeypatch):
+    """QINSPECT_PROGRESS=foo was ignored without a word (a typo such as `of` passes unseen in a CI log)."""
+    monkeypatch.setenv("QINSPECT_PROGRESS", "foo")
+    assert main(["emulate", names["float"], "--inputs", names["calib"], "--json"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("qinspect: warning: QINSPECT_PROGRESS='foo' is none of lines, bar, off; ignored") == 1
+    monkeypatch.setenv("QINSPECT_PROGRESS", "off")
+    assert main(["emulate", names["float"], "--inputs", names["calib"], "--json"]) == 0
+    assert "QINSPECT_PROGRESS" not in capsys.readouterr().err

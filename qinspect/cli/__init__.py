@@ -216,6 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, raise_interrupt)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started ignoring it
             signal.signal(signal.SIGINT, raise_interrupt)
+    if args.command != "gui":
+        from qinspect.cli._progress import check_progress_setting
+
+        check_progress_setting()
     leave = whole_process and args.command != "gui"
     try:
         return _done(int(args._run(args) or 0), leave)

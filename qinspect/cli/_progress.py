@@ -38,6 +38,18 @@ def stderr_progress(command: str, enabled: bool = True) -> Iterator[Step]:
     yield lines
 
 
+PROGRESS_CHOICES = ("", "lines", "bar", "off")
+
+
+def check_progress_setting() -> None:
+    """Warn once, on stderr, when ``QINSPECT_PROGRESS`` holds none of its values (it is then ignored: a typo
+    such as ``of`` would otherwise pass unseen in a CI log)."""
+    how = os.environ.get("QINSPECT_PROGRESS", "")
+    if how not in PROGRESS_CHOICES:
+        print(f"qinspect: warning: QINSPECT_PROGRESS={how!r} is none of {', '.join(PROGRESS_CHOICES[1:])}; "
+              "ignored", file=sys.stderr)
+
+
 def line_progress(command: str) -> Step | None:
     """The plain-lines printer when progress goes to a log or a pipe (or ``QINSPECT_PROGRESS=lines``), None
     when a bar suits (a terminal) or progress is off (``QINSPECT_PROGRESS=off`` gives a silent printer)."""

@@ -73,7 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "writing takes about 2x as long with lzf, 3-8x with gzip; see docs/capture-format.md)",
     )
     parser.add_argument("--force", action="store_true", help="replace CAPTURE.h5 if it exists")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress display and no plan line: stderr holds warnings and errors only")
     return parser
 
 
@@ -232,16 +233,19 @@ def run(args: argparse.Namespace) -> int:
             _warn(warning)
         for note in plan.source.notes:
             print(f"qinspect: note: {note}", file=sys.stderr)
-        print(
-            f"{plan.n_samples} samples{_kept_note(plan)}, {len(plan.layers)} layers, batch size {plan.batch_size}; "
-            + _check_space(output, plan.bytes_needed(), compression),
-            file=sys.stderr,
-        )
+        # the plan line is the progress display's first line: -q leaves stderr to warnings and errors (the space
+        # check itself still refuses a capture that cannot fit)
+        space = _check_space(output, plan.bytes_needed(), compression)
+        if not args.quiet:
+            print(f"{plan.n_samples} samples{_kept_note(plan)}, {len(plan.layers)} layers, batch size "
+                  f"{plan.batch_size}; {space}", file=sys.stderr)
         with _Progress(plan.n_samples, args.quiet) as progress:
             on_start = None
             if plan.bytes_needed() is None:
                 def on_start(needed: int) -> None:
-                    print(_check_space(output, needed, compression), file=sys.stderr)
+                    space = _check_space(output, needed, compression)  # refuses what cannot fit, quiet or not
+                    if not args.quiet:
+                        print(space, file=sys.stderr)
 
             result = run_capture(
                 plan, output, overwrite=args.force, compression=compression, progress=progress, warn=_warn,
