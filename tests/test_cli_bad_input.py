@@ -18,6 +18,7 @@ import pytest
 from capture_fixtures import write_tiny
 
 from qinspect.cli import main
+from qinspect.io.capture_file import Capture
 
 # (id, argv, file the message names (or None), fragment)
 CASES = [
@@ -199,3 +200,18 @@ def test_a_progress_setting_of_no_known_value_is_said_once(capsys, names, monkey
     monkeypatch.setenv("QINSPECT_PROGRESS", "off")
     assert main(["emulate", names["float"], "--inputs", names["calib"], "--json"]) == 0
     assert "QINSPECT_PROGRESS" not in capsys.readouterr().err
+
+
+def test_fewer_samples_than_asked_and_a_renamed_npz_array_are_said(capsys, names, tmp_path):
+    """emulate and advise took `--samples 1000` of a 16-sample set silently (calibrate warned); an .npz whose one
+    array is named for no model input was used without a word."""
+    capture = names["capture"]
+    with Capture.open(capture) as cap:
+        held = cap.n_samples
+    assert main(["emulate", capture, "--samples", "1000", "--json"]) == 0
+    assert f"asked for 1000 samples, it holds {held}; using all" in capsys.readouterr().err
+    assert main(["advise", capture, "--samples", "1000", "--json"]) == 0
+    assert f"asked for 1000 samples, the data holds {held}; using all" in capsys.readouterr().err
+    np.savez(tmp_path / "foo.npz", foo=np.load(names["calib"]))
+    assert main(["emulate", names["float"], "--inputs", str(tmp_path / "foo.npz"), "--json"]) == 0
+    assert "its one array 'foo' is taken for the model's input 'input'" in capsys.readouterr().err

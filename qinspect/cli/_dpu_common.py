@@ -404,7 +404,14 @@ def data_source(inputs: str | None, emu: Any, source: Any, model_path: str, samp
         return open_data(inputs, emu.graph, samples, preprocess, quiet)
     if source is not None and is_capture_source(source):
         capture = getattr(source, "capture", source)
-        if every_sample and every_input_usable(emu, capture):
+        every = every_sample and every_input_usable(emu, capture)
+        held = int(capture.n_total_samples) if every else source_samples(source)
+        if samples is not None and samples > held and not quiet:
+            # as an .npy says it: the figures rest on fewer samples than the command line asked for
+            print(f"qinspect: warning: {getattr(capture, 'path', model_path)}: asked for {samples} samples, it "
+                  f"holds {held}{' with full tensors' if held < int(capture.n_total_samples) else ''}; using all",
+                  file=sys.stderr)
+        if every:
             return FirstSamples(capture, capture.n_total_samples if samples is None else samples, every=True)
         if samples is not None and samples < source_samples(source):
             return FirstSamples(capture, samples)

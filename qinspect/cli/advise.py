@@ -80,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
         available = len(next(iter(every.values())))
         # the same samples as diagnose and the window's Advice tab, so the as-calibrated row reads as theirs
         n_measured = min(available, args.samples or default_sens_samples(emu.graph, available))
+        if args.samples is not None and args.samples > available:
+            print(f"qinspect: warning: asked for {args.samples} samples, the data holds {available}; using all",
+                  file=sys.stderr)
         data = {k: v[:n_measured] for k, v in every.items()}
         n_calib = len(next(iter(calib.values())))
         outputs = common.chosen_outputs(emu.graph, args.outputs, args.model)

@@ -259,8 +259,12 @@ def _open_npz(path: str, input_shapes: dict[str, Shape], preprocess: str | None)
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise QInspectError(f"not a readable .npz file ({_one_line(exc)})", path) from None
     names = list(input_shapes)
+    notes = []
     if len(names) == 1 and len(data) == 1:
-        data = {names[0]: next(iter(data.values()))}
+        (key, array), = data.items()
+        if key != names[0]:
+            notes.append(f"{path}: its one array {key!r} is taken for the model's input {names[0]!r}")
+        data = {names[0]: array}
     missing = [n for n in names if n not in data]
     if missing:
         raise QInspectError(
@@ -276,7 +280,7 @@ def _open_npz(path: str, input_shapes: dict[str, Shape], preprocess: str | None)
         raise QInspectError(f"inputs hold different sample counts {sorted(counts)}", path)
     arrays = {n: data[n] for n in names}
     return InputSource(path, names, counts.pop(), {n: tuple(a.shape[1:]) for n, a in arrays.items()}, "npz",
-                       preprocess, _arrays=arrays)
+                       preprocess, notes=notes, _arrays=arrays)
 
 
 def image_extensions() -> set[str]:
