@@ -295,7 +295,7 @@ def _savedmodel_without_keras(tmp: Path) -> Path:
 
 # (case id, how to make the file, the message fragment a user must see)
 MANIFEST: list[tuple[str, Maker, str]] = [
-    ("missing file", lambda tmp: tmp / "nope.h5", "no such file or directory"),
+    ("missing file", lambda tmp: tmp / "nope.h5", "no such file or folder"),
     ("text file", _text, "not a model file: neither HDF5"),
     ("text file named .h5", _text_named_h5, "not a model file: neither HDF5"),
     ("random bytes named .keras", _random_bytes, "not a model file: neither HDF5"),

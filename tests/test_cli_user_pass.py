@@ -136,3 +136,6 @@ def test_a_capture_is_calibrated_once_and_only_without_positions(capsys, monkeyp
     assert len(seen) == calibrations
     assert ("calibrated here on 16 samples" in out) == (calibrations == 1)
     assert "errors: on 8 of 16 samples" in out
+    if calibrations:  # diagnose says the same, and which file (it gave the file alone)
+        out = _run(capsys, "diagnose", small_inputs_capture, "--batch-size", "4", "--no-sensitivity")
+        assert f"positions: calibrated here on 16 samples of {small_inputs_capture}, batch size 4" in out

@@ -146,9 +146,12 @@ def run(args: argparse.Namespace) -> int:
                                        every_sample=True)
         if not positions_from:
             emu.calibrate(calib_src, args.batch_size)
-            positions_from = common.calibrated_here(args.inputs or args.model, args)
         # every calibration sample: the data-side remedies calibrate again on them (without outlier samples)
         calib = _arrays(calib_src, emu.graph, None)
+        if not positions_from_outside:
+            # as emulate says it: how many samples, then from which file
+            n_calib = len(next(iter(calib.values())))
+            positions_from = common.calibrated_here(f"{n_calib} samples of {args.inputs or args.model}", args)
         if eval_cap is not None:
             data = _arrays(calibration_data(emu.graph, eval_cap)[0], emu.graph, args.samples)
             label = f"evaluation ({args.eval})"

@@ -36,7 +36,7 @@ def no_display() -> bool:
 def run(args: argparse.Namespace) -> int:
     """Open the window and run until it is closed."""
     if args.file and not os.path.exists(args.file):
-        raise QInspectError("no such file", args.file)
+        raise QInspectError("no such file or folder", args.file)
     settings = args.settings or os.environ.get("QINSPECT_SETTINGS")
     if settings:
         from qinspect.io.paths import check_settings_file

@@ -283,7 +283,7 @@ class Emulator:
         if isinstance(positions, str | os.PathLike):
             p = str(positions)
             if not os.path.exists(p):
-                raise QInspectError("no such file", p)
+                raise QInspectError("no such file or folder", p)
             with open(p, "rb") as fh:
                 head = fh.read(8)
             if head.startswith(b"\x89HDF"):

@@ -81,7 +81,7 @@ def open_document(path: str | os.PathLike[str]) -> Document:
     if os.path.basename(path) in ("saved_model.pb", "saved_model.pbtxt") and os.path.isfile(path):
         path = os.path.dirname(os.path.abspath(path))  # picked in a file dialog: the SavedModel is its folder
     if not os.path.exists(path):
-        raise QInspectError("no such file", path)
+        raise QInspectError("no such file or folder", path)
     if os.path.isfile(path) and is_capture(path):
         capture = Capture.open(path)
         return Document(path, "capture", capture.graph, capture=capture,

@@ -143,7 +143,7 @@ class Capture(WeightSource):
         """Open a capture read-only (HDF5 locking off), checking its format name and version."""
         path = str(path)
         if not os.path.exists(path):
-            raise QInspectError("no such file", path)
+            raise QInspectError("no such file or folder", path)
         if os.path.isdir(path):
             raise QInspectError("is a folder, not a capture file", path)
         check_not_special(path)

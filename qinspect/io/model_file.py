@@ -65,7 +65,7 @@ def sniff(path: str | os.PathLike[str]) -> str:
     tell), ``"keras-v3"`` (a zip) or ``"savedmodel"``; a QInspectError says why it is none of them."""
     p = Path(path)
     if not p.exists():
-        raise QInspectError("no such file or directory", p)
+        raise QInspectError("no such file or folder", p)
     check_not_special(p)
     if p.is_dir():
         if (p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file():

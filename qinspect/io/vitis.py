@@ -369,7 +369,7 @@ def load_quantized_model(path: str | os.PathLike[str]) -> VitisQuantizedModel:
 
     path = str(path)
     if not os.path.exists(path):
-        raise QInspectError("no such file", path)
+        raise QInspectError("no such file or folder", path)
     if sniff(path) != "hdf5":  # an empty file, a folder, a zip: said what it is, as every command does
         raise QInspectError("not a Vitis quantized.h5 (an HDF5 file)", path)
     try:

@@ -109,7 +109,7 @@ def open_source(path: str | os.PathLike[str], opener: Opener | None = None) -> A
     (default :func:`qinspect.io.model_file.open_model`)."""
     path = str(path)
     if not os.path.exists(path):
-        raise QInspectError("no such file or directory", path)
+        raise QInspectError("no such file or folder", path)
     if os.path.isfile(path) and is_capture(path):
         return Capture.open(path)
     return (opener or open_model)(path)
