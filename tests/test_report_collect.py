@@ -347,7 +347,8 @@ def test_a_report_without_the_diagnosis_keeps_the_output_sqnr(small_capture):  #
     result = run_cli("emulate", str(small_capture), "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     expected = json.loads(result.stdout)["output"]["sqnr_db"]
-    assert report.summary["model output SQNR (dB)"] == pytest.approx(expected, rel=1e-12)
+    # another process: its float32 sums may be split over other BLAS threads (1.6e-7 apart in the full suite)
+    assert report.summary["model output SQNR (dB)"] == pytest.approx(expected, rel=1e-5)
     assert "no diagnosis" in report.summary["output SQNR measured on"]
     assert report.findings is None and report.output is None
 
