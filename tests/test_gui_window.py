@@ -719,6 +719,16 @@ def test_weight_plot_titles_follow_the_layer(qtbot, window, capture_path):
     assert panel.bits_plot.getPlotItem().titleLabel.text.startswith("Bits wasted per channel")
     for plot in (panel.w_plot, panel.ch_plot, panel.bits_plot):
         assert plot.getPlotItem().titleLabel.isVisible()
+    # every channel reaching the tensor's range draws no bar: the title says none are wasted, not an empty frame
+    wasting = bool(np.any(k.bars.wasted > 0.05))
+    assert panel.bits_plot.getPlotItem().titleLabel.text.endswith(": none") != wasting
+    saved = k.bars.wasted
+    try:
+        k.bars.wasted = np.zeros_like(saved)
+        panel._draw_bits_wasted()
+        assert panel.bits_plot.getPlotItem().titleLabel.text.endswith(": none")
+    finally:
+        k.bars.wasted = saved
 
 
 def test_line_labels_sit_where_their_lines_put_them(qtbot, window, capture_path):

@@ -836,8 +836,10 @@ class LayerPanel(StablePages):
         self.bits_bars.setOpts(x=bars.x, height=bars.wasted, width=0.8 * bars.per_bar)
         self.bits_bars.setVisible(True)
         grouped = f"Each bar: the worst of {bars.per_bar} channels. " if bars.per_bar > 1 else ""
+        # no bar at all reads as a plot that failed to draw: say that no channel wastes a bit
+        none = not bool(np.any(bars.wasted > 0.05))
         _set_title(self.bits_plot, "Bits wasted per channel" + (f", worst of {bars.per_bar}" if bars.per_bar > 1
-                                                                 else ""))
+                                                                 else "") + (": none" if none else ""))
         self.bits_plot.setToolTip((f"{bars.dead} channel(s) quantize to all zeros (drawn at 8 bits). "
                                    if bars.dead else "") + grouped
                                   + "log2(per-tensor max|w| / channel max|w|): the bits of the int8 code a "
@@ -866,7 +868,7 @@ class LayerPanel(StablePages):
             lines.append(f"<b>Weights</b> {_html(getattr(self, '_weights_note', ''))}:")
         for w in data.weights:
             lines.append(f"<b>{w.name}</b> {'×'.join(map(str, w.shape))}: p = {w.position} ({w.position_source}), "
-                         f"SQNR {ls.fmt_db(w.sqnr_db)}.")
+                         f"whole-tensor SQNR {ls.fmt_db(w.sqnr_db)}.")
             if w.bits_wasted is not None and w.bits_wasted.size:
                 wasted = np.minimum(np.where(np.isfinite(w.bits_wasted), w.bits_wasted, 8.0), 8.0)
                 dead = int(np.count_nonzero(wasted >= 8.0))

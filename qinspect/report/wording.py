@@ -158,8 +158,8 @@ def _s_spread(f: Any, e: Callable[[str], Any]) -> str | None:
     handful = (f"; {len(few)} of {channels} channels quantize to a handful of codes"
                if isinstance(few, list) and few and channels is not None else "")
     return (f"{field_of(f, 'layer')}'s kernel has channel ranges {spread:.1f} bits apart under one "
-            f"per-tensor position{handful}: weight SQNR {_db(e('weight_sqnr_db'))}, "
-            f"{_db(e('weight_sqnr_equalized_db'))} with equalized channels.")
+            f"per-tensor position{handful}: channel-averaged weight SQNR (each channel's error against its own "
+            f"size) {_db(e('weight_sqnr_db'))}, {_db(e('weight_sqnr_equalized_db'))} with equalized channels.")
 
 
 def _s_coverage(f: Any, e: Callable[[str], Any]) -> str | None:
