@@ -119,3 +119,22 @@ def test_a_folded_separable_convs_kernel_is_on_its_own_row_not_the_batchnorms():
     assert _kernel_elsewhere(rows["bn"], lm, kernels) == "s"
     assert all(_kernel_elsewhere(rows[n], lm, kernels) == "" for n in rows if n != "bn")
     assert all(_kernel_node(rows[n], lm, kernels) is None for n in rows if n != "s")
+
+
+def test_a_builtin_softmax_is_not_said_to_quantize_the_result():
+    """The rewrite list said a CPU softmax "is fused into it and quantizes the result", beside "softmax stays
+    float on the CPU": it rounds the conv's accumulator at its input quantizer, then runs in float."""
+    rng = np.random.default_rng(4)
+    src = model([("x", "InputLayer", {}, [], S4),
+                 ("seg", "Conv2D", {"filters": 3, "kernel_size": [1, 1], "activation": "softmax"}, ["x"],
+                  [None, 8, 8, 3]),
+                 ("r", "Conv2D", {"filters": 3, "kernel_size": [1, 1], "activation": "relu"}, ["seg"],
+                  [None, 8, 8, 3])], ["r"],
+                rng_weights(rng, {"seg": {"kernel": (1, 1, 4, 3), "bias": (3,)},
+                                  "r": {"kernel": (1, 1, 3, 3), "bias": (3,)}}))
+    texts = [r.text for r in graph_from_float(src.graph, src).rewrites if r.kind == "fuse_activation"]
+    softmax = [t for t in texts if t.startswith("seg output")]
+    relu = [t for t in texts if t.startswith("r output")]
+    assert softmax == ["seg output not quantized: the input quantizer of Activation seg_softmax (softmax, run in "
+                       "float on the CPU) rounds the accumulator once"], texts
+    assert relu and relu[0].endswith("is fused into it and quantizes the result")

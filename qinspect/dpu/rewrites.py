@@ -632,6 +632,15 @@ def _convert_activations(m: _Model) -> None:
                      "DPU's sum * K / 2^N (see its rescale factor)", [layer.name])
 
 
+def _fused_text(src: Any, act: Any) -> str:
+    """The rewrite's sentence: a DPU activation quantizes the conv's result in the same step; a softmax, which
+    stays float on the CPU, rounds it at its input quantizer and then runs in float (it quantizes no result)."""
+    if act.cls == "Activation" and act.cfg.get("activation") == "softmax":
+        return (f"{src.name} output not quantized: the input quantizer of {act.cls} {act.name} (softmax, run in "
+                "float on the CPU) rounds the accumulator once")
+    return f"{src.name} output not quantized: {act.cls} {act.name} is fused into it and quantizes the result"
+
+
 def _annotate(m: _Model) -> None:
     by = m.by_name()
     for act in m.layers:
@@ -645,8 +654,7 @@ def _annotate(m: _Model) -> None:
             _check_wrappable_activation(m, act, src)
             if act.cls != "VitisSigmoid":
                 src.no_output_quant = True
-                m.record("fuse_activation", f"{src.name} output not quantized: {act.cls} {act.name} is fused "
-                         "into it and quantizes the result", [src.name, act.name])
+                m.record("fuse_activation", _fused_text(src, act), [src.name, act.name])
         elif src.cls in ("Add", "Multiply") and act.cls in ("ReLU", "Activation"):
             act.annotated = True
             _check_wrappable_activation(m, act, src)
