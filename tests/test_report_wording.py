@@ -178,3 +178,16 @@ def test_outlier_samples_say_the_largest_magnitude_not_that_each_reaches_it():
     assert W.finding_sentence(f).startswith("Calibration samples 5, 17 reach |x| up to 60 at inp, 50x")
     f.evidence["outlier_samples"] = F.ev([5], "")
     assert W.finding_sentence(f).startswith("Calibration sample 5 reaches |x| = 60 at inp")
+
+
+def test_a_long_keep_float_list_does_not_hide_what_the_remedy_measured():
+    """A remedy keeping 71 layers float named all 71 before its figures: the window's findings pane cut the
+    sentence before "Output SQNR 61.1 dB (+7.10 dB)". The first names and a count, the whole list on asking."""
+    names = [f"block{i}_activation" for i in range(71)]
+    remedy = {"kind": "keep_float", "action": f"keep {', '.join(names)} in float", "measured_sqnr_db": 61.1,
+              "measured_gain_db": 7.1, "measured_gain_se_db": None, "top1_agreement": None}
+    assert W.remedy_sentence(remedy) == ("Tried in the emulator: keep " + ", ".join(names[:8]) + " and 63 more in "
+                                         "float. Output SQNR 61.1 dB (+7.10 dB).")
+    assert W.remedy_sentence(remedy, shown=None).startswith(f"Tried in the emulator: keep {', '.join(names)} in float")
+    short = {**remedy, "action": "keep conv2 in float"}
+    assert W.remedy_sentence(short) == W.remedy_sentence(short, shown=None)

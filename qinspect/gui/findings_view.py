@@ -127,8 +127,13 @@ class FindingDetail(QWidget):
         self.sentence.setText(wording.finding_sentence(finding))
         advice = str(getattr(finding, "advice", "") or "")
         self.advice.setText(f"Advice: {advice}" if advice else "")
-        self.remedy.setText(wording.remedy_sentence(getattr(finding, "remedy", None)))
-        self.details.setPlainText("\n".join(wording.evidence_lines(finding)))
+        remedy = getattr(finding, "remedy", None)
+        self.remedy.setText(wording.remedy_sentence(remedy))
+        # the whole list of layers a remedy keeps float, where the sentence above names the first few
+        whole = wording.remedy_sentence(remedy, shown=None)
+        self.remedy.setToolTip(whole if whole != self.remedy.text() else "")
+        self.details.setPlainText("\n".join(wording.evidence_lines(finding)
+                                            + ([whole] if whole != self.remedy.text() else [])))
         can_try = getattr(finding, "fix", None) is not None
         change = _option_change(finding)
         self.try_button.setEnabled(can_try and not busy)

@@ -377,11 +377,18 @@ def _noise_caveat(gain: float, se: float | None) -> str:
     return " That is within the spread over the measured samples: it may not hold on other data."
 
 
-def remedy_sentence(remedy: Mapping[str, Any] | None) -> str:
-    """The remedy tried in the emulator and what it measured, whole (empty when there is none)."""
+REMEDY_NAMES_SHOWN = 8  # a keep-float list longer than this names its first ones and counts the rest
+
+
+def remedy_sentence(remedy: Mapping[str, Any] | None, shown: int | None = REMEDY_NAMES_SHOWN) -> str:
+    """The remedy tried in the emulator and what it measured (empty when there is none); a long list of layers
+    is cut to its first ``shown`` (None: whole)."""
     if not remedy:
         return ""
-    text = f"Tried in the emulator: {remedy.get('action', '?')}. Output SQNR {_db(remedy.get('measured_sqnr_db'))}"
+    # 71 names pushed what the remedy measured out of the window's sight
+    action = str(remedy.get("action", "?"))
+    action = short_action(action, shown) if shown is not None else action
+    text = f"Tried in the emulator: {action}. Output SQNR {_db(remedy.get('measured_sqnr_db'))}"
     gain = _num(remedy.get("measured_gain_db"))
     if gain is not None:
         text += f" ({gain:+.2f}{_pm(_num(remedy.get('measured_gain_se_db')))} dB)"
