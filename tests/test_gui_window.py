@@ -638,6 +638,7 @@ def test_the_tree_columns_fit_the_models_longest_names(qtbot, window):
     assert header.sectionSize(COL_NAME) >= fm.horizontalAdvance("batch_normalization_14")
     assert header.sectionSize(COL_NAME) <= 330  # capped: a 40-character name is elided, not the whole pane
     assert header.sectionSize(1) >= fm.horizontalAdvance("BatchNormalization")
+    assert header.sectionSize(4) >= fm.horizontalAdvance("DPU+CPU") + 8  # "Runs on" read "DP...PU" for a split layer
 
 
 def test_a_method_line_just_beyond_the_data_widens_the_view_and_a_far_one_loses_its_label(qtbot, window,

@@ -205,7 +205,9 @@ class MainWindow(QMainWindow):
         header.setStretchLastSection(False)
         header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.Interactive)
         header.resizeSection(COL_NAME, 165)
-        for col, width in ((1, 105), (2, 85), (3, 62), (4, 58), (COL_METRIC, 68)):
+        # "Runs on" holds "DPU+CPU" (a Dense whose softmax runs on the CPU) whole, not "DP...PU"
+        runs_on = max(58, self.tree.fontMetrics().horizontalAdvance("DPU+CPU") + 14)
+        for col, width in ((1, 105), (2, 85), (3, 62), (4, runs_on), (COL_METRIC, 68)):
             header.resizeSection(col, width)
         self.tree.selectionModel().currentChanged.connect(self._on_current_changed)
         self.tree.resized.connect(self._fit_tree_room)
