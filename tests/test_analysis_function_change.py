@@ -57,6 +57,10 @@ def test_the_hard_swish_in_place_of_swish_is_measured_in_float_without_int8():
     assert abs(f.evidence["function_only_sqnr_db"]["value"] - expected) < 1e-6
     assert "with that change alone and no int8, the output SQNR against the float model is" in \
         wording.finding_sentence(f)
+    # the ceiling bounds int8 remedies that keep the replacement: keeping the layers float removes it and passes
+    # it (a remedy measured above the "ceiling" read as a contradiction)
+    assert "a ceiling no int8 remedy passes while the replacement stays (keeping those layers float removes it" \
+        in wording.finding_sentence(f)
     # a replacement that makes under 5% of the output error is no finding
     assert function_change_finding(g, {"x": x}, 2, signal, 30 * noise, lambda n: "a") is None
 
