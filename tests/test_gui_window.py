@@ -778,3 +778,20 @@ def test_line_labels_never_overlap_however_small_the_plot(qtbot, window, capture
                     assert not a.intersects(b), (size, name, a, b)
             checked += len(shown) >= 3
     assert checked >= 3  # layers with a clip label and at least two method labels, so stacking was tested
+
+
+def test_an_inner_steps_figures_stay_on_the_emulated_line(qtbot, window, capture_path):
+    """A separable conv's depthwise step was said on a second line, which pushed every plot down on such layers
+    only: the layout jumped between layers (outside audit s35 window 11)."""
+    from types import SimpleNamespace
+
+    from qinspect.analysis.metrics import ErrorStats
+
+    open_and_wait(qtbot, window, capture_path)
+    panel = window.layer_panel
+    stats = ErrorStats().update(np.array([1.0, 2.0]), np.array([1.0, 2.1]))
+    node = SimpleNamespace(name="quant_s_depthwise_conv", op="depthwise_conv2d")
+    analysis = SimpleNamespace(inner_steps=lambda _name: [node],
+                               results={node.name: SimpleNamespace(isolated=stats, accumulated=stats)})
+    text = panel._inner_steps_text(analysis)
+    assert "<br>" not in text and text.startswith(" · its quantized depthwise_conv2d step quant_s_depthwise_conv: ")

@@ -935,7 +935,8 @@ class LayerPanel(StablePages):
             iso, acc = getattr(res, "isolated", None), getattr(res, "accumulated", None)
             figs = ", ".join(f"{k} <b>{ls.fmt_db(s.sqnr_db)}</b>" for k, s in (("isolated", iso), ("accumulated", acc))
                              if s is not None)
-            out.append(f"<br>Its quantized {_html(node.op)} step {_html(node.name)}: {figs}")
+            # on the same line: a second line pushed every plot down on such layers only (the layout jumped)
+            out.append(f" · its quantized {_html(node.op)} step {_html(node.name)}: {figs}")
         return "".join(out)
 
 
