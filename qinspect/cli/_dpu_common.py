@@ -393,6 +393,7 @@ def data_source(inputs: str | None, emu: Any, source: Any, model_path: str, samp
     layers without an implementation, which exist for the kept samples only.
     """
     from qinspect.cli._sources import is_capture_source
+    from qinspect.io.inputs import fewer_samples
 
     if inputs is not None:
         from qinspect.io.capture_file import is_capture
@@ -408,12 +409,12 @@ def data_source(inputs: str | None, emu: Any, source: Any, model_path: str, samp
         held = int(capture.n_total_samples) if every else source_samples(source)
         if samples is not None and samples > held and not quiet:
             # as an .npy says it: the figures rest on fewer samples than the command line asked for
-            print(f"qinspect: warning: {getattr(capture, 'path', model_path)}: asked for {samples} samples, it "
-                  f"holds {held}{' with full tensors' if held < int(capture.n_total_samples) else ''}; using all",
-                  file=sys.stderr)
+            warning = fewer_samples(getattr(capture, "path", model_path), samples, held,
+                                    kept=held < int(capture.n_total_samples))
+            print(f"qinspect: warning: {warning}", file=sys.stderr)
         if every:
             return FirstSamples(capture, capture.n_total_samples if samples is None else samples, every=True)
-        if samples is not None and samples < source_samples(source):
+        if samples is not None and samples < held:
             return FirstSamples(capture, samples)
         return source
     raise QInspectError(need, model_path)

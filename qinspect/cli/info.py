@@ -69,14 +69,14 @@ def capture_samples(capture: Any) -> dict[str, Any]:
 
 
 def capture_samples_line(capture: Any) -> str:
-    """What a capture holds of its samples (a line), or '' for a model."""
-    total = getattr(capture, "n_total_samples", None)
-    if total is None:
+    """What a capture holds of its samples (a line, :func:`capture_samples` said), or '' for a model."""
+    held = capture_samples(capture)
+    if not held:
         return ""
-    kept = int(capture.n_samples)
+    total, kept = held["samples"], held["samples_kept"]
     if kept < total:
         return (f"\nsamples: {total} fed, full tensors kept for {kept}; statistics and inputs of all {total} "
-                f"(calibration batch {capture.calib_batch_size})\n")
+                f"(calibration batch {held['calib_batch_size']})\n")
     return f"\nsamples: {total}, every tensor kept\n"
 
 

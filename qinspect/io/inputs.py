@@ -179,7 +179,7 @@ def open_inputs(
         if samples < 1:
             raise QInspectError(f"--samples must be at least 1 (got {samples})", path)
         if samples > source.n_samples:
-            source.warnings.append(f"{path}: asked for {samples} samples, it holds {source.n_samples}; using all")
+            source.warnings.append(fewer_samples(path, samples, source.n_samples))
         source.n_samples = min(samples, source.n_samples)
         source._files = source._files[: source.n_samples]
         if source.class_labels is not None:
@@ -244,6 +244,11 @@ def _check_npz_sizes(path: str) -> None:
         if info.file_size > (64 << 20) and info.file_size > _MAX_NPZ_RATIO * max(info.compress_size, 1):
             raise QInspectError(f"{info.filename} declares {info.file_size:,} bytes from {info.compress_size:,} "
                                 "stored: not an array (damaged or forged)", path)
+
+
+def fewer_samples(path: str, asked: int, held: int, kept: bool = False) -> str:
+    """The warning for ``--samples`` above what the data holds (``kept``: a capture's samples with full tensors)."""
+    return f"{path}: asked for {asked} samples, it holds {held}{' with full tensors' if kept else ''}; using all"
 
 
 def _open_npz(path: str, input_shapes: dict[str, Shape], preprocess: str | None) -> InputSource:

@@ -40,7 +40,7 @@ from qinspect.io.vitis import PositionsTable, read_positions_json
 from qinspect.report import figspec, wording
 from qinspect.report.content import LayerSection, Report
 from qinspect.report.how import how_texts
-from qinspect.report.layer import LayerInputs, layer_section, summarize_float
+from qinspect.report.layer import KERNEL_KEYS, LayerInputs, layer_section, summarize_float
 from qinspect.report.layer_map import LayerMap, map_layers, refuse_foreign
 from qinspect.report.wording import equalized_note, pooled_top1_suffix
 
@@ -272,8 +272,7 @@ def _node_positions(dpu: Any, node: Any) -> dict[str, Any]:
         p = dpu.pos(slot)
         return None if p is None else int(p)
 
-    kernel = next((s for k, s in node.weight_slots.items() if k in ("kernel", "depthwise_kernel",
-                                                                      "pointwise_kernel")), None)
+    kernel = next((s for k, s in node.weight_slots.items() if k in KERNEL_KEYS), None)
     inputs = [pos(dpu.output_slot(i)) for i in node.inputs] if node.op != "input" else []
     out_slot = node.out_slot if node.op != "input" else None
     if out_slot is None and node.op in TRANSPARENT_OPS:
@@ -303,21 +302,18 @@ def _json_row_positions(table: dict[str, dict[str, int]], name: str) -> dict[str
     return out
 
 
-KERNEL_SLOTS = ("kernel", "depthwise_kernel", "pointwise_kernel")
-
-
 def kernel_owners(graph: ModelGraph) -> frozenset[str]:
     """The float layers that own a kernel (a shared layer's later calls through its first call's weights)."""
     def shapes(lay: Layer) -> dict:
         return lay.weight_shapes or (graph[lay.owner].weight_shapes if lay.owner in graph else {})
 
-    return frozenset(lay.name for lay in graph.leaves() if set(shapes(lay)) & set(KERNEL_SLOTS))
+    return frozenset(lay.name for lay in graph.leaves() if set(shapes(lay)) & set(KERNEL_KEYS))
 
 
 def _kernel_owner(node: Any, kernel_layers: frozenset[str]) -> str | None:
     """The float layer whose kernel a node holds: the first of its origins that has one (the conv of a
     pad + conv + BatchNorm), else None."""
-    if not any(k in KERNEL_SLOTS for k in getattr(node, "weight_slots", {})):
+    if not any(k in KERNEL_KEYS for k in getattr(node, "weight_slots", {})):
         return None
     return next((o for o in node.origin or [] if o in kernel_layers), None)
 
@@ -442,9 +438,18 @@ def _check_layer_early(graph: ModelGraph, layer: str | None, path: str) -> None:
     """A --layer that names no layer of the model is refused before calibrating and emulating (a typo heard of
     after minutes on a big model). A quantizer's own node (``quant_...``) is known only after the rewrites:
     :func:`_select` checks those."""
-    if layer is None or layer.startswith("quant_") or layer in {lay.name for lay in graph.leaves()}:
+    if layer is None or layer.startswith("quant_"):
         return
-    _select([Row(lay.name, lay.class_name, lay) for lay in graph.leaves()], layer, path)
+    names = [lay.name for lay in graph.leaves()]
+    if layer not in names:
+        raise _no_such_layer(layer, names, path)
+
+
+def _no_such_layer(layer: str, names: list[str], path: str) -> QInspectError:
+    """The error for a --layer the model lacks, with the closest names."""
+    close = difflib.get_close_matches(layer, names, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return QInspectError(f"no layer named {layer!r} in the model{hint}", path)
 
 
 def _select(rows: list[Row], layer: str | None, path: str) -> list[Row]:
@@ -455,9 +460,7 @@ def _select(rows: list[Row], layer: str | None, path: str) -> list[Row]:
         return rows
     chosen = [r for r in rows if r.name == layer]
     if not chosen:
-        close = difflib.get_close_matches(layer, [r.name for r in rows], n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise QInspectError(f"no layer named {layer!r} in the model{hint}", path)
+        raise _no_such_layer(layer, [r.name for r in rows], path)
     merged = {n.name for n in chosen[0].merged_into}
     return [r for r in rows if r.name == layer or r.owner == layer
             or (r.node is not None and r.node.name in merged and r.owner is None)]
